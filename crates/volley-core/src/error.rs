@@ -1,0 +1,431 @@
+//! The one error type of Volley: opaque, cheap to move, and free of secrets.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+
+/// A boxed error from a lower layer (hyper, rustls, serde_json, ...).
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Everything that can go wrong while sending a request or reading its response.
+///
+/// The error is opaque: ask it questions ([`kind`](Error::kind), [`status`](Error::status),
+/// [`retry_after`](Error::retry_after), [`api_error`](Error::api_error)) instead of matching on
+/// its insides. Its `Display` names what failed and where (the request id and path, the host),
+/// and never contains a credential: the transport never puts one in, and nothing derived from a
+/// request's headers is ever formatted.
+///
+/// Whether an error is worth retrying is not decided here; that is the retry layer's
+/// classifier's job, using these facts.
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    status: Option<StatusCode>,
+    retry_after: Option<Duration>,
+    headers: Option<HeaderMap>,
+    api_error: Option<ApiError>,
+    request_sent: bool,
+    source: Option<BoxError>,
+}
+
+/// What kind of failure an [`Error`] is.
+///
+/// New kinds may be added in minor releases, so a `match` needs a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The TCP connection could not be established (refused, unreachable, DNS failure,
+    /// connect timeout). The request was not sent.
+    Connect,
+    /// The TLS handshake failed (certificate, protocol or ALPN mismatch). The request was not
+    /// sent.
+    Tls,
+    /// An established connection failed before a complete response head arrived: reset,
+    /// closed by the peer, or an HTTP protocol violation.
+    Connection,
+    /// The whole attempt took longer than its deadline.
+    Timeout,
+    /// No response byte arrived within the time-to-first-byte deadline.
+    FirstByteTimeout,
+    /// A streaming response went quiet for longer than the idle deadline between chunks.
+    IdleTimeout,
+    /// The server answered with an HTTP error status other than 429. The provider's error JSON,
+    /// when present, is in [`Error::api_error`].
+    Status,
+    /// The server answered 429 Too Many Requests. [`Error::retry_after`] says how long it asked
+    /// us to wait, when it did.
+    RateLimited,
+    /// The response arrived but its body could not be decoded: invalid JSON, invalid
+    /// compression, or an event larger than the configured cap.
+    BodyDecode,
+    /// The response body or event stream broke off before it was complete.
+    StreamBroken,
+    /// The request itself is invalid (bad URL, body that cannot be serialised, a cost larger
+    /// than any budget). Sending it again will not help.
+    InvalidInput,
+    /// The client was configured wrongly (for example plain `http://` to a remote host without
+    /// allowing it).
+    Config,
+    /// The request was cancelled by the caller or by shutdown.
+    Cancelled,
+}
+
+impl ErrorKind {
+    /// A short, stable, lower-case name for metrics labels and logs (`"rate_limited"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Connection => "connection",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::FirstByteTimeout => "first_byte_timeout",
+            ErrorKind::IdleTimeout => "idle_timeout",
+            ErrorKind::Status => "status",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::BodyDecode => "body_decode",
+            ErrorKind::StreamBroken => "stream_broken",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Config => "config",
+            ErrorKind::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether a failure of this kind can only happen before any byte of the request reached
+    /// the server.
+    fn before_send(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Connect | ErrorKind::Tls | ErrorKind::InvalidInput | ErrorKind::Config
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error object a provider put in an error response (`{"error": {...}}` in the OpenAI
+/// dialect).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApiError {
+    /// The human-readable message.
+    pub message: String,
+    /// The error type (`"invalid_request_error"`, `"rate_limit_exceeded"`, ...).
+    pub r#type: Option<String>,
+    /// The machine-readable code, as a string even when the provider sent a number.
+    pub code: Option<String>,
+    /// The request parameter the error is about.
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    /// Parses an OpenAI-style error body: `{"error": {"message": .., "type": .., "code": ..,
+    /// "param": ..}}`, or the bare inner object, or `{"error": "text"}`, or `{"message": ..}`.
+    /// Returns `None` when the body is not JSON or has none of these shapes.
+    pub fn from_body(body: &[u8]) -> Option<ApiError> {
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let obj = match value.get("error") {
+            Some(serde_json::Value::String(s)) => {
+                return Some(ApiError {
+                    message: s.clone(),
+                    ..ApiError::default()
+                });
+            }
+            Some(inner @ serde_json::Value::Object(_)) => inner,
+            _ => &value,
+        };
+        let text = |key: &str| match obj.get(key)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        };
+        let message = text("message")?;
+        Some(ApiError {
+            message,
+            r#type: text("type"),
+            code: text("code"),
+            param: text("param"),
+        })
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        match (&self.r#type, &self.code) {
+            (Some(t), Some(c)) => write!(f, " (type {t}, code {c})"),
+            (Some(t), None) => write!(f, " (type {t})"),
+            (None, Some(c)) => write!(f, " (code {c})"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+impl Error {
+    /// Creates an error of `kind` with a message that says what failed and where.
+    ///
+    /// The message must not contain a secret; callers build it from ids, paths and hosts only.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                status: None,
+                retry_after: None,
+                headers: None,
+                api_error: None,
+                request_sent: !kind.before_send(),
+                source: None,
+            }),
+        }
+    }
+
+    /// Creates the error for an HTTP error response: `RateLimited` for 429, `Status` for any
+    /// other status. The provider's error JSON is parsed from `body` when it has one.
+    pub fn from_status(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: &[u8],
+        retry_after: Option<Duration>,
+        context: impl fmt::Display,
+    ) -> Error {
+        let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+            ErrorKind::RateLimited
+        } else {
+            ErrorKind::Status
+        };
+        let api_error = ApiError::from_body(body);
+        let message = match &api_error {
+            Some(api) => format!("{context}: HTTP {status}: {api}"),
+            None => format!("{context}: HTTP {status}"),
+        };
+        let mut err = Error::new(kind, message);
+        err.inner.status = Some(status);
+        err.inner.headers = Some(headers);
+        err.inner.api_error = api_error;
+        err.inner.retry_after = retry_after;
+        err
+    }
+
+    /// Attaches the lower-level cause.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Error {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    /// Records how long the server asked us to wait.
+    #[must_use]
+    pub fn with_retry_after(mut self, retry_after: Option<Duration>) -> Error {
+        self.inner.retry_after = retry_after;
+        self
+    }
+
+    /// Records whether any byte of the request may have reached the server. Errors of kind
+    /// connect, TLS, invalid input and config default to `false`, all others to `true`.
+    #[must_use]
+    pub fn with_request_sent(mut self, sent: bool) -> Error {
+        self.inner.request_sent = sent;
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The HTTP status, for `Status` and `RateLimited` errors.
+    pub fn status(&self) -> Option<StatusCode> {
+        self.inner.status
+    }
+
+    /// How long the server asked us to wait before trying again (`retry-after-ms`,
+    /// `Retry-After` in seconds or as an HTTP date), when it said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.inner.retry_after
+    }
+
+    /// The response headers of an HTTP error response (rate-limit headers live here).
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.inner.headers.as_ref()
+    }
+
+    /// The provider's parsed error object, for HTTP error responses that carried one.
+    pub fn api_error(&self) -> Option<&ApiError> {
+        self.inner.api_error.as_ref()
+    }
+
+    /// Whether any byte of the request may have reached the server. When this is `false` the
+    /// request cannot have been processed or billed, so sending it again is always safe.
+    pub fn is_request_sent(&self) -> bool {
+        self.inner.request_sent
+    }
+
+    /// Whether this is a timeout of any kind (attempt, first byte, stream idle).
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self.inner.kind,
+            ErrorKind::Timeout | ErrorKind::FirstByteTimeout | ErrorKind::IdleTimeout
+        )
+    }
+
+    /// Whether the server answered 429.
+    pub fn is_rate_limited(&self) -> bool {
+        self.inner.kind == ErrorKind::RateLimited
+    }
+
+    /// Whether the connection could not be established.
+    pub fn is_connect(&self) -> bool {
+        self.inner.kind == ErrorKind::Connect
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Headers are left out on purpose: they are response headers today, but Debug output
+        // ends up in logs and must never be able to carry a credential.
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind)
+            .field("message", &self.inner.message);
+        if let Some(status) = self.inner.status {
+            d.field("status", &status);
+        }
+        if let Some(retry_after) = self.inner.retry_after {
+            d.field("retry_after", &retry_after);
+        }
+        if let Some(api) = &self.inner.api_error {
+            d.field("api_error", api);
+        }
+        d.field("request_sent", &self.inner.request_sent);
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} error: {}", self.inner.kind, self.inner.message)?;
+        if let Some(source) = &self.inner.source {
+            // Print the whole chain on one line: hyper's errors are terse at the top.
+            let mut cause: Option<&(dyn StdError + 'static)> = Some(source.as_ref());
+            while let Some(c) = cause {
+                write!(f, ": {c}")?;
+                cause = c.source();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.inner
+            .source
+            .as_ref()
+            .map(|s| s.as_ref() as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_errors_parse_the_provider_body() {
+        let body = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        let err = Error::from_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            HeaderMap::new(),
+            body,
+            Some(Duration::from_secs(2)),
+            "request 7 POST /v1/chat/completions to api.example.com",
+        );
+        assert_eq!(err.kind(), ErrorKind::RateLimited);
+        assert!(err.is_rate_limited());
+        assert_eq!(err.status(), Some(StatusCode::TOO_MANY_REQUESTS));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+        let api = err.api_error().unwrap();
+        assert_eq!(api.message, "Rate limit reached");
+        assert_eq!(api.code.as_deref(), Some("rate_limit_exceeded"));
+        assert_eq!(api.param, None);
+        let text = err.to_string();
+        assert!(text.contains("HTTP 429"), "{text}");
+        assert!(text.contains("api.example.com"), "{text}");
+        assert!(text.contains("Rate limit reached"), "{text}");
+    }
+
+    #[test]
+    fn other_statuses_are_status_errors() {
+        let err = Error::from_status(
+            StatusCode::BAD_REQUEST,
+            HeaderMap::new(),
+            b"not json",
+            None,
+            "ctx",
+        );
+        assert_eq!(err.kind(), ErrorKind::Status);
+        assert!(err.api_error().is_none());
+        assert!(err.is_request_sent());
+    }
+
+    #[test]
+    fn api_error_shapes() {
+        assert_eq!(
+            ApiError::from_body(br#"{"error":"boom"}"#).unwrap().message,
+            "boom"
+        );
+        let numeric = ApiError::from_body(br#"{"error":{"message":"m","code":429}}"#).unwrap();
+        assert_eq!(numeric.code.as_deref(), Some("429"));
+        assert_eq!(
+            ApiError::from_body(br#"{"message":"bare"}"#)
+                .unwrap()
+                .message,
+            "bare"
+        );
+        assert!(ApiError::from_body(br#"{"other":1}"#).is_none());
+        assert!(ApiError::from_body(b"<html>").is_none());
+    }
+
+    #[test]
+    fn before_send_kinds_are_not_sent() {
+        assert!(!Error::new(ErrorKind::Connect, "x").is_request_sent());
+        assert!(!Error::new(ErrorKind::Tls, "x").is_request_sent());
+        assert!(Error::new(ErrorKind::Connection, "x").is_request_sent());
+        assert!(
+            !Error::new(ErrorKind::Connection, "x")
+                .with_request_sent(false)
+                .is_request_sent()
+        );
+    }
+
+    #[test]
+    fn display_includes_the_source_chain() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = Error::new(ErrorKind::Connect, "connecting to 127.0.0.1:1").with_source(io);
+        assert_eq!(
+            err.to_string(),
+            "connect error: connecting to 127.0.0.1:1: refused"
+        );
+        assert!(err.is_connect());
+        assert!(StdError::source(&err).is_some());
+    }
+
+    #[test]
+    fn kinds_have_stable_names() {
+        assert_eq!(ErrorKind::RateLimited.as_str(), "rate_limited");
+        assert_eq!(
+            ErrorKind::FirstByteTimeout.to_string(),
+            "first_byte_timeout"
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! # volley-core
+//!
+//! The protocol-agnostic bottom of Volley: the [`Request`] and [`Response`] types every layer
+//! passes along, the one opaque [`Error`] with its [`ErrorKind`], the OpenAI wire dialect
+//! ([`openai`]), helpers that read providers' rate-limit headers ([`headers`]), a sans-io
+//! server-sent-events decoder ([`sse`]) and token estimation ([`tokens`]).
+//!
+//! This crate does no I/O and depends on no runtime: no tokio, no hyper, no sockets, no clock
+//! beyond `std::time`. The transport and middleware crates build on it.
+//!
+//! ## Features
+//! - `tiktoken`: exact token counts with OpenAI's BPE encodings (`tiktoken-rs`), in addition
+//!   to the fast estimate that is always available.
+#![deny(missing_docs)]
+
+mod error;
+pub mod headers;
+pub mod openai;
+mod request;
+mod response;
+mod secret;
+pub mod sse;
+pub mod tokens;
+
+pub use error::{ApiError, BoxError, Error, ErrorKind};
+pub use request::{Request, RequestId, RequestParts};
+pub use response::{Body, BodyStream, Response, ResponseHead, Timings};
+pub use secret::ApiKey;

@@ -1,0 +1,285 @@
+//! The request every layer passes along.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method};
+use serde::Serialize;
+
+use crate::{Error, ErrorKind};
+
+/// A process-unique number that follows a request through every layer, log line and error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// Allocates the next id. Ids are unique within the process and increase.
+    pub fn next() -> RequestId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        RequestId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// An id chosen by the caller (a batch line number, say).
+    pub const fn from_u64(id: u64) -> RequestId {
+        RequestId(id)
+    }
+
+    /// The number inside.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One HTTP request to an LLM API, relative to the transport's base URL.
+///
+/// The body is [`Bytes`]: serialise once, and every retry clones it for free. Cloning a
+/// request with no extra headers allocates nothing. Credentials are not part of a request:
+/// the transport adds them, so a request can be logged, cached or retried without carrying a
+/// secret.
+///
+/// ```
+/// use volley_core::Request;
+/// use volley_core::openai::{ChatCompletionRequest, ChatMessage};
+///
+/// let chat = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("Hi")]);
+/// let request = Request::post_json("/chat/completions", &chat).unwrap();
+/// assert_eq!(request.path(), "/chat/completions");
+/// assert!(request.body().starts_with(b"{"));
+/// ```
+#[derive(Clone)]
+pub struct Request {
+    method: Method,
+    path: PathAndQuery,
+    headers: HeaderMap,
+    body: Bytes,
+    id: RequestId,
+    estimated_tokens: u32,
+}
+
+impl Request {
+    /// A request with an empty body. `path` is relative to the base URL (`/chat/completions`
+    /// against `https://api.openai.com/v1`), and may carry a query string.
+    pub fn new(method: Method, path: PathAndQuery) -> Request {
+        Request {
+            method,
+            path,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            id: RequestId::next(),
+            estimated_tokens: 0,
+        }
+    }
+
+    /// A `GET` of `path`.
+    pub fn get(path: &str) -> Result<Request, Error> {
+        Ok(Request::new(Method::GET, parse_path(path)?))
+    }
+
+    /// A `POST` of `body`, already serialised as JSON, to `path`.
+    pub fn post(path: &str, body: impl Into<Bytes>) -> Result<Request, Error> {
+        let mut request = Request::new(Method::POST, parse_path(path)?);
+        request.body = body.into();
+        request
+            .headers
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(request)
+    }
+
+    /// A `POST` of `value` serialised as JSON to `path`.
+    pub fn post_json<T: Serialize + ?Sized>(path: &str, value: &T) -> Result<Request, Error> {
+        let body = serde_json::to_vec(value).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("serialising the JSON body for {path}"),
+            )
+            .with_source(e)
+        })?;
+        Request::post(path, body)
+    }
+
+    /// Replaces the correlation id.
+    #[must_use]
+    pub fn with_id(mut self, id: RequestId) -> Request {
+        self.id = id;
+        self
+    }
+
+    /// Sets the estimated token cost (prompt plus the most the reply may use) that rate
+    /// limiters charge before the request is sent.
+    #[must_use]
+    pub fn with_estimated_tokens(mut self, tokens: u32) -> Request {
+        self.estimated_tokens = tokens;
+        self
+    }
+
+    /// Adds a header. Headers set here win over the transport's defaults.
+    #[must_use]
+    pub fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> Request {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// The HTTP method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The path and query, relative to the base URL.
+    pub fn path(&self) -> &str {
+        self.path.as_str()
+    }
+
+    /// The path and query as the `http` type.
+    pub fn path_and_query(&self) -> &PathAndQuery {
+        &self.path
+    }
+
+    /// Extra headers of this request.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Mutable access to the extra headers.
+    pub fn headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The correlation id.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// The estimated token cost (0 when unknown).
+    pub fn estimated_tokens(&self) -> u32 {
+        self.estimated_tokens
+    }
+
+    /// Takes the request apart, for the transport that turns it into an HTTP request.
+    pub fn into_parts(self) -> RequestParts {
+        RequestParts {
+            method: self.method,
+            path: self.path,
+            headers: self.headers,
+            body: self.body,
+            id: self.id,
+            estimated_tokens: self.estimated_tokens,
+        }
+    }
+}
+
+/// The parts of a [`Request`], from [`Request::into_parts`]. (No `Debug`: the body is a
+/// prompt and the headers may carry credentials.)
+#[non_exhaustive]
+pub struct RequestParts {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path and query, relative to the base URL.
+    pub path: PathAndQuery,
+    /// Extra headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+    /// The correlation id.
+    pub id: RequestId,
+    /// The estimated token cost.
+    pub estimated_tokens: u32,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The body (a prompt) and header values are left out: Debug output ends up in logs.
+        f.debug_struct("Request")
+            .field("id", &self.id)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("body_len", &self.body.len())
+            .field("estimated_tokens", &self.estimated_tokens)
+            .finish()
+    }
+}
+
+fn parse_path(path: &str) -> Result<PathAndQuery, Error> {
+    if !path.starts_with('/') {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("request path {path:?} must start with '/'"),
+        ));
+    }
+    PathAndQuery::try_from(path).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("request path {path:?} is not a valid URL path"),
+        )
+        .with_source(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_increase() {
+        let a = RequestId::next();
+        let b = RequestId::next();
+        assert!(b > a);
+        assert_eq!(RequestId::from_u64(7).to_string(), "7");
+    }
+
+    #[test]
+    fn post_sets_json_content_type() {
+        let r = Request::post("/embeddings", &b"{}"[..]).unwrap();
+        assert_eq!(r.method(), Method::POST);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(r.body().as_ref(), b"{}");
+    }
+
+    #[test]
+    fn paths_are_validated() {
+        let err = Request::get("models").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("must start with '/'"));
+        assert!(Request::get("/models?limit=2").is_ok());
+        assert!(Request::get("/bad path").is_err());
+    }
+
+    #[test]
+    fn clones_share_the_body() {
+        let r = Request::post("/x", vec![1u8; 1024])
+            .unwrap()
+            .with_estimated_tokens(12);
+        let c = r.clone();
+        assert_eq!(r.body().as_ptr(), c.body().as_ptr());
+        assert_eq!(c.estimated_tokens(), 12);
+        assert_eq!(c.id(), r.id());
+    }
+
+    #[test]
+    fn debug_leaves_out_body_and_header_values() {
+        let r = Request::post("/x", &b"secret prompt"[..])
+            .unwrap()
+            .with_header(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_static("Bearer sk-should-not-show"),
+            );
+        let text = format!("{r:?}");
+        assert!(!text.contains("secret prompt"), "{text}");
+        assert!(!text.contains("sk-should-not-show"), "{text}");
+        assert!(text.contains("body_len: 13"), "{text}");
+    }
+}

@@ -1,0 +1,386 @@
+//! The response every layer passes back.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::sse::EventStream;
+use crate::{Error, ErrorKind, RequestId};
+
+/// A successful HTTP response (2xx or 3xx). HTTP error statuses arrive as an [`Error`] of kind
+/// `Status` or `RateLimited` instead.
+pub struct Response {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Body,
+    timings: Timings,
+    request_id: RequestId,
+}
+
+/// A response body: complete, or a stream of chunks still arriving.
+///
+/// Non-streaming responses are read to the end by the transport, so the attempt's timings and
+/// any concurrency permit cover the whole body. `text/event-stream` responses arrive as a
+/// [`BodyStream`]; whatever holds a permit for them keeps it until the stream ends or is
+/// dropped.
+pub enum Body {
+    /// The whole body.
+    Full(Bytes),
+    /// Chunks as they arrive.
+    Stream(BodyStream),
+}
+
+/// A stream of body chunks. Errors in it are of kind `StreamBroken`, `IdleTimeout` or
+/// `BodyDecode`.
+pub struct BodyStream {
+    inner: Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send + 'static>>,
+}
+
+/// When the attempt that produced a response happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// When the request was handed to the connection.
+    pub sent: Instant,
+    /// When the response head arrived.
+    pub first_byte: Option<Instant>,
+    /// When the body was complete (`None` for a stream still being read).
+    pub done: Option<Instant>,
+}
+
+impl Timings {
+    /// Timings of a request sent now.
+    pub fn start() -> Timings {
+        Timings {
+            sent: Instant::now(),
+            first_byte: None,
+            done: None,
+        }
+    }
+
+    /// Time from sending to the response head.
+    pub fn time_to_first_byte(&self) -> Option<Duration> {
+        self.first_byte
+            .map(|t| t.saturating_duration_since(self.sent))
+    }
+
+    /// Time from sending to the end of the body.
+    pub fn total(&self) -> Option<Duration> {
+        self.done.map(|t| t.saturating_duration_since(self.sent))
+    }
+}
+
+impl Response {
+    /// Assembles a response.
+    pub fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Body,
+        timings: Timings,
+        request_id: RequestId,
+    ) -> Response {
+        Response {
+            status,
+            headers,
+            body,
+            timings,
+            request_id,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The response headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Body {
+        &self.body
+    }
+
+    /// When the attempt happened.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// The id of the request this answers.
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+
+    /// Whether the body is a stream.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.body, Body::Stream(_))
+    }
+
+    /// Splits the response into its head and body, for layers that wrap the body.
+    pub fn into_parts(self) -> (ResponseHead, Body) {
+        (
+            ResponseHead {
+                status: self.status,
+                headers: self.headers,
+                timings: self.timings,
+                request_id: self.request_id,
+            },
+            self.body,
+        )
+    }
+
+    /// Reassembles a response from [`Response::into_parts`].
+    pub fn from_parts(head: ResponseHead, body: Body) -> Response {
+        Response::new(
+            head.status,
+            head.headers,
+            body,
+            head.timings,
+            head.request_id,
+        )
+    }
+
+    /// A copy of the response when its body is complete; `None` for streams.
+    pub fn try_clone(&self) -> Option<Response> {
+        match &self.body {
+            Body::Full(bytes) => Some(Response {
+                status: self.status,
+                headers: self.headers.clone(),
+                body: Body::Full(bytes.clone()),
+                timings: self.timings,
+                request_id: self.request_id,
+            }),
+            Body::Stream(_) => None,
+        }
+    }
+
+    /// The whole body, reading a stream to its end if needed.
+    pub async fn bytes(self) -> Result<Bytes, Error> {
+        self.body.collect().await
+    }
+
+    /// The body parsed as JSON (reading a stream to its end if needed).
+    pub async fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
+        let id = self.request_id;
+        let bytes = self.body.collect().await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::BodyDecode,
+                format!("request {id}: decoding the JSON response body"),
+            )
+            .with_source(e)
+        })
+    }
+
+    /// The body as server-sent events. A complete body is decoded as one chunk.
+    pub fn events(self) -> EventStream<BodyStream> {
+        EventStream::new(self.body.into_stream())
+    }
+}
+
+/// Everything of a [`Response`] but its body.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+    /// When the attempt happened.
+    pub timings: Timings,
+    /// The id of the request this answers.
+    pub request_id: RequestId,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("request_id", &self.request_id)
+            .field("status", &self.status)
+            .field("body", &self.body)
+            .field("timings", &self.timings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Body {
+    /// Reads the body to its end.
+    pub async fn collect(self) -> Result<Bytes, Error> {
+        match self {
+            Body::Full(bytes) => Ok(bytes),
+            Body::Stream(mut stream) => {
+                let mut buf = BytesMut::new();
+                while let Some(chunk) =
+                    std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await
+                {
+                    buf.extend_from_slice(&chunk?);
+                }
+                Ok(buf.freeze())
+            }
+        }
+    }
+
+    /// The body as a stream (a complete body becomes a stream of one chunk).
+    pub fn into_stream(self) -> BodyStream {
+        match self {
+            Body::Stream(stream) => stream,
+            Body::Full(bytes) => {
+                let mut once = Some(bytes);
+                BodyStream::new(futures_core_stream_fn(move || once.take().map(Ok)))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Body::Full(bytes) => write!(f, "Full({} bytes)", bytes.len()),
+            Body::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+impl BodyStream {
+    /// Boxes a stream of chunks.
+    pub fn new<S>(stream: S) -> BodyStream
+    where
+        S: Stream<Item = Result<Bytes, Error>> + Send + 'static,
+    {
+        BodyStream {
+            inner: Box::pin(stream),
+        }
+    }
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BodyStream")
+    }
+}
+
+impl From<BodyStream> for Body {
+    fn from(stream: BodyStream) -> Body {
+        Body::Stream(stream)
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Body {
+        Body::Full(bytes)
+    }
+}
+
+/// A stream from a closure that is always ready.
+fn futures_core_stream_fn<F>(next: F) -> impl Stream<Item = Result<Bytes, Error>> + Send
+where
+    F: FnMut() -> Option<Result<Bytes, Error>> + Send + Unpin,
+{
+    struct FnStream<F>(F);
+    impl<F> Stream for FnStream<F>
+    where
+        F: FnMut() -> Option<Result<Bytes, Error>> + Unpin,
+    {
+        type Item = Result<Bytes, Error>;
+        fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            Poll::Ready((self.0)())
+        }
+    }
+    FnStream(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::Waker;
+
+    fn block_on<F: Future>(fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+
+    fn response(body: Body) -> Response {
+        Response::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            body,
+            Timings::start(),
+            RequestId::from_u64(3),
+        )
+    }
+
+    #[test]
+    fn json_of_a_full_body() {
+        let r = response(Body::Full(Bytes::from_static(br#"{"a":1}"#)));
+        let v: serde_json::Value = block_on(r.json()).unwrap();
+        assert_eq!(v["a"], 1);
+    }
+
+    #[test]
+    fn json_errors_name_the_request() {
+        let r = response(Body::Full(Bytes::from_static(b"{")));
+        let err = block_on(r.json::<serde_json::Value>()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyDecode);
+        assert!(err.to_string().contains("request 3"), "{err}");
+    }
+
+    #[test]
+    fn stream_bodies_collect_and_keep_errors() {
+        let chunks = vec![Ok(Bytes::from_static(b"ab")), Ok(Bytes::from_static(b"c"))];
+        let mut it = chunks.into_iter();
+        let body = Body::Stream(BodyStream::new(futures_core_stream_fn(move || it.next())));
+        assert_eq!(block_on(body.collect()).unwrap(), "abc");
+
+        let chunks = vec![
+            Ok(Bytes::from_static(b"ab")),
+            Err(Error::new(ErrorKind::StreamBroken, "cut")),
+        ];
+        let mut it = chunks.into_iter();
+        let body = Body::Stream(BodyStream::new(futures_core_stream_fn(move || it.next())));
+        let err = block_on(body.collect()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::StreamBroken);
+    }
+
+    #[test]
+    fn only_full_responses_clone() {
+        let r = response(Body::Full(Bytes::from_static(b"x")));
+        assert!(r.try_clone().is_some());
+        let s = response(Body::Full(Bytes::new()).into_stream().into());
+        assert!(s.try_clone().is_none());
+        assert!(s.is_stream());
+    }
+
+    #[test]
+    fn timings_measure_from_sent() {
+        let mut t = Timings::start();
+        assert_eq!(t.total(), None);
+        t.first_byte = Some(t.sent + Duration::from_millis(5));
+        t.done = Some(t.sent + Duration::from_millis(9));
+        assert_eq!(t.time_to_first_byte(), Some(Duration::from_millis(5)));
+        assert_eq!(t.total(), Some(Duration::from_millis(9)));
+    }
+}
