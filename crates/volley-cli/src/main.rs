@@ -1,0 +1,66 @@
+//! `volley`: call LLM APIs at very high concurrency from the command line.
+//!
+//! `main` parses the command line, sets up logging and dispatches; each subcommand lives in
+//! its own module and calls library code.
+
+mod chat;
+mod limits;
+mod mock;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Call LLM HTTP APIs at very high concurrency.
+///
+/// Logging goes to stderr and is set with RUST_LOG (for example RUST_LOG=volley=debug).
+#[derive(Debug, Parser)]
+#[command(name = "volley", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send one chat completion and print the reply.
+    Chat(chat::ChatArgs),
+    /// Run the OpenAI-compatible mock server (for tests and benchmarks).
+    Mock(mock::MockArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    limits::raise_open_file_limit(None);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("volley: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Chat(args) => chat::run(args).await,
+            Command::Mock(args) => mock::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("volley: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `volley mock`: the OpenAI-compatible mock server, until Ctrl-C.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use volley_mock::{Faults, Latency, MockConfig, MockServer, OutputTokens};
+
+/// Run the OpenAI-compatible mock server until Ctrl-C.
+///
+/// Serves POST /v1/chat/completions (plain and streaming), POST /v1/embeddings, GET /v1/models,
+/// GET /stats and POST /stats/reset, over HTTP/1.1 and HTTP/2 (h2c) on one port.
+///
+/// Latency grammar: "0", "250ms", "1s", "fixed:1s", "uniform:100ms..2s",
+/// "lognormal:500ms,0.6" (median, shape). Durations take ns, us, ms, s, m, h.
+///
+/// A request can force a fault with the header x-mock-fault: 429|500|503|reset|stall|cut|malformed
+/// and its latency with x-mock-latency: 250ms.
+#[derive(Debug, Args)]
+pub(crate) struct MockArgs {
+    /// The address to listen on. Keep it on loopback: the mock is for tests and benchmarks.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// The port to listen on (0 picks a free one and prints it).
+    #[arg(long, short, default_value_t = 8080)]
+    port: u16,
+    /// Time before a non-streaming reply is sent.
+    #[arg(long, default_value = "0")]
+    latency: Latency,
+    /// Time to a stream's first chunk [default: the --latency value].
+    #[arg(long)]
+    ttft: Option<Latency>,
+    /// Time between streamed chunks.
+    #[arg(long, default_value = "0")]
+    inter_token: Latency,
+    /// Output tokens per completion: "16" or a range "8..64".
+    #[arg(long, default_value = "16")]
+    output_tokens: OutputTokens,
+    /// Fault probabilities, e.g. "429=0.3,500=0.1,503=0.05,reset=0.01,stall=0.01,cut=0.02,malformed=0.01".
+    #[arg(long, default_value = "")]
+    faults: String,
+    /// The wait a 429 asks for (Retry-After and retry-after-ms).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    retry_after: Duration,
+    /// How long a stalled request stays unanswered before its connection is closed.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    stall_duration: Duration,
+    /// Seed of the per-request random draws (faults, latencies): same seed, same run.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Gzip-compress JSON replies to requests that accept gzip.
+    #[arg(long)]
+    gzip: bool,
+    /// Require this environment variable's value as the bearer key (401 otherwise).
+    #[arg(long, value_name = "NAME")]
+    require_api_key_env: Option<String>,
+}
+
+pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
+    if !args.host.is_loopback() {
+        eprintln!(
+            "volley mock: listening on {}, which is not loopback; the mock is meant for tests",
+            args.host
+        );
+    }
+    let faults: Faults = if args.faults.trim().is_empty() {
+        Faults::NONE
+    } else {
+        args.faults
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--faults: {e}"))?
+    };
+    let require_api_key = match &args.require_api_key_env {
+        Some(name) => match std::env::var(name) {
+            Ok(key) if !key.trim().is_empty() => Some(key.trim().to_owned()),
+            _ => bail!("--require-api-key-env: the variable {name} is not set"),
+        },
+        None => None,
+    };
+    let config = MockConfig {
+        latency: args.latency,
+        ttft: args.ttft,
+        inter_token: args.inter_token,
+        output_tokens: args.output_tokens,
+        faults,
+        retry_after: args.retry_after,
+        stall_duration: args.stall_duration,
+        seed: args.seed,
+        gzip: args.gzip,
+        require_api_key,
+        ..MockConfig::default()
+    };
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid mock configuration: {e}"))?;
+    let addr = SocketAddr::new(args.host, args.port);
+    let server = MockServer::bind(addr, config)
+        .await
+        .with_context(|| format!("binding the mock server to {addr}"))?;
+    eprintln!(
+        "volley mock: serving {} (stats at http://{}/stats); Ctrl-C to stop",
+        server.url(),
+        server.addr()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    let stats = server.stats();
+    server.shutdown().await;
+    eprintln!(
+        "volley mock: {} requests, peak {} in flight",
+        stats.requests_total, stats.peak_in_flight
+    );
+    Ok(())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    volley_mock::parse_duration(s).map_err(|e| e.to_string())
+}

@@ -1,0 +1,507 @@
+//! Latency models and the duration grammar shared by every CLI string of the crate.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::ConfigError;
+
+/// The longest latency a model ever yields: samples from a heavy-tailed model are capped here so
+/// that a single unlucky draw cannot park a request for days.
+const MAX_SAMPLE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long the mock waits before answering (or between two streamed tokens).
+///
+/// Each request draws its own value from the model with the server's seeded RNG, so a run is
+/// reproducible for a given arrival order.
+///
+/// # String form (`FromStr`, for the CLI)
+///
+/// ```text
+/// latency  := duration                      Fixed,     e.g. "0", "250ms", "1.5s"
+///           | "fixed:" duration             Fixed,     e.g. "fixed:1s"
+///           | "uniform:" duration ".." duration
+///                                           Uniform,   e.g. "uniform:100ms..2s" (min <= max)
+///           | "lognormal:" duration "," sigma
+///                                           LogNormal, e.g. "lognormal:500ms,0.6" (sigma >= 0)
+/// duration := number unit | "0"
+/// number   := digits ["." digits]
+/// unit     := "ns" | "us" | "µs" | "ms" | "s" | "m" | "min" | "h"
+/// ```
+///
+/// `Display` writes the same grammar back, so a value round-trips through its string form.
+///
+/// ```
+/// use std::time::Duration;
+/// use volley_mock::Latency;
+///
+/// assert_eq!("250ms".parse::<Latency>().unwrap(), Latency::Fixed(Duration::from_millis(250)));
+/// let uniform: Latency = "uniform:100ms..2s".parse().unwrap();
+/// assert_eq!(uniform.to_string(), "uniform:100ms..2s");
+/// assert!("lognormal:500ms".parse::<Latency>().is_err()); // the sigma is missing
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Latency {
+    /// Always the same duration.
+    Fixed(Duration),
+    /// Uniformly distributed between `min` and `max`, both included.
+    Uniform {
+        /// The shortest latency.
+        min: Duration,
+        /// The longest latency; must not be below `min`.
+        max: Duration,
+    },
+    /// Log-normally distributed: `median · e^(sigma · Z)` with `Z` standard normal, so half the
+    /// samples are below `median` and `sigma` sets the tail (0.5–1.0 looks like real LLM APIs).
+    LogNormal {
+        /// The median latency.
+        median: Duration,
+        /// The shape: the standard deviation of the latency's natural logarithm; `>= 0`.
+        sigma: f64,
+    },
+}
+
+impl Latency {
+    /// No latency at all.
+    pub const ZERO: Latency = Latency::Fixed(Duration::ZERO);
+
+    /// Whether every sample of this model is zero (nothing to wait for).
+    pub fn is_zero(&self) -> bool {
+        match *self {
+            Latency::Fixed(d) => d.is_zero(),
+            Latency::Uniform { max, .. } => max.is_zero(),
+            Latency::LogNormal { median, .. } => median.is_zero(),
+        }
+    }
+
+    /// Draws one latency.
+    pub(crate) fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Duration {
+        match *self {
+            Latency::Fixed(d) => d,
+            Latency::Uniform { min, max } => {
+                if max <= min {
+                    return min;
+                }
+                let lo = duration_nanos(min);
+                let hi = duration_nanos(max);
+                Duration::from_nanos(rng.random_range(lo..=hi))
+            }
+            Latency::LogNormal { median, sigma } => {
+                if median.is_zero() || sigma == 0.0 {
+                    return median;
+                }
+                // `median · e^(sigma·Z)` is exactly LogNormal(ln median, sigma), without building
+                // (and validating) a distribution object per request.
+                let z: f64 = StandardNormal.sample(rng);
+                let secs = median.as_secs_f64() * (sigma * z).exp();
+                Duration::try_from_secs_f64(secs)
+                    .unwrap_or(MAX_SAMPLE)
+                    .min(MAX_SAMPLE)
+            }
+        }
+    }
+
+    pub(crate) fn validate(&self, what: &str) -> Result<(), ConfigError> {
+        match *self {
+            Latency::Fixed(_) => Ok(()),
+            Latency::Uniform { min, max } if min > max => Err(ConfigError::new(format!(
+                "{what}: uniform latency has min {} above max {}",
+                DisplayDuration(min),
+                DisplayDuration(max)
+            ))),
+            Latency::Uniform { .. } => Ok(()),
+            Latency::LogNormal { sigma, .. } if !(sigma.is_finite() && sigma >= 0.0) => {
+                Err(ConfigError::new(format!(
+                    "{what}: lognormal sigma must be a finite number >= 0, got {sigma}"
+                )))
+            }
+            Latency::LogNormal { .. } => Ok(()),
+        }
+    }
+}
+
+impl Default for Latency {
+    /// [`Latency::ZERO`].
+    fn default() -> Self {
+        Latency::ZERO
+    }
+}
+
+impl From<Duration> for Latency {
+    fn from(d: Duration) -> Self {
+        Latency::Fixed(d)
+    }
+}
+
+impl FromStr for Latency {
+    type Err = ConfigError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let s = input.trim();
+        let Some((model, args)) = s.split_once(':') else {
+            return parse_duration(s).map(Latency::Fixed);
+        };
+        let latency = match model.trim().to_ascii_lowercase().as_str() {
+            "fixed" => Latency::Fixed(parse_duration(args)?),
+            "uniform" => {
+                let (min, max) = args.split_once("..").ok_or_else(|| {
+                    ConfigError::new(format!(
+                        "invalid latency {input:?}: uniform expects MIN..MAX, e.g. \"uniform:100ms..2s\""
+                    ))
+                })?;
+                Latency::Uniform {
+                    min: parse_duration(min)?,
+                    max: parse_duration(max)?,
+                }
+            }
+            "lognormal" | "log-normal" => {
+                let (median, sigma) = args.split_once(',').ok_or_else(|| {
+                    ConfigError::new(format!(
+                        "invalid latency {input:?}: lognormal expects MEDIAN,SIGMA, e.g. \"lognormal:500ms,0.6\""
+                    ))
+                })?;
+                let sigma = sigma.trim();
+                let sigma = sigma
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| {
+                        ConfigError::new(format!(
+                            "invalid latency {input:?}: sigma {sigma:?} is not a number >= 0"
+                        ))
+                    })?;
+                Latency::LogNormal {
+                    median: parse_duration(median)?,
+                    sigma,
+                }
+            }
+            other => {
+                return Err(ConfigError::new(format!(
+                    "invalid latency {input:?}: unknown model {other:?}, expected a duration \
+                     (\"250ms\"), \"fixed:D\", \"uniform:MIN..MAX\" or \"lognormal:MEDIAN,SIGMA\""
+                )));
+            }
+        };
+        latency.validate(&format!("invalid latency {input:?}"))?;
+        Ok(latency)
+    }
+}
+
+impl fmt::Display for Latency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Latency::Fixed(d) => write!(f, "{}", DisplayDuration(d)),
+            Latency::Uniform { min, max } => write!(
+                f,
+                "uniform:{}..{}",
+                DisplayDuration(min),
+                DisplayDuration(max)
+            ),
+            Latency::LogNormal { median, sigma } => {
+                write!(f, "lognormal:{},{sigma}", DisplayDuration(median))
+            }
+        }
+    }
+}
+
+/// Parses a duration of the crate's CLI grammar: a non-negative decimal number and a unit
+/// (`ns`, `us`/`µs`, `ms`, `s`, `m`/`min`, `h`), e.g. `"20ms"`, `"1.5s"`, `"2m"`, `"500us"`;
+/// a bare `"0"` is zero.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(volley_mock::parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+/// assert!(volley_mock::parse_duration("15").is_err()); // a unit is required
+/// ```
+pub fn parse_duration(input: &str) -> Result<Duration, ConfigError> {
+    let s = input.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
+        return Err(ConfigError::new(format!(
+            "invalid duration {input:?}: expected a number and a unit (ns, us, ms, s, m, h), \
+             e.g. \"250ms\" or \"1.5s\""
+        )));
+    }
+    let too_large = || ConfigError::new(format!("invalid duration {input:?}: too large"));
+    // Integer arithmetic, so that every duration `Display` writes reads back exactly.
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| too_large())?
+    };
+    // Digits beyond the 18th are below a nanosecond for every unit.
+    let fraction = &fraction[..fraction.len().min(18)];
+    let (fraction, scale): (u128, u128) = if fraction.is_empty() {
+        (0, 1)
+    } else {
+        // At most 18 ASCII digits: always fits.
+        (
+            fraction.parse().map_err(|_| too_large())?,
+            10u128.pow(fraction.len() as u32),
+        )
+    };
+    let nanos_per_unit: u128 = match unit.trim() {
+        "" if whole == 0 && fraction == 0 => 0,
+        "" => {
+            return Err(ConfigError::new(format!(
+                "invalid duration {input:?}: missing unit, e.g. \"{number}ms\" or \"{number}s\""
+            )));
+        }
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" | "min" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        other => {
+            return Err(ConfigError::new(format!(
+                "invalid duration {input:?}: unknown unit {other:?}, expected ns, us, ms, s, m or h"
+            )));
+        }
+    };
+    let nanos = whole
+        .checked_mul(nanos_per_unit)
+        .and_then(|n| n.checked_add((fraction * nanos_per_unit + scale / 2) / scale))
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(too_large)?;
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// Writes a duration in the grammar [`parse_duration`] reads, exactly (`"0"`, `"1500ms"`, ...).
+pub(crate) struct DisplayDuration(pub(crate) Duration);
+
+impl fmt::Display for DisplayDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.as_nanos();
+        if nanos == 0 {
+            f.write_str("0")
+        } else if nanos.is_multiple_of(1_000_000_000) {
+            write!(f, "{}s", nanos / 1_000_000_000)
+        } else if nanos.is_multiple_of(1_000_000) {
+            write!(f, "{}ms", nanos / 1_000_000)
+        } else if nanos.is_multiple_of(1_000) {
+            write!(f, "{}us", nanos / 1_000)
+        } else {
+            write!(f, "{nanos}ns")
+        }
+    }
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("0.0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("20ms").unwrap(), ms(20));
+        assert_eq!(parse_duration(" 1.5s ").unwrap(), ms(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("500us").unwrap(), Duration::from_micros(500));
+        assert_eq!(parse_duration("500µs").unwrap(), Duration::from_micros(500));
+        assert_eq!(parse_duration("7ns").unwrap(), Duration::from_nanos(7));
+        assert_eq!(parse_duration("1.1s").unwrap(), ms(1100));
+        assert_eq!(parse_duration(".5s").unwrap(), ms(500));
+    }
+
+    #[test]
+    fn rejects_bad_durations_with_useful_messages() {
+        for (input, needle) in [
+            ("", "expected a number"),
+            ("ms", "expected a number"),
+            ("15", "missing unit"),
+            ("1.2.3s", "expected a number"),
+            ("-1s", "expected a number"),
+            ("3 parsecs", "unknown unit"),
+            ("1e3ms", "unknown unit"),
+            ("99999999999999h", "too large"),
+        ] {
+            let err = parse_duration(input).unwrap_err().to_string();
+            assert!(err.contains(needle), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn parses_latency_models() {
+        assert_eq!("0".parse::<Latency>().unwrap(), Latency::ZERO);
+        assert_eq!("250ms".parse::<Latency>().unwrap(), Latency::Fixed(ms(250)));
+        assert_eq!("1s".parse::<Latency>().unwrap(), Latency::Fixed(ms(1000)));
+        assert_eq!(
+            "fixed:1s".parse::<Latency>().unwrap(),
+            Latency::Fixed(ms(1000))
+        );
+        assert_eq!(
+            "uniform:100ms..2s".parse::<Latency>().unwrap(),
+            Latency::Uniform {
+                min: ms(100),
+                max: ms(2000)
+            }
+        );
+        assert_eq!(
+            "LogNormal: 500ms , 0.6".parse::<Latency>().unwrap(),
+            Latency::LogNormal {
+                median: ms(500),
+                sigma: 0.6
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_latency_models() {
+        for (input, needle) in [
+            ("gauss:1s", "unknown model"),
+            ("uniform:1s", "MIN..MAX"),
+            ("uniform:2s..1s", "above max"),
+            ("lognormal:1s", "MEDIAN,SIGMA"),
+            ("lognormal:1s,-1", "not a number >= 0"),
+            ("lognormal:1s,NaN", "not a number >= 0"),
+            ("fixed:soon", "invalid duration"),
+        ] {
+            let err = input.parse::<Latency>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for input in [
+            "0",
+            "250ms",
+            "1500ms",
+            "uniform:100ms..2s",
+            "lognormal:500ms,0.6",
+            "7ns",
+            "3us",
+        ] {
+            let latency: Latency = input.parse().unwrap();
+            assert_eq!(latency.to_string(), input);
+            assert_eq!(latency.to_string().parse::<Latency>().unwrap(), latency);
+        }
+    }
+
+    #[test]
+    fn uniform_stays_in_range_and_covers_it() {
+        let latency = Latency::Uniform {
+            min: ms(100),
+            max: ms(200),
+        };
+        let mut rng = SmallRng::seed_from_u64(7);
+        let (mut lo, mut hi) = (Duration::MAX, Duration::ZERO);
+        for _ in 0..10_000 {
+            let d = latency.sample(&mut rng);
+            assert!((ms(100)..=ms(200)).contains(&d), "{d:?}");
+            lo = lo.min(d);
+            hi = hi.max(d);
+        }
+        // Over 10 000 draws both ends of the range are approached closely.
+        assert!(lo < ms(101) && hi > ms(199), "{lo:?} {hi:?}");
+    }
+
+    #[test]
+    fn lognormal_median_and_spread_are_right() {
+        let latency = Latency::LogNormal {
+            median: ms(500),
+            sigma: 0.6,
+        };
+        let mut rng = SmallRng::seed_from_u64(42);
+        let mut samples: Vec<f64> = (0..20_001)
+            .map(|_| latency.sample(&mut rng).as_secs_f64())
+            .collect();
+        samples.sort_by(f64::total_cmp);
+        let median = samples[samples.len() / 2];
+        assert!((0.48..0.52).contains(&median), "median {median}");
+        // The 84th percentile of a log-normal sits at median · e^sigma.
+        let p84 = samples[samples.len() * 8413 / 10_000];
+        let expected = 0.5 * 0.6f64.exp();
+        assert!(
+            (p84 / expected - 1.0).abs() < 0.05,
+            "p84 {p84} vs {expected}"
+        );
+    }
+
+    #[test]
+    fn degenerate_models_are_constant() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        assert_eq!(Latency::Fixed(ms(3)).sample(&mut rng), ms(3));
+        assert_eq!(
+            Latency::Uniform {
+                min: ms(3),
+                max: ms(3)
+            }
+            .sample(&mut rng),
+            ms(3)
+        );
+        assert_eq!(
+            Latency::LogNormal {
+                median: ms(3),
+                sigma: 0.0
+            }
+            .sample(&mut rng),
+            ms(3)
+        );
+        assert!(Latency::ZERO.is_zero());
+        assert!(
+            !Latency::Uniform {
+                min: ms(0),
+                max: ms(1)
+            }
+            .is_zero()
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_duration_round_trips(nanos in proptest::prelude::any::<u64>()) {
+            let d = Duration::from_nanos(nanos);
+            proptest::prop_assert_eq!(parse_duration(&DisplayDuration(d).to_string()).unwrap(), d);
+        }
+
+        #[test]
+        fn uniform_samples_stay_in_range(lo in 0u64..1 << 40, width in 0u64..1 << 40, seed in proptest::prelude::any::<u64>()) {
+            let (min, max) = (Duration::from_nanos(lo), Duration::from_nanos(lo + width));
+            let latency = Latency::Uniform { min, max };
+            let mut rng = SmallRng::seed_from_u64(seed);
+            for _ in 0..100 {
+                let d = latency.sample(&mut rng);
+                proptest::prop_assert!(min <= d && d <= max);
+            }
+        }
+
+        #[test]
+        fn parsing_never_panics(input in ".{0,40}") {
+            let _ = input.parse::<Latency>();
+            let _ = parse_duration(&input);
+        }
+    }
+
+    #[test]
+    fn huge_lognormal_draws_are_capped() {
+        let latency = Latency::LogNormal {
+            median: Duration::from_secs(3600),
+            sigma: 50.0,
+        };
+        let mut rng = SmallRng::seed_from_u64(3);
+        for _ in 0..1000 {
+            assert!(latency.sample(&mut rng) <= MAX_SAMPLE);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! An OpenAI-compatible mock server for Volley's tests and benchmarks.
+//!
+//! [`MockServer`] listens on a real TCP socket and answers the OpenAI API with deterministic
+//! content, configurable latency, fault injection and server-side statistics, so clients can
+//! be tested end to end and load-tested without a provider. It must never sit in a production
+//! path.
+//!
+//! # Overview
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use volley_mock::{Latency, MockConfig, MockServer};
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! let server = MockServer::start(MockConfig {
+//!     latency: Latency::Fixed(Duration::from_millis(200)),
+//!     faults: "429=0.05".parse().unwrap(),
+//!     ..MockConfig::default()
+//! })
+//! .await?;
+//! let base_url = server.url(); // "http://127.0.0.1:PORT/v1"
+//! // ... point a client at `base_url` ...
+//! let stats = server.stats();
+//! println!("{} requests, peak {} in flight", stats.requests_total, stats.peak_in_flight);
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Endpoints
+//!
+//! Paths are accepted with and without the `/v1` prefix.
+//!
+//! | endpoint | answer |
+//! |---|---|
+//! | `POST /v1/chat/completions` | a `chat.completion`, or with `"stream": true` an SSE stream of `chat.completion.chunk`s: one per output token (the first with `delta.role`, the last with `finish_reason`), then a usage chunk (`choices: []`) when `stream_options.include_usage` is true, then `data: [DONE]` |
+//! | `POST /v1/embeddings` | a `list` of unit vectors, one per input (a string, strings, token ids or token-id arrays); equal inputs get equal vectors; `dimensions` and `encoding_format: "base64"` (little-endian `f32`s) are honoured |
+//! | `GET /v1/models` | a `list` of three models |
+//! | `GET /stats` | the [`Stats`] as JSON (never authenticated, faulted or counted) |
+//! | `POST /stats/reset` | starts a new statistics window; answers the last [`Stats`] of the old one |
+//!
+//! Completions read only `model`, `messages`, `max_tokens` / `max_completion_tokens`, `stream`
+//! and `stream_options.include_usage`. Their content is `token0 token1 …`, as many tokens as
+//! [`MockConfig::output_tokens`] says, capped by the request's maximum (`finish_reason` is
+//! then `"length"`, else `"stop"`). `prompt_tokens` is the text of the message contents in
+//! bytes divided by four, rounded up.
+//!
+//! Errors have OpenAI's shape, `{"error":{"message","type","param","code"}}`: `400` for
+//! invalid JSON or a missing `model` / `messages` / `input`, `401` (`invalid_api_key`) when
+//! [`MockConfig::require_api_key`] is set and the bearer token differs, `404`
+//! (`unknown_url`), `405` with `Allow`, `413` above 32 MiB.
+//!
+//! ## Timing
+//!
+//! A non-streaming response is sent [`MockConfig::latency`] after the request body has been
+//! read. A stream sends its head at once, its first chunk after [`MockConfig::ttft`] and each
+//! further token chunk [`MockConfig::inter_token`] after the previous one. Each is a
+//! [`Latency`] model drawn per request (per chunk for `inter_token`) from an RNG seeded by
+//! [`MockConfig::seed`] and the request's arrival index, so a run is reproducible for a given
+//! arrival order.
+//!
+//! ## Faults
+//!
+//! [`MockConfig::faults`] injects failures at random (see [`FaultKind`] for each), and two
+//! request headers make a single request deterministic:
+//!
+//! - `x-mock-fault: 429|500|503|reset|stall|cut|malformed` ([`FAULT_HEADER`]) forces that fault;
+//! - `x-mock-latency: <latency>` ([`LATENCY_HEADER`]), in the [`Latency`] grammar (e.g.
+//!   `250ms`), replaces the latency and the time to first token of that request.
+//!
+//! An invalid value of either header gets a `400`. Faults and latency apply to the three API
+//! endpoints, after authentication.
+//!
+//! ## Statistics
+//!
+//! [`MockServer::stats`] and `GET /stats` report requests, responses by status, faults, the
+//! requests in flight (received, response not yet complete) and their peak, and a timeline of
+//! 100 ms buckets. The request path only touches atomics.
+//!
+//! ## Protocols
+//!
+//! HTTP/1.1 and HTTP/2 with prior knowledge (h2c) share the port; HTTP/2 connections allow
+//! 100 000 concurrent streams. Accepted sockets get `TCP_NODELAY`; the listen backlog is 4096.
+//!
+//! # Features
+//!
+//! None.
+
+#![deny(missing_docs)]
+
+mod body;
+mod config;
+mod conn;
+mod encoding;
+mod error;
+mod faults;
+mod latency;
+mod openai;
+mod server;
+mod service;
+mod stats;
+
+pub use config::{MAX_EMBEDDING_DIMS, MAX_OUTPUT_TOKENS, MockConfig, OutputTokens};
+pub use error::ConfigError;
+pub use faults::{FaultKind, Faults};
+pub use latency::{Latency, parse_duration};
+pub use server::MockServer;
+pub use stats::{FaultCounts, Stats, TIMELINE_BUCKET, TIMELINE_CAPACITY, TimelineBucket};
+
+/// The request header that forces a fault on one request: `x-mock-fault`, with a value of
+/// `429`, `500`, `503`, `reset`, `stall`, `cut` or `malformed` (see [`FaultKind`]).
+pub const FAULT_HEADER: &str = "x-mock-fault";
+
+/// The request header that sets one request's latency (and time to first token):
+/// `x-mock-latency`, with a value in the [`Latency`] grammar such as `250ms`.
+pub const LATENCY_HEADER: &str = "x-mock-latency";

@@ -1,0 +1,674 @@
+//! The per-connection service: routing, authentication, fault and latency decisions, and the
+//! OpenAI endpoints.
+
+use std::future::{Future, ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng as _};
+
+use crate::body::{Abort, MockBody, SseStream, StreamFault, StreamPlan};
+use crate::config::{MAX_EMBEDDING_DIMS, retry_after_values};
+use crate::conn::ResetHandle;
+use crate::openai::{self, BadRequest, ChatRequest, Completion, EmbeddingsRequest, Filler};
+use crate::stats::{Counters, InFlight};
+use crate::{FAULT_HEADER, FaultKind, LATENCY_HEADER, Latency, MockConfig, encoding};
+
+/// Request bodies above this size get a `413`.
+const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
+
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+
+/// What every connection of one server shares: the configuration, the counters, and response
+/// parts computed once at start-up.
+pub(crate) struct Shared {
+    pub(crate) config: MockConfig,
+    pub(crate) counters: Counters,
+    pub(crate) filler: Filler,
+    rate_limit_body: Bytes,
+    server_error_body: Bytes,
+    unavailable_body: Bytes,
+    unauthorized_body: Bytes,
+    retry_after: (HeaderValue, HeaderValue),
+    unavailable_retry_after: Option<(HeaderValue, HeaderValue)>,
+}
+
+impl AsRef<Counters> for Arc<Shared> {
+    fn as_ref(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+/// A request in flight, holding the server's shared state.
+pub(crate) type Guard = InFlight<Arc<Shared>>;
+
+impl Shared {
+    pub(crate) fn new(config: MockConfig) -> Self {
+        let headers = |wait: Duration| {
+            let (secs, millis) = retry_after_values(wait);
+            // Decimal digits are always a valid header value.
+            (
+                HeaderValue::try_from(secs).expect("digits are a valid header value"),
+                HeaderValue::try_from(millis).expect("digits are a valid header value"),
+            )
+        };
+        let (retry_secs, _) = retry_after_values(config.retry_after);
+        let rate_limit_body = openai::error_body(
+            &format!("Rate limit reached for requests (mock). Please try again in {retry_secs}s."),
+            "requests",
+            None,
+            Some("rate_limit_exceeded"),
+        );
+        Self {
+            filler: Filler::new(config.output_tokens.max()),
+            counters: Counters::new(),
+            rate_limit_body: rate_limit_body.into(),
+            server_error_body: openai::error_body(
+                "The server had an error while processing your request. Sorry about that! (mock)",
+                "server_error",
+                None,
+                None,
+            )
+            .into(),
+            unavailable_body: openai::error_body(
+                "The server is overloaded or not ready yet. (mock)",
+                "server_error",
+                None,
+                None,
+            )
+            .into(),
+            unauthorized_body: openai::error_body(
+                "Incorrect API key provided. (mock)",
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key"),
+            )
+            .into(),
+            retry_after: headers(config.retry_after),
+            unavailable_retry_after: config.unavailable_retry_after.map(headers),
+            config,
+        }
+    }
+
+    /// Whether the request may use the API: always, unless a key is required.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(key) = &self.config.require_api_key else {
+            return true;
+        };
+        let Some(value) = headers.get(AUTHORIZATION) else {
+            return false;
+        };
+        let value = value.as_bytes();
+        match value.iter().position(|&b| b == b' ') {
+            Some(space) => {
+                value[..space].eq_ignore_ascii_case(b"bearer")
+                    && value[space + 1..].trim_ascii() == key.as_bytes()
+            }
+            None => false,
+        }
+    }
+}
+
+/// The service of one connection.
+pub(crate) struct MockService {
+    shared: Arc<Shared>,
+    reset: ResetHandle,
+}
+
+impl MockService {
+    pub(crate) fn new(shared: Arc<Shared>, reset: ResetHandle) -> Self {
+        Self { shared, reset }
+    }
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<MockBody>, Abort>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for MockService {
+    type Response = Response<MockBody>;
+    type Error = Abort;
+    type Future = ResponseFuture;
+
+    fn call(&self, req: Request<Incoming>) -> ResponseFuture {
+        let shared = &self.shared;
+        let route = Route::of(req.method(), req.uri().path());
+        let api = match route {
+            Route::Stats => return done(stats_response(&shared.counters.snapshot())),
+            Route::StatsReset => return done(stats_response(&shared.counters.reset())),
+            Route::Api(api) => Some(api),
+            Route::NotFound | Route::MethodNotAllowed(_) => None,
+        };
+        let index = shared.counters.request_started();
+        let reply = Reply {
+            guard: Guard::new(shared.clone()),
+            gzip: shared.config.gzip && accepts_gzip(req.headers()),
+        };
+        let Some(api) = api else {
+            return done(match route {
+                Route::MethodNotAllowed(allow) => reply.method_not_allowed(req.method(), allow),
+                _ => reply.not_found(req.method(), req.uri().path()),
+            });
+        };
+        if !shared.authorized(req.headers()) {
+            return done(reply.unauthorized());
+        }
+
+        // Every request makes the same draws in the same order, forced or not, so a request's
+        // outcome depends only on the seed and its arrival index.
+        let config = &shared.config;
+        let mut rng =
+            SmallRng::seed_from_u64(config.seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let roll: f64 = rng.random();
+        let mut timing = Timing {
+            latency: config.latency.sample(&mut rng),
+            ttft: config.effective_ttft().sample(&mut rng),
+            output_tokens: config.output_tokens.sample(&mut rng),
+        };
+        let fault = match forced_fault(req.headers()) {
+            Ok(Some(kind)) => Some(kind),
+            Ok(None) => config.faults.pick(roll),
+            Err(bad) => return done(reply.bad_request(&bad)),
+        };
+        match latency_override(req.headers()) {
+            Ok(Some(latency)) => {
+                let latency = latency.sample(&mut rng);
+                timing.latency = latency;
+                timing.ttft = latency;
+            }
+            Ok(None) => {}
+            Err(bad) => return done(reply.bad_request(&bad)),
+        }
+
+        match fault {
+            Some(FaultKind::Reset) => {
+                shared.counters.fault(FaultKind::Reset);
+                // On HTTP/2 the service error resets just this stream; on HTTP/1 the
+                // connection closes, with an RST thanks to this.
+                if req.version() <= Version::HTTP_11 {
+                    self.reset.arm();
+                }
+                drop(reply);
+                done_err(Abort::Reset)
+            }
+            Some(FaultKind::Stall) => {
+                shared.counters.fault(FaultKind::Stall);
+                let stall = config.stall_duration;
+                Box::pin(async move {
+                    tokio::time::sleep(stall).await;
+                    drop(reply);
+                    Err(Abort::Stall)
+                })
+            }
+            _ => Box::pin(respond(reply, api, req, fault, timing, rng)),
+        }
+    }
+}
+
+/// The three API endpoints.
+#[derive(Debug, Clone, Copy)]
+enum Api {
+    Chat,
+    Embeddings,
+    Models,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Api(Api),
+    Stats,
+    StatsReset,
+    NotFound,
+    MethodNotAllowed(&'static str),
+}
+
+impl Route {
+    fn of(method: &Method, path: &str) -> Route {
+        let allow = |allowed: Method, ok: Route| {
+            if *method == allowed || (allowed == Method::GET && *method == Method::HEAD) {
+                ok
+            } else if allowed == Method::GET {
+                Route::MethodNotAllowed("GET")
+            } else {
+                Route::MethodNotAllowed("POST")
+            }
+        };
+        let api_path = path
+            .strip_prefix("/v1")
+            .filter(|rest| rest.starts_with('/'))
+            .unwrap_or(path);
+        match (path, api_path) {
+            ("/stats", _) => allow(Method::GET, Route::Stats),
+            ("/stats/reset", _) => allow(Method::POST, Route::StatsReset),
+            (_, "/chat/completions") => allow(Method::POST, Route::Api(Api::Chat)),
+            (_, "/embeddings") => allow(Method::POST, Route::Api(Api::Embeddings)),
+            (_, "/models") => allow(Method::GET, Route::Api(Api::Models)),
+            _ => Route::NotFound,
+        }
+    }
+}
+
+/// The request's draws that shape its timing and length.
+struct Timing {
+    latency: Duration,
+    ttft: Duration,
+    output_tokens: u32,
+}
+
+async fn respond(
+    reply: Reply,
+    api: Api,
+    req: Request<Incoming>,
+    fault: Option<FaultKind>,
+    timing: Timing,
+    rng: SmallRng,
+) -> Result<Response<MockBody>, Abort> {
+    // Read the whole body first, even for a rejection, so an HTTP/1 connection stays usable.
+    let body = match Limited::new(req.into_body(), MAX_REQUEST_BODY)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<LengthLimitError>() => {
+            return Ok(reply.error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &BadRequest {
+                    message: format!("request body above {MAX_REQUEST_BODY} bytes (mock)"),
+                    param: None,
+                },
+            ));
+        }
+        // The client went away mid-request: nobody is left to answer.
+        Err(_) => return Err(Abort::RequestBody),
+    };
+    match fault {
+        Some(FaultKind::RateLimit) => return Ok(reply.rate_limited()),
+        Some(FaultKind::Unavailable) => return Ok(reply.unavailable()),
+        _ => {}
+    }
+    match api {
+        Api::Chat => Ok(chat(reply, &body, fault, timing, rng).await),
+        Api::Embeddings => Ok(embeddings(reply, &body, fault, timing.latency).await),
+        Api::Models => {
+            wait(timing.latency).await;
+            if fault == Some(FaultKind::ServerError) {
+                return Ok(reply.server_error());
+            }
+            Ok(reply.json(
+                StatusCode::OK,
+                Bytes::from_static(openai::MODELS_BODY.as_bytes()),
+                fault,
+            ))
+        }
+    }
+}
+
+async fn chat(
+    reply: Reply,
+    body: &[u8],
+    fault: Option<FaultKind>,
+    timing: Timing,
+    mut rng: SmallRng,
+) -> Response<MockBody> {
+    let request = match ChatRequest::parse(body) {
+        Ok(request) => request,
+        Err(bad) => return reply.bad_request(&bad),
+    };
+    let (tokens, finish_reason) = match request.max_tokens {
+        Some(max) if max < u64::from(timing.output_tokens) => (max as u32, "length"),
+        _ => (timing.output_tokens, "stop"),
+    };
+    let id = format!("chatcmpl-mock{:016x}", rng.random::<u64>());
+    let created = unix_now();
+    let shared = reply.guard.owner().clone();
+
+    if request.stream {
+        if fault == Some(FaultKind::ServerError) {
+            wait(timing.ttft).await;
+            return reply.server_error();
+        }
+        let fault = match fault {
+            Some(kind @ FaultKind::Cut) => {
+                shared.counters.fault(kind);
+                StreamFault::Cut
+            }
+            Some(kind @ FaultKind::Malformed) => {
+                shared.counters.fault(kind);
+                StreamFault::Malformed
+            }
+            _ => StreamFault::None,
+        };
+        let plan = StreamPlan {
+            prefix: openai::chunk_prefix(&id, created, &request.model),
+            tokens,
+            finish_reason,
+            include_usage: request.include_usage,
+            prompt_tokens: request.prompt_tokens,
+            ttft: timing.ttft,
+            inter_token: shared.config.inter_token,
+            fault,
+        };
+        return reply.sse(SseStream::new(shared, plan, rng));
+    }
+
+    wait(timing.latency).await;
+    if fault == Some(FaultKind::ServerError) {
+        return reply.server_error();
+    }
+    let content = shared.filler.content(tokens);
+    let mut out = Vec::with_capacity(320 + request.model.len() + content.len());
+    Completion {
+        id: &id,
+        created,
+        model: &request.model,
+        content,
+        finish_reason,
+        prompt_tokens: request.prompt_tokens,
+        completion_tokens: u64::from(tokens),
+    }
+    .write(&mut out);
+    reply.json(StatusCode::OK, out.into(), fault)
+}
+
+async fn embeddings(
+    reply: Reply,
+    body: &[u8],
+    fault: Option<FaultKind>,
+    latency: Duration,
+) -> Response<MockBody> {
+    let request = match EmbeddingsRequest::parse(body) {
+        Ok(request) => request,
+        Err(bad) => return reply.bad_request(&bad),
+    };
+    let dims = match request.dimensions {
+        None => reply.guard.owner().config.embedding_dims,
+        Some(d) if (1..=MAX_EMBEDDING_DIMS as u64).contains(&d) => d as usize,
+        Some(d) => {
+            return reply.bad_request(&BadRequest {
+                message: format!("dimensions {d} is not in 1..={MAX_EMBEDDING_DIMS} (mock)"),
+                param: Some("dimensions"),
+            });
+        }
+    };
+    wait(latency).await;
+    if fault == Some(FaultKind::ServerError) {
+        return reply.server_error();
+    }
+    let mut out = Vec::with_capacity(96 + request.inputs.len() * (40 + dims * 12));
+    openai::write_embeddings(&mut out, &request, dims, &mut Vec::with_capacity(dims));
+    reply.json(StatusCode::OK, out.into(), fault)
+}
+
+/// Builds the responses of one request, counting each by status as it is made.
+struct Reply {
+    guard: Guard,
+    gzip: bool,
+}
+
+impl Reply {
+    fn shared(&self) -> &Shared {
+        self.guard.owner()
+    }
+
+    /// A JSON response, damaged as `fault` says (`malformed` and `cut`; other faults are
+    /// handled before a body exists).
+    fn json(self, status: StatusCode, body: Bytes, fault: Option<FaultKind>) -> Response<MockBody> {
+        let counters = &self.shared().counters;
+        counters.response(status.as_u16());
+        let mut body = body;
+        if fault == Some(FaultKind::Malformed) {
+            counters.fault(FaultKind::Malformed);
+            // A proper prefix of a JSON object is never valid JSON.
+            body.truncate(body.len() / 2);
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, APPLICATION_JSON);
+        if self.gzip {
+            body = encoding::gzip(&body).into();
+            response
+                .headers_mut()
+                .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        let body = if fault == Some(FaultKind::Cut) {
+            counters.fault(FaultKind::Cut);
+            MockBody::cut(body, Some(self.guard))
+        } else {
+            MockBody::full(body, Some(self.guard))
+        };
+        response.map(|()| body)
+    }
+
+    fn error(self, status: StatusCode, bad: &BadRequest) -> Response<MockBody> {
+        let body = openai::error_body(&bad.message, "invalid_request_error", bad.param, None);
+        self.json(status, body.into(), None)
+    }
+
+    fn bad_request(self, bad: &BadRequest) -> Response<MockBody> {
+        self.error(StatusCode::BAD_REQUEST, bad)
+    }
+
+    fn not_found(self, method: &Method, path: &str) -> Response<MockBody> {
+        let message =
+            format!("Unknown request URL: {method} {path}. Please check the URL for typos. (mock)");
+        let body = openai::error_body(&message, "invalid_request_error", None, Some("unknown_url"));
+        self.json(StatusCode::NOT_FOUND, body.into(), None)
+    }
+
+    fn method_not_allowed(self, method: &Method, allow: &'static str) -> Response<MockBody> {
+        let message = format!("Method {method} is not allowed here; use {allow}. (mock)");
+        let body = openai::error_body(
+            &message,
+            "invalid_request_error",
+            None,
+            Some("method_not_allowed"),
+        );
+        let mut response = self.json(StatusCode::METHOD_NOT_ALLOWED, body.into(), None);
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allow));
+        response
+    }
+
+    fn unauthorized(self) -> Response<MockBody> {
+        let body = self.shared().unauthorized_body.clone();
+        self.json(StatusCode::UNAUTHORIZED, body, None)
+    }
+
+    fn rate_limited(self) -> Response<MockBody> {
+        let shared = self.shared();
+        shared.counters.fault(FaultKind::RateLimit);
+        let body = shared.rate_limit_body.clone();
+        let (secs, millis) = shared.retry_after.clone();
+        let mut response = self.json(StatusCode::TOO_MANY_REQUESTS, body, None);
+        let headers = response.headers_mut();
+        headers.insert(http::header::RETRY_AFTER, secs);
+        headers.insert(RETRY_AFTER_MS, millis);
+        response
+    }
+
+    fn unavailable(self) -> Response<MockBody> {
+        let shared = self.shared();
+        shared.counters.fault(FaultKind::Unavailable);
+        let body = shared.unavailable_body.clone();
+        let retry = shared.unavailable_retry_after.clone();
+        let mut response = self.json(StatusCode::SERVICE_UNAVAILABLE, body, None);
+        if let Some((secs, millis)) = retry {
+            let headers = response.headers_mut();
+            headers.insert(http::header::RETRY_AFTER, secs);
+            headers.insert(RETRY_AFTER_MS, millis);
+        }
+        response
+    }
+
+    fn server_error(self) -> Response<MockBody> {
+        let shared = self.shared();
+        shared.counters.fault(FaultKind::ServerError);
+        let body = shared.server_error_body.clone();
+        self.json(StatusCode::INTERNAL_SERVER_ERROR, body, None)
+    }
+
+    fn sse(self, stream: SseStream) -> Response<MockBody> {
+        self.shared().counters.response(200);
+        let mut response = Response::new(MockBody::stream(stream, self.guard));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache"),
+        );
+        response
+    }
+}
+
+fn stats_response(stats: &crate::Stats) -> Response<MockBody> {
+    // `Stats` holds only numbers, strings and maps with string keys: it always serialises.
+    let body = serde_json::to_vec(stats).expect("stats serialise");
+    let mut response = Response::new(MockBody::full(body.into(), None));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, APPLICATION_JSON);
+    response
+}
+
+/// `x-mock-fault`, when present: a fault kind, or a `400` for anything else.
+fn forced_fault(headers: &HeaderMap) -> Result<Option<FaultKind>, BadRequest> {
+    let Some(value) = headers.get(FAULT_HEADER) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Some)
+        .ok_or_else(|| BadRequest {
+            message: format!(
+                "invalid {FAULT_HEADER} header: expected 429, 500, 503, reset, stall, cut or malformed (mock)"
+            ),
+            param: None,
+        })
+}
+
+/// `x-mock-latency`, when present: a latency model, or a `400` for anything else.
+fn latency_override(headers: &HeaderMap) -> Result<Option<Latency>, BadRequest> {
+    let Some(value) = headers.get(LATENCY_HEADER) else {
+        return Ok(None);
+    };
+    let parsed = value
+        .to_str()
+        .map_err(|_| format!("invalid {LATENCY_HEADER} header: not ASCII"))
+        .and_then(|s| {
+            s.parse::<Latency>()
+                .map_err(|e| format!("invalid {LATENCY_HEADER} header: {e}"))
+        });
+    parsed.map(Some).map_err(|message| BadRequest {
+        message,
+        param: None,
+    })
+}
+
+/// Whether `Accept-Encoding` allows gzip (named with a non-zero quality).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let quality = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            name.eq_ignore_ascii_case("gzip") && quality > 0.0
+        })
+}
+
+async fn wait(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn done(response: Response<MockBody>) -> ResponseFuture {
+    Box::pin(ready(Ok(response)))
+}
+
+fn done_err(abort: Abort) -> ResponseFuture {
+    Box::pin(ready(Err(abort)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_with_and_without_the_v1_prefix() {
+        let route = |m: Method, p: &str| format!("{:?}", Route::of(&m, p));
+        assert_eq!(route(Method::POST, "/v1/chat/completions"), "Api(Chat)");
+        assert_eq!(route(Method::POST, "/chat/completions"), "Api(Chat)");
+        assert_eq!(route(Method::POST, "/v1/embeddings"), "Api(Embeddings)");
+        assert_eq!(route(Method::GET, "/models"), "Api(Models)");
+        assert_eq!(route(Method::HEAD, "/v1/models"), "Api(Models)");
+        assert_eq!(
+            route(Method::GET, "/v1/chat/completions"),
+            "MethodNotAllowed(\"POST\")"
+        );
+        assert_eq!(route(Method::GET, "/stats"), "Stats");
+        assert_eq!(route(Method::POST, "/stats/reset"), "StatsReset");
+        assert_eq!(route(Method::POST, "/v1x/models"), "NotFound");
+        assert_eq!(route(Method::POST, "/v1"), "NotFound");
+        assert_eq!(route(Method::POST, "/v1/v1/models"), "NotFound");
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        let accepts = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+            accepts_gzip(&h)
+        };
+        assert!(accepts("gzip"));
+        assert!(accepts("br, GZIP;q=0.5"));
+        assert!(!accepts("br"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn authorization_needs_the_exact_bearer_key() {
+        let shared = Shared::new(MockConfig {
+            require_api_key: Some("sk-good".into()),
+            ..MockConfig::default()
+        });
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            shared.authorized(&h)
+        };
+        assert!(with("Bearer sk-good"));
+        assert!(with("bearer sk-good"));
+        assert!(!with("Bearer sk-bad"));
+        assert!(!with("Bearer sk-good2"));
+        assert!(!with("Basic sk-good"));
+        assert!(!with("sk-good"));
+        assert!(!shared.authorized(&HeaderMap::new()));
+        let open = Shared::new(MockConfig::default());
+        assert!(open.authorized(&HeaderMap::new()));
+    }
+}

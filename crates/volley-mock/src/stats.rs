@@ -1,0 +1,474 @@
+//! Server-side statistics: lock-free counters on the hot path, a 100 ms timeline filled by a
+//! sampler task, and the serialisable [`Stats`] snapshot.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::time::MissedTickBehavior;
+
+use crate::FaultKind;
+
+/// The width of one timeline bucket.
+pub const TIMELINE_BUCKET: Duration = Duration::from_millis(100);
+
+/// The most buckets the timeline keeps (one hour); older ones are dropped.
+pub const TIMELINE_CAPACITY: usize = 36_000;
+
+/// A snapshot of the server's statistics, from [`MockServer::stats`] or `GET /stats`.
+///
+/// Counters cover the time since the server started or since the last reset
+/// ([`MockServer::reset_stats`], `POST /stats/reset`), except `in_flight`, `connections_open`
+/// and `uptime_ms`, which are facts about now. Requests to `/stats` themselves are not counted.
+///
+/// [`MockServer::stats`]: crate::MockServer::stats
+/// [`MockServer::reset_stats`]: crate::MockServer::reset_stats
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Stats {
+    /// Every request received (faulted ones included): the number of attempts clients made.
+    pub requests_total: u64,
+    /// Responses sent, by status code (`"200"`, `"429"`, ...). Resets and stalls send none.
+    pub responses_by_status: BTreeMap<String, u64>,
+    /// Injected faults, by kind.
+    pub faults: FaultCounts,
+    /// Requests received whose response (body included, streams to their end) has not finished.
+    pub in_flight: u64,
+    /// The most requests in flight at once.
+    pub peak_in_flight: u64,
+    /// Streams that sent their final `data: [DONE]`.
+    pub streams_completed: u64,
+    /// SSE events sent: one per token chunk, plus the usage chunk and `[DONE]`.
+    pub chunks_sent: u64,
+    /// TCP connections accepted.
+    pub connections_total: u64,
+    /// TCP connections open now.
+    pub connections_open: u64,
+    /// Milliseconds since the server started.
+    pub uptime_ms: u64,
+    /// One entry per finished 100 ms bucket since the start or last reset, oldest first, at most
+    /// [`TIMELINE_CAPACITY`].
+    pub timeline: Vec<TimelineBucket>,
+}
+
+impl Stats {
+    /// How many responses had `status`.
+    pub fn status_count(&self, status: u16) -> u64 {
+        self.responses_by_status
+            .get(status.to_string().as_str())
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Injected faults, by kind (see [`FaultKind`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FaultCounts {
+    /// `429` responses.
+    pub rate_limit: u64,
+    /// `500` responses.
+    pub server_error: u64,
+    /// `503` responses.
+    pub unavailable: u64,
+    /// Connections or streams reset.
+    pub reset: u64,
+    /// Requests stalled.
+    pub stall: u64,
+    /// Bodies cut half way.
+    pub cut: u64,
+    /// Invalid JSON bodies.
+    pub malformed: u64,
+}
+
+impl FaultCounts {
+    /// The count for `kind`.
+    pub fn get(&self, kind: FaultKind) -> u64 {
+        match kind {
+            FaultKind::RateLimit => self.rate_limit,
+            FaultKind::ServerError => self.server_error,
+            FaultKind::Unavailable => self.unavailable,
+            FaultKind::Reset => self.reset,
+            FaultKind::Stall => self.stall,
+            FaultKind::Cut => self.cut,
+            FaultKind::Malformed => self.malformed,
+        }
+    }
+
+    /// All faults together.
+    pub fn total(&self) -> u64 {
+        FaultKind::ALL.iter().map(|&k| self.get(k)).sum()
+    }
+}
+
+/// One 100 ms bucket of the timeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TimelineBucket {
+    /// The end of the bucket, in milliseconds since the start or last reset.
+    pub t_ms: u64,
+    /// Requests in flight at the end of the bucket.
+    pub in_flight: u64,
+    /// The most requests in flight at any time during the bucket.
+    pub max_in_flight: u64,
+    /// Requests received during the bucket.
+    pub started: u64,
+    /// Requests whose response finished during the bucket.
+    pub completed: u64,
+}
+
+/// The live counters. Everything the request path touches is a relaxed atomic; the mutex guards
+/// only the timeline, which the sampler, snapshots and resets use.
+pub(crate) struct Counters {
+    requests_total: AtomicU64,
+    by_status: Box<[AtomicU64]>,
+    faults: [AtomicU64; FaultKind::ALL.len()],
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+    bucket_max: AtomicU64,
+    bucket_started: AtomicU64,
+    bucket_completed: AtomicU64,
+    streams_completed: AtomicU64,
+    chunks_sent: AtomicU64,
+    connections_total: AtomicU64,
+    connections_open: AtomicU64,
+    started_at: Instant,
+    window: Mutex<Window>,
+    reset_signal: Notify,
+}
+
+struct Window {
+    since: Instant,
+    timeline: VecDeque<TimelineBucket>,
+}
+
+/// Status codes are three digits; one slot each keeps counting a single atomic add.
+const STATUS_SLOTS: usize = 600;
+
+impl Counters {
+    pub(crate) fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            requests_total: AtomicU64::new(0),
+            by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            faults: Default::default(),
+            in_flight: AtomicU64::new(0),
+            peak_in_flight: AtomicU64::new(0),
+            bucket_max: AtomicU64::new(0),
+            bucket_started: AtomicU64::new(0),
+            bucket_completed: AtomicU64::new(0),
+            streams_completed: AtomicU64::new(0),
+            chunks_sent: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            started_at: now,
+            window: Mutex::new(Window {
+                since: now,
+                timeline: VecDeque::new(),
+            }),
+            reset_signal: Notify::new(),
+        }
+    }
+
+    /// Counts a new request and returns its arrival index since the start or last reset (the
+    /// seed of its RNG).
+    pub(crate) fn request_started(&self) -> u64 {
+        let index = self.requests_total.fetch_add(1, Relaxed);
+        self.bucket_started.fetch_add(1, Relaxed);
+        let now = self.in_flight.fetch_add(1, Relaxed) + 1;
+        // Read before writing: the maxima rarely move, and a plain load does not contend.
+        if now > self.peak_in_flight.load(Relaxed) {
+            self.peak_in_flight.fetch_max(now, Relaxed);
+        }
+        if now > self.bucket_max.load(Relaxed) {
+            self.bucket_max.fetch_max(now, Relaxed);
+        }
+        index
+    }
+
+    fn request_finished(&self) {
+        self.in_flight.fetch_sub(1, Relaxed);
+        self.bucket_completed.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn response(&self, status: u16) {
+        if let Some(slot) = self.by_status.get(usize::from(status)) {
+            slot.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub(crate) fn fault(&self, kind: FaultKind) {
+        self.faults[kind.index()].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn chunk_sent(&self) {
+        self.chunks_sent.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn stream_completed(&self) {
+        self.streams_completed.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections_total.fetch_add(1, Relaxed);
+        self.connections_open.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        self.snapshot_locked(&window)
+    }
+
+    /// Takes a last snapshot and starts a new window: counters to zero, timeline emptied, the
+    /// peak back to what is in flight now.
+    pub(crate) fn reset(&self) -> Stats {
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = self.snapshot_locked(&window);
+        let in_flight = self.in_flight.load(Relaxed);
+        self.requests_total.store(0, Relaxed);
+        for slot in self.by_status.iter().chain(&self.faults) {
+            slot.store(0, Relaxed);
+        }
+        self.peak_in_flight.store(in_flight, Relaxed);
+        self.bucket_max.store(in_flight, Relaxed);
+        self.bucket_started.store(0, Relaxed);
+        self.bucket_completed.store(0, Relaxed);
+        self.streams_completed.store(0, Relaxed);
+        self.chunks_sent.store(0, Relaxed);
+        self.connections_total.store(0, Relaxed);
+        window.since = Instant::now();
+        window.timeline.clear();
+        drop(window);
+        // A stored permit: the sampler realigns its buckets even if it is busy right now.
+        self.reset_signal.notify_one();
+        last
+    }
+
+    /// Closes the current timeline bucket.
+    fn sample(&self) {
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        let in_flight = self.in_flight.load(Relaxed);
+        // The next bucket starts from what is in flight now.
+        let max_in_flight = self.bucket_max.swap(in_flight, Relaxed).max(in_flight);
+        let bucket = TimelineBucket {
+            t_ms: millis(window.since.elapsed()),
+            in_flight,
+            max_in_flight,
+            started: self.bucket_started.swap(0, Relaxed),
+            completed: self.bucket_completed.swap(0, Relaxed),
+        };
+        if window.timeline.len() == TIMELINE_CAPACITY {
+            window.timeline.pop_front();
+        }
+        window.timeline.push_back(bucket);
+    }
+
+    fn snapshot_locked(&self, window: &Window) -> Stats {
+        let responses_by_status = self
+            .by_status
+            .iter()
+            .enumerate()
+            .filter_map(|(status, n)| {
+                let n = n.load(Relaxed);
+                (n > 0).then(|| (status.to_string(), n))
+            })
+            .collect();
+        let fault = |kind: FaultKind| self.faults[kind.index()].load(Relaxed);
+        Stats {
+            requests_total: self.requests_total.load(Relaxed),
+            responses_by_status,
+            faults: FaultCounts {
+                rate_limit: fault(FaultKind::RateLimit),
+                server_error: fault(FaultKind::ServerError),
+                unavailable: fault(FaultKind::Unavailable),
+                reset: fault(FaultKind::Reset),
+                stall: fault(FaultKind::Stall),
+                cut: fault(FaultKind::Cut),
+                malformed: fault(FaultKind::Malformed),
+            },
+            in_flight: self.in_flight.load(Relaxed),
+            peak_in_flight: self.peak_in_flight.load(Relaxed),
+            streams_completed: self.streams_completed.load(Relaxed),
+            chunks_sent: self.chunks_sent.load(Relaxed),
+            connections_total: self.connections_total.load(Relaxed),
+            connections_open: self.connections_open.load(Relaxed),
+            uptime_ms: millis(self.started_at.elapsed()),
+            timeline: window.timeline.iter().copied().collect(),
+        }
+    }
+}
+
+/// Fills the timeline every [`TIMELINE_BUCKET`] until aborted.
+pub(crate) async fn run_sampler<S: AsRef<Counters>>(owner: S) {
+    let counters = owner.as_ref();
+    let start = tokio::time::Instant::now() + TIMELINE_BUCKET;
+    let mut ticks = tokio::time::interval_at(start, TIMELINE_BUCKET);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => counters.sample(),
+            () = counters.reset_signal.notified() => ticks.reset(),
+        }
+    }
+}
+
+/// Marks one request in flight until dropped. It travels with the request into its response
+/// body, so a request stays in flight until the body's last frame is produced.
+pub(crate) struct InFlight<S: AsRef<Counters>> {
+    owner: S,
+}
+
+impl<S: AsRef<Counters>> InFlight<S> {
+    /// Wraps an owner whose counters have already counted the request as started.
+    pub(crate) fn new(owner: S) -> Self {
+        Self { owner }
+    }
+
+    pub(crate) fn owner(&self) -> &S {
+        &self.owner
+    }
+}
+
+impl<S: AsRef<Counters>> Drop for InFlight<S> {
+    fn drop(&mut self) {
+        self.owner.as_ref().request_finished();
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    struct Owner(Arc<Counters>);
+    impl AsRef<Counters> for Owner {
+        fn as_ref(&self) -> &Counters {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn counts_requests_in_flight_and_peak() {
+        let counters = Arc::new(Counters::new());
+        let guards: Vec<_> = (0..5)
+            .map(|i| {
+                assert_eq!(counters.request_started(), i);
+                InFlight::new(Owner(counters.clone()))
+            })
+            .collect();
+        counters.response(200);
+        counters.response(429);
+        counters.response(429);
+        counters.fault(FaultKind::RateLimit);
+        let stats = counters.snapshot();
+        assert_eq!(
+            (stats.requests_total, stats.in_flight, stats.peak_in_flight),
+            (5, 5, 5)
+        );
+        assert_eq!(stats.status_count(429), 2);
+        assert_eq!(stats.status_count(200), 1);
+        assert_eq!(stats.faults.rate_limit, 1);
+        assert_eq!(stats.faults.total(), 1);
+        drop(guards);
+        let stats = counters.snapshot();
+        assert_eq!((stats.in_flight, stats.peak_in_flight), (0, 5));
+    }
+
+    #[test]
+    fn timeline_buckets_record_max_started_and_completed() {
+        let counters = Arc::new(Counters::new());
+        let mut guards: Vec<_> = (0..3)
+            .map(|_| {
+                counters.request_started();
+                InFlight::new(Owner(counters.clone()))
+            })
+            .collect();
+        guards.truncate(1);
+        counters.sample();
+        counters.sample();
+        let timeline = counters.snapshot().timeline;
+        assert_eq!(timeline.len(), 2);
+        assert_eq!(
+            (
+                timeline[0].in_flight,
+                timeline[0].max_in_flight,
+                timeline[0].started,
+                timeline[0].completed
+            ),
+            (1, 3, 3, 2)
+        );
+        assert_eq!(
+            (
+                timeline[1].in_flight,
+                timeline[1].max_in_flight,
+                timeline[1].started,
+                timeline[1].completed
+            ),
+            (1, 1, 0, 0)
+        );
+    }
+
+    #[test]
+    fn timeline_is_bounded() {
+        let counters = Counters::new();
+        for _ in 0..TIMELINE_CAPACITY + 10 {
+            counters.sample();
+        }
+        assert_eq!(counters.snapshot().timeline.len(), TIMELINE_CAPACITY);
+    }
+
+    #[test]
+    fn reset_returns_the_old_window_and_keeps_what_is_in_flight() {
+        let counters = Arc::new(Counters::new());
+        counters.request_started();
+        let guard = InFlight::new(Owner(counters.clone()));
+        counters.request_started();
+        drop(InFlight::new(Owner(counters.clone())));
+        counters.response(200);
+        counters.sample();
+        let last = counters.reset();
+        assert_eq!(
+            (
+                last.requests_total,
+                last.peak_in_flight,
+                last.timeline.len()
+            ),
+            (2, 2, 1)
+        );
+        let now = counters.snapshot();
+        assert_eq!(now.requests_total, 0);
+        assert!(now.responses_by_status.is_empty());
+        assert!(now.timeline.is_empty());
+        assert_eq!((now.in_flight, now.peak_in_flight), (1, 1));
+        drop(guard);
+        assert_eq!(counters.snapshot().in_flight, 0);
+        // The arrival index restarts, so a phase after a reset replays the same RNG sequence.
+        assert_eq!(counters.request_started(), 0);
+    }
+
+    #[test]
+    fn stats_json_round_trips() {
+        let counters = Counters::new();
+        counters.request_started();
+        counters.response(503);
+        counters.sample();
+        let stats = counters.snapshot();
+        let json = serde_json::to_string(&stats).unwrap();
+        assert!(
+            json.contains(r#""responses_by_status":{"503":1}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Stats>(&json).unwrap(), stats);
+    }
+}

@@ -1,0 +1,112 @@
+//! A connector wrapper that counts connections opened and closed.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use tower_service::Service;
+
+use crate::stats::Counters;
+
+/// Wraps a connector so that every connection it opens is counted, and counted again when it
+/// is dropped (closed).
+#[derive(Clone)]
+pub(crate) struct Counting<C> {
+    inner: C,
+    counters: Arc<Counters>,
+}
+
+impl<C> Counting<C> {
+    pub(crate) fn new(inner: C, counters: Arc<Counters>) -> Counting<C> {
+        Counting { inner, counters }
+    }
+}
+
+impl<C> Service<Uri> for Counting<C>
+where
+    C: Service<Uri>,
+    C::Future: Send + 'static,
+{
+    type Response = Counted<C::Response>;
+    type Error = C::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let counters = self.counters.clone();
+        // Boxed once per new connection, never per request.
+        Box::pin(async move {
+            let io = connecting.await?;
+            counters.opened.fetch_add(1, Ordering::Relaxed);
+            Ok(Counted { io, counters })
+        })
+    }
+}
+
+/// A connection that tells the counters when it closes.
+pub(crate) struct Counted<T> {
+    io: T,
+    counters: Arc<Counters>,
+}
+
+impl<T> Drop for Counted<T> {
+    fn drop(&mut self) {
+        self.counters.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl<T: Connection> Connection for Counted<T> {
+    fn connected(&self) -> Connected {
+        self.io.connected()
+    }
+}
+
+impl<T: Read + Unpin> Read for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: Write + Unpin> Write for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}

@@ -1,0 +1,323 @@
+//! # volley-transport
+//!
+//! The one pooled HTTP client of a Volley process: hyper 1 with hyper-util's connection pool,
+//! rustls (ring) for TLS, HTTP/1.1 and HTTP/2 (ALPN, or h2c with prior knowledge), gzip and
+//! brotli response decoding, bearer authentication, and connection statistics. It implements
+//! `tower::Service<volley_core::Request>`, so retry, limits and caching are layered on top by
+//! `volley-middleware`; this crate does none of them.
+//!
+//! Build one [`Transport`] per process and clone it: clones share the pool, the TLS
+//! configuration and the counters. A transport per request throws away connections and TLS
+//! sessions and is the most common reason clients keep far fewer requests in flight than
+//! they were asked to.
+//!
+//! ```no_run
+//! use volley_core::Request;
+//! use volley_transport::Transport;
+//!
+//! # async fn run() -> Result<(), volley_core::Error> {
+//! let transport = Transport::builder()
+//!     .base_url("https://api.openai.com/v1")
+//!     .api_key(std::env::var("OPENAI_API_KEY").unwrap_or_default())
+//!     .build()?;
+//! let response = transport.send(Request::get("/models")?).await?;
+//! let models: serde_json::Value = response.json().await?;
+//! println!("{models}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Responses
+//! A 2xx or 3xx answer is a [`volley_core::Response`]. Its body is read to the end before the
+//! future completes, except for `text/event-stream` answers, which arrive as a stream of
+//! chunks. A 4xx or 5xx answer is an [`volley_core::Error`] of kind `Status` (or
+//! `RateLimited` for 429) carrying the status, the headers, the parsed provider error and
+//! any `Retry-After`.
+//!
+//! ## Features
+//! - `webpki-roots` (default): trust the Mozilla root set compiled into the binary.
+//! - `native-roots`: allow trusting the operating system's roots
+//!   ([`Builder::tls_native_roots`]).
+#![deny(missing_docs)]
+
+mod body;
+mod builder;
+mod connector;
+mod error;
+mod stats;
+mod tls;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_http::decompression::Decompression;
+use tower_service::Service;
+use volley_core::{Body, BodyStream, Error, ErrorKind, Request, Response, Timings};
+
+pub use builder::{Builder, DEFAULT_BASE_URL};
+pub use stats::ConnectionStats;
+
+use crate::body::HyperBodyStream;
+use crate::connector::Counting;
+use crate::stats::Counters;
+
+type Pool = Client<HttpsConnector<Counting<HttpConnector>>, Full<Bytes>>;
+
+/// The pooled HTTP client. Cheap to clone; clones share everything.
+///
+/// See the [crate docs](crate) for what it does and does not do.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Pool,
+    scheme: Scheme,
+    authority: Authority,
+    base_path: String,
+    display_base: String,
+    default_headers: HeaderMap,
+    gzip: bool,
+    brotli: bool,
+    counters: Arc<Counters>,
+    max_error_body_bytes: usize,
+}
+
+/// The future of [`Transport::call`].
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+
+impl Transport {
+    /// A builder with defaults (base URL [`DEFAULT_BASE_URL`], no key).
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// Sends one request.
+    pub fn send(&self, request: Request) -> impl Future<Output = Result<Response, Error>> + Send {
+        send(self.inner.clone(), request)
+    }
+
+    /// Connection counters so far.
+    pub fn stats(&self) -> ConnectionStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// The base URL requests are sent to (`https://api.openai.com/v1`).
+    pub fn base_url(&self) -> &str {
+        &self.inner.display_base
+    }
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("base_url", &self.inner.display_base)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service<Request> for Transport {
+    type Response = Response;
+    type Error = Error;
+    type Future = ResponseFuture;
+
+    /// Always ready: the pool has no limit of its own. Put a concurrency limit in front.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> ResponseFuture {
+        Box::pin(send(self.inner.clone(), request))
+    }
+}
+
+async fn send(inner: Arc<Inner>, request: Request) -> Result<Response, Error> {
+    let parts = request.into_parts();
+    let id = parts.id;
+    let context = || {
+        format!(
+            "request {id} {} {}{}",
+            parts.method.as_str(),
+            inner.display_base,
+            parts.path
+        )
+    };
+    let uri = inner.uri_for(&parts.path).map_err(|e| {
+        Error::new(ErrorKind::InvalidInput, format!("{}: bad URL", context())).with_source(e)
+    })?;
+
+    let mut http_request = http::Request::new(Full::new(parts.body));
+    *http_request.method_mut() = parts.method.clone();
+    *http_request.uri_mut() = uri;
+    *http_request.headers_mut() = parts.headers;
+    for (name, value) in &inner.default_headers {
+        if !http_request.headers().contains_key(name) {
+            http_request
+                .headers_mut()
+                .insert(name.clone(), value.clone());
+        }
+    }
+
+    inner.counters.requests.fetch_add(1, Ordering::Relaxed);
+    tracing::trace!(request = %id, method = %parts.method, path = %parts.path, "sending");
+    let mut timings = Timings::start();
+    let mut decompress = Decompression::new(&inner.client)
+        .gzip(inner.gzip)
+        .br(inner.brotli)
+        .no_deflate()
+        .no_zstd();
+    let response = decompress
+        .call(http_request)
+        .await
+        .map_err(|e| error::from_send(e, context()))?;
+    timings.first_byte = Some(Instant::now());
+    let (head, body) = response.into_parts();
+
+    if head.status.is_client_error() || head.status.is_server_error() {
+        // Read what the provider said, up to a cap; a body that breaks off still leaves the
+        // status, which is what matters.
+        let bytes = match Limited::new(body, inner.max_error_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        let retry_after = volley_core::headers::retry_after(&head.headers, SystemTime::now());
+        tracing::debug!(request = %id, status = %head.status, "error status");
+        return Err(Error::from_status(
+            head.status,
+            head.headers,
+            &bytes,
+            retry_after,
+            context(),
+        ));
+    }
+
+    if is_event_stream(&head.headers) {
+        let stream = HyperBodyStream::new(body, id, inner.display_base.clone());
+        return Ok(Response::new(
+            head.status,
+            head.headers,
+            Body::Stream(BodyStream::new(stream)),
+            timings,
+            id,
+        ));
+    }
+
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|e| error::from_body(e, &context()))?
+        .to_bytes();
+    timings.done = Some(Instant::now());
+    Ok(Response::new(
+        head.status,
+        head.headers,
+        Body::Full(bytes),
+        timings,
+        id,
+    ))
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+impl Inner {
+    fn uri_for(&self, path: &PathAndQuery) -> Result<Uri, http::Error> {
+        let path_and_query = if self.base_path.is_empty() {
+            path.clone()
+        } else {
+            let mut joined = String::with_capacity(self.base_path.len() + path.as_str().len());
+            joined.push_str(&self.base_path);
+            joined.push_str(path.as_str());
+            PathAndQuery::from_maybe_shared(Bytes::from(joined))?
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_stream_detection() {
+        let mut h = HeaderMap::new();
+        assert!(!is_event_stream(&h));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "text/event-stream; charset=utf-8".parse().unwrap(),
+        );
+        assert!(is_event_stream(&h));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        assert!(!is_event_stream(&h));
+    }
+
+    #[test]
+    fn paths_join_the_base_path() {
+        let t = Transport::builder()
+            .base_url("http://127.0.0.1:9/prefix/v1/")
+            .build()
+            .unwrap();
+        let uri = t
+            .inner
+            .uri_for(&PathAndQuery::from_static("/chat/completions?x=1"))
+            .unwrap();
+        assert_eq!(
+            uri.to_string(),
+            "http://127.0.0.1:9/prefix/v1/chat/completions?x=1"
+        );
+        let t = Transport::builder()
+            .base_url("http://127.0.0.1:9")
+            .build()
+            .unwrap();
+        let uri = t
+            .inner
+            .uri_for(&PathAndQuery::from_static("/v1/models"))
+            .unwrap();
+        assert_eq!(uri.to_string(), "http://127.0.0.1:9/v1/models");
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        let t = Transport::builder()
+            .base_url("http://127.0.0.1:9/v1")
+            .api_key("sk-secret-debug")
+            .build()
+            .unwrap();
+        let text = format!(
+            "{t:?} {:?}",
+            Transport::builder().api_key("sk-secret-debug")
+        );
+        assert!(!text.contains("sk-secret-debug"), "{text}");
+    }
+}

@@ -1,0 +1,44 @@
+//! One transport keeps 1 024 requests in flight at once.
+
+mod common;
+
+use common::*;
+use volley_mock::MockConfig;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_transport_keeps_1024_requests_in_flight() {
+    const N: usize = 1024;
+    // Client and server sockets of this process: 2 048 descriptors and a margin.
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    assert!(
+        limit >= 2 * N as u64 + 64,
+        "this test needs an open-file limit of at least {}; the hard limit is {limit}",
+        2 * N + 64
+    );
+    let server = mock(MockConfig {
+        latency: "500ms".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await;
+    let transport = transport(&server);
+    let tasks: Vec<_> = (0..N)
+        .map(|_| {
+            let transport = transport.clone();
+            tokio::spawn(async move { transport.send(chat()).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        if task.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    let stats = server.stats();
+    assert_eq!(ok, N, "every request succeeds");
+    assert_eq!(stats.requests_total, N as u64);
+    assert_eq!(
+        stats.peak_in_flight, N as u64,
+        "the mock saw all {N} requests in flight at once"
+    );
+    assert_eq!(transport.stats().requests, N as u64);
+}

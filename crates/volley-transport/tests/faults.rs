@@ -1,0 +1,180 @@
+//! Every fault volley-mock can inject surfaces as the right `ErrorKind`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use http::StatusCode;
+use volley_core::ErrorKind;
+use volley_mock::MockConfig;
+use volley_transport::Transport;
+
+#[tokio::test]
+async fn rate_limited_carries_retry_after_and_the_provider_error() {
+    let server = mock(MockConfig::default()).await;
+    let err = transport(&server)
+        .send(with_fault(chat(), "429"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimited);
+    assert_eq!(err.status(), Some(StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+    let api = err
+        .api_error()
+        .expect("the mock sends an OpenAI error body");
+    assert_eq!(api.code.as_deref(), Some("rate_limit_exceeded"));
+    assert!(err.headers().unwrap().contains_key("retry-after"));
+    assert!(err.is_request_sent());
+}
+
+#[tokio::test]
+async fn server_errors_are_status_errors() {
+    let server = mock(MockConfig::default()).await;
+    let transport = transport(&server);
+    for (fault, status) in [
+        ("500", StatusCode::INTERNAL_SERVER_ERROR),
+        ("503", StatusCode::SERVICE_UNAVAILABLE),
+    ] {
+        let err = transport.send(with_fault(chat(), fault)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Status, "{fault}");
+        assert_eq!(err.status(), Some(status));
+        assert!(err.api_error().is_some());
+        let text = err.to_string();
+        assert!(text.contains(&status.as_u16().to_string()), "{text}");
+        assert!(text.contains("/chat/completions"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn client_errors_name_the_request() {
+    let server = mock(MockConfig::default()).await;
+    let err = transport(&server)
+        .send(volley_core::Request::post("/chat/completions", "{not json").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Status);
+    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
+    assert_eq!(
+        err.api_error().unwrap().r#type.as_deref(),
+        Some("invalid_request_error")
+    );
+    let unknown = transport(&server)
+        .send(volley_core::Request::get("/nope").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.status(), Some(StatusCode::NOT_FOUND));
+}
+
+#[tokio::test]
+async fn reset_before_the_response_is_a_connection_error() {
+    let server = mock(MockConfig::default()).await;
+    let transport = transport(&server);
+    let err = transport
+        .send(with_fault(chat(), "reset"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
+    assert!(err.status().is_none());
+    // The pool recovers: the next request opens a fresh connection and succeeds.
+    transport.send(chat()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stall_that_ends_in_a_close_is_a_connection_error() {
+    let server = mock(MockConfig {
+        stall_duration: Duration::from_millis(200),
+        ..MockConfig::default()
+    })
+    .await;
+    let err = transport(&server)
+        .send(with_fault(chat(), "stall"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
+}
+
+#[tokio::test]
+async fn a_stall_produces_no_response_in_time() {
+    let server = mock(MockConfig::default()).await;
+    let pending = tokio::time::timeout(
+        Duration::from_millis(300),
+        transport(&server).send(with_fault(chat(), "stall")),
+    )
+    .await;
+    assert!(pending.is_err(), "a stalled request must not complete");
+}
+
+#[tokio::test]
+async fn a_cut_stream_is_stream_broken() {
+    let server = mock(MockConfig::default()).await;
+    let response = transport(&server)
+        .send(with_fault(chat_stream(), "cut"))
+        .await
+        .expect("the head arrives before the cut");
+    let mut events = response.events();
+    let mut delivered = 0;
+    let err = loop {
+        match events.next().await {
+            Some(Ok(_)) => delivered += 1,
+            Some(Err(e)) => break e,
+            None => panic!("a cut stream must not end cleanly"),
+        }
+    };
+    assert!(delivered > 0, "some chunks arrive before the cut");
+    assert_eq!(err.kind(), ErrorKind::StreamBroken, "{err}");
+}
+
+#[tokio::test]
+async fn a_cut_plain_body_is_stream_broken() {
+    let server = mock(MockConfig::default()).await;
+    let err = transport(&server)
+        .send(with_fault(chat(), "cut"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StreamBroken, "{err}");
+}
+
+#[tokio::test]
+async fn malformed_json_is_body_decode() {
+    let server = mock(MockConfig::default()).await;
+    let response = transport(&server)
+        .send(with_fault(chat(), "malformed"))
+        .await
+        .unwrap();
+    let err = response.json::<serde_json::Value>().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BodyDecode, "{err}");
+}
+
+#[tokio::test]
+async fn refused_connections_are_connect_errors_and_never_sent() {
+    // Bind and drop a listener to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let transport = Transport::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+    assert!(!err.is_request_sent());
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn tls_failures_are_tls_errors() {
+    // A plain-text server spoken to over https: the handshake fails.
+    let server = mock(MockConfig::default()).await;
+    let url = server.url().replace("http://", "https://");
+    let transport = Transport::builder().base_url(url).build().unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    assert!(!err.is_request_sent());
+}

@@ -1,0 +1,169 @@
+//! Plain, streaming, compressed and HTTP/2 requests through the transport to volley-mock over
+//! real loopback sockets.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use http::header::ACCEPT_ENCODING;
+use http::{HeaderValue, StatusCode};
+use volley_core::{Body, Request};
+use volley_mock::MockConfig;
+use volley_transport::Transport;
+
+#[tokio::test]
+async fn plain_chat_completion() {
+    let server = mock(MockConfig::default()).await;
+    let transport = transport(&server);
+    let response = transport.send(chat()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!response.is_stream());
+    let timings = *response.timings();
+    assert!(timings.first_byte.is_some() && timings.done.is_some());
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert!(body["choices"][0]["message"]["content"].is_string());
+    assert!(body["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(server.stats().requests_total, 1);
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_connection() {
+    let server = mock(MockConfig::default()).await;
+    let transport = transport(&server);
+    for _ in 0..5 {
+        transport.send(chat()).await.unwrap();
+    }
+    let stats = transport.stats();
+    assert_eq!(stats.requests, 5);
+    assert_eq!(stats.opened, 1, "{stats:?}");
+    assert_eq!(stats.reused(), 4);
+    assert_eq!(stats.open(), 1);
+}
+
+#[tokio::test]
+async fn models_and_embeddings() {
+    let server = mock(MockConfig::default()).await;
+    let transport = transport(&server);
+    let models: serde_json::Value = transport
+        .send(Request::get("/models").unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["object"], "list");
+    let body = r#"{"model":"text-embedding-3-small","input":["a","b"]}"#;
+    let embeddings: serde_json::Value = transport
+        .send(Request::post("/embeddings", body).unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(embeddings["data"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn streaming_arrives_as_events() {
+    let server = mock(MockConfig::default()).await;
+    let transport = transport(&server);
+    let response = transport.send(chat_stream()).await.unwrap();
+    assert!(response.is_stream());
+    let mut events = response.events();
+    let mut chunks = 0;
+    let mut saw_usage = false;
+    let mut saw_done = false;
+    while let Some(event) = events.next().await {
+        let event = event.unwrap();
+        if event.is_done() {
+            saw_done = true;
+            continue;
+        }
+        let chunk: serde_json::Value = serde_json::from_str(event.data()).unwrap();
+        assert_eq!(chunk["object"], "chat.completion.chunk");
+        if chunk["usage"].is_object() {
+            saw_usage = true;
+        } else {
+            chunks += 1;
+        }
+    }
+    assert!(saw_done && saw_usage);
+    // One chunk per output token: 16 by default.
+    assert_eq!(
+        MockConfig::default().output_tokens,
+        volley_mock::OutputTokens::Fixed(16)
+    );
+    assert_eq!(chunks, 16);
+}
+
+#[tokio::test]
+async fn gzip_responses_are_decoded() {
+    let server = mock(MockConfig {
+        gzip: true,
+        ..MockConfig::default()
+    })
+    .await;
+
+    // Without decoding, asking for gzip by hand shows the mock really compresses...
+    let raw = Transport::builder()
+        .base_url(server.url())
+        .gzip(false)
+        .brotli(false)
+        .build()
+        .unwrap();
+    let compressed = raw
+        .send(chat().with_header(ACCEPT_ENCODING, HeaderValue::from_static("gzip")))
+        .await
+        .unwrap();
+    assert_eq!(compressed.headers()["content-encoding"], "gzip");
+    let Body::Full(bytes) = compressed.body() else {
+        panic!("a JSON reply is read whole")
+    };
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
+
+    // ...and the default transport asks for it and decodes it.
+    let transport = transport(&server);
+    let body: serde_json::Value = transport.send(chat()).await.unwrap().json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+}
+
+#[tokio::test]
+async fn h2c_multiplexes_over_one_connection() {
+    let server = mock(MockConfig {
+        latency: "100ms".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await;
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .http2_prior_knowledge(true)
+        .build()
+        .unwrap();
+    // Warm up so the one connection exists before the burst.
+    transport.send(chat()).await.unwrap();
+    let results = futures_util::future::join_all((0..50).map(|_| transport.send(chat()))).await;
+    assert!(results.iter().all(Result::is_ok));
+    let stream = transport.send(chat_stream()).await.unwrap();
+    let text = stream.bytes().await.unwrap();
+    assert!(text.ends_with(b"data: [DONE]\n\n"));
+    let stats = transport.stats();
+    assert_eq!(stats.opened, 1, "HTTP/2 multiplexes: {stats:?}");
+    assert_eq!(stats.requests, 52);
+    assert_eq!(server.stats().peak_in_flight, 50);
+}
+
+#[tokio::test]
+async fn base_url_prefix_is_kept() {
+    let server = mock(MockConfig::default()).await;
+    // The mock also serves paths without /v1, so a base URL without it must reach /models.
+    let base = server.url();
+    let root = base.trim_end_matches("/v1");
+    let transport = Transport::builder().base_url(root).build().unwrap();
+    let response = transport
+        .send(Request::get("/v1/models").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}

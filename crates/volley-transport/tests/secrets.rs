@@ -1,0 +1,90 @@
+//! The API key never appears in `Debug`, errors or logs, even at trace level.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use volley_core::ErrorKind;
+use volley_mock::MockConfig;
+use volley_transport::Transport;
+
+const KEY: &str = "sk-volley-test-0123456789abcdef";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_key_never_appears_in_debug_errors_or_trace_logs() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // A current-thread runtime keeps every task, hyper's connection tasks included, on this
+    // thread, where the subscriber is installed.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut seen = String::new();
+    runtime.block_on(async {
+        let server = mock(MockConfig {
+            require_api_key: Some("sk-the-right-key".to_owned()),
+            ..MockConfig::default()
+        })
+        .await;
+        for http2 in [false, true] {
+            let transport = Transport::builder()
+                .base_url(server.url())
+                .api_key(KEY)
+                .http2_prior_knowledge(http2)
+                .build()
+                .unwrap();
+            seen.push_str(&format!("{transport:?}\n"));
+            let err = transport.send(chat()).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Status);
+            assert_eq!(err.status().map(|s| s.as_u16()), Some(401));
+            seen.push_str(&format!("{err}\n{err:?}\n{:?}\n", err.headers()));
+            let err = transport
+                .send(with_fault(chat_stream(), "cut"))
+                .await
+                .unwrap_err();
+            seen.push_str(&format!("{err}\n{err:?}\n"));
+        }
+        // The same key accepted: a whole successful exchange, logged at trace level.
+        let good = Transport::builder()
+            .base_url(server.url())
+            .api_key("sk-the-right-key")
+            .build()
+            .unwrap();
+        good.send(chat()).await.unwrap();
+        let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            log_text.contains("sending"),
+            "trace logging was captured: {log_text}"
+        );
+        assert!(!log_text.contains("sk-the-right-key"), "{log_text}");
+        seen.push_str(&log_text);
+        server.shutdown().await;
+    });
+    assert!(!seen.contains(KEY), "the key leaked:\n{seen}");
+    assert!(
+        !seen.contains("0123456789abcdef"),
+        "part of the key leaked:\n{seen}"
+    );
+}

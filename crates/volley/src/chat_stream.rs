@@ -1,0 +1,117 @@
+//! The stream of chunks of a streamed chat completion.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use volley_core::openai::ChatCompletionChunk;
+use volley_core::sse::EventStream;
+use volley_core::{ApiError, BodyStream, Error, ErrorKind, RequestId, Response};
+
+/// The chunks of a streamed chat completion, ending after OpenAI's `[DONE]` sentinel.
+///
+/// Yields `Err` once and then ends when the stream breaks off, when a chunk is not valid JSON,
+/// when the provider sends an error object in the stream, or when the body ends before
+/// `[DONE]` without any chunk having carried a `finish_reason`.
+pub struct ChatStream {
+    events: EventStream<BodyStream>,
+    id: RequestId,
+    finished: bool,
+    saw_finish_reason: bool,
+}
+
+impl ChatStream {
+    pub(crate) fn new(response: Response) -> ChatStream {
+        let id = response.request_id();
+        ChatStream {
+            events: response.events(),
+            id,
+            finished: false,
+            saw_finish_reason: false,
+        }
+    }
+
+    fn fail(&mut self, error: Error) -> Poll<Option<Result<ChatCompletionChunk, Error>>> {
+        self.finished = true;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Stream for ChatStream {
+    type Item = Result<ChatCompletionChunk, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let event = match Pin::new(&mut self.events).poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(event))) => event,
+            Poll::Ready(Some(Err(e))) => return self.fail(e),
+            Poll::Ready(None) => {
+                if self.saw_finish_reason {
+                    self.finished = true;
+                    return Poll::Ready(None);
+                }
+                let id = self.id;
+                return self.fail(Error::new(
+                    ErrorKind::StreamBroken,
+                    format!("request {id}: the event stream ended before [DONE]"),
+                ));
+            }
+        };
+        if event.is_done() {
+            self.finished = true;
+            // Look once more without waiting: when the body's end is already here, hyper sees
+            // it and can return the connection to the pool instead of closing it.
+            let _ = Pin::new(&mut self.events).poll_next(cx);
+            return Poll::Ready(None);
+        }
+        let data = event.data_bytes();
+        if event.event_type() == "error" || looks_like_error(data) {
+            let id = self.id;
+            let detail = ApiError::from_body(data)
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "no detail".to_owned());
+            return self.fail(Error::new(
+                ErrorKind::StreamBroken,
+                format!("request {id}: the provider sent an error in the stream: {detail}"),
+            ));
+        }
+        match serde_json::from_slice::<ChatCompletionChunk>(data) {
+            Ok(chunk) => {
+                if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
+                    self.saw_finish_reason = true;
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Err(e) => {
+                let id = self.id;
+                self.fail(
+                    Error::new(
+                        ErrorKind::BodyDecode,
+                        format!("request {id}: a stream chunk is not a chat completion chunk"),
+                    )
+                    .with_source(e),
+                )
+            }
+        }
+    }
+}
+
+/// A cheap check for `{"error": ...}` without parsing every chunk twice.
+fn looks_like_error(data: &[u8]) -> bool {
+    match data.trim_ascii_start().strip_prefix(b"{") {
+        Some(rest) => rest.trim_ascii_start().starts_with(b"\"error\""),
+        None => false,
+    }
+}
+
+impl std::fmt::Debug for ChatStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatStream")
+            .field("request_id", &self.id)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,52 @@
+//! # volley
+//!
+//! Call LLM HTTP APIs (OpenAI-compatible first) at very high concurrency: every configured
+//! slot busy, no request lost, the provider's limits respected, and a clear record of what
+//! happened.
+//!
+//! This crate is the facade most users depend on. [`Client`] wraps the pooled transport of
+//! [`volley_transport`] and offers typed calls ([`Client::chat`], [`Client::chat_stream`],
+//! [`Client::embeddings`]) and a raw [`Client::send`]. Retry, rate limits, timeouts and the
+//! cache arrive as tower layers in `volley-middleware`; this release is the transport alone.
+//!
+//! Create one `Client` and clone it wherever it is needed: clones share one connection pool.
+//!
+//! ```no_run
+//! use volley::Client;
+//! use volley::openai::{ChatCompletionRequest, ChatMessage};
+//!
+//! # async fn run() -> Result<(), volley::Error> {
+//! let client = Client::from_env()?; // OPENAI_API_KEY, OPENAI_BASE_URL
+//! let request = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("Hello!")]);
+//! let reply = client.chat(&request).await?;
+//! println!("{}", reply.text().unwrap_or_default());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Features
+//! - `webpki-roots` (default): trust the Mozilla root set compiled in.
+//! - `native-roots`: allow trusting the operating system's root store.
+//! - `tiktoken`: exact token counts (`volley::core::tokens::exact`).
+#![deny(missing_docs)]
+
+mod chat_stream;
+mod client;
+
+pub use chat_stream::ChatStream;
+pub use client::{API_KEY_ENV, BASE_URL_ENV, Client, ClientBuilder};
+pub use volley_core::{
+    ApiError, ApiKey, Body, BodyStream, Error, ErrorKind, Request, RequestId, Response, Timings,
+    openai, sse,
+};
+pub use volley_transport::ConnectionStats;
+
+/// The layers below the facade, for custom stacks.
+pub mod core {
+    pub use volley_core::*;
+}
+
+/// The pooled HTTP transport, for custom stacks.
+pub mod transport {
+    pub use volley_transport::*;
+}
