@@ -1,0 +1,29 @@
+//! # volley-middleware
+//!
+//! Tower layers for calling LLM HTTP APIs, each usable alone in any `tower::ServiceBuilder`
+//! over a `Service<volley_core::Request, Response = volley_core::Response, Error =
+//! volley_core::Error>`:
+//!
+//! - [`retry`]: classification, exponential backoff with full jitter, `Retry-After`, a retry
+//!   budget;
+//! - [`rate_limit`]: requests and tokens per minute (GCRA), settled with real usage;
+//! - [`limit`]: a concurrency limit whose permits are held until the body is finished;
+//! - [`timeout`]: whole attempt, time to first byte, idle time between stream chunks;
+//! - [`cache`]: memory and disk caches keyed by request and credential;
+//! - [`metrics`]: counters and histograms through the `metrics` facade, and `tracing` spans.
+//!
+//! The order the `volley` facade composes them in, and why:
+//!
+//! ```text
+//! caller ─▶ Cache ─▶ Retry ─▶ RateLimit ─▶ ConcurrencyLimit ─▶ Timeout ─▶ transport
+//! ```
+//!
+//! This crate does not depend on the transport: it wraps any service.
+#![deny(missing_docs)]
+
+pub mod cache;
+pub mod limit;
+pub mod metrics;
+pub mod rate_limit;
+pub mod retry;
+pub mod timeout;
