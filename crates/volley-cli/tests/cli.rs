@@ -1,0 +1,145 @@
+//! The `volley` binary, run as a user would.
+
+use std::process::Command;
+
+fn volley() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
+    cmd.env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+#[test]
+fn chat_mock_prints_a_reply() {
+    let out = volley().args(["chat", "--mock", "hi"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.trim().len() > 10, "a reply was printed: {stdout:?}");
+}
+
+#[test]
+fn chat_mock_stream_prints_the_same_reply() {
+    let plain = volley().args(["chat", "--mock", "hi"]).output().unwrap();
+    let streamed = volley()
+        .args(["chat", "--mock", "--stream", "--usage", "hi"])
+        .output()
+        .unwrap();
+    assert!(
+        streamed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&streamed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(plain.stdout).unwrap(),
+        String::from_utf8(streamed.stdout).unwrap()
+    );
+    let stderr = String::from_utf8(streamed.stderr).unwrap();
+    assert!(stderr.contains("completion"), "usage on stderr: {stderr}");
+}
+
+#[test]
+fn chat_without_a_key_says_how_to_fix_it() {
+    let out = volley().args(["chat", "hi"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("OPENAI_API_KEY"), "{stderr}");
+    assert!(stderr.contains("--mock"), "{stderr}");
+}
+
+#[test]
+fn chat_refuses_plain_http_to_a_remote_host_without_sending_the_key() {
+    let out = volley()
+        .args(["chat", "--base-url", "http://192.0.2.1/v1", "hi"])
+        .env("OPENAI_API_KEY", "sk-cli-secret-123")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("not a loopback"), "{stderr}");
+    assert!(!stderr.contains("sk-cli-secret-123"), "{stderr}");
+}
+
+#[test]
+fn chat_reports_connection_failures_clearly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = volley()
+        .args([
+            "chat",
+            "--base-url",
+            &format!("http://127.0.0.1:{port}/v1"),
+            "hi",
+        ])
+        .env("OPENAI_API_KEY", "sk-cli-secret-456")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("connect"), "{stderr}");
+    assert!(stderr.contains(&port.to_string()), "{stderr}");
+    assert!(!stderr.contains("sk-cli-secret-456"), "{stderr}");
+}
+
+#[test]
+fn every_command_has_complete_help() {
+    for args in [
+        vec!["--help"],
+        vec!["chat", "--help"],
+        vec!["mock", "--help"],
+    ] {
+        let out = volley().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+    }
+    let chat = volley().args(["chat", "--help"]).output().unwrap();
+    let text = String::from_utf8(chat.stdout).unwrap();
+    for flag in ["--model", "--stream", "--base-url", "--system", "--mock"] {
+        assert!(text.contains(flag), "chat --help lacks {flag}");
+    }
+    let mock = volley().args(["mock", "--help"]).output().unwrap();
+    let text = String::from_utf8(mock.stdout).unwrap();
+    for flag in ["--port", "--latency", "--faults", "--seed", "--ttft"] {
+        assert!(text.contains(flag), "mock --help lacks {flag}");
+    }
+}
+
+#[test]
+fn mock_serves_until_stopped() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = volley()
+        .args(["mock", "--port", "0", "--latency", "10ms"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    // "volley mock: serving http://127.0.0.1:PORT/v1 (stats at ...)"
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    let addr = url.trim_start_matches("http://").trim_end_matches("/v1");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"requests_total\""), "{response}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
