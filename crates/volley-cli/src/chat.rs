@@ -27,17 +27,18 @@ pub(crate) struct ChatArgs {
     /// A system message sent before the prompt.
     #[arg(long)]
     system: Option<String>,
-    /// The API's base URL, /v1 included.
-    #[arg(
-        long,
-        env = "OPENAI_BASE_URL",
-        default_value = "https://api.openai.com/v1"
-    )]
-    base_url: String,
+    /// The API's base URL, /v1 included [default: $OPENAI_BASE_URL, else
+    /// https://api.openai.com/v1].
+    #[arg(long)]
+    base_url: Option<String>,
     /// The environment variable that holds the API key.
     #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
     api_key_env: String,
-    /// The most tokens the reply may use.
+    /// The most tokens the reply may use (`max_completion_tokens`, which reasoning models
+    /// require).
+    #[arg(long)]
+    max_completion_tokens: Option<u32>,
+    /// The legacy `max_tokens` limit, for servers that only know it.
     #[arg(long)]
     max_tokens: Option<u32>,
     /// Sampling temperature.
@@ -67,11 +68,18 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     };
     let base_url = match &mock {
         Some(server) => server.url(),
-        None => args.base_url.clone(),
+        None => args
+            .base_url
+            .clone()
+            .or_else(|| non_empty_env(volley::BASE_URL_ENV))
+            .unwrap_or_else(|| volley::transport::DEFAULT_BASE_URL.to_owned()),
     };
-    let key = std::env::var(&args.api_key_env)
-        .ok()
-        .filter(|k| !k.trim().is_empty());
+    // The mock needs no key, and a real one must not be sent to it.
+    let key = if mock.is_some() {
+        None
+    } else {
+        non_empty_env(&args.api_key_env)
+    };
     if key.is_none() && mock.is_none() {
         bail!(
             "no API key: set {} (or name another variable with --api-key-env), or use --mock",
@@ -93,9 +101,12 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     messages.push(ChatMessage::user(args.prompt.clone()));
     let mut request = ChatCompletionRequest::new(args.model.clone(), messages);
     request.max_tokens = args.max_tokens;
+    request.max_completion_tokens = args.max_completion_tokens;
     request.temperature = args.temperature;
 
     let mut stdout = std::io::stdout().lock();
+    let mut finish_reason = None;
+    let mut refusal = String::new();
     if args.stream {
         let mut chunks = client.chat_stream(request).await?;
         let mut usage = None;
@@ -104,6 +115,14 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
             if let Some(text) = chunk.delta_text() {
                 stdout.write_all(text.as_bytes())?;
                 stdout.flush()?;
+            }
+            for choice in &chunk.choices {
+                if let Some(r) = &choice.delta.refusal {
+                    refusal.push_str(r);
+                }
+                if choice.finish_reason.is_some() {
+                    finish_reason.clone_from(&choice.finish_reason);
+                }
             }
             if chunk.usage.is_some() {
                 usage = chunk.usage;
@@ -121,6 +140,12 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     } else {
         let reply = client.chat(&request).await?;
         writeln!(stdout, "{}", reply.text().unwrap_or_default())?;
+        if let Some(choice) = reply.choices.first() {
+            finish_reason.clone_from(&choice.finish_reason);
+            if let Some(r) = &choice.message.refusal {
+                refusal.push_str(r);
+            }
+        }
         if args.usage
             && let Some(u) = &reply.usage
         {
@@ -133,5 +158,21 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     if let Some(server) = mock {
         server.shutdown().await;
     }
+    if !refusal.is_empty() {
+        bail!("the model refused: {refusal}");
+    }
+    match finish_reason.as_deref() {
+        Some("length") => eprintln!("volley: the reply was cut at the token limit"),
+        Some("content_filter") => bail!("the reply was stopped by the provider's content filter"),
+        Some("tool_calls") => eprintln!("volley: the model asked for a tool call instead"),
+        _ => {}
+    }
     Ok(())
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }

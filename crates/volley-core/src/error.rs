@@ -131,7 +131,13 @@ impl ApiError {
     /// "param": ..}}`, or the bare inner object, or `{"error": "text"}`, or `{"message": ..}`.
     /// Returns `None` when the body is not JSON or has none of these shapes.
     pub fn from_body(body: &[u8]) -> Option<ApiError> {
-        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        // Some OpenAI-compatible servers wrap the error object in a one-element array.
+        if let serde_json::Value::Array(items) = &mut value
+            && items.len() == 1
+        {
+            value = items.pop()?;
+        }
         let obj = match value.get("error") {
             Some(serde_json::Value::String(s)) => {
                 return Some(ApiError {
@@ -147,7 +153,7 @@ impl ApiError {
             serde_json::Value::Null => None,
             other => Some(other.to_string()),
         };
-        let message = text("message")?;
+        let message = clean_message(&text("message")?);
         Some(ApiError {
             message,
             r#type: text("type"),
@@ -155,6 +161,23 @@ impl ApiError {
             param: text("param"),
         })
     }
+}
+
+/// The most characters of a provider's message kept in an [`ApiError`].
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// Keeps a provider's message printable on one line and bounded: control characters become
+/// spaces and a long message is cut.
+fn clean_message(message: &str) -> String {
+    let mut out: String = message
+        .chars()
+        .take(MAX_MESSAGE_CHARS)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if message.chars().nth(MAX_MESSAGE_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 impl fmt::Display for ApiError {
@@ -219,6 +242,13 @@ impl Error {
     #[must_use]
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Error {
         self.inner.source = Some(source.into());
+        self
+    }
+
+    /// Attaches a provider error object (one sent inside an event stream, say).
+    #[must_use]
+    pub fn with_api_error(mut self, api_error: ApiError) -> Error {
+        self.inner.api_error = Some(api_error);
         self
     }
 
@@ -313,17 +343,11 @@ impl fmt::Debug for Error {
 }
 
 impl fmt::Display for Error {
+    /// What failed and where. The lower-level cause is not repeated here: it is
+    /// [`source`](StdError::source), which error reporters (`anyhow`'s `{:#}`, say) print after
+    /// this.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} error: {}", self.inner.kind, self.inner.message)?;
-        if let Some(source) = &self.inner.source {
-            // Print the whole chain on one line: hyper's errors are terse at the top.
-            let mut cause: Option<&(dyn StdError + 'static)> = Some(source.as_ref());
-            while let Some(c) = cause {
-                write!(f, ": {c}")?;
-                cause = c.source();
-            }
-        }
-        Ok(())
+        write!(f, "{} error: {}", self.inner.kind, self.inner.message)
     }
 }
 
@@ -409,15 +433,23 @@ mod tests {
     }
 
     #[test]
-    fn display_includes_the_source_chain() {
+    fn the_source_is_exposed_not_repeated() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let err = Error::new(ErrorKind::Connect, "connecting to 127.0.0.1:1").with_source(io);
-        assert_eq!(
-            err.to_string(),
-            "connect error: connecting to 127.0.0.1:1: refused"
-        );
+        assert_eq!(err.to_string(), "connect error: connecting to 127.0.0.1:1");
         assert!(err.is_connect());
-        assert!(StdError::source(&err).is_some());
+        assert_eq!(StdError::source(&err).unwrap().to_string(), "refused");
+    }
+
+    #[test]
+    fn provider_messages_are_bounded_and_on_one_line() {
+        let long = format!(r#"{{"error":{{"message":"a\nb{}"}}}}"#, "x".repeat(5000));
+        let api = ApiError::from_body(long.as_bytes()).unwrap();
+        assert!(api.message.starts_with("a b"));
+        assert!(api.message.chars().count() <= 1025);
+        assert!(api.message.ends_with('…'));
+        let wrapped = ApiError::from_body(br#"[{"error":{"message":"in an array"}}]"#).unwrap();
+        assert_eq!(wrapped.message, "in an array");
     }
 
     #[test]

@@ -106,6 +106,13 @@ impl Request {
         Request::post(path, body)
     }
 
+    /// Replaces the body.
+    #[must_use]
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Request {
+        self.body = body.into();
+        self
+    }
+
     /// Replaces the correlation id.
     #[must_use]
     pub fn with_id(mut self, id: RequestId) -> Request {

@@ -14,13 +14,13 @@ pin_project_lite::pin_project! {
         #[pin]
         body: B,
         id: RequestId,
-        base: String,
+        base: std::sync::Arc<str>,
         done: bool,
     }
 }
 
 impl<B> HyperBodyStream<B> {
-    pub(crate) fn new(body: B, id: RequestId, base: String) -> HyperBodyStream<B> {
+    pub(crate) fn new(body: B, id: RequestId, base: std::sync::Arc<str>) -> HyperBodyStream<B> {
         HyperBodyStream {
             body,
             id,

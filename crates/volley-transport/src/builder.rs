@@ -23,12 +23,12 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// Configures and builds a [`Transport`]. Setters never fail; problems are reported by
 /// [`Builder::build`].
 #[must_use]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Builder {
     config: Config,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Config {
     base_url: String,
     api_key: Option<ApiKey>,
@@ -40,7 +40,7 @@ struct Config {
     tcp_nodelay: bool,
     tcp_keepalive: Option<Duration>,
     http2_prior_knowledge: bool,
-    http1_only: bool,
+    http2: bool,
     http2_initial_stream_window_size: Option<u32>,
     http2_initial_connection_window_size: Option<u32>,
     http2_adaptive_window: bool,
@@ -52,6 +52,27 @@ struct Config {
     tls: TlsRoots,
     allow_plain_http: bool,
     max_error_body_bytes: usize,
+    max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values and the key are left out: a default header may be a credential
+        // (`api-key`, `x-api-key`).
+        let c = &self.config;
+        f.debug_struct("Builder")
+            .field("api_key", &c.api_key.as_ref().map(|_| "***"))
+            .field(
+                "default_headers",
+                &c.default_headers.keys().collect::<Vec<_>>(),
+            )
+            .field("http2", &c.http2)
+            .field("http2_prior_knowledge", &c.http2_prior_knowledge)
+            .field("pool_max_idle_per_host", &c.pool_max_idle_per_host)
+            .field("pool_idle_timeout", &c.pool_idle_timeout)
+            .field("connect_timeout", &c.connect_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Builder {
@@ -75,7 +96,7 @@ impl Builder {
                 tcp_nodelay: true,
                 tcp_keepalive: Some(Duration::from_secs(60)),
                 http2_prior_knowledge: false,
-                http1_only: false,
+                http2: false,
                 http2_initial_stream_window_size: None,
                 http2_initial_connection_window_size: None,
                 http2_adaptive_window: false,
@@ -91,6 +112,7 @@ impl Builder {
                 },
                 allow_plain_http: false,
                 max_error_body_bytes: 64 * 1024,
+                max_body_bytes: 64 * 1024 * 1024,
             },
         }
     }
@@ -174,18 +196,25 @@ impl Builder {
     /// Speak HTTP/2 only: over TLS by ALPN `h2`, and over plain `http://` with prior knowledge
     /// (h2c), for servers that want it.
     ///
-    /// Default: `false` (HTTP/1.1 and HTTP/2 by ALPN over TLS; HTTP/1.1 over plain text).
+    /// The same caveat as [`Builder::http2`] applies: one connection per host carries every
+    /// request.
+    ///
+    /// Default: `false` (HTTP/1.1).
     pub fn http2_prior_knowledge(mut self, enabled: bool) -> Builder {
         self.config.http2_prior_knowledge = enabled;
         self
     }
 
-    /// Offer only HTTP/1.1 in ALPN, so TLS servers never switch to HTTP/2. Many connections
-    /// instead of one multiplexed one can be faster against servers that cap HTTP/2 streams.
+    /// Offer HTTP/2 as well as HTTP/1.1 in TLS ALPN.
     ///
-    /// Default: `false`.
-    pub fn http1_only(mut self, enabled: bool) -> Builder {
-        self.config.http1_only = enabled;
+    /// Off by default on purpose: the pool keeps ONE HTTP/2 connection per host, and requests
+    /// beyond the server's `SETTINGS_MAX_CONCURRENT_STREAMS` (often 100–256 behind CDNs) wait
+    /// in a queue inside that connection, so at high concurrency fewer requests are in flight
+    /// than asked for. Over HTTP/1.1 each in-flight request has its own connection.
+    ///
+    /// Default: `false` (ALPN offers only `http/1.1`).
+    pub fn http2(mut self, enabled: bool) -> Builder {
+        self.config.http2 = enabled;
         self
     }
 
@@ -295,6 +324,17 @@ impl Builder {
         self
     }
 
+    /// The most bytes of a successful, non-streaming response body (after decompression).
+    /// A larger body fails with `ErrorKind::BodyDecode` instead of exhausting memory; a small
+    /// compressed body can expand enormously. Streams are bounded per event by the SSE
+    /// decoder's limits instead.
+    ///
+    /// Default: 64 MiB.
+    pub fn max_body_bytes(mut self, max: usize) -> Builder {
+        self.config.max_body_bytes = max;
+        self
+    }
+
     /// Builds the transport: parses the base URL, builds the TLS configuration and the pool.
     ///
     /// Must be called inside a Tokio runtime only when requests are sent, not to build.
@@ -319,6 +359,8 @@ impl Builder {
         if let Some(key) = &c.api_key {
             default_headers.insert(AUTHORIZATION, bearer(key)?);
         }
+        // Requests fit defaults without growing the map: content-type, accept-encoding, host.
+        default_headers.reserve(4);
 
         let counters = Arc::new(Counters::default());
         let mut http = HttpConnector::new();
@@ -335,10 +377,10 @@ impl Builder {
             let counting = Counting::new(http, counters.clone());
             if c.http2_prior_knowledge {
                 builder.enable_http2().wrap_connector(counting)
-            } else if c.http1_only {
-                builder.enable_http1().wrap_connector(counting)
-            } else {
+            } else if c.http2 {
                 builder.enable_all_versions().wrap_connector(counting)
+            } else {
+                builder.enable_http1().wrap_connector(counting)
             }
         } else {
             // Plain text: no TLS configuration is built, so a transport to a local mock needs
@@ -376,8 +418,9 @@ impl Builder {
         Ok(Transport {
             inner: Arc::new(Inner {
                 client,
+                joined: crate::joined_paths(&base.path),
                 base_path: base.path,
-                display_base: base.display,
+                display_base: base.display.into(),
                 scheme: base.scheme,
                 authority: base.authority,
                 default_headers,
@@ -385,6 +428,8 @@ impl Builder {
                 brotli: c.brotli,
                 counters,
                 max_error_body_bytes: c.max_error_body_bytes,
+                max_body_bytes: c.max_body_bytes,
+                api_key: c.api_key,
             }),
         })
     }
@@ -392,6 +437,20 @@ impl Builder {
 
 /// The `Authorization` value for a key, marked sensitive so that `Debug` of headers hides it.
 fn bearer(key: &ApiKey) -> Result<HeaderValue, Error> {
+    if key.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "the API key is empty; set it, or leave it out for servers without authentication",
+        ));
+    }
+    if !key.expose().bytes().all(|b| b.is_ascii_graphic()) {
+        // A pasted zero-width space or ellipsis would otherwise earn an unexplained 401.
+        return Err(Error::new(
+            ErrorKind::Config,
+            "the API key contains characters other than visible ASCII (a space, a control \
+             character or a non-ASCII character pasted with it?)",
+        ));
+    }
     let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
         // The source error is dropped on purpose: it could echo the key.
         Error::new(
@@ -414,30 +473,42 @@ pub(crate) struct BaseUrl {
 }
 
 pub(crate) fn parse_base_url(url: &str, allow_plain_http: bool) -> Result<BaseUrl, Error> {
+    // The URL is never repeated in an error: it may carry a credential (user:password@, or a
+    // key in the query string). Only scheme, host and port are named.
     let config = |msg: String| Error::new(ErrorKind::Config, msg);
+    let authority_part = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("");
+    if authority_part.contains('@') {
+        return Err(config(
+            "the base URL must not carry credentials (user:password@); use the API key setting"
+                .to_owned(),
+        ));
+    }
     let uri: Uri = url
         .parse()
-        .map_err(|e| config(format!("base URL {url:?} is not a valid URL")).with_source(e))?;
+        .map_err(|e| config("the base URL is not a valid URL".to_owned()).with_source(e))?;
     let scheme = uri
         .scheme()
         .cloned()
-        .ok_or_else(|| config(format!("base URL {url:?} has no scheme (http or https)")))?;
-    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-        return Err(config(format!(
-            "base URL {url:?} has scheme {scheme}; only http and https are supported"
-        )));
-    }
+        .ok_or_else(|| config("the base URL has no scheme (http:// or https://)".to_owned()))?;
     let authority = uri
         .authority()
         .cloned()
-        .ok_or_else(|| config(format!("base URL {url:?} has no host")))?;
-    if authority.as_str().contains('@') {
-        return Err(config(
-            "the base URL must not carry credentials (user:password@); use api_key".to_owned(),
-        ));
+        .ok_or_else(|| config("the base URL has no host".to_owned()))?;
+    let origin = format!("{scheme}://{authority}");
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(config(format!(
+            "base URL {origin}: only http and https are supported"
+        )));
     }
     if uri.query().is_some() {
-        return Err(config(format!("base URL {url:?} must not have a query")));
+        return Err(config(format!(
+            "base URL {origin}...: a query string is not supported in the base URL"
+        )));
     }
     if scheme == Scheme::HTTP && !allow_plain_http && !is_loopback(authority.host()) {
         return Err(config(format!(
@@ -448,7 +519,7 @@ pub(crate) fn parse_base_url(url: &str, allow_plain_http: bool) -> Result<BaseUr
         )));
     }
     let path = uri.path().trim_end_matches('/').to_owned();
-    let display = format!("{scheme}://{authority}{path}");
+    let display = format!("{origin}{path}");
     Ok(BaseUrl {
         scheme,
         authority,
@@ -503,13 +574,33 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::Config, "{url}");
             assert!(!err.to_string().contains(":p@"), "{err}");
         }
+        // Credentials in a URL are never echoed, whatever else is wrong with it.
+        for url in [
+            "ftp://u:TOKEN@x/v1",
+            "https://x/v1?api-key=TOKEN",
+            "not a url TOKEN",
+        ] {
+            let err = parse_base_url(url, false).unwrap_err();
+            assert!(!format!("{err} {err:?}").contains("TOKEN"), "{err}");
+        }
     }
 
     #[test]
     fn keys_that_are_not_header_safe_are_refused_without_echo() {
-        let err = bearer(&ApiKey::new("sk-abc\u{7}def")).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config);
-        assert!(!format!("{err} {err:?}").contains("sk-abc"));
+        for bad in [
+            "sk-abc\u{7}def",
+            "sk-abc\u{200b}def",
+            "sk-abc def",
+            "sk-abc…",
+        ] {
+            let err = bearer(&ApiKey::new(bad)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(!format!("{err} {err:?}").contains("sk-abc"));
+        }
+        assert_eq!(
+            bearer(&ApiKey::new("  ")).unwrap_err().kind(),
+            ErrorKind::Config
+        );
         let v = bearer(&ApiKey::new("sk-abc")).unwrap();
         assert!(v.is_sensitive());
         assert!(!format!("{v:?}").contains("sk-abc"));

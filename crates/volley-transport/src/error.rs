@@ -16,7 +16,10 @@ pub(crate) fn from_send(err: hyper_util::client::legacy::Error, context: String)
     }
     // The pool retries by itself a request that a reused connection dropped before writing
     // it; a request hyper reports as canceled still never left this process.
-    let canceled = find::<hyper::Error>(&err).is_some_and(hyper::Error::is_canceled);
+    // Errors raised after a connection was checked out carry its `connect_info`; without it
+    // the failure came before any request could be written (an HTTP/2 handshake, say).
+    let canceled = find::<hyper::Error>(&err).is_some_and(hyper::Error::is_canceled)
+        || err.connect_info().is_none();
     let message = if canceled {
         format!("{context}: the connection closed before the request was sent")
     } else {

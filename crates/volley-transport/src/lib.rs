@@ -56,8 +56,8 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderMap, Method, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -87,12 +87,34 @@ struct Inner {
     scheme: Scheme,
     authority: Authority,
     base_path: String,
-    display_base: String,
+    /// The OpenAI endpoints joined with the base path once, so the common requests build
+    /// their URI without allocating.
+    joined: [(&'static str, PathAndQuery); 3],
+    display_base: Arc<str>,
     default_headers: HeaderMap,
     gzip: bool,
     brotli: bool,
     counters: Arc<Counters>,
     max_error_body_bytes: usize,
+    max_body_bytes: usize,
+    /// Kept only to scrub it from error bodies a server might echo it in.
+    api_key: Option<volley_core::ApiKey>,
+}
+
+/// The endpoints whose joined paths are computed once per transport.
+const COMMON_PATHS: [&str; 3] = [
+    volley_core::openai::CHAT_COMPLETIONS_PATH,
+    volley_core::openai::EMBEDDINGS_PATH,
+    volley_core::openai::MODELS_PATH,
+];
+
+pub(crate) fn joined_paths(base_path: &str) -> [(&'static str, PathAndQuery); 3] {
+    COMMON_PATHS.map(|path| {
+        let joined = format!("{base_path}{path}");
+        let joined = PathAndQuery::from_maybe_shared(Bytes::from(joined))
+            .unwrap_or_else(|_| PathAndQuery::from_static(path));
+        (path, joined)
+    })
 }
 
 /// The future of [`Transport::call`].
@@ -155,19 +177,20 @@ async fn send(inner: Arc<Inner>, request: Request) -> Result<Response, Error> {
             parts.path
         )
     };
-    let uri = inner.uri_for(&parts.path).map_err(|e| {
-        Error::new(ErrorKind::InvalidInput, format!("{}: bad URL", context())).with_source(e)
-    })?;
+    let uri = inner
+        .uri_for(&parts.path)
+        .map_err(|e| Error::new(ErrorKind::InvalidInput, context()).with_source(e))?;
+    let is_head = parts.method == Method::HEAD;
 
     let mut http_request = http::Request::new(Full::new(parts.body));
     *http_request.method_mut() = parts.method.clone();
     *http_request.uri_mut() = uri;
     *http_request.headers_mut() = parts.headers;
+    let headers = http_request.headers_mut();
+    headers.reserve(inner.default_headers.len() + 3);
     for (name, value) in &inner.default_headers {
-        if !http_request.headers().contains_key(name) {
-            http_request
-                .headers_mut()
-                .insert(name.clone(), value.clone());
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
         }
     }
 
@@ -186,16 +209,13 @@ async fn send(inner: Arc<Inner>, request: Request) -> Result<Response, Error> {
     timings.first_byte = Some(Instant::now());
     let (head, body) = response.into_parts();
 
-    if head.status.is_client_error() || head.status.is_server_error() {
-        // Read what the provider said, up to a cap; a body that breaks off still leaves the
-        // status, which is what matters.
-        let bytes = match Limited::new(body, inner.max_error_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => Bytes::new(),
-        };
+    if head.status.is_client_error()
+        || head.status.is_server_error()
+        || head.status.is_redirection()
+    {
+        // Redirects are not followed: that would send the bearer token to another origin.
+        let bytes = read_error_body(body, inner.max_error_body_bytes).await;
+        let bytes = inner.scrub_key(bytes);
         let retry_after = volley_core::headers::retry_after(&head.headers, SystemTime::now());
         tracing::debug!(request = %id, status = %head.status, "error status");
         return Err(Error::from_status(
@@ -204,6 +224,18 @@ async fn send(inner: Arc<Inner>, request: Request) -> Result<Response, Error> {
             &bytes,
             retry_after,
             context(),
+        ));
+    }
+
+    // No body to read (and none to decompress: tower-http fails on an empty gzip body).
+    if is_head || head.status == StatusCode::NO_CONTENT || head.status == StatusCode::NOT_MODIFIED {
+        timings.done = Some(Instant::now());
+        return Ok(Response::new(
+            head.status,
+            head.headers,
+            Body::Full(Bytes::new()),
+            timings,
+            id,
         ));
     }
 
@@ -218,11 +250,20 @@ async fn send(inner: Arc<Inner>, request: Request) -> Result<Response, Error> {
         ));
     }
 
-    let bytes = body
-        .collect()
-        .await
-        .map_err(|e| error::from_body(e, &context()))?
-        .to_bytes();
+    let bytes = match Limited::new(body, inner.max_body_bytes).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return Err(Error::new(
+                ErrorKind::BodyDecode,
+                format!(
+                    "{}: the response body is larger than the limit of {} bytes",
+                    context(),
+                    inner.max_body_bytes
+                ),
+            ));
+        }
+        Err(e) => return Err(error::from_body(e, &context())),
+    };
     timings.done = Some(Instant::now());
     Ok(Response::new(
         head.status,
@@ -231,6 +272,28 @@ async fn send(inner: Arc<Inner>, request: Request) -> Result<Response, Error> {
         timings,
         id,
     ))
+}
+
+/// Reads an error body up to `max` bytes, keeping what arrived when it is longer or breaks
+/// off: the status is what matters, the provider's message is a bonus.
+async fn read_error_body<B>(body: B, max: usize) -> Bytes
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buf = bytes::BytesMut::new();
+    while buf.len() < max {
+        match body.as_mut().frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = max - buf.len();
+                    buf.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            Some(Err(_)) | None => break,
+        }
+    }
+    buf.freeze()
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {
@@ -245,20 +308,54 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 }
 
 impl Inner {
-    fn uri_for(&self, path: &PathAndQuery) -> Result<Uri, http::Error> {
+    fn uri_for(&self, path: &PathAndQuery) -> Result<Uri, Error> {
+        if !path.as_str().starts_with('/') {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the request path {:?} does not start with '/'",
+                    path.as_str()
+                ),
+            ));
+        }
+        let invalid = |e: http::Error| {
+            Error::new(ErrorKind::InvalidInput, "the joined URL is invalid").with_source(e)
+        };
         let path_and_query = if self.base_path.is_empty() {
             path.clone()
+        } else if let Some((_, joined)) = self.joined.iter().find(|(p, _)| *p == path.as_str()) {
+            joined.clone()
         } else {
             let mut joined = String::with_capacity(self.base_path.len() + path.as_str().len());
             joined.push_str(&self.base_path);
             joined.push_str(path.as_str());
-            PathAndQuery::from_maybe_shared(Bytes::from(joined))?
+            PathAndQuery::from_maybe_shared(Bytes::from(joined)).map_err(|e| invalid(e.into()))?
         };
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
+            .map_err(invalid)
+    }
+
+    /// Replaces the API key with `***` in an error body, should a server echo it.
+    fn scrub_key(&self, body: Bytes) -> Bytes {
+        let Some(key) = self.api_key.as_ref().map(|k| k.expose().as_bytes()) else {
+            return body;
+        };
+        if key.is_empty() || memchr::memmem::find(&body, key).is_none() {
+            return body;
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut rest = &body[..];
+        while let Some(at) = memchr::memmem::find(rest, key) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(b"***");
+            rest = &rest[at + key.len()..];
+        }
+        out.extend_from_slice(rest);
+        Bytes::from(out)
     }
 }
 
@@ -305,6 +402,42 @@ mod tests {
             .uri_for(&PathAndQuery::from_static("/v1/models"))
             .unwrap();
         assert_eq!(uri.to_string(), "http://127.0.0.1:9/v1/models");
+    }
+
+    #[test]
+    fn echoed_keys_are_scrubbed_from_error_bodies() {
+        let t = Transport::builder()
+            .base_url("http://127.0.0.1:9/v1")
+            .api_key("sk-echo")
+            .build()
+            .unwrap();
+        let body = Bytes::from_static(br#"{"error":{"message":"bad key sk-echo and sk-echo!"}}"#);
+        let scrubbed = t.inner.scrub_key(body);
+        assert_eq!(
+            &scrubbed[..],
+            br#"{"error":{"message":"bad key *** and ***!"}}"#
+        );
+        let clean = Bytes::from_static(b"nothing here");
+        assert_eq!(t.inner.scrub_key(clean.clone()).as_ptr(), clean.as_ptr());
+    }
+
+    #[test]
+    fn common_paths_are_joined_once() {
+        let t = Transport::builder()
+            .base_url("http://127.0.0.1:9/v1")
+            .build()
+            .unwrap();
+        let chat = PathAndQuery::from_static("/chat/completions");
+        let a = t.inner.uri_for(&chat).unwrap();
+        assert_eq!(a.path(), "/v1/chat/completions");
+        let b = t.inner.uri_for(&chat).unwrap();
+        // Both share the pre-joined bytes: no allocation per request.
+        assert_eq!(a.path().as_ptr(), b.path().as_ptr());
+        let err = t
+            .inner
+            .uri_for(&PathAndQuery::from_static("?x=1"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -167,3 +167,20 @@ async fn base_url_prefix_is_kept() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused() {
+    let server = mock(MockConfig {
+        output_tokens: volley_mock::OutputTokens::Fixed(2_000),
+        ..MockConfig::default()
+    })
+    .await;
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .max_body_bytes(4_096)
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), volley_core::ErrorKind::BodyDecode);
+    assert!(err.to_string().contains("4096 bytes"), "{err}");
+}

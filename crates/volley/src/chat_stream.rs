@@ -12,22 +12,36 @@ use volley_core::{ApiError, BodyStream, Error, ErrorKind, RequestId, Response};
 ///
 /// Yields `Err` once and then ends when the stream breaks off, when a chunk is not valid JSON,
 /// when the provider sends an error object in the stream, or when the body ends before
-/// `[DONE]` without any chunk having carried a `finish_reason`.
+/// `[DONE]` without the last chunk it promised: the usage chunk when usage was asked for,
+/// otherwise a chunk with a non-empty `finish_reason`.
 pub struct ChatStream {
     events: EventStream<BodyStream>,
     id: RequestId,
     finished: bool,
+    expect_usage: bool,
     saw_finish_reason: bool,
+    saw_usage: bool,
 }
 
 impl ChatStream {
-    pub(crate) fn new(response: Response) -> ChatStream {
+    /// `response` must be an event stream; the facade checks that before.
+    pub(crate) fn new(response: Response, expect_usage: bool) -> ChatStream {
         let id = response.request_id();
         ChatStream {
             events: response.events(),
             id,
             finished: false,
+            expect_usage,
             saw_finish_reason: false,
+            saw_usage: false,
+        }
+    }
+
+    fn ended_cleanly(&self) -> bool {
+        if self.expect_usage {
+            self.saw_usage
+        } else {
+            self.saw_finish_reason
         }
     }
 
@@ -49,7 +63,7 @@ impl Stream for ChatStream {
             Poll::Ready(Some(Ok(event))) => event,
             Poll::Ready(Some(Err(e))) => return self.fail(e),
             Poll::Ready(None) => {
-                if self.saw_finish_reason {
+                if self.ended_cleanly() {
                     self.finished = true;
                     return Poll::Ready(None);
                 }
@@ -70,18 +84,31 @@ impl Stream for ChatStream {
         let data = event.data_bytes();
         if event.event_type() == "error" || looks_like_error(data) {
             let id = self.id;
-            let detail = ApiError::from_body(data)
+            let api = ApiError::from_body(data);
+            let detail = api
+                .as_ref()
                 .map(|e| e.to_string())
                 .unwrap_or_else(|| "no detail".to_owned());
-            return self.fail(Error::new(
+            let mut error = Error::new(
                 ErrorKind::StreamBroken,
                 format!("request {id}: the provider sent an error in the stream: {detail}"),
-            ));
+            );
+            if let Some(api) = api {
+                error = error.with_api_error(api);
+            }
+            return self.fail(error);
         }
         match serde_json::from_slice::<ChatCompletionChunk>(data) {
             Ok(chunk) => {
-                if chunk.choices.iter().any(|c| c.finish_reason.is_some()) {
+                if chunk
+                    .choices
+                    .iter()
+                    .any(|c| c.finish_reason.as_deref().is_some_and(|r| !r.is_empty()))
+                {
                     self.saw_finish_reason = true;
+                }
+                if chunk.usage.is_some() {
+                    self.saw_usage = true;
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }

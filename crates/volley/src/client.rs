@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
+use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue};
 use volley_core::openai::{
     CHAT_COMPLETIONS_PATH, ChatCompletionRequest, ChatCompletionResponse, EMBEDDINGS_PATH,
     EmbeddingsRequest, EmbeddingsResponse, StreamOptions,
 };
-use volley_core::{ApiKey, Error, ErrorKind, Request, Response, tokens};
+use volley_core::{ApiError, ApiKey, Error, ErrorKind, Request, Response, tokens};
 use volley_transport::{ConnectionStats, Transport};
 
 use crate::ChatStream;
@@ -22,13 +23,24 @@ pub const BASE_URL_ENV: &str = "OPENAI_BASE_URL";
 #[derive(Clone, Debug)]
 pub struct Client {
     transport: Transport,
+    stream_include_usage: bool,
 }
 
 /// Configures a [`Client`]. Setters never fail; [`ClientBuilder::build`] reports problems.
 #[must_use]
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClientBuilder {
     transport: volley_transport::Builder,
+    stream_include_usage: bool,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> ClientBuilder {
+        ClientBuilder {
+            transport: volley_transport::Builder::new(),
+            stream_include_usage: true,
+        }
+    }
 }
 
 impl Client {
@@ -64,8 +76,7 @@ impl Client {
             ));
         }
         let estimate = tokens::estimate_request_cost(request);
-        let http =
-            Request::post_json(CHAT_COMPLETIONS_PATH, request)?.with_estimated_tokens(estimate);
+        let http = post_json(CHAT_COMPLETIONS_PATH, request)?.with_estimated_tokens(estimate);
         self.transport.send(http).await?.json().await
     }
 
@@ -80,17 +91,40 @@ impl Client {
         mut request: ChatCompletionRequest,
     ) -> Result<ChatStream, Error> {
         request.stream = Some(true);
-        let options = request
-            .stream_options
-            .get_or_insert_with(StreamOptions::default);
-        if options.include_usage.is_none() {
-            options.include_usage = Some(true);
+        if self.stream_include_usage && request.stream_options.is_none() {
+            request.stream_options = Some(StreamOptions {
+                include_usage: Some(true),
+                ..StreamOptions::default()
+            });
         }
+        let expect_usage = request
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
         let estimate = tokens::estimate_request_cost(&request);
-        let http =
-            Request::post_json(CHAT_COMPLETIONS_PATH, &request)?.with_estimated_tokens(estimate);
+        let http = post_json(CHAT_COMPLETIONS_PATH, &request)?.with_estimated_tokens(estimate);
         let response = self.transport.send(http).await?;
-        Ok(ChatStream::new(response))
+        if !response.is_stream() {
+            // A server that ignored `stream: true`, or a gateway's 200 with a JSON error.
+            let id = response.request_id();
+            let content_type = response
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
+            let body = response.bytes().await?;
+            let mut error = Error::new(
+                ErrorKind::BodyDecode,
+                format!("request {id}: asked for an event stream, got content type {content_type}"),
+            );
+            if let Some(api) = ApiError::from_body(&body) {
+                error = error.with_api_error(api);
+            }
+            return Err(error);
+        }
+        Ok(ChatStream::new(response, expect_usage))
     }
 
     /// Sends an embeddings request.
@@ -102,7 +136,7 @@ impl Client {
         request: &EmbeddingsRequest,
     ) -> Result<EmbeddingsResponse, Error> {
         let estimate = tokens::estimate_embeddings(request);
-        let http = Request::post_json(EMBEDDINGS_PATH, request)?.with_estimated_tokens(estimate);
+        let http = post_json(EMBEDDINGS_PATH, request)?.with_estimated_tokens(estimate);
         self.transport.send(http).await?.json().await
     }
 
@@ -212,6 +246,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether [`Client::chat_stream`] asks for usage in the stream
+    /// (`stream_options.include_usage`) when the request does not say. Turn it off for
+    /// servers that reject `stream_options`.
+    ///
+    /// Default: `true`.
+    pub fn stream_include_usage(mut self, enabled: bool) -> ClientBuilder {
+        self.stream_include_usage = enabled;
+        self
+    }
+
     /// Replaces the whole transport configuration, for settings this builder does not repeat
     /// (TLS roots, HTTP/2 windows, compression, TCP options).
     ///
@@ -229,6 +273,27 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, Error> {
         Ok(Client {
             transport: self.transport.build()?,
+            stream_include_usage: self.stream_include_usage,
         })
     }
+}
+
+/// A JSON `POST` to one of the fixed endpoints: the path is static, so it is neither copied
+/// nor parsed per request.
+fn post_json<T: serde::Serialize>(path: &'static str, body: &T) -> Result<Request, Error> {
+    let body = serde_json::to_vec(body).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("serialising the JSON body for {path}"),
+        )
+        .with_source(e)
+    })?;
+    Ok(
+        Request::new(http::Method::POST, PathAndQuery::from_static(path))
+            .with_body(body)
+            .with_header(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            ),
+    )
 }
