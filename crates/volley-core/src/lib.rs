@@ -13,6 +13,7 @@
 //!   to the fast estimate that is always available.
 #![deny(missing_docs)]
 
+pub mod cache_key;
 mod error;
 pub mod headers;
 pub mod openai;

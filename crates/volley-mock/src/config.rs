@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::{ConfigError, Faults, Latency};
+use crate::{ConfigError, Faults, Latency, RateLimits};
 
 /// The most output tokens a response may have: the filler text is precomputed up to the
 /// configured maximum, so this bounds the server's memory.
@@ -69,6 +69,10 @@ pub struct MockConfig {
     /// On [`MockServer::shutdown`](crate::MockServer::shutdown), how long in-flight responses
     /// may take to finish before their connections are dropped. Default 1 s.
     pub shutdown_grace: Duration,
+    /// Requests and tokens per minute enforced like a provider: `429`s with `Retry-After` when
+    /// exceeded, and `x-ratelimit-*` headers on every API response (see [`RateLimits`]).
+    /// Default [`RateLimits::NONE`].
+    pub rate_limits: RateLimits,
 }
 
 impl Default for MockConfig {
@@ -87,6 +91,7 @@ impl Default for MockConfig {
             require_api_key: None,
             embedding_dims: 8,
             shutdown_grace: Duration::from_secs(1),
+            rate_limits: RateLimits::NONE,
         }
     }
 }
@@ -94,7 +99,8 @@ impl Default for MockConfig {
 impl MockConfig {
     /// Checks every value: latency models well-formed, fault probabilities in `[0, 1]` summing
     /// to at most 1, output tokens at most [`MAX_OUTPUT_TOKENS`] with `min <= max`, embedding
-    /// dimensions in `1..=`[`MAX_EMBEDDING_DIMS`]. [`MockServer::bind`] calls it.
+    /// dimensions in `1..=`[`MAX_EMBEDDING_DIMS`], rate limits and bursts at least 1.
+    /// [`MockServer::bind`] calls it.
     ///
     /// [`MockServer::bind`]: crate::MockServer::bind
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -105,6 +111,7 @@ impl MockConfig {
         self.inter_token.validate("inter_token")?;
         self.output_tokens.validate()?;
         self.faults.validate()?;
+        self.rate_limits.validate()?;
         if !(1..=MAX_EMBEDDING_DIMS).contains(&self.embedding_dims) {
             return Err(ConfigError::new(format!(
                 "embedding_dims {} is not in 1..={MAX_EMBEDDING_DIMS}",
@@ -139,6 +146,7 @@ impl fmt::Debug for MockConfig {
             )
             .field("embedding_dims", &self.embedding_dims)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("rate_limits", &self.rate_limits)
             .finish()
     }
 }

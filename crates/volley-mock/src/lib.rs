@@ -70,11 +70,19 @@
 //! An invalid value of either header gets a `400`. Faults and latency apply to the three API
 //! endpoints, after authentication.
 //!
+//! ## Rate limits
+//!
+//! With [`MockConfig::rate_limits`] the server enforces requests and tokens per minute as a
+//! provider does: token buckets refilled continuously (by default holding one second's worth),
+//! a `429` with OpenAI's `rate_limit_exceeded` body, `Retry-After` and `retry-after-ms` when a
+//! request does not fit, and OpenAI's `x-ratelimit-limit-*`, `-remaining-*` and `-reset-*`
+//! headers on every API response. See [`RateLimits`] for what a request costs.
+//!
 //! ## Statistics
 //!
 //! [`MockServer::stats`] and `GET /stats` report requests, responses by status, faults, the
-//! requests in flight (received, response not yet complete) and their peak, and a timeline of
-//! 100 ms buckets. The request path only touches atomics.
+//! requests in flight (received, response not yet complete) and their peak, `429`s from the rate
+//! limiter, and a timeline of 100 ms buckets. The request path only touches atomics.
 //!
 //! ## Protocols
 //!
@@ -95,6 +103,7 @@ mod error;
 mod faults;
 mod latency;
 mod openai;
+mod rate_limit;
 mod server;
 mod service;
 mod stats;
@@ -103,6 +112,7 @@ pub use config::{MAX_EMBEDDING_DIMS, MAX_OUTPUT_TOKENS, MockConfig, OutputTokens
 pub use error::ConfigError;
 pub use faults::{FaultKind, Faults};
 pub use latency::{Latency, parse_duration};
+pub use rate_limit::RateLimits;
 pub use server::MockServer;
 pub use stats::{FaultCounts, Stats, TIMELINE_BUCKET, TIMELINE_CAPACITY, TimelineBucket};
 

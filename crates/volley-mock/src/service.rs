@@ -18,6 +18,7 @@ use crate::body::{Abort, MockBody, SseStream, StreamFault, StreamPlan};
 use crate::config::{MAX_EMBEDDING_DIMS, retry_after_values};
 use crate::conn::ResetHandle;
 use crate::openai::{self, BadRequest, ChatRequest, Completion, EmbeddingsRequest, Filler};
+use crate::rate_limit::{Dimension, Limiter, Rejection};
 use crate::stats::{Counters, InFlight};
 use crate::{FAULT_HEADER, FaultKind, LATENCY_HEADER, Latency, MockConfig, encoding};
 
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) config: MockConfig,
     pub(crate) counters: Counters,
     pub(crate) filler: Filler,
+    /// The provider-style rate limiter, when [`MockConfig::rate_limits`] sets one.
+    limiter: Option<Limiter>,
     rate_limit_body: Bytes,
     server_error_body: Bytes,
     unavailable_body: Bytes,
@@ -70,6 +73,7 @@ impl Shared {
         Self {
             filler: Filler::new(config.output_tokens.max()),
             counters: Counters::new(),
+            limiter: Limiter::new(&config.rate_limits, tokio::time::Instant::now()),
             rate_limit_body: rate_limit_body.into(),
             server_error_body: openai::error_body(
                 "The server had an error while processing your request. Sorry about that! (mock)",
@@ -296,6 +300,10 @@ async fn respond(
         Api::Chat => Ok(chat(reply, &body, fault, timing, rng).await),
         Api::Embeddings => Ok(embeddings(reply, &body, fault, timing.latency).await),
         Api::Models => {
+            let reply = match reply.admit(0, "models") {
+                Ok(reply) => reply,
+                Err(limited) => return Ok(*limited),
+            };
             wait(timing.latency).await;
             if fault == Some(FaultKind::ServerError) {
                 return Ok(reply.server_error());
@@ -323,6 +331,12 @@ async fn chat(
     let (tokens, finish_reason) = match request.max_tokens {
         Some(max) if max < u64::from(timing.output_tokens) => (max as u32, "length"),
         _ => (timing.output_tokens, "stop"),
+    };
+    // Charged what the usage will report: the answer's length is known already.
+    let cost = request.prompt_tokens.saturating_add(u64::from(tokens));
+    let reply = match reply.admit(cost, &request.model) {
+        Ok(reply) => reply,
+        Err(limited) => return *limited,
     };
     let id = format!("chatcmpl-mock{:016x}", rng.random::<u64>());
     let created = unix_now();
@@ -386,6 +400,10 @@ async fn embeddings(
         Ok(request) => request,
         Err(bad) => return reply.bad_request(&bad),
     };
+    let reply = match reply.admit(request.prompt_tokens, &request.model) {
+        Ok(reply) => reply,
+        Err(limited) => return *limited,
+    };
     let dims = match request.dimensions {
         None => reply.guard.owner().config.embedding_dims,
         Some(d) if (1..=MAX_EMBEDDING_DIMS as u64).contains(&d) => d as usize,
@@ -432,6 +450,7 @@ impl Reply {
         response
             .headers_mut()
             .insert(CONTENT_TYPE, APPLICATION_JSON);
+        self.rate_limit_headers(response.headers_mut());
         if self.gzip {
             body = encoding::gzip(&body).into();
             response
@@ -495,6 +514,53 @@ impl Reply {
         response
     }
 
+    /// Charges the request to the rate limiter, if there is one; a refused request gets its
+    /// `429` instead.
+    fn admit(self, tokens: u64, model: &str) -> Result<Reply, Box<Response<MockBody>>> {
+        let Some(limiter) = &self.shared().limiter else {
+            return Ok(self);
+        };
+        match limiter.admit(tokens, model, tokio::time::Instant::now()) {
+            Ok(()) => Ok(self),
+            // Boxed: a refusal is the rare path, and the response is large next to a `Reply`.
+            Err(rejection) => Err(Box::new(self.limited(rejection))),
+        }
+    }
+
+    /// The `429` of the rate limiter (not an injected fault).
+    fn limited(self, rejection: Rejection) -> Response<MockBody> {
+        self.shared().counters.rate_limited();
+        let kind = match rejection.dimension {
+            Dimension::Requests => "requests",
+            Dimension::Tokens => "tokens",
+        };
+        let body = openai::error_body(&rejection.message, kind, None, Some("rate_limit_exceeded"));
+        let mut response = self.json(StatusCode::TOO_MANY_REQUESTS, body.into(), None);
+        if let Some(wait) = rejection.retry_after {
+            // Rounded up to the millisecond: a client that waits exactly this long fits.
+            let millis = u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+            let (secs, millis) = retry_after_values(Duration::from_millis(millis));
+            let headers = response.headers_mut();
+            // Decimal digits are always a valid header value.
+            headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::try_from(secs).expect("digits are a valid header value"),
+            );
+            headers.insert(
+                RETRY_AFTER_MS,
+                HeaderValue::try_from(millis).expect("digits are a valid header value"),
+            );
+        }
+        response
+    }
+
+    /// The `x-ratelimit-*` headers, when rate limits are configured.
+    fn rate_limit_headers(&self, headers: &mut HeaderMap) {
+        if let Some(limiter) = &self.shared().limiter {
+            limiter.write_headers(headers, tokio::time::Instant::now());
+        }
+    }
+
     fn unavailable(self) -> Response<MockBody> {
         let shared = self.shared();
         shared.counters.fault(FaultKind::Unavailable);
@@ -518,7 +584,10 @@ impl Reply {
 
     fn sse(self, stream: SseStream) -> Response<MockBody> {
         self.shared().counters.response(200);
+        let mut headers = HeaderMap::new();
+        self.rate_limit_headers(&mut headers);
         let mut response = Response::new(MockBody::stream(stream, self.guard));
+        *response.headers_mut() = headers;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         headers.insert(

@@ -35,6 +35,11 @@ pub struct Stats {
     pub responses_by_status: BTreeMap<String, u64>,
     /// Injected faults, by kind.
     pub faults: FaultCounts,
+    /// `429`s sent by the rate limiter ([`MockConfig::rate_limits`]); they are also in
+    /// `responses_by_status["429"]`, and not among the injected `faults`.
+    ///
+    /// [`MockConfig::rate_limits`]: crate::MockConfig::rate_limits
+    pub rate_limited: u64,
     /// Requests received whose response (body included, streams to their end) has not finished.
     pub in_flight: u64,
     /// The most requests in flight at once.
@@ -126,6 +131,7 @@ pub(crate) struct Counters {
     requests_total: AtomicU64,
     by_status: Box<[AtomicU64]>,
     faults: [AtomicU64; FaultKind::ALL.len()],
+    rate_limited: AtomicU64,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
     bucket_max: AtomicU64,
@@ -155,6 +161,7 @@ impl Counters {
             requests_total: AtomicU64::new(0),
             by_status: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             faults: Default::default(),
+            rate_limited: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             peak_in_flight: AtomicU64::new(0),
             bucket_max: AtomicU64::new(0),
@@ -204,6 +211,10 @@ impl Counters {
         self.faults[kind.index()].fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn chunk_sent(&self) {
         self.chunks_sent.fetch_add(1, Relaxed);
     }
@@ -236,6 +247,7 @@ impl Counters {
         for slot in self.by_status.iter().chain(&self.faults) {
             slot.store(0, Relaxed);
         }
+        self.rate_limited.store(0, Relaxed);
         self.peak_in_flight.store(in_flight, Relaxed);
         self.bucket_max.store(in_flight, Relaxed);
         self.bucket_started.store(0, Relaxed);
@@ -293,6 +305,7 @@ impl Counters {
                 cut: fault(FaultKind::Cut),
                 malformed: fault(FaultKind::Malformed),
             },
+            rate_limited: self.rate_limited.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             peak_in_flight: self.peak_in_flight.load(Relaxed),
             streams_completed: self.streams_completed.load(Relaxed),

@@ -4,14 +4,26 @@ use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue};
+use std::path::PathBuf;
 use volley_core::openai::{
     CHAT_COMPLETIONS_PATH, ChatCompletionRequest, ChatCompletionResponse, EMBEDDINGS_PATH,
     EmbeddingsRequest, EmbeddingsResponse, StreamOptions,
 };
+
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use volley_core::cache_key::CredentialId;
 use volley_core::{ApiError, ApiKey, Error, ErrorKind, Request, Response, tokens};
+use volley_middleware::cache::{CacheLayer, CacheStats, DiskStore, MemoryStore};
+use volley_middleware::limit::ConcurrencyLimitLayer;
+use volley_middleware::metrics::{MetricsLayer, Scope};
+use volley_middleware::rate_limit::{Limits, RateLimitLayer};
+use volley_middleware::retry::{Policy, RetryLayer};
+use volley_middleware::timeout::TimeoutLayer;
 use volley_transport::{ConnectionStats, Transport};
 
 use crate::ChatStream;
+use crate::stack::Stack;
 
 /// The environment variable read for the API key by [`Client::from_env`].
 pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
@@ -20,26 +32,89 @@ pub const BASE_URL_ENV: &str = "OPENAI_BASE_URL";
 
 /// A client for an OpenAI-compatible API. Cheap to clone; clones share one connection pool,
 /// so create one and reuse it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
+    service: Stack,
     transport: Transport,
     stream_include_usage: bool,
+    cache_stats: Option<CacheHandle>,
+}
+
+#[derive(Clone)]
+struct CacheHandle(CacheLayer);
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Configures a [`Client`]. Setters never fail; [`ClientBuilder::build`] reports problems.
 #[must_use]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     transport: volley_transport::Builder,
+    api_key: Option<ApiKey>,
     stream_include_usage: bool,
+    concurrency: usize,
+    rpm: Option<u32>,
+    tpm: Option<u64>,
+    rate_limits: Option<Limits>,
+    retry: RetrySetting,
+    timeouts: TimeoutLayer,
+    cache: Option<CacheSetting>,
 }
+
+#[derive(Clone)]
+enum RetrySetting {
+    Retries(u32),
+    Policy(Policy),
+}
+
+#[derive(Clone)]
+enum CacheSetting {
+    Memory { max_bytes: u64, ttl: Duration },
+    Disk { dir: PathBuf, ttl: Duration },
+}
+
+/// The default of [`ClientBuilder::concurrency`].
+pub const DEFAULT_CONCURRENCY: usize = 256;
+/// The default of [`ClientBuilder::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The default of [`ClientBuilder::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Default for ClientBuilder {
     fn default() -> ClientBuilder {
         ClientBuilder {
             transport: volley_transport::Builder::new(),
+            api_key: None,
             stream_include_usage: true,
+            concurrency: DEFAULT_CONCURRENCY,
+            rpm: None,
+            tpm: None,
+            rate_limits: None,
+            retry: RetrySetting::Policy(Policy::default()),
+            timeouts: TimeoutLayer::new()
+                .attempt(DEFAULT_TIMEOUT)
+                .idle(DEFAULT_IDLE_TIMEOUT),
+            cache: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("transport", &self.transport)
+            .field("concurrency", &self.concurrency)
+            .field("rpm", &self.rpm)
+            .field("tpm", &self.tpm)
+            .field("timeouts", &self.timeouts)
+            .field("cache", &self.cache.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,7 +152,7 @@ impl Client {
         }
         let estimate = tokens::estimate_request_cost(request);
         let http = post_json(CHAT_COMPLETIONS_PATH, request)?.with_estimated_tokens(estimate);
-        self.transport.send(http).await?.json().await
+        self.send(http).await?.json().await
     }
 
     /// Sends a chat completion request with `stream: true` and returns the chunks as they
@@ -104,7 +179,7 @@ impl Client {
             .unwrap_or(false);
         let estimate = tokens::estimate_request_cost(&request);
         let http = post_json(CHAT_COMPLETIONS_PATH, &request)?.with_estimated_tokens(estimate);
-        let response = self.transport.send(http).await?;
+        let response = self.send(http).await?;
         if !response.is_stream() {
             // A server that ignored `stream: true`, or a gateway's 200 with a JSON error.
             let id = response.request_id();
@@ -137,15 +212,22 @@ impl Client {
     ) -> Result<EmbeddingsResponse, Error> {
         let estimate = tokens::estimate_embeddings(request);
         let http = post_json(EMBEDDINGS_PATH, request)?.with_estimated_tokens(estimate);
-        self.transport.send(http).await?.json().await
+        self.send(http).await?.json().await
     }
 
-    /// Sends a raw request (any path under the base URL).
+    /// Sends a raw request (any path under the base URL) through the whole stack.
     ///
     /// # Errors
-    /// Any [`Error`] of the transport.
+    /// Any [`Error`] of the stack.
     pub async fn send(&self, request: Request) -> Result<Response, Error> {
-        self.transport.send(request).await
+        let mut service = self.service.clone();
+        service.ready().await?;
+        service.call(request).await
+    }
+
+    /// Hits, misses and stores of the cache, when one is configured.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.cache_stats.as_ref().map(|c| c.0.stats())
     }
 
     /// Connection statistics of the shared pool.
@@ -158,9 +240,15 @@ impl Client {
         self.transport.base_url()
     }
 
-    /// The `tower::Service` underneath, for composing a custom stack.
-    pub fn into_service(self) -> Transport {
-        self.transport
+    /// The whole stack as a boxed `tower::Service`, to wrap in layers of your own.
+    pub fn into_service(self) -> BoxCloneSyncService<Request, Response, Error> {
+        BoxCloneSyncService::new(self.service)
+    }
+
+    /// The bare transport under the stack (no retry, limits, timeouts or cache), for building
+    /// a custom stack with `volley_middleware`'s layers.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 }
 
@@ -194,7 +282,111 @@ impl ClientBuilder {
     ///
     /// Default: none.
     pub fn api_key(mut self, key: impl Into<ApiKey>) -> ClientBuilder {
-        self.transport = self.transport.api_key(key);
+        let key = key.into();
+        self.transport = self.transport.api_key(key.clone());
+        self.api_key = Some(key);
+        self
+    }
+
+    /// The most requests in flight at once. Each holds a slot from sending until its body or
+    /// stream is finished; requests waiting for a slot, for the rate limit or in retry
+    /// backoff hold no connection.
+    ///
+    /// Default: [`DEFAULT_CONCURRENCY`] (256).
+    pub fn concurrency(mut self, max: usize) -> ClientBuilder {
+        self.concurrency = max;
+        self
+    }
+
+    /// Requests per minute. The burst is one second's worth (RPM/60) because providers
+    /// enforce limits at sub-minute granularity; [`ClientBuilder::rate_limits`] sets more.
+    ///
+    /// Default: unlimited.
+    pub fn rpm(mut self, requests_per_minute: u32) -> ClientBuilder {
+        self.rpm = Some(requests_per_minute);
+        self
+    }
+
+    /// Tokens per minute. Each request pays its estimated tokens (prompt estimate plus
+    /// `max_completion_tokens`/`max_tokens`) before it is sent, settled with the real usage
+    /// when the response reports it.
+    ///
+    /// Default: unlimited.
+    pub fn tpm(mut self, tokens_per_minute: u64) -> ClientBuilder {
+        self.tpm = Some(tokens_per_minute);
+        self
+    }
+
+    /// The full rate-limit configuration (bursts, headroom), replacing [`ClientBuilder::rpm`]
+    /// and [`ClientBuilder::tpm`].
+    ///
+    /// Default: none.
+    pub fn rate_limits(mut self, limits: Limits) -> ClientBuilder {
+        self.rate_limits = Some(limits);
+        self
+    }
+
+    /// How many times a failed attempt is retried (0 turns retry off), with the default
+    /// classification, backoff and budget of [`volley_middleware::retry::Policy`].
+    ///
+    /// Default: 3.
+    pub fn retries(mut self, max_retries: u32) -> ClientBuilder {
+        self.retry = RetrySetting::Retries(max_retries);
+        self
+    }
+
+    /// The whole retry policy (`Policy::safe_only()` for callers who must never pay twice, a
+    /// custom classifier, backoff, budget), replacing [`ClientBuilder::retries`].
+    ///
+    /// Default: `Policy::default()` with 3 retries.
+    pub fn retry_policy(mut self, policy: Policy) -> ClientBuilder {
+        self.retry = RetrySetting::Policy(policy);
+        self
+    }
+
+    /// The deadline of one attempt: the whole response for plain requests, the head and first
+    /// chunk for streams. `None` removes it.
+    ///
+    /// Default: [`DEFAULT_TIMEOUT`] (600 s, as the official Python client).
+    pub fn timeout(mut self, limit: impl Into<Option<Duration>>) -> ClientBuilder {
+        self.timeouts = self.timeouts.attempt(limit);
+        self
+    }
+
+    /// The deadline for the first response byte (for streams, the first chunk).
+    ///
+    /// Default: none.
+    pub fn first_byte_timeout(mut self, limit: impl Into<Option<Duration>>) -> ClientBuilder {
+        self.timeouts = self.timeouts.first_byte(limit);
+        self
+    }
+
+    /// The longest silence between two chunks of a stream.
+    ///
+    /// Default: [`DEFAULT_IDLE_TIMEOUT`] (120 s).
+    pub fn idle_timeout(mut self, limit: impl Into<Option<Duration>>) -> ClientBuilder {
+        self.timeouts = self.timeouts.idle(limit);
+        self
+    }
+
+    /// Caches successful non-streaming responses in memory, up to `max_bytes` for `ttl`.
+    /// Entries are keyed by method, path, canonical JSON body and a hash of the API key.
+    ///
+    /// Default: no cache.
+    pub fn cache_memory(mut self, max_bytes: u64, ttl: Duration) -> ClientBuilder {
+        self.cache = Some(CacheSetting::Memory { max_bytes, ttl });
+        self
+    }
+
+    /// Caches successful non-streaming responses on disk in `dir` (a redb database), for
+    /// `ttl`; entries survive restarts. The database is opened by [`ClientBuilder::build`].
+    ///
+    /// Default: no cache.
+    pub fn cache_disk(mut self, dir: impl Into<PathBuf>, ttl: Duration) -> ClientBuilder {
+        self.cache = Some(CacheSetting::Disk {
+            dir: dir.into(),
+            ttl,
+        });
         self
     }
 
@@ -271,9 +463,71 @@ impl ClientBuilder {
     /// `ErrorKind::Config` for an invalid base URL, plain HTTP to a remote host, a key that
     /// cannot be sent as a header, or missing TLS roots.
     pub fn build(self) -> Result<Client, Error> {
+        let transport = self.transport.build()?;
+        if self.concurrency == 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "concurrency must be at least 1",
+            ));
+        }
+        let policy = match self.retry {
+            RetrySetting::Policy(policy) => policy,
+            RetrySetting::Retries(n) => Policy::builder().max_retries(n).build()?,
+        };
+        let limits = match (self.rate_limits, self.rpm, self.tpm) {
+            (Some(limits), _, _) => Some(limits),
+            (None, None, None) => None,
+            (None, rpm, tpm) => {
+                let mut limits = Limits::per_minute();
+                if let Some(rpm) = rpm {
+                    limits = limits.requests(rpm);
+                }
+                if let Some(tpm) = tpm {
+                    limits = limits.tokens(tpm);
+                }
+                Some(limits)
+            }
+        };
+        let rate_limit = limits.map(RateLimitLayer::new).transpose()?;
+        let cache = match self.cache {
+            None => None,
+            Some(setting) => {
+                let credential = CredentialId::from_optional_key(self.api_key.as_ref());
+                Some(match setting {
+                    CacheSetting::Memory { max_bytes, ttl } => {
+                        CacheLayer::new(MemoryStore::new(max_bytes, ttl), credential)
+                    }
+                    CacheSetting::Disk { dir, ttl } => {
+                        let store = DiskStore::open(&dir, ttl).map_err(|e| {
+                            Error::new(
+                                ErrorKind::Config,
+                                format!("opening the disk cache in {}", dir.display()),
+                            )
+                            .with_source(e)
+                        })?;
+                        CacheLayer::new(store, credential)
+                    }
+                })
+            }
+        };
+        // Metrics go through the `metrics` facade: without an installed recorder they cost
+        // next to nothing. Install a recorder before building the client.
+        let request_metrics = MetricsLayer::new().scope(Scope::Request);
+        let attempt_metrics = MetricsLayer::new().scope(Scope::Attempt);
+        let service = ServiceBuilder::new()
+            .layer(request_metrics)
+            .option_layer(cache.clone())
+            .layer(RetryLayer::new(policy))
+            .layer(attempt_metrics)
+            .option_layer(rate_limit)
+            .layer(ConcurrencyLimitLayer::new(self.concurrency))
+            .layer(self.timeouts)
+            .service(transport.clone());
         Ok(Client {
-            transport: self.transport.build()?,
+            service,
+            transport,
             stream_include_usage: self.stream_include_usage,
+            cache_stats: cache.map(CacheHandle),
         })
     }
 }

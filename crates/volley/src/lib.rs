@@ -32,9 +32,13 @@
 
 mod chat_stream;
 mod client;
+mod stack;
 
 pub use chat_stream::ChatStream;
-pub use client::{API_KEY_ENV, BASE_URL_ENV, Client, ClientBuilder};
+pub use client::{
+    API_KEY_ENV, BASE_URL_ENV, Client, ClientBuilder, DEFAULT_CONCURRENCY, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_TIMEOUT,
+};
 pub use volley_core::{
     ApiError, ApiKey, Body, BodyStream, Error, ErrorKind, Request, RequestId, Response, Timings,
     openai, sse,
@@ -49,4 +53,9 @@ pub mod core {
 /// The pooled HTTP transport, for custom stacks.
 pub mod transport {
     pub use volley_transport::*;
+}
+
+/// The tower layers the client is built from, for custom stacks.
+pub mod middleware {
+    pub use volley_middleware::*;
 }

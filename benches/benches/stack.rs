@@ -1,0 +1,121 @@
+//! What each middleware layer costs per request, against the bare transport, over loopback
+//! to an in-process mock with zero latency. Each iteration sends a batch of concurrent
+//! requests; the figure to read is the difference between a variant and `bare`.
+//!
+//! `cargo bench -p volley-benches --bench stack`
+
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::future::join_all;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use volley::Client;
+use volley_core::{Error, Request, Response};
+use volley_middleware::limit::ConcurrencyLimitLayer;
+use volley_middleware::metrics::{MetricsLayer, Scope};
+use volley_middleware::rate_limit::{Limits, RateLimitLayer};
+use volley_middleware::retry::{Policy, RetryLayer};
+use volley_middleware::timeout::TimeoutLayer;
+use volley_mock::{MockConfig, MockServer};
+use volley_transport::Transport;
+
+const BATCH: usize = 32;
+const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}"#;
+
+fn request() -> Request {
+    Request::post("/chat/completions", BODY)
+        .expect("static path")
+        .with_estimated_tokens(1_040)
+}
+
+async fn batch<S>(service: &S)
+where
+    S: Service<Request, Response = Response, Error = Error> + Clone,
+{
+    let calls = (0..BATCH).map(|_| {
+        let service = service.clone();
+        async move {
+            let response = service.oneshot(request()).await.expect("the mock answers");
+            response.bytes().await.expect("the body arrives")
+        }
+    });
+    join_all(calls).await;
+}
+
+fn layers(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let server = runtime
+        .block_on(MockServer::start(MockConfig::default()))
+        .expect("the mock starts");
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .build()
+        .expect("a loopback transport");
+
+    let mut group = c.benchmark_group("stack");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.measurement_time(Duration::from_secs(4));
+    group.warm_up_time(Duration::from_secs(1));
+
+    group.bench_function("bare", |b| {
+        b.iter(|| runtime.block_on(batch(&transport)));
+    });
+    let timeout = ServiceBuilder::new()
+        .layer(
+            TimeoutLayer::new()
+                .attempt(Duration::from_secs(600))
+                .idle(Duration::from_secs(120)),
+        )
+        .service(transport.clone());
+    group.bench_function("timeout", |b| {
+        b.iter(|| runtime.block_on(batch(&timeout)));
+    });
+    let limit = ServiceBuilder::new()
+        .layer(ConcurrencyLimitLayer::new(256))
+        .service(transport.clone());
+    group.bench_function("concurrency_limit", |b| {
+        b.iter(|| runtime.block_on(batch(&limit)));
+    });
+    let rate = runtime.block_on(async {
+        ServiceBuilder::new()
+            .layer(
+                RateLimitLayer::new(
+                    Limits::per_minute()
+                        .requests(100_000_000)
+                        .tokens(u64::MAX / 4),
+                )
+                .expect("valid limits"),
+            )
+            .service(transport.clone())
+    });
+    group.bench_function("rate_limit", |b| {
+        b.iter(|| runtime.block_on(batch(&rate)));
+    });
+    let retry = ServiceBuilder::new()
+        .layer(RetryLayer::new(Policy::default()))
+        .service(transport.clone());
+    group.bench_function("retry", |b| {
+        b.iter(|| runtime.block_on(batch(&retry)));
+    });
+    let metrics = ServiceBuilder::new()
+        .layer(MetricsLayer::new().scope(Scope::Request))
+        .service(transport.clone());
+    group.bench_function("metrics", |b| {
+        b.iter(|| runtime.block_on(batch(&metrics)));
+    });
+    let client = Client::builder()
+        .base_url(server.url())
+        .build()
+        .expect("a loopback client")
+        .into_service();
+    group.bench_function("full_default_stack", |b| {
+        b.iter(|| runtime.block_on(batch(&client)));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, layers);
+criterion_main!(benches);

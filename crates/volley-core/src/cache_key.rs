@@ -1,0 +1,340 @@
+//! Cache keys: which responses may be served for which requests, and to whom.
+//!
+//! A [`CacheKey`] is a BLAKE3 hash of everything that decides what an LLM API answers:
+//!
+//! - the HTTP method;
+//! - the path and query (`/chat/completions`);
+//! - the body, as canonical JSON when it parses as JSON (object keys sorted, no white space),
+//!   so two bodies that differ only in key order or formatting share a key; any other body is
+//!   hashed byte for byte;
+//! - the [`CredentialId`] of the API key the request is sent with, so two keys never share an
+//!   entry, and a client without a key has a namespace of its own.
+//!
+//! The model, `temperature`, `seed`, `max_tokens`, the messages and every other parameter are
+//! in the body, and therefore in the key: changing any of them is a different entry. Request
+//! headers are not part of the key (the credential is, through its id); a header that changes
+//! the answer (an organisation or project header, say) needs a cache per value.
+//!
+//! The API key itself is never stored anywhere: only a hash of it, mixed into the cache key.
+//!
+//! ```
+//! use volley_core::cache_key::{CacheKey, CredentialId};
+//! use volley_core::{ApiKey, Request};
+//!
+//! let credential = CredentialId::from_api_key(&ApiKey::new("sk-live-123"));
+//! let a = Request::post("/chat/completions", r#"{"model":"m","temperature":0}"#).unwrap();
+//! let b = Request::post("/chat/completions", r#"{ "temperature": 0, "model": "m" }"#).unwrap();
+//! assert_eq!(
+//!     CacheKey::for_request(&a, &credential),
+//!     CacheKey::for_request(&b, &credential),
+//! );
+//! let other = CredentialId::from_api_key(&ApiKey::new("sk-live-456"));
+//! assert_ne!(
+//!     CacheKey::for_request(&a, &credential),
+//!     CacheKey::for_request(&a, &other),
+//! );
+//! ```
+
+use std::fmt;
+use std::io::Write;
+
+use http::Method;
+use serde_json::Value;
+
+use crate::{ApiKey, Request};
+
+/// The cache key of a request: 32 bytes of BLAKE3. `Display` and `Debug` print it as 64
+/// lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey([u8; 32]);
+
+/// The identity of a credential for caching: a BLAKE3 hash of the API key under a domain
+/// separator of its own, so it can be neither turned back into the key nor confused with any
+/// other hash Volley computes. `Debug` prints only its first 8 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CredentialId([u8; 32]);
+
+// BLAKE3 key-derivation contexts: globally unique, hard-coded, and versioned so a change of the
+// key layout never reads entries written by an older one.
+const CREDENTIAL_CONTEXT: &str = "volley 2026-11 credential id v1";
+const KEY_CONTEXT: &str = "volley 2026-11 cache key v1";
+
+impl CredentialId {
+    /// The id of an API key.
+    pub fn from_api_key(key: &ApiKey) -> CredentialId {
+        let mut hasher = blake3::Hasher::new_derive_key(CREDENTIAL_CONTEXT);
+        hasher.update(&[1]);
+        hasher.update(key.expose().as_bytes());
+        CredentialId(*hasher.finalize().as_bytes())
+    }
+
+    /// The id of an absent key (no `Authorization` header): a namespace of its own, equal to
+    /// no key's id.
+    pub fn anonymous() -> CredentialId {
+        let mut hasher = blake3::Hasher::new_derive_key(CREDENTIAL_CONTEXT);
+        hasher.update(&[0]);
+        CredentialId(*hasher.finalize().as_bytes())
+    }
+
+    /// The id of `key`, or [`CredentialId::anonymous`] for `None` or an empty key.
+    pub fn from_optional_key(key: Option<&ApiKey>) -> CredentialId {
+        match key {
+            Some(key) if !key.is_empty() => CredentialId::from_api_key(key),
+            _ => CredentialId::anonymous(),
+        }
+    }
+
+    /// The 32 bytes of the hash.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CredentialId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CredentialId(")?;
+        write_hex(f, &self.0[..4])?;
+        f.write_str("…)")
+    }
+}
+
+impl CacheKey {
+    /// The key of `request` sent with `credential`.
+    pub fn for_request(request: &Request, credential: &CredentialId) -> CacheKey {
+        CacheKey::new(request.method(), request.path(), request.body(), credential)
+    }
+
+    /// The key of a request given by its parts (`path` with its query, if any).
+    pub fn new(method: &Method, path: &str, body: &[u8], credential: &CredentialId) -> CacheKey {
+        let mut hasher = blake3::Hasher::new_derive_key(KEY_CONTEXT);
+        // Every variable-length field is length-prefixed, so no two different requests can
+        // hash the same byte string.
+        hasher.update(credential.as_bytes());
+        field(&mut hasher, method.as_str().as_bytes());
+        field(&mut hasher, path.as_bytes());
+        match serde_json::from_slice::<Value>(body) {
+            Ok(value) => {
+                hasher.update(b"J");
+                // Writing to a hasher cannot fail.
+                let _ = write_canonical(&mut hasher, &value);
+            }
+            Err(_) => {
+                hasher.update(b"R");
+                field(&mut hasher, body);
+            }
+        }
+        CacheKey(*hasher.finalize().as_bytes())
+    }
+
+    /// A key from its 32 bytes (as a store read it back).
+    pub const fn from_bytes(bytes: [u8; 32]) -> CacheKey {
+        CacheKey(bytes)
+    }
+
+    /// The 32 bytes of the hash.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, &self.0)
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({self})")
+    }
+}
+
+/// `value` as canonical JSON: object keys sorted by their UTF-8 bytes, no white space,
+/// strings escaped as `serde_json` escapes them, numbers as `serde_json` prints them.
+///
+/// This is the form the body is hashed in; it is exposed for tests and for tools that want to
+/// show what a key covers.
+pub fn canonical_json(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_canonical(&mut out, value);
+    out
+}
+
+fn field(hasher: &mut blake3::Hasher, bytes: &[u8]) {
+    hasher.update(&(bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+}
+
+fn write_canonical<W: Write>(out: &mut W, value: &Value) -> std::io::Result<()> {
+    match value {
+        Value::Null => out.write_all(b"null"),
+        Value::Bool(true) => out.write_all(b"true"),
+        Value::Bool(false) => out.write_all(b"false"),
+        Value::Number(n) => write!(out, "{n}"),
+        Value::String(s) => serde_json::to_writer(&mut *out, s).map_err(std::io::Error::from),
+        Value::Array(items) => {
+            out.write_all(b"[")?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",")?;
+                }
+                write_canonical(out, item)?;
+            }
+            out.write_all(b"]")
+        }
+        Value::Object(map) => {
+            // serde_json's map is sorted unless some crate in the build turns on its
+            // `preserve_order` feature; sorting here keeps the key stable either way.
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.write_all(b"{")?;
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut *out, key).map_err(std::io::Error::from)?;
+                out.write_all(b":")?;
+                write_canonical(out, item)?;
+            }
+            out.write_all(b"}")
+        }
+    }
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for b in bytes {
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(body: &str, credential: &CredentialId) -> CacheKey {
+        CacheKey::new(
+            &Method::POST,
+            "/chat/completions",
+            body.as_bytes(),
+            credential,
+        )
+    }
+
+    #[test]
+    fn canonical_form_sorts_keys_and_drops_white_space() {
+        let value: Value =
+            serde_json::from_str(r#"{ "b": [1, {"z": null, "a": "x\"y"}], "a": true }"#).unwrap();
+        assert_eq!(
+            String::from_utf8(canonical_json(&value)).unwrap(),
+            r#"{"a":true,"b":[1,{"a":"x\"y","z":null}]}"#
+        );
+    }
+
+    #[test]
+    fn every_part_of_the_request_is_in_the_key() {
+        let c = CredentialId::anonymous();
+        let base = key(r#"{"model":"m"}"#, &c);
+        assert_eq!(base, key("{\"model\" :\n\"m\"}", &c));
+        assert_ne!(base, key(r#"{"model":"n"}"#, &c));
+        assert_ne!(
+            base,
+            CacheKey::new(&Method::GET, "/chat/completions", br#"{"model":"m"}"#, &c)
+        );
+        assert_ne!(
+            base,
+            CacheKey::new(&Method::POST, "/embeddings", br#"{"model":"m"}"#, &c)
+        );
+        let keyed = CredentialId::from_api_key(&ApiKey::new("sk-a"));
+        assert_ne!(base, key(r#"{"model":"m"}"#, &keyed));
+        // Raw bodies are hashed as they are, and never collide with a JSON body.
+        assert_ne!(key("not json", &c), key("not  json", &c));
+        assert_ne!(key("\"s\"", &c), key("s", &c));
+    }
+
+    #[test]
+    fn credential_ids_hide_the_key_and_separate_namespaces() {
+        let a = CredentialId::from_api_key(&ApiKey::new("sk-secret-a"));
+        let b = CredentialId::from_api_key(&ApiKey::new("sk-secret-b"));
+        assert_ne!(a, b);
+        assert_ne!(a, CredentialId::anonymous());
+        assert_eq!(
+            CredentialId::from_optional_key(None),
+            CredentialId::anonymous()
+        );
+        assert_ne!(
+            CredentialId::from_api_key(&ApiKey::new("")),
+            CredentialId::anonymous()
+        );
+        assert_eq!(
+            a,
+            CredentialId::from_optional_key(Some(&ApiKey::new("sk-secret-a")))
+        );
+        assert!(!format!("{a:?}").contains("secret"));
+        assert_eq!(format!("{a:?}").len(), "CredentialId(…)".len() + 8);
+        // The id is not a plain hash of the key.
+        assert_ne!(a.as_bytes(), blake3::hash(b"sk-secret-a").as_bytes());
+    }
+
+    #[test]
+    fn keys_print_as_hex() {
+        let k = CacheKey::from_bytes([0xab; 32]);
+        assert_eq!(k.to_string(), "ab".repeat(32));
+        assert_eq!(format!("{k:?}"), format!("CacheKey({})", "ab".repeat(32)));
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z\"\\\\ é]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,3}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// `value` written with object keys in reverse order and white space around every token.
+    fn scrambled(value: &Value) -> String {
+        match value {
+            Value::Array(items) => {
+                let parts: Vec<String> = items.iter().map(scrambled).collect();
+                format!("[ {} ]", parts.join(" ,\n "))
+            }
+            Value::Object(map) => {
+                let parts: Vec<String> = map
+                    .iter()
+                    .rev()
+                    .map(|(k, v)| format!("{} :\t{}", Value::String(k.clone()), scrambled(v)))
+                    .collect();
+                format!("{{\n {} }}", parts.join(" , "))
+            }
+            leaf => format!(" {leaf} "),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn key_ignores_key_order_and_white_space(value in json_value()) {
+            let c = CredentialId::anonymous();
+            let compact = serde_json::to_string(&value).unwrap();
+            prop_assert_eq!(key(&compact, &c), key(&scrambled(&value), &c));
+        }
+
+        #[test]
+        fn key_changes_when_a_value_changes(value in json_value(), other in json_value()) {
+            prop_assume!(value != other);
+            let c = CredentialId::anonymous();
+            let a = serde_json::to_string(&value).unwrap();
+            let b = serde_json::to_string(&other).unwrap();
+            prop_assert_ne!(key(&a, &c), key(&b, &c));
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! [`DiskStore`]: a persistent cache in one redb file, with group commit off the runtime.
+//!
+//! Why redb and not cacache, measured on the development machine (2 vCPU, virtual disk; 2 000
+//! puts then 2 000 gets of distinct 2 KiB values, three runs, release build, redb 2.6.4,
+//! cacache 13.1.0):
+//!
+//! | store | put | get |
+//! |---|---|---|
+//! | redb, one fsynced transaction per put | 3.0–3.6 ms | 4.3–5.4 µs |
+//! | redb, 64 puts per fsynced transaction | 61–70 µs | — |
+//! | redb, no fsync, one transaction per put | 75–225 µs (file grows 8×) | 3.0–3.6 µs |
+//! | cacache (`write_sync` / `read_sync`, never fsyncs) | 390–1 080 µs | 10–25 µs |
+//!
+//! redb reads are 2–5 times faster, it keeps one file instead of two per entry, and it is
+//! crash-safe; its one cost, the fsync per transaction, disappears when concurrent puts share
+//! a transaction. So puts queue up, and one `spawn_blocking` task at a time commits everything
+//! queued (group commit): under load each fsync carries many entries, alone a put costs one.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use redb::{Database, TableDefinition};
+use tokio::sync::oneshot;
+use volley_core::BoxError;
+use volley_core::cache_key::CacheKey;
+
+use super::store::{CacheStore, CachedResponse, StoreFuture, unix_millis};
+
+/// Responses kept on disk, in one redb database file (`cache.redb` in the given directory),
+/// so they survive restarts.
+///
+/// Each entry is stored with its expiry time (now + the store's time to live when written),
+/// checked on every read; an expired entry reads as absent and is deleted in the background.
+/// [`purge_expired`](DiskStore::purge_expired) deletes every expired entry at once. The size on
+/// disk is bounded only by the time to live.
+///
+/// All file I/O, fsync included, runs on tokio's blocking pool, never on a runtime thread.
+/// Concurrent puts are committed together, one fsync for all of them. A put completes once its
+/// entry is durable.
+///
+/// Open one store per directory per process and clone it (clones share the database): redb
+/// locks the file, so a second [`open`](DiskStore::open) of the same path fails while the first
+/// is alive.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use volley_middleware::cache::DiskStore;
+///
+/// let store = DiskStore::open(".volley-cache", Duration::from_secs(7 * 86_400))?;
+/// # let _ = store;
+/// # Ok::<(), volley_core::BoxError>(())
+/// ```
+#[derive(Clone)]
+pub struct DiskStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    path: PathBuf,
+    ttl: Duration,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    writes: Vec<Write>,
+    flushing: bool,
+}
+
+struct Write {
+    key: CacheKey,
+    /// `None` deletes the entry.
+    value: Option<(SystemTime, CachedResponse)>,
+    done: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+const TABLE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("responses");
+
+/// The file name inside the store's directory.
+const FILE_NAME: &str = "cache.redb";
+
+impl DiskStore {
+    /// Opens (or creates) the store in directory `dir`, keeping entries for `ttl`.
+    ///
+    /// This does file I/O on the calling thread: call it at start-up, or from
+    /// `spawn_blocking`.
+    pub fn open(dir: impl AsRef<Path>, ttl: Duration) -> Result<DiskStore, BoxError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(TABLE)?;
+        tx.commit()?;
+        Ok(DiskStore {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                ttl,
+                queue: Mutex::new(Queue::default()),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Deletes every expired entry; returns how many.
+    pub async fn purge_expired(&self) -> Result<u64, BoxError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let now = unix_millis(SystemTime::now());
+            let mut purged = 0;
+            let tx = inner.db.begin_write()?;
+            {
+                let mut table = tx.open_table(TABLE)?;
+                table.retain(|_, record| {
+                    let keep = expires(record).is_some_and(|at| at > now);
+                    purged += u64::from(!keep);
+                    keep
+                })?;
+            }
+            tx.commit()?;
+            Ok(purged)
+        })
+        .await
+    }
+
+    /// Queues a write and makes sure a flusher is running.
+    fn enqueue(&self, write: Write) {
+        // The lock is held for a push only, never across an await or I/O.
+        let mut queue = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.writes.push(write);
+        if !queue.flushing {
+            queue.flushing = true;
+            let inner = self.inner.clone();
+            tokio::task::spawn_blocking(move || inner.flush());
+        }
+    }
+}
+
+impl Inner {
+    /// Commits queued writes, a batch per transaction, until the queue is empty.
+    fn flush(&self) {
+        let _reset = ResetOnPanic(self);
+        loop {
+            let batch = {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if queue.writes.is_empty() {
+                    queue.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.writes)
+            };
+            let result = self.commit(&batch).map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                tracing::warn!(path = %self.path.display(), error = %e, "disk cache write failed");
+            }
+            for write in batch {
+                if let Some(done) = write.done {
+                    let _ = done.send(result.clone());
+                }
+            }
+        }
+    }
+
+    fn commit(&self, batch: &[Write]) -> Result<(), BoxError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut table = tx.open_table(TABLE)?;
+            for write in batch {
+                match &write.value {
+                    Some((written, value)) => {
+                        let expires = unix_millis(*written + self.ttl.min(CENTURY));
+                        let mut record = expires.to_le_bytes().to_vec();
+                        record.extend_from_slice(&value.encode());
+                        table.insert(&write.key.as_bytes()[..], &record[..])?;
+                    }
+                    None => {
+                        table.remove(&write.key.as_bytes()[..])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn read(&self, key: CacheKey) -> Result<Lookup, BoxError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(TABLE)?;
+        let Some(record) = table.get(&key.as_bytes()[..])? else {
+            return Ok(Lookup::Absent);
+        };
+        let record = record.value();
+        match expires(record) {
+            Some(at) if at > unix_millis(SystemTime::now()) => {
+                Ok(Lookup::Hit(CachedResponse::decode(&record[8..])?))
+            }
+            _ => Ok(Lookup::Expired),
+        }
+    }
+}
+
+/// If a flush panics, fails the writes it left queued (their puts return an error) and lets
+/// the next put start a new flusher, instead of leaving every later put waiting.
+struct ResetOnPanic<'a>(&'a Inner);
+
+impl Drop for ResetOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut queue = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.writes.clear();
+            queue.flushing = false;
+        }
+    }
+}
+
+enum Lookup {
+    Hit(CachedResponse),
+    Expired,
+    Absent,
+}
+
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// The expiry (milliseconds since the Unix epoch) a record starts with.
+fn expires(record: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(record.get(..8)?.try_into().ok()?))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BoxError> + Send + 'static,
+) -> Result<T, BoxError> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+impl CacheStore for DiskStore {
+    fn get(&self, key: CacheKey) -> StoreFuture<'_, Option<CachedResponse>> {
+        Box::pin(async move {
+            let inner = self.inner.clone();
+            match blocking(move || inner.read(key)).await? {
+                Lookup::Hit(value) => Ok(Some(value)),
+                Lookup::Absent => Ok(None),
+                Lookup::Expired => {
+                    self.enqueue(Write {
+                        key,
+                        value: None,
+                        done: None,
+                    });
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    fn put(&self, key: CacheKey, value: CachedResponse) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let (done, committed) = oneshot::channel();
+            self.enqueue(Write {
+                key,
+                value: Some((SystemTime::now(), value)),
+                done: Some(done),
+            });
+            match committed.await {
+                Ok(result) => result.map_err(BoxError::from),
+                Err(_) => Err("the disk cache writer stopped".into()),
+            }
+        })
+    }
+}
+
+impl fmt::Debug for DiskStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiskStore")
+            .field("path", &self.inner.path)
+            .field("ttl", &self.inner.ttl)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,163 @@
+//! [`ResponseFuture`] and the lookup, forward and store logic behind it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::header::CACHE_CONTROL;
+use http::{HeaderMap, Method};
+use tower::ServiceExt;
+use tower_service::Service;
+use volley_core::cache_key::CacheKey;
+use volley_core::{Body, BodyStream, Error, Request, Response};
+
+use super::layer::Shared;
+use super::record::RecordingBody;
+use super::store::CachedResponse;
+
+/// The future of [`Cache`](super::Cache). Boxed: the cache sits outermost, once per request,
+/// where one allocation is lost in the noise of hashing the request.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+
+/// Bodies larger than this are hashed on the blocking pool: parsing and re-serialising
+/// megabytes of JSON would hold a runtime thread for milliseconds.
+const HASH_INLINE_MAX: usize = 256 << 10;
+
+/// What a request's `Cache-Control` asks of the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Directive {
+    /// Read and write.
+    Normal,
+    /// `no-cache`: do not answer from the cache, but store the fresh response.
+    Refresh,
+    /// `no-store`: bypass the cache entirely.
+    Bypass,
+}
+
+pub(crate) async fn respond<S>(
+    shared: Arc<Shared>,
+    inner: S,
+    request: Request,
+) -> Result<Response, Error>
+where
+    S: Service<Request, Response = Response, Error = Error>,
+{
+    let directive = directive(request.headers());
+    let cacheable = matches!(*request.method(), Method::GET | Method::POST);
+    if directive == Directive::Bypass || !cacheable {
+        return inner.oneshot(request).await;
+    }
+    let id = request.id();
+    let key = key_of(&request, &shared).await;
+
+    if directive == Directive::Normal {
+        match shared.store.get(key).await {
+            Ok(Some(entry)) => {
+                shared.counters.hit();
+                tracing::debug!(request = %id, "cache hit");
+                return Ok(entry.into_response(id));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(request = %id, error = %e, "cache read failed; a miss"),
+        }
+    }
+    shared.counters.miss();
+    let response = inner.oneshot(request).await?;
+    if !response.status().is_success() || forbids_store(response.headers()) {
+        return Ok(response);
+    }
+
+    let (head, body) = response.into_parts();
+    let body = match body {
+        Body::Full(bytes) => {
+            if bytes.len() <= shared.max_entry_bytes {
+                let entry = CachedResponse::new(head.status, &head.headers, bytes.clone(), false);
+                match shared.store.put(key, entry).await {
+                    Ok(()) => shared.counters.stored(),
+                    Err(e) => tracing::warn!(request = %id, error = %e, "cache write failed"),
+                }
+            }
+            Body::Full(bytes)
+        }
+        Body::Stream(stream) if shared.cache_streams => {
+            let recording = RecordingBody::new(stream, shared, key, &head);
+            Body::Stream(BodyStream::new(recording))
+        }
+        body @ Body::Stream(_) => body,
+    };
+    Ok(Response::from_parts(head, body))
+}
+
+async fn key_of(request: &Request, shared: &Shared) -> CacheKey {
+    let credential = shared.credential;
+    if request.body().len() <= HASH_INLINE_MAX {
+        return CacheKey::for_request(request, &credential);
+    }
+    // Cloning a request copies no body bytes.
+    let owned = request.clone();
+    let hash = move || CacheKey::for_request(&owned, &credential);
+    match tokio::task::spawn_blocking(hash).await {
+        Ok(key) => key,
+        // The hash cannot panic short of running out of memory; hash inline if it did.
+        Err(_) => CacheKey::for_request(request, &credential),
+    }
+}
+
+fn directive(headers: &HeaderMap) -> Directive {
+    let mut directive = Directive::Normal;
+    for token in cache_control_tokens(headers) {
+        if token.eq_ignore_ascii_case("no-store") {
+            return Directive::Bypass;
+        }
+        if token.eq_ignore_ascii_case("no-cache") {
+            directive = Directive::Refresh;
+        }
+    }
+    directive
+}
+
+/// Whether the server said its response must not be kept.
+fn forbids_store(headers: &HeaderMap) -> bool {
+    cache_control_tokens(headers)
+        .any(|t| t.eq_ignore_ascii_case("no-store") || t.eq_ignore_ascii_case("private"))
+}
+
+fn cache_control_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split('=').next().unwrap_or("").trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(CACHE_CONTROL, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn directives_are_read_from_every_cache_control_value() {
+        assert_eq!(directive(&headers(&[])), Directive::Normal);
+        assert_eq!(directive(&headers(&["max-age=0"])), Directive::Normal);
+        assert_eq!(directive(&headers(&["No-Cache"])), Directive::Refresh);
+        assert_eq!(
+            directive(&headers(&["no-cache", "no-store"])),
+            Directive::Bypass
+        );
+        assert_eq!(
+            directive(&headers(&["max-age=5, no-store"])),
+            Directive::Bypass
+        );
+        assert!(forbids_store(&headers(&["private, max-age=10"])));
+        assert!(!forbids_store(&headers(&["public, max-age=10"])));
+    }
+}

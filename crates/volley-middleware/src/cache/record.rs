@@ -1,0 +1,153 @@
+//! [`RecordingBody`]: passes a stream through while keeping a copy, and stores the copy when
+//! the stream is complete.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use http::{HeaderMap, StatusCode};
+use volley_core::cache_key::CacheKey;
+use volley_core::{BodyStream, Error, ResponseHead};
+
+use super::layer::Shared;
+use super::store::{CachedResponse, StoreFuture};
+
+pub(crate) struct RecordingBody {
+    inner: BodyStream,
+    /// The copy so far; `None` once the stream failed or grew too large to store.
+    buffer: Option<BytesMut>,
+    /// The store write, once the stream has ended; the end is reported when it is done.
+    saving: Option<StoreFuture<'static, ()>>,
+    finished: bool,
+    shared: Arc<Shared>,
+    key: CacheKey,
+    status: StatusCode,
+    headers: HeaderMap,
+}
+
+impl RecordingBody {
+    pub(crate) fn new(
+        inner: BodyStream,
+        shared: Arc<Shared>,
+        key: CacheKey,
+        head: &ResponseHead,
+    ) -> RecordingBody {
+        RecordingBody {
+            inner,
+            buffer: Some(BytesMut::new()),
+            saving: None,
+            finished: false,
+            shared,
+            key,
+            status: head.status,
+            headers: head.headers.clone(),
+        }
+    }
+
+    /// The store write of the copy, consuming it.
+    fn save(&mut self) -> Option<StoreFuture<'static, ()>> {
+        let body = self.buffer.take()?.freeze();
+        let entry = CachedResponse::new(self.status, &self.headers, body, true);
+        let shared = self.shared.clone();
+        let key = self.key;
+        Some(Box::pin(async move {
+            shared.store.put(key, entry).await?;
+            shared.counters.stored();
+            Ok(())
+        }))
+    }
+}
+
+impl Stream for RecordingBody {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        if this.saving.is_none() {
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if let Some(buffer) = &mut this.buffer {
+                        if buffer.len() + chunk.len() > this.shared.max_entry_bytes {
+                            this.buffer = None;
+                        } else {
+                            buffer.extend_from_slice(&chunk);
+                        }
+                    }
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.buffer = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => match this.save() {
+                    Some(saving) => this.saving = Some(saving),
+                    None => {
+                        this.finished = true;
+                        return Poll::Ready(None);
+                    }
+                },
+            }
+        }
+        // The stream has ended: finish storing before reporting the end, so a request made
+        // right after reading a stream to its end finds it cached.
+        if let Some(saving) = &mut this.saving {
+            let result = std::task::ready!(saving.as_mut().poll(cx));
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "cache write of a stream failed");
+            }
+            this.saving = None;
+        }
+        this.finished = true;
+        Poll::Ready(None)
+    }
+}
+
+impl Drop for RecordingBody {
+    fn drop(&mut self) {
+        // Callers often stop reading at `data: [DONE]` without waiting for the end of the
+        // body; that stream is complete, so it is stored in the background.
+        let complete = self.buffer.as_ref().is_some_and(|b| ends_with_done(b));
+        if !complete || self.saving.is_some() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Some(saving) = self.save()
+        {
+            runtime.spawn(async move {
+                if let Err(e) = saving.await {
+                    tracing::warn!(error = %e, "cache write of a stream failed");
+                }
+            });
+        }
+    }
+}
+
+/// Whether an event stream's last event is the OpenAI dialect's `data: [DONE]`.
+fn ends_with_done(body: &[u8]) -> bool {
+    let end = body
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    let body = &body[..end];
+    body.ends_with(b"data: [DONE]") || body.ends_with(b"data:[DONE]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ends_with_done;
+
+    #[test]
+    fn done_is_recognised_at_the_end_only() {
+        assert!(ends_with_done(b"data: {}\n\ndata: [DONE]\n\n"));
+        assert!(ends_with_done(b"data:[DONE]\r\n\r\n"));
+        assert!(!ends_with_done(b"data: [DONE]\n\ndata: {}\n\n"));
+        assert!(!ends_with_done(b"data: {}\n\n"));
+        assert!(!ends_with_done(b""));
+    }
+}

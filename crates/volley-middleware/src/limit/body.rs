@@ -1,0 +1,43 @@
+//! A streaming body that holds a concurrency permit until it ends or is dropped.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use tokio::sync::OwnedSemaphorePermit;
+use volley_core::{BodyStream, Error};
+
+/// Releases its permit when the stream returns `None` or an error, or when it is dropped,
+/// whichever comes first.
+pub(super) struct PermitStream {
+    inner: BodyStream,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl PermitStream {
+    pub(super) fn new(inner: BodyStream, permit: OwnedSemaphorePermit) -> PermitStream {
+        PermitStream {
+            inner,
+            permit: Some(permit),
+        }
+    }
+}
+
+impl Stream for PermitStream {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = ready!(Pin::new(&mut self.inner).poll_next(cx));
+        // An error ends a body stream as surely as `None`: nothing more will be read from the
+        // connection for this request, so the slot is free.
+        if !matches!(item, Some(Ok(_))) {
+            self.permit = None;
+        }
+        Poll::Ready(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,85 @@
+//! [`ResponseFuture`]: the inner call, measured.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use volley_core::{Body, BodyStream, Error, Response};
+
+use super::body::MetricsBody;
+use super::handles::Tracker;
+use super::usage;
+
+pin_project! {
+    /// The future of [`Metrics`](super::Metrics). A streaming response comes out with its body
+    /// wrapped, so the call is measured to the end of the stream.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        tracker: Option<Tracker>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, tracker: Tracker) -> ResponseFuture<F> {
+        ResponseFuture {
+            inner,
+            tracker: Some(tracker),
+        }
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, Error>>,
+{
+    type Output = Result<Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = match this.tracker {
+            Some(tracker) => {
+                let _entered = tracker.span().enter();
+                ready!(this.inner.poll(cx))
+            }
+            None => ready!(this.inner.poll(cx)),
+        };
+        // Polled after completion: nothing more to record.
+        let Some(mut tracker) = this.tracker.take() else {
+            return Poll::Ready(result);
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                tracker.finish(Some(e.kind()));
+                return Poll::Ready(Err(e));
+            }
+        };
+        let (head, body) = response.into_parts();
+        let body = match body {
+            Body::Full(bytes) => {
+                // The transport timed the head; a cached answer's timings are all "now".
+                let ttfb = head
+                    .timings
+                    .first_byte
+                    .map(|t| t.saturating_duration_since(tracker.started()));
+                match ttfb {
+                    Some(after) => tracker.first_byte(after),
+                    None => tracker.first_byte_now(),
+                }
+                if head.status.is_success()
+                    && let Some((prompt, completion)) = usage::find(&bytes)
+                {
+                    tracker.tokens(prompt, completion);
+                }
+                tracker.finish(None);
+                Body::Full(bytes)
+            }
+            Body::Stream(stream) => {
+                Body::Stream(BodyStream::new(MetricsBody::new(stream, tracker)))
+            }
+        };
+        Poll::Ready(Ok(Response::from_parts(head, body)))
+    }
+}

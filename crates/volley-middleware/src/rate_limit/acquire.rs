@@ -1,0 +1,125 @@
+//! [`LocalAcquire`]: sleeps until a reserved send time, following pauses.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::time::Sleep;
+use volley_core::Error;
+
+use super::local::Shared;
+use super::{Cost, Grant};
+
+/// The future of [`LocalLimiter`](super::LocalLimiter)'s
+/// [`acquire`](super::RateLimiter::acquire): sleeps until the reserved send time, later if a
+/// 429 paused the queue meanwhile. Dropping it before it completes gives the reservation back.
+pub struct LocalAcquire(Inner);
+
+impl LocalAcquire {
+    pub(super) fn failed(error: Error) -> LocalAcquire {
+        LocalAcquire(Inner::Failed(Some(error)))
+    }
+
+    /// A reservation made at `reserved_at` for a send at `deadline`, nanoseconds since the
+    /// limiter's epoch, when pauses had shifted the queue by `shift_seen`.
+    pub(super) fn waiting(
+        shared: Arc<Shared>,
+        cost: Cost,
+        reserved_at: u64,
+        deadline: u64,
+        shift_seen: u64,
+    ) -> LocalAcquire {
+        LocalAcquire(Inner::Waiting(Waiter {
+            shared,
+            cost,
+            reserved_at,
+            deadline,
+            shift_seen,
+            sleep: None,
+            fired: false,
+        }))
+    }
+}
+
+enum Inner {
+    Failed(Option<Error>),
+    Waiting(Waiter),
+    Done,
+}
+
+struct Waiter {
+    shared: Arc<Shared>,
+    cost: Cost,
+    reserved_at: u64,
+    deadline: u64,
+    shift_seen: u64,
+    /// Boxed only when the request has to wait, so one that goes at once allocates nothing.
+    sleep: Option<Pin<Box<Sleep>>>,
+    fired: bool,
+}
+
+impl Future for LocalAcquire {
+    type Output = Result<Grant, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let waiter = match &mut self.0 {
+            Inner::Waiting(waiter) => waiter,
+            Inner::Failed(error) => {
+                return Poll::Ready(Err(error
+                    .take()
+                    .expect("LocalAcquire polled after completion")));
+            }
+            Inner::Done => panic!("LocalAcquire polled after completion"),
+        };
+        loop {
+            // A pause since the reservation pushes it back by as much as everything else.
+            let shift = waiter.shared.shift.load(Ordering::Relaxed);
+            if shift != waiter.shift_seen {
+                waiter.deadline = waiter.deadline.saturating_add(shift - waiter.shift_seen);
+                waiter.shift_seen = shift;
+                waiter.sleep = None;
+                waiter.fired = false;
+            }
+            if waiter.fired || waiter.deadline <= waiter.reserved_at {
+                break;
+            }
+            let deadline = waiter.shared.instant(waiter.deadline);
+            let sleep = waiter
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            ready!(sleep.as_mut().poll(cx));
+            waiter.fired = true;
+        }
+        let waited = if waiter.deadline > waiter.reserved_at {
+            Duration::from_nanos(waiter.shared.now().saturating_sub(waiter.reserved_at))
+        } else {
+            Duration::ZERO
+        };
+        let grant = Grant::new(waiter.cost, waited);
+        self.0 = Inner::Done;
+        Poll::Ready(Ok(grant))
+    }
+}
+
+impl Drop for LocalAcquire {
+    fn drop(&mut self) {
+        if let Inner::Waiting(waiter) = &self.0 {
+            waiter.shared.give_back(waiter.cost);
+        }
+    }
+}
+
+impl fmt::Debug for LocalAcquire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.0 {
+            Inner::Failed(_) => "failed",
+            Inner::Waiting(_) => "waiting",
+            Inner::Done => "done",
+        };
+        f.debug_tuple("LocalAcquire").field(&state).finish()
+    }
+}

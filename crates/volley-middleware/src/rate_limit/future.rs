@@ -1,0 +1,191 @@
+//! [`ResponseFuture`]: wait for the grant, then for the inner service, then settle.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use tower_service::Service;
+use volley_core::{Body, BodyStream, Error, Request, Response};
+
+use super::settle::{SettlingStream, usage_in_body};
+use super::{Grant, Observation, RateLimiter};
+
+pin_project! {
+    /// The future of [`RateLimit`](super::RateLimit).
+    pub struct ResponseFuture<S, L>
+    where
+        S: Service<Request>,
+        L: RateLimiter,
+    {
+        #[pin]
+        state: State<S, S::Future, L::Acquire>,
+        grant: GrantGuard<L>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, F, A> {
+        /// Waiting for the limiter; the inner service is not asked for readiness yet, so
+        /// nothing below (a concurrency slot) is held meanwhile.
+        Acquiring {
+            #[pin]
+            acquire: A,
+            service: Option<S>,
+            request: Option<Request>,
+        },
+        /// Granted; waiting for the inner service to be ready.
+        Ready {
+            service: S,
+            request: Option<Request>,
+        },
+        /// Sent.
+        Calling {
+            #[pin]
+            future: F,
+        },
+    }
+}
+
+impl<S, L> ResponseFuture<S, L>
+where
+    S: Service<Request>,
+    L: RateLimiter,
+{
+    pub(super) fn new(limiter: L, service: S, request: Request) -> ResponseFuture<S, L> {
+        let acquire = limiter.acquire(request.id(), super::Cost::of(&request));
+        ResponseFuture {
+            state: State::Acquiring {
+                acquire,
+                service: Some(service),
+                request: Some(request),
+            },
+            grant: GrantGuard {
+                limiter,
+                grant: None,
+                sent: false,
+            },
+        }
+    }
+}
+
+impl<S, L> Future for ResponseFuture<S, L>
+where
+    S: Service<Request, Response = Response, Error = Error>,
+    L: RateLimiter,
+{
+    type Output = Result<Response, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let mut this = self.as_mut().project();
+            match this.state.as_mut().project() {
+                StateProj::Acquiring {
+                    acquire,
+                    service,
+                    request,
+                } => {
+                    let grant = ready!(acquire.poll(cx))?;
+                    metrics::histogram!("volley_rate_limit_wait_seconds")
+                        .record(grant.waited().as_secs_f64());
+                    this.grant.grant = Some(grant);
+                    let service = service.take().expect("service taken only here");
+                    let request = request.take();
+                    this.state.set(State::Ready { service, request });
+                }
+                StateProj::Ready { service, request } => {
+                    // An error here drops the guard, which gives the unsent grant back.
+                    ready!(service.poll_ready(cx))?;
+                    let request = request.take().expect("request taken only here");
+                    let future = service.call(request);
+                    this.grant.sent = true;
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Calling { future } => {
+                    let result = ready!(future.poll(cx));
+                    return Poll::Ready(this.grant.finish(result));
+                }
+            }
+        }
+    }
+}
+
+impl<S, L> fmt::Debug for ResponseFuture<S, L>
+where
+    S: Service<Request>,
+    L: RateLimiter,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Acquiring { .. } => "acquiring",
+            State::Ready { .. } => "ready",
+            State::Calling { .. } => "calling",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Holds the grant between the limiter and the outcome. Dropped before the request was
+/// handed to the inner service (the caller gave up while it waited, or the inner service
+/// failed to get ready), it gives the grant back. Once handed over the request may have
+/// reached the provider, so a caller giving up then refunds nothing.
+struct GrantGuard<L: RateLimiter> {
+    limiter: L,
+    grant: Option<Grant>,
+    sent: bool,
+}
+
+impl<L: RateLimiter> GrantGuard<L> {
+    /// Learns from the outcome of a sent request and settles its grant.
+    fn finish(&mut self, result: Result<Response, Error>) -> Result<Response, Error> {
+        let Some(grant) = self.grant.take() else {
+            return result;
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                if !error.is_request_sent() {
+                    // The provider never saw it, so it never counted it.
+                    self.limiter.release(grant);
+                } else if let Some(observation) = Observation::from_error(&error) {
+                    // A 429 means the estimate was, if anything, optimistic: no refund.
+                    self.limiter.observe(&observation);
+                }
+                return Err(error);
+            }
+        };
+        let observation = Observation::from_headers(response.headers());
+        if observation.is_relevant() {
+            self.limiter.observe(&observation);
+        }
+        let (head, body) = response.into_parts();
+        let body = match body {
+            Body::Full(bytes) => {
+                if let Some(total) = usage_in_body(&bytes) {
+                    self.limiter.settle(grant, total);
+                }
+                Body::Full(bytes)
+            }
+            Body::Stream(stream) => Body::Stream(BodyStream::new(SettlingStream::new(
+                stream,
+                self.limiter.clone(),
+                grant,
+            ))),
+        };
+        Ok(Response::from_parts(head, body))
+    }
+}
+
+impl<L: RateLimiter> Drop for GrantGuard<L> {
+    fn drop(&mut self) {
+        if !self.sent
+            && let Some(grant) = self.grant.take()
+        {
+            self.limiter.release(grant);
+        }
+    }
+}

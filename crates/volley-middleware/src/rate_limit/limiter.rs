@@ -1,0 +1,139 @@
+//! The [`RateLimiter`] trait and the values that cross it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use http::HeaderMap;
+use volley_core::headers::RateLimitInfo;
+use volley_core::{Error, Request, RequestId};
+
+/// A rate limiter the [`RateLimit`](super::RateLimit) layer asks before each send.
+///
+/// The layer calls [`acquire`](Self::acquire) with the request's cost and sends once the
+/// returned future gives a [`Grant`]. Afterwards it hands the grant back exactly once: to
+/// [`settle`](Self::settle) when the provider reported the real usage, to
+/// [`release`](Self::release) when the request was never sent, or it drops it (the estimate
+/// stands). [`observe`](Self::observe) passes on what responses said about the provider's own
+/// limits.
+///
+/// `acquire` returns a future so that a shared limiter (Redis, with leases fetched in
+/// batches) can make a network round trip; `settle`, `release` and `observe` must not block:
+/// a networked limiter records them and sends them with its next batch. Implementations are
+/// cheap to clone (an `Arc` inside) and clones share their state.
+///
+/// [`LocalLimiter`](super::LocalLimiter) is the in-process implementation.
+pub trait RateLimiter: Clone + Send + Sync + 'static {
+    /// The future of [`acquire`](Self::acquire). A limiter that needs I/O can use
+    /// `Pin<Box<dyn Future<Output = Result<Grant, Error>> + Send>>`.
+    type Acquire: Future<Output = Result<Grant, Error>> + Send + 'static;
+
+    /// Waits until request `id` may be sent with `cost`, then grants it. Requests are granted
+    /// in the order `acquire` was called. Fails at once, with `ErrorKind::InvalidInput`, for a
+    /// cost that no wait can satisfy. Dropping the future before it completes gives the
+    /// reservation back.
+    fn acquire(&self, id: RequestId, cost: Cost) -> Self::Acquire;
+
+    /// Corrects the token charge of a sent request to what the provider reported it used.
+    fn settle(&self, grant: Grant, actual_tokens: u64);
+
+    /// Gives back the whole cost of a request that was granted but never sent.
+    fn release(&self, grant: Grant);
+
+    /// Learns from a response's rate-limit headers, or from a 429.
+    fn observe(&self, observation: &Observation);
+}
+
+/// What one request costs a rate limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Cost {
+    /// Requests: 1 for every request.
+    pub requests: u32,
+    /// Tokens: the prompt estimate plus the most the reply may use.
+    pub tokens: u64,
+}
+
+impl Cost {
+    /// Nothing.
+    pub const ZERO: Cost = Cost {
+        requests: 0,
+        tokens: 0,
+    };
+
+    /// One request and its [`estimated_tokens`](Request::estimated_tokens).
+    pub fn of(request: &Request) -> Cost {
+        Cost {
+            requests: 1,
+            tokens: u64::from(request.estimated_tokens()),
+        }
+    }
+}
+
+/// Permission to send one request, from [`RateLimiter::acquire`].
+#[derive(Debug)]
+pub struct Grant {
+    cost: Cost,
+    waited: Duration,
+}
+
+impl Grant {
+    /// A grant for `cost`, after waiting `waited`.
+    pub fn new(cost: Cost, waited: Duration) -> Grant {
+        Grant { cost, waited }
+    }
+
+    /// The cost charged up front.
+    pub fn cost(&self) -> Cost {
+        self.cost
+    }
+
+    /// How long the request waited for it.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+/// What a response (or a 429) said about the provider's own limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Observation {
+    /// The `x-ratelimit-*` headers.
+    pub info: RateLimitInfo,
+    /// Whether the provider answered 429.
+    pub rate_limited: bool,
+    /// How long a 429 asked us to wait (`retry-after-ms`, `Retry-After`), when it said so.
+    pub retry_after: Option<Duration>,
+}
+
+impl Observation {
+    /// What a successful response's headers say.
+    pub fn from_headers(headers: &HeaderMap) -> Observation {
+        Observation {
+            info: RateLimitInfo::from_headers(headers),
+            rate_limited: false,
+            retry_after: None,
+        }
+    }
+
+    /// What an error says: its headers, and for a 429 the wait it asked for. `None` when the
+    /// error carries neither (a connect error, a timeout).
+    pub fn from_error(error: &Error) -> Option<Observation> {
+        let info = error
+            .headers()
+            .map(RateLimitInfo::from_headers)
+            .unwrap_or_default();
+        let observation = Observation {
+            info,
+            rate_limited: error.is_rate_limited(),
+            retry_after: error.retry_after().filter(|_| error.is_rate_limited()),
+        };
+        observation.is_relevant().then_some(observation)
+    }
+
+    /// Whether this can change a limiter's state: a 429, or a quota reported as used up.
+    /// Anything else is skipped without taking a lock.
+    pub fn is_relevant(&self) -> bool {
+        self.rate_limited
+            || self.info.remaining_requests == Some(0)
+            || self.info.remaining_tokens == Some(0)
+    }
+}

@@ -1,0 +1,178 @@
+//! [`Limits`]: what a rate limiter enforces.
+
+use std::time::Duration;
+
+/// The headroom used unless [`Limits::headroom`] says otherwise: aim at 99.5 % of each limit.
+pub const DEFAULT_HEADROOM: f64 = 0.005;
+
+/// The jitter margin used unless [`Limits::jitter_margin`] says otherwise: 25 ms.
+pub const DEFAULT_JITTER_MARGIN: Duration = Duration::from_millis(25);
+
+/// Requests and tokens per minute, with their bursts: the configuration of a
+/// [`LocalLimiter`](super::LocalLimiter) or a [`RateLimitLayer`](super::RateLimitLayer).
+///
+/// Setters never fail; a limiter checks the values when it is built.
+///
+/// ```
+/// use std::time::Duration;
+/// use volley_middleware::rate_limit::Limits;
+///
+/// // Defaults: one second's worth of burst, 0.5 % headroom, a 25 ms jitter margin, unused
+/// // tokens refunded.
+/// let tier = Limits::per_minute().requests(500).tokens(200_000);
+///
+/// // Customised: a larger burst, more margin for a distant provider, and no refunds for a
+/// // provider that charges the estimate up front.
+/// let strict = Limits::per_minute()
+///     .requests(10_000)
+///     .tokens(2_000_000)
+///     .burst_requests(500)
+///     .burst_tokens(100_000)
+///     .headroom(0.02)
+///     .jitter_margin(Duration::from_millis(100))
+///     .refund_unused(false);
+/// # let _ = (tier, strict);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub struct Limits {
+    pub(super) requests: Option<u64>,
+    pub(super) tokens: Option<u64>,
+    pub(super) burst_requests: Option<u64>,
+    pub(super) burst_tokens: Option<u64>,
+    pub(super) headroom: f64,
+    pub(super) jitter_margin: Duration,
+    pub(super) refund_unused: bool,
+}
+
+impl Limits {
+    /// No limit yet: add [`requests`](Self::requests) and/or [`tokens`](Self::tokens).
+    pub fn per_minute() -> Limits {
+        Limits {
+            requests: None,
+            tokens: None,
+            burst_requests: None,
+            burst_tokens: None,
+            headroom: DEFAULT_HEADROOM,
+            jitter_margin: DEFAULT_JITTER_MARGIN,
+            refund_unused: true,
+        }
+    }
+
+    /// Requests per minute (RPM); every request costs one. Must be at least 1. Default: no
+    /// request limit.
+    pub fn requests(mut self, per_minute: u32) -> Limits {
+        self.requests = Some(u64::from(per_minute));
+        self
+    }
+
+    /// Tokens per minute (TPM); a request costs its
+    /// [`estimated_tokens`](volley_core::Request::estimated_tokens) up front, settled with the
+    /// reported usage afterwards. Must be at least 1. Default: no token limit.
+    pub fn tokens(mut self, per_minute: u64) -> Limits {
+        self.tokens = Some(per_minute);
+        self
+    }
+
+    /// How many requests may go at once after a quiet spell: the bucket's capacity. Between 1
+    /// and the requests per minute. Default: one second's worth, `rpm / 60` (at least 1).
+    pub fn burst_requests(mut self, burst: u32) -> Limits {
+        self.burst_requests = Some(u64::from(burst));
+        self
+    }
+
+    /// How many tokens may go at once after a quiet spell. Between 1 and the tokens per minute.
+    /// A request estimated above the burst (but within the minute's budget) still goes: it
+    /// waits for a full bucket and leaves it in debt. Default: one second's worth, `tpm / 60`
+    /// (at least 1).
+    pub fn burst_tokens(mut self, burst: u64) -> Limits {
+        self.burst_tokens = Some(burst);
+        self
+    }
+
+    /// The fraction of each limit, and of each burst, kept in reserve: with `0.005` the
+    /// limiter aims at 99.5 % of the provider's rate, so small differences in how the two
+    /// sides count time cannot add up. In `[0, 0.5]`. Default [`DEFAULT_HEADROOM`] (0.5 %).
+    pub fn headroom(mut self, fraction: f64) -> Limits {
+        self.headroom = fraction;
+        self
+    }
+
+    /// How much later than the requests before it a request may reach the provider: each
+    /// burst shrinks by this much of its rate. The provider counts a request when it arrives,
+    /// not when we sent it; when the requests of a burst queue on the way (at the provider or
+    /// in the network) and the first paced request after them does not, they arrive closer
+    /// together than they were sent, and a schedule exactly at the limit gets a few 429s. At
+    /// 20 000 tokens a second, 25 ms is 500 tokens of a 20 000-token burst. Default
+    /// [`DEFAULT_JITTER_MARGIN`] (25 ms).
+    pub fn jitter_margin(mut self, margin: Duration) -> Limits {
+        self.jitter_margin = margin;
+        self
+    }
+
+    /// Whether tokens reserved but not used (the reported usage is below the estimate) are
+    /// given back. Usage above the estimate is always charged. Turn refunds off for a provider
+    /// that charges the estimate (`max_tokens`) up front and keeps it. Default `true`.
+    pub fn refund_unused(mut self, refund: bool) -> Limits {
+        self.refund_unused = refund;
+        self
+    }
+
+    /// The request limit per minute, if any.
+    pub fn requests_per_minute(&self) -> Option<u64> {
+        self.requests
+    }
+
+    /// The token limit per minute, if any.
+    pub fn tokens_per_minute(&self) -> Option<u64> {
+        self.tokens
+    }
+
+    /// Checks the values and resolves the defaults: `(limit, burst)` for requests and tokens.
+    pub(super) fn resolve(&self) -> Result<Resolved, String> {
+        if !(0.0..=0.5).contains(&self.headroom) {
+            return Err(format!("headroom {} is not in [0, 0.5]", self.headroom));
+        }
+        let requests = dimension("requests", self.requests, self.burst_requests)?;
+        let tokens = dimension("tokens", self.tokens, self.burst_tokens)?;
+        Ok(Resolved { requests, tokens })
+    }
+}
+
+impl Default for Limits {
+    /// The same as [`Limits::per_minute`]: nothing limited.
+    fn default() -> Limits {
+        Limits::per_minute()
+    }
+}
+
+/// Limits with their defaults applied: `(per minute, burst)` per dimension.
+pub(super) struct Resolved {
+    pub(super) requests: Option<(u64, u64)>,
+    pub(super) tokens: Option<(u64, u64)>,
+}
+
+fn dimension(
+    name: &str,
+    limit: Option<u64>,
+    burst: Option<u64>,
+) -> Result<Option<(u64, u64)>, String> {
+    let Some(limit) = limit else {
+        return match burst {
+            Some(_) => Err(format!(
+                "a {name} burst is set but no {name}-per-minute limit"
+            )),
+            None => Ok(None),
+        };
+    };
+    if limit == 0 {
+        return Err(format!("{name} per minute must be at least 1"));
+    }
+    let burst = burst.unwrap_or((limit / 60).max(1));
+    if !(1..=limit).contains(&burst) {
+        return Err(format!(
+            "the {name} burst {burst} is not between 1 and the limit of {limit} per minute"
+        ));
+    }
+    Ok(Some((limit, burst)))
+}

@@ -1,0 +1,89 @@
+//! Deciding whether a failed attempt is worth another: [`Decision`] and the two built-in
+//! classifiers.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use volley_core::{Error, ErrorKind};
+
+/// A classifier's verdict on a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Retry after the policy's wait: the backoff, or the server's `Retry-After` /
+    /// `x-ratelimit-reset-*` when longer.
+    Retry,
+    /// Retry after exactly this long, whatever the backoff and the server say.
+    RetryAfter(Duration),
+    /// Do not retry: the error goes to the caller.
+    Fail,
+}
+
+/// The default classifier of [`Policy::default`].
+///
+/// Retries connection failures (`Connect`, `Connection`), timeouts of every kind (`Timeout`,
+/// `FirstByteTimeout`, `IdleTimeout`), a `StreamBroken` stream, 429 (`RateLimited`) and the
+/// statuses 408, 409, 500, 502, 503 and 504. Everything else fails at once: other 4xx
+/// statuses (400, 401, 403, 404, 422, ...) and other 5xx, `InvalidInput`, `Config`,
+/// `Cancelled`, `BodyDecode`, and `Tls`, because a certificate or protocol mismatch does not
+/// heal by itself.
+///
+/// Stream errors (`StreamBroken`, `IdleTimeout`) are only ever classified when no byte of the
+/// body reached the caller: the layer hands the stream over after its first chunk and never
+/// retries after that. `attempt` is unused; it is there so this function can be passed to
+/// [`PolicyBuilder::classifier`] or called from a custom classifier.
+///
+/// [`Policy::default`]: super::Policy::default
+/// [`PolicyBuilder::classifier`]: super::PolicyBuilder::classifier
+pub fn classify_default(error: &Error, attempt: u32) -> Decision {
+    let _ = attempt;
+    match error.kind() {
+        ErrorKind::Connect
+        | ErrorKind::Connection
+        | ErrorKind::Timeout
+        | ErrorKind::FirstByteTimeout
+        | ErrorKind::IdleTimeout
+        | ErrorKind::StreamBroken
+        | ErrorKind::RateLimited => Decision::Retry,
+        ErrorKind::Status => match error.status() {
+            Some(
+                StatusCode::REQUEST_TIMEOUT
+                | StatusCode::CONFLICT
+                | StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::INTERNAL_SERVER_ERROR
+                | StatusCode::BAD_GATEWAY
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT,
+            ) => Decision::Retry,
+            _ => Decision::Fail,
+        },
+        _ => Decision::Fail,
+    }
+}
+
+/// The classifier of [`Policy::safe_only`]: retries only what cannot have been billed.
+///
+/// That is a 429, a 503 that carries a `Retry-After` (the server refused the work and said
+/// when to come back), and any failure where [`Error::is_request_sent`] is `false` (a refused
+/// connection, or a pooled connection that closed before the request was written). `Tls` is
+/// not retried even though nothing was sent: a certificate problem does not heal.
+/// `InvalidInput`, `Config` and `Cancelled` are never retried. A timeout, a 500 or a broken
+/// stream may come after the provider did (and billed) the work, so they fail.
+///
+/// [`Policy::safe_only`]: super::Policy::safe_only
+pub fn classify_safe_only(error: &Error, attempt: u32) -> Decision {
+    let _ = attempt;
+    match error.kind() {
+        ErrorKind::RateLimited => Decision::Retry,
+        ErrorKind::Status
+            if error.status() == Some(StatusCode::SERVICE_UNAVAILABLE)
+                && error.retry_after().is_some() =>
+        {
+            Decision::Retry
+        }
+        ErrorKind::Tls | ErrorKind::InvalidInput | ErrorKind::Config | ErrorKind::Cancelled => {
+            Decision::Fail
+        }
+        _ if !error.is_request_sent() => Decision::Retry,
+        _ => Decision::Fail,
+    }
+}

@@ -1,0 +1,220 @@
+//! The future of [`Retry`](super::Retry): attempt, classify, sleep, attempt again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+use volley_core::{Body, BodyStream, Error, Request, RequestId, Response, ResponseHead};
+
+use super::Policy;
+
+pin_project! {
+    /// The future of a [`Retry`](super::Retry) service's `call`: the response of the first
+    /// attempt that succeeds, or the error of the last one.
+    ///
+    /// It owns a clone of the inner service and a copy of the request for the next attempt,
+    /// and allocates nothing else until an attempt fails.
+    pub struct ResponseFuture<S>
+    where
+        S: Service<Request>,
+    {
+        service: S,
+        policy: Policy,
+        // A copy for the next attempt; `None` when no further attempt may be made.
+        request: Option<Request>,
+        id: RequestId,
+        // Attempts started so far.
+        attempt: u32,
+        #[pin]
+        state: State<S::Future>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // Waiting for the inner service's response.
+        Called { #[pin] future: F },
+        // A stream response: waiting for its first chunk before handing it over.
+        FirstChunk { head: Option<ResponseHead>, stream: Option<BodyStream> },
+        // Backing off before the next attempt.
+        Sleeping { #[pin] sleep: Sleep },
+        // Waiting for the inner service to be ready for the next attempt.
+        Retrying,
+        // Finished with an error.
+        Done,
+    }
+}
+
+impl<S> ResponseFuture<S>
+where
+    S: Service<Request, Response = Response, Error = Error>,
+{
+    pub(crate) fn new(
+        service: S,
+        policy: Policy,
+        request: Option<Request>,
+        id: RequestId,
+        future: S::Future,
+    ) -> ResponseFuture<S> {
+        ResponseFuture {
+            service,
+            policy,
+            request,
+            id,
+            attempt: 1,
+            state: State::Called { future },
+        }
+    }
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: Service<Request, Response = Response, Error = Error>,
+{
+    type Output = Result<Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let failed = match this.state.as_mut().project() {
+                StateProj::Called { future } => match ready!(future.poll(cx)) {
+                    // With retrying on, a stream is only handed over once its first chunk
+                    // has arrived, so that a stream broken before it can be retried.
+                    Ok(response) if response.is_stream() && this.policy.max_retries() > 0 => {
+                        let (head, body) = response.into_parts();
+                        let Body::Stream(stream) = body else {
+                            unreachable!("is_stream() said the body is a stream")
+                        };
+                        this.state.set(State::FirstChunk {
+                            head: Some(head),
+                            stream: Some(stream),
+                        });
+                        continue;
+                    }
+                    Ok(response) => return Poll::Ready(Ok(finished(response, *this.attempt))),
+                    Err(error) => error,
+                },
+                StateProj::FirstChunk { head, stream } => {
+                    let body = stream
+                        .as_mut()
+                        .expect("FirstChunk holds its stream until it is left");
+                    match ready!(Pin::new(body).poll_next(cx)) {
+                        // An empty chunk carries no byte: keep waiting for a real one.
+                        Some(Ok(chunk)) if chunk.is_empty() => continue,
+                        Some(Ok(chunk)) => {
+                            let response = hand_over(head, stream, Some(chunk));
+                            return Poll::Ready(Ok(finished(response, *this.attempt)));
+                        }
+                        None => {
+                            let response = hand_over(head, stream, None);
+                            return Poll::Ready(Ok(finished(response, *this.attempt)));
+                        }
+                        Some(Err(error)) => error,
+                    }
+                }
+                StateProj::Sleeping { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Retrying);
+                    continue;
+                }
+                StateProj::Done => panic!("retry ResponseFuture polled after completion"),
+                StateProj::Retrying => {
+                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(error));
+                    }
+                    let request = this
+                        .request
+                        .take()
+                        .expect("a retry is only scheduled while a request copy is kept");
+                    *this.attempt += 1;
+                    if *this.attempt <= this.policy.max_retries() {
+                        *this.request = Some(request.clone());
+                    }
+                    let future = this.service.call(request);
+                    this.state.set(State::Called { future });
+                    continue;
+                }
+            };
+            // Either way the failed attempt's state is dropped now: a broken stream, and
+            // anything below that it held (a concurrency permit), is released before the
+            // backoff.
+            match this.policy.next(failed, *this.attempt, *this.id) {
+                Ok(wait) => this.state.set(State::Sleeping {
+                    sleep: tokio::time::sleep(wait),
+                }),
+                Err(error) => {
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+            }
+        }
+    }
+}
+
+/// Reassembles a stream response whose first chunk (if any) has been read.
+fn hand_over(
+    head: &mut Option<ResponseHead>,
+    stream: &mut Option<BodyStream>,
+    first: Option<Bytes>,
+) -> Response {
+    let head = head
+        .take()
+        .expect("FirstChunk holds its head until it is left");
+    let body = BodyStream::new(Replay {
+        first,
+        rest: stream.take(),
+    });
+    Response::from_parts(head, Body::Stream(body))
+}
+
+/// Logs the attempt count of a response that needed retries.
+fn finished(response: Response, attempts: u32) -> Response {
+    if attempts > 1 {
+        tracing::debug!(request = %response.request_id(), attempts, "succeeded after retries");
+    }
+    response
+}
+
+impl<S> std::fmt::Debug for ResponseFuture<S>
+where
+    S: Service<Request>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("request", &self.id)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stream that yields the chunk already read, then the rest of the original stream.
+struct Replay {
+    first: Option<Bytes>,
+    rest: Option<BodyStream>,
+}
+
+impl Stream for Replay {
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        let Some(rest) = self.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = ready!(Pin::new(rest).poll_next(cx));
+        if next.is_none() {
+            // The original stream need not be fused: never poll it after its end.
+            self.rest = None;
+        }
+        Poll::Ready(next)
+    }
+}

@@ -1,0 +1,311 @@
+//! How often to retry and how long to wait: [`Policy`] and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use volley_core::{Error, ErrorKind, RequestId};
+
+use super::backoff::{Backoff, ServerWait, server_wait};
+use super::budget::Budget;
+use super::classify::{Decision, classify_default, classify_safe_only};
+
+type Classifier = dyn Fn(&Error, u32) -> Decision + Send + Sync;
+
+/// What the retry layer retries, how many times, and how long it waits.
+///
+/// Cloning is cheap (an `Arc`) and clones share one retry budget: build one policy per
+/// provider and hand it to every [`RetryLayer`](super::RetryLayer) that talks to it.
+///
+/// The defaults ([`Policy::default`]): the [`classify_default`] classifier, 3 retries,
+/// backoff from 500 ms doubling to 8 s with full jitter, server waits honoured up to 60 s, and
+/// a budget of 20 % retries plus 10 per second over 10 s. [`Policy::builder`] changes any of
+/// them.
+#[derive(Clone)]
+pub struct Policy {
+    config: Arc<Config>,
+}
+
+struct Config {
+    max_retries: u32,
+    backoff: Backoff,
+    max_retry_after: Duration,
+    classifier: Box<Classifier>,
+    budget: Option<Budget>,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        // The default settings are in range, so the build cannot fail.
+        Policy::builder()
+            .build()
+            .expect("the default policy is valid")
+    }
+}
+
+impl Policy {
+    /// A builder starting from the defaults.
+    pub fn builder() -> PolicyBuilder {
+        PolicyBuilder::new()
+    }
+
+    /// The defaults, with the [`classify_safe_only`] classifier: only failures that cannot
+    /// have been billed are retried, for callers who must not pay twice for a generation.
+    pub fn safe_only() -> Policy {
+        Policy::builder()
+            .classifier(classify_safe_only)
+            .build()
+            .expect("the default policy is valid")
+    }
+
+    /// The most retries after the first attempt.
+    pub fn max_retries(&self) -> u32 {
+        self.config.max_retries
+    }
+
+    /// Records a first attempt in the budget.
+    pub(crate) fn deposit(&self) {
+        if let Some(budget) = &self.config.budget {
+            budget.deposit();
+        }
+    }
+
+    /// Decides what follows the failed attempt number `attempt` (1 for the first): `Ok` with
+    /// the wait before the next attempt, or `Err` with the error for the caller.
+    pub(crate) fn next(
+        &self,
+        error: Error,
+        attempt: u32,
+        id: RequestId,
+    ) -> Result<Duration, Error> {
+        let config = &*self.config;
+        let decision = (config.classifier)(&error, attempt);
+        let wait = match decision {
+            Decision::Fail => {
+                if attempt > 1 {
+                    tracing::debug!(
+                        request = %id,
+                        attempts = attempt,
+                        kind = error.kind().as_str(),
+                        status = error.status().map(|s| s.as_u16()),
+                        "not retryable after retries"
+                    );
+                }
+                return Err(error);
+            }
+            _ if attempt > config.max_retries => {
+                return Err(give_up(error, attempt, id, "max_retries"));
+            }
+            Decision::RetryAfter(wait) => wait,
+            Decision::Retry => {
+                let backoff = config.backoff.delay(attempt - 1);
+                match server_wait(&error) {
+                    Some(ServerWait::Explicit(wait)) if wait > config.max_retry_after => {
+                        return Err(give_up(error, attempt, id, "retry_after_too_long"));
+                    }
+                    Some(ServerWait::Explicit(wait)) => wait.max(backoff),
+                    Some(ServerWait::Reset(wait)) => wait.min(config.max_retry_after).max(backoff),
+                    None => backoff,
+                }
+            }
+        };
+        if let Some(budget) = &config.budget
+            && !budget.withdraw()
+        {
+            return Err(give_up(error, attempt, id, "budget"));
+        }
+        let kind = error.kind().as_str();
+        ::metrics::counter!("volley_retries_total", "kind" => kind).increment(1);
+        tracing::debug!(
+            request = %id,
+            attempt,
+            kind,
+            status = error.status().map(|s| s.as_u16()),
+            delay_ms = wait.as_millis() as u64,
+            "retrying"
+        );
+        Ok(wait)
+    }
+}
+
+/// Counts and logs a retryable error that will not be retried, and hands it back.
+fn give_up(error: Error, attempts: u32, id: RequestId, reason: &'static str) -> Error {
+    let kind = error.kind().as_str();
+    ::metrics::counter!("volley_retry_exhausted_total", "kind" => kind, "reason" => reason)
+        .increment(1);
+    tracing::debug!(
+        request = %id,
+        attempts,
+        kind,
+        status = error.status().map(|s| s.as_u16()),
+        reason,
+        "giving up retrying"
+    );
+    error
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &*self.config;
+        f.debug_struct("Policy")
+            .field("max_retries", &c.max_retries)
+            .field("backoff_base", &c.backoff.base)
+            .field("backoff_cap", &c.backoff.cap)
+            .field("max_retry_after", &c.max_retry_after)
+            .field("budget", &c.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Policy`]. Setters never fail; [`build`](PolicyBuilder::build) checks the budget
+/// settings.
+#[must_use]
+pub struct PolicyBuilder {
+    max_retries: u32,
+    backoff: Backoff,
+    max_retry_after: Duration,
+    classifier: Option<Box<Classifier>>,
+    budget_enabled: bool,
+    budget_ttl: Duration,
+    budget_min_per_sec: u32,
+    budget_ratio: f32,
+}
+
+impl PolicyBuilder {
+    fn new() -> PolicyBuilder {
+        PolicyBuilder {
+            max_retries: 3,
+            backoff: Backoff {
+                base: Duration::from_millis(500),
+                cap: Duration::from_secs(8),
+            },
+            max_retry_after: Duration::from_secs(60),
+            classifier: None,
+            budget_enabled: true,
+            budget_ttl: Duration::from_secs(10),
+            budget_min_per_sec: 10,
+            budget_ratio: 0.2,
+        }
+    }
+
+    /// The most retries after the first attempt; 0 disables retrying (and the budget).
+    ///
+    /// Default 3, as async-openai (openai-python uses 2). Full jitter waits half the
+    /// exponential ceiling on average, so three retries back off for 1.75 s in expectation
+    /// (3.5 s at most) with the default base, about what openai-python's two retries with
+    /// shortening jitter wait; and the budget keeps the third retry from adding load when a
+    /// provider is failing everything.
+    pub fn max_retries(mut self, max_retries: u32) -> PolicyBuilder {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// The backoff ceiling of the first retry; retry `n` (from 0) waits a random time in
+    /// `[0, min(cap, base·2^n)]`. Default 500 ms.
+    pub fn backoff_base(mut self, base: Duration) -> PolicyBuilder {
+        self.backoff.base = base;
+        self
+    }
+
+    /// The largest backoff ceiling. Default 8 s.
+    pub fn backoff_cap(mut self, cap: Duration) -> PolicyBuilder {
+        self.backoff.cap = cap;
+        self
+    }
+
+    /// The longest server-requested wait that is honoured. A `Retry-After` (or
+    /// `retry-after-ms`) above it ends the retries: the error, which carries the server's
+    /// wait in [`Error::retry_after`], goes to the caller. A wait derived from
+    /// `x-ratelimit-reset-*` (the time until a quota is full again, so only an upper bound) is
+    /// cut to this instead.
+    ///
+    /// Default 60 s (openai-python also honours up to 60 s, then falls back to its own short
+    /// backoff, which mostly earns another 429). A server that asks for more than a minute is
+    /// usually reporting a long quota window; the caller, who sees the wait on the error, can
+    /// reschedule the work better than a request holding its place in a batch.
+    pub fn max_retry_after(mut self, max: Duration) -> PolicyBuilder {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// Replaces the classifier: `classifier(error, attempt)` decides whether the failed
+    /// attempt number `attempt` (1 for the first) is retried. [`max_retries`] and the budget
+    /// still apply on top of it. Delegate to [`classify_default`] or [`classify_safe_only`]
+    /// for the cases it does not care about. Default [`classify_default`].
+    ///
+    /// [`max_retries`]: PolicyBuilder::max_retries
+    pub fn classifier<F>(mut self, classifier: F) -> PolicyBuilder
+    where
+        F: Fn(&Error, u32) -> Decision + Send + Sync + 'static,
+    {
+        self.classifier = Some(Box::new(classifier));
+        self
+    }
+
+    /// Whether retries draw on a budget, so a failing provider does not get a retry storm:
+    /// when the budget is spent the last error goes to the caller. Default `true`.
+    pub fn budget_enabled(mut self, enabled: bool) -> PolicyBuilder {
+        self.budget_enabled = enabled;
+        self
+    }
+
+    /// How long a first attempt counts towards the budget, between 1 s and 60 s. Default 10 s.
+    pub fn budget_ttl(mut self, ttl: Duration) -> PolicyBuilder {
+        self.budget_ttl = ttl;
+        self
+    }
+
+    /// Retries per second allowed whatever the traffic, so a client that sends little can
+    /// still retry. Default 10.
+    pub fn budget_min_per_sec(mut self, min_per_sec: u32) -> PolicyBuilder {
+        self.budget_min_per_sec = min_per_sec;
+        self
+    }
+
+    /// Retries allowed per first attempt, on top of the minimum: 0.2 allows one retry per 5
+    /// requests. 0, or between 0.001 and 1000. Default 0.2.
+    pub fn budget_ratio(mut self, ratio: f32) -> PolicyBuilder {
+        self.budget_ratio = ratio;
+        self
+    }
+
+    /// Builds the policy. Fails with an [`ErrorKind::Config`] error when the budget is
+    /// enabled and its TTL or ratio is out of range.
+    pub fn build(self) -> Result<Policy, Error> {
+        // With retrying off nothing would ever be withdrawn: skip the deposits too.
+        let budget = if self.budget_enabled && self.max_retries > 0 {
+            let budget = Budget::new(self.budget_ttl, self.budget_min_per_sec, self.budget_ratio)
+                .map_err(|reason| Error::new(ErrorKind::Config, reason))?;
+            Some(budget)
+        } else {
+            None
+        };
+        Ok(Policy {
+            config: Arc::new(Config {
+                max_retries: self.max_retries,
+                backoff: self.backoff,
+                max_retry_after: self.max_retry_after,
+                classifier: self
+                    .classifier
+                    .unwrap_or_else(|| Box::new(classify_default)),
+                budget,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for PolicyBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyBuilder")
+            .field("max_retries", &self.max_retries)
+            .field("backoff_base", &self.backoff.base)
+            .field("backoff_cap", &self.backoff.cap)
+            .field("max_retry_after", &self.max_retry_after)
+            .field("custom_classifier", &self.classifier.is_some())
+            .field("budget_enabled", &self.budget_enabled)
+            .field("budget_ttl", &self.budget_ttl)
+            .field("budget_min_per_sec", &self.budget_min_per_sec)
+            .field("budget_ratio", &self.budget_ratio)
+            .finish()
+    }
+}

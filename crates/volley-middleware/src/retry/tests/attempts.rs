@@ -1,0 +1,234 @@
+//! How many attempts: classification, `max_retries`, the budget, metrics.
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn max_retries_is_respected_exactly() {
+    for max in [0, 1, 4] {
+        let mock = failing(usize::MAX, || status(500));
+        let policy = quick().max_retries(max).build().unwrap();
+        let err = run(&mock, policy).await.unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+        assert_eq!(mock.calls(), 1 + max as usize);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_reuse_the_request_body() {
+    let mock = failing(2, || status(502));
+    let request = request();
+    let body = request.body().clone();
+    let service = Retry::new(mock.clone(), quick().build().unwrap());
+    service.oneshot(request).await.unwrap();
+    let calls = mock.calls.lock().unwrap();
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|(_, b)| b.as_ptr() == body.as_ptr()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn default_classification() {
+    let retried: Vec<Case> = vec![
+        ("connect", || Error::new(ErrorKind::Connect, "t")),
+        ("connection", || Error::new(ErrorKind::Connection, "t")),
+        ("timeout", || Error::new(ErrorKind::Timeout, "t")),
+        ("ttfb", || Error::new(ErrorKind::FirstByteTimeout, "t")),
+        ("idle", || Error::new(ErrorKind::IdleTimeout, "t")),
+        ("broken", || Error::new(ErrorKind::StreamBroken, "t")),
+        ("408", || status(408)),
+        ("409", || status(409)),
+        ("429", || status(429)),
+        ("500", || status(500)),
+        ("502", || status(502)),
+        ("503", || status(503)),
+        ("504", || status(504)),
+    ];
+    for (name, make) in retried {
+        let mock = failing(1, make);
+        assert!(run(&mock, quick().build().unwrap()).await.is_ok(), "{name}");
+        assert_eq!(mock.calls(), 2, "{name} is retried");
+    }
+    let not_retried: Vec<Case> = vec![
+        ("400", || status(400)),
+        ("401", || status(401)),
+        ("403", || status(403)),
+        ("404", || status(404)),
+        ("422", || status(422)),
+        ("418", || status(418)),
+        ("501", || status(501)),
+        ("tls", || Error::new(ErrorKind::Tls, "t")),
+        ("invalid", || Error::new(ErrorKind::InvalidInput, "t")),
+        ("config", || Error::new(ErrorKind::Config, "t")),
+        ("cancelled", || Error::new(ErrorKind::Cancelled, "t")),
+        ("decode", || Error::new(ErrorKind::BodyDecode, "t")),
+    ];
+    for (name, make) in not_retried {
+        let mock = failing(1, make);
+        assert!(
+            run(&mock, quick().build().unwrap()).await.is_err(),
+            "{name}"
+        );
+        assert_eq!(mock.calls(), 1, "{name} is tried once");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn safe_only_retries_what_cannot_have_been_billed() {
+    let cases: Vec<(&str, MakeError, usize)> = vec![
+        ("500", || status(500), 1),
+        ("429", || status(429), 2),
+        ("503", || status(503), 1),
+        (
+            "503 with Retry-After",
+            || status_with(503, &[], Some(ms(5))),
+            2,
+        ),
+        ("connect", || Error::new(ErrorKind::Connect, "t"), 2),
+        (
+            "connection, unsent",
+            || Error::new(ErrorKind::Connection, "t").with_request_sent(false),
+            2,
+        ),
+        ("connection", || Error::new(ErrorKind::Connection, "t"), 1),
+        ("timeout", || Error::new(ErrorKind::Timeout, "t"), 1),
+        ("tls", || Error::new(ErrorKind::Tls, "t"), 1),
+        ("broken", || Error::new(ErrorKind::StreamBroken, "t"), 1),
+    ];
+    for (name, make, calls) in cases {
+        let mock = failing(1, make);
+        let policy = Policy::builder()
+            .classifier(classify_safe_only)
+            .backoff_base(ms(1))
+            .build()
+            .unwrap();
+        let _ = run(&mock, policy).await;
+        assert_eq!(mock.calls(), calls, "{name}");
+    }
+    let mock = failing(1, || status(429));
+    assert!(run(&mock, Policy::safe_only()).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_budget_stops_retries() {
+    let mock = failing(usize::MAX, || status(500));
+    let policy = Policy::builder()
+        .max_retries(3)
+        .backoff_base(ms(1))
+        .budget_ttl(Duration::from_secs(10))
+        .budget_min_per_sec(0)
+        .budget_ratio(0.1)
+        .build()
+        .unwrap();
+    let mut service = Retry::new(mock.clone(), policy);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        // Every first attempt deposits when it is called; the retries come later.
+        let future = service.ready().await.unwrap().call(request());
+        tasks.spawn(future);
+    }
+    while let Some(result) = tasks.join_next().await {
+        assert_eq!(
+            result.unwrap().unwrap_err().status().map(|s| s.as_u16()),
+            Some(500)
+        );
+    }
+    // 100 first attempts at 10 % buy 10 retries, where max_retries alone would allow 300.
+    assert_eq!(mock.calls(), 110);
+}
+
+#[tokio::test(start_paused = true)]
+async fn custom_classifier() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let policy = quick()
+        .classifier(move |error: &Error, attempt: u32| {
+            log.lock().unwrap().push(attempt);
+            match error.status().map(|s| s.as_u16()) {
+                Some(418) => Decision::RetryAfter(ms(250)),
+                Some(500) => Decision::Fail,
+                _ => classify_default(error, attempt),
+            }
+        })
+        .build()
+        .unwrap();
+    let mock = Mock::new(|n| match n {
+        1 | 2 => Err(status(418)),
+        3 => Err(status(503)),
+        _ => ok(),
+    });
+    let start = Instant::now();
+    run(&mock, policy.clone()).await.unwrap();
+    assert_eq!(mock.calls(), 4);
+    assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
+    assert_eq!(&mock.gaps()[..2], [ms(250), ms(250)]);
+    assert!(start.elapsed() >= ms(500) && start.elapsed() <= ms(502));
+
+    let mock = failing(1, || status(500));
+    run(&mock, policy).await.unwrap_err();
+    assert_eq!(mock.calls(), 1, "the classifier overrides the default");
+}
+
+#[test]
+fn retries_and_give_ups_are_counted() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let mock = failing(usize::MAX, || status(500));
+            let policy = quick().max_retries(2).build().unwrap();
+            run(&mock, policy).await.unwrap_err();
+            // Not retryable: neither a retry nor a give-up.
+            let mock = failing(usize::MAX, || status(400));
+            run(&mock, quick().build().unwrap()).await.unwrap_err();
+        })
+    });
+    let mut counters: Vec<(String, Vec<String>, u64)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let DebugValue::Counter(n) = value else {
+                panic!("only counters")
+            };
+            let key = key.key();
+            let labels = key.labels().map(|l| format!("{}={}", l.key(), l.value()));
+            (key.name().to_owned(), labels.collect(), n)
+        })
+        .collect();
+    counters.sort();
+    assert_eq!(
+        counters,
+        [
+            ("volley_retries_total".into(), vec!["kind=status".into()], 2),
+            (
+                "volley_retry_exhausted_total".into(),
+                vec!["kind=status".into(), "reason=max_retries".into()],
+                1
+            ),
+        ]
+    );
+}
+
+#[test]
+fn builder_checks_the_budget() {
+    let err = Policy::builder()
+        .budget_ttl(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("TTL"), "{err}");
+    let policy = Policy::builder()
+        .budget_ttl(Duration::ZERO)
+        .budget_enabled(false)
+        .build()
+        .unwrap();
+    assert_eq!(policy.max_retries(), 3);
+    let text = format!("{policy:?} {:?}", Policy::builder());
+    assert!(text.contains("max_retries: 3"), "{text}");
+}

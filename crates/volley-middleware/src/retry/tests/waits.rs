@@ -1,0 +1,80 @@
+//! How long between attempts: backoff, `Retry-After`, rate-limit resets.
+
+use super::*;
+
+#[tokio::test(start_paused = true)]
+async fn backoff_waits_stay_under_their_ceilings() {
+    let mock = failing(usize::MAX, || status(503));
+    let policy = Policy::builder()
+        .max_retries(5)
+        .backoff_base(ms(100))
+        .backoff_cap(ms(250))
+        .budget_enabled(false)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    run(&mock, policy).await.unwrap_err();
+    let ceilings = [100, 200, 250, 250, 250];
+    let gaps = mock.gaps();
+    assert_eq!(gaps.len(), ceilings.len());
+    for (gap, ceiling) in gaps.iter().zip(ceilings) {
+        // Timers have millisecond resolution: a wait may round up by one.
+        assert!(*gap <= ms(ceiling + 1), "{gap:?} > {ceiling} ms");
+    }
+    assert_eq!(start.elapsed(), gaps.iter().sum::<Duration>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_wins_when_longer_than_the_backoff() {
+    let mock = failing(2, || status_with(429, &[], Some(ms(3000))));
+    let start = Instant::now();
+    run(&mock, quick().build().unwrap()).await.unwrap();
+    assert_eq!(mock.gaps(), [ms(3000), ms(3000)]);
+    assert_eq!(start.elapsed(), ms(6000));
+
+    // A backoff longer than the server's wait wins instead.
+    let mock = failing(1, || status_with(503, &[], Some(ms(1))));
+    let policy = quick().backoff_base(ms(10_000)).backoff_cap(ms(10_000));
+    let policy = policy.build().unwrap();
+    run(&mock, policy).await.unwrap();
+    let gap = mock.gaps()[0];
+    assert!(gap >= ms(1) && gap <= ms(10_001), "{gap:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_above_the_cap_gives_up() {
+    let mock = failing(1, || status_with(429, &[], Some(ms(90_000))));
+    let start = Instant::now();
+    let err = run(&mock, quick().build().unwrap()).await.unwrap_err();
+    assert_eq!(mock.calls(), 1);
+    assert_eq!(
+        err.retry_after(),
+        Some(ms(90_000)),
+        "the caller sees the wait"
+    );
+    assert_eq!(start.elapsed(), Duration::ZERO);
+
+    let mock = failing(1, || status_with(429, &[], Some(ms(90_000))));
+    let policy = quick().max_retry_after(ms(120_000)).build().unwrap();
+    run(&mock, policy).await.unwrap();
+    assert_eq!(mock.gaps(), [ms(90_000)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_resets_are_honoured_and_capped() {
+    let headers = [
+        ("x-ratelimit-remaining-requests", "12"),
+        ("x-ratelimit-remaining-tokens", "0"),
+        ("x-ratelimit-reset-requests", "30s"),
+        ("x-ratelimit-reset-tokens", "7s"),
+    ];
+    let mock = failing(1, move || status_with(429, &headers, None));
+    run(&mock, quick().build().unwrap()).await.unwrap();
+    assert_eq!(mock.gaps(), [ms(7000)], "the exhausted limit's reset");
+
+    // A reset is only an upper bound of the wait: beyond the cap, wait the cap and retry.
+    let headers = [("x-ratelimit-reset-tokens", "6m0s")];
+    let mock = failing(1, move || status_with(429, &headers, None));
+    run(&mock, quick().build().unwrap()).await.unwrap();
+    assert_eq!(mock.gaps(), [ms(60_000)]);
+}

@@ -1,0 +1,127 @@
+//! [`ResponseFuture`]: the inner call raced against the first-byte and attempt deadlines.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use volley_core::{Body, BodyStream, Error, ErrorKind, RequestId, Response};
+
+use super::body::{FirstChunk, TimeoutBody};
+use super::layer::Limits;
+
+pin_project! {
+    /// The future of [`Timeout`](super::Timeout): the inner future, raced against the
+    /// time-to-first-byte and whole-attempt deadlines. A streaming response comes out with its
+    /// body wrapped, so the first-chunk, idle and whole-stream deadlines apply while it is read.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        first_byte: Option<Sleep>,
+        #[pin]
+        attempt: Option<Sleep>,
+        id: RequestId,
+        limits: Limits,
+        start: Option<Instant>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(
+        inner: F,
+        id: RequestId,
+        limits: Limits,
+        start: Option<Instant>,
+    ) -> ResponseFuture<F> {
+        let timer = |limit: Option<Duration>| Some(sleep_until(deadline(start?, limit?)));
+        ResponseFuture {
+            inner,
+            first_byte: timer(limits.first_byte),
+            attempt: timer(limits.attempt),
+            id,
+            limits,
+            start,
+        }
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, Error>>,
+{
+    type Output = Result<Response, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // A response that is ready wins over a deadline that passed at the same time.
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            let response = result?;
+            return Poll::Ready(Ok(match (*this.start, response.is_stream()) {
+                (Some(start), true) => wrap_stream(response, *this.id, this.limits, start),
+                _ => response,
+            }));
+        }
+        if let Some(sleep) = this.first_byte.as_pin_mut()
+            && sleep.poll(cx).is_ready()
+        {
+            let limit = this.limits.first_byte.unwrap_or_default();
+            return Poll::Ready(Err(first_byte_error(*this.id, limit)));
+        }
+        if let Some(sleep) = this.attempt.as_pin_mut() {
+            ready!(sleep.poll(cx));
+            let limit = this.limits.attempt.unwrap_or_default();
+            return Poll::Ready(Err(attempt_error(*this.id, limit)));
+        }
+        Poll::Pending
+    }
+}
+
+/// Moves the deadlines that outlive the head into the body of a streaming response.
+fn wrap_stream(response: Response, id: RequestId, limits: &Limits, start: Instant) -> Response {
+    let (head, body) = response.into_parts();
+    let Body::Stream(stream) = body else {
+        return Response::from_parts(head, body);
+    };
+    // The first chunk is due by the earlier of the two deadlines; on a tie the more precise
+    // first-byte error is reported.
+    let first_byte = limits
+        .first_byte
+        .map(|limit| (deadline(start, limit), FirstChunk::FirstByte(limit)));
+    let attempt = limits
+        .attempt
+        .map(|limit| (deadline(start, limit), FirstChunk::Attempt(limit)));
+    let first_chunk = match (first_byte, attempt) {
+        (Some(f), Some(a)) => Some(if a.0 < f.0 { a } else { f }),
+        (f, a) => f.or(a),
+    };
+    let total = limits
+        .stream_total
+        .map(|limit| (deadline(start, limit), limit));
+    let body = TimeoutBody::new(stream, id, first_chunk, limits.idle, total);
+    Response::from_parts(head, Body::Stream(BodyStream::new(body)))
+}
+
+/// `start + limit`, saturating to a far future instead of overflowing.
+pub(crate) fn deadline(start: Instant, limit: Duration) -> Instant {
+    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+    start
+        .checked_add(limit)
+        .unwrap_or_else(|| start + FAR_FUTURE)
+}
+
+pub(crate) fn first_byte_error(id: RequestId, limit: Duration) -> Error {
+    Error::new(
+        ErrorKind::FirstByteTimeout,
+        format!("request {id}: no response byte within {limit:?}"),
+    )
+}
+
+pub(crate) fn attempt_error(id: RequestId, limit: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("request {id}: no complete response within {limit:?}"),
+    )
+}

@@ -1,0 +1,426 @@
+//! The cache layer end to end over real sockets (volley-mock + volley-transport), and its
+//! timing and size bounds with a mock inner service.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderName, HeaderValue, StatusCode};
+use proptest::prelude::*;
+use tower::{Layer, Service, ServiceExt, service_fn};
+use volley_core::cache_key::{CacheKey, CredentialId};
+use volley_core::{ApiKey, Body, Error, ErrorKind, Request, Response, Timings};
+use volley_middleware::cache::{CacheLayer, CacheStats, DiskStore, MemoryStore};
+use volley_mock::{MockConfig, MockServer};
+use volley_transport::Transport;
+
+const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}"#;
+const STREAM: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+const KEY: &str = "sk-volley-cache-test-0123456789abcdef";
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn mock() -> MockServer {
+    MockServer::start(MockConfig::default()).await.unwrap()
+}
+
+fn transport(server: &MockServer) -> Transport {
+    Transport::builder()
+        .base_url(server.url())
+        .api_key(KEY)
+        .build()
+        .unwrap()
+}
+
+fn chat() -> Request {
+    Request::post("/chat/completions", CHAT).unwrap()
+}
+
+fn with_header(request: Request, name: &'static str, value: &'static str) -> Request {
+    request.with_header(
+        HeaderName::from_static(name),
+        HeaderValue::from_static(value),
+    )
+}
+
+fn credential() -> CredentialId {
+    CredentialId::from_api_key(&ApiKey::new(KEY))
+}
+
+fn stats(hits: u64, misses: u64, stores: u64) -> CacheStats {
+    CacheStats {
+        hits,
+        misses,
+        stores,
+    }
+}
+
+async fn send<S>(service: &mut S, request: Request) -> Result<Response, Error>
+where
+    S: Service<Request, Response = Response, Error = Error>,
+{
+    service.ready().await?.call(request).await
+}
+
+#[tokio::test]
+async fn a_hit_returns_identical_bytes_without_reaching_the_server() {
+    let server = mock().await;
+    let layer = CacheLayer::new(MemoryStore::new(1 << 20, HOUR), credential());
+    let mut service = layer.layer(transport(&server));
+
+    let first = send(&mut service, chat()).await.unwrap();
+    assert!(first.headers().get("x-volley-cache").is_none());
+    let content_type = first.headers()[http::header::CONTENT_TYPE].clone();
+    let first = first.bytes().await.unwrap();
+
+    let again = chat();
+    let id = again.id();
+    let second = send(&mut service, again).await.unwrap();
+    assert_eq!(second.request_id(), id);
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(second.headers()["x-volley-cache"], "hit");
+    assert_eq!(second.headers()[http::header::CONTENT_TYPE], content_type);
+    assert!(!second.is_stream());
+    assert_eq!(second.bytes().await.unwrap(), first);
+
+    // Key order and white space do not matter.
+    let reordered = Request::post(
+        "/chat/completions",
+        r#"{ "messages": [{"content": "Say hello", "role": "user"}], "model": "gpt-4o-mini" }"#,
+    )
+    .unwrap();
+    let third = send(&mut service, reordered).await.unwrap();
+    assert_eq!(third.bytes().await.unwrap(), first);
+
+    assert_eq!(server.stats().requests_total, 1);
+    assert_eq!(layer.stats(), stats(2, 1, 1));
+    assert_eq!(service.stats(), layer.stats());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_credentials_never_share_entries() {
+    let server = mock().await;
+    let store = Arc::new(MemoryStore::new(1 << 20, HOUR));
+    let a = CacheLayer::new(store.clone(), credential());
+    let b = CacheLayer::new(
+        store.clone(),
+        CredentialId::from_api_key(&ApiKey::new("sk-another-key")),
+    );
+    let anonymous = CacheLayer::new(store, CredentialId::anonymous());
+    for layer in [&a, &b, &anonymous] {
+        let mut service = layer.layer(transport(&server));
+        send(&mut service, chat()).await.unwrap();
+        assert_eq!(layer.stats(), stats(0, 1, 1));
+    }
+    assert_eq!(server.stats().requests_total, 3);
+    // Each credential now hits its own entry.
+    let mut service = a.layer(transport(&server));
+    send(&mut service, chat()).await.unwrap();
+    assert_eq!(a.stats(), stats(1, 1, 1));
+    assert_eq!(server.stats().requests_total, 3);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_store_bypasses_and_no_cache_refreshes() {
+    let server = mock().await;
+    let layer = CacheLayer::new(MemoryStore::new(1 << 20, HOUR), credential());
+    let mut service = layer.layer(transport(&server));
+    for _ in 0..2 {
+        let request = with_header(chat(), "cache-control", "no-store");
+        send(&mut service, request).await.unwrap();
+    }
+    assert_eq!(server.stats().requests_total, 2);
+    assert_eq!(layer.stats(), stats(0, 0, 0));
+
+    // no-cache goes to the server but stores the answer, which later requests hit.
+    let request = with_header(chat(), "cache-control", "no-cache");
+    send(&mut service, request).await.unwrap();
+    assert_eq!(layer.stats(), stats(0, 1, 1));
+    send(&mut service, chat()).await.unwrap();
+    assert_eq!(layer.stats(), stats(1, 1, 1));
+    // no-store is not answered from the cache either.
+    let request = with_header(chat(), "cache-control", "no-store");
+    let response = send(&mut service, request).await.unwrap();
+    assert!(response.headers().get("x-volley-cache").is_none());
+    assert_eq!(server.stats().requests_total, 4);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_are_not_cached() {
+    let server = mock().await;
+    let layer = CacheLayer::new(MemoryStore::new(1 << 20, HOUR), credential());
+    let mut service = layer.layer(transport(&server));
+    for _ in 0..2 {
+        let request = with_header(chat(), "x-mock-fault", "500");
+        let err = send(&mut service, request).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Status);
+    }
+    assert_eq!(server.stats().requests_total, 2);
+    assert_eq!(layer.stats(), stats(0, 2, 0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cached_stream_is_replayed_as_the_same_stream() {
+    let server = mock().await;
+    let layer = CacheLayer::new(MemoryStore::new(1 << 20, HOUR), credential()).cache_streams(true);
+    let mut service = layer.layer(transport(&server));
+    let stream_request = || Request::post("/chat/completions", STREAM).unwrap();
+
+    let first = send(&mut service, stream_request()).await.unwrap();
+    assert!(first.is_stream());
+    let first = first.bytes().await.unwrap();
+    assert!(first.ends_with(b"data: [DONE]\n\n"));
+    assert_eq!(layer.stats(), stats(0, 1, 1));
+
+    let replay = send(&mut service, stream_request()).await.unwrap();
+    assert!(replay.is_stream(), "a cached stream replays as a stream");
+    let Body::Stream(mut body) = replay.into_parts().1 else {
+        unreachable!("checked above");
+    };
+    let mut chunks = Vec::new();
+    while let Some(chunk) = body.next().await {
+        chunks.push(chunk.unwrap());
+    }
+    assert!(chunks.len() > 2, "one chunk per event: {}", chunks.len());
+    assert_eq!(chunks.concat(), first);
+    assert_eq!(server.stats().requests_total, 1);
+
+    // The same request without stream caching reaches the server and is not stored.
+    let plain = CacheLayer::new(MemoryStore::new(1 << 20, HOUR), credential());
+    let mut service = plain.layer(transport(&server));
+    for _ in 0..2 {
+        send(&mut service, stream_request())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    assert_eq!(plain.stats(), stats(0, 2, 0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_read_up_to_done_is_stored() {
+    let server = mock().await;
+    let layer = CacheLayer::new(MemoryStore::new(1 << 20, HOUR), credential()).cache_streams(true);
+    let mut service = layer.layer(transport(&server));
+    let response = send(
+        &mut service,
+        Request::post("/chat/completions", STREAM).unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut events = response.events();
+    while let Some(event) = events.next().await {
+        if event.unwrap().is_done() {
+            break;
+        }
+    }
+    drop(events);
+    // The store write runs on a spawned task.
+    for _ in 0..10_000 {
+        if layer.stats().stores == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(layer.stats(), stats(0, 1, 1));
+    server.shutdown().await;
+}
+
+#[test]
+fn the_disk_cache_survives_a_restart_and_never_holds_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime().block_on(async {
+        let server = mock().await;
+        let store = DiskStore::open(dir.path(), HOUR).unwrap();
+        let layer = CacheLayer::new(store, credential()).cache_streams(true);
+        let mut service = layer.layer(transport(&server));
+        let body = send(&mut service, chat())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let stream = Request::post("/chat/completions", STREAM).unwrap();
+        send(&mut service, stream)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(layer.stats(), stats(0, 2, 2));
+        server.shutdown().await;
+        body
+    });
+
+    // A new process, as far as the cache can tell: a new runtime, store and server.
+    runtime().block_on(async {
+        let server = mock().await;
+        let store = DiskStore::open(dir.path(), HOUR).unwrap();
+        let layer = CacheLayer::new(store, credential());
+        let mut service = layer.layer(transport(&server));
+        let hit = send(&mut service, chat()).await.unwrap();
+        assert_eq!(hit.bytes().await.unwrap(), first);
+        let stream = Request::post("/chat/completions", STREAM).unwrap();
+        let replay = send(&mut service, stream).await.unwrap();
+        assert!(replay.is_stream());
+        assert_eq!(server.stats().requests_total, 0);
+        assert_eq!(layer.stats(), stats(2, 0, 0));
+        server.shutdown().await;
+    });
+
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        files += 1;
+        assert!(
+            !contains(&bytes, KEY.as_bytes()),
+            "the API key is stored on disk"
+        );
+        assert!(!contains(&bytes, credential().as_bytes()));
+        assert!(contains(&bytes, b"token0"), "the responses are on disk");
+    }
+    assert!(files > 0);
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// An inner service that counts its calls and answers `{"n":<call>}` of `size` bytes.
+fn counting(
+    calls: Arc<AtomicU64>,
+    size: usize,
+) -> impl Service<Request, Response = Response, Error = Error, Future: Send> + Clone + Send + 'static
+{
+    service_fn(move |request: Request| {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        let mut body = format!("{{\"n\":{n}}}").into_bytes();
+        body.resize(size.max(body.len()), b' ');
+        async move {
+            Ok(Response::new(
+                StatusCode::OK,
+                http::HeaderMap::new(),
+                Body::Full(Bytes::from(body)),
+                Timings::start(),
+                request.id(),
+            ))
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_entries_expire_after_their_ttl() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let layer = CacheLayer::new(
+        MemoryStore::new(1 << 20, Duration::from_secs(60)),
+        credential(),
+    );
+    let mut service = layer.layer(counting(calls.clone(), 0));
+    send(&mut service, chat()).await.unwrap();
+    tokio::time::advance(Duration::from_secs(59)).await;
+    let body = send(&mut service, chat())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body, r#"{"n":0}"#);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let body = send(&mut service, chat())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body, r#"{"n":1}"#, "the entry expired");
+    assert_eq!(layer.stats(), stats(1, 2, 2));
+}
+
+#[tokio::test]
+async fn the_memory_size_bound_evicts() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let store = Arc::new(MemoryStore::new(8 << 10, HOUR));
+    let layer = CacheLayer::new(store.clone(), credential());
+    let mut service = layer.layer(counting(calls, 1024));
+    for i in 0..32 {
+        let request = Request::post("/embeddings", format!("{{\"input\":{i}}}")).unwrap();
+        send(&mut service, request).await.unwrap();
+    }
+    store.run_pending_tasks().await;
+    assert!(
+        store.weighted_size() <= 8 << 10,
+        "{}",
+        store.weighted_size()
+    );
+    assert!(store.entry_count() < 32);
+    assert!(store.entry_count() >= 1);
+    // Larger than the whole store: never kept.
+    let big = MemoryStore::new(512, HOUR);
+    let layer = CacheLayer::new(big.clone(), credential());
+    let mut service = layer.layer(counting(Arc::new(AtomicU64::new(0)), 1024));
+    send(&mut service, chat()).await.unwrap();
+    big.run_pending_tasks().await;
+    assert_eq!(big.entry_count(), 0);
+}
+
+#[tokio::test]
+async fn bodies_above_the_entry_limit_are_not_stored() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let layer = CacheLayer::new(MemoryStore::new(1 << 20, HOUR), credential()).max_entry_bytes(100);
+    let mut service = layer.layer(counting(calls.clone(), 101));
+    send(&mut service, chat()).await.unwrap();
+    send(&mut service, chat()).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(layer.stats(), stats(0, 2, 0));
+}
+
+fn key(body: &str) -> CacheKey {
+    let request = Request::post("/chat/completions", body.to_owned()).unwrap();
+    CacheKey::for_request(&request, &CredentialId::anonymous())
+}
+
+/// A JSON object of `fields`, in the given order, with `gap` around every token.
+fn object(fields: &[(String, i64)], gap: &str) -> String {
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{gap}\"{k}\"{gap}:{gap}{v}{gap}"))
+        .collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+proptest! {
+    #[test]
+    fn the_key_ignores_order_and_white_space_but_not_values(
+        fields in prop::collection::btree_map("[a-z_]{1,12}", any::<i64>(), 1..8),
+        gap in "[ \t\n\r]{0,3}",
+        rotate in 0usize..8,
+        changed in 0usize..8,
+    ) {
+        let fields: Vec<(String, i64)> = fields.into_iter().collect();
+        let mut shuffled = fields.clone();
+        shuffled.rotate_left(rotate % fields.len());
+        shuffled.reverse();
+        prop_assert_eq!(key(&object(&fields, "")), key(&object(&shuffled, &gap)));
+
+        let mut different = fields.clone();
+        let i = changed % different.len();
+        different[i].1 = different[i].1.wrapping_add(1);
+        prop_assert_ne!(key(&object(&fields, "")), key(&object(&different, &gap)));
+    }
+}

@@ -1,0 +1,608 @@
+//! The rate-limit layer: pacing, bursts, FIFO, settlement and learning in paused time against a
+//! recording inner service, then end to end over real sockets against volley-mock enforcing the
+//! same limits.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt as _};
+use volley_core::{Body, BodyStream, Error, ErrorKind, Request, RequestId, Response, Timings};
+use volley_middleware::rate_limit::{Limits, LocalLimiter, RateLimit, RateLimitLayer};
+
+// ---------------------------------------------------------------------------------------------
+// A recording inner service
+// ---------------------------------------------------------------------------------------------
+
+type Reply = Arc<dyn Fn(&Request) -> Result<Response, Error> + Send + Sync>;
+
+/// Records when each request reached it, and answers with `reply`.
+#[derive(Clone)]
+struct Recorder {
+    sends: Arc<Mutex<Vec<Sent>>>,
+    reply: Reply,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: Instant,
+    id: u64,
+    tokens: u32,
+}
+
+impl Recorder {
+    fn new(reply: impl Fn(&Request) -> Result<Response, Error> + Send + Sync + 'static) -> Self {
+        Recorder {
+            sends: Arc::default(),
+            reply: Arc::new(reply),
+        }
+    }
+
+    /// Answers `{}`: no usage, so estimates stand.
+    fn plain() -> Self {
+        Recorder::new(|r| Ok(full(r, "{}", HeaderMap::new())))
+    }
+
+    fn sends(&self) -> Vec<Sent> {
+        self.sends.lock().unwrap().clone()
+    }
+}
+
+impl Service<Request> for Recorder {
+    type Response = Response;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        self.sends.lock().unwrap().push(Sent {
+            at: Instant::now(),
+            id: request.id().as_u64(),
+            tokens: request.estimated_tokens(),
+        });
+        let result = (self.reply)(&request);
+        Box::pin(async move { result })
+    }
+}
+
+fn full(request: &Request, body: &str, headers: HeaderMap) -> Response {
+    Response::new(
+        StatusCode::OK,
+        headers,
+        Body::Full(Bytes::from(body.to_owned())),
+        Timings::start(),
+        request.id(),
+    )
+}
+
+fn usage_body(total: u64) -> String {
+    format!(
+        r#"{{"choices":[],"usage":{{"prompt_tokens":{total},"completion_tokens":0,"total_tokens":{total}}}}}"#
+    )
+}
+
+fn request(id: u64, tokens: u32) -> Request {
+    Request::post("/chat/completions", &b"{}"[..])
+        .unwrap()
+        .with_id(RequestId::from_u64(id))
+        .with_estimated_tokens(tokens)
+}
+
+fn service(limits: Limits, inner: &Recorder) -> RateLimit<Recorder> {
+    RateLimitLayer::new(limits)
+        .unwrap()
+        .layer_service(inner.clone())
+}
+
+trait LayerExt {
+    fn layer_service(&self, inner: Recorder) -> RateLimit<Recorder>;
+}
+
+impl LayerExt for RateLimitLayer {
+    fn layer_service(&self, inner: Recorder) -> RateLimit<Recorder> {
+        tower::Layer::layer(self, inner)
+    }
+}
+
+/// Calls the service now (reserving in call order) and drives the response in a task.
+fn spawn_call(
+    svc: &RateLimit<Recorder>,
+    req: Request,
+) -> tokio::task::JoinHandle<Result<Response, Error>> {
+    let fut = svc.clone().call(req);
+    tokio::spawn(fut)
+}
+
+/// No headroom and no jitter margin, so times in a test are round numbers.
+fn exact() -> Limits {
+    Limits::per_minute()
+        .headroom(0.0)
+        .jitter_margin(Duration::ZERO)
+}
+
+fn secs(from: Instant, at: Instant) -> f64 {
+    at.duration_since(from).as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pacing and bursts
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn rpm_600_for_ten_minutes_paces_and_never_bursts_above_the_burst() {
+    let inner = Recorder::plain();
+    let svc = service(Limits::per_minute().requests(600), &inner);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..6_200)
+        .map(|i| spawn_call(&svc, request(i, 0)))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let sends: Vec<_> = inner
+        .sends()
+        .into_iter()
+        .filter(|s| s.at < start + Duration::from_secs(600))
+        .collect();
+    let n = sends.len() as f64;
+    assert!((n - 6_000.0).abs() <= 60.0, "{n} sends in 10 minutes");
+    // In call order.
+    assert!(
+        sends
+            .windows(2)
+            .all(|w| w[0].id < w[1].id && w[0].at <= w[1].at)
+    );
+    // The default burst is one second's worth, 10; the rate is 10 per second.
+    let at_once = sends.iter().filter(|s| s.at == start).count();
+    assert!(at_once <= 10, "{at_once} at the start");
+    assert_windows_within(&sends, |_| 1.0, 10.0, 10.0);
+    for handle in handles {
+        handle.abort();
+    }
+}
+
+/// Asserts every window starting at a send holds at most `burst + rate * length` units.
+fn assert_windows_within(sends: &[Sent], cost: impl Fn(&Sent) -> f64, burst: f64, rate: f64) {
+    for (i, first) in sends.iter().enumerate() {
+        let mut total = 0.0;
+        let mut largest: f64 = 0.0;
+        for s in &sends[i..] {
+            total += cost(s);
+            largest = largest.max(cost(s));
+            let window = secs(first.at, s.at);
+            let allowed = burst.max(largest) + rate * window + 1e-9;
+            assert!(
+                total <= allowed,
+                "{total} units in {window} s from {:?}: allowed {allowed}",
+                first.at
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tpm_paces_weighted_costs() {
+    // 60 000 TPM: 1 000 tokens a second, burst 1 000.
+    let inner = Recorder::plain();
+    let svc = service(exact().tokens(60_000), &inner);
+    let start = Instant::now();
+    let costs = [100u32, 250, 1_500, 50];
+    let handles: Vec<_> = (0..200)
+        .map(|i| spawn_call(&svc, request(i, costs[i as usize % 4])))
+        .collect();
+    for handle in handles {
+        handle.await.unwrap().unwrap();
+    }
+    let sends = inner.sends();
+    assert_eq!(sends.len(), 200);
+    assert_windows_within(&sends, |s| f64::from(s.tokens), 1_000.0, 1_000.0);
+    // 95 000 tokens at 1 000 a second after a first burst of 1 000: the last one goes when
+    // all but its own cost and the burst have refilled.
+    let total: u32 = sends.iter().map(|s| s.tokens).sum();
+    assert_eq!(total, 95_000);
+    let last = secs(start, sends.last().unwrap().at);
+    assert!((93.0..=95.0).contains(&last), "last send at {last} s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_request_queued_first_goes_first() {
+    // 6 000 TPM: 100 tokens a second, burst 100.
+    let inner = Recorder::plain();
+    let svc = service(exact().tokens(6_000), &inner);
+    let start = Instant::now();
+    let mut handles = vec![spawn_call(&svc, request(1, 100))];
+    handles.push(spawn_call(&svc, request(2, 3_000)));
+    for id in 3..6 {
+        handles.push(spawn_call(&svc, request(id, 10)));
+    }
+    for handle in handles {
+        handle.await.unwrap().unwrap();
+    }
+    let sends = inner.sends();
+    let order: Vec<u64> = sends.iter().map(|s| s.id).collect();
+    assert_eq!(order, [1, 2, 3, 4, 5]);
+    // The big one waits for a full bucket (1 s), then its debt of 2 900 is repaid before the
+    // small ones go, 0.1 s apart.
+    let at: Vec<f64> = sends.iter().map(|s| secs(start, s.at)).collect();
+    assert_close(at[1], 1.0);
+    assert_close(at[2], 1.0 + 29.0 + 0.1);
+    assert_close(at[4], 1.0 + 29.0 + 0.3);
+}
+
+fn assert_close(actual: f64, expected: f64) {
+    // Timers fire on whole milliseconds.
+    assert!(
+        (actual - expected).abs() < 0.002,
+        "{actual} s, expected {expected} s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_larger_than_a_minute_fails_at_once() {
+    let inner = Recorder::plain();
+    let svc = service(Limits::per_minute().tokens(100_000), &inner);
+    let start = Instant::now();
+    let err = svc.oneshot(request(12, 150_000)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        err.to_string(),
+        "invalid_input error: request 12 needs an estimated 150 000 tokens, more than the \
+         whole tokens-per-minute budget of 100 000"
+    );
+    assert!(!err.is_request_sent());
+    assert_eq!(Instant::now(), start);
+    assert!(inner.sends().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_limits_fail_to_build() {
+    for limits in [
+        Limits::per_minute().requests(0),
+        Limits::per_minute().tokens(100).burst_tokens(101),
+        Limits::per_minute().burst_requests(5),
+        Limits::per_minute().requests(10).headroom(0.9),
+    ] {
+        let err = LocalLimiter::new(limits.clone()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{limits:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settlement
+// ---------------------------------------------------------------------------------------------
+
+/// Sends two requests of 100 estimated tokens against 100 tokens a second (burst 100) and
+/// returns when the second went, in seconds.
+async fn second_send_after(inner: Recorder, limits: Limits) -> f64 {
+    let svc = service(limits, &inner);
+    let start = Instant::now();
+    let first = svc.clone().oneshot(request(1, 100)).await.unwrap();
+    // A stream settles as it is read.
+    first.bytes().await.unwrap();
+    svc.oneshot(request(2, 100)).await.unwrap();
+    let sends = inner.sends();
+    secs(start, sends[1].at)
+}
+
+fn six_thousand_tpm() -> Limits {
+    exact().tokens(6_000)
+}
+
+#[tokio::test(start_paused = true)]
+async fn unused_tokens_are_refunded() {
+    let estimate_stands = second_send_after(Recorder::plain(), six_thousand_tpm()).await;
+    assert_close(estimate_stands, 1.0);
+    // Used 10 of 100: 90 come back, and the second needs only 10 more to refill.
+    let refunded = Recorder::new(|r| Ok(full(r, &usage_body(10), HeaderMap::new())));
+    assert_close(second_send_after(refunded, six_thousand_tpm()).await, 0.1);
+    // Refunds off: the estimate stands.
+    let kept = Recorder::new(|r| Ok(full(r, &usage_body(10), HeaderMap::new())));
+    let limits = six_thousand_tpm().refund_unused(false);
+    assert_close(second_send_after(kept, limits).await, 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn usage_above_the_estimate_is_charged() {
+    let over = Recorder::new(|r| Ok(full(r, &usage_body(250), HeaderMap::new())));
+    // 150 extra put the bucket in debt: 1.5 s to repay, then 1 s for the next 100.
+    assert_close(second_send_after(over, six_thousand_tpm()).await, 2.5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_settle_when_the_usage_chunk_goes_by() {
+    let streaming = Recorder::new(|r| {
+        let chunks = [
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,",
+            "\"completion_tokens\":6,\"total_tokens\":10}}\n\ndata: [DONE]\n\n",
+        ];
+        let mut chunks = chunks
+            .into_iter()
+            .map(|c| Ok(Bytes::from_static(c.as_bytes())));
+        let stream = BodyStream::new(FnStream(move || chunks.next()));
+        Ok(Response::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Body::Stream(stream),
+            Timings::start(),
+            r.id(),
+        ))
+    });
+    assert_close(second_send_after(streaming, six_thousand_tpm()).await, 0.1);
+}
+
+struct FnStream<F>(F);
+
+impl<F> Stream for FnStream<F>
+where
+    F: FnMut() -> Option<Result<Bytes, Error>> + Unpin,
+{
+    type Item = Result<Bytes, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Poll::Ready((self.0)())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsent_and_abandoned_requests_get_their_cost_back() {
+    // A connect error: never sent, so the whole cost comes back.
+    let refused = Recorder::new(|_| Err(Error::new(ErrorKind::Connect, "refused")));
+    let svc = service(six_thousand_tpm(), &refused);
+    let start = Instant::now();
+    svc.clone().oneshot(request(1, 100)).await.unwrap_err();
+    svc.clone().oneshot(request(2, 100)).await.unwrap_err();
+    assert_eq!(Instant::now(), start, "the second did not wait");
+
+    // A 500 after sending: the estimate stands.
+    let failing = Recorder::new(|_| Err(Error::new(ErrorKind::Status, "500")));
+    let svc = service(six_thousand_tpm(), &failing);
+    svc.clone().oneshot(request(1, 100)).await.unwrap_err();
+    svc.clone().oneshot(request(2, 100)).await.unwrap_err();
+    assert_close(secs(start, Instant::now()), 1.0);
+
+    // A caller that gives up while waiting gives its reservation back.
+    let inner = Recorder::plain();
+    let svc = service(six_thousand_tpm(), &inner);
+    let start = Instant::now();
+    svc.clone().oneshot(request(1, 100)).await.unwrap();
+    let waiting = spawn_call(&svc, request(2, 100));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    svc.oneshot(request(3, 100)).await.unwrap();
+    let sends = inner.sends();
+    assert_eq!(sends.iter().map(|s| s.id).collect::<Vec<_>>(), [1, 3]);
+    assert_close(secs(start, sends[1].at), 1.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Learning from the provider
+// ---------------------------------------------------------------------------------------------
+
+fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.insert(*name, HeaderValue::from_str(value).unwrap());
+    }
+    map
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_quota_reported_by_the_provider_empties_our_bucket() {
+    // 600 RPM, burst 10: without the header the second and third would go at once.
+    let inner = Recorder::new(|r| {
+        let h = headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "1s"),
+        ]);
+        Ok(full(
+            r,
+            "{}",
+            if r.id().as_u64() == 1 {
+                h
+            } else {
+                HeaderMap::new()
+            },
+        ))
+    });
+    let svc = service(exact().requests(600), &inner);
+    let start = Instant::now();
+    for id in 1..=3 {
+        svc.clone().oneshot(request(id, 0)).await.unwrap();
+    }
+    let at: Vec<f64> = inner.sends().iter().map(|s| secs(start, s.at)).collect();
+    assert_close(at[0], 0.0);
+    assert_close(at[1], 0.1);
+    assert_close(at[2], 0.2);
+
+    // A token quota reported empty, with OpenAI's "whole minute back in 6 minutes" reset: our
+    // bucket refills at our rate (100 tokens a second) instead of pausing for six minutes.
+    let inner = Recorder::new(|r| {
+        let h = headers(&[
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ]);
+        Ok(full(
+            r,
+            "{}",
+            if r.id().as_u64() == 1 {
+                h
+            } else {
+                HeaderMap::new()
+            },
+        ))
+    });
+    let svc = service(exact().requests(600).tokens(6_000), &inner);
+    let start = Instant::now();
+    svc.clone().oneshot(request(1, 1)).await.unwrap();
+    svc.clone().oneshot(request(2, 50)).await.unwrap();
+    assert_close(secs(start, inner.sends()[1].at), 0.5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_pauses_everyone_including_requests_already_waiting() {
+    let inner = Recorder::new(|r| {
+        if r.id().as_u64() == 1 {
+            let h = headers(&[("retry-after-ms", "2000")]);
+            Err(Error::from_status(
+                StatusCode::TOO_MANY_REQUESTS,
+                h,
+                b"{}",
+                Some(Duration::from_secs(2)),
+                "test",
+            ))
+        } else {
+            Ok(full(r, "{}", HeaderMap::new()))
+        }
+    });
+    // 600 RPM, burst 1: 100 ms apart.
+    let svc = service(exact().requests(600).burst_requests(1), &inner);
+    let start = Instant::now();
+    let handles: Vec<_> = (1..=4).map(|id| spawn_call(&svc, request(id, 0))).collect();
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.await.unwrap());
+    }
+    assert!(results[0].as_ref().unwrap_err().is_rate_limited());
+    let at: Vec<f64> = inner.sends().iter().map(|s| secs(start, s.at)).collect();
+    // Request 1 at 0 got the 429; 2, 3 and 4 were due at 0.1, 0.2, 0.3 and move by 2 s.
+    assert_close(at[0], 0.0);
+    assert_close(at[1], 2.1);
+    assert_close(at[3], 2.3);
+    // And a newcomer queues behind them.
+    svc.oneshot(request(5, 0)).await.unwrap();
+    assert_close(secs(start, inner.sends()[4].at), 2.4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_and_layers_share_one_budget() {
+    let inner = Recorder::plain();
+    let layer = RateLimitLayer::new(exact().requests(60).burst_requests(1)).unwrap();
+    let a = layer.layer_service(inner.clone());
+    let b = layer.clone().layer_service(inner.clone());
+    let start = Instant::now();
+    a.oneshot(request(1, 0)).await.unwrap();
+    b.oneshot(request(2, 0)).await.unwrap();
+    assert_close(secs(start, Instant::now()), 1.0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end: the client's limiter against the mock enforcing the same limits
+// ---------------------------------------------------------------------------------------------
+
+/// 60 000 RPM (1 000 a second) and 1 200 000 TPM (20 000 tokens a second): tokens bind, at
+/// 800 requests a second. Each request costs 25 tokens on both sides: the mock counts 9 for
+/// the prompt and answers with 16, and the client estimates exactly that (9 + `max_tokens`
+/// 16), so the client runs right at the mock's limit with nothing but its margins to spare.
+/// (A larger `max_tokens`, as in real use, leaves more slack until settlement.) Both sides use
+/// the default burst, one second's worth.
+const E2E_RPM: u32 = 60_000;
+const E2E_TPM: u64 = 1_200_000;
+const E2E_REQUESTS: usize = 3_000;
+const E2E_CALLERS: usize = 256;
+const E2E_TOKENS: u32 = 25;
+
+struct E2eRun {
+    elapsed: Duration,
+    ok: usize,
+    rate_limited: u64,
+    status_429: u64,
+}
+
+async fn e2e_run() -> E2eRun {
+    let server = volley_mock::MockServer::start(volley_mock::MockConfig {
+        rate_limits: volley_mock::RateLimits {
+            rpm: Some(E2E_RPM),
+            tpm: Some(E2E_TPM),
+            ..volley_mock::RateLimits::NONE
+        },
+        output_tokens: volley_mock::OutputTokens::Fixed(16),
+        ..volley_mock::MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let transport = volley_transport::Transport::builder()
+        .base_url(server.url())
+        .http2_prior_knowledge(true)
+        .build()
+        .unwrap();
+    // The default headroom and jitter margin.
+    let limits = Limits::per_minute().requests(E2E_RPM).tokens(E2E_TPM);
+    let svc = tower::ServiceBuilder::new()
+        .layer(RateLimitLayer::new(limits).unwrap())
+        .service(transport);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello to the mock."}
+        ],
+        "max_tokens": 16,
+    }))
+    .unwrap();
+    let body = Bytes::from(body);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let callers: Vec<_> = (0..E2E_CALLERS)
+        .map(|_| {
+            let (svc, body, next) = (svc.clone(), body.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut ok = 0;
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < E2E_REQUESTS {
+                    let request = Request::post("/chat/completions", body.clone())
+                        .unwrap()
+                        .with_estimated_tokens(E2E_TOKENS);
+                    match svc.clone().oneshot(request).await {
+                        Ok(response) if response.status() == StatusCode::OK => ok += 1,
+                        Ok(response) => panic!("status {}", response.status()),
+                        Err(err) if err.is_rate_limited() => {}
+                        Err(err) => panic!("{err}"),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for caller in callers {
+        ok += caller.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let stats = server.stats();
+    server.shutdown().await;
+    E2eRun {
+        elapsed,
+        ok,
+        rate_limited: stats.rate_limited,
+        status_429: stats.status_count(429),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_keeps_under_the_mocks_limits_over_real_sockets() {
+    let run = e2e_run().await;
+    eprintln!(
+        "{} requests in {:.2?}: {} ok, {} rate limited by the mock",
+        E2E_REQUESTS, run.elapsed, run.ok, run.rate_limited
+    );
+    assert_eq!((run.rate_limited, run.status_429), (0, 0));
+    assert_eq!(run.ok, E2E_REQUESTS);
+    // The mock would have refused anything faster, so a run with no 429 cannot beat this;
+    // that it took at least this long shows the client limited itself.
+    let tokens = E2E_REQUESTS as f64 * f64::from(E2E_TOKENS);
+    let per_second = E2E_TPM as f64 / 60.0;
+    let floor = (tokens - per_second) / per_second;
+    assert!(
+        run.elapsed.as_secs_f64() >= floor,
+        "{:.2?}, at least {floor:.2} s expected",
+        run.elapsed
+    );
+}

@@ -1,0 +1,33 @@
+//! The tower stack the facade builds, in DESIGN.md's order:
+//!
+//! ```text
+//! Metrics(request) ─▶ Cache? ─▶ Retry ─▶ Metrics(attempt) ─▶ RateLimit? ─▶ ConcurrencyLimit ─▶ Timeout ─▶ Transport
+//! ```
+//!
+//! - The cache is outermost: a hit costs no quota and no slot. Request metrics sit outside it
+//!   so hits are counted as requests.
+//! - Retry is outside the limits: a request sleeping in backoff holds no slot, and every
+//!   attempt pays its own quota. Attempt metrics sit inside retry, so attempts − requests =
+//!   retries.
+//! - The concurrency permit is held until the body or stream is finished.
+//! - Timeouts are per attempt, closest to the transport.
+//!
+//! Optional layers are `tower::util::Either`s, so the stack is one concrete type: cloning it
+//! per call is a handful of `Arc` increments, with no allocation.
+
+use tower::util::Either;
+use volley_middleware::cache::Cache;
+use volley_middleware::limit::ConcurrencyLimit;
+use volley_middleware::metrics::Metrics;
+use volley_middleware::rate_limit::RateLimit;
+use volley_middleware::retry::Retry;
+use volley_middleware::timeout::Timeout;
+use volley_transport::Transport;
+
+type Attempt = ConcurrencyLimit<Timeout<Transport>>;
+type Limited = Either<RateLimit<Attempt>, Attempt>;
+type Retried = Retry<Metrics<Limited>>;
+type Cached = Either<Cache<Retried>, Retried>;
+
+/// The whole stack.
+pub(crate) type Stack = Metrics<Cached>;
