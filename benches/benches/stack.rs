@@ -109,10 +109,21 @@ fn layers(c: &mut Criterion) {
     let client = Client::builder()
         .base_url(server.url())
         .build()
-        .expect("a loopback client")
-        .into_service();
+        .expect("a loopback client");
     group.bench_function("full_default_stack", |b| {
-        b.iter(|| runtime.block_on(batch(&client)));
+        b.iter(|| {
+            runtime.block_on(async {
+                let calls = (0..BATCH).map(|_| async {
+                    let response = client.send(request()).await.expect("the mock answers");
+                    response.bytes().await.expect("the body arrives")
+                });
+                join_all(calls).await;
+            })
+        });
+    });
+    let boxed = client.clone().into_service();
+    group.bench_function("full_default_stack_boxed", |b| {
+        b.iter(|| runtime.block_on(batch(&boxed)));
     });
     group.finish();
 }

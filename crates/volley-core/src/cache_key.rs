@@ -68,6 +68,25 @@ impl CredentialId {
         CredentialId(*hasher.finalize().as_bytes())
     }
 
+    /// The id of a key used at one endpoint: `endpoint` (the base URL, say) and the key are
+    /// hashed together, so two clients pointed at different servers never share entries even
+    /// with the same key (or with none). Credential-like default headers (an Azure `api-key`,
+    /// an organisation) are mixed in as `extra` parts.
+    pub fn for_endpoint(endpoint: &str, key: Option<&ApiKey>, extra: &[&[u8]]) -> CredentialId {
+        let mut hasher = blake3::Hasher::new_derive_key(CREDENTIAL_CONTEXT);
+        hasher.update(&[2]);
+        let mut part = |bytes: &[u8]| {
+            hasher.update(&(bytes.len() as u64).to_le_bytes());
+            hasher.update(bytes);
+        };
+        part(endpoint.as_bytes());
+        part(key.map_or(&b""[..], |k| k.expose().as_bytes()));
+        for bytes in extra {
+            part(bytes);
+        }
+        CredentialId(*hasher.finalize().as_bytes())
+    }
+
     /// The id of an absent key (no `Authorization` header): a namespace of its own, equal to
     /// no key's id.
     pub fn anonymous() -> CredentialId {
@@ -211,6 +230,27 @@ fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn endpoints_and_keys_are_separate_namespaces() {
+        let key = ApiKey::new("sk-1");
+        let a = CredentialId::for_endpoint("https://a.example/v1", Some(&key), &[]);
+        let b = CredentialId::for_endpoint("https://b.example/v1", Some(&key), &[]);
+        let c = CredentialId::for_endpoint("https://a.example/v1", None, &[]);
+        let d = CredentialId::for_endpoint("https://a.example/v1", Some(&key), &[b"org-1"]);
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, d);
+        assert_eq!(
+            a,
+            CredentialId::for_endpoint("https://a.example/v1", Some(&key), &[])
+        );
+        // Length prefixes: moving bytes between parts changes the id.
+        assert_ne!(
+            CredentialId::for_endpoint("ab", None, &[b"c"]),
+            CredentialId::for_endpoint("a", None, &[b"bc"])
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use volley_core::cache_key::CredentialId;
 use volley_core::{ApiKey, Error, ErrorKind};
 
 use crate::connector::Counting;
@@ -415,8 +416,16 @@ impl Builder {
             .http2_keep_alive_while_idle(c.http2_keep_alive_while_idle);
         let client = pool.build(connector);
 
+        let credential_headers: Vec<&[u8]> = CREDENTIAL_HEADERS
+            .iter()
+            .filter_map(|name| default_headers.get(*name))
+            .map(HeaderValue::as_bytes)
+            .collect();
+        let credential =
+            CredentialId::for_endpoint(&base.display, c.api_key.as_ref(), &credential_headers);
         Ok(Transport {
             inner: Arc::new(Inner {
+                credential,
                 client,
                 joined: crate::joined_paths(&base.path),
                 base_path: base.path,
@@ -434,6 +443,16 @@ impl Builder {
         })
     }
 }
+
+/// Default headers that identify who is calling: their values are part of the transport's
+/// [`CredentialId`], so cached answers never cross accounts.
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "openai-organization",
+    "openai-project",
+];
 
 /// The `Authorization` value for a key, marked sensitive so that `Debug` of headers hides it.
 fn bearer(key: &ApiKey) -> Result<HeaderValue, Error> {

@@ -55,8 +55,9 @@ use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
+use http::header::CONTENT_TYPE;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -84,6 +85,7 @@ pub struct Transport {
 
 struct Inner {
     client: Pool,
+    credential: volley_core::cache_key::CredentialId,
     scheme: Scheme,
     authority: Authority,
     base_path: String,
@@ -136,6 +138,20 @@ impl Transport {
         self.inner.counters.snapshot()
     }
 
+    /// Who this transport calls as, and where: a hash of the base URL, the API key and any
+    /// credential-like default header (`api-key`, `OpenAI-Organization`, ...). Caches key
+    /// their entries with it so that answers never cross endpoints or accounts; the key
+    /// itself cannot be recovered from it.
+    pub fn credential_id(&self) -> volley_core::cache_key::CredentialId {
+        self.inner.credential
+    }
+
+    /// Replaces the API key with `***` wherever it occurs in `text`: for provider text that
+    /// is about to be shown (a server or proxy may echo the key).
+    pub fn scrub_secrets(&self, text: Bytes) -> Bytes {
+        self.inner.scrub_key(text)
+    }
+
     /// The base URL requests are sent to (`https://api.openai.com/v1`).
     pub fn base_url(&self) -> &str {
         &self.inner.display_base
@@ -169,12 +185,13 @@ impl Service<Request> for Transport {
 async fn send(inner: Arc<Inner>, request: Request) -> Result<Response, Error> {
     let parts = request.into_parts();
     let id = parts.id;
+    // The query is left out of messages and logs: some providers take the key there.
     let context = || {
         format!(
             "request {id} {} {}{}",
             parts.method.as_str(),
             inner.display_base,
-            parts.path
+            parts.path.path()
         )
     };
     let uri = inner
@@ -182,6 +199,7 @@ async fn send(inner: Arc<Inner>, request: Request) -> Result<Response, Error> {
         .map_err(|e| Error::new(ErrorKind::InvalidInput, context()).with_source(e))?;
     let is_head = parts.method == Method::HEAD;
 
+    let has_body = !parts.body.is_empty();
     let mut http_request = http::Request::new(Full::new(parts.body));
     *http_request.method_mut() = parts.method.clone();
     *http_request.uri_mut() = uri;
@@ -193,9 +211,12 @@ async fn send(inner: Arc<Inner>, request: Request) -> Result<Response, Error> {
             headers.insert(name.clone(), value.clone());
         }
     }
+    if has_body && !headers.contains_key(CONTENT_TYPE) {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
 
     inner.counters.requests.fetch_add(1, Ordering::Relaxed);
-    tracing::trace!(request = %id, method = %parts.method, path = %parts.path, "sending");
+    tracing::trace!(request = %id, method = %parts.method, path = %parts.path.path(), "sending");
     let mut timings = Timings::start();
     let mut decompress = Decompression::new(&inner.client)
         .gzip(inner.gzip)
