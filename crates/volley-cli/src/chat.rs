@@ -50,6 +50,12 @@ pub(crate) struct ChatArgs {
     /// Allow plain http:// to a host that is not loopback (the key would travel unencrypted).
     #[arg(long)]
     allow_plain_http: bool,
+    /// The deadline of one attempt (e.g. 30s, 2m).
+    #[arg(long, default_value = "10m", value_parser = crate::mock::parse_duration)]
+    timeout: std::time::Duration,
+    /// How many times a failed attempt is retried (429, 5xx, connection failures).
+    #[arg(long, default_value_t = 3)]
+    max_retries: u32,
     /// Print the token usage to stderr after the reply.
     #[arg(long)]
     usage: bool,
@@ -88,7 +94,9 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     }
     let mut builder = Client::builder()
         .base_url(base_url)
-        .allow_plain_http(args.allow_plain_http);
+        .allow_plain_http(args.allow_plain_http)
+        .timeout(args.timeout)
+        .retries(args.max_retries);
     if let Some(key) = key {
         builder = builder.api_key(key);
     }

@@ -4,8 +4,11 @@
 //! its own module and calls library code.
 
 mod chat;
+mod config;
 mod limits;
 mod mock;
+mod progress;
+mod run;
 
 use std::process::ExitCode;
 
@@ -26,6 +29,8 @@ struct Cli {
 enum Command {
     /// Send one chat completion and print the reply.
     Chat(chat::ChatArgs),
+    // Its help comes from `RunArgs`'s docs.
+    Run(run::RunArgs),
     /// Run the OpenAI-compatible mock server (for tests and benchmarks).
     Mock(mock::MockArgs),
 }
@@ -52,15 +57,24 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Chat(args) => chat::run(args).await,
-            Command::Mock(args) => mock::run(args).await,
+            Command::Chat(args) => chat::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Run(args) => run::run(args).await,
+            Command::Mock(args) => mock::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
+    // Do not wait for blocking threads still parked in a read (standard input after an
+    // interrupted run): the run has flushed and reported everything by now.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("volley: {e:#}");
-            ExitCode::FAILURE
+            // Mistakes in flags or configuration exit as clap's usage errors do.
+            if e.downcast_ref::<config::UsageError>().is_some() {
+                ExitCode::from(run::EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

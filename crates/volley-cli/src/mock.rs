@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use volley_mock::{Faults, Latency, MockConfig, MockServer, OutputTokens};
+use volley_mock::{Faults, Latency, MockConfig, MockServer, OutputTokens, RateLimits};
 
 /// Run the OpenAI-compatible mock server until Ctrl-C.
 ///
@@ -40,6 +40,13 @@ pub(crate) struct MockArgs {
     /// Fault probabilities, e.g. "429=0.3,500=0.1,503=0.05,reset=0.01,stall=0.01,cut=0.02,malformed=0.01".
     #[arg(long, default_value = "")]
     faults: String,
+    /// Enforce a provider-style requests-per-minute limit (429 with Retry-After and
+    /// x-ratelimit-* headers beyond it; burst one second's worth).
+    #[arg(long)]
+    rpm: Option<u32>,
+    /// Enforce a provider-style tokens-per-minute limit (prompt + completion tokens).
+    #[arg(long)]
+    tpm: Option<u64>,
     /// The wait a 429 asks for (Retry-After and retry-after-ms).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     retry_after: Duration,
@@ -55,6 +62,10 @@ pub(crate) struct MockArgs {
     /// Require this environment variable's value as the bearer key (401 otherwise).
     #[arg(long, value_name = "NAME")]
     require_api_key_env: Option<String>,
+    /// Record the x-client-request-id of every API request in arrival order, served at
+    /// GET /journal and cleared by POST /stats/reset (for crash tests; grows without bound).
+    #[arg(long)]
+    journal: bool,
 }
 
 pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
@@ -89,6 +100,12 @@ pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
         seed: args.seed,
         gzip: args.gzip,
         require_api_key,
+        journal: args.journal,
+        rate_limits: RateLimits {
+            rpm: args.rpm,
+            tpm: args.tpm,
+            ..RateLimits::NONE
+        },
         ..MockConfig::default()
     };
     config
@@ -115,6 +132,7 @@ pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// Parses a duration such as `250ms`, `30s` or `2m` for clap.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     volley_mock::parse_duration(s).map_err(|e| e.to_string())
 }

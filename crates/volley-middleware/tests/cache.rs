@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use proptest::prelude::*;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use volley_core::cache_key::{CacheKey, CredentialId};
-use volley_core::{ApiKey, Body, Error, ErrorKind, Request, Response, Timings};
+use volley_core::{ApiKey, Body, BodyStream, Error, ErrorKind, Request, Response, Timings};
 use volley_middleware::cache::{CacheLayer, CacheStats, DiskStore, MemoryStore};
 use volley_mock::{MockConfig, MockServer};
 use volley_transport::Transport;
@@ -232,6 +232,72 @@ async fn a_stream_read_up_to_done_is_stored() {
     }
     assert_eq!(layer.stats(), stats(0, 1, 1));
     server.shutdown().await;
+}
+
+/// An inner service that counts its calls and answers 200 with `body`: a stream of one chunk
+/// per event when `stream`, else a complete body.
+fn answering(
+    calls: Arc<AtomicU64>,
+    body: &'static str,
+    stream: bool,
+) -> impl Service<Request, Response = Response, Error = Error, Future: Send> + Clone + Send + 'static
+{
+    service_fn(move |request: Request| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let body = if stream {
+            let events = body.split_inclusive("\n\n").map(|e| Ok(Bytes::from(e)));
+            let events: Vec<Result<Bytes, Error>> = events.collect();
+            Body::Stream(BodyStream::new(futures_util::stream::iter(events)))
+        } else {
+            Body::Full(Bytes::from_static(body.as_bytes()))
+        };
+        async move {
+            Ok(Response::new(
+                StatusCode::OK,
+                http::HeaderMap::new(),
+                body,
+                Timings::start(),
+                request.id(),
+            ))
+        }
+    })
+}
+
+/// Sends the same request twice through a fresh cache over `answering(body, stream)`, reading
+/// each answer to its end; returns the stats and how many calls reached the inner service.
+async fn twice(body: &'static str, stream: bool) -> (CacheStats, u64) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let layer = CacheLayer::new(MemoryStore::new(1 << 20, HOUR), credential()).cache_streams(true);
+    let mut service = layer.layer(answering(calls.clone(), body, stream));
+    for _ in 0..2 {
+        let response = send(&mut service, chat()).await.unwrap();
+        assert_eq!(response.bytes().await.unwrap(), body);
+    }
+    (layer.stats(), calls.load(Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn a_stream_is_stored_only_when_it_ended_with_done() {
+    let complete = "data: {\"choices\":[]}\n\ndata: [DONE]\n\n";
+    assert_eq!(twice(complete, true).await, (stats(1, 1, 1), 1));
+    // Ended cleanly at the transport level, but the server never finished the answer.
+    let cut = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+    assert_eq!(twice(cut, true).await, (stats(0, 2, 0), 2));
+    // An error event in a 200 stream, then `[DONE]` (as vLLM ends a failed stream).
+    let failed = "data: {\"choices\":[]}\n\ndata: {\"error\":{\"message\":\"overloaded\"}}\n\ndata: [DONE]\n\n";
+    assert_eq!(twice(failed, true).await, (stats(0, 2, 0), 2));
+    let failed = "data: {\"choices\":[]}\n\nevent: error\ndata: {\"message\":\"overloaded\"}\n\ndata: [DONE]\n\n";
+    assert_eq!(twice(failed, true).await, (stats(0, 2, 0), 2));
+}
+
+#[tokio::test]
+async fn a_successful_status_with_an_error_body_is_not_stored() {
+    let error =
+        "\n  {\"error\": {\"message\": \"The server is overloaded\", \"type\": \"server_error\"}}";
+    assert_eq!(twice(error, false).await, (stats(0, 2, 0), 2));
+    // A null `error` is no error.
+    let answer = r#"{"error":null,"id":"x","choices":[]}"#;
+    assert_eq!(twice(answer, false).await, (stats(1, 1, 1), 1));
 }
 
 #[test]

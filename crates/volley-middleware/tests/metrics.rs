@@ -289,6 +289,88 @@ async fn stream_failures_and_dropped_calls_are_outcomes_too() {
     );
 }
 
+#[tokio::test]
+async fn stream_tokens_are_the_last_usage_counted_once() {
+    let _serial = SERIAL.lock().await;
+    let recorder = DebuggingRecorder::new();
+    let mut recorded = Recorded::new(recorder.snapshotter());
+    // vLLM with `continuous_usage_stats`: the cumulative usage in every chunk, the last one
+    // split across two reads.
+    let inner = service_fn(|request: Request| async move {
+        let chunks = futures_util::stream::iter([
+            Ok(Bytes::from_static(
+                b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n",
+            )),
+            Ok(Bytes::from_static(
+                b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
+            )),
+            Ok(Bytes::from_static(
+                b"data: {\"choices\":[],\"usage\":{\"prompt_tok",
+            )),
+            Ok(Bytes::from_static(
+                b"ens\":3,\"completion_tokens\":3}}\n\ndata: [DONE]\n\n",
+            )),
+        ]);
+        Ok::<_, Error>(ok_response(&request, Body::Stream(BodyStream::new(chunks))))
+    });
+    let mut service = metrics::with_local_recorder(&recorder, || MetricsLayer::new().layer(inner));
+    let response = send(&mut service, Request::get("/a").unwrap())
+        .await
+        .unwrap();
+    response.bytes().await.unwrap();
+    let m = recorded.update();
+    let tokens = |direction| [("scope", "request"), ("direction", direction)];
+    assert_eq!(m.counter("volley_tokens_total", &tokens("in")), 3);
+    assert_eq!(m.counter("volley_tokens_total", &tokens("out")), 3);
+}
+
+#[tokio::test]
+async fn a_stream_dropped_right_after_done_is_ok() {
+    let _serial = SERIAL.lock().await;
+    let recorder = DebuggingRecorder::new();
+    let mut recorded = Recorded::new(recorder.snapshotter());
+    // `[DONE]` split across reads; the body's end never polled.
+    let inner = service_fn(|request: Request| async move {
+        let chunks = futures_util::stream::iter([
+            Ok(Bytes::from_static(
+                b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\ndata: [DO",
+            )),
+            Ok(Bytes::from_static(b"NE]\n\n")),
+        ])
+        .chain(futures_util::stream::pending());
+        Ok::<_, Error>(ok_response(&request, Body::Stream(BodyStream::new(chunks))))
+    });
+    let mut service = metrics::with_local_recorder(&recorder, || MetricsLayer::new().layer(inner));
+    let response = send(&mut service, Request::get("/a").unwrap())
+        .await
+        .unwrap();
+    let mut events = response.events();
+    while let Some(event) = events.next().await {
+        if event.unwrap().is_done() {
+            break;
+        }
+    }
+    drop(events);
+    // Dropped before `[DONE]` completed: cancelled.
+    let response = send(&mut service, Request::get("/b").unwrap())
+        .await
+        .unwrap();
+    let Body::Stream(mut body) = response.into_parts().1 else {
+        panic!("a stream");
+    };
+    body.next().await.unwrap().unwrap();
+    drop(body);
+
+    let m = recorded.update();
+    let req = |outcome| [("scope", "request"), ("outcome", outcome)];
+    assert_eq!(m.counter("volley_requests_total", &req("ok")), 1);
+    assert_eq!(m.counter("volley_requests_total", &req("cancelled")), 1);
+    assert_eq!(m.gauge("volley_in_flight", &[("scope", "request")]), 0.0);
+    let tokens = |direction| [("scope", "request"), ("direction", direction)];
+    assert_eq!(m.counter("volley_tokens_total", &tokens("in")), 6);
+    assert_eq!(m.counter("volley_tokens_total", &tokens("out")), 4);
+}
+
 const KEY: &str = "sk-volley-metrics-0123456789abcdef";
 const PROMPT: &str = "my very private prompt";
 

@@ -338,6 +338,54 @@ async fn streams_settle_when_the_usage_chunk_goes_by() {
     assert_close(second_send_after(streaming, six_thousand_tpm()).await, 0.1);
 }
 
+/// A stream response of `chunks`, in the order given.
+fn stream_of(request: &Request, chunks: &'static [&'static str]) -> Response {
+    let mut chunks = chunks.iter().map(|c| Ok(Bytes::from_static(c.as_bytes())));
+    let stream = BodyStream::new(FnStream(move || chunks.next()));
+    Response::new(
+        StatusCode::OK,
+        HeaderMap::new(),
+        Body::Stream(stream),
+        Timings::start(),
+        request.id(),
+    )
+}
+
+/// vLLM with `continuous_usage_stats`: the cumulative usage in every chunk, split across reads.
+const CONTINUOUS: [&str; 4] = [
+    "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10}}\n\n",
+    "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}],\"usage\":{\"prompt_tokens\":9,\"comp",
+    "letion_tokens\":241,\"total_tokens\":250}}\n\n",
+    "data: [DONE]\n\n",
+];
+
+#[tokio::test(start_paused = true)]
+async fn streams_settle_with_the_last_usage_when_they_end() {
+    // The first usage (10) would refund 90; the final one (250) charges 150 more.
+    let streaming = Recorder::new(|r| Ok(stream_of(r, &CONTINUOUS)));
+    assert_close(second_send_after(streaming, six_thousand_tpm()).await, 2.5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_dropped_after_its_usage_settles_with_the_last_usage() {
+    let inner = Recorder::new(|r| Ok(stream_of(r, &CONTINUOUS)));
+    let svc = service(six_thousand_tpm(), &inner);
+    let start = Instant::now();
+    let response = svc.clone().oneshot(request(1, 100)).await.unwrap();
+    let Body::Stream(mut body) = response.into_parts().1 else {
+        panic!("a stream")
+    };
+    for _ in 0..3 {
+        std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    drop(body);
+    svc.oneshot(request(2, 100)).await.unwrap();
+    assert_close(secs(start, inner.sends()[1].at), 2.5);
+}
+
 struct FnStream<F>(F);
 
 impl<F> Stream for FnStream<F>
@@ -381,6 +429,48 @@ async fn unsent_and_abandoned_requests_get_their_cost_back() {
     let sends = inner.sends();
     assert_eq!(sends.iter().map(|s| s.id).collect::<Vec<_>>(), [1, 3]);
     assert_close(secs(start, sends[1].at), 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn statuses_that_never_generate_give_the_tokens_back_but_not_the_request() {
+    // 60 RPM with a burst of 1 (a request a second) and 6 000 TPM with a burst of 200 (100
+    // tokens a second): each request estimates 200 tokens, so a kept token charge holds the
+    // next request for 2 s, a kept request unit for 1 s.
+    let limits = || {
+        exact()
+            .requests(60)
+            .burst_requests(1)
+            .tokens(6_000)
+            .burst_tokens(200)
+    };
+    let second_after = |code: u16| async move {
+        let inner = Recorder::new(move |r| {
+            if r.id().as_u64() == 1 {
+                let status = StatusCode::from_u16(code).unwrap();
+                Err(Error::from_status(
+                    status,
+                    HeaderMap::new(),
+                    b"{}",
+                    None,
+                    "test",
+                ))
+            } else {
+                Ok(full(r, "{}", HeaderMap::new()))
+            }
+        });
+        let svc = service(limits(), &inner);
+        let start = Instant::now();
+        svc.clone().oneshot(request(1, 200)).await.unwrap_err();
+        svc.oneshot(request(2, 200)).await.unwrap();
+        secs(start, inner.sends()[1].at)
+    };
+    for code in [400, 401, 403, 404, 422] {
+        assert_close(second_after(code).await, 1.0);
+    }
+    // A 5xx may come after the generation ran: the estimate stands.
+    for code in [500, 503] {
+        assert_close(second_after(code).await, 2.0);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -482,6 +572,67 @@ async fn a_429_pauses_everyone_including_requests_already_waiting() {
     assert_close(secs(start, inner.sends()[4].at), 2.4);
 }
 
+/// A 429 asking for `retry_after` on request 1; the rest answer `{}`.
+fn rate_limited_once(retry_after: Duration) -> Recorder {
+    Recorder::new(move |r| {
+        if r.id().as_u64() == 1 {
+            Err(Error::from_status(
+                StatusCode::TOO_MANY_REQUESTS,
+                HeaderMap::new(),
+                b"{}",
+                Some(retry_after),
+                "test",
+            ))
+        } else {
+            Ok(full(r, "{}", HeaderMap::new()))
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_pauses_sends_for_at_most_max_pause() {
+    // `Retry-After: 86400` would freeze every later request for a day. (The 429 also empties
+    // the request bucket, so the next send is one interval, 0.1 s, after the pause.)
+    let day = Duration::from_secs(86_400);
+    let inner = rate_limited_once(day);
+    let svc = service(exact().requests(600), &inner);
+    let start = Instant::now();
+    svc.clone().oneshot(request(1, 0)).await.unwrap_err();
+    svc.clone().oneshot(request(2, 0)).await.unwrap();
+    assert_close(secs(start, inner.sends()[1].at), 60.1);
+
+    let inner = rate_limited_once(day);
+    let limits = exact().requests(600).max_pause(Duration::from_secs(5));
+    let svc = service(limits, &inner);
+    let start = Instant::now();
+    svc.clone().oneshot(request(1, 0)).await.unwrap_err();
+    svc.clone().oneshot(request(2, 0)).await.unwrap();
+    assert_close(secs(start, inner.sends()[1].at), 5.1);
+
+    // A wait within the cap is honoured as it is.
+    let inner = rate_limited_once(Duration::from_secs(3));
+    let limits = exact().requests(600).max_pause(Duration::from_secs(5));
+    let svc = service(limits, &inner);
+    let start = Instant::now();
+    svc.clone().oneshot(request(1, 0)).await.unwrap_err();
+    svc.clone().oneshot(request(2, 0)).await.unwrap();
+    assert_close(secs(start, inner.sends()[1].at), 3.1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn absurd_reported_usage_costs_at_most_a_minute_of_tokens() {
+    // Counts that overflow when added, and a total far above the minute's budget: the charge
+    // is one minute's worth (6 000), so the next request of 100 goes once 5 900 extra and its
+    // own 100 have refilled at 100 a second.
+    let absurd = Recorder::new(|r| {
+        let body = r#"{"choices":[],"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":1}}"#;
+        Ok(full(r, body, HeaderMap::new()))
+    });
+    assert_close(second_send_after(absurd, six_thousand_tpm()).await, 60.0);
+    let huge = Recorder::new(|r| Ok(full(r, &usage_body(1_000_000_000_000), HeaderMap::new())));
+    assert_close(second_send_after(huge, six_thousand_tpm()).await, 60.0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn clones_and_layers_share_one_budget() {
     let inner = Recorder::plain();
@@ -492,6 +643,36 @@ async fn clones_and_layers_share_one_budget() {
     a.oneshot(request(1, 0)).await.unwrap();
     b.oneshot(request(2, 0)).await.unwrap();
     assert_close(secs(start, Instant::now()), 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_histogram_is_registered_with_the_layer() {
+    // Registered once, when the service is built (as the metrics layer does), not looked up in
+    // the recorder in force per request: a recorder installed for the build receives the
+    // samples of requests made outside it.
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let inner = Recorder::plain();
+    let svc = metrics::with_local_recorder(&recorder, || {
+        tower::Layer::layer(
+            &RateLimitLayer::new(exact().requests(600)).unwrap(),
+            inner.clone(),
+        )
+    });
+    for id in 1..=3 {
+        svc.clone().oneshot(request(id, 0)).await.unwrap();
+    }
+    let samples: usize = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == "volley_rate_limit_wait_seconds")
+        .map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Histogram(v) => v.len(),
+            other => panic!("not a histogram: {other:?}"),
+        })
+        .sum();
+    assert_eq!(samples, 3);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,6 +73,12 @@ pub struct MockConfig {
     /// exceeded, and `x-ratelimit-*` headers on every API response (see [`RateLimits`]).
     /// Default [`RateLimits::NONE`].
     pub rate_limits: RateLimits,
+    /// Whether the server keeps a journal: the `x-client-request-id` header of every API
+    /// request, in arrival order (an empty string for a request without one), read with
+    /// [`MockServer::journal`](crate::MockServer::journal) or `GET /journal` and cleared with
+    /// the statistics. For crash tests that must know what was sent when; it grows without
+    /// bound, so leave it off for load tests. Default `false`.
+    pub journal: bool,
 }
 
 impl Default for MockConfig {
@@ -92,6 +98,7 @@ impl Default for MockConfig {
             embedding_dims: 8,
             shutdown_grace: Duration::from_secs(1),
             rate_limits: RateLimits::NONE,
+            journal: false,
         }
     }
 }
@@ -147,6 +154,7 @@ impl fmt::Debug for MockConfig {
             .field("embedding_dims", &self.embedding_dims)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("rate_limits", &self.rate_limits)
+            .field("journal", &self.journal)
             .finish()
     }
 }

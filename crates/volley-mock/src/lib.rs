@@ -36,7 +36,8 @@
 //! | `POST /v1/embeddings` | a `list` of unit vectors, one per input (a string, strings, token ids or token-id arrays); equal inputs get equal vectors; `dimensions` and `encoding_format: "base64"` (little-endian `f32`s) are honoured |
 //! | `GET /v1/models` | a `list` of three models |
 //! | `GET /stats` | the [`Stats`] as JSON (never authenticated, faulted or counted) |
-//! | `POST /stats/reset` | starts a new statistics window; answers the last [`Stats`] of the old one |
+//! | `POST /stats/reset` | starts a new statistics window (and clears the journal); answers the last [`Stats`] of the old one |
+//! | `GET /journal` | with [`MockConfig::journal`], the `x-client-request-id` of every API request in arrival order, as a JSON array of strings (see [`MockServer::journal`]); a `404` when the journal is off |
 //!
 //! Completions read only `model`, `messages`, `max_tokens` / `max_completion_tokens`, `stream`
 //! and `stream_options.include_usage`. Their content is `token0 token1 …`, as many tokens as

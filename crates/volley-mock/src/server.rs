@@ -158,7 +158,14 @@ impl MockServer {
     /// counting what is still running, and the peak restarts from it. The per-request RNG
     /// restarts too, so a phase after a reset replays the same sequence of draws.
     pub fn reset_stats(&self) -> Stats {
-        self.shared.counters.reset()
+        self.shared.reset()
+    }
+
+    /// The `x-client-request-id` of every API request received since the start or the last
+    /// reset, in arrival order (an empty string for a request without one), when
+    /// [`MockConfig::journal`] is on; empty otherwise. `GET /journal` serves the same list.
+    pub fn journal(&self) -> Vec<String> {
+        self.shared.journal()
     }
 
     /// Stops accepting, lets in-flight responses finish for up to

@@ -3,7 +3,7 @@
 
 use std::future::{Future, ready};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -28,6 +28,9 @@ const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 
+/// The header whose value the journal records.
+const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
+
 /// What every connection of one server shares: the configuration, the counters, and response
 /// parts computed once at start-up.
 pub(crate) struct Shared {
@@ -36,6 +39,9 @@ pub(crate) struct Shared {
     pub(crate) filler: Filler,
     /// The provider-style rate limiter, when [`MockConfig::rate_limits`] sets one.
     limiter: Option<Limiter>,
+    /// The request journal, when [`MockConfig::journal`] asks for one. Off by default, so the
+    /// hot path pays one branch and no lock.
+    journal: Option<Mutex<Vec<String>>>,
     rate_limit_body: Bytes,
     server_error_body: Bytes,
     unavailable_body: Bytes,
@@ -74,6 +80,7 @@ impl Shared {
             filler: Filler::new(config.output_tokens.max()),
             counters: Counters::new(),
             limiter: Limiter::new(&config.rate_limits, tokio::time::Instant::now()),
+            journal: config.journal.then(|| Mutex::new(Vec::new())),
             rate_limit_body: rate_limit_body.into(),
             server_error_body: openai::error_body(
                 "The server had an error while processing your request. Sorry about that! (mock)",
@@ -99,6 +106,42 @@ impl Shared {
             retry_after: headers(config.retry_after),
             unavailable_retry_after: config.unavailable_retry_after.map(headers),
             config,
+        }
+    }
+
+    /// Starts a new statistics window and clears the journal; returns the old window's stats.
+    pub(crate) fn reset(&self) -> crate::Stats {
+        if let Some(journal) = &self.journal {
+            journal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+        self.counters.reset()
+    }
+
+    /// A copy of the journal: empty when it is off.
+    pub(crate) fn journal(&self) -> Vec<String> {
+        self.journal.as_ref().map_or_else(Vec::new, |journal| {
+            journal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
+    }
+
+    /// Appends the request's `x-client-request-id` to the journal, when it is on.
+    fn record(&self, headers: &HeaderMap) {
+        if let Some(journal) = &self.journal {
+            let id = headers
+                .get(CLIENT_REQUEST_ID)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            // Held for one push, never across an await.
+            journal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(id);
         }
     }
 
@@ -145,10 +188,14 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
         let route = Route::of(req.method(), req.uri().path());
         let api = match route {
             Route::Stats => return done(stats_response(&shared.counters.snapshot())),
-            Route::StatsReset => return done(stats_response(&shared.counters.reset())),
+            Route::StatsReset => return done(stats_response(&shared.reset())),
+            Route::Journal => return done(journal_response(shared)),
             Route::Api(api) => Some(api),
             Route::NotFound | Route::MethodNotAllowed(_) => None,
         };
+        if api.is_some() {
+            shared.record(req.headers());
+        }
         let index = shared.counters.request_started();
         let reply = Reply {
             guard: Guard::new(shared.clone()),
@@ -228,6 +275,7 @@ enum Route {
     Api(Api),
     Stats,
     StatsReset,
+    Journal,
     NotFound,
     MethodNotAllowed(&'static str),
 }
@@ -250,6 +298,7 @@ impl Route {
         match (path, api_path) {
             ("/stats", _) => allow(Method::GET, Route::Stats),
             ("/stats/reset", _) => allow(Method::POST, Route::StatsReset),
+            ("/journal", _) => allow(Method::GET, Route::Journal),
             (_, "/chat/completions") => allow(Method::POST, Route::Api(Api::Chat)),
             (_, "/embeddings") => allow(Method::POST, Route::Api(Api::Embeddings)),
             (_, "/models") => allow(Method::GET, Route::Api(Api::Models)),
@@ -608,6 +657,27 @@ fn stats_response(stats: &crate::Stats) -> Response<MockBody> {
     response
 }
 
+/// `GET /journal`: the journal as a JSON array of strings, or a `404` saying how to turn it on.
+fn journal_response(shared: &Shared) -> Response<MockBody> {
+    let (status, body) = if shared.journal.is_some() {
+        // A list of strings always serialises.
+        let body = serde_json::to_vec(&shared.journal()).expect("strings serialise");
+        (StatusCode::OK, body)
+    } else {
+        let message = "the journal is off; start the mock with MockConfig::journal (--journal)";
+        (
+            StatusCode::NOT_FOUND,
+            openai::error_body(message, "invalid_request_error", None, None),
+        )
+    };
+    let mut response = Response::new(MockBody::full(body.into(), None));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, APPLICATION_JSON);
+    response
+}
+
 /// `x-mock-fault`, when present: a fault kind, or a `400` for anything else.
 fn forced_fault(headers: &HeaderMap) -> Result<Option<FaultKind>, BadRequest> {
     let Some(value) = headers.get(FAULT_HEADER) else {
@@ -700,6 +770,7 @@ mod tests {
         );
         assert_eq!(route(Method::GET, "/stats"), "Stats");
         assert_eq!(route(Method::POST, "/stats/reset"), "StatsReset");
+        assert_eq!(route(Method::GET, "/journal"), "Journal");
         assert_eq!(route(Method::POST, "/v1x/models"), "NotFound");
         assert_eq!(route(Method::POST, "/v1"), "NotFound");
         assert_eq!(route(Method::POST, "/v1/v1/models"), "NotFound");
@@ -717,6 +788,32 @@ mod tests {
         assert!(!accepts("br"));
         assert!(!accepts("gzip;q=0"));
         assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_journal_records_ids_in_order_and_clears_on_reset() {
+        let off = Shared::new(MockConfig::default());
+        off.record(&HeaderMap::new());
+        assert!(off.journal.is_none());
+        assert!(off.journal().is_empty());
+
+        let shared = Shared::new(MockConfig {
+            journal: true,
+            ..MockConfig::default()
+        });
+        let with = |id: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(id) = id {
+                h.insert(CLIENT_REQUEST_ID, HeaderValue::from_str(id).unwrap());
+            }
+            h
+        };
+        shared.record(&with(Some("b")));
+        shared.record(&with(Some("a")));
+        shared.record(&with(None));
+        assert_eq!(shared.journal(), ["b", "a", ""]);
+        shared.reset();
+        assert!(shared.journal().is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use futures_core::Stream;
 use volley_core::openai::ChatCompletionChunk;
 use volley_core::sse::EventStream;
 use volley_core::{ApiError, BodyStream, Error, ErrorKind, RequestId, Response};
+use volley_transport::Transport;
 
 /// The chunks of a streamed chat completion, ending after OpenAI's `[DONE]` sentinel.
 ///
@@ -16,6 +17,7 @@ use volley_core::{ApiError, BodyStream, Error, ErrorKind, RequestId, Response};
 /// otherwise a chunk with a non-empty `finish_reason`.
 pub struct ChatStream {
     events: EventStream<BodyStream>,
+    transport: Transport,
     id: RequestId,
     finished: bool,
     expect_usage: bool,
@@ -25,10 +27,11 @@ pub struct ChatStream {
 
 impl ChatStream {
     /// `response` must be an event stream; the facade checks that before.
-    pub(crate) fn new(response: Response, expect_usage: bool) -> ChatStream {
+    pub(crate) fn new(response: Response, expect_usage: bool, transport: Transport) -> ChatStream {
         let id = response.request_id();
         ChatStream {
             events: response.events(),
+            transport,
             id,
             finished: false,
             expect_usage,
@@ -46,8 +49,22 @@ impl ChatStream {
     }
 
     fn fail(&mut self, error: Error) -> Poll<Option<Result<ChatCompletionChunk, Error>>> {
-        self.finished = true;
+        self.finish();
         Poll::Ready(Some(Err(error)))
+    }
+
+    /// Ends the stream and lets go of the body at once, so its concurrency slot and
+    /// connection are free even while the caller keeps this stream around.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.events = Response::new(
+            http::StatusCode::OK,
+            http::HeaderMap::new(),
+            volley_core::Body::Full(bytes::Bytes::new()),
+            volley_core::Timings::start(),
+            self.id,
+        )
+        .events();
     }
 }
 
@@ -64,7 +81,7 @@ impl Stream for ChatStream {
             Poll::Ready(Some(Err(e))) => return self.fail(e),
             Poll::Ready(None) => {
                 if self.ended_cleanly() {
-                    self.finished = true;
+                    self.finish();
                     return Poll::Ready(None);
                 }
                 let id = self.id;
@@ -75,16 +92,16 @@ impl Stream for ChatStream {
             }
         };
         if event.is_done() {
-            self.finished = true;
             // Look once more without waiting: when the body's end is already here, hyper sees
             // it and can return the connection to the pool instead of closing it.
             let _ = Pin::new(&mut self.events).poll_next(cx);
+            self.finish();
             return Poll::Ready(None);
         }
         let data = event.data_bytes();
-        if event.event_type() == "error" || looks_like_error(data) {
+        if event.event_type() == "error" || volley_core::openai::looks_like_error(data) {
             let id = self.id;
-            let api = ApiError::from_body(data);
+            let api = ApiError::from_body(&self.transport.scrub_secrets(data.clone()));
             let detail = api
                 .as_ref()
                 .map(|e| e.to_string())
@@ -123,14 +140,6 @@ impl Stream for ChatStream {
                 )
             }
         }
-    }
-}
-
-/// A cheap check for `{"error": ...}` without parsing every chunk twice.
-fn looks_like_error(data: &[u8]) -> bool {
-    match data.trim_ascii_start().strip_prefix(b"{") {
-        Some(rest) => rest.trim_ascii_start().starts_with(b"\"error\""),
-        None => false,
     }
 }
 

@@ -12,7 +12,6 @@ use volley_core::openai::{
 
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use volley_core::cache_key::CredentialId;
 use volley_core::{ApiError, ApiKey, Error, ErrorKind, Request, Response, tokens};
 use volley_middleware::cache::{CacheLayer, CacheStats, DiskStore, MemoryStore};
 use volley_middleware::limit::ConcurrencyLimitLayer;
@@ -38,6 +37,8 @@ pub struct Client {
     transport: Transport,
     stream_include_usage: bool,
     cache_stats: Option<CacheHandle>,
+    /// Whether requests need a token estimate: only a tokens-per-minute limit reads it.
+    estimate_tokens: bool,
 }
 
 #[derive(Clone)]
@@ -56,7 +57,6 @@ impl std::fmt::Debug for Client {
 #[derive(Clone)]
 pub struct ClientBuilder {
     transport: volley_transport::Builder,
-    api_key: Option<ApiKey>,
     stream_include_usage: bool,
     concurrency: usize,
     rpm: Option<u32>,
@@ -81,6 +81,8 @@ enum CacheSetting {
 
 /// The default of [`ClientBuilder::concurrency`].
 pub const DEFAULT_CONCURRENCY: usize = 256;
+/// The largest [`ClientBuilder::concurrency`] (far above what any machine can keep open).
+pub const MAX_CONCURRENCY: usize = 1 << 24;
 /// The default of [`ClientBuilder::timeout`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The default of [`ClientBuilder::idle_timeout`].
@@ -90,7 +92,6 @@ impl Default for ClientBuilder {
     fn default() -> ClientBuilder {
         ClientBuilder {
             transport: volley_transport::Builder::new(),
-            api_key: None,
             stream_include_usage: true,
             concurrency: DEFAULT_CONCURRENCY,
             rpm: None,
@@ -144,15 +145,26 @@ impl Client {
         &self,
         request: &ChatCompletionRequest,
     ) -> Result<ChatCompletionResponse, Error> {
+        let http = self.chat_request(request, "chat()")?;
+        self.send(http).await?.json().await
+    }
+
+    /// The HTTP request of a non-streaming chat completion: serialised once, with its token
+    /// estimate when a limit needs it. `caller` names the method in the error for
+    /// `stream: true`.
+    pub(crate) fn chat_request(
+        &self,
+        request: &ChatCompletionRequest,
+        caller: &str,
+    ) -> Result<Request, Error> {
         if request.stream == Some(true) {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
-                "chat() was given a request with stream: true; use chat_stream()",
+                format!("{caller} was given a request with stream: true; use chat_stream()"),
             ));
         }
-        let estimate = tokens::estimate_request_cost(request);
-        let http = post_json(CHAT_COMPLETIONS_PATH, request)?.with_estimated_tokens(estimate);
-        self.send(http).await?.json().await
+        let estimate = self.estimate(|| tokens::estimate_request_cost(request));
+        Ok(post_json(CHAT_COMPLETIONS_PATH, request)?.with_estimated_tokens(estimate))
     }
 
     /// Sends a chat completion request with `stream: true` and returns the chunks as they
@@ -177,7 +189,7 @@ impl Client {
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
-        let estimate = tokens::estimate_request_cost(&request);
+        let estimate = self.estimate(|| tokens::estimate_request_cost(&request));
         let http = post_json(CHAT_COMPLETIONS_PATH, &request)?.with_estimated_tokens(estimate);
         let response = self.send(http).await?;
         if !response.is_stream() {
@@ -189,7 +201,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("none")
                 .to_owned();
-            let body = response.bytes().await?;
+            let body = self.transport.scrub_secrets(response.bytes().await?);
             let mut error = Error::new(
                 ErrorKind::BodyDecode,
                 format!("request {id}: asked for an event stream, got content type {content_type}"),
@@ -199,7 +211,11 @@ impl Client {
             }
             return Err(error);
         }
-        Ok(ChatStream::new(response, expect_usage))
+        Ok(ChatStream::new(
+            response,
+            expect_usage,
+            self.transport.clone(),
+        ))
     }
 
     /// Sends an embeddings request.
@@ -210,7 +226,7 @@ impl Client {
         &self,
         request: &EmbeddingsRequest,
     ) -> Result<EmbeddingsResponse, Error> {
-        let estimate = tokens::estimate_embeddings(request);
+        let estimate = self.estimate(|| tokens::estimate_embeddings(request));
         let http = post_json(EMBEDDINGS_PATH, request)?.with_estimated_tokens(estimate);
         self.send(http).await?.json().await
     }
@@ -223,6 +239,12 @@ impl Client {
         let mut service = self.service.clone();
         service.ready().await?;
         service.call(request).await
+    }
+
+    /// The token estimate of a request, computed only when a tokens-per-minute limit will
+    /// read it (it scans the whole prompt).
+    fn estimate(&self, estimate: impl FnOnce() -> u32) -> u32 {
+        if self.estimate_tokens { estimate() } else { 0 }
     }
 
     /// Hits, misses and stores of the cache, when one is configured.
@@ -282,9 +304,7 @@ impl ClientBuilder {
     ///
     /// Default: none.
     pub fn api_key(mut self, key: impl Into<ApiKey>) -> ClientBuilder {
-        let key = key.into();
-        self.transport = self.transport.api_key(key.clone());
-        self.api_key = Some(key);
+        self.transport = self.transport.api_key(key);
         self
     }
 
@@ -488,11 +508,16 @@ impl ClientBuilder {
                 Some(limits)
             }
         };
+        let estimate_tokens = limits
+            .as_ref()
+            .is_some_and(|l| l.tokens_per_minute().is_some());
         let rate_limit = limits.map(RateLimitLayer::new).transpose()?;
         let cache = match self.cache {
             None => None,
             Some(setting) => {
-                let credential = CredentialId::from_optional_key(self.api_key.as_ref());
+                // Base URL, key and credential-like headers, hashed: entries never cross
+                // endpoints or accounts.
+                let credential = transport.credential_id();
                 Some(match setting {
                     CacheSetting::Memory { max_bytes, ttl } => {
                         CacheLayer::new(MemoryStore::new(max_bytes, ttl), credential)
@@ -518,9 +543,9 @@ impl ClientBuilder {
             .layer(request_metrics)
             .option_layer(cache.clone())
             .layer(RetryLayer::new(policy))
-            .layer(attempt_metrics)
             .option_layer(rate_limit)
             .layer(ConcurrencyLimitLayer::new(self.concurrency))
+            .layer(attempt_metrics)
             .layer(self.timeouts)
             .service(transport.clone());
         Ok(Client {
@@ -528,6 +553,7 @@ impl ClientBuilder {
             transport,
             stream_include_usage: self.stream_include_usage,
             cache_stats: cache.map(CacheHandle),
+            estimate_tokens,
         })
     }
 }
@@ -542,12 +568,6 @@ fn post_json<T: serde::Serialize>(path: &'static str, body: &T) -> Result<Reques
         )
         .with_source(e)
     })?;
-    Ok(
-        Request::new(http::Method::POST, PathAndQuery::from_static(path))
-            .with_body(body)
-            .with_header(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            ),
-    )
+    // The transport adds `Content-Type: application/json`.
+    Ok(Request::new(http::Method::POST, PathAndQuery::from_static(path)).with_body(body))
 }

@@ -30,14 +30,17 @@
 //! - `tiktoken`: exact token counts (`volley::core::tokens::exact`).
 #![deny(missing_docs)]
 
+pub mod batch;
+pub mod blocking;
 mod chat_stream;
 mod client;
+mod fan_out;
 mod stack;
 
 pub use chat_stream::ChatStream;
 pub use client::{
     API_KEY_ENV, BASE_URL_ENV, Client, ClientBuilder, DEFAULT_CONCURRENCY, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_TIMEOUT,
+    DEFAULT_TIMEOUT, MAX_CONCURRENCY,
 };
 pub use volley_core::{
     ApiError, ApiKey, Body, BodyStream, Error, ErrorKind, Request, RequestId, Response, Timings,

@@ -1,14 +1,15 @@
 //! The tower stack the facade builds, in DESIGN.md's order:
 //!
 //! ```text
-//! Metrics(request) ─▶ Cache? ─▶ Retry ─▶ Metrics(attempt) ─▶ RateLimit? ─▶ ConcurrencyLimit ─▶ Timeout ─▶ Transport
+//! Metrics(request) ─▶ Cache? ─▶ Retry ─▶ RateLimit? ─▶ ConcurrencyLimit ─▶ Metrics(attempt) ─▶ Timeout ─▶ Transport
 //! ```
 //!
 //! - The cache is outermost: a hit costs no quota and no slot. Request metrics sit outside it
 //!   so hits are counted as requests.
 //! - Retry is outside the limits: a request sleeping in backoff holds no slot, and every
-//!   attempt pays its own quota. Attempt metrics sit inside retry, so attempts − requests =
-//!   retries.
+//!   attempt pays its own quota. Attempt metrics sit inside the limits, so they measure what
+//!   was sent (in flight never exceeds the concurrency; durations exclude queueing), and
+//!   attempts − requests = retries.
 //! - The concurrency permit is held until the body or stream is finished.
 //! - Timeouts are per attempt, closest to the transport.
 //!
@@ -24,9 +25,9 @@ use volley_middleware::retry::Retry;
 use volley_middleware::timeout::Timeout;
 use volley_transport::Transport;
 
-type Attempt = ConcurrencyLimit<Timeout<Transport>>;
+type Attempt = ConcurrencyLimit<Metrics<Timeout<Transport>>>;
 type Limited = Either<RateLimit<Attempt>, Attempt>;
-type Retried = Retry<Metrics<Limited>>;
+type Retried = Retry<Limited>;
 type Cached = Either<Cache<Retried>, Retried>;
 
 /// The whole stack.

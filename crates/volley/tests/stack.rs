@@ -130,14 +130,21 @@ async fn the_memory_cache_answers_repeats_without_a_request() {
 #[test]
 fn the_disk_cache_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
+    // A restart talks to the same endpoint: the cache is keyed by base URL and key, so the
+    // mock listens on the same port both times.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     let run = |expect_requests: u64| {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
-            let server = MockServer::start(MockConfig::default()).await.unwrap();
-            // The mock's port changes between runs; the cache key does not depend on it.
+            let server = MockServer::bind(addr, MockConfig::default()).await.unwrap();
             let client = Client::builder()
                 .base_url(server.url())
                 .api_key("sk-disk")
@@ -146,10 +153,29 @@ fn the_disk_cache_survives_a_restart() {
                 .unwrap();
             let reply = client.chat(&request("persist me")).await.unwrap();
             assert_eq!(server.stats().requests_total, expect_requests);
+            server.shutdown().await;
             reply.text().unwrap().to_owned()
         })
     };
     let first = run(1);
     let second = run(0);
     assert_eq!(first, second);
+
+    // The same directory used against another endpoint (another port) does not answer from
+    // the first endpoint's entries.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let other = MockServer::start(MockConfig::default()).await.unwrap();
+        let client = Client::builder()
+            .base_url(other.url())
+            .api_key("sk-disk")
+            .cache_disk(dir.path(), Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        client.chat(&request("persist me")).await.unwrap();
+        assert_eq!(other.stats().requests_total, 1);
+    });
 }

@@ -13,6 +13,10 @@
 //! - **Missing response fields default.** Some compatible servers omit `object`, `created` or
 //!   token counts; response types read them as empty or zero instead of failing.
 //!
+//! For middleware that must look inside a response without parsing it, [`usage_in_body`],
+//! [`UsageScanner`], [`looks_like_error`] and [`ends_with_done`] read the usage, spot an error
+//! object and recognise a finished stream with byte searches.
+//!
 //! Paths are relative to a base URL that already ends in `/v1`, the OpenAI convention
 //! (`https://api.openai.com/v1` + [`CHAT_COMPLETIONS_PATH`]).
 //!
@@ -35,6 +39,7 @@ mod chat;
 mod embeddings;
 mod error;
 mod models;
+mod scan;
 mod stream;
 mod usage;
 
@@ -47,6 +52,7 @@ pub use embeddings::{
 };
 pub use error::{ErrorObject, ErrorResponse};
 pub use models::{Model, ModelList};
+pub use scan::{UsageCounts, UsageScanner, ends_with_done, looks_like_error, usage_in_body};
 pub use stream::{ChatCompletionChunk, ChunkChoice, Delta};
 pub use usage::Usage;
 

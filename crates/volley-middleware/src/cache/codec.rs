@@ -53,7 +53,10 @@ impl CachedResponse {
             _ => return Err(DecodeError("unknown flags").into()),
         };
         let status = StatusCode::from_u16(r.u16()?).map_err(|_| DecodeError("bad status"))?;
-        let created = UNIX_EPOCH + Duration::from_millis(r.u64()?);
+        // `+` would panic where a damaged time does not fit the platform's `SystemTime`.
+        let created = UNIX_EPOCH
+            .checked_add(Duration::from_millis(r.u64()?))
+            .ok_or(DecodeError("bad creation time"))?;
         let mut headers = HeaderMap::new();
         for _ in 0..r.u16()? {
             let len = r.u16()? as usize;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 use volley_core::BoxError;
 use volley_core::cache_key::CacheKey;
@@ -72,7 +72,7 @@ struct Queue {
 
 struct Write {
     key: CacheKey,
-    /// `None` deletes the entry.
+    /// `None` deletes the entry if it is still expired when the delete commits.
     value: Option<(SystemTime, CachedResponse)>,
     done: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -172,6 +172,7 @@ impl Inner {
     fn commit(&self, batch: &[Write]) -> Result<(), BoxError> {
         let tx = self.db.begin_write()?;
         {
+            let now = unix_millis(SystemTime::now());
             let mut table = tx.open_table(TABLE)?;
             for write in batch {
                 match &write.value {
@@ -182,7 +183,17 @@ impl Inner {
                         table.insert(&write.key.as_bytes()[..], &record[..])?;
                     }
                     None => {
-                        table.remove(&write.key.as_bytes()[..])?;
+                        // A delete comes from a read that found the entry expired; a put may
+                        // have replaced it since (committed earlier, or earlier in this
+                        // batch). Inside the write transaction nothing else can change it:
+                        // delete only what is still expired.
+                        let key = &write.key.as_bytes()[..];
+                        let expired = table.get(key)?.is_some_and(|record| {
+                            expires(record.value()).is_none_or(|at| at <= now)
+                        });
+                        if expired {
+                            table.remove(key)?;
+                        }
                     }
                 }
             }
@@ -281,5 +292,58 @@ impl fmt::Debug for DiskStore {
             .field("path", &self.inner.path)
             .field("ttl", &self.inner.ttl)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, StatusCode};
+    use volley_core::Request;
+    use volley_core::cache_key::CredentialId;
+
+    fn key() -> CacheKey {
+        let request = Request::post("/chat/completions", "{}").unwrap();
+        CacheKey::for_request(&request, &CredentialId::anonymous())
+    }
+
+    fn entry() -> CachedResponse {
+        CachedResponse::new(StatusCode::OK, &HeaderMap::new(), "{}".into(), false)
+    }
+
+    fn delete(key: CacheKey) -> Write {
+        Write {
+            key,
+            value: None,
+            done: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_delete_of_an_expired_entry_spares_a_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        // A read found the entry expired and queued its delete; meanwhile a put stored a
+        // fresh one, which commits first (or earlier in the same batch).
+        store.put(key(), entry()).await.unwrap();
+        store.inner.commit(&[delete(key())]).unwrap();
+        assert!(store.get(key()).await.unwrap().is_some());
+        let fresh = Write {
+            key: key(),
+            value: Some((SystemTime::now(), entry())),
+            done: None,
+        };
+        store.inner.commit(&[fresh, delete(key())]).unwrap();
+        assert!(store.get(key()).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn an_expired_entry_is_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), Duration::ZERO).unwrap();
+        store.put(key(), entry()).await.unwrap();
+        assert!(matches!(store.inner.read(key()).unwrap(), Lookup::Expired));
+        store.inner.commit(&[delete(key())]).unwrap();
+        assert!(matches!(store.inner.read(key()).unwrap(), Lookup::Absent));
     }
 }

@@ -9,6 +9,7 @@ use http::{HeaderMap, Method};
 use tower::ServiceExt;
 use tower_service::Service;
 use volley_core::cache_key::CacheKey;
+use volley_core::openai::looks_like_error;
 use volley_core::{Body, BodyStream, Error, Request, Response};
 
 use super::layer::Shared;
@@ -70,7 +71,8 @@ where
     let (head, body) = response.into_parts();
     let body = match body {
         Body::Full(bytes) => {
-            if bytes.len() <= shared.max_entry_bytes {
+            // Some servers answer an error with a 2xx status; that is not an answer to keep.
+            if bytes.len() <= shared.max_entry_bytes && !looks_like_error(&bytes) {
                 let entry = CachedResponse::new(head.status, &head.headers, bytes.clone(), false);
                 match shared.store.put(key, entry).await {
                     Ok(()) => shared.counters.stored(),

@@ -56,9 +56,9 @@ impl CacheLayer {
     }
 
     /// Whether streaming responses are cached too: the stream is passed through while a copy
-    /// is buffered, and stored when it ends cleanly (or is dropped right after its
-    /// `data: [DONE]` event); a hit is replayed as a stream. A stream that breaks off or is
-    /// dropped early is not stored. Default `false`.
+    /// is buffered, and stored when it ends with its `data: [DONE]` event (or is dropped right
+    /// after it); a hit is replayed as a stream. A stream that breaks off, ends without
+    /// `[DONE]`, carries an error event or is dropped early is not stored. Default `false`.
     pub fn cache_streams(mut self, enabled: bool) -> CacheLayer {
         self.shared.cache_streams = enabled;
         self

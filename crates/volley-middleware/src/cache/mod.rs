@@ -12,10 +12,13 @@
 //!   model, `temperature`, `seed` and every other parameter are in the body and therefore in
 //!   the key. The API key itself is never stored: only its hash, mixed into the key.
 //! - Only `GET` and `POST` requests are cached, and only successful (2xx) responses are
-//!   stored. Errors are never stored (they are not responses).
+//!   stored. Errors are never stored (they are not responses), nor is a 2xx body that is an
+//!   error object (`{"error": ...}`, see [`volley_core::openai::looks_like_error`]).
 //! - Non-streaming responses are stored by default. Streaming responses only with
 //!   [`CacheLayer::cache_streams`]: the stream is passed through while a copy is kept, stored
-//!   when it completes cleanly, and a hit replays it as a stream, one chunk per event.
+//!   when it is finished (its last event is `data: [DONE]`, see
+//!   [`volley_core::openai::ends_with_done`]) and has no error event, and a hit replays it as
+//!   a stream, one chunk per event.
 //! - A stored entry keeps the status, the `content-type` header, the body and its creation
 //!   time; nothing else of the headers (no `set-cookie`, nothing credential-like).
 //!

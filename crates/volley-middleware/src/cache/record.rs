@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use http::{HeaderMap, StatusCode};
 use volley_core::cache_key::CacheKey;
+use volley_core::openai::{ends_with_done, looks_like_error};
 use volley_core::{BodyStream, Error, ResponseHead};
 
 use super::layer::Shared;
@@ -46,9 +47,13 @@ impl RecordingBody {
         }
     }
 
-    /// The store write of the copy, consuming it.
+    /// The store write of the copy, consuming it; `None` when there is no copy or it is not a
+    /// finished answer (see [`is_complete`]).
     fn save(&mut self) -> Option<StoreFuture<'static, ()>> {
         let body = self.buffer.take()?.freeze();
+        if !is_complete(&body) {
+            return None;
+        }
         let entry = CachedResponse::new(self.status, &self.headers, body, true);
         let shared = self.shared.clone();
         let key = self.key;
@@ -111,7 +116,8 @@ impl Stream for RecordingBody {
 impl Drop for RecordingBody {
     fn drop(&mut self) {
         // Callers often stop reading at `data: [DONE]` without waiting for the end of the
-        // body; that stream is complete, so it is stored in the background.
+        // body; that stream is complete, so it is stored in the background. (`save` checks the
+        // whole copy; this cheap look at its end skips the streams dropped half way.)
         let complete = self.buffer.as_ref().is_some_and(|b| ends_with_done(b));
         if !complete || self.saving.is_some() {
             return;
@@ -128,26 +134,42 @@ impl Drop for RecordingBody {
     }
 }
 
-/// Whether an event stream's last event is the OpenAI dialect's `data: [DONE]`.
-fn ends_with_done(body: &[u8]) -> bool {
-    let end = body
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    let body = &body[..end];
-    body.ends_with(b"data: [DONE]") || body.ends_with(b"data:[DONE]")
+/// Whether a recorded event stream is a finished answer worth replaying: its last event is
+/// `data: [DONE]` (a stream that stopped without it broke off, however cleanly the connection
+/// closed), and no event is an error (`event: error`, or data that is an error object, which
+/// vLLM sends before its `[DONE]` when a generation fails).
+fn is_complete(body: &[u8]) -> bool {
+    ends_with_done(body) && !has_error_event(body)
+}
+
+fn has_error_event(body: &[u8]) -> bool {
+    // Most streams never mention an error: one SIMD search clears them.
+    if memchr::memmem::find(body, b"error").is_none() {
+        return false;
+    }
+    body.split(|&b| b == b'\n').any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(name) = line.strip_prefix(b"event:") {
+            return name.trim_ascii() == b"error";
+        }
+        line.strip_prefix(b"data:").is_some_and(looks_like_error)
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::ends_with_done;
+    use super::is_complete;
 
     #[test]
-    fn done_is_recognised_at_the_end_only() {
-        assert!(ends_with_done(b"data: {}\n\ndata: [DONE]\n\n"));
-        assert!(ends_with_done(b"data:[DONE]\r\n\r\n"));
-        assert!(!ends_with_done(b"data: [DONE]\n\ndata: {}\n\n"));
-        assert!(!ends_with_done(b"data: {}\n\n"));
-        assert!(!ends_with_done(b""));
+    fn only_finished_streams_without_errors_are_complete() {
+        assert!(is_complete(b"data: {}\n\ndata: [DONE]\n\n"));
+        assert!(is_complete(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"error\"}}]}\n\ndata: [DONE]\n\n"
+        ));
+        assert!(!is_complete(b"data: {}\n\n"));
+        assert!(!is_complete(
+            b"data: {\"error\":{\"message\":\"boom\"}}\r\n\r\ndata: [DONE]\r\n\r\n"
+        ));
+        assert!(!is_complete(b"event: error\ndata: {}\n\ndata: [DONE]\n\n"));
     }
 }

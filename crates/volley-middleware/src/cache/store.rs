@@ -227,6 +227,18 @@ mod tests {
     }
 
     #[test]
+    fn any_creation_time_decodes_without_panicking() {
+        let mut bytes = entry(false).encode();
+        // The creation time follows the magic, the flags and the status.
+        for millis in [0, 1, u64::from(u32::MAX), i64::MAX as u64, u64::MAX] {
+            bytes[7..15].copy_from_slice(&millis.to_le_bytes());
+            if let Ok(back) = CachedResponse::decode(&bytes) {
+                assert_eq!(unix_millis(back.created()), millis);
+            }
+        }
+    }
+
+    #[test]
     fn streams_replay_one_chunk_per_event() {
         let chunks: Vec<Bytes> =
             EventChunks(Bytes::from_static(b"data: 1\n\ndata: 2\n\ntail")).collect();

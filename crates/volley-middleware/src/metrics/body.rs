@@ -5,21 +5,66 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_core::Stream;
+use volley_core::openai::{UsageScanner, ends_with_done};
 use volley_core::{BodyStream, Error};
 
 use super::handles::Tracker;
-use super::usage;
+
+/// How much of the stream's end is kept to recognise `data: [DONE]` when the stream is
+/// dropped: the sentinel line with room for its `\r\n\r\n`.
+const TAIL: usize = 32;
 
 /// Passes a stream through; the call it belongs to is finished when the stream ends, fails or
-/// is dropped (`cancelled`).
+/// is dropped. Dropped right after its `data: [DONE]` event (callers stop reading there, before
+/// the body's end is polled), the call was a success; dropped earlier, it was `cancelled`.
 pub(crate) struct MetricsBody {
     inner: BodyStream,
     tracker: Tracker,
+    /// Finds the usage; the last one seen is counted once, when the call finishes.
+    usage: Option<UsageScanner>,
+    tail: Tail,
 }
 
 impl MetricsBody {
     pub(crate) fn new(inner: BodyStream, tracker: Tracker) -> MetricsBody {
-        MetricsBody { inner, tracker }
+        MetricsBody {
+            inner,
+            tracker,
+            usage: Some(UsageScanner::new()),
+            tail: Tail::default(),
+        }
+    }
+
+    /// Counts the last usage seen (cumulative when a server repeats it in every chunk), once.
+    fn count_tokens(&mut self) {
+        if let Some(usage) = self.usage.take().and_then(|mut scanner| scanner.finish()) {
+            self.tracker
+                .tokens(usage.prompt_tokens, usage.completion_tokens);
+        }
+    }
+}
+
+/// The last bytes of a stream, up to [`TAIL`]; copied from each chunk, never allocated.
+#[derive(Default)]
+struct Tail {
+    /// Right-aligned: the bytes are `bytes[TAIL - len..]`.
+    bytes: [u8; TAIL],
+    len: usize,
+}
+
+impl Tail {
+    fn keep(&mut self, chunk: &[u8]) {
+        if chunk.len() >= TAIL {
+            self.bytes.copy_from_slice(&chunk[chunk.len() - TAIL..]);
+        } else {
+            self.bytes.copy_within(chunk.len().., 0);
+            self.bytes[TAIL - chunk.len()..].copy_from_slice(chunk);
+        }
+        self.len = (self.len + chunk.len()).min(TAIL);
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.bytes[TAIL - self.len..]
     }
 }
 
@@ -33,16 +78,53 @@ impl Stream for MetricsBody {
         match &item {
             Some(Ok(chunk)) if !chunk.is_empty() => {
                 this.tracker.first_byte_now();
-                // The usage chunk comes last; a usage object split across two network reads
-                // is missed (nothing is counted rather than something wrong).
-                if let Some((prompt, completion)) = usage::find(chunk) {
-                    this.tracker.tokens(prompt, completion);
+                if let Some(scanner) = &mut this.usage {
+                    scanner.feed(chunk);
                 }
+                this.tail.keep(chunk);
             }
             Some(Ok(_)) => {}
-            Some(Err(e)) => this.tracker.finish(Some(e.kind())),
-            None => this.tracker.finish(None),
+            Some(Err(e)) => {
+                this.count_tokens();
+                this.tracker.finish(Some(e.kind()));
+            }
+            None => {
+                this.count_tokens();
+                this.tracker.finish(None);
+            }
         }
         Poll::Ready(item)
+    }
+}
+
+impl Drop for MetricsBody {
+    fn drop(&mut self) {
+        // After an error or the end this is a no-op: the tokens were counted and the tracker
+        // ignores a second outcome.
+        self.count_tokens();
+        if ends_with_done(self.tail.get()) {
+            self.tracker.finish(None);
+        }
+        // Otherwise the tracker's own drop records `cancelled`.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_keeps_the_last_bytes_in_order() {
+        let mut tail = Tail::default();
+        assert_eq!(tail.get(), b"");
+        tail.keep(b"ab");
+        tail.keep(b"cd");
+        assert_eq!(tail.get(), b"abcd");
+        let long: Vec<u8> = (0..40).collect();
+        tail.keep(&long);
+        assert_eq!(tail.get(), &long[8..]);
+        tail.keep(b"xyz");
+        assert_eq!(&tail.get()[..29], &long[11..]);
+        assert_eq!(&tail.get()[29..], b"xyz");
     }
 }

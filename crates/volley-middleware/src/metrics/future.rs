@@ -5,11 +5,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
+use volley_core::openai::usage_in_body;
 use volley_core::{Body, BodyStream, Error, Response};
 
 use super::body::MetricsBody;
 use super::handles::Tracker;
-use super::usage;
 
 pin_project! {
     /// The future of [`Metrics`](super::Metrics). A streaming response comes out with its body
@@ -69,9 +69,9 @@ where
                     None => tracker.first_byte_now(),
                 }
                 if head.status.is_success()
-                    && let Some((prompt, completion)) = usage::find(&bytes)
+                    && let Some(usage) = usage_in_body(&bytes)
                 {
-                    tracker.tokens(prompt, completion);
+                    tracker.tokens(usage.prompt_tokens, usage.completion_tokens);
                 }
                 tracker.finish(None);
                 Body::Full(bytes)

@@ -15,10 +15,16 @@
 //! first; after that, recording costs atomic operations, with no registry lookup and no
 //! allocation per call.
 //!
-//! Tokens are read cheaply: from a successful complete body, only the `usage` object found by
-//! a backwards byte search is parsed; from a stream, each chunk is searched the same way (the
-//! OpenAI usage chunk comes last, with `stream_options.include_usage`). A usage object split
-//! across two network reads is not counted.
+//! Tokens are read cheaply, by the scans of `volley_core::openai` that the rate limiter uses
+//! too: from a successful complete body, only the `usage` object found by a backwards byte
+//! search is parsed; a stream is scanned line by line as it goes by (a usage object split
+//! across network reads is found), and the last usage it carried is counted once, when the
+//! call finishes. The last, because OpenAI sends one usage chunk at the end (with
+//! `stream_options.include_usage`) while servers such as vLLM with `continuous_usage_stats`
+//! repeat the cumulative usage in every chunk.
+//!
+//! A stream dropped right after its `data: [DONE]` event, before its end was polled, is a
+//! success (`ok`): callers often stop reading there. Dropped earlier, it is `cancelled`.
 //!
 //! Whatever the layer sees is counted: a request-scope layer placed outside the cache counts
 //! cache hits and their (unbilled) usage too; place it inside the cache to count only what
@@ -80,7 +86,6 @@ mod body;
 mod future;
 mod handles;
 mod layer;
-mod usage;
 
 use std::fmt;
 use std::sync::Arc;

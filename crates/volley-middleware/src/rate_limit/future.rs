@@ -5,12 +5,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use http::StatusCode;
+use metrics::Histogram;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 use volley_core::{Body, BodyStream, Error, Request, Response};
 
-use super::settle::{SettlingStream, usage_in_body};
-use super::{Grant, Observation, RateLimiter};
+use super::settle::{SettlingStream, total_in_body};
+use super::{Cost, Grant, Observation, RateLimiter};
 
 pin_project! {
     /// The future of [`RateLimit`](super::RateLimit).
@@ -22,6 +24,7 @@ pin_project! {
         #[pin]
         state: State<S, S::Future, L::Acquire>,
         grant: GrantGuard<L>,
+        wait: Histogram,
     }
 }
 
@@ -54,7 +57,12 @@ where
     S: Service<Request>,
     L: RateLimiter,
 {
-    pub(super) fn new(limiter: L, service: S, request: Request) -> ResponseFuture<S, L> {
+    pub(super) fn new(
+        limiter: L,
+        service: S,
+        request: Request,
+        wait: Histogram,
+    ) -> ResponseFuture<S, L> {
         let acquire = limiter.acquire(request.id(), super::Cost::of(&request));
         ResponseFuture {
             state: State::Acquiring {
@@ -67,6 +75,7 @@ where
                 grant: None,
                 sent: false,
             },
+            wait,
         }
     }
 }
@@ -88,8 +97,7 @@ where
                     request,
                 } => {
                     let grant = ready!(acquire.poll(cx))?;
-                    metrics::histogram!("volley_rate_limit_wait_seconds")
-                        .record(grant.waited().as_secs_f64());
+                    this.wait.record(grant.waited().as_secs_f64());
                     this.grant.grant = Some(grant);
                     let service = service.take().expect("service taken only here");
                     let request = request.take();
@@ -151,9 +159,19 @@ impl<L: RateLimiter> GrantGuard<L> {
                 if !error.is_request_sent() {
                     // The provider never saw it, so it never counted it.
                     self.limiter.release(grant);
-                } else if let Some(observation) = Observation::from_error(&error) {
+                    return Err(error);
+                }
+                if let Some(observation) = Observation::from_error(&error) {
                     // A 429 means the estimate was, if anything, optimistic: no refund.
                     self.limiter.observe(&observation);
+                }
+                if error.status().is_some_and(never_generated) {
+                    // Refused before any generation: the request counted, its tokens did not.
+                    let tokens = Cost {
+                        requests: 0,
+                        tokens: grant.cost().tokens,
+                    };
+                    self.limiter.release(Grant::new(tokens, grant.waited()));
                 }
                 return Err(error);
             }
@@ -165,7 +183,7 @@ impl<L: RateLimiter> GrantGuard<L> {
         let (head, body) = response.into_parts();
         let body = match body {
             Body::Full(bytes) => {
-                if let Some(total) = usage_in_body(&bytes) {
+                if let Some(total) = total_in_body(&bytes) {
                     self.limiter.settle(grant, total);
                 }
                 Body::Full(bytes)
@@ -178,6 +196,21 @@ impl<L: RateLimiter> GrantGuard<L> {
         };
         Ok(Response::from_parts(head, body))
     }
+}
+
+/// Whether a sent request answered with `status` was refused before anything was generated:
+/// a malformed request (400, 422), a bad or unauthorised key (401, 403), an unknown model or
+/// path (404). A 429 or a 5xx may come after the generation ran (a timeout in a gateway, a
+/// crash half way), so their charge stands.
+fn never_generated(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_REQUEST
+            | StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::NOT_FOUND
+            | StatusCode::UNPROCESSABLE_ENTITY
+    )
 }
 
 impl<L: RateLimiter> Drop for GrantGuard<L> {

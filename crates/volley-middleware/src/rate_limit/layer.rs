@@ -3,11 +3,15 @@
 use std::fmt;
 use std::task::{Context, Poll};
 
+use metrics::Histogram;
 use tower_layer::Layer;
 use tower_service::Service;
 use volley_core::{Error, Request, Response};
 
 use super::{Limits, LocalLimiter, RateLimiter, ResponseFuture};
+
+/// How long each request waited for the limiter.
+const WAIT_SECONDS: &str = "volley_rate_limit_wait_seconds";
 
 /// Applies [`RateLimit`] with one shared limiter.
 ///
@@ -68,12 +72,22 @@ impl<L: fmt::Debug> fmt::Debug for RateLimitLayer<L> {
 pub struct RateLimit<S, L = LocalLimiter> {
     inner: S,
     limiter: L,
+    /// `volley_rate_limit_wait_seconds`, registered once so that recording a wait costs no
+    /// registry lookup.
+    wait: Histogram,
 }
 
 impl<S, L: RateLimiter> RateLimit<S, L> {
     /// Wraps `inner` with `limiter`.
+    ///
+    /// The `volley_rate_limit_wait_seconds` histogram is registered here (as the layer applies
+    /// itself) with the `metrics` recorder in force: install the recorder first.
     pub fn new(inner: S, limiter: L) -> RateLimit<S, L> {
-        RateLimit { inner, limiter }
+        RateLimit {
+            inner,
+            limiter,
+            wait: metrics::histogram!(WAIT_SECONDS),
+        }
     }
 
     /// The limiter.
@@ -112,7 +126,12 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         // The reservation is made here, synchronously, so requests are served in call order.
-        ResponseFuture::new(self.limiter.clone(), self.inner.clone(), request)
+        ResponseFuture::new(
+            self.limiter.clone(),
+            self.inner.clone(),
+            request,
+            self.wait.clone(),
+        )
     }
 }
 

@@ -13,7 +13,9 @@ use volley_core::{Error, Request, RequestId};
 /// returned future gives a [`Grant`]. Afterwards it hands the grant back exactly once: to
 /// [`settle`](Self::settle) when the provider reported the real usage, to
 /// [`release`](Self::release) when the request was never sent, or it drops it (the estimate
-/// stands). [`observe`](Self::observe) passes on what responses said about the provider's own
+/// stands). For a request the provider refused before generating anything (400, 401, 403,
+/// 404, 422) it releases a grant of the tokens alone (`requests: 0`): the request counted,
+/// its tokens did not. [`observe`](Self::observe) passes on what responses said about the provider's own
 /// limits.
 ///
 /// `acquire` returns a future so that a shared limiter (Redis, with leases fetched in
@@ -36,7 +38,9 @@ pub trait RateLimiter: Clone + Send + Sync + 'static {
     /// Corrects the token charge of a sent request to what the provider reported it used.
     fn settle(&self, grant: Grant, actual_tokens: u64);
 
-    /// Gives back the whole cost of a request that was granted but never sent.
+    /// Gives back the cost of `grant`: the whole cost of a request that was granted but never
+    /// sent, or, in a grant with `requests: 0`, the tokens of one that was refused before any
+    /// generation.
     fn release(&self, grant: Grant);
 
     /// Learns from a response's rate-limit headers, or from a 429.

@@ -8,6 +8,10 @@ pub const DEFAULT_HEADROOM: f64 = 0.005;
 /// The jitter margin used unless [`Limits::jitter_margin`] says otherwise: 25 ms.
 pub const DEFAULT_JITTER_MARGIN: Duration = Duration::from_millis(25);
 
+/// The longest pause a 429 can impose unless [`Limits::max_pause`] says otherwise: 60 s, the
+/// retry policy's default `max_retry_after`.
+pub const DEFAULT_MAX_PAUSE: Duration = Duration::from_secs(60);
+
 /// Requests and tokens per minute, with their bursts: the configuration of a
 /// [`LocalLimiter`](super::LocalLimiter) or a [`RateLimitLayer`](super::RateLimitLayer).
 ///
@@ -42,6 +46,7 @@ pub struct Limits {
     pub(super) burst_tokens: Option<u64>,
     pub(super) headroom: f64,
     pub(super) jitter_margin: Duration,
+    pub(super) max_pause: Duration,
     pub(super) refund_unused: bool,
 }
 
@@ -55,6 +60,7 @@ impl Limits {
             burst_tokens: None,
             headroom: DEFAULT_HEADROOM,
             jitter_margin: DEFAULT_JITTER_MARGIN,
+            max_pause: DEFAULT_MAX_PAUSE,
             refund_unused: true,
         }
     }
@@ -107,6 +113,17 @@ impl Limits {
     /// [`DEFAULT_JITTER_MARGIN`] (25 ms).
     pub fn jitter_margin(mut self, margin: Duration) -> Limits {
         self.jitter_margin = margin;
+        self
+    }
+
+    /// The longest a 429's `retry-after-ms` / `Retry-After` may pause every send. A longer
+    /// wait is cut to this: one response asking for a day (a daily quota, or a misbehaving
+    /// gateway) must not freeze every later request, and the retry policy gives such a request
+    /// back to its caller anyway. After a capped pause the provider answers a request that is
+    /// still too early with another 429, which pauses again. Default [`DEFAULT_MAX_PAUSE`]
+    /// (60 s).
+    pub fn max_pause(mut self, max: Duration) -> Limits {
+        self.max_pause = max;
         self
     }
 

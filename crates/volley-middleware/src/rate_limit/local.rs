@@ -114,6 +114,13 @@ impl RateLimiter for LocalLimiter {
 
     fn settle(&self, grant: Grant, actual_tokens: u64) {
         let estimated = grant.cost().tokens;
+        // A peer's number: a broken or hostile server may report any usage. No request can use
+        // more than a whole minute's budget (larger ones are refused up front), so more is
+        // charged as a minute's worth instead of wedging the bucket for years.
+        let actual_tokens = match self.shared.max_tokens {
+            Some(limit) => actual_tokens.min(limit),
+            None => actual_tokens,
+        };
         if actual_tokens == estimated
             || (actual_tokens < estimated && !self.shared.limits.refund_unused)
         {
@@ -158,6 +165,8 @@ impl RateLimiter for LocalLimiter {
             g.empty(now);
         }
         if let Some(wait) = observation.retry_after {
+            // Capped: one response asking for a day must not freeze every later request.
+            let wait = wait.min(shared.limits.max_pause);
             let wait = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
             let until = now.saturating_add(wait);
             let from = now.max(state.paused_until);

@@ -42,12 +42,15 @@
 //!
 //! When the response reports its usage, the token charge is corrected to `total_tokens`:
 //! unused tokens are given back (unless [`Limits::refund_unused`] is off) and extra ones are
-//! charged, which may put the bucket in debt. A complete JSON body is searched for its
-//! `"usage"` object without parsing the rest; a stream is scanned for the usage chunk (the
-//! facade asks for `stream_options.include_usage`) and settled when it goes by. Without usage
-//! the estimate stands. A request that fails before it was sent, or whose caller gives up
-//! while it waits, gets its whole cost back; a 429 or any other error after sending gets
-//! nothing back.
+//! charged, which may put the bucket in debt, at most up to a whole minute's tokens (a server
+//! may report anything). A complete JSON body is searched for its `"usage"` object without
+//! parsing the rest; a stream is scanned for usage chunks as it goes by (the facade asks for
+//! `stream_options.include_usage`) and settled with the last one when it ends or is dropped:
+//! servers such as vLLM with `continuous_usage_stats` repeat the cumulative usage in every
+//! chunk. Without usage the estimate stands. A request that fails before it was sent, or whose
+//! caller gives up while it waits, gets its whole cost back; one the provider refused before
+//! generating anything (400, 401, 403, 404, 422) gets its tokens back but still counts as a
+//! request; a 429, a 5xx or any other error after sending gets nothing back.
 //!
 //! A request's send time is fixed when it calls the service, so a refund helps the requests
 //! that call after it, not those already waiting: a queue of thousands of callers is paced on
@@ -74,9 +77,10 @@
 //! minute each time. A provider that really resets in windows answers the early request with a
 //! 429, which is handled next.
 //!
-//! A 429 with `retry-after-ms` / `Retry-After` pauses every send until then, and pushes back
-//! every request already waiting by as much, so the queue does not rush the provider the
-//! moment the pause ends; a 429 that names no empty quota empties both buckets. Nothing here
+//! A 429 with `retry-after-ms` / `Retry-After` pauses every send until then, at most
+//! [`Limits::max_pause`] (60 s by default), and pushes back every request already waiting by
+//! as much, so the queue does not rush the provider the moment the pause ends; a 429 that
+//! names no empty quota empties both buckets. Nothing here
 //! makes the limiter looser than configured.
 //!
 //! # Why not `governor`
@@ -95,6 +99,9 @@
 //! - `volley_rate_limit_wait_seconds` (histogram): how long each request waited.
 //! - `volley_rate_limit_too_large_total` (counter): requests refused as larger than a minute.
 //! - `volley_rate_limit_pauses_total` (counter): pauses started by a 429.
+//!
+//! The histogram's handle is registered when the layer is applied to a service, so install
+//! the `metrics` recorder first; recording a wait then costs no registry lookup.
 //!
 //! # Examples
 //!
@@ -163,5 +170,5 @@ pub use acquire::LocalAcquire;
 pub use future::ResponseFuture;
 pub use layer::{RateLimit, RateLimitLayer};
 pub use limiter::{Cost, Grant, Observation, RateLimiter};
-pub use limits::{DEFAULT_HEADROOM, DEFAULT_JITTER_MARGIN, Limits};
+pub use limits::{DEFAULT_HEADROOM, DEFAULT_JITTER_MARGIN, DEFAULT_MAX_PAUSE, Limits};
 pub use local::LocalLimiter;

@@ -55,7 +55,8 @@ pub(crate) enum ServerWait {
     /// `retry-after-ms` or `Retry-After`: an explicit instruction for this response.
     Explicit(Duration),
     /// Derived from `x-ratelimit-reset-*` on a 429: the time until a quota is full again,
-    /// which is an upper bound of the time until one more request fits.
+    /// which is an upper bound of the time until one more request fits (OpenAI's is the time
+    /// until the whole minute's quota is back), so the policy caps it at the backoff cap.
     Reset(Duration),
 }
 

@@ -4,7 +4,8 @@
 //! of the last `ttl`, plus a reserve of `min_per_sec · ttl` retries, cover it. tower's
 //! `TpsBudget` takes a mutex on every deposit, which is every request; this one does one
 //! compare-and-swap on an atomic instead, so a request whose first attempt succeeds pays a
-//! clock read and one atomic update.
+//! clock read and one atomic update. A withdrawal checks and spends in one compare-and-swap
+//! too, so the budget is never overdrawn.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -80,16 +81,42 @@ impl Budget {
         }
     }
 
-    /// Takes one retry from the budget; `false` when it is spent. Two concurrent withdrawals
-    /// may both see the last retry's worth and both succeed: the budget can be overdrawn by
-    /// the number of racing threads, never more.
+    /// Takes one retry from the budget; `false` when it is spent.
+    ///
+    /// The check and the withdrawal are one compare-and-swap on the current slot, so racing
+    /// withdrawals cannot both spend the last retry: every withdrawal (and deposit) of this
+    /// generation changes that slot, and a swap that lost a race checks again. The other live
+    /// slots belong to earlier generations, which nothing writes any more (until time moves
+    /// on and a later generation reuses one, as it would between any check and spend).
     pub(crate) fn withdraw(&self) -> bool {
         let generation = self.generation();
-        if self.balance(generation) < i64::from(self.withdraw) {
-            return false;
+        let index = generation as usize % SLOTS;
+        let slot = &self.slots[index];
+        let withdraw = i64::from(self.withdraw);
+        let mut current = slot.load(Ordering::Acquire);
+        loop {
+            let (slot_generation, balance) = unpack(current);
+            // A slot left over from an expired generation starts afresh.
+            let own = if slot_generation == generation {
+                balance
+            } else {
+                0
+            };
+            let others = self.live_balance(generation, Some(index));
+            if self
+                .reserve
+                .saturating_add(others)
+                .saturating_add(i64::from(own))
+                < withdraw
+            {
+                return false;
+            }
+            let next = pack(generation, own.saturating_sub(self.withdraw));
+            match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
         }
-        self.add(generation, -self.withdraw);
-        true
     }
 
     fn generation(&self) -> u32 {
@@ -121,14 +148,20 @@ impl Budget {
 
     /// The units available now: the reserve plus the balances of the live slots.
     fn balance(&self, generation: u32) -> i64 {
-        let live: i64 = self
-            .slots
+        self.reserve
+            .saturating_add(self.live_balance(generation, None))
+    }
+
+    /// The sum of the balances of the slots live in `generation`, leaving out slot `except`.
+    fn live_balance(&self, generation: u32, except: Option<usize>) -> i64 {
+        self.slots
             .iter()
-            .map(|slot| unpack(slot.load(Ordering::Acquire)))
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != except)
+            .map(|(_, slot)| unpack(slot.load(Ordering::Acquire)))
             .filter(|(g, _)| generation.wrapping_sub(*g) < SLOTS as u32)
             .map(|(_, balance)| i64::from(balance))
-            .sum();
-        self.reserve.saturating_add(live)
+            .sum()
     }
 }
 
@@ -176,6 +209,56 @@ mod tests {
         for (g, b) in [(0, 0), (1, -1), (u32::MAX, i32::MIN), (7, i32::MAX)] {
             assert_eq!(unpack(pack(g, b)), (g, b));
         }
+    }
+
+    #[test]
+    fn racing_withdrawals_never_overdraw() {
+        // Rounds of two threads withdrawing at once from a budget with one retry left: exactly
+        // one may succeed. Spinning (not a blocking barrier) releases both threads within
+        // nanoseconds of each other: a check-then-subtract withdrawal was overdrawn in nearly
+        // every round.
+        const ROUNDS: usize = 5_000;
+        let budgets: Vec<Budget> = (0..ROUNDS)
+            .map(|_| Budget::new(secs(1), 1, 0.0).unwrap())
+            .collect();
+        let arrived = std::sync::atomic::AtomicUsize::new(0);
+        let granted: Vec<std::sync::atomic::AtomicU8> =
+            (0..ROUNDS).map(|_| Default::default()).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| {
+                    for (round, budget) in budgets.iter().enumerate() {
+                        arrived.fetch_add(1, Ordering::AcqRel);
+                        let mut spins = 0u32;
+                        while arrived.load(Ordering::Acquire) < 2 * (round + 1) {
+                            // The other thread may be descheduled (a busy machine): let it run.
+                            spins += 1;
+                            if spins.is_multiple_of(1024) {
+                                std::thread::yield_now();
+                            } else {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        if budget.withdraw() {
+                            granted[round].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let overdrawn = granted
+            .iter()
+            .filter(|g| g.load(Ordering::Relaxed) > 1)
+            .count();
+        let none = granted
+            .iter()
+            .filter(|g| g.load(Ordering::Relaxed) == 0)
+            .count();
+        assert_eq!(
+            (overdrawn, none),
+            (0, 0),
+            "rounds overdrawn, rounds with no retry"
+        );
     }
 
     #[tokio::test(start_paused = true)]

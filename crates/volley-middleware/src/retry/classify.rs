@@ -10,7 +10,7 @@ use volley_core::{Error, ErrorKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Retry after the policy's wait: the backoff, or the server's `Retry-After` /
-    /// `x-ratelimit-reset-*` when longer.
+    /// `x-ratelimit-reset-*` when longer (a reset-derived wait at most the backoff cap).
     Retry,
     /// Retry after exactly this long, whatever the backoff and the server say.
     RetryAfter(Duration),

@@ -9,7 +9,7 @@ use futures_core::Stream;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
-use volley_core::{Body, BodyStream, Error, Request, RequestId, Response, ResponseHead};
+use volley_core::{Body, BodyStream, Error, ErrorKind, Request, RequestId, Response, ResponseHead};
 
 use super::Policy;
 
@@ -108,13 +108,20 @@ where
                         // An empty chunk carries no byte: keep waiting for a real one.
                         Some(Ok(chunk)) if chunk.is_empty() => continue,
                         Some(Ok(chunk)) => {
-                            let response = hand_over(head, stream, Some(chunk));
+                            let response = hand_over(head, stream, chunk);
                             return Poll::Ready(Ok(finished(response, *this.attempt)));
                         }
-                        None => {
-                            let response = hand_over(head, stream, None);
-                            return Poll::Ready(Ok(finished(response, *this.attempt)));
-                        }
+                        // A 200 event stream that ends before its first byte carries no
+                        // answer (a proxy or server that gave up after the head): it is a
+                        // stream broken before its first byte. The ended stream is dropped
+                        // with the attempt, never polled again.
+                        None => Error::new(
+                            ErrorKind::StreamBroken,
+                            format!(
+                                "request {}: the event stream ended before its first byte",
+                                this.id
+                            ),
+                        ),
                         Some(Err(error)) => error,
                     }
                 }
@@ -158,17 +165,17 @@ where
     }
 }
 
-/// Reassembles a stream response whose first chunk (if any) has been read.
+/// Reassembles a stream response whose first chunk has been read.
 fn hand_over(
     head: &mut Option<ResponseHead>,
     stream: &mut Option<BodyStream>,
-    first: Option<Bytes>,
+    first: Bytes,
 ) -> Response {
     let head = head
         .take()
         .expect("FirstChunk holds its head until it is left");
     let body = BodyStream::new(Replay {
-        first,
+        first: Some(first),
         rest: stream.take(),
     });
     Response::from_parts(head, Body::Stream(body))

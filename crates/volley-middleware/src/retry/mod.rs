@@ -22,7 +22,9 @@
 //! that failed together do not retry together), by default base 500 ms and cap 8 s, at most 3
 //! retries. When the server said how long to wait and that is longer, its wait wins:
 //! `retry-after-ms` or `Retry-After` (seconds or an HTTP date), or for a 429 without them the
-//! `x-ratelimit-reset-*` of the exhausted limit. A `Retry-After` longer than
+//! `x-ratelimit-reset-*` of the exhausted limit, capped at the
+//! [`backoff_cap`](PolicyBuilder::backoff_cap) (OpenAI's reset is the time until the whole
+//! minute's quota is back, not until the next request fits). A `Retry-After` longer than
 //! [`max_retry_after`](PolicyBuilder::max_retry_after) (60 s) ends the retries, and the error,
 //! whose [`retry_after`](volley_core::Error::retry_after) says how long the server asked for,
 //! goes to the caller. Sleeping uses `tokio::time`, so paused time in tests drives it.
@@ -39,7 +41,8 @@
 //!
 //! A streaming response is handed to the caller only once its first chunk has arrived. An
 //! error before that (`StreamBroken`, or an `IdleTimeout` from a timeout layer below) counts
-//! as a failed attempt and may be retried. Once the caller has the first chunk, nothing is
+//! as a failed attempt and may be retried. A stream that ends without a single byte carries no
+//! answer: it fails the attempt as `StreamBroken` too. Once the caller has the first chunk, nothing is
 //! retried: a later error reaches the caller through the stream as it is.
 //!
 //! # Where it goes in the stack

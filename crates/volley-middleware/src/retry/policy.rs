@@ -18,9 +18,9 @@ type Classifier = dyn Fn(&Error, u32) -> Decision + Send + Sync;
 /// provider and hand it to every [`RetryLayer`](super::RetryLayer) that talks to it.
 ///
 /// The defaults ([`Policy::default`]): the [`classify_default`] classifier, 3 retries,
-/// backoff from 500 ms doubling to 8 s with full jitter, server waits honoured up to 60 s, and
-/// a budget of 20 % retries plus 10 per second over 10 s. [`Policy::builder`] changes any of
-/// them.
+/// backoff from 500 ms doubling to 8 s with full jitter, a `Retry-After` honoured up to 60 s
+/// (a rate-limit reset up to the 8 s cap), and a budget of 20 % retries plus 10 per second
+/// over 10 s. [`Policy::builder`] changes any of them.
 #[derive(Clone)]
 pub struct Policy {
     config: Arc<Config>,
@@ -104,7 +104,10 @@ impl Policy {
                         return Err(give_up(error, attempt, id, "retry_after_too_long"));
                     }
                     Some(ServerWait::Explicit(wait)) => wait.max(backoff),
-                    Some(ServerWait::Reset(wait)) => wait.min(config.max_retry_after).max(backoff),
+                    // OpenAI's reset is the time until the whole minute's quota is back,
+                    // not until the next request fits (`1m0s` when it is empty): only an
+                    // upper bound, so it never stretches a wait beyond the backoff's cap.
+                    Some(ServerWait::Reset(wait)) => wait.min(config.backoff.cap).max(backoff),
                     None => backoff,
                 }
             }
@@ -207,7 +210,10 @@ impl PolicyBuilder {
         self
     }
 
-    /// The largest backoff ceiling. Default 8 s.
+    /// The largest backoff ceiling. It also caps a wait derived from a 429's
+    /// `x-ratelimit-reset-*` headers (used when the 429 has no `Retry-After`): OpenAI's reset
+    /// is the time until the whole minute's quota is back (`1m0s` when it is empty), not until
+    /// the next request fits, so it is only an upper bound. Default 8 s.
     pub fn backoff_cap(mut self, cap: Duration) -> PolicyBuilder {
         self.backoff.cap = cap;
         self
@@ -215,9 +221,8 @@ impl PolicyBuilder {
 
     /// The longest server-requested wait that is honoured. A `Retry-After` (or
     /// `retry-after-ms`) above it ends the retries: the error, which carries the server's
-    /// wait in [`Error::retry_after`], goes to the caller. A wait derived from
-    /// `x-ratelimit-reset-*` (the time until a quota is full again, so only an upper bound) is
-    /// cut to this instead.
+    /// wait in [`Error::retry_after`], goes to the caller. (A wait derived from
+    /// `x-ratelimit-reset-*` is capped by [`backoff_cap`](Self::backoff_cap) instead.)
     ///
     /// Default 60 s (openai-python also honours up to 60 s, then falls back to its own short
     /// backoff, which mostly earns another 429). A server that asks for more than a minute is

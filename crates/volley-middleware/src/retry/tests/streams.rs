@@ -35,11 +35,30 @@ async fn next(body: &mut BodyStream) -> Option<Result<Bytes, Error>> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn streams_without_chunks_and_without_retries_pass_through() {
-    let mock = Mock::new(|_| stream(vec![]));
+async fn an_empty_event_stream_is_broken_and_never_polled_again() {
+    // A 200 event stream that ends before its first byte carries no answer: it is a stream
+    // broken before its first byte, retried like one.
+    let mock = Mock::new(|n| match n {
+        1 => ended_stream(vec![]),
+        2 => ended_stream(vec![Ok(""), Ok("")]),
+        _ => ended_stream(vec![Ok("data: a\n\n")]),
+    });
     let response = run(&mock, quick().build().unwrap()).await.unwrap();
-    assert_eq!(response.bytes().await.unwrap(), "");
+    assert_eq!(response.bytes().await.unwrap(), "data: a\n\n");
+    assert_eq!(mock.calls(), 3);
 
+    // Empty on every attempt: the caller gets the error, not an empty success.
+    let mock = Mock::new(|_| ended_stream(vec![]));
+    let err = run(&mock, quick().max_retries(2).build().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StreamBroken);
+    assert!(err.is_request_sent());
+    assert_eq!(mock.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_without_retries_pass_through() {
     // With retrying off the stream is handed over at once, errors and all.
     let mock = Mock::new(|_| stream(vec![Err(ErrorKind::StreamBroken)]));
     let policy = quick().max_retries(0).build().unwrap();
@@ -49,6 +68,38 @@ async fn streams_without_chunks_and_without_retries_pass_through() {
         ErrorKind::StreamBroken
     );
     assert_eq!(mock.calls(), 1);
+    let mock = Mock::new(|_| stream(vec![]));
+    let policy = quick().max_retries(0).build().unwrap();
+    let response = run(&mock, policy).await.unwrap();
+    assert_eq!(response.bytes().await.unwrap(), "");
+}
+
+/// A stream of `items` that panics if it is polled again after it ended: streams need not be
+/// fused, and polling one after its end is a bug.
+fn ended_stream(items: Vec<Result<&'static str, ErrorKind>>) -> Result<Response, Error> {
+    let Body::Stream(inner) = stream(items)?.into_parts().1 else {
+        unreachable!("`stream` makes a stream")
+    };
+    let body = BodyStream::new(Unfused {
+        inner,
+        ended: false,
+    });
+    Ok(response(Body::Stream(body)))
+}
+
+struct Unfused {
+    inner: BodyStream,
+    ended: bool,
+}
+
+impl Stream for Unfused {
+    type Item = Result<Bytes, Error>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        assert!(!self.ended, "polled after its end");
+        let next = std::task::ready!(Pin::new(&mut self.inner).poll_next(cx));
+        self.ended = next.is_none();
+        Poll::Ready(next)
+    }
 }
 
 #[tokio::test(start_paused = true)]

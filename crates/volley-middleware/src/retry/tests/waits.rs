@@ -61,7 +61,9 @@ async fn retry_after_above_the_cap_gives_up() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn rate_limit_resets_are_honoured_and_capped() {
+async fn rate_limit_resets_are_honoured_up_to_the_backoff_cap() {
+    // A 1 ms backoff under an 8 s cap, so the waits are the resets'.
+    let policy = || quick().backoff_cap(ms(8000)).build().unwrap();
     let headers = [
         ("x-ratelimit-remaining-requests", "12"),
         ("x-ratelimit-remaining-tokens", "0"),
@@ -69,12 +71,26 @@ async fn rate_limit_resets_are_honoured_and_capped() {
         ("x-ratelimit-reset-tokens", "7s"),
     ];
     let mock = failing(1, move || status_with(429, &headers, None));
-    run(&mock, quick().build().unwrap()).await.unwrap();
+    run(&mock, policy()).await.unwrap();
     assert_eq!(mock.gaps(), [ms(7000)], "the exhausted limit's reset");
 
-    // A reset is only an upper bound of the wait: beyond the cap, wait the cap and retry.
+    // OpenAI's reset is the time until the whole minute's quota is back, not until the next
+    // request fits: beyond the backoff cap, wait the cap and retry.
     let headers = [("x-ratelimit-reset-tokens", "6m0s")];
     let mock = failing(1, move || status_with(429, &headers, None));
-    run(&mock, quick().build().unwrap()).await.unwrap();
-    assert_eq!(mock.gaps(), [ms(60_000)]);
+    run(&mock, policy()).await.unwrap();
+    assert_eq!(mock.gaps(), [ms(8000)]);
+    let headers = [
+        ("x-ratelimit-remaining-requests", "0"),
+        ("x-ratelimit-reset-requests", "59s"),
+    ];
+    let mock = failing(1, move || status_with(429, &headers, None));
+    run(&mock, policy()).await.unwrap();
+    assert_eq!(mock.gaps(), [ms(8000)]);
+
+    // An explicit `Retry-After` keeps its own rule: honoured up to `max_retry_after`.
+    let headers = [("x-ratelimit-reset-tokens", "6m0s")];
+    let mock = failing(1, move || status_with(429, &headers, Some(ms(20_000))));
+    run(&mock, policy()).await.unwrap();
+    assert_eq!(mock.gaps(), [ms(20_000)]);
 }

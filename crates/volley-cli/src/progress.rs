@@ -1,0 +1,375 @@
+//! Seeing a run: a progress bar on a terminal, plain periodic lines otherwise, and the final
+//! summary.
+//!
+//! The batch engine counts in atomics; a ticker reads its snapshot a few times a second and
+//! redraws. Nothing here runs per request: `indicatif`'s `inc()` takes a lock and reads the
+//! clock on every call, which shows at tens of thousands of requests per second.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use volley::batch::{Progress, ProgressSnapshot, Summary};
+
+/// How often the bar is redrawn.
+const BAR_TICK: Duration = Duration::from_millis(150);
+/// How often a plain line is printed when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+/// The span over which the request rate is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+const BAR_TEMPLATE: &str =
+    "{spinner:.green} [{elapsed_precise}] {wide_bar:.cyan/blue} {pos}/{len} {msg}";
+const SPINNER_TEMPLATE: &str = "{spinner:.green} [{elapsed_precise}] {pos} done {msg}";
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// An `indicatif` bar on stderr.
+    Bar,
+    /// A plain line on stderr every [`LINE_EVERY`].
+    Lines,
+    /// Nothing.
+    Quiet,
+}
+
+impl Mode {
+    /// A bar when stderr is a terminal, lines when it is not, nothing when `quiet`.
+    pub(crate) fn detect(quiet: bool) -> Mode {
+        if quiet {
+            Mode::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Mode::Bar
+        } else {
+            Mode::Lines
+        }
+    }
+}
+
+/// Prints a message on stderr without tearing the bar (above it, when one is drawn).
+#[derive(Clone)]
+pub(crate) struct Printer {
+    bar: Option<ProgressBar>,
+}
+
+impl Printer {
+    pub(crate) fn println(&self, message: &str) {
+        match &self.bar {
+            Some(bar) if !bar.is_finished() => bar.println(message),
+            _ => eprintln!("{message}"),
+        }
+    }
+}
+
+/// The ticker task that draws progress until [`Reporter::finish`].
+pub(crate) struct Reporter {
+    bar: Option<ProgressBar>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Reporter {
+    /// Starts drawing `progress` as `mode` says.
+    pub(crate) fn start(progress: Arc<Progress>, mode: Mode) -> Reporter {
+        let (stop, stopped) = watch::channel(false);
+        let bar = (mode == Mode::Bar).then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(style(SPINNER_TEMPLATE));
+            bar
+        });
+        let task = match mode {
+            Mode::Quiet => None,
+            Mode::Bar | Mode::Lines => Some(tokio::spawn(tick(progress, bar.clone(), stopped))),
+        };
+        Reporter { bar, stop, task }
+    }
+
+    /// A handle for messages printed while the bar is drawn.
+    pub(crate) fn printer(&self) -> Printer {
+        Printer {
+            bar: self.bar.clone(),
+        }
+    }
+
+    /// Stops the ticker and clears the bar.
+    pub(crate) async fn finish(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+async fn tick(
+    progress: Arc<Progress>,
+    bar: Option<ProgressBar>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let start = Instant::now();
+    let mut rate = Rate::default();
+    let mut interval = tokio::time::interval(BAR_TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_line = start;
+    let mut has_length = false;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopped.changed() => return,
+        }
+        let now = Instant::now();
+        let view = View::of(&progress.snapshot());
+        let per_sec = rate.update(now, view.done_this_run);
+        match &bar {
+            Some(bar) => {
+                if let Some(total) = view.total {
+                    if !has_length {
+                        bar.set_style(style(BAR_TEMPLATE));
+                        has_length = true;
+                    }
+                    bar.set_length(total);
+                }
+                bar.set_position(view.done);
+                bar.set_message(view.message(per_sec));
+            }
+            None => {
+                if now.duration_since(last_line) >= LINE_EVERY {
+                    last_line = now;
+                    eprintln!(
+                        "volley run: [{}] {}",
+                        clock(now.duration_since(start)),
+                        view.line(per_sec)
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    // The templates are constants of this file, checked by `templates_are_valid`.
+    ProgressStyle::with_template(template).expect("a valid progress template")
+}
+
+/// What one redraw shows, computed from the engine's snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct View {
+    /// Lines with an outcome: earlier runs' (skipped) and this run's.
+    done: u64,
+    /// This run's outcomes, for the rate.
+    done_this_run: u64,
+    total: Option<u64>,
+    in_flight: u64,
+    /// Attempts beyond the first of each request (a lower bound while running).
+    retries: u64,
+    /// Lines that failed or were invalid.
+    errors: u64,
+}
+
+impl View {
+    fn of(s: &ProgressSnapshot) -> View {
+        let done_this_run = s.succeeded + s.failed + s.invalid;
+        View {
+            done: s.done(),
+            done_this_run,
+            total: s.total_lines,
+            in_flight: s.in_flight,
+            retries: s.retries,
+            errors: s.failed + s.invalid,
+        }
+    }
+
+    fn eta(&self, per_sec: f64) -> Option<Duration> {
+        let remaining = self.total?.saturating_sub(self.done);
+        if remaining == 0 {
+            return Some(Duration::ZERO);
+        }
+        (per_sec > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / per_sec))
+    }
+
+    /// The part after the bar.
+    fn message(&self, per_sec: f64) -> String {
+        format!(
+            "{per_sec:.0} req/s · {} in flight · {} retries · {} errors · ETA {}",
+            self.in_flight,
+            self.retries,
+            self.errors,
+            self.eta(per_sec).map_or_else(|| "?".to_owned(), clock)
+        )
+    }
+
+    /// A whole plain line.
+    fn line(&self, per_sec: f64) -> String {
+        let done = match self.total {
+            Some(total) if total > 0 => format!(
+                "{}/{total} done ({:.0}%)",
+                self.done,
+                self.done as f64 * 100.0 / total as f64
+            ),
+            Some(total) => format!("{}/{total} done", self.done),
+            None => format!("{} done", self.done),
+        };
+        format!("{done}, {}", self.message(per_sec))
+    }
+}
+
+/// Outcomes per second over the last [`RATE_WINDOW`].
+#[derive(Debug, Default)]
+struct Rate {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl Rate {
+    fn update(&mut self, now: Instant, done: u64) -> f64 {
+        self.samples.push_back((now, done));
+        while let Some(&(at, _)) = self.samples.front() {
+            if now.duration_since(at) > RATE_WINDOW && self.samples.len() > 2 {
+                self.samples.pop_front();
+            } else {
+                break;
+            }
+        }
+        let (first_at, first) = self.samples[0];
+        let span = now.duration_since(first_at).as_secs_f64();
+        if span <= 0.0 {
+            0.0
+        } else {
+            done.saturating_sub(first) as f64 / span
+        }
+    }
+}
+
+/// `1:02:03`, `2:03` or `5s`.
+pub(crate) fn clock(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else if m > 0 {
+        format!("{m}:{s:02}")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The end-of-run report, one fact per line.
+pub(crate) fn summary_text(summary: &Summary, concurrency: usize) -> String {
+    let outcomes = summary.succeeded + summary.failed + summary.invalid;
+    let mut text = format!(
+        "volley run: {} in {:.1}s\n  outcomes  {outcomes} this run: {} succeeded, {} failed, {} invalid",
+        if summary.interrupted {
+            "interrupted"
+        } else {
+            "done"
+        },
+        summary.wall.as_secs_f64(),
+        summary.succeeded,
+        summary.failed,
+        summary.invalid,
+    );
+    if summary.skipped > 0 {
+        text.push_str(&format!(
+            "; {} skipped (already recorded: resumed",
+            summary.skipped
+        ));
+        if summary.skipped_failed > 0 {
+            text.push_str(&format!(", {} of them failed", summary.skipped_failed));
+        }
+        text.push(')');
+    }
+    let rate = if summary.wall.is_zero() {
+        0.0
+    } else {
+        outcomes as f64 / summary.wall.as_secs_f64()
+    };
+    text.push_str(&format!(
+        "\n  requests  {} attempts, {} retries, {rate:.0}/s; mean {:.1} in flight of {concurrency}",
+        summary.attempts, summary.retries, summary.mean_in_flight,
+    ));
+    text.push_str(&format!(
+        "\n  tokens    {} in, {} out",
+        summary.tokens_in, summary.tokens_out
+    ));
+    if !summary.errors_by_code.is_empty() {
+        let errors: Vec<String> = summary
+            .errors_by_code
+            .iter()
+            .map(|(code, n)| format!("{code} {n}"))
+            .collect();
+        text.push_str(&format!("\n  errors    {}", errors.join(", ")));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(total: Option<u64>, skipped: u64, ok: u64, failed: u64, in_flight: u64) -> View {
+        View {
+            done: skipped + ok + failed,
+            done_this_run: ok + failed,
+            total,
+            in_flight,
+            retries: 0,
+            errors: failed,
+        }
+    }
+
+    #[test]
+    fn templates_are_valid() {
+        style(BAR_TEMPLATE);
+        style(SPINNER_TEMPLATE);
+    }
+
+    #[test]
+    fn eta_from_the_remaining_lines_and_the_rate() {
+        let view = snapshot(Some(1000), 100, 300, 0, 10);
+        assert_eq!(view.eta(100.0), Some(Duration::from_secs(6)));
+        assert_eq!(view.eta(0.0), None);
+        assert_eq!(snapshot(None, 0, 1, 0, 0).eta(10.0), None);
+        assert_eq!(snapshot(Some(5), 0, 5, 0, 0).eta(0.0), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn lines_show_done_rate_in_flight_retries_errors_and_eta() {
+        let mut view = snapshot(Some(200), 0, 48, 2, 16);
+        view.retries = 3;
+        let line = view.line(25.0);
+        assert_eq!(
+            line,
+            "50/200 done (25%), 25 req/s · 16 in flight · 3 retries · 2 errors · ETA 6s"
+        );
+        let line = snapshot(None, 0, 7, 0, 1).line(0.0);
+        assert!(line.starts_with("7 done, 0 req/s"), "{line}");
+        assert!(line.ends_with("ETA ?"), "{line}");
+    }
+
+    #[test]
+    fn rate_is_measured_over_a_sliding_window() {
+        let mut rate = Rate::default();
+        let t0 = Instant::now();
+        assert_eq!(rate.update(t0, 0), 0.0);
+        let r = rate.update(t0 + Duration::from_secs(1), 100);
+        assert!((r - 100.0).abs() < 1e-9, "{r}");
+        // After the window, early samples are dropped: only the recent pace counts.
+        for s in 2..=20 {
+            rate.update(t0 + Duration::from_secs(s), 100 + (s - 1) * 10);
+        }
+        let r = rate.update(t0 + Duration::from_secs(21), 300);
+        assert!((r - 10.0).abs() < 1.0, "{r}");
+    }
+
+    #[test]
+    fn clock_formats() {
+        assert_eq!(clock(Duration::from_millis(5900)), "5s");
+        assert_eq!(clock(Duration::from_secs(125)), "2:05");
+        assert_eq!(clock(Duration::from_secs(3723)), "1:02:03");
+    }
+}

@@ -1,0 +1,661 @@
+//! `volley run`: a JSONL batch through the client, one outcome per line, resumable.
+//!
+//! This module only turns flags into settings, a client and batch options, then shows the
+//! run; the engine is `volley::batch`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use volley::batch::{BatchOptions, BatchRunner, Input, Outcome, Summary};
+use volley::{Client, ErrorKind};
+use volley_mock::{Faults, Latency, MockConfig, MockServer};
+
+use crate::config::{
+    self, CacheSpec, DISK_CACHE_TTL, Layer, MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL, Settings, Source,
+    UsageError,
+};
+use crate::progress::{self, Mode, Printer, Reporter};
+
+/// The exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+pub(crate) const EXIT_INTERRUPTED: u8 = 130;
+/// The exit code of usage and configuration mistakes (as clap's).
+pub(crate) const EXIT_USAGE: u8 = 2;
+
+/// How many invalid lines `--validate` lists.
+const VALIDATE_SHOWN: usize = 20;
+
+/// Run a JSONL file of requests (OpenAI Batch API format) as fast as the limits allow.
+///
+/// Each input line is {"custom_id", "method", "url", "body"}, with url /v1/chat/completions or
+/// /v1/embeddings. OUTPUT gets one line per input line, in the Batch API output format (a
+/// response, or an error saying why); final errors are also written to the errors file. Run
+/// the same command again after a crash or Ctrl-C: lines that already have an outcome in
+/// OUTPUT are skipped, only the rest are sent.
+///
+/// Settings come from flags, then environment variables (OPENAI_BASE_URL, VOLLEY_CONCURRENCY,
+/// VOLLEY_RPM, VOLLEY_TPM, VOLLEY_MAX_RETRIES, VOLLEY_TIMEOUT, VOLLEY_CACHE), then a profile of
+/// volley.toml (--profile NAME for [profile.NAME], else [default]), then defaults. The API key
+/// is read only from the environment (OPENAI_API_KEY, or the variable named by --api-key-env
+/// or the profile's api_key_env); volley.toml must not contain it.
+///
+/// Exit codes: 0 every line succeeded; 1 some lines failed or were invalid (their error
+/// records are in OUTPUT and the errors file), or the run could not go on; 2 a usage or
+/// configuration mistake; 130 interrupted by Ctrl-C (run the same command again to resume).
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The input JSONL file, or - for stdin.
+    #[arg(value_name = "INPUT", required_unless_present = "print_config")]
+    input: Option<PathBuf>,
+    /// The output JSONL file: appended to, and read on start to skip lines already done.
+    #[arg(
+        long,
+        short,
+        value_name = "OUTPUT",
+        required_unless_present_any = ["validate", "print_config"]
+    )]
+    output: Option<PathBuf>,
+    /// Where final errors also go [default: OUTPUT with .jsonl replaced by .errors.jsonl, or
+    /// .errors.jsonl appended].
+    #[arg(long, value_name = "ERRORS")]
+    errors: Option<PathBuf>,
+    /// Write outcomes in input order (a bounded reorder window holds early ones back).
+    #[arg(long)]
+    ordered: bool,
+    /// Check the whole input without sending anything: report invalid lines, exit 0 when all
+    /// are valid, 1 otherwise.
+    #[arg(long)]
+    validate: bool,
+    /// The API's base URL, /v1 included [env: OPENAI_BASE_URL; default:
+    /// https://api.openai.com/v1].
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
+    /// The environment variable holding the API key [default: OPENAI_API_KEY]. The key itself
+    /// is never taken from the command line.
+    #[arg(long, value_name = "NAME")]
+    api_key_env: Option<String>,
+    /// The most requests in flight at once [env: VOLLEY_CONCURRENCY; default: 256].
+    #[arg(long, value_name = "C", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    concurrency: Option<usize>,
+    /// Requests per minute; 0 for unlimited [env: VOLLEY_RPM; default: unlimited].
+    #[arg(long, value_name = "R")]
+    rpm: Option<u32>,
+    /// Tokens per minute (estimated before sending, settled with the reported usage); 0 for
+    /// unlimited [env: VOLLEY_TPM; default: unlimited].
+    #[arg(long, value_name = "T")]
+    tpm: Option<u64>,
+    /// How many times a failed attempt is retried (429, 5xx, connection failures, timeouts)
+    /// [env: VOLLEY_MAX_RETRIES; default: 3].
+    #[arg(long, value_name = "K")]
+    max_retries: Option<u32>,
+    /// The deadline of one attempt, e.g. 30s or 2m; 0 for none [env: VOLLEY_TIMEOUT;
+    /// default: 10m].
+    #[arg(long, value_name = "D", value_parser = crate::mock::parse_duration)]
+    timeout: Option<Duration>,
+    /// Cache successful responses: "memory" (256 MiB, kept 24 h), "disk:PATH" (a database in
+    /// directory PATH, kept 30 days, survives restarts) or "off" [env: VOLLEY_CACHE;
+    /// default: off].
+    #[arg(long, value_name = "SPEC")]
+    cache: Option<CacheSpec>,
+    /// The volley.toml profile to use ([profile.NAME]) [default: [default], when present].
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// The configuration file [default: ./volley.toml, when present].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print the settings in force and where each comes from, then exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Send to an in-process mock server instead of a real API (no key needed).
+    #[arg(long, conflicts_with = "base_url")]
+    mock: bool,
+    /// With --mock: the mock's latency, e.g. "250ms" or "lognormal:500ms,0.6" (the grammar of
+    /// volley mock --latency).
+    #[arg(long, value_name = "LATENCY", requires = "mock")]
+    mock_latency: Option<Latency>,
+    /// With --mock: fault probabilities, e.g. "429=0.1,500=0.05,reset=0.01" (the grammar of
+    /// volley mock --faults).
+    #[arg(long, value_name = "FAULTS", requires = "mock")]
+    mock_faults: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9090 (a bare port binds
+    /// 127.0.0.1).
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    metrics_addr: Option<SocketAddr>,
+    /// After Ctrl-C, how long in-flight requests may take to finish before the run stops
+    /// [default: the engine's].
+    #[arg(long, value_name = "D", value_parser = crate::mock::parse_duration)]
+    grace: Option<Duration>,
+    /// Allow plain http:// to a host that is not loopback (the key would travel unencrypted).
+    #[arg(long)]
+    allow_plain_http: bool,
+    /// No progress and no summary; errors and the resume hint are still printed.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Runs `volley run`.
+///
+/// # Errors
+/// [`UsageError`] for mistakes in flags, environment or configuration (exit code 2); others
+/// when the run cannot go on (exit code 1).
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.print_config {
+        print!("{}", describe(&resolve(&args)?, args.mock));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let input_path = args
+        .input
+        .clone()
+        .expect("clap requires INPUT unless --print-config");
+    let input = Input::from_arg(&input_path);
+    // Validation sends nothing, so it needs no settings (and works with a broken volley.toml).
+    if args.validate {
+        return validate(input).await;
+    }
+    let settings = resolve(&args)?;
+    if let Input::Path(path) = &input
+        && let Err(e) = std::fs::metadata(path)
+    {
+        return Err(UsageError(format!("cannot read the input {}: {e}", path.display())).into());
+    }
+    let output = args
+        .output
+        .clone()
+        .expect("clap requires --output unless --validate or --print-config");
+    check_paths(&input_path, &output)?;
+    let errors = args
+        .errors
+        .clone()
+        .unwrap_or_else(|| default_errors_path(&output));
+
+    // The mock lives until the end of this function, so the run can reach it.
+    let mock = if args.mock {
+        Some(start_mock(&args).await?)
+    } else {
+        None
+    };
+    let base_url = match &mock {
+        Some(server) => server.url(),
+        None => settings.base_url.value.clone(),
+    };
+    // The mock needs no key, and a real one must not be sent to it.
+    let key = match &mock {
+        Some(_) => None,
+        None => Some(read_key(&settings.api_key_env.value)?),
+    };
+
+    // The client's metrics layers take their handles when it is built: install first.
+    if let Some(addr) = args.metrics_addr {
+        install_metrics(addr)?;
+    }
+    let concurrency = settings.concurrency.value;
+    crate::limits::raise_open_file_limit(Some(concurrency as u64 + 64));
+    let client = build_client(&settings, base_url.clone(), key, args.allow_plain_http)?;
+
+    let mut options = BatchOptions {
+        output: output.clone(),
+        errors: Some(errors.clone()),
+        ordered: args.ordered,
+        concurrency,
+        ..BatchOptions::default()
+    };
+    if let Some(grace) = args.grace {
+        options.grace = grace;
+    }
+    let grace = options.grace;
+    let runner = BatchRunner::new(client, input, options);
+
+    let mode = Mode::detect(args.quiet);
+    if mode != Mode::Quiet {
+        eprintln!(
+            "volley run: {} -> {} (errors: {}); {}",
+            input_path.display(),
+            output.display(),
+            errors.display(),
+            one_line(&settings, &base_url),
+        );
+    }
+    let reporter = Reporter::start(runner.progress(), mode);
+    let shutdown = shutdown_on_ctrl_c(reporter.printer(), grace, args.quiet);
+    let result = runner.run(shutdown).await;
+    reporter.finish().await;
+    if let Some(server) = mock {
+        server.shutdown().await;
+    }
+    let summary = result.map_err(|e| match e.kind() {
+        ErrorKind::Config | ErrorKind::InvalidInput => {
+            anyhow::Error::new(UsageError(format!("{e}")))
+        }
+        _ => anyhow::Error::new(e).context("the run stopped"),
+    })?;
+    Ok(report(&summary, concurrency, &output, &errors, args.quiet))
+}
+
+/// The settings in force, from flags, environment, `volley.toml` and defaults.
+fn resolve(args: &RunArgs) -> Result<Settings, UsageError> {
+    let flags = Layer {
+        base_url: args.base_url.clone(),
+        api_key_env: args.api_key_env.clone(),
+        concurrency: args.concurrency,
+        rpm: args.rpm,
+        tpm: args.tpm,
+        max_retries: args.max_retries,
+        timeout: args.timeout,
+        cache: args.cache.clone(),
+    };
+    let env = config::env_layer(|name| std::env::var(name).ok())?;
+    let profile = config::load_profile(args.config.as_deref(), args.profile.as_deref())?;
+    Ok(Settings::resolve(flags, env, profile))
+}
+
+/// `out.jsonl` → `out.errors.jsonl`; any other name gets `.errors.jsonl` appended.
+pub(crate) fn default_errors_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
+    output.with_file_name(format!("{stem}.errors.jsonl"))
+}
+
+fn check_paths(input: &Path, output: &Path) -> Result<(), UsageError> {
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(input), std::fs::canonicalize(output))
+        && a == b
+    {
+        return Err(UsageError(format!(
+            "the output {} is the input file; choose another -o",
+            output.display()
+        )));
+    }
+    Ok(())
+}
+
+fn read_key(variable: &str) -> Result<String, UsageError> {
+    std::env::var(variable)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            UsageError(format!(
+                "no API key: set {variable} (or name another variable with --api-key-env), or \
+                 use --mock"
+            ))
+        })
+}
+
+async fn start_mock(args: &RunArgs) -> anyhow::Result<MockServer> {
+    let faults = match args.mock_faults.as_deref().map(str::trim) {
+        None | Some("") => Faults::NONE,
+        Some(spec) => spec
+            .parse()
+            .map_err(|e| UsageError(format!("--mock-faults: {e}")))?,
+    };
+    let config = MockConfig {
+        latency: args.mock_latency.unwrap_or(Latency::ZERO),
+        faults,
+        ..MockConfig::default()
+    };
+    config
+        .validate()
+        .map_err(|e| UsageError(format!("invalid mock configuration: {e}")))?;
+    MockServer::start(config)
+        .await
+        .context("starting the in-process mock server")
+}
+
+fn build_client(
+    settings: &Settings,
+    base_url: String,
+    key: Option<String>,
+    allow_plain_http: bool,
+) -> anyhow::Result<Client> {
+    let concurrency = settings.concurrency.value;
+    let mut builder = Client::builder()
+        .base_url(base_url)
+        .allow_plain_http(allow_plain_http)
+        .concurrency(concurrency)
+        // Keep a connection per slot: reconnecting costs more than an idle socket.
+        .pool_max_idle_per_host(concurrency)
+        .retries(settings.max_retries.value)
+        .timeout(settings.timeout.value);
+    if let Some(rpm) = settings.rpm.value {
+        builder = builder.rpm(rpm);
+    }
+    if let Some(tpm) = settings.tpm.value {
+        builder = builder.tpm(tpm);
+    }
+    builder = match &settings.cache.value {
+        CacheSpec::Off => builder,
+        CacheSpec::Memory => builder.cache_memory(MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL),
+        CacheSpec::Disk(dir) => builder.cache_disk(dir, DISK_CACHE_TTL),
+    };
+    if let Some(key) = key {
+        builder = builder.api_key(key);
+    }
+    builder.build().map_err(|e| match e.kind() {
+        ErrorKind::Config => anyhow::Error::new(UsageError(format!("{e}"))),
+        _ => anyhow::Error::new(e),
+    })
+}
+
+/// Installs the Prometheus recorder with its HTTP listener on `addr`.
+fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use volley_middleware::metrics::{REQUEST_DURATION_SECONDS, TIME_TO_FIRST_BYTE_SECONDS};
+
+    // Without buckets the exporter renders histograms as summaries, which cannot be
+    // aggregated across processes.
+    const DURATION_BUCKETS: &[f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+        600.0,
+    ];
+    const FIRST_BYTE_BUCKETS: &[f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    if !addr.ip().is_loopback() {
+        eprintln!("volley run: serving metrics on {addr}, which is not loopback");
+    }
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Full(REQUEST_DURATION_SECONDS.to_owned()),
+            DURATION_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(TIME_TO_FIRST_BYTE_SECONDS.to_owned()),
+            FIRST_BYTE_BUCKETS,
+        )?
+        .install()
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    volley_middleware::metrics::describe();
+    Ok(())
+}
+
+/// `9090` → `127.0.0.1:9090`; `localhost:9090`, `127.0.0.1:9090`, `[::1]:9090` as given.
+fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    if let Some(port) = s.strip_prefix("localhost:")
+        && let Ok(port) = port.parse::<u16>()
+    {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    s.parse()
+        .map_err(|_| format!("invalid address {s:?}: expected e.g. 127.0.0.1:9090 or 9090"))
+}
+
+/// Ctrl-C stops taking new lines and lets in-flight requests finish for the grace period; a
+/// second Ctrl-C exits at once (outcomes not yet flushed are sent again on resume).
+async fn shutdown_on_ctrl_c(printer: Printer, grace: Duration, quiet: bool) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        // No signal handling: never ask for a shutdown.
+        std::future::pending::<()>().await;
+    }
+    if !quiet {
+        printer.println(&format!(
+            "volley run: stopping; in-flight requests have {} to finish (Ctrl-C again to stop now)",
+            progress::clock(grace)
+        ));
+    }
+    tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("volley run: stopped; run the same command again to resume");
+            std::process::exit(EXIT_INTERRUPTED.into());
+        }
+    });
+}
+
+/// Prints the summary and picks the exit code.
+fn report(
+    summary: &Summary,
+    concurrency: usize,
+    output: &Path,
+    errors: &Path,
+    quiet: bool,
+) -> ExitCode {
+    if !quiet {
+        eprintln!("{}", progress::summary_text(summary, concurrency));
+    }
+    if summary.interrupted {
+        let recorded = summary.skipped + summary.succeeded + summary.failed + summary.invalid;
+        eprintln!(
+            "interrupted: {recorded} outcomes recorded; run the same command again to resume"
+        );
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
+    if summary.all_succeeded() {
+        return ExitCode::SUCCESS;
+    }
+    let mut problems = format!(
+        "{} failed and {} invalid lines",
+        summary.failed, summary.invalid
+    );
+    if summary.skipped_failed > 0 {
+        problems.push_str(&format!(
+            ", and {} lines that had failed in an earlier run",
+            summary.skipped_failed
+        ));
+    }
+    eprintln!(
+        "volley run: {problems}; their error records are in {} and {}",
+        output.display(),
+        errors.display()
+    );
+    ExitCode::FAILURE
+}
+
+async fn validate(input: Input) -> anyhow::Result<ExitCode> {
+    let max_line_bytes = BatchOptions::default().max_line_bytes;
+    let report = volley::batch::validate(input, max_line_bytes)
+        .await
+        .context("validating the input")?;
+    println!(
+        "{} lines: {} valid, {} invalid",
+        report.lines, report.valid, report.invalid_count
+    );
+    for record in report.invalid.iter().take(VALIDATE_SHOWN) {
+        match &record.outcome {
+            Outcome::Invalid { code, message } => println!("  {message} [{code}]"),
+            // The report lists invalid lines only; say something sane if that changes.
+            _ => println!("  line {}: invalid", record.line),
+        }
+    }
+    let shown = report.invalid.len().min(VALIDATE_SHOWN) as u64;
+    if report.invalid_count > shown {
+        println!("  ... and {} more", report.invalid_count - shown);
+    }
+    Ok(if report.invalid_count == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The settings as one line, for the start of a run.
+fn one_line(settings: &Settings, base_url: &str) -> String {
+    format!(
+        "concurrency {}, rpm {}, tpm {}, max retries {}, timeout {}, cache {}; {}",
+        settings.concurrency.value,
+        off_or(settings.rpm.value),
+        off_or(settings.tpm.value),
+        settings.max_retries.value,
+        settings
+            .timeout
+            .value
+            .map_or_else(|| "off".to_owned(), human),
+        settings.cache.value,
+        redact_userinfo(base_url),
+    )
+}
+
+/// The settings and their sources, one per line, for `--print-config`.
+fn describe(settings: &Settings, mock: bool) -> String {
+    let source = |s: Source| match s {
+        Source::Flag => "flag".to_owned(),
+        Source::Env(name) => format!("${name}"),
+        Source::Profile => "profile".to_owned(),
+        Source::Default => "default".to_owned(),
+    };
+    let key_var = &settings.api_key_env.value;
+    let key_state = if mock {
+        "not used with --mock"
+    } else if std::env::var(key_var).is_ok_and(|v| !v.trim().is_empty()) {
+        "set"
+    } else {
+        "NOT SET"
+    };
+    let base_url = if mock {
+        "the in-process mock".to_owned()
+    } else {
+        redact_userinfo(&settings.base_url.value)
+    };
+    let rows = [
+        (
+            "base_url",
+            base_url,
+            if mock {
+                "--mock".to_owned()
+            } else {
+                source(settings.base_url.source)
+            },
+        ),
+        (
+            "api_key_env",
+            format!("{key_var} ({key_state})"),
+            source(settings.api_key_env.source),
+        ),
+        (
+            "concurrency",
+            settings.concurrency.value.to_string(),
+            source(settings.concurrency.source),
+        ),
+        (
+            "rpm",
+            off_or(settings.rpm.value),
+            source(settings.rpm.source),
+        ),
+        (
+            "tpm",
+            off_or(settings.tpm.value),
+            source(settings.tpm.source),
+        ),
+        (
+            "max_retries",
+            settings.max_retries.value.to_string(),
+            source(settings.max_retries.source),
+        ),
+        (
+            "timeout",
+            settings
+                .timeout
+                .value
+                .map_or_else(|| "off".to_owned(), human),
+            source(settings.timeout.source),
+        ),
+        (
+            "cache",
+            settings.cache.value.to_string(),
+            source(settings.cache.source),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, value, from) in rows {
+        text.push_str(&format!("{name:<12} {value:<40} ({from})\n"));
+    }
+    text.push_str(&format!(
+        "{:<12} {}\n",
+        "profile",
+        settings.profile.as_deref().unwrap_or("none")
+    ));
+    text
+}
+
+/// `10m`, `30s`, `1h`; `1.5s` and the like as `Duration`'s `Debug` writes them.
+fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    match (secs, d.subsec_nanos()) {
+        (0, 0) => "0s".to_owned(),
+        (s, 0) if s % 3600 == 0 => format!("{}h", s / 3600),
+        (s, 0) if s % 60 == 0 => format!("{}m", s / 60),
+        (s, 0) => format!("{s}s"),
+        _ => format!("{d:?}"),
+    }
+}
+
+fn off_or<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "off".to_owned(), |v| v.to_string())
+}
+
+/// Hides `user:password@` in a URL: it may carry a credential.
+fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_file_defaults_next_to_the_output() {
+        assert_eq!(
+            default_errors_path(Path::new("/tmp/out.jsonl")),
+            Path::new("/tmp/out.errors.jsonl")
+        );
+        assert_eq!(
+            default_errors_path(Path::new("results")),
+            Path::new("results.errors.jsonl")
+        );
+        assert_eq!(
+            default_errors_path(Path::new("a/b.json")),
+            Path::new("a/b.json.errors.jsonl")
+        );
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        assert_eq!(
+            parse_metrics_addr("9090").unwrap(),
+            "127.0.0.1:9090".parse().unwrap()
+        );
+        assert_eq!(
+            parse_metrics_addr("localhost:9091").unwrap(),
+            "127.0.0.1:9091".parse().unwrap()
+        );
+        assert_eq!(
+            parse_metrics_addr("[::1]:9092").unwrap(),
+            "[::1]:9092".parse().unwrap()
+        );
+        assert!(parse_metrics_addr("nowhere").is_err());
+    }
+
+    #[test]
+    fn durations_read_as_typed() {
+        assert_eq!(human(Duration::from_secs(600)), "10m");
+        assert_eq!(human(Duration::from_secs(30)), "30s");
+        assert_eq!(human(Duration::from_secs(7200)), "2h");
+        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn userinfo_is_hidden() {
+        assert_eq!(
+            redact_userinfo("https://u:secret@host/v1?a=b@c"),
+            "https://***@host/v1?a=b@c"
+        );
+        assert_eq!(redact_userinfo("http://host/v1"), "http://host/v1");
+        assert_eq!(redact_userinfo("host"), "host");
+    }
+}

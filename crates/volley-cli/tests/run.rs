@@ -1,0 +1,781 @@
+//! `volley run`, run as a user would: the real binary as a child process, against an
+//! in-process mock server (or its own `--mock`).
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use volley_mock::{Latency, MockConfig, MockServer};
+
+/// The longest any child may run before the test kills it and fails.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/batch.jsonl");
+
+/// The binary with a clean environment: none of the variables it reads are inherited.
+fn volley(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
+    cmd.current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    for name in [
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "VOLLEY_CONCURRENCY",
+        "VOLLEY_RPM",
+        "VOLLEY_TPM",
+        "VOLLEY_MAX_RETRIES",
+        "VOLLEY_TIMEOUT",
+        "VOLLEY_CACHE",
+    ] {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn chat_line(id: &str) -> String {
+    serde_json::json!({
+        "custom_id": id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("say {id}")}], "max_tokens": 8},
+    })
+    .to_string()
+}
+
+fn write_chat_input(path: &Path, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (1..=n).map(|i| format!("id-{i:05}")).collect();
+    let mut text = String::with_capacity(n * 160);
+    for id in &ids {
+        text.push_str(&chat_line(id));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+    ids
+}
+
+/// The records of a JSONL file, complete lines only (a torn last line is left out).
+fn records(path: &Path) -> Vec<Value> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &bytes[..=end],
+        None => &[][..],
+    };
+    complete
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            serde_json::from_slice(line).unwrap_or_else(|e| {
+                panic!(
+                    "a complete output line is not JSON ({e}): {}",
+                    String::from_utf8_lossy(line)
+                )
+            })
+        })
+        .collect()
+}
+
+fn custom_ids(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|r| r["custom_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Waits for `child` up to [`CHILD_TIMEOUT`]; kills it and fails the test beyond.
+fn wait(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("volley run took more than {CHILD_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs to completion with stdout and stderr captured, bounded in time.
+fn output(cmd: &mut Command) -> (ExitStatus, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait(&mut child);
+    (
+        status,
+        std::fs::read_to_string(out).unwrap(),
+        std::fs::read_to_string(err).unwrap(),
+    )
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn the_example_runs_against_the_embedded_mock() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let (status, _, stderr) =
+        output(volley(dir.path()).args(["run", EXAMPLE, "-o", path_str(&out), "--mock"]));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let input_lines = std::fs::read_to_string(EXAMPLE).unwrap().lines().count();
+    assert!(input_lines >= 150, "the example has {input_lines} lines");
+    let recorded = records(&out);
+    assert_eq!(recorded.len(), input_lines);
+    let ids = custom_ids(&recorded);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), input_lines);
+    for r in &recorded {
+        assert_eq!(r["response"]["status_code"], 200, "{r}");
+    }
+    assert!(
+        recorded
+            .iter()
+            .any(|r| r["response"]["body"]["object"] == "list"),
+        "the embeddings lines got embeddings"
+    );
+    // The summary: outcomes, retries, tokens, wall time, mean in flight.
+    for needle in ["succeeded", "retries", "tokens", "in flight"] {
+        assert!(stderr.contains(needle), "summary lacks {needle}: {stderr}");
+    }
+    // No errors: the errors file, if created, is empty.
+    let errors = dir.path().join("out.errors.jsonl");
+    assert!(records(&errors).is_empty());
+
+    // A second run finds everything done and sends nothing.
+    let (status, _, stderr) =
+        output(volley(dir.path()).args(["run", EXAMPLE, "-o", path_str(&out), "--mock"]));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(records(&out).len(), input_lines);
+    assert!(
+        stderr.contains(&format!("{input_lines} skipped")),
+        "{stderr}"
+    );
+}
+
+/// `kill -9` three times mid-run, then run until done: every `custom_id` exactly once, and no
+/// request whose outcome was on disk at a kill was sent again after it.
+#[test]
+fn kill_9_and_resume_loses_nothing_and_resends_nothing_recorded() {
+    const LINES: usize = 3_000;
+    let rt = runtime();
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            latency: Latency::Fixed(Duration::from_millis(30)),
+            journal: true,
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    let ids = write_chat_input(&input, LINES);
+    let command = || {
+        let mut cmd = volley(dir.path());
+        cmd.args([
+            "run",
+            path_str(&input),
+            "-o",
+            path_str(&out),
+            "--base-url",
+            &server.url(),
+            "--concurrency",
+            "64",
+            "--quiet",
+        ])
+        .env("OPENAI_API_KEY", "sk-test")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        cmd
+    };
+
+    // (journal position, ids recorded on disk) at each kill.
+    let mut kills: Vec<(usize, HashSet<String>)> = Vec::new();
+    for _ in 0..3 {
+        let before = std::fs::metadata(&out).map_or(0, |m| m.len());
+        let mut child = command().spawn().unwrap();
+        let deadline = Instant::now() + CHILD_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the run ended ({status}) before it could be killed");
+            }
+            if std::fs::metadata(&out).map_or(0, |m| m.len()) > before {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no output within {CHILD_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // What is on disk now is what a resume will read. A request of the dead child still
+        // in a socket buffer may reach the journal after `position`; it cannot be for an id
+        // recorded here (an outcome is written after a request's last attempt), so the
+        // check below stays sound.
+        let position = server.journal().len();
+        let recorded: HashSet<String> = custom_ids(&records(&out)).into_iter().collect();
+        kills.push((position, recorded));
+    }
+
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(runs <= 5, "no clean finish in 5 runs");
+        let mut child = command().spawn().unwrap();
+        if wait(&mut child).success() {
+            break;
+        }
+    }
+
+    let final_ids = custom_ids(&records(&out));
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for id in &final_ids {
+        *counts.entry(id.as_str()).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|&(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "recorded more than once: {twice:?}");
+    assert_eq!(final_ids.len(), LINES);
+    for id in &ids {
+        assert!(counts.contains_key(id.as_str()), "{id} has no outcome");
+    }
+
+    let journal = server.journal();
+    for (k, (position, recorded)) in kills.iter().enumerate() {
+        assert!(!recorded.is_empty(), "kill {k} happened after some output");
+        let resent: Vec<&String> = journal[*position..]
+            .iter()
+            .filter(|id| recorded.contains(*id))
+            .collect();
+        assert!(
+            resent.is_empty(),
+            "after kill {k}, {} requests already recorded were sent again, e.g. {:?}",
+            resent.len(),
+            &resent[..resent.len().min(5)]
+        );
+    }
+    // Every request carried its custom_id, and lines never recorded were sent again: the
+    // journal holds each id at least once.
+    let sent: HashSet<&String> = journal.iter().collect();
+    assert!(ids.iter().all(|id| sent.contains(id)));
+    drop(server);
+    drop(rt);
+}
+
+#[test]
+fn bad_lines_get_error_records_with_line_numbers_and_the_rest_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.jsonl");
+    let out = dir.path().join("out.jsonl");
+    let mut file = std::fs::File::create(&input).unwrap();
+    let mut bad_lines = Vec::new();
+    let mut good = 0;
+    let mut line = 0;
+    let mut push = |file: &mut std::fs::File, bytes: &[u8], is_bad: bool| {
+        file.write_all(bytes).unwrap();
+        file.write_all(b"\n").unwrap();
+        line += 1;
+        if is_bad {
+            bad_lines.push(line);
+        } else {
+            good += 1;
+        }
+    };
+    push(&mut file, chat_line("good-1").as_bytes(), false);
+    push(&mut file, b"{not json", true);
+    push(
+        &mut file,
+        br#"{"method":"POST","url":"/v1/chat/completions","body":{}}"#,
+        true,
+    );
+    push(
+        &mut file,
+        br#"{"custom_id":7,"method":"POST","url":"/v1/chat/completions","body":{}}"#,
+        true,
+    );
+    push(&mut file, chat_line("good-2").as_bytes(), false);
+    push(&mut file, chat_line("good-1").as_bytes(), true); // duplicate custom_id
+    push(
+        &mut file,
+        br#"{"custom_id":"x","method":"POST","url":"/v1/nowhere","body":{}}"#,
+        true,
+    );
+    push(&mut file, b"{\"custom_id\":\"\xff\xfe\"}", true); // invalid UTF-8
+    let mut long = chat_line("too-long").into_bytes();
+    long.truncate(long.len() - 1);
+    long.extend(std::iter::repeat_n(b' ', 11 * 1024 * 1024));
+    long.push(b'}');
+    push(&mut file, &long, true);
+    push(&mut file, chat_line("good-3").as_bytes(), false);
+    drop(file);
+
+    let (status, _, stderr) =
+        output(volley(dir.path()).args(["run", path_str(&input), "-o", path_str(&out), "--mock"]));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let recorded = records(&out);
+    assert_eq!(recorded.len(), line, "one outcome per line");
+    let ok: Vec<_> = recorded
+        .iter()
+        .filter(|r| r["response"]["status_code"] == 200)
+        .collect();
+    assert_eq!(ok.len(), good);
+    let mut error_lines: Vec<u64> = recorded
+        .iter()
+        .filter(|r| !r["error"].is_null())
+        .map(|r| {
+            let message = r["error"]["message"].as_str().unwrap_or_default();
+            let n = r["line"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no line in {r}"));
+            assert!(message.contains(&format!("line {n}")), "{r}");
+            n
+        })
+        .collect();
+    error_lines.sort_unstable();
+    assert_eq!(
+        error_lines,
+        bad_lines.iter().map(|&n| n as u64).collect::<Vec<_>>()
+    );
+    // The errors file has them too.
+    let errors = records(&dir.path().join("out.errors.jsonl"));
+    assert_eq!(errors.len(), bad_lines.len());
+
+    // --validate finds the same lines without sending anything.
+    let (status, stdout, stderr) =
+        output(volley(dir.path()).args(["run", path_str(&input), "--validate"]));
+    assert_eq!(status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("{} invalid", bad_lines.len())),
+        "{stdout}"
+    );
+    for n in &bad_lines {
+        assert!(
+            stdout.contains(&format!("line {n}")),
+            "{stdout} lacks line {n}"
+        );
+    }
+    let (status, stdout, stderr) = output(volley(dir.path()).args(["run", EXAMPLE, "--validate"]));
+    assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("0 invalid"), "{stdout}");
+}
+
+#[test]
+fn flags_beat_environment_beat_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[default]\nconcurrency = 5\nrpm = 100\n\n[profile.slow]\nconcurrency = 2\ntimeout = \"5s\"\n",
+    )
+    .unwrap();
+    let print = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = volley(dir.path());
+        cmd.args(["run", "--print-config"]).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (status, stdout, stderr) = output(&mut cmd);
+        assert!(status.success(), "{stderr}");
+        stdout
+    };
+    let row = |text: &str, name: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let text = print(&["--concurrency", "9"], &[("VOLLEY_CONCURRENCY", "7")]);
+    assert_eq!(row(&text, "concurrency"), "concurrency 9 (flag)");
+    assert_eq!(row(&text, "rpm"), "rpm 100 (profile)");
+    let text = print(&[], &[("VOLLEY_CONCURRENCY", "7")]);
+    assert_eq!(
+        row(&text, "concurrency"),
+        "concurrency 7 ($VOLLEY_CONCURRENCY)"
+    );
+    let text = print(&[], &[]);
+    assert_eq!(row(&text, "concurrency"), "concurrency 5 (profile)");
+    let text = print(&["--profile", "slow"], &[]);
+    assert_eq!(row(&text, "concurrency"), "concurrency 2 (profile)");
+    assert_eq!(row(&text, "timeout"), "timeout 5s (profile)");
+    assert_eq!(row(&text, "rpm"), "rpm off (default)");
+
+    // The run itself says what it uses.
+    let out = dir.path().join("out.jsonl");
+    let (status, _, stderr) = output(
+        volley(dir.path())
+            .args(["run", EXAMPLE, "-o", path_str(&out), "--mock"])
+            // 0 turns off the profile's rpm = 100, which would make this run take minutes.
+            .args(["--concurrency", "9", "--rpm", "0"])
+            .env("VOLLEY_CONCURRENCY", "7"),
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("concurrency 9, rpm off,"), "{stderr}");
+    assert!(
+        stderr.contains("of 9"),
+        "the summary names the concurrency: {stderr}"
+    );
+}
+
+#[test]
+fn configuration_mistakes_exit_2_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let run = |toml: Option<&str>, extra: &[&str], env: &[(&str, &str)]| {
+        if let Some(toml) = toml {
+            std::fs::write(dir.path().join("volley.toml"), toml).unwrap();
+        }
+        let mut cmd = volley(dir.path());
+        cmd.args(["run", EXAMPLE, "-o", path_str(&out)]).args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let (status, _, stderr) = output(&mut cmd);
+        (status.code(), stderr)
+    };
+    let (code, stderr) = run(
+        Some("[default]\napi_key = \"sk-in-file-123\"\n"),
+        &["--mock"],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("api_key_env"), "{stderr}");
+    assert!(!stderr.contains("sk-in-file-123"), "{stderr}");
+    let (code, stderr) = run(Some("[default]\nconcurency = 3\n"), &["--mock"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("`concurency`"), "{stderr}");
+    std::fs::remove_file(dir.path().join("volley.toml")).unwrap();
+    let (code, stderr) = run(None, &[], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("OPENAI_API_KEY") && stderr.contains("--mock"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(None, &["--mock"], &[("VOLLEY_RPM", "lots")]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("VOLLEY_RPM"), "{stderr}");
+    let (code, stderr) = run(None, &["--mock", "--profile", "prod"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("volley.toml"), "{stderr}");
+    // clap's own usage errors.
+    let (code, stderr) = run(None, &["--mock", "--concurrency", "0"], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!out.exists(), "nothing was run");
+}
+
+#[test]
+fn help_lists_every_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stdout, _) = output(volley(dir.path()).args(["run", "--help"]));
+    assert!(status.success());
+    for flag in [
+        "--output",
+        "-o",
+        "--errors",
+        "--base-url",
+        "--concurrency",
+        "--rpm",
+        "--tpm",
+        "--max-retries",
+        "--timeout",
+        "--cache",
+        "--mock",
+        "--quiet",
+        "--ordered",
+        "--validate",
+        "--api-key-env",
+        "--profile",
+        "--config",
+        "--metrics-addr",
+        "--grace",
+        "--mock-latency",
+        "--mock-faults",
+        "INPUT",
+        "Exit codes",
+        ".errors.jsonl",
+    ] {
+        assert!(stdout.contains(flag), "run --help lacks {flag}:\n{stdout}");
+    }
+    let (_, stdout, _) = output(volley(dir.path()).args(["--help"]));
+    assert!(stdout.contains("run"), "{stdout}");
+}
+
+#[test]
+fn the_key_never_appears_in_outputs_or_stderr() {
+    const KEY: &str = "sk-volley-test-SECRET-4242";
+    let rt = runtime();
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            require_api_key: Some(KEY.to_owned()),
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_chat_input(&input, 50);
+    let files = |name: &str| {
+        let out = dir.path().join(format!("{name}.jsonl"));
+        let errors = dir.path().join(format!("{name}.errors.jsonl"));
+        (out, errors)
+    };
+
+    // The right key, from a variable named by --api-key-env: everything succeeds.
+    let (out, errors) = files("good");
+    let (status, stdout, stderr) = output(
+        volley(dir.path())
+            .args(["run", path_str(&input), "-o", path_str(&out)])
+            .args([
+                "--base-url",
+                &server.url(),
+                "--api-key-env",
+                "MY_VOLLEY_KEY",
+            ])
+            .env("MY_VOLLEY_KEY", KEY)
+            .env("RUST_LOG", "trace"),
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(records(&out).len(), 50);
+    for text in [stdout, stderr, std::fs::read_to_string(&out).unwrap()] {
+        assert!(!text.contains(KEY), "the key leaked: {text}");
+    }
+    assert!(!errors.exists() || !std::fs::read_to_string(&errors).unwrap().contains(KEY));
+
+    // A wrong key: every line fails with the provider's 401, and neither key shows.
+    let (out, errors) = files("bad");
+    let wrong = format!("{KEY}-wrong");
+    let (status, stdout, stderr) = output(
+        volley(dir.path())
+            .args(["run", path_str(&input), "-o", path_str(&out)])
+            .args(["--base-url", &server.url(), "--print-config"])
+            .env("OPENAI_API_KEY", &wrong),
+    );
+    assert!(status.success());
+    assert!(
+        !stdout.contains(KEY) && !stderr.contains(KEY),
+        "{stdout}{stderr}"
+    );
+    let (status, stdout, stderr) = output(
+        volley(dir.path())
+            .args(["run", path_str(&input), "-o", path_str(&out)])
+            .args(["--base-url", &server.url()])
+            .env("OPENAI_API_KEY", &wrong)
+            .env("RUST_LOG", "debug"),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let recorded = records(&out);
+    assert_eq!(recorded.len(), 50);
+    assert!(recorded.iter().all(|r| r["response"]["status_code"] == 401));
+    for text in [
+        stdout,
+        stderr,
+        std::fs::read_to_string(&out).unwrap(),
+        std::fs::read_to_string(&errors).unwrap(),
+    ] {
+        assert!(!text.contains(KEY), "the key leaked: {text}");
+    }
+    drop(server);
+    drop(rt);
+}
+
+#[test]
+fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
+    const LINES: usize = 800;
+    let rt = runtime();
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            latency: Latency::Fixed(Duration::from_millis(100)),
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    write_chat_input(&input, LINES);
+    let stderr_path = dir.path().join("stderr");
+    let command = || {
+        let mut cmd = volley(dir.path());
+        cmd.args(["run", path_str(&input), "-o", path_str(&out)])
+            .args([
+                "--base-url",
+                &server.url(),
+                "--concurrency",
+                "32",
+                "--grace",
+                "2s",
+            ])
+            .env("OPENAI_API_KEY", "sk-test")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
+        cmd
+    };
+    let mut child = command().spawn().unwrap();
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "no output");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait(&mut child);
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted:") && stderr.contains("run the same command again to resume"),
+        "{stderr}"
+    );
+    let partial = records(&out).len();
+    assert!(partial > 0 && partial < LINES, "{partial}");
+
+    let mut child = command().spawn().unwrap();
+    let status = wait(&mut child);
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let ids = custom_ids(&records(&out));
+    assert_eq!(ids.len(), LINES);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), LINES);
+    drop(server);
+    drop(rt);
+}
+
+#[test]
+fn stdin_input_and_ordered_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let (status, _, stderr) = output(
+        volley(dir.path())
+            .args(["run", "-", "-o", path_str(&out), "--mock", "--ordered"])
+            // Varied latencies finish requests out of order; the output must not be.
+            .args(["--mock-latency", "uniform:1ms..40ms", "--concurrency", "32"])
+            .stdin(std::fs::File::open(EXAMPLE).unwrap()),
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let expected: Vec<String> = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["custom_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(custom_ids(&records(&out)), expected);
+}
+
+#[test]
+fn metrics_are_served_in_prometheus_format_during_a_run() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let mut child = volley(dir.path())
+        .args(["run", EXAMPLE, "-o", path_str(&out), "--mock", "--quiet"])
+        .args(["--mock-latency", "100ms", "--concurrency", "10"])
+        .args(["--metrics-addr", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let scrape = || {
+        use std::io::Read;
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(
+            conn,
+            "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    let mut seen = None;
+    while seen.is_none() && Instant::now() < deadline {
+        if let Some(text) = scrape()
+            && text.contains("volley_request_duration_seconds_bucket")
+        {
+            seen = Some(text);
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended first");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = seen.expect("metrics were served");
+    // Histograms with buckets (not summaries) for both latencies.
+    assert!(
+        text.contains("volley_time_to_first_byte_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("le=\"0.25\""), "{text}");
+    assert!(text.contains("volley_requests_total"), "{text}");
+    assert!(wait(&mut child).success());
+}
+
+#[test]
+fn the_mock_journal_is_served_and_reset() {
+    use std::io::{Read, Write};
+    let rt = runtime();
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            journal: true,
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let addr = server.addr();
+    let http = |request: String| {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        conn.read_to_string(&mut response).unwrap();
+        response
+    };
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    for id in ["first", "second"] {
+        let response = http(format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             X-Client-Request-Id: {id}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    }
+    assert_eq!(server.journal(), ["first", "second"]);
+    let response = http("GET /journal HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
+    assert!(response.ends_with(r#"["first","second"]"#), "{response}");
+    http(
+        "POST /stats/reset HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            .into(),
+    );
+    assert!(server.journal().is_empty());
+    drop(server);
+    drop(rt);
+}

@@ -1,0 +1,407 @@
+//! Cheap looks inside OpenAI-dialect responses, for middleware that must not parse them:
+//! where the usage is, whether a body is an error object, whether a stream was finished.
+//!
+//! None of these parse a whole body. `memchr` finds the `"usage"` key (SIMD, a few GB/s) and
+//! serde reads only the object after it, skipping every field but the three counts, so a scan
+//! allocates nothing; the stream scanner keeps a buffer only for a line split across chunks.
+//! A key inside a JSON string is escaped (`\"usage\"`) and cannot match; a value `"usage"` is
+//! not followed by `:` and is skipped.
+
+use std::sync::LazyLock;
+
+use memchr::memmem::{Finder, FinderRev};
+use serde::Deserialize;
+
+static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static USAGE_KEY_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
+
+/// A partial line longer than this is not a usage line (those are a few hundred bytes): the
+/// scanner stops buffering it and skips to its end.
+const MAX_LINE: usize = 16 * 1024;
+
+/// The token counts of a `usage` object; every other field of it is skipped unread.
+///
+/// Counts a server leaves out are 0 (embeddings have no `completion_tokens`, some compatible
+/// servers omit `total_tokens`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[non_exhaustive]
+pub struct UsageCounts {
+    /// Tokens in the prompt (input).
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Tokens generated (output).
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Prompt plus completion tokens, as the server reported it (0 when left out).
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+impl UsageCounts {
+    /// The tokens the request used: `total_tokens`, or the sum of the other two when that is
+    /// larger (a server that left the total out). Saturates instead of overflowing: these are
+    /// a peer's numbers.
+    pub fn total(&self) -> u64 {
+        self.total_tokens
+            .max(self.prompt_tokens.saturating_add(self.completion_tokens))
+    }
+}
+
+/// The last complete `usage` object in a complete JSON body (a chat completion, an embeddings
+/// response), if there is one.
+///
+/// The body is searched backwards for the key `"usage"` (OpenAI puts it last, after choices
+/// that may quote anything) and only the object after it is parsed; a match whose value is
+/// `null`, not an object, or cut short is passed over for the one before it.
+///
+/// ```
+/// use volley_core::openai::usage_in_body;
+///
+/// let body = br#"{"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":7,"total_tokens":27}}"#;
+/// assert_eq!(usage_in_body(body).map(|u| u.total()), Some(27));
+/// assert_eq!(usage_in_body(br#"{"usage":null}"#), None);
+/// ```
+pub fn usage_in_body(body: &[u8]) -> Option<UsageCounts> {
+    let mut end = body.len();
+    while let Some(at) = USAGE_KEY_REV.rfind(&body[..end]) {
+        if let Some(usage) = usage_at(body, at) {
+            return Some(usage);
+        }
+        end = at;
+    }
+    None
+}
+
+/// Scans a server-sent-events body, chunk by chunk as it arrives, for `usage` objects, and
+/// keeps the last one seen.
+///
+/// A usage object split across chunks is found once its line is complete. The last one wins:
+/// OpenAI sends one usage chunk at the end (with `stream_options.include_usage`), while servers
+/// such as vLLM with `continuous_usage_stats` send the cumulative usage in every chunk, so the
+/// value to account for is the one at the end of the stream (or when it is dropped), never the
+/// first.
+///
+/// ```
+/// use volley_core::openai::UsageScanner;
+///
+/// let mut scanner = UsageScanner::new();
+/// scanner.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tok");
+/// assert_eq!(scanner.last(), None);
+/// scanner.feed(b"ens\":1}}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n");
+/// scanner.feed(b"data: [DONE]\n\n");
+/// assert_eq!(scanner.finish().map(|u| u.total()), Some(5));
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct UsageScanner {
+    /// The unfinished last line of the chunks so far (usually empty: servers flush whole
+    /// events).
+    partial: Vec<u8>,
+    /// The unfinished line grew past [`MAX_LINE`]; skip to its end.
+    skipping: bool,
+    last: Option<UsageCounts>,
+}
+
+impl UsageScanner {
+    /// A scanner that has seen nothing.
+    pub fn new() -> UsageScanner {
+        UsageScanner::default()
+    }
+
+    /// Scans the next chunk of the stream.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        if !self.partial.is_empty() || self.skipping {
+            let Some(newline) = memchr::memchr(b'\n', rest) else {
+                self.buffer(rest);
+                return;
+            };
+            let (head, tail) = rest.split_at(newline + 1);
+            rest = tail;
+            if !self.skipping {
+                self.partial.extend_from_slice(head);
+                if let Some(usage) = last_usage_in(&self.partial) {
+                    self.last = Some(usage);
+                }
+            }
+            self.partial.clear();
+            self.skipping = false;
+        }
+        let complete = memchr::memrchr(b'\n', rest).map_or(0, |i| i + 1);
+        if let Some(usage) = last_usage_in(&rest[..complete]) {
+            self.last = Some(usage);
+        }
+        self.buffer(&rest[complete..]);
+    }
+
+    /// The last usage object seen in a complete line so far.
+    pub fn last(&self) -> Option<UsageCounts> {
+        self.last
+    }
+
+    /// The last usage object of a stream that has ended, its unterminated last line included.
+    pub fn finish(&mut self) -> Option<UsageCounts> {
+        if !self.skipping
+            && let Some(usage) = last_usage_in(&self.partial)
+        {
+            self.last = Some(usage);
+        }
+        self.partial = Vec::new();
+        self.skipping = false;
+        self.last
+    }
+
+    fn buffer(&mut self, bytes: &[u8]) {
+        if self.skipping || bytes.is_empty() {
+            return;
+        }
+        if self.partial.len() + bytes.len() > MAX_LINE {
+            self.partial = Vec::new();
+            self.skipping = true;
+        } else {
+            self.partial.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// Whether a JSON document (a complete response body, or one server-sent event's data) is an
+/// OpenAI-dialect error object: an object whose first key is `"error"`, with a value other
+/// than `null`. Leading white space is allowed.
+///
+/// Some servers send an error this way with a 200 status, or as an event of a 200 stream
+/// (vLLM ends a failed stream with `data: {"error": {...}}` and then `data: [DONE]`). Only the
+/// first key is looked at, so the check costs a few byte comparisons whatever the size of the
+/// body: OpenAI and the compatible servers put `error` first (usually alone), and an answer
+/// does not start with it.
+///
+/// ```
+/// use volley_core::openai::looks_like_error;
+///
+/// assert!(looks_like_error(b"\n {\"error\": {\"message\": \"overloaded\"}}"));
+/// assert!(!looks_like_error(br#"{"id":"x","choices":[]}"#));
+/// assert!(!looks_like_error(br#"{"error":null,"choices":[]}"#));
+/// ```
+pub fn looks_like_error(json: &[u8]) -> bool {
+    let Some(rest) = json.trim_ascii_start().strip_prefix(b"{") else {
+        return false;
+    };
+    let Some(rest) = rest.trim_ascii_start().strip_prefix(b"\"error\"") else {
+        return false;
+    };
+    match rest.trim_ascii_start().strip_prefix(b":") {
+        Some(value) => {
+            let value = value.trim_ascii_start();
+            // `null` must be the whole token, not the start of a longer one.
+            !(value.starts_with(b"null") && value.get(4).is_none_or(|b| !b.is_ascii_alphanumeric()))
+        }
+        None => false,
+    }
+}
+
+/// Whether the last event of a server-sent-events body (the whole body so far, or just its
+/// tail) is the OpenAI dialect's end-of-stream sentinel, `data: [DONE]` (or `data:[DONE]`),
+/// alone on its line. Trailing white space is allowed.
+///
+/// A stream that stops without it ended early, however cleanly the connection closed.
+///
+/// ```
+/// use volley_core::openai::ends_with_done;
+///
+/// assert!(ends_with_done(b"data: {}\n\ndata: [DONE]\n\n"));
+/// assert!(!ends_with_done(b"data: [DONE]\n\ndata: {}\n\n"));
+/// ```
+pub fn ends_with_done(body: &[u8]) -> bool {
+    let body = body.trim_ascii_end();
+    let Some(line) = body
+        .strip_suffix(b"[DONE]")
+        .and_then(|b| b.strip_suffix(b":").or_else(|| b.strip_suffix(b": ")))
+        .and_then(|b| b.strip_suffix(b"data"))
+    else {
+        return false;
+    };
+    matches!(line.last(), None | Some(b'\n' | b'\r'))
+}
+
+/// Reads the usage object after the `"usage"` key at `at`; `None` when the value is `null`,
+/// not a usage object, or cut short.
+fn usage_at(bytes: &[u8], at: usize) -> Option<UsageCounts> {
+    let rest = &bytes[at + b"\"usage\"".len()..];
+    let rest = rest
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start();
+    if !rest.starts_with(b"{") {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_slice(rest);
+    // Only the object is read; whatever follows it is never looked at.
+    UsageCounts::deserialize(&mut de).ok()
+}
+
+/// The last usage object in complete lines.
+fn last_usage_in(lines: &[u8]) -> Option<UsageCounts> {
+    // Most chunks have no usage at all: one forward SIMD search rules them out before the
+    // backwards walk.
+    USAGE_KEY.find(lines)?;
+    usage_in_body(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn counts(prompt: u64, completion: u64, total: u64) -> UsageCounts {
+        UsageCounts {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: total,
+        }
+    }
+
+    const STREAM: &str = concat!(
+        "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"say \\\"usage\\\":{\"}}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":5,",
+        "\"total_tokens\":14,\"completion_tokens_details\":{\"reasoning_tokens\":0}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    /// vLLM with `continuous_usage_stats`: the cumulative usage in every chunk.
+    const CONTINUOUS: &str = concat!(
+        "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10}}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3,\"total_tokens\":12}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn full_bodies() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"\"usage\": {\"total_tokens\": 1}"}}],"usage":{"prompt_tokens":20,"completion_tokens":7,"total_tokens":27}}"#;
+        assert_eq!(usage_in_body(body), Some(counts(20, 7, 27)));
+        let spaced = br#"{"usage" : { "prompt_tokens": 3, "completion_tokens": 4 }, "x": 1}"#;
+        assert_eq!(
+            usage_in_body(spaced).map(|u| u.total()),
+            Some(7),
+            "total left out"
+        );
+        let embeddings = br#"{"data":[],"usage":{"prompt_tokens":8,"total_tokens":8}}"#;
+        assert_eq!(usage_in_body(embeddings), Some(counts(8, 0, 8)));
+        assert_eq!(usage_in_body(br#"{"usage":null}"#), None);
+        assert_eq!(usage_in_body(br#"{"kind":"usage"}"#), None);
+        assert_eq!(usage_in_body(br#"{"usage":{"total_tokens":-1}}"#), None);
+        assert_eq!(usage_in_body(b""), None);
+        assert_eq!(usage_in_body(b"not json"), None);
+        assert_eq!(usage_in_body(br#"{"usage":{"total_tokens":5"#), None, "cut");
+        assert_eq!(usage_in_body(br#"{"usage":"#), None);
+        // A cut or null last match falls back to the complete one before it.
+        let two = br#"{"usage":{"total_tokens":5}} {"usage":null}"#;
+        assert_eq!(usage_in_body(two), Some(counts(0, 0, 5)));
+    }
+
+    #[test]
+    fn totals_saturate() {
+        let body = br#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":1}}"#;
+        assert_eq!(usage_in_body(body).map(|u| u.total()), Some(u64::MAX));
+    }
+
+    #[test]
+    fn a_stream_in_one_chunk() {
+        let mut scanner = UsageScanner::new();
+        scanner.feed(STREAM.as_bytes());
+        assert_eq!(scanner.last(), Some(counts(9, 5, 14)));
+        let mut none = UsageScanner::new();
+        none.feed(b"data: {\"choices\":[],\"usage\":null}\n\ndata: [DONE]\n\n");
+        assert_eq!(none.finish(), None);
+    }
+
+    #[test]
+    fn the_last_usage_wins() {
+        let mut scanner = UsageScanner::new();
+        for event in CONTINUOUS.split_inclusive("\n\n") {
+            scanner.feed(event.as_bytes());
+        }
+        assert_eq!(scanner.finish(), Some(counts(9, 3, 12)));
+        let mut scanner = UsageScanner::new();
+        scanner.feed(CONTINUOUS.as_bytes());
+        assert_eq!(scanner.last(), Some(counts(9, 3, 12)), "in one chunk too");
+    }
+
+    #[test]
+    fn an_unterminated_last_line_counts_at_the_end() {
+        let mut scanner = UsageScanner::new();
+        scanner.feed(
+            b"data: {\"usage\":{\"total_tokens\":3}}\n\ndata: {\"usage\":{\"total_tokens\":4}}",
+        );
+        assert_eq!(scanner.last(), Some(counts(0, 0, 3)));
+        assert_eq!(scanner.finish(), Some(counts(0, 0, 4)));
+    }
+
+    #[test]
+    fn overlong_lines_are_skipped() {
+        let mut scanner = UsageScanner::new();
+        let long = vec![b'x'; MAX_LINE + 10];
+        scanner.feed(b"data: {\"a\":\"");
+        scanner.feed(&long);
+        assert!(scanner.partial.is_empty() && scanner.skipping);
+        scanner.feed(b"\"}\ndata: {\"usage\":{\"total_tokens\":3}}\n");
+        assert_eq!(scanner.last(), Some(counts(0, 0, 3)));
+        assert!(!scanner.skipping);
+    }
+
+    #[test]
+    fn error_objects() {
+        assert!(looks_like_error(br#"{"error":{"message":"no"}}"#));
+        assert!(looks_like_error(b" \r\n\t{ \"error\" : \"text\" }"));
+        assert!(looks_like_error(br#"{"error":{"message":"no"},"id":"x"}"#));
+        assert!(looks_like_error(br#"{"error":nullish}"#), "not JSON null");
+        assert!(!looks_like_error(br#"{"error":null}"#));
+        assert!(!looks_like_error(br#"{"error" : null , "id":"x"}"#));
+        assert!(!looks_like_error(br#"{"id":"x","error":{"message":"no"}}"#));
+        assert!(!looks_like_error(br#"{"errors":[]}"#));
+        assert!(!looks_like_error(br#"["error"]"#));
+        assert!(!looks_like_error(br#"{"error""#));
+        assert!(!looks_like_error(b""));
+    }
+
+    #[test]
+    fn done_is_recognised_at_the_end_only() {
+        assert!(ends_with_done(b"data: {}\n\ndata: [DONE]\n\n"));
+        assert!(ends_with_done(b"data:[DONE]\r\n\r\n"));
+        assert!(ends_with_done(b"data: [DONE]"));
+        assert!(ends_with_done(b"\rdata: [DONE]\n"));
+        assert!(!ends_with_done(b"data: [DONE]\n\ndata: {}\n\n"));
+        assert!(!ends_with_done(b"data: {}\n\n"));
+        assert!(!ends_with_done(b"xdata: [DONE]\n\n"));
+        assert!(!ends_with_done(b"data:  [DONE]\n\n"));
+        assert!(!ends_with_done(b"[DONE]\n\n"));
+        assert!(!ends_with_done(b""));
+    }
+
+    /// Cuts `text` at `cuts` and feeds the pieces; returns the last usage.
+    fn scan_in_pieces(text: &str, cuts: Vec<usize>) -> Option<UsageCounts> {
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        let bytes = text.as_bytes();
+        let mut scanner = UsageScanner::new();
+        let mut start = 0;
+        for end in cuts.into_iter().chain([bytes.len()]) {
+            scanner.feed(&bytes[start..end]);
+            start = end;
+        }
+        scanner.finish()
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_finds_the_usage(cuts in prop::collection::vec(0usize..STREAM.len(), 0..8)) {
+            prop_assert_eq!(scan_in_pieces(STREAM, cuts), Some(counts(9, 5, 14)));
+        }
+
+        #[test]
+        fn any_split_finds_the_last_usage(
+            cuts in prop::collection::vec(0usize..CONTINUOUS.len(), 0..8),
+        ) {
+            prop_assert_eq!(scan_in_pieces(CONTINUOUS, cuts), Some(counts(9, 3, 12)));
+        }
+    }
+}

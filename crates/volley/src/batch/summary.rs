@@ -1,0 +1,58 @@
+//! The report of a finished (or interrupted) run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What a [`BatchRunner::run`](super::BatchRunner::run) did. Counts are of this run; lines
+/// recorded by an earlier run are [`skipped`](Self::skipped).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Non-blank input lines read (with an interruption, fewer than the input has).
+    pub lines: u64,
+    /// Lines skipped because the output already had their outcome.
+    pub skipped: u64,
+    /// Of the skipped lines, those whose recorded outcome is not a 2xx response.
+    pub skipped_failed: u64,
+    /// Lines whose outcome is a 2xx response.
+    pub succeeded: u64,
+    /// Lines whose request failed: a final HTTP error, or an error without a response.
+    pub failed: u64,
+    /// Invalid input lines (nothing sent).
+    pub invalid: u64,
+    /// HTTP attempts the client made (retries included, cache hits excluded), from its
+    /// connection pool's counter.
+    pub attempts: u64,
+    /// Attempts beyond each request's first: `attempts` minus the requests that made an
+    /// attempt (those that failed with `invalid_input`, `config` or `cancelled` made none).
+    pub retries: u64,
+    /// Prompt (input) tokens reported in the responses' `usage`.
+    pub tokens_in: u64,
+    /// Completion (output) tokens reported in the responses' `usage`.
+    pub tokens_out: u64,
+    /// Wall-clock time of the run, resume scan included.
+    pub wall: Duration,
+    /// The runner's requests in flight, averaged over the wall time (a time-weighted mean).
+    pub mean_in_flight: f64,
+    /// Whether the shutdown future stopped the run before the end of the input. Lines
+    /// without a recorded outcome are sent by the next run.
+    pub interrupted: bool,
+    /// Outcomes other than success by code: `http_<status>` for a final HTTP error, the error
+    /// code (`timeout`, `invalid_json`, …) otherwise.
+    pub errors_by_code: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    /// Whether every line of the input has a successful outcome: nothing failed or was
+    /// invalid in this run, no skipped line had failed in an earlier one, and the run was not
+    /// interrupted.
+    pub fn all_succeeded(&self) -> bool {
+        self.failed == 0 && self.invalid == 0 && self.skipped_failed == 0 && !self.interrupted
+    }
+
+    /// Lines read but left without an outcome by an interruption (sent again on resume).
+    pub fn unfinished(&self) -> u64 {
+        self.lines
+            .saturating_sub(self.skipped + self.succeeded + self.failed + self.invalid)
+    }
+}

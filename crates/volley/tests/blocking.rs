@@ -1,0 +1,198 @@
+//! `volley::blocking::Client` from plain threads, against volley-mock over real loopback
+//! sockets. The tests have no runtime of their own: the mock runs on a runtime kept in the
+//! test, which the calling thread never enters while the blocking client works.
+
+use http::HeaderValue;
+use tokio::runtime::Runtime;
+use volley::openai::{ChatCompletionRequest, ChatMessage, EmbeddingsRequest};
+use volley::{Body, ErrorKind, Request, blocking};
+use volley_mock::{LATENCY_HEADER, MockConfig, MockServer};
+
+fn chat(text: &str) -> ChatCompletionRequest {
+    ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user(text)])
+}
+
+/// The mock on a runtime of its own; keep the runtime alive as long as the server.
+fn mock(config: MockConfig) -> (Runtime, MockServer) {
+    let runtime = Runtime::new().unwrap();
+    let server = runtime.block_on(MockServer::start(config)).unwrap();
+    (runtime, server)
+}
+
+fn client(server: &MockServer) -> blocking::Client {
+    blocking::Client::builder()
+        .base_url(server.url())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn fan_out_runs_blocking_calls_in_parallel() {
+    let (_runtime, server) = mock(MockConfig::default());
+    let client = client(&server);
+    let requests = ["800ms", "700ms"].map(|latency| {
+        Request::post_json("/chat/completions", &chat(latency))
+            .unwrap()
+            .with_header(
+                LATENCY_HEADER.parse().unwrap(),
+                HeaderValue::from_static(latency),
+            )
+    });
+    let results = client.fan_out(requests, 2).unwrap();
+    assert_eq!(results.len(), 2);
+    for result in results {
+        assert_eq!(result.unwrap().status(), 200);
+    }
+    let stats = server.stats();
+    assert_eq!(stats.requests_total, 2);
+    assert_eq!(
+        stats.peak_in_flight, 2,
+        "both requests were in flight at once"
+    );
+}
+
+#[test]
+fn fan_out_chat_returns_replies_in_input_order() {
+    let (_runtime, server) = mock(MockConfig::default());
+    let client = client(&server);
+    let requests: Vec<_> = (0..4).map(|i| chat(&"word ".repeat(i * 40 + 1))).collect();
+    let replies = client.fan_out_chat(&requests, 4).unwrap();
+    let prompt_tokens: Vec<_> = replies
+        .into_iter()
+        .map(|r| r.unwrap().usage.unwrap().prompt_tokens)
+        .collect();
+    assert!(
+        prompt_tokens.windows(2).all(|w| w[0] < w[1]),
+        "input order: {prompt_tokens:?}"
+    );
+}
+
+#[test]
+fn chat_and_embeddings_work_without_a_runtime() {
+    let (_runtime, server) = mock(MockConfig::default());
+    let client = client(&server);
+    let reply = client.chat(&chat("hello")).unwrap();
+    assert!(!reply.text().unwrap().is_empty());
+    assert_eq!(reply.usage.unwrap().completion_tokens, 16);
+
+    let embeddings = client
+        .embeddings(&EmbeddingsRequest::new(
+            "text-embedding-3-small",
+            vec!["a".to_owned(), "b".to_owned()],
+        ))
+        .unwrap();
+    assert_eq!(embeddings.data.len(), 2);
+}
+
+#[test]
+fn send_returns_complete_bodies_even_for_streams() {
+    let (_runtime, server) = mock(MockConfig::default());
+    let client = client(&server);
+    let mut streamed = chat("hello");
+    streamed.stream = Some(true);
+    let requests = [
+        Request::post_json("/chat/completions", &streamed).unwrap(),
+        Request::post_json("/chat/completions", &chat("hello")).unwrap(),
+    ];
+    let [first, second] = <[_; 2]>::try_from(client.fan_out(requests, 2).unwrap()).unwrap();
+    let single = client
+        .send(Request::post_json("/chat/completions", &streamed).unwrap())
+        .unwrap();
+    for response in [first.unwrap(), single] {
+        let Body::Full(bytes) = response.body() else {
+            panic!("a blocking response is complete");
+        };
+        assert!(bytes.ends_with(b"data: [DONE]\n\n"), "{bytes:?}");
+    }
+    let Body::Full(bytes) = second.unwrap().into_parts().1 else {
+        panic!("a blocking response is complete");
+    };
+    assert!(bytes.starts_with(b"{"));
+    assert_eq!(server.stats().streams_completed, 2);
+}
+
+#[test]
+fn chat_stream_iterates_every_chunk() {
+    let (_runtime, server) = mock(MockConfig::default());
+    let client = client(&server);
+    let mut text = String::new();
+    let mut usage = None;
+    for chunk in client.chat_stream(chat("hello")).unwrap() {
+        let chunk = chunk.unwrap();
+        if let Some(t) = chunk.delta_text() {
+            text.push_str(t);
+        }
+        if chunk.usage.is_some() {
+            usage = chunk.usage;
+        }
+    }
+    assert_eq!(text, client.chat(&chat("hello")).unwrap().text().unwrap());
+    assert_eq!(usage.unwrap().completion_tokens, 16);
+    assert_eq!(server.stats().streams_completed, 1);
+}
+
+#[test]
+fn calls_from_threads_share_one_client() {
+    let (_runtime, server) = mock(MockConfig {
+        latency: "300ms".parse().unwrap(),
+        ..MockConfig::default()
+    });
+    let client = client(&server);
+    std::thread::scope(|scope| {
+        for i in 0..4 {
+            let client = client.clone();
+            scope.spawn(move || client.chat(&chat(&format!("thread {i}"))).unwrap());
+        }
+    });
+    let stats = server.stats();
+    assert_eq!(stats.requests_total, 4);
+    assert_eq!(
+        stats.peak_in_flight, 4,
+        "calls from threads run in parallel"
+    );
+}
+
+#[test]
+fn calls_inside_a_runtime_return_a_config_error() {
+    let (runtime, server) = mock(MockConfig::default());
+    let client = client(&server);
+    let mut stream = client.chat_stream(chat("hello")).unwrap();
+    runtime.block_on(async {
+        let error = client.chat(&chat("hello")).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(error.to_string().contains("async"), "{error}");
+        let error = client.fan_out(Vec::new(), 1).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        let error = stream.next().unwrap().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config);
+        assert!(stream.next().is_none(), "the stream ends after the error");
+    });
+    assert_eq!(server.stats().requests_total, 1, "only the stream was sent");
+    // The same client still works outside the runtime.
+    client.chat(&chat("hello")).unwrap();
+}
+
+#[test]
+fn dropping_the_last_clone_inside_a_runtime_neither_blocks_nor_panics() {
+    let (runtime, server) = mock(MockConfig::default());
+    let client = client(&server);
+    client.chat(&chat("hello")).unwrap();
+    let clone = client.clone();
+    drop(client);
+    runtime.block_on(async move { drop(clone) });
+}
+
+#[test]
+fn build_reports_zero_worker_threads() {
+    let error = blocking::Client::builder()
+        .worker_threads(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+}
+
+#[test]
+fn the_client_is_clone_send_and_sync() {
+    fn assert_traits<T: Clone + Send + Sync + 'static>() {}
+    assert_traits::<blocking::Client>();
+}

@@ -1,0 +1,187 @@
+//! `Client::fan_out` and its helpers against volley-mock over real loopback sockets.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures_util::StreamExt;
+use http::HeaderValue;
+use volley::openai::{ChatCompletionRequest, ChatCompletionResponse, ChatMessage};
+use volley::{Client, ErrorKind, Request};
+use volley_mock::{FAULT_HEADER, LATENCY_HEADER, MockConfig, MockServer};
+
+fn chat(text: &str) -> ChatCompletionRequest {
+    ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user(text)])
+}
+
+fn request(i: usize) -> Request {
+    Request::post_json("/chat/completions", &chat(&format!("request {i}"))).unwrap()
+}
+
+fn failing(i: usize) -> Request {
+    request(i).with_header(
+        FAULT_HEADER.parse().unwrap(),
+        HeaderValue::from_static("500"),
+    )
+}
+
+async fn setup(latency: &str) -> (MockServer, Client) {
+    let server = MockServer::start(MockConfig {
+        latency: latency.parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = Client::builder()
+        .base_url(server.url())
+        .retries(0)
+        .build()
+        .unwrap();
+    (server, client)
+}
+
+/// An iterator of requests that counts how many were taken.
+fn counted(n: usize, pulled: &Arc<AtomicUsize>) -> impl Iterator<Item = Request> + Send + use<> {
+    let pulled = pulled.clone();
+    (0..n).map(move |i| {
+        pulled.fetch_add(1, Ordering::SeqCst);
+        request(i)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_keeps_every_slot_full_and_yields_every_index_once() {
+    let (server, client) = setup("20ms").await;
+    // Open the 50 connections first, so that the first wave is not spread out by connecting.
+    let warm_up = client.fan_out_collect((0..50).map(request), 50).await;
+    assert!(warm_up.iter().all(Result::is_ok));
+    server.reset_stats();
+
+    let mut seen = vec![0_u32; 500];
+    let mut results = client.fan_out((0..500).map(request), 50);
+    while let Some((index, result)) = results.next().await {
+        let response = result.unwrap_or_else(|e| panic!("request {index}: {e}"));
+        assert_eq!(response.status(), 200);
+        seen[index] += 1;
+    }
+    assert!(seen.iter().all(|&n| n == 1), "every index exactly once");
+    let stats = server.stats();
+    assert_eq!(stats.requests_total, 500);
+    assert_eq!(
+        stats.peak_in_flight, 50,
+        "the slots stay full, and never overfill"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_stays_at_its_index_and_cancels_nothing() {
+    let (server, client) = setup("5ms").await;
+    let requests = (0..20).map(|i| if i == 7 { failing(i) } else { request(i) });
+    let results: Vec<_> = client.fan_out(requests, 4).collect().await;
+    assert_eq!(results.len(), 20);
+    for (index, result) in results {
+        if index == 7 {
+            let error = result.unwrap_err();
+            assert_eq!(error.status().map(|s| s.as_u16()), Some(500), "{error}");
+        } else {
+            assert!(result.is_ok(), "request {index} failed");
+        }
+    }
+    assert_eq!(
+        server.stats().requests_total,
+        20,
+        "no retry, nothing dropped"
+    );
+}
+
+#[tokio::test]
+async fn collect_keeps_input_order_and_per_item_errors() {
+    let (_server, client) = setup("1ms").await;
+    // Later inputs have longer prompts (the mock counts their tokens) and answer sooner, so
+    // completion order is the reverse of input order.
+    let requests = (0..6).map(|i| {
+        let chat = chat(&"word ".repeat(i * 40 + 1));
+        let mut request = Request::post_json("/chat/completions", &chat).unwrap();
+        if i == 2 {
+            request = request.with_header(
+                FAULT_HEADER.parse().unwrap(),
+                HeaderValue::from_static("500"),
+            );
+        }
+        request.with_header(
+            LATENCY_HEADER.parse().unwrap(),
+            HeaderValue::from_str(&format!("{}ms", 160 - i * 30)).unwrap(),
+        )
+    });
+    let results = client.fan_out_collect(requests, 6).await;
+    assert_eq!(results.len(), 6);
+    let mut prompt_tokens = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        if i == 2 {
+            assert_eq!(result.unwrap_err().status().map(|s| s.as_u16()), Some(500));
+            continue;
+        }
+        let reply: ChatCompletionResponse = result.unwrap().json().await.unwrap();
+        prompt_tokens.push(reply.usage.unwrap().prompt_tokens);
+    }
+    assert!(
+        prompt_tokens.windows(2).all(|w| w[0] < w[1]),
+        "input order: {prompt_tokens:?}"
+    );
+}
+
+#[tokio::test]
+async fn fan_out_chat_collect_returns_typed_replies_in_order() {
+    let (_server, client) = setup("1ms").await;
+    let mut requests: Vec<_> = (0..5).map(|i| chat(&"word ".repeat(i * 40 + 1))).collect();
+    requests[3].stream = Some(true);
+    let replies = client.fan_out_chat_collect(&requests, 2).await;
+    assert_eq!(replies.len(), 5);
+    let mut prompt_tokens = Vec::new();
+    for (i, reply) in replies.into_iter().enumerate() {
+        if i == 3 {
+            assert_eq!(reply.unwrap_err().kind(), ErrorKind::InvalidInput);
+            continue;
+        }
+        let reply = reply.unwrap();
+        assert!(!reply.text().unwrap().is_empty());
+        prompt_tokens.push(reply.usage.unwrap().prompt_tokens);
+    }
+    // The mock counts prompt tokens from the prompt's length: longer inputs come later.
+    assert!(
+        prompt_tokens.windows(2).all(|w| w[0] < w[1]),
+        "input order: {prompt_tokens:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_iterator_is_pulled_only_as_slots_free_up() {
+    let (server, client) = setup("20ms").await;
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let mut results = client.fan_out(counted(1_000, &pulled), 10);
+    let (_, first) = results.next().await.unwrap();
+    first.unwrap();
+    let after_first = pulled.load(Ordering::SeqCst);
+    assert!(
+        (10..=11).contains(&after_first),
+        "{after_first} pulled after the first result"
+    );
+    drop(results);
+    assert!(server.stats().requests_total <= 11);
+}
+
+#[tokio::test]
+async fn concurrency_zero_is_treated_as_one() {
+    let (server, client) = setup("5ms").await;
+    let results = client.fan_out_collect((0..5).map(request), 0).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(server.stats().peak_in_flight, 1);
+}
+
+#[tokio::test]
+async fn the_stream_is_send_and_runs_in_a_spawned_task() {
+    let (server, client) = setup("1ms").await;
+    let stream = client.fan_out((0..8).map(request), 4);
+    let count = tokio::spawn(stream.count()).await.unwrap();
+    assert_eq!(count, 8);
+    assert_eq!(server.stats().requests_total, 8);
+}
