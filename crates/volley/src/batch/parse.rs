@@ -158,8 +158,12 @@ pub(crate) fn parse_line(line: u64, bytes: &[u8]) -> Result<ParsedLine, InvalidL
         Some(other) => return Err(with_id(invalid_field(line, "body", type_name(other)))),
         None => return Err(with_id(missing(line, "body"))),
     };
-    // Serialising a `Value` cannot fail (its map keys are strings).
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    // The body is sent as the line wrote it, byte for byte: re-serialising the parsed value
+    // would reorder keys and could change the text of large or precise numbers.
+    let bytes = raw_body(text).unwrap_or_else(|| {
+        // Serialising a `Value` cannot fail (its map keys are strings).
+        serde_json::to_vec(body).unwrap_or_default()
+    });
     let estimated_tokens = estimate(endpoint, body, &bytes);
     Ok(ParsedLine {
         custom_id,
@@ -190,6 +194,17 @@ impl ParsedLine {
         }
         (self.custom_id, request)
     }
+}
+
+/// The `body` member of a line exactly as written, when the line has exactly one.
+fn raw_body(text: &str) -> Option<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        body: &'a serde_json::value::RawValue,
+    }
+    let line: Line<'_> = serde_json::from_str(text).ok()?;
+    Some(line.body.get().as_bytes().to_vec())
 }
 
 /// The token cost the rate limiter charges before sending: typed estimates for chat and
@@ -261,6 +276,13 @@ mod tests {
         assert!(request.estimated_tokens() >= 10 && request.estimated_tokens() < 40);
         let body: Value = serde_json::from_slice(request.body()).unwrap();
         assert_eq!(body["max_tokens"], 10);
+        // Sent exactly as written: key order and number text survive.
+        let exact = r#"{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"z":1,"model":"m","messages":[],"temperature":0.10000000000000001,"big":12345678901234567890123}}"#;
+        let (_, request) = parse_line(2, exact.as_bytes()).unwrap().into_request(2);
+        assert_eq!(
+            request.body().as_ref(),
+            br#"{"z":1,"model":"m","messages":[],"temperature":0.10000000000000001,"big":12345678901234567890123}"#
+        );
     }
 
     #[test]
