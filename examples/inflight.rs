@@ -57,7 +57,11 @@ async fn run() -> anyhow::Result<()> {
             (Some(server), url)
         }
     };
-    let client = Client::builder().base_url(&base).build()?;
+    // The full default stack (metrics, retry, concurrency limit, timeouts), sized to the test.
+    let client = Client::builder()
+        .base_url(&base)
+        .concurrency(concurrency)
+        .build()?;
     let stats_client = Client::builder()
         .base_url(base.trim_end_matches("/v1"))
         .build()?;
