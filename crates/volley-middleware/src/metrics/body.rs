@@ -27,10 +27,11 @@ pub(crate) struct MetricsBody {
 
 impl MetricsBody {
     pub(crate) fn new(inner: BodyStream, tracker: Tracker) -> MetricsBody {
+        let usage = tracker.counts_tokens().then(UsageScanner::new);
         MetricsBody {
             inner,
             tracker,
-            usage: Some(UsageScanner::new()),
+            usage,
             tail: Tail::default(),
         }
     }

@@ -69,6 +69,7 @@ where
                     None => tracker.first_byte_now(),
                 }
                 if head.status.is_success()
+                    && tracker.counts_tokens()
                     && let Some(usage) = usage_in_body(&bytes)
                 {
                     tracker.tokens(usage.prompt_tokens, usage.completion_tokens);

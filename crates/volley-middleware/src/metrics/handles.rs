@@ -117,6 +117,12 @@ impl Tracker {
         }
     }
 
+    /// Whether this layer counts tokens: only the request scope does. Finding the usage
+    /// means scanning the body, and an attempt's tokens are the request's when it succeeds.
+    pub(crate) fn counts_tokens(&self) -> bool {
+        self.handles.scope == Scope::Request
+    }
+
     pub(crate) fn tokens(&self, prompt: u64, completion: u64) {
         self.handles.tokens_in.increment(prompt);
         self.handles.tokens_out.increment(completion);

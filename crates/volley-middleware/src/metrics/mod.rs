@@ -8,7 +8,7 @@
 //! | `volley_request_duration_seconds` | histogram | `scope` | from the call to the end of the response, streams included |
 //! | `volley_time_to_first_byte_seconds` | histogram | `scope` | to the response head (as the transport timed it) for complete bodies, to the first non-empty chunk for streams |
 //! | `volley_in_flight` | gauge | `scope` | calls started and not yet finished (a stream until it ends) |
-//! | `volley_tokens_total` | counter | `scope`, `direction` | `direction="in"`: prompt tokens, `"out"`: completion tokens, from the response's `usage` |
+//! | `volley_tokens_total` | counter | `scope`, `direction` | `direction="in"`: prompt tokens, `"out"`: completion tokens, from the response's `usage`; recorded by the `request` scope only (finding the usage scans the body) |
 //!
 //! Users pick the exporter (Prometheus, StatsD, ...) by installing a `metrics` recorder. The
 //! handles are registered when the layer is applied to a service, so install the recorder
