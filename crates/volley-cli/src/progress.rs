@@ -190,7 +190,9 @@ impl View {
         if remaining == 0 {
             return Some(Duration::ZERO);
         }
-        (per_sec > 0.0).then(|| Duration::from_secs_f64(remaining as f64 / per_sec))
+        // Rounded up to whole seconds: `clock` shows whole seconds, and "0s" while lines
+        // remain would say the run is over.
+        (per_sec > 0.0).then(|| Duration::from_secs((remaining as f64 / per_sec).ceil() as u64))
     }
 
     /// The part after the bar.
@@ -283,10 +285,12 @@ pub(crate) fn summary_text(summary: &Summary, concurrency: usize) -> String {
         }
         text.push(')');
     }
+    // Requests sent per second: invalid lines are not sent.
+    let sent = summary.succeeded + summary.failed;
     let rate = if summary.wall.is_zero() {
         0.0
     } else {
-        outcomes as f64 / summary.wall.as_secs_f64()
+        sent as f64 / summary.wall.as_secs_f64()
     };
     text.push_str(&format!(
         "\n  requests  {} attempts, {} retries, {rate:.0}/s; mean {:.1} in flight of {concurrency}",
@@ -335,6 +339,19 @@ mod tests {
         assert_eq!(view.eta(0.0), None);
         assert_eq!(snapshot(None, 0, 1, 0, 0).eta(10.0), None);
         assert_eq!(snapshot(Some(5), 0, 5, 0, 0).eta(0.0), Some(Duration::ZERO));
+        // One line left at 1000/s is not "0s".
+        let eta = snapshot(Some(5), 0, 4, 0, 1).eta(1000.0).unwrap();
+        assert_eq!(clock(eta), "1s");
+    }
+
+    #[test]
+    fn the_summary_rate_counts_sent_requests_only() {
+        let mut summary = Summary::default();
+        summary.succeeded = 10;
+        summary.invalid = 1000;
+        summary.wall = Duration::from_secs(1);
+        let text = summary_text(&summary, 4);
+        assert!(text.contains(", 10/s;"), "{text}");
     }
 
     #[test]

@@ -6,11 +6,14 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use volley::batch::{BatchOptions, BatchRunner, Input, Outcome, Summary};
+use volley::middleware::retry::Policy;
 use volley::{Client, ErrorKind};
 use volley_mock::{Faults, Latency, MockConfig, MockServer};
 
@@ -22,6 +25,8 @@ use crate::progress::{self, Mode, Printer, Reporter};
 
 /// The exit code of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
 pub(crate) const EXIT_INTERRUPTED: u8 = 130;
+/// The exit code of a run stopped by SIGTERM (128 + SIGTERM).
+pub(crate) const EXIT_TERMINATED: u8 = 143;
 /// The exit code of usage and configuration mistakes (as clap's).
 pub(crate) const EXIT_USAGE: u8 = 2;
 
@@ -30,11 +35,16 @@ const VALIDATE_SHOWN: usize = 20;
 
 /// Run a JSONL file of requests (OpenAI Batch API format) as fast as the limits allow.
 ///
-/// Each input line is {"custom_id", "method", "url", "body"}, with url /v1/chat/completions or
-/// /v1/embeddings. OUTPUT gets one line per input line, in the Batch API output format (a
-/// response, or an error saying why); final errors are also written to the errors file. Run
-/// the same command again after a crash or Ctrl-C: lines that already have an outcome in
-/// OUTPUT are skipped, only the rest are sent.
+/// Each input line is {"custom_id", "method", "url", "body"}, with url /v1/chat/completions,
+/// /v1/embeddings, /v1/completions, /v1/responses or /v1/moderations. OUTPUT (a regular file)
+/// gets one line per input line, in the Batch API output format (a response, or an error
+/// saying why); final errors are also written to the errors file. Run the same command again
+/// after a crash or Ctrl-C: lines that already have an outcome in OUTPUT are skipped, only the
+/// rest are sent. With --retry-failed, lines whose recorded outcome is a failure are sent
+/// again and their new outcome appended: the last record for a custom_id is its outcome.
+///
+/// A request rejected with HTTP 401 or 403 stops the run (the key is wrong, every line would
+/// fail): fix the key and run the same command again with --retry-failed.
 ///
 /// Settings come from flags, then environment variables (OPENAI_BASE_URL, VOLLEY_CONCURRENCY,
 /// VOLLEY_RPM, VOLLEY_TPM, VOLLEY_MAX_RETRIES, VOLLEY_TIMEOUT, VOLLEY_CACHE), then a profile of
@@ -43,8 +53,10 @@ const VALIDATE_SHOWN: usize = 20;
 /// or the profile's api_key_env); volley.toml must not contain it.
 ///
 /// Exit codes: 0 every line succeeded; 1 some lines failed or were invalid (their error
-/// records are in OUTPUT and the errors file), or the run could not go on; 2 a usage or
-/// configuration mistake; 130 interrupted by Ctrl-C (run the same command again to resume).
+/// records are in OUTPUT and the errors file), the credentials were rejected, or the run
+/// could not go on (an I/O error reading the input or writing outcomes); 2 a usage or
+/// configuration mistake found before anything was sent; 130 interrupted by Ctrl-C, 143 by
+/// SIGTERM (run the same command again to resume).
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// The input JSONL file, or - for stdin.
@@ -62,9 +74,18 @@ pub(crate) struct RunArgs {
     /// .errors.jsonl appended].
     #[arg(long, value_name = "ERRORS")]
     errors: Option<PathBuf>,
-    /// Write outcomes in input order (a bounded reorder window holds early ones back).
+    /// Write outcomes in input order (a bounded reorder window holds early ones back; one slow
+    /// request holds back all later outcomes, up to its timeout).
     #[arg(long)]
     ordered: bool,
+    /// With --ordered: how many lines an outcome may be ahead of the oldest unfinished one
+    /// before reading waits [default: 10000].
+    #[arg(long, value_name = "N", requires = "ordered", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    reorder_window: Option<usize>,
+    /// On resume, send again the lines whose recorded outcome is a failure (HTTP errors,
+    /// timeouts, connection failures; not invalid lines) and append their new outcome.
+    #[arg(long)]
+    retry_failed: bool,
     /// Check the whole input without sending anything: report invalid lines, exit 0 when all
     /// are valid, 1 otherwise.
     #[arg(long)]
@@ -87,8 +108,9 @@ pub(crate) struct RunArgs {
     /// unlimited [env: VOLLEY_TPM; default: unlimited].
     #[arg(long, value_name = "T")]
     tpm: Option<u64>,
-    /// How many times a failed attempt is retried (429, 5xx, connection failures, timeouts)
-    /// [env: VOLLEY_MAX_RETRIES; default: 3].
+    /// How many times a failed attempt is retried (429, 5xx, connection failures, timeouts),
+    /// with backoff and without a retry budget: the rate limits and the concurrency already
+    /// keep retries from storming [env: VOLLEY_MAX_RETRIES; default: 3].
     #[arg(long, value_name = "K")]
     max_retries: Option<u32>,
     /// The deadline of one attempt, e.g. 30s or 2m; 0 for none [env: VOLLEY_TIMEOUT;
@@ -121,10 +143,10 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "FAULTS", requires = "mock")]
     mock_faults: Option<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9090 (a bare port binds
-    /// 127.0.0.1).
+    /// 127.0.0.1; port 0 is refused).
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     metrics_addr: Option<SocketAddr>,
-    /// After Ctrl-C, how long in-flight requests may take to finish before the run stops
+    /// After Ctrl-C or SIGTERM, how long in-flight requests may take to finish before the run stops
     /// [default: the engine's].
     #[arg(long, value_name = "D", value_parser = crate::mock::parse_duration)]
     grace: Option<Duration>,
@@ -152,24 +174,24 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .expect("clap requires INPUT unless --print-config");
     let input = Input::from_arg(&input_path);
     // Validation sends nothing, so it needs no settings (and works with a broken volley.toml).
-    if args.validate {
-        return validate(input).await;
-    }
-    let settings = resolve(&args)?;
     if let Input::Path(path) = &input
         && let Err(e) = std::fs::metadata(path)
     {
         return Err(UsageError(format!("cannot read the input {}: {e}", path.display())).into());
     }
+    if args.validate {
+        return validate(input).await;
+    }
+    let settings = resolve(&args)?;
     let output = args
         .output
         .clone()
         .expect("clap requires --output unless --validate or --print-config");
-    check_paths(&input_path, &output)?;
     let errors = args
         .errors
         .clone()
         .unwrap_or_else(|| default_errors_path(&output));
+    check_paths(&input_path, &output, &errors)?;
 
     // The mock lives until the end of this function, so the run can reach it.
     let mock = if args.mock {
@@ -199,9 +221,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         output: output.clone(),
         errors: Some(errors.clone()),
         ordered: args.ordered,
+        retry_failed: args.retry_failed,
         concurrency,
         ..BatchOptions::default()
     };
+    if let Some(window) = args.reorder_window {
+        options.reorder_window = window;
+    }
     if let Some(grace) = args.grace {
         options.grace = grace;
     }
@@ -218,20 +244,44 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             one_line(&settings, &base_url),
         );
     }
-    let reporter = Reporter::start(runner.progress(), mode);
-    let shutdown = shutdown_on_ctrl_c(reporter.printer(), grace, args.quiet);
+    let progress = runner.progress();
+    let reporter = Reporter::start(progress.clone(), mode);
+    let signal = Arc::new(AtomicU8::new(0));
+    let shutdown = shutdown_on_signal(reporter.printer(), grace, args.quiet, signal.clone());
     let result = runner.run(shutdown).await;
     reporter.finish().await;
     if let Some(server) = mock {
         server.shutdown().await;
     }
-    let summary = result.map_err(|e| match e.kind() {
-        ErrorKind::Config | ErrorKind::InvalidInput => {
-            anyhow::Error::new(UsageError(format!("{e}")))
+    let summary = result.map_err(|e| {
+        // Before the run started, a bad file or option is the user's to fix (exit 2); after,
+        // a failure to read or write is the run's (exit 1), whatever its kind.
+        let before_start = !progress.started();
+        match e.kind() {
+            ErrorKind::Config | ErrorKind::InvalidInput if before_start => {
+                anyhow::Error::new(UsageError(format!("{e}")))
+            }
+            _ => anyhow::Error::new(e).context("the run stopped"),
         }
-        _ => anyhow::Error::new(e).context("the run stopped"),
     })?;
-    Ok(report(&summary, concurrency, &output, &errors, args.quiet))
+    let interrupted_code = match signal.load(Ordering::Relaxed) {
+        0 => EXIT_INTERRUPTED,
+        code => code,
+    };
+    if summary.lines == 0 && !summary.interrupted {
+        eprintln!(
+            "volley run: warning: the input {} has no requests (it is empty or all blank)",
+            input_path.display()
+        );
+    }
+    Ok(report(
+        &summary,
+        concurrency,
+        &output,
+        &errors,
+        args.quiet,
+        interrupted_code,
+    ))
 }
 
 /// The settings in force, from flags, environment, `volley.toml` and defaults.
@@ -261,7 +311,22 @@ pub(crate) fn default_errors_path(output: &Path) -> PathBuf {
     output.with_file_name(format!("{stem}.errors.jsonl"))
 }
 
-fn check_paths(input: &Path, output: &Path) -> Result<(), UsageError> {
+fn check_paths(input: &Path, output: &Path, errors: &Path) -> Result<(), UsageError> {
+    for (path, flag) in [(output, "-o"), (errors, "--errors")] {
+        if path.as_os_str() == "-" {
+            return Err(UsageError(format!(
+                "{flag} -: outcomes cannot go to standard output (the file is read back to \
+                 resume); give a file path"
+            )));
+        }
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(UsageError(format!(
+                "{flag} {}: not a regular file (a pipe, a terminal or a device cannot be read \
+                 back to resume); give a file path",
+                path.display()
+            )));
+        }
+    }
     if let (Ok(a), Ok(b)) = (std::fs::canonicalize(input), std::fs::canonicalize(output))
         && a == b
     {
@@ -319,7 +384,7 @@ fn build_client(
         .concurrency(concurrency)
         // Keep a connection per slot: reconnecting costs more than an idle socket.
         .pool_max_idle_per_host(concurrency)
-        .retries(settings.max_retries.value)
+        .retry_policy(retry_policy(settings.max_retries.value)?)
         .timeout(settings.timeout.value);
     if let Some(rpm) = settings.rpm.value {
         builder = builder.rpm(rpm);
@@ -339,6 +404,18 @@ fn build_client(
         ErrorKind::Config => anyhow::Error::new(UsageError(format!("{e}"))),
         _ => anyhow::Error::new(e),
     })
+}
+
+/// The default backoff without the retry budget. The budget protects a provider from a
+/// retry storm, which the rate limits and the concurrency limit already prevent here; with
+/// it, a burst of 429s would turn into permanent failures of lines that one more wait
+/// would have saved.
+fn retry_policy(max_retries: u32) -> anyhow::Result<Policy> {
+    Policy::builder()
+        .max_retries(max_retries)
+        .budget_enabled(false)
+        .build()
+        .map_err(|e| anyhow::Error::new(UsageError(format!("{e}"))))
 }
 
 /// Installs the Prometheus recorder with its HTTP listener on `addr`.
@@ -375,9 +452,19 @@ fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// `9090` → `127.0.0.1:9090`; `localhost:9090`, `127.0.0.1:9090`, `[::1]:9090` as given.
+/// Port 0 is refused: the scraper could not know which port was picked.
 fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    if let Ok(port) = s.parse::<u16>() {
+    let addr = parse_addr(s.trim())?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "{s:?}: port 0 is not allowed; give the port to serve metrics on, e.g. 9090"
+        ));
+    }
+    Ok(addr)
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.strip_prefix(':').unwrap_or(s).parse::<u16>() {
         return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     }
     if let Some(port) = s.strip_prefix("localhost:")
@@ -389,13 +476,12 @@ fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid address {s:?}: expected e.g. 127.0.0.1:9090 or 9090"))
 }
 
-/// Ctrl-C stops taking new lines and lets in-flight requests finish for the grace period; a
-/// second Ctrl-C exits at once (outcomes not yet flushed are sent again on resume).
-async fn shutdown_on_ctrl_c(printer: Printer, grace: Duration, quiet: bool) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        // No signal handling: never ask for a shutdown.
-        std::future::pending::<()>().await;
-    }
+/// Ctrl-C or SIGTERM stops taking new lines and lets in-flight requests finish for the
+/// grace period, storing the exit code of the signal (130 or 143) in `code`; a second signal
+/// exits at once (outcomes not yet flushed are sent again on resume).
+async fn shutdown_on_signal(printer: Printer, grace: Duration, quiet: bool, code: Arc<AtomicU8>) {
+    let first = next_signal().await;
+    code.store(first, Ordering::Relaxed);
     if !quiet {
         printer.println(&format!(
             "volley run: stopping; in-flight requests have {} to finish (Ctrl-C again to stop now)",
@@ -403,11 +489,41 @@ async fn shutdown_on_ctrl_c(printer: Printer, grace: Duration, quiet: bool) {
         ));
     }
     tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("volley run: stopped; run the same command again to resume");
-            std::process::exit(EXIT_INTERRUPTED.into());
-        }
+        let code = next_signal().await;
+        eprintln!("volley run: stopped; run the same command again to resume");
+        std::process::exit(code.into());
     });
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM and returns the exit code for it; never completes
+/// when signals cannot be handled.
+async fn next_signal() -> u8 {
+    let ctrl_c = async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => EXIT_INTERRUPTED,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        code = ctrl_c => code,
+        code = terminate() => code,
+    }
+}
+
+#[cfg(unix)]
+async fn terminate() -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    if let Ok(mut term) = signal(SignalKind::terminate())
+        && term.recv().await.is_some()
+    {
+        return EXIT_TERMINATED;
+    }
+    std::future::pending().await
+}
+
+#[cfg(not(unix))]
+async fn terminate() -> u8 {
+    std::future::pending().await
 }
 
 /// Prints the summary and picks the exit code.
@@ -417,16 +533,26 @@ fn report(
     output: &Path,
     errors: &Path,
     quiet: bool,
+    interrupted_code: u8,
 ) -> ExitCode {
     if !quiet {
         eprintln!("{}", progress::summary_text(summary, concurrency));
+    }
+    if let Some(why) = &summary.credentials_rejected {
+        // `why` is `HTTP 401: <the provider's message>`.
+        let (status, message) = why.split_once(": ").unwrap_or((why, ""));
+        eprintln!(
+            "volley run: the provider rejected the credentials ({status}): {message}; fix the \
+             key and run the same command again with --retry-failed"
+        );
+        return ExitCode::FAILURE;
     }
     if summary.interrupted {
         let recorded = summary.skipped + summary.succeeded + summary.failed + summary.invalid;
         eprintln!(
             "interrupted: {recorded} outcomes recorded; run the same command again to resume"
         );
-        return ExitCode::from(EXIT_INTERRUPTED);
+        return ExitCode::from(interrupted_code);
     }
     if summary.all_succeeded() {
         return ExitCode::SUCCESS;
@@ -437,7 +563,8 @@ fn report(
     );
     if summary.skipped_failed > 0 {
         problems.push_str(&format!(
-            ", and {} lines that had failed in an earlier run",
+            ", and {} lines that had failed in an earlier run (--retry-failed sends those \
+             that are not invalid again)",
             summary.skipped_failed
         ));
     }
@@ -638,6 +765,10 @@ mod tests {
             "[::1]:9092".parse().unwrap()
         );
         assert!(parse_metrics_addr("nowhere").is_err());
+        for zero in ["0", ":0", "127.0.0.1:0", "localhost:0"] {
+            let err = parse_metrics_addr(zero).unwrap_err();
+            assert!(err.contains("port 0"), "{zero}: {err}");
+        }
     }
 
     #[test]

@@ -510,6 +510,14 @@ fn help_lists_every_flag() {
         "--grace",
         "--mock-latency",
         "--mock-faults",
+        "--retry-failed",
+        "--reorder-window",
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/completions",
+        "/v1/responses",
+        "/v1/moderations",
+        "143",
         "INPUT",
         "Exit codes",
         ".errors.jsonl",
@@ -582,8 +590,12 @@ fn the_key_never_appears_in_outputs_or_stderr() {
             .env("RUST_LOG", "debug"),
     );
     assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("rejected the credentials (HTTP 401)"),
+        "{stderr}"
+    );
     let recorded = records(&out);
-    assert_eq!(recorded.len(), 50);
+    assert!(!recorded.is_empty() && recorded.len() <= 50);
     assert!(recorded.iter().all(|r| r["response"]["status_code"] == 401));
     for text in [
         stdout,
@@ -778,4 +790,237 @@ fn the_mock_journal_is_served_and_reset() {
     assert!(server.journal().is_empty());
     drop(server);
     drop(rt);
+}
+
+/// A provider answering 30% of requests with 429: with five retries and no retry budget,
+/// essentially every line succeeds.
+#[test]
+fn transient_429s_do_not_become_failures() {
+    const LINES: usize = 2_000;
+    let rt = runtime();
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            faults: "429=0.3".parse().unwrap(),
+            retry_after: Duration::from_millis(5),
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    write_chat_input(&input, LINES);
+    let (status, _, stderr) = output(
+        volley(dir.path())
+            .args(["run", path_str(&input), "-o", path_str(&out), "--quiet"])
+            .args(["--base-url", &server.url(), "--max-retries", "5"])
+            .env("OPENAI_API_KEY", "sk-test"),
+    );
+    let recorded = records(&out);
+    assert_eq!(recorded.len(), LINES, "{stderr}");
+    let failed = recorded
+        .iter()
+        .filter(|r| r["response"]["status_code"] != 200)
+        .count();
+    assert!(failed <= LINES / 100, "{failed} failed: {stderr}");
+    assert!(status.code() == Some(0) || failed > 0, "{stderr}");
+    assert!(server.stats().faults.total() > 300);
+    drop(server);
+    drop(rt);
+}
+
+/// A wrong key stops the run early; the same command with the right key and --retry-failed
+/// completes it.
+#[test]
+fn a_rejected_key_stops_early_and_retry_failed_completes() {
+    const LINES: usize = 300;
+    const KEY: &str = "sk-right-key";
+    let rt = runtime();
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            require_api_key: Some(KEY.to_owned()),
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    let ids = write_chat_input(&input, LINES);
+    let run = |key: &str, extra: &[&str]| {
+        output(
+            volley(dir.path())
+                .args(["run", path_str(&input), "-o", path_str(&out)])
+                .args(["--base-url", &server.url(), "--concurrency", "8"])
+                .args(extra)
+                .env("OPENAI_API_KEY", key),
+        )
+    };
+    let (status, _, stderr) = run("sk-wrong", &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the provider rejected the credentials (HTTP 401)")
+            && stderr.contains("--retry-failed"),
+        "{stderr}"
+    );
+    let first = records(&out).len();
+    assert!(first > 0 && first <= 40, "{first} records");
+
+    let (status, _, stderr) = run(KEY, &["--retry-failed"]);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let recorded = records(&out);
+    let mut last: HashMap<String, Value> = HashMap::new();
+    for r in &recorded {
+        last.insert(r["custom_id"].as_str().unwrap().to_owned(), r.clone());
+    }
+    assert_eq!(last.len(), LINES);
+    assert!(
+        ids.iter()
+            .all(|id| last[id]["response"]["status_code"] == 200)
+    );
+    assert_eq!(
+        recorded.len(),
+        LINES + first,
+        "each 401 line got one more record"
+    );
+    drop(server);
+    drop(rt);
+}
+
+#[test]
+fn outputs_that_cannot_be_resumed_from_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Standard output is a pipe here: it would block the resume scan.
+    let mut child = volley(dir.path())
+        .args(["run", EXAMPLE, "-o", "/dev/stdout", "--mock"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait(&mut child);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+
+    for args in [["-o", "-"], ["-o", "out.jsonl"]] {
+        let mut cmd = volley(dir.path());
+        cmd.args(["run", EXAMPLE, "--mock"]).args(args);
+        if args[1] == "out.jsonl" {
+            cmd.args(["--errors", "-"]);
+        }
+        let (status, _, stderr) = output(&mut cmd);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("standard output"), "{stderr}");
+    }
+    assert!(!dir.path().join("-").exists());
+}
+
+#[test]
+fn sigterm_stops_with_143_and_the_same_command_resumes() {
+    const LINES: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    write_chat_input(&input, LINES);
+    let command = || {
+        let mut cmd = volley(dir.path());
+        cmd.args(["run", path_str(&input), "-o", path_str(&out), "--mock"])
+            .args(["--mock-latency", "100ms", "--concurrency", "16", "--quiet"]);
+        cmd
+    };
+    let mut child = command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "no output");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait(&mut child);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("interrupted:"), "{stderr}");
+    let partial = records(&out).len();
+    assert!(partial > 0 && partial < LINES, "{partial}");
+    let (status, _, stderr) = output(&mut command());
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(records(&out).len(), LINES);
+}
+
+/// A write error in the middle of the run (here the file size limit, as a full disk would)
+/// is a failure of the run, exit 1, not a configuration mistake.
+#[test]
+fn io_errors_during_the_run_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_chat_input(&input, 1_000);
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 64; exec \"$0\" run {} -o out.jsonl --mock --quiet",
+        path_str(&input)
+    );
+    // `$0` is the binary; XFSZ ignored, so a write past the limit fails with EFBIG.
+    let mut sh = Command::new("sh");
+    sh.current_dir(dir.path())
+        .stdin(Stdio::null())
+        .env("RUST_LOG", "off")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_volley")]);
+    for name in [
+        "VOLLEY_CONCURRENCY",
+        "VOLLEY_MAX_RETRIES",
+        "VOLLEY_CACHE",
+        "VOLLEY_TIMEOUT",
+    ] {
+        sh.env_remove(name);
+    }
+    let (status, _, stderr) = output(&mut sh);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("writing outcomes"), "{stderr}");
+}
+
+#[test]
+fn small_mistakes_and_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, stderr) =
+        output(volley(dir.path()).args(["run", "missing.jsonl", "--validate"]));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("missing.jsonl"), "{stderr}");
+
+    let (status, _, stderr) = output(volley(dir.path()).args([
+        "run",
+        EXAMPLE,
+        "-o",
+        "o.jsonl",
+        "--mock",
+        "--metrics-addr",
+        ":0",
+    ]));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("port 0"), "{stderr}");
+
+    let blank = dir.path().join("blank.jsonl");
+    std::fs::write(&blank, "\n  \n").unwrap();
+    let (status, _, stderr) = output(volley(dir.path()).args([
+        "run",
+        path_str(&blank),
+        "-o",
+        "o.jsonl",
+        "--mock",
+        "--quiet",
+    ]));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("no requests"),
+        "{stderr}"
+    );
 }

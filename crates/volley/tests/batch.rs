@@ -552,3 +552,339 @@ async fn outcomes_are_flushed_while_the_run_goes_on() {
         );
     }
 }
+
+/// A client without retries, so that injected faults become recorded failures.
+fn client_without_retries(server: &MockServer) -> Client {
+    Client::builder()
+        .base_url(server.url())
+        .retries(0)
+        .build()
+        .unwrap()
+}
+
+async fn bounded<T>(run: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run ended within 30 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_input_loses_no_line() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let feeder = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let text: String = numbered(2_000).map(|l| l + "\n").collect();
+            // Blocks until the run opens the FIFO for reading.
+            std::fs::write(fifo, text).unwrap();
+        })
+    };
+    let runner = BatchRunner::new(
+        Client::builder().base_url(server.url()).build().unwrap(),
+        Input::Path(fifo),
+        options(dir.path()),
+    );
+    let progress = runner.progress();
+    let summary = bounded(runner.run(std::future::pending())).await.unwrap();
+    feeder.join().unwrap();
+    assert_eq!((summary.lines, summary.succeeded), (2_000, 2_000));
+    assert_eq!(records(&dir.path().join("out.jsonl")).len(), 2_000);
+    assert_eq!(
+        progress.snapshot().total_lines,
+        None,
+        "a FIFO is not counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_output_is_refused() {
+    let server = MockServer::start(MockConfig {
+        latency: volley_mock::Latency::Fixed(Duration::from_millis(200)),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_input(&input, numbered(20));
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    let first = BatchRunner::new(
+        client.clone(),
+        Input::Path(input.clone()),
+        options(dir.path()),
+    );
+    let progress = first.progress();
+    let first = tokio::spawn(first.run(std::future::pending()));
+    bounded(async {
+        while progress.snapshot().in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let second = BatchRunner::new(
+        client.clone(),
+        Input::Path(input.clone()),
+        options(dir.path()),
+    );
+    let err = bounded(second.run(std::future::pending()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("another run is writing"), "{err}");
+    // A different output but the same errors file is refused too.
+    let other = BatchOptions {
+        errors: Some(dir.path().join("errors.jsonl")),
+        ..BatchOptions::new(dir.path().join("other.jsonl"))
+    };
+    let err = BatchRunner::new(client, Input::Path(input), other)
+        .run(std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("another run is writing"), "{err}");
+    let summary = bounded(first).await.unwrap().unwrap();
+    assert_eq!(summary.succeeded, 20);
+    assert_eq!(records(&dir.path().join("out.jsonl")).len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_failed_sends_recorded_failures_again_and_the_last_record_wins() {
+    const LINES: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_input(
+        &input,
+        numbered(LINES).chain([r#"{"custom_id":"bad"}"#.to_owned()]),
+    );
+    let flaky = MockServer::start(MockConfig {
+        faults: "500=0.5".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let first = BatchRunner::new(
+        client_without_retries(&flaky),
+        Input::Path(input.clone()),
+        options(dir.path()),
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap();
+    assert!(first.failed > 50 && first.failed < 250, "{first:?}");
+    assert_eq!(first.invalid, 1);
+
+    // Without the option a recorded failure is final.
+    let healthy = MockServer::start(MockConfig::default()).await.unwrap();
+    let again = BatchRunner::new(
+        client_without_retries(&healthy),
+        Input::Path(input.clone()),
+        options(dir.path()),
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap();
+    assert_eq!(
+        (again.succeeded, again.skipped_failed),
+        (0, first.failed + 1)
+    );
+
+    let retried = BatchRunner::new(
+        client_without_retries(&healthy),
+        Input::Path(input.clone()),
+        BatchOptions {
+            retry_failed: true,
+            ..options(dir.path())
+        },
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap();
+    assert_eq!(retried.succeeded, first.failed, "{retried:?}");
+    assert_eq!(retried.skipped_failed, 1, "the invalid line is not resent");
+    assert_eq!(healthy.stats().requests_total, first.failed);
+
+    let out = records(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len() as u64, LINES as u64 + 1 + first.failed);
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for r in out.iter().filter(|r| r["line"].is_null()) {
+        if let Some(id) = r["custom_id"].as_str() {
+            last.insert(
+                id.to_owned(),
+                r["response"]["status_code"].as_u64().unwrap(),
+            );
+        }
+    }
+    assert_eq!(last.len(), LINES);
+    assert!(
+        last.values().all(|&s| s == 200),
+        "the last record is a success"
+    );
+
+    // A resume now finds every request done and successful.
+    let done = BatchRunner::new(
+        client_without_retries(&healthy),
+        Input::Path(input),
+        BatchOptions {
+            retry_failed: true,
+            ..options(dir.path())
+        },
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap();
+    assert_eq!((done.skipped, done.skipped_failed), (LINES as u64 + 1, 1));
+    assert_eq!(done.succeeded + done.failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_stop_the_run() {
+    let server = MockServer::start(MockConfig {
+        require_api_key: Some("sk-right".into()),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_input(&input, numbered(2_000));
+    let client = Client::builder()
+        .base_url(server.url())
+        .api_key("sk-wrong")
+        .build()
+        .unwrap();
+    let options = BatchOptions {
+        concurrency: 8,
+        ..options(dir.path())
+    };
+    let summary =
+        bounded(BatchRunner::new(client, Input::Path(input), options).run(std::future::pending()))
+            .await
+            .unwrap();
+    let why = summary.credentials_rejected.clone().expect("stopped");
+    assert!(why.starts_with("HTTP 401: "), "{why}");
+    assert!(!summary.all_succeeded() && !summary.interrupted);
+    let out = records(&dir.path().join("out.jsonl"));
+    assert!(!out.is_empty() && out.len() <= 100, "{} records", out.len());
+    assert!(out.iter().all(|r| r["response"]["status_code"] == 401));
+    assert!(server.stats().requests_total <= 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_that_are_not_regular_files_are_refused() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_input(&input, numbered(3));
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    let fifo = dir.path().join("out.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for output in [fifo.clone(), PathBuf::from("-"), dir.path().to_owned()] {
+        let err = bounded(
+            BatchRunner::new(
+                client.clone(),
+                Input::Path(input.clone()),
+                BatchOptions::new(&output),
+            )
+            .run(std::future::pending()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(
+            err.to_string().contains("not a regular file") || err.to_string().contains("`-`"),
+            "{err}"
+        );
+    }
+    assert!(!PathBuf::from("-").exists());
+    let errors_fifo = BatchOptions {
+        errors: Some(fifo),
+        ..options(dir.path())
+    };
+    let err = bounded(
+        BatchRunner::new(client, Input::Path(input), errors_fifo).run(std::future::pending()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert_eq!(server.stats().requests_total, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_order_mark_and_blank_lines_are_not_lines() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut text = String::from("\u{feff}");
+    for line in numbered(5) {
+        text.push_str(&line);
+        text.push_str("\n\n  \n");
+    }
+    std::fs::write(&input, text).unwrap();
+    let runner = BatchRunner::new(
+        Client::builder().base_url(server.url()).build().unwrap(),
+        Input::Path(input.clone()),
+        options(dir.path()),
+    );
+    let progress = runner.progress();
+    let summary = runner.run(std::future::pending()).await.unwrap();
+    assert!(summary.all_succeeded(), "{summary:?}");
+    assert_eq!(summary.succeeded, 5);
+    let snapshot = progress.snapshot();
+    assert_eq!(
+        snapshot.total_lines,
+        Some(5),
+        "blank lines are not in the total"
+    );
+    assert_eq!(snapshot.done(), 5);
+
+    let stream = chat_line("s").replace(r#""max_tokens":8"#, r#""max_tokens":8,"stream":true"#);
+    std::fs::write(&input, format!("{stream}\n")).unwrap();
+    let report = validate(Input::Path(input), 1 << 20).await.unwrap();
+    assert_eq!(report.invalid_count, 1);
+    let volley::batch::Outcome::Invalid { code, message } = &report.invalid[0].outcome else {
+        panic!("an invalid record");
+    };
+    assert_eq!(*code, "invalid_field");
+    assert!(message.contains("`body.stream`"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_output_with_a_tiny_byte_window_still_finishes_in_order() {
+    let server = MockServer::start(MockConfig {
+        latency: "uniform:1ms..20ms".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_input(&input, numbered(300));
+    let options = BatchOptions {
+        ordered: true,
+        reorder_max_bytes: 1,
+        concurrency: 32,
+        ..options(dir.path())
+    };
+    let runner = BatchRunner::new(
+        Client::builder().base_url(server.url()).build().unwrap(),
+        Input::Path(input),
+        options,
+    );
+    let summary = bounded(runner.run(std::future::pending())).await.unwrap();
+    assert_eq!(summary.succeeded, 300);
+    let ids = custom_ids(&records(&dir.path().join("out.jsonl")));
+    let expected: Vec<String> = (0..300).map(|i| format!("req-{i}")).collect();
+    assert_eq!(ids, expected);
+}

@@ -11,7 +11,7 @@ use volley_core::Request;
 
 use super::BatchOptions;
 use super::progress::Progress;
-use super::record::OutcomeRecord;
+use super::record::{Outcome, OutcomeRecord};
 use super::send::{Finished, execute};
 use super::writer;
 use crate::Client;
@@ -39,8 +39,8 @@ pub(super) struct Loop<'a> {
     progress: &'a Progress,
     items: mpsc::Receiver<Item>,
     record_tx: mpsc::Sender<writer::Message>,
-    /// Ordered mode: how many records the writer has released in order.
-    released: watch::Receiver<u64>,
+    /// Ordered mode: the state of the writer's reorder buffer.
+    released: watch::Receiver<writer::Window>,
     tasks: JoinSet<(u64, Finished)>,
     /// The requests in flight (`tasks.len()`, tracked to integrate it before it changes).
     in_flight: usize,
@@ -53,6 +53,8 @@ pub(super) struct Loop<'a> {
     area: f64,
     last_change: Instant,
     interrupted: bool,
+    /// Set by a request that ended in HTTP 401 or 403: no new line is taken.
+    credentials_rejected: Option<String>,
     writer_failed: bool,
 }
 
@@ -63,6 +65,7 @@ pub(super) struct Tally {
     /// The integral of the in-flight count over time, in request-seconds.
     pub(super) in_flight_area: f64,
     pub(super) interrupted: bool,
+    pub(super) credentials_rejected: Option<String>,
 }
 
 impl<'a> Loop<'a> {
@@ -72,7 +75,7 @@ impl<'a> Loop<'a> {
         progress: &'a Progress,
         items: mpsc::Receiver<Item>,
         record_tx: mpsc::Sender<writer::Message>,
-        released: watch::Receiver<u64>,
+        released: watch::Receiver<writer::Window>,
     ) -> Loop<'a> {
         Loop {
             client,
@@ -89,6 +92,7 @@ impl<'a> Loop<'a> {
             area: 0.0,
             last_change: Instant::now(),
             interrupted: false,
+            credentials_rejected: None,
             writer_failed: false,
         }
     }
@@ -103,6 +107,7 @@ impl<'a> Loop<'a> {
             errors_by_code: self.errors_by_code,
             in_flight_area: self.area,
             interrupted: self.interrupted,
+            credentials_rejected: self.credentials_rejected,
         }
     }
 
@@ -111,17 +116,19 @@ impl<'a> Loop<'a> {
         let mut reading = true;
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            let drained = (!reading || deadline.is_some()) && self.tasks.is_empty();
-            if drained || self.writer_failed {
+            let stopping = !reading || deadline.is_some() || self.credentials_rejected.is_some();
+            if (stopping && self.tasks.is_empty()) || self.writer_failed {
                 break;
             }
-            let window_open = !self.options.ordered
-                || self.received
-                    < (*self.released.borrow()).saturating_add(self.options.reorder_window as u64);
-            let can_take = reading
-                && deadline.is_none()
-                && self.tasks.len() < self.options.concurrency
-                && window_open;
+            let window_open = !self.options.ordered || {
+                let window = *self.released.borrow();
+                self.received
+                    < window
+                        .released
+                        .saturating_add(self.options.reorder_window as u64)
+                    && window.held_bytes < self.options.reorder_max_bytes as u64
+            };
+            let can_take = !stopping && self.tasks.len() < self.options.concurrency && window_open;
             tokio::select! {
                 biased;
                 () = &mut shutdown, if deadline.is_none() => {
@@ -184,6 +191,15 @@ impl<'a> Loop<'a> {
     }
 
     async fn finish(&mut self, seq: u64, finished: Finished) {
+        if self.options.stop_on_auth_failure
+            && self.credentials_rejected.is_none()
+            && let Some(why) = rejected_credentials(&finished.record)
+        {
+            tracing::error!("{why}; no new line is taken");
+            self.credentials_rejected = Some(why);
+            // The reader stops at its next line; what it queued stays unsent.
+            self.items.close();
+        }
         let counter = if finished.record.is_success() {
             &self.progress.succeeded
         } else {
@@ -223,6 +239,23 @@ impl<'a> Loop<'a> {
             .in_flight
             .store(in_flight as u64, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// `HTTP 401: <the provider's message>` when `record` says the credentials were refused.
+fn rejected_credentials(record: &OutcomeRecord) -> Option<String> {
+    let Outcome::Response {
+        status_code: status @ (401 | 403),
+        body,
+        ..
+    } = &record.outcome
+    else {
+        return None;
+    };
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "no message".to_owned());
+    Some(format!("HTTP {status}: {message}"))
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

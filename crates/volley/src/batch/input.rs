@@ -248,6 +248,9 @@ impl LineReader {
         if too_long {
             return Ok(Some(Read::TooLong(len)));
         }
+        if self.line == 1 && buf.starts_with(BOM) {
+            buf.drain(..BOM.len());
+        }
         if buf.last() == Some(&b'\r') {
             buf.pop();
         }
@@ -255,13 +258,15 @@ impl LineReader {
     }
 }
 
-/// Counts the lines of a file on a blocking thread, for the progress total; gives up with
-/// `None` when `stop` is set or the file cannot be read.
+/// Counts the non-blank lines of a regular file on a blocking thread, for the progress
+/// total (blank lines get no outcome, so they are not counted); gives up with `None` when
+/// `stop` is set or the file cannot be read.
 pub(crate) fn count_lines(path: PathBuf, stop: Arc<AtomicBool>) -> Option<u64> {
     use std::io::Read as _;
     let mut file = std::fs::File::open(path).ok()?;
     let mut chunk = vec![0u8; 1 << 20];
-    let (mut lines, mut last) = (0u64, b'\n');
+    // Whether the current line has a byte other than whitespace so far.
+    let (mut lines, mut content, mut first) = (0u64, false, true);
     loop {
         if stop.load(Ordering::Relaxed) {
             return None;
@@ -272,11 +277,24 @@ pub(crate) fn count_lines(path: PathBuf, stop: Arc<AtomicBool>) -> Option<u64> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return None,
         };
-        lines += chunk[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-        last = chunk[n - 1];
+        let mut bytes = &chunk[..n];
+        if std::mem::take(&mut first) {
+            bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
+        }
+        for &b in bytes {
+            if b == b'\n' {
+                lines += u64::from(content);
+                content = false;
+            } else if !b.is_ascii_whitespace() {
+                content = true;
+            }
+        }
     }
-    Some(lines + u64::from(last != b'\n'))
+    Some(lines + u64::from(content))
 }
+
+/// The UTF-8 byte order mark some editors put at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Standard input as an async file: tokio's own `Stdin` needs its `io-std` feature, a file
 /// over a duplicate of descriptor 0 does the same (reads on a blocking thread).
@@ -325,6 +343,11 @@ mod tests {
         );
         assert_eq!(lines(b"abcde\n", 5).await, ["abcde"]);
         assert!(lines(b"", 5).await.is_empty());
+        // A byte order mark is dropped from the first line only.
+        assert_eq!(
+            lines(b"\xEF\xBB\xBFab\n\xEF\xBB\xBFc\n", 10).await,
+            ["ab", "\u{feff}c"]
+        );
     }
 
     #[test]
@@ -337,6 +360,11 @@ mod tests {
         std::fs::write(&path, "a\nb\n").unwrap();
         assert_eq!(count_lines(path.clone(), stop.clone()), Some(2));
         std::fs::write(&path, "").unwrap();
+        assert_eq!(count_lines(path.clone(), stop.clone()), Some(0));
+        // Blank lines get no outcome and are not counted; nor is a byte order mark.
+        std::fs::write(&path, "a\n\n  \r\nb\n \t").unwrap();
+        assert_eq!(count_lines(path.clone(), stop.clone()), Some(2));
+        std::fs::write(&path, "\u{feff}\n\n").unwrap();
         assert_eq!(count_lines(path, stop), Some(0));
     }
 }

@@ -19,14 +19,22 @@
 //!
 //! The input is read as a stream with a bounded queue in front of the requests, so a file of
 //! ten million lines runs in bounded memory (what grows with the file is one 8-byte hash per
-//! `custom_id`, see [Duplicates and resume](#duplicates-and-resume)). Blank lines are skipped.
-//! The `body` is sent re-serialised from the parsed line: the same JSON value, with object
-//! members in sorted order and no insignificant whitespace.
+//! `custom_id`, about 16–19 bytes each in its hash set, see
+//! [Duplicates and resume](#duplicates-and-resume)). Blank lines are skipped, and a UTF-8 byte
+//! order mark at the start of the file is ignored. The `body` is sent byte for byte as the
+//! line wrote it (key order, whitespace and the text of numbers are kept). A body with
+//! `"stream": true` is an `invalid_field` line: a batch records whole responses, not streams.
+//!
+//! The input may be a regular file, a pipe or a FIFO (`<(…)`, `/dev/stdin`); only a regular
+//! file is counted ahead for the progress total, since counting reads the input a second
+//! time.
 //!
 //! # Output
 //!
 //! The OpenAI Batch output format, one line per input line, in completion order (or input
-//! order with [`BatchOptions::ordered`]):
+//! order with [`BatchOptions::ordered`]; then one slow request holds every later outcome
+//! back, up to its timeout, and when the reorder window or its byte limit is full, reading
+//! waits for it):
 //!
 //! ```text
 //! {"id":"batch_req_…","custom_id":"req-1","response":{"status_code":200,"request_id":"…","body":{…}},"error":null}
@@ -61,17 +69,36 @@
 //! crash it may hold an error twice (its flush goes first, so it never misses one that the
 //! output has).
 //!
+//! The output and errors files must be regular files (or not exist yet): a pipe or a terminal
+//! cannot be resumed from. A run holds an exclusive advisory lock (`flock`) on both while it
+//! writes, so a second run on the same output fails at once instead of interleaving records.
+//!
+//! **The last record for a `custom_id` is its outcome.** Normally there is one; with
+//! [`BatchOptions::retry_failed`], a resumed run sends again the lines whose recorded outcome
+//! is a failure (not an invalid line: resending cannot fix those) and appends their new
+//! outcome, so the file then holds both records and the later one counts, for the resume scan
+//! as for any reader of the file.
+//!
+//! # Stopping on rejected credentials
+//!
+//! With [`BatchOptions::stop_on_auth_failure`] (the default), a request that ends in HTTP 401
+//! or 403 stops the run as a shutdown does (no new line is taken, requests in flight
+//! finish): every other line would fail the same way. [`Summary::credentials_rejected`] says
+//! why; fix the key and resume with [`BatchOptions::retry_failed`].
+//!
 //! # Duplicates and resume
 //!
 //! `custom_id`s must be unique within a file. Both the duplicate check and the set of recorded
 //! outcomes hold 64-bit keyed hashes (SipHash with a per-process random key) instead of the
-//! ids, to keep memory small. Two different ids collide with a probability of about
+//! ids, to keep memory small: about 16–19 bytes per id in a `HashSet<u64>` (8 for the key,
+//! one control byte, and the table's spare capacity). Two different ids collide with a probability of about
 //! n²/2⁶⁵ for n ids: 3·10⁻⁸ for a million, 3·10⁻⁶ for ten million. A collision would make a
 //! line look like a duplicate (or, on resume, like already done).
 //!
 //! # Shutdown
 //!
-//! When the future passed to [`BatchRunner::run`] completes (the CLI passes Ctrl-C), no new
+//! When the future passed to [`BatchRunner::run`] completes (the CLI passes Ctrl-C and
+//! SIGTERM), no new
 //! line is taken, requests in flight get [`BatchOptions::grace`] to finish, the rest are
 //! cancelled (they have no record and are sent again on resume), the records are flushed and
 //! the [`Summary`] says `interrupted`.
@@ -122,6 +149,8 @@ pub use summary::Summary;
 
 /// The default of [`BatchOptions::reorder_window`].
 pub const DEFAULT_REORDER_WINDOW: usize = 10_000;
+/// The default of [`BatchOptions::reorder_max_bytes`]: 256 MiB.
+pub const DEFAULT_REORDER_MAX_BYTES: usize = 256 * 1024 * 1024;
 /// The default of [`BatchOptions::max_line_bytes`]: 10 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 10 * 1024 * 1024;
 /// The default of [`BatchOptions::concurrency`].
@@ -151,6 +180,18 @@ pub struct BatchOptions {
     /// oldest unfinished one; when the window is full, reading waits. Default:
     /// [`DEFAULT_REORDER_WINDOW`] (10 000).
     pub reorder_window: usize,
+    /// With [`ordered`](Self::ordered): the most bytes of finished outcomes held back; when
+    /// they reach it, reading waits as for a full window. Default:
+    /// [`DEFAULT_REORDER_MAX_BYTES`] (256 MiB).
+    pub reorder_max_bytes: usize,
+    /// On resume, send again the lines whose recorded outcome is a failure (an HTTP error or
+    /// an error without a response; invalid lines are not resent) and append their new
+    /// outcome, which then counts as theirs. Default: `false` (a recorded failure is final).
+    pub retry_failed: bool,
+    /// Stop taking new lines when a request ends in HTTP 401 or 403 (the credentials are
+    /// wrong, so every line would fail); requests in flight finish and
+    /// [`Summary::credentials_rejected`] says why. Default: `true`.
+    pub stop_on_auth_failure: bool,
     /// The longest input line, newline excluded; longer lines are skipped without being held
     /// in memory and get a `line_too_long` record. Default: [`DEFAULT_MAX_LINE_BYTES`]
     /// (10 MiB).
@@ -187,6 +228,9 @@ impl Default for BatchOptions {
             errors: None,
             ordered: false,
             reorder_window: DEFAULT_REORDER_WINDOW,
+            reorder_max_bytes: DEFAULT_REORDER_MAX_BYTES,
+            retry_failed: false,
+            stop_on_auth_failure: true,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             concurrency: DEFAULT_BATCH_CONCURRENCY,
             grace: DEFAULT_GRACE,

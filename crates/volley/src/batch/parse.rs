@@ -158,6 +158,13 @@ pub(crate) fn parse_line(line: u64, bytes: &[u8]) -> Result<ParsedLine, InvalidL
         Some(other) => return Err(with_id(invalid_field(line, "body", type_name(other)))),
         None => return Err(with_id(missing(line, "body"))),
     };
+    // A streamed reply would be billed and then fail to decode as one JSON body.
+    if body.get("stream") == Some(&Value::Bool(true)) {
+        return Err(with_id(InvalidLine::new(
+            "invalid_field",
+            format!("line {line}: field `body.stream`: streaming is not supported in batch files"),
+        )));
+    }
     // The body is sent as the line wrote it, byte for byte: re-serialising the parsed value
     // would reorder keys and could change the text of large or precise numbers.
     let bytes = raw_body(text).unwrap_or_else(|| {
@@ -319,6 +326,11 @@ mod tests {
                 "`body` must be a JSON object, found a string",
             ),
         ];
+        let cases = cases.into_iter().chain([(
+            r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"stream":true}}"#,
+            "invalid_field",
+            "field `body.stream`: streaming is not supported in batch files",
+        )]);
         for (line, code, needle) in cases {
             let e = invalid(line);
             assert_eq!(e.code, code, "{line}: {}", e.message);
@@ -339,6 +351,12 @@ mod tests {
                 "line 2: invalid UTF-8 at byte 15 of the line"
             )
         );
+    }
+
+    #[test]
+    fn stream_false_is_accepted() {
+        let line = GOOD.replace(r#""max_tokens":10"#, r#""max_tokens":10,"stream":false"#);
+        assert!(parse_line(1, line.as_bytes()).is_ok());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Live counters of a run, for a progress bar.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::Client;
 
@@ -10,6 +10,7 @@ use crate::Client;
 pub struct Progress {
     client: Client,
     total_lines: AtomicU64,
+    started: AtomicBool,
     attempts_base: AtomicU64,
     pub(crate) read: AtomicU64,
     pub(crate) skipped: AtomicU64,
@@ -27,8 +28,9 @@ pub struct Progress {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProgressSnapshot {
-    /// Lines in the input file, blank ones included, once counted (a second reader counts
-    /// them while the run starts); `None` for standard input or until counted.
+    /// Non-blank lines in the input file (the lines that get an outcome), once counted (a
+    /// second reader counts them while the run starts); `None` for standard input, a pipe or
+    /// a FIFO, and until counted.
     pub total_lines: Option<u64>,
     /// Non-blank lines read so far.
     pub read: u64,
@@ -70,6 +72,7 @@ impl Progress {
         Progress {
             client,
             total_lines: AtomicU64::new(UNKNOWN),
+            started: AtomicBool::new(false),
             attempts_base: zero(),
             read: zero(),
             skipped: zero(),
@@ -102,6 +105,19 @@ impl Progress {
             attempts,
             retries: attempts.saturating_sub(get(&self.sent)),
         }
+    }
+
+    /// Whether the run got past its start: the input, output and errors files are open and
+    /// checked, and lines are being sent. An error of
+    /// [`BatchRunner::run`](super::BatchRunner::run) while this is `false` is a mistake in
+    /// the options or files; once it is `true`, a failure of the run itself (an I/O error
+    /// reading the input or writing outcomes).
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_started(&self) {
+        self.started.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn set_total_lines(&self, total: u64) {

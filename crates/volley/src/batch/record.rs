@@ -72,6 +72,19 @@ impl OutcomeRecord {
         }
     }
 
+    /// About how many bytes the record takes in memory and in the file.
+    pub(crate) fn approx_bytes(&self) -> u64 {
+        let outcome = match &self.outcome {
+            Outcome::Response {
+                request_id, body, ..
+            } => request_id.len() + body.len(),
+            Outcome::Error { code, message } => code.len() + message.len(),
+            Outcome::Invalid { message, .. } => message.len(),
+        };
+        let id = self.custom_id.as_ref().map_or(0, String::len);
+        (outcome + id + 128) as u64
+    }
+
     /// The record as one JSON line (newline included) with the record id `id`.
     pub fn to_json_line(&self, id: &str) -> String {
         let mut out = Vec::new();

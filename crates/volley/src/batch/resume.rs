@@ -2,7 +2,7 @@
 //! already recorded. Blocking: run it on a blocking thread.
 
 use std::borrow::Cow;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -66,7 +66,9 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
     // The end of the last record, and the first non-record line after it, if any.
     let mut good_end = 0u64;
     let mut first_bad: Option<u64> = None;
-    let mut reader = BufReader::with_capacity(1 << 20, &file);
+    // Only what was there at open: nothing else may append (the lock), but a file that grew
+    // anyway must not make the scan run on.
+    let mut reader = BufReader::with_capacity(1 << 20, (&file).take(len));
     let (mut pos, mut number) = (0u64, 0u64);
     let mut buf = Vec::new();
     loop {
@@ -100,12 +102,15 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
                     Some(line) => keys.line(line),
                     None => keys.custom_id(record.custom_id.as_deref().unwrap_or_default()),
                 };
-                let set = if record.failed {
-                    &mut done.failed
+                // The last record of a key is its outcome: a failure sent again (with
+                // `retry_failed`) has a later record that replaces the earlier one.
+                if record.failed {
+                    done.ok.remove(&key);
+                    done.failed.insert(key);
                 } else {
-                    &mut done.ok
-                };
-                set.insert(key);
+                    done.failed.remove(&key);
+                    done.ok.insert(key);
+                }
                 records += 1;
                 good_end = pos;
             }
@@ -118,7 +123,8 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
         }
     }
     drop(reader);
-    let repaired_bytes = len - good_end;
+    // The scan read at most `len` bytes, so `good_end <= len`; checked all the same.
+    let repaired_bytes = len.saturating_sub(good_end);
     if repaired_bytes > 0 {
         tracing::warn!(
             path = %path.display(),
@@ -236,19 +242,58 @@ fn foreign(path: &Path) -> Error {
     )
 }
 
+/// Opens (or creates) a regular file for reading and appending and takes its exclusive lock,
+/// which it keeps until the file is closed at the end of the run.
 fn open(path: &Path, what: &str) -> Result<File, Error> {
-    OpenOptions::new()
+    let not_regular = || {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "the {what} file {} is not a regular file (outcomes cannot be read back from \
+                 a pipe, a terminal or a device on resume); give a file path",
+                path.display()
+            ),
+        )
+    };
+    let io = |doing: &str, e: std::io::Error| {
+        Error::new(
+            ErrorKind::Config,
+            format!("{doing} the {what} file {}: {e}", path.display()),
+        )
+        .with_source(e)
+    };
+    // Checked before opening as well: opening a FIFO may block until a writer comes.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(not_regular());
+    }
+    let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
         .open(path)
-        .map_err(|e| {
-            Error::new(
+        .map_err(|e| io("opening", e))?;
+    if !file.metadata().map_err(|e| io("reading", e))?.is_file() {
+        return Err(not_regular());
+    }
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(Error::new(
                 ErrorKind::Config,
-                format!("opening the {what} file {}: {e}", path.display()),
-            )
-            .with_source(e)
-        })
+                format!(
+                    "another run is writing {}; wait for it to end or choose another {what} \
+                     file",
+                    path.display()
+                ),
+            ));
+        }
+        // Some file systems have no locks: go on without, as before locking existed.
+        Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            tracing::warn!(path = %path.display(), "the file system cannot lock the {what} file");
+        }
+        Err(TryLockError::Error(e)) => return Err(io("locking", e)),
+    }
+    Ok(file)
 }
 
 /// The offset just after the last newline of a file of `len` bytes (0 when it has none),
@@ -336,6 +381,36 @@ mod tests {
         let (result, after, _) = resume(b"{\"id\":\"batch_r");
         assert_eq!(result.unwrap().records, 0);
         assert!(after.is_empty());
+    }
+
+    #[test]
+    fn the_last_record_of_an_id_is_its_outcome() {
+        let retried_ok = FAILED
+            .replace("500", "200")
+            .replace("batch_req_3", "batch_req_4");
+        let content = format!("{FAILED}\n{retried_ok}\n");
+        let (result, _, keys) = resume(content.as_bytes());
+        let mut resumed = result.unwrap();
+        assert_eq!(resumed.records, 2);
+        assert_eq!(resumed.done.take(keys.custom_id("c")), Some(false));
+        assert_eq!(resumed.done.take(keys.custom_id("c")), None, "one outcome");
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_and_so_are_files_that_are_not_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, format!("{OK}\n")).unwrap();
+        let keys = Keys::new();
+        let first = open_output(&path, &keys).unwrap();
+        let err = open_output(&path, &keys).err().expect("locked");
+        assert!(err.to_string().contains("another run is writing"), "{err}");
+        assert!(open_errors(&path).is_err(), "one lock for both kinds");
+        drop(first);
+        open_output(&path, &keys).unwrap();
+
+        let err = open_output(dir.path(), &keys).err().expect("a directory");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 
     #[test]

@@ -50,8 +50,10 @@ impl BatchRunner {
     ///
     /// # Errors
     /// `InvalidInput` when the input cannot be opened or read, `Config` for invalid options
-    /// or an output or errors file that cannot be opened, is not a batch output file, or
-    /// cannot be written. Failed requests are not errors of the run: they are records.
+    /// or an output or errors file that cannot be opened, is not a regular file, is locked by
+    /// another run, is not a batch output file, or cannot be written. Failed requests are not
+    /// errors of the run: they are records. [`Progress::started`] tells errors found before
+    /// anything was sent (the files) from errors of the run itself (reading, writing).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<Summary, Error> {
         let started = Instant::now();
         let BatchRunner {
@@ -66,7 +68,11 @@ impl BatchRunner {
         let (files, done) = open_files(&input, &options, &keys).await?;
 
         let stop_counting = Arc::new(AtomicBool::new(false));
-        if let Input::Path(path) = &input {
+        // Counting reads the input a second time: only a regular file can be read twice (a
+        // pipe or FIFO would hand half its lines to the counter).
+        if let Input::Path(path) = &input
+            && std::fs::metadata(path).is_ok_and(|m| m.is_file())
+        {
             let (path, stop, progress) = (path.clone(), stop_counting.clone(), progress.clone());
             tokio::task::spawn_blocking(move || {
                 if let Some(total) = count_lines(path, stop) {
@@ -75,11 +81,20 @@ impl BatchRunner {
             });
         }
         progress.start_attempts();
+        progress.set_started();
 
-        let (item_tx, items) = mpsc::channel(options.concurrency.saturating_mul(2));
-        let reader = tokio::spawn(feed(source, done, item_tx, progress.clone()));
+        // A short queue: each item holds a whole line (up to `max_line_bytes`), so its length
+        // bounds memory; the requests in flight are the real buffer.
+        let (item_tx, items) = mpsc::channel(options.concurrency.clamp(1, MAX_QUEUED_LINES));
+        let reader = tokio::spawn(feed(
+            source,
+            done,
+            item_tx,
+            progress.clone(),
+            options.retry_failed,
+        ));
         let (record_tx, record_rx) = mpsc::channel(options.concurrency.saturating_mul(2).max(64));
-        let (released_tx, released) = watch::channel(0);
+        let (released_tx, released) = watch::channel(writer::Window::default());
         let config = WriterConfig {
             ordered: options.ordered,
             flush_interval: options.flush_interval,
@@ -126,25 +141,35 @@ impl BatchRunner {
                 tally.in_flight_area / wall.as_secs_f64()
             },
             interrupted: tally.interrupted,
+            credentials_rejected: tally.credentials_rejected,
             errors_by_code: tally.errors_by_code,
         })
     }
 }
 
-/// The reader task: checked lines, minus those already recorded, into the queue.
+/// The most input lines queued ahead of the dispatch loop.
+const MAX_QUEUED_LINES: usize = 64;
+
+/// The reader task: checked lines, minus those already recorded, into the queue. With
+/// `retry_failed`, a valid line whose recorded outcome is a failure is sent again.
 async fn feed(
     mut source: LineSource,
     mut done: Done,
     items: mpsc::Sender<Item>,
     progress: Arc<Progress>,
+    retry_failed: bool,
 ) -> Result<(), Error> {
     let mut seq = 0;
     while let Some(line) = source.next().await? {
         Progress::add(&progress.read, 1);
         if let Some(failed) = done.take(line.key) {
-            Progress::add(&progress.skipped, 1);
-            Progress::add(&progress.skipped_failed, u64::from(failed));
-            continue;
+            // An invalid line (keyed by its number) would only fail the same way again.
+            let resend = failed && retry_failed && line.parsed.is_ok();
+            if !resend {
+                Progress::add(&progress.skipped, 1);
+                Progress::add(&progress.skipped_failed, u64::from(failed));
+                continue;
+            }
         }
         let work = match line.parsed {
             Ok(parsed) => {
@@ -170,6 +195,7 @@ fn check(options: &BatchOptions) -> Result<(), Error> {
     let positive = [
         ("concurrency", options.concurrency),
         ("reorder_window", options.reorder_window),
+        ("reorder_max_bytes", options.reorder_max_bytes),
         ("max_line_bytes", options.max_line_bytes),
         ("flush_records", options.flush_records),
     ];
@@ -178,6 +204,18 @@ fn check(options: &BatchOptions) -> Result<(), Error> {
             return Err(Error::new(
                 ErrorKind::Config,
                 format!("batch option {name} must be at least 1"),
+            ));
+        }
+    }
+    for path in [Some(&options.output), options.errors.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if path.as_os_str() == "-" {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "`-` cannot be the output or errors file: outcomes go to a file the run can \
+                 read back on resume; give a file path",
             ));
         }
     }

@@ -37,6 +37,12 @@ pub struct Summary {
     /// Whether the shutdown future stopped the run before the end of the input. Lines
     /// without a recorded outcome are sent by the next run.
     pub interrupted: bool,
+    /// Set when a request ended in HTTP 401 or 403 and the run stopped taking lines (see
+    /// [`BatchOptions::stop_on_auth_failure`](super::BatchOptions::stop_on_auth_failure)):
+    /// the status and the provider's message, as `HTTP 401: Incorrect API key provided`.
+    /// Lines not read have no outcome; resume with
+    /// [`BatchOptions::retry_failed`](super::BatchOptions::retry_failed) once the key is fixed.
+    pub credentials_rejected: Option<String>,
     /// Outcomes other than success by code: `http_<status>` for a final HTTP error, the error
     /// code (`timeout`, `invalid_json`, …) otherwise.
     pub errors_by_code: BTreeMap<String, u64>,
@@ -47,7 +53,11 @@ impl Summary {
     /// invalid in this run, no skipped line had failed in an earlier one, and the run was not
     /// interrupted.
     pub fn all_succeeded(&self) -> bool {
-        self.failed == 0 && self.invalid == 0 && self.skipped_failed == 0 && !self.interrupted
+        self.failed == 0
+            && self.invalid == 0
+            && self.skipped_failed == 0
+            && !self.interrupted
+            && self.credentials_rejected.is_none()
     }
 
     /// Lines read but left without an outcome by an interruption (sent again on resume).

@@ -37,14 +37,24 @@ pub(crate) struct WriterConfig {
 /// A record and its position among the lines that get one this run (for ordered mode).
 pub(crate) type Message = (u64, OutcomeRecord);
 
+/// Ordered mode: the state of the reorder buffer, published to the dispatch loop, which
+/// takes no new line while the window is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// How many records were released in order.
+    pub(crate) released: u64,
+    /// The approximate size of the records held back.
+    pub(crate) held_bytes: u64,
+}
+
 /// Starts the writer. It takes records from `records` until that closes, writes them (in
-/// sequence order when `ordered`, publishing in `released` how many are released from the
-/// reorder buffer), flushes, and ends; an I/O error ends it early with that error.
+/// sequence order when `ordered`, publishing in `released` the state of the reorder buffer),
+/// flushes, and ends; an I/O error ends it early with that error.
 pub(crate) fn spawn(
     files: Files,
     config: WriterConfig,
     records: mpsc::Receiver<Message>,
-    released: watch::Sender<u64>,
+    released: watch::Sender<Window>,
 ) -> JoinHandle<Result<(), Error>> {
     tokio::spawn(run(files, config, records, released))
 }
@@ -62,7 +72,7 @@ async fn run(
     files: Files,
     config: WriterConfig,
     mut records: mpsc::Receiver<Message>,
-    released: watch::Sender<u64>,
+    released: watch::Sender<Window>,
 ) -> Result<(), Error> {
     let has_errors_file = files.errors.is_some();
     let mut files = Some(files);
@@ -75,6 +85,7 @@ async fn run(
         nonce: config.nonce,
         has_errors_file,
         reorder: BTreeMap::new(),
+        held_bytes: 0,
         next_seq: 0,
     };
     let mut flushing: Option<Flush> = None;
@@ -138,6 +149,8 @@ struct State {
     nonce: u64,
     has_errors_file: bool,
     reorder: BTreeMap<u64, OutcomeRecord>,
+    /// The approximate size of the records in `reorder`.
+    held_bytes: u64,
     next_seq: u64,
 }
 
@@ -147,21 +160,23 @@ impl State {
         seq: u64,
         record: OutcomeRecord,
         ordered: bool,
-        released: &watch::Sender<u64>,
+        released: &watch::Sender<Window>,
     ) {
         if !ordered {
             self.append(&record);
             return;
         }
+        self.held_bytes += record.approx_bytes();
         self.reorder.insert(seq, record);
-        let before = self.next_seq;
         while let Some(record) = self.reorder.remove(&self.next_seq) {
+            self.held_bytes -= record.approx_bytes();
             self.append(&record);
             self.next_seq += 1;
         }
-        if self.next_seq != before {
-            released.send_replace(self.next_seq);
-        }
+        released.send_replace(Window {
+            released: self.next_seq,
+            held_bytes: self.held_bytes,
+        });
     }
 
     fn append(&mut self, record: &OutcomeRecord) {
@@ -212,5 +227,53 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::record::Outcome;
+
+    fn record(line: u64, body: usize) -> OutcomeRecord {
+        OutcomeRecord {
+            line,
+            custom_id: Some(format!("id-{line}")),
+            outcome: Outcome::Response {
+                status_code: 200,
+                request_id: String::new(),
+                body: bytes::Bytes::from(vec![b'1'; body]),
+            },
+        }
+    }
+
+    #[test]
+    fn the_reorder_buffer_publishes_what_it_holds() {
+        let mut state = State {
+            batch: Batch::default(),
+            pending: 0,
+            oldest: None,
+            next_id: 0,
+            nonce: 1,
+            has_errors_file: false,
+            reorder: BTreeMap::new(),
+            held_bytes: 0,
+            next_seq: 0,
+        };
+        let (tx, rx) = watch::channel(Window::default());
+        state.accept(2, record(3, 1000), true, &tx);
+        state.accept(1, record(2, 500), true, &tx);
+        let held = *rx.borrow();
+        assert_eq!(held.released, 0);
+        assert!(held.held_bytes >= 1500, "{held:?}");
+        state.accept(0, record(1, 10), true, &tx);
+        assert_eq!(
+            *rx.borrow(),
+            Window {
+                released: 3,
+                held_bytes: 0
+            }
+        );
+        assert_eq!(state.pending, 3);
     }
 }
