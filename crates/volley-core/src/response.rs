@@ -147,6 +147,18 @@ impl Response {
         )
     }
 
+    /// Wraps a streaming body with `wrap` (to hold a permit, watch a deadline, count chunks);
+    /// a complete body is returned unchanged.
+    pub fn map_stream(self, wrap: impl FnOnce(BodyStream) -> BodyStream) -> Response {
+        match self.body {
+            Body::Stream(stream) => Response {
+                body: Body::Stream(wrap(stream)),
+                ..self
+            },
+            Body::Full(_) => self,
+        }
+    }
+
     /// A copy of the response when its body is complete; `None` for streams.
     pub fn try_clone(&self) -> Option<Response> {
         match &self.body {
@@ -372,6 +384,21 @@ mod tests {
         let s = response(Body::Full(Bytes::new()).into_stream().into());
         assert!(s.try_clone().is_none());
         assert!(s.is_stream());
+    }
+
+    #[test]
+    fn map_stream_wraps_only_streams() {
+        let full = response(Body::Full(Bytes::from_static(b"x")));
+        let full = full.map_stream(|_| panic!("a complete body is not wrapped"));
+        assert!(!full.is_stream());
+        let mut wrapped = false;
+        let stream = response(Body::Full(Bytes::from_static(b"x")).into_stream().into());
+        let stream = stream.map_stream(|s| {
+            wrapped = true;
+            s
+        });
+        assert!(wrapped && stream.is_stream());
+        assert_eq!(block_on(stream.bytes()).unwrap(), "x");
     }
 
     #[test]

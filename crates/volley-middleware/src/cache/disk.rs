@@ -177,7 +177,7 @@ impl Inner {
             for write in batch {
                 match &write.value {
                     Some((written, value)) => {
-                        let expires = unix_millis(*written + self.ttl.min(CENTURY));
+                        let expires = unix_millis(*written + self.ttl.min(super::MAX_TTL));
                         let mut record = expires.to_le_bytes().to_vec();
                         record.extend_from_slice(&value.encode());
                         table.insert(&write.key.as_bytes()[..], &record[..])?;
@@ -237,8 +237,6 @@ enum Lookup {
     Expired,
     Absent,
 }
-
-const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// The expiry (milliseconds since the Unix epoch) a record starts with.
 fn expires(record: &[u8]) -> Option<u64> {

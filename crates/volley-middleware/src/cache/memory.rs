@@ -31,8 +31,6 @@ pub struct MemoryStore {
     ttl: Duration,
 }
 
-const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
-
 struct Entry {
     value: CachedResponse,
     expires: Instant,
@@ -48,7 +46,7 @@ impl MemoryStore {
                 u32::try_from(entry.value.weight()).unwrap_or(u32::MAX)
             })
             // Moka refuses a time to live above 1 000 years.
-            .time_to_live(ttl.min(CENTURY))
+            .time_to_live(ttl.min(super::MAX_TTL))
             .build();
         MemoryStore { cache, ttl }
     }
@@ -87,7 +85,7 @@ impl CacheStore for MemoryStore {
     fn put(&self, key: CacheKey, value: CachedResponse) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let now = Instant::now();
-            let expires = now.checked_add(self.ttl).unwrap_or(now + CENTURY);
+            let expires = now.checked_add(self.ttl).unwrap_or(now + super::MAX_TTL);
             self.cache
                 .insert(key, Arc::new(Entry { value, expires }))
                 .await;

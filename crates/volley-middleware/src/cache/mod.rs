@@ -90,6 +90,11 @@
 
 mod codec;
 mod disk;
+
+/// The longest time to live a store honours: a longer (or `Duration::MAX`) TTL is treated as
+/// a century, which keeps expiry arithmetic from overflowing.
+const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
 mod future;
 mod layer;
 mod memory;

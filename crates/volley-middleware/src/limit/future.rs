@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
-use volley_core::{Body, BodyStream, Error, Response};
+use volley_core::{BodyStream, Error, Response};
 
 use super::body::PermitStream;
 
@@ -40,18 +40,13 @@ where
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         let permit = this.permit.take();
+        // A complete body: the work is done, and dropping `permit` as this closure returns
+        // frees the slot. A stream takes the permit along until it ends or is dropped.
         Poll::Ready(result.map(|response| match permit {
-            Some(permit) if response.is_stream() => {
-                let (head, body) = response.into_parts();
-                let Body::Stream(stream) = body else {
-                    unreachable!("is_stream() said the body is a stream")
-                };
-                let body = BodyStream::new(PermitStream::new(stream, permit));
-                Response::from_parts(head, Body::Stream(body))
+            Some(permit) => {
+                response.map_stream(|stream| BodyStream::new(PermitStream::new(stream, permit)))
             }
-            // A complete body: the work is done, and dropping `permit` as this closure returns
-            // frees the slot.
-            _ => response,
+            None => response,
         }))
     }
 }

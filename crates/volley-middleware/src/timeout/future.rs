@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
-use volley_core::{Body, BodyStream, Error, ErrorKind, RequestId, Response};
+use volley_core::{BodyStream, Error, ErrorKind, RequestId, Response};
 
 use super::body::{FirstChunk, TimeoutBody};
 use super::layer::Limits;
@@ -81,10 +81,10 @@ where
 
 /// Moves the deadlines that outlive the head into the body of a streaming response.
 fn wrap_stream(response: Response, id: RequestId, limits: &Limits, start: Instant) -> Response {
-    let (head, body) = response.into_parts();
-    let Body::Stream(stream) = body else {
-        return Response::from_parts(head, body);
-    };
+    response.map_stream(|stream| wrap_body(stream, id, limits, start))
+}
+
+fn wrap_body(stream: BodyStream, id: RequestId, limits: &Limits, start: Instant) -> BodyStream {
     // The first chunk is due by the earlier of the two deadlines; on a tie the more precise
     // first-byte error is reported.
     let first_byte = limits
@@ -100,8 +100,13 @@ fn wrap_stream(response: Response, id: RequestId, limits: &Limits, start: Instan
     let total = limits
         .stream_total
         .map(|limit| (deadline(start, limit), limit));
-    let body = TimeoutBody::new(stream, id, first_chunk, limits.idle, total);
-    Response::from_parts(head, Body::Stream(BodyStream::new(body)))
+    BodyStream::new(TimeoutBody::new(
+        stream,
+        id,
+        first_chunk,
+        limits.idle,
+        total,
+    ))
 }
 
 /// `start + limit`, saturating to a far future instead of overflowing.
