@@ -126,6 +126,24 @@ fn output(cmd: &mut Command) -> (ExitStatus, String, String) {
     )
 }
 
+/// Waits (bounded) until the run has written its first outcome, then sends it `signal`.
+fn signal_once_output_appears(child: &mut Child, out: &Path, signal: &str) {
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    while std::fs::metadata(out).map_or(0, |m| m.len()) == 0 {
+        assert!(Instant::now() < deadline, "no output");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before SIG{signal}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -642,20 +660,7 @@ fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
         cmd
     };
     let mut child = command().spawn().unwrap();
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
-        assert!(Instant::now() < deadline, "no output");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    signal_once_output_appears(&mut child, &out, "INT");
     let status = wait(&mut child);
     let stderr = std::fs::read_to_string(&stderr_path).unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
@@ -932,20 +937,7 @@ fn sigterm_stops_with_143_and_the_same_command_resumes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
-        assert!(Instant::now() < deadline, "no output");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    signal_once_output_appears(&mut child, &out, "TERM");
     let status = wait(&mut child);
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();

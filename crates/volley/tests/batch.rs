@@ -36,6 +36,13 @@ fn write_input(path: &Path, lines: impl IntoIterator<Item = String>) {
     std::fs::write(path, text).unwrap();
 }
 
+/// Writes `lines` to `in.jsonl` in `dir` and returns its path.
+fn input_file(dir: &Path, lines: impl IntoIterator<Item = String>) -> PathBuf {
+    let input = dir.join("in.jsonl");
+    write_input(&input, lines);
+    input
+}
+
 fn numbered(n: usize) -> impl Iterator<Item = String> {
     (0..n).map(|i| chat_line(&format!("req-{i}")))
 }
@@ -98,8 +105,7 @@ async fn ten_thousand_requests_through_faults_give_ten_thousand_outcomes() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    write_input(&input, numbered(10_000));
+    let input = input_file(dir.path(), numbered(10_000));
     let client = fast_retrying_client(&server, Duration::from_millis(200));
     let runner = BatchRunner::new(client, Input::Path(input), options(dir.path()));
     let progress = runner.progress();
@@ -248,8 +254,7 @@ async fn an_interrupted_run_resumes_without_resending_recorded_outcomes() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    write_input(&input, numbered(1_000));
+    let input = input_file(dir.path(), numbered(1_000));
     let out_path = dir.path().join("out.jsonl");
     let concurrency = 64;
     let opts = || BatchOptions {
@@ -333,8 +338,7 @@ async fn ordered_mode_keeps_input_order() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    write_input(&input, numbered(1_000));
+    let input = input_file(dir.path(), numbered(1_000));
     let client = Client::builder().base_url(server.url()).build().unwrap();
     let opts = BatchOptions {
         ordered: true,
@@ -454,8 +458,7 @@ async fn errors_of_the_run_name_the_path() {
         "{err}"
     );
 
-    let input = dir.path().join("in.jsonl");
-    write_input(&input, numbered(1));
+    let input = input_file(dir.path(), numbered(1));
     let unwritable: PathBuf = dir.path().join("no-such-dir").join("out.jsonl");
     let err = BatchRunner::new(
         client.clone(),
@@ -514,8 +517,7 @@ async fn outcomes_are_flushed_while_the_run_goes_on() {
     ];
     for (flush_records, flush_interval) in cadences {
         let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("in.jsonl");
-        write_input(&input, numbered(20_000));
+        let input = input_file(dir.path(), numbered(20_000));
         let out_path = dir.path().join("out.jsonl");
         let client = Client::builder().base_url(server.url()).build().unwrap();
         let opts = BatchOptions {
@@ -612,8 +614,7 @@ async fn a_second_run_on_the_same_output_is_refused() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    write_input(&input, numbered(20));
+    let input = input_file(dir.path(), numbered(20));
     let client = Client::builder().base_url(server.url()).build().unwrap();
     let first = BatchRunner::new(
         client.clone(),
@@ -751,8 +752,7 @@ async fn rejected_credentials_stop_the_run() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    write_input(&input, numbered(2_000));
+    let input = input_file(dir.path(), numbered(2_000));
     let client = Client::builder()
         .base_url(server.url())
         .api_key("sk-wrong")
@@ -779,8 +779,7 @@ async fn rejected_credentials_stop_the_run() {
 async fn outputs_that_are_not_regular_files_are_refused() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    write_input(&input, numbered(3));
+    let input = input_file(dir.path(), numbered(3));
     let client = Client::builder().base_url(server.url()).build().unwrap();
     let fifo = dir.path().join("out.fifo");
     assert!(
@@ -869,8 +868,7 @@ async fn ordered_output_with_a_tiny_byte_window_still_finishes_in_order() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    write_input(&input, numbered(300));
+    let input = input_file(dir.path(), numbered(300));
     let options = BatchOptions {
         ordered: true,
         reorder_max_bytes: 1,
