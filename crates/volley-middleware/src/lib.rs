@@ -25,5 +25,7 @@ pub mod cache;
 pub mod limit;
 pub mod metrics;
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod retry;
 pub mod timeout;

@@ -30,6 +30,8 @@
 //! - `tiktoken`: exact token counts (`volley::core::tokens::exact`).
 #![deny(missing_docs)]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod batch;
 pub mod blocking;
 mod chat_stream;

@@ -1,0 +1,2 @@
+//! Placeholder: replaced by the Redis limiter benchmark.
+fn main() {}

@@ -1,0 +1,295 @@
+//! The Redis connection the shared limiter and cache use (feature `redis`).
+//!
+//! One [`RedisConnection`] is one reconnecting, multiplexed connection: `redis`'s
+//! [`ConnectionManager`] for a single server (or a primary behind a proxy), its async cluster
+//! client for Redis Cluster. Clones share the connection; commands from many tasks are
+//! pipelined on it.
+//!
+//! URLs: `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS (rustls, the same
+//! crypto provider as the HTTP transport), `redis+unix:///path`. A password in the URL is sent
+//! with `AUTH` and never appears in a log line, an error or `Debug` output: everything this
+//! module prints names the server by [`redacted`] URL.
+//!
+//! Commands that were in flight when the connection dropped fail; the manager reconnects in the
+//! background and the next command goes over the new connection. Callers (the limiter and the
+//! cache) retry or degrade as their docs say.
+
+use std::fmt;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Cmd, Pipeline, RedisFuture, Value};
+use volley_core::{Error, ErrorKind};
+
+/// How long one command may take before it counts as failed, by default.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long connecting may take, by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How to reach Redis: URL, cluster or not, timeouts.
+#[derive(Clone)]
+pub struct RedisOptions {
+    urls: Vec<String>,
+    cluster: bool,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redacted(u)).collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+impl RedisOptions {
+    /// One server (or any node of a cluster, with [`cluster`](Self::cluster)).
+    pub fn new(url: impl Into<String>) -> RedisOptions {
+        RedisOptions {
+            urls: vec![url.into()],
+            cluster: false,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Talks to a Redis Cluster through these seed nodes (their URLs). Keys of one limiter
+    /// share a hash tag, so each script runs on one node.
+    pub fn cluster(mut self, cluster: bool) -> RedisOptions {
+        self.cluster = cluster;
+        self
+    }
+
+    /// More seed nodes for a cluster.
+    pub fn seed(mut self, url: impl Into<String>) -> RedisOptions {
+        self.urls.push(url.into());
+        self
+    }
+
+    /// How long one command may take before it fails (500 ms by default).
+    pub fn response_timeout(mut self, timeout: Duration) -> RedisOptions {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long connecting may take (2 s by default).
+    pub fn connect_timeout(mut self, timeout: Duration) -> RedisOptions {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The first URL, without its password, for messages.
+    pub fn redacted_url(&self) -> String {
+        redacted(&self.urls[0])
+    }
+}
+
+/// A reconnecting connection to Redis or Redis Cluster. Cheap to clone; clones share it.
+#[derive(Clone)]
+pub struct RedisConnection {
+    inner: Inner,
+    server: std::sync::Arc<str>,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("server", &self.server)
+            .field("cluster", &matches!(self.inner, Inner::Cluster(_)))
+            .finish()
+    }
+}
+
+impl RedisConnection {
+    /// Connects (and authenticates) now, so a wrong URL or password fails here, not on the
+    /// first request.
+    ///
+    /// # Errors
+    /// `ErrorKind::Config` for a URL that does not parse; `ErrorKind::Connect` when the server
+    /// cannot be reached or refuses the credentials. Neither message contains the password.
+    pub async fn connect(options: &RedisOptions) -> Result<RedisConnection, Error> {
+        let server: std::sync::Arc<str> = options.redacted_url().into();
+        let config_error = |e: ::redis::RedisError| {
+            Error::new(
+                ErrorKind::Config,
+                format!("invalid Redis URL {server}: {}", scrub(&e, options)),
+            )
+        };
+        let connect_error = |e: ::redis::RedisError| {
+            Error::new(
+                ErrorKind::Connect,
+                format!("connecting to Redis at {server}: {}", scrub(&e, options)),
+            )
+        };
+        let inner = if options.cluster {
+            let client = ClusterClient::builder(options.urls.iter().map(String::as_str))
+                .connection_timeout(options.connect_timeout)
+                .response_timeout(options.response_timeout)
+                .build()
+                .map_err(config_error)?;
+            Inner::Cluster(
+                client
+                    .get_async_connection()
+                    .await
+                    .map_err(connect_error)?,
+            )
+        } else {
+            let client = ::redis::Client::open(options.urls[0].as_str()).map_err(config_error)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(options.connect_timeout))
+                .set_response_timeout(Some(options.response_timeout))
+                .set_max_delay(Duration::from_secs(2));
+            Inner::Single(
+                client
+                    .get_connection_manager_with_config(config)
+                    .await
+                    .map_err(connect_error)?,
+            )
+        };
+        Ok(RedisConnection { inner, server })
+    }
+
+    /// The server, as a URL without its password.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// A Redis error as a volley error, named by the redacted server URL.
+    pub fn error(&self, context: &str, e: &::redis::RedisError) -> Error {
+        let kind = if e.is_timeout() {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Connection
+        };
+        Error::new(
+            kind,
+            format!(
+                "{context} (Redis at {}): {}",
+                self.server,
+                scrub_text(&e.to_string(), &self.server)
+            ),
+        )
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.inner {
+            Inner::Single(c) => c.req_packed_command(cmd),
+            Inner::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.inner {
+            Inner::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.inner {
+            Inner::Single(c) => c.get_db(),
+            Inner::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// `url` with any password (and user name) replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return "<redis url>".to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    // Only the path (a database number or a socket path) is kept of the tail: a query may
+    // carry `password=`.
+    let tail = tail.split(['?', '#']).next().unwrap_or("");
+    match authority.rfind('@') {
+        Some(at) => format!(
+            "{}://***@{}{}",
+            &url[..scheme_end],
+            &authority[at + 1..],
+            tail
+        ),
+        None => format!("{}://{}{}", &url[..scheme_end], authority, tail),
+    }
+}
+
+/// A Redis error's text with anything that looks like the URL's credentials removed.
+fn scrub(e: &::redis::RedisError, options: &RedisOptions) -> String {
+    let mut text = e.to_string();
+    for url in &options.urls {
+        text = scrub_text(&text, url);
+    }
+    text
+}
+
+fn scrub_text(text: &str, url: &str) -> String {
+    let mut text = text.replace(url, &redacted(url));
+    if let Some(password) = password_of(url) {
+        if !password.is_empty() {
+            text = text.replace(password, "***");
+        }
+    }
+    text
+}
+
+fn password_of(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    Some(userinfo.split_once(':').map_or(userinfo, |(_, p)| p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redacted("redis://:hunter2@127.0.0.1:6379/0"),
+            "redis://***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redacted("rediss://user:hunter2@cache.example:6380"),
+            "rediss://***@cache.example:6380"
+        );
+        assert_eq!(
+            redacted("redis://127.0.0.1:6379/2?password=hunter2"),
+            "redis://127.0.0.1:6379/2"
+        );
+        assert_eq!(redacted("not a url hunter2"), "<redis url>");
+        let options = RedisOptions::new("redis://u:hunter2@127.0.0.1:1");
+        assert!(!format!("{options:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn scrubs_errors() {
+        let url = "redis://u:hunter2@127.0.0.1:1";
+        let text = scrub_text(&format!("failed {url} with hunter2"), url);
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}

@@ -1,0 +1,2 @@
+//! The load tester behind `volley bench`.
+pub mod results;

@@ -1,0 +1,213 @@
+//! `results.json`: what one benchmark run measured, in a stable, versioned schema.
+//!
+//! The schema only grows: fields are added (readers ignore unknown ones and default missing
+//! ones), never renamed or removed without bumping [`SCHEMA_VERSION`]. Times are in
+//! milliseconds (`_ms`) or microseconds (`_us`) as the field names say; rates are per second.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this schema, written as `schema_version`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One benchmark run: its configuration, its figures, and the time series behind the charts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BenchResults {
+    /// [`SCHEMA_VERSION`] when written.
+    pub schema_version: u32,
+    /// The Volley version that ran it.
+    pub volley_version: String,
+    /// When the run started, RFC 3339 UTC (`2026-11-23T18:04:33Z`).
+    pub started_at: String,
+    /// A name for the run (a scenario id such as `S1`, or `bench`).
+    pub name: String,
+    /// What was asked for.
+    pub config: RunConfig,
+    /// The headline figures.
+    pub summary: Summary,
+    /// Latency of whole requests (sent to last byte), successful ones only.
+    pub latency: Percentiles,
+    /// Time to first token (first content chunk) of streams; `None` for plain requests.
+    pub ttft: Option<Percentiles>,
+    /// Time between consecutive content chunks of streams; `None` for plain requests.
+    pub inter_token: Option<Percentiles>,
+    /// Failed requests by error kind (`timeout`, `status_500`, `rate_limited`, ...).
+    pub errors: BTreeMap<String, u64>,
+    /// Connections the client opened and how often they were reused.
+    pub connections: Connections,
+    /// Client process resources over the measured window.
+    pub resources: Resources,
+    /// Client-side time series, one point per bucket (`bucket_ms` wide).
+    pub timeline: Vec<TimelinePoint>,
+    /// Width of a [`TimelinePoint`] bucket in milliseconds (100 by default).
+    pub bucket_ms: u64,
+    /// The latency CDF: (latency in ms, fraction of requests at or below it), ascending, at
+    /// most a few hundred points.
+    pub latency_cdf: Vec<(f64, f64)>,
+    /// TTFT histogram: (bucket lower bound ms, bucket upper bound ms, count); empty for plain
+    /// requests.
+    pub ttft_histogram: Vec<(f64, f64, u64)>,
+    /// What the server said, when the target is volley-mock (`GET /stats`); `None` otherwise.
+    pub server: Option<ServerSide>,
+    /// Targets this run was judged against (filled by `cargo xtask bench`; empty otherwise).
+    pub targets: Vec<TargetCheck>,
+}
+
+/// The run's configuration as the driver understood it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunConfig {
+    /// The target, without credentials or query string.
+    pub base_url: String,
+    /// `closed`, `open` or `ramp`.
+    pub mode: String,
+    /// Closed loop: the number of workers; ramp: the final concurrency.
+    pub concurrency: Option<u64>,
+    /// Ramp: the first concurrency.
+    pub ramp_from: Option<u64>,
+    /// Ramp: how long the ramp takes, ms.
+    pub ramp_over_ms: Option<u64>,
+    /// Open loop: requests per second.
+    pub rate: Option<f64>,
+    /// Open loop: `poisson` or `constant`.
+    pub arrivals: Option<String>,
+    /// Stop after this many requests.
+    pub requests: Option<u64>,
+    /// Stop after this long, ms.
+    pub duration_ms: Option<u64>,
+    /// Streaming requests.
+    pub stream: bool,
+    /// The model name sent.
+    pub model: String,
+    /// Prompt length distribution, as given (`fixed:64`, `uniform:16..512`).
+    pub prompt_tokens: String,
+    /// Output length (max_tokens) distribution, as given.
+    pub output_tokens: String,
+    /// `full` (the default middleware stack) or `bare` (the transport alone).
+    pub stack: String,
+    /// Whether the target was the embedded mock (`--mock`).
+    pub embedded_mock: bool,
+}
+
+/// The headline figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    /// Requests started.
+    pub requests: u64,
+    /// Requests that succeeded (the whole body or stream read).
+    pub ok: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// From the first request sent to the last one finished, ms.
+    pub wall_ms: f64,
+    /// Finished requests per second over the wall time.
+    pub requests_per_sec: f64,
+    /// Mean requests in flight (client side) over the steady middle 80 % of the run.
+    pub mean_in_flight: f64,
+    /// The most requests in flight at once (client side).
+    pub peak_in_flight: u64,
+    /// Output tokens received per second (from usage, or chunks counted for streams).
+    pub output_tokens_per_sec: f64,
+    /// Output tokens received in all.
+    pub output_tokens: u64,
+    /// Content chunks received (streams).
+    pub chunks: u64,
+    /// Client CPU time (user + system) per finished request, µs.
+    pub cpu_us_per_request: f64,
+    /// Client CPU time per content chunk, µs (streams; 0 otherwise).
+    pub cpu_us_per_chunk: f64,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Percentiles {
+    /// How many values.
+    pub count: u64,
+    /// Smallest value.
+    pub min: f64,
+    /// Mean.
+    pub mean: f64,
+    /// 50th percentile.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+/// Connection statistics from the transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Connections {
+    /// Connections opened.
+    pub opened: u64,
+    /// Requests sent on a connection that had served one before.
+    pub reused: u64,
+}
+
+/// Client process resources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    /// User CPU time over the measured window, ms.
+    pub cpu_user_ms: f64,
+    /// System CPU time over the measured window, ms.
+    pub cpu_system_ms: f64,
+    /// Peak resident set size of the process, bytes (VmHWM).
+    pub peak_rss_bytes: u64,
+}
+
+/// One client-side timeline bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TimelinePoint {
+    /// End of the bucket, ms since the first request.
+    pub t_ms: u64,
+    /// Mean requests in flight during the bucket (time-weighted).
+    pub in_flight: f64,
+    /// The concurrency the driver aimed at during the bucket (closed loop and ramp; the
+    /// open loop's rate times the mean latency is not a target, so `None` there).
+    pub target: Option<f64>,
+    /// Requests finished during the bucket, per second.
+    pub completed_per_sec: f64,
+    /// Requests that failed during the bucket.
+    pub errors: u64,
+}
+
+/// What volley-mock reported about the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerSide {
+    /// Requests the server received.
+    pub requests: u64,
+    /// Mean in flight over the steady middle 80 % of the server's timeline.
+    pub mean_in_flight: f64,
+    /// The most in flight at once.
+    pub peak_in_flight: u64,
+    /// The server's 100 ms timeline: (t_ms, in flight at the end of the bucket).
+    pub timeline: Vec<(u64, u64)>,
+}
+
+/// A figure judged against its target.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TargetCheck {
+    /// What is measured (`server mean in flight`, `client CPU per request`).
+    pub figure: String,
+    /// The measured value.
+    pub value: f64,
+    /// Its unit (`µs`, `requests`, `×`).
+    pub unit: String,
+    /// The target as text (`≥ 1022`, `≤ 20`).
+    pub target: String,
+    /// Whether the figure meets the target.
+    pub met: bool,
+}
