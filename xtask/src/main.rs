@@ -2,6 +2,7 @@
 //!
 //! `main` only dispatches; each command is a module.
 
+mod bench;
 mod ci;
 
 use std::process::ExitCode;
@@ -9,11 +10,14 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
+  bench   criterion micro-benchmarks and the end-to-end scenarios S1-S6 against
+          their targets, with reports (--quick, --baseline DIR, --help)
   ci      run what CI runs (.ci/run): fmt, clippy, tests, docs, the main job";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("bench") => bench::run(&args[1..]),
         Some("ci") => ci::run(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");

@@ -3,6 +3,7 @@
 //! `main` parses the command line, sets up logging and dispatches; each subcommand lives in
 //! its own module and calls library code.
 
+mod bench;
 mod chat;
 mod config;
 mod limits;
@@ -31,6 +32,8 @@ enum Command {
     Chat(chat::ChatArgs),
     // Its help comes from `RunArgs`'s docs.
     Run(run::RunArgs),
+    // Its help comes from `BenchArgs`'s docs.
+    Bench(Box<bench::BenchArgs>),
     /// Run the OpenAI-compatible mock server (for tests and benchmarks).
     Mock(mock::MockArgs),
 }
@@ -45,6 +48,12 @@ fn main() -> ExitCode {
         .init();
     limits::raise_open_file_limit(None);
 
+    // The load tester sizes its own runtime (--threads).
+    let command = match cli.command {
+        Command::Bench(args) => return finish(bench::main(*args)),
+        other => other,
+    };
+
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,15 +65,21 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Chat(args) => chat::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Run(args) => run::run(args).await,
             Command::Mock(args) => mock::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Bench(_) => unreachable!("handled before the runtime starts"),
         }
     });
     // Do not wait for blocking threads still parked in a read (standard input after an
     // interrupted run): the run has flushed and reported everything by now.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    finish(result)
+}
+
+/// The exit code of a command's result; errors are printed.
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {

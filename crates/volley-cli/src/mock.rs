@@ -25,6 +25,21 @@ pub(crate) struct MockArgs {
     /// The port to listen on (0 picks a free one and prints it).
     #[arg(long, short, default_value_t = 8080)]
     port: u16,
+    #[command(flatten)]
+    behaviour: MockBehaviour,
+    /// Require this environment variable's value as the bearer key (401 otherwise).
+    #[arg(long, value_name = "NAME")]
+    require_api_key_env: Option<String>,
+    /// Record the x-client-request-id of every API request in arrival order, served at
+    /// GET /journal and cleared by POST /stats/reset (for crash tests; grows without bound).
+    #[arg(long)]
+    journal: bool,
+}
+
+/// How the mock answers: latency, streaming pace, faults, rate limits. Shared by `volley mock`
+/// and `volley bench --mock`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MockBehaviour {
     /// Time before a non-streaming reply is sent.
     #[arg(long, default_value = "0")]
     latency: Latency,
@@ -34,7 +49,8 @@ pub(crate) struct MockArgs {
     /// Time between streamed chunks.
     #[arg(long, default_value = "0")]
     inter_token: Latency,
-    /// Output tokens per completion: "16" or a range "8..64".
+    /// Output tokens per completion: "16" or a range "8..64" (capped by the request's
+    /// max_tokens).
     #[arg(long, default_value = "16")]
     output_tokens: OutputTokens,
     /// Fault probabilities, e.g. "429=0.3,500=0.1,503=0.05,reset=0.01,stall=0.01,cut=0.02,malformed=0.01".
@@ -55,17 +71,44 @@ pub(crate) struct MockArgs {
     stall_duration: Duration,
     /// Seed of the per-request random draws (faults, latencies): same seed, same run.
     #[arg(long, default_value_t = 42)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Gzip-compress JSON replies to requests that accept gzip.
     #[arg(long)]
     gzip: bool,
-    /// Require this environment variable's value as the bearer key (401 otherwise).
-    #[arg(long, value_name = "NAME")]
-    require_api_key_env: Option<String>,
-    /// Record the x-client-request-id of every API request in arrival order, served at
-    /// GET /journal and cleared by POST /stats/reset (for crash tests; grows without bound).
-    #[arg(long)]
-    journal: bool,
+}
+
+impl MockBehaviour {
+    /// The mock's configuration, checked.
+    pub(crate) fn config(&self) -> anyhow::Result<MockConfig> {
+        let faults: Faults = if self.faults.trim().is_empty() {
+            Faults::NONE
+        } else {
+            self.faults
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--faults: {e}"))?
+        };
+        let config = MockConfig {
+            latency: self.latency.clone(),
+            ttft: self.ttft.clone(),
+            inter_token: self.inter_token.clone(),
+            output_tokens: self.output_tokens.clone(),
+            faults,
+            retry_after: self.retry_after,
+            stall_duration: self.stall_duration,
+            seed: self.seed,
+            gzip: self.gzip,
+            rate_limits: RateLimits {
+                rpm: self.rpm,
+                tpm: self.tpm,
+                ..RateLimits::NONE
+            },
+            ..MockConfig::default()
+        };
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid mock configuration: {e}"))?;
+        Ok(config)
+    }
 }
 
 pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
@@ -75,13 +118,6 @@ pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
             args.host
         );
     }
-    let faults: Faults = if args.faults.trim().is_empty() {
-        Faults::NONE
-    } else {
-        args.faults
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--faults: {e}"))?
-    };
     let require_api_key = match &args.require_api_key_env {
         Some(name) => match std::env::var(name) {
             Ok(key) if !key.trim().is_empty() => Some(key.trim().to_owned()),
@@ -90,27 +126,10 @@ pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
         None => None,
     };
     let config = MockConfig {
-        latency: args.latency,
-        ttft: args.ttft,
-        inter_token: args.inter_token,
-        output_tokens: args.output_tokens,
-        faults,
-        retry_after: args.retry_after,
-        stall_duration: args.stall_duration,
-        seed: args.seed,
-        gzip: args.gzip,
         require_api_key,
         journal: args.journal,
-        rate_limits: RateLimits {
-            rpm: args.rpm,
-            tpm: args.tpm,
-            ..RateLimits::NONE
-        },
-        ..MockConfig::default()
+        ..args.behaviour.config()?
     };
-    config
-        .validate()
-        .map_err(|e| anyhow::anyhow!("invalid mock configuration: {e}"))?;
     let addr = SocketAddr::new(args.host, args.port);
     let server = MockServer::bind(addr, config)
         .await

@@ -89,6 +89,11 @@ pub struct RunConfig {
     pub stack: String,
     /// Whether the target was the embedded mock (`--mock`).
     pub embedded_mock: bool,
+    /// Open loop: the most requests in flight; arrivals beyond it were dropped
+    /// ([`Summary::dropped`]).
+    pub max_in_flight: Option<u64>,
+    /// The seed of arrival times and lengths.
+    pub seed: u64,
 }
 
 /// The headline figures.
@@ -101,6 +106,9 @@ pub struct Summary {
     pub ok: u64,
     /// Requests that failed.
     pub failed: u64,
+    /// Open-loop arrivals not sent because `max_in_flight` requests were in flight already
+    /// (never queued: a queue would hide the overload). Always 0 in a closed loop.
+    pub dropped: u64,
     /// From the first request sent to the last one finished, ms.
     pub wall_ms: f64,
     /// Finished requests per second over the wall time.

@@ -1,0 +1,356 @@
+//! `volley bench`: flags to a [`BenchConfig`], a live progress line, the report.
+//!
+//! Everything measured and written is `volley::bench` library code; this module only parses
+//! flags, starts the embedded mock for `--mock`, and prints.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use volley::bench::{
+    Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, parse_duration, report,
+};
+use volley_core::ApiKey;
+use volley_mock::MockServer;
+
+use crate::config::UsageError;
+use crate::mock::MockBehaviour;
+
+/// Load-test an OpenAI-compatible endpoint and report what happened.
+///
+/// Closed loop (--concurrency C: C workers, each sends its next request when the previous one
+/// finished), open loop (--rate R requests per second, Poisson or constant arrivals), or a ramp
+/// (--ramp "1..1024 over 30s"). Stops after --requests N, --duration D, or whichever comes
+/// first. Measures requests/s, in flight over time (client side, and server side when the
+/// target is volley-mock), latency percentiles, time to first token and between tokens for
+/// --stream, errors by kind, connections, client CPU time and peak RSS.
+///
+/// --report DIR writes results.json (stable schema), report.md and report.html (charts).
+///
+/// Against a real API the key comes from OPENAI_API_KEY. Only point load at servers you run
+/// or are allowed to load. With --mock the mock runs in this process and its CPU time counts
+/// as the client's: for CPU figures run `volley mock` as its own process (`cargo xtask bench`
+/// does).
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct BenchArgs {
+    /// The endpoint's base URL, /v1 included.
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = volley::bench::DEFAULT_BASE_URL,
+        conflicts_with = "mock"
+    )]
+    base_url: String,
+    /// Run against a mock server embedded in this process (the latency, fault and rate-limit
+    /// flags below configure it, as for `volley mock`).
+    #[arg(long)]
+    mock: bool,
+
+    /// Closed loop with this many concurrent requests [default: 64 when no other load is given].
+    #[arg(long, short = 'c', conflicts_with_all = ["rate", "ramp"])]
+    concurrency: Option<usize>,
+    /// Open loop at this many requests per second.
+    #[arg(long, conflicts_with = "ramp")]
+    rate: Option<f64>,
+    /// Arrivals of the open loop: poisson or constant.
+    #[arg(long, default_value = "poisson", requires = "rate")]
+    arrivals: Arrivals,
+    /// Open loop: the most requests in flight; arrivals beyond it are dropped and counted.
+    #[arg(long, default_value_t = volley::bench::DEFAULT_MAX_IN_FLIGHT, requires = "rate")]
+    max_in_flight: usize,
+    /// A closed loop whose concurrency grows linearly, e.g. "1..1024 over 30s", then holds.
+    #[arg(long)]
+    ramp: Option<Ramp>,
+
+    /// Stop after this many requests.
+    #[arg(long, short = 'n')]
+    requests: Option<u64>,
+    /// Stop starting requests after this long (e.g. 30s, 2m); those in flight are finished.
+    #[arg(long, value_parser = duration)]
+    duration: Option<Duration>,
+
+    /// Streaming requests: measures time to first token and between tokens.
+    #[arg(long)]
+    stream: bool,
+    /// The model named in every request.
+    #[arg(long, default_value = volley::bench::DEFAULT_MODEL)]
+    model: String,
+    /// Prompt lengths in tokens: "64", "16..512", "lognormal:256,64".
+    #[arg(long, default_value = "64")]
+    prompt_tokens: Lengths,
+    /// max_tokens of each request (the output length asked for): "16", "8..256",
+    /// "lognormal:200,50". With --mock, the mock sends at most --output-tokens.
+    #[arg(long, default_value = "16")]
+    max_tokens: Lengths,
+    /// The client measured: full (the default middleware stack, without retries) or bare
+    /// (the transport alone).
+    #[arg(long, default_value = "full")]
+    stack: StackKind,
+    /// Worker threads of the load generator [default: the cores this process may use].
+    #[arg(long)]
+    threads: Option<usize>,
+
+    /// Write results.json, report.md and report.html into this folder.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// A name for the run, shown in the report.
+    #[arg(long, default_value = "bench")]
+    name: String,
+    /// No live progress line; only the summary.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print results.json to standard output instead of the summary.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    mock_behaviour: MockBehaviour,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Runs `volley bench` on its own runtime (sized by `--threads`).
+pub(crate) fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        return Err(UsageError("--threads must be at least 1".into()).into());
+    }
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .context("starting the async runtime")?;
+    let result = runtime.block_on(run(args));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let load = match (args.concurrency, args.rate, args.ramp) {
+        (_, Some(rate), _) => Load::Open {
+            rate,
+            arrivals: args.arrivals,
+        },
+        (_, _, Some(ramp)) => Load::Ramp(ramp),
+        (concurrency, None, None) => Load::Closed {
+            concurrency: concurrency.unwrap_or(64),
+        },
+    };
+    if args.requests.is_none() && args.duration.is_none() {
+        return Err(
+            UsageError("say when to stop: --requests N, --duration D, or both".into()).into(),
+        );
+    }
+
+    let mock = if args.mock {
+        let config = args.mock_behaviour.config()?;
+        Some(
+            MockServer::start(config)
+                .await
+                .context("starting the embedded mock server")?,
+        )
+    } else {
+        None
+    };
+    let base_url = match &mock {
+        Some(server) => server.url(),
+        None => args.base_url.clone(),
+    };
+    // The key goes only to a real endpoint, never to the embedded mock.
+    let api_key = if mock.is_none() {
+        std::env::var("OPENAI_API_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty())
+            .map(ApiKey::new)
+    } else {
+        None
+    };
+
+    let config = BenchConfig {
+        name: args.name.clone(),
+        base_url,
+        api_key,
+        model: args.model.clone(),
+        load,
+        requests: args.requests,
+        duration: args.duration,
+        stream: args.stream,
+        prompt_tokens: args.prompt_tokens.clone(),
+        output_tokens: args.max_tokens.clone(),
+        stack: args.stack,
+        max_in_flight: args.max_in_flight,
+        seed: args.mock_behaviour.seed,
+        embedded_mock: mock.is_some(),
+        ..BenchConfig::default()
+    };
+    let bench = Bench::new(config).map_err(|e| UsageError(format!("{e}")))?;
+    let live = bench.live();
+    let stopper = bench.live();
+    let show_progress = !args.quiet && std::io::stderr().is_terminal();
+    let progress = show_progress.then(|| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let secs = live.elapsed().as_secs_f64();
+                let finished = live.finished();
+                let rate = if secs > 0.0 {
+                    finished as f64 / secs
+                } else {
+                    0.0
+                };
+                eprint!(
+                    "\r{secs:7.1}s  sent {:>9}  done {:>9}  failed {:>7}  in flight {:>6}  {:>9.0} req/s ",
+                    live.started(),
+                    finished,
+                    live.failed(),
+                    live.in_flight(),
+                    rate
+                );
+                let _ = std::io::stderr().flush();
+            }
+        })
+    });
+
+    // Ctrl-C stops starting requests; those in flight finish and the run is reported.
+    let interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nvolley bench: interrupted; finishing the requests in flight");
+            stopper.stop();
+        }
+    });
+    let results = bench.run().await;
+    interrupt.abort();
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!();
+    }
+    if let Some(server) = mock {
+        server.shutdown().await;
+    }
+    let results = results.context("the benchmark failed")?;
+
+    if let Some(dir) = &args.report {
+        report::write_report(&results, dir)
+            .with_context(|| format!("writing the report to {}", dir.display()))?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results).context("serialising the results")?
+        );
+    } else {
+        print!("{}", summary(&results));
+        if let Some(dir) = &args.report {
+            println!(
+                "report: {} (results.json, report.md)",
+                dir.join("report.html").display()
+            );
+        }
+    }
+    // Errors are data in a load test; a run where nothing succeeded is a failure to reach
+    // the target.
+    Ok(if results.summary.ok == 0 && results.summary.requests > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The figures a person looks at first, as plain text.
+fn summary(r: &volley::bench::results::BenchResults) -> String {
+    use std::fmt::Write as _;
+    let s = &r.summary;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {} requests ({} ok, {} failed{}) in {:.2} s: {:.0} req/s",
+        r.name,
+        s.requests,
+        s.ok,
+        s.failed,
+        if s.dropped > 0 {
+            format!(", {} dropped", s.dropped)
+        } else {
+            String::new()
+        },
+        s.wall_ms / 1000.0,
+        s.requests_per_sec
+    );
+    let _ = writeln!(
+        out,
+        "in flight: mean {:.1} (steady middle 80 %), peak {}{}",
+        s.mean_in_flight,
+        s.peak_in_flight,
+        r.server.as_ref().map_or(String::new(), |server| format!(
+            "; server side: mean {:.1}, peak {}",
+            server.mean_in_flight, server.peak_in_flight
+        ))
+    );
+    let l = &r.latency;
+    let _ = writeln!(
+        out,
+        "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        l.p50, l.p90, l.p99, l.p999, l.max
+    );
+    if let Some(t) = &r.ttft {
+        let _ = writeln!(
+            out,
+            "time to first token ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            t.p50, t.p90, t.p99, t.max
+        );
+    }
+    if let Some(t) = &r.inter_token {
+        let _ = writeln!(
+            out,
+            "between tokens ms: p50 {:.2}  p99 {:.2}  max {:.2}",
+            t.p50, t.p99, t.max
+        );
+    }
+    if s.output_tokens > 0 {
+        let _ = writeln!(
+            out,
+            "output: {} tokens, {:.0} tokens/s{}",
+            s.output_tokens,
+            s.output_tokens_per_sec,
+            if s.chunks > 0 {
+                format!(", {} chunks", s.chunks)
+            } else {
+                String::new()
+            }
+        );
+    }
+    if !r.errors.is_empty() {
+        let list: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(out, "errors: {}", list.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "client: {:.1} µs CPU per request{}, peak RSS {:.1} MB; connections opened {}, reused {}",
+        s.cpu_us_per_request,
+        if s.chunks > 0 {
+            format!(" ({:.2} µs per chunk)", s.cpu_us_per_chunk)
+        } else {
+            String::new()
+        },
+        r.resources.peak_rss_bytes as f64 / 1e6,
+        r.connections.opened,
+        r.connections.reused
+    );
+    out
+}
