@@ -97,7 +97,11 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
 
     step("building volley (release)");
     cargo(&root, &["build", "--release", "-p", "volley-cli"])?;
-    let volley = root.join("target/release/volley");
+    // Where cargo builds: CARGO_TARGET_DIR when set, else the workspace's target/.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| root.join(dir))
+        .unwrap_or_else(|| root.join("target"));
+    let volley = target.join("release/volley");
     let pinning = Pinning::detect();
     println!("{}", pinning.describe());
 
@@ -105,13 +109,13 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
 
     if options.criterion {
         step("criterion micro-benchmarks (SSE decoding, JSON, each layer's overhead)");
-        let mut bench_args = vec!["bench", "-p", "volley-benches", "--"];
+        let mut bench_args = vec!["bench", "-p", "volley-benches", "--benches", "--"];
         if options.quick {
             bench_args.extend(["--warm-up-time", "0.3", "--measurement-time", "1"]);
         }
         cargo(&root, &bench_args)?;
     }
-    let micro = criterion::read(&root.join("target/criterion"));
+    let micro = criterion::read(&target.join("criterion"));
 
     for spec in specs(options.quick) {
         if !wanted(spec.id) {
@@ -226,6 +230,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The runs of one scenario: each run's report folder and results.
+type Runs = [(PathBuf, BenchResults)];
+
 /// One end-to-end scenario: the mock's flags, the bench's flags, and how it is judged.
 struct Spec {
     id: &'static str,
@@ -233,7 +240,7 @@ struct Spec {
     mock: Vec<String>,
     /// One or more runs: (label, the bench's flags).
     runs: Vec<(&'static str, Vec<String>)>,
-    judge: fn(&[(PathBuf, BenchResults)], &Spec) -> Vec<TargetCheck>,
+    judge: fn(&Runs, &Spec) -> Vec<TargetCheck>,
     /// The ideal wall time, for S1.
     ideal: Duration,
     /// Concurrency, for the in-flight targets.
@@ -383,7 +390,7 @@ fn server_mean(results: &BenchResults) -> Option<f64> {
     results.server.as_ref().map(|s| s.mean_in_flight)
 }
 
-fn judge_s1(runs: &[(PathBuf, BenchResults)], spec: &Spec) -> Vec<TargetCheck> {
+fn judge_s1(runs: &Runs, spec: &Spec) -> Vec<TargetCheck> {
     let r = &runs[0].1;
     let ideal = spec.ideal.as_secs_f64();
     let wall = r.summary.wall_ms / 1000.0;
@@ -420,7 +427,7 @@ fn judge_s1(runs: &[(PathBuf, BenchResults)], spec: &Spec) -> Vec<TargetCheck> {
     ]
 }
 
-fn judge_s2(runs: &[(PathBuf, BenchResults)], _: &Spec) -> Vec<TargetCheck> {
+fn judge_s2(runs: &Runs, _: &Spec) -> Vec<TargetCheck> {
     let r = &runs[0].1;
     vec![
         check(
@@ -447,7 +454,7 @@ fn judge_s2(runs: &[(PathBuf, BenchResults)], _: &Spec) -> Vec<TargetCheck> {
     ]
 }
 
-fn judge_s3(runs: &[(PathBuf, BenchResults)], spec: &Spec) -> Vec<TargetCheck> {
+fn judge_s3(runs: &Runs, spec: &Spec) -> Vec<TargetCheck> {
     let r = &runs[0].1;
     let want = 0.99 * spec.concurrency as f64;
     let mean = server_mean(r).unwrap_or(f64::NAN);
@@ -477,7 +484,7 @@ fn judge_s3(runs: &[(PathBuf, BenchResults)], spec: &Spec) -> Vec<TargetCheck> {
     ]
 }
 
-fn judge_s4(runs: &[(PathBuf, BenchResults)], spec: &Spec) -> Vec<TargetCheck> {
+fn judge_s4(runs: &Runs, spec: &Spec) -> Vec<TargetCheck> {
     let r = &runs[0].1;
     let mock_ttft = spec.mock_ttft.as_secs_f64() * 1000.0;
     let p99 = r.ttft.map_or(f64::NAN, |t| t.p99);
@@ -510,7 +517,7 @@ fn judge_s4(runs: &[(PathBuf, BenchResults)], spec: &Spec) -> Vec<TargetCheck> {
     ]
 }
 
-fn judge_s6(runs: &[(PathBuf, BenchResults)], _: &Spec) -> Vec<TargetCheck> {
+fn judge_s6(runs: &Runs, _: &Spec) -> Vec<TargetCheck> {
     let bare = runs[0].1.summary.cpu_us_per_request;
     let full = runs[1].1.summary.cpu_us_per_request;
     let extra = (full / bare - 1.0) * 100.0;

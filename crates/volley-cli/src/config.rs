@@ -14,10 +14,20 @@
 //! | retries | `--max-retries` | `VOLLEY_MAX_RETRIES` | `max_retries` | 3 |
 //! | attempt timeout | `--timeout` | `VOLLEY_TIMEOUT` | `timeout` | 10m |
 //! | cache | `--cache` | `VOLLEY_CACHE` | `cache` | off |
+//! | shared limit (Redis URL) | `--shared-limit` | `VOLLEY_SHARED_LIMIT` | `shared_limit` | off |
+//! | Redis key prefix | `--shared-prefix` | | `shared_prefix` | `volley` |
+//! | lease | `--lease` | | `lease` | 1 |
+//! | Redis failure mode | `--redis-failure` | | `redis_failure` | `fail-closed` |
 //!
-//! An rpm, tpm or timeout of 0 and a cache of `off` turn the setting off, so a flag can undo
-//! what a profile sets. The API key itself is only ever read from the environment variable
-//! the settings name: a key in `volley.toml` is an error, and no flag takes one.
+//! An rpm, tpm or timeout of 0 and a cache or shared limit of `off` turn the setting off, so a
+//! flag can undo what a profile sets. The API key itself is only ever read from the
+//! environment variable the settings name: a key in `volley.toml` is an error, and no flag
+//! takes one.
+//!
+//! A Redis URL (`--shared-limit`, `--cache redis://...`) may carry a password
+//! (`redis://:PASSWORD@host:6379`); it is never printed: every message and `--print-config`
+//! show the URL with `***` in its place. `VOLLEY_SHARED_LIMIT` keeps it off the command line
+//! (where other users of the machine can see it).
 //!
 //! `volley.toml` holds profiles; the one named by `--profile NAME` is `[profile.NAME]`, and
 //! without `--profile` the `[default]` table (or `[profile.default]`) applies. A profile is
@@ -36,6 +46,14 @@
 //! max_retries = 5
 //! timeout = "30s"
 //! cache = "disk:.volley-cache"
+//!
+//! [profile.fleet]
+//! rpm = 10000
+//! shared_limit = "redis://10.0.0.5:6379"
+//! shared_prefix = "prod"
+//! lease = 20
+//! redis_failure = "fallback:8"
+//! cache = "redis://10.0.0.5:6379"
 //! ```
 
 use std::fmt;
@@ -52,6 +70,10 @@ pub(crate) const MEMORY_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 pub(crate) const MEMORY_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How long `--cache disk:PATH` keeps a response.
 pub(crate) const DISK_CACHE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long `--cache redis://...` keeps a response (Redis holds it in memory).
+pub(crate) const REDIS_CACHE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The default of `shared_prefix`.
+pub(crate) const DEFAULT_SHARED_PREFIX: &str = "volley";
 
 /// The default of `max_retries` (the library's default).
 pub(crate) const DEFAULT_MAX_RETRIES: u32 = 3;
@@ -64,10 +86,11 @@ pub(crate) const ENV_TPM: &str = "VOLLEY_TPM";
 pub(crate) const ENV_MAX_RETRIES: &str = "VOLLEY_MAX_RETRIES";
 pub(crate) const ENV_TIMEOUT: &str = "VOLLEY_TIMEOUT";
 pub(crate) const ENV_CACHE: &str = "VOLLEY_CACHE";
+pub(crate) const ENV_SHARED_LIMIT: &str = "VOLLEY_SHARED_LIMIT";
 
 /// The keys a profile may set.
-const PROFILE_KEYS: &str =
-    "base_url, api_key_env, concurrency, rpm, tpm, max_retries, timeout, cache";
+const PROFILE_KEYS: &str = "base_url, api_key_env, concurrency, rpm, tpm, max_retries, \
+     timeout, cache, shared_limit, shared_prefix, lease, redis_failure";
 
 /// A mistake in the command line, the environment or `volley.toml`: the process exits with
 /// code 2, as clap does for usage errors.
@@ -95,6 +118,8 @@ pub(crate) enum CacheSpec {
     Memory,
     /// On disk in this directory, for [`DISK_CACHE_TTL`].
     Disk(PathBuf),
+    /// In Redis, shared with every process using it, for [`REDIS_CACHE_TTL`].
+    Redis(RedisUrl),
 }
 
 impl FromStr for CacheSpec {
@@ -104,10 +129,12 @@ impl FromStr for CacheSpec {
         match s.trim() {
             "off" | "none" => Ok(CacheSpec::Off),
             "memory" => Ok(CacheSpec::Memory),
+            other if RedisUrl::looks_like(other) => Ok(CacheSpec::Redis(other.parse()?)),
             other => match other.strip_prefix("disk:") {
                 Some(path) if !path.trim().is_empty() => Ok(CacheSpec::Disk(path.trim().into())),
                 _ => Err(format!(
-                    "invalid cache {s:?}: expected memory, disk:PATH or off"
+                    "invalid cache {:?}: expected memory, disk:PATH, redis://HOST[:PORT] or off",
+                    shown(other)
                 )),
             },
         }
@@ -120,6 +147,128 @@ impl fmt::Display for CacheSpec {
             CacheSpec::Off => f.write_str("off"),
             CacheSpec::Memory => f.write_str("memory"),
             CacheSpec::Disk(path) => write!(f, "disk:{}", path.display()),
+            CacheSpec::Redis(url) => url.fmt(f),
+        }
+    }
+}
+
+/// A Redis URL: `redis://`, `rediss://` (TLS) or `redis+unix://`. `Display` and `Debug` hide
+/// its password; [`RedisUrl::expose`] gives the whole URL, to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct RedisUrl(String);
+
+impl RedisUrl {
+    const SCHEMES: [&'static str; 3] = ["redis://", "rediss://", "redis+unix://"];
+
+    fn looks_like(s: &str) -> bool {
+        Self::SCHEMES.iter().any(|scheme| s.starts_with(scheme))
+    }
+
+    /// The URL, password included: for connecting only.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RedisUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if !Self::looks_like(s) {
+            return Err(format!(
+                "invalid Redis URL {:?}: expected redis://[:PASSWORD@]HOST[:PORT][/DB], \
+                 rediss://... (TLS) or redis+unix:///PATH",
+                shown(s)
+            ));
+        }
+        Ok(RedisUrl(s.to_owned()))
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&volley::redis::redacted(&self.0))
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// `s` as it may be shown in an error: a mistyped Redis URL without its password.
+fn shown(s: &str) -> String {
+    if s.contains("://") {
+        volley::redis::redacted(s)
+    } else if let Some(at) = s.rfind('@') {
+        format!("***@{}", &s[at + 1..])
+    } else {
+        s.to_owned()
+    }
+}
+
+/// What `--shared-limit` asks for: a Redis URL, or `off`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SharedLimitSpec {
+    Off,
+    Redis(RedisUrl),
+}
+
+impl FromStr for SharedLimitSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" | "none" => Ok(SharedLimitSpec::Off),
+            other => Ok(SharedLimitSpec::Redis(other.parse()?)),
+        }
+    }
+}
+
+impl fmt::Display for SharedLimitSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SharedLimitSpec::Off => f.write_str("off"),
+            SharedLimitSpec::Redis(url) => url.fmt(f),
+        }
+    }
+}
+
+/// What `--redis-failure` asks for when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureSpec {
+    /// Send nothing until Redis is back.
+    FailClosed,
+    /// Go on with a local limiter holding this share (1/N) of the limits.
+    Fallback(u32),
+}
+
+impl FromStr for FailureSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s == "fail-closed" {
+            return Ok(FailureSpec::FailClosed);
+        }
+        match s.strip_prefix("fallback:").map(|n| n.trim().parse::<u32>()) {
+            Some(Ok(n)) if n >= 1 => Ok(FailureSpec::Fallback(n)),
+            _ => Err(format!(
+                "invalid Redis failure mode {s:?}: expected fail-closed or fallback:N (N, at \
+                 least 1, the number of processes sharing the limit: each goes on alone with \
+                 1/N of it)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FailureSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureSpec::FailClosed => f.write_str("fail-closed"),
+            FailureSpec::Fallback(n) => write!(f, "fallback:{n}"),
         }
     }
 }
@@ -138,6 +287,10 @@ pub(crate) struct Layer {
     /// `Some(ZERO)` turns the timeout off.
     pub(crate) timeout: Option<Duration>,
     pub(crate) cache: Option<CacheSpec>,
+    pub(crate) shared_limit: Option<SharedLimitSpec>,
+    pub(crate) shared_prefix: Option<String>,
+    pub(crate) lease: Option<u32>,
+    pub(crate) redis_failure: Option<FailureSpec>,
 }
 
 /// Where a setting's value came from.
@@ -167,6 +320,11 @@ pub(crate) struct Settings {
     pub(crate) max_retries: Setting<u32>,
     pub(crate) timeout: Setting<Option<Duration>>,
     pub(crate) cache: Setting<CacheSpec>,
+    pub(crate) shared_limit: Setting<SharedLimitSpec>,
+    pub(crate) shared_prefix: Setting<String>,
+    /// `None`: the limiter's default (1).
+    pub(crate) lease: Setting<Option<u32>>,
+    pub(crate) redis_failure: Setting<FailureSpec>,
     /// The profile in force, as `volley.toml [profile.prod]`, when one applied.
     pub(crate) profile: Option<String>,
 }
@@ -223,6 +381,25 @@ impl Settings {
                 p.cache,
                 CacheSpec::Off,
             ),
+            shared_limit: pick(
+                flags.shared_limit,
+                env.shared_limit.map(|v| (v, ENV_SHARED_LIMIT)),
+                p.shared_limit,
+                SharedLimitSpec::Off,
+            ),
+            shared_prefix: pick(
+                flags.shared_prefix,
+                None,
+                p.shared_prefix,
+                DEFAULT_SHARED_PREFIX.to_owned(),
+            ),
+            lease: pick(flags.lease.map(Some), None, p.lease.map(Some), None),
+            redis_failure: pick(
+                flags.redis_failure,
+                None,
+                p.redis_failure,
+                FailureSpec::FailClosed,
+            ),
             profile: profile.label,
         }
     }
@@ -264,6 +441,13 @@ pub(crate) fn env_layer(lookup: impl Fn(&str) -> Option<String>) -> Result<Layer
         cache: get(ENV_CACHE)
             .map(|v| v.parse().map_err(|e| usage(format!("{ENV_CACHE}: {e}"))))
             .transpose()?,
+        shared_limit: get(ENV_SHARED_LIMIT)
+            .map(|v| {
+                v.parse()
+                    .map_err(|e| usage(format!("{ENV_SHARED_LIMIT}: {e}")))
+            })
+            .transpose()?,
+        ..Layer::default()
     })
 }
 
@@ -399,6 +583,22 @@ fn parse_layer(table: &toml::Table, place: &str) -> Result<Layer, UsageError> {
                         .map_err(|e| usage(format!("{what}: {e}")))?,
                 );
             }
+            "shared_limit" => {
+                layer.shared_limit = Some(
+                    string()?
+                        .parse()
+                        .map_err(|e| usage(format!("{what}: {e}")))?,
+                );
+            }
+            "shared_prefix" => layer.shared_prefix = Some(prefix(&string()?, &what)?),
+            "lease" => layer.lease = Some(lease(number()?, &what)?),
+            "redis_failure" => {
+                layer.redis_failure = Some(
+                    string()?
+                        .parse()
+                        .map_err(|e| usage(format!("{what}: {e}")))?,
+                );
+            }
             key if is_secret_key(key) => return Err(secret_error(place, "this profile", key)),
             key => {
                 return Err(usage(format!(
@@ -469,6 +669,25 @@ fn concurrency(n: u64, what: &str) -> Result<usize, UsageError> {
 
 fn narrow<T: TryFrom<u64>>(n: u64, what: &str) -> Result<T, UsageError> {
     T::try_from(n).map_err(|_| usage(format!("{what}: {n} is too large")))
+}
+
+/// A lease: at least 1.
+pub(crate) fn lease(n: u64, what: &str) -> Result<u32, UsageError> {
+    if n == 0 {
+        return Err(usage(format!("{what}: the lease must be at least 1")));
+    }
+    narrow(n, what)
+}
+
+/// A Redis key prefix: not empty, no white space.
+pub(crate) fn prefix(s: &str, what: &str) -> Result<String, UsageError> {
+    let s = s.trim();
+    if s.is_empty() || s.chars().any(char::is_whitespace) {
+        return Err(usage(format!(
+            "{what}: the prefix must be a non-empty word without spaces, e.g. prod"
+        )));
+    }
+    Ok(s.to_owned())
 }
 
 fn duration(s: &str, what: &str) -> Result<Duration, UsageError> {
@@ -697,6 +916,99 @@ mod tests {
     }
 
     #[test]
+    fn shared_settings_resolve_like_the_others() {
+        let file = r#"
+            [profile.fleet]
+            rpm = 10000
+            shared_limit = "redis://:hunter2@10.0.0.5:6379/1"
+            shared_prefix = "prod"
+            lease = 20
+            redis_failure = "fallback:8"
+            cache = "redis://:hunter2@10.0.0.5:6379"
+        "#;
+        let s = Settings::resolve(
+            Layer::default(),
+            Layer::default(),
+            profile(file, Some("fleet")),
+        );
+        assert_eq!(
+            s.shared_limit.value.to_string(),
+            "redis://***@10.0.0.5:6379/1"
+        );
+        assert_eq!(s.shared_limit.source, Source::Profile);
+        assert_eq!(s.shared_prefix.value, "prod");
+        assert_eq!(s.lease.value, Some(20));
+        assert_eq!(s.redis_failure.value, FailureSpec::Fallback(8));
+        assert_eq!(s.cache.value.to_string(), "redis://***@10.0.0.5:6379");
+        let SharedLimitSpec::Redis(url) = &s.shared_limit.value else {
+            panic!("no shared limit")
+        };
+        assert_eq!(url.expose(), "redis://:hunter2@10.0.0.5:6379/1");
+        assert!(!format!("{s:?}").contains("hunter2"));
+
+        // The environment beats the profile; a flag beats both, and `off` turns it off.
+        let env = env(&[("VOLLEY_SHARED_LIMIT", "redis://127.0.0.1:7000")]);
+        let s = Settings::resolve(Layer::default(), env.clone(), profile(file, Some("fleet")));
+        assert_eq!(s.shared_limit.value.to_string(), "redis://127.0.0.1:7000");
+        assert_eq!(s.shared_limit.source, Source::Env("VOLLEY_SHARED_LIMIT"));
+        let flags = Layer {
+            shared_limit: Some(SharedLimitSpec::Off),
+            lease: Some(3),
+            redis_failure: Some(FailureSpec::FailClosed),
+            ..Layer::default()
+        };
+        let s = Settings::resolve(flags, env, profile(file, Some("fleet")));
+        assert_eq!(s.shared_limit.value, SharedLimitSpec::Off);
+        assert_eq!(s.lease.value, Some(3));
+        assert_eq!(s.redis_failure.value, FailureSpec::FailClosed);
+
+        // Defaults.
+        let s = Settings::resolve(Layer::default(), Layer::default(), Profile::default());
+        assert_eq!(s.shared_limit.value, SharedLimitSpec::Off);
+        assert_eq!(s.shared_prefix.value, DEFAULT_SHARED_PREFIX);
+        assert_eq!(s.lease.value, None);
+        assert_eq!(s.redis_failure.value, FailureSpec::FailClosed);
+    }
+
+    #[test]
+    fn bad_shared_settings_are_named_without_the_password() {
+        for (text, needles) in [
+            ("[default]\nlease = 0\n", &["`lease`", "at least 1"][..]),
+            (
+                "[default]\nredis_failure = \"fallback:0\"\n",
+                &["`redis_failure`", "fallback:N"],
+            ),
+            (
+                "[default]\nredis_failure = \"open\"\n",
+                &["`redis_failure`", "fail-closed"],
+            ),
+            (
+                "[default]\nshared_limit = \"http://:hunter2@host:6379\"\n",
+                &["`shared_limit`", "redis://"],
+            ),
+            (
+                "[default]\ncache = \"redis:/:hunter2@host\"\n",
+                &["`cache`", "redis://"],
+            ),
+            ("[default]\nshared_prefix = \"a b\"\n", &["`shared_prefix`"]),
+        ] {
+            let err = profile_err(text, None);
+            for needle in needles {
+                assert!(err.contains(needle), "{text:?}: {err} lacks {needle}");
+            }
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let err =
+            env_layer(|n| (n == "VOLLEY_SHARED_LIMIT").then(|| "tcp://:hunter2@h:1".to_owned()))
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("VOLLEY_SHARED_LIMIT") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn cache_specs_parse_and_print() {
         assert_eq!("memory".parse::<CacheSpec>(), Ok(CacheSpec::Memory));
         assert_eq!("off".parse::<CacheSpec>(), Ok(CacheSpec::Off));
@@ -706,6 +1018,16 @@ mod tests {
         );
         assert_eq!(CacheSpec::Disk("a b".into()).to_string(), "disk:a b");
         assert!("disk:".parse::<CacheSpec>().is_err());
+        let redis = "rediss://user:hunter2@cache.example:6380/2"
+            .parse::<CacheSpec>()
+            .unwrap();
+        assert_eq!(redis.to_string(), "rediss://***@cache.example:6380/2");
+        assert!(!format!("{redis:?}").contains("hunter2"));
+        assert_eq!(
+            "fallback:3".parse::<FailureSpec>(),
+            Ok(FailureSpec::Fallback(3))
+        );
+        assert_eq!(FailureSpec::Fallback(3).to_string(), "fallback:3");
         assert!("memory:1".parse::<CacheSpec>().is_err());
     }
 }

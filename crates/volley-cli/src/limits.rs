@@ -1,4 +1,12 @@
-//! Process limits.
+//! Limits: the process's open-file limit, and the rate limit shared with other processes
+//! through Redis.
+
+use volley::ErrorKind;
+use volley::core::cache_key::CredentialId;
+use volley::middleware::rate_limit::Limits;
+use volley::redis::{FailureMode, RedisLimiter, RedisOptions, SharedLimits};
+
+use crate::config::{FailureSpec, RedisUrl, Settings, UsageError};
 
 /// Raises the open-file soft limit to the hard limit: 1 024 slots need more than 1 024 file
 /// descriptors. When `needed` is given and the hard limit is lower, says so in one line.
@@ -16,5 +24,64 @@ pub(crate) fn raise_open_file_limit(needed: Option<u64>) {
             }
         }
         Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+    }
+}
+
+/// Connects the rate limiter shared through Redis (`--shared-limit`): the run's `--rpm` and
+/// `--tpm`, shared by every process with the same Redis, prefix and credential.
+///
+/// # Errors
+/// A [`UsageError`] when there is no limit to share or the URL is invalid; otherwise when
+/// Redis cannot be reached.
+pub(crate) async fn shared_limiter(
+    url: &RedisUrl,
+    settings: &Settings,
+    credential: &CredentialId,
+) -> anyhow::Result<RedisLimiter> {
+    let limits = rate_limits(settings).ok_or_else(|| {
+        UsageError(
+            "--shared-limit shares the rate limits, and none is set: add --rpm or --tpm (or \
+             turn the shared limit off)"
+                .to_owned(),
+        )
+    })?;
+    let failure = match settings.redis_failure.value {
+        FailureSpec::FailClosed => FailureMode::FailClosed,
+        FailureSpec::Fallback(processes) => FailureMode::LocalFallback { processes },
+    };
+    let mut options = SharedLimits::new(RedisOptions::new(url.expose()), limits)
+        .prefix(settings.shared_prefix.value.clone())
+        .credential(credential)
+        .on_failure(failure);
+    if let Some(lease) = settings.lease.value {
+        options = options.lease(lease);
+    }
+    RedisLimiter::connect(options)
+        .await
+        .map_err(|e| redis_error(e, "--shared-limit"))
+}
+
+/// The run's rate limits, when it has any.
+pub(crate) fn rate_limits(settings: &Settings) -> Option<Limits> {
+    let (rpm, tpm) = (settings.rpm.value, settings.tpm.value);
+    if rpm.is_none() && tpm.is_none() {
+        return None;
+    }
+    let mut limits = Limits::per_minute();
+    if let Some(rpm) = rpm {
+        limits = limits.requests(rpm);
+    }
+    if let Some(tpm) = tpm {
+        limits = limits.tokens(tpm);
+    }
+    Some(limits)
+}
+
+/// A Redis error at start-up: a URL that does not parse is a usage error (exit 2), anything
+/// else (unreachable, wrong password) a failure to run (exit 1). Neither names the password.
+pub(crate) fn redis_error(error: volley::Error, flag: &str) -> anyhow::Error {
+    match error.kind() {
+        ErrorKind::Config => anyhow::Error::new(UsageError(format!("{flag}: {error}"))),
+        _ => anyhow::Error::new(error).context(format!("{flag}: Redis is not reachable")),
     }
 }

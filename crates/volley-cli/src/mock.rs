@@ -88,10 +88,10 @@ impl MockBehaviour {
                 .map_err(|e| anyhow::anyhow!("--faults: {e}"))?
         };
         let config = MockConfig {
-            latency: self.latency.clone(),
-            ttft: self.ttft.clone(),
-            inter_token: self.inter_token.clone(),
-            output_tokens: self.output_tokens.clone(),
+            latency: self.latency,
+            ttft: self.ttft,
+            inter_token: self.inter_token,
+            output_tokens: self.output_tokens,
             faults,
             retry_after: self.retry_after,
             stall_duration: self.stall_duration,

@@ -14,12 +14,13 @@ use anyhow::Context;
 use clap::Args;
 use volley::batch::{BatchOptions, BatchRunner, Input, Outcome, Summary};
 use volley::middleware::retry::Policy;
+use volley::redis::{RedisOptions, RedisStore};
 use volley::{Client, ErrorKind};
 use volley_mock::{Faults, Latency, MockConfig, MockServer};
 
 use crate::config::{
-    self, CacheSpec, DISK_CACHE_TTL, Layer, MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL, Settings, Source,
-    UsageError,
+    self, CacheSpec, DISK_CACHE_TTL, Layer, MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL, REDIS_CACHE_TTL,
+    Settings, SharedLimitSpec, Source, UsageError,
 };
 use crate::progress::{self, Mode, Printer, Reporter};
 
@@ -47,10 +48,15 @@ const VALIDATE_SHOWN: usize = 20;
 /// fail): fix the key and run the same command again with --retry-failed.
 ///
 /// Settings come from flags, then environment variables (OPENAI_BASE_URL, VOLLEY_CONCURRENCY,
-/// VOLLEY_RPM, VOLLEY_TPM, VOLLEY_MAX_RETRIES, VOLLEY_TIMEOUT, VOLLEY_CACHE), then a profile of
-/// volley.toml (--profile NAME for [profile.NAME], else [default]), then defaults. The API key
-/// is read only from the environment (OPENAI_API_KEY, or the variable named by --api-key-env
-/// or the profile's api_key_env); volley.toml must not contain it.
+/// VOLLEY_RPM, VOLLEY_TPM, VOLLEY_MAX_RETRIES, VOLLEY_TIMEOUT, VOLLEY_CACHE,
+/// VOLLEY_SHARED_LIMIT), then a profile of volley.toml (--profile NAME for [profile.NAME], else
+/// [default]), then defaults. The API key is read only from the environment (OPENAI_API_KEY,
+/// or the variable named by --api-key-env or the profile's api_key_env); volley.toml must not
+/// contain it.
+///
+/// Many processes (on one machine or many) that use one API key can share its limits through
+/// Redis: give each the same --rpm/--tpm and --shared-limit redis://HOST:PORT, and together
+/// they stay within the limits. --cache redis://HOST:PORT shares the cache the same way.
 ///
 /// Exit codes: 0 every line succeeded; 1 some lines failed or were invalid (their error
 /// records are in OUTPUT and the errors file), the credentials were rejected, or the run
@@ -118,10 +124,32 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "D", value_parser = crate::mock::parse_duration)]
     timeout: Option<Duration>,
     /// Cache successful responses: "memory" (256 MiB, kept 24 h), "disk:PATH" (a database in
-    /// directory PATH, kept 30 days, survives restarts) or "off" [env: VOLLEY_CACHE;
-    /// default: off].
+    /// directory PATH, kept 30 days, survives restarts), "redis://HOST[:PORT][/DB]" (shared by
+    /// every process using that Redis, the same --shared-prefix and the same API key; kept 7
+    /// days) or "off" [env: VOLLEY_CACHE; default: off].
     #[arg(long, value_name = "SPEC")]
-    cache: Option<CacheSpec>,
+    cache: Option<String>,
+    /// Share the rate limits (--rpm, --tpm) with every volley process that uses this Redis,
+    /// the same --shared-prefix and the same API key, e.g. redis://10.0.0.5:6379, or
+    /// redis://:PASSWORD@HOST:PORT (the password is never printed; VOLLEY_SHARED_LIMIT keeps it
+    /// off the command line); "off" turns a profile's off [env: VOLLEY_SHARED_LIMIT; default:
+    /// off].
+    #[arg(long, value_name = "URL")]
+    shared_limit: Option<String>,
+    /// The first part of every Redis key of the shared limit and a Redis cache: processes
+    /// share only with those using the same prefix [default: volley].
+    #[arg(long, value_name = "P")]
+    shared_prefix: Option<String>,
+    /// With --shared-limit: how many requests a process takes from Redis at a time (more:
+    /// fewer round trips; fewer: a fairer split between processes) [default: 1, every
+    /// decision made in Redis].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    lease: Option<u32>,
+    /// With --shared-limit, when Redis cannot be reached: "fail-closed" sends nothing until
+    /// it is back; "fallback:N" goes on with a local limit of 1/N of the limits, N being the
+    /// number of processes sharing them [default: fail-closed].
+    #[arg(long, value_name = "MODE")]
+    redis_failure: Option<config::FailureSpec>,
     /// The volley.toml profile to use ([profile.NAME]) [default: [default], when present].
     #[arg(long, value_name = "NAME")]
     profile: Option<String>,
@@ -215,7 +243,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let concurrency = settings.concurrency.value;
     crate::limits::raise_open_file_limit(Some(concurrency as u64 + 64));
-    let client = build_client(&settings, base_url.clone(), key, args.allow_plain_http)?;
+    let client = build_client(&settings, base_url.clone(), key, args.allow_plain_http).await?;
 
     let mut options = BatchOptions {
         output: output.clone(),
@@ -294,7 +322,28 @@ fn resolve(args: &RunArgs) -> Result<Settings, UsageError> {
         tpm: args.tpm,
         max_retries: args.max_retries,
         timeout: args.timeout,
-        cache: args.cache.clone(),
+        // Parsed here rather than by clap, whose errors repeat the value: a Redis URL may
+        // carry a password.
+        cache: args
+            .cache
+            .as_deref()
+            .map(|v| v.parse().map_err(|e| UsageError(format!("--cache: {e}"))))
+            .transpose()?,
+        shared_limit: args
+            .shared_limit
+            .as_deref()
+            .map(|v| {
+                v.parse()
+                    .map_err(|e| UsageError(format!("--shared-limit: {e}")))
+            })
+            .transpose()?,
+        shared_prefix: args
+            .shared_prefix
+            .as_deref()
+            .map(|p| config::prefix(p, "--shared-prefix"))
+            .transpose()?,
+        lease: args.lease,
+        redis_failure: args.redis_failure,
     };
     let env = config::env_layer(|name| std::env::var(name).ok())?;
     let profile = config::load_profile(args.config.as_deref(), args.profile.as_deref())?;
@@ -371,7 +420,8 @@ async fn start_mock(args: &RunArgs) -> anyhow::Result<MockServer> {
         .context("starting the in-process mock server")
 }
 
-fn build_client(
+/// The client of a run. Connects to Redis first when the limits or the cache are shared.
+async fn build_client(
     settings: &Settings,
     base_url: String,
     key: Option<String>,
@@ -386,24 +436,42 @@ fn build_client(
         .pool_max_idle_per_host(concurrency)
         .retry_policy(retry_policy(settings.max_retries.value)?)
         .timeout(settings.timeout.value);
-    if let Some(rpm) = settings.rpm.value {
-        builder = builder.rpm(rpm);
+    if let Some(key) = key {
+        builder = builder.api_key(key);
     }
-    if let Some(tpm) = settings.tpm.value {
-        builder = builder.tpm(tpm);
+    let config_error = |e: volley::Error| match e.kind() {
+        ErrorKind::Config => anyhow::Error::new(UsageError(format!("{e}"))),
+        _ => anyhow::Error::new(e),
+    };
+    match &settings.shared_limit.value {
+        SharedLimitSpec::Redis(url) => {
+            // Keyed like the cache: processes with one key at one endpoint share one budget.
+            let credential = builder.credential_id().map_err(config_error)?;
+            let limiter = crate::limits::shared_limiter(url, settings, &credential).await?;
+            builder = builder.shared_rate_limiter(limiter);
+        }
+        SharedLimitSpec::Off => {
+            if let Some(rpm) = settings.rpm.value {
+                builder = builder.rpm(rpm);
+            }
+            if let Some(tpm) = settings.tpm.value {
+                builder = builder.tpm(tpm);
+            }
+        }
     }
     builder = match &settings.cache.value {
         CacheSpec::Off => builder,
         CacheSpec::Memory => builder.cache_memory(MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL),
         CacheSpec::Disk(dir) => builder.cache_disk(dir, DISK_CACHE_TTL),
+        CacheSpec::Redis(url) => {
+            let store = RedisStore::connect(RedisOptions::new(url.expose()), REDIS_CACHE_TTL)
+                .await
+                .map_err(|e| crate::limits::redis_error(e, "--cache"))?
+                .prefix(settings.shared_prefix.value.clone());
+            builder.cache_store(store)
+        }
     };
-    if let Some(key) = key {
-        builder = builder.api_key(key);
-    }
-    builder.build().map_err(|e| match e.kind() {
-        ErrorKind::Config => anyhow::Error::new(UsageError(format!("{e}"))),
-        _ => anyhow::Error::new(e),
-    })
+    builder.build().map_err(config_error)
 }
 
 /// The default backoff without the retry budget. The budget protects a provider from a
@@ -605,8 +673,15 @@ async fn validate(input: Input) -> anyhow::Result<ExitCode> {
 
 /// The settings as one line, for the start of a run.
 fn one_line(settings: &Settings, base_url: &str) -> String {
+    let shared = match &settings.shared_limit.value {
+        SharedLimitSpec::Off => String::new(),
+        SharedLimitSpec::Redis(url) => format!(
+            " (shared through {url}, prefix {}, {})",
+            settings.shared_prefix.value, settings.redis_failure.value
+        ),
+    };
     format!(
-        "concurrency {}, rpm {}, tpm {}, max retries {}, timeout {}, cache {}; {}",
+        "concurrency {}, rpm {}, tpm {}{shared}, max retries {}, timeout {}, cache {}; {}",
         settings.concurrency.value,
         off_or(settings.rpm.value),
         off_or(settings.tpm.value),
@@ -689,13 +764,36 @@ fn describe(settings: &Settings, mock: bool) -> String {
             settings.cache.value.to_string(),
             source(settings.cache.source),
         ),
+        (
+            "shared_limit",
+            settings.shared_limit.value.to_string(),
+            source(settings.shared_limit.source),
+        ),
+        (
+            "shared_prefix",
+            settings.shared_prefix.value.clone(),
+            source(settings.shared_prefix.source),
+        ),
+        (
+            "lease",
+            settings
+                .lease
+                .value
+                .map_or_else(|| "1".to_owned(), |n| n.to_string()),
+            source(settings.lease.source),
+        ),
+        (
+            "redis_failure",
+            settings.redis_failure.value.to_string(),
+            source(settings.redis_failure.source),
+        ),
     ];
     let mut text = String::new();
     for (name, value, from) in rows {
-        text.push_str(&format!("{name:<12} {value:<40} ({from})\n"));
+        text.push_str(&format!("{name:<13} {value:<40} ({from})\n"));
     }
     text.push_str(&format!(
-        "{:<12} {}\n",
+        "{:<13} {}\n",
         "profile",
         settings.profile.as_deref().unwrap_or("none")
     ));

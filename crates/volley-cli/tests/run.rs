@@ -30,6 +30,7 @@ fn volley(dir: &Path) -> Command {
         "VOLLEY_MAX_RETRIES",
         "VOLLEY_TIMEOUT",
         "VOLLEY_CACHE",
+        "VOLLEY_SHARED_LIMIT",
     ] {
         cmd.env_remove(name);
     }

@@ -87,6 +87,13 @@ impl RedisOptions {
         self
     }
 
+    /// The command timeout set with [`response_timeout`](Self::response_timeout): callers
+    /// that bound a whole exchange (several commands, or a command waiting for a reconnect)
+    /// derive their own deadline from it.
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     /// The first URL, without its password, for messages.
     pub fn redacted_url(&self) -> String {
         redacted(&self.urls[0])
@@ -142,12 +149,7 @@ impl RedisConnection {
                 .response_timeout(options.response_timeout)
                 .build()
                 .map_err(config_error)?;
-            Inner::Cluster(
-                client
-                    .get_async_connection()
-                    .await
-                    .map_err(connect_error)?,
-            )
+            Inner::Cluster(client.get_async_connection().await.map_err(connect_error)?)
         } else {
             let client = ::redis::Client::open(options.urls[0].as_str()).map_err(config_error)?;
             let config = ConnectionManagerConfig::new()
@@ -248,10 +250,10 @@ fn scrub(e: &::redis::RedisError, options: &RedisOptions) -> String {
 
 fn scrub_text(text: &str, url: &str) -> String {
     let mut text = text.replace(url, &redacted(url));
-    if let Some(password) = password_of(url) {
-        if !password.is_empty() {
-            text = text.replace(password, "***");
-        }
+    if let Some(password) = password_of(url)
+        && !password.is_empty()
+    {
+        text = text.replace(password, "***");
     }
     text
 }

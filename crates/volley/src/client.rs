@@ -1,10 +1,11 @@
 //! The `Client` facade.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue};
-use std::path::PathBuf;
 use volley_core::openai::{
     CHAT_COMPLETIONS_PATH, ChatCompletionRequest, ChatCompletionResponse, EMBEDDINGS_PATH,
     EmbeddingsRequest, EmbeddingsResponse, StreamOptions,
@@ -12,17 +13,18 @@ use volley_core::openai::{
 
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
+use volley_core::cache_key::CredentialId;
 use volley_core::{ApiError, ApiKey, Error, ErrorKind, Request, Response, tokens};
-use volley_middleware::cache::{CacheLayer, CacheStats, DiskStore, MemoryStore};
+use volley_middleware::cache::{CacheLayer, CacheStats, CacheStore, DiskStore, MemoryStore};
 use volley_middleware::limit::ConcurrencyLimitLayer;
 use volley_middleware::metrics::{MetricsLayer, Scope};
-use volley_middleware::rate_limit::{Limits, RateLimitLayer};
+use volley_middleware::rate_limit::{Limits, LocalLimiter, RateLimitLayer};
 use volley_middleware::retry::{Policy, RetryLayer};
 use volley_middleware::timeout::TimeoutLayer;
 use volley_transport::{ConnectionStats, Transport};
 
 use crate::ChatStream;
-use crate::stack::Stack;
+use crate::stack::{SlotLimiter, Stack};
 
 /// The environment variable read for the API key by [`Client::from_env`].
 pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
@@ -62,6 +64,7 @@ pub struct ClientBuilder {
     rpm: Option<u32>,
     tpm: Option<u64>,
     rate_limits: Option<Limits>,
+    limiter: Option<PresetLimiter>,
     retry: RetrySetting,
     timeouts: TimeoutLayer,
     cache: Option<CacheSetting>,
@@ -77,6 +80,15 @@ enum RetrySetting {
 enum CacheSetting {
     Memory { max_bytes: u64, ttl: Duration },
     Disk { dir: PathBuf, ttl: Duration },
+    Store(Arc<dyn CacheStore>),
+}
+
+/// A limiter given ready-made ([`ClientBuilder::rate_limiter`], or the shared one of feature
+/// `redis`), and whether it limits tokens (then requests need a token estimate).
+#[derive(Clone)]
+pub(crate) struct PresetLimiter {
+    pub(crate) limiter: SlotLimiter,
+    pub(crate) counts_tokens: bool,
 }
 
 /// The default of [`ClientBuilder::concurrency`].
@@ -97,6 +109,7 @@ impl Default for ClientBuilder {
             rpm: None,
             tpm: None,
             rate_limits: None,
+            limiter: None,
             retry: RetrySetting::Policy(Policy::default()),
             timeouts: TimeoutLayer::new()
                 .attempt(DEFAULT_TIMEOUT)
@@ -113,6 +126,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("concurrency", &self.concurrency)
             .field("rpm", &self.rpm)
             .field("tpm", &self.tpm)
+            .field("preset_limiter", &self.limiter.is_some())
             .field("timeouts", &self.timeouts)
             .field("cache", &self.cache.is_some())
             .finish_non_exhaustive()
@@ -262,6 +276,13 @@ impl Client {
         self.transport.base_url()
     }
 
+    /// The identity of this client's credential (a hash of the base URL, the API key and
+    /// credential-like headers; never the key itself): what the cache keys entries by, and
+    /// what a shared rate limiter should be keyed by. See [`ClientBuilder::credential_id`].
+    pub fn credential_id(&self) -> CredentialId {
+        self.transport.credential_id()
+    }
+
     /// The whole stack as a boxed `tower::Service`, to wrap in layers of your own.
     pub fn into_service(self) -> BoxCloneSyncService<Request, Response, Error> {
         BoxCloneSyncService::new(self.service)
@@ -346,6 +367,38 @@ impl ClientBuilder {
         self
     }
 
+    /// An existing in-process limiter, replacing [`ClientBuilder::rpm`],
+    /// [`ClientBuilder::tpm`] and [`ClientBuilder::rate_limits`]: clients built with clones
+    /// of one limiter share its budget (two clients for one API key, say).
+    ///
+    /// ```no_run
+    /// use volley::Client;
+    /// use volley::middleware::rate_limit::{Limits, LocalLimiter};
+    ///
+    /// # fn run() -> Result<(), volley::Error> {
+    /// let limiter = LocalLimiter::new(Limits::per_minute().requests(500).tokens(200_000))?;
+    /// let chat = Client::builder().rate_limiter(limiter.clone()).build()?;
+    /// let batch = Client::builder().concurrency(64).rate_limiter(limiter).build()?;
+    /// # drop((chat, batch));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Default: none (a limiter of its own when a limit is set).
+    pub fn rate_limiter(self, limiter: LocalLimiter) -> ClientBuilder {
+        let counts_tokens = limiter.limits().tokens_per_minute().is_some();
+        self.preset_limiter(PresetLimiter {
+            limiter: SlotLimiter::from(limiter),
+            counts_tokens,
+        })
+    }
+
+    /// Puts a ready-made limiter in the rate-limit slot.
+    pub(crate) fn preset_limiter(mut self, limiter: PresetLimiter) -> ClientBuilder {
+        self.limiter = Some(limiter);
+        self
+    }
+
     /// How many times a failed attempt is retried (0 turns retry off), with the default
     /// classification, backoff and budget of [`volley_middleware::retry::Policy`].
     ///
@@ -408,6 +461,52 @@ impl ClientBuilder {
             ttl,
         });
         self
+    }
+
+    /// Caches successful non-streaming responses in `store`: any [`CacheStore`], such as a
+    /// `RedisStore` (feature `redis`) shared by every process that uses the same Redis, or
+    /// an `Arc` of a store shared with other clients. Entries are keyed by the request and
+    /// this client's [`credential_id`](ClientBuilder::credential_id), so clients with
+    /// different keys or endpoints never share entries, even in one store. Replaces
+    /// [`ClientBuilder::cache_memory`] and [`ClientBuilder::cache_disk`].
+    ///
+    /// One in-memory cache shared by two clients (with a `RedisStore`, by two processes:
+    /// see the crate docs):
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use volley::Client;
+    /// use volley::middleware::cache::MemoryStore;
+    ///
+    /// # fn run() -> Result<(), volley::Error> {
+    /// let store = Arc::new(MemoryStore::new(64 << 20, Duration::from_secs(3600)));
+    /// let chat = Client::builder().from_env().cache_store(store.clone()).build()?;
+    /// let batch = Client::builder().from_env().cache_store(store).build()?;
+    /// # drop((chat, batch));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Default: no cache.
+    pub fn cache_store(mut self, store: impl CacheStore + 'static) -> ClientBuilder {
+        self.cache = Some(CacheSetting::Store(Arc::new(store)));
+        self
+    }
+
+    /// The identity of the credential the client will send with (a hash of the base URL,
+    /// the API key and credential-like default headers, never the key itself): the cache
+    /// keys its entries by it, and a shared rate limiter (`SharedLimits::credential`, feature
+    /// `redis`) should be keyed by the same id, so that every process using one key at one
+    /// endpoint draws from one budget and different keys never do.
+    ///
+    /// Set the base URL, key and headers first. This builds the transport configuration to
+    /// compute the id (a few milliseconds; no connection is made): call it once.
+    ///
+    /// # Errors
+    /// As [`ClientBuilder::build`] for the transport settings.
+    pub fn credential_id(&self) -> Result<CredentialId, Error> {
+        Ok(self.transport.clone().build()?.credential_id())
     }
 
     /// A header sent with every request.
@@ -508,10 +607,18 @@ impl ClientBuilder {
                 Some(limits)
             }
         };
-        let estimate_tokens = limits
-            .as_ref()
-            .is_some_and(|l| l.tokens_per_minute().is_some());
-        let rate_limit = limits.map(RateLimitLayer::new).transpose()?;
+        let (rate_limit, estimate_tokens) = match (self.limiter, limits) {
+            (Some(preset), _) => (
+                Some(RateLimitLayer::with_limiter(preset.limiter)),
+                preset.counts_tokens,
+            ),
+            (None, None) => (None, false),
+            (None, Some(limits)) => {
+                let counts_tokens = limits.tokens_per_minute().is_some();
+                let limiter = SlotLimiter::from(LocalLimiter::new(limits)?);
+                (Some(RateLimitLayer::with_limiter(limiter)), counts_tokens)
+            }
+        };
         let cache = match self.cache {
             None => None,
             Some(setting) => {
@@ -532,6 +639,7 @@ impl ClientBuilder {
                         })?;
                         CacheLayer::new(store, credential)
                     }
+                    CacheSetting::Store(store) => CacheLayer::new(store, credential),
                 })
             }
         };

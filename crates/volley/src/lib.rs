@@ -24,19 +24,29 @@
 //! # }
 //! ```
 //!
+//! ## Shared limits and cache (feature `redis`)
+//!
+//! Many processes (or machines) that call one provider with one key share its limits. With
+//! the `redis` feature they can share a rate limiter and a cache through one Redis: see
+//! `ClientBuilder::shared_rate_limiter`, [`ClientBuilder::cache_store`] and the `redis`
+//! module. Key the limiter with [`ClientBuilder::credential_id`], the id the cache uses.
+//!
 //! ## Features
 //! - `webpki-roots` (default): trust the Mozilla root set compiled in.
 //! - `native-roots`: allow trusting the operating system's root store.
 //! - `tiktoken`: exact token counts (`volley::core::tokens::exact`).
+//! - `redis`: a rate limiter and a cache shared through Redis (module `redis`).
 #![deny(missing_docs)]
 
+pub mod batch;
 #[cfg(feature = "bench")]
 pub mod bench;
-pub mod batch;
 pub mod blocking;
 mod chat_stream;
 mod client;
 mod fan_out;
+#[cfg(feature = "redis")]
+mod limiter;
 mod stack;
 
 pub use chat_stream::ChatStream;
@@ -49,6 +59,19 @@ pub use volley_core::{
     openai, sse,
 };
 pub use volley_transport::ConnectionStats;
+
+/// A rate limiter and a cache shared through Redis by many processes (feature `redis`).
+///
+/// [`RedisLimiter`](redis::RedisLimiter) goes to [`ClientBuilder::shared_rate_limiter`],
+/// [`RedisStore`](redis::RedisStore) to [`ClientBuilder::cache_store`]; both take
+/// [`RedisOptions`](redis::RedisOptions) (the URL, timeouts; a password in the URL never
+/// appears in messages).
+#[cfg(feature = "redis")]
+pub mod redis {
+    pub use volley_middleware::cache::RedisStore;
+    pub use volley_middleware::rate_limit::{FailureMode, RedisLimiter, SharedLimits};
+    pub use volley_middleware::redis::{RedisOptions, redacted};
+}
 
 /// The layers below the facade, for custom stacks.
 pub mod core {

@@ -15,6 +15,10 @@
 //!
 //! Optional layers are `tower::util::Either`s, so the stack is one concrete type: cloning it
 //! per call is a handful of `Arc` increments, with no allocation.
+//!
+//! The rate-limit slot holds a [`SlotLimiter`]: the in-process `LocalLimiter` itself without
+//! the `redis` feature, and with it an enum of the local and the Redis limiter whose acquire
+//! future is an either-future, so the local path stays unboxed either way.
 
 use tower::util::Either;
 use volley_middleware::cache::Cache;
@@ -26,9 +30,16 @@ use volley_middleware::timeout::Timeout;
 use volley_transport::Transport;
 
 type Attempt = ConcurrencyLimit<Metrics<Timeout<Transport>>>;
-type Limited = Either<RateLimit<Attempt>, Attempt>;
+type Limited = Either<RateLimit<Attempt, SlotLimiter>, Attempt>;
 type Retried = Retry<Limited>;
 type Cached = Either<Cache<Retried>, Retried>;
+
+/// The limiter in the rate-limit slot.
+#[cfg(not(feature = "redis"))]
+pub(crate) type SlotLimiter = volley_middleware::rate_limit::LocalLimiter;
+/// The limiter in the rate-limit slot: local or shared.
+#[cfg(feature = "redis")]
+pub(crate) type SlotLimiter = crate::limiter::AnyLimiter;
 
 /// The whole stack.
 pub(crate) type Stack = Metrics<Cached>;

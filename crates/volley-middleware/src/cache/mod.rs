@@ -47,8 +47,10 @@
 //! # Stores
 //!
 //! [`MemoryStore`] (moka, bounded by bytes and by age) and [`DiskStore`] (redb, one file that
-//! survives restarts, I/O on the blocking pool) implement [`CacheStore`]; a shared store such
-//! as Redis can implement it too. A store that fails never fails a request: a failed read is a
+//! survives restarts, I/O on the blocking pool) implement [`CacheStore`], and so does
+//! `RedisStore` (feature `redis`): one cache shared by every process and machine that uses the
+//! same Redis, entries compressed with lz4 and expired by Redis. Your own store can implement
+//! it too. A store that fails never fails a request: a failed read is a
 //! miss, a failed write leaves the response unstored, and both are logged.
 //!
 //! # Examples
@@ -99,6 +101,8 @@ mod future;
 mod layer;
 mod memory;
 mod record;
+#[cfg(feature = "redis")]
+mod redis;
 mod stats;
 mod store;
 
@@ -112,6 +116,8 @@ pub use disk::DiskStore;
 pub use future::ResponseFuture;
 pub use layer::{CacheLayer, DEFAULT_MAX_ENTRY_BYTES};
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::{DEFAULT_COMPRESS_ABOVE, DEFAULT_PREFIX, RedisStore};
 pub use stats::CacheStats;
 pub use store::{CACHE_STATUS_HEADER, CacheStore, CachedResponse, StoreFuture};
 

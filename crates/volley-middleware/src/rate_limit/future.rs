@@ -171,7 +171,7 @@ impl<L: RateLimiter> GrantGuard<L> {
                         requests: 0,
                         tokens: grant.cost().tokens,
                     };
-                    self.limiter.release(Grant::new(tokens, grant.waited()));
+                    self.limiter.release(grant.with_cost(tokens));
                 }
                 return Err(error);
             }

@@ -77,12 +77,41 @@ impl Cost {
 pub struct Grant {
     cost: Cost,
     waited: Duration,
+    /// Granted by a shared limiter's local fallback, so its settlement goes back there.
+    fallback: bool,
 }
 
 impl Grant {
     /// A grant for `cost`, after waiting `waited`.
     pub fn new(cost: Cost, waited: Duration) -> Grant {
-        Grant { cost, waited }
+        Grant {
+            cost,
+            waited,
+            fallback: false,
+        }
+    }
+
+    /// The same grant, marked as granted by a shared limiter's local fallback.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn marked_fallback(mut self) -> Grant {
+        self.fallback = true;
+        self
+    }
+
+    /// Whether a shared limiter's local fallback granted it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn is_fallback(&self) -> bool {
+        self.fallback
+    }
+
+    /// A grant of `cost` from the same limiter, after the same wait (a refusal gives back the
+    /// tokens alone).
+    pub(crate) fn with_cost(&self, cost: Cost) -> Grant {
+        Grant {
+            cost,
+            waited: self.waited,
+            fallback: self.fallback,
+        }
     }
 
     /// The cost charged up front.

@@ -2,7 +2,8 @@
 //!
 //! [`RateLimit`] asks a [`RateLimiter`] before sending each request and waits as long as it
 //! says. [`LocalLimiter`] is the in-process limiter; [`RateLimitLayer::new`] builds one from
-//! [`Limits`].
+//! [`Limits`]. With the `redis` feature, `RedisLimiter` shares one budget between processes
+//! through Redis (module `rate_limit::redis`).
 //!
 //! # Cost
 //!
@@ -164,6 +165,8 @@ mod layer;
 mod limiter;
 mod limits;
 mod local;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod settle;
 
 pub use acquire::LocalAcquire;
@@ -172,3 +175,5 @@ pub use layer::{RateLimit, RateLimitLayer};
 pub use limiter::{Cost, Grant, Observation, RateLimiter};
 pub use limits::{DEFAULT_HEADROOM, DEFAULT_JITTER_MARGIN, DEFAULT_MAX_PAUSE, Limits};
 pub use local::LocalLimiter;
+#[cfg(feature = "redis")]
+pub use redis::{FailureMode, RedisAcquire, RedisLimiter, RedisLimiterStats, SharedLimits};

@@ -1,0 +1,149 @@
+//! `volley bench`, run as a user would: against the embedded mock, and against a separate
+//! mock server on loopback.
+
+use std::process::Command;
+
+use serde_json::Value;
+use volley_mock::{MockConfig, MockServer};
+
+fn volley() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
+    cmd.env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn read_results(dir: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("results.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn bench_mock_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let out = volley()
+        .args([
+            "bench",
+            "--mock",
+            "--latency",
+            "20ms",
+            "--concurrency",
+            "16",
+            "--requests",
+            "200",
+            "--name",
+            "cli-test",
+            "--quiet",
+            "--report",
+        ])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("cli-test: 200 requests (200 ok, 0 failed)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("latency ms: p50"), "{stdout}");
+
+    let results = read_results(&report);
+    assert_eq!(results["schema_version"], 1);
+    assert_eq!(results["summary"]["requests"], 200);
+    assert_eq!(results["summary"]["ok"], 200);
+    assert_eq!(results["config"]["mode"], "closed");
+    assert_eq!(results["config"]["concurrency"], 16);
+    assert_eq!(results["config"]["embedded_mock"], true);
+    // The mock's /stats were read: the server saw every request.
+    assert_eq!(results["server"]["requests"], 200);
+    let p50 = results["latency"]["p50"].as_f64().unwrap();
+    assert!(p50 >= 20.0, "latency p50 {p50} ms below the mock's 20 ms");
+
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(html.contains("<svg"), "charts are inline SVG");
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("cli-test"), "{md}");
+}
+
+#[test]
+fn bench_streams_against_a_separate_server_and_prints_json() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = MockConfig {
+        inter_token: "1ms".parse().unwrap(),
+        ..MockConfig::default()
+    };
+    let server = runtime.block_on(MockServer::start(config)).unwrap();
+    let out = volley()
+        .args(["bench", "--base-url", &server.url()])
+        .args(["--stream", "--rate", "200", "--arrivals", "constant"])
+        .args(["--requests", "40", "--max-tokens", "8", "--json", "--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results["config"]["mode"], "open");
+    assert_eq!(results["config"]["stream"], true);
+    assert_eq!(results["summary"]["ok"], 40);
+    // Eight content chunks per stream, every one counted.
+    assert_eq!(results["summary"]["chunks"], 320);
+    assert_eq!(results["ttft"]["count"], 40);
+    assert_eq!(
+        runtime.block_on(async { server.stats() }).requests_total,
+        40
+    );
+}
+
+#[test]
+fn bench_counts_errors_by_kind_and_fails_when_nothing_succeeds() {
+    let out = volley()
+        .args([
+            "bench", "--mock", "--faults", "500=1", "-c", "4", "-n", "20",
+        ])
+        .args(["--json", "--quiet"])
+        .output()
+        .unwrap();
+    // Every request failed: the target is not reachable in any useful sense.
+    assert!(!out.status.success());
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results["summary"]["failed"], 20);
+    assert_eq!(results["errors"]["status_500"], 20);
+}
+
+#[test]
+fn bench_needs_a_stop_condition() {
+    let out = volley().args(["bench", "--mock"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("--requests"), "{stderr}");
+}
+
+#[test]
+fn bench_help_names_the_flags_scripts_use() {
+    let out = volley().args(["bench", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--concurrency",
+        "--rate",
+        "--ramp",
+        "--requests",
+        "--duration",
+        "--base-url",
+        "--stream",
+        "--report",
+        "--quiet",
+        "--mock",
+        "--latency",
+        "--faults",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}

@@ -1,0 +1,489 @@
+//! `volley run` with its limits shared through Redis: real `volley` processes, an in-test
+//! mock server, and Redis (`REDIS_URL`, or a `redis-server` child the test starts, kills and
+//! restarts).
+//!
+//! Without `REDIS_URL` each test says so in one line and passes, unless
+//! `VOLLEY_REQUIRE_REDIS=1` (as in CI), which makes a missing Redis a failure.
+
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use volley_mock::{Latency, MockConfig, MockServer, RateLimits};
+
+/// The longest any test's processes may run before the test kills them and fails.
+const TEST_TIMEOUT: Duration = Duration::from_secs(40);
+const KEY: &str = "sk-volley-cli-redis-test-0123456789";
+
+/// The Redis to test against, or `None` (after saying so) when there is none.
+fn redis_url() -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
+        _ => {
+            assert!(
+                std::env::var("VOLLEY_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "VOLLEY_REQUIRE_REDIS=1 but REDIS_URL is not set"
+            );
+            println!("redis tests skipped: REDIS_URL not set");
+            None
+        }
+    }
+}
+
+/// A prefix no other test (or earlier run) uses, so tests share one Redis without meeting.
+fn unique_prefix(test: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "volley-test-{test}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The binary with a clean environment: none of the variables it reads are inherited, and
+/// the key is set.
+fn volley(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
+    cmd.current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .env("OPENAI_API_KEY", KEY)
+        .stdin(Stdio::null());
+    for name in [
+        "OPENAI_BASE_URL",
+        "VOLLEY_CONCURRENCY",
+        "VOLLEY_RPM",
+        "VOLLEY_TPM",
+        "VOLLEY_MAX_RETRIES",
+        "VOLLEY_TIMEOUT",
+        "VOLLEY_CACHE",
+        "VOLLEY_SHARED_LIMIT",
+    ] {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Writes `n` chat lines with ids `{tag}-00001`...; returns the ids.
+fn write_input(path: &Path, tag: &str, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (1..=n).map(|i| format!("{tag}-{i:05}")).collect();
+    let mut text = String::new();
+    for id in &ids {
+        let line = serde_json::json!({
+            "custom_id": id,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("say {id}")}], "max_tokens": 8},
+        });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+    ids
+}
+
+/// The records of a JSONL file, complete lines only (a torn last line is left out).
+fn records(path: &Path) -> Vec<Value> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &bytes[..=end],
+        None => &[][..],
+    };
+    complete
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect()
+}
+
+/// Every id has exactly one outcome in `out`, and it is a success.
+fn assert_one_success_each(out: &Path, ids: &[String]) {
+    let recorded = records(out);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for r in &recorded {
+        let id = r["custom_id"].as_str().unwrap().to_owned();
+        *seen.entry(id).or_default() += 1;
+        assert_eq!(r["response"]["status_code"], 200, "{r}");
+    }
+    for id in ids {
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "{id} has {:?} outcomes",
+            seen.get(id)
+        );
+    }
+    assert_eq!(recorded.len(), ids.len());
+}
+
+/// A child that is killed when the test ends, however it ends.
+struct Process {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Process {
+    fn spawn(cmd: &mut Command, stderr: PathBuf) -> Process {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Process { child, stderr }
+    }
+
+    /// Waits until `deadline`; kills the process and fails the test beyond.
+    fn wait(&mut self, deadline: Instant) -> ExitStatus {
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "volley run did not finish in time; its stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `redis-server` of the test's own, on a loopback port, that it can kill and restart.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        // A free port, picked by the kernel and released for the server to take.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer { port, child: None };
+        server.restart();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it answers.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (CI installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0; 5];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG"
+    }
+
+    /// Kills the server at once (SIGKILL): connections drop, nothing is saved.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn four_processes_sharing_one_limit_get_no_429s() {
+    let Some(url) = redis_url() else { return };
+    const RPM: u32 = 1_200;
+    const PROCESSES: usize = 4;
+    const LINES: usize = 60;
+    let rt = runtime();
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            latency: Latency::Fixed(Duration::from_millis(20)),
+            rate_limits: RateLimits {
+                rpm: Some(RPM),
+                ..RateLimits::NONE
+            },
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique_prefix("four");
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    let mut runs = Vec::new();
+    for p in 0..PROCESSES {
+        let input = dir.path().join(format!("in-{p}.jsonl"));
+        let out = dir.path().join(format!("out-{p}.jsonl"));
+        let ids = write_input(&input, &format!("p{p}"), LINES);
+        // Retries off: a 429 would be a failed line.
+        let process = Process::spawn(
+            volley(dir.path())
+                .args(["run", path_str(&input), "-o", path_str(&out), "--quiet"])
+                .args(["--base-url", &server.url(), "--rpm", &RPM.to_string()])
+                .args(["--max-retries", "0", "--concurrency", "16"])
+                .args(["--shared-limit", &url, "--shared-prefix", &prefix]),
+            dir.path().join(format!("stderr-{p}")),
+        );
+        runs.push((process, out, ids));
+    }
+    for (process, out, ids) in &mut runs {
+        let status = process.wait(deadline);
+        assert_eq!(status.code(), Some(0), "{}", process.stderr());
+        assert_one_success_each(out, ids);
+    }
+    let stats = server.stats();
+    assert_eq!(
+        stats.status_count(429),
+        0,
+        "{:?}",
+        stats.responses_by_status
+    );
+    assert_eq!(stats.status_count(200), (PROCESSES * LINES) as u64);
+    rt.block_on(server.shutdown());
+}
+
+/// Kills Redis once the run is under way and restarts it on the same port `outage` later;
+/// returns the outcomes recorded when Redis died and when it came back, and the run's
+/// stderr. Asserts that the run completes with one success per line.
+fn run_through_a_redis_outage(failure: &str, outage: Duration) -> (usize, usize, String) {
+    const LINES: usize = 100;
+    let rt = runtime();
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            latency: Latency::Fixed(Duration::from_millis(10)),
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    let ids = write_input(&input, "line", LINES);
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    // 600 a minute: 10 a second, so the run lasts about 10 s without the outage. Requests
+    // that have their send time when Redis dies keep it; with 4 slots, at most 4 have one.
+    let mut process = Process::spawn(
+        volley(dir.path())
+            .args(["run", path_str(&input), "-o", path_str(&out), "--quiet"])
+            .args([
+                "--base-url",
+                &server.url(),
+                "--rpm",
+                "600",
+                "--concurrency",
+                "4",
+            ])
+            .args(["--shared-limit", &redis.url(), "--redis-failure", failure])
+            .args(["--lease", "2"]),
+        dir.path().join("stderr"),
+    );
+    while records(&out).len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "no progress: {}",
+            process.stderr()
+        );
+        assert!(
+            process.child.try_wait().unwrap().is_none(),
+            "finished early: {}",
+            process.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    redis.kill();
+    let at_kill = records(&out).len();
+    std::thread::sleep(outage);
+    let at_restart = records(&out).len();
+    redis.restart();
+    println!("{failure}: {at_kill} outcomes when Redis died, {at_restart} when it came back");
+    let status = process.wait(deadline);
+    let stderr = process.stderr();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_one_success_each(&out, &ids);
+    rt.block_on(server.shutdown());
+    (at_kill, at_restart, stderr)
+}
+
+#[test]
+fn with_fail_closed_a_redis_outage_pauses_the_run_until_redis_is_back() {
+    if redis_url().is_none() {
+        return;
+    }
+    let (at_kill, at_restart, stderr) =
+        run_through_a_redis_outage("fail-closed", Duration::from_secs(3));
+    // What already had its send time (at most the 4 slots' requests, a lease of 2) may
+    // finish, and outcomes are flushed up to 200 ms late; nothing new is sent while Redis is
+    // away. Without the pause the 3 s would have seen about 30.
+    assert!(
+        at_restart - at_kill <= 10,
+        "{} outcomes while Redis was down: {stderr}",
+        at_restart - at_kill
+    );
+}
+
+#[test]
+fn with_fallback_a_redis_outage_does_not_stop_the_run() {
+    if redis_url().is_none() {
+        return;
+    }
+    let (at_kill, at_restart, stderr) =
+        run_through_a_redis_outage("fallback:1", Duration::from_secs(3));
+    // Alone with the whole limit (1 process): about 10 a second go on while Redis is away
+    // (measured: 40 to 43 in the 3 s, the burst included).
+    assert!(
+        at_restart - at_kill >= 10,
+        "only {} outcomes while Redis was down: {stderr}",
+        at_restart - at_kill
+    );
+}
+
+#[test]
+fn print_config_shows_the_shared_settings_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[default]\nrpm = 600\nshared_prefix = \"prod\"\nlease = 4\nredis_failure = \"fallback:3\"\n",
+    )
+    .unwrap();
+    let output = volley(dir.path())
+        .args(["run", "--print-config"])
+        .args(["--shared-limit", "redis://:hunter2@127.0.0.1:6379/2"])
+        .args(["--cache", "redis://user:hunter2@127.0.0.1:6379"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(output.status.success(), "{stderr}");
+    let row = |name: &str| -> String {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        row("shared_limit"),
+        "shared_limit redis://***@127.0.0.1:6379/2 (flag)"
+    );
+    assert_eq!(row("cache"), "cache redis://***@127.0.0.1:6379 (flag)");
+    assert_eq!(row("shared_prefix"), "shared_prefix prod (profile)");
+    assert_eq!(row("lease"), "lease 4 (profile)");
+    assert_eq!(row("redis_failure"), "redis_failure fallback:3 (profile)");
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
+
+    // The environment variable works too, and bad values are refused without the password.
+    let output = volley(dir.path())
+        .args(["run", "--print-config"])
+        .env("VOLLEY_SHARED_LIMIT", "redis://:hunter2@127.0.0.1:7000")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("redis://***@127.0.0.1:7000") && stdout.contains("$VOLLEY_SHARED_LIMIT"),
+        "{stdout}"
+    );
+    for (flag, value) in [
+        ("--shared-limit", "http://:hunter2@127.0.0.1:6379"),
+        ("--cache", "redis:/:hunter2@127.0.0.1"),
+    ] {
+        let output = volley(dir.path())
+            .args(["run", "--print-config", flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}
+
+#[test]
+fn an_unreachable_redis_fails_the_run_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_input(&input, "x", 3);
+    // Nothing listens on port 1.
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    let mut process = Process::spawn(
+        volley(dir.path())
+            .args([
+                "run",
+                path_str(&input),
+                "-o",
+                "out.jsonl",
+                "--mock",
+                "--rpm",
+                "60",
+            ])
+            .args(["--shared-limit", "redis://:hunter2@127.0.0.1:1"]),
+        dir.path().join("stderr"),
+    );
+    let status = process.wait(deadline);
+    let stderr = process.stderr();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("redis://***@127.0.0.1:1"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(records(&dir.path().join("out.jsonl")).is_empty());
+}

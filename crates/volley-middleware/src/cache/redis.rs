@@ -1,0 +1,348 @@
+//! [`RedisStore`]: a cache shared by every process that talks to one Redis (feature `redis`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::{RedisWrite, ToRedisArgs, ToSingleRedisArg};
+use volley_core::cache_key::CacheKey;
+use volley_core::{BoxError, Error};
+
+use super::store::{CacheStore, CachedResponse, StoreFuture};
+use crate::redis::{RedisConnection, RedisOptions};
+
+/// The default of [`RedisStore::prefix`].
+pub const DEFAULT_PREFIX: &str = "volley";
+/// The default of [`RedisStore::compress_above`]: 1 KiB.
+pub const DEFAULT_COMPRESS_ABOVE: usize = 1024;
+
+/// Values up to this size are encoded, compressed and decoded on the calling (runtime) thread:
+/// lz4 does 16 KiB in a few tens of microseconds. Larger ones go to the blocking pool.
+const INLINE_BYTES: usize = 16 * 1024;
+/// The largest decompressed entry accepted. The size is read from the stored value before
+/// anything is allocated, so a damaged or hostile value cannot make us allocate gigabytes.
+const MAX_DECOMPRESSED: usize = 256 << 20;
+
+/// The first byte of every stored value says how the rest is laid out, so that a store of a
+/// later version can change the layout and an older one reads the new values as misses.
+/// `CachedResponse::encode` bytes as they are.
+const TAG_PLAIN: u8 = 0;
+/// The uncompressed length (u32, little-endian), then the `CachedResponse::encode` bytes
+/// compressed as one lz4 block.
+const TAG_LZ4: u8 = 1;
+
+/// Responses kept in Redis, shared by every process (and every machine) that uses the same
+/// server and prefix: a batch split over many workers pays for each identical request once.
+///
+/// Each entry is one Redis string under `PREFIX:cache:HEX`, where `HEX` is the
+/// [`CacheKey`] in hex: a hash of the request and of the credential it is sent with, so the
+/// key reveals neither the prompt nor the API key, and two credentials never share an entry.
+/// Entries are written with `SET ... PX ttl`: Redis expires them, so the store needs no
+/// clean-up, and its `maxmemory-policy` (`allkeys-lru`, say) bounds its size.
+///
+/// Values larger than [`compress_above`](RedisStore::compress_above) bytes are compressed
+/// with lz4 (when that makes them smaller). Every value starts with a format byte; a value of
+/// an unknown format (written by a later Volley) reads as a miss.
+///
+/// Errors are never fatal: a failed or timed-out `GET` is a miss, a failed `SET` leaves the
+/// response unstored, and both are logged by the cache layer. Each command waits at most the
+/// connection's response timeout (500 ms by default, see
+/// [`RedisOptions::response_timeout`]). The connection reconnects on its own. Cheap to clone;
+/// clones share the connection.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use volley_core::cache_key::CredentialId;
+/// use volley_middleware::cache::{CacheLayer, RedisStore};
+/// use volley_middleware::redis::RedisOptions;
+///
+/// # async fn run() -> Result<(), volley_core::Error> {
+/// let store = RedisStore::connect(
+///     RedisOptions::new("redis://127.0.0.1:6379"),
+///     Duration::from_secs(86_400),
+/// )
+/// .await?
+/// .prefix("batch-2026")
+/// .compress_above(4096);
+/// let layer = CacheLayer::new(store, CredentialId::anonymous());
+/// # let _ = layer;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: RedisConnection,
+    prefix: Arc<str>,
+    ttl: Duration,
+    compress_above: usize,
+}
+
+impl RedisStore {
+    /// Connects to Redis and keeps entries for `ttl` (at most a century; a zero `ttl` stores
+    /// nothing).
+    ///
+    /// # Errors
+    /// As [`RedisConnection::connect`]: `ErrorKind::Config` for a URL that does not parse,
+    /// `ErrorKind::Connect` when the server cannot be reached or refuses the credentials.
+    pub async fn connect(options: RedisOptions, ttl: Duration) -> Result<RedisStore, Error> {
+        let connection = RedisConnection::connect(&options).await?;
+        Ok(RedisStore::with_connection(connection, ttl))
+    }
+
+    /// A store over an existing connection (shared with a rate limiter, say).
+    pub fn with_connection(connection: RedisConnection, ttl: Duration) -> RedisStore {
+        RedisStore {
+            connection,
+            prefix: DEFAULT_PREFIX.into(),
+            ttl,
+            compress_above: DEFAULT_COMPRESS_ABOVE,
+        }
+    }
+
+    /// The first part of every key: `PREFIX:cache:HEX`. Stores with different prefixes never
+    /// see each other's entries.
+    ///
+    /// Default: [`DEFAULT_PREFIX`] (`volley`).
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> RedisStore {
+        self.prefix = prefix.into().into();
+        self
+    }
+
+    /// Entries whose encoded size is above this many bytes are compressed with lz4; smaller
+    /// ones are stored as they are. `usize::MAX` turns compression off.
+    ///
+    /// Default: [`DEFAULT_COMPRESS_ABOVE`] (1 KiB).
+    #[must_use]
+    pub fn compress_above(mut self, bytes: usize) -> RedisStore {
+        self.compress_above = bytes;
+        self
+    }
+
+    /// The Redis key of `key`: `PREFIX:cache:HEX`.
+    pub fn redis_key(&self, key: &CacheKey) -> String {
+        format!("{}:cache:{key}", self.prefix)
+    }
+
+    /// The connection, to share it.
+    pub fn connection(&self) -> &RedisConnection {
+        &self.connection
+    }
+}
+
+impl CacheStore for RedisStore {
+    fn get(&self, key: CacheKey) -> StoreFuture<'_, Option<CachedResponse>> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let stored: Option<Vec<u8>> = ::redis::cmd("GET")
+                .arg(self.redis_key(&key))
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| self.connection.error("reading a cache entry", &e))?;
+            let Some(stored) = stored else {
+                return Ok(None);
+            };
+            if stored.len() <= INLINE_BYTES {
+                decode(&stored)
+            } else {
+                tokio::task::spawn_blocking(move || decode(&stored)).await?
+            }
+        })
+    }
+
+    fn put(&self, key: CacheKey, value: CachedResponse) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let ttl = self.ttl.min(super::MAX_TTL);
+            // Redis refuses `PX 0`; a store that keeps nothing need not ask.
+            let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            if millis == 0 {
+                return Ok(());
+            }
+            let threshold = self.compress_above;
+            let stored = if value.weight() <= INLINE_BYTES {
+                encode(&value, threshold)
+            } else {
+                tokio::task::spawn_blocking(move || encode(&value, threshold)).await?
+            };
+            let mut connection = self.connection.clone();
+            ::redis::cmd("SET")
+                .arg(self.redis_key(&key))
+                .arg(&stored)
+                .arg("PX")
+                .arg(millis)
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(|e| self.connection.error("storing a cache entry", &e))?;
+            Ok(())
+        })
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("server", &self.connection.server())
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .field("compress_above", &self.compress_above)
+            .finish()
+    }
+}
+
+/// A stored value: its format byte, then the bytes. Written into the command's buffer in one
+/// go, without first copying the two parts together.
+struct Stored {
+    tag: u8,
+    bytes: Vec<u8>,
+}
+
+impl ToRedisArgs for &Stored {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + RedisWrite,
+    {
+        use std::io::Write as _;
+        let mut writer = out.writer_for_next_arg();
+        // Writing to the command's in-memory buffer cannot fail.
+        let _ = writer.write_all(&[self.tag]);
+        let _ = writer.write_all(&self.bytes);
+    }
+}
+
+impl ToSingleRedisArg for &Stored {}
+
+/// The value to store for `value`: compressed when its encoding is above `threshold` bytes
+/// and compression makes it smaller.
+fn encode(value: &CachedResponse, threshold: usize) -> Stored {
+    let plain = value.encode();
+    if plain.len() > threshold
+        && let Ok(len) = u32::try_from(plain.len())
+    {
+        let mut packed = vec![0; 4 + lz4_flex::block::get_maximum_output_size(plain.len())];
+        packed[..4].copy_from_slice(&len.to_le_bytes());
+        // The output has room for the worst case, so compressing cannot run out of space.
+        if let Ok(n) = lz4_flex::block::compress_into(&plain, &mut packed[4..])
+            && 4 + n < plain.len()
+        {
+            packed.truncate(4 + n);
+            return Stored {
+                tag: TAG_LZ4,
+                bytes: packed,
+            };
+        }
+    }
+    Stored {
+        tag: TAG_PLAIN,
+        bytes: plain,
+    }
+}
+
+/// Reads back what [`encode`] stored. An unknown format is a miss; damaged bytes are an error.
+fn decode(stored: &[u8]) -> Result<Option<CachedResponse>, BoxError> {
+    let Some((&tag, rest)) = stored.split_first() else {
+        return Err("damaged cache entry: empty".into());
+    };
+    match tag {
+        TAG_PLAIN => Ok(Some(CachedResponse::decode(rest)?)),
+        TAG_LZ4 => {
+            let Some((len, block)) = rest.split_first_chunk::<4>() else {
+                return Err("damaged cache entry: truncated".into());
+            };
+            let len = u32::from_le_bytes(*len) as usize;
+            if len > MAX_DECOMPRESSED {
+                return Err(format!(
+                    "damaged cache entry: claims {len} bytes uncompressed, more than the \
+                     {MAX_DECOMPRESSED} accepted"
+                )
+                .into());
+            }
+            let mut plain = vec![0; len];
+            let n = lz4_flex::block::decompress_into(block, &mut plain)?;
+            if n != len {
+                return Err("damaged cache entry: wrong uncompressed length".into());
+            }
+            Ok(Some(CachedResponse::decode(&plain)?))
+        }
+        other => {
+            tracing::debug!(
+                format = other,
+                "cache entry of an unknown format (a later version wrote it?); a miss"
+            );
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, StatusCode};
+
+    fn entry(body: Vec<u8>) -> CachedResponse {
+        CachedResponse::new(StatusCode::OK, &HeaderMap::new(), body.into(), false)
+    }
+
+    /// Equal but for the creation time, which is stored to the millisecond.
+    fn same(a: Option<CachedResponse>, b: &CachedResponse) -> bool {
+        a.is_some_and(|a| {
+            a.status() == b.status()
+                && a.headers() == b.headers()
+                && a.body() == b.body()
+                && a.is_stream() == b.is_stream()
+        })
+    }
+
+    fn stored_bytes(stored: &Stored) -> Vec<u8> {
+        let mut bytes = vec![stored.tag];
+        bytes.extend_from_slice(&stored.bytes);
+        bytes
+    }
+
+    #[test]
+    fn small_entries_are_stored_plain_and_large_ones_compressed() {
+        let small = entry(b"{}".to_vec());
+        let stored = encode(&small, 1024);
+        assert_eq!(stored.tag, TAG_PLAIN);
+        assert!(same(decode(&stored_bytes(&stored)).unwrap(), &small));
+
+        let large = entry(b"hello ".repeat(1000));
+        let stored = encode(&large, 1024);
+        assert_eq!(stored.tag, TAG_LZ4);
+        assert!(stored.bytes.len() < 1000, "{}", stored.bytes.len());
+        assert!(same(decode(&stored_bytes(&stored)).unwrap(), &large));
+
+        // Off: stored as it is, whatever its size.
+        assert_eq!(encode(&large, usize::MAX).tag, TAG_PLAIN);
+    }
+
+    #[test]
+    fn incompressible_entries_stay_plain() {
+        // A xorshift sequence: lz4 finds nothing to share in it.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let stored = encode(&entry(noise), 16);
+        assert_eq!(stored.tag, TAG_PLAIN);
+    }
+
+    #[test]
+    fn unknown_formats_are_misses_and_damage_is_an_error() {
+        let mut bytes = stored_bytes(&encode(&entry(b"hello ".repeat(1000)), 16));
+        assert!(decode(&[]).is_err());
+        for cut in [1, 3, 5, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // A huge claimed length is refused before anything is allocated.
+        bytes[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&bytes).is_err());
+        bytes[0] = 7;
+        assert_eq!(decode(&bytes).unwrap(), None);
+        assert_eq!(decode(&[0xff]).unwrap(), None);
+    }
+}

@@ -1,0 +1,266 @@
+//! [`RedisAcquire`]: waits for a send time from Redis (or the local fallback), then sleeps
+//! until it.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Sleep};
+use volley_core::{Error, ErrorKind, RequestId};
+
+use super::super::{Cost, Grant, LocalAcquire, LocalLimiter, RateLimiter};
+use super::shared::{Assignment, Entry, Shared};
+
+/// The future of [`RedisLimiter`](super::RedisLimiter)'s
+/// [`acquire`](super::super::RateLimiter::acquire): waits for the dispatcher to reserve a send
+/// time in Redis (or takes a leased one), then sleeps until it, later if a 429 paused every
+/// process meanwhile. While Redis is down it waits (failing closed) or asks the local fallback.
+/// Dropping it before it completes gives the reservation back.
+pub struct RedisAcquire(Inner);
+
+enum Inner {
+    Failed(Option<Error>),
+    Ready(Option<Grant>),
+    Queued {
+        shared: Arc<Shared>,
+        id: RequestId,
+        cost: Cost,
+        started: Instant,
+        rx: oneshot::Receiver<Assignment>,
+    },
+    Sleeping(Waiter),
+    Local {
+        acquire: LocalAcquire,
+        cost: Cost,
+        started: Instant,
+    },
+    Done,
+}
+
+struct Waiter {
+    shared: Arc<Shared>,
+    cost: Cost,
+    started: Instant,
+    deadline: Instant,
+    shift_seen: u64,
+    /// Boxed only when the request has to wait.
+    sleep: Option<Pin<Box<Sleep>>>,
+    fired: bool,
+}
+
+impl RedisAcquire {
+    /// Starts acquiring `cost` for request `id`.
+    pub(super) fn start(shared: &Arc<Shared>, id: RequestId, cost: Cost) -> RedisAcquire {
+        if let Some(error) = shared.config.too_large(id, cost) {
+            metrics::counter!("volley_rate_limit_too_large_total").increment(1);
+            return RedisAcquire(Inner::Failed(Some(error)));
+        }
+        if shared.config.requests.is_none() && shared.config.tokens.is_none() {
+            return RedisAcquire(Inner::Ready(Some(Grant::new(cost, Duration::ZERO))));
+        }
+        let started = Instant::now();
+        RedisAcquire(match shared.enter(cost) {
+            Entry::Reserved {
+                deadline,
+                shift_seen,
+            } => Inner::Sleeping(Waiter::new(
+                shared.clone(),
+                cost,
+                started,
+                deadline,
+                shift_seen,
+            )),
+            Entry::Queued(rx) => Inner::Queued {
+                shared: shared.clone(),
+                id,
+                cost,
+                started,
+                rx,
+            },
+            Entry::Fallback(local) => local_acquire(&local, shared, id, cost, started),
+        })
+    }
+}
+
+/// The local fallback's acquire, for a cost cut to the fallback's own limits: a request within
+/// the shared limits but above its share still goes (as the whole of the share), never fails.
+fn local_acquire(
+    local: &LocalLimiter,
+    shared: &Shared,
+    id: RequestId,
+    cost: Cost,
+    started: Instant,
+) -> Inner {
+    let limits = local.limits();
+    let cap = |n: u64, limit: Option<u64>| limit.map_or(n, |limit| n.min(limit));
+    let local_cost = Cost {
+        requests: u32::try_from(cap(u64::from(cost.requests), limits.requests_per_minute()))
+            .unwrap_or(u32::MAX),
+        tokens: cap(cost.tokens, limits.tokens_per_minute()),
+    };
+    shared.counters.local_grants.fetch_add(1, Ordering::Relaxed);
+    Inner::Local {
+        acquire: local.acquire(id, local_cost),
+        cost,
+        started,
+    }
+}
+
+impl Waiter {
+    fn new(
+        shared: Arc<Shared>,
+        cost: Cost,
+        started: Instant,
+        deadline: Instant,
+        shift_seen: u64,
+    ) -> Waiter {
+        Waiter {
+            shared,
+            cost,
+            started,
+            deadline,
+            shift_seen,
+            sleep: None,
+            fired: false,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Grant> {
+        loop {
+            // A pause learnt since the reservation pushes it back by as much as everything
+            // else.
+            let shift = self.shared.shift.load(Ordering::Relaxed);
+            if shift != self.shift_seen {
+                let by = Duration::from_nanos(shift.wrapping_sub(self.shift_seen));
+                self.deadline += by;
+                self.shift_seen = shift;
+                self.sleep = None;
+                self.fired = false;
+            }
+            if self.fired || self.deadline <= Instant::now() {
+                break;
+            }
+            let deadline = self.deadline;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            ready!(sleep.as_mut().poll(cx));
+            self.fired = true;
+        }
+        let waited = Instant::now().saturating_duration_since(self.started);
+        Poll::Ready(Grant::new(self.cost, waited))
+    }
+}
+
+impl Future for RedisAcquire {
+    type Output = Result<Grant, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match &mut self.0 {
+                Inner::Failed(error) => {
+                    let error = error.take().expect("RedisAcquire polled after completion");
+                    self.0 = Inner::Done;
+                    return Poll::Ready(Err(error));
+                }
+                Inner::Ready(grant) => {
+                    let grant = grant.take().expect("RedisAcquire polled after completion");
+                    self.0 = Inner::Done;
+                    return Poll::Ready(Ok(grant));
+                }
+                Inner::Queued {
+                    shared,
+                    id,
+                    cost,
+                    started,
+                    rx,
+                } => {
+                    let next = match ready!(Pin::new(rx).poll(cx)) {
+                        Ok(Assignment::Reserved {
+                            deadline,
+                            shift_seen,
+                        }) => Inner::Sleeping(Waiter::new(
+                            shared.clone(),
+                            *cost,
+                            *started,
+                            deadline,
+                            shift_seen,
+                        )),
+                        Ok(Assignment::Fallback(local)) => {
+                            local_acquire(&local, shared, *id, *cost, *started)
+                        }
+                        // The dispatcher is gone: only when its runtime shut down.
+                        Err(_) => Inner::Failed(Some(Error::new(
+                            ErrorKind::Cancelled,
+                            "the shared rate limiter's background task has stopped (its runtime \
+                             shut down)",
+                        ))),
+                    };
+                    self.0 = next;
+                }
+                Inner::Sleeping(waiter) => {
+                    let grant = ready!(waiter.poll(cx));
+                    self.0 = Inner::Done;
+                    return Poll::Ready(Ok(grant));
+                }
+                Inner::Local {
+                    acquire,
+                    cost,
+                    started,
+                } => {
+                    let result = ready!(Pin::new(acquire).poll(cx));
+                    let (cost, started) = (*cost, *started);
+                    self.0 = Inner::Done;
+                    return Poll::Ready(result.map(|_local_grant| {
+                        let waited = Instant::now().saturating_duration_since(started);
+                        Grant::new(cost, waited).marked_fallback()
+                    }));
+                }
+                Inner::Done => panic!("RedisAcquire polled after completion"),
+            }
+        }
+    }
+}
+
+impl Drop for RedisAcquire {
+    fn drop(&mut self) {
+        match &mut self.0 {
+            Inner::Sleeping(waiter) => waiter.shared.give_back(waiter.cost),
+            Inner::Queued {
+                shared, cost, rx, ..
+            } => {
+                // Reserved but not yet seen: give it back. Not yet reserved: the dispatcher
+                // sees the closed channel and skips it.
+                if let Ok(Assignment::Reserved { .. }) = rx.try_recv() {
+                    shared.give_back(*cost);
+                }
+            }
+            // The local fallback's future gives its own reservation back.
+            _ => {}
+        }
+    }
+}
+
+impl fmt::Debug for RedisAcquire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.0 {
+            Inner::Failed(_) => "failed",
+            Inner::Ready(_) => "ready",
+            Inner::Queued { .. } => "queued",
+            Inner::Sleeping(_) => "waiting",
+            Inner::Local { .. } => "local",
+            Inner::Done => "done",
+        };
+        f.debug_tuple("RedisAcquire").field(&state).finish()
+    }
+}
+
+/// Whether the local fallback granted `grant`: its settlement goes back to the fallback.
+pub(super) fn is_local(grant: &Grant) -> bool {
+    grant.is_fallback()
+}

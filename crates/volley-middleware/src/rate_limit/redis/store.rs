@@ -1,0 +1,360 @@
+//! One round trip to the shared state: [`Call`] in, [`Reply`] out. [`RedisStore`] runs the
+//! Lua script; the tests run the dispatcher against [`Model`], the same arithmetic in Rust on
+//! tokio's clock, so its timing can be checked in paused time.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use ::redis::Script;
+use volley_core::{Error, ErrorKind};
+
+use super::super::Cost;
+use super::config::{Config, Dim, TTL_SLACK};
+use crate::redis::{RedisConnection, RedisOptions};
+
+/// The script: GCRA on the server's clock (see the file for its arguments).
+const SCRIPT: &str = include_str!("gcra.lua");
+
+/// What one round trip reports and asks for. Times are microseconds from the server's now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Call {
+    /// The state's epoch this process saw last (0: none).
+    pub(super) epoch_seen: u64,
+    /// The end of this process's latest reservation in each bucket (requests, tokens), to
+    /// restore lost state from.
+    pub(super) floors: [u64; 2],
+    /// Requests and tokens to give back.
+    pub(super) give_back: [u64; 2],
+    /// Tokens to charge.
+    pub(super) charge_tokens: u64,
+    /// Buckets the provider reported empty (requests, tokens).
+    pub(super) empty: [bool; 2],
+    /// A pause to start, if longer than one in force.
+    pub(super) pause_us: u64,
+    /// Send times to reserve, in order.
+    pub(super) reserve: Vec<Cost>,
+}
+
+/// What the state says back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Reply {
+    pub(super) epoch: u64,
+    /// Microseconds of pause added since the epoch.
+    pub(super) shift: u64,
+    /// For each reservation, how long from now it may go, in microseconds.
+    pub(super) waits: Vec<u64>,
+}
+
+pub(super) type StoreFuture<'a> = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send + 'a>>;
+
+/// Where the shared state lives.
+pub(super) trait Store: Send + Sync + 'static {
+    /// Applies `call` atomically and answers.
+    fn call<'a>(&'a self, call: &'a Call) -> StoreFuture<'a>;
+}
+
+/// The shared state in Redis.
+pub(super) struct RedisStore {
+    connection: RedisConnection,
+    script: Script,
+    key: String,
+    /// ARGV[1..=4]: the two limits, formatted once.
+    dims: [String; 4],
+    ttl_slack_ms: String,
+    /// The longest one round trip may take, reconnecting included: two command timeouts, so a
+    /// script evicted from the server's cache can be loaded again (NOSCRIPT, `SCRIPT LOAD`,
+    /// `EVALSHA`) within it.
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// Connects now and loads the script.
+    pub(super) async fn connect(
+        options: &RedisOptions,
+        config: &Config,
+    ) -> Result<RedisStore, Error> {
+        let connection = RedisConnection::connect(options).await?;
+        let script = Script::new(SCRIPT);
+        let timeout = config.command_timeout.saturating_mul(2);
+        let mut conn = connection.clone();
+        match tokio::time::timeout(timeout, script.prepare_invoke().load_async(&mut conn)).await {
+            Ok(Ok(_sha)) => {}
+            Ok(Err(e)) => return Err(connection.error("loading the rate-limit script", &e)),
+            Err(_) => return Err(timed_out(&config.server, timeout)),
+        }
+        let dim = |d: Option<Dim>| match d {
+            Some(d) => (d.interval_us.to_string(), d.tolerance_us.to_string()),
+            None => ("0".to_owned(), "0".to_owned()),
+        };
+        let (r_interval, r_tolerance) = dim(config.requests);
+        let (t_interval, t_tolerance) = dim(config.tokens);
+        Ok(RedisStore {
+            connection,
+            script,
+            key: config.key.clone(),
+            dims: [r_interval, r_tolerance, t_interval, t_tolerance],
+            ttl_slack_ms: TTL_SLACK.as_millis().to_string(),
+            timeout,
+        })
+    }
+}
+
+impl Store for RedisStore {
+    fn call<'a>(&'a self, call: &'a Call) -> StoreFuture<'a> {
+        Box::pin(async move {
+            let mut invocation = self.script.prepare_invoke();
+            invocation.key(&self.key);
+            for dim in &self.dims {
+                invocation.arg(dim.as_str());
+            }
+            let empty = u8::from(call.empty[0]) | (u8::from(call.empty[1]) << 1);
+            invocation
+                .arg(call.epoch_seen)
+                .arg(call.floors[0])
+                .arg(call.floors[1])
+                .arg(call.give_back[0])
+                .arg(call.give_back[1])
+                .arg(call.charge_tokens)
+                .arg(empty)
+                .arg(call.pause_us)
+                .arg(self.ttl_slack_ms.as_str())
+                .arg(call.reserve.len());
+            for cost in &call.reserve {
+                invocation.arg(cost.requests).arg(cost.tokens);
+            }
+            let mut conn = self.connection.clone();
+            let values: Vec<i64> = match tokio::time::timeout(
+                self.timeout,
+                invocation.invoke_async(&mut conn),
+            )
+            .await
+            {
+                Ok(Ok(values)) => values,
+                Ok(Err(e)) => return Err(self.connection.error("shared rate limiter", &e)),
+                Err(_) => return Err(timed_out(self.connection.server(), self.timeout)),
+            };
+            parse(&values, call.reserve.len()).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Connection,
+                    format!(
+                        "shared rate limiter (Redis at {}): the script answered {} values for {} \
+                         reservations",
+                        self.connection.server(),
+                        values.len(),
+                        call.reserve.len()
+                    ),
+                )
+            })
+        })
+    }
+}
+
+fn timed_out(server: &str, timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!("shared rate limiter: Redis at {server} did not answer within {timeout:?}"),
+    )
+}
+
+/// The longest wait a reply may give, in microseconds: a day. Longer waits are cut to it, so
+/// a broken server cannot push a deadline past what the clock can represent.
+pub(super) const MAX_WAIT_US: u64 = 86_400_000_000;
+
+/// `{epoch, shift, wait...}`, checked: a server's reply is never trusted to have the right
+/// shape or sane numbers.
+fn parse(values: &[i64], reservations: usize) -> Option<Reply> {
+    if values.len() != reservations + 2 {
+        return None;
+    }
+    let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
+    Some(Reply {
+        epoch: non_negative(values[0]),
+        shift: non_negative(values[1]),
+        waits: values[2..]
+            .iter()
+            .map(|&v| non_negative(v).min(MAX_WAIT_US))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+pub(super) use model::Model;
+
+#[cfg(test)]
+mod model {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Mutex, PoisonError};
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+    use volley_core::{Error, ErrorKind};
+
+    use super::{Call, Reply, Store, StoreFuture};
+    use crate::rate_limit::redis::config::Dim;
+
+    /// The script's arithmetic on tokio's clock, with a switch to make it unreachable and a
+    /// round-trip time: the dispatcher's tests run against it in paused time.
+    pub(in crate::rate_limit::redis) struct Model {
+        dims: [Option<Dim>; 2],
+        state: Mutex<Option<State>>,
+        origin: Instant,
+        /// Each call takes this long, half before and half after the state changes.
+        pub(in crate::rate_limit::redis) latency: Duration,
+        pub(in crate::rate_limit::redis) down: AtomicBool,
+        pub(in crate::rate_limit::redis) calls: AtomicU64,
+        /// Every call, in order.
+        pub(in crate::rate_limit::redis) log: Mutex<Vec<Call>>,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    struct State {
+        tat: [u64; 2],
+        paused: u64,
+        shift: u64,
+        epoch: u64,
+    }
+
+    impl Model {
+        pub(in crate::rate_limit::redis) fn new(
+            requests: Option<Dim>,
+            tokens: Option<Dim>,
+        ) -> Model {
+            Model {
+                dims: [requests, tokens],
+                state: Mutex::new(None),
+                // The server's clock is far from ours: the epoch of a model is 1 000 s in.
+                origin: Instant::now() - Duration::from_secs(1_000),
+                latency: Duration::from_micros(200),
+                down: AtomicBool::new(false),
+                calls: AtomicU64::new(0),
+                log: Mutex::new(Vec::new()),
+            }
+        }
+
+        /// Loses the state, as a restart of an empty Redis does.
+        pub(in crate::rate_limit::redis) fn restart(&self) {
+            *self.state.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+
+        fn now(&self) -> u64 {
+            u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+        }
+
+        fn apply(&self, call: &Call) -> Reply {
+            let now = self.now();
+            let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut s = guard.unwrap_or(State {
+                tat: [0, 0],
+                paused: 0,
+                shift: 0,
+                epoch: now,
+            });
+            if s.epoch != call.epoch_seen {
+                for i in 0..2 {
+                    s.tat[i] = s.tat[i].max(now + call.floors[i]);
+                }
+            }
+            let [r, t] = self.dims;
+            if let Some(d) = r
+                && call.give_back[0] > 0
+            {
+                s.tat[0] = s.tat[0].saturating_sub(d.span(call.give_back[0])).max(now);
+            }
+            if let Some(d) = t {
+                if call.give_back[1] > 0 {
+                    s.tat[1] = s.tat[1].saturating_sub(d.span(call.give_back[1])).max(now);
+                }
+                if call.charge_tokens > 0 {
+                    s.tat[1] = s.tat[1].max(now) + d.span(call.charge_tokens);
+                }
+            }
+            for (i, d) in self.dims.iter().enumerate() {
+                if let Some(d) = d
+                    && call.empty[i]
+                {
+                    s.tat[i] = s.tat[i].max(now + d.tolerance_us);
+                }
+            }
+            if call.pause_us > 0 {
+                let stop = now + call.pause_us;
+                let from = now.max(s.paused);
+                if stop > from {
+                    let by = stop - from;
+                    s.paused = stop;
+                    for (i, d) in self.dims.iter().enumerate() {
+                        if d.is_some() {
+                            s.tat[i] = s.tat[i].max(now) + by;
+                        }
+                    }
+                    s.shift += by;
+                }
+            }
+            let mut waits = Vec::with_capacity(call.reserve.len());
+            for cost in &call.reserve {
+                let costs = [u64::from(cost.requests), cost.tokens];
+                let mut at = now.max(s.paused);
+                for (i, d) in self.dims.iter().enumerate() {
+                    if let Some(d) = d {
+                        let span = d.span(costs[i]);
+                        let earliest = (s.tat[i].max(now) + span)
+                            .saturating_sub(d.tolerance_us.max(span))
+                            .max(now);
+                        at = at.max(earliest);
+                    }
+                }
+                for (i, d) in self.dims.iter().enumerate() {
+                    if let Some(d) = d {
+                        s.tat[i] = s.tat[i].max(at) + d.span(costs[i]);
+                    }
+                }
+                waits.push(at - now);
+            }
+            *guard = Some(s);
+            Reply {
+                epoch: s.epoch,
+                shift: s.shift,
+                waits,
+            }
+        }
+    }
+
+    impl Store for Model {
+        fn call<'a>(&'a self, call: &'a Call) -> StoreFuture<'a> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                self.log
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(call.clone());
+                tokio::time::sleep(self.latency / 2).await;
+                if self.down.load(Ordering::Relaxed) {
+                    return Err(Error::new(ErrorKind::Connect, "model: connection refused"));
+                }
+                let reply = self.apply(call);
+                tokio::time::sleep(self.latency / 2).await;
+                Ok(reply)
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_checked() {
+        assert_eq!(
+            parse(&[7, 3, 0, 50], 2),
+            Some(Reply {
+                epoch: 7,
+                shift: 3,
+                waits: vec![0, 50]
+            })
+        );
+        assert_eq!(parse(&[7, 3, 0], 2), None);
+        assert_eq!(parse(&[7, -3, -1], 1).unwrap().waits, [0]);
+        assert_eq!(parse(&[7, 3, i64::MAX], 1).unwrap().waits, [MAX_WAIT_US]);
+    }
+}

@@ -1,0 +1,315 @@
+//! `RedisStore` against a real Redis (`REDIS_URL`), alone and under the cache layer over
+//! volley-mock.
+//!
+//! Without `REDIS_URL` each test says so in one line and passes, unless
+//! `VOLLEY_REQUIRE_REDIS=1` (as in CI), which makes a missing Redis a failure.
+#![cfg(feature = "redis")]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, StatusCode};
+use tower::{Layer, Service, ServiceExt};
+use volley_core::cache_key::{CacheKey, CredentialId};
+use volley_core::{ApiKey, Error, ErrorKind, Request, Response};
+use volley_middleware::cache::{CacheLayer, CacheStats, CacheStore, CachedResponse, RedisStore};
+use volley_middleware::redis::{RedisConnection, RedisOptions};
+use volley_mock::{MockConfig, MockServer};
+use volley_transport::Transport;
+
+const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}"#;
+const KEY: &str = "sk-volley-redis-cache-test-0123456789";
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// The Redis to test against, or `None` (after saying so) when there is none.
+fn redis_url() -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
+        _ => {
+            assert!(
+                std::env::var("VOLLEY_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "VOLLEY_REQUIRE_REDIS=1 but REDIS_URL is not set"
+            );
+            println!("redis tests skipped: REDIS_URL not set");
+            None
+        }
+    }
+}
+
+/// A prefix no other test (or earlier run) uses, so tests share one Redis without meeting.
+fn unique_prefix(test: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "volley-test:{test}:{}:{nanos}:{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn store(url: &str, prefix: &str, ttl: Duration) -> RedisStore {
+    RedisStore::connect(RedisOptions::new(url), ttl)
+        .await
+        .unwrap()
+        .prefix(prefix)
+}
+
+async fn raw_connection(url: &str) -> RedisConnection {
+    RedisConnection::connect(&RedisOptions::new(url))
+        .await
+        .unwrap()
+}
+
+fn credential() -> CredentialId {
+    CredentialId::from_api_key(&ApiKey::new(KEY))
+}
+
+fn key(text: &str) -> CacheKey {
+    let request = Request::post("/chat/completions", text.to_owned()).unwrap();
+    CacheKey::for_request(&request, &credential())
+}
+
+fn entry(body: impl Into<bytes::Bytes>) -> CachedResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    CachedResponse::new(StatusCode::OK, &headers, body.into(), false)
+}
+
+fn assert_same(got: Option<CachedResponse>, want: &CachedResponse) {
+    let got = got.expect("a hit");
+    assert_eq!(got.status(), want.status());
+    assert_eq!(got.headers(), want.headers());
+    assert_eq!(got.body(), want.body());
+    assert_eq!(got.is_stream(), want.is_stream());
+}
+
+async fn mock() -> MockServer {
+    MockServer::start(MockConfig::default()).await.unwrap()
+}
+
+fn transport(server: &MockServer, key: &str) -> Transport {
+    Transport::builder()
+        .base_url(server.url())
+        .api_key(key)
+        .build()
+        .unwrap()
+}
+
+async fn send<S>(service: &mut S, request: Request) -> Result<Response, Error>
+where
+    S: Service<Request, Response = Response, Error = Error>,
+{
+    service.ready().await?.call(request).await
+}
+
+fn chat() -> Request {
+    Request::post("/chat/completions", CHAT).unwrap()
+}
+
+fn stats(hits: u64, misses: u64, stores: u64) -> CacheStats {
+    CacheStats {
+        hits,
+        misses,
+        stores,
+    }
+}
+
+#[tokio::test]
+async fn entries_round_trip() {
+    let Some(url) = redis_url() else { return };
+    let store = store(&url, &unique_prefix("round-trip"), HOUR).await;
+    let value = entry(r#"{"id":"chatcmpl-1","choices":[]}"#);
+    assert!(store.get(key("a")).await.unwrap().is_none());
+    store.put(key("a"), value.clone()).await.unwrap();
+    assert_same(store.get(key("a")).await.unwrap(), &value);
+    assert!(store.get(key("b")).await.unwrap().is_none());
+
+    // A replaced entry reads as the new one.
+    let newer = entry(r#"{"id":"chatcmpl-2"}"#);
+    store.put(key("a"), newer.clone()).await.unwrap();
+    assert_same(store.get(key("a")).await.unwrap(), &newer);
+
+    // The key is the prefix and the cache key in hex: nothing of the request or the API key.
+    let redis_key = store.redis_key(&key("a"));
+    assert!(
+        redis_key.ends_with(&format!(":cache:{}", key("a"))),
+        "{redis_key}"
+    );
+    assert!(!redis_key.contains(KEY));
+}
+
+#[tokio::test]
+async fn entries_expire_after_the_ttl() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("ttl");
+    let store = store(&url, &prefix, Duration::from_millis(300)).await;
+    store.put(key("a"), entry("{}")).await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(store.redis_key(&key("a")))
+        .query_async(&mut raw_connection(&url).await)
+        .await
+        .unwrap();
+    assert!(pttl > 0 && pttl <= 300, "PTTL {pttl}");
+    assert!(store.get(key("a")).await.unwrap().is_some());
+    // Redis expires the entry on its own clock, which no paused test clock can drive.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.get(key("a")).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the entry did not expire");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // A zero TTL keeps nothing (Redis refuses PX 0; the store does not ask).
+    let none = self::store(&url, &prefix, Duration::ZERO).await;
+    none.put(key("b"), entry("{}")).await.unwrap();
+    assert!(none.get(key("b")).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn large_entries_are_stored_compressed() {
+    let Some(url) = redis_url() else { return };
+    let store = store(&url, &unique_prefix("compress"), HOUR)
+        .await
+        .compress_above(1024);
+    let raw = raw_connection(&url).await;
+    let strlen = |store: &RedisStore, key: CacheKey| {
+        let command = redis::cmd("STRLEN").arg(store.redis_key(&key)).clone();
+        let mut raw = raw.clone();
+        async move { command.query_async::<usize>(&mut raw).await.unwrap() }
+    };
+
+    // Small: stored as encoded, behind the one format byte.
+    let small = entry(r#"{"id":"x"}"#);
+    store.put(key("small"), small.clone()).await.unwrap();
+    assert_eq!(strlen(&store, key("small")).await, 1 + small.encode().len());
+    assert_same(store.get(key("small")).await.unwrap(), &small);
+
+    // Large and repetitive, as JSON is: a fraction of its size.
+    let body = r#"{"role":"assistant","content":"the same words again and again"}"#.repeat(2000);
+    let large = entry(body.clone());
+    store.put(key("large"), large.clone()).await.unwrap();
+    let stored = strlen(&store, key("large")).await;
+    assert!(
+        stored * 4 < body.len(),
+        "{stored} bytes stored for a {} byte body",
+        body.len()
+    );
+    assert_same(store.get(key("large")).await.unwrap(), &large);
+
+    // Compression off: the whole encoding.
+    let plain = store.clone().compress_above(usize::MAX);
+    plain.put(key("plain"), large.clone()).await.unwrap();
+    assert_eq!(strlen(&plain, key("plain")).await, 1 + large.encode().len());
+    assert_same(plain.get(key("plain")).await.unwrap(), &large);
+}
+
+#[tokio::test]
+async fn unknown_formats_read_as_misses_and_damage_as_errors() {
+    let Some(url) = redis_url() else { return };
+    let store = store(&url, &unique_prefix("format"), HOUR).await;
+    let mut raw = raw_connection(&url).await;
+    let mut future_format = vec![42_u8];
+    future_format.extend_from_slice(&entry("{}").encode());
+    let _: () = redis::cmd("SET")
+        .arg(store.redis_key(&key("future")))
+        .arg(future_format)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(store.get(key("future")).await.unwrap().is_none());
+
+    let _: () = redis::cmd("SET")
+        .arg(store.redis_key(&key("damaged")))
+        .arg(&[0_u8, 1, 2, 3][..])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // The cache layer logs the error and treats it as a miss.
+    assert!(store.get(key("damaged")).await.is_err());
+}
+
+#[tokio::test]
+async fn two_stores_on_separate_connections_share_entries() {
+    let Some(url) = redis_url() else { return };
+    let prefix = unique_prefix("shared");
+    let a = store(&url, &prefix, HOUR).await;
+    let b = store(&url, &prefix, HOUR).await;
+    let value = entry(r#"{"id":"chatcmpl-shared"}"#.repeat(100));
+    a.put(key("q"), value.clone()).await.unwrap();
+    assert_same(b.get(key("q")).await.unwrap(), &value);
+
+    // Another prefix is another cache.
+    let other = store(&url, &unique_prefix("other"), HOUR).await;
+    assert!(other.get(key("q")).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_second_identical_request_is_a_hit_that_never_reaches_the_server() {
+    let Some(url) = redis_url() else { return };
+    let server = mock().await;
+    let prefix = unique_prefix("layer");
+    let layer = CacheLayer::new(store(&url, &prefix, HOUR).await, credential());
+    let mut service = layer.layer(transport(&server, KEY));
+
+    let first = send(&mut service, chat()).await.unwrap();
+    assert!(first.headers().get("x-volley-cache").is_none());
+    let first = first.bytes().await.unwrap();
+    let second = send(&mut service, chat()).await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(second.headers()["x-volley-cache"], "hit");
+    assert_eq!(second.bytes().await.unwrap(), first);
+    assert_eq!(server.stats().requests_total, 1);
+    assert_eq!(layer.stats(), stats(1, 1, 1));
+
+    // A second process would be a second layer over its own connection: it hits too.
+    let elsewhere = CacheLayer::new(store(&url, &prefix, HOUR).await, credential());
+    let mut other = elsewhere.layer(transport(&server, KEY));
+    let third = send(&mut other, chat()).await.unwrap();
+    assert_eq!(third.headers()["x-volley-cache"], "hit");
+    assert_eq!(server.stats().requests_total, 1);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_credentials_never_share_entries() {
+    let Some(url) = redis_url() else { return };
+    let server = mock().await;
+    let store = store(&url, &unique_prefix("credentials"), HOUR).await;
+    let other_key = "sk-another-volley-key-9876543210";
+    let a = CacheLayer::new(store.clone(), credential());
+    let b = CacheLayer::new(
+        store.clone(),
+        CredentialId::from_api_key(&ApiKey::new(other_key)),
+    );
+    let mut service_a = a.layer(transport(&server, KEY));
+    let mut service_b = b.layer(transport(&server, other_key));
+    send(&mut service_a, chat()).await.unwrap();
+    send(&mut service_b, chat()).await.unwrap();
+    assert_eq!(server.stats().requests_total, 2);
+    assert_eq!(a.stats(), stats(0, 1, 1));
+    assert_eq!(b.stats(), stats(0, 1, 1));
+    // Each now hits its own entry.
+    send(&mut service_a, chat()).await.unwrap();
+    send(&mut service_b, chat()).await.unwrap();
+    assert_eq!(server.stats().requests_total, 2);
+    assert_eq!(a.stats(), stats(1, 1, 1));
+    assert_eq!(b.stats(), stats(1, 1, 1));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_at_connect_without_the_password() {
+    // Port 1 on loopback: nothing listens there.
+    let options = RedisOptions::new("redis://:hunter2@127.0.0.1:1/0")
+        .connect_timeout(Duration::from_millis(500));
+    let error = RedisStore::connect(options, HOUR).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Connect, "{error}");
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+}

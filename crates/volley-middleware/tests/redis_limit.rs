@@ -1,0 +1,741 @@
+//! The shared limiter against a real Redis: processes (each its own connection, transport and
+//! stack) sharing RPM and TPM limits against volley-mock enforcing them, Redis killed and
+//! restarted mid-run, and passwords kept out of everything printed.
+//!
+//! The tests read `REDIS_URL` (e.g. `redis://127.0.0.1:6379`); without it each prints one line
+//! and passes, unless `VOLLEY_REQUIRE_REDIS=1`. Tests that kill Redis start their own
+//! `redis-server` (from `REDIS_SERVER`, or on the `PATH`) on a free loopback port. Every test
+//! uses its own key prefix, so they can run in parallel against one server.
+
+#![cfg(feature = "redis")]
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tower::{ServiceBuilder, ServiceExt as _};
+use volley_core::{Request, RequestId};
+use volley_middleware::rate_limit::{
+    Cost, FailureMode, Limits, Observation, RateLimitLayer, RateLimiter, RedisLimiter,
+    RedisLimiterStats, SharedLimits,
+};
+use volley_middleware::redis::RedisOptions;
+use volley_mock::{MockConfig, MockServer, OutputTokens, RateLimits};
+
+// ---------------------------------------------------------------------------------------------
+// Redis for the tests
+// ---------------------------------------------------------------------------------------------
+
+/// `REDIS_URL`, or `None` after saying the test is skipped.
+fn redis_url() -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("VOLLEY_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "VOLLEY_REQUIRE_REDIS=1 but REDIS_URL is not set"
+            );
+            eprintln!("redis tests skipped: REDIS_URL not set");
+            None
+        }
+    }
+}
+
+macro_rules! require_redis {
+    () => {
+        match redis_url() {
+            Some(url) => url,
+            None => return,
+        }
+    };
+}
+
+/// A prefix no other test (or earlier run) uses.
+fn prefix(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("volley-test:{test}:{}:{nanos}", std::process::id())
+}
+
+/// A `redis-server` of our own on a free loopback port, killed when dropped.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    password: Option<String>,
+}
+
+impl RedisServer {
+    fn start(password: Option<&str>) -> RedisServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            password: password.map(str::to_owned),
+        };
+        server.restart();
+        server
+    }
+
+    /// The URL, with the password if there is one.
+    fn url(&self) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Starts the server (again, empty) on the same port, and waits until it accepts.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        let mut command = Command::new(&binary);
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary}: {e} (set REDIS_SERVER)"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: no goodbye to the clients.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes: a limiter, a transport and a stack each
+// ---------------------------------------------------------------------------------------------
+
+/// What one process saw.
+struct ProcessRun {
+    /// When each request reached the transport.
+    sends: Vec<Instant>,
+    /// Each request's id and outcome: its `total_tokens`, or the error.
+    outcomes: Vec<(u64, Result<u64, String>)>,
+    stats: RedisLimiterStats,
+}
+
+struct Load {
+    processes: usize,
+    per_process: usize,
+    callers: usize,
+    estimated_tokens: u32,
+    max_tokens: u32,
+}
+
+fn chat_body(max_tokens: u32) -> Bytes {
+    Bytes::from(
+        serde_json::to_vec(&serde_json::json!({
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Say hello to the mock."}],
+            "max_tokens": max_tokens,
+        }))
+        .unwrap(),
+    )
+}
+
+/// Runs `load.processes` processes, each in its own task with its own Redis connection,
+/// transport and stack, sending `load.per_process` requests from `load.callers` callers.
+async fn run_processes(
+    options: SharedLimits,
+    mock_url: String,
+    load: Load,
+    started: Arc<AtomicUsize>,
+) -> Vec<ProcessRun> {
+    let tasks: Vec<_> = (0..load.processes)
+        .map(|p| {
+            let (options, mock_url, started) = (options.clone(), mock_url.clone(), started.clone());
+            let body = chat_body(load.max_tokens);
+            let (per_process, callers, estimate) =
+                (load.per_process, load.callers, load.estimated_tokens);
+            tokio::spawn(async move {
+                let limiter = RedisLimiter::connect(options).await.unwrap();
+                let transport = volley_transport::Transport::builder()
+                    .base_url(mock_url)
+                    .build()
+                    .unwrap();
+                let sends = Arc::new(Mutex::new(Vec::new()));
+                let record = sends.clone();
+                let svc = ServiceBuilder::new()
+                    .layer(RateLimitLayer::with_limiter(limiter.clone()))
+                    .map_request(move |request: Request| {
+                        record.lock().unwrap().push(Instant::now());
+                        request
+                    })
+                    .service(transport);
+                let next = Arc::new(AtomicUsize::new(0));
+                let callers: Vec<_> = (0..callers)
+                    .map(|_| {
+                        let (svc, body, next, started) =
+                            (svc.clone(), body.clone(), next.clone(), started.clone());
+                        tokio::spawn(async move {
+                            let mut outcomes = Vec::new();
+                            loop {
+                                let i = next.fetch_add(1, Ordering::Relaxed);
+                                if i >= per_process {
+                                    return outcomes;
+                                }
+                                started.fetch_add(1, Ordering::Relaxed);
+                                let id = (p * per_process + i) as u64;
+                                let request = Request::post("/chat/completions", body.clone())
+                                    .unwrap()
+                                    .with_id(RequestId::from_u64(id))
+                                    .with_estimated_tokens(estimate);
+                                let outcome = match svc.clone().oneshot(request).await {
+                                    Ok(response) => match response.bytes().await {
+                                        Ok(bytes) => Ok(total_tokens(&bytes)),
+                                        Err(e) => Err(e.to_string()),
+                                    },
+                                    Err(e) => Err(e.to_string()),
+                                };
+                                outcomes.push((id, outcome));
+                            }
+                        })
+                    })
+                    .collect();
+                let mut outcomes = Vec::new();
+                for caller in callers {
+                    outcomes.extend(caller.await.unwrap());
+                }
+                let sends = sends.lock().unwrap().clone();
+                ProcessRun {
+                    sends,
+                    outcomes,
+                    stats: limiter.stats(),
+                }
+            })
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for task in tasks {
+        runs.push(task.await.unwrap());
+    }
+    runs
+}
+
+fn total_tokens(body: &[u8]) -> u64 {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+    value["usage"]["total_tokens"].as_u64().unwrap()
+}
+
+/// Every send of every process, in time order.
+fn all_sends(runs: &[ProcessRun]) -> Vec<Instant> {
+    let mut sends: Vec<Instant> = runs.iter().flat_map(|r| r.sends.iter().copied()).collect();
+    sends.sort();
+    sends
+}
+
+/// Sends per second from send `skip` to the last.
+fn rate_after(sends: &[Instant], skip: usize) -> f64 {
+    let window = sends.last().unwrap().duration_since(sends[skip]);
+    (sends.len() - 1 - skip) as f64 / window.as_secs_f64()
+}
+
+/// Asserts every request has exactly one outcome, and returns the successful ones' usage.
+fn exactly_one_outcome_each(runs: &[ProcessRun], total: usize) -> Vec<u64> {
+    let mut ids: Vec<u64> = runs
+        .iter()
+        .flat_map(|r| r.outcomes.iter().map(|(id, _)| *id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "requests without exactly one outcome");
+    runs.iter()
+        .flat_map(|r| r.outcomes.iter())
+        .map(|(id, outcome)| match outcome {
+            Ok(tokens) => *tokens,
+            Err(e) => panic!("request {id} failed: {e}"),
+        })
+        .collect()
+}
+
+async fn mock(rate_limits: RateLimits, output_tokens: u32) -> MockServer {
+    MockServer::start(MockConfig {
+        rate_limits,
+        output_tokens: OutputTokens::Fixed(output_tokens),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sharing a limit
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_share_an_rpm_limit_without_429s() {
+    let url = require_redis!();
+    // 420 requests: the burst, then about 20 s of pacing.
+    share_1200_rpm(url, 1, 105).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_with_leases_share_an_rpm_limit_without_429s() {
+    let url = require_redis!();
+    // Leases of 4: the four processes hold 16 permits at most, within the burst of 20.
+    share_1200_rpm(url, 4, 60).await;
+}
+
+/// Four processes at 1 200 a minute on both sides (20 a second, burst 20), each leasing
+/// `lease` permits at a time.
+async fn share_1200_rpm(url: String, lease: u32, per_process: usize) {
+    let mock = mock(
+        RateLimits {
+            rpm: Some(1_200),
+            ..RateLimits::NONE
+        },
+        16,
+    )
+    .await;
+    let options = SharedLimits::new(RedisOptions::new(url), Limits::per_minute().requests(1_200))
+        .prefix(prefix(&format!("rpm-lease-{lease}")))
+        .lease(lease);
+    let load = Load {
+        processes: 4,
+        per_process,
+        callers: 8,
+        estimated_tokens: 0,
+        max_tokens: 16,
+    };
+    let runs = run_processes(options, mock.url(), load, Arc::default()).await;
+    exactly_one_outcome_each(&runs, 4 * per_process);
+    let stats = mock.stats();
+    assert_eq!((stats.rate_limited, stats.status_count(429)), (0, 0));
+    let sends = all_sends(&runs);
+    // Skip the first second's burst. With leases, also the last second and a half: as the
+    // processes stop, the permits they leased and never used go back, and the last requests,
+    // whose send times were reserved behind those permits, keep their times.
+    let tail = if lease > 1 {
+        Duration::from_millis(1_500)
+    } else {
+        Duration::ZERO
+    };
+    let end = *sends.last().unwrap() - tail;
+    let steady: Vec<Instant> = sends.iter().copied().filter(|&at| at <= end).collect();
+    let rate = rate_after(&steady, 20) * 60.0;
+    eprintln!(
+        "lease {lease}: {} requests in {:.2?}: {rate:.1} a minute after the burst ({:.1} to the \
+         end); round trips per process {:?}, lease hits {:?}",
+        sends.len(),
+        sends.last().unwrap().duration_since(sends[0]),
+        rate_after(&sends, 20) * 60.0,
+        runs.iter().map(|r| r.stats.round_trips).collect::<Vec<_>>(),
+        runs.iter().map(|r| r.stats.lease_hits).collect::<Vec<_>>(),
+    );
+    assert!(
+        (rate - 1_200.0).abs() <= 24.0,
+        "{rate:.1} requests a minute, not within 2 % of 1 200"
+    );
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_share_a_tpm_limit_settled_with_real_usage() {
+    let url = require_redis!();
+    // 120 000 tokens a minute on both sides: 2 000 a second. Each request uses about 110
+    // (the mock's prompt count and 100 completion tokens) but is estimated at 250: only
+    // settlement lets the processes reach the limit.
+    let mock = mock(
+        RateLimits {
+            tpm: Some(120_000),
+            ..RateLimits::NONE
+        },
+        100,
+    )
+    .await;
+    let options = SharedLimits::new(RedisOptions::new(url), Limits::per_minute().tokens(120_000))
+        .prefix(prefix("tpm"));
+    let load = Load {
+        processes: 4,
+        per_process: 90,
+        callers: 4,
+        estimated_tokens: 250,
+        max_tokens: 240,
+    };
+    let runs = run_processes(options, mock.url(), load, Arc::default()).await;
+    let usage = exactly_one_outcome_each(&runs, 360);
+    let per_request = usage[0];
+    assert!(usage.iter().all(|&u| u == per_request));
+    assert!(
+        per_request < 150,
+        "usage {per_request}: the estimate must be well above it"
+    );
+    let stats = mock.stats();
+    assert_eq!((stats.rate_limited, stats.status_count(429)), (0, 0));
+    let sends = all_sends(&runs);
+    // The steady state: without the first two seconds (the burst, and the queue filling with
+    // reservations at the estimate before the first refunds pull it back) and the last one
+    // (the queue draining: its last reservations were paced at the estimate).
+    let (first, last) = (sends[0], *sends.last().unwrap());
+    let steady: Vec<Instant> = sends
+        .iter()
+        .copied()
+        .filter(|&at| at >= first + Duration::from_secs(2) && at <= last - Duration::from_secs(1))
+        .collect();
+    let rate = rate_after(&steady, 0) * per_request as f64 * 60.0;
+    eprintln!(
+        "{} requests of {per_request} tokens in {:.2?}: {rate:.0} tokens a minute in the \
+         steady state, {:.0} over the whole run",
+        sends.len(),
+        last.duration_since(first),
+        (sends.len() * per_request as usize) as f64 / last.duration_since(first).as_secs_f64()
+            * 60.0,
+    );
+    assert!(
+        (rate - 120_000.0).abs() <= 2_400.0,
+        "{rate:.0} tokens a minute, not within 2 % of 120 000"
+    );
+    mock.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis killed mid-run
+// ---------------------------------------------------------------------------------------------
+
+/// Starts `load` in the background, kills Redis once `kill_after` requests have started,
+/// restarts it `down` later; returns the runs, and when Redis went down and came back.
+async fn run_through_a_restart(
+    server: &mut RedisServer,
+    options: SharedLimits,
+    mock_url: String,
+    load: Load,
+    kill_after: usize,
+    down: Duration,
+) -> (Vec<ProcessRun>, Instant, Instant) {
+    let started = Arc::new(AtomicUsize::new(0));
+    let run = tokio::spawn(run_processes(options, mock_url, load, started.clone()));
+    while started.load(Ordering::Relaxed) < kill_after {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill();
+    let killed = Instant::now();
+    tokio::time::sleep(down).await;
+    server.restart();
+    let restarted = Instant::now();
+    (run.await.unwrap(), killed, restarted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_closed_pauses_through_a_redis_restart_and_completes() {
+    let _url = require_redis!();
+    let mut server = RedisServer::start(None);
+    // 600 a minute: 10 a second, burst 10; the mock enforces the same.
+    let mock = mock(
+        RateLimits {
+            rpm: Some(600),
+            ..RateLimits::NONE
+        },
+        16,
+    )
+    .await;
+    let options = SharedLimits::new(
+        RedisOptions::new(server.url()).response_timeout(Duration::from_millis(200)),
+        Limits::per_minute().requests(600),
+    )
+    .prefix(prefix("fail-closed"));
+    let load = Load {
+        processes: 2,
+        per_process: 40,
+        callers: 4,
+        estimated_tokens: 0,
+        max_tokens: 16,
+    };
+    let down = Duration::from_secs(2);
+    let (runs, killed, restarted) =
+        run_through_a_restart(&mut server, options, mock.url(), load, 20, down).await;
+    exactly_one_outcome_each(&runs, 80);
+    assert_eq!(
+        mock.stats().requests_total,
+        80,
+        "each request sent exactly once"
+    );
+    for run in &runs {
+        assert!(run.stats.errors > 0, "{:?}", run.stats);
+        assert_eq!(run.stats.fallbacks, 0);
+    }
+    let sends = all_sends(&runs);
+    // Requests that had their send time before the kill kept it (at most the 8 callers' worth,
+    // 0.8 s); nothing else went until Redis was back.
+    let gap = sends
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]))
+        .max()
+        .unwrap();
+    assert!(gap >= Duration::from_millis(700), "longest gap {gap:?}");
+    let late = killed + Duration::from_millis(1_200);
+    assert!(!sends.iter().any(|&at| at > late && at < restarted));
+    // The restarted Redis is empty; the processes restored their pending reservations into
+    // it, so the mock never saw a burst above its limit.
+    let stats = mock.stats();
+    assert_eq!(stats.status_count(429), 0);
+    mock.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_fallback_runs_at_its_share_through_a_redis_restart() {
+    let _url = require_redis!();
+    let mut server = RedisServer::start(None);
+    let mock = mock(RateLimits::NONE, 16).await;
+    // 1 200 a minute shared; two processes that each assume four, so during the outage they
+    // send 2 × 300 a minute: 10 a second instead of 20.
+    let options = SharedLimits::new(
+        RedisOptions::new(server.url()).response_timeout(Duration::from_millis(200)),
+        Limits::per_minute().requests(1_200),
+    )
+    .prefix(prefix("fallback"))
+    .on_failure(FailureMode::LocalFallback { processes: 4 });
+    let load = Load {
+        processes: 2,
+        per_process: 80,
+        callers: 4,
+        estimated_tokens: 0,
+        max_tokens: 16,
+    };
+    let down = Duration::from_secs(3);
+    let (runs, killed, restarted) =
+        run_through_a_restart(&mut server, options, mock.url(), load, 40, down).await;
+    exactly_one_outcome_each(&runs, 160);
+    assert_eq!(
+        mock.stats().requests_total,
+        160,
+        "each request sent exactly once"
+    );
+    for run in &runs {
+        assert_eq!(run.stats.fallbacks, 1, "{:?}", run.stats);
+        assert!(run.stats.local_grants > 0);
+        assert!(!run.stats.fallback_active, "back on Redis: {:?}", run.stats);
+    }
+    let sends = all_sends(&runs);
+    // After the fallback's first burst, the outage's rate.
+    let from = killed + Duration::from_millis(1_000);
+    let during: Vec<Instant> = sends
+        .iter()
+        .copied()
+        .filter(|&at| at >= from && at < restarted)
+        .collect();
+    let rate = during.len() as f64 / restarted.duration_since(from).as_secs_f64();
+    eprintln!(
+        "{} sends during the outage: {rate:.1} a second",
+        during.len()
+    );
+    assert!(
+        (8.0..=12.5).contains(&rate),
+        "{rate:.1} a second during the outage"
+    );
+    mock.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The script, pauses, secrets
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_script_paces_on_the_server_clock_under_one_hash_tagged_key() {
+    let url = require_redis!();
+    let prefix = prefix("script");
+    // 600 a minute, burst 1: 100 ms apart.
+    let limits = Limits::per_minute()
+        .requests(600)
+        .burst_requests(1)
+        .tokens(60_000);
+    let limiter = RedisLimiter::connect(
+        SharedLimits::new(RedisOptions::new(url.clone()), limits).prefix(prefix.clone()),
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let acquires: Vec<_> = (0..5)
+        .map(|i| {
+            limiter.acquire(
+                RequestId::from_u64(i),
+                Cost {
+                    requests: 1,
+                    tokens: 10,
+                },
+            )
+        })
+        .collect();
+    let mut at = Vec::new();
+    for acquire in acquires {
+        acquire.await.unwrap();
+        at.push(start.elapsed().as_secs_f64());
+    }
+    for (i, at) in at.iter().enumerate() {
+        let due = i as f64 * 0.1;
+        assert!((due..due + 0.05).contains(at), "request {i} at {at} s");
+    }
+    let too_large = limiter
+        .acquire(
+            RequestId::from_u64(9),
+            Cost {
+                requests: 1,
+                tokens: 60_001,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(too_large.kind(), volley_core::ErrorKind::InvalidInput);
+
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = &keys[0];
+    assert!(key.starts_with(&format!("{prefix}:ratelimit:{{")) && key.ends_with('}'));
+    let fields: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(key)
+        .arg(&["r", "t", "until", "shift", "epoch"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(fields.iter().all(Option::is_some), "{fields:?}");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((50_000..=70_000).contains(&ttl), "ttl {ttl} ms");
+}
+
+#[tokio::test]
+async fn a_429_in_one_process_pauses_the_others() {
+    let url = require_redis!();
+    let options = SharedLimits::new(RedisOptions::new(url), Limits::per_minute().requests(6_000))
+        .prefix(prefix("pause"));
+    let a = RedisLimiter::connect(options.clone()).await.unwrap();
+    let b = RedisLimiter::connect(options).await.unwrap();
+    let error = volley_core::Error::from_status(
+        http::StatusCode::TOO_MANY_REQUESTS,
+        http::HeaderMap::new(),
+        b"{}",
+        Some(Duration::from_secs(1)),
+        "test",
+    );
+    a.observe(&Observation::from_error(&error).unwrap());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let start = Instant::now();
+    b.acquire(
+        RequestId::from_u64(1),
+        Cost {
+            requests: 1,
+            tokens: 0,
+        },
+    )
+    .await
+    .unwrap();
+    let waited = start.elapsed();
+    assert!(
+        (Duration::from_millis(850)..Duration::from_millis(1_200)).contains(&waited),
+        "waited {waited:?}"
+    );
+}
+
+/// A `tracing` writer into a buffer the test reads.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn passwords_never_show_in_debug_errors_or_logs() {
+    let _url = require_redis!();
+    const PASSWORD: &str = "s3cret-Pa55word-4711";
+    const WRONG: &str = "wr0ng-Pa55word-0815";
+    let mut server = RedisServer::start(Some(PASSWORD));
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // The test runs on one thread, so the limiter's task logs here too.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let limits = Limits::per_minute().requests(6_000);
+    let wrong = server.url().replace(PASSWORD, WRONG);
+    let err = RedisLimiter::connect(SharedLimits::new(RedisOptions::new(wrong), limits.clone()))
+        .await
+        .unwrap_err();
+    let printed = format!("{err} {err:?}");
+    assert!(!printed.contains(WRONG), "{printed}");
+
+    let options = SharedLimits::new(
+        RedisOptions::new(server.url()).response_timeout(Duration::from_millis(100)),
+        limits,
+    )
+    .prefix(prefix("secrets"));
+    let limiter = RedisLimiter::connect(options.clone()).await.unwrap();
+    for printed in [
+        format!("{options:?}"),
+        format!("{limiter:?}"),
+        format!("{:?}", limiter.stats()),
+    ] {
+        assert!(!printed.contains(PASSWORD), "{printed}");
+    }
+    // Down: the acquire waits, a warning names the server without its password.
+    server.kill();
+    let acquire = limiter.acquire(
+        RequestId::from_u64(1),
+        Cost {
+            requests: 1,
+            tokens: 0,
+        },
+    );
+    let waiting = tokio::spawn(acquire);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!waiting.is_finished());
+    server.restart();
+    waiting.await.unwrap().unwrap();
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(!logs.contains(PASSWORD), "{logs}");
+    assert!(
+        logs.contains(&format!("redis://***@127.0.0.1:{}", server.port)),
+        "{logs}"
+    );
+    assert!(logs.contains("requests wait until it answers"), "{logs}");
+    assert!(logs.contains("answers again"), "{logs}");
+}
