@@ -37,13 +37,8 @@ use crate::mock::MockBehaviour;
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct BenchArgs {
-    /// The endpoint's base URL, /v1 included.
-    #[arg(
-        long,
-        env = "OPENAI_BASE_URL",
-        default_value = volley::bench::DEFAULT_BASE_URL,
-        conflicts_with = "mock"
-    )]
+    /// The endpoint's base URL, /v1 included (ignored with --mock).
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = volley::bench::DEFAULT_BASE_URL)]
     base_url: String,
     /// Run against a mock server embedded in this process (the latency, fault and rate-limit
     /// flags below configure it, as for `volley mock`).
@@ -227,11 +222,18 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         })
     });
 
-    // Ctrl-C stops starting requests; those in flight finish and the run is reported.
+    // Ctrl-C stops starting requests; those in flight finish and the run is reported. A
+    // second Ctrl-C exits at once.
     let interrupt = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nvolley bench: interrupted; finishing the requests in flight");
+            eprintln!(
+                "\nvolley bench: interrupted; finishing the requests in flight (Ctrl-C again to quit)"
+            );
             stopper.stop();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("volley bench: quit; nothing written");
+                std::process::exit(130);
+            }
         }
     });
     let results = bench.run().await;
@@ -312,6 +314,13 @@ fn summary(r: &volley::bench::results::BenchResults) -> String {
         let _ = writeln!(
             out,
             "time to first token ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            t.p50, t.p90, t.p99, t.max
+        );
+    }
+    if let Some(t) = r.server.as_ref().and_then(|s| s.ttft) {
+        let _ = writeln!(
+            out,
+            "the server's own time to first token ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
             t.p50, t.p90, t.p99, t.max
         );
     }

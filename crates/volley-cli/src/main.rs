@@ -13,25 +13,6 @@ mod run;
 
 use std::process::ExitCode;
 
-/// mimalloc instead of the system allocator, with purging off (see [`tune_allocator`]).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Keeps freed memory for reuse instead of returning it to the OS.
-///
-/// A run at steady concurrency frees and reallocates the same connection buffers and request
-/// state over and over; mimalloc's default (purge pages free for 10 ms) hands them back and
-/// takes the page faults again, which cost more than the system allocator (S1 at 1 024 slots:
-/// 52.7 µs CPU per request against glibc's 41.0). Never purging: 35.2–37.1 µs. The price is
-/// that the resident size stays at its high-water mark, which the concurrency bounds.
-fn tune_allocator() {
-    /// `mi_option_purge_delay` in mimalloc.h (the same position in v2 and v3).
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: mi_option_set stores an integer in mimalloc's option table; it is called once,
-    // before any other thread exists, with a value the option documents (-1: never purge).
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-}
-
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -58,7 +39,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

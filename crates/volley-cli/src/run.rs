@@ -145,9 +145,10 @@ pub(crate) struct RunArgs {
     /// decision made in Redis].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     lease: Option<u32>,
-    /// With --shared-limit, when Redis cannot be reached: "fail-closed" sends nothing until
-    /// it is back; "fallback:N" goes on with a local limit of 1/N of the limits, N being the
-    /// number of processes sharing them [default: fail-closed].
+    /// With --shared-limit, when Redis stops answering during a run: "fail-closed" sends
+    /// nothing until it is back; "fallback:N" goes on with a local limit of 1/N of the limits,
+    /// N being the number of processes sharing them [default: fail-closed]. Either way Redis
+    /// must answer when the run starts.
     #[arg(long, value_name = "MODE")]
     redis_failure: Option<config::FailureSpec>,
     /// The volley.toml profile to use ([profile.NAME]) [default: [default], when present].

@@ -217,26 +217,30 @@ impl ConnectionLike for RedisConnection {
     }
 }
 
-/// `url` with any password (and user name) replaced by `***`.
+/// `url` with any password (and user name) replaced by `***`, and without its query and
+/// fragment (a query may carry `password=`).
 pub fn redacted(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
+    let Some((scheme, userinfo, after)) = split_url(url) else {
         return "<redis url>".to_owned();
     };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    // Only the path (a database number or a socket path) is kept of the tail: a query may
-    // carry `password=`.
-    let tail = tail.split(['?', '#']).next().unwrap_or("");
-    match authority.rfind('@') {
-        Some(at) => format!(
-            "{}://***@{}{}",
-            &url[..scheme_end],
-            &authority[at + 1..],
-            tail
-        ),
-        None => format!("{}://{}{}", &url[..scheme_end], authority, tail),
+    let kept = after.split(['?', '#']).next().unwrap_or("");
+    match userinfo {
+        Some(_) => format!("{scheme}://***@{kept}"),
+        None => format!("{scheme}://{kept}"),
     }
+}
+
+/// `scheme://[userinfo@]rest` → (scheme, userinfo, rest). The user information ends at the
+/// LAST `@`: a password may contain `/`, `?`, `#` or `@` (base64 keys do), and cutting at the
+/// first of those would leave part of it in the "host". Anything before the last `@` is
+/// treated as secret, which can only hide too much, never too little.
+fn split_url(url: &str) -> Option<(&str, Option<&str>, &str)> {
+    let scheme_end = url.find("://")?;
+    let rest = &url[scheme_end + 3..];
+    Some(match rest.rfind('@') {
+        Some(at) => (&url[..scheme_end], Some(&rest[..at]), &rest[at + 1..]),
+        None => (&url[..scheme_end], None, rest),
+    })
 }
 
 /// A Redis error's text with anything that looks like the URL's credentials removed.
@@ -259,9 +263,7 @@ fn scrub_text(text: &str, url: &str) -> String {
 }
 
 fn password_of(url: &str) -> Option<&str> {
-    let rest = &url[url.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
+    let userinfo = split_url(url)?.1?;
     Some(userinfo.split_once(':').map_or(userinfo, |(_, p)| p))
 }
 
@@ -284,6 +286,15 @@ mod tests {
             "redis://127.0.0.1:6379/2"
         );
         assert_eq!(redacted("not a url hunter2"), "<redis url>");
+        // Base64 passwords hold `/`, `+` and `=`; others `?`, `#` or `@`.
+        for password in ["Ab3/x+Yz=", "a?b", "a#b", "p@ss/w?rd#1"] {
+            let url = format!("rediss://default:{password}@cache.example:6380/1");
+            let shown = redacted(&url);
+            assert_eq!(shown, "rediss://***@cache.example:6380/1", "{url}");
+            assert_eq!(password_of(&url), Some(password));
+            let text = scrub_text(&format!("refused {url} ({password})"), &url);
+            assert!(!text.contains(password), "{text}");
+        }
         let options = RedisOptions::new("redis://u:hunter2@127.0.0.1:1");
         assert!(!format!("{options:?}").contains("hunter2"));
     }

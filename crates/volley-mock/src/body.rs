@@ -200,6 +200,8 @@ pub(crate) struct SseStream {
     /// The event that is cut or malformed, when the plan has a fault.
     fault_at: u32,
     deadline: Instant,
+    /// When the stream was made (its request's body read), for the server-side TTFT.
+    created: Instant,
     timer: Option<Pin<Box<Sleep>>>,
     waiting: bool,
     /// Whether the pause before a cut has been scheduled.
@@ -221,8 +223,10 @@ impl SseStream {
             StreamFault::Malformed => token_events / 2,
             StreamFault::None => u32::MAX,
         };
+        let now = Instant::now();
         let mut stream = Self {
-            deadline: Instant::now() + plan.ttft,
+            deadline: now + plan.ttft,
+            created: now,
             shared,
             rng,
             next: 0,
@@ -277,6 +281,9 @@ impl SseStream {
         let data = self.render(i);
         self.next += 1;
         self.shared.counters.chunk_sent();
+        if i == 0 {
+            self.shared.counters.first_chunk(self.created.elapsed());
+        }
         if self.next < self.token_events() {
             let gap = self.plan.inter_token.sample(&mut self.rng);
             if !gap.is_zero() {

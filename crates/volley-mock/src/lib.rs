@@ -115,7 +115,9 @@ pub use faults::{FaultKind, Faults};
 pub use latency::{Latency, parse_duration};
 pub use rate_limit::RateLimits;
 pub use server::MockServer;
-pub use stats::{FaultCounts, Stats, TIMELINE_BUCKET, TIMELINE_CAPACITY, TimelineBucket};
+pub use stats::{
+    FaultCounts, LatencySummary, Stats, TIMELINE_BUCKET, TIMELINE_CAPACITY, TimelineBucket,
+};
 
 /// The request header that forces a fault on one request: `x-mock-fault`, with a value of
 /// `429`, `500`, `503`, `reset`, `stall`, `cut` or `malformed` (see [`FaultKind`]).

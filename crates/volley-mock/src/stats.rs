@@ -57,6 +57,106 @@ pub struct Stats {
     /// One entry per finished 100 ms bucket since the start or last reset, oldest first, at most
     /// [`TIMELINE_CAPACITY`].
     pub timeline: Vec<TimelineBucket>,
+    /// The server's own time to first token of streams: from the request (its body read) to
+    /// its first chunk leaving the stream, in milliseconds. `None` before any stream.
+    pub ttft_ms: Option<LatencySummary>,
+}
+
+/// Percentiles of a server-side latency, in milliseconds, from a log-linear histogram (within
+/// 1/64 of the value, about 1.6 %).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LatencySummary {
+    /// How many values.
+    pub count: u64,
+    /// 50th percentile.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest value (a bucket's upper bound).
+    pub max: f64,
+}
+
+/// A lock-free histogram of microsecond values: 64 linear sub-buckets per power of two, so a
+/// value is kept within 1/64 of itself; one relaxed atomic add per value.
+pub(crate) struct MicrosHistogram {
+    buckets: Box<[AtomicU64]>,
+}
+
+/// Sub-buckets per power of two.
+const SUB_BITS: u32 = 6;
+const SUB: u64 = 1 << SUB_BITS;
+
+impl MicrosHistogram {
+    fn new() -> Self {
+        let len = (64 - SUB_BITS as usize + 1) * SUB as usize;
+        Self {
+            buckets: (0..len).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn index(us: u64) -> usize {
+        if us < SUB {
+            return us as usize;
+        }
+        let exponent = 63 - us.leading_zeros() - SUB_BITS; // >= 0
+        let mantissa = (us >> exponent) - SUB; // 0..SUB
+        ((u64::from(exponent) + 1) * SUB + mantissa) as usize
+    }
+
+    /// The largest value a bucket holds.
+    fn upper(index: usize) -> u64 {
+        let index = index as u64;
+        if index < SUB {
+            return index;
+        }
+        let exponent = index / SUB - 1;
+        let mantissa = index % SUB;
+        // In u128: the top bucket's bound is 2^64 - 1.
+        let bound = (u128::from(SUB + mantissa + 1) << exponent) - 1;
+        u64::try_from(bound).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn record(&self, us: u64) {
+        self.buckets[Self::index(us)].fetch_add(1, Relaxed);
+    }
+
+    fn reset(&self) {
+        for bucket in self.buckets.iter() {
+            bucket.store(0, Relaxed);
+        }
+    }
+
+    fn summary(&self) -> Option<LatencySummary> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        let count: u64 = counts.iter().sum();
+        if count == 0 {
+            return None;
+        }
+        let at = |q: f64| {
+            let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
+            let mut seen = 0;
+            for (i, n) in counts.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return Self::upper(i) as f64 / 1000.0;
+                }
+            }
+            0.0
+        };
+        Some(LatencySummary {
+            count,
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: at(1.0),
+        })
+    }
 }
 
 impl Stats {
@@ -141,6 +241,7 @@ pub(crate) struct Counters {
     chunks_sent: AtomicU64,
     connections_total: AtomicU64,
     connections_open: AtomicU64,
+    ttft: MicrosHistogram,
     started_at: Instant,
     window: Mutex<Window>,
     reset_signal: Notify,
@@ -171,6 +272,7 @@ impl Counters {
             chunks_sent: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
+            ttft: MicrosHistogram::new(),
             started_at: now,
             window: Mutex::new(Window {
                 since: now,
@@ -219,6 +321,12 @@ impl Counters {
         self.chunks_sent.fetch_add(1, Relaxed);
     }
 
+    /// A stream's first chunk left `ttft` after its request.
+    pub(crate) fn first_chunk(&self, ttft: Duration) {
+        self.ttft
+            .record(u64::try_from(ttft.as_micros()).unwrap_or(u64::MAX));
+    }
+
     pub(crate) fn stream_completed(&self) {
         self.streams_completed.fetch_add(1, Relaxed);
     }
@@ -255,6 +363,7 @@ impl Counters {
         self.streams_completed.store(0, Relaxed);
         self.chunks_sent.store(0, Relaxed);
         self.connections_total.store(0, Relaxed);
+        self.ttft.reset();
         window.since = Instant::now();
         window.timeline.clear();
         drop(window);
@@ -314,6 +423,7 @@ impl Counters {
             connections_open: self.connections_open.load(Relaxed),
             uptime_ms: millis(self.started_at.elapsed()),
             timeline: window.timeline.iter().copied().collect(),
+            ttft_ms: self.ttft.summary(),
         }
     }
 }
@@ -362,6 +472,45 @@ fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_histogram_keeps_values_within_a_sixty_fourth() {
+        for us in [
+            0u64,
+            1,
+            63,
+            64,
+            65,
+            127,
+            128,
+            1_000,
+            10_000,
+            87_039,
+            1 << 40,
+            u64::MAX,
+        ] {
+            let index = MicrosHistogram::index(us);
+            let upper = MicrosHistogram::upper(index);
+            assert!(upper >= us, "{us}: upper {upper}");
+            assert!(upper - us <= us / 64, "{us}: upper {upper}");
+            // The bucket below ends below the value.
+            if index > 0 {
+                assert!(MicrosHistogram::upper(index - 1) < us, "{us}");
+            }
+        }
+        let h = MicrosHistogram::new();
+        assert_eq!(h.summary(), None);
+        for ms in 1..=1000u64 {
+            h.record(ms * 1000);
+        }
+        let s = h.summary().unwrap();
+        assert_eq!(s.count, 1000);
+        assert!((s.p50 - 500.0).abs() <= 500.0 / 64.0, "{s:?}");
+        assert!((s.p99 - 990.0).abs() <= 990.0 / 64.0, "{s:?}");
+        assert!((s.max - 1000.0).abs() <= 1000.0 / 64.0, "{s:?}");
+        h.reset();
+        assert_eq!(h.summary(), None);
+    }
     use std::sync::Arc;
 
     struct Owner(Arc<Counters>);

@@ -247,6 +247,28 @@ async fn ramp_grows_the_target_and_stops_at_the_duration() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shrinking_ramp_stops_at_the_request_budget() {
+    // Lanes whose share of the target drops to 0 wait for a control change: when the budget
+    // runs out, they must be told, or the run never ends.
+    let server = mock(with_latency(ms(5))).await;
+    let ramp: Ramp = "8..1 over 200ms".parse().unwrap();
+    let results = tokio::time::timeout(
+        Duration::from_secs(30),
+        run(BenchConfig {
+            requests: Some(50),
+            ..config(&server, Load::Ramp(ramp))
+        }),
+    )
+    .await
+    .expect("a ramp with a request budget and no duration ends");
+    check_consistency(&results);
+    let s = &results.summary;
+    assert_eq!((s.requests, s.ok, s.failed), (50, 50, 0));
+    assert!(s.peak_in_flight <= 8);
+    assert_eq!(results.server.unwrap().requests, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_measure_time_to_first_token_and_between_tokens() {
     let server = mock(MockConfig {
         ttft: Some(Latency::Fixed(ms(5))),

@@ -154,6 +154,7 @@ fn sample() -> BenchResults {
             mean_in_flight: 1_016.1,
             peak_in_flight: 1_024,
             timeline: server_timeline,
+            ttft: None,
         }),
         targets: vec![
             TargetCheck {

@@ -19,6 +19,8 @@ pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 /// The default of [`BenchConfig::seed`].
 pub const DEFAULT_SEED: u64 = 42;
+/// The highest open-loop arrival rate [`BenchConfig`] accepts, in requests per second.
+const MAX_RATE: f64 = 10_000_000.0;
 
 /// What a benchmark run does. Start from [`BenchConfig::default()`] and set what differs;
 /// [`Bench::new`](super::Bench::new) checks it.
@@ -129,6 +131,12 @@ impl BenchConfig {
                      {rate}"
                 ));
             }
+            Load::Open { rate, .. } if rate > MAX_RATE => {
+                return config(format!(
+                    "the arrival rate {rate} is above the most a run can pace, {MAX_RATE} \
+                     requests per second"
+                ));
+            }
             Load::Open { .. } if !(1..=MAX_CONCURRENCY).contains(&self.max_in_flight) => {
                 return config(format!(
                     "max_in_flight {} is not in 1..={MAX_CONCURRENCY}",
@@ -165,7 +173,7 @@ pub enum Load {
     /// An open loop: requests arrive at `rate` per second whatever the server does, each sent
     /// at its arrival time (up to [`BenchConfig::max_in_flight`] in flight).
     Open {
-        /// Arrivals per second.
+        /// Arrivals per second, above 0 and at most 10 000 000.
         rate: f64,
         /// How arrival times are spread.
         arrivals: Arrivals,
@@ -353,7 +361,7 @@ mod tests {
         assert!(with(|c| c.load = Load::Closed { concurrency: 0 }).is_err());
         assert!(with(|c| c.model = " ".into()).is_err());
         assert!(with(|c| c.output_tokens = Lengths::Uniform { min: 9, max: 3 }).is_err());
-        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY, 10_000_001.0, 1e300] {
             let mut c = BenchConfig {
                 requests: Some(10),
                 load: Load::Open {
@@ -365,6 +373,11 @@ mod tests {
             assert!(c.validate().is_err(), "{rate}");
             c.load = Load::Open {
                 rate: 10.0,
+                arrivals: Arrivals::Poisson,
+            };
+            assert!(c.validate().is_ok());
+            c.load = Load::Open {
+                rate: MAX_RATE,
                 arrivals: Arrivals::Poisson,
             };
             assert!(c.validate().is_ok());

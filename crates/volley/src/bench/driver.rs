@@ -60,15 +60,18 @@ impl Bench {
             .unwrap_or_else(|| Client::builder().retries(0))
             .base_url(config.base_url.clone())
             .concurrency(peak);
+        // The probe is built before the API key is added: the statistics calls go to
+        // whatever the target is, and a real provider's endpoints need not see the key.
+        let probe_builder = builder.clone();
         if let Some(key) = &config.api_key {
             builder = builder.api_key(key.clone());
         }
-        let client = builder.clone().build()?;
+        let client = builder.build()?;
         let target = match config.stack {
             StackKind::Full => Target::Full(Box::new(client.clone())),
             StackKind::Bare => Target::Bare(client.transport().clone()),
         };
-        let probe = ServerProbe::new(builder, client.base_url());
+        let probe = ServerProbe::new(probe_builder, client.base_url());
         let bodies = Bodies::build(
             &config.model,
             config.stream,
@@ -187,10 +190,7 @@ impl Bench {
                     arrivals: config.requests,
                     duration: config.duration,
                 };
-                let clock = TokioClock {
-                    start: tokio_start,
-                    control: shared.control.subscribe(),
-                };
+                let clock = TokioClock::new(tokio_start, shared.control.subscribe());
                 helpers.spawn(pacer.run(schedule, until, clock));
             }
         }

@@ -73,7 +73,15 @@ impl Lane {
             let quota = share(target, self.lanes, self.index);
             while !stopping && requests.len() < quota {
                 let now = Instant::now();
-                if self.deadline.is_some_and(|d| now >= d) || !self.shared.take(self.requests) {
+                if self.deadline.is_some_and(|d| now >= d) {
+                    stopping = true;
+                    break;
+                }
+                if !self.shared.take(self.requests) {
+                    // The budget is spent for every lane: tell them all, so that lanes with
+                    // no share of the target (a shrinking ramp), waiting only for a control
+                    // change, wake and end too.
+                    self.shared.control.send_modify(|c| c.stop = true);
                     stopping = true;
                     break;
                 }

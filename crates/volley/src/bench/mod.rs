@@ -90,7 +90,12 @@
 //!   its timeline cut to the run and its mean in flight over the middle 80 %. Any other target
 //!   gives `server: None`.
 //! - **Client resources** (Linux): user and system CPU time of the whole process over the run
-//!   (an embedded mock's included), per request and per chunk, and the peak RSS.
+//!   (an embedded mock's included), per request and per chunk, and the peak RSS. CPU time is
+//!   read from `/proc/self/stat`, which counts in 10 ms clock ticks: each of the user and
+//!   system times is low by up to 10 ms at either end, so `cpu_us_per_request` and
+//!   `cpu_us_per_chunk` are meaningful only for runs long enough to use seconds of CPU. Where
+//!   `/proc` cannot be read (other platforms, a sandbox), the CPU figures and `peak_rss_bytes`
+//!   are reported as 0 (not measured), and a warning is logged once.
 //! - **Connections** opened and reused, from the transport's counters.
 //!
 //! # Keeping the load generator cheap

@@ -1,9 +1,11 @@
 //! The open loop's pacer: arrival times from a seeded schedule, each waited for on a clock.
 //!
 //! The pacing loop is written against [`Clock`], so its logic (when arrivals land, when the
-//! run stops) is tested on a virtual clock, and [`TokioClock`] in tokio's paused time; the run uses [`TokioClock`], which sleeps with
-//! `tokio::time::sleep_until` to each arrival's absolute time (no drift accumulates, and an
-//! arrival that is late fires at once: the open loop never slows down to the server).
+//! run stops) is tested on a virtual clock, and [`TokioClock`] in tokio's paused time; the
+//! run uses [`TokioClock`], which sleeps with `tokio::time::sleep_until` to each arrival's
+//! absolute time (no drift accumulates, and an arrival that is late fires at once: the open
+//! loop never slows down to the server). A pacer that is behind yields to the runtime every
+//! 64 late arrivals, so it never starves the lanes or a stop.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -101,10 +103,25 @@ pub(crate) async fn pace<C: Clock>(
     arrivals
 }
 
+/// Late arrivals in a row after which the pacer yields to the runtime.
+const LATE_BEFORE_YIELD: u32 = 64;
+
 /// The run's clock: tokio's timer, and the run's control channel for stops.
 pub(crate) struct TokioClock {
-    pub(crate) start: Instant,
-    pub(crate) control: watch::Receiver<Control>,
+    start: Instant,
+    control: watch::Receiver<Control>,
+    /// Late arrivals in a row, since the last yield or sleep.
+    late: u32,
+}
+
+impl TokioClock {
+    pub(crate) fn new(start: Instant, control: watch::Receiver<Control>) -> TokioClock {
+        TokioClock {
+            start,
+            control,
+            late: 0,
+        }
+    }
 }
 
 impl Clock for TokioClock {
@@ -113,10 +130,20 @@ impl Clock for TokioClock {
             return false;
         }
         let due = self.start + offset;
-        // A late arrival fires at once, without registering a timer.
+        // A late arrival fires at once, without registering a timer; but a pacer that is
+        // behind would then never give the thread back (sends on the lanes' unbounded
+        // channels never wait), starving the lanes and a stop on a single-threaded runtime.
+        // So every so many late arrivals in a row, it yields.
         if Instant::now() >= due {
+            self.late += 1;
+            if self.late >= LATE_BEFORE_YIELD {
+                self.late = 0;
+                tokio::task::yield_now().await;
+                return !self.control.borrow().stop;
+            }
             return true;
         }
+        self.late = 0;
         let stopped = tokio::select! {
             () = tokio::time::sleep_until(due) => false,
             _ = self.control.wait_for(|c| c.stop) => true,
@@ -259,6 +286,59 @@ mod tests {
         assert_ne!(times, other);
     }
 
+    /// A pacer that is behind yields now and then, so on a single-threaded runtime other
+    /// tasks (the lanes, a stop) still run while it catches up.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_late_pacer_yields_to_other_tasks() {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+
+        let (control, receiver) = watch::channel(Control {
+            target: 0,
+            stop: false,
+        });
+        let start = Instant::now();
+        let mut clock = TokioClock::new(start, receiver);
+        // 10 ms behind a 10 million a second schedule: the first 100 000 arrivals are late.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let ran = Arc::new(AtomicBool::new(false));
+        let other = tokio::spawn({
+            let ran = ran.clone();
+            async move { ran.store(true, Relaxed) }
+        });
+        let seen_at = AtomicU64::new(u64::MAX);
+        let until = Until {
+            arrivals: Some(1000),
+            duration: None,
+        };
+        let count = pace(
+            Schedule::new(10_000_000.0, Arrivals::Constant, 1),
+            until,
+            &mut clock,
+            |i| {
+                if ran.load(Relaxed) {
+                    seen_at.fetch_min(i, Relaxed);
+                }
+            },
+        )
+        .await;
+        assert_eq!(count, 1000);
+        let seen_at = seen_at.load(Relaxed);
+        assert!(seen_at <= u64::from(LATE_BEFORE_YIELD), "{seen_at}");
+        other.await.unwrap();
+
+        // A stop while it is behind ends it at the next yield.
+        let stopper = tokio::spawn(async move { control.send_modify(|c| c.stop = true) });
+        let count = pace(
+            Schedule::new(10_000_000.0, Arrivals::Constant, 1),
+            Until::default(),
+            &mut clock,
+            |_| {},
+        )
+        .await;
+        assert!(count <= u64::from(LATE_BEFORE_YIELD), "{count}");
+        stopper.await.unwrap();
+    }
+
     /// The run's own clock, in tokio's paused time: arrivals land at their offsets exactly,
     /// and a stop ends the pacing at once.
     #[tokio::test(start_paused = true)]
@@ -268,10 +348,7 @@ mod tests {
             stop: false,
         });
         let start = Instant::now();
-        let mut clock = TokioClock {
-            start,
-            control: receiver,
-        };
+        let mut clock = TokioClock::new(start, receiver);
         let until = Until {
             arrivals: Some(10),
             duration: None,
@@ -290,10 +367,7 @@ mod tests {
 
         // A stop 55 ms into a second run ends it after the arrivals at 0, 20 and 40 ms.
         let start = Instant::now();
-        let mut clock = TokioClock {
-            start,
-            control: control.subscribe(),
-        };
+        let mut clock = TokioClock::new(start, control.subscribe());
         let stopper = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(55)).await;
             control.send_modify(|c| c.stop = true);

@@ -108,7 +108,7 @@ impl Recorder {
                 ttft,
             } => {
                 self.ok += 1;
-                self.output_tokens += output_tokens;
+                self.output_tokens = self.output_tokens.saturating_add(output_tokens);
                 record(&mut self.latency, end_ns.saturating_sub(start_ns));
                 if let Some(ttft) = ttft {
                     record(
@@ -147,7 +147,7 @@ impl Recorder {
         add(&mut self.inter_token, &other.inter_token);
         self.ok += other.ok;
         self.failed += other.failed;
-        self.output_tokens += other.output_tokens;
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
         self.chunks += other.chunks;
         for &(label, n) in &other.errors {
             match self.errors.iter_mut().find(|(l, _)| *l == label) {

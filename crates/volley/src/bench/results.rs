@@ -202,6 +202,9 @@ pub struct ServerSide {
     pub peak_in_flight: u64,
     /// The server's 100 ms timeline: (t_ms, in flight at the end of the bucket).
     pub timeline: Vec<(u64, u64)>,
+    /// The server's own time to first token of streams (request read to first chunk sent),
+    /// when it reports one; `min` and `mean` are not reported and left at 0.
+    pub ttft: Option<Percentiles>,
 }
 
 /// A figure judged against its target.
@@ -210,7 +213,8 @@ pub struct ServerSide {
 pub struct TargetCheck {
     /// What is measured (`server mean in flight`, `client CPU per request`).
     pub figure: String,
-    /// The measured value.
+    /// The measured value; NaN when it could not be measured (written as `null`).
+    #[serde(deserialize_with = "nan_if_null")]
     pub value: f64,
     /// Its unit (`µs`, `requests`, `×`).
     pub unit: String,
@@ -218,4 +222,30 @@ pub struct TargetCheck {
     pub target: String,
     /// Whether the figure meets the target.
     pub met: bool,
+}
+
+/// Reads `null` (how JSON writes a NaN) back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Option::<f64>::deserialize(deserializer).map(|v| v.unwrap_or(f64::NAN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unmeasured_target_round_trips() {
+        let check = TargetCheck {
+            figure: "server mean in flight".into(),
+            value: f64::NAN,
+            unit: String::new(),
+            target: "≥ 1022".into(),
+            met: false,
+        };
+        let json = serde_json::to_string(&check).unwrap();
+        assert!(json.contains("\"value\":null"), "{json}");
+        let back: TargetCheck = serde_json::from_str(&json).unwrap();
+        assert!(back.value.is_nan());
+        assert_eq!(back.figure, check.figure);
+    }
 }

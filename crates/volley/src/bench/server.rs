@@ -11,7 +11,7 @@ use serde::Deserialize;
 use volley_core::Request;
 use volley_transport::Transport;
 
-use super::results::ServerSide;
+use super::results::{Percentiles, ServerSide};
 use crate::ClientBuilder;
 
 /// How long a statistics call may take before the target is taken for one without them.
@@ -26,11 +26,25 @@ pub(crate) struct ServerProbe {
 }
 
 /// The part of volley-mock's `Stats` the results need.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub(crate) struct MockStats {
     pub(crate) requests_total: u64,
     pub(crate) peak_in_flight: u64,
     pub(crate) timeline: Vec<MockBucket>,
+    /// The mock's own time to first token of streams (newer mocks only).
+    #[serde(default)]
+    pub(crate) ttft_ms: Option<MockLatency>,
+}
+
+/// volley-mock's percentiles of a latency, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub(crate) struct MockLatency {
+    count: u64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
 }
 
 /// One bucket of volley-mock's 100 ms timeline.
@@ -46,6 +60,13 @@ impl ServerProbe {
     /// A probe for the origin of `base_url` (`http://host:port/v1` → `http://host:port`),
     /// configured as the benchmark's client is (TLS roots, plain-HTTP permission). `None`
     /// when no client can be built for it.
+    ///
+    /// `builder` must not carry the run's API key ([`BenchConfig::api_key`]): the probe
+    /// calls the target's `/stats` endpoints whatever the target is, and sends no bearer
+    /// token. (A key set on [`BenchConfig::client`] itself is the caller's to leave out.)
+    ///
+    /// [`BenchConfig::api_key`]: super::BenchConfig::api_key
+    /// [`BenchConfig::client`]: super::BenchConfig::client
     pub(crate) fn new(builder: ClientBuilder, base_url: &str) -> Option<ServerProbe> {
         let client = builder.base_url(origin(base_url)).retries(0).build().ok()?;
         Some(ServerProbe {
@@ -104,6 +125,16 @@ impl MockStats {
             mean_in_flight,
             peak_in_flight: self.peak_in_flight,
             timeline,
+            ttft: self.ttft_ms.map(|t| Percentiles {
+                count: t.count,
+                min: 0.0,
+                mean: 0.0,
+                p50: t.p50,
+                p90: t.p90,
+                p99: t.p99,
+                p999: t.p999,
+                max: t.max,
+            }),
         }
     }
 }
@@ -136,6 +167,13 @@ mod tests {
         let stats: MockStats = serde_json::from_str(json).unwrap();
         assert_eq!((stats.requests_total, stats.peak_in_flight), (30, 12));
         assert_eq!(stats.timeline[0].in_flight, 3);
+        assert_eq!(stats.ttft_ms, None);
+        let with_ttft = r#"{"requests_total":1,"peak_in_flight":1,"timeline":[],
+            "ttft_ms":{"count":2,"p50":10.1,"p90":10.2,"p99":10.3,"p999":10.4,"max":10.5}}"#;
+        let stats: MockStats = serde_json::from_str(with_ttft).unwrap();
+        let side = stats.server_side(Duration::ZERO, Duration::from_secs(1));
+        let ttft = side.ttft.unwrap();
+        assert_eq!((ttft.count, ttft.p99, ttft.max), (2, 10.3, 10.5));
         // A provider's JSON is not mistaken for the mock's.
         assert!(serde_json::from_str::<MockStats>(r#"{"object":"list","data":[]}"#).is_err());
     }
@@ -153,6 +191,7 @@ mod tests {
             requests_total: 7,
             peak_in_flight: 10,
             timeline,
+            ttft_ms: None,
         };
         let side = stats.server_side(Duration::from_millis(250), Duration::from_secs(1));
         assert_eq!(side.timeline.len(), 11);
@@ -165,6 +204,7 @@ mod tests {
             requests_total: 0,
             peak_in_flight: 0,
             timeline: Vec::new(),
+            ttft_ms: None,
         };
         assert_eq!(
             empty

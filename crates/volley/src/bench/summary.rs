@@ -54,6 +54,8 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
     let wall_s = wall.as_secs_f64();
     let per_sec = |n: u64| if wall_s > 0.0 { n as f64 / wall_s } else { 0.0 };
     let finished = r.ok + r.failed;
+    // CPU time is counted in 10 ms ticks (see `sys`), so the per-request and per-chunk figures
+    // are coarse for short runs; without `/proc` they are 0, meaning not measured.
     let cpu = cpu.unwrap_or_default();
     let cpu_us = (cpu.user + cpu.system).as_secs_f64() * 1e6;
     let per = |n: u64| if n > 0 { cpu_us / n as f64 } else { 0.0 };

@@ -1,9 +1,27 @@
 //! The client process's own resources: CPU time and peak memory, from `/proc` on Linux.
 //!
-//! Elsewhere the readers return `None` and the results say 0. Reading `/proc/self` is a
-//! memory copy by the kernel, a few microseconds, done twice per run.
+//! CPU time comes from `/proc/self/stat` in clock ticks of 10 ms (`USER_HZ`), so each of the
+//! user and system times over a run is off by up to 10 ms at either end, and the per-request
+//! and per-chunk CPU figures derived from them are coarse for short runs.
+//!
+//! Where `/proc` cannot be read (not Linux, or a sandbox without it) the readers return `None`,
+//! the results say 0 for the CPU figures and the peak RSS (meaning "not measured", not "free"),
+//! and a warning is logged once per process. Reading `/proc/self` is a memory copy by the
+//! kernel, a few microseconds, done three times per run.
 
+use std::sync::Once;
 use std::time::Duration;
+
+/// Warns once that `/proc` could not be read.
+fn warn_unavailable(what: &str) {
+    static WARNED: Once = Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "cannot read {what}: the benchmark's client CPU time and peak RSS are reported \
+             as 0 (not measured)"
+        );
+    });
+}
 
 /// User and system CPU time of the whole process (every thread).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,12 +42,24 @@ impl CpuTimes {
 
 /// The process's CPU times so far, when the platform says.
 pub(crate) fn cpu_times() -> Option<CpuTimes> {
-    parse_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    let times = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| parse_stat(&stat));
+    if times.is_none() {
+        warn_unavailable("/proc/self/stat");
+    }
+    times
 }
 
 /// The process's peak resident set size in bytes (`VmHWM`), when the platform says.
 pub(crate) fn peak_rss_bytes() -> Option<u64> {
-    parse_vm_hwm(&std::fs::read_to_string("/proc/self/status").ok()?)
+    let bytes = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| parse_vm_hwm(&status));
+    if bytes.is_none() {
+        warn_unavailable("/proc/self/status");
+    }
+    bytes
 }
 
 /// Clock ticks per second of `/proc/self/stat`'s times: `USER_HZ`, 100 on every Linux

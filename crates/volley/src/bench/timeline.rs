@@ -113,9 +113,9 @@ impl Timeline {
     fn bucket(&mut self, t_ns: u64) -> (&mut Bucket, i64) {
         let index = (t_ns / BUCKET_NS) as usize;
         if index >= self.buckets.len() {
-            // Doubling keeps growth amortised O(1) on the hot path.
-            let len = (index + 1).max(self.buckets.len() * 2).max(64);
-            self.buckets.resize(len, Bucket::default());
+            // Only the buckets up to `index` are made: `Vec` grows its capacity
+            // geometrically, so growth stays amortised O(1) without zeroed buckets ahead.
+            self.buckets.resize(index + 1, Bucket::default());
         }
         let to_end = (index as u64 + 1) * BUCKET_NS - t_ns;
         // `to_end <= BUCKET_NS`, far below i64::MAX.

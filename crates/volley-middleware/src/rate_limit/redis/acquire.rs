@@ -36,7 +36,6 @@ enum Inner {
     Sleeping(Waiter),
     Local {
         acquire: LocalAcquire,
-        cost: Cost,
         started: Instant,
     },
     Done,
@@ -106,7 +105,6 @@ fn local_acquire(
     shared.counters.local_grants.fetch_add(1, Ordering::Relaxed);
     Inner::Local {
         acquire: local.acquire(id, local_cost),
-        cost,
         started,
     }
 }
@@ -208,17 +206,15 @@ impl Future for RedisAcquire {
                     self.0 = Inner::Done;
                     return Poll::Ready(Ok(grant));
                 }
-                Inner::Local {
-                    acquire,
-                    cost,
-                    started,
-                } => {
+                Inner::Local { acquire, started } => {
                     let result = ready!(Pin::new(acquire).poll(cx));
-                    let (cost, started) = (*cost, *started);
+                    let started = *started;
                     self.0 = Inner::Done;
-                    return Poll::Ready(result.map(|_local_grant| {
+                    // The grant carries what the fallback charged (the cost cut to its share),
+                    // so a settlement or release corrects that charge, not the uncut one.
+                    return Poll::Ready(result.map(|local_grant| {
                         let waited = Instant::now().saturating_duration_since(started);
-                        Grant::new(cost, waited).marked_fallback()
+                        Grant::new(local_grant.cost(), waited).marked_fallback()
                     }));
                 }
                 Inner::Done => panic!("RedisAcquire polled after completion"),
