@@ -226,6 +226,17 @@ impl Shared {
 
 /// The error for a cost above a whole minute's budget, which no wait can satisfy.
 fn too_large(id: RequestId, cost: Cost, shared: &Shared) -> Option<Error> {
+    too_large_for(id, cost, shared.max_requests, shared.max_tokens)
+}
+
+/// The error for a cost above the per-minute limits given, which no wait can satisfy; the
+/// shared limiter uses the same words.
+pub(super) fn too_large_for(
+    id: RequestId,
+    cost: Cost,
+    max_requests: Option<u64>,
+    max_tokens: Option<u64>,
+) -> Option<Error> {
     let check = |needed: u64, limit: Option<u64>, what: &str| {
         let limit = limit?;
         (needed > limit).then(|| {
@@ -240,8 +251,8 @@ fn too_large(id: RequestId, cost: Cost, shared: &Shared) -> Option<Error> {
             )
         })
     };
-    check(cost.tokens, shared.max_tokens, "tokens")
-        .or_else(|| check(u64::from(cost.requests), shared.max_requests, "requests"))
+    check(cost.tokens, max_tokens, "tokens")
+        .or_else(|| check(u64::from(cost.requests), max_requests, "requests"))
 }
 
 /// `150000` as `150 000`, for messages people read.

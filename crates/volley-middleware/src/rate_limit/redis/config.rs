@@ -201,22 +201,12 @@ impl Config {
         id: volley_core::RequestId,
         cost: super::super::Cost,
     ) -> Option<Error> {
-        let check = |needed: u64, dim: Option<Dim>, what: &str| {
-            let limit = dim?.limit;
-            (needed > limit).then(|| {
-                Error::new(
-                    ErrorKind::InvalidInput,
-                    format!(
-                        "request {id} needs an estimated {} {what}, more than the whole \
-                         {what}-per-minute budget of {}",
-                        group_digits(needed),
-                        group_digits(limit)
-                    ),
-                )
-            })
-        };
-        check(cost.tokens, self.tokens, "tokens")
-            .or_else(|| check(u64::from(cost.requests), self.requests, "requests"))
+        super::super::local::too_large_for(
+            id,
+            cost,
+            self.requests.map(|d| d.limit),
+            self.tokens.map(|d| d.limit),
+        )
     }
 
     /// The limits of the local fallback for `processes` processes: each limit and burst
@@ -264,19 +254,6 @@ impl Dim {
         // `as` saturates: an absurd cost becomes "never", not a wrap-around.
         (cost as f64 * self.interval_us).ceil() as u64
     }
-}
-
-/// `150000` as `150 000`, for messages people read.
-fn group_digits(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
