@@ -14,9 +14,10 @@ use volley_core::cache_key::CredentialId;
 use volley_core::{ApiKey, Error, ErrorKind};
 
 use crate::connector::Counting;
+use crate::pool::H1Pool;
 use crate::stats::Counters;
 use crate::tls::{self, TlsRoots};
-use crate::{Inner, Transport};
+use crate::{Backend, Inner, Transport};
 
 /// The base URL used when none is set: OpenAI's API, `/v1` included.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -402,19 +403,35 @@ impl Builder {
             ))
         };
 
-        let mut pool = Client::builder(TokioExecutor::new());
-        pool.pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_max_idle_per_host(c.pool_max_idle_per_host)
-            .pool_idle_timeout(c.pool_idle_timeout)
-            .http2_only(c.http2_prior_knowledge)
-            .http2_initial_stream_window_size(c.http2_initial_stream_window_size)
-            .http2_initial_connection_window_size(c.http2_initial_connection_window_size)
-            .http2_adaptive_window(c.http2_adaptive_window)
-            .http2_keep_alive_interval(c.http2_keep_alive_interval)
-            .http2_keep_alive_timeout(c.http2_keep_alive_timeout)
-            .http2_keep_alive_while_idle(c.http2_keep_alive_while_idle);
-        let client = pool.build(connector);
+        let client = if c.http2 || c.http2_prior_knowledge {
+            let mut pool = Client::builder(TokioExecutor::new());
+            pool.pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_max_idle_per_host(c.pool_max_idle_per_host)
+                .pool_idle_timeout(c.pool_idle_timeout)
+                .http2_only(c.http2_prior_knowledge)
+                .http2_initial_stream_window_size(c.http2_initial_stream_window_size)
+                .http2_initial_connection_window_size(c.http2_initial_connection_window_size)
+                .http2_adaptive_window(c.http2_adaptive_window)
+                .http2_keep_alive_interval(c.http2_keep_alive_interval)
+                .http2_keep_alive_timeout(c.http2_keep_alive_timeout)
+                .http2_keep_alive_while_idle(c.http2_keep_alive_while_idle);
+            Backend::Legacy(Box::new(pool.build(connector)))
+        } else {
+            let origin = Uri::builder()
+                .scheme(base.scheme.clone())
+                .authority(base.authority.clone())
+                .path_and_query("/")
+                .build()
+                .map_err(|e| Error::new(ErrorKind::Config, "the base URL").with_source(e))?;
+            Backend::Http1(Arc::new(H1Pool::new(
+                connector,
+                origin,
+                c.pool_max_idle_per_host,
+                c.pool_idle_timeout,
+            )))
+        };
+        let host = host_header(&base.scheme, &base.authority)?;
 
         let credential_headers: Vec<&[u8]> = CREDENTIAL_HEADERS
             .iter()
@@ -427,6 +444,7 @@ impl Builder {
             inner: Arc::new(Inner {
                 credential,
                 client,
+                host,
                 joined: crate::joined_paths(&base.path),
                 base_path: base.path,
                 display_base: base.display.into(),
@@ -442,6 +460,23 @@ impl Builder {
             }),
         })
     }
+}
+
+/// The `Host` header for an origin: the host, and the port when it is not the scheme's
+/// default (what hyper-util's pool sends).
+fn host_header(scheme: &Scheme, authority: &Authority) -> Result<HeaderValue, Error> {
+    let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    let host = match authority.port_u16() {
+        Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    HeaderValue::try_from(host).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            "the base URL's host is not a valid header value",
+        )
+        .with_source(e)
+    })
 }
 
 /// Default headers that identify who is calling: their values are part of the transport's

@@ -4,8 +4,35 @@ use std::error::Error as StdError;
 
 use volley_core::{BoxError, Error, ErrorKind};
 
+use crate::pool::SendError;
+
 /// An error from sending a request and waiting for the response head.
-pub(crate) fn from_send(err: hyper_util::client::legacy::Error, context: String) -> Error {
+pub(crate) fn from_send(err: SendError, context: String) -> Error {
+    let (sent, err) = match err {
+        SendError::Legacy(err) => return from_legacy(err, context),
+        SendError::Connect(_) => {
+            if chain_has_tls_error(&err) {
+                return Error::new(ErrorKind::Tls, format!("{context}: TLS handshake failed"))
+                    .with_source(err);
+            }
+            return Error::new(ErrorKind::Connect, format!("{context}: could not connect"))
+                .with_source(err);
+        }
+        SendError::NotSent(_) => (false, err),
+        SendError::Sent(_) => (true, err),
+    };
+    let message = if sent {
+        format!("{context}: the connection failed before a response arrived")
+    } else {
+        format!("{context}: the connection closed before the request was sent")
+    };
+    Error::new(ErrorKind::Connection, message)
+        .with_request_sent(sent)
+        .with_source(err)
+}
+
+/// An error from hyper-util's pool (the HTTP/2 configurations).
+fn from_legacy(err: hyper_util::client::legacy::Error, context: String) -> Error {
     if err.is_connect() {
         if chain_has_tls_error(&err) {
             return Error::new(ErrorKind::Tls, format!("{context}: TLS handshake failed"))

@@ -1,0 +1,332 @@
+//! Volley's own HTTP/1.1 connection pool over hyper's per-connection API
+//! (`hyper::client::conn::http1`).
+//!
+//! A transport talks to one origin, so the pool is one LIFO list of idle connections, with no
+//! per-request key hashing, no waiter queues and no task spawned per response (hyper-util's
+//! legacy pool does all three). A connection goes back to the list the moment its response
+//! body has been read to the end, inside the call that read its last byte, so a caller that
+//! sends its next request right away finds it there instead of opening another one.
+//!
+//! - **Checkout**: the most recently used idle connection; one the server closed meanwhile,
+//!   or idle for longer than the idle timeout, is dropped and the next is tried; with none
+//!   left a new connection is opened. Connections are never shared: HTTP/1.1 carries one
+//!   request at a time.
+//! - **A request not written is sent again**: a reused connection the server closed just
+//!   before the request went out gives the request back (`try_send_request`), and it is sent
+//!   on the next connection. Once written it is never sent again here (that is the retry
+//!   layer's decision).
+//! - **Return**: when the body reaches its end or is dropped. hyper keeps a connection whose
+//!   dropped body had fully arrived (a stream dropped after `data: [DONE]`, say) and closes
+//!   one with more to come (HTTP/1.1 cannot skip the rest of an answer); the next checkout
+//!   waits until the connection is ready, or moves on when it closed. A request cancelled
+//!   while in flight closes its connection.
+//! - **Idle connections** beyond `pool_max_idle_per_host` are closed; those idle longer than
+//!   `pool_idle_timeout` are closed by a background sweep, so a quiet process does not keep
+//!   sockets the server has long forgotten.
+
+use std::collections::VecDeque;
+use std::error::Error as StdError;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::time::Instant;
+use tower_service::Service;
+use volley_core::BoxError;
+
+use crate::connector::Counting;
+
+pub(crate) type Connector = HttpsConnector<Counting<HttpConnector>>;
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+/// What went wrong before a response head arrived.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// From hyper-util's pool (the HTTP/2 configurations).
+    Legacy(hyper_util::client::legacy::Error),
+    /// No connection could be opened (TCP, or TLS).
+    Connect(BoxError),
+    /// The connection failed before the request was written: it never left this process.
+    NotSent(hyper::Error),
+    /// The connection failed after the request was (at least partly) written.
+    Sent(hyper::Error),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Legacy(e) => e.fmt(f),
+            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::NotSent(e) | SendError::Sent(e) => e.fmt(f),
+        }
+    }
+}
+
+impl StdError for SendError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            SendError::Legacy(e) => Some(e),
+            SendError::Connect(e) => Some(e.as_ref()),
+            SendError::NotSent(e) | SendError::Sent(e) => Some(e),
+        }
+    }
+}
+
+/// The HTTP/1.1 pool of one origin.
+pub(crate) struct H1Pool {
+    connector: Connector,
+    /// `scheme://authority/`: what the connector connects to.
+    origin: Uri,
+    builder: http1::Builder,
+    idle: Mutex<VecDeque<Idle>>,
+    max_idle: usize,
+    idle_timeout: Option<Duration>,
+    sweeper_started: AtomicBool,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+impl H1Pool {
+    pub(crate) fn new(
+        connector: Connector,
+        origin: Uri,
+        max_idle: usize,
+        idle_timeout: Option<Duration>,
+    ) -> H1Pool {
+        H1Pool {
+            connector,
+            origin,
+            builder: http1::Builder::new(),
+            idle: Mutex::new(VecDeque::new()),
+            max_idle,
+            idle_timeout,
+            sweeper_started: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends `request` (origin-form URI, `Host` header set) and waits for the response head.
+    pub(crate) async fn send(
+        self: Arc<Self>,
+        mut request: http::Request<Full<Bytes>>,
+    ) -> Result<http::Response<PooledBody>, SendError> {
+        loop {
+            let (mut sender, reused) = match self.take_idle() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            // Ready at once unless the connection is still finishing the previous exchange
+            // (its body was just read or dropped); an error means it closed.
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(SendError::NotSent(e));
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let (head, body) = response.into_parts();
+                    let body = PooledBody {
+                        body,
+                        recycle: Some(Recycle { sender, pool: self }),
+                    };
+                    return Ok(http::Response::from_parts(head, body));
+                }
+                Err(mut e) => match e.take_message() {
+                    // A reused connection closed under the request before it was written:
+                    // send it on another one.
+                    Some(back) if reused => request = back,
+                    Some(_) => return Err(SendError::NotSent(e.into_error())),
+                    None => return Err(SendError::Sent(e.into_error())),
+                },
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Idle>> {
+        // A panic while holding the lock leaves the list consistent: ignore the poison.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used live idle connection, if any.
+    fn take_idle(&self) -> Option<Sender> {
+        let mut idle = self.lock();
+        while let Some(entry) = idle.pop_back() {
+            if entry.sender.is_closed() {
+                continue;
+            }
+            if self
+                .idle_timeout
+                .is_some_and(|timeout| entry.since.elapsed() > timeout)
+            {
+                // The list is in return order: everything below this one is older still.
+                idle.clear();
+                return None;
+            }
+            return Some(entry.sender);
+        }
+        None
+    }
+
+    fn recycle(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() < self.max_idle {
+            idle.push_back(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<Sender, SendError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(SendError::Connect)?;
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, connection) = self
+            .builder
+            .handshake(io)
+            .await
+            .map_err(SendError::NotSent)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+        H1Pool::spawn_sweeper(self);
+        Ok(sender)
+    }
+
+    /// Starts, once, the task that every half idle timeout (at least a second) closes the idle
+    /// connections that timed out or closed. It holds the pool weakly and ends with it.
+    fn spawn_sweeper(pool: &Arc<H1Pool>) {
+        let Some(timeout) = pool.idle_timeout else {
+            return;
+        };
+        if pool.sweeper_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak: Weak<H1Pool> = Arc::downgrade(pool);
+        let period = (timeout / 2).max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(pool) = weak.upgrade() else { return };
+                let expired: Vec<Idle> = {
+                    let mut idle = pool.lock();
+                    let keep = idle
+                        .iter()
+                        .position(|e| e.since.elapsed() <= timeout)
+                        .unwrap_or(idle.len());
+                    let expired = idle.drain(..keep).collect();
+                    idle.retain(|e| !e.sender.is_closed());
+                    expired
+                };
+                // Closed outside the lock.
+                drop(expired);
+            }
+        });
+    }
+}
+
+impl fmt::Debug for H1Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("H1Pool")
+            .field("idle", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Recycle {
+    sender: Sender,
+    pool: Arc<H1Pool>,
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that gives its connection back to the pool when it reaches its end
+    /// or is dropped.
+    ///
+    /// Streams are usually dropped as soon as their last event (`data: [DONE]`) is read,
+    /// before the end of the chunked encoding behind it is polled. hyper then reads what has
+    /// already arrived of the body and keeps the connection if that was its end, or closes
+    /// it. Either way the sender goes back to the list: the next checkout waits for the
+    /// connection to be ready, and drops it if it closed instead.
+    pub(crate) struct PooledBody {
+        #[pin]
+        body: Incoming,
+        recycle: Option<Recycle>,
+    }
+
+    impl PinnedDrop for PooledBody {
+        fn drop(this: Pin<&mut Self>) {
+            PooledBody::finish(this.project().recycle);
+        }
+    }
+}
+
+impl PooledBody {
+    /// A body whose connection is not this pool's (hyper-util's pool manages it).
+    pub(crate) fn unpooled(body: Incoming) -> PooledBody {
+        PooledBody {
+            body,
+            recycle: None,
+        }
+    }
+
+    fn finish(recycle: &mut Option<Recycle>) {
+        if let Some(Recycle { sender, pool }) = recycle.take() {
+            pool.recycle(sender);
+        }
+    }
+}
+
+impl HttpBody for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => PooledBody::finish(this.recycle),
+            // The connection is no good after an error.
+            Poll::Ready(Some(Err(_))) => drop(this.recycle.take()),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
