@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use volley_mock::{Latency, MockConfig, MockServer, RateLimits};
+use volley_mock::{Latency, MockConfig, MockServer, RateLimits, TimelineBucket};
 
 /// The longest any test's processes may run before the test kills them and fails.
 const TEST_TIMEOUT: Duration = Duration::from_secs(40);
@@ -299,7 +299,42 @@ fn four_processes_sharing_one_limit_get_no_429s() {
         stats.responses_by_status
     );
     assert_eq!(stats.status_count(200), (PROCESSES * LINES) as u64);
+    // The four together send at the limit: past the first burst, within 2 % of 20 a second.
+    let rate = steady_rate(&stats.timeline, 40);
+    let limit = f64::from(RPM) / 60.0;
+    assert!(
+        (rate - limit).abs() <= 0.02 * limit,
+        "{rate:.2} requests/s against a limit of {limit}/s"
+    );
     rt.block_on(server.shutdown());
+}
+
+/// Requests a second the server received from the end of the timeline bucket in which the
+/// first `skip` had arrived to the start of the last bucket with an arrival: whole buckets
+/// at both ends, so the count over the interval is exact.
+fn steady_rate(timeline: &[TimelineBucket], skip: u64) -> f64 {
+    let cumulative: Vec<u64> = timeline
+        .iter()
+        .scan(0, |sum, b| {
+            *sum += b.started;
+            Some(*sum)
+        })
+        .collect();
+    let first = cumulative
+        .iter()
+        .position(|&c| c >= skip)
+        .expect("more requests than the burst");
+    let last = timeline
+        .iter()
+        .rposition(|b| b.started > 0)
+        .expect("requests arrived");
+    assert!(
+        last > first + 10,
+        "the steady part is too short: {timeline:?}"
+    );
+    let sent = cumulative[last - 1] - cumulative[first];
+    let seconds = (timeline[last - 1].t_ms - timeline[first].t_ms) as f64 / 1000.0;
+    sent as f64 / seconds
 }
 
 /// Kills Redis once the run is under way and restarts it on the same port `outage` later;

@@ -268,8 +268,10 @@ fn exactly_one_outcome_each(runs: &[ProcessRun], total: usize) -> Vec<u64> {
         .flat_map(|r| r.outcomes.iter().map(|(id, _)| *id))
         .collect();
     ids.sort_unstable();
+    let outcomes = ids.len();
     ids.dedup();
-    assert_eq!(ids.len(), total, "requests without exactly one outcome");
+    assert_eq!(outcomes, ids.len(), "requests with more than one outcome");
+    assert_eq!(ids.len(), total, "requests without an outcome");
     runs.iter()
         .flat_map(|r| r.outcomes.iter())
         .map(|(id, outcome)| match outcome {
