@@ -17,13 +17,14 @@ pin_project! {
     /// The future of a [`Retry`](super::Retry) service's `call`: the response of the first
     /// attempt that succeeds, or the error of the last one.
     ///
-    /// It owns a clone of the inner service and a copy of the request for the next attempt,
-    /// and allocates nothing else until an attempt fails.
+    /// When retries are on, it owns a clone of the inner service and a copy of the request for
+    /// the next attempt, and allocates nothing else until an attempt fails.
     pub struct ResponseFuture<S>
     where
         S: Service<Request>,
     {
-        service: S,
+        // The service retries go through; `None` when retries are off.
+        service: Option<S>,
         policy: Policy,
         // A copy for the next attempt; `None` when no further attempt may be made.
         request: Option<Request>,
@@ -56,7 +57,7 @@ where
     S: Service<Request, Response = Response, Error = Error>,
 {
     pub(crate) fn new(
-        service: S,
+        service: Option<S>,
         policy: Policy,
         request: Option<Request>,
         id: RequestId,
@@ -132,7 +133,11 @@ where
                 }
                 StateProj::Done => panic!("retry ResponseFuture polled after completion"),
                 StateProj::Retrying => {
-                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
+                    let service = this
+                        .service
+                        .as_mut()
+                        .expect("a retry is only scheduled while a service is kept");
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(error));
                     }
@@ -144,7 +149,7 @@ where
                     if *this.attempt <= this.policy.max_retries() {
                         *this.request = Some(request.clone());
                     }
-                    let future = this.service.call(request);
+                    let future = service.call(request);
                     this.state.set(State::Called { future });
                     continue;
                 }

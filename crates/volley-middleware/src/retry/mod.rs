@@ -215,14 +215,19 @@ where
     }
 
     fn call(&mut self, request: Request) -> ResponseFuture<S> {
+        let id = request.id();
+        self.policy.deposit();
+        if self.policy.max_retries() == 0 {
+            // No retry: nothing to keep for one, so no clone of the stack below.
+            let future = self.inner.call(request);
+            return ResponseFuture::new(None, self.policy.clone(), None, id, future);
+        }
         // `self.inner` is the clone that `poll_ready` made ready: call that one, keep it for
         // the retries, and leave a fresh clone for the next `poll_ready`.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let copy = (self.policy.max_retries() > 0).then(|| request.clone());
-        let id = request.id();
-        self.policy.deposit();
+        let copy = request.clone();
         let future = inner.call(request);
-        ResponseFuture::new(inner, self.policy.clone(), copy, id, future)
+        ResponseFuture::new(Some(inner), self.policy.clone(), Some(copy), id, future)
     }
 }

@@ -19,10 +19,11 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
+        // One timer, at the earlier of the two deadlines: before the head arrives both run
+        // from the call, so whichever is due first is the one that ends the attempt.
         #[pin]
-        first_byte: Option<Sleep>,
-        #[pin]
-        attempt: Option<Sleep>,
+        timer: Option<Sleep>,
+        due: Option<FirstChunk>,
         id: RequestId,
         limits: Limits,
         start: Option<Instant>,
@@ -36,11 +37,14 @@ impl<F> ResponseFuture<F> {
         limits: Limits,
         start: Option<Instant>,
     ) -> ResponseFuture<F> {
-        let timer = |limit: Option<Duration>| Some(sleep_until(deadline(start?, limit?)));
+        let due = FirstChunk::earliest(&limits);
+        let timer = start
+            .zip(due)
+            .map(|(start, due)| sleep_until(deadline(start, due.limit())));
         ResponseFuture {
             inner,
-            first_byte: timer(limits.first_byte),
-            attempt: timer(limits.attempt),
+            timer,
+            due,
             id,
             limits,
             start,
@@ -64,16 +68,12 @@ where
                 _ => response,
             }));
         }
-        if let Some(sleep) = this.first_byte.as_pin_mut()
-            && sleep.poll(cx).is_ready()
-        {
-            let limit = this.limits.first_byte.unwrap_or_default();
-            return Poll::Ready(Err(first_byte_error(*this.id, limit)));
-        }
-        if let Some(sleep) = this.attempt.as_pin_mut() {
+        if let (Some(sleep), Some(due)) = (this.timer.as_pin_mut(), *this.due) {
             ready!(sleep.poll(cx));
-            let limit = this.limits.attempt.unwrap_or_default();
-            return Poll::Ready(Err(attempt_error(*this.id, limit)));
+            return Poll::Ready(Err(match due {
+                FirstChunk::FirstByte(limit) => first_byte_error(*this.id, limit),
+                FirstChunk::Attempt(limit) => attempt_error(*this.id, limit),
+            }));
         }
         Poll::Pending
     }
@@ -87,16 +87,7 @@ fn wrap_stream(response: Response, id: RequestId, limits: &Limits, start: Instan
 fn wrap_body(stream: BodyStream, id: RequestId, limits: &Limits, start: Instant) -> BodyStream {
     // The first chunk is due by the earlier of the two deadlines; on a tie the more precise
     // first-byte error is reported.
-    let first_byte = limits
-        .first_byte
-        .map(|limit| (deadline(start, limit), FirstChunk::FirstByte(limit)));
-    let attempt = limits
-        .attempt
-        .map(|limit| (deadline(start, limit), FirstChunk::Attempt(limit)));
-    let first_chunk = match (first_byte, attempt) {
-        (Some(f), Some(a)) => Some(if a.0 < f.0 { a } else { f }),
-        (f, a) => f.or(a),
-    };
+    let first_chunk = FirstChunk::earliest(limits).map(|due| (deadline(start, due.limit()), due));
     let total = limits
         .stream_total
         .map(|limit| (deadline(start, limit), limit));
