@@ -152,6 +152,32 @@ async fn attempt_fires_with_its_own_kind() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_earlier_deadline_fires_whichever_it_is() {
+    // The attempt deadline before the first-byte one: it is the one that ends the attempt.
+    let layer = TimeoutLayer::new()
+        .first_byte(Duration::from_secs(60))
+        .attempt(Duration::from_secs(10));
+    let start = Instant::now();
+    let err = layer
+        .layer(inner(Duration::from_secs(30), None))
+        .oneshot(request())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    // Equal deadlines: the more precise first-byte error.
+    let layer = TimeoutLayer::new()
+        .first_byte(Duration::from_secs(10))
+        .attempt(Duration::from_secs(10));
+    let err = layer
+        .layer(inner(Duration::from_secs(30), None))
+        .oneshot(request())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FirstByteTimeout);
+}
+
+#[tokio::test(start_paused = true)]
 async fn first_byte_covers_the_first_stream_chunk() {
     // The head arrives at once, the first token after 2 s.
     let layer = TimeoutLayer::new().first_byte(1000 * MS);

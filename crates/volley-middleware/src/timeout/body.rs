@@ -32,6 +32,14 @@ impl FirstChunk {
         }
     }
 
+    /// The error of this deadline passing.
+    pub(crate) fn error(self, id: RequestId) -> Error {
+        match self {
+            FirstChunk::FirstByte(limit) => first_byte_error(id, limit),
+            FirstChunk::Attempt(limit) => attempt_error(id, limit),
+        }
+    }
+
     /// The limit of the deadline, counted from the call.
     pub(crate) fn limit(self) -> Duration {
         match self {
@@ -133,10 +141,7 @@ impl Stream for TimeoutBody {
             && timer.poll(cx).is_ready()
         {
             fired = match *this.phase {
-                Phase::First(FirstChunk::FirstByte(limit)) => {
-                    Some(first_byte_error(*this.id, limit))
-                }
-                Phase::First(FirstChunk::Attempt(limit)) => Some(attempt_error(*this.id, limit)),
+                Phase::First(due) => Some(due.error(*this.id)),
                 Phase::Idle(limit) => Some(idle_error(*this.id, limit)),
                 Phase::Off => None,
             };

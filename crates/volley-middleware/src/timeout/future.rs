@@ -70,10 +70,7 @@ where
         }
         if let (Some(sleep), Some(due)) = (this.timer.as_pin_mut(), *this.due) {
             ready!(sleep.poll(cx));
-            return Poll::Ready(Err(match due {
-                FirstChunk::FirstByte(limit) => first_byte_error(*this.id, limit),
-                FirstChunk::Attempt(limit) => attempt_error(*this.id, limit),
-            }));
+            return Poll::Ready(Err(due.error(*this.id)));
         }
         Poll::Pending
     }
