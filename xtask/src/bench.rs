@@ -17,8 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use volley::bench::report;
-use volley::bench::results::{BenchResults, TargetCheck};
+use volley_bench::report;
+use volley_bench::results::{BenchResults, TargetCheck};
 
 const USAGE: &str = "usage: cargo xtask bench [--quick] [--baseline DIR|results.json] [--out DIR]
                          [--only S1,S2,...] [--no-criterion] [--strict]

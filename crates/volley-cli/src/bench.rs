@@ -1,6 +1,6 @@
 //! `volley bench`: flags to a [`BenchConfig`], a live progress line, the report.
 //!
-//! Everything measured and written is `volley::bench` library code; this module only parses
+//! Everything measured and written is `volley_bench` library code; this module only parses
 //! flags, starts the embedded mock for `--mock`, and prints.
 
 use std::io::{IsTerminal, Write};
@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use volley::bench::{
+use volley::core::ApiKey;
+use volley_bench::{
     Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, parse_duration, report,
 };
-use volley_core::ApiKey;
 use volley_mock::MockServer;
 
 use crate::config::UsageError;
@@ -38,7 +38,7 @@ use crate::mock::MockBehaviour;
 #[command(verbatim_doc_comment)]
 pub(crate) struct BenchArgs {
     /// The endpoint's base URL, /v1 included (ignored with --mock).
-    #[arg(long, env = "OPENAI_BASE_URL", default_value = volley::bench::DEFAULT_BASE_URL)]
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = volley_bench::DEFAULT_BASE_URL)]
     base_url: String,
     /// Run against a mock server embedded in this process (the latency, fault and rate-limit
     /// flags below configure it, as for `volley mock`).
@@ -55,7 +55,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = "poisson", requires = "rate")]
     arrivals: Arrivals,
     /// Open loop: the most requests in flight; arrivals beyond it are dropped and counted.
-    #[arg(long, default_value_t = volley::bench::DEFAULT_MAX_IN_FLIGHT, requires = "rate")]
+    #[arg(long, default_value_t = volley_bench::DEFAULT_MAX_IN_FLIGHT, requires = "rate")]
     max_in_flight: usize,
     /// A closed loop whose concurrency grows linearly, e.g. "1..1024 over 30s", then holds.
     #[arg(long)]
@@ -72,7 +72,7 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     stream: bool,
     /// The model named in every request.
-    #[arg(long, default_value = volley::bench::DEFAULT_MODEL)]
+    #[arg(long, default_value = volley_bench::DEFAULT_MODEL)]
     model: String,
     /// Prompt lengths in tokens: "64", "16..512", "lognormal:256,64".
     #[arg(long, default_value = "64")]
@@ -275,7 +275,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The figures a person looks at first, as plain text.
-fn summary(r: &volley::bench::results::BenchResults) -> String {
+fn summary(r: &volley_bench::results::BenchResults) -> String {
     use std::fmt::Write as _;
     let s = &r.summary;
     let mut out = String::new();

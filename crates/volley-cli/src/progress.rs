@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use volley::batch::{Progress, ProgressSnapshot, Summary};
+use volley_batch::{Progress, ProgressSnapshot, Summary};
 
 /// How often the bar is redrawn.
 const BAR_TICK: Duration = Duration::from_millis(150);

@@ -1,7 +1,7 @@
 //! `volley run`: a JSONL batch through the client, one outcome per line, resumable.
 //!
 //! This module only turns flags into settings, a client and batch options, then shows the
-//! run; the engine is `volley::batch`.
+//! run; the engine is `volley_batch`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use volley::batch::{BatchOptions, BatchRunner, Input, Outcome, Summary};
 use volley::middleware::retry::Policy;
 use volley::redis::{RedisOptions, RedisStore};
 use volley::{Client, ErrorKind};
+use volley_batch::{BatchOptions, BatchRunner, Input, Outcome, Summary};
 use volley_mock::{Faults, Latency, MockConfig, MockServer};
 
 use crate::config::{
@@ -490,7 +490,7 @@ fn retry_policy(max_retries: u32) -> anyhow::Result<Policy> {
 /// Installs the Prometheus recorder with its HTTP listener on `addr`.
 fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    use volley_middleware::metrics::{REQUEST_DURATION_SECONDS, TIME_TO_FIRST_BYTE_SECONDS};
+    use volley::middleware::metrics::{REQUEST_DURATION_SECONDS, TIME_TO_FIRST_BYTE_SECONDS};
 
     // Without buckets the exporter renders histograms as summaries, which cannot be
     // aggregated across processes.
@@ -516,7 +516,7 @@ fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
         )?
         .install()
         .with_context(|| format!("serving metrics on {addr}"))?;
-    volley_middleware::metrics::describe();
+    volley::middleware::metrics::describe();
     Ok(())
 }
 
@@ -647,7 +647,7 @@ fn report(
 
 async fn validate(input: Input) -> anyhow::Result<ExitCode> {
     let max_line_bytes = BatchOptions::default().max_line_bytes;
-    let report = volley::batch::validate(input, max_line_bytes)
+    let report = volley_batch::validate(input, max_line_bytes)
         .await
         .context("validating the input")?;
     println!(

@@ -6,8 +6,15 @@
 //!
 //! This crate is the facade most users depend on. [`Client`] wraps the pooled transport of
 //! [`volley_transport`] and offers typed calls ([`Client::chat`], [`Client::chat_stream`],
-//! [`Client::embeddings`]) and a raw [`Client::send`]. Retry, rate limits, timeouts and the
-//! cache arrive as tower layers in `volley-middleware`; this release is the transport alone.
+//! [`Client::embeddings`]) and a raw [`Client::send`]. Retry, rate limits, timeouts, metrics
+//! and the cache are tower layers from `volley-middleware` (re-exported as [`middleware`]),
+//! composed by [`ClientBuilder`] with defaults that suit a batch job; [`Client::into_service`]
+//! hands the stack back for further wrapping. [`Client::fan_out`] runs many requests with
+//! bounded concurrency, and [`blocking::Client`] does the same from synchronous code.
+//!
+//! The engines built on this facade live in their own crates, so a program that only calls an
+//! API compiles neither: `volley-batch` (the batch engine behind `volley run`) and
+//! `volley-bench` (the load tester behind `volley bench`).
 //!
 //! Create one `Client` and clone it wherever it is needed: clones share one connection pool.
 //!
@@ -38,9 +45,6 @@
 //! - `redis`: a rate limiter and a cache shared through Redis (module `redis`).
 #![deny(missing_docs)]
 
-pub mod batch;
-#[cfg(feature = "bench")]
-pub mod bench;
 pub mod blocking;
 mod chat_stream;
 mod client;

@@ -1,0 +1,266 @@
+//! The dispatch loop: keeps `concurrency` requests in flight, hands outcomes to the writer,
+//! integrates the in-flight count, and carries out shutdown.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use volley::core::Request;
+
+use super::BatchOptions;
+use super::progress::Progress;
+use super::record::{Outcome, OutcomeRecord};
+use super::send::{Finished, execute};
+use super::writer;
+use volley::Client;
+
+/// One line for the runner, in input order.
+pub(super) struct Item {
+    /// Position among the lines that get an outcome this run.
+    pub(super) seq: u64,
+    pub(super) line: u64,
+    pub(super) work: Work,
+}
+
+/// What to do with a line.
+pub(super) enum Work {
+    /// Send the request.
+    Send { custom_id: String, request: Request },
+    /// Write this record (an invalid line).
+    Record(OutcomeRecord),
+}
+
+/// The state of the dispatch loop.
+pub(super) struct Loop<'a> {
+    client: Client,
+    options: &'a BatchOptions,
+    progress: &'a Progress,
+    items: mpsc::Receiver<Item>,
+    record_tx: mpsc::Sender<writer::Message>,
+    /// Ordered mode: the state of the writer's reorder buffer.
+    released: watch::Receiver<writer::Window>,
+    tasks: JoinSet<(u64, Finished)>,
+    /// The requests in flight (`tasks.len()`, tracked to integrate it before it changes).
+    in_flight: usize,
+    /// Items taken from the reader (the next item's `seq`).
+    received: u64,
+    /// Requests that made at least one attempt (cancelled ones are assumed to have).
+    attempted: u64,
+    errors_by_code: BTreeMap<String, u64>,
+    /// The integral of the in-flight count over time, in request-seconds.
+    area: f64,
+    last_change: Instant,
+    interrupted: bool,
+    /// Set by a request that ended in HTTP 401 or 403: no new line is taken.
+    credentials_rejected: Option<String>,
+    writer_failed: bool,
+}
+
+/// What the loop counted.
+pub(super) struct Tally {
+    pub(super) attempted: u64,
+    pub(super) errors_by_code: BTreeMap<String, u64>,
+    /// The integral of the in-flight count over time, in request-seconds.
+    pub(super) in_flight_area: f64,
+    pub(super) interrupted: bool,
+    pub(super) credentials_rejected: Option<String>,
+}
+
+impl<'a> Loop<'a> {
+    pub(super) fn new(
+        client: Client,
+        options: &'a BatchOptions,
+        progress: &'a Progress,
+        items: mpsc::Receiver<Item>,
+        record_tx: mpsc::Sender<writer::Message>,
+        released: watch::Receiver<writer::Window>,
+    ) -> Loop<'a> {
+        Loop {
+            client,
+            options,
+            progress,
+            items,
+            record_tx,
+            released,
+            tasks: JoinSet::new(),
+            in_flight: 0,
+            received: 0,
+            attempted: 0,
+            errors_by_code: BTreeMap::new(),
+            area: 0.0,
+            last_change: Instant::now(),
+            interrupted: false,
+            credentials_rejected: None,
+            writer_failed: false,
+        }
+    }
+
+    /// Runs until the input is done and every request has its outcome, or until `shutdown`
+    /// and its grace period are over, or the writer fails. Dropping the result closes the
+    /// channel to the writer.
+    pub(super) async fn run(mut self, shutdown: impl Future<Output = ()>) -> Tally {
+        self.dispatch_all(shutdown).await;
+        Tally {
+            attempted: self.attempted,
+            errors_by_code: self.errors_by_code,
+            in_flight_area: self.area,
+            interrupted: self.interrupted,
+            credentials_rejected: self.credentials_rejected,
+        }
+    }
+
+    async fn dispatch_all(&mut self, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut reading = true;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let stopping = !reading || deadline.is_some() || self.credentials_rejected.is_some();
+            if (stopping && self.tasks.is_empty()) || self.writer_failed {
+                break;
+            }
+            let window_open = !self.options.ordered || {
+                let window = *self.released.borrow();
+                self.received
+                    < window
+                        .released
+                        .saturating_add(self.options.reorder_window as u64)
+                    && window.held_bytes < self.options.reorder_max_bytes as u64
+            };
+            let can_take = !stopping && self.tasks.len() < self.options.concurrency && window_open;
+            tokio::select! {
+                biased;
+                () = &mut shutdown, if deadline.is_none() => {
+                    // Lines still to read, or requests cancelled below, have no outcome yet.
+                    self.interrupted = reading;
+                    deadline = Some(tokio::time::Instant::now() + self.options.grace);
+                    self.items.close();
+                }
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.interrupted = true;
+                    self.tasks.abort_all();
+                    // Cancelled tasks leave no record; drain them (and any that just finished).
+                    while let Some(joined) = self.tasks.join_next().await {
+                        self.set_in_flight(self.in_flight - 1);
+                        match joined {
+                            Ok((seq, finished)) => self.finish(seq, finished).await,
+                            // It was in flight: count it as having made its attempt.
+                            Err(_) => self.attempted += 1,
+                        }
+                    }
+                }
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    self.set_in_flight(self.in_flight - 1);
+                    let (seq, finished) =
+                        joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                    self.finish(seq, finished).await;
+                }
+                item = self.items.recv(), if can_take => match item {
+                    Some(item) => self.dispatch(item).await,
+                    None => reading = false,
+                },
+                changed = self.released.changed(), if !window_open => {
+                    // The writer only drops its end when it fails.
+                    self.writer_failed |= changed.is_err();
+                }
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, item: Item) {
+        self.received += 1;
+        match item.work {
+            Work::Record(record) => {
+                Progress::add(&self.progress.invalid, 1);
+                self.count_error(&record);
+                self.write(item.seq, record).await;
+            }
+            Work::Send { custom_id, request } => {
+                Progress::add(&self.progress.sent, 1);
+                self.tasks.spawn(execute(
+                    self.client.clone(),
+                    item.seq,
+                    item.line,
+                    custom_id,
+                    request,
+                ));
+                self.set_in_flight(self.in_flight + 1);
+            }
+        }
+    }
+
+    async fn finish(&mut self, seq: u64, finished: Finished) {
+        if self.options.stop_on_auth_failure
+            && self.credentials_rejected.is_none()
+            && let Some(why) = rejected_credentials(&finished.record)
+        {
+            tracing::error!("{why}; no new line is taken");
+            self.credentials_rejected = Some(why);
+            // The reader stops at its next line; what it queued stays unsent.
+            self.items.close();
+        }
+        let counter = if finished.record.is_success() {
+            &self.progress.succeeded
+        } else {
+            self.count_error(&finished.record);
+            &self.progress.failed
+        };
+        Progress::add(counter, 1);
+        Progress::add(&self.progress.tokens_in, finished.tokens_in);
+        Progress::add(&self.progress.tokens_out, finished.tokens_out);
+        self.attempted += u64::from(finished.attempted);
+        self.write(seq, finished.record).await;
+    }
+
+    fn count_error(&mut self, record: &OutcomeRecord) {
+        if let Some(code) = record.error_code() {
+            *self.errors_by_code.entry(code).or_default() += 1;
+        }
+    }
+
+    async fn write(&mut self, seq: u64, record: OutcomeRecord) {
+        if self.record_tx.send((seq, record)).await.is_err() {
+            // The writer ended on an I/O error; `run` reports it.
+            self.writer_failed = true;
+            self.tasks.abort_all();
+        }
+    }
+
+    /// Changes the in-flight count, adding the area under the old count since its last
+    /// change to the integral.
+    fn set_in_flight(&mut self, in_flight: usize) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last_change).as_secs_f64();
+        self.area += self.in_flight as f64 * dt;
+        self.last_change = now;
+        self.in_flight = in_flight;
+        self.progress
+            .in_flight
+            .store(in_flight as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `HTTP 401: <the provider's message>` when `record` says the credentials were refused.
+fn rejected_credentials(record: &OutcomeRecord) -> Option<String> {
+    let Outcome::Response {
+        status_code: status @ (401 | 403),
+        body,
+        ..
+    } = &record.outcome
+    else {
+        return None;
+    };
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "no message".to_owned());
+    Some(format!("HTTP {status}: {message}"))
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,370 @@
+//! Reading the input: lines with a size cap, validation, duplicate `custom_id`s, and
+//! [`validate`].
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use volley::core::{Error, ErrorKind};
+
+use super::keys::{KeySet, Keys};
+use super::parse::{InvalidLine, ParsedLine, parse_line};
+use super::record::{Outcome, OutcomeRecord};
+
+/// Where the requests come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A JSONL file.
+    Path(PathBuf),
+    /// Standard input (its total is unknown to the progress counters).
+    Stdin,
+}
+
+impl Input {
+    /// `-` is standard input, anything else a path: the command-line convention.
+    pub fn from_arg(arg: impl Into<PathBuf>) -> Input {
+        let path = arg.into();
+        if path.as_os_str() == "-" {
+            Input::Stdin
+        } else {
+            Input::Path(path)
+        }
+    }
+}
+
+impl fmt::Display for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Input::Path(path) => write!(f, "{}", path.display()),
+            Input::Stdin => f.write_str("standard input"),
+        }
+    }
+}
+
+/// What [`validate`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ValidationReport {
+    /// Non-blank lines.
+    pub lines: u64,
+    /// Lines that are valid requests.
+    pub valid: u64,
+    /// The records the first [`MAX_REPORTED_INVALID`] invalid lines would get (all
+    /// [`Outcome::Invalid`]), in input order.
+    pub invalid: Vec<OutcomeRecord>,
+    /// How many lines are invalid, all of them counted.
+    pub invalid_count: u64,
+}
+
+/// How many invalid lines a [`ValidationReport`] lists.
+pub const MAX_REPORTED_INVALID: usize = 1_000;
+
+/// Checks every line of `input` as [`BatchRunner::run`](super::BatchRunner::run) would
+/// (JSON, fields, URL, duplicate `custom_id`s, UTF-8, lines over `max_line_bytes`) and sends
+/// nothing.
+///
+/// # Errors
+/// `InvalidInput` when the input cannot be opened or read.
+pub async fn validate(input: Input, max_line_bytes: usize) -> Result<ValidationReport, Error> {
+    let mut source = LineSource::open(&input, max_line_bytes, Keys::new()).await?;
+    let mut report = ValidationReport::default();
+    while let Some(line) = source.next().await? {
+        report.lines += 1;
+        match line.parsed {
+            Ok(_) => report.valid += 1,
+            Err(invalid) => {
+                report.invalid_count += 1;
+                if report.invalid.len() < MAX_REPORTED_INVALID {
+                    report.invalid.push(invalid_record(line.line, invalid));
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The record of an invalid line.
+pub(crate) fn invalid_record(line: u64, invalid: InvalidLine) -> OutcomeRecord {
+    OutcomeRecord {
+        line,
+        custom_id: invalid.custom_id,
+        outcome: Outcome::Invalid {
+            code: invalid.code,
+            message: invalid.message,
+        },
+    }
+}
+
+/// One non-blank input line, checked.
+pub(crate) struct SourceLine {
+    pub(crate) line: u64,
+    /// The key a recorded outcome of this line is found under: the `custom_id`'s for a valid
+    /// line, the line number's for an invalid one.
+    pub(crate) key: u64,
+    pub(crate) parsed: Result<ParsedLine, InvalidLine>,
+}
+
+/// The checked lines of an input, in order, in bounded memory.
+pub(crate) struct LineSource {
+    reader: LineReader,
+    keys: Keys,
+    /// Keys of every `custom_id` seen so far, valid line or not: ids must be unique.
+    seen: KeySet,
+    buf: Vec<u8>,
+}
+
+impl LineSource {
+    pub(crate) async fn open(input: &Input, max: usize, keys: Keys) -> Result<LineSource, Error> {
+        let reader: Box<dyn AsyncRead + Send + Unpin> = match input {
+            Input::Path(path) => {
+                let fail = |what: &str, e: std::io::Error| {
+                    Error::new(
+                        ErrorKind::InvalidInput,
+                        format!("{what} the input file {}: {e}", path.display()),
+                    )
+                    .with_source(e)
+                };
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| fail("opening", e))?;
+                let meta = file.metadata().await.map_err(|e| fail("reading", e))?;
+                if meta.is_dir() {
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        format!("the input {} is a directory", path.display()),
+                    ));
+                }
+                Box::new(file)
+            }
+            Input::Stdin => Box::new(stdin().map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("opening standard input: {e}"),
+                )
+                .with_source(e)
+            })?),
+        };
+        Ok(LineSource {
+            reader: LineReader {
+                inner: BufReader::with_capacity(256 * 1024, reader),
+                max,
+                line: 0,
+                input: input.to_string(),
+            },
+            keys,
+            seen: KeySet::default(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// The next non-blank line, `None` at the end of the input.
+    pub(crate) async fn next(&mut self) -> Result<Option<SourceLine>, Error> {
+        loop {
+            let Some(read) = self.reader.next(&mut self.buf).await? else {
+                return Ok(None);
+            };
+            let line = self.reader.line;
+            let parsed = match read {
+                Read::TooLong(len) => Err(InvalidLine::too_long(line, len, self.reader.max)),
+                Read::Line if self.buf.iter().all(u8::is_ascii_whitespace) => continue,
+                Read::Line => parse_line(line, &self.buf),
+            };
+            let (key, parsed) = match parsed {
+                Ok(parsed) => {
+                    let key = self.keys.custom_id(&parsed.custom_id);
+                    if self.seen.insert(key) {
+                        (key, Ok(parsed))
+                    } else {
+                        let invalid = InvalidLine::duplicate(line, parsed.custom_id);
+                        (self.keys.line(line), Err(invalid))
+                    }
+                }
+                Err(invalid) => {
+                    if let Some(id) = &invalid.custom_id {
+                        self.seen.insert(self.keys.custom_id(id));
+                    }
+                    (self.keys.line(line), Err(invalid))
+                }
+            };
+            return Ok(Some(SourceLine { line, key, parsed }));
+        }
+    }
+}
+
+enum Read {
+    /// A line is in the buffer (newline and a trailing `\r` removed).
+    Line,
+    /// The line was longer than the cap; it was skipped. Its length in bytes.
+    TooLong(u64),
+}
+
+/// Reads lines of at most `max` bytes; a longer one is read through and dropped, never held.
+struct LineReader {
+    inner: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
+    max: usize,
+    /// The number of the last line read, from 1.
+    line: u64,
+    /// The input's name, for errors.
+    input: String,
+}
+
+impl LineReader {
+    async fn next(&mut self, buf: &mut Vec<u8>) -> Result<Option<Read>, Error> {
+        buf.clear();
+        let mut len: u64 = 0;
+        let mut too_long = false;
+        loop {
+            let available = self.inner.fill_buf().await.map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("reading {} after line {}: {e}", self.input, self.line),
+                )
+                .with_source(e)
+            })?;
+            if available.is_empty() {
+                if len == 0 {
+                    return Ok(None);
+                }
+                break;
+            }
+            let newline = available.iter().position(|&b| b == b'\n');
+            let take = newline.unwrap_or(available.len());
+            len += take as u64;
+            if !too_long {
+                if buf.len() + take > self.max {
+                    too_long = true;
+                    buf.clear();
+                } else {
+                    buf.extend_from_slice(&available[..take]);
+                }
+            }
+            self.inner.consume(take + usize::from(newline.is_some()));
+            if newline.is_some() {
+                break;
+            }
+        }
+        self.line += 1;
+        if too_long {
+            return Ok(Some(Read::TooLong(len)));
+        }
+        if self.line == 1 && buf.starts_with(BOM) {
+            buf.drain(..BOM.len());
+        }
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        Ok(Some(Read::Line))
+    }
+}
+
+/// Counts the non-blank lines of a regular file on a blocking thread, for the progress
+/// total (blank lines get no outcome, so they are not counted); gives up with `None` when
+/// `stop` is set or the file cannot be read.
+pub(crate) fn count_lines(path: PathBuf, stop: Arc<AtomicBool>) -> Option<u64> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut chunk = vec![0u8; 1 << 20];
+    // Whether the current line has a byte other than whitespace so far.
+    let (mut lines, mut content, mut first) = (0u64, false, true);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let n = match file.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        let mut bytes = &chunk[..n];
+        if std::mem::take(&mut first) {
+            bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
+        }
+        for &b in bytes {
+            if b == b'\n' {
+                lines += u64::from(content);
+                content = false;
+            } else if !b.is_ascii_whitespace() {
+                content = true;
+            }
+        }
+    }
+    Some(lines + u64::from(content))
+}
+
+/// The UTF-8 byte order mark some editors put at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Standard input as an async file: tokio's own `Stdin` needs its `io-std` feature, a file
+/// over a duplicate of descriptor 0 does the same (reads on a blocking thread).
+#[cfg(unix)]
+fn stdin() -> std::io::Result<tokio::fs::File> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    Ok(tokio::fs::File::from_std(std::fs::File::from(fd)))
+}
+
+/// Standard input as an async file, over a duplicate of its handle.
+#[cfg(windows)]
+fn stdin() -> std::io::Result<tokio::fs::File> {
+    use std::os::windows::io::AsHandle;
+    let handle = std::io::stdin().as_handle().try_clone_to_owned()?;
+    Ok(tokio::fs::File::from_std(std::fs::File::from(handle)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(data: &'static [u8], max: usize) -> Vec<String> {
+        let mut reader = LineReader {
+            inner: BufReader::with_capacity(4, Box::new(data)),
+            max,
+            line: 0,
+            input: "test".into(),
+        };
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        while let Some(read) = reader.next(&mut buf).await.unwrap() {
+            out.push(match read {
+                Read::Line => String::from_utf8(buf.clone()).unwrap(),
+                Read::TooLong(n) => format!("<{n}>"),
+            });
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_are_capped_without_buffering() {
+        assert_eq!(
+            lines(b"ab\r\ncdefgh\n\nij", 5).await,
+            ["ab", "<6>", "", "ij"]
+        );
+        assert_eq!(lines(b"abcde\n", 5).await, ["abcde"]);
+        assert!(lines(b"", 5).await.is_empty());
+        // A byte order mark is dropped from the first line only.
+        assert_eq!(
+            lines(b"\xEF\xBB\xBFab\n\xEF\xBB\xBFc\n", 10).await,
+            ["ab", "\u{feff}c"]
+        );
+    }
+
+    #[test]
+    fn counting_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x");
+        let stop = Arc::new(AtomicBool::new(false));
+        std::fs::write(&path, "a\nb\nc").unwrap();
+        assert_eq!(count_lines(path.clone(), stop.clone()), Some(3));
+        std::fs::write(&path, "a\nb\n").unwrap();
+        assert_eq!(count_lines(path.clone(), stop.clone()), Some(2));
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(count_lines(path.clone(), stop.clone()), Some(0));
+        // Blank lines get no outcome and are not counted; nor is a byte order mark.
+        std::fs::write(&path, "a\n\n  \r\nb\n \t").unwrap();
+        assert_eq!(count_lines(path.clone(), stop.clone()), Some(2));
+        std::fs::write(&path, "\u{feff}\n\n").unwrap();
+        assert_eq!(count_lines(path, stop), Some(0));
+    }
+}

@@ -1,0 +1,242 @@
+//! The batch engine behind `volley run`: a JSONL file of requests in, exactly one recorded
+//! outcome per line out, across crashes and restarts.
+//!
+//! # Input
+//!
+//! The [OpenAI Batch API] input format, so files move between Volley and the provider's batch
+//! service unchanged: one JSON object per line,
+//!
+//! ```text
+//! {"custom_id": "req-1", "method": "POST", "url": "/v1/chat/completions", "body": {...}}
+//! ```
+//!
+//! `url` is one of `/v1/chat/completions`, `/v1/embeddings`, `/v1/completions`,
+//! `/v1/responses` and `/v1/moderations`, resolved as the provider does: the client's base
+//! URL includes `/v1` (`http://host/prefix/v1`), so the line's `/v1` is dropped and the rest
+//! appended (`http://host/prefix/v1/chat/completions`). The `custom_id` is sent as
+//! `X-Client-Request-Id` when it is printable ASCII of at most 512 bytes (OpenAI's rule), and
+//! the line number becomes the request's [`RequestId`](volley::RequestId) in logs and errors.
+//!
+//! The input is read as a stream with a bounded queue in front of the requests, so a file of
+//! ten million lines runs in bounded memory (what grows with the file is one 8-byte hash per
+//! `custom_id`, about 16–19 bytes each in its hash set, see
+//! [Duplicates and resume](#duplicates-and-resume)). Blank lines are skipped, and a UTF-8 byte
+//! order mark at the start of the file is ignored. The `body` is sent byte for byte as the
+//! line wrote it (key order, whitespace and the text of numbers are kept). A body with
+//! `"stream": true` is an `invalid_field` line: a batch records whole responses, not streams.
+//!
+//! The input may be a regular file, a pipe or a FIFO (`<(…)`, `/dev/stdin`); only a regular
+//! file is counted ahead for the progress total, since counting reads the input a second
+//! time.
+//!
+//! # Output
+//!
+//! The OpenAI Batch output format, one line per input line, in completion order (or input
+//! order with [`BatchOptions::ordered`]; then one slow request holds every later outcome
+//! back, up to its timeout, and when the reorder window or its byte limit is full, reading
+//! waits for it):
+//!
+//! ```text
+//! {"id":"batch_req_…","custom_id":"req-1","response":{"status_code":200,"request_id":"…","body":{…}},"error":null}
+//! {"id":"batch_req_…","custom_id":"req-2","response":{"status_code":400,"request_id":"…","body":{"error":{…}}},"error":null}
+//! {"id":"batch_req_…","custom_id":"req-3","response":null,"error":{"code":"timeout","message":"line 3: …"}}
+//! {"id":"batch_req_…","custom_id":null,"response":null,"error":{"code":"invalid_json","message":"line 4: …"},"line":4}
+//! ```
+//!
+//! A final HTTP error (after retries) is a `response` with the provider's status and error
+//! body, as OpenAI writes it. A failure without an HTTP response is an `error` whose `code` is
+//! the [`ErrorKind`](volley::ErrorKind) name (`timeout`, `connection`, `invalid_input`, …) or,
+//! for a 2xx reply that is not JSON, `body_decode`. A bad input line is an `error` with a code
+//! from [`Outcome::Invalid`] (`invalid_json`, `missing_field`, `duplicate_custom_id`, …), a
+//! message naming the line and the field, and an extra `"line"` member: such records are
+//! keyed by line number rather than by `custom_id` (which may be missing, wrongly typed or a
+//! duplicate), and `custom_id` is `null` when the line has no usable one. Every record that
+//! is not a 2xx response is also appended to [`BatchOptions::errors`] when set. Record ids
+//! are `batch_req_` followed by a random number drawn at the start of the run and a counter,
+//! so they differ across runs.
+//!
+//! # Durability and resume
+//!
+//! One writer task appends the records; it writes and `fsync`s them (on a blocking thread,
+//! never a runtime thread) every [`BatchOptions::flush_records`] records or
+//! [`BatchOptions::flush_interval`], whichever comes first, and at the end. When the output
+//! file already exists, [`BatchRunner::run`] first reads it: a torn last line (a crash
+//! mid-write) is cut off, and every line whose outcome is recorded is skipped and counted in
+//! [`Summary::skipped`]. So after `kill -9` or a power cut, running the same command again
+//! sends only what has no recorded outcome. **The guarantee**: no request whose outcome was
+//! recorded (flushed) is sent again; a request whose outcome was not yet flushed is sent
+//! again. The errors file is not the source of truth: its torn tail is cut too, but after a
+//! crash it may hold an error twice (its flush goes first, so it never misses one that the
+//! output has).
+//!
+//! The output and errors files must be regular files (or not exist yet): a pipe or a terminal
+//! cannot be resumed from. A run holds an exclusive advisory lock (`flock`) on both while it
+//! writes, so a second run on the same output fails at once instead of interleaving records.
+//!
+//! **The last record for a `custom_id` is its outcome.** Normally there is one; with
+//! [`BatchOptions::retry_failed`], a resumed run sends again the lines whose recorded outcome
+//! is a failure (not an invalid line: resending cannot fix those) and appends their new
+//! outcome, so the file then holds both records and the later one counts, for the resume scan
+//! as for any reader of the file.
+//!
+//! # Stopping on rejected credentials
+//!
+//! With [`BatchOptions::stop_on_auth_failure`] (the default), a request that ends in HTTP 401
+//! or 403 stops the run as a shutdown does (no new line is taken, requests in flight
+//! finish): every other line would fail the same way. [`Summary::credentials_rejected`] says
+//! why; fix the key and resume with [`BatchOptions::retry_failed`].
+//!
+//! # Duplicates and resume
+//!
+//! `custom_id`s must be unique within a file. Both the duplicate check and the set of recorded
+//! outcomes hold 64-bit keyed hashes (SipHash with a per-process random key) instead of the
+//! ids, to keep memory small: about 16–19 bytes per id in a `HashSet<u64>` (8 for the key,
+//! one control byte, and the table's spare capacity). Two different ids collide with a probability of about
+//! n²/2⁶⁵ for n ids: 3·10⁻⁸ for a million, 3·10⁻⁶ for ten million. A collision would make a
+//! line look like a duplicate (or, on resume, like already done).
+//!
+//! # Shutdown
+//!
+//! When the future passed to [`BatchRunner::run`] completes (the CLI passes Ctrl-C and
+//! SIGTERM), no new
+//! line is taken, requests in flight get [`BatchOptions::grace`] to finish, the rest are
+//! cancelled (they have no record and are sent again on resume), the records are flushed and
+//! the [`Summary`] says `interrupted`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use volley::Client;
+//! use volley_batch::{BatchOptions, BatchRunner, Input};
+//!
+//! # async fn demo() -> Result<(), volley::Error> {
+//! let client = Client::from_env()?;
+//! let options = BatchOptions {
+//!     errors: Some("errors.jsonl".into()),
+//!     ..BatchOptions::new("out.jsonl")
+//! };
+//! let runner = BatchRunner::new(client, Input::Path("requests.jsonl".into()), options);
+//! let progress = runner.progress(); // poll `progress.snapshot()` for a progress bar
+//! // The CLI passes `tokio::signal::ctrl_c()`; a future that never completes runs to the end.
+//! let summary = runner.run(std::future::pending()).await?;
+//! println!("{} succeeded, {} failed", summary.succeeded, summary.failed);
+//! # Ok(()) }
+//! ```
+//!
+//! [OpenAI Batch API]: https://platform.openai.com/docs/guides/batch
+#![deny(missing_docs)]
+
+mod dispatch;
+mod input;
+mod keys;
+mod parse;
+mod progress;
+mod record;
+mod resume;
+mod runner;
+mod send;
+mod summary;
+mod writer;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use input::{Input, MAX_REPORTED_INVALID, ValidationReport, validate};
+pub use progress::{Progress, ProgressSnapshot};
+pub use record::{Outcome, OutcomeRecord};
+pub use runner::BatchRunner;
+pub use summary::Summary;
+
+/// The default of [`BatchOptions::reorder_window`].
+pub const DEFAULT_REORDER_WINDOW: usize = 10_000;
+/// The default of [`BatchOptions::reorder_max_bytes`]: 256 MiB.
+pub const DEFAULT_REORDER_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// The default of [`BatchOptions::max_line_bytes`]: 10 MiB.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 10 * 1024 * 1024;
+/// The default of [`BatchOptions::concurrency`].
+pub const DEFAULT_BATCH_CONCURRENCY: usize = 256;
+/// The default of [`BatchOptions::grace`].
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// The default of [`BatchOptions::flush_interval`].
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+/// The default of [`BatchOptions::flush_records`].
+pub const DEFAULT_FLUSH_RECORDS: usize = 1_000;
+
+/// How a [`BatchRunner`] runs. Start from [`BatchOptions::new`] (or `Default`, whose `output`
+/// is `batch_output.jsonl`) and set fields.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// The outcomes file (JSONL, OpenAI Batch output format). Created when missing; when it
+    /// exists, the run resumes from it. Default: `batch_output.jsonl`.
+    pub output: PathBuf,
+    /// A second file that every outcome other than a 2xx response is also appended to.
+    /// Default: none.
+    pub errors: Option<PathBuf>,
+    /// Write outcomes in input order (within [`reorder_window`](Self::reorder_window)).
+    /// Across a resume, the lines sent by the later run come after the earlier run's.
+    /// Default: `false` (written as they complete).
+    pub ordered: bool,
+    /// With [`ordered`](Self::ordered): how many lines a finished outcome may be ahead of the
+    /// oldest unfinished one; when the window is full, reading waits. Default:
+    /// [`DEFAULT_REORDER_WINDOW`] (10 000).
+    pub reorder_window: usize,
+    /// With [`ordered`](Self::ordered): the most bytes of finished outcomes held back; when
+    /// they reach it, reading waits as for a full window. Default:
+    /// [`DEFAULT_REORDER_MAX_BYTES`] (256 MiB).
+    pub reorder_max_bytes: usize,
+    /// On resume, send again the lines whose recorded outcome is a failure (an HTTP error or
+    /// an error without a response; invalid lines are not resent) and append their new
+    /// outcome, which then counts as theirs. Default: `false` (a recorded failure is final).
+    pub retry_failed: bool,
+    /// Stop taking new lines when a request ends in HTTP 401 or 403 (the credentials are
+    /// wrong, so every line would fail); requests in flight finish and
+    /// [`Summary::credentials_rejected`] says why. Default: `true`.
+    pub stop_on_auth_failure: bool,
+    /// The longest input line, newline excluded; longer lines are skipped without being held
+    /// in memory and get a `line_too_long` record. Default: [`DEFAULT_MAX_LINE_BYTES`]
+    /// (10 MiB).
+    pub max_line_bytes: usize,
+    /// How many requests the runner keeps in flight (each waits in the client's own limits
+    /// too, so set the client's concurrency at least as high). Default:
+    /// [`DEFAULT_BATCH_CONCURRENCY`] (256).
+    pub concurrency: usize,
+    /// On shutdown, how long requests in flight may take to finish before they are
+    /// cancelled. Default: [`DEFAULT_GRACE`] (30 s).
+    pub grace: Duration,
+    /// The longest time a finished outcome waits before it is written and `fsync`ed.
+    /// Default: [`DEFAULT_FLUSH_INTERVAL`] (200 ms).
+    pub flush_interval: Duration,
+    /// Flush after this many outcomes even when [`flush_interval`](Self::flush_interval) has
+    /// not passed. Default: [`DEFAULT_FLUSH_RECORDS`] (1 000).
+    pub flush_records: usize,
+}
+
+impl BatchOptions {
+    /// The defaults, writing outcomes to `output`.
+    pub fn new(output: impl Into<PathBuf>) -> BatchOptions {
+        BatchOptions {
+            output: output.into(),
+            ..BatchOptions::default()
+        }
+    }
+}
+
+impl Default for BatchOptions {
+    fn default() -> BatchOptions {
+        BatchOptions {
+            output: PathBuf::from("batch_output.jsonl"),
+            errors: None,
+            ordered: false,
+            reorder_window: DEFAULT_REORDER_WINDOW,
+            reorder_max_bytes: DEFAULT_REORDER_MAX_BYTES,
+            retry_failed: false,
+            stop_on_auth_failure: true,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            concurrency: DEFAULT_BATCH_CONCURRENCY,
+            grace: DEFAULT_GRACE,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            flush_records: DEFAULT_FLUSH_RECORDS,
+        }
+    }
+}

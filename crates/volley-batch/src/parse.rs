@@ -1,0 +1,369 @@
+//! Validating one input line and turning it into a [`Request`].
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{HeaderName, HeaderValue, Method};
+use serde::Deserialize;
+use serde_json::Value;
+use volley::core::openai::{ChatCompletionRequest, EmbeddingsRequest};
+use volley::core::{Request, RequestId, tokens};
+
+/// The header OpenAI reads a caller's own request id from.
+const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
+/// OpenAI accepts client request ids of at most 512 ASCII characters.
+const MAX_CLIENT_REQUEST_ID: usize = 512;
+
+/// The endpoints a batch line may name, and the path sent for each (relative to a base URL
+/// that ends in `/v1`).
+const URLS: [(&str, &str, Endpoint); 5] = [
+    ("/v1/chat/completions", "/chat/completions", Endpoint::Chat),
+    ("/v1/embeddings", "/embeddings", Endpoint::Embeddings),
+    ("/v1/completions", "/completions", Endpoint::Generation),
+    ("/v1/responses", "/responses", Endpoint::Generation),
+    ("/v1/moderations", "/moderations", Endpoint::Other),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Chat,
+    Embeddings,
+    /// Other endpoints that generate text, charged the default completion budget.
+    Generation,
+    Other,
+}
+
+/// A valid line.
+#[derive(Debug)]
+pub(crate) struct ParsedLine {
+    pub(crate) custom_id: String,
+    path: &'static str,
+    body: Bytes,
+    estimated_tokens: u32,
+}
+
+/// Why a line is not a valid request.
+#[derive(Debug)]
+pub(crate) struct InvalidLine {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    /// The line's `custom_id` when it has a usable one.
+    pub(crate) custom_id: Option<String>,
+}
+
+impl InvalidLine {
+    fn new(code: &'static str, message: String) -> InvalidLine {
+        InvalidLine {
+            code,
+            message,
+            custom_id: None,
+        }
+    }
+
+    /// A line longer than the cap (`len` bytes, newline excluded).
+    pub(crate) fn too_long(line: u64, len: u64, max: usize) -> InvalidLine {
+        InvalidLine::new(
+            "line_too_long",
+            format!("line {line}: the line is {len} bytes, above the limit of {max} bytes"),
+        )
+    }
+
+    /// A line whose `custom_id` an earlier line already used.
+    pub(crate) fn duplicate(line: u64, custom_id: String) -> InvalidLine {
+        InvalidLine {
+            code: "duplicate_custom_id",
+            message: format!(
+                "line {line}: field `custom_id`: {} is already used by an earlier line",
+                Value::from(custom_id.as_str())
+            ),
+            custom_id: Some(custom_id),
+        }
+    }
+}
+
+/// Checks one non-blank line (without its newline).
+pub(crate) fn parse_line(line: u64, bytes: &[u8]) -> Result<ParsedLine, InvalidLine> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        InvalidLine::new(
+            "invalid_utf8",
+            format!(
+                "line {line}: invalid UTF-8 at byte {} of the line",
+                e.valid_up_to() + 1
+            ),
+        )
+    })?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        // serde_json's message ends in "at line 1 column N"; say where in our terms.
+        let what = e.to_string();
+        let what = what.rsplit_once(" at line ").map_or(&*what, |(w, _)| w);
+        InvalidLine::new(
+            "invalid_json",
+            format!(
+                "line {line}: malformed JSON at column {}: {what}",
+                e.column()
+            ),
+        )
+    })?;
+    let Value::Object(mut object) = value else {
+        return Err(InvalidLine::new(
+            "invalid_json",
+            format!(
+                "line {line}: expected a JSON object, found {}",
+                type_name(&value)
+            ),
+        ));
+    };
+    let custom_id = match object.remove("custom_id") {
+        Some(Value::String(id)) if !id.is_empty() => id,
+        Some(Value::String(_)) => return Err(invalid_field(line, "custom_id", "an empty string")),
+        Some(other) => return Err(invalid_field(line, "custom_id", type_name(&other))),
+        None => return Err(missing(line, "custom_id")),
+    };
+    let with_id = |mut invalid: InvalidLine| {
+        invalid.custom_id = Some(custom_id.clone());
+        invalid
+    };
+    match object.get("method") {
+        Some(Value::String(m)) if m == "POST" => {}
+        Some(Value::String(m)) => {
+            return Err(with_id(InvalidLine::new(
+                "unsupported_method",
+                format!(
+                    "line {line}: field `method`: {} is not supported; only \"POST\" is",
+                    Value::from(m.as_str())
+                ),
+            )));
+        }
+        Some(other) => return Err(with_id(invalid_field(line, "method", type_name(other)))),
+        None => return Err(with_id(missing(line, "method"))),
+    }
+    let (path, endpoint) = match object.get("url") {
+        Some(Value::String(url)) => match URLS.iter().find(|(u, ..)| u == url) {
+            Some(&(_, path, endpoint)) => (path, endpoint),
+            None => {
+                return Err(with_id(InvalidLine::new(
+                    "unknown_url",
+                    format!(
+                        "line {line}: field `url`: unknown URL {}; expected one of {}",
+                        Value::from(url.as_str()),
+                        URLS.map(|(u, ..)| u).join(", ")
+                    ),
+                )));
+            }
+        },
+        Some(other) => return Err(with_id(invalid_field(line, "url", type_name(other)))),
+        None => return Err(with_id(missing(line, "url"))),
+    };
+    let body = match object.get("body") {
+        Some(body @ Value::Object(_)) => body,
+        Some(other) => return Err(with_id(invalid_field(line, "body", type_name(other)))),
+        None => return Err(with_id(missing(line, "body"))),
+    };
+    // A streamed reply would be billed and then fail to decode as one JSON body.
+    if body.get("stream") == Some(&Value::Bool(true)) {
+        return Err(with_id(InvalidLine::new(
+            "invalid_field",
+            format!("line {line}: field `body.stream`: streaming is not supported in batch files"),
+        )));
+    }
+    // The body is sent as the line wrote it, byte for byte: re-serialising the parsed value
+    // would reorder keys and could change the text of large or precise numbers.
+    let bytes = raw_body(text).unwrap_or_else(|| {
+        // Serialising a `Value` cannot fail (its map keys are strings).
+        serde_json::to_vec(body).unwrap_or_default()
+    });
+    let estimated_tokens = estimate(endpoint, body, &bytes);
+    Ok(ParsedLine {
+        custom_id,
+        path,
+        body: Bytes::from(bytes),
+        estimated_tokens,
+    })
+}
+
+impl ParsedLine {
+    /// The request to send for line `line`: id = the line number, `X-Client-Request-Id` =
+    /// the `custom_id` when OpenAI would accept it as one.
+    pub(crate) fn into_request(self, line: u64) -> (String, Request) {
+        let mut request = Request::new(Method::POST, PathAndQuery::from_static(self.path))
+            .with_id(RequestId::from_u64(line))
+            .with_body(self.body)
+            .with_estimated_tokens(self.estimated_tokens)
+            .with_header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        let id = &self.custom_id;
+        if id.len() <= MAX_CLIENT_REQUEST_ID
+            && id.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            && let Ok(value) = HeaderValue::from_str(id)
+        {
+            request = request.with_header(CLIENT_REQUEST_ID, value);
+        }
+        (self.custom_id, request)
+    }
+}
+
+/// The `body` member of a line exactly as written, when the line has exactly one.
+fn raw_body(text: &str) -> Option<Vec<u8>> {
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        body: &'a serde_json::value::RawValue,
+    }
+    let line: Line<'_> = serde_json::from_str(text).ok()?;
+    Some(line.body.get().as_bytes().to_vec())
+}
+
+/// The token cost the rate limiter charges before sending: typed estimates for chat and
+/// embeddings, the body's text (plus the default completion budget for other generating
+/// endpoints) otherwise.
+fn estimate(endpoint: Endpoint, body: &Value, bytes: &[u8]) -> u32 {
+    let text = || tokens::estimate_text(std::str::from_utf8(bytes).unwrap_or_default());
+    match endpoint {
+        Endpoint::Chat => match ChatCompletionRequest::deserialize(body) {
+            Ok(chat) => tokens::estimate_request_cost(&chat),
+            Err(_) => text().saturating_add(tokens::DEFAULT_COMPLETION_TOKENS),
+        },
+        Endpoint::Embeddings => match EmbeddingsRequest::deserialize(body) {
+            Ok(embeddings) => tokens::estimate_embeddings(&embeddings),
+            Err(_) => text(),
+        },
+        Endpoint::Generation => text().saturating_add(tokens::DEFAULT_COMPLETION_TOKENS),
+        Endpoint::Other => text(),
+    }
+}
+
+fn missing(line: u64, field: &str) -> InvalidLine {
+    InvalidLine::new(
+        "missing_field",
+        format!("line {line}: field `{field}` is missing"),
+    )
+}
+
+fn invalid_field(line: u64, field: &str, found: &str) -> InvalidLine {
+    let expected = match field {
+        "body" => "a JSON object",
+        _ => "a non-empty string",
+    };
+    InvalidLine::new(
+        "invalid_field",
+        format!("line {line}: field `{field}` must be {expected}, found {found}"),
+    )
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"hello there"}],"max_tokens":10}}"#;
+
+    fn invalid(line: &str) -> InvalidLine {
+        parse_line(9, line.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn a_good_line_becomes_a_request() {
+        let parsed = parse_line(4, GOOD.as_bytes()).unwrap();
+        let (id, request) = parsed.into_request(4);
+        assert_eq!(id, "a");
+        assert_eq!(request.path(), "/chat/completions");
+        assert_eq!(request.id(), RequestId::from_u64(4));
+        assert_eq!(request.headers()["x-client-request-id"], "a");
+        assert!(request.estimated_tokens() >= 10 && request.estimated_tokens() < 40);
+        let body: Value = serde_json::from_slice(request.body()).unwrap();
+        assert_eq!(body["max_tokens"], 10);
+        // Sent exactly as written: key order and number text survive.
+        let exact = r#"{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"z":1,"model":"m","messages":[],"temperature":0.10000000000000001,"big":12345678901234567890123}}"#;
+        let (_, request) = parse_line(2, exact.as_bytes()).unwrap().into_request(2);
+        assert_eq!(
+            request.body().as_ref(),
+            br#"{"z":1,"model":"m","messages":[],"temperature":0.10000000000000001,"big":12345678901234567890123}"#
+        );
+    }
+
+    #[test]
+    fn every_broken_kind_names_line_and_field() {
+        let cases = [
+            (r#"{"custom_id":"a","#, "invalid_json", "column"),
+            ("[1]", "invalid_json", "an array"),
+            (r#"{"method":"POST"}"#, "missing_field", "`custom_id`"),
+            (r#"{"custom_id":7}"#, "invalid_field", "`custom_id` must be"),
+            (r#"{"custom_id":""}"#, "invalid_field", "an empty string"),
+            (
+                r#"{"custom_id":"a","url":"/v1/embeddings","body":{}}"#,
+                "missing_field",
+                "`method`",
+            ),
+            (
+                r#"{"custom_id":"a","method":"GET"}"#,
+                "unsupported_method",
+                "\"GET\"",
+            ),
+            (
+                r#"{"custom_id":"a","method":"POST","url":"/v2/x","body":{}}"#,
+                "unknown_url",
+                "\"/v2/x\"",
+            ),
+            (
+                r#"{"custom_id":"a","method":"POST","url":"/v1/embeddings"}"#,
+                "missing_field",
+                "`body`",
+            ),
+            (
+                r#"{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":"x"}"#,
+                "invalid_field",
+                "`body` must be a JSON object, found a string",
+            ),
+        ];
+        let cases = cases.into_iter().chain([(
+            r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"stream":true}}"#,
+            "invalid_field",
+            "field `body.stream`: streaming is not supported in batch files",
+        )]);
+        for (line, code, needle) in cases {
+            let e = invalid(line);
+            assert_eq!(e.code, code, "{line}: {}", e.message);
+            assert!(e.message.starts_with("line 9: "), "{}", e.message);
+            assert!(e.message.contains(needle), "{}", e.message);
+        }
+        assert_eq!(
+            invalid(r#"{"custom_id":"a","method":"GET"}"#)
+                .custom_id
+                .as_deref(),
+            Some("a")
+        );
+        let e = parse_line(2, b"{\"custom_id\":\"\xff\"}").unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                "invalid_utf8",
+                "line 2: invalid UTF-8 at byte 15 of the line"
+            )
+        );
+    }
+
+    #[test]
+    fn stream_false_is_accepted() {
+        let line = GOOD.replace(r#""max_tokens":10"#, r#""max_tokens":10,"stream":false"#);
+        assert!(parse_line(1, line.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn odd_custom_ids_are_not_sent_as_headers() {
+        let line = GOOD.replace(r#""a""#, r#""é\n""#);
+        let (id, request) = parse_line(1, line.as_bytes()).unwrap().into_request(1);
+        assert_eq!(id, "é\n");
+        assert!(request.headers().get("x-client-request-id").is_none());
+    }
+}

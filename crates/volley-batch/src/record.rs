@@ -1,0 +1,259 @@
+//! Outcome records: one per input line, in the OpenAI Batch output format.
+
+use std::io::Write as _;
+
+use bytes::Bytes;
+use serde_json::json;
+use volley::core::Error;
+
+/// The outcome of one input line, as written to the output file (see the
+/// [module docs](super#output) for the JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeRecord {
+    /// The input line number, from 1.
+    pub line: u64,
+    /// The line's `custom_id`; `None` when the line has no usable one (written as `null`).
+    pub custom_id: Option<String>,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// What happened to one input line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The provider answered: a success, or a final HTTP error (after retries) with the
+    /// provider's error body.
+    Response {
+        /// The HTTP status.
+        status_code: u16,
+        /// The provider's `x-request-id` response header; empty when it sent none.
+        request_id: String,
+        /// The response body: JSON on one line.
+        body: Bytes,
+    },
+    /// The request failed without an HTTP response (connection, timeout, broken stream, a
+    /// request larger than the rate limit, a reply that is not JSON).
+    Error {
+        /// The [`ErrorKind`](volley::ErrorKind) name (`timeout`, `connection`, …) or
+        /// `body_decode`.
+        code: String,
+        /// What failed, starting with `line N:`.
+        message: String,
+    },
+    /// The input line is not a valid request; nothing was sent. Written with an extra
+    /// `"line"` member, by which a resumed run recognises it.
+    Invalid {
+        /// `invalid_json`, `invalid_utf8`, `missing_field`, `invalid_field`,
+        /// `unsupported_method`, `unknown_url`, `duplicate_custom_id` or `line_too_long`.
+        code: &'static str,
+        /// What is wrong, starting with `line N:` and naming the field.
+        message: String,
+    },
+}
+
+impl OutcomeRecord {
+    /// Whether this is a response with a 2xx status.
+    pub fn is_success(&self) -> bool {
+        matches!(self.outcome, Outcome::Response { status_code, .. } if (200..300).contains(&status_code))
+    }
+
+    /// The code this outcome is counted under in [`Summary::errors_by_code`]: `http_<status>`
+    /// for an HTTP error, the error's code otherwise; `None` for a success.
+    ///
+    /// [`Summary::errors_by_code`]: super::Summary::errors_by_code
+    pub fn error_code(&self) -> Option<String> {
+        match &self.outcome {
+            Outcome::Response { status_code, .. } if !self.is_success() => {
+                Some(format!("http_{status_code}"))
+            }
+            Outcome::Response { .. } => None,
+            Outcome::Error { code, .. } => Some(code.clone()),
+            Outcome::Invalid { code, .. } => Some((*code).to_owned()),
+        }
+    }
+
+    /// About how many bytes the record takes in memory and in the file.
+    pub(crate) fn approx_bytes(&self) -> u64 {
+        let outcome = match &self.outcome {
+            Outcome::Response {
+                request_id, body, ..
+            } => request_id.len() + body.len(),
+            Outcome::Error { code, message } => code.len() + message.len(),
+            Outcome::Invalid { message, .. } => message.len(),
+        };
+        let id = self.custom_id.as_ref().map_or(0, String::len);
+        (outcome + id + 128) as u64
+    }
+
+    /// The record as one JSON line (newline included) with the record id `id`.
+    pub fn to_json_line(&self, id: &str) -> String {
+        let mut out = Vec::new();
+        self.write_json(|out| out.extend_from_slice(id.as_bytes()), &mut out);
+        // Only JSON (valid UTF-8) and the id, a `&str`, were written.
+        String::from_utf8(out).expect("a record is UTF-8")
+    }
+
+    /// Appends the record as one JSON line; `write_id` writes the id's characters (no quotes,
+    /// no escapes needed).
+    pub(crate) fn write_json(&self, write_id: impl FnOnce(&mut Vec<u8>), out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"id":""#);
+        write_id(out);
+        out.extend_from_slice(br#"","custom_id":"#);
+        match &self.custom_id {
+            Some(id) => write_str(out, id),
+            None => out.extend_from_slice(b"null"),
+        }
+        match &self.outcome {
+            Outcome::Response {
+                status_code,
+                request_id,
+                body,
+            } => {
+                // Writing to a `Vec` cannot fail.
+                let _ = write!(
+                    out,
+                    r#","response":{{"status_code":{status_code},"request_id":"#
+                );
+                write_str(out, request_id);
+                out.extend_from_slice(br#","body":"#);
+                out.extend_from_slice(body);
+                out.extend_from_slice(br#"},"error":null}"#);
+            }
+            Outcome::Error { code, message } => {
+                out.extend_from_slice(br#","response":null,"error":{"code":"#);
+                write_str(out, code);
+                out.extend_from_slice(br#","message":"#);
+                write_str(out, message);
+                out.extend_from_slice(b"}}");
+            }
+            Outcome::Invalid { code, message } => {
+                out.extend_from_slice(br#","response":null,"error":{"code":"#);
+                write_str(out, code);
+                out.extend_from_slice(br#","message":"#);
+                write_str(out, message);
+                let _ = write!(out, r#"}},"line":{}}}"#, self.line);
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+/// The outcome of a request that ended in `error`: an HTTP error status becomes a
+/// `response` with the provider's error object, anything else an `error`.
+pub(crate) fn from_error(line: u64, error: &Error) -> Outcome {
+    if let Some(status) = error.status() {
+        let request_id = error
+            .headers()
+            .and_then(|h| h.get("x-request-id"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        // The error keeps the parsed error object, not the raw body: rebuild OpenAI's shape.
+        let body = match error.api_error() {
+            Some(api) => json!({"error": {
+                "message": api.message, "type": api.r#type, "param": api.param, "code": api.code,
+            }}),
+            None => json!({"error": {
+                "message": error.to_string(), "type": null, "param": null, "code": null,
+            }}),
+        };
+        return Outcome::Response {
+            status_code: status.as_u16(),
+            request_id,
+            body: Bytes::from(body.to_string()),
+        };
+    }
+    let mut message = format!("line {line}: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Outcome::Error {
+        code: error.kind().as_str().to_owned(),
+        message,
+    }
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Serialising a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, StatusCode};
+    use volley::core::ErrorKind;
+
+    fn parse(record: &OutcomeRecord) -> serde_json::Value {
+        let line = record.to_json_line("batch_req_1");
+        assert!(
+            line.ends_with('\n') && line.matches('\n').count() == 1,
+            "{line}"
+        );
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn success_and_errors_in_openai_shape() {
+        let ok = OutcomeRecord {
+            line: 1,
+            custom_id: Some("a\"b".into()),
+            outcome: Outcome::Response {
+                status_code: 200,
+                request_id: "req_1".into(),
+                body: Bytes::from_static(br#"{"x":1}"#),
+            },
+        };
+        let v = parse(&ok);
+        assert_eq!(v["id"], "batch_req_1");
+        assert_eq!(v["custom_id"], "a\"b");
+        assert_eq!(v["response"]["status_code"], 200);
+        assert_eq!(v["response"]["request_id"], "req_1");
+        assert_eq!(v["response"]["body"]["x"], 1);
+        assert!(v["error"].is_null());
+        assert!(ok.is_success() && ok.error_code().is_none());
+
+        let bad = OutcomeRecord {
+            line: 17,
+            custom_id: None,
+            outcome: Outcome::Invalid {
+                code: "missing_field",
+                message: "line 17: field `body` is missing".into(),
+            },
+        };
+        let v = parse(&bad);
+        assert!(v["custom_id"].is_null() && v["response"].is_null());
+        assert_eq!(v["error"]["code"], "missing_field");
+        assert_eq!(v["line"], 17);
+        assert_eq!(bad.error_code().as_deref(), Some("missing_field"));
+    }
+
+    #[test]
+    fn http_errors_become_responses() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", "req_9".parse().unwrap());
+        let body = br#"{"error":{"message":"bad","type":"invalid_request_error","code":null}}"#;
+        let err = Error::from_status(StatusCode::BAD_REQUEST, headers, body, None, "ctx");
+        let record = OutcomeRecord {
+            line: 3,
+            custom_id: Some("c".into()),
+            outcome: from_error(3, &err),
+        };
+        let v = parse(&record);
+        assert_eq!(v["response"]["status_code"], 400);
+        assert_eq!(v["response"]["request_id"], "req_9");
+        assert_eq!(v["response"]["body"]["error"]["message"], "bad");
+        assert_eq!(record.error_code().as_deref(), Some("http_400"));
+
+        let io = std::io::Error::other("reset by peer");
+        let err = Error::new(ErrorKind::Connection, "request 3").with_source(io);
+        let Outcome::Error { code, message } = from_error(3, &err) else {
+            panic!("no status: an error record");
+        };
+        assert_eq!(code, "connection");
+        assert!(message.starts_with("line 3: ") && message.ends_with("reset by peer"));
+    }
+}

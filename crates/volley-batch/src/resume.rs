@@ -1,0 +1,426 @@
+//! Opening the output and errors files: repairing a torn tail and collecting the outcomes
+//! already recorded. Blocking: run it on a blocking thread.
+
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use volley::core::{Error, ErrorKind};
+
+use super::keys::{KeySet, Keys};
+
+/// The outcomes an earlier run recorded, by key: a line whose key is here is skipped.
+#[derive(Debug, Default)]
+pub(crate) struct Done {
+    ok: KeySet,
+    failed: KeySet,
+}
+
+impl Done {
+    /// Removes `key` (each line is read once, so the set shrinks as the input is read) and
+    /// says whether its recorded outcome was a failure; `None` when it has none.
+    pub(crate) fn take(&mut self, key: u64) -> Option<bool> {
+        if self.ok.remove(&key) {
+            Some(false)
+        } else if self.failed.remove(&key) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
+/// The output file, open for appending, and what it already holds.
+pub(crate) struct Resumed {
+    pub(crate) file: File,
+    pub(crate) done: Done,
+    /// Records found.
+    pub(crate) records: u64,
+    /// Bytes of a torn or garbage tail that were cut off.
+    pub(crate) repaired_bytes: u64,
+}
+
+/// Opens (or creates) the output file, cuts off a torn last line and collects the keys of
+/// the recorded outcomes.
+///
+/// A file whose first line is not an outcome record is refused rather than touched (it may
+/// be the input given as the output by mistake), as is a file with a non-record line before
+/// the last record. Complete lines that are not records at the very end (the zeros a power
+/// cut can leave) are cut off with the torn line.
+pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
+    let created = !path.exists();
+    let file = open(path, "output")?;
+    let io = |e: std::io::Error| {
+        Error::new(
+            ErrorKind::Config,
+            format!("reading the output file {}: {e}", path.display()),
+        )
+        .with_source(e)
+    };
+    let len = file.metadata().map_err(io)?.len();
+    let mut done = Done::default();
+    let mut records = 0u64;
+    // The end of the last record, and the first non-record line after it, if any.
+    let mut good_end = 0u64;
+    let mut first_bad: Option<u64> = None;
+    // Only what was there at open: nothing else may append (the lock), but a file that grew
+    // anyway must not make the scan run on.
+    let mut reader = BufReader::with_capacity(1 << 20, (&file).take(len));
+    let (mut pos, mut number) = (0u64, 0u64);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        pos += n as u64;
+        if buf.last() != Some(&b'\n') {
+            // A torn last line: cut off below. Refuse a one-line file that is not ours.
+            if records == 0 && first_bad.is_none() && !looks_torn(&buf) {
+                return Err(foreign(path));
+            }
+            break;
+        }
+        number += 1;
+        match parse_record(&buf[..buf.len() - 1]) {
+            Some(record) => {
+                if let Some(bad) = first_bad {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "the output file {} has a line that is not an outcome record \
+                             (line {bad}) before line {number}; fix or move the file",
+                            path.display()
+                        ),
+                    ));
+                }
+                let key = match record.line {
+                    Some(line) => keys.line(line),
+                    None => keys.custom_id(record.custom_id.as_deref().unwrap_or_default()),
+                };
+                // The last record of a key is its outcome: a failure sent again (with
+                // `retry_failed`) has a later record that replaces the earlier one.
+                if record.failed {
+                    done.ok.remove(&key);
+                    done.failed.insert(key);
+                } else {
+                    done.failed.remove(&key);
+                    done.ok.insert(key);
+                }
+                records += 1;
+                good_end = pos;
+            }
+            None if records == 0 && buf.iter().any(|&b| b != 0 && b != b'\n') => {
+                return Err(foreign(path));
+            }
+            None => {
+                first_bad.get_or_insert(number);
+            }
+        }
+    }
+    drop(reader);
+    // The scan read at most `len` bytes, so `good_end <= len`; checked all the same.
+    let repaired_bytes = len.saturating_sub(good_end);
+    if repaired_bytes > 0 {
+        tracing::warn!(
+            path = %path.display(),
+            bytes = repaired_bytes,
+            "cutting off a torn or damaged tail of the output file"
+        );
+        file.set_len(good_end).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    if created {
+        sync_parent(path);
+    }
+    Ok(Resumed {
+        file,
+        done,
+        records,
+        repaired_bytes,
+    })
+}
+
+/// Opens (or creates) the errors file and cuts off a torn last line. It is not the source of
+/// truth, so nothing is read from it.
+pub(crate) fn open_errors(path: &Path) -> Result<File, Error> {
+    let created = !path.exists();
+    let mut file = open(path, "errors")?;
+    let io = |e: std::io::Error| {
+        Error::new(
+            ErrorKind::Config,
+            format!("reading the errors file {}: {e}", path.display()),
+        )
+        .with_source(e)
+    };
+    let len = file.metadata().map_err(io)?.len();
+    if len > 0 {
+        let mut first = [0u8; 1];
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.read_exact(&mut first).map_err(io)?;
+        if first[0] != b'{' && first[0] != 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the errors file {} exists and is not a batch errors file",
+                    path.display()
+                ),
+            ));
+        }
+        let keep = end_of_last_line(&mut file, len).map_err(io)?;
+        if keep < len {
+            file.set_len(keep).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+    }
+    if created {
+        sync_parent(path);
+    }
+    Ok(file)
+}
+
+/// What a line of the output says, when it is an outcome record.
+struct Recorded<'a> {
+    custom_id: Option<Cow<'a, str>>,
+    line: Option<u64>,
+    failed: bool,
+}
+
+fn parse_record(line: &[u8]) -> Option<Recorded<'_>> {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        id: Option<IgnoredAny>,
+        #[serde(borrow, default)]
+        custom_id: Option<Cow<'a, str>>,
+        #[serde(default)]
+        line: Option<u64>,
+        #[serde(default)]
+        response: Option<ResponseProbe>,
+        #[serde(default)]
+        error: Option<IgnoredAny>,
+    }
+    #[derive(Deserialize)]
+    struct ResponseProbe {
+        status_code: u16,
+    }
+    let probe: Probe<'_> = serde_json::from_slice(line).ok()?;
+    probe.id?;
+    if probe.custom_id.is_none() && probe.line.is_none() {
+        return None;
+    }
+    let failed = match (&probe.response, &probe.error) {
+        (_, Some(_)) => true,
+        (Some(response), None) => !(200..300).contains(&response.status_code),
+        (None, None) => return None,
+    };
+    Some(Recorded {
+        custom_id: probe.custom_id,
+        line: probe.line,
+        failed,
+    })
+}
+
+/// Whether an unterminated first line can be the start of a record cut short (or zeros).
+fn looks_torn(tail: &[u8]) -> bool {
+    const START: &[u8] = br#"{"id":"#;
+    let n = tail.len().min(START.len());
+    tail[..n] == START[..n] || tail.iter().all(|&b| b == 0)
+}
+
+fn foreign(path: &Path) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!(
+            "the output file {} exists and is not a batch output file (its first line is not \
+             an outcome record); choose another output path",
+            path.display()
+        ),
+    )
+}
+
+/// Opens (or creates) a regular file for reading and appending and takes its exclusive lock,
+/// which it keeps until the file is closed at the end of the run.
+fn open(path: &Path, what: &str) -> Result<File, Error> {
+    let not_regular = || {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "the {what} file {} is not a regular file (outcomes cannot be read back from \
+                 a pipe, a terminal or a device on resume); give a file path",
+                path.display()
+            ),
+        )
+    };
+    let io = |doing: &str, e: std::io::Error| {
+        Error::new(
+            ErrorKind::Config,
+            format!("{doing} the {what} file {}: {e}", path.display()),
+        )
+        .with_source(e)
+    };
+    // Checked before opening as well: opening a FIFO may block until a writer comes.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(not_regular());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| io("opening", e))?;
+    if !file.metadata().map_err(|e| io("reading", e))?.is_file() {
+        return Err(not_regular());
+    }
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "another run is writing {}; wait for it to end or choose another {what} \
+                     file",
+                    path.display()
+                ),
+            ));
+        }
+        // Some file systems have no locks: go on without, as before locking existed.
+        Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            tracing::warn!(path = %path.display(), "the file system cannot lock the {what} file");
+        }
+        Err(TryLockError::Error(e)) => return Err(io("locking", e)),
+    }
+    Ok(file)
+}
+
+/// The offset just after the last newline of a file of `len` bytes (0 when it has none),
+/// reading backwards from the end.
+fn end_of_last_line(file: &mut File, len: u64) -> std::io::Result<u64> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let piece = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(piece)?;
+        if let Some(i) = piece.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// Makes a new file's directory entry durable. Best effort: not every platform can sync a
+/// directory.
+fn sync_parent(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = File::open(parent) {
+        let _ = dir.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"{"id":"batch_req_1","custom_id":"a","response":{"status_code":200,"request_id":"","body":{}},"error":null}"#;
+    const BAD: &str = r#"{"id":"batch_req_2","custom_id":null,"response":null,"error":{"code":"invalid_json","message":"line 2: x"},"line":2}"#;
+    const FAILED: &str = r#"{"id":"batch_req_3","custom_id":"c","response":{"status_code":500,"request_id":"","body":{}},"error":null}"#;
+
+    fn resume(content: &[u8]) -> (Result<Resumed, Error>, Vec<u8>, Keys) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, content).unwrap();
+        let keys = Keys::new();
+        let result = open_output(&path, &keys);
+        (result, std::fs::read(&path).unwrap(), keys)
+    }
+
+    #[test]
+    fn records_are_collected_and_a_torn_tail_cut() {
+        let good = format!("{OK}\n{BAD}\n{FAILED}\n");
+        let torn = format!("{good}{{\"id\":\"batch_req_4\",\"cust");
+        let (result, after, keys) = resume(torn.as_bytes());
+        let mut resumed = result.unwrap();
+        assert_eq!(after, good.as_bytes());
+        assert_eq!(resumed.records, 3);
+        assert_eq!(resumed.repaired_bytes, (torn.len() - good.len()) as u64);
+        assert_eq!(resumed.done.take(keys.custom_id("a")), Some(false));
+        assert_eq!(resumed.done.take(keys.custom_id("a")), None, "taken once");
+        assert_eq!(resumed.done.take(keys.line(2)), Some(true));
+        assert_eq!(resumed.done.take(keys.custom_id("c")), Some(true));
+        assert_eq!(resumed.done.take(keys.custom_id("zz")), None);
+    }
+
+    #[test]
+    fn zeros_at_the_end_are_cut_and_foreign_files_refused() {
+        let zeros = format!("{OK}\n\0\0\0\n\0\0");
+        let (result, after, _) = resume(zeros.as_bytes());
+        assert_eq!(result.unwrap().records, 1);
+        assert_eq!(after, format!("{OK}\n").as_bytes());
+
+        let input = br#"{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":{}}"#;
+        for content in [&input[..], &[input, &b"\n"[..]].concat(), b"hello"] {
+            let (result, after, _) = resume(content);
+            let err = result.err().expect("a foreign file is refused");
+            assert!(err.to_string().contains("not a batch output file"), "{err}");
+            assert_eq!(after, content, "and left alone");
+        }
+
+        let middle = format!("{OK}\nnot a record\n{OK}\n");
+        let (result, _, _) = resume(middle.as_bytes());
+        assert!(result.err().unwrap().to_string().contains("line 2"));
+
+        let (result, after, _) = resume(b"{\"id\":\"batch_r");
+        assert_eq!(result.unwrap().records, 0);
+        assert!(after.is_empty());
+    }
+
+    #[test]
+    fn the_last_record_of_an_id_is_its_outcome() {
+        let retried_ok = FAILED
+            .replace("500", "200")
+            .replace("batch_req_3", "batch_req_4");
+        let content = format!("{FAILED}\n{retried_ok}\n");
+        let (result, _, keys) = resume(content.as_bytes());
+        let mut resumed = result.unwrap();
+        assert_eq!(resumed.records, 2);
+        assert_eq!(resumed.done.take(keys.custom_id("c")), Some(false));
+        assert_eq!(resumed.done.take(keys.custom_id("c")), None, "one outcome");
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_and_so_are_files_that_are_not_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, format!("{OK}\n")).unwrap();
+        let keys = Keys::new();
+        let first = open_output(&path, &keys).unwrap();
+        let err = open_output(&path, &keys).err().expect("locked");
+        assert!(err.to_string().contains("another run is writing"), "{err}");
+        assert!(open_errors(&path).is_err(), "one lock for both kinds");
+        drop(first);
+        open_output(&path, &keys).unwrap();
+
+        let err = open_output(dir.path(), &keys).err().expect("a directory");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn the_errors_file_keeps_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("errors.jsonl");
+        std::fs::write(&path, format!("{BAD}\n{{\"id\":")).unwrap();
+        open_errors(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{BAD}\n"));
+        std::fs::write(&path, "plain text\n").unwrap();
+        assert!(open_errors(&path).is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! Sending one line's request and turning what came back into its outcome.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use volley::core::{Error, ErrorKind, Request};
+
+use super::record::{Outcome, OutcomeRecord, from_error};
+use volley::Client;
+
+/// A request's outcome and what it counts for.
+pub(crate) struct Finished {
+    pub(crate) record: OutcomeRecord,
+    pub(crate) tokens_in: u64,
+    pub(crate) tokens_out: u64,
+    /// Whether the request made at least one HTTP attempt.
+    pub(crate) attempted: bool,
+}
+
+/// Sends `request` (line `line`, position `seq`) through the client's whole stack and reads
+/// the reply.
+pub(crate) async fn execute(
+    client: Client,
+    seq: u64,
+    line: u64,
+    custom_id: String,
+    request: Request,
+) -> (u64, Finished) {
+    let (outcome, usage, attempted) = match client.send(request).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let request_id = response
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            match response.bytes().await {
+                Ok(body) => {
+                    let (outcome, usage) = from_response(line, status, request_id, body);
+                    (outcome, usage, true)
+                }
+                Err(e) => (from_error(line, &e), Usage::default(), true),
+            }
+        }
+        Err(e) => {
+            let attempted = !matches!(
+                e.kind(),
+                ErrorKind::InvalidInput | ErrorKind::Config | ErrorKind::Cancelled
+            );
+            (from_error(line, &e), Usage::default(), attempted)
+        }
+    };
+    let finished = Finished {
+        record: OutcomeRecord {
+            line,
+            custom_id: Some(custom_id),
+            outcome,
+        },
+        tokens_in: usage.prompt_tokens.unwrap_or(0),
+        tokens_out: usage.completion_tokens.unwrap_or(0),
+        attempted,
+    };
+    (seq, finished)
+}
+
+/// The `usage` of a reply: chat and completions (`prompt_tokens`, `completion_tokens`),
+/// embeddings (`prompt_tokens`) and the Responses API (`input_tokens`, `output_tokens`).
+#[derive(Debug, Default, Deserialize)]
+struct Usage {
+    #[serde(default, alias = "input_tokens")]
+    prompt_tokens: Option<u64>,
+    #[serde(default, alias = "output_tokens")]
+    completion_tokens: Option<u64>,
+}
+
+/// The outcome of a reply that arrived whole. Its body goes into the record as it is, so it
+/// must be JSON on one line: it is checked (the same pass reads the usage), and line breaks,
+/// which valid JSON has only between tokens, become spaces.
+fn from_response(line: u64, status: u16, request_id: String, body: Bytes) -> (Outcome, Usage) {
+    #[derive(Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        usage: Option<Usage>,
+    }
+    let (is_json, usage) = match serde_json::from_slice::<Probe>(&body) {
+        Ok(probe) => (true, probe.usage.unwrap_or_default()),
+        // Valid JSON of another shape: a data error stops early, so check the rest.
+        Err(e) if e.is_data() => (
+            serde_json::from_slice::<IgnoredAny>(&body).is_ok(),
+            Usage::default(),
+        ),
+        Err(_) => (false, Usage::default()),
+    };
+    let success = (200..300).contains(&status);
+    if !is_json && success {
+        let error = Error::new(
+            ErrorKind::BodyDecode,
+            format!("the HTTP {status} reply ({} bytes) is not JSON", body.len()),
+        );
+        return (from_error(line, &error), usage);
+    }
+    let body = if is_json {
+        one_line(body)
+    } else {
+        // An error status with a body that is not JSON: keep its start as the message.
+        let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+        let wrapped = serde_json::json!({"error": {
+            "message": text, "type": null, "param": null, "code": null,
+        }});
+        Bytes::from(wrapped.to_string())
+    };
+    let outcome = Outcome::Response {
+        status_code: status,
+        request_id,
+        body,
+    };
+    (outcome, usage)
+}
+
+fn one_line(body: Bytes) -> Bytes {
+    if !body.iter().any(|&b| b == b'\n' || b == b'\r') {
+        return body;
+    }
+    let flat: Vec<u8> = body
+        .iter()
+        .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+        .collect();
+    Bytes::from(flat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: u16, body: &'static str) -> (Outcome, Usage) {
+        from_response(5, status, "r".into(), Bytes::from_static(body.as_bytes()))
+    }
+
+    #[test]
+    fn usage_is_read_and_bodies_kept_on_one_line() {
+        let (o, usage) = outcome(
+            200,
+            "{\n \"usage\": {\"prompt_tokens\": 3, \"completion_tokens\": 4}\r\n}",
+        );
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens),
+            (Some(3), Some(4))
+        );
+        let Outcome::Response { body, .. } = o else {
+            panic!()
+        };
+        assert!(!body.contains(&b'\n') && !body.contains(&b'\r'));
+        let (_, usage) = outcome(200, r#"{"usage":{"input_tokens":7,"output_tokens":1}}"#);
+        assert_eq!(usage.prompt_tokens, Some(7));
+        let (o, _) = outcome(200, r#"{"usage":"odd"}"#);
+        assert!(
+            matches!(o, Outcome::Response { .. }),
+            "valid JSON of another shape is kept"
+        );
+    }
+
+    #[test]
+    fn replies_that_are_not_json() {
+        let (o, _) = outcome(200, r#"{"usage":"odd", nope"#);
+        let Outcome::Error { code, message } = o else {
+            panic!()
+        };
+        assert_eq!(code, "body_decode");
+        assert!(message.starts_with("line 5: "), "{message}");
+        let (o, _) = outcome(502, "<html>bad gateway</html>");
+        let Outcome::Response {
+            status_code: 502,
+            body,
+            ..
+        } = o
+        else {
+            panic!()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["message"], "<html>bad gateway</html>");
+    }
+}

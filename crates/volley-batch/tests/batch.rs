@@ -1,0 +1,888 @@
+//! The batch engine against volley-mock over real loopback sockets.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use volley::Client;
+use volley::ErrorKind;
+use volley::middleware::retry::Policy;
+use volley_batch::{BatchOptions, BatchRunner, Input, Progress, validate};
+use volley_mock::{MockConfig, MockServer};
+
+fn chat_line(id: &str) -> String {
+    json!({
+        "custom_id": id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": format!("say something about {id}")}],
+            "max_tokens": 8,
+        },
+    })
+    .to_string()
+}
+
+fn write_input(path: &Path, lines: impl IntoIterator<Item = String>) {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// Writes `lines` to `in.jsonl` in `dir` and returns its path.
+fn input_file(dir: &Path, lines: impl IntoIterator<Item = String>) -> PathBuf {
+    let input = dir.join("in.jsonl");
+    write_input(&input, lines);
+    input
+}
+
+fn numbered(n: usize) -> impl Iterator<Item = String> {
+    (0..n).map(|i| chat_line(&format!("req-{i}")))
+}
+
+/// Every line of a JSONL file, parsed; panics on a line that is not JSON.
+fn records(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'), "whole lines only");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn custom_ids(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r["custom_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A client that retries fast and often, for fault injection.
+fn fast_retrying_client(server: &MockServer, timeout: Duration) -> Client {
+    let policy = Policy::builder()
+        .max_retries(20)
+        .backoff_base(Duration::from_millis(1))
+        .backoff_cap(Duration::from_millis(20))
+        .budget_enabled(false)
+        .build()
+        .unwrap();
+    Client::builder()
+        .base_url(server.url())
+        .retry_policy(policy)
+        .timeout(timeout)
+        .build()
+        .unwrap()
+}
+
+fn options(dir: &Path) -> BatchOptions {
+    BatchOptions {
+        errors: Some(dir.join("errors.jsonl")),
+        ..BatchOptions::new(dir.join("out.jsonl"))
+    }
+}
+
+/// Completes once `progress` has `n` successes.
+async fn after_successes(progress: Arc<Progress>, n: u64) {
+    while progress.snapshot().succeeded < n {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_requests_through_faults_give_ten_thousand_outcomes() {
+    let server = MockServer::start(MockConfig {
+        faults: "429=0.1,500=0.05,reset=0.02,stall=0.005".parse().unwrap(),
+        retry_after: Duration::from_millis(5),
+        stall_duration: Duration::from_millis(300),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(10_000));
+    let client = fast_retrying_client(&server, Duration::from_millis(200));
+    let runner = BatchRunner::new(client, Input::Path(input), options(dir.path()));
+    let progress = runner.progress();
+    let summary = runner.run(std::future::pending()).await.unwrap();
+
+    let out = records(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len(), 10_000);
+    let ids: HashSet<String> = custom_ids(&out).into_iter().collect();
+    assert_eq!(ids.len(), 10_000, "distinct custom_ids");
+    assert!(
+        (0..10_000).all(|i| ids.contains(&format!("req-{i}"))),
+        "none missing"
+    );
+    assert!(
+        out.iter()
+            .all(|r| r["response"]["status_code"] == 200 && r["error"].is_null())
+    );
+    let record_ids: HashSet<&str> = out.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(record_ids.len(), 10_000, "record ids are unique");
+
+    assert!(summary.all_succeeded(), "{summary:?}");
+    assert_eq!((summary.lines, summary.succeeded), (10_000, 10_000));
+    assert!(summary.retries > 0 && summary.attempts == 10_000 + summary.retries);
+    assert_eq!(summary.tokens_out, 10_000 * 8);
+    assert!(summary.tokens_in > 0);
+    assert!(summary.mean_in_flight > 1.0 && summary.mean_in_flight <= 256.0);
+    assert!(records(&dir.path().join("errors.jsonl")).is_empty());
+    let snapshot = progress.snapshot();
+    assert_eq!(snapshot.total_lines, Some(10_000));
+    assert_eq!((snapshot.done(), snapshot.in_flight), (10_000, 0));
+    assert!(server.stats().faults.total() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_bad_line_gets_a_record_and_the_rest_succeed() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let long = chat_line(&"x".repeat(600));
+    let lines: Vec<Vec<u8>> = vec![
+        chat_line("good-1").into(),                               // 1
+        br#"{"custom_id": "broken", "method": "POST","#.to_vec(), // 2
+        b"   ".to_vec(),                                          // 3 (blank)
+        br#"{"method":"POST","url":"/v1/chat/completions","body":{}}"#.to_vec(), // 4
+        br#"{"custom_id":17,"method":"POST","url":"/v1/embeddings","body":{}}"#.to_vec(), // 5
+        br#"{"custom_id":"no-body","method":"POST","url":"/v1/embeddings"}"#.to_vec(), // 6
+        br#"{"custom_id":"str-body","method":"POST","url":"/v1/embeddings","body":"hi"}"#.to_vec(), // 7
+        chat_line("good-1").into(), // 8 (duplicate)
+        b"{\"custom_id\":\"bad-\xff\xfe\",\"method\":\"POST\"}".to_vec(), // 9
+        br#"{"custom_id":"where","method":"POST","url":"/v1/images","body":{}}"#.to_vec(), // 10
+        long.into(),                // 11 (too long)
+        json!({"custom_id": "good-2", "method": "POST", "url": "/v1/embeddings",
+               "body": {"model": "text-embedding-3-small", "input": "hello"}})
+        .to_string()
+        .into(), // 12
+        br#"{"custom_id":"get","method":"GET","url":"/v1/embeddings","body":{}}"#.to_vec(), // 13
+        chat_line("good-3").into(), // 14
+    ];
+    std::fs::write(&input, lines.join(&b'\n')).unwrap();
+    let expected: BTreeMap<u64, (&str, &str)> = [
+        (2, ("invalid_json", "malformed JSON")),
+        (4, ("missing_field", "field `custom_id` is missing")),
+        (5, ("invalid_field", "field `custom_id` must be")),
+        (6, ("missing_field", "field `body` is missing")),
+        (7, ("invalid_field", "field `body` must be a JSON object")),
+        (8, ("duplicate_custom_id", "field `custom_id`")),
+        (9, ("invalid_utf8", "invalid UTF-8")),
+        (10, ("unknown_url", "field `url`")),
+        (11, ("line_too_long", "above the limit of 400 bytes")),
+        (13, ("unsupported_method", "field `method`")),
+    ]
+    .into();
+
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    let opts = BatchOptions {
+        max_line_bytes: 400,
+        ..options(dir.path())
+    };
+    let summary = BatchRunner::new(client, Input::Path(input.clone()), opts)
+        .run(std::future::pending())
+        .await
+        .unwrap();
+
+    let out = records(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len(), 13, "one record per non-blank line");
+    let mut good = Vec::new();
+    for record in &out {
+        if record["error"].is_null() {
+            assert_eq!(record["response"]["status_code"], 200, "{record}");
+            good.push(record["custom_id"].as_str().unwrap().to_owned());
+            continue;
+        }
+        let line = record["line"].as_u64().unwrap();
+        let (code, needle) = expected[&line];
+        let message = record["error"]["message"].as_str().unwrap();
+        assert_eq!(record["error"]["code"], code, "{record}");
+        assert!(message.starts_with(&format!("line {line}: ")), "{message}");
+        assert!(message.contains(needle), "{message}");
+        assert!(record["response"].is_null());
+    }
+    good.sort();
+    assert_eq!(good, ["good-1", "good-2", "good-3"]);
+    let by_line: BTreeMap<u64, &Value> = out
+        .iter()
+        .filter_map(|r| Some((r["line"].as_u64()?, r)))
+        .collect();
+    assert!(by_line[&4]["custom_id"].is_null() && by_line[&5]["custom_id"].is_null());
+    assert_eq!(by_line[&8]["custom_id"], "good-1");
+    assert_eq!(by_line[&6]["custom_id"], "no-body");
+
+    assert_eq!(
+        (summary.lines, summary.succeeded, summary.invalid),
+        (13, 3, 10)
+    );
+    assert!(!summary.all_succeeded());
+    assert_eq!(summary.errors_by_code["missing_field"], 2);
+    assert_eq!(records(&dir.path().join("errors.jsonl")).len(), 10);
+    assert_eq!(server.stats().requests_total, 3);
+
+    // A second run finds every line recorded, bad ones included, and sends nothing.
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    let opts = BatchOptions {
+        max_line_bytes: 400,
+        ..options(dir.path())
+    };
+    let again = BatchRunner::new(client, Input::Path(input), opts)
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.skipped, again.skipped_failed, again.lines),
+        (13, 10, 13)
+    );
+    assert!(!again.all_succeeded(), "earlier failures still count");
+    assert_eq!(server.stats().requests_total, 3);
+    assert_eq!(records(&dir.path().join("out.jsonl")).len(), 13);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_resumes_without_resending_recorded_outcomes() {
+    let server = MockServer::start(MockConfig {
+        latency: "20ms".parse().unwrap(),
+        journal: true,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(1_000));
+    let out_path = dir.path().join("out.jsonl");
+    let concurrency = 64;
+    let opts = || BatchOptions {
+        concurrency,
+        grace: Duration::from_millis(5),
+        flush_interval: Duration::from_millis(20),
+        flush_records: 50,
+        ..options(dir.path())
+    };
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+
+    let runner = BatchRunner::new(client.clone(), Input::Path(input.clone()), opts());
+    let stop = after_successes(runner.progress(), 300);
+    let first = runner.run(stop).await.unwrap();
+    assert!(first.interrupted && !first.all_succeeded());
+    assert!(
+        first.succeeded >= 300 && first.succeeded < 1_000,
+        "{first:?}"
+    );
+    assert!(first.unfinished() > 0);
+    let recorded: HashSet<String> = custom_ids(&records(&out_path)).into_iter().collect();
+    assert_eq!(
+        recorded.len() as u64,
+        first.succeeded,
+        "each outcome recorded once"
+    );
+    let sent_first = server.stats().requests_total;
+    assert!(sent_first <= first.succeeded + concurrency as u64);
+
+    // A crash mid-write leaves a torn line.
+    let torn = r#"{"id":"batch_req_0000","custom_id":"req-999","response":{"status_"#;
+    let mut bytes = std::fs::read(&out_path).unwrap();
+    bytes.extend_from_slice(torn.as_bytes());
+    std::fs::write(&out_path, &bytes).unwrap();
+    server.reset_stats();
+
+    let second = BatchRunner::new(client.clone(), Input::Path(input.clone()), opts())
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert!(second.all_succeeded(), "{second:?}");
+    assert_eq!(second.skipped, first.succeeded);
+    assert_eq!(second.succeeded, 1_000 - first.succeeded);
+
+    let out = records(&out_path);
+    let ids = custom_ids(&out);
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(
+        (ids.len(), unique.len()),
+        (1_000, 1_000),
+        "every custom_id exactly once"
+    );
+    let resent: Vec<String> = server
+        .journal()
+        .into_iter()
+        .filter(|id| recorded.contains(id))
+        .collect();
+    assert!(
+        resent.is_empty(),
+        "sent again despite a recorded outcome: {resent:?}"
+    );
+    let sent_second = server.stats().requests_total;
+    assert_eq!(sent_second, second.succeeded);
+    assert!(sent_first + sent_second <= 1_000 + concurrency as u64);
+
+    // Nothing is left: a third run sends nothing.
+    let third = BatchRunner::new(client, Input::Path(input), opts())
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert!(third.all_succeeded());
+    assert_eq!((third.skipped, third.attempts), (1_000, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_mode_keeps_input_order() {
+    let server = MockServer::start(MockConfig {
+        latency: "uniform:0ms..20ms".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(1_000));
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    let opts = BatchOptions {
+        ordered: true,
+        reorder_window: 100,
+        concurrency: 64,
+        ..options(dir.path())
+    };
+    let summary = BatchRunner::new(client, Input::Path(input), opts)
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert!(summary.all_succeeded());
+    let ids = custom_ids(&records(&dir.path().join("out.jsonl")));
+    let expected: Vec<String> = (0..1_000).map(|i| format!("req-{i}")).collect();
+    assert_eq!(ids, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_requests_are_recorded_in_both_files() {
+    let server = MockServer::start(MockConfig {
+        faults: "reset=1".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let no_model = json!({"custom_id": "no-model", "method": "POST",
+        "url": "/v1/chat/completions", "body": {"messages": []}});
+    write_input(&input, [chat_line("reset"), no_model.to_string()]);
+    let client = Client::builder()
+        .base_url(server.url())
+        .retries(0)
+        .build()
+        .unwrap();
+    let summary = BatchRunner::new(client, Input::Path(input.clone()), options(dir.path()))
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!((summary.failed, summary.succeeded), (2, 0));
+    let out = records(&dir.path().join("out.jsonl"));
+    assert_eq!(out, records(&dir.path().join("errors.jsonl")));
+    for record in &out {
+        assert!(record["response"].is_null());
+        assert_eq!(record["error"]["code"], "connection", "{record}");
+        assert!(
+            record["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("line ")
+        );
+    }
+
+    // Without faults, the line the mock rejects is a final HTTP error: a `response`.
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_input(&input, [no_model.to_string()]);
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    let summary = BatchRunner::new(client, Input::Path(input), options(dir.path()))
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(summary.errors_by_code["http_400"], 1);
+    let record = &records(&dir.path().join("errors.jsonl"))[0];
+    assert_eq!(record["response"]["status_code"], 400);
+    assert!(record["response"]["body"]["error"]["message"].is_string());
+    assert!(record["error"].is_null());
+}
+
+#[tokio::test]
+async fn validate_checks_without_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut lines: Vec<String> = numbered(5).collect();
+    lines.insert(2, "{not json".into());
+    lines.insert(4, String::new());
+    lines.push(chat_line("req-0"));
+    write_input(&input, lines);
+    let report = validate(Input::Path(input), 1024).await.unwrap();
+    assert_eq!(
+        (report.lines, report.valid, report.invalid_count),
+        (7, 5, 2)
+    );
+    let codes: Vec<(u64, String)> = report
+        .invalid
+        .iter()
+        .map(|r| (r.line, r.error_code().unwrap()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (3, "invalid_json".into()),
+            (8, "duplicate_custom_id".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn errors_of_the_run_name_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = Client::builder()
+        .base_url("http://127.0.0.1:9/v1")
+        .build()
+        .unwrap();
+    let missing = dir.path().join("missing.jsonl");
+    let err = BatchRunner::new(
+        client.clone(),
+        Input::Path(missing.clone()),
+        options(dir.path()),
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(
+        err.to_string().contains(&*missing.to_string_lossy()),
+        "{err}"
+    );
+
+    let input = input_file(dir.path(), numbered(1));
+    let unwritable: PathBuf = dir.path().join("no-such-dir").join("out.jsonl");
+    let err = BatchRunner::new(
+        client.clone(),
+        Input::Path(input.clone()),
+        BatchOptions::new(&unwritable),
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(
+        err.to_string().contains(&*unwritable.to_string_lossy()),
+        "{err}"
+    );
+
+    // The input given as the output by mistake is refused, not touched; so is another
+    // file that is not a batch output.
+    let before = std::fs::read(&input).unwrap();
+    let err = BatchRunner::new(
+        client.clone(),
+        Input::Path(input.clone()),
+        BatchOptions::new(dir.path().join(".").join("in.jsonl")),
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(
+        err.to_string().contains("cannot also be the input"),
+        "{err}"
+    );
+    let copy = dir.path().join("copy.jsonl");
+    std::fs::copy(&input, &copy).unwrap();
+    let err = BatchRunner::new(client, Input::Path(input.clone()), BatchOptions::new(&copy))
+        .run(std::future::pending())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("not a batch output file"), "{err}");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_are_flushed_while_the_run_goes_on() {
+    let server = MockServer::start(MockConfig {
+        latency: "10ms".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    // Once by count (the interval is far away), once by time (the count is never reached).
+    let cadences = [
+        (10, Duration::from_secs(3600)),
+        (usize::MAX, Duration::from_millis(20)),
+    ];
+    for (flush_records, flush_interval) in cadences {
+        let dir = tempfile::tempdir().unwrap();
+        let input = input_file(dir.path(), numbered(20_000));
+        let out_path = dir.path().join("out.jsonl");
+        let client = Client::builder().base_url(server.url()).build().unwrap();
+        let opts = BatchOptions {
+            concurrency: 16,
+            flush_records,
+            flush_interval,
+            ..BatchOptions::new(&out_path)
+        };
+        let runner = BatchRunner::new(client, Input::Path(input), opts);
+        // Stops the run once 50 outcomes are in the file (or after 10 s, failing the test).
+        let seen = Arc::new(AtomicBool::new(false));
+        let stop = {
+            let seen = seen.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while tokio::time::Instant::now() < deadline {
+                    let bytes = std::fs::read(&out_path).unwrap_or_default();
+                    if bytes.iter().filter(|&&b| b == b'\n').count() >= 50 {
+                        seen.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        let summary = runner.run(stop).await.unwrap();
+        assert!(
+            seen.load(Ordering::Relaxed),
+            "nothing flushed with {flush_records} / {flush_interval:?}"
+        );
+        assert!(
+            summary.interrupted && summary.succeeded < 20_000,
+            "{summary:?}"
+        );
+    }
+}
+
+/// A client without retries, so that injected faults become recorded failures.
+fn client_without_retries(server: &MockServer) -> Client {
+    Client::builder()
+        .base_url(server.url())
+        .retries(0)
+        .build()
+        .unwrap()
+}
+
+async fn bounded<T>(run: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run ended within 30 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_input_loses_no_line() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("in.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let feeder = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let text: String = numbered(2_000).map(|l| l + "\n").collect();
+            // Blocks until the run opens the FIFO for reading.
+            std::fs::write(fifo, text).unwrap();
+        })
+    };
+    let runner = BatchRunner::new(
+        Client::builder().base_url(server.url()).build().unwrap(),
+        Input::Path(fifo),
+        options(dir.path()),
+    );
+    let progress = runner.progress();
+    let summary = bounded(runner.run(std::future::pending())).await.unwrap();
+    feeder.join().unwrap();
+    assert_eq!((summary.lines, summary.succeeded), (2_000, 2_000));
+    assert_eq!(records(&dir.path().join("out.jsonl")).len(), 2_000);
+    assert_eq!(
+        progress.snapshot().total_lines,
+        None,
+        "a FIFO is not counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_output_is_refused() {
+    let server = MockServer::start(MockConfig {
+        latency: volley_mock::Latency::Fixed(Duration::from_millis(200)),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(20));
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    let first = BatchRunner::new(
+        client.clone(),
+        Input::Path(input.clone()),
+        options(dir.path()),
+    );
+    let progress = first.progress();
+    let first = tokio::spawn(first.run(std::future::pending()));
+    bounded(async {
+        while progress.snapshot().in_flight == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let second = BatchRunner::new(
+        client.clone(),
+        Input::Path(input.clone()),
+        options(dir.path()),
+    );
+    let err = bounded(second.run(std::future::pending()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("another run is writing"), "{err}");
+    // A different output but the same errors file is refused too.
+    let other = BatchOptions {
+        errors: Some(dir.path().join("errors.jsonl")),
+        ..BatchOptions::new(dir.path().join("other.jsonl"))
+    };
+    let err = BatchRunner::new(client, Input::Path(input), other)
+        .run(std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("another run is writing"), "{err}");
+    let summary = bounded(first).await.unwrap().unwrap();
+    assert_eq!(summary.succeeded, 20);
+    assert_eq!(records(&dir.path().join("out.jsonl")).len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_failed_sends_recorded_failures_again_and_the_last_record_wins() {
+    const LINES: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_input(
+        &input,
+        numbered(LINES).chain([r#"{"custom_id":"bad"}"#.to_owned()]),
+    );
+    let flaky = MockServer::start(MockConfig {
+        faults: "500=0.5".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let first = BatchRunner::new(
+        client_without_retries(&flaky),
+        Input::Path(input.clone()),
+        options(dir.path()),
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap();
+    assert!(first.failed > 50 && first.failed < 250, "{first:?}");
+    assert_eq!(first.invalid, 1);
+
+    // Without the option a recorded failure is final.
+    let healthy = MockServer::start(MockConfig::default()).await.unwrap();
+    let again = BatchRunner::new(
+        client_without_retries(&healthy),
+        Input::Path(input.clone()),
+        options(dir.path()),
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap();
+    assert_eq!(
+        (again.succeeded, again.skipped_failed),
+        (0, first.failed + 1)
+    );
+
+    let retried = BatchRunner::new(
+        client_without_retries(&healthy),
+        Input::Path(input.clone()),
+        BatchOptions {
+            retry_failed: true,
+            ..options(dir.path())
+        },
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap();
+    assert_eq!(retried.succeeded, first.failed, "{retried:?}");
+    assert_eq!(retried.skipped_failed, 1, "the invalid line is not resent");
+    assert_eq!(healthy.stats().requests_total, first.failed);
+
+    let out = records(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len() as u64, LINES as u64 + 1 + first.failed);
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for r in out.iter().filter(|r| r["line"].is_null()) {
+        if let Some(id) = r["custom_id"].as_str() {
+            last.insert(
+                id.to_owned(),
+                r["response"]["status_code"].as_u64().unwrap(),
+            );
+        }
+    }
+    assert_eq!(last.len(), LINES);
+    assert!(
+        last.values().all(|&s| s == 200),
+        "the last record is a success"
+    );
+
+    // A resume now finds every request done and successful.
+    let done = BatchRunner::new(
+        client_without_retries(&healthy),
+        Input::Path(input),
+        BatchOptions {
+            retry_failed: true,
+            ..options(dir.path())
+        },
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap();
+    assert_eq!((done.skipped, done.skipped_failed), (LINES as u64 + 1, 1));
+    assert_eq!(done.succeeded + done.failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_stop_the_run() {
+    let server = MockServer::start(MockConfig {
+        require_api_key: Some("sk-right".into()),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(2_000));
+    let client = Client::builder()
+        .base_url(server.url())
+        .api_key("sk-wrong")
+        .build()
+        .unwrap();
+    let options = BatchOptions {
+        concurrency: 8,
+        ..options(dir.path())
+    };
+    let summary =
+        bounded(BatchRunner::new(client, Input::Path(input), options).run(std::future::pending()))
+            .await
+            .unwrap();
+    let why = summary.credentials_rejected.clone().expect("stopped");
+    assert!(why.starts_with("HTTP 401: "), "{why}");
+    assert!(!summary.all_succeeded() && !summary.interrupted);
+    let out = records(&dir.path().join("out.jsonl"));
+    assert!(!out.is_empty() && out.len() <= 100, "{} records", out.len());
+    assert!(out.iter().all(|r| r["response"]["status_code"] == 401));
+    assert!(server.stats().requests_total <= 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_that_are_not_regular_files_are_refused() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(3));
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    let fifo = dir.path().join("out.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for output in [fifo.clone(), PathBuf::from("-"), dir.path().to_owned()] {
+        let err = bounded(
+            BatchRunner::new(
+                client.clone(),
+                Input::Path(input.clone()),
+                BatchOptions::new(&output),
+            )
+            .run(std::future::pending()),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(
+            err.to_string().contains("not a regular file") || err.to_string().contains("`-`"),
+            "{err}"
+        );
+    }
+    assert!(!PathBuf::from("-").exists());
+    let errors_fifo = BatchOptions {
+        errors: Some(fifo),
+        ..options(dir.path())
+    };
+    let err = bounded(
+        BatchRunner::new(client, Input::Path(input), errors_fifo).run(std::future::pending()),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert_eq!(server.stats().requests_total, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_order_mark_and_blank_lines_are_not_lines() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut text = String::from("\u{feff}");
+    for line in numbered(5) {
+        text.push_str(&line);
+        text.push_str("\n\n  \n");
+    }
+    std::fs::write(&input, text).unwrap();
+    let runner = BatchRunner::new(
+        Client::builder().base_url(server.url()).build().unwrap(),
+        Input::Path(input.clone()),
+        options(dir.path()),
+    );
+    let progress = runner.progress();
+    let summary = runner.run(std::future::pending()).await.unwrap();
+    assert!(summary.all_succeeded(), "{summary:?}");
+    assert_eq!(summary.succeeded, 5);
+    let snapshot = progress.snapshot();
+    assert_eq!(
+        snapshot.total_lines,
+        Some(5),
+        "blank lines are not in the total"
+    );
+    assert_eq!(snapshot.done(), 5);
+
+    let stream = chat_line("s").replace(r#""max_tokens":8"#, r#""max_tokens":8,"stream":true"#);
+    std::fs::write(&input, format!("{stream}\n")).unwrap();
+    let report = validate(Input::Path(input), 1 << 20).await.unwrap();
+    assert_eq!(report.invalid_count, 1);
+    let volley_batch::Outcome::Invalid { code, message } = &report.invalid[0].outcome else {
+        panic!("an invalid record");
+    };
+    assert_eq!(*code, "invalid_field");
+    assert!(message.contains("`body.stream`"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_output_with_a_tiny_byte_window_still_finishes_in_order() {
+    let server = MockServer::start(MockConfig {
+        latency: "uniform:1ms..20ms".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(300));
+    let options = BatchOptions {
+        ordered: true,
+        reorder_max_bytes: 1,
+        concurrency: 32,
+        ..options(dir.path())
+    };
+    let runner = BatchRunner::new(
+        Client::builder().base_url(server.url()).build().unwrap(),
+        Input::Path(input),
+        options,
+    );
+    let summary = bounded(runner.run(std::future::pending())).await.unwrap();
+    assert_eq!(summary.succeeded, 300);
+    let ids = custom_ids(&records(&dir.path().join("out.jsonl")));
+    let expected: Vec<String> = (0..300).map(|i| format!("req-{i}")).collect();
+    assert_eq!(ids, expected);
+}

@@ -1,0 +1,398 @@
+//! [`BenchConfig`]: what a run does, and the flag grammars of its parts ([`Load`], [`Ramp`],
+//! [`Arrivals`], [`StackKind`], [`parse_duration`]), so the CLI only maps flags to fields.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use volley::core::{ApiKey, Error, ErrorKind};
+
+use super::lengths::Lengths;
+use super::ramp::Ramp;
+use volley::{ClientBuilder, MAX_CONCURRENCY};
+
+/// The default of [`BenchConfig::base_url`]: where `volley mock` listens by default.
+pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8080/v1";
+/// The default of [`BenchConfig::model`].
+pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
+/// The default of [`BenchConfig::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
+/// The default of [`BenchConfig::seed`].
+pub const DEFAULT_SEED: u64 = 42;
+/// The highest open-loop arrival rate [`BenchConfig`] accepts, in requests per second.
+const MAX_RATE: f64 = 10_000_000.0;
+
+/// What a benchmark run does. Start from [`BenchConfig::default()`] and set what differs;
+/// [`Bench::new`](super::Bench::new) checks it.
+///
+/// At least one stop condition is required: [`requests`](Self::requests),
+/// [`duration`](Self::duration), or both (the run stops at whichever comes first).
+///
+/// The run uses the caller's tokio runtime: its worker threads are the load generator's.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// A name for the run, written to the results (a scenario id such as `S1`).
+    /// Default `"bench"`.
+    pub name: String,
+    /// The base URL, `/v1` included. Default [`DEFAULT_BASE_URL`].
+    pub base_url: String,
+    /// The API key, sent as a bearer token. Default none.
+    pub api_key: Option<ApiKey>,
+    /// The model named in every request. Default [`DEFAULT_MODEL`].
+    pub model: String,
+    /// How load is offered. Default `Load::Closed { concurrency: 64 }`.
+    pub load: Load,
+    /// Stop after this many requests: sent ones in a closed loop or ramp, arrivals (dropped
+    /// ones included) in an open loop. Default none.
+    pub requests: Option<u64>,
+    /// Stop starting requests after this long; those in flight then are finished and counted.
+    /// Default none.
+    pub duration: Option<Duration>,
+    /// Streaming requests (`stream: true` with `stream_options.include_usage`), measuring time
+    /// to first token and between tokens. Default `false`.
+    pub stream: bool,
+    /// Prompt lengths in tokens (4 bytes of text per token, as the mock counts).
+    /// Default `Lengths::Fixed(64)`.
+    pub prompt_tokens: Lengths,
+    /// `max_tokens` of each request. A server may send fewer (the mock sends at most its own
+    /// `output_tokens`). Default `Lengths::Fixed(16)`.
+    pub output_tokens: Lengths,
+    /// The client stack measured. Default [`StackKind::Full`].
+    pub stack: StackKind,
+    /// Open loop: the most requests in flight. Arrivals beyond it are not sent, and counted
+    /// as `dropped` in the results. Default [`DEFAULT_MAX_IN_FLIGHT`].
+    pub max_in_flight: usize,
+    /// The seed of arrival times and lengths: the same seed gives the same schedule.
+    /// Default [`DEFAULT_SEED`].
+    pub seed: u64,
+    /// The client to measure, for settings this config does not repeat (TLS roots, HTTP/2,
+    /// rate limits, timeouts). The run sets its base URL, API key (when
+    /// [`api_key`](Self::api_key) is set) and concurrency (the load's largest, so the client's
+    /// own limit never queues the load). Default `None`: `Client::builder().retries(0)`, the
+    /// default stack without retries, so failures are counted rather than hidden.
+    pub client: Option<ClientBuilder>,
+    /// Whether the target is a mock embedded in this process (`volley bench --mock`); only
+    /// recorded in the results. Default `false`.
+    pub embedded_mock: bool,
+}
+
+impl Default for BenchConfig {
+    fn default() -> BenchConfig {
+        BenchConfig {
+            name: "bench".to_owned(),
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            api_key: None,
+            model: DEFAULT_MODEL.to_owned(),
+            load: Load::Closed { concurrency: 64 },
+            requests: None,
+            duration: None,
+            stream: false,
+            prompt_tokens: Lengths::Fixed(64),
+            output_tokens: Lengths::Fixed(16),
+            stack: StackKind::Full,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            seed: DEFAULT_SEED,
+            client: None,
+            embedded_mock: false,
+        }
+    }
+}
+
+impl BenchConfig {
+    /// Checks the configuration: a stop condition, a load that can run, valid lengths.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let config = |message: String| Err(Error::new(ErrorKind::Config, message));
+        match (self.requests, self.duration) {
+            (None, None) => {
+                return config(
+                    "a benchmark needs a stop condition: a number of requests, a duration, \
+                     or both"
+                        .to_owned(),
+                );
+            }
+            (Some(0), _) => return config("requests must be at least 1".to_owned()),
+            (_, Some(d)) if d.is_zero() => {
+                return config("the duration must be longer than zero".to_owned());
+            }
+            _ => {}
+        }
+        if self.model.trim().is_empty() {
+            return config("the model name is empty".to_owned());
+        }
+        match self.load {
+            Load::Closed { concurrency } if !(1..=MAX_CONCURRENCY).contains(&concurrency) => {
+                return config(format!(
+                    "concurrency {concurrency} is not in 1..={MAX_CONCURRENCY}"
+                ));
+            }
+            Load::Open { rate, .. } if !(rate.is_finite() && rate > 0.0) => {
+                return config(format!(
+                    "the arrival rate must be a positive number of requests per second, not \
+                     {rate}"
+                ));
+            }
+            Load::Open { rate, .. } if rate > MAX_RATE => {
+                return config(format!(
+                    "the arrival rate {rate} is above the most a run can pace, {MAX_RATE} \
+                     requests per second"
+                ));
+            }
+            Load::Open { .. } if !(1..=MAX_CONCURRENCY).contains(&self.max_in_flight) => {
+                return config(format!(
+                    "max_in_flight {} is not in 1..={MAX_CONCURRENCY}",
+                    self.max_in_flight
+                ));
+            }
+            Load::Ramp(ramp) => ramp.validate()?,
+            _ => {}
+        }
+        self.prompt_tokens.validate("prompt tokens")?;
+        self.output_tokens.validate("output tokens")?;
+        Ok(())
+    }
+
+    /// The most requests the load can have in flight at once.
+    pub(crate) fn peak_concurrency(&self) -> usize {
+        match self.load {
+            Load::Closed { concurrency } => concurrency,
+            Load::Open { .. } => self.max_in_flight,
+            Load::Ramp(ramp) => ramp.from.max(ramp.to),
+        }
+    }
+}
+
+/// How load is offered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// A closed loop: `concurrency` workers, each sending its next request as soon as the
+    /// previous one is finished (its whole body or stream read).
+    Closed {
+        /// The number of workers (requests in flight).
+        concurrency: usize,
+    },
+    /// An open loop: requests arrive at `rate` per second whatever the server does, each sent
+    /// at its arrival time (up to [`BenchConfig::max_in_flight`] in flight).
+    Open {
+        /// Arrivals per second, above 0 and at most 10 000 000.
+        rate: f64,
+        /// How arrival times are spread.
+        arrivals: Arrivals,
+    },
+    /// A closed loop whose concurrency grows linearly, then holds.
+    Ramp(Ramp),
+}
+
+impl Load {
+    /// `closed`, `open` or `ramp`, as written in the results.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Load::Closed { .. } => "closed",
+            Load::Open { .. } => "open",
+            Load::Ramp(_) => "ramp",
+        }
+    }
+}
+
+impl From<Ramp> for Load {
+    fn from(ramp: Ramp) -> Load {
+        Load::Ramp(ramp)
+    }
+}
+
+/// How open-loop arrivals are spread in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Arrivals {
+    /// Exponentially distributed gaps (a Poisson process): bursts and lulls, as independent
+    /// users make. The default.
+    #[default]
+    Poisson,
+    /// Exactly `1 / rate` apart.
+    Constant,
+}
+
+impl Arrivals {
+    /// `poisson` or `constant`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arrivals::Poisson => "poisson",
+            Arrivals::Constant => "constant",
+        }
+    }
+}
+
+impl fmt::Display for Arrivals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Arrivals {
+    type Err = Error;
+
+    /// `poisson` or `constant` (any case).
+    fn from_str(s: &str) -> Result<Arrivals, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "poisson" => Ok(Arrivals::Poisson),
+            "constant" => Ok(Arrivals::Constant),
+            _ => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("invalid arrivals {s:?}: expected poisson or constant"),
+            )),
+        }
+    }
+}
+
+/// Which client stack sends the requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StackKind {
+    /// The whole default [`Client`](volley::Client) stack (metrics, retry, limits, timeouts).
+    /// The default.
+    #[default]
+    Full,
+    /// The bare [`Transport`](volley::transport::Transport), no layers: the difference to
+    /// `Full` is the middleware's cost.
+    Bare,
+}
+
+impl StackKind {
+    /// `full` or `bare`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StackKind::Full => "full",
+            StackKind::Bare => "bare",
+        }
+    }
+}
+
+impl fmt::Display for StackKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StackKind {
+    type Err = Error;
+
+    /// `full` or `bare` (any case).
+    fn from_str(s: &str) -> Result<StackKind, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "full" => Ok(StackKind::Full),
+            "bare" => Ok(StackKind::Bare),
+            _ => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("invalid stack {s:?}: expected full or bare"),
+            )),
+        }
+    }
+}
+
+/// Parses a duration flag: a number and a unit (`h`, `m`, `s`, `ms`, `us`), possibly several
+/// (`"1m30s"`); a bare number is seconds. `"30s"`, `"500ms"`, `"2m"`, `"1.5s"`.
+///
+/// ```
+/// use std::time::Duration;
+/// use volley_bench::parse_duration;
+///
+/// assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+/// assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+/// assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+/// assert!(parse_duration("30 parsecs").is_err());
+/// ```
+///
+/// # Errors
+/// `InvalidInput` naming the text, for anything else.
+pub fn parse_duration(input: &str) -> Result<Duration, Error> {
+    // Go's grammar, as providers' rate-limit headers use it: the same reader serves both.
+    volley::core::headers::parse_duration(input.trim()).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "invalid duration {input:?}: expected a number and a unit (h, m, s, ms, us), \
+                 e.g. \"30s\", \"500ms\" or \"2m\""
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("30s", Duration::from_secs(30)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("1m30s", Duration::from_secs(90)),
+            (" 1.5s ", Duration::from_millis(1500)),
+            ("12", Duration::from_secs(12)),
+            ("250us", Duration::from_micros(250)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text).unwrap(), want, "{text}");
+        }
+        for bad in ["", "s", "-1s", "1x", "ten seconds", "1.2.3s"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput);
+            assert!(
+                err.to_string().contains("expected a number and a unit"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn stop_conditions_and_loads_are_checked() {
+        let err = BenchConfig::default().validate().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("stop condition"), "{err}");
+        let with = |f: fn(&mut BenchConfig)| {
+            let mut c = BenchConfig {
+                requests: Some(10),
+                ..BenchConfig::default()
+            };
+            f(&mut c);
+            c.validate()
+        };
+        assert!(with(|_| {}).is_ok());
+        assert!(with(|c| c.requests = Some(0)).is_err());
+        assert!(with(|c| c.duration = Some(Duration::ZERO)).is_err());
+        assert!(with(|c| c.load = Load::Closed { concurrency: 0 }).is_err());
+        assert!(with(|c| c.model = " ".into()).is_err());
+        assert!(with(|c| c.output_tokens = Lengths::Uniform { min: 9, max: 3 }).is_err());
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY, 10_000_001.0, 1e300] {
+            let mut c = BenchConfig {
+                requests: Some(10),
+                load: Load::Open {
+                    rate,
+                    arrivals: Arrivals::Poisson,
+                },
+                ..BenchConfig::default()
+            };
+            assert!(c.validate().is_err(), "{rate}");
+            c.load = Load::Open {
+                rate: 10.0,
+                arrivals: Arrivals::Poisson,
+            };
+            assert!(c.validate().is_ok());
+            c.load = Load::Open {
+                rate: MAX_RATE,
+                arrivals: Arrivals::Poisson,
+            };
+            assert!(c.validate().is_ok());
+            c.max_in_flight = 0;
+            assert!(c.validate().is_err());
+        }
+    }
+
+    #[test]
+    fn small_grammars() {
+        assert_eq!("Poisson".parse::<Arrivals>().unwrap(), Arrivals::Poisson);
+        assert_eq!("constant".parse::<Arrivals>().unwrap(), Arrivals::Constant);
+        assert!("uniform".parse::<Arrivals>().is_err());
+        assert_eq!("BARE".parse::<StackKind>().unwrap(), StackKind::Bare);
+        assert_eq!(StackKind::Full.to_string(), "full");
+        assert!("naked".parse::<StackKind>().is_err());
+    }
+}

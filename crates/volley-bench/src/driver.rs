@@ -1,0 +1,281 @@
+//! [`Bench`] and its [`Live`] handle: setting a run up, running it, and putting its results
+//! together.
+
+use std::fmt;
+use std::num::NonZero;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use volley::core::{Error, ErrorKind, Request, Response};
+use volley::transport::Transport;
+
+use super::body::Bodies;
+use super::config::{BenchConfig, Load, StackKind};
+use super::lane::Lane;
+use super::pacer::{Pacer, Schedule, TokioClock, Until};
+use super::recorder::Recorder;
+use super::results::{BenchResults, Connections};
+use super::rng::Rng;
+use super::server::ServerProbe;
+use super::shared::{Live, Shared, conduct};
+use super::summary::{Facts, results};
+use super::sys;
+use volley::Client;
+
+/// Lanes per runtime worker thread: a few, so a lane that is busy parsing does not hold up
+/// the others, and few enough that their recorders stay small.
+const LANES_PER_WORKER: usize = 4;
+
+/// One benchmark run, ready to start.
+///
+/// [`Bench::new`] checks the configuration, builds the client and the request bodies;
+/// [`Bench::live`] gives a handle for progress; [`Bench::run`] runs it on the caller's tokio
+/// runtime and returns the results.
+pub struct Bench {
+    config: BenchConfig,
+    client: Client,
+    target: Target,
+    probe: Option<ServerProbe>,
+    bodies: Arc<Bodies>,
+    shared: Arc<Shared>,
+}
+
+impl Bench {
+    /// Checks `config`, builds the client (and the bare transport for
+    /// [`StackKind::Bare`]) and prebuilds the request bodies.
+    ///
+    /// # Errors
+    /// `Config` for a configuration that cannot run (no stop condition, zero concurrency, an
+    /// invalid rate or length) or a client that cannot be built (an invalid base URL, plain
+    /// HTTP to a remote host).
+    pub fn new(config: BenchConfig) -> Result<Bench, Error> {
+        config.validate()?;
+        let peak = config.peak_concurrency();
+        let mut builder = config
+            .client
+            .clone()
+            .unwrap_or_else(|| Client::builder().retries(0))
+            .base_url(config.base_url.clone())
+            .concurrency(peak);
+        // The probe is built before the API key is added: the statistics calls go to
+        // whatever the target is, and a real provider's endpoints need not see the key.
+        let probe_builder = builder.clone();
+        if let Some(key) = &config.api_key {
+            builder = builder.api_key(key.clone());
+        }
+        let client = builder.build()?;
+        let target = match config.stack {
+            StackKind::Full => Target::Full(Box::new(client.clone())),
+            StackKind::Bare => Target::Bare(client.transport().clone()),
+        };
+        let probe = ServerProbe::new(probe_builder, client.base_url());
+        let bodies = Bodies::build(
+            &config.model,
+            config.stream,
+            &config.prompt_tokens,
+            &config.output_tokens,
+        )?;
+        let initial_target = match config.load {
+            Load::Closed { concurrency } => concurrency,
+            Load::Ramp(ramp) => ramp.from,
+            Load::Open { .. } => 0,
+        };
+        let shared = Arc::new(Shared::new(lane_count(peak), initial_target));
+        Ok(Bench {
+            config,
+            client,
+            target,
+            probe,
+            bodies: Arc::new(bodies),
+            shared,
+        })
+    }
+
+    /// A handle on the run's progress; take it before [`Bench::run`].
+    pub fn live(&self) -> Live {
+        Live {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The configuration, as given.
+    pub fn config(&self) -> &BenchConfig {
+        &self.config
+    }
+
+    /// Runs the benchmark to its stop condition (or [`Live::stop`]) and returns what it
+    /// measured. Requests in flight at the stop are finished and counted; dropping this
+    /// future aborts them.
+    ///
+    /// When the target answers volley-mock's `POST /stats/reset` and `GET /stats`, its
+    /// statistics are reset before the run and read after it, for the results' `server`.
+    ///
+    /// # Errors
+    /// `Cancelled` when the runtime shuts down during the run. Failed requests are not errors
+    /// of the run: they are counted in the results by kind.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub async fn run(self) -> Result<BenchResults, Error> {
+        let Bench {
+            config,
+            client,
+            target,
+            probe,
+            bodies,
+            shared,
+        } = self;
+        let started_at = SystemTime::now();
+        let probe = match probe {
+            Some(probe) if probe.reset().await => Some(probe),
+            _ => None,
+        };
+        let reset_done = Instant::now();
+        let connections_before = client.connection_stats();
+        let cpu_before = sys::cpu_times();
+
+        let start = Instant::now();
+        let _ = shared.started.set(start);
+        let lanes = shared.lanes.len();
+        let lane = |index: usize| Lane {
+            index,
+            lanes,
+            shared: shared.clone(),
+            target: target.clone(),
+            bodies: bodies.clone(),
+            stream: config.stream,
+            prompt: config.prompt_tokens,
+            output: config.output_tokens,
+            requests: config.requests,
+            deadline: config.duration.map(|d| start + d),
+            start,
+            recorder: Mutex::new(Recorder::new()),
+        };
+        // Both sets abort their tasks when dropped, so dropping this future stops the run.
+        let mut workers = JoinSet::new();
+        let mut helpers = JoinSet::new();
+        let tokio_start = tokio::time::Instant::from_std(start);
+        match config.load {
+            Load::Closed { .. } | Load::Ramp(_) => {
+                for index in 0..lanes {
+                    let rng = Rng::fork(config.seed, index as u64);
+                    workers.spawn(lane(index).closed(rng, shared.control.subscribe()));
+                }
+                let ramp = match config.load {
+                    Load::Ramp(ramp) => Some(ramp),
+                    _ => None,
+                };
+                helpers.spawn(conduct(shared.clone(), ramp, config.duration, tokio_start));
+            }
+            Load::Open { rate, arrivals } => {
+                let mut senders = Vec::with_capacity(lanes);
+                for index in 0..lanes {
+                    let (sender, receiver) = mpsc::unbounded_channel();
+                    senders.push(sender);
+                    workers.spawn(lane(index).open(receiver));
+                }
+                let pacer = Pacer {
+                    shared: shared.clone(),
+                    senders,
+                    max_in_flight: config.max_in_flight as u64,
+                    prompt: config.prompt_tokens,
+                    output: config.output_tokens,
+                    rng: Rng::fork(config.seed, u64::MAX),
+                };
+                let schedule = Schedule::new(rate, arrivals, config.seed);
+                let until = Until {
+                    arrivals: config.requests,
+                    duration: config.duration,
+                };
+                let clock = TokioClock::new(tokio_start, shared.control.subscribe());
+                helpers.spawn(pacer.run(schedule, until, clock));
+            }
+        }
+
+        let mut merged = Recorder::new();
+        while let Some(joined) = workers.join_next().await {
+            match joined {
+                Ok(recorder) => merged.merge(&recorder),
+                // A panic in a lane is a bug; let it surface where the caller can see it.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Cancelled,
+                        "the runtime shut down during the benchmark",
+                    ));
+                }
+            }
+        }
+        let _ = shared.ended.set(Instant::now());
+        helpers.abort_all();
+        let cpu = sys::cpu_times()
+            .zip(cpu_before)
+            .map(|(after, before)| after.since(before));
+        let connections_after = client.connection_stats();
+        let wall = Duration::from_nanos(merged.last_end_ns);
+        let server = match probe {
+            Some(probe) => probe
+                .read()
+                .await
+                .map(|stats| stats.server_side(start.saturating_duration_since(reset_done), wall)),
+            None => None,
+        };
+        Ok(results(Facts {
+            config: &config,
+            base_url: client.base_url(),
+            started_at,
+            recorder: merged,
+            dropped: shared.dropped.load(Relaxed),
+            peak_in_flight: shared.peak.load(Relaxed),
+            cpu,
+            peak_rss: sys::peak_rss_bytes(),
+            connections: Connections {
+                opened: connections_after
+                    .opened
+                    .saturating_sub(connections_before.opened),
+                reused: connections_after
+                    .reused()
+                    .saturating_sub(connections_before.reused()),
+            },
+            server,
+        }))
+    }
+}
+
+impl fmt::Debug for Bench {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bench")
+            .field("config", &self.config)
+            .field("lanes", &self.shared.lanes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What sends the requests.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// Boxed: a `Client` is a few hundred bytes and the target is cloned once per lane.
+    Full(Box<Client>),
+    Bare(Transport),
+}
+
+impl Target {
+    pub(crate) async fn send(&self, request: Request) -> Result<Response, Error> {
+        match self {
+            Target::Full(client) => client.send(request).await,
+            Target::Bare(transport) => transport.send(request).await,
+        }
+    }
+}
+
+/// How many lanes: [`LANES_PER_WORKER`] per runtime worker (or per CPU outside a runtime),
+/// at most one per request in flight.
+fn lane_count(peak_concurrency: usize) -> usize {
+    let workers = tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_workers())
+        .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, NonZero::get));
+    (workers.max(1) * LANES_PER_WORKER).clamp(1, peak_concurrency.max(1))
+}

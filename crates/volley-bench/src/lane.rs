@@ -1,0 +1,342 @@
+//! A lane of the driver: one task that keeps many requests going at once (in a
+//! `FuturesUnordered`) and owns the [`Recorder`] they write to.
+//!
+//! The driver runs a few lanes per runtime worker and spreads the load over them. A lane's
+//! requests are polled by its one task, so its recorder's mutex is never contended: taking it
+//! is an uncontended atomic swap, once per finished request and once per 32 stream chunks.
+//! There is no global lock and no per-request task on the hot path, and memory stays bounded
+//! at 10 000 requests in flight (a recorder per request would not be).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::Method;
+use http::uri::PathAndQuery;
+use tokio::sync::{mpsc, watch};
+use volley::core::openai::{CHAT_COMPLETIONS_PATH, looks_like_error, usage_in_body};
+use volley::core::{ErrorKind, Request, Response};
+
+use super::body::Bodies;
+use super::driver::Target;
+use super::lengths::Lengths;
+use super::recorder::{ErrorLabel, Outcome, Recorder};
+use super::rng::Rng;
+use super::shared::{Control, Shared};
+
+/// Inter-token gaps a stream buffers before it writes them to the recorder.
+const GAP_BUFFER: usize = 32;
+
+/// One open-loop arrival, with its lengths drawn by the pacer (so they follow the seed
+/// whatever lane takes it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival {
+    pub(crate) prompt: u32,
+    pub(crate) output: u32,
+}
+
+/// A lane and what it needs.
+pub(crate) struct Lane {
+    pub(crate) index: usize,
+    pub(crate) lanes: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) target: Target,
+    pub(crate) bodies: Arc<Bodies>,
+    pub(crate) stream: bool,
+    pub(crate) prompt: Lengths,
+    pub(crate) output: Lengths,
+    /// Closed loop: the run's request budget.
+    pub(crate) requests: Option<u64>,
+    /// Closed loop: no request starts at or after this.
+    pub(crate) deadline: Option<Instant>,
+    /// The run's start: timeline times are measured from it.
+    pub(crate) start: Instant,
+    pub(crate) recorder: Mutex<Recorder>,
+}
+
+impl Lane {
+    /// The closed loop (and ramp): keeps this lane's share of the target concurrency in
+    /// flight, starting a request whenever one finishes, until the budget, the deadline or a
+    /// stop; then lets the requests in flight finish.
+    pub(crate) async fn closed(
+        self,
+        mut rng: Rng,
+        mut control: watch::Receiver<Control>,
+    ) -> Recorder {
+        let mut requests = FuturesUnordered::new();
+        let mut stopping = false;
+        loop {
+            let Control { target, stop } = *control.borrow_and_update();
+            stopping |= stop;
+            let quota = share(target, self.lanes, self.index);
+            while !stopping && requests.len() < quota {
+                let now = Instant::now();
+                if self.deadline.is_some_and(|d| now >= d) {
+                    stopping = true;
+                    break;
+                }
+                if !self.shared.take(self.requests) {
+                    // The budget is spent for every lane: tell them all, so that lanes with
+                    // no share of the target (a shrinking ramp), waiting only for a control
+                    // change, wake and end too.
+                    self.shared.control.send_modify(|c| c.stop = true);
+                    stopping = true;
+                    break;
+                }
+                let (prompt, output) = (self.prompt.sample(&mut rng), self.output.sample(&mut rng));
+                self.shared.enter();
+                requests.push(self.request(now, prompt, output));
+            }
+            if stopping && requests.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(()) = requests.next(), if !requests.is_empty() => {}
+                changed = control.changed(), if !stopping => stopping |= changed.is_err(),
+                else => break,
+            }
+        }
+        drop(requests);
+        self.into_recorder()
+    }
+
+    /// The open loop: starts a request for every arrival the pacer sends, until it hangs up;
+    /// then lets the requests in flight finish.
+    pub(crate) async fn open(self, mut arrivals: mpsc::UnboundedReceiver<Arrival>) -> Recorder {
+        let mut requests = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                arrival = arrivals.recv(), if open => match arrival {
+                    Some(a) => {
+                        let now = Instant::now();
+                        requests.push(self.request(now, a.prompt, a.output));
+                        // Arrivals that came in together start together.
+                        while let Ok(a) = arrivals.try_recv() {
+                            requests.push(self.request(now, a.prompt, a.output));
+                        }
+                    }
+                    None => open = false,
+                },
+                Some(()) = requests.next(), if !requests.is_empty() => {}
+                else => break,
+            }
+        }
+        drop(requests);
+        self.into_recorder()
+    }
+
+    /// One request, from `started` to its last byte; the caller has counted it in flight.
+    async fn request(&self, started: Instant, prompt: u32, output: u32) {
+        let counters = self.shared.lane(self.index);
+        counters.started.fetch_add(1, Relaxed);
+        let request = Request::new(
+            Method::POST,
+            PathAndQuery::from_static(CHAT_COMPLETIONS_PATH),
+        )
+        .with_body(self.bodies.body(prompt, output));
+        let outcome = match self.target.send(request).await {
+            Ok(response) if self.stream => self.read_stream(response, started).await,
+            Ok(response) => read_plain(response).await,
+            Err(error) => Outcome::Failed(ErrorLabel::of(&error)),
+        };
+        let ended = Instant::now();
+        self.shared.leave();
+        if matches!(outcome, Outcome::Failed(_)) {
+            counters.failed.fetch_add(1, Relaxed);
+        }
+        counters.finished.fetch_add(1, Relaxed);
+        self.recorder()
+            .finish(self.nanos(started), self.nanos(ended), outcome);
+    }
+
+    /// Reads an event stream to `[DONE]`: content chunks counted and timed as they arrive
+    /// (one clock read each), usage from the last chunk that carries it.
+    async fn read_stream(&self, response: Response, started: Instant) -> Outcome {
+        if !response.is_stream() {
+            // A server that ignored `stream: true`, or a gateway's 200 with a JSON error.
+            return Outcome::Failed(ErrorLabel::Kind(ErrorKind::BodyDecode.as_str()));
+        }
+        let mut events = response.events();
+        let mut gaps = Gaps::default();
+        let mut first = None;
+        let mut last: Option<Instant> = None;
+        let mut usage = None;
+        let mut done = false;
+        let failure = loop {
+            let event = match events.next().await {
+                None => break None,
+                Some(Err(error)) => break Some(ErrorLabel::of(&error)),
+                Some(Ok(event)) => event,
+            };
+            if event.is_done() {
+                done = true;
+                // Look once more without waiting: when the body's end is already here, the
+                // connection goes back to the pool instead of being closed.
+                let _ = events.next().now_or_never();
+                break None;
+            }
+            let data = event.data();
+            if event.event_type() == "error" || looks_like_error(data.as_bytes()) {
+                break Some(ErrorLabel::Kind(ErrorKind::StreamBroken.as_str()));
+            }
+            if let Some(u) = usage_in_body(data.as_bytes()) {
+                usage = Some(u);
+            }
+            if has_content(data) {
+                let now = Instant::now();
+                match last {
+                    Some(previous) => {
+                        if gaps.push(now.saturating_duration_since(previous)) {
+                            self.flush(&mut gaps);
+                        }
+                    }
+                    None => first = Some(now),
+                }
+                gaps.chunks += 1;
+                last = Some(now);
+            }
+        };
+        self.flush(&mut gaps);
+        let chunks = gaps.total;
+        match failure {
+            Some(label) => Outcome::Failed(label),
+            // Without `[DONE]`, only a usage chunk shows the stream was finished.
+            None if !done && usage.is_none() => {
+                Outcome::Failed(ErrorLabel::Kind(ErrorKind::StreamBroken.as_str()))
+            }
+            None => Outcome::Ok {
+                output_tokens: usage.map_or(chunks, |u| u.completion_tokens),
+                ttft: first.map(|f: Instant| f.saturating_duration_since(started)),
+            },
+        }
+    }
+
+    /// Writes buffered chunk counts and gaps to the recorder and the live counters.
+    fn flush(&self, gaps: &mut Gaps) {
+        if gaps.chunks == 0 && gaps.len == 0 {
+            return;
+        }
+        self.recorder().chunks(gaps.chunks, &gaps.ns[..gaps.len]);
+        self.shared
+            .lane(self.index)
+            .chunks
+            .fetch_add(gaps.chunks, Relaxed);
+        gaps.total += gaps.chunks;
+        gaps.chunks = 0;
+        gaps.len = 0;
+    }
+
+    fn recorder(&self) -> MutexGuard<'_, Recorder> {
+        // A poisoned recorder only means a panic elsewhere in this lane; its counts stand.
+        self.recorder.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn into_recorder(self) -> Recorder {
+        self.recorder
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Reads a whole body; output tokens from its usage, found by a scan, not a parse.
+async fn read_plain(response: Response) -> Outcome {
+    match response.bytes().await {
+        // A 200 whose body is an error object (some gateways do this).
+        Ok(body) if looks_like_error(&body) => {
+            Outcome::Failed(ErrorLabel::Kind(ErrorKind::BodyDecode.as_str()))
+        }
+        Ok(body) => Outcome::Ok {
+            output_tokens: usage_in_body(&body).map_or(0, |u| u.completion_tokens),
+            ttft: None,
+        },
+        Err(error) => Outcome::Failed(ErrorLabel::of(&error)),
+    }
+}
+
+/// Lane `index`'s share of `target` requests over `lanes` lanes: the first `target % lanes`
+/// lanes take one more.
+pub(crate) fn share(target: usize, lanes: usize, index: usize) -> usize {
+    target / lanes + usize::from(index < target % lanes)
+}
+
+/// Whether a chunk's JSON has a non-empty `"content"` string: a key followed by `:` and a
+/// string that does not close at once. A key inside a JSON string is escaped (`\"content\"`)
+/// and cannot match; `"content"` as a value is not followed by `:` and is passed over.
+pub(crate) fn has_content(json: &str) -> bool {
+    const KEY: &str = "\"content\"";
+    let mut rest = json;
+    while let Some(at) = rest.find(KEY) {
+        rest = &rest[at + KEY.len()..];
+        if let Some(value) = rest.trim_start().strip_prefix(':') {
+            let value = value.trim_start();
+            return value.starts_with('"') && !value[1..].starts_with('"');
+        }
+    }
+    false
+}
+
+/// Inter-token gaps not yet recorded, and chunk counts.
+#[derive(Debug, Default)]
+struct Gaps {
+    ns: [u64; GAP_BUFFER],
+    len: usize,
+    /// Chunks not yet written to the counters.
+    chunks: u64,
+    /// Chunks written so far.
+    total: u64,
+}
+
+impl Gaps {
+    /// Buffers a gap; `true` when the buffer is full and must be flushed.
+    fn push(&mut self, gap: Duration) -> bool {
+        self.ns[self.len] = u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX);
+        self.len += 1;
+        self.len == GAP_BUFFER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_is_found_only_when_non_empty() {
+        let chunk = |delta: &str| {
+            format!(
+                r#"{{"id":"x","choices":[{{"index":0,"delta":{delta},"finish_reason":null}}]}}"#
+            )
+        };
+        assert!(has_content(&chunk(r#"{"content":"hi"}"#)));
+        assert!(has_content(&chunk(
+            r#"{"role":"assistant","content" : "a"}"#
+        )));
+        assert!(!has_content(&chunk(r#"{"role":"assistant","content":""}"#)));
+        assert!(!has_content(&chunk(r#"{"content":null}"#)));
+        assert!(!has_content(&chunk("{}")));
+        assert!(!has_content(
+            r#"{"choices":[],"usage":{"completion_tokens":3}}"#
+        ));
+        // Escaped inside a string, or a value: not the key.
+        assert!(!has_content(&chunk(
+            r#"{"reasoning":"say \"content\":\"x\""}"#
+        )));
+        assert!(has_content(&chunk(r#"{"type":"content","content":"x"}"#)));
+        assert!(!has_content(r#"{"content":"#));
+    }
+
+    #[test]
+    fn shares_add_up_to_the_target() {
+        for (target, lanes) in [(0, 3), (1, 3), (10, 3), (1024, 64), (5, 8)] {
+            let shares: Vec<usize> = (0..lanes).map(|i| share(target, lanes, i)).collect();
+            assert_eq!(shares.iter().sum::<usize>(), target);
+            assert!(shares.iter().max().unwrap() - shares.iter().min().unwrap() <= 1);
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! The load tester end to end, against volley-mock (and a bare HTTP responder) over real
+//! loopback sockets. Nothing here asserts on speed: counts, kinds and shapes only.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use volley::ErrorKind;
+use volley_bench::results::BenchResults;
+use volley_bench::{Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, parse_duration};
+use volley_mock::{Latency, MockConfig, MockServer, OutputTokens};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+async fn mock(config: MockConfig) -> MockServer {
+    MockServer::start(config).await.unwrap()
+}
+
+fn with_latency(latency: Duration) -> MockConfig {
+    MockConfig {
+        latency: Latency::Fixed(latency),
+        ..MockConfig::default()
+    }
+}
+
+fn config(server: &MockServer, load: Load) -> BenchConfig {
+    BenchConfig {
+        base_url: server.url(),
+        load,
+        embedded_mock: true,
+        ..BenchConfig::default()
+    }
+}
+
+async fn run(config: BenchConfig) -> BenchResults {
+    let bench = Bench::new(config).unwrap();
+    let live = bench.live();
+    let results = bench.run().await.unwrap();
+    // The live counters agree with the results once the run is over.
+    assert!(live.is_finished());
+    assert_eq!(live.started(), results.summary.requests);
+    assert_eq!(live.finished(), results.summary.requests);
+    assert_eq!(live.failed(), results.summary.failed);
+    assert_eq!(live.in_flight(), 0);
+    assert_eq!(live.chunks(), results.summary.chunks);
+    assert_eq!(live.dropped(), results.summary.dropped);
+    assert!(live.elapsed() > Duration::ZERO);
+    results
+}
+
+/// What every run's results must satisfy.
+fn check_consistency(r: &BenchResults) {
+    let s = &r.summary;
+    assert_eq!(s.ok + s.failed, s.requests);
+    assert_eq!(r.errors.values().sum::<u64>(), s.failed, "{:?}", r.errors);
+    assert_eq!(r.latency.count, s.ok);
+    assert_eq!(r.timeline.iter().map(|p| p.errors).sum::<u64>(), s.failed);
+    let completed: f64 = r
+        .timeline
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            // The last bucket may be shorter than 100 ms.
+            let start = i as f64 * 100.0;
+            let width = (s.wall_ms - start).min(100.0);
+            p.completed_per_sec * width / 1000.0
+        })
+        .sum();
+    assert!((completed - s.requests as f64).abs() < 1e-6, "{completed}");
+    assert!(s.peak_in_flight >= 1 || s.requests == 0);
+    assert!(
+        r.timeline
+            .iter()
+            .all(|p| p.in_flight <= s.peak_in_flight as f64 + 1e-9)
+    );
+    assert_eq!(r.schema_version, volley_bench::results::SCHEMA_VERSION);
+    assert_eq!(r.volley_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(r.bucket_ms, 100);
+    assert!(
+        r.started_at.ends_with('Z') && r.started_at.len() == 20,
+        "{}",
+        r.started_at
+    );
+    assert!(r.latency_cdf.len() <= 201);
+    if let Some(&(_, last)) = r.latency_cdf.last() {
+        assert_eq!(last, 1.0);
+    }
+    // The results survive a round trip through results.json (floats to within printing).
+    let json = serde_json::to_string(r).unwrap();
+    let back: BenchResults = serde_json::from_str(&json).unwrap();
+    assert_eq!((&back.config, &back.errors), (&r.config, &r.errors));
+    assert_eq!(back.summary.requests, s.requests);
+    assert_eq!(back.timeline.len(), r.timeline.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_counts_every_request_and_reads_the_server() {
+    let server = mock(with_latency(ms(20))).await;
+    let results = run(BenchConfig {
+        name: "closed".into(),
+        requests: Some(200),
+        ..config(&server, Load::Closed { concurrency: 16 })
+    })
+    .await;
+    check_consistency(&results);
+    let s = &results.summary;
+    assert_eq!((s.requests, s.ok, s.failed, s.dropped), (200, 200, 0, 0));
+    assert!(results.errors.is_empty());
+    // The mock answers 16 tokens to `max_tokens: 16`.
+    assert_eq!(s.output_tokens, 200 * 16);
+    assert!(s.peak_in_flight <= 16, "{}", s.peak_in_flight);
+    assert!(s.mean_in_flight > 0.0);
+    assert!(results.latency.min >= 19.9, "{:?}", results.latency);
+    assert!(results.ttft.is_none() && results.inter_token.is_none());
+    assert!(results.ttft_histogram.is_empty());
+    assert!(results.timeline.iter().all(|p| p.target == Some(16.0)));
+    // A connection is back in the pool before its slot is released: never more connections
+    // than slots, and every later request reuses one.
+    assert!(
+        (1..=16).contains(&results.connections.opened),
+        "{:?}",
+        results.connections
+    );
+    let c = &results.config;
+    assert_eq!(
+        (c.mode.as_str(), c.concurrency, c.requests),
+        ("closed", Some(16), Some(200))
+    );
+    assert_eq!(
+        (c.stack.as_str(), c.prompt_tokens.as_str()),
+        ("full", "fixed:64")
+    );
+    assert!(c.embedded_mock);
+    assert_eq!(c.base_url, server.url());
+    assert_eq!(results.name, "closed");
+
+    let side = results.server.expect("volley-mock serves /stats");
+    assert_eq!(side.requests, 200);
+    assert!((1..=16).contains(&side.peak_in_flight));
+    assert!(side.timeline.iter().all(|&(_, f)| f <= 16));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_stack_runs_the_transport_alone() {
+    let server = mock(with_latency(ms(5))).await;
+    let results = run(BenchConfig {
+        requests: Some(100),
+        stack: StackKind::Bare,
+        prompt_tokens: Lengths::Uniform { min: 4, max: 40 },
+        output_tokens: Lengths::Uniform { min: 1, max: 8 },
+        ..config(&server, Load::Closed { concurrency: 8 })
+    })
+    .await;
+    check_consistency(&results);
+    assert_eq!((results.summary.ok, results.summary.failed), (100, 0));
+    // Each request asked for 1..=8 tokens and got what it asked for.
+    assert!((100..=800).contains(&results.summary.output_tokens));
+    assert_eq!(results.config.stack, "bare");
+    assert_eq!(results.config.output_tokens, "uniform:1..8");
+    assert_eq!(results.server.unwrap().requests, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_sends_every_arrival_it_can() {
+    let server = mock(with_latency(ms(5))).await;
+    let results = run(BenchConfig {
+        requests: Some(60),
+        ..config(
+            &server,
+            Load::Open {
+                rate: 300.0,
+                arrivals: Arrivals::Constant,
+            },
+        )
+    })
+    .await;
+    check_consistency(&results);
+    let s = &results.summary;
+    assert_eq!(s.requests + s.dropped, 60);
+    assert_eq!(s.failed, 0);
+    assert!(results.timeline.iter().all(|p| p.target.is_none()));
+    let c = &results.config;
+    assert_eq!(c.mode, "open");
+    assert_eq!(
+        (c.rate, c.arrivals.as_deref()),
+        (Some(300.0), Some("constant"))
+    );
+    assert_eq!(c.max_in_flight, Some(10_000));
+    assert_eq!(results.server.unwrap().requests, s.requests);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_drops_arrivals_beyond_max_in_flight() {
+    // 100 arrivals a second, each in flight 300 ms, at most 2 at once: most are dropped.
+    let server = mock(with_latency(ms(300))).await;
+    let results = run(BenchConfig {
+        requests: Some(30),
+        max_in_flight: 2,
+        ..config(
+            &server,
+            Load::Open {
+                rate: 100.0,
+                arrivals: Arrivals::Poisson,
+            },
+        )
+    })
+    .await;
+    check_consistency(&results);
+    let s = &results.summary;
+    assert_eq!(s.requests + s.dropped, 30);
+    assert!(s.dropped > 0, "{s:?}");
+    assert!(s.peak_in_flight <= 2);
+    assert_eq!(s.failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramp_grows_the_target_and_stops_at_the_duration() {
+    let server = mock(with_latency(ms(10))).await;
+    let ramp: Ramp = "1..8 over 400ms".parse().unwrap();
+    let results = run(BenchConfig {
+        duration: Some(ms(600)),
+        ..config(&server, Load::Ramp(ramp))
+    })
+    .await;
+    check_consistency(&results);
+    let s = &results.summary;
+    assert!(s.requests > 0);
+    assert_eq!(s.failed, 0);
+    assert!(s.peak_in_flight <= 8);
+    let targets: Vec<f64> = results.timeline.iter().map(|p| p.target.unwrap()).collect();
+    assert!(targets.windows(2).all(|w| w[0] <= w[1]), "{targets:?}");
+    assert!(
+        targets[0] < 2.0 && *targets.last().unwrap() == 8.0,
+        "{targets:?}"
+    );
+    let c = &results.config;
+    assert_eq!(
+        (
+            c.mode.as_str(),
+            c.ramp_from,
+            c.concurrency,
+            c.ramp_over_ms,
+            c.duration_ms
+        ),
+        ("ramp", Some(1), Some(8), Some(400), Some(600))
+    );
+    assert_eq!(results.server.unwrap().requests, s.requests);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shrinking_ramp_stops_at_the_request_budget() {
+    // Lanes whose share of the target drops to 0 wait for a control change: when the budget
+    // runs out, they must be told, or the run never ends.
+    let server = mock(with_latency(ms(5))).await;
+    let ramp: Ramp = "8..1 over 200ms".parse().unwrap();
+    let results = tokio::time::timeout(
+        Duration::from_secs(30),
+        run(BenchConfig {
+            requests: Some(50),
+            ..config(&server, Load::Ramp(ramp))
+        }),
+    )
+    .await
+    .expect("a ramp with a request budget and no duration ends");
+    check_consistency(&results);
+    let s = &results.summary;
+    assert_eq!((s.requests, s.ok, s.failed), (50, 50, 0));
+    assert!(s.peak_in_flight <= 8);
+    assert_eq!(results.server.unwrap().requests, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_measure_time_to_first_token_and_between_tokens() {
+    let server = mock(MockConfig {
+        ttft: Some(Latency::Fixed(ms(5))),
+        inter_token: Latency::Fixed(ms(1)),
+        output_tokens: OutputTokens::Fixed(64),
+        ..MockConfig::default()
+    })
+    .await;
+    let results = run(BenchConfig {
+        requests: Some(40),
+        stream: true,
+        output_tokens: Lengths::Fixed(8),
+        ..config(&server, Load::Closed { concurrency: 4 })
+    })
+    .await;
+    check_consistency(&results);
+    let s = &results.summary;
+    assert_eq!((s.ok, s.failed), (40, 0));
+    // 8 content chunks per stream, and the usage chunk's 8 completion tokens.
+    assert_eq!(s.chunks, 40 * 8);
+    assert_eq!(s.output_tokens, 40 * 8);
+    let ttft = results.ttft.expect("streams have a TTFT");
+    assert_eq!(ttft.count, 40);
+    assert!(ttft.min >= 4.9, "{ttft:?}");
+    assert!(ttft.max <= results.latency.max);
+    let inter = results.inter_token.expect("streams have inter-token gaps");
+    assert_eq!(inter.count, 40 * 7);
+    assert!(!results.ttft_histogram.is_empty());
+    assert_eq!(results.ttft_histogram.iter().map(|b| b.2).sum::<u64>(), 40);
+    assert!(results.config.stream);
+    assert!(results.server.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_faults_are_counted_by_kind() {
+    let server = mock(MockConfig {
+        faults: "429=0.2,500=0.2,503=0.1".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await;
+    let results = run(BenchConfig {
+        requests: Some(300),
+        ..config(&server, Load::Closed { concurrency: 8 })
+    })
+    .await;
+    check_consistency(&results);
+    let s = &results.summary;
+    assert!(s.failed > 0 && s.ok > 0, "{s:?}");
+    let errors = &results.errors;
+    for kind in ["rate_limited", "status_500", "status_503"] {
+        assert!(
+            errors.get(kind).is_some_and(|&n| n > 0),
+            "{kind} in {errors:?}"
+        );
+    }
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    // Retries are off by default: every fault is one failed request.
+    let server_side = results.server.unwrap();
+    assert_eq!(server_side.requests, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_streams_are_counted_as_such() {
+    let server = mock(MockConfig {
+        faults: "cut=0.3".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await;
+    let results = run(BenchConfig {
+        requests: Some(60),
+        stream: true,
+        ..config(&server, Load::Closed { concurrency: 4 })
+    })
+    .await;
+    check_consistency(&results);
+    assert!(results.summary.failed > 0);
+    assert!(results.summary.ok > 0);
+    assert_eq!(results.errors.keys().collect::<Vec<_>>(), ["stream_broken"]);
+    // Only successful streams have a TTFT.
+    assert_eq!(results.ttft.unwrap().count, results.summary.ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_stop_ends_a_long_run_early() {
+    let server = mock(with_latency(ms(20))).await;
+    let bench = Bench::new(BenchConfig {
+        duration: Some(Duration::from_secs(600)),
+        ..config(&server, Load::Closed { concurrency: 4 })
+    })
+    .unwrap();
+    let live = bench.live();
+    assert_eq!((live.started(), live.elapsed()), (0, Duration::ZERO));
+    let run = tokio::spawn(bench.run());
+    while live.finished() < 10 {
+        tokio::time::sleep(ms(5)).await;
+    }
+    live.stop();
+    let results = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("a stopped run ends")
+        .unwrap()
+        .unwrap();
+    check_consistency(&results);
+    assert!(results.summary.requests >= 10);
+    assert_eq!(results.summary.failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_without_stats_has_no_server_side() {
+    let url = plain_responder().await;
+    let results = run(BenchConfig {
+        base_url: url,
+        requests: Some(20),
+        load: Load::Closed { concurrency: 2 },
+        ..BenchConfig::default()
+    })
+    .await;
+    check_consistency(&results);
+    assert_eq!(results.summary.ok, 20);
+    assert!(results.server.is_none());
+    // Output tokens come from the usage found in each body.
+    assert_eq!(results.summary.output_tokens, 20 * 3);
+}
+
+#[test]
+fn invalid_configurations_are_refused_before_the_run() {
+    let err = Bench::new(BenchConfig::default()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("stop condition"), "{err}");
+
+    let err = Bench::new(BenchConfig {
+        requests: Some(1),
+        base_url: "not a url".into(),
+        ..BenchConfig::default()
+    })
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+
+    let err = Bench::new(BenchConfig {
+        duration: Some(Duration::from_secs(1)),
+        load: Load::Open {
+            rate: 0.0,
+            arrivals: Arrivals::Poisson,
+        },
+        ..BenchConfig::default()
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("rate"), "{err}");
+
+    // Outside a runtime, a valid configuration builds.
+    Bench::new(BenchConfig {
+        requests: Some(1),
+        ..BenchConfig::default()
+    })
+    .unwrap();
+}
+
+#[test]
+fn flag_grammars() {
+    assert_eq!("64".parse::<Lengths>().unwrap(), Lengths::Fixed(64));
+    assert_eq!(
+        "uniform:16..512".parse::<Lengths>().unwrap(),
+        Lengths::Uniform { min: 16, max: 512 }
+    );
+    assert!("512..16".parse::<Lengths>().is_err());
+    let ramp: Ramp = "1..1024 over 30s".parse().unwrap();
+    assert_eq!(
+        (ramp.from, ramp.to, ramp.over),
+        (1, 1024, Duration::from_secs(30))
+    );
+    assert!("1..1024 over forever".parse::<Ramp>().is_err());
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert_eq!(parse_duration("500ms").unwrap(), ms(500));
+    let err = parse_duration("5 fortnights").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!("poisson".parse::<Arrivals>().unwrap(), Arrivals::Poisson);
+    assert_eq!("bare".parse::<StackKind>().unwrap(), StackKind::Bare);
+}
+
+/// An HTTP/1.1 server that answers every request, `/stats` included, with one small chat
+/// completion (3 completion tokens): a stand-in for a provider without volley-mock's
+/// statistics. Returns its base URL.
+async fn plain_responder() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let body = r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"a b c"},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}"#;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request: its head, then `content-length` bytes of body.
+                    let head_end = loop {
+                        if let Some(at) = find(&buf, b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < head_end + length {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + length);
+                    if socket.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
