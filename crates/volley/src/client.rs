@@ -18,13 +18,14 @@ use volley_core::{ApiError, ApiKey, Error, ErrorKind, Request, Response, tokens}
 use volley_middleware::cache::{CacheLayer, CacheStats, CacheStore, DiskStore, MemoryStore};
 use volley_middleware::limit::ConcurrencyLimitLayer;
 use volley_middleware::metrics::{MetricsLayer, Scope};
-use volley_middleware::rate_limit::{Limits, LocalLimiter, RateLimitLayer};
+use volley_middleware::rate_limit::{Limits, LocalLimiter};
 use volley_middleware::retry::{Policy, RetryLayer};
 use volley_middleware::timeout::TimeoutLayer;
 use volley_transport::{ConnectionStats, Transport};
 
 use crate::ChatStream;
-use crate::stack::{SlotLimiter, Stack};
+use crate::rate_limit::{RateLimitSetting, SlotLimiter};
+use crate::stack::Stack;
 
 /// The environment variable read for the API key by [`Client::from_env`].
 pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
@@ -61,10 +62,7 @@ pub struct ClientBuilder {
     transport: volley_transport::Builder,
     stream_include_usage: bool,
     concurrency: usize,
-    rpm: Option<u32>,
-    tpm: Option<u64>,
-    rate_limits: Option<Limits>,
-    limiter: Option<PresetLimiter>,
+    rate_limit: RateLimitSetting,
     retry: RetrySetting,
     timeouts: TimeoutLayer,
     cache: Option<CacheSetting>,
@@ -83,14 +81,6 @@ enum CacheSetting {
     Store(Arc<dyn CacheStore>),
 }
 
-/// A limiter given ready-made ([`ClientBuilder::rate_limiter`], or the shared one of feature
-/// `redis`), and whether it limits tokens (then requests need a token estimate).
-#[derive(Clone)]
-pub(crate) struct PresetLimiter {
-    pub(crate) limiter: SlotLimiter,
-    pub(crate) counts_tokens: bool,
-}
-
 /// The default of [`ClientBuilder::concurrency`].
 pub const DEFAULT_CONCURRENCY: usize = 256;
 /// The largest [`ClientBuilder::concurrency`] (far above what any machine can keep open).
@@ -106,10 +96,7 @@ impl Default for ClientBuilder {
             transport: volley_transport::Builder::new(),
             stream_include_usage: true,
             concurrency: DEFAULT_CONCURRENCY,
-            rpm: None,
-            tpm: None,
-            rate_limits: None,
-            limiter: None,
+            rate_limit: RateLimitSetting::None,
             retry: RetrySetting::Policy(Policy::default()),
             timeouts: TimeoutLayer::new()
                 .attempt(DEFAULT_TIMEOUT)
@@ -124,9 +111,10 @@ impl std::fmt::Debug for ClientBuilder {
         f.debug_struct("ClientBuilder")
             .field("transport", &self.transport)
             .field("concurrency", &self.concurrency)
-            .field("rpm", &self.rpm)
-            .field("tpm", &self.tpm)
-            .field("preset_limiter", &self.limiter.is_some())
+            .field(
+                "rate_limit",
+                &!matches!(self.rate_limit, RateLimitSetting::None),
+            )
             .field("timeouts", &self.timeouts)
             .field("cache", &self.cache.is_some())
             .finish_non_exhaustive()
@@ -341,35 +329,40 @@ impl ClientBuilder {
 
     /// Requests per minute. The burst is one second's worth (RPM/60) because providers
     /// enforce limits at sub-minute granularity; [`ClientBuilder::rate_limits`] sets more.
+    /// Combines with [`ClientBuilder::tpm`]; given together with
+    /// [`ClientBuilder::rate_limits`] or a ready-made limiter, [`ClientBuilder::build`] fails.
     ///
     /// Default: unlimited.
     pub fn rpm(mut self, requests_per_minute: u32) -> ClientBuilder {
-        self.rpm = Some(requests_per_minute);
+        self.rate_limit = self.rate_limit.rpm(requests_per_minute);
         self
     }
 
     /// Tokens per minute. Each request pays its estimated tokens (prompt estimate plus
     /// `max_completion_tokens`/`max_tokens`) before it is sent, settled with the real usage
-    /// when the response reports it.
+    /// when the response reports it. Combines with [`ClientBuilder::rpm`]; given together with
+    /// [`ClientBuilder::rate_limits`] or a ready-made limiter, [`ClientBuilder::build`] fails.
     ///
     /// Default: unlimited.
     pub fn tpm(mut self, tokens_per_minute: u64) -> ClientBuilder {
-        self.tpm = Some(tokens_per_minute);
+        self.rate_limit = self.rate_limit.tpm(tokens_per_minute);
         self
     }
 
-    /// The full rate-limit configuration (bursts, headroom), replacing [`ClientBuilder::rpm`]
-    /// and [`ClientBuilder::tpm`].
+    /// The full rate-limit configuration (bursts, headroom). It is the whole limit: given
+    /// together with [`ClientBuilder::rpm`], [`ClientBuilder::tpm`] or a ready-made limiter,
+    /// [`ClientBuilder::build`] fails rather than drop one of them.
     ///
     /// Default: none.
     pub fn rate_limits(mut self, limits: Limits) -> ClientBuilder {
-        self.rate_limits = Some(limits);
+        self.rate_limit = self.rate_limit.limits(limits);
         self
     }
 
-    /// An existing in-process limiter, replacing [`ClientBuilder::rpm`],
-    /// [`ClientBuilder::tpm`] and [`ClientBuilder::rate_limits`]: clients built with clones
-    /// of one limiter share its budget (two clients for one API key, say).
+    /// An existing in-process limiter: clients built with clones of one limiter share its
+    /// budget (two clients for one API key, say). The limiter carries its own limits: given
+    /// together with [`ClientBuilder::rpm`], [`ClientBuilder::tpm`] or
+    /// [`ClientBuilder::rate_limits`], [`ClientBuilder::build`] fails.
     ///
     /// ```no_run
     /// use volley::Client;
@@ -385,17 +378,65 @@ impl ClientBuilder {
     /// ```
     ///
     /// Default: none (a limiter of its own when a limit is set).
-    pub fn rate_limiter(self, limiter: LocalLimiter) -> ClientBuilder {
+    pub fn rate_limiter(mut self, limiter: LocalLimiter) -> ClientBuilder {
         let counts_tokens = limiter.limits().tokens_per_minute().is_some();
-        self.preset_limiter(PresetLimiter {
-            limiter: SlotLimiter::from(limiter),
+        self.rate_limit = self.rate_limit.limiter(
+            SlotLimiter::from(limiter),
             counts_tokens,
-        })
+            "rate_limiter(..)",
+        );
+        self
     }
 
-    /// Puts a ready-made limiter in the rate-limit slot.
-    pub(crate) fn preset_limiter(mut self, limiter: PresetLimiter) -> ClientBuilder {
-        self.limiter = Some(limiter);
+    /// A rate limiter shared through Redis by every process (and machine) that uses it with
+    /// the same prefix and credential: together they stay within one provider budget. The
+    /// limiter carries its own limits: given together with [`ClientBuilder::rpm`],
+    /// [`ClientBuilder::tpm`] or [`ClientBuilder::rate_limits`], [`ClientBuilder::build`]
+    /// fails.
+    ///
+    /// Key the limiter to the credential the client sends with
+    /// ([`ClientBuilder::credential_id`]), as the cache is: processes with one key share a
+    /// budget, processes with different keys do not. What happens when Redis cannot be
+    /// reached is the limiter's [`FailureMode`](crate::redis::FailureMode).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use volley::Client;
+    /// use volley::middleware::rate_limit::Limits;
+    /// use volley::redis::{FailureMode, RedisLimiter, RedisOptions, RedisStore, SharedLimits};
+    ///
+    /// # async fn run() -> Result<(), volley::Error> {
+    /// let redis = RedisOptions::new("redis://:password@10.0.0.5:6379");
+    /// let builder = Client::builder().from_env().concurrency(512);
+    /// let limiter = RedisLimiter::connect(
+    ///     SharedLimits::new(redis.clone(), Limits::per_minute().requests(10_000).tokens(2_000_000))
+    ///         .prefix("prod")
+    ///         .credential(&builder.credential_id()?)
+    ///         .on_failure(FailureMode::LocalFallback { processes: 8 }),
+    /// )
+    /// .await?;
+    /// let store = RedisStore::connect(redis, Duration::from_secs(86_400)).await?;
+    /// let client = builder
+    ///     .shared_rate_limiter(limiter)
+    ///     .cache_store(store)
+    ///     .build()?;
+    /// # drop(client);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Default: none (a limiter of its own when a limit is set).
+    #[cfg(feature = "redis")]
+    pub fn shared_rate_limiter(
+        mut self,
+        limiter: volley_middleware::rate_limit::RedisLimiter,
+    ) -> ClientBuilder {
+        let counts_tokens = limiter.limits().tokens_per_minute().is_some();
+        self.rate_limit = self.rate_limit.limiter(
+            crate::any_limiter::AnyLimiter::Redis(limiter),
+            counts_tokens,
+            "shared_rate_limiter(..)",
+        );
         self
     }
 
@@ -593,32 +634,7 @@ impl ClientBuilder {
             RetrySetting::Policy(policy) => policy,
             RetrySetting::Retries(n) => Policy::builder().max_retries(n).build()?,
         };
-        let limits = match (self.rate_limits, self.rpm, self.tpm) {
-            (Some(limits), _, _) => Some(limits),
-            (None, None, None) => None,
-            (None, rpm, tpm) => {
-                let mut limits = Limits::per_minute();
-                if let Some(rpm) = rpm {
-                    limits = limits.requests(rpm);
-                }
-                if let Some(tpm) = tpm {
-                    limits = limits.tokens(tpm);
-                }
-                Some(limits)
-            }
-        };
-        let (rate_limit, estimate_tokens) = match (self.limiter, limits) {
-            (Some(preset), _) => (
-                Some(RateLimitLayer::with_limiter(preset.limiter)),
-                preset.counts_tokens,
-            ),
-            (None, None) => (None, false),
-            (None, Some(limits)) => {
-                let counts_tokens = limits.tokens_per_minute().is_some();
-                let limiter = SlotLimiter::from(LocalLimiter::new(limits)?);
-                (Some(RateLimitLayer::with_limiter(limiter)), counts_tokens)
-            }
-        };
+        let (rate_limit, estimate_tokens) = self.rate_limit.into_layer()?;
         let cache = match self.cache {
             None => None,
             Some(setting) => {

@@ -45,12 +45,13 @@
 //! - `redis`: a rate limiter and a cache shared through Redis (module `redis`).
 #![deny(missing_docs)]
 
+#[cfg(feature = "redis")]
+mod any_limiter;
 pub mod blocking;
 mod chat_stream;
 mod client;
 mod fan_out;
-#[cfg(feature = "redis")]
-mod limiter;
+mod rate_limit;
 mod stack;
 
 pub use chat_stream::ChatStream;

@@ -29,17 +29,12 @@ use volley_middleware::retry::Retry;
 use volley_middleware::timeout::Timeout;
 use volley_transport::Transport;
 
+use crate::rate_limit::SlotLimiter;
+
 type Attempt = ConcurrencyLimit<Metrics<Timeout<Transport>>>;
 type Limited = Either<RateLimit<Attempt, SlotLimiter>, Attempt>;
 type Retried = Retry<Limited>;
 type Cached = Either<Cache<Retried>, Retried>;
-
-/// The limiter in the rate-limit slot.
-#[cfg(not(feature = "redis"))]
-pub(crate) type SlotLimiter = volley_middleware::rate_limit::LocalLimiter;
-/// The limiter in the rate-limit slot: local or shared.
-#[cfg(feature = "redis")]
-pub(crate) type SlotLimiter = crate::limiter::AnyLimiter;
 
 /// The whole stack.
 pub(crate) type Stack = Metrics<Cached>;

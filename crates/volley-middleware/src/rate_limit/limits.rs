@@ -65,6 +65,28 @@ impl Limits {
         }
     }
 
+    /// The per-minute limit of `rpm` requests and `tpm` tokens, either of which may be
+    /// absent; `None` when both are. The one place where the shorthand settings (the
+    /// builder's `rpm`/`tpm`, the CLI's `--rpm`/`--tpm`) become a [`Limits`].
+    ///
+    /// ```
+    /// use volley_middleware::rate_limit::Limits;
+    ///
+    /// let limits = Limits::from_rates(Some(600), None).unwrap();
+    /// assert_eq!(limits.requests_per_minute(), Some(600));
+    /// assert_eq!(limits.tokens_per_minute(), None);
+    /// assert!(Limits::from_rates(None, None).is_none());
+    /// ```
+    pub fn from_rates(rpm: Option<u32>, tpm: Option<u64>) -> Option<Limits> {
+        if rpm.is_none() && tpm.is_none() {
+            return None;
+        }
+        let mut limits = Limits::per_minute();
+        limits.requests = rpm.map(u64::from);
+        limits.tokens = tpm;
+        Some(limits)
+    }
+
     /// Requests per minute (RPM); every request costs one. Must be at least 1. Default: no
     /// request limit.
     pub fn requests(mut self, per_minute: u32) -> Limits {

@@ -1,0 +1,268 @@
+//! The builder's rate-limit setting: one value, like retry and cache, so that no setter
+//! silently drops what an earlier one set.
+//!
+//! [`ClientBuilder::rpm`](crate::ClientBuilder::rpm) and
+//! [`ClientBuilder::tpm`](crate::ClientBuilder::tpm) are two fields of one per-minute limit and
+//! combine. [`ClientBuilder::rate_limits`](crate::ClientBuilder::rate_limits) sets the whole
+//! limit, and a ready-made limiter (`rate_limiter`, `shared_rate_limiter`) carries its own: a
+//! builder given more than one of these three forms fails in `build()`, naming both, instead
+//! of picking one.
+
+use volley_core::{Error, ErrorKind};
+use volley_middleware::rate_limit::{Limits, LocalLimiter, RateLimitLayer};
+
+/// The limiter in the rate-limit slot.
+#[cfg(not(feature = "redis"))]
+pub(crate) type SlotLimiter = LocalLimiter;
+/// The limiter in the rate-limit slot: local or shared.
+#[cfg(feature = "redis")]
+pub(crate) type SlotLimiter = crate::any_limiter::AnyLimiter;
+
+/// What the builder was told about rate limits.
+#[derive(Clone, Default)]
+pub(crate) enum RateLimitSetting {
+    /// No limit (the default).
+    #[default]
+    None,
+    /// `rpm(..)` and/or `tpm(..)`.
+    PerMinute { rpm: Option<u32>, tpm: Option<u64> },
+    /// `rate_limits(..)`.
+    Limits(Limits),
+    /// `rate_limiter(..)` or `shared_rate_limiter(..)`, and whether it limits tokens (then
+    /// requests need a token estimate).
+    Limiter {
+        limiter: SlotLimiter,
+        counts_tokens: bool,
+        setter: &'static str,
+    },
+    /// Two forms that exclude each other were given; `build()` reports it.
+    Conflict {
+        first: &'static str,
+        second: &'static str,
+    },
+}
+
+impl RateLimitSetting {
+    /// `rpm(..)`: sets the requests of a per-minute limit, keeping its tokens.
+    pub(crate) fn rpm(self, rpm: u32) -> RateLimitSetting {
+        match self {
+            RateLimitSetting::None => RateLimitSetting::PerMinute {
+                rpm: Some(rpm),
+                tpm: None,
+            },
+            RateLimitSetting::PerMinute { tpm, .. } => RateLimitSetting::PerMinute {
+                rpm: Some(rpm),
+                tpm,
+            },
+            other => other.conflict("rpm(..)"),
+        }
+    }
+
+    /// `tpm(..)`: sets the tokens of a per-minute limit, keeping its requests.
+    pub(crate) fn tpm(self, tpm: u64) -> RateLimitSetting {
+        match self {
+            RateLimitSetting::None => RateLimitSetting::PerMinute {
+                rpm: None,
+                tpm: Some(tpm),
+            },
+            RateLimitSetting::PerMinute { rpm, .. } => RateLimitSetting::PerMinute {
+                rpm,
+                tpm: Some(tpm),
+            },
+            other => other.conflict("tpm(..)"),
+        }
+    }
+
+    /// `rate_limits(..)`: the whole limit; a second call replaces the first.
+    pub(crate) fn limits(self, limits: Limits) -> RateLimitSetting {
+        match self {
+            RateLimitSetting::None | RateLimitSetting::Limits(_) => {
+                RateLimitSetting::Limits(limits)
+            }
+            other => other.conflict("rate_limits(..)"),
+        }
+    }
+
+    /// A ready-made limiter; a second one replaces the first.
+    pub(crate) fn limiter(
+        self,
+        limiter: SlotLimiter,
+        counts_tokens: bool,
+        setter: &'static str,
+    ) -> RateLimitSetting {
+        match self {
+            RateLimitSetting::None | RateLimitSetting::Limiter { .. } => {
+                RateLimitSetting::Limiter {
+                    limiter,
+                    counts_tokens,
+                    setter,
+                }
+            }
+            other => other.conflict(setter),
+        }
+    }
+
+    /// The rate-limit layer, if any, and whether requests need a token estimate.
+    ///
+    /// # Errors
+    /// `ErrorKind::Config` for two forms that exclude each other, or invalid limits.
+    pub(crate) fn into_layer(self) -> Result<(Option<RateLimitLayer<SlotLimiter>>, bool), Error> {
+        let limits = match self {
+            RateLimitSetting::None => return Ok((None, false)),
+            RateLimitSetting::Conflict { first, second } => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "rate limits given twice, by {first} and by {second}: rpm/tpm, \
+                         rate_limits and a ready-made limiter each set the whole rate limit; \
+                         give one (a limiter carries its own limits)"
+                    ),
+                ));
+            }
+            RateLimitSetting::Limiter {
+                limiter,
+                counts_tokens,
+                ..
+            } => return Ok((Some(RateLimitLayer::with_limiter(limiter)), counts_tokens)),
+            RateLimitSetting::PerMinute { rpm, tpm } => Limits::from_rates(rpm, tpm),
+            RateLimitSetting::Limits(limits) => Some(limits),
+        };
+        let Some(limits) = limits else {
+            return Ok((None, false));
+        };
+        let counts_tokens = limits.tokens_per_minute().is_some();
+        let limiter = SlotLimiter::from(LocalLimiter::new(limits)?);
+        Ok((Some(RateLimitLayer::with_limiter(limiter)), counts_tokens))
+    }
+
+    /// The name of the setter that made this setting, for a conflict message.
+    fn setter(&self) -> &'static str {
+        match self {
+            RateLimitSetting::None => "nothing",
+            RateLimitSetting::PerMinute { rpm: Some(_), .. } => "rpm(..)",
+            RateLimitSetting::PerMinute { .. } => "tpm(..)",
+            RateLimitSetting::Limits(_) => "rate_limits(..)",
+            RateLimitSetting::Limiter { setter, .. } => setter,
+            RateLimitSetting::Conflict { first, .. } => first,
+        }
+    }
+
+    fn conflict(self, second: &'static str) -> RateLimitSetting {
+        match self {
+            // The first conflict is the one reported.
+            RateLimitSetting::Conflict { .. } => self,
+            other => RateLimitSetting::Conflict {
+                first: other.setter(),
+                second,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(limits: Limits) -> SlotLimiter {
+        SlotLimiter::from(LocalLimiter::new(limits).unwrap())
+    }
+
+    fn error(setting: RateLimitSetting) -> String {
+        match setting.into_layer() {
+            Ok(_) => panic!("expected a conflict"),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Config);
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn rpm_and_tpm_combine_in_either_order() {
+        for setting in [
+            RateLimitSetting::None.rpm(600).tpm(90_000),
+            RateLimitSetting::None.tpm(90_000).rpm(600),
+        ] {
+            let RateLimitSetting::PerMinute { rpm, tpm } = &setting else {
+                panic!("expected a per-minute limit");
+            };
+            assert_eq!((*rpm, *tpm), (Some(600), Some(90_000)));
+            let (layer, counts_tokens) = setting.into_layer().unwrap();
+            assert!(layer.is_some());
+            assert!(counts_tokens, "a token limit needs token estimates");
+        }
+    }
+
+    #[test]
+    fn requests_only_need_no_token_estimate() {
+        let (layer, counts_tokens) = RateLimitSetting::None.rpm(60).into_layer().unwrap();
+        assert!(layer.is_some());
+        assert!(!counts_tokens);
+        let (layer, counts_tokens) = RateLimitSetting::None.into_layer().unwrap();
+        assert!(layer.is_none());
+        assert!(!counts_tokens);
+    }
+
+    #[test]
+    fn a_later_setter_never_silently_drops_an_earlier_one() {
+        let limits = || Limits::per_minute().requests(100);
+        // Every pair of different forms, in both orders, is an error naming both setters.
+        let cases: Vec<(RateLimitSetting, [&str; 2])> = vec![
+            (
+                RateLimitSetting::None
+                    .limiter(local(limits()), false, "rate_limiter(..)")
+                    .rpm(100),
+                ["rate_limiter(..)", "rpm(..)"],
+            ),
+            (
+                RateLimitSetting::None
+                    .rpm(100)
+                    .limiter(local(limits()), false, "rate_limiter(..)"),
+                ["rpm(..)", "rate_limiter(..)"],
+            ),
+            (
+                RateLimitSetting::None.tpm(1_000).limits(limits()),
+                ["tpm(..)", "rate_limits(..)"],
+            ),
+            (
+                RateLimitSetting::None.limits(limits()).tpm(1_000),
+                ["rate_limits(..)", "tpm(..)"],
+            ),
+            (
+                RateLimitSetting::None.limits(limits()).limiter(
+                    local(limits()),
+                    true,
+                    "shared_rate_limiter(..)",
+                ),
+                ["rate_limits(..)", "shared_rate_limiter(..)"],
+            ),
+        ];
+        for (setting, [first, second]) in cases {
+            let message = error(setting);
+            assert!(
+                message.contains(&format!("by {first} and by {second}")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_form_set_again_replaces_itself() {
+        let setting = RateLimitSetting::None
+            .limits(Limits::per_minute().requests(1))
+            .limits(Limits::per_minute().tokens(5));
+        let RateLimitSetting::Limits(limits) = &setting else {
+            panic!("expected limits");
+        };
+        assert_eq!(limits.requests_per_minute(), None);
+        assert!(setting.into_layer().unwrap().1);
+        let setting = RateLimitSetting::None.rpm(1).rpm(2);
+        assert!(matches!(
+            setting,
+            RateLimitSetting::PerMinute {
+                rpm: Some(2),
+                tpm: None
+            }
+        ));
+    }
+}
