@@ -1,5 +1,5 @@
 //! [`BenchConfig`]: what a run does, and the flag grammars of its parts ([`Load`], [`Ramp`],
-//! [`Arrivals`], [`StackKind`], [`parse_duration`]), so the CLI only maps flags to fields.
+//! [`Arrivals`], [`StackKind`]; durations with `volley::core::duration`), so the CLI only maps flags to fields.
 
 use std::fmt;
 use std::str::FromStr;
@@ -286,61 +286,9 @@ impl FromStr for StackKind {
     }
 }
 
-/// Parses a duration flag: a number and a unit (`h`, `m`, `s`, `ms`, `us`), possibly several
-/// (`"1m30s"`); a bare number is seconds. `"30s"`, `"500ms"`, `"2m"`, `"1.5s"`.
-///
-/// ```
-/// use std::time::Duration;
-/// use volley_bench::parse_duration;
-///
-/// assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-/// assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-/// assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
-/// assert!(parse_duration("30 parsecs").is_err());
-/// ```
-///
-/// # Errors
-/// `InvalidInput` naming the text, for anything else.
-pub fn parse_duration(input: &str) -> Result<Duration, Error> {
-    // Go's grammar, as providers' rate-limit headers use it: the same reader serves both.
-    volley::core::headers::parse_duration(input.trim()).ok_or_else(|| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "invalid duration {input:?}: expected a number and a unit (h, m, s, ms, us), \
-                 e.g. \"30s\", \"500ms\" or \"2m\""
-            ),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        let ok = [
-            ("30s", Duration::from_secs(30)),
-            ("500ms", Duration::from_millis(500)),
-            ("2m", Duration::from_secs(120)),
-            ("1m30s", Duration::from_secs(90)),
-            (" 1.5s ", Duration::from_millis(1500)),
-            ("12", Duration::from_secs(12)),
-            ("250us", Duration::from_micros(250)),
-        ];
-        for (text, want) in ok {
-            assert_eq!(parse_duration(text).unwrap(), want, "{text}");
-        }
-        for bad in ["", "s", "-1s", "1x", "ten seconds", "1.2.3s"] {
-            let err = parse_duration(bad).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::InvalidInput);
-            assert!(
-                err.to_string().contains("expected a number and a unit"),
-                "{err}"
-            );
-        }
-    }
 
     #[test]
     fn stop_conditions_and_loads_are_checked() {

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use volley::core::{Error, ErrorKind, Request, Response};
-use volley::transport::Transport;
+use volley::core::{Error, ErrorKind};
 
 use super::body::Bodies;
 use super::config::{BenchConfig, Load, StackKind};
@@ -23,6 +22,7 @@ use super::server::ServerProbe;
 use super::shared::{Live, Shared, conduct};
 use super::summary::{Facts, results};
 use super::sys;
+use super::target::Target;
 use volley::Client;
 
 /// Lanes per runtime worker thread: a few, so a lane that is busy parsing does not hold up
@@ -251,23 +251,6 @@ impl fmt::Debug for Bench {
             .field("config", &self.config)
             .field("lanes", &self.shared.lanes.len())
             .finish_non_exhaustive()
-    }
-}
-
-/// What sends the requests.
-#[derive(Clone)]
-pub(crate) enum Target {
-    /// Boxed: a `Client` is a few hundred bytes and the target is cloned once per lane.
-    Full(Box<Client>),
-    Bare(Transport),
-}
-
-impl Target {
-    pub(crate) async fn send(&self, request: Request) -> Result<Response, Error> {
-        match self {
-            Target::Full(client) => client.send(request).await,
-            Target::Bare(transport) => transport.send(request).await,
-        }
     }
 }
 

@@ -20,11 +20,11 @@ use volley::core::openai::{CHAT_COMPLETIONS_PATH, looks_like_error, usage_in_bod
 use volley::core::{ErrorKind, Request, Response};
 
 use super::body::Bodies;
-use super::driver::Target;
 use super::lengths::Lengths;
 use super::recorder::{ErrorLabel, Outcome, Recorder};
 use super::rng::Rng;
 use super::shared::{Control, Shared};
+use super::target::Target;
 
 /// Inter-token gaps a stream buffers before it writes them to the recorder.
 const GAP_BUFFER: usize = 32;

@@ -41,12 +41,13 @@
 //! streams for a minute, prompt and output lengths drawn per request.
 //!
 //! ```no_run
-//! use volley_bench::{Bench, BenchConfig, Load, parse_duration};
+//! use volley::core::duration::parse_duration;
+//! use volley_bench::{Bench, BenchConfig, Load};
 //!
 //! # async fn run() -> Result<(), volley::Error> {
 //! let config = BenchConfig {
 //!     load: Load::Open { rate: 500.0, arrivals: "poisson".parse()? },
-//!     duration: Some(parse_duration("60s")?),
+//!     duration: Some(parse_duration("60s").expect("a valid duration")),
 //!     stream: true,
 //!     prompt_tokens: "uniform:16..512".parse()?,
 //!     output_tokens: "lognormal:128,64".parse()?,
@@ -122,11 +123,12 @@ mod server;
 mod shared;
 mod summary;
 mod sys;
+mod target;
 mod timeline;
 
 pub use config::{
     Arrivals, BenchConfig, DEFAULT_BASE_URL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODEL, DEFAULT_SEED,
-    Load, StackKind, parse_duration,
+    Load, StackKind,
 };
 pub use driver::Bench;
 pub use lengths::{Lengths, MAX_LENGTH};

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use volley::core::{Error, ErrorKind};
 
-use super::config::parse_duration;
 use volley::MAX_CONCURRENCY;
+use volley::core::duration::parse_duration;
 
 /// A concurrency ramp: from `from` to `to` in equal steps over `over`, then held at `to`.
 ///

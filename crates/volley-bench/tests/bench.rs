@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use volley::ErrorKind;
+use volley::core::duration::parse_duration;
 use volley_bench::results::BenchResults;
-use volley_bench::{Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, parse_duration};
+use volley_bench::{Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind};
 use volley_mock::{Latency, MockConfig, MockServer, OutputTokens};
 
 fn ms(n: u64) -> Duration {
@@ -444,8 +445,7 @@ fn flag_grammars() {
     assert!("1..1024 over forever".parse::<Ramp>().is_err());
     assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
     assert_eq!(parse_duration("500ms").unwrap(), ms(500));
-    let err = parse_duration("5 fortnights").unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(parse_duration("5 fortnights").is_err());
     assert_eq!("poisson".parse::<Arrivals>().unwrap(), Arrivals::Poisson);
     assert_eq!("bare".parse::<StackKind>().unwrap(), StackKind::Bare);
 }

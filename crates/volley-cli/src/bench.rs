@@ -11,9 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use volley::core::ApiKey;
-use volley_bench::{
-    Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, parse_duration, report,
-};
+use volley::core::duration::parse_duration;
+use volley_bench::{Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, report};
 use volley_mock::MockServer;
 
 use crate::config::UsageError;
