@@ -1,8 +1,9 @@
 //! Reports of a benchmark run: `results.json`, `report.md` and `report.html`.
 //!
 //! [`write_report`] writes all three into a folder. [`render_markdown`] and [`render_html`]
-//! render one report each from [`BenchResults`]; [`compare`] puts a run next to a baseline
-//! run as a markdown table (what `cargo xtask bench --baseline` prints).
+//! render one report each from [`BenchResults`], [`render_text`] the terminal's summary;
+//! [`compare`] puts a run next to a baseline run as a markdown table (what `cargo xtask
+//! bench --baseline` prints).
 //!
 //! The HTML report is a single file with its stylesheet and charts inline: it needs no script,
 //! font or network access, so it can be attached to an issue or archived as it is. Every
@@ -38,6 +39,7 @@ mod format;
 mod html;
 mod markdown;
 mod plot;
+mod text;
 
 /// Creates `dir` (and its parents) if needed and writes `results.json` (pretty-printed),
 /// `report.md` and `report.html` into it, replacing files of those names.
@@ -56,6 +58,14 @@ pub fn write_report(results: &BenchResults, dir: &Path) -> io::Result<()> {
 /// figures, the latency, TTFT and inter-token percentiles, and the errors by kind.
 pub fn render_markdown(results: &BenchResults) -> String {
     markdown::render(results)
+}
+
+/// The figures a person looks at first, as plain text for a terminal: counts, requests in
+/// flight (client and server side), latency and time-to-first-token percentiles, errors by
+/// kind, CPU per request and peak RSS. When no request succeeded it says so instead of
+/// printing percentiles of nothing.
+pub fn render_text(results: &BenchResults) -> String {
+    text::render(results)
 }
 
 /// The report as one self-contained HTML page: the markdown report's content with charts of

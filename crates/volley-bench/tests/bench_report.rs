@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use volley_bench::report::{compare, render_html, render_markdown, write_report};
+use volley_bench::report::{compare, render_html, render_markdown, render_text, write_report};
 use volley_bench::results::{
     BenchResults, Connections, Percentiles, Resources, RunConfig, SCHEMA_VERSION, ServerSide,
     Summary, TargetCheck, TimelinePoint,
@@ -325,6 +325,30 @@ fn degenerate_results_render_without_panicking() {
     assert!(render_markdown(&empty).contains("## Errors\n\nNone."));
     // The single point is drawn (as a dot), the flat run as lines along zero.
     assert!(!render_html(&single).contains(">no data<"));
+}
+
+#[test]
+fn a_run_where_nothing_succeeded_says_so_instead_of_printing_zeros() {
+    let mut failed = sample();
+    failed.summary.ok = 0;
+    failed.summary.failed = failed.summary.requests;
+    failed.summary.cpu_us_per_request = 0.0;
+    failed.latency = Percentiles::default();
+    failed.ttft = None;
+    let text = render_text(&failed);
+    assert!(text.contains("no request succeeded"), "{text}");
+    assert!(!text.contains("latency ms"), "{text}");
+    assert!(!text.contains("µs CPU per request"), "{text}");
+    assert!(text.contains("peak RSS"), "{text}");
+    let md = render_markdown(&failed);
+    assert!(md.contains("– (no request succeeded)"), "{md}");
+    assert!(!md.contains("| CPU per request | 0"), "{md}");
+
+    // A run with successes prints its figures.
+    let text = render_text(&sample());
+    assert!(!text.contains("no request succeeded"), "{text}");
+    assert!(text.contains("latency ms: p50"), "{text}");
+    assert!(text.contains("µs CPU per request"), "{text}");
 }
 
 #[test]

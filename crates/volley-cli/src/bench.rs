@@ -256,7 +256,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&results).context("serialising the results")?
         );
     } else {
-        print!("{}", summary(&results));
+        print!("{}", report::render_text(&results));
         if let Some(dir) = &args.report {
             println!(
                 "report: {} (results.json, report.md)",
@@ -271,94 +271,4 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// The figures a person looks at first, as plain text.
-fn summary(r: &volley_bench::results::BenchResults) -> String {
-    use std::fmt::Write as _;
-    let s = &r.summary;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{}: {} requests ({} ok, {} failed{}) in {:.2} s: {:.0} req/s",
-        r.name,
-        s.requests,
-        s.ok,
-        s.failed,
-        if s.dropped > 0 {
-            format!(", {} dropped", s.dropped)
-        } else {
-            String::new()
-        },
-        s.wall_ms / 1000.0,
-        s.requests_per_sec
-    );
-    let _ = writeln!(
-        out,
-        "in flight: mean {:.1} (steady middle 80 %), peak {}{}",
-        s.mean_in_flight,
-        s.peak_in_flight,
-        r.server.as_ref().map_or(String::new(), |server| format!(
-            "; server side: mean {:.1}, peak {}",
-            server.mean_in_flight, server.peak_in_flight
-        ))
-    );
-    let l = &r.latency;
-    let _ = writeln!(
-        out,
-        "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-        l.p50, l.p90, l.p99, l.p999, l.max
-    );
-    if let Some(t) = &r.ttft {
-        let _ = writeln!(
-            out,
-            "time to first token ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-            t.p50, t.p90, t.p99, t.max
-        );
-    }
-    if let Some(t) = r.server.as_ref().and_then(|s| s.ttft) {
-        let _ = writeln!(
-            out,
-            "the server's own time to first token ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-            t.p50, t.p90, t.p99, t.max
-        );
-    }
-    if let Some(t) = &r.inter_token {
-        let _ = writeln!(
-            out,
-            "between tokens ms: p50 {:.2}  p99 {:.2}  max {:.2}",
-            t.p50, t.p99, t.max
-        );
-    }
-    if s.output_tokens > 0 {
-        let _ = writeln!(
-            out,
-            "output: {} tokens, {:.0} tokens/s{}",
-            s.output_tokens,
-            s.output_tokens_per_sec,
-            if s.chunks > 0 {
-                format!(", {} chunks", s.chunks)
-            } else {
-                String::new()
-            }
-        );
-    }
-    if !r.errors.is_empty() {
-        let list: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(out, "errors: {}", list.join(", "));
-    }
-    let _ = writeln!(
-        out,
-        "client: {:.1} µs CPU per request{}, peak RSS {:.1} MB; connections opened {}, reused {}",
-        s.cpu_us_per_request,
-        if s.chunks > 0 {
-            format!(" ({:.2} µs per chunk)", s.cpu_us_per_chunk)
-        } else {
-            String::new()
-        },
-        r.resources.peak_rss_bytes as f64 / 1e6,
-        r.connections.opened,
-        r.connections.reused
-    );
-    out
 }

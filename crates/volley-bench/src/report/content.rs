@@ -157,8 +157,13 @@ pub(super) fn summary_rows(r: &BenchResults) -> Vec<Row> {
     rows.push((
         "CPU per request",
         format!(
-            "{} µs (user {}, system {})",
-            num(s.cpu_us_per_request),
+            "{} (user {}, system {})",
+            // Zero would read as a result: say that nothing succeeded instead.
+            if s.ok == 0 {
+                format!("{NONE} (no request succeeded)")
+            } else {
+                format!("{} µs", num(s.cpu_us_per_request))
+            },
             duration_ms(res.cpu_user_ms),
             duration_ms(res.cpu_system_ms)
         ),
