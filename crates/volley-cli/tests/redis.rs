@@ -6,48 +6,18 @@
 //! `VOLLEY_REQUIRE_REDIS=1` (as in CI), which makes a missing Redis a failure.
 
 use std::collections::HashMap;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use volley_mock::{Latency, MockConfig, MockServer, RateLimits, TimelineBucket};
+use volley_testkit::redis::{RedisServer, unique_prefix};
+use volley_testkit::require_redis;
 
 /// The longest any test's processes may run before the test kills them and fails.
 const TEST_TIMEOUT: Duration = Duration::from_secs(40);
 const KEY: &str = "sk-volley-cli-redis-test-0123456789";
-
-/// The Redis to test against, or `None` (after saying so) when there is none.
-fn redis_url() -> Option<String> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
-        _ => {
-            assert!(
-                std::env::var("VOLLEY_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "VOLLEY_REQUIRE_REDIS=1 but REDIS_URL is not set"
-            );
-            println!("redis tests skipped: REDIS_URL not set");
-            None
-        }
-    }
-}
-
-/// A prefix no other test (or earlier run) uses, so tests share one Redis without meeting.
-fn unique_prefix(test: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "volley-test-{test}-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// The binary with a clean environment: none of the variables it reads are inherited, and
 /// the key is set.
@@ -178,81 +148,13 @@ impl Drop for Process {
     }
 }
 
-/// A `redis-server` of the test's own, on a loopback port, that it can kill and restart.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        // A free port, picked by the kernel and released for the server to take.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer { port, child: None };
-        server.restart();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) on its port and waits until it answers.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (CI installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn answers(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut reply = [0; 5];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG"
-    }
-
-    /// Kills the server at once (SIGKILL): connections drop, nothing is saved.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 #[test]
 fn four_processes_sharing_one_limit_get_no_429s() {
-    let Some(url) = redis_url() else { return };
+    let url = require_redis!();
     const RPM: u32 = 1_200;
     const PROCESSES: usize = 4;
     const LINES: usize = 60;
@@ -349,7 +251,7 @@ fn run_through_a_redis_outage(failure: &str, outage: Duration) -> (usize, usize,
             ..MockConfig::default()
         }))
         .unwrap();
-    let mut redis = RedisServer::start();
+    let mut redis = RedisServer::start(None);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     let out = dir.path().join("out.jsonl");
@@ -401,7 +303,7 @@ fn run_through_a_redis_outage(failure: &str, outage: Duration) -> (usize, usize,
 
 #[test]
 fn with_fail_closed_a_redis_outage_pauses_the_run_until_redis_is_back() {
-    if redis_url().is_none() {
+    if volley_testkit::redis::url().is_none() {
         return;
     }
     let (at_kill, at_restart, stderr) =
@@ -418,7 +320,7 @@ fn with_fail_closed_a_redis_outage_pauses_the_run_until_redis_is_back() {
 
 #[test]
 fn with_fallback_a_redis_outage_does_not_stop_the_run() {
-    if redis_url().is_none() {
+    if volley_testkit::redis::url().is_none() {
         return;
     }
     let (at_kill, at_restart, stderr) =

@@ -5,7 +5,6 @@
 //! `VOLLEY_REQUIRE_REDIS=1` (as in CI), which makes a missing Redis a failure.
 #![cfg(feature = "redis")]
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, StatusCode};
@@ -15,40 +14,13 @@ use volley_core::{ApiKey, Error, ErrorKind, Request, Response};
 use volley_middleware::cache::{CacheLayer, CacheStats, CacheStore, CachedResponse, RedisStore};
 use volley_middleware::redis::{RedisConnection, RedisOptions};
 use volley_mock::{MockConfig, MockServer};
+use volley_testkit::redis::unique_prefix;
+use volley_testkit::require_redis;
 use volley_transport::Transport;
 
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}"#;
 const KEY: &str = "sk-volley-redis-cache-test-0123456789";
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// The Redis to test against, or `None` (after saying so) when there is none.
-fn redis_url() -> Option<String> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
-        _ => {
-            assert!(
-                std::env::var("VOLLEY_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "VOLLEY_REQUIRE_REDIS=1 but REDIS_URL is not set"
-            );
-            println!("redis tests skipped: REDIS_URL not set");
-            None
-        }
-    }
-}
-
-/// A prefix no other test (or earlier run) uses, so tests share one Redis without meeting.
-fn unique_prefix(test: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "volley-test:{test}:{}:{nanos}:{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 async fn store(url: &str, prefix: &str, ttl: Duration) -> RedisStore {
     RedisStore::connect(RedisOptions::new(url), ttl)
@@ -122,7 +94,7 @@ fn stats(hits: u64, misses: u64, stores: u64) -> CacheStats {
 
 #[tokio::test]
 async fn entries_round_trip() {
-    let Some(url) = redis_url() else { return };
+    let url = require_redis!();
     let store = store(&url, &unique_prefix("round-trip"), HOUR).await;
     let value = entry(r#"{"id":"chatcmpl-1","choices":[]}"#);
     assert!(store.get(key("a")).await.unwrap().is_none());
@@ -146,7 +118,7 @@ async fn entries_round_trip() {
 
 #[tokio::test]
 async fn entries_expire_after_the_ttl() {
-    let Some(url) = redis_url() else { return };
+    let url = require_redis!();
     let prefix = unique_prefix("ttl");
     let store = store(&url, &prefix, Duration::from_millis(300)).await;
     store.put(key("a"), entry("{}")).await.unwrap();
@@ -172,7 +144,7 @@ async fn entries_expire_after_the_ttl() {
 
 #[tokio::test]
 async fn large_entries_are_stored_compressed() {
-    let Some(url) = redis_url() else { return };
+    let url = require_redis!();
     let store = store(&url, &unique_prefix("compress"), HOUR)
         .await
         .compress_above(1024);
@@ -210,7 +182,7 @@ async fn large_entries_are_stored_compressed() {
 
 #[tokio::test]
 async fn unknown_formats_read_as_misses_and_damage_as_errors() {
-    let Some(url) = redis_url() else { return };
+    let url = require_redis!();
     let store = store(&url, &unique_prefix("format"), HOUR).await;
     let mut raw = raw_connection(&url).await;
     let mut future_format = vec![42_u8];
@@ -235,7 +207,7 @@ async fn unknown_formats_read_as_misses_and_damage_as_errors() {
 
 #[tokio::test]
 async fn two_stores_on_separate_connections_share_entries() {
-    let Some(url) = redis_url() else { return };
+    let url = require_redis!();
     let prefix = unique_prefix("shared");
     let a = store(&url, &prefix, HOUR).await;
     let b = store(&url, &prefix, HOUR).await;
@@ -250,7 +222,7 @@ async fn two_stores_on_separate_connections_share_entries() {
 
 #[tokio::test]
 async fn a_second_identical_request_is_a_hit_that_never_reaches_the_server() {
-    let Some(url) = redis_url() else { return };
+    let url = require_redis!();
     let server = mock().await;
     let prefix = unique_prefix("layer");
     let layer = CacheLayer::new(store(&url, &prefix, HOUR).await, credential());
@@ -277,7 +249,7 @@ async fn a_second_identical_request_is_a_hit_that_never_reaches_the_server() {
 
 #[tokio::test]
 async fn two_credentials_never_share_entries() {
-    let Some(url) = redis_url() else { return };
+    let url = require_redis!();
     let server = mock().await;
     let store = store(&url, &unique_prefix("credentials"), HOUR).await;
     let other_key = "sk-another-volley-key-9876543210";

@@ -9,11 +9,9 @@
 
 #![cfg(feature = "redis")]
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tower::{ServiceBuilder, ServiceExt as _};
@@ -24,113 +22,12 @@ use volley_middleware::rate_limit::{
 };
 use volley_middleware::redis::RedisOptions;
 use volley_mock::{MockConfig, MockServer, OutputTokens, RateLimits};
+use volley_testkit::redis::{RedisServer, unique_prefix};
+use volley_testkit::require_redis;
 
 // ---------------------------------------------------------------------------------------------
 // Redis for the tests
 // ---------------------------------------------------------------------------------------------
-
-/// `REDIS_URL`, or `None` after saying the test is skipped.
-fn redis_url() -> Option<String> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("VOLLEY_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "VOLLEY_REQUIRE_REDIS=1 but REDIS_URL is not set"
-            );
-            eprintln!("redis tests skipped: REDIS_URL not set");
-            None
-        }
-    }
-}
-
-macro_rules! require_redis {
-    () => {
-        match redis_url() {
-            Some(url) => url,
-            None => return,
-        }
-    };
-}
-
-/// A prefix no other test (or earlier run) uses.
-fn prefix(test: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("volley-test:{test}:{}:{nanos}", std::process::id())
-}
-
-/// A `redis-server` of our own on a free loopback port, killed when dropped.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    password: Option<String>,
-}
-
-impl RedisServer {
-    fn start(password: Option<&str>) -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer {
-            child: None,
-            port,
-            password: password.map(str::to_owned),
-        };
-        server.restart();
-        server
-    }
-
-    /// The URL, with the password if there is one.
-    fn url(&self) -> String {
-        match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
-        }
-    }
-
-    /// Starts the server (again, empty) on the same port, and waits until it accepts.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
-        let mut command = Command::new(&binary);
-        command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(password) = &self.password {
-            command.args(["--requirepass", password]);
-        }
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {binary}: {e} (set REDIS_SERVER)"));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGKILL: no goodbye to the clients.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Processes: a limiter, a transport and a stack each
@@ -321,7 +218,7 @@ async fn share_1200_rpm(url: String, lease: u32, per_process: usize) {
     )
     .await;
     let options = SharedLimits::new(RedisOptions::new(url), Limits::per_minute().requests(1_200))
-        .prefix(prefix(&format!("rpm-lease-{lease}")))
+        .prefix(unique_prefix(&format!("rpm-lease-{lease}")))
         .lease(lease);
     let load = Load {
         processes: 4,
@@ -377,7 +274,7 @@ async fn four_processes_share_a_tpm_limit_settled_with_real_usage() {
     )
     .await;
     let options = SharedLimits::new(RedisOptions::new(url), Limits::per_minute().tokens(120_000))
-        .prefix(prefix("tpm"));
+        .prefix(unique_prefix("tpm"));
     let load = Load {
         processes: 4,
         per_process: 90,
@@ -465,7 +362,7 @@ async fn failing_closed_pauses_through_a_redis_restart_and_completes() {
         RedisOptions::new(server.url()).response_timeout(Duration::from_millis(200)),
         Limits::per_minute().requests(600),
     )
-    .prefix(prefix("fail-closed"));
+    .prefix(unique_prefix("fail-closed"));
     let load = Load {
         processes: 2,
         per_process: 40,
@@ -515,7 +412,7 @@ async fn the_local_fallback_runs_at_its_share_through_a_redis_restart() {
         RedisOptions::new(server.url()).response_timeout(Duration::from_millis(200)),
         Limits::per_minute().requests(1_200),
     )
-    .prefix(prefix("fallback"))
+    .prefix(unique_prefix("fallback"))
     .on_failure(FailureMode::LocalFallback { processes: 4 });
     let load = Load {
         processes: 2,
@@ -565,7 +462,7 @@ async fn the_local_fallback_runs_at_its_share_through_a_redis_restart() {
 #[tokio::test]
 async fn the_script_paces_on_the_server_clock_under_one_hash_tagged_key() {
     let url = require_redis!();
-    let prefix = prefix("script");
+    let prefix = unique_prefix("script");
     // 600 a minute, burst 1: 100 ms apart.
     let limits = Limits::per_minute()
         .requests(600)
@@ -638,7 +535,7 @@ async fn the_script_paces_on_the_server_clock_under_one_hash_tagged_key() {
 async fn a_429_in_one_process_pauses_the_others() {
     let url = require_redis!();
     let options = SharedLimits::new(RedisOptions::new(url), Limits::per_minute().requests(6_000))
-        .prefix(prefix("pause"));
+        .prefix(unique_prefix("pause"));
     let a = RedisLimiter::connect(options.clone()).await.unwrap();
     let b = RedisLimiter::connect(options).await.unwrap();
     let error = volley_core::Error::from_status(
@@ -709,7 +606,7 @@ async fn passwords_never_show_in_debug_errors_or_logs() {
         RedisOptions::new(server.url()).response_timeout(Duration::from_millis(100)),
         limits,
     )
-    .prefix(prefix("secrets"));
+    .prefix(unique_prefix("secrets"));
     let limiter = RedisLimiter::connect(options.clone()).await.unwrap();
     for printed in [
         format!("{options:?}"),
@@ -735,7 +632,7 @@ async fn passwords_never_show_in_debug_errors_or_logs() {
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(!logs.contains(PASSWORD), "{logs}");
     assert!(
-        logs.contains(&format!("redis://***@127.0.0.1:{}", server.port)),
+        logs.contains(&format!("redis://***@127.0.0.1:{}", server.port())),
         "{logs}"
     );
     assert!(logs.contains("requests wait until it answers"), "{logs}");

@@ -5,7 +5,6 @@
 //! `VOLLEY_REQUIRE_REDIS=1` (as in CI), which makes a missing Redis a failure.
 #![cfg(feature = "redis")]
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use volley::middleware::rate_limit::Limits;
@@ -13,38 +12,11 @@ use volley::openai::{ChatCompletionRequest, ChatMessage};
 use volley::redis::{FailureMode, RedisLimiter, RedisOptions, RedisStore, SharedLimits};
 use volley::{Client, ClientBuilder};
 use volley_mock::{MockConfig, MockServer, RateLimits};
+use volley_testkit::redis::unique_prefix;
+use volley_testkit::require_redis;
 
 const KEY: &str = "sk-volley-facade-redis-test-0123456789";
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// The Redis to test against, or `None` (after saying so) when there is none.
-fn redis_url() -> Option<String> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
-        _ => {
-            assert!(
-                std::env::var("VOLLEY_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "VOLLEY_REQUIRE_REDIS=1 but REDIS_URL is not set"
-            );
-            println!("redis tests skipped: REDIS_URL not set");
-            None
-        }
-    }
-}
-
-/// A prefix no other test (or earlier run) uses, so tests share one Redis without meeting.
-fn unique_prefix(test: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "volley-test:{test}:{}:{nanos}:{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn request(text: &str) -> ChatCompletionRequest {
     ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user(text)])
@@ -65,7 +37,7 @@ async fn cached_client(server: &MockServer, key: &str, url: &str, prefix: &str) 
 
 #[tokio::test]
 async fn two_clients_share_cache_entries_through_redis() {
-    let Some(url) = redis_url() else { return };
+    let url = require_redis!();
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let prefix = unique_prefix("facade-cache");
     let a = cached_client(&server, KEY, &url, &prefix).await;
@@ -90,7 +62,7 @@ async fn two_clients_share_cache_entries_through_redis() {
 
 #[tokio::test]
 async fn two_credentials_never_share_cache_entries() {
-    let Some(url) = redis_url() else { return };
+    let url = require_redis!();
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let prefix = unique_prefix("facade-credentials");
     let a = cached_client(&server, KEY, &url, &prefix).await;
@@ -149,7 +121,7 @@ async fn the_builder_names_the_credential_the_client_will_use() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_with_a_shared_limiter_stay_under_the_providers_rpm() {
-    let Some(url) = redis_url() else { return };
+    let url = require_redis!();
     // 600 requests a minute, a second's worth of burst, as the provider (the mock) counts them.
     const RPM: u32 = 600;
     const REQUESTS: usize = 80;

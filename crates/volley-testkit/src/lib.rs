@@ -1,0 +1,5 @@
+//! Helpers shared by Volley's integration tests, written once for every crate that tests
+//! against the same outside services. A dev-dependency only; never published.
+#![deny(missing_docs)]
+
+pub mod redis;

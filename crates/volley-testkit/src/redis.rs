@@ -1,0 +1,154 @@
+//! Redis for the tests: the shared server CI starts (`REDIS_URL`), unique key prefixes so
+//! tests share it without meeting, and servers of a test's own that it can kill and restart.
+//!
+//! Without `REDIS_URL` a test that needs Redis says so in one line and passes, unless
+//! `VOLLEY_REQUIRE_REDIS=1` (as in CI), which makes a missing Redis a failure.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The Redis to test against (`REDIS_URL`), or `None` after saying that the test is skipped.
+///
+/// # Panics
+/// When `VOLLEY_REQUIRE_REDIS=1` and `REDIS_URL` is not set.
+pub fn url() -> Option<String> {
+    match std::env::var("REDIS_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
+        _ => {
+            assert!(
+                std::env::var("VOLLEY_REQUIRE_REDIS").as_deref() != Ok("1"),
+                "VOLLEY_REQUIRE_REDIS=1 but REDIS_URL is not set"
+            );
+            println!("redis tests skipped: REDIS_URL not set");
+            None
+        }
+    }
+}
+
+/// `REDIS_URL`, or returns from the calling test after saying it is skipped (see [`url`]).
+#[macro_export]
+macro_rules! require_redis {
+    () => {
+        match $crate::redis::url() {
+            Some(url) => url,
+            None => return,
+        }
+    };
+}
+
+/// A key prefix no other test (or earlier run) uses, so tests share one Redis without
+/// meeting: the test's name, the process id, the time and a counter.
+pub fn unique_prefix(test: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos();
+    format!(
+        "volley-test:{test}:{}:{nanos}:{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A `redis-server` of the test's own on a free loopback port, without persistence, that the
+/// test can kill and restart (empty) on the same port; killed when dropped. The binary is
+/// `REDIS_SERVER`, or `redis-server` on the `PATH` (CI installs it).
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    password: Option<String>,
+}
+
+impl RedisServer {
+    /// Starts a server, with `requirepass` when a password is given, and waits until it
+    /// answers.
+    ///
+    /// # Panics
+    /// When the server cannot be started or does not answer within 10 s.
+    pub fn start(password: Option<&str>) -> RedisServer {
+        // A free port, picked by the kernel and released for the server to take.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            password: password.map(str::to_owned),
+        };
+        server.restart();
+        server
+    }
+
+    /// The URL, with the password when there is one.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the server (again, empty) on its port and waits until it answers.
+    ///
+    /// # Panics
+    /// When it is already running, cannot be started or does not answer within 10 s.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        let mut command = Command::new(&binary);
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary}: {e} (set REDIS_SERVER)"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the server at once (SIGKILL): connections drop, nothing is saved.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether it answers a `PING` (a server with a password answers `-NOAUTH`: it is up).
+    fn answers(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0; 5];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && (&reply == b"+PONG" || &reply == b"-NOAU")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
