@@ -360,6 +360,71 @@ impl StdError for Error {
     }
 }
 
+impl Error {
+    /// The error and its causes on one line, outermost first, each cause once: what a user
+    /// should see (`connect error: request 1 POST …: could not connect: tcp connect error:
+    /// Connection refused`). See [`ErrorReport`].
+    pub fn report(&self) -> ErrorReport<'_> {
+        ErrorReport::new(self)
+    }
+}
+
+/// Any error and its chain of [`source`](StdError::source)s as one line, outermost first,
+/// joined by `": "`, each cause once.
+///
+/// Libraries disagree on whether `Display` includes the cause (some do, and also return it as
+/// the source), so walking the chain naively repeats text: `invalid peer certificate:
+/// UnknownIssuer: invalid peer certificate: UnknownIssuer`. The rule here: a cause whose text
+/// already appears in the line so far is skipped (its own causes are still looked at).
+///
+/// ```
+/// use volley_core::{Error, ErrorKind, ErrorReport};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+/// let err = Error::new(ErrorKind::Connect, "could not connect").with_source(io);
+/// assert_eq!(
+///     err.report().to_string(),
+///     "connect error: could not connect: Connection refused"
+/// );
+/// # let _ = ErrorReport::new(&err);
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorReport<'a> {
+    error: &'a (dyn StdError + 'static),
+}
+
+impl<'a> ErrorReport<'a> {
+    /// The report of `error` and its causes.
+    pub fn new(error: &'a (dyn StdError + 'static)) -> ErrorReport<'a> {
+        ErrorReport { error }
+    }
+}
+
+impl fmt::Display for ErrorReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A bound, in case some library's chain loops back on itself.
+        const MAX_CAUSES: usize = 32;
+        let mut line = self.error.to_string();
+        let mut cause = self.error.source();
+        for _ in 0..MAX_CAUSES {
+            let Some(c) = cause else { break };
+            let text = c.to_string();
+            if !text.is_empty() && !line.contains(text.as_str()) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            cause = c.source();
+        }
+        f.write_str(&line)
+    }
+}
+
+impl fmt::Debug for ErrorReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,6 +504,69 @@ mod tests {
         assert_eq!(err.to_string(), "connect error: connecting to 127.0.0.1:1");
         assert!(err.is_connect());
         assert_eq!(StdError::source(&err).unwrap().to_string(), "refused");
+    }
+
+    /// An error that, like some libraries' errors, shows its cause and also returns it.
+    #[derive(Debug)]
+    struct Repeating(std::io::Error);
+
+    impl fmt::Display for Repeating {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "tcp connect error: {}", self.0)
+        }
+    }
+
+    impl StdError for Repeating {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[derive(Debug)]
+    struct Plain(&'static str, Option<Box<Plain>>);
+
+    impl fmt::Display for Plain {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl StdError for Plain {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            self.1.as_deref().map(|p| p as &(dyn StdError + 'static))
+        }
+    }
+
+    #[test]
+    fn a_report_shows_each_cause_once_outermost_first() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let err = Error::new(ErrorKind::Connect, "request 1: could not connect")
+            .with_source(Repeating(refused));
+        assert_eq!(
+            err.report().to_string(),
+            "connect error: request 1: could not connect: tcp connect error: Connection refused"
+        );
+
+        // A cause repeated further down is skipped, and the causes below it still appear.
+        let chain = Plain(
+            "TLS handshake failed",
+            Some(Box::new(Plain(
+                "invalid peer certificate: UnknownIssuer",
+                Some(Box::new(Plain(
+                    "invalid peer certificate: UnknownIssuer",
+                    Some(Box::new(Plain("", Some(Box::new(Plain("deeper", None)))))),
+                ))),
+            ))),
+        );
+        assert_eq!(
+            ErrorReport::new(&chain).to_string(),
+            "TLS handshake failed: invalid peer certificate: UnknownIssuer: deeper"
+        );
+
+        // No source: the error's own text.
+        let alone = Error::new(ErrorKind::Timeout, "no response");
+        assert_eq!(alone.report().to_string(), alone.to_string());
     }
 
     #[test]

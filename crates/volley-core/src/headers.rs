@@ -68,6 +68,10 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 /// other providers send. Returns `None` for an empty string, a sign, an unknown or missing
 /// unit, or a total that does not fit a [`Duration`]. Digits finer than a nanosecond are
 /// truncated.
+///
+/// This reads what a *server* sent, where a malformed value must read as absent. Durations
+/// typed by a *user* (flags, settings) use [`crate::duration::parse_duration`] instead, which
+/// explains its errors.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     if let Some(plain) = parse_decimal(s, NANOS_PER_SEC) {
         return Some(plain);

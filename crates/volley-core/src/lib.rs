@@ -3,7 +3,8 @@
 //! The protocol-agnostic bottom of Volley: the [`Request`] and [`Response`] types every layer
 //! passes along, the one opaque [`Error`] with its [`ErrorKind`], the OpenAI wire dialect
 //! ([`openai`]), helpers that read providers' rate-limit headers ([`headers`]), a sans-io
-//! server-sent-events decoder ([`sse`]) and token estimation ([`tokens`]).
+//! server-sent-events decoder ([`sse`]), token estimation ([`tokens`]), the one duration grammar
+//! of user-facing settings ([`duration`]) and the one URL redactor ([`redact`]).
 //!
 //! This crate does no I/O and depends on no runtime: no tokio, no hyper, no sockets, no clock
 //! beyond `std::time`. The transport and middleware crates build on it.
@@ -14,16 +15,18 @@
 #![deny(missing_docs)]
 
 pub mod cache_key;
+pub mod duration;
 mod error;
 pub mod headers;
 pub mod openai;
+pub mod redact;
 mod request;
 mod response;
 mod secret;
 pub mod sse;
 pub mod tokens;
 
-pub use error::{ApiError, BoxError, Error, ErrorKind};
+pub use error::{ApiError, BoxError, Error, ErrorKind, ErrorReport};
 pub use request::{Request, RequestId, RequestParts};
 pub use response::{Body, BodyStream, Response, ResponseHead, Timings};
 pub use secret::ApiKey;

@@ -8,7 +8,7 @@
 //! URLs: `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS (rustls, the same
 //! crypto provider as the HTTP transport), `redis+unix:///path`. A password in the URL is sent
 //! with `AUTH` and never appears in a log line, an error or `Debug` output: everything this
-//! module prints names the server by [`redacted`] URL.
+//! module prints names the server by [`redacted`] URL (`scheme://***@host:port/db?***`).
 //!
 //! Commands that were in flight when the connection dropped fail; the manager reconnects in the
 //! background and the next command goes over the new connection. Callers (the limiter and the
@@ -21,6 +21,7 @@ use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Cmd, Pipeline, RedisFuture, Value};
+use volley_core::redact::{redact_url, redact_url_in};
 use volley_core::{Error, ErrorKind};
 
 /// How long one command may take before it counts as failed, by default.
@@ -183,7 +184,7 @@ impl RedisConnection {
             format!(
                 "{context} (Redis at {}): {}",
                 self.server,
-                scrub_text(&e.to_string(), &self.server)
+                redact_url_in(&e.to_string(), &self.server)
             ),
         )
     }
@@ -217,92 +218,36 @@ impl ConnectionLike for RedisConnection {
     }
 }
 
-/// `url` with any password (and user name) replaced by `***`, and without its query and
-/// fragment (a query may carry `password=`).
+/// `url` with its user information (user name and password) shown as `***@` and its query
+/// and fragment as `?***` / `#***`: [`volley_core::redact::redact_url`], the one URL redactor,
+/// under the name this module has always offered.
 pub fn redacted(url: &str) -> String {
-    let Some((scheme, userinfo, after)) = split_url(url) else {
-        return "<redis url>".to_owned();
-    };
-    let kept = after.split(['?', '#']).next().unwrap_or("");
-    match userinfo {
-        Some(_) => format!("{scheme}://***@{kept}"),
-        None => format!("{scheme}://{kept}"),
-    }
-}
-
-/// `scheme://[userinfo@]rest` → (scheme, userinfo, rest). The user information ends at the
-/// LAST `@`: a password may contain `/`, `?`, `#` or `@` (base64 keys do), and cutting at the
-/// first of those would leave part of it in the "host". Anything before the last `@` is
-/// treated as secret, which can only hide too much, never too little.
-fn split_url(url: &str) -> Option<(&str, Option<&str>, &str)> {
-    let scheme_end = url.find("://")?;
-    let rest = &url[scheme_end + 3..];
-    Some(match rest.rfind('@') {
-        Some(at) => (&url[..scheme_end], Some(&rest[..at]), &rest[at + 1..]),
-        None => (&url[..scheme_end], None, rest),
-    })
+    redact_url(url)
 }
 
 /// A Redis error's text with anything that looks like the URL's credentials removed.
 fn scrub(e: &::redis::RedisError, options: &RedisOptions) -> String {
     let mut text = e.to_string();
     for url in &options.urls {
-        text = scrub_text(&text, url);
+        text = redact_url_in(&text, url);
     }
     text
-}
-
-fn scrub_text(text: &str, url: &str) -> String {
-    let mut text = text.replace(url, &redacted(url));
-    if let Some(password) = password_of(url)
-        && !password.is_empty()
-    {
-        text = text.replace(password, "***");
-    }
-    text
-}
-
-fn password_of(url: &str) -> Option<&str> {
-    let userinfo = split_url(url)?.1?;
-    Some(userinfo.split_once(':').map_or(userinfo, |(_, p)| p))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    // The redactor's own rules are tested in `volley_core::redact`; here, that this module
+    // uses it everywhere it names a server.
     #[test]
     fn redacts_passwords() {
         assert_eq!(
-            redacted("redis://:hunter2@127.0.0.1:6379/0"),
-            "redis://***@127.0.0.1:6379/0"
+            redacted("rediss://default:p@ss/w?rd#1@cache.example:6380/1?password=x"),
+            "rediss://***@cache.example:6380/1?***"
         );
-        assert_eq!(
-            redacted("rediss://user:hunter2@cache.example:6380"),
-            "rediss://***@cache.example:6380"
-        );
-        assert_eq!(
-            redacted("redis://127.0.0.1:6379/2?password=hunter2"),
-            "redis://127.0.0.1:6379/2"
-        );
-        assert_eq!(redacted("not a url hunter2"), "<redis url>");
-        // Base64 passwords hold `/`, `+` and `=`; others `?`, `#` or `@`.
-        for password in ["Ab3/x+Yz=", "a?b", "a#b", "p@ss/w?rd#1"] {
-            let url = format!("rediss://default:{password}@cache.example:6380/1");
-            let shown = redacted(&url);
-            assert_eq!(shown, "rediss://***@cache.example:6380/1", "{url}");
-            assert_eq!(password_of(&url), Some(password));
-            let text = scrub_text(&format!("refused {url} ({password})"), &url);
-            assert!(!text.contains(password), "{text}");
-        }
         let options = RedisOptions::new("redis://u:hunter2@127.0.0.1:1");
         assert!(!format!("{options:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn scrubs_errors() {
-        let url = "redis://u:hunter2@127.0.0.1:1";
-        let text = scrub_text(&format!("failed {url} with hunter2"), url);
-        assert!(!text.contains("hunter2"), "{text}");
+        assert_eq!(options.redacted_url(), "redis://***@127.0.0.1:1");
     }
 }

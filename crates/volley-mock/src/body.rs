@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::Latency;
 use crate::openai::write_usage;
-use crate::service::{Guard, Shared};
+use crate::shared::{Guard, Shared};
 
 /// How long a cut body waits between its last data and the abort. hyper drops buffered but
 /// unflushed data when a body fails, so without a pause the client would see no data at all

@@ -34,6 +34,12 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl From<volley_core::duration::DurationError> for ConfigError {
+    fn from(err: volley_core::duration::DurationError) -> Self {
+        ConfigError::new(err.to_string())
+    }
+}
+
 impl From<ConfigError> for std::io::Error {
     fn from(err: ConfigError) -> Self {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, err)

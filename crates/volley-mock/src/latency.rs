@@ -1,4 +1,4 @@
-//! Latency models and the duration grammar shared by every CLI string of the crate.
+//! Latency models, written in the one duration grammar of [`volley_core::duration`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
+use volley_core::duration::{HumanDuration, parse_duration};
 
 use crate::ConfigError;
 
@@ -27,9 +28,7 @@ const MAX_SAMPLE: Duration = Duration::from_secs(24 * 60 * 60);
 ///                                           Uniform,   e.g. "uniform:100ms..2s" (min <= max)
 ///           | "lognormal:" duration "," sigma
 ///                                           LogNormal, e.g. "lognormal:500ms,0.6" (sigma >= 0)
-/// duration := number unit | "0"
-/// number   := digits ["." digits]
-/// unit     := "ns" | "us" | "µs" | "ms" | "s" | "m" | "min" | "h"
+/// duration := volley_core::duration's     e.g. "250ms", "1.5s", "1m30s"; "30" is seconds
 /// ```
 ///
 /// `Display` writes the same grammar back, so a value round-trips through its string form.
@@ -109,8 +108,8 @@ impl Latency {
             Latency::Fixed(_) => Ok(()),
             Latency::Uniform { min, max } if min > max => Err(ConfigError::new(format!(
                 "{what}: uniform latency has min {} above max {}",
-                DisplayDuration(min),
-                DisplayDuration(max)
+                HumanDuration(min),
+                HumanDuration(max)
             ))),
             Latency::Uniform { .. } => Ok(()),
             Latency::LogNormal { sigma, .. } if !(sigma.is_finite() && sigma >= 0.0) => {
@@ -142,7 +141,7 @@ impl FromStr for Latency {
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         let s = input.trim();
         let Some((model, args)) = s.split_once(':') else {
-            return parse_duration(s).map(Latency::Fixed);
+            return Ok(Latency::Fixed(parse_duration(s)?));
         };
         let latency = match model.trim().to_ascii_lowercase().as_str() {
             "fixed" => Latency::Fixed(parse_duration(args)?),
@@ -193,103 +192,13 @@ impl FromStr for Latency {
 impl fmt::Display for Latency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Latency::Fixed(d) => write!(f, "{}", DisplayDuration(d)),
-            Latency::Uniform { min, max } => write!(
-                f,
-                "uniform:{}..{}",
-                DisplayDuration(min),
-                DisplayDuration(max)
-            ),
-            Latency::LogNormal { median, sigma } => {
-                write!(f, "lognormal:{},{sigma}", DisplayDuration(median))
+            Latency::Fixed(d) => write!(f, "{}", HumanDuration(d)),
+            Latency::Uniform { min, max } => {
+                write!(f, "uniform:{}..{}", HumanDuration(min), HumanDuration(max))
             }
-        }
-    }
-}
-
-/// Parses a duration of the crate's CLI grammar: a non-negative decimal number and a unit
-/// (`ns`, `us`/`µs`, `ms`, `s`, `m`/`min`, `h`), e.g. `"20ms"`, `"1.5s"`, `"2m"`, `"500us"`;
-/// a bare `"0"` is zero.
-///
-/// ```
-/// use std::time::Duration;
-/// assert_eq!(volley_mock::parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-/// assert!(volley_mock::parse_duration("15").is_err()); // a unit is required
-/// ```
-pub fn parse_duration(input: &str) -> Result<Duration, ConfigError> {
-    let s = input.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
-        return Err(ConfigError::new(format!(
-            "invalid duration {input:?}: expected a number and a unit (ns, us, ms, s, m, h), \
-             e.g. \"250ms\" or \"1.5s\""
-        )));
-    }
-    let too_large = || ConfigError::new(format!("invalid duration {input:?}: too large"));
-    // Integer arithmetic, so that every duration `Display` writes reads back exactly.
-    let whole: u128 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| too_large())?
-    };
-    // Digits beyond the 18th are below a nanosecond for every unit.
-    let fraction = &fraction[..fraction.len().min(18)];
-    let (fraction, scale): (u128, u128) = if fraction.is_empty() {
-        (0, 1)
-    } else {
-        // At most 18 ASCII digits: always fits.
-        (
-            fraction.parse().map_err(|_| too_large())?,
-            10u128.pow(fraction.len() as u32),
-        )
-    };
-    let nanos_per_unit: u128 = match unit.trim() {
-        "" if whole == 0 && fraction == 0 => 0,
-        "" => {
-            return Err(ConfigError::new(format!(
-                "invalid duration {input:?}: missing unit, e.g. \"{number}ms\" or \"{number}s\""
-            )));
-        }
-        "ns" => 1,
-        "us" | "µs" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" | "min" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        other => {
-            return Err(ConfigError::new(format!(
-                "invalid duration {input:?}: unknown unit {other:?}, expected ns, us, ms, s, m or h"
-            )));
-        }
-    };
-    let nanos = whole
-        .checked_mul(nanos_per_unit)
-        .and_then(|n| n.checked_add((fraction * nanos_per_unit + scale / 2) / scale))
-        .and_then(|n| u64::try_from(n).ok())
-        .ok_or_else(too_large)?;
-    Ok(Duration::from_nanos(nanos))
-}
-
-/// Writes a duration in the grammar [`parse_duration`] reads, exactly (`"0"`, `"1500ms"`, ...).
-pub(crate) struct DisplayDuration(pub(crate) Duration);
-
-impl fmt::Display for DisplayDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let nanos = self.0.as_nanos();
-        if nanos == 0 {
-            f.write_str("0")
-        } else if nanos.is_multiple_of(1_000_000_000) {
-            write!(f, "{}s", nanos / 1_000_000_000)
-        } else if nanos.is_multiple_of(1_000_000) {
-            write!(f, "{}ms", nanos / 1_000_000)
-        } else if nanos.is_multiple_of(1_000) {
-            write!(f, "{}us", nanos / 1_000)
-        } else {
-            write!(f, "{nanos}ns")
+            Latency::LogNormal { median, sigma } => {
+                write!(f, "lognormal:{},{sigma}", HumanDuration(median))
+            }
         }
     }
 }
@@ -309,42 +218,19 @@ mod tests {
     }
 
     #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_duration("0.0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_duration("20ms").unwrap(), ms(20));
-        assert_eq!(parse_duration(" 1.5s ").unwrap(), ms(1500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("500us").unwrap(), Duration::from_micros(500));
-        assert_eq!(parse_duration("500µs").unwrap(), Duration::from_micros(500));
-        assert_eq!(parse_duration("7ns").unwrap(), Duration::from_nanos(7));
-        assert_eq!(parse_duration("1.1s").unwrap(), ms(1100));
-        assert_eq!(parse_duration(".5s").unwrap(), ms(500));
-    }
-
-    #[test]
-    fn rejects_bad_durations_with_useful_messages() {
-        for (input, needle) in [
-            ("", "expected a number"),
-            ("ms", "expected a number"),
-            ("15", "missing unit"),
-            ("1.2.3s", "expected a number"),
-            ("-1s", "expected a number"),
-            ("3 parsecs", "unknown unit"),
-            ("1e3ms", "unknown unit"),
-            ("99999999999999h", "too large"),
-        ] {
-            let err = parse_duration(input).unwrap_err().to_string();
-            assert!(err.contains(needle), "{input:?}: {err}");
-        }
-    }
-
-    #[test]
     fn parses_latency_models() {
         assert_eq!("0".parse::<Latency>().unwrap(), Latency::ZERO);
         assert_eq!("250ms".parse::<Latency>().unwrap(), Latency::Fixed(ms(250)));
         assert_eq!("1s".parse::<Latency>().unwrap(), Latency::Fixed(ms(1000)));
+        // volley_core's grammar: a bare number is seconds.
+        assert_eq!("2".parse::<Latency>().unwrap(), Latency::Fixed(ms(2000)));
+        assert_eq!(
+            "uniform:0.1..2".parse::<Latency>().unwrap(),
+            Latency::Uniform {
+                min: ms(100),
+                max: ms(2000)
+            }
+        );
         assert_eq!(
             "fixed:1s".parse::<Latency>().unwrap(),
             Latency::Fixed(ms(1000))
@@ -470,12 +356,6 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn every_duration_round_trips(nanos in proptest::prelude::any::<u64>()) {
-            let d = Duration::from_nanos(nanos);
-            proptest::prop_assert_eq!(parse_duration(&DisplayDuration(d).to_string()).unwrap(), d);
-        }
-
-        #[test]
         fn uniform_samples_stay_in_range(lo in 0u64..1 << 40, width in 0u64..1 << 40, seed in proptest::prelude::any::<u64>()) {
             let (min, max) = (Duration::from_nanos(lo), Duration::from_nanos(lo + width));
             let latency = Latency::Uniform { min, max };
@@ -489,7 +369,6 @@ mod tests {
         #[test]
         fn parsing_never_panics(input in ".{0,40}") {
             let _ = input.parse::<Latency>();
-            let _ = parse_duration(&input);
         }
     }
 

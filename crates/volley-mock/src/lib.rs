@@ -107,12 +107,13 @@ mod openai;
 mod rate_limit;
 mod server;
 mod service;
+mod shared;
 mod stats;
 
 pub use config::{MAX_EMBEDDING_DIMS, MAX_OUTPUT_TOKENS, MockConfig, OutputTokens};
 pub use error::ConfigError;
 pub use faults::{FaultKind, Faults};
-pub use latency::{Latency, parse_duration};
+pub use latency::Latency;
 pub use rate_limit::RateLimits;
 pub use server::MockServer;
 pub use stats::{

@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::conn::ResetHandle;
-use crate::service::{MockService, Shared};
+use crate::service::MockService;
+use crate::shared::Shared;
 use crate::stats::run_sampler;
 use crate::{MockConfig, Stats};
 

@@ -3,11 +3,11 @@
 
 use std::future::{Future, ready};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use http::header::{ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -17,152 +17,16 @@ use rand::{Rng as _, SeedableRng as _};
 use crate::body::{Abort, MockBody, SseStream, StreamFault, StreamPlan};
 use crate::config::{MAX_EMBEDDING_DIMS, retry_after_values};
 use crate::conn::ResetHandle;
-use crate::openai::{self, BadRequest, ChatRequest, Completion, EmbeddingsRequest, Filler};
-use crate::rate_limit::{Dimension, Limiter, Rejection};
-use crate::stats::{Counters, InFlight};
-use crate::{FAULT_HEADER, FaultKind, LATENCY_HEADER, Latency, MockConfig, encoding};
+use crate::openai::{self, BadRequest, ChatRequest, Completion, EmbeddingsRequest};
+use crate::rate_limit::{Dimension, Rejection};
+use crate::shared::{Guard, Shared};
+use crate::{FAULT_HEADER, FaultKind, LATENCY_HEADER, Latency, encoding};
 
 /// Request bodies above this size get a `413`.
 const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
 
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
-
-/// The header whose value the journal records.
-const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
-
-/// What every connection of one server shares: the configuration, the counters, and response
-/// parts computed once at start-up.
-pub(crate) struct Shared {
-    pub(crate) config: MockConfig,
-    pub(crate) counters: Counters,
-    pub(crate) filler: Filler,
-    /// The provider-style rate limiter, when [`MockConfig::rate_limits`] sets one.
-    limiter: Option<Limiter>,
-    /// The request journal, when [`MockConfig::journal`] asks for one. Off by default, so the
-    /// hot path pays one branch and no lock.
-    journal: Option<Mutex<Vec<String>>>,
-    rate_limit_body: Bytes,
-    server_error_body: Bytes,
-    unavailable_body: Bytes,
-    unauthorized_body: Bytes,
-    retry_after: (HeaderValue, HeaderValue),
-    unavailable_retry_after: Option<(HeaderValue, HeaderValue)>,
-}
-
-impl AsRef<Counters> for Arc<Shared> {
-    fn as_ref(&self) -> &Counters {
-        &self.counters
-    }
-}
-
-/// A request in flight, holding the server's shared state.
-pub(crate) type Guard = InFlight<Arc<Shared>>;
-
-impl Shared {
-    pub(crate) fn new(config: MockConfig) -> Self {
-        let headers = |wait: Duration| {
-            let (secs, millis) = retry_after_values(wait);
-            // Decimal digits are always a valid header value.
-            (
-                HeaderValue::try_from(secs).expect("digits are a valid header value"),
-                HeaderValue::try_from(millis).expect("digits are a valid header value"),
-            )
-        };
-        let (retry_secs, _) = retry_after_values(config.retry_after);
-        let rate_limit_body = openai::error_body(
-            &format!("Rate limit reached for requests (mock). Please try again in {retry_secs}s."),
-            "requests",
-            None,
-            Some("rate_limit_exceeded"),
-        );
-        Self {
-            filler: Filler::new(config.output_tokens.max()),
-            counters: Counters::new(),
-            limiter: Limiter::new(&config.rate_limits, tokio::time::Instant::now()),
-            journal: config.journal.then(|| Mutex::new(Vec::new())),
-            rate_limit_body: rate_limit_body.into(),
-            server_error_body: openai::error_body(
-                "The server had an error while processing your request. Sorry about that! (mock)",
-                "server_error",
-                None,
-                None,
-            )
-            .into(),
-            unavailable_body: openai::error_body(
-                "The server is overloaded or not ready yet. (mock)",
-                "server_error",
-                None,
-                None,
-            )
-            .into(),
-            unauthorized_body: openai::error_body(
-                "Incorrect API key provided. (mock)",
-                "invalid_request_error",
-                None,
-                Some("invalid_api_key"),
-            )
-            .into(),
-            retry_after: headers(config.retry_after),
-            unavailable_retry_after: config.unavailable_retry_after.map(headers),
-            config,
-        }
-    }
-
-    /// Starts a new statistics window and clears the journal; returns the old window's stats.
-    pub(crate) fn reset(&self) -> crate::Stats {
-        if let Some(journal) = &self.journal {
-            journal
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
-        }
-        self.counters.reset()
-    }
-
-    /// A copy of the journal: empty when it is off.
-    pub(crate) fn journal(&self) -> Vec<String> {
-        self.journal.as_ref().map_or_else(Vec::new, |journal| {
-            journal
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        })
-    }
-
-    /// Appends the request's `x-client-request-id` to the journal, when it is on.
-    fn record(&self, headers: &HeaderMap) {
-        if let Some(journal) = &self.journal {
-            let id = headers
-                .get(CLIENT_REQUEST_ID)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default();
-            // Held for one push, never across an await.
-            journal
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(id);
-        }
-    }
-
-    /// Whether the request may use the API: always, unless a key is required.
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(key) = &self.config.require_api_key else {
-            return true;
-        };
-        let Some(value) = headers.get(AUTHORIZATION) else {
-            return false;
-        };
-        let value = value.as_bytes();
-        match value.iter().position(|&b| b == b' ') {
-            Some(space) => {
-                value[..space].eq_ignore_ascii_case(b"bearer")
-                    && value[space + 1..].trim_ascii() == key.as_bytes()
-            }
-            None => false,
-        }
-    }
-}
 
 /// The service of one connection.
 pub(crate) struct MockService {
@@ -788,53 +652,5 @@ mod tests {
         assert!(!accepts("br"));
         assert!(!accepts("gzip;q=0"));
         assert!(!accepts_gzip(&HeaderMap::new()));
-    }
-
-    #[test]
-    fn the_journal_records_ids_in_order_and_clears_on_reset() {
-        let off = Shared::new(MockConfig::default());
-        off.record(&HeaderMap::new());
-        assert!(off.journal.is_none());
-        assert!(off.journal().is_empty());
-
-        let shared = Shared::new(MockConfig {
-            journal: true,
-            ..MockConfig::default()
-        });
-        let with = |id: Option<&str>| {
-            let mut h = HeaderMap::new();
-            if let Some(id) = id {
-                h.insert(CLIENT_REQUEST_ID, HeaderValue::from_str(id).unwrap());
-            }
-            h
-        };
-        shared.record(&with(Some("b")));
-        shared.record(&with(Some("a")));
-        shared.record(&with(None));
-        assert_eq!(shared.journal(), ["b", "a", ""]);
-        shared.reset();
-        assert!(shared.journal().is_empty());
-    }
-
-    #[test]
-    fn authorization_needs_the_exact_bearer_key() {
-        let shared = Shared::new(MockConfig {
-            require_api_key: Some("sk-good".into()),
-            ..MockConfig::default()
-        });
-        let with = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
-            shared.authorized(&h)
-        };
-        assert!(with("Bearer sk-good"));
-        assert!(with("bearer sk-good"));
-        assert!(!with("Bearer sk-bad"));
-        assert!(!with("Bearer sk-good2"));
-        assert!(!with("Basic sk-good"));
-        assert!(!with("sk-good"));
-        assert!(!shared.authorized(&HeaderMap::new()));
-        let open = Shared::new(MockConfig::default());
-        assert!(open.authorized(&HeaderMap::new()));
     }
 }

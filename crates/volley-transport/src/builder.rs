@@ -13,11 +13,13 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use volley_core::cache_key::CredentialId;
 use volley_core::{ApiKey, Error, ErrorKind};
 
+use crate::backend::Backend;
 use crate::connector::Counting;
+use crate::inner::{Inner, joined_paths};
 use crate::pool::H1Pool;
 use crate::stats::Counters;
 use crate::tls::{self, TlsRoots};
-use crate::{Backend, Inner, Transport};
+use crate::transport::Transport;
 
 /// The base URL used when none is set: OpenAI's API, `/v1` included.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -74,6 +76,13 @@ impl std::fmt::Debug for Builder {
             .field("pool_idle_timeout", &c.pool_idle_timeout)
             .field("connect_timeout", &c.connect_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// A builder with defaults (base URL [`DEFAULT_BASE_URL`], no key).
+    pub fn builder() -> Builder {
+        Builder::new()
     }
 }
 
@@ -416,7 +425,7 @@ impl Builder {
                 .http2_keep_alive_interval(c.http2_keep_alive_interval)
                 .http2_keep_alive_timeout(c.http2_keep_alive_timeout)
                 .http2_keep_alive_while_idle(c.http2_keep_alive_while_idle);
-            Backend::Legacy(Box::new(pool.build(connector)))
+            Backend::Http2(Box::new(pool.build(connector)))
         } else {
             let origin = Uri::builder()
                 .scheme(base.scheme.clone())
@@ -445,7 +454,7 @@ impl Builder {
                 credential,
                 client,
                 host,
-                joined: crate::joined_paths(&base.path),
+                joined: joined_paths(&base.path),
                 base_path: base.path,
                 display_base: base.display.into(),
                 scheme: base.scheme,

@@ -9,10 +9,15 @@ use std::task::{Context, Poll};
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use tower_service::Service;
 
 use crate::stats::Counters;
+
+/// The connector both pools open connections with: TCP (counted), then TLS when the scheme
+/// asks for it.
+pub(crate) type Connector = HttpsConnector<Counting<HttpConnector>>;
 
 /// Wraps a connector so that every connection it opens is counted, and counted again when it
 /// is dropped (closed).

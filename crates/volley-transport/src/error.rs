@@ -4,23 +4,43 @@ use std::error::Error as StdError;
 
 use volley_core::{BoxError, Error, ErrorKind};
 
-use crate::pool::SendError;
+/// What went wrong before a response head arrived.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// From hyper-util's pool (the HTTP/2 configurations).
+    Http2(hyper_util::client::legacy::Error),
+    /// No connection could be opened (TCP, or TLS).
+    Connect(BoxError),
+    /// The connection failed before the request was written: it never left this process.
+    NotSent(hyper::Error),
+    /// The connection failed after the request was (at least partly) written.
+    Sent(hyper::Error),
+}
 
 /// An error from sending a request and waiting for the response head.
+///
+/// The error that caused it becomes the source as it is, with no [`SendError`] layer between:
+/// that layer's text would only repeat its cause's (`tcp connect error: tcp connect error`).
 pub(crate) fn from_send(err: SendError, context: String) -> Error {
-    let (sent, err) = match err {
-        SendError::Legacy(err) => return from_legacy(err, context),
-        SendError::Connect(_) => {
-            if chain_has_tls_error(&err) {
-                return Error::new(ErrorKind::Tls, format!("{context}: TLS handshake failed"))
-                    .with_source(err);
+    match err {
+        SendError::Http2(err) => from_http2(err, context),
+        SendError::Connect(err) => {
+            if chain_has_tls_error(err.as_ref()) {
+                Error::new(ErrorKind::Tls, format!("{context}: TLS handshake failed"))
+                    .with_source(err)
+            } else {
+                Error::new(ErrorKind::Connect, format!("{context}: could not connect"))
+                    .with_source(err)
             }
-            return Error::new(ErrorKind::Connect, format!("{context}: could not connect"))
-                .with_source(err);
         }
-        SendError::NotSent(_) => (false, err),
-        SendError::Sent(_) => (true, err),
-    };
+        SendError::NotSent(err) => connection_failed(err, false, context),
+        SendError::Sent(err) => connection_failed(err, true, context),
+    }
+}
+
+/// A connection that failed once it was open, before (`sent == false`) or after the request
+/// was written.
+fn connection_failed(err: hyper::Error, sent: bool, context: String) -> Error {
     let message = if sent {
         format!("{context}: the connection failed before a response arrived")
     } else {
@@ -32,7 +52,7 @@ pub(crate) fn from_send(err: SendError, context: String) -> Error {
 }
 
 /// An error from hyper-util's pool (the HTTP/2 configurations).
-fn from_legacy(err: hyper_util::client::legacy::Error, context: String) -> Error {
+fn from_http2(err: hyper_util::client::legacy::Error, context: String) -> Error {
     if err.is_connect() {
         if chain_has_tls_error(&err) {
             return Error::new(ErrorKind::Tls, format!("{context}: TLS handshake failed"))

@@ -25,7 +25,6 @@
 //!   sockets the server has long forgotten.
 
 use std::collections::VecDeque;
-use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,49 +38,13 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::time::Instant;
 use tower_service::Service;
-use volley_core::BoxError;
 
-use crate::connector::Counting;
+use crate::connector::Connector;
+use crate::error::SendError;
 
-pub(crate) type Connector = HttpsConnector<Counting<HttpConnector>>;
 type Sender = http1::SendRequest<Full<Bytes>>;
-
-/// What went wrong before a response head arrived.
-#[derive(Debug)]
-pub(crate) enum SendError {
-    /// From hyper-util's pool (the HTTP/2 configurations).
-    Legacy(hyper_util::client::legacy::Error),
-    /// No connection could be opened (TCP, or TLS).
-    Connect(BoxError),
-    /// The connection failed before the request was written: it never left this process.
-    NotSent(hyper::Error),
-    /// The connection failed after the request was (at least partly) written.
-    Sent(hyper::Error),
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::Legacy(e) => e.fmt(f),
-            SendError::Connect(e) => write!(f, "connect: {e}"),
-            SendError::NotSent(e) | SendError::Sent(e) => e.fmt(f),
-        }
-    }
-}
-
-impl StdError for SendError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            SendError::Legacy(e) => Some(e),
-            SendError::Connect(e) => Some(e.as_ref()),
-            SendError::NotSent(e) | SendError::Sent(e) => Some(e),
-        }
-    }
-}
 
 /// The HTTP/1.1 pool of one origin.
 pub(crate) struct H1Pool {

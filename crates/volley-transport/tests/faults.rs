@@ -166,6 +166,43 @@ async fn refused_connections_are_connect_errors_and_never_sent() {
         err.to_string().contains(&format!("127.0.0.1:{port}")),
         "{err}"
     );
+    // Each cause once, whether the chain is printed by the report or walked naively (as
+    // `anyhow`'s `{:#}` does).
+    for line in [err.report().to_string(), naive_chain(&err)] {
+        assert_eq!(line.matches("Connection refused").count(), 1, "{line}");
+        assert_eq!(line.matches("tcp connect error").count(), 1, "{line}");
+    }
+}
+
+#[tokio::test]
+async fn refused_http2_connections_name_each_cause_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let transport = Transport::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .http2_prior_knowledge(true)
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+    for line in [err.report().to_string(), naive_chain(&err)] {
+        assert_eq!(line.matches("Connection refused").count(), 1, "{line}");
+    }
+}
+
+/// The error and every source joined by `": "`, with no deduplication.
+fn naive_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
 }
 
 #[tokio::test]
@@ -177,4 +214,8 @@ async fn tls_failures_are_tls_errors() {
     let err = transport.send(chat()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
     assert!(!err.is_request_sent());
+    let line = naive_chain(&err);
+    let last = err.report().to_string();
+    let cause = last.rsplit(": ").next().unwrap();
+    assert_eq!(line.matches(cause).count(), 1, "{line}");
 }

@@ -169,4 +169,83 @@ impl Observation {
             || self.info.remaining_requests == Some(0)
             || self.info.remaining_tokens == Some(0)
     }
+
+    /// Which of the provider's quotas this says are used up, for every limiter to empty the
+    /// matching bucket: a quota reported at zero is; and a 429 that names no empty quota still
+    /// means one of them is, without saying which, so then both are.
+    pub(crate) fn empty_quotas(&self) -> EmptyQuotas {
+        let requests = self.info.remaining_requests == Some(0);
+        let tokens = self.info.remaining_tokens == Some(0);
+        let unnamed = self.rate_limited && !requests && !tokens;
+        EmptyQuotas {
+            requests: requests || unnamed,
+            tokens: tokens || unnamed,
+        }
+    }
+}
+
+/// The quotas an [`Observation`] says are used up ([`Observation::empty_quotas`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EmptyQuotas {
+    /// The requests-per-minute quota.
+    pub(crate) requests: bool,
+    /// The tokens-per-minute quota.
+    pub(crate) tokens: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observation(rate_limited: bool, requests: Option<u64>, tokens: Option<u64>) -> Observation {
+        Observation {
+            info: RateLimitInfo {
+                remaining_requests: requests,
+                remaining_tokens: tokens,
+                ..RateLimitInfo::default()
+            },
+            rate_limited,
+            retry_after: None,
+        }
+    }
+
+    fn empty(requests: bool, tokens: bool) -> EmptyQuotas {
+        EmptyQuotas { requests, tokens }
+    }
+
+    #[test]
+    fn a_429_naming_no_empty_quota_empties_both() {
+        for unnamed in [
+            observation(true, None, None),
+            observation(true, Some(3), None),
+            observation(true, Some(3), Some(900)),
+        ] {
+            assert_eq!(unnamed.empty_quotas(), empty(true, true), "{unnamed:?}");
+        }
+    }
+
+    #[test]
+    fn a_named_empty_quota_empties_only_its_bucket() {
+        assert_eq!(
+            observation(true, Some(0), Some(900)).empty_quotas(),
+            empty(true, false)
+        );
+        assert_eq!(
+            observation(true, None, Some(0)).empty_quotas(),
+            empty(false, true)
+        );
+        assert_eq!(
+            observation(false, Some(0), Some(0)).empty_quotas(),
+            empty(true, true)
+        );
+        // A success with quota left, or with no headers, empties nothing.
+        assert_eq!(
+            observation(false, Some(3), Some(900)).empty_quotas(),
+            empty(false, false)
+        );
+        assert_eq!(
+            observation(false, None, None).empty_quotas(),
+            empty(false, false)
+        );
+    }
 }

@@ -145,22 +145,18 @@ impl RateLimiter for LocalLimiter {
         if !observation.is_relevant() {
             return;
         }
-        let info = &observation.info;
-        // A 429 that names no empty quota still means one of them is: treat both as empty.
-        let unnamed = observation.rate_limited
-            && info.remaining_requests != Some(0)
-            && info.remaining_tokens != Some(0);
+        let empty = observation.empty_quotas();
         let shared = &self.shared;
         let now = shared.now();
         let mut guard = shared.lock();
         let state = &mut *guard;
         if let Some(g) = &mut state.requests
-            && (unnamed || info.remaining_requests == Some(0))
+            && empty.requests
         {
             g.empty(now);
         }
         if let Some(g) = &mut state.tokens
-            && (unnamed || info.remaining_tokens == Some(0))
+            && empty.tokens
         {
             g.empty(now);
         }

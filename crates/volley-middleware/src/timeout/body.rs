@@ -10,43 +10,8 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use volley_core::{BodyStream, Error, ErrorKind, RequestId};
 
-use super::future::{attempt_error, deadline, first_byte_error};
-use super::layer::Limits;
-
-/// Which deadline the first chunk is due by.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum FirstChunk {
-    FirstByte(Duration),
-    Attempt(Duration),
-}
-
-impl FirstChunk {
-    /// The deadline due first of the first-byte and whole-attempt limits (both counted from
-    /// the call), the first-byte one on a tie.
-    pub(crate) fn earliest(limits: &Limits) -> Option<FirstChunk> {
-        let first_byte = limits.first_byte.map(FirstChunk::FirstByte);
-        let attempt = limits.attempt.map(FirstChunk::Attempt);
-        match (first_byte, attempt) {
-            (Some(f), Some(a)) => Some(if a.limit() < f.limit() { a } else { f }),
-            (f, a) => f.or(a),
-        }
-    }
-
-    /// The error of this deadline passing.
-    pub(crate) fn error(self, id: RequestId) -> Error {
-        match self {
-            FirstChunk::FirstByte(limit) => first_byte_error(id, limit),
-            FirstChunk::Attempt(limit) => attempt_error(id, limit),
-        }
-    }
-
-    /// The limit of the deadline, counted from the call.
-    pub(crate) fn limit(self) -> Duration {
-        match self {
-            FirstChunk::FirstByte(limit) | FirstChunk::Attempt(limit) => limit,
-        }
-    }
-}
+use super::deadline::{FirstChunk, deadline};
+use super::error::idle_error;
 
 /// What the chunk timer is counting towards.
 #[derive(Debug, Clone, Copy)]
@@ -168,11 +133,4 @@ impl Stream for TimeoutBody {
             None => Poll::Pending,
         }
     }
-}
-
-fn idle_error(id: RequestId, limit: Duration) -> Error {
-    Error::new(
-        ErrorKind::IdleTimeout,
-        format!("request {id}: stream idle for more than {limit:?}"),
-    )
 }

@@ -3,13 +3,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
-use volley_core::{BodyStream, Error, ErrorKind, RequestId, Response};
+use volley_core::{BodyStream, Error, RequestId, Response};
 
-use super::body::{FirstChunk, TimeoutBody};
+use super::body::TimeoutBody;
+use super::deadline::{FirstChunk, deadline};
 use super::layer::Limits;
 
 pin_project! {
@@ -95,26 +95,4 @@ fn wrap_body(stream: BodyStream, id: RequestId, limits: &Limits, start: Instant)
         limits.idle,
         total,
     ))
-}
-
-/// `start + limit`, saturating to a far future instead of overflowing.
-pub(crate) fn deadline(start: Instant, limit: Duration) -> Instant {
-    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-    start
-        .checked_add(limit)
-        .unwrap_or_else(|| start + FAR_FUTURE)
-}
-
-pub(crate) fn first_byte_error(id: RequestId, limit: Duration) -> Error {
-    Error::new(
-        ErrorKind::FirstByteTimeout,
-        format!("request {id}: no response byte within {limit:?}"),
-    )
-}
-
-pub(crate) fn attempt_error(id: RequestId, limit: Duration) -> Error {
-    Error::new(
-        ErrorKind::Timeout,
-        format!("request {id}: no complete response within {limit:?}"),
-    )
 }

@@ -73,6 +73,8 @@
 //! [`ErrorKind::IdleTimeout`]: volley_core::ErrorKind::IdleTimeout
 
 mod body;
+mod deadline;
+mod error;
 mod future;
 mod layer;
 

@@ -225,11 +225,7 @@ impl Shared {
         if !observation.is_relevant() {
             return;
         }
-        let info = &observation.info;
-        // A 429 that names no empty quota still means one of them is: treat both as empty.
-        let unnamed = observation.rate_limited
-            && info.remaining_requests != Some(0)
-            && info.remaining_tokens != Some(0);
+        let empty = observation.empty_quotas();
         let wait = observation
             .retry_after
             .map(|wait| wait.min(self.config.limits.max_pause));
@@ -241,8 +237,8 @@ impl Shared {
                 self.return_pool(&mut st);
             }
             let p = &mut st.pending;
-            p.empty[0] |= unnamed || info.remaining_requests == Some(0);
-            p.empty[1] |= unnamed || info.remaining_tokens == Some(0);
+            p.empty[0] |= empty.requests;
+            p.empty[1] |= empty.tokens;
             if let Some(wait) = wait {
                 let until = now + wait;
                 p.pause_until = Some(p.pause_until.map_or(until, |u| u.max(until)));

@@ -1,0 +1,205 @@
+//! The state every connection of one server shares: the configuration, the counters, the
+//! rate limiter, the journal and response parts computed once at start-up. Its own file
+//! because the service, the response bodies and the server all hold it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::MockConfig;
+use crate::config::retry_after_values;
+use crate::openai::{self, Filler};
+use crate::rate_limit::Limiter;
+use crate::stats::{Counters, InFlight};
+
+/// The header whose value the journal records.
+const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
+
+/// What every connection of one server shares: the configuration, the counters, and response
+/// parts computed once at start-up.
+pub(crate) struct Shared {
+    pub(crate) config: MockConfig,
+    pub(crate) counters: Counters,
+    pub(crate) filler: Filler,
+    /// The provider-style rate limiter, when [`MockConfig::rate_limits`] sets one.
+    pub(crate) limiter: Option<Limiter>,
+    /// The request journal, when [`MockConfig::journal`] asks for one. Off by default, so the
+    /// hot path pays one branch and no lock.
+    pub(crate) journal: Option<Mutex<Vec<String>>>,
+    pub(crate) rate_limit_body: Bytes,
+    pub(crate) server_error_body: Bytes,
+    pub(crate) unavailable_body: Bytes,
+    pub(crate) unauthorized_body: Bytes,
+    pub(crate) retry_after: (HeaderValue, HeaderValue),
+    pub(crate) unavailable_retry_after: Option<(HeaderValue, HeaderValue)>,
+}
+
+impl AsRef<Counters> for Arc<Shared> {
+    fn as_ref(&self) -> &Counters {
+        &self.counters
+    }
+}
+
+/// A request in flight, holding the server's shared state.
+pub(crate) type Guard = InFlight<Arc<Shared>>;
+
+impl Shared {
+    pub(crate) fn new(config: MockConfig) -> Self {
+        let headers = |wait: Duration| {
+            let (secs, millis) = retry_after_values(wait);
+            // Decimal digits are always a valid header value.
+            (
+                HeaderValue::try_from(secs).expect("digits are a valid header value"),
+                HeaderValue::try_from(millis).expect("digits are a valid header value"),
+            )
+        };
+        let (retry_secs, _) = retry_after_values(config.retry_after);
+        let rate_limit_body = openai::error_body(
+            &format!("Rate limit reached for requests (mock). Please try again in {retry_secs}s."),
+            "requests",
+            None,
+            Some("rate_limit_exceeded"),
+        );
+        Self {
+            filler: Filler::new(config.output_tokens.max()),
+            counters: Counters::new(),
+            limiter: Limiter::new(&config.rate_limits, tokio::time::Instant::now()),
+            journal: config.journal.then(|| Mutex::new(Vec::new())),
+            rate_limit_body: rate_limit_body.into(),
+            server_error_body: openai::error_body(
+                "The server had an error while processing your request. Sorry about that! (mock)",
+                "server_error",
+                None,
+                None,
+            )
+            .into(),
+            unavailable_body: openai::error_body(
+                "The server is overloaded or not ready yet. (mock)",
+                "server_error",
+                None,
+                None,
+            )
+            .into(),
+            unauthorized_body: openai::error_body(
+                "Incorrect API key provided. (mock)",
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key"),
+            )
+            .into(),
+            retry_after: headers(config.retry_after),
+            unavailable_retry_after: config.unavailable_retry_after.map(headers),
+            config,
+        }
+    }
+
+    /// Starts a new statistics window and clears the journal; returns the old window's stats.
+    pub(crate) fn reset(&self) -> crate::Stats {
+        if let Some(journal) = &self.journal {
+            journal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+        self.counters.reset()
+    }
+
+    /// A copy of the journal: empty when it is off.
+    pub(crate) fn journal(&self) -> Vec<String> {
+        self.journal.as_ref().map_or_else(Vec::new, |journal| {
+            journal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
+    }
+
+    /// Appends the request's `x-client-request-id` to the journal, when it is on.
+    pub(crate) fn record(&self, headers: &HeaderMap) {
+        if let Some(journal) = &self.journal {
+            let id = headers
+                .get(CLIENT_REQUEST_ID)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            // Held for one push, never across an await.
+            journal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(id);
+        }
+    }
+
+    /// Whether the request may use the API: always, unless a key is required.
+    pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(key) = &self.config.require_api_key else {
+            return true;
+        };
+        let Some(value) = headers.get(AUTHORIZATION) else {
+            return false;
+        };
+        let value = value.as_bytes();
+        match value.iter().position(|&b| b == b' ') {
+            Some(space) => {
+                value[..space].eq_ignore_ascii_case(b"bearer")
+                    && value[space + 1..].trim_ascii() == key.as_bytes()
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_records_ids_in_order_and_clears_on_reset() {
+        let off = Shared::new(MockConfig::default());
+        off.record(&HeaderMap::new());
+        assert!(off.journal.is_none());
+        assert!(off.journal().is_empty());
+
+        let shared = Shared::new(MockConfig {
+            journal: true,
+            ..MockConfig::default()
+        });
+        let with = |id: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(id) = id {
+                h.insert(CLIENT_REQUEST_ID, HeaderValue::from_str(id).unwrap());
+            }
+            h
+        };
+        shared.record(&with(Some("b")));
+        shared.record(&with(Some("a")));
+        shared.record(&with(None));
+        assert_eq!(shared.journal(), ["b", "a", ""]);
+        shared.reset();
+        assert!(shared.journal().is_empty());
+    }
+
+    #[test]
+    fn authorization_needs_the_exact_bearer_key() {
+        let shared = Shared::new(MockConfig {
+            require_api_key: Some("sk-good".into()),
+            ..MockConfig::default()
+        });
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            shared.authorized(&h)
+        };
+        assert!(with("Bearer sk-good"));
+        assert!(with("bearer sk-good"));
+        assert!(!with("Bearer sk-bad"));
+        assert!(!with("Bearer sk-good2"));
+        assert!(!with("Basic sk-good"));
+        assert!(!with("sk-good"));
+        assert!(!shared.authorized(&HeaderMap::new()));
+        let open = Shared::new(MockConfig::default());
+        assert!(open.authorized(&HeaderMap::new()));
+    }
+}
