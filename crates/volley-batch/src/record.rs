@@ -163,13 +163,8 @@ pub(crate) fn from_error(line: u64, error: &Error) -> Outcome {
             body: Bytes::from(body.to_string()),
         };
     }
-    let mut message = format!("line {line}: {error}");
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    // The error and its causes, each once, outermost first.
+    let message = format!("line {line}: {}", error.report());
     Outcome::Error {
         code: error.kind().as_str().to_owned(),
         message,

@@ -60,8 +60,8 @@ pub use client::{
     DEFAULT_TIMEOUT, MAX_CONCURRENCY,
 };
 pub use volley_core::{
-    ApiError, ApiKey, Body, BodyStream, Error, ErrorKind, Request, RequestId, Response, Timings,
-    openai, sse,
+    ApiError, ApiKey, Body, BodyStream, Error, ErrorKind, ErrorReport, Request, RequestId,
+    Response, Timings, openai, sse,
 };
 pub use volley_transport::ConnectionStats;
 
