@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use volley::Client;
 use volley::core::ApiKey;
 use volley::core::duration::parse_duration;
 use volley_bench::{Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, report};
 use volley_mock::MockServer;
 
-use crate::config::UsageError;
+use crate::config::{self, Connection, ConnectionFlags, Layers, SourceArgs, UsageError};
 use crate::mock::MockBehaviour;
 
 /// Load-test an OpenAI-compatible endpoint and report what happened.
@@ -29,16 +30,18 @@ use crate::mock::MockBehaviour;
 ///
 /// --report DIR writes results.json (stable schema), report.md and report.html (charts).
 ///
-/// Against a real API the key comes from OPENAI_API_KEY. Only point load at servers you run
-/// or are allowed to load. With --mock the mock runs in this process and its CPU time counts
+/// Against a real API the key comes from OPENAI_API_KEY (or the variable --api-key-env names).
+/// Only point load at servers you run or are allowed to load. With --mock the mock runs in this process and its CPU time counts
 /// as the client's: for CPU figures run `volley mock` as its own process (`cargo xtask bench`
 /// does).
+///
+/// The connection settings (--base-url, --api-key-env, --allow-plain-http) come from flags,
+/// then VOLLEY_<NAME> variables, then the volley.toml profile (--profile NAME), then
+/// OPENAI_BASE_URL, then defaults (the base URL's is volley mock's, http://127.0.0.1:8080/v1);
+/// --print-config shows each and where it came from. The load flags are this command's own.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct BenchArgs {
-    /// The endpoint's base URL, /v1 included (ignored with --mock).
-    #[arg(long, env = "OPENAI_BASE_URL", default_value = volley_bench::DEFAULT_BASE_URL)]
-    base_url: String,
     /// Run against a mock server embedded in this process (the latency, fault and rate-limit
     /// flags below configure it, as for `volley mock`).
     #[arg(long)]
@@ -103,6 +106,11 @@ pub(crate) struct BenchArgs {
 
     #[command(flatten)]
     mock_behaviour: MockBehaviour,
+
+    #[command(flatten)]
+    connection: ConnectionFlags,
+    #[command(flatten)]
+    sources: SourceArgs,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -134,6 +142,19 @@ pub(crate) fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    // The load tester's default target is the local mock, not a paid API.
+    let mut defaults = figment::value::Dict::new();
+    defaults.insert(
+        "base_url".to_owned(),
+        volley_bench::DEFAULT_BASE_URL.to_owned().into(),
+    );
+    let layers = Layers::load(&args.sources, &[&args.connection], defaults)?;
+    let connection: Connection = layers.extract()?;
+    if args.sources.print_config {
+        let rows = config::connection_rows(&layers, &connection, args.mock);
+        print!("{}", layers.render(&rows));
+        return Ok(ExitCode::SUCCESS);
+    }
     let load = match (args.concurrency, args.rate, args.ramp) {
         (_, Some(rate), _) => Load::Open {
             rate,
@@ -162,13 +183,13 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let base_url = match &mock {
         Some(server) => server.url(),
-        None => args.base_url.clone(),
+        None => connection.base_url.clone(),
     };
-    // The key goes only to a real endpoint, never to the embedded mock.
+    // The key goes only to a real endpoint, never to the embedded mock; a local server may
+    // need none.
     let api_key = if mock.is_none() {
-        std::env::var("OPENAI_API_KEY")
+        config::read_key(&connection.api_key_env)
             .ok()
-            .filter(|k| !k.trim().is_empty())
             .map(ApiKey::new)
     } else {
         None
@@ -189,7 +210,12 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         max_in_flight: args.max_in_flight,
         seed: args.mock_behaviour.seed,
         embedded_mock: mock.is_some(),
-        ..BenchConfig::default()
+        // The default stack without retries, so failures are counted rather than hidden.
+        client: Some(
+            Client::builder()
+                .retries(0)
+                .allow_plain_http(connection.allow_plain_http),
+        ),
     };
     let bench = Bench::new(config).map_err(|e| UsageError(format!("{e}")))?;
     let live = bench.live();

@@ -9,15 +9,24 @@ use volley::Client;
 use volley::openai::{ChatCompletionRequest, ChatMessage};
 use volley_mock::{MockConfig, MockServer};
 
+use crate::config::{
+    self, Attempts, AttemptsFlags, Connection, ConnectionFlags, Layers, SourceArgs,
+};
+
 /// Send one chat completion and print the reply.
 ///
 /// The API key is read from the environment (OPENAI_API_KEY, or the variable named by
 /// --api-key-env), never from the command line. The base URL includes /v1, as in the OpenAI
 /// convention; /chat/completions is appended to it.
+///
+/// Settings come from flags, then VOLLEY_<NAME> variables (VOLLEY_BASE_URL, VOLLEY_TIMEOUT,
+/// ...), then the volley.toml profile (--profile NAME for [profile.NAME], else [default]), then
+/// OPENAI_BASE_URL, then defaults; --print-config shows each value and where it came from.
 #[derive(Debug, Args)]
 pub(crate) struct ChatArgs {
     /// The user message.
-    prompt: String,
+    #[arg(required_unless_present = "print_config")]
+    prompt: Option<String>,
     /// The model to ask.
     #[arg(long, short, default_value = "gpt-4o-mini")]
     model: String,
@@ -27,13 +36,6 @@ pub(crate) struct ChatArgs {
     /// A system message sent before the prompt.
     #[arg(long)]
     system: Option<String>,
-    /// The API's base URL, /v1 included [default: $OPENAI_BASE_URL, else
-    /// https://api.openai.com/v1].
-    #[arg(long)]
-    base_url: Option<String>,
-    /// The environment variable that holds the API key.
-    #[arg(long, default_value = "OPENAI_API_KEY", value_name = "NAME")]
-    api_key_env: String,
     /// The most tokens the reply may use (`max_completion_tokens`, which reasoning models
     /// require).
     #[arg(long)]
@@ -47,21 +49,35 @@ pub(crate) struct ChatArgs {
     /// Answer from an in-process mock server instead of a real API (no key needed).
     #[arg(long)]
     mock: bool,
-    /// Allow plain http:// to a host that is not loopback (the key would travel unencrypted).
-    #[arg(long)]
-    allow_plain_http: bool,
-    /// The deadline of one attempt (e.g. 30s, 2m).
-    #[arg(long, default_value = "10m", value_parser = crate::mock::parse_duration)]
-    timeout: std::time::Duration,
-    /// How many times a failed attempt is retried (429, 5xx, connection failures).
-    #[arg(long, default_value_t = 3)]
-    max_retries: u32,
     /// Print the token usage to stderr after the reply.
     #[arg(long)]
     usage: bool,
+    #[command(flatten)]
+    connection: ConnectionFlags,
+    #[command(flatten)]
+    attempts: AttemptsFlags,
+    #[command(flatten)]
+    sources: SourceArgs,
 }
 
 pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    let layers = Layers::load(
+        &args.sources,
+        &[&args.connection, &args.attempts],
+        Default::default(),
+    )?;
+    let connection: Connection = layers.extract()?;
+    let attempts: Attempts = layers.extract()?;
+    if args.sources.print_config {
+        let mut rows = config::connection_rows(&layers, &connection, args.mock);
+        rows.extend(layers.rows(&attempts));
+        print!("{}", layers.render(&rows));
+        return Ok(());
+    }
+    let prompt = args
+        .prompt
+        .clone()
+        .expect("clap requires the prompt unless --print-config");
     // The mock lives as long as this function, so the call below can reach it.
     let mock = if args.mock {
         Some(
@@ -74,29 +90,20 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     };
     let base_url = match &mock {
         Some(server) => server.url(),
-        None => args
-            .base_url
-            .clone()
-            .or_else(|| non_empty_env(volley::BASE_URL_ENV))
-            .unwrap_or_else(|| volley::transport::DEFAULT_BASE_URL.to_owned()),
+        None => connection.base_url.clone(),
     };
     // The mock needs no key, and a real one must not be sent to it.
-    let key = if mock.is_some() {
-        None
-    } else {
-        non_empty_env(&args.api_key_env)
+    let key = match &mock {
+        Some(_) => None,
+        None => Some(config::read_key(&connection.api_key_env)?),
     };
-    if key.is_none() && mock.is_none() {
-        bail!(
-            "no API key: set {} (or name another variable with --api-key-env), or use --mock",
-            args.api_key_env
-        );
-    }
+    // A timeout of 0 turns it off.
+    let timeout = Some(attempts.timeout.0).filter(|t| !t.is_zero());
     let mut builder = Client::builder()
         .base_url(base_url)
-        .allow_plain_http(args.allow_plain_http)
-        .timeout(args.timeout)
-        .retries(args.max_retries);
+        .allow_plain_http(connection.allow_plain_http)
+        .timeout(timeout)
+        .retries(attempts.max_retries);
     if let Some(key) = key {
         builder = builder.api_key(key);
     }
@@ -106,7 +113,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     if let Some(system) = &args.system {
         messages.push(ChatMessage::system(system.clone()));
     }
-    messages.push(ChatMessage::user(args.prompt.clone()));
+    messages.push(ChatMessage::user(prompt));
     let mut request = ChatCompletionRequest::new(args.model.clone(), messages);
     request.max_tokens = args.max_tokens;
     request.max_completion_tokens = args.max_completion_tokens;
@@ -176,11 +183,4 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         _ => {}
     }
     Ok(())
-}
-
-fn non_empty_env(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
 }

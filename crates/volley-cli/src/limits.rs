@@ -6,7 +6,7 @@ use volley::core::cache_key::CredentialId;
 use volley::middleware::rate_limit::Limits;
 use volley::redis::{FailureMode, RedisLimiter, RedisOptions, SharedLimits};
 
-use crate::config::{FailureSpec, RedisUrl, Settings, UsageError};
+use crate::config::{FailureSpec, RedisUrl, RunLoad, UsageError};
 
 /// Raises the open-file soft limit to the hard limit: 1 024 slots need more than 1 024 file
 /// descriptors. When `needed` is given and the hard limit is lower, says so in one line.
@@ -35,7 +35,7 @@ pub(crate) fn raise_open_file_limit(needed: Option<u64>) {
 /// Redis cannot be reached.
 pub(crate) async fn shared_limiter(
     url: &RedisUrl,
-    settings: &Settings,
+    settings: &RunLoad,
     credential: &CredentialId,
 ) -> anyhow::Result<RedisLimiter> {
     let limits = rate_limits(settings).ok_or_else(|| {
@@ -45,25 +45,23 @@ pub(crate) async fn shared_limiter(
                 .to_owned(),
         )
     })?;
-    let failure = match settings.redis_failure.value {
+    let failure = match settings.redis_failure {
         FailureSpec::FailClosed => FailureMode::FailClosed,
         FailureSpec::Fallback(processes) => FailureMode::LocalFallback { processes },
     };
-    let mut options = SharedLimits::new(RedisOptions::new(url.expose()), limits)
-        .prefix(settings.shared_prefix.value.clone())
+    let options = SharedLimits::new(RedisOptions::new(url.expose()), limits)
+        .prefix(settings.shared_prefix.as_str().to_owned())
         .credential(credential)
-        .on_failure(failure);
-    if let Some(lease) = settings.lease.value {
-        options = options.lease(lease);
-    }
+        .on_failure(failure)
+        .lease(settings.lease.get());
     RedisLimiter::connect(options)
         .await
         .map_err(|e| redis_error(e, "--shared-limit"))
 }
 
 /// The run's rate limits, when it has any.
-pub(crate) fn rate_limits(settings: &Settings) -> Option<Limits> {
-    let (rpm, tpm) = (settings.rpm.value, settings.tpm.value);
+pub(crate) fn rate_limits(settings: &RunLoad) -> Option<Limits> {
+    let (rpm, tpm) = (settings.rpm.get(), settings.tpm.get());
     if rpm.is_none() && tpm.is_none() {
         return None;
     }

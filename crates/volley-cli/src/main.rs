@@ -11,6 +11,7 @@ mod mock;
 mod progress;
 mod run;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -31,7 +32,7 @@ enum Command {
     /// Send one chat completion and print the reply.
     Chat(chat::ChatArgs),
     // Its help comes from `RunArgs`'s docs.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     // Its help comes from `BenchArgs`'s docs.
     Bench(Box<bench::BenchArgs>),
     /// Run the OpenAI-compatible mock server (for tests and benchmarks).
@@ -45,6 +46,10 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .init();
     limits::raise_open_file_limit(None);
 
@@ -67,7 +72,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Chat(args) => chat::run(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Run(args) => run::run(args).await,
+            Command::Run(args) => run::run(*args).await,
             Command::Mock(args) => mock::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Bench(_) => unreachable!("handled before the runtime starts"),
         }
@@ -76,6 +81,12 @@ fn main() -> ExitCode {
     // interrupted run): the run has flushed and reported everything by now.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     finish(result)
+}
+
+/// Whether log lines are coloured: only on a terminal, and never with `NO_COLOR` set to
+/// anything but the empty string (<https://no-color.org>).
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The exit code of a command's result; errors are printed.
@@ -91,5 +102,19 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".as_ref())));
+        assert!(!colour(true, Some("1".as_ref())));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some("1".as_ref())));
     }
 }

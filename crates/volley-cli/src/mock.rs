@@ -1,10 +1,10 @@
 //! `volley mock`: the OpenAI-compatible mock server, until Ctrl-C.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use volley::core::duration::HumanDuration;
 use volley_mock::{Faults, Latency, MockConfig, MockServer, OutputTokens, RateLimits};
 
 /// Run the OpenAI-compatible mock server until Ctrl-C.
@@ -63,12 +63,13 @@ pub(crate) struct MockBehaviour {
     /// Enforce a provider-style tokens-per-minute limit (prompt + completion tokens).
     #[arg(long)]
     tpm: Option<u64>,
-    /// The wait a 429 asks for (Retry-After and retry-after-ms).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    retry_after: Duration,
-    /// How long a stalled request stays unanswered before its connection is closed.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
-    stall_duration: Duration,
+    /// The wait a 429 asks for (Retry-After and retry-after-ms); a bare number is seconds.
+    #[arg(long, default_value = "1s")]
+    retry_after: HumanDuration,
+    /// How long a stalled request stays unanswered before its connection is closed; a bare
+    /// number is seconds.
+    #[arg(long, default_value = "1h")]
+    stall_duration: HumanDuration,
     /// Seed of the per-request random draws (faults, latencies): same seed, same run.
     #[arg(long, default_value_t = 42)]
     pub(crate) seed: u64,
@@ -93,8 +94,8 @@ impl MockBehaviour {
             inter_token: self.inter_token,
             output_tokens: self.output_tokens,
             faults,
-            retry_after: self.retry_after,
-            stall_duration: self.stall_duration,
+            retry_after: self.retry_after.0,
+            stall_duration: self.stall_duration.0,
             seed: self.seed,
             gzip: self.gzip,
             rate_limits: RateLimits {
@@ -149,9 +150,4 @@ pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
         stats.requests_total, stats.peak_in_flight
     );
     Ok(())
-}
-
-/// Parses a duration such as `250ms`, `30s` or `2m` for clap.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    volley_mock::parse_duration(s).map_err(|e| e.to_string())
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use volley::core::duration::HumanDuration;
 use volley::middleware::retry::Policy;
 use volley::redis::{RedisOptions, RedisStore};
 use volley::{Client, ErrorKind};
@@ -19,8 +20,9 @@ use volley_batch::{BatchOptions, BatchRunner, Input, Outcome, Summary};
 use volley_mock::{Faults, Latency, MockConfig, MockServer};
 
 use crate::config::{
-    self, CacheSpec, DISK_CACHE_TTL, Layer, MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL, REDIS_CACHE_TTL,
-    Settings, SharedLimitSpec, Source, UsageError,
+    self, Attempts, AttemptsFlags, CacheSpec, Connection, ConnectionFlags, DISK_CACHE_TTL, Layers,
+    MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL, REDIS_CACHE_TTL, RunLoad, RunLoadFlags, SharedLimitSpec,
+    Show, SourceArgs, UsageError,
 };
 use crate::progress::{self, Mode, Printer, Reporter};
 
@@ -47,12 +49,13 @@ const VALIDATE_SHOWN: usize = 20;
 /// A request rejected with HTTP 401 or 403 stops the run (the key is wrong, every line would
 /// fail): fix the key and run the same command again with --retry-failed.
 ///
-/// Settings come from flags, then environment variables (OPENAI_BASE_URL, VOLLEY_CONCURRENCY,
-/// VOLLEY_RPM, VOLLEY_TPM, VOLLEY_MAX_RETRIES, VOLLEY_TIMEOUT, VOLLEY_CACHE,
-/// VOLLEY_SHARED_LIMIT), then a profile of volley.toml (--profile NAME for [profile.NAME], else
-/// [default]), then defaults. The API key is read only from the environment (OPENAI_API_KEY,
-/// or the variable named by --api-key-env or the profile's api_key_env); volley.toml must not
-/// contain it.
+/// Settings come from flags, then VOLLEY_<NAME> variables (VOLLEY_CONCURRENCY, VOLLEY_RPM,
+/// VOLLEY_TIMEOUT, ...: every setting below), then the volley.toml profile (--profile NAME for
+/// [profile.NAME], used alone, else [default]), then OPENAI_BASE_URL, then defaults;
+/// --print-config shows each value and where it came from. Durations are a number with an
+/// optional unit (ns, us, ms, s, m, h); a bare number is seconds. The API key is read only from
+/// the environment (OPENAI_API_KEY, or the variable named by --api-key-env or api_key_env);
+/// volley.toml and VOLLEY_API_KEY must not contain it.
 ///
 /// Many processes (on one machine or many) that use one API key can share its limits through
 /// Redis: give each the same --rpm/--tpm and --shared-limit redis://HOST:PORT, and together
@@ -96,70 +99,6 @@ pub(crate) struct RunArgs {
     /// are valid, 1 otherwise.
     #[arg(long)]
     validate: bool,
-    /// The API's base URL, /v1 included [env: OPENAI_BASE_URL; default:
-    /// https://api.openai.com/v1].
-    #[arg(long, value_name = "URL")]
-    base_url: Option<String>,
-    /// The environment variable holding the API key [default: OPENAI_API_KEY]. The key itself
-    /// is never taken from the command line.
-    #[arg(long, value_name = "NAME")]
-    api_key_env: Option<String>,
-    /// The most requests in flight at once [env: VOLLEY_CONCURRENCY; default: 256].
-    #[arg(long, value_name = "C", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
-    concurrency: Option<usize>,
-    /// Requests per minute; 0 for unlimited [env: VOLLEY_RPM; default: unlimited].
-    #[arg(long, value_name = "R")]
-    rpm: Option<u32>,
-    /// Tokens per minute (estimated before sending, settled with the reported usage); 0 for
-    /// unlimited [env: VOLLEY_TPM; default: unlimited].
-    #[arg(long, value_name = "T")]
-    tpm: Option<u64>,
-    /// How many times a failed attempt is retried (429, 5xx, connection failures, timeouts),
-    /// with backoff and without a retry budget: the rate limits and the concurrency already
-    /// keep retries from storming [env: VOLLEY_MAX_RETRIES; default: 3].
-    #[arg(long, value_name = "K")]
-    max_retries: Option<u32>,
-    /// The deadline of one attempt, e.g. 30s or 2m; 0 for none [env: VOLLEY_TIMEOUT;
-    /// default: 10m].
-    #[arg(long, value_name = "D", value_parser = crate::mock::parse_duration)]
-    timeout: Option<Duration>,
-    /// Cache successful responses: "memory" (256 MiB, kept 24 h), "disk:PATH" (a database in
-    /// directory PATH, kept 30 days, survives restarts), "redis://HOST[:PORT][/DB]" (shared by
-    /// every process using that Redis, the same --shared-prefix and the same API key; kept 7
-    /// days) or "off" [env: VOLLEY_CACHE; default: off].
-    #[arg(long, value_name = "SPEC")]
-    cache: Option<String>,
-    /// Share the rate limits (--rpm, --tpm) with every volley process that uses this Redis,
-    /// the same --shared-prefix and the same API key, e.g. redis://10.0.0.5:6379, or
-    /// redis://:PASSWORD@HOST:PORT (the password is never printed; VOLLEY_SHARED_LIMIT keeps it
-    /// off the command line); "off" turns a profile's off [env: VOLLEY_SHARED_LIMIT; default:
-    /// off].
-    #[arg(long, value_name = "URL")]
-    shared_limit: Option<String>,
-    /// The first part of every Redis key of the shared limit and a Redis cache: processes
-    /// share only with those using the same prefix [default: volley].
-    #[arg(long, value_name = "P")]
-    shared_prefix: Option<String>,
-    /// With --shared-limit: how many requests a process takes from Redis at a time (more:
-    /// fewer round trips; fewer: a fairer split between processes) [default: 1, every
-    /// decision made in Redis].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    lease: Option<u32>,
-    /// With --shared-limit, when Redis stops answering during a run: "fail-closed" sends
-    /// nothing until it is back; "fallback:N" goes on with a local limit of 1/N of the limits,
-    /// N being the number of processes sharing them [default: fail-closed]. Either way Redis
-    /// must answer when the run starts.
-    #[arg(long, value_name = "MODE")]
-    redis_failure: Option<config::FailureSpec>,
-    /// The volley.toml profile to use ([profile.NAME]) [default: [default], when present].
-    #[arg(long, value_name = "NAME")]
-    profile: Option<String>,
-    /// The configuration file [default: ./volley.toml, when present].
-    #[arg(long, value_name = "PATH")]
-    config: Option<PathBuf>,
-    /// Print the settings in force and where each comes from, then exit.
-    #[arg(long)]
-    print_config: bool,
     /// Send to an in-process mock server instead of a real API (no key needed).
     #[arg(long, conflicts_with = "base_url")]
     mock: bool,
@@ -175,16 +114,59 @@ pub(crate) struct RunArgs {
     /// 127.0.0.1; port 0 is refused).
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     metrics_addr: Option<SocketAddr>,
-    /// After Ctrl-C or SIGTERM, how long in-flight requests may take to finish before the run stops
-    /// [default: the engine's].
-    #[arg(long, value_name = "D", value_parser = crate::mock::parse_duration)]
-    grace: Option<Duration>,
-    /// Allow plain http:// to a host that is not loopback (the key would travel unencrypted).
-    #[arg(long)]
-    allow_plain_http: bool,
+    /// After Ctrl-C or SIGTERM, how long in-flight requests may take to finish before the run
+    /// stops, e.g. 30s (a bare number is seconds) [default: the engine's].
+    #[arg(long, value_name = "D")]
+    grace: Option<HumanDuration>,
     /// No progress and no summary; errors and the resume hint are still printed.
     #[arg(long, short)]
     quiet: bool,
+    #[command(flatten)]
+    connection: ConnectionFlags,
+    #[command(flatten)]
+    attempts: AttemptsFlags,
+    #[command(flatten)]
+    load: RunLoadFlags,
+    #[command(flatten)]
+    sources: SourceArgs,
+}
+
+/// The settings of a run, and the layers they came from.
+struct Settings {
+    connection: Connection,
+    attempts: Attempts,
+    load: RunLoad,
+    layers: Layers,
+}
+
+impl Settings {
+    /// The settings in force, from flags, environment, `volley.toml` and defaults.
+    fn resolve(args: &RunArgs) -> Result<Settings, UsageError> {
+        let layers = Layers::load(
+            &args.sources,
+            &[&args.connection, &args.attempts, &args.load],
+            Default::default(),
+        )?;
+        Ok(Settings {
+            connection: layers.extract()?,
+            attempts: layers.extract()?,
+            load: layers.extract()?,
+            layers,
+        })
+    }
+
+    /// The attempt timeout; 0 turns it off.
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.attempts.timeout.0).filter(|t| !t.is_zero())
+    }
+
+    /// The settings and their sources, one per line, for `--print-config`.
+    fn describe(&self, mock: bool) -> String {
+        let mut rows = config::connection_rows(&self.layers, &self.connection, mock);
+        rows.extend(self.layers.rows(&self.attempts));
+        rows.extend(self.layers.rows(&self.load));
+        self.layers.render(&rows)
+    }
 }
 
 /// Runs `volley run`.
@@ -193,8 +175,8 @@ pub(crate) struct RunArgs {
 /// [`UsageError`] for mistakes in flags, environment or configuration (exit code 2); others
 /// when the run cannot go on (exit code 1).
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    if args.print_config {
-        print!("{}", describe(&resolve(&args)?, args.mock));
+    if args.sources.print_config {
+        print!("{}", Settings::resolve(&args)?.describe(args.mock));
         return Ok(ExitCode::SUCCESS);
     }
     let input_path = args
@@ -211,7 +193,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.validate {
         return validate(input).await;
     }
-    let settings = resolve(&args)?;
+    let settings = Settings::resolve(&args)?;
     let output = args
         .output
         .clone()
@@ -230,21 +212,21 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let base_url = match &mock {
         Some(server) => server.url(),
-        None => settings.base_url.value.clone(),
+        None => settings.connection.base_url.clone(),
     };
     // The mock needs no key, and a real one must not be sent to it.
     let key = match &mock {
         Some(_) => None,
-        None => Some(read_key(&settings.api_key_env.value)?),
+        None => Some(config::read_key(&settings.connection.api_key_env)?),
     };
 
     // The client's metrics layers take their handles when it is built: install first.
     if let Some(addr) = args.metrics_addr {
         install_metrics(addr)?;
     }
-    let concurrency = settings.concurrency.value;
+    let concurrency = settings.load.concurrency.get();
     crate::limits::raise_open_file_limit(Some(concurrency as u64 + 64));
-    let client = build_client(&settings, base_url.clone(), key, args.allow_plain_http).await?;
+    let client = build_client(&settings, base_url.clone(), key).await?;
 
     let mut options = BatchOptions {
         output: output.clone(),
@@ -258,7 +240,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         options.reorder_window = window;
     }
     if let Some(grace) = args.grace {
-        options.grace = grace;
+        options.grace = grace.0;
     }
     let grace = options.grace;
     let runner = BatchRunner::new(client, input, options);
@@ -313,44 +295,6 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     ))
 }
 
-/// The settings in force, from flags, environment, `volley.toml` and defaults.
-fn resolve(args: &RunArgs) -> Result<Settings, UsageError> {
-    let flags = Layer {
-        base_url: args.base_url.clone(),
-        api_key_env: args.api_key_env.clone(),
-        concurrency: args.concurrency,
-        rpm: args.rpm,
-        tpm: args.tpm,
-        max_retries: args.max_retries,
-        timeout: args.timeout,
-        // Parsed here rather than by clap, whose errors repeat the value: a Redis URL may
-        // carry a password.
-        cache: args
-            .cache
-            .as_deref()
-            .map(|v| v.parse().map_err(|e| UsageError(format!("--cache: {e}"))))
-            .transpose()?,
-        shared_limit: args
-            .shared_limit
-            .as_deref()
-            .map(|v| {
-                v.parse()
-                    .map_err(|e| UsageError(format!("--shared-limit: {e}")))
-            })
-            .transpose()?,
-        shared_prefix: args
-            .shared_prefix
-            .as_deref()
-            .map(|p| config::prefix(p, "--shared-prefix"))
-            .transpose()?,
-        lease: args.lease,
-        redis_failure: args.redis_failure,
-    };
-    let env = config::env_layer(|name| std::env::var(name).ok())?;
-    let profile = config::load_profile(args.config.as_deref(), args.profile.as_deref())?;
-    Ok(Settings::resolve(flags, env, profile))
-}
-
 /// `out.jsonl` → `out.errors.jsonl`; any other name gets `.errors.jsonl` appended.
 pub(crate) fn default_errors_path(output: &Path) -> PathBuf {
     let name = output
@@ -388,19 +332,6 @@ fn check_paths(input: &Path, output: &Path, errors: &Path) -> Result<(), UsageEr
     Ok(())
 }
 
-fn read_key(variable: &str) -> Result<String, UsageError> {
-    std::env::var(variable)
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| {
-            UsageError(format!(
-                "no API key: set {variable} (or name another variable with --api-key-env), or \
-                 use --mock"
-            ))
-        })
-}
-
 async fn start_mock(args: &RunArgs) -> anyhow::Result<MockServer> {
     let faults = match args.mock_faults.as_deref().map(str::trim) {
         None | Some("") => Faults::NONE,
@@ -426,17 +357,17 @@ async fn build_client(
     settings: &Settings,
     base_url: String,
     key: Option<String>,
-    allow_plain_http: bool,
 ) -> anyhow::Result<Client> {
-    let concurrency = settings.concurrency.value;
+    let load = &settings.load;
+    let concurrency = load.concurrency.get();
     let mut builder = Client::builder()
         .base_url(base_url)
-        .allow_plain_http(allow_plain_http)
+        .allow_plain_http(settings.connection.allow_plain_http)
         .concurrency(concurrency)
         // Keep a connection per slot: reconnecting costs more than an idle socket.
         .pool_max_idle_per_host(concurrency)
-        .retry_policy(retry_policy(settings.max_retries.value)?)
-        .timeout(settings.timeout.value);
+        .retry_policy(retry_policy(settings.attempts.max_retries)?)
+        .timeout(settings.timeout());
     if let Some(key) = key {
         builder = builder.api_key(key);
     }
@@ -444,23 +375,23 @@ async fn build_client(
         ErrorKind::Config => anyhow::Error::new(UsageError(format!("{e}"))),
         _ => anyhow::Error::new(e),
     };
-    match &settings.shared_limit.value {
+    match &load.shared_limit {
         SharedLimitSpec::Redis(url) => {
             // Keyed like the cache: processes with one key at one endpoint share one budget.
             let credential = builder.credential_id().map_err(config_error)?;
-            let limiter = crate::limits::shared_limiter(url, settings, &credential).await?;
+            let limiter = crate::limits::shared_limiter(url, load, &credential).await?;
             builder = builder.shared_rate_limiter(limiter);
         }
         SharedLimitSpec::Off => {
-            if let Some(rpm) = settings.rpm.value {
+            if let Some(rpm) = load.rpm.get() {
                 builder = builder.rpm(rpm);
             }
-            if let Some(tpm) = settings.tpm.value {
+            if let Some(tpm) = load.tpm.get() {
                 builder = builder.tpm(tpm);
             }
         }
     }
-    builder = match &settings.cache.value {
+    builder = match &load.cache {
         CacheSpec::Off => builder,
         CacheSpec::Memory => builder.cache_memory(MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL),
         CacheSpec::Disk(dir) => builder.cache_disk(dir, DISK_CACHE_TTL),
@@ -468,7 +399,7 @@ async fn build_client(
             let store = RedisStore::connect(RedisOptions::new(url.expose()), REDIS_CACHE_TTL)
                 .await
                 .map_err(|e| crate::limits::redis_error(e, "--cache"))?
-                .prefix(settings.shared_prefix.value.clone());
+                .prefix(load.shared_prefix.as_str().to_owned());
             builder.cache_store(store)
         }
     };
@@ -674,159 +605,24 @@ async fn validate(input: Input) -> anyhow::Result<ExitCode> {
 
 /// The settings as one line, for the start of a run.
 fn one_line(settings: &Settings, base_url: &str) -> String {
-    let shared = match &settings.shared_limit.value {
+    let load = &settings.load;
+    let shared = match &load.shared_limit {
         SharedLimitSpec::Off => String::new(),
         SharedLimitSpec::Redis(url) => format!(
             " (shared through {url}, prefix {}, {})",
-            settings.shared_prefix.value, settings.redis_failure.value
+            load.shared_prefix, load.redis_failure
         ),
     };
     format!(
         "concurrency {}, rpm {}, tpm {}{shared}, max retries {}, timeout {}, cache {}; {}",
-        settings.concurrency.value,
-        off_or(settings.rpm.value),
-        off_or(settings.tpm.value),
-        settings.max_retries.value,
-        settings
-            .timeout
-            .value
-            .map_or_else(|| "off".to_owned(), human),
-        settings.cache.value,
-        redact_userinfo(base_url),
+        load.concurrency,
+        load.rpm.show(),
+        load.tpm.show(),
+        settings.attempts.max_retries,
+        settings.attempts.timeout.show(),
+        load.cache,
+        base_url.to_owned().show(),
     )
-}
-
-/// The settings and their sources, one per line, for `--print-config`.
-fn describe(settings: &Settings, mock: bool) -> String {
-    let source = |s: Source| match s {
-        Source::Flag => "flag".to_owned(),
-        Source::Env(name) => format!("${name}"),
-        Source::Profile => "profile".to_owned(),
-        Source::Default => "default".to_owned(),
-    };
-    let key_var = &settings.api_key_env.value;
-    let key_state = if mock {
-        "not used with --mock"
-    } else if std::env::var(key_var).is_ok_and(|v| !v.trim().is_empty()) {
-        "set"
-    } else {
-        "NOT SET"
-    };
-    let base_url = if mock {
-        "the in-process mock".to_owned()
-    } else {
-        redact_userinfo(&settings.base_url.value)
-    };
-    let rows = [
-        (
-            "base_url",
-            base_url,
-            if mock {
-                "--mock".to_owned()
-            } else {
-                source(settings.base_url.source)
-            },
-        ),
-        (
-            "api_key_env",
-            format!("{key_var} ({key_state})"),
-            source(settings.api_key_env.source),
-        ),
-        (
-            "concurrency",
-            settings.concurrency.value.to_string(),
-            source(settings.concurrency.source),
-        ),
-        (
-            "rpm",
-            off_or(settings.rpm.value),
-            source(settings.rpm.source),
-        ),
-        (
-            "tpm",
-            off_or(settings.tpm.value),
-            source(settings.tpm.source),
-        ),
-        (
-            "max_retries",
-            settings.max_retries.value.to_string(),
-            source(settings.max_retries.source),
-        ),
-        (
-            "timeout",
-            settings
-                .timeout
-                .value
-                .map_or_else(|| "off".to_owned(), human),
-            source(settings.timeout.source),
-        ),
-        (
-            "cache",
-            settings.cache.value.to_string(),
-            source(settings.cache.source),
-        ),
-        (
-            "shared_limit",
-            settings.shared_limit.value.to_string(),
-            source(settings.shared_limit.source),
-        ),
-        (
-            "shared_prefix",
-            settings.shared_prefix.value.clone(),
-            source(settings.shared_prefix.source),
-        ),
-        (
-            "lease",
-            settings
-                .lease
-                .value
-                .map_or_else(|| "1".to_owned(), |n| n.to_string()),
-            source(settings.lease.source),
-        ),
-        (
-            "redis_failure",
-            settings.redis_failure.value.to_string(),
-            source(settings.redis_failure.source),
-        ),
-    ];
-    let mut text = String::new();
-    for (name, value, from) in rows {
-        text.push_str(&format!("{name:<13} {value:<40} ({from})\n"));
-    }
-    text.push_str(&format!(
-        "{:<13} {}\n",
-        "profile",
-        settings.profile.as_deref().unwrap_or("none")
-    ));
-    text
-}
-
-/// `10m`, `30s`, `1h`; `1.5s` and the like as `Duration`'s `Debug` writes them.
-fn human(d: Duration) -> String {
-    let secs = d.as_secs();
-    match (secs, d.subsec_nanos()) {
-        (0, 0) => "0s".to_owned(),
-        (s, 0) if s % 3600 == 0 => format!("{}h", s / 3600),
-        (s, 0) if s % 60 == 0 => format!("{}m", s / 60),
-        (s, 0) => format!("{s}s"),
-        _ => format!("{d:?}"),
-    }
-}
-
-fn off_or<T: ToString>(value: Option<T>) -> String {
-    value.map_or_else(|| "off".to_owned(), |v| v.to_string())
-}
-
-/// Hides `user:password@` in a URL: it may carry a credential.
-fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -868,24 +664,5 @@ mod tests {
             let err = parse_metrics_addr(zero).unwrap_err();
             assert!(err.contains("port 0"), "{zero}: {err}");
         }
-    }
-
-    #[test]
-    fn durations_read_as_typed() {
-        assert_eq!(human(Duration::from_secs(600)), "10m");
-        assert_eq!(human(Duration::from_secs(30)), "30s");
-        assert_eq!(human(Duration::from_secs(7200)), "2h");
-        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(human(Duration::ZERO), "0s");
-    }
-
-    #[test]
-    fn userinfo_is_hidden() {
-        assert_eq!(
-            redact_userinfo("https://u:secret@host/v1?a=b@c"),
-            "https://***@host/v1?a=b@c"
-        );
-        assert_eq!(redact_userinfo("http://host/v1"), "http://host/v1");
-        assert_eq!(redact_userinfo("host"), "host");
     }
 }

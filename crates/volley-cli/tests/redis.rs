@@ -362,12 +362,21 @@ fn print_config_shows_the_shared_settings_without_the_password() {
     };
     assert_eq!(
         row("shared_limit"),
-        "shared_limit redis://***@127.0.0.1:6379/2 (flag)"
+        "shared_limit redis://***@127.0.0.1:6379/2 (flag --shared-limit)"
     );
-    assert_eq!(row("cache"), "cache redis://***@127.0.0.1:6379 (flag)");
-    assert_eq!(row("shared_prefix"), "shared_prefix prod (profile)");
-    assert_eq!(row("lease"), "lease 4 (profile)");
-    assert_eq!(row("redis_failure"), "redis_failure fallback:3 (profile)");
+    assert_eq!(
+        row("cache"),
+        "cache redis://***@127.0.0.1:6379 (flag --cache)"
+    );
+    assert_eq!(
+        row("shared_prefix"),
+        "shared_prefix prod (volley.toml [default])"
+    );
+    assert_eq!(row("lease"), "lease 4 (volley.toml [default])");
+    assert_eq!(
+        row("redis_failure"),
+        "redis_failure fallback:3 (volley.toml [default])"
+    );
     assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
 
     // The environment variable works too, and bad values are refused without the password.

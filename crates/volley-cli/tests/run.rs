@@ -31,6 +31,13 @@ fn volley(dir: &Path) -> Command {
         "VOLLEY_TIMEOUT",
         "VOLLEY_CACHE",
         "VOLLEY_SHARED_LIMIT",
+        "VOLLEY_BASE_URL",
+        "VOLLEY_API_KEY_ENV",
+        "VOLLEY_ALLOW_PLAIN_HTTP",
+        "VOLLEY_SHARED_PREFIX",
+        "VOLLEY_LEASE",
+        "VOLLEY_REDIS_FAILURE",
+        "VOLLEY_API_KEY",
     ] {
         cmd.env_remove(name);
     }
@@ -425,18 +432,31 @@ fn flags_beat_environment_beat_profile() {
             .join(" ")
     };
     let text = print(&["--concurrency", "9"], &[("VOLLEY_CONCURRENCY", "7")]);
-    assert_eq!(row(&text, "concurrency"), "concurrency 9 (flag)");
-    assert_eq!(row(&text, "rpm"), "rpm 100 (profile)");
+    assert_eq!(
+        row(&text, "concurrency"),
+        "concurrency 9 (flag --concurrency)"
+    );
+    assert_eq!(row(&text, "rpm"), "rpm 100 (volley.toml [default])");
     let text = print(&[], &[("VOLLEY_CONCURRENCY", "7")]);
     assert_eq!(
         row(&text, "concurrency"),
         "concurrency 7 ($VOLLEY_CONCURRENCY)"
     );
     let text = print(&[], &[]);
-    assert_eq!(row(&text, "concurrency"), "concurrency 5 (profile)");
+    assert_eq!(
+        row(&text, "concurrency"),
+        "concurrency 5 (volley.toml [default])"
+    );
     let text = print(&["--profile", "slow"], &[]);
-    assert_eq!(row(&text, "concurrency"), "concurrency 2 (profile)");
-    assert_eq!(row(&text, "timeout"), "timeout 5s (profile)");
+    assert_eq!(
+        row(&text, "concurrency"),
+        "concurrency 2 (volley.toml [profile.slow])"
+    );
+    assert_eq!(
+        row(&text, "timeout"),
+        "timeout 5s (volley.toml [profile.slow])"
+    );
+    // A profile is used alone: [default]'s rpm does not reach [profile.slow].
     assert_eq!(row(&text, "rpm"), "rpm off (default)");
 
     // The run itself says what it uses.

@@ -1,0 +1,300 @@
+//! `volley.toml`: its profiles, checked whole (every profile, whichever is used), and the
+//! one in force.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+
+use super::origin::{Layer, Origin};
+use super::{UsageError, model};
+
+/// The file read from the working directory when `--config` is not given.
+pub(crate) const CONFIG_FILE: &str = "volley.toml";
+
+/// The profile in force: a layer of settings, labelled `volley.toml [profile.prod]`.
+pub(crate) struct FileProfile {
+    pub(crate) label: String,
+    pub(crate) layer: Layer,
+}
+
+/// Loads the profile in force: from `explicit` (`--config`, which must exist) or else
+/// `./volley.toml` when present; `[profile.NAME]` when `name` is given, else the default
+/// profile when the file has one.
+///
+/// # Errors
+/// An unreadable or invalid file, a missing profile, `--profile` without a file, or an API
+/// key in the file.
+pub(crate) fn load_profile(
+    explicit: Option<&Path>,
+    name: Option<&str>,
+) -> Result<Option<FileProfile>, UsageError> {
+    let path = match explicit {
+        Some(path) => path.to_owned(),
+        None => {
+            let default = PathBuf::from(CONFIG_FILE);
+            if default.is_file() {
+                default
+            } else if let Some(name) = name {
+                return Err(UsageError(format!(
+                    "--profile {name}: there is no {CONFIG_FILE} here; name one with --config PATH"
+                )));
+            } else {
+                return Ok(None);
+            }
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| UsageError(format!("reading {}: {e}", path.display())))?;
+    parse_profile(&text, name, &path.display().to_string())
+}
+
+/// Parses `volley.toml` text and returns the profile `name` (or the default one); `origin`
+/// names the file in messages.
+///
+/// # Errors
+/// As [`load_profile`].
+pub(crate) fn parse_profile(
+    text: &str,
+    name: Option<&str>,
+    origin: &str,
+) -> Result<Option<FileProfile>, UsageError> {
+    let mut file: toml::Table =
+        toml::from_str(text).map_err(|e| UsageError(format!("{origin}: invalid TOML: {e}")))?;
+    let default = file.remove("default");
+    let profiles = match file.remove("profile") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(profiles)) => profiles,
+        Some(_) => {
+            return Err(UsageError(format!(
+                "{origin}: `profile` must be tables such as [profile.prod]"
+            )));
+        }
+    };
+    if let Some(key) = file.keys().next() {
+        return Err(if is_secret_key(key) {
+            secret_error(origin, key)
+        } else {
+            UsageError(format!(
+                "{origin}: unknown key `{key}` at the top level; expected [default] or \
+                 [profile.NAME] tables"
+            ))
+        });
+    }
+    // Every profile is checked, not only the one in force: a typo should not wait for the
+    // day its profile is used, and a key anywhere in the file is a leak.
+    let mut tables = Vec::with_capacity(profiles.len() + 1);
+    if let Some(default) = default {
+        tables.push(("default".to_owned(), format!("{origin} [default]"), default));
+    }
+    for (profile, table) in profiles {
+        let label = format!("{origin} [profile.{profile}]");
+        tables.push((profile, label, table));
+    }
+    let mut chosen = None;
+    let wanted = name.unwrap_or("default");
+    for (profile, label, value) in tables {
+        let toml::Value::Table(table) = value else {
+            return Err(UsageError(format!("{label} must be a table")));
+        };
+        let layer = check_table(&table, &label)?;
+        if profile == wanted {
+            if chosen.is_some() {
+                return Err(UsageError(format!(
+                    "{origin}: both [default] and [profile.default] are set; keep one"
+                )));
+            }
+            chosen = Some(FileProfile { label, layer });
+        }
+    }
+    match (chosen, name) {
+        (Some(profile), _) => Ok(Some(profile)),
+        (None, None) => Ok(None),
+        (None, Some(name)) => Err(UsageError(format!(
+            "--profile {name}: {origin} has no [profile.{name}]"
+        ))),
+    }
+}
+
+/// Whether a key names a secret: refused in `volley.toml` and as `VOLLEY_<KEY>`.
+pub(crate) fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "key" || key.ends_with("api_key") || key.ends_with("apikey") || key == "token"
+}
+
+/// A table of settings checked against every group: known keys, no secret, values that
+/// parse.
+fn check_table(table: &toml::Table, label: &str) -> Result<Layer, UsageError> {
+    for key in table.keys() {
+        if is_secret_key(key) {
+            return Err(secret_error(label, key));
+        }
+        if !model::is_known(key) {
+            return Err(UsageError(format!(
+                "{label}: unknown key `{key}`; known keys: {}",
+                model::all_keys().join(", ")
+            )));
+        }
+    }
+    let figment = Figment::from(Layer::serialized(Origin::Profile(label.to_owned()), table)?);
+    for group in model::GROUPS {
+        (group.check)(&figment)?;
+    }
+    Layer::serialized(Origin::Profile(label.to_owned()), table)
+}
+
+fn secret_error(place: &str, key: &str) -> UsageError {
+    UsageError(format!(
+        "{place}: `{key}` is not allowed: API keys never go in a config file. Put the key in \
+         an environment variable and name it with api_key_env = \"NAME\" (or --api-key-env \
+         NAME)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::{Attempts, RunLoad};
+    use super::*;
+
+    fn profile(text: &str, name: Option<&str>) -> Option<FileProfile> {
+        parse_profile(text, name, "volley.toml").unwrap()
+    }
+
+    fn profile_err(text: &str, name: Option<&str>) -> String {
+        match parse_profile(text, name, "volley.toml") {
+            Ok(_) => panic!("{text:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn load(profile: FileProfile) -> (RunLoad, Attempts) {
+        let figment = Figment::from(profile.layer);
+        (
+            figment.extract_lossy().unwrap(),
+            figment.extract_lossy().unwrap(),
+        )
+    }
+
+    const FILE: &str = r#"
+        [default]
+        concurrency = 8
+        rpm = 600
+
+        [profile.prod]
+        concurrency = 512
+        timeout = "30s"
+        cache = "disk:.volley-cache"
+    "#;
+
+    #[test]
+    fn a_named_profile_is_used_alone_and_default_applies_without_one() {
+        let default = profile(FILE, None).unwrap();
+        assert_eq!(default.label, "volley.toml [default]");
+        let (load_, _) = load(default);
+        assert_eq!(load_.concurrency.get(), 8);
+        assert_eq!(load_.rpm.get(), Some(600));
+
+        let prod = profile(FILE, Some("prod")).unwrap();
+        assert_eq!(prod.label, "volley.toml [profile.prod]");
+        let (load_, attempts) = load(prod);
+        assert_eq!(load_.concurrency.get(), 512);
+        // Not merged over [default]: its rpm does not apply.
+        assert_eq!(load_.rpm.get(), None);
+        assert_eq!(attempts.timeout.0, std::time::Duration::from_secs(30));
+
+        let p = profile("[profile.default]\nconcurrency = 4\n", None).unwrap();
+        assert_eq!(load(p).0.concurrency.get(), 4);
+        assert!(profile("[profile.prod]\nconcurrency = 4\n", None).is_none());
+        assert!(profile("", None).is_none());
+    }
+
+    #[test]
+    fn an_api_key_in_the_file_is_refused_without_echoing_it() {
+        for text in [
+            "[profile.prod]\napi_key = \"sk-file-secret\"\n",
+            "[default]\nopenai_api_key = \"sk-file-secret\"\n",
+            "api_key = \"sk-file-secret\"\n",
+            "[profile.other]\ntoken = \"sk-file-secret\"\n[profile.prod]\nrpm = 1\n",
+        ] {
+            let err = profile_err(text, Some("prod"));
+            assert!(err.contains("api_key_env"), "{err}");
+            assert!(!err.contains("sk-file-secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named_in_every_profile() {
+        for (text, name, needles) in [
+            (
+                "[profile.prod]\nconcurency = 5\n",
+                Some("prod"),
+                &["`concurency`", "[profile.prod]", "concurrency"][..],
+            ),
+            ("[defaults]\nrpm = 1\n", None, &["`defaults`"]),
+            (
+                "[default]\nconcurrency = 0\n",
+                None,
+                &["`concurrency`", "nonzero"],
+            ),
+            ("[default]\nrpm = -1\n", None, &["`rpm`", "whole number"]),
+            (
+                "[default]\ntimeout = \"soon\"\n",
+                None,
+                &["`timeout`", "bare number"],
+            ),
+            (
+                "[default]\ncache = \"redis\"\n",
+                None,
+                &["`cache`", "disk:PATH"],
+            ),
+            ("[default]\nlease = 0\n", None, &["`lease`"]),
+            (
+                "[default]\nredis_failure = \"open\"\n",
+                None,
+                &["`redis_failure`", "fail-closed"],
+            ),
+            (
+                "[default]\nshared_limit = \"http://:hunter2@host:6379\"\n",
+                None,
+                &["`shared_limit`", "redis://"],
+            ),
+            (
+                "[default]\nshared_prefix = \"a b\"\n",
+                None,
+                &["`shared_prefix`"],
+            ),
+            ("[default]\nrpm = \n", None, &["invalid TOML"]),
+            // A profile not in force is checked too.
+            (
+                "[default]\nrpm = 1\n[profile.b]\nmax_retries = \"x\"\n",
+                None,
+                &["[profile.b]", "`max_retries`"],
+            ),
+            (
+                "[profile.prod]\nrpm = 1\n",
+                Some("staging"),
+                &["[profile.staging]"],
+            ),
+            (
+                "[default]\nrpm = 1\n[profile.default]\nrpm = 2\n",
+                None,
+                &["keep one"],
+            ),
+        ] {
+            let err = profile_err(text, name);
+            for needle in needles {
+                assert!(err.contains(needle), "{text:?}: {err} lacks {needle}");
+            }
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn secret_keys_are_recognised() {
+        for key in ["api_key", "OPENAI_API_KEY", "apikey", "key", "token"] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in ["api_key_env", "base_url", "cache"] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The layers, merged with figment: flags over `VOLLEY_*` variables over the `volley.toml`
+//! profile over the ecosystem's variables over defaults, and where each value came from.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use figment::providers::Env;
+use figment::value::{Dict, UncasedStr};
+use figment::{Figment, Profile, Provider};
+
+use super::file::{self, is_secret_key};
+use super::model::{self, Group};
+use super::origin::{Layer, Origin, env_name, usage_error};
+use super::{ENV_PREFIX, UsageError};
+
+/// The ecosystem's own variables, by the key they set: below `volley.toml`, so a globally
+/// exported `OPENAI_BASE_URL` never overrides a profile.
+const ECOSYSTEM: &[(&str, &str)] = &[(volley::BASE_URL_ENV, "base_url")];
+
+/// Where settings come from, and `--print-config`: taken by every command that reads
+/// settings.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Settings")]
+pub(crate) struct SourceArgs {
+    /// The volley.toml profile to use: [profile.NAME], alone (it is not merged over
+    /// [default]) [default: [default], when present].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) profile: Option<String>,
+    /// The configuration file [default: ./volley.toml, when present].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
+    /// Print the settings in force and where each comes from (flag, $VOLLEY_*, the
+    /// volley.toml profile, an ecosystem variable such as $OPENAI_BASE_URL, or default),
+    /// then exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
+}
+
+/// The settings' layers, merged.
+pub(crate) struct Layers {
+    figment: Figment,
+    /// `volley.toml [profile.prod]`, when a profile applies.
+    profile: Option<String>,
+}
+
+/// One line of `--print-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Row {
+    pub(crate) key: &'static str,
+    pub(crate) value: String,
+    pub(crate) origin: String,
+}
+
+impl Layers {
+    /// Reads the environment and `volley.toml` (as `sources` say) and merges them with
+    /// `flags` (each a flags struct of a group) and the command's own `defaults` (keys whose
+    /// default differs from the group's).
+    ///
+    /// # Errors
+    /// A [`UsageError`] for a `VOLLEY_*` variable that would carry a key, an invalid
+    /// `volley.toml`, or a flag that cannot be serialised.
+    pub(crate) fn load(
+        sources: &SourceArgs,
+        flags: &[&dyn erased::Flags],
+        defaults: Dict,
+    ) -> Result<Layers, UsageError> {
+        let mut figment = Figment::new().merge(Layer::new(Origin::Default, defaults));
+        for (variable, key) in ECOSYSTEM {
+            if let Some(value) = non_empty_var(variable) {
+                let mut values = Dict::new();
+                values.insert((*key).to_owned(), value.into());
+                figment = figment.merge(Layer::new(
+                    Origin::Ecosystem((*variable).to_owned()),
+                    values,
+                ));
+            }
+        }
+        let profile = file::load_profile(sources.config.as_deref(), sources.profile.as_deref())?;
+        let label = profile.as_ref().map(|p| p.label.clone());
+        if let Some(profile) = profile {
+            figment = figment.merge(profile.layer);
+        }
+        figment = figment.merge(env_layer()?);
+        for group in flags {
+            figment = figment.merge(group.layer()?);
+        }
+        Ok(Layers {
+            figment,
+            profile: label,
+        })
+    }
+
+    /// The group's settings in force.
+    ///
+    /// # Errors
+    /// A value that does not parse, named with where it was set.
+    pub(crate) fn extract<G: Group>(&self) -> Result<G, UsageError> {
+        self.figment.extract_lossy().map_err(usage_error)
+    }
+
+    /// The group's settings as `--print-config` shows them, each with its origin.
+    pub(crate) fn rows<G: Group>(&self, group: &G) -> Vec<Row> {
+        group
+            .shown()
+            .into_iter()
+            .map(|(key, value)| Row {
+                key,
+                value,
+                origin: self.origin(key).describe(key),
+            })
+            .collect()
+    }
+
+    /// Where the value of `key` came from.
+    pub(crate) fn origin(&self, key: &str) -> Origin {
+        self.figment
+            .find_metadata(key)
+            .map_or(Origin::Default, Origin::of)
+    }
+
+    /// `rows`, one per line, then the profile in force.
+    pub(crate) fn render(&self, rows: &[Row]) -> String {
+        let mut text = String::new();
+        for row in rows {
+            text.push_str(&format!(
+                "{:<16} {:<40} ({})\n",
+                row.key, row.value, row.origin
+            ));
+        }
+        text.push_str(&format!(
+            "{:<16} {}\n",
+            "profile",
+            self.profile.as_deref().unwrap_or("none")
+        ));
+        text
+    }
+}
+
+/// The `VOLLEY_*` variables of every group's keys; empty ones count as unset.
+fn env_layer() -> Result<Layer, UsageError> {
+    refuse_keys_in_environment()?;
+    let keys = model::all_keys();
+    let env = Env::prefixed(ENV_PREFIX)
+        .only(&keys)
+        .filter(|key: &UncasedStr| non_empty_var(&env_name(key.as_str())).is_some());
+    let mut data = env.data().map_err(usage_error)?;
+    let values = data.remove(&Profile::Default).unwrap_or_default();
+    Ok(Layer::new(Origin::Env, values))
+}
+
+/// `VOLLEY_API_KEY` (or any `VOLLEY_*` named like a key) is refused, as a key in
+/// `volley.toml` is: the key is read only from the variable `api_key_env` names.
+fn refuse_keys_in_environment() -> Result<(), UsageError> {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let Some(rest) = name
+            .get(..ENV_PREFIX.len())
+            .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+            .and_then(|_| name.get(ENV_PREFIX.len()..))
+        else {
+            continue;
+        };
+        if is_secret_key(rest) {
+            return Err(UsageError(format!(
+                "{name} is set, and volley never reads an API key from a VOLLEY_* variable (nor \
+                 from a flag or volley.toml): put the key in OPENAI_API_KEY, or in another \
+                 variable named with --api-key-env NAME (VOLLEY_API_KEY_ENV, or api_key_env in \
+                 volley.toml), and unset {name}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn non_empty_var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Flags structs of different groups, behind one type.
+pub(crate) mod erased {
+    use super::super::origin::{Layer, Origin};
+    use super::UsageError;
+
+    /// A flags struct: serialises into the flags layer.
+    pub(crate) trait Flags {
+        fn layer(&self) -> Result<Layer, UsageError>;
+    }
+
+    impl<T: serde::Serialize> Flags for T {
+        fn layer(&self) -> Result<Layer, UsageError> {
+            Layer::serialized(Origin::Flag, self)
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Every setting, declared once: its `volley.toml` key and `VOLLEY_*` variable (the field's
+//! name), its flag and help (the `#[arg]` and doc comment), its type and its default.
+//!
+//! [`settings!`] turns one declaration into two structs: the resolved settings (plain values,
+//! `#[serde(default)]` from the declared defaults), and the clap flags (`…Flags`), which
+//! serialise only the flags the user gave, so they can be merged over the other layers.
+//! Groups are flattened into the commands that take them: [`Connection`] into every command
+//! that calls an API, [`Attempts`] into `chat` and `run`, [`RunLoad`] into `run` alone.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+
+use volley::core::duration::HumanDuration;
+
+use super::UsageError;
+use super::origin::usage_error;
+use super::values::{CacheSpec, FailureSpec, Limit, Prefix, SharedLimitSpec, Show};
+
+/// A group of settings: the keys it reads and how its values are shown.
+pub(crate) trait Group: Default + serde::Serialize + serde::de::DeserializeOwned {
+    /// The `volley.toml` keys of the group; each is also `VOLLEY_<KEY>` and `--<key>`.
+    const KEYS: &'static [&'static str];
+
+    /// Each key with its value as `--print-config` shows it (secrets hidden).
+    fn shown(&self) -> Vec<(&'static str, String)>;
+}
+
+/// Whether a flag was left out, so the flags layer carries only what the user typed: `None`,
+/// or `false` for a switch (a switch cannot turn off what another layer turns on).
+pub(crate) trait Given {
+    fn absent(&self) -> bool;
+}
+
+impl<T> Given for Option<T> {
+    fn absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl Given for bool {
+    fn absent(&self) -> bool {
+        !*self
+    }
+}
+
+/// Declares a group of settings; see the module docs. Each field reads
+/// `name: Type [FlagType] = default,` after its doc comment and `#[arg]`.
+macro_rules! settings {
+    (
+        $(#[doc = $doc:expr])*
+        $vis:vis struct $name:ident / $flags:ident ($heading:literal) {
+            $(
+                $(#[$attr:meta])*
+                $field:ident : $ty:ty [$flag_ty:ty] = $default:expr,
+            )*
+        }
+    ) => {
+        $(#[doc = $doc])*
+        ///
+        /// The fields' help is on the flags struct of the same group.
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(default)]
+        $vis struct $name {
+            $(pub(crate) $field: $ty,)*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $($field: $default,)* }
+            }
+        }
+
+        impl Group for $name {
+            const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            fn shown(&self) -> Vec<(&'static str, String)> {
+                vec![$((stringify!($field), Show::show(&self.$field)),)*]
+            }
+        }
+
+        #[doc = concat!("The flags of [`", stringify!($name), "`]; only those given are serialised.")]
+        #[derive(Debug, Clone, Default, clap::Args, serde::Serialize)]
+        #[command(next_help_heading = $heading)]
+        $vis struct $flags {
+            $(
+                $(#[$attr])*
+                #[serde(skip_serializing_if = "Given::absent")]
+                $field: $flag_ty,
+            )*
+        }
+    };
+}
+
+settings! {
+    /// How to reach the API: every command that calls one.
+    pub(crate) struct Connection / ConnectionFlags ("Connection (every command; also VOLLEY_<NAME> and volley.toml)") {
+        /// The API's base URL, /v1 included [default: https://api.openai.com/v1; for bench:
+        /// http://127.0.0.1:8080/v1, the default of volley mock].
+        #[arg(long, value_name = "URL")]
+        base_url: String [Option<String>] = volley::transport::DEFAULT_BASE_URL.to_owned(),
+        /// The environment variable holding the API key [default: OPENAI_API_KEY]. The key
+        /// itself is never read from a flag, a VOLLEY_* variable or volley.toml.
+        #[arg(long, value_name = "NAME")]
+        api_key_env: String [Option<String>] = volley::API_KEY_ENV.to_owned(),
+        /// Allow plain http:// to a host that is not loopback (the key would travel
+        /// unencrypted).
+        #[arg(long)]
+        allow_plain_http: bool [bool] = false,
+    }
+}
+
+settings! {
+    /// How each attempt of a call is bounded and retried: `chat` and `run`.
+    pub(crate) struct Attempts / AttemptsFlags ("Attempts (also VOLLEY_<NAME> and volley.toml)") {
+        /// The deadline of one attempt, e.g. 30s, 2m or 30 (a bare number is seconds); 0 for
+        /// none [default: 10m].
+        #[arg(long, value_name = "D")]
+        timeout: HumanDuration [Option<HumanDuration>] = HumanDuration(volley::DEFAULT_TIMEOUT),
+        /// How many times a failed attempt is retried (429, 5xx, connection failures,
+        /// timeouts), with backoff [default: 3].
+        #[arg(long, value_name = "K")]
+        max_retries: u32 [Option<u32>] = super::DEFAULT_MAX_RETRIES,
+    }
+}
+
+settings! {
+    /// The load of `volley run`: concurrency, rate limits, cache, and their sharing through
+    /// Redis.
+    pub(crate) struct RunLoad / RunLoadFlags ("Load (also VOLLEY_<NAME> and volley.toml)") {
+        /// The most requests in flight at once [default: 256].
+        #[arg(long, value_name = "C")]
+        concurrency: NonZeroUsize [Option<NonZeroUsize>] = default_concurrency(),
+        /// Requests per minute; 0 for unlimited [default: unlimited].
+        #[arg(long, value_name = "R")]
+        rpm: Limit<u32> [Option<u32>] = Limit(None),
+        /// Tokens per minute (estimated before sending, settled with the reported usage); 0
+        /// for unlimited [default: unlimited].
+        #[arg(long, value_name = "T")]
+        tpm: Limit<u64> [Option<u64>] = Limit(None),
+        /// Cache successful responses: "memory" (256 MiB, kept 24 h), "disk:PATH" (a database
+        /// in directory PATH, kept 30 days, survives restarts), "redis://HOST[:PORT][/DB]"
+        /// (shared by every process using that Redis, the same --shared-prefix and the same API
+        /// key; kept 7 days) or "off" [default: off].
+        #[arg(long, value_name = "SPEC")]
+        cache: CacheSpec [Option<String>] = CacheSpec::Off,
+        /// Share the rate limits (--rpm, --tpm) with every volley process that uses this
+        /// Redis, the same --shared-prefix and the same API key, e.g. redis://10.0.0.5:6379,
+        /// or redis://:PASSWORD@HOST:PORT (the password is never printed; VOLLEY_SHARED_LIMIT
+        /// keeps it off the command line); "off" turns a profile's off [default: off].
+        #[arg(long, value_name = "URL")]
+        shared_limit: SharedLimitSpec [Option<String>] = SharedLimitSpec::Off,
+        /// The first part of every Redis key of the shared limit and a Redis cache: processes
+        /// share only with those using the same prefix [default: volley].
+        #[arg(long, value_name = "P")]
+        shared_prefix: Prefix [Option<String>] = Prefix::default(),
+        /// With --shared-limit: how many requests a process takes from Redis at a time (more:
+        /// fewer round trips; fewer: a fairer split between processes) [default: 1, every
+        /// decision made in Redis].
+        #[arg(long, value_name = "N")]
+        lease: NonZeroU32 [Option<NonZeroU32>] = NonZeroU32::MIN,
+        /// With --shared-limit, when Redis stops answering during a run: "fail-closed" sends
+        /// nothing until it is back; "fallback:N" goes on with a local limit of 1/N of the
+        /// limits, N being the number of processes sharing them [default: fail-closed]. Either
+        /// way Redis must answer when the run starts.
+        #[arg(long, value_name = "MODE")]
+        redis_failure: FailureSpec [Option<String>] = FailureSpec::FailClosed,
+    }
+}
+
+fn default_concurrency() -> NonZeroUsize {
+    // The library's default concurrency is a positive constant (256).
+    NonZeroUsize::new(volley::DEFAULT_CONCURRENCY).expect("the default concurrency is not 0")
+}
+
+/// Every group's keys and a check of a table against it: `volley.toml` is checked against all
+/// of them, whichever command reads it.
+pub(crate) const GROUPS: &[GroupInfo] = &[
+    GroupInfo::of::<Connection>(),
+    GroupInfo::of::<Attempts>(),
+    GroupInfo::of::<RunLoad>(),
+];
+
+/// A group, without its type.
+pub(crate) struct GroupInfo {
+    pub(crate) keys: &'static [&'static str],
+    /// Extracts the group from a figment: the values of a table are checked with the same
+    /// deserialisers as the settings in force.
+    pub(crate) check: fn(&figment::Figment) -> Result<(), UsageError>,
+}
+
+impl GroupInfo {
+    const fn of<G: Group>() -> GroupInfo {
+        GroupInfo {
+            keys: G::KEYS,
+            check: check::<G>,
+        }
+    }
+}
+
+fn check<G: Group>(figment: &figment::Figment) -> Result<(), UsageError> {
+    figment.extract_lossy::<G>().map(drop).map_err(usage_error)
+}
+
+/// Whether `key` is a setting of some group.
+pub(crate) fn is_known(key: &str) -> bool {
+    GROUPS.iter().any(|g| g.keys.contains(&key))
+}
+
+/// Every key, for messages.
+pub(crate) fn all_keys() -> Vec<&'static str> {
+    GROUPS.iter().flat_map(|g| g.keys.iter().copied()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        connection: ConnectionFlags,
+        #[command(flatten)]
+        attempts: AttemptsFlags,
+        #[command(flatten)]
+        load: RunLoadFlags,
+    }
+
+    fn round_trips<G: Group + PartialEq + std::fmt::Debug>() {
+        let figment =
+            figment::Figment::from(figment::providers::Serialized::defaults(G::default()));
+        assert_eq!(figment.extract_lossy::<G>().unwrap(), G::default());
+    }
+
+    fn serialised(value: &impl serde::Serialize) -> figment::value::Dict {
+        figment::value::Value::serialize(value)
+            .unwrap()
+            .into_dict()
+            .unwrap()
+    }
+
+    #[test]
+    fn only_the_flags_given_are_serialised() {
+        let probe = Probe::parse_from(["probe"]);
+        assert!(serialised(&probe.connection).is_empty());
+        assert!(serialised(&probe.attempts).is_empty());
+        assert!(serialised(&probe.load).is_empty());
+        let probe = Probe::parse_from([
+            "probe",
+            "--allow-plain-http",
+            "--timeout",
+            "30",
+            "--rpm",
+            "0",
+        ]);
+        let connection = serialised(&probe.connection);
+        assert_eq!(connection.keys().collect::<Vec<_>>(), ["allow_plain_http"]);
+        assert_eq!(serialised(&probe.attempts).len(), 1);
+        // 0 is given (it turns a profile's limit off), so it is serialised.
+        assert_eq!(serialised(&probe.load).len(), 1);
+    }
+
+    #[test]
+    fn every_key_is_a_flag_and_the_defaults_extract_as_themselves() {
+        let command = Probe::command();
+        for key in all_keys() {
+            assert!(
+                command.get_arguments().any(|a| a.get_id() == key),
+                "{key} has no flag"
+            );
+        }
+        let mut keys = all_keys();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), all_keys().len(), "a key is in two groups");
+        // The defaults survive a trip through the layers.
+        round_trips::<Connection>();
+        round_trips::<Attempts>();
+        round_trips::<RunLoad>();
+        assert_eq!(Attempts::default().timeout.0, volley::DEFAULT_TIMEOUT);
+        assert_eq!(Connection::default().api_key_env, "OPENAI_API_KEY");
+    }
+}

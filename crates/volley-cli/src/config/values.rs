@@ -1,0 +1,438 @@
+//! The types of setting values that need more than a number or a string: what they accept,
+//! how they are shown (never with a password), and how they travel through the layers (serde).
+
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use volley::core::duration::HumanDuration;
+use volley::core::redact::redact_url;
+
+/// How a value is shown by `--print-config` and at the start of a run: secrets in URLs as
+/// `***`, limits and timeouts of 0 as `off`.
+pub(crate) trait Show {
+    fn show(&self) -> String;
+}
+
+macro_rules! show_display {
+    ($($ty:ty),* $(,)?) => {
+        $(impl Show for $ty {
+            fn show(&self) -> String {
+                self.to_string()
+            }
+        })*
+    };
+}
+
+show_display!(
+    bool,
+    u32,
+    NonZeroU32,
+    NonZeroUsize,
+    Prefix,
+    FailureSpec,
+    CacheSpec,
+    SharedLimitSpec
+);
+
+impl Show for String {
+    fn show(&self) -> String {
+        // Strings are URLs or names; a URL may carry a password.
+        if self.contains("://") {
+            redact_url(self)
+        } else {
+            self.clone()
+        }
+    }
+}
+
+/// Durations of settings are timeouts: 0 turns them off.
+impl Show for HumanDuration {
+    fn show(&self) -> String {
+        if self.0.is_zero() {
+            "off".to_owned()
+        } else {
+            self.to_string()
+        }
+    }
+}
+
+/// A limit per minute; 0 (or `off`) means none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Limit<T>(pub(crate) Option<T>);
+
+impl<T: Copy> Limit<T> {
+    pub(crate) fn get(self) -> Option<T> {
+        self.0
+    }
+}
+
+impl<T: fmt::Display> Show for Limit<T> {
+    fn show(&self) -> String {
+        self.0
+            .as_ref()
+            .map_or_else(|| "off".to_owned(), ToString::to_string)
+    }
+}
+
+impl<T: Serialize> Serialize for Limit<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(n) => n.serialize(serializer),
+            None => serializer.serialize_u64(0),
+        }
+    }
+}
+
+impl<'de, T: TryFrom<u64>> Deserialize<'de> for Limit<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LimitVisitor<T>(std::marker::PhantomData<T>);
+        impl<T: TryFrom<u64>> Visitor<'_> for LimitVisitor<T> {
+            type Value = Limit<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number >= 0 (0 or \"off\": no limit)")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                if n == 0 {
+                    return Ok(Limit(None));
+                }
+                T::try_from(n)
+                    .map(|n| Limit(Some(n)))
+                    .map_err(|_| E::custom(format!("{n} is too large")))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Signed(n), &self))
+                    .and_then(|n| self.visit_u64(n))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                match s.trim() {
+                    "off" | "none" | "unlimited" => Ok(Limit(None)),
+                    n => n
+                        .parse::<u64>()
+                        .map_err(|_| E::invalid_value(de::Unexpected::Str(s), &self))
+                        .and_then(|n| self.visit_u64(n)),
+                }
+            }
+        }
+        deserializer.deserialize_any(LimitVisitor(std::marker::PhantomData))
+    }
+}
+
+/// Serde through the text form: types read from strings (a number is read as its digits),
+/// written as their full text. `Display` may hide secrets; `raw` must not.
+macro_rules! serde_as_text {
+    ($($ty:ty),* $(,)?) => {$(
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.raw())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_any(TextVisitor(std::marker::PhantomData))
+            }
+        }
+    )*};
+}
+
+serde_as_text!(CacheSpec, SharedLimitSpec, FailureSpec, Prefix);
+
+struct TextVisitor<T>(std::marker::PhantomData<T>);
+
+impl<T: FromStr<Err = String>> Visitor<'_> for TextVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+        s.parse().map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+        self.visit_str(&n.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
+        self.visit_str(&n.to_string())
+    }
+}
+
+/// What `--cache` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum CacheSpec {
+    /// No cache.
+    #[default]
+    Off,
+    /// In memory: [`MEMORY_CACHE_BYTES`](super::MEMORY_CACHE_BYTES) for
+    /// [`MEMORY_CACHE_TTL`](super::MEMORY_CACHE_TTL).
+    Memory,
+    /// On disk in this directory, for [`DISK_CACHE_TTL`](super::DISK_CACHE_TTL).
+    Disk(PathBuf),
+    /// In Redis, shared with every process using it, for
+    /// [`REDIS_CACHE_TTL`](super::REDIS_CACHE_TTL).
+    Redis(RedisUrl),
+}
+
+impl CacheSpec {
+    fn raw(&self) -> String {
+        match self {
+            CacheSpec::Redis(url) => url.expose().to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl FromStr for CacheSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" | "none" => Ok(CacheSpec::Off),
+            "memory" => Ok(CacheSpec::Memory),
+            other if RedisUrl::looks_like(other) => Ok(CacheSpec::Redis(other.parse()?)),
+            other => match other.strip_prefix("disk:") {
+                Some(path) if !path.trim().is_empty() => Ok(CacheSpec::Disk(path.trim().into())),
+                _ => Err(format!(
+                    "invalid cache {:?}: expected memory, disk:PATH, redis://HOST[:PORT] or off",
+                    shown(other)
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for CacheSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheSpec::Off => f.write_str("off"),
+            CacheSpec::Memory => f.write_str("memory"),
+            CacheSpec::Disk(path) => write!(f, "disk:{}", path.display()),
+            CacheSpec::Redis(url) => url.fmt(f),
+        }
+    }
+}
+
+/// A Redis URL: `redis://`, `rediss://` (TLS) or `redis+unix://`. `Display` and `Debug` hide
+/// its password; [`RedisUrl::expose`] gives the whole URL, to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct RedisUrl(String);
+
+impl RedisUrl {
+    const SCHEMES: [&'static str; 3] = ["redis://", "rediss://", "redis+unix://"];
+
+    fn looks_like(s: &str) -> bool {
+        Self::SCHEMES.iter().any(|scheme| s.starts_with(scheme))
+    }
+
+    /// The URL, password included: for connecting only.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RedisUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if !Self::looks_like(s) {
+            return Err(format!(
+                "invalid Redis URL {:?}: expected redis://[:PASSWORD@]HOST[:PORT][/DB], \
+                 rediss://... (TLS) or redis+unix:///PATH",
+                shown(s)
+            ));
+        }
+        Ok(RedisUrl(s.to_owned()))
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// `s` as it may be shown in an error: a mistyped URL without its password.
+fn shown(s: &str) -> String {
+    if s.contains("://") || s.contains('@') {
+        redact_url(s)
+    } else {
+        s.to_owned()
+    }
+}
+
+/// What `--shared-limit` asks for: a Redis URL, or `off`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum SharedLimitSpec {
+    #[default]
+    Off,
+    Redis(RedisUrl),
+}
+
+impl SharedLimitSpec {
+    fn raw(&self) -> String {
+        match self {
+            SharedLimitSpec::Off => "off".to_owned(),
+            SharedLimitSpec::Redis(url) => url.expose().to_owned(),
+        }
+    }
+}
+
+impl FromStr for SharedLimitSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" | "none" => Ok(SharedLimitSpec::Off),
+            other => Ok(SharedLimitSpec::Redis(other.parse()?)),
+        }
+    }
+}
+
+impl fmt::Display for SharedLimitSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SharedLimitSpec::Off => f.write_str("off"),
+            SharedLimitSpec::Redis(url) => url.fmt(f),
+        }
+    }
+}
+
+/// What `--redis-failure` asks for when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum FailureSpec {
+    /// Send nothing until Redis is back.
+    #[default]
+    FailClosed,
+    /// Go on with a local limiter holding this share (1/N) of the limits.
+    Fallback(u32),
+}
+
+impl FailureSpec {
+    fn raw(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl FromStr for FailureSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s == "fail-closed" {
+            return Ok(FailureSpec::FailClosed);
+        }
+        match s.strip_prefix("fallback:").map(|n| n.trim().parse::<u32>()) {
+            Some(Ok(n)) if n >= 1 => Ok(FailureSpec::Fallback(n)),
+            _ => Err(format!(
+                "invalid Redis failure mode {s:?}: expected fail-closed or fallback:N (N, at \
+                 least 1, the number of processes sharing the limit: each goes on alone with \
+                 1/N of it)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FailureSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureSpec::FailClosed => f.write_str("fail-closed"),
+            FailureSpec::Fallback(n) => write!(f, "fallback:{n}"),
+        }
+    }
+}
+
+/// A Redis key prefix: a non-empty word without white space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Prefix(String);
+
+impl Prefix {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn raw(&self) -> String {
+        self.0.clone()
+    }
+}
+
+impl Default for Prefix {
+    fn default() -> Self {
+        Prefix(super::DEFAULT_SHARED_PREFIX.to_owned())
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.is_empty() || s.chars().any(char::is_whitespace) {
+            return Err("the prefix must be a non-empty word without spaces, e.g. prod".to_owned());
+        }
+        Ok(Prefix(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_specs_parse_and_print() {
+        assert_eq!("memory".parse::<CacheSpec>(), Ok(CacheSpec::Memory));
+        assert_eq!("off".parse::<CacheSpec>(), Ok(CacheSpec::Off));
+        assert_eq!(
+            "disk:/tmp/c".parse::<CacheSpec>(),
+            Ok(CacheSpec::Disk("/tmp/c".into()))
+        );
+        assert_eq!(CacheSpec::Disk("a b".into()).to_string(), "disk:a b");
+        assert!("disk:".parse::<CacheSpec>().is_err());
+        let redis = "rediss://user:hunter2@cache.example:6380/2"
+            .parse::<CacheSpec>()
+            .unwrap();
+        assert_eq!(redis.to_string(), "rediss://***@cache.example:6380/2");
+        assert!(!format!("{redis:?}").contains("hunter2"));
+        // The full URL travels through the layers; only the text shown hides it.
+        assert_eq!(redis.raw(), "rediss://user:hunter2@cache.example:6380/2");
+        assert_eq!(
+            "fallback:3".parse::<FailureSpec>(),
+            Ok(FailureSpec::Fallback(3))
+        );
+        assert_eq!(FailureSpec::Fallback(3).to_string(), "fallback:3");
+        assert!("memory:1".parse::<CacheSpec>().is_err());
+        let err = "redis:/:hunter2@host".parse::<CacheSpec>().unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn values_are_shown_without_secrets_and_zero_as_off() {
+        assert_eq!(
+            "https://u:secret@host/v1".to_owned().show(),
+            "https://***@host/v1"
+        );
+        assert_eq!("OPENAI_API_KEY".to_owned().show(), "OPENAI_API_KEY");
+        assert_eq!(HumanDuration(std::time::Duration::ZERO).show(), "off");
+        assert_eq!(
+            HumanDuration(std::time::Duration::from_secs(600)).show(),
+            "10m"
+        );
+        assert_eq!(Limit::<u32>(None).show(), "off");
+        assert_eq!(Limit(Some(60u32)).show(), "60");
+    }
+}

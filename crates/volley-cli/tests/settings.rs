@@ -1,0 +1,464 @@
+//! One settings model for `chat`, `run` and `bench`, run as a user would: the real binary
+//! against a volley-mock server on loopback, and `--print-config` for where each value comes
+//! from.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use volley_mock::{MockConfig, MockServer};
+
+const KEY: &str = "sk-settings-test-SECRET-77";
+
+/// The binary in `dir`, with none of the variables it reads inherited.
+fn volley(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
+    cmd.current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("VOLLEY_") || name.starts_with("OPENAI_") || name == "NO_COLOR" {
+            cmd.env_remove(&*name);
+        }
+    }
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (Option<i32>, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
+    (
+        status.code(),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+/// The row of `key` in `--print-config` output, white space collapsed.
+fn row(text: &str, key: &str) -> String {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(key))
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `volley COMMAND --print-config ARGS` with `env`, which must succeed.
+fn print_config(dir: &Path, command: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = volley(dir);
+    cmd.args([command, "--print-config"]).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let (code, stdout, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(0), "{command} {args:?} {env:?}: {stderr}");
+    stdout
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A port nothing listens on.
+fn dead_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+#[test]
+fn base_url_precedence_is_the_same_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[default]\nbase_url = \"http://profile.example/v1\"\n",
+    )
+    .unwrap();
+    let flag = ["--base-url", "http://flag.example/v1"];
+    let volley_env = ("VOLLEY_BASE_URL", "http://volley-env.example/v1");
+    let openai_env = ("OPENAI_BASE_URL", "http://openai-env.example/v1");
+    for (command, default) in [
+        ("chat", "https://api.openai.com/v1"),
+        ("run", "https://api.openai.com/v1"),
+        // The load tester aims at the local mock unless told otherwise.
+        ("bench", "http://127.0.0.1:8080/v1"),
+    ] {
+        let text = print_config(dir.path(), command, &flag, &[volley_env, openai_env]);
+        assert_eq!(
+            row(&text, "base_url"),
+            "base_url http://flag.example/v1 (flag --base-url)",
+            "{command}"
+        );
+        let text = print_config(dir.path(), command, &[], &[volley_env, openai_env]);
+        assert_eq!(
+            row(&text, "base_url"),
+            "base_url http://volley-env.example/v1 ($VOLLEY_BASE_URL)",
+            "{command}"
+        );
+        // A globally exported OPENAI_BASE_URL does not override the profile.
+        let text = print_config(dir.path(), command, &[], &[openai_env]);
+        assert_eq!(
+            row(&text, "base_url"),
+            "base_url http://profile.example/v1 (volley.toml [default])",
+            "{command}"
+        );
+        assert_eq!(row(&text, "profile"), "profile volley.toml [default]");
+        let empty = tempfile::tempdir().unwrap();
+        let text = print_config(empty.path(), command, &[], &[openai_env]);
+        assert_eq!(
+            row(&text, "base_url"),
+            "base_url http://openai-env.example/v1 ($OPENAI_BASE_URL)",
+            "{command}"
+        );
+        assert_eq!(row(&text, "profile"), "profile none");
+        let text = print_config(empty.path(), command, &[], &[]);
+        assert_eq!(
+            row(&text, "base_url"),
+            format!("base_url {default} (default)"),
+            "{command}"
+        );
+    }
+}
+
+#[test]
+fn every_shared_setting_layers_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[profile.x]\napi_key_env = \"PROFILE_KEY\"\nallow_plain_http = true\ntimeout = 20\n\
+         max_retries = 7\nconcurrency = 3\n",
+    )
+    .unwrap();
+    for command in ["chat", "run", "bench"] {
+        let text = print_config(dir.path(), command, &["--profile", "x"], &[]);
+        assert_eq!(
+            row(&text, "api_key_env"),
+            "api_key_env PROFILE_KEY (NOT SET) (volley.toml [profile.x])",
+            "{command}"
+        );
+        assert_eq!(
+            row(&text, "allow_plain_http"),
+            "allow_plain_http true (volley.toml [profile.x])"
+        );
+        let text = print_config(
+            dir.path(),
+            command,
+            &["--profile", "x", "--api-key-env", "FLAG_KEY"],
+            &[("VOLLEY_API_KEY_ENV", "ENV_KEY"), ("FLAG_KEY", KEY)],
+        );
+        assert_eq!(
+            row(&text, "api_key_env"),
+            "api_key_env FLAG_KEY (set) (flag --api-key-env)"
+        );
+        assert!(!text.contains(KEY), "{text}");
+        let text = print_config(
+            dir.path(),
+            command,
+            &["--profile", "x"],
+            &[("VOLLEY_API_KEY_ENV", "ENV_KEY")],
+        );
+        assert_eq!(
+            row(&text, "api_key_env"),
+            "api_key_env ENV_KEY (NOT SET) ($VOLLEY_API_KEY_ENV)"
+        );
+    }
+    // Attempts: chat and run. Bench measures failures instead of retrying them.
+    for command in ["chat", "run"] {
+        let text = print_config(dir.path(), command, &["--profile", "x"], &[]);
+        assert_eq!(
+            row(&text, "timeout"),
+            "timeout 20s (volley.toml [profile.x])"
+        );
+        assert_eq!(
+            row(&text, "max_retries"),
+            "max_retries 7 (volley.toml [profile.x])"
+        );
+        let text = print_config(
+            dir.path(),
+            command,
+            &["--profile", "x", "--max-retries", "1"],
+            &[("VOLLEY_TIMEOUT", "2m"), ("VOLLEY_MAX_RETRIES", "5")],
+        );
+        assert_eq!(row(&text, "timeout"), "timeout 2m ($VOLLEY_TIMEOUT)");
+        assert_eq!(
+            row(&text, "max_retries"),
+            "max_retries 1 (flag --max-retries)"
+        );
+    }
+    let bench = print_config(dir.path(), "bench", &["--profile", "x"], &[]);
+    assert!(!bench.contains("max_retries"), "{bench}");
+    // Load settings are per command: the profile's concurrency is run's alone.
+    let chat = print_config(dir.path(), "chat", &["--profile", "x"], &[]);
+    assert!(!chat.contains("concurrency") && !bench.contains("concurrency"));
+    let text = print_config(dir.path(), "run", &["--profile", "x"], &[]);
+    assert_eq!(
+        row(&text, "concurrency"),
+        "concurrency 3 (volley.toml [profile.x])"
+    );
+}
+
+#[test]
+fn durations_take_a_bare_number_as_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = print_config(dir.path(), "run", &["--timeout", "30"], &[]);
+    assert_eq!(row(&text, "timeout"), "timeout 30s (flag --timeout)");
+    let text = print_config(dir.path(), "chat", &["--timeout", "1.5"], &[]);
+    assert_eq!(row(&text, "timeout"), "timeout 1500ms (flag --timeout)");
+    let text = print_config(dir.path(), "run", &[], &[("VOLLEY_TIMEOUT", "90")]);
+    assert_eq!(row(&text, "timeout"), "timeout 90s ($VOLLEY_TIMEOUT)");
+    let text = print_config(dir.path(), "run", &["--timeout", "0"], &[]);
+    assert_eq!(row(&text, "timeout"), "timeout off (flag --timeout)");
+    for toml in ["timeout = 45", "timeout = \"45\"", "timeout = \"45s\""] {
+        std::fs::write(
+            dir.path().join("volley.toml"),
+            format!("[default]\n{toml}\n"),
+        )
+        .unwrap();
+        let text = print_config(dir.path(), "chat", &[], &[]);
+        assert_eq!(
+            row(&text, "timeout"),
+            "timeout 45s (volley.toml [default])",
+            "{toml}"
+        );
+    }
+    // A real call with a bare-number timeout and grace.
+    let (code, _, stderr) =
+        run(volley(dir.path()).args(["chat", "--mock", "--timeout", "30", "hi"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"hi"}]}}"#,
+    )
+    .unwrap();
+    let (code, _, stderr) = run(volley(dir.path())
+        .args(["run", "in.jsonl", "-o", "out.jsonl", "--mock", "--quiet"])
+        .args(["--timeout", "30", "--grace", "5"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    // Mistakes name where they were made and show the grammar.
+    for (args, env, needle) in [
+        (&["--timeout", "soon"][..], None, "--timeout"),
+        (&[][..], Some(("VOLLEY_TIMEOUT", "soon")), "VOLLEY_TIMEOUT"),
+    ] {
+        let mut cmd = volley(dir.path());
+        cmd.args(["run", "--print-config"]).args(args);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let (code, _, stderr) = run(&mut cmd);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+        assert!(stderr.contains("a bare number is seconds"), "{stderr}");
+    }
+}
+
+#[test]
+fn the_key_is_never_read_from_volley_variables_flags_or_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["chat", "run", "bench"] {
+        // VOLLEY_API_KEY is refused, whatever the command, without echoing it.
+        let (code, stdout, stderr) = run(volley(dir.path())
+            .args([command, "--print-config"])
+            .env("VOLLEY_API_KEY", KEY));
+        assert_eq!(code, Some(2), "{command}: {stderr}");
+        assert!(stderr.contains("VOLLEY_API_KEY"), "{stderr}");
+        assert!(stderr.contains("--api-key-env"), "{stderr}");
+        assert!(!stderr.contains(KEY) && !stdout.contains(KEY));
+
+        // No flag takes the key.
+        for flag in ["--api-key", "--key"] {
+            let (code, _, stderr) =
+                run(volley(dir.path()).args([command, "--print-config", flag, KEY]));
+            assert_eq!(code, Some(2), "{command} {flag}: {stderr}");
+            assert!(!stderr.contains(KEY), "{stderr}");
+        }
+    }
+    // A key in volley.toml is refused by every command, even in a profile not in force.
+    for toml in [
+        "[default]\napi_key = \"KEY\"\n",
+        "[profile.other]\nopenai_api_key = \"KEY\"\n",
+    ] {
+        std::fs::write(dir.path().join("volley.toml"), toml.replace("KEY", KEY)).unwrap();
+        for command in ["chat", "run", "bench"] {
+            let (code, stdout, stderr) = run(volley(dir.path()).args([command, "--print-config"]));
+            assert_eq!(code, Some(2), "{command}: {stderr}");
+            assert!(stderr.contains("api_key_env"), "{stderr}");
+            assert!(!stderr.contains(KEY) && !stdout.contains(KEY));
+        }
+    }
+}
+
+#[test]
+fn volley_toml_is_checked_whole_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    // run's own keys do not trouble chat or bench, which ignore them.
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[default]\nrpm = 60\ncache = \"memory\"\nconcurrency = 4\n",
+    )
+    .unwrap();
+    for command in ["chat", "bench"] {
+        print_config(dir.path(), command, &[], &[]);
+    }
+    for (toml, needles) in [
+        (
+            "[default]\nconcurency = 3\n",
+            &["volley.toml [default]", "`concurency`", "concurrency"][..],
+        ),
+        (
+            "[profile.a]\nmax_retries = \"many\"\n",
+            &["volley.toml [profile.a]", "`max_retries`"],
+        ),
+        (
+            "[default]\nrpm = 1\n[profile.b]\ntimeout = \"soon\"\n",
+            &["[profile.b]", "`timeout`", "bare number"],
+        ),
+    ] {
+        std::fs::write(dir.path().join("volley.toml"), toml).unwrap();
+        for command in ["chat", "run", "bench"] {
+            let (code, _, stderr) = run(volley(dir.path()).args([command, "--print-config"]));
+            assert_eq!(code, Some(2), "{command} {toml:?}: {stderr}");
+            for needle in needles {
+                assert!(
+                    stderr.contains(needle),
+                    "{command} {toml:?}: {stderr} lacks {needle}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn chat_bench_and_run_call_the_base_url_of_the_profile() {
+    let rt = runtime();
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            require_api_key: Some(KEY.to_owned()),
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        format!(
+            "[profile.local]\nbase_url = \"{}\"\napi_key_env = \"LOCAL_KEY\"\ntimeout = 10\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let requests = || rt.block_on(async { server.stats() }).requests_total;
+    // OPENAI_BASE_URL, exported for some other tool, points nowhere: the profile wins.
+    let with_env = |cmd: &mut Command| {
+        cmd.env("LOCAL_KEY", KEY).env("OPENAI_BASE_URL", dead_url());
+    };
+
+    let mut cmd = volley(dir.path());
+    cmd.args(["chat", "--profile", "local", "hi"]);
+    with_env(&mut cmd);
+    let (code, stdout, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.trim().is_empty());
+    assert_eq!(requests(), 1);
+
+    let mut cmd = volley(dir.path());
+    cmd.args([
+        "bench",
+        "--profile",
+        "local",
+        "-c",
+        "2",
+        "-n",
+        "10",
+        "--json",
+        "--quiet",
+    ]);
+    with_env(&mut cmd);
+    let (code, stdout, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(0), "{stderr}");
+    let results: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(results["summary"]["ok"], 10, "{stdout}");
+    // The load tester resets the mock's statistics before it starts.
+    assert_eq!(requests(), 10);
+    assert_eq!(results["server"]["requests"], 10, "{stdout}");
+
+    let input = dir.path().join("in.jsonl");
+    let lines: Vec<String> = (0..5)
+        .map(|i| {
+            format!(
+                r#"{{"custom_id":"r{i}","method":"POST","url":"/v1/chat/completions","body":{{"model":"m","messages":[{{"role":"user","content":"hi"}}]}}}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let mut cmd = volley(dir.path());
+    cmd.args([
+        "run",
+        "in.jsonl",
+        "-o",
+        "out.jsonl",
+        "--quiet",
+        "--profile",
+        "local",
+    ]);
+    with_env(&mut cmd);
+    let (code, _, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(requests(), 15);
+    assert!(!stderr.contains(KEY));
+    drop(server);
+}
+
+#[test]
+fn help_names_bench_and_logs_are_plain_in_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = run(volley(dir.path()).arg("--help"));
+    assert_eq!(code, Some(0));
+    for command in ["chat", "run", "bench", "mock"] {
+        assert!(stdout.contains(command), "--help lacks {command}: {stdout}");
+    }
+    let about = stdout.lines().next().unwrap_or_default();
+    assert!(
+        about.contains("bench"),
+        "the about line lacks bench: {about}"
+    );
+    for command in ["chat", "run", "bench"] {
+        let (code, stdout, _) = run(volley(dir.path()).args([command, "--help"]));
+        assert_eq!(code, Some(0));
+        for flag in [
+            "--print-config",
+            "--profile",
+            "--config",
+            "--base-url",
+            "--api-key-env",
+            "--allow-plain-http",
+        ] {
+            assert!(stdout.contains(flag), "{command} --help lacks {flag}");
+        }
+    }
+    let (_, stdout, _) = run(volley(dir.path()).args(["run", "--help"]));
+    assert!(stdout.contains("a bare number is seconds"), "{stdout}");
+    assert!(stdout.contains("used alone"), "{stdout}");
+
+    // Debug logging into a pipe carries no colour codes.
+    let (code, _, stderr) = run(volley(dir.path())
+        .args(["chat", "--mock", "hi"])
+        .env("RUST_LOG", "debug"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("DEBUG"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+}
