@@ -61,18 +61,7 @@ pub(crate) async fn shared_limiter(
 
 /// The run's rate limits, when it has any.
 pub(crate) fn rate_limits(settings: &RunLoad) -> Option<Limits> {
-    let (rpm, tpm) = (settings.rpm.get(), settings.tpm.get());
-    if rpm.is_none() && tpm.is_none() {
-        return None;
-    }
-    let mut limits = Limits::per_minute();
-    if let Some(rpm) = rpm {
-        limits = limits.requests(rpm);
-    }
-    if let Some(tpm) = tpm {
-        limits = limits.tokens(tpm);
-    }
-    Some(limits)
+    Limits::from_rates(settings.rpm.get(), settings.tpm.get())
 }
 
 /// A Redis error at start-up: a URL that does not parse is a usage error (exit 2), anything

@@ -94,7 +94,9 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("volley: {e:#}");
+            // Each cause once, outermost first (anyhow's `{:#}` repeats causes that
+            // libraries also print in their own message).
+            eprintln!("volley: {}", volley::ErrorReport::new(e.as_ref()));
             // Mistakes in flags or configuration exit as clap's usage errors do.
             if e.downcast_ref::<config::UsageError>().is_some() {
                 ExitCode::from(run::EXIT_USAGE)
