@@ -78,6 +78,12 @@ pub mod redis {
     pub use volley_middleware::redis::{RedisOptions, redacted};
 }
 
+/// The README's Rust examples, compiled as doc tests so they cannot rot (they use the
+/// `redis` feature, which the workspace's test run turns on).
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 /// The layers below the facade, for custom stacks.
 pub mod core {
     pub use volley_core::*;
