@@ -164,6 +164,12 @@ impl<'a> Loop<'a> {
                     // The writer only drops its end when it fails.
                     self.writer_failed |= changed.is_err();
                 }
+                () = self.record_tx.closed() => {
+                    // A write failed: stop at once. Requests in flight are cancelled (they
+                    // have no record and are sent again on resume); `run` reports the error.
+                    self.writer_failed = true;
+                    self.tasks.abort_all();
+                }
             }
         }
     }

@@ -57,17 +57,47 @@
 //!
 //! # Durability and resume
 //!
-//! One writer task appends the records; it writes and `fsync`s them (on a blocking thread,
-//! never a runtime thread) every [`BatchOptions::flush_records`] records or
-//! [`BatchOptions::flush_interval`], whichever comes first, and at the end. When the output
-//! file already exists, [`BatchRunner::run`] first reads it: a torn last line (a crash
-//! mid-write) is cut off, and every line whose outcome is recorded is skipped and counted in
-//! [`Summary::skipped`]. So after `kill -9` or a power cut, running the same command again
-//! sends only what has no recorded outcome. **The guarantee**: no request whose outcome was
-//! recorded (flushed) is sent again; a request whose outcome was not yet flushed is sent
-//! again. The errors file is not the source of truth: its torn tail is cut too, but after a
-//! crash it may hold an error twice (its flush goes first, so it never misses one that the
-//! output has).
+//! An answer that was paid for must not be paid for again. So each outcome is handed to the
+//! operating system (`write(2)`) as soon as it exists, not held in a user-space batch: one
+//! writer thread (never a runtime thread) takes every outcome that is queued, formats them and
+//! writes them with one `write(2)`, then goes back for more. While it writes, the next
+//! outcomes queue up and go out together in the next write, so the number of system calls
+//! falls as the rate rises and an outcome waits at most about one write for its turn.
+//! A `kill -9` cannot lose what was written; only what arrived in the last moments before it
+//! (still in the queue to the writer) is lost, and sent again on resume.
+//!
+//! `fsync` is what protects the outcomes from a power cut or a kernel crash, and it is
+//! batched (group commit) as [`BatchOptions::fsync`] says: with [`Fsync::Interval`] (the
+//! default, every 200 ms) a second thread `fsync`s the files at most once per interval,
+//! while the writer goes on writing, so a slow disk never holds an outcome back from
+//! `write(2)`; a power cut loses at most the outcomes of the last interval (and the time one
+//! `fsync` takes). With [`Fsync::Always`] the writer `fsync`s after every write, before it
+//! writes again: an outcome is on stable storage within one write and one `fsync` of its
+//! answer, at the cost of one `fsync` per write (outcomes that arrive during an `fsync` share
+//! the next one). Every file is `fsync`ed at the end of a run, however it ends.
+//!
+//! When the output file already exists, [`BatchRunner::run`] first reads it: a torn last line
+//! (a crash mid-write) is cut off, and every line whose outcome is recorded is skipped and
+//! counted in [`Summary::skipped`]. So after `kill -9` or a power cut, running the same
+//! command again sends only what has no recorded outcome. **The guarantee**: no request whose
+//! outcome was written is sent again after a crash of the process (after a crash of the
+//! machine, after `fsync`); a request whose outcome was not yet written is sent again. The
+//! errors file is not the source of truth: its torn tail is cut too, but after a crash it may
+//! hold an error twice (it is written first, so it never misses one that the output has).
+//!
+//! **Ordered mode** holds finished outcomes back until the ones before them are done, and
+//! those are paid for too. So every outcome that has to wait is written at once to a holding
+//! file next to the output (`<output>.held`, one `<line> <record>` per line) and later, in
+//! its turn, to the output. A resumed run (in either mode) first moves the records of the
+//! holding file that the output lacks to the end of the output, in input order, then deletes
+//! it; a run that ends normally deletes it too. The holding file is rewritten when it grows
+//! well beyond the outcomes it still holds, so it stays about the size of the reorder window.
+//!
+//! **A write error** (a full disk, a file size limit, an I/O error) stops the run at once:
+//! requests in flight are cancelled (they are sent again on resume) and the run fails with
+//! an error naming the file. What was written stays; a record cut short by the error is cut
+//! back to the last whole one, so the file ends on a whole record, and the same command
+//! resumes once there is room.
 //!
 //! The output and errors files must be regular files (or not exist yet): a pipe or a terminal
 //! cannot be resumed from. A run holds an exclusive advisory lock (`flock`) on both while it
@@ -127,7 +157,12 @@
 //! [OpenAI Batch API]: https://platform.openai.com/docs/guides/batch
 #![deny(missing_docs)]
 
+#[cfg(feature = "__bench")]
+#[doc(hidden)]
+pub mod __bench;
 mod dispatch;
+mod fsync;
+mod held;
 mod input;
 mod keys;
 mod parse;
@@ -142,6 +177,7 @@ mod writer;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use fsync::{Fsync, ParseFsyncError};
 pub use input::{Input, MAX_REPORTED_INVALID, ValidationReport, validate};
 pub use progress::{Progress, ProgressSnapshot};
 pub use record::{Outcome, OutcomeRecord};
@@ -158,10 +194,8 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 10 * 1024 * 1024;
 pub const DEFAULT_BATCH_CONCURRENCY: usize = 256;
 /// The default of [`BatchOptions::grace`].
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
-/// The default of [`BatchOptions::flush_interval`].
-pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
-/// The default of [`BatchOptions::flush_records`].
-pub const DEFAULT_FLUSH_RECORDS: usize = 1_000;
+/// The `fsync` cadence of [`Fsync::Interval`] in [`BatchOptions::default`]: 200 ms.
+pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How a [`BatchRunner`] runs. Start from [`BatchOptions::new`] (or `Default`, whose `output`
 /// is `batch_output.jsonl`) and set fields.
@@ -204,12 +238,10 @@ pub struct BatchOptions {
     /// On shutdown, how long requests in flight may take to finish before they are
     /// cancelled. Default: [`DEFAULT_GRACE`] (30 s).
     pub grace: Duration,
-    /// The longest time a finished outcome waits before it is written and `fsync`ed.
-    /// Default: [`DEFAULT_FLUSH_INTERVAL`] (200 ms).
-    pub flush_interval: Duration,
-    /// Flush after this many outcomes even when [`flush_interval`](Self::flush_interval) has
-    /// not passed. Default: [`DEFAULT_FLUSH_RECORDS`] (1 000).
-    pub flush_records: usize,
+    /// When written outcomes are `fsync`ed (they are always written at once; see
+    /// [Durability and resume](crate#durability-and-resume)). Default:
+    /// [`Fsync::Interval`] of [`DEFAULT_FSYNC_INTERVAL`] (200 ms).
+    pub fsync: Fsync,
 }
 
 impl BatchOptions {
@@ -235,8 +267,7 @@ impl Default for BatchOptions {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             concurrency: DEFAULT_BATCH_CONCURRENCY,
             grace: DEFAULT_GRACE,
-            flush_interval: DEFAULT_FLUSH_INTERVAL,
-            flush_records: DEFAULT_FLUSH_RECORDS,
+            fsync: Fsync::default(),
         }
     }
 }

@@ -3,14 +3,16 @@
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write as _};
 use std::path::Path;
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use volley::core::{Error, ErrorKind};
 
+use super::held;
 use super::keys::{KeySet, Keys};
+use super::writer::io_error;
 
 /// The outcomes an earlier run recorded, by key: a line whose key is here is skipped.
 #[derive(Debug, Default)]
@@ -20,6 +22,22 @@ pub(crate) struct Done {
 }
 
 impl Done {
+    /// Notes the outcome of a record. The last record of a key is its outcome: a failure
+    /// sent again (with `retry_failed`) has a later record that replaces the earlier one.
+    fn record(&mut self, record: &Recorded<'_>, keys: &Keys) {
+        let key = match record.line {
+            Some(line) => keys.line(line),
+            None => keys.custom_id(record.custom_id.as_deref().unwrap_or_default()),
+        };
+        if record.failed {
+            self.ok.remove(&key);
+            self.failed.insert(key);
+        } else {
+            self.failed.remove(&key);
+            self.ok.insert(key);
+        }
+    }
+
     /// Removes `key` (each line is read once, so the set shrinks as the input is read) and
     /// says whether its recorded outcome was a failure; `None` when it has none.
     pub(crate) fn take(&mut self, key: u64) -> Option<bool> {
@@ -41,10 +59,13 @@ pub(crate) struct Resumed {
     pub(crate) records: u64,
     /// Bytes of a torn or garbage tail that were cut off.
     pub(crate) repaired_bytes: u64,
+    /// Records of an ordered run's holding file that the output lacks, in input order, each
+    /// with whether it failed; [`settle_held`] appends them. Counted in `records` and `done`.
+    pub(crate) recovered: Vec<(Vec<u8>, bool)>,
 }
 
 /// Opens (or creates) the output file, cuts off a torn last line and collects the keys of
-/// the recorded outcomes.
+/// the recorded outcomes, those of an ordered run's holding file included (see [`Resumed`]).
 ///
 /// A file whose first line is not an outcome record is refused rather than touched (it may
 /// be the input given as the output by mistake), as is a file with a non-record line before
@@ -61,6 +82,10 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
         .with_source(e)
     };
     let len = file.metadata().map_err(io)?.len();
+    // Read once the lock is ours: no other run is writing the holding file.
+    let held_path = held::path_for(path);
+    let mut pending =
+        held::Pending::read(&held_path).map_err(|e| io_error("reading", &held_path, e))?;
     let mut done = Done::default();
     let mut records = 0u64;
     // The end of the last record, and the first non-record line after it, if any.
@@ -98,19 +123,12 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
                         ),
                     ));
                 }
-                let key = match record.line {
-                    Some(line) => keys.line(line),
-                    None => keys.custom_id(record.custom_id.as_deref().unwrap_or_default()),
-                };
-                // The last record of a key is its outcome: a failure sent again (with
-                // `retry_failed`) has a later record that replaces the earlier one.
-                if record.failed {
-                    done.ok.remove(&key);
-                    done.failed.insert(key);
-                } else {
-                    done.failed.remove(&key);
-                    done.ok.insert(key);
+                if let Some(pending) = &mut pending
+                    && let Some(id) = held::record_id(&buf)
+                {
+                    pending.seen(id);
                 }
+                done.record(&record, keys);
                 records += 1;
                 good_end = pos;
             }
@@ -137,12 +155,64 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
     if created {
         sync_parent(path);
     }
+    let mut recovered = Vec::new();
+    if let Some(pending) = pending {
+        for bytes in pending
+            .into_missing()
+            .map_err(|e| io_error("reading", &held_path, e))?
+        {
+            // Written by the writer, so a record; checked all the same.
+            if let Some(record) = parse_record(&bytes[..bytes.len().saturating_sub(1)]) {
+                done.record(&record, keys);
+                records += 1;
+                let failed = record.failed;
+                recovered.push((bytes, failed));
+            }
+        }
+    }
     Ok(Resumed {
         file,
         done,
         records,
         repaired_bytes,
+        recovered,
     })
+}
+
+/// Moves what [`open_output`] recovered from a holding file to the end of the output (its
+/// failures to the errors file first, so that it never misses one the output has), syncs
+/// both, and deletes the holding file. A crash half-way leaves the holding file, and the
+/// next resume finds in the output what was already moved.
+pub(crate) fn settle_held(
+    output: &Path,
+    resumed: &mut Resumed,
+    errors: Option<(&File, &Path)>,
+) -> Result<(), Error> {
+    let held_path = held::path_for(output);
+    let recovered = std::mem::take(&mut resumed.recovered);
+    if !recovered.is_empty() {
+        tracing::info!(
+            path = %held_path.display(),
+            records = recovered.len(),
+            "moving outcomes held back by an interrupted ordered run to the output"
+        );
+        let append = |mut file: &File, path: &Path, failed_only: bool| {
+            let mut bytes = Vec::new();
+            for (record, failed) in &recovered {
+                if *failed || !failed_only {
+                    bytes.extend_from_slice(record);
+                }
+            }
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| io_error("writing outcomes to", path, e))
+        };
+        if let Some((file, path)) = errors {
+            append(file, path, true)?;
+        }
+        append(&resumed.file, output, false)?;
+    }
+    held::remove(&held_path).map_err(|e| io_error("removing", &held_path, e))
 }
 
 /// Opens (or creates) the errors file and cuts off a torn last line. It is not the source of

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use volley::core::{Error, ErrorKind};
@@ -13,8 +13,8 @@ use super::input::{Input, LineSource, count_lines, invalid_record};
 use super::keys::Keys;
 use super::progress::Progress;
 use super::resume::{self, Done};
-use super::writer::{self, Files, WriterConfig};
-use super::{BatchOptions, Summary};
+use super::writer::{self, Files, WriterConfig, io_error};
+use super::{BatchOptions, Fsync, Summary, held};
 use volley::Client;
 
 /// Runs a batch file through a [`Client`]; see the [module docs](super).
@@ -97,8 +97,7 @@ impl BatchRunner {
         let (released_tx, released) = watch::channel(writer::Window::default());
         let config = WriterConfig {
             ordered: options.ordered,
-            flush_interval: options.flush_interval,
-            flush_records: options.flush_records,
+            fsync: options.fsync,
             nonce: keys.nonce(),
         };
         let writer = writer::spawn(files, config, record_rx, released_tx);
@@ -197,7 +196,6 @@ fn check(options: &BatchOptions) -> Result<(), Error> {
         ("reorder_window", options.reorder_window),
         ("reorder_max_bytes", options.reorder_max_bytes),
         ("max_line_bytes", options.max_line_bytes),
-        ("flush_records", options.flush_records),
     ];
     for (name, value) in positive {
         if value == 0 {
@@ -219,10 +217,10 @@ fn check(options: &BatchOptions) -> Result<(), Error> {
             ));
         }
     }
-    if options.flush_interval.is_zero() {
+    if options.fsync == Fsync::Interval(Duration::ZERO) {
         return Err(Error::new(
             ErrorKind::Config,
-            "batch option flush_interval must be above zero",
+            "batch option fsync: an fsync interval must be above zero (or use Fsync::Always)",
         ));
     }
     Ok(())
@@ -237,6 +235,7 @@ async fn open_files(
 ) -> Result<(Files, Done), Error> {
     let (output_path, errors_path, keys) =
         (options.output.clone(), options.errors.clone(), keys.clone());
+    let ordered = options.ordered;
     let input_path = match input {
         Input::Path(path) => Some(path.clone()),
         Input::Stdin => None,
@@ -259,7 +258,7 @@ async fn open_files(
                 ));
             }
         }
-        let resumed = resume::open_output(&output_path, &keys)?;
+        let mut resumed = resume::open_output(&output_path, &keys)?;
         if resumed.records > 0 || resumed.repaired_bytes > 0 {
             tracing::info!(
                 path = %output_path.display(),
@@ -272,10 +271,20 @@ async fn open_files(
             Some(path) => Some((resume::open_errors(&path)?, path)),
             None => None,
         };
+        let errors_ref = errors.as_ref().map(|(file, path)| (file, path.as_path()));
+        resume::settle_held(&output_path, &mut resumed, errors_ref)?;
+        let held = if ordered {
+            let path = held::path_for(&output_path);
+            let file = held::create(&path).map_err(|e| io_error("creating", &path, e))?;
+            Some((file, path))
+        } else {
+            None
+        };
         let files = Files {
             output: resumed.file,
             output_path,
             errors,
+            held,
         };
         Ok((files, resumed.done))
     })

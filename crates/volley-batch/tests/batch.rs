@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use volley::Client;
 use volley::ErrorKind;
 use volley::middleware::retry::Policy;
-use volley_batch::{BatchOptions, BatchRunner, Input, Progress, validate};
+use volley_batch::{BatchOptions, BatchRunner, Fsync, Input, Progress, validate};
 use volley_mock::{MockConfig, MockServer};
 
 fn chat_line(id: &str) -> String {
@@ -260,8 +260,6 @@ async fn an_interrupted_run_resumes_without_resending_recorded_outcomes() {
     let opts = || BatchOptions {
         concurrency,
         grace: Duration::from_millis(5),
-        flush_interval: Duration::from_millis(20),
-        flush_records: 50,
         ..options(dir.path())
     };
     let client = Client::builder().base_url(server.url()).build().unwrap();
@@ -502,35 +500,33 @@ async fn errors_of_the_run_name_the_path() {
     assert_eq!(std::fs::read(&copy).unwrap(), before);
 }
 
+/// Outcomes are written as they come, not held for a batch or an `fsync`: with an `fsync`
+/// interval of an hour, the file still fills while the run goes on, in every mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outcomes_are_flushed_while_the_run_goes_on() {
+async fn outcomes_reach_the_file_while_the_run_goes_on() {
     let server = MockServer::start(MockConfig {
-        latency: "10ms".parse().unwrap(),
+        latency: "uniform:1ms..10ms".parse().unwrap(),
         ..MockConfig::default()
     })
     .await
     .unwrap();
-    // Once by count (the interval is far away), once by time (the count is never reached).
-    let cadences = [
-        (10, Duration::from_secs(3600)),
-        (usize::MAX, Duration::from_millis(20)),
-    ];
-    for (flush_records, flush_interval) in cadences {
+    let hour = Fsync::Interval(Duration::from_secs(3600));
+    for (fsync, ordered) in [(hour, false), (hour, true), (Fsync::Always, false)] {
         let dir = tempfile::tempdir().unwrap();
         let input = input_file(dir.path(), numbered(20_000));
         let out_path = dir.path().join("out.jsonl");
         let client = Client::builder().base_url(server.url()).build().unwrap();
         let opts = BatchOptions {
             concurrency: 16,
-            flush_records,
-            flush_interval,
+            fsync,
+            ordered,
             ..BatchOptions::new(&out_path)
         };
         let runner = BatchRunner::new(client, Input::Path(input), opts);
         // Stops the run once 50 outcomes are in the file (or after 10 s, failing the test).
         let seen = Arc::new(AtomicBool::new(false));
         let stop = {
-            let seen = seen.clone();
+            let (seen, out_path) = (seen.clone(), out_path.clone());
             async move {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
                 while tokio::time::Instant::now() < deadline {
@@ -546,13 +542,126 @@ async fn outcomes_are_flushed_while_the_run_goes_on() {
         let summary = runner.run(stop).await.unwrap();
         assert!(
             seen.load(Ordering::Relaxed),
-            "nothing flushed with {flush_records} / {flush_interval:?}"
+            "nothing written with {fsync:?}, ordered: {ordered}"
         );
         assert!(
             summary.interrupted && summary.succeeded < 20_000,
             "{summary:?}"
         );
+        let ids = custom_ids(&records(&out_path));
+        assert_eq!(ids.len() as u64, summary.succeeded);
+        if ordered {
+            let expected: Vec<String> = (0..ids.len()).map(|i| format!("req-{i}")).collect();
+            assert_eq!(ids, expected, "in input order");
+        }
+        assert!(
+            !dir.path().join("out.jsonl.held").exists(),
+            "the holding file is gone after a clean stop"
+        );
     }
+}
+
+/// A crash of an ordered run leaves outcomes in the holding file that never reached the
+/// output: the next run (in either mode) moves them to the output in input order, errors to
+/// the errors file too, sends none of them again, and deletes the holding file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_held_back_by_a_crashed_ordered_run_are_not_sent_again() {
+    let server = MockServer::start(MockConfig {
+        journal: true,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(20));
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    // Real records for every line, from a run to another file.
+    let full = dir.path().join("full.jsonl");
+    BatchRunner::new(
+        client.clone(),
+        Input::Path(input.clone()),
+        BatchOptions {
+            ordered: true,
+            ..BatchOptions::new(&full)
+        },
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(&full)
+        .unwrap()
+        .lines()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // The crash: lines 0-4 released; 3 (already released), 8 and 12 written to the holding
+    // file, 12 as a failure; a torn entry last.
+    let out_path = dir.path().join("out.jsonl");
+    std::fs::write(&out_path, lines[..5].concat()).unwrap();
+    let failed = lines[12].replace(
+        r#""response":{"status_code":200"#,
+        r#""response":{"status_code":500"#,
+    );
+    assert_ne!(failed, lines[12]);
+    let held = format!(
+        "13 {failed}4 {}9 {}14 {{\"id\":\"batch_req_torn",
+        lines[3], lines[8]
+    );
+    std::fs::write(dir.path().join("out.jsonl.held"), held).unwrap();
+    server.reset_stats();
+
+    for ordered in [true, false] {
+        let summary = BatchRunner::new(
+            client.clone(),
+            Input::Path(input.clone()),
+            BatchOptions {
+                ordered,
+                ..options(dir.path())
+            },
+        )
+        .run(std::future::pending())
+        .await
+        .unwrap();
+        if ordered {
+            assert_eq!((summary.skipped, summary.succeeded), (7, 13), "{summary:?}");
+        } else {
+            assert_eq!((summary.skipped, summary.succeeded), (20, 0), "{summary:?}");
+        }
+    }
+    let ids = custom_ids(&records(&out_path));
+    let mut expected: Vec<String> = [0, 1, 2, 3, 4, 8, 12].map(|i| format!("req-{i}")).into();
+    expected.extend(
+        (5..20)
+            .filter(|i| ![8, 12].contains(i))
+            .map(|i| format!("req-{i}")),
+    );
+    assert_eq!(ids, expected);
+    let sent: HashSet<String> = server.journal().into_iter().collect();
+    assert_eq!(sent.len(), 13);
+    for held in ["req-3", "req-8", "req-12"] {
+        assert!(!sent.contains(held), "{held} was sent again");
+    }
+    let errors = custom_ids(&records(&dir.path().join("errors.jsonl")));
+    assert_eq!(errors, ["req-12"]);
+    assert!(!dir.path().join("out.jsonl.held").exists());
+}
+
+#[tokio::test]
+async fn an_fsync_interval_of_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(1));
+    let opts = BatchOptions {
+        fsync: Fsync::Interval(Duration::ZERO),
+        ..options(dir.path())
+    };
+    let client = Client::builder()
+        .base_url("http://127.0.0.1:9/v1")
+        .build()
+        .unwrap();
+    let err = BatchRunner::new(client, Input::Path(input), opts)
+        .run(std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("fsync interval"), "{err}");
 }
 
 /// A client without retries, so that injected faults become recorded failures.

@@ -21,8 +21,8 @@ use volley_mock::{Faults, Latency, MockConfig, MockServer};
 
 use crate::config::{
     self, Attempts, AttemptsFlags, CacheSpec, Connection, ConnectionFlags, DISK_CACHE_TTL, Layers,
-    MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL, REDIS_CACHE_TTL, RunLoad, RunLoadFlags, SharedLimitSpec,
-    Show, SourceArgs, UsageError,
+    MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL, REDIS_CACHE_TTL, RunLoad, RunLoadFlags, RunOutput,
+    RunOutputFlags, SharedLimitSpec, Show, SourceArgs, UsageError,
 };
 use crate::progress::{self, Mode, Printer, Reporter};
 
@@ -128,6 +128,8 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     load: RunLoadFlags,
     #[command(flatten)]
+    output_settings: RunOutputFlags,
+    #[command(flatten)]
     sources: SourceArgs,
 }
 
@@ -136,6 +138,7 @@ struct Settings {
     connection: Connection,
     attempts: Attempts,
     load: RunLoad,
+    output: RunOutput,
     layers: Layers,
 }
 
@@ -144,13 +147,19 @@ impl Settings {
     fn resolve(args: &RunArgs) -> Result<Settings, UsageError> {
         let layers = Layers::load(
             &args.sources,
-            &[&args.connection, &args.attempts, &args.load],
+            &[
+                &args.connection,
+                &args.attempts,
+                &args.load,
+                &args.output_settings,
+            ],
             Default::default(),
         )?;
         Ok(Settings {
             connection: layers.extract()?,
             attempts: layers.extract()?,
             load: layers.extract()?,
+            output: layers.extract()?,
             layers,
         })
     }
@@ -165,6 +174,7 @@ impl Settings {
         let mut rows = config::connection_rows(&self.layers, &self.connection, mock);
         rows.extend(self.layers.rows(&self.attempts));
         rows.extend(self.layers.rows(&self.load));
+        rows.extend(self.layers.rows(&self.output));
         self.layers.render(&rows)
     }
 }
@@ -234,6 +244,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ordered: args.ordered,
         retry_failed: args.retry_failed,
         concurrency,
+        fsync: settings.output.fsync.0,
         ..BatchOptions::default()
     };
     if let Some(window) = args.reorder_window {
@@ -363,11 +374,18 @@ async fn build_client(
     let mut builder = Client::builder()
         .base_url(base_url)
         .allow_plain_http(settings.connection.allow_plain_http)
-        .concurrency(concurrency)
         // Keep a connection per slot: reconnecting costs more than an idle socket.
         .pool_max_idle_per_host(concurrency)
-        .retry_policy(retry_policy(settings.attempts.max_retries)?)
+        .retry_policy(retry_policy(
+            settings.attempts.max_retries,
+            settings.attempts.give_up_after.0,
+        )?)
         .timeout(settings.timeout());
+    builder = if load.concurrency.is_auto() {
+        builder.concurrency_auto(concurrency)
+    } else {
+        builder.concurrency(concurrency)
+    };
     if let Some(key) = key {
         builder = builder.api_key(key);
     }
@@ -410,9 +428,10 @@ async fn build_client(
 /// retry storm, which the rate limits and the concurrency limit already prevent here; with
 /// it, a burst of 429s would turn into permanent failures of lines that one more wait
 /// would have saved.
-fn retry_policy(max_retries: u32) -> anyhow::Result<Policy> {
+fn retry_policy(max_retries: u32, give_up_after: std::time::Duration) -> anyhow::Result<Policy> {
     Policy::builder()
         .max_retries(max_retries)
+        .give_up_after(give_up_after)
         .budget_enabled(false)
         .build()
         .map_err(|e| anyhow::Error::new(UsageError(format!("{e}"))))
@@ -478,7 +497,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 
 /// Ctrl-C or SIGTERM stops taking new lines and lets in-flight requests finish for the
 /// grace period, storing the exit code of the signal (130 or 143) in `code`; a second signal
-/// exits at once (outcomes not yet flushed are sent again on resume).
+/// exits at once (outcomes not yet written are sent again on resume).
 async fn shutdown_on_signal(printer: Printer, grace: Duration, quiet: bool, code: Arc<AtomicU8>) {
     let first = next_signal().await;
     code.store(first, Ordering::Relaxed);

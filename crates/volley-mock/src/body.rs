@@ -55,6 +55,8 @@ impl std::error::Error for Abort {}
 pub(crate) struct MockBody {
     state: State,
     guard: Option<Guard>,
+    /// The request's id in the journal, recorded as answered when the body completes.
+    journaled: Option<Box<str>>,
 }
 
 enum State {
@@ -81,6 +83,7 @@ impl MockBody {
                 then_abort: false,
             },
             guard,
+            journaled: None,
         }
     }
 
@@ -94,6 +97,7 @@ impl MockBody {
                 then_abort: true,
             },
             guard,
+            journaled: None,
         }
     }
 
@@ -102,7 +106,23 @@ impl MockBody {
         Self {
             state: State::Stream(Box::new(stream)),
             guard: Some(guard),
+            journaled: None,
         }
+    }
+
+    /// Records the request `id` in the journal as answered once this body is complete (not
+    /// when it is cut).
+    pub(crate) fn journaled(mut self, id: Option<Box<str>>) -> Self {
+        self.journaled = id;
+        self
+    }
+
+    /// The last frame is out: the response is complete.
+    fn complete(&mut self) {
+        if let (Some(id), Some(guard)) = (self.journaled.take(), &self.guard) {
+            guard.owner().answer(id);
+        }
+        self.finish();
     }
 
     fn finish(&mut self) {
@@ -130,7 +150,7 @@ impl Body for MockBody {
                 if abort {
                     this.state = State::Abort(Box::pin(tokio::time::sleep(CUT_DELAY)));
                 } else {
-                    this.finish();
+                    this.complete();
                 }
                 Poll::Ready(Some(Ok(Frame::data(data))))
             }
@@ -142,7 +162,7 @@ impl Body for MockBody {
             State::Stream(stream) => match ready!(stream.poll_event(cx)) {
                 Event::Frame { data, last } => {
                     if last {
-                        this.finish();
+                        this.complete();
                     }
                     Poll::Ready(Some(Ok(Frame::data(data))))
                 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::{ConfigError, Faults, Latency, RateLimits};
+use crate::{Capacity, ConfigError, Faults, Latency, RateLimits};
 
 /// The most output tokens a response may have: the filler text is precomputed up to the
 /// configured maximum, so this bounds the server's memory.
@@ -73,10 +73,15 @@ pub struct MockConfig {
     /// exceeded, and `x-ratelimit-*` headers on every API response (see [`RateLimits`]).
     /// Default [`RateLimits::NONE`].
     pub rate_limits: RateLimits,
+    /// How much load the server takes: a hard limit on requests in flight (`503` beyond it)
+    /// and a latency knee (see [`Capacity`]). Default [`Capacity::UNLIMITED`].
+    pub capacity: Capacity,
     /// Whether the server keeps a journal: the `x-client-request-id` header of every API
     /// request, in arrival order (an empty string for a request without one), read with
-    /// [`MockServer::journal`](crate::MockServer::journal) or `GET /journal` and cleared with
-    /// the statistics. For crash tests that must know what was sent when; it grows without
+    /// [`MockServer::journal`](crate::MockServer::journal) or `GET /journal`, and of every
+    /// successful answer once it is completely written, read with
+    /// [`MockServer::answered`](crate::MockServer::answered); both are cleared with the
+    /// statistics. For crash tests that must know what was sent when; it grows without
     /// bound, so leave it off for load tests. Default `false`.
     pub journal: bool,
 }
@@ -98,6 +103,7 @@ impl Default for MockConfig {
             embedding_dims: 8,
             shutdown_grace: Duration::from_secs(1),
             rate_limits: RateLimits::NONE,
+            capacity: Capacity::UNLIMITED,
             journal: false,
         }
     }
@@ -119,6 +125,7 @@ impl MockConfig {
         self.output_tokens.validate()?;
         self.faults.validate()?;
         self.rate_limits.validate()?;
+        self.capacity.validate()?;
         if !(1..=MAX_EMBEDDING_DIMS).contains(&self.embedding_dims) {
             return Err(ConfigError::new(format!(
                 "embedding_dims {} is not in 1..={MAX_EMBEDDING_DIMS}",
@@ -154,6 +161,7 @@ impl fmt::Debug for MockConfig {
             .field("embedding_dims", &self.embedding_dims)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("rate_limits", &self.rate_limits)
+            .field("capacity", &self.capacity)
             .field("journal", &self.journal)
             .finish()
     }

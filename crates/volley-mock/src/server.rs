@@ -33,6 +33,8 @@ const MAX_CONCURRENT_STREAMS: u32 = 100_000;
 /// responses finish first.
 pub struct MockServer {
     addr: SocketAddr,
+    /// Serving HTTPS ([`MockServer::start_tls`](crate::MockServer::start_tls)).
+    tls: bool,
     shared: Arc<Shared>,
     state: watch::Sender<RunState>,
     accept_task: Option<JoinHandle<()>>,
@@ -72,6 +74,15 @@ impl MockServer {
     /// # Errors
     /// An invalid `config` (`InvalidInput`), or the socket cannot be bound.
     pub async fn bind(addr: SocketAddr, config: MockConfig) -> io::Result<MockServer> {
+        Self::bind_with(addr, config, None).await
+    }
+
+    /// [`MockServer::bind`], serving TLS when an acceptor is given.
+    pub(crate) async fn bind_with(
+        addr: SocketAddr,
+        config: MockConfig,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> io::Result<MockServer> {
         config.validate()?;
         let listener = listen(addr)?;
         let addr = listener.local_addr()?;
@@ -94,15 +105,18 @@ impl MockServer {
             .max_pending_accept_reset_streams(None);
 
         let sampler_task = tokio::spawn(run_sampler(shared.clone()));
+        let serves_tls = tls.is_some();
         let accept_task = tokio::spawn(accept_loop(
             listener,
             shared.clone(),
             Arc::new(builder),
             state_rx,
+            tls,
         ));
         tracing::debug!(%addr, "volley-mock: listening");
         Ok(MockServer {
             addr,
+            tls: serves_tls,
             shared,
             state,
             accept_task: Some(accept_task),
@@ -133,15 +147,17 @@ impl MockServer {
         self.addr
     }
 
-    /// The OpenAI-style base URL, `/v1` included: `http://127.0.0.1:PORT/v1`. When bound to an
-    /// unspecified address (`0.0.0.0`, `::`) the URL names the loopback address instead.
+    /// The OpenAI-style base URL, `/v1` included: `http://127.0.0.1:PORT/v1` (`https://` when
+    /// serving TLS). When bound to an unspecified address (`0.0.0.0`, `::`) the URL names the
+    /// loopback address instead.
     pub fn url(&self) -> String {
         let ip = match self.addr {
             SocketAddr::V4(a) if a.ip().is_unspecified() => Ipv4Addr::LOCALHOST.into(),
             SocketAddr::V6(a) if a.ip().is_unspecified() => Ipv6Addr::LOCALHOST.into(),
             a => a.ip(),
         };
-        format!("http://{}/v1", SocketAddr::new(ip, self.addr.port()))
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/v1", SocketAddr::new(ip, self.addr.port()))
     }
 
     /// The configuration the server runs with.
@@ -167,6 +183,16 @@ impl MockServer {
     /// [`MockConfig::journal`] is on; empty otherwise. `GET /journal` serves the same list.
     pub fn journal(&self) -> Vec<String> {
         self.shared.journal()
+    }
+
+    /// The `x-client-request-id` of every API request whose successful (2xx) answer was
+    /// completely written, in that order, when [`MockConfig::journal`] is on; empty otherwise.
+    /// An answer is recorded when its last byte is handed to the connection, just before the
+    /// client can read it, so a client that dies at that moment may have missed an answer
+    /// recorded here (a test that counts answers sent again then counts one too many, never
+    /// one too few). An answer cut by a fault is not recorded. Cleared with the journal.
+    pub fn answered(&self) -> Vec<String> {
+        self.shared.answered()
     }
 
     /// Stops accepting, lets in-flight responses finish for up to
@@ -219,6 +245,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<Executor>>,
     mut state: watch::Receiver<RunState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let mut connections = JoinSet::new();
     let for_connections = state.clone();
@@ -231,6 +258,7 @@ async fn accept_loop(
                         shared.clone(),
                         builder.clone(),
                         for_connections.clone(),
+                        tls.clone(),
                     ));
                 }
                 Err(err) => accept_error(err).await,
@@ -273,14 +301,33 @@ async fn serve_connection(
     stream: TcpStream,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<Executor>>,
-    mut state: watch::Receiver<RunState>,
+    state: watch::Receiver<RunState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     // Small SSE frames must leave at once, not wait for Nagle.
     let _ = stream.set_nodelay(true);
     shared.counters.connection_opened();
     let _open = ConnectionOpen(shared.clone());
     let service = MockService::new(shared, ResetHandle::new(&stream));
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    match tls {
+        None => serve_io(TokioIo::new(stream), service, &builder, state).await,
+        Some(tls) => match tls.accept(stream).await {
+            Ok(stream) => serve_io(TokioIo::new(stream), service, &builder, state).await,
+            Err(err) => tracing::debug!(%err, "volley-mock: TLS handshake failed"),
+        },
+    }
+}
+
+/// Serves one connection (plain or TLS) until it ends or the server stops.
+async fn serve_io<I>(
+    io: TokioIo<I>,
+    service: MockService,
+    builder: &auto::Builder<Executor>,
+    mut state: watch::Receiver<RunState>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {

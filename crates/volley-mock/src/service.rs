@@ -57,13 +57,16 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
             Route::Api(api) => Some(api),
             Route::NotFound | Route::MethodNotAllowed(_) => None,
         };
-        if api.is_some() {
-            shared.record(req.headers());
-        }
+        let journaled = if api.is_some() {
+            shared.record(req.headers())
+        } else {
+            None
+        };
         let index = shared.counters.request_started();
         let reply = Reply {
             guard: Guard::new(shared.clone()),
             gzip: shared.config.gzip && accepts_gzip(req.headers()),
+            journaled,
         };
         let Some(api) = api else {
             return done(match route {
@@ -73,6 +76,9 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
         };
         if !shared.authorized(req.headers()) {
             return done(reply.unauthorized());
+        }
+        if crate::azure::lacks_api_version(req.uri()) {
+            return done(reply.not_found(req.method(), req.uri().path()));
         }
 
         // Every request makes the same draws in the same order, forced or not, so a request's
@@ -99,6 +105,15 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
             }
             Ok(None) => {}
             Err(bad) => return done(reply.bad_request(&bad)),
+        }
+        if config.capacity != crate::Capacity::UNLIMITED {
+            // This request is among those in flight already.
+            let in_flight = shared.counters.in_flight();
+            if !config.capacity.admits(in_flight) {
+                return done(reply.over_capacity());
+            }
+            timing.latency = config.capacity.stretch(timing.latency, in_flight);
+            timing.ttft = config.capacity.stretch(timing.ttft, in_flight);
         }
 
         match fault {
@@ -155,10 +170,7 @@ impl Route {
                 Route::MethodNotAllowed("POST")
             }
         };
-        let api_path = path
-            .strip_prefix("/v1")
-            .filter(|rest| rest.starts_with('/'))
-            .unwrap_or(path);
+        let api_path = crate::azure::api_path(path);
         match (path, api_path) {
             ("/stats", _) => allow(Method::GET, Route::Stats),
             ("/stats/reset", _) => allow(Method::POST, Route::StatsReset),
@@ -340,6 +352,8 @@ async fn embeddings(
 struct Reply {
     guard: Guard,
     gzip: bool,
+    /// The request's id in the journal, when it is on: a successful answer records it.
+    journaled: Option<Box<str>>,
 }
 
 impl Reply {
@@ -374,7 +388,8 @@ impl Reply {
             counters.fault(FaultKind::Cut);
             MockBody::cut(body, Some(self.guard))
         } else {
-            MockBody::full(body, Some(self.guard))
+            let answered = self.journaled.filter(|_| status.is_success());
+            MockBody::full(body, Some(self.guard)).journaled(answered)
         };
         response.map(|()| body)
     }
@@ -488,6 +503,20 @@ impl Reply {
         response
     }
 
+    /// The `503` of a request beyond the server's capacity (not an injected fault).
+    fn over_capacity(self) -> Response<MockBody> {
+        let shared = self.shared();
+        let body = shared.unavailable_body.clone();
+        let retry = shared.unavailable_retry_after.clone();
+        let mut response = self.json(StatusCode::SERVICE_UNAVAILABLE, body, None);
+        if let Some((secs, millis)) = retry {
+            let headers = response.headers_mut();
+            headers.insert(http::header::RETRY_AFTER, secs);
+            headers.insert(RETRY_AFTER_MS, millis);
+        }
+        response
+    }
+
     fn server_error(self) -> Response<MockBody> {
         let shared = self.shared();
         shared.counters.fault(FaultKind::ServerError);
@@ -499,7 +528,8 @@ impl Reply {
         self.shared().counters.response(200);
         let mut headers = HeaderMap::new();
         self.rate_limit_headers(&mut headers);
-        let mut response = Response::new(MockBody::stream(stream, self.guard));
+        let body = MockBody::stream(stream, self.guard).journaled(self.journaled);
+        let mut response = Response::new(body);
         *response.headers_mut() = headers;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

@@ -28,7 +28,7 @@ pub(crate) struct Shared {
     pub(crate) limiter: Option<Limiter>,
     /// The request journal, when [`MockConfig::journal`] asks for one. Off by default, so the
     /// hot path pays one branch and no lock.
-    pub(crate) journal: Option<Mutex<Vec<String>>>,
+    pub(crate) journal: Option<Mutex<Journal>>,
     pub(crate) rate_limit_body: Bytes,
     pub(crate) server_error_body: Bytes,
     pub(crate) unavailable_body: Bytes,
@@ -41,6 +41,14 @@ impl AsRef<Counters> for Arc<Shared> {
     fn as_ref(&self) -> &Counters {
         &self.counters
     }
+}
+
+/// The `x-client-request-id`s of the API requests: as they arrive, and as their successful
+/// answers are complete.
+#[derive(Default)]
+pub(crate) struct Journal {
+    arrived: Vec<String>,
+    answered: Vec<String>,
 }
 
 /// A request in flight, holding the server's shared state.
@@ -67,7 +75,7 @@ impl Shared {
             filler: Filler::new(config.output_tokens.max()),
             counters: Counters::new(),
             limiter: Limiter::new(&config.rate_limits, tokio::time::Instant::now()),
-            journal: config.journal.then(|| Mutex::new(Vec::new())),
+            journal: config.journal.then(Mutex::default),
             rate_limit_body: rate_limit_body.into(),
             server_error_body: openai::error_body(
                 "The server had an error while processing your request. Sorry about that! (mock)",
@@ -99,37 +107,54 @@ impl Shared {
     /// Starts a new statistics window and clears the journal; returns the old window's stats.
     pub(crate) fn reset(&self) -> crate::Stats {
         if let Some(journal) = &self.journal {
-            journal
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            *journal.lock().unwrap_or_else(PoisonError::into_inner) = Journal::default();
         }
         self.counters.reset()
     }
 
-    /// A copy of the journal: empty when it is off.
+    /// A copy of the journal's arrivals: empty when it is off.
     pub(crate) fn journal(&self) -> Vec<String> {
-        self.journal.as_ref().map_or_else(Vec::new, |journal| {
-            journal
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()
-        })
+        self.with_journal(|journal| journal.arrived.clone())
     }
 
-    /// Appends the request's `x-client-request-id` to the journal, when it is on.
-    pub(crate) fn record(&self, headers: &HeaderMap) {
+    /// A copy of the journal's completed successful answers: empty when it is off.
+    pub(crate) fn answered(&self) -> Vec<String> {
+        self.with_journal(|journal| journal.answered.clone())
+    }
+
+    /// Appends the request's `x-client-request-id` to the journal, when it is on, and returns
+    /// it for [`answer`](Self::answer).
+    pub(crate) fn record(&self, headers: &HeaderMap) -> Option<Box<str>> {
+        let journal = self.journal.as_ref()?;
+        let id = headers
+            .get(CLIENT_REQUEST_ID)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        // Held for one push, never across an await.
+        journal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .arrived
+            .push(id.clone());
+        Some(id.into_boxed_str())
+    }
+
+    /// Notes that the successful answer to the request `id` was completely handed to the
+    /// connection (its last byte is written next, before the client can see it).
+    pub(crate) fn answer(&self, id: Box<str>) {
         if let Some(journal) = &self.journal {
-            let id = headers
-                .get(CLIENT_REQUEST_ID)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default();
-            // Held for one push, never across an await.
             journal
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(id);
+                .answered
+                .push(id.into_string());
         }
+    }
+
+    fn with_journal(&self, read: impl FnOnce(&Journal) -> Vec<String>) -> Vec<String> {
+        self.journal.as_ref().map_or_else(Vec::new, |journal| {
+            read(&journal.lock().unwrap_or_else(PoisonError::into_inner))
+        })
     }
 
     /// Whether the request may use the API: always, unless a key is required.
@@ -137,6 +162,13 @@ impl Shared {
         let Some(key) = &self.config.require_api_key else {
             return true;
         };
+        // Azure OpenAI's convention.
+        if headers
+            .get("api-key")
+            .is_some_and(|v| v.as_bytes() == key.as_bytes())
+        {
+            return true;
+        }
         let Some(value) = headers.get(AUTHORIZATION) else {
             return false;
         };
@@ -158,7 +190,7 @@ mod tests {
     #[test]
     fn the_journal_records_ids_in_order_and_clears_on_reset() {
         let off = Shared::new(MockConfig::default());
-        off.record(&HeaderMap::new());
+        assert_eq!(off.record(&HeaderMap::new()), None);
         assert!(off.journal.is_none());
         assert!(off.journal().is_empty());
 
@@ -173,12 +205,16 @@ mod tests {
             }
             h
         };
-        shared.record(&with(Some("b")));
+        let b = shared.record(&with(Some("b"))).unwrap();
         shared.record(&with(Some("a")));
         shared.record(&with(None));
         assert_eq!(shared.journal(), ["b", "a", ""]);
+        assert!(shared.answered().is_empty());
+        shared.answer(b);
+        assert_eq!(shared.answered(), ["b"]);
         shared.reset();
         assert!(shared.journal().is_empty());
+        assert!(shared.answered().is_empty());
     }
 
     #[test]

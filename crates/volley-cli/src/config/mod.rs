@@ -12,7 +12,7 @@
 //! The groups: [`Connection`] (`base_url`, `api_key_env`, `allow_plain_http`) for every
 //! command that calls an API, [`Attempts`] (`timeout`, `max_retries`) for `chat` and `run`,
 //! [`RunLoad`] (`concurrency`, `rpm`, `tpm`, `cache`, `shared_limit`, `shared_prefix`,
-//! `lease`, `redis_failure`) for `run`. `bench`'s load and its embedded mock's flags are its
+//! `lease`, `redis_failure`) and [`RunOutput`] (`fsync`) for `run`. `bench`'s load and its embedded mock's flags are its
 //! own, and `bench`'s default `base_url` is the local mock's.
 //!
 //! Durations (`timeout`) use the one grammar of `volley::core::duration`: a number with an
@@ -57,7 +57,8 @@ use std::time::Duration;
 
 pub(crate) use layers::{Layers, Row, SourceArgs};
 pub(crate) use model::{
-    Attempts, AttemptsFlags, Connection, ConnectionFlags, RunLoad, RunLoadFlags,
+    Attempts, AttemptsFlags, Connection, ConnectionFlags, RunLoad, RunLoadFlags, RunOutput,
+    RunOutputFlags,
 };
 pub(crate) use values::{CacheSpec, FailureSpec, RedisUrl, SharedLimitSpec, Show};
 

@@ -5,15 +5,18 @@
 //! `#[serde(default)]` from the declared defaults), and the clap flags (`…Flags`), which
 //! serialise only the flags the user gave, so they can be merged over the other layers.
 //! Groups are flattened into the commands that take them: [`Connection`] into every command
-//! that calls an API, [`Attempts`] into `chat` and `run`, [`RunLoad`] into `run` alone.
+//! that calls an API, [`Attempts`] into `chat` and `run`, [`RunLoad`] and [`RunOutput`] into
+//! `run` alone.
 
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::NonZeroU32;
 
 use volley::core::duration::HumanDuration;
 
 use super::UsageError;
 use super::origin::usage_error;
-use super::values::{CacheSpec, FailureSpec, Limit, Prefix, SharedLimitSpec, Show};
+use super::values::{
+    CacheSpec, ConcurrencySpec, FailureSpec, FsyncMode, Limit, Prefix, SharedLimitSpec, Show,
+};
 
 /// A group of settings: the keys it reads and how its values are shown.
 pub(crate) trait Group: Default + serde::Serialize + serde::de::DeserializeOwned {
@@ -119,6 +122,11 @@ settings! {
         /// timeouts), with backoff [default: 3].
         #[arg(long, value_name = "K")]
         max_retries: u32 [Option<u32>] = super::DEFAULT_MAX_RETRIES,
+        /// How long 429s and 529s (rate signals, which do not count toward --max-retries) may
+        /// keep one request retrying, e.g. 10m or 1h [default: 10m].
+        #[arg(long, value_name = "D")]
+        give_up_after: HumanDuration [Option<HumanDuration>] =
+            HumanDuration(volley::middleware::retry::DEFAULT_GIVE_UP_AFTER),
     }
 }
 
@@ -126,14 +134,19 @@ settings! {
     /// The load of `volley run`: concurrency, rate limits, cache, and their sharing through
     /// Redis.
     pub(crate) struct RunLoad / RunLoadFlags ("Load (also VOLLEY_<NAME> and volley.toml)") {
-        /// The most requests in flight at once [default: 256].
+        /// The most requests in flight at once: a number, or "auto" / "auto:MAX" for an
+        /// adaptive limit that starts at 16, grows while answers come back without overload
+        /// or queueing, backs off on 429/503/529/timeouts, and never exceeds MAX (256 for plain
+        /// "auto"); in volley.toml, concurrency = "auto:512" [default: auto:256].
         #[arg(long, value_name = "C")]
-        concurrency: NonZeroUsize [Option<NonZeroUsize>] = default_concurrency(),
-        /// Requests per minute; 0 for unlimited [default: unlimited].
+        concurrency: ConcurrencySpec [Option<String>] = ConcurrencySpec::default(),
+        /// Requests per minute; 0 for unlimited [default: learned from the provider's
+        /// x-ratelimit-limit-requests header, after a slow start; 429s pause every request
+        /// until their Retry-After].
         #[arg(long, value_name = "R")]
         rpm: Limit<u32> [Option<u32>] = Limit(None),
         /// Tokens per minute (estimated before sending, settled with the reported usage); 0
-        /// for unlimited [default: unlimited].
+        /// for unlimited [default: learned from x-ratelimit-limit-tokens].
         #[arg(long, value_name = "T")]
         tpm: Limit<u64> [Option<u64>] = Limit(None),
         /// Cache successful responses: "memory" (256 MiB, kept 24 h), "disk:PATH" (a database
@@ -166,10 +179,18 @@ settings! {
     }
 }
 
-fn default_concurrency() -> NonZeroUsize {
-    // The library's default concurrency is a positive constant (256).
-    NonZeroUsize::new(volley::DEFAULT_CONCURRENCY).expect("the default concurrency is not 0")
+settings! {
+    /// How `volley run` keeps its outcomes.
+    pub(crate) struct RunOutput / RunOutputFlags ("Output (also VOLLEY_<NAME> and volley.toml)") {
+        /// When outcomes are fsynced: "interval" (every 200 ms, by a thread of its own; a
+        /// power cut loses at most the last 200 ms) or "always" (after every write, before
+        /// the next; slower on a slow disk). Either way each outcome is written to the file
+        /// as soon as it arrives, so killing the process loses none [default: interval].
+        #[arg(long, value_name = "MODE", value_parser = ["always", "interval"])]
+        fsync: FsyncMode [Option<String>] = FsyncMode::default(),
+    }
 }
+
 
 /// Every group's keys and a check of a table against it: `volley.toml` is checked against all
 /// of them, whichever command reads it.
@@ -177,6 +198,7 @@ pub(crate) const GROUPS: &[GroupInfo] = &[
     GroupInfo::of::<Connection>(),
     GroupInfo::of::<Attempts>(),
     GroupInfo::of::<RunLoad>(),
+    GroupInfo::of::<RunOutput>(),
 ];
 
 /// A group, without its type.

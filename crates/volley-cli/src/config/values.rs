@@ -35,7 +35,9 @@ show_display!(
     Prefix,
     FailureSpec,
     CacheSpec,
-    SharedLimitSpec
+    SharedLimitSpec,
+    FsyncMode,
+    ConcurrencySpec
 );
 
 impl Show for String {
@@ -60,21 +62,25 @@ impl Show for HumanDuration {
     }
 }
 
-/// A limit per minute; 0 (or `off`) means none.
+/// A limit per minute: `None` (not given, or `auto`) is learned from the provider's
+/// `x-ratelimit-limit-*` headers; `Some(0)` (0 or `off`) is no limit and no learning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Limit<T>(pub(crate) Option<T>);
 
 impl<T: Copy> Limit<T> {
+    /// `None` to learn the limit, `Some(0)` for none, `Some(n)` for `n`.
     pub(crate) fn get(self) -> Option<T> {
         self.0
     }
 }
 
-impl<T: fmt::Display> Show for Limit<T> {
+impl<T: fmt::Display + Copy + Into<u64>> Show for Limit<T> {
     fn show(&self) -> String {
-        self.0
-            .as_ref()
-            .map_or_else(|| "off".to_owned(), ToString::to_string)
+        match self.0 {
+            None => "auto".to_owned(),
+            Some(n) if n.into() == 0 => "off".to_owned(),
+            Some(n) => n.to_string(),
+        }
     }
 }
 
@@ -82,7 +88,7 @@ impl<T: Serialize> Serialize for Limit<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             Some(n) => n.serialize(serializer),
-            None => serializer.serialize_u64(0),
+            None => serializer.serialize_str("auto"),
         }
     }
 }
@@ -93,12 +99,12 @@ impl<'de, T: TryFrom<u64>> Deserialize<'de> for Limit<T> {
         impl<T: TryFrom<u64>> Visitor<'_> for LimitVisitor<T> {
             type Value = Limit<T>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a whole number >= 0 (0 or \"off\": no limit)")
+                f.write_str(
+                    "a whole number >= 0 (0 or \"off\": no limit; \"auto\": learned from the \
+                     provider's headers)",
+                )
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
-                if n == 0 {
-                    return Ok(Limit(None));
-                }
                 T::try_from(n)
                     .map(|n| Limit(Some(n)))
                     .map_err(|_| E::custom(format!("{n} is too large")))
@@ -110,7 +116,8 @@ impl<'de, T: TryFrom<u64>> Deserialize<'de> for Limit<T> {
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
                 match s.trim() {
-                    "off" | "none" | "unlimited" => Ok(Limit(None)),
+                    "auto" => Ok(Limit(None)),
+                    "off" | "none" | "unlimited" => self.visit_u64(0),
                     n => n
                         .parse::<u64>()
                         .map_err(|_| E::invalid_value(de::Unexpected::Str(s), &self))
@@ -140,7 +147,80 @@ macro_rules! serde_as_text {
     )*};
 }
 
-serde_as_text!(CacheSpec, SharedLimitSpec, FailureSpec, Prefix);
+serde_as_text!(
+    CacheSpec,
+    SharedLimitSpec,
+    FailureSpec,
+    Prefix,
+    FsyncMode,
+    ConcurrencySpec
+);
+
+/// `--concurrency`: a fixed number of requests in flight, or `auto` / `auto:MAX`, an
+/// adaptive limit of at most MAX (256 when not said) that finds the server's capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConcurrencySpec {
+    Fixed(NonZeroUsize),
+    Auto(NonZeroUsize),
+}
+
+impl ConcurrencySpec {
+    /// The most requests in flight: the fixed number, or the adaptive limit's ceiling.
+    pub(crate) fn get(self) -> usize {
+        match self {
+            ConcurrencySpec::Fixed(n) | ConcurrencySpec::Auto(n) => n.get(),
+        }
+    }
+
+    /// Whether the limit adapts.
+    pub(crate) fn is_auto(self) -> bool {
+        matches!(self, ConcurrencySpec::Auto(_))
+    }
+
+    fn raw(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Default for ConcurrencySpec {
+    /// `auto:256`: adaptive, at most the library's default concurrency.
+    fn default() -> ConcurrencySpec {
+        // The library's default concurrency is a positive constant (256).
+        let max = NonZeroUsize::new(volley::DEFAULT_CONCURRENCY)
+            .expect("the default concurrency is not 0");
+        ConcurrencySpec::Auto(max)
+    }
+}
+
+impl FromStr for ConcurrencySpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let count = |n: &str| {
+            n.trim()
+                .parse::<NonZeroUsize>()
+                .map_err(|_| format!(
+                    "{s:?} is not a concurrency: expected a nonzero number N, auto or auto:MAX"
+                ))
+        };
+        match s.trim() {
+            "auto" => Ok(ConcurrencySpec::default()),
+            t => match t.strip_prefix("auto:") {
+                Some(max) => Ok(ConcurrencySpec::Auto(count(max)?)),
+                None => Ok(ConcurrencySpec::Fixed(count(t)?)),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ConcurrencySpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConcurrencySpec::Fixed(n) => write!(f, "{n}"),
+            ConcurrencySpec::Auto(n) => write!(f, "auto:{n}"),
+        }
+    }
+}
 
 struct TextVisitor<T>(std::marker::PhantomData<T>);
 
@@ -157,6 +237,31 @@ impl<T: FromStr<Err = String>> Visitor<'_> for TextVisitor<T> {
     }
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
         self.visit_str(&n.to_string())
+    }
+}
+
+/// When `volley run` `fsync`s its outcome files (`--fsync`): `always` or `interval` (the
+/// engine's cadence). Outcomes are written at once either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FsyncMode(pub(crate) volley_batch::Fsync);
+
+impl FsyncMode {
+    fn raw(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl FromStr for FsyncMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(FsyncMode).map_err(|e| e.to_string())
+    }
+}
+
+impl fmt::Display for FsyncMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -415,6 +520,12 @@ mod tests {
             Ok(FailureSpec::Fallback(3))
         );
         assert_eq!(FailureSpec::Fallback(3).to_string(), "fallback:3");
+        assert_eq!(
+            "always".parse::<FsyncMode>(),
+            Ok(FsyncMode(volley_batch::Fsync::Always))
+        );
+        assert_eq!(FsyncMode::default().to_string(), "interval");
+        assert!("never".parse::<FsyncMode>().unwrap_err().contains("always"));
         assert!("memory:1".parse::<CacheSpec>().is_err());
         let err = "redis:/:hunter2@host".parse::<CacheSpec>().unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
@@ -432,7 +543,27 @@ mod tests {
             HumanDuration(std::time::Duration::from_secs(600)).show(),
             "10m"
         );
-        assert_eq!(Limit::<u32>(None).show(), "off");
+        assert_eq!(Limit::<u32>(None).show(), "auto");
+        assert_eq!(Limit(Some(0u32)).show(), "off");
         assert_eq!(Limit(Some(60u32)).show(), "60");
+    }
+
+    #[test]
+    fn concurrency_specs_parse_and_print() {
+        for (text, shown) in [
+            ("64", "64"),
+            ("auto", "auto:256"),
+            ("auto:512", "auto:512"),
+            (" auto:8 ", "auto:8"),
+        ] {
+            let spec: ConcurrencySpec = text.parse().unwrap();
+            assert_eq!(spec.show(), shown, "{text}");
+            assert_eq!(spec.is_auto(), text.contains("auto"), "{text}");
+        }
+        assert_eq!("auto:512".parse::<ConcurrencySpec>().unwrap().get(), 512);
+        for bad in ["0", "auto:0", "auto:", "lots", "-1"] {
+            let err = bad.parse::<ConcurrencySpec>().unwrap_err();
+            assert!(err.contains("not a concurrency"), "{bad}: {err}");
+        }
     }
 }

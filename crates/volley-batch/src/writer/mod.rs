@@ -1,0 +1,275 @@
+//! The writer: one blocking thread that hands every outcome to the operating system as soon as
+//! it exists, `fsync`s as [`Fsync`] says, and keeps ordered mode's reorder buffer and holding
+//! file. See [Durability and resume](crate#durability-and-resume).
+//!
+//! The thread blocks on the channel for one record, then takes every record already queued
+//! (up to [`MAX_BATCH_BYTES`]), formats them and writes them with one `write(2)` per file.
+//! There is no timer and no batch size to wait for: under load the records that arrive during
+//! one write go out together in the next, so the writer keeps up with any rate the disk can
+//! take, and an outcome waits for about one write at most.
+
+mod order;
+mod sink;
+mod sync;
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use volley::core::Error;
+
+use super::record::OutcomeRecord;
+use super::{Fsync, held};
+use order::Reorder;
+use sink::Sink;
+use sync::Syncer;
+
+pub(crate) use sink::io_error;
+
+/// The most bytes formatted before they are written: one write per this much at most, so
+/// that a backlog goes out in pieces and memory stays bounded.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// A holding file is rewritten when it is larger than this and than [`COMPACT_RATIO`] times
+/// the entries it still needs.
+const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
+const COMPACT_RATIO: u64 = 4;
+
+/// The files records go to.
+pub(crate) struct Files {
+    pub(crate) output: File,
+    pub(crate) output_path: PathBuf,
+    pub(crate) errors: Option<(File, PathBuf)>,
+    /// Ordered mode's holding file, new and empty.
+    pub(crate) held: Option<(File, PathBuf)>,
+}
+
+/// How the writer orders and syncs.
+pub(crate) struct WriterConfig {
+    pub(crate) ordered: bool,
+    pub(crate) fsync: Fsync,
+    /// Record ids are `batch_req_<nonce><counter>`, unique across runs.
+    pub(crate) nonce: u64,
+}
+
+/// A record and its position among the lines that get one this run (for ordered mode).
+pub(crate) type Message = (u64, OutcomeRecord);
+
+/// Ordered mode: the state of the reorder buffer, published to the dispatch loop, which
+/// takes no new line while the window is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// How many records were released in order.
+    pub(crate) released: u64,
+    /// The approximate size of the records held back.
+    pub(crate) held_bytes: u64,
+}
+
+/// Starts the writer on a blocking thread. It takes records from `records` until that closes,
+/// writes them (in sequence order when `ordered`, publishing in `released` the state of the
+/// reorder buffer), syncs every file and ends. A write or `fsync` error ends it at once with
+/// that error, closing `records`, which the dispatch loop watches.
+pub(crate) fn spawn(
+    files: Files,
+    config: WriterConfig,
+    records: mpsc::Receiver<Message>,
+    released: watch::Sender<Window>,
+) -> JoinHandle<Result<(), Error>> {
+    tokio::task::spawn_blocking(move || {
+        let mut writer = Writer::open(files, config)?;
+        let result = writer.pump(records, &released);
+        // Nothing already written is lost, even when a write failed: sync it all.
+        let ended = writer.end(result.is_ok());
+        result.and(ended)
+    })
+}
+
+/// The state of the writer thread.
+struct Writer {
+    output: Sink,
+    errors: Option<Sink>,
+    held: Option<Sink>,
+    /// Formatted records not yet written, one buffer per file.
+    out_buf: Vec<u8>,
+    err_buf: Vec<u8>,
+    held_buf: Vec<u8>,
+    reorder: Option<Reorder>,
+    syncer: Option<Syncer>,
+    next_id: u64,
+    nonce: u64,
+}
+
+impl Writer {
+    fn open(files: Files, config: WriterConfig) -> Result<Writer, Error> {
+        let syncer = match config.fsync {
+            Fsync::Interval(every) => Some(Syncer::start(every)?),
+            Fsync::Always => None,
+        };
+        let sink = |(file, path): (File, PathBuf)| Sink::new(file, path);
+        Ok(Writer {
+            output: Sink::new(files.output, files.output_path)?,
+            errors: files.errors.map(sink).transpose()?,
+            held: files.held.map(sink).transpose()?,
+            out_buf: Vec::new(),
+            err_buf: Vec::new(),
+            held_buf: Vec::new(),
+            reorder: config.ordered.then(Reorder::default),
+            syncer,
+            next_id: 0,
+            nonce: config.nonce,
+        })
+    }
+
+    /// Writes every record until the channel closes or a write fails.
+    fn pump(
+        &mut self,
+        mut records: mpsc::Receiver<Message>,
+        released: &watch::Sender<Window>,
+    ) -> Result<(), Error> {
+        while let Some(message) = records.blocking_recv() {
+            self.accept(message);
+            while self.buffered() < MAX_BATCH_BYTES {
+                match records.try_recv() {
+                    Ok(message) => self.accept(message),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.write() {
+                // The dispatch loop sees the channel close and stops the run at once.
+                records.close();
+                return Err(e);
+            }
+            if let Some(reorder) = &self.reorder {
+                released.send_replace(reorder.window());
+            }
+        }
+        // An interrupted run leaves gaps: write what waits in sequence order.
+        if let Some(reorder) = &mut self.reorder {
+            let (out_buf, err_buf) = (&mut self.out_buf, &mut self.err_buf);
+            let has_errors = self.errors.is_some();
+            reorder.release_all(|bytes, failed| {
+                release(out_buf, err_buf, has_errors, bytes, failed);
+            });
+        }
+        self.write()
+    }
+
+    /// Formats a record into the buffers (or the reorder buffer).
+    fn accept(&mut self, (seq, record): Message) {
+        let (nonce, id) = (self.nonce, self.next_id);
+        self.next_id += 1;
+        let write_id = |out: &mut Vec<u8>| {
+            // Writing to a `Vec` cannot fail.
+            let _ = write!(out, "batch_req_{nonce:016x}{id:08x}");
+        };
+        let failed = !record.is_success();
+        let has_errors = self.errors.is_some();
+        match &mut self.reorder {
+            None => {
+                let start = self.out_buf.len();
+                record.write_json(write_id, &mut self.out_buf);
+                if has_errors && failed {
+                    self.err_buf.extend_from_slice(&self.out_buf[start..]);
+                }
+            }
+            Some(reorder) => {
+                let approx = record.approx_bytes();
+                let mut bytes = Vec::with_capacity(approx as usize);
+                record.write_json(write_id, &mut bytes);
+                let (out_buf, err_buf) = (&mut self.out_buf, &mut self.err_buf);
+                reorder.accept(seq, record.line, bytes, failed, approx, |bytes, failed| {
+                    release(out_buf, err_buf, has_errors, bytes, failed);
+                });
+            }
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.out_buf.len() + self.err_buf.len()
+    }
+
+    /// Writes the buffers: the holding file first (a record waiting there is what a crash
+    /// would lose), then the errors file (so it never misses a record the output has), then
+    /// the output. Then syncs, or marks the files for the `fsync` thread.
+    fn write(&mut self) -> Result<(), Error> {
+        if let Some(reorder) = &mut self.reorder {
+            reorder.spill(&mut self.held_buf);
+        }
+        let files = [
+            (self.held.as_mut(), &mut self.held_buf),
+            (self.errors.as_mut(), &mut self.err_buf),
+            (Some(&mut self.output), &mut self.out_buf),
+        ];
+        for (sink, buf) in files {
+            let Some(sink) = sink else { continue };
+            if buf.is_empty() {
+                continue;
+            }
+            sink.append(buf)?;
+            buf.clear();
+            if buf.capacity() > 2 * MAX_BATCH_BYTES {
+                // One huge record must not keep its buffer for the rest of the run.
+                buf.shrink_to(MAX_BATCH_BYTES);
+            }
+            match &self.syncer {
+                Some(syncer) => syncer.mark(sink.target()),
+                None => sink.target().sync()?,
+            }
+        }
+        if let Some(e) = self.syncer.as_ref().and_then(Syncer::take_error) {
+            return Err(e);
+        }
+        self.compact_held()
+    }
+
+    /// Rewrites the holding file with only the records that still wait, when it has grown
+    /// well beyond them.
+    fn compact_held(&mut self) -> Result<(), Error> {
+        let (Some(held), Some(reorder)) = (&self.held, &mut self.reorder) else {
+            return Ok(());
+        };
+        if held.len() < COMPACT_MIN_BYTES || held.len() < COMPACT_RATIO * reorder.live_bytes() {
+            return Ok(());
+        }
+        // The released records must be durable in the output before their copies go.
+        self.output.target().sync()?;
+        let path = held.target().path().to_owned();
+        let mut bytes = Vec::new();
+        reorder.rewrite(&mut bytes);
+        let new = held::rewrite(&path, &bytes).map_err(|e| io_error("rewriting", &path, e))?;
+        self.held = Some(Sink::new(new, path)?);
+        Ok(())
+    }
+
+    /// Stops the `fsync` thread and syncs every file; after a clean end, deletes the holding
+    /// file, whose records are all in the output then.
+    fn end(self, clean: bool) -> Result<(), Error> {
+        let stopped = self.syncer.map_or(Ok(()), Syncer::stop);
+        let mut synced = Ok(());
+        for sink in [self.held.as_ref(), self.errors.as_ref(), Some(&self.output)]
+            .into_iter()
+            .flatten()
+        {
+            synced = synced.and(sink.target().sync());
+        }
+        stopped.and(synced)?;
+        let all_out = self.reorder.as_ref().is_none_or(Reorder::is_empty);
+        if let Some(held) = &self.held
+            && clean
+            && all_out
+        {
+            let path = held.target().path();
+            held::remove(path).map_err(|e| io_error("removing", path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends a released record to the output buffer, and to the errors buffer when it failed.
+fn release(out: &mut Vec<u8>, errors: &mut Vec<u8>, has_errors: bool, bytes: &[u8], failed: bool) {
+    out.extend_from_slice(bytes);
+    if has_errors && failed {
+        errors.extend_from_slice(bytes);
+    }
+}
