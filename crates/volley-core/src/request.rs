@@ -9,7 +9,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, Method};
 use serde::Serialize;
 
-use crate::{Error, ErrorKind};
+use crate::{Dialect, Error, ErrorKind};
 
 /// A process-unique number that follows a request through every layer, log line and error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -63,6 +63,7 @@ pub struct Request {
     body: Bytes,
     id: RequestId,
     estimated_tokens: u32,
+    dialect: Dialect,
 }
 
 impl Request {
@@ -76,6 +77,7 @@ impl Request {
             body: Bytes::new(),
             id: RequestId::next(),
             estimated_tokens: 0,
+            dialect: Dialect::OpenAi,
         }
     }
 
@@ -127,6 +129,21 @@ impl Request {
         self
     }
 
+    /// Sets the wire dialect of the body and of its answer, which layers ask for usage,
+    /// errors and rate-limit headers (see [`crate::dialect`]).
+    ///
+    /// Default: [`Dialect::OpenAi`].
+    #[must_use]
+    pub fn with_dialect(mut self, dialect: Dialect) -> Request {
+        self.dialect = dialect;
+        self
+    }
+
+    /// The wire dialect of the body and of its answer.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     /// Adds a header. Headers set here win over the transport's defaults.
     #[must_use]
     pub fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> Request {
@@ -164,6 +181,21 @@ impl Request {
         &self.body
     }
 
+    /// Whether the request asks for a streamed (`text/event-stream`) answer: its `Accept`
+    /// header names `text/event-stream`, or its JSON body sets `"stream": true` (see
+    /// [`crate::openai::asks_for_stream`]). The transport refuses an event stream sent in
+    /// answer to a request that did not ask for one, which a hostile or broken server could
+    /// otherwise use to hold a slot and memory without bound.
+    pub fn expects_stream(&self) -> bool {
+        let accepts = self
+            .headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains("text/event-stream"));
+        accepts || crate::openai::asks_for_stream(&self.body)
+    }
+
     /// The correlation id.
     pub fn id(&self) -> RequestId {
         self.id
@@ -183,6 +215,7 @@ impl Request {
             body: self.body,
             id: self.id,
             estimated_tokens: self.estimated_tokens,
+            dialect: self.dialect,
         }
     }
 }
@@ -203,6 +236,8 @@ pub struct RequestParts {
     pub id: RequestId,
     /// The estimated token cost.
     pub estimated_tokens: u32,
+    /// The wire dialect.
+    pub dialect: Dialect,
 }
 
 impl fmt::Debug for Request {
@@ -211,7 +246,7 @@ impl fmt::Debug for Request {
         f.debug_struct("Request")
             .field("id", &self.id)
             .field("method", &self.method)
-            .field("path", &self.path)
+            .field("path", &DebugPath(&self.path))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("body_len", &self.body.len())
             .field("estimated_tokens", &self.estimated_tokens)
@@ -219,19 +254,37 @@ impl fmt::Debug for Request {
     }
 }
 
+/// The path with its query shown as `?***`: some providers take the key in the query
+/// (`?api-key=...`), and `Debug` output ends up in logs.
+struct DebugPath<'a>(&'a PathAndQuery);
+
+impl fmt::Debug for DebugPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.query() {
+            Some(_) => write!(f, "\"{}?***\"", self.0.path()),
+            None => write!(f, "{:?}", self.0.path()),
+        }
+    }
+}
+
 fn parse_path(path: &str) -> Result<PathAndQuery, Error> {
+    // Messages show the path without its query, which may carry a key (`?api-key=...`).
+    let shown = || match path.split_once('?') {
+        Some((path, _)) => format!("\"{}?***\"", path.escape_debug()),
+        None => format!("{path:?}"),
+    };
     if !path.starts_with('/') {
         return Err(Error::new(
             ErrorKind::InvalidInput,
-            format!("request path {path:?} must start with '/'"),
+            format!("request path {} must start with '/'", shown()),
         ));
     }
-    PathAndQuery::try_from(path).map_err(|e| {
+    // The parser's own error is left out: it could quote the query.
+    PathAndQuery::try_from(path).map_err(|_| {
         Error::new(
             ErrorKind::InvalidInput,
-            format!("request path {path:?} is not a valid URL path"),
+            format!("request path {} is not a valid URL path", shown()),
         )
-        .with_source(e)
     })
 }
 
@@ -262,6 +315,15 @@ mod tests {
         assert!(err.to_string().contains("must start with '/'"));
         assert!(Request::get("/models?limit=2").is_ok());
         assert!(Request::get("/bad path").is_err());
+        for bad in [
+            "models?api-key=sk-path-secret",
+            "/bad path?api-key=sk-path-secret",
+        ] {
+            let err = Request::get(bad).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains("sk-path-secret"), "{shown}");
+            assert!(shown.contains("?***"), "{shown}");
+        }
     }
 
     #[test]
@@ -287,5 +349,28 @@ mod tests {
         assert!(!text.contains("secret prompt"), "{text}");
         assert!(!text.contains("sk-should-not-show"), "{text}");
         assert!(text.contains("body_len: 13"), "{text}");
+        let r = Request::get("/deployments/x/chat?api-version=1&api-key=sk-query-secret").unwrap();
+        let text = format!("{r:?}");
+        assert!(!text.contains("sk-query-secret"), "{text}");
+        assert!(
+            text.contains(r#"path: "/deployments/x/chat?***""#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn stream_expectation_comes_from_accept_or_the_body() {
+        let post = |body: &'static str| Request::post("/chat/completions", body).unwrap();
+        assert!(post(r#"{"model":"m","stream":true}"#).expects_stream());
+        assert!(post("{\"stream\" :\n true}").expects_stream());
+        assert!(!post(r#"{"model":"m","stream":false}"#).expects_stream());
+        assert!(!post(r#"{"model":"m"}"#).expects_stream());
+        // A string that mentions the field is escaped JSON, not the field.
+        assert!(!post(r#"{"content":"\"stream\": true"}"#).expects_stream());
+        let accept = Request::get("/events").unwrap().with_header(
+            http::header::ACCEPT,
+            HeaderValue::from_static("Text/Event-Stream"),
+        );
+        assert!(accept.expects_stream());
     }
 }

@@ -22,6 +22,10 @@
 
 use serde_json::Value;
 
+use crate::anthropic::{
+    ContentBlock, MessageContent as AnthropicContent, MessagesRequest, SystemPrompt,
+};
+use crate::dialect::TokenEstimate;
 use crate::openai::{
     ChatCompletionRequest, ChatMessage, ContentPart, EmbeddingInput, EmbeddingsRequest,
     MessageContent, Role,
@@ -148,6 +152,51 @@ pub fn estimate_request_cost(req: &ChatCompletionRequest) -> u32 {
 pub fn estimate_embeddings(req: &EmbeddingsRequest) -> u32 {
     embeddings_tokens(req, estimate_text)
 }
+
+/// Estimates an Anthropic Messages request: the input (system prompt, each message's text,
+/// tool results and tool calls, the JSON of tool definitions and other blocks, a framing of
+/// 3 tokens per message and an image or document at 1 600 tokens, Anthropic's
+/// figure for a 1.15-megapixel image) and the output budget, `max_tokens`.
+///
+/// Claude's tokenizer is not public; the same text estimate is used as for OpenAI, and the
+/// rate limiter corrects its accounting from the reported usage.
+pub fn estimate_messages(req: &MessagesRequest) -> TokenEstimate {
+    let blocks = |blocks: &[ContentBlock]| -> u32 {
+        blocks.iter().fold(0u32, |sum, block| {
+            let cost = match block {
+                ContentBlock::Text(b) => estimate_text(&b.text),
+                ContentBlock::Thinking(b) => estimate_text(&b.thinking),
+                ContentBlock::Image(_) | ContentBlock::Document(_) => ANTHROPIC_IMAGE_TOKENS,
+                other => estimate_text(&serde_json::to_string(other).unwrap_or_default()),
+            };
+            sum.saturating_add(cost)
+        })
+    };
+    let mut input = match &req.system {
+        Some(SystemPrompt::Text(text)) => estimate_text(text),
+        Some(SystemPrompt::Blocks(b)) => blocks(b),
+        None => 0,
+    };
+    for message in &req.messages {
+        let content = match &message.content {
+            AnthropicContent::Text(text) => estimate_text(text),
+            AnthropicContent::Blocks(b) => blocks(b),
+        };
+        input = input
+            .saturating_add(TOKENS_PER_MESSAGE)
+            .saturating_add(content);
+    }
+    if let Some(tools) = &req.tools {
+        input = input.saturating_add(estimate_text(&tools.to_string()));
+    }
+    TokenEstimate {
+        input,
+        output: req.max_tokens,
+    }
+}
+
+/// What an image or document block is charged by [`estimate_messages`].
+const ANTHROPIC_IMAGE_TOKENS: u32 = 1600;
 
 /// Letters per token in a word; calibrated on English prose and code (see the module docs).
 const LETTERS_PER_TOKEN: usize = 8;

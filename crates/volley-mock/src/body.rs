@@ -207,6 +207,9 @@ pub(crate) struct StreamPlan {
     pub(crate) ttft: Duration,
     pub(crate) inter_token: Latency,
     pub(crate) fault: StreamFault,
+    /// The event format: OpenAI chunks, or Anthropic events (whose `prefix` is the
+    /// `message_start` and `content_block_start` sent before the first delta).
+    pub(crate) dialect: volley_core::Dialect,
 }
 
 /// An SSE chat-completion stream. Events are numbered: first the token chunks (at least one,
@@ -322,6 +325,15 @@ impl SseStream {
 
     fn render(&self, i: u32) -> Bytes {
         let token_events = self.token_events();
+        if self.plan.dialect == volley_core::Dialect::Anthropic {
+            let token = if i < self.plan.tokens {
+                self.shared.filler.token(i)
+            } else {
+                ""
+            };
+            let malformed = self.plan.fault == StreamFault::Malformed && i == self.fault_at;
+            return crate::service::render_anthropic(&self.plan, token, i, token_events, malformed);
+        }
         if i >= token_events + u32::from(self.plan.include_usage) {
             return Bytes::from_static(b"data: [DONE]\n\n");
         }
@@ -401,6 +413,7 @@ mod tests {
             ttft,
             inter_token,
             fault,
+            dialect: volley_core::Dialect::OpenAi,
         };
         let sse = SseStream::new(shared.clone(), plan, SmallRng::seed_from_u64(1));
         MockBody::stream(sse, guard(shared))

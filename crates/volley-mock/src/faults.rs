@@ -92,6 +92,13 @@ impl FromStr for FaultKind {
     /// `unavailable`, `reset`, `stall`, `cut`, `malformed` (case-insensitive).
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         let s = input.trim();
+        // Anthropic's overload status names the same fault: the Messages API answers `503`
+        // faults as `529 overloaded_error`.
+        let s = if s == "529" || s.eq_ignore_ascii_case("overloaded") {
+            "503"
+        } else {
+            s
+        };
         FaultKind::ALL
             .into_iter()
             .find(|k| s.eq_ignore_ascii_case(k.short_name()) || s.eq_ignore_ascii_case(k.name()))

@@ -22,6 +22,10 @@ use crate::rate_limit::{Dimension, Rejection};
 use crate::shared::{Guard, Shared};
 use crate::{FAULT_HEADER, FaultKind, LATENCY_HEADER, Latency, encoding};
 
+mod anthropic;
+
+pub(crate) use anthropic::render as render_anthropic;
+
 /// Request bodies above this size get a `413`.
 const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
 
@@ -147,6 +151,8 @@ enum Api {
     Chat,
     Embeddings,
     Models,
+    /// Anthropic's `/v1/messages`.
+    Messages,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +184,7 @@ impl Route {
             (_, "/chat/completions") => allow(Method::POST, Route::Api(Api::Chat)),
             (_, "/embeddings") => allow(Method::POST, Route::Api(Api::Embeddings)),
             (_, "/models") => allow(Method::GET, Route::Api(Api::Models)),
+            (_, "/messages") => allow(Method::POST, Route::Api(Api::Messages)),
             _ => Route::NotFound,
         }
     }
@@ -198,6 +205,7 @@ async fn respond(
     timing: Timing,
     rng: SmallRng,
 ) -> Result<Response<MockBody>, Abort> {
+    let has_version = req.headers().contains_key("anthropic-version");
     // Read the whole body first, even for a rejection, so an HTTP/1 connection stays usable.
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BODY)
         .collect()
@@ -216,12 +224,17 @@ async fn respond(
         // The client went away mid-request: nobody is left to answer.
         Err(_) => return Err(Abort::RequestBody),
     };
+    // The Messages API answers these faults in its own dialect.
+    let openai_api = !matches!(api, Api::Messages);
     match fault {
-        Some(FaultKind::RateLimit) => return Ok(reply.rate_limited()),
-        Some(FaultKind::Unavailable) => return Ok(reply.unavailable()),
+        Some(FaultKind::RateLimit) if openai_api => return Ok(reply.rate_limited()),
+        Some(FaultKind::Unavailable) if openai_api => return Ok(reply.unavailable()),
         _ => {}
     }
     match api {
+        Api::Messages => {
+            Ok(anthropic::messages(reply, &body, has_version, fault, timing, rng).await)
+        }
         Api::Chat => Ok(chat(reply, &body, fault, timing, rng).await),
         Api::Embeddings => Ok(embeddings(reply, &body, fault, timing.latency).await),
         Api::Models => {
@@ -285,6 +298,7 @@ async fn chat(
         };
         let plan = StreamPlan {
             prefix: openai::chunk_prefix(&id, created, &request.model),
+            dialect: volley_core::Dialect::OpenAi,
             tokens,
             finish_reason,
             include_usage: request.include_usage,

@@ -162,11 +162,12 @@ impl Shared {
         let Some(key) = &self.config.require_api_key else {
             return true;
         };
-        // Azure OpenAI's convention.
-        if headers
-            .get("api-key")
-            .is_some_and(|v| v.as_bytes() == key.as_bytes())
-        {
+        // Azure OpenAI's convention, and Anthropic's older one.
+        if ["api-key", "x-api-key"].into_iter().any(|name| {
+            headers
+                .get(name)
+                .is_some_and(|v| v.as_bytes() == key.as_bytes())
+        }) {
             return true;
         }
         let Some(value) = headers.get(AUTHORIZATION) else {

@@ -1,6 +1,6 @@
 //! The transport's builder and its configuration.
 
-use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,18 +11,27 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use volley_core::cache_key::CredentialId;
+// Default headers that identify who is calling: their values are part of the transport's
+// `CredentialId`, so cached answers never cross accounts. The one list lives in core.
+use volley_core::headers::CREDENTIAL_HEADERS;
 use volley_core::{ApiKey, Error, ErrorKind};
 
+use crate::anthropic::AnthropicAuth;
 use crate::backend::Backend;
 use crate::connector::Counting;
 use crate::inner::{Inner, joined_paths};
 use crate::pool::H1Pool;
+use crate::provider::{AzureShape, Provider, azure_base_url};
+use crate::proxy::{self, Dial, ProxySettings, Route};
 use crate::stats::Counters;
-use crate::tls::{self, TlsRoots};
+use crate::tls::{self, Identity, PemSource, TlsRoots};
 use crate::transport::Transport;
 
 /// The base URL used when none is set: OpenAI's API, `/v1` included.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The default of [`Builder::max_buffered_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 1 << 30;
 
 /// Configures and builds a [`Transport`]. Setters never fail; problems are reported by
 /// [`Builder::build`].
@@ -35,7 +44,18 @@ pub struct Builder {
 #[derive(Clone)]
 struct Config {
     base_url: String,
+    /// Whether `base_url` was set (an Azure endpoint and a base URL exclude each other).
+    base_url_set: bool,
     api_key: Option<ApiKey>,
+    provider: Provider,
+    api_version: Option<String>,
+    azure_ad_token: Option<ApiKey>,
+    azure_endpoint: Option<String>,
+    azure_deployment: Option<String>,
+    anthropic_auth: AnthropicAuth,
+    anthropic_version: Option<String>,
+    anthropic_beta: Option<String>,
+    proxy: ProxySettings,
     user_agent: String,
     default_headers: HeaderMap,
     pool_max_idle_per_host: usize,
@@ -57,6 +77,7 @@ struct Config {
     allow_plain_http: bool,
     max_error_body_bytes: usize,
     max_body_bytes: usize,
+    max_buffered_bytes: usize,
 }
 
 impl std::fmt::Debug for Builder {
@@ -65,7 +86,12 @@ impl std::fmt::Debug for Builder {
         // (`api-key`, `x-api-key`).
         let c = &self.config;
         f.debug_struct("Builder")
+            .field("base_url", &volley_core::redact::redact_url(&c.base_url))
+            .field("provider", &c.provider)
             .field("api_key", &c.api_key.as_ref().map(|_| "***"))
+            .field("azure_ad_token", &c.azure_ad_token.as_ref().map(|_| "***"))
+            .field("proxy", &c.proxy)
+            .field("tls", &c.tls)
             .field(
                 "default_headers",
                 &c.default_headers.keys().collect::<Vec<_>>(),
@@ -98,7 +124,17 @@ impl Builder {
         Builder {
             config: Config {
                 base_url: DEFAULT_BASE_URL.to_owned(),
+                base_url_set: false,
                 api_key: None,
+                provider: Provider::OpenAi,
+                api_version: None,
+                azure_ad_token: None,
+                azure_endpoint: None,
+                azure_deployment: None,
+                anthropic_auth: AnthropicAuth::Bearer,
+                anthropic_version: None,
+                anthropic_beta: None,
+                proxy: ProxySettings::default(),
                 user_agent: concat!("volley/", env!("CARGO_PKG_VERSION")).to_owned(),
                 default_headers: HeaderMap::new(),
                 pool_max_idle_per_host: usize::MAX,
@@ -120,10 +156,14 @@ impl Builder {
                     webpki: cfg!(feature = "webpki-roots"),
                     native: false,
                     extra_der: Vec::new(),
+                    extra_pem: Vec::new(),
+                    env: true,
+                    identity: None,
                 },
                 allow_plain_http: false,
                 max_error_body_bytes: 64 * 1024,
-                max_body_bytes: 64 * 1024 * 1024,
+                max_body_bytes: volley_core::DEFAULT_MAX_BODY_BYTES,
+                max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             },
         }
     }
@@ -131,14 +171,17 @@ impl Builder {
     /// The base URL every request path is appended to, `/v1` included as in the OpenAI
     /// convention: `https://api.openai.com/v1` + `/chat/completions`.
     ///
-    /// Default: [`DEFAULT_BASE_URL`].
+    /// Default: [`DEFAULT_BASE_URL`]; with [`Provider::Anthropic`],
+    /// [`volley_core::anthropic::DEFAULT_BASE_URL`] (`https://api.anthropic.com/v1`).
     pub fn base_url(mut self, url: impl Into<String>) -> Builder {
         self.config.base_url = url.into();
+        self.config.base_url_set = true;
         self
     }
 
-    /// The API key, sent as `Authorization: Bearer …` (marked sensitive, so hyper and `http`
-    /// never print it). A request that sets its own `Authorization` header keeps it.
+    /// The API key, sent as `Authorization: Bearer …` (with [`Provider::Azure`], as
+    /// `api-key: …`), marked sensitive so hyper and `http` never print it. A request that
+    /// sets its own `Authorization` (or `api-key`) header keeps it.
     ///
     /// Default: none.
     pub fn api_key(mut self, key: impl Into<ApiKey>) -> Builder {
@@ -318,6 +361,195 @@ impl Builder {
         self
     }
 
+    /// Trusts every certificate of a PEM bundle file (`-----BEGIN CERTIFICATE-----` blocks):
+    /// a private CA, a corporate proxy's CA. Added to the other roots, not instead of them;
+    /// call it again for more files. The file is read by [`Builder::build`], which fails
+    /// naming it when it is missing or holds no certificate. Setting any CA this way (or with
+    /// [`Builder::tls_ca_pem`], [`Builder::tls_add_root_certificate`]) makes the transport
+    /// ignore `SSL_CERT_FILE` and `SSL_CERT_DIR`: an explicit setting wins over the
+    /// environment.
+    ///
+    /// Default: none.
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Builder {
+        self.config.tls.extra_pem.push(PemSource::File(path.into()));
+        self
+    }
+
+    /// Trusts every certificate of a PEM bundle given as bytes; as [`Builder::tls_ca_file`].
+    ///
+    /// Default: none.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Builder {
+        self.config.tls.extra_pem.push(PemSource::Bytes(pem.into()));
+        self
+    }
+
+    /// Whether to trust the certificates of the files named by `SSL_CERT_FILE` (a PEM
+    /// bundle) and `SSL_CERT_DIR` (directories of PEM files, `:`-separated), as OpenSSL,
+    /// curl and Python's `httpx` read them, when no CA was set explicitly. They are added to
+    /// the built-in roots (OpenSSL would use them instead), so a file holding only a private
+    /// CA does not break public endpoints. The variables are read once per process; an
+    /// unreadable `SSL_CERT_FILE` fails [`Builder::build`], naming the file.
+    ///
+    /// Default: `true`.
+    pub fn tls_ca_from_env(mut self, enabled: bool) -> Builder {
+        self.config.tls.env = enabled;
+        self
+    }
+
+    /// A client certificate (PEM chain, leaf first) and its private key (PEM: PKCS#8,
+    /// PKCS#1 or SEC1), read from files by [`Builder::build`], for servers and gateways that
+    /// require mutual TLS.
+    ///
+    /// Default: none (no client certificate is offered).
+    pub fn tls_client_identity_files(
+        mut self,
+        cert_chain: impl Into<PathBuf>,
+        private_key: impl Into<PathBuf>,
+    ) -> Builder {
+        self.config.tls.identity = Some(Identity {
+            cert: PemSource::File(cert_chain.into()),
+            key: PemSource::File(private_key.into()),
+        });
+        self
+    }
+
+    /// A client certificate chain and private key given as PEM bytes; as
+    /// [`Builder::tls_client_identity_files`]. The key never appears in `Debug` or errors.
+    ///
+    /// Default: none.
+    pub fn tls_client_identity_pem(
+        mut self,
+        cert_chain: impl Into<Vec<u8>>,
+        private_key: impl Into<Vec<u8>>,
+    ) -> Builder {
+        self.config.tls.identity = Some(Identity {
+            cert: PemSource::Bytes(cert_chain.into()),
+            key: PemSource::Bytes(private_key.into()),
+        });
+        self
+    }
+
+    /// Sends every request through this proxy: `http://[user:password@]host[:port]` (an
+    /// HTTP proxy: `CONNECT` tunnels for `https://`, absolute-form requests for plain
+    /// `http://`), or `socks5://` / `socks5h://` (the proxy resolves names). Read as curl
+    /// reads `--proxy`: no scheme means `http://`, no port means 1080, the user and password
+    /// are percent-decoded. It wins over `HTTPS_PROXY`, `HTTP_PROXY` and `ALL_PROXY`; an
+    /// empty string means "no proxy" whatever the environment says. `NO_PROXY` (or
+    /// [`Builder::no_proxy`]) still applies. The password is never shown: errors, logs and
+    /// `Debug` print the URL as `http://***@host:port`. An unusable URL (an `https://` or
+    /// SOCKS4 proxy, no host) fails [`Builder::build`].
+    ///
+    /// Default: none (the environment's, see [`Builder::proxy_env`]).
+    pub fn proxy(mut self, url: impl Into<String>) -> Builder {
+        self.config.proxy.proxy = Some(url.into());
+        self
+    }
+
+    /// Hosts reached directly, not through the proxy, as curl's `--noproxy` and `NO_PROXY`:
+    /// comma-separated domains (each with its subdomains), IP addresses and CIDR ranges, or
+    /// `*` for all. Replaces the environment's `NO_PROXY`.
+    ///
+    /// Default: `NO_PROXY` / `no_proxy` from the environment.
+    pub fn no_proxy(mut self, hosts: impl Into<String>) -> Builder {
+        self.config.proxy.no_proxy = Some(hosts.into());
+        self
+    }
+
+    /// Whether to honour the proxy variables of the environment, as curl does:
+    /// `https_proxy`/`HTTPS_PROXY` for `https://` servers, `http_proxy`/`HTTP_PROXY` for
+    /// `http://` ones (`HTTP_PROXY` is ignored in CGI processes), `all_proxy`/`ALL_PROXY`
+    /// for both, `no_proxy`/`NO_PROXY` for exceptions. They are read once per process, at
+    /// the first build; a value that is not a usable proxy URL (say `socks4://…`) fails
+    /// [`Builder::build`] instead of connecting directly.
+    ///
+    /// Default: `true`.
+    pub fn proxy_env(mut self, enabled: bool) -> Builder {
+        self.config.proxy.ignore_env = !enabled;
+        self
+    }
+
+    /// The provider's conventions: [`Provider::OpenAi`] sends the key as a bearer token;
+    /// [`Provider::Azure`] sends it as `api-key`, adds `api-version` (see
+    /// [`Builder::api_version`]) to every request, and routes requests to deployments as the
+    /// official SDK's `AzureOpenAI` client does: under a base URL ending in `/openai` a chat,
+    /// embeddings or completions request goes to `/deployments/{model}/…`, its body's
+    /// `model` naming the deployment; under `…/openai/deployments/NAME` to that deployment;
+    /// under the v1 API (`…/openai/v1`) unchanged.
+    ///
+    /// Default: [`Provider::OpenAi`].
+    pub fn provider(mut self, provider: Provider) -> Builder {
+        self.config.provider = provider;
+        self
+    }
+
+    /// The Azure OpenAI API version, sent as the `api-version` query parameter of every
+    /// request (`2024-10-21`, `2025-04-01-preview`). Needed by deployment URLs, optional for
+    /// the v1 API; ignored by other providers.
+    ///
+    /// Default: none.
+    pub fn api_version(mut self, version: impl Into<String>) -> Builder {
+        self.config.api_version = Some(version.into());
+        self
+    }
+
+    /// A Microsoft Entra ID (Azure AD) access token, sent as `Authorization: Bearer …` to
+    /// Azure OpenAI instead of a key. Setting both a key and a token fails
+    /// [`Builder::build`], as in the official SDK. Never shown in `Debug`, errors or logs.
+    ///
+    /// Default: none.
+    pub fn azure_ad_token(mut self, token: impl Into<ApiKey>) -> Builder {
+        self.config.azure_ad_token = Some(token.into());
+        self
+    }
+
+    /// The Azure OpenAI resource endpoint (`https://RESOURCE.openai.azure.com`), from which
+    /// the base URL is made as the official SDK makes it: `{endpoint}/openai`, or
+    /// `{endpoint}/openai/deployments/{deployment}` with [`Builder::azure_deployment`].
+    /// Setting it and [`Builder::base_url`] fails [`Builder::build`].
+    ///
+    /// Default: none.
+    pub fn azure_endpoint(mut self, endpoint: impl Into<String>) -> Builder {
+        self.config.azure_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The Azure OpenAI deployment every request goes to (with [`Builder::azure_endpoint`]).
+    ///
+    /// Default: none (the body's `model` names the deployment).
+    pub fn azure_deployment(mut self, deployment: impl Into<String>) -> Builder {
+        self.config.azure_deployment = Some(deployment.into());
+        self
+    }
+
+    /// How the key is sent to Anthropic ([`Provider::Anthropic`]):
+    /// [`AnthropicAuth::Bearer`] (`Authorization: Bearer KEY`, as the current official SDK)
+    /// or [`AnthropicAuth::XApiKey`] (`x-api-key: KEY`, as older SDKs). Ignored by other
+    /// providers.
+    ///
+    /// Default: [`AnthropicAuth::Bearer`].
+    pub fn anthropic_auth(mut self, auth: AnthropicAuth) -> Builder {
+        self.config.anthropic_auth = auth;
+        self
+    }
+
+    /// The `anthropic-version` header sent to Anthropic. Ignored by other providers.
+    ///
+    /// Default: the auth's own ([`AnthropicAuth::default_version`]): `2026-10-21` with
+    /// bearer auth, `2023-06-01` with `x-api-key`; a default header of that name wins over it.
+    pub fn anthropic_version(mut self, version: impl Into<String>) -> Builder {
+        self.config.anthropic_version = Some(version.into());
+        self
+    }
+
+    /// The `anthropic-beta` header (comma-separated feature names) sent to Anthropic. Ignored
+    /// by other providers.
+    ///
+    /// Default: none.
+    pub fn anthropic_beta(mut self, features: impl Into<String>) -> Builder {
+        self.config.anthropic_beta = Some(features.into());
+        self
+    }
+
     /// Allow plain `http://` to a host that is not loopback. Without it, [`Builder::build`]
     /// refuses such a base URL: the API key and prompts would cross the network in clear text.
     ///
@@ -338,11 +570,24 @@ impl Builder {
     /// The most bytes of a successful, non-streaming response body (after decompression).
     /// A larger body fails with `ErrorKind::BodyDecode` instead of exhausting memory; a small
     /// compressed body can expand enormously. Streams are bounded per event by the SSE
-    /// decoder's limits instead.
+    /// decoder's limits, and reading a stream whole (`Body::collect`) stops at this limit too.
     ///
-    /// Default: 64 MiB.
+    /// Default: [`volley_core::DEFAULT_MAX_BODY_BYTES`] (64 MiB).
     pub fn max_body_bytes(mut self, max: usize) -> Builder {
         self.config.max_body_bytes = max;
+        self
+    }
+
+    /// The most bytes of non-streaming response bodies all clones of the transport buffer at
+    /// once (after decompression). Each body is read within
+    /// [`max_body_bytes`](Builder::max_body_bytes); this bounds their sum, which at a
+    /// concurrency of 256 could otherwise reach 16 GiB. A body that would take the total past
+    /// it fails with `ErrorKind::BodyDecode` (a message naming this setting) and frees what it
+    /// held; bytes count until the body is complete and handed to the caller.
+    ///
+    /// Default: [`DEFAULT_MAX_BUFFERED_BYTES`] (1 GiB).
+    pub fn max_buffered_bytes(mut self, max: usize) -> Builder {
+        self.config.max_buffered_bytes = max;
         self
     }
 
@@ -356,7 +601,12 @@ impl Builder {
     /// or user agent cannot be sent as a header, or when no TLS roots are available.
     pub fn build(self) -> Result<Transport, Error> {
         let c = self.config;
-        let base = parse_base_url(&c.base_url, c.allow_plain_http)?;
+        let base_url = resolve_base_url(&c)?;
+        let base = parse_base_url(&base_url, c.allow_plain_http)?;
+        let azure = match c.provider {
+            Provider::Azure => Some(AzureShape::of(&base.path, c.api_version.as_deref())?),
+            Provider::OpenAi | Provider::Anthropic => None,
+        };
 
         let mut default_headers = c.default_headers;
         let user_agent = HeaderValue::try_from(c.user_agent).map_err(|e| {
@@ -367,8 +617,70 @@ impl Builder {
             .with_source(e)
         })?;
         default_headers.insert(USER_AGENT, user_agent);
-        if let Some(key) = &c.api_key {
-            default_headers.insert(AUTHORIZATION, bearer(key)?);
+        match c.provider {
+            Provider::OpenAi => {
+                if c.azure_ad_token.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "an Azure AD token was set, but the provider is not azure",
+                    ));
+                }
+                if let Some(key) = &c.api_key {
+                    default_headers.insert(AUTHORIZATION, bearer(key)?);
+                }
+            }
+            Provider::Azure => match (&c.api_key, &c.azure_ad_token) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "both an Azure OpenAI key and an Entra ID (AD) token were set; give \
+                         one of them",
+                    ));
+                }
+                (Some(key), None) => {
+                    default_headers
+                        .insert(HeaderName::from_static("api-key"), credential(key, "")?);
+                }
+                (None, Some(token)) => {
+                    default_headers.insert(AUTHORIZATION, bearer(token)?);
+                }
+                (None, None)
+                    if !default_headers.contains_key(AUTHORIZATION)
+                        && !default_headers.contains_key("api-key") =>
+                {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "Azure OpenAI needs a key (AZURE_OPENAI_API_KEY) or a Microsoft Entra \
+                         ID token (AZURE_OPENAI_AD_TOKEN)",
+                    ));
+                }
+                (None, None) => {}
+            },
+            Provider::Anthropic => {
+                if c.azure_ad_token.is_some() {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "an Azure AD token was set, but the provider is anthropic",
+                    ));
+                }
+                if let Some(key) = &c.api_key {
+                    match c.anthropic_auth {
+                        AnthropicAuth::Bearer => {
+                            default_headers.insert(AUTHORIZATION, bearer(key)?);
+                        }
+                        AnthropicAuth::XApiKey => {
+                            default_headers
+                                .insert(HeaderName::from_static("x-api-key"), credential(key, "")?);
+                        }
+                    }
+                }
+                crate::anthropic::version_headers(
+                    &mut default_headers,
+                    c.anthropic_auth,
+                    c.anthropic_version.as_deref(),
+                    c.anthropic_beta.as_deref(),
+                )?;
+            }
         }
         // Requests fit defaults without growing the map: content-type, accept-encoding, host.
         default_headers.reserve(4);
@@ -379,13 +691,20 @@ impl Builder {
         http.set_nodelay(c.tcp_nodelay);
         http.set_keepalive(c.tcp_keepalive);
         http.set_connect_timeout(c.connect_timeout);
+        let proxy = proxy::choose(&c.proxy, &base.scheme, &base.authority)?;
+        let route = Arc::new(Route::new(proxy, &base.scheme, c.http2_prior_knowledge));
+        if let Some(proxy) = route.proxy() {
+            tracing::debug!(proxy = proxy.display(), origin = %base.display, "through a proxy");
+        }
+        let forwarded = matches!(*route, Route::Forward(_));
+        let dial = Dial::new(http, route.clone(), c.connect_timeout);
 
         let connector = if base.scheme == Scheme::HTTPS {
             let tls_config = tls::client_config(&c.tls)?;
             let builder = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls_config)
                 .https_or_http();
-            let counting = Counting::new(http, counters.clone());
+            let counting = Counting::new(dial, counters.clone(), forwarded);
             if c.http2_prior_knowledge {
                 builder.enable_http2().wrap_connector(counting)
             } else if c.http2 {
@@ -397,7 +716,7 @@ impl Builder {
             // Plain text: no TLS configuration is built, so a transport to a local mock needs
             // no roots at all.
             hyper_rustls::HttpsConnector::from((
-                Counting::new(http, counters.clone()),
+                Counting::new(dial, counters.clone(), forwarded),
                 Arc::new(
                     rustls::ClientConfig::builder_with_provider(Arc::new(
                         rustls::crypto::ring::default_provider(),
@@ -447,6 +766,13 @@ impl Builder {
             .filter_map(|name| default_headers.get(*name))
             .map(HeaderValue::as_bytes)
             .collect();
+        let mut secrets = Vec::new();
+        if let Some(key) = &c.api_key {
+            crate::inner::secrets_of(key.expose().as_bytes(), &mut secrets);
+        }
+        for value in &credential_headers {
+            crate::inner::secrets_of(value, &mut secrets);
+        }
         let credential =
             CredentialId::for_endpoint(&base.display, c.api_key.as_ref(), &credential_headers);
         Ok(Transport {
@@ -465,7 +791,11 @@ impl Builder {
                 counters,
                 max_error_body_bytes: c.max_error_body_bytes,
                 max_body_bytes: c.max_body_bytes,
-                api_key: c.api_key,
+                max_buffered_bytes: c.max_buffered_bytes,
+                buffered: std::sync::atomic::AtomicUsize::new(0),
+                secrets,
+                azure,
+                route,
             }),
         })
     }
@@ -488,18 +818,30 @@ fn host_header(scheme: &Scheme, authority: &Authority) -> Result<HeaderValue, Er
     })
 }
 
-/// Default headers that identify who is calling: their values are part of the transport's
-/// [`CredentialId`], so cached answers never cross accounts.
-const CREDENTIAL_HEADERS: [&str; 5] = [
-    "authorization",
-    "api-key",
-    "x-api-key",
-    "openai-organization",
-    "openai-project",
-];
+/// The base URL: the one set, or the one an Azure endpoint makes (as the official SDK does).
+fn resolve_base_url(c: &Config) -> Result<std::borrow::Cow<'_, str>, Error> {
+    if c.provider == Provider::Anthropic && !c.base_url_set {
+        return Ok(volley_core::anthropic::DEFAULT_BASE_URL.into());
+    }
+    let Some(endpoint) = &c.azure_endpoint else {
+        return Ok(c.base_url.as_str().into());
+    };
+    if c.base_url_set {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "an Azure endpoint and a base URL were both set; give one of them",
+        ));
+    }
+    Ok(azure_base_url(endpoint, c.azure_deployment.as_deref()).into())
+}
 
 /// The `Authorization` value for a key, marked sensitive so that `Debug` of headers hides it.
 fn bearer(key: &ApiKey) -> Result<HeaderValue, Error> {
+    credential(key, "Bearer ")
+}
+
+/// A credential header value (`prefix` + key), marked sensitive.
+fn credential(key: &ApiKey, prefix: &str) -> Result<HeaderValue, Error> {
     if key.is_empty() {
         return Err(Error::new(
             ErrorKind::Config,
@@ -514,7 +856,7 @@ fn bearer(key: &ApiKey) -> Result<HeaderValue, Error> {
              character or a non-ASCII character pasted with it?)",
         ));
     }
-    let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+    let mut value = HeaderValue::try_from(format!("{prefix}{}", key.expose())).map_err(|_| {
         // The source error is dropped on purpose: it could echo the key.
         Error::new(
             ErrorKind::Config,
@@ -573,7 +915,10 @@ pub(crate) fn parse_base_url(url: &str, allow_plain_http: bool) -> Result<BaseUr
             "base URL {origin}...: a query string is not supported in the base URL"
         )));
     }
-    if scheme == Scheme::HTTP && !allow_plain_http && !is_loopback(authority.host()) {
+    if scheme == Scheme::HTTP
+        && !allow_plain_http
+        && !volley_core::host::is_loopback(authority.host())
+    {
         return Err(config(format!(
             "refusing plain http:// to {host}, which is not a loopback address: the API key and \
              prompts would cross the network unencrypted. Use https://, or allow plain HTTP \
@@ -589,14 +934,6 @@ pub(crate) fn parse_base_url(url: &str, allow_plain_http: bool) -> Result<BaseUr
         path,
         display,
     })
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

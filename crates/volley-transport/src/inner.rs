@@ -10,11 +10,17 @@ use http::{HeaderMap, HeaderValue, Uri};
 use volley_core::{Error, ErrorKind};
 
 use crate::backend::Backend;
+use crate::provider::{AzureShape, azure_path};
+use crate::proxy::Route;
 use crate::stats::Counters;
 
 /// What the clones of one [`Transport`](crate::Transport) share.
 pub(crate) struct Inner {
     pub(crate) client: Backend,
+    /// What Azure OpenAI asks of each URL (`api-version`, deployments); `None` for OpenAI.
+    pub(crate) azure: Option<AzureShape>,
+    /// How connections are opened: directly, or through which proxy.
+    pub(crate) route: Arc<Route>,
     /// The `Host` header of every request (HTTP/1.1 sends origin-form targets).
     pub(crate) host: HeaderValue,
     pub(crate) credential: volley_core::cache_key::CredentialId,
@@ -23,7 +29,7 @@ pub(crate) struct Inner {
     pub(crate) base_path: String,
     /// The OpenAI endpoints joined with the base path once, so the common requests build
     /// their URI without allocating.
-    pub(crate) joined: [(&'static str, PathAndQuery); 3],
+    pub(crate) joined: [(&'static str, PathAndQuery); 4],
     pub(crate) display_base: Arc<str>,
     pub(crate) default_headers: HeaderMap,
     pub(crate) gzip: bool,
@@ -31,18 +37,43 @@ pub(crate) struct Inner {
     pub(crate) counters: Arc<Counters>,
     pub(crate) max_error_body_bytes: usize,
     pub(crate) max_body_bytes: usize,
-    /// Kept only to scrub it from error bodies a server might echo it in.
-    pub(crate) api_key: Option<volley_core::ApiKey>,
+    /// The budget of [`Builder::max_buffered_bytes`](crate::Builder::max_buffered_bytes), and
+    /// what the clones of this transport are buffering now.
+    pub(crate) max_buffered_bytes: usize,
+    pub(crate) buffered: std::sync::atomic::AtomicUsize,
+    /// The API key and the credential-like default headers (each value, and the token after
+    /// its scheme: `Bearer sk-..` gives `sk-..` too), kept only to scrub them from error
+    /// bodies a server might echo them in.
+    pub(crate) secrets: Vec<Bytes>,
+}
+
+/// Secrets shorter than this are not scrubbed: replacing every `1` of a body helps nobody.
+const MIN_SECRET_LEN: usize = 4;
+
+/// The byte strings to scrub for one credential header value: the value, and its token when
+/// it starts with a scheme (`Bearer sk-1` gives `sk-1`).
+pub(crate) fn secrets_of(value: &[u8], out: &mut Vec<Bytes>) {
+    let mut push = |s: &[u8]| {
+        let s = s.trim_ascii();
+        if s.len() >= MIN_SECRET_LEN && !out.iter().any(|o| o.as_ref() == s) {
+            out.push(Bytes::copy_from_slice(s));
+        }
+    };
+    push(value);
+    if let Some(at) = value.iter().position(|b| *b == b' ') {
+        push(&value[at + 1..]);
+    }
 }
 
 /// The endpoints whose joined paths are computed once per transport.
-const COMMON_PATHS: [&str; 3] = [
+const COMMON_PATHS: [&str; 4] = [
     volley_core::openai::CHAT_COMPLETIONS_PATH,
     volley_core::openai::EMBEDDINGS_PATH,
     volley_core::openai::MODELS_PATH,
+    volley_core::anthropic::MESSAGES_PATH,
 ];
 
-pub(crate) fn joined_paths(base_path: &str) -> [(&'static str, PathAndQuery); 3] {
+pub(crate) fn joined_paths(base_path: &str) -> [(&'static str, PathAndQuery); 4] {
     COMMON_PATHS.map(|path| {
         let joined = format!("{base_path}{path}");
         let joined = PathAndQuery::from_maybe_shared(Bytes::from(joined))
@@ -54,7 +85,7 @@ pub(crate) fn joined_paths(base_path: &str) -> [(&'static str, PathAndQuery); 3]
 impl Inner {
     #[cfg(test)]
     fn uri_for(&self, path: &PathAndQuery) -> Result<Uri, Error> {
-        self.absolute(self.path_for(path)?)
+        self.absolute(self.path_with_body(path, &Bytes::new())?)
     }
 
     /// The absolute URI of a joined path.
@@ -70,7 +101,19 @@ impl Inner {
     }
 
     /// The base path joined with a request's path and query.
-    pub(crate) fn path_for(&self, path: &PathAndQuery) -> Result<PathAndQuery, Error> {
+    ///
+    /// Azure's conventions apply when the provider is Azure (`api-version`, and the deployment
+    /// named by the body's `model`).
+    pub(crate) fn path_with_body(
+        &self,
+        path: &PathAndQuery,
+        body: &Bytes,
+    ) -> Result<PathAndQuery, Error> {
+        if let Some(azure) = &self.azure
+            && path.as_str().starts_with('/')
+        {
+            return azure_path(azure, &self.base_path, path, body);
+        }
         if !path.as_str().starts_with('/') {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -95,24 +138,44 @@ impl Inner {
         })
     }
 
-    /// Replaces the API key with `***` in an error body, should a server echo it.
+    /// Replaces the API key and the credential-like default headers with `***` in an error
+    /// body, should a server echo them.
     pub(crate) fn scrub_key(&self, body: Bytes) -> Bytes {
-        let Some(key) = self.api_key.as_ref().map(|k| k.expose().as_bytes()) else {
-            return body;
-        };
-        if key.is_empty() || memchr::memmem::find(&body, key).is_none() {
-            return body;
-        }
-        let mut out = Vec::with_capacity(body.len());
-        let mut rest = &body[..];
-        while let Some(at) = memchr::memmem::find(rest, key) {
-            out.extend_from_slice(&rest[..at]);
-            out.extend_from_slice(b"***");
-            rest = &rest[at + key.len()..];
-        }
-        out.extend_from_slice(rest);
-        Bytes::from(out)
+        self.scrub(body, &[])
     }
+
+    /// [`Inner::scrub_key`], and `extra` secrets too (a request's own credential headers).
+    /// Longer secrets go first, so a token is never half-replaced by a shorter one inside it.
+    pub(crate) fn scrub(&self, mut body: Bytes, extra: &[Bytes]) -> Bytes {
+        let mut secrets: Vec<&[u8]> = self
+            .secrets
+            .iter()
+            .chain(extra)
+            .map(|s| s.as_ref())
+            .collect();
+        secrets.sort_unstable_by_key(|s| std::cmp::Reverse(s.len()));
+        for secret in secrets {
+            body = scrub_one(body, secret);
+        }
+        body
+    }
+}
+
+/// `body` with every occurrence of `secret` replaced by `***` (the same bytes, unchanged and
+/// uncopied, when there is none).
+fn scrub_one(body: Bytes, secret: &[u8]) -> Bytes {
+    if secret.is_empty() || memchr::memmem::find(&body, secret).is_none() {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = memchr::memmem::find(rest, secret) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"***");
+        rest = &rest[at + secret.len()..];
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -160,6 +223,29 @@ mod tests {
         );
         let clean = Bytes::from_static(b"nothing here");
         assert_eq!(t.inner.scrub_key(clean.clone()).as_ptr(), clean.as_ptr());
+    }
+
+    #[test]
+    fn echoed_credential_headers_are_scrubbed_too() {
+        let t = Transport::builder()
+            .base_url("http://127.0.0.1:9/v1")
+            .default_header(
+                http::HeaderName::from_static("api-key"),
+                HeaderValue::from_static("azure-secret-1"),
+            )
+            .default_header(
+                http::HeaderName::from_static("cookie"),
+                HeaderValue::from_static("session=cookie-secret"),
+            )
+            .build()
+            .unwrap();
+        let mut extra = Vec::new();
+        secrets_of(b"Bearer tenant-token-9", &mut extra);
+        let body = Bytes::from_static(
+            br#"{"error":{"message":"azure-secret-1 / session=cookie-secret / tenant-token-9"}}"#,
+        );
+        let scrubbed = t.inner.scrub(body, &extra);
+        assert_eq!(&scrubbed[..], br#"{"error":{"message":"*** / *** / ***"}}"#);
     }
 
     #[test]

@@ -45,6 +45,30 @@
 //! ([`Builder::http2`], [`Builder::http2_prior_knowledge`]) uses hyper-util's pool, which
 //! multiplexes streams over one connection per host.
 //!
+//! ## Proxies
+//! `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (and their lower-case forms) are
+//! honoured by default with curl's rules, read once per process; [`Builder::proxy`],
+//! [`Builder::no_proxy`] and [`Builder::proxy_env`] override them. `https://` servers are
+//! reached through an HTTP `CONNECT` tunnel with TLS end to end (HTTP/2 works inside it),
+//! plain `http://` ones in absolute form; `socks5://` and `socks5h://` proxies work too. A
+//! proxy's password is never shown: errors name the proxy as `http://***@host:port`, and a
+//! proxy's refusal (407) is an error of kind `Status` that says so.
+//!
+//! ## TLS trust
+//! The Mozilla roots (feature `webpki-roots`), plus the files `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR` name when set, or instead of those the CAs given with
+//! [`Builder::tls_ca_file`] / [`Builder::tls_ca_pem`]; the operating system's store with
+//! [`Builder::tls_native_roots`]; a client certificate for mutual TLS with
+//! [`Builder::tls_client_identity_files`]. Verification is always on: a certificate from an
+//! unknown CA fails with an error of kind `Tls` naming the host and how to trust its CA.
+//!
+//! ## Providers
+//! [`Provider::Azure`] speaks Azure OpenAI as the official SDK does: the key as `api-key` (or
+//! an Entra ID token, [`Builder::azure_ad_token`]), `api-version` on every request
+//! ([`Builder::api_version`]), deployment URLs or the v1 API, and an endpoint
+//! ([`Builder::azure_endpoint`]) under which each request goes to the deployment its `model`
+//! names.
+//!
 //! ## Features
 //! - `webpki-roots` (default): trust the Mozilla root set compiled into the binary.
 //! - `native-roots`: allow trusting the operating system's roots
@@ -56,6 +80,7 @@
 // (one request: URI, headers, the call, the answer), `backend` (which pool), `pool` (own
 // HTTP/1.1 pool) or `h2` (hyper-util's, for HTTP/2), `connector` and `tls` (opening
 // connections), `body` (streamed bodies), `error` (hyper's and rustls's errors as Volley's).
+mod anthropic;
 mod backend;
 mod body;
 mod builder;
@@ -64,11 +89,15 @@ mod error;
 mod h2;
 mod inner;
 mod pool;
+mod provider;
+mod proxy;
 mod send;
 mod stats;
 mod tls;
 mod transport;
 
-pub use builder::{Builder, DEFAULT_BASE_URL};
+pub use anthropic::AnthropicAuth;
+pub use builder::{Builder, DEFAULT_BASE_URL, DEFAULT_MAX_BUFFERED_BYTES};
+pub use provider::{Provider, azure_base_url};
 pub use stats::ConnectionStats;
 pub use transport::{ResponseFuture, Transport};

@@ -12,16 +12,17 @@ use volley_core::openai::{
 };
 
 use tower::util::BoxCloneSyncService;
+use tower::util::Either;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use volley_core::cache_key::CredentialId;
 use volley_core::{ApiError, ApiKey, Error, ErrorKind, Request, Response, tokens};
 use volley_middleware::cache::{CacheLayer, CacheStats, CacheStore, DiskStore, MemoryStore};
-use volley_middleware::limit::ConcurrencyLimitLayer;
+use volley_middleware::limit::{AdaptiveConcurrencyLimitLayer, ConcurrencyLimitLayer};
 use volley_middleware::metrics::{MetricsLayer, Scope};
 use volley_middleware::rate_limit::{Limits, LocalLimiter};
 use volley_middleware::retry::{Policy, RetryLayer};
 use volley_middleware::timeout::TimeoutLayer;
-use volley_transport::{ConnectionStats, Transport};
+use volley_transport::{ConnectionStats, Provider, Transport};
 
 use crate::ChatStream;
 use crate::rate_limit::{RateLimitSetting, SlotLimiter};
@@ -31,6 +32,15 @@ use crate::stack::Stack;
 pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
 /// The environment variable read for the base URL by [`Client::from_env`].
 pub const BASE_URL_ENV: &str = "OPENAI_BASE_URL";
+/// The Azure OpenAI resource endpoint read by [`ClientBuilder::azure_from_env`].
+pub const AZURE_ENDPOINT_ENV: &str = "AZURE_OPENAI_ENDPOINT";
+/// The Azure OpenAI key read by [`ClientBuilder::azure_from_env`].
+pub const AZURE_API_KEY_ENV: &str = "AZURE_OPENAI_API_KEY";
+/// The Microsoft Entra ID token read by [`ClientBuilder::azure_from_env`] (it wins over the
+/// key, as in the official SDK).
+pub const AZURE_AD_TOKEN_ENV: &str = "AZURE_OPENAI_AD_TOKEN";
+/// The Azure OpenAI API version read by [`ClientBuilder::azure_from_env`].
+pub const API_VERSION_ENV: &str = "OPENAI_API_VERSION";
 
 /// A client for an OpenAI-compatible API. Cheap to clone; clones share one connection pool,
 /// so create one and reuse it.
@@ -42,6 +52,11 @@ pub struct Client {
     cache_stats: Option<CacheHandle>,
     /// Whether requests need a token estimate: only a tokens-per-minute limit reads it.
     estimate_tokens: bool,
+    /// The rate limiter, when it learns limits: requests need a token estimate once it has
+    /// learned a token limit.
+    learning: Option<crate::rate_limit::SlotLimiter>,
+    /// The concurrency limit's layer, to tell its limit.
+    concurrency: Either<ConcurrencyLimitLayer, AdaptiveConcurrencyLimitLayer>,
 }
 
 #[derive(Clone)]
@@ -62,6 +77,8 @@ pub struct ClientBuilder {
     transport: volley_transport::Builder,
     stream_include_usage: bool,
     concurrency: usize,
+    /// Whether `concurrency` is the ceiling of an adaptive limit rather than a fixed one.
+    adaptive: bool,
     rate_limit: RateLimitSetting,
     retry: RetrySetting,
     timeouts: TimeoutLayer,
@@ -89,6 +106,10 @@ pub const MAX_CONCURRENCY: usize = 1 << 24;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The default of [`ClientBuilder::idle_timeout`].
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The default of [`ClientBuilder::stream_timeout`]: 30 minutes, longer than any generation
+/// we know of, and short enough that a server dripping one byte before each idle deadline
+/// cannot hold a slot for ever.
+pub const DEFAULT_STREAM_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl Default for ClientBuilder {
     fn default() -> ClientBuilder {
@@ -96,11 +117,13 @@ impl Default for ClientBuilder {
             transport: volley_transport::Builder::new(),
             stream_include_usage: true,
             concurrency: DEFAULT_CONCURRENCY,
+            adaptive: false,
             rate_limit: RateLimitSetting::None,
             retry: RetrySetting::Policy(Policy::default()),
             timeouts: TimeoutLayer::new()
                 .attempt(DEFAULT_TIMEOUT)
-                .idle(DEFAULT_IDLE_TIMEOUT),
+                .idle(DEFAULT_IDLE_TIMEOUT)
+                .stream_total(DEFAULT_STREAM_TIMEOUT),
             cache: None,
         }
     }
@@ -245,8 +268,43 @@ impl Client {
 
     /// The token estimate of a request, computed only when a tokens-per-minute limit will
     /// read it (it scans the whole prompt).
-    fn estimate(&self, estimate: impl FnOnce() -> u32) -> u32 {
-        if self.estimate_tokens { estimate() } else { 0 }
+    pub(crate) fn estimate(&self, estimate: impl FnOnce() -> u32) -> u32 {
+        let learned = || {
+            self.learning
+                .as_ref()
+                .is_some_and(crate::rate_limit::learned_tokens)
+        };
+        if self.estimate_tokens || learned() {
+            estimate()
+        } else {
+            0
+        }
+    }
+
+    /// The concurrency limit in force: the fixed [`ClientBuilder::concurrency`], or where the
+    /// adaptive limit of [`ClientBuilder::concurrency_auto`] stands now.
+    pub fn concurrency_limit(&self) -> usize {
+        match &self.concurrency {
+            Either::Left(fixed) => fixed.max(),
+            Either::Right(adaptive) => adaptive.limit(),
+        }
+    }
+
+    /// Requests in flight now (holding a concurrency slot).
+    pub fn in_flight(&self) -> usize {
+        match &self.concurrency {
+            Either::Left(fixed) => fixed.in_flight(),
+            Either::Right(adaptive) => adaptive.in_flight(),
+        }
+    }
+
+    /// The rate limits learned from the provider's `x-ratelimit-limit-*` headers so far, per
+    /// minute: `(requests, tokens)`, each `None` until learned, or when it was given or turned
+    /// off (see [`ClientBuilder::rpm`]).
+    pub fn learned_rate_limits(&self) -> (Option<u64>, Option<u64>) {
+        self.learning
+            .as_ref()
+            .map_or((None, None), crate::rate_limit::learned_limits)
     }
 
     /// Hits, misses and stores of the cache, when one is configured.
@@ -324,6 +382,20 @@ impl ClientBuilder {
     /// Default: [`DEFAULT_CONCURRENCY`] (256).
     pub fn concurrency(mut self, max: usize) -> ClientBuilder {
         self.concurrency = max;
+        self.adaptive = false;
+        self
+    }
+
+    /// An adaptive concurrency limit of at most `max` requests in flight, found while
+    /// running: it starts at 16, doubles while answers come back without overload, is cut on
+    /// 429, 503, 529, refused connections and timeouts, and settles where the median latency
+    /// stops growing (a server's knee). See `volley_middleware::limit::adaptive`. Replaces
+    /// [`ClientBuilder::concurrency`]; [`Client::concurrency_limit`] tells the limit in force.
+    ///
+    /// Default: a fixed [`DEFAULT_CONCURRENCY`] (256) instead.
+    pub fn concurrency_auto(mut self, max: usize) -> ClientBuilder {
+        self.concurrency = max;
+        self.adaptive = true;
         self
     }
 
@@ -331,8 +403,13 @@ impl ClientBuilder {
     /// enforce limits at sub-minute granularity; [`ClientBuilder::rate_limits`] sets more.
     /// Combines with [`ClientBuilder::tpm`]; given together with
     /// [`ClientBuilder::rate_limits`] or a ready-made limiter, [`ClientBuilder::build`] fails.
+    /// `0` turns the request limit off, and stops learning it.
     ///
-    /// Default: unlimited.
+    /// Default: learned. With no limit given, the client reads the provider's
+    /// `x-ratelimit-limit-requests` / `-tokens` (the window inferred from the `reset`
+    /// headers) and paces at what it states; until the first answer it sends one request (a
+    /// slow start), and a 429 pauses every send until its `Retry-After`
+    /// ([`Limits::auto`]).
     pub fn rpm(mut self, requests_per_minute: u32) -> ClientBuilder {
         self.rate_limit = self.rate_limit.rpm(requests_per_minute);
         self
@@ -342,8 +419,9 @@ impl ClientBuilder {
     /// `max_completion_tokens`/`max_tokens`) before it is sent, settled with the real usage
     /// when the response reports it. Combines with [`ClientBuilder::rpm`]; given together with
     /// [`ClientBuilder::rate_limits`] or a ready-made limiter, [`ClientBuilder::build`] fails.
+    /// `0` turns the token limit off, and stops learning it.
     ///
-    /// Default: unlimited.
+    /// Default: learned, as for [`ClientBuilder::rpm`].
     pub fn tpm(mut self, tokens_per_minute: u64) -> ClientBuilder {
         self.rate_limit = self.rate_limit.tpm(tokens_per_minute);
         self
@@ -483,6 +561,36 @@ impl ClientBuilder {
         self
     }
 
+    /// The whole of a stream, from sending the request to its last chunk; `ErrorKind::Timeout`
+    /// after it. Beside [`idle_timeout`](ClientBuilder::idle_timeout), which a server can keep
+    /// resetting with one byte at a time, this bounds how long one stream holds its slot.
+    /// `None` removes it.
+    ///
+    /// Default: [`DEFAULT_STREAM_TIMEOUT`] (30 min).
+    pub fn stream_timeout(mut self, limit: impl Into<Option<Duration>>) -> ClientBuilder {
+        self.timeouts = self.timeouts.stream_total(limit);
+        self
+    }
+
+    /// The most bytes of one non-streaming response body, and of a stream read whole
+    /// (`Response::bytes`); a larger one fails with `ErrorKind::BodyDecode`.
+    ///
+    /// Default: 64 MiB ([`volley_core::DEFAULT_MAX_BODY_BYTES`]).
+    pub fn max_body_bytes(mut self, max: usize) -> ClientBuilder {
+        self.transport = self.transport.max_body_bytes(max);
+        self
+    }
+
+    /// The most bytes of response bodies the client buffers at once, over all requests in
+    /// flight: the default concurrency times the body limit would be 16 GiB. See
+    /// [`volley_transport::Builder::max_buffered_bytes`].
+    ///
+    /// Default: 1 GiB ([`volley_transport::DEFAULT_MAX_BUFFERED_BYTES`]).
+    pub fn max_buffered_bytes(mut self, max: usize) -> ClientBuilder {
+        self.transport = self.transport.max_buffered_bytes(max);
+        self
+    }
+
     /// Caches successful non-streaming responses in memory, up to `max_bytes` for `ttl`.
     /// Entries are keyed by method, path, canonical JSON body and a hash of the API key.
     ///
@@ -598,6 +706,202 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends every request through this proxy (`http://[user:password@]host[:port]`,
+    /// `socks5://`, `socks5h://`), read as curl reads `--proxy`; wins over `HTTPS_PROXY`,
+    /// `HTTP_PROXY` and `ALL_PROXY`, and `""` means no proxy. The password is never shown.
+    /// See [`volley_transport::Builder::proxy`].
+    ///
+    /// Default: none (the environment's, see [`ClientBuilder::proxy_env`]).
+    pub fn proxy(mut self, url: impl Into<String>) -> ClientBuilder {
+        self.transport = self.transport.proxy(url);
+        self
+    }
+
+    /// Hosts reached directly, not through the proxy, as curl's `NO_PROXY`: comma-separated
+    /// domains (with their subdomains), IP addresses, CIDR ranges, or `*`. Replaces the
+    /// environment's `NO_PROXY`.
+    ///
+    /// Default: `NO_PROXY` / `no_proxy` from the environment.
+    pub fn no_proxy(mut self, hosts: impl Into<String>) -> ClientBuilder {
+        self.transport = self.transport.no_proxy(hosts);
+        self
+    }
+
+    /// Whether to honour `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (and their
+    /// lower-case forms) by curl's rules; read once per process. See
+    /// [`volley_transport::Builder::proxy_env`].
+    ///
+    /// Default: `true`.
+    pub fn proxy_env(mut self, enabled: bool) -> ClientBuilder {
+        self.transport = self.transport.proxy_env(enabled);
+        self
+    }
+
+    /// Trusts the certificates of a PEM bundle file (a private or corporate CA), added to
+    /// the other roots; read by [`ClientBuilder::build`], which names the file when it is
+    /// unusable. An explicit CA makes `SSL_CERT_FILE` / `SSL_CERT_DIR` ignored.
+    ///
+    /// Default: none.
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> ClientBuilder {
+        self.transport = self.transport.tls_ca_file(path);
+        self
+    }
+
+    /// Trusts the certificates of a PEM bundle given as bytes; as
+    /// [`ClientBuilder::tls_ca_file`].
+    ///
+    /// Default: none.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> ClientBuilder {
+        self.transport = self.transport.tls_ca_pem(pem);
+        self
+    }
+
+    /// Whether to trust the files `SSL_CERT_FILE` and `SSL_CERT_DIR` name (added to the
+    /// built-in roots) when no CA is set explicitly; read once per process.
+    ///
+    /// Default: `true`.
+    pub fn tls_ca_from_env(mut self, enabled: bool) -> ClientBuilder {
+        self.transport = self.transport.tls_ca_from_env(enabled);
+        self
+    }
+
+    /// Whether to trust the operating system's root certificates too (feature
+    /// `native-roots`; without it, [`ClientBuilder::build`] fails when this is on).
+    ///
+    /// Default: `false`.
+    pub fn tls_native_roots(mut self, enabled: bool) -> ClientBuilder {
+        self.transport = self.transport.tls_native_roots(enabled);
+        self
+    }
+
+    /// A client certificate chain and its private key (PEM files), for servers and gateways
+    /// that require mutual TLS; read by [`ClientBuilder::build`].
+    ///
+    /// Default: none.
+    pub fn tls_client_identity_files(
+        mut self,
+        cert_chain: impl Into<PathBuf>,
+        private_key: impl Into<PathBuf>,
+    ) -> ClientBuilder {
+        self.transport = self
+            .transport
+            .tls_client_identity_files(cert_chain, private_key);
+        self
+    }
+
+    /// A client certificate chain and its private key given as PEM bytes; as
+    /// [`ClientBuilder::tls_client_identity_files`].
+    ///
+    /// Default: none.
+    pub fn tls_client_identity_pem(
+        mut self,
+        cert_chain: impl Into<Vec<u8>>,
+        private_key: impl Into<Vec<u8>>,
+    ) -> ClientBuilder {
+        self.transport = self
+            .transport
+            .tls_client_identity_pem(cert_chain, private_key);
+        self
+    }
+
+    /// The provider's conventions: [`Provider::Azure`] sends the key as `api-key`, adds
+    /// `api-version` to every request and routes to deployments as the official SDK's
+    /// `AzureOpenAI` does. See [`volley_transport::Builder::provider`].
+    ///
+    /// Default: [`Provider::OpenAi`].
+    pub fn provider(mut self, provider: Provider) -> ClientBuilder {
+        self.transport = self.transport.provider(provider);
+        self
+    }
+
+    /// How the key is sent to Anthropic: `Authorization: Bearer` (the current official SDK)
+    /// or `x-api-key` (older SDKs). See [`volley_transport::Builder::anthropic_auth`].
+    ///
+    /// Default: [`AnthropicAuth::Bearer`](volley_transport::AnthropicAuth::Bearer).
+    pub fn anthropic_auth(mut self, auth: volley_transport::AnthropicAuth) -> ClientBuilder {
+        self.transport = self.transport.anthropic_auth(auth);
+        self
+    }
+
+    /// The `anthropic-version` header. See [`volley_transport::Builder::anthropic_version`].
+    ///
+    /// Default: `2026-10-21` with bearer auth, `2023-06-01` with `x-api-key`.
+    pub fn anthropic_version(mut self, version: impl Into<String>) -> ClientBuilder {
+        self.transport = self.transport.anthropic_version(version);
+        self
+    }
+
+    /// The `anthropic-beta` header (comma-separated features).
+    ///
+    /// Default: none.
+    pub fn anthropic_beta(mut self, features: impl Into<String>) -> ClientBuilder {
+        self.transport = self.transport.anthropic_beta(features);
+        self
+    }
+
+    /// The Azure OpenAI `api-version` query parameter (`2024-10-21`); needed by deployment
+    /// URLs, optional for the v1 API (`…/openai/v1`).
+    ///
+    /// Default: none.
+    pub fn api_version(mut self, version: impl Into<String>) -> ClientBuilder {
+        self.transport = self.transport.api_version(version);
+        self
+    }
+
+    /// A Microsoft Entra ID (Azure AD) token, sent as a bearer token to Azure OpenAI instead
+    /// of a key. Never shown.
+    ///
+    /// Default: none.
+    pub fn azure_ad_token(mut self, token: impl Into<ApiKey>) -> ClientBuilder {
+        self.transport = self.transport.azure_ad_token(token);
+        self
+    }
+
+    /// The Azure OpenAI resource endpoint (`https://RESOURCE.openai.azure.com`); the base URL
+    /// becomes `{endpoint}/openai` (requests routed by their `model`), or
+    /// `{endpoint}/openai/deployments/{deployment}` with [`ClientBuilder::azure_deployment`].
+    ///
+    /// Default: none.
+    pub fn azure_endpoint(mut self, endpoint: impl Into<String>) -> ClientBuilder {
+        self.transport = self.transport.azure_endpoint(endpoint);
+        self
+    }
+
+    /// The Azure OpenAI deployment every request goes to (with
+    /// [`ClientBuilder::azure_endpoint`]).
+    ///
+    /// Default: none (the request's `model` names the deployment).
+    pub fn azure_deployment(mut self, deployment: impl Into<String>) -> ClientBuilder {
+        self.transport = self.transport.azure_deployment(deployment);
+        self
+    }
+
+    /// Azure OpenAI from the environment, as the official SDK's `AzureOpenAI()` reads it:
+    /// the provider set to Azure, `AZURE_OPENAI_ENDPOINT` as the endpoint,
+    /// `AZURE_OPENAI_AD_TOKEN` as the token or else `AZURE_OPENAI_API_KEY` as the key, and
+    /// `OPENAI_API_VERSION` as the API version. Unset or empty variables are skipped.
+    pub fn azure_from_env(mut self) -> ClientBuilder {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        self = self.provider(Provider::Azure);
+        if let Some(endpoint) = var(AZURE_ENDPOINT_ENV) {
+            self = self.azure_endpoint(endpoint);
+        }
+        if let Some(token) = var(AZURE_AD_TOKEN_ENV) {
+            self = self.azure_ad_token(token);
+        } else if let Some(key) = var(AZURE_API_KEY_ENV) {
+            self = self.api_key(key);
+        }
+        if let Some(version) = var(API_VERSION_ENV) {
+            self = self.api_version(version);
+        }
+        self
+    }
+
     /// Whether [`Client::chat_stream`] asks for usage in the stream
     /// (`stream_options.include_usage`) when the request does not say. Turn it off for
     /// servers that reject `stream_options`.
@@ -634,7 +938,16 @@ impl ClientBuilder {
             RetrySetting::Policy(policy) => policy,
             RetrySetting::Retries(n) => Policy::builder().max_retries(n).build()?,
         };
+        let concurrency = if self.adaptive {
+            Either::Right(AdaptiveConcurrencyLimitLayer::new(self.concurrency))
+        } else {
+            Either::Left(ConcurrencyLimitLayer::new(self.concurrency))
+        };
         let (rate_limit, estimate_tokens) = self.rate_limit.into_layer()?;
+        let learning = rate_limit
+            .as_ref()
+            .map(|layer| layer.limiter().clone())
+            .filter(volley_middleware::rate_limit::RateLimiter::learns);
         let cache = match self.cache {
             None => None,
             Some(setting) => {
@@ -668,7 +981,7 @@ impl ClientBuilder {
             .option_layer(cache.clone())
             .layer(RetryLayer::new(policy))
             .option_layer(rate_limit)
-            .layer(ConcurrencyLimitLayer::new(self.concurrency))
+            .layer(concurrency.clone())
             .layer(attempt_metrics)
             .layer(self.timeouts)
             .service(transport.clone());
@@ -678,6 +991,8 @@ impl ClientBuilder {
             stream_include_usage: self.stream_include_usage,
             cache_stats: cache.map(CacheHandle),
             estimate_tokens,
+            learning,
+            concurrency,
         })
     }
 }

@@ -51,19 +51,22 @@ pub mod blocking;
 mod chat_stream;
 mod client;
 mod fan_out;
+mod messages;
 mod rate_limit;
 mod stack;
 
 pub use chat_stream::ChatStream;
 pub use client::{
-    API_KEY_ENV, BASE_URL_ENV, Client, ClientBuilder, DEFAULT_CONCURRENCY, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_TIMEOUT, MAX_CONCURRENCY,
+    API_KEY_ENV, API_VERSION_ENV, AZURE_AD_TOKEN_ENV, AZURE_API_KEY_ENV, AZURE_ENDPOINT_ENV,
+    BASE_URL_ENV, Client, ClientBuilder, DEFAULT_CONCURRENCY, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_STREAM_TIMEOUT, DEFAULT_TIMEOUT, MAX_CONCURRENCY,
 };
+pub use messages::MessageStream;
 pub use volley_core::{
-    ApiError, ApiKey, Body, BodyStream, Error, ErrorKind, ErrorReport, Request, RequestId,
-    Response, Timings, openai, sse,
+    ApiError, ApiKey, Body, BodyStream, Dialect, Error, ErrorKind, ErrorReport, Request, RequestId,
+    Response, Timings, anthropic, openai, sse,
 };
-pub use volley_transport::ConnectionStats;
+pub use volley_transport::{ConnectionStats, Provider};
 
 /// A rate limiter and a cache shared through Redis by many processes (feature `redis`).
 ///

@@ -9,12 +9,11 @@ use http::{HeaderMap, Method};
 use tower::ServiceExt;
 use tower_service::Service;
 use volley_core::cache_key::CacheKey;
-use volley_core::openai::looks_like_error;
-use volley_core::{Body, BodyStream, Error, Request, Response};
+use volley_core::{Body, Error, Request, Response};
 
 use super::layer::Shared;
 use super::record::RecordingBody;
-use super::store::CachedResponse;
+use super::store::{CachedResponse, RejectedEntry};
 
 /// The future of [`Cache`](super::Cache). Boxed: the cache sits outermost, once per request,
 /// where one allocation is lost in the noise of hashing the request.
@@ -49,16 +48,25 @@ where
         return inner.oneshot(request).await;
     }
     let id = request.id();
+    let dialect = request.dialect();
     let key = key_of(&request, &shared).await;
+    // The credential the request is really sent with: the client's, narrowed by the
+    // request's own credential headers. Stores others can write to authenticate entries with
+    // a key derived from it.
+    let credential = shared.credential.with_request_headers(request.headers());
 
     if directive == Directive::Normal {
-        match shared.store.get(key).await {
+        match shared.store.get_for(key, &credential).await {
             Ok(Some(entry)) => {
                 shared.counters.hit();
                 tracing::debug!(request = %id, "cache hit");
                 return Ok(entry.into_response(id));
             }
             Ok(None) => {}
+            Err(e) if e.is::<RejectedEntry>() => {
+                shared.counters.rejected();
+                tracing::warn!(request = %id, error = %e, "cache entry rejected; a miss");
+            }
             Err(e) => tracing::warn!(request = %id, error = %e, "cache read failed; a miss"),
         }
     }
@@ -72,9 +80,9 @@ where
     let body = match body {
         Body::Full(bytes) => {
             // Some servers answer an error with a 2xx status; that is not an answer to keep.
-            if bytes.len() <= shared.max_entry_bytes && !looks_like_error(&bytes) {
+            if bytes.len() <= shared.max_entry_bytes && !dialect.looks_like_error(&bytes) {
                 let entry = CachedResponse::new(head.status, &head.headers, bytes.clone(), false);
-                match shared.store.put(key, entry).await {
+                match shared.store.put_for(key, &credential, entry).await {
                     Ok(()) => shared.counters.stored(),
                     Err(e) => tracing::warn!(request = %id, error = %e, "cache write failed"),
                 }
@@ -82,8 +90,9 @@ where
             Body::Full(bytes)
         }
         Body::Stream(stream) if shared.cache_streams => {
-            let recording = RecordingBody::new(stream, shared, key, &head);
-            Body::Stream(BodyStream::new(recording))
+            let recording =
+                stream.wrap(|s| RecordingBody::new(s, shared, key, credential, &head, dialect));
+            Body::Stream(recording)
         }
         body @ Body::Stream(_) => body,
     };

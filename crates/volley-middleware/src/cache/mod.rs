@@ -8,16 +8,21 @@
 //!
 //! - Requests are keyed by [`volley_core::cache_key::CacheKey`]: method, path and query,
 //!   canonical JSON body (so key order and white space do not matter) and the
-//!   [`CredentialId`](volley_core::cache_key::CredentialId) given to [`CacheLayer::new`]. The
-//!   model, `temperature`, `seed` and every other parameter are in the body and therefore in
-//!   the key. The API key itself is never stored: only its hash, mixed into the key.
+//!   [`CredentialId`](volley_core::cache_key::CredentialId) given to [`CacheLayer::new`],
+//!   narrowed by every credential-like header the request carries itself
+//!   ([`CREDENTIAL_HEADERS`](volley_core::headers::CREDENTIAL_HEADERS): a tenant's own
+//!   `Authorization`, say), so one client serving many tenants keeps one namespace per tenant.
+//!   The model, `temperature`, `seed` and every other parameter are in the body and therefore
+//!   in the key. The API key itself is never stored: only its hash, mixed into the key.
 //! - Only `GET` and `POST` requests are cached, and only successful (2xx) responses are
 //!   stored. Errors are never stored (they are not responses), nor is a 2xx body that is an
-//!   error object (`{"error": ...}`, see [`volley_core::openai::looks_like_error`]).
+//!   error object in the request's dialect (`{"error": ...}`, `{"type": "error", ...}`; see
+//!   [`Dialect::looks_like_error`](volley_core::Dialect::looks_like_error)).
 //! - Non-streaming responses are stored by default. Streaming responses only with
 //!   [`CacheLayer::cache_streams`]: the stream is passed through while a copy is kept, stored
-//!   when it is finished (its last event is `data: [DONE]`, see
-//!   [`volley_core::openai::ends_with_done`]) and has no error event, and a hit replays it as
+//!   when it is finished (its last event is `data: [DONE]` or `message_stop`, see
+//!   [`Dialect::stream_complete`](volley_core::Dialect::stream_complete)) and has no error
+//!   event, and a hit replays it as
 //!   a stream, one chunk per event.
 //! - A stored entry keeps the status, the `content-type` header, the body and its creation
 //!   time; nothing else of the headers (no `set-cookie`, nothing credential-like).
@@ -49,9 +54,11 @@
 //! [`MemoryStore`] (moka, bounded by bytes and by age) and [`DiskStore`] (redb, one file that
 //! survives restarts, I/O on the blocking pool) implement [`CacheStore`], and so does
 //! `RedisStore` (feature `redis`): one cache shared by every process and machine that uses the
-//! same Redis, entries compressed with lz4 and expired by Redis. Your own store can implement
-//! it too. A store that fails never fails a request: a failed read is a
-//! miss, a failed write leaves the response unstored, and both are logged.
+//! same Redis, entries compressed with lz4, authenticated with a MAC keyed from the credential
+//! and expired by Redis. Your own store can implement it too. A store that fails never fails
+//! a request: a failed read is a miss, a failed write leaves the response unstored, and both
+//! are logged. An entry that fails authentication ([`RejectedEntry`]) is a miss too, counted
+//! in [`CacheStats::rejected`] and `volley_cache_rejected_total`.
 //!
 //! # Examples
 //!
@@ -119,7 +126,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{DEFAULT_COMPRESS_ABOVE, DEFAULT_PREFIX, RedisStore};
 pub use stats::CacheStats;
-pub use store::{CACHE_STATUS_HEADER, CacheStore, CachedResponse, StoreFuture};
+pub use store::{CACHE_STATUS_HEADER, CacheStore, CachedResponse, RejectedEntry, StoreFuture};
 
 use layer::Shared;
 

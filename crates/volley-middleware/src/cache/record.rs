@@ -8,9 +8,8 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use http::{HeaderMap, StatusCode};
-use volley_core::cache_key::CacheKey;
-use volley_core::openai::{ends_with_done, looks_like_error};
-use volley_core::{BodyStream, Error, ResponseHead};
+use volley_core::cache_key::{CacheKey, CredentialId};
+use volley_core::{BodyStream, Dialect, Error, ResponseHead};
 
 use super::layer::Shared;
 use super::store::{CachedResponse, StoreFuture};
@@ -24,8 +23,11 @@ pub(crate) struct RecordingBody {
     finished: bool,
     shared: Arc<Shared>,
     key: CacheKey,
+    credential: CredentialId,
     status: StatusCode,
     headers: HeaderMap,
+    /// How the stream ends and how it states an error.
+    dialect: Dialect,
 }
 
 impl RecordingBody {
@@ -33,7 +35,9 @@ impl RecordingBody {
         inner: BodyStream,
         shared: Arc<Shared>,
         key: CacheKey,
+        credential: CredentialId,
         head: &ResponseHead,
+        dialect: Dialect,
     ) -> RecordingBody {
         RecordingBody {
             inner,
@@ -42,8 +46,10 @@ impl RecordingBody {
             finished: false,
             shared,
             key,
+            credential,
             status: head.status,
             headers: head.headers.clone(),
+            dialect,
         }
     }
 
@@ -51,14 +57,15 @@ impl RecordingBody {
     /// finished answer (see [`is_complete`]).
     fn save(&mut self) -> Option<StoreFuture<'static, ()>> {
         let body = self.buffer.take()?.freeze();
-        if !is_complete(&body) {
+        if !is_complete(self.dialect, &body) {
             return None;
         }
         let entry = CachedResponse::new(self.status, &self.headers, body, true);
         let shared = self.shared.clone();
         let key = self.key;
+        let credential = self.credential;
         Some(Box::pin(async move {
-            shared.store.put(key, entry).await?;
+            shared.store.put_for(key, &credential, entry).await?;
             shared.counters.stored();
             Ok(())
         }))
@@ -118,7 +125,11 @@ impl Drop for RecordingBody {
         // Callers often stop reading at `data: [DONE]` without waiting for the end of the
         // body; that stream is complete, so it is stored in the background. (`save` checks the
         // whole copy; this cheap look at its end skips the streams dropped half way.)
-        let complete = self.buffer.as_ref().is_some_and(|b| ends_with_done(b));
+        let dialect = self.dialect;
+        let complete = self
+            .buffer
+            .as_ref()
+            .is_some_and(|b| dialect.stream_complete(b));
         if !complete || self.saving.is_some() {
             return;
         }
@@ -135,14 +146,15 @@ impl Drop for RecordingBody {
 }
 
 /// Whether a recorded event stream is a finished answer worth replaying: its last event is
-/// `data: [DONE]` (a stream that stopped without it broke off, however cleanly the connection
-/// closed), and no event is an error (`event: error`, or data that is an error object, which
-/// vLLM sends before its `[DONE]` when a generation fails).
-fn is_complete(body: &[u8]) -> bool {
-    ends_with_done(body) && !has_error_event(body)
+/// the dialect's end (`data: [DONE]`, `message_stop`; a stream that stopped without it broke
+/// off, however cleanly the connection closed), and no event is an error (`event: error`, or
+/// data that is an error object, which vLLM sends before its `[DONE]` when a generation
+/// fails).
+fn is_complete(dialect: Dialect, body: &[u8]) -> bool {
+    dialect.stream_complete(body) && !has_error_event(dialect, body)
 }
 
-fn has_error_event(body: &[u8]) -> bool {
+fn has_error_event(dialect: Dialect, body: &[u8]) -> bool {
     // Most streams never mention an error: one SIMD search clears them.
     if memchr::memmem::find(body, b"error").is_none() {
         return false;
@@ -152,24 +164,45 @@ fn has_error_event(body: &[u8]) -> bool {
         if let Some(name) = line.strip_prefix(b"event:") {
             return name.trim_ascii() == b"error";
         }
-        line.strip_prefix(b"data:").is_some_and(looks_like_error)
+        line.strip_prefix(b"data:")
+            .is_some_and(|data| dialect.looks_like_error(data))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::is_complete;
+    use volley_core::Dialect;
 
     #[test]
     fn only_finished_streams_without_errors_are_complete() {
-        assert!(is_complete(b"data: {}\n\ndata: [DONE]\n\n"));
         assert!(is_complete(
+            Dialect::OpenAi,
+            b"data: {}\n\ndata: [DONE]\n\n"
+        ));
+        assert!(is_complete(
+            Dialect::OpenAi,
             b"data: {\"choices\":[{\"delta\":{\"content\":\"error\"}}]}\n\ndata: [DONE]\n\n"
         ));
-        assert!(!is_complete(b"data: {}\n\n"));
+        assert!(!is_complete(Dialect::OpenAi, b"data: {}\n\n"));
         assert!(!is_complete(
+            Dialect::OpenAi,
             b"data: {\"error\":{\"message\":\"boom\"}}\r\n\r\ndata: [DONE]\r\n\r\n"
         ));
-        assert!(!is_complete(b"event: error\ndata: {}\n\ndata: [DONE]\n\n"));
+        assert!(!is_complete(
+            Dialect::OpenAi,
+            b"event: error\ndata: {}\n\ndata: [DONE]\n\n"
+        ));
+    }
+
+    #[test]
+    fn anthropic_streams_end_with_message_stop() {
+        let done = b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":1}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        assert!(is_complete(Dialect::Anthropic, done));
+        assert!(!is_complete(Dialect::OpenAi, done));
+        assert!(!is_complete(
+            Dialect::Anthropic,
+            b"data: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\ndata: {\"type\":\"message_stop\"}\n\n"
+        ));
     }
 }

@@ -5,14 +5,15 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_core::Stream;
-use volley_core::openai::{UsageScanner, ends_with_done};
-use volley_core::{BodyStream, Error};
+use volley_core::dialect::UsageScanner;
+use volley_core::{BodyStream, Dialect, Error};
 
 use super::handles::Tracker;
 
-/// How much of the stream's end is kept to recognise `data: [DONE]` when the stream is
-/// dropped: the sentinel line with room for its `\r\n\r\n`.
-const TAIL: usize = 32;
+/// How much of the stream's end is kept to recognise the end-of-stream event when the stream
+/// is dropped: `data: [DONE]` or `data: {"type":"message_stop"}`, with room for white space
+/// and `\r\n\r\n`.
+const TAIL: usize = 48;
 
 /// Passes a stream through; the call it belongs to is finished when the stream ends, fails or
 /// is dropped. Dropped right after its `data: [DONE]` event (callers stop reading there, before
@@ -23,16 +24,18 @@ pub(crate) struct MetricsBody {
     /// Finds the usage; the last one seen is counted once, when the call finishes.
     usage: Option<UsageScanner>,
     tail: Tail,
+    dialect: Dialect,
 }
 
 impl MetricsBody {
-    pub(crate) fn new(inner: BodyStream, tracker: Tracker) -> MetricsBody {
-        let usage = tracker.counts_tokens().then(UsageScanner::new);
+    pub(crate) fn new(inner: BodyStream, tracker: Tracker, dialect: Dialect) -> MetricsBody {
+        let usage = tracker.counts_tokens().then(|| dialect.usage_scanner());
         MetricsBody {
             inner,
             tracker,
             usage,
             tail: Tail::default(),
+            dialect,
         }
     }
 
@@ -40,17 +43,26 @@ impl MetricsBody {
     fn count_tokens(&mut self) {
         if let Some(usage) = self.usage.take().and_then(|mut scanner| scanner.finish()) {
             self.tracker
-                .tokens(usage.prompt_tokens, usage.completion_tokens);
+                .tokens(usage.input.saturating_add(usage.cache_read), usage.output);
         }
     }
 }
 
 /// The last bytes of a stream, up to [`TAIL`]; copied from each chunk, never allocated.
-#[derive(Default)]
 struct Tail {
     /// Right-aligned: the bytes are `bytes[TAIL - len..]`.
     bytes: [u8; TAIL],
     len: usize,
+}
+
+// By hand: `Default` is derived for arrays of at most 32 elements.
+impl Default for Tail {
+    fn default() -> Tail {
+        Tail {
+            bytes: [0; TAIL],
+            len: 0,
+        }
+    }
 }
 
 impl Tail {
@@ -103,7 +115,7 @@ impl Drop for MetricsBody {
         // After an error or the end this is a no-op: the tokens were counted and the tracker
         // ignores a second outcome.
         self.count_tokens();
-        if ends_with_done(self.tail.get()) {
+        if self.dialect.stream_complete(self.tail.get()) {
             self.tracker.finish(None);
         }
         // Otherwise the tracker's own drop records `cancelled`.
@@ -121,11 +133,11 @@ mod tests {
         tail.keep(b"ab");
         tail.keep(b"cd");
         assert_eq!(tail.get(), b"abcd");
-        let long: Vec<u8> = (0..40).collect();
+        let long: Vec<u8> = (0..TAIL as u8 + 8).collect();
         tail.keep(&long);
         assert_eq!(tail.get(), &long[8..]);
         tail.keep(b"xyz");
-        assert_eq!(&tail.get()[..29], &long[11..]);
-        assert_eq!(&tail.get()[29..], b"xyz");
+        assert_eq!(&tail.get()[..TAIL - 3], &long[11..]);
+        assert_eq!(&tail.get()[TAIL - 3..], b"xyz");
     }
 }

@@ -5,8 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use volley_core::openai::usage_in_body;
-use volley_core::{Body, BodyStream, Error, Response};
+use volley_core::{Body, Dialect, Error, Response};
 
 use super::body::MetricsBody;
 use super::handles::Tracker;
@@ -18,14 +17,16 @@ pin_project! {
         #[pin]
         inner: F,
         tracker: Option<Tracker>,
+        dialect: Dialect,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, tracker: Tracker) -> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, tracker: Tracker, dialect: Dialect) -> ResponseFuture<F> {
         ResponseFuture {
             inner,
             tracker: Some(tracker),
+            dialect,
         }
     }
 }
@@ -70,15 +71,16 @@ where
                 }
                 if head.status.is_success()
                     && tracker.counts_tokens()
-                    && let Some(usage) = usage_in_body(&bytes)
+                    && let Some(usage) = this.dialect.usage_in_body(&bytes)
                 {
-                    tracker.tokens(usage.prompt_tokens, usage.completion_tokens);
+                    tracker.tokens(usage.input.saturating_add(usage.cache_read), usage.output);
                 }
                 tracker.finish(None);
                 Body::Full(bytes)
             }
             Body::Stream(stream) => {
-                Body::Stream(BodyStream::new(MetricsBody::new(stream, tracker)))
+                let dialect = *this.dialect;
+                Body::Stream(stream.wrap(|s| MetricsBody::new(s, tracker, dialect)))
             }
         };
         Poll::Ready(Ok(Response::from_parts(head, body)))

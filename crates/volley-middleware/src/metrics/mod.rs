@@ -205,11 +205,12 @@ where
             Scope::Attempt => tracing::debug_span!("volley.attempt", request = id, method, path),
         };
         let tracker = Tracker::start(self.handles.clone(), span);
+        let dialect = request.dialect();
         let future = {
             let _entered = tracker.span().enter();
             self.inner.call(request)
         };
-        ResponseFuture::new(future, tracker)
+        ResponseFuture::new(future, tracker, dialect)
     }
 }
 

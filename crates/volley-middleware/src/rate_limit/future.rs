@@ -9,7 +9,7 @@ use http::StatusCode;
 use metrics::Histogram;
 use pin_project_lite::pin_project;
 use tower_service::Service;
-use volley_core::{Body, BodyStream, Error, Request, Response};
+use volley_core::{Body, Dialect, Error, Request, Response};
 
 use super::settle::{SettlingStream, total_in_body};
 use super::{Cost, Grant, Observation, RateLimiter};
@@ -64,6 +64,7 @@ where
         wait: Histogram,
     ) -> ResponseFuture<S, L> {
         let acquire = limiter.acquire(request.id(), super::Cost::of(&request));
+        let dialect = request.dialect();
         ResponseFuture {
             state: State::Acquiring {
                 acquire,
@@ -74,6 +75,7 @@ where
                 limiter,
                 grant: None,
                 sent: false,
+                dialect,
             },
             wait,
         }
@@ -145,6 +147,8 @@ struct GrantGuard<L: RateLimiter> {
     limiter: L,
     grant: Option<Grant>,
     sent: bool,
+    /// How the answer states its usage and its limits.
+    dialect: Dialect,
 }
 
 impl<L: RateLimiter> GrantGuard<L> {
@@ -161,7 +165,8 @@ impl<L: RateLimiter> GrantGuard<L> {
                     self.limiter.release(grant);
                     return Err(error);
                 }
-                if let Some(observation) = Observation::from_error(&error) {
+                let observation = Observation::of_error_in(self.dialect, &error);
+                if observation.is_relevant() || self.limiter.learns() {
                     // A 429 means the estimate was, if anything, optimistic: no refund.
                     self.limiter.observe(&observation);
                 }
@@ -176,23 +181,23 @@ impl<L: RateLimiter> GrantGuard<L> {
                 return Err(error);
             }
         };
-        let observation = Observation::from_headers(response.headers());
-        if observation.is_relevant() {
+        let observation = Observation::from_headers_in(self.dialect, response.headers());
+        if observation.is_relevant() || self.limiter.learns() {
             self.limiter.observe(&observation);
         }
         let (head, body) = response.into_parts();
         let body = match body {
             Body::Full(bytes) => {
-                if let Some(total) = total_in_body(&bytes) {
+                if let Some(total) = total_in_body(self.dialect, &bytes) {
                     self.limiter.settle(grant, total);
                 }
                 Body::Full(bytes)
             }
-            Body::Stream(stream) => Body::Stream(BodyStream::new(SettlingStream::new(
-                stream,
-                self.limiter.clone(),
-                grant,
-            ))),
+            Body::Stream(stream) => {
+                let limiter = self.limiter.clone();
+                let dialect = self.dialect;
+                Body::Stream(stream.wrap(|s| SettlingStream::new(s, limiter, grant, dialect)))
+            }
         };
         Ok(Response::from_parts(head, body))
     }

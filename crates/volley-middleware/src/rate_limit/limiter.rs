@@ -4,6 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use http::HeaderMap;
+use volley_core::Dialect;
 use volley_core::headers::RateLimitInfo;
 use volley_core::{Error, Request, RequestId};
 
@@ -45,6 +46,13 @@ pub trait RateLimiter: Clone + Send + Sync + 'static {
 
     /// Learns from a response's rate-limit headers, or from a 429.
     fn observe(&self, observation: &Observation);
+
+    /// Whether [`observe`](Self::observe) wants every outcome of a sent request (to learn
+    /// limits, or end a slow start), not only the [relevant](Observation::is_relevant) ones.
+    /// Default `false`.
+    fn learns(&self) -> bool {
+        false
+    }
 }
 
 /// What one request costs a rate limiter.
@@ -140,8 +148,14 @@ pub struct Observation {
 impl Observation {
     /// What a successful response's headers say.
     pub fn from_headers(headers: &HeaderMap) -> Observation {
+        Observation::from_headers_in(Dialect::OpenAi, headers)
+    }
+
+    /// What a successful response's headers say, read as `dialect` sends them
+    /// (`x-ratelimit-*`, `anthropic-ratelimit-*`).
+    pub fn from_headers_in(dialect: Dialect, headers: &HeaderMap) -> Observation {
         Observation {
-            info: RateLimitInfo::from_headers(headers),
+            info: dialect.rate_limits(headers, std::time::SystemTime::now()),
             rate_limited: false,
             retry_after: None,
         }
@@ -150,16 +164,27 @@ impl Observation {
     /// What an error says: its headers, and for a 429 the wait it asked for. `None` when the
     /// error carries neither (a connect error, a timeout).
     pub fn from_error(error: &Error) -> Option<Observation> {
+        let observation = Observation::of_error(error);
+        observation.is_relevant().then_some(observation)
+    }
+
+    /// What an error says, even when that is nothing: for a limiter that
+    /// [learns](RateLimiter::learns) from every outcome.
+    pub fn of_error(error: &Error) -> Observation {
+        Observation::of_error_in(Dialect::OpenAi, error)
+    }
+
+    /// [`Observation::of_error`], its headers read as `dialect` sends them.
+    pub fn of_error_in(dialect: Dialect, error: &Error) -> Observation {
         let info = error
             .headers()
-            .map(RateLimitInfo::from_headers)
+            .map(|headers| dialect.rate_limits(headers, std::time::SystemTime::now()))
             .unwrap_or_default();
-        let observation = Observation {
+        Observation {
             info,
             rate_limited: error.is_rate_limited(),
             retry_after: error.retry_after().filter(|_| error.is_rate_limited()),
-        };
-        observation.is_relevant().then_some(observation)
+        }
     }
 
     /// Whether this can change a limiter's state: a 429, or a quota reported as used up.

@@ -1,22 +1,22 @@
 //! Settling a grant with the usage the response reports.
 //!
-//! The usage is found by `volley_core::openai`'s scans, which parse no more than the `usage`
-//! object: [`usage_in_body`] for a complete body, a [`UsageScanner`] fed every chunk of a
-//! stream.
+//! The usage is found by the request's [`Dialect`], whose scans parse no more than the usage
+//! objects: [`Dialect::usage_in_body`] for a complete body, a [`UsageScanner`] fed every chunk
+//! of a stream.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use futures_core::Stream;
-use volley_core::openai::{UsageScanner, usage_in_body};
-use volley_core::{BodyStream, Error};
+use volley_core::dialect::UsageScanner;
+use volley_core::{BodyStream, Dialect, Error};
 
 use super::{Grant, RateLimiter};
 
 /// The total tokens a complete JSON body reports, if it has a `usage` object.
-pub(super) fn total_in_body(body: &[u8]) -> Option<u64> {
-    usage_in_body(body).map(|usage| usage.total())
+pub(super) fn total_in_body(dialect: Dialect, body: &[u8]) -> Option<u64> {
+    dialect.usage_in_body(body).map(|usage| usage.total())
 }
 
 /// A streaming body that settles its grant with the last usage it carried, when it ends or is
@@ -32,12 +32,17 @@ pub(super) struct SettlingStream<L: RateLimiter> {
 }
 
 impl<L: RateLimiter> SettlingStream<L> {
-    pub(super) fn new(inner: BodyStream, limiter: L, grant: Grant) -> SettlingStream<L> {
+    pub(super) fn new(
+        inner: BodyStream,
+        limiter: L,
+        grant: Grant,
+        dialect: Dialect,
+    ) -> SettlingStream<L> {
         SettlingStream {
             inner,
             limiter,
             grant: Some(grant),
-            scanner: UsageScanner::new(),
+            scanner: dialect.usage_scanner(),
         }
     }
 

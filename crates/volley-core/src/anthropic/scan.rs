@@ -1,0 +1,294 @@
+//! Cheap looks inside Messages API responses, for middleware that must not parse them: the
+//! usage of a body or a stream, whether a JSON document is an error, whether a stream ended.
+//!
+//! As in the OpenAI scans, `memchr` finds the `"usage"` key and serde reads only the object
+//! after it; a key inside a JSON string is escaped and cannot match.
+
+use std::sync::LazyLock;
+
+use memchr::memmem::{Finder, FinderRev};
+use serde::Deserialize;
+
+static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+static USAGE_KEY_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
+
+/// A partial line longer than this is not a usage line: the scanner stops buffering it.
+const MAX_LINE: usize = 16 * 1024;
+
+/// The counts of an Anthropic `usage` object. In a stream each count is cumulative and a
+/// later object may leave some out, so every count is optional and the scanner merges them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct UsageCounts {
+    /// `input_tokens`: input neither read from nor written to the prompt cache.
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    /// `cache_creation_input_tokens`: input written to the prompt cache.
+    #[serde(default)]
+    pub cache_creation_input_tokens: Option<u64>,
+    /// `cache_read_input_tokens`: input read from the prompt cache.
+    #[serde(default)]
+    pub cache_read_input_tokens: Option<u64>,
+    /// `output_tokens`: output, thinking included.
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+}
+
+impl UsageCounts {
+    /// `self` with every count `later` has replaced by it (stream counts are cumulative).
+    fn merged(self, later: UsageCounts) -> UsageCounts {
+        UsageCounts {
+            input_tokens: later.input_tokens.or(self.input_tokens),
+            cache_creation_input_tokens: later
+                .cache_creation_input_tokens
+                .or(self.cache_creation_input_tokens),
+            cache_read_input_tokens: later
+                .cache_read_input_tokens
+                .or(self.cache_read_input_tokens),
+            output_tokens: later.output_tokens.or(self.output_tokens),
+        }
+    }
+}
+
+/// The last complete `usage` object of a complete Message body.
+///
+/// ```
+/// use volley_core::anthropic::usage_in_body;
+///
+/// let body = br#"{"id":"msg_1","content":[],"usage":{"input_tokens":20,"output_tokens":7}}"#;
+/// assert_eq!(usage_in_body(body).and_then(|u| u.output_tokens), Some(7));
+/// ```
+pub fn usage_in_body(body: &[u8]) -> Option<UsageCounts> {
+    let mut end = body.len();
+    while let Some(at) = USAGE_KEY_REV.rfind(&body[..end]) {
+        if let Some(usage) = usage_at(body, at) {
+            return Some(usage);
+        }
+        end = at;
+    }
+    None
+}
+
+/// Scans a Messages event stream, chunk by chunk, for its usage: the input counts of
+/// `message_start` merged with the cumulative counts of every `message_delta`.
+///
+/// ```
+/// use volley_core::anthropic::UsageScanner;
+///
+/// let mut scanner = UsageScanner::new();
+/// scanner.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n");
+/// scanner.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tok");
+/// scanner.feed(b"ens\":15}}\n\n");
+/// let usage = scanner.finish().unwrap();
+/// assert_eq!((usage.input_tokens, usage.output_tokens), (Some(25), Some(15)));
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct UsageScanner {
+    partial: Vec<u8>,
+    skipping: bool,
+    merged: Option<UsageCounts>,
+}
+
+impl UsageScanner {
+    /// A scanner that has seen nothing.
+    pub fn new() -> UsageScanner {
+        UsageScanner::default()
+    }
+
+    /// Scans the next chunk of the stream.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        if !self.partial.is_empty() || self.skipping {
+            let Some(newline) = memchr::memchr(b'\n', rest) else {
+                self.buffer(rest);
+                return;
+            };
+            let (head, tail) = rest.split_at(newline + 1);
+            rest = tail;
+            if !self.skipping {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(head);
+                self.scan_lines(&line);
+                line.clear();
+                self.partial = line;
+            }
+            self.skipping = false;
+        }
+        let complete = memchr::memrchr(b'\n', rest).map_or(0, |i| i + 1);
+        self.scan_lines(&rest[..complete]);
+        self.buffer(&rest[complete..]);
+    }
+
+    /// The usage merged from the complete lines so far.
+    pub fn last(&self) -> Option<UsageCounts> {
+        self.merged
+    }
+
+    /// The usage of a stream that has ended, its unterminated last line included.
+    pub fn finish(&mut self) -> Option<UsageCounts> {
+        if !self.skipping {
+            let line = std::mem::take(&mut self.partial);
+            self.scan_lines(&line);
+        }
+        self.skipping = false;
+        self.merged
+    }
+
+    /// Merges every usage object of complete lines, in order.
+    fn scan_lines(&mut self, lines: &[u8]) {
+        let mut from = 0;
+        while let Some(found) = USAGE_KEY.find(&lines[from..]) {
+            let at = from + found;
+            if let Some(usage) = usage_at(lines, at) {
+                self.merged = Some(self.merged.unwrap_or_default().merged(usage));
+            }
+            from = at + 1;
+        }
+    }
+
+    fn buffer(&mut self, bytes: &[u8]) {
+        if self.skipping || bytes.is_empty() {
+            return;
+        }
+        if self.partial.len() + bytes.len() > MAX_LINE {
+            self.partial = Vec::new();
+            self.skipping = true;
+        } else {
+            self.partial.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// Whether a JSON document (a body, or one event's data) is a Messages API error:
+/// an object whose first key is `"type"` with the value `"error"`. Leading white space is
+/// allowed; only the first key is looked at.
+///
+/// ```
+/// use volley_core::anthropic::looks_like_error;
+///
+/// assert!(looks_like_error(br#"{"type":"error","error":{"type":"overloaded_error"}}"#));
+/// assert!(!looks_like_error(br#"{"type":"message","content":[]}"#));
+/// ```
+pub fn looks_like_error(json: &[u8]) -> bool {
+    json.trim_ascii_start()
+        .strip_prefix(b"{")
+        .map(<[u8]>::trim_ascii_start)
+        .and_then(|rest| rest.strip_prefix(b"\"type\""))
+        .map(<[u8]>::trim_ascii_start)
+        .and_then(|rest| rest.strip_prefix(b":"))
+        .is_some_and(|value| value.trim_ascii_start().starts_with(b"\"error\""))
+}
+
+/// Whether the last event of an event stream (the body so far, or its tail) is
+/// `message_stop`: its last `data:` line is `{"type":"message_stop"}` (white space allowed).
+/// A stream that stops without it ended early.
+///
+/// ```
+/// use volley_core::anthropic::ends_with_message_stop;
+///
+/// assert!(ends_with_message_stop(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+/// assert!(!ends_with_message_stop(b"event: ping\ndata: {\"type\":\"ping\"}\n\n"));
+/// ```
+pub fn ends_with_message_stop(body: &[u8]) -> bool {
+    let body = body.trim_ascii_end();
+    let start = memchr::memrchr(b'\n', body).map_or(0, |i| i + 1);
+    let Some(data) = body[start..].strip_prefix(b"data:") else {
+        return false;
+    };
+    let compact: Vec<u8> = data
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    compact == br#"{"type":"message_stop"}"#
+}
+
+fn usage_at(bytes: &[u8], at: usize) -> Option<UsageCounts> {
+    let rest = bytes[at + b"\"usage\"".len()..]
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start();
+    if !rest.starts_with(b"{") {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_slice(rest);
+    UsageCounts::deserialize(&mut de).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STREAM: &str = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"content\":[],\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":100,\"output_tokens\":1}}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"say \\\"usage\\\":{\\\"output_tokens\\\":99}\"}}\n\n",
+        "event: message_delta\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":7}}\n\n",
+        "event: message_delta\n",
+        "data: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":15}}\n\n",
+        "event: message_stop\n",
+        "data: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    fn expected() -> UsageCounts {
+        UsageCounts {
+            input_tokens: Some(25),
+            cache_creation_input_tokens: None,
+            cache_read_input_tokens: Some(100),
+            output_tokens: Some(15),
+        }
+    }
+
+    #[test]
+    fn bodies() {
+        let body = br#"{"content":[{"type":"text","text":"\"usage\":{}"}],"usage":{"input_tokens":3,"output_tokens":4,"server_tool_use":{"web_search_requests":0}}}"#;
+        let usage = usage_in_body(body).unwrap();
+        assert_eq!(
+            (usage.input_tokens, usage.output_tokens),
+            (Some(3), Some(4))
+        );
+        assert_eq!(usage_in_body(br#"{"usage":null}"#), None);
+        assert_eq!(usage_in_body(b"nope"), None);
+    }
+
+    #[test]
+    fn input_from_start_output_from_the_last_delta() {
+        let mut scanner = UsageScanner::new();
+        scanner.feed(STREAM.as_bytes());
+        assert_eq!(scanner.finish(), Some(expected()));
+        assert!(ends_with_message_stop(STREAM.as_bytes()));
+    }
+
+    #[test]
+    fn errors_and_ends() {
+        assert!(looks_like_error(b" { \"type\" : \"error\", \"error\": {}}"));
+        assert!(!looks_like_error(br#"{"error":{},"type":"error"}"#));
+        assert!(!looks_like_error(b""));
+        assert!(ends_with_message_stop(
+            b"data: { \"type\": \"message_stop\" }"
+        ));
+        assert!(!ends_with_message_stop(
+            b"data: {\"type\":\"message_stop\"}\n\nevent: ping\ndata: {\"type\":\"ping\"}\n\n"
+        ));
+        assert!(!ends_with_message_stop(b""));
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_finds_the_usage(cuts in prop::collection::vec(0usize..STREAM.len(), 0..8)) {
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let bytes = STREAM.as_bytes();
+            let mut scanner = UsageScanner::new();
+            let mut start = 0;
+            for end in cuts.into_iter().chain([bytes.len()]) {
+                scanner.feed(&bytes[start..end]);
+                start = end;
+            }
+            prop_assert_eq!(scanner.finish(), Some(expected()));
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! The dialect seam: everything a layer or an engine needs to know about a provider's wire
+//! format, behind one small enum, so that middleware stays dialect-free.
+//!
+//! A [`Request`](crate::Request) carries its [`Dialect`] (OpenAI unless said otherwise; the
+//! facade stamps its provider's). Layers ask the dialect instead of reading JSON themselves:
+//!
+//! | question | OpenAI | Anthropic |
+//! |---|---|---|
+//! | output budget of a request ([`request_facts`](Dialect::request_facts)) | `max_completion_tokens` or `max_tokens`, times `n` | `max_tokens` |
+//! | usage of a body ([`usage_in_body`](Dialect::usage_in_body)) | `usage.prompt_tokens` / `completion_tokens` | `usage.input_tokens` (+ cache) / `output_tokens` |
+//! | usage of a stream ([`usage_scanner`](Dialect::usage_scanner)) | the last `usage` chunk | `message_start` merged with the last `message_delta` |
+//! | error document ([`looks_like_error`](Dialect::looks_like_error)) | first key `error` | `"type": "error"` |
+//! | complete stream ([`stream_complete`](Dialect::stream_complete)) | `data: [DONE]` | `message_stop` |
+//! | error kind ([`error_kind`](Dialect::error_kind)) | 429 | 429, `rate_limit_error` |
+//! | rate-limit headers ([`rate_limits`](Dialect::rate_limits)) | `x-ratelimit-*` | `anthropic-ratelimit-*` |
+//! | request id header ([`request_id_header`](Dialect::request_id_header)) | `x-request-id` | `request-id` |
+//!
+//! Overload (HTTP 529, Anthropic's `overloaded_error`) stays an `ErrorKind::Status` with its
+//! status: the retry layer's default classifier retries it as a rate signal.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use http::{HeaderMap, HeaderName, StatusCode};
+use serde::Deserialize;
+
+use crate::headers::RateLimitInfo;
+use crate::{Error, ErrorKind, anthropic, openai, tokens};
+
+/// A provider's wire dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// OpenAI's chat completions and embeddings, spoken by most compatible servers and Azure.
+    #[default]
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+/// The tokens a response reported, split as rate limits need them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct TokenUsage {
+    /// Input tokens that count toward an input-tokens limit (Anthropic: uncached input and
+    /// cache writes; OpenAI: all prompt tokens).
+    pub input: u64,
+    /// Input tokens read from a prompt cache that input-token limits do not count
+    /// (Anthropic's `cache_read_input_tokens`; 0 for OpenAI, whose prompt tokens include
+    /// them).
+    pub cache_read: u64,
+    /// Output tokens.
+    pub output: u64,
+}
+
+impl TokenUsage {
+    /// A usage of `input` and `output` tokens.
+    pub fn new(input: u64, output: u64) -> TokenUsage {
+        TokenUsage {
+            input,
+            cache_read: 0,
+            output,
+        }
+    }
+
+    /// Every token of the request, saturating: these are a peer's numbers.
+    pub fn total(&self) -> u64 {
+        self.input
+            .saturating_add(self.cache_read)
+            .saturating_add(self.output)
+    }
+}
+
+/// A token estimate of a request, before it is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct TokenEstimate {
+    /// The estimated input (prompt) tokens.
+    pub input: u32,
+    /// The most output tokens the request may use (its budget, or a default).
+    pub output: u32,
+}
+
+impl TokenEstimate {
+    /// Input plus output, saturating: what a combined tokens-per-minute limit charges.
+    pub fn total(&self) -> u32 {
+        self.input.saturating_add(self.output)
+    }
+}
+
+/// What a request body says about itself, read without parsing the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestFacts {
+    /// The `model`.
+    pub model: Option<String>,
+    /// The output budget the request sets, if any.
+    pub max_output_tokens: Option<u32>,
+    /// Whether it asks for a stream (`"stream": true`).
+    pub stream: bool,
+}
+
+impl Dialect {
+    /// The name, as `--provider` spells the provider that speaks it: `openai`, `anthropic`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+
+    /// The model, output budget and stream flag of a JSON request body; defaults when the
+    /// body is not a JSON object.
+    pub fn request_facts(self, body: &[u8]) -> RequestFacts {
+        #[derive(Deserialize)]
+        struct Facts<'a> {
+            #[serde(borrow, default)]
+            model: Option<Cow<'a, str>>,
+            #[serde(default)]
+            max_tokens: Option<u32>,
+            #[serde(default)]
+            max_completion_tokens: Option<u32>,
+            #[serde(default)]
+            n: Option<u32>,
+            #[serde(default)]
+            stream: Option<bool>,
+        }
+        let Ok(facts) = serde_json::from_slice::<Facts<'_>>(body) else {
+            return RequestFacts::default();
+        };
+        let max_output_tokens = match self {
+            Dialect::OpenAi => facts
+                .max_completion_tokens
+                .or(facts.max_tokens)
+                .map(|max| max.saturating_mul(facts.n.unwrap_or(1).max(1))),
+            Dialect::Anthropic => facts.max_tokens,
+        };
+        RequestFacts {
+            model: facts.model.map(Cow::into_owned),
+            max_output_tokens,
+            stream: facts.stream == Some(true),
+        }
+    }
+
+    /// The token estimate of a JSON request body: the typed estimate when the body parses as
+    /// the dialect's request ([`tokens::estimate_chat`], [`tokens::estimate_messages`]),
+    /// otherwise the text estimate of the whole body plus its output budget (or the default
+    /// budget).
+    pub fn estimate_body(self, body: &[u8]) -> TokenEstimate {
+        match self {
+            Dialect::OpenAi => {
+                if let Ok(chat) = serde_json::from_slice::<openai::ChatCompletionRequest>(body) {
+                    let input = tokens::estimate_chat(&chat);
+                    let total = tokens::estimate_request_cost(&chat);
+                    return TokenEstimate {
+                        input,
+                        output: total.saturating_sub(input),
+                    };
+                }
+            }
+            Dialect::Anthropic => {
+                if let Ok(req) = serde_json::from_slice::<anthropic::MessagesRequest>(body) {
+                    return tokens::estimate_messages(&req);
+                }
+            }
+        }
+        let text = std::str::from_utf8(body).unwrap_or_default();
+        TokenEstimate {
+            input: tokens::estimate_text(text),
+            output: self
+                .request_facts(body)
+                .max_output_tokens
+                .unwrap_or(tokens::DEFAULT_COMPLETION_TOKENS),
+        }
+    }
+
+    /// The usage a complete JSON response body reports, if it has a usage object.
+    pub fn usage_in_body(self, body: &[u8]) -> Option<TokenUsage> {
+        match self {
+            Dialect::OpenAi => openai::usage_in_body(body).map(from_openai),
+            Dialect::Anthropic => anthropic::usage_in_body(body).map(from_anthropic),
+        }
+    }
+
+    /// A scanner for the usage of an event stream in this dialect.
+    pub fn usage_scanner(self) -> UsageScanner {
+        UsageScanner(match self {
+            Dialect::OpenAi => Scanner::OpenAi(openai::UsageScanner::new()),
+            Dialect::Anthropic => Scanner::Anthropic(anthropic::UsageScanner::new()),
+        })
+    }
+
+    /// Whether a JSON document (a body, or one event's data) is an error object of this
+    /// dialect.
+    pub fn looks_like_error(self, json: &[u8]) -> bool {
+        match self {
+            Dialect::OpenAi => openai::looks_like_error(json),
+            Dialect::Anthropic => anthropic::looks_like_error(json),
+        }
+    }
+
+    /// Whether an event stream (the whole body so far, or its tail) ends with this dialect's
+    /// end-of-stream event; a stream without it ended early.
+    pub fn stream_complete(self, tail: &[u8]) -> bool {
+        match self {
+            Dialect::OpenAi => openai::ends_with_done(tail),
+            Dialect::Anthropic => anthropic::ends_with_message_stop(tail),
+        }
+    }
+
+    /// The [`ErrorKind`] of an error response: `RateLimited` for 429 (and, for Anthropic, a
+    /// `rate_limit_error` body under any status), `Status` otherwise. A 529 or an
+    /// `overloaded_error` is a `Status` whose status the retry classifier treats as a rate
+    /// signal.
+    pub fn error_kind(self, status: StatusCode, body: &[u8]) -> ErrorKind {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return ErrorKind::RateLimited;
+        }
+        if self == Dialect::Anthropic
+            && anthropic_error_type(body).as_deref() == Some("rate_limit_error")
+        {
+            return ErrorKind::RateLimited;
+        }
+        ErrorKind::Status
+    }
+
+    /// Whether an error says the provider is overloaded (refused before any work): HTTP 529,
+    /// or an Anthropic `overloaded_error` body (also sent as a stream's `error` event).
+    pub fn is_overloaded(self, status: Option<StatusCode>, body: &[u8]) -> bool {
+        status.is_some_and(|s| s.as_u16() == 529)
+            || (self == Dialect::Anthropic
+                && anthropic_error_type(body).as_deref() == Some("overloaded_error"))
+    }
+
+    /// The error for an error body that arrived inside a 200 response (an event of a stream):
+    /// `RateLimited` for a rate-limit error, `StreamBroken` for overload (retryable before
+    /// the first byte reached the caller), `Status` otherwise, with the provider's message.
+    pub fn error_in_stream(self, data: &[u8], context: impl fmt::Display) -> Error {
+        let api = crate::ApiError::from_body(data);
+        let kind = if self.error_kind(StatusCode::OK, data) == ErrorKind::RateLimited {
+            ErrorKind::RateLimited
+        } else if self.is_overloaded(None, data) {
+            ErrorKind::StreamBroken
+        } else {
+            ErrorKind::Status
+        };
+        let message = match &api {
+            Some(api) => format!("{context}: error event: {api}"),
+            None => format!("{context}: error event"),
+        };
+        let error = Error::new(kind, message);
+        match api {
+            Some(api) => error.with_api_error(api),
+            None => error,
+        }
+    }
+
+    /// The rate-limit state a response's headers report, resets measured from `now`.
+    pub fn rate_limits(self, headers: &HeaderMap, now: SystemTime) -> RateLimitInfo {
+        match self {
+            Dialect::OpenAi => RateLimitInfo::from_headers(headers),
+            Dialect::Anthropic => anthropic::AnthropicRateLimits::from_headers(headers, now).info(),
+        }
+    }
+
+    /// The response header that carries the provider's request id.
+    pub fn request_id_header(self) -> HeaderName {
+        match self {
+            Dialect::OpenAi => HeaderName::from_static("x-request-id"),
+            Dialect::Anthropic => HeaderName::from_static(anthropic::REQUEST_ID_HEADER),
+        }
+    }
+
+    /// The provider's request id of a response, when it sent one.
+    pub fn request_id(self, headers: &HeaderMap) -> Option<&str> {
+        headers
+            .get(self.request_id_header())
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Dialect {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Dialect, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "openai" | "azure" => Ok(Dialect::OpenAi),
+            "anthropic" => Ok(Dialect::Anthropic),
+            other => Err(Error::new(
+                ErrorKind::Config,
+                format!("unknown dialect {other:?}: expected openai or anthropic"),
+            )),
+        }
+    }
+}
+
+/// The usage of an event stream, scanned chunk by chunk in a [`Dialect`]'s way.
+#[derive(Debug, Clone)]
+pub struct UsageScanner(Scanner);
+
+#[derive(Debug, Clone)]
+enum Scanner {
+    OpenAi(openai::UsageScanner),
+    Anthropic(anthropic::UsageScanner),
+}
+
+impl UsageScanner {
+    /// Scans the next chunk of the stream.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.0 {
+            Scanner::OpenAi(s) => s.feed(chunk),
+            Scanner::Anthropic(s) => s.feed(chunk),
+        }
+    }
+
+    /// The usage seen in complete lines so far.
+    pub fn last(&self) -> Option<TokenUsage> {
+        match &self.0 {
+            Scanner::OpenAi(s) => s.last().map(from_openai),
+            Scanner::Anthropic(s) => s.last().map(from_anthropic),
+        }
+    }
+
+    /// The usage of a stream that has ended (or was dropped), its unterminated last line
+    /// included.
+    pub fn finish(&mut self) -> Option<TokenUsage> {
+        match &mut self.0 {
+            Scanner::OpenAi(s) => s.finish().map(from_openai),
+            Scanner::Anthropic(s) => s.finish().map(from_anthropic),
+        }
+    }
+}
+
+fn from_openai(usage: openai::UsageCounts) -> TokenUsage {
+    // A server that reported only `total_tokens` is charged it as input.
+    TokenUsage::new(
+        usage.total().saturating_sub(usage.completion_tokens),
+        usage.completion_tokens,
+    )
+}
+
+fn from_anthropic(usage: anthropic::UsageCounts) -> TokenUsage {
+    TokenUsage {
+        input: usage
+            .input_tokens
+            .unwrap_or(0)
+            .saturating_add(usage.cache_creation_input_tokens.unwrap_or(0)),
+        cache_read: usage.cache_read_input_tokens.unwrap_or(0),
+        output: usage.output_tokens.unwrap_or(0),
+    }
+}
+
+/// The `error.type` of an Anthropic error document.
+fn anthropic_error_type(body: &[u8]) -> Option<String> {
+    if !anthropic::looks_like_error(body) {
+        return None;
+    }
+    serde_json::from_slice::<anthropic::ErrorResponse>(body)
+        .ok()
+        .map(|e| e.error.r#type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets() {
+        let openai =
+            br#"{"model":"m","max_tokens":10,"max_completion_tokens":20,"n":3,"stream":true}"#;
+        assert_eq!(
+            Dialect::OpenAi.request_facts(openai),
+            RequestFacts {
+                model: Some("m".into()),
+                max_output_tokens: Some(60),
+                stream: true
+            }
+        );
+        assert_eq!(
+            Dialect::Anthropic.request_facts(openai).max_output_tokens,
+            Some(10)
+        );
+        assert_eq!(
+            Dialect::Anthropic.request_facts(b"[1]"),
+            RequestFacts::default()
+        );
+        let req = br#"{"model":"claude","max_tokens":300,"messages":[{"role":"user","content":"Hello there"}]}"#;
+        let estimate = Dialect::Anthropic.estimate_body(req);
+        assert_eq!(estimate.output, 300);
+        assert!(estimate.input > 0 && estimate.input < 20, "{estimate:?}");
+    }
+
+    #[test]
+    fn usage_per_dialect() {
+        let anthropic = br#"{"usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":100,"output_tokens":7}}"#;
+        let usage = Dialect::Anthropic.usage_in_body(anthropic).unwrap();
+        assert_eq!(
+            (usage.input, usage.cache_read, usage.output, usage.total()),
+            (15, 100, 7, 122)
+        );
+        let openai = br#"{"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#;
+        assert_eq!(
+            Dialect::OpenAi.usage_in_body(openai),
+            Some(TokenUsage::new(3, 4))
+        );
+        let total_only = br#"{"usage":{"total_tokens":9}}"#;
+        assert_eq!(
+            Dialect::OpenAi.usage_in_body(total_only).map(|u| u.total()),
+            Some(9)
+        );
+        // Each dialect reads only its own fields.
+        assert_eq!(
+            Dialect::Anthropic.usage_in_body(openai).map(|u| u.total()),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn errors_per_dialect() {
+        let overloaded =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let limited =
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}"#;
+        let invalid = br#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}"#;
+        let a = Dialect::Anthropic;
+        let status = |n| StatusCode::from_u16(n).unwrap();
+        assert_eq!(a.error_kind(status(529), overloaded), ErrorKind::Status);
+        assert!(a.is_overloaded(Some(status(529)), b""));
+        assert!(a.is_overloaded(None, overloaded));
+        assert!(!Dialect::OpenAi.is_overloaded(None, overloaded));
+        assert_eq!(a.error_kind(status(429), limited), ErrorKind::RateLimited);
+        assert_eq!(a.error_kind(status(400), invalid), ErrorKind::Status);
+        assert_eq!(
+            a.error_in_stream(overloaded, "stream").kind(),
+            ErrorKind::StreamBroken
+        );
+        assert_eq!(
+            a.error_in_stream(limited, "stream").kind(),
+            ErrorKind::RateLimited
+        );
+        let err = a.error_in_stream(invalid, "POST /messages");
+        assert_eq!(err.kind(), ErrorKind::Status);
+        assert_eq!(
+            err.api_error().and_then(|e| e.r#type.as_deref()),
+            Some("invalid_request_error")
+        );
+        assert!(a.looks_like_error(overloaded) && !Dialect::OpenAi.looks_like_error(overloaded));
+    }
+
+    #[test]
+    fn headers_per_dialect() {
+        let mut h = HeaderMap::new();
+        h.insert("request-id", "req_1".parse().unwrap());
+        h.insert("x-request-id", "x_1".parse().unwrap());
+        h.insert("anthropic-ratelimit-tokens-limit", "9".parse().unwrap());
+        h.insert("x-ratelimit-limit-tokens", "7".parse().unwrap());
+        assert_eq!(Dialect::Anthropic.request_id(&h), Some("req_1"));
+        assert_eq!(Dialect::OpenAi.request_id(&h), Some("x_1"));
+        let now = SystemTime::now();
+        assert_eq!(
+            Dialect::Anthropic.rate_limits(&h, now).limit_tokens,
+            Some(9)
+        );
+        assert_eq!(Dialect::OpenAi.rate_limits(&h, now).limit_tokens, Some(7));
+    }
+
+    #[test]
+    fn streams_per_dialect() {
+        let stream = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":4,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":6}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let mut scanner = Dialect::Anthropic.usage_scanner();
+        scanner.feed(stream);
+        assert_eq!(scanner.finish(), Some(TokenUsage::new(4, 6)));
+        assert!(Dialect::Anthropic.stream_complete(stream));
+        assert!(!Dialect::OpenAi.stream_complete(stream));
+        assert_eq!("Anthropic".parse::<Dialect>().unwrap(), Dialect::Anthropic);
+        assert!("gemini".parse::<Dialect>().is_err());
+    }
+}

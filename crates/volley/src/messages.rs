@@ -1,0 +1,179 @@
+//! Anthropic's Messages API on the [`Client`]: [`Client::messages`] and
+//! [`Client::messages_stream`], and the [`MessageStream`] of events.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use futures_util::StreamExt as _;
+use volley_core::anthropic::{MESSAGES_PATH, Message, MessagesRequest, StreamEvent};
+use volley_core::sse::EventStream;
+use volley_core::{
+    ApiError, BodyStream, Dialect, Error, ErrorKind, Request, RequestId, Response, tokens,
+};
+use volley_transport::Transport;
+
+use crate::Client;
+
+impl Client {
+    /// Sends a Messages request (`POST /messages` under the base URL, with
+    /// [`Provider::Anthropic`](crate::Provider::Anthropic) `https://api.anthropic.com/v1`) and
+    /// parses the answer. The request travels through the whole stack in the Anthropic
+    /// [`Dialect`]: retries treat 529 `overloaded_error` as a rate signal, and the rate limiter
+    /// settles with the answer's `usage`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), volley::Error> {
+    /// use volley::anthropic::{InputMessage, MessagesRequest};
+    /// use volley::{Client, Provider};
+    ///
+    /// let client = Client::builder()
+    ///     .provider(Provider::Anthropic)
+    ///     .api_key(std::env::var("ANTHROPIC_API_KEY").unwrap_or_default())
+    ///     .build()?;
+    /// let request = MessagesRequest::new("claude-sonnet-4-5", 256, vec![InputMessage::user("Hi")]);
+    /// let message = client.messages(&request).await?;
+    /// println!("{}", message.text());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::chat`]; `InvalidInput` for a request with `stream: true` (use
+    /// [`Client::messages_stream`]).
+    pub async fn messages(&self, request: &MessagesRequest) -> Result<Message, Error> {
+        if request.stream == Some(true) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "messages() was given a request with stream: true; use messages_stream()",
+            ));
+        }
+        let http = self.messages_request(request)?;
+        self.send(http).await?.json().await
+    }
+
+    /// Sends a Messages request with `stream: true` and returns its events as they arrive
+    /// ([`MessageStream`]; [`MessageStream::text`] gives just the text).
+    ///
+    /// # Errors
+    /// Errors before the first event come from this call; after it, from the stream.
+    pub async fn messages_stream(&self, request: &MessagesRequest) -> Result<MessageStream, Error> {
+        let mut request = request.clone();
+        request.stream = Some(true);
+        let http = self.messages_request(&request)?;
+        let response = self.send(http).await?;
+        if !response.is_stream() {
+            let id = response.request_id();
+            let body = self.transport().scrub_secrets(response.bytes().await?);
+            let mut error = Error::new(
+                ErrorKind::BodyDecode,
+                format!("request {id}: asked for an event stream, got a plain body"),
+            );
+            if let Some(api) = ApiError::from_body(&body) {
+                error = error.with_api_error(api);
+            }
+            return Err(error);
+        }
+        Ok(MessageStream::new(response, self.transport().clone()))
+    }
+
+    fn messages_request(&self, request: &MessagesRequest) -> Result<Request, Error> {
+        let estimate = self.estimate(|| tokens::estimate_messages(request).total());
+        Ok(Request::post_json(MESSAGES_PATH, request)?
+            .with_estimated_tokens(estimate)
+            .with_dialect(Dialect::Anthropic))
+    }
+}
+
+/// The events of a streamed Messages answer, ending after `message_stop`. `ping`s are
+/// skipped.
+///
+/// Yields `Err` once and then ends when the stream breaks off, when an event is not valid
+/// JSON, when the provider sends an `error` event (an `overloaded_error` mid-stream, say), or
+/// when the body ends before `message_stop`.
+pub struct MessageStream {
+    events: EventStream<BodyStream>,
+    transport: Transport,
+    id: RequestId,
+    finished: bool,
+}
+
+impl MessageStream {
+    fn new(response: Response, transport: Transport) -> MessageStream {
+        MessageStream {
+            id: response.request_id(),
+            events: response.events(),
+            transport,
+            finished: false,
+        }
+    }
+
+    /// Reads the stream to its end and returns the text of its `text_delta`s.
+    ///
+    /// # Errors
+    /// The stream's first error.
+    pub async fn text(mut self) -> Result<String, Error> {
+        let mut text = String::new();
+        while let Some(event) = self.next().await {
+            if let Some(delta) = event?.text_delta() {
+                text.push_str(delta);
+            }
+        }
+        Ok(text)
+    }
+
+    fn fail(&mut self, error: Error) -> Poll<Option<Result<StreamEvent, Error>>> {
+        self.finished = true;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Stream for MessageStream {
+    type Item = Result<StreamEvent, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.finished {
+                return Poll::Ready(None);
+            }
+            let event = match Pin::new(&mut self.events).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(event))) => event,
+                Poll::Ready(Some(Err(e))) => return self.fail(e),
+                Poll::Ready(None) => {
+                    let id = self.id;
+                    return self.fail(Error::new(
+                        ErrorKind::StreamBroken,
+                        format!("request {id}: the event stream ended before message_stop"),
+                    ));
+                }
+            };
+            let data = event.data_bytes();
+            if event.event_type() == "ping" || data.is_empty() {
+                continue;
+            }
+            if event.event_type() == "error" || Dialect::Anthropic.looks_like_error(data) {
+                let data = self.transport.scrub_secrets(data.clone());
+                let context = format!("request {}", self.id);
+                return self.fail(Dialect::Anthropic.error_in_stream(&data, context));
+            }
+            return match serde_json::from_slice::<StreamEvent>(data) {
+                Ok(event) => {
+                    if matches!(event, StreamEvent::MessageStop(_)) {
+                        self.finished = true;
+                    }
+                    Poll::Ready(Some(Ok(event)))
+                }
+                Err(e) => {
+                    let id = self.id;
+                    self.fail(
+                        Error::new(
+                            ErrorKind::BodyDecode,
+                            format!("request {id}: an event of the stream is not valid JSON"),
+                        )
+                        .with_source(e),
+                    )
+                }
+            };
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Anthropic's Messages API through the whole stack, against volley-mock's `/v1/messages`
+//! over loopback: plain and streamed answers, overload retried to success, both auth
+//! headers, the key never shown; and the official `anthropic` Python SDK reading the mock.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use volley::anthropic::{InputMessage, MessagesRequest, StreamEvent};
+use volley::transport::AnthropicAuth;
+use volley::{Client, ErrorKind, Provider};
+use volley_mock::{MockConfig, MockServer};
+
+const KEY: &str = "sk-ant-test-0123456789abcdef";
+
+fn request(text: &str) -> MessagesRequest {
+    MessagesRequest::new("claude-test", 64, vec![InputMessage::user(text)])
+}
+
+fn config() -> MockConfig {
+    MockConfig {
+        require_api_key: Some(KEY.to_owned()),
+        ..MockConfig::default()
+    }
+}
+
+fn client(server: &MockServer, key: &str) -> Client {
+    Client::builder()
+        .provider(Provider::Anthropic)
+        .base_url(server.url())
+        .api_key(key)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn messages_and_streams_carry_the_same_text() {
+    let server = MockServer::start(config()).await.unwrap();
+    let client = client(&server, KEY);
+    let message = client.messages(&request("hello")).await.unwrap();
+    assert_eq!(message.r#type, "message");
+    assert_eq!(message.usage.output_tokens, 16);
+    assert!(message.usage.input_tokens > 0);
+    assert!(!message.text().is_empty());
+
+    let stream = client.messages_stream(&request("hello")).await.unwrap();
+    assert_eq!(stream.text().await.unwrap(), message.text());
+
+    let mut stream = client.messages_stream(&request("hello")).await.unwrap();
+    let mut names = Vec::new();
+    let mut output = None;
+    while let Some(event) = stream.next().await {
+        let event = event.unwrap();
+        if let StreamEvent::MessageDelta(delta) = &event {
+            output = Some(delta.usage.output_tokens);
+        }
+        names.push(event.type_name().to_owned());
+    }
+    assert_eq!(names.first().map(String::as_str), Some("message_start"));
+    assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+    assert_eq!(output, Some(16));
+}
+
+#[tokio::test]
+async fn a_stream_cut_short_is_an_error() {
+    let server = MockServer::start(MockConfig {
+        faults: "cut=1".parse().unwrap(),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let client = Client::builder()
+        .provider(Provider::Anthropic)
+        .base_url(server.url())
+        .api_key(KEY)
+        .retries(0)
+        .build()
+        .unwrap();
+    let result = match client.messages_stream(&request("hello")).await {
+        Ok(stream) => stream.text().await,
+        Err(e) => Err(e),
+    };
+    assert_eq!(result.unwrap_err().kind(), ErrorKind::StreamBroken);
+}
+
+#[tokio::test]
+async fn overload_is_retried_until_every_request_succeeds() {
+    let server = MockServer::start(MockConfig {
+        faults: "529=0.3".parse().unwrap(),
+        retry_after: Duration::from_millis(1),
+        ..config()
+    })
+    .await
+    .unwrap();
+    let client = Client::builder()
+        .provider(Provider::Anthropic)
+        .base_url(server.url())
+        .api_key(KEY)
+        .retries(10)
+        .build()
+        .unwrap();
+    let calls = (0..30).map(|i| {
+        let client = client.clone();
+        async move { client.messages(&request(&format!("line {i}"))).await }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let stats = server.stats();
+    assert!(stats.faults.unavailable > 0, "some answers were 529");
+    assert_eq!(
+        stats.responses_by_status.get("529").copied(),
+        Some(stats.faults.unavailable)
+    );
+}
+
+#[tokio::test]
+async fn either_auth_header_is_accepted_and_the_key_is_never_shown() {
+    let server = MockServer::start(config()).await.unwrap();
+    let legacy = Client::builder()
+        .provider(Provider::Anthropic)
+        .base_url(server.url())
+        .api_key(KEY)
+        .anthropic_auth(AnthropicAuth::XApiKey)
+        .build()
+        .unwrap();
+    legacy.messages(&request("hi")).await.unwrap();
+
+    let wrong = "sk-ant-wrong-0123456789abcdef";
+    let client = client(&server, wrong);
+    let err = client.messages(&request("hi")).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(401));
+    for shown in [
+        format!("{err}"),
+        format!("{err:?}"),
+        format!("{client:?}"),
+        format!("{legacy:?}"),
+    ] {
+        assert!(!shown.contains(wrong) && !shown.contains(KEY), "{shown}");
+    }
+}
+
+/// The official Python SDK parses the mock's answers, plain and streamed. Skipped (with a
+/// line saying so) when the SDK is not installed, unless `VOLLEY_REQUIRE_ANTHROPIC_SDK=1`
+/// (set by `.ci/run`, which installs it).
+#[tokio::test]
+async fn the_official_python_sdk_reads_the_mock() {
+    let has_sdk = std::process::Command::new("python3")
+        .args(["-c", "import anthropic"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_sdk {
+        assert!(
+            std::env::var("VOLLEY_REQUIRE_ANTHROPIC_SDK").as_deref() != Ok("1"),
+            "VOLLEY_REQUIRE_ANTHROPIC_SDK=1 but `import anthropic` fails"
+        );
+        println!("skipped: the anthropic Python SDK is not installed (pip install anthropic)");
+        return;
+    }
+    let server = MockServer::start(config()).await.unwrap();
+    // The SDK's base URL has no `/v1`.
+    let base = server.url().trim_end_matches("/v1").to_owned();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/anthropic_sdk.py");
+    // Bounded: the script makes five requests with no retries and a 30 s timeout each.
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .env("ANTHROPIC_BASE_URL", &base)
+            .env("ANTHROPIC_API_KEY", KEY)
+            .env_remove("ANTHROPIC_AUTH_TOKEN")
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("sdk ok"), "{stdout}");
+    assert!(server.stats().requests_total >= 4);
+}
