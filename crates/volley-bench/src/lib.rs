@@ -107,6 +107,7 @@
 //! Request bodies are built once per prompt length and cloned per call; one clock read per
 //! event (start, content chunk, end); live counters are per lane, on their own cache lines.
 #![deny(missing_docs)]
+pub mod knee;
 pub mod report;
 pub mod results;
 

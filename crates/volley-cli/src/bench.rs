@@ -62,6 +62,11 @@ pub(crate) struct BenchArgs {
     /// A closed loop whose concurrency grows linearly, e.g. "1..1024 over 30s", then holds.
     #[arg(long)]
     ramp: Option<Ramp>,
+    /// Find the knee: closed loops at concurrencies about 19 % apart from 1 to MAX (--requests per
+    /// slot each, default 20), then the lowest concurrency reaching 95 % of the best
+    /// throughput and its median latency; with --report, knee.svg and knee.md charts them.
+    #[arg(long, value_name = "MAX", conflicts_with_all = ["concurrency", "rate", "ramp"])]
+    find_knee: Option<usize>,
 
     /// Stop after this many requests.
     #[arg(long, short = 'n')]
@@ -111,6 +116,59 @@ pub(crate) struct BenchArgs {
     connection: ConnectionFlags,
     #[command(flatten)]
     sources: SourceArgs,
+}
+
+/// `--find-knee MAX`: the ladder, a table of its steps, the knee, and with `--report` the
+/// chart (`knee.svg`) and a table (`knee.md`).
+async fn find_knee(
+    config: &BenchConfig,
+    max: usize,
+    per_slot: Option<u64>,
+    report: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    use volley_bench::knee;
+    if max == 0 {
+        return Err(UsageError("--find-knee must be at least 1".into()).into());
+    }
+    let steps = knee::find_knee(config, &knee::ladder(max), per_slot.unwrap_or(20))
+        .await
+        .map_err(|e| UsageError(format!("{e}")))?;
+    let mut table = String::from(
+        "| concurrency | req/s measured | req/s steady | p50 ms |\n|---:|---:|---:|---:|\n",
+    );
+    for s in &steps {
+        table += &format!(
+            "| {} | {:.1} | {:.1} | {:.1} |\n",
+            s.concurrency,
+            s.requests_per_sec,
+            s.steady_requests_per_sec(),
+            s.p50_ms
+        );
+    }
+    let found = knee::knee_of(&steps);
+    let verdict = match &found {
+        Some(k) => format!(
+            "knee: {} in flight reach {:.1} req/s steady ({:.0} % of the best, {:.1}), p50 {:.1} ms",
+            k.concurrency,
+            k.requests_per_sec,
+            k.requests_per_sec * 100.0 / k.max_requests_per_sec,
+            k.max_requests_per_sec,
+            k.p50_ms
+        ),
+        None => "knee: no step finished".to_owned(),
+    };
+    print!("{table}\n{verdict}\n");
+    if let Some(dir) = report {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let svg = knee::knee_svg(&steps, found.as_ref());
+        std::fs::write(dir.join("knee.svg"), &svg).context("writing knee.svg")?;
+        std::fs::write(
+            dir.join("knee.md"),
+            format!("# Knee\n\n{verdict}\n\n{table}\n![knee](knee.svg)\n"),
+        )
+        .context("writing knee.md")?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -165,7 +223,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             concurrency: concurrency.unwrap_or(64),
         },
     };
-    if args.requests.is_none() && args.duration.is_none() {
+    if args.find_knee.is_none() && args.requests.is_none() && args.duration.is_none() {
         return Err(
             UsageError("say when to stop: --requests N, --duration D, or both".into()).into(),
         );
@@ -181,18 +239,30 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let base_url = match &mock {
-        Some(server) => server.url(),
-        None => connection.base_url.clone(),
-    };
     // The key goes only to a real endpoint, never to the embedded mock; a local server may
-    // need none.
-    let api_key = if mock.is_none() {
-        config::read_key(&connection.api_key_env)
-            .ok()
-            .map(ApiKey::new)
-    } else {
-        None
+    // need none (Azure OpenAI always needs one).
+    let mut client = Client::builder()
+        .retries(0)
+        .allow_plain_http(connection.allow_plain_http);
+    client = config::apply_network(client, &connection, mock.is_some())?;
+    let (base_url, api_key) = match &mock {
+        Some(server) => (server.url(), None),
+        None if connection.provider.0 == volley::Provider::Azure => {
+            let endpoint = config::endpoint(&layers, &connection)?;
+            match endpoint.credential {
+                config::Credential::Key(key) => (endpoint.base_url, Some(ApiKey::new(key))),
+                token => {
+                    client = config::with_credential(client, token);
+                    (endpoint.base_url, None)
+                }
+            }
+        }
+        None => (
+            connection.base_url.clone(),
+            config::read_key(&connection.api_key_env)
+                .ok()
+                .map(ApiKey::new),
+        ),
     };
 
     let config = BenchConfig {
@@ -211,12 +281,11 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         seed: args.mock_behaviour.seed,
         embedded_mock: mock.is_some(),
         // The default stack without retries, so failures are counted rather than hidden.
-        client: Some(
-            Client::builder()
-                .retries(0)
-                .allow_plain_http(connection.allow_plain_http),
-        ),
+        client: Some(client),
     };
+    if let Some(max) = args.find_knee {
+        return find_knee(&config, max, args.requests, args.report.as_deref()).await;
+    }
     let bench = Bench::new(config).map_err(|e| UsageError(format!("{e}")))?;
     let live = bench.live();
     let stopper = bench.live();

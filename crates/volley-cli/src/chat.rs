@@ -88,14 +88,13 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let base_url = match &mock {
-        Some(server) => server.url(),
-        None => connection.base_url.clone(),
-    };
     // The mock needs no key, and a real one must not be sent to it.
-    let key = match &mock {
-        Some(_) => None,
-        None => Some(config::read_key(&connection.api_key_env)?),
+    let (base_url, credential) = match &mock {
+        Some(server) => (server.url(), None),
+        None => {
+            let endpoint = config::endpoint(&layers, &connection)?;
+            (endpoint.base_url, Some(endpoint.credential))
+        }
     };
     // A timeout of 0 turns it off.
     let timeout = Some(attempts.timeout.0).filter(|t| !t.is_zero());
@@ -103,10 +102,16 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         .base_url(base_url)
         .allow_plain_http(connection.allow_plain_http)
         .timeout(timeout)
-        .retries(attempts.max_retries);
-    if let Some(key) = key {
-        builder = builder.api_key(key);
+        .retry_policy(
+            volley::middleware::retry::Policy::builder()
+                .max_retries(attempts.max_retries)
+                .give_up_after(attempts.give_up_after.0)
+                .build()?,
+        );
+    if let Some(credential) = credential {
+        builder = config::with_credential(builder, credential);
     }
+    builder = config::apply_network(builder, &connection, mock.is_some())?;
     let client = builder.build()?;
 
     let mut messages = Vec::with_capacity(2);

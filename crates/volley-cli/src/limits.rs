@@ -61,7 +61,11 @@ pub(crate) async fn shared_limiter(
 
 /// The run's rate limits, when it has any.
 pub(crate) fn rate_limits(settings: &RunLoad) -> Option<Limits> {
-    Limits::from_rates(settings.rpm.get(), settings.tpm.get())
+    // Only given limits are shared: 0 is none, and a learned limit is not known yet.
+    Limits::from_rates(
+        settings.rpm.get().filter(|n| *n > 0),
+        settings.tpm.get().filter(|n| *n > 0),
+    )
 }
 
 /// A Redis error at start-up: a URL that does not parse is a usage error (exit 2), anything

@@ -37,6 +37,21 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
     /// Run the OpenAI-compatible mock server (for tests and benchmarks).
     Mock(mock::MockArgs),
+    /// Manage trust in a volley.toml found in the working directory.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Trust ./volley.toml (or PATH) as it is now: its base_url, api_key_env, shared_limit,
+    /// Redis cache and other settings that decide where your key and prompts go are used
+    /// only once it is trusted (or named with --config). Recorded by hash in
+    /// $XDG_CONFIG_HOME/volley/trusted; any change to the file needs trusting again.
+    Trust {
+        /// The file to trust [default: ./volley.toml].
+        path: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +71,11 @@ fn main() -> ExitCode {
     // The load tester sizes its own runtime (--threads).
     let command = match cli.command {
         Command::Bench(args) => return finish(bench::main(*args)),
+        Command::Config(ConfigCommand::Trust { path }) => {
+            let path = path.unwrap_or_else(|| config::CONFIG_FILE.into());
+            let trusted = config::trust::trust(&path).map(|message| println!("{message}"));
+            return finish(trusted.map(|()| ExitCode::SUCCESS).map_err(Into::into));
+        }
         other => other,
     };
 
@@ -74,7 +94,9 @@ fn main() -> ExitCode {
             Command::Chat(args) => chat::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Run(args) => run::run(*args).await,
             Command::Mock(args) => mock::run(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Bench(_) => unreachable!("handled before the runtime starts"),
+            Command::Bench(_) | Command::Config(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     // Do not wait for blocking threads still parked in a read (standard input after an

@@ -63,6 +63,11 @@ pub(crate) struct MockBehaviour {
     /// Enforce a provider-style tokens-per-minute limit (prompt + completion tokens).
     #[arg(long)]
     tpm: Option<u64>,
+    /// The server's capacity: "max=N" answers 503 beyond N requests in flight, "knee=K"
+    /// stretches latency by in-flight/K beyond K (processor sharing), e.g. "max=64" or
+    /// "knee=32" [default: none].
+    #[arg(long, default_value = "none")]
+    capacity: volley_mock::Capacity,
     /// The wait a 429 asks for (Retry-After and retry-after-ms); a bare number is seconds.
     #[arg(long, default_value = "1s")]
     retry_after: HumanDuration,
@@ -103,6 +108,7 @@ impl MockBehaviour {
                 tpm: self.tpm,
                 ..RateLimits::NONE
             },
+            capacity: self.capacity,
             ..MockConfig::default()
         };
         config

@@ -73,8 +73,13 @@ pub(crate) struct Reporter {
 }
 
 impl Reporter {
-    /// Starts drawing `progress` as `mode` says.
-    pub(crate) fn start(progress: Arc<Progress>, mode: Mode) -> Reporter {
+    /// Starts drawing `progress` as `mode` says; `limit`, when given, reads the adaptive
+    /// concurrency limit in force, shown next to the requests in flight.
+    pub(crate) fn start(
+        progress: Arc<Progress>,
+        mode: Mode,
+        limit: Option<LimitSource>,
+    ) -> Reporter {
         let (stop, stopped) = watch::channel(false);
         let bar = (mode == Mode::Bar).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
@@ -83,7 +88,9 @@ impl Reporter {
         });
         let task = match mode {
             Mode::Quiet => None,
-            Mode::Bar | Mode::Lines => Some(tokio::spawn(tick(progress, bar.clone(), stopped))),
+            Mode::Bar | Mode::Lines => {
+                Some(tokio::spawn(tick(progress, limit, bar.clone(), stopped)))
+            }
         };
         Reporter { bar, stop, task }
     }
@@ -107,8 +114,12 @@ impl Reporter {
     }
 }
 
+/// Reads the adaptive concurrency limit in force.
+pub(crate) type LimitSource = Box<dyn Fn() -> usize + Send + Sync>;
+
 async fn tick(
     progress: Arc<Progress>,
+    limit: Option<LimitSource>,
     bar: Option<ProgressBar>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -124,7 +135,8 @@ async fn tick(
             _ = stopped.changed() => return,
         }
         let now = Instant::now();
-        let view = View::of(&progress.snapshot());
+        let mut view = View::of(&progress.snapshot());
+        view.limit = limit.as_ref().map(|read| read() as u64);
         let per_sec = rate.update(now, view.done_this_run);
         match &bar {
             Some(bar) => {
@@ -166,6 +178,8 @@ struct View {
     done_this_run: u64,
     total: Option<u64>,
     in_flight: u64,
+    /// The adaptive concurrency limit in force, when the limit adapts.
+    limit: Option<u64>,
     /// Attempts beyond the first of each request (a lower bound while running).
     retries: u64,
     /// Lines that failed or were invalid.
@@ -180,6 +194,7 @@ impl View {
             done_this_run,
             total: s.total_lines,
             in_flight: s.in_flight,
+            limit: None,
             retries: s.retries,
             errors: s.failed + s.invalid,
         }
@@ -197,8 +212,11 @@ impl View {
 
     /// The part after the bar.
     fn message(&self, per_sec: f64) -> String {
+        let limit = self
+            .limit
+            .map_or_else(String::new, |limit| format!(" (limit {limit})"));
         format!(
-            "{per_sec:.0} req/s · {} in flight · {} retries · {} errors · ETA {}",
+            "{per_sec:.0} req/s · {} in flight{limit} · {} retries · {} errors · ETA {}",
             self.in_flight,
             self.retries,
             self.errors,
@@ -321,6 +339,7 @@ mod tests {
             done_this_run: ok + failed,
             total,
             in_flight,
+            limit: None,
             retries: 0,
             errors: failed,
         }
@@ -362,6 +381,12 @@ mod tests {
         assert_eq!(
             line,
             "50/200 done (25%), 25 req/s · 16 in flight · 3 retries · 2 errors · ETA 6s"
+        );
+        view.limit = Some(24);
+        assert!(
+            view.line(25.0)
+                .contains("16 in flight (limit 24) · 3 retries"),
+            "the adaptive limit is shown next to the requests in flight"
         );
         let line = snapshot(None, 0, 7, 0, 1).line(0.0);
         assert!(line.starts_with("7 done, 0 req/s"), "{line}");

@@ -220,14 +220,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let base_url = match &mock {
-        Some(server) => server.url(),
-        None => settings.connection.base_url.clone(),
-    };
     // The mock needs no key, and a real one must not be sent to it.
-    let key = match &mock {
-        Some(_) => None,
-        None => Some(config::read_key(&settings.connection.api_key_env)?),
+    let (base_url, key) = match &mock {
+        Some(server) => (server.url(), None),
+        None => {
+            let endpoint = config::endpoint(&settings.layers, &settings.connection)?;
+            (endpoint.base_url, Some(endpoint.credential))
+        }
     };
 
     // The client's metrics layers take their handles when it is built: install first.
@@ -236,7 +235,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let concurrency = settings.load.concurrency.get();
     crate::limits::raise_open_file_limit(Some(concurrency as u64 + 64));
-    let client = build_client(&settings, base_url.clone(), key).await?;
+    let client = build_client(&settings, base_url.clone(), key, mock.is_some()).await?;
 
     let mut options = BatchOptions {
         output: output.clone(),
@@ -254,6 +253,12 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         options.grace = grace.0;
     }
     let grace = options.grace;
+    // The adaptive limit in force, for the progress line.
+    let limit: Option<crate::progress::LimitSource> =
+        settings.load.concurrency.is_auto().then(|| {
+            let client = client.clone();
+            Box::new(move || client.concurrency_limit()) as crate::progress::LimitSource
+        });
     let runner = BatchRunner::new(client, input, options);
 
     let mode = Mode::detect(args.quiet);
@@ -267,7 +272,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let progress = runner.progress();
-    let reporter = Reporter::start(progress.clone(), mode);
+    let reporter = Reporter::start(progress.clone(), mode, limit);
     let signal = Arc::new(AtomicU8::new(0));
     let shutdown = shutdown_on_signal(reporter.printer(), grace, args.quiet, signal.clone());
     let result = runner.run(shutdown).await;
@@ -367,7 +372,8 @@ async fn start_mock(args: &RunArgs) -> anyhow::Result<MockServer> {
 async fn build_client(
     settings: &Settings,
     base_url: String,
-    key: Option<String>,
+    key: Option<config::Credential>,
+    mock: bool,
 ) -> anyhow::Result<Client> {
     let load = &settings.load;
     let concurrency = load.concurrency.get();
@@ -387,8 +393,9 @@ async fn build_client(
         builder.concurrency(concurrency)
     };
     if let Some(key) = key {
-        builder = builder.api_key(key);
+        builder = config::with_credential(builder, key);
     }
+    builder = config::apply_network(builder, &settings.connection, mock)?;
     let config_error = |e: volley::Error| match e.kind() {
         ErrorKind::Config => anyhow::Error::new(UsageError(format!("{e}"))),
         _ => anyhow::Error::new(e),

@@ -6,8 +6,10 @@
 //!
 //! - [`retry`]: classification, exponential backoff with full jitter, `Retry-After`, a retry
 //!   budget;
-//! - [`rate_limit`]: requests and tokens per minute (GCRA), settled with real usage;
-//! - [`limit`]: a concurrency limit whose permits are held until the body is finished;
+//! - [`rate_limit`]: requests and tokens per minute (GCRA), settled with real usage, or
+//!   learned from the provider's headers;
+//! - [`limit`]: a concurrency limit whose permits are held until the body is finished, fixed
+//!   or adaptive (slow start, cut on overload, settled at the server's latency knee);
 //! - [`timeout`]: whole attempt, time to first byte, idle time between stream chunks;
 //! - [`cache`]: memory and disk caches keyed by request and credential;
 //! - [`metrics`]: counters and histograms through the `metrics` facade, and `tracing` spans.

@@ -28,7 +28,12 @@
 //!
 //! ## Endpoints
 //!
-//! Paths are accepted with and without the `/v1` prefix.
+//! Paths are accepted with and without the `/v1` prefix, and in Azure OpenAI's shapes:
+//! `/openai/deployments/NAME/chat/completions?api-version=…` (without `api-version`, a `404`
+//! as from Azure) and `/openai/v1/…`. [`MockConfig::require_api_key`] accepts the key as a
+//! bearer token or in Azure's `api-key` header. [`MockServer::start_tls`] serves HTTPS with a
+//! certificate the test made (see [`MockTls`]; optionally requiring client certificates); the
+//! default is plain HTTP.
 //!
 //! | endpoint | answer |
 //! |---|---|
@@ -96,7 +101,9 @@
 
 #![deny(missing_docs)]
 
+mod azure;
 mod body;
+mod capacity;
 mod config;
 mod conn;
 mod encoding;
@@ -109,7 +116,9 @@ mod server;
 mod service;
 mod shared;
 mod stats;
+mod tls;
 
+pub use capacity::Capacity;
 pub use config::{MAX_EMBEDDING_DIMS, MAX_OUTPUT_TOKENS, MockConfig, OutputTokens};
 pub use error::ConfigError;
 pub use faults::{FaultKind, Faults};
@@ -119,6 +128,7 @@ pub use server::MockServer;
 pub use stats::{
     FaultCounts, LatencySummary, Stats, TIMELINE_BUCKET, TIMELINE_CAPACITY, TimelineBucket,
 };
+pub use tls::MockTls;
 
 /// The request header that forces a fault on one request: `x-mock-fault`, with a value of
 /// `429`, `500`, `503`, `reset`, `stall`, `cut` or `malformed` (see [`FaultKind`]).

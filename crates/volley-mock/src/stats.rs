@@ -298,6 +298,11 @@ impl Counters {
         index
     }
 
+    /// Requests in flight now.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Relaxed)
+    }
+
     fn request_finished(&self) {
         self.in_flight.fetch_sub(1, Relaxed);
         self.bucket_completed.fetch_add(1, Relaxed);

@@ -53,4 +53,11 @@ impl RateLimiter for AnyLimiter {
             AnyLimiter::Redis(limiter) => limiter.observe(observation),
         }
     }
+
+    fn learns(&self) -> bool {
+        match self {
+            AnyLimiter::Local(limiter) => limiter.learns(),
+            AnyLimiter::Redis(limiter) => limiter.learns(),
+        }
+    }
 }

@@ -18,13 +18,45 @@ pub(crate) type SlotLimiter = LocalLimiter;
 #[cfg(feature = "redis")]
 pub(crate) type SlotLimiter = crate::any_limiter::AnyLimiter;
 
+/// Whether a limiter has learned a token limit, so requests need a token estimate.
+#[cfg(not(feature = "redis"))]
+pub(crate) fn learned_tokens(limiter: &SlotLimiter) -> bool {
+    limiter.counts_tokens()
+}
+
+/// Whether a limiter has learned a token limit, so requests need a token estimate.
+#[cfg(feature = "redis")]
+pub(crate) fn learned_tokens(limiter: &SlotLimiter) -> bool {
+    match limiter {
+        SlotLimiter::Local(limiter) => limiter.counts_tokens(),
+        SlotLimiter::Redis(_) => false,
+    }
+}
+
+/// The limits a limiter learned so far, per minute: `(requests, tokens)`.
+#[cfg(not(feature = "redis"))]
+pub(crate) fn learned_limits(limiter: &SlotLimiter) -> (Option<u64>, Option<u64>) {
+    limiter.learned()
+}
+
+/// The limits a limiter learned so far, per minute: `(requests, tokens)`.
+#[cfg(feature = "redis")]
+pub(crate) fn learned_limits(limiter: &SlotLimiter) -> (Option<u64>, Option<u64>) {
+    match limiter {
+        SlotLimiter::Local(limiter) => limiter.learned(),
+        SlotLimiter::Redis(_) => (None, None),
+    }
+}
+
 /// What the builder was told about rate limits.
 #[derive(Clone, Default)]
 pub(crate) enum RateLimitSetting {
-    /// No limit (the default).
+    /// No limit given (the default): both are learned from the provider's headers, with a
+    /// slow start until the first answer and a shared pause on 429s ([`Limits::auto`]).
     #[default]
     None,
-    /// `rpm(..)` and/or `tpm(..)`.
+    /// `rpm(..)` and/or `tpm(..)`; `Some(0)` turns that limit off and stops learning it, and
+    /// one left out is learned.
     PerMinute { rpm: Option<u32>, tpm: Option<u64> },
     /// `rate_limits(..)`.
     Limits(Limits),
@@ -108,7 +140,7 @@ impl RateLimitSetting {
     /// `ErrorKind::Config` for two forms that exclude each other, or invalid limits.
     pub(crate) fn into_layer(self) -> Result<(Option<RateLimitLayer<SlotLimiter>>, bool), Error> {
         let limits = match self {
-            RateLimitSetting::None => return Ok((None, false)),
+            RateLimitSetting::None => Some(Limits::auto()),
             RateLimitSetting::Conflict { first, second } => {
                 return Err(Error::new(
                     ErrorKind::Config,
@@ -124,12 +156,29 @@ impl RateLimitSetting {
                 counts_tokens,
                 ..
             } => return Ok((Some(RateLimitLayer::with_limiter(limiter)), counts_tokens)),
-            RateLimitSetting::PerMinute { rpm, tpm } => Limits::from_rates(rpm, tpm),
+            RateLimitSetting::PerMinute { rpm, tpm } => {
+                let mut limits = Limits::auto()
+                    .learn_requests(rpm.is_none())
+                    .learn_tokens(tpm.is_none());
+                if let Some(rpm) = rpm.filter(|n| *n > 0) {
+                    limits = limits.requests(rpm);
+                }
+                if let Some(tpm) = tpm.filter(|n| *n > 0) {
+                    limits = limits.tokens(tpm);
+                }
+                Some(limits)
+            }
             RateLimitSetting::Limits(limits) => Some(limits),
         };
         let Some(limits) = limits else {
             return Ok((None, false));
         };
+        let learns = limits.learns_requests() || limits.learns_tokens();
+        if limits.requests_per_minute().is_none() && limits.tokens_per_minute().is_none() && !learns
+        {
+            // rpm(0) and tpm(0): nothing to limit or learn.
+            return Ok((None, false));
+        }
         let counts_tokens = limits.tokens_per_minute().is_some();
         let limiter = SlotLimiter::from(LocalLimiter::new(limits)?);
         Ok((Some(RateLimitLayer::with_limiter(limiter)), counts_tokens))
@@ -198,9 +247,12 @@ mod tests {
         let (layer, counts_tokens) = RateLimitSetting::None.rpm(60).into_layer().unwrap();
         assert!(layer.is_some());
         assert!(!counts_tokens);
-        let (layer, counts_tokens) = RateLimitSetting::None.into_layer().unwrap();
-        assert!(layer.is_none());
+        let (layer, counts_tokens) = RateLimitSetting::None.rpm(0).tpm(0).into_layer().unwrap();
+        assert!(layer.is_none(), "0 turns each limit off");
         assert!(!counts_tokens);
+        let (layer, counts_tokens) = RateLimitSetting::None.into_layer().unwrap();
+        assert!(layer.is_some(), "no limit given: learned");
+        assert!(!counts_tokens, "until a token limit is learned");
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   attempt pays its own quota. Attempt metrics sit inside the limits, so they measure what
 //!   was sent (in flight never exceeds the concurrency; durations exclude queueing), and
 //!   attempts − requests = retries.
-//! - The concurrency permit is held until the body or stream is finished.
+//! - The concurrency permit is held until the body or stream is finished; the limit is fixed
+//!   or adaptive (`concurrency_auto`), an `Either`.
 //! - Timeouts are per attempt, closest to the transport.
 //!
 //! Optional layers are `tower::util::Either`s, so the stack is one concrete type: cloning it
@@ -22,7 +23,7 @@
 
 use tower::util::Either;
 use volley_middleware::cache::Cache;
-use volley_middleware::limit::ConcurrencyLimit;
+use volley_middleware::limit::{AdaptiveConcurrencyLimit, ConcurrencyLimit};
 use volley_middleware::metrics::Metrics;
 use volley_middleware::rate_limit::RateLimit;
 use volley_middleware::retry::Retry;
@@ -31,7 +32,8 @@ use volley_transport::Transport;
 
 use crate::rate_limit::SlotLimiter;
 
-type Attempt = ConcurrencyLimit<Metrics<Timeout<Transport>>>;
+type Sent = Metrics<Timeout<Transport>>;
+type Attempt = Either<ConcurrencyLimit<Sent>, AdaptiveConcurrencyLimit<Sent>>;
 type Limited = Either<RateLimit<Attempt, SlotLimiter>, Attempt>;
 type Retried = Retry<Limited>;
 type Cached = Either<Cache<Retried>, Retried>;

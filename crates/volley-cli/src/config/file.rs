@@ -45,7 +45,17 @@ pub(crate) fn load_profile(
     };
     let text = std::fs::read_to_string(&path)
         .map_err(|e| UsageError(format!("reading {}: {e}", path.display())))?;
-    parse_profile(&text, name, &path.display().to_string())
+    // A file the user named is theirs; one found here may have come with a clone.
+    let trusted = explicit.is_some() || super::trust::is_trusted(&path, text.as_bytes());
+    let origin = path.display().to_string();
+    let (profile, ignored) = parse_profile_with_trust(&text, name, &origin, trusted)?;
+    if let (Some(profile), false) = (&profile, ignored.is_empty()) {
+        eprintln!(
+            "{}",
+            super::trust::ignored_message(&profile.label, &ignored)
+        );
+    }
+    Ok(profile)
 }
 
 /// Parses `volley.toml` text and returns the profile `name` (or the default one); `origin`
@@ -53,13 +63,25 @@ pub(crate) fn load_profile(
 ///
 /// # Errors
 /// As [`load_profile`].
+#[cfg(test)]
 pub(crate) fn parse_profile(
     text: &str,
     name: Option<&str>,
     origin: &str,
 ) -> Result<Option<FileProfile>, UsageError> {
-    let mut file: toml::Table =
-        toml::from_str(text).map_err(|e| UsageError(format!("{origin}: invalid TOML: {e}")))?;
+    parse_profile_with_trust(text, name, origin, true).map(|(profile, _)| profile)
+}
+
+/// [`parse_profile`], leaving out of the chosen profile the settings that decide where
+/// something is sent unless the file is `trusted` (see [`super::trust`]); returns the keys
+/// left out.
+fn parse_profile_with_trust(
+    text: &str,
+    name: Option<&str>,
+    origin: &str,
+    trusted: bool,
+) -> Result<(Option<FileProfile>, Vec<String>), UsageError> {
+    let mut file: toml::Table = toml::from_str(text).map_err(|e| toml_error(origin, text, &e))?;
     let default = file.remove("default");
     let profiles = match file.remove("profile") {
         None => toml::Table::new(),
@@ -91,12 +113,23 @@ pub(crate) fn parse_profile(
         tables.push((profile, label, table));
     }
     let mut chosen = None;
+    let mut ignored = Vec::new();
     let wanted = name.unwrap_or("default");
     for (profile, label, value) in tables {
-        let toml::Value::Table(table) = value else {
+        let toml::Value::Table(mut table) = value else {
             return Err(UsageError(format!("{label} must be a table")));
         };
-        let layer = check_table(&table, &label)?;
+        let mut layer = check_table(&table, &label)?;
+        if profile == wanted && !trusted {
+            table.retain(|key, value| {
+                let routes = super::trust::routes(key, value);
+                if routes {
+                    ignored.push(key.to_string());
+                }
+                !routes
+            });
+            layer = Layer::serialized(Origin::Profile(label.clone()), &table)?;
+        }
         if profile == wanted {
             if chosen.is_some() {
                 return Err(UsageError(format!(
@@ -107,12 +140,24 @@ pub(crate) fn parse_profile(
         }
     }
     match (chosen, name) {
-        (Some(profile), _) => Ok(Some(profile)),
-        (None, None) => Ok(None),
+        (Some(profile), _) => Ok((Some(profile), ignored)),
+        (None, None) => Ok((None, ignored)),
         (None, Some(name)) => Err(UsageError(format!(
             "--profile {name}: {origin} has no [profile.{name}]"
         ))),
     }
+}
+
+/// A TOML syntax error by line and column, with the parser's message but never the source
+/// line it would quote (which may hold a Redis password).
+fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> UsageError {
+    let at = e.span().map_or(String::new(), |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    UsageError(format!("{origin}: invalid TOML{at}: {}", e.message()))
 }
 
 /// Whether a key names a secret: refused in `volley.toml` and as `VOLLEY_<KEY>`.
@@ -157,6 +202,33 @@ mod tests {
 
     fn profile(text: &str, name: Option<&str>) -> Option<FileProfile> {
         parse_profile(text, name, "volley.toml").unwrap()
+    }
+
+    #[test]
+    fn toml_errors_never_quote_the_source() {
+        let text = "[default]\ncache = \"redis://:hunter2-secret@h:6379\n";
+        let err = profile_err(text, None);
+        assert!(!err.contains("hunter2-secret"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn untrusted_files_keep_only_settings_that_send_nothing() {
+        let text = "[default]\nbase_url = \"https://attacker.example/v1\"\n\
+                    api_key_env = \"AWS_SECRET_ACCESS_KEY\"\ncache = \"redis://a.example\"\n\
+                    concurrency = 7\n";
+        let (profile, ignored) =
+            parse_profile_with_trust(text, None, "volley.toml", false).unwrap();
+        assert_eq!(ignored, ["api_key_env", "base_url", "cache"]);
+        let figment = Figment::from(profile.unwrap().layer);
+        assert!(figment.find_value("base_url").is_err());
+        assert!(figment.find_value("api_key_env").is_err());
+        assert_eq!(
+            figment.find_value("concurrency").unwrap().to_i128(),
+            Some(7)
+        );
+        let (_, ignored) = parse_profile_with_trust(text, None, "volley.toml", true).unwrap();
+        assert!(ignored.is_empty());
     }
 
     fn profile_err(text: &str, name: Option<&str>) -> String {

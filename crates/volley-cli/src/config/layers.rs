@@ -15,7 +15,14 @@ use super::{ENV_PREFIX, UsageError};
 
 /// The ecosystem's own variables, by the key they set: below `volley.toml`, so a globally
 /// exported `OPENAI_BASE_URL` never overrides a profile.
-const ECOSYSTEM: &[(&str, &str)] = &[(volley::BASE_URL_ENV, "base_url")];
+/// (`HTTPS_PROXY`, `NO_PROXY`, `SSL_CERT_FILE` and `SSL_CERT_DIR` are read by the library
+/// itself, by curl's and OpenSSL's rules, when no setting of Volley's own names a proxy, a
+/// bypass list or a CA.)
+const ECOSYSTEM: &[(&str, &str)] = &[
+    (volley::BASE_URL_ENV, "base_url"),
+    (volley::API_VERSION_ENV, "api_version"),
+    (volley::AZURE_ENDPOINT_ENV, "azure_endpoint"),
+];
 
 /// Where settings come from, and `--print-config`: taken by every command that reads
 /// settings.

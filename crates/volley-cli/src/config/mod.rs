@@ -49,17 +49,21 @@
 mod file;
 mod layers;
 mod model;
+mod network;
 mod origin;
+pub(crate) mod trust;
 mod values;
 
 use std::fmt;
 use std::time::Duration;
 
+pub(crate) use file::CONFIG_FILE;
 pub(crate) use layers::{Layers, Row, SourceArgs};
 pub(crate) use model::{
     Attempts, AttemptsFlags, Connection, ConnectionFlags, RunLoad, RunLoadFlags, RunOutput,
     RunOutputFlags,
 };
+pub(crate) use network::{Credential, apply as apply_network, endpoint, with_credential};
 pub(crate) use values::{CacheSpec, FailureSpec, RedisUrl, SharedLimitSpec, Show};
 
 /// The prefix of the variables that set settings.
@@ -110,6 +114,38 @@ pub(crate) fn connection_rows(layers: &Layers, connection: &Connection, mock: bo
                     "NOT SET"
                 };
                 row.value = format!("{} ({state})", row.value);
+            }
+            "proxy" | "no_proxy" | "ca_cert" if mock => {
+                row.value = "not used with --mock".to_owned();
+            }
+            // Left to the library, which reads the ecosystem's variables by curl's and
+            // OpenSSL's rules: say which are set (URLs without their passwords).
+            "proxy" | "no_proxy" | "ca_cert"
+                if layers.origin(row.key) == origin::Origin::Default =>
+            {
+                let names: &[&str] = match row.key {
+                    "proxy" => &[
+                        "https_proxy",
+                        "HTTPS_PROXY",
+                        "http_proxy",
+                        "HTTP_PROXY",
+                        "all_proxy",
+                        "ALL_PROXY",
+                    ],
+                    "no_proxy" => &["no_proxy", "NO_PROXY"],
+                    _ => &["SSL_CERT_FILE", "SSL_CERT_DIR"],
+                };
+                let set: Vec<String> = names
+                    .iter()
+                    .filter_map(|name| {
+                        let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty())?;
+                        Some(format!("${name}={}", value.show()))
+                    })
+                    .collect();
+                if !set.is_empty() {
+                    row.value = set.join(" ");
+                    row.origin = "ecosystem, read by the library".to_owned();
+                }
             }
             _ => {}
         }

@@ -9,13 +9,15 @@
 //! `run` alone.
 
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 
 use volley::core::duration::HumanDuration;
 
 use super::UsageError;
 use super::origin::usage_error;
 use super::values::{
-    CacheSpec, ConcurrencySpec, FailureSpec, FsyncMode, Limit, Prefix, SharedLimitSpec, Show,
+    CacheSpec, ConcurrencySpec, FailureSpec, FsyncMode, Limit, Prefix, ProviderSpec,
+    SharedLimitSpec, Show,
 };
 
 /// A group of settings: the keys it reads and how its values are shown.
@@ -108,6 +110,50 @@ settings! {
         /// unencrypted).
         #[arg(long)]
         allow_plain_http: bool [bool] = false,
+        /// Whose conventions the API follows: "openai", or "azure" (Azure OpenAI: the key
+        /// from AZURE_OPENAI_API_KEY sent as api-key, or a Microsoft Entra ID token from
+        /// AZURE_OPENAI_AD_TOKEN; --api-version on every request; a base URL
+        /// https://RESOURCE.openai.azure.com/openai/deployments/NAME or …/openai/v1, or
+        /// --azure-endpoint) [default: openai].
+        #[arg(long, value_name = "NAME")]
+        provider: ProviderSpec [Option<String>] = ProviderSpec::default(),
+        /// Azure OpenAI's API version, sent as the api-version query parameter, e.g.
+        /// 2024-10-21 (deployment URLs need one, the v1 API does not) [default:
+        /// $OPENAI_API_VERSION].
+        #[arg(long, value_name = "VERSION")]
+        api_version: Option<String> [Option<String>] = None,
+        /// Azure OpenAI's resource endpoint, https://RESOURCE.openai.azure.com, used with
+        /// --provider azure when no base URL is set: the base URL becomes ENDPOINT/openai,
+        /// and each request goes to the deployment its "model" names [default:
+        /// $AZURE_OPENAI_ENDPOINT].
+        #[arg(long, value_name = "URL")]
+        azure_endpoint: Option<String> [Option<String>] = None,
+        /// The proxy for every request: http://[USER:PASSWORD@]HOST[:PORT] (https:// servers
+        /// through a CONNECT tunnel, encrypted end to end), socks5:// or socks5h://; "" for
+        /// none. The password is never printed [default: $HTTPS_PROXY, $HTTP_PROXY or
+        /// $ALL_PROXY, by curl's rules].
+        #[arg(long, value_name = "URL")]
+        proxy: Option<String> [Option<String>] = None,
+        /// Hosts reached directly rather than through the proxy: comma-separated names (each
+        /// with its subdomains), IP addresses, CIDR ranges, or * for all [default:
+        /// $NO_PROXY].
+        #[arg(long, value_name = "HOSTS")]
+        no_proxy: Option<String> [Option<String>] = None,
+        /// A PEM file of CA certificates to trust as well as the default roots (a private
+        /// or corporate CA); when given, $SSL_CERT_FILE and $SSL_CERT_DIR are not read
+        /// [default: none; the files $SSL_CERT_FILE and $SSL_CERT_DIR name are trusted].
+        #[arg(long, value_name = "PATH")]
+        ca_cert: Option<PathBuf> [Option<PathBuf>] = None,
+        /// Trust the operating system's root certificates as well.
+        #[arg(long)]
+        native_roots: bool [bool] = false,
+        /// A client certificate (PEM, leaf first) for servers that require mutual TLS; with
+        /// --client-key.
+        #[arg(long, value_name = "PATH")]
+        client_cert: Option<PathBuf> [Option<PathBuf>] = None,
+        /// The private key (PEM) of --client-cert.
+        #[arg(long, value_name = "PATH")]
+        client_key: Option<PathBuf> [Option<PathBuf>] = None,
     }
 }
 
@@ -190,7 +236,6 @@ settings! {
         fsync: FsyncMode [Option<String>] = FsyncMode::default(),
     }
 }
-
 
 /// Every group's keys and a check of a table against it: `volley.toml` is checked against all
 /// of them, whichever command reads it.

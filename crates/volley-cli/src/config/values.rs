@@ -37,8 +37,24 @@ show_display!(
     CacheSpec,
     SharedLimitSpec,
     FsyncMode,
-    ConcurrencySpec
+    ConcurrencySpec,
+    ProviderSpec
 );
+
+/// An optional string (a URL or a name): `none` when unset, a URL without its secrets.
+impl Show for Option<String> {
+    fn show(&self) -> String {
+        self.as_ref().map_or_else(|| "none".to_owned(), Show::show)
+    }
+}
+
+/// An optional file.
+impl Show for Option<PathBuf> {
+    fn show(&self) -> String {
+        self.as_ref()
+            .map_or_else(|| "none".to_owned(), |p| p.display().to_string())
+    }
+}
 
 impl Show for String {
     fn show(&self) -> String {
@@ -153,8 +169,36 @@ serde_as_text!(
     FailureSpec,
     Prefix,
     FsyncMode,
-    ConcurrencySpec
+    ConcurrencySpec,
+    ProviderSpec
 );
+
+/// `--provider`: whose conventions the API follows (`openai`, `azure`), parsed by the
+/// library's one rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ProviderSpec(pub(crate) volley::Provider);
+
+impl ProviderSpec {
+    fn raw(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl FromStr for ProviderSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse()
+            .map(ProviderSpec)
+            .map_err(|e: volley::Error| e.to_string())
+    }
+}
+
+impl fmt::Display for ProviderSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// `--concurrency`: a fixed number of requests in flight, or `auto` / `auto:MAX`, an
 /// adaptive limit of at most MAX (256 when not said) that finds the server's capacity.
@@ -197,11 +241,9 @@ impl FromStr for ConcurrencySpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let count = |n: &str| {
-            n.trim()
-                .parse::<NonZeroUsize>()
-                .map_err(|_| format!(
-                    "{s:?} is not a concurrency: expected a nonzero number N, auto or auto:MAX"
-                ))
+            n.trim().parse::<NonZeroUsize>().map_err(|_| {
+                format!("{s:?} is not a concurrency: expected a nonzero number N, auto or auto:MAX")
+            })
         };
         match s.trim() {
             "auto" => Ok(ConcurrencySpec::default()),

@@ -10,13 +10,13 @@ use volley_core::{BodyStream, Error};
 
 /// Releases its permit when the stream returns `None` or an error, or when it is dropped,
 /// whichever comes first.
-pub(super) struct PermitStream {
+pub(super) struct PermitStream<P = OwnedSemaphorePermit> {
     inner: BodyStream,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<P>,
 }
 
-impl PermitStream {
-    pub(super) fn new(inner: BodyStream, permit: OwnedSemaphorePermit) -> PermitStream {
+impl<P> PermitStream<P> {
+    pub(super) fn new(inner: BodyStream, permit: P) -> PermitStream<P> {
         PermitStream {
             inner,
             permit: Some(permit),
@@ -24,7 +24,7 @@ impl PermitStream {
     }
 }
 
-impl Stream for PermitStream {
+impl<P: Unpin> Stream for PermitStream<P> {
     type Item = Result<Bytes, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

@@ -7,7 +7,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use tokio::sync::OwnedSemaphorePermit;
-use volley_core::{BodyStream, Error, Response};
+use volley_core::{Error, Response};
 
 use super::body::PermitStream;
 
@@ -44,7 +44,7 @@ where
         // frees the slot. A stream takes the permit along until it ends or is dropped.
         Poll::Ready(result.map(|response| match permit {
             Some(permit) => {
-                response.map_stream(|stream| BodyStream::new(PermitStream::new(stream, permit)))
+                response.map_stream(|stream| stream.wrap(|s| PermitStream::new(s, permit)))
             }
             None => response,
         }))

@@ -1,4 +1,5 @@
-//! A concurrency limit whose permits are held until the response body is finished.
+//! A concurrency limit whose permits are held until the response body is finished: fixed
+//! ([`ConcurrencyLimit`]) or adaptive ([`AdaptiveConcurrencyLimit`], module [`adaptive`]).
 //!
 //! [`ConcurrencyLimit`] lets at most `max` requests be in flight at once. A request is in
 //! flight from the moment the service is ready to take it (its `poll_ready` returned a permit)
@@ -50,11 +51,13 @@
 //! # drop(service);
 //! ```
 
+pub mod adaptive;
 mod body;
 mod future;
 mod layer;
 mod service;
 
+pub use adaptive::{AdaptiveConcurrencyLimit, AdaptiveConcurrencyLimitLayer};
 pub use future::ResponseFuture;
 pub use layer::ConcurrencyLimitLayer;
 pub use service::ConcurrencyLimit;

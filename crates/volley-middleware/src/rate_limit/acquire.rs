@@ -8,10 +8,11 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tokio::time::Sleep;
-use volley_core::Error;
+use volley_core::{Error, RequestId};
 
-use super::local::Shared;
+use super::local::{PROBE_TIMEOUT, Shared};
 use super::{Cost, Grant};
 
 /// The future of [`LocalLimiter`](super::LocalLimiter)'s
@@ -22,6 +23,21 @@ pub struct LocalAcquire(Inner);
 impl LocalAcquire {
     pub(super) fn failed(error: Error) -> LocalAcquire {
         LocalAcquire(Inner::Failed(Some(error)))
+    }
+
+    /// A request behind the slow start's probe: it reserves once the gate opens.
+    pub(super) fn gated(shared: Arc<Shared>, id: RequestId, cost: Cost) -> LocalAcquire {
+        let gate = shared
+            .gate
+            .clone()
+            .expect("only a limiter with a slow-start gate queues behind it");
+        LocalAcquire(Inner::Gated(Gated {
+            acquire: Box::pin(gate.acquire_owned()),
+            timeout: Box::pin(tokio::time::sleep(PROBE_TIMEOUT)),
+            shared,
+            id,
+            cost,
+        }))
     }
 
     /// A reservation made at `reserved_at` for a send at `deadline`, nanoseconds since the
@@ -45,10 +61,24 @@ impl LocalAcquire {
     }
 }
 
+type GateAcquire =
+    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + Sync>>;
+
 enum Inner {
     Failed(Option<Error>),
+    Gated(Gated),
     Waiting(Waiter),
     Done,
+}
+
+/// Waiting for the slow start's gate: nothing is reserved yet, so nothing is given back if
+/// it is dropped.
+struct Gated {
+    acquire: GateAcquire,
+    timeout: Pin<Box<Sleep>>,
+    shared: Arc<Shared>,
+    id: RequestId,
+    cost: Cost,
 }
 
 struct Waiter {
@@ -66,6 +96,23 @@ impl Future for LocalAcquire {
     type Output = Result<Grant, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Inner::Gated(gated) = &mut self.0 {
+            match gated.acquire.as_mut().poll(cx) {
+                // A probe permit given back by a probe that was never sent: this is the probe.
+                Poll::Ready(Ok(permit)) => permit.forget(),
+                // Closed: an answer came, everyone goes.
+                Poll::Ready(Err(_)) => {}
+                Poll::Pending => {
+                    ready!(gated.timeout.as_mut().poll(cx));
+                    // The probe's answer never came back to us: stop waiting for it.
+                    if let Some(gate) = &gated.shared.gate {
+                        gate.close();
+                    }
+                }
+            }
+            let mut next = gated.shared.reserve(gated.id, gated.cost);
+            self.0 = std::mem::replace(&mut next.0, Inner::Done);
+        }
         let waiter = match &mut self.0 {
             Inner::Waiting(waiter) => waiter,
             Inner::Failed(error) => {
@@ -73,7 +120,7 @@ impl Future for LocalAcquire {
                     .take()
                     .expect("LocalAcquire polled after completion")));
             }
-            Inner::Done => panic!("LocalAcquire polled after completion"),
+            Inner::Done | Inner::Gated(_) => panic!("LocalAcquire polled after completion"),
         };
         loop {
             // A pause since the reservation pushes it back by as much as everything else.
@@ -117,6 +164,7 @@ impl fmt::Debug for LocalAcquire {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.0 {
             Inner::Failed(_) => "failed",
+            Inner::Gated(_) => "gated",
             Inner::Waiting(_) => "waiting",
             Inner::Done => "done",
         };

@@ -82,6 +82,20 @@ impl Gcra {
         self.tat = self.tat.max(now.saturating_add(self.tolerance));
     }
 
+    /// Learns that the provider's bucket holds `units` as of `now`: ours holds no more,
+    /// unless it is already lower. Only ever tightens.
+    pub(crate) fn hold(&mut self, now: u64, units: u64) {
+        let full_in = self.tolerance.saturating_sub(self.span(units));
+        self.tat = self.tat.max(now.saturating_add(full_in));
+    }
+
+    /// A bucket for a new limit that keeps this one's debt: what was sent stays sent.
+    pub(crate) fn relimit(&self, limit: u64, burst: u64, headroom: f64, jitter: u64) -> Gcra {
+        let mut next = Gcra::new(limit, burst, headroom, jitter);
+        next.tat = self.tat;
+        next
+    }
+
     /// Moves the bucket's state `by` nanoseconds into the future (a pause): what was full now
     /// is full only after the pause, and any debt is repaid that much later.
     pub(crate) fn delay(&mut self, now: u64, by: u64) {

@@ -48,6 +48,8 @@ pub struct Limits {
     pub(super) jitter_margin: Duration,
     pub(super) max_pause: Duration,
     pub(super) refund_unused: bool,
+    pub(super) learn_requests: bool,
+    pub(super) learn_tokens: bool,
 }
 
 impl Limits {
@@ -62,7 +64,25 @@ impl Limits {
             jitter_margin: DEFAULT_JITTER_MARGIN,
             max_pause: DEFAULT_MAX_PAUSE,
             refund_unused: true,
+            learn_requests: false,
+            learn_tokens: false,
         }
+    }
+
+    /// No limit given: both are learned from the provider's headers
+    /// ([`learn_requests`](Self::learn_requests), [`learn_tokens`](Self::learn_tokens)), and
+    /// a 429 pauses every send until its `Retry-After` meanwhile. What the `volley` facade
+    /// uses when no limit is set.
+    ///
+    /// ```
+    /// use volley_middleware::rate_limit::Limits;
+    ///
+    /// // Requests per minute given, tokens per minute learned.
+    /// let limits = Limits::auto().requests(500);
+    /// assert!(limits.learns_tokens());
+    /// ```
+    pub fn auto() -> Limits {
+        Limits::per_minute().learn_requests(true).learn_tokens(true)
     }
 
     /// The per-minute limit of `rpm` requests and `tpm` tokens, either of which may be
@@ -155,6 +175,37 @@ impl Limits {
     pub fn refund_unused(mut self, refund: bool) -> Limits {
         self.refund_unused = refund;
         self
+    }
+
+    /// Whether a request limit is learned from `x-ratelimit-limit-requests` when none is
+    /// given ([`requests`](Self::requests) wins over it). The window is inferred from the
+    /// `remaining` and `reset` headers (a minute, an hour or a day; a minute when they do not
+    /// say), the limit follows the header when it changes, and until the first answer arrives
+    /// only four requests are sent (a slow start, so a run does not open with a burst of
+    /// 429s).
+    /// Default `false` ([`Limits::auto`]: `true`).
+    pub fn learn_requests(mut self, learn: bool) -> Limits {
+        self.learn_requests = learn;
+        self
+    }
+
+    /// Whether a token limit is learned from `x-ratelimit-limit-tokens` when none is given, as
+    /// [`learn_requests`](Self::learn_requests) does for requests. Requests cost their
+    /// [`estimated_tokens`](volley_core::Request::estimated_tokens) once it is known. Default
+    /// `false` ([`Limits::auto`]: `true`).
+    pub fn learn_tokens(mut self, learn: bool) -> Limits {
+        self.learn_tokens = learn;
+        self
+    }
+
+    /// Whether the request limit is learned: asked for, and none given.
+    pub fn learns_requests(&self) -> bool {
+        self.learn_requests && self.requests.is_none()
+    }
+
+    /// Whether the token limit is learned: asked for, and none given.
+    pub fn learns_tokens(&self) -> bool {
+        self.learn_tokens && self.tokens.is_none()
     }
 
     /// The request limit per minute, if any.

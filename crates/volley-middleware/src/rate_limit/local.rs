@@ -1,14 +1,17 @@
 //! [`LocalLimiter`]: the in-process limiter, a FIFO GCRA on tokio's clock.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::{Semaphore, TryAcquireError};
 use tokio::time::Instant;
+use volley_core::headers::RateLimitInfo;
 use volley_core::{Error, ErrorKind, RequestId};
 
 use super::gcra::Gcra;
+use super::learn::{infer_window, per_minute};
 use super::{Cost, Grant, Limits, LocalAcquire, Observation, RateLimiter};
 
 /// Requests and tokens per minute in this process: a GCRA per limit, with reservations served
@@ -35,7 +38,32 @@ pub(super) struct Shared {
     /// compare it with the value they saw when they reserved. Only grows; written under the
     /// state lock, read without it.
     pub(super) shift: AtomicU64,
+    /// The `x-ratelimit-limit-*` values last learned (0: none yet), compared without the lock
+    /// on every answer.
+    learned_requests: AtomicU64,
+    learned_tokens: AtomicU64,
+    /// The learned token limit per minute (0: none), which caps a settlement as a given one
+    /// does.
+    learned_tokens_per_minute: AtomicU64,
+    /// The learned request limit per minute (0: none), for display.
+    learned_requests_per_minute: AtomicU64,
+    /// Whether a token limit has been learned, so requests need a token estimate.
+    counts_tokens: AtomicBool,
+    /// The slow start while limits are learned: [`PROBE_WINDOW`] probes until the first
+    /// answer (or error) is observed; then the semaphore is closed, which lets everyone through. `None`
+    /// when nothing is learned.
+    pub(super) gate: Option<Arc<Semaphore>>,
 }
+
+/// How many requests go before the first answer while limits are learned: a small window, as
+/// TCP's initial window (RFC 3390's four segments), so that a run does not open with a burst
+/// of 429s. Providers' bursts are a second's worth, so four fit any tier above 240 a minute;
+/// below that the 429s pause the queue.
+pub(super) const PROBE_WINDOW: usize = 4;
+
+/// How long requests wait behind the slow start's probes before they go anyway: a probe whose
+/// answer is never observed (its caller gave up after sending it) must not stall the run.
+pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct State {
     requests: Option<Gcra>,
@@ -63,6 +91,7 @@ impl LocalLimiter {
             tokens: gcra(resolved.tokens),
             paused_until: 0,
         };
+        let learns = limits.learns_requests() || limits.learns_tokens();
         Ok(LocalLimiter {
             shared: Arc::new(Shared {
                 max_requests: resolved.requests.map(|(limit, _)| limit),
@@ -71,8 +100,30 @@ impl LocalLimiter {
                 epoch: Instant::now(),
                 state: Mutex::new(state),
                 shift: AtomicU64::new(0),
+                learned_requests: AtomicU64::new(0),
+                learned_tokens: AtomicU64::new(0),
+                learned_tokens_per_minute: AtomicU64::new(0),
+                learned_requests_per_minute: AtomicU64::new(0),
+                counts_tokens: AtomicBool::new(false),
+                gate: learns.then(|| Arc::new(Semaphore::new(PROBE_WINDOW))),
             }),
         })
+    }
+
+    /// Whether requests need a token estimate: a token limit is given, or has been learned.
+    /// The `volley` facade estimates a prompt's tokens only then.
+    pub fn counts_tokens(&self) -> bool {
+        self.shared.max_tokens.is_some() || self.shared.counts_tokens.load(Ordering::Relaxed)
+    }
+
+    /// The limits learned from the provider's headers so far, per minute: `(requests,
+    /// tokens)`, each `None` until learned (or when it is given, or not learned).
+    pub fn learned(&self) -> (Option<u64>, Option<u64>) {
+        let read = |a: &AtomicU64| Some(a.load(Ordering::Relaxed)).filter(|n| *n > 0);
+        (
+            read(&self.shared.learned_requests_per_minute),
+            read(&self.shared.learned_tokens_per_minute),
+        )
     }
 
     /// The limits this limiter enforces.
@@ -85,7 +136,42 @@ impl RateLimiter for LocalLimiter {
     type Acquire = LocalAcquire;
 
     fn acquire(&self, id: RequestId, cost: Cost) -> LocalAcquire {
-        let shared = &self.shared;
+        if let Some(gate) = &self.shared.gate
+            && !gate.is_closed()
+        {
+            match gate.try_acquire() {
+                // The probe: its permit is given back only if it is never sent.
+                Ok(permit) => permit.forget(),
+                Err(TryAcquireError::Closed) => {}
+                Err(TryAcquireError::NoPermits) => {
+                    return LocalAcquire::gated(self.shared.clone(), id, cost);
+                }
+            }
+        }
+        self.shared.reserve(id, cost)
+    }
+
+    fn settle(&self, grant: Grant, actual_tokens: u64) {
+        settle(&self.shared, grant, actual_tokens);
+    }
+
+    fn release(&self, grant: Grant) {
+        self.shared.give_back(grant.cost());
+    }
+
+    fn observe(&self, observation: &Observation) {
+        observe(&self.shared, observation);
+    }
+
+    fn learns(&self) -> bool {
+        self.shared.gate.is_some()
+    }
+}
+
+impl Shared {
+    /// Reserves a send time for `cost` and waits for it.
+    pub(super) fn reserve(self: &Arc<Shared>, id: RequestId, cost: Cost) -> LocalAcquire {
+        let shared = self;
         if let Some(error) = too_large(id, cost, shared) {
             metrics::counter!("volley_rate_limit_too_large_total").increment(1);
             return LocalAcquire::failed(error);
@@ -112,22 +198,94 @@ impl RateLimiter for LocalLimiter {
         LocalAcquire::waiting(shared.clone(), cost, now, at, shift_seen)
     }
 
-    fn settle(&self, grant: Grant, actual_tokens: u64) {
+    /// Learns the limits an answer's headers state, when they are learned and changed.
+    fn learn(&self, info: &RateLimitInfo) {
+        if self.limits.learns_requests()
+            && let Some(limit) = info.limit_requests.filter(|l| *l > 0)
+            && limit != self.learned_requests.load(Ordering::Relaxed)
+        {
+            let per_min =
+                self.apply_learned(false, limit, info.remaining_requests, info.reset_requests);
+            self.learned_requests.store(limit, Ordering::Relaxed);
+            self.learned_requests_per_minute
+                .store(per_min, Ordering::Relaxed);
+        }
+        if self.limits.learns_tokens()
+            && let Some(limit) = info.limit_tokens.filter(|l| *l > 0)
+            && limit != self.learned_tokens.load(Ordering::Relaxed)
+        {
+            let per_min = self.apply_learned(true, limit, info.remaining_tokens, info.reset_tokens);
+            self.learned_tokens.store(limit, Ordering::Relaxed);
+            self.learned_tokens_per_minute
+                .store(per_min, Ordering::Relaxed);
+            self.counts_tokens.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts a learned limit in force, keeping what was already sent; returns it per minute.
+    fn apply_learned(
+        &self,
+        tokens: bool,
+        limit: u64,
+        remaining: Option<u64>,
+        reset: Option<Duration>,
+    ) -> u64 {
+        let window = infer_window(limit, remaining, reset);
+        let per_min = per_minute(limit, window);
+        let burst = (per_min / 60).max(1);
+        let headroom = self.limits.headroom;
+        let jitter = u64::try_from(self.limits.jitter_margin.as_nanos()).unwrap_or(u64::MAX);
+        let now = self.now();
+        let mut state = self.lock();
+        let slot = if tokens {
+            &mut state.tokens
+        } else {
+            &mut state.requests
+        };
+        let mut gcra = match slot {
+            Some(old) => old.relimit(per_min, burst, headroom, jitter),
+            None => Gcra::new(per_min, burst, headroom, jitter),
+        };
+        if let Some(remaining) = remaining {
+            // The provider's bucket may hold less than a full burst (the probe, or another
+            // process, used some): ours holds no more.
+            gcra.hold(now, remaining);
+        }
+        *slot = Some(gcra);
+        drop(state);
+        let dimension = if tokens { "tokens" } else { "requests" };
+        tracing::info!(
+            dimension,
+            limit,
+            window_secs = window.as_secs(),
+            per_minute = per_min,
+            "learned a rate limit from the provider's headers"
+        );
+        metrics::gauge!("volley_rate_limit_learned_per_minute", "dimension" => dimension)
+            .set(per_min as f64);
+        per_min
+    }
+}
+
+/// The settlement of a grant with the reported usage; see [`RateLimiter::settle`].
+fn settle(shared: &Shared, grant: Grant, actual_tokens: u64) {
+    {
         let estimated = grant.cost().tokens;
         // A peer's number: a broken or hostile server may report any usage. No request can use
         // more than a whole minute's budget (larger ones are refused up front), so more is
         // charged as a minute's worth instead of wedging the bucket for years.
-        let actual_tokens = match self.shared.max_tokens {
+        let learned = shared.learned_tokens_per_minute.load(Ordering::Relaxed);
+        let actual_tokens = match shared.max_tokens {
             Some(limit) => actual_tokens.min(limit),
+            None if learned > 0 => actual_tokens.min(learned),
             None => actual_tokens,
         };
-        if actual_tokens == estimated
-            || (actual_tokens < estimated && !self.shared.limits.refund_unused)
+        if actual_tokens == estimated || (actual_tokens < estimated && !shared.limits.refund_unused)
         {
             return;
         }
-        let now = self.shared.now();
-        let mut state = self.shared.lock();
+        let now = shared.now();
+        let mut state = shared.lock();
         if let Some(g) = &mut state.tokens {
             if actual_tokens > estimated {
                 g.charge(now, actual_tokens - estimated);
@@ -136,17 +294,22 @@ impl RateLimiter for LocalLimiter {
             }
         }
     }
+}
 
-    fn release(&self, grant: Grant) {
-        self.shared.give_back(grant.cost());
-    }
-
-    fn observe(&self, observation: &Observation) {
+/// What an answer, an error or a 429 teaches the limiter; see [`RateLimiter::observe`].
+fn observe(shared: &Shared, observation: &Observation) {
+    {
+        if let Some(gate) = &shared.gate
+            && !gate.is_closed()
+        {
+            // An answer came: the slow start is over, whatever it said.
+            gate.close();
+        }
+        shared.learn(&observation.info);
         if !observation.is_relevant() {
             return;
         }
         let empty = observation.empty_quotas();
-        let shared = &self.shared;
         let now = shared.now();
         let mut guard = shared.lock();
         let state = &mut *guard;
@@ -209,6 +372,14 @@ impl Shared {
     }
 
     pub(super) fn give_back(&self, cost: Cost) {
+        if cost.requests > 0
+            && let Some(gate) = &self.gate
+            && !gate.is_closed()
+        {
+            // While the gate is shut every grant is the probe: one that was never sent lets
+            // the next caller probe instead.
+            gate.add_permits(1);
+        }
         let now = self.now();
         let mut state = self.lock();
         if let Some(g) = &mut state.requests {

@@ -162,6 +162,7 @@ mod acquire;
 mod future;
 mod gcra;
 mod layer;
+mod learn;
 mod limiter;
 mod limits;
 mod local;

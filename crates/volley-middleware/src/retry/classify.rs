@@ -18,11 +18,28 @@ pub enum Decision {
     Fail,
 }
 
+/// The status some providers (Anthropic) answer when they are overloaded: a rate signal, like
+/// a 429.
+const OVERLOADED: u16 = 529;
+
+/// Whether `error` says "too much, come back later" rather than "this failed": a 429
+/// (`RateLimited`) or a 529 (overloaded).
+///
+/// A rate signal that the classifier retries does not use up
+/// [`max_retries`](super::PolicyBuilder::max_retries) and draws nothing from the retry
+/// budget: it is paced by the server's own wait (`Retry-After`) and, below the retry layer, by
+/// the rate limiter's shared pause. Such retries are bounded per request by time instead,
+/// [`give_up_after`](super::PolicyBuilder::give_up_after).
+pub fn is_rate_signal(error: &Error) -> bool {
+    error.is_rate_limited() || error.status().is_some_and(|s| s.as_u16() == OVERLOADED)
+}
+
 /// The default classifier of [`Policy::default`].
 ///
 /// Retries connection failures (`Connect`, `Connection`), timeouts of every kind (`Timeout`,
 /// `FirstByteTimeout`, `IdleTimeout`), a `StreamBroken` stream, 429 (`RateLimited`) and the
-/// statuses 408, 409, 500, 502, 503 and 504. Everything else fails at once: other 4xx
+/// statuses 408, 409, 500, 502, 503, 504 and 529 (overloaded). 429 and 529 are
+/// [rate signals](is_rate_signal): they do not count toward `max_retries`. Everything else fails at once: other 4xx
 /// statuses (400, 401, 403, 404, 422, ...) and other 5xx, `InvalidInput`, `Config`,
 /// `Cancelled`, `BodyDecode`, and `Tls`, because a certificate or protocol mismatch does not
 /// heal by itself.
@@ -54,6 +71,7 @@ pub fn classify_default(error: &Error, attempt: u32) -> Decision {
                 | StatusCode::SERVICE_UNAVAILABLE
                 | StatusCode::GATEWAY_TIMEOUT,
             ) => Decision::Retry,
+            Some(status) if status.as_u16() == OVERLOADED => Decision::Retry,
             _ => Decision::Fail,
         },
         _ => Decision::Fail,
@@ -62,7 +80,7 @@ pub fn classify_default(error: &Error, attempt: u32) -> Decision {
 
 /// The classifier of [`Policy::safe_only`]: retries only what cannot have been billed.
 ///
-/// That is a 429, a 503 that carries a `Retry-After` (the server refused the work and said
+/// That is a 429 or a 529 (overloaded: refused before any work), a 503 that carries a `Retry-After` (the server refused the work and said
 /// when to come back), and any failure where [`Error::is_request_sent`] is `false` (a refused
 /// connection, or a pooled connection that closed before the request was written). `Tls` is
 /// not retried even though nothing was sent: a certificate problem does not heal.
@@ -74,6 +92,7 @@ pub fn classify_safe_only(error: &Error, attempt: u32) -> Decision {
     let _ = attempt;
     match error.kind() {
         ErrorKind::RateLimited => Decision::Retry,
+        ErrorKind::Status if is_rate_signal(error) => Decision::Retry,
         ErrorKind::Status
             if error.status() == Some(StatusCode::SERVICE_UNAVAILABLE)
                 && error.retry_after().is_some() =>

@@ -7,11 +7,12 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use futures_core::Stream;
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 use volley_core::{Body, BodyStream, Error, ErrorKind, Request, RequestId, Response, ResponseHead};
 
 use super::Policy;
+use super::policy::Tally;
 
 pin_project! {
     /// The future of a [`Retry`](super::Retry) service's `call`: the response of the first
@@ -31,6 +32,10 @@ pin_project! {
         id: RequestId,
         // Attempts started so far.
         attempt: u32,
+        // Failed attempts that count toward `max_retries` (rate signals do not).
+        counted: u32,
+        // When the first attempt started: rate signals are bounded by time from here.
+        started: Instant,
         #[pin]
         state: State<S::Future>,
     }
@@ -69,6 +74,8 @@ where
             request,
             id,
             attempt: 1,
+            counted: 0,
+            started: Instant::now(),
             state: State::Called { future },
         }
     }
@@ -146,9 +153,9 @@ where
                         .take()
                         .expect("a retry is only scheduled while a request copy is kept");
                     *this.attempt += 1;
-                    if *this.attempt <= this.policy.max_retries() {
-                        *this.request = Some(request.clone());
-                    }
+                    // Rate signals do not count toward `max_retries`, so any attempt may be
+                    // followed by another: keep a copy (it shares the body's bytes).
+                    *this.request = Some(request.clone());
                     let future = service.call(request);
                     this.state.set(State::Called { future });
                     continue;
@@ -157,10 +164,18 @@ where
             // Either way the failed attempt's state is dropped now: a broken stream, and
             // anything below that it held (a concurrency permit), is released before the
             // backoff.
-            match this.policy.next(failed, *this.attempt, *this.id) {
-                Ok(wait) => this.state.set(State::Sleeping {
-                    sleep: tokio::time::sleep(wait),
-                }),
+            let tally = Tally {
+                attempt: *this.attempt,
+                counted: *this.counted,
+                elapsed: this.started.elapsed(),
+            };
+            match this.policy.next(failed, tally, *this.id) {
+                Ok((wait, counts)) => {
+                    *this.counted += u32::from(counts);
+                    this.state.set(State::Sleeping {
+                        sleep: tokio::time::sleep(wait),
+                    });
+                }
                 Err(error) => {
                     this.state.set(State::Done);
                     return Poll::Ready(Err(error));
@@ -179,10 +194,16 @@ fn hand_over(
     let head = head
         .take()
         .expect("FirstChunk holds its head until it is left");
+    let rest = stream.take();
+    let max = rest.as_ref().map_or(
+        volley_core::DEFAULT_MAX_BODY_BYTES,
+        BodyStream::max_collect_bytes,
+    );
     let body = BodyStream::new(Replay {
         first: Some(first),
-        rest: stream.take(),
-    });
+        rest,
+    })
+    .with_max_collect_bytes(max);
     Response::from_parts(head, Body::Stream(body))
 }
 

@@ -29,6 +29,16 @@
 //! whose [`retry_after`](volley_core::Error::retry_after) says how long the server asked for,
 //! goes to the caller. Sleeping uses `tokio::time`, so paused time in tests drives it.
 //!
+//! # Rate signals
+//!
+//! A 429 or a 529 ([`is_rate_signal`]) says "too many, come back later", not "this failed":
+//! retrying it does not use up `max_retries` and draws nothing from the budget. Such retries
+//! are bounded per request by time instead: [`give_up_after`](PolicyBuilder::give_up_after)
+//! (10 minutes by default) from the start of the first attempt. 5xx, timeouts and connection
+//! failures keep counting toward `max_retries`. Below the retry layer, the rate limiter's
+//! shared pause keeps every request, not just the one that got the 429, away until the
+//! server's `Retry-After`.
+//!
 //! # Retry budget
 //!
 //! Each first attempt deposits in a budget and each retry withdraws from it; by default
@@ -159,10 +169,10 @@ use std::task::{Context, Poll};
 use tower_service::Service;
 use volley_core::{Error, Request, Response};
 
-pub use self::classify::{Decision, classify_default, classify_safe_only};
+pub use self::classify::{Decision, classify_default, classify_safe_only, is_rate_signal};
 pub use self::future::ResponseFuture;
 pub use self::layer::RetryLayer;
-pub use self::policy::{Policy, PolicyBuilder};
+pub use self::policy::{DEFAULT_GIVE_UP_AFTER, Policy, PolicyBuilder};
 
 /// Retries the requests of an inner service according to a [`Policy`]. Built by
 /// [`RetryLayer`] or [`Retry::new`].

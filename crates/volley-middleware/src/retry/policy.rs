@@ -8,7 +8,10 @@ use volley_core::{Error, ErrorKind, RequestId};
 
 use super::backoff::{Backoff, ServerWait, server_wait};
 use super::budget::Budget;
-use super::classify::{Decision, classify_default, classify_safe_only};
+use super::classify::{Decision, classify_default, classify_safe_only, is_rate_signal};
+
+/// The default of [`PolicyBuilder::give_up_after`]: 10 minutes.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
 type Classifier = dyn Fn(&Error, u32) -> Decision + Send + Sync;
 
@@ -20,7 +23,9 @@ type Classifier = dyn Fn(&Error, u32) -> Decision + Send + Sync;
 /// The defaults ([`Policy::default`]): the [`classify_default`] classifier, 3 retries,
 /// backoff from 500 ms doubling to 8 s with full jitter, a `Retry-After` honoured up to 60 s
 /// (a rate-limit reset up to the 8 s cap), and a budget of 20 % retries plus 10 per second
-/// over 10 s. [`Policy::builder`] changes any of them.
+/// over 10 s. Rate signals (429, 529) are retried without counting toward the retries or
+/// drawing on the budget, for at most [`DEFAULT_GIVE_UP_AFTER`] (10 minutes) per request.
+/// [`Policy::builder`] changes any of them.
 #[derive(Clone)]
 pub struct Policy {
     config: Arc<Config>,
@@ -30,8 +35,21 @@ struct Config {
     max_retries: u32,
     backoff: Backoff,
     max_retry_after: Duration,
+    give_up_after: Duration,
     classifier: Box<Classifier>,
     budget: Option<Budget>,
+}
+
+/// Where a request stands when an attempt fails: what [`Policy::next`] decides on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tally {
+    /// The failed attempt's number, 1 for the first.
+    pub(crate) attempt: u32,
+    /// Failed attempts so far that count toward `max_retries` (rate signals do not), this
+    /// one excluded.
+    pub(crate) counted: u32,
+    /// Time since the first attempt started.
+    pub(crate) elapsed: Duration,
 }
 
 impl Default for Policy {
@@ -70,16 +88,24 @@ impl Policy {
         }
     }
 
-    /// Decides what follows the failed attempt number `attempt` (1 for the first): `Ok` with
-    /// the wait before the next attempt, or `Err` with the error for the caller.
+    /// How long rate signals (429, 529) may keep a request retrying.
+    pub fn give_up_after(&self) -> Duration {
+        self.config.give_up_after
+    }
+
+    /// Decides what follows a failed attempt: `Ok` with the wait before the next attempt and
+    /// whether the failure counts toward `max_retries`, or `Err` with the error for the
+    /// caller.
     pub(crate) fn next(
         &self,
         error: Error,
-        attempt: u32,
+        tally: Tally,
         id: RequestId,
-    ) -> Result<Duration, Error> {
+    ) -> Result<(Duration, bool), Error> {
         let config = &*self.config;
+        let attempt = tally.attempt;
         let decision = (config.classifier)(&error, attempt);
+        let rate = is_rate_signal(&error);
         let wait = match decision {
             Decision::Fail => {
                 if attempt > 1 {
@@ -93,7 +119,10 @@ impl Policy {
                 }
                 return Err(error);
             }
-            _ if attempt > config.max_retries => {
+            _ if rate && tally.elapsed >= config.give_up_after => {
+                return Err(give_up(error, attempt, id, "give_up_after"));
+            }
+            _ if !rate && tally.counted >= config.max_retries => {
                 return Err(give_up(error, attempt, id, "max_retries"));
             }
             Decision::RetryAfter(wait) => wait,
@@ -102,6 +131,11 @@ impl Policy {
                 match server_wait(&error) {
                     Some(ServerWait::Explicit(wait)) if wait > config.max_retry_after => {
                         return Err(give_up(error, attempt, id, "retry_after_too_long"));
+                    }
+                    Some(ServerWait::Explicit(wait))
+                        if rate && tally.elapsed.saturating_add(wait) > config.give_up_after =>
+                    {
+                        return Err(give_up(error, attempt, id, "give_up_after"));
                     }
                     Some(ServerWait::Explicit(wait)) => wait.max(backoff),
                     // OpenAI's reset is the time until the whole minute's quota is back,
@@ -112,7 +146,11 @@ impl Policy {
                 }
             }
         };
-        if let Some(budget) = &config.budget
+        // A rate signal is paced by the server's own wait, not multiplied by us: it draws
+        // nothing from the budget, which would otherwise turn a provider's 429s into failed
+        // requests.
+        if !rate
+            && let Some(budget) = &config.budget
             && !budget.withdraw()
         {
             return Err(give_up(error, attempt, id, "budget"));
@@ -127,7 +165,7 @@ impl Policy {
             delay_ms = wait.as_millis() as u64,
             "retrying"
         );
-        Ok(wait)
+        Ok((wait, !rate))
     }
 }
 
@@ -155,6 +193,7 @@ impl fmt::Debug for Policy {
             .field("backoff_base", &c.backoff.base)
             .field("backoff_cap", &c.backoff.cap)
             .field("max_retry_after", &c.max_retry_after)
+            .field("give_up_after", &c.give_up_after)
             .field("budget", &c.budget)
             .finish_non_exhaustive()
     }
@@ -167,6 +206,7 @@ pub struct PolicyBuilder {
     max_retries: u32,
     backoff: Backoff,
     max_retry_after: Duration,
+    give_up_after: Duration,
     classifier: Option<Box<Classifier>>,
     budget_enabled: bool,
     budget_ttl: Duration,
@@ -183,6 +223,7 @@ impl PolicyBuilder {
                 cap: Duration::from_secs(8),
             },
             max_retry_after: Duration::from_secs(60),
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
             classifier: None,
             budget_enabled: true,
             budget_ttl: Duration::from_secs(10),
@@ -230,6 +271,17 @@ impl PolicyBuilder {
     /// reschedule the work better than a request holding its place in a batch.
     pub fn max_retry_after(mut self, max: Duration) -> PolicyBuilder {
         self.max_retry_after = max;
+        self
+    }
+
+    /// How long [rate signals](super::is_rate_signal) (429, 529) may keep one request
+    /// retrying, from the start of its first attempt. They do not count toward
+    /// [`max_retries`](Self::max_retries): a provider that says "too many, come back in a
+    /// second" has not failed the request. Once this much time has passed, or a server's wait
+    /// would end after it, the next rate signal goes to the caller. Default
+    /// [`DEFAULT_GIVE_UP_AFTER`] (10 minutes).
+    pub fn give_up_after(mut self, limit: Duration) -> PolicyBuilder {
+        self.give_up_after = limit;
         self
     }
 
@@ -290,6 +342,7 @@ impl PolicyBuilder {
                 max_retries: self.max_retries,
                 backoff: self.backoff,
                 max_retry_after: self.max_retry_after,
+                give_up_after: self.give_up_after,
                 classifier: self
                     .classifier
                     .unwrap_or_else(|| Box::new(classify_default)),
@@ -306,6 +359,7 @@ impl fmt::Debug for PolicyBuilder {
             .field("backoff_base", &self.backoff.base)
             .field("backoff_cap", &self.backoff.cap)
             .field("max_retry_after", &self.max_retry_after)
+            .field("give_up_after", &self.give_up_after)
             .field("custom_classifier", &self.classifier.is_some())
             .field("budget_enabled", &self.budget_enabled)
             .field("budget_ttl", &self.budget_ttl)

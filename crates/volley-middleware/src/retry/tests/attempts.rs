@@ -232,3 +232,64 @@ fn builder_checks_the_budget() {
     let text = format!("{policy:?} {:?}", Policy::builder());
     assert!(text.contains("max_retries: 3"), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn rate_signals_do_not_use_up_the_retries() {
+    // Ten 429s and 529s, then a 500, then success: with one retry allowed, only the 500
+    // counts, so the request succeeds on its twelfth attempt.
+    let mock = Mock::new(|n| match n {
+        1..=5 => Err(status(429)),
+        6..=10 => Err(status(529)),
+        11 => Err(status(500)),
+        _ => ok(),
+    });
+    run(&mock, quick().max_retries(1).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(mock.calls(), 12);
+    // A second 500 is one too many.
+    let mock = Mock::new(|n| match n {
+        1..=3 => Err(status(429)),
+        4 | 5 => Err(status(500)),
+        _ => ok(),
+    });
+    let err = run(&mock, quick().max_retries(1).build().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+    assert_eq!(mock.calls(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_signals_draw_nothing_from_the_budget() {
+    // A budget that allows no retry at all still lets rate signals through.
+    let policy = quick()
+        .budget_enabled(true)
+        .budget_min_per_sec(0)
+        .budget_ratio(0.001)
+        .build()
+        .unwrap();
+    let mock = failing(10, || status(429));
+    run(&mock, policy.clone()).await.unwrap();
+    assert_eq!(mock.calls(), 11);
+    let mock = failing(1, || status(500));
+    assert!(run(&mock, policy).await.is_err(), "a 500 needs the budget");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_signals_give_up_after_their_time() {
+    let mock = failing(usize::MAX, || {
+        status_with(429, &[("retry-after", "1")], Some(Duration::from_secs(1)))
+    });
+    let policy = quick()
+        .give_up_after(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = run(&mock, policy).await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::TOO_MANY_REQUESTS));
+    let took = started.elapsed();
+    assert!(took <= Duration::from_secs(30), "{took:?}");
+    assert!(took >= Duration::from_secs(29), "{took:?}");
+    assert_eq!(mock.calls(), 31);
+}

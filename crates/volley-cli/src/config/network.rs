@@ -1,0 +1,132 @@
+//! The connection settings on a client: the provider's conventions and credential (the key,
+//! or for Azure OpenAI an Entra ID token), the proxy and TLS trust. Every command that calls
+//! an API goes through here, so each reads them the same way.
+
+use volley::{ClientBuilder, Provider};
+
+use super::origin::Origin;
+use super::{Connection, Layers, UsageError, read_key};
+
+/// What a command calls with, besides the base URL.
+pub(crate) enum Credential {
+    /// An API key (for Azure OpenAI, sent as `api-key`).
+    Key(String),
+    /// A Microsoft Entra ID token for Azure OpenAI.
+    AzureAdToken(String),
+}
+
+/// Where a command that calls a real API (not the mock) sends its requests, and with what.
+pub(crate) struct Endpoint {
+    pub(crate) base_url: String,
+    pub(crate) credential: Credential,
+}
+
+/// The base URL and credential `connection` says, as the official SDKs read them: for
+/// OpenAI the key from `api_key_env`; for Azure OpenAI the base URL from `base_url` or else
+/// `azure_endpoint` (`{endpoint}/openai`), and `AZURE_OPENAI_AD_TOKEN` or else
+/// `AZURE_OPENAI_API_KEY` unless `api_key_env` names another variable.
+///
+/// # Errors
+/// A [`UsageError`] when no key is set, or Azure has neither a base URL nor an endpoint.
+pub(crate) fn endpoint(layers: &Layers, connection: &Connection) -> Result<Endpoint, UsageError> {
+    if connection.provider.0 != Provider::Azure {
+        return Ok(Endpoint {
+            base_url: connection.base_url.clone(),
+            credential: Credential::Key(read_key(&connection.api_key_env)?),
+        });
+    }
+    // Volley's own settings (flag, VOLLEY_*, profile) win over the ecosystem's variables;
+    // OPENAI_BASE_URL is OpenAI's, not Azure's.
+    let own = |key: &str| {
+        matches!(
+            layers.origin(key),
+            Origin::Flag | Origin::Env | Origin::Profile(_)
+        )
+    };
+    let base_url = match &connection.azure_endpoint {
+        Some(_) if own("base_url") && own("azure_endpoint") => {
+            return Err(UsageError(
+                "both a base URL and an Azure endpoint are set: give one of them".to_owned(),
+            ));
+        }
+        _ if own("base_url") => connection.base_url.clone(),
+        Some(endpoint) => volley::transport::azure_base_url(endpoint, None),
+        None => {
+            return Err(UsageError(
+                "--provider azure needs the resource's endpoint: set AZURE_OPENAI_ENDPOINT or \
+                 --azure-endpoint https://RESOURCE.openai.azure.com, or a --base-url such as \
+                 https://RESOURCE.openai.azure.com/openai/deployments/NAME"
+                    .to_owned(),
+            ));
+        }
+    };
+    let credential = if own("api_key_env") {
+        Credential::Key(read_key(&connection.api_key_env)?)
+    } else if let Ok(token) = read_key(volley::AZURE_AD_TOKEN_ENV) {
+        Credential::AzureAdToken(token)
+    } else {
+        let key = read_key(volley::AZURE_API_KEY_ENV).map_err(|_| {
+            UsageError(format!(
+                "no Azure OpenAI credential: set {} (or a Microsoft Entra ID token in {}), or \
+                 name another variable with --api-key-env",
+                volley::AZURE_API_KEY_ENV,
+                volley::AZURE_AD_TOKEN_ENV
+            ))
+        })?;
+        Credential::Key(key)
+    };
+    Ok(Endpoint {
+        base_url,
+        credential,
+    })
+}
+
+/// `builder` with the credential.
+pub(crate) fn with_credential(builder: ClientBuilder, credential: Credential) -> ClientBuilder {
+    match credential {
+        Credential::Key(key) => builder.api_key(key),
+        Credential::AzureAdToken(token) => builder.azure_ad_token(token),
+    }
+}
+
+/// `builder` with the provider's conventions, the proxy and TLS trust of `connection`. The
+/// in-process mock (`mock`) is reached directly, in plain text, with OpenAI's conventions.
+///
+/// # Errors
+/// A [`UsageError`] for a client certificate without its key, or a key without its
+/// certificate.
+pub(crate) fn apply(
+    mut builder: ClientBuilder,
+    connection: &Connection,
+    mock: bool,
+) -> Result<ClientBuilder, UsageError> {
+    if mock {
+        return Ok(builder.proxy(""));
+    }
+    builder = builder.provider(connection.provider.0);
+    if let Some(version) = &connection.api_version {
+        builder = builder.api_version(version);
+    }
+    if let Some(proxy) = &connection.proxy {
+        builder = builder.proxy(proxy);
+    }
+    if let Some(hosts) = &connection.no_proxy {
+        builder = builder.no_proxy(hosts);
+    }
+    if let Some(ca) = &connection.ca_cert {
+        builder = builder.tls_ca_file(ca);
+    }
+    if connection.native_roots {
+        builder = builder.tls_native_roots(true);
+    }
+    match (&connection.client_cert, &connection.client_key) {
+        (Some(cert), Some(key)) => builder = builder.tls_client_identity_files(cert, key),
+        (None, None) => {}
+        _ => {
+            return Err(UsageError(
+                "--client-cert and --client-key go together: give both".to_owned(),
+            ));
+        }
+    }
+    Ok(builder)
+}

@@ -1,0 +1,156 @@
+//! Trust in a `volley.toml` found in the working directory, as direnv and mise ask for it.
+//!
+//! A file nobody named could come with a cloned repository. The settings that decide where a
+//! credential (or an answer) is sent — [`ROUTING_KEYS`], and a Redis `cache` — are taken from
+//! it only once the user ran `volley config trust` in that directory, which records the
+//! file's BLAKE3 hash and path in the user's configuration directory
+//! (`$XDG_CONFIG_HOME/volley/trusted`, else `~/.config/volley/trusted`). Any change to the
+//! file makes it untrusted again. A file named with `--config` is trusted: the user chose it.
+//! The other settings (concurrency, limits, timeouts) send nothing anywhere and always apply.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::UsageError;
+
+/// Keys that decide where the API key, prompts or answers go.
+pub(crate) const ROUTING_KEYS: &[&str] = &[
+    "base_url",
+    "api_key_env",
+    "allow_plain_http",
+    "shared_limit",
+    "provider",
+    "proxy",
+    "endpoints",
+    // Where Azure requests go, and a CA that would let a proxy read the traffic.
+    "azure_endpoint",
+    "ca_cert",
+];
+
+/// Whether `key = value` in a file decides where something is sent: a [`ROUTING_KEYS`] key,
+/// or a `cache` in Redis (which receives every answer).
+pub(crate) fn routes(key: &str, value: &toml::Value) -> bool {
+    ROUTING_KEYS.contains(&key)
+        || (key == "cache"
+            && value
+                .as_str()
+                .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("redis")))
+}
+
+/// The file of trusted `volley.toml`s: one `HASH PATH` line each.
+fn store_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| PathBuf::from(home).join(".config"))
+        })?;
+    Some(base.join("volley").join("trusted"))
+}
+
+fn entry(path: &Path, text: &[u8]) -> Option<String> {
+    let path = std::fs::canonicalize(path).ok()?;
+    Some(format!(
+        "{} {}",
+        blake3::hash(text).to_hex(),
+        path.display()
+    ))
+}
+
+/// Whether the file at `path`, whose bytes are `text`, was trusted as it is now.
+pub(crate) fn is_trusted(path: &Path, text: &[u8]) -> bool {
+    let (Some(store), Some(entry)) = (store_path(), entry(path, text)) else {
+        return false;
+    };
+    std::fs::read_to_string(store).is_ok_and(|trusted| trusted.lines().any(|l| l == entry))
+}
+
+/// `volley config trust [PATH]`: records the file's hash; returns what to tell the user.
+///
+/// # Errors
+/// A [`UsageError`] when the file cannot be read or the record cannot be written.
+pub(crate) fn trust(path: &Path) -> Result<String, UsageError> {
+    let text =
+        std::fs::read(path).map_err(|e| UsageError(format!("reading {}: {e}", path.display())))?;
+    let store = store_path().ok_or_else(|| {
+        UsageError("neither XDG_CONFIG_HOME nor HOME is set: nowhere to record trust".into())
+    })?;
+    let entry = entry(path, &text)
+        .ok_or_else(|| UsageError(format!("cannot resolve {}", path.display())))?;
+    if let Some(dir) = store.parent() {
+        create_private_dir(dir)
+            .map_err(|e| UsageError(format!("creating {}: {e}", dir.display())))?;
+    }
+    if !is_trusted(path, &text) {
+        let mut file = private_append(&store)
+            .map_err(|e| UsageError(format!("writing {}: {e}", store.display())))?;
+        writeln!(file, "{entry}")
+            .map_err(|e| UsageError(format!("writing {}: {e}", store.display())))?;
+    }
+    Ok(format!(
+        "trusted {} as it is now (recorded in {}); any change to it needs `volley config \
+         trust` again",
+        path.display(),
+        store.display()
+    ))
+}
+
+/// The message for settings ignored from an untrusted file.
+pub(crate) fn ignored_message(label: &str, keys: &[String]) -> String {
+    format!(
+        "volley: ignoring {} from {label}: this volley.toml was found in the working directory \
+         and is not trusted, and these settings decide where your API key and prompts are \
+         sent. Check the file, then run `volley config trust` to use them (or name the file \
+         with --config). Other settings in it apply.",
+        keys.join(", ")
+    )
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn private_append(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn private_append(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_caches_route_and_disk_caches_do_not() {
+        let s = |v: &str| toml::Value::String(v.to_owned());
+        assert!(routes("base_url", &s("https://x")));
+        assert!(routes("cache", &s("redis://h:6379")));
+        assert!(routes("cache", &s(" Rediss://h")));
+        assert!(!routes("cache", &s("disk:.volley-cache")));
+        assert!(!routes("concurrency", &toml::Value::Integer(4)));
+    }
+}

@@ -1,0 +1,222 @@
+//! Limits learned from the provider's `x-ratelimit-limit-*` headers, with the window inferred
+//! from `x-ratelimit-remaining-*` and `x-ratelimit-reset-*`.
+//!
+//! A provider that states `x-ratelimit-limit-requests: 14400` may mean per minute (OpenAI) or
+//! per day (Groq's requests). The reset header says how long until the quota is whole again:
+//! with `remaining` of `limit` left and `reset` to wait, the quota refills at
+//! `(limit − remaining) / reset`, so the window is `reset · limit / (limit − remaining)`. That
+//! is snapped to the windows providers use (a minute, an hour, a day), never below a minute:
+//! a server whose reset is the time until a small burst bucket is full (volley-mock, some
+//! gateways) would otherwise read as a window of a fraction of a second, and a longer window
+//! only makes the limiter slower, never the provider's 429s more frequent. Without the
+//! headers needed to infer it, the window is a minute.
+
+use std::time::Duration;
+
+const MINUTE: u64 = 60;
+const HOUR: u64 = 3_600;
+const DAY: u64 = 86_400;
+
+/// The window of a limit of `limit` with `remaining` left and a full quota back in `reset`:
+/// a minute, an hour or a day.
+pub(crate) fn infer_window(
+    limit: u64,
+    remaining: Option<u64>,
+    reset: Option<Duration>,
+) -> Duration {
+    let (Some(remaining), Some(reset)) = (remaining, reset) else {
+        return Duration::from_secs(MINUTE);
+    };
+    if remaining >= limit || reset.is_zero() {
+        return Duration::from_secs(MINUTE);
+    }
+    let raw = reset.as_secs_f64() * limit as f64 / (limit - remaining) as f64;
+    // Snap at the geometric middle between neighbours, so a reset rounded to the second or
+    // a request counted late does not tip one window into the next.
+    let secs = if raw < (MINUTE as f64 * HOUR as f64).sqrt() {
+        MINUTE
+    } else if raw < (HOUR as f64 * DAY as f64).sqrt() {
+        HOUR
+    } else {
+        DAY
+    };
+    Duration::from_secs(secs)
+}
+
+/// `limit` per `window` as a per-minute limit for the GCRA, at least 1 (rounded down, so
+/// rounding never loosens).
+pub(crate) fn per_minute(limit: u64, window: Duration) -> u64 {
+    let secs = window.as_secs().max(1);
+    (u128::from(limit) * 60 / u128::from(secs)).clamp(1, u128::from(u64::MAX)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rate_limit::local::PROBE_WINDOW;
+    use crate::rate_limit::{Cost, Limits, LocalAcquire, LocalLimiter, Observation, RateLimiter};
+    use volley_core::RequestId;
+    use volley_core::headers::RateLimitInfo;
+
+    fn ms(n: u64) -> Option<Duration> {
+        Some(Duration::from_millis(n))
+    }
+
+    #[test]
+    fn windows_are_inferred_from_the_reset() {
+        // OpenAI: 600 per minute, one used, back in 100 ms.
+        assert_eq!(infer_window(600, Some(599), ms(100)).as_secs(), MINUTE);
+        // OpenAI tokens: 150 000 per minute, 16 used, 6 ms.
+        assert_eq!(
+            infer_window(150_000, Some(149_984), ms(6)).as_secs(),
+            MINUTE
+        );
+        // Groq requests: 14 400 per day, one used, back in 6 s.
+        assert_eq!(infer_window(14_400, Some(14_399), ms(6_000)).as_secs(), DAY);
+        // 1 000 per hour, ten used, back in 36 s.
+        assert_eq!(infer_window(1_000, Some(990), ms(36_000)).as_secs(), HOUR);
+        // A small burst bucket's reset (volley-mock): a minute, not a tenth of a second.
+        assert_eq!(infer_window(600, Some(9), ms(100)).as_secs(), MINUTE);
+        // Not enough to infer anything: a minute.
+        assert_eq!(infer_window(600, None, ms(100)).as_secs(), MINUTE);
+        assert_eq!(infer_window(600, Some(600), ms(100)).as_secs(), MINUTE);
+        assert_eq!(
+            infer_window(600, Some(3), Some(Duration::ZERO)).as_secs(),
+            MINUTE
+        );
+        assert_eq!(infer_window(600, Some(599), None).as_secs(), MINUTE);
+    }
+
+    fn info(limit: u64, remaining: u64, reset: Duration) -> Observation {
+        Observation {
+            info: RateLimitInfo {
+                limit_requests: Some(limit),
+                remaining_requests: Some(remaining),
+                reset_requests: Some(reset),
+                ..RateLimitInfo::default()
+            },
+            ..Observation::default()
+        }
+    }
+
+    fn id() -> RequestId {
+        RequestId::from_u64(1)
+    }
+
+    const ONE: Cost = Cost {
+        requests: 1,
+        tokens: 0,
+    };
+
+    /// Whether `acquire` has completed after the clock advanced by `by`.
+    async fn done_after(acquire: &mut LocalAcquire, by: Duration) -> bool {
+        tokio::time::advance(by).await;
+        futures_util::poll!(std::pin::Pin::new(acquire)).is_ready()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_probe_until_the_first_answer_then_the_learned_pace() {
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        assert!(limiter.learns());
+        for _ in 0..PROBE_WINDOW {
+            limiter.acquire(id(), ONE).await.unwrap();
+        }
+        let mut waiting: Vec<_> = (0..20).map(|_| limiter.acquire(id(), ONE)).collect();
+        for w in &mut waiting {
+            assert!(
+                !done_after(w, Duration::from_millis(100)).await,
+                "behind the probe"
+            );
+        }
+        // The first answer: 600 a minute (one every 100 ms, a burst of 10), 6 left.
+        limiter.observe(&info(600, 6, Duration::from_millis(400)));
+        assert_eq!(limiter.learned(), (Some(600), None));
+        let mut ready = 0;
+        for w in &mut waiting {
+            ready += usize::from(done_after(w, Duration::ZERO).await);
+        }
+        // 6 left, less the jitter margin's share of the burst (25 ms of 100 ms per request).
+        assert!((5..=6).contains(&ready), "{ready} went at once");
+        // Then about one per 100 ms: ten in the next second.
+        let mut pending: Vec<_> = waiting.into_iter().skip(ready).collect();
+        let before = pending.len();
+        for _ in 0..100 {
+            tokio::time::advance(Duration::from_millis(10)).await;
+            let mut still = Vec::new();
+            for mut w in pending {
+                if futures_util::poll!(std::pin::Pin::new(&mut w)).is_pending() {
+                    still.push(w);
+                }
+            }
+            pending = still;
+        }
+        let paced = before - pending.len();
+        assert!((9..=11).contains(&paced), "{paced} in a second");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_never_sent_hands_the_probe_on_and_a_lost_one_times_out() {
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        for _ in 1..PROBE_WINDOW {
+            limiter.acquire(id(), ONE).await.unwrap();
+        }
+        let probe = limiter.acquire(id(), ONE).await.unwrap();
+        let mut second = limiter.acquire(id(), ONE);
+        let mut third = limiter.acquire(id(), ONE);
+        assert!(!done_after(&mut second, Duration::from_millis(10)).await);
+        limiter.release(probe);
+        assert!(
+            done_after(&mut second, Duration::ZERO).await,
+            "the new probe"
+        );
+        assert!(!done_after(&mut third, Duration::from_secs(9)).await);
+        // The second probe's answer never comes back: the gate opens after 10 s.
+        assert!(done_after(&mut third, Duration::from_secs(1)).await);
+        assert_eq!(limiter.learned(), (None, None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_given_limit_wins_and_nothing_learned_leaves_only_the_pause() {
+        let limiter = LocalLimiter::new(Limits::auto().requests(60)).unwrap();
+        limiter.acquire(id(), ONE).await.unwrap();
+        limiter.observe(&info(6_000, 5_999, Duration::from_millis(10)));
+        assert_eq!(limiter.learned(), (None, None));
+        assert!(!limiter.counts_tokens());
+        // An answer without headers ends the slow start: nothing limits but 429 pauses.
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        limiter.acquire(id(), ONE).await.unwrap();
+        limiter.observe(&Observation::default());
+        for _ in 0..1000 {
+            let mut next = limiter.acquire(id(), ONE);
+            assert!(done_after(&mut next, Duration::ZERO).await);
+        }
+        let pause = Observation {
+            rate_limited: true,
+            retry_after: Some(Duration::from_secs(1)),
+            ..Observation::default()
+        };
+        limiter.observe(&pause);
+        let mut next = limiter.acquire(id(), ONE);
+        assert!(!done_after(&mut next, Duration::from_millis(999)).await);
+        assert!(done_after(&mut next, Duration::from_millis(1)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_limit_learned_asks_for_estimates() {
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        assert!(!limiter.counts_tokens());
+        let mut observation = Observation::default();
+        observation.info.limit_tokens = Some(90_000);
+        limiter.observe(&observation);
+        assert!(limiter.counts_tokens());
+        assert_eq!(limiter.learned(), (None, Some(90_000)));
+    }
+
+    #[test]
+    fn per_minute_rounds_down_and_never_reaches_zero() {
+        assert_eq!(per_minute(600, Duration::from_secs(60)), 600);
+        assert_eq!(per_minute(14_400, Duration::from_secs(DAY)), 10);
+        assert_eq!(per_minute(100, Duration::from_secs(DAY)), 1);
+        assert_eq!(per_minute(u64::MAX, Duration::from_secs(1)), u64::MAX);
+    }
+}
