@@ -291,6 +291,8 @@ mod tests {
         attempts: AttemptsFlags,
         #[command(flatten)]
         load: RunLoadFlags,
+        #[command(flatten)]
+        output: RunOutputFlags,
     }
 
     fn round_trips<G: Group + PartialEq + std::fmt::Debug>() {
