@@ -7,7 +7,7 @@
 //! `id`, unique across runs.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -123,7 +123,7 @@ pub(crate) fn rewrite(path: &Path, entries: &[u8]) -> std::io::Result<File> {
     let mut name = path.as_os_str().to_owned();
     name.push(".new");
     let new = PathBuf::from(name);
-    let mut file = OpenOptions::new()
+    let mut file = crate::resume::private_options()
         .write(true)
         .create(true)
         .truncate(true)
@@ -141,7 +141,7 @@ pub(crate) fn rewrite(path: &Path, entries: &[u8]) -> std::io::Result<File> {
 
 /// Creates an empty holding file at `path` for a new ordered run. Blocking.
 pub(crate) fn create(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
+    crate::resume::private_options()
         .write(true)
         .create(true)
         .truncate(true)

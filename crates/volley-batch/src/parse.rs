@@ -137,7 +137,8 @@ pub(crate) fn parse_line(line: u64, bytes: &[u8]) -> Result<ParsedLine, InvalidL
         None => return Err(with_id(missing(line, "method"))),
     }
     let (path, endpoint) = match object.get("url") {
-        Some(Value::String(url)) => match URLS.iter().find(|(u, ..)| u == url) {
+        // Azure OpenAI's batch format names the path without `/v1` (`/chat/completions`).
+        Some(Value::String(url)) => match URLS.iter().find(|(u, p, _)| u == url || p == url) {
             Some(&(_, path, endpoint)) => (path, endpoint),
             None => {
                 return Err(with_id(InvalidLine::new(

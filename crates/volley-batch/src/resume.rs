@@ -301,6 +301,18 @@ fn looks_torn(tail: &[u8]) -> bool {
     tail[..n] == START[..n] || tail.iter().all(|&b| b == 0)
 }
 
+/// Options that create a file readable by its owner only and never follow a symbolic link
+/// (on Unix; elsewhere the defaults).
+pub(crate) fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    options
+}
+
 fn foreign(path: &Path) -> Error {
     Error::new(
         ErrorKind::Config,
@@ -314,6 +326,11 @@ fn foreign(path: &Path) -> Error {
 
 /// Opens (or creates) a regular file for reading and appending and takes its exclusive lock,
 /// which it keeps until the file is closed at the end of the run.
+///
+/// The file holds answers someone paid for: on Unix it is created `0600` (an existing file
+/// keeps its mode), and a symbolic link is refused rather than followed (`O_NOFOLLOW`), so a
+/// link planted where the output will go cannot redirect the answers, or the appends, to
+/// another file.
 fn open(path: &Path, what: &str) -> Result<File, Error> {
     let not_regular = || {
         Error::new(
@@ -332,16 +349,36 @@ fn open(path: &Path, what: &str) -> Result<File, Error> {
         )
         .with_source(e)
     };
+    let symlink = || {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "the {what} file {} is a symbolic link; refusing to follow it (a link could \
+                 send the answers to another file). Give the path of the file itself",
+                path.display()
+            ),
+        )
+    };
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(symlink());
+    }
     // Checked before opening as well: opening a FIFO may block until a writer comes.
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
         return Err(not_regular());
     }
-    let file = OpenOptions::new()
+    let file = private_options()
         .read(true)
         .append(true)
         .create(true)
         .open(path)
-        .map_err(|e| io("opening", e))?;
+        .map_err(|e| {
+            // A link put there between the check and the open: `O_NOFOLLOW` said no.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                symlink()
+            } else {
+                io("opening", e)
+            }
+        })?;
     if !file.metadata().map_err(|e| io("reading", e))?.is_file() {
         return Err(not_regular());
     }
@@ -399,6 +436,31 @@ fn sync_parent(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn answer_files_are_private_and_links_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.jsonl");
+        drop(open(&out, "output").unwrap());
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+
+        // A link planted where the output goes, pointing at a file of someone else's choosing.
+        let target = dir.path().join("elsewhere.jsonl");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.path().join("linked.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = open(&link, "errors").unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+        assert!(err.to_string().contains("errors file"), "{err}");
+        // A dangling link would otherwise create its target.
+        let dangling = dir.path().join("dangling.jsonl");
+        std::os::unix::fs::symlink(dir.path().join("created-by-link"), &dangling).unwrap();
+        assert!(open(&dangling, "output").is_err());
+        assert!(!dir.path().join("created-by-link").exists());
+    }
 
     const OK: &str = r#"{"id":"batch_req_1","custom_id":"a","response":{"status_code":200,"request_id":"","body":{}},"error":null}"#;
     const BAD: &str = r#"{"id":"batch_req_2","custom_id":null,"response":null,"error":{"code":"invalid_json","message":"line 2: x"},"line":2}"#;

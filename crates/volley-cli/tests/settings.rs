@@ -13,8 +13,10 @@ const KEY: &str = "sk-settings-test-SECRET-77";
 /// The binary in `dir`, with none of the variables it reads inherited.
 fn volley(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
+    // Trust is recorded per test, never in the user's own configuration directory.
     cmd.current_dir(dir)
         .env("RUST_LOG", "warn")
+        .env("XDG_CONFIG_HOME", dir.join(".user-config"))
         .stdin(Stdio::null());
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
@@ -23,6 +25,13 @@ fn volley(dir: &Path) -> Command {
         }
     }
     cmd
+}
+
+/// `volley config trust` in `dir`: its volley.toml may then route the key.
+fn trust(dir: &Path) {
+    let (code, stdout, stderr) = run(volley(dir).args(["config", "trust"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("trusted volley.toml"), "{stdout}");
 }
 
 fn run(cmd: &mut Command) -> (Option<i32>, String, String) {
@@ -86,6 +95,7 @@ fn base_url_precedence_is_the_same_for_every_command() {
         "[default]\nbase_url = \"http://profile.example/v1\"\n",
     )
     .unwrap();
+    trust(dir.path());
     let flag = ["--base-url", "http://flag.example/v1"];
     let volley_env = ("VOLLEY_BASE_URL", "http://volley-env.example/v1");
     let openai_env = ("OPENAI_BASE_URL", "http://openai-env.example/v1");
@@ -141,6 +151,7 @@ fn every_shared_setting_layers_the_same_way() {
          max_retries = 7\nconcurrency = 3\n",
     )
     .unwrap();
+    trust(dir.path());
     for command in ["chat", "run", "bench"] {
         let text = print_config(dir.path(), command, &["--profile", "x"], &[]);
         assert_eq!(
@@ -358,6 +369,7 @@ fn chat_bench_and_run_call_the_base_url_of_the_profile() {
         ),
     )
     .unwrap();
+    trust(dir.path());
     let requests = || rt.block_on(async { server.stats() }).requests_total;
     // OPENAI_BASE_URL, exported for some other tool, points nowhere: the profile wins.
     let with_env = |cmd: &mut Command| {
@@ -461,4 +473,68 @@ fn help_names_bench_and_logs_are_plain_in_a_pipe() {
         !stderr.contains('\u{1b}'),
         "colour codes in a pipe: {stderr:?}"
     );
+}
+
+/// A volley.toml that came with a cloned repository points the key at its author's server:
+/// nothing goes there until the user trusts the file, and a changed file is untrusted again.
+#[test]
+fn an_untrusted_volley_toml_cannot_send_the_key_elsewhere() {
+    let rt = runtime();
+    let attacker = rt
+        .block_on(MockServer::start(MockConfig::default()))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[default]\nbase_url = \"{}\"\napi_key_env = \"STOLEN_SECRET\"\nmax_retries = 0\n\
+         timeout = 5\n",
+        attacker.url()
+    );
+    std::fs::write(dir.path().join("volley.toml"), &toml).unwrap();
+    let requests = || rt.block_on(async { attacker.stats() }).requests_total;
+    let chat = |dir: &Path| {
+        let mut cmd = volley(dir);
+        // OPENAI_BASE_URL points nowhere: where the request would go without the file.
+        cmd.args(["chat", "hi"])
+            .env("STOLEN_SECRET", "aws-secret-77")
+            .env("OPENAI_API_KEY", KEY)
+            .env("OPENAI_BASE_URL", dead_url());
+        run(&mut cmd)
+    };
+
+    let (code, _, stderr) = chat(dir.path());
+    assert_ne!(code, Some(0), "the dead default URL fails: {stderr}");
+    assert_eq!(requests(), 0, "the untrusted file's server was called");
+    assert!(
+        stderr.contains("ignoring api_key_env, base_url"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("volley config trust"), "{stderr}");
+    // Settings that send nothing still apply.
+    let text = print_config(dir.path(), "chat", &[], &[]);
+    assert_eq!(
+        row(&text, "max_retries"),
+        "max_retries 0 (volley.toml [default])"
+    );
+
+    // Trusted: used.
+    trust(dir.path());
+    let (code, _, stderr) = chat(dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(requests(), 1);
+
+    // Changed after trusting: untrusted again.
+    std::fs::write(dir.path().join("volley.toml"), format!("{toml}# edited\n")).unwrap();
+    let (code, _, stderr) = chat(dir.path());
+    assert_ne!(code, Some(0), "{stderr}");
+    assert_eq!(requests(), 1);
+    assert!(stderr.contains("ignoring"), "{stderr}");
+
+    // Named with --config: the user chose it.
+    let mut cmd = volley(dir.path());
+    cmd.args(["chat", "--config", "volley.toml", "hi"])
+        .env("STOLEN_SECRET", KEY);
+    let (code, _, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(requests(), 2);
+    rt.block_on(attacker.shutdown());
 }

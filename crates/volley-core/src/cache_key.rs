@@ -8,12 +8,22 @@
 //!   so two bodies that differ only in key order or formatting share a key; any other body is
 //!   hashed byte for byte;
 //! - the [`CredentialId`] of the API key the request is sent with, so two keys never share an
-//!   entry, and a client without a key has a namespace of its own.
+//!   entry, and a client without a key has a namespace of its own;
+//! - every credential-like header the request carries itself
+//!   ([`CREDENTIAL_HEADERS`](crate::headers::CREDENTIAL_HEADERS): `Authorization`, `api-key`,
+//!   `OpenAI-Organization`, `Cookie`, ...), hashed: the transport sends a request's own
+//!   `Authorization` instead of the client's key, so a gateway that serves many tenants with one
+//!   client (`request.with_header(AUTHORIZATION, tenant_key)`) gets one namespace per tenant.
 //!
 //! The model, `temperature`, `seed`, `max_tokens`, the messages and every other parameter are
-//! in the body, and therefore in the key: changing any of them is a different entry. Request
-//! headers are not part of the key (the credential is, through its id); a header that changes
-//! the answer (an organisation or project header, say) needs a cache per value.
+//! in the body, and therefore in the key: changing any of them is a different entry. Other
+//! request headers are not part of the key; a header that changes the answer and is not in the
+//! list above needs a cache per value.
+//!
+//! A body is hashed in canonical form only when that form means exactly what the bytes sent
+//! mean: a body with a duplicate object key (servers disagree on which one wins) or an integer
+//! too large for 64 bits (parsed here as a rounded float, by some servers exactly) is hashed
+//! byte for byte instead.
 //!
 //! The API key itself is never stored anywhere: only a hash of it, mixed into the cache key.
 //!
@@ -38,8 +48,9 @@
 use std::fmt;
 use std::io::Write;
 
-use http::Method;
-use serde_json::Value;
+use http::{HeaderMap, Method};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 use crate::{ApiKey, Request};
 
@@ -103,6 +114,37 @@ impl CredentialId {
         }
     }
 
+    /// This id narrowed by the credential-like headers a request carries itself
+    /// ([`CREDENTIAL_HEADERS`](crate::headers::CREDENTIAL_HEADERS)): `self` when it carries
+    /// none, otherwise a hash of `self` and every such header's name and values, so each
+    /// distinct set of request credentials is a namespace of its own. The values are hashed
+    /// under the credential-id context and never kept.
+    pub fn with_request_headers(&self, headers: &HeaderMap) -> CredentialId {
+        if headers.is_empty()
+            || !crate::headers::CREDENTIAL_HEADERS
+                .iter()
+                .any(|name| headers.contains_key(*name))
+        {
+            return *self;
+        }
+        let mut hasher = blake3::Hasher::new_derive_key(CREDENTIAL_CONTEXT);
+        hasher.update(&[3]);
+        hasher.update(&self.0);
+        for name in crate::headers::CREDENTIAL_HEADERS {
+            let values = headers.get_all(name);
+            let count = values.iter().count() as u64;
+            if count == 0 {
+                continue;
+            }
+            field(&mut hasher, name.as_bytes());
+            hasher.update(&count.to_le_bytes());
+            for value in values {
+                field(&mut hasher, value.as_bytes());
+            }
+        }
+        CredentialId(*hasher.finalize().as_bytes())
+    }
+
     /// The 32 bytes of the hash.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -118,12 +160,21 @@ impl fmt::Debug for CredentialId {
 }
 
 impl CacheKey {
-    /// The key of `request` sent with `credential`.
+    /// The key of `request` sent by a client with `credential`: the request's own
+    /// credential-like headers are mixed in (see [`CredentialId::with_request_headers`]).
     pub fn for_request(request: &Request, credential: &CredentialId) -> CacheKey {
-        CacheKey::new(request.method(), request.path(), request.body(), credential)
+        let credential = credential.with_request_headers(request.headers());
+        CacheKey::new(
+            request.method(),
+            request.path(),
+            request.body(),
+            &credential,
+        )
     }
 
-    /// The key of a request given by its parts (`path` with its query, if any).
+    /// The key of a request given by its parts (`path` with its query, if any), sent with
+    /// exactly `credential` (request headers are not looked at: narrow the id with
+    /// [`CredentialId::with_request_headers`] first, as [`CacheKey::for_request`] does).
     pub fn new(method: &Method, path: &str, body: &[u8], credential: &CredentialId) -> CacheKey {
         let mut hasher = blake3::Hasher::new_derive_key(KEY_CONTEXT);
         // Every variable-length field is length-prefixed, so no two different requests can
@@ -131,8 +182,8 @@ impl CacheKey {
         hasher.update(credential.as_bytes());
         field(&mut hasher, method.as_str().as_bytes());
         field(&mut hasher, path.as_bytes());
-        match serde_json::from_slice::<Value>(body) {
-            Ok(value) => {
+        match serde_json::from_slice::<Strict>(body) {
+            Ok(Strict(value)) => {
                 hasher.update(b"J");
                 // Writing to a hasher cannot fail.
                 let _ = write_canonical(&mut hasher, &value);
@@ -178,6 +229,82 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
     // Writing to a Vec cannot fail.
     let _ = write_canonical(&mut out, value);
     out
+}
+
+/// A JSON value whose canonical form means what its text means, or a parse error: duplicate
+/// object keys and integers beyond 64 bits are refused (the body is then hashed raw).
+struct Strict(Value);
+
+/// Floats at or above 2^53 in magnitude with no fraction may be integers that did not fit 64
+/// bits and were rounded: two different big integers would share a canonical form.
+const EXACT_FLOAT_LIMIT: f64 = 9_007_199_254_740_992.0;
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON whose canonical form is exact")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        if v.fract() == 0.0 && v.abs() >= EXACT_FLOAT_LIMIT {
+            return Err(E::custom("a number that may be a rounded big integer"));
+        }
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("a number JSON cannot hold"))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if out.insert(key, value).is_some() {
+                return Err(de::Error::custom("a duplicate object key"));
+            }
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 fn field(hasher: &mut blake3::Hasher, bytes: &[u8]) {
@@ -316,6 +443,65 @@ mod tests {
         assert_eq!(format!("{a:?}").len(), "CredentialId(…)".len() + 8);
         // The id is not a plain hash of the key.
         assert_ne!(a.as_bytes(), blake3::hash(b"sk-secret-a").as_bytes());
+    }
+
+    #[test]
+    fn request_credential_headers_are_separate_namespaces() {
+        use http::HeaderValue;
+        use http::header::AUTHORIZATION;
+        let client = CredentialId::from_api_key(&ApiKey::new("sk-client"));
+        let request = |value: Option<&'static str>| {
+            let r = Request::post("/chat/completions", r#"{"model":"m"}"#).unwrap();
+            match value {
+                Some(v) => r.with_header(AUTHORIZATION, HeaderValue::from_static(v)),
+                None => r,
+            }
+        };
+        let plain = CacheKey::for_request(&request(None), &client);
+        let a = CacheKey::for_request(&request(Some("Bearer tenant-a")), &client);
+        let b = CacheKey::for_request(&request(Some("Bearer tenant-b")), &client);
+        assert_ne!(a, b);
+        assert_ne!(a, plain);
+        assert_eq!(
+            a,
+            CacheKey::for_request(&request(Some("Bearer tenant-a")), &client)
+        );
+        // Headers that carry no credential leave the key as it was.
+        let other = request(None).with_header(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        assert_eq!(CacheKey::for_request(&other, &client), plain);
+        for name in crate::headers::CREDENTIAL_HEADERS {
+            let r = request(None).with_header(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static("x"),
+            );
+            assert_ne!(CacheKey::for_request(&r, &client), plain, "{name}");
+        }
+    }
+
+    #[test]
+    fn bodies_whose_canonical_form_would_lie_are_hashed_raw() {
+        let c = CredentialId::anonymous();
+        // Which duplicate wins depends on the server: never share a key with either.
+        let dup = key(r#"{"model":"a","model":"b"}"#, &c);
+        assert_ne!(dup, key(r#"{"model":"b"}"#, &c));
+        assert_ne!(dup, key(r#"{"model":"a"}"#, &c));
+        // Integers beyond u64 are exact for some servers and rounded by serde_json.
+        assert_ne!(
+            key(r#"{"seed":18446744073709551616}"#, &c),
+            key(r#"{"seed":18446744073709551617}"#, &c)
+        );
+        assert_ne!(
+            key(r#"{"seed":-9223372036854775809}"#, &c),
+            key(r#"{"seed":-9223372036854775810}"#, &c)
+        );
+        // Ordinary numbers keep their canonical form.
+        assert_eq!(
+            key(r#"{"t":0.5,"n":18446744073709551615}"#, &c),
+            key(r#"{ "n": 18446744073709551615, "t": 0.5 }"#, &c)
+        );
     }
 
     #[test]

@@ -141,24 +141,25 @@ impl ApiError {
         let obj = match value.get("error") {
             Some(serde_json::Value::String(s)) => {
                 return Some(ApiError {
-                    message: s.clone(),
+                    message: clean_text(s, MAX_MESSAGE_CHARS),
                     ..ApiError::default()
                 });
             }
             Some(inner @ serde_json::Value::Object(_)) => inner,
             _ => &value,
         };
-        let text = |key: &str| match obj.get(key)? {
-            serde_json::Value::String(s) => Some(s.clone()),
+        // Every field a server chose is cleaned: each ends up on a terminal or in a log, where
+        // an escape sequence could rewrite what the reader sees.
+        let text = |key: &str, max: usize| match obj.get(key)? {
+            serde_json::Value::String(s) => Some(clean_text(s, max)),
             serde_json::Value::Null => None,
-            other => Some(other.to_string()),
+            other => Some(clean_text(&other.to_string(), max)),
         };
-        let message = clean_message(&text("message")?);
         Some(ApiError {
-            message,
-            r#type: text("type"),
-            code: text("code"),
-            param: text("param"),
+            message: text("message", MAX_MESSAGE_CHARS)?,
+            r#type: text("type", MAX_FIELD_CHARS),
+            code: text("code", MAX_FIELD_CHARS),
+            param: text("param", MAX_FIELD_CHARS),
         })
     }
 }
@@ -166,15 +167,19 @@ impl ApiError {
 /// The most characters of a provider's message kept in an [`ApiError`].
 const MAX_MESSAGE_CHARS: usize = 1024;
 
-/// Keeps a provider's message printable on one line and bounded: control characters become
-/// spaces and a long message is cut.
-fn clean_message(message: &str) -> String {
-    let mut out: String = message
+/// The most characters kept of a provider's error `type`, `code` or `param`.
+const MAX_FIELD_CHARS: usize = 128;
+
+/// Keeps a provider's text printable on one line and bounded: control characters (the ESC
+/// that starts a terminal escape sequence among them) become spaces and a long text is cut
+/// after `max` characters.
+fn clean_text(text: &str, max: usize) -> String {
+    let mut out: String = text
         .chars()
-        .take(MAX_MESSAGE_CHARS)
+        .take(max)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if message.chars().nth(MAX_MESSAGE_CHARS).is_some() {
+    if text.chars().nth(max).is_some() {
         out.push('…');
     }
     out
@@ -567,6 +572,29 @@ mod tests {
         // No source: the error's own text.
         let alone = Error::new(ErrorKind::Timeout, "no response");
         assert_eq!(alone.report().to_string(), alone.to_string());
+    }
+
+    #[test]
+    fn every_provider_field_is_cleaned_of_escapes() {
+        let body = br#"{"error":{"message":"m\u001b[2J","type":"t\u001b]0;pwned\u0007","code":"c\r\n","param":"p\u009b31m"}}"#;
+        let api = ApiError::from_body(body).unwrap();
+        for field in [
+            Some(&api.message),
+            api.r#type.as_ref(),
+            api.code.as_ref(),
+            api.param.as_ref(),
+        ] {
+            let field = field.unwrap();
+            assert!(!field.chars().any(char::is_control), "{field:?}");
+        }
+        let bare = ApiError::from_body(br#"{"error":"boom\u001b[31m"}"#).unwrap();
+        assert_eq!(bare.message, "boom [31m");
+        let long = format!(
+            r#"{{"error":{{"message":"m","code":"{}"}}}}"#,
+            "c".repeat(500)
+        );
+        let api = ApiError::from_body(long.as_bytes()).unwrap();
+        assert!(api.code.unwrap().chars().count() <= MAX_FIELD_CHARS + 1);
     }
 
     #[test]

@@ -151,6 +151,29 @@ impl RateLimitInfo {
     }
 }
 
+/// Request headers that say who is calling or carry a secret: their values are hashed into
+/// a client's [`CredentialId`](crate::cache_key::CredentialId) (from its default headers) and
+/// into every [`CacheKey`](crate::cache_key::CacheKey) (from the request's own), so cached
+/// answers never cross accounts, and they are scrubbed from error bodies that echo them.
+///
+/// Names are lower case, as [`http::HeaderName`] keeps them.
+pub const CREDENTIAL_HEADERS: [&str; 9] = [
+    "authorization",
+    "proxy-authorization",
+    "api-key",
+    "x-api-key",
+    "x-goog-api-key",
+    "openai-organization",
+    "openai-project",
+    "cookie",
+    "ocp-apim-subscription-key",
+];
+
+/// Whether `name` is one of the [`CREDENTIAL_HEADERS`].
+pub fn is_credential_header(name: &HeaderName) -> bool {
+    CREDENTIAL_HEADERS.contains(&name.as_str())
+}
+
 /// The header's value as trimmed text, or `None` when it is not visible ASCII.
 fn header_str(value: &HeaderValue) -> Option<&str> {
     value.to_str().ok().map(str::trim)

@@ -38,9 +38,20 @@ pub enum Body {
 
 /// A stream of body chunks. Errors in it are of kind `StreamBroken`, `IdleTimeout` or
 /// `BodyDecode`.
+///
+/// A stream carries the most bytes [`Body::collect`] reads from it
+/// ([`BodyStream::max_collect_bytes`]): the transport sets its body limit there, and layers
+/// that wrap a stream keep it ([`BodyStream::wrap`], [`Response::map_stream`]). Reading the
+/// chunks one by one is not limited by it: each server-sent event is bounded by the SSE
+/// decoder, and the whole stream by the stream deadline.
 pub struct BodyStream {
     inner: Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send + 'static>>,
+    max_collect: usize,
 }
+
+/// The default of [`BodyStream::max_collect_bytes`], and of the transport's body limit:
+/// 64 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
 
 /// When the attempt that produced a response happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,10 +162,13 @@ impl Response {
     /// a complete body is returned unchanged.
     pub fn map_stream(self, wrap: impl FnOnce(BodyStream) -> BodyStream) -> Response {
         match self.body {
-            Body::Stream(stream) => Response {
-                body: Body::Stream(wrap(stream)),
-                ..self
-            },
+            Body::Stream(stream) => {
+                let max = stream.max_collect;
+                Response {
+                    body: Body::Stream(wrap(stream).with_max_collect_bytes(max)),
+                    ..self
+                }
+            }
             Body::Full(_) => self,
         }
     }
@@ -222,16 +236,32 @@ impl fmt::Debug for Response {
 }
 
 impl Body {
-    /// Reads the body to its end.
+    /// Reads the body to its end: at most the stream's
+    /// [`max_collect_bytes`](BodyStream::max_collect_bytes), so a server that streams without
+    /// end cannot exhaust memory.
+    ///
+    /// # Errors
+    /// The stream's own errors, and `ErrorKind::BodyDecode` when it grows past its limit.
     pub async fn collect(self) -> Result<Bytes, Error> {
         match self {
             Body::Full(bytes) => Ok(bytes),
             Body::Stream(mut stream) => {
+                let max = stream.max_collect;
                 let mut buf = BytesMut::new();
                 while let Some(chunk) =
                     std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await
                 {
-                    buf.extend_from_slice(&chunk?);
+                    let chunk = chunk?;
+                    if chunk.len() > max - buf.len() {
+                        return Err(Error::new(
+                            ErrorKind::BodyDecode,
+                            format!(
+                                "the streamed response body is larger than the limit of {max} \
+                                 bytes for reading it whole"
+                            ),
+                        ));
+                    }
+                    buf.extend_from_slice(&chunk);
                 }
                 Ok(buf.freeze())
             }
@@ -267,7 +297,32 @@ impl BodyStream {
     {
         BodyStream {
             inner: Box::pin(stream),
+            max_collect: DEFAULT_MAX_BODY_BYTES,
         }
+    }
+
+    /// Sets the most bytes [`Body::collect`] reads from this stream.
+    ///
+    /// Default: [`DEFAULT_MAX_BODY_BYTES`] (64 MiB); the transport sets its own body limit.
+    #[must_use]
+    pub fn with_max_collect_bytes(mut self, max: usize) -> BodyStream {
+        self.max_collect = max;
+        self
+    }
+
+    /// The most bytes [`Body::collect`] reads from this stream.
+    pub fn max_collect_bytes(&self) -> usize {
+        self.max_collect
+    }
+
+    /// Wraps this stream (to hold a permit, watch a deadline, count chunks), keeping its
+    /// [`max_collect_bytes`](BodyStream::max_collect_bytes).
+    pub fn wrap<S>(self, wrap: impl FnOnce(BodyStream) -> S) -> BodyStream
+    where
+        S: Stream<Item = Result<Bytes, Error>> + Send + 'static,
+    {
+        let max = self.max_collect;
+        BodyStream::new(wrap(self)).with_max_collect_bytes(max)
     }
 }
 
@@ -375,6 +430,39 @@ mod tests {
         let body = Body::Stream(BodyStream::new(futures_core_stream_fn(move || it.next())));
         let err = block_on(body.collect()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::StreamBroken);
+    }
+
+    #[test]
+    fn collect_stops_at_the_limit_and_wrapping_keeps_it() {
+        // An endless stream of 1 KiB chunks: collect must give up, not grow without end.
+        let endless = || {
+            BodyStream::new(futures_core_stream_fn(|| {
+                Some(Ok(Bytes::from_static(&[b'x'; 1024])))
+            }))
+        };
+        let body = Body::Stream(endless().with_max_collect_bytes(10_000));
+        let err = block_on(body.collect()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyDecode);
+        assert!(err.to_string().contains("10000 bytes"), "{err}");
+
+        let wrapped = endless().with_max_collect_bytes(4096).wrap(|s| s);
+        assert_eq!(wrapped.max_collect_bytes(), 4096);
+        let mapped = response(Body::Stream(endless().with_max_collect_bytes(2048)))
+            .map_stream(BodyStream::new);
+        match mapped.body() {
+            Body::Stream(s) => assert_eq!(s.max_collect_bytes(), 2048),
+            Body::Full(_) => unreachable!("a stream stays a stream"),
+        }
+        // Exactly at the limit is fine.
+        let mut left = 4;
+        let four = BodyStream::new(futures_core_stream_fn(move || {
+            (left > 0).then(|| {
+                left -= 1;
+                Ok(Bytes::from_static(&[b'y'; 1024]))
+            })
+        }));
+        let body = Body::Stream(four.with_max_collect_bytes(4096));
+        assert_eq!(block_on(body.collect()).unwrap().len(), 4096);
     }
 
     #[test]

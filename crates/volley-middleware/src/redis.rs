@@ -6,7 +6,10 @@
 //! pipelined on it.
 //!
 //! URLs: `redis://[user:password@]host[:port][/db]`, `rediss://` for TLS (rustls, the same
-//! crypto provider as the HTTP transport), `redis+unix:///path`. A password in the URL is sent
+//! crypto provider as the HTTP transport), `redis+unix:///path`. Plain `redis://` to a host
+//! that is not loopback is refused unless [`RedisOptions::allow_plain_redis`] says otherwise,
+//! as plain `http://` is: the password, the cached answers and the limiter's state would cross
+//! the network in clear text. A password in the URL is sent
 //! with `AUTH` and never appears in a log line, an error or `Debug` output: everything this
 //! module prints names the server by [`redacted`] URL (`scheme://***@host:port/db?***`).
 //!
@@ -34,6 +37,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct RedisOptions {
     urls: Vec<String>,
     cluster: bool,
+    allow_plain: bool,
     response_timeout: Duration,
     connect_timeout: Duration,
 }
@@ -46,6 +50,7 @@ impl fmt::Debug for RedisOptions {
                 &self.urls.iter().map(|u| redacted(u)).collect::<Vec<_>>(),
             )
             .field("cluster", &self.cluster)
+            .field("allow_plain_redis", &self.allow_plain)
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
@@ -58,6 +63,7 @@ impl RedisOptions {
         RedisOptions {
             urls: vec![url.into()],
             cluster: false,
+            allow_plain: false,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
@@ -67,6 +73,18 @@ impl RedisOptions {
     /// share a hash tag, so each script runs on one node.
     pub fn cluster(mut self, cluster: bool) -> RedisOptions {
         self.cluster = cluster;
+        self
+    }
+
+    /// Allow plain `redis://` to a host that is not loopback. Without it,
+    /// [`RedisConnection::connect`] refuses such a URL with `ErrorKind::Config`: use
+    /// `rediss://` (TLS), a loopback address or a Unix socket, or allow it here for a network
+    /// you trust.
+    ///
+    /// Default: `false` (plain text only to `localhost`, `127.0.0.0/8`, `[::1]` and Unix
+    /// sockets).
+    pub fn allow_plain_redis(mut self, allowed: bool) -> RedisOptions {
+        self.allow_plain = allowed;
         self
     }
 
@@ -106,6 +124,9 @@ impl RedisOptions {
 pub struct RedisConnection {
     inner: Inner,
     server: std::sync::Arc<str>,
+    /// The URLs as given, kept only to scrub their secrets from errors (never printed).
+    urls: std::sync::Arc<[String]>,
+    command_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -132,6 +153,11 @@ impl RedisConnection {
     /// cannot be reached or refuses the credentials. Neither message contains the password.
     pub async fn connect(options: &RedisOptions) -> Result<RedisConnection, Error> {
         let server: std::sync::Arc<str> = options.redacted_url().into();
+        if !options.allow_plain {
+            for url in &options.urls {
+                refuse_plain_remote(url)?;
+            }
+        }
         let config_error = |e: ::redis::RedisError| {
             Error::new(
                 ErrorKind::Config,
@@ -164,12 +190,24 @@ impl RedisConnection {
                     .map_err(connect_error)?,
             )
         };
-        Ok(RedisConnection { inner, server })
+        Ok(RedisConnection {
+            inner,
+            server,
+            urls: options.urls.clone().into(),
+            command_timeout: options.command_timeout(),
+        })
     }
 
     /// The server, as a URL without its password.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// The most one command may take ([`RedisOptions::response_timeout`]). While the
+    /// connection is being re-established a command can otherwise wait for the reconnect, so
+    /// callers that must not wait (the cache) bound each command with it.
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.command_timeout
     }
 
     /// A Redis error as a volley error, named by the redacted server URL.
@@ -179,13 +217,15 @@ impl RedisConnection {
         } else {
             ErrorKind::Connection
         };
+        // Scrubbed against the URLs as given: the redacted one no longer holds the password
+        // a library's message might quote.
+        let mut text = e.to_string();
+        for url in self.urls.iter() {
+            text = redact_url_in(&text, url);
+        }
         Error::new(
             kind,
-            format!(
-                "{context} (Redis at {}): {}",
-                self.server,
-                redact_url_in(&e.to_string(), &self.server)
-            ),
+            format!("{context} (Redis at {}): {text}", self.server),
         )
     }
 }
@@ -225,6 +265,29 @@ pub fn redacted(url: &str) -> String {
     redact_url(url)
 }
 
+/// Refuses plain `redis://` to a host that is not loopback (see
+/// [`RedisOptions::allow_plain_redis`]).
+fn refuse_plain_remote(url: &str) -> Result<(), Error> {
+    let plain = url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("redis://"));
+    if !plain {
+        return Ok(());
+    }
+    match volley_core::host::url_host(url) {
+        Some(host) if volley_core::host::is_loopback(host) => Ok(()),
+        host => Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "refusing plain redis:// to {}, which is not a loopback address: the password \
+                 and the cached answers would cross the network unencrypted. Use rediss://, \
+                 or allow plain Redis explicitly",
+                host.unwrap_or("an unnamed host")
+            ),
+        )),
+    }
+}
+
 /// A Redis error's text with anything that looks like the URL's credentials removed.
 fn scrub(e: &::redis::RedisError, options: &RedisOptions) -> String {
     let mut text = e.to_string();
@@ -249,5 +312,43 @@ mod tests {
         let options = RedisOptions::new("redis://u:hunter2@127.0.0.1:1");
         assert!(!format!("{options:?}").contains("hunter2"));
         assert_eq!(options.redacted_url(), "redis://***@127.0.0.1:1");
+    }
+
+    #[test]
+    fn plain_redis_to_remote_hosts_is_refused_unless_allowed() {
+        for url in [
+            "redis://10.0.0.5:6379",
+            "REDIS://:pw@cache.example:6379/0",
+            "redis://u:p/w@x@cache.example",
+        ] {
+            let err = refuse_plain_remote(url).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.to_string().contains("refusing plain redis://"), "{err}");
+            assert!(!err.to_string().contains("pw"), "{err}");
+        }
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://:pw@localhost/0",
+            "redis://[::1]:6379",
+            "rediss://cache.example:6380",
+            "redis+unix:///tmp/redis.sock",
+        ] {
+            assert!(refuse_plain_remote(url).is_ok(), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connect_refuses_plain_remote_urls_before_connecting() {
+        // Refused by the URL alone: no address is dialled.
+        let err = RedisConnection::connect(&RedisOptions::new("redis://:pw@192.0.2.1:6379"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(!err.to_string().contains("pw"), "{err}");
+        let cluster = RedisOptions::new("redis://127.0.0.1:7000")
+            .cluster(true)
+            .seed("redis://192.0.2.1:7001");
+        let err = RedisConnection::connect(&cluster).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
     }
 }

@@ -53,6 +53,7 @@ fn stats(hits: u64, misses: u64, stores: u64) -> CacheStats {
         hits,
         misses,
         stores,
+        ..CacheStats::default()
     }
 }
 

@@ -21,6 +21,8 @@ use volley_transport::Transport;
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}"#;
 const KEY: &str = "sk-volley-redis-cache-test-0123456789";
 const HOUR: Duration = Duration::from_secs(3600);
+/// The authentication envelope before every stored value: a format byte and a 32-byte MAC.
+const ENVELOPE: usize = 33;
 
 async fn store(url: &str, prefix: &str, ttl: Duration) -> RedisStore {
     RedisStore::connect(RedisOptions::new(url), ttl)
@@ -89,6 +91,7 @@ fn stats(hits: u64, misses: u64, stores: u64) -> CacheStats {
         hits,
         misses,
         stores,
+        ..CacheStats::default()
     }
 }
 
@@ -155,10 +158,14 @@ async fn large_entries_are_stored_compressed() {
         async move { command.query_async::<usize>(&mut raw).await.unwrap() }
     };
 
-    // Small: stored as encoded, behind the one format byte.
+    // Small: stored as encoded, behind the envelope (a format byte and a 32-byte MAC) and the
+    // one format byte.
     let small = entry(r#"{"id":"x"}"#);
     store.put(key("small"), small.clone()).await.unwrap();
-    assert_eq!(strlen(&store, key("small")).await, 1 + small.encode().len());
+    assert_eq!(
+        strlen(&store, key("small")).await,
+        ENVELOPE + 1 + small.encode().len()
+    );
     assert_same(store.get(key("small")).await.unwrap(), &small);
 
     // Large and repetitive, as JSON is: a fraction of its size.
@@ -176,7 +183,10 @@ async fn large_entries_are_stored_compressed() {
     // Compression off: the whole encoding.
     let plain = store.clone().compress_above(usize::MAX);
     plain.put(key("plain"), large.clone()).await.unwrap();
-    assert_eq!(strlen(&plain, key("plain")).await, 1 + large.encode().len());
+    assert_eq!(
+        strlen(&plain, key("plain")).await,
+        ENVELOPE + 1 + large.encode().len()
+    );
     assert_same(plain.get(key("plain")).await.unwrap(), &large);
 }
 
@@ -284,4 +294,136 @@ async fn an_unreachable_server_fails_at_connect_without_the_password() {
     let text = format!("{error} {error:?}");
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("127.0.0.1:1"), "{text}");
+}
+
+/// What someone with write access to the Redis can do: write an answer of their choosing under
+/// the key a victim's request will read, bare or copied from an entry sealed for their own
+/// credential. Each is refused, counted, and the request goes to the provider.
+#[tokio::test]
+async fn forged_and_foreign_entries_are_rejected_and_counted() {
+    let url = require_redis!();
+    let server = mock().await;
+    let prefix = unique_prefix("poison");
+    let victim = CacheLayer::new(store(&url, &prefix, HOUR).await, credential());
+    let mut service = victim.layer(transport(&server, KEY));
+    let victim_key = CacheKey::for_request(&chat(), &credential());
+    let redis_key = store(&url, &prefix, HOUR).await.redis_key(&victim_key);
+    let mut raw = raw_connection(&url).await;
+    let poison = entry(r#"{"choices":[{"message":{"content":"POISONED"}}]}"#);
+
+    // 1. A bare value in the old, unauthenticated layout.
+    let mut bare = vec![0_u8];
+    bare.extend_from_slice(&poison.encode());
+    let _: () = redis::cmd("SET")
+        .arg(&redis_key)
+        .arg(bare)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let answer = send(&mut service, chat())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&answer).contains("POISONED"));
+    assert_eq!(server.stats().requests_total, 1);
+    assert_eq!(victim.stats().rejected, 1);
+
+    // 2. An entry the attacker sealed with their own credential, copied to the victim's key.
+    let attacker = CredentialId::from_api_key(&ApiKey::new("sk-attacker-0000000000"));
+    let attacker_store = store(&url, &prefix, HOUR).await;
+    let attacker_key = CacheKey::for_request(&chat(), &attacker);
+    attacker_store
+        .put_for(attacker_key, &attacker, poison.clone())
+        .await
+        .unwrap();
+    let sealed: Vec<u8> = redis::cmd("GET")
+        .arg(attacker_store.redis_key(&attacker_key))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&redis_key)
+        .arg(sealed)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let answer = send(&mut service, chat())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&answer).contains("POISONED"));
+    assert_eq!(server.stats().requests_total, 2);
+    let stats = victim.stats();
+    assert_eq!((stats.rejected, stats.hits, stats.misses), (2, 0, 2));
+
+    // 3. The victim's own (re-stored) entry still serves it.
+    let hit = send(&mut service, chat()).await.unwrap();
+    assert_eq!(hit.headers()["x-volley-cache"], "hit");
+    assert_eq!(server.stats().requests_total, 2);
+    server.shutdown().await;
+}
+
+/// The failure path, on a Redis of the test's own that it kills mid-run: every request is
+/// still answered (uncached) while Redis is down, and caching resumes once it is back.
+#[tokio::test]
+async fn a_redis_killed_mid_run_leaves_requests_answered_uncached() {
+    let _ = require_redis!();
+    let mut redis = volley_testkit::redis::RedisServer::start(None);
+    let server = mock().await;
+    let options = RedisOptions::new(redis.url()).response_timeout(Duration::from_millis(200));
+    let store = RedisStore::connect(options, HOUR).await.unwrap();
+    let layer = CacheLayer::new(store, credential());
+    let mut service = layer.layer(transport(&server, KEY));
+
+    send(&mut service, chat())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let hit = send(&mut service, chat()).await.unwrap();
+    assert_eq!(hit.headers()["x-volley-cache"], "hit");
+    assert_eq!(server.stats().requests_total, 1);
+
+    redis.kill();
+    for n in 0..5_u64 {
+        let response = send(&mut service, chat())
+            .await
+            .expect("a request goes on when its cache is down");
+        assert!(response.headers().get("x-volley-cache").is_none());
+        response.bytes().await.unwrap();
+        assert_eq!(server.stats().requests_total, 2 + n);
+    }
+    let down = layer.stats();
+    assert_eq!((down.hits, down.misses), (1, 6));
+
+    // Back (empty): the connection comes back on its own and the cache fills again. The
+    // reconnect happens in the background, so allow a bounded number of rounds for it.
+    redis.restart();
+    let mut hit = false;
+    for _ in 0..50 {
+        let response = send(&mut service, chat()).await.unwrap();
+        if response.headers().contains_key("x-volley-cache") {
+            hit = true;
+            break;
+        }
+        response.bytes().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hit, "the cache works again once Redis is back");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn plain_redis_to_a_remote_host_is_refused() {
+    let err = RedisStore::connect(RedisOptions::new("redis://:pw@192.0.2.7:6379"), HOUR)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("refusing plain redis://"), "{err}");
+    assert!(!err.to_string().contains("pw"), "{err}");
 }

@@ -7,21 +7,37 @@ use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
+use http::header::{ACCEPT, CONTENT_TYPE, HOST, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use tower_http::decompression::Decompression;
 use tower_service::Service;
+use volley_core::openai::asks_for_stream;
 use volley_core::{Body, BodyStream, Error, ErrorKind, Request, Response, Timings};
 
 use crate::backend::Backend;
 use crate::body::HyperBodyStream;
 use crate::error;
 use crate::inner::Inner;
+use crate::proxy::Route;
 
 /// Sends `request` with the transport's settings and waits for the response (its head, and
 /// its whole body unless it is an event stream).
 pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response, Error> {
+    // Whether an event stream may answer: the `Accept` header is looked at now (it moves into
+    // the HTTP request), the body only if a stream comes (a clone of `Bytes` copies nothing).
+    let accepts_stream = request.headers().contains_key(ACCEPT) && request.expects_stream();
+    let sent_body = request.body().clone();
+    // A request's own credentials (a tenant's `Authorization`) are scrubbed from error bodies
+    // too; copied only when the request carries any, which plain requests do not.
+    let mut own_secrets = Vec::new();
+    if !request.headers().is_empty() {
+        for (name, value) in request.headers() {
+            if volley_core::headers::is_credential_header(name) {
+                crate::inner::secrets_of(value.as_bytes(), &mut own_secrets);
+            }
+        }
+    }
     let parts = request.into_parts();
     let id = parts.id;
     // The query is left out of messages and logs: some providers take the key there.
@@ -34,12 +50,17 @@ pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response
         )
     };
     let path = inner
-        .path_for(&parts.path)
+        .path_with_body(&parts.path, &parts.body)
         .map_err(|e| Error::new(ErrorKind::InvalidInput, context()).with_source(e))?;
+    let forward = match &*inner.route {
+        Route::Forward(proxy) => Some(proxy),
+        _ => None,
+    };
     let uri = match inner.client {
-        // HTTP/1.1 sends the origin form (`/v1/chat/completions`) with a `Host` header.
-        Backend::Http1(_) => Uri::from(path),
-        Backend::Http2(_) => inner
+        // HTTP/1.1 sends the origin form (`/v1/chat/completions`) with a `Host` header, or
+        // the absolute form to a forward proxy.
+        Backend::Http1(_) if forward.is_none() => Uri::from(path),
+        _ => inner
             .absolute(path)
             .map_err(|e| Error::new(ErrorKind::InvalidInput, context()).with_source(e))?,
     };
@@ -60,6 +81,9 @@ pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response
             headers.insert(name.clone(), value.clone());
         }
     }
+    if let Some(auth) = forward.and_then(|p| p.basic_auth()) {
+        headers.insert(PROXY_AUTHORIZATION, auth.clone());
+    }
     if has_body && !headers.contains_key(CONTENT_TYPE) {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
@@ -75,7 +99,7 @@ pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response
     let response = decompress
         .call(http_request)
         .await
-        .map_err(|e| error::from_send(e, context()))?;
+        .map_err(|e| error::from_send(e, context(), inner.authority.host()))?;
     timings.first_byte = Some(Instant::now());
     let (head, body) = response.into_parts();
 
@@ -85,9 +109,23 @@ pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response
     {
         // Redirects are not followed: that would send the bearer token to another origin.
         let bytes = read_error_body(body, inner.max_error_body_bytes).await;
-        let bytes = inner.scrub_key(bytes);
+        let bytes = inner.scrub(bytes, &own_secrets);
         let retry_after = volley_core::headers::retry_after(&head.headers, SystemTime::now());
         tracing::debug!(request = %id, status = %head.status, "error status");
+        if let Some(proxy) = forward
+            && head.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+        {
+            // The forward proxy refused the request: it never reached the server.
+            let context = format!(
+                "{}: {}",
+                context(),
+                crate::proxy::status_message_for(proxy, head.status)
+            );
+            return Err(
+                Error::from_status(head.status, head.headers, b"", None, context)
+                    .with_request_sent(false),
+            );
+        }
         return Err(Error::from_status(
             head.status,
             head.headers,
@@ -110,19 +148,60 @@ pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response
     }
 
     if is_event_stream(&head.headers) {
+        if !accepts_stream && !asks_for_stream(&sent_body) {
+            // Reading it whole would let the server choose how much memory and time the
+            // request takes; the body is dropped unread, which closes the connection.
+            return Err(Error::new(
+                ErrorKind::BodyDecode,
+                format!(
+                    "{}: the server answered with an event stream (content type \
+                     text/event-stream), but the request did not ask for one (no \
+                     \"stream\": true, no Accept: text/event-stream); refusing to read it",
+                    context()
+                ),
+            ));
+        }
         let stream = HyperBodyStream::new(body, id, inner.display_base.clone());
         return Ok(Response::new(
             head.status,
             head.headers,
-            Body::Stream(BodyStream::new(stream)),
+            Body::Stream(BodyStream::new(stream).with_max_collect_bytes(inner.max_body_bytes)),
             timings,
             id,
         ));
     }
 
-    let bytes = match Limited::new(body, inner.max_body_bytes).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
+    let bytes = read_body(body, &inner, &context).await?;
+    timings.done = Some(Instant::now());
+    Ok(Response::new(
+        head.status,
+        head.headers,
+        Body::Full(bytes),
+        timings,
+        id,
+    ))
+}
+
+/// Reads a successful body whole, within the body limit and the transport's budget of
+/// buffered bytes (after decompression: a small compressed body can expand enormously).
+async fn read_body<B>(
+    body: B,
+    inner: &Inner,
+    context: &(dyn Fn() -> String + Sync),
+) -> Result<Bytes, Error>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<volley_core::BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut held = Held { inner, bytes: 0 };
+    let mut chunks: Vec<Bytes> = Vec::new();
+    while let Some(frame) = body.as_mut().frame().await {
+        let frame = frame.map_err(|e| error::from_body(e.into(), &context()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.len() > inner.max_body_bytes - held.bytes {
             return Err(Error::new(
                 ErrorKind::BodyDecode,
                 format!(
@@ -132,16 +211,61 @@ pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response
                 ),
             ));
         }
-        Err(e) => return Err(error::from_body(e, &context())),
-    };
-    timings.done = Some(Instant::now());
-    Ok(Response::new(
-        head.status,
-        head.headers,
-        Body::Full(bytes),
-        timings,
-        id,
-    ))
+        held.take(data.len(), context)?;
+        chunks.push(data);
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        // One chunk (the usual case for a small body) is handed on without a copy.
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut buf = bytes::BytesMut::with_capacity(held.bytes);
+            for chunk in &chunks {
+                buf.extend_from_slice(chunk);
+            }
+            buf.freeze()
+        }
+    })
+}
+
+/// Bytes of one body counted against [`Inner::max_buffered_bytes`]; given back when dropped
+/// (the body is complete, failed, or its request was cancelled).
+struct Held<'a> {
+    inner: &'a Inner,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    fn take(&mut self, n: usize, context: &(dyn Fn() -> String + Sync)) -> Result<(), Error> {
+        let max = self.inner.max_buffered_bytes;
+        let taken = self
+            .inner
+            .buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                now.checked_add(n).filter(|total| *total <= max)
+            });
+        match taken {
+            Ok(_) => {
+                self.bytes += n;
+                Ok(())
+            }
+            Err(now) => Err(Error::new(
+                ErrorKind::BodyDecode,
+                format!(
+                    "{}: reading this body would take the response bytes buffered by this \
+                     client to more than {max} (now {now}); raise max_buffered_bytes or lower \
+                     the concurrency",
+                    context()
+                ),
+            )),
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.inner.buffered.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// Reads an error body up to `max` bytes, keeping what arrived when it is longer or breaks

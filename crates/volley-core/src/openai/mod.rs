@@ -52,7 +52,9 @@ pub use embeddings::{
 };
 pub use error::{ErrorObject, ErrorResponse};
 pub use models::{Model, ModelList};
-pub use scan::{UsageCounts, UsageScanner, ends_with_done, looks_like_error, usage_in_body};
+pub use scan::{
+    UsageCounts, UsageScanner, asks_for_stream, ends_with_done, looks_like_error, usage_in_body,
+};
 pub use stream::{ChatCompletionChunk, ChunkChoice, Delta};
 pub use usage::Usage;
 

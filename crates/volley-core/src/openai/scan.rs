@@ -245,6 +245,19 @@ fn last_usage_in(lines: &[u8]) -> Option<UsageCounts> {
     usage_in_body(lines)
 }
 
+/// Whether a JSON request body sets `"stream": true` at any depth (white space allowed
+/// around the colon). A cheap look, no parse: a key inside a JSON string is escaped
+/// (`\"stream\"`) and cannot match. A nested `"stream": true` in some other object also reads
+/// as a stream request, which only ever allows a stream, never refuses one.
+pub fn asks_for_stream(body: &[u8]) -> bool {
+    static STREAM_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"stream\""));
+    STREAM_KEY.find_iter(body).any(|at| {
+        let rest = body[at + 8..].trim_ascii_start();
+        rest.strip_prefix(b":")
+            .is_some_and(|value| value.trim_ascii_start().starts_with(b"true"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,12 +85,17 @@ const FILE_NAME: &str = "cache.redb";
 impl DiskStore {
     /// Opens (or creates) the store in directory `dir`, keeping entries for `ttl`.
     ///
+    /// The entries are answers someone paid for, readable by no one else: on Unix the
+    /// directory is created `0700` (an existing one is left as it is) and the database file is
+    /// created, or tightened to, `0600`.
+    ///
     /// This does file I/O on the calling thread: call it at start-up, or from
     /// `spawn_blocking`.
     pub fn open(dir: impl AsRef<Path>, ttl: Duration) -> Result<DiskStore, BoxError> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir)?;
+        private_dir(dir)?;
         let path = dir.join(FILE_NAME);
+        private_file(&path)?;
         let db = Database::create(&path)?;
         let tx = db.begin_write()?;
         tx.open_table(TABLE)?;
@@ -238,6 +243,40 @@ enum Lookup {
     Absent,
 }
 
+/// Creates `dir` (and its parents) readable by the owner only.
+#[cfg(unix)]
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates the database file readable by the owner only, or tightens an existing one.
+#[cfg(unix)]
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(not(unix))]
+fn private_file(_path: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// The expiry (milliseconds since the Unix epoch) a record starts with.
 fn expires(record: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(record.get(..8)?.try_into().ok()?))
@@ -303,6 +342,28 @@ mod tests {
     fn key() -> CacheKey {
         let request = Request::post("/chat/completions", "{}").unwrap();
         CacheKey::for_request(&request, &CredentialId::anonymous())
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn answers_on_disk_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/cache");
+        let store = DiskStore::open(&dir, Duration::from_secs(60)).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(tmp.path().join("a").as_path()), 0o700);
+        assert_eq!(mode(store.path()), 0o600);
+        drop(store);
+        // A database left world-readable by an older version is tightened.
+        let old = tmp.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        let file = old.join(FILE_NAME);
+        std::fs::write(&file, b"").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _ = DiskStore::open(&old, Duration::from_secs(60));
+        assert_eq!(mode(&file), 0o600);
     }
 
     fn entry() -> CachedResponse {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::{RedisWrite, ToRedisArgs, ToSingleRedisArg};
-use volley_core::cache_key::CacheKey;
+use volley_core::cache_key::{CacheKey, CredentialId};
 use volley_core::{BoxError, Error};
 
-use super::store::{CacheStore, CachedResponse, StoreFuture};
+use super::store::{CacheStore, CachedResponse, RejectedEntry, StoreFuture};
 use crate::redis::{RedisConnection, RedisOptions};
 
 /// The default of [`RedisStore::prefix`].
@@ -30,6 +30,14 @@ const TAG_PLAIN: u8 = 0;
 /// The uncompressed length (u32, little-endian), then the `CachedResponse::encode` bytes
 /// compressed as one lz4 block.
 const TAG_LZ4: u8 = 1;
+/// The envelope every value is written in: this byte, a 32-byte BLAKE3 MAC, then a value of
+/// one of the formats above. The MAC covers the Redis key and the value, under a key derived
+/// from the credential (and the store's secret), so an entry written by anyone without them,
+/// or moved to another key, fails authentication. A bare value of the formats above has no
+/// MAC and is refused as well.
+const TAG_AUTHENTICATED: u8 = 2;
+/// The BLAKE3 key-derivation context of the MAC key: versioned, never reused.
+const MAC_CONTEXT: &str = "volley 2026-11 redis cache entry mac v1";
 
 /// Responses kept in Redis, shared by every process (and every machine) that uses the same
 /// server and prefix: a batch split over many workers pays for each identical request once.
@@ -43,6 +51,18 @@ const TAG_LZ4: u8 = 1;
 /// Values larger than [`compress_above`](RedisStore::compress_above) bytes are compressed
 /// with lz4 (when that makes them smaller). Every value starts with a format byte; a value of
 /// an unknown format (written by a later Volley) reads as a miss.
+///
+/// Whoever can write to the Redis must not be able to answer for the provider: every value
+/// carries a MAC (keyed BLAKE3) over its Redis key and its bytes, under a key derived from
+/// the credential of the request (its [`CredentialId`], itself a hash of the API key, the
+/// endpoint and any credential header; never stored) and the store's
+/// [`secret`](RedisStore::secret). A value that does not authenticate (forged, altered,
+/// copied from another key, or written for another credential) is refused with
+/// [`RejectedEntry`]: the cache layer counts it and sends the request on. Without an API key
+/// the credential is public (a hash of the base URL): set a [`secret`](RedisStore::secret)
+/// shared by the processes that may write. Values are authenticated, not encrypted: whoever
+/// can read the Redis can read the answers; keep such a Redis private (TLS, `rediss://`, a
+/// password, network rules).
 ///
 /// Errors are never fatal: a failed or timed-out `GET` is a miss, a failed `SET` leaves the
 /// response unstored, and both are logged by the cache layer. Each command waits at most the
@@ -75,6 +95,7 @@ pub struct RedisStore {
     prefix: Arc<str>,
     ttl: Duration,
     compress_above: usize,
+    secret: Arc<[u8]>,
 }
 
 impl RedisStore {
@@ -96,7 +117,50 @@ impl RedisStore {
             prefix: DEFAULT_PREFIX.into(),
             ttl,
             compress_above: DEFAULT_COMPRESS_ABOVE,
+            secret: Arc::new([]),
         }
+    }
+
+    /// A secret mixed into the key every entry is authenticated with, besides the credential:
+    /// only processes with the same secret read each other's entries. Needed for entries to be
+    /// unforgeable when requests carry no API key (the credential is then a hash of public
+    /// facts); harmless otherwise. Never printed.
+    ///
+    /// Default: none (the credential alone).
+    #[must_use]
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> RedisStore {
+        self.secret = secret.as_ref().into();
+        self
+    }
+
+    /// `command`, failed after the connection's command timeout: while Redis is down the
+    /// connection may hold a command until it has reconnected, and a request must not wait
+    /// for its cache longer than for one command.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        command: impl std::future::Future<Output = ::redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
+        let limit = self.connection.command_timeout();
+        match tokio::time::timeout(limit, command).await {
+            Ok(result) => result.map_err(|e| self.connection.error(what, &e)),
+            Err(_) => Err(Error::new(
+                volley_core::ErrorKind::Timeout,
+                format!(
+                    "{what} (Redis at {}): no answer within {limit:?}",
+                    self.connection.server()
+                ),
+            )),
+        }
+    }
+
+    /// The MAC key of entries for `credential`.
+    fn mac_key(&self, credential: &CredentialId) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_derive_key(MAC_CONTEXT);
+        hasher.update(credential.as_bytes());
+        hasher.update(&(self.secret.len() as u64).to_le_bytes());
+        hasher.update(&self.secret);
+        *hasher.finalize().as_bytes()
     }
 
     /// The first part of every key: `PREFIX:cache:HEX`. Stores with different prefixes never
@@ -131,26 +195,47 @@ impl RedisStore {
 }
 
 impl CacheStore for RedisStore {
+    /// [`get_for`](CacheStore::get_for) the anonymous credential.
     fn get(&self, key: CacheKey) -> StoreFuture<'_, Option<CachedResponse>> {
+        self.get_for(key, &CredentialId::anonymous())
+    }
+
+    /// [`put_for`](CacheStore::put_for) the anonymous credential.
+    fn put(&self, key: CacheKey, value: CachedResponse) -> StoreFuture<'_, ()> {
+        self.put_for(key, &CredentialId::anonymous(), value)
+    }
+
+    fn get_for(
+        &self,
+        key: CacheKey,
+        credential: &CredentialId,
+    ) -> StoreFuture<'_, Option<CachedResponse>> {
+        let mac_key = self.mac_key(credential);
         Box::pin(async move {
             let mut connection = self.connection.clone();
-            let stored: Option<Vec<u8>> = ::redis::cmd("GET")
-                .arg(self.redis_key(&key))
-                .query_async(&mut connection)
-                .await
-                .map_err(|e| self.connection.error("reading a cache entry", &e))?;
+            let redis_key = self.redis_key(&key);
+            let get = ::redis::cmd("GET").arg(&redis_key).clone();
+            let stored: Option<Vec<u8>> = self
+                .bounded("reading a cache entry", get.query_async(&mut connection))
+                .await?;
             let Some(stored) = stored else {
                 return Ok(None);
             };
             if stored.len() <= INLINE_BYTES {
-                decode(&stored)
+                open(&stored, &redis_key, &mac_key)
             } else {
-                tokio::task::spawn_blocking(move || decode(&stored)).await?
+                tokio::task::spawn_blocking(move || open(&stored, &redis_key, &mac_key)).await?
             }
         })
     }
 
-    fn put(&self, key: CacheKey, value: CachedResponse) -> StoreFuture<'_, ()> {
+    fn put_for(
+        &self,
+        key: CacheKey,
+        credential: &CredentialId,
+        value: CachedResponse,
+    ) -> StoreFuture<'_, ()> {
+        let mac_key = self.mac_key(credential);
         Box::pin(async move {
             let ttl = self.ttl.min(super::MAX_TTL);
             // Redis refuses `PX 0`; a store that keeps nothing need not ask.
@@ -159,20 +244,30 @@ impl CacheStore for RedisStore {
                 return Ok(());
             }
             let threshold = self.compress_above;
+            let redis_key = self.redis_key(&key);
+            let seal = move |value: &CachedResponse, redis_key: &str| {
+                let mut stored = encode(value, threshold);
+                stored.mac = Some(mac(&mac_key, redis_key, stored.tag, &stored.bytes));
+                stored
+            };
             let stored = if value.weight() <= INLINE_BYTES {
-                encode(&value, threshold)
+                seal(&value, &redis_key)
             } else {
-                tokio::task::spawn_blocking(move || encode(&value, threshold)).await?
+                let redis_key = redis_key.clone();
+                tokio::task::spawn_blocking(move || seal(&value, &redis_key)).await?
             };
             let mut connection = self.connection.clone();
-            ::redis::cmd("SET")
-                .arg(self.redis_key(&key))
+            let set = ::redis::cmd("SET")
+                .arg(&redis_key)
                 .arg(&stored)
                 .arg("PX")
                 .arg(millis)
-                .query_async::<()>(&mut connection)
-                .await
-                .map_err(|e| self.connection.error("storing a cache entry", &e))?;
+                .clone();
+            self.bounded(
+                "storing a cache entry",
+                set.query_async::<()>(&mut connection),
+            )
+            .await?;
             Ok(())
         })
     }
@@ -185,6 +280,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.prefix)
             .field("ttl", &self.ttl)
             .field("compress_above", &self.compress_above)
+            .field("secret", &(!self.secret.is_empty()).then_some("***"))
             .finish()
     }
 }
@@ -192,6 +288,8 @@ impl fmt::Debug for RedisStore {
 /// A stored value: its format byte, then the bytes. Written into the command's buffer in one
 /// go, without first copying the two parts together.
 struct Stored {
+    /// The MAC of the authenticated envelope; `None` writes the bare value (tests only).
+    mac: Option<[u8; 32]>,
     tag: u8,
     bytes: Vec<u8>,
 }
@@ -204,6 +302,10 @@ impl ToRedisArgs for &Stored {
         use std::io::Write as _;
         let mut writer = out.writer_for_next_arg();
         // Writing to the command's in-memory buffer cannot fail.
+        if let Some(mac) = &self.mac {
+            let _ = writer.write_all(&[TAG_AUTHENTICATED]);
+            let _ = writer.write_all(mac);
+        }
         let _ = writer.write_all(&[self.tag]);
         let _ = writer.write_all(&self.bytes);
     }
@@ -226,15 +328,54 @@ fn encode(value: &CachedResponse, threshold: usize) -> Stored {
         {
             packed.truncate(4 + n);
             return Stored {
+                mac: None,
                 tag: TAG_LZ4,
                 bytes: packed,
             };
         }
     }
     Stored {
+        mac: None,
         tag: TAG_PLAIN,
         bytes: plain,
     }
+}
+
+/// The MAC of a value stored under `redis_key`: keyed BLAKE3 over the key (length-prefixed)
+/// and the value's format byte and bytes.
+fn mac(mac_key: &[u8; 32], redis_key: &str, tag: u8, bytes: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new_keyed(mac_key);
+    hasher.update(&(redis_key.len() as u64).to_le_bytes());
+    hasher.update(redis_key.as_bytes());
+    hasher.update(&[tag]);
+    hasher.update(bytes);
+    *hasher.finalize().as_bytes()
+}
+
+/// Checks the MAC of what Redis returned for `redis_key` and decodes the value inside. A
+/// value without the envelope, or whose MAC does not match, is [`RejectedEntry`]; an envelope
+/// of a later format is a miss.
+fn open(
+    stored: &[u8],
+    redis_key: &str,
+    mac_key: &[u8; 32],
+) -> Result<Option<CachedResponse>, BoxError> {
+    match stored.first() {
+        Some(&TAG_AUTHENTICATED) => {}
+        Some(&(TAG_PLAIN | TAG_LZ4)) | None => return Err(RejectedEntry.into()),
+        Some(_) => return decode(stored),
+    }
+    let Some((claimed, value)) = stored[1..].split_first_chunk::<32>() else {
+        return Err(RejectedEntry.into());
+    };
+    let Some((&tag, bytes)) = value.split_first() else {
+        return Err(RejectedEntry.into());
+    };
+    // `blake3::Hash` compares in constant time.
+    if blake3::Hash::from(mac(mac_key, redis_key, tag, bytes)) != blake3::Hash::from(*claimed) {
+        return Err(RejectedEntry.into());
+    }
+    decode(value)
 }
 
 /// Reads back what [`encode`] stored. An unknown format is a miss; damaged bytes are an error.
@@ -329,6 +470,38 @@ mod tests {
             .collect();
         let stored = encode(&entry(noise), 16);
         assert_eq!(stored.tag, TAG_PLAIN);
+    }
+
+    #[test]
+    fn only_entries_sealed_for_the_same_key_and_credential_open() {
+        let alice = [1u8; 32];
+        let mallory = [2u8; 32];
+        let value = entry(b"{\"answer\":42}".to_vec());
+        let mut stored = encode(&value, 1024);
+        stored.mac = Some(mac(&alice, "p:cache:aa", stored.tag, &stored.bytes));
+        let sealed = sealed_bytes(&stored);
+        assert!(same(open(&sealed, "p:cache:aa", &alice).unwrap(), &value));
+        let rejected = |result: Result<Option<CachedResponse>, BoxError>| {
+            result.is_err_and(|e| e.is::<RejectedEntry>())
+        };
+        // Another credential, another key, a bare value, a flipped bit, a cut MAC.
+        assert!(rejected(open(&sealed, "p:cache:aa", &mallory)));
+        assert!(rejected(open(&sealed, "p:cache:bb", &alice)));
+        assert!(rejected(open(&stored_bytes(&stored), "p:cache:aa", &alice)));
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(rejected(open(&flipped, "p:cache:aa", &alice)));
+        assert!(rejected(open(&sealed[..20], "p:cache:aa", &alice)));
+        assert!(rejected(open(&[], "p:cache:aa", &alice)));
+        // An envelope of a later format is a miss.
+        assert_eq!(open(&[9, 1, 2], "p:cache:aa", &alice).unwrap(), None);
+    }
+
+    fn sealed_bytes(stored: &Stored) -> Vec<u8> {
+        let mut bytes = vec![TAG_AUTHENTICATED];
+        bytes.extend_from_slice(&stored.mac.expect("sealed"));
+        bytes.extend_from_slice(&stored_bytes(stored));
+        bytes
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub struct CacheStats {
     pub misses: u64,
     /// Responses written to the store.
     pub stores: u64,
+    /// Entries the store found but refused: their authentication failed (written by someone
+    /// without this credential, or tampered with). Each is also a miss.
+    pub rejected: u64,
 }
 
 /// The counters one layer and all its services share.
@@ -23,9 +26,11 @@ pub(crate) struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     stores: AtomicU64,
+    rejected: AtomicU64,
     hits_metric: metrics::Counter,
     misses_metric: metrics::Counter,
     stores_metric: metrics::Counter,
+    rejected_metric: metrics::Counter,
 }
 
 impl Counters {
@@ -34,10 +39,17 @@ impl Counters {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             stores: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             hits_metric: metrics::counter!("volley_cache_hits_total"),
             misses_metric: metrics::counter!("volley_cache_misses_total"),
             stores_metric: metrics::counter!("volley_cache_stores_total"),
+            rejected_metric: metrics::counter!("volley_cache_rejected_total"),
         }
+    }
+
+    pub(crate) fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.rejected_metric.increment(1);
     }
 
     pub(crate) fn hit(&self) {
@@ -60,6 +72,7 @@ impl Counters {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             stores: self.stores.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
         }
     }
 }

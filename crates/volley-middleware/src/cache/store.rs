@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, StatusCode};
-use volley_core::cache_key::CacheKey;
+use volley_core::cache_key::{CacheKey, CredentialId};
 use volley_core::{Body, BodyStream, BoxError, RequestId, Response, Timings};
 
 /// The future a [`CacheStore`] returns.
@@ -31,6 +31,38 @@ pub trait CacheStore: Send + Sync {
 
     /// Stores `value` under `key`, replacing any entry there.
     fn put(&self, key: CacheKey, value: CachedResponse) -> StoreFuture<'_, ()>;
+
+    /// [`get`](CacheStore::get) for a request sent with `credential`: what the cache layer
+    /// calls. A store that others can write to (Redis) authenticates its entries with a key
+    /// derived from the credential and fails a read whose entry does not authenticate with
+    /// [`RejectedEntry`], which the layer counts ([`CacheStats::rejected`]) and treats as a
+    /// miss.
+    ///
+    /// Default: [`get`](CacheStore::get), for stores only this process writes to.
+    ///
+    /// [`CacheStats::rejected`]: super::CacheStats::rejected
+    fn get_for(
+        &self,
+        key: CacheKey,
+        credential: &CredentialId,
+    ) -> StoreFuture<'_, Option<CachedResponse>> {
+        let _ = credential;
+        self.get(key)
+    }
+
+    /// [`put`](CacheStore::put) for a request sent with `credential` (see
+    /// [`get_for`](CacheStore::get_for)).
+    ///
+    /// Default: [`put`](CacheStore::put).
+    fn put_for(
+        &self,
+        key: CacheKey,
+        credential: &CredentialId,
+        value: CachedResponse,
+    ) -> StoreFuture<'_, ()> {
+        let _ = credential;
+        self.put(key, value)
+    }
 }
 
 impl<T: CacheStore + ?Sized> CacheStore for Arc<T> {
@@ -41,7 +73,40 @@ impl<T: CacheStore + ?Sized> CacheStore for Arc<T> {
     fn put(&self, key: CacheKey, value: CachedResponse) -> StoreFuture<'_, ()> {
         (**self).put(key, value)
     }
+
+    fn get_for(
+        &self,
+        key: CacheKey,
+        credential: &CredentialId,
+    ) -> StoreFuture<'_, Option<CachedResponse>> {
+        (**self).get_for(key, credential)
+    }
+
+    fn put_for(
+        &self,
+        key: CacheKey,
+        credential: &CredentialId,
+        value: CachedResponse,
+    ) -> StoreFuture<'_, ()> {
+        (**self).put_for(key, credential, value)
+    }
 }
+
+/// The error of a store read whose entry failed authentication (see
+/// [`CacheStore::get_for`]): written by someone without the credential, moved from another
+/// key, or tampered with. The cache layer counts it and answers as for a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejectedEntry;
+
+impl fmt::Display for RejectedEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "a cache entry failed authentication (written without this credential, or altered)",
+        )
+    }
+}
+
+impl std::error::Error for RejectedEntry {}
 
 /// A response as the cache keeps it: status, the headers worth replaying, the whole body,
 /// when it was made, and whether it was a stream.

@@ -88,11 +88,5 @@ fn wrap_body(stream: BodyStream, id: RequestId, limits: &Limits, start: Instant)
     let total = limits
         .stream_total
         .map(|limit| (deadline(start, limit), limit));
-    BodyStream::new(TimeoutBody::new(
-        stream,
-        id,
-        first_chunk,
-        limits.idle,
-        total,
-    ))
+    stream.wrap(|s| TimeoutBody::new(s, id, first_chunk, limits.idle, total))
 }
