@@ -104,6 +104,10 @@ impl Policy {
     ) -> Result<(Duration, bool), Error> {
         let config = &*self.config;
         let attempt = tally.attempt;
+        if config.max_retries == 0 {
+            // Retry is off, rate signals included: the layer keeps no copy to retry with.
+            return Err(error);
+        }
         let decision = (config.classifier)(&error, attempt);
         let rate = is_rate_signal(&error);
         let wait = match decision {
@@ -232,7 +236,8 @@ impl PolicyBuilder {
         }
     }
 
-    /// The most retries after the first attempt; 0 disables retrying (and the budget).
+    /// The most retries after the first attempt; 0 disables retrying altogether (rate
+    /// signals, which otherwise do not count toward this number, included) and the budget.
     ///
     /// Default 3, as async-openai (openai-python uses 2). Full jitter waits half the
     /// exponential ceiling on average, so three retries back off for 1.75 s in expectation

@@ -261,6 +261,23 @@ async fn rate_signals_do_not_use_up_the_retries() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn zero_retries_turns_off_the_retry_of_rate_signals_too() {
+    // With retry off the layer keeps no service or request copy to retry with: a 429 or a
+    // 529 is the answer, never a second attempt (nor a panic for want of a service).
+    for code in [429, 529] {
+        let mock = Mock::new(move |n| match n {
+            1 => Err(status(code)),
+            _ => ok(),
+        });
+        let err = run(&mock, quick().max_retries(0).build().unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status().map(|s| s.as_u16()), Some(code));
+        assert_eq!(mock.calls(), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn rate_signals_draw_nothing_from_the_budget() {
     // A budget that allows no retry at all still lets rate signals through.
     let policy = quick()
