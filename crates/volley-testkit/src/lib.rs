@@ -2,4 +2,7 @@
 //! against the same outside services. A dev-dependency only; never published.
 #![deny(missing_docs)]
 
+pub mod proxy;
 pub mod redis;
+pub mod socks;
+pub mod tls;

@@ -10,14 +10,15 @@ use std::task::{Context, Poll};
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use tower_service::Service;
 
+use crate::proxy::Dial;
 use crate::stats::Counters;
 
 /// The connector both pools open connections with: TCP (counted), then TLS when the scheme
 /// asks for it.
-pub(crate) type Connector = HttpsConnector<Counting<HttpConnector>>;
+pub(crate) type Connector = HttpsConnector<Counting<Dial>>;
 
 /// Wraps a connector so that every connection it opens is counted, and counted again when it
 /// is dropped (closed).
@@ -25,11 +26,17 @@ pub(crate) type Connector = HttpsConnector<Counting<HttpConnector>>;
 pub(crate) struct Counting<C> {
     inner: C,
     counters: Arc<Counters>,
+    /// Connections go to a forward proxy (requests in absolute form).
+    proxied: bool,
 }
 
 impl<C> Counting<C> {
-    pub(crate) fn new(inner: C, counters: Arc<Counters>) -> Counting<C> {
-        Counting { inner, counters }
+    pub(crate) fn new(inner: C, counters: Arc<Counters>, proxied: bool) -> Counting<C> {
+        Counting {
+            inner,
+            counters,
+            proxied,
+        }
     }
 }
 
@@ -49,11 +56,16 @@ where
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connecting = self.inner.call(uri);
         let counters = self.counters.clone();
+        let proxied = self.proxied;
         // Boxed once per new connection, never per request.
         Box::pin(async move {
             let io = connecting.await?;
             counters.opened.fetch_add(1, Ordering::Relaxed);
-            Ok(Counted { io, counters })
+            Ok(Counted {
+                io,
+                counters,
+                proxied,
+            })
         })
     }
 }
@@ -62,6 +74,7 @@ where
 pub(crate) struct Counted<T> {
     io: T,
     counters: Arc<Counters>,
+    proxied: bool,
 }
 
 impl<T> Drop for Counted<T> {
@@ -72,7 +85,8 @@ impl<T> Drop for Counted<T> {
 
 impl<T: Connection> Connection for Counted<T> {
     fn connected(&self) -> Connected {
-        self.io.connected()
+        // hyper-util's pool keeps absolute-form request targets on proxied connections.
+        self.io.connected().proxy(self.proxied)
     }
 }
 

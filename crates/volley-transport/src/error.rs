@@ -4,6 +4,8 @@ use std::error::Error as StdError;
 
 use volley_core::{BoxError, Error, ErrorKind};
 
+use crate::proxy::ProxyError;
+
 /// What went wrong before a response head arrived.
 #[derive(Debug)]
 pub(crate) enum SendError {
@@ -21,20 +23,77 @@ pub(crate) enum SendError {
 ///
 /// The error that caused it becomes the source as it is, with no [`SendError`] layer between:
 /// that layer's text would only repeat its cause's (`tcp connect error: tcp connect error`).
-pub(crate) fn from_send(err: SendError, context: String) -> Error {
+pub(crate) fn from_send(err: SendError, context: String, host: &str) -> Error {
     match err {
-        SendError::Http2(err) => from_http2(err, context),
+        SendError::Http2(err) => {
+            if err.is_connect()
+                && let Some(error) = connect_failure(&err, &context, host)
+            {
+                return error.with_source(err);
+            }
+            from_http2(err, context)
+        }
         SendError::Connect(err) => {
-            if chain_has_tls_error(err.as_ref()) {
-                Error::new(ErrorKind::Tls, format!("{context}: TLS handshake failed"))
-                    .with_source(err)
+            if let Some(error) = connect_failure(err.as_ref(), &context, host) {
+                error.with_source(err)
             } else {
                 Error::new(ErrorKind::Connect, format!("{context}: could not connect"))
                     .with_source(err)
             }
         }
+        // With TLS 1.3 a server checks the client's certificate after the client's handshake
+        // is done, so its refusal arrives as the answer to the first request.
+        SendError::NotSent(err) | SendError::Sent(err) if find::<rustls::Error>(&err).is_some() => {
+            match connect_failure(&err, &context, host) {
+                Some(error) => error.with_source(err),
+                None => connection_failed(err, true, context),
+            }
+        }
         SendError::NotSent(err) => connection_failed(err, false, context),
         SendError::Sent(err) => connection_failed(err, true, context),
+    }
+}
+
+/// A connection that could not be opened because of the proxy or TLS: the error that says
+/// so, naming the proxy (never its password) or the host and what to do about it.
+fn connect_failure(err: &(dyn StdError + 'static), context: &str, host: &str) -> Option<Error> {
+    if let Some(tls) = find::<rustls::Error>(err) {
+        // The rustls error itself is the source; the message says what it means, once.
+        let message = match tls_advice(tls) {
+            Some(advice) => format!("{context}: TLS handshake with {host} failed: {advice}"),
+            None => format!("{context}: TLS handshake with {host} failed"),
+        };
+        return Some(Error::new(ErrorKind::Tls, message));
+    }
+    find::<ProxyError>(err).map(|proxy| proxy.to_error(context))
+}
+
+/// What a TLS failure means for the user, and what to do about it, when there is more to say
+/// than rustls's own message (which the error's source carries).
+fn tls_advice(err: &rustls::Error) -> Option<&'static str> {
+    use rustls::{AlertDescription, CertificateError};
+    match err {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => Some(
+            "its certificate is not signed by a trusted certificate authority. If the server \
+             uses a private or corporate CA, trust that CA's certificate with --ca-cert PATH \
+             (or SSL_CERT_FILE; in the library, tls_ca_file). Verification stays on",
+        ),
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => Some("its certificate is not valid for this host name"),
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => Some("its certificate has expired"),
+        rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired
+            | AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::HandshakeFailure,
+        ) => Some(
+            "the server refused the handshake; if it requires a client certificate (mutual \
+             TLS), give one with --client-cert and --client-key",
+        ),
+        _ => None,
     }
 }
 

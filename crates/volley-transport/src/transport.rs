@@ -60,6 +60,8 @@ impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport")
             .field("base_url", &self.inner.display_base)
+            // Shown as `http://***@host:port`: never the password.
+            .field("proxy", &self.inner.route.proxy().map(|p| p.display()))
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }

@@ -1,0 +1,909 @@
+//! HTTP and SOCKS5 proxies: which proxy (if any) a transport's one origin goes through, by
+//! curl's rules, and the connector that dials through it.
+//!
+//! - **Choice.** An explicit proxy ([`Builder::proxy`](crate::Builder::proxy)) wins over the
+//!   environment. Otherwise, as curl: `https_proxy`/`HTTPS_PROXY` for `https://` targets,
+//!   `http_proxy`/`HTTP_PROXY` for `http://` targets (the upper-case name is ignored in a CGI
+//!   process, where `REQUEST_METHOD` is set: the "httpoxy" rule), and `all_proxy`/`ALL_PROXY`
+//!   for both when the scheme's own variable is unset; the lower-case name wins when both are
+//!   set, an empty value counts as unset. `no_proxy`/`NO_PROXY` (or
+//!   [`Builder::no_proxy`](crate::Builder::no_proxy)) lists hosts reached directly, matched
+//!   with hyper-util's implementation of curl's rules (`*`, domains with their subdomains, IP
+//!   addresses and CIDR ranges). The environment is read once per process.
+//! - **Proxy URLs** as curl reads them: `[scheme://][user[:password]@]host[:port]`; no scheme
+//!   means `http://`, no port means 1080; the user and password are percent-decoded, and a
+//!   password may hold `@`, `/`, `?` or `#` unencoded. An unusable proxy URL is an error at
+//!   build time, never a silent direct connection.
+//! - **Dialing.** An `https://` target goes through an HTTP `CONNECT` tunnel, with TLS end to
+//!   end inside it; a plain `http://` target is sent to the proxy in absolute form (with
+//!   `Proxy-Authorization`), except with HTTP/2 prior knowledge, which tunnels too (a forward
+//!   proxy does not speak h2c). `socks5://` resolves the target's name here, `socks5h://` lets
+//!   the proxy resolve it.
+//! - **Secrets.** The proxy is only ever shown through
+//!   [`volley_core::redact::redact_url`]; its `Proxy-Authorization` value is marked sensitive.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::SocksV5;
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tower_service::Service;
+use volley_core::redact::redact_url;
+use volley_core::{BoxError, Error, ErrorKind};
+
+/// The proxy settings of a builder.
+#[derive(Clone, Default)]
+pub(crate) struct ProxySettings {
+    /// [`Builder::proxy`](crate::Builder::proxy): `Some("")` means "no proxy".
+    pub(crate) proxy: Option<String>,
+    /// [`Builder::no_proxy`](crate::Builder::no_proxy).
+    pub(crate) no_proxy: Option<String>,
+    /// [`Builder::proxy_env`](crate::Builder::proxy_env) turned off.
+    pub(crate) ignore_env: bool,
+}
+
+impl fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxySettings")
+            .field("proxy", &self.proxy.as_deref().map(redact_url))
+            .field("no_proxy", &self.no_proxy)
+            .field("env", &!self.ignore_env)
+            .finish()
+    }
+}
+
+/// A parsed proxy URL.
+#[derive(Clone)]
+pub(crate) struct ProxyUrl {
+    kind: ProxyKind,
+    /// `scheme://host:port/`: what the TCP connector dials.
+    uri: Uri,
+    /// The URL as shown: `scheme://***@host:port` (see `redact_url`).
+    display: Arc<str>,
+    /// The decoded user name and password.
+    credentials: Option<(String, String)>,
+    /// `Basic base64(user:password)`, marked sensitive.
+    basic: Option<HeaderValue>,
+    /// Where the URL came from, for messages: `HTTPS_PROXY`, or the proxy setting.
+    source: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProxyKind {
+    Http,
+    /// `socks5h://` when the proxy resolves the target's name.
+    Socks5 {
+        remote_dns: bool,
+    },
+}
+
+impl fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyUrl")
+            .field("url", &self.display)
+            .field("from", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyUrl {
+    /// Parses a proxy URL the way curl reads one. `source` names where it came from.
+    pub(crate) fn parse(raw: &str, source: &'static str) -> Result<ProxyUrl, Error> {
+        let raw = raw.trim();
+        let shown = redact_url(raw);
+        let bad = |why: &str| {
+            Error::new(
+                ErrorKind::Config,
+                format!("{source}: the proxy URL {shown} {why}"),
+            )
+        };
+        let (scheme, rest) = match raw.split_once("://") {
+            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+            None => ("http".to_owned(), raw),
+        };
+        let kind = match scheme.as_str() {
+            "http" => ProxyKind::Http,
+            "socks5" => ProxyKind::Socks5 { remote_dns: false },
+            "socks5h" => ProxyKind::Socks5 { remote_dns: true },
+            "https" => {
+                return Err(bad(
+                    "asks for TLS to the proxy (https://), which Volley does not support; use \
+                     http:// (requests to https:// servers are still encrypted end to end)",
+                ));
+            }
+            "socks4" | "socks4a" => {
+                return Err(bad(
+                    "is SOCKS4, which Volley does not support; use socks5://",
+                ));
+            }
+            _ => return Err(bad("has a scheme other than http, socks5 or socks5h")),
+        };
+        // The user information ends at the last `@`, so an unencoded `@`, `/`, `?` or `#` in
+        // a password stays in the password.
+        let (userinfo, location) = match rest.rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        let authority = location.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.is_empty() {
+            return Err(bad("has no host"));
+        }
+        let authority: http::uri::Authority = authority
+            .parse()
+            .map_err(|_| bad("does not have a valid host and port"))?;
+        let explicit_port = authority
+            .as_str()
+            .rsplit_once(':')
+            .map(|(_, port)| port)
+            .filter(|port| !port.contains(']'));
+        let port = match explicit_port {
+            Some(port) => port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("does not have a valid port"))?,
+            None => 1080,
+        };
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(format!("{}:{port}", authority.host()))
+            .path_and_query("/")
+            .build()
+            .map_err(|_| bad("does not have a valid host and port"))?;
+        let credentials = userinfo.map(|info| {
+            let (user, password) = info.split_once(':').unwrap_or((info, ""));
+            (percent_decode(user), percent_decode(password))
+        });
+        let basic = credentials
+            .as_ref()
+            .map(|(user, password)| {
+                let mut value = HeaderValue::try_from(format!(
+                    "Basic {}",
+                    base64(&format!("{user}:{password}"))
+                ))
+                .map_err(|_| bad("has credentials that cannot be sent"))?;
+                value.set_sensitive(true);
+                Ok::<_, Error>(value)
+            })
+            .transpose()?;
+        let display = format!(
+            "{scheme}://{}{}:{port}",
+            if userinfo.is_some() { "***@" } else { "" },
+            authority.host()
+        );
+        Ok(ProxyUrl {
+            kind,
+            uri,
+            display: display.into(),
+            credentials,
+            basic,
+            source,
+        })
+    }
+
+    /// The proxy as it may be shown: `http://***@host:port`.
+    pub(crate) fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// Whether this is an HTTP proxy (not SOCKS).
+    pub(crate) fn is_http(&self) -> bool {
+        self.kind == ProxyKind::Http
+    }
+
+    /// The `Proxy-Authorization` value, when the URL carries credentials.
+    pub(crate) fn basic_auth(&self) -> Option<&HeaderValue> {
+        self.basic.as_ref()
+    }
+}
+
+/// The proxy variables of the environment, read once per process.
+#[derive(Clone, Debug, Default)]
+struct ProxyEnv {
+    http: Option<(&'static str, String)>,
+    https: Option<(&'static str, String)>,
+    all: Option<(&'static str, String)>,
+    no: Option<(&'static str, String)>,
+}
+
+impl ProxyEnv {
+    fn read(var: impl Fn(&str) -> Option<String>) -> ProxyEnv {
+        let first = |names: &[&'static str]| {
+            names.iter().find_map(|name| {
+                var(name)
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| (*name, v))
+            })
+        };
+        let cgi = var("REQUEST_METHOD").is_some();
+        ProxyEnv {
+            http: if cgi {
+                first(&["http_proxy"])
+            } else {
+                first(&["http_proxy", "HTTP_PROXY"])
+            },
+            https: first(&["https_proxy", "HTTPS_PROXY"]),
+            all: first(&["all_proxy", "ALL_PROXY"]),
+            no: first(&["no_proxy", "NO_PROXY"]),
+        }
+    }
+
+    fn process() -> &'static ProxyEnv {
+        static ENV: OnceLock<ProxyEnv> = OnceLock::new();
+        ENV.get_or_init(|| ProxyEnv::read(|name| std::env::var(name).ok()))
+    }
+}
+
+/// The proxy the origin `scheme://host` is reached through, if any.
+pub(crate) fn choose(
+    settings: &ProxySettings,
+    scheme: &Scheme,
+    authority: &http::uri::Authority,
+) -> Result<Option<ProxyUrl>, Error> {
+    let env = if settings.ignore_env {
+        &ProxyEnv::default()
+    } else {
+        ProxyEnv::process()
+    };
+    choose_with(settings, env, scheme, authority)
+}
+
+fn choose_with(
+    settings: &ProxySettings,
+    env: &ProxyEnv,
+    scheme: &Scheme,
+    authority: &http::uri::Authority,
+) -> Result<Option<ProxyUrl>, Error> {
+    let (source, raw) = match &settings.proxy {
+        Some(url) if url.trim().is_empty() => return Ok(None),
+        Some(url) => ("the proxy setting", url.as_str()),
+        None => {
+            let own = if *scheme == Scheme::HTTPS {
+                &env.https
+            } else {
+                &env.http
+            };
+            match own.as_ref().or(env.all.as_ref()) {
+                Some((name, value)) => (*name, value.as_str()),
+                None => return Ok(None),
+            }
+        }
+    };
+    // Parsed before NO_PROXY is consulted: a broken proxy setting is reported even when this
+    // origin would bypass it.
+    let proxy = ProxyUrl::parse(raw, source)?;
+    let no_proxy = settings
+        .no_proxy
+        .as_deref()
+        .or(env.no.as_ref().map(|(_, v)| v.as_str()));
+    if let Some(list) = no_proxy
+        && bypasses(list, scheme, authority)
+    {
+        return Ok(None);
+    }
+    Ok(Some(proxy))
+}
+
+/// Whether a `NO_PROXY` list names this origin, by hyper-util's matcher (curl's rules).
+fn bypasses(list: &str, scheme: &Scheme, authority: &http::uri::Authority) -> bool {
+    // curl: `*` alone matches every host. hyper-util applies it to names only, not to IP
+    // addresses.
+    if list.split(',').any(|entry| entry.trim() == "*") {
+        return true;
+    }
+    let Ok(dst) = Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+    else {
+        return false;
+    };
+    // Any proxy will do: only whether the list lets it intercept matters.
+    Matcher::builder()
+        .all("http://proxy.invalid:1")
+        .no(list)
+        .build()
+        .intercept(&dst)
+        .is_none()
+}
+
+/// How connections to the origin are opened.
+#[derive(Clone, Debug)]
+pub(crate) enum Route {
+    Direct,
+    /// Plain HTTP requests sent to the proxy in absolute form.
+    Forward(ProxyUrl),
+    /// An HTTP `CONNECT` tunnel.
+    Tunnel(ProxyUrl),
+    Socks(ProxyUrl),
+}
+
+impl Route {
+    pub(crate) fn new(proxy: Option<ProxyUrl>, scheme: &Scheme, h2c: bool) -> Route {
+        match proxy {
+            None => Route::Direct,
+            Some(p) if !p.is_http() => Route::Socks(p),
+            Some(p) if *scheme == Scheme::HTTP && !h2c => Route::Forward(p),
+            Some(p) => Route::Tunnel(p),
+        }
+    }
+
+    /// The proxy, when there is one.
+    pub(crate) fn proxy(&self) -> Option<&ProxyUrl> {
+        match self {
+            Route::Direct => None,
+            Route::Forward(p) | Route::Tunnel(p) | Route::Socks(p) => Some(p),
+        }
+    }
+}
+
+/// Opens TCP connections along a [`Route`]: to the origin, to the proxy, or to the proxy and
+/// then through a tunnel to the origin.
+#[derive(Clone)]
+pub(crate) struct Dial {
+    http: HttpConnector,
+    route: Arc<Route>,
+    /// Bounds the proxy's handshake as the TCP connect is bounded.
+    handshake_timeout: Option<Duration>,
+}
+
+impl Dial {
+    pub(crate) fn new(
+        http: HttpConnector,
+        route: Arc<Route>,
+        handshake_timeout: Option<Duration>,
+    ) -> Dial {
+        Dial {
+            http,
+            route,
+            handshake_timeout,
+        }
+    }
+}
+
+type DialFuture = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send>>;
+
+impl Service<Uri> for Dial {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = DialFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> DialFuture {
+        let route = self.route.clone();
+        let mut http = self.http.clone();
+        let limit = self.handshake_timeout;
+        // Boxed once per new connection, never per request.
+        Box::pin(async move {
+            match &*route {
+                Route::Direct => Ok(http.call(dst).await?),
+                Route::Forward(proxy) => reach(&mut http, proxy).await,
+                Route::Tunnel(proxy) => {
+                    let io = reach(&mut http, proxy).await?;
+                    let handshake = connect_tunnel(io, &dst, proxy);
+                    Ok(bounded(limit, proxy, handshake).await?)
+                }
+                Route::Socks(proxy) => bounded(limit, proxy, socks(http, proxy, dst)).await,
+            }
+        })
+    }
+}
+
+/// A TCP connection to the proxy itself.
+async fn reach(http: &mut HttpConnector, proxy: &ProxyUrl) -> Result<TokioIo<TcpStream>, BoxError> {
+    http.call(proxy.uri.clone()).await.map_err(|e| {
+        ProxyError::new(proxy, Failure::Unreachable)
+            .with_source(e)
+            .into()
+    })
+}
+
+async fn bounded<T>(
+    limit: Option<Duration>,
+    proxy: &ProxyUrl,
+    handshake: impl Future<Output = Result<T, BoxError>>,
+) -> Result<T, BoxError> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, handshake)
+            .await
+            .unwrap_or_else(|_| Err(ProxyError::new(proxy, Failure::TimedOut).into())),
+        None => handshake.await,
+    }
+}
+
+/// The most bytes of a proxy's answer to `CONNECT` read before giving up on it.
+const MAX_CONNECT_RESPONSE: usize = 16 * 1024;
+
+/// Asks the proxy for a tunnel to `dst` and reads its answer.
+async fn connect_tunnel(
+    io: TokioIo<TcpStream>,
+    dst: &Uri,
+    proxy: &ProxyUrl,
+) -> Result<TokioIo<TcpStream>, BoxError> {
+    let fail = |failure| -> BoxError { ProxyError::new(proxy, failure).into() };
+    let host = dst
+        .host()
+        .ok_or_else(|| fail(Failure::Protocol("no target host")))?;
+    let port = dst.port_u16().unwrap_or(match dst.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    let mut stream = io.into_inner();
+    let mut request = format!(
+        "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: volley/{}\r\n",
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes();
+    if let Some(auth) = proxy.basic_auth() {
+        request.extend_from_slice(b"Proxy-Authorization: ");
+        request.extend_from_slice(auth.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    stream
+        .write_all(&request)
+        .await
+        .map_err(|e| ProxyError::new(proxy, Failure::Broken).with_source(e))?;
+
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    let header_end = loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|e| ProxyError::new(proxy, Failure::Broken).with_source(e))?;
+        if n == 0 {
+            return Err(fail(Failure::Closed));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
+            break end + 4;
+        }
+        if buf.len() > MAX_CONNECT_RESPONSE {
+            return Err(fail(Failure::Protocol("its answer to CONNECT is too long")));
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(&buf[..header_end]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(fail(Failure::Protocol("its answer to CONNECT is not HTTP"))),
+    }
+    let status = response
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or_else(|| {
+            fail(Failure::Protocol(
+                "its answer to CONNECT has no valid status",
+            ))
+        })?;
+    if !status.is_success() {
+        let mut map = HeaderMap::new();
+        for header in response.headers.iter() {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(header.name.as_bytes()),
+                HeaderValue::from_bytes(header.value),
+            ) {
+                map.append(name, value);
+            }
+        }
+        return Err(fail(Failure::Status(status, map)));
+    }
+    if buf.len() > header_end {
+        // The client speaks first in a tunnel (TLS, or the h2c preface): bytes here would be
+        // lost or misread.
+        return Err(fail(Failure::Protocol(
+            "it sent data through the tunnel before it was used",
+        )));
+    }
+    Ok(TokioIo::new(stream))
+}
+
+/// Through a SOCKS5 proxy. With `socks5://` the target's name is resolved here (by tokio, off
+/// the runtime threads), with `socks5h://` by the proxy.
+async fn socks(
+    http: HttpConnector,
+    proxy: &ProxyUrl,
+    dst: Uri,
+) -> Result<TokioIo<TcpStream>, BoxError> {
+    let fail = |failure| -> BoxError { ProxyError::new(proxy, failure).into() };
+    let ProxyKind::Socks5 { remote_dns } = proxy.kind else {
+        return Err(fail(Failure::Protocol("not a SOCKS proxy")));
+    };
+    let host = dst
+        .host()
+        .ok_or_else(|| fail(Failure::Protocol("no target host")))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = dst.port_u16().unwrap_or(match dst.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    let target = if remote_dns || host.parse::<std::net::IpAddr>().is_ok() {
+        dst
+    } else {
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| fail(Failure::Resolve))?;
+        Uri::builder()
+            .scheme(dst.scheme().cloned().unwrap_or(Scheme::HTTP))
+            .authority(addr.to_string())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| ProxyError::new(proxy, Failure::Resolve).with_source(e))?
+    };
+    let mut connector = SocksV5::new(proxy.uri.clone(), http).local_dns(false);
+    if let Some((user, password)) = &proxy.credentials {
+        connector = connector.with_auth(user.clone(), password.clone());
+    }
+    connector.call(target).await.map_err(|e| {
+        // hyper-util's SOCKS error types are private: its messages are what there is
+        // ("credentials not accepted", "authentication method mismatch").
+        let text = e.to_string();
+        let failure = if text.contains("credentials") || text.contains("auth") {
+            Failure::SocksAuth
+        } else {
+            Failure::Socks
+        };
+        ProxyError::new(proxy, failure).with_source(e).into()
+    })
+}
+
+/// A connection through a proxy failed. The proxy is named as `redact_url` shows it.
+#[derive(Debug)]
+pub(crate) struct ProxyError {
+    proxy: Arc<str>,
+    source_name: &'static str,
+    has_credentials: bool,
+    failure: Failure,
+    source: Option<BoxError>,
+}
+
+#[derive(Debug)]
+enum Failure {
+    Unreachable,
+    TimedOut,
+    Broken,
+    Closed,
+    Resolve,
+    Protocol(&'static str),
+    Status(StatusCode, HeaderMap),
+    Socks,
+    SocksAuth,
+}
+
+impl ProxyError {
+    fn new(proxy: &ProxyUrl, failure: Failure) -> ProxyError {
+        ProxyError {
+            proxy: proxy.display.clone(),
+            source_name: proxy.source,
+            has_credentials: proxy.credentials.is_some(),
+            failure,
+            source: None,
+        }
+    }
+
+    fn with_source(mut self, source: impl Into<BoxError>) -> ProxyError {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The Volley error for a request that failed here; `context` says which request.
+    pub(crate) fn to_error(&self, context: &str) -> Error {
+        match &self.failure {
+            Failure::Status(status, headers) => {
+                let context = format!("{context}: {}", status_message(self, *status));
+                // A refusal of the tunnel is the proxy's answer: nothing reached the server.
+                Error::from_status(*status, headers.clone(), b"", None, context)
+                    .with_request_sent(false)
+            }
+            Failure::SocksAuth => Error::new(ErrorKind::Connect, format!("{context}: {self}"))
+                .with_request_sent(false),
+            _ => Error::new(ErrorKind::Connect, format!("{context}: {self}")),
+        }
+    }
+}
+
+/// What a proxy's refusal of a request means, naming the proxy (never its password).
+pub(crate) fn status_message_for(proxy: &ProxyUrl, status: StatusCode) -> String {
+    status_message(&ProxyError::new(proxy, Failure::Closed), status)
+}
+
+fn status_message(e: &ProxyError, status: StatusCode) -> String {
+    let proxy = &e.proxy;
+    let from = e.source_name;
+    // Some proxies (tinyproxy) refuse a CONNECT with 401 rather than 407: either way it is the
+    // proxy's answer, since nothing reached the server.
+    if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED || status == StatusCode::UNAUTHORIZED {
+        if e.has_credentials {
+            format!(
+                "the proxy {proxy} (from {from}) rejected the user name and password in its URL"
+            )
+        } else {
+            format!(
+                "the proxy {proxy} (from {from}) requires authentication: put \
+                 user:password@ in the proxy URL"
+            )
+        }
+    } else {
+        format!("the proxy {proxy} (from {from}) refused the request")
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proxy = &self.proxy;
+        let from = self.source_name;
+        match &self.failure {
+            Failure::Unreachable => {
+                write!(f, "could not connect to the proxy {proxy} (from {from})")
+            }
+            Failure::TimedOut => write!(
+                f,
+                "the proxy {proxy} (from {from}) did not complete its handshake within the \
+                 connect timeout"
+            ),
+            Failure::Broken => write!(
+                f,
+                "the connection to the proxy {proxy} (from {from}) failed"
+            ),
+            Failure::Closed => write!(
+                f,
+                "the proxy {proxy} (from {from}) closed the connection without answering"
+            ),
+            Failure::Resolve => write!(
+                f,
+                "could not resolve the target's address for the SOCKS proxy {proxy} (from {from})"
+            ),
+            Failure::Protocol(what) => {
+                write!(f, "the proxy {proxy} (from {from}) misbehaved: {what}")
+            }
+            Failure::Status(status, _) => {
+                write!(f, "{}: HTTP {status}", status_message(self, *status))
+            }
+            Failure::Socks => write!(f, "the SOCKS5 proxy {proxy} (from {from}) failed"),
+            Failure::SocksAuth => write!(
+                f,
+                "the SOCKS5 proxy {proxy} (from {from}) rejected the user name and password in \
+                 its URL"
+            ),
+        }
+    }
+}
+
+impl StdError for ProxyError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            // Two hex digits make one byte: hi and lo are below 16.
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base64(input: &str) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = input.as_bytes();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> ProxyEnv {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ProxyEnv::read(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    fn pick(settings: &ProxySettings, env: &ProxyEnv, url: &str) -> Option<String> {
+        let uri: Uri = url.parse().unwrap();
+        choose_with(
+            settings,
+            env,
+            uri.scheme().unwrap(),
+            uri.authority().unwrap(),
+        )
+        .unwrap()
+        .map(|p| format!("{} from {}", p.display(), p.source))
+    }
+
+    #[test]
+    fn proxy_urls_are_read_as_curl_reads_them() {
+        let p = ProxyUrl::parse("proxy.corp:3128", "x").unwrap();
+        assert_eq!(p.display(), "http://proxy.corp:3128");
+        assert_eq!(p.uri, "http://proxy.corp:3128/");
+        let p = ProxyUrl::parse("http://proxy.corp", "x").unwrap();
+        assert_eq!(p.uri.port_u16(), Some(1080), "curl's default proxy port");
+        let p = ProxyUrl::parse("http://us%40er:p%3Ass@[::1]:8080/", "x").unwrap();
+        assert_eq!(p.display(), "http://***@[::1]:8080");
+        assert_eq!(p.credentials, Some(("us@er".to_owned(), "p:ss".to_owned())));
+        // An unencoded password with URL delimiters stays whole.
+        let p = ProxyUrl::parse("http://u:p@ss/w?rd#1@127.0.0.1:3128", "x").unwrap();
+        assert_eq!(p.credentials.as_ref().unwrap().1, "p@ss/w?rd#1");
+        assert_eq!(p.uri, "http://127.0.0.1:3128/");
+        let auth = p.basic_auth().unwrap();
+        assert!(auth.is_sensitive());
+        assert_eq!(auth, &format!("Basic {}", base64("u:p@ss/w?rd#1")));
+        assert_eq!(base64("Aladdin:opensesame"), "QWxhZGRpbjpvcGVuc2VzYW1l");
+        assert_eq!(base64("a"), "YQ==");
+        assert_eq!(base64("ab"), "YWI=");
+        let p = ProxyUrl::parse("SOCKS5H://127.0.0.1:1080", "x").unwrap();
+        assert_eq!(p.kind, ProxyKind::Socks5 { remote_dns: true });
+    }
+
+    #[test]
+    fn unusable_proxy_urls_are_errors_without_the_password() {
+        for url in [
+            "https://u:hunter2@proxy:443",
+            "socks4://u:hunter2@proxy:1080",
+            "ftp://u:hunter2@proxy:21",
+            "http://u:hunter2@",
+            "http://u:hunter2@pro xy:1",
+            "http://u:hunter2@proxy:99999",
+        ] {
+            let err = ProxyUrl::parse(url, "HTTPS_PROXY").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}");
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("HTTPS_PROXY"), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_environment_follows_curl() {
+        let none = ProxySettings::default();
+        let e = env(&[
+            ("HTTPS_PROXY", "http://upper:1"),
+            ("https_proxy", "http://lower:2"),
+            ("HTTP_PROXY", "http://plain:3"),
+        ]);
+        assert_eq!(
+            pick(&none, &e, "https://api.openai.com").unwrap(),
+            "http://lower:2 from https_proxy"
+        );
+        assert_eq!(
+            pick(&none, &e, "http://10.0.0.1").unwrap(),
+            "http://plain:3 from HTTP_PROXY"
+        );
+        // httpoxy: a CGI process ignores HTTP_PROXY (a request header could have set it).
+        let cgi = env(&[("HTTP_PROXY", "http://plain:3"), ("REQUEST_METHOD", "GET")]);
+        assert_eq!(pick(&none, &cgi, "http://10.0.0.1"), None);
+        let all = env(&[("ALL_PROXY", "http://all:4"), ("https_proxy", "")]);
+        assert_eq!(
+            pick(&none, &all, "https://x.example").unwrap(),
+            "http://all:4 from ALL_PROXY"
+        );
+        assert_eq!(pick(&none, &env(&[]), "https://x.example"), None);
+    }
+
+    #[test]
+    fn no_proxy_bypasses_as_curl_does() {
+        let none = ProxySettings::default();
+        let e = env(&[
+            ("HTTPS_PROXY", "http://p:1"),
+            ("NO_PROXY", "internal.corp, 10.0.0.0/8,::1"),
+        ]);
+        assert_eq!(pick(&none, &e, "https://internal.corp"), None);
+        assert_eq!(pick(&none, &e, "https://api.internal.corp:8443"), None);
+        assert_eq!(pick(&none, &e, "https://10.2.3.4"), None);
+        assert_eq!(pick(&none, &e, "https://[::1]:8443"), None);
+        assert!(pick(&none, &e, "https://notinternal.corp").is_some());
+        assert!(pick(&none, &e, "https://api.openai.com").is_some());
+        let star = env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "x.example, *")]);
+        assert_eq!(pick(&none, &star, "https://api.openai.com"), None);
+        assert_eq!(pick(&none, &star, "https://127.0.0.1:8443"), None);
+    }
+
+    #[test]
+    fn explicit_settings_win_over_the_environment() {
+        let e = env(&[
+            ("HTTPS_PROXY", "http://env:1"),
+            ("NO_PROXY", "api.openai.com"),
+        ]);
+        let explicit = ProxySettings {
+            proxy: Some("http://mine:2".into()),
+            ..ProxySettings::default()
+        };
+        // The environment's NO_PROXY still applies to an explicit proxy, as with curl -x.
+        assert_eq!(pick(&explicit, &e, "https://api.openai.com"), None);
+        assert_eq!(
+            pick(&explicit, &e, "https://other.example").unwrap(),
+            "http://mine:2 from the proxy setting"
+        );
+        let own_list = ProxySettings {
+            no_proxy: Some("other.example".into()),
+            ..explicit.clone()
+        };
+        assert!(pick(&own_list, &e, "https://api.openai.com").is_some());
+        assert_eq!(pick(&own_list, &e, "https://other.example"), None);
+        let off = ProxySettings {
+            proxy: Some(String::new()),
+            ..ProxySettings::default()
+        };
+        assert_eq!(pick(&off, &e, "https://other.example"), None);
+    }
+
+    #[test]
+    fn a_refused_tunnel_names_the_proxy_without_its_password() {
+        let proxy = ProxyUrl::parse("http://user:hunter2@127.0.0.1:3128", "HTTPS_PROXY").unwrap();
+        let err = ProxyError::new(
+            &proxy,
+            Failure::Status(StatusCode::PROXY_AUTHENTICATION_REQUIRED, HeaderMap::new()),
+        )
+        .to_error("request 1 POST https://x/v1/chat/completions");
+        assert_eq!(
+            err.status(),
+            Some(StatusCode::PROXY_AUTHENTICATION_REQUIRED)
+        );
+        assert!(!err.is_request_sent());
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("http://***@127.0.0.1:3128"), "{text}");
+        assert!(
+            text.contains("rejected the user name and password"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("hunter2") && !text.contains("user:"),
+            "{text}"
+        );
+    }
+}

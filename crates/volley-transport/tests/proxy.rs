@@ -1,0 +1,235 @@
+//! Through a real forward proxy (tinyproxy, started by each test with its own configuration):
+//! `CONNECT` tunnels with TLS end to end for `https://`, absolute-form requests for `http://`,
+//! Basic authentication, a clear 407 that never shows the password, `NO_PROXY`, HTTP/2 in a
+//! tunnel, and many requests in flight through it.
+
+mod common;
+
+use common::*;
+use volley_core::ErrorKind;
+use volley_mock::{MockConfig, MockServer, MockTls};
+use volley_testkit::require_tinyproxy;
+use volley_testkit::tls::TestPki;
+use volley_transport::Transport;
+
+const PASSWORD: &str = "pr0xy-hunter2";
+
+async fn tls_mock(pki: &TestPki) -> MockServer {
+    let tls = MockTls::new(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+        None,
+    )
+    .unwrap();
+    MockServer::start_tls(MockConfig::default(), tls)
+        .await
+        .unwrap()
+}
+
+fn connects(lines: &[String], port: u16) -> usize {
+    let want = format!("CONNECT 127.0.0.1:{port} HTTP/1.1");
+    lines.iter().filter(|l| **l == want).count()
+}
+
+#[tokio::test]
+async fn https_goes_through_one_connect_tunnel_per_pooled_connection() {
+    let proxy = require_tinyproxy!(None);
+    let pki = TestPki::new("tunnel");
+    let server = tls_mock(&pki).await;
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_pem(pki.ca_pem.as_bytes())
+        .proxy(proxy.url())
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        transport.send(chat()).await.unwrap();
+    }
+    // Sent one after another, the three requests reuse one connection: one tunnel.
+    let lines = proxy.requests();
+    assert_eq!(connects(&lines, server.addr().port()), 1, "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(transport.stats().opened, 1);
+    assert_eq!(server.stats().requests_total, 3);
+}
+
+#[tokio::test]
+async fn plain_http_is_sent_in_absolute_form_with_proxy_credentials() {
+    let proxy = require_tinyproxy!(Some(("volley", PASSWORD)));
+    let server = mock(MockConfig::default()).await;
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .proxy(proxy.url())
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        transport.send(chat()).await.unwrap();
+    }
+    let want = format!("POST {}/chat/completions HTTP/1.1", server.url());
+    let lines = proxy.requests();
+    assert_eq!(lines.iter().filter(|l| **l == want).count(), 2, "{lines:?}");
+    assert_eq!(server.stats().requests_total, 2);
+}
+
+#[tokio::test]
+async fn https_through_a_proxy_with_credentials() {
+    let proxy = require_tinyproxy!(Some(("volley", PASSWORD)));
+    let pki = TestPki::new("auth");
+    let server = tls_mock(&pki).await;
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_pem(pki.ca_pem.as_bytes())
+        .proxy(proxy.url())
+        .build()
+        .unwrap();
+    transport.send(chat()).await.unwrap();
+    assert_eq!(connects(&proxy.requests(), server.addr().port()), 1);
+}
+
+#[tokio::test]
+async fn no_proxy_reaches_listed_hosts_directly() {
+    let proxy = require_tinyproxy!(None);
+    let server = mock(MockConfig::default()).await;
+    for list in ["127.0.0.1", "127.0.0.0/8", "*"] {
+        let transport = Transport::builder()
+            .base_url(server.url())
+            .proxy(proxy.url())
+            .no_proxy(list)
+            .build()
+            .unwrap();
+        transport.send(chat()).await.unwrap();
+    }
+    // An empty proxy setting means no proxy, whatever the environment says.
+    let direct = Transport::builder()
+        .base_url(server.url())
+        .proxy("")
+        .build()
+        .unwrap();
+    direct.send(chat()).await.unwrap();
+    assert_eq!(proxy.requests(), Vec::<String>::new());
+    assert_eq!(server.stats().requests_total, 4);
+}
+
+#[tokio::test]
+async fn http2_works_inside_a_tunnel() {
+    let proxy = require_tinyproxy!(None);
+    let pki = TestPki::new("h2");
+    let server = tls_mock(&pki).await;
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_pem(pki.ca_pem.as_bytes())
+        .http2_prior_knowledge(true)
+        .proxy(proxy.url())
+        .build()
+        .unwrap();
+    let sends = (0..20).map(|_| transport.send(chat()));
+    for result in futures_util::future::join_all(sends).await {
+        result.unwrap();
+    }
+    // Twenty concurrent requests, one HTTP/2 connection, one tunnel.
+    assert_eq!(connects(&proxy.requests(), server.addr().port()), 1);
+    assert_eq!(transport.stats().opened, 1);
+    assert_eq!(server.stats().requests_total, 20);
+}
+
+#[tokio::test]
+async fn an_unreachable_proxy_is_a_connect_error_naming_it() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = mock(MockConfig::default()).await;
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .proxy(format!("http://u:{PASSWORD}@127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+    let text = format!("{err} {err:?} {}", err.report());
+    assert!(
+        text.contains(&format!(
+            "could not connect to the proxy http://***@127.0.0.1:{port}"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+    assert_eq!(server.stats().requests_total, 0);
+}
+
+#[tokio::test]
+async fn many_requests_in_flight_through_one_proxy() {
+    let proxy = require_tinyproxy!(None);
+    let pki = TestPki::new("load");
+    let server = tls_mock(&pki).await;
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_pem(pki.ca_pem.as_bytes())
+        .proxy(proxy.url())
+        .build()
+        .unwrap();
+    // 2 000 requests, at most 256 at once: bounded in count (and by the test's timeout).
+    use futures_util::StreamExt as _;
+    let results: Vec<_> = futures_util::stream::iter(0..2000)
+        .map(|_| transport.send(chat()))
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed, first: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert_eq!(server.stats().requests_total, 2000);
+    // Each connection the pool opened is one tunnel; no more than the concurrency.
+    let tunnels = connects(&proxy.requests(), server.addr().port());
+    assert_eq!(tunnels as u64, transport.stats().opened);
+    assert!(tunnels <= 256, "{tunnels} tunnels");
+}
+
+#[tokio::test]
+async fn socks5_with_remote_and_local_name_resolution() {
+    let socks = volley_testkit::socks::Socks5::start(Some(("volley", PASSWORD)));
+    let pki = TestPki::new("socks");
+    let server = tls_mock(&pki).await;
+    let port = server.addr().port();
+    // socks5h: the proxy resolves `localhost`; socks5: the client does, and sends the IP.
+    let remote = socks.url();
+    let local = remote.replace("socks5h://", "socks5://");
+    for proxy in [&remote, &local] {
+        let transport = Transport::builder()
+            .base_url(format!("https://localhost:{port}/v1"))
+            .tls_ca_pem(pki.ca_pem.as_bytes())
+            .proxy(proxy)
+            .build()
+            .unwrap();
+        transport.send(chat()).await.unwrap();
+        transport.send(chat()).await.unwrap();
+    }
+    let targets = socks.targets();
+    assert_eq!(targets.len(), 2, "one connection each: {targets:?}");
+    assert_eq!(targets[0], format!("localhost:{port}"));
+    assert!(targets[1].ends_with(&format!(":{port}")) && targets[1] != targets[0]);
+    assert_eq!(server.stats().requests_total, 4);
+
+    let wrong = remote.replace(PASSWORD, "wrong-password");
+    let transport = Transport::builder()
+        .base_url(format!("https://localhost:{port}/v1"))
+        .tls_ca_pem(pki.ca_pem.as_bytes())
+        .proxy(&wrong)
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+    let text = format!("{err} {}", err.report());
+    assert!(text.contains("socks5h://***@127.0.0.1:"), "{text}");
+    assert!(
+        text.contains("rejected the user name and password"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-password"), "{text}");
+}

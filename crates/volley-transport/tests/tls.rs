@@ -1,0 +1,142 @@
+//! TLS trust against a TLS mock whose certificate a CA made by the test signed: the CA from a
+//! file or PEM bytes, an unknown CA refused with a message naming the host and the fix,
+//! unusable CA files reported at build time, and client certificates (mutual TLS).
+
+mod common;
+
+use common::*;
+use volley_core::ErrorKind;
+use volley_mock::{MockConfig, MockServer, MockTls};
+use volley_testkit::tls::TestPki;
+use volley_transport::Transport;
+
+async fn tls_mock(pki: &TestPki, client_ca: Option<&TestPki>) -> MockServer {
+    let tls = MockTls::new(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+        client_ca.map(|ca| ca.ca_pem.as_bytes()),
+    )
+    .unwrap();
+    MockServer::start_tls(MockConfig::default(), tls)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_private_ca_from_a_file_is_trusted_alongside_the_default_roots() {
+    let pki = TestPki::new("file");
+    let server = tls_mock(&pki, None).await;
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_file(pki.ca_file())
+        .build()
+        .unwrap();
+    transport.send(chat()).await.unwrap();
+    // A bundle of several certificates: another CA first, then ours.
+    let other = TestPki::new("other");
+    let bundle = format!("{}{}", other.ca_pem, pki.ca_pem);
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_pem(bundle)
+        .build()
+        .unwrap();
+    transport.send(chat()).await.unwrap();
+    assert_eq!(server.stats().requests_total, 2);
+}
+
+#[tokio::test]
+async fn an_unknown_ca_is_refused_naming_the_host_and_the_fix() {
+    let pki = TestPki::new("unknown");
+    let server = tls_mock(&pki, None).await;
+    for http2 in [false, true] {
+        // Trusts the default roots and another private CA, not the server's.
+        let other = TestPki::new("not-the-one");
+        let transport = Transport::builder()
+            .base_url(server.url())
+            .tls_ca_pem(other.ca_pem.as_bytes())
+            .http2(http2)
+            .build()
+            .unwrap();
+        let err = transport.send(chat()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("TLS handshake with 127.0.0.1 failed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("not signed by a trusted certificate authority"),
+            "{text}"
+        );
+        assert!(text.contains("--ca-cert"), "{text}");
+    }
+    assert_eq!(server.stats().requests_total, 0);
+}
+
+#[test]
+fn unusable_ca_files_fail_the_build_naming_them() {
+    let pki = TestPki::new("bad-files");
+    let missing = pki.dir().join("missing.pem");
+    let err = Transport::builder()
+        .base_url("https://127.0.0.1:1/v1")
+        .tls_ca_file(&missing)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    // A key is not a certificate.
+    let err = Transport::builder()
+        .base_url("https://127.0.0.1:1/v1")
+        .tls_ca_file(pki.client_key_file())
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("holds no PEM certificate"),
+        "{err}"
+    );
+    assert!(!format!("{err:?}").contains("PRIVATE KEY"), "{err:?}");
+    // A client certificate without a usable key.
+    let err = Transport::builder()
+        .base_url("https://127.0.0.1:1/v1")
+        .tls_client_identity_files(pki.client_cert_file(), pki.ca_file())
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no usable PEM private key"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn client_certificates_satisfy_a_server_that_requires_them() {
+    let pki = TestPki::new("mtls");
+    let server = tls_mock(&pki, Some(&pki)).await;
+    let without = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_file(pki.ca_file())
+        .build()
+        .unwrap();
+    let err = without.send(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    assert!(err.to_string().contains("--client-cert"), "{err}");
+
+    let with = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_file(pki.ca_file())
+        .tls_client_identity_files(pki.client_cert_file(), pki.client_key_file())
+        .build()
+        .unwrap();
+    with.send(chat()).await.unwrap();
+    let from_pem = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_pem(pki.ca_pem.as_bytes())
+        .tls_client_identity_pem(
+            pki.client_cert_pem.as_bytes(),
+            pki.client_key_pem.as_bytes(),
+        )
+        .build()
+        .unwrap();
+    from_pem.send(chat()).await.unwrap();
+    assert!(!format!("{from_pem:?}").contains("PRIVATE KEY"));
+    assert_eq!(server.stats().requests_total, 2);
+}
