@@ -49,7 +49,8 @@ pub(crate) async fn shared_limiter(
         FailureSpec::FailClosed => FailureMode::FailClosed,
         FailureSpec::Fallback(processes) => FailureMode::LocalFallback { processes },
     };
-    let options = SharedLimits::new(RedisOptions::new(url.expose()), limits)
+    let redis = RedisOptions::new(url.expose()).allow_plain_redis(settings.allow_plain_redis);
+    let options = SharedLimits::new(redis, limits)
         .prefix(settings.shared_prefix.as_str().to_owned())
         .credential(credential)
         .on_failure(failure)

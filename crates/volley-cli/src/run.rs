@@ -201,7 +201,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError(format!("cannot read the input {}: {e}", path.display())).into());
     }
     if args.validate {
-        return validate(input).await;
+        // The provider decides the format; a broken volley.toml falls back to OpenAI's.
+        let format = Settings::resolve(&args)
+            .map(|s| batch_format(&s.connection))
+            .unwrap_or_default();
+        return validate(input, format).await;
     }
     let settings = Settings::resolve(&args)?;
     let output = args
@@ -244,6 +248,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         retry_failed: args.retry_failed,
         concurrency,
         fsync: settings.output.fsync.0,
+        format: batch_format(&settings.connection),
         ..BatchOptions::default()
     };
     if let Some(window) = args.reorder_window {
@@ -259,6 +264,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let client = client.clone();
             Box::new(move || client.concurrency_limit()) as crate::progress::LimitSource
         });
+    // Per-endpoint counts for the summary, with several endpoints.
+    let endpoints = client.clone();
     let runner = BatchRunner::new(client, input, options);
 
     let mode = Mode::detect(args.quiet);
@@ -301,14 +308,20 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             input_path.display()
         );
     }
-    Ok(report(
+    let code = report(
         &summary,
         concurrency,
         &output,
         &errors,
         args.quiet,
         interrupted_code,
-    ))
+    );
+    if !args.quiet {
+        for line in config::endpoint_lines(&endpoints.endpoint_stats()) {
+            eprintln!("{line}");
+        }
+    }
+    Ok(code)
 }
 
 /// `out.jsonl` → `out.errors.jsonl`; any other name gets `.errors.jsonl` appended.
@@ -377,16 +390,21 @@ async fn build_client(
 ) -> anyhow::Result<Client> {
     let load = &settings.load;
     let concurrency = load.concurrency.get();
-    let mut builder = Client::builder()
-        .base_url(base_url)
-        .allow_plain_http(settings.connection.allow_plain_http)
-        // Keep a connection per slot: reconnecting costs more than an idle socket.
-        .pool_max_idle_per_host(concurrency)
-        .retry_policy(retry_policy(
-            settings.attempts.max_retries,
-            settings.attempts.give_up_after.0,
-        )?)
-        .timeout(settings.timeout());
+    let mut builder = config::apply_endpoints(
+        Client::builder(),
+        &settings.layers,
+        &settings.connection,
+        base_url,
+        mock,
+    )?
+    .allow_plain_http(settings.connection.allow_plain_http)
+    // Keep a connection per slot: reconnecting costs more than an idle socket.
+    .pool_max_idle_per_host(concurrency)
+    .retry_policy(retry_policy(
+        settings.attempts.max_retries,
+        settings.attempts.give_up_after.0,
+    )?)
+    .timeout(settings.timeout());
     builder = if load.concurrency.is_auto() {
         builder.concurrency_auto(concurrency)
     } else {
@@ -402,6 +420,17 @@ async fn build_client(
     };
     match &load.shared_limit {
         SharedLimitSpec::Redis(url) => {
+            if load.input_tpm.get().is_some_and(|n| n > 0)
+                || load.output_tpm.get().is_some_and(|n| n > 0)
+            {
+                return Err(UsageError(
+                    "--input-tpm and --output-tpm are enforced in this process only, and \
+                     --shared-limit shares limits through Redis: use --tpm with \
+                     --shared-limit, or drop --shared-limit"
+                        .to_owned(),
+                )
+                .into());
+            }
             // Keyed like the cache: processes with one key at one endpoint share one budget.
             let credential = builder.credential_id().map_err(config_error)?;
             let limiter = crate::limits::shared_limiter(url, load, &credential).await?;
@@ -414,6 +443,12 @@ async fn build_client(
             if let Some(tpm) = load.tpm.get() {
                 builder = builder.tpm(tpm);
             }
+            if let Some(n) = load.input_tpm.get() {
+                builder = builder.input_tpm(n);
+            }
+            if let Some(n) = load.output_tpm.get() {
+                builder = builder.output_tpm(n);
+            }
         }
     }
     builder = match &load.cache {
@@ -421,7 +456,8 @@ async fn build_client(
         CacheSpec::Memory => builder.cache_memory(MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL),
         CacheSpec::Disk(dir) => builder.cache_disk(dir, DISK_CACHE_TTL),
         CacheSpec::Redis(url) => {
-            let store = RedisStore::connect(RedisOptions::new(url.expose()), REDIS_CACHE_TTL)
+            let redis = RedisOptions::new(url.expose()).allow_plain_redis(load.allow_plain_redis);
+            let store = RedisStore::connect(redis, REDIS_CACHE_TTL)
                 .await
                 .map_err(|e| crate::limits::redis_error(e, "--cache"))?
                 .prefix(load.shared_prefix.as_str().to_owned());
@@ -602,9 +638,15 @@ fn report(
     ExitCode::FAILURE
 }
 
-async fn validate(input: Input) -> anyhow::Result<ExitCode> {
+/// The batch file format of the provider in force: Anthropic's Message Batches with
+/// `--provider anthropic`, the OpenAI Batch format otherwise.
+fn batch_format(connection: &config::Connection) -> volley_batch::Format {
+    volley_batch::Format::of_dialect(connection.provider.0.dialect())
+}
+
+async fn validate(input: Input, format: volley_batch::Format) -> anyhow::Result<ExitCode> {
     let max_line_bytes = BatchOptions::default().max_line_bytes;
-    let report = volley_batch::validate(input, max_line_bytes)
+    let report = volley_batch::validate_format(input, max_line_bytes, format)
         .await
         .context("validating the input")?;
     println!(

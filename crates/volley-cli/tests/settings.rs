@@ -538,3 +538,56 @@ fn an_untrusted_volley_toml_cannot_send_the_key_elsewhere() {
     assert_eq!(requests(), 2);
     rt.block_on(attacker.shutdown());
 }
+
+/// Plain `redis://` to a Redis that is not on loopback is refused before any connection, for
+/// the shared limit and the cache alike, unless `--allow-plain-redis` says otherwise (then the
+/// run goes on to connect, and fails here only because `.invalid` never resolves). An
+/// untrusted `volley.toml` cannot allow it.
+#[test]
+fn plain_redis_to_a_remote_host_needs_allow_plain_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/completions\",\"body\":{\"model\":\"m\",\"messages\":[]}}\n",
+    )
+    .unwrap();
+    let input = input.to_str().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let out = out.to_str().unwrap();
+    for flags in [
+        &[
+            "--shared-limit",
+            "redis://:hunter2@redis.invalid:6379",
+            "--rpm",
+            "60",
+        ][..],
+        &["--cache", "redis://:hunter2@redis.invalid:6379"][..],
+    ] {
+        let (code, _, stderr) = run(volley(dir.path())
+            .args(["run", input, "-o", out, "--mock"])
+            .args(flags));
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("refusing plain redis://"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+        let (code, _, stderr) = run(volley(dir.path())
+            .args(["run", input, "-o", out, "--mock", "--allow-plain-redis"])
+            .args(flags));
+        assert_ne!(code, Some(0), "{stderr}");
+        assert!(!stderr.contains("refusing plain redis://"), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+    // A volley.toml found in the working directory, not trusted, cannot allow it.
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[default]\nallow_plain_redis = true\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) =
+        run(volley(dir.path()).args(["run", input, "-o", out, "--print-config"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        row(&stdout, "allow_plain_redis"),
+        "allow_plain_redis false (default)"
+    );
+}

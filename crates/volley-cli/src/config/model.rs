@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use volley::core::duration::HumanDuration;
 
 use super::UsageError;
+use super::endpoints::{BaseUrls, EndpointSpecs};
 use super::origin::usage_error;
 use super::values::{
-    CacheSpec, ConcurrencySpec, FailureSpec, FsyncMode, Limit, Prefix, ProviderSpec,
-    SharedLimitSpec, Show,
+    AnthropicAuthSpec, CacheSpec, ConcurrencySpec, FailureSpec, FsyncMode, Limit, Prefix,
+    ProviderSpec, SharedLimitSpec, Show,
 };
 
 /// A group of settings: the keys it reads and how its values are shown.
@@ -38,6 +39,12 @@ pub(crate) trait Given {
 impl<T> Given for Option<T> {
     fn absent(&self) -> bool {
         self.is_none()
+    }
+}
+
+impl<T> Given for Vec<T> {
+    fn absent(&self) -> bool {
+        self.is_empty()
     }
 }
 
@@ -98,25 +105,46 @@ macro_rules! settings {
 settings! {
     /// How to reach the API: every command that calls one.
     pub(crate) struct Connection / ConnectionFlags ("Connection (every command; also VOLLEY_<NAME> and volley.toml)") {
-        /// The API's base URL, /v1 included [default: https://api.openai.com/v1; for bench:
-        /// http://127.0.0.1:8080/v1, the default of volley mock].
+        /// The API's base URL, /v1 included [default: https://api.openai.com/v1, or
+        /// $OPENAI_BASE_URL; with --provider anthropic, https://api.anthropic.com/v1, or
+        /// $ANTHROPIC_BASE_URL + /v1; for bench: http://127.0.0.1:8080/v1, the default of
+        /// volley mock]. Repeat it for several endpoints of one provider and key (`chat`
+        /// and `run`): each request goes to one of them, by load and circuit-breaker state,
+        /// and a retry to another; `volley.toml`'s `[[profile.NAME.endpoints]]` tables give
+        /// each its own key, weight, priority and limits.
         #[arg(long, value_name = "URL")]
-        base_url: String [Option<String>] = volley::transport::DEFAULT_BASE_URL.to_owned(),
-        /// The environment variable holding the API key [default: OPENAI_API_KEY]. The key
-        /// itself is never read from a flag, a VOLLEY_* variable or volley.toml.
+        base_url: BaseUrls [Vec<String>] = BaseUrls::default(),
+        /// The environment variable holding the API key [default: OPENAI_API_KEY; with
+        /// --provider anthropic, ANTHROPIC_API_KEY, then ANTHROPIC_AUTH_TOKEN]. The key itself
+        /// is never read from a flag, a VOLLEY_* variable or volley.toml.
         #[arg(long, value_name = "NAME")]
         api_key_env: String [Option<String>] = volley::API_KEY_ENV.to_owned(),
         /// Allow plain http:// to a host that is not loopback (the key would travel
         /// unencrypted).
         #[arg(long)]
         allow_plain_http: bool [bool] = false,
-        /// Whose conventions the API follows: "openai", or "azure" (Azure OpenAI: the key
+        /// Whose conventions the API follows: "openai", "anthropic" (the Messages API: the
+        /// key from ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN, see --anthropic-auth; `run`
+        /// reads and writes the Message Batches format), or "azure" (Azure OpenAI: the key
         /// from AZURE_OPENAI_API_KEY sent as api-key, or a Microsoft Entra ID token from
         /// AZURE_OPENAI_AD_TOKEN; --api-version on every request; a base URL
         /// https://RESOURCE.openai.azure.com/openai/deployments/NAME or …/openai/v1, or
         /// --azure-endpoint) [default: openai].
         #[arg(long, value_name = "NAME")]
         provider: ProviderSpec [Option<String>] = ProviderSpec::default(),
+        /// With --provider anthropic, how the key is sent: "bearer" (Authorization: Bearer,
+        /// as the current official SDK sends it) or "x-api-key" (as older SDKs do) [default:
+        /// bearer].
+        #[arg(long, value_name = "STYLE")]
+        anthropic_auth: AnthropicAuthSpec [Option<String>] = AnthropicAuthSpec::default(),
+        /// With --provider anthropic, the anthropic-version header [default: 2026-10-21 with
+        /// bearer auth, 2023-06-01 with x-api-key].
+        #[arg(long, value_name = "VERSION")]
+        anthropic_version: Option<String> [Option<String>] = None,
+        /// With --provider anthropic, the anthropic-beta header: beta features,
+        /// comma-separated [default: none].
+        #[arg(long, value_name = "FEATURES")]
+        anthropic_beta: Option<String> [Option<String>] = None,
         /// Azure OpenAI's API version, sent as the api-version query parameter, e.g.
         /// 2024-10-21 (deployment URLs need one, the v1 API does not) [default:
         /// $OPENAI_API_VERSION].
@@ -154,6 +182,10 @@ settings! {
         /// The private key (PEM) of --client-cert.
         #[arg(long, value_name = "PATH")]
         client_key: Option<PathBuf> [Option<PathBuf>] = None,
+        /// The endpoints of `[[profile.NAME.endpoints]]` tables (volley.toml only; see
+        /// `config::endpoints`).
+        #[arg(skip)]
+        endpoints: EndpointSpecs [Option<()>] = EndpointSpecs::default(),
     }
 }
 
@@ -195,6 +227,17 @@ settings! {
         /// for unlimited [default: learned from x-ratelimit-limit-tokens].
         #[arg(long, value_name = "T")]
         tpm: Limit<u64> [Option<u64>] = Limit(None),
+        /// Input tokens per minute, apart from --tpm (Anthropic's ITPM): each request pays its
+        /// prompt estimate, settled with the input tokens the answer reports (cache reads do
+        /// not count); not shared through Redis yet; 0 for none [default: none; shown as
+        /// auto].
+        #[arg(long, value_name = "T")]
+        input_tpm: Limit<u64> [Option<u64>] = Limit(None),
+        /// Output tokens per minute (Anthropic's OTPM): each request pays its max_tokens,
+        /// settled with the output tokens the answer reports; not shared through Redis yet; 0
+        /// for none [default: none; shown as auto].
+        #[arg(long, value_name = "T")]
+        output_tpm: Limit<u64> [Option<u64>] = Limit(None),
         /// Cache successful responses: "memory" (256 MiB, kept 24 h), "disk:PATH" (a database
         /// in directory PATH, kept 30 days, survives restarts), "redis://HOST[:PORT][/DB]"
         /// (shared by every process using that Redis, the same --shared-prefix and the same API
@@ -222,6 +265,11 @@ settings! {
         /// way Redis must answer when the run starts.
         #[arg(long, value_name = "MODE")]
         redis_failure: FailureSpec [Option<String>] = FailureSpec::FailClosed,
+        /// Allow plain redis:// (no TLS) to a Redis that is not on loopback, for
+        /// --shared-limit and a Redis --cache: passwords, prompts and answers would cross the
+        /// network unencrypted; prefer rediss:// [default: refused].
+        #[arg(long)]
+        allow_plain_redis: bool [bool] = false,
     }
 }
 

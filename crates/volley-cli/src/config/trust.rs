@@ -25,6 +25,8 @@ pub(crate) const ROUTING_KEYS: &[&str] = &[
     // Where Azure requests go, and a CA that would let a proxy read the traffic.
     "azure_endpoint",
     "ca_cert",
+    // Plain text to a remote Redis would let the network read prompts and answers.
+    "allow_plain_redis",
 ];
 
 /// Whether `key = value` in a file decides where something is sent: a [`ROUTING_KEYS`] key,
