@@ -25,8 +25,10 @@ use volley_middleware::timeout::TimeoutLayer;
 use volley_transport::{ConnectionStats, Provider, Transport};
 
 use crate::ChatStream;
+use crate::endpoints::Endpoint;
 use crate::rate_limit::{RateLimitSetting, SlotLimiter};
 use crate::stack::Stack;
+use volley_middleware::balance::{Balance, BreakerConfig, EndpointStats};
 
 /// The environment variable read for the API key by [`Client::from_env`].
 pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
@@ -57,6 +59,11 @@ pub struct Client {
     learning: Option<crate::rate_limit::SlotLimiter>,
     /// The concurrency limit's layer, to tell its limit.
     concurrency: Either<ConcurrencyLimitLayer, AdaptiveConcurrencyLimitLayer>,
+    /// The balancer, with several endpoints: its per-endpoint counts.
+    balance: Option<Balance<crate::stack::Endpoint>>,
+    /// The transports of the endpoints after the first (empty with one endpoint), for
+    /// connection statistics over all.
+    others: Arc<[Transport]>,
 }
 
 #[derive(Clone)]
@@ -83,6 +90,11 @@ pub struct ClientBuilder {
     retry: RetrySetting,
     timeouts: TimeoutLayer,
     cache: Option<CacheSetting>,
+    /// Several endpoints (`endpoint(..)`); empty for the one base URL.
+    endpoints: Vec<Endpoint>,
+    /// Whether `base_url(..)` was called (an error together with `endpoint(..)`).
+    base_url_given: bool,
+    breaker: BreakerConfig,
 }
 
 #[derive(Clone)]
@@ -125,6 +137,9 @@ impl Default for ClientBuilder {
                 .idle(DEFAULT_IDLE_TIMEOUT)
                 .stream_total(DEFAULT_STREAM_TIMEOUT),
             cache: None,
+            endpoints: Vec::new(),
+            base_url_given: false,
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -307,14 +322,28 @@ impl Client {
             .map_or((None, None), crate::rate_limit::learned_limits)
     }
 
+    /// Each endpoint's counts and circuit-breaker state, when the client has two or more
+    /// endpoints ([`ClientBuilder::endpoint`]); empty with one.
+    pub fn endpoint_stats(&self) -> Vec<EndpointStats> {
+        self.balance.as_ref().map_or_else(Vec::new, Balance::stats)
+    }
+
     /// Hits, misses and stores of the cache, when one is configured.
     pub fn cache_stats(&self) -> Option<CacheStats> {
         self.cache_stats.as_ref().map(|c| c.0.stats())
     }
 
-    /// Connection statistics of the shared pool.
+    /// Connection statistics of the shared pool (with several endpoints, summed over their
+    /// pools).
     pub fn connection_stats(&self) -> ConnectionStats {
-        self.transport.stats()
+        let mut total = self.transport.stats();
+        for other in self.others.iter() {
+            let stats = other.stats();
+            total.opened += stats.opened;
+            total.closed += stats.closed;
+            total.requests += stats.requests;
+        }
+        total
     }
 
     /// The base URL requests go to.
@@ -354,7 +383,8 @@ impl ClientBuilder {
             .ok()
             .filter(|u| !u.trim().is_empty())
         {
-            self = self.base_url(url.trim());
+            // Only a default: not `base_url(..)`, so `endpoint(..)` may replace it.
+            self.transport = self.transport.base_url(url.trim());
         }
         self
     }
@@ -364,6 +394,33 @@ impl ClientBuilder {
     /// Default: `https://api.openai.com/v1`.
     pub fn base_url(mut self, url: impl Into<String>) -> ClientBuilder {
         self.transport = self.transport.base_url(url);
+        self.base_url_given = true;
+        self
+    }
+
+    /// Adds an endpoint: with two or more, each request goes to one of them, chosen by
+    /// priority group, load (power of two choices over Peak-EWMA latency × requests in
+    /// flight), weight and circuit-breaker state, and a retry goes to another endpoint when
+    /// one is available (see [`Endpoint`] and `volley_middleware::balance`). One endpoint
+    /// alone is the same as [`ClientBuilder::base_url`] plus its own settings: no balancer.
+    /// Given together with [`ClientBuilder::base_url`], [`ClientBuilder::build`] fails
+    /// (`OPENAI_BASE_URL` read by [`ClientBuilder::from_env`] is only a default and is
+    /// replaced).
+    ///
+    /// Default: none (the one base URL).
+    pub fn endpoint(mut self, endpoint: Endpoint) -> ClientBuilder {
+        self.endpoints.push(endpoint);
+        self
+    }
+
+    /// The circuit breakers' thresholds, one breaker per endpoint (with two or more
+    /// endpoints; one endpoint has no breaker).
+    ///
+    /// Default: [`BreakerConfig::default`]: open after 5 failures in a row or ≥ 50 % over
+    /// 10 s (at least 20 requests); cool-down 5 s ± 20 %, doubling up to 60 s; close after
+    /// 2 successful probes.
+    pub fn breaker(mut self, breaker: BreakerConfig) -> ClientBuilder {
+        self.breaker = breaker;
         self
     }
 
@@ -427,6 +484,29 @@ impl ClientBuilder {
         self
     }
 
+    /// Input tokens per minute (Anthropic's ITPM), apart from [`ClientBuilder::tpm`]: each
+    /// request pays its prompt estimate before it is sent (its dialect reads the body once),
+    /// settled with the input tokens the answer reports (cache reads do not count). Combines
+    /// with [`ClientBuilder::rpm`], [`ClientBuilder::tpm`] and
+    /// [`ClientBuilder::output_tpm`]; given together with [`ClientBuilder::rate_limits`] or a
+    /// ready-made limiter, [`ClientBuilder::build`] fails. Not learned from headers.
+    ///
+    /// Default: none (`0`: none).
+    pub fn input_tpm(mut self, input_tokens_per_minute: u64) -> ClientBuilder {
+        self.rate_limit = self.rate_limit.split_tpm(false, input_tokens_per_minute);
+        self
+    }
+
+    /// Output tokens per minute (Anthropic's OTPM): each request pays its output budget
+    /// (`max_tokens`) before it is sent, settled with the output tokens the answer reports
+    /// (in a stream, its last `message_delta`). Combines as [`ClientBuilder::input_tpm`] does.
+    ///
+    /// Default: none (`0`: none).
+    pub fn output_tpm(mut self, output_tokens_per_minute: u64) -> ClientBuilder {
+        self.rate_limit = self.rate_limit.split_tpm(true, output_tokens_per_minute);
+        self
+    }
+
     /// The full rate-limit configuration (bursts, headroom). It is the whole limit: given
     /// together with [`ClientBuilder::rpm`], [`ClientBuilder::tpm`] or a ready-made limiter,
     /// [`ClientBuilder::build`] fails rather than drop one of them.
@@ -484,7 +564,7 @@ impl ClientBuilder {
     /// use volley::redis::{FailureMode, RedisLimiter, RedisOptions, RedisStore, SharedLimits};
     ///
     /// # async fn run() -> Result<(), volley::Error> {
-    /// let redis = RedisOptions::new("redis://:password@10.0.0.5:6379");
+    /// let redis = RedisOptions::new("rediss://:password@10.0.0.5:6380");
     /// let builder = Client::builder().from_env().concurrency(512);
     /// let limiter = RedisLimiter::connect(
     ///     SharedLimits::new(redis.clone(), Limits::per_minute().requests(10_000).tokens(2_000_000))
@@ -926,8 +1006,24 @@ impl ClientBuilder {
     /// # Errors
     /// `ErrorKind::Config` for an invalid base URL, plain HTTP to a remote host, a key that
     /// cannot be sent as a header, or missing TLS roots.
-    pub fn build(self) -> Result<Client, Error> {
-        let transport = self.transport.build()?;
+    pub fn build(mut self) -> Result<Client, Error> {
+        if self.base_url_given && !self.endpoints.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "both base_url(..) and endpoint(..) were given: give every URL as an endpoint",
+            ));
+        }
+        if self.endpoints.len() == 1 {
+            // One endpoint is today's single stack with that endpoint's settings.
+            let endpoint = self.endpoints.pop().expect("the length was just checked");
+            let (transport, rate_limit, own) =
+                endpoint.into_single(&self.transport, &self.rate_limit)?;
+            self.transport = transport;
+            self.rate_limit = rate_limit;
+            if let Some(own) = own {
+                self.concurrency = self.concurrency.min(own);
+            }
+        }
         if self.concurrency == 0 {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -943,11 +1039,37 @@ impl ClientBuilder {
         } else {
             Either::Left(ConcurrencyLimitLayer::new(self.concurrency))
         };
-        let (rate_limit, estimate_tokens) = self.rate_limit.into_layer()?;
-        let learning = rate_limit
-            .as_ref()
-            .map(|layer| layer.limiter().clone())
-            .filter(volley_middleware::rate_limit::RateLimiter::learns);
+        let balanced = if self.endpoints.is_empty() {
+            None
+        } else {
+            Some(crate::endpoints::build(
+                std::mem::take(&mut self.endpoints),
+                crate::endpoints::Inherited {
+                    transport: &self.transport,
+                    rate_limit: &self.rate_limit,
+                    ceiling: &concurrency,
+                    timeouts: &self.timeouts,
+                    breaker: &self.breaker,
+                },
+            )?)
+        };
+        let (transport, rate_limit, estimate_tokens, learning) = match &balanced {
+            Some(balanced) => (
+                balanced.first.clone(),
+                None,
+                balanced.estimate_tokens,
+                balanced.learning.clone(),
+            ),
+            None => {
+                let transport = self.transport.build()?;
+                let (rate_limit, estimate_tokens) = self.rate_limit.into_layer()?;
+                let learning = rate_limit
+                    .as_ref()
+                    .map(|layer| layer.limiter().clone())
+                    .filter(volley_middleware::rate_limit::RateLimiter::learns);
+                (transport, rate_limit, estimate_tokens, learning)
+            }
+        };
         let cache = match self.cache {
             None => None,
             Some(setting) => {
@@ -976,15 +1098,22 @@ impl ClientBuilder {
         // next to nothing. Install a recorder before building the client.
         let request_metrics = MetricsLayer::new().scope(Scope::Request);
         let attempt_metrics = MetricsLayer::new().scope(Scope::Attempt);
+        let routed = match &balanced {
+            None => Either::Left(
+                ServiceBuilder::new()
+                    .option_layer(rate_limit)
+                    .layer(concurrency.clone())
+                    .layer(attempt_metrics)
+                    .layer(self.timeouts)
+                    .service(transport.clone()),
+            ),
+            Some(balanced) => Either::Right(balanced.balance.clone()),
+        };
         let service = ServiceBuilder::new()
             .layer(request_metrics)
             .option_layer(cache.clone())
             .layer(RetryLayer::new(policy))
-            .option_layer(rate_limit)
-            .layer(concurrency.clone())
-            .layer(attempt_metrics)
-            .layer(self.timeouts)
-            .service(transport.clone());
+            .service(routed);
         Ok(Client {
             service,
             transport,
@@ -993,6 +1122,10 @@ impl ClientBuilder {
             estimate_tokens,
             learning,
             concurrency,
+            others: balanced
+                .as_ref()
+                .map_or_else(|| Arc::from([]), |b| b.others.clone()),
+            balance: balanced.map(|b| b.balance),
         })
     }
 }
