@@ -2,8 +2,8 @@
 //! mock server, and Redis (`REDIS_URL`, or a `redis-server` child the test starts, kills and
 //! restarts).
 //!
-//! Without `REDIS_URL` each test says so in one line and passes, unless
-//! `VOLLEY_REQUIRE_REDIS=1` (as in CI), which makes a missing Redis a failure.
+//! The tests that need Redis are ignored unless asked for (`-- --include-ignored`, as in CI);
+//! asked for without `REDIS_URL`, they fail (volley-testkit's `redis` module).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -152,6 +152,7 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+#[ignore = "needs Redis: REDIS_URL"]
 #[test]
 fn four_processes_sharing_one_limit_get_no_429s() {
     let url = require_redis!();
@@ -162,8 +163,10 @@ fn four_processes_sharing_one_limit_get_no_429s() {
     let server = rt
         .block_on(MockServer::start(MockConfig {
             latency: Latency::Fixed(Duration::from_millis(20)),
+            // The provider allows 5 % more than the processes share, so that "no 429" is
+            // about the sharing, not about clocks agreeing to the millisecond.
             rate_limits: RateLimits {
-                rpm: Some(RPM),
+                rpm: Some(RPM + RPM / 20),
                 ..RateLimits::NONE
             },
             ..MockConfig::default()
@@ -201,11 +204,13 @@ fn four_processes_sharing_one_limit_get_no_429s() {
         stats.responses_by_status
     );
     assert_eq!(stats.status_count(200), (PROCESSES * LINES) as u64);
-    // The four together send at the limit: past the first burst, within 2 % of 20 a second.
+    // The four together never go above the limit past the first burst (5 % for the edges of
+    // the timeline's buckets); how close to it they come is a benchmark's figure.
     let rate = steady_rate(&stats.timeline, 40);
     let limit = f64::from(RPM) / 60.0;
+    println!("{rate:.2} requests/s against a limit of {limit}/s");
     assert!(
-        (rate - limit).abs() <= 0.02 * limit,
+        rate <= 1.05 * limit,
         "{rate:.2} requests/s against a limit of {limit}/s"
     );
     rt.block_on(server.shutdown());
@@ -301,11 +306,10 @@ fn run_through_a_redis_outage(failure: &str, outage: Duration) -> (usize, usize,
     (at_kill, at_restart, stderr)
 }
 
+#[ignore = "needs Redis: REDIS_URL"]
 #[test]
 fn with_fail_closed_a_redis_outage_pauses_the_run_until_redis_is_back() {
-    if volley_testkit::redis::url().is_none() {
-        return;
-    }
+    let _ = require_redis!();
     let (at_kill, at_restart, stderr) =
         run_through_a_redis_outage("fail-closed", Duration::from_secs(3));
     // What already had its send time (at most the 4 slots' requests, a lease of 2) may
@@ -318,11 +322,10 @@ fn with_fail_closed_a_redis_outage_pauses_the_run_until_redis_is_back() {
     );
 }
 
+#[ignore = "needs Redis: REDIS_URL"]
 #[test]
 fn with_fallback_a_redis_outage_does_not_stop_the_run() {
-    if volley_testkit::redis::url().is_none() {
-        return;
-    }
+    let _ = require_redis!();
     let (at_kill, at_restart, stderr) =
         run_through_a_redis_outage("fallback:1", Duration::from_secs(3));
     // Alone with the whole limit (1 process): about 10 a second go on while Redis is away
@@ -432,4 +435,11 @@ fn an_unreachable_redis_fails_the_run_without_the_password() {
     assert!(stderr.contains("redis://***@127.0.0.1:1"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
     assert!(records(&dir.path().join("out.jsonl")).is_empty());
+}
+
+/// With `VOLLEY_REQUIRE_REDIS=1`, the ignored tests above must have been asked for.
+#[test]
+fn redis_tests_run_when_required() {
+    // The binary always has Redis: volley-cli turns on volley's `redis` feature.
+    volley_testkit::redis::assert_required_tests_run("volley-cli", true);
 }

@@ -32,7 +32,6 @@ pub(crate) struct Shared {
     pub(crate) rate_limit_body: Bytes,
     pub(crate) server_error_body: Bytes,
     pub(crate) unavailable_body: Bytes,
-    pub(crate) unauthorized_body: Bytes,
     pub(crate) retry_after: (HeaderValue, HeaderValue),
     pub(crate) unavailable_retry_after: Option<(HeaderValue, HeaderValue)>,
 }
@@ -89,13 +88,6 @@ impl Shared {
                 "server_error",
                 None,
                 None,
-            )
-            .into(),
-            unauthorized_body: openai::error_body(
-                "Incorrect API key provided. (mock)",
-                "invalid_request_error",
-                None,
-                Some("invalid_api_key"),
             )
             .into(),
             retry_after: headers(config.retry_after),
@@ -158,6 +150,22 @@ impl Shared {
     }
 
     /// Whether the request may use the API: always, unless a key is required.
+    /// The key a refused request presented (`api-key`, `x-api-key`, or the bearer token), for
+    /// the `401` to quote as OpenAI's does; empty when it presented none.
+    pub(crate) fn presented_key(headers: &HeaderMap) -> String {
+        let value = ["api-key", "x-api-key"]
+            .into_iter()
+            .find_map(|name| headers.get(name))
+            .map(HeaderValue::as_bytes)
+            .or_else(|| {
+                let value = headers.get(AUTHORIZATION)?.as_bytes();
+                let space = value.iter().position(|&b| b == b' ')?;
+                Some(value[space + 1..].trim_ascii())
+            })
+            .unwrap_or_default();
+        String::from_utf8_lossy(value).into_owned()
+    }
+
     pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(key) = &self.config.require_api_key else {
             return true;

@@ -1,8 +1,13 @@
 //! Redis for the tests: the shared server CI starts (`REDIS_URL`), unique key prefixes so
 //! tests share it without meeting, and servers of a test's own that it can kill and restart.
 //!
-//! Without `REDIS_URL` a test that needs Redis says so in one line and passes, unless
-//! `VOLLEY_REQUIRE_REDIS=1` (as in CI), which makes a missing Redis a failure.
+//! Skips are visible: a test that needs Redis carries `#[ignore = "needs Redis: REDIS_URL"]`
+//! ([`IGNORE`]), so a plain `cargo test` reports it as ignored, never as a silent `ok`. Asked
+//! for (`cargo test -- --include-ignored`, as CI does), it runs against `REDIS_URL` and fails
+//! when that is not set. `VOLLEY_REQUIRE_REDIS=1` (as in CI) says the Redis tests must run:
+//! [`assert_required_tests_run`] (a test of each crate with Redis tests, compiled whatever its
+//! features) then fails when the crate's `redis` feature is off, `REDIS_URL` is missing or the
+//! ignored tests were not asked for.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -10,33 +15,58 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The Redis to test against (`REDIS_URL`), or `None` after saying that the test is skipped.
+/// The reason a test that needs Redis is ignored unless asked for; written
+/// `#[ignore = "needs Redis: REDIS_URL"]` (an attribute takes a literal, not this constant).
+pub const IGNORE: &str = "needs Redis: REDIS_URL";
+
+/// The Redis to test against (`REDIS_URL`). A test that calls it is `#[ignore]`d (see
+/// [`IGNORE`]): it runs only when asked for, and then a missing Redis is a failure.
 ///
 /// # Panics
-/// When `VOLLEY_REQUIRE_REDIS=1` and `REDIS_URL` is not set.
-pub fn url() -> Option<String> {
+/// When `REDIS_URL` is not set.
+pub fn url() -> String {
     match std::env::var("REDIS_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
-        _ => {
-            assert!(
-                std::env::var("VOLLEY_REQUIRE_REDIS").as_deref() != Ok("1"),
-                "VOLLEY_REQUIRE_REDIS=1 but REDIS_URL is not set"
-            );
-            println!("redis tests skipped: REDIS_URL not set");
-            None
-        }
+        Ok(url) if !url.trim().is_empty() => url.trim().to_owned(),
+        _ => panic!(
+            "this test needs Redis: set REDIS_URL (e.g. redis://127.0.0.1:6379), or leave it \
+             ignored (run without --include-ignored)"
+        ),
     }
 }
 
-/// `REDIS_URL`, or returns from the calling test after saying it is skipped (see [`url`]).
+/// `REDIS_URL`, or a failure naming it (see [`url`]).
 #[macro_export]
 macro_rules! require_redis {
     () => {
-        match $crate::redis::url() {
-            Some(url) => url,
-            None => return,
-        }
+        $crate::redis::url()
     };
+}
+
+/// With `VOLLEY_REQUIRE_REDIS=1` (as in CI), fails unless the calling crate's Redis tests are
+/// compiled (`redis_feature`: `cfg!(feature = "redis")` of that crate, or `true` where they
+/// need no feature), have a Redis (`REDIS_URL`) and were asked for (`--include-ignored` or
+/// `--ignored` on the test binary's command line). Without the variable it checks nothing.
+///
+/// # Panics
+/// As above, naming what is missing.
+pub fn assert_required_tests_run(crate_name: &str, redis_feature: bool) {
+    if std::env::var("VOLLEY_REQUIRE_REDIS").as_deref() != Ok("1") {
+        return;
+    }
+    assert!(
+        redis_feature,
+        "VOLLEY_REQUIRE_REDIS=1 but {crate_name}'s `redis` feature is off, so its Redis tests \
+         are not compiled: add `--features redis` (or test the whole workspace)"
+    );
+    assert!(
+        std::env::var("REDIS_URL").is_ok_and(|url| !url.trim().is_empty()),
+        "VOLLEY_REQUIRE_REDIS=1 but REDIS_URL is not set"
+    );
+    assert!(
+        std::env::args().any(|arg| arg == "--include-ignored" || arg == "--ignored"),
+        "VOLLEY_REQUIRE_REDIS=1 but {crate_name}'s Redis tests are ignored: pass \
+         `-- --include-ignored` to cargo test"
+    );
 }
 
 /// A key prefix no other test (or earlier run) uses, so tests share one Redis without

@@ -293,3 +293,7 @@ impl HttpBody for PooledBody {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+#[path = "pool_tests.rs"]
+mod tests;

@@ -140,3 +140,37 @@ async fn client_certificates_satisfy_a_server_that_requires_them() {
     assert!(!format!("{from_pem:?}").contains("PRIVATE KEY"));
     assert_eq!(server.stats().requests_total, 2);
 }
+
+#[tokio::test]
+async fn alpn_negotiates_h2_over_tls_and_multiplexes() {
+    let pki = TestPki::new("alpn");
+    let server = MockServer::start_tls(
+        MockConfig {
+            latency: "100ms".parse().unwrap(),
+            ..MockConfig::default()
+        },
+        MockTls::new(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+            None,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_pem(pki.ca_pem.as_bytes())
+        .http2(true)
+        .build()
+        .unwrap();
+    // The first request finds out (ALPN) that the server speaks h2; then 20 at once share its
+    // one connection, where HTTP/1.1 would need one connection each.
+    transport.send(chat()).await.unwrap();
+    let results = futures_util::future::join_all((0..20).map(|_| transport.send(chat()))).await;
+    assert!(results.iter().all(Result::is_ok));
+    let stats = transport.stats();
+    assert_eq!(stats.opened, 1, "h2 over TLS multiplexes: {stats:?}");
+    assert_eq!(stats.requests, 21);
+    assert_eq!(server.stats().requests_total, 21);
+}

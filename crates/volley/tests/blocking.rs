@@ -179,7 +179,22 @@ fn dropping_the_last_clone_inside_a_runtime_neither_blocks_nor_panics() {
     client.chat(&chat("hello")).unwrap();
     let clone = client.clone();
     drop(client);
-    runtime.block_on(async move { drop(clone) });
+    // On a thread of its own, so a drop that blocks fails the test instead of hanging it.
+    let (done, dropped) = std::sync::mpsc::channel();
+    let handle = runtime.handle().clone();
+    std::thread::spawn(move || {
+        handle.block_on(async move { drop(clone) });
+        let _ = done.send(());
+    });
+    match dropped.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("dropping the last clone inside a runtime blocked for 30 s")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("dropping the last clone inside a runtime panicked")
+        }
+    }
 }
 
 #[test]

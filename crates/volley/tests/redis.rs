@@ -1,8 +1,8 @@
 //! Clients sharing a cache and a rate limiter through a real Redis (`REDIS_URL`), against
 //! volley-mock over loopback.
 //!
-//! Without `REDIS_URL` each test says so in one line and passes, unless
-//! `VOLLEY_REQUIRE_REDIS=1` (as in CI), which makes a missing Redis a failure.
+//! The tests that need Redis are ignored unless asked for (`-- --include-ignored`, as in CI);
+//! asked for without `REDIS_URL`, they fail (volley-testkit's `redis` module).
 #![cfg(feature = "redis")]
 
 use std::time::Duration;
@@ -35,6 +35,7 @@ async fn cached_client(server: &MockServer, key: &str, url: &str, prefix: &str) 
     builder(server, key).cache_store(store).build().unwrap()
 }
 
+#[ignore = "needs Redis: REDIS_URL"]
 #[tokio::test]
 async fn two_clients_share_cache_entries_through_redis() {
     let url = require_redis!();
@@ -60,6 +61,7 @@ async fn two_clients_share_cache_entries_through_redis() {
     server.shutdown().await;
 }
 
+#[ignore = "needs Redis: REDIS_URL"]
 #[tokio::test]
 async fn two_credentials_never_share_cache_entries() {
     let url = require_redis!();
@@ -119,15 +121,18 @@ async fn the_builder_names_the_credential_the_client_will_use() {
     server.shutdown().await;
 }
 
+#[ignore = "needs Redis: REDIS_URL"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_with_a_shared_limiter_stay_under_the_providers_rpm() {
     let url = require_redis!();
-    // 600 requests a minute, a second's worth of burst, as the provider (the mock) counts them.
+    // 600 requests a minute, a second's worth of burst, shared by the clients; the provider
+    // (the mock) allows 5 % more, so that "no 429" is about the sharing, not about clocks
+    // agreeing to the millisecond (two unshared clients would send twice the limit).
     const RPM: u32 = 600;
     const REQUESTS: usize = 80;
     let server = MockServer::start(MockConfig {
         rate_limits: RateLimits {
-            rpm: Some(RPM),
+            rpm: Some(RPM + RPM / 20),
             ..RateLimits::NONE
         },
         ..MockConfig::default()

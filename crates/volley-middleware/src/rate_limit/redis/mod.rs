@@ -175,6 +175,8 @@ mod acquire;
 mod config;
 mod dispatch;
 mod lease;
+#[cfg(test)]
+mod replay;
 mod shared;
 mod stats;
 mod store;

@@ -1,0 +1,139 @@
+//! `volley run --shared-limit`: the limit is shared per credential, as the library keys it
+//! (one key at one endpoint, one budget), seen in the keys the processes leave in Redis.
+//!
+//! Ignored unless asked for (`-- --include-ignored`, as in CI); asked for without
+//! `REDIS_URL`, it fails (volley-testkit's `redis` module).
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use volley_mock::{MockConfig, MockServer};
+use volley_testkit::redis::unique_prefix;
+use volley_testkit::require_redis;
+
+fn volley(dir: &Path, key: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
+    cmd.current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .env("OPENAI_API_KEY", key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for name in [
+        "OPENAI_BASE_URL",
+        "VOLLEY_CONCURRENCY",
+        "VOLLEY_RPM",
+        "VOLLEY_TPM",
+        "VOLLEY_CACHE",
+        "VOLLEY_SHARED_LIMIT",
+        "VOLLEY_SHARED_PREFIX",
+        "VOLLEY_BASE_URL",
+        "VOLLEY_API_KEY_ENV",
+    ] {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// The keys under `pattern`, by `KEYS` over a plain RESP connection to `url`'s host and port
+/// (a test Redis without a password).
+fn redis_keys(url: &str, pattern: &str) -> Vec<String> {
+    let address = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "*2\r\n$4\r\nKEYS\r\n${}\r\n{pattern}\r\n",
+        pattern.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let count: usize = line
+        .trim_end()
+        .strip_prefix('*')
+        .unwrap_or_else(|| panic!("not an array: {line}"))
+        .parse()
+        .unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..count {
+        line.clear();
+        reader.read_line(&mut line).unwrap(); // $<length>
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        keys.push(line.trim_end().to_owned());
+    }
+    keys.sort();
+    keys
+}
+
+#[ignore = "needs Redis: REDIS_URL"]
+#[test]
+fn the_shared_limit_is_keyed_by_the_credential() {
+    let url = require_redis!();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt
+        .block_on(MockServer::start(MockConfig::default()))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let line = r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"max_tokens":4}}"#;
+    std::fs::write(&input, format!("{line}\n")).unwrap();
+    let prefix = unique_prefix("credentials");
+    let run = |key: &str, round: &str| {
+        let out = dir.path().join(format!("{round}.jsonl"));
+        let mut child = volley(dir.path(), key)
+            .args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+            .args(["--quiet", "--base-url", &server.url(), "--rpm", "600"])
+            .args(["--shared-limit", &url, "--shared-prefix", &prefix])
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("volley run ({round}) did not finish within 40 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{round}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let pattern = format!("{prefix}:ratelimit:*");
+    // A limiter's key outlives its run by a minute: each run's key is still there after it.
+    run("sk-credential-one", "one");
+    let first = redis_keys(&url, &pattern);
+    assert_eq!(first.len(), 1, "{first:?}");
+    run("sk-credential-one", "one-again");
+    assert_eq!(redis_keys(&url, &pattern), first, "one key, one budget");
+    run("sk-credential-two", "two");
+    let both = redis_keys(&url, &pattern);
+    assert_eq!(both.len(), 2, "another key, another budget: {both:?}");
+    assert!(both.contains(&first[0]));
+    for key in &both {
+        assert!(!key.contains("sk-credential"), "the key is hashed: {key}");
+    }
+    rt.block_on(server.shutdown());
+}

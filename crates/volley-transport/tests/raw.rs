@@ -1,0 +1,224 @@
+//! What volley-mock cannot say, said by a raw responder on loopback: a redirect to a second
+//! listener, a chunked body cut before its last chunk, a brotli body.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use volley_core::Request;
+use volley_transport::Transport;
+
+const CHAT_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+const ANSWER: &str = r#"{"id":"chatcmpl-raw","object":"chat.completion","choices":[]}"#;
+/// No test here may take longer than this.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A listener that answers every request with `response`, byte for byte, then closes the
+/// connection; counts the connections it accepted and keeps the request heads it read.
+struct Raw {
+    url: String,
+    connections: Arc<AtomicUsize>,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Raw {
+    async fn start(response: Vec<u8>) -> Raw {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, seen) = (connections.clone(), heads.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let response = response.clone();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let head = read_request(&mut socket).await;
+                    seen.lock().unwrap().push(head);
+                    let _ = socket.write_all(&response).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        Raw {
+            url,
+            connections,
+            heads,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads one request (head, and a body of `content-length` bytes); returns the head.
+async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&buf).into_owned(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < end + length {
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    head
+}
+
+fn transport(url: &str) -> Transport {
+    Transport::builder()
+        .base_url(url)
+        .build()
+        .expect("a loopback base URL builds")
+}
+
+fn chat() -> Request {
+    Request::post("/chat/completions", CHAT_BODY).unwrap()
+}
+
+#[tokio::test]
+async fn a_redirect_is_an_error_and_the_target_sees_no_connection() {
+    let target = Raw::start(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ANSWER}",
+            ANSWER.len()
+        )
+        .into_bytes(),
+    )
+    .await;
+    for status in [
+        "301 Moved Permanently",
+        "302 Found",
+        "307 Temporary Redirect",
+        "308 Permanent Redirect",
+    ] {
+        let redirect = Raw::start(
+            format!(
+                "HTTP/1.1 {status}\r\nlocation: {}/chat/completions\r\ncontent-length: 0\r\n\r\n",
+                target.url
+            )
+            .into_bytes(),
+        )
+        .await;
+        let result = tokio::time::timeout(
+            BOUND,
+            Transport::builder()
+                .base_url(&redirect.url)
+                .api_key("sk-raw-redirect-secret")
+                .build()
+                .unwrap()
+                .send(chat()),
+        )
+        .await
+        .expect("the request ends");
+        let error = result.expect_err("a redirect is not a success");
+        assert_eq!(
+            error.status().map(|s| s.as_u16()),
+            status[..3].parse().ok(),
+            "{error}"
+        );
+        assert_eq!(redirect.connections(), 1);
+    }
+    // Whatever the transport does with a 3xx, it never takes the bearer to the Location.
+    assert_eq!(target.connections(), 0, "the redirect was followed");
+}
+
+#[tokio::test]
+async fn a_chunked_body_cut_before_its_last_chunk_is_an_error() {
+    // The JSON is whole, but the chunked body never ends (no `0` chunk): the connection
+    // closes. A success here would be an answer the server never finished.
+    let raw = Raw::start(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{ANSWER}\r\n",
+            ANSWER.len()
+        )
+        .into_bytes(),
+    )
+    .await;
+    let result = tokio::time::timeout(BOUND, transport(&raw.url).send(chat()))
+        .await
+        .expect("the request ends");
+    let error = match result {
+        Ok(response) => panic!("a cut body read as a success: {response:?}"),
+        Err(error) => error,
+    };
+    assert!(error.status().is_none(), "{error}");
+
+    // A chunk cut in its middle, too.
+    let raw = Raw::start(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n40\r\n{\"id\":\"chatcmpl-raw\""
+            .to_vec(),
+    )
+    .await;
+    let result = tokio::time::timeout(BOUND, transport(&raw.url).send(chat()))
+        .await
+        .expect("the request ends");
+    assert!(result.is_err(), "a cut chunk read as a success");
+}
+
+#[tokio::test]
+async fn brotli_bodies_are_decoded() {
+    let body = brotli_stored(ANSWER.as_bytes());
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: br\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(&body);
+    let raw = Raw::start(response).await;
+    let answer: serde_json::Value = tokio::time::timeout(BOUND, async {
+        transport(&raw.url)
+            .send(chat())
+            .await
+            .expect("the request succeeds")
+            .json()
+            .await
+            .expect("the decoded body is the JSON")
+    })
+    .await
+    .expect("the request ends");
+    assert_eq!(answer["id"], "chatcmpl-raw");
+    let heads = raw.heads.lock().unwrap();
+    let asked = heads[0]
+        .lines()
+        .find_map(|l| l.strip_prefix("accept-encoding:"))
+        .unwrap_or_default();
+    assert!(
+        asked.contains("br"),
+        "brotli was not asked for: {}",
+        heads[0]
+    );
+}
+
+/// `data` as a brotli stream of one stored (uncompressed) meta-block (RFC 7932, 9.2): window
+/// bits `0` (16), ISLAST 0, MNIBBLES 4, MLEN-1 in 16 bits, ISUNCOMPRESSED 1, padding to the
+/// byte, the bytes, then an empty last meta-block (ISLAST 1, ISLASTEMPTY 1).
+fn brotli_stored(data: &[u8]) -> Vec<u8> {
+    assert!(!data.is_empty() && data.len() <= 1 << 16);
+    let header: u32 = ((data.len() as u32 - 1) << 4) | (1 << 20);
+    let mut out = header.to_le_bytes()[..3].to_vec();
+    out.extend_from_slice(data);
+    out.push(0b11);
+    out
+}
