@@ -47,6 +47,7 @@ pub async fn write(
         ordered,
         fsync,
         nonce: 1,
+        format: crate::Format::default(),
     };
     let (tx, rx) = mpsc::channel(queue);
     let (released, _window) = watch::channel(Window::default());

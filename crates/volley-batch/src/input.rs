@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use volley::core::{Error, ErrorKind};
 
+use super::format::Format;
 use super::keys::{KeySet, Keys};
-use super::parse::{InvalidLine, ParsedLine, parse_line};
+use super::parse::{InvalidLine, ParsedLine, foreign_format, parse_line};
 use super::record::{Outcome, OutcomeRecord};
 
 /// Where the requests come from.
@@ -67,7 +68,20 @@ pub const MAX_REPORTED_INVALID: usize = 1_000;
 /// # Errors
 /// `InvalidInput` when the input cannot be opened or read.
 pub async fn validate(input: Input, max_line_bytes: usize) -> Result<ValidationReport, Error> {
-    let mut source = LineSource::open(&input, max_line_bytes, Keys::new()).await?;
+    validate_format(input, max_line_bytes, Format::OpenAi).await
+}
+
+/// [`validate`] for a file in `format`.
+///
+/// # Errors
+/// `InvalidInput` when the input cannot be opened or read, or its first line is in the other
+/// format.
+pub async fn validate_format(
+    input: Input,
+    max_line_bytes: usize,
+    format: Format,
+) -> Result<ValidationReport, Error> {
+    let mut source = LineSource::open(&input, max_line_bytes, Keys::new(), format).await?;
     let mut report = ValidationReport::default();
     while let Some(line) = source.next().await? {
         report.lines += 1;
@@ -112,10 +126,20 @@ pub(crate) struct LineSource {
     /// Keys of every `custom_id` seen so far, valid line or not: ids must be unique.
     seen: KeySet,
     buf: Vec<u8>,
+    format: Format,
+    /// The first line, read ahead by [`check_format`](Self::check_format).
+    ahead: Option<SourceLine>,
+    /// Whether a non-blank line has been read.
+    started: bool,
 }
 
 impl LineSource {
-    pub(crate) async fn open(input: &Input, max: usize, keys: Keys) -> Result<LineSource, Error> {
+    pub(crate) async fn open(
+        input: &Input,
+        max: usize,
+        keys: Keys,
+        format: Format,
+    ) -> Result<LineSource, Error> {
         let reader: Box<dyn AsyncRead + Send + Unpin> = match input {
             Input::Path(path) => {
                 let fail = |what: &str, e: std::io::Error| {
@@ -155,11 +179,29 @@ impl LineSource {
             keys,
             seen: KeySet::default(),
             buf: Vec::new(),
+            format,
+            ahead: None,
+            started: false,
         })
+    }
+
+    /// Reads the first non-blank line ahead, so that a file of the other format is refused
+    /// before anything is sent or written.
+    ///
+    /// # Errors
+    /// `InvalidInput` naming the line when it is in the other format; a read error.
+    pub(crate) async fn check_format(&mut self) -> Result<(), Error> {
+        if !self.started {
+            self.ahead = self.next().await?;
+        }
+        Ok(())
     }
 
     /// The next non-blank line, `None` at the end of the input.
     pub(crate) async fn next(&mut self) -> Result<Option<SourceLine>, Error> {
+        if let Some(line) = self.ahead.take() {
+            return Ok(Some(line));
+        }
         loop {
             let Some(read) = self.reader.next(&mut self.buf).await? else {
                 return Ok(None);
@@ -168,8 +210,17 @@ impl LineSource {
             let parsed = match read {
                 Read::TooLong(len) => Err(InvalidLine::too_long(line, len, self.reader.max)),
                 Read::Line if self.buf.iter().all(u8::is_ascii_whitespace) => continue,
-                Read::Line => parse_line(line, &self.buf),
+                Read::Line => {
+                    if !self.started
+                        && let Some(message) = foreign_format(line, &self.buf, self.format)
+                    {
+                        let message = format!("{}: {message}", self.reader.input);
+                        return Err(Error::new(ErrorKind::InvalidInput, message));
+                    }
+                    parse_line(line, &self.buf, self.format)
+                }
             };
+            self.started = true;
             let (key, parsed) = match parsed {
                 Ok(parsed) => {
                     let key = self.keys.custom_id(&parsed.custom_id);

@@ -55,6 +55,33 @@
 //! are `batch_req_` followed by a random number drawn at the start of the run and a counter,
 //! so they differ across runs.
 //!
+//! # Anthropic Message Batches
+//!
+//! With [`BatchOptions::format`] set to [`Format::Anthropic`], the files are in the format of
+//! Anthropic's Message Batches API instead: each input line is
+//!
+//! ```text
+//! {"custom_id": "req-1", "params": {"model": "...", "max_tokens": 1024, "messages": [...]}}
+//! ```
+//!
+//! and its `params` (a Messages request, sent byte for byte, `"stream": true` refused) go to
+//! `/messages` in the Anthropic dialect. Each outcome is a line of the results file:
+//!
+//! ```text
+//! {"id":"batch_req_…","custom_id":"req-1","result":{"type":"succeeded","message":{…}}}
+//! {"id":"batch_req_…","custom_id":"req-2","result":{"type":"errored","error":{"type":"error","error":{"type":"invalid_request_error","message":"…"},"request_id":"req_…"}}}
+//! {"id":"batch_req_…","custom_id":"req-3","result":{"type":"errored","error":{"type":"error","error":{"type":"timeout_error","message":"line 3: …","code":"timeout"},"request_id":null}}}
+//! {"id":"batch_req_…","custom_id":null,"result":{"type":"errored","error":{"type":"error","error":{"type":"invalid_request_error","message":"line 4: …","code":"invalid_json"},"request_id":null}},"line":4}
+//! ```
+//!
+//! `custom_id` and `result` are exactly the SDK's `MessageBatchIndividualResponse`; the record
+//! `id` (first, as in the OpenAI format, which the resume scan and the holding file key on)
+//! and an invalid line's `"line"` are extra members, which readers of that type ignore.
+//! A final HTTP error keeps the provider's error response; a failure without one gets the
+//! closest Anthropic error type and Volley's own code in `code`. Everything else (one outcome
+//! per line, resume, [`BatchOptions::retry_failed`], the errors file, line-numbered input
+//! errors) is as for the OpenAI format.
+//!
 //! # Durability and resume
 //!
 //! An answer that was paid for must not be paid for again. So each outcome is handed to the
@@ -161,6 +188,7 @@
 #[doc(hidden)]
 pub mod __bench;
 mod dispatch;
+mod format;
 mod fsync;
 mod held;
 mod input;
@@ -168,6 +196,7 @@ mod keys;
 mod parse;
 mod progress;
 mod record;
+mod results;
 mod resume;
 mod runner;
 mod send;
@@ -177,8 +206,9 @@ mod writer;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use format::Format;
 pub use fsync::{Fsync, ParseFsyncError};
-pub use input::{Input, MAX_REPORTED_INVALID, ValidationReport, validate};
+pub use input::{Input, MAX_REPORTED_INVALID, ValidationReport, validate, validate_format};
 pub use progress::{Progress, ProgressSnapshot};
 pub use record::{Outcome, OutcomeRecord};
 pub use runner::BatchRunner;
@@ -242,6 +272,10 @@ pub struct BatchOptions {
     /// [Durability and resume](crate#durability-and-resume)). Default:
     /// [`Fsync::Interval`] of [`DEFAULT_FSYNC_INTERVAL`] (200 ms).
     pub fsync: Fsync,
+    /// The format of the input and output files (see [Anthropic Message
+    /// Batches](crate#anthropic-message-batches)); a file of the other format is refused at
+    /// its first line. Default: [`Format::OpenAi`].
+    pub format: Format,
 }
 
 impl BatchOptions {
@@ -268,6 +302,7 @@ impl Default for BatchOptions {
             concurrency: DEFAULT_BATCH_CONCURRENCY,
             grace: DEFAULT_GRACE,
             fsync: Fsync::default(),
+            format: Format::default(),
         }
     }
 }

@@ -6,7 +6,9 @@ use http::{HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use serde_json::Value;
 use volley::core::openai::{ChatCompletionRequest, EmbeddingsRequest};
-use volley::core::{Request, RequestId, tokens};
+use volley::core::{Dialect, Request, RequestId, tokens};
+
+use super::format::Format;
 
 /// The header OpenAI reads a caller's own request id from.
 const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("x-client-request-id");
@@ -32,6 +34,9 @@ enum Endpoint {
     Other,
 }
 
+/// The path of Anthropic's Messages endpoint, where every Message Batches line goes.
+const MESSAGES_PATH: &str = "/messages";
+
 /// A valid line.
 #[derive(Debug)]
 pub(crate) struct ParsedLine {
@@ -39,6 +44,7 @@ pub(crate) struct ParsedLine {
     path: &'static str,
     body: Bytes,
     estimated_tokens: u32,
+    dialect: Dialect,
 }
 
 /// Why a line is not a valid request.
@@ -80,8 +86,44 @@ impl InvalidLine {
     }
 }
 
-/// Checks one non-blank line (without its newline).
-pub(crate) fn parse_line(line: u64, bytes: &[u8]) -> Result<ParsedLine, InvalidLine> {
+/// When the first line of a file is a JSON object in the other format, the error that refuses
+/// the file: every line would fail, so nothing is sent and nothing is written.
+pub(crate) fn foreign_format(line: u64, bytes: &[u8], format: Format) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Keys {
+        #[serde(default)]
+        params: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        body: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        url: Option<serde::de::IgnoredAny>,
+    }
+    let keys: Keys = serde_json::from_slice(bytes).ok()?;
+    let openai = keys.body.is_some() || keys.url.is_some();
+    let anthropic = keys.params.is_some();
+    let other = match format {
+        Format::OpenAi if anthropic && !openai => Format::Anthropic,
+        Format::Anthropic if openai && !anthropic => Format::OpenAi,
+        _ => return None,
+    };
+    let provider = match other {
+        Format::Anthropic => "--provider anthropic",
+        Format::OpenAi => "--provider openai (or azure)",
+    };
+    Some(format!(
+        "line {line}: this is a file in {}, but this run reads {}; run it with {provider}, or \
+         convert the file",
+        other.shape(),
+        format.shape()
+    ))
+}
+
+/// Checks one non-blank line (without its newline) of a file in `format`.
+pub(crate) fn parse_line(
+    line: u64,
+    bytes: &[u8],
+    format: Format,
+) -> Result<ParsedLine, InvalidLine> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         InvalidLine::new(
             "invalid_utf8",
@@ -122,6 +164,34 @@ pub(crate) fn parse_line(line: u64, bytes: &[u8]) -> Result<ParsedLine, InvalidL
         invalid.custom_id = Some(custom_id.clone());
         invalid
     };
+    if format == Format::Anthropic {
+        let params = match object.get("params") {
+            Some(params @ Value::Object(_)) => params,
+            Some(other) => return Err(with_id(invalid_field(line, "params", type_name(other)))),
+            None => return Err(with_id(missing(line, "params"))),
+        };
+        if params.get("stream") == Some(&Value::Bool(true)) {
+            return Err(with_id(InvalidLine::new(
+                "invalid_field",
+                format!(
+                    "line {line}: field `params.stream`: streaming is not supported in batch \
+                     files"
+                ),
+            )));
+        }
+        let bytes = raw_member(text, "params").unwrap_or_else(|| {
+            // Serialising a `Value` cannot fail (its map keys are strings).
+            serde_json::to_vec(params).unwrap_or_default()
+        });
+        let estimated_tokens = Dialect::Anthropic.estimate_body(&bytes).total();
+        return Ok(ParsedLine {
+            custom_id,
+            path: MESSAGES_PATH,
+            body: Bytes::from(bytes),
+            estimated_tokens,
+            dialect: Dialect::Anthropic,
+        });
+    }
     match object.get("method") {
         Some(Value::String(m)) if m == "POST" => {}
         Some(Value::String(m)) => {
@@ -168,7 +238,7 @@ pub(crate) fn parse_line(line: u64, bytes: &[u8]) -> Result<ParsedLine, InvalidL
     }
     // The body is sent as the line wrote it, byte for byte: re-serialising the parsed value
     // would reorder keys and could change the text of large or precise numbers.
-    let bytes = raw_body(text).unwrap_or_else(|| {
+    let bytes = raw_member(text, "body").unwrap_or_else(|| {
         // Serialising a `Value` cannot fail (its map keys are strings).
         serde_json::to_vec(body).unwrap_or_default()
     });
@@ -178,6 +248,7 @@ pub(crate) fn parse_line(line: u64, bytes: &[u8]) -> Result<ParsedLine, InvalidL
         path,
         body: Bytes::from(bytes),
         estimated_tokens,
+        dialect: Dialect::OpenAi,
     })
 }
 
@@ -189,12 +260,14 @@ impl ParsedLine {
             .with_id(RequestId::from_u64(line))
             .with_body(self.body)
             .with_estimated_tokens(self.estimated_tokens)
+            .with_dialect(self.dialect)
             .with_header(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
         let id = &self.custom_id;
-        if id.len() <= MAX_CLIENT_REQUEST_ID
+        if self.dialect == Dialect::OpenAi
+            && id.len() <= MAX_CLIENT_REQUEST_ID
             && id.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
             && let Ok(value) = HeaderValue::from_str(id)
         {
@@ -204,15 +277,23 @@ impl ParsedLine {
     }
 }
 
-/// The `body` member of a line exactly as written, when the line has exactly one.
-fn raw_body(text: &str) -> Option<Vec<u8>> {
+/// The `body` (OpenAI) or `params` (Anthropic) member of a line exactly as written, when
+/// the line has exactly one.
+fn raw_member(text: &str, name: &str) -> Option<Vec<u8>> {
     #[derive(serde::Deserialize)]
     struct Line<'a> {
-        #[serde(borrow)]
-        body: &'a serde_json::value::RawValue,
+        #[serde(borrow, default)]
+        body: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow, default)]
+        params: Option<&'a serde_json::value::RawValue>,
     }
     let line: Line<'_> = serde_json::from_str(text).ok()?;
-    Some(line.body.get().as_bytes().to_vec())
+    let raw = if name == "params" {
+        line.params
+    } else {
+        line.body
+    }?;
+    Some(raw.get().as_bytes().to_vec())
 }
 
 /// The token cost the rate limiter charges before sending: typed estimates for chat and
@@ -243,7 +324,7 @@ fn missing(line: u64, field: &str) -> InvalidLine {
 
 fn invalid_field(line: u64, field: &str, found: &str) -> InvalidLine {
     let expected = match field {
-        "body" => "a JSON object",
+        "body" | "params" => "a JSON object",
         _ => "a non-empty string",
     };
     InvalidLine::new(
@@ -270,12 +351,12 @@ mod tests {
     const GOOD: &str = r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[{"role":"user","content":"hello there"}],"max_tokens":10}}"#;
 
     fn invalid(line: &str) -> InvalidLine {
-        parse_line(9, line.as_bytes()).unwrap_err()
+        parse_line(9, line.as_bytes(), Format::OpenAi).unwrap_err()
     }
 
     #[test]
     fn a_good_line_becomes_a_request() {
-        let parsed = parse_line(4, GOOD.as_bytes()).unwrap();
+        let parsed = parse_line(4, GOOD.as_bytes(), Format::OpenAi).unwrap();
         let (id, request) = parsed.into_request(4);
         assert_eq!(id, "a");
         assert_eq!(request.path(), "/chat/completions");
@@ -286,7 +367,9 @@ mod tests {
         assert_eq!(body["max_tokens"], 10);
         // Sent exactly as written: key order and number text survive.
         let exact = r#"{"custom_id":"b","method":"POST","url":"/v1/chat/completions","body":{"z":1,"model":"m","messages":[],"temperature":0.10000000000000001,"big":12345678901234567890123}}"#;
-        let (_, request) = parse_line(2, exact.as_bytes()).unwrap().into_request(2);
+        let (_, request) = parse_line(2, exact.as_bytes(), Format::OpenAi)
+            .unwrap()
+            .into_request(2);
         assert_eq!(
             request.body().as_ref(),
             br#"{"z":1,"model":"m","messages":[],"temperature":0.10000000000000001,"big":12345678901234567890123}"#
@@ -344,7 +427,7 @@ mod tests {
                 .as_deref(),
             Some("a")
         );
-        let e = parse_line(2, b"{\"custom_id\":\"\xff\"}").unwrap_err();
+        let e = parse_line(2, b"{\"custom_id\":\"\xff\"}", Format::OpenAi).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),
             (
@@ -357,13 +440,84 @@ mod tests {
     #[test]
     fn stream_false_is_accepted() {
         let line = GOOD.replace(r#""max_tokens":10"#, r#""max_tokens":10,"stream":false"#);
-        assert!(parse_line(1, line.as_bytes()).is_ok());
+        assert!(parse_line(1, line.as_bytes(), Format::OpenAi).is_ok());
+    }
+
+    const MESSAGE: &str = r#"{"custom_id":"m-1","params":{"model":"claude","max_tokens":64,"messages":[{"role":"user","content":"hello there"}]}}"#;
+
+    #[test]
+    fn a_message_batches_line_becomes_a_messages_request() {
+        let (id, request) = parse_line(3, MESSAGE.as_bytes(), Format::Anthropic)
+            .unwrap()
+            .into_request(3);
+        assert_eq!(id, "m-1");
+        assert_eq!(request.path(), "/messages");
+        assert_eq!(request.dialect(), Dialect::Anthropic);
+        assert!(request.headers().get("x-client-request-id").is_none());
+        // Sent as written; estimated as a Messages request (input plus its max_tokens).
+        assert!(
+            request
+                .body()
+                .starts_with(br#"{"model":"claude","max_tokens":64,"#)
+        );
+        let estimate = Dialect::Anthropic.estimate_body(request.body()).total();
+        assert_eq!(request.estimated_tokens(), estimate);
+        assert!(estimate >= 64, "{estimate}");
+
+        let cases = [
+            (
+                r#"{"custom_id":"a"}"#,
+                "missing_field",
+                "field `params` is missing",
+            ),
+            (
+                r#"{"custom_id":"a","params":[]}"#,
+                "invalid_field",
+                "`params` must be a JSON object",
+            ),
+            (
+                r#"{"custom_id":"a","params":{"stream":true}}"#,
+                "invalid_field",
+                "field `params.stream`",
+            ),
+        ];
+        for (line, code, needle) in cases {
+            let e = parse_line(5, line.as_bytes(), Format::Anthropic).unwrap_err();
+            assert_eq!(e.code, code, "{line}: {}", e.message);
+            assert!(
+                e.message.starts_with("line 5: ") && e.message.contains(needle),
+                "{}",
+                e.message
+            );
+            assert_eq!(e.custom_id.as_deref(), Some("a"));
+        }
+    }
+
+    #[test]
+    fn a_file_of_the_other_format_is_named_at_its_first_line() {
+        let e = foreign_format(1, GOOD.as_bytes(), Format::Anthropic).unwrap();
+        assert!(
+            e.starts_with("line 1: this is a file in the OpenAI Batch format"),
+            "{e}"
+        );
+        assert!(e.contains("--provider openai"), "{e}");
+        let e = foreign_format(2, MESSAGE.as_bytes(), Format::OpenAi).unwrap();
+        assert!(
+            e.starts_with("line 2: this is a file in the Anthropic Message Batches format"),
+            "{e}"
+        );
+        assert!(e.contains("--provider anthropic"), "{e}");
+        assert!(foreign_format(1, GOOD.as_bytes(), Format::OpenAi).is_none());
+        assert!(foreign_format(1, MESSAGE.as_bytes(), Format::Anthropic).is_none());
+        assert!(foreign_format(1, b"{not json", Format::Anthropic).is_none());
     }
 
     #[test]
     fn odd_custom_ids_are_not_sent_as_headers() {
         let line = GOOD.replace(r#""a""#, r#""é\n""#);
-        let (id, request) = parse_line(1, line.as_bytes()).unwrap().into_request(1);
+        let (id, request) = parse_line(1, line.as_bytes(), Format::OpenAi)
+            .unwrap()
+            .into_request(1);
         assert_eq!(id, "é\n");
         assert!(request.headers().get("x-client-request-id").is_none());
     }

@@ -6,6 +6,8 @@ use bytes::Bytes;
 use serde_json::json;
 use volley::core::Error;
 
+use super::format::Format;
+
 /// The outcome of one input line, as written to the output file (see the
 /// [module docs](super#output) for the JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,23 +87,38 @@ impl OutcomeRecord {
         (outcome + id + 128) as u64
     }
 
-    /// The record as one JSON line (newline included) with the record id `id`.
+    /// The record as one JSON line (newline included) with the record id `id`, in the
+    /// OpenAI Batch output format.
     pub fn to_json_line(&self, id: &str) -> String {
+        self.to_json_line_as(Format::OpenAi, id)
+    }
+
+    /// The record as one JSON line (newline included) with the record id `id`, in `format`.
+    pub fn to_json_line_as(&self, format: Format, id: &str) -> String {
         let mut out = Vec::new();
-        self.write_json(|out| out.extend_from_slice(id.as_bytes()), &mut out);
+        self.write_json(format, |out| out.extend_from_slice(id.as_bytes()), &mut out);
         // Only JSON (valid UTF-8) and the id, a `&str`, were written.
         String::from_utf8(out).expect("a record is UTF-8")
     }
 
-    /// Appends the record as one JSON line; `write_id` writes the id's characters (no quotes,
-    /// no escapes needed).
-    pub(crate) fn write_json(&self, write_id: impl FnOnce(&mut Vec<u8>), out: &mut Vec<u8>) {
+    /// Appends the record as one JSON line in `format`; `write_id` writes the id's characters
+    /// (no quotes, no escapes needed).
+    pub(crate) fn write_json(
+        &self,
+        format: Format,
+        write_id: impl FnOnce(&mut Vec<u8>),
+        out: &mut Vec<u8>,
+    ) {
         out.extend_from_slice(br#"{"id":""#);
         write_id(out);
         out.extend_from_slice(br#"","custom_id":"#);
         match &self.custom_id {
             Some(id) => write_str(out, id),
             None => out.extend_from_slice(b"null"),
+        }
+        if format == Format::Anthropic {
+            super::results::write_result(self, out);
+            return;
         }
         match &self.outcome {
             Outcome::Response {
@@ -144,7 +161,8 @@ pub(crate) fn from_error(line: u64, error: &Error) -> Outcome {
     if let Some(status) = error.status() {
         let request_id = error
             .headers()
-            .and_then(|h| h.get("x-request-id"))
+            // OpenAI's header, or Anthropic's.
+            .and_then(|h| h.get("x-request-id").or_else(|| h.get("request-id")))
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();

@@ -272,20 +272,29 @@ fn parse_record(line: &[u8]) -> Option<Recorded<'_>> {
         response: Option<ResponseProbe>,
         #[serde(default)]
         error: Option<IgnoredAny>,
+        /// The Anthropic Message Batches format's outcome.
+        #[serde(borrow, default)]
+        result: Option<ResultProbe<'a>>,
     }
     #[derive(Deserialize)]
     struct ResponseProbe {
         status_code: u16,
+    }
+    #[derive(Deserialize)]
+    struct ResultProbe<'a> {
+        #[serde(borrow)]
+        r#type: Cow<'a, str>,
     }
     let probe: Probe<'_> = serde_json::from_slice(line).ok()?;
     probe.id?;
     if probe.custom_id.is_none() && probe.line.is_none() {
         return None;
     }
-    let failed = match (&probe.response, &probe.error) {
-        (_, Some(_)) => true,
-        (Some(response), None) => !(200..300).contains(&response.status_code),
-        (None, None) => return None,
+    let failed = match (&probe.response, &probe.error, &probe.result) {
+        (_, Some(_), _) => true,
+        (Some(response), None, _) => !(200..300).contains(&response.status_code),
+        (None, None, Some(result)) => result.r#type != "succeeded",
+        (None, None, None) => return None,
     };
     Some(Recorded {
         custom_id: probe.custom_id,
@@ -554,5 +563,19 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{BAD}\n"));
         std::fs::write(&path, "plain text\n").unwrap();
         assert!(open_errors(&path).is_err());
+    }
+
+    #[test]
+    fn message_batches_results_are_recognised() {
+        let ok =
+            br#"{"id":"batch_req_1","custom_id":"a","result":{"type":"succeeded","message":{}}}"#;
+        let bad = br#"{"id":"batch_req_2","custom_id":"b","result":{"type":"errored","error":{}}}"#;
+        let invalid = br#"{"id":"batch_req_3","custom_id":null,"result":{"type":"errored","error":{}},"line":7}"#;
+        let ok = parse_record(ok).unwrap();
+        assert!(!ok.failed && ok.custom_id.as_deref() == Some("a"));
+        assert!(parse_record(bad).unwrap().failed);
+        let invalid = parse_record(invalid).unwrap();
+        assert!(invalid.failed && invalid.line == Some(7));
+        assert!(parse_record(br#"{"id":"x","custom_id":"a"}"#).is_none());
     }
 }

@@ -64,7 +64,9 @@ impl BatchRunner {
         } = self;
         check(&options)?;
         let keys = Keys::new();
-        let source = LineSource::open(&input, options.max_line_bytes, keys.clone()).await?;
+        let mut source =
+            LineSource::open(&input, options.max_line_bytes, keys.clone(), options.format).await?;
+        source.check_format().await?;
         let (files, done) = open_files(&input, &options, &keys).await?;
 
         let stop_counting = Arc::new(AtomicBool::new(false));
@@ -99,6 +101,7 @@ impl BatchRunner {
             ordered: options.ordered,
             fsync: options.fsync,
             nonce: keys.nonce(),
+            format: options.format,
         };
         let writer = writer::spawn(files, config, record_rx, released_tx);
 

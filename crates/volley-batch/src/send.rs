@@ -26,13 +26,12 @@ pub(crate) async fn execute(
     custom_id: String,
     request: Request,
 ) -> (u64, Finished) {
+    let dialect = request.dialect();
     let (outcome, usage, attempted) = match client.send(request).await {
         Ok(response) => {
             let status = response.status().as_u16();
-            let request_id = response
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
+            let request_id = dialect
+                .request_id(response.headers())
                 .unwrap_or_default()
                 .to_owned();
             match response.bytes().await {

@@ -6,7 +6,7 @@
 //! prompt, still cheaper than serialising.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use volley::core::{Error, ErrorKind};
+use volley::core::{Dialect, Error, ErrorKind};
 
 use super::lengths::Lengths;
 
@@ -41,6 +41,7 @@ impl Bodies {
     pub(crate) fn build(
         model: &str,
         stream: bool,
+        dialect: Dialect,
         prompt: &Lengths,
         output: &Lengths,
     ) -> Result<Bodies, Error> {
@@ -80,8 +81,13 @@ impl Bodies {
                 let mut body = format!(
                     r#"{{"model":{model},"messages":[{{"role":"user","content":"{text}"}}],"#
                 );
-                if stream {
-                    body.push_str(r#""stream":true,"stream_options":{"include_usage":true},"#);
+                match (stream, dialect) {
+                    (false, _) => {}
+                    // Anthropic streams always carry their usage (in `message_delta`).
+                    (true, Dialect::Anthropic) => body.push_str(r#""stream":true,"#),
+                    (true, _) => {
+                        body.push_str(r#""stream":true,"stream_options":{"include_usage":true},"#)
+                    }
                 }
                 body.push_str(r#""max_tokens":"#);
                 if let Some(n) = fixed_output {
@@ -150,7 +156,14 @@ mod tests {
 
     #[test]
     fn fixed_outputs_are_prebuilt_whole() {
-        let bodies = Bodies::build("m\"x", false, &Lengths::Fixed(3), &Lengths::Fixed(7)).unwrap();
+        let bodies = Bodies::build(
+            "m\"x",
+            false,
+            Dialect::OpenAi,
+            &Lengths::Fixed(3),
+            &Lengths::Fixed(7),
+        )
+        .unwrap();
         let body = bodies.body(3, 7);
         let v = json(&body);
         assert_eq!(v["model"], "m\"x");
@@ -166,6 +179,7 @@ mod tests {
         let bodies = Bodies::build(
             "m",
             true,
+            Dialect::OpenAi,
             &Lengths::Uniform { min: 2, max: 40 },
             &Lengths::Uniform { min: 1, max: 5000 },
         )
@@ -181,10 +195,31 @@ mod tests {
     }
 
     #[test]
+    fn anthropic_streams_ask_for_no_stream_options() {
+        let bodies = Bodies::build(
+            "claude",
+            true,
+            Dialect::Anthropic,
+            &Lengths::Fixed(4),
+            &Lengths::Fixed(9),
+        )
+        .unwrap();
+        let v = json(&bodies.body(4, 9));
+        assert_eq!(
+            (v["stream"].as_bool(), v["max_tokens"].as_u64()),
+            (Some(true), Some(9))
+        );
+        assert!(v.get("stream_options").is_none());
+        let request: volley::core::anthropic::MessagesRequest = serde_json::from_value(v).unwrap();
+        assert_eq!(request.model, "claude");
+    }
+
+    #[test]
     fn huge_prompt_ranges_are_refused() {
         let err = Bodies::build(
             "m",
             false,
+            Dialect::OpenAi,
             &Lengths::Uniform {
                 min: 1,
                 max: 1_000_000,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use volley::core::{ApiKey, Error, ErrorKind};
+use volley::core::{ApiKey, Dialect, Error, ErrorKind};
 
 use super::lengths::Lengths;
 use super::ramp::Ramp;
@@ -74,6 +74,10 @@ pub struct BenchConfig {
     /// Whether the target is a mock embedded in this process (`volley bench --mock`); only
     /// recorded in the results. Default `false`.
     pub embedded_mock: bool,
+    /// The API spoken: OpenAI's chat completions, or Anthropic's Messages (`/messages`,
+    /// streams timed to the first `content_block_delta`). Set the client's provider to match
+    /// ([`ClientBuilder::provider`], for the auth headers). Default [`Dialect::OpenAi`].
+    pub dialect: Dialect,
 }
 
 impl Default for BenchConfig {
@@ -94,6 +98,7 @@ impl Default for BenchConfig {
             seed: DEFAULT_SEED,
             client: None,
             embedded_mock: false,
+            dialect: Dialect::OpenAi,
         }
     }
 }

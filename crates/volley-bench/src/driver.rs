@@ -75,6 +75,7 @@ impl Bench {
         let bodies = Bodies::build(
             &config.model,
             config.stream,
+            config.dialect,
             &config.prompt_tokens,
             &config.output_tokens,
         )?;
@@ -147,6 +148,7 @@ impl Bench {
             target: target.clone(),
             bodies: bodies.clone(),
             stream: config.stream,
+            dialect: config.dialect,
             prompt: config.prompt_tokens,
             output: config.output_tokens,
             requests: config.requests,

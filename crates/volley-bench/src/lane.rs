@@ -16,8 +16,8 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use http::Method;
 use http::uri::PathAndQuery;
 use tokio::sync::{mpsc, watch};
-use volley::core::openai::{CHAT_COMPLETIONS_PATH, looks_like_error, usage_in_body};
-use volley::core::{ErrorKind, Request, Response};
+use volley::core::openai::CHAT_COMPLETIONS_PATH;
+use volley::core::{Dialect, ErrorKind, Request, Response, anthropic};
 
 use super::body::Bodies;
 use super::lengths::Lengths;
@@ -45,6 +45,7 @@ pub(crate) struct Lane {
     pub(crate) target: Target,
     pub(crate) bodies: Arc<Bodies>,
     pub(crate) stream: bool,
+    pub(crate) dialect: Dialect,
     pub(crate) prompt: Lengths,
     pub(crate) output: Lengths,
     /// Closed loop: the run's request budget.
@@ -132,14 +133,16 @@ impl Lane {
     async fn request(&self, started: Instant, prompt: u32, output: u32) {
         let counters = self.shared.lane(self.index);
         counters.started.fetch_add(1, Relaxed);
-        let request = Request::new(
-            Method::POST,
-            PathAndQuery::from_static(CHAT_COMPLETIONS_PATH),
-        )
-        .with_body(self.bodies.body(prompt, output));
+        let path = match self.dialect {
+            Dialect::Anthropic => anthropic::MESSAGES_PATH,
+            _ => CHAT_COMPLETIONS_PATH,
+        };
+        let request = Request::new(Method::POST, PathAndQuery::from_static(path))
+            .with_body(self.bodies.body(prompt, output))
+            .with_dialect(self.dialect);
         let outcome = match self.target.send(request).await {
             Ok(response) if self.stream => self.read_stream(response, started).await,
-            Ok(response) => read_plain(response).await,
+            Ok(response) => read_plain(response, self.dialect).await,
             Err(error) => Outcome::Failed(ErrorLabel::of(&error)),
         };
         let ended = Instant::now();
@@ -152,8 +155,9 @@ impl Lane {
             .finish(self.nanos(started), self.nanos(ended), outcome);
     }
 
-    /// Reads an event stream to `[DONE]`: content chunks counted and timed as they arrive
-    /// (one clock read each), usage from the last chunk that carries it.
+    /// Reads an event stream to `[DONE]` (Anthropic: `message_stop`): content chunks
+    /// (Anthropic: `content_block_delta` events) counted and timed as they arrive (one clock
+    /// read each), usage from the last chunk that carries it (Anthropic: `message_delta`).
     async fn read_stream(&self, response: Response, started: Instant) -> Outcome {
         if !response.is_stream() {
             // A server that ignored `stream: true`, or a gateway's 200 with a JSON error.
@@ -171,7 +175,8 @@ impl Lane {
                 Some(Err(error)) => break Some(ErrorLabel::of(&error)),
                 Some(Ok(event)) => event,
             };
-            if event.is_done() {
+            let anthropic = self.dialect == Dialect::Anthropic;
+            if event.is_done() || (anthropic && event.event_type() == "message_stop") {
                 done = true;
                 // Look once more without waiting: when the body's end is already here, the
                 // connection goes back to the pool instead of being closed.
@@ -179,13 +184,27 @@ impl Lane {
                 break None;
             }
             let data = event.data();
-            if event.event_type() == "error" || looks_like_error(data.as_bytes()) {
+            if event.event_type() == "error" || self.dialect.looks_like_error(data.as_bytes()) {
                 break Some(ErrorLabel::Kind(ErrorKind::StreamBroken.as_str()));
             }
-            if let Some(u) = usage_in_body(data.as_bytes()) {
-                usage = Some(u);
-            }
-            if has_content(data) {
+            let content = if anthropic {
+                match event.event_type() {
+                    "content_block_delta" => true,
+                    "message_delta" => {
+                        usage = anthropic::usage_in_body(data.as_bytes())
+                            .and_then(|u| u.output_tokens)
+                            .or(usage);
+                        false
+                    }
+                    _ => false,
+                }
+            } else {
+                if let Some(u) = volley::core::openai::usage_in_body(data.as_bytes()) {
+                    usage = Some(u.completion_tokens);
+                }
+                has_content(data)
+            };
+            if content {
                 let now = Instant::now();
                 match last {
                     Some(previous) => {
@@ -208,7 +227,7 @@ impl Lane {
                 Outcome::Failed(ErrorLabel::Kind(ErrorKind::StreamBroken.as_str()))
             }
             None => Outcome::Ok {
-                output_tokens: usage.map_or(chunks, |u| u.completion_tokens),
+                output_tokens: usage.unwrap_or(chunks),
                 ttft: first.map(|f: Instant| f.saturating_duration_since(started)),
             },
         }
@@ -246,14 +265,14 @@ impl Lane {
 }
 
 /// Reads a whole body; output tokens from its usage, found by a scan, not a parse.
-async fn read_plain(response: Response) -> Outcome {
+async fn read_plain(response: Response, dialect: Dialect) -> Outcome {
     match response.bytes().await {
         // A 200 whose body is an error object (some gateways do this).
-        Ok(body) if looks_like_error(&body) => {
+        Ok(body) if dialect.looks_like_error(&body) => {
             Outcome::Failed(ErrorLabel::Kind(ErrorKind::BodyDecode.as_str()))
         }
         Ok(body) => Outcome::Ok {
-            output_tokens: usage_in_body(&body).map_or(0, |u| u.completion_tokens),
+            output_tokens: dialect.usage_in_body(&body).map_or(0, |u| u.output),
             ttft: None,
         },
         Err(error) => Outcome::Failed(ErrorLabel::of(&error)),

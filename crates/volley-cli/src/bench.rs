@@ -257,8 +257,18 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        // ANTHROPIC_API_KEY, then ANTHROPIC_AUTH_TOKEN, as the SDK reads them; none is fine.
+        None if connection.provider.0 == volley::Provider::Anthropic => (
+            connection.base_url.first().to_owned(),
+            config::endpoint(&layers, &connection)
+                .ok()
+                .and_then(|endpoint| match endpoint.credential {
+                    config::Credential::Key(key) => Some(ApiKey::new(key)),
+                    config::Credential::AzureAdToken(_) => None,
+                }),
+        ),
         None => (
-            connection.base_url.clone(),
+            connection.base_url.first().to_owned(),
             config::read_key(&connection.api_key_env)
                 .ok()
                 .map(ApiKey::new),
@@ -282,6 +292,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         embedded_mock: mock.is_some(),
         // The default stack without retries, so failures are counted rather than hidden.
         client: Some(client),
+        dialect: connection.provider.0.dialect(),
     };
     if let Some(max) = args.find_knee {
         return find_knee(&config, max, args.requests, args.report.as_deref()).await;

@@ -1,4 +1,7 @@
-//! `volley chat`: one chat completion, printed.
+//! `volley chat`: one chat completion (or, with `--provider anthropic`, one Messages call),
+//! printed.
+
+mod messages;
 
 use std::io::Write;
 
@@ -13,11 +16,18 @@ use crate::config::{
     self, Attempts, AttemptsFlags, Connection, ConnectionFlags, Layers, SourceArgs,
 };
 
+/// The model `chat` asks when none is given.
+const DEFAULT_MODEL: &str = "gpt-4o-mini";
+
 /// Send one chat completion and print the reply.
 ///
 /// The API key is read from the environment (OPENAI_API_KEY, or the variable named by
 /// --api-key-env), never from the command line. The base URL includes /v1, as in the OpenAI
 /// convention; /chat/completions is appended to it.
+///
+/// With --provider anthropic it calls Anthropic's Messages API (/messages): the key from
+/// ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN, the base URL from ANTHROPIC_BASE_URL (without
+/// /v1, as the SDK reads it) below a profile's, and max_tokens 1024 unless given.
 ///
 /// Settings come from flags, then VOLLEY_<NAME> variables (VOLLEY_BASE_URL, VOLLEY_TIMEOUT,
 /// ...), then the volley.toml profile (--profile NAME for [profile.NAME], else [default]), then
@@ -27,9 +37,10 @@ pub(crate) struct ChatArgs {
     /// The user message.
     #[arg(required_unless_present = "print_config")]
     prompt: Option<String>,
-    /// The model to ask.
-    #[arg(long, short, default_value = "gpt-4o-mini")]
-    model: String,
+    /// The model to ask [default: gpt-4o-mini; with --provider anthropic,
+    /// claude-sonnet-4-5].
+    #[arg(long, short)]
+    model: Option<String>,
     /// Print the reply as it arrives (server-sent events).
     #[arg(long)]
     stream: bool,
@@ -37,7 +48,7 @@ pub(crate) struct ChatArgs {
     #[arg(long)]
     system: Option<String>,
     /// The most tokens the reply may use (`max_completion_tokens`, which reasoning models
-    /// require).
+    /// require; Anthropic's `max_tokens`, 1024 when neither is given).
     #[arg(long)]
     max_completion_tokens: Option<u32>,
     /// The legacy `max_tokens` limit, for servers that only know it.
@@ -98,28 +109,45 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     };
     // A timeout of 0 turns it off.
     let timeout = Some(attempts.timeout.0).filter(|t| !t.is_zero());
-    let mut builder = Client::builder()
-        .base_url(base_url)
-        .allow_plain_http(connection.allow_plain_http)
-        .timeout(timeout)
-        .retry_policy(
-            volley::middleware::retry::Policy::builder()
-                .max_retries(attempts.max_retries)
-                .give_up_after(attempts.give_up_after.0)
-                .build()?,
-        );
+    let mut builder = config::apply_endpoints(
+        Client::builder(),
+        &layers,
+        &connection,
+        base_url,
+        mock.is_some(),
+    )?
+    .allow_plain_http(connection.allow_plain_http)
+    .timeout(timeout)
+    .retry_policy(
+        volley::middleware::retry::Policy::builder()
+            .max_retries(attempts.max_retries)
+            .give_up_after(attempts.give_up_after.0)
+            .build()?,
+    );
     if let Some(credential) = credential {
         builder = config::with_credential(builder, credential);
     }
     builder = config::apply_network(builder, &connection, mock.is_some())?;
     let client = builder.build()?;
 
+    if connection.provider.0 == volley::Provider::Anthropic {
+        let result = messages::ask(&client, &args, prompt).await;
+        if let Some(server) = mock {
+            server.shutdown().await;
+        }
+        return result;
+    }
+
     let mut messages = Vec::with_capacity(2);
     if let Some(system) = &args.system {
         messages.push(ChatMessage::system(system.clone()));
     }
     messages.push(ChatMessage::user(prompt));
-    let mut request = ChatCompletionRequest::new(args.model.clone(), messages);
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+    let mut request = ChatCompletionRequest::new(model, messages);
     request.max_tokens = args.max_tokens;
     request.max_completion_tokens = args.max_completion_tokens;
     request.temperature = args.temperature;

@@ -29,14 +29,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Send one chat completion and print the reply.
-    Chat(chat::ChatArgs),
+    /// Send one chat completion (with --provider anthropic, one Messages call) and print the
+    /// reply.
+    Chat(Box<chat::ChatArgs>),
     // Its help comes from `RunArgs`'s docs.
     Run(Box<run::RunArgs>),
     // Its help comes from `BenchArgs`'s docs.
     Bench(Box<bench::BenchArgs>),
     /// Run the OpenAI-compatible mock server (for tests and benchmarks).
-    Mock(mock::MockArgs),
+    Mock(Box<mock::MockArgs>),
     /// Manage trust in a volley.toml found in the working directory.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -91,9 +92,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
-            Command::Chat(args) => chat::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Chat(args) => chat::run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Run(args) => run::run(*args).await,
-            Command::Mock(args) => mock::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Mock(args) => mock::run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Bench(_) | Command::Config(_) => {
                 unreachable!("handled before the runtime starts")
             }

@@ -46,6 +46,11 @@ const VALIDATE_SHOWN: usize = 20;
 /// rest are sent. With --retry-failed, lines whose recorded outcome is a failure are sent
 /// again and their new outcome appended: the last record for a custom_id is its outcome.
 ///
+/// With --provider anthropic the files are in Anthropic's Message Batches format: each line
+/// {"custom_id", "params"} (params: a Messages request), each outcome {"custom_id", "result":
+/// {"type": "succeeded", "message"} or {"type": "errored", "error"}}. A file of the other
+/// format is refused at its first line.
+///
 /// A request rejected with HTTP 401 or 403 stops the run (the key is wrong, every line would
 /// fail): fix the key and run the same command again with --retry-failed.
 ///

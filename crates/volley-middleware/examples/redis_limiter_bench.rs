@@ -119,6 +119,7 @@ async fn measure<L: RateLimiter>(limiter: &L, callers: usize, run_for: Duration)
                 let cost = Cost {
                     requests: 1,
                     tokens: 100,
+                    ..Cost::ZERO
                 };
                 while !stop.load(Ordering::Relaxed) {
                     id += 1;

@@ -60,4 +60,18 @@ impl RateLimiter for AnyLimiter {
             AnyLimiter::Redis(limiter) => limiter.learns(),
         }
     }
+
+    fn splits_tokens(&self) -> bool {
+        match self {
+            AnyLimiter::Local(limiter) => limiter.splits_tokens(),
+            AnyLimiter::Redis(limiter) => limiter.splits_tokens(),
+        }
+    }
+
+    fn settle_usage(&self, grant: Grant, usage: volley_core::dialect::TokenUsage) {
+        match self {
+            AnyLimiter::Local(limiter) => limiter.settle_usage(grant, usage),
+            AnyLimiter::Redis(limiter) => limiter.settle_usage(grant, usage),
+        }
+    }
 }

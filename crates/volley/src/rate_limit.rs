@@ -56,8 +56,14 @@ pub(crate) enum RateLimitSetting {
     #[default]
     None,
     /// `rpm(..)` and/or `tpm(..)`; `Some(0)` turns that limit off and stops learning it, and
-    /// one left out is learned.
-    PerMinute { rpm: Option<u32>, tpm: Option<u64> },
+    /// one left out is learned. `input_tpm(..)` and `output_tpm(..)` add Anthropic's input-
+    /// and output-token limits (never learned; 0 for none).
+    PerMinute {
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        input_tpm: Option<u64>,
+        output_tpm: Option<u64>,
+    },
     /// `rate_limits(..)`.
     Limits(Limits),
     /// `rate_limiter(..)` or `shared_rate_limiter(..)`, and whether it limits tokens (then
@@ -81,10 +87,19 @@ impl RateLimitSetting {
             RateLimitSetting::None => RateLimitSetting::PerMinute {
                 rpm: Some(rpm),
                 tpm: None,
+                input_tpm: None,
+                output_tpm: None,
             },
-            RateLimitSetting::PerMinute { tpm, .. } => RateLimitSetting::PerMinute {
+            RateLimitSetting::PerMinute {
+                tpm,
+                input_tpm,
+                output_tpm,
+                ..
+            } => RateLimitSetting::PerMinute {
                 rpm: Some(rpm),
                 tpm,
+                input_tpm,
+                output_tpm,
             },
             other => other.conflict("rpm(..)"),
         }
@@ -96,12 +111,53 @@ impl RateLimitSetting {
             RateLimitSetting::None => RateLimitSetting::PerMinute {
                 rpm: None,
                 tpm: Some(tpm),
+                input_tpm: None,
+                output_tpm: None,
             },
-            RateLimitSetting::PerMinute { rpm, .. } => RateLimitSetting::PerMinute {
+            RateLimitSetting::PerMinute {
+                rpm,
+                input_tpm,
+                output_tpm,
+                ..
+            } => RateLimitSetting::PerMinute {
                 rpm,
                 tpm: Some(tpm),
+                input_tpm,
+                output_tpm,
             },
             other => other.conflict("tpm(..)"),
+        }
+    }
+
+    /// `input_tpm(..)` / `output_tpm(..)`: sets the input- (`output: false`) or output-token
+    /// limit of a per-minute limit, keeping the rest.
+    pub(crate) fn split_tpm(self, output: bool, per_minute: u64) -> RateLimitSetting {
+        let (rpm, tpm, mut input_tpm, mut output_tpm) = match self {
+            RateLimitSetting::None => (None, None, None, None),
+            RateLimitSetting::PerMinute {
+                rpm,
+                tpm,
+                input_tpm,
+                output_tpm,
+            } => (rpm, tpm, input_tpm, output_tpm),
+            other => {
+                return other.conflict(if output {
+                    "output_tpm(..)"
+                } else {
+                    "input_tpm(..)"
+                });
+            }
+        };
+        *(if output {
+            &mut output_tpm
+        } else {
+            &mut input_tpm
+        }) = Some(per_minute);
+        RateLimitSetting::PerMinute {
+            rpm,
+            tpm,
+            input_tpm,
+            output_tpm,
         }
     }
 
@@ -156,7 +212,12 @@ impl RateLimitSetting {
                 counts_tokens,
                 ..
             } => return Ok((Some(RateLimitLayer::with_limiter(limiter)), counts_tokens)),
-            RateLimitSetting::PerMinute { rpm, tpm } => {
+            RateLimitSetting::PerMinute {
+                rpm,
+                tpm,
+                input_tpm,
+                output_tpm,
+            } => {
                 let mut limits = Limits::auto()
                     .learn_requests(rpm.is_none())
                     .learn_tokens(tpm.is_none());
@@ -166,6 +227,12 @@ impl RateLimitSetting {
                 if let Some(tpm) = tpm.filter(|n| *n > 0) {
                     limits = limits.tokens(tpm);
                 }
+                if let Some(n) = input_tpm.filter(|n| *n > 0) {
+                    limits = limits.input_tokens(n);
+                }
+                if let Some(n) = output_tpm.filter(|n| *n > 0) {
+                    limits = limits.output_tokens(n);
+                }
                 Some(limits)
             }
             RateLimitSetting::Limits(limits) => Some(limits),
@@ -174,7 +241,11 @@ impl RateLimitSetting {
             return Ok((None, false));
         };
         let learns = limits.learns_requests() || limits.learns_tokens();
-        if limits.requests_per_minute().is_none() && limits.tokens_per_minute().is_none() && !learns
+        if limits.requests_per_minute().is_none()
+            && limits.tokens_per_minute().is_none()
+            && limits.input_tokens_per_minute().is_none()
+            && limits.output_tokens_per_minute().is_none()
+            && !learns
         {
             // rpm(0) and tpm(0): nothing to limit or learn.
             return Ok((None, false));
@@ -232,7 +303,7 @@ mod tests {
             RateLimitSetting::None.rpm(600).tpm(90_000),
             RateLimitSetting::None.tpm(90_000).rpm(600),
         ] {
-            let RateLimitSetting::PerMinute { rpm, tpm } = &setting else {
+            let RateLimitSetting::PerMinute { rpm, tpm, .. } = &setting else {
                 panic!("expected a per-minute limit");
             };
             assert_eq!((*rpm, *tpm), (Some(600), Some(90_000)));
@@ -313,8 +384,39 @@ mod tests {
             setting,
             RateLimitSetting::PerMinute {
                 rpm: Some(2),
-                tpm: None
+                tpm: None,
+                ..
             }
         ));
+    }
+
+    #[test]
+    fn input_and_output_limits_combine_with_rpm_and_tpm() {
+        let setting = RateLimitSetting::None
+            .split_tpm(false, 30_000)
+            .rpm(50)
+            .split_tpm(true, 8_000)
+            .tpm(0);
+        assert!(matches!(
+            setting,
+            RateLimitSetting::PerMinute {
+                rpm: Some(50),
+                tpm: Some(0),
+                input_tpm: Some(30_000),
+                output_tpm: Some(8_000),
+            }
+        ));
+        let (layer, _) = setting.into_layer().unwrap();
+        let layer = layer.expect("the split limits are enforced");
+        assert!(volley_middleware::rate_limit::RateLimiter::splits_tokens(
+            layer.limiter()
+        ));
+        // Only split limits, rpm and tpm off: still a limiter.
+        let only = RateLimitSetting::None.rpm(0).tpm(0).split_tpm(true, 10);
+        assert!(only.into_layer().unwrap().0.is_some());
+        let conflict = RateLimitSetting::None
+            .limits(Limits::per_minute())
+            .split_tpm(false, 1);
+        assert!(conflict.into_layer().is_err());
     }
 }

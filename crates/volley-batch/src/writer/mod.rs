@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use volley::core::Error;
 
 use super::record::OutcomeRecord;
-use super::{Fsync, held};
+use super::{Format, Fsync, held};
 use order::Reorder;
 use sink::Sink;
 use sync::Syncer;
@@ -51,6 +51,8 @@ pub(crate) struct WriterConfig {
     pub(crate) fsync: Fsync,
     /// Record ids are `batch_req_<nonce><counter>`, unique across runs.
     pub(crate) nonce: u64,
+    /// The format records are written in.
+    pub(crate) format: Format,
 }
 
 /// A record and its position among the lines that get one this run (for ordered mode).
@@ -98,6 +100,7 @@ struct Writer {
     syncer: Option<Syncer>,
     next_id: u64,
     nonce: u64,
+    format: Format,
 }
 
 impl Writer {
@@ -118,6 +121,7 @@ impl Writer {
             syncer,
             next_id: 0,
             nonce: config.nonce,
+            format: config.format,
         })
     }
 
@@ -168,7 +172,7 @@ impl Writer {
         match &mut self.reorder {
             None => {
                 let start = self.out_buf.len();
-                record.write_json(write_id, &mut self.out_buf);
+                record.write_json(self.format, write_id, &mut self.out_buf);
                 if has_errors && failed {
                     self.err_buf.extend_from_slice(&self.out_buf[start..]);
                 }
@@ -176,7 +180,7 @@ impl Writer {
             Some(reorder) => {
                 let approx = record.approx_bytes();
                 let mut bytes = Vec::with_capacity(approx as usize);
-                record.write_json(write_id, &mut bytes);
+                record.write_json(self.format, write_id, &mut bytes);
                 let (out_buf, err_buf) = (&mut self.out_buf, &mut self.err_buf);
                 reorder.accept(seq, record.line, bytes, failed, approx, |bytes, failed| {
                     release(out_buf, err_buf, has_errors, bytes, failed);

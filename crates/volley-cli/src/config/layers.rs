@@ -8,20 +8,26 @@ use figment::providers::Env;
 use figment::value::{Dict, UncasedStr};
 use figment::{Figment, Profile, Provider};
 
+use volley::anthropic;
+
 use super::file::{self, is_secret_key};
 use super::model::{self, Group};
 use super::origin::{Layer, Origin, env_name, usage_error};
 use super::{ENV_PREFIX, UsageError};
 
-/// The ecosystem's own variables, by the key they set: below `volley.toml`, so a globally
-/// exported `OPENAI_BASE_URL` never overrides a profile.
+/// The ecosystem's own variables, by the key they set and whether Anthropic's SDK (rather
+/// than OpenAI's) reads them: below `volley.toml`, so a globally exported `OPENAI_BASE_URL`
+/// never overrides a profile. Only the variables of the provider in force apply (with
+/// `--provider anthropic`, `ANTHROPIC_BASE_URL` and not `OPENAI_BASE_URL`).
+/// `ANTHROPIC_BASE_URL` is read the SDK's way, without `/v1`, which is appended.
 /// (`HTTPS_PROXY`, `NO_PROXY`, `SSL_CERT_FILE` and `SSL_CERT_DIR` are read by the library
 /// itself, by curl's and OpenSSL's rules, when no setting of Volley's own names a proxy, a
 /// bypass list or a CA.)
-const ECOSYSTEM: &[(&str, &str)] = &[
-    (volley::BASE_URL_ENV, "base_url"),
-    (volley::API_VERSION_ENV, "api_version"),
-    (volley::AZURE_ENDPOINT_ENV, "azure_endpoint"),
+const ECOSYSTEM: &[(&str, &str, bool)] = &[
+    (volley::BASE_URL_ENV, "base_url", false),
+    (volley::API_VERSION_ENV, "api_version", false),
+    (volley::AZURE_ENDPOINT_ENV, "azure_endpoint", false),
+    (anthropic::BASE_URL_VARIABLE, "base_url", true),
 ];
 
 /// Where settings come from, and `--print-config`: taken by every command that reads
@@ -71,9 +77,33 @@ impl Layers {
         flags: &[&dyn erased::Flags],
         defaults: Dict,
     ) -> Result<Layers, UsageError> {
-        let mut figment = Figment::new().merge(Layer::new(Origin::Default, defaults));
-        for (variable, key) in ECOSYSTEM {
-            if let Some(value) = non_empty_var(variable) {
+        // Volley's own layers, highest last; the provider they set decides the defaults and
+        // the ecosystem's variables below them.
+        let profile = file::load_profile(sources.config.as_deref(), sources.profile.as_deref())?;
+        let label = profile.as_ref().map(|p| p.label.clone());
+        let mut own: Vec<Layer> = profile.map(|p| p.layer).into_iter().collect();
+        own.push(env_layer()?);
+        for group in flags {
+            own.push(group.layer()?);
+        }
+        let anthropic = provider_of(&own) == volley::Provider::Anthropic;
+
+        let mut figment = Figment::new();
+        if anthropic {
+            let mut values = Dict::new();
+            values.insert("base_url".to_owned(), anthropic::DEFAULT_BASE_URL.into());
+            values.insert("api_key_env".to_owned(), anthropic::KEY_VARIABLES[0].into());
+            figment = figment.merge(Layer::new(Origin::Default, values));
+        }
+        figment = figment.merge(Layer::new(Origin::Default, defaults));
+        for (variable, key, for_anthropic) in ECOSYSTEM {
+            if *for_anthropic != anthropic {
+                continue;
+            }
+            if let Some(mut value) = non_empty_var(variable) {
+                if *variable == anthropic::BASE_URL_VARIABLE {
+                    value = anthropic::base_url_from_sdk(&value);
+                }
                 let mut values = Dict::new();
                 values.insert((*key).to_owned(), value.into());
                 figment = figment.merge(Layer::new(
@@ -82,14 +112,8 @@ impl Layers {
                 ));
             }
         }
-        let profile = file::load_profile(sources.config.as_deref(), sources.profile.as_deref())?;
-        let label = profile.as_ref().map(|p| p.label.clone());
-        if let Some(profile) = profile {
-            figment = figment.merge(profile.layer);
-        }
-        figment = figment.merge(env_layer()?);
-        for group in flags {
-            figment = figment.merge(group.layer()?);
+        for layer in own {
+            figment = figment.merge(layer);
         }
         Ok(Layers {
             figment,
@@ -177,6 +201,18 @@ fn refuse_keys_in_environment() -> Result<(), UsageError> {
         }
     }
     Ok(())
+}
+
+/// The provider the highest of `layers` that sets one names; OpenAI when none does (a name
+/// that does not parse is reported when the settings are extracted).
+fn provider_of(layers: &[Layer]) -> volley::Provider {
+    layers
+        .iter()
+        .rev()
+        .find_map(|layer| layer.value("provider"))
+        .and_then(|value| value.as_str().map(str::parse))
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 fn non_empty_var(name: &str) -> Option<String> {

@@ -5,13 +5,17 @@
 //! the defaults. Each setting is resolved on its own, so a profile may set the rate limits
 //! while a flag overrides only the concurrency, and a globally exported `OPENAI_BASE_URL`
 //! never overrides a profile's `base_url`. figment merges the layers and remembers where each
-//! value came from, which `--print-config` shows.
+//! value came from, which `--print-config` shows. The provider in force decides which
+//! ecosystem variables apply and some defaults: with `--provider anthropic` the base URL
+//! defaults to `https://api.anthropic.com/v1` (or `$ANTHROPIC_BASE_URL`, read without `/v1` as
+//! the SDK reads it, `/v1` appended), and the key comes from `ANTHROPIC_API_KEY`, then
+//! `ANTHROPIC_AUTH_TOKEN`, unless `api_key_env` names another variable.
 //!
 //! A setting's `volley.toml` key is its name (`max_retries`), its variable `VOLLEY_` and the
 //! name in capitals (`VOLLEY_MAX_RETRIES`), its flag the name with dashes (`--max-retries`).
 //! The groups: [`Connection`] (`base_url`, `api_key_env`, `allow_plain_http`) for every
 //! command that calls an API, [`Attempts`] (`timeout`, `max_retries`) for `chat` and `run`,
-//! [`RunLoad`] (`concurrency`, `rpm`, `tpm`, `cache`, `shared_limit`, `shared_prefix`,
+//! [`RunLoad`] (`concurrency`, `rpm`, `tpm`, `input_tpm`, `output_tpm`, `cache`, `shared_limit`, `shared_prefix`,
 //! `lease`, `redis_failure`) and [`RunOutput`] (`fsync`) for `run`. `bench`'s load and its embedded mock's flags are its
 //! own, and `bench`'s default `base_url` is the local mock's.
 //!
@@ -46,6 +50,7 @@
 //! cache = "disk:.volley-cache"
 //! ```
 
+mod endpoints;
 mod file;
 mod layers;
 mod model;
@@ -57,6 +62,7 @@ mod values;
 use std::fmt;
 use std::time::Duration;
 
+pub(crate) use endpoints::{apply as apply_endpoints, summary_lines as endpoint_lines};
 pub(crate) use file::CONFIG_FILE;
 pub(crate) use layers::{Layers, Row, SourceArgs};
 pub(crate) use model::{
@@ -106,10 +112,17 @@ pub(crate) fn connection_rows(layers: &Layers, connection: &Connection, mock: bo
                 row.origin = "--mock".to_owned();
             }
             "api_key_env" => {
+                // With --provider anthropic and no variable named, the SDK's second one too.
+                let [_, token] = volley::anthropic::KEY_VARIABLES;
+                let token_set = connection.provider.0 == volley::Provider::Anthropic
+                    && layers.origin("api_key_env") == origin::Origin::Default
+                    && read_key(token).is_ok();
                 let state = if mock {
                     "not used with --mock"
                 } else if read_key(&connection.api_key_env).is_ok() {
                     "set"
+                } else if token_set {
+                    "not set; ANTHROPIC_AUTH_TOKEN is"
                 } else {
                     "NOT SET"
                 };

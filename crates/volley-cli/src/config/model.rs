@@ -380,7 +380,9 @@ mod tests {
     #[test]
     fn every_key_is_a_flag_and_the_defaults_extract_as_themselves() {
         let command = Probe::command();
-        for key in all_keys() {
+        // `endpoints` is a list of tables: volley.toml only (a repeated --base-url is its
+        // flag form).
+        for key in all_keys().into_iter().filter(|k| *k != "endpoints") {
             assert!(
                 command.get_arguments().any(|a| a.get_id() == key),
                 "{key} has no flag"

@@ -29,9 +29,15 @@ pub(crate) struct Endpoint {
 /// # Errors
 /// A [`UsageError`] when no key is set, or Azure has neither a base URL nor an endpoint.
 pub(crate) fn endpoint(layers: &Layers, connection: &Connection) -> Result<Endpoint, UsageError> {
+    if connection.provider.0 == Provider::Anthropic {
+        return Ok(Endpoint {
+            base_url: connection.base_url.first().to_owned(),
+            credential: Credential::Key(anthropic_key(layers, connection)?),
+        });
+    }
     if connection.provider.0 != Provider::Azure {
         return Ok(Endpoint {
-            base_url: connection.base_url.clone(),
+            base_url: connection.base_url.first().to_owned(),
             credential: Credential::Key(read_key(&connection.api_key_env)?),
         });
     }
@@ -49,7 +55,7 @@ pub(crate) fn endpoint(layers: &Layers, connection: &Connection) -> Result<Endpo
                 "both a base URL and an Azure endpoint are set: give one of them".to_owned(),
             ));
         }
-        _ if own("base_url") => connection.base_url.clone(),
+        _ if own("base_url") => connection.base_url.first().to_owned(),
         Some(endpoint) => volley::transport::azure_base_url(endpoint, None),
         None => {
             return Err(UsageError(
@@ -81,6 +87,22 @@ pub(crate) fn endpoint(layers: &Layers, connection: &Connection) -> Result<Endpo
     })
 }
 
+/// The Anthropic key, as the official SDK reads it: `ANTHROPIC_API_KEY`, then
+/// `ANTHROPIC_AUTH_TOKEN` (both sent as `--anthropic-auth` says), unless `api_key_env` names
+/// another variable.
+fn anthropic_key(layers: &Layers, connection: &Connection) -> Result<String, UsageError> {
+    if layers.origin("api_key_env") != Origin::Default {
+        return read_key(&connection.api_key_env);
+    }
+    let [key, token] = volley::anthropic::KEY_VARIABLES;
+    read_key(key).or_else(|_| read_key(token)).map_err(|_| {
+        UsageError(format!(
+            "no API key: set {key} (or {token}), name another variable with --api-key-env, or \
+             use --mock"
+        ))
+    })
+}
+
 /// `builder` with the credential.
 pub(crate) fn with_credential(builder: ClientBuilder, credential: Credential) -> ClientBuilder {
     match credential {
@@ -90,7 +112,8 @@ pub(crate) fn with_credential(builder: ClientBuilder, credential: Credential) ->
 }
 
 /// `builder` with the provider's conventions, the proxy and TLS trust of `connection`. The
-/// in-process mock (`mock`) is reached directly, in plain text, with OpenAI's conventions.
+/// in-process mock (`mock`) is reached directly, in plain text, with OpenAI's conventions,
+/// or Anthropic's with `--provider anthropic` (the mock speaks both).
 ///
 /// # Errors
 /// A [`UsageError`] for a client certificate without its key, or a key without its
@@ -100,6 +123,17 @@ pub(crate) fn apply(
     connection: &Connection,
     mock: bool,
 ) -> Result<ClientBuilder, UsageError> {
+    if connection.provider.0 == Provider::Anthropic {
+        builder = builder
+            .provider(Provider::Anthropic)
+            .anthropic_auth(connection.anthropic_auth.0);
+        if let Some(version) = &connection.anthropic_version {
+            builder = builder.anthropic_version(version);
+        }
+        if let Some(features) = &connection.anthropic_beta {
+            builder = builder.anthropic_beta(features);
+        }
+    }
     if mock {
         return Ok(builder.proxy(""));
     }

@@ -96,6 +96,11 @@ impl Layer {
         Layer { origin, values }
     }
 
+    /// The value this layer sets for `key`, if any.
+    pub(crate) fn value(&self, key: &str) -> Option<&figment::value::Value> {
+        self.values.get(key)
+    }
+
     /// A layer of `value` serialised (a flags struct, a table of `volley.toml`).
     pub(crate) fn serialized(
         origin: Origin,

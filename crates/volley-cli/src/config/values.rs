@@ -38,7 +38,8 @@ show_display!(
     SharedLimitSpec,
     FsyncMode,
     ConcurrencySpec,
-    ProviderSpec
+    ProviderSpec,
+    AnthropicAuthSpec
 );
 
 /// An optional string (a URL or a name): `none` when unset, a URL without its secrets.
@@ -170,7 +171,8 @@ serde_as_text!(
     Prefix,
     FsyncMode,
     ConcurrencySpec,
-    ProviderSpec
+    ProviderSpec,
+    AnthropicAuthSpec
 );
 
 /// `--provider`: whose conventions the API follows (`openai`, `azure`), parsed by the
@@ -195,6 +197,33 @@ impl FromStr for ProviderSpec {
 }
 
 impl fmt::Display for ProviderSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// `--anthropic-auth`: how an Anthropic key is sent (`bearer`, `x-api-key`), parsed by the
+/// library's one rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AnthropicAuthSpec(pub(crate) volley::transport::AnthropicAuth);
+
+impl AnthropicAuthSpec {
+    fn raw(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl FromStr for AnthropicAuthSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse()
+            .map(AnthropicAuthSpec)
+            .map_err(|e: volley::Error| e.to_string())
+    }
+}
+
+impl fmt::Display for AnthropicAuthSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 use volley_core::{Body, Dialect, Error, Request, Response};
 
-use super::settle::{SettlingStream, total_in_body};
+use super::settle::SettlingStream;
 use super::{Cost, Grant, Observation, RateLimiter};
 
 pin_project! {
@@ -63,7 +63,12 @@ where
         request: Request,
         wait: Histogram,
     ) -> ResponseFuture<S, L> {
-        let acquire = limiter.acquire(request.id(), super::Cost::of(&request));
+        let cost = if limiter.splits_tokens() {
+            super::Cost::split_of(&request)
+        } else {
+            super::Cost::of(&request)
+        };
+        let acquire = limiter.acquire(request.id(), cost);
         let dialect = request.dialect();
         ResponseFuture {
             state: State::Acquiring {
@@ -174,7 +179,7 @@ impl<L: RateLimiter> GrantGuard<L> {
                     // Refused before any generation: the request counted, its tokens did not.
                     let tokens = Cost {
                         requests: 0,
-                        tokens: grant.cost().tokens,
+                        ..grant.cost()
                     };
                     self.limiter.release(grant.with_cost(tokens));
                 }
@@ -188,8 +193,8 @@ impl<L: RateLimiter> GrantGuard<L> {
         let (head, body) = response.into_parts();
         let body = match body {
             Body::Full(bytes) => {
-                if let Some(total) = total_in_body(self.dialect, &bytes) {
-                    self.limiter.settle(grant, total);
+                if let Some(usage) = self.dialect.usage_in_body(&bytes) {
+                    self.limiter.settle_usage(grant, usage);
                 }
                 Body::Full(bytes)
             }

@@ -106,6 +106,7 @@ mod tests {
     const ONE: Cost = Cost {
         requests: 1,
         tokens: 0,
+        ..Cost::ZERO
     };
 
     /// Whether `acquire` has completed after the clock advanced by `by`.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use volley_core::Dialect;
+use volley_core::dialect::TokenUsage;
 use volley_core::headers::RateLimitInfo;
 use volley_core::{Error, Request, RequestId};
 
@@ -53,6 +54,19 @@ pub trait RateLimiter: Clone + Send + Sync + 'static {
     fn learns(&self) -> bool {
         false
     }
+
+    /// Whether this limiter limits input and output tokens apart (Anthropic's ITPM and
+    /// OTPM), so that [`Cost::input_tokens`] and [`Cost::output_tokens`] must be estimated
+    /// (the request's [`Dialect`] reads its body once). Default `false`.
+    fn splits_tokens(&self) -> bool {
+        false
+    }
+
+    /// [`settle`](Self::settle) with the usage split into input and output, for a limiter
+    /// that [splits tokens](Self::splits_tokens). Default: `settle` with the total.
+    fn settle_usage(&self, grant: Grant, usage: TokenUsage) {
+        self.settle(grant, usage.total());
+    }
 }
 
 /// What one request costs a rate limiter.
@@ -62,6 +76,12 @@ pub struct Cost {
     pub requests: u32,
     /// Tokens: the prompt estimate plus the most the reply may use.
     pub tokens: u64,
+    /// Input tokens, for an input-tokens limit: the prompt estimate (0 unless the limiter
+    /// [splits tokens](RateLimiter::splits_tokens)).
+    pub input_tokens: u64,
+    /// Output tokens, for an output-tokens limit: the most the reply may use (0 unless the
+    /// limiter [splits tokens](RateLimiter::splits_tokens)).
+    pub output_tokens: u64,
 }
 
 impl Cost {
@@ -69,6 +89,8 @@ impl Cost {
     pub const ZERO: Cost = Cost {
         requests: 0,
         tokens: 0,
+        input_tokens: 0,
+        output_tokens: 0,
     };
 
     /// One request and its [`estimated_tokens`](Request::estimated_tokens).
@@ -76,6 +98,18 @@ impl Cost {
         Cost {
             requests: 1,
             tokens: u64::from(request.estimated_tokens()),
+            ..Cost::ZERO
+        }
+    }
+
+    /// [`Cost::of`], with the input and output tokens its dialect estimates from the body
+    /// ([`Dialect::estimate_body`]).
+    pub fn split_of(request: &Request) -> Cost {
+        let estimate = request.dialect().estimate_body(request.body());
+        Cost {
+            input_tokens: u64::from(estimate.input),
+            output_tokens: u64::from(estimate.output),
+            ..Cost::of(request)
         }
     }
 }

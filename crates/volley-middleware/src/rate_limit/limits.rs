@@ -50,6 +50,8 @@ pub struct Limits {
     pub(super) refund_unused: bool,
     pub(super) learn_requests: bool,
     pub(super) learn_tokens: bool,
+    pub(super) input_tokens: Option<u64>,
+    pub(super) output_tokens: Option<u64>,
 }
 
 impl Limits {
@@ -66,6 +68,8 @@ impl Limits {
             refund_unused: true,
             learn_requests: false,
             learn_tokens: false,
+            input_tokens: None,
+            output_tokens: None,
         }
     }
 
@@ -120,6 +124,33 @@ impl Limits {
     pub fn tokens(mut self, per_minute: u64) -> Limits {
         self.tokens = Some(per_minute);
         self
+    }
+
+    /// Input tokens per minute (Anthropic's ITPM), apart from [`tokens`](Self::tokens): a
+    /// request costs its prompt estimate up front, settled with the input tokens the answer
+    /// reports (tokens read from a prompt cache do not count, as Anthropic counts them). Must
+    /// be at least 1; the burst is one second's worth. Default: no input-token limit.
+    pub fn input_tokens(mut self, per_minute: u64) -> Limits {
+        self.input_tokens = Some(per_minute);
+        self
+    }
+
+    /// Output tokens per minute (Anthropic's OTPM): a request costs its output budget
+    /// (`max_tokens`) up front, settled with the output tokens the answer reports. Must be at
+    /// least 1; the burst is one second's worth. Default: no output-token limit.
+    pub fn output_tokens(mut self, per_minute: u64) -> Limits {
+        self.output_tokens = Some(per_minute);
+        self
+    }
+
+    /// The input-token limit per minute, if any.
+    pub fn input_tokens_per_minute(&self) -> Option<u64> {
+        self.input_tokens
+    }
+
+    /// The output-token limit per minute, if any.
+    pub fn output_tokens_per_minute(&self) -> Option<u64> {
+        self.output_tokens
     }
 
     /// How many requests may go at once after a quiet spell: the bucket's capacity. Between 1
@@ -225,7 +256,14 @@ impl Limits {
         }
         let requests = dimension("requests", self.requests, self.burst_requests)?;
         let tokens = dimension("tokens", self.tokens, self.burst_tokens)?;
-        Ok(Resolved { requests, tokens })
+        let input = dimension("input tokens", self.input_tokens, None)?;
+        let output = dimension("output tokens", self.output_tokens, None)?;
+        Ok(Resolved {
+            requests,
+            tokens,
+            input,
+            output,
+        })
     }
 }
 
@@ -240,6 +278,8 @@ impl Default for Limits {
 pub(super) struct Resolved {
     pub(super) requests: Option<(u64, u64)>,
     pub(super) tokens: Option<(u64, u64)>,
+    pub(super) input: Option<(u64, u64)>,
+    pub(super) output: Option<(u64, u64)>,
 }
 
 fn dimension(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, TryAcquireError};
 use tokio::time::Instant;
+use volley_core::dialect::TokenUsage;
 use volley_core::headers::RateLimitInfo;
 use volley_core::{Error, ErrorKind, RequestId};
 
@@ -31,6 +32,10 @@ pub(super) struct Shared {
     /// The largest request and token costs a request may have: the per-minute limits.
     max_requests: Option<u64>,
     max_tokens: Option<u64>,
+    /// The input- and output-token limits per minute, when given: the largest such costs,
+    /// and the caps of a settlement.
+    max_input: Option<u64>,
+    max_output: Option<u64>,
     /// Time zero of every nanosecond count below.
     epoch: Instant,
     state: Mutex<State>,
@@ -68,6 +73,9 @@ pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 struct State {
     requests: Option<Gcra>,
     tokens: Option<Gcra>,
+    /// Input and output tokens, limited apart (Anthropic's ITPM and OTPM).
+    input: Option<Gcra>,
+    output: Option<Gcra>,
     /// No send before this time (a 429's `Retry-After`).
     paused_until: u64,
 }
@@ -89,6 +97,8 @@ impl LocalLimiter {
         let state = State {
             requests: gcra(resolved.requests),
             tokens: gcra(resolved.tokens),
+            input: gcra(resolved.input),
+            output: gcra(resolved.output),
             paused_until: 0,
         };
         let learns = limits.learns_requests() || limits.learns_tokens();
@@ -96,6 +106,8 @@ impl LocalLimiter {
             shared: Arc::new(Shared {
                 max_requests: resolved.requests.map(|(limit, _)| limit),
                 max_tokens: resolved.tokens.map(|(limit, _)| limit),
+                max_input: resolved.input.map(|(limit, _)| limit),
+                max_output: resolved.output.map(|(limit, _)| limit),
                 limits,
                 epoch: Instant::now(),
                 state: Mutex::new(state),
@@ -166,6 +178,15 @@ impl RateLimiter for LocalLimiter {
     fn learns(&self) -> bool {
         self.shared.gate.is_some()
     }
+
+    fn splits_tokens(&self) -> bool {
+        self.shared.max_input.is_some() || self.shared.max_output.is_some()
+    }
+
+    fn settle_usage(&self, grant: Grant, usage: TokenUsage) {
+        settle_split(&self.shared, &grant, usage);
+        settle(&self.shared, grant, usage.total());
+    }
 }
 
 impl Shared {
@@ -185,6 +206,12 @@ impl Shared {
         if let Some(g) = &state.tokens {
             at = at.max(g.earliest(now, cost.tokens));
         }
+        if let Some(g) = &state.input {
+            at = at.max(g.earliest(now, cost.input_tokens));
+        }
+        if let Some(g) = &state.output {
+            at = at.max(g.earliest(now, cost.output_tokens));
+        }
         // Every limit records the send at the same instant, the latest any of them allows: a
         // request held back by one limit must not leave another thinking it went earlier.
         if let Some(g) = &mut state.requests {
@@ -192,6 +219,12 @@ impl Shared {
         }
         if let Some(g) = &mut state.tokens {
             g.commit(at, cost.tokens);
+        }
+        if let Some(g) = &mut state.input {
+            g.commit(at, cost.input_tokens);
+        }
+        if let Some(g) = &mut state.output {
+            g.commit(at, cost.output_tokens);
         }
         let shift_seen = shared.shift.load(Ordering::Relaxed);
         drop(state);
@@ -296,6 +329,37 @@ fn settle(shared: &Shared, grant: Grant, actual_tokens: u64) {
     }
 }
 
+/// The settlement of the input- and output-token limits with the usage the answer reports:
+/// each is corrected from its estimate to its count (capped at a minute's worth: a peer's
+/// number), as [`settle`] corrects the total.
+fn settle_split(shared: &Shared, grant: &Grant, usage: TokenUsage) {
+    let cost = grant.cost();
+    let dimensions = [
+        (shared.max_input, cost.input_tokens, usage.input),
+        (shared.max_output, cost.output_tokens, usage.output),
+    ];
+    if dimensions.iter().all(|(max, ..)| max.is_none()) {
+        return;
+    }
+    let now = shared.now();
+    let mut guard = shared.lock();
+    let state = &mut *guard;
+    for ((max, estimated, actual), gcra) in dimensions
+        .into_iter()
+        .zip([&mut state.input, &mut state.output])
+    {
+        let (Some(max), Some(g)) = (max, gcra) else {
+            continue;
+        };
+        let actual = actual.min(max);
+        if actual > estimated {
+            g.charge(now, actual - estimated);
+        } else if actual < estimated && shared.limits.refund_unused {
+            g.refund(now, estimated - actual);
+        }
+    }
+}
+
 /// What an answer, an error or a 429 teaches the limiter; see [`RateLimiter::observe`].
 fn observe(shared: &Shared, observation: &Observation) {
     {
@@ -323,6 +387,13 @@ fn observe(shared: &Shared, observation: &Observation) {
         {
             g.empty(now);
         }
+        // A token quota used up, or a 429 that names none: the input and output buckets are
+        // token quotas too.
+        for g in [&mut state.input, &mut state.output].into_iter().flatten() {
+            if empty.tokens {
+                g.empty(now);
+            }
+        }
         if let Some(wait) = observation.retry_after {
             // Capped: one response asking for a day must not freeze every later request.
             let wait = wait.min(shared.limits.max_pause);
@@ -332,10 +403,13 @@ fn observe(shared: &Shared, observation: &Observation) {
             if until > from {
                 let by = until - from;
                 state.paused_until = until;
-                for g in [&mut state.requests, &mut state.tokens]
-                    .into_iter()
-                    .flatten()
-                {
+                let all = [
+                    &mut state.requests,
+                    &mut state.tokens,
+                    &mut state.input,
+                    &mut state.output,
+                ];
+                for g in all.into_iter().flatten() {
                     g.delay(now, by);
                 }
                 // Under the lock, so a reservation made after this sees the new TAT and the
@@ -388,12 +462,34 @@ impl Shared {
         if let Some(g) = &mut state.tokens {
             g.refund(now, cost.tokens);
         }
+        if let Some(g) = &mut state.input {
+            g.refund(now, cost.input_tokens);
+        }
+        if let Some(g) = &mut state.output {
+            g.refund(now, cost.output_tokens);
+        }
     }
 }
 
 /// The error for a cost above a whole minute's budget, which no wait can satisfy.
 fn too_large(id: RequestId, cost: Cost, shared: &Shared) -> Option<Error> {
+    let split = |needed: u64, limit: Option<u64>, what: &str| {
+        let limit = limit?;
+        (needed > limit).then(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "request {id} needs an estimated {} {what} tokens, more than the whole \
+                     {what}-tokens-per-minute budget of {}",
+                    group_digits(needed),
+                    group_digits(limit)
+                ),
+            )
+        })
+    };
     too_large_for(id, cost, shared.max_requests, shared.max_tokens)
+        .or_else(|| split(cost.input_tokens, shared.max_input, "input"))
+        .or_else(|| split(cost.output_tokens, shared.max_output, "output"))
 }
 
 /// The error for a cost above the per-minute limits given, which no wait can satisfy; the

@@ -14,11 +14,6 @@ use volley_core::{BodyStream, Dialect, Error};
 
 use super::{Grant, RateLimiter};
 
-/// The total tokens a complete JSON body reports, if it has a `usage` object.
-pub(super) fn total_in_body(dialect: Dialect, body: &[u8]) -> Option<u64> {
-    dialect.usage_in_body(body).map(|usage| usage.total())
-}
-
 /// A streaming body that settles its grant with the last usage it carried, when it ends or is
 /// dropped. The last, not the first: servers such as vLLM with `continuous_usage_stats` send
 /// the cumulative usage in every chunk. If no usage went by (the request did not ask for it,
@@ -50,7 +45,7 @@ impl<L: RateLimiter> SettlingStream<L> {
         if let Some(grant) = self.grant.take()
             && let Some(usage) = self.scanner.finish()
         {
-            self.limiter.settle(grant, usage.total());
+            self.limiter.settle_usage(grant, usage);
         }
     }
 }

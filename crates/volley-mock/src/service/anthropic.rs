@@ -86,7 +86,7 @@ async fn answer(
             );
         }
     };
-    let prompt_tokens = u64::from(volley_core::tokens::estimate_messages(&request).input);
+    let prompt_tokens = prompt_tokens(&request);
     let (tokens, stop_reason) = if request.max_tokens < timing.output_tokens {
         (request.max_tokens, "max_tokens")
     } else {
@@ -230,30 +230,83 @@ fn anthropic_headers(mut response: Response<MockBody>, request_id: &str) -> Resp
     response
 }
 
+/// The prompt's tokens as the OpenAI routes count them: a token per four bytes of text
+/// (system prompt and text blocks). Cheap on purpose: the mock shares its process with the
+/// client in `volley bench --mock`, whose CPU per request it would otherwise inflate.
+fn prompt_tokens(request: &MessagesRequest) -> u64 {
+    use volley_core::anthropic::{ContentBlock, MessageContent, SystemPrompt};
+    let blocks = |blocks: &[ContentBlock]| -> usize {
+        blocks
+            .iter()
+            .map(|b| match b {
+                ContentBlock::Text(t) => t.text.len(),
+                _ => 0,
+            })
+            .sum()
+    };
+    let system = match &request.system {
+        Some(SystemPrompt::Text(text)) => text.len(),
+        Some(SystemPrompt::Blocks(b)) => blocks(b),
+        None => 0,
+    };
+    let messages: usize = request
+        .messages
+        .iter()
+        .map(|m| match &m.content {
+            MessageContent::Text(text) => text.len(),
+            MessageContent::Blocks(b) => blocks(b),
+        })
+        .sum();
+    ((system + messages) as u64).div_ceil(4).max(1)
+}
+
+/// The OpenAI-style limit headers the shared limiter wrote, and Anthropic's names for them.
+const RENAMED_LIMITS: [(&str, &str); 6] = [
+    (
+        "x-ratelimit-limit-requests",
+        "anthropic-ratelimit-requests-limit",
+    ),
+    (
+        "x-ratelimit-remaining-requests",
+        "anthropic-ratelimit-requests-remaining",
+    ),
+    (
+        "x-ratelimit-reset-requests",
+        "anthropic-ratelimit-requests-reset",
+    ),
+    (
+        "x-ratelimit-limit-tokens",
+        "anthropic-ratelimit-tokens-limit",
+    ),
+    (
+        "x-ratelimit-remaining-tokens",
+        "anthropic-ratelimit-tokens-remaining",
+    ),
+    (
+        "x-ratelimit-reset-tokens",
+        "anthropic-ratelimit-tokens-reset",
+    ),
+];
+
 fn rename_limits(headers: &mut HeaderMap, now: SystemTime) {
-    for kind in ["requests", "tokens"] {
-        for part in ["limit", "remaining", "reset"] {
-            let Some(value) = headers.remove(format!("x-ratelimit-{part}-{kind}").as_str()) else {
+    for (from, to) in RENAMED_LIMITS {
+        let Some(value) = headers.remove(from) else {
+            continue;
+        };
+        let value = if from.starts_with("x-ratelimit-reset") {
+            let Some(wait) = value
+                .to_str()
+                .ok()
+                .and_then(volley_core::headers::parse_duration)
+            else {
                 continue;
             };
-            let value = if part == "reset" {
-                let Some(wait) = value
-                    .to_str()
-                    .ok()
-                    .and_then(volley_core::headers::parse_duration)
-                else {
-                    continue;
-                };
-                // Digits, dashes, colons and letters: always a valid header value.
-                HeaderValue::try_from(rfc3339(now + wait)).expect("ASCII time")
-            } else {
-                value
-            };
-            let name = format!("anthropic-ratelimit-{kind}-{part}");
-            if let Ok(name) = HeaderName::try_from(name) {
-                headers.insert(name, value);
-            }
-        }
+            // Digits, dashes, colons and letters: always a valid header value.
+            HeaderValue::try_from(rfc3339(now + wait)).expect("ASCII time")
+        } else {
+            value
+        };
+        headers.insert(HeaderName::from_static(to), value);
     }
 }
 

@@ -101,6 +101,7 @@ fn local_acquire(
         requests: u32::try_from(cap(u64::from(cost.requests), limits.requests_per_minute()))
             .unwrap_or(u32::MAX),
         tokens: cap(cost.tokens, limits.tokens_per_minute()),
+        ..Cost::ZERO
     };
     shared.counters.local_grants.fetch_add(1, Ordering::Relaxed);
     Inner::Local {

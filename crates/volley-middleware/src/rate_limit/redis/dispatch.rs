@@ -136,6 +136,7 @@ impl Shared {
             } else {
                 0
             },
+            ..Cost::ZERO
         };
         let reserve = exact
             .iter()

@@ -3,7 +3,7 @@
 -- charges, an empty quota, a pause), then reserves send times for a batch of requests, in
 -- order. The arithmetic is the same as the in-process limiter's (rate_limit/gcra.rs), in whole
 -- microseconds; `store.rs` has a Rust model of this script for the unit tests, keep the two in
--- step.
+-- step (`replay.rs` replays calls to both, against a real Redis, and compares the replies).
 --
 -- KEYS[1]  the limiter's hash. Fields: r, t (the theoretical arrival time, TAT, of the request
 --          and token buckets: when each is full again), until (no send before this), shift

@@ -24,6 +24,7 @@ impl Shared {
         let unused = Cost {
             requests: slot.cost.requests - cost.requests,
             tokens: slot.cost.tokens - cost.tokens,
+            ..Cost::ZERO
         };
         if unused != Cost::ZERO {
             st.pending.give_back[0] += u64::from(unused.requests);

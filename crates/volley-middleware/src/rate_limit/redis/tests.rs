@@ -52,7 +52,11 @@ async fn process(options: &SharedLimits, model: &Arc<Model>) -> RedisLimiter {
 }
 
 fn cost(requests: u32, tokens: u64) -> Cost {
-    Cost { requests, tokens }
+    Cost {
+        requests,
+        tokens,
+        ..Cost::ZERO
+    }
 }
 
 /// Acquires in a task, returning when (seconds after `start`) the grant came.
