@@ -279,10 +279,6 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
     fn visit_unit<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
     }
@@ -562,5 +558,73 @@ mod tests {
             let b = serde_json::to_string(&other).unwrap();
             prop_assert_ne!(key(&a, &c), key(&b, &c));
         }
+    }
+
+    /// The canonical form keeps every scalar's value: bodies that differ in one boolean,
+    /// integer, null or integral float get different keys, while white space and key order
+    /// still do not matter (each body is canonicalised, not hashed raw).
+    #[test]
+    fn every_scalar_kind_is_kept_and_canonicalised() {
+        let c = CredentialId::anonymous();
+        let k = |body: &str| CacheKey::new(&Method::POST, "/v1/x", body.as_bytes(), &c);
+        let variants: [(&str, &str, &str); 7] = [
+            (
+                r#"{"a":true,"b":1}"#,
+                r#"{ "b": 1, "a": true }"#,
+                r#"{"a":false,"b":1}"#,
+            ),
+            (
+                r#"{"a":-3,"b":1}"#,
+                r#"{ "b": 1, "a": -3 }"#,
+                r#"{"a":-4,"b":1}"#,
+            ),
+            (
+                r#"{"a":7,"b":1}"#,
+                r#"{ "b": 1, "a": 7 }"#,
+                r#"{"a":8,"b":1}"#,
+            ),
+            (
+                r#"{"a":null,"b":1}"#,
+                r#"{ "b": 1, "a": null }"#,
+                r#"{"a":false,"b":1}"#,
+            ),
+            (
+                r#"{"a":1.0,"b":1}"#,
+                r#"{ "b": 1, "a": 1.0 }"#,
+                r#"{"a":2.0,"b":1}"#,
+            ),
+            (
+                r#"{"a":2.5,"b":1}"#,
+                r#"{ "b": 1, "a": 2.5 }"#,
+                r#"{"a":3.5,"b":1}"#,
+            ),
+            (
+                r#"{"a":"x\n","b":1}"#,
+                r#"{ "b": 1, "a": "x\n" }"#,
+                r#"{"a":"x","b":1}"#,
+            ),
+        ];
+        for (body, same, other) in variants {
+            assert_eq!(k(body), k(same), "{body} and {same} mean the same");
+            assert_ne!(k(body), k(other), "{body} and {other} differ");
+        }
+    }
+
+    #[test]
+    fn an_empty_key_is_no_key() {
+        assert_eq!(
+            CredentialId::from_optional_key(Some(&ApiKey::new(""))),
+            CredentialId::anonymous()
+        );
+        assert_ne!(
+            CredentialId::from_optional_key(Some(&ApiKey::new("sk-1"))),
+            CredentialId::anonymous()
+        );
+    }
+
+    #[test]
+    fn a_key_is_its_bytes() {
+        let bytes = std::array::from_fn(|i| i as u8);
+        assert_eq!(CacheKey::from_bytes(bytes).as_bytes(), &bytes);
     }
 }
