@@ -12,6 +12,8 @@
 //!   or adaptive (slow start, cut on overload, settled at the server's latency knee);
 //! - [`timeout`]: whole attempt, time to first byte, idle time between stream chunks;
 //! - [`cache`]: memory and disk caches keyed by request and credential;
+//! - [`balance`]: several endpoints: power of two choices over Peak-EWMA load, weights,
+//!   fallback groups, a circuit breaker per endpoint, retries that move;
 //! - [`metrics`]: counters and histograms through the `metrics` facade, and `tracing` spans.
 //!
 //! The order the `volley` facade composes them in, and why:
@@ -23,6 +25,7 @@
 //! This crate does not depend on the transport: it wraps any service.
 #![deny(missing_docs)]
 
+pub mod balance;
 pub mod cache;
 pub mod limit;
 pub mod metrics;

@@ -79,7 +79,7 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
             });
         };
         if !shared.authorized(req.headers()) {
-            return done(reply.unauthorized());
+            return done(reply.unauthorized(req.headers()));
         }
         if crate::azure::lacks_api_version(req.uri()) {
             return done(reply.not_found(req.method(), req.uri().path()));
@@ -439,9 +439,21 @@ impl Reply {
         response
     }
 
-    fn unauthorized(self) -> Response<MockBody> {
-        let body = self.shared().unauthorized_body.clone();
-        self.json(StatusCode::UNAUTHORIZED, body, None)
+    /// A `401` that quotes the key the request presented, as OpenAI's does (`Incorrect API
+    /// key provided: sk-...`), but whole: a client that shows the provider's message without
+    /// scrubbing its own key shows the key, and its key-leak tests see it.
+    fn unauthorized(self, headers: &HeaderMap) -> Response<MockBody> {
+        let message = format!(
+            "Incorrect API key provided: {}. (mock)",
+            Shared::presented_key(headers)
+        );
+        let body = openai::error_body(
+            &message,
+            "invalid_request_error",
+            None,
+            Some("invalid_api_key"),
+        );
+        self.json(StatusCode::UNAUTHORIZED, body.into(), None)
     }
 
     fn rate_limited(self) -> Response<MockBody> {

@@ -28,7 +28,7 @@ use crate::ChatStream;
 use crate::endpoints::Endpoint;
 use crate::rate_limit::{RateLimitSetting, SlotLimiter};
 use crate::stack::Stack;
-use volley_middleware::balance::{Balance, BreakerConfig, EndpointStats};
+use volley_middleware::balance::{Balance, BreakerConfig, EndpointStats, Hedging};
 
 /// The environment variable read for the API key by [`Client::from_env`].
 pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
@@ -95,6 +95,7 @@ pub struct ClientBuilder {
     /// Whether `base_url(..)` was called (an error together with `endpoint(..)`).
     base_url_given: bool,
     breaker: BreakerConfig,
+    hedging: Option<Hedging>,
 }
 
 #[derive(Clone)]
@@ -140,6 +141,7 @@ impl Default for ClientBuilder {
             endpoints: Vec::new(),
             base_url_given: false,
             breaker: BreakerConfig::default(),
+            hedging: None,
         }
     }
 }
@@ -417,10 +419,22 @@ impl ClientBuilder {
     /// endpoints; one endpoint has no breaker).
     ///
     /// Default: [`BreakerConfig::default`]: open after 5 failures in a row or ≥ 50 % over
-    /// 10 s (at least 20 requests); cool-down 5 s ± 20 %, doubling up to 60 s; close after
-    /// 2 successful probes.
+    /// 10 s (at least 20 requests); cool-down 5 s ± 20 %, doubling up to 60 s, each ended by
+    /// an active health check (`GET /models`); close after 2 successful probes.
     pub fn breaker(mut self, breaker: BreakerConfig) -> ClientBuilder {
         self.breaker = breaker;
+        self
+    }
+
+    /// Hedged requests, with two or more endpoints: a request with no response head after
+    /// the delay is sent to another endpoint as well, the first answer wins and the other
+    /// attempt is cancelled; a budget caps the copies (5 % by default). **A hedged request
+    /// may be billed twice** (cancelling the loser refunds nothing): use it on a client whose
+    /// requests are safe to duplicate. See [`Hedging`].
+    ///
+    /// Default: none.
+    pub fn hedge(mut self, hedging: Hedging) -> ClientBuilder {
+        self.hedging = Some(hedging);
         self
     }
 
@@ -1050,6 +1064,7 @@ impl ClientBuilder {
                     ceiling: &concurrency,
                     timeouts: &self.timeouts,
                     breaker: &self.breaker,
+                    hedging: self.hedging,
                 },
             )?)
         };

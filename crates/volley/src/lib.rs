@@ -31,6 +31,17 @@
 //! # }
 //! ```
 //!
+//! ## Several endpoints
+//!
+//! Replicas of a self-hosted model, two regions, or a fallback provider: give each URL as an
+//! [`Endpoint`] ([`ClientBuilder::endpoint`]) instead of one `base_url`. Each request goes to
+//! one endpoint, chosen by priority group, load (power of two choices over Peak-EWMA latency
+//! × requests in flight) and weight; each endpoint has its own rate limit, transport and
+//! credential under the one concurrency ceiling, and a circuit breaker ([`BreakerConfig`])
+//! with an active health check while open; a retry goes to another endpoint.
+//! [`Client::endpoint_stats`] reports each one. With one endpoint none of this is in the
+//! stack.
+//!
 //! ## Shared limits and cache (feature `redis`)
 //!
 //! Many processes (or machines) that call one provider with one key share its limits. With
@@ -50,6 +61,7 @@ mod any_limiter;
 pub mod blocking;
 mod chat_stream;
 mod client;
+mod endpoints;
 mod fan_out;
 mod messages;
 mod rate_limit;
@@ -61,11 +73,13 @@ pub use client::{
     BASE_URL_ENV, Client, ClientBuilder, DEFAULT_CONCURRENCY, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_STREAM_TIMEOUT, DEFAULT_TIMEOUT, MAX_CONCURRENCY,
 };
+pub use endpoints::Endpoint;
 pub use messages::MessageStream;
 pub use volley_core::{
     ApiError, ApiKey, Body, BodyStream, Dialect, Error, ErrorKind, ErrorReport, Request, RequestId,
     Response, Timings, anthropic, openai, sse,
 };
+pub use volley_middleware::balance::{BreakerConfig, BreakerState, EndpointStats, Hedging};
 pub use volley_transport::{ConnectionStats, Provider};
 
 /// A rate limiter and a cache shared through Redis by many processes (feature `redis`).

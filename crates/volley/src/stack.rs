@@ -13,6 +13,10 @@
 //! - The concurrency permit is held until the body or stream is finished; the limit is fixed
 //!   or adaptive (`concurrency_auto`), an `Either`.
 //! - Timeouts are per attempt, closest to the transport.
+//! - With several endpoints (`ClientBuilder::endpoint`), a `Balance` sits between Retry and
+//!   the limits, and each endpoint has its own rate limit, optional cap, timeouts and
+//!   transport under the one concurrency ceiling; with one endpoint the balancer is not
+//!   there at all (the `Routed` either is always `Left`).
 //!
 //! Optional layers are `tower::util::Either`s, so the stack is one concrete type: cloning it
 //! per call is a handful of `Arc` increments, with no allocation.
@@ -22,6 +26,7 @@
 //! future is an either-future, so the local path stays unboxed either way.
 
 use tower::util::Either;
+use volley_middleware::balance::Balance;
 use volley_middleware::cache::Cache;
 use volley_middleware::limit::{AdaptiveConcurrencyLimit, ConcurrencyLimit};
 use volley_middleware::metrics::Metrics;
@@ -35,7 +40,14 @@ use crate::rate_limit::SlotLimiter;
 type Sent = Metrics<Timeout<Transport>>;
 type Attempt = Either<ConcurrencyLimit<Sent>, AdaptiveConcurrencyLimit<Sent>>;
 type Limited = Either<RateLimit<Attempt, SlotLimiter>, Attempt>;
-type Retried = Retry<Limited>;
+/// One endpoint of several: its own rate limit and optional cap of requests in flight, over
+/// the client's concurrency ceiling (one budget shared by every endpoint), its timeouts and
+/// its transport.
+type OwnCap = Either<ConcurrencyLimit<Attempt>, Attempt>;
+pub(crate) type Endpoint = Either<RateLimit<OwnCap, SlotLimiter>, OwnCap>;
+/// One endpoint (`Limited`, exactly today's path), or several behind the balancer.
+type Routed = Either<Limited, Balance<Endpoint>>;
+type Retried = Retry<Routed>;
 type Cached = Either<Cache<Retried>, Retried>;
 
 /// The whole stack.

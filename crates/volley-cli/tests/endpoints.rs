@@ -1,0 +1,226 @@
+//! `volley run` with several endpoints, as a user runs it: `--base-url` repeated, and
+//! `[[profile.NAME.endpoints]]` tables in `volley.toml`. Counts are asserted, never times.
+
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use volley_mock::{MockConfig, MockServer};
+
+/// The longest any child may run before the test kills it and fails.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The binary with a clean environment and a test key.
+fn volley(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
+    cmd.current_dir(dir)
+        .env("RUST_LOG", "error")
+        .env("OPENAI_API_KEY", "sk-test-endpoints")
+        .stdin(Stdio::null());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("VOLLEY_") || name == "OPENAI_BASE_URL" {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// Runs to completion with stderr captured, bounded in time.
+fn output(cmd: &mut Command) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let err = dir.path().join("stderr");
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("volley run took more than {CHILD_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status, std::fs::read_to_string(err).unwrap())
+}
+
+fn write_input(path: &Path, n: usize) {
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(
+            &serde_json::json!({
+                "custom_id": format!("id-{i}"),
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": format!("say {i}")}]},
+            })
+            .to_string(),
+        );
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn succeeded(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"status_code\":200"))
+        .count()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn mock(faults: &str) -> MockServer {
+    MockServer::start(MockConfig {
+        faults: faults.parse().unwrap(),
+        latency: "2ms".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn refused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// `--base-url` four times (good, failing 27 %, always 503, refused): every line succeeds, the
+/// summary has a line per endpoint, and the dead endpoint gets at most 2 % of the requests.
+#[test]
+fn base_url_repeated_spreads_the_run_and_survives_dead_endpoints() {
+    let rt = runtime();
+    let (good, flaky, dead) =
+        rt.block_on(async { (mock("").await, mock("500=0.27").await, mock("503=1").await) });
+    let refused = refused_url();
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    let lines = 2_000;
+    write_input(&input, lines);
+    let mut cmd = volley(dir.path());
+    // 32 slots: the first burst, sent before any answer, puts at most a quarter of them on
+    // the dead endpoint; the bound is on what follows.
+    cmd.args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args(["--concurrency", "32"]);
+    for url in [good.url(), flaky.url(), dead.url(), refused.clone()] {
+        cmd.args(["--base-url", &url]);
+    }
+    let (status, stderr) = output(&mut cmd);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(succeeded(&out), lines, "{stderr}");
+    let dead_requests = dead.stats().requests_total;
+    assert!(
+        dead_requests * 100 <= lines as u64 * 2,
+        "dead got {dead_requests}: {stderr}"
+    );
+    assert!(good.stats().requests_total > 0 && flaky.stats().requests_total > 0);
+    let at_mocks: u64 = [&good, &flaky, &dead]
+        .iter()
+        .map(|m| m.stats().requests_total)
+        .sum();
+    // The summary's attempts cover every endpoint: the mocks' plus the refused port's.
+    let number_before = |suffix: &str| -> u64 {
+        let at = stderr
+            .find(suffix)
+            .unwrap_or_else(|| panic!("no {suffix:?}: {stderr}"));
+        let digits: String = stderr[..at]
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.chars().rev().collect::<String>().parse().unwrap()
+    };
+    let refused_port = refused.rsplit(':').next().unwrap().trim_end_matches("/v1");
+    let refused_line = stderr
+        .lines()
+        .find(|l| l.contains(&format!("127.0.0.1:{refused_port}:")))
+        .unwrap_or_else(|| panic!("no line for the refused endpoint: {stderr}"));
+    let refused_sent: u64 = refused_line
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        number_before(" attempts"),
+        at_mocks + refused_sent,
+        "the summary counts every endpoint's attempts: {stderr}"
+    );
+    let port = |url: &str| {
+        url.rsplit(':')
+            .next()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    for url in [good.url(), dead.url(), refused] {
+        let name = format!("endpoint 127.0.0.1:{}:", port(&url));
+        assert!(
+            stderr.contains(&name),
+            "no summary line for {name}: {stderr}"
+        );
+    }
+}
+
+/// `[[profile.NAME.endpoints]]` tables: a priority-1 endpoint gets nothing while the first is
+/// up; a `--base-url` flag replaces the profile's list.
+#[test]
+fn profile_endpoint_tables_and_a_flag_that_replaces_them() {
+    let rt = runtime();
+    let (primary, fallback, other) =
+        rt.block_on(async { (mock("").await, mock("").await, mock("").await) });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("volley.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[profile.multi.endpoints]]\nurl = \"{}\"\nname = \"primary\"\n\n\
+             [[profile.multi.endpoints]]\nurl = \"{}\"\nname = \"fallback\"\npriority = 1\n",
+            primary.url(),
+            fallback.url()
+        ),
+    )
+    .unwrap();
+    let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    write_input(&input, 200);
+    let base = ["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    let profile = ["--config", config.to_str().unwrap(), "--profile", "multi"];
+    let (status, stderr) = output(volley(dir.path()).args(base).args(profile));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(succeeded(&out), 200);
+    assert_eq!(primary.stats().requests_total, 200, "{stderr}");
+    assert_eq!(fallback.stats().requests_total, 0);
+    assert!(stderr.contains("endpoint fallback: 0 sent"), "{stderr}");
+
+    let out2 = dir.path().join("out2.jsonl");
+    let (status, stderr) = output(
+        volley(dir.path())
+            .args(["run", input.to_str().unwrap(), "-o", out2.to_str().unwrap()])
+            .args(profile)
+            .args(["--base-url", &other.url()]),
+    );
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(other.stats().requests_total, 200);
+    assert_eq!(
+        primary.stats().requests_total,
+        200,
+        "the flag replaces the tables"
+    );
+}

@@ -1,0 +1,520 @@
+//! The circuit breaker of one endpoint: a state machine with no I/O, driven by the outcomes
+//! the balancer reports and the instants it passes in (so tests run it under paused time).
+//!
+//! ```text
+//! Closed ──(N consecutive failures, or error rate ≥ R over the window)──▶ Open
+//! Open ──(cool-down, with jitter, doubling per reopening up to a cap)──▶ HalfOpen
+//! HalfOpen ──(a probe fails)──▶ Open        HalfOpen ──(M probes succeed)──▶ Closed
+//! ```
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The thresholds of a circuit breaker. Every endpoint of a balancer has its own breaker with
+/// these settings.
+///
+/// What counts: connection errors, timeouts and 5xx answers are failures; other answers
+/// (2xx, 3xx, 4xx) are successes, since a 400 says the request was wrong, not the endpoint;
+/// a 429 (or 529) is a rate signal and counts as neither (the balancer sends the endpoint
+/// less traffic instead).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct BreakerConfig {
+    pub(crate) consecutive_failures: u32,
+    pub(crate) error_rate: f64,
+    pub(crate) min_requests: u32,
+    pub(crate) window: Duration,
+    pub(crate) cool_down: Duration,
+    pub(crate) max_cool_down: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) probes: u32,
+    pub(crate) health_check: Option<http::uri::PathAndQuery>,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> BreakerConfig {
+        BreakerConfig {
+            consecutive_failures: 5,
+            error_rate: 0.5,
+            min_requests: 20,
+            window: Duration::from_secs(10),
+            cool_down: Duration::from_secs(5),
+            max_cool_down: Duration::from_secs(60),
+            jitter: 0.2,
+            probes: 2,
+            health_check: Some(http::uri::PathAndQuery::from_static("/models")),
+        }
+    }
+}
+
+impl BreakerConfig {
+    /// The defaults each setter documents.
+    pub fn new() -> BreakerConfig {
+        BreakerConfig::default()
+    }
+
+    /// Opens after this many failures in a row; `0` turns this trigger off.
+    ///
+    /// Default: 5.
+    pub fn consecutive_failures(mut self, n: u32) -> BreakerConfig {
+        self.consecutive_failures = n;
+        self
+    }
+
+    /// Opens when at least this share of the requests over the window failed (`0.0..=1.0`),
+    /// once the window holds [`min_requests`](Self::min_requests); above `1.0` turns this
+    /// trigger off.
+    ///
+    /// Default: 0.5.
+    pub fn error_rate(mut self, rate: f64) -> BreakerConfig {
+        self.error_rate = rate;
+        self
+    }
+
+    /// The fewest requests in the window before the error rate is judged.
+    ///
+    /// Default: 20.
+    pub fn min_requests(mut self, n: u32) -> BreakerConfig {
+        self.min_requests = n;
+        self
+    }
+
+    /// The sliding window of the error rate (ten buckets).
+    ///
+    /// Default: 10 s.
+    pub fn window(mut self, window: Duration) -> BreakerConfig {
+        self.window = window.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long the breaker stays open before letting probes through; doubled each time a
+    /// probe fails, up to [`max_cool_down`](Self::max_cool_down).
+    ///
+    /// Default: 5 s.
+    pub fn cool_down(mut self, cool_down: Duration) -> BreakerConfig {
+        self.cool_down = cool_down;
+        self
+    }
+
+    /// The longest cool-down.
+    ///
+    /// Default: 60 s.
+    pub fn max_cool_down(mut self, max: Duration) -> BreakerConfig {
+        self.max_cool_down = max;
+        self
+    }
+
+    /// The share of the cool-down drawn at random and added or removed, so that many clients
+    /// do not probe an endpoint at the same instant (`0.0..=1.0`).
+    ///
+    /// Default: 0.2 (± 20 %).
+    pub fn jitter(mut self, jitter: f64) -> BreakerConfig {
+        self.jitter = jitter.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The path of the active health check (a `GET` under the endpoint's base URL): while a
+    /// breaker is open, this request, sent when each cool-down ends, decides when to let
+    /// traffic try again; any answer but a 5xx counts as alive (a 401 or 404 too: the
+    /// server is up). `None` lets real requests probe when the cool-down ends instead.
+    /// Healthy endpoints are never probed. Needs a tokio runtime (else it is skipped).
+    ///
+    /// Default: `/models`.
+    pub fn health_check(mut self, path: Option<http::uri::PathAndQuery>) -> BreakerConfig {
+        self.health_check = path;
+        self
+    }
+
+    /// How many probes may be in flight while half-open, and how many must succeed in a row
+    /// to close the breaker (at least 1).
+    ///
+    /// Default: 2.
+    pub fn probes(mut self, n: u32) -> BreakerConfig {
+        self.probes = n.max(1);
+        self
+    }
+}
+
+/// The state of a breaker, as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Traffic flows.
+    Closed,
+    /// No traffic until the cool-down is over.
+    Open,
+    /// A few probes decide whether to close or open again.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// `closed`, `open` or `half_open`, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// Whether a request may go to the endpoint now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Closed: yes.
+    Yes,
+    /// Half-open: yes, as a probe (its outcome decides).
+    Probe,
+    /// Open, or half-open with every probe slot taken.
+    No,
+}
+
+/// The outcome of one request, as the breaker counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Success,
+    Failure,
+    /// A 429 or 529, or a request dropped before an answer: counted as nothing.
+    Neutral,
+}
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    config: BreakerConfig,
+    state: State,
+    consecutive: u32,
+    /// Ten buckets of `(failures, total)`, the newest at `head`, each `window / 10` long.
+    buckets: [(u32, u32); BUCKETS],
+    head: usize,
+    head_start: Instant,
+    /// The cool-down of the next opening (before jitter).
+    next_cool_down: Duration,
+    /// A cheap random state for the jitter.
+    seed: u64,
+}
+
+const BUCKETS: usize = 10;
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { in_flight: u32, successes: u32 },
+}
+
+impl Breaker {
+    pub(crate) fn new(config: BreakerConfig, now: Instant, seed: u64) -> Breaker {
+        Breaker {
+            next_cool_down: config.cool_down,
+            config,
+            state: State::Closed,
+            consecutive: 0,
+            buckets: [(0, 0); BUCKETS],
+            head: 0,
+            head_start: now,
+            seed: seed | 1,
+        }
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        match self.state {
+            State::Closed => BreakerState::Closed,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
+    /// When an open breaker lets probes through, or sends its health check.
+    pub(crate) fn open_until(&self) -> Option<Instant> {
+        match self.state {
+            State::Open { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// Whether a request could be admitted now, without taking a probe slot.
+    pub(crate) fn available(&self, now: Instant) -> bool {
+        match self.state {
+            State::Closed => true,
+            State::Open { until } => now >= until && self.config.health_check.is_none(),
+            State::HalfOpen { in_flight, .. } => in_flight < self.config.probes,
+        }
+    }
+
+    /// Admits a request, taking a probe slot when half-open; returns the transition to
+    /// half-open when the cool-down just ended.
+    pub(crate) fn admit(&mut self, now: Instant) -> (Admission, Option<BreakerState>) {
+        let mut changed = None;
+        if let State::Open { until } = self.state {
+            if now < until || self.config.health_check.is_some() {
+                return (Admission::No, None);
+            }
+            self.state = State::HalfOpen {
+                in_flight: 0,
+                successes: 0,
+            };
+            changed = Some(BreakerState::HalfOpen);
+        }
+        let admission = match &mut self.state {
+            State::Closed => Admission::Yes,
+            State::HalfOpen { in_flight, .. } if *in_flight < self.config.probes => {
+                *in_flight += 1;
+                Admission::Probe
+            }
+            _ => Admission::No,
+        };
+        (admission, changed)
+    }
+
+    /// Records the outcome of a request admitted as `admission`; returns the new state when
+    /// it changed.
+    pub(crate) fn record(
+        &mut self,
+        admission: Admission,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Option<BreakerState> {
+        if admission == Admission::Probe {
+            return self.record_probe(outcome, now);
+        }
+        // An answer to a request admitted while closed: it may arrive after the breaker opened
+        // (then it changes nothing).
+        if !matches!(self.state, State::Closed) || outcome == Outcome::Neutral {
+            return None;
+        }
+        self.rotate(now);
+        let bucket = &mut self.buckets[self.head];
+        bucket.1 += 1;
+        if outcome == Outcome::Failure {
+            bucket.0 += 1;
+            self.consecutive += 1;
+        } else {
+            self.consecutive = 0;
+        }
+        let (failures, total) = self
+            .buckets
+            .iter()
+            .fold((0, 0), |(f, t), (bf, bt)| (f + bf, t + bt));
+        let by_count = self.config.consecutive_failures > 0
+            && self.consecutive >= self.config.consecutive_failures;
+        let by_rate = total >= self.config.min_requests.max(1)
+            && f64::from(failures) >= self.config.error_rate * f64::from(total);
+        (outcome == Outcome::Failure && (by_count || by_rate)).then(|| self.open(now))
+    }
+
+    fn record_probe(&mut self, outcome: Outcome, now: Instant) -> Option<BreakerState> {
+        let State::HalfOpen {
+            in_flight,
+            successes,
+        } = &mut self.state
+        else {
+            return None;
+        };
+        *in_flight = in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Neutral => None,
+            Outcome::Failure => Some(self.open(now)),
+            Outcome::Success => {
+                *successes += 1;
+                if *successes < self.config.probes {
+                    return None;
+                }
+                self.state = State::Closed;
+                self.consecutive = 0;
+                self.buckets = [(0, 0); BUCKETS];
+                self.head_start = now;
+                self.next_cool_down = self.config.cool_down;
+                Some(BreakerState::Closed)
+            }
+        }
+    }
+
+    /// The outcome of an active health check sent while open: alive lets probes through
+    /// (half-open), dead opens again with the next cool-down. `None` when the breaker is not
+    /// open (any more).
+    pub(crate) fn checked(&mut self, alive: bool, now: Instant) -> Option<BreakerState> {
+        if !matches!(self.state, State::Open { .. }) {
+            return None;
+        }
+        if alive {
+            self.state = State::HalfOpen {
+                in_flight: 0,
+                successes: 0,
+            };
+            Some(BreakerState::HalfOpen)
+        } else {
+            Some(self.open(now))
+        }
+    }
+
+    fn open(&mut self, now: Instant) -> BreakerState {
+        let base = self.next_cool_down;
+        self.next_cool_down = (base * 2).min(self.config.max_cool_down.max(self.config.cool_down));
+        // xorshift64: cheap and good enough to spread probes.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let unit = (self.seed >> 11) as f64 / (1u64 << 53) as f64; // in [0, 1)
+        let factor = 1.0 + self.config.jitter * (2.0 * unit - 1.0);
+        self.state = State::Open {
+            until: now + base.mul_f64(factor.max(0.0)),
+        };
+        self.consecutive = 0;
+        BreakerState::Open
+    }
+
+    /// Moves the bucket ring forward to `now`, clearing buckets that fell out of the window.
+    fn rotate(&mut self, now: Instant) {
+        let width = self.config.window / BUCKETS as u32;
+        let elapsed = now.saturating_duration_since(self.head_start);
+        if elapsed < width {
+            return;
+        }
+        let steps = (elapsed.as_nanos() / width.as_nanos().max(1)) as usize;
+        for _ in 0..steps.min(BUCKETS) {
+            self.head = (self.head + 1) % BUCKETS;
+            self.buckets[self.head] = (0, 0);
+        }
+        self.head_start += width * steps as u32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::advance;
+
+    fn breaker(config: BreakerConfig) -> Breaker {
+        Breaker::new(config.health_check(None), Instant::now(), 7)
+    }
+
+    fn fail(b: &mut Breaker) -> Option<BreakerState> {
+        let (admission, _) = b.admit(Instant::now());
+        assert_ne!(admission, Admission::No);
+        b.record(admission, Outcome::Failure, Instant::now())
+    }
+
+    fn succeed(b: &mut Breaker) -> Option<BreakerState> {
+        let (admission, _) = b.admit(Instant::now());
+        assert_ne!(admission, Admission::No);
+        b.record(admission, Outcome::Success, Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_consecutive_failures_and_a_success_resets_the_count() {
+        let mut b = breaker(BreakerConfig::new().consecutive_failures(3).error_rate(2.0));
+        assert_eq!(fail(&mut b), None);
+        assert_eq!(fail(&mut b), None);
+        assert_eq!(succeed(&mut b), None);
+        assert_eq!(fail(&mut b), None);
+        assert_eq!(fail(&mut b), None);
+        assert_eq!(fail(&mut b), Some(BreakerState::Open));
+        assert_eq!(b.admit(Instant::now()).0, Admission::No);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn neutral_outcomes_count_as_nothing() {
+        let mut b = breaker(BreakerConfig::new().consecutive_failures(2).error_rate(2.0));
+        assert_eq!(fail(&mut b), None);
+        for _ in 0..100 {
+            let (admission, _) = b.admit(Instant::now());
+            assert_eq!(b.record(admission, Outcome::Neutral, Instant::now()), None);
+        }
+        assert_eq!(fail(&mut b), Some(BreakerState::Open), "429s broke the run");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_on_the_error_rate_over_the_window_only() {
+        let config = BreakerConfig::new()
+            .consecutive_failures(0)
+            .error_rate(0.5)
+            .min_requests(10)
+            .window(Duration::from_secs(10));
+        let mut b = breaker(config.clone());
+        // 4 failures in 10: below the rate.
+        for i in 0..10 {
+            let state = if i % 5 < 2 {
+                fail(&mut b)
+            } else {
+                succeed(&mut b)
+            };
+            assert_eq!(state, None);
+        }
+        // Old successes leave the window: the next failures tip the rate.
+        advance(Duration::from_secs(11)).await;
+        for _ in 0..4 {
+            assert_eq!(succeed(&mut b), None);
+        }
+        let mut opened = None;
+        for _ in 0..6 {
+            opened = opened.or(fail(&mut b));
+        }
+        assert_eq!(opened, Some(BreakerState::Open));
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_after_the_cool_down_with_jitter_then_closes_after_probes() {
+        let config = BreakerConfig::new()
+            .consecutive_failures(1)
+            .cool_down(Duration::from_secs(10))
+            .jitter(0.2)
+            .probes(2);
+        let mut b = breaker(config);
+        assert_eq!(fail(&mut b), Some(BreakerState::Open));
+        let until = b.open_until().unwrap();
+        let wait = until - Instant::now();
+        assert!(wait >= Duration::from_secs(8) && wait <= Duration::from_secs(12));
+        advance(wait - Duration::from_millis(1)).await;
+        assert_eq!(b.admit(Instant::now()).0, Admission::No);
+        advance(Duration::from_millis(1)).await;
+        let (first, changed) = b.admit(Instant::now());
+        assert_eq!(
+            (first, changed),
+            (Admission::Probe, Some(BreakerState::HalfOpen))
+        );
+        let (second, _) = b.admit(Instant::now());
+        assert_eq!(second, Admission::Probe);
+        assert_eq!(
+            b.admit(Instant::now()).0,
+            Admission::No,
+            "probe slots are capped"
+        );
+        assert_eq!(b.record(first, Outcome::Success, Instant::now()), None);
+        assert_eq!(
+            b.record(second, Outcome::Success, Instant::now()),
+            Some(BreakerState::Closed)
+        );
+        assert_eq!(b.admit(Instant::now()).0, Admission::Yes);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_reopens_with_a_doubled_cool_down() {
+        let config = BreakerConfig::new()
+            .consecutive_failures(1)
+            .cool_down(Duration::from_secs(10))
+            .max_cool_down(Duration::from_secs(25))
+            .jitter(0.0);
+        let mut b = breaker(config);
+        fail(&mut b);
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            let wait = b.open_until().unwrap() - Instant::now();
+            waits.push(wait.as_secs());
+            advance(wait).await;
+            let (probe, _) = b.admit(Instant::now());
+            assert_eq!(probe, Admission::Probe);
+            assert_eq!(
+                b.record(probe, Outcome::Failure, Instant::now()),
+                Some(BreakerState::Open)
+            );
+        }
+        assert_eq!(waits, [10, 20, 25]);
+        // An answer to a request admitted before the opening changes nothing.
+        assert_eq!(
+            b.record(Admission::Yes, Outcome::Success, Instant::now()),
+            None
+        );
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+}

@@ -1,0 +1,68 @@
+//! The active health check of an open endpoint: when each cool-down ends, one `GET` of the
+//! configured path through the endpoint's own service decides whether traffic may try again.
+
+use std::sync::{Arc, Weak};
+
+use http::uri::PathAndQuery;
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower_service::Service;
+use volley_core::{Error, Request, Response};
+
+use super::Shared;
+use super::endpoint::Observed;
+use super::future::observe;
+
+/// Starts checking endpoint `index`, whose breaker just opened, when a tokio runtime is
+/// there. The task holds the balancer weakly: dropping the client ends it at its next wake.
+pub(crate) fn start<S>(shared: &Arc<Shared<S>>, index: usize, path: PathAndQuery)
+where
+    S: Service<Request, Response = Response, Error = Error> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let shared = Arc::downgrade(shared);
+    runtime.spawn(check(shared, index, path));
+}
+
+async fn check<S>(shared: Weak<Shared<S>>, index: usize, path: PathAndQuery)
+where
+    S: Service<Request, Response = Response, Error = Error> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    loop {
+        let (until, service) = {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let Some(until) = shared.selector.endpoints[index].open_until() else {
+                return;
+            };
+            (until, shared.services[index].clone())
+        };
+        tokio::time::sleep_until(until).await;
+        let request = Request::new(http::Method::GET, path.clone());
+        let result = service.oneshot(request).await;
+        let alive = match observe(&result) {
+            Observed::Answered | Observed::RateLimited(_) => true,
+            Observed::ServerError | Observed::Failed => false,
+            // An error of the request itself: try again after the next cool-down.
+            Observed::Nothing => false,
+        };
+        // Read the body, so that a connection permit it holds is given back at once.
+        if let Ok(response) = result {
+            let _ = response.bytes().await;
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let endpoint = &shared.selector.endpoints[index];
+        endpoint.count_check(alive);
+        match endpoint.checked(alive, Instant::now()) {
+            Some(super::BreakerState::Open) => continue,
+            _ => return,
+        }
+    }
+}

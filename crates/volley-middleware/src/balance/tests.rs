@@ -1,0 +1,528 @@
+//! The balancer against mock endpoints under paused time: counts are asserted, never times.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+use volley_core::{Body, Error, ErrorKind, Request, RequestId, Response, Timings};
+
+use super::*;
+
+/// A mock endpoint: answers `status` (0 = refuse the connection) after `latency`, and counts.
+#[derive(Clone)]
+struct Mock {
+    status: Arc<AtomicU16>,
+    latency: Duration,
+    calls: Arc<AtomicU64>,
+    gets: Arc<AtomicU64>,
+}
+
+impl Mock {
+    fn new(status: u16, latency_ms: u64) -> Mock {
+        Mock {
+            status: Arc::new(AtomicU16::new(status)),
+            latency: Duration::from_millis(latency_ms),
+            calls: Arc::new(AtomicU64::new(0)),
+            gets: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Health checks (`GET`s) received.
+    fn gets(&self) -> u64 {
+        self.gets.load(Ordering::Relaxed)
+    }
+
+    fn service(&self) -> BoxCloneSyncService<Request, Response, Error> {
+        let mock = self.clone();
+        BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
+            let mock = mock.clone();
+            async move {
+                mock.calls.fetch_add(1, Ordering::Relaxed);
+                if request.method() == http::Method::GET {
+                    mock.gets.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(mock.latency).await;
+                let status = mock.status.load(Ordering::Relaxed);
+                match status {
+                    0 => Err(Error::new(ErrorKind::Connect, "refused")),
+                    200..=399 => Ok(Response::new(
+                        StatusCode::from_u16(status).unwrap(),
+                        HeaderMap::new(),
+                        Body::Full(Bytes::from_static(b"{}")),
+                        Timings::start(),
+                        request.id(),
+                    )),
+                    _ => Err(Error::from_status(
+                        StatusCode::from_u16(status).unwrap(),
+                        HeaderMap::new(),
+                        b"{}",
+                        None,
+                        "mock",
+                    )),
+                }
+            }
+        }))
+    }
+}
+
+type Svc = BoxCloneSyncService<Request, Response, Error>;
+
+fn balance(endpoints: &[(EndpointConfig, &Mock)], breaker: BreakerConfig) -> Balance<Svc> {
+    Balance::new(
+        endpoints
+            .iter()
+            .map(|(c, m)| (c.clone(), m.service()))
+            .collect(),
+        breaker,
+    )
+}
+
+fn request(id: u64) -> Request {
+    Request::post("/chat/completions", "{}")
+        .unwrap()
+        .with_id(RequestId::from_u64(id))
+}
+
+async fn send(b: &Balance<Svc>, id: u64) -> Result<Response, Error> {
+    b.clone().oneshot(request(id)).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_faster_endpoint_gets_most_of_a_closed_loop() {
+    let fast = Mock::new(200, 100);
+    let slow = Mock::new(200, 1000);
+    let b = balance(
+        &[
+            (EndpointConfig::new("fast"), &fast),
+            (EndpointConfig::new("slow"), &slow),
+        ],
+        BreakerConfig::new(),
+    );
+    let mut tasks = Vec::new();
+    for worker in 0..64u64 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                send(&b, worker * 1000 + i).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (f, s) = (fast.calls(), slow.calls());
+    assert!(f * 100 >= (f + s) * 85, "fast {f}, slow {s}");
+    assert!(s > 0, "the slow endpoint was never tried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn weights_share_traffic_between_equal_endpoints() {
+    let heavy = Mock::new(200, 10);
+    let light = Mock::new(200, 10);
+    let b = balance(
+        &[
+            (EndpointConfig::new("heavy").weight(3), &heavy),
+            (EndpointConfig::new("light"), &light),
+        ],
+        BreakerConfig::new(),
+    );
+    let mut tasks = Vec::new();
+    for worker in 0..16u64 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100 {
+                send(&b, worker * 1000 + i).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (h, l) = (heavy.calls(), light.calls());
+    assert!(h > 2 * l, "heavy {h}, light {l}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_opens_on_5xx_and_connect_errors_but_not_on_4xx_or_429() {
+    let breaker = BreakerConfig::new().consecutive_failures(3).error_rate(2.0);
+    for (status, opens) in [
+        (503, true),
+        (0, true),
+        (500, true),
+        (400, false),
+        (404, false),
+        (429, false),
+    ] {
+        let bad = Mock::new(status, 1);
+        let b = balance(&[(EndpointConfig::new("bad"), &bad)], breaker.clone());
+        for i in 0..10 {
+            let _ = send(&b, i).await;
+        }
+        let stats = &b.stats()[0];
+        assert_eq!(
+            stats.state == BreakerState::Open,
+            opens,
+            "status {status}: {stats:?}"
+        );
+        if opens {
+            assert_eq!(bad.calls(), 3, "status {status}: sent after opening");
+            let error = send(&b, 99).await.unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Connect);
+            assert!(!error.is_request_sent());
+        } else {
+            assert_eq!(bad.calls(), 10);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_endpoint_gets_nothing_until_its_probe_and_closes_when_healthy() {
+    let good = Mock::new(200, 5);
+    let flaky = Mock::new(503, 5);
+    let b = balance(
+        &[
+            (EndpointConfig::new("good"), &good),
+            (EndpointConfig::new("flaky"), &flaky),
+        ],
+        BreakerConfig::new()
+            .consecutive_failures(2)
+            .cool_down(Duration::from_secs(10))
+            .jitter(0.0)
+            .probes(1)
+            .health_check(None),
+    );
+    for i in 0..200 {
+        let _ = send(&b, i).await;
+    }
+    assert_eq!(flaky.calls(), 2, "only the failures that opened it");
+    assert_eq!(b.stats()[1].state, BreakerState::Open);
+    flaky.status.store(200, Ordering::Relaxed);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    for i in 200..400 {
+        send(&b, i).await.unwrap();
+    }
+    let stats = b.stats();
+    assert_eq!(stats[1].state, BreakerState::Closed);
+    assert_eq!(stats[1].breaker_opened, 1);
+    assert!(
+        flaky.calls() > 10,
+        "closed again, it takes traffic: {}",
+        flaky.calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_goes_to_another_endpoint() {
+    let a = Mock::new(500, 1);
+    let b_mock = Mock::new(500, 1);
+    let b = balance(
+        &[
+            (EndpointConfig::new("a"), &a),
+            (EndpointConfig::new("b"), &b_mock),
+        ],
+        BreakerConfig::new().consecutive_failures(0).error_rate(2.0),
+    );
+    // Each request is sent twice with one id, as the retry layer does: the second attempt
+    // never goes where the first failed.
+    for id in 1..=100 {
+        let before = (a.calls(), b_mock.calls());
+        send(&b, id).await.unwrap_err();
+        let first_a = a.calls() > before.0;
+        send(&b, id).await.unwrap_err();
+        let second_a = a.calls() > before.0 + u64::from(first_a);
+        assert_ne!(
+            first_a, second_a,
+            "request {id} was sent to the same endpoint twice"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_group_gets_traffic_only_while_the_first_is_open() {
+    let primary = Mock::new(200, 5);
+    let fallback = Mock::new(200, 1);
+    let b = balance(
+        &[
+            (EndpointConfig::new("primary"), &primary),
+            (EndpointConfig::new("fallback").priority(1), &fallback),
+        ],
+        BreakerConfig::new()
+            .consecutive_failures(3)
+            .cool_down(Duration::from_secs(30))
+            .jitter(0.0),
+    );
+    for i in 0..100 {
+        send(&b, i).await.unwrap();
+    }
+    assert_eq!(
+        fallback.calls(),
+        0,
+        "the fallback is faster but of a lower priority"
+    );
+    primary.status.store(502, Ordering::Relaxed);
+    for i in 100..200 {
+        let _ = send(&b, i).await;
+    }
+    assert_eq!(b.stats()[0].state, BreakerState::Open);
+    assert_eq!(primary.calls(), 103);
+    assert!(fallback.calls() >= 97, "{}", fallback.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_answered_429_gets_less_traffic() {
+    let limited = Mock::new(429, 1);
+    let other = Mock::new(200, 1);
+    let b = balance(
+        &[
+            (EndpointConfig::new("limited"), &limited),
+            (EndpointConfig::new("other"), &other),
+        ],
+        BreakerConfig::new(),
+    );
+    for i in 0..200 {
+        let _ = send(&b, i).await;
+    }
+    let stats = b.stats();
+    assert_eq!(stats[0].state, BreakerState::Closed, "429 is not a failure");
+    assert!(
+        limited.calls() * 10 < other.calls(),
+        "{} vs {}",
+        limited.calls(),
+        other.calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_attempt_frees_its_place() {
+    let slow = Mock::new(200, 10_000);
+    let b = balance(
+        &[(EndpointConfig::new("slow"), &slow)],
+        BreakerConfig::new(),
+    );
+    let mut svc = b.clone();
+    svc.ready().await.unwrap();
+    let future = svc.call(request(1));
+    assert_eq!(b.stats()[0].in_flight, 1);
+    drop(future);
+    assert_eq!(b.stats()[0].in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_request_at_a_time_goes_to_the_lower_latency() {
+    // Nothing is ever outstanding here, so only the Peak-EWMA cost tells the two apart.
+    let slow = Mock::new(200, 1000);
+    let fast = Mock::new(200, 100);
+    let b = balance(
+        &[
+            (EndpointConfig::new("slow"), &slow),
+            (EndpointConfig::new("fast"), &fast),
+        ],
+        BreakerConfig::new(),
+    );
+    for i in 0..200 {
+        send(&b, i).await.unwrap();
+    }
+    let (f, s) = (fast.calls(), slow.calls());
+    assert!(f >= 180, "fast {f}, slow {s}");
+}
+
+#[test]
+fn attempts_and_breaker_changes_are_counted_per_endpoint() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let good = Mock::new(200, 1);
+            let dead = Mock::new(503, 1);
+            let b = balance(
+                &[
+                    (EndpointConfig::new("good"), &good),
+                    (EndpointConfig::new("dead"), &dead),
+                ],
+                BreakerConfig::new().consecutive_failures(2).error_rate(2.0),
+            );
+            for i in 0..20 {
+                let _ = send(&b, i).await;
+            }
+        })
+    });
+    let counters: std::collections::BTreeMap<String, u64> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let DebugValue::Counter(n) = value else {
+                return None;
+            };
+            let key = key.key();
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            Some((format!("{}{{{}}}", key.name(), labels.join(",")), n))
+        })
+        .collect();
+    let get = |k: &str| counters.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        get("volley_endpoint_requests_total{endpoint=dead,outcome=sent}"),
+        2
+    );
+    assert_eq!(
+        get("volley_endpoint_requests_total{endpoint=dead,outcome=server_error}"),
+        2
+    );
+    assert_eq!(
+        get("volley_endpoint_requests_total{endpoint=good,outcome=answered}"),
+        18
+    );
+    assert_eq!(
+        get("volley_endpoint_breaker_transitions_total{endpoint=dead,state=open}"),
+        1,
+        "{counters:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_endpoint_is_checked_not_sent_requests_and_a_healthy_one_never() {
+    let good = Mock::new(200, 1);
+    let dead = Mock::new(503, 1);
+    let b = balance(
+        &[
+            (EndpointConfig::new("good"), &good),
+            (EndpointConfig::new("dead"), &dead),
+        ],
+        BreakerConfig::new()
+            .consecutive_failures(2)
+            .error_rate(2.0)
+            .cool_down(Duration::from_secs(10))
+            .max_cool_down(Duration::from_secs(40))
+            .jitter(0.0)
+            .probes(1),
+    );
+    let mut id = 0;
+    let mut burst = |n: u64| {
+        let b = b.clone();
+        let start = id;
+        id += n;
+        async move {
+            for i in start..start + n {
+                let _ = send(&b, i).await;
+            }
+        }
+    };
+    burst(100).await;
+    assert_eq!(b.stats()[1].state, BreakerState::Open);
+    // 70 s of traffic: checks at 10 s, 30 s (20 s cool-down) and 70 s (40 s), no request.
+    for _ in 0..7 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        burst(20).await;
+    }
+    assert_eq!(
+        dead.calls() - dead.gets(),
+        2,
+        "user requests reached the dead endpoint"
+    );
+    assert_eq!(dead.gets(), 3, "one check per cool-down, doubling");
+    assert_eq!(b.stats()[1].health_checks, 3);
+    assert_eq!(good.gets(), 0, "a healthy endpoint was checked");
+    // It recovers: the next check passes, probes close the breaker, traffic returns.
+    dead.status.store(200, Ordering::Relaxed);
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        burst(50).await;
+    }
+    assert_eq!(b.stats()[1].state, BreakerState::Closed);
+    assert!(dead.calls() - dead.gets() > 10, "{}", dead.calls());
+}
+
+/// A mock endpoint whose every `slow_every`-th call takes `slow` instead of `fast`.
+fn bimodal(calls: Arc<AtomicU64>, fast: Duration, slow: Duration, slow_every: u64) -> Svc {
+    BoxCloneSyncService::new(tower::service_fn(move |request: Request| {
+        let n = calls.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let wait = if n.is_multiple_of(slow_every) {
+                slow
+            } else {
+                fast
+            };
+            tokio::time::sleep(wait).await;
+            Ok(Response::new(
+                StatusCode::OK,
+                HeaderMap::new(),
+                Body::Full(Bytes::from_static(b"{}")),
+                Timings::start(),
+                request.id(),
+            ))
+        }
+    }))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_attempt_is_hedged_to_another_endpoint_within_the_budget() {
+    let (a_calls, b_calls) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let fast = Duration::from_millis(100);
+    let slow = Duration::from_secs(20);
+    let b = Balance::with_hedging(
+        vec![
+            (
+                EndpointConfig::new("a"),
+                bimodal(a_calls.clone(), fast, slow, 20),
+            ),
+            (
+                EndpointConfig::new("b"),
+                bimodal(b_calls.clone(), fast, slow, 20),
+            ),
+        ],
+        BreakerConfig::new(),
+        Some(Hedging::after(Duration::from_millis(300)).budget(0.05)),
+    );
+    let mut tasks = Vec::new();
+    for worker in 0..8u64 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            for i in 0..100 {
+                let started = tokio::time::Instant::now();
+                send(&b, worker * 1000 + i).await.unwrap();
+                slowest = slowest.max(started.elapsed());
+            }
+            slowest
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for t in tasks {
+        slowest = slowest.max(t.await.unwrap());
+    }
+    let requests = 800;
+    let hedges = b.hedges();
+    assert!(hedges > 0, "nothing was hedged");
+    assert!(
+        hedges as f64 <= requests as f64 * 0.05 + 10.0,
+        "{hedges} hedges for {requests} requests"
+    );
+    // Every request answered well before a slow attempt would have: the hedge won.
+    assert!(slowest < Duration::from_secs(2), "slowest {slowest:?}");
+    let sent = a_calls.load(Ordering::Relaxed) + b_calls.load(Ordering::Relaxed);
+    assert_eq!(sent, requests + hedges);
+    let stats = b.stats();
+    assert_eq!(
+        stats[0].in_flight + stats[1].in_flight,
+        0,
+        "losers were not released"
+    );
+}

@@ -1,0 +1,221 @@
+//! Several endpoints against volley-mock servers on loopback: balancing, circuit breakers,
+//! retries that move. Counts are asserted, never times.
+
+use volley::openai::{ChatCompletionRequest, ChatMessage};
+use volley::{BreakerState, Client, Endpoint, ErrorKind, Request};
+use volley_mock::{MockConfig, MockServer};
+
+fn request(i: usize) -> Request {
+    let chat = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user(format!("{i}"))]);
+    Request::post_json("/chat/completions", &chat).unwrap()
+}
+
+async fn mock(faults: &str, latency: &str) -> MockServer {
+    MockServer::start(MockConfig {
+        faults: faults.parse().unwrap(),
+        latency: latency.parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A loopback port nothing listens on: connections to it are refused.
+fn refused_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// One good endpoint, one failing 27 % of requests, one answering 503 to everything, one
+/// refusing connections: 5 000 lines all succeed, and the always-503 endpoint gets at most
+/// 2 % of the requests (counted from the start, its opening failures included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_line_succeeds_past_a_failing_a_dead_and_a_refusing_endpoint() {
+    let good = mock("", "2ms").await;
+    let flaky = mock("500=0.27", "2ms").await;
+    let dead = mock("503=1", "0").await;
+    let client = Client::builder()
+        .endpoint(Endpoint::new(good.url()).name("good"))
+        .endpoint(Endpoint::new(flaky.url()).name("flaky"))
+        .endpoint(Endpoint::new(dead.url()).name("dead"))
+        .endpoint(Endpoint::new(refused_url()).name("refused"))
+        .build()
+        .unwrap();
+    let lines = 5_000;
+    let results = client.fan_out_collect((0..lines).map(request), 64).await;
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+        .take(5)
+        .collect();
+    let stats = client.endpoint_stats();
+    for s in &stats {
+        eprintln!("{s:?}");
+    }
+    assert!(failed.is_empty(), "lines failed, e.g. {failed:?}");
+    let dead_requests = dead.stats().requests_total;
+    assert!(
+        dead_requests * 100 <= lines as u64 * 2,
+        "the always-503 endpoint got {dead_requests} requests"
+    );
+    let by_name = |name: &str| stats.iter().find(|s| s.name == name).unwrap();
+    assert!(by_name("dead").breaker_opened >= 1);
+    assert!(by_name("refused").breaker_opened >= 1);
+    assert_eq!(by_name("refused").answered, 0);
+    assert_eq!(by_name("good").breaker_opened, 0);
+    assert!(
+        by_name("flaky").server_errors > 0,
+        "the flaky endpoint was avoided entirely"
+    );
+    let sent: u64 = stats.iter().map(|s| s.requests).sum();
+    assert_eq!(
+        client.connection_stats().requests,
+        sent,
+        "connection statistics cover every endpoint's pool"
+    );
+    assert_eq!(
+        sent,
+        good.stats().requests_total
+            + flaky.stats().requests_total
+            + dead_requests
+            + by_name("refused").requests
+    );
+}
+
+/// Two healthy endpoints of 100 ms and 1 s, a closed loop of 64: at least 85 % of the
+/// requests go to the fast one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_loop_goes_mostly_to_the_faster_endpoint() {
+    let fast = mock("", "100ms").await;
+    let slow = mock("", "1s").await;
+    let client = Client::builder()
+        .endpoint(Endpoint::new(slow.url()))
+        .endpoint(Endpoint::new(fast.url()))
+        .build()
+        .unwrap();
+    let results = client.fan_out_collect((0..1_280).map(request), 64).await;
+    assert!(results.iter().all(Result::is_ok));
+    let (f, s) = (fast.stats().requests_total, slow.stats().requests_total);
+    eprintln!("fast {f}, slow {s}: {:?}", client.endpoint_stats());
+    assert!(f * 100 >= (f + s) * 85, "fast {f}, slow {s}");
+}
+
+/// A lower priority group takes traffic only while the first is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_group_is_used_only_while_the_first_is_down() {
+    let primary = mock("", "1ms").await;
+    let fallback = mock("", "0").await;
+    let client = Client::builder()
+        .endpoint(Endpoint::new(primary.url()))
+        .endpoint(Endpoint::new(fallback.url()).priority(1))
+        .build()
+        .unwrap();
+    let results = client.fan_out_collect((0..500).map(request), 16).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(fallback.stats().requests_total, 0);
+    assert_eq!(primary.stats().requests_total, 500);
+
+    let down = mock("503=1", "0").await;
+    let fallback = mock("", "0").await;
+    let client = Client::builder()
+        .endpoint(Endpoint::new(down.url()))
+        .endpoint(Endpoint::new(fallback.url()).priority(1))
+        .build()
+        .unwrap();
+    let results = client.fan_out_collect((0..500).map(request), 16).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(client.endpoint_stats()[0].state, BreakerState::Open);
+    assert!(
+        down.stats().requests_total <= 20,
+        "{}",
+        down.stats().requests_total
+    );
+}
+
+#[tokio::test]
+async fn base_url_and_endpoint_together_are_an_error() {
+    let error = Client::builder()
+        .base_url("http://127.0.0.1:1/v1")
+        .endpoint(Endpoint::new("http://127.0.0.1:2/v1"))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(error.to_string().contains("base_url"), "{error}");
+
+    let error = Client::builder()
+        .endpoint(Endpoint::new("http://127.0.0.1:1/v1"))
+        .endpoint(Endpoint::new("http://127.0.0.1:2/v1").api_key_env("VOLLEY_TEST_UNSET_KEY_14"))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Config);
+    assert!(
+        error.to_string().contains("VOLLEY_TEST_UNSET_KEY_14"),
+        "{error}"
+    );
+}
+
+/// One endpoint is the plain single stack: no balancer, no per-endpoint counts.
+#[tokio::test]
+async fn one_endpoint_is_the_single_stack() {
+    let server = mock("", "0").await;
+    let client = Client::builder()
+        .endpoint(Endpoint::new(server.url()))
+        .build()
+        .unwrap();
+    assert_eq!(client.base_url(), server.url());
+    client.send(request(1)).await.unwrap();
+    assert!(client.endpoint_stats().is_empty());
+    assert_eq!(server.stats().requests_total, 1);
+}
+
+/// Two endpoints that each leave 5 % of requests unanswered (a stall) and a client that
+/// never retries: with hedging after 200 ms, the copies answer what the stalls would have
+/// failed, within the budget (5 % + 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedging_answers_what_stalls_would_fail_within_its_budget() {
+    async fn stalling() -> MockServer {
+        MockServer::start(MockConfig {
+            faults: "stall=0.05".parse().unwrap(),
+            latency: "10ms".parse().unwrap(),
+            stall_duration: std::time::Duration::from_secs(10),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+    let lines = 400;
+    let mut failures = Vec::new();
+    for hedge in [false, true] {
+        let (a, b) = (stalling().await, stalling().await);
+        let mut builder = Client::builder()
+            .endpoint(Endpoint::new(a.url()))
+            .endpoint(Endpoint::new(b.url()))
+            .retries(0)
+            .timeout(std::time::Duration::from_secs(3));
+        if hedge {
+            builder = builder.hedge(volley::Hedging::after(std::time::Duration::from_millis(
+                200,
+            )));
+        }
+        let client = builder.build().unwrap();
+        let results = client.fan_out_collect((0..lines).map(request), 32).await;
+        failures.push(results.iter().filter(|r| r.is_err()).count());
+        let sent = a.stats().requests_total + b.stats().requests_total;
+        if hedge {
+            let extra = sent - lines as u64;
+            assert!(extra <= lines as u64 / 20 + 10, "{extra} hedges");
+            assert!(extra > 0, "nothing was hedged");
+        }
+    }
+    eprintln!(
+        "failed without hedging {}, with {}",
+        failures[0], failures[1]
+    );
+    assert!(
+        failures[0] >= 5,
+        "the stalls failed too few to show anything: {failures:?}"
+    );
+    assert!(failures[1] <= 2, "{failures:?}");
+}
