@@ -237,6 +237,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn credential_headers_are_recognised_whatever_their_case() {
+        for name in CREDENTIAL_HEADERS {
+            let upper = HeaderName::from_bytes(name.to_ascii_uppercase().as_bytes()).unwrap();
+            assert!(is_credential_header(&upper), "{name}");
+        }
+        for name in ["content-type", "x-request-id", "user-agent", "accept"] {
+            let name = HeaderName::from_static(name);
+            assert!(!is_credential_header(&name), "{name}");
+        }
+    }
+
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
