@@ -68,8 +68,10 @@ pub struct BenchConfig {
     /// The client to measure, for settings this config does not repeat (TLS roots, HTTP/2,
     /// rate limits, timeouts). The run sets its base URL, API key (when
     /// [`api_key`](Self::api_key) is set) and concurrency (the load's largest, so the client's
-    /// own limit never queues the load). Default `None`: `Client::builder().retries(0)`, the
-    /// default stack without retries, so failures are counted rather than hidden.
+    /// own limit never queues the load). Default `None`: `Client::builder().retries(0).rpm(0)
+    /// .tpm(0)`, the default stack without retries, so failures are counted rather than
+    /// hidden, and without rate limits, given or learned (no slow start), so the load offered
+    /// is the load asked for.
     pub client: Option<ClientBuilder>,
     /// Whether the target is a mock embedded in this process (`volley bench --mock`); only
     /// recorded in the results. Default `false`.

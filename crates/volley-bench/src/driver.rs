@@ -57,7 +57,9 @@ impl Bench {
         let mut builder = config
             .client
             .clone()
-            .unwrap_or_else(|| Client::builder().retries(0))
+            // A load tester offers the load it is asked for: no retries to hide failures, and
+            // no learned limits whose slow start would hold the first round back.
+            .unwrap_or_else(|| Client::builder().retries(0).rpm(0).tpm(0))
             .base_url(config.base_url.clone())
             .concurrency(peak);
         // The probe is built before the API key is added: the statistics calls go to
