@@ -51,6 +51,7 @@
 //! # drop(service);
 //! ```
 
+mod acquire;
 pub mod adaptive;
 mod body;
 mod future;

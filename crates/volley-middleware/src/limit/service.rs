@@ -1,19 +1,15 @@
 //! [`ConcurrencyLimit`]: takes a permit in `poll_ready`, hands it to the response.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::Semaphore;
 use tower_service::Service;
 use volley_core::{Error, Request, Response};
 
 use super::ResponseFuture;
-
-type Acquiring =
-    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + Sync>>;
+use super::acquire::Acquire;
 
 /// Lets at most a fixed number of requests be in flight, counting a streaming response until
 /// its body ends or is dropped. See the [module docs](super).
@@ -23,17 +19,7 @@ pub struct ConcurrencyLimit<S> {
     inner: S,
     semaphore: Arc<Semaphore>,
     max: usize,
-    state: State,
-}
-
-enum State {
-    /// No permit and no wait in progress.
-    Idle,
-    /// Queued on the semaphore. Boxed only on this slow path: a free slot is taken without
-    /// allocating.
-    Waiting(Acquiring),
-    /// Holding the permit the next `call` takes.
-    Ready(OwnedSemaphorePermit),
+    state: Acquire,
 }
 
 impl<S> ConcurrencyLimit<S> {
@@ -59,7 +45,7 @@ impl<S> ConcurrencyLimit<S> {
             inner,
             semaphore,
             max,
-            state: State::Idle,
+            state: Acquire::Idle,
         }
     }
 
@@ -103,33 +89,12 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        loop {
-            match &mut self.state {
-                State::Ready(_) => break,
-                State::Idle => {
-                    self.state = match self.semaphore.clone().try_acquire_owned() {
-                        Ok(permit) => State::Ready(permit),
-                        Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => {
-                            State::Waiting(Box::pin(self.semaphore.clone().acquire_owned()))
-                        }
-                    };
-                }
-                State::Waiting(acquiring) => {
-                    // The semaphore is owned by this layer and never closed, so acquiring
-                    // cannot fail.
-                    let permit = ready!(acquiring.as_mut().poll(cx))
-                        .expect("the concurrency semaphore is never closed");
-                    self.state = State::Ready(permit);
-                }
-            }
-        }
+        ready!(self.state.poll(&self.semaphore, cx));
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let State::Ready(permit) = std::mem::replace(&mut self.state, State::Idle) else {
-            panic!("ConcurrencyLimit::call before poll_ready returned Ready");
-        };
+        let permit = self.state.take("ConcurrencyLimit");
         ResponseFuture::new(self.inner.call(request), permit)
     }
 }
@@ -147,7 +112,7 @@ impl<S: fmt::Debug> fmt::Debug for ConcurrencyLimit<S> {
             .field("inner", &self.inner)
             .field("max", &self.max)
             .field("available", &self.available_permits())
-            .field("holds_permit", &matches!(self.state, State::Ready(_)))
+            .field("holds_permit", &self.state.holds_permit())
             .finish()
     }
 }

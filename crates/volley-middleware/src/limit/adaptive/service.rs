@@ -1,21 +1,16 @@
 //! [`AdaptiveConcurrencyLimit`]: takes a permit in `poll_ready`, reports each outcome.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, TryAcquireError};
 use tower_service::Service;
 use volley_core::{Error, Request, Response};
 
 use super::ResponseFuture;
 use super::shared::{Permit, Shared};
-
-type Acquiring =
-    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + Sync>>;
+use crate::limit::acquire::Acquire;
 
 /// Lets at most the current adaptive limit of requests be in flight, and moves the limit
 /// with what the answers say. See the [module docs](super).
@@ -24,13 +19,7 @@ type Acquiring =
 pub struct AdaptiveConcurrencyLimit<S> {
     inner: S,
     shared: Arc<Shared>,
-    state: State,
-}
-
-enum State {
-    Idle,
-    Waiting(Acquiring),
-    Ready(OwnedSemaphorePermit),
+    state: Acquire,
 }
 
 impl<S> AdaptiveConcurrencyLimit<S> {
@@ -38,7 +27,7 @@ impl<S> AdaptiveConcurrencyLimit<S> {
         AdaptiveConcurrencyLimit {
             inner,
             shared,
-            state: State::Idle,
+            state: Acquire::Idle,
         }
     }
 
@@ -77,33 +66,12 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        loop {
-            match &mut self.state {
-                State::Ready(_) => break,
-                State::Idle => {
-                    let semaphore = &self.shared.semaphore;
-                    self.state = match semaphore.clone().try_acquire_owned() {
-                        Ok(permit) => State::Ready(permit),
-                        Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => {
-                            State::Waiting(Box::pin(semaphore.clone().acquire_owned()))
-                        }
-                    };
-                }
-                State::Waiting(acquiring) => {
-                    // The semaphore is owned by the layer and never closed.
-                    let permit = ready!(acquiring.as_mut().poll(cx))
-                        .expect("the adaptive semaphore is never closed");
-                    self.state = State::Ready(permit);
-                }
-            }
-        }
+        ready!(self.state.poll(&self.shared.semaphore, cx));
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let State::Ready(permit) = std::mem::replace(&mut self.state, State::Idle) else {
-            panic!("AdaptiveConcurrencyLimit::call before poll_ready returned Ready");
-        };
+        let permit = self.state.take("AdaptiveConcurrencyLimit");
         let permit = Permit::new(permit, self.shared.clone());
         ResponseFuture::new(self.inner.call(request), permit, self.shared.clone())
     }
