@@ -4,16 +4,9 @@
 //! As in the OpenAI scans, `memchr` finds the `"usage"` key and serde reads only the object
 //! after it; a key inside a JSON string is escaped and cannot match.
 
-use std::sync::LazyLock;
-
-use memchr::memmem::{Finder, FinderRev};
 use serde::Deserialize;
 
-static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
-static USAGE_KEY_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
-
-/// A partial line longer than this is not a usage line: the scanner stops buffering it.
-const MAX_LINE: usize = 16 * 1024;
+use crate::usage_scan::{LineBuffer, USAGE_KEY, last_in_body, object_at};
 
 /// The counts of an Anthropic `usage` object. In a stream each count is cumulative and a
 /// later object may leave some out, so every count is optional and the scanner merges them.
@@ -59,14 +52,7 @@ impl UsageCounts {
 /// assert_eq!(usage_in_body(body).and_then(|u| u.output_tokens), Some(7));
 /// ```
 pub fn usage_in_body(body: &[u8]) -> Option<UsageCounts> {
-    let mut end = body.len();
-    while let Some(at) = USAGE_KEY_REV.rfind(&body[..end]) {
-        if let Some(usage) = usage_at(body, at) {
-            return Some(usage);
-        }
-        end = at;
-    }
-    None
+    last_in_body(body, object_at::<UsageCounts>)
 }
 
 /// Scans a Messages event stream, chunk by chunk, for its usage: the input counts of
@@ -84,8 +70,7 @@ pub fn usage_in_body(body: &[u8]) -> Option<UsageCounts> {
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct UsageScanner {
-    partial: Vec<u8>,
-    skipping: bool,
+    lines: LineBuffer,
     merged: Option<UsageCounts>,
 }
 
@@ -97,26 +82,9 @@ impl UsageScanner {
 
     /// Scans the next chunk of the stream.
     pub fn feed(&mut self, chunk: &[u8]) {
-        let mut rest = chunk;
-        if !self.partial.is_empty() || self.skipping {
-            let Some(newline) = memchr::memchr(b'\n', rest) else {
-                self.buffer(rest);
-                return;
-            };
-            let (head, tail) = rest.split_at(newline + 1);
-            rest = tail;
-            if !self.skipping {
-                let mut line = std::mem::take(&mut self.partial);
-                line.extend_from_slice(head);
-                self.scan_lines(&line);
-                line.clear();
-                self.partial = line;
-            }
-            self.skipping = false;
-        }
-        let complete = memchr::memrchr(b'\n', rest).map_or(0, |i| i + 1);
-        self.scan_lines(&rest[..complete]);
-        self.buffer(&rest[complete..]);
+        let merged = &mut self.merged;
+        self.lines
+            .feed(chunk, |lines| merge_usages_in(lines, merged));
     }
 
     /// The usage merged from the complete lines so far.
@@ -126,36 +94,21 @@ impl UsageScanner {
 
     /// The usage of a stream that has ended, its unterminated last line included.
     pub fn finish(&mut self) -> Option<UsageCounts> {
-        if !self.skipping {
-            let line = std::mem::take(&mut self.partial);
-            self.scan_lines(&line);
-        }
-        self.skipping = false;
+        let merged = &mut self.merged;
+        self.lines.finish(|line| merge_usages_in(line, merged));
         self.merged
     }
+}
 
-    /// Merges every usage object of complete lines, in order.
-    fn scan_lines(&mut self, lines: &[u8]) {
-        let mut from = 0;
-        while let Some(found) = USAGE_KEY.find(&lines[from..]) {
-            let at = from + found;
-            if let Some(usage) = usage_at(lines, at) {
-                self.merged = Some(self.merged.unwrap_or_default().merged(usage));
-            }
-            from = at + 1;
+/// Merges every usage object of complete lines into `merged`, in order.
+fn merge_usages_in(lines: &[u8], merged: &mut Option<UsageCounts>) {
+    let mut from = 0;
+    while let Some(found) = USAGE_KEY.find(&lines[from..]) {
+        let at = from + found;
+        if let Some(usage) = object_at::<UsageCounts>(lines, at) {
+            *merged = Some(merged.unwrap_or_default().merged(usage));
         }
-    }
-
-    fn buffer(&mut self, bytes: &[u8]) {
-        if self.skipping || bytes.is_empty() {
-            return;
-        }
-        if self.partial.len() + bytes.len() > MAX_LINE {
-            self.partial = Vec::new();
-            self.skipping = true;
-        } else {
-            self.partial.extend_from_slice(bytes);
-        }
+        from = at + 1;
     }
 }
 
@@ -201,18 +154,6 @@ pub fn ends_with_message_stop(body: &[u8]) -> bool {
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
     compact == br#"{"type":"message_stop"}"#
-}
-
-fn usage_at(bytes: &[u8], at: usize) -> Option<UsageCounts> {
-    let rest = bytes[at + b"\"usage\"".len()..]
-        .trim_ascii_start()
-        .strip_prefix(b":")?
-        .trim_ascii_start();
-    if !rest.starts_with(b"{") {
-        return None;
-    }
-    let mut de = serde_json::Deserializer::from_slice(rest);
-    UsageCounts::deserialize(&mut de).ok()
 }
 
 #[cfg(test)]

@@ -9,15 +9,10 @@
 
 use std::sync::LazyLock;
 
-use memchr::memmem::{Finder, FinderRev};
+use memchr::memmem::Finder;
 use serde::Deserialize;
 
-static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
-static USAGE_KEY_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
-
-/// A partial line longer than this is not a usage line (those are a few hundred bytes): the
-/// scanner stops buffering it and skips to its end.
-const MAX_LINE: usize = 16 * 1024;
+use crate::usage_scan::{LineBuffer, USAGE_KEY, last_in_body, object_at};
 
 /// The token counts of a `usage` object; every other field of it is skipped unread.
 ///
@@ -62,14 +57,7 @@ impl UsageCounts {
 /// assert_eq!(usage_in_body(br#"{"usage":null}"#), None);
 /// ```
 pub fn usage_in_body(body: &[u8]) -> Option<UsageCounts> {
-    let mut end = body.len();
-    while let Some(at) = USAGE_KEY_REV.rfind(&body[..end]) {
-        if let Some(usage) = usage_at(body, at) {
-            return Some(usage);
-        }
-        end = at;
-    }
-    None
+    last_in_body(body, object_at::<UsageCounts>)
 }
 
 /// Scans a server-sent-events body, chunk by chunk as it arrives, for `usage` objects, and
@@ -93,11 +81,7 @@ pub fn usage_in_body(body: &[u8]) -> Option<UsageCounts> {
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct UsageScanner {
-    /// The unfinished last line of the chunks so far (usually empty: servers flush whole
-    /// events).
-    partial: Vec<u8>,
-    /// The unfinished line grew past [`MAX_LINE`]; skip to its end.
-    skipping: bool,
+    lines: LineBuffer,
     last: Option<UsageCounts>,
 }
 
@@ -109,28 +93,12 @@ impl UsageScanner {
 
     /// Scans the next chunk of the stream.
     pub fn feed(&mut self, chunk: &[u8]) {
-        let mut rest = chunk;
-        if !self.partial.is_empty() || self.skipping {
-            let Some(newline) = memchr::memchr(b'\n', rest) else {
-                self.buffer(rest);
-                return;
-            };
-            let (head, tail) = rest.split_at(newline + 1);
-            rest = tail;
-            if !self.skipping {
-                self.partial.extend_from_slice(head);
-                if let Some(usage) = last_usage_in(&self.partial) {
-                    self.last = Some(usage);
-                }
+        let last = &mut self.last;
+        self.lines.feed(chunk, |lines| {
+            if let Some(usage) = last_usage_in(lines) {
+                *last = Some(usage);
             }
-            self.partial.clear();
-            self.skipping = false;
-        }
-        let complete = memchr::memrchr(b'\n', rest).map_or(0, |i| i + 1);
-        if let Some(usage) = last_usage_in(&rest[..complete]) {
-            self.last = Some(usage);
-        }
-        self.buffer(&rest[complete..]);
+        });
     }
 
     /// The last usage object seen in a complete line so far.
@@ -140,26 +108,13 @@ impl UsageScanner {
 
     /// The last usage object of a stream that has ended, its unterminated last line included.
     pub fn finish(&mut self) -> Option<UsageCounts> {
-        if !self.skipping
-            && let Some(usage) = last_usage_in(&self.partial)
-        {
-            self.last = Some(usage);
-        }
-        self.partial = Vec::new();
-        self.skipping = false;
+        let last = &mut self.last;
+        self.lines.finish(|line| {
+            if let Some(usage) = last_usage_in(line) {
+                *last = Some(usage);
+            }
+        });
         self.last
-    }
-
-    fn buffer(&mut self, bytes: &[u8]) {
-        if self.skipping || bytes.is_empty() {
-            return;
-        }
-        if self.partial.len() + bytes.len() > MAX_LINE {
-            self.partial = Vec::new();
-            self.skipping = true;
-        } else {
-            self.partial.extend_from_slice(bytes);
-        }
     }
 }
 
@@ -219,22 +174,6 @@ pub fn ends_with_done(body: &[u8]) -> bool {
         return false;
     };
     matches!(line.last(), None | Some(b'\n' | b'\r'))
-}
-
-/// Reads the usage object after the `"usage"` key at `at`; `None` when the value is `null`,
-/// not a usage object, or cut short.
-fn usage_at(bytes: &[u8], at: usize) -> Option<UsageCounts> {
-    let rest = &bytes[at + b"\"usage\"".len()..];
-    let rest = rest
-        .trim_ascii_start()
-        .strip_prefix(b":")?
-        .trim_ascii_start();
-    if !rest.starts_with(b"{") {
-        return None;
-    }
-    let mut de = serde_json::Deserializer::from_slice(rest);
-    // Only the object is read; whatever follows it is never looked at.
-    UsageCounts::deserialize(&mut de).ok()
 }
 
 /// The last usage object in complete lines.
@@ -352,13 +291,13 @@ mod tests {
     #[test]
     fn overlong_lines_are_skipped() {
         let mut scanner = UsageScanner::new();
-        let long = vec![b'x'; MAX_LINE + 10];
+        let long = vec![b'x'; crate::usage_scan::MAX_LINE + 10];
         scanner.feed(b"data: {\"a\":\"");
         scanner.feed(&long);
-        assert!(scanner.partial.is_empty() && scanner.skipping);
+        assert!(scanner.lines.partial.is_empty() && scanner.lines.skipping);
         scanner.feed(b"\"}\ndata: {\"usage\":{\"total_tokens\":3}}\n");
         assert_eq!(scanner.last(), Some(counts(0, 0, 3)));
-        assert!(!scanner.skipping);
+        assert!(!scanner.lines.skipping);
     }
 
     #[test]
