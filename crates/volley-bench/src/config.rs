@@ -19,6 +19,14 @@ pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 /// The default of [`BenchConfig::seed`].
 pub const DEFAULT_SEED: u64 = 42;
+
+/// The client a bench measures unless [`BenchConfig::client`] says otherwise: the default
+/// stack without retries, so failures are counted rather than hidden, and without rate
+/// limits, given or learned (no slow start holding the first round back), so the load
+/// offered is the load asked for. Start from it to add settings of your own (TLS, proxies).
+pub fn default_client() -> ClientBuilder {
+    volley::Client::builder().retries(0).rpm(0).tpm(0)
+}
 /// The highest open-loop arrival rate [`BenchConfig`] accepts, in requests per second.
 const MAX_RATE: f64 = 10_000_000.0;
 
@@ -68,10 +76,7 @@ pub struct BenchConfig {
     /// The client to measure, for settings this config does not repeat (TLS roots, HTTP/2,
     /// rate limits, timeouts). The run sets its base URL, API key (when
     /// [`api_key`](Self::api_key) is set) and concurrency (the load's largest, so the client's
-    /// own limit never queues the load). Default `None`: `Client::builder().retries(0).rpm(0)
-    /// .tpm(0)`, the default stack without retries, so failures are counted rather than
-    /// hidden, and without rate limits, given or learned (no slow start), so the load offered
-    /// is the load asked for.
+    /// own limit never queues the load). Default `None`: [`default_client`].
     pub client: Option<ClientBuilder>,
     /// Whether the target is a mock embedded in this process (`volley bench --mock`); only
     /// recorded in the results. Default `false`.

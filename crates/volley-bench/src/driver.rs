@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use volley::core::{Error, ErrorKind};
 
 use super::body::Bodies;
-use super::config::{BenchConfig, Load, StackKind};
+use super::config::{BenchConfig, Load, StackKind, default_client};
 use super::lane::Lane;
 use super::pacer::{Pacer, Schedule, TokioClock, Until};
 use super::recorder::Recorder;
@@ -57,9 +57,7 @@ impl Bench {
         let mut builder = config
             .client
             .clone()
-            // A load tester offers the load it is asked for: no retries to hide failures, and
-            // no learned limits whose slow start would hold the first round back.
-            .unwrap_or_else(|| Client::builder().retries(0).rpm(0).tpm(0))
+            .unwrap_or_else(default_client)
             .base_url(config.base_url.clone())
             .concurrency(peak);
         // The probe is built before the API key is added: the statistics calls go to

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use volley::Client;
 use volley::core::ApiKey;
 use volley::core::duration::parse_duration;
 use volley_bench::{Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, report};
@@ -241,13 +240,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     // The key goes only to a real endpoint, never to the embedded mock; a local server may
     // need none (Azure OpenAI always needs one).
-    // As the library's default bench client: no retries, no rate limits given or learned
-    // (a slow start would hold the first round back), so the load offered is the load asked.
-    let mut client = Client::builder()
-        .retries(0)
-        .rpm(0)
-        .tpm(0)
-        .allow_plain_http(connection.allow_plain_http);
+    let mut client = volley_bench::default_client().allow_plain_http(connection.allow_plain_http);
     client = config::apply_network(client, &connection, mock.is_some())?;
     let (base_url, api_key) = match &mock {
         Some(server) => (server.url(), None),
