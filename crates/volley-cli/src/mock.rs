@@ -13,7 +13,8 @@ use volley_mock::{Faults, Latency, MockConfig, MockServer, OutputTokens, RateLim
 /// GET /stats and POST /stats/reset, over HTTP/1.1 and HTTP/2 (h2c) on one port.
 ///
 /// Latency grammar: "0", "250ms", "1s", "fixed:1s", "uniform:100ms..2s",
-/// "lognormal:500ms,0.6" (median, shape). Durations take ns, us, ms, s, m, h.
+/// "lognormal:500ms,0.6" (median, shape), "bimodal:100ms,2s,0.05" (fast, slow, share of slow
+/// requests). Durations take ns, us, ms, s, m, h.
 ///
 /// A request can force a fault with the header x-mock-fault: 429|500|503|reset|stall|cut|malformed
 /// and its latency with x-mock-latency: 250ms.

@@ -28,6 +28,8 @@ const MAX_SAMPLE: Duration = Duration::from_secs(24 * 60 * 60);
 ///                                           Uniform,   e.g. "uniform:100ms..2s" (min <= max)
 ///           | "lognormal:" duration "," sigma
 ///                                           LogNormal, e.g. "lognormal:500ms,0.6" (sigma >= 0)
+///           | "bimodal:" duration "," duration "," share
+///                                           Bimodal,   e.g. "bimodal:100ms,2s,0.05" (0 <= share <= 1)
 /// duration := volley_core::duration's     e.g. "250ms", "1.5s", "1m30s"; "30" is seconds
 /// ```
 ///
@@ -61,6 +63,16 @@ pub enum Latency {
         /// The shape: the standard deviation of the latency's natural logarithm; `>= 0`.
         sigma: f64,
     },
+    /// Two modes: most requests take `fast`, a share `slow_share` of them takes `slow` (the
+    /// tail that hedging is for: a replica stuck behind a long prompt, a cold cache).
+    Bimodal {
+        /// The usual latency.
+        fast: Duration,
+        /// The latency of the slow requests.
+        slow: Duration,
+        /// The share of requests that are slow, from 0 to 1.
+        slow_share: f64,
+    },
 }
 
 impl Latency {
@@ -73,6 +85,7 @@ impl Latency {
             Latency::Fixed(d) => d.is_zero(),
             Latency::Uniform { max, .. } => max.is_zero(),
             Latency::LogNormal { median, .. } => median.is_zero(),
+            Latency::Bimodal { fast, slow, .. } => fast.is_zero() && slow.is_zero(),
         }
     }
 
@@ -100,6 +113,17 @@ impl Latency {
                     .unwrap_or(MAX_SAMPLE)
                     .min(MAX_SAMPLE)
             }
+            Latency::Bimodal {
+                fast,
+                slow,
+                slow_share,
+            } => {
+                if slow_share > 0.0 && rng.random::<f64>() < slow_share {
+                    slow
+                } else {
+                    fast
+                }
+            }
         }
     }
 
@@ -118,6 +142,12 @@ impl Latency {
                 )))
             }
             Latency::LogNormal { .. } => Ok(()),
+            Latency::Bimodal { slow_share, .. } if !(0.0..=1.0).contains(&slow_share) => {
+                Err(ConfigError::new(format!(
+                    "{what}: bimodal share of slow requests must be between 0 and 1, got {slow_share}"
+                )))
+            }
+            Latency::Bimodal { .. } => Ok(()),
         }
     }
 }
@@ -177,10 +207,34 @@ impl FromStr for Latency {
                     sigma,
                 }
             }
+            "bimodal" => {
+                let parts: Vec<&str> = args.split(',').collect();
+                let [fast, slow, share] = parts[..] else {
+                    return Err(ConfigError::new(format!(
+                        "invalid latency {input:?}: bimodal expects FAST,SLOW,SHARE, e.g. \"bimodal:100ms,2s,0.05\""
+                    )));
+                };
+                let share = share.trim();
+                let slow_share = share
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| (0.0..=1.0).contains(s))
+                    .ok_or_else(|| {
+                        ConfigError::new(format!(
+                            "invalid latency {input:?}: share {share:?} is not a number from 0 to 1"
+                        ))
+                    })?;
+                Latency::Bimodal {
+                    fast: parse_duration(fast)?,
+                    slow: parse_duration(slow)?,
+                    slow_share,
+                }
+            }
             other => {
                 return Err(ConfigError::new(format!(
                     "invalid latency {input:?}: unknown model {other:?}, expected a duration \
-                     (\"250ms\"), \"fixed:D\", \"uniform:MIN..MAX\" or \"lognormal:MEDIAN,SIGMA\""
+                     (\"250ms\"), \"fixed:D\", \"uniform:MIN..MAX\", \"lognormal:MEDIAN,SIGMA\" \
+                     or \"bimodal:FAST,SLOW,SHARE\""
                 )));
             }
         };
@@ -199,6 +253,16 @@ impl fmt::Display for Latency {
             Latency::LogNormal { median, sigma } => {
                 write!(f, "lognormal:{},{sigma}", HumanDuration(median))
             }
+            Latency::Bimodal {
+                fast,
+                slow,
+                slow_share,
+            } => write!(
+                f,
+                "bimodal:{},{},{slow_share}",
+                HumanDuration(fast),
+                HumanDuration(slow)
+            ),
         }
     }
 }
@@ -261,6 +325,9 @@ mod tests {
             ("lognormal:1s,-1", "not a number >= 0"),
             ("lognormal:1s,NaN", "not a number >= 0"),
             ("fixed:soon", "invalid duration"),
+            ("bimodal:1s,2s", "FAST,SLOW,SHARE"),
+            ("bimodal:1s,2s,1.5", "from 0 to 1"),
+            ("bimodal:1s,2s,-0.1", "from 0 to 1"),
         ] {
             let err = input.parse::<Latency>().unwrap_err().to_string();
             assert!(err.contains(needle), "{input:?}: {err}");
@@ -275,6 +342,7 @@ mod tests {
             "1500ms",
             "uniform:100ms..2s",
             "lognormal:500ms,0.6",
+            "bimodal:100ms,2s,0.05",
             "7ns",
             "3us",
         ] {
@@ -322,6 +390,21 @@ mod tests {
             (p84 / expected - 1.0).abs() < 0.05,
             "p84 {p84} vs {expected}"
         );
+    }
+
+    #[test]
+    fn bimodal_takes_the_slow_mode_at_its_share() {
+        let latency: Latency = "bimodal:100ms,2s,0.05".parse().unwrap();
+        let mut rng = SmallRng::seed_from_u64(9);
+        let n = 20_000;
+        let mut slow = 0;
+        for _ in 0..n {
+            let d = latency.sample(&mut rng);
+            assert!(d == ms(100) || d == ms(2000), "{d:?}");
+            slow += usize::from(d == ms(2000));
+        }
+        // 5 % of 20 000 is 1 000; the binomial's sd is about 31.
+        assert!((850..1150).contains(&slow), "{slow} slow of {n}");
     }
 
     #[test]
