@@ -426,9 +426,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Hedged requests, with two or more endpoints: a request with no response head after
-    /// the delay is sent to another endpoint as well, the first answer wins and the other
-    /// attempt is cancelled; a budget caps the copies (5 % by default). **A hedged request
+    /// Hedged requests: a request with no response head after the delay (fixed, or a
+    /// percentile learned from recent answers) is sent to another endpoint as well (to the
+    /// same one when there is one), the first answer wins and the other attempt is
+    /// cancelled; a budget caps the copies (5 % by default). **A hedged request
     /// may be billed twice** (cancelling the loser refunds nothing): use it on a client whose
     /// requests are safe to duplicate. See [`Hedging`].
     ///
@@ -1027,7 +1028,12 @@ impl ClientBuilder {
                 "both base_url(..) and endpoint(..) were given: give every URL as an endpoint",
             ));
         }
-        if self.endpoints.len() == 1 {
+        if self.hedging.is_some() && self.endpoints.is_empty() {
+            // Hedging lives in the balancer: the client's own URL becomes its one endpoint,
+            // and hedges go to it again.
+            self.endpoints.push(crate::endpoints::Endpoint::inherited());
+        }
+        if self.endpoints.len() == 1 && self.hedging.is_none() {
             // One endpoint is today's single stack with that endpoint's settings.
             let endpoint = self.endpoints.pop().expect("the length was just checked");
             let (transport, rate_limit, own) =

@@ -200,17 +200,21 @@ impl Endpoint {
         &self.url
     }
 
-    /// This endpoint's transport builder: `client`'s unless its own, with its URL, key and
-    /// provider.
+    /// The client's own base URL as an endpoint (a hedging client without endpoints).
+    pub(crate) fn inherited() -> Endpoint {
+        Endpoint::new(String::new())
+    }
+
+    /// This endpoint's transport builder: `client`'s unless its own, with its URL (the
+    /// client's when [`inherited`](Endpoint::inherited)), key and provider.
     fn transport_builder(
         &self,
         client: &volley_transport::Builder,
     ) -> Result<volley_transport::Builder, Error> {
-        let mut builder = self
-            .transport
-            .clone()
-            .unwrap_or_else(|| client.clone())
-            .base_url(self.url.clone());
+        let mut builder = self.transport.clone().unwrap_or_else(|| client.clone());
+        if !self.url.is_empty() {
+            builder = builder.base_url(self.url.clone());
+        }
         if let Some(provider) = self.provider {
             builder = builder.provider(provider);
         }
@@ -241,14 +245,22 @@ impl Endpoint {
         if let Some(name) = &self.name {
             return name.clone();
         }
-        match self.url.parse::<http::Uri>() {
-            Ok(uri) => match (uri.host(), uri.port_u16()) {
-                (Some(host), Some(port)) => format!("{host}:{port}"),
-                (Some(host), None) => host.to_owned(),
-                _ => volley_core::redact::redact_url(&self.url),
-            },
-            Err(_) => volley_core::redact::redact_url(&self.url),
+        if self.url.is_empty() {
+            return "base URL".to_owned();
         }
+        host_port(&self.url)
+    }
+}
+
+/// `host:port` of `url`, or the URL without its secrets when it has no host.
+fn host_port(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(uri) => match (uri.host(), uri.port_u16()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => volley_core::redact::redact_url(url),
+        },
+        Err(_) => volley_core::redact::redact_url(url),
     }
 }
 
@@ -294,6 +306,15 @@ pub(crate) fn build(endpoints: Vec<Endpoint>, inherited: Inherited<'_>) -> Resul
             .transport_builder(inherited.transport)?
             .build()
             .map_err(context)?;
+        // The client's own URL is named once it is known.
+        let label = if endpoint.url.is_empty() && endpoint.name.is_none() {
+            host_port(transport.base_url())
+        } else {
+            label
+        };
+        let context = |e: Error| {
+            Error::new(ErrorKind::Config, format!("endpoint {label}: {e}")).with_source(e)
+        };
         let setting = endpoint
             .rate_limit
             .clone()

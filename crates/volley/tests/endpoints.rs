@@ -219,3 +219,50 @@ async fn hedging_answers_what_stalls_would_fail_within_its_budget() {
     );
     assert!(failures[1] <= 2, "{failures:?}");
 }
+
+/// One base URL (no endpoints) whose answers take 10 ms, or 10 s for 5 % of them, and a
+/// client that never retries and times out at 3 s: with hedging at the learned 90th
+/// percentile, the slow answers are hedged to the same server and the lines succeed; without,
+/// the slow ones fail. A warm-up teaches the delay first (its results are not counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_base_url_hedges_to_itself_at_a_learned_percentile() {
+    let lines = 400;
+    let mut failures = Vec::new();
+    for hedge in [false, true] {
+        let server = mock("", "bimodal:10ms,10s,0.05").await;
+        let mut builder = Client::builder()
+            .base_url(server.url())
+            .allow_plain_http(true)
+            .retries(0)
+            .timeout(std::time::Duration::from_secs(3));
+        if hedge {
+            builder = builder.hedge(volley::Hedging::at_percentile(90.0).budget(0.1));
+        }
+        let client = builder.build().unwrap();
+        if hedge {
+            assert_eq!(
+                client.endpoint_stats().len(),
+                1,
+                "hedging needs the balancer"
+            );
+        }
+        let _warm_up = client.fan_out_collect((0..40).map(request), 8).await;
+        let before = server.stats().requests_total;
+        let results = client.fan_out_collect((0..lines).map(request), 32).await;
+        failures.push(results.iter().filter(|r| r.is_err()).count());
+        if hedge {
+            let extra = server.stats().requests_total - before - lines as u64;
+            assert!(extra > 0, "nothing was hedged");
+            assert!(extra <= (lines + 40) as u64 / 10 + 10, "{extra} hedges");
+        }
+    }
+    eprintln!(
+        "failed without hedging {}, with {}",
+        failures[0], failures[1]
+    );
+    assert!(
+        failures[0] >= 8,
+        "too few slow answers to show anything: {failures:?}"
+    );
+    assert!(failures[1] <= 3, "{failures:?}");
+}

@@ -65,6 +65,9 @@ struct Guard<S> {
     id: u64,
     started: Instant,
     finished: bool,
+    /// Whether this is the request's first attempt (not a hedge): only those teach a
+    /// learned hedging delay.
+    first: bool,
 }
 
 impl<S> Guard<S> {
@@ -72,11 +75,18 @@ impl<S> Guard<S> {
         self.finished = true;
         let now = Instant::now();
         let nanos = self.shared.selector.nanos(now);
+        let elapsed = now.saturating_duration_since(self.started);
+        if self.first
+            && matches!(observed, Observed::Answered)
+            && let Some(learner) = &self.shared.hedge_learner
+        {
+            learner.record(elapsed);
+        }
         self.shared.selector.endpoints[self.index].finish(
             self.admission,
             observed,
             self.id,
-            now.saturating_duration_since(self.started),
+            elapsed,
             nanos,
         )
     }
@@ -136,6 +146,7 @@ where
                 id,
                 started,
                 finished: false,
+                first: true,
             }),
         }
     }
@@ -219,7 +230,8 @@ where
     }
 }
 
-/// Sends the hedge of the request `guard` tracks to another endpoint, when the budget allows.
+/// Sends the hedge of the request `guard` tracks to another endpoint (the same one when it
+/// is alone), when the budget allows.
 fn start_hedge<S>(first: &Guard<S>, request: Option<Request>) -> Option<Attempt<S>>
 where
     S: Service<Request, Response = Response, Error = Error> + Clone,
@@ -245,6 +257,7 @@ where
         id: first.id,
         started: now,
         finished: false,
+        first: false,
     };
     Some((future, guard))
 }

@@ -108,6 +108,8 @@ pub(crate) struct Shared<S> {
     health_check: Option<http::uri::PathAndQuery>,
     pub(crate) hedging: Option<Hedging>,
     pub(crate) hedge_budget: hedge::Budget,
+    /// With a learned hedging delay: the recent times to the response head.
+    pub(crate) hedge_learner: Option<hedge::Learner>,
 }
 
 impl<S> Balance<S> {
@@ -143,6 +145,7 @@ impl<S> Balance<S> {
                 health_check: breaker.health_check,
                 hedging,
                 hedge_budget: hedge::Budget::default(),
+                hedge_learner: hedging.as_ref().and_then(hedge::Learner::new),
             }),
         }
     }
@@ -218,9 +221,14 @@ where
             );
         };
         let admission = shared.selector.endpoints[index].admit(now);
-        let copy = shared.hedging.map(|hedging| {
+        let copy = shared.hedging.and_then(|hedging| {
             shared.hedge_budget.request();
-            (request.clone(), hedging.delay)
+            let delay = match hedging.delay {
+                hedge::Delay::Fixed(delay) => delay,
+                // Nothing learned yet: no hedge.
+                hedge::Delay::Learned { .. } => shared.hedge_learner.as_ref()?.delay()?,
+            };
+            Some((request.clone(), delay))
         });
         let inner = Oneshot::new(shared.services[index].clone(), request);
         ResponseFuture::sending(inner, Arc::clone(shared), index, admission, id, now, copy)

@@ -49,17 +49,14 @@ impl Selector {
         now.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    /// The endpoint for request `id`, other than `exclude` (a hedge's first endpoint).
-    /// Errors only when every breaker is open (or the only endpoint is excluded).
+    /// The endpoint for request `id`, other than `exclude` (a hedge's first endpoint) unless
+    /// it is the only one. Errors only when every breaker is open.
     pub(crate) fn select(
         &self,
         id: u64,
         now: Instant,
         exclude: Option<usize>,
     ) -> Result<usize, AllOpen> {
-        if exclude.is_some() && self.endpoints.len() == 1 {
-            return Err(AllOpen);
-        }
         if self.endpoints.len() == 1 {
             return if self.endpoints[0].open(now) {
                 Err(AllOpen)

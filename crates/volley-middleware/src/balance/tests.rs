@@ -526,3 +526,40 @@ async fn a_slow_attempt_is_hedged_to_another_endpoint_within_the_budget() {
         "losers were not released"
     );
 }
+
+/// A learned delay on a lone endpoint: nothing is hedged before 32 answers, then the slow
+/// attempts (every 20th, 20 s) are hedged to the same endpoint after about the 90th
+/// percentile of the fast ones, and no request waits for a slow attempt.
+#[tokio::test(start_paused = true)]
+async fn a_lone_endpoint_hedges_to_itself_after_the_learned_percentile() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let b = Balance::with_hedging(
+        vec![(
+            EndpointConfig::new("alone"),
+            bimodal(
+                calls.clone(),
+                Duration::from_millis(100),
+                Duration::from_secs(20),
+                20,
+            ),
+        )],
+        BreakerConfig::new(),
+        Some(Hedging::at_percentile(90.0).budget(0.1)),
+    );
+    // Sequential warm-up: every 20th is slow and not hedged yet (nothing learned).
+    for i in 0..32 {
+        send(&b, i).await.unwrap();
+    }
+    assert_eq!(b.hedges(), 0, "hedged before the delay was learned");
+    let mut slowest = Duration::ZERO;
+    for i in 32..200 {
+        let started = tokio::time::Instant::now();
+        send(&b, i).await.unwrap();
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(b.hedges() > 0, "nothing was hedged");
+    // The hedge (a fresh call, fast unless it is itself a 20th) answered long before 20 s.
+    assert!(slowest < Duration::from_secs(1), "slowest {slowest:?}");
+    assert_eq!(calls.load(Ordering::Relaxed), 200 + b.hedges());
+    assert_eq!(b.stats()[0].in_flight, 0, "the loser was not released");
+}
