@@ -13,7 +13,8 @@ use volley::openai::{ChatCompletionRequest, ChatMessage};
 use volley_mock::{MockConfig, MockServer};
 
 use crate::config::{
-    self, Attempts, AttemptsFlags, Connection, ConnectionFlags, Layers, SourceArgs,
+    self, Attempts, AttemptsFlags, Balancing, BalancingFlags, Connection, ConnectionFlags, Layers,
+    SourceArgs,
 };
 
 /// The model `chat` asks when none is given.
@@ -68,20 +69,24 @@ pub(crate) struct ChatArgs {
     #[command(flatten)]
     attempts: AttemptsFlags,
     #[command(flatten)]
+    balancing: BalancingFlags,
+    #[command(flatten)]
     sources: SourceArgs,
 }
 
 pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let layers = Layers::load(
         &args.sources,
-        &[&args.connection, &args.attempts],
+        &[&args.connection, &args.attempts, &args.balancing],
         Default::default(),
     )?;
     let connection: Connection = layers.extract()?;
     let attempts: Attempts = layers.extract()?;
+    let balancing: Balancing = layers.extract()?;
     if args.sources.print_config {
         let mut rows = config::connection_rows(&layers, &connection, args.mock);
         rows.extend(layers.rows(&attempts));
+        rows.extend(layers.rows(&balancing));
         print!("{}", layers.render(&rows));
         return Ok(());
     }
@@ -128,6 +133,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         builder = config::with_credential(builder, credential);
     }
     builder = config::apply_network(builder, &connection, mock.is_some())?;
+    builder = balancing.apply(builder);
     let client = builder.build()?;
 
     if connection.provider.0 == volley::Provider::Anthropic {

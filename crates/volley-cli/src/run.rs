@@ -20,9 +20,10 @@ use volley_batch::{BatchOptions, BatchRunner, Input, Outcome, Summary};
 use volley_mock::{Faults, Latency, MockConfig, MockServer};
 
 use crate::config::{
-    self, Attempts, AttemptsFlags, CacheSpec, Connection, ConnectionFlags, DISK_CACHE_TTL, Layers,
-    MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL, REDIS_CACHE_TTL, RunLoad, RunLoadFlags, RunOutput,
-    RunOutputFlags, SharedLimitSpec, Show, SourceArgs, UsageError,
+    self, Attempts, AttemptsFlags, Balancing, BalancingFlags, CacheSpec, Connection,
+    ConnectionFlags, DISK_CACHE_TTL, Layers, MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL, REDIS_CACHE_TTL,
+    RunLoad, RunLoadFlags, RunOutput, RunOutputFlags, SharedLimitSpec, Show, SourceArgs,
+    UsageError,
 };
 use crate::progress::{self, Mode, Printer, Reporter};
 
@@ -135,6 +136,8 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     output_settings: RunOutputFlags,
     #[command(flatten)]
+    balancing: BalancingFlags,
+    #[command(flatten)]
     sources: SourceArgs,
 }
 
@@ -144,6 +147,7 @@ struct Settings {
     attempts: Attempts,
     load: RunLoad,
     output: RunOutput,
+    balancing: Balancing,
     layers: Layers,
 }
 
@@ -157,6 +161,7 @@ impl Settings {
                 &args.attempts,
                 &args.load,
                 &args.output_settings,
+                &args.balancing,
             ],
             Default::default(),
         )?;
@@ -165,6 +170,7 @@ impl Settings {
             attempts: layers.extract()?,
             load: layers.extract()?,
             output: layers.extract()?,
+            balancing: layers.extract()?,
             layers,
         })
     }
@@ -180,6 +186,7 @@ impl Settings {
         rows.extend(self.layers.rows(&self.attempts));
         rows.extend(self.layers.rows(&self.load));
         rows.extend(self.layers.rows(&self.output));
+        rows.extend(self.layers.rows(&self.balancing));
         self.layers.render(&rows)
     }
 }
@@ -325,6 +332,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         for line in config::endpoint_lines(&endpoints.endpoint_stats()) {
             eprintln!("{line}");
         }
+        let hedges = endpoints.hedges();
+        if hedges > 0 {
+            eprintln!("  hedged copies sent: {hedges} (each may have been billed)");
+        }
     }
     Ok(code)
 }
@@ -419,6 +430,7 @@ async fn build_client(
         builder = config::with_credential(builder, key);
     }
     builder = config::apply_network(builder, &settings.connection, mock)?;
+    builder = settings.balancing.apply(builder);
     let config_error = |e: volley::Error| match e.kind() {
         ErrorKind::Config => anyhow::Error::new(UsageError(format!("{e}"))),
         _ => anyhow::Error::new(e),

@@ -109,7 +109,7 @@ fn base_url_repeated_spreads_the_run_and_survives_dead_endpoints() {
     let refused = refused_url();
     let dir = tempfile::tempdir().unwrap();
     let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
-    let lines = 2_000;
+    let lines = 5_000;
     write_input(&input, lines);
     let mut cmd = volley(dir.path());
     // 32 slots: the first burst, sent before any answer, puts at most a quarter of them on
@@ -223,4 +223,69 @@ fn profile_endpoint_tables_and_a_flag_that_replaces_them() {
         200,
         "the flag replaces the tables"
     );
+}
+
+/// `--hedge` with the breaker flags: two endpoints that leave 5 % of requests unanswered, a run
+/// that never retries: every line succeeds through its hedge, and the summary counts the
+/// copies. `--print-config` shows the settings and where they came from.
+#[test]
+fn hedge_and_breaker_flags_reach_the_client() {
+    let rt = runtime();
+    let stalling = || async {
+        MockServer::start(MockConfig {
+            faults: "stall=0.05".parse().unwrap(),
+            latency: "2ms".parse().unwrap(),
+            stall_duration: Duration::from_secs(30),
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap()
+    };
+    let (a, b) = rt.block_on(async { (stalling().await, stalling().await) });
+    let dir = tempfile::tempdir().unwrap();
+    let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    let lines = 300;
+    write_input(&input, lines);
+    let flags = [
+        "--hedge",
+        "300ms",
+        "--hedge-budget",
+        "20%",
+        "--breaker-failures",
+        "50",
+        "--health-check",
+        "off",
+    ];
+    let mut cmd = volley(dir.path());
+    cmd.args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args(["--concurrency", "16", "--max-retries", "0", "--timeout", "5s"])
+        .args(["--base-url", &a.url(), "--base-url", &b.url()])
+        .args(flags);
+    let (status, stderr) = output(&mut cmd);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(succeeded(&out), lines, "{stderr}");
+    let sent = a.stats().requests_total + b.stats().requests_total;
+    assert!(sent > lines as u64, "nothing was hedged: {stderr}");
+    assert!(
+        stderr.contains(&format!("hedged copies sent: {}", sent - lines as u64)),
+        "{stderr}"
+    );
+
+    let mut cmd = volley(dir.path());
+    cmd.args(["run", "--print-config"]).args(flags);
+    let printed = cmd.output().unwrap();
+    let printed = String::from_utf8_lossy(&printed.stdout);
+    for (key, value) in [
+        ("hedge", "300ms"),
+        ("hedge_budget", "20%"),
+        ("breaker_failures", "50"),
+        ("breaker_error_rate", "50%"),
+        ("health_check", "off"),
+    ] {
+        let row = printed
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no {key}: {printed}"));
+        assert!(row.contains(value), "{row}");
+    }
 }

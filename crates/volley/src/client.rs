@@ -325,9 +325,15 @@ impl Client {
     }
 
     /// Each endpoint's counts and circuit-breaker state, when the client has two or more
-    /// endpoints ([`ClientBuilder::endpoint`]); empty with one.
+    /// endpoints ([`ClientBuilder::endpoint`]) or hedges ([`ClientBuilder::hedge`]); empty
+    /// otherwise.
     pub fn endpoint_stats(&self) -> Vec<EndpointStats> {
         self.balance.as_ref().map_or_else(Vec::new, Balance::stats)
+    }
+
+    /// Hedged copies sent so far ([`ClientBuilder::hedge`]); 0 without hedging.
+    pub fn hedges(&self) -> u64 {
+        self.balance.as_ref().map_or(0, Balance::hedges)
     }
 
     /// Hits, misses and stores of the cache, when one is configured.

@@ -66,8 +66,8 @@ pub(crate) use endpoints::{apply as apply_endpoints, summary_lines as endpoint_l
 pub(crate) use file::CONFIG_FILE;
 pub(crate) use layers::{Layers, Row, SourceArgs};
 pub(crate) use model::{
-    Attempts, AttemptsFlags, Connection, ConnectionFlags, RunLoad, RunLoadFlags, RunOutput,
-    RunOutputFlags,
+    Attempts, AttemptsFlags, Balancing, BalancingFlags, Connection, ConnectionFlags, RunLoad,
+    RunLoadFlags, RunOutput, RunOutputFlags,
 };
 pub(crate) use network::{Credential, apply as apply_network, endpoint, with_credential};
 pub(crate) use values::{CacheSpec, FailureSpec, RedisUrl, SharedLimitSpec, Show};

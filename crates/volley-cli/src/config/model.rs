@@ -17,8 +17,8 @@ use super::UsageError;
 use super::endpoints::{BaseUrls, EndpointSpecs};
 use super::origin::usage_error;
 use super::values::{
-    AnthropicAuthSpec, CacheSpec, ConcurrencySpec, FailureSpec, FsyncMode, Limit, Prefix,
-    ProviderSpec, SharedLimitSpec, Show,
+    AnthropicAuthSpec, CacheSpec, ConcurrencySpec, FailureSpec, FsyncMode, HealthCheckSpec,
+    HedgeSpec, Limit, Prefix, ProviderSpec, Share, SharedLimitSpec, Show,
 };
 
 /// A group of settings: the keys it reads and how its values are shown.
@@ -209,6 +209,57 @@ settings! {
 }
 
 settings! {
+    /// How requests are spread over several endpoints, and hedged: `chat`, `run` and `bench`.
+    pub(crate) struct Balancing / BalancingFlags ("Several endpoints and hedging (also VOLLEY_<NAME> and volley.toml)") {
+        /// Hedge slow requests: when an attempt has no response head after this delay (e.g.
+        /// 2s), or after a percentile of the recent answers' times (e.g. p95), send the same
+        /// request to another endpoint (the same one when there is one) and take the first
+        /// answer. A hedged request MAY BE BILLED TWICE (cancelling the loser refunds
+        /// nothing): use it only for requests that are safe to duplicate [default: off].
+        #[arg(long, value_name = "DELAY|pNN")]
+        hedge: HedgeSpec [Option<String>] = HedgeSpec::Off,
+        /// The most hedged copies, as a share of the requests (plus 10 to start with), e.g. 5%
+        /// or 0.05 [default: 5%].
+        #[arg(long, value_name = "SHARE")]
+        hedge_budget: Share [Option<String>] = Share(0.05),
+        /// An endpoint's circuit breaker opens after this many failures in a row
+        /// (connection errors, timeouts, 5xx; not 4xx, and not 429) [default: 5].
+        #[arg(long, value_name = "N")]
+        breaker_failures: u32 [Option<u32>] = 5,
+        /// … or when this share of its attempts over 10 s failed (with at least 20
+        /// attempts), e.g. 50% [default: 50%].
+        #[arg(long, value_name = "SHARE")]
+        breaker_error_rate: Share [Option<String>] = Share(0.5),
+        /// How long an open breaker waits (± 20 %, doubling up to 60 s while the endpoint stays
+        /// down) before a health check, e.g. 5s [default: 5s].
+        #[arg(long, value_name = "D")]
+        breaker_cooldown: HumanDuration [Option<HumanDuration>] =
+            HumanDuration(std::time::Duration::from_secs(5)),
+        /// The active health check of an endpoint whose breaker is open: a GET of this path
+        /// under its base URL, or "off" to let probe requests through after each cool-down
+        /// instead [default: /models].
+        #[arg(long, value_name = "PATH")]
+        health_check: HealthCheckSpec [Option<String>] = HealthCheckSpec::default(),
+    }
+}
+
+impl Balancing {
+    /// `builder` with these breaker and hedging settings.
+    pub(crate) fn apply(&self, builder: volley::ClientBuilder) -> volley::ClientBuilder {
+        let breaker = volley::BreakerConfig::new()
+            .consecutive_failures(self.breaker_failures)
+            .error_rate(self.breaker_error_rate.0)
+            .cool_down(self.breaker_cooldown.0)
+            .health_check(self.health_check.0.clone());
+        let builder = builder.breaker(breaker);
+        match self.hedge.hedging(self.hedge_budget) {
+            Some(hedging) => builder.hedge(hedging),
+            None => builder,
+        }
+    }
+}
+
+settings! {
     /// The load of `volley run`: concurrency, rate limits, cache, and their sharing through
     /// Redis.
     pub(crate) struct RunLoad / RunLoadFlags ("Load (also VOLLEY_<NAME> and volley.toml)") {
@@ -292,6 +343,7 @@ pub(crate) const GROUPS: &[GroupInfo] = &[
     GroupInfo::of::<Attempts>(),
     GroupInfo::of::<RunLoad>(),
     GroupInfo::of::<RunOutput>(),
+    GroupInfo::of::<Balancing>(),
 ];
 
 /// A group, without its type.
@@ -341,6 +393,8 @@ mod tests {
         load: RunLoadFlags,
         #[command(flatten)]
         output: RunOutputFlags,
+        #[command(flatten)]
+        balancing: BalancingFlags,
     }
 
     fn round_trips<G: Group + PartialEq + std::fmt::Debug>() {
@@ -396,6 +450,7 @@ mod tests {
         round_trips::<Connection>();
         round_trips::<Attempts>();
         round_trips::<RunLoad>();
+        round_trips::<Balancing>();
         assert_eq!(Attempts::default().timeout.0, volley::DEFAULT_TIMEOUT);
         assert_eq!(Connection::default().api_key_env, "OPENAI_API_KEY");
     }

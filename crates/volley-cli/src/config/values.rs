@@ -39,7 +39,10 @@ show_display!(
     FsyncMode,
     ConcurrencySpec,
     ProviderSpec,
-    AnthropicAuthSpec
+    AnthropicAuthSpec,
+    HedgeSpec,
+    Share,
+    HealthCheckSpec
 );
 
 /// An optional string (a URL or a name): `none` when unset, a URL without its secrets.
@@ -172,7 +175,10 @@ serde_as_text!(
     FsyncMode,
     ConcurrencySpec,
     ProviderSpec,
-    AnthropicAuthSpec
+    AnthropicAuthSpec,
+    HedgeSpec,
+    Share,
+    HealthCheckSpec
 );
 
 /// `--provider`: whose conventions the API follows (`openai`, `azure`), parsed by the
@@ -308,6 +314,151 @@ impl<T: FromStr<Err = String>> Visitor<'_> for TextVisitor<T> {
     }
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
         self.visit_str(&n.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<T, E> {
+        self.visit_str(&n.to_string())
+    }
+}
+
+/// `--hedge`: off, a fixed delay (`2s`), or a percentile of recent answers (`p95`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) enum HedgeSpec {
+    #[default]
+    Off,
+    After(std::time::Duration),
+    Percentile(f64),
+}
+
+impl HedgeSpec {
+    fn raw(&self) -> String {
+        self.to_string()
+    }
+
+    /// The library's setting, with `budget`; `None` when off.
+    pub(crate) fn hedging(self, budget: Share) -> Option<volley::Hedging> {
+        let hedging = match self {
+            HedgeSpec::Off => return None,
+            HedgeSpec::After(delay) => volley::Hedging::after(delay),
+            HedgeSpec::Percentile(p) => volley::Hedging::at_percentile(p),
+        };
+        Some(hedging.budget(budget.0))
+    }
+}
+
+impl FromStr for HedgeSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("off") {
+            return Ok(HedgeSpec::Off);
+        }
+        if let Some(p) = t.strip_prefix(['p', 'P']) {
+            return p
+                .parse::<f64>()
+                .ok()
+                .filter(|p| (50.0..=99.9).contains(p))
+                .map(HedgeSpec::Percentile)
+                .ok_or_else(|| {
+                    format!("{s:?} is not a hedge percentile: expected p50 to p99.9, e.g. p95")
+                });
+        }
+        match volley::core::duration::parse_duration(t) {
+            Ok(d) if !d.is_zero() => Ok(HedgeSpec::After(d)),
+            _ => Err(format!(
+                "{s:?} is not a hedge: expected off, a delay such as 2s, or a percentile of \
+                 recent answers such as p95"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for HedgeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HedgeSpec::Off => f.write_str("off"),
+            HedgeSpec::After(d) => HumanDuration(*d).fmt(f),
+            HedgeSpec::Percentile(p) => write!(f, "p{p}"),
+        }
+    }
+}
+
+/// A share from 0 to 1, written `0.05` or `5%`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Share(pub(crate) f64);
+
+impl Share {
+    fn raw(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+impl FromStr for Share {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let value = match t.strip_suffix('%') {
+            Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+            None => t.parse::<f64>(),
+        };
+        value
+            .ok()
+            .filter(|v| (0.0..=1.0).contains(v))
+            .map(Share)
+            .ok_or_else(|| format!("{s:?} is not a share: expected 0 to 1, or 0% to 100%"))
+    }
+}
+
+impl fmt::Display for Share {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", (self.0 * 1000.0).round() / 10.0)
+    }
+}
+
+/// `--health-check`: the path of the active health check under each endpoint's base URL
+/// (`/models`), or `off`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HealthCheckSpec(pub(crate) Option<http::uri::PathAndQuery>);
+
+impl HealthCheckSpec {
+    fn raw(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Default for HealthCheckSpec {
+    fn default() -> HealthCheckSpec {
+        HealthCheckSpec(Some(http::uri::PathAndQuery::from_static("/models")))
+    }
+}
+
+impl FromStr for HealthCheckSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("off") {
+            return Ok(HealthCheckSpec(None));
+        }
+        if !t.starts_with('/') {
+            return Err(format!(
+                "{s:?} is not a health check: expected a path under the base URL such as \
+                 /models, or off"
+            ));
+        }
+        t.parse::<http::uri::PathAndQuery>()
+            .map(|p| HealthCheckSpec(Some(p)))
+            .map_err(|e| format!("{s:?} is not a health check path: {e}"))
+    }
+}
+
+impl fmt::Display for HealthCheckSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            None => f.write_str("off"),
+            Some(path) => f.write_str(path.as_str()),
+        }
     }
 }
 
@@ -617,6 +768,42 @@ mod tests {
         assert_eq!(Limit::<u32>(None).show(), "auto");
         assert_eq!(Limit(Some(0u32)).show(), "off");
         assert_eq!(Limit(Some(60u32)).show(), "60");
+    }
+
+    #[test]
+    fn balancing_values_parse_and_print() {
+        for (text, shown) in [
+            ("off", "off"),
+            ("2s", "2s"),
+            ("1500ms", "1500ms"),
+            ("p95", "p95"),
+            ("P99.5", "p99.5"),
+        ] {
+            let spec: HedgeSpec = text.parse().unwrap();
+            assert_eq!(spec.show(), shown, "{text}");
+            assert_eq!(spec.show().parse::<HedgeSpec>().unwrap(), spec, "{text}");
+        }
+        assert_eq!(HedgeSpec::Off.hedging(Share(0.05)), None);
+        let hedging = HedgeSpec::Percentile(95.0).hedging(Share(0.1)).unwrap();
+        assert_eq!(hedging.percentile(), Some(95.0));
+        assert_eq!(hedging.budget_share(), 0.1);
+        for bad in ["0", "p20", "p100", "soon", "-1s"] {
+            let err = bad.parse::<HedgeSpec>().unwrap_err();
+            assert!(err.contains("hedge"), "{bad}: {err}");
+        }
+        assert_eq!("5%".parse::<Share>().unwrap(), Share(0.05));
+        assert_eq!("0.25".parse::<Share>().unwrap(), Share(0.25));
+        assert_eq!(Share(0.05).show(), "5%");
+        for bad in ["150%", "-0.1", "half"] {
+            assert!(bad.parse::<Share>().is_err(), "{bad}");
+        }
+        assert_eq!(HealthCheckSpec::default().show(), "/models");
+        assert_eq!("off".parse::<HealthCheckSpec>().unwrap().0, None);
+        assert_eq!(
+            "/health?deep=1".parse::<HealthCheckSpec>().unwrap().show(),
+            "/health?deep=1"
+        );
+        assert!("models".parse::<HealthCheckSpec>().is_err());
     }
 
     #[test]
