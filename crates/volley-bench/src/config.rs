@@ -42,8 +42,13 @@ pub struct BenchConfig {
     /// A name for the run, written to the results (a scenario id such as `S1`).
     /// Default `"bench"`.
     pub name: String,
-    /// The base URL, `/v1` included. Default [`DEFAULT_BASE_URL`].
+    /// The base URL, `/v1` included. Default [`DEFAULT_BASE_URL`]. Not used when
+    /// [`endpoints`](Self::endpoints) are given.
     pub base_url: String,
+    /// Several endpoints to balance the load over (weights, priorities, keys of their own),
+    /// instead of [`base_url`](Self::base_url): the results then report each endpoint and its
+    /// share of the attempts over time. Default none.
+    pub endpoints: Vec<volley::Endpoint>,
     /// The API key, sent as a bearer token. Default none.
     pub api_key: Option<ApiKey>,
     /// The model named in every request. Default [`DEFAULT_MODEL`].
@@ -92,6 +97,7 @@ impl Default for BenchConfig {
         BenchConfig {
             name: "bench".to_owned(),
             base_url: DEFAULT_BASE_URL.to_owned(),
+            endpoints: Vec::new(),
             api_key: None,
             model: DEFAULT_MODEL.to_owned(),
             load: Load::Closed { concurrency: 64 },

@@ -16,14 +16,14 @@ use super::config::{BenchConfig, Load, StackKind, default_client};
 use super::lane::Lane;
 use super::pacer::{Pacer, Schedule, TokioClock, Until};
 use super::recorder::Recorder;
-use super::results::{BenchResults, Connections};
+use super::results::{BenchResults, Connections, ENDPOINT_SAMPLE_MS, EndpointPoint};
 use super::rng::Rng;
 use super::server::ServerProbe;
 use super::shared::{Live, Shared, conduct};
 use super::summary::{Facts, results};
 use super::sys;
 use super::target::Target;
-use volley::Client;
+use volley::{Client, ClientBuilder};
 
 /// Lanes per runtime worker thread: a few, so a lane that is busy parsing does not hold up
 /// the others, and few enough that their recorders stay small.
@@ -54,15 +54,23 @@ impl Bench {
     pub fn new(config: BenchConfig) -> Result<Bench, Error> {
         config.validate()?;
         let peak = config.peak_concurrency();
-        let mut builder = config
+        let base = config
             .client
             .clone()
             .unwrap_or_else(default_client)
-            .base_url(config.base_url.clone())
             .concurrency(peak);
         // The probe is built before the API key is added: the statistics calls go to
         // whatever the target is, and a real provider's endpoints need not see the key.
-        let probe_builder = builder.clone();
+        let probe_builder = base.clone();
+        let mut builder = if config.endpoints.is_empty() {
+            base.base_url(config.base_url.clone())
+        } else {
+            config
+                .endpoints
+                .iter()
+                .cloned()
+                .fold(base, ClientBuilder::endpoint)
+        };
         if let Some(key) = &config.api_key {
             builder = builder.api_key(key.clone());
         }
@@ -71,7 +79,12 @@ impl Bench {
             StackKind::Full => Target::Full(Box::new(client.clone())),
             StackKind::Bare => Target::Bare(client.transport().clone()),
         };
-        let probe = ServerProbe::new(probe_builder, client.base_url());
+        // Server statistics are one server's: not read over several endpoints.
+        let probe = if config.endpoints.len() > 1 {
+            None
+        } else {
+            ServerProbe::new(probe_builder, client.base_url())
+        };
         let bodies = Bodies::build(
             &config.model,
             config.stream,
@@ -197,6 +210,15 @@ impl Bench {
             }
         }
 
+        // With a balancer: each endpoint's attempts, sampled every window.
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        if !client.endpoint_stats().is_empty() {
+            helpers.spawn(sample_endpoints(
+                client.clone(),
+                samples.clone(),
+                tokio_start,
+            ));
+        }
         let mut merged = Recorder::new();
         while let Some(joined) = workers.join_next().await {
             match joined {
@@ -213,6 +235,14 @@ impl Bench {
         }
         let _ = shared.ended.set(Instant::now());
         helpers.abort_all();
+        let endpoints = client.endpoint_stats();
+        let endpoint_timeline = {
+            let mut samples = samples.lock().unwrap_or_else(|e| e.into_inner());
+            if !endpoints.is_empty() {
+                samples.push(endpoint_sample(&endpoints, tokio_start));
+            }
+            endpoint_points(&samples)
+        };
         let cpu = sys::cpu_times()
             .zip(cpu_before)
             .map(|(after, before)| after.since(before));
@@ -243,8 +273,57 @@ impl Bench {
                     .saturating_sub(connections_before.reused()),
             },
             server,
+            endpoints: &endpoints,
+            endpoint_timeline,
+            hedges: client.hedges(),
         }))
     }
+}
+
+/// One sample of each endpoint's attempts so far: (ms since the start, attempts).
+type EndpointSample = (u64, Vec<u64>);
+
+fn endpoint_sample(stats: &[volley::EndpointStats], start: tokio::time::Instant) -> EndpointSample {
+    let t_ms = start.elapsed().as_millis() as u64;
+    (t_ms, stats.iter().map(|s| s.requests).collect())
+}
+
+/// Samples `client`'s endpoints every [`ENDPOINT_SAMPLE_MS`] until aborted.
+async fn sample_endpoints(
+    client: Client,
+    samples: Arc<Mutex<Vec<EndpointSample>>>,
+    start: tokio::time::Instant,
+) {
+    let every = Duration::from_millis(ENDPOINT_SAMPLE_MS);
+    let mut tick = tokio::time::interval_at(start + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sample = endpoint_sample(&client.endpoint_stats(), start);
+        samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sample);
+    }
+}
+
+/// Cumulative samples as attempts per window.
+fn endpoint_points(samples: &[EndpointSample]) -> Vec<EndpointPoint> {
+    let mut before: Option<&Vec<u64>> = None;
+    let mut points = Vec::with_capacity(samples.len());
+    for (t_ms, counts) in samples {
+        let attempts = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| n.saturating_sub(before.and_then(|b| b.get(i)).copied().unwrap_or(0)))
+            .collect();
+        points.push(EndpointPoint {
+            t_ms: *t_ms,
+            attempts,
+        });
+        before = Some(counts);
+    }
+    points
 }
 
 impl fmt::Debug for Bench {

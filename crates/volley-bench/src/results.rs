@@ -53,6 +53,52 @@ pub struct BenchResults {
     pub server: Option<ServerSide>,
     /// Targets this run was judged against (filled by `cargo xtask bench`; empty otherwise).
     pub targets: Vec<TargetCheck>,
+    /// Each endpoint's attempts and outcomes, when the client balances several endpoints or
+    /// hedges; empty otherwise.
+    pub endpoints: Vec<EndpointResult>,
+    /// Attempts sent to each endpoint over time, for the share chart: one point per
+    /// [`ENDPOINT_SAMPLE_MS`]-wide window; empty without [`endpoints`](Self::endpoints).
+    pub endpoint_timeline: Vec<EndpointPoint>,
+    /// Hedged copies the client sent (0 without hedging).
+    pub hedges: u64,
+}
+
+/// The width of an [`EndpointPoint`] window, in milliseconds.
+pub const ENDPOINT_SAMPLE_MS: u64 = 500;
+
+/// One endpoint of a balanced client, over the whole run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndpointResult {
+    /// Its name (`host:port`, or the name given).
+    pub name: String,
+    /// Attempts sent to it (hedged copies and retries included).
+    pub attempts: u64,
+    /// Attempts it answered with a status other than 429, 529 or 5xx.
+    pub answered: u64,
+    /// Attempts answered 429 or 529.
+    pub rate_limited: u64,
+    /// Attempts answered 5xx (529 excepted).
+    pub server_errors: u64,
+    /// Attempts that failed without an answer (connection errors, timeouts).
+    pub failed: u64,
+    /// How often its circuit breaker opened.
+    pub breaker_openings: u64,
+    /// Its breaker's state at the end: `closed`, `open` or `half_open`.
+    pub breaker_state: String,
+    /// Mean time to the response head of its answers, in ms; `None` before any.
+    pub mean_latency_ms: Option<f64>,
+}
+
+/// Attempts sent to each endpoint during one window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EndpointPoint {
+    /// End of the window, ms since the run started.
+    pub t_ms: u64,
+    /// Attempts sent during the window, per endpoint, in the order of
+    /// [`BenchResults::endpoints`].
+    pub attempts: Vec<u64>,
 }
 
 /// The run's configuration as the driver understood it.

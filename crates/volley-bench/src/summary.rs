@@ -9,8 +9,8 @@ use hdrhistogram::Histogram;
 use super::config::{BenchConfig, Load};
 use super::recorder::Recorder;
 use super::results::{
-    BenchResults, Connections, Percentiles, Resources, RunConfig, SCHEMA_VERSION, ServerSide,
-    Summary,
+    BenchResults, Connections, EndpointPoint, EndpointResult, Percentiles, Resources, RunConfig,
+    SCHEMA_VERSION, ServerSide, Summary,
 };
 use super::sys::CpuTimes;
 use super::timeline::{BUCKET, steady_mean};
@@ -33,6 +33,10 @@ pub(crate) struct Facts<'a> {
     pub(crate) peak_rss: Option<u64>,
     pub(crate) connections: Connections,
     pub(crate) server: Option<ServerSide>,
+    /// Each endpoint at the end, with a balanced client; empty otherwise.
+    pub(crate) endpoints: &'a [volley::EndpointStats],
+    pub(crate) endpoint_timeline: Vec<EndpointPoint>,
+    pub(crate) hedges: u64,
 }
 
 /// The results of a run.
@@ -48,6 +52,9 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         peak_rss,
         connections,
         server,
+        endpoints,
+        endpoint_timeline,
+        hedges,
     } = facts;
     // The first request starts at 0: the wall time is when the last one finished.
     let wall = Duration::from_nanos(r.last_end_ns);
@@ -112,6 +119,23 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         },
         server,
         targets: Vec::new(),
+        endpoints: endpoints.iter().map(endpoint_result).collect(),
+        endpoint_timeline,
+        hedges,
+    }
+}
+
+fn endpoint_result(s: &volley::EndpointStats) -> EndpointResult {
+    EndpointResult {
+        name: s.name.clone(),
+        attempts: s.requests,
+        answered: s.answered,
+        rate_limited: s.rate_limited,
+        server_errors: s.server_errors,
+        failed: s.failed,
+        breaker_openings: s.breaker_opened,
+        breaker_state: s.state.as_str().to_owned(),
+        mean_latency_ms: s.mean_latency.map(|d| d.as_secs_f64() * 1e3),
     }
 }
 

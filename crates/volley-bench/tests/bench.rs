@@ -506,3 +506,77 @@ async fn plain_responder() -> String {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// Two endpoints, one answering in 5 ms, one always 503: the results have a row per endpoint
+/// whose attempts add up to what the servers received, the dead one's breaker opened, the
+/// share timeline covers the run, and the reports carry the table. One lone endpoint with
+/// hedging (bimodal: 2 % of answers take 5 s) reports its hedges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_endpoints_are_reported_each() {
+    let good = mock(with_latency(ms(5))).await;
+    let dead = mock(MockConfig {
+        faults: "503=1".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await;
+    let r = run(BenchConfig {
+        endpoints: vec![
+            volley::Endpoint::new(good.url()).name("good"),
+            volley::Endpoint::new(dead.url()).name("dead"),
+        ],
+        load: Load::Closed { concurrency: 8 },
+        requests: Some(600),
+        ..BenchConfig::default()
+    })
+    .await;
+    check_consistency(&r);
+    assert!(r.server.is_none(), "server stats are one server's");
+    let names: Vec<&str> = r.endpoints.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["good", "dead"]);
+    let (g, d) = (&r.endpoints[0], &r.endpoints[1]);
+    assert_eq!(g.attempts, good.stats().requests_total);
+    // The mock may count the breaker's health checks (GET /models) too.
+    assert!(d.attempts <= dead.stats().requests_total, "{d:?}");
+    assert_eq!(d.server_errors, d.attempts);
+    assert!(d.breaker_openings >= 1, "{d:?}");
+    // Without retries the dead endpoint's answers fail their requests; the breaker keeps
+    // them few.
+    assert_eq!(r.summary.failed, d.attempts);
+    assert!(d.attempts * 10 < r.summary.requests, "{d:?}");
+    let sampled: u64 = r.endpoint_timeline.iter().flat_map(|p| &p.attempts).sum();
+    assert_eq!(sampled, g.attempts + d.attempts);
+    assert_eq!(r.hedges, 0);
+    let md = volley_bench::report::render_markdown(&r);
+    assert!(
+        md.contains("## Endpoints") && md.contains("| good |"),
+        "{md}"
+    );
+    let html = volley_bench::report::render_html(&r);
+    assert!(html.contains("Share of attempts by endpoint"));
+
+    let slow_tail = mock(MockConfig {
+        latency: "bimodal:5ms,5s,0.02".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await;
+    let r = run(BenchConfig {
+        base_url: slow_tail.url(),
+        load: Load::Closed { concurrency: 8 },
+        requests: Some(400),
+        client: Some(
+            volley_bench::default_client().hedge(volley::Hedging::after(ms(200)).budget(0.1)),
+        ),
+        ..BenchConfig::default()
+    })
+    .await;
+    check_consistency(&r);
+    assert_eq!(r.endpoints.len(), 1);
+    assert!(r.hedges > 0);
+    assert_eq!(
+        r.endpoints[0].attempts,
+        r.summary.requests + r.hedges,
+        "{:?}",
+        r.endpoints
+    );
+    assert!(volley_bench::report::render_text(&r).contains("hedged copies"));
+}

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use volley_bench::report::{compare, render_html, render_markdown, render_text, write_report};
 use volley_bench::results::{
-    BenchResults, Connections, Percentiles, Resources, RunConfig, SCHEMA_VERSION, ServerSide,
-    Summary, TargetCheck, TimelinePoint,
+    BenchResults, Connections, EndpointPoint, EndpointResult, Percentiles, Resources, RunConfig,
+    SCHEMA_VERSION, ServerSide, Summary, TargetCheck, TimelinePoint,
 };
 
 /// A 20-second streaming ramp from 64 to 1,024 workers against the embedded mock, with a
@@ -171,6 +171,37 @@ fn sample() -> BenchResults {
                 met: true,
             },
         ],
+        endpoints: vec![
+            EndpointResult {
+                name: "10.0.0.1:8000".to_owned(),
+                attempts: 52_000,
+                answered: 51_990,
+                rate_limited: 0,
+                server_errors: 10,
+                failed: 0,
+                breaker_openings: 0,
+                breaker_state: "closed".to_owned(),
+                mean_latency_ms: Some(1_002.5),
+            },
+            EndpointResult {
+                name: "10.0.0.2:8000".to_owned(),
+                attempts: 20_000,
+                answered: 19_900,
+                rate_limited: 9,
+                server_errors: 91,
+                failed: 17,
+                breaker_openings: 2,
+                breaker_state: "open".to_owned(),
+                mean_latency_ms: None,
+            },
+        ],
+        endpoint_timeline: (1..=40u64)
+            .map(|i| EndpointPoint {
+                t_ms: i * 500,
+                attempts: vec![1_300, if i % 10 == 0 { 0 } else { 500 }],
+            })
+            .collect(),
+        hedges: 1_234,
     }
 }
 
@@ -227,6 +258,7 @@ fn html_is_one_self_contained_page_with_every_chart() {
         "Throughput",
         "Latency distribution",
         "Time to first token",
+        "Share of attempts by endpoint",
         "Errors",
     ] {
         assert!(
@@ -234,13 +266,17 @@ fn html_is_one_self_contained_page_with_every_chart() {
             "no chart {title:?}"
         );
     }
-    assert_eq!(page.matches("<svg").count(), 5, "one SVG per chart");
+    assert_eq!(page.matches("<svg").count(), 6, "one SVG per chart");
     assert!(!page.contains("no data"), "every chart has data");
     for expected in [
         "target concurrency",
         "server (volley-mock)",
         "MISSED",
         "1,016.1 requests",
+        "<h2>Endpoints</h2>",
+        "10.0.0.2:8000",
+        "open (2)",
+        "1,234 hedged copies",
     ] {
         assert!(page.contains(expected), "missing {expected:?}");
     }

@@ -15,7 +15,9 @@ use volley::core::duration::parse_duration;
 use volley_bench::{Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, report};
 use volley_mock::MockServer;
 
-use crate::config::{self, Connection, ConnectionFlags, Layers, SourceArgs, UsageError};
+use crate::config::{
+    self, Balancing, BalancingFlags, Connection, ConnectionFlags, Layers, SourceArgs, UsageError,
+};
 use crate::mock::MockBehaviour;
 
 /// Load-test an OpenAI-compatible endpoint and report what happened.
@@ -114,6 +116,8 @@ pub(crate) struct BenchArgs {
     #[command(flatten)]
     connection: ConnectionFlags,
     #[command(flatten)]
+    balancing: BalancingFlags,
+    #[command(flatten)]
     sources: SourceArgs,
 }
 
@@ -205,10 +209,16 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "base_url".to_owned(),
         volley_bench::DEFAULT_BASE_URL.to_owned().into(),
     );
-    let layers = Layers::load(&args.sources, &[&args.connection], defaults)?;
+    let layers = Layers::load(
+        &args.sources,
+        &[&args.connection, &args.balancing],
+        defaults,
+    )?;
     let connection: Connection = layers.extract()?;
+    let balancing: Balancing = layers.extract()?;
     if args.sources.print_config {
-        let rows = config::connection_rows(&layers, &connection, args.mock);
+        let mut rows = config::connection_rows(&layers, &connection, args.mock);
+        rows.extend(layers.rows(&balancing));
         print!("{}", layers.render(&rows));
         return Ok(ExitCode::SUCCESS);
     }
@@ -242,6 +252,13 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // need none (Azure OpenAI always needs one).
     let mut client = volley_bench::default_client().allow_plain_http(connection.allow_plain_http);
     client = config::apply_network(client, &connection, mock.is_some())?;
+    client = balancing.apply(client);
+    // A repeated --base-url (or the profile's endpoint tables): the load is balanced over them.
+    let endpoints = if mock.is_some() {
+        Vec::new()
+    } else {
+        config::client_endpoints(&layers, &connection)?.unwrap_or_default()
+    };
     let (base_url, api_key) = match &mock {
         Some(server) => (server.url(), None),
         None if connection.provider.0 == volley::Provider::Azure => {
@@ -275,6 +292,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let config = BenchConfig {
         name: args.name.clone(),
         base_url,
+        endpoints,
         api_key,
         model: args.model.clone(),
         load,

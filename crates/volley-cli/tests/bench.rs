@@ -147,3 +147,49 @@ fn bench_help_names_the_flags_scripts_use() {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }
+
+/// `--base-url` twice and `--hedge`: the load is balanced over both servers, and the JSON
+/// results have a row per endpoint whose attempts are what each server received.
+#[test]
+fn bench_balances_a_repeated_base_url_and_reports_each_endpoint() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = || {
+        runtime
+            .block_on(MockServer::start(MockConfig {
+                latency: "2ms".parse().unwrap(),
+                ..MockConfig::default()
+            }))
+            .unwrap()
+    };
+    let (a, b) = (start(), start());
+    let out = volley()
+        .args(["bench", "--base-url", &a.url(), "--base-url", &b.url()])
+        .args([
+            "--concurrency",
+            "8",
+            "--requests",
+            "300",
+            "--json",
+            "--quiet",
+        ])
+        .args(["--hedge", "5s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results["summary"]["ok"], 300);
+    let endpoints = results["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 2, "{results}");
+    let (at_a, at_b) =
+        runtime.block_on(async { (a.stats().requests_total, b.stats().requests_total) });
+    assert_eq!(endpoints[0]["attempts"], at_a);
+    assert_eq!(endpoints[1]["attempts"], at_b);
+    assert_eq!(at_a + at_b, 300, "no hedge at 5 s of 2 ms answers");
+    assert!(at_a > 0 && at_b > 0, "{at_a} {at_b}");
+    assert_eq!(results["hedges"], 0);
+}

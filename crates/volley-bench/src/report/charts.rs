@@ -43,6 +43,9 @@ pub(super) fn all(r: &BenchResults) -> Vec<Chart> {
     if r.config.stream || r.ttft.is_some() || !r.ttft_histogram.is_empty() {
         charts.push(ttft_histogram(r));
     }
+    if !r.endpoint_timeline.is_empty() && r.endpoints.len() > 1 {
+        charts.push(endpoint_share(r));
+    }
     let timeline_errors = r.timeline.iter().any(|p| p.errors > 0);
     if r.summary.failed > 0 || !r.errors.is_empty() || timeline_errors {
         charts.push(errors(r));
@@ -111,6 +114,73 @@ fn in_flight(r: &BenchResults) -> Chart {
             line(c, &x, &y, &server, SERVER, 2)?;
             for run in &targets {
                 dashed(c, &x, &y, run, TARGET)?;
+            }
+            Ok(())
+        },
+    );
+    Chart {
+        title,
+        caption,
+        legend,
+        svg,
+    }
+}
+
+/// The colours of endpoints, in order (then again).
+const ENDPOINT_COLORS: [RGBColor; 6] = [CLIENT, SERVER, THROUGHPUT, LATENCY, TTFT, ERRORS];
+
+fn endpoint_share(r: &BenchResults) -> Chart {
+    let title = "Share of attempts by endpoint";
+    let caption = format!(
+        "The share of the attempts sent in each {} ms window that went to each endpoint \
+         (hedged copies and retries included).",
+        crate::results::ENDPOINT_SAMPLE_MS
+    );
+    let series: Vec<Points> = (0..r.endpoints.len())
+        .map(|i| {
+            thin(
+                r.endpoint_timeline
+                    .iter()
+                    .filter_map(|p| {
+                        let total: u64 = p.attempts.iter().sum();
+                        let mine = p.attempts.get(i).copied().unwrap_or(0);
+                        (total > 0).then(|| (seconds(p.t_ms), mine as f64 * 100.0 / total as f64))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    if series.iter().all(Vec::is_empty) {
+        return no_data(title, caption);
+    }
+    let end = r
+        .endpoint_timeline
+        .iter()
+        .map(|p| p.t_ms)
+        .max()
+        .unwrap_or(0);
+    let x = Axis::span(0.0, seconds(end).max(seconds(time_axis_end(r))), 8);
+    let y = Axis::from_zero(100.0, 5);
+    let color = |i: usize| ENDPOINT_COLORS[i % ENDPOINT_COLORS.len()];
+    let legend = r
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| legend_entry(&e.name, color(i), i >= ENDPOINT_COLORS.len()))
+        .collect();
+    let svg = plot(
+        title,
+        &x,
+        "time since the first request (s)",
+        &y,
+        "% of attempts",
+        |c| {
+            for (i, points) in series.iter().enumerate() {
+                if i >= ENDPOINT_COLORS.len() {
+                    dashed(c, &x, &y, points, color(i))?;
+                } else {
+                    line(c, &x, &y, points, color(i), 2)?;
+                }
             }
             Ok(())
         },
@@ -372,10 +442,14 @@ fn thin(points: Points) -> Points {
 
 /// The time axis shared by the timeline charts, from 0 to the last bucket's end.
 fn time_axis(r: &BenchResults) -> Axis {
+    Axis::span(0.0, seconds(time_axis_end(r)), 8)
+}
+
+/// The end of the client's and the server's timelines, in ms.
+fn time_axis_end(r: &BenchResults) -> u64 {
     let client = r.timeline.iter().map(|p| p.t_ms);
     let server = r.server.iter().flat_map(|s| &s.timeline).map(|p| p.0);
-    let end = client.chain(server).max().unwrap_or(0);
-    Axis::span(0.0, seconds(end), 8)
+    client.chain(server).max().unwrap_or(0)
 }
 
 /// The timeline bucket width; the schema's default when the results leave it 0.

@@ -217,6 +217,53 @@ pub(super) fn error_rows(r: &BenchResults) -> Vec<(&str, String, String)> {
         .collect()
 }
 
+/// The columns of the endpoints table.
+pub(super) const ENDPOINT_HEADERS: [&str; 8] = [
+    "attempts",
+    "share",
+    "answered",
+    "429/529",
+    "5xx",
+    "no answer",
+    "breaker (openings)",
+    "mean latency",
+];
+
+/// One row per endpoint of a balanced client: its name and [`ENDPOINT_HEADERS`]' cells.
+pub(super) fn endpoint_rows(r: &BenchResults) -> Vec<(&str, [String; 8])> {
+    let total: u64 = r.endpoints.iter().map(|e| e.attempts).sum();
+    r.endpoints
+        .iter()
+        .map(|e| {
+            (
+                e.name.as_str(),
+                [
+                    int(e.attempts),
+                    percent(e.attempts, total),
+                    int(e.answered),
+                    int(e.rate_limited),
+                    int(e.server_errors),
+                    int(e.failed),
+                    format!("{} ({})", e.breaker_state, int(e.breaker_openings)),
+                    e.mean_latency_ms
+                        .map_or_else(|| NONE.to_owned(), duration_ms),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// The hedging line, when the client hedged.
+pub(super) fn hedges(r: &BenchResults) -> Option<String> {
+    (r.hedges > 0).then(|| {
+        format!(
+            "{} hedged copies ({} of the requests; each may have been billed)",
+            int(r.hedges),
+            percent(r.hedges, r.summary.requests)
+        )
+    })
+}
+
 /// A target's measured value with its unit: `1,021.4 requests`.
 pub(super) fn target_value(value: f64, unit: &str) -> String {
     match unit {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::charts::{self, Chart};
-use super::content::{self, PERCENTILE_HEADERS};
+use super::content::{self, ENDPOINT_HEADERS, PERCENTILE_HEADERS};
 use super::format::{NONE, html, int, num, percent};
 use crate::results::{BenchResults, Percentiles};
 
@@ -58,6 +58,7 @@ pub(super) fn render(r: &BenchResults) -> String {
     out.push_str("</section>\n");
 
     percentiles(&mut out, r);
+    endpoints(&mut out, r);
     errors(&mut out, r);
 
     let _ = write!(
@@ -221,6 +222,33 @@ fn percentiles(out: &mut String, r: &BenchResults) {
     out.push_str(
         "</tbody>\n</table>\n<p class=\"note\">Milliseconds; successful requests only.</p>\n\
          </section>\n",
+    );
+}
+
+fn endpoints(out: &mut String, r: &BenchResults) {
+    let rows = content::endpoint_rows(r);
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("<section>\n<h2>Endpoints</h2>\n<table>\n<thead><tr><th>endpoint</th>");
+    for h in ENDPOINT_HEADERS {
+        let _ = write!(out, "<th class=\"n\">{h}</th>");
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for (name, cells) in rows {
+        let _ = write!(out, "<tr><th><code>{}</code></th>", html(name));
+        for cell in cells {
+            let _ = write!(out, "<td class=\"n\">{}</td>", html(&cell));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n");
+    if let Some(hedges) = content::hedges(r) {
+        let _ = writeln!(out, "<p class=\"note\">{}</p>", html(&hedges));
+    }
+    out.push_str(
+        "<p class=\"note\">Attempts: hedged copies and retries included. Latency: time to the \
+         response head of answered attempts.</p>\n</section>\n",
     );
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::content::{self, PERCENTILE_HEADERS};
+use super::content::{self, ENDPOINT_HEADERS, PERCENTILE_HEADERS};
 use super::format::md;
 use crate::results::BenchResults;
 
@@ -47,6 +47,24 @@ pub(super) fn render(r: &BenchResults) -> String {
         let _ = writeln!(out, "| {label} | {} |", cells.join(" | "));
     }
     out.push('\n');
+
+    let endpoints = content::endpoint_rows(r);
+    if !endpoints.is_empty() {
+        out.push_str("## Endpoints\n\n| endpoint |");
+        for h in ENDPOINT_HEADERS {
+            let _ = write!(out, " {h} |");
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"--:|".repeat(ENDPOINT_HEADERS.len()));
+        out.push('\n');
+        for (name, cells) in endpoints {
+            let _ = writeln!(out, "| {} | {} |", md(name), cells.join(" | "));
+        }
+        out.push('\n');
+        if let Some(hedges) = content::hedges(r) {
+            let _ = writeln!(out, "{}\n", md(&hedges));
+        }
+    }
 
     out.push_str("## Errors\n\n");
     let errors = content::error_rows(r);

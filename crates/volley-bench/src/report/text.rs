@@ -62,6 +62,30 @@ pub(super) fn render(r: &BenchResults) -> String {
         let list: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(out, "errors: {}", list.join(", "));
     }
+    for e in &r.endpoints {
+        let _ = writeln!(
+            out,
+            "endpoint {}: {} attempts, {} answered, {} 429/529, {} 5xx, {} no answer; breaker {} \
+             (opened {}×){}",
+            e.name,
+            e.attempts,
+            e.answered,
+            e.rate_limited,
+            e.server_errors,
+            e.failed,
+            e.breaker_state,
+            e.breaker_openings,
+            e.mean_latency_ms
+                .map_or_else(String::new, |ms| format!("; mean latency {ms:.1} ms"))
+        );
+    }
+    if r.hedges > 0 {
+        let _ = writeln!(
+            out,
+            "hedged copies: {} (each may have been billed)",
+            r.hedges
+        );
+    }
     let cost = if s.ok == 0 {
         String::new()
     } else {

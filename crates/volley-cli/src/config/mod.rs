@@ -62,7 +62,9 @@ mod values;
 use std::fmt;
 use std::time::Duration;
 
-pub(crate) use endpoints::{apply as apply_endpoints, summary_lines as endpoint_lines};
+pub(crate) use endpoints::{
+    apply as apply_endpoints, client_endpoints, summary_lines as endpoint_lines,
+};
 pub(crate) use file::CONFIG_FILE;
 pub(crate) use layers::{Layers, Row, SourceArgs};
 pub(crate) use model::{

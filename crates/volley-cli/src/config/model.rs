@@ -108,10 +108,10 @@ settings! {
         /// The API's base URL, /v1 included [default: https://api.openai.com/v1, or
         /// $OPENAI_BASE_URL; with --provider anthropic, https://api.anthropic.com/v1, or
         /// $ANTHROPIC_BASE_URL + /v1; for bench: http://127.0.0.1:8080/v1, the default of
-        /// volley mock]. Repeat it for several endpoints of one provider and key (`chat`
-        /// and `run`): each request goes to one of them, by load and circuit-breaker state,
-        /// and a retry to another; `volley.toml`'s `[[profile.NAME.endpoints]]` tables give
-        /// each its own key, weight, priority and limits.
+        /// volley mock]. Repeat it for several endpoints of one provider and key (`chat`,
+        /// `run` and `bench`): each request goes to one of them, by load and circuit-breaker
+        /// state, and a retry to another; `volley.toml`'s `[[profile.NAME.endpoints]]` tables
+        /// give each its own key, weight, priority and limits.
         #[arg(long, value_name = "URL")]
         base_url: BaseUrls [Vec<String>] = BaseUrls::default(),
         /// The environment variable holding the API key [default: OPENAI_API_KEY; with
