@@ -165,6 +165,16 @@ pub(crate) fn parse_line(
         invalid
     };
     if format == Format::Anthropic {
+        if !is_message_batches_id(&custom_id) {
+            return Err(with_id(InvalidLine::new(
+                "invalid_field",
+                format!(
+                    "line {line}: field `custom_id`: the Message Batches format takes 1 to \
+                     {MAX_MESSAGE_BATCHES_ID} letters, digits, `-` and `_`, found {}",
+                    Value::from(custom_id.as_str())
+                ),
+            )));
+        }
         let params = match object.get("params") {
             Some(params @ Value::Object(_)) => params,
             Some(other) => return Err(with_id(invalid_field(line, "params", type_name(other)))),
@@ -313,6 +323,18 @@ fn estimate(endpoint: Endpoint, body: &Value, bytes: &[u8]) -> u32 {
         Endpoint::Generation => text().saturating_add(tokens::DEFAULT_COMPLETION_TOKENS),
         Endpoint::Other => text(),
     }
+}
+
+/// The longest `custom_id` of the Message Batches format.
+const MAX_MESSAGE_BATCHES_ID: usize = 64;
+
+/// Whether `id` is a `custom_id` Anthropic's Message Batches API accepts:
+/// `^[a-zA-Z0-9_-]{1,64}$`. A file Volley runs stays one the API would run.
+fn is_message_batches_id(id: &str) -> bool {
+    (1..=MAX_MESSAGE_BATCHES_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn missing(line: u64, field: &str) -> InvalidLine {
@@ -491,6 +513,28 @@ mod tests {
             );
             assert_eq!(e.custom_id.as_deref(), Some("a"));
         }
+        // Anthropic's rule for ids: ^[a-zA-Z0-9_-]{1,64}$.
+        let long = "x".repeat(65);
+        for bad in ["a b", "a.b", "é", "a/b", long.as_str()] {
+            let line = MESSAGE.replace(
+                r#""custom_id":"m-1""#,
+                &format!(r#""custom_id":{}"#, Value::from(bad)),
+            );
+            assert_ne!(line, MESSAGE, "the sample's id changed");
+            let e = parse_line(5, line.as_bytes(), Format::Anthropic).unwrap_err();
+            assert_eq!(e.code, "invalid_field", "{bad:?}");
+            assert!(e.message.contains("field `custom_id`"), "{}", e.message);
+            assert_eq!(e.custom_id.as_deref(), Some(bad));
+        }
+        let sixty_four = "A_z-9".repeat(12) + "abcd";
+        let line = MESSAGE.replace(
+            r#""custom_id":"m-1""#,
+            &format!(r#""custom_id":"{sixty_four}""#),
+        );
+        assert!(parse_line(5, line.as_bytes(), Format::Anthropic).is_ok());
+        // OpenAI's format takes any non-empty string.
+        let line = GOOD.replace(r#""a""#, r#""a b.c""#);
+        assert!(parse_line(5, line.as_bytes(), Format::OpenAi).is_ok());
     }
 
     #[test]
