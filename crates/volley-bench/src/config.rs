@@ -72,6 +72,11 @@ pub struct BenchConfig {
     pub output_tokens: Lengths,
     /// The client stack measured. Default [`StackKind::Full`].
     pub stack: StackKind,
+    /// The client's concurrency limit adapts ([`ClientBuilder::concurrency_auto`]) with the
+    /// load's peak as its ceiling, instead of being fixed at it: the results then hold the
+    /// limit over time ([`BenchResults::concurrency_limit`](crate::results::BenchResults)).
+    /// Default `false`.
+    pub adaptive: bool,
     /// Open loop: the most requests in flight. Arrivals beyond it are not sent, and counted
     /// as `dropped` in the results. Default [`DEFAULT_MAX_IN_FLIGHT`].
     pub max_in_flight: usize,
@@ -107,6 +112,7 @@ impl Default for BenchConfig {
             prompt_tokens: Lengths::Fixed(64),
             output_tokens: Lengths::Fixed(16),
             stack: StackKind::Full,
+            adaptive: false,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             seed: DEFAULT_SEED,
             client: None,

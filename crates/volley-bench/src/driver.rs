@@ -54,11 +54,12 @@ impl Bench {
     pub fn new(config: BenchConfig) -> Result<Bench, Error> {
         config.validate()?;
         let peak = config.peak_concurrency();
-        let base = config
-            .client
-            .clone()
-            .unwrap_or_else(default_client)
-            .concurrency(peak);
+        let base = config.client.clone().unwrap_or_else(default_client);
+        let base = if config.adaptive {
+            base.concurrency_auto(peak)
+        } else {
+            base.concurrency(peak)
+        };
         // The probe is built before the API key is added: the statistics calls go to
         // whatever the target is, and a real provider's endpoints need not see the key.
         let probe_builder = base.clone();
@@ -219,6 +220,11 @@ impl Bench {
                 tokio_start,
             ));
         }
+        // With an adaptive concurrency limit: where it stands, every timeline bucket.
+        let limits = Arc::new(Mutex::new(Vec::new()));
+        if config.adaptive {
+            helpers.spawn(sample_limit(client.clone(), limits.clone(), tokio_start));
+        }
         let mut merged = Recorder::new();
         while let Some(joined) = workers.join_next().await {
             match joined {
@@ -276,6 +282,9 @@ impl Bench {
             endpoints: &endpoints,
             endpoint_timeline,
             hedges: client.hedges(),
+            concurrency_limit: std::mem::take(
+                &mut *limits.lock().unwrap_or_else(|e| e.into_inner()),
+            ),
         }))
     }
 }
@@ -300,6 +309,28 @@ async fn sample_endpoints(
     loop {
         tick.tick().await;
         let sample = endpoint_sample(&client.endpoint_stats(), start);
+        samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(sample);
+    }
+}
+
+/// Samples `client`'s concurrency limit every timeline bucket until aborted.
+async fn sample_limit(
+    client: Client,
+    samples: Arc<Mutex<Vec<(u64, u64)>>>,
+    start: tokio::time::Instant,
+) {
+    let every = crate::timeline::BUCKET;
+    let mut tick = tokio::time::interval_at(start + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sample = (
+            start.elapsed().as_millis() as u64,
+            client.concurrency_limit() as u64,
+        );
         samples
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -61,6 +61,9 @@ pub struct BenchResults {
     pub endpoint_timeline: Vec<EndpointPoint>,
     /// Hedged copies the client sent (0 without hedging).
     pub hedges: u64,
+    /// The client's adaptive concurrency limit over time, `(t_ms, limit)` every 100 ms, when
+    /// it adapts ([`RunConfig::adaptive`]); empty otherwise.
+    pub concurrency_limit: Vec<(u64, u64)>,
 }
 
 /// The width of an [`EndpointPoint`] window, in milliseconds.
@@ -133,6 +136,8 @@ pub struct RunConfig {
     pub output_tokens: String,
     /// `full` (the default middleware stack) or `bare` (the transport alone).
     pub stack: String,
+    /// Whether the client's concurrency limit adapted (up to the load's concurrency).
+    pub adaptive: bool,
     /// Whether the target was the embedded mock (`--mock`).
     pub embedded_mock: bool,
     /// Open loop: the most requests in flight; arrivals beyond it were dropped

@@ -37,6 +37,8 @@ pub(crate) struct Facts<'a> {
     pub(crate) endpoints: &'a [volley::EndpointStats],
     pub(crate) endpoint_timeline: Vec<EndpointPoint>,
     pub(crate) hedges: u64,
+    /// The adaptive limit's samples, `(t_ms, limit)`; empty when it is fixed.
+    pub(crate) concurrency_limit: Vec<(u64, u64)>,
 }
 
 /// The results of a run.
@@ -55,6 +57,7 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         endpoints,
         endpoint_timeline,
         hedges,
+        concurrency_limit,
     } = facts;
     // The first request starts at 0: the wall time is when the last one finished.
     let wall = Duration::from_nanos(r.last_end_ns);
@@ -122,6 +125,7 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         endpoints: endpoints.iter().map(endpoint_result).collect(),
         endpoint_timeline,
         hedges,
+        concurrency_limit,
     }
 }
 
@@ -151,6 +155,7 @@ fn run_config(config: &BenchConfig, base_url: &str) -> RunConfig {
         prompt_tokens: config.prompt_tokens.to_string(),
         output_tokens: config.output_tokens.to_string(),
         stack: config.stack.as_str().to_owned(),
+        adaptive: config.adaptive,
         embedded_mock: config.embedded_mock,
         seed: config.seed,
         ..RunConfig::default()

@@ -580,3 +580,43 @@ async fn several_endpoints_are_reported_each() {
     );
     assert!(volley_bench::report::render_text(&r).contains("hedged copies"));
 }
+
+/// `adaptive`: the client's limit adapts under a closed loop of 64 against a server that holds
+/// 16 at once (503 beyond): the results hold the limit over time, never above the load's 64,
+/// and it came down from where it would have stood fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adaptive_limit_is_sampled_into_the_results() {
+    let server = mock(MockConfig {
+        latency: Latency::Fixed(ms(20)),
+        capacity: "max=16".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await;
+    let r = run(BenchConfig {
+        adaptive: true,
+        requests: Some(1_500),
+        ..config(&server, Load::Closed { concurrency: 64 })
+    })
+    .await;
+    check_consistency(&r);
+    assert!(r.config.adaptive);
+    assert!(!r.concurrency_limit.is_empty(), "no limit sampled");
+    assert!(
+        r.concurrency_limit
+            .iter()
+            .all(|&(_, n)| (1..=64).contains(&n))
+    );
+    assert!(
+        r.concurrency_limit.windows(2).all(|w| w[0].0 < w[1].0),
+        "samples in time order"
+    );
+    let fixed = run(BenchConfig {
+        requests: Some(200),
+        ..config(&server, Load::Closed { concurrency: 64 })
+    })
+    .await;
+    assert!(
+        fixed.concurrency_limit.is_empty(),
+        "a fixed limit is not sampled"
+    );
+}

@@ -202,6 +202,9 @@ fn sample() -> BenchResults {
             })
             .collect(),
         hedges: 1_234,
+        concurrency_limit: (1..=200u64)
+            .map(|i| (i * 100, 16 + i.min(100) * 9))
+            .collect(),
     }
 }
 
@@ -277,6 +280,7 @@ fn html_is_one_self_contained_page_with_every_chart() {
         "10.0.0.2:8000",
         "open (2)",
         "1,234 hedged copies",
+        "client&#39;s adaptive limit",
     ] {
         assert!(page.contains(expected), "missing {expected:?}");
     }

@@ -93,6 +93,11 @@ pub(crate) struct BenchArgs {
     /// (the transport alone).
     #[arg(long, default_value = "full")]
     stack: StackKind,
+    /// The client's concurrency limit adapts, as `volley run --concurrency auto:C` does, with
+    /// the load's concurrency as its ceiling (the load offered stays the same); the summary
+    /// and the report's in-flight chart show where the limit went.
+    #[arg(long)]
+    adaptive: bool,
     /// Worker threads of the load generator [default: the cores this process may use].
     #[arg(long)]
     threads: Option<usize>,
@@ -302,6 +307,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         prompt_tokens: args.prompt_tokens,
         output_tokens: args.max_tokens,
         stack: args.stack,
+        adaptive: args.adaptive,
         max_in_flight: args.max_in_flight,
         seed: args.mock_behaviour.seed,
         embedded_mock: mock.is_some(),

@@ -92,11 +92,21 @@ fn in_flight(r: &BenchResults) -> Chart {
         .chain(targets.iter().flatten())
         .map(|p| p.1)
         .fold(0.0, f64::max);
+    let limit = thin(
+        r.concurrency_limit
+            .iter()
+            .map(|&(t, n)| (seconds(t), n as f64))
+            .collect(),
+    );
+    let y_max = limit.iter().map(|p| p.1).fold(y_max, f64::max);
     let y = Axis::from_zero(y_max, 5);
 
     let mut legend = vec![legend_entry("client", CLIENT, false)];
     if !server.is_empty() {
         legend.push(legend_entry("server (volley-mock)", SERVER, false));
+    }
+    if !limit.is_empty() {
+        legend.push(legend_entry("client's adaptive limit", LATENCY, false));
     }
     if !targets.is_empty() {
         legend.push(legend_entry("target concurrency", TARGET, true));
@@ -112,6 +122,7 @@ fn in_flight(r: &BenchResults) -> Chart {
             // line is wider and underneath, so both stay visible, and the target on top.
             line(c, &x, &y, &client, CLIENT, 4)?;
             line(c, &x, &y, &server, SERVER, 2)?;
+            line(c, &x, &y, &limit, LATENCY, 2)?;
             for run in &targets {
                 dashed(c, &x, &y, run, TARGET)?;
             }

@@ -52,6 +52,12 @@ pub(super) fn config_rows(r: &BenchResults) -> Vec<Row> {
     };
     rows.push(("target", target));
     rows.push(("mode", mode(r)));
+    if c.adaptive {
+        rows.push((
+            "client concurrency limit",
+            "adaptive, up to the load's concurrency".to_owned(),
+        ));
+    }
     let mut stop = Vec::new();
     if let Some(n) = c.requests {
         stop.push(format!("{} requests", int(n)));

@@ -79,6 +79,17 @@ pub(super) fn render(r: &BenchResults) -> String {
                 .map_or_else(String::new, |ms| format!("; mean latency {ms:.1} ms"))
         );
     }
+    if let (Some(last), Some(lo), Some(hi)) = (
+        r.concurrency_limit.last(),
+        r.concurrency_limit.iter().map(|p| p.1).min(),
+        r.concurrency_limit.iter().map(|p| p.1).max(),
+    ) {
+        let _ = writeln!(
+            out,
+            "adaptive concurrency limit: {} at the end (between {lo} and {hi} during the run)",
+            last.1
+        );
+    }
     if r.hedges > 0 {
         let _ = writeln!(
             out,

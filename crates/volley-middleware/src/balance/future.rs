@@ -68,6 +68,9 @@ struct Guard<S> {
     /// Whether this is the request's first attempt (not a hedge): only those teach a
     /// learned hedging delay.
     first: bool,
+    /// Whether a hedge of this attempt was sent: if the hedge wins, this attempt's time so
+    /// far is a lower bound of its latency, and is learned as one.
+    hedged: bool,
 }
 
 impl<S> Guard<S> {
@@ -76,8 +79,16 @@ impl<S> Guard<S> {
         let now = Instant::now();
         let nanos = self.shared.selector.nanos(now);
         let elapsed = now.saturating_duration_since(self.started);
+        // An answer's time, or (right-censored) the time a first attempt beaten by its hedge
+        // had taken when it was dropped: leaving those out would teach a delay below the slow
+        // mode and hedge more than the percentile says.
+        let learns = match observed {
+            Observed::Answered => true,
+            Observed::Nothing => self.hedged,
+            _ => false,
+        };
         if self.first
-            && matches!(observed, Observed::Answered)
+            && learns
             && let Some(learner) = &self.shared.hedge_learner
         {
             learner.record(elapsed);
@@ -147,6 +158,7 @@ where
                 started,
                 finished: false,
                 first: true,
+                hedged: false,
             }),
         }
     }
@@ -203,9 +215,12 @@ where
             if hedge.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let guard = this.guard.as_ref().expect("the first attempt is in flight");
+            let guard = this.guard.as_mut().expect("the first attempt is in flight");
             match start_hedge(guard, hedge.request.take()) {
-                Some(attempt) => hedge.attempt = Some(attempt),
+                Some(attempt) => {
+                    guard.hedged = true;
+                    hedge.attempt = Some(attempt);
+                }
                 None => {
                     // No budget or no other endpoint: the first attempt goes on alone.
                     *this.hedge = None;
@@ -258,6 +273,7 @@ where
         started: now,
         finished: false,
         first: false,
+        hedged: false,
     };
     Some((future, guard))
 }

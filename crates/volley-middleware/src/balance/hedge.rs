@@ -53,8 +53,10 @@ impl Hedging {
     /// answers. Nothing is hedged until 32 answers have been seen. The percentile is clamped
     /// to 50–99.9.
     ///
-    /// Only answers count (not errors, and not the attempts a hedge beat, whose time is
-    /// unknown), so the learned delay leans low under heavy tails; the budget bounds the cost.
+    /// Answers count with their time to the response head; an attempt its hedge beat counts
+    /// with the time it had taken when it was dropped (a lower bound); errors do not count.
+    /// About `100 − percentile` % of the requests are hedged, within the budget: p95 with the
+    /// default budget of 5 %.
     pub fn at_percentile(percentile: f64) -> Hedging {
         let percentile = if percentile.is_finite() {
             percentile.clamp(50.0, 99.9)
