@@ -68,8 +68,8 @@ struct Guard<S> {
     /// Whether this is the request's first attempt (not a hedge): only those teach a
     /// learned hedging delay.
     first: bool,
-    /// Whether a hedge of this attempt was sent: if the hedge wins, this attempt's time so
-    /// far is a lower bound of its latency, and is learned as one.
+    /// Whether a hedge of this attempt was sent: if the hedge wins, this attempt is learned
+    /// as beaten.
     hedged: bool,
 }
 
@@ -79,19 +79,16 @@ impl<S> Guard<S> {
         let now = Instant::now();
         let nanos = self.shared.selector.nanos(now);
         let elapsed = now.saturating_duration_since(self.started);
-        // An answer's time, or (right-censored) the time a first attempt beaten by its hedge
-        // had taken when it was dropped: leaving those out would teach a delay below the slow
-        // mode and hedge more than the percentile says.
-        let learns = match observed {
-            Observed::Answered => true,
-            Observed::Nothing => self.hedged,
-            _ => false,
-        };
+        // An answer's time, or a first attempt its hedge beat (dropped unanswered; slower
+        // than the delay by an unknown amount).
         if self.first
-            && learns
             && let Some(learner) = &self.shared.hedge_learner
         {
-            learner.record(elapsed);
+            match observed {
+                Observed::Answered => learner.record(elapsed),
+                Observed::Nothing if self.hedged => learner.record_beaten(),
+                _ => {}
+            }
         }
         self.shared.selector.endpoints[self.index].finish(
             self.admission,

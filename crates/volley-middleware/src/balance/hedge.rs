@@ -54,7 +54,7 @@ impl Hedging {
     /// to 50–99.9.
     ///
     /// Answers count with their time to the response head; an attempt its hedge beat counts
-    /// with the time it had taken when it was dropped (a lower bound); errors do not count.
+    /// as slower than every answer (its time is unknown); errors do not count.
     /// About `100 − percentile` % of the requests are hedged, within the budget: p95 with the
     /// default budget of 5 %.
     pub fn at_percentile(percentile: f64) -> Hedging {
@@ -198,7 +198,19 @@ impl Learner {
 
     /// Records one answer's time to the response head.
     pub(crate) fn record(&self, elapsed: Duration) {
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 1);
+        // Below the sentinel of a beaten attempt.
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(BEATEN - 1);
+        self.push(nanos.min(BEATEN - 1));
+    }
+
+    /// Records a first attempt its hedge beat: slower than the delay by an unknown amount.
+    /// For the percentile it ranks above every answer (right-censored): counting the time it
+    /// had taken would pull the delay up with itself, leaving it out would pull it down.
+    pub(crate) fn record_beaten(&self) {
+        self.push(BEATEN);
+    }
+
+    fn push(&self, nanos: u64) {
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let slot = (ring.seen % WINDOW as u64) as usize;
         if ring.samples.len() < WINDOW {
@@ -213,11 +225,23 @@ impl Learner {
         let mut sorted = ring.samples.clone();
         drop(ring);
         let rank = ((sorted.len() as f64 * self.quantile).ceil() as usize).clamp(1, sorted.len());
-        let (_, value, _) = sorted.select_nth_unstable(rank - 1);
-        self.delay_nanos
-            .store((*value).min(u64::MAX - 1), Ordering::Relaxed);
+        let (below, value, _) = sorted.select_nth_unstable(rank - 1);
+        let value = if *value == BEATEN {
+            // More than `100 − percentile` % were beaten: hedge whatever is slower than the
+            // slowest answer below the rank (the budget still caps the copies).
+            match below.iter().copied().filter(|&n| n != BEATEN).max() {
+                Some(answer) => answer,
+                None => return,
+            }
+        } else {
+            *value
+        };
+        self.delay_nanos.store(value, Ordering::Relaxed);
     }
 }
+
+/// The sample of a first attempt its hedge beat (`u64::MAX` is "nothing learned yet").
+const BEATEN: u64 = u64::MAX - 1;
 
 #[cfg(test)]
 mod tests {
@@ -266,6 +290,31 @@ mod tests {
             floored.record(ms(10));
         }
         assert_eq!(floored.delay(), Some(ms(50)));
+    }
+
+    #[test]
+    fn beaten_attempts_rank_above_every_answer() {
+        // 5 % of attempts beaten by their hedge: the 95th percentile is the slowest answer
+        // or just above it, never the beaten ones' unknown times.
+        let learner = Learner::new(&Hedging::at_percentile(95.0)).unwrap();
+        for i in 0..WINDOW as u64 {
+            if i % 20 == 0 {
+                learner.record_beaten();
+            } else {
+                learner.record(ms(100 + i % 5));
+            }
+        }
+        assert_eq!(learner.delay(), Some(ms(104)));
+        // 20 % beaten at p90: the rank falls among them; the slowest answer is the delay.
+        let learner = Learner::new(&Hedging::at_percentile(90.0)).unwrap();
+        for i in 0..WINDOW as u64 {
+            if i % 5 == 0 {
+                learner.record_beaten();
+            } else {
+                learner.record(ms(50 + i % 7));
+            }
+        }
+        assert_eq!(learner.delay(), Some(ms(56)));
     }
 
     #[test]
