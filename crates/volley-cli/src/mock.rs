@@ -66,7 +66,7 @@ pub(crate) struct MockBehaviour {
     tpm: Option<u64>,
     /// The server's capacity: "max=N" answers 503 beyond N requests in flight, "knee=K"
     /// stretches latency by in-flight/K beyond K (processor sharing), e.g. "max=64" or
-    /// "knee=32" [default: none].
+    /// "knee=32".
     #[arg(long, default_value = "none")]
     capacity: volley_mock::Capacity,
     /// The wait a 429 asks for (Retry-After and retry-after-ms); a bare number is seconds.

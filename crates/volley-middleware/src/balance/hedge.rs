@@ -55,8 +55,10 @@ impl Hedging {
     ///
     /// Answers count with their time to the response head; an attempt its hedge beat counts
     /// as slower than every answer (its time is unknown); errors do not count.
-    /// About `100 − percentile` % of the requests are hedged, within the budget: p95 with the
-    /// default budget of 5 %.
+    /// About `100 − percentile` % of the requests are hedged, within the budget. Choose a
+    /// percentile below `100 −` the share of slow requests you expect: with 5 % of requests
+    /// in a slow mode, p94 hedges them (p95 sits on the edge between the modes and may land
+    /// in the slow one, which then hedges nothing).
     pub fn at_percentile(percentile: f64) -> Hedging {
         let percentile = if percentile.is_finite() {
             percentile.clamp(50.0, 99.9)
