@@ -7,7 +7,6 @@ use futures_core::Stream;
 use volley_core::openai::ChatCompletionChunk;
 use volley_core::sse::EventStream;
 use volley_core::{ApiError, BodyStream, Error, ErrorKind, RequestId, Response};
-use volley_transport::Transport;
 
 /// The chunks of a streamed chat completion, ending after OpenAI's `[DONE]` sentinel.
 ///
@@ -17,7 +16,7 @@ use volley_transport::Transport;
 /// otherwise a chunk with a non-empty `finish_reason`.
 pub struct ChatStream {
     events: EventStream<BodyStream>,
-    transport: Transport,
+    scrubber: crate::secrets::Scrubber,
     id: RequestId,
     finished: bool,
     expect_usage: bool,
@@ -27,11 +26,15 @@ pub struct ChatStream {
 
 impl ChatStream {
     /// `response` must be an event stream; the facade checks that before.
-    pub(crate) fn new(response: Response, expect_usage: bool, transport: Transport) -> ChatStream {
+    pub(crate) fn new(
+        response: Response,
+        expect_usage: bool,
+        scrubber: crate::secrets::Scrubber,
+    ) -> ChatStream {
         let id = response.request_id();
         ChatStream {
             events: response.events(),
-            transport,
+            scrubber,
             id,
             finished: false,
             expect_usage,
@@ -101,7 +104,7 @@ impl Stream for ChatStream {
         let data = event.data_bytes();
         if event.event_type() == "error" || volley_core::openai::looks_like_error(data) {
             let id = self.id;
-            let api = ApiError::from_body(&self.transport.scrub_secrets(data.clone()));
+            let api = ApiError::from_body(&self.scrubber.scrub(data.clone()));
             let detail = api
                 .as_ref()
                 .map(|e| e.to_string())

@@ -64,6 +64,8 @@ pub struct Client {
     /// The transports of the endpoints after the first (empty with one endpoint), for
     /// connection statistics over all.
     others: Arc<[Transport]>,
+    /// Every endpoint's key, scrubbed from provider text before it is shown.
+    scrubber: crate::secrets::Scrubber,
 }
 
 #[derive(Clone)]
@@ -243,7 +245,7 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("none")
                 .to_owned();
-            let body = self.transport.scrub_secrets(response.bytes().await?);
+            let body = self.scrubber.scrub(response.bytes().await?);
             let mut error = Error::new(
                 ErrorKind::BodyDecode,
                 format!("request {id}: asked for an event stream, got content type {content_type}"),
@@ -256,7 +258,7 @@ impl Client {
         Ok(ChatStream::new(
             response,
             expect_usage,
-            self.transport.clone(),
+            self.scrubber.clone(),
         ))
     }
 
@@ -296,6 +298,11 @@ impl Client {
         } else {
             0
         }
+    }
+
+    /// Every endpoint's key scrubber.
+    pub(crate) fn scrubber(&self) -> &crate::secrets::Scrubber {
+        &self.scrubber
     }
 
     /// The concurrency limit in force: the fixed [`ClientBuilder::concurrency`], or where the
@@ -1141,6 +1148,10 @@ impl ClientBuilder {
             .option_layer(cache.clone())
             .layer(RetryLayer::new(policy))
             .service(routed);
+        let others: Arc<[Transport]> = balanced
+            .as_ref()
+            .map_or_else(|| Arc::from([]), |b| b.others.clone());
+        let scrubber = crate::secrets::Scrubber::new(&transport, &others);
         Ok(Client {
             service,
             transport,
@@ -1149,9 +1160,8 @@ impl ClientBuilder {
             estimate_tokens,
             learning,
             concurrency,
-            others: balanced
-                .as_ref()
-                .map_or_else(|| Arc::from([]), |b| b.others.clone()),
+            scrubber,
+            others,
             balance: balanced.map(|b| b.balance),
         })
     }

@@ -65,6 +65,7 @@ mod endpoints;
 mod fan_out;
 mod messages;
 mod rate_limit;
+mod secrets;
 mod stack;
 
 pub use chat_stream::ChatStream;

@@ -11,7 +11,6 @@ use volley_core::sse::EventStream;
 use volley_core::{
     ApiError, BodyStream, Dialect, Error, ErrorKind, Request, RequestId, Response, tokens,
 };
-use volley_transport::Transport;
 
 use crate::Client;
 
@@ -63,7 +62,7 @@ impl Client {
         let response = self.send(http).await?;
         if !response.is_stream() {
             let id = response.request_id();
-            let body = self.transport().scrub_secrets(response.bytes().await?);
+            let body = self.scrubber().scrub(response.bytes().await?);
             let mut error = Error::new(
                 ErrorKind::BodyDecode,
                 format!("request {id}: asked for an event stream, got a plain body"),
@@ -73,7 +72,7 @@ impl Client {
             }
             return Err(error);
         }
-        Ok(MessageStream::new(response, self.transport().clone()))
+        Ok(MessageStream::new(response, self.scrubber().clone()))
     }
 
     fn messages_request(&self, request: &MessagesRequest) -> Result<Request, Error> {
@@ -92,17 +91,17 @@ impl Client {
 /// when the body ends before `message_stop`.
 pub struct MessageStream {
     events: EventStream<BodyStream>,
-    transport: Transport,
+    scrubber: crate::secrets::Scrubber,
     id: RequestId,
     finished: bool,
 }
 
 impl MessageStream {
-    fn new(response: Response, transport: Transport) -> MessageStream {
+    fn new(response: Response, scrubber: crate::secrets::Scrubber) -> MessageStream {
         MessageStream {
             id: response.request_id(),
             events: response.events(),
-            transport,
+            scrubber,
             finished: false,
         }
     }
@@ -152,7 +151,7 @@ impl Stream for MessageStream {
                 continue;
             }
             if event.event_type() == "error" || Dialect::Anthropic.looks_like_error(data) {
-                let data = self.transport.scrub_secrets(data.clone());
+                let data = self.scrubber.scrub(data.clone());
                 let context = format!("request {}", self.id);
                 return self.fail(Dialect::Anthropic.error_in_stream(&data, context));
             }

@@ -266,3 +266,86 @@ async fn a_lone_base_url_hedges_to_itself_at_a_learned_percentile() {
     );
     assert!(failures[1] <= 3, "{failures:?}");
 }
+
+/// A raw server that answers every request with an event stream whose first event is an
+/// error quoting the `Authorization` header it received: a server that echoes the key.
+async fn echoing_stream_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        // Bounded: the test makes a few dozen connections.
+        for _ in 0..64 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head);
+                let auth = head
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    .unwrap_or("none")
+                    .replace('"', "'");
+                let event = format!(
+                    r#"data: {{"error":{{"message":"you sent {auth}","type":"invalid_request_error"}}}}"#
+                );
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{event}\n\n"
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+/// Two endpoints with keys of their own, both echoing the key in a stream's error event: the
+/// error a caller sees never holds either key, whichever endpoint answered.
+#[tokio::test]
+async fn a_stream_error_echoing_any_endpoints_key_is_scrubbed() {
+    const FIRST: &str = "sk-first-endpoint-secret-0001";
+    const SECOND: &str = "sk-second-endpoint-secret-0002";
+    let (a, b) = (echoing_stream_server().await, echoing_stream_server().await);
+    let client = Client::builder()
+        .endpoint(Endpoint::new(a).api_key(FIRST))
+        .endpoint(Endpoint::new(b).api_key(SECOND))
+        .retries(0)
+        .build()
+        .unwrap();
+    let mut echoed = 0;
+    for i in 0..16 {
+        let chat =
+            ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user(format!("{i}"))]);
+        let shown = match client.chat_stream(chat).await {
+            Ok(mut stream) => {
+                use futures_util::StreamExt;
+                let mut shown = String::new();
+                while let Some(item) = stream.next().await {
+                    if let Err(e) = item {
+                        shown = format!("{e} {e:?} {:?}", e.api_error());
+                        break;
+                    }
+                }
+                shown
+            }
+            Err(e) => format!("{e} {e:?} {:?}", e.api_error()),
+        };
+        echoed += usize::from(shown.contains("you sent"));
+        for key in [FIRST, SECOND] {
+            assert!(!shown.contains(key), "{key} leaked: {shown}");
+        }
+    }
+    // Both endpoints answered, and their echoes reached the error (so the test can fail).
+    assert_eq!(echoed, 16);
+    let stats = client.endpoint_stats();
+    assert!(stats.iter().all(|s| s.requests > 0), "{stats:?}");
+}
