@@ -221,7 +221,7 @@ impl Learner {
             ring.samples[slot] = nanos;
         }
         ring.seen += 1;
-        if ring.seen < MIN_SAMPLES || ring.seen % RECOMPUTE_EVERY != 0 {
+        if ring.seen < MIN_SAMPLES || !ring.seen.is_multiple_of(RECOMPUTE_EVERY) {
             return;
         }
         let mut sorted = ring.samples.clone();
