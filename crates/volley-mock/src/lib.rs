@@ -82,7 +82,9 @@
 //! provider does: token buckets refilled continuously (by default holding one second's worth),
 //! a `429` with OpenAI's `rate_limit_exceeded` body, `Retry-After` and `retry-after-ms` when a
 //! request does not fit, and OpenAI's `x-ratelimit-limit-*`, `-remaining-*` and `-reset-*`
-//! headers on every API response. See [`RateLimits`] for what a request costs.
+//! headers on every API response (on Azure OpenAI's paths, `/openai/…`, only the
+//! `x-ratelimit-remaining-*` ones, as Azure sends them). See [`RateLimits`] for what a request
+//! costs.
 //!
 //! ## Statistics
 //!

@@ -362,6 +362,15 @@ impl Limiter {
     }
 }
 
+/// Leaves only the `x-ratelimit-remaining-*` headers, as Azure OpenAI sends its limits: no
+/// `limit` and no `reset`, so a client cannot learn the limit from them.
+pub(crate) fn keep_remaining_only(headers: &mut HeaderMap) {
+    for names in &NAMES {
+        headers.remove(&names[0]);
+        headers.remove(&names[2]);
+    }
+}
+
 /// `d` rounded up to the millisecond, as Go's `Duration.String` writes it: `0s`, `20ms`,
 /// `1.5s`, `6m0s`, `1h2m3.5s`.
 pub(crate) fn go_duration(d: Duration) -> String {

@@ -70,6 +70,7 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
         let reply = Reply {
             guard: Guard::new(shared.clone()),
             gzip: shared.config.gzip && accepts_gzip(req.headers()),
+            azure: req.uri().path().starts_with("/openai/"),
             journaled,
         };
         let Some(api) = api else {
@@ -366,6 +367,9 @@ async fn embeddings(
 struct Reply {
     guard: Guard,
     gzip: bool,
+    /// Whether the request came by an Azure OpenAI path (`/openai/…`): its rate-limit
+    /// headers are only `x-ratelimit-remaining-*`, as Azure sends them.
+    azure: bool,
     /// The request's id in the journal, when it is on: a successful answer records it.
     journaled: Option<Box<str>>,
 }
@@ -508,10 +512,14 @@ impl Reply {
         response
     }
 
-    /// The `x-ratelimit-*` headers, when rate limits are configured.
+    /// The `x-ratelimit-*` headers, when rate limits are configured: limit, remaining and
+    /// reset as OpenAI sends them, or only the remaining ones on Azure paths.
     fn rate_limit_headers(&self, headers: &mut HeaderMap) {
         if let Some(limiter) = &self.shared().limiter {
             limiter.write_headers(headers, tokio::time::Instant::now());
+            if self.azure {
+                crate::rate_limit::keep_remaining_only(headers);
+            }
         }
     }
 

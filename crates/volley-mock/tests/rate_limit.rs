@@ -209,3 +209,37 @@ async fn no_limits_no_headers() {
     assert_eq!(server.config().rate_limits, RateLimits::NONE);
     server.shutdown().await;
 }
+
+/// On Azure OpenAI's paths the mock states its limits as Azure does: only the
+/// `x-ratelimit-remaining-*` headers, no limit and no reset.
+#[tokio::test]
+async fn azure_paths_carry_only_the_remaining_headers() {
+    let server = server(limited("rpm=600,tpm=100000")).await;
+    let client = client();
+    let origin = chat_url(&server).replace("/v1/chat/completions", "");
+    for url in [
+        format!("{origin}/openai/v1/chat/completions"),
+        format!("{origin}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"),
+    ] {
+        let ok = post(&client, &url, &chat_body(false), &[]).await.unwrap();
+        assert_eq!(ok.status, StatusCode::OK, "{url}");
+        assert!(
+            ok.header("x-ratelimit-remaining-requests").is_some(),
+            "{url}"
+        );
+        assert!(ok.header("x-ratelimit-remaining-tokens").is_some(), "{url}");
+        for absent in [
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-reset-requests",
+            "x-ratelimit-reset-tokens",
+        ] {
+            assert!(ok.header(absent).is_none(), "{url}: {absent}");
+        }
+    }
+    // The OpenAI path keeps all three.
+    let ok = post(&client, &chat_url(&server), &chat_body(false), &[])
+        .await
+        .unwrap();
+    assert_eq!(ok.header("x-ratelimit-limit-requests"), Some("600"));
+}

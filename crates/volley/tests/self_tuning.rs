@@ -114,3 +114,38 @@ async fn adaptive_concurrency_finds_a_hard_capacity() {
     );
     assert!(client.concurrency_limit() <= 512);
 }
+
+/// Azure OpenAI states only `x-ratelimit-remaining-*` (no limit, no reset): nothing can be
+/// learned, and the loss signals take over. 300 lines against 600 requests a minute through
+/// the mock's Azure path, no limit given: every line succeeds, no limit is learned, and the
+/// mock did send 429s (so the fallback was exercised).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_remaining_only_headers_fall_back_to_the_loss_signals() {
+    let server = MockServer::start(MockConfig {
+        rate_limits: RateLimits {
+            rpm: Some(600),
+            ..RateLimits::NONE
+        },
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = server.url().trim_end_matches("/v1").to_owned() + "/openai/v1";
+    let client = Client::builder()
+        .provider(volley::Provider::Azure)
+        .base_url(base)
+        .api_key("azure-test-key")
+        .build()
+        .unwrap();
+    let lines = 300;
+    let results = client.fan_out_collect((0..lines).map(request), 256).await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let stats = server.stats();
+    eprintln!(
+        "{lines} lines: {failed} failed; {} attempts, {} 429s",
+        stats.requests_total, stats.rate_limited
+    );
+    assert_eq!(failed, 0, "{:?}", results.iter().find(|r| r.is_err()));
+    assert_eq!(client.learned_rate_limits(), (None, None));
+    assert!(stats.rate_limited > 0, "the limit was never reached");
+}
