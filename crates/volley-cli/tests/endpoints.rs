@@ -258,7 +258,14 @@ fn hedge_and_breaker_flags_reach_the_client() {
     ];
     let mut cmd = volley(dir.path());
     cmd.args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
-        .args(["--concurrency", "16", "--max-retries", "0", "--timeout", "5s"])
+        .args([
+            "--concurrency",
+            "16",
+            "--max-retries",
+            "0",
+            "--timeout",
+            "5s",
+        ])
         .args(["--base-url", &a.url(), "--base-url", &b.url()])
         .args(flags);
     let (status, stderr) = output(&mut cmd);
