@@ -215,7 +215,9 @@ settings! {
         /// 2s), or after a percentile of the recent answers' times (e.g. p95), send the same
         /// request to another endpoint (the same one when there is one) and take the first
         /// answer. A hedged request MAY BE BILLED TWICE (cancelling the loser refunds
-        /// nothing): use it only for requests that are safe to duplicate [default: off].
+        /// nothing): use it only for requests that are safe to duplicate. pNN hedges about
+        /// (100 − NN) % of requests: pick NN below 100 − the share of slow requests you expect
+        /// [default: off].
         #[arg(long, value_name = "DELAY|pNN")]
         hedge: HedgeSpec [Option<String>] = HedgeSpec::Off,
         /// The most hedged copies, as a share of the requests (plus 10 to start with), e.g. 5%
