@@ -214,10 +214,11 @@ async fn hedging_answers_what_stalls_would_fail_within_its_budget() {
         failures[0], failures[1]
     );
     assert!(
-        failures[0] >= 5,
+        failures[0] >= 8,
         "the stalls failed too few to show anything: {failures:?}"
     );
-    assert!(failures[1] <= 2, "{failures:?}");
+    // A line fails only when its hedge stalls too: about 5 % of the ~20 stalls.
+    assert!(failures[1] <= 5, "{failures:?}");
 }
 
 /// One base URL (no endpoints) whose answers take 10 ms, or 10 s for 5 % of them, and a
