@@ -27,12 +27,14 @@ pub(crate) fn raise_open_file_limit(needed: Option<u64>) {
     }
 }
 
-/// Connects the rate limiter shared through Redis (`--shared-limit`): the run's `--rpm` and
-/// `--tpm`, shared by every process with the same Redis, prefix and credential.
+/// Connects the rate limiter shared through Redis (`--shared-limit`): the run's `--rpm`,
+/// `--tpm`, `--input-tpm` and `--output-tpm`, shared by every process with the same Redis,
+/// prefix and credential. A request or token limit not given is learned from the provider's
+/// headers, and the learned limit is shared the same way.
 ///
 /// # Errors
-/// A [`UsageError`] when there is no limit to share or the URL is invalid; otherwise when
-/// Redis cannot be reached.
+/// A [`UsageError`] when every limit is off (0) or the URL is invalid; otherwise when Redis
+/// cannot be reached.
 pub(crate) async fn shared_limiter(
     url: &RedisUrl,
     settings: &RunLoad,
@@ -40,8 +42,9 @@ pub(crate) async fn shared_limiter(
 ) -> anyhow::Result<RedisLimiter> {
     let limits = rate_limits(settings).ok_or_else(|| {
         UsageError(
-            "--shared-limit shares the rate limits, and none is set: add --rpm or --tpm (or \
-             turn the shared limit off)"
+            "--shared-limit shares the rate limits, and every one is off (0): give --rpm, \
+             --tpm, --input-tpm or --output-tpm a limit, leave --rpm or --tpm out to learn it, \
+             or turn the shared limit off"
                 .to_owned(),
         )
     })?;
@@ -60,12 +63,15 @@ pub(crate) async fn shared_limiter(
         .map_err(|e| redis_error(e, "--shared-limit"))
 }
 
-/// The run's rate limits, when it has any.
+/// The run's rate limits, as the local limiter would enforce them: given ones (0 is none),
+/// and the request and token limits learned when not given. `None` when nothing is limited
+/// or learned.
 pub(crate) fn rate_limits(settings: &RunLoad) -> Option<Limits> {
-    // Only given limits are shared: 0 is none, and a learned limit is not known yet.
-    Limits::from_rates(
-        settings.rpm.get().filter(|n| *n > 0),
-        settings.tpm.get().filter(|n| *n > 0),
+    Limits::from_settings(
+        settings.rpm.get(),
+        settings.tpm.get(),
+        settings.input_tpm.get(),
+        settings.output_tpm.get(),
     )
 }
 

@@ -64,8 +64,10 @@ const VALIDATE_SHOWN: usize = 20;
 /// volley.toml and VOLLEY_API_KEY must not contain it.
 ///
 /// Many processes (on one machine or many) that use one API key can share its limits through
-/// Redis: give each the same --rpm/--tpm and --shared-limit redis://HOST:PORT, and together
-/// they stay within the limits. --cache redis://HOST:PORT shares the cache the same way.
+/// Redis: give each the same --shared-limit redis://HOST:PORT and the same limits (--rpm,
+/// --tpm, --input-tpm, --output-tpm; those left out are learned from the provider's headers
+/// and shared too), and together they stay within the limits. --cache redis://HOST:PORT
+/// shares the cache the same way.
 ///
 /// Exit codes: 0 every line succeeded; 1 some lines failed or were invalid (their error
 /// records are in OUTPUT and the errors file), the credentials were rejected, or the run
@@ -437,17 +439,6 @@ async fn build_client(
     };
     match &load.shared_limit {
         SharedLimitSpec::Redis(url) => {
-            if load.input_tpm.get().is_some_and(|n| n > 0)
-                || load.output_tpm.get().is_some_and(|n| n > 0)
-            {
-                return Err(UsageError(
-                    "--input-tpm and --output-tpm are enforced in this process only, and \
-                     --shared-limit shares limits through Redis: use --tpm with \
-                     --shared-limit, or drop --shared-limit"
-                        .to_owned(),
-                )
-                .into());
-            }
             // Keyed like the cache: processes with one key at one endpoint share one budget.
             let credential = builder.credential_id().map_err(config_error)?;
             let limiter = crate::limits::shared_limiter(url, load, &credential).await?;

@@ -386,16 +386,17 @@ fn input_and_output_token_limits_are_settings() {
     assert!(row("input_tpm").contains("30000") && row("input_tpm").contains("flag --input-tpm"));
     assert!(row("output_tpm").contains("8000") && row("output_tpm").contains("$VOLLEY_OUTPUT_TPM"));
 
-    // Not shared through Redis: refused with --shared-limit, before any connection.
+    // Shared through Redis with --shared-limit: accepted, so the run fails only because
+    // nothing answers there (exit 1, not a usage error).
     let (status, _, err) = run(&[
         "--output-tpm",
         "10",
         "--shared-limit",
         "redis://127.0.0.1:9",
     ]);
-    assert_eq!(status.code(), Some(2), "{err}");
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(
-        err.contains("--input-tpm and --output-tpm are enforced in this process only"),
+        err.contains("--shared-limit: Redis is not reachable"),
         "{err}"
     );
 }

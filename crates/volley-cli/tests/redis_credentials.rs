@@ -41,6 +41,17 @@ fn volley(dir: &Path, key: &str) -> Command {
 /// The keys under `pattern`, by `KEYS` over a plain RESP connection to `url`'s host and port
 /// (a test Redis without a password).
 fn redis_keys(url: &str, pattern: &str) -> Vec<String> {
+    let mut keys: Vec<String> = redis_command(url, &["KEYS", pattern])
+        .into_iter()
+        .flatten()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// A command whose answer is an array of bulk strings (`None` for a nil), over a plain RESP
+/// connection to `url`'s host and port.
+fn redis_command(url: &str, args: &[&str]) -> Vec<Option<String>> {
     let address = url
         .trim_start_matches("redis://")
         .split('/')
@@ -54,12 +65,11 @@ fn redis_keys(url: &str, pattern: &str) -> Vec<String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    write!(
-        stream,
-        "*2\r\n$4\r\nKEYS\r\n${}\r\n{pattern}\r\n",
-        pattern.len()
-    )
-    .unwrap();
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).unwrap();
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
@@ -69,16 +79,19 @@ fn redis_keys(url: &str, pattern: &str) -> Vec<String> {
         .unwrap_or_else(|| panic!("not an array: {line}"))
         .parse()
         .unwrap();
-    let mut keys = Vec::new();
+    let mut values = Vec::new();
     for _ in 0..count {
         line.clear();
-        reader.read_line(&mut line).unwrap(); // $<length>
+        reader.read_line(&mut line).unwrap(); // $<length>, or $-1 for a nil
+        if line.trim_end() == "$-1" {
+            values.push(None);
+            continue;
+        }
         line.clear();
         reader.read_line(&mut line).unwrap();
-        keys.push(line.trim_end().to_owned());
+        values.push(Some(line.trim_end().to_owned()));
     }
-    keys.sort();
-    keys
+    values
 }
 
 #[ignore = "needs Redis: REDIS_URL"]
@@ -135,5 +148,111 @@ fn the_shared_limit_is_keyed_by_the_credential() {
     for key in &both {
         assert!(!key.contains("sk-credential"), "the key is hashed: {key}");
     }
+    rt.block_on(server.shutdown());
+}
+
+#[ignore = "needs Redis: REDIS_URL"]
+#[test]
+fn input_and_output_token_limits_are_shared_through_redis() {
+    let url = require_redis!();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let line = r#"{"custom_id":"a","params":{"model":"claude-test","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}}"#;
+    std::fs::write(
+        &input,
+        format!("{line}\n{}\n", line.replace("\"a\"", "\"b\"")),
+    )
+    .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let prefix = unique_prefix("split-tokens");
+    let mut child = volley(dir.path(), "sk-split")
+        .args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args(["--quiet", "--mock", "--provider", "anthropic"])
+        .args(["--input-tpm", "600000", "--output-tpm", "60000"])
+        .args(["--shared-limit", &url, "--shared-prefix", &prefix])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("volley run did not finish within 40 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
+    // The input- and output-token buckets live in the shared state, and nothing else is
+    // limited.
+    let keys = redis_keys(&url, &format!("{prefix}:ratelimit:*"));
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let fields = redis_command(&url, &["HMGET", &keys[0], "r", "t", "i", "o"]);
+    assert!(fields[0].is_none() && fields[1].is_none(), "{fields:?}");
+    assert!(fields[2].is_some() && fields[3].is_some(), "{fields:?}");
+}
+
+#[ignore = "needs Redis: REDIS_URL"]
+#[test]
+fn a_learned_limit_is_shared_through_redis() {
+    let url = require_redis!();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The provider states 600 requests a minute in its headers; the run is given no limit.
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            rate_limits: volley_mock::RateLimits {
+                rpm: Some(600),
+                ..volley_mock::RateLimits::NONE
+            },
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let lines: String = (0..8)
+        .map(|i| {
+            format!(
+                r#"{{"custom_id":"l{i}","method":"POST","url":"/v1/chat/completions","body":{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hi"}}],"max_tokens":4}}}}"#
+            ) + "\n"
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let prefix = unique_prefix("learned");
+    let mut child = volley(dir.path(), "sk-learned")
+        .args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+        .args(["--quiet", "--base-url", &server.url()])
+        .args(["--shared-limit", &url, "--shared-prefix", &prefix])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("volley run did not finish within 40 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 8);
+    // The learned limit is in the shared state, for every process with this prefix and key.
+    let keys = redis_keys(&url, &format!("{prefix}:ratelimit:*"));
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let fields = redis_command(&url, &["HMGET", &keys[0], "lr", "r"]);
+    assert_eq!(fields[0].as_deref(), Some("600"), "{fields:?}");
+    assert!(fields[1].is_some(), "{fields:?}");
     rt.block_on(server.shutdown());
 }

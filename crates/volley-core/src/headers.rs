@@ -110,8 +110,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// The rate-limit state a provider reported on a response, from the `x-ratelimit-*` headers
-/// OpenAI (and many compatible providers) send. Fields are `None` when the header is absent
-/// or malformed.
+/// OpenAI (and many compatible providers) send, or Anthropic's `anthropic-ratelimit-*` (see
+/// [`Dialect::rate_limits`](crate::Dialect::rate_limits)). Fields are `None` when the header
+/// is absent or malformed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RateLimitInfo {
     /// `x-ratelimit-limit-requests`: requests allowed per window.
@@ -126,6 +127,20 @@ pub struct RateLimitInfo {
     pub reset_requests: Option<Duration>,
     /// `x-ratelimit-reset-tokens`: time until the token quota is full again.
     pub reset_tokens: Option<Duration>,
+    /// Input tokens allowed per window, limited apart from the total (Anthropic's ITPM,
+    /// `anthropic-ratelimit-input-tokens-limit`); OpenAI states none.
+    pub limit_input_tokens: Option<u64>,
+    /// Input tokens left in the current window.
+    pub remaining_input_tokens: Option<u64>,
+    /// Time until the input-token quota is full again.
+    pub reset_input_tokens: Option<Duration>,
+    /// Output tokens allowed per window (Anthropic's OTPM,
+    /// `anthropic-ratelimit-output-tokens-limit`); OpenAI states none.
+    pub limit_output_tokens: Option<u64>,
+    /// Output tokens left in the current window.
+    pub remaining_output_tokens: Option<u64>,
+    /// Time until the output-token quota is full again.
+    pub reset_output_tokens: Option<Duration>,
 }
 
 impl RateLimitInfo {
@@ -142,12 +157,36 @@ impl RateLimitInfo {
             remaining_tokens: count(&REMAINING_TOKENS),
             reset_requests: duration(&RESET_REQUESTS),
             reset_tokens: duration(&RESET_TOKENS),
+            ..RateLimitInfo::default()
         }
     }
 
     /// Whether no rate-limit header was found.
     pub fn is_empty(&self) -> bool {
         *self == RateLimitInfo::default()
+    }
+
+    /// `(limit, remaining, reset)` of each quota, in the order requests, tokens, input
+    /// tokens, output tokens: what a rate limiter learns from, one quota at a time.
+    pub fn quotas(&self) -> [(Option<u64>, Option<u64>, Option<Duration>); 4] {
+        [
+            (
+                self.limit_requests,
+                self.remaining_requests,
+                self.reset_requests,
+            ),
+            (self.limit_tokens, self.remaining_tokens, self.reset_tokens),
+            (
+                self.limit_input_tokens,
+                self.remaining_input_tokens,
+                self.reset_input_tokens,
+            ),
+            (
+                self.limit_output_tokens,
+                self.remaining_output_tokens,
+                self.reset_output_tokens,
+            ),
+        ]
     }
 }
 
@@ -388,6 +427,7 @@ mod tests {
                 remaining_tokens: Some(29_999_976),
                 reset_requests: Some(ms(6)),
                 reset_tokens: Some(Duration::ZERO),
+                ..RateLimitInfo::default()
             }
         );
         assert!(!RateLimitInfo::from_headers(&h).is_empty());

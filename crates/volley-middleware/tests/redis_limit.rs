@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tower::{ServiceBuilder, ServiceExt as _};
-use volley_core::{Request, RequestId};
+use volley_core::{Body, Dialect, Request, RequestId, Response, Timings};
 use volley_middleware::rate_limit::{
     Cost, FailureMode, Limits, Observation, RateLimitLayer, RateLimiter, RedisLimiter,
     RedisLimiterStats, SharedLimits,
@@ -336,6 +336,115 @@ async fn four_processes_share_a_tpm_limit_settled_with_real_usage() {
     // One-sided, as for requests.
     assert_within_limit(&sends, per_request as f64, 2_000.0, 2_000.0);
     mock.shutdown().await;
+}
+
+#[ignore = "needs Redis: REDIS_URL"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_an_input_token_limit() {
+    let url = require_redis!();
+    // Anthropic's ITPM alone: 60 000 input tokens a minute, 1 000 a second, burst 1 000.
+    let limits = Limits::per_minute().input_tokens(60_000);
+    let options = SharedLimits::new(RedisOptions::new(url), limits).prefix(unique_prefix("itpm"));
+    let prompt = "word ".repeat(100);
+    let body = format!(
+        r#"{{"model":"claude","max_tokens":16,"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
+    );
+    let request = || {
+        Request::post("/messages", body.clone())
+            .unwrap()
+            .with_dialect(Dialect::Anthropic)
+    };
+    // What each request is debited up front (its prompt's estimate), and what it reports.
+    let cost = Cost::split_of(&request()).input_tokens;
+    assert!((50..500).contains(&cost), "estimate {cost}");
+    let answer = Bytes::from(format!(
+        r#"{{"id":"msg_1","type":"message","role":"assistant","content":[],"usage":{{"input_tokens":{cost},"output_tokens":5}}}}"#
+    ));
+    // Two processes of four callers, six requests each: about 5 000 tokens, four seconds
+    // after the burst.
+    const PER_CALLER: usize = 6;
+    let sends = Arc::new(Mutex::new(Vec::new()));
+    let mut processes = Vec::new();
+    for _ in 0..2 {
+        let limiter = RedisLimiter::connect(options.clone()).await.unwrap();
+        assert!(limiter.splits_tokens());
+        let (sends, answer) = (sends.clone(), answer.clone());
+        let inner = tower::service_fn(move |request: Request| {
+            sends.lock().unwrap().push(Instant::now());
+            let response = Response::new(
+                http::StatusCode::OK,
+                http::HeaderMap::new(),
+                Body::Full(answer.clone()),
+                Timings::start(),
+                request.id(),
+            );
+            async move { Ok::<_, volley_core::Error>(response) }
+        });
+        let svc = ServiceBuilder::new()
+            .layer(RateLimitLayer::with_limiter(limiter))
+            .service(inner);
+        for _ in 0..4 {
+            let svc = svc.clone();
+            let requests: Vec<Request> = (0..PER_CALLER).map(|_| request()).collect();
+            processes.push(tokio::spawn(async move {
+                for request in requests {
+                    let response = svc.clone().oneshot(request).await.unwrap();
+                    response.bytes().await.unwrap();
+                }
+            }));
+        }
+    }
+    for process in processes {
+        process.await.unwrap();
+    }
+    let mut sends = sends.lock().unwrap().clone();
+    sends.sort();
+    assert_eq!(sends.len(), 2 * 4 * PER_CALLER);
+    eprintln!(
+        "{} requests of {cost} input tokens in {:.2?}",
+        sends.len(),
+        sends.last().unwrap().duration_since(sends[0])
+    );
+    // One-sided: never above the limit and its burst over any stretch.
+    assert_within_limit(&sends, cost as f64, 1_000.0, 1_000.0);
+}
+
+#[ignore = "needs Redis: REDIS_URL"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_learned_by_one_process_paces_the_other() {
+    let url = require_redis!();
+    // Nothing given: both limits learned from the provider's headers.
+    let options =
+        SharedLimits::new(RedisOptions::new(url), Limits::auto()).prefix(unique_prefix("learned"));
+    let a = RedisLimiter::connect(options.clone()).await.unwrap();
+    let b = RedisLimiter::connect(options).await.unwrap();
+    assert!(a.learns() && b.learns());
+    let one = Cost {
+        requests: 1,
+        ..Cost::ZERO
+    };
+    a.acquire(RequestId::from_u64(1), one).await.unwrap();
+    // A's first answer: 600 a minute (10 a second, burst 10).
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-ratelimit-limit-requests", 600.into());
+    headers.insert("x-ratelimit-remaining-requests", 599.into());
+    headers.insert("x-ratelimit-reset-requests", "100ms".parse().unwrap());
+    a.observe(&Observation::from_headers(&headers));
+    assert_eq!(a.learned(), (Some(600), None));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // B never saw a header, and enforces the same limit.
+    let mut sends = Vec::new();
+    for i in 0..30 {
+        b.acquire(RequestId::from_u64(10 + i), one).await.unwrap();
+        sends.push(Instant::now());
+    }
+    assert_eq!(b.learned(), (Some(600), None));
+    eprintln!(
+        "30 requests in {:.2?}",
+        sends.last().unwrap().duration_since(sends[0])
+    );
+    // One-sided: never above the learned limit and its burst.
+    assert_within_limit(&sends, 1.0, 10.0, 10.0);
 }
 
 // ---------------------------------------------------------------------------------------------

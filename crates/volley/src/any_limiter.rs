@@ -61,6 +61,13 @@ impl RateLimiter for AnyLimiter {
         }
     }
 
+    fn for_request(&self, request: &volley_core::Request) -> AnyLimiter {
+        match self {
+            AnyLimiter::Local(limiter) => AnyLimiter::Local(limiter.for_request(request)),
+            AnyLimiter::Redis(limiter) => AnyLimiter::Redis(limiter.for_request(request)),
+        }
+    }
+
     fn splits_tokens(&self) -> bool {
         match self {
             AnyLimiter::Local(limiter) => limiter.splits_tokens(),

@@ -29,7 +29,7 @@ pub(crate) fn learned_tokens(limiter: &SlotLimiter) -> bool {
 pub(crate) fn learned_tokens(limiter: &SlotLimiter) -> bool {
     match limiter {
         SlotLimiter::Local(limiter) => limiter.counts_tokens(),
-        SlotLimiter::Redis(_) => false,
+        SlotLimiter::Redis(limiter) => limiter.counts_tokens(),
     }
 }
 
@@ -44,7 +44,7 @@ pub(crate) fn learned_limits(limiter: &SlotLimiter) -> (Option<u64>, Option<u64>
 pub(crate) fn learned_limits(limiter: &SlotLimiter) -> (Option<u64>, Option<u64>) {
     match limiter {
         SlotLimiter::Local(limiter) => limiter.learned(),
-        SlotLimiter::Redis(_) => (None, None),
+        SlotLimiter::Redis(limiter) => limiter.learned(),
     }
 }
 
@@ -217,39 +217,13 @@ impl RateLimitSetting {
                 tpm,
                 input_tpm,
                 output_tpm,
-            } => {
-                let mut limits = Limits::auto()
-                    .learn_requests(rpm.is_none())
-                    .learn_tokens(tpm.is_none());
-                if let Some(rpm) = rpm.filter(|n| *n > 0) {
-                    limits = limits.requests(rpm);
-                }
-                if let Some(tpm) = tpm.filter(|n| *n > 0) {
-                    limits = limits.tokens(tpm);
-                }
-                if let Some(n) = input_tpm.filter(|n| *n > 0) {
-                    limits = limits.input_tokens(n);
-                }
-                if let Some(n) = output_tpm.filter(|n| *n > 0) {
-                    limits = limits.output_tokens(n);
-                }
-                Some(limits)
-            }
+            } => Limits::from_settings(rpm, tpm, input_tpm, output_tpm),
             RateLimitSetting::Limits(limits) => Some(limits),
         };
-        let Some(limits) = limits else {
+        // rpm(0) and tpm(0), or rate_limits(..) of nothing: nothing to limit or learn.
+        let Some(limits) = limits.filter(Limits::is_active) else {
             return Ok((None, false));
         };
-        let learns = limits.learns_requests() || limits.learns_tokens();
-        if limits.requests_per_minute().is_none()
-            && limits.tokens_per_minute().is_none()
-            && limits.input_tokens_per_minute().is_none()
-            && limits.output_tokens_per_minute().is_none()
-            && !learns
-        {
-            // rpm(0) and tpm(0): nothing to limit or learn.
-            return Ok((None, false));
-        }
         let counts_tokens = limits.tokens_per_minute().is_some();
         let limiter = SlotLimiter::from(LocalLimiter::new(limits)?);
         Ok((Some(RateLimitLayer::with_limiter(limiter)), counts_tokens))

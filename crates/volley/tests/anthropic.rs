@@ -180,3 +180,46 @@ async fn the_official_python_sdk_reads_the_mock() {
     assert!(stdout.contains("sdk ok"), "{stdout}");
     assert!(server.stats().requests_total >= 4);
 }
+
+/// A server that enforces 1 200 requests and 120 000 tokens a minute and states them in
+/// `anthropic-ratelimit-*` headers; no limit given: both are learned (after the slow start),
+/// and at most 5 % of the attempts are answered 429. Counts, never times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_learned_from_anthropic_headers() {
+    let server = MockServer::start(MockConfig {
+        rate_limits: volley_mock::RateLimits {
+            rpm: Some(1_200),
+            tpm: Some(120_000),
+            ..volley_mock::RateLimits::NONE
+        },
+        ..config()
+    })
+    .await
+    .unwrap();
+    let client = client(&server, KEY);
+    let lines = 120;
+    let results: Vec<_> = futures_util::stream::iter(0..lines)
+        .map(|i| {
+            let client = client.clone();
+            async move { client.messages(&request(&format!("line {i}"))).await }
+        })
+        .buffer_unordered(128)
+        .collect()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let stats = server.stats();
+    eprintln!(
+        "{lines} lines: {failed} failed; {} attempts, {} 429s; learned {:?}",
+        stats.requests_total,
+        stats.rate_limited,
+        client.learned_rate_limits()
+    );
+    assert_eq!(failed, 0);
+    assert_eq!(client.learned_rate_limits(), (Some(1_200), Some(120_000)));
+    assert!(
+        stats.rate_limited * 20 <= stats.requests_total,
+        "{} of {} attempts were 429s",
+        stats.rate_limited,
+        stats.requests_total
+    );
+}

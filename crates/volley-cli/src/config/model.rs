@@ -282,13 +282,13 @@ settings! {
         tpm: Limit<u64> [Option<u64>] = Limit(None),
         /// Input tokens per minute, apart from --tpm (Anthropic's ITPM): each request pays its
         /// prompt estimate, settled with the input tokens the answer reports (cache reads do
-        /// not count); not shared through Redis yet; 0 for none [default: none; shown as
-        /// auto].
+        /// not count); shared through Redis with --shared-limit; 0 for none [default: none;
+        /// shown as auto].
         #[arg(long, value_name = "T")]
         input_tpm: Limit<u64> [Option<u64>] = Limit(None),
         /// Output tokens per minute (Anthropic's OTPM): each request pays its max_tokens,
-        /// settled with the output tokens the answer reports; not shared through Redis yet; 0
-        /// for none [default: none; shown as auto].
+        /// settled with the output tokens the answer reports; shared through Redis with
+        /// --shared-limit; 0 for none [default: none; shown as auto].
         #[arg(long, value_name = "T")]
         output_tpm: Limit<u64> [Option<u64>] = Limit(None),
         /// Cache successful responses: "memory" (256 MiB, kept 24 h), "disk:PATH" (a database
@@ -297,9 +297,10 @@ settings! {
         /// key; kept 7 days) or "off" [default: off].
         #[arg(long, value_name = "SPEC")]
         cache: CacheSpec [Option<String>] = CacheSpec::Off,
-        /// Share the rate limits (--rpm, --tpm) with every volley process that uses this
-        /// Redis, the same --shared-prefix and the same API key, e.g. redis://10.0.0.5:6379,
-        /// or redis://:PASSWORD@HOST:PORT (the password is never printed; VOLLEY_SHARED_LIMIT
+        /// Share the rate limits (--rpm, --tpm, --input-tpm, --output-tpm, and those learned
+        /// from the provider's headers) with every volley process that uses this Redis, the
+        /// same --shared-prefix and the same API key, e.g. redis://10.0.0.5:6379, or
+        /// redis://:PASSWORD@HOST:PORT (the password is never printed; VOLLEY_SHARED_LIMIT
         /// keeps it off the command line); "off" turns a profile's off [default: off].
         #[arg(long, value_name = "URL")]
         shared_limit: SharedLimitSpec [Option<String>] = SharedLimitSpec::Off,

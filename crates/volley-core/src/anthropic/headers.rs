@@ -78,16 +78,30 @@ impl AnthropicRateLimits {
         }
     }
 
-    /// The requests and (combined) tokens quotas in the dialect-neutral shape the rate
-    /// limiter learns from.
+    /// The quotas in the dialect-neutral shape the rate limiter learns from: requests, input
+    /// tokens and output tokens, each its own limit.
+    ///
+    /// `anthropic-ratelimit-tokens-*` is "the most restrictive token limit in effect": its
+    /// limit is the input- or the output-token limit, whichever binds, not a limit on input
+    /// and output together. So when either of those is stated, the combined one is reported
+    /// without its limit (its `remaining: 0` still says a token quota is used up); only a
+    /// server that states nothing else (a gateway, volley-mock) has its combined limit
+    /// learned as a total.
     pub fn info(&self) -> RateLimitInfo {
+        let split = self.input_tokens.limit.is_some() || self.output_tokens.limit.is_some();
         RateLimitInfo {
             limit_requests: self.requests.limit,
-            limit_tokens: self.tokens.limit,
+            limit_tokens: self.tokens.limit.filter(|_| !split),
             remaining_requests: self.requests.remaining,
             remaining_tokens: self.tokens.remaining,
             reset_requests: self.requests.reset,
             reset_tokens: self.tokens.reset,
+            limit_input_tokens: self.input_tokens.limit,
+            remaining_input_tokens: self.input_tokens.remaining,
+            reset_input_tokens: self.input_tokens.reset,
+            limit_output_tokens: self.output_tokens.limit,
+            remaining_output_tokens: self.output_tokens.remaining,
+            reset_output_tokens: self.output_tokens.reset,
         }
     }
 }
@@ -229,5 +243,66 @@ mod tests {
         assert_eq!(limits.output_tokens, Quota::default());
         let info = limits.info();
         assert_eq!((info.limit_requests, info.limit_tokens), (Some(50), None));
+        assert_eq!(info.limit_input_tokens, Some(30_000));
+        assert_eq!(info.limit_output_tokens, None);
+    }
+
+    #[test]
+    fn input_and_output_token_limits_are_learned_apart_from_the_combined_one() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_709_208_000);
+        let h: HeaderMap = [
+            ("anthropic-ratelimit-requests-limit", "4000"),
+            ("anthropic-ratelimit-requests-remaining", "3999"),
+            (
+                "anthropic-ratelimit-requests-reset",
+                "2024-02-29T12:00:00.015Z",
+            ),
+            ("anthropic-ratelimit-tokens-limit", "80000"),
+            ("anthropic-ratelimit-tokens-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", "2024-02-29T12:00:02Z"),
+            ("anthropic-ratelimit-input-tokens-limit", "400000"),
+            ("anthropic-ratelimit-input-tokens-remaining", "399000"),
+            (
+                "anthropic-ratelimit-input-tokens-reset",
+                "2024-02-29T12:00:00.150Z",
+            ),
+            ("anthropic-ratelimit-output-tokens-limit", "80000"),
+            ("anthropic-ratelimit-output-tokens-remaining", "0"),
+            (
+                "anthropic-ratelimit-output-tokens-reset",
+                "2024-02-29T12:00:02+00:00",
+            ),
+            ("retry-after", "2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (HeaderName::from_static(k), v.parse().unwrap()))
+        .collect();
+        let info = AnthropicRateLimits::from_headers(&h, now).info();
+        assert_eq!(
+            info,
+            RateLimitInfo {
+                limit_requests: Some(4_000),
+                remaining_requests: Some(3_999),
+                reset_requests: Some(Duration::from_millis(15)),
+                // The combined quota names no limit of its own here, only that one is empty.
+                limit_tokens: None,
+                remaining_tokens: Some(0),
+                reset_tokens: Some(Duration::from_secs(2)),
+                limit_input_tokens: Some(400_000),
+                remaining_input_tokens: Some(399_000),
+                reset_input_tokens: Some(Duration::from_millis(150)),
+                limit_output_tokens: Some(80_000),
+                remaining_output_tokens: Some(0),
+                reset_output_tokens: Some(Duration::from_secs(2)),
+            }
+        );
+        // A server that states only the combined quota (a gateway, volley-mock): learned as
+        // the total.
+        let combined: HeaderMap = [("anthropic-ratelimit-tokens-limit", "90000")]
+            .into_iter()
+            .map(|(k, v)| (HeaderName::from_static(k), v.parse().unwrap()))
+            .collect();
+        let info = AnthropicRateLimits::from_headers(&combined, now).info();
+        assert_eq!(info.limit_tokens, Some(90_000));
     }
 }

@@ -63,6 +63,7 @@ where
         request: Request,
         wait: Histogram,
     ) -> ResponseFuture<S, L> {
+        let limiter = limiter.for_request(&request);
         let cost = if limiter.splits_tokens() {
             super::Cost::split_of(&request)
         } else {

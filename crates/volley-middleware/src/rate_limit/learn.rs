@@ -213,6 +213,63 @@ mod tests {
         assert_eq!(limiter.learned(), (None, Some(90_000)));
     }
 
+    /// An Anthropic answer's headers: 4 000 requests, 400 000 input and 6 000 output tokens
+    /// a minute (the output tokens the most restrictive, so the combined quota shows them).
+    fn anthropic_headers() -> Observation {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("anthropic-ratelimit-requests-limit", "4000"),
+            ("anthropic-ratelimit-requests-remaining", "3999"),
+            ("anthropic-ratelimit-tokens-limit", "6000"),
+            ("anthropic-ratelimit-tokens-remaining", "5990"),
+            ("anthropic-ratelimit-input-tokens-limit", "400000"),
+            ("anthropic-ratelimit-input-tokens-remaining", "399900"),
+            ("anthropic-ratelimit-output-tokens-limit", "6000"),
+            ("anthropic-ratelimit-output-tokens-remaining", "5990"),
+        ] {
+            headers.insert(name, value.parse().unwrap());
+        }
+        Observation::from_headers_in(volley_core::Dialect::Anthropic, &headers)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn anthropic_requests_input_and_output_tokens_are_learned_apart() {
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        assert!(!limiter.splits_tokens());
+        limiter.acquire(id(), ONE).await.unwrap();
+        limiter.observe(&anthropic_headers());
+        // The combined quota's limit is the output tokens', not a total: not learned.
+        assert_eq!(limiter.learned(), (Some(4_000), None));
+        assert_eq!(limiter.learned_split(), (Some(400_000), Some(6_000)));
+        assert!(limiter.splits_tokens());
+        assert!(!limiter.counts_tokens());
+        // 6 000 output tokens a minute: 100 a second, a burst of 100 (less the jitter
+        // margin's 2.5). Requests of 50 output tokens: one at once, then one per 0.5 s.
+        let fifty = Cost {
+            requests: 1,
+            output_tokens: 50,
+            ..Cost::ZERO
+        };
+        let mut waiting: Vec<_> = (0..6).map(|_| limiter.acquire(id(), fifty)).collect();
+        let mut ready = 0;
+        for w in &mut waiting {
+            ready += usize::from(done_after(w, Duration::ZERO).await);
+        }
+        assert_eq!(ready, 1, "the burst holds one request of 50, not two");
+        // The others about one per 0.5 s (50 tokens at 100 a second, less the headroom):
+        // the second once the burst, less the margin, holds 50 again, at 30 ms.
+        let start = tokio::time::Instant::now();
+        for (k, w) in waiting.iter_mut().enumerate().skip(1) {
+            let due = Duration::from_micros(30_000 + (k as u64 - 1) * 502_513);
+            let before = (start + due - Duration::from_millis(20)) - tokio::time::Instant::now();
+            assert!(!done_after(w, before).await, "request {k} before {due:?}");
+            assert!(
+                done_after(w, Duration::from_millis(30)).await,
+                "request {k} at {due:?}"
+            );
+        }
+    }
+
     #[test]
     fn per_minute_rounds_down_and_never_reaches_zero() {
         assert_eq!(per_minute(600, Duration::from_secs(60)), 600);

@@ -55,6 +55,16 @@ pub trait RateLimiter: Clone + Send + Sync + 'static {
         false
     }
 
+    /// The limiter that paces `request`: itself, or, for a limiter that keeps limits per
+    /// model ([`Limits::learn_per_model`](super::Limits::learn_per_model)), the one of the
+    /// model the request names. The layer asks once per request, before
+    /// [`acquire`](Self::acquire), and hands the grant and what the answer says to the limiter
+    /// returned. Default: a clone of itself.
+    fn for_request(&self, request: &Request) -> Self {
+        let _ = request;
+        self.clone()
+    }
+
     /// Whether this limiter limits input and output tokens apart (Anthropic's ITPM and
     /// OTPM), so that [`Cost::input_tokens`] and [`Cost::output_tokens`] must be estimated
     /// (the request's [`Dialect`] reads its body once). Default `false`.
@@ -224,9 +234,18 @@ impl Observation {
     /// Whether this can change a limiter's state: a 429, or a quota reported as used up.
     /// Anything else is skipped without taking a lock.
     pub fn is_relevant(&self) -> bool {
-        self.rate_limited
-            || self.info.remaining_requests == Some(0)
-            || self.info.remaining_tokens == Some(0)
+        self.rate_limited || self.info.remaining_requests == Some(0) || self.token_quota_empty()
+    }
+
+    /// Whether a token quota is reported used up: the total, the input or the output tokens.
+    fn token_quota_empty(&self) -> bool {
+        let info = &self.info;
+        [
+            info.remaining_tokens,
+            info.remaining_input_tokens,
+            info.remaining_output_tokens,
+        ]
+        .contains(&Some(0))
     }
 
     /// Which of the provider's quotas this says are used up, for every limiter to empty the
@@ -234,7 +253,9 @@ impl Observation {
     /// means one of them is, without saying which, so then both are.
     pub(crate) fn empty_quotas(&self) -> EmptyQuotas {
         let requests = self.info.remaining_requests == Some(0);
-        let tokens = self.info.remaining_tokens == Some(0);
+        // Every token bucket is emptied by any empty token quota: the limiter does not keep
+        // them apart (an input-token quota used up also holds back the output tokens).
+        let tokens = self.token_quota_empty();
         let unnamed = self.rate_limited && !requests && !tokens;
         EmptyQuotas {
             requests: requests || unnamed,

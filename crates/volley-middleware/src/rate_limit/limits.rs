@@ -50,6 +50,7 @@ pub struct Limits {
     pub(super) refund_unused: bool,
     pub(super) learn_requests: bool,
     pub(super) learn_tokens: bool,
+    pub(super) per_model: bool,
     pub(super) input_tokens: Option<u64>,
     pub(super) output_tokens: Option<u64>,
 }
@@ -68,6 +69,7 @@ impl Limits {
             refund_unused: true,
             learn_requests: false,
             learn_tokens: false,
+            per_model: false,
             input_tokens: None,
             output_tokens: None,
         }
@@ -86,29 +88,58 @@ impl Limits {
     /// assert!(limits.learns_tokens());
     /// ```
     pub fn auto() -> Limits {
-        Limits::per_minute().learn_requests(true).learn_tokens(true)
+        Limits::per_minute()
+            .learn_requests(true)
+            .learn_tokens(true)
+            .learn_per_model(true)
     }
 
-    /// The per-minute limit of `rpm` requests and `tpm` tokens, either of which may be
-    /// absent; `None` when both are. The one place where the shorthand settings (the
-    /// builder's `rpm`/`tpm`, the CLI's `--rpm`/`--tpm`) become a [`Limits`].
+    /// The limits of the shorthand settings (the builder's `rpm`/`tpm`/`input_tpm`/
+    /// `output_tpm`, the CLI's `--rpm`/`--tpm`/`--input-tpm`/`--output-tpm`), in one place:
+    /// a request or token limit left out (`None`) is learned from the provider's headers,
+    /// `Some(0)` is none and not learned; input and output token limits are never learned (0
+    /// or `None` is none). `None` when nothing is limited or learned.
     ///
     /// ```
     /// use volley_middleware::rate_limit::Limits;
     ///
-    /// let limits = Limits::from_rates(Some(600), None).unwrap();
+    /// let limits = Limits::from_settings(Some(600), None, None, None).unwrap();
     /// assert_eq!(limits.requests_per_minute(), Some(600));
-    /// assert_eq!(limits.tokens_per_minute(), None);
-    /// assert!(Limits::from_rates(None, None).is_none());
+    /// assert!(limits.learns_tokens() && !limits.learns_requests());
+    /// assert!(Limits::from_settings(Some(0), Some(0), None, Some(0)).is_none());
     /// ```
-    pub fn from_rates(rpm: Option<u32>, tpm: Option<u64>) -> Option<Limits> {
-        if rpm.is_none() && tpm.is_none() {
-            return None;
+    pub fn from_settings(
+        rpm: Option<u32>,
+        tpm: Option<u64>,
+        input_tpm: Option<u64>,
+        output_tpm: Option<u64>,
+    ) -> Option<Limits> {
+        let mut limits = Limits::auto()
+            .learn_requests(rpm.is_none())
+            .learn_tokens(tpm.is_none());
+        if let Some(n) = rpm.filter(|n| *n > 0) {
+            limits = limits.requests(n);
         }
-        let mut limits = Limits::per_minute();
-        limits.requests = rpm.map(u64::from);
-        limits.tokens = tpm;
-        Some(limits)
+        if let Some(n) = tpm.filter(|n| *n > 0) {
+            limits = limits.tokens(n);
+        }
+        if let Some(n) = input_tpm.filter(|n| *n > 0) {
+            limits = limits.input_tokens(n);
+        }
+        if let Some(n) = output_tpm.filter(|n| *n > 0) {
+            limits = limits.output_tokens(n);
+        }
+        limits.is_active().then_some(limits)
+    }
+
+    /// Whether these limits limit or learn anything.
+    pub fn is_active(&self) -> bool {
+        self.requests_per_minute().is_some()
+            || self.tokens_per_minute().is_some()
+            || self.input_tokens_per_minute().is_some()
+            || self.output_tokens_per_minute().is_some()
+            || self.learns_requests()
+            || self.learns_tokens()
     }
 
     /// Requests per minute (RPM); every request costs one. Must be at least 1. Default: no
@@ -222,11 +253,36 @@ impl Limits {
 
     /// Whether a token limit is learned from `x-ratelimit-limit-tokens` when none is given, as
     /// [`learn_requests`](Self::learn_requests) does for requests. Requests cost their
-    /// [`estimated_tokens`](volley_core::Request::estimated_tokens) once it is known. Default
-    /// `false` ([`Limits::auto`]: `true`).
+    /// [`estimated_tokens`](volley_core::Request::estimated_tokens) once it is known. The
+    /// input- and output-token limits a provider states apart (Anthropic's
+    /// `anthropic-ratelimit-input-tokens-limit` and `-output-tokens-limit`) are learned with
+    /// it, each unless given ([`input_tokens`](Self::input_tokens),
+    /// [`output_tokens`](Self::output_tokens)). Default `false` ([`Limits::auto`]: `true`).
     pub fn learn_tokens(mut self, learn: bool) -> Limits {
         self.learn_tokens = learn;
         self
+    }
+
+    /// Whether an in-process limiter learns a limit per model (the request body's `"model"`):
+    /// OpenAI and Anthropic limit each model apart, so requests for `gpt-4o-mini` and
+    /// `gpt-4o` each learn, and are paced by, their own limits, each model with its own slow
+    /// start. Only when every limit is learned (none given): a given limit is the key's, shared
+    /// by every model. A shared limiter (`RedisLimiter`) keeps one learned limit per
+    /// credential whatever this says. Default `false` ([`Limits::auto`]: `true`).
+    pub fn learn_per_model(mut self, per_model: bool) -> Limits {
+        self.per_model = per_model;
+        self
+    }
+
+    /// Whether limits are learned per model: asked for, something is learned, and no limit
+    /// is given.
+    pub fn learns_per_model(&self) -> bool {
+        self.per_model
+            && (self.learn_requests || self.learn_tokens)
+            && self.requests.is_none()
+            && self.tokens.is_none()
+            && self.input_tokens.is_none()
+            && self.output_tokens.is_none()
     }
 
     /// Whether the request limit is learned: asked for, and none given.
@@ -237,6 +293,17 @@ impl Limits {
     /// Whether the token limit is learned: asked for, and none given.
     pub fn learns_tokens(&self) -> bool {
         self.learn_tokens && self.tokens.is_none()
+    }
+
+    /// Which limits are learned, in the order requests, tokens, input tokens, output tokens:
+    /// asked for, and none given.
+    pub(crate) fn learned_dimensions(&self) -> [bool; 4] {
+        [
+            self.learns_requests(),
+            self.learns_tokens(),
+            self.learn_tokens && self.input_tokens.is_none(),
+            self.learn_tokens && self.output_tokens.is_none(),
+        ]
     }
 
     /// The request limit per minute, if any.

@@ -1,7 +1,7 @@
 //! [`LocalLimiter`]: the in-process limiter, a FIFO GCRA on tokio's clock.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use volley_core::{Error, ErrorKind, RequestId};
 
 use super::gcra::Gcra;
 use super::learn::{infer_window, per_minute};
+use super::per_model::Models;
 use super::{Cost, Grant, Limits, LocalAcquire, Observation, RateLimiter};
 
 /// Requests and tokens per minute in this process: a GCRA per limit, with reservations served
@@ -24,7 +25,7 @@ use super::{Cost, Grant, Limits, LocalAcquire, Observation, RateLimiter};
 /// Must be used within a tokio runtime (it sleeps on tokio's timer, so paused time drives it).
 #[derive(Clone)]
 pub struct LocalLimiter {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 pub(super) struct Shared {
@@ -43,21 +44,20 @@ pub(super) struct Shared {
     /// compare it with the value they saw when they reserved. Only grows; written under the
     /// state lock, read without it.
     pub(super) shift: AtomicU64,
-    /// The `x-ratelimit-limit-*` values last learned (0: none yet), compared without the lock
-    /// on every answer.
-    learned_requests: AtomicU64,
-    learned_tokens: AtomicU64,
-    /// The learned token limit per minute (0: none), which caps a settlement as a given one
-    /// does.
-    learned_tokens_per_minute: AtomicU64,
-    /// The learned request limit per minute (0: none), for display.
-    learned_requests_per_minute: AtomicU64,
-    /// Whether a token limit has been learned, so requests need a token estimate.
-    counts_tokens: AtomicBool,
+    /// Which limits are learned: requests, tokens, input tokens, output tokens.
+    learns: [bool; 4],
+    /// The `*-limit` header values last learned, in that order (0: none yet), compared without
+    /// the lock on every answer.
+    learned_headers: [AtomicU64; 4],
+    /// The learned limits per minute (0: none): a learned token limit caps a settlement as a
+    /// given one does, and asks for token estimates.
+    learned_per_minute: [AtomicU64; 4],
     /// The slow start while limits are learned: [`PROBE_WINDOW`] probes until the first
     /// answer (or error) is observed; then the semaphore is closed, which lets everyone through. `None`
     /// when nothing is learned.
     pub(super) gate: Option<Arc<Semaphore>>,
+    /// The limiters of the models seen, when limits are learned per model.
+    pub(super) models: Option<Models>,
 }
 
 /// How many requests go before the first answer while limits are learned: a small window, as
@@ -101,7 +101,8 @@ impl LocalLimiter {
             output: gcra(resolved.output),
             paused_until: 0,
         };
-        let learns = limits.learns_requests() || limits.learns_tokens();
+        let learns = limits.learned_dimensions();
+        let models = limits.learns_per_model().then(|| Models::new(&limits));
         Ok(LocalLimiter {
             shared: Arc::new(Shared {
                 max_requests: resolved.requests.map(|(limit, _)| limit),
@@ -112,30 +113,46 @@ impl LocalLimiter {
                 epoch: Instant::now(),
                 state: Mutex::new(state),
                 shift: AtomicU64::new(0),
-                learned_requests: AtomicU64::new(0),
-                learned_tokens: AtomicU64::new(0),
-                learned_tokens_per_minute: AtomicU64::new(0),
-                learned_requests_per_minute: AtomicU64::new(0),
-                counts_tokens: AtomicBool::new(false),
-                gate: learns.then(|| Arc::new(Semaphore::new(PROBE_WINDOW))),
+                learns,
+                learned_headers: Default::default(),
+                learned_per_minute: Default::default(),
+                gate: learns
+                    .contains(&true)
+                    .then(|| Arc::new(Semaphore::new(PROBE_WINDOW))),
+                models,
             }),
         })
     }
 
     /// Whether requests need a token estimate: a token limit is given, or has been learned.
     /// The `volley` facade estimates a prompt's tokens only then.
+    /// With limits learned per model: when any model's limiter does.
     pub fn counts_tokens(&self) -> bool {
-        self.shared.max_tokens.is_some() || self.shared.counts_tokens.load(Ordering::Relaxed)
+        self.shared.max_tokens.is_some() || self.learned_in(1).is_some()
     }
 
     /// The limits learned from the provider's headers so far, per minute: `(requests,
-    /// tokens)`, each `None` until learned (or when it is given, or not learned).
+    /// tokens)`, each `None` until learned (or when it is given, or not learned). With limits
+    /// learned per model, the lowest any model learned ([`for_model`](Self::for_model) gives
+    /// one model's).
     pub fn learned(&self) -> (Option<u64>, Option<u64>) {
-        let read = |a: &AtomicU64| Some(a.load(Ordering::Relaxed)).filter(|n| *n > 0);
-        (
-            read(&self.shared.learned_requests_per_minute),
-            read(&self.shared.learned_tokens_per_minute),
-        )
+        (self.learned_in(0), self.learned_in(1))
+    }
+
+    /// The input- and output-token limits learned so far, per minute (Anthropic's ITPM and
+    /// OTPM), as [`learned`](Self::learned) for requests and tokens.
+    pub fn learned_split(&self) -> (Option<u64>, Option<u64>) {
+        (self.learned_in(2), self.learned_in(3))
+    }
+
+    /// Dimension `d`'s learned limit here, or the lowest of every model's.
+    fn learned_in(&self, d: usize) -> Option<u64> {
+        let models = self.shared.models.iter().flat_map(Models::all);
+        models
+            .map(|limiter| limiter.shared.learned(d))
+            .chain([self.shared.learned(d)])
+            .flatten()
+            .min()
     }
 
     /// The limits this limiter enforces.
@@ -179,8 +196,15 @@ impl RateLimiter for LocalLimiter {
         self.shared.gate.is_some()
     }
 
+    fn for_request(&self, request: &volley_core::Request) -> LocalLimiter {
+        self.for_request_model(request)
+    }
+
     fn splits_tokens(&self) -> bool {
-        self.shared.max_input.is_some() || self.shared.max_output.is_some()
+        self.shared.max_input.is_some()
+            || self.shared.max_output.is_some()
+            || self.shared.learned(2).is_some()
+            || self.shared.learned(3).is_some()
     }
 
     fn settle_usage(&self, grant: Grant, usage: TokenUsage) {
@@ -231,34 +255,31 @@ impl Shared {
         LocalAcquire::waiting(shared.clone(), cost, now, at, shift_seen)
     }
 
+    /// A limit learned so far, per minute: dimension `d` in the order requests, tokens,
+    /// input tokens, output tokens.
+    fn learned(&self, d: usize) -> Option<u64> {
+        Some(self.learned_per_minute[d].load(Ordering::Relaxed)).filter(|n| *n > 0)
+    }
+
     /// Learns the limits an answer's headers state, when they are learned and changed.
     fn learn(&self, info: &RateLimitInfo) {
-        if self.limits.learns_requests()
-            && let Some(limit) = info.limit_requests.filter(|l| *l > 0)
-            && limit != self.learned_requests.load(Ordering::Relaxed)
-        {
-            let per_min =
-                self.apply_learned(false, limit, info.remaining_requests, info.reset_requests);
-            self.learned_requests.store(limit, Ordering::Relaxed);
-            self.learned_requests_per_minute
-                .store(per_min, Ordering::Relaxed);
-        }
-        if self.limits.learns_tokens()
-            && let Some(limit) = info.limit_tokens.filter(|l| *l > 0)
-            && limit != self.learned_tokens.load(Ordering::Relaxed)
-        {
-            let per_min = self.apply_learned(true, limit, info.remaining_tokens, info.reset_tokens);
-            self.learned_tokens.store(limit, Ordering::Relaxed);
-            self.learned_tokens_per_minute
-                .store(per_min, Ordering::Relaxed);
-            self.counts_tokens.store(true, Ordering::Relaxed);
+        for (d, (limit, remaining, reset)) in info.quotas().into_iter().enumerate() {
+            if self.learns[d]
+                && let Some(limit) = limit.filter(|l| *l > 0)
+                && limit != self.learned_headers[d].load(Ordering::Relaxed)
+            {
+                let per_min = self.apply_learned(d, limit, remaining, reset);
+                self.learned_headers[d].store(limit, Ordering::Relaxed);
+                self.learned_per_minute[d].store(per_min, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Puts a learned limit in force, keeping what was already sent; returns it per minute.
+    /// Puts a learned limit of dimension `d` in force, keeping what was already sent; returns
+    /// it per minute.
     fn apply_learned(
         &self,
-        tokens: bool,
+        d: usize,
         limit: u64,
         remaining: Option<u64>,
         reset: Option<Duration>,
@@ -269,11 +290,13 @@ impl Shared {
         let headroom = self.limits.headroom;
         let jitter = u64::try_from(self.limits.jitter_margin.as_nanos()).unwrap_or(u64::MAX);
         let now = self.now();
-        let mut state = self.lock();
-        let slot = if tokens {
-            &mut state.tokens
-        } else {
-            &mut state.requests
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let slot = match d {
+            0 => &mut state.requests,
+            1 => &mut state.tokens,
+            2 => &mut state.input,
+            _ => &mut state.output,
         };
         let mut gcra = match slot {
             Some(old) => old.relimit(per_min, burst, headroom, jitter),
@@ -285,8 +308,8 @@ impl Shared {
             gcra.hold(now, remaining);
         }
         *slot = Some(gcra);
-        drop(state);
-        let dimension = if tokens { "tokens" } else { "requests" };
+        drop(guard);
+        let dimension = ["requests", "tokens", "input_tokens", "output_tokens"][d];
         tracing::info!(
             dimension,
             limit,
@@ -307,10 +330,8 @@ fn settle(shared: &Shared, grant: Grant, actual_tokens: u64) {
         // A peer's number: a broken or hostile server may report any usage. No request can use
         // more than a whole minute's budget (larger ones are refused up front), so more is
         // charged as a minute's worth instead of wedging the bucket for years.
-        let learned = shared.learned_tokens_per_minute.load(Ordering::Relaxed);
-        let actual_tokens = match shared.max_tokens {
+        let actual_tokens = match shared.max_tokens.or(shared.learned(1)) {
             Some(limit) => actual_tokens.min(limit),
-            None if learned > 0 => actual_tokens.min(learned),
             None => actual_tokens,
         };
         if actual_tokens == estimated || (actual_tokens < estimated && !shared.limits.refund_unused)
@@ -335,8 +356,16 @@ fn settle(shared: &Shared, grant: Grant, actual_tokens: u64) {
 fn settle_split(shared: &Shared, grant: &Grant, usage: TokenUsage) {
     let cost = grant.cost();
     let dimensions = [
-        (shared.max_input, cost.input_tokens, usage.input),
-        (shared.max_output, cost.output_tokens, usage.output),
+        (
+            shared.max_input.or(shared.learned(2)),
+            cost.input_tokens,
+            usage.input,
+        ),
+        (
+            shared.max_output.or(shared.learned(3)),
+            cost.output_tokens,
+            usage.output,
+        ),
     ];
     if dimensions.iter().all(|(max, ..)| max.is_none()) {
         return;
@@ -473,33 +502,22 @@ impl Shared {
 
 /// The error for a cost above a whole minute's budget, which no wait can satisfy.
 fn too_large(id: RequestId, cost: Cost, shared: &Shared) -> Option<Error> {
-    let split = |needed: u64, limit: Option<u64>, what: &str| {
-        let limit = limit?;
-        (needed > limit).then(|| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "request {id} needs an estimated {} {what} tokens, more than the whole \
-                     {what}-tokens-per-minute budget of {}",
-                    group_digits(needed),
-                    group_digits(limit)
-                ),
-            )
-        })
-    };
-    too_large_for(id, cost, shared.max_requests, shared.max_tokens)
-        .or_else(|| split(cost.input_tokens, shared.max_input, "input"))
-        .or_else(|| split(cost.output_tokens, shared.max_output, "output"))
+    too_large_for(
+        id,
+        cost,
+        [
+            shared.max_requests,
+            shared.max_tokens,
+            shared.max_input,
+            shared.max_output,
+        ],
+    )
 }
 
-/// The error for a cost above the per-minute limits given, which no wait can satisfy; the
-/// shared limiter uses the same words.
-pub(super) fn too_large_for(
-    id: RequestId,
-    cost: Cost,
-    max_requests: Option<u64>,
-    max_tokens: Option<u64>,
-) -> Option<Error> {
+/// The error for a cost above the per-minute limits given (requests, tokens, input tokens,
+/// output tokens), which no wait can satisfy; the shared limiter uses the same words.
+pub(super) fn too_large_for(id: RequestId, cost: Cost, limits: [Option<u64>; 4]) -> Option<Error> {
+    let [max_requests, max_tokens, max_input, max_output] = limits;
     let check = |needed: u64, limit: Option<u64>, what: &str| {
         let limit = limit?;
         (needed > limit).then(|| {
@@ -514,8 +532,24 @@ pub(super) fn too_large_for(
             )
         })
     };
+    let split = |needed: u64, limit: Option<u64>, what: &str| {
+        let limit = limit?;
+        (needed > limit).then(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "request {id} needs an estimated {} {what} tokens, more than the whole \
+                     {what}-tokens-per-minute budget of {}",
+                    group_digits(needed),
+                    group_digits(limit)
+                ),
+            )
+        })
+    };
     check(cost.tokens, max_tokens, "tokens")
         .or_else(|| check(u64::from(cost.requests), max_requests, "requests"))
+        .or_else(|| split(cost.input_tokens, max_input, "input"))
+        .or_else(|| split(cost.output_tokens, max_output, "output"))
 }
 
 /// `150000` as `150 000`, for messages people read.

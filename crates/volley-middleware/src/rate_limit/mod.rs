@@ -68,7 +68,11 @@
 //!
 //! # Learning from the provider
 //!
-//! Every response's `x-ratelimit-*` headers are read (without allocating). When
+//! Every response's `x-ratelimit-*` headers are read (without allocating); Anthropic's
+//! `anthropic-ratelimit-*` are read for a request in that dialect, its input- and output-token
+//! limits learned as limits of their own (then requests are charged their input and output
+//! estimates apart, as with [`Limits::input_tokens`]), and its combined `tokens` quota, whose
+//! limit is whichever of those binds, not learned as a total. When
 //! `x-ratelimit-remaining-requests` or `-tokens` is 0, the provider's bucket is empty, and ours
 //! is emptied too (unless it is already lower); it then refills at the configured rate. The
 //! `x-ratelimit-reset-*` that comes with it is deliberately not waited for: OpenAI reports
@@ -77,6 +81,12 @@
 //! tokens have refilled; pausing until the reset would stall a saturated client for up to a
 //! minute each time. A provider that really resets in windows answers the early request with a
 //! 429, which is handled next.
+//!
+//! Providers limit each model apart, so with [`Limits::auto`] (no limit given) a
+//! [`LocalLimiter`] learns per model ([`Limits::learn_per_model`]): the layer asks it for the
+//! limiter of the model the request's body names ([`RateLimiter::for_request`]), and requests
+//! for `gpt-4o-mini` and `gpt-4o` each learn, and are paced by, their own limits, each model
+//! with its own slow start. A given limit is the key's, shared by every model.
 //!
 //! A 429 with `retry-after-ms` / `Retry-After` pauses every send until then, at most
 //! [`Limits::max_pause`] (60 s by default), and pushes back every request already waiting by
@@ -166,6 +176,7 @@ mod learn;
 mod limiter;
 mod limits;
 mod local;
+mod per_model;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod settle;

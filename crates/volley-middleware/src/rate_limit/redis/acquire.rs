@@ -59,7 +59,7 @@ impl RedisAcquire {
             metrics::counter!("volley_rate_limit_too_large_total").increment(1);
             return RedisAcquire(Inner::Failed(Some(error)));
         }
-        if shared.config.requests.is_none() && shared.config.tokens.is_none() {
+        if shared.config.dims().iter().all(Option::is_none) && !shared.config.learns() {
             return RedisAcquire(Inner::Ready(Some(Grant::new(cost, Duration::ZERO))));
         }
         let started = Instant::now();
@@ -101,7 +101,8 @@ fn local_acquire(
         requests: u32::try_from(cap(u64::from(cost.requests), limits.requests_per_minute()))
             .unwrap_or(u32::MAX),
         tokens: cap(cost.tokens, limits.tokens_per_minute()),
-        ..Cost::ZERO
+        input_tokens: cap(cost.input_tokens, limits.input_tokens_per_minute()),
+        output_tokens: cap(cost.output_tokens, limits.output_tokens_per_minute()),
     };
     shared.counters.local_grants.fetch_add(1, Ordering::Relaxed);
     Inner::Local {

@@ -152,6 +152,9 @@ impl SharedLimits {
         Ok(Config {
             requests: dim(resolved.requests),
             tokens: dim(resolved.tokens),
+            input: dim(resolved.input),
+            output: dim(resolved.output),
+            learn: self.limits.learned_dimensions(),
             key: self.key(),
             lease: self.lease,
             grace: self.limits.jitter_margin / 2,
@@ -181,6 +184,12 @@ impl fmt::Debug for SharedLimits {
 pub(super) struct Config {
     pub(super) requests: Option<Dim>,
     pub(super) tokens: Option<Dim>,
+    /// Input and output tokens, limited apart (Anthropic's ITPM and OTPM).
+    pub(super) input: Option<Dim>,
+    pub(super) output: Option<Dim>,
+    /// Which limits (requests, tokens, input tokens, output tokens) are learned from the
+    /// provider's headers, and shared through Redis once learned.
+    pub(super) learn: [bool; super::store::DIMS],
     pub(super) key: String,
     pub(super) lease: u32,
     /// How late a leased permit nobody has taken yet may still be used: half the jitter
@@ -194,6 +203,34 @@ pub(super) struct Config {
 }
 
 impl Config {
+    /// The limits in the order of the script's buckets: requests, tokens, input tokens,
+    /// output tokens.
+    pub(super) fn dims(&self) -> [Option<Dim>; super::store::DIMS] {
+        [self.requests, self.tokens, self.input, self.output]
+    }
+
+    /// Whether a limit is learned from the provider's headers.
+    pub(super) fn learns(&self) -> bool {
+        self.learn.contains(&true)
+    }
+
+    /// The limit in force for a learned per-minute `limit`, as the script computes it: a
+    /// second's worth of burst, with this configuration's headroom and jitter margin.
+    pub(super) fn learned_dim(&self, limit: u64) -> Dim {
+        Dim::new(
+            limit,
+            (limit / 60).max(1),
+            self.limits.headroom,
+            self.limits.jitter_margin,
+        )
+    }
+
+    /// Whether input and output tokens are limited apart (given), so requests need those
+    /// estimates.
+    pub(super) fn splits_tokens(&self) -> bool {
+        self.input.is_some() || self.output.is_some()
+    }
+
     /// The error for a cost above a whole minute's budget, which no wait can satisfy: the same
     /// words as the in-process limiter's.
     pub(super) fn too_large(
@@ -201,11 +238,16 @@ impl Config {
         id: volley_core::RequestId,
         cost: super::super::Cost,
     ) -> Option<Error> {
+        let limit = |d: Option<Dim>| d.map(|d| d.limit);
         super::super::local::too_large_for(
             id,
             cost,
-            self.requests.map(|d| d.limit),
-            self.tokens.map(|d| d.limit),
+            [
+                limit(self.requests),
+                limit(self.tokens),
+                limit(self.input),
+                limit(self.output),
+            ],
         )
     }
 
@@ -219,6 +261,9 @@ impl Config {
         limits.tokens = share(self.tokens.map(|d| d.limit));
         limits.burst_requests = share(self.requests.map(|d| d.burst));
         limits.burst_tokens = share(self.tokens.map(|d| d.burst));
+        // Their bursts are a second's worth of the share, as of any such limit.
+        limits.input_tokens = share(self.input.map(|d| d.limit));
+        limits.output_tokens = share(self.output.map(|d| d.limit));
         limits
     }
 }

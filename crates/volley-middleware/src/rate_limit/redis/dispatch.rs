@@ -15,7 +15,7 @@ use super::super::Cost;
 use super::config::FailureMode;
 use super::shared::{Assignment, FLUSH_DELAY, Pending, Queued, Shared, Slot, State};
 use super::stats::Counters;
-use super::store::{Call, MAX_WAIT_US, Reply};
+use super::store::{Call, DIMS, MAX_WAIT_US, Reply, units};
 
 /// Most reservations one round trip makes.
 const BATCH_MAX: usize = 512;
@@ -40,7 +40,9 @@ pub(super) struct Trip {
 }
 
 pub(super) enum Plan {
-    Trip(Trip),
+    /// Boxed: a trip carries four buckets' worth of report, and one allocation per round
+    /// trip is nothing next to the round trip.
+    Trip(Box<Trip>),
     Wait(Option<Instant>),
     Exit,
 }
@@ -56,6 +58,7 @@ impl Shared {
         if closed {
             self.return_pool(st);
         }
+        let gate_at = self.gate_deadline(st, now);
         if st.fallback {
             // Everything queued goes to the local limiter, in order.
             while let Some(queued) = st.queue.pop_front() {
@@ -74,9 +77,10 @@ impl Shared {
             let mut trip = self.trip(st, now, 0, 0);
             // What the processes sent locally during the outage is not in Redis: start the
             // shared buckets empty rather than full.
-            trip.call.empty[0] |= empty;
-            trip.call.empty[1] |= empty;
-            return Plan::Trip(trip);
+            for flag in &mut trip.call.empty {
+                *flag |= empty;
+            }
+            return Plan::Trip(Box::new(trip));
         }
         self.serve_from_pool(st, now);
         if let Some(at) = st.retry_at {
@@ -107,7 +111,7 @@ impl Shared {
         let sync_at = (st.horizon > now).then(|| st.last_heard + SYNC_INTERVAL);
         let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
         if queued > 0 || speculative > 0 || due(flush_at) || due(sync_at) {
-            return Plan::Trip(self.trip(st, now, queued, speculative));
+            return Plan::Trip(Box::new(self.trip(st, now, queued, speculative)));
         }
         if closed && st.queue.is_empty() {
             return Plan::Exit;
@@ -117,7 +121,10 @@ impl Shared {
             .pool
             .front()
             .map(|slot| slot.expires + Duration::from_millis(1));
-        let wake = [expiry, flush_at, sync_at].into_iter().flatten().min();
+        let wake = [expiry, flush_at, sync_at, gate_at]
+            .into_iter()
+            .flatten()
+            .min();
         Plan::Wait(wake)
     }
 
@@ -129,14 +136,20 @@ impl Shared {
             .drain(..queued)
             .filter(|q| !q.tx.is_closed())
             .collect();
-        let lease = Cost {
-            requests: 1,
-            tokens: if self.config.tokens.is_some() {
-                st.recent.iter().copied().max().unwrap_or(0)
+        // A leased permit carries the largest of the recent costs in each limited bucket.
+        let dims = self.dims_in_force(st);
+        let largest = |limited: bool, of: fn(&Cost) -> u64| {
+            if limited {
+                st.recent.iter().map(of).max().unwrap_or(0)
             } else {
                 0
-            },
-            ..Cost::ZERO
+            }
+        };
+        let lease = Cost {
+            requests: 1,
+            tokens: largest(dims[1].is_some(), |c| c.tokens),
+            input_tokens: largest(dims[2].is_some(), |c| c.input_tokens),
+            output_tokens: largest(dims[3].is_some(), |c| c.output_tokens),
         };
         let reserve = exact
             .iter()
@@ -149,11 +162,16 @@ impl Shared {
         };
         let call = Call {
             epoch_seen: st.epoch,
-            floors: [micros(st.floors[0]), micros(st.floors[1])],
+            floors: st.floors.map(micros),
             give_back: pending.give_back,
-            charge_tokens: pending.charge,
+            charge: pending.charge,
             empty: pending.empty,
             pause_us: pending.pause_until.map_or(0, micros),
+            learned: std::array::from_fn(|i| match pending.learned[i] {
+                0 => st.learning.learned[i],
+                fresh => fresh,
+            }),
+            fresh: pending.learned.map(|l| l > 0),
             reserve,
         };
         Trip {
@@ -193,6 +211,7 @@ impl Shared {
         st.failures = 0;
         st.last_heard = now;
         self.learn_shift(st, reply.epoch, reply.shift);
+        self.learned_from(st, reply.learned);
         let shift_seen = self.shift.load(Ordering::Relaxed);
         let mut waits = reply.waits.into_iter().map(Duration::from_micros);
         Counters::add(&self.counters.reservations, trip.exact.len() as u64);
@@ -299,9 +318,9 @@ impl Shared {
     }
 
     fn note_reservation(&self, st: &mut State, deadline: Instant, cost: Cost) {
-        let dims = [self.config.requests, self.config.tokens];
-        let costs = [u64::from(cost.requests), cost.tokens];
-        for i in 0..2 {
+        let dims = self.dims_in_force(st);
+        let costs = units(cost);
+        for i in 0..DIMS {
             if let Some(dim) = dims[i] {
                 let end = deadline + Duration::from_micros(dim.span(costs[i]));
                 st.floors[i] = st.floors[i].max(end);
@@ -322,7 +341,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             Plan::Wait(None) => shared.notify.notified().await,
             Plan::Trip(trip) => {
                 let result = shared.store.call(&trip.call).await;
-                shared.finish(trip, result);
+                shared.finish(*trip, result);
             }
         }
     }

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::super::Cost;
 use super::shared::{Assignment, Pending, Shared, Slot, State};
 use super::stats::Counters;
+use super::store::units;
 
 impl Shared {
     /// The first leased permit that can still be used, when it fits `cost`. When it does not
@@ -15,7 +16,8 @@ impl Shared {
     pub(super) fn take_slot(&self, st: &mut State, cost: Cost, now: Instant) -> Option<Instant> {
         self.expire(st, now);
         let slot = *st.pool.front()?;
-        if cost.requests > slot.cost.requests || cost.tokens > slot.cost.tokens {
+        let (held, needed) = (units(slot.cost), units(cost));
+        if held.iter().zip(&needed).any(|(held, needed)| needed > held) {
             self.return_pool(st);
             return None;
         }
@@ -24,11 +26,11 @@ impl Shared {
         let unused = Cost {
             requests: slot.cost.requests - cost.requests,
             tokens: slot.cost.tokens - cost.tokens,
-            ..Cost::ZERO
+            input_tokens: slot.cost.input_tokens - cost.input_tokens,
+            output_tokens: slot.cost.output_tokens - cost.output_tokens,
         };
         if unused != Cost::ZERO {
-            st.pending.give_back[0] += u64::from(unused.requests);
-            st.pending.give_back[1] += unused.tokens;
+            st.pending.add_give_back(unused);
             st.pending.since.get_or_insert(now);
         }
         if st.pool.len() * 2 < self.config.lease as usize {
@@ -58,8 +60,7 @@ impl Shared {
 
     fn give_back_slot(counters: &Counters, st: &mut State, slot: Slot, now: Instant) {
         Counters::add(&counters.leases_returned, 1);
-        st.pending.give_back[0] += u64::from(slot.cost.requests);
-        st.pending.give_back[1] += slot.cost.tokens;
+        st.pending.add_give_back(slot.cost);
         st.pending.since.get_or_insert(now);
     }
 
@@ -87,8 +88,7 @@ impl Shared {
     }
 
     pub(super) fn give_back_to(pending: &mut Pending, cost: Cost, now: Instant) {
-        pending.give_back[0] += u64::from(cost.requests);
-        pending.give_back[1] += cost.tokens;
+        pending.add_give_back(cost);
         pending.since.get_or_insert(now);
     }
 }

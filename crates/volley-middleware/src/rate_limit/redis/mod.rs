@@ -4,7 +4,10 @@
 //! Each process builds a `RedisLimiter` from [`SharedLimits`] and puts it in its stack with
 //! [`RateLimitLayer::with_limiter`](super::RateLimitLayer::with_limiter). The limits are
 //! enforced together: four processes at a 1 200 RPM limit send 1 200 requests a minute between
-//! them, in the order they asked.
+//! them, in the order they asked. Anthropic's input- and output-token limits
+//! ([`Limits::input_tokens`], [`Limits::output_tokens`]) are shared the same way: each is a
+//! bucket of its own, debited with the request's estimate and settled with the usage the
+//! answer reports.
 //!
 //! # Semantics
 //!
@@ -30,6 +33,20 @@
 //! never earlier. A process learns of a pause another process started with its next round
 //! trip, and at least every 100 ms while it has requests waiting (a small call, only when
 //! nothing else went to Redis meanwhile). The script needs Redis 5 or later (or Valkey).
+//!
+//! # Learned limits
+//!
+//! With [`Limits::auto`] (or [`Limits::learn_requests`], [`Limits::learn_tokens`]) and no such
+//! limit given, the limits are learned from the provider's `x-ratelimit-limit-*` headers as
+//! the in-process limiter learns them, and shared: the process that reads a new value sends
+//! it with its next round trip (at once), the script keeps it in the state and paces every
+//! process's reservations by it, and every reply tells each process the limit in force
+//! ([`RedisLimiter::learned`]). A changed header replaces it, whichever process reads it. Until
+//! a limit is known each process starts slowly, as the in-process limiter does (four requests,
+//! then the others wait for the first answer, at most 10 s); a process that connects after a
+//! limit was learned starts with it. The learned limit expires with the state, a minute after
+//! a quiet spell, and is learned again. The local fallback learns on its own, at the whole
+//! limit (it cannot know the share before a limit is learned).
 //!
 //! # Leasing
 //!
@@ -88,9 +105,13 @@
 //!
 //! # Keys
 //!
-//! One hash per limiter: `<prefix>:ratelimit:{<credential hash>}`, fields `r` and `t` (when
-//! the request and token buckets are full again), `until` (a pause), `shift` (pauses added so
-//! far) and `epoch` (when the state was created), in microseconds of the server's clock. The
+//! One hash per limiter: `<prefix>:ratelimit:{<credential hash>}`, fields `r`, `t`, `i` and `o`
+//! (when the request, token, input-token and output-token buckets are full again; only those
+//! of the limits configured are written), `until` (a pause), `shift` (pauses added so far) and
+//! `epoch` (when the state was created), in microseconds of the server's clock, and `lr`, `lt`
+//! (the learned request and token limits per minute, when learned). The `i` and
+//! `o` fields were added without a new key version: a script that knows only `r` and `t`
+//! leaves them alone. The
 //! credential hash is 16 bytes of a BLAKE3 key derivation from the
 //! [`CredentialId`](volley_core::cache_key::CredentialId), itself a hash of the API key:
 //! neither can be turned back into the key. The hash expires a minute after its buckets are
@@ -174,6 +195,7 @@
 mod acquire;
 mod config;
 mod dispatch;
+mod learn;
 mod lease;
 #[cfg(test)]
 mod replay;
@@ -186,6 +208,7 @@ mod tests;
 use std::fmt;
 use std::sync::Arc;
 
+use volley_core::dialect::TokenUsage;
 use volley_core::{Error, RequestId};
 
 use super::{Cost, Grant, Limits, LocalLimiter, Observation, RateLimiter};
@@ -262,6 +285,30 @@ impl RedisLimiter {
         &self.shared().config.limits
     }
 
+    /// The limits learned from the provider's headers so far, per minute, by this process or
+    /// any other sharing the state: `(requests, tokens)`, each `None` until learned (or when
+    /// it is given, or not learned). As [`LocalLimiter::learned`].
+    pub fn learned(&self) -> (Option<u64>, Option<u64>) {
+        (self.learned_in(0), self.learned_in(1))
+    }
+
+    /// The input- and output-token limits learned so far, per minute (Anthropic's ITPM and
+    /// OTPM), as [`learned`](Self::learned) for requests and tokens.
+    pub fn learned_split(&self) -> (Option<u64>, Option<u64>) {
+        (self.learned_in(2), self.learned_in(3))
+    }
+
+    /// Whether requests need a token estimate: a token limit is given, or has been learned.
+    /// As [`LocalLimiter::counts_tokens`].
+    pub fn counts_tokens(&self) -> bool {
+        self.shared().config.tokens.is_some() || self.learned().1.is_some()
+    }
+
+    fn learned_in(&self, d: usize) -> Option<u64> {
+        let learned = self.shared().learned[d].load(std::sync::atomic::Ordering::Relaxed);
+        Some(learned).filter(|n| *n > 0)
+    }
+
     fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
     }
@@ -298,6 +345,23 @@ impl RateLimiter for RedisLimiter {
 
     fn observe(&self, observation: &Observation) {
         self.shared().observe(observation);
+    }
+
+    fn learns(&self) -> bool {
+        self.shared().config.learns()
+    }
+
+    fn splits_tokens(&self) -> bool {
+        self.shared().config.splits_tokens()
+            || self.learned_in(2).is_some()
+            || self.learned_in(3).is_some()
+    }
+
+    fn settle_usage(&self, grant: Grant, usage: TokenUsage) {
+        match self.local_for(&grant) {
+            Some(local) => local.settle_usage(grant, usage),
+            None => self.shared().settle_usage(grant.cost(), usage),
+        }
     }
 }
 

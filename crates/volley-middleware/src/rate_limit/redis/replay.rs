@@ -33,7 +33,8 @@ fn calls(rng: &mut Rng, n: usize) -> Vec<Call> {
                     // Up to 1.5 times the token burst: costs above the burst take their own
                     // path in the arithmetic.
                     tokens: rng.below(1_500),
-                    ..Cost::ZERO
+                    input_tokens: rng.below(1_500),
+                    output_tokens: rng.below(150),
                 })
                 .collect();
             let sometimes = |rng: &mut Rng, most: u64| {
@@ -45,11 +46,30 @@ fn calls(rng: &mut Rng, n: usize) -> Vec<Call> {
             };
             Call {
                 epoch_seen: 0,
-                floors: [rng.below(30_000_000), rng.below(30_000_000)],
-                give_back: [sometimes(rng, 1), sometimes(rng, 800)],
-                charge_tokens: sometimes(rng, 900),
-                empty: [rng.below(10) == 0, rng.below(10) == 0],
+                floors: std::array::from_fn(|_| rng.below(30_000_000)),
+                give_back: [
+                    sometimes(rng, 1),
+                    sometimes(rng, 800),
+                    sometimes(rng, 800),
+                    sometimes(rng, 80),
+                ],
+                charge: [
+                    0,
+                    sometimes(rng, 900),
+                    sometimes(rng, 900),
+                    sometimes(rng, 90),
+                ],
+                empty: std::array::from_fn(|_| rng.below(10) == 0),
                 pause_us: if i % 17 == 16 { 5_000_000 } else { 0 },
+                // Limits learned (used only where the configuration learns them): now and then
+                // a new one, otherwise what the caller knew, which restores a lost state.
+                learned: [
+                    [0, 6, 600][rng.below(3) as usize],
+                    [0, 60_000, 30_000][rng.below(3) as usize],
+                    [0, 60_000, 30_000][rng.below(3) as usize],
+                    [0, 6_000, 3_000][rng.below(3) as usize],
+                ],
+                fresh: std::array::from_fn(|_| rng.below(5) == 0),
                 reserve,
             }
         })
@@ -59,23 +79,48 @@ fn calls(rng: &mut Rng, n: usize) -> Vec<Call> {
 #[ignore = "needs Redis: REDIS_URL"]
 #[tokio::test]
 async fn the_script_and_its_model_agree() {
-    let url = volley_testkit::redis::url();
     // 6 requests and 60 000 tokens a minute: 10 s a request, 1 ms a token, so a difference
-    // in the arithmetic shows as seconds, far above the clocks' drift during the replay.
-    let options = SharedLimits::new(
-        RedisOptions::new(&url),
+    // in the arithmetic shows as seconds, far above the clocks' drift during the replay; as
+    // many input tokens, and 6 000 output tokens (10 ms a token, burst 100).
+    replay(
         Limits::per_minute()
             .requests(6)
             .burst_requests(2)
             .tokens(60_000)
             .burst_tokens(1_000)
+            .input_tokens(60_000)
+            .output_tokens(6_000)
             .headroom(0.0)
             .jitter_margin(Duration::ZERO),
+        "replay",
     )
-    .prefix(volley_testkit::redis::unique_prefix("replay"));
+    .await;
+}
+
+#[ignore = "needs Redis: REDIS_URL"]
+#[tokio::test]
+async fn the_script_and_its_model_agree_on_learned_limits() {
+    // Requests, tokens and input tokens learned (6 or 600 a minute, 60 000 or 30 000), with a
+    // headroom and a jitter margin, which the script applies to them itself (a large margin,
+    // so a mistake in it shows above the clocks' drift); output tokens given.
+    replay(
+        Limits::auto()
+            .output_tokens(6_000)
+            .headroom(0.01)
+            .jitter_margin(Duration::from_millis(500)),
+        "replay-learned",
+    )
+    .await;
+}
+
+/// Replays the same calls to Redis and to the model under `limits`.
+async fn replay(limits: Limits, name: &str) {
+    let url = volley_testkit::redis::url();
+    let options = SharedLimits::new(RedisOptions::new(&url), limits)
+        .prefix(volley_testkit::redis::unique_prefix(name));
     let config = options.resolve().unwrap();
     let store = RedisStore::connect(&options.redis, &config).await.unwrap();
-    let mut model = Model::new(config.requests, config.tokens);
+    let mut model = Model::new(&config);
     model.latency = Duration::ZERO;
     let client = ::redis::Client::open(url.as_str()).unwrap();
     let mut admin = client.get_multiplexed_async_connection().await.unwrap();
@@ -123,9 +168,10 @@ async fn the_script_and_its_model_agree() {
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
-/// Same shift and waits, each within `drift` microseconds.
+/// Same learned limits, shift and waits, each within `drift` microseconds.
 fn agree(a: &Reply, b: &Reply, drift: u64) -> bool {
-    a.shift.abs_diff(b.shift) <= drift
+    a.learned == b.learned
+        && a.shift.abs_diff(b.shift) <= drift
         && a.waits.len() == b.waits.len()
         && a.waits
             .iter()

@@ -21,14 +21,17 @@ use rand::rngs::SmallRng;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
+use volley_core::dialect::TokenUsage;
+
 use super::super::{Cost, LocalLimiter, Observation, RateLimiter};
 use super::config::Config;
+use super::learn::Learning;
 use super::stats::Counters;
-use super::store::{Reply, Store};
+use super::store::{DIMS, Reply, Store, units};
 
 /// How long settlements and releases wait to be batched with others.
 pub(super) const FLUSH_DELAY: Duration = Duration::from_millis(5);
-/// How many recent token costs size a leased permit.
+/// How many recent costs size a leased permit.
 pub(super) const RECENT: usize = 16;
 
 /// What a request waiting in the queue is told.
@@ -58,6 +61,9 @@ pub(super) struct Shared {
     pub(super) shift: AtomicU64,
     pub(super) counters: Counters,
     pub(super) closed: AtomicBool,
+    /// The learned limits per minute in force, per bucket (0: none), for
+    /// [`RedisLimiter::learned`](super::RedisLimiter::learned), read without the lock.
+    pub(super) learned: [AtomicU64; DIMS],
 }
 
 pub(super) struct State {
@@ -70,10 +76,10 @@ pub(super) struct State {
     pub(super) sent_locally: bool,
     /// Whether a lease top-up was asked for.
     pub(super) top_up: bool,
-    pub(super) recent: [u64; RECENT],
+    pub(super) recent: [Cost; RECENT],
     pub(super) recent_next: usize,
     /// The end of the latest reservation in each bucket, and the latest deadline.
-    pub(super) floors: [Instant; 2],
+    pub(super) floors: [Instant; DIMS],
     pub(super) horizon: Instant,
     /// The state's epoch and pause total as last seen.
     pub(super) epoch: u64,
@@ -84,6 +90,8 @@ pub(super) struct State {
     pub(super) probe_at: Instant,
     pub(super) last_warn: Option<Instant>,
     pub(super) rng: SmallRng,
+    /// Limits learned from the provider's headers, and the slow start.
+    pub(super) learning: Learning,
 }
 
 pub(super) struct Queued {
@@ -98,13 +106,15 @@ pub(super) struct Slot {
     pub(super) cost: Cost,
 }
 
-/// What this process has to tell Redis.
+/// What this process has to tell Redis, per bucket (requests, tokens, input, output tokens).
 #[derive(Debug, Default)]
 pub(super) struct Pending {
-    pub(super) give_back: [u64; 2],
-    pub(super) charge: u64,
-    pub(super) empty: [bool; 2],
+    pub(super) give_back: [u64; DIMS],
+    pub(super) charge: [u64; DIMS],
+    pub(super) empty: [bool; DIMS],
     pub(super) pause_until: Option<Instant>,
+    /// Limits per minute just learned from a header, per bucket (0: none).
+    pub(super) learned: [u64; DIMS],
     /// When the first item arrived; `None` when there is nothing to send.
     pub(super) since: Option<Instant>,
     /// Send at once (a 429 or an empty quota), not after [`FLUSH_DELAY`].
@@ -129,9 +139,9 @@ impl Shared {
                 fallback: false,
                 sent_locally: false,
                 top_up: false,
-                recent: [0; RECENT],
+                recent: [Cost::ZERO; RECENT],
                 recent_next: 0,
-                floors: [now; 2],
+                floors: [now; DIMS],
                 horizon: now,
                 epoch: first.epoch,
                 shift_us: first.shift,
@@ -141,6 +151,10 @@ impl Shared {
                 probe_at: now,
                 last_warn: None,
                 rng: SmallRng::seed_from_u64(seed),
+                learning: Learning::new(&config, first.learned),
+            }),
+            learned: std::array::from_fn(|i| {
+                AtomicU64::new(if config.learn[i] { first.learned[i] } else { 0 })
             }),
             config,
             store,
@@ -163,13 +177,19 @@ impl Shared {
         let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
-        st.recent[st.recent_next] = cost.tokens;
+        st.recent[st.recent_next] = cost;
         st.recent_next = (st.recent_next + 1) % RECENT;
         if st.fallback
             && let Some(local) = &self.local
         {
             st.sent_locally = true;
             return Entry::Fallback(local.clone());
+        }
+        if let Some(rx) = self.gate(st, cost, now) {
+            drop(guard);
+            // The dispatcher opens the gate after a timeout: it needs to know when.
+            self.notify.notify_one();
+            return Entry::Queued(rx);
         }
         if st.queue.is_empty()
             && let Some(deadline) = self.take_slot(st, cost, now)
@@ -194,34 +214,81 @@ impl Shared {
 
     /// Gives back a reservation that was never used.
     pub(super) fn give_back(&self, cost: Cost) {
-        self.report(|p| {
-            p.give_back[0] = p.give_back[0].saturating_add(u64::from(cost.requests));
-            p.give_back[1] = p.give_back[1].saturating_add(cost.tokens);
-        });
+        if cost.requests > 0 {
+            // While the slow start lasts every grant is a probe.
+            self.probe_returned(&mut self.lock());
+        }
+        self.report(|p| p.add_give_back(cost));
     }
 
     /// Corrects a token charge of `estimated` to `actual`, as the in-process limiter does.
     pub(super) fn settle(&self, estimated: u64, actual: u64) {
-        let Some(tokens) = self.config.tokens else {
-            return;
-        };
-        // A peer's number: more than a minute's budget is charged as a minute's worth.
-        let actual = actual.min(tokens.limit);
-        if actual == estimated || (actual < estimated && !self.config.limits.refund_unused) {
+        let mut corrections = [None; DIMS];
+        corrections[1] = Some((estimated, actual));
+        self.correct(corrections);
+    }
+
+    /// Corrects the token, input-token and output-token charges of `cost` to the usage the
+    /// answer reported, as the in-process limiter's `settle_usage` does.
+    pub(super) fn settle_usage(&self, cost: Cost, usage: TokenUsage) {
+        self.correct([
+            None,
+            Some((cost.tokens, usage.total())),
+            Some((cost.input_tokens, usage.input)),
+            Some((cost.output_tokens, usage.output)),
+        ]);
+    }
+
+    /// Reports `(estimated, actual)` corrections of the buckets that are limited.
+    fn correct(&self, corrections: [Option<(u64, u64)>; DIMS]) {
+        let refund = self.config.limits.refund_unused;
+        let mut give_back = [0; DIMS];
+        let mut charge = [0; DIMS];
+        let dims = self.dims_in_force(&self.lock());
+        for (d, (dim, correction)) in dims.into_iter().zip(corrections).enumerate() {
+            let (Some(dim), Some((estimated, actual))) = (dim, correction) else {
+                continue;
+            };
+            // A peer's number: more than a minute's budget is charged as a minute's worth.
+            let actual = actual.min(dim.limit);
+            if actual > estimated {
+                charge[d] = actual - estimated;
+            } else if refund {
+                give_back[d] = estimated - actual;
+            }
+        }
+        if give_back == [0; DIMS] && charge == [0; DIMS] {
             return;
         }
         self.report(|p| {
-            if actual > estimated {
-                p.charge = p.charge.saturating_add(actual - estimated);
-            } else {
-                p.give_back[1] = p.give_back[1].saturating_add(estimated - actual);
+            for d in 0..DIMS {
+                p.give_back[d] = p.give_back[d].saturating_add(give_back[d]);
+                p.charge[d] = p.charge[d].saturating_add(charge[d]);
             }
         });
     }
 
-    /// Learns from a response: an empty quota empties the shared bucket, a 429's wait pauses
-    /// every process. Both go to Redis at once.
+    /// Learns from a response: a changed limit header is learned (when limits are learned),
+    /// an empty quota empties the shared bucket, a 429's wait pauses every process. All go
+    /// to Redis at once.
     pub(super) fn observe(&self, observation: &Observation) {
+        if self.config.learns() {
+            let now = Instant::now();
+            let (changed, fallback) = {
+                let mut st = self.lock();
+                (self.learn(&mut st, &observation.info, now), st.fallback)
+            };
+            if changed {
+                self.notify.notify_one();
+            }
+            if fallback
+                && !observation.is_relevant()
+                && let Some(local) = &self.local
+            {
+                // The fallback learns too (its slow start ends with an answer).
+                local.observe(observation);
+            }
+        }
         if !observation.is_relevant() {
             return;
         }
@@ -238,7 +305,11 @@ impl Shared {
             }
             let p = &mut st.pending;
             p.empty[0] |= empty.requests;
-            p.empty[1] |= empty.tokens;
+            // A token quota used up, or a 429 that names none: the input and output buckets
+            // are token quotas too (as in the in-process limiter).
+            for d in 1..DIMS {
+                p.empty[d] |= empty.tokens;
+            }
             if let Some(wait) = wait {
                 let until = now + wait;
                 p.pause_until = Some(p.pause_until.map_or(until, |u| u.max(until)));
@@ -274,23 +345,34 @@ impl Shared {
 }
 
 impl Pending {
+    /// Adds `cost` to what is given back.
+    pub(super) fn add_give_back(&mut self, cost: Cost) {
+        for (given, units) in self.give_back.iter_mut().zip(units(cost)) {
+            *given = given.saturating_add(units);
+        }
+    }
+
     /// Adds `other` (a report that failed to go) back; without its refunds when `refunds` is
     /// false.
     pub(super) fn merge(&mut self, other: Pending, refunds: bool) {
-        if refunds {
-            for i in 0..2 {
+        for i in 0..DIMS {
+            if refunds {
                 self.give_back[i] = self.give_back[i].saturating_add(other.give_back[i]);
             }
-        }
-        self.charge = self.charge.saturating_add(other.charge);
-        for i in 0..2 {
+            self.charge[i] = self.charge[i].saturating_add(other.charge[i]);
             self.empty[i] |= other.empty[i];
         }
         self.pause_until = self.pause_until.max(other.pause_until);
+        for i in 0..DIMS {
+            if self.learned[i] == 0 {
+                self.learned[i] = other.learned[i];
+            }
+        }
         self.urgent |= other.urgent;
-        let has_any = self.give_back != [0, 0]
-            || self.charge > 0
-            || self.empty != [false, false]
+        let has_any = self.give_back != [0; DIMS]
+            || self.charge != [0; DIMS]
+            || self.empty != [false; DIMS]
+            || self.learned != [0; DIMS]
             || self.pause_until.is_some();
         self.since = match (self.since, other.since) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -10,28 +10,47 @@ use ::redis::Script;
 use volley_core::{Error, ErrorKind};
 
 use super::super::Cost;
-use super::config::{Config, Dim, TTL_SLACK};
+use super::config::{Config, TTL_SLACK};
 use crate::redis::{RedisConnection, RedisOptions};
 
 /// The script: GCRA on the server's clock (see the file for its arguments).
 const SCRIPT: &str = include_str!("gcra.lua");
+
+/// How many buckets the state holds: requests, tokens, input tokens, output tokens, in this
+/// order in every array below and in the script.
+pub(super) const DIMS: usize = 4;
+
+/// A cost in the order of the buckets.
+pub(super) fn units(cost: Cost) -> [u64; DIMS] {
+    [
+        u64::from(cost.requests),
+        cost.tokens,
+        cost.input_tokens,
+        cost.output_tokens,
+    ]
+}
 
 /// What one round trip reports and asks for. Times are microseconds from the server's now.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Call {
     /// The state's epoch this process saw last (0: none).
     pub(super) epoch_seen: u64,
-    /// The end of this process's latest reservation in each bucket (requests, tokens), to
-    /// restore lost state from.
-    pub(super) floors: [u64; 2],
-    /// Requests and tokens to give back.
-    pub(super) give_back: [u64; 2],
-    /// Tokens to charge.
-    pub(super) charge_tokens: u64,
-    /// Buckets the provider reported empty (requests, tokens).
-    pub(super) empty: [bool; 2],
+    /// The end of this process's latest reservation in each bucket, to restore lost state
+    /// from.
+    pub(super) floors: [u64; DIMS],
+    /// Units to give back, per bucket.
+    pub(super) give_back: [u64; DIMS],
+    /// Units to charge, per bucket (settlement: usage above the estimate).
+    pub(super) charge: [u64; DIMS],
+    /// Buckets the provider reported empty.
+    pub(super) empty: [bool; DIMS],
     /// A pause to start, if longer than one in force.
     pub(super) pause_us: u64,
+    /// The limits per minute this process knows as learned, per bucket (0: none).
+    pub(super) learned: [u64; DIMS],
+    /// Which of `learned` were just read from a header, to replace the shared ones (the
+    /// others only restore a lost state).
+    pub(super) fresh: [bool; DIMS],
     /// Send times to reserve, in order.
     pub(super) reserve: Vec<Cost>,
 }
@@ -42,6 +61,8 @@ pub(super) struct Reply {
     pub(super) epoch: u64,
     /// Microseconds of pause added since the epoch.
     pub(super) shift: u64,
+    /// The limits per minute learned by any process, per bucket (0: none).
+    pub(super) learned: [u64; DIMS],
     /// For each reservation, how long from now it may go, in microseconds.
     pub(super) waits: Vec<u64>,
 }
@@ -59,8 +80,10 @@ pub(super) struct RedisStore {
     connection: RedisConnection,
     script: Script,
     key: String,
-    /// ARGV[1..=4]: the two limits, formatted once.
-    dims: [String; 4],
+    /// ARGV[1..=8]: the four limits' intervals and tolerances, formatted once.
+    dims: [String; 2 * DIMS],
+    /// ARGV[25..=26]: the headroom and the jitter margin, for learned limits.
+    learning: [String; 2],
     ttl_slack_ms: String,
     /// The longest one round trip may take, reconnecting included: two command timeouts, so a
     /// script evicted from the server's cache can be loaded again (NOSCRIPT, `SCRIPT LOAD`,
@@ -83,17 +106,24 @@ impl RedisStore {
             Ok(Err(e)) => return Err(connection.error("loading the rate-limit script", &e)),
             Err(_) => return Err(timed_out(&config.server, timeout)),
         }
-        let dim = |d: Option<Dim>| match d {
-            Some(d) => (d.interval_us.to_string(), d.tolerance_us.to_string()),
-            None => ("0".to_owned(), "0".to_owned()),
-        };
-        let (r_interval, r_tolerance) = dim(config.requests);
-        let (t_interval, t_tolerance) = dim(config.tokens);
+        let dims = config.dims();
+        let dims = std::array::from_fn(|i| match dims[i / 2] {
+            Some(d) if i % 2 == 0 => d.interval_us.to_string(),
+            Some(d) => d.tolerance_us.to_string(),
+            // A learned limit: the script reads it from the state.
+            None if i % 2 == 0 && config.learn[i / 2] => "-1".to_owned(),
+            None => "0".to_owned(),
+        });
+        let learning = [
+            config.limits.headroom.to_string(),
+            config.limits.jitter_margin.as_micros().to_string(),
+        ];
         Ok(RedisStore {
             connection,
             script,
             key: config.key.clone(),
-            dims: [r_interval, r_tolerance, t_interval, t_tolerance],
+            dims,
+            learning,
             ttl_slack_ms: TTL_SLACK.as_millis().to_string(),
             timeout,
         })
@@ -108,20 +138,36 @@ impl Store for RedisStore {
             for dim in &self.dims {
                 invocation.arg(dim.as_str());
             }
-            let empty = u8::from(call.empty[0]) | (u8::from(call.empty[1]) << 1);
+            let empty = call
+                .empty
+                .iter()
+                .enumerate()
+                .fold(0u8, |bits, (d, &empty)| bits | (u8::from(empty) << d));
+            invocation.arg(call.epoch_seen);
+            for values in [&call.floors, &call.give_back, &call.charge] {
+                for value in values {
+                    invocation.arg(*value);
+                }
+            }
+            let fresh = call
+                .fresh
+                .iter()
+                .enumerate()
+                .fold(0u8, |bits, (d, &fresh)| bits | (u8::from(fresh) << d));
             invocation
-                .arg(call.epoch_seen)
-                .arg(call.floors[0])
-                .arg(call.floors[1])
-                .arg(call.give_back[0])
-                .arg(call.give_back[1])
-                .arg(call.charge_tokens)
                 .arg(empty)
                 .arg(call.pause_us)
                 .arg(self.ttl_slack_ms.as_str())
-                .arg(call.reserve.len());
+                .arg(self.learning[0].as_str())
+                .arg(self.learning[1].as_str());
+            for learned in call.learned {
+                invocation.arg(learned);
+            }
+            invocation.arg(fresh).arg(call.reserve.len());
             for cost in &call.reserve {
-                invocation.arg(cost.requests).arg(cost.tokens);
+                for value in units(*cost) {
+                    invocation.arg(value);
+                }
             }
             let mut conn = self.connection.clone();
             let values: Vec<i64> = match tokio::time::timeout(
@@ -161,17 +207,18 @@ fn timed_out(server: &str, timeout: Duration) -> Error {
 /// a broken server cannot push a deadline past what the clock can represent.
 pub(super) const MAX_WAIT_US: u64 = 86_400_000_000;
 
-/// `{epoch, shift, wait...}`, checked: a server's reply is never trusted to have the right
-/// shape or sane numbers.
+/// `{epoch, shift, learned × 4, wait...}`, checked: a server's reply is never trusted to have
+/// the right shape or sane numbers.
 fn parse(values: &[i64], reservations: usize) -> Option<Reply> {
-    if values.len() != reservations + 2 {
+    if values.len() != reservations + 2 + DIMS {
         return None;
     }
     let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
     Some(Reply {
         epoch: non_negative(values[0]),
         shift: non_negative(values[1]),
-        waits: values[2..]
+        learned: std::array::from_fn(|d| non_negative(values[2 + d])),
+        waits: values[2 + DIMS..]
             .iter()
             .map(|&v| non_negative(v).min(MAX_WAIT_US))
             .collect(),
@@ -190,13 +237,13 @@ mod model {
     use tokio::time::Instant;
     use volley_core::{Error, ErrorKind};
 
-    use super::{Call, Reply, Store, StoreFuture};
-    use crate::rate_limit::redis::config::Dim;
+    use super::{Call, DIMS, Reply, Store, StoreFuture, units};
+    use crate::rate_limit::redis::config::Config;
 
     /// The script's arithmetic on tokio's clock, with a switch to make it unreachable and a
     /// round-trip time: the dispatcher's tests run against it in paused time.
     pub(in crate::rate_limit::redis) struct Model {
-        dims: [Option<Dim>; 2],
+        config: Config,
         state: Mutex<Option<State>>,
         origin: Instant,
         /// Each call takes this long, half before and half after the state changes.
@@ -209,19 +256,17 @@ mod model {
 
     #[derive(Debug, Clone, Copy)]
     struct State {
-        tat: [u64; 2],
+        tat: [u64; DIMS],
+        learned: [u64; DIMS],
         paused: u64,
         shift: u64,
         epoch: u64,
     }
 
     impl Model {
-        pub(in crate::rate_limit::redis) fn new(
-            requests: Option<Dim>,
-            tokens: Option<Dim>,
-        ) -> Model {
+        pub(in crate::rate_limit::redis) fn new(config: &Config) -> Model {
             Model {
-                dims: [requests, tokens],
+                config: config.clone(),
                 state: Mutex::new(None),
                 // The server's clock is far from ours: the epoch of a model is 1 000 s in.
                 origin: Instant::now() - Duration::from_secs(1_000),
@@ -245,34 +290,41 @@ mod model {
             let now = self.now();
             let mut guard = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             let mut s = guard.unwrap_or(State {
-                tat: [0, 0],
+                tat: [0; DIMS],
+                learned: [0; DIMS],
                 paused: 0,
                 shift: 0,
                 epoch: now,
             });
-            if s.epoch != call.epoch_seen {
-                for i in 0..2 {
+            // The script writes back only the buckets it limits.
+            let stored = s.tat;
+            let lost = s.epoch != call.epoch_seen;
+            if lost {
+                for i in 0..DIMS {
                     s.tat[i] = s.tat[i].max(now + call.floors[i]);
                 }
             }
-            let [r, t] = self.dims;
-            if let Some(d) = r
-                && call.give_back[0] > 0
-            {
-                s.tat[0] = s.tat[0].saturating_sub(d.span(call.give_back[0])).max(now);
-            }
-            if let Some(d) = t {
-                if call.give_back[1] > 0 {
-                    s.tat[1] = s.tat[1].saturating_sub(d.span(call.give_back[1])).max(now);
-                }
-                if call.charge_tokens > 0 {
-                    s.tat[1] = s.tat[1].max(now) + d.span(call.charge_tokens);
+            for i in 0..DIMS {
+                let known = call.learned[i];
+                if known > 0 && (call.fresh[i] || (lost && s.learned[i] == 0)) {
+                    s.learned[i] = known;
                 }
             }
-            for (i, d) in self.dims.iter().enumerate() {
-                if let Some(d) = d
-                    && call.empty[i]
-                {
+            let mut dims = self.config.dims();
+            for ((dim, learns), learned) in dims.iter_mut().zip(self.config.learn).zip(s.learned) {
+                if learns && dim.is_none() && learned > 0 {
+                    *dim = Some(self.config.learned_dim(learned));
+                }
+            }
+            for (i, d) in dims.iter().enumerate() {
+                let Some(d) = d else { continue };
+                if call.give_back[i] > 0 {
+                    s.tat[i] = s.tat[i].saturating_sub(d.span(call.give_back[i])).max(now);
+                }
+                if call.charge[i] > 0 {
+                    s.tat[i] = s.tat[i].max(now) + d.span(call.charge[i]);
+                }
+                if call.empty[i] {
                     s.tat[i] = s.tat[i].max(now + d.tolerance_us);
                 }
             }
@@ -282,7 +334,7 @@ mod model {
                 if stop > from {
                     let by = stop - from;
                     s.paused = stop;
-                    for (i, d) in self.dims.iter().enumerate() {
+                    for (i, d) in dims.iter().enumerate() {
                         if d.is_some() {
                             s.tat[i] = s.tat[i].max(now) + by;
                         }
@@ -292,9 +344,9 @@ mod model {
             }
             let mut waits = Vec::with_capacity(call.reserve.len());
             for cost in &call.reserve {
-                let costs = [u64::from(cost.requests), cost.tokens];
+                let costs = units(*cost);
                 let mut at = now.max(s.paused);
-                for (i, d) in self.dims.iter().enumerate() {
+                for (i, d) in dims.iter().enumerate() {
                     if let Some(d) = d {
                         let span = d.span(costs[i]);
                         let earliest = (s.tat[i].max(now) + span)
@@ -303,17 +355,23 @@ mod model {
                         at = at.max(earliest);
                     }
                 }
-                for (i, d) in self.dims.iter().enumerate() {
+                for (i, d) in dims.iter().enumerate() {
                     if let Some(d) = d {
                         s.tat[i] = s.tat[i].max(at) + d.span(costs[i]);
                     }
                 }
                 waits.push(at - now);
             }
+            for (i, d) in dims.iter().enumerate() {
+                if d.is_none() {
+                    s.tat[i] = stored[i];
+                }
+            }
             *guard = Some(s);
             Reply {
                 epoch: s.epoch,
                 shift: s.shift,
+                learned: s.learned,
                 waits,
             }
         }
@@ -346,15 +404,19 @@ mod tests {
     #[test]
     fn replies_are_checked() {
         assert_eq!(
-            parse(&[7, 3, 0, 50], 2),
+            parse(&[7, 3, 600, 0, 0, 8_000, 0, 50], 2),
             Some(Reply {
                 epoch: 7,
                 shift: 3,
+                learned: [600, 0, 0, 8_000],
                 waits: vec![0, 50]
             })
         );
-        assert_eq!(parse(&[7, 3, 0], 2), None);
-        assert_eq!(parse(&[7, -3, -1], 1).unwrap().waits, [0]);
-        assert_eq!(parse(&[7, 3, i64::MAX], 1).unwrap().waits, [MAX_WAIT_US]);
+        assert_eq!(parse(&[7, 3, 0, 0, 0, 0, 0], 2), None);
+        assert_eq!(parse(&[7, -3, -5, 0, 0, 0, -1], 1).unwrap().waits, [0]);
+        assert_eq!(
+            parse(&[7, 3, 0, 0, 0, 0, i64::MAX], 1).unwrap().waits,
+            [MAX_WAIT_US]
+        );
     }
 }

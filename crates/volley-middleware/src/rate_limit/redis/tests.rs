@@ -35,7 +35,7 @@ fn options(limits: Limits) -> SharedLimits {
 
 fn model_for(options: &SharedLimits) -> Arc<Model> {
     let config = options.resolve().unwrap();
-    Arc::new(Model::new(config.requests, config.tokens))
+    Arc::new(Model::new(&config))
 }
 
 /// A limiter over `model`, as `connect` builds one.
@@ -190,6 +190,71 @@ async fn settlement_refunds_and_charges_reach_the_shared_bucket() {
             .unwrap();
         assert_near(start.elapsed().as_secs_f64(), second_at, 0.002);
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn input_and_output_tokens_are_paced_and_settled_apart() {
+    // 6 000 input tokens a minute (100 a second, burst 100) and 600 output tokens (10 a
+    // second, burst 10); no total.
+    let options = options(exact().input_tokens(6_000).output_tokens(600));
+    let model = model_for(&options);
+    let limiter = process(&options, &model).await;
+    assert!(limiter.splits_tokens());
+    let split = |input: u64, output: u64| Cost {
+        requests: 1,
+        input_tokens: input,
+        output_tokens: output,
+        ..Cost::ZERO
+    };
+    let err = limiter
+        .acquire(RequestId::from_u64(3), split(6_001, 1))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("more than the whole input-tokens-per-minute budget of 6 000"),
+        "{err}"
+    );
+    // The input bucket binds: used 10 of the 100 estimated, the next 100 go 0.1 s later.
+    let start = Instant::now();
+    let grant = limiter
+        .acquire(RequestId::from_u64(1), split(100, 1))
+        .await
+        .unwrap();
+    limiter.settle_usage(grant, volley_core::dialect::TokenUsage::new(10, 1));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    limiter
+        .acquire(RequestId::from_u64(2), split(100, 1))
+        .await
+        .unwrap();
+    assert_near(start.elapsed().as_secs_f64(), 0.1, 0.002);
+    // The output bucket binds: estimated 1, used 20 (twice its burst): the bucket is a
+    // second in debt, and the next one waits 1.1 s (the debt, and its own 0.1 s).
+    let output = options_output();
+    let model = model_for(&output);
+    let limiter = process(&output, &model).await;
+    let start = Instant::now();
+    let grant = limiter
+        .acquire(RequestId::from_u64(1), split(1, 1))
+        .await
+        .unwrap();
+    limiter.settle_usage(grant, volley_core::dialect::TokenUsage::new(1, 20));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    limiter
+        .acquire(RequestId::from_u64(2), split(1, 1))
+        .await
+        .unwrap();
+    assert_near(start.elapsed().as_secs_f64(), 1.1, 0.002);
+    let log = model.log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|call| call.charge == [0, 0, 0, 19]),
+        "{log:?}"
+    );
+}
+
+/// 600 output tokens a minute (10 a second, burst 10), nothing else.
+fn options_output() -> SharedLimits {
+    options(exact().output_tokens(600))
 }
 
 #[tokio::test(start_paused = true)]
@@ -354,8 +419,8 @@ async fn the_local_fallback_runs_at_its_share_and_hands_back_to_redis() {
     // The probe that found Redis again emptied the shared bucket (the fallback sent meanwhile).
     let log = model.log.lock().unwrap().clone();
     let probe = log.last().unwrap();
-    assert_eq!(probe.empty, [true, true]);
-    assert_eq!(probe.give_back, [0, 0]);
+    assert_eq!(probe.empty, [true; 4]);
+    assert_eq!(probe.give_back, [0; 4]);
     let grant = limiter
         .acquire(RequestId::from_u64(8), cost(1, 0))
         .await
@@ -394,4 +459,129 @@ fn grants_remember_the_limiter_that_made_them() {
     assert!(acquire::is_local(&tokens));
     assert_eq!(tokens.waited(), waited);
     assert!(!acquire::is_local(&shared.with_cost(cost(0, 10))));
+}
+
+/// An answer whose headers state a limit of `rpm` requests a minute, `left` of them left.
+fn limit_headers(rpm: u64, left: u64) -> Observation {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-ratelimit-limit-requests", rpm.into());
+    headers.insert("x-ratelimit-remaining-requests", left.into());
+    headers.insert("x-ratelimit-reset-requests", "100ms".parse().unwrap());
+    Observation::from_headers(&headers)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_learned_limit_starts_slowly_and_is_shared_with_every_process() {
+    let options = options(Limits::auto().headroom(0.0).jitter_margin(Duration::ZERO));
+    let model = model_for(&options);
+    let a = process(&options, &model).await;
+    let b = process(&options, &model).await;
+    assert!(a.learns());
+    // The slow start: four probes go at once, the fifth waits for an answer.
+    for i in 0..4 {
+        a.acquire(RequestId::from_u64(i), cost(1, 0)).await.unwrap();
+    }
+    let start = Instant::now();
+    let fifth = spawn_acquire(&a, 4, cost(1, 0), start);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!fifth.is_finished(), "behind the probes");
+    // The first answer: 600 a minute (one per 100 ms, burst 10).
+    a.observe(&limit_headers(600, 596));
+    assert_near(fifth.await.unwrap(), 1.0, 0.002);
+    assert_eq!(a.learned(), (Some(600), None));
+    // B learned nothing itself, yet after its next round trip it knows the limit and is paced
+    // by it: the burst (less what A sent), then one per 100 ms.
+    b.acquire(RequestId::from_u64(10), cost(1, 0))
+        .await
+        .unwrap();
+    assert_eq!(b.learned(), (Some(600), None));
+    let start = Instant::now();
+    for i in 0..20 {
+        b.acquire(RequestId::from_u64(11 + i), cost(1, 0))
+            .await
+            .unwrap();
+    }
+    let took = start.elapsed().as_secs_f64();
+    assert!((1.0..=1.3).contains(&took), "20 requests in {took} s");
+    // A process that connects now starts with the limit and without a slow start.
+    let c = process(&options, &model).await;
+    assert_eq!(c.learned(), (Some(600), None));
+    let start = Instant::now();
+    for i in 0..5 {
+        c.acquire(RequestId::from_u64(40 + i), cost(1, 0))
+            .await
+            .unwrap();
+    }
+    assert_near(start.elapsed().as_secs_f64(), 0.5, 0.002);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_header_updates_the_shared_limit_and_a_lost_probe_times_out() {
+    let options = options(Limits::auto().headroom(0.0).jitter_margin(Duration::ZERO));
+    let model = model_for(&options);
+    let a = process(&options, &model).await;
+    let start = Instant::now();
+    let probes: Vec<_> = (0..4)
+        .map(|i| spawn_acquire(&a, i, cost(1, 0), start))
+        .collect();
+    for probe in probes {
+        probe.await.unwrap();
+    }
+    // No answer ever comes: the gate opens after 10 s.
+    let waiting = spawn_acquire(&a, 4, cost(1, 0), start);
+    assert_near(waiting.await.unwrap(), 10.0, 0.002);
+    a.observe(&limit_headers(600, 599));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    a.observe(&limit_headers(60, 59));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let log = model.log.lock().unwrap().clone();
+    let sent: Vec<_> = log
+        .iter()
+        .filter(|c| c.fresh[0])
+        .map(|c| c.learned[0])
+        .collect();
+    assert_eq!(sent, [600, 60], "{log:?}");
+    let b = process(&options, &model).await;
+    assert_eq!(b.learned(), (Some(60), None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn anthropic_input_and_output_token_limits_are_learned_and_shared() {
+    let options = options(Limits::auto().headroom(0.0).jitter_margin(Duration::ZERO));
+    let model = model_for(&options);
+    let a = process(&options, &model).await;
+    let b = process(&options, &model).await;
+    assert!(!b.splits_tokens());
+    a.acquire(RequestId::from_u64(1), cost(1, 0)).await.unwrap();
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("anthropic-ratelimit-requests-limit", "4000"),
+        ("anthropic-ratelimit-tokens-limit", "6000"),
+        ("anthropic-ratelimit-input-tokens-limit", "400000"),
+        ("anthropic-ratelimit-output-tokens-limit", "6000"),
+    ] {
+        headers.insert(name, value.parse().unwrap());
+    }
+    a.observe(&Observation::from_headers_in(
+        volley_core::Dialect::Anthropic,
+        &headers,
+    ));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // B's next round trip brings the three limits; the combined one is not a total.
+    b.acquire(RequestId::from_u64(2), cost(1, 0)).await.unwrap();
+    assert_eq!(b.learned(), (Some(4_000), None));
+    assert_eq!(b.learned_split(), (Some(400_000), Some(6_000)));
+    assert!(b.splits_tokens() && !b.counts_tokens());
+    // B is paced by the output tokens: 100 a second, burst 100; 50 each: two at once, then
+    // one per 0.5 s.
+    let fifty = Cost {
+        requests: 1,
+        output_tokens: 50,
+        ..Cost::ZERO
+    };
+    let start = Instant::now();
+    for i in 0..4 {
+        b.acquire(RequestId::from_u64(10 + i), fifty).await.unwrap();
+    }
+    assert_near(start.elapsed().as_secs_f64(), 1.0, 0.002);
 }
