@@ -13,6 +13,7 @@ use volley_core::{Error, ErrorKind, RequestId};
 
 use super::gcra::Gcra;
 use super::learn::{infer_window, per_minute};
+use super::loss;
 use super::per_model::Models;
 use super::{Cost, Grant, Limits, LocalAcquire, Observation, RateLimiter};
 
@@ -58,6 +59,11 @@ pub(super) struct Shared {
     pub(super) gate: Option<Arc<Semaphore>>,
     /// The limiters of the models seen, when limits are learned per model.
     pub(super) models: Option<Models>,
+    /// The answers observed, for a request rate found from 429s (see `loss`).
+    answers: loss::Answers,
+    /// Whether the provider counts requests without stating the limit: an answer carried
+    /// `x-ratelimit-remaining-requests` and no `x-ratelimit-limit-requests` (Azure OpenAI).
+    remaining_only: std::sync::atomic::AtomicBool,
 }
 
 /// How many requests go before the first answer while limits are learned: a small window, as
@@ -78,6 +84,9 @@ struct State {
     output: Option<Gcra>,
     /// No send before this time (a 429's `Retry-After`).
     paused_until: u64,
+    /// The request rate found from 429s while no request limit is stated, in force as
+    /// `requests`; `None` otherwise.
+    loss: Option<loss::LossRate>,
 }
 
 impl LocalLimiter {
@@ -100,6 +109,7 @@ impl LocalLimiter {
             input: gcra(resolved.input),
             output: gcra(resolved.output),
             paused_until: 0,
+            loss: None,
         };
         let learns = limits.learned_dimensions();
         let models = limits.learns_per_model().then(|| Models::new(&limits));
@@ -120,6 +130,8 @@ impl LocalLimiter {
                     .contains(&true)
                     .then(|| Arc::new(Semaphore::new(PROBE_WINDOW))),
                 models,
+                answers: loss::Answers::default(),
+                remaining_only: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -302,6 +314,12 @@ impl Shared {
             Some(old) => old.relimit(per_min, burst, headroom, jitter),
             None => Gcra::new(per_min, burst, headroom, jitter),
         };
+        if d == 0 && state.loss.take().is_some() {
+            // A stated limit replaces the rate found from 429s.
+            self.answers
+                .grow_at
+                .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(remaining) = remaining {
             // The provider's bucket may hold less than a full burst (the probe, or another
             // process, used some): ours holds no more.
@@ -399,13 +417,26 @@ fn observe(shared: &Shared, observation: &Observation) {
             gate.close();
         }
         shared.learn(&observation.info);
+        let now = shared.now();
+        let info = &observation.info;
+        if info.remaining_requests.is_some() && info.limit_requests.is_none() {
+            shared.remaining_only.store(true, Ordering::Relaxed);
+        }
+        if !observation.rate_limited {
+            shared.answers.record(now);
+            if shared.answers.grow_due(now) {
+                shared.grow_loss_rate(now);
+            }
+        }
         if !observation.is_relevant() {
             return;
         }
         let empty = observation.empty_quotas();
-        let now = shared.now();
         let mut guard = shared.lock();
         let state = &mut *guard;
+        if observation.rate_limited {
+            shared.lower_loss_rate(state, now);
+        }
         if let Some(g) = &mut state.requests
             && empty.requests
         {
@@ -447,6 +478,52 @@ fn observe(shared: &Shared, observation: &Observation) {
                 metrics::counter!("volley_rate_limit_pauses_total").increment(1);
             }
         }
+    }
+}
+
+impl Shared {
+    /// After a 429: when requests are learned, the provider counts requests without stating
+    /// the limit, and no request limit is known, the request rate the answers show is put
+    /// in force, or lowered (see `loss`).
+    fn lower_loss_rate(&self, state: &mut State, now: u64) {
+        let stated =
+            self.learned(0).is_some() || (state.requests.is_some() && state.loss.is_none());
+        if !self.learns[0] || stated || !self.remaining_only.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(rate) = loss::after_429(state.loss, &self.answers, now) {
+            self.put_loss_rate(state, rate);
+        }
+    }
+
+    /// Ten seconds without a 429 under a loss rate: 10 % more.
+    fn grow_loss_rate(&self, now: u64) {
+        let mut state = self.lock();
+        if let Some(current) = state.loss
+            && self.answers.grow_due(now)
+        {
+            let rate = loss::grown(current, &self.answers, now);
+            self.put_loss_rate(&mut state, rate);
+        }
+    }
+
+    fn put_loss_rate(&self, state: &mut State, rate: loss::LossRate) {
+        let per_minute = rate.per_minute;
+        let burst = loss::burst(per_minute);
+        let jitter = u64::try_from(self.limits.jitter_margin.as_nanos()).unwrap_or(u64::MAX);
+        let headroom = self.limits.headroom;
+        state.requests = Some(match state.requests.take() {
+            Some(old) => old.relimit(per_minute, burst, headroom, jitter),
+            None => Gcra::new(per_minute, burst, headroom, jitter),
+        });
+        if state.loss.is_none() {
+            tracing::info!(
+                per_minute,
+                "429s without a stated request limit: requests paced at the rate answered"
+            );
+        }
+        state.loss = Some(rate);
+        metrics::gauge!("volley_rate_limit_loss_rate_per_minute").set(per_minute as f64);
     }
 }
 

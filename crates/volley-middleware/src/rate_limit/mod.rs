@@ -176,6 +176,7 @@ mod learn;
 mod limiter;
 mod limits;
 mod local;
+mod loss;
 mod per_model;
 #[cfg(feature = "redis")]
 pub mod redis;
