@@ -80,3 +80,35 @@ impl<L: RateLimiter> Drop for SettlingStream<L> {
         self.settle();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use volley_core::RequestId;
+
+    use super::*;
+    use crate::rate_limit::{Cost, Limits, LocalLimiter};
+
+    /// The settling stream passes the chunks and the inner stream's size hint through.
+    #[tokio::test]
+    async fn chunks_and_the_size_hint_pass_through() {
+        let limiter = LocalLimiter::new(Limits::per_minute().requests(600)).unwrap();
+        let cost = Cost {
+            requests: 1,
+            ..Cost::ZERO
+        };
+        let grant = limiter.acquire(RequestId::from_u64(1), cost).await.unwrap();
+        let chunks = ["data: a\n\n", "data: b\n\n", "data: [DONE]\n\n"]
+            .map(|c| Ok::<_, Error>(Bytes::from_static(c.as_bytes())));
+        let inner = BodyStream::new(futures_util::stream::iter(chunks));
+        assert_eq!(inner.size_hint(), (3, Some(3)));
+        let mut stream = SettlingStream::new(inner, limiter, grant, Dialect::OpenAi);
+        assert_eq!(stream.size_hint(), (3, Some(3)));
+        let mut read = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            read.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(read, b"data: a\n\ndata: b\n\ndata: [DONE]\n\n");
+        assert_eq!(stream.size_hint(), (0, Some(0)));
+    }
+}

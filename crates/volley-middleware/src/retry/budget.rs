@@ -204,6 +204,22 @@ mod tests {
         assert!(Budget::new(secs(60), 10, 1000.0).is_ok());
     }
 
+    /// `Debug` tells the retries available: deposits count for exactly the TTL, no longer.
+    #[tokio::test(start_paused = true)]
+    async fn debug_counts_the_retries_available_until_the_deposits_expire() {
+        // A retry per five requests, no reserve.
+        let budget = Budget::new(secs(10), 0, 0.2).unwrap();
+        for _ in 0..10 {
+            budget.deposit();
+        }
+        assert_eq!(format!("{budget:?}"), "Budget { retries_available: 2, .. }");
+        // Just before the deposits' slot is ten generations old they still count; at ten, not.
+        tokio::time::advance(secs(10) - Duration::from_millis(1)).await;
+        assert!(format!("{budget:?}").contains("retries_available: 2"));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(format!("{budget:?}").contains("retries_available: 0"));
+    }
+
     #[test]
     fn packing_round_trips() {
         for (g, b) in [(0, 0), (1, -1), (u32::MAX, i32::MIN), (7, i32::MAX)] {

@@ -32,3 +32,29 @@ impl<S> Layer<S> for RetryLayer {
         Retry::new(inner, self.policy.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layer_keeps_its_policy_and_debug_shows_the_settings() {
+        let policy = Policy::builder()
+            .max_retries(7)
+            .give_up_after(std::time::Duration::from_secs(90))
+            .build()
+            .unwrap();
+        let layer = RetryLayer::new(policy);
+        assert_eq!(layer.policy().max_retries(), 7);
+        assert_eq!(
+            layer.policy().give_up_after(),
+            std::time::Duration::from_secs(90)
+        );
+        // Debug of the policy (and its builder) names the settings a log line would need.
+        let shown = format!("{layer:?}");
+        assert!(shown.contains("max_retries: 7"), "{shown}");
+        assert!(shown.contains("give_up_after: 90s"), "{shown}");
+        let builder = format!("{:?}", Policy::builder().max_retries(4));
+        assert!(builder.contains("max_retries: 4"), "{builder}");
+    }
+}
