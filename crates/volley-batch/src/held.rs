@@ -131,7 +131,7 @@ pub(crate) fn rewrite(path: &Path, entries: &[u8]) -> std::io::Result<File> {
     file.write_all(entries)?;
     file.sync_data()?;
     std::fs::rename(&new, path)?;
-    if let Some(dir) = path.parent().and_then(|p| File::open(p).ok()) {
+    if let Ok(dir) = File::open(crate::resume::parent_dir(path)) {
         // Best effort: a lost rename leaves the old file, whose extra records are in the
         // output and found there on resume.
         let _ = dir.sync_all();
@@ -194,6 +194,19 @@ mod tests {
         remove(&path).unwrap();
         remove(&path).unwrap();
         assert!(!path.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_holding_file_that_cannot_be_read_is_an_error_not_an_absent_one() {
+        // Taken for absent, its records would be lost: a new run truncates the file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(&dir.path().join("out.jsonl"));
+        std::os::unix::fs::symlink(&path, &path).unwrap();
+        assert!(
+            Pending::read(&path).is_err(),
+            "a link to itself cannot be opened"
+        );
     }
 
     #[test]

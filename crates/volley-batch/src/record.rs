@@ -245,6 +245,48 @@ mod tests {
     }
 
     #[test]
+    fn the_size_estimate_follows_the_written_record() {
+        // The reorder window is bounded by these estimates: each must track the record's
+        // real size, however its bytes are split between the custom_id and the rest.
+        let long = "x".repeat(3000);
+        let short = "y".repeat(10);
+        let outcomes = |a: &str| {
+            [
+                Outcome::Response {
+                    status_code: 200,
+                    request_id: "req_1".into(),
+                    body: Bytes::from(format!("{{\"t\":\"{a}\"}}")),
+                },
+                Outcome::Error {
+                    code: "timeout".into(),
+                    message: a.to_owned(),
+                },
+                Outcome::Invalid {
+                    code: "invalid_json",
+                    message: a.to_owned(),
+                },
+            ]
+        };
+        for (custom_id, rest) in [(&long, &short), (&short, &long), (&long, &long)] {
+            for outcome in outcomes(rest) {
+                let record = OutcomeRecord {
+                    line: 12,
+                    custom_id: Some(custom_id.clone()),
+                    outcome,
+                };
+                let real = record
+                    .to_json_line("batch_req_0123456789abcdef01234567")
+                    .len();
+                let approx = record.approx_bytes() as usize;
+                assert!(
+                    real.abs_diff(approx) <= 64,
+                    "{approx} for {real}: {record:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn http_errors_become_responses() {
         let mut headers = HeaderMap::new();
         headers.insert("x-request-id", "req_9".parse().unwrap());

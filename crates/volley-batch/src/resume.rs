@@ -403,13 +403,18 @@ fn open(path: &Path, what: &str) -> Result<File, Error> {
                 ),
             ));
         }
-        // Some file systems have no locks: go on without, as before locking existed.
-        Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+        Err(TryLockError::Error(e)) if can_go_on_unlocked(&e) => {
             tracing::warn!(path = %path.display(), "the file system cannot lock the {what} file");
         }
         Err(TryLockError::Error(e)) => return Err(io("locking", e)),
     }
     Ok(file)
+}
+
+/// Whether a run may go on without the lock after locking failed with `e`: only when the file
+/// system has no locks, as before locking existed.
+fn can_go_on_unlocked(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::Unsupported
 }
 
 /// The offset just after the last newline of a file of `len` bytes (0 when it has none),
@@ -433,12 +438,17 @@ fn end_of_last_line(file: &mut File, len: u64) -> std::io::Result<u64> {
 /// Makes a new file's directory entry durable. Best effort: not every platform can sync a
 /// directory.
 fn sync_parent(path: &Path) {
-    let parent = match path.parent() {
+    if let Ok(dir) = File::open(parent_dir(path)) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// The directory that holds the entry of `path`: `.` for a bare file name, whose parent is
+/// the empty path, which cannot be opened.
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
-    if let Ok(dir) = File::open(parent) {
-        let _ = dir.sync_all();
     }
 }
 
@@ -535,6 +545,44 @@ mod tests {
         assert_eq!(resumed.records, 2);
         assert_eq!(resumed.done.take(keys.custom_id("c")), Some(false));
         assert_eq!(resumed.done.take(keys.custom_id("c")), None, "one outcome");
+    }
+
+    #[test]
+    fn held_records_the_output_lacks_are_recovered_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, format!("{OK}\n")).unwrap();
+        let mut held = Vec::new();
+        held::push_entry(&mut held, 1, format!("{OK}\n").as_bytes());
+        held::push_entry(&mut held, 3, format!("{FAILED}\n").as_bytes());
+        std::fs::write(held::path_for(&path), held).unwrap();
+
+        let keys = Keys::new();
+        let mut resumed = open_output(&path, &keys).unwrap();
+        assert_eq!(
+            resumed.recovered,
+            [(format!("{FAILED}\n").into_bytes(), true)]
+        );
+        assert_eq!(
+            resumed.records, 2,
+            "the output's record and the recovered one"
+        );
+        assert_eq!(resumed.done.take(keys.custom_id("c")), Some(true));
+    }
+
+    #[test]
+    fn a_file_is_synced_through_the_directory_that_holds_it() {
+        assert_eq!(parent_dir(Path::new("runs/out.jsonl")), Path::new("runs"));
+        assert_eq!(parent_dir(Path::new("/out.jsonl")), Path::new("/"));
+        assert_eq!(parent_dir(Path::new("out.jsonl")), Path::new("."));
+    }
+
+    #[test]
+    fn only_a_file_system_without_locks_lets_a_run_go_on_unlocked() {
+        use std::io::ErrorKind::{PermissionDenied, Unsupported};
+        assert!(can_go_on_unlocked(&Unsupported.into()));
+        assert!(!can_go_on_unlocked(&PermissionDenied.into()));
+        assert!(!can_go_on_unlocked(&std::io::Error::other("no lock")));
     }
 
     #[test]

@@ -133,12 +133,7 @@ impl Writer {
     ) -> Result<(), Error> {
         while let Some(message) = records.blocking_recv() {
             self.accept(message);
-            while self.buffered() < MAX_BATCH_BYTES {
-                match records.try_recv() {
-                    Ok(message) => self.accept(message),
-                    Err(_) => break,
-                }
-            }
+            self.gather(&mut records);
             if let Err(e) = self.write() {
                 // The dispatch loop sees the channel close and stops the run at once.
                 records.close();
@@ -189,6 +184,18 @@ impl Writer {
         }
     }
 
+    /// Takes the records already queued, without waiting, until [`MAX_BATCH_BYTES`] are
+    /// formatted: those that arrived during a write go out together in the next one, and a
+    /// backlog goes out in pieces.
+    fn gather(&mut self, records: &mut mpsc::Receiver<Message>) {
+        while self.buffered() < MAX_BATCH_BYTES {
+            match records.try_recv() {
+                Ok(message) => self.accept(message),
+                Err(_) => break,
+            }
+        }
+    }
+
     fn buffered(&self) -> usize {
         self.out_buf.len() + self.err_buf.len()
     }
@@ -233,7 +240,7 @@ impl Writer {
         let (Some(held), Some(reorder)) = (&self.held, &mut self.reorder) else {
             return Ok(());
         };
-        if held.len() < COMPACT_MIN_BYTES || held.len() < COMPACT_RATIO * reorder.live_bytes() {
+        if !worth_compacting(held.len(), reorder.live_bytes()) {
             return Ok(());
         }
         // The released records must be durable in the output before their copies go.
@@ -270,10 +277,89 @@ impl Writer {
     }
 }
 
+/// Whether a holding file of `len` bytes is worth rewriting when the entries it still needs
+/// take `live` bytes: when it is larger than [`COMPACT_MIN_BYTES`] and than [`COMPACT_RATIO`]
+/// times `live`.
+fn worth_compacting(len: u64, live: u64) -> bool {
+    len >= COMPACT_MIN_BYTES && len >= COMPACT_RATIO * live
+}
+
 /// Appends a released record to the output buffer, and to the errors buffer when it failed.
 fn release(out: &mut Vec<u8>, errors: &mut Vec<u8>, has_errors: bool, bytes: &[u8], failed: bool) {
     out.extend_from_slice(bytes);
     if has_errors && failed {
         errors.extend_from_slice(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::record::Outcome;
+
+    fn message(line: u64, body_bytes: usize) -> Message {
+        let record = OutcomeRecord {
+            line,
+            custom_id: Some(format!("c{line}")),
+            outcome: Outcome::Response {
+                status_code: 200,
+                request_id: String::new(),
+                body: Bytes::from("1".repeat(body_bytes)),
+            },
+        };
+        (line, record)
+    }
+
+    #[test]
+    fn queued_records_go_out_together_up_to_the_batch_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let files = Files {
+            output: File::create(&path).unwrap(),
+            output_path: path,
+            errors: None,
+            held: None,
+        };
+        let config = WriterConfig {
+            ordered: false,
+            fsync: Fsync::Always,
+            nonce: 1,
+            format: Format::OpenAi,
+        };
+        let mut writer = Writer::open(files, config).unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+
+        for line in 1..=3 {
+            tx.try_send(message(line, 10)).unwrap();
+        }
+        writer.gather(&mut rx);
+        assert!(rx.is_empty(), "small records queued are taken at once");
+        assert_eq!(writer.out_buf.iter().filter(|&&b| b == b'\n').count(), 3);
+        writer.write().unwrap();
+
+        // A backlog larger than a batch: a batch takes what fills it and leaves the rest.
+        let record_bytes = MAX_BATCH_BYTES / 3;
+        for line in 4..=9 {
+            tx.try_send(message(line, record_bytes)).unwrap();
+        }
+        writer.gather(&mut rx);
+        let taken = writer.out_buf.len();
+        assert!(taken >= MAX_BATCH_BYTES, "{taken}");
+        assert!(taken < MAX_BATCH_BYTES + record_bytes + 1024, "{taken}");
+        assert!(!rx.is_empty(), "the rest waits for the next batch");
+    }
+
+    #[test]
+    fn a_holding_file_is_rewritten_once_large_and_mostly_released() {
+        let (min, ratio) = (COMPACT_MIN_BYTES, COMPACT_RATIO);
+        assert!(!worth_compacting(min / 2, 0), "small: left alone");
+        assert!(worth_compacting(min * 2, 0), "large, all released");
+        assert!(
+            worth_compacting(min * ratio * 2, min),
+            "large, mostly released"
+        );
+        assert!(!worth_compacting(min * 2, min), "large, but still needed");
     }
 }

@@ -134,3 +134,77 @@ fn run(shared: &Shared, interval: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs::{File, OpenOptions};
+    use std::path::PathBuf;
+
+    use super::super::sink::Sink;
+    use super::*;
+
+    /// Whether `done` holds within a few seconds, checked every millisecond.
+    fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        done()
+    }
+
+    /// A file whose `fsync` fails, as a device's does on Linux; `None` where it succeeds.
+    fn unsyncable() -> Option<Sink> {
+        let file = OpenOptions::new().write(true).open("/dev/null").ok()?;
+        if file.sync_data().is_ok() {
+            return None;
+        }
+        Sink::new(file, PathBuf::from("/dev/null")).ok()
+    }
+
+    #[test]
+    fn a_marked_file_is_synced_and_its_failure_reported() {
+        let Some(bad) = unsyncable() else { return };
+        let syncer = Syncer::start(Duration::from_millis(1)).unwrap();
+        syncer.mark(bad.target());
+        assert!(eventually(|| syncer.shared.lock().error.is_some()));
+        let err = syncer.stop().unwrap_err();
+        assert!(err.to_string().contains("syncing /dev/null"), "{err}");
+    }
+
+    #[test]
+    fn a_file_written_again_waits_for_the_next_interval() {
+        let Some(bad) = unsyncable() else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let good = Sink::new(File::create(&path).unwrap(), path).unwrap();
+        let syncer = Syncer::start(Duration::from_secs(3600)).unwrap();
+        syncer.mark(good.target());
+        assert!(
+            eventually(|| syncer.shared.lock().dirty.is_empty()),
+            "the first sync begins at once"
+        );
+        // Within the interval of that sync, a file marked now is not synced yet.
+        syncer.mark(bad.target());
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(syncer.shared.lock().dirty.len(), 1);
+        assert!(
+            syncer.stop().is_ok(),
+            "stopping does not wait for the interval"
+        );
+    }
+
+    #[test]
+    fn dropping_the_handle_ends_the_thread() {
+        let syncer = Syncer::start(Duration::from_secs(3600)).unwrap();
+        let shared = syncer.shared.clone();
+        drop(syncer);
+        assert_eq!(
+            Arc::strong_count(&shared),
+            1,
+            "the thread let go of its handle"
+        );
+    }
+}

@@ -704,6 +704,24 @@ mod tests {
     }
 
     #[test]
+    fn debug_sums_up_the_state_without_the_bytes() {
+        let mut decoder = Decoder::new();
+        decoder.feed_slice(b"id: 7\n\ndata: secret");
+        assert!(decoder.next_event().unwrap().is_none());
+        // Held across all three places: the partial line, the chunk being parsed, the queue.
+        decoder.feed_slice(b"-token");
+        decoder.feed_slice(b"\n");
+        let debug = format!("{decoder:?}");
+        assert!(debug.contains("buffered: 19,"), "{debug}");
+        assert!(debug.contains(r#"last_event_id: "7""#), "{debug}");
+        assert!(debug.contains("failed: false"), "{debug}");
+        assert!(
+            !debug.contains("secret") && !debug.contains("token"),
+            "{debug}"
+        );
+    }
+
+    #[test]
     fn decoders_and_events_can_cross_threads() {
         fn check<T: Send + Sync + Unpin + 'static>() {}
         check::<Decoder>();

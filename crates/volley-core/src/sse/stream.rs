@@ -156,6 +156,21 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_the_decoder_and_whether_the_stream_ended() {
+        let mut events = EventStream::new(stream::iter(chunks(&["id: 3\n\ndata: x"])));
+        let debug = format!("{events:?}");
+        assert!(
+            debug.starts_with("EventStream { decoder: Decoder {"),
+            "{debug}"
+        );
+        assert!(debug.contains("finished: false"), "{debug}");
+        assert!(collect(&mut events).is_empty());
+        let debug = format!("{events:?}");
+        assert!(debug.contains(r#"last_event_id: "3""#), "{debug}");
+        assert!(debug.contains("finished: true"), "{debug}");
+    }
+
+    #[test]
     fn yields_events_split_across_chunks_then_ends() {
         let input = chunks(&[
             "data: {\"a\"",
