@@ -40,6 +40,25 @@ fn volley(dir: &Path, key: &str) -> Command {
 
 /// The keys under `pattern`, by `KEYS` over a plain RESP connection to `url`'s host and port
 /// (a test Redis without a password).
+/// Runs `cmd` to its end, bounded by 40 s, and fails the test unless it succeeded.
+fn run_ok(cmd: &mut Command, what: &str) {
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("volley run ({what}) did not finish within 40 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn redis_keys(url: &str, pattern: &str) -> Vec<String> {
     let mut keys: Vec<String> = redis_command(url, &["KEYS", pattern])
         .into_iter()
@@ -113,25 +132,12 @@ fn the_shared_limit_is_keyed_by_the_credential() {
     let prefix = unique_prefix("credentials");
     let run = |key: &str, round: &str| {
         let out = dir.path().join(format!("{round}.jsonl"));
-        let mut child = volley(dir.path(), key)
-            .args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
-            .args(["--quiet", "--base-url", &server.url(), "--rpm", "600"])
-            .args(["--shared-limit", &url, "--shared-prefix", &prefix])
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("volley run ({round}) did not finish within 40 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "{round}: {}",
-            String::from_utf8_lossy(&output.stderr)
+        run_ok(
+            volley(dir.path(), key)
+                .args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+                .args(["--quiet", "--base-url", &server.url(), "--rpm", "600"])
+                .args(["--shared-limit", &url, "--shared-prefix", &prefix]),
+            round,
         );
     };
     let pattern = format!("{prefix}:ratelimit:*");
@@ -165,26 +171,13 @@ fn input_and_output_token_limits_are_shared_through_redis() {
     .unwrap();
     let out = dir.path().join("out.jsonl");
     let prefix = unique_prefix("split-tokens");
-    let mut child = volley(dir.path(), "sk-split")
-        .args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
-        .args(["--quiet", "--mock", "--provider", "anthropic"])
-        .args(["--input-tpm", "600000", "--output-tpm", "60000"])
-        .args(["--shared-limit", &url, "--shared-prefix", &prefix])
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("volley run did not finish within 40 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        volley(dir.path(), "sk-split")
+            .args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+            .args(["--quiet", "--mock", "--provider", "anthropic"])
+            .args(["--input-tpm", "600000", "--output-tpm", "60000"])
+            .args(["--shared-limit", &url, "--shared-prefix", &prefix]),
+        "split tokens",
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
     // The input- and output-token buckets live in the shared state, and nothing else is
@@ -227,25 +220,12 @@ fn a_learned_limit_is_shared_through_redis() {
     std::fs::write(&input, lines).unwrap();
     let out = dir.path().join("out.jsonl");
     let prefix = unique_prefix("learned");
-    let mut child = volley(dir.path(), "sk-learned")
-        .args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
-        .args(["--quiet", "--base-url", &server.url()])
-        .args(["--shared-limit", &url, "--shared-prefix", &prefix])
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("volley run did not finish within 40 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        volley(dir.path(), "sk-learned")
+            .args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+            .args(["--quiet", "--base-url", &server.url()])
+            .args(["--shared-limit", &url, "--shared-prefix", &prefix]),
+        "learned",
     );
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 8);
     // The learned limit is in the shared state, for every process with this prefix and key.

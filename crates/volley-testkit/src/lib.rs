@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod proxy;
+pub mod raw;
 pub mod redis;
 pub mod socks;
 pub mod tls;

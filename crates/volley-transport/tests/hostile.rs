@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderName, HeaderValue};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 use volley_core::{ErrorKind, Request};
@@ -57,7 +57,7 @@ async fn responder(answer: Answer) -> (String, Arc<AtomicU64>) {
 }
 
 async fn serve(mut socket: TcpStream, answer: Answer, written: Arc<AtomicU64>) {
-    let Some(head) = read_head(&mut socket).await else {
+    let Some(head) = volley_testkit::raw::read_request_head(&mut socket).await else {
         return;
     };
     let (status, content_type, len) = match answer {
@@ -110,19 +110,6 @@ async fn serve(mut socket: TcpStream, answer: Answer, written: Arc<AtomicU64>) {
 
 /// Reads the request head (up to the blank line), and the body when it is short; returns the
 /// head's text.
-async fn read_head(socket: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = socket.read(&mut byte).await.ok()?;
-        if n == 0 || buf.len() > 64 * 1024 {
-            return None;
-        }
-        buf.extend_from_slice(&byte[..n]);
-    }
-    Some(String::from_utf8_lossy(&buf).into_owned())
-}
-
 /// 64 KiB of complete `data:` events.
 fn event_chunk() -> Vec<u8> {
     let event = format!("data: {{\"x\":\"{}\"}}\n\n", "a".repeat(1000));

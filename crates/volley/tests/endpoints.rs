@@ -274,7 +274,7 @@ async fn a_lone_base_url_hedges_to_itself_at_a_learned_percentile() {
 /// A raw server that answers every request with an event stream whose first event is an
 /// error quoting the `Authorization` header it received: a server that echoes the key.
 async fn echoing_stream_server() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -284,15 +284,9 @@ async fn echoing_stream_server() -> String {
                 return;
             };
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head);
+                let Some(head) = volley_testkit::raw::read_request_head(&mut socket).await else {
+                    return;
+                };
                 let auth = head
                     .lines()
                     .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))

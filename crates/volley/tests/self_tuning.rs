@@ -6,6 +6,20 @@ use volley::openai::{ChatCompletionRequest, ChatMessage};
 use volley::{Client, ErrorKind, Request};
 use volley_mock::{MockConfig, MockServer, RateLimits};
 
+/// A mock that enforces `rpm` requests a minute (stating it in its headers, but on Azure
+/// paths).
+async fn limited_to(rpm: u32) -> MockServer {
+    MockServer::start(MockConfig {
+        rate_limits: RateLimits {
+            rpm: Some(rpm),
+            ..RateLimits::NONE
+        },
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 fn request(i: usize) -> Request {
     let chat = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user(format!("{i}"))]);
     Request::post_json("/chat/completions", &chat).unwrap()
@@ -50,15 +64,7 @@ async fn no_line_fails_because_of_429s() {
 /// the attempts are answered 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_learned_from_headers() {
-    let server = MockServer::start(MockConfig {
-        rate_limits: RateLimits {
-            rpm: Some(600),
-            ..RateLimits::NONE
-        },
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let server = limited_to(600).await;
     let client = Client::builder().base_url(server.url()).build().unwrap();
     let lines = 300;
     let results = client.fan_out_collect((0..lines).map(request), 256).await;
@@ -122,15 +128,7 @@ async fn adaptive_concurrency_finds_a_hard_capacity() {
 /// are the first burst's (at most 256) and a few more, not the 1 800 of pausing alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_remaining_only_headers_fall_back_to_the_loss_signals() {
-    let server = MockServer::start(MockConfig {
-        rate_limits: RateLimits {
-            rpm: Some(600),
-            ..RateLimits::NONE
-        },
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let server = limited_to(600).await;
     let base = server.url().trim_end_matches("/v1").to_owned() + "/openai/v1";
     let client = Client::builder()
         .provider(volley::Provider::Azure)

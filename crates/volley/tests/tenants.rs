@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use http::header::AUTHORIZATION;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use volley::{Client, ErrorKind, Request};
 use volley_middleware::cache::CACHE_STATUS_HEADER;
@@ -47,15 +47,9 @@ async fn responder(answer: Answer) -> (String, Arc<AtomicU64>) {
 }
 
 async fn serve(mut socket: TcpStream, answer: Answer) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    let Some(head) = volley_testkit::raw::read_request_head(&mut socket).await else {
+        return;
+    };
     match answer {
         Answer::EchoTenant => {
             let tenant = head
