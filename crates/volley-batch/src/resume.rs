@@ -535,6 +535,27 @@ mod tests {
     }
 
     #[test]
+    fn a_first_line_of_zeros_is_a_torn_tail_not_a_foreign_file() {
+        // A crash can leave a file of zeros (its length grew, its data did not land): cut,
+        // not refused.
+        let (result, after, _) = resume(b"\0\0\0\0\n");
+        assert_eq!(result.unwrap().records, 0);
+        assert!(after.is_empty(), "{after:?}");
+    }
+
+    #[test]
+    fn an_errors_file_loses_a_torn_line_longer_than_a_read() {
+        // The torn last line is longer than the 64 KiB read backwards at a time.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("errors.jsonl");
+        let kept = format!("{FAILED}\n");
+        let torn = "x".repeat(200 * 1024);
+        std::fs::write(&path, format!("{kept}{torn}")).unwrap();
+        drop(open_errors(&path).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), kept.as_bytes());
+    }
+
+    #[test]
     fn the_last_record_of_an_id_is_its_outcome() {
         let retried_ok = FAILED
             .replace("500", "200")
