@@ -277,6 +277,35 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn quotas_list_limit_remaining_and_reset_in_dimension_order() {
+        let s = Duration::from_secs;
+        let info = RateLimitInfo {
+            limit_requests: Some(1),
+            remaining_requests: Some(2),
+            reset_requests: Some(s(3)),
+            limit_tokens: Some(4),
+            remaining_tokens: Some(5),
+            reset_tokens: Some(s(6)),
+            limit_input_tokens: Some(7),
+            remaining_input_tokens: Some(8),
+            reset_input_tokens: Some(s(9)),
+            limit_output_tokens: Some(10),
+            remaining_output_tokens: Some(11),
+            reset_output_tokens: Some(s(12)),
+        };
+        assert_eq!(
+            info.quotas(),
+            [
+                (Some(1), Some(2), Some(s(3))),
+                (Some(4), Some(5), Some(s(6))),
+                (Some(7), Some(8), Some(s(9))),
+                (Some(10), Some(11), Some(s(12))),
+            ]
+        );
+        assert_eq!(RateLimitInfo::default().quotas(), [(None, None, None); 4]);
+    }
+
+    #[test]
     fn credential_headers_are_recognised_whatever_their_case() {
         for name in CREDENTIAL_HEADERS {
             let upper = HeaderName::from_bytes(name.to_ascii_uppercase().as_bytes()).unwrap();
