@@ -7,11 +7,8 @@
 //! There is no global lock and no per-request task on the hot path, and memory stays bounded
 //! at 10 000 requests in flight (a recorder per request would not be).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -91,9 +88,7 @@ impl Lane {
                 }
                 let (prompt, output) = (self.prompt.sample(&mut rng), self.output.sample(&mut rng));
                 self.shared.enter();
-                if let Some(request) = sent(self.request(now, prompt, output)).await {
-                    requests.push(request);
-                }
+                requests.push(self.request(now, prompt, output));
             }
             if stopping && requests.is_empty() {
                 break;
@@ -118,14 +113,10 @@ impl Lane {
                 arrival = arrivals.recv(), if open => match arrival {
                     Some(a) => {
                         let now = Instant::now();
-                        if let Some(request) = sent(self.request(now, a.prompt, a.output)).await {
-                            requests.push(request);
-                        }
+                        requests.push(self.request(now, a.prompt, a.output));
                         // Arrivals that came in together start together.
                         while let Ok(a) = arrivals.try_recv() {
-                            if let Some(request) = sent(self.request(now, a.prompt, a.output)).await {
-                                requests.push(request);
-                            }
+                            requests.push(self.request(now, a.prompt, a.output));
                         }
                     }
                     None => open = false,
@@ -328,18 +319,6 @@ impl Gaps {
         self.len += 1;
         self.len == GAP_BUFFER
     }
-}
-
-/// A new request, polled once so that it is sent now, boxed to join the set of those in
-/// flight; `None` when that first poll finished it. Pushed unpolled, it would be polled only
-/// after every answer already ready in the set (their wake-ups are queued first): when a
-/// burst of answers arrives together, the next requests would leave only once all of them
-/// were read, and each slot would sit idle for the burst.
-async fn sent<F: Future<Output = ()>>(request: F) -> Option<Pin<Box<F>>> {
-    let mut request = Box::pin(request);
-    let pending =
-        std::future::poll_fn(|cx| Poll::Ready(request.as_mut().poll(cx).is_pending())).await;
-    pending.then_some(request)
 }
 
 #[cfg(test)]
