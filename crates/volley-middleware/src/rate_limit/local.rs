@@ -496,7 +496,7 @@ impl Shared {
         }
     }
 
-    /// Ten seconds without a 429 under a loss rate: 10 % more.
+    /// Five seconds without a 429 under a loss rate: 10 % more.
     fn grow_loss_rate(&self, now: u64) {
         let mut state = self.lock();
         if let Some(current) = state.loss
