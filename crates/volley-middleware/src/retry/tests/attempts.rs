@@ -105,6 +105,10 @@ async fn safe_only_retries_what_cannot_have_been_billed() {
     }
     let mock = failing(1, || status(429));
     assert!(run(&mock, Policy::safe_only()).await.is_ok());
+    // `Policy::safe_only()` is that classifier: a 500 (maybe billed) is not retried.
+    let mock = failing(1, || status(500));
+    assert!(run(&mock, Policy::safe_only()).await.is_err());
+    assert_eq!(mock.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
