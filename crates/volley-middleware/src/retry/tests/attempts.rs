@@ -314,3 +314,26 @@ async fn rate_signals_give_up_after_their_time() {
     assert!(took >= Duration::from_secs(29), "{took:?}");
     assert_eq!(mock.calls(), 31);
 }
+
+/// The first retry waits at most the backoff base (full jitter over `[0, base]`); the second
+/// at most twice it. Forty draws each: a policy one step ahead would exceed the bound on about
+/// half of them.
+#[tokio::test(start_paused = true)]
+async fn the_first_retry_waits_at_most_the_base() {
+    let policy = || {
+        Policy::builder()
+            .backoff_base(ms(100))
+            .backoff_cap(ms(10_000))
+            .build()
+            .unwrap()
+    };
+    for (failures, bound) in [(1, ms(100)), (2, ms(300))] {
+        for _ in 0..40 {
+            let mock = failing(failures, || status(500));
+            let started = tokio::time::Instant::now();
+            assert!(run(&mock, policy()).await.is_ok());
+            let waited = started.elapsed();
+            assert!(waited <= bound, "{failures} retries waited {waited:?}");
+        }
+    }
+}
