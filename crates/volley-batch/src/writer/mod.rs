@@ -362,4 +362,40 @@ mod tests {
         );
         assert!(!worth_compacting(min * 2, min), "large, but still needed");
     }
+
+    /// Ordered mode: 70 records of 1 MiB wait for the first in the holding file (past
+    /// [`COMPACT_MIN_BYTES`]); when it comes, all are released, and the holding file, holding
+    /// nothing still needed, is rewritten small. Without the rewrite it would keep growing.
+    #[test]
+    fn a_holding_file_of_released_records_is_rewritten_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let held_path = held::path_for(&path);
+        let files = Files {
+            output: File::create(&path).unwrap(),
+            output_path: path.clone(),
+            errors: None,
+            held: Some((File::create(&held_path).unwrap(), held_path.clone())),
+        };
+        let config = WriterConfig {
+            ordered: true,
+            fsync: Fsync::Always,
+            nonce: 1,
+            format: Format::OpenAi,
+        };
+        let mut writer = Writer::open(files, config).unwrap();
+        for seq in 1..=70u64 {
+            writer.accept(message(seq, 1 << 20));
+            writer.write().unwrap();
+        }
+        let waiting = std::fs::metadata(&held_path).unwrap().len();
+        assert!(waiting > COMPACT_MIN_BYTES, "{waiting} bytes held");
+        let (_, first) = message(1, 10);
+        writer.accept((0, first));
+        writer.write().unwrap();
+        let after = std::fs::metadata(&held_path).unwrap().len();
+        assert!(after < 1024, "{after} bytes still held");
+        let out = std::fs::read(&path).unwrap();
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 71);
+    }
 }
