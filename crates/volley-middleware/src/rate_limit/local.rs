@@ -417,20 +417,13 @@ fn observe(shared: &Shared, observation: &Observation) {
             gate.close();
         }
         shared.learn(&observation.info);
-        let now = shared.now();
-        let info = &observation.info;
-        if info.remaining_requests.is_some() && info.limit_requests.is_none() {
-            shared.remaining_only.store(true, Ordering::Relaxed);
-        }
-        if !observation.rate_limited {
-            shared.answers.record(now);
-            if shared.answers.grow_due(now) {
-                shared.grow_loss_rate(now);
-            }
+        if shared.learns[0] {
+            shared.count_for_loss_rate(observation);
         }
         if !observation.is_relevant() {
             return;
         }
+        let now = shared.now();
         let empty = observation.empty_quotas();
         let mut guard = shared.lock();
         let state = &mut *guard;
@@ -493,6 +486,29 @@ impl Shared {
         }
         if let Some(rate) = loss::after_429(state.loss, &self.answers, now) {
             self.put_loss_rate(state, rate);
+        }
+    }
+
+    /// Counts an answer for the loss rate, once the provider has shown it counts requests
+    /// without stating the limit; a provider that states it (or none) costs one load here.
+    /// The clock is read for the first answer and while a loss rate is in force.
+    fn count_for_loss_rate(&self, observation: &Observation) {
+        let info = &observation.info;
+        if info.remaining_requests.is_some()
+            && info.limit_requests.is_none()
+            && !self.remaining_only.load(Ordering::Relaxed)
+        {
+            self.remaining_only.store(true, Ordering::Relaxed);
+        }
+        if observation.rate_limited || !self.remaining_only.load(Ordering::Relaxed) {
+            return;
+        }
+        self.answers.record(|| self.now());
+        if self.answers.growing() {
+            let now = self.now();
+            if self.answers.grow_due(now) {
+                self.grow_loss_rate(now);
+            }
         }
     }
 

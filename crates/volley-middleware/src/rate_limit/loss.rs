@@ -58,12 +58,22 @@ impl Default for Answers {
 }
 
 impl Answers {
-    /// Counts one answer at `now`.
-    pub(super) fn record(&self, now: u64) {
+    /// Counts one answer; `now` is read only for the first.
+    pub(super) fn record(&self, now: impl FnOnce() -> u64) {
         self.count.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .first_at
-            .compare_exchange(u64::MAX, now, Ordering::Relaxed, Ordering::Relaxed);
+        if self.first_at.load(Ordering::Relaxed) == u64::MAX {
+            let _ = self.first_at.compare_exchange(
+                u64::MAX,
+                now(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Whether a loss rate is in force (and may grow): a cheap check before reading the clock.
+    pub(super) fn growing(&self) -> bool {
+        self.grow_at.load(Ordering::Relaxed) != u64::MAX
     }
 
     /// Whether the rate is due to grow at `now` (a cheap check before taking the lock).
@@ -157,7 +167,7 @@ mod tests {
     fn the_first_429_takes_the_answers_so_far_per_minute() {
         let answers = Answers::default();
         for _ in 0..10 {
-            answers.record(0);
+            answers.record(|| 0);
         }
         // Ten answers in a tenth of a second count over a second: 600 a minute.
         let rate = after_429(None, &answers, SECOND / 10).unwrap();
@@ -167,14 +177,14 @@ mod tests {
         // Later: fewer answers than the rate allowed → what was answered, 30 % less at most
         // (4 answers in 1.9 s is about 126 a minute).
         for _ in 0..4 {
-            answers.record(SECOND);
+            answers.record(|| SECOND);
         }
         let lower = after_429(Some(rate), &answers, 2 * SECOND).unwrap();
         assert_eq!(lower.per_minute, 420);
         // Answers that kept up with the rate, and still 429s: 30 % less, but never below half
         // the first rate.
         for _ in 0..20 {
-            answers.record(3 * SECOND);
+            answers.record(|| 3 * SECOND);
         }
         let kept_up = after_429(Some(lower), &answers, 4 * SECOND).unwrap();
         assert_eq!(kept_up.per_minute, 300, "floored at half of 600");
@@ -182,7 +192,7 @@ mod tests {
         assert_eq!(up.per_minute, 330);
         assert!(!answers.grow_due(18 * SECOND) && answers.grow_due(19 * SECOND));
         for _ in 0..40 {
-            answers.record(15 * SECOND);
+            answers.record(|| 15 * SECOND);
         }
         let again = after_429(Some(up), &answers, 16 * SECOND).unwrap();
         assert_eq!(
