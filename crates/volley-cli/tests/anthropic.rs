@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use volley_mock::{MockConfig, MockServer};
@@ -44,30 +44,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Runs to completion with stdout and stderr captured, bounded in time.
 fn output(cmd: &mut Command) -> (ExitStatus, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let mut child = cmd
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("volley took more than {CHILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (
-        status,
-        std::fs::read_to_string(out).unwrap(),
-        std::fs::read_to_string(err).unwrap(),
-    )
+    let done = volley_testkit::process::run_bounded(cmd, CHILD_TIMEOUT);
+    (done.status, done.stdout, done.stderr)
 }
 
 fn keyed_mock(rt: &tokio::runtime::Runtime, faults: &str) -> MockServer {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use volley_mock::{MockConfig, MockServer};
 
@@ -27,26 +27,8 @@ fn volley(dir: &Path) -> Command {
 
 /// Runs to completion with stderr captured, bounded in time.
 fn output(cmd: &mut Command) -> (ExitStatus, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let err = dir.path().join("stderr");
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("volley run took more than {CHILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (status, std::fs::read_to_string(err).unwrap())
+    let done = volley_testkit::process::run_bounded(cmd, CHILD_TIMEOUT);
+    (done.status, done.stderr)
 }
 
 fn write_input(path: &Path, n: usize) {

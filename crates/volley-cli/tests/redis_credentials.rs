@@ -8,7 +8,7 @@ use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use volley_mock::{MockConfig, MockServer};
 use volley_testkit::redis::unique_prefix;
@@ -42,21 +42,8 @@ fn volley(dir: &Path, key: &str) -> Command {
 /// (a test Redis without a password).
 /// Runs `cmd` to its end, bounded by 40 s, and fails the test unless it succeeded.
 fn run_ok(cmd: &mut Command, what: &str) {
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("volley run ({what}) did not finish within 40 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let done = volley_testkit::process::run_bounded(cmd, Duration::from_secs(40));
+    assert!(done.status.success(), "{what}: {}", done.stderr);
 }
 
 fn redis_keys(url: &str, pattern: &str) -> Vec<String> {

@@ -103,35 +103,13 @@ fn custom_ids(records: &[Value]) -> Vec<String> {
 
 /// Waits for `child` up to [`CHILD_TIMEOUT`]; kills it and fails the test beyond.
 fn wait(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("volley run took more than {CHILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    volley_testkit::process::wait_bounded(child, CHILD_TIMEOUT)
 }
 
 /// Runs to completion with stdout and stderr captured, bounded in time.
 fn output(cmd: &mut Command) -> (ExitStatus, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let mut child = cmd
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let status = wait(&mut child);
-    (
-        status,
-        std::fs::read_to_string(out).unwrap(),
-        std::fs::read_to_string(err).unwrap(),
-    )
+    let done = volley_testkit::process::run_bounded(cmd, CHILD_TIMEOUT);
+    (done.status, done.stdout, done.stderr)
 }
 
 /// Waits (bounded) until the run has written its first outcome, then sends it `signal`.

@@ -5,7 +5,7 @@
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -41,21 +41,8 @@ fn volley(dir: &Path) -> Command {
 
 /// Runs `cmd` to the end, bounded: `volley run` stops by itself in every test here, and a
 /// hang fails the test instead of hanging the suite.
-fn run(cmd: &mut Command) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("volley run did not finish within 60 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+fn run(cmd: &mut Command) -> volley_testkit::process::Finished {
+    volley_testkit::process::run_bounded(cmd, std::time::Duration::from_secs(60))
 }
 
 /// `n` chat lines; with `same_body` every line asks the same thing (a cache answers all but
@@ -145,7 +132,7 @@ fn a_403_stops_the_run() {
             "--max-retries",
             "0",
         ]));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("rejected the credentials (HTTP 403)"),
@@ -184,7 +171,7 @@ fn run_cache_memory_sends_identical_lines_once() {
         .args(["run", path_str(&input), "-o", path_str(&out), "--quiet"])
         .args(["--base-url", &server.url(), "--concurrency", "1"])
         .args(["--cache", "memory"]));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(records(&out).len(), 20);
     // The first answer is cached as its slot is freed: the next line may miss it by a hair,
@@ -214,7 +201,7 @@ fn run_cache_disk_answers_a_second_run_without_the_server() {
             .args(["run", path_str(&input), "-o", path_str(&out), "--quiet"])
             .args(["--base-url", &server.url(), "--concurrency", "4"])
             .args(["--cache", &cache]));
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = &output.stderr;
         assert_eq!(output.status.code(), Some(0), "{round}: {stderr}");
         let recorded = records(&out);
         assert_eq!(recorded.len(), 10, "{round}");
