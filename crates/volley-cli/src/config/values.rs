@@ -181,59 +181,47 @@ serde_as_text!(
     HealthCheckSpec
 );
 
-/// `--provider`: whose conventions the API follows (`openai`, `azure`), parsed by the
-/// library's one rule.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct ProviderSpec(pub(crate) volley::Provider);
+/// A setting whose values are a library type's own, parsed and shown by the library's one
+/// rule.
+macro_rules! library_value {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub(crate) struct $name(pub(crate) $inner);
 
-impl ProviderSpec {
-    fn raw(&self) -> String {
-        self.to_string()
-    }
+        impl $name {
+            fn raw(&self) -> String {
+                self.to_string()
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                s.parse()
+                    .map($name)
+                    .map_err(|e: volley::Error| e.to_string())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
 }
 
-impl FromStr for ProviderSpec {
-    type Err = String;
+library_value!(
+    /// `--provider`: whose conventions the API follows (`openai`, `azure`, `anthropic`).
+    ProviderSpec(volley::Provider)
+);
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse()
-            .map(ProviderSpec)
-            .map_err(|e: volley::Error| e.to_string())
-    }
-}
-
-impl fmt::Display for ProviderSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// `--anthropic-auth`: how an Anthropic key is sent (`bearer`, `x-api-key`), parsed by the
-/// library's one rule.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct AnthropicAuthSpec(pub(crate) volley::transport::AnthropicAuth);
-
-impl AnthropicAuthSpec {
-    fn raw(&self) -> String {
-        self.to_string()
-    }
-}
-
-impl FromStr for AnthropicAuthSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.parse()
-            .map(AnthropicAuthSpec)
-            .map_err(|e: volley::Error| e.to_string())
-    }
-}
-
-impl fmt::Display for AnthropicAuthSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+library_value!(
+    /// `--anthropic-auth`: how an Anthropic key is sent (`bearer`, `x-api-key`).
+    AnthropicAuthSpec(volley::transport::AnthropicAuth)
+);
 
 /// `--concurrency`: a fixed number of requests in flight, or `auto` / `auto:MAX`, an
 /// adaptive limit of at most MAX (256 when not said) that finds the server's capacity.
