@@ -1,6 +1,7 @@
 //! The usage scanners the middleware runs over every streamed answer, on a stream of about
 //! 1 MiB fed in 1 KiB chunks: OpenAI (a usage chunk at the end) and Anthropic (usage in
-//! `message_start` and `message_delta`).
+//! `message_start` and `message_delta`); and the scan of one complete answer, which every
+//! non-streamed response gets (`usage_per_answer`).
 
 use std::hint::black_box;
 
@@ -62,5 +63,60 @@ fn usage_scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, usage_scan);
+/// A chat completion as OpenAI sends it, usage details included.
+const ANSWER: &str = r#"{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I assist you today?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1117,"completion_tokens":46,"total_tokens":1163,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_fc9f1d7035"}"#;
+
+fn usage_per_answer(c: &mut Criterion) {
+    use volley_core::{Body, Dialect, RequestId, Response, Timings};
+    let response = || {
+        Response::new(
+            http::StatusCode::OK,
+            http::HeaderMap::new(),
+            Body::Full(bytes::Bytes::from_static(ANSWER.as_bytes())),
+            Timings::start(),
+            RequestId::next(),
+        )
+    };
+    let mut group = c.benchmark_group("usage_per_answer");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("openai_scan", |b| {
+        b.iter(|| {
+            black_box(volley_core::openai::usage_in_body(black_box(
+                ANSWER.as_bytes(),
+            )))
+        })
+    });
+    // Three readers of one answer (the metrics layer, a tokens-per-minute limit, the
+    // caller): each scanning the body, or sharing `Response::usage`'s one scan.
+    group.bench_function("three_readers_scanning", |b| {
+        b.iter_batched(
+            response,
+            |r| {
+                let Body::Full(body) = r.body() else {
+                    unreachable!()
+                };
+                for _ in 0..3 {
+                    black_box(Dialect::OpenAi.usage_in_body(black_box(body)));
+                }
+                r
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("three_readers_sharing", |b| {
+        b.iter_batched(
+            response,
+            |r| {
+                for _ in 0..3 {
+                    black_box(black_box(&r).usage(Dialect::OpenAi));
+                }
+                r
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, usage_scan, usage_per_answer);
 criterion_main!(benches);

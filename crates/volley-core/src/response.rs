@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use futures_core::Stream;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
+use crate::dialect::{Dialect, TokenUsage};
 use crate::sse::EventStream;
 use crate::{Error, ErrorKind, RequestId};
 
@@ -21,6 +23,9 @@ pub struct Response {
     body: Body,
     timings: Timings,
     request_id: RequestId,
+    /// The usage of a complete body, once scanned, and the dialect it was scanned in: the
+    /// layers that need it (metrics, a tokens-per-minute limit) and the caller share one scan.
+    usage: OnceLock<(Dialect, Option<TokenUsage>)>,
 }
 
 /// A response body: complete, or a stream of chunks still arriving.
@@ -101,6 +106,7 @@ impl Response {
             body,
             timings,
             request_id,
+            usage: OnceLock::new(),
         }
     }
 
@@ -127,6 +133,42 @@ impl Response {
     /// The id of the request this answers.
     pub fn request_id(&self) -> RequestId {
         self.request_id
+    }
+
+    /// The token usage a complete body reports, read in `dialect` ([`Dialect::usage_in_body`]);
+    /// `None` for a stream, or a body without a usage object.
+    ///
+    /// The body is scanned once: later calls (the metrics layer, a tokens-per-minute limit,
+    /// the caller) get the first call's answer. A call in another dialect scans again.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{HeaderMap, StatusCode};
+    /// use volley_core::{Body, Dialect, RequestId, Response, Timings};
+    ///
+    /// let body = r#"{"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":7}}"#;
+    /// let response = Response::new(
+    ///     StatusCode::OK,
+    ///     HeaderMap::new(),
+    ///     Body::Full(Bytes::from_static(body.as_bytes())),
+    ///     Timings::start(),
+    ///     RequestId::next(),
+    /// );
+    /// let usage = response.usage(Dialect::OpenAi).unwrap();
+    /// assert_eq!((usage.input, usage.output), (20, 7));
+    /// ```
+    pub fn usage(&self, dialect: Dialect) -> Option<TokenUsage> {
+        let Body::Full(bytes) = &self.body else {
+            return None;
+        };
+        let (scanned_in, usage) = *self
+            .usage
+            .get_or_init(|| (dialect, dialect.usage_in_body(bytes)));
+        if scanned_in == dialect {
+            usage
+        } else {
+            dialect.usage_in_body(bytes)
+        }
     }
 
     /// Whether the body is a stream.
@@ -182,6 +224,7 @@ impl Response {
                 body: Body::Full(bytes.clone()),
                 timings: self.timings,
                 request_id: self.request_id,
+                usage: self.usage.clone(),
             }),
             Body::Stream(_) => None,
         }

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use volley_core::{Body, Dialect, Error, Response};
+use volley_core::{Dialect, Error, Response};
 
 use super::body::MetricsBody;
 use super::handles::Tracker;
@@ -57,32 +57,29 @@ where
                 return Poll::Ready(Err(e));
             }
         };
-        let (head, body) = response.into_parts();
-        let body = match body {
-            Body::Full(bytes) => {
-                // The transport timed the head; a cached answer's timings are all "now".
-                let ttfb = head
-                    .timings
-                    .first_byte
-                    .map(|t| t.saturating_duration_since(tracker.started()));
-                match ttfb {
-                    Some(after) => tracker.first_byte(after),
-                    None => tracker.first_byte_now(),
-                }
-                if head.status.is_success()
-                    && tracker.counts_tokens()
-                    && let Some(usage) = this.dialect.usage_in_body(&bytes)
-                {
-                    tracker.tokens(usage.input.saturating_add(usage.cache_read), usage.output);
-                }
-                tracker.finish(None);
-                Body::Full(bytes)
+        if !response.is_stream() {
+            // The transport timed the head; a cached answer's timings are all "now".
+            let timings = *response.timings();
+            match timings.first_byte {
+                Some(at) => tracker.first_byte(at.saturating_duration_since(tracker.started())),
+                None => tracker.first_byte_now(),
             }
-            Body::Stream(stream) => {
-                let dialect = *this.dialect;
-                Body::Stream(stream.wrap(|s| MetricsBody::new(s, tracker, dialect)))
+            // The usage is scanned once per response: the caller and the other layers get
+            // the same scan.
+            if response.status().is_success()
+                && tracker.counts_tokens()
+                && let Some(usage) = response.usage(*this.dialect)
+            {
+                tracker.tokens(usage.input.saturating_add(usage.cache_read), usage.output);
             }
-        };
-        Poll::Ready(Ok(Response::from_parts(head, body)))
+            // The body is complete: it ended when the transport read its last byte, so the
+            // clock need not be read again.
+            tracker.finish_at(None, timings.done);
+            return Poll::Ready(Ok(response));
+        }
+        let dialect = *this.dialect;
+        Poll::Ready(Ok(response.map_stream(|stream| {
+            stream.wrap(|s| MetricsBody::new(s, tracker, dialect))
+        })))
     }
 }

@@ -130,10 +130,19 @@ impl Tracker {
 
     /// Records the outcome: `None` for success, else the error's kind.
     pub(crate) fn finish(&mut self, error: Option<ErrorKind>) {
+        self.finish_at(error, None);
+    }
+
+    /// [`Tracker::finish`], for a call that ended at `end` (now when `None`): a complete
+    /// body's end is the transport's reading of its last byte, so no clock is read for it.
+    pub(crate) fn finish_at(&mut self, error: Option<ErrorKind>, end: Option<Instant>) {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        let elapsed = self.start.elapsed();
+        let elapsed = match end {
+            Some(end) => end.saturating_duration_since(self.start),
+            None => self.start.elapsed(),
+        };
         let h = &self.handles;
         match error {
             None => h.ok.increment(1),

@@ -9,7 +9,7 @@ use http::StatusCode;
 use metrics::Histogram;
 use pin_project_lite::pin_project;
 use tower_service::Service;
-use volley_core::{Body, Dialect, Error, Request, Response};
+use volley_core::{Dialect, Error, Request, Response};
 
 use super::settle::SettlingStream;
 use super::{Cost, Grant, Observation, RateLimiter};
@@ -191,21 +191,17 @@ impl<L: RateLimiter> GrantGuard<L> {
         if observation.is_relevant() || self.limiter.learns() {
             self.limiter.observe(&observation);
         }
-        let (head, body) = response.into_parts();
-        let body = match body {
-            Body::Full(bytes) => {
-                if let Some(usage) = self.dialect.usage_in_body(&bytes) {
-                    self.limiter.settle_usage(grant, usage);
-                }
-                Body::Full(bytes)
+        if !response.is_stream() {
+            // One scan of the body, shared with the metrics layer and the caller.
+            if let Some(usage) = response.usage(self.dialect) {
+                self.limiter.settle_usage(grant, usage);
             }
-            Body::Stream(stream) => {
-                let limiter = self.limiter.clone();
-                let dialect = self.dialect;
-                Body::Stream(stream.wrap(|s| SettlingStream::new(s, limiter, grant, dialect)))
-            }
-        };
-        Ok(Response::from_parts(head, body))
+            return Ok(response);
+        }
+        let limiter = self.limiter.clone();
+        let dialect = self.dialect;
+        Ok(response
+            .map_stream(|stream| stream.wrap(|s| SettlingStream::new(s, limiter, grant, dialect))))
     }
 }
 
