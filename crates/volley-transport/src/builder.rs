@@ -775,28 +775,31 @@ impl Builder {
         }
         let credential =
             CredentialId::for_endpoint(&base.display, c.api_key.as_ref(), &credential_headers);
+        let mut inner = Inner {
+            credential,
+            client,
+            host,
+            joined: joined_paths(&base.path),
+            base_path: base.path,
+            display_base: base.display.into(),
+            scheme: base.scheme,
+            authority: base.authority,
+            default_headers,
+            gzip: c.gzip,
+            brotli: c.brotli,
+            counters,
+            max_error_body_bytes: c.max_error_body_bytes,
+            max_body_bytes: c.max_body_bytes,
+            max_buffered_bytes: c.max_buffered_bytes,
+            buffered: std::sync::atomic::AtomicUsize::new(0),
+            secrets,
+            azure,
+            route,
+            json_headers: HeaderMap::new(),
+        };
+        inner.json_headers = crate::send::json_headers(&inner);
         Ok(Transport {
-            inner: Arc::new(Inner {
-                credential,
-                client,
-                host,
-                joined: joined_paths(&base.path),
-                base_path: base.path,
-                display_base: base.display.into(),
-                scheme: base.scheme,
-                authority: base.authority,
-                default_headers,
-                gzip: c.gzip,
-                brotli: c.brotli,
-                counters,
-                max_error_body_bytes: c.max_error_body_bytes,
-                max_body_bytes: c.max_body_bytes,
-                max_buffered_bytes: c.max_buffered_bytes,
-                buffered: std::sync::atomic::AtomicUsize::new(0),
-                secrets,
-                azure,
-                route,
-            }),
+            inner: Arc::new(inner),
         })
     }
 }

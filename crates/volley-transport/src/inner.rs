@@ -32,6 +32,9 @@ pub(crate) struct Inner {
     pub(crate) joined: [(&'static str, PathAndQuery); 4],
     pub(crate) display_base: Arc<str>,
     pub(crate) default_headers: HeaderMap,
+    /// Every header of a request with a JSON body and no headers of its own (the usual one):
+    /// `Host`, the defaults, a forward proxy's credentials, `Content-Type`; cloned per request.
+    pub(crate) json_headers: HeaderMap,
     pub(crate) gzip: bool,
     pub(crate) brotli: bool,
     pub(crate) counters: Arc<Counters>,

@@ -70,22 +70,13 @@ pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response
     let mut http_request = http::Request::new(Full::new(parts.body));
     *http_request.method_mut() = parts.method.clone();
     *http_request.uri_mut() = uri;
-    *http_request.headers_mut() = parts.headers;
-    let headers = http_request.headers_mut();
-    headers.reserve(inner.default_headers.len() + 4);
-    if matches!(inner.client, Backend::Http1(_)) && !headers.contains_key(HOST) {
-        headers.insert(HOST, inner.host.clone());
-    }
-    for (name, value) in &inner.default_headers {
-        if !headers.contains_key(name) {
-            headers.insert(name.clone(), value.clone());
-        }
-    }
-    if let Some(auth) = forward.and_then(|p| p.basic_auth()) {
-        headers.insert(PROXY_AUTHORIZATION, auth.clone());
-    }
-    if has_body && !headers.contains_key(CONTENT_TYPE) {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if has_body && parts.headers.is_empty() {
+        // The usual request, a JSON body with no headers of its own: a copy of the headers
+        // worked out once, instead of looking each default up and inserting it.
+        *http_request.headers_mut() = inner.json_headers.clone();
+    } else {
+        *http_request.headers_mut() = parts.headers;
+        add_headers(http_request.headers_mut(), &inner, has_body);
     }
 
     inner.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -182,6 +173,37 @@ pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response
     ))
 }
 
+/// Adds to a request's own `headers` what the transport sends with every request: `Host`
+/// (HTTP/1.1), the default headers, the forward proxy's credentials, and a JSON content type
+/// for a body; a header the request set itself is left as it is.
+fn add_headers(headers: &mut HeaderMap, inner: &Inner, has_body: bool) {
+    headers.reserve(inner.default_headers.len() + 4);
+    if matches!(inner.client, Backend::Http1(_)) && !headers.contains_key(HOST) {
+        headers.insert(HOST, inner.host.clone());
+    }
+    for (name, value) in &inner.default_headers {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    if let Route::Forward(proxy) = &*inner.route
+        && let Some(auth) = proxy.basic_auth()
+    {
+        headers.insert(PROXY_AUTHORIZATION, auth.clone());
+    }
+    if has_body && !headers.contains_key(CONTENT_TYPE) {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+}
+
+/// The headers of a request with a body and no headers of its own, worked out once per
+/// transport by [`add_headers`].
+pub(crate) fn json_headers(inner: &Inner) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    add_headers(&mut headers, inner, true);
+    headers
+}
+
 /// Reads a successful body whole, within the body limit and the transport's budget of
 /// buffered bytes (after decompression: a small compressed body can expand enormously).
 async fn read_body<B>(
@@ -195,6 +217,9 @@ where
 {
     let mut body = std::pin::pin!(body);
     let mut held = Held { inner, bytes: 0 };
+    // A small body arrives in one chunk, kept as it is (no list, no copy); the list is for
+    // the chunks after it.
+    let mut first: Option<Bytes> = None;
     let mut chunks: Vec<Bytes> = Vec::new();
     while let Some(frame) = body.as_mut().frame().await {
         let frame = frame.map_err(|e| error::from_body(e.into(), &context()))?;
@@ -212,20 +237,25 @@ where
             ));
         }
         held.take(data.len(), context)?;
-        chunks.push(data);
-    }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        // One chunk (the usual case for a small body) is handed on without a copy.
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut buf = bytes::BytesMut::with_capacity(held.bytes);
-            for chunk in &chunks {
-                buf.extend_from_slice(chunk);
-            }
-            buf.freeze()
+        if first.is_none() {
+            first = Some(data);
+        } else {
+            chunks.push(data);
         }
-    })
+    }
+    let Some(first) = first else {
+        return Ok(Bytes::new());
+    };
+    if chunks.is_empty() {
+        // One chunk (the usual case for a small body) is handed on without a copy.
+        return Ok(first);
+    }
+    let mut buf = bytes::BytesMut::with_capacity(held.bytes);
+    buf.extend_from_slice(&first);
+    for chunk in &chunks {
+        buf.extend_from_slice(chunk);
+    }
+    Ok(buf.freeze())
 }
 
 /// Bytes of one body counted against [`Inner::max_buffered_bytes`]; given back when dropped
@@ -291,14 +321,14 @@ where
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
-        })
+    const EVENT_STREAM: &[u8] = b"text/event-stream";
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        // The media type, before any parameters, compared as bytes (no UTF-8 check, no
+        // split: this runs for every answer).
+        let value = v.as_bytes();
+        let end = memchr::memchr(b';', value).unwrap_or(value.len());
+        value[..end].trim_ascii().eq_ignore_ascii_case(EVENT_STREAM)
+    })
 }
 
 #[cfg(test)]
@@ -314,10 +344,18 @@ mod tests {
             "text/event-stream; charset=utf-8".parse().unwrap(),
         );
         assert!(is_event_stream(&h));
-        h.insert(
-            http::header::CONTENT_TYPE,
-            "application/json".parse().unwrap(),
-        );
-        assert!(!is_event_stream(&h));
+        for (value, stream) in [
+            ("Text/Event-Stream", true),
+            (" text/event-stream ;charset=utf-8", true),
+            ("text/event-stream;", true),
+            ("text/event-streams", false),
+            ("text/event", false),
+            ("", false),
+            ("application/json", false),
+            ("application/json; x=text/event-stream", false),
+        ] {
+            h.insert(http::header::CONTENT_TYPE, value.parse().unwrap());
+            assert_eq!(is_event_stream(&h), stream, "{value:?}");
+        }
     }
 }
