@@ -8,6 +8,7 @@
 //! at 10 000 requests in flight (a recorder per request would not be).
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,20 @@ use super::recorder::{ErrorLabel, Outcome, Recorder};
 use super::rng::Rng;
 use super::shared::{Control, Shared};
 use super::target::Target;
+
+/// What the slots of a lane's closed loop share. The slots are polled by the lane's one
+/// task, so the atomics are never contended; they are atomics (and the generator a mutex)
+/// only because the lane's future must be `Send`.
+struct Slots {
+    /// The lengths of the requests the slots send.
+    rng: Mutex<Rng>,
+    /// This lane's share of the target concurrency.
+    quota: AtomicUsize,
+    /// Slots alive.
+    running: AtomicUsize,
+    /// No slot starts another request.
+    stopping: AtomicBool,
+}
 
 /// Inter-token gaps a stream buffers before it writes them to the recorder.
 const GAP_BUFFER: usize = 32;
@@ -61,46 +76,88 @@ impl Lane {
     /// The closed loop (and ramp): keeps this lane's share of the target concurrency in
     /// flight, starting a request whenever one finishes, until the budget, the deadline or a
     /// stop; then lets the requests in flight finish.
-    pub(crate) async fn closed(
-        self,
-        mut rng: Rng,
-        mut control: watch::Receiver<Control>,
-    ) -> Recorder {
-        let mut requests = FuturesUnordered::new();
-        let mut stopping = false;
+    ///
+    /// Each request in flight belongs to a *slot*: a future that sends the next request as
+    /// soon as its last one finished, in the same poll, so a finished request's turnaround
+    /// is one step and costs no allocation, no new future to move and no trip through the
+    /// lane's loop. The lane adds slots when the target grows; a slot ends when there are
+    /// more slots than the target, or at the stop.
+    pub(crate) async fn closed(self, rng: Rng, mut control: watch::Receiver<Control>) -> Recorder {
+        let state = Slots {
+            rng: Mutex::new(rng),
+            quota: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+        };
+        let mut slots = FuturesUnordered::new();
         loop {
             let Control { target, stop } = *control.borrow_and_update();
-            stopping |= stop;
+            if stop {
+                state.stopping.store(true, Relaxed);
+            }
             let quota = share(target, self.lanes, self.index);
-            while !stopping && requests.len() < quota {
-                let now = Instant::now();
-                if self.deadline.is_some_and(|d| now >= d) {
-                    stopping = true;
+            state.quota.store(quota, Relaxed);
+            while !state.stopping.load(Relaxed) && state.running.load(Relaxed) < quota {
+                state.running.fetch_add(1, Relaxed);
+                slots.push(self.slot(&state));
+            }
+            if slots.is_empty() && (state.stopping.load(Relaxed) || quota == 0) {
+                if state.stopping.load(Relaxed) {
                     break;
                 }
-                if !self.shared.take(self.requests) {
-                    // The budget is spent for every lane: tell them all, so that lanes with
-                    // no share of the target (a shrinking ramp), waiting only for a control
-                    // change, wake and end too.
-                    self.shared.control.send_modify(|c| c.stop = true);
-                    stopping = true;
+                // No share of the target now (a ramp that starts low): wait for it to grow.
+                if control.changed().await.is_err() {
                     break;
                 }
-                let (prompt, output) = (self.prompt.sample(&mut rng), self.output.sample(&mut rng));
-                self.shared.enter();
-                requests.push(self.request(now, prompt, output));
+                continue;
             }
-            if stopping && requests.is_empty() {
-                break;
-            }
+            let stopping = state.stopping.load(Relaxed);
             tokio::select! {
-                Some(()) = requests.next(), if !requests.is_empty() => {}
-                changed = control.changed(), if !stopping => stopping |= changed.is_err(),
+                Some(()) = slots.next(), if !slots.is_empty() => {}
+                changed = control.changed(), if !stopping => {
+                    if changed.is_err() {
+                        state.stopping.store(true, Relaxed);
+                    }
+                }
                 else => break,
             }
         }
-        drop(requests);
+        drop(slots);
         self.into_recorder()
+    }
+
+    /// One slot of the closed loop: a request after another until the budget, the deadline
+    /// or the stop, or until the lane has more slots than its share of the target.
+    async fn slot(&self, state: &Slots) {
+        loop {
+            if state.stopping.load(Relaxed) {
+                return;
+            }
+            if state.running.load(Relaxed) > state.quota.load(Relaxed) {
+                // The target shrank: this slot is one too many.
+                state.running.fetch_sub(1, Relaxed);
+                return;
+            }
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                state.stopping.store(true, Relaxed);
+                return;
+            }
+            if !self.shared.take(self.requests) {
+                // The budget is spent for every lane: tell them all, so that lanes with no
+                // share of the target (a shrinking ramp), waiting only for a control change,
+                // wake and end too.
+                self.shared.control.send_modify(|c| c.stop = true);
+                state.stopping.store(true, Relaxed);
+                return;
+            }
+            let (prompt, output) = {
+                let mut rng = state.rng.lock().unwrap_or_else(PoisonError::into_inner);
+                (self.prompt.sample(&mut rng), self.output.sample(&mut rng))
+            };
+            self.shared.enter();
+            self.request(now, prompt, output).await;
+        }
     }
 
     /// The open loop: starts a request for every arrival the pacer sends, until it hangs up;
@@ -266,13 +323,17 @@ impl Lane {
 
 /// Reads a whole body; output tokens from its usage, found by a scan, not a parse.
 async fn read_plain(response: Response, dialect: Dialect) -> Outcome {
+    // The metrics layer has usually scanned a complete body already: its scan is reused.
+    let usage = (!response.is_stream()).then(|| response.usage(dialect));
     match response.bytes().await {
         // A 200 whose body is an error object (some gateways do this).
         Ok(body) if dialect.looks_like_error(&body) => {
             Outcome::Failed(ErrorLabel::Kind(ErrorKind::BodyDecode.as_str()))
         }
         Ok(body) => Outcome::Ok {
-            output_tokens: dialect.usage_in_body(&body).map_or(0, |u| u.output),
+            output_tokens: usage
+                .unwrap_or_else(|| dialect.usage_in_body(&body))
+                .map_or(0, |u| u.output),
             ttft: None,
         },
         Err(error) => Outcome::Failed(ErrorLabel::of(&error)),
