@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, HOST, PROXY_AUTHORIZATION};
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use tower_http::decompression::Decompression;
 use tower_service::Service;
@@ -70,13 +71,21 @@ pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response
     let mut http_request = http::Request::new(Full::new(parts.body));
     *http_request.method_mut() = parts.method.clone();
     *http_request.uri_mut() = uri;
+    let body_len = http_request.body().size_hint().exact().unwrap_or(0);
     if has_body && parts.headers.is_empty() {
         // The usual request, a JSON body with no headers of its own: a copy of the headers
-        // worked out once, instead of looking each default up and inserting it.
-        *http_request.headers_mut() = inner.json_headers.clone();
+        // worked out once, instead of looking each default up and inserting it; only the
+        // length (a placeholder in the copy) is its own.
+        let headers = http_request.headers_mut();
+        *headers = inner.json_headers.clone();
+        headers.insert(CONTENT_LENGTH, content_length(body_len));
     } else {
         *http_request.headers_mut() = parts.headers;
-        add_headers(http_request.headers_mut(), &inner, has_body);
+        add_headers(
+            http_request.headers_mut(),
+            &inner,
+            has_body.then_some(body_len),
+        );
     }
 
     inner.counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -176,8 +185,8 @@ pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response
 /// Adds to a request's own `headers` what the transport sends with every request: `Host`
 /// (HTTP/1.1), the default headers, the forward proxy's credentials, and a JSON content type
 /// for a body; a header the request set itself is left as it is.
-fn add_headers(headers: &mut HeaderMap, inner: &Inner, has_body: bool) {
-    headers.reserve(inner.default_headers.len() + 4);
+fn add_headers(headers: &mut HeaderMap, inner: &Inner, body_len: Option<u64>) {
+    headers.reserve(inner.default_headers.len() + 5);
     if matches!(inner.client, Backend::Http1(_)) && !headers.contains_key(HOST) {
         headers.insert(HOST, inner.host.clone());
     }
@@ -191,16 +200,44 @@ fn add_headers(headers: &mut HeaderMap, inner: &Inner, has_body: bool) {
     {
         headers.insert(PROXY_AUTHORIZATION, auth.clone());
     }
-    if has_body && !headers.contains_key(CONTENT_TYPE) {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(len) = body_len {
+        if !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if !headers.contains_key(CONTENT_LENGTH) {
+            headers.insert(CONTENT_LENGTH, content_length(len));
+        }
     }
+}
+
+/// The `Content-Length` of a body of `len` bytes. Set here, it spares hyper formatting one
+/// for every request (two allocations and a reallocation); the last value is kept per
+/// thread, and a load of similar requests repeats it, so a hit costs a reference count.
+fn content_length(len: u64) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((n, value)) if *n == len => value.clone(),
+        _ => {
+            let mut digits = itoa::Buffer::new();
+            // An exact-size buffer: cloning it shares it, nothing is copied or shrunk.
+            let bytes = Bytes::copy_from_slice(digits.format(len).as_bytes());
+            let value =
+                HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from(len));
+            *last = Some((len, value.clone()));
+            value
+        }
+    })
 }
 
 /// The headers of a request with a body and no headers of its own, worked out once per
 /// transport by [`add_headers`].
 pub(crate) fn json_headers(inner: &Inner) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    add_headers(&mut headers, inner, true);
+    // A placeholder length: each request replaces it in place, so the copy never grows.
+    add_headers(&mut headers, inner, Some(0));
     headers
 }
 

@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::*;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use volley_core::{ErrorKind, Request};
 use volley_mock::MockConfig;
 use volley_transport::{Provider, Transport};
@@ -15,74 +12,12 @@ use volley_transport::{Provider, Transport};
 const KEY: &str = "azure-key-0123456789abcdef";
 const TOKEN: &str = "eyJ0eXAi.entra-token.0123456789";
 
-/// A loopback server that records each request's head (request line and headers, lower-cased)
-/// and answers a minimal chat completion.
-async fn recorder() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let heads = Arc::new(Mutex::new(Vec::new()));
-    let seen = heads.clone();
-    tokio::spawn(async move {
-        // Bounded: the tests send a handful of requests.
-        for _ in 0..64 {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        let n = stream.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length: "))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < end + 4 + length {
-                        let n = stream.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    buf.drain(..end + 4 + length);
-                    // Lower-cased whole: the tests' paths and values are lower case.
-                    seen.lock().unwrap().push(head);
-                    let body = r#"{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[]}"#;
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if stream.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (origin, heads)
-}
-
 fn chat_for(model: &str) -> Request {
     Request::post(
         "/chat/completions",
         format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#),
     )
     .unwrap()
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
 }
 
 #[tokio::test]

@@ -186,3 +186,42 @@ async fn bodies_over_the_limit_are_refused() {
     assert_eq!(err.kind(), volley_core::ErrorKind::BodyDecode);
     assert!(err.to_string().contains("4096 bytes"), "{err}");
 }
+
+/// Every request with a body carries its own length, once, whether its headers come from the
+/// transport's prepared set (lengths alternating, so the kept length is both reused and
+/// replaced) or are added to headers of its own; a request's own headers are kept.
+#[tokio::test]
+async fn each_request_carries_its_own_content_length() {
+    let (origin, heads) = recorder().await;
+    let transport = Transport::builder()
+        .base_url(format!("{origin}/v1"))
+        .api_key("sk-length-test")
+        .build()
+        .unwrap();
+    let body = |n: usize| format!(r#"{{"model":"m","input":"{}"}}"#, "x".repeat(n));
+    let lengths = [3, 3, 250, 3, 0, 250];
+    for n in lengths {
+        transport
+            .send(Request::post("/embeddings", body(n)).unwrap())
+            .await
+            .unwrap();
+    }
+    let own = Request::post("/embeddings", body(7)).unwrap().with_header(
+        http::HeaderName::from_static("x-tenant"),
+        HeaderValue::from_static("t1"),
+    );
+    transport.send(own).await.unwrap();
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), lengths.len() + 1);
+    for (head, n) in heads.iter().zip(lengths.iter().chain([&7])) {
+        let expected = body(*n).len().to_string();
+        let values: Vec<&str> = head
+            .lines()
+            .filter_map(|l| l.strip_prefix("content-length: "))
+            .collect();
+        assert_eq!(values, [expected.as_str()], "{head}");
+        assert_eq!(header(head, "content-type"), Some("application/json"));
+        assert_eq!(header(head, "authorization"), Some("bearer sk-length-test"));
+    }
+    assert_eq!(header(&heads[lengths.len()], "x-tenant"), Some("t1"));
+}
