@@ -128,5 +128,54 @@ fn layers(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, layers);
+/// What the timeout layer's stream wrapper costs per chunk: a stream of ready chunks read
+/// through it (idle deadline on) and without it, in process, no socket.
+fn stream_chunks(c: &mut Criterion) {
+    use bytes::Bytes;
+    use volley_core::{Body, BodyStream, Timings};
+
+    const CHUNKS: usize = 1_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let source = tower::service_fn(|request: Request| async move {
+        let chunks = (0..CHUNKS).map(|_| Ok(Bytes::from_static(b"data: {\"x\":1}\n\n")));
+        Ok::<_, Error>(Response::new(
+            http::StatusCode::OK,
+            http::HeaderMap::new(),
+            Body::Stream(BodyStream::new(futures_util::stream::iter(chunks))),
+            Timings::start(),
+            request.id(),
+        ))
+    });
+    let drain = |service: tower::util::BoxCloneService<Request, Response, Error>| async move {
+        let response = service.oneshot(request()).await.expect("a stream");
+        let Body::Stream(mut stream) = response.into_parts().1 else {
+            unreachable!("a stream was sent")
+        };
+        let mut n = 0;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            n += chunk.expect("a chunk").len();
+        }
+        n
+    };
+    let mut group = c.benchmark_group("stream_chunks");
+    group.throughput(Throughput::Elements(CHUNKS as u64));
+    let bare = tower::util::BoxCloneService::new(source.clone());
+    group.bench_function("bare", |b| {
+        b.iter(|| runtime.block_on(drain(bare.clone())));
+    });
+    let idle = tower::util::BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(TimeoutLayer::new().idle(Duration::from_secs(120)))
+            .service(source),
+    );
+    group.bench_function("idle_timeout", |b| {
+        b.iter(|| runtime.block_on(drain(idle.clone())));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, layers, stream_chunks);
 criterion_main!(benches);

@@ -32,6 +32,10 @@ pin_project! {
         total_timer: Option<Sleep>,
         phase: Phase,
         idle: Option<Duration>,
+        // When the last chunk came: the idle deadline is this plus the idle limit. The timer
+        // is not moved for every chunk (a timer-wheel update per token); when it fires
+        // early, it is set again to the deadline the last chunk made.
+        last_chunk: Option<Instant>,
         total_limit: Duration,
         id: RequestId,
     }
@@ -56,6 +60,7 @@ impl TimeoutBody {
             total_timer: total.map(|(at, _)| sleep_until(at)),
             phase,
             idle,
+            last_chunk: None,
             total_limit: total.map(|(_, limit)| limit).unwrap_or_default(),
             id,
         }
@@ -77,12 +82,18 @@ impl Stream for TimeoutBody {
                 if !chunk.is_empty() {
                     match *this.idle {
                         Some(idle) => {
-                            let at = deadline(Instant::now(), idle);
-                            match this.chunk_timer.as_mut().as_pin_mut() {
-                                Some(timer) => timer.reset(at),
-                                None => this.chunk_timer.set(Some(sleep_until(at))),
+                            let now = Instant::now();
+                            *this.last_chunk = Some(now);
+                            // Armed once, at the first chunk; later chunks only move the
+                            // deadline the timer is checked against when it fires.
+                            if !matches!(*this.phase, Phase::Idle(_)) {
+                                let at = deadline(now, idle);
+                                match this.chunk_timer.as_mut().as_pin_mut() {
+                                    Some(timer) => timer.reset(at),
+                                    None => this.chunk_timer.set(Some(sleep_until(at))),
+                                }
+                                *this.phase = Phase::Idle(idle);
                             }
-                            *this.phase = Phase::Idle(idle);
                         }
                         None => {
                             this.chunk_timer.set(None);
@@ -102,14 +113,25 @@ impl Stream for TimeoutBody {
             Poll::Pending => {}
         }
         let mut fired = None;
-        if let Some(timer) = this.chunk_timer.as_mut().as_pin_mut()
-            && timer.poll(cx).is_ready()
+        while let Some(mut timer) = this.chunk_timer.as_mut().as_pin_mut()
+            && timer.as_mut().poll(cx).is_ready()
         {
             fired = match *this.phase {
                 Phase::First(due) => Some(due.error(*this.id)),
-                Phase::Idle(limit) => Some(idle_error(*this.id, limit)),
+                Phase::Idle(limit) => {
+                    let due = this.last_chunk.map(|last| deadline(last, limit));
+                    match due {
+                        // A chunk came since the timer was set: not idle yet.
+                        Some(due) if Instant::now() < due => {
+                            timer.reset(due);
+                            continue;
+                        }
+                        _ => Some(idle_error(*this.id, limit)),
+                    }
+                }
                 Phase::Off => None,
             };
+            break;
         }
         if fired.is_none()
             && let Some(timer) = this.total_timer.as_mut().as_pin_mut()
