@@ -163,6 +163,7 @@ impl Bench {
             bodies: bodies.clone(),
             stream: config.stream,
             dialect: config.dialect,
+            path: super::lane::endpoint(config.dialect),
             prompt: config.prompt_tokens,
             output: config.output_tokens,
             requests: config.requests,

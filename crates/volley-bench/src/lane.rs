@@ -61,6 +61,8 @@ pub(crate) struct Lane {
     pub(crate) bodies: Arc<Bodies>,
     pub(crate) stream: bool,
     pub(crate) dialect: Dialect,
+    /// The dialect's endpoint, parsed once ([`endpoint`]).
+    pub(crate) path: PathAndQuery,
     pub(crate) prompt: Lengths,
     pub(crate) output: Lengths,
     /// Closed loop: the run's request budget.
@@ -190,11 +192,7 @@ impl Lane {
     async fn request(&self, started: Instant, prompt: u32, output: u32) {
         let counters = self.shared.lane(self.index);
         counters.started.fetch_add(1, Relaxed);
-        let path = match self.dialect {
-            Dialect::Anthropic => anthropic::MESSAGES_PATH,
-            _ => CHAT_COMPLETIONS_PATH,
-        };
-        let request = Request::new(Method::POST, PathAndQuery::from_static(path))
+        let request = Request::new(Method::POST, self.path.clone())
             .with_body(self.bodies.body(prompt, output))
             .with_dialect(self.dialect);
         let outcome = match self.target.send(request).await {
@@ -319,6 +317,14 @@ impl Lane {
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The path a dialect's requests go to, parsed once per lane rather than per request.
+pub(crate) fn endpoint(dialect: Dialect) -> PathAndQuery {
+    PathAndQuery::from_static(match dialect {
+        Dialect::Anthropic => anthropic::MESSAGES_PATH,
+        _ => CHAT_COMPLETIONS_PATH,
+    })
 }
 
 /// Reads a whole body; output tokens from its usage, found by a scan, not a parse.
