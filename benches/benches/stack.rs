@@ -162,7 +162,7 @@ fn stream_chunks(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("stream_chunks");
     group.throughput(Throughput::Elements(CHUNKS as u64));
-    let bare = tower::util::BoxCloneService::new(source.clone());
+    let bare = tower::util::BoxCloneService::new(source);
     group.bench_function("bare", |b| {
         b.iter(|| runtime.block_on(drain(bare.clone())));
     });
