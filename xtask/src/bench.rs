@@ -1165,7 +1165,11 @@ mod oha {
              | scenario | round | Volley CPU µs/request | oha CPU µs/request | Volley/oha CPU | \
              Volley server in flight | oha server in flight |\n|---|---|---|---|---|---|---|\n",
         );
-        let figure = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1}"));
+        // A run too short for the server's timeline to have a steady middle reads 0: n/a.
+        let figure = |v: Option<f64>| {
+            v.filter(|v| *v > 0.0)
+                .map_or("n/a".into(), |v| format!("{v:.1}"))
+        };
         for scenario in scenarios {
             let id = scenario.spec.id;
             for (round, (run, oha)) in scenario.rounds().zip(&scenario.oha).enumerate() {
