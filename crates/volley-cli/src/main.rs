@@ -17,6 +17,18 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// The binary's allocator. hyper gives every response a fresh 8 KiB read buffer and frees the
+/// last one, a size glibc's malloc serves from its shared bins rather than its per-thread
+/// cache; jemalloc serves it from per-thread size classes. Measured with `volley bench -c 64
+/// -n 20000` against nginx (`benches/nginx`) under callgrind: 656.8 M instructions with glibc,
+/// 630.0 M with jemalloc (−4.1 %); whole-process CPU of 200 000 requests, four alternating
+/// runs: median 11.0 µs → 10.7 µs per request. The peak RSS of 10 000 connections goes from
+/// 310 to 320 MB; mimalloc saved as much CPU but took it to 437 MB. The library crates leave
+/// the choice to their users.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Call LLM HTTP APIs at very high concurrency.
 ///
 /// Logging goes to stderr and is set with RUST_LOG (for example RUST_LOG=volley=debug).
