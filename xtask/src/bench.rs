@@ -965,8 +965,11 @@ fn cargo(root: &Path, args: &[&str]) -> anyhow::Result<()> {
 fn format_value(v: f64) -> String {
     if v.is_nan() {
         "n/a".into()
-    } else if v.abs() >= 1000.0 {
+    } else if v.abs() >= 1000.0 && v.fract() == 0.0 {
         format!("{v:.0}")
+    } else if v.abs() >= 1000.0 {
+        // One decimal: 1 021.5 in flight must not read as a met 1 022.
+        format!("{v:.1}")
     } else {
         format!("{v:.2}")
     }
