@@ -103,17 +103,15 @@ impl Lane {
                 state.running.fetch_add(1, Relaxed);
                 slots.push(self.slot(&state));
             }
-            if slots.is_empty() && (state.stopping.load(Relaxed) || quota == 0) {
-                if state.stopping.load(Relaxed) {
-                    break;
-                }
-                // No share of the target now (a ramp that starts low): wait for it to grow.
-                if control.changed().await.is_err() {
+            let stopping = state.stopping.load(Relaxed);
+            if slots.is_empty() {
+                // Stopped with nothing in flight: done. Otherwise the lane has no share of the
+                // target now (a ramp that starts low): wait for it to grow.
+                if stopping || control.changed().await.is_err() {
                     break;
                 }
                 continue;
             }
-            let stopping = state.stopping.load(Relaxed);
             tokio::select! {
                 Some(()) = slots.next(), if !slots.is_empty() => {}
                 changed = control.changed(), if !stopping => {

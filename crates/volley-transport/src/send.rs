@@ -9,7 +9,6 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use tower_http::decompression::Decompression;
 use tower_service::Service;
@@ -67,25 +66,23 @@ pub(crate) async fn send(inner: Arc<Inner>, request: Request) -> Result<Response
     };
     let is_head = parts.method == Method::HEAD;
 
-    let has_body = !parts.body.is_empty();
+    // The body's length, for `Content-Length`; `None` for no body.
+    let body_len = (!parts.body.is_empty()).then_some(parts.body.len() as u64);
     let mut http_request = http::Request::new(Full::new(parts.body));
     *http_request.method_mut() = parts.method.clone();
     *http_request.uri_mut() = uri;
-    let body_len = http_request.body().size_hint().exact().unwrap_or(0);
-    if has_body && parts.headers.is_empty() {
+    if let Some(len) = body_len
+        && parts.headers.is_empty()
+    {
         // The usual request, a JSON body with no headers of its own: a copy of the headers
         // worked out once, instead of looking each default up and inserting it; only the
         // length (a placeholder in the copy) is its own.
         let headers = http_request.headers_mut();
         *headers = inner.json_headers.clone();
-        headers.insert(CONTENT_LENGTH, content_length(body_len));
+        headers.insert(CONTENT_LENGTH, content_length(len));
     } else {
         *http_request.headers_mut() = parts.headers;
-        add_headers(
-            http_request.headers_mut(),
-            &inner,
-            has_body.then_some(body_len),
-        );
+        add_headers(http_request.headers_mut(), &inner, body_len);
     }
 
     inner.counters.requests.fetch_add(1, Ordering::Relaxed);
