@@ -33,11 +33,7 @@ fn main() {
         .next()
         .expect("usage: kill9 <path to volley> [extra volley run flags]");
     let extra: Vec<String> = args.collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = volley_testkit::process::server_runtime(1);
     let server = rt
         .block_on(MockServer::start(MockConfig {
             latency: Latency::Fixed(LATENCY),

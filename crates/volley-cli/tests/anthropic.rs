@@ -34,14 +34,6 @@ fn volley(dir: &Path) -> Command {
     cmd
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Runs to completion with stdout and stderr captured, bounded in time.
 fn output(cmd: &mut Command) -> (ExitStatus, String, String) {
     let done = volley_testkit::process::run_bounded(cmd, CHILD_TIMEOUT);
@@ -98,7 +90,7 @@ fn chat_with_the_mock_answers_plain_and_streamed_alike() {
 
 #[test]
 fn the_key_and_base_url_are_read_as_the_sdk_reads_them() {
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let server = keyed_mock(&rt, "");
     let dir = tempfile::tempdir().unwrap();
     let chat = |envs: &[(&str, &str)], extra: &[&str]| {
@@ -197,7 +189,7 @@ fn message_lines(n: usize) -> String {
 #[test]
 fn run_reads_message_batches_and_retries_overload_until_every_line_succeeds() {
     const LINES: usize = 200;
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let server = keyed_mock(&rt, "529=0.3");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.jsonl"), message_lines(LINES)).unwrap();

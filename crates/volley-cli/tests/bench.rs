@@ -70,11 +70,7 @@ fn bench_mock_writes_the_report() {
 
 #[test]
 fn bench_streams_against_a_separate_server_and_prints_json() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = volley_testkit::process::server_runtime(1);
     let config = MockConfig {
         inter_token: "1ms".parse().unwrap(),
         ..MockConfig::default()
@@ -152,11 +148,7 @@ fn bench_help_names_the_flags_scripts_use() {
 /// results have a row per endpoint whose attempts are what each server received.
 #[test]
 fn bench_balances_a_repeated_base_url_and_reports_each_endpoint() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = volley_testkit::process::server_runtime(1);
     let start = || {
         runtime
             .block_on(MockServer::start(MockConfig {

@@ -38,11 +38,7 @@ fn files(dir: &Path) -> Vec<(String, String)> {
 
 #[test]
 fn bench_reports_never_hold_the_key() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = volley_testkit::process::server_runtime(1);
     // The server wants another key: every request is refused with a 401 quoting ours.
     let server = runtime
         .block_on(MockServer::start(MockConfig {

@@ -56,14 +56,6 @@ fn succeeded(path: &Path) -> usize {
         .count()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 async fn mock(faults: &str) -> MockServer {
     MockServer::start(MockConfig {
         faults: faults.parse().unwrap(),
@@ -85,7 +77,7 @@ fn refused_url() -> String {
 /// summary has a line per endpoint, and the dead endpoint gets at most 2 % of the requests.
 #[test]
 fn base_url_repeated_spreads_the_run_and_survives_dead_endpoints() {
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let (good, flaky, dead) =
         rt.block_on(async { (mock("").await, mock("500=0.27").await, mock("503=1").await) });
     let refused = refused_url();
@@ -165,7 +157,7 @@ fn base_url_repeated_spreads_the_run_and_survives_dead_endpoints() {
 /// up; a `--base-url` flag replaces the profile's list.
 #[test]
 fn profile_endpoint_tables_and_a_flag_that_replaces_them() {
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let (primary, fallback, other) =
         rt.block_on(async { (mock("").await, mock("").await, mock("").await) });
     let dir = tempfile::tempdir().unwrap();
@@ -212,7 +204,7 @@ fn profile_endpoint_tables_and_a_flag_that_replaces_them() {
 /// copies. `--print-config` shows the settings and where they came from.
 #[test]
 fn hedge_and_breaker_flags_reach_the_client() {
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let stalling = || async {
         MockServer::start(MockConfig {
             faults: "stall=0.05".parse().unwrap(),

@@ -42,14 +42,6 @@ fn volley(dir: &Path) -> Command {
     cmd
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Writes `n` chat lines with ids `{tag}-00001`...; returns the ids.
 fn write_input(path: &Path, tag: &str, n: usize) -> Vec<String> {
     let ids: Vec<String> = (1..=n).map(|i| format!("{tag}-{i:05}")).collect();
@@ -159,7 +151,7 @@ fn four_processes_sharing_one_limit_get_no_429s() {
     const RPM: u32 = 1_200;
     const PROCESSES: usize = 4;
     const LINES: usize = 60;
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let server = rt
         .block_on(MockServer::start(MockConfig {
             latency: Latency::Fixed(Duration::from_millis(20)),
@@ -249,7 +241,7 @@ fn steady_rate(timeline: &[TimelineBucket], skip: u64) -> f64 {
 /// stderr. Asserts that the run completes with one success per line.
 fn run_through_a_redis_outage(failure: &str, outage: Duration) -> (usize, usize, String) {
     const LINES: usize = 100;
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let server = rt
         .block_on(MockServer::start(MockConfig {
             latency: Latency::Fixed(Duration::from_millis(10)),

@@ -104,11 +104,7 @@ fn redis_command(url: &str, args: &[&str]) -> Vec<Option<String>> {
 #[test]
 fn the_shared_limit_is_keyed_by_the_credential() {
     let url = require_redis!();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = volley_testkit::process::server_runtime(1);
     let server = rt
         .block_on(MockServer::start(MockConfig::default()))
         .unwrap();
@@ -180,11 +176,7 @@ fn input_and_output_token_limits_are_shared_through_redis() {
 #[test]
 fn a_learned_limit_is_shared_through_redis() {
     let url = require_redis!();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = volley_testkit::process::server_runtime(1);
     // The provider states 600 requests a minute in its headers; the run is given no limit.
     let server = rt
         .block_on(MockServer::start(MockConfig {

@@ -44,14 +44,6 @@ fn volley(dir: &Path) -> Command {
     cmd
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn chat_line(id: &str) -> String {
     serde_json::json!({
         "custom_id": id,
@@ -195,7 +187,7 @@ fn kill_9_and_resume(ordered: bool) {
     const LINES: usize = 3_000;
     const CONCURRENCY: usize = 64;
     const KILL_AFTER: usize = 600;
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let server = rt
         .block_on(MockServer::start(MockConfig {
             // 30 ms on average; varied in ordered mode, so that outcomes wait for order.
@@ -589,7 +581,7 @@ fn help_lists_every_flag() {
 #[test]
 fn the_key_never_appears_in_outputs_or_stderr() {
     const KEY: &str = "sk-volley-test-SECRET-4242";
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let server = rt
         .block_on(MockServer::start(MockConfig {
             require_api_key: Some(KEY.to_owned()),
@@ -670,7 +662,7 @@ fn the_key_never_appears_in_outputs_or_stderr() {
 #[test]
 fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
     const LINES: usize = 800;
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let server = rt
         .block_on(MockServer::start(MockConfig {
             latency: Latency::Fixed(Duration::from_millis(100)),
@@ -800,7 +792,7 @@ fn metrics_are_served_in_prometheus_format_during_a_run() {
 #[test]
 fn the_mock_journal_is_served_and_reset() {
     use std::io::{Read, Write};
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let server = rt
         .block_on(MockServer::start(MockConfig {
             journal: true,
@@ -842,7 +834,7 @@ fn the_mock_journal_is_served_and_reset() {
 #[test]
 fn transient_429s_do_not_become_failures() {
     const LINES: usize = 2_000;
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let server = rt
         .block_on(MockServer::start(MockConfig {
             faults: "429=0.3".parse().unwrap(),
@@ -879,7 +871,7 @@ fn transient_429s_do_not_become_failures() {
 fn a_rejected_key_stops_early_and_retry_failed_completes() {
     const LINES: usize = 300;
     const KEY: &str = "sk-right-key";
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let server = rt
         .block_on(MockServer::start(MockConfig {
             require_api_key: Some(KEY.to_owned()),
@@ -964,7 +956,7 @@ fn outputs_that_cannot_be_resumed_from_are_refused() {
 #[test]
 fn sigterm_stops_with_143_and_the_same_command_resumes() {
     const LINES: usize = 400;
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(2);
     let server = rt
         .block_on(MockServer::start(MockConfig {
             latency: Latency::Fixed(Duration::from_millis(100)),

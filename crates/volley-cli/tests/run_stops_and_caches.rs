@@ -154,11 +154,7 @@ fn a_403_stops_the_run() {
 
 #[test]
 fn run_cache_memory_sends_identical_lines_once() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = volley_testkit::process::server_runtime(1);
     let server = rt
         .block_on(MockServer::start(MockConfig::default()))
         .unwrap();
@@ -183,11 +179,7 @@ fn run_cache_memory_sends_identical_lines_once() {
 
 #[test]
 fn run_cache_disk_answers_a_second_run_without_the_server() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = volley_testkit::process::server_runtime(1);
     let server = rt
         .block_on(MockServer::start(MockConfig::default()))
         .unwrap();

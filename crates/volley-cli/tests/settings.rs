@@ -69,14 +69,6 @@ fn print_config(dir: &Path, command: &str, args: &[&str], env: &[(&str, &str)]) 
     stdout
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A port nothing listens on.
 fn dead_url() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -353,7 +345,7 @@ fn volley_toml_is_checked_whole_by_every_command() {
 
 #[test]
 fn chat_bench_and_run_call_the_base_url_of_the_profile() {
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(1);
     let server = rt
         .block_on(MockServer::start(MockConfig {
             require_api_key: Some(KEY.to_owned()),
@@ -479,7 +471,7 @@ fn help_names_bench_and_logs_are_plain_in_a_pipe() {
 /// nothing goes there until the user trusts the file, and a changed file is untrusted again.
 #[test]
 fn an_untrusted_volley_toml_cannot_send_the_key_elsewhere() {
-    let rt = runtime();
+    let rt = volley_testkit::process::server_runtime(1);
     let attacker = rt
         .block_on(MockServer::start(MockConfig::default()))
         .unwrap();

@@ -1,5 +1,5 @@
-//! Running the `volley` binary from a test, bounded in time: a hang fails the test instead
-//! of hanging the suite.
+//! Running the `volley` binary from a test, bounded in time (a hang fails the test instead
+//! of hanging the suite), and the runtime for the servers it talks to.
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -67,4 +67,15 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Finished {
         stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),
     }
+}
+
+/// A multi-thread runtime of `workers` threads for the servers a test starts for a child
+/// process (volley-mock, a recorder): they must keep answering while the test's own thread
+/// waits for the child.
+pub fn server_runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the test's servers")
 }
