@@ -45,8 +45,8 @@ impl UsageCounts {
 /// The last complete `usage` object in a complete JSON body (a chat completion, an embeddings
 /// response), if there is one.
 ///
-/// The body is searched backwards for the key `"usage"` (OpenAI puts it last, after choices
-/// that may quote anything) and only the object after it is parsed; a match whose value is
+/// The last key `"usage"` of the body is the one read (OpenAI puts it last, after choices
+/// that may quote anything), and only the object after it is parsed; a match whose value is
 /// `null`, not an object, or cut short is passed over for the one before it.
 ///
 /// ```
