@@ -7,11 +7,13 @@
 //! the setup the reference figures were measured in. The client's CPU is its whole process's
 //! user + system time (start-up and report included), as bash's `times` reports it.
 //!
-//! S1 and S2 run in two rounds (one with `--quick`). When oha is installed, each round runs it
-//! after Volley, against the same server process, with the same concurrency, request count and
-//! body. Volley's CPU per request is judged against oha's, each the median over the rounds;
-//! against an absolute target when oha is not installed. The other checks judge the first
-//! round.
+//! S1, S2 and S4 run in two rounds (one with `--quick`). When oha is installed, each round runs
+//! it after Volley, against the same server process, with the same concurrency, request count
+//! and body. In S1 and S2 Volley's CPU per request is judged against oha's, each the median over
+//! the rounds (against an absolute target when oha is not installed); in S4 Volley's time to
+//! first token against oha's time to first byte (the mock sends the head with the first
+//! token), beside the issue's target (the mock's own time to first token). The other checks
+//! judge the first round.
 //!
 //! Targets missed are reported as missed; the exit status is non-zero only when a run fails
 //! (or with `--strict`, when a target is missed).
@@ -41,8 +43,9 @@ const USAGE: &str = "usage: cargo xtask bench [--quick] [--baseline DIR|results.
                   mock, e.g. http://127.0.0.1:8081/v1 (loopback only; its latency is its own);
                   in flight is the client's where the server has no /stats
 
-S1 and S2 run in two rounds (one with --quick): Volley, then oha when it is installed, against
-the same server process. CPU per request is the whole process's (user + sys), for both.";
+S1, S2 and S4 run in two rounds (one with --quick): Volley, then oha when it is installed,
+against the same server process. CPU per request is the whole process's (user + sys), for
+both; S4 also compares Volley's time to first token with oha's time to first byte.";
 
 /// Options of one `cargo xtask bench`.
 #[derive(Debug, Default)]
@@ -173,10 +176,14 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         .filter(|spec| wanted(spec.id))
         .collect();
     // Asked once: without it, S1 and S2 run Volley alone.
-    let oha = specs.iter().any(|spec| spec.oha) && oha::installed();
+    let oha = specs.iter().any(|spec| spec.oha.is_some()) && oha::installed();
     for spec in specs {
         step(&format!("{} — {}", spec.id, spec.title));
-        let rounds = if spec.oha && !options.quick { 2 } else { 1 };
+        let rounds = if spec.oha.is_some() && !options.quick {
+            2
+        } else {
+            1
+        };
         scenarios.push(run_scenario(
             &volley, &pinning, spec, &out, server, rounds, oha,
         )?);
@@ -291,8 +298,9 @@ struct Spec {
     runs: Vec<(&'static str, Vec<String>)>,
     /// Requests per run (Volley's, and oha's).
     requests: u64,
-    /// Whether oha runs beside Volley (plain chat completions, no streaming: S1 and S2).
-    oha: bool,
+    /// The body oha posts when it runs beside Volley (S1, S2: a chat completion; S4: a streamed
+    /// one); `None` where it does not.
+    oha: Option<String>,
     judge: fn(&Scenario) -> Vec<TargetCheck>,
     /// The ideal wall time, for S1.
     ideal: Duration,
@@ -318,6 +326,8 @@ struct OhaRun {
     cpu_us: f64,
     /// The server's steady mean in flight; none when the server is not our mock.
     in_flight: Option<f64>,
+    /// oha's 99th percentile of the time to the response's first byte, ms.
+    first_byte_p99: Option<f64>,
 }
 
 /// A scenario as it ran.
@@ -350,6 +360,26 @@ impl Scenario {
         let cpu: Vec<f64> = self.oha.iter().flatten().map(|run| run.cpu_us).collect();
         (!cpu.is_empty()).then(|| median(cpu))
     }
+
+    /// Volley's client TTFT p99, ms: the median over the rounds.
+    fn volley_ttft_p99(&self) -> f64 {
+        median(
+            self.rounds()
+                .filter_map(|run| run.results.ttft.map(|t| t.p99))
+                .collect(),
+        )
+    }
+
+    /// oha's time-to-first-byte p99, ms: the median over the rounds it ran in.
+    fn oha_first_byte_p99(&self) -> Option<f64> {
+        let p99: Vec<f64> = self
+            .oha
+            .iter()
+            .flatten()
+            .filter_map(|run| run.first_byte_p99)
+            .collect();
+        (!p99.is_empty()).then(|| median(p99))
+    }
 }
 
 /// The median of `values` (the mean of the middle two for an even count); NaN when empty.
@@ -378,7 +408,7 @@ fn specs(quick: bool) -> Vec<Spec> {
             mock: args(&["--latency", "1s"]),
             runs: vec![("", args(&["--concurrency", "1024"]))],
             requests: s1_requests,
-            oha: true,
+            oha: Some(oha::BODY.to_owned()),
             judge: judge_s1,
             ideal: Duration::from_secs(s1_requests / 1024),
             concurrency: 1024,
@@ -391,7 +421,7 @@ fn specs(quick: bool) -> Vec<Spec> {
             mock: args(&["--latency", "0"]),
             runs: vec![("", args(&["--concurrency", "64"]))],
             requests: pick(200_000, 20_000),
-            oha: true,
+            oha: Some(oha::BODY.to_owned()),
             judge: judge_s2,
             ideal: Duration::ZERO,
             concurrency: 64,
@@ -404,7 +434,7 @@ fn specs(quick: bool) -> Vec<Spec> {
             mock: args(&["--latency", "1s"]),
             runs: vec![("", args(&["--concurrency", "10000"]))],
             requests: pick(100_000, 20_000),
-            oha: false,
+            oha: None,
             judge: judge_s3,
             ideal: Duration::ZERO,
             concurrency: 10_000,
@@ -428,7 +458,7 @@ fn specs(quick: bool) -> Vec<Spec> {
                 .concat(),
             )],
             requests: pick(3_000, 1_000),
-            oha: false,
+            oha: Some(oha::stream_body(s4_tokens)),
             judge: judge_s4,
             ideal: Duration::ZERO,
             concurrency: 1000,
@@ -444,7 +474,7 @@ fn specs(quick: bool) -> Vec<Spec> {
                 ("full", args(&["--stack", "full", "--concurrency", "64"])),
             ],
             requests: pick(100_000, 20_000),
-            oha: false,
+            oha: None,
             judge: judge_s6,
             ideal: Duration::ZERO,
             concurrency: 64,
@@ -596,7 +626,21 @@ fn judge_s4(scenario: &Scenario) -> Vec<TargetCheck> {
     };
     let p99 = r.ttft.map_or(f64::NAN, |t| t.p99);
     let expected = r.summary.ok * spec.chunks_per_stream;
-    vec![
+    // The same streams from oha, on the same mock: its time to the first byte, which the mock
+    // sends with the first token. The mock's own figure leaves out the connections' set-up
+    // and its accept queue, which every client's figure has.
+    let beside_oha = scenario.oha_first_byte_p99().map(|oha| {
+        let volley = scenario.volley_ttft_p99();
+        let rounds = scenario.rounds().count();
+        check(
+            &format!("client TTFT p99 (median of {rounds} rounds) beside oha's"),
+            volley,
+            "ms",
+            format!("≤ oha's time to first byte, p99 ({oha:.1} ms)"),
+            volley <= oha,
+        )
+    });
+    let mut checks = vec![
         check(
             "client TTFT p99",
             p99,
@@ -618,7 +662,9 @@ fn judge_s4(scenario: &Scenario) -> Vec<TargetCheck> {
             "≤ 10".into(),
             r.summary.cpu_us_per_chunk <= 10.0,
         ),
-    ]
+    ];
+    checks.extend(beside_oha);
+    checks
 }
 
 /// S6: the full stack's CPU over the bare transport's, both whole-process; the measured
@@ -784,15 +830,17 @@ fn run_scenario(
                 volley, pinning, &spec, &base_url, stats, flags, &dir,
             )?);
         }
-        if oha && spec.oha {
-            let run = oha::run(pinning, &spec, &base_url, stats);
+        if let Some(body) = spec.oha.as_deref().filter(|_| oha) {
+            let run = oha::run(pinning, &spec, body, &base_url, stats);
             match &run {
                 Ok(run) => println!(
-                    "oha {} round {round}: {} requests, {:.1} µs CPU/request (whole process), server in flight {}",
+                    "oha {} round {round}: {} requests, {:.1} µs CPU/request (whole process), server in flight {}, first byte p99 {}",
                     spec.id,
                     spec.requests,
                     run.cpu_us,
                     run.in_flight.map_or("n/a".into(), |v| format!("{v:.1}")),
+                    run.first_byte_p99
+                        .map_or("n/a".into(), |v| format!("{v:.2} ms")),
                 ),
                 Err(e) => println!("oha {} round {round}: {e:#}", spec.id),
             }
@@ -1086,8 +1134,15 @@ mod criterion {
 mod oha {
     use super::*;
 
-    /// The body oha posts: Volley's default chat completion.
-    const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}"#;
+    /// The body oha posts in S1 and S2: Volley's default chat completion.
+    pub(super) const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}],"max_tokens":16}"#;
+
+    /// The body oha posts in S4: the same, streamed, `max_tokens` as Volley asks.
+    pub(super) fn stream_body(max_tokens: u64) -> String {
+        format!(
+            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"Say hello."}}],"stream":true,"max_tokens":{max_tokens}}}"#
+        )
+    }
 
     /// Whether oha is installed; says so once when it is not.
     pub(super) fn installed() -> bool {
@@ -1106,11 +1161,12 @@ mod oha {
     }
 
     /// Runs oha once (on core 1) against `base_url`, timed by [`timed`], with the scenario's
-    /// concurrency and request count. `stats`: our mock's origin, whose statistics are reset
-    /// before and read after, for the server's steady mean in flight.
+    /// concurrency and request count, posting `body`. `stats`: our mock's origin, whose
+    /// statistics are reset before and read after, for the server's steady mean in flight.
     pub(super) fn run(
         pinning: &Pinning,
         spec: &Spec,
+        body: &str,
         base_url: &str,
         stats: Option<&str>,
     ) -> anyhow::Result<OhaRun> {
@@ -1119,7 +1175,7 @@ mod oha {
         }
         let mut command = pinning.command(1, Path::new("oha"));
         command
-            .arg("--no-tui")
+            .args(["--no-tui", "--output-format", "json"])
             .args(["-n", &spec.requests.to_string()])
             .args(["-c", &spec.concurrency.to_string()])
             .args([
@@ -1128,7 +1184,7 @@ mod oha {
                 "-H",
                 "content-type: application/json",
                 "-d",
-                BODY,
+                body,
             ])
             .arg(format!("{base_url}/chat/completions"));
         let (output, cpu) = timed(&command).context("running oha")?;
@@ -1143,17 +1199,35 @@ mod oha {
             Some(origin) => steady_mean(&http(origin, "GET", "/stats")?),
             None => None,
         };
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).context("reading oha's JSON output")?;
+        let successes = report["summary"]["successRate"].as_f64().unwrap_or(0.0);
+        if successes < 1.0 {
+            bail!(
+                "oha: {:.1} % of its requests failed: {}",
+                (1.0 - successes) * 100.0,
+                report["errorDistribution"]
+            );
+        }
         Ok(OhaRun {
             cpu_us: cpu * 1e6 / spec.requests as f64,
             in_flight,
+            first_byte_p99: first_byte_p99(&report),
         })
+    }
+
+    /// oha's time-to-first-byte p99 in its JSON report (seconds there), in ms.
+    fn first_byte_p99(report: &serde_json::Value) -> Option<f64> {
+        report["firstBytePercentiles"]["p99"]
+            .as_f64()
+            .map(|seconds| seconds * 1000.0)
     }
 
     /// The summary's oha section: a line per round and scenario, then the medians.
     pub(super) fn table(scenarios: &[Scenario], installed: bool) -> String {
-        let scenarios: Vec<&Scenario> = scenarios.iter().filter(|s| s.spec.oha).collect();
+        let scenarios: Vec<&Scenario> = scenarios.iter().filter(|s| s.spec.oha.is_some()).collect();
         if scenarios.is_empty() {
-            return "S1 and S2 did not run.".into();
+            return "S1, S2 and S4 did not run.".into();
         }
         if !installed {
             return "not installed (`cargo install oha`): Volley ran alone, against absolute \
@@ -1385,7 +1459,53 @@ mod tests {
         Ok(OhaRun {
             cpu_us,
             in_flight: None,
+            first_byte_p99: None,
         })
+    }
+
+    fn streams(ttft_p99: f64) -> Run {
+        let mut run = run(1000.0, 1000.0);
+        run.results.ttft = Some(volley_bench::results::Percentiles {
+            p99: ttft_p99,
+            ..Default::default()
+        });
+        run
+    }
+
+    fn oha_streams(first_byte_p99: f64) -> anyhow::Result<OhaRun> {
+        Ok(OhaRun {
+            cpu_us: 1000.0,
+            in_flight: None,
+            first_byte_p99: Some(first_byte_p99),
+        })
+    }
+
+    #[test]
+    fn s4_judges_the_ttft_against_the_mocks_and_beside_ohas() {
+        let s = scenario(
+            "S4",
+            vec![streams(80.0), streams(90.0)],
+            vec![oha_streams(100.0), oha_streams(110.0)],
+        );
+        let checks = judge_s4(&s);
+        // The issue's target: the mock's configured 10 ms + 5 (no server figures here).
+        assert_eq!(checks[0].value, 80.0);
+        assert!(!checks[0].met);
+        let beside = checks.last().unwrap();
+        assert!(beside.figure.contains("beside oha's"), "{beside:?}");
+        assert_eq!(beside.value, 85.0);
+        assert_eq!(beside.target, "≤ oha's time to first byte, p99 (105.0 ms)");
+        assert!(beside.met);
+        let s = scenario(
+            "S4",
+            vec![streams(120.0), streams(90.0)],
+            vec![oha_streams(100.0), Err(anyhow::anyhow!("down"))],
+        );
+        assert!(!judge_s4(&s).last().unwrap().met);
+        // Without oha, no such check.
+        let s = scenario("S4", vec![streams(12.0)], Vec::new());
+        assert!(judge_s4(&s).iter().all(|c| !c.figure.contains("oha")));
+        assert!(judge_s4(&s)[0].met);
     }
 
     #[test]
