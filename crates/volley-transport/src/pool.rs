@@ -89,7 +89,9 @@ impl H1Pool {
         loop {
             let (mut sender, reused) = match self.take_idle() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting (a TLS handshake, a proxy tunnel) takes a large future
+                // that most requests, which reuse a connection, would otherwise carry and copy.
+                None => (Box::pin(self.connect()).await?, false),
             };
             // Ready at once unless the connection is still finishing the previous exchange
             // (its body was just read or dropped); an error means it closed.
