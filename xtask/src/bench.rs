@@ -175,7 +175,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         .into_iter()
         .filter(|spec| wanted(spec.id))
         .collect();
-    // Asked once: without it, S1 and S2 run Volley alone.
+    // Asked once: without it, S1, S2 and S4 run Volley alone.
     let oha = specs.iter().any(|spec| spec.oha.is_some()) && oha::installed();
     for spec in specs {
         step(&format!("{} — {}", spec.id, spec.title));
@@ -1130,7 +1130,7 @@ mod criterion {
     }
 }
 
-/// oha beside Volley on S1 and S2, against the same server process, when it is installed.
+/// oha beside Volley on S1, S2 and S4, against the same server process, when it is installed.
 mod oha {
     use super::*;
 
