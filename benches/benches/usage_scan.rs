@@ -66,6 +66,13 @@ fn usage_scan(c: &mut Criterion) {
 /// A chat completion as OpenAI sends it, usage details included.
 const ANSWER: &str = r#"{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion","created":1741570283,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I assist you today?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1117,"completion_tokens":46,"total_tokens":1163,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default","system_fingerprint":"fp_fc9f1d7035"}"#;
 
+/// A Messages API answer as Anthropic sends it, cache counts and service tier included.
+const ANTHROPIC_ANSWER: &str = r#"{"id":"msg_01XFDUDYJgAACzvnptvVoYEL","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":2095,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":503,"service_tier":"standard"}}"#;
+
+/// A chat completion with only the three counts, as volley-mock, nginx's fixed answer and
+/// many compatible servers send it.
+const PLAIN_ANSWER: &str = r#"{"id":"chatcmpl-nginx","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}}"#;
+
 fn usage_per_answer(c: &mut Criterion) {
     use volley_core::{Body, Dialect, RequestId, Response, Timings};
     let response = || {
@@ -83,6 +90,20 @@ fn usage_per_answer(c: &mut Criterion) {
         b.iter(|| {
             black_box(volley_core::openai::usage_in_body(black_box(
                 ANSWER.as_bytes(),
+            )))
+        })
+    });
+    group.bench_function("openai_scan_plain", |b| {
+        b.iter(|| {
+            black_box(volley_core::openai::usage_in_body(black_box(
+                PLAIN_ANSWER.as_bytes(),
+            )))
+        })
+    });
+    group.bench_function("anthropic_scan", |b| {
+        b.iter(|| {
+            black_box(volley_core::anthropic::usage_in_body(black_box(
+                ANTHROPIC_ANSWER.as_bytes(),
             )))
         })
     });
