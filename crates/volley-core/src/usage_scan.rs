@@ -25,7 +25,7 @@ const REMEMBERED: usize = 8;
 /// answer comes after its content).
 ///
 /// The keys are found with the forward searcher, which is vectorised (the backward one is
-/// not: on a 400-byte answer it took 450 instructions, the forward one 40); the last few are
+/// not: the whole scan of OpenAI's answer went from 287 to 264 ns); the last few are
 /// remembered and tried from the last; should they all fail, the keys before them are
 /// searched backwards, so a body full of `"usage"` strings costs one pass, not one per key.
 pub(crate) fn last_in_body<T>(
