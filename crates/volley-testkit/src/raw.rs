@@ -1,5 +1,5 @@
 //! Raw HTTP/1.1 on loopback, for the answers volley-mock cannot give (an echo of the headers,
-//! a 403, a stream of anything): reading a request's head off a socket.
+//! a 403, a stream of anything): reading a request's head, or a whole request, off a socket.
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -21,4 +21,37 @@ pub async fn read_request_head(socket: &mut TcpStream) -> Option<String> {
         head.extend_from_slice(&buf[..n]);
     }
     Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Reads one whole request from `socket` (its head and a body of `content-length` bytes) and
+/// takes it out of `buf`, which keeps whatever came after it: the next request on a
+/// kept-alive connection. Returns the head, blank line included, in ASCII lower case. `None`
+/// when the peer closes or fails first, or the head passes 64 KiB.
+pub async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > MAX_HEAD {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < end + length {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    buf.drain(..end + length);
+    Some(head)
 }

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use volley_core::Request;
 use volley_mock::{MockConfig, MockServer};
 use volley_transport::Transport;
@@ -56,30 +56,9 @@ pub async fn recorder() -> (String, Arc<Mutex<Vec<String>>>) {
             let seen = seen.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        let n = stream.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length: "))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    while buf.len() < end + 4 + length {
-                        let n = stream.read(&mut chunk).await.unwrap_or(0);
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                    }
-                    buf.drain(..end + 4 + length);
+                while let Some(head) =
+                    volley_testkit::raw::read_request(&mut stream, &mut buf).await
+                {
                     // Lower-cased whole: the tests' paths and values are lower case.
                     seen.lock().unwrap().push(head);
                     let body = r#"{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[]}"#;

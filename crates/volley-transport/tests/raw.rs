@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpListener;
 use volley_core::Request;
 use volley_transport::Transport;
@@ -39,7 +39,10 @@ impl Raw {
                 let response = response.clone();
                 let seen = seen.clone();
                 tokio::spawn(async move {
-                    let head = read_request(&mut socket).await;
+                    // A request cut short is recorded as nothing.
+                    let head = volley_testkit::raw::read_request(&mut socket, &mut Vec::new())
+                        .await
+                        .unwrap_or_default();
                     seen.lock().unwrap().push(head);
                     let _ = socket.write_all(&response).await;
                     let _ = socket.shutdown().await;
@@ -56,34 +59,6 @@ impl Raw {
     fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
-}
-
-/// Reads one request (head, and a body of `content-length` bytes); returns the head.
-async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => return String::from_utf8_lossy(&buf).into_owned(),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    while buf.len() < end + length {
-        match socket.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    head
 }
 
 fn transport(url: &str) -> Transport {
