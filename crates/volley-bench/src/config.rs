@@ -123,6 +123,23 @@ impl Default for BenchConfig {
 }
 
 impl BenchConfig {
+    /// The body of these settings' requests at their shortest prompt and output lengths:
+    /// every request's when both lengths are fixed (the default). Another load tester posting
+    /// it sends what `volley bench` sends (`cargo xtask bench` gives it to oha).
+    ///
+    /// # Errors
+    /// As [`Bench::new`](crate::Bench): lengths whose prebuilt bodies would be too large.
+    pub fn first_body(&self) -> Result<bytes::Bytes, Error> {
+        let bodies = super::body::Bodies::build(
+            &self.model,
+            self.stream,
+            self.dialect,
+            &self.prompt_tokens,
+            &self.output_tokens,
+        )?;
+        Ok(bodies.body(self.prompt_tokens.bounds().0, self.output_tokens.bounds().0))
+    }
+
     /// Checks the configuration: a stop condition, a load that can run, valid lengths.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let config = |message: String| Err(Error::new(ErrorKind::Config, message));
@@ -313,6 +330,31 @@ impl FromStr for StackKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_body_is_the_one_the_bench_sends() {
+        let plain = BenchConfig::default().first_body().unwrap();
+        let plain: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+        assert_eq!(plain["model"], DEFAULT_MODEL);
+        assert_eq!(plain["max_tokens"], 16);
+        assert!(plain.get("stream").is_none());
+        let prompt = plain["messages"][0]["content"].as_str().unwrap();
+        assert_eq!(prompt.len(), 64 * 4, "64 tokens of 4 bytes");
+        let streamed = BenchConfig {
+            stream: true,
+            output_tokens: Lengths::Fixed(200),
+            prompt_tokens: Lengths::Uniform { min: 8, max: 100 },
+            ..BenchConfig::default()
+        }
+        .first_body()
+        .unwrap();
+        let streamed: serde_json::Value = serde_json::from_slice(&streamed).unwrap();
+        assert_eq!(streamed["stream"], true);
+        assert_eq!(streamed["stream_options"]["include_usage"], true);
+        assert_eq!(streamed["max_tokens"], 200);
+        let prompt = streamed["messages"][0]["content"].as_str().unwrap();
+        assert_eq!(prompt.len(), 8 * 4, "the shortest prompt");
+    }
 
     #[test]
     fn stop_conditions_and_loads_are_checked() {
