@@ -10,6 +10,29 @@ fn volley() -> Command {
     cmd
 }
 
+/// The jemalloc options built into the binary (main.rs) are read: jemalloc reports them, and
+/// would complain of one it does not know.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[test]
+fn the_built_in_allocator_options_are_read() {
+    let out = volley()
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        report.contains("opt.tcache_nslots_small_min: 200"),
+        "jemalloc's options: {report}"
+    );
+    assert!(!report.contains("Invalid conf"), "{report}");
+}
+
 #[test]
 fn chat_mock_prints_a_reply() {
     let out = volley().args(["chat", "--mock", "hi"]).output().unwrap();
