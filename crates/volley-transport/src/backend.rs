@@ -34,7 +34,11 @@ impl Service<http::Request<Full<Bytes>>> for &Backend {
 
     fn call(&mut self, request: http::Request<Full<Bytes>>) -> BackendFuture {
         match self {
-            Backend::Http1(pool) => Box::pin(pool.clone().send(request)),
+            // Built in its allocation, not on the stack and copied in (see `Transport::call`).
+            Backend::Http1(pool) => {
+                let future = Box::write(Box::new_uninit(), pool.clone().send(request));
+                Box::into_pin(future)
+            }
             Backend::Http2(pool) => h2::send(pool, request),
         }
     }

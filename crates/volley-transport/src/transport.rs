@@ -78,7 +78,11 @@ impl Service<Request> for Transport {
     }
 
     fn call(&mut self, request: Request) -> ResponseFuture {
-        Box::pin(send::send(self.inner.clone(), request))
+        // The allocation is made first, so that an optimised build constructs the future in
+        // it: `Box::pin(send(..))` built the future on the stack and copied all of it (about
+        // 2 KiB) into the box, 232 instructions of `memcpy` per request under callgrind.
+        let future = Box::write(Box::new_uninit(), send::send(self.inner.clone(), request));
+        Box::into_pin(future)
     }
 }
 
