@@ -106,12 +106,14 @@ fn base_url_repeated_spreads_the_run_and_survives_dead_endpoints() {
         .iter()
         .map(|m| m.stats().requests_total)
         .sum();
-    // The summary's attempts cover every endpoint: the mocks' plus the refused port's.
-    let number_before = |suffix: &str| -> u64 {
-        let at = stderr
+    // The summary's attempts are the transports' requests, at every endpoint: what reached
+    // the mocks (attempts and the health checks of open breakers) plus the refused port's
+    // attempts and health checks.
+    let number_before = |text: &str, suffix: &str| -> u64 {
+        let at = text
             .find(suffix)
-            .unwrap_or_else(|| panic!("no {suffix:?}: {stderr}"));
-        let digits: String = stderr[..at]
+            .unwrap_or_else(|| panic!("no {suffix:?} in {text:?}: {stderr}"));
+        let digits: String = text[..at]
             .chars()
             .rev()
             .take_while(char::is_ascii_digit)
@@ -130,9 +132,10 @@ fn base_url_repeated_spreads_the_run_and_survives_dead_endpoints() {
         .unwrap()
         .parse()
         .unwrap();
+    let refused_checks = number_before(refused_line, " health checks");
     assert_eq!(
-        number_before(" attempts"),
-        at_mocks + refused_sent,
+        number_before(&stderr, " attempts"),
+        at_mocks + refused_sent + refused_checks,
         "the summary counts every endpoint's attempts: {stderr}"
     );
     let port = |url: &str| {
