@@ -12,15 +12,24 @@ const MAX_HEAD: usize = 64 * 1024;
 /// head passes 64 KiB.
 pub async fn read_request_head(socket: &mut TcpStream) -> Option<String> {
     let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = socket.read(&mut buf).await.ok()?;
-        if n == 0 || head.len() > MAX_HEAD {
+    read_head(socket, &mut head).await?;
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// Reads into `buf` until it holds a request head's blank line; returns where the head ends
+/// (past the blank line). `None` as for [`read_request_head`].
+async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(at + 4);
+        }
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() > MAX_HEAD {
             return None;
         }
-        head.extend_from_slice(&buf[..n]);
+        buf.extend_from_slice(&chunk[..n]);
     }
-    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 /// Reads one whole request from `socket` (its head and a body of `content-length` bytes) and
@@ -28,23 +37,14 @@ pub async fn read_request_head(socket: &mut TcpStream) -> Option<String> {
 /// kept-alive connection. Returns the head, blank line included, in ASCII lower case. `None`
 /// when the peer closes or fails first, or the head passes 64 KiB.
 pub async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let n = socket.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() > MAX_HEAD {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
+    let end = read_head(socket, buf).await?;
     let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
     let length: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
+    let mut chunk = [0u8; 4096];
     while buf.len() < end + length {
         let n = socket.read(&mut chunk).await.ok()?;
         if n == 0 {
