@@ -2,18 +2,18 @@
 //! against their targets, with a report.
 //!
 //! Each end-to-end scenario starts `volley mock` once, as its own process (so its CPU is not the
-//! client's), or uses the server `--target` names, runs `volley bench` against it, and reads each run's `results.json`. On a machine
-//! with two or more cores the mock is pinned to core 0 and the client to core 1 with `taskset`,
-//! the setup the reference figures were measured in. The client's CPU is its whole process's
+//! client's), or uses the server `--target` names, runs `volley bench` against it, and reads
+//! each run's `results.json`. On a machine with two or more cores the mock is pinned to core 0
+//! and the client to core 1 with `taskset`, the setup the reference figures were measured in. The client's CPU is its whole process's
 //! user + system time (start-up and report included), as bash's `times` reports it.
 //!
 //! S1, S2 and S4 run in two rounds, S6 in three (one with `--quick`). When oha is installed,
 //! each round of S1, S2 and S4 runs it after Volley, against the same server process, with the
-//! same concurrency, request count and request body ([`BenchConfig::first_body`]). In S1 and S2 Volley's CPU per request is judged
-//! against oha's, each the median over the rounds (against an absolute target when oha is not
-//! installed); in S4 Volley's time to first token against oha's time to first byte (the mock
-//! sends the head with the first token), beside the issue's target (the mock's own time to
-//! first token). S6 judges the median of its rounds' full/bare ratios. The other checks judge
+//! same concurrency, request count and request body ([`BenchConfig::first_body`]). In S1 and
+//! S2 Volley's CPU per request is judged against oha's, each the median over the rounds
+//! (against an absolute target when oha is not installed); in S4 Volley's time to first token
+//! against oha's time to first byte (the mock sends the head with the first token), beside the
+//! issue's target (the mock's own time to first token). S6 judges the median of its rounds' full/bare ratios. The other checks judge
 //! the first round.
 //!
 //! Targets missed are reported as missed; the exit status is non-zero only when a run fails
@@ -45,8 +45,8 @@ const USAGE: &str = "usage: cargo xtask bench [--quick] [--baseline DIR|results.
                   in flight is the client's where the server has no /stats
 
 S1, S2 and S4 run in two rounds, S6 in three (one with --quick): Volley, then oha when it is
-installed, against the same server process. CPU per request is the whole process's (user + sys), for
-both; S4 also compares Volley's time to first token with oha's time to first byte.";
+installed, against the same server process. CPU per request is the whole process's (user +
+sys), for both; S4 also compares Volley's time to first token with oha's time to first byte.";
 
 /// Options of one `cargo xtask bench`.
 #[derive(Debug, Default)]
@@ -395,6 +395,41 @@ enum Beside {
     },
 }
 
+impl Beside {
+    /// The check that Volley's `figure` (in `unit`) is at most oha's `what`: missed, showing
+    /// `failed` (a value, and the rounds it is over), when every oha round failed; `None`
+    /// when oha did not run.
+    fn check(
+        self,
+        figure: &str,
+        unit: &str,
+        what: &str,
+        failed: (f64, usize),
+    ) -> Option<TargetCheck> {
+        Some(match self {
+            Beside::NotRun => return None,
+            Beside::Failed => check(
+                &over_rounds(figure, failed.1),
+                failed.0,
+                unit,
+                format!("≤ oha's{what} (oha failed in every round)"),
+                false,
+            ),
+            Beside::Both {
+                volley,
+                oha,
+                rounds,
+            } => check(
+                &over_rounds(figure, rounds),
+                volley,
+                unit,
+                format!("≤ oha's{what} ({oha:.1} {unit})"),
+                volley <= oha,
+            ),
+        })
+    }
+}
+
 /// The median of `values`; `None` when there are none.
 fn median_of(values: impl IntoIterator<Item = f64>) -> Option<f64> {
     let values: Vec<f64> = values.into_iter().collect();
@@ -437,7 +472,7 @@ fn specs(quick: bool) -> Vec<Spec> {
             runs: vec![("", args(&["--concurrency", "1024"]))],
             requests: s1_requests,
             rounds: pick(2, 1) as usize,
-            oha: Some(oha::body(false, 16)),
+            oha: Some(oha::body(BenchConfig::default())),
             judge: judge_s1,
             ideal: Duration::from_secs(s1_requests / 1024),
             concurrency: 1024,
@@ -451,7 +486,7 @@ fn specs(quick: bool) -> Vec<Spec> {
             runs: vec![("", args(&["--concurrency", "64"]))],
             requests: pick(200_000, 20_000),
             rounds: pick(2, 1) as usize,
-            oha: Some(oha::body(false, 16)),
+            oha: Some(oha::body(BenchConfig::default())),
             judge: judge_s2,
             ideal: Duration::ZERO,
             concurrency: 64,
@@ -490,7 +525,11 @@ fn specs(quick: bool) -> Vec<Spec> {
             )],
             requests: pick(3_000, 1_000),
             rounds: pick(2, 1) as usize,
-            oha: Some(oha::body(true, s4_tokens as u32)),
+            oha: Some(oha::body(BenchConfig {
+                stream: true,
+                output_tokens: Lengths::Fixed(s4_tokens as u32),
+                ..BenchConfig::default()
+            })),
             judge: judge_s4,
             ideal: Duration::ZERO,
             concurrency: 1000,
@@ -548,27 +587,11 @@ fn in_flight(results: &BenchResults) -> (&'static str, f64) {
 fn whole_process_cpu(scenario: &Scenario, absolute: f64) -> TargetCheck {
     const FIGURE: &str = "client CPU per request, whole process (user + sys)";
     let all_rounds = scenario.rounds().count();
-    match scenario.beside_oha(|run| Some(run.cpu_us), |oha| Some(oha.cpu_us)) {
-        Beside::Both {
-            volley,
-            oha,
-            rounds,
-        } => check(
-            &over_rounds(FIGURE, rounds),
-            volley,
-            "µs",
-            format!("≤ oha's ({oha:.1} µs)"),
-            volley <= oha,
-        ),
-        Beside::Failed => check(
-            &over_rounds(FIGURE, all_rounds),
-            scenario.volley_cpu(),
-            "µs",
-            "≤ oha's (oha failed in every round)".into(),
-            false,
-        ),
-        Beside::NotRun => {
-            let volley = scenario.volley_cpu();
+    let volley = scenario.volley_cpu();
+    scenario
+        .beside_oha(|run| Some(run.cpu_us), |oha| Some(oha.cpu_us))
+        .check(FIGURE, "µs", "", (volley, all_rounds))
+        .unwrap_or_else(|| {
             check(
                 &over_rounds(FIGURE, all_rounds),
                 volley,
@@ -576,8 +599,7 @@ fn whole_process_cpu(scenario: &Scenario, absolute: f64) -> TargetCheck {
                 format!("≤ {absolute} (oha did not run)"),
                 volley <= absolute,
             )
-        }
-    }
+        })
 }
 
 /// Failed requests, over every run of every round.
@@ -679,31 +701,17 @@ fn judge_s4(scenario: &Scenario) -> Vec<TargetCheck> {
     // The same streams from oha, on the same mock: its time to the first byte, which the mock
     // sends with the first token. The mock's own figure leaves out the connections' set-up
     // and its accept queue, which every client's figure has.
-    const BESIDE: &str = "client TTFT p99 beside oha's";
-    let beside_oha = match scenario.beside_oha(
-        |run| run.results.ttft.map(|t| t.p99),
-        |oha| oha.first_byte_p99,
-    ) {
-        Beside::NotRun => None,
-        Beside::Failed => Some(check(
-            BESIDE,
-            f64::NAN,
+    let beside_oha = scenario
+        .beside_oha(
+            |run| run.results.ttft.map(|t| t.p99),
+            |oha| oha.first_byte_p99,
+        )
+        .check(
+            "client TTFT p99 beside oha's",
             "ms",
-            "≤ oha's time to first byte, p99 (oha failed in every round)".into(),
-            false,
-        )),
-        Beside::Both {
-            volley,
-            oha,
-            rounds,
-        } => Some(check(
-            &over_rounds(BESIDE, rounds),
-            volley,
-            "ms",
-            format!("≤ oha's time to first byte, p99 ({oha:.1} ms)"),
-            volley <= oha,
-        )),
-    };
+            " time to first byte, p99",
+            (f64::NAN, 1),
+        );
     let mut checks = vec![
         check(
             "client TTFT p99",
@@ -1210,17 +1218,10 @@ mod criterion {
 mod oha {
     use super::*;
 
-    /// The body `volley bench` sends with its default prompt, streamed or not, asking for
-    /// `max_tokens`: the one oha posts beside it.
-    pub(super) fn body(stream: bool, max_tokens: u32) -> String {
-        let config = BenchConfig {
-            stream,
-            output_tokens: Lengths::Fixed(max_tokens),
-            ..BenchConfig::default()
-        };
-        let body = config
-            .first_body()
-            .expect("the default prompt's body builds");
+    /// The body `volley bench` sends with `config` (the scenario's flags on its defaults): the
+    /// one oha posts beside it.
+    pub(super) fn body(config: BenchConfig) -> String {
+        let body = config.first_body().expect("a fixed-length body builds");
         String::from_utf8_lossy(&body).into_owned()
     }
 
