@@ -13,7 +13,7 @@ use volley_core::openai::{
 
 use tower::util::BoxCloneSyncService;
 use tower::util::Either;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder};
 use volley_core::cache_key::CredentialId;
 use volley_core::{ApiError, ApiKey, Error, ErrorKind, Request, Response, tokens};
 use volley_middleware::cache::{CacheLayer, CacheStats, CacheStore, DiskStore, MemoryStore};
@@ -279,10 +279,16 @@ impl Client {
     ///
     /// # Errors
     /// Any [`Error`] of the stack.
-    pub async fn send(&self, request: Request) -> Result<Response, Error> {
-        let mut service = self.service.clone();
-        service.ready().await?;
-        service.call(request).await
+    ///
+    /// The future owns what it needs (it does not borrow the client), so it can be spawned.
+    pub fn send(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, Error>> + Send + 'static + use<> {
+        Sending::Ready {
+            service: self.service.clone(),
+            request: Some(request),
+        }
     }
 
     /// The token estimate of a request, computed only when a tokens-per-minute limit will
@@ -1164,6 +1170,41 @@ impl ClientBuilder {
             others,
             balance: balanced.map(|b| b.balance),
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Client::send`]: the stack's clone until it is ready and called, then
+    /// only the call's future. The clone (and the request) are not kept beside the call's
+    /// future, as an `async fn` would keep them: the future a caller holds for every request
+    /// in flight is about a quarter smaller, and the clone's `Arc`s are let go at once.
+    #[project = SendingProj]
+    enum Sending {
+        Ready { service: Stack, request: Option<Request> },
+        Called { #[pin] future: <Stack as Service<Request>>::Future },
+    }
+}
+
+impl Future for Sending {
+    type Output = Result<Response, Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                SendingProj::Ready { service, request } => {
+                    std::task::ready!(service.poll_ready(cx))?;
+                    let request = request
+                        .take()
+                        .expect("Client::send's future polled after it completed");
+                    let future = service.call(request);
+                    self.set(Sending::Called { future });
+                }
+                SendingProj::Called { future } => return future.poll(cx),
+            }
+        }
     }
 }
 

@@ -139,3 +139,34 @@ async fn clients_are_cheap_clones_sharing_one_pool() {
     fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
     assert_send_sync::<Client>();
 }
+
+#[tokio::test]
+async fn a_send_outlives_its_client_and_gives_its_slot_back() {
+    let (server, _) = setup(MockConfig::default()).await;
+    let client = Client::builder()
+        .base_url(server.url())
+        .concurrency(1)
+        .build()
+        .unwrap();
+    let http = || {
+        volley::core::Request::new(
+            http::Method::POST,
+            http::uri::PathAndQuery::from_static("/chat/completions"),
+        )
+        .with_body(serde_json::to_vec(&request("spawned")).unwrap())
+    };
+    // The future borrows nothing: it can be spawned, and the client dropped meanwhile.
+    let sending = client.send(http());
+    let other = client.clone();
+    drop(client);
+    let response = tokio::spawn(sending).await.unwrap().unwrap();
+    let reply: volley::openai::ChatCompletionResponse = response.json().await.unwrap();
+    assert!(!reply.text().unwrap().is_empty());
+    // The one slot is free again: the next request goes out.
+    assert_eq!(other.in_flight(), 0);
+    let next = tokio::time::timeout(std::time::Duration::from_secs(10), other.send(http()))
+        .await
+        .expect("the slot was given back");
+    assert!(next.unwrap().status().is_success());
+    assert_eq!(other.connection_stats().requests, 2);
+}
