@@ -36,7 +36,8 @@ const MAX_RATE: f64 = 10_000_000.0;
 /// At least one stop condition is required: [`requests`](Self::requests),
 /// [`duration`](Self::duration), or both (the run stops at whichever comes first).
 ///
-/// The run uses the caller's tokio runtime: its worker threads are the load generator's.
+/// The run uses the caller's tokio runtime, whose worker threads are the load generator's,
+/// unless [`workers`](Self::workers) names runtimes of their own.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     /// A name for the run, written to the results (a scenario id such as `S1`).
@@ -95,6 +96,13 @@ pub struct BenchConfig {
     /// streams timed to the first `content_block_delta`). Set the client's provider to match
     /// ([`ClientBuilder::provider`], for the auth headers). Default [`Dialect::OpenAi`].
     pub dialect: Dialect,
+    /// Runtimes to run the requests on, spread evenly over them: give one current-thread
+    /// runtime per core, each driven by its own thread, and every request stays on one
+    /// thread from its start to its answer (the connection the lane reuses was opened, and
+    /// has its task, on the same thread), with no wakeups across threads and no work
+    /// stealing. `volley bench` does this (`--threads`). A runtime here must be running (its
+    /// thread in `block_on`) until the run ends. Default none: the caller's runtime.
+    pub workers: Vec<tokio::runtime::Handle>,
 }
 
 impl Default for BenchConfig {
@@ -118,6 +126,7 @@ impl Default for BenchConfig {
             client: None,
             embedded_mock: false,
             dialect: Dialect::OpenAi,
+            workers: Vec::new(),
         }
     }
 }

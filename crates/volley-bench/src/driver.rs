@@ -98,7 +98,10 @@ impl Bench {
             Load::Ramp(ramp) => ramp.from,
             Load::Open { .. } => 0,
         };
-        let shared = Arc::new(Shared::new(lane_count(peak), initial_target));
+        let shared = Arc::new(Shared::new(
+            lane_count(peak, config.workers.len()),
+            initial_target,
+        ));
         Ok(Bench {
             config,
             client,
@@ -159,7 +162,7 @@ impl Bench {
             index,
             lanes,
             shared: shared.clone(),
-            target: target.clone(),
+            target: (),
             bodies: bodies.clone(),
             stream: config.stream,
             dialect: config.dialect,
@@ -179,7 +182,24 @@ impl Bench {
             Load::Closed { .. } | Load::Ramp(_) => {
                 for index in 0..lanes {
                     let rng = Rng::fork(config.seed, index as u64);
-                    workers.spawn(lane(index).closed(rng, shared.control.subscribe()));
+                    let control = shared.control.subscribe();
+                    let runtimes = &config.workers;
+                    match &target {
+                        Target::Full(client) => spawn_lane(
+                            &mut workers,
+                            runtimes,
+                            index,
+                            lane(index).with_target(client.clone()).closed(rng, control),
+                        ),
+                        Target::Bare(transport) => spawn_lane(
+                            &mut workers,
+                            runtimes,
+                            index,
+                            lane(index)
+                                .with_target(transport.clone())
+                                .closed(rng, control),
+                        ),
+                    }
                 }
                 let ramp = match config.load {
                     Load::Ramp(ramp) => Some(ramp),
@@ -192,7 +212,21 @@ impl Bench {
                 for index in 0..lanes {
                     let (sender, receiver) = mpsc::unbounded_channel();
                     senders.push(sender);
-                    workers.spawn(lane(index).open(receiver));
+                    let runtimes = &config.workers;
+                    match &target {
+                        Target::Full(client) => spawn_lane(
+                            &mut workers,
+                            runtimes,
+                            index,
+                            lane(index).with_target(client.clone()).open(receiver),
+                        ),
+                        Target::Bare(transport) => spawn_lane(
+                            &mut workers,
+                            runtimes,
+                            index,
+                            lane(index).with_target(transport.clone()).open(receiver),
+                        ),
+                    }
                 }
                 let pacer = Pacer {
                     shared: shared.clone(),
@@ -290,6 +324,22 @@ impl Bench {
     }
 }
 
+/// Spawns lane `index` on `runtimes[index % n]`, or on the caller's runtime with none given.
+fn spawn_lane<F>(
+    set: &mut JoinSet<F::Output>,
+    runtimes: &[tokio::runtime::Handle],
+    index: usize,
+    lane: F,
+) where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match runtimes.get(index % runtimes.len().max(1)) {
+        Some(runtime) => set.spawn_on(lane, runtime),
+        None => set.spawn(lane),
+    };
+}
+
 /// One sample of each endpoint's attempts so far: (ms since the start, attempts).
 type EndpointSample = (u64, Vec<u64>);
 
@@ -367,11 +417,82 @@ impl fmt::Debug for Bench {
     }
 }
 
-/// How many lanes: [`LANES_PER_WORKER`] per runtime worker (or per CPU outside a runtime),
-/// at most one per request in flight.
-fn lane_count(peak_concurrency: usize) -> usize {
-    let workers = tokio::runtime::Handle::try_current()
-        .map(|h| h.metrics().num_workers())
-        .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, NonZero::get));
+/// How many lanes: [`LANES_PER_WORKER`] per runtime given (`runtimes`), or else per worker of
+/// the caller's runtime (or per CPU outside a runtime), at most one per request in flight.
+fn lane_count(peak_concurrency: usize, runtimes: usize) -> usize {
+    let workers = if runtimes > 0 {
+        runtimes
+    } else {
+        tokio::runtime::Handle::try_current()
+            .map(|h| h.metrics().num_workers())
+            .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, NonZero::get))
+    };
     (workers.max(1) * LANES_PER_WORKER).clamp(1, peak_concurrency.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_are_spread_over_the_runtimes_given() {
+        // Two current-thread runtimes, each driven by a thread of its own until told to stop.
+        let mut handles = Vec::new();
+        let mut stops = Vec::new();
+        let mut threads = Vec::new();
+        for name in ["worker-a", "worker-b"] {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            handles.push(runtime.handle().clone());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            stops.push(stop);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name.to_owned())
+                    .spawn(move || {
+                        let _ = runtime.block_on(stopped);
+                    })
+                    .unwrap(),
+            );
+        }
+        let caller = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ran_on = caller.block_on(async {
+            let mut set = JoinSet::new();
+            for index in 0..5 {
+                spawn_lane(&mut set, &handles, index, async move {
+                    (index, std::thread::current().name().map(str::to_owned))
+                });
+            }
+            let mut ran_on = set.join_all().await;
+            ran_on.sort();
+            ran_on
+        });
+        drop(stops);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let names: Vec<_> = ran_on.iter().map(|(_, n)| n.as_deref().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["worker-a", "worker-b", "worker-a", "worker-b", "worker-a"]
+        );
+        // With none given, lanes run on the caller's runtime.
+        let here = caller.block_on(async {
+            let mut set = JoinSet::new();
+            spawn_lane(&mut set, &[], 0, async { std::thread::current().id() });
+            set.join_all().await
+        });
+        assert_eq!(here, [std::thread::current().id()]);
+    }
+
+    #[test]
+    fn four_lanes_per_runtime_given_and_never_more_than_requests_in_flight() {
+        assert_eq!(lane_count(1024, 2), 8);
+        assert_eq!(lane_count(1024, 1), 4);
+        assert_eq!(lane_count(3, 2), 3);
+    }
 }

@@ -25,7 +25,7 @@ use super::lengths::Lengths;
 use super::recorder::{ErrorLabel, Outcome, Recorder};
 use super::rng::Rng;
 use super::shared::{Control, Shared};
-use super::target::Target;
+use super::target::Sender;
 
 /// What the slots of a lane's closed loop share. The slots are polled by the lane's one
 /// task, so the atomics are never contended; they are atomics (and the generator a mutex)
@@ -52,12 +52,13 @@ pub(crate) struct Arrival {
     pub(crate) output: u32,
 }
 
-/// A lane and what it needs.
-pub(crate) struct Lane {
+/// A lane and what it needs; `T` sends its requests (built with `()` and given its sender
+/// by [`Lane::with_target`]).
+pub(crate) struct Lane<T> {
     pub(crate) index: usize,
     pub(crate) lanes: usize,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) target: Target,
+    pub(crate) target: T,
     pub(crate) bodies: Arc<Bodies>,
     pub(crate) stream: bool,
     pub(crate) dialect: Dialect,
@@ -74,7 +75,45 @@ pub(crate) struct Lane {
     pub(crate) recorder: Mutex<Recorder>,
 }
 
-impl Lane {
+impl Lane<()> {
+    /// This lane, sending with `target`.
+    pub(crate) fn with_target<T: Sender>(self, target: T) -> Lane<T> {
+        let Lane {
+            index,
+            lanes,
+            shared,
+            target: (),
+            bodies,
+            stream,
+            dialect,
+            path,
+            prompt,
+            output,
+            requests,
+            deadline,
+            start,
+            recorder,
+        } = self;
+        Lane {
+            index,
+            lanes,
+            shared,
+            target,
+            bodies,
+            stream,
+            dialect,
+            path,
+            prompt,
+            output,
+            requests,
+            deadline,
+            start,
+            recorder,
+        }
+    }
+}
+
+impl<T: Sender> Lane<T> {
     /// The closed loop (and ramp): keeps this lane's share of the target concurrency in
     /// flight, starting a request whenever one finishes, until the budget, the deadline or a
     /// stop; then lets the requests in flight finish.

@@ -1,10 +1,12 @@
 //! What a lane sends its requests through: the whole client stack or the bare transport.
 
+use std::future::Future;
+
 use volley::Client;
 use volley::core::{Error, Request, Response};
 use volley::transport::Transport;
 
-/// What sends the requests.
+/// What the run measures ([`StackKind`](crate::StackKind)), as the driver holds it.
 #[derive(Clone)]
 pub(crate) enum Target {
     /// Boxed: a `Client` is a few hundred bytes and the target is cloned once per lane.
@@ -12,11 +14,21 @@ pub(crate) enum Target {
     Bare(Transport),
 }
 
-impl Target {
-    pub(crate) async fn send(&self, request: Request) -> Result<Response, Error> {
-        match self {
-            Target::Full(client) => client.send(request).await,
-            Target::Bare(transport) => transport.send(request).await,
-        }
+/// What a lane sends its requests with. Lanes are generic over it, so the future of each
+/// request in flight is sized for its own sender (the bare transport's is larger than the
+/// whole stack's, whose transport future is boxed) rather than for the larger of the two.
+pub(crate) trait Sender: Send + Sync + 'static {
+    fn send(&self, request: Request) -> impl Future<Output = Result<Response, Error>> + Send;
+}
+
+impl Sender for Box<Client> {
+    fn send(&self, request: Request) -> impl Future<Output = Result<Response, Error>> + Send {
+        Client::send(self, request)
+    }
+}
+
+impl Sender for Transport {
+    fn send(&self, request: Request) -> impl Future<Output = Result<Response, Error>> + Send {
+        Transport::send(self, request)
     }
 }

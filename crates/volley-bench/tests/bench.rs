@@ -142,6 +142,74 @@ async fn closed_loop_counts_every_request_and_reads_the_server() {
     assert!(side.timeline.iter().all(|&(_, f)| f <= 16));
 }
 
+/// Runtimes of their own, as `volley bench` gives one per core: each driven by its thread.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(n: usize) -> Workers {
+        let mut workers = Workers {
+            handles: Vec::new(),
+            stops: Vec::new(),
+            threads: Vec::new(),
+        };
+        for _ in 0..n {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            workers.handles.push(runtime.handle().clone());
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            workers.stops.push(stop);
+            workers.threads.push(std::thread::spawn(move || {
+                let _ = runtime.block_on(stopped);
+            }));
+        }
+        workers
+    }
+
+    fn stop(self) {
+        drop(self.stops);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn lanes_on_runtimes_of_their_own_count_every_request() {
+    // The mock runs here; the lanes, their connections and timers on two other runtimes.
+    let server = mock(with_latency(ms(10))).await;
+    let workers = Workers::start(2);
+    for load in [
+        Load::Closed { concurrency: 16 },
+        Load::Open {
+            rate: 2_000.0,
+            arrivals: Arrivals::Constant,
+        },
+    ] {
+        let results = run(BenchConfig {
+            requests: Some(300),
+            workers: workers.handles.clone(),
+            ..config(&server, load)
+        })
+        .await;
+        check_consistency(&results);
+        let s = &results.summary;
+        assert_eq!((s.requests, s.ok, s.failed, s.dropped), (300, 300, 0, 0));
+        assert!(results.latency.min >= 9.9, "{:?}", results.latency);
+        // Reset before each run, the mock saw exactly this run's requests.
+        assert_eq!(
+            results.server.expect("volley-mock serves /stats").requests,
+            300
+        );
+    }
+    workers.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_stack_runs_the_transport_alone() {
     let server = mock(with_latency(ms(5))).await;

@@ -98,7 +98,8 @@ pub(crate) struct BenchArgs {
     /// and the report's in-flight chart show where the limit went.
     #[arg(long)]
     adaptive: bool,
-    /// Worker threads of the load generator [default: the cores this process may use].
+    /// Threads of the load generator, each with a runtime of its own [default: the cores this
+    /// process may use].
     #[arg(long)]
     threads: Option<usize>,
 
@@ -183,7 +184,12 @@ fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Runs `volley bench` on its own runtime (sized by `--threads`).
+/// Runs `volley bench` on `--threads` current-thread runtimes, one per thread (as oha does):
+/// the lanes are spread over them, and a request stays on the thread it started on, with
+/// the connection it reuses (opened, and driven, on that thread). A multi-threaded runtime
+/// costs about a quarter more CPU per request here, in wakeups across threads and work
+/// stealing (docs/benchmarks.md). The first runtime, on this thread, also runs the rest
+/// (the embedded mock, progress, the report).
 pub(crate) fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let threads = args
         .threads
@@ -191,23 +197,42 @@ pub(crate) fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if threads == 0 {
         return Err(UsageError("--threads must be at least 1".into()).into());
     }
-    let runtime = if threads == 1 {
+    let runtime = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
+            .context("starting the async runtime")
+    };
+    let main = runtime()?;
+    let mut workers = vec![main.handle().clone()];
+    // Each other runtime runs on its own thread until its sender is dropped.
+    let mut stops = Vec::with_capacity(threads - 1);
+    let mut joins = Vec::with_capacity(threads - 1);
+    for i in 1..threads {
+        let worker = runtime()?;
+        workers.push(worker.handle().clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        let join = std::thread::Builder::new()
+            .name(format!("volley-bench-{i}"))
+            .spawn(move || {
+                let _ = worker.block_on(stopped);
+                worker.shutdown_timeout(Duration::from_secs(1));
+            })
+            .context("starting a load generator thread")?;
+        joins.push(join);
     }
-    .context("starting the async runtime")?;
-    let result = runtime.block_on(run(args));
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    let result = main.block_on(run(args, workers));
+    drop(stops);
+    for join in joins {
+        // A worker thread only panics if the runtime does; the run's result says more.
+        let _ = join.join();
+    }
+    main.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+async fn run(args: BenchArgs, workers: Vec<tokio::runtime::Handle>) -> anyhow::Result<ExitCode> {
     // The load tester's default target is the local mock, not a paid API.
     let mut defaults = figment::value::Dict::new();
     defaults.insert(
@@ -314,6 +339,7 @@ async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         // The default stack without retries, so failures are counted rather than hidden.
         client: Some(client),
         dialect: connection.provider.0.dialect(),
+        workers,
     };
     if let Some(max) = args.find_knee {
         return find_knee(&config, max, args.requests, args.report.as_deref()).await;
