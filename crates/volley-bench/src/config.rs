@@ -96,12 +96,13 @@ pub struct BenchConfig {
     /// streams timed to the first `content_block_delta`). Set the client's provider to match
     /// ([`ClientBuilder::provider`], for the auth headers). Default [`Dialect::OpenAi`].
     pub dialect: Dialect,
-    /// Runtimes to run the requests on, spread evenly over them: give one current-thread
-    /// runtime per core, each driven by its own thread, and every request stays on one
-    /// thread from its start to its answer (the connection the lane reuses was opened, and
-    /// has its task, on the same thread), with no wakeups across threads and no work
-    /// stealing. `volley bench` does this (`--threads`). A runtime here must be running (its
-    /// thread in `block_on`) until the run ends. Default none: the caller's runtime.
+    /// Runtimes to run the requests on, spread evenly over them. Give one current-thread
+    /// runtime per core, each driven by its own thread, and a request and its timers stay on
+    /// one thread, with no work stealing; so does its connection as a rule (it was opened,
+    /// and its task spawned, on the thread of the lane that opened it, and a lane that sends
+    /// again at once takes back the connection it just returned to the pool). `volley bench`
+    /// does this (`--threads`). Each runtime must keep running (its thread in `block_on`)
+    /// until the run ends. Default none: the caller's runtime.
     pub workers: Vec<tokio::runtime::Handle>,
 }
 

@@ -104,6 +104,10 @@
 //! Requests run in a few *lanes* per runtime worker: a lane is one task that polls its
 //! requests together and owns its recorder (histograms and timeline accumulators), so the hot
 //! path takes no shared lock and spawns no task per request; lanes are merged at the end.
+//! With [`BenchConfig::workers`] (what `volley bench` does: one current-thread runtime per
+//! core) the lanes are spread over runtimes of their own: a request and its timers stay on
+//! one thread, and so does its connection as a rule (a lane that sends again at once takes
+//! back the connection it just returned to the process's one pool).
 //! Request bodies are built once per prompt length and cloned per call; one clock read per
 //! event (start, content chunk, end); live counters are per lane, on their own cache lines.
 #![deny(missing_docs)]

@@ -185,11 +185,11 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs `volley bench` on `--threads` current-thread runtimes, one per thread (as oha does):
-/// the lanes are spread over them, and a request stays on the thread it started on, with
-/// the connection it reuses (opened, and driven, on that thread). A multi-threaded runtime
-/// costs about a quarter more CPU per request here, in wakeups across threads and work
-/// stealing (docs/benchmarks.md). The first runtime, on this thread, also runs the rest
-/// (the embedded mock, progress, the report).
+/// the lanes are spread over them, so a request stays on the thread it started on, and its
+/// connection as a rule too. Against a multi-threaded runtime this saved 2.5 % of the
+/// instructions per request and about a tenth of the CPU at S1 on two cores
+/// (docs/benchmarks.md, fourth pass). The first runtime, on this thread, also runs the rest
+/// (the embedded mock, the progress line, the report).
 pub(crate) fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let threads = args
         .threads
