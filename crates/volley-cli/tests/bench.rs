@@ -114,6 +114,44 @@ fn bench_counts_errors_by_kind_and_fails_when_nothing_succeeds() {
 }
 
 #[test]
+fn bench_runs_on_as_many_runtimes_as_threads_asked_for() {
+    // One runtime and three: the lanes (four per runtime) and their connections spread over
+    // them; every request is counted once, and no more connections than slots are opened.
+    for threads in ["1", "3"] {
+        let out = volley()
+            .args([
+                "bench",
+                "--mock",
+                "--latency",
+                "5ms",
+                "-c",
+                "24",
+                "-n",
+                "300",
+            ])
+            .args(["--threads", threads, "--json", "--quiet"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "--threads {threads}: {stderr}");
+        let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(results["summary"]["requests"], 300, "--threads {threads}");
+        assert_eq!(results["summary"]["ok"], 300, "--threads {threads}");
+        assert_eq!(results["server"]["requests"], 300, "--threads {threads}");
+        let opened = results["connections"]["opened"].as_u64().unwrap();
+        assert!((1..=24).contains(&opened), "--threads {threads}: {opened}");
+        assert!(results["summary"]["peak_in_flight"].as_u64().unwrap() <= 24);
+    }
+    let out = volley()
+        .args(["bench", "--mock", "-n", "1", "--threads", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("--threads must be at least 1"), "{stderr}");
+}
+
+#[test]
 fn bench_needs_a_stop_condition() {
     let out = volley().args(["bench", "--mock"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
