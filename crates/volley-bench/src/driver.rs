@@ -33,7 +33,7 @@ const LANES_PER_WORKER: usize = 4;
 ///
 /// [`Bench::new`] checks the configuration, builds the client and the request bodies;
 /// [`Bench::live`] gives a handle for progress; [`Bench::run`] runs it on the caller's tokio
-/// runtime and returns the results.
+/// runtime (the requests on [`BenchConfig::workers`] when given) and returns the results.
 pub struct Bench {
     config: BenchConfig,
     client: Client,

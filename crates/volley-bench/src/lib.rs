@@ -4,8 +4,9 @@
 //!
 //! [`BenchConfig`] says what to run; [`Bench::new`] checks it, builds the client and the
 //! request bodies; [`Bench::live`] gives a cheap handle for a progress line (and for stopping
-//! early); [`Bench::run`] runs on the caller's tokio runtime and returns the
-//! [`results::BenchResults`] that [`report`] renders.
+//! early); [`Bench::run`] runs on the caller's tokio runtime (or on the runtimes given in
+//! [`BenchConfig::workers`]) and returns the [`results::BenchResults`] that [`report`]
+//! renders.
 //!
 //! ```no_run
 //! use std::time::Duration;
