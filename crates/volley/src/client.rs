@@ -287,7 +287,7 @@ impl Client {
     ) -> impl Future<Output = Result<Response, Error>> + Send + 'static + use<> {
         Sending::Ready {
             service: self.service.clone(),
-            request: Some(request),
+            request,
         }
     }
 
@@ -1179,9 +1179,12 @@ pin_project_lite::pin_project! {
     /// future, as an `async fn` would keep them: the future a caller holds for every request
     /// in flight is about a quarter smaller, and the clone's `Arc`s are let go at once.
     #[project = SendingProj]
+    #[project_replace = SendingReplace]
     enum Sending {
-        Ready { service: Stack, request: Option<Request> },
+        Ready { service: Stack, request: Request },
         Called { #[pin] future: <Stack as Service<Request>>::Future },
+        // Finished: the call's outcome was returned (and what it held let go).
+        Done,
     }
 }
 
@@ -1194,15 +1197,27 @@ impl Future for Sending {
     ) -> std::task::Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                SendingProj::Ready { service, request } => {
-                    std::task::ready!(service.poll_ready(cx))?;
-                    let request = request
-                        .take()
-                        .expect("Client::send's future polled after it completed");
+                SendingProj::Ready { service, .. } => {
+                    let ready = std::task::ready!(service.poll_ready(cx));
+                    let SendingReplace::Ready {
+                        mut service,
+                        request,
+                    } = self.as_mut().project_replace(Sending::Done)
+                    else {
+                        unreachable!("the state was just matched as Ready")
+                    };
+                    // An error ends the call here, and the clone goes with it (a permit an
+                    // inner layer took included).
+                    ready?;
                     let future = service.call(request);
                     self.set(Sending::Called { future });
                 }
-                SendingProj::Called { future } => return future.poll(cx),
+                SendingProj::Called { future } => {
+                    let outcome = std::task::ready!(future.poll(cx));
+                    self.set(Sending::Done);
+                    return std::task::Poll::Ready(outcome);
+                }
+                SendingProj::Done => panic!("Client::send's future polled after it completed"),
             }
         }
     }

@@ -141,7 +141,7 @@ async fn clients_are_cheap_clones_sharing_one_pool() {
 }
 
 #[tokio::test]
-async fn a_send_outlives_its_client_and_gives_its_slot_back() {
+async fn a_send_borrows_nothing_and_gives_its_slot_back() {
     let (server, _) = setup(MockConfig::default()).await;
     let client = Client::builder()
         .base_url(server.url())
