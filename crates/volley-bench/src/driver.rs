@@ -22,7 +22,7 @@ use super::server::ServerProbe;
 use super::shared::{Live, Shared, conduct};
 use super::summary::{Facts, results};
 use super::sys;
-use super::target::Target;
+use super::target::{Sender, Target};
 use volley::{Client, ClientBuilder};
 
 /// Lanes per runtime worker thread: a few, so a lane that is busy parsing does not hold up
@@ -157,92 +157,21 @@ impl Bench {
 
         let start = Instant::now();
         let _ = shared.started.set(start);
-        let lanes = shared.lanes.len();
-        let lane = |index: usize| Lane {
-            index,
-            lanes,
-            shared: shared.clone(),
-            target: (),
-            bodies: bodies.clone(),
-            stream: config.stream,
-            dialect: config.dialect,
-            path: super::lane::endpoint(config.dialect),
-            prompt: config.prompt_tokens,
-            output: config.output_tokens,
-            requests: config.requests,
-            deadline: config.duration.map(|d| start + d),
-            start,
-            recorder: Mutex::new(Recorder::new()),
-        };
         // Both sets abort their tasks when dropped, so dropping this future stops the run.
         let mut workers = JoinSet::new();
         let mut helpers = JoinSet::new();
         let tokio_start = tokio::time::Instant::from_std(start);
-        match config.load {
-            Load::Closed { .. } | Load::Ramp(_) => {
-                for index in 0..lanes {
-                    let rng = Rng::fork(config.seed, index as u64);
-                    let control = shared.control.subscribe();
-                    let runtimes = &config.workers;
-                    match &target {
-                        Target::Full(client) => spawn_lane(
-                            &mut workers,
-                            runtimes,
-                            index,
-                            lane(index).with_target(client.clone()).closed(rng, control),
-                        ),
-                        Target::Bare(transport) => spawn_lane(
-                            &mut workers,
-                            runtimes,
-                            index,
-                            lane(index)
-                                .with_target(transport.clone())
-                                .closed(rng, control),
-                        ),
-                    }
-                }
-                let ramp = match config.load {
-                    Load::Ramp(ramp) => Some(ramp),
-                    _ => None,
-                };
-                helpers.spawn(conduct(shared.clone(), ramp, config.duration, tokio_start));
-            }
-            Load::Open { rate, arrivals } => {
-                let mut senders = Vec::with_capacity(lanes);
-                for index in 0..lanes {
-                    let (sender, receiver) = mpsc::unbounded_channel();
-                    senders.push(sender);
-                    let runtimes = &config.workers;
-                    match &target {
-                        Target::Full(client) => spawn_lane(
-                            &mut workers,
-                            runtimes,
-                            index,
-                            lane(index).with_target(client.clone()).open(receiver),
-                        ),
-                        Target::Bare(transport) => spawn_lane(
-                            &mut workers,
-                            runtimes,
-                            index,
-                            lane(index).with_target(transport.clone()).open(receiver),
-                        ),
-                    }
-                }
-                let pacer = Pacer {
-                    shared: shared.clone(),
-                    senders,
-                    max_in_flight: config.max_in_flight as u64,
-                    prompt: config.prompt_tokens,
-                    output: config.output_tokens,
-                    rng: Rng::fork(config.seed, u64::MAX),
-                };
-                let schedule = Schedule::new(rate, arrivals, config.seed);
-                let until = Until {
-                    arrivals: config.requests,
-                    duration: config.duration,
-                };
-                let clock = TokioClock::new(tokio_start, shared.control.subscribe());
-                helpers.spawn(pacer.run(schedule, until, clock));
+        let lanes = Lanes {
+            config: &config,
+            shared: &shared,
+            bodies: &bodies,
+            start,
+        };
+        // Lanes are generic over what sends, so each kind's request future is its own size.
+        match &target {
+            Target::Full(client) => lanes.start(client, &mut workers, &mut helpers, tokio_start),
+            Target::Bare(transport) => {
+                lanes.start(transport, &mut workers, &mut helpers, tokio_start);
             }
         }
 
@@ -321,6 +250,89 @@ impl Bench {
                 &mut *limits.lock().unwrap_or_else(|e| e.into_inner()),
             ),
         }))
+    }
+}
+
+/// What every lane of a run is built from.
+struct Lanes<'a> {
+    config: &'a BenchConfig,
+    shared: &'a Arc<Shared>,
+    bodies: &'a Arc<Bodies>,
+    start: Instant,
+}
+
+impl Lanes<'_> {
+    /// Lane `index`, sending with `target`.
+    fn lane<T>(&self, index: usize, target: T) -> Lane<T> {
+        let config = self.config;
+        Lane {
+            index,
+            lanes: self.shared.lanes.len(),
+            shared: self.shared.clone(),
+            target,
+            bodies: self.bodies.clone(),
+            stream: config.stream,
+            dialect: config.dialect,
+            path: super::lane::endpoint(config.dialect),
+            prompt: config.prompt_tokens,
+            output: config.output_tokens,
+            requests: config.requests,
+            deadline: config.duration.map(|d| self.start + d),
+            start: self.start,
+            recorder: Mutex::new(Recorder::new()),
+        }
+    }
+
+    /// Spawns the lanes (spread over [`BenchConfig::workers`] when given) and the task that
+    /// conducts them (closed loop, ramp) or paces their arrivals (open loop).
+    fn start<T: Sender + Clone>(
+        &self,
+        target: &T,
+        workers: &mut JoinSet<Recorder>,
+        helpers: &mut JoinSet<()>,
+        tokio_start: tokio::time::Instant,
+    ) {
+        let (config, shared) = (self.config, self.shared);
+        let lanes = shared.lanes.len();
+        match config.load {
+            Load::Closed { .. } | Load::Ramp(_) => {
+                for index in 0..lanes {
+                    let rng = Rng::fork(config.seed, index as u64);
+                    let lane = self.lane(index, target.clone());
+                    let closed = lane.closed(rng, shared.control.subscribe());
+                    spawn_lane(workers, &config.workers, index, closed);
+                }
+                let ramp = match config.load {
+                    Load::Ramp(ramp) => Some(ramp),
+                    _ => None,
+                };
+                helpers.spawn(conduct(shared.clone(), ramp, config.duration, tokio_start));
+            }
+            Load::Open { rate, arrivals } => {
+                let mut senders = Vec::with_capacity(lanes);
+                for index in 0..lanes {
+                    let (sender, receiver) = mpsc::unbounded_channel();
+                    senders.push(sender);
+                    let open = self.lane(index, target.clone()).open(receiver);
+                    spawn_lane(workers, &config.workers, index, open);
+                }
+                let pacer = Pacer {
+                    shared: shared.clone(),
+                    senders,
+                    max_in_flight: config.max_in_flight as u64,
+                    prompt: config.prompt_tokens,
+                    output: config.output_tokens,
+                    rng: Rng::fork(config.seed, u64::MAX),
+                };
+                let schedule = Schedule::new(rate, arrivals, config.seed);
+                let until = Until {
+                    arrivals: config.requests,
+                    duration: config.duration,
+                };
+                let clock = TokioClock::new(tokio_start, shared.control.subscribe());
+                helpers.spawn(pacer.run(schedule, until, clock));
+            }
+        }
     }
 }
 
@@ -436,34 +448,14 @@ mod tests {
 
     #[test]
     fn lanes_are_spread_over_the_runtimes_given() {
-        // Two current-thread runtimes, each driven by a thread of its own until told to stop.
-        let mut handles = Vec::new();
-        let mut stops = Vec::new();
-        let mut threads = Vec::new();
-        for name in ["worker-a", "worker-b"] {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            handles.push(runtime.handle().clone());
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            stops.push(stop);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(name.to_owned())
-                    .spawn(move || {
-                        let _ = runtime.block_on(stopped);
-                    })
-                    .unwrap(),
-            );
-        }
+        let runtimes = crate::WorkerRuntimes::start(2).unwrap();
         let caller = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let ran_on = caller.block_on(async {
             let mut set = JoinSet::new();
             for index in 0..5 {
-                spawn_lane(&mut set, &handles, index, async move {
+                spawn_lane(&mut set, runtimes.handles(), index, async move {
                     (index, std::thread::current().name().map(str::to_owned))
                 });
             }
@@ -471,14 +463,17 @@ mod tests {
             ran_on.sort();
             ran_on
         });
-        drop(stops);
-        for thread in threads {
-            thread.join().unwrap();
-        }
+        drop(runtimes);
         let names: Vec<_> = ran_on.iter().map(|(_, n)| n.as_deref().unwrap()).collect();
         assert_eq!(
             names,
-            ["worker-a", "worker-b", "worker-a", "worker-b", "worker-a"]
+            [
+                "volley-bench-1",
+                "volley-bench-2",
+                "volley-bench-1",
+                "volley-bench-2",
+                "volley-bench-1"
+            ]
         );
         // With none given, lanes run on the caller's runtime.
         let here = caller.block_on(async {

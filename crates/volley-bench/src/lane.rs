@@ -52,8 +52,7 @@ pub(crate) struct Arrival {
     pub(crate) output: u32,
 }
 
-/// A lane and what it needs; `T` sends its requests (built with `()` and given its sender
-/// by [`Lane::with_target`]).
+/// A lane and what it needs; `T` sends its requests.
 pub(crate) struct Lane<T> {
     pub(crate) index: usize,
     pub(crate) lanes: usize,
@@ -73,44 +72,6 @@ pub(crate) struct Lane<T> {
     /// The run's start: timeline times are measured from it.
     pub(crate) start: Instant,
     pub(crate) recorder: Mutex<Recorder>,
-}
-
-impl Lane<()> {
-    /// This lane, sending with `target`.
-    pub(crate) fn with_target<T: Sender>(self, target: T) -> Lane<T> {
-        let Lane {
-            index,
-            lanes,
-            shared,
-            target: (),
-            bodies,
-            stream,
-            dialect,
-            path,
-            prompt,
-            output,
-            requests,
-            deadline,
-            start,
-            recorder,
-        } = self;
-        Lane {
-            index,
-            lanes,
-            shared,
-            target,
-            bodies,
-            stream,
-            dialect,
-            path,
-            prompt,
-            output,
-            requests,
-            deadline,
-            start,
-            recorder,
-        }
-    }
 }
 
 impl<T: Sender> Lane<T> {

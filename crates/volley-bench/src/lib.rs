@@ -106,11 +106,9 @@
 //! requests together and owns its recorder (histograms and timeline accumulators), so the hot
 //! path takes no shared lock and spawns no task per request; lanes are merged at the end.
 //! With [`BenchConfig::workers`] (what `volley bench` does: one current-thread runtime per
-//! core) the lanes are spread over runtimes of their own: a request and its timers stay on
-//! one thread, and so does its connection as a rule (a lane that sends again at once takes
-//! back the connection it just returned to the process's one pool).
-//! Request bodies are built once per prompt length and cloned per call; one clock read per
-//! event (start, content chunk, end); live counters are per lane, on their own cache lines.
+//! core, [`WorkerRuntimes`]) the lanes are spread over runtimes of their own: a request and
+//! its timers stay on one thread, and in a closed loop its connection as a rule (a lane that
+//! sends again at once takes back the connection it just returned to the process's one pool).
 #![deny(missing_docs)]
 pub mod knee;
 pub mod report;
@@ -125,6 +123,7 @@ mod pacer;
 mod ramp;
 mod recorder;
 mod rng;
+mod runtimes;
 mod server;
 mod shared;
 mod summary;
@@ -139,4 +138,5 @@ pub use config::{
 pub use driver::Bench;
 pub use lengths::{Lengths, MAX_LENGTH};
 pub use ramp::Ramp;
+pub use runtimes::WorkerRuntimes;
 pub use shared::Live;

@@ -7,7 +7,6 @@ use volley::core::{Error, Request, Response};
 use volley::transport::Transport;
 
 /// What the run measures ([`StackKind`](crate::StackKind)), as the driver holds it.
-#[derive(Clone)]
 pub(crate) enum Target {
     /// Boxed: a `Client` is a few hundred bytes and the target is cloned once per lane.
     Full(Box<Client>),

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use volley::ErrorKind;
 use volley::core::duration::parse_duration;
 use volley_bench::results::BenchResults;
-use volley_bench::{Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind};
+use volley_bench::{Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, WorkerRuntimes};
 use volley_mock::{Latency, MockConfig, MockServer, OutputTokens};
 
 fn ms(n: u64) -> Duration {
@@ -142,48 +142,11 @@ async fn closed_loop_counts_every_request_and_reads_the_server() {
     assert!(side.timeline.iter().all(|&(_, f)| f <= 16));
 }
 
-/// Runtimes of their own, as `volley bench` gives one per core: each driven by its thread.
-struct Workers {
-    handles: Vec<tokio::runtime::Handle>,
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    fn start(n: usize) -> Workers {
-        let mut workers = Workers {
-            handles: Vec::new(),
-            stops: Vec::new(),
-            threads: Vec::new(),
-        };
-        for _ in 0..n {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            workers.handles.push(runtime.handle().clone());
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            workers.stops.push(stop);
-            workers.threads.push(std::thread::spawn(move || {
-                let _ = runtime.block_on(stopped);
-            }));
-        }
-        workers
-    }
-
-    fn stop(self) {
-        drop(self.stops);
-        for thread in self.threads {
-            thread.join().unwrap();
-        }
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn lanes_on_runtimes_of_their_own_count_every_request() {
     // The mock runs here; the lanes, their connections and timers on two other runtimes.
     let server = mock(with_latency(ms(10))).await;
-    let workers = Workers::start(2);
+    let workers = WorkerRuntimes::start(2).unwrap();
     for load in [
         Load::Closed { concurrency: 16 },
         Load::Open {
@@ -191,12 +154,25 @@ async fn lanes_on_runtimes_of_their_own_count_every_request() {
             arrivals: Arrivals::Constant,
         },
     ] {
-        let results = run(BenchConfig {
-            requests: Some(300),
-            workers: workers.handles.clone(),
-            ..config(&server, load)
-        })
-        .await;
+        // The most tasks each worker runtime had alive during the run: its lanes (four per
+        // runtime) and the connections they opened.
+        let most = std::cell::RefCell::new(vec![0; 2]);
+        let sample = async {
+            loop {
+                for (most, runtime) in most.borrow_mut().iter_mut().zip(workers.handles()) {
+                    *most = (*most).max(runtime.metrics().num_alive_tasks());
+                }
+                tokio::time::sleep(ms(2)).await;
+            }
+        };
+        let results = tokio::select! {
+            results = run(BenchConfig {
+                requests: Some(300),
+                workers: workers.handles().to_vec(),
+                ..config(&server, load)
+            }) => results,
+            () = sample => unreachable!("the sampler never ends"),
+        };
         check_consistency(&results);
         let s = &results.summary;
         assert_eq!((s.requests, s.ok, s.failed, s.dropped), (300, 300, 0, 0));
@@ -206,8 +182,12 @@ async fn lanes_on_runtimes_of_their_own_count_every_request() {
             results.server.expect("volley-mock serves /stats").requests,
             300
         );
+        let most = most.into_inner();
+        assert!(
+            most.iter().all(|&n| n >= 4),
+            "tasks alive per runtime: {most:?}"
+        );
     }
-    workers.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

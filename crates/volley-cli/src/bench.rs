@@ -12,7 +12,9 @@ use anyhow::Context;
 use clap::Args;
 use volley::core::ApiKey;
 use volley::core::duration::parse_duration;
-use volley_bench::{Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, report};
+use volley_bench::{
+    Arrivals, Bench, BenchConfig, Lengths, Load, Ramp, StackKind, WorkerRuntimes, report,
+};
 use volley_mock::MockServer;
 
 use crate::config::{
@@ -185,11 +187,12 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs `volley bench` on `--threads` current-thread runtimes, one per thread (as oha does):
-/// the lanes are spread over them, so a request stays on the thread it started on, and its
-/// connection as a rule too. Against a multi-threaded runtime this saved 2.5 % of the
-/// instructions per request and about a tenth of the CPU at S1 on two cores
+/// the lanes are spread over them, so a request stays on the thread it started on, and in a
+/// closed loop its connection as a rule too. Against a multi-threaded runtime this saved
+/// 2.5 % of the instructions per request and about a tenth of the CPU at S1 on two cores
 /// (docs/benchmarks.md, fourth pass). The first runtime, on this thread, also runs the rest
-/// (the embedded mock, the progress line, the report).
+/// (the progress line, the report); an embedded mock (`--mock`) gets a multi-threaded runtime
+/// of its own, as a separate server would have.
 pub(crate) fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let threads = args
         .threads
@@ -197,42 +200,46 @@ pub(crate) fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if threads == 0 {
         return Err(UsageError("--threads must be at least 1".into()).into());
     }
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")
-    };
-    let main = runtime()?;
+    let main = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // This thread drives the first runtime; each other one has a thread of its own.
+    let others =
+        WorkerRuntimes::start(threads - 1).context("starting the load generator's threads")?;
     let mut workers = vec![main.handle().clone()];
-    // Each other runtime runs on its own thread until its sender is dropped.
-    let mut stops = Vec::with_capacity(threads - 1);
-    let mut joins = Vec::with_capacity(threads - 1);
-    for i in 1..threads {
-        let worker = runtime()?;
-        workers.push(worker.handle().clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        stops.push(stop);
-        let join = std::thread::Builder::new()
-            .name(format!("volley-bench-{i}"))
-            .spawn(move || {
-                let _ = worker.block_on(stopped);
-                worker.shutdown_timeout(Duration::from_secs(1));
-            })
-            .context("starting a load generator thread")?;
-        joins.push(join);
-    }
-    let result = main.block_on(run(args, workers));
-    drop(stops);
-    for join in joins {
-        // A worker thread only panics if the runtime does; the run's result says more.
-        let _ = join.join();
+    workers.extend(others.handles().iter().cloned());
+    // The embedded mock is a server: it gets threads of its own, not one lane's.
+    let mock = if args.mock {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("volley-mock")
+                .enable_all()
+                .build()
+                .context("starting the embedded mock's runtime")?,
+        )
+    } else {
+        None
+    };
+    let result = main.block_on(run(
+        args,
+        workers,
+        mock.as_ref().map(|m| m.handle().clone()),
+    ));
+    drop(others);
+    if let Some(mock) = mock {
+        mock.shutdown_timeout(Duration::from_secs(1));
     }
     main.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn run(args: BenchArgs, workers: Vec<tokio::runtime::Handle>) -> anyhow::Result<ExitCode> {
+async fn run(
+    args: BenchArgs,
+    workers: Vec<tokio::runtime::Handle>,
+    mock_runtime: Option<tokio::runtime::Handle>,
+) -> anyhow::Result<ExitCode> {
     // The load tester's default target is the local mock, not a paid API.
     let mut defaults = figment::value::Dict::new();
     defaults.insert(
@@ -268,15 +275,18 @@ async fn run(args: BenchArgs, workers: Vec<tokio::runtime::Handle>) -> anyhow::R
         );
     }
 
-    let mock = if args.mock {
-        let config = args.mock_behaviour.config()?;
-        Some(
-            MockServer::start(config)
-                .await
-                .context("starting the embedded mock server")?,
-        )
-    } else {
-        None
+    let mock = match mock_runtime {
+        Some(runtime) => {
+            let config = args.mock_behaviour.config()?;
+            Some(
+                runtime
+                    .spawn(MockServer::start(config))
+                    .await
+                    .context("starting the embedded mock server")?
+                    .context("starting the embedded mock server")?,
+            )
+        }
+        None => None,
     };
     // The key goes only to a real endpoint, never to the embedded mock; a local server may
     // need none (Azure OpenAI always needs one).

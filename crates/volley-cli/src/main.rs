@@ -104,7 +104,7 @@ fn main() -> ExitCode {
         .init();
     limits::raise_open_file_limit(None);
 
-    // The load tester sizes its own runtime (--threads).
+    // The load tester builds its own runtimes, one per thread (--threads).
     let command = match cli.command {
         Command::Bench(args) => return finish(bench::main(*args)),
         Command::Config(ConfigCommand::Trust { path }) => {

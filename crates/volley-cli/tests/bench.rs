@@ -113,27 +113,67 @@ fn bench_counts_errors_by_kind_and_fails_when_nothing_succeeds() {
     assert_eq!(results["errors"]["status_500"], 20);
 }
 
+/// The names of a running process's threads (Linux).
+fn thread_names(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
 #[test]
 fn bench_runs_on_as_many_runtimes_as_threads_asked_for() {
     // One runtime and three: the lanes (four per runtime) and their connections spread over
     // them; every request is counted once, and no more connections than slots are opened.
     for threads in ["1", "3"] {
-        let out = volley()
+        let child = volley()
             .args([
                 "bench",
                 "--mock",
                 "--latency",
-                "5ms",
+                "50ms",
                 "-c",
                 "24",
                 "-n",
                 "300",
             ])
             .args(["--threads", threads, "--json", "--quiet"])
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        // While it runs (about 0.6 s of requests): the load generator's own threads.
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            let names = thread_names(child.id());
+            if names.is_empty() {
+                break;
+            }
+            seen = names;
+            if seen.iter().filter(|n| n.starts_with("volley-mock")).count() > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "--threads {threads}: {stderr}");
+        if cfg!(target_os = "linux") {
+            let mut workers: Vec<_> = seen
+                .iter()
+                .filter(|n| n.starts_with("volley-bench-"))
+                .collect();
+            workers.sort();
+            let expected: &[&str] = match threads {
+                "1" => &[],
+                _ => &["volley-bench-1", "volley-bench-2"],
+            };
+            assert_eq!(workers, expected, "--threads {threads}: threads {seen:?}");
+        }
         let results: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(results["summary"]["requests"], 300, "--threads {threads}");
         assert_eq!(results["summary"]["ok"], 300, "--threads {threads}");
