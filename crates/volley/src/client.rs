@@ -287,7 +287,7 @@ impl Client {
     ) -> impl Future<Output = Result<Response, Error>> + Send + 'static + use<> {
         Sending::Ready {
             service: self.service.clone(),
-            request,
+            request: Some(request),
         }
     }
 
@@ -1179,12 +1179,13 @@ pin_project_lite::pin_project! {
     /// future, as an `async fn` would keep them: the future a caller holds for every request
     /// in flight is about a quarter smaller, and the clone's `Arc`s are let go at once.
     #[project = SendingProj]
-    #[project_replace = SendingReplace]
     enum Sending {
-        Ready { service: Stack, request: Request },
+        // `request` is taken when the call is made, in the same poll that leaves this state.
+        Ready { service: Stack, request: Option<Request> },
+        // Polled after it completed, the call's future panics, as an `async fn` would.
         Called { #[pin] future: <Stack as Service<Request>>::Future },
-        // Finished: the call's outcome was returned (and what it held let go).
-        Done,
+        // The stack refused the call: the error was returned, and the clone let go.
+        Failed,
     }
 }
 
@@ -1197,27 +1198,20 @@ impl Future for Sending {
     ) -> std::task::Poll<Self::Output> {
         loop {
             match self.as_mut().project() {
-                SendingProj::Ready { service, .. } => {
-                    let ready = std::task::ready!(service.poll_ready(cx));
-                    let SendingReplace::Ready {
-                        mut service,
-                        request,
-                    } = self.as_mut().project_replace(Sending::Done)
-                    else {
-                        unreachable!("the state was just matched as Ready")
-                    };
-                    // An error ends the call here, and the clone goes with it (a permit an
-                    // inner layer took included).
-                    ready?;
+                SendingProj::Ready { service, request } => {
+                    if let Err(error) = std::task::ready!(service.poll_ready(cx)) {
+                        // The clone goes now, with a permit an inner layer took.
+                        self.set(Sending::Failed);
+                        return std::task::Poll::Ready(Err(error));
+                    }
+                    let request = request
+                        .take()
+                        .expect("a Ready state holds its request until it is left");
                     let future = service.call(request);
                     self.set(Sending::Called { future });
                 }
-                SendingProj::Called { future } => {
-                    let outcome = std::task::ready!(future.poll(cx));
-                    self.set(Sending::Done);
-                    return std::task::Poll::Ready(outcome);
-                }
-                SendingProj::Done => panic!("Client::send's future polled after it completed"),
+                SendingProj::Called { future } => return future.poll(cx),
+                SendingProj::Failed => panic!("Client::send's future polled after it completed"),
             }
         }
     }
