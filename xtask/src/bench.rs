@@ -4,8 +4,9 @@
 //! Each end-to-end scenario starts `volley mock` once, as its own process (so its CPU is not the
 //! client's), or uses the server `--target` names, runs `volley bench` against it, and reads
 //! each run's `results.json`. On a machine with two or more cores the mock is pinned to core 0
-//! and the client to core 1 with `taskset`, the setup the reference figures were measured in. The client's CPU is its whole process's
-//! user + system time (start-up and report included), as bash's `times` reports it.
+//! and the client to core 1 with `taskset`, the setup the reference figures were measured in.
+//! The client's CPU is its whole process's user + system time (start-up and report included),
+//! as bash's `times` reports it.
 //!
 //! S1, S2 and S4 run in two rounds, S6 in three (one with `--quick`). When oha is installed,
 //! each round of S1, S2 and S4 runs it after Volley, against the same server process, with the
@@ -13,8 +14,8 @@
 //! S2 Volley's CPU per request is judged against oha's, each the median over the rounds
 //! (against an absolute target when oha is not installed); in S4 Volley's time to first token
 //! against oha's time to first byte (the mock sends the head with the first token), beside the
-//! issue's target (the mock's own time to first token). S6 judges the median of its rounds' full/bare ratios. The other checks judge
-//! the first round.
+//! issue's target (the mock's own time to first token). S6 judges the median of its rounds'
+//! full/bare ratios. The other checks judge the first round.
 //!
 //! Targets missed are reported as missed; the exit status is non-zero only when a run fails
 //! (or with `--strict`, when a target is missed).

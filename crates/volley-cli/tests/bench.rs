@@ -154,7 +154,7 @@ fn bench_runs_on_as_many_runtimes_as_threads_asked_for() {
                 break;
             }
             seen = names;
-            if seen.iter().filter(|n| n.starts_with("volley-mock")).count() > 0 {
+            if seen.iter().any(|n| n.starts_with("volley-mock")) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
