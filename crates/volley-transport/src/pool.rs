@@ -7,10 +7,16 @@
 //! body has been read to the end, inside the call that read its last byte, so a caller that
 //! sends its next request right away finds it there instead of opening another one.
 //!
-//! - **Checkout**: the most recently used idle connection; one the server closed meanwhile,
-//!   or idle for longer than the idle timeout, is dropped and the next is tried; with none
-//!   left a new connection is opened. Connections are never shared: HTTP/1.1 carries one
-//!   request at a time.
+//! - **Checkout**: the most recently used idle connection whose task runs on the caller's
+//!   thread, among the [`AFFINITY_WINDOW`] most recently returned; else the most recently
+//!   used. One the server closed meanwhile, or idle for longer than the idle timeout, is
+//!   dropped and the next is tried; with none left a new connection is opened. Connections
+//!   are never shared: HTTP/1.1 carries one request at a time.
+//! - **Threads**: a connection's task is spawned on the runtime of the request that opened
+//!   it. On a runtime per thread (`volley bench`), a request sent on a connection driven by
+//!   another thread wakes that thread for its request and is woken back for its answer;
+//!   preferring the caller's own connections keeps both on one thread. The list stays one:
+//!   a thread with no idle connection of its own takes another's rather than opening one.
 //! - **A request not written is sent again**: a reused connection the server closed just
 //!   before the request went out gives the request back (`try_send_request`), and it is sent
 //!   on the next connection. Once written it is never sent again here (that is the retry
@@ -24,10 +30,11 @@
 //!   `pool_idle_timeout` are closed by a background sweep, so a quiet process does not keep
 //!   sockets the server has long forgotten.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -46,6 +53,28 @@ use crate::error::SendError;
 
 type Sender = http1::SendRequest<Full<Bytes>>;
 
+/// How many of the most recently returned idle connections a checkout looks through for one
+/// whose task runs on its own thread.
+pub(crate) const AFFINITY_WINDOW: usize = 8;
+
+/// The calling thread, as a number that is never 0 (ids wrap after 2³² threads: two threads
+/// sharing one only lose the preference, never a connection).
+fn this_thread() -> u32 {
+    thread_local! {
+        static THIS: Cell<u32> = const { Cell::new(0) };
+    }
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    THIS.with(|this| {
+        let id = this.get();
+        if id != 0 {
+            return id;
+        }
+        let id = NEXT.fetch_add(1, Ordering::Relaxed).max(1);
+        this.set(id);
+        id
+    })
+}
+
 /// The HTTP/1.1 pool of one origin.
 pub(crate) struct H1Pool {
     connector: Connector,
@@ -61,6 +90,8 @@ pub(crate) struct H1Pool {
 struct Idle {
     sender: Sender,
     since: Instant,
+    /// The thread that opened the connection, whose runtime drives its task.
+    home: u32,
 }
 
 impl H1Pool {
@@ -87,11 +118,13 @@ impl H1Pool {
         mut request: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<PooledBody>, SendError> {
         loop {
-            let (mut sender, reused) = match self.take_idle() {
-                Some(sender) => (sender, true),
+            let here = this_thread();
+            let (mut sender, home, reused) = match self.take_idle(here) {
+                Some((sender, home)) => (sender, home, true),
                 // Boxed: connecting (a TLS handshake, a proxy tunnel) takes a large future
                 // that most requests, which reuse a connection, would otherwise carry and copy.
-                None => (Box::pin(self.connect()).await?, false),
+                // Its task is spawned here, on this thread's runtime.
+                None => (Box::pin(self.connect()).await?, here, false),
             };
             // Ready at once unless the connection is still finishing the previous exchange
             // (its body was just read or dropped); an error means it closed.
@@ -106,7 +139,11 @@ impl H1Pool {
                     let (head, body) = response.into_parts();
                     let body = PooledBody {
                         body,
-                        recycle: Some(Recycle { sender, pool: self }),
+                        recycle: Some(Recycle {
+                            sender,
+                            home,
+                            pool: self,
+                        }),
                     };
                     return Ok(http::Response::from_parts(head, body));
                 }
@@ -126,27 +163,55 @@ impl H1Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used live idle connection, if any.
-    fn take_idle(&self) -> Option<Sender> {
+    /// A live idle connection, and the thread it came from: the most recently used of those
+    /// opened on `here` among the last [`AFFINITY_WINDOW`] returned, else the most recently
+    /// used of all.
+    fn take_idle(&self, here: u32) -> Option<(Sender, u32)> {
         let mut idle = self.lock();
+        // Read once, and only if there is an idle connection to judge.
+        let mut now = None;
+        let mut at = idle.len();
+        let mut looked = 0;
+        while at > 0 && looked < AFFINITY_WINDOW {
+            at -= 1;
+            let entry = &idle[at];
+            if entry.sender.is_closed() {
+                idle.remove(at);
+                continue;
+            }
+            if self.expired(entry, &mut now) {
+                // The list is in return order: everything below this one is older still.
+                idle.drain(..=at);
+                break;
+            }
+            if entry.home == here {
+                return idle.remove(at).map(|entry| (entry.sender, entry.home));
+            }
+            looked += 1;
+        }
         while let Some(entry) = idle.pop_back() {
             if entry.sender.is_closed() {
                 continue;
             }
-            if self
-                .idle_timeout
-                .is_some_and(|timeout| entry.since.elapsed() > timeout)
-            {
-                // The list is in return order: everything below this one is older still.
+            if self.expired(&entry, &mut now) {
                 idle.clear();
                 return None;
             }
-            return Some(entry.sender);
+            return Some((entry.sender, entry.home));
         }
         None
     }
 
-    fn recycle(&self, sender: Sender) {
+    /// Whether `entry` has been idle for longer than the idle timeout, as of `now` (the
+    /// clock is read into it the first time it is needed).
+    fn expired(&self, entry: &Idle, now: &mut Option<Instant>) -> bool {
+        self.idle_timeout.is_some_and(|timeout| {
+            let now = *now.get_or_insert_with(Instant::now);
+            now.saturating_duration_since(entry.since) > timeout
+        })
+    }
+
+    fn recycle(&self, sender: Sender, home: u32) {
         if sender.is_closed() {
             return;
         }
@@ -155,6 +220,7 @@ impl H1Pool {
             idle.push_back(Idle {
                 sender,
                 since: Instant::now(),
+                home,
             });
         }
     }
@@ -227,6 +293,8 @@ impl fmt::Debug for H1Pool {
 
 struct Recycle {
     sender: Sender,
+    /// The thread whose runtime drives the connection.
+    home: u32,
     pool: Arc<H1Pool>,
 }
 
@@ -262,8 +330,8 @@ impl PooledBody {
     }
 
     fn finish(recycle: &mut Option<Recycle>) {
-        if let Some(Recycle { sender, pool }) = recycle.take() {
-            pool.recycle(sender);
+        if let Some(Recycle { sender, home, pool }) = recycle.take() {
+            pool.recycle(sender, home);
         }
     }
 }

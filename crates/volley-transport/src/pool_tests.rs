@@ -11,6 +11,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
+use super::this_thread;
 use crate::Transport;
 use crate::backend::Backend;
 
@@ -91,7 +92,7 @@ async fn a_request_given_back_unwritten_is_sent_on_a_new_connection() {
         std::task::Poll::Ready(())
     })
     .await;
-    pool.recycle(sender);
+    pool.recycle(sender, this_thread());
 
     let request = http::Request::post("/v1/chat/completions")
         .header(http::header::HOST, &address)

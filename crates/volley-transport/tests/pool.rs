@@ -241,3 +241,109 @@ async fn idle_connections_time_out() {
     let stats = transport.stats();
     assert_eq!((stats.opened, stats.open()), (2, 1), "{stats:?}");
 }
+
+/// A keep-alive server that answers each request with the number of the connection it came
+/// on (counted from 0 as they are accepted): `{"connection":N}` as JSON, or as one event of
+/// a `text/event-stream` for a request that asks for a stream.
+async fn numbering_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        // Bounded: the test opens a handful.
+        for number in 0..16 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(head) =
+                    volley_testkit::raw::read_request(&mut socket, &mut buf).await
+                {
+                    // The body follows the head; the stream request's is longer than 100 bytes.
+                    let streamed = head.contains(&format!("content-length: {}", STREAM_BODY.len()));
+                    let (content_type, body) = if streamed {
+                        (
+                            "text/event-stream",
+                            format!("data: {{\"connection\":{number}}}\n\ndata: [DONE]\n\n"),
+                        )
+                    } else {
+                        ("application/json", format!("{{\"connection\":{number}}}"))
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n\
+                         content-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// A current-thread runtime on a thread of its own, as `volley bench` runs one per core; it
+/// stops when the sender is dropped.
+fn runtime_on_its_thread() -> (tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = runtime.handle().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = runtime.block_on(stopped);
+    });
+    (handle, stop)
+}
+
+/// The connection a plain request sent on `runtime` went out on.
+async fn connection_used(transport: &Transport, runtime: &tokio::runtime::Handle) -> u64 {
+    let transport = transport.clone();
+    runtime
+        .spawn(async move {
+            let response = transport.send(chat()).await.unwrap();
+            let body: serde_json::Value = response.json().await.unwrap();
+            body["connection"].as_u64().unwrap()
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_thread_takes_back_its_own_idle_connection_before_anothers() {
+    let url = numbering_server().await;
+    let transport = Transport::builder().base_url(&url).build().unwrap();
+    let (a, _stop_a) = runtime_on_its_thread();
+    let (b, _stop_b) = runtime_on_its_thread();
+    // Thread a opens connection 0 and holds it with an unread stream.
+    let held = {
+        let transport = transport.clone();
+        a.spawn(async move { transport.send(chat_stream()).await.unwrap() })
+            .await
+            .unwrap()
+    };
+    assert!(held.is_stream());
+    // Thread b opens connection 1; it goes back to the pool first.
+    assert_eq!(connection_used(&transport, &b).await, 1);
+    // Connection 0 goes back last, on top of the idle list.
+    let mut events = held.events();
+    while let Some(event) = events.next().await {
+        if event.unwrap().is_done() {
+            break;
+        }
+    }
+    drop(events);
+    // Each thread takes its own, not the most recently returned.
+    assert_eq!(connection_used(&transport, &b).await, 1);
+    assert_eq!(connection_used(&transport, &a).await, 0);
+    assert_eq!(connection_used(&transport, &b).await, 1);
+    // A thread with none of its own takes another's rather than opening one.
+    let (c, _stop_c) = runtime_on_its_thread();
+    let taken = connection_used(&transport, &c).await;
+    assert!(taken <= 1, "{taken}");
+    let stats = transport.stats();
+    assert_eq!((stats.requests, stats.opened), (6, 2), "{stats:?}");
+}
