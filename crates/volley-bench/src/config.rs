@@ -98,10 +98,10 @@ pub struct BenchConfig {
     pub dialect: Dialect,
     /// Runtimes to run the requests on, spread evenly over them. Give one current-thread
     /// runtime per core ([`WorkerRuntimes`](crate::WorkerRuntimes)) and a request and its
-    /// timers stay on one thread, with no work stealing; in a closed loop so does its
-    /// connection as a rule (it was opened, and its task spawned, on the thread of the lane
-    /// that opened it, and a lane that sends again at once takes back the connection it just
-    /// returned to the pool). `volley bench` does this (`--threads`). Each runtime must keep
+    /// timers stay on one thread, with no work stealing; so does its connection as a rule (it
+    /// was opened, and its task spawned, on the thread of the lane that opened it, and the
+    /// pool gives a thread back its own idle connections first). `volley bench` does this
+    /// (`--threads`). Each runtime must keep
     /// running (its thread in `block_on`) until the run ends. Default none: the caller's
     /// runtime.
     pub workers: Vec<tokio::runtime::Handle>,
