@@ -29,6 +29,7 @@ mod response;
 mod secret;
 pub mod sse;
 pub mod tokens;
+mod usage_counts;
 mod usage_scan;
 
 pub use dialect::Dialect;

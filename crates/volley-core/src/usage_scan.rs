@@ -1,11 +1,12 @@
 //! What the dialects' usage scans share: finding the `"usage"` key, the last usage of a body,
-//! and the complete lines of a stream fed in chunks. Each dialect reads the object after the
-//! key its own way.
+//! reading the object after the key (by hand for the plain shape, by serde otherwise:
+//! [`object_at`]), and the complete lines of a stream fed in chunks.
 
 use std::sync::LazyLock;
 
 use memchr::memmem::{Finder, FinderRev};
-use serde::de::DeserializeOwned;
+
+use crate::usage_counts::{self, Counts};
 
 /// Finds the key `"usage"` (quoted: an escaped `\"usage\"` inside a JSON string cannot match).
 pub(crate) static USAGE_KEY: LazyLock<Finder<'static>> =
@@ -122,14 +123,18 @@ impl LineBuffer {
 
 /// The object after the `"usage"` key found at `at`, read as a `T` and nothing more
 /// (whatever follows it is never looked at); `None` when it is not an object, not a `T`, or
-/// cut short.
-pub(crate) fn object_at<T: DeserializeOwned>(bytes: &[u8], at: usize) -> Option<T> {
+/// cut short. The plain shape every provider sends is read by hand
+/// ([`usage_counts`](crate::usage_counts)); serde reads anything else.
+pub(crate) fn object_at<T: Counts>(bytes: &[u8], at: usize) -> Option<T> {
     let rest = bytes[at + b"\"usage\"".len()..]
         .trim_ascii_start()
         .strip_prefix(b":")?
         .trim_ascii_start();
     if !rest.starts_with(b"{") {
         return None;
+    }
+    if let Some(usage) = usage_counts::counts::<T>(rest) {
+        return Some(usage);
     }
     let mut de = serde_json::Deserializer::from_slice(rest);
     T::deserialize(&mut de).ok()

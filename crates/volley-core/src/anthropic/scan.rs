@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 
+use crate::usage_counts::{Counts, Found, MAX_KEYS};
 use crate::usage_scan::{LineBuffer, USAGE_KEY, last_in_body, object_at};
 
 /// The counts of an Anthropic `usage` object. In a stream each count is cumulative and a
@@ -25,6 +26,29 @@ pub struct UsageCounts {
     /// `output_tokens`: output, thinking included.
     #[serde(default)]
     pub output_tokens: Option<u64>,
+}
+
+impl Counts for UsageCounts {
+    const KEYS: &'static [&'static [u8]] = &[
+        b"input_tokens",
+        b"cache_creation_input_tokens",
+        b"cache_read_input_tokens",
+        b"output_tokens",
+    ];
+
+    fn from_found(found: &[Found; MAX_KEYS]) -> Option<UsageCounts> {
+        // Left out and `null` are both `None`.
+        let count = |found: Found| match found {
+            Found::Count(n) => Some(n),
+            Found::Absent | Found::Null => None,
+        };
+        Some(UsageCounts {
+            input_tokens: count(found[0]),
+            cache_creation_input_tokens: count(found[1]),
+            cache_read_input_tokens: count(found[2]),
+            output_tokens: count(found[3]),
+        })
+    }
 }
 
 impl UsageCounts {

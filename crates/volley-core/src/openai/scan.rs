@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 use memchr::memmem::Finder;
 use serde::Deserialize;
 
+use crate::usage_counts::{Counts, Found, MAX_KEYS};
 use crate::usage_scan::{LineBuffer, USAGE_KEY, last_in_body, object_at};
 
 /// The token counts of a `usage` object; every other field of it is skipped unread.
@@ -30,6 +31,25 @@ pub struct UsageCounts {
     /// Prompt plus completion tokens, as the server reported it (0 when left out).
     #[serde(default)]
     pub total_tokens: u64,
+}
+
+impl Counts for UsageCounts {
+    const KEYS: &'static [&'static [u8]] =
+        &[b"prompt_tokens", b"completion_tokens", b"total_tokens"];
+
+    fn from_found(found: &[Found; MAX_KEYS]) -> Option<UsageCounts> {
+        // A count left out is 0; a `null` one is not a `u64` (serde refuses the object).
+        let count = |found: Found| match found {
+            Found::Absent => Some(0),
+            Found::Count(n) => Some(n),
+            Found::Null => None,
+        };
+        Some(UsageCounts {
+            prompt_tokens: count(found[0])?,
+            completion_tokens: count(found[1])?,
+            total_tokens: count(found[2])?,
+        })
+    }
 }
 
 impl UsageCounts {

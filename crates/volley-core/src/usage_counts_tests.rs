@@ -1,0 +1,147 @@
+//! The hand reader against serde: it reads the shapes providers send, gives up on the rest,
+//! and never answers differently from serde.
+
+use serde::de::DeserializeOwned;
+
+use super::*;
+use crate::{anthropic, openai};
+
+/// What serde reads from `object` (as `usage_scan::object_at` asks it).
+fn by_serde<T: DeserializeOwned>(object: &[u8]) -> Option<T> {
+    let mut de = serde_json::Deserializer::from_slice(object);
+    T::deserialize(&mut de).ok()
+}
+
+/// Usage objects as providers send them, and odd but valid ones.
+const SEEDS: &[&str] = &[
+    r#"{"prompt_tokens":9,"completion_tokens":9,"total_tokens":18}"#,
+    r#"{"prompt_tokens":1117,"completion_tokens":46,"total_tokens":1163,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}"#,
+    r#"{"input_tokens":2095,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},"output_tokens":503,"service_tier":"standard"}"#,
+    r#"{ "prompt_tokens" : 5 ,
+        "completion_tokens":	7, "cost": 0.00012, "is_byok": false, "x": [1, -2.5e-3, true, null, "s", {"a": []}], "total_tokens":12 }"#,
+    r#"{"input_tokens":null,"output_tokens":3,"server_tool_use":{"web_search_requests":0}}"#,
+    r#"{"prompt_tokens":18446744073709551615,"completion_tokens":0}"#,
+    r#"{}"#,
+    r#"{"total_tokens":3}trailing, not read"#,
+];
+
+/// Bytes a mutation puts in: JSON's punctuation, digits, escapes, controls, non-ASCII.
+const INSERTS: &[u8] = b"{}[]:,\"\\-+.eE019 \tnulltrue\x00\x1f\x7f\xc3\xff";
+
+/// Every seed, cut at every length, with every byte replaced by (and every gap given) each of
+/// `INSERTS`: tens of thousands of objects, valid and not.
+fn variants() -> Vec<Vec<u8>> {
+    let mut all = Vec::new();
+    for seed in SEEDS {
+        let seed = seed.as_bytes();
+        for end in 0..=seed.len() {
+            all.push(seed[..end].to_vec());
+        }
+        for at in 0..seed.len() {
+            for &byte in INSERTS {
+                let mut replaced = seed.to_vec();
+                replaced[at] = byte;
+                all.push(replaced);
+                let mut inserted = seed.to_vec();
+                inserted.insert(at, byte);
+                all.push(inserted);
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn the_fast_reader_agrees_with_serde_wherever_it_answers() {
+    let mut answered = 0;
+    let variants = variants();
+    for object in &variants {
+        if let Some(fast) = counts::<openai::UsageCounts>(object) {
+            answered += 1;
+            let serde = by_serde::<openai::UsageCounts>(object);
+            assert_eq!(Some(fast), serde, "{}", String::from_utf8_lossy(object));
+        }
+        if let Some(fast) = counts::<anthropic::UsageCounts>(object) {
+            let serde = by_serde::<anthropic::UsageCounts>(object);
+            assert_eq!(Some(fast), serde, "{}", String::from_utf8_lossy(object));
+        }
+    }
+    // Most variants are still valid objects the reader takes (a changed digit, a space).
+    assert!(
+        answered > variants.len() / 10,
+        "{answered} of {}",
+        variants.len()
+    );
+}
+
+#[test]
+fn the_shapes_providers_send_are_read_by_hand() {
+    for seed in SEEDS {
+        assert!(
+            read(seed.as_bytes(), openai::UsageCounts::KEYS).is_some(),
+            "{seed}"
+        );
+    }
+    let usage = counts::<openai::UsageCounts>(SEEDS[1].as_bytes()).unwrap();
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens
+        ),
+        (1117, 46, 1163)
+    );
+    let usage = counts::<openai::UsageCounts>(SEEDS[3].as_bytes()).unwrap();
+    assert_eq!(usage.total_tokens, 12, "past a float, a bool and an array");
+    let usage = counts::<anthropic::UsageCounts>(SEEDS[2].as_bytes()).unwrap();
+    assert_eq!(
+        (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_input_tokens
+        ),
+        (Some(2095), Some(503), Some(0))
+    );
+    let usage = counts::<anthropic::UsageCounts>(SEEDS[4].as_bytes()).unwrap();
+    assert_eq!((usage.input_tokens, usage.output_tokens), (None, Some(3)));
+}
+
+#[test]
+fn what_serde_must_judge_is_left_to_it() {
+    for object in [
+        // An escape in a key, a repeated count, a null count where a u64 is required.
+        r#"{"prompt\u005ftokens":1}"#,
+        r#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+        r#"{"prompt_tokens":null}"#,
+        // Counts that are not plain u64s.
+        r#"{"prompt_tokens":01}"#,
+        r#"{"prompt_tokens":1.0}"#,
+        r#"{"prompt_tokens":1e3}"#,
+        r#"{"prompt_tokens":-1}"#,
+        r#"{"prompt_tokens":18446744073709551616}"#,
+        r#"{"prompt_tokens":"1"}"#,
+        // Not JSON, or cut short.
+        r#"{"prompt_tokens":1,}"#,
+        r#"{"prompt_tokens":1"#,
+        r#"{"a":[1,]}"#,
+        // Non-ASCII, and deeper than the reader goes.
+        "{\"note\":\"caf\u{e9}\",\"prompt_tokens\":1}",
+        r#"{"a":[[[[[[[[[1]]]]]]]]],"prompt_tokens":1}"#,
+    ] {
+        assert_eq!(
+            counts::<openai::UsageCounts>(object.as_bytes()),
+            None,
+            "{object}"
+        );
+    }
+    // serde then decides: the deep one and the non-ASCII one are fine, the rest are not.
+    let deep = r#"{"a":[[[[[[[[[1]]]]]]]]],"prompt_tokens":1}"#;
+    assert_eq!(
+        crate::usage_scan::object_at::<openai::UsageCounts>(
+            format!(r#"{{"usage":{deep}}}"#).as_bytes(),
+            1
+        )
+        .map(|u| u.prompt_tokens),
+        Some(1)
+    );
+}
