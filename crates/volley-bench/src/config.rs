@@ -101,9 +101,8 @@ pub struct BenchConfig {
     /// timers stay on one thread, with no work stealing; so does its connection as a rule (it
     /// was opened, and its task spawned, on the thread of the lane that opened it, and the
     /// pool gives a thread back its own idle connections first). `volley bench` does this
-    /// (`--threads`). Each runtime must keep
-    /// running (its thread in `block_on`) until the run ends. Default none: the caller's
-    /// runtime.
+    /// (`--threads`). Each runtime must keep running (its thread in `block_on`) until the run
+    /// ends. Default none: the caller's runtime.
     pub workers: Vec<tokio::runtime::Handle>,
 }
 

@@ -107,8 +107,9 @@
 //! path takes no shared lock and spawns no task per request; lanes are merged at the end.
 //! With [`BenchConfig::workers`] (what `volley bench` does: one current-thread runtime per
 //! core, [`WorkerRuntimes`]) the lanes are spread over runtimes of their own: a request and
-//! its timers stay on one thread, and in a closed loop its connection as a rule (a lane that
-//! sends again at once takes back the connection it just returned to the process's one pool).
+//! its timers stay on one thread, and so does its connection as a rule (it was opened on the
+//! lane's thread, and the process's one pool gives a thread back its own idle connections
+//! first).
 #![deny(missing_docs)]
 pub mod knee;
 pub mod report;

@@ -189,11 +189,11 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// Runs `volley bench` on `--threads` current-thread runtimes, one per thread (as oha does):
 /// the lanes are spread over them, so a request stays on the thread it started on, and so
 /// does its connection as a rule (the pool prefers a connection opened on the caller's
-/// thread). Against a multi-threaded runtime this saved
-/// 2.5 % of the instructions per request and about a tenth of the CPU at S1 on two cores
-/// (docs/benchmarks.md, fourth pass). The first runtime, on this thread, also runs the rest
-/// (the progress line, the report); an embedded mock (`--mock`) gets a multi-threaded runtime
-/// of its own, as a separate server would have.
+/// thread). Against a multi-threaded runtime this saved 2.5 % of the instructions per request
+/// and about a tenth of the CPU at S1 on two cores (docs/benchmarks.md, fourth pass); keeping
+/// connections on their threads saved about a sixth of the CPU at S2 (fifth pass). The first
+/// runtime, on this thread, also runs the rest (the progress line, the report); an embedded
+/// mock (`--mock`) gets a multi-threaded runtime of its own, as a separate server would have.
 pub(crate) fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let threads = args
         .threads

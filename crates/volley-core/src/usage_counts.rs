@@ -44,7 +44,10 @@ pub(crate) trait Counts: DeserializeOwned {
 /// the object is not of the plain shape this reads (serde decides then). Whatever follows the
 /// object's closing brace is not looked at, as with serde.
 pub(crate) fn read(object: &[u8], keys: &[&[u8]]) -> Option<[Found; MAX_KEYS]> {
-    debug_assert!(keys.len() <= MAX_KEYS);
+    // More keys than slots would index past `found` below: refuse them rather than panic.
+    if keys.len() > MAX_KEYS {
+        return None;
+    }
     let mut reader = Reader {
         bytes: object,
         at: 0,
@@ -88,6 +91,12 @@ pub(crate) fn read(object: &[u8], keys: &[&[u8]]) -> Option<[Found; MAX_KEYS]> {
 /// The usage of type `T` in the object starting at `object`, read by hand; `None` when serde
 /// has to decide.
 pub(crate) fn counts<T: Counts>(object: &[u8]) -> Option<T> {
+    const {
+        assert!(
+            T::KEYS.len() <= MAX_KEYS,
+            "a usage type reads at most MAX_KEYS counts"
+        )
+    };
     T::from_found(&read(object, T::KEYS)?)
 }
 

@@ -23,10 +23,16 @@ const SEEDS: &[&str] = &[
     r#"{"prompt_tokens":18446744073709551615,"completion_tokens":0}"#,
     r#"{}"#,
     r#"{"total_tokens":3}trailing, not read"#,
+    // A repeated key that is not a count, a count's name inside a nested object, a null
+    // count (refused for OpenAI, `None` for Anthropic), a count repeated after a null.
+    r#"{"x":1,"x":"y","output_tokens":4,"details":{"prompt_tokens":5,"input_tokens":6}}"#,
+    r#"{"prompt_tokens":null,"completion_tokens":2}"#,
+    r#"{"input_tokens":null,"input_tokens":3}"#,
 ];
 
-/// Bytes a mutation puts in: JSON's punctuation, digits, escapes, controls, non-ASCII.
-const INSERTS: &[u8] = b"{}[]:,\"\\-+.eE019 \tnulltrue\x00\x1f\x7f\xc3\xff";
+/// Bytes a mutation puts in: JSON's punctuation, digits, escapes, its whitespace and two
+/// that are not JSON's (vertical tab, form feed), controls, non-ASCII.
+const INSERTS: &[u8] = b"{}[]:,\"\\-+.eE019 \t\n\r\x0b\x0cnulltrue\x00\x1f\x7f\xc3\xff";
 
 /// Every seed, cut at every length, with every byte replaced by (and every gap given) each of
 /// `INSERTS`: tens of thousands of objects, valid and not.
@@ -134,14 +140,109 @@ fn what_serde_must_judge_is_left_to_it() {
             "{object}"
         );
     }
-    // serde then decides: the deep one and the non-ASCII one are fine, the rest are not.
-    let deep = r#"{"a":[[[[[[[[[1]]]]]]]]],"prompt_tokens":1}"#;
-    assert_eq!(
-        crate::usage_scan::object_at::<openai::UsageCounts>(
-            format!(r#"{{"usage":{deep}}}"#).as_bytes(),
-            1
-        )
-        .map(|u| u.prompt_tokens),
-        Some(1)
-    );
+    // serde then decides: the escaped key, the non-ASCII note and the deep one are fine, the
+    // rest are not.
+    for (object, serde) in [
+        (r#"{"prompt\u005ftokens":1}"#, Some(1)),
+        (r#"{"prompt_tokens":1,"prompt_tokens":2}"#, None),
+        (r#"{"prompt_tokens":null}"#, None),
+        (r#"{"prompt_tokens":01}"#, None),
+        (r#"{"prompt_tokens":1.0}"#, None),
+        (r#"{"prompt_tokens":1e3}"#, None),
+        (r#"{"prompt_tokens":-1}"#, None),
+        (r#"{"prompt_tokens":18446744073709551616}"#, None),
+        (r#"{"prompt_tokens":"1"}"#, None),
+        (r#"{"prompt_tokens":1,}"#, None),
+        (r#"{"prompt_tokens":1"#, None),
+        (r#"{"a":[1,]}"#, None),
+        ("{\"note\":\"caf\u{e9}\",\"prompt_tokens\":1}", Some(1)),
+        (r#"{"a":[[[[[[[[[1]]]]]]]]],"prompt_tokens":1}"#, Some(1)),
+    ] {
+        // Nothing after the object: a closing brace would complete the one cut short.
+        let body = format!(r#"{{"usage":{object}"#);
+        assert_eq!(
+            crate::usage_scan::object_at::<openai::UsageCounts>(body.as_bytes(), 1)
+                .map(|u| u.prompt_tokens),
+            serde,
+            "{object}"
+        );
+    }
+}
+
+#[test]
+fn each_count_lands_in_its_own_field() {
+    for (index, key) in openai::UsageCounts::KEYS.iter().enumerate() {
+        let object = format!(r#"{{"{}":7}}"#, String::from_utf8_lossy(key));
+        let fast = counts::<openai::UsageCounts>(object.as_bytes()).unwrap();
+        assert_eq!(Some(fast), by_serde(object.as_bytes()), "{object}");
+        let fields = [
+            fast.prompt_tokens,
+            fast.completion_tokens,
+            fast.total_tokens,
+        ];
+        assert_eq!(fields[index], 7, "{object}");
+        assert_eq!(fields.iter().sum::<u64>(), 7, "{object}");
+    }
+    for (index, key) in anthropic::UsageCounts::KEYS.iter().enumerate() {
+        let object = format!(r#"{{"{}":7}}"#, String::from_utf8_lossy(key));
+        let fast = counts::<anthropic::UsageCounts>(object.as_bytes()).unwrap();
+        assert_eq!(Some(fast), by_serde(object.as_bytes()), "{object}");
+        let fields = [
+            fast.input_tokens,
+            fast.cache_creation_input_tokens,
+            fast.cache_read_input_tokens,
+            fast.output_tokens,
+        ];
+        assert_eq!(fields[index], Some(7), "{object}");
+        assert_eq!(fields.iter().flatten().count(), 1, "{object}");
+    }
+}
+
+/// Pieces of JSON, valid and not, that the property test strings together.
+const PIECES: &[&str] = &[
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    " ",
+    "\n",
+    "\t",
+    "\"prompt_tokens\"",
+    "\"completion_tokens\"",
+    "\"total_tokens\"",
+    "\"input_tokens\"",
+    "\"output_tokens\"",
+    "\"x\"",
+    "\"a\\\"b\"",
+    "0",
+    "7",
+    "12",
+    "01",
+    "-3",
+    "1.5",
+    "2e3",
+    "18446744073709551615",
+    "18446744073709551616",
+    "null",
+    "true",
+    "false",
+    "nul",
+    "\"\u{e9}\"",
+];
+
+proptest::proptest! {
+    #[test]
+    fn strung_pieces_are_read_as_serde_reads_them(
+        pieces in proptest::collection::vec(proptest::sample::select(PIECES), 0..24)
+    ) {
+        let object = format!("{{{}", pieces.concat());
+        if let Some(fast) = counts::<openai::UsageCounts>(object.as_bytes()) {
+            proptest::prop_assert_eq!(Some(fast), by_serde(object.as_bytes()), "{}", object);
+        }
+        if let Some(fast) = counts::<anthropic::UsageCounts>(object.as_bytes()) {
+            proptest::prop_assert_eq!(Some(fast), by_serde(object.as_bytes()), "{}", object);
+        }
+    }
 }

@@ -36,7 +36,8 @@
 //!
 //! ## Connections
 //! HTTP/1.1 (the default) goes through Volley's own pool over hyper's per-connection API: one
-//! LIFO list of idle connections for the one origin a transport talks to, a connection back
+//! list of idle connections for the one origin a transport talks to (the most recently used
+//! first, those driven by the caller's thread before others'), a connection back
 //! in the list as soon as its body ends (or is dropped after its last event), idle ones
 //! closed past [`Builder::pool_idle_timeout`] or beyond [`Builder::pool_max_idle_per_host`],
 //! and a request that a reused connection closed under before it was written sent again on
@@ -93,6 +94,7 @@ mod provider;
 mod proxy;
 mod send;
 mod stats;
+mod thread_id;
 mod tls;
 mod transport;
 

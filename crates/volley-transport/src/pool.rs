@@ -1,8 +1,9 @@
 //! Volley's own HTTP/1.1 connection pool over hyper's per-connection API
 //! (`hyper::client::conn::http1`).
 //!
-//! A transport talks to one origin, so the pool is one LIFO list of idle connections, with no
-//! per-request key hashing, no waiter queues and no task spawned per response (hyper-util's
+//! A transport talks to one origin, so the pool is one list of idle connections in the order
+//! they came back, with no per-request key hashing, no waiter queues and no task spawned per
+//! response (hyper-util's
 //! legacy pool does all three). A connection goes back to the list the moment its response
 //! body has been read to the end, inside the call that read its last byte, so a caller that
 //! sends its next request right away finds it there instead of opening another one.
@@ -13,10 +14,12 @@
 //!   dropped and the next is tried; with none left a new connection is opened. Connections
 //!   are never shared: HTTP/1.1 carries one request at a time.
 //! - **Threads**: a connection's task is spawned on the runtime of the request that opened
-//!   it. On a runtime per thread (`volley bench`), a request sent on a connection driven by
-//!   another thread wakes that thread for its request and is woken back for its answer;
-//!   preferring the caller's own connections keeps both on one thread. The list stays one:
-//!   a thread with no idle connection of its own takes another's rather than opening one.
+//!   it. On a current-thread runtime per thread (`volley bench`), a request sent on a
+//!   connection driven by another thread wakes that thread for its request and is woken back
+//!   for its answer; preferring the caller's own connections keeps both on one thread as a
+//!   rule. The list stays one: a thread with no idle connection of its own takes another's
+//!   rather than opening one. On a multi-threaded runtime a task moves between threads and
+//!   the preference neither helps nor costs more than the check.
 //! - **A request not written is sent again**: a reused connection the server closed just
 //!   before the request went out gives the request back (`try_send_request`), and it is sent
 //!   on the next connection. Once written it is never sent again here (that is the retry
@@ -30,11 +33,10 @@
 //!   `pool_idle_timeout` are closed by a background sweep, so a quiet process does not keep
 //!   sockets the server has long forgotten.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -50,30 +52,13 @@ use tower_service::Service;
 
 use crate::connector::Connector;
 use crate::error::SendError;
+use crate::thread_id::this_thread;
 
 type Sender = http1::SendRequest<Full<Bytes>>;
 
 /// How many of the most recently returned idle connections a checkout looks through for one
 /// whose task runs on its own thread.
 pub(crate) const AFFINITY_WINDOW: usize = 8;
-
-/// The calling thread, as a number that is never 0 (ids wrap after 2³² threads: two threads
-/// sharing one only lose the preference, never a connection).
-fn this_thread() -> u32 {
-    thread_local! {
-        static THIS: Cell<u32> = const { Cell::new(0) };
-    }
-    static NEXT: AtomicU32 = AtomicU32::new(1);
-    THIS.with(|this| {
-        let id = this.get();
-        if id != 0 {
-            return id;
-        }
-        let id = NEXT.fetch_add(1, Ordering::Relaxed).max(1);
-        this.set(id);
-        id
-    })
-}
 
 /// The HTTP/1.1 pool of one origin.
 pub(crate) struct H1Pool {
@@ -90,7 +75,7 @@ pub(crate) struct H1Pool {
 struct Idle {
     sender: Sender,
     since: Instant,
-    /// The thread that opened the connection, whose runtime drives its task.
+    /// The thread its task was spawned on (which drives it, on a current-thread runtime).
     home: u32,
 }
 
@@ -118,13 +103,14 @@ impl H1Pool {
         mut request: http::Request<Full<Bytes>>,
     ) -> Result<http::Response<PooledBody>, SendError> {
         loop {
-            let here = this_thread();
-            let (mut sender, home, reused) = match self.take_idle(here) {
+            let (mut sender, home, reused) = match self.take_idle(this_thread()) {
                 Some((sender, home)) => (sender, home, true),
                 // Boxed: connecting (a TLS handshake, a proxy tunnel) takes a large future
                 // that most requests, which reuse a connection, would otherwise carry and copy.
-                // Its task is spawned here, on this thread's runtime.
-                None => (Box::pin(self.connect()).await?, here, false),
+                None => {
+                    let (sender, home) = Box::pin(self.connect()).await?;
+                    (sender, home, false)
+                }
             };
             // Ready at once unless the connection is still finishing the previous exchange
             // (its body was just read or dropped); an error means it closed.
@@ -225,7 +211,8 @@ impl H1Pool {
         }
     }
 
-    async fn connect(self: &Arc<Self>) -> Result<Sender, SendError> {
+    /// A new connection, and the thread its task was spawned on.
+    async fn connect(self: &Arc<Self>) -> Result<(Sender, u32), SendError> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -245,7 +232,7 @@ impl H1Pool {
             }
         });
         H1Pool::spawn_sweeper(self);
-        Ok(sender)
+        Ok((sender, this_thread()))
     }
 
     /// Starts, once, the task that every half idle timeout (at least a second) closes the idle

@@ -1,5 +1,7 @@
 //! Unit tests of the pool's checkout: the path no loopback server can choose to take, a
-//! reused connection that ends after the request was queued on it but before it was written.
+//! reused connection that ends after the request was queued on it but before it was written;
+//! and the order of the idle list (the caller's own connections within the window first,
+//! closed and expired ones dropped), on hand-made idle entries.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
@@ -11,9 +13,10 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
-use super::this_thread;
+use super::{AFFINITY_WINDOW, H1Pool, Idle};
 use crate::Transport;
 use crate::backend::Backend;
+use crate::thread_id::this_thread;
 
 /// A keep-alive server on a plain thread answering every request with a small JSON body;
 /// counts connections and requests.
@@ -116,4 +119,108 @@ async fn a_request_given_back_unwritten_is_sent_on_a_new_connection() {
     assert!(body.starts_with(b"{\"object\""));
     assert_eq!(requests.load(Ordering::SeqCst), 1);
     assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
+/// The connections of hand-made idle entries, kept so that their senders stay open.
+type Held = Vec<(
+    http1::Connection<TokioIo<tokio::io::DuplexStream>, Full<Bytes>>,
+    tokio::io::DuplexStream,
+)>;
+
+/// Puts an idle connection of thread `home` on top of the list, returned now: open (its
+/// connection kept in `held`), or closed (its connection dropped).
+async fn push_idle(pool: &H1Pool, home: u32, open: bool, held: &mut Held) {
+    let (client_io, server_io) = tokio::io::duplex(64);
+    let (sender, connection) = http1::Builder::new()
+        .handshake::<_, Full<Bytes>>(TokioIo::new(client_io))
+        .await
+        .unwrap();
+    if open {
+        held.push((connection, server_io));
+    } else {
+        drop(connection);
+        assert!(sender.is_closed());
+    }
+    pool.lock().push_back(Idle {
+        sender,
+        since: tokio::time::Instant::now(),
+        home,
+    });
+}
+
+/// A transport whose pool no test request reaches (nothing listens on port 9 of loopback).
+fn idle_transport(idle_timeout: Option<std::time::Duration>) -> Transport {
+    Transport::builder()
+        .base_url("http://127.0.0.1:9/v1")
+        .pool_idle_timeout(idle_timeout)
+        .build()
+        .unwrap()
+}
+
+fn http1_pool(transport: &Transport) -> &Arc<H1Pool> {
+    let Backend::Http1(pool) = &transport.inner.client else {
+        panic!("plain http:// uses the HTTP/1.1 pool")
+    };
+    pool
+}
+
+#[tokio::test]
+async fn a_checkout_looks_through_the_window_for_its_own_then_takes_the_newest() {
+    let transport = idle_transport(None);
+    let pool = http1_pool(&transport);
+    let (here, other) = (this_thread(), this_thread() + 1);
+    let mut held = Held::new();
+    // The caller's own connection, under as many of another thread's as the window holds.
+    push_idle(pool, here, true, &mut held).await;
+    for _ in 0..AFFINITY_WINDOW {
+        push_idle(pool, other, true, &mut held).await;
+    }
+    let (_, home) = pool.take_idle(here).unwrap();
+    assert_eq!(
+        home, other,
+        "its own is past the window: the newest is taken"
+    );
+    let (_, home) = pool.take_idle(here).unwrap();
+    assert_eq!(home, here, "now its own is within the window");
+    assert_eq!(pool.lock().len(), AFFINITY_WINDOW - 1);
+}
+
+#[tokio::test]
+async fn closed_connections_are_dropped_and_not_counted_in_the_window() {
+    let transport = idle_transport(None);
+    let pool = http1_pool(&transport);
+    let (here, other) = (this_thread(), this_thread() + 1);
+    let mut held = Held::new();
+    push_idle(pool, here, true, &mut held).await;
+    for _ in 0..2 * AFFINITY_WINDOW {
+        push_idle(pool, other, false, &mut held).await;
+    }
+    let (sender, home) = pool.take_idle(here).unwrap();
+    assert_eq!(home, here);
+    assert!(!sender.is_closed());
+    assert_eq!(pool.lock().len(), 0, "the closed ones went");
+    assert!(pool.take_idle(here).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_connection_and_every_older_one_are_dropped_at_checkout() {
+    let transport = idle_transport(Some(std::time::Duration::from_secs(10)));
+    let pool = http1_pool(&transport);
+    let (here, other) = (this_thread(), this_thread() + 1);
+    let mut held = Held::new();
+    push_idle(pool, here, true, &mut held).await;
+    push_idle(pool, here, true, &mut held).await;
+    tokio::time::advance(std::time::Duration::from_secs(11)).await;
+    push_idle(pool, other, true, &mut held).await;
+    // The caller's own two are past the idle timeout: the other thread's fresh one is taken,
+    // and the expired ones are gone.
+    let (_, home) = pool.take_idle(here).unwrap();
+    assert_eq!(home, other);
+    assert_eq!(pool.lock().len(), 0);
+    // Expired on top: everything goes, and nothing is taken.
+    push_idle(pool, other, true, &mut held).await;
+    push_idle(pool, here, true, &mut held).await;
+    tokio::time::advance(std::time::Duration::from_secs(11)).await;
+    assert!(pool.take_idle(here).is_none());
+    assert_eq!(pool.lock().len(), 0);
 }

@@ -259,7 +259,7 @@ async fn numbering_server() -> String {
                 while let Some(head) =
                     volley_testkit::raw::read_request(&mut socket, &mut buf).await
                 {
-                    // The body follows the head; the stream request's is longer than 100 bytes.
+                    // Told apart by their bodies' lengths: STREAM_BODY's is not CHAT_BODY's.
                     let streamed = head.contains(&format!("content-length: {}", STREAM_BODY.len()));
                     let (content_type, body) = if streamed {
                         (

@@ -1,8 +1,9 @@
 //! Cheap looks inside Messages API responses, for middleware that must not parse them: the
 //! usage of a body or a stream, whether a JSON document is an error, whether a stream ended.
 //!
-//! As in the OpenAI scans, `memchr` finds the `"usage"` key and serde reads only the object
-//! after it; a key inside a JSON string is escaped and cannot match.
+//! As in the OpenAI scans, `memchr` finds the `"usage"` key and only the object after it is
+//! read (by hand for the plain shape, by serde for anything else); a key inside a JSON string
+//! is escaped and cannot match.
 
 use serde::Deserialize;
 

@@ -2,8 +2,9 @@
 //! where the usage is, whether a body is an error object, whether a stream was finished.
 //!
 //! None of these parse a whole body. `memchr` finds the `"usage"` key (SIMD, a few GB/s) and
-//! serde reads only the object after it, skipping every field but the three counts, so a scan
-//! allocates nothing; the stream scanner keeps a buffer only for a line split across chunks.
+//! only the object after it is read, skipping every field but the three counts: by hand for
+//! the plain shape providers send, by serde for anything else. A scan allocates nothing; the
+//! stream scanner keeps a buffer only for a line split across chunks.
 //! A key inside a JSON string is escaped (`\"usage\"`) and cannot match; a value `"usage"` is
 //! not followed by `:` and is skipped.
 
