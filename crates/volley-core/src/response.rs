@@ -18,6 +18,13 @@ use crate::{Error, ErrorKind, RequestId};
 /// A successful HTTP response (2xx or 3xx). HTTP error statuses arrive as an [`Error`] of kind
 /// `Status` or `RateLimited` instead.
 pub struct Response {
+    /// Boxed: a response is handed back through the `poll` of every layer of a stack, where a
+    /// pointer moves in a register and the whole (240 bytes) took a `memcpy` at each.
+    inner: Box<Parts>,
+}
+
+/// What a [`Response`] holds.
+struct Parts {
     status: StatusCode,
     headers: HeaderMap,
     body: Body,
@@ -101,38 +108,40 @@ impl Response {
         request_id: RequestId,
     ) -> Response {
         Response {
-            status,
-            headers,
-            body,
-            timings,
-            request_id,
-            usage: OnceLock::new(),
+            inner: Box::new(Parts {
+                status,
+                headers,
+                body,
+                timings,
+                request_id,
+                usage: OnceLock::new(),
+            }),
         }
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.inner.status
     }
 
     /// The response headers.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.inner.headers
     }
 
     /// The body.
     pub fn body(&self) -> &Body {
-        &self.body
+        &self.inner.body
     }
 
     /// When the attempt happened.
     pub fn timings(&self) -> &Timings {
-        &self.timings
+        &self.inner.timings
     }
 
     /// The id of the request this answers.
     pub fn request_id(&self) -> RequestId {
-        self.request_id
+        self.inner.request_id
     }
 
     /// The token usage a complete body reports, read in `dialect` ([`Dialect::usage_in_body`]);
@@ -158,10 +167,11 @@ impl Response {
     /// assert_eq!((usage.input, usage.output), (20, 7));
     /// ```
     pub fn usage(&self, dialect: Dialect) -> Option<TokenUsage> {
-        let Body::Full(bytes) = &self.body else {
+        let Body::Full(bytes) = &self.inner.body else {
             return None;
         };
         let (scanned_in, usage) = *self
+            .inner
             .usage
             .get_or_init(|| (dialect, dialect.usage_in_body(bytes)));
         if scanned_in == dialect {
@@ -173,19 +183,27 @@ impl Response {
 
     /// Whether the body is a stream.
     pub fn is_stream(&self) -> bool {
-        matches!(self.body, Body::Stream(_))
+        matches!(self.inner.body, Body::Stream(_))
     }
 
     /// Splits the response into its head and body, for layers that wrap the body.
     pub fn into_parts(self) -> (ResponseHead, Body) {
+        let Parts {
+            status,
+            headers,
+            body,
+            timings,
+            request_id,
+            ..
+        } = *self.inner;
         (
             ResponseHead {
-                status: self.status,
-                headers: self.headers,
-                timings: self.timings,
-                request_id: self.request_id,
+                status,
+                headers,
+                timings,
+                request_id,
             },
-            self.body,
+            body,
         )
     }
 
@@ -202,29 +220,33 @@ impl Response {
 
     /// Wraps a streaming body with `wrap` (to hold a permit, watch a deadline, count chunks);
     /// a complete body is returned unchanged.
-    pub fn map_stream(self, wrap: impl FnOnce(BodyStream) -> BodyStream) -> Response {
-        match self.body {
-            Body::Stream(stream) => {
-                let max = stream.max_collect;
-                Response {
-                    body: Body::Stream(wrap(stream).with_max_collect_bytes(max)),
-                    ..self
-                }
-            }
-            Body::Full(_) => self,
+    pub fn map_stream(mut self, wrap: impl FnOnce(BodyStream) -> BodyStream) -> Response {
+        if let Body::Stream(_) = self.inner.body {
+            // The stream is taken out and put back wrapped, in the same box.
+            let Body::Stream(stream) =
+                std::mem::replace(&mut self.inner.body, Body::Full(Bytes::new()))
+            else {
+                unreachable!("the body was just seen to be a stream")
+            };
+            let max = stream.max_collect;
+            self.inner.body = Body::Stream(wrap(stream).with_max_collect_bytes(max));
         }
+        self
     }
 
     /// A copy of the response when its body is complete; `None` for streams.
     pub fn try_clone(&self) -> Option<Response> {
-        match &self.body {
+        let parts = &self.inner;
+        match &parts.body {
             Body::Full(bytes) => Some(Response {
-                status: self.status,
-                headers: self.headers.clone(),
-                body: Body::Full(bytes.clone()),
-                timings: self.timings,
-                request_id: self.request_id,
-                usage: self.usage.clone(),
+                inner: Box::new(Parts {
+                    status: parts.status,
+                    headers: parts.headers.clone(),
+                    body: Body::Full(bytes.clone()),
+                    timings: parts.timings,
+                    request_id: parts.request_id,
+                    usage: parts.usage.clone(),
+                }),
             }),
             Body::Stream(_) => None,
         }
@@ -232,13 +254,17 @@ impl Response {
 
     /// The whole body, reading a stream to its end if needed.
     pub async fn bytes(self) -> Result<Bytes, Error> {
-        self.body.collect().await
+        self.inner.body.collect().await
     }
 
     /// The body parsed as JSON (reading a stream to its end if needed).
     pub async fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
-        let id = self.request_id;
-        let bytes = self.body.collect().await?;
+        let Parts {
+            body,
+            request_id: id,
+            ..
+        } = *self.inner;
+        let bytes = body.collect().await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::new(
                 ErrorKind::BodyDecode,
@@ -250,7 +276,7 @@ impl Response {
 
     /// The body as server-sent events. A complete body is decoded as one chunk.
     pub fn events(self) -> EventStream<BodyStream> {
-        EventStream::new(self.body.into_stream())
+        EventStream::new(self.inner.body.into_stream())
     }
 }
 
@@ -270,10 +296,10 @@ pub struct ResponseHead {
 impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Response")
-            .field("request_id", &self.request_id)
-            .field("status", &self.status)
-            .field("body", &self.body)
-            .field("timings", &self.timings)
+            .field("request_id", &self.inner.request_id)
+            .field("status", &self.inner.status)
+            .field("body", &self.inner.body)
+            .field("timings", &self.inner.timings)
             .finish_non_exhaustive()
     }
 }
