@@ -11,6 +11,8 @@
 //!
 //! `cargo bench -p volley-benches --bench endpoints`
 
+mod common;
+
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -25,8 +27,6 @@ use volley_middleware::metrics::{MetricsLayer, Scope};
 use volley_middleware::rate_limit::{Limits, RateLimitLayer};
 use volley_middleware::retry::{Policy, RetryLayer};
 use volley_middleware::timeout::TimeoutLayer;
-use volley_mock::{MockConfig, MockServer};
-use volley_transport::Transport;
 
 const BATCH: usize = 32;
 const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}"#;
@@ -67,13 +67,7 @@ fn endpoints(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a runtime");
-    let server = runtime
-        .block_on(MockServer::start(MockConfig::default()))
-        .expect("the mock starts");
-    let transport = Transport::builder()
-        .base_url(server.url())
-        .build()
-        .expect("a loopback transport");
+    let (server, transport) = common::mock_and_transport(&runtime);
     // The single path below Retry, as the client builds it.
     let limited = runtime.block_on(async {
         ServiceBuilder::new()

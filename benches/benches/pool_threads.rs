@@ -9,14 +9,15 @@
 //! `cargo bench -p volley-benches --bench pool_threads` (Linux and other Unix systems).
 
 #[cfg(unix)]
+mod common;
+
+#[cfg(unix)]
 mod unix {
     use std::time::Duration;
 
     use criterion::{Criterion, Throughput};
     use futures_util::future::join_all;
     use volley_core::Request;
-    use volley_mock::{MockConfig, MockServer};
-    use volley_transport::Transport;
 
     const BODY: &str =
         r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}"#;
@@ -51,13 +52,7 @@ mod unix {
             .enable_all()
             .build()
             .expect("a runtime");
-        let server = server_runtime
-            .block_on(MockServer::start(MockConfig::default()))
-            .expect("the mock starts");
-        let transport = Transport::builder()
-            .base_url(server.url())
-            .build()
-            .expect("a loopback transport");
+        let (_server, transport) = super::common::mock_and_transport(&server_runtime);
         let workers: Vec<_> = (0..2)
             .map(|_| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
