@@ -3,10 +3,10 @@
 //!
 //! A transport talks to one origin, so the pool is one list of idle connections in the order
 //! they came back, with no per-request key hashing, no waiter queues and no task spawned per
-//! response (hyper-util's
-//! legacy pool does all three). A connection goes back to the list the moment its response
-//! body has been read to the end, inside the call that read its last byte, so a caller that
-//! sends its next request right away finds it there instead of opening another one.
+//! response (hyper-util's legacy pool does all three). A connection goes back to the list the
+//! moment its response body has been read to the end, inside the call that read its last
+//! byte, so a caller that sends its next request right away finds it there instead of
+//! opening another one.
 //!
 //! - **Checkout**: the most recently used idle connection whose task runs on the caller's
 //!   thread, among the [`AFFINITY_WINDOW`] most recently returned; else the most recently
