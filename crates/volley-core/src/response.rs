@@ -221,16 +221,15 @@ impl Response {
     /// Wraps a streaming body with `wrap` (to hold a permit, watch a deadline, count chunks);
     /// a complete body is returned unchanged.
     pub fn map_stream(mut self, wrap: impl FnOnce(BodyStream) -> BodyStream) -> Response {
-        if let Body::Stream(_) = self.inner.body {
-            // The stream is taken out and put back wrapped, in the same box.
-            let Body::Stream(stream) =
-                std::mem::replace(&mut self.inner.body, Body::Full(Bytes::new()))
-            else {
-                unreachable!("the body was just seen to be a stream")
-            };
-            let max = stream.max_collect;
-            self.inner.body = Body::Stream(wrap(stream).with_max_collect_bytes(max));
-        }
+        // Taken out and put back (wrapped, if a stream) in the same box.
+        let body = std::mem::replace(&mut self.inner.body, Body::Full(Bytes::new()));
+        self.inner.body = match body {
+            Body::Stream(stream) => {
+                let max = stream.max_collect;
+                Body::Stream(wrap(stream).with_max_collect_bytes(max))
+            }
+            full => full,
+        };
         self
     }
 

@@ -54,16 +54,8 @@ pub(crate) fn read(object: &[u8], keys: &[&[u8]]) -> Option<[Found; MAX_KEYS]> {
     };
     let mut found = [Found::Absent; MAX_KEYS];
     reader.byte(b'{')?;
-    reader.whitespace();
-    if reader.peek()? == b'}' {
-        return Some(found);
-    }
-    loop {
-        reader.whitespace();
-        let key = reader.string()?;
-        reader.whitespace();
-        reader.byte(b':')?;
-        reader.whitespace();
+    reader.items(b'}', |reader| {
+        let key = reader.member()?;
         match keys.iter().position(|k| *k == key) {
             Some(index) => {
                 // serde refuses a repeated field: let it.
@@ -76,16 +68,12 @@ pub(crate) fn read(object: &[u8], keys: &[&[u8]]) -> Option<[Found; MAX_KEYS]> {
                 } else {
                     Found::Count(reader.count()?)
                 };
+                Some(())
             }
-            None => reader.skip_value(0)?,
+            None => reader.skip_value(0),
         }
-        reader.whitespace();
-        match reader.next()? {
-            b',' => {}
-            b'}' => return Some(found),
-            _ => return None,
-        }
-    }
+    })?;
+    Some(found)
 }
 
 /// The usage of type `T` in the object starting at `object`, read by hand; `None` when serde
@@ -211,6 +199,36 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
+    /// The items of an object or array whose opening bracket was just read, each read by
+    /// `item` (whitespace around it skipped), separated by commas, up to `close`: no trailing
+    /// comma, as JSON has none.
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.whitespace();
+        if self.peek()? == close {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            self.whitespace();
+            item(self)?;
+            self.whitespace();
+            match self.next()? {
+                b',' => {}
+                byte if byte == close => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// An object member's key and the colon after it (whitespace around it skipped); the key.
+    fn member(&mut self) -> Option<&'a [u8]> {
+        let key = self.string()?;
+        self.whitespace();
+        self.byte(b':')?;
+        self.whitespace();
+        Some(key)
+    }
+
     /// Skips one value of any kind, nested `depth` levels inside the usage object.
     fn skip_value(&mut self, depth: u8) -> Option<()> {
         if depth >= MAX_DEPTH {
@@ -220,43 +238,14 @@ impl<'a> Reader<'a> {
             b'"' => self.string().map(drop),
             b'{' => {
                 self.at += 1;
-                self.whitespace();
-                if self.peek()? == b'}' {
-                    self.at += 1;
-                    return Some(());
-                }
-                loop {
-                    self.whitespace();
-                    self.string()?;
-                    self.whitespace();
-                    self.byte(b':')?;
-                    self.whitespace();
-                    self.skip_value(depth + 1)?;
-                    self.whitespace();
-                    match self.next()? {
-                        b',' => {}
-                        b'}' => return Some(()),
-                        _ => return None,
-                    }
-                }
+                self.items(b'}', |reader| {
+                    reader.member()?;
+                    reader.skip_value(depth + 1)
+                })
             }
             b'[' => {
                 self.at += 1;
-                self.whitespace();
-                if self.peek()? == b']' {
-                    self.at += 1;
-                    return Some(());
-                }
-                loop {
-                    self.whitespace();
-                    self.skip_value(depth + 1)?;
-                    self.whitespace();
-                    match self.next()? {
-                        b',' => {}
-                        b']' => return Some(()),
-                        _ => return None,
-                    }
-                }
+                self.items(b']', |reader| reader.skip_value(depth + 1))
             }
             b'n' => self.literal(b"null"),
             b't' => self.literal(b"true"),

@@ -198,51 +198,101 @@ fn each_count_lands_in_its_own_field() {
     }
 }
 
-/// Pieces of JSON, valid and not, that the property test strings together.
-const PIECES: &[&str] = &[
-    "{",
-    "}",
-    "[",
-    "]",
-    ":",
-    ",",
-    " ",
-    "\n",
-    "\t",
-    "\"prompt_tokens\"",
-    "\"completion_tokens\"",
-    "\"total_tokens\"",
-    "\"input_tokens\"",
-    "\"output_tokens\"",
-    "\"x\"",
-    "\"a\\\"b\"",
+/// Keys a generated usage object may have: every count of both dialects, and others.
+const GENERATED_KEYS: &[&str] = &[
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+    "prompt_tokens_details",
+    "cost",
+    "service_tier",
+];
+
+/// Counts as providers write them.
+const COUNTS: &[&str] = &["0", "7", "1163", "18446744073709551615"];
+
+/// Values of the other keys: every kind of JSON value.
+const OTHERS: &[&str] = &[
     "0",
-    "7",
-    "12",
-    "01",
     "-3",
     "1.5",
-    "2e3",
-    "18446744073709551615",
-    "18446744073709551616",
+    "2e-3",
     "null",
     "true",
     "false",
-    "nul",
-    "\"\u{e9}\"",
+    r#""standard""#,
+    "[]",
+    r#"[1, {"a": null}]"#,
+    r#"{"cached_tokens": 0, "audio_tokens": 0}"#,
 ];
+
+/// JSON's whitespace, as a generated object puts it around keys and values.
+const SPACES: &[&str] = &["", " ", "\n", "\t", "\r\n  "];
+
+/// A usage object of the plain shape: distinct keys, integer counts, any other values, any
+/// whitespace.
+fn plain_object() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let member = (
+        proptest::sample::select(SPACES),
+        proptest::sample::select(COUNTS),
+        proptest::sample::select(OTHERS),
+    );
+    (
+        proptest::sample::subsequence(GENERATED_KEYS, 0..=GENERATED_KEYS.len()),
+        proptest::collection::vec(member, GENERATED_KEYS.len()),
+    )
+        .prop_map(|(keys, members)| {
+            let members: Vec<String> = keys
+                .iter()
+                .zip(members)
+                .map(|(key, (space, count, other))| {
+                    let value = if key.ends_with("_tokens") {
+                        count
+                    } else {
+                        other
+                    };
+                    format!(r#"{space}"{key}"{space}:{space}{value}{space}"#)
+                })
+                .collect();
+            format!("{{{}}}", members.join(","))
+        })
+}
 
 proptest::proptest! {
     #[test]
-    fn strung_pieces_are_read_as_serde_reads_them(
-        pieces in proptest::collection::vec(proptest::sample::select(PIECES), 0..24)
+    fn plain_objects_are_read_by_hand_as_serde_reads_them(object in plain_object()) {
+        let openai = counts::<openai::UsageCounts>(object.as_bytes());
+        proptest::prop_assert!(openai.is_some(), "{}", object);
+        proptest::prop_assert_eq!(openai, by_serde(object.as_bytes()), "{}", object);
+        let anthropic = counts::<anthropic::UsageCounts>(object.as_bytes());
+        proptest::prop_assert!(anthropic.is_some(), "{}", object);
+        proptest::prop_assert_eq!(anthropic, by_serde(object.as_bytes()), "{}", object);
+    }
+
+    #[test]
+    fn changed_objects_are_read_as_serde_reads_them_or_left_to_it(
+        object in plain_object(),
+        at in proptest::prelude::any::<proptest::sample::Index>(),
+        byte in proptest::sample::select(INSERTS),
+        replace in proptest::prelude::any::<bool>(),
     ) {
-        let object = format!("{{{}", pieces.concat());
-        if let Some(fast) = counts::<openai::UsageCounts>(object.as_bytes()) {
-            proptest::prop_assert_eq!(Some(fast), by_serde(object.as_bytes()), "{}", object);
+        let mut object = object.into_bytes();
+        let at = at.index(object.len());
+        if replace {
+            object[at] = byte;
+        } else {
+            object.insert(at, byte);
         }
-        if let Some(fast) = counts::<anthropic::UsageCounts>(object.as_bytes()) {
-            proptest::prop_assert_eq!(Some(fast), by_serde(object.as_bytes()), "{}", object);
+        if let Some(fast) = counts::<openai::UsageCounts>(&object) {
+            proptest::prop_assert_eq!(Some(fast), by_serde(&object));
+        }
+        if let Some(fast) = counts::<anthropic::UsageCounts>(&object) {
+            proptest::prop_assert_eq!(Some(fast), by_serde(&object));
         }
     }
 }

@@ -175,17 +175,9 @@ impl H1Pool {
             }
             looked += 1;
         }
-        while let Some(entry) = idle.pop_back() {
-            if entry.sender.is_closed() {
-                continue;
-            }
-            if self.expired(&entry, &mut now) {
-                idle.clear();
-                return None;
-            }
-            return Some((entry.sender, entry.home));
-        }
-        None
+        // None of the caller's: the newest. The scan went through the top of the list, so what
+        // is left there is open and fresh (or the list is empty).
+        idle.pop_back().map(|entry| (entry.sender, entry.home))
     }
 
     /// Whether `entry` has been idle for longer than the idle timeout, as of `now` (the
