@@ -321,8 +321,11 @@ struct Run {
 struct OhaRun {
     /// The whole oha process's user + system CPU per request, µs.
     cpu_us: f64,
-    /// The server's steady mean in flight; none when the server is not our mock.
+    /// The server's steady mean in flight, from its buckets' time-weighted means; none when the
+    /// server is not our mock.
     in_flight: Option<f64>,
+    /// The same from the in flight at each bucket's end (what earlier passes reported).
+    in_flight_sampled: Option<f64>,
     /// oha's 99th percentile of the time to the response's first byte, ms.
     first_byte_p99: Option<f64>,
 }
@@ -1277,9 +1280,12 @@ mod oha {
                 String::from_utf8_lossy(&output.stderr).trim()
             );
         }
-        let in_flight = match stats {
-            Some(origin) => steady_mean(&http(origin, "GET", "/stats")?),
-            None => None,
+        let (in_flight, in_flight_sampled) = match stats {
+            Some(origin) => {
+                let stats = http(origin, "GET", "/stats")?;
+                (steady_mean(&stats, true), steady_mean(&stats, false))
+            }
+            None => (None, None),
         };
         let report: serde_json::Value =
             serde_json::from_slice(&output.stdout).context("reading oha's JSON output")?;
@@ -1302,6 +1308,7 @@ mod oha {
         Ok(OhaRun {
             cpu_us: cpu * 1e6 / spec.requests as f64,
             in_flight,
+            in_flight_sampled,
             first_byte_p99: first_byte_p99(&report),
         })
     }
@@ -1329,7 +1336,9 @@ mod oha {
              start-up, connecting and the report included), against the same server process: \
              each round runs Volley, then oha, with the same concurrency, requests and body; \
              the medians leave out the rounds oha failed. In flight is the server's, where it \
-             is our mock.\n\n\
+             is our mock: the mean of its buckets' time-weighted means, and in brackets the \
+             mean of the in flight at each bucket's end (the figure before the mock weighed \
+             its buckets).\n\n\
              | scenario | round | Volley CPU µs/request | oha CPU µs/request | Volley/oha CPU | \
              Volley server in flight | oha server in flight |\n|---|---|---|---|---|---|---|\n",
         );
@@ -1338,6 +1347,12 @@ mod oha {
             v.filter(|v| *v > 0.0)
                 .map_or("n/a".into(), |v| format!("{v:.1}"))
         };
+        let in_flight = |weighted: Option<f64>, sampled: Option<f64>| match sampled {
+            Some(sampled) if sampled > 0.0 => format!("{} ({sampled:.1})", figure(weighted)),
+            _ => figure(weighted),
+        };
+        let sampled =
+            |results: &BenchResults| results.server.as_ref().map(|s| s.mean_in_flight_sampled);
         for scenario in scenarios {
             let id = scenario.spec.id;
             for (round, (run, oha)) in scenario.rounds().zip(&scenario.oha).enumerate() {
@@ -1350,8 +1365,8 @@ mod oha {
                             run.cpu_us,
                             oha.cpu_us,
                             run.cpu_us / oha.cpu_us,
-                            figure(server_mean(&run.results)),
-                            figure(oha.in_flight),
+                            in_flight(server_mean(&run.results), sampled(&run.results)),
+                            in_flight(oha.in_flight, oha.in_flight_sampled),
                         );
                     }
                     Err(e) => {
@@ -1360,7 +1375,7 @@ mod oha {
                             out,
                             "| {id} | {round} | {:.1} | failed: {error} | | {} | |",
                             run.cpu_us,
-                            figure(server_mean(&run.results)),
+                            in_flight(server_mean(&run.results), sampled(&run.results)),
                         );
                     }
                 }
@@ -1372,31 +1387,33 @@ mod oha {
                 };
             let volley_in_flight =
                 median_of(scenario.rounds().filter_map(|r| server_mean(&r.results)));
-            let oha_in_flight = median_of(
-                scenario
-                    .oha
-                    .iter()
-                    .flatten()
-                    .filter_map(|run| run.in_flight),
-            );
+            let volley_sampled = median_of(scenario.rounds().filter_map(|r| sampled(&r.results)));
+            let ohas = || scenario.oha.iter().flatten();
+            let oha_in_flight = median_of(ohas().filter_map(|run| run.in_flight));
+            let oha_sampled = median_of(ohas().filter_map(|run| run.in_flight_sampled));
             let _ = writeln!(
                 out,
                 "| {id} | median | {volley:.1} | {} | {} | {} | {} |",
                 figure(oha),
                 oha.map_or("n/a".into(), |oha| format!("{:.2}", volley / oha)),
-                figure(volley_in_flight),
-                figure(oha_in_flight),
+                in_flight(volley_in_flight, volley_sampled),
+                in_flight(oha_in_flight, oha_sampled),
             );
         }
         out
     }
 
-    /// The mean of the server's in-flight timeline over its busy span's middle 80 %.
-    fn steady_mean(stats: &serde_json::Value) -> Option<f64> {
+    /// The mean of the server's in-flight timeline over its busy span's middle 80 %: of its
+    /// buckets' time-weighted means when `weighted` (their end's samples from a mock that has
+    /// none), else of their end's samples.
+    fn steady_mean(stats: &serde_json::Value, weighted: bool) -> Option<f64> {
         let points: Vec<f64> = stats["timeline"]
             .as_array()?
             .iter()
-            .filter_map(|b| b["in_flight"].as_f64())
+            .filter_map(|b| {
+                let mean = b["mean_in_flight"].as_f64().filter(|_| weighted);
+                mean.or_else(|| b["in_flight"].as_f64())
+            })
             .collect();
         let first = points.iter().position(|&v| v > 0.0)?;
         let last = points.iter().rposition(|&v| v > 0.0)?;
@@ -1559,6 +1576,7 @@ mod tests {
         Ok(OhaRun {
             cpu_us,
             in_flight: None,
+            in_flight_sampled: None,
             first_byte_p99: None,
         })
     }
@@ -1576,6 +1594,7 @@ mod tests {
         Ok(OhaRun {
             cpu_us: 1000.0,
             in_flight: None,
+            in_flight_sampled: None,
             first_byte_p99: Some(first_byte_p99),
         })
     }

@@ -89,7 +89,9 @@
 //!   (closed loop and ramp); the mean over the steady middle 80 % of the run and the peak.
 //! - **Server side**, when the target is volley-mock: its statistics are reset before the run
 //!   (`POST /stats/reset`) and read after (`GET /stats`): requests received, peak in flight,
-//!   its timeline cut to the run and its mean in flight over the middle 80 %. Any other target
+//!   its timeline cut to the run and its mean in flight over the middle 80 %, both from the
+//!   mock's time-weighted bucket means (and the same mean from the in flight at each bucket's
+//!   end, `mean_in_flight_sampled`, the figure earlier versions reported). Any other target
 //!   gives `server: None`.
 //! - **Client resources** (Linux): user and system CPU time of the whole process over the run
 //!   (an embedded mock's included), per request and per chunk, and the peak RSS. CPU time is

@@ -48,12 +48,22 @@ pub(crate) struct MockLatency {
 }
 
 /// One bucket of volley-mock's 100 ms timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub(crate) struct MockBucket {
     /// The end of the bucket, ms since the statistics were reset.
     pub(crate) t_ms: u64,
     /// Requests in flight at the end of the bucket.
     pub(crate) in_flight: u64,
+    /// Requests in flight on average over the bucket, weighted by time (newer mocks only).
+    #[serde(default)]
+    pub(crate) mean_in_flight: Option<f64>,
+}
+
+impl MockBucket {
+    /// The bucket's time-weighted mean in flight, else (an older mock) its end's.
+    fn in_flight(&self) -> f64 {
+        self.mean_in_flight.unwrap_or(self.in_flight as f64)
+    }
 }
 
 impl ServerProbe {
@@ -100,31 +110,37 @@ impl ServerProbe {
 impl MockStats {
     /// The server's figures over the run, which started `offset` after the reset and lasted
     /// `wall`: its timeline cut to the run and shifted to the client's clock (t = 0 at the
-    /// run's start), and the mean in flight over the middle 80 % of those buckets.
+    /// run's start), and the mean in flight over the middle 80 % of those buckets, from the
+    /// buckets' time-weighted means (their end's samples from a mock that has none).
     pub(crate) fn server_side(&self, offset: Duration, wall: Duration) -> ServerSide {
         let offset_ms = offset.as_millis() as u64;
         let end_ms = offset_ms + wall.as_millis() as u64;
         let bucket_ms = super::timeline::BUCKET.as_millis() as u64;
-        let timeline: Vec<(u64, u64)> = self
+        let buckets: Vec<&MockBucket> = self
             .timeline
             .iter()
             // Buckets that overlap the run: (t − 100 ms, t] meets [offset, offset + wall].
             .filter(|b| b.t_ms > offset_ms && b.t_ms.saturating_sub(bucket_ms) < end_ms)
-            .map(|b| (b.t_ms - offset_ms, b.in_flight))
             .collect();
-        let n = timeline.len();
+        let n = buckets.len();
         let edge = n / STEADY_EDGE_DIVISOR;
-        let middle = &timeline[edge..n - edge];
-        let mean_in_flight = if middle.is_empty() {
-            0.0
-        } else {
-            middle.iter().map(|&(_, f)| f as f64).sum::<f64>() / middle.len() as f64
+        let middle = &buckets[edge..n - edge];
+        let mean = |value: fn(&MockBucket) -> f64| {
+            if middle.is_empty() {
+                0.0
+            } else {
+                middle.iter().map(|b| value(b)).sum::<f64>() / middle.len() as f64
+            }
         };
         ServerSide {
             requests: self.requests_total,
-            mean_in_flight,
+            mean_in_flight: mean(MockBucket::in_flight),
+            mean_in_flight_sampled: mean(|b| b.in_flight as f64),
             peak_in_flight: self.peak_in_flight,
-            timeline,
+            timeline: buckets
+                .iter()
+                .map(|b| (b.t_ms - offset_ms, b.in_flight()))
+                .collect(),
             ttft: self.ttft_ms.map(|t| Percentiles {
                 count: t.count,
                 min: 0.0,
@@ -167,7 +183,14 @@ mod tests {
         let stats: MockStats = serde_json::from_str(json).unwrap();
         assert_eq!((stats.requests_total, stats.peak_in_flight), (30, 12));
         assert_eq!(stats.timeline[0].in_flight, 3);
+        // An older mock: no time-weighted means, its samples stand in.
+        assert_eq!(stats.timeline[0].mean_in_flight, None);
+        assert_eq!(stats.timeline[0].in_flight(), 3.0);
         assert_eq!(stats.ttft_ms, None);
+        let weighted = r#"{"requests_total":1,"peak_in_flight":4,"timeline":[
+            {"t_ms":100,"in_flight":3,"mean_in_flight":3.75,"max_in_flight":4}]}"#;
+        let stats: MockStats = serde_json::from_str(weighted).unwrap();
+        assert_eq!(stats.timeline[0].in_flight(), 3.75);
         let with_ttft = r#"{"requests_total":1,"peak_in_flight":1,"timeline":[],
             "ttft_ms":{"count":2,"p50":10.1,"p90":10.2,"p99":10.3,"p999":10.4,"max":10.5}}"#;
         let stats: MockStats = serde_json::from_str(with_ttft).unwrap();
@@ -185,6 +208,7 @@ mod tests {
             .map(|i| MockBucket {
                 t_ms: i * 100,
                 in_flight: if i == 3 || i == 13 { 1 } else { 10 },
+                mean_in_flight: None,
             })
             .collect();
         let stats = MockStats {
@@ -195,10 +219,11 @@ mod tests {
         };
         let side = stats.server_side(Duration::from_millis(250), Duration::from_secs(1));
         assert_eq!(side.timeline.len(), 11);
-        assert_eq!(side.timeline[0], (50, 1));
-        assert_eq!(side.timeline[10], (1050, 1));
+        assert_eq!(side.timeline[0], (50, 1.0));
+        assert_eq!(side.timeline[10], (1050, 1.0));
         // 11 buckets: the first and last are left out, leaving nine 10s.
         assert_eq!(side.mean_in_flight, 10.0);
+        assert_eq!(side.mean_in_flight_sampled, 10.0);
         assert_eq!((side.requests, side.peak_in_flight), (7, 10));
         let empty = MockStats {
             requests_total: 0,
@@ -212,5 +237,29 @@ mod tests {
                 .mean_in_flight,
             0.0
         );
+    }
+
+    #[test]
+    fn the_headline_and_the_timeline_use_the_weighted_means() {
+        // Ten buckets in the run, a sample of 8 at each end against a mean of 9.5 over it.
+        let timeline = (1..=10)
+            .map(|i| MockBucket {
+                t_ms: i * 100,
+                in_flight: 8,
+                mean_in_flight: Some(if i == 5 { 9.0 } else { 9.5 }),
+            })
+            .collect();
+        let stats = MockStats {
+            requests_total: 7,
+            peak_in_flight: 10,
+            timeline,
+            ttft_ms: None,
+        };
+        let side = stats.server_side(Duration::ZERO, Duration::from_secs(1));
+        assert_eq!(side.timeline[4], (500, 9.0));
+        assert_eq!(side.timeline[5], (600, 9.5));
+        // The middle eight: seven 9.5s and one 9.0.
+        assert_eq!(side.mean_in_flight, (7.0 * 9.5 + 9.0) / 8.0);
+        assert_eq!(side.mean_in_flight_sampled, 8.0);
     }
 }

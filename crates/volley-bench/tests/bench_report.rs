@@ -39,7 +39,7 @@ fn sample() -> BenchResults {
         .collect();
     let server_timeline = timeline
         .iter()
-        .map(|p| (p.t_ms, (p.in_flight - 2.5).max(0.0).round() as u64))
+        .map(|p| (p.t_ms, (p.in_flight - 2.5).max(0.0)))
         .collect();
     // A log-normal-ish latency distribution, median about 260 ms, with a long tail.
     let latency_cdf = (0..200)
@@ -151,6 +151,7 @@ fn sample() -> BenchResults {
         server: Some(ServerSide {
             requests: 71_912,
             mean_in_flight: 1_016.1,
+            mean_in_flight_sampled: 1_015.8,
             peak_in_flight: 1_024,
             timeline: server_timeline,
             ttft: None,

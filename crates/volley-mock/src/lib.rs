@@ -90,7 +90,9 @@
 //!
 //! [`MockServer::stats`] and `GET /stats` report requests, responses by status, faults, the
 //! requests in flight (received, response not yet complete) and their peak, `429`s from the rate
-//! limiter, and a timeline of 100 ms buckets. The request path only touches atomics.
+//! limiter, and a timeline of 100 ms buckets (each with the requests in flight at its end and
+//! their time-weighted mean over it). The request path only touches atomics, and reads the
+//! clock when a request arrives and when its response ends.
 //!
 //! ## Protocols
 //!

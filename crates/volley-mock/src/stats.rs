@@ -210,13 +210,22 @@ impl FaultCounts {
 }
 
 /// One 100 ms bucket of the timeline.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TimelineBucket {
     /// The end of the bucket, in milliseconds since the start or last reset.
     pub t_ms: u64,
     /// Requests in flight at the end of the bucket.
     pub in_flight: u64,
+    /// Requests in flight on average over the bucket, weighted by time: every request's time
+    /// in flight during the bucket (to the microsecond), divided by the bucket's width. Unlike
+    /// `in_flight`, a sample at one instant, it does not depend on where that instant falls:
+    /// under a closed loop with a fixed latency the answers come in bursts, one per latency,
+    /// and the bucket ends keep the same place relative to them, so the samples of a whole
+    /// run either miss every burst (and read the full concurrency) or fall in them (and read
+    /// less). (A request that starts or ends while the bucket is being closed may be counted
+    /// against the neighbouring bucket's start: rare, and off by at most its width.)
+    pub mean_in_flight: f64,
     /// The most requests in flight at any time during the bucket.
     pub max_in_flight: u64,
     /// Requests received during the bucket.
@@ -237,6 +246,11 @@ pub(crate) struct Counters {
     bucket_max: AtomicU64,
     bucket_started: AtomicU64,
     bucket_completed: AtomicU64,
+    // The time-weighted mean of the current bucket: its start (µs since `started_at`), and the
+    // sums of the offsets from that start at which its requests started and finished.
+    bucket_from_us: AtomicU64,
+    bucket_start_offsets_us: AtomicU64,
+    bucket_end_offsets_us: AtomicU64,
     streams_completed: AtomicU64,
     chunks_sent: AtomicU64,
     connections_total: AtomicU64,
@@ -250,6 +264,8 @@ pub(crate) struct Counters {
 struct Window {
     since: Instant,
     timeline: VecDeque<TimelineBucket>,
+    // Requests in flight when the current bucket started.
+    in_flight_at_bucket_start: u64,
 }
 
 /// Status codes are three digits; one slot each keeps counting a single atomic add.
@@ -268,6 +284,9 @@ impl Counters {
             bucket_max: AtomicU64::new(0),
             bucket_started: AtomicU64::new(0),
             bucket_completed: AtomicU64::new(0),
+            bucket_from_us: AtomicU64::new(0),
+            bucket_start_offsets_us: AtomicU64::new(0),
+            bucket_end_offsets_us: AtomicU64::new(0),
             streams_completed: AtomicU64::new(0),
             chunks_sent: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
@@ -277,6 +296,7 @@ impl Counters {
             window: Mutex::new(Window {
                 since: now,
                 timeline: VecDeque::new(),
+                in_flight_at_bucket_start: 0,
             }),
             reset_signal: Notify::new(),
         }
@@ -285,8 +305,15 @@ impl Counters {
     /// Counts a new request and returns its arrival index since the start or last reset (the
     /// seed of its RNG).
     pub(crate) fn request_started(&self) -> u64 {
+        self.request_started_at(self.now_us())
+    }
+
+    /// [`Counters::request_started`] at `now_us` (µs since `started_at`).
+    fn request_started_at(&self, now_us: u64) -> u64 {
         let index = self.requests_total.fetch_add(1, Relaxed);
         self.bucket_started.fetch_add(1, Relaxed);
+        self.bucket_start_offsets_us
+            .fetch_add(self.bucket_offset(now_us), Relaxed);
         let now = self.in_flight.fetch_add(1, Relaxed) + 1;
         // Read before writing: the maxima rarely move, and a plain load does not contend.
         if now > self.peak_in_flight.load(Relaxed) {
@@ -304,8 +331,24 @@ impl Counters {
     }
 
     fn request_finished(&self) {
+        self.request_finished_at(self.now_us());
+    }
+
+    fn request_finished_at(&self, now_us: u64) {
         self.in_flight.fetch_sub(1, Relaxed);
         self.bucket_completed.fetch_add(1, Relaxed);
+        self.bucket_end_offsets_us
+            .fetch_add(self.bucket_offset(now_us), Relaxed);
+    }
+
+    /// Microseconds since the counters were made: the clock of the time-weighted means.
+    fn now_us(&self) -> u64 {
+        micros(self.started_at.elapsed())
+    }
+
+    /// How far into the current bucket `now_us` is.
+    fn bucket_offset(&self, now_us: u64) -> u64 {
+        now_us.saturating_sub(self.bucket_from_us.load(Relaxed))
     }
 
     pub(crate) fn response(&self, status: u16) {
@@ -328,8 +371,7 @@ impl Counters {
 
     /// A stream's first chunk left `ttft` after its request.
     pub(crate) fn first_chunk(&self, ttft: Duration) {
-        self.ttft
-            .record(u64::try_from(ttft.as_micros()).unwrap_or(u64::MAX));
+        self.ttft.record(micros(ttft));
     }
 
     pub(crate) fn stream_completed(&self) {
@@ -365,6 +407,10 @@ impl Counters {
         self.bucket_max.store(in_flight, Relaxed);
         self.bucket_started.store(0, Relaxed);
         self.bucket_completed.store(0, Relaxed);
+        self.bucket_from_us.store(self.now_us(), Relaxed);
+        self.bucket_start_offsets_us.store(0, Relaxed);
+        self.bucket_end_offsets_us.store(0, Relaxed);
+        window.in_flight_at_bucket_start = in_flight;
         self.streams_completed.store(0, Relaxed);
         self.chunks_sent.store(0, Relaxed);
         self.connections_total.store(0, Relaxed);
@@ -379,16 +425,37 @@ impl Counters {
 
     /// Closes the current timeline bucket.
     fn sample(&self) {
+        self.sample_at(self.now_us());
+    }
+
+    /// [`Counters::sample`] at `now_us` (µs since `started_at`).
+    fn sample_at(&self, now_us: u64) {
         let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         let in_flight = self.in_flight.load(Relaxed);
         // The next bucket starts from what is in flight now.
         let max_in_flight = self.bucket_max.swap(in_flight, Relaxed).max(in_flight);
+        // Requests that start or end from here on count from the next bucket's start.
+        let from_us = self.bucket_from_us.swap(now_us, Relaxed);
+        let started = self.bucket_started.swap(0, Relaxed);
+        let completed = self.bucket_completed.swap(0, Relaxed);
+        let mean_in_flight = WeightedBucket {
+            in_flight_at_start: window.in_flight_at_bucket_start,
+            started,
+            completed,
+            start_offsets_us: self.bucket_start_offsets_us.swap(0, Relaxed),
+            end_offsets_us: self.bucket_end_offsets_us.swap(0, Relaxed),
+            width_us: now_us.saturating_sub(from_us),
+        }
+        .mean()
+        .unwrap_or(in_flight as f64);
+        window.in_flight_at_bucket_start = in_flight;
         let bucket = TimelineBucket {
             t_ms: millis(window.since.elapsed()),
             in_flight,
+            mean_in_flight,
             max_in_flight,
-            started: self.bucket_started.swap(0, Relaxed),
-            completed: self.bucket_completed.swap(0, Relaxed),
+            started,
+            completed,
         };
         if window.timeline.len() == TIMELINE_CAPACITY {
             window.timeline.pop_front();
@@ -433,6 +500,33 @@ impl Counters {
     }
 }
 
+/// What one bucket's time-weighted mean in flight is computed from.
+struct WeightedBucket {
+    in_flight_at_start: u64,
+    started: u64,
+    completed: u64,
+    /// The sums of the offsets from the bucket's start at which requests started and finished.
+    start_offsets_us: u64,
+    end_offsets_us: u64,
+    width_us: u64,
+}
+
+impl WeightedBucket {
+    /// The time in flight of every request during the bucket, over its width: those in flight
+    /// at its start for the whole width, one that started at offset `o` for `width - o`, less
+    /// `width - o` for one that finished at `o`. `None` for a bucket of no width.
+    fn mean(&self) -> Option<f64> {
+        if self.width_us == 0 {
+            return None;
+        }
+        let width = self.width_us as f64;
+        let area = self.in_flight_at_start as f64 * width
+            + (self.started as f64 * width - self.start_offsets_us as f64)
+            - (self.completed as f64 * width - self.end_offsets_us as f64);
+        Some((area / width).max(0.0))
+    }
+}
+
 /// Fills the timeline every [`TIMELINE_BUCKET`] until aborted.
 pub(crate) async fn run_sampler<S: AsRef<Counters>>(owner: S) {
     let counters = owner.as_ref();
@@ -472,6 +566,10 @@ impl<S: AsRef<Counters>> Drop for InFlight<S> {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -584,6 +682,48 @@ mod tests {
             ),
             (1, 1, 0, 0)
         );
+    }
+
+    #[test]
+    fn the_timeline_weighs_in_flight_by_time() {
+        let counters = Counters::new();
+        // Bucket 1, 0–100 ms: one request for the whole bucket, one for 25 ms of it, one for
+        // its last 10 ms: 1.35 on average, 2 at its end.
+        counters.request_started_at(0);
+        counters.request_started_at(50_000);
+        counters.request_finished_at(75_000);
+        counters.request_started_at(90_000);
+        counters.sample_at(100_000);
+        // Bucket 2, 100–200 ms: the first request ends halfway, the last stays: 1.5, 1 at its end.
+        counters.request_finished_at(150_000);
+        counters.sample_at(200_000);
+        // Bucket 3, a longer one (200–350 ms): one more for its last 30 ms: 1.2.
+        counters.request_started_at(320_000);
+        counters.sample_at(350_000);
+        let timeline = counters.snapshot().timeline;
+        let got: Vec<(u64, f64)> = timeline
+            .iter()
+            .map(|b| (b.in_flight, b.mean_in_flight))
+            .collect();
+        assert_eq!(got, [(2, 1.35), (1, 1.5), (2, 1.2)]);
+    }
+
+    #[test]
+    fn a_reset_restarts_the_weighted_bucket_with_what_is_in_flight() {
+        let counters = Counters::new();
+        counters.request_started_at(0);
+        counters.request_started_at(0);
+        counters.request_finished_at(10);
+        counters.reset();
+        // One request carried over; the bucket runs from the reset to 100 ms after it.
+        let from = counters.bucket_from_us.load(Relaxed);
+        counters.request_started_at(from + 50_000);
+        counters.sample_at(from + 100_000);
+        let bucket = counters.snapshot().timeline[0];
+        assert_eq!((bucket.in_flight, bucket.mean_in_flight), (2, 1.5));
+        // A bucket of no width (two samples in the same microsecond) reports its end.
+        counters.sample_at(from + 100_000);
+        assert_eq!(counters.snapshot().timeline[1].mean_in_flight, 2.0);
     }
 
     #[test]

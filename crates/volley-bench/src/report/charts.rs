@@ -71,7 +71,7 @@ fn in_flight(r: &BenchResults) -> Chart {
         r.server
             .iter()
             .flat_map(|s| &s.timeline)
-            .map(|&(t, n)| (seconds(t), n as f64))
+            .map(|&(t, n)| (seconds(t), n))
             .collect(),
     );
     if client.is_empty() && server.is_empty() {
