@@ -1348,11 +1348,15 @@ mod oha {
                 .map_or("n/a".into(), |v| format!("{v:.1}"))
         };
         let in_flight = |weighted: Option<f64>, sampled: Option<f64>| match sampled {
-            Some(sampled) if sampled > 0.0 => format!("{} ({sampled:.1})", figure(weighted)),
-            _ => figure(weighted),
+            Some(sampled) => format!("{} ({sampled:.1})", figure(weighted)),
+            None => figure(weighted),
         };
-        let sampled =
-            |results: &BenchResults| results.server.as_ref().map(|s| s.mean_in_flight_sampled);
+        let sampled = |results: &BenchResults| {
+            results
+                .server
+                .as_ref()
+                .and_then(|s| s.mean_in_flight_sampled)
+        };
         for scenario in scenarios {
             let id = scenario.spec.id;
             for (round, (run, oha)) in scenario.rounds().zip(&scenario.oha).enumerate() {
@@ -1403,24 +1407,25 @@ mod oha {
         out
     }
 
-    /// The mean of the server's in-flight timeline over its busy span's middle 80 %: of its
+    /// The mean of the server's in-flight timeline over the middle 80 % of its busy span
+    /// (the buckets from the first to the last whose end saw a request in flight): of its
     /// buckets' time-weighted means when `weighted` (their end's samples from a mock that has
-    /// none), else of their end's samples.
-    fn steady_mean(stats: &serde_json::Value, weighted: bool) -> Option<f64> {
-        let points: Vec<f64> = stats["timeline"]
-            .as_array()?
+    /// none), else of their end's samples. Both figures average the same buckets.
+    pub(super) fn steady_mean(stats: &serde_json::Value, weighted: bool) -> Option<f64> {
+        let buckets = stats["timeline"].as_array()?;
+        let sampled = |b: &serde_json::Value| b["in_flight"].as_f64();
+        let first = buckets.iter().position(|b| sampled(b) > Some(0.0))?;
+        let last = buckets.iter().rposition(|b| sampled(b) > Some(0.0))?;
+        let busy = &buckets[first..=last];
+        let cut = busy.len() / 10;
+        let points: Vec<f64> = busy[cut..busy.len() - cut]
             .iter()
             .filter_map(|b| {
                 let mean = b["mean_in_flight"].as_f64().filter(|_| weighted);
-                mean.or_else(|| b["in_flight"].as_f64())
+                mean.or_else(|| sampled(b))
             })
             .collect();
-        let first = points.iter().position(|&v| v > 0.0)?;
-        let last = points.iter().rposition(|&v| v > 0.0)?;
-        let busy = &points[first..=last];
-        let cut = busy.len() / 10;
-        let middle = &busy[cut..busy.len() - cut];
-        (!middle.is_empty()).then(|| middle.iter().sum::<f64>() / middle.len() as f64)
+        (!points.is_empty()).then(|| points.iter().sum::<f64>() / points.len() as f64)
     }
 }
 
@@ -1588,6 +1593,29 @@ mod tests {
             ..Default::default()
         });
         run
+    }
+
+    #[test]
+    fn ohas_in_flight_is_averaged_over_the_same_buckets_both_ways() {
+        // Idle, then busy from the second bucket to the eleventh (whose end saw 1), then a
+        // drain bucket whose mean is above 0 but whose end saw none.
+        let mut timeline = vec![serde_json::json!({"in_flight": 0, "mean_in_flight": 0.0})];
+        for i in 0..10 {
+            let (end, mean) = if i == 9 { (1, 0.5) } else { (10, 9.5) };
+            timeline.push(serde_json::json!({"in_flight": end, "mean_in_flight": mean}));
+        }
+        timeline.push(serde_json::json!({"in_flight": 0, "mean_in_flight": 0.2}));
+        let stats = serde_json::json!({ "timeline": timeline });
+        // Ten busy buckets, one left out at each end: eight of 9.5 (10 sampled).
+        assert_eq!(oha::steady_mean(&stats, true), Some(9.5));
+        assert_eq!(oha::steady_mean(&stats, false), Some(10.0));
+        // An older mock without means: its samples both ways.
+        let older = serde_json::json!({"timeline": [{"in_flight": 4}, {"in_flight": 6}]});
+        assert_eq!(oha::steady_mean(&older, true), Some(5.0));
+        assert_eq!(
+            oha::steady_mean(&serde_json::json!({"timeline": []}), true),
+            None
+        );
     }
 
     fn oha_streams(first_byte_p99: f64) -> anyhow::Result<OhaRun> {

@@ -250,12 +250,13 @@ pub struct ServerSide {
     /// Mean in flight over the steady middle 80 % of the server's timeline, from its buckets'
     /// time-weighted means (from their end's samples if the server has no means).
     pub mean_in_flight: f64,
-    /// The same mean from the in flight at each bucket's end: what this figure was before
-    /// volley-mock weighed its buckets by time. Answers to a closed loop with a fixed latency
-    /// come in bursts that keep their place relative to the bucket ends, so the samples of a
-    /// run either all miss the bursts (and read the full concurrency) or fall in them (and
-    /// read less): this figure moves from run to run by more than the time-weighted one.
-    pub mean_in_flight_sampled: f64,
+    /// The same mean from the in flight at each bucket's end: what `mean_in_flight` was
+    /// before volley-mock weighed its buckets by time (`None` in results from then, whose
+    /// `mean_in_flight` is this figure). Answers to a closed loop with a fixed latency come in
+    /// bursts that keep their place relative to the bucket ends, so the samples of a run
+    /// either all miss the bursts (and read the full concurrency) or fall in them (and read
+    /// less): this figure moves from run to run by more than the time-weighted one.
+    pub mean_in_flight_sampled: Option<f64>,
     /// The most in flight at once.
     pub peak_in_flight: u64,
     /// The server's 100 ms timeline: (t_ms, mean in flight during the bucket; in flight at

@@ -135,7 +135,7 @@ impl MockStats {
         ServerSide {
             requests: self.requests_total,
             mean_in_flight: mean(MockBucket::in_flight),
-            mean_in_flight_sampled: mean(|b| b.in_flight as f64),
+            mean_in_flight_sampled: Some(mean(|b| b.in_flight as f64)),
             peak_in_flight: self.peak_in_flight,
             timeline: buckets
                 .iter()
@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(side.timeline[10], (1050, 1.0));
         // 11 buckets: the first and last are left out, leaving nine 10s.
         assert_eq!(side.mean_in_flight, 10.0);
-        assert_eq!(side.mean_in_flight_sampled, 10.0);
+        assert_eq!(side.mean_in_flight_sampled, Some(10.0));
         assert_eq!((side.requests, side.peak_in_flight), (7, 10));
         let empty = MockStats {
             requests_total: 0,
@@ -260,6 +260,6 @@ mod tests {
         assert_eq!(side.timeline[5], (600, 9.5));
         // The middle eight: seven 9.5s and one 9.0.
         assert_eq!(side.mean_in_flight, (7.0 * 9.5 + 9.0) / 8.0);
-        assert_eq!(side.mean_in_flight_sampled, 8.0);
+        assert_eq!(side.mean_in_flight_sampled, Some(8.0));
     }
 }

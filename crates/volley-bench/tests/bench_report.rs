@@ -151,7 +151,7 @@ fn sample() -> BenchResults {
         server: Some(ServerSide {
             requests: 71_912,
             mean_in_flight: 1_016.1,
-            mean_in_flight_sampled: 1_015.8,
+            mean_in_flight_sampled: Some(1_015.8),
             peak_in_flight: 1_024,
             timeline: server_timeline,
             ttft: None,

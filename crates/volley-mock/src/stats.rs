@@ -223,8 +223,9 @@ pub struct TimelineBucket {
     /// under a closed loop with a fixed latency the answers come in bursts, one per latency,
     /// and the bucket ends keep the same place relative to them, so the samples of a whole
     /// run either miss every burst (and read the full concurrency) or fall in them (and read
-    /// less). (A request that starts or ends while the bucket is being closed may be counted
-    /// against the neighbouring bucket's start: rare, and off by at most its width.)
+    /// less). Every arrival and end is counted in exactly one bucket; one that happens while
+    /// a bucket is being closed can be timed from the wrong bucket's start, which makes the
+    /// two buckets' means off by up to about one request each (never above `max_in_flight`).
     pub mean_in_flight: f64,
     /// The most requests in flight at any time during the bucket.
     pub max_in_flight: u64,
@@ -405,12 +406,10 @@ impl Counters {
         self.rate_limited.store(0, Relaxed);
         self.peak_in_flight.store(in_flight, Relaxed);
         self.bucket_max.store(in_flight, Relaxed);
-        self.bucket_started.store(0, Relaxed);
-        self.bucket_completed.store(0, Relaxed);
-        self.bucket_from_us.store(self.now_us(), Relaxed);
-        self.bucket_start_offsets_us.store(0, Relaxed);
-        self.bucket_end_offsets_us.store(0, Relaxed);
-        window.in_flight_at_bucket_start = in_flight;
+        // The bucket under way is dropped, but what was in flight at its start and what
+        // arrived and ended in it carry over into the next one's start.
+        let now_us = self.now_us();
+        self.close_weighted(&mut window, now_us);
         self.streams_completed.store(0, Relaxed);
         self.chunks_sent.store(0, Relaxed);
         self.connections_total.store(0, Relaxed);
@@ -425,30 +424,23 @@ impl Counters {
 
     /// Closes the current timeline bucket.
     fn sample(&self) {
-        self.sample_at(self.now_us());
+        self.sample_at(|| self.now_us());
     }
 
-    /// [`Counters::sample`] at `now_us` (µs since `started_at`).
-    fn sample_at(&self, now_us: u64) {
+    /// [`Counters::sample`] at the time `now_us` gives (µs since `started_at`).
+    fn sample_at(&self, now_us: impl FnOnce() -> u64) {
         let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read under the lock: a reset that held it has moved the bucket's start.
+        let now_us = now_us();
         let in_flight = self.in_flight.load(Relaxed);
         // The next bucket starts from what is in flight now.
         let max_in_flight = self.bucket_max.swap(in_flight, Relaxed).max(in_flight);
-        // Requests that start or end from here on count from the next bucket's start.
-        let from_us = self.bucket_from_us.swap(now_us, Relaxed);
-        let started = self.bucket_started.swap(0, Relaxed);
-        let completed = self.bucket_completed.swap(0, Relaxed);
-        let mean_in_flight = WeightedBucket {
-            in_flight_at_start: window.in_flight_at_bucket_start,
-            started,
-            completed,
-            start_offsets_us: self.bucket_start_offsets_us.swap(0, Relaxed),
-            end_offsets_us: self.bucket_end_offsets_us.swap(0, Relaxed),
-            width_us: now_us.saturating_sub(from_us),
-        }
-        .mean()
-        .unwrap_or(in_flight as f64);
-        window.in_flight_at_bucket_start = in_flight;
+        let (bucket, started, completed) = self.close_weighted(&mut window, now_us);
+        let mean_in_flight = bucket
+            .mean()
+            // The bucket's most in flight bounds its mean (a request that arrives or ends
+            // while the bucket closes can be off by one in it).
+            .map_or(in_flight as f64, |mean| mean.min(max_in_flight as f64));
         let bucket = TimelineBucket {
             t_ms: millis(window.since.elapsed()),
             in_flight,
@@ -461,6 +453,28 @@ impl Counters {
             window.timeline.pop_front();
         }
         window.timeline.push_back(bucket);
+    }
+
+    /// Ends the current bucket's weighted part at `now_us` and starts the next one there:
+    /// takes the bucket's counts and offset sums (each request's arrival and end land in
+    /// exactly one bucket), and carries what is in flight at the next bucket's start over
+    /// from them, so that it never drifts from the counts. Returns the bucket, with what
+    /// arrived and what ended in it.
+    fn close_weighted(&self, window: &mut Window, now_us: u64) -> (WeightedBucket, u64, u64) {
+        let from_us = self.bucket_from_us.swap(now_us, Relaxed);
+        let started = self.bucket_started.swap(0, Relaxed);
+        let completed = self.bucket_completed.swap(0, Relaxed);
+        let bucket = WeightedBucket {
+            in_flight_at_start: window.in_flight_at_bucket_start,
+            started,
+            completed,
+            start_offsets_us: self.bucket_start_offsets_us.swap(0, Relaxed),
+            end_offsets_us: self.bucket_end_offsets_us.swap(0, Relaxed),
+            width_us: now_us.saturating_sub(from_us),
+        };
+        window.in_flight_at_bucket_start =
+            (window.in_flight_at_bucket_start + started).saturating_sub(completed);
+        (bucket, started, completed)
     }
 
     fn snapshot_locked(&self, window: &Window) -> Stats {
@@ -693,13 +707,13 @@ mod tests {
         counters.request_started_at(50_000);
         counters.request_finished_at(75_000);
         counters.request_started_at(90_000);
-        counters.sample_at(100_000);
+        counters.sample_at(|| 100_000);
         // Bucket 2, 100–200 ms: the first request ends halfway, the last stays: 1.5, 1 at its end.
         counters.request_finished_at(150_000);
-        counters.sample_at(200_000);
+        counters.sample_at(|| 200_000);
         // Bucket 3, a longer one (200–350 ms): one more for its last 30 ms: 1.2.
         counters.request_started_at(320_000);
-        counters.sample_at(350_000);
+        counters.sample_at(|| 350_000);
         let timeline = counters.snapshot().timeline;
         let got: Vec<(u64, f64)> = timeline
             .iter()
@@ -711,19 +725,40 @@ mod tests {
     #[test]
     fn a_reset_restarts_the_weighted_bucket_with_what_is_in_flight() {
         let counters = Counters::new();
-        counters.request_started_at(0);
-        counters.request_started_at(0);
-        counters.request_finished_at(10);
+        // Before the reset: two requests arrive 40 and 60 ms into the first bucket, one ends.
+        counters.request_started_at(40_000);
+        counters.request_started_at(60_000);
+        counters.request_finished_at(70_000);
+        let before = counters.now_us();
         counters.reset();
-        // One request carried over; the bucket runs from the reset to 100 ms after it.
+        // One request carried over; the bucket runs from the reset to 100 ms after it, and
+        // nothing from before the reset is counted in it.
         let from = counters.bucket_from_us.load(Relaxed);
+        assert!(
+            from >= before,
+            "the reset starts a bucket: {from} < {before}"
+        );
         counters.request_started_at(from + 50_000);
-        counters.sample_at(from + 100_000);
+        counters.sample_at(|| from + 100_000);
         let bucket = counters.snapshot().timeline[0];
         assert_eq!((bucket.in_flight, bucket.mean_in_flight), (2, 1.5));
+        assert_eq!((bucket.started, bucket.completed), (1, 0));
         // A bucket of no width (two samples in the same microsecond) reports its end.
-        counters.sample_at(from + 100_000);
+        counters.sample_at(|| from + 100_000);
         assert_eq!(counters.snapshot().timeline[1].mean_in_flight, 2.0);
+    }
+
+    #[test]
+    fn a_weighted_mean_never_exceeds_the_buckets_most_in_flight() {
+        let counters = Counters::new();
+        // An end whose count went to the bucket before and whose offset came to this one
+        // (a race with the close between them): the sums alone would say 2 on average.
+        counters.request_started_at(0);
+        counters.bucket_end_offsets_us.fetch_add(100_000, Relaxed);
+        counters.sample_at(|| 100_000);
+        let bucket = counters.snapshot().timeline[0];
+        assert_eq!(bucket.max_in_flight, 1);
+        assert_eq!(bucket.mean_in_flight, 1.0);
     }
 
     #[test]

@@ -110,11 +110,28 @@ const FIGURES: &[(&str, Better, Shown, Pick)] = &[
         Shown::Measure,
         |r| Some(r.summary.mean_in_flight),
     ),
+    // Results from before the mock weighed its buckets by time have only the sampled figure
+    // (in `mean_in_flight`): each row compares like with like.
     (
-        "mean in flight, server",
+        "mean in flight, server (time-weighted)",
         Better::Neither,
         Shown::Measure,
-        |r| r.server.as_ref().map(|s| s.mean_in_flight),
+        |r| {
+            r.server
+                .as_ref()
+                .filter(|s| s.mean_in_flight_sampled.is_some())
+                .map(|s| s.mean_in_flight)
+        },
+    ),
+    (
+        "mean in flight, server (end-of-bucket samples)",
+        Better::Neither,
+        Shown::Measure,
+        |r| {
+            r.server
+                .as_ref()
+                .map(|s| s.mean_in_flight_sampled.unwrap_or(s.mean_in_flight))
+        },
     ),
     (
         "CPU per request (µs)",
