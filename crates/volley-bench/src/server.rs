@@ -201,6 +201,16 @@ mod tests {
         assert!(serde_json::from_str::<MockStats>(r#"{"object":"list","data":[]}"#).is_err());
     }
 
+    /// A mock's statistics of 7 requests, at most 10 in flight, with this timeline.
+    fn stats_of(timeline: Vec<MockBucket>) -> MockStats {
+        MockStats {
+            requests_total: 7,
+            peak_in_flight: 10,
+            timeline,
+            ttft_ms: None,
+        }
+    }
+
     #[test]
     fn the_timeline_is_cut_to_the_run_and_averaged_over_its_middle() {
         // Reset at 0, run from 250 ms to 1 250 ms: buckets ending 300..=1300 overlap it.
@@ -211,13 +221,8 @@ mod tests {
                 mean_in_flight: None,
             })
             .collect();
-        let stats = MockStats {
-            requests_total: 7,
-            peak_in_flight: 10,
-            timeline,
-            ttft_ms: None,
-        };
-        let side = stats.server_side(Duration::from_millis(250), Duration::from_secs(1));
+        let side =
+            stats_of(timeline).server_side(Duration::from_millis(250), Duration::from_secs(1));
         assert_eq!(side.timeline.len(), 11);
         assert_eq!(side.timeline[0], (50, 1.0));
         assert_eq!(side.timeline[10], (1050, 1.0));
@@ -249,13 +254,7 @@ mod tests {
                 mean_in_flight: Some(if i == 5 { 9.0 } else { 9.5 }),
             })
             .collect();
-        let stats = MockStats {
-            requests_total: 7,
-            peak_in_flight: 10,
-            timeline,
-            ttft_ms: None,
-        };
-        let side = stats.server_side(Duration::ZERO, Duration::from_secs(1));
+        let side = stats_of(timeline).server_side(Duration::ZERO, Duration::from_secs(1));
         assert_eq!(side.timeline[4], (500, 9.0));
         assert_eq!(side.timeline[5], (600, 9.5));
         // The middle eight: seven 9.5s and one 9.0.
