@@ -251,8 +251,8 @@ pub struct ServerSide {
     /// time-weighted means (from their end's samples if the server has no means).
     pub mean_in_flight: f64,
     /// The same mean from the in flight at each bucket's end: what `mean_in_flight` was
-    /// before volley-mock weighed its buckets by time (`None` in results from then, whose
-    /// `mean_in_flight` is this figure). Answers to a closed loop with a fixed latency come in
+    /// before volley-mock weighed its buckets by time (`None` in results from then, and from a
+    /// mock without bucket means: `mean_in_flight` is this figure there). Answers to a closed loop with a fixed latency come in
     /// bursts that keep their place relative to the bucket ends, so the samples of a run
     /// either all miss the bursts (and read the full concurrency) or fall in them (and read
     /// less): this figure moves from run to run by more than the time-weighted one.

@@ -438,9 +438,11 @@ impl Counters {
         let (bucket, started, completed) = self.close_weighted(&mut window, now_us);
         let mean_in_flight = bucket
             .mean()
-            // The bucket's most in flight bounds its mean (a request that arrives or ends
-            // while the bucket closes can be off by one in it).
-            .map_or(in_flight as f64, |mean| mean.min(max_in_flight as f64));
+            // No request was in flight less than never or more than the bucket's most (one
+            // that arrives or ends while the bucket closes can be off by one in the sums).
+            .map_or(in_flight as f64, |mean| {
+                mean.clamp(0.0, max_in_flight as f64)
+            });
         let bucket = TimelineBucket {
             t_ms: millis(window.since.elapsed()),
             in_flight,
@@ -537,7 +539,7 @@ impl WeightedBucket {
         let area = self.in_flight_at_start as f64 * width
             + (self.started as f64 * width - self.start_offsets_us as f64)
             - (self.completed as f64 * width - self.end_offsets_us as f64);
-        Some((area / width).max(0.0))
+        Some(area / width)
     }
 }
 
