@@ -18,7 +18,7 @@ use volley_core::{ApiKey, Error, ErrorKind};
 
 use crate::anthropic::AnthropicAuth;
 use crate::backend::Backend;
-use crate::connector::Counting;
+use crate::connector::{BoxTls, Counting};
 use crate::inner::{Inner, joined_paths};
 use crate::pool::H1Pool;
 use crate::provider::{AzureShape, Provider, azure_base_url};
@@ -699,7 +699,7 @@ impl Builder {
         let forwarded = matches!(*route, Route::Forward(_));
         let dial = Dial::new(http, route.clone(), c.connect_timeout);
 
-        let connector = if base.scheme == Scheme::HTTPS {
+        let connector = BoxTls(if base.scheme == Scheme::HTTPS {
             let tls_config = tls::client_config(&c.tls)?;
             let builder = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls_config)
@@ -729,7 +729,7 @@ impl Builder {
                     .with_no_client_auth(),
                 ),
             ))
-        };
+        });
 
         let client = if c.http2 || c.http2_prior_knowledge {
             let mut pool = Client::builder(TokioExecutor::new());

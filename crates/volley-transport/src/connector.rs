@@ -1,4 +1,5 @@
-//! A connector wrapper that counts connections opened and closed.
+//! The connector's wrappers: one counts connections opened and closed, one keeps a TLS
+//! session out of line.
 
 use std::future::Future;
 use std::io;
@@ -7,9 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
+use futures_util::TryFutureExt;
+use futures_util::future::MapOk;
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use tower_service::Service;
 
@@ -17,8 +20,119 @@ use crate::proxy::Dial;
 use crate::stats::Counters;
 
 /// The connector both pools open connections with: TCP (counted), then TLS when the scheme
-/// asks for it.
-pub(crate) type Connector = HttpsConnector<Counting<Dial>>;
+/// asks for it, the TLS session boxed.
+pub(crate) type Connector = BoxTls<HttpsConnector<Counting<Dial>>>;
+
+/// Wraps hyper-rustls' connector so that its connections are [`Stream`]s: a plain connection
+/// inline, a TLS one boxed.
+///
+/// hyper-rustls' `MaybeHttpsStream` holds the TLS session inline (1 128 bytes with our TCP
+/// stream, of which plain text uses 56), and a connection's task holds its stream inline:
+/// every plain-text connection would carry a kilobyte it never uses, 11 MB at 10 000
+/// connections. A TLS session is boxed once per connection; its reads and writes go through
+/// one more pointer, which its encryption dwarfs.
+#[derive(Clone, Debug)]
+pub(crate) struct BoxTls<C>(pub(crate) C);
+
+impl<C, T> Service<Uri> for BoxTls<C>
+where
+    C: Service<Uri, Response = MaybeHttpsStream<T>>,
+{
+    type Response = Stream<T>;
+    type Error = C::Error;
+    type Future = MapOk<C::Future, fn(MaybeHttpsStream<T>) -> Stream<T>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        self.0.call(uri).map_ok(Stream::from)
+    }
+}
+
+/// A connection: plain text inline, TLS boxed (see [`BoxTls`]).
+pub(crate) enum Stream<T> {
+    Plain(T),
+    Tls(Box<MaybeHttpsStream<T>>),
+}
+
+impl<T> From<MaybeHttpsStream<T>> for Stream<T> {
+    fn from(stream: MaybeHttpsStream<T>) -> Stream<T> {
+        match stream {
+            MaybeHttpsStream::Http(plain) => Stream::Plain(plain),
+            tls => Stream::Tls(Box::new(tls)),
+        }
+    }
+}
+
+impl<T: Read + Write + Connection + Unpin> Connection for Stream<T> {
+    fn connected(&self) -> Connected {
+        match self {
+            Stream::Plain(s) => s.connected(),
+            // hyper-rustls reports HTTP/2 when ALPN chose it.
+            Stream::Tls(s) => s.connected(),
+        }
+    }
+}
+
+impl<T: Read + Write + Connection + Unpin> Read for Stream<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<T: Read + Write + Connection + Unpin> Write for Stream<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+}
 
 /// Wraps a connector so that every connection it opens is counted, and counted again when it
 /// is dropped (closed).
