@@ -225,3 +225,67 @@ async fn each_request_carries_its_own_content_length() {
     }
     assert_eq!(header(&heads[lengths.len()], "x-tenant"), Some("t1"));
 }
+
+/// Every request asks for the encodings the transport decodes, once, whether its headers
+/// come from the transport's prepared set or are added to headers of its own, for each
+/// setting of gzip and brotli; an `Accept-Encoding` of the request's own, or among the
+/// default headers, is sent as it is and alone.
+#[tokio::test]
+async fn each_request_asks_for_the_encodings_it_decodes_once() {
+    let (origin, heads) = recorder().await;
+    let own = || {
+        chat().with_header(
+            http::HeaderName::from_static("x-tenant"),
+            HeaderValue::from_static("t1"),
+        )
+    };
+    let accepted = |head: &str| -> Vec<String> {
+        head.lines()
+            .filter_map(|l| l.strip_prefix("accept-encoding: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    for (gzip, brotli, expected) in [
+        (true, true, Some("gzip,br")),
+        (true, false, Some("gzip")),
+        (false, true, Some("br")),
+        (false, false, None),
+    ] {
+        let transport = Transport::builder()
+            .base_url(format!("{origin}/v1"))
+            .gzip(gzip)
+            .brotli(brotli)
+            .build()
+            .unwrap();
+        // Twice on the prepared headers: the first request must not have changed them.
+        for request in [chat(), chat(), own()] {
+            transport.send(request).await.unwrap();
+            let head = heads.lock().unwrap().last().cloned().unwrap();
+            assert_eq!(
+                accepted(&head),
+                expected.into_iter().collect::<Vec<_>>(),
+                "gzip {gzip}, brotli {brotli}: {head}"
+            );
+        }
+    }
+
+    // The caller's choice, as a default header and as a request's own, wins and is alone.
+    let transport = Transport::builder()
+        .base_url(format!("{origin}/v1"))
+        .default_header(ACCEPT_ENCODING, HeaderValue::from_static("identity"))
+        .build()
+        .unwrap();
+    for request in [chat(), own()] {
+        transport.send(request).await.unwrap();
+        let head = heads.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(accepted(&head), ["identity"], "{head}");
+    }
+    let transport = Transport::builder()
+        .base_url(format!("{origin}/v1"))
+        .build()
+        .unwrap();
+    let request = chat().with_header(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+    transport.send(request).await.unwrap();
+    let head = heads.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(accepted(&head), ["gzip"], "{head}");
+}
