@@ -20,7 +20,8 @@ pub(crate) enum Backend {
     Http2(Box<H2Pool>),
 }
 
-type BackendFuture =
+/// What a backend answers with.
+pub(crate) type BackendFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<PooledBody>, SendError>> + Send>>;
 
 impl Service<http::Request<Full<Bytes>>> for &Backend {
