@@ -104,7 +104,10 @@ impl H1Pool {
     /// An async block, not an `async fn`: the block keeps the request once, where it captured
     /// it, where an `async fn` keeps its argument and the local it moves it into (840 bytes per
     /// request in flight, against 576).
-    #[expect(clippy::manual_async_fn, reason = "an async fn keeps its argument twice")]
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its argument twice"
+    )]
     pub(crate) fn send(
         self: Arc<Self>,
         mut request: http::Request<Full<Bytes>>,

@@ -135,7 +135,10 @@ impl Sending {
 
     /// Sends the request and reads its answer. The fields are used where they are, not moved
     /// into locals: a local would be a second copy in the future.
-    #[expect(clippy::manual_async_fn, reason = "an async fn would copy `self` into a local")]
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would copy `self` into a local"
+    )]
     pub(crate) fn answer(self) -> impl Future<Output = Result<Response, Error>> + Send + 'static {
         async move {
             let inner = &*self.inner;
