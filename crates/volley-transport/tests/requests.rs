@@ -289,3 +289,44 @@ async fn each_request_asks_for_the_encodings_it_decodes_once() {
     let head = heads.lock().unwrap().last().cloned().unwrap();
     assert_eq!(accepted(&head), ["gzip"], "{head}");
 }
+
+#[tokio::test]
+async fn each_http2_request_asks_for_the_encodings_it_decodes_once() {
+    // The same prepared headers go out over HTTP/2, as header fields of their own.
+    let (origin, heads) = h2_recorder().await;
+    let accepted = |head: &str| -> Vec<String> {
+        head.lines()
+            .filter_map(|l| l.strip_prefix("accept-encoding: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    for (gzip, brotli, expected) in [(true, true, Some("gzip,br")), (false, false, None)] {
+        let transport = Transport::builder()
+            .base_url(format!("{origin}/v1"))
+            .http2_prior_knowledge(true)
+            .gzip(gzip)
+            .brotli(brotli)
+            .build()
+            .unwrap();
+        // Only HTTP/2 is served there: an answer is one that went over HTTP/2.
+        for _ in 0..2 {
+            transport.send(chat()).await.unwrap();
+            let head = heads.lock().unwrap().last().cloned().unwrap();
+            assert_eq!(
+                accepted(&head),
+                expected.into_iter().collect::<Vec<_>>(),
+                "gzip {gzip}, brotli {brotli}: {head}"
+            );
+            assert_eq!(
+                header(&head, "content-type"),
+                Some("application/json"),
+                "{head}"
+            );
+        }
+        // A request's own choice wins and is alone.
+        let request = chat().with_header(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        transport.send(request).await.unwrap();
+        let head = heads.lock().unwrap().last().cloned().unwrap();
+        assert_eq!(accepted(&head), ["identity"], "{head}");
+    }
+}
