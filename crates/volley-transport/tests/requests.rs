@@ -230,6 +230,14 @@ async fn each_request_carries_its_own_content_length() {
 /// come from the transport's prepared set or are added to headers of its own, for each
 /// setting of gzip and brotli; an `Accept-Encoding` of the request's own, or among the
 /// default headers, is sent as it is and alone.
+/// Every `accept-encoding` value in a recorded head, in order.
+fn accepted(head: &str) -> Vec<String> {
+    head.lines()
+        .filter_map(|l| l.strip_prefix("accept-encoding: "))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test]
 async fn each_request_asks_for_the_encodings_it_decodes_once() {
     let (origin, heads) = recorder().await;
@@ -238,12 +246,6 @@ async fn each_request_asks_for_the_encodings_it_decodes_once() {
             http::HeaderName::from_static("x-tenant"),
             HeaderValue::from_static("t1"),
         )
-    };
-    let accepted = |head: &str| -> Vec<String> {
-        head.lines()
-            .filter_map(|l| l.strip_prefix("accept-encoding: "))
-            .map(str::to_owned)
-            .collect()
     };
     for (gzip, brotli, expected) in [
         (true, true, Some("gzip,br")),
@@ -294,12 +296,6 @@ async fn each_request_asks_for_the_encodings_it_decodes_once() {
 async fn each_http2_request_asks_for_the_encodings_it_decodes_once() {
     // The same prepared headers go out over HTTP/2, as header fields of their own.
     let (origin, heads) = h2_recorder().await;
-    let accepted = |head: &str| -> Vec<String> {
-        head.lines()
-            .filter_map(|l| l.strip_prefix("accept-encoding: "))
-            .map(str::to_owned)
-            .collect()
-    };
     for (gzip, brotli, expected) in [(true, true, Some("gzip,br")), (false, false, None)] {
         let transport = Transport::builder()
             .base_url(format!("{origin}/v1"))
