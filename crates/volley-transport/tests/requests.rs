@@ -226,10 +226,6 @@ async fn each_request_carries_its_own_content_length() {
     assert_eq!(header(&heads[lengths.len()], "x-tenant"), Some("t1"));
 }
 
-/// Every request asks for the encodings the transport decodes, once, whether its headers
-/// come from the transport's prepared set or are added to headers of its own, for each
-/// setting of gzip and brotli; an `Accept-Encoding` of the request's own, or among the
-/// default headers, is sent as it is and alone.
 /// Every `accept-encoding` value in a recorded head, in order.
 fn accepted(head: &str) -> Vec<String> {
     head.lines()
@@ -238,6 +234,10 @@ fn accepted(head: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every request asks for the encodings the transport decodes, once, whether its headers
+/// come from the transport's prepared set or are added to headers of its own, for each
+/// setting of gzip and brotli; an `Accept-Encoding` of the request's own, or among the
+/// default headers, is sent as it is and alone.
 #[tokio::test]
 async fn each_request_asks_for_the_encodings_it_decodes_once() {
     let (origin, heads) = recorder().await;
