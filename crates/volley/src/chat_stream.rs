@@ -12,23 +12,31 @@ use volley_core::{ApiError, BodyStream, Error, ErrorKind, RequestId, Response};
 ///
 /// Yields `Err` once and then ends when the stream breaks off, when a chunk is not valid JSON,
 /// when the provider sends an error object in the stream, or when the body ends before
-/// `[DONE]` without the last chunk it promised: the usage chunk when usage was asked for,
-/// otherwise a chunk with a non-empty `finish_reason`.
+/// `[DONE]` without everything it promised: a non-empty `finish_reason` for each of the `n`
+/// choices asked for, and, when usage was asked for, a usage object sent after the last of
+/// them (a server that puts usage in every chunk, as vLLM's `continuous_usage_stats` does,
+/// has not finished when its first chunk carries usage).
 pub struct ChatStream {
     events: EventStream<BodyStream>,
     scrubber: crate::secrets::Scrubber,
     id: RequestId,
     finished: bool,
     expect_usage: bool,
-    saw_finish_reason: bool,
-    saw_usage: bool,
+    /// How many choices the request asked for (`n`, at least 1).
+    choices: u32,
+    /// The indexes below `choices` that had a non-empty `finish_reason`, each once.
+    finished_choices: Vec<u32>,
+    /// A usage object arrived once every choice had finished.
+    saw_final_usage: bool,
 }
 
 impl ChatStream {
-    /// `response` must be an event stream; the facade checks that before.
+    /// `response` must be an event stream; the facade checks that before. `choices`: the
+    /// request's `n` (1 when it has none).
     pub(crate) fn new(
         response: Response,
         expect_usage: bool,
+        choices: u32,
         scrubber: crate::secrets::Scrubber,
     ) -> ChatStream {
         let id = response.request_id();
@@ -38,16 +46,35 @@ impl ChatStream {
             id,
             finished: false,
             expect_usage,
-            saw_finish_reason: false,
-            saw_usage: false,
+            choices: choices.max(1),
+            finished_choices: Vec::new(),
+            saw_final_usage: false,
         }
     }
 
+    fn all_choices_finished(&self) -> bool {
+        self.finished_choices.len() as u64 >= u64::from(self.choices)
+    }
+
+    /// Whether a body that ends here, without `[DONE]`, has delivered all it promised.
     fn ended_cleanly(&self) -> bool {
-        if self.expect_usage {
-            self.saw_usage
-        } else {
-            self.saw_finish_reason
+        self.all_choices_finished() && (!self.expect_usage || self.saw_final_usage)
+    }
+
+    /// Notes what `chunk` finishes: its choices with a `finish_reason`, then the usage.
+    fn record(&mut self, chunk: &ChatCompletionChunk) {
+        for choice in &chunk.choices {
+            let finished = choice.finish_reason.as_deref().is_some_and(|r| !r.is_empty());
+            // An index the request did not ask for (a server's mistake) finishes nothing.
+            if finished
+                && choice.index < self.choices
+                && !self.finished_choices.contains(&choice.index)
+            {
+                self.finished_choices.push(choice.index);
+            }
+        }
+        if chunk.usage.is_some() && self.all_choices_finished() {
+            self.saw_final_usage = true;
         }
     }
 
@@ -120,16 +147,7 @@ impl Stream for ChatStream {
         }
         match serde_json::from_slice::<ChatCompletionChunk>(data) {
             Ok(chunk) => {
-                if chunk
-                    .choices
-                    .iter()
-                    .any(|c| c.finish_reason.as_deref().is_some_and(|r| !r.is_empty()))
-                {
-                    self.saw_finish_reason = true;
-                }
-                if chunk.usage.is_some() {
-                    self.saw_usage = true;
-                }
+                self.record(&chunk);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Err(e) => {

@@ -233,6 +233,7 @@ impl Client {
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
+        let choices = request.n.unwrap_or(1);
         let estimate = self.estimate(|| tokens::estimate_request_cost(&request));
         let http = post_json(CHAT_COMPLETIONS_PATH, &request)?.with_estimated_tokens(estimate);
         let response = self.send(http).await?;
@@ -258,6 +259,7 @@ impl Client {
         Ok(ChatStream::new(
             response,
             expect_usage,
+            choices,
             self.scrubber.clone(),
         ))
     }

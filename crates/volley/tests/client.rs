@@ -82,6 +82,106 @@ async fn a_cut_stream_ends_in_stream_broken() {
     );
 }
 
+/// A server on loopback that answers one request with `events` as an event stream and then
+/// closes the connection: a body that ends without `[DONE]`. Returns the base URL.
+async fn serve_events_then_close(events: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        volley_testkit::raw::read_request(&mut socket, &mut buf)
+            .await
+            .unwrap();
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(events.as_bytes()).await.unwrap();
+        socket.shutdown().await.unwrap();
+    });
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// Streams `request` from a server that sends `events` and closes: the chunks, then the
+/// error the stream ended with, if any.
+async fn stream_until_close(
+    events: &'static str,
+    request: ChatCompletionRequest,
+) -> (usize, Option<volley::Error>) {
+    let base = serve_events_then_close(events).await;
+    let client = Client::builder().base_url(base).build().unwrap();
+    let mut stream = client.chat_stream(request).await.unwrap();
+    let mut chunks = 0;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(_) => chunks += 1,
+            Err(e) => {
+                assert!(stream.next().await.is_none(), "the stream ends after its error");
+                return (chunks, Some(e));
+            }
+        }
+    }
+    (chunks, None)
+}
+
+fn without_usage(mut request: ChatCompletionRequest) -> ChatCompletionRequest {
+    request.stream_options = Some(volley::openai::StreamOptions {
+        include_usage: Some(false),
+        ..Default::default()
+    });
+    request
+}
+
+/// With `n: 2`, the first choice's `finish_reason` is not the end: a body that stops while
+/// the second choice is still being written is broken, one that stops after both finished is
+/// not (a server that leaves out `[DONE]`).
+#[tokio::test]
+async fn a_stream_of_two_choices_cut_after_the_first_finished_is_broken() {
+    let mut two = without_usage(request("hello"));
+    two.n = Some(2);
+    let cut = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":1,\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+    );
+    let (chunks, error) = stream_until_close(cut, two.clone()).await;
+    assert_eq!(chunks, 3);
+    let error = error.expect("choice 1 never finished");
+    assert_eq!(error.kind(), ErrorKind::StreamBroken, "{error}");
+
+    let whole = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"choices\":[{\"index\":1,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n",
+    );
+    let (chunks, error) = stream_until_close(whole, two).await;
+    assert_eq!((chunks, error.map(|e| e.to_string())), (3, None));
+}
+
+/// A server that puts usage in every chunk (vLLM's `continuous_usage_stats`) has not sent its
+/// last chunk when the first one carries usage: cut there, the stream is broken; cut after the
+/// last choice finished and usage followed, it is whole.
+#[tokio::test]
+async fn usage_in_every_chunk_does_not_make_a_cut_stream_whole() {
+    let cut = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}],",
+        "\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10}}\n\n",
+    );
+    let (chunks, error) = stream_until_close(cut, request("hello")).await;
+    assert_eq!(chunks, 1);
+    let error = error.expect("the answer was cut after one token");
+    assert_eq!(error.kind(), ErrorKind::StreamBroken, "{error}");
+
+    let whole = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}],",
+        "\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10}}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],",
+        "\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n",
+    );
+    let (chunks, error) = stream_until_close(whole, request("hello")).await;
+    assert_eq!((chunks, error.map(|e| e.to_string())), (2, None));
+}
+
 #[tokio::test]
 async fn a_malformed_stream_chunk_is_body_decode() {
     let (_server, client) = setup(MockConfig {
