@@ -342,6 +342,31 @@ async fn print_config_shows_where_network_settings_come_from_without_secrets() {
         "proxy $HTTPS_PROXY=http://***@proxy.corp:3128 (ecosystem, read by the library)"
     );
     assert!(row(&stdout, "ca_cert").contains("$SSL_CERT_FILE=/etc/corp/ca.pem"));
+    // A proxy written without a scheme (curl reads it as http://) keeps its password too,
+    // from the environment and from a flag.
+    let mut cmd = volley(dir.path());
+    cmd.env("HTTPS_PROXY", format!("u:{PROXY_PASSWORD}@proxy.corp:3128"))
+        .args(["run", "--print-config"]);
+    let (code, stdout, stderr) = run(cmd).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        row(&stdout, "proxy"),
+        "proxy $HTTPS_PROXY=***@proxy.corp:3128 (ecosystem, read by the library)"
+    );
+    let mut cmd = volley(dir.path());
+    cmd.args([
+        "run",
+        "--print-config",
+        "--proxy",
+        &format!("u:{PROXY_PASSWORD}@proxy.corp:3128"),
+    ]);
+    let (code, stdout, stderr) = run(cmd).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        row(&stdout, "proxy"),
+        "proxy ***@proxy.corp:3128 (flag --proxy)"
+    );
+    assert!(!stdout.contains(PROXY_PASSWORD), "{stdout}");
     // Volley's own setting wins over the ecosystem's.
     let mut cmd = volley(dir.path());
     cmd.env(

@@ -456,8 +456,9 @@ impl Builder {
     }
 
     /// Whether to honour the proxy variables of the environment, as curl does:
-    /// `https_proxy`/`HTTPS_PROXY` for `https://` servers, `http_proxy`/`HTTP_PROXY` for
-    /// `http://` ones (`HTTP_PROXY` is ignored in CGI processes), `all_proxy`/`ALL_PROXY`
+    /// `https_proxy`/`HTTPS_PROXY` for `https://` servers, `http_proxy` for `http://` ones
+    /// (lower case only, as curl: `HTTP_PROXY` can come from a CGI request's header),
+    /// `all_proxy`/`ALL_PROXY`
     /// for both, `no_proxy`/`NO_PROXY` for exceptions. They are read once per process, at
     /// the first build; a value that is not a usable proxy URL (say `socks4://…`) fails
     /// [`Builder::build`] instead of connecting directly.

@@ -3,13 +3,15 @@
 //!
 //! - **Choice.** An explicit proxy ([`Builder::proxy`](crate::Builder::proxy)) wins over the
 //!   environment. Otherwise, as curl: `https_proxy`/`HTTPS_PROXY` for `https://` targets,
-//!   `http_proxy`/`HTTP_PROXY` for `http://` targets (the upper-case name is ignored in a CGI
-//!   process, where `REQUEST_METHOD` is set: the "httpoxy" rule), and `all_proxy`/`ALL_PROXY`
+//!   `http_proxy` for `http://` targets (lower case only: curl never reads `HTTP_PROXY`, which
+//!   a CGI request's `Proxy:` header can set, the "httpoxy" hole), and `all_proxy`/`ALL_PROXY`
 //!   for both when the scheme's own variable is unset; the lower-case name wins when both are
 //!   set, an empty value counts as unset. `no_proxy`/`NO_PROXY` (or
-//!   [`Builder::no_proxy`](crate::Builder::no_proxy)) lists hosts reached directly, matched
-//!   with hyper-util's implementation of curl's rules (`*`, domains with their subdomains, IP
-//!   addresses and CIDR ranges). The environment is read once per process.
+//!   [`Builder::no_proxy`](crate::Builder::no_proxy)) lists hosts reached directly, by curl's
+//!   rules: `*` as the whole list matches every host (a `*` among other entries matches
+//!   none), an entry matches its domain and subdomains (a leading dot, and one trailing dot of
+//!   entry or host, are ignored), IP addresses and CIDR ranges match addresses; the matching
+//!   itself is hyper-util's. The environment is read once per process.
 //! - **Proxy URLs** as curl reads them: `[scheme://][user[:password]@]host[:port]`; no scheme
 //!   means `http://`, no port means 1080; the user and password are percent-decoded, and a
 //!   password may hold `@`, `/`, `?` or `#` unencoded. An unusable proxy URL is an error at
@@ -227,13 +229,10 @@ impl ProxyEnv {
                     .map(|v| (*name, v))
             })
         };
-        let cgi = var("REQUEST_METHOD").is_some();
         ProxyEnv {
-            http: if cgi {
-                first(&["http_proxy"])
-            } else {
-                first(&["http_proxy", "HTTP_PROXY"])
-            },
+            // curl reads `http_proxy` in lower case only: `HTTP_PROXY` is what a CGI server
+            // sets from a request's `Proxy:` header ("httpoxy").
+            http: first(&["http_proxy"]),
             https: first(&["https_proxy", "HTTPS_PROXY"]),
             all: first(&["all_proxy", "ALL_PROXY"]),
             no: first(&["no_proxy", "NO_PROXY"]),
@@ -296,16 +295,39 @@ fn choose_with(
     Ok(Some(proxy))
 }
 
-/// Whether a `NO_PROXY` list names this origin, by hyper-util's matcher (curl's rules).
+/// Whether a `NO_PROXY` list names this origin, by curl's rules (`lib/noproxy.c`), matched
+/// with hyper-util's matcher.
 fn bypasses(list: &str, scheme: &Scheme, authority: &http::uri::Authority) -> bool {
-    // curl: `*` alone matches every host. hyper-util applies it to names only, not to IP
-    // addresses.
-    if list.split(',').any(|entry| entry.trim() == "*") {
+    // curl: `*` as the whole list matches every host, names and addresses alike.
+    if list.trim() == "*" {
         return true;
     }
+    // Among other entries curl matches `*` with nothing (hyper-util would match every name
+    // with it); and curl ignores one trailing dot of an entry and of the host.
+    let list = list
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty() && *entry != "*")
+        .map(|entry| entry.strip_suffix('.').unwrap_or(entry))
+        .collect::<Vec<_>>()
+        .join(",");
+    let host = authority.host();
+    let authority = match host.strip_suffix('.') {
+        Some(host) if !host.is_empty() => {
+            let port = authority
+                .port()
+                .map(|p| format!(":{p}"))
+                .unwrap_or_default();
+            match format!("{host}{port}").parse::<http::uri::Authority>() {
+                Ok(authority) => authority,
+                Err(_) => return false,
+            }
+        }
+        _ => authority.clone(),
+    };
     let Ok(dst) = Uri::builder()
         .scheme(scheme.clone())
-        .authority(authority.clone())
+        .authority(authority)
         .path_and_query("/")
         .build()
     else {
@@ -828,13 +850,25 @@ mod tests {
             pick(&none, &e, "https://api.openai.com").unwrap(),
             "http://lower:2 from https_proxy"
         );
+        // curl reads http_proxy in lower case only (httpoxy: a CGI server sets HTTP_PROXY from
+        // a request's `Proxy:` header), CGI or not; ALL_PROXY then applies.
+        assert_eq!(pick(&none, &e, "http://10.0.0.1"), None);
+        let upper = env(&[
+            ("HTTP_PROXY", "http://plain:3"),
+            ("ALL_PROXY", "http://all:4"),
+        ]);
         assert_eq!(
-            pick(&none, &e, "http://10.0.0.1").unwrap(),
-            "http://plain:3 from HTTP_PROXY"
+            pick(&none, &upper, "http://10.0.0.1").unwrap(),
+            "http://all:4 from ALL_PROXY"
         );
-        // httpoxy: a CGI process ignores HTTP_PROXY (a request header could have set it).
-        let cgi = env(&[("HTTP_PROXY", "http://plain:3"), ("REQUEST_METHOD", "GET")]);
-        assert_eq!(pick(&none, &cgi, "http://10.0.0.1"), None);
+        let lower = env(&[
+            ("http_proxy", "http://plain:3"),
+            ("ALL_PROXY", "http://all:4"),
+        ]);
+        assert_eq!(
+            pick(&none, &lower, "http://10.0.0.1").unwrap(),
+            "http://plain:3 from http_proxy"
+        );
         let all = env(&[("ALL_PROXY", "http://all:4"), ("https_proxy", "")]);
         assert_eq!(
             pick(&none, &all, "https://x.example").unwrap(),
@@ -856,9 +890,28 @@ mod tests {
         assert_eq!(pick(&none, &e, "https://[::1]:8443"), None);
         assert!(pick(&none, &e, "https://notinternal.corp").is_some());
         assert!(pick(&none, &e, "https://api.openai.com").is_some());
-        let star = env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "x.example, *")]);
+        // `*` is everything only as the whole list; among other entries curl matches nothing
+        // with it.
+        let star = env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", " * ")]);
         assert_eq!(pick(&none, &star, "https://api.openai.com"), None);
         assert_eq!(pick(&none, &star, "https://127.0.0.1:8443"), None);
+        let listed = env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "x.example, *")]);
+        assert!(pick(&none, &listed, "https://api.openai.com").is_some());
+        assert!(pick(&none, &listed, "https://127.0.0.1:8443").is_some());
+        assert_eq!(pick(&none, &listed, "https://x.example"), None);
+        // One trailing dot, of the entry or of the host, is ignored.
+        let dotted = env(&[
+            ("HTTPS_PROXY", "http://p:1"),
+            ("no_proxy", "corp.internal."),
+        ]);
+        assert_eq!(pick(&none, &dotted, "https://api.corp.internal"), None);
+        assert_eq!(
+            pick(&none, &dotted, "https://api.corp.internal.:8443"),
+            None
+        );
+        assert!(pick(&none, &dotted, "https://api.corp.example").is_some());
+        let plain = env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "corp.internal")]);
+        assert_eq!(pick(&none, &plain, "https://corp.internal."), None);
     }
 
     #[test]

@@ -824,7 +824,7 @@ impl ClientBuilder {
 
     /// Sends every request through this proxy (`http://[user:password@]host[:port]`,
     /// `socks5://`, `socks5h://`), read as curl reads `--proxy`; wins over `HTTPS_PROXY`,
-    /// `HTTP_PROXY` and `ALL_PROXY`, and `""` means no proxy. The password is never shown.
+    /// `http_proxy` and `ALL_PROXY`, and `""` means no proxy. The password is never shown.
     /// See [`volley_transport::Builder::proxy`].
     ///
     /// Default: none (the environment's, see [`ClientBuilder::proxy_env`]).

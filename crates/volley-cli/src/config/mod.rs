@@ -143,7 +143,6 @@ pub(crate) fn connection_rows(layers: &Layers, connection: &Connection, mock: bo
                         "https_proxy",
                         "HTTPS_PROXY",
                         "http_proxy",
-                        "HTTP_PROXY",
                         "all_proxy",
                         "ALL_PROXY",
                     ],

@@ -158,12 +158,12 @@ settings! {
         azure_endpoint: Option<String> [Option<String>] = None,
         /// The proxy for every request: http://[USER:PASSWORD@]HOST[:PORT] (https:// servers
         /// through a CONNECT tunnel, encrypted end to end), socks5:// or socks5h://; "" for
-        /// none. The password is never printed [default: $HTTPS_PROXY, $HTTP_PROXY or
+        /// none. The password is never printed [default: $HTTPS_PROXY, $http_proxy or
         /// $ALL_PROXY, by curl's rules].
         #[arg(long, value_name = "URL")]
         proxy: Option<String> [Option<String>] = None,
         /// Hosts reached directly rather than through the proxy: comma-separated names (each
-        /// with its subdomains), IP addresses, CIDR ranges, or * for all [default:
+        /// with its subdomains), IP addresses, CIDR ranges, or * alone for all [default:
         /// $NO_PROXY].
         #[arg(long, value_name = "HOSTS")]
         no_proxy: Option<String> [Option<String>] = None,

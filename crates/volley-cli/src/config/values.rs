@@ -62,8 +62,9 @@ impl Show for Option<PathBuf> {
 
 impl Show for String {
     fn show(&self) -> String {
-        // Strings are URLs or names; a URL may carry a password.
-        if self.contains("://") {
+        // Strings are URLs or names; a URL may carry a password, with or without a scheme (a
+        // proxy written `user:password@host:port` is an http:// one, as for curl).
+        if self.contains("://") || self.contains('@') {
             redact_url(self)
         } else {
             self.clone()
