@@ -59,7 +59,8 @@ pub enum ErrorKind {
     /// when present, is in [`Error::api_error`].
     Status,
     /// The server answered 429 Too Many Requests. [`Error::retry_after`] says how long it asked
-    /// us to wait, when it did.
+    /// us to wait, when it did. A 429 that says the account's quota or credit is used up
+    /// ([`Error::is_quota_exhausted`]) is a `Status` error instead: waiting does not help.
     RateLimited,
     /// The response arrived but its body could not be decoded: invalid JSON, invalid
     /// compression, or an event larger than the configured cap.
@@ -162,6 +163,14 @@ impl ApiError {
             param: text("param", MAX_FIELD_CHARS),
         })
     }
+
+    /// Whether this error says the account's quota or credit is used up: OpenAI's
+    /// `insufficient_quota` (as its `type` or its `code`), which it answers with a 429 that
+    /// no wait heals.
+    pub fn is_quota_exhausted(&self) -> bool {
+        const QUOTA: &str = "insufficient_quota";
+        self.r#type.as_deref() == Some(QUOTA) || self.code.as_deref() == Some(QUOTA)
+    }
 }
 
 /// The most characters of a provider's message kept in an [`ApiError`].
@@ -217,7 +226,9 @@ impl Error {
     }
 
     /// Creates the error for an HTTP error response: `RateLimited` for 429, `Status` for any
-    /// other status. The provider's error JSON is parsed from `body` when it has one.
+    /// other status and for a 429 whose body says the quota is used up
+    /// ([`ApiError::is_quota_exhausted`]). The provider's error JSON is parsed from `body` when
+    /// it has one.
     pub fn from_status(
         status: StatusCode,
         headers: HeaderMap,
@@ -225,12 +236,14 @@ impl Error {
         retry_after: Option<Duration>,
         context: impl fmt::Display,
     ) -> Error {
-        let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+        let api_error = ApiError::from_body(body);
+        let kind = if status == StatusCode::TOO_MANY_REQUESTS
+            && !api_error.as_ref().is_some_and(ApiError::is_quota_exhausted)
+        {
             ErrorKind::RateLimited
         } else {
             ErrorKind::Status
         };
-        let api_error = ApiError::from_body(body);
         let message = match &api_error {
             Some(api) => format!("{context}: HTTP {status}: {api}"),
             None => format!("{context}: HTTP {status}"),
@@ -302,6 +315,16 @@ impl Error {
     /// request cannot have been processed or billed, so sending it again is always safe.
     pub fn is_request_sent(&self) -> bool {
         self.inner.request_sent
+    }
+
+    /// Whether the provider refused the request because the account's quota or credit is used
+    /// up (OpenAI's 429 `insufficient_quota`): not a rate limit, since no wait restores it, so
+    /// the built-in retry classifiers fail it at once and the limiters do not slow down for it.
+    pub fn is_quota_exhausted(&self) -> bool {
+        self.inner
+            .api_error
+            .as_ref()
+            .is_some_and(ApiError::is_quota_exhausted)
     }
 
     /// Whether this is a timeout of any kind (attempt, first byte, stream idle).
@@ -456,6 +479,37 @@ mod tests {
         assert!(text.contains("HTTP 429"), "{text}");
         assert!(text.contains("api.example.com"), "{text}");
         assert!(text.contains("Rate limit reached"), "{text}");
+    }
+
+    /// OpenAI's "You exceeded your current quota" is a 429 that no wait heals: a status
+    /// error, not a rate limit, whether the marker is the type or the code.
+    #[test]
+    fn a_429_for_a_used_up_quota_is_not_a_rate_limit() {
+        for body in [
+            &br#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#[..],
+            br#"{"error":{"message":"quota","type":"requests","code":"insufficient_quota"}}"#,
+            br#"{"error":{"message":"quota","type":"insufficient_quota","code":null}}"#,
+        ] {
+            let err = Error::from_status(
+                StatusCode::TOO_MANY_REQUESTS,
+                HeaderMap::new(),
+                body,
+                None,
+                "ctx",
+            );
+            assert_eq!(err.kind(), ErrorKind::Status);
+            assert!(!err.is_rate_limited());
+            assert!(err.is_quota_exhausted());
+            assert_eq!(err.status(), Some(StatusCode::TOO_MANY_REQUESTS));
+        }
+        let limited = Error::from_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            HeaderMap::new(),
+            br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#,
+            None,
+            "ctx",
+        );
+        assert!(limited.is_rate_limited() && !limited.is_quota_exhausted());
     }
 
     #[test]

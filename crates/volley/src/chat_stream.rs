@@ -64,7 +64,10 @@ impl ChatStream {
     /// Notes what `chunk` finishes: its choices with a `finish_reason`, then the usage.
     fn record(&mut self, chunk: &ChatCompletionChunk) {
         for choice in &chunk.choices {
-            let finished = choice.finish_reason.as_deref().is_some_and(|r| !r.is_empty());
+            let finished = choice
+                .finish_reason
+                .as_deref()
+                .is_some_and(|r| !r.is_empty());
             // An index the request did not ask for (a server's mistake) finishes nothing.
             if finished
                 && choice.index < self.choices

@@ -94,7 +94,8 @@ async fn serve_events_then_close(events: &'static str) -> String {
         volley_testkit::raw::read_request(&mut socket, &mut buf)
             .await
             .unwrap();
-        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+        let head =
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
         socket.write_all(head.as_bytes()).await.unwrap();
         socket.write_all(events.as_bytes()).await.unwrap();
         socket.shutdown().await.unwrap();
@@ -116,7 +117,10 @@ async fn stream_until_close(
         match item {
             Ok(_) => chunks += 1,
             Err(e) => {
-                assert!(stream.next().await.is_none(), "the stream ends after its error");
+                assert!(
+                    stream.next().await.is_none(),
+                    "the stream ends after its error"
+                );
                 return (chunks, Some(e));
             }
         }
@@ -180,6 +184,60 @@ async fn usage_in_every_chunk_does_not_make_a_cut_stream_whole() {
     );
     let (chunks, error) = stream_until_close(whole, request("hello")).await;
     assert_eq!((chunks, error.map(|e| e.to_string())), (2, None));
+}
+
+/// OpenAI's 429 for a used-up quota is not a rate limit: the default client fails it after
+/// one request instead of retrying it until `give_up_after` (ten minutes).
+#[tokio::test]
+async fn a_used_up_quota_fails_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&requests);
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while volley_testkit::raw::read_request(&mut socket, &mut buf)
+                    .await
+                    .is_some()
+                {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let body = r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+                    let answer = format!(
+                        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .build()
+        .unwrap();
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.chat(&request("hello")),
+    )
+    .await
+    .expect("a used-up quota must not be retried until the client gives up")
+    .unwrap_err();
+    assert!(err.is_quota_exhausted(), "{err}");
+    assert!(!err.is_rate_limited(), "{err}");
+    assert!(
+        err.to_string().contains("exceeded your current quota"),
+        "{err}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "sent once, never again");
 }
 
 #[tokio::test]

@@ -42,7 +42,8 @@ pub fn is_rate_signal(error: &Error) -> bool {
 /// [rate signals](is_rate_signal): they do not count toward `max_retries`. Everything else fails at once: other 4xx
 /// statuses (400, 401, 403, 404, 422, ...) and other 5xx, `InvalidInput`, `Config`,
 /// `Cancelled`, `BodyDecode`, and `Tls`, because a certificate or protocol mismatch does not
-/// heal by itself.
+/// heal by itself, and a 429 that says the quota is used up ([`Error::is_quota_exhausted`]:
+/// no wait restores it).
 ///
 /// Stream errors (`StreamBroken`, `IdleTimeout`) are only ever classified when no byte of the
 /// body reached the caller: the layer hands the stream over after its first chunk and never
@@ -53,6 +54,9 @@ pub fn is_rate_signal(error: &Error) -> bool {
 /// [`PolicyBuilder::classifier`]: super::PolicyBuilder::classifier
 pub fn classify_default(error: &Error, attempt: u32) -> Decision {
     let _ = attempt;
+    if error.is_quota_exhausted() {
+        return Decision::Fail;
+    }
     match error.kind() {
         ErrorKind::Connect
         | ErrorKind::Connection
@@ -84,12 +88,16 @@ pub fn classify_default(error: &Error, attempt: u32) -> Decision {
 /// when to come back), and any failure where [`Error::is_request_sent`] is `false` (a refused
 /// connection, or a pooled connection that closed before the request was written). `Tls` is
 /// not retried even though nothing was sent: a certificate problem does not heal.
-/// `InvalidInput`, `Config` and `Cancelled` are never retried. A timeout, a 500 or a broken
-/// stream may come after the provider did (and billed) the work, so they fail.
+/// `InvalidInput`, `Config` and `Cancelled` are never retried, nor is a 429 that says the
+/// quota is used up ([`Error::is_quota_exhausted`]). A timeout, a 500 or a broken stream may
+/// come after the provider did (and billed) the work, so they fail.
 ///
 /// [`Policy::safe_only`]: super::Policy::safe_only
 pub fn classify_safe_only(error: &Error, attempt: u32) -> Decision {
     let _ = attempt;
+    if error.is_quota_exhausted() {
+        return Decision::Fail;
+    }
     match error.kind() {
         ErrorKind::RateLimited => Decision::Retry,
         ErrorKind::Status if is_rate_signal(error) => Decision::Retry,

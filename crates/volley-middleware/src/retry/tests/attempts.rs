@@ -60,6 +60,7 @@ async fn default_classification() {
         ("config", || Error::new(ErrorKind::Config, "t")),
         ("cancelled", || Error::new(ErrorKind::Cancelled, "t")),
         ("decode", || Error::new(ErrorKind::BodyDecode, "t")),
+        ("429 insufficient_quota", quota_used_up),
     ];
     for (name, make) in not_retried {
         let mock = failing(1, make);
@@ -105,6 +106,10 @@ async fn safe_only_retries_what_cannot_have_been_billed() {
     }
     let mock = failing(1, || status(429));
     assert!(run(&mock, Policy::safe_only()).await.is_ok());
+    // A used-up quota is not a rate limit: no wait restores it.
+    let mock = failing(1, quota_used_up);
+    assert!(run(&mock, Policy::safe_only()).await.is_err());
+    assert_eq!(mock.calls(), 1);
     // `Policy::safe_only()` is that classifier: a 500 (maybe billed) is not retried.
     let mock = failing(1, || status(500));
     assert!(run(&mock, Policy::safe_only()).await.is_err());

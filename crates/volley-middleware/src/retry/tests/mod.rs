@@ -132,6 +132,17 @@ fn status_with(
     Error::from_status(code, map, b"", retry_after, "test")
 }
 
+/// OpenAI's 429 for an account whose quota or credit is used up.
+fn quota_used_up() -> Error {
+    Error::from_status(
+        StatusCode::TOO_MANY_REQUESTS,
+        HeaderMap::new(),
+        br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#,
+        None,
+        "test",
+    )
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
