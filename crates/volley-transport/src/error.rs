@@ -24,6 +24,7 @@ pub(crate) enum SendError {
 /// The error that caused it becomes the source as it is, with no [`SendError`] layer between:
 /// that layer's text would only repeat its cause's (`tcp connect error: tcp connect error`).
 pub(crate) fn from_send(err: SendError, context: String, host: &str) -> Error {
+    let sent = matches!(err, SendError::Sent(_));
     match err {
         SendError::Http2(err) => {
             if err.is_connect()
@@ -42,9 +43,13 @@ pub(crate) fn from_send(err: SendError, context: String, host: &str) -> Error {
             }
         }
         // With TLS 1.3 a server checks the client's certificate after the client's handshake
-        // is done, so its refusal arrives as the answer to the first request.
+        // is done, so its refusal arrives as the answer to the first request, which it never
+        // processed. Any other TLS failure after the request was written (a fatal alert, a bad
+        // record) may come after the server did the work: the request counts as sent.
         SendError::NotSent(err) | SendError::Sent(err) if find::<rustls::Error>(&err).is_some() => {
+            let refused = find::<rustls::Error>(&err).is_some_and(is_handshake_refusal);
             match connect_failure(&err, &context, host) {
+                Some(error) if sent && !refused => error.with_request_sent(true).with_source(err),
                 Some(error) => error.with_source(err),
                 None => connection_failed(err, true, context),
             }
@@ -66,6 +71,26 @@ fn connect_failure(err: &(dyn StdError + 'static), context: &str, host: &str) ->
         return Some(Error::new(ErrorKind::Tls, message));
     }
     find::<ProxyError>(err).map(|proxy| proxy.to_error(context))
+}
+
+/// Whether the server refused the TLS handshake (a client certificate it wants, or does not
+/// accept): it processed nothing, even when the refusal answers a request already written.
+fn is_handshake_refusal(err: &rustls::Error) -> bool {
+    use rustls::AlertDescription;
+    matches!(
+        err,
+        rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired
+                | AlertDescription::BadCertificate
+                | AlertDescription::UnknownCA
+                | AlertDescription::HandshakeFailure
+                | AlertDescription::CertificateUnknown
+                | AlertDescription::CertificateRevoked
+                | AlertDescription::CertificateExpired
+                | AlertDescription::UnsupportedCertificate
+                | AlertDescription::AccessDenied
+        )
+    )
 }
 
 /// What a TLS failure means for the user, and what to do about it, when there is more to say

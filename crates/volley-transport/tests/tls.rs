@@ -119,6 +119,8 @@ async fn client_certificates_satisfy_a_server_that_requires_them() {
     let err = without.send(chat()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
     assert!(err.to_string().contains("--client-cert"), "{err}");
+    // Refused at the handshake, the request was never processed: safe to send again.
+    assert!(!err.is_request_sent(), "{err}");
 
     let with = Transport::builder()
         .base_url(server.url())
@@ -139,6 +141,61 @@ async fn client_certificates_satisfy_a_server_that_requires_them() {
     from_pem.send(chat()).await.unwrap();
     assert!(!format!("{from_pem:?}").contains("PRIVATE KEY"));
     assert_eq!(server.stats().requests_total, 2);
+}
+
+/// A TLS failure after the request was written and read (here a corrupted record where the
+/// answer should be) may come after the server did the work: the request counts as sent, so
+/// that nothing sends it again as if it had never left.
+#[tokio::test]
+async fn a_tls_failure_after_the_request_was_read_counts_as_sent() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = TestPki::new("corrupt");
+    let certs = CertificateDer::pem_slice_iter(pki.server_cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(socket).await.unwrap();
+        let mut request = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tls.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the client closed before its request");
+            request.extend_from_slice(&chunk[..n]);
+        }
+        read_tx.send(()).unwrap();
+        // An application-data record that no key decrypts, in place of the answer.
+        let (mut socket, _) = tls.into_inner();
+        let mut record = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+        record.extend((0..0x40u8).map(|i| i.wrapping_mul(37)));
+        socket.write_all(&record).await.unwrap();
+        let _ = socket.read(&mut chunk).await;
+    });
+    let transport = Transport::builder()
+        .base_url(format!("https://127.0.0.1:{port}/v1"))
+        .tls_ca_pem(pki.ca_pem.as_bytes())
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    read_rx.await.expect("the server read the request");
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    assert!(err.is_request_sent(), "{err}");
 }
 
 #[tokio::test]
