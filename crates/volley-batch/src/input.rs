@@ -227,7 +227,7 @@ impl LineSource {
                     if self.seen.insert(key) {
                         (key, Ok(parsed))
                     } else {
-                        let invalid = InvalidLine::duplicate(line, parsed.custom_id);
+                        let invalid = InvalidLine::duplicate(line, &parsed.custom_id);
                         (self.keys.line(line), Err(invalid))
                     }
                 }

@@ -50,7 +50,9 @@
 //! from [`Outcome::Invalid`] (`invalid_json`, `missing_field`, `duplicate_custom_id`, …), a
 //! message naming the line and the field, and an extra `"line"` member: such records are
 //! keyed by line number rather than by `custom_id` (which may be missing, wrongly typed or a
-//! duplicate), and `custom_id` is `null` when the line has no usable one. Every record that
+//! duplicate), and `custom_id` is `null` when the line has no usable one, or when its id is a
+//! duplicate (the message names it): the earlier line's outcome stays the only, and so the
+//! last, record of that id for any reader that maps records by `custom_id`. Every record that
 //! is not a 2xx response is also appended to [`BatchOptions::errors`] when set. Record ids
 //! are `batch_req_` followed by a random number drawn at the start of the run and a counter,
 //! so they differ across runs.

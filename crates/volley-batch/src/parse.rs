@@ -73,16 +73,17 @@ impl InvalidLine {
         )
     }
 
-    /// A line whose `custom_id` an earlier line already used.
-    pub(crate) fn duplicate(line: u64, custom_id: String) -> InvalidLine {
-        InvalidLine {
-            code: "duplicate_custom_id",
-            message: format!(
+    /// A line whose `custom_id` an earlier line already used. Its record has no `custom_id`
+    /// (the message names it): under that id, a reader that maps records by `custom_id` would
+    /// take this error for the earlier line's outcome.
+    pub(crate) fn duplicate(line: u64, custom_id: &str) -> InvalidLine {
+        InvalidLine::new(
+            "duplicate_custom_id",
+            format!(
                 "line {line}: field `custom_id`: {} is already used by an earlier line",
-                Value::from(custom_id.as_str())
+                Value::from(custom_id)
             ),
-            custom_id: Some(custom_id),
-        }
+        )
     }
 }
 
@@ -307,8 +308,9 @@ fn raw_member(text: &str, name: &str) -> Option<Vec<u8>> {
 }
 
 /// The token cost the rate limiter charges before sending: typed estimates for chat and
-/// embeddings, the body's text (plus the default completion budget for other generating
-/// endpoints) otherwise.
+/// embeddings, the body's text otherwise, plus for the other generating endpoints their cap on
+/// output (`max_output_tokens` of the Responses API, `max_tokens` of completions, which the
+/// provider counts against the tokens per minute) or the default completion budget.
 fn estimate(endpoint: Endpoint, body: &Value, bytes: &[u8]) -> u32 {
     let text = || tokens::estimate_text(std::str::from_utf8(bytes).unwrap_or_default());
     match endpoint {
@@ -320,9 +322,25 @@ fn estimate(endpoint: Endpoint, body: &Value, bytes: &[u8]) -> u32 {
             Ok(embeddings) => tokens::estimate_embeddings(&embeddings),
             Err(_) => text(),
         },
-        Endpoint::Generation => text().saturating_add(tokens::DEFAULT_COMPLETION_TOKENS),
+        Endpoint::Generation => text().saturating_add(output_cap(body)),
         Endpoint::Other => text(),
     }
+}
+
+/// The cap on output tokens a Responses or completions body sets (times `n` for completions'
+/// several choices), or the default completion budget when it sets none.
+fn output_cap(body: &Value) -> u32 {
+    let cap = ["max_output_tokens", "max_tokens"]
+        .iter()
+        .find_map(|key| body.get(key)?.as_u64())
+        .map_or(tokens::DEFAULT_COMPLETION_TOKENS, |n| {
+            u32::try_from(n).unwrap_or(u32::MAX)
+        });
+    let choices = body
+        .get("n")
+        .and_then(Value::as_u64)
+        .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX).max(1));
+    cap.saturating_mul(choices)
 }
 
 /// The longest `custom_id` of the Message Batches format.
@@ -457,6 +475,33 @@ mod tests {
                 "line 2: invalid UTF-8 at byte 15 of the line"
             )
         );
+    }
+
+    /// A Responses or completions line is charged its own cap on output (the provider counts
+    /// it against the tokens per minute), not the default budget.
+    #[test]
+    fn generating_lines_are_charged_their_output_cap() {
+        let estimate = |url: &str, body: &str| {
+            let line =
+                format!(r#"{{"custom_id":"g","method":"POST","url":"{url}","body":{body}}}"#);
+            parse_line(1, line.as_bytes(), Format::OpenAi)
+                .unwrap()
+                .into_request(1)
+                .1
+                .estimated_tokens()
+        };
+        let plain = estimate("/v1/responses", r#"{"model":"m","input":"hi"}"#);
+        assert!((1024..1100).contains(&plain), "the default budget: {plain}");
+        let big = estimate(
+            "/v1/responses",
+            r#"{"model":"m","input":"hi","max_output_tokens":32000}"#,
+        );
+        assert!((32000..32100).contains(&big), "{big}");
+        let small = estimate(
+            "/v1/completions",
+            r#"{"model":"m","prompt":"hi","max_tokens":16,"n":3}"#,
+        );
+        assert!((48..150).contains(&small), "{small}");
     }
 
     #[test]

@@ -213,7 +213,22 @@ async fn every_kind_of_bad_line_gets_a_record_and_the_rest_succeed() {
         .filter_map(|r| Some((r["line"].as_u64()?, r)))
         .collect();
     assert!(by_line[&4]["custom_id"].is_null() && by_line[&5]["custom_id"].is_null());
-    assert_eq!(by_line[&8]["custom_id"], "good-1");
+    // A duplicate's record has no custom_id: under "good-1" it would replace line 1's outcome
+    // for a reader that maps records by id (the last record of an id counts).
+    assert!(by_line[&8]["custom_id"].is_null());
+    assert!(
+        by_line[&8]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"good-1\" is already used"),
+        "{}",
+        by_line[&8]
+    );
+    assert_eq!(
+        out.iter().filter(|r| r["custom_id"] == "good-1").count(),
+        1,
+        "one record under good-1: its outcome"
+    );
     assert_eq!(by_line[&6]["custom_id"], "no-body");
 
     assert_eq!(
