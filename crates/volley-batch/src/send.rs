@@ -56,7 +56,7 @@ pub(crate) async fn execute(
             custom_id: Some(custom_id),
             outcome,
         },
-        tokens_in: usage.prompt_tokens.unwrap_or(0),
+        tokens_in: usage.tokens_in(),
         tokens_out: usage.completion_tokens.unwrap_or(0),
         attempted,
     };
@@ -64,13 +64,35 @@ pub(crate) async fn execute(
 }
 
 /// The `usage` of a reply: chat and completions (`prompt_tokens`, `completion_tokens`),
-/// embeddings (`prompt_tokens`) and the Responses API (`input_tokens`, `output_tokens`).
+/// embeddings (`prompt_tokens`), the Responses API (`input_tokens`, `output_tokens`) and
+/// Anthropic's Messages (`input_tokens`, `output_tokens`, and the prompt-cache tokens its
+/// `input_tokens` leaves out).
 #[derive(Debug, Default, Deserialize)]
 struct Usage {
     #[serde(default, alias = "input_tokens")]
     prompt_tokens: Option<u64>,
     #[serde(default, alias = "output_tokens")]
     completion_tokens: Option<u64>,
+    /// Anthropic: input tokens written to the prompt cache (not in `input_tokens`).
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    /// Anthropic: input tokens read from the prompt cache (not in `input_tokens`).
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Every input token: OpenAI's counts include cached tokens, Anthropic's add its cache's.
+    fn tokens_in(&self) -> u64 {
+        [
+            self.prompt_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(0, u64::saturating_add)
+    }
 }
 
 /// The outcome of a reply that arrived whole. Its body goes into the record as it is, so it
@@ -152,6 +174,21 @@ mod tests {
         assert!(!body.contains(&b'\n') && !body.contains(&b'\r'));
         let (_, usage) = outcome(200, r#"{"usage":{"input_tokens":7,"output_tokens":1}}"#);
         assert_eq!(usage.prompt_tokens, Some(7));
+        assert_eq!(usage.tokens_in(), 7);
+        // Anthropic's input_tokens leaves out the prompt cache's tokens; the summary does not.
+        let (_, usage) = outcome(
+            200,
+            r#"{"usage":{"input_tokens":10,"cache_creation_input_tokens":200,"cache_read_input_tokens":5000,"output_tokens":3}}"#,
+        );
+        assert_eq!(
+            (usage.tokens_in(), usage.completion_tokens),
+            (5210, Some(3))
+        );
+        let (_, usage) = outcome(
+            200,
+            r#"{"usage":{"input_tokens":10,"cache_creation_input_tokens":null,"output_tokens":3}}"#,
+        );
+        assert_eq!(usage.tokens_in(), 10);
         let (o, _) = outcome(200, r#"{"usage":"odd"}"#);
         assert!(
             matches!(o, Outcome::Response { .. }),
