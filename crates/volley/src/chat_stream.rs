@@ -90,15 +90,21 @@ impl ChatStream {
     /// connection are free even while the caller keeps this stream around.
     fn finish(&mut self) {
         self.finished = true;
-        self.events = Response::new(
-            http::StatusCode::OK,
-            http::HeaderMap::new(),
-            volley_core::Body::Full(bytes::Bytes::new()),
-            volley_core::Timings::start(),
-            self.id,
-        )
-        .events();
+        self.events = no_events(self.id);
     }
+}
+
+/// An empty stream of events, put in place of a finished stream's so that its body (and with
+/// it the request's concurrency slot and connection) is let go at once.
+pub(crate) fn no_events(id: RequestId) -> EventStream<BodyStream> {
+    Response::new(
+        http::StatusCode::OK,
+        http::HeaderMap::new(),
+        volley_core::Body::Full(bytes::Bytes::new()),
+        volley_core::Timings::start(),
+        id,
+    )
+    .events()
 }
 
 impl Stream for ChatStream {

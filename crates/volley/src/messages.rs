@@ -121,8 +121,15 @@ impl MessageStream {
     }
 
     fn fail(&mut self, error: Error) -> Poll<Option<Result<StreamEvent, Error>>> {
-        self.finished = true;
+        self.finish();
         Poll::Ready(Some(Err(error)))
+    }
+
+    /// Ends the stream and lets go of the body at once, so its concurrency slot and
+    /// connection are free even while the caller keeps this stream around.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.events = crate::chat_stream::no_events(self.id);
     }
 }
 
@@ -158,7 +165,11 @@ impl Stream for MessageStream {
             return match serde_json::from_slice::<StreamEvent>(data) {
                 Ok(event) => {
                     if matches!(event, StreamEvent::MessageStop(_)) {
-                        self.finished = true;
+                        // Look once more without waiting: when the body's end is already
+                        // here, hyper sees it and can return the connection to the pool
+                        // instead of closing it.
+                        let _ = Pin::new(&mut self.events).poll_next(cx);
+                        self.finish();
                     }
                     Poll::Ready(Some(Ok(event)))
                 }

@@ -60,6 +60,42 @@ async fn messages_and_streams_carry_the_same_text() {
     assert_eq!(output, Some(16));
 }
 
+/// After `message_stop` the stream lets go of its body: the request's concurrency slot is free
+/// and its connection back in the pool while the caller still holds the stream.
+#[tokio::test]
+async fn a_finished_stream_gives_its_slot_and_connection_back() {
+    let server = MockServer::start(config()).await.unwrap();
+    let client = Client::builder()
+        .provider(Provider::Anthropic)
+        .base_url(server.url())
+        .api_key(KEY)
+        .concurrency(1)
+        .build()
+        .unwrap();
+    let mut stream = client.messages_stream(&request("hello")).await.unwrap();
+    let mut last = None;
+    while let Some(event) = stream.next().await {
+        last = Some(event.unwrap().type_name().to_owned());
+    }
+    assert_eq!(last.as_deref(), Some("message_stop"));
+    assert_eq!(
+        client.in_flight(),
+        0,
+        "the slot is free, the stream still held"
+    );
+    let next = tokio::time::timeout(Duration::from_secs(10), client.messages(&request("again")))
+        .await
+        .expect("the finished stream gave its slot back");
+    assert!(!next.unwrap().text().is_empty());
+    let stats = client.connection_stats();
+    assert_eq!(
+        (stats.requests, stats.opened),
+        (2, 1),
+        "the second request reused the stream's connection"
+    );
+    drop(stream);
+}
+
 #[tokio::test]
 async fn a_stream_cut_short_is_an_error() {
     let server = MockServer::start(MockConfig {
