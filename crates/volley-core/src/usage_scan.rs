@@ -62,7 +62,8 @@ pub(crate) fn last_in_body<T>(
 
 /// The complete lines of a stream fed in chunks: each chunk's complete lines are handed on
 /// in one slice, without a copy; only a line split across chunks is buffered, and one longer
-/// than [`MAX_LINE`] is skipped to its end.
+/// than [`MAX_LINE`] is skipped to its end. A line ends at LF, CR or CRLF, as in an event
+/// stream (a CRLF split between chunks only adds an empty line).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LineBuffer {
     /// The unfinished last line of the chunks so far (usually empty: servers flush whole
@@ -74,11 +75,11 @@ pub(crate) struct LineBuffer {
 
 impl LineBuffer {
     /// Feeds the next chunk; `lines` gets the lines it completes (one or more, each ending
-    /// with `\n`), in order.
+    /// with `\n` or `\r`), in order.
     pub(crate) fn feed(&mut self, chunk: &[u8], mut lines: impl FnMut(&[u8])) {
         let mut rest = chunk;
         if !self.partial.is_empty() || self.skipping {
-            let Some(newline) = memchr::memchr(b'\n', rest) else {
+            let Some(newline) = memchr::memchr2(b'\n', b'\r', rest) else {
                 self.buffer(rest);
                 return;
             };
@@ -91,7 +92,7 @@ impl LineBuffer {
             self.partial.clear();
             self.skipping = false;
         }
-        let complete = memchr::memrchr(b'\n', rest).map_or(0, |i| i + 1);
+        let complete = memchr::memrchr2(b'\n', b'\r', rest).map_or(0, |i| i + 1);
         if complete > 0 {
             lines(&rest[..complete]);
         }

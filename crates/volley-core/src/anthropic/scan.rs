@@ -169,7 +169,8 @@ pub fn looks_like_error(json: &[u8]) -> bool {
 /// ```
 pub fn ends_with_message_stop(body: &[u8]) -> bool {
     let body = body.trim_ascii_end();
-    let start = memchr::memrchr(b'\n', body).map_or(0, |i| i + 1);
+    // The last line, whichever of LF, CR or CRLF ends the one before it.
+    let start = memchr::memrchr2(b'\n', b'\r', body).map_or(0, |i| i + 1);
     let Some(data) = body[start..].strip_prefix(b"data:") else {
         return false;
     };
@@ -240,6 +241,19 @@ mod tests {
             b"data: {\"type\":\"message_stop\"}\n\nevent: ping\ndata: {\"type\":\"ping\"}\n\n"
         ));
         assert!(!ends_with_message_stop(b""));
+        // Lines may end with a lone CR, as the event-stream format allows.
+        assert!(ends_with_message_stop(
+            b"event: message_stop\rdata: {\"type\":\"message_stop\"}\r\r"
+        ));
+        let cr = STREAM.replace('\n', "\r");
+        assert!(ends_with_message_stop(cr.as_bytes()));
+        let mut scanner = UsageScanner::new();
+        scanner.feed(cr.as_bytes());
+        assert_eq!(
+            scanner.finish(),
+            Some(expected()),
+            "the usage of a CR stream"
+        );
     }
 
     proptest! {

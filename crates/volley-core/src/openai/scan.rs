@@ -309,6 +309,35 @@ mod tests {
         assert_eq!(scanner.finish(), Some(counts(0, 0, 4)));
     }
 
+    /// Lines ending with a lone CR (the event-stream format allows LF, CR or CRLF) are lines:
+    /// a long CR-only stream is not one overlong line whose usage is skipped.
+    #[test]
+    fn lines_may_end_with_cr() {
+        let filler = format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\r\r",
+            "x".repeat(1000)
+        );
+        let stream = format!("{}{}", filler.repeat(40), STREAM.replace('\n', "\r"));
+        assert!(stream.len() > crate::usage_scan::MAX_LINE);
+        for chunk in [7, 100, 4096, stream.len()] {
+            let mut scanner = UsageScanner::new();
+            for piece in stream.as_bytes().chunks(chunk) {
+                scanner.feed(piece);
+            }
+            assert_eq!(
+                scanner.finish(),
+                Some(counts(9, 5, 14)),
+                "chunks of {chunk}"
+            );
+        }
+        let crlf = STREAM.replace('\n', "\r\n");
+        let mut scanner = UsageScanner::new();
+        for piece in crlf.as_bytes().chunks(3) {
+            scanner.feed(piece);
+        }
+        assert_eq!(scanner.finish(), Some(counts(9, 5, 14)));
+    }
+
     #[test]
     fn overlong_lines_are_skipped() {
         let mut scanner = UsageScanner::new();
