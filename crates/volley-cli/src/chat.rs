@@ -55,7 +55,8 @@ pub(crate) struct ChatArgs {
     /// The legacy `max_tokens` limit, for servers that only know it.
     #[arg(long)]
     max_tokens: Option<u32>,
-    /// Sampling temperature.
+    /// Sampling temperature. With --provider anthropic only for anthropic-version 2023-06-01
+    /// (--anthropic-version, or --anthropic-auth x-api-key): 2026-10-21 refuses it.
     #[arg(long)]
     temperature: Option<f32>,
     /// Answer from an in-process mock server instead of a real API (no key needed).
@@ -72,6 +73,18 @@ pub(crate) struct ChatArgs {
     balancing: BalancingFlags,
     #[command(flatten)]
     sources: SourceArgs,
+}
+
+/// The `anthropic-version` a request with `temperature` would be sent with, when that version
+/// refuses it: 2026-10-21 and later took out temperature, top_p and top_k (HTTP 400 whatever
+/// the value). Versions are dates, so they compare as text.
+fn refuses_temperature(connection: &Connection, temperature: Option<f32>) -> Option<String> {
+    temperature?;
+    let version = connection
+        .anthropic_version
+        .clone()
+        .unwrap_or_else(|| connection.anthropic_auth.0.default_version().to_owned());
+    (version.as_str() >= volley::core::anthropic::API_VERSION).then_some(version)
 }
 
 pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
@@ -94,6 +107,15 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         .prompt
         .clone()
         .expect("clap requires the prompt unless --print-config");
+    if connection.provider.0 == volley::Provider::Anthropic
+        && let Some(version) = refuses_temperature(&connection, args.temperature)
+    {
+        anyhow::bail!(
+            "--temperature: Anthropic's API version {version} refuses temperature with HTTP 400, \
+             even at its default; pass --anthropic-version 2023-06-01 (or --anthropic-auth \
+             x-api-key, which sends that version) to set one, or leave --temperature out"
+        );
+    }
     // The mock lives as long as this function, so the call below can reach it.
     let mock = if args.mock {
         Some(

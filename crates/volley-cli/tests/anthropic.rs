@@ -88,6 +88,44 @@ fn chat_with_the_mock_answers_plain_and_streamed_alike() {
     assert_eq!(streamed, plain, "the stream decodes to the same text");
 }
 
+/// Anthropic's API version 2026-10-21 (the default with bearer auth) answers a temperature
+/// with HTTP 400 whatever its value: the flag is refused before anything is sent, naming the
+/// version that takes it; with that version (or x-api-key auth, which sends it) it goes out.
+#[test]
+fn temperature_is_refused_where_the_api_version_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ask = |extra: &[&str]| {
+        let mut cmd = volley(dir.path());
+        cmd.args([
+            "chat",
+            "--provider",
+            "anthropic",
+            "--mock",
+            "--temperature",
+            "0.2",
+        ])
+        .args(extra)
+        .arg("hello");
+        output(&mut cmd)
+    };
+    let (status, _, err) = ask(&[]);
+    assert!(!status.success());
+    assert!(
+        err.contains("2026-10-21") && err.contains("--anthropic-version 2023-06-01"),
+        "{err}"
+    );
+    let (status, _, err) = ask(&["--anthropic-version", "2027-01-01"]);
+    assert!(!status.success() && err.contains("2027-01-01"), "{err}");
+    for allowed in [
+        &["--anthropic-version", "2023-06-01"][..],
+        &["--anthropic-auth", "x-api-key"],
+    ] {
+        let (status, out, err) = ask(allowed);
+        assert!(status.success(), "{allowed:?}: {err}");
+        assert!(!out.trim().is_empty());
+    }
+}
+
 #[test]
 fn the_key_and_base_url_are_read_as_the_sdk_reads_them() {
     let rt = volley_testkit::process::server_runtime(2);

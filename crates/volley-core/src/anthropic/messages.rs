@@ -25,7 +25,8 @@ pub struct MessagesRequest {
     /// Whether to stream the answer as server-sent events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    /// Sampling temperature, 0 to 1.
+    /// Sampling temperature, 0 to 1. Only for `anthropic-version` 2023-06-01: version
+    /// 2026-10-21 (the default with bearer auth) answers any temperature with HTTP 400.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
     /// Texts that end the answer when generated.
