@@ -148,6 +148,39 @@ async fn chat_through_a_proxy_to_a_private_ca_by_flags_and_by_environment() {
     assert_eq!(server.stats().requests_total, 3);
 }
 
+/// `--native-roots` adds the system's store (its certificate directories) whatever
+/// SSL_CERT_FILE and SSL_CERT_DIR say: with `--ca-cert` those are not read at all, however
+/// broken; rustls-native-certs would have read them *instead of* the system's store (and
+/// failed on a missing file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_roots_are_the_systems_whatever_ssl_cert_file_says() {
+    let pki = TestPki::new("cli-native");
+    let server = tls_mock(&pki, MockConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (file, cert_dir) in [
+        ("/nonexistent/volley-ca.pem", "/nonexistent/volley-certs"),
+        ("", ""),
+    ] {
+        let mut cmd = volley(dir.path());
+        cmd.env("OPENAI_API_KEY", KEY)
+            .env("SSL_CERT_FILE", file)
+            .env("SSL_CERT_DIR", cert_dir)
+            .args([
+                "chat",
+                "--base-url",
+                &server.url(),
+                "--native-roots",
+                "--ca-cert",
+                pki.ca_file().to_str().unwrap(),
+                "hi",
+            ]);
+        let (code, stdout, stderr) = run(cmd).await;
+        assert_eq!(code, Some(0), "SSL_CERT_FILE={file:?}: {stderr}");
+        assert!(!stdout.is_empty());
+    }
+    assert_eq!(server.stats().requests_total, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_ca_is_refused_with_the_host_and_the_fix() {
     let pki = TestPki::new("cli-unknown");

@@ -345,7 +345,11 @@ impl Builder {
         self
     }
 
-    /// Whether to trust the operating system's root certificates (feature `native-roots`).
+    /// Whether to trust the operating system's root certificates (feature `native-roots`):
+    /// on Linux and the BSDs the certificates of the system's directories (`/etc/ssl/certs`,
+    /// `/etc/pki/tls/certs`, ...), whatever `SSL_CERT_FILE` and `SSL_CERT_DIR` say (those are
+    /// read as [`tls_ca_from_env`](Builder::tls_ca_from_env) says); on macOS and Windows the
+    /// platform's store, which rustls-native-certs replaces with those variables when set.
     ///
     /// Default: `false`.
     pub fn tls_native_roots(mut self, enabled: bool) -> Builder {

@@ -301,15 +301,48 @@ mod native {
     static NATIVE: OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = OnceLock::new();
 
     pub(super) fn add(store: &mut RootCertStore) -> Result<(), Error> {
-        let certs = NATIVE.get_or_init(|| rustls_native_certs::load_native_certs().certs);
+        let certs = NATIVE.get_or_init(load);
         let (added, _ignored) = store.add_parsable_certificates(certs.iter().cloned());
         if added == 0 {
             return Err(Error::new(
                 ErrorKind::Config,
-                "no usable root certificates were found in the operating system's store",
+                format!(
+                    "no usable root certificates were found in the operating system's store \
+                     ({WHERE})"
+                ),
             ));
         }
         Ok(())
+    }
+
+    /// Where [`load`] looks, for the error that finds nothing there.
+    #[cfg(all(unix, not(target_os = "macos")))]
+    const WHERE: &str = "the system's certificate directories, such as /etc/ssl/certs";
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    const WHERE: &str = "the platform's certificate store";
+
+    /// The system's certificate directories (`/etc/ssl/certs`, `/etc/pki/tls/certs`, ...), as
+    /// OpenSSL's probe lists them. Not `rustls_native_certs::load_native_certs`: it reads
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` *instead of* the system's store when they are set,
+    /// where Volley reads them under its own rules (added to the roots, never read when a CA
+    /// is given or [`tls_ca_from_env`](crate::Builder::tls_ca_from_env) is off).
+    #[cfg(all(unix, not(target_os = "macos")))]
+    fn load() -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        let mut certs = Vec::new();
+        for dir in openssl_probe::candidate_cert_dirs() {
+            certs.extend(rustls_native_certs::load_certs_from_paths(None, Some(dir)).certs);
+        }
+        // A bundle file in one directory repeats certificates another holds.
+        certs.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        certs.dedup();
+        certs
+    }
+
+    /// The platform's store (Keychain, the Windows store). rustls-native-certs reads
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` instead when they are set.
+    #[cfg(not(all(unix, not(target_os = "macos"))))]
+    fn load() -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        rustls_native_certs::load_native_certs().certs
     }
 }
 
