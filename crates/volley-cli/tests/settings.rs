@@ -507,6 +507,27 @@ fn an_untrusted_volley_toml_cannot_send_the_key_elsewhere() {
         row(&text, "max_retries"),
         "max_retries 0 (volley.toml [default])"
     );
+    // Hedging sends each request twice (billed twice): an untrusted file cannot turn it on.
+    let hedged = tempfile::tempdir().unwrap();
+    std::fs::write(
+        hedged.path().join("volley.toml"),
+        "[default]\nhedge = \"1ms\"\nhedge_budget = \"100%\"\nmax_retries = 0\n",
+    )
+    .unwrap();
+    let text = print_config(hedged.path(), "run", &[], &[]);
+    assert_eq!(row(&text, "hedge"), "hedge off (default)", "{text}");
+    assert!(row(&text, "hedge_budget").ends_with("(default)"), "{text}");
+    assert_eq!(
+        row(&text, "max_retries"),
+        "max_retries 0 (volley.toml [default])"
+    );
+    trust(hedged.path());
+    let text = print_config(hedged.path(), "run", &[], &[]);
+    assert_eq!(
+        row(&text, "hedge"),
+        "hedge 1ms (volley.toml [default])",
+        "{text}"
+    );
 
     // Trusted: used.
     trust(dir.path());

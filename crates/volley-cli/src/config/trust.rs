@@ -1,7 +1,8 @@
 //! Trust in a `volley.toml` found in the working directory, as direnv and mise ask for it.
 //!
 //! A file nobody named could come with a cloned repository. The settings that decide where a
-//! credential (or an answer) is sent — [`ROUTING_KEYS`], and a Redis `cache` — are taken from
+//! credential (or an answer) is sent — [`ROUTING_KEYS`], and a Redis `cache` — and those that
+//! send each request more than once by design ([`DUPLICATING_KEYS`]: hedging) are taken from
 //! it only once the user ran `volley config trust` in that directory, which records the
 //! file's BLAKE3 hash and path in the user's configuration directory
 //! (`$XDG_CONFIG_HOME/volley/trusted`, else `~/.config/volley/trusted`). Any change to the
@@ -29,10 +30,15 @@ pub(crate) const ROUTING_KEYS: &[&str] = &[
     "allow_plain_redis",
 ];
 
-/// Whether `key = value` in a file decides where something is sent: a [`ROUTING_KEYS`] key,
-/// or a `cache` in Redis (which receives every answer).
+/// Keys that send requests twice on purpose: a hedged request may be billed twice, so a file
+/// nobody named cannot turn hedging on.
+pub(crate) const DUPLICATING_KEYS: &[&str] = &["hedge", "hedge_budget"];
+
+/// Whether `key = value` in a file needs the file trusted: a [`ROUTING_KEYS`] key, a `cache`
+/// in Redis (which receives every answer), or a [`DUPLICATING_KEYS`] key.
 pub(crate) fn routes(key: &str, value: &toml::Value) -> bool {
     ROUTING_KEYS.contains(&key)
+        || DUPLICATING_KEYS.contains(&key)
         || (key == "cache"
             && value
                 .as_str()
@@ -104,8 +110,8 @@ pub(crate) fn ignored_message(label: &str, keys: &[String]) -> String {
     format!(
         "volley: ignoring {} from {label}: this volley.toml was found in the working directory \
          and is not trusted, and these settings decide where your API key and prompts are \
-         sent. Check the file, then run `volley config trust` to use them (or name the file \
-         with --config). Other settings in it apply.",
+         sent, or send requests twice (hedging). Check the file, then run `volley config \
+         trust` to use them (or name the file with --config). Other settings in it apply.",
         keys.join(", ")
     )
 }
