@@ -58,13 +58,14 @@ fn store_path() -> Option<PathBuf> {
     Some(base.join("volley").join("trusted"))
 }
 
+/// The record of `path` with the bytes `text`: `HASH PATH`, the path canonical. `None` when
+/// the path cannot be resolved or cannot be written on one line as it is: one holding a line
+/// break would write a second, forged record; one that is not UTF-8 would be shown lossily,
+/// the same as another path.
 fn entry(path: &Path, text: &[u8]) -> Option<String> {
     let path = std::fs::canonicalize(path).ok()?;
-    Some(format!(
-        "{} {}",
-        blake3::hash(text).to_hex(),
-        path.display()
-    ))
+    let shown = path.to_str().filter(|p| !p.contains(['\n', '\r']))?;
+    Some(format!("{} {shown}", blake3::hash(text).to_hex()))
 }
 
 /// Whether the file at `path`, whose bytes are `text`, was trusted as it is now.
@@ -85,8 +86,13 @@ pub(crate) fn trust(path: &Path) -> Result<String, UsageError> {
     let store = store_path().ok_or_else(|| {
         UsageError("neither XDG_CONFIG_HOME nor HOME is set: nowhere to record trust".into())
     })?;
-    let entry = entry(path, &text)
-        .ok_or_else(|| UsageError(format!("cannot resolve {}", path.display())))?;
+    let entry = entry(path, &text).ok_or_else(|| {
+        UsageError(format!(
+            "cannot trust {}: its path cannot be resolved, or is not UTF-8 without line \
+             breaks; name the file with --config instead",
+            path.display()
+        ))
+    })?;
     if let Some(dir) = store.parent() {
         create_private_dir(dir)
             .map_err(|e| UsageError(format!("creating {}: {e}", dir.display())))?;
@@ -160,5 +166,25 @@ mod tests {
         assert!(routes("cache", &s(" Rediss://h")));
         assert!(!routes("cache", &s("disk:.volley-cache")));
         assert!(!routes("concurrency", &toml::Value::Integer(4)));
+        assert!(routes("hedge", &s("p95")));
+        assert!(routes("hedge_budget", &s("100%")));
+    }
+
+    /// A path with a line break would write a second record, trusting a file nobody checked:
+    /// it gets no record at all.
+    #[test]
+    fn a_path_with_a_line_break_gets_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("volley.toml");
+        std::fs::write(&plain, "[default]\n").unwrap();
+        let record = entry(&plain, b"[default]\n").unwrap();
+        assert_eq!(record.lines().count(), 1);
+        assert!(record.ends_with("volley.toml"), "{record}");
+        let forged = format!("x\n{} evil", blake3::hash(b"evil").to_hex());
+        let odd = dir.path().join(forged);
+        std::fs::create_dir(&odd).unwrap();
+        let file = odd.join("volley.toml");
+        std::fs::write(&file, "[default]\n").unwrap();
+        assert_eq!(entry(&file, b"[default]\n"), None);
     }
 }
