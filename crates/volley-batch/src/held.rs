@@ -141,11 +141,15 @@ pub(crate) fn rewrite(path: &Path, entries: &[u8]) -> std::io::Result<File> {
 
 /// Creates an empty holding file at `path` for a new ordered run. Blocking.
 pub(crate) fn create(path: &Path) -> std::io::Result<File> {
-    crate::resume::private_options()
+    let file = crate::resume::private_options()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(path)
+        .open(path)?;
+    // The records it will hold are synced as they are written; its directory entry must be
+    // durable too, or a power cut could take the file and those answers with it.
+    crate::resume::sync_parent(path);
+    Ok(file)
 }
 
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {

@@ -437,7 +437,7 @@ fn end_of_last_line(file: &mut File, len: u64) -> std::io::Result<u64> {
 
 /// Makes a new file's directory entry durable. Best effort: not every platform can sync a
 /// directory.
-fn sync_parent(path: &Path) {
+pub(crate) fn sync_parent(path: &Path) {
     if let Ok(dir) = File::open(parent_dir(path)) {
         let _ = dir.sync_all();
     }
