@@ -112,7 +112,8 @@
 //! outcome was written is sent again after a crash of the process (after a crash of the
 //! machine, after `fsync`); a request whose outcome was not yet written is sent again. The
 //! errors file is not the source of truth: its torn tail is cut too, but after a crash it may
-//! hold an error twice (it is written first, so it never misses one that the output has).
+//! hold an error twice (it is written first, so it never misses one that the output has,
+//! unless writing it fails: the output's records are still written, then the run stops).
 //!
 //! **Ordered mode** holds finished outcomes back until the ones before them are done, and
 //! those are paid for too. So every outcome that has to wait is written at once to a holding

@@ -1063,6 +1063,58 @@ fn io_errors_during_the_run_exit_1_and_resume_completes() {
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), LINES, "each once");
 }
 
+/// The errors file fails (it is past the file-size limit) while the output has room: the
+/// records of that write still reach the output, the failure record among them, before the
+/// run stops; they are answers paid for, and the output is the source of truth.
+#[test]
+fn an_errors_file_that_fails_does_not_cost_the_outputs_records() {
+    const LINES: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_chat_input(&input, LINES);
+    // An errors file of earlier runs, already past the limit below (64 blocks of at most
+    // 1 KiB): appending to it fails with EFBIG, writing the empty output does not.
+    let old = "{\"id\":\"batch_req_0\",\"custom_id\":\"old\",\"response\":null,\"error\":{\"code\":\"timeout\",\"message\":\"m\"}}\n";
+    std::fs::write(
+        dir.path().join("out.errors.jsonl"),
+        old.repeat(70 * 1024 / old.len()),
+    )
+    .unwrap();
+    let run = format!(
+        "run {} -o out.jsonl --mock --mock-faults 500=0.5 --max-retries 0 --quiet",
+        path_str(&input)
+    );
+    let script = format!("trap '' XFSZ; ulimit -f 64; exec \"$0\" {run}");
+    let mut sh = Command::new("sh");
+    sh.current_dir(dir.path())
+        .stdin(Stdio::null())
+        .env("RUST_LOG", "off")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_volley")]);
+    for name in [
+        "VOLLEY_CONCURRENCY",
+        "VOLLEY_MAX_RETRIES",
+        "VOLLEY_CACHE",
+        "VOLLEY_FSYNC",
+    ] {
+        sh.env_remove(name);
+    }
+    let (status, _, stderr) = output(&mut sh);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("out.errors.jsonl"),
+        "names the file: {stderr}"
+    );
+    let out = records(&dir.path().join("out.jsonl"));
+    let failed = out
+        .iter()
+        .filter(|r| r["response"]["status_code"] == 500)
+        .count();
+    assert!(
+        failed > 0,
+        "the failure whose errors record could not be written is in the output: {out:?}"
+    );
+}
+
 #[test]
 fn small_mistakes_and_warnings() {
     let dir = tempfile::tempdir().unwrap();

@@ -202,7 +202,9 @@ impl Writer {
 
     /// Writes the buffers: the holding file first (a record waiting there is what a crash
     /// would lose), then the errors file (so it never misses a record the output has), then
-    /// the output. Then syncs, or marks the files for the `fsync` thread.
+    /// the output. Then syncs, or marks the files for the `fsync` thread. When the holding or
+    /// the errors file fails, the output's records are still written (they are answers paid
+    /// for, and the output is the source of truth), then the first error stops the run.
     fn write(&mut self) -> Result<(), Error> {
         if let Some(reorder) = &mut self.reorder {
             reorder.spill(&mut self.held_buf);
@@ -212,12 +214,16 @@ impl Writer {
             (self.errors.as_mut(), &mut self.err_buf),
             (Some(&mut self.output), &mut self.out_buf),
         ];
+        let mut failed = None;
         for (sink, buf) in files {
             let Some(sink) = sink else { continue };
             if buf.is_empty() {
                 continue;
             }
-            sink.append(buf)?;
+            if let Err(e) = sink.append(buf) {
+                failed.get_or_insert(e);
+                continue;
+            }
             buf.clear();
             if buf.capacity() > 2 * MAX_BATCH_BYTES {
                 // One huge record must not keep its buffer for the rest of the run.
@@ -225,8 +231,15 @@ impl Writer {
             }
             match &self.syncer {
                 Some(syncer) => syncer.mark(sink.target()),
-                None => sink.target().sync()?,
+                None => {
+                    if let Err(e) = sink.target().sync() {
+                        failed.get_or_insert(e);
+                    }
+                }
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if let Some(e) = self.syncer.as_ref().and_then(Syncer::take_error) {
             return Err(e);
