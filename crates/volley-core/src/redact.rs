@@ -25,6 +25,22 @@
 //! assert_eq!(redact_url("https://api.openai.com/v1"), "https://api.openai.com/v1");
 //! ```
 
+/// A request path (with perhaps a query) as a message shows it: quoted, its query (which may
+/// carry a key, `?api-key=...`) and fragment replaced by `***`.
+///
+/// ```
+/// use volley_core::redact::quoted_path;
+///
+/// assert_eq!(quoted_path("/models?api-key=sk-1"), "\"/models?***\"");
+/// assert_eq!(quoted_path("/chat/completions"), "\"/chat/completions\"");
+/// ```
+pub fn quoted_path(path: &str) -> String {
+    match path.find(['?', '#']) {
+        Some(at) => format!("\"{}{}***\"", path[..at].escape_debug(), &path[at..at + 1]),
+        None => format!("{path:?}"),
+    }
+}
+
 /// `url` without its secrets: the user information (if any) becomes `***@`, a query becomes
 /// `?***` and a fragment `#***`; the scheme, host, port and path are kept. A text without
 /// `scheme://` is read as `[userinfo@]host[/path][?query]`. Pure: no parsing failure, no I/O.

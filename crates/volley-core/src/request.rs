@@ -100,7 +100,10 @@ impl Request {
         let body = serde_json::to_vec(value).map_err(|e| {
             Error::new(
                 ErrorKind::InvalidInput,
-                format!("serialising the JSON body for {path}"),
+                format!(
+                    "serialising the JSON body for {}",
+                    crate::redact::quoted_path(path)
+                ),
             )
             .with_source(e)
         })?;
@@ -269,10 +272,7 @@ impl fmt::Debug for DebugPath<'_> {
 
 fn parse_path(path: &str) -> Result<PathAndQuery, Error> {
     // Messages show the path without its query, which may carry a key (`?api-key=...`).
-    let shown = || match path.split_once('?') {
-        Some((path, _)) => format!("\"{}?***\"", path.escape_debug()),
-        None => format!("{path:?}"),
-    };
+    let shown = || crate::redact::quoted_path(path);
     if !path.starts_with('/') {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -324,6 +324,13 @@ mod tests {
             assert!(!shown.contains("sk-path-secret"), "{shown}");
             assert!(shown.contains("?***"), "{shown}");
         }
+        // A body that cannot be serialised (a map with keys that are not strings): the error
+        // names the path without its query.
+        let body = std::collections::BTreeMap::from([((1, 2), 3)]);
+        let err = Request::post_json("/chat?api-key=sk-path-secret", &body).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("sk-path-secret"), "{shown}");
+        assert!(shown.contains("\"/chat?***\""), "{shown}");
     }
 
     #[test]

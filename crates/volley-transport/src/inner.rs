@@ -121,8 +121,8 @@ impl Inner {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
-                    "the request path {:?} does not start with '/'",
-                    path.as_str()
+                    "the request path {} does not start with '/'",
+                    volley_core::redact::quoted_path(path.as_str())
                 ),
             ));
         }

@@ -73,6 +73,17 @@ fn the_key_never_appears_in_debug_errors_or_trace_logs() {
             .build()
             .unwrap();
         good.send(chat()).await.unwrap();
+        // A path without its leading '/' (Request::new takes any, and a bare query parses as
+        // one): refused without its query, which may carry a key.
+        let bad = volley_core::Request::new(
+            http::Method::GET,
+            format!("?api-key={KEY}").parse().unwrap(),
+        );
+        let err = good.send(bad).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        let text = format!("{err} {err:?} {}", err.report());
+        assert!(text.contains("\"?***\""), "{text}");
+        seen.push_str(&text);
         let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
         assert!(
             log_text.contains("sending"),
