@@ -11,9 +11,12 @@
 //!   entry, and a client without a key has a namespace of its own;
 //! - every credential-like header the request carries itself
 //!   ([`CREDENTIAL_HEADERS`](crate::headers::CREDENTIAL_HEADERS): `Authorization`, `api-key`,
-//!   `OpenAI-Organization`, `Cookie`, ...), hashed: the transport sends a request's own
-//!   `Authorization` instead of the client's key, so a gateway that serves many tenants with one
-//!   client (`request.with_header(AUTHORIZATION, tenant_key)`) gets one namespace per tenant.
+//!   `OpenAI-Organization`, `Cookie`, ...; any other named like a credential, as a gateway's
+//!   `helicone-auth`, or with a value marked sensitive:
+//!   [`is_other_credential`](crate::headers::is_other_credential)), hashed: the transport
+//!   sends a request's own `Authorization` instead of the client's key, so a gateway that
+//!   serves many tenants with one client (`request.with_header(AUTHORIZATION, tenant_key)`)
+//!   gets one namespace per tenant.
 //!
 //! The model, `temperature`, `seed`, `max_tokens`, the messages and every other parameter are
 //! in the body, and therefore in the key: changing any of them is a different entry. Other
@@ -121,9 +124,9 @@ impl CredentialId {
     /// under the credential-id context and never kept.
     pub fn with_request_headers(&self, headers: &HeaderMap) -> CredentialId {
         if headers.is_empty()
-            || !crate::headers::CREDENTIAL_HEADERS
-                .iter()
-                .any(|name| headers.contains_key(*name))
+            || !headers.iter().any(|(name, value)| {
+                crate::headers::is_credential_header(name) || value.is_sensitive()
+            })
         {
             return *self;
         }
@@ -141,6 +144,18 @@ impl CredentialId {
             for value in values {
                 field(&mut hasher, value.as_bytes());
             }
+        }
+        // Then the other credentials (a gateway's key, a value marked sensitive), in name
+        // order; a request with none hashes as before they were counted.
+        let mut others: Vec<(&str, &[u8])> = headers
+            .iter()
+            .filter(|(name, value)| crate::headers::is_other_credential(name, value))
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        others.sort_unstable();
+        for (name, value) in others {
+            field(&mut hasher, name.as_bytes());
+            field(&mut hasher, value);
         }
         CredentialId(*hasher.finalize().as_bytes())
     }
@@ -475,6 +490,28 @@ mod tests {
             );
             assert_ne!(CacheKey::for_request(&r, &client), plain, "{name}");
         }
+        // A gateway's own key, by its name or marked sensitive: one namespace per value.
+        let gateway = |value: &'static str| {
+            request(None).with_header(
+                http::HeaderName::from_static("helicone-auth"),
+                HeaderValue::from_static(value),
+            )
+        };
+        let (one, two) = (
+            CacheKey::for_request(&gateway("a"), &client),
+            CacheKey::for_request(&gateway("b"), &client),
+        );
+        assert!(one != plain && two != plain && one != two);
+        let mut marked = HeaderValue::from_static("t");
+        marked.set_sensitive(true);
+        let tenant = request(None).with_header(http::HeaderName::from_static("x-tenant"), marked);
+        assert_ne!(CacheKey::for_request(&tenant, &client), plain);
+        // An idempotency key is new on every request: not part of the key.
+        let idempotent = request(None).with_header(
+            http::HeaderName::from_static("idempotency-key"),
+            HeaderValue::from_static("k-1"),
+        );
+        assert_eq!(CacheKey::for_request(&idempotent, &client), plain);
     }
 
     #[test]

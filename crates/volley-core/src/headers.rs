@@ -208,9 +208,41 @@ pub const CREDENTIAL_HEADERS: [&str; 9] = [
     "ocp-apim-subscription-key",
 ];
 
-/// Whether `name` is one of the [`CREDENTIAL_HEADERS`].
+/// Parts of a header's name that mark it as carrying a secret though it is not one of the
+/// [`CREDENTIAL_HEADERS`]: a gateway's own key (`helicone-auth`, `cf-aig-authorization`,
+/// `x-portkey-api-key`), a token, a signature.
+const CREDENTIAL_NAME_PARTS: [&str; 8] = [
+    "auth",
+    "key",
+    "token",
+    "secret",
+    "passw",
+    "cookie",
+    "signature",
+    "credential",
+];
+
+/// Names that look like a credential's but carry none: an idempotency key is new on every
+/// request (hashed into the cache key, it would make every request a miss).
+const NOT_CREDENTIALS: [&str; 2] = ["idempotency-key", "x-idempotency-key"];
+
+/// Whether a request header named `name` carries a secret or says who is calling: one of the
+/// [`CREDENTIAL_HEADERS`], or any other whose name holds `auth`, `key`, `token`, `secret`,
+/// `passw`, `cookie`, `signature` or `credential` (an idempotency key aside). Such headers are
+/// scrubbed from error bodies that echo them and hashed into the credential id and cache key.
 pub fn is_credential_header(name: &HeaderName) -> bool {
-    CREDENTIAL_HEADERS.contains(&name.as_str())
+    let name = name.as_str();
+    CREDENTIAL_HEADERS.contains(&name)
+        || (!NOT_CREDENTIALS.contains(&name)
+            && CREDENTIAL_NAME_PARTS.iter().any(|part| name.contains(part)))
+}
+
+/// Whether a request header is a credential that is not one of the [`CREDENTIAL_HEADERS`]:
+/// named like one ([`is_credential_header`]), or with a value marked sensitive
+/// ([`HeaderValue::set_sensitive`]). Those are hashed after the listed ones, in name order.
+pub fn is_other_credential(name: &HeaderName, value: &HeaderValue) -> bool {
+    !CREDENTIAL_HEADERS.contains(&name.as_str())
+        && (value.is_sensitive() || is_credential_header(name))
 }
 
 /// The header's value as trimmed text, or `None` when it is not visible ASCII.
@@ -311,10 +343,46 @@ mod tests {
             let upper = HeaderName::from_bytes(name.to_ascii_uppercase().as_bytes()).unwrap();
             assert!(is_credential_header(&upper), "{name}");
         }
-        for name in ["content-type", "x-request-id", "user-agent", "accept"] {
+        for name in [
+            "content-type",
+            "x-request-id",
+            "user-agent",
+            "accept",
+            "idempotency-key",
+            "anthropic-version",
+            "x-client-request-id",
+        ] {
             let name = HeaderName::from_static(name);
             assert!(!is_credential_header(&name), "{name}");
         }
+        // Gateways' own credentials, by their names.
+        for name in [
+            "helicone-auth",
+            "cf-aig-authorization",
+            "x-portkey-api-key",
+            "x-goog-user-token",
+            "x-amz-security-token",
+            "x-signature",
+        ] {
+            let name = HeaderName::from_static(name);
+            assert!(is_credential_header(&name), "{name}");
+            assert!(is_other_credential(&name, &HeaderValue::from_static("v")));
+        }
+        // Any value marked sensitive, whatever its name.
+        let mut secret = HeaderValue::from_static("s");
+        secret.set_sensitive(true);
+        assert!(is_other_credential(
+            &HeaderName::from_static("x-tenant"),
+            &secret
+        ));
+        assert!(!is_other_credential(
+            &HeaderName::from_static("x-tenant"),
+            &HeaderValue::from_static("s")
+        ));
+        assert!(!is_other_credential(
+            &HeaderName::from_static("authorization"),
+            &secret
+        ));
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

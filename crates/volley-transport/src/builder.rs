@@ -201,7 +201,12 @@ impl Builder {
     /// `OpenAI-Organization`, say).
     ///
     /// Default: none.
-    pub fn default_header(mut self, name: HeaderName, value: HeaderValue) -> Builder {
+    pub fn default_header(mut self, name: HeaderName, mut value: HeaderValue) -> Builder {
+        // A credential (by its name) is never indexed by HTTP/2's header compression and
+        // shows as `Sensitive` in `Debug`.
+        if volley_core::headers::is_credential_header(&name) {
+            value.set_sensitive(true);
+        }
         self.config.default_headers.insert(name, value);
         self
     }
@@ -766,9 +771,17 @@ impl Builder {
         };
         let host = host_header(&base.scheme, &base.authority)?;
 
+        // The listed credential headers in their order, then the others (a gateway's key, a
+        // value marked sensitive) in name order: a client without any keeps its id.
+        let mut others: Vec<(&HeaderName, &HeaderValue)> = default_headers
+            .iter()
+            .filter(|(name, value)| volley_core::headers::is_other_credential(name, value))
+            .collect();
+        others.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let credential_headers: Vec<&[u8]> = CREDENTIAL_HEADERS
             .iter()
             .filter_map(|name| default_headers.get(*name))
+            .chain(others.into_iter().map(|(_, value)| value))
             .map(HeaderValue::as_bytes)
             .collect();
         let mut secrets = Vec::new();

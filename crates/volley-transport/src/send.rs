@@ -73,7 +73,7 @@ impl Sending {
         let mut own_secrets = Vec::new();
         if !request.headers().is_empty() {
             for (name, value) in request.headers() {
-                if volley_core::headers::is_credential_header(name) {
+                if volley_core::headers::is_credential_header(name) || value.is_sensitive() {
                     crate::inner::secrets_of(value.as_bytes(), &mut own_secrets);
                 }
             }

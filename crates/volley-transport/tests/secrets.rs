@@ -99,3 +99,68 @@ fn the_key_never_appears_in_debug_errors_or_trace_logs() {
         "part of the key leaked:\n{seen}"
     );
 }
+
+/// A gateway's own credential header (not one of the listed ones) is a credential too: an
+/// error body that echoes it shows `***`, whether the client sends it by default or a request
+/// carries it, and whether it is known by its name or only marked sensitive.
+#[tokio::test]
+async fn a_gateways_own_key_echoed_in_an_error_is_scrubbed() {
+    use tokio::io::AsyncWriteExt;
+    const GATEWAY: &str = "sk-hel-gateway-secret-42";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while volley_testkit::raw::read_request(&mut socket, &mut buf)
+                    .await
+                    .is_some()
+                {
+                    let body = format!(
+                        "{{\"error\":{{\"message\":\"invalid key Bearer {GATEWAY}\",\"type\":\"auth\"}}}}"
+                    );
+                    let answer = format!(
+                        "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let value = || http::HeaderValue::from_str(&format!("Bearer {GATEWAY}")).unwrap();
+    let mut seen = String::new();
+    // By default, under a name that says what it is.
+    let by_default = Transport::builder()
+        .base_url(&url)
+        .default_header(http::HeaderName::from_static("helicone-auth"), value())
+        .build()
+        .unwrap();
+    seen.push_str(&format!("{by_default:?}\n"));
+    // On the request, under a name that does not, but marked sensitive.
+    let plain = Transport::builder().base_url(&url).build().unwrap();
+    let mut marked = value();
+    marked.set_sensitive(true);
+    let requests = [
+        (&by_default, chat()),
+        (
+            &plain,
+            chat().with_header(http::HeaderName::from_static("x-tenant"), marked),
+        ),
+    ];
+    for (transport, request) in requests {
+        let err = transport.send(request).await.unwrap_err();
+        assert_eq!(err.status().map(|s| s.as_u16()), Some(401), "{err}");
+        let text = format!("{err} {err:?} {}", err.report());
+        assert!(text.contains("invalid key"), "the message stays: {text}");
+        seen.push_str(&text);
+    }
+    assert!(!seen.contains(GATEWAY), "the gateway's key leaked:\n{seen}");
+}

@@ -11,7 +11,8 @@
 //!   [`CredentialId`](volley_core::cache_key::CredentialId) given to [`CacheLayer::new`],
 //!   narrowed by every credential-like header the request carries itself
 //!   ([`CREDENTIAL_HEADERS`](volley_core::headers::CREDENTIAL_HEADERS): a tenant's own
-//!   `Authorization`, say), so one client serving many tenants keeps one namespace per tenant.
+//!   `Authorization`, say; and any other header named like a credential or marked sensitive),
+//!   so one client serving many tenants keeps one namespace per tenant.
 //!   The model, `temperature`, `seed` and every other parameter are in the body and therefore
 //!   in the key. The API key itself is never stored: only its hash, mixed into the key.
 //! - Only `GET` and `POST` requests are cached, and only successful (2xx) responses are
