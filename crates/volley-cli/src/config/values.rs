@@ -430,22 +430,27 @@ impl FromStr for HealthCheckSpec {
         if t.eq_ignore_ascii_case("off") {
             return Ok(HealthCheckSpec(None));
         }
+        // Messages show the path without its query, which may carry a key.
+        let shown = volley::core::redact::quoted_path(t);
         if !t.starts_with('/') {
             return Err(format!(
-                "{s:?} is not a health check: expected a path under the base URL such as \
+                "{shown} is not a health check: expected a path under the base URL such as \
                  /models, or off"
             ));
         }
+        // The parser's own error is left out: it could quote the query.
         t.parse::<http::uri::PathAndQuery>()
             .map(|p| HealthCheckSpec(Some(p)))
-            .map_err(|e| format!("{s:?} is not a health check path: {e}"))
+            .map_err(|_| format!("{shown} is not a valid health check path"))
     }
 }
 
+/// The path, its query (which may carry a key) shown as `?***`.
 impl fmt::Display for HealthCheckSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             None => f.write_str("off"),
+            Some(path) if path.query().is_some() => write!(f, "{}?***", path.path()),
             Some(path) => f.write_str(path.as_str()),
         }
     }
@@ -788,11 +793,20 @@ mod tests {
         }
         assert_eq!(HealthCheckSpec::default().show(), "/models");
         assert_eq!("off".parse::<HealthCheckSpec>().unwrap().0, None);
+        // The query is sent as written, and shown as ?*** (it may carry a key).
+        let with_query = "/health?api-key=sk-hc-1"
+            .parse::<HealthCheckSpec>()
+            .unwrap();
         assert_eq!(
-            "/health?deep=1".parse::<HealthCheckSpec>().unwrap().show(),
-            "/health?deep=1"
+            with_query.0.as_ref().map(|p| p.as_str()),
+            Some("/health?api-key=sk-hc-1")
         );
+        assert_eq!(with_query.show(), "/health?***");
         assert!("models".parse::<HealthCheckSpec>().is_err());
+        for bad in ["models?api-key=sk-hc-1", "/bad path?api-key=sk-hc-1"] {
+            let err = bad.parse::<HealthCheckSpec>().unwrap_err();
+            assert!(!err.contains("sk-hc-1") && err.contains("?***"), "{err}");
+        }
     }
 
     #[test]
