@@ -902,15 +902,13 @@ pub(crate) fn parse_base_url(url: &str, allow_plain_http: bool) -> Result<BaseUr
     // The URL is never repeated in an error: it may carry a credential (user:password@, or a
     // key in the query string). Only scheme, host and port are named.
     let config = |msg: String| Error::new(ErrorKind::Config, msg);
-    let authority_part = url
-        .split_once("://")
-        .map_or(url, |(_, rest)| rest)
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or("");
-    if authority_part.contains('@') {
+    // Any `@`, not only one in the authority: a password may hold `/`, `?` or `#` unencoded
+    // (`user:8443/x@host`), and then an HTTP parser takes what precedes them for the host and
+    // port, where every redactor takes user information to end at the last `@`.
+    if url.contains('@') {
         return Err(config(
-            "the base URL must not carry credentials (user:password@); use the API key setting"
+            "the base URL must not contain '@': no credentials (user:password@) in it; use the \
+             API key setting"
                 .to_owned(),
         ));
     }
@@ -1000,10 +998,18 @@ mod tests {
             "ftp://u:TOKEN@x/v1",
             "https://x/v1?api-key=TOKEN",
             "not a url TOKEN",
+            // A password with '/' or '?' unencoded: the HTTP parser would read `u:8443` as the
+            // host and port, and the rest of the password as a path or a query.
+            "https://u:8443/TOKEN@api.example/v1",
+            "https://u:1234?TOKEN@api.example/v1",
+            "https://u:1234#TOKEN@api.example/v1",
         ] {
             let err = parse_base_url(url, false).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{url}");
             assert!(!format!("{err} {err:?}").contains("TOKEN"), "{err}");
         }
+        let err = parse_base_url("https://u:8443/TOKEN@api.example/v1", false).unwrap_err();
+        assert!(err.to_string().contains("must not contain '@'"), "{err}");
     }
 
     #[test]
