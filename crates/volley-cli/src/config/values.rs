@@ -411,8 +411,12 @@ impl fmt::Display for Share {
 pub(crate) struct HealthCheckSpec(pub(crate) Option<http::uri::PathAndQuery>);
 
 impl HealthCheckSpec {
+    /// The whole path, query included (`Display` hides the query).
     fn raw(&self) -> String {
-        self.to_string()
+        match &self.0 {
+            None => "off".to_owned(),
+            Some(path) => path.as_str().to_owned(),
+        }
     }
 }
 
@@ -802,6 +806,13 @@ mod tests {
             Some("/health?api-key=sk-hc-1")
         );
         assert_eq!(with_query.show(), "/health?***");
+        // Settings pass between layers in their raw form, which keeps the query.
+        assert_eq!(with_query.raw(), "/health?api-key=sk-hc-1");
+        let json = serde_json::to_string(&with_query).unwrap();
+        assert_eq!(
+            serde_json::from_str::<HealthCheckSpec>(&json).unwrap(),
+            with_query
+        );
         assert!("models".parse::<HealthCheckSpec>().is_err());
         for bad in ["models?api-key=sk-hc-1", "/bad path?api-key=sk-hc-1"] {
             let err = bad.parse::<HealthCheckSpec>().unwrap_err();
