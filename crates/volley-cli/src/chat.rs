@@ -149,6 +149,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         volley::middleware::retry::Policy::builder()
             .max_retries(attempts.max_retries)
             .give_up_after(attempts.give_up_after.0)
+            .classifier(attempts.retry_on.classifier())
             .build()?,
     );
     if let Some(credential) = credential {

@@ -418,10 +418,7 @@ async fn build_client(
     .allow_plain_http(settings.connection.allow_plain_http)
     // Keep a connection per slot: reconnecting costs more than an idle socket.
     .pool_max_idle_per_host(concurrency)
-    .retry_policy(retry_policy(
-        settings.attempts.max_retries,
-        settings.attempts.give_up_after.0,
-    )?)
+    .retry_policy(retry_policy(&settings.attempts)?)
     .timeout(settings.timeout());
     builder = if load.concurrency.is_auto() {
         builder.concurrency_auto(concurrency)
@@ -479,10 +476,11 @@ async fn build_client(
 /// retry storm, which the rate limits and the concurrency limit already prevent here; with
 /// it, a burst of 429s would turn into permanent failures of lines that one more wait
 /// would have saved.
-fn retry_policy(max_retries: u32, give_up_after: std::time::Duration) -> anyhow::Result<Policy> {
+fn retry_policy(attempts: &config::Attempts) -> anyhow::Result<Policy> {
     Policy::builder()
-        .max_retries(max_retries)
-        .give_up_after(give_up_after)
+        .max_retries(attempts.max_retries)
+        .give_up_after(attempts.give_up_after.0)
+        .classifier(attempts.retry_on.classifier())
         .budget_enabled(false)
         .build()
         .map_err(|e| anyhow::Error::new(UsageError(format!("{e}"))))
@@ -690,11 +688,12 @@ fn one_line(settings: &Settings, base_url: &str) -> String {
         ),
     };
     format!(
-        "concurrency {}, rpm {}, tpm {}{shared}, max retries {}, timeout {}, cache {}; {}",
+        "concurrency {}, rpm {}, tpm {}{shared}, max retries {} (on {}), timeout {}, cache {}; {}",
         load.concurrency,
         load.rpm.show(),
         load.tpm.show(),
         settings.attempts.max_retries,
+        settings.attempts.retry_on,
         settings.attempts.timeout.show(),
         load.cache,
         base_url.to_owned().show(),

@@ -865,6 +865,56 @@ fn transient_429s_do_not_become_failures() {
     drop(rt);
 }
 
+/// `--retry-on unbilled` sends a line once when its answer is a 500 (the provider may have
+/// done and billed the work); the default, `failures`, sends it again.
+#[test]
+fn retry_on_unbilled_does_not_send_a_500_again() {
+    const LINES: usize = 5;
+    let rt = volley_testkit::process::server_runtime(2);
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            faults: "500=1".parse().unwrap(),
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_chat_input(&input, LINES);
+    let run = |name: &str, retry_on: &[&str]| {
+        let out = dir.path().join(format!("{name}.jsonl"));
+        let (_, stdout, stderr) = output(
+            volley(dir.path())
+                .args(["run", path_str(&input), "-o", path_str(&out)])
+                .args(["--base-url", &server.url(), "--max-retries", "1"])
+                .args(retry_on)
+                .env("OPENAI_API_KEY", "sk-test"),
+        );
+        let recorded = records(&out);
+        assert_eq!(recorded.len(), LINES, "{stderr}");
+        assert!(
+            recorded.iter().all(|r| r["response"]["status_code"] == 500),
+            "{stderr}"
+        );
+        format!("{stdout}{stderr}")
+    };
+    let text = run("unbilled", &["--retry-on", "unbilled"]);
+    assert!(text.contains("max retries 1 (on unbilled)"), "{text}");
+    assert_eq!(
+        server.stats().requests_total,
+        LINES as u64,
+        "each line once"
+    );
+    let text = run("failures", &[]);
+    assert!(text.contains("max retries 1 (on failures)"), "{text}");
+    assert_eq!(
+        server.stats().requests_total,
+        3 * LINES as u64,
+        "each line twice more"
+    );
+    drop(server);
+    drop(rt);
+}
+
 /// A wrong key stops the run early; the same command with the right key and --retry-failed
 /// completes it.
 #[test]

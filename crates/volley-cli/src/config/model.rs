@@ -18,7 +18,7 @@ use super::endpoints::{BaseUrls, EndpointSpecs};
 use super::origin::usage_error;
 use super::values::{
     AnthropicAuthSpec, CacheSpec, ConcurrencySpec, FailureSpec, FsyncMode, HealthCheckSpec,
-    HedgeSpec, Limit, Prefix, ProviderSpec, Share, SharedLimitSpec, Show,
+    HedgeSpec, Limit, Prefix, ProviderSpec, RetryOn, Share, SharedLimitSpec, Show,
 };
 
 /// A group of settings: the keys it reads and how its values are shown.
@@ -205,6 +205,12 @@ settings! {
         #[arg(long, value_name = "D")]
         give_up_after: HumanDuration [Option<HumanDuration>] =
             HumanDuration(volley::middleware::retry::DEFAULT_GIVE_UP_AFTER),
+        /// Which failed attempts are retried: "failures" (connection failures, timeouts, a
+        /// broken stream, 429, 408, 409, 5xx; a timeout or a 5xx may come after the provider
+        /// billed the work) or "unbilled" (only what cannot have been billed: 429, 529, a 503
+        /// with Retry-After, failures before the request was sent) [default: failures].
+        #[arg(long, value_name = "WHICH")]
+        retry_on: RetryOn [Option<String>] = RetryOn::Failures,
     }
 }
 

@@ -42,7 +42,8 @@ show_display!(
     AnthropicAuthSpec,
     HedgeSpec,
     Share,
-    HealthCheckSpec
+    HealthCheckSpec,
+    RetryOn
 );
 
 /// An optional string (a URL or a name): `none` when unset, a URL without its secrets.
@@ -179,7 +180,8 @@ serde_as_text!(
     AnthropicAuthSpec,
     HedgeSpec,
     Share,
-    HealthCheckSpec
+    HealthCheckSpec,
+    RetryOn
 );
 
 /// A setting whose values are a library type's own, parsed and shown by the library's one
@@ -629,6 +631,59 @@ impl fmt::Display for SharedLimitSpec {
             SharedLimitSpec::Off => f.write_str("off"),
             SharedLimitSpec::Redis(url) => url.fmt(f),
         }
+    }
+}
+
+/// `--retry-on`: which failed attempts are sent again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum RetryOn {
+    /// Connection failures, timeouts, a stream broken before its first chunk, 429 and the
+    /// statuses 408, 409, 500, 502, 503, 504 and 529: the library's default. A timeout, a 5xx
+    /// or a broken stream may come after the provider did (and billed) the work.
+    #[default]
+    Failures,
+    /// Only what cannot have been billed: 429, 529, a 503 with `Retry-After`, and failures
+    /// before any byte of the request was sent.
+    Unbilled,
+}
+
+impl RetryOn {
+    fn raw(&self) -> String {
+        self.to_string()
+    }
+
+    /// The library's retry classifier for it.
+    pub(crate) fn classifier(
+        self,
+    ) -> fn(&volley::Error, u32) -> volley::middleware::retry::Decision {
+        match self {
+            RetryOn::Failures => volley::middleware::retry::classify_default,
+            RetryOn::Unbilled => volley::middleware::retry::classify_safe_only,
+        }
+    }
+}
+
+impl FromStr for RetryOn {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "failures" => Ok(RetryOn::Failures),
+            "unbilled" => Ok(RetryOn::Unbilled),
+            _ => Err(format!(
+                "invalid retry choice {s:?}: expected failures (connection failures, timeouts, \
+                 429, 5xx) or unbilled (only what cannot have been billed)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for RetryOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RetryOn::Failures => "failures",
+            RetryOn::Unbilled => "unbilled",
+        })
     }
 }
 
