@@ -208,7 +208,7 @@ settings! {
         /// Which failed attempts are retried: "failures" (connection failures, timeouts, a
         /// broken stream, 429, 408, 409, 5xx; a timeout or a 5xx may come after the provider
         /// billed the work) or "unbilled" (only what cannot have been billed: 429, 529, a 503
-        /// with Retry-After, failures before the request was sent) [default: failures].
+        /// with Retry-After, a 408, failures before the request was sent) [default: failures].
         #[arg(long, value_name = "WHICH")]
         retry_on: RetryOn [Option<String>] = RetryOn::Failures,
     }

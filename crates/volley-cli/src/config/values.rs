@@ -642,8 +642,8 @@ pub(crate) enum RetryOn {
     /// or a broken stream may come after the provider did (and billed) the work.
     #[default]
     Failures,
-    /// Only what cannot have been billed: 429, 529, a 503 with `Retry-After`, and failures
-    /// before any byte of the request was sent.
+    /// Only what cannot have been billed: 429, 529, a 503 with `Retry-After`, a 408, and
+    /// failures before any byte of the request was sent.
     Unbilled,
 }
 

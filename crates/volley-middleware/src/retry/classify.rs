@@ -85,7 +85,8 @@ pub fn classify_default(error: &Error, attempt: u32) -> Decision {
 /// The classifier of [`Policy::safe_only`]: retries only what cannot have been billed.
 ///
 /// That is a 429 or a 529 (overloaded: refused before any work), a 503 that carries a `Retry-After` (the server refused the work and said
-/// when to come back), and any failure where [`Error::is_request_sent`] is `false` (a refused
+/// when to come back), a 408 (the server never received the whole request, RFC 9110
+/// §15.5.9), and any failure where [`Error::is_request_sent`] is `false` (a refused
 /// connection, or a pooled connection that closed before the request was written). `Tls` is
 /// not retried even though nothing was sent: a certificate problem does not heal.
 /// `InvalidInput`, `Config` and `Cancelled` are never retried, nor is a 429 that says the
@@ -107,6 +108,7 @@ pub fn classify_safe_only(error: &Error, attempt: u32) -> Decision {
         {
             Decision::Retry
         }
+        ErrorKind::Status if error.status() == Some(StatusCode::REQUEST_TIMEOUT) => Decision::Retry,
         ErrorKind::Tls | ErrorKind::InvalidInput | ErrorKind::Config | ErrorKind::Cancelled => {
             Decision::Fail
         }

@@ -13,8 +13,8 @@
 //!
 //! A provider may bill an attempt that failed after it was sent: a timeout or a 500 may come
 //! after the generation ran. [`Policy::safe_only`] ([`classify_safe_only`]) retries only what
-//! cannot have been billed: 429, a 503 with `Retry-After`, and failures before any byte of the
-//! request was sent. The classifier is replaceable ([`PolicyBuilder::classifier`]).
+//! cannot have been billed: 429, a 503 with `Retry-After`, a 408, and failures before any byte
+//! of the request was sent. The classifier is replaceable ([`PolicyBuilder::classifier`]).
 //!
 //! # How long it waits
 //!

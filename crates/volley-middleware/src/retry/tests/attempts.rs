@@ -77,6 +77,7 @@ async fn safe_only_retries_what_cannot_have_been_billed() {
     let cases: Vec<(&str, MakeError, usize)> = vec![
         ("500", || status(500), 1),
         ("429", || status(429), 2),
+        ("408", || status(408), 2),
         ("503", || status(503), 1),
         (
             "503 with Retry-After",
