@@ -166,19 +166,31 @@ pub(crate) fn from_error(line: u64, error: &Error) -> Outcome {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        // The error keeps the parsed error object, not the raw body: rebuild OpenAI's shape.
-        let body = match error.api_error() {
-            Some(api) => json!({"error": {
-                "message": api.message, "type": api.r#type, "param": api.param, "code": api.code,
-            }}),
-            None => json!({"error": {
-                "message": error.to_string(), "type": null, "param": null, "code": null,
-            }}),
+        // The provider's own error body when it is JSON (on one line, as a record needs);
+        // otherwise OpenAI's shape, rebuilt from the parsed error object or the message.
+        let raw = error
+            .body()
+            .filter(|body| serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok());
+        let body = match (raw, error.api_error()) {
+            (Some(raw), _) => crate::send::one_line(raw.clone()),
+            (None, Some(api)) => Bytes::from(
+                json!({"error": {
+                    "message": api.message, "type": api.r#type, "param": api.param,
+                    "code": api.code,
+                }})
+                .to_string(),
+            ),
+            (None, None) => Bytes::from(
+                json!({"error": {
+                    "message": error.to_string(), "type": null, "param": null, "code": null,
+                }})
+                .to_string(),
+            ),
         };
         return Outcome::Response {
             status_code: status.as_u16(),
             request_id,
-            body: Bytes::from(body.to_string()),
+            body,
         };
     }
     // The error and its causes, each once, outermost first.

@@ -52,8 +52,8 @@ fn errored(out: &mut Vec<u8>, r#type: &str, message: &str, code: &str) {
 }
 
 /// The provider's error response as it sent it when it is one (`{"type": "error", …}`),
-/// else one rebuilt from the error object (an error record keeps the parsed object, in
-/// OpenAI's shape, when retries ran out).
+/// else one rebuilt from the error object (an error record keeps the provider's body when it
+/// is JSON, else one rebuilt in OpenAI's shape).
 fn write_error_response(out: &mut Vec<u8>, body: &[u8], request_id: &str) {
     #[derive(Deserialize)]
     struct Probe<'a> {

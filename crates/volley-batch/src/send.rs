@@ -139,7 +139,7 @@ fn from_response(line: u64, status: u16, request_id: String, body: Bytes) -> (Ou
     (outcome, usage)
 }
 
-fn one_line(body: Bytes) -> Bytes {
+pub(crate) fn one_line(body: Bytes) -> Bytes {
     if !body.iter().any(|&b| b == b'\n' || b == b'\r') {
         return body;
     }

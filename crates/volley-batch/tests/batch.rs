@@ -421,6 +421,84 @@ async fn failed_requests_are_recorded_in_both_files() {
     assert!(record["error"].is_null());
 }
 
+/// A final HTTP error's record keeps the provider's error body as it sent it: its extra
+/// fields (Azure's `innererror`), a numeric `code`, a message of any length, or a shape that
+/// is not OpenAI's at all; a body that is not JSON is rebuilt in OpenAI's shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_http_error_keeps_the_providers_body() {
+    use tokio::io::AsyncWriteExt;
+    let long = "x".repeat(2000);
+    let bodies = [
+        json!({"error": {"message": "blocked", "type": "invalid_request_error", "param": null,
+            "code": 42, "innererror": {"code": "ResponsibleAIPolicyViolation"}}})
+        .to_string(),
+        json!({"detail": "model not found"}).to_string(),
+        json!({"error": {"message": long, "type": "invalid_request_error"}}).to_string(),
+        "<html>bad gateway</html>".to_owned(),
+    ];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let served = served.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(head) =
+                    volley_testkit::raw::read_request(&mut socket, &mut buf).await
+                {
+                    // Which line: its custom_id, sent as x-client-request-id.
+                    let n = (0..served.len())
+                        .find(|n| head.contains(&format!("x-client-request-id: body-{n}\r")))
+                        .unwrap_or(0);
+                    let body = &served[n];
+                    let answer = format!(
+                        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                         x-request-id: req-{n}\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(
+        dir.path(),
+        (0..bodies.len()).map(|n| chat_line(&format!("body-{n}"))),
+    );
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .retries(0)
+        .build()
+        .unwrap();
+    let summary = BatchRunner::new(client, Input::Path(input), options(dir.path()))
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(summary.failed, bodies.len() as u64);
+    let out = records(&dir.path().join("out.jsonl"));
+    let by_id: BTreeMap<&str, &Value> = out
+        .iter()
+        .map(|r| (r["custom_id"].as_str().unwrap(), r))
+        .collect();
+    for (n, body) in bodies.iter().enumerate() {
+        let record = by_id[format!("body-{n}").as_str()];
+        assert_eq!(record["response"]["status_code"], 400, "{record}");
+        assert_eq!(record["response"]["request_id"], format!("req-{n}"));
+        let written = &record["response"]["body"];
+        match serde_json::from_str::<Value>(body) {
+            Ok(sent) => assert_eq!(written, &sent, "line {n}"),
+            Err(_) => assert!(written["error"]["message"].is_string(), "{written}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn validate_checks_without_sending() {
     let dir = tempfile::tempdir().unwrap();

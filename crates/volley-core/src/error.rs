@@ -30,6 +30,8 @@ struct Inner {
     retry_after: Option<Duration>,
     headers: Option<HeaderMap>,
     api_error: Option<ApiError>,
+    /// The error response's body, as [`Error::from_status`] was given it.
+    body: Option<bytes::Bytes>,
     request_sent: bool,
     source: Option<BoxError>,
 }
@@ -219,6 +221,7 @@ impl Error {
                 retry_after: None,
                 headers: None,
                 api_error: None,
+                body: None,
                 request_sent: !kind.before_send(),
                 source: None,
             }),
@@ -253,6 +256,9 @@ impl Error {
         err.inner.headers = Some(headers);
         err.inner.api_error = api_error;
         err.inner.retry_after = retry_after;
+        if !body.is_empty() {
+            err.inner.body = Some(bytes::Bytes::copy_from_slice(body));
+        }
         err
     }
 
@@ -309,6 +315,15 @@ impl Error {
     /// The provider's parsed error object, for HTTP error responses that carried one.
     pub fn api_error(&self) -> Option<&ApiError> {
         self.inner.api_error.as_ref()
+    }
+
+    /// The error response's body as the server sent it, for a `Status` or `RateLimited`
+    /// error: at most the transport's cap on error bodies (64 KiB by default), with the
+    /// request's own secrets (its key, should the server echo it) replaced by `***`. `None`
+    /// when the body was empty. Not in `Display` or `Debug` (it can be long, and it is the
+    /// server's text, which [`Error::api_error`] carries cleaned).
+    pub fn body(&self) -> Option<&bytes::Bytes> {
+        self.inner.body.as_ref()
     }
 
     /// Whether any byte of the request may have reached the server. When this is `false` the
