@@ -141,6 +141,9 @@ pub struct RateLimitInfo {
     pub remaining_output_tokens: Option<u64>,
     /// Time until the output-token quota is full again.
     pub reset_output_tokens: Option<Duration>,
+    /// The provider states every limit per minute (Anthropic's are), so there is no window
+    /// to infer from the resets: [`RateLimitInfo::quotas`] leaves them out.
+    pub limits_per_minute: bool,
 }
 
 impl RateLimitInfo {
@@ -167,8 +170,21 @@ impl RateLimitInfo {
     }
 
     /// `(limit, remaining, reset)` of each quota, in the order requests, tokens, input
-    /// tokens, output tokens: what a rate limiter learns from, one quota at a time.
+    /// tokens, output tokens: what a rate limiter learns from, one quota at a time. Without
+    /// the resets when the limits are stated per minute ([`RateLimitInfo::limits_per_minute`]):
+    /// a window inferred from them could only be wrong.
     pub fn quotas(&self) -> [(Option<u64>, Option<u64>, Option<Duration>); 4] {
+        if self.limits_per_minute {
+            let mut per_minute = RateLimitInfo {
+                limits_per_minute: false,
+                ..*self
+            }
+            .quotas();
+            for quota in &mut per_minute {
+                quota.2 = None;
+            }
+            return per_minute;
+        }
         [
             (
                 self.limit_requests,
@@ -324,6 +340,7 @@ mod tests {
             limit_output_tokens: Some(10),
             remaining_output_tokens: Some(11),
             reset_output_tokens: Some(s(12)),
+            limits_per_minute: false,
         };
         assert_eq!(
             info.quotas(),
@@ -335,6 +352,19 @@ mod tests {
             ]
         );
         assert_eq!(RateLimitInfo::default().quotas(), [(None, None, None); 4]);
+        let per_minute = RateLimitInfo {
+            limits_per_minute: true,
+            ..info
+        };
+        assert_eq!(
+            per_minute.quotas(),
+            [
+                (Some(1), Some(2), None),
+                (Some(4), Some(5), None),
+                (Some(7), Some(8), None),
+                (Some(10), Some(11), None),
+            ]
+        );
     }
 
     #[test]

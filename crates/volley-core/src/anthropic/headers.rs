@@ -102,6 +102,10 @@ impl AnthropicRateLimits {
             limit_output_tokens: self.output_tokens.limit,
             remaining_output_tokens: self.output_tokens.remaining,
             reset_output_tokens: self.output_tokens.reset,
+            // Anthropic's limits are all per minute (requests, input and output tokens), and
+            // its resets are times of day in whole seconds, read against this machine's clock:
+            // too coarse to tell a window by.
+            limits_per_minute: true,
         }
     }
 }
@@ -294,8 +298,11 @@ mod tests {
                 limit_output_tokens: Some(80_000),
                 remaining_output_tokens: Some(0),
                 reset_output_tokens: Some(Duration::from_secs(2)),
+                limits_per_minute: true,
             }
         );
+        // Per minute, stated: the resets are no evidence of a window.
+        assert_eq!(info.quotas()[0], (Some(4_000), Some(3_999), None));
         // A server that states only the combined quota (a gateway, volley-mock): learned as
         // the total.
         let combined: HeaderMap = [("anthropic-ratelimit-tokens-limit", "90000")]

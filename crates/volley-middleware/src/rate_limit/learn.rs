@@ -30,9 +30,18 @@ pub(crate) fn infer_window(
     if remaining >= limit || reset.is_zero() {
         return Duration::from_secs(MINUTE);
     }
+    // A reset in whole seconds may be rounded up by almost a second (a server that states
+    // seconds only; a time of day read against this machine's clock): at 4 000 a minute with
+    // one request used, a true 15 ms read as "1s" would make the window an hour and the pace
+    // a sixtieth of the limit. Such a reset counts for what it is at least, a second less.
+    let reset = if reset.subsec_nanos() == 0 {
+        reset.saturating_sub(Duration::from_secs(1))
+    } else {
+        reset
+    };
     let raw = reset.as_secs_f64() * limit as f64 / (limit - remaining) as f64;
-    // Snap at the geometric middle between neighbours, so a reset rounded to the second or
-    // a request counted late does not tip one window into the next.
+    // Snap at the geometric middle between neighbours, so a request counted late does not
+    // tip one window into the next.
     let secs = if raw < (MINUTE as f64 * HOUR as f64).sqrt() {
         MINUTE
     } else if raw < (HOUR as f64 * DAY as f64).sqrt() {
@@ -85,6 +94,43 @@ mod tests {
             MINUTE
         );
         assert_eq!(infer_window(600, Some(599), None).as_secs(), MINUTE);
+        // A reset rounded up to the whole second is no evidence of a longer window: 600 a
+        // minute with one used, its 100 ms stated as "1s".
+        assert_eq!(infer_window(600, Some(599), ms(1_000)).as_secs(), MINUTE);
+        assert_eq!(
+            infer_window(150_000, Some(149_984), ms(1_000)).as_secs(),
+            MINUTE
+        );
+        // Whole seconds that say more than the rounding still tell an hour or a day.
+        assert_eq!(infer_window(1_000, Some(999), ms(4_000)).as_secs(), HOUR);
+        assert_eq!(infer_window(14_400, Some(14_399), ms(6_000)).as_secs(), DAY);
+    }
+
+    /// A request above a given token limit is refused before the slow start's gate, so it
+    /// takes none of its probe permits: the next request goes at once, not after the probe
+    /// timeout.
+    #[tokio::test(start_paused = true)]
+    async fn refused_requests_take_no_probe() {
+        let limiter = LocalLimiter::new(Limits::auto().tokens(100)).unwrap();
+        let huge = Cost {
+            requests: 1,
+            tokens: 1_000,
+            ..Cost::ZERO
+        };
+        for _ in 0..PROBE_WINDOW + 2 {
+            let err = limiter.acquire(id(), huge).await.unwrap_err();
+            assert_eq!(err.kind(), volley_core::ErrorKind::InvalidInput, "{err}");
+        }
+        let small = Cost {
+            requests: 1,
+            tokens: 10,
+            ..Cost::ZERO
+        };
+        let mut next = limiter.acquire(id(), small);
+        assert!(
+            done_after(&mut next, Duration::ZERO).await,
+            "a probe was left"
+        );
     }
 
     fn info(limit: u64, remaining: u64, reset: Duration) -> Observation {
