@@ -177,6 +177,12 @@ impl RateLimiter for LocalLimiter {
     type Acquire = LocalAcquire;
 
     fn acquire(&self, id: RequestId, cost: Cost) -> LocalAcquire {
+        // Refused before the slow start's gate: a request that is never sent must not take
+        // (and keep) one of its probe permits.
+        if let Some(error) = too_large(id, cost, &self.shared) {
+            metrics::counter!("volley_rate_limit_too_large_total").increment(1);
+            return LocalAcquire::failed(error);
+        }
         if let Some(gate) = &self.shared.gate
             && !gate.is_closed()
         {
