@@ -9,7 +9,10 @@
 //! a server whose reset is the time until a small burst bucket is full (volley-mock, some
 //! gateways) would otherwise read as a window of a fraction of a second, and a longer window
 //! only makes the limiter slower, never the provider's 429s more frequent. Without the
-//! headers needed to infer it, the window is a minute.
+//! headers needed to infer it, the window is a minute. A reset in whole seconds may have
+//! been rounded up, so it counts for a second less; Anthropic states every limit per minute
+//! ([`RateLimitInfo::limits_per_minute`](volley_core::headers::RateLimitInfo)), so its
+//! coarse reset times are not used at all.
 
 use std::time::Duration;
 
