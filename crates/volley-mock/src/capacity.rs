@@ -59,7 +59,8 @@ impl Capacity {
         match self.knee {
             Some(knee) if in_flight > knee => {
                 let factor = in_flight as f64 / knee as f64;
-                latency.mul_f64(factor)
+                // Saturating: a long latency times a large factor must not panic.
+                Duration::try_from_secs_f64(latency.as_secs_f64() * factor).unwrap_or(Duration::MAX)
             }
             _ => latency,
         }

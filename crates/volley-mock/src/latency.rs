@@ -128,6 +128,21 @@ impl Latency {
     }
 
     pub(crate) fn validate(&self, what: &str) -> Result<(), ConfigError> {
+        // No duration above a day: far beyond any test, and a deadline of now + it never
+        // overflows the clock.
+        let durations = match *self {
+            Latency::Fixed(d) => [d, d],
+            Latency::Uniform { min, max } => [min, max],
+            Latency::LogNormal { median, .. } => [median, median],
+            Latency::Bimodal { fast, slow, .. } => [fast, slow],
+        };
+        if let Some(long) = durations.into_iter().find(|d| *d > MAX_SAMPLE) {
+            return Err(ConfigError::new(format!(
+                "{what}: {} is longer than the longest latency the mock takes, {}",
+                HumanDuration(long),
+                HumanDuration(MAX_SAMPLE)
+            )));
+        }
         match *self {
             Latency::Fixed(_) => Ok(()),
             Latency::Uniform { min, max } if min > max => Err(ConfigError::new(format!(
@@ -171,7 +186,9 @@ impl FromStr for Latency {
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         let s = input.trim();
         let Some((model, args)) = s.split_once(':') else {
-            return Ok(Latency::Fixed(parse_duration(s)?));
+            let latency = Latency::Fixed(parse_duration(s)?);
+            latency.validate(&format!("invalid latency {input:?}"))?;
+            return Ok(latency);
         };
         let latency = match model.trim().to_ascii_lowercase().as_str() {
             "fixed" => Latency::Fixed(parse_duration(args)?),
@@ -328,6 +345,13 @@ mod tests {
             ("bimodal:1s,2s", "FAST,SLOW,SHARE"),
             ("bimodal:1s,2s,1.5", "from 0 to 1"),
             ("bimodal:1s,2s,-0.1", "from 0 to 1"),
+            // Longer than a day, however written: refused, never a deadline that overflows.
+            ("10000000000000000000", "longer than the longest"),
+            ("25h", "longer than the longest"),
+            ("fixed:100000h", "longer than the longest"),
+            ("uniform:1s..100000h", "longer than the longest"),
+            ("lognormal:100000h,0.5", "longer than the longest"),
+            ("bimodal:1s,100000h,0.5", "longer than the longest"),
         ] {
             let err = input.parse::<Latency>().unwrap_err().to_string();
             assert!(err.contains(needle), "{input:?}: {err}");

@@ -267,10 +267,20 @@ async fn bad_requests_get_openai_errors() {
             .unwrap()
             .contains("x-mock-latency")
     );
+    // A latency too long to be a deadline: a 400 too, never a dropped connection.
+    let endless = post(
+        &client,
+        &url,
+        &chat_body(true),
+        &[("x-mock-latency", "10000000000000000000")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(endless.status, StatusCode::BAD_REQUEST);
 
     let stats = server.stats();
-    assert_eq!(stats.requests_total, 7);
-    assert_eq!(stats.status_count(400), 5);
+    assert_eq!(stats.requests_total, 8);
+    assert_eq!(stats.status_count(400), 6);
     assert_eq!(stats.status_count(404), 1);
     assert_eq!(stats.status_count(405), 1);
 }
