@@ -40,6 +40,7 @@
 //! | `POST /v1/chat/completions` | a `chat.completion`, or with `"stream": true` an SSE stream of `chat.completion.chunk`s: one per output token (the first with `delta.role`, the last with `finish_reason`), then a usage chunk (`choices: []`) when `stream_options.include_usage` is true, then `data: [DONE]` |
 //! | `POST /v1/embeddings` | a `list` of unit vectors, one per input (a string, strings, token ids or token-id arrays); equal inputs get equal vectors; `dimensions` and `encoding_format: "base64"` (little-endian `f32`s) are honoured |
 //! | `GET /v1/models` | a `list` of three models |
+//! | `POST /v1/messages` | Anthropic's Messages API: a `message`, or with `"stream": true` its event stream (`message_start`, `content_block_start`, `content_block_delta`s, `content_block_stop`, `message_delta` with usage, `message_stop`); `anthropic-version` is required, and every answer has a `request-id` |
 //! | `GET /stats` | the [`Stats`] as JSON (never authenticated, faulted or counted) |
 //! | `POST /stats/reset` | starts a new statistics window (and clears the journal); answers the last [`Stats`] of the old one |
 //! | `GET /journal` | with [`MockConfig::journal`], the `x-client-request-id` of every API request in arrival order, as a JSON array of strings (see [`MockServer::journal`]); a `404` when the journal is off |
@@ -53,7 +54,11 @@
 //! Errors have OpenAI's shape, `{"error":{"message","type","param","code"}}`: `400` for
 //! invalid JSON or a missing `model` / `messages` / `input`, `401` (`invalid_api_key`) when
 //! [`MockConfig::require_api_key`] is set and the bearer token differs, `404`
-//! (`unknown_url`), `405` with `Allow`, `413` above 32 MiB.
+//! (`unknown_url`), `405` with `Allow`, `413` above 32 MiB. Under `/v1/messages` every error
+//! has Anthropic's shape instead, `{"type":"error","error":{"type","message"}}`
+//! (`authentication_error`, `not_found_error`, `invalid_request_error`,
+//! `request_too_large`, and `529` `overloaded_error` where the OpenAI routes answer over
+//! capacity with `503`).
 //!
 //! ## Timing
 //!

@@ -72,6 +72,7 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
             gzip: shared.config.gzip && accepts_gzip(req.headers()),
             azure: req.uri().path().starts_with("/openai/"),
             journaled,
+            messages: crate::azure::api_path(req.uri().path()).starts_with("/messages"),
         };
         let Some(api) = api else {
             return done(match route {
@@ -372,6 +373,9 @@ struct Reply {
     azure: bool,
     /// The request's id in the journal, when it is on: a successful answer records it.
     journaled: Option<Box<str>>,
+    /// Whether the request came for Anthropic's Messages API (`/v1/messages…`): every
+    /// rejection is then in its dialect, even one made before the body is read.
+    messages: bool,
 }
 
 impl Reply {
@@ -413,6 +417,14 @@ impl Reply {
     }
 
     fn error(self, status: StatusCode, bad: &BadRequest) -> Response<MockBody> {
+        if self.messages {
+            let kind = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "request_too_large"
+            } else {
+                "invalid_request_error"
+            };
+            return anthropic::rejection(self, status, kind, &bad.message);
+        }
         let body = openai::error_body(&bad.message, "invalid_request_error", bad.param, None);
         self.json(status, body.into(), None)
     }
@@ -424,19 +436,27 @@ impl Reply {
     fn not_found(self, method: &Method, path: &str) -> Response<MockBody> {
         let message =
             format!("Unknown request URL: {method} {path}. Please check the URL for typos. (mock)");
+        if self.messages {
+            return anthropic::rejection(self, StatusCode::NOT_FOUND, "not_found_error", &message);
+        }
         let body = openai::error_body(&message, "invalid_request_error", None, Some("unknown_url"));
         self.json(StatusCode::NOT_FOUND, body.into(), None)
     }
 
     fn method_not_allowed(self, method: &Method, allow: &'static str) -> Response<MockBody> {
         let message = format!("Method {method} is not allowed here; use {allow}. (mock)");
-        let body = openai::error_body(
-            &message,
-            "invalid_request_error",
-            None,
-            Some("method_not_allowed"),
-        );
-        let mut response = self.json(StatusCode::METHOD_NOT_ALLOWED, body.into(), None);
+        let mut response = if self.messages {
+            let status = StatusCode::METHOD_NOT_ALLOWED;
+            anthropic::rejection(self, status, "invalid_request_error", &message)
+        } else {
+            let body = openai::error_body(
+                &message,
+                "invalid_request_error",
+                None,
+                Some("method_not_allowed"),
+            );
+            self.json(StatusCode::METHOD_NOT_ALLOWED, body.into(), None)
+        };
         response
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static(allow));
@@ -447,6 +467,10 @@ impl Reply {
     /// key provided: sk-...`), but whole: a client that shows the provider's message without
     /// scrubbing its own key shows the key, and its key-leak tests see it.
     fn unauthorized(self, headers: &HeaderMap) -> Response<MockBody> {
+        if self.messages {
+            let status = StatusCode::UNAUTHORIZED;
+            return anthropic::rejection(self, status, "authentication_error", "invalid x-api-key");
+        }
         let message = format!(
             "Incorrect API key provided: {}. (mock)",
             Shared::presented_key(headers)
@@ -542,7 +566,12 @@ impl Reply {
         let shared = self.shared();
         let body = shared.unavailable_body.clone();
         let retry = shared.unavailable_retry_after.clone();
-        let mut response = self.json(StatusCode::SERVICE_UNAVAILABLE, body, None);
+        let mut response = if self.messages {
+            // Anthropic answers overload with 529 and an `overloaded_error`.
+            anthropic::overloaded_rejection(self)
+        } else {
+            self.json(StatusCode::SERVICE_UNAVAILABLE, body, None)
+        };
         if let Some((secs, millis)) = retry {
             let headers = response.headers_mut();
             headers.insert(http::header::RETRY_AFTER, secs);

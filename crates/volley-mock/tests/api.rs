@@ -478,3 +478,89 @@ fn base64_decode(text: &str) -> Vec<u8> {
     }
     out
 }
+
+/// Every rejection of a Messages request is in Anthropic's dialect, with a `request-id`, even
+/// one made before the body is read: no key (401 `authentication_error`), a path under
+/// `/v1/messages` the mock does not serve (404), the wrong method (405), a bad mock header
+/// (400), and over capacity (529 `overloaded_error`, as Anthropic answers overload).
+#[tokio::test]
+async fn messages_rejections_are_in_anthropics_dialect() {
+    let server = server(MockConfig {
+        require_api_key: Some("sk-ant-right".to_owned()),
+        capacity: volley_mock::Capacity {
+            max_in_flight: Some(1),
+            knee: None,
+        },
+        ..MockConfig::default()
+    })
+    .await;
+    let client = client();
+    let messages = format!("{}/messages", server.url());
+    let body = json!({"model": "claude", "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let anthropic = |reply: &Reply, status: u16, kind: &str| {
+        assert_eq!(reply.status.as_u16(), status, "{}", reply.text());
+        let error = reply.json();
+        assert_eq!(error["type"], "error", "{error}");
+        assert_eq!(error["error"]["type"], kind, "{error}");
+        assert!(error["error"]["message"].is_string(), "{error}");
+        assert!(
+            reply
+                .header("request-id")
+                .is_some_and(|id| id.starts_with("req_")),
+            "{:?}",
+            reply.headers
+        );
+    };
+    let version = ("anthropic-version", "2023-06-01");
+    let reply = post(&client, &messages, &body, &[version]).await.unwrap();
+    anthropic(&reply, 401, "authentication_error");
+    let key = ("x-api-key", "sk-ant-right");
+    let tokens = format!("{messages}/count_tokens");
+    let reply = post(&client, &tokens, &body, &[key, version])
+        .await
+        .unwrap();
+    anthropic(&reply, 404, "not_found_error");
+    let reply = send(&client, Method::GET, &messages, None, &[key, version])
+        .await
+        .unwrap();
+    anthropic(&reply, 405, "invalid_request_error");
+    let bad = ("x-mock-fault", "418");
+    let reply = post(&client, &messages, &body, &[key, version, bad])
+        .await
+        .unwrap();
+    anthropic(&reply, 400, "invalid_request_error");
+
+    // One request held in flight; the next is over capacity.
+    let held = {
+        let (client, messages, body) = (client.clone(), messages.clone(), body.clone());
+        tokio::spawn(async move {
+            let slow = ("x-mock-latency", "500ms");
+            post(&client, &messages, &body, &[key, version, slow]).await
+        })
+    };
+    for _ in 0..500 {
+        if server.stats().in_flight == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(server.stats().in_flight, 1);
+    let reply = post(&client, &messages, &body, &[key, version])
+        .await
+        .unwrap();
+    anthropic(&reply, 529, "overloaded_error");
+    assert_eq!(held.await.unwrap().unwrap().status, StatusCode::OK);
+
+    // The OpenAI routes keep OpenAI's shape.
+    let reply = post(
+        &client,
+        &format!("{}/chat/completions", server.url()),
+        &chat_body(false),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
+}

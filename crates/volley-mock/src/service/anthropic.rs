@@ -203,6 +203,28 @@ fn error(reply: Reply, status: StatusCode, kind: &str, message: &str) -> Respons
     reply.json(status, error_body(kind, message), None)
 }
 
+/// A rejection made before the request reached the Messages endpoint's own handling (auth,
+/// routing, the mock's headers, the body's size, capacity), in Anthropic's dialect, with a
+/// `request-id` as every Anthropic answer has.
+pub(super) fn rejection(
+    reply: Reply,
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+) -> Response<MockBody> {
+    // Counted, not drawn: the request's seeded draws stay as they were.
+    static REJECTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = REJECTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let request_id = format!("req_mockrejected{n:08x}");
+    anthropic_headers(error(reply, status, kind, message), &request_id)
+}
+
+/// Over the mock's capacity, as Anthropic answers overload: 529, `overloaded_error`.
+pub(super) fn overloaded_rejection(reply: Reply) -> Response<MockBody> {
+    let status = StatusCode::from_u16(OVERLOADED).expect("529 is a valid status");
+    rejection(reply, status, "overloaded_error", "Overloaded (mock)")
+}
+
 fn overloaded(reply: Reply) -> Response<MockBody> {
     reply.shared().counters.fault(FaultKind::Unavailable);
     let status = StatusCode::from_u16(OVERLOADED).expect("529 is a valid status");
