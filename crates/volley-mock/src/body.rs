@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -210,6 +211,9 @@ pub(crate) struct StreamPlan {
     /// The event format: OpenAI chunks, or Anthropic events (whose `prefix` is the
     /// `message_start` and `content_block_start` sent before the first delta).
     pub(crate) dialect: volley_core::Dialect,
+    /// How many choices each OpenAI chunk carries (`n`), each with the same token; 1 for
+    /// Anthropic.
+    pub(crate) choices: u32,
 }
 
 /// An SSE chat-completion stream. Events are numbered: first the token chunks (at least one,
@@ -344,7 +348,7 @@ impl SseStream {
             write_usage(
                 &mut out,
                 self.plan.prompt_tokens,
-                u64::from(self.plan.tokens),
+                u64::from(self.plan.tokens) * u64::from(self.plan.choices.max(1)),
             );
             out.extend_from_slice(b"}\n\n");
             return out.into();
@@ -353,21 +357,32 @@ impl SseStream {
             out.extend_from_slice(b"{\"index\":0,\"delta\":{\"content\":\n\n");
             return out.into();
         }
-        out.extend_from_slice(if i == 0 {
-            br#"{"index":0,"delta":{"role":"assistant","content":""#.as_slice()
-        } else {
-            br#"{"index":0,"delta":{"content":""#.as_slice()
-        });
-        if self.plan.tokens > 0 {
-            out.extend_from_slice(self.shared.filler.token(i).as_bytes());
-        }
-        out.extend_from_slice(br#""},"logprobs":null,"finish_reason":"#);
-        if i + 1 == token_events {
-            out.push(b'"');
-            out.extend_from_slice(self.plan.finish_reason.as_bytes());
-            out.push(b'"');
-        } else {
-            out.extend_from_slice(b"null");
+        // Each of the `n` choices gets the same token in this chunk.
+        for index in 0..self.plan.choices.max(1) {
+            if index == 0 {
+                out.extend_from_slice(br#"{"index":0"#);
+            } else {
+                let _ = write!(out, r#",{{"index":{index}"#);
+            }
+            out.extend_from_slice(if i == 0 {
+                br#","delta":{"role":"assistant","content":""#.as_slice()
+            } else {
+                br#","delta":{"content":""#.as_slice()
+            });
+            if self.plan.tokens > 0 {
+                out.extend_from_slice(self.shared.filler.token(i).as_bytes());
+            }
+            out.extend_from_slice(br#""},"logprobs":null,"finish_reason":"#);
+            if i + 1 == token_events {
+                out.push(b'"');
+                out.extend_from_slice(self.plan.finish_reason.as_bytes());
+                out.push(b'"');
+            } else {
+                out.extend_from_slice(b"null");
+            }
+            if index + 1 < self.plan.choices {
+                out.push(b'}');
+            }
         }
         out.extend_from_slice(if self.plan.include_usage {
             br#"}],"usage":null}"#.as_slice()
@@ -414,6 +429,7 @@ mod tests {
             inter_token,
             fault,
             dialect: volley_core::Dialect::OpenAi,
+            choices: 1,
         };
         let sse = SseStream::new(shared.clone(), plan, SmallRng::seed_from_u64(1));
         MockBody::stream(sse, guard(shared))

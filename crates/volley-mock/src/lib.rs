@@ -45,10 +45,12 @@
 //! | `POST /stats/reset` | starts a new statistics window (and clears the journal); answers the last [`Stats`] of the old one |
 //! | `GET /journal` | with [`MockConfig::journal`], the `x-client-request-id` of every API request in arrival order, as a JSON array of strings (see [`MockServer::journal`]); a `404` when the journal is off |
 //!
-//! Completions read only `model`, `messages`, `max_tokens` / `max_completion_tokens`, `stream`
-//! and `stream_options.include_usage`. Their content is `token0 token1 …`, as many tokens as
-//! [`MockConfig::output_tokens`] says, capped by the request's maximum (`finish_reason` is
-//! then `"length"`, else `"stop"`). `prompt_tokens` is the text of the message contents in
+//! Completions read only `model`, `messages`, `max_tokens` / `max_completion_tokens`, `n`,
+//! `stream` and `stream_options.include_usage`. Their content is `token0 token1 …`, as many
+//! tokens as [`MockConfig::output_tokens`] says, capped by the request's maximum
+//! (`finish_reason` is then `"length"`, else `"stop"`). `n` (1 to 128) gives that many choices
+//! with the same content (streamed, each chunk carries a delta for every choice), and
+//! `completion_tokens` counts them all. `prompt_tokens` is the text of the message contents in
 //! bytes divided by four, rounded up.
 //!
 //! Errors have OpenAI's shape, `{"error":{"message","type","param","code"}}`: `400` for

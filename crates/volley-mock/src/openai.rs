@@ -50,7 +50,12 @@ pub(crate) struct ChatRequest {
     pub(crate) max_tokens: Option<u64>,
     pub(crate) stream: bool,
     pub(crate) include_usage: bool,
+    /// How many choices to answer with (`n`, 1 when absent).
+    pub(crate) choices: u32,
 }
+
+/// The most choices a request may ask for, as OpenAI allows.
+const MAX_CHOICES: u64 = 128;
 
 impl ChatRequest {
     pub(crate) fn parse(body: &[u8]) -> Result<Self, BadRequest> {
@@ -68,6 +73,8 @@ impl ChatRequest {
             stream: Option<bool>,
             #[serde(default)]
             stream_options: Option<StreamOptions>,
+            #[serde(default)]
+            n: Option<u64>,
         }
         #[derive(Deserialize)]
         struct StreamOptions {
@@ -86,6 +93,16 @@ impl ChatRequest {
                 "[] is too short - 'messages' (mock)",
             ));
         }
+        let choices = match raw.n {
+            None => 1,
+            Some(n @ 1..=MAX_CHOICES) => n as u32,
+            Some(n) => {
+                return Err(BadRequest::invalid(
+                    "n",
+                    format!("{n} is not between 1 and {MAX_CHOICES} - 'n' (mock)"),
+                ));
+            }
+        };
         Ok(Self {
             model,
             prompt_tokens: estimate_tokens(messages.text_bytes),
@@ -95,6 +112,7 @@ impl ChatRequest {
                 .stream_options
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
+            choices,
         })
     }
 }
@@ -433,7 +451,10 @@ pub(crate) struct Completion<'a> {
     pub(crate) content: &'a str,
     pub(crate) finish_reason: &'a str,
     pub(crate) prompt_tokens: u64,
+    /// Of all the choices together.
     pub(crate) completion_tokens: u64,
+    /// How many choices, each with `content`.
+    pub(crate) choices: u32,
 }
 
 impl Completion<'_> {
@@ -445,15 +466,23 @@ impl Completion<'_> {
             self.id, self.created
         );
         write_json_str(out, self.model);
-        out.extend_from_slice(
-            br#","choices":[{"index":0,"message":{"role":"assistant","content":"#,
-        );
-        write_json_str(out, self.content);
-        let _ = write!(
-            out,
-            r#","refusal":null}},"logprobs":null,"finish_reason":"{}"}}],"usage":"#,
-            self.finish_reason
-        );
+        out.extend_from_slice(br#","choices":["#);
+        for index in 0..self.choices.max(1) {
+            if index > 0 {
+                out.push(b',');
+            }
+            let _ = write!(
+                out,
+                r#"{{"index":{index},"message":{{"role":"assistant","content":"#
+            );
+            write_json_str(out, self.content);
+            let _ = write!(
+                out,
+                r#","refusal":null}},"logprobs":null,"finish_reason":"{}"}}"#,
+                self.finish_reason
+            );
+        }
+        out.extend_from_slice(br#"],"usage":"#);
         write_usage(out, self.prompt_tokens, self.completion_tokens);
         out.extend_from_slice(br#","system_fingerprint":"fp_mock"}"#);
     }
@@ -656,12 +685,33 @@ mod tests {
             finish_reason: "length",
             prompt_tokens: 3,
             completion_tokens: 1,
+            choices: 1,
         }
         .write(&mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["model"], "we\"ird\nmodel");
         assert_eq!(v["choices"][0]["finish_reason"], "length");
         assert_eq!(v["usage"]["total_tokens"], 4);
+        // `n` choices, indexed 0..n.
+        let mut out = Vec::new();
+        Completion {
+            id: "chatcmpl-x",
+            created: 1,
+            model: "m",
+            content: "token0",
+            finish_reason: "stop",
+            prompt_tokens: 3,
+            completion_tokens: 3,
+            choices: 3,
+        }
+        .write(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let choices = v["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), 3);
+        for (i, choice) in choices.iter().enumerate() {
+            assert_eq!(choice["index"], i);
+            assert_eq!(choice["message"]["content"], "token0");
+        }
     }
 
     #[test]

@@ -273,7 +273,8 @@ async fn chat(
         _ => (timing.output_tokens, "stop"),
     };
     // Charged what the usage will report: the answer's length is known already.
-    let cost = request.prompt_tokens.saturating_add(u64::from(tokens));
+    let completion_tokens = u64::from(tokens) * u64::from(request.choices);
+    let cost = request.prompt_tokens.saturating_add(completion_tokens);
     let reply = match reply.admit(cost, &request.model) {
         Ok(reply) => reply,
         Err(limited) => return *limited,
@@ -308,6 +309,7 @@ async fn chat(
             ttft: timing.ttft,
             inter_token: shared.config.inter_token,
             fault,
+            choices: request.choices,
         };
         return reply.sse(SseStream::new(shared, plan, rng));
     }
@@ -325,7 +327,8 @@ async fn chat(
         content,
         finish_reason,
         prompt_tokens: request.prompt_tokens,
-        completion_tokens: u64::from(tokens),
+        completion_tokens,
+        choices: request.choices,
     }
     .write(&mut out);
     reply.json(StatusCode::OK, out.into(), fault)

@@ -223,6 +223,13 @@ async fn bad_requests_get_openai_errors() {
     assert_eq!(no_model.status, StatusCode::BAD_REQUEST);
     assert_eq!(no_model.json()["error"]["param"], "model");
 
+    for n in [0, 129] {
+        let too_many =
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": n});
+        let reply = post(&client, &url, &too_many, &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "n = {n}");
+        assert_eq!(reply.json()["error"]["param"], "n");
+    }
     let no_messages = post(&client, &url, &json!({"model": "m"}), &[])
         .await
         .unwrap();
@@ -279,8 +286,8 @@ async fn bad_requests_get_openai_errors() {
     assert_eq!(endless.status, StatusCode::BAD_REQUEST);
 
     let stats = server.stats();
-    assert_eq!(stats.requests_total, 8);
-    assert_eq!(stats.status_count(400), 6);
+    assert_eq!(stats.requests_total, 10);
+    assert_eq!(stats.status_count(400), 8);
     assert_eq!(stats.status_count(404), 1);
     assert_eq!(stats.status_count(405), 1);
 }

@@ -82,6 +82,45 @@ async fn a_cut_stream_ends_in_stream_broken() {
     );
 }
 
+/// `n` choices, whole and streamed: each choice's text is the whole answer, and a stream of
+/// two choices ends cleanly once both finished.
+#[tokio::test]
+async fn n_choices_whole_and_streamed() {
+    let (_server, client) = setup(MockConfig::default()).await;
+    let mut three = request("hello");
+    three.n = Some(3);
+    let reply = client.chat(&three).await.unwrap();
+    assert_eq!(reply.choices.len(), 3);
+    let text = reply.text().unwrap().to_owned();
+    for (i, choice) in reply.choices.iter().enumerate() {
+        assert_eq!(choice.index as usize, i);
+        assert_eq!(
+            choice.message.content.as_ref().and_then(|c| c.as_text()),
+            Some(text.as_str())
+        );
+    }
+    assert_eq!(reply.usage.unwrap().completion_tokens, 3 * 16);
+
+    let mut two = request("hello");
+    two.n = Some(2);
+    let mut stream = client.chat_stream(two).await.unwrap();
+    let mut texts = [String::new(), String::new()];
+    let mut finished = [false, false];
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        for choice in &chunk.choices {
+            let i = choice.index as usize;
+            if let Some(content) = &choice.delta.content {
+                texts[i].push_str(content);
+            }
+            finished[i] |= choice.finish_reason.is_some();
+        }
+    }
+    assert_eq!(finished, [true, true]);
+    assert_eq!(texts[0], text);
+    assert_eq!(texts[1], text);
+}
+
 /// A server on loopback that answers one request with `events` as an event stream and then
 /// closes the connection: a body that ends without `[DONE]`. Returns the base URL.
 async fn serve_events_then_close(events: &'static str) -> String {

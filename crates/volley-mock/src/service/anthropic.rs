@@ -138,6 +138,7 @@ async fn answer(
             inter_token: shared.config.inter_token,
             fault,
             dialect: Dialect::Anthropic,
+            choices: 1,
         };
         return reply.sse(SseStream::new(shared, plan, rng));
     }
