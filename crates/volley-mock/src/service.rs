@@ -75,16 +75,19 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
             messages: crate::azure::api_path(req.uri().path()).starts_with("/messages"),
         };
         let Some(api) = api else {
-            return done(match route {
+            let response = match route {
                 Route::MethodNotAllowed(allow) => reply.method_not_allowed(req.method(), allow),
                 _ => reply.not_found(req.method(), req.uri().path()),
-            });
+            };
+            return after_body(req, response);
         };
         if !shared.authorized(req.headers()) {
-            return done(reply.unauthorized(req.headers()));
+            let response = reply.unauthorized(req.headers());
+            return after_body(req, response);
         }
         if crate::azure::lacks_api_version(req.uri()) {
-            return done(reply.not_found(req.method(), req.uri().path()));
+            let response = reply.not_found(req.method(), req.uri().path());
+            return after_body(req, response);
         }
 
         // Every request makes the same draws in the same order, forced or not, so a request's
@@ -101,7 +104,7 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
         let fault = match forced_fault(req.headers()) {
             Ok(Some(kind)) => Some(kind),
             Ok(None) => config.faults.pick(roll),
-            Err(bad) => return done(reply.bad_request(&bad)),
+            Err(bad) => return after_body(req, reply.bad_request(&bad)),
         };
         match latency_override(req.headers()) {
             Ok(Some(latency)) => {
@@ -110,13 +113,13 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
                 timing.ttft = latency;
             }
             Ok(None) => {}
-            Err(bad) => return done(reply.bad_request(&bad)),
+            Err(bad) => return after_body(req, reply.bad_request(&bad)),
         }
         if config.capacity != crate::Capacity::UNLIMITED {
             // This request is among those in flight already.
             let in_flight = shared.counters.in_flight();
             if !config.capacity.admits(in_flight) {
-                return done(reply.over_capacity());
+                return after_body(req, reply.over_capacity());
             }
             timing.latency = config.capacity.stretch(timing.latency, in_flight);
             timing.ttft = config.capacity.stretch(timing.ttft, in_flight);
@@ -706,6 +709,26 @@ fn unix_now() -> u64 {
 
 fn done(response: Response<MockBody>) -> ResponseFuture {
     Box::pin(ready(Ok(response)))
+}
+
+/// Answers a request rejected before its body was needed once the body has been read (up to
+/// the limit) and dropped: a client still sending it gets the answer, not a connection reset
+/// for unread data, and an HTTP/1 connection stays usable. A client that goes away meanwhile
+/// gets nothing.
+fn after_body(req: Request<Incoming>, response: Response<MockBody>) -> ResponseFuture {
+    Box::pin(async move {
+        let mut body = Limited::new(req.into_body(), MAX_REQUEST_BODY);
+        while let Some(frame) = body.frame().await {
+            if let Err(err) = frame {
+                if err.is::<LengthLimitError>() {
+                    // Past the limit: answer anyway, and let the connection close.
+                    break;
+                }
+                return Err(Abort::RequestBody);
+            }
+        }
+        Ok(response)
+    })
 }
 
 fn done_err(abort: Abort) -> ResponseFuture {

@@ -571,3 +571,28 @@ async fn messages_rejections_are_in_anthropics_dialect() {
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(reply.json()["error"]["type"], "invalid_request_error");
 }
+
+/// A request rejected before its body is needed (here a wrong key) is answered once its body
+/// has been read: a client still sending a large body gets the 401, not a reset connection.
+#[tokio::test]
+async fn a_rejected_request_with_a_large_body_gets_its_answer() {
+    let server = server(MockConfig {
+        require_api_key: Some("sk-right".to_owned()),
+        ..MockConfig::default()
+    })
+    .await;
+    let client = client();
+    let url = format!("{}/chat/completions", server.url());
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(8 << 20)}]});
+    for _ in 0..3 {
+        let reply = post(&client, &url, &big, &[("authorization", "Bearer sk-wrong")])
+            .await
+            .expect("an answer, not a reset");
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        server.stats().connections_total,
+        1,
+        "the connection was kept"
+    );
+}
