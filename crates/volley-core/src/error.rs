@@ -61,8 +61,9 @@ pub enum ErrorKind {
     /// when present, is in [`Error::api_error`].
     Status,
     /// The server answered 429 Too Many Requests. [`Error::retry_after`] says how long it asked
-    /// us to wait, when it did. A 429 that says the account's quota or credit is used up
-    /// ([`Error::is_quota_exhausted`]) is a `Status` error instead: waiting does not help.
+    /// us to wait, when it did. A 429 that no wait heals ([`Error::no_wait_helps`]: the
+    /// account's quota used up, a request above a whole per-minute limit) is a `Status` error
+    /// instead.
     RateLimited,
     /// The response arrived but its body could not be decoded: invalid JSON, invalid
     /// compression, or an event larger than the configured cap.
@@ -173,6 +174,19 @@ impl ApiError {
         const QUOTA: &str = "insufficient_quota";
         self.r#type.as_deref() == Some(QUOTA) || self.code.as_deref() == Some(QUOTA)
     }
+
+    /// Whether this error says the request alone is larger than a whole per-minute limit:
+    /// OpenAI's 429 "Request too large for MODEL ... on tokens per min (TPM): Limit L,
+    /// Requested R", which no wait heals either.
+    pub fn is_request_too_large(&self) -> bool {
+        self.message.starts_with("Request too large")
+    }
+
+    /// Whether no wait can make the request succeed: [`ApiError::is_quota_exhausted`] or
+    /// [`ApiError::is_request_too_large`].
+    pub fn no_wait_helps(&self) -> bool {
+        self.is_quota_exhausted() || self.is_request_too_large()
+    }
 }
 
 /// The most characters of a provider's message kept in an [`ApiError`].
@@ -230,7 +244,8 @@ impl Error {
 
     /// Creates the error for an HTTP error response: `RateLimited` for 429, `Status` for any
     /// other status and for a 429 whose body says the quota is used up
-    /// ([`ApiError::is_quota_exhausted`]). The provider's error JSON is parsed from `body` when
+    /// ([`ApiError::no_wait_helps`]: the quota used up, or a request above a whole
+    /// per-minute limit). The provider's error JSON is parsed from `body` when
     /// it has one.
     pub fn from_status(
         status: StatusCode,
@@ -241,7 +256,7 @@ impl Error {
     ) -> Error {
         let api_error = ApiError::from_body(body);
         let kind = if status == StatusCode::TOO_MANY_REQUESTS
-            && !api_error.as_ref().is_some_and(ApiError::is_quota_exhausted)
+            && !api_error.as_ref().is_some_and(ApiError::no_wait_helps)
         {
             ErrorKind::RateLimited
         } else {
@@ -340,6 +355,18 @@ impl Error {
             .api_error
             .as_ref()
             .is_some_and(ApiError::is_quota_exhausted)
+    }
+
+    /// Whether no wait can make this request succeed: the quota used up
+    /// ([`Error::is_quota_exhausted`]), or the request alone larger than a whole per-minute
+    /// limit (OpenAI's 429 "Request too large ..."). Such a 429 is a `Status` error, not
+    /// `RateLimited`: the built-in retry classifiers fail it at once and the limiters do not
+    /// slow down for it.
+    pub fn no_wait_helps(&self) -> bool {
+        self.inner
+            .api_error
+            .as_ref()
+            .is_some_and(ApiError::no_wait_helps)
     }
 
     /// Whether this is a timeout of any kind (attempt, first byte, stream idle).
@@ -525,6 +552,17 @@ mod tests {
             "ctx",
         );
         assert!(limited.is_rate_limited() && !limited.is_quota_exhausted());
+        assert!(!limited.no_wait_helps());
+        // A request larger than the whole per-minute limit: no wait heals it either.
+        let too_large = Error::from_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            HeaderMap::new(),
+            br#"{"error":{"message":"Request too large for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Requested 50000. The input or output tokens must be reduced in order to run successfully.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
+            None,
+            "ctx",
+        );
+        assert_eq!(too_large.kind(), ErrorKind::Status);
+        assert!(too_large.no_wait_helps() && !too_large.is_quota_exhausted());
     }
 
     #[test]

@@ -42,8 +42,8 @@ pub fn is_rate_signal(error: &Error) -> bool {
 /// [rate signals](is_rate_signal): they do not count toward `max_retries`. Everything else fails at once: other 4xx
 /// statuses (400, 401, 403, 404, 422, ...) and other 5xx, `InvalidInput`, `Config`,
 /// `Cancelled`, `BodyDecode`, and `Tls`, because a certificate or protocol mismatch does not
-/// heal by itself, and a 429 that says the quota is used up ([`Error::is_quota_exhausted`]:
-/// no wait restores it).
+/// heal by itself, and a 429 that no wait heals ([`Error::no_wait_helps`]: the quota used
+/// up, a request above a whole per-minute limit).
 ///
 /// Stream errors (`StreamBroken`, `IdleTimeout`) are only ever classified when no byte of the
 /// body reached the caller: the layer hands the stream over after its first chunk and never
@@ -54,7 +54,7 @@ pub fn is_rate_signal(error: &Error) -> bool {
 /// [`PolicyBuilder::classifier`]: super::PolicyBuilder::classifier
 pub fn classify_default(error: &Error, attempt: u32) -> Decision {
     let _ = attempt;
-    if error.is_quota_exhausted() {
+    if error.no_wait_helps() {
         return Decision::Fail;
     }
     match error.kind() {
@@ -90,13 +90,14 @@ pub fn classify_default(error: &Error, attempt: u32) -> Decision {
 /// connection, or a pooled connection that closed before the request was written). `Tls` is
 /// not retried even though nothing was sent: a certificate problem does not heal.
 /// `InvalidInput`, `Config` and `Cancelled` are never retried, nor is a 429 that says the
-/// quota is used up ([`Error::is_quota_exhausted`]). A timeout, a 500 or a broken stream may
+/// quota is used up or the request is above a whole per-minute limit
+/// ([`Error::no_wait_helps`]). A timeout, a 500 or a broken stream may
 /// come after the provider did (and billed) the work, so they fail.
 ///
 /// [`Policy::safe_only`]: super::Policy::safe_only
 pub fn classify_safe_only(error: &Error, attempt: u32) -> Decision {
     let _ = attempt;
-    if error.is_quota_exhausted() {
+    if error.no_wait_helps() {
         return Decision::Fail;
     }
     match error.kind() {

@@ -66,9 +66,9 @@ where
 /// Whether an error says the server has more than it can take: 429, 503, 529, a connection
 /// that could not be made, a timeout.
 pub(super) fn is_overload(error: &Error) -> bool {
-    // A used-up quota (OpenAI's 429 insufficient_quota) is the account's, not the server's
-    // load: sending less would not help.
-    if error.is_quota_exhausted() {
+    // A used-up quota or a request above a whole per-minute limit (429s no wait heals) say
+    // nothing of the server's load: sending less would not help.
+    if error.no_wait_helps() {
         return false;
     }
     error.is_rate_limited()
