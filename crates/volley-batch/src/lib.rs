@@ -148,6 +148,10 @@
 //!
 //! # Duplicates and resume
 //!
+//! A resumed run matches lines with recorded outcomes by `custom_id` (an invalid line's by its
+//! number), not by content: a line edited after its outcome was recorded keeps that outcome
+//! and is not sent again. To send it again, give it a new `custom_id`.
+//!
 //! `custom_id`s must be unique within a file. Both the duplicate check and the set of recorded
 //! outcomes hold 64-bit keyed hashes (SipHash with a per-process random key) instead of the
 //! ids, to keep memory small: about 16–19 bytes per id in a `HashSet<u64>` (8 for the key,
