@@ -59,10 +59,21 @@ pub(crate) struct MockBucket {
     pub(crate) mean_in_flight: Option<f64>,
 }
 
+/// The most requests in flight a server's statistics are believed: the target is any server,
+/// and a number past any real count (or not a number) would break the report's charts and
+/// the results file (which JSON writes without infinities).
+const MAX_BELIEVED_IN_FLIGHT: f64 = 1e9;
+
 impl MockBucket {
-    /// The bucket's time-weighted mean in flight, else (an older mock) its end's.
+    /// The bucket's time-weighted mean in flight, else (an older mock) its end's; bounded to
+    /// [`MAX_BELIEVED_IN_FLIGHT`] (a mean that is not a finite number counts as 0).
     fn in_flight(&self) -> f64 {
-        self.mean_in_flight.unwrap_or(self.in_flight as f64)
+        let mean = self.mean_in_flight.unwrap_or(self.in_flight as f64);
+        if mean.is_finite() {
+            mean.clamp(0.0, MAX_BELIEVED_IN_FLIGHT)
+        } else {
+            0.0
+        }
     }
 }
 
@@ -137,7 +148,8 @@ impl MockStats {
         ServerSide {
             requests: self.requests_total,
             mean_in_flight: mean(MockBucket::in_flight),
-            mean_in_flight_sampled: weighted.then(|| mean(|b| b.in_flight as f64)),
+            mean_in_flight_sampled: weighted
+                .then(|| mean(|b| (b.in_flight as f64).min(MAX_BELIEVED_IN_FLIGHT))),
             peak_in_flight: self.peak_in_flight,
             timeline: buckets
                 .iter()
@@ -201,6 +213,20 @@ mod tests {
         assert_eq!((ttft.count, ttft.p99, ttft.max), (2, 10.3, 10.5));
         // A provider's JSON is not mistaken for the mock's.
         assert!(serde_json::from_str::<MockStats>(r#"{"object":"list","data":[]}"#).is_err());
+        // Any server can answer /stats: a mean past any real count is bounded, so the figure
+        // and the results file stay finite.
+        let hostile = r#"{"requests_total":1,"peak_in_flight":1,"timeline":[
+            {"t_ms":100,"in_flight":0,"mean_in_flight":1.7e308},
+            {"t_ms":200,"in_flight":0,"mean_in_flight":1.7e308},
+            {"t_ms":300,"in_flight":0,"mean_in_flight":-5}]}"#;
+        let stats: MockStats = serde_json::from_str(hostile).unwrap();
+        let side = stats.server_side(Duration::ZERO, Duration::from_secs(1));
+        assert!(side.mean_in_flight.is_finite() && side.mean_in_flight <= 1e9);
+        assert!(
+            side.timeline
+                .iter()
+                .all(|(_, v)| v.is_finite() && *v >= 0.0)
+        );
     }
 
     /// A mock's statistics of 7 requests, at most 10 in flight, with this timeline.

@@ -6,6 +6,9 @@
 
 use super::format::group;
 
+/// The most ticks an axis has, past its first.
+const MAX_TICKS: usize = 64;
+
 /// One axis of a chart.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Axis {
@@ -68,14 +71,19 @@ impl Axis {
             .copied()
             .filter(|&c| c >= lo && c <= hi)
             .collect();
-        // Beyond three decades 1-2-5 ticks crowd each other; keep the powers of ten.
-        let ticks = if inside.len() > 10 {
+        // Beyond three decades 1-2-5 ticks crowd each other; keep the powers of ten, and of
+        // those (a range of hundreds of decades, from a hostile server) a dozen at most.
+        let ticks: Vec<f64> = if inside.len() > 10 {
             inside
                 .into_iter()
                 .filter(|c| (c.log10() - c.log10().round()).abs() < 1e-9)
                 .collect()
         } else {
             inside
+        };
+        let ticks: Vec<f64> = match ticks.len().div_ceil(12) {
+            0 | 1 => ticks,
+            every => ticks.into_iter().step_by(every).collect(),
         };
         Self {
             log: true,
@@ -140,8 +148,14 @@ impl Axis {
     }
 
     fn linear(lo: f64, hi: f64, step: f64) -> Self {
+        // Figures from a server of any kind: an axis past f64's range would have an endless
+        // count of ticks. Such a range is drawn as 0..5.
+        if !(lo.is_finite() && hi.is_finite() && step.is_finite() && step > 0.0) {
+            return Self::linear(0.0, 5.0, 1.0);
+        }
         let first = (lo / step - 1e-9).ceil();
-        let count = ((hi / step + 1e-9).floor() - first).max(0.0) as usize;
+        // A few dozen ticks at most, whatever the rounding did.
+        let count = (((hi / step + 1e-9).floor() - first).max(0.0) as usize).min(MAX_TICKS);
         let ticks = (0..=count).map(|i| (first + i as f64) * step).collect();
         let decimals = if step >= 1.0 {
             0
@@ -202,6 +216,20 @@ mod tests {
 
     fn labels(axis: &Axis) -> Vec<String> {
         axis.ticks.iter().map(|&t| axis.label(t)).collect()
+    }
+
+    /// Figures from a hostile server: an axis to the end of f64's range, or past it, still has
+    /// a few ticks (it had `usize::MAX`, and collecting them panicked).
+    #[test]
+    fn axes_of_absurd_ranges_have_few_ticks() {
+        for max in [1.7e308, f64::MAX, f64::INFINITY, f64::NAN, 1e300] {
+            let axis = Axis::from_zero(max, 6);
+            assert!((1..=MAX_TICKS + 1).contains(&axis.ticks.len()), "{max}");
+            let axis = Axis::span(0.0, max, 6);
+            assert!(axis.ticks.len() <= MAX_TICKS + 1, "{max}");
+            let axis = Axis::log(1.0, max);
+            assert!(axis.ticks.len() <= MAX_TICKS + 1, "{max}");
+        }
     }
 
     #[test]
