@@ -75,6 +75,19 @@ pub(crate) struct ChatArgs {
     sources: SourceArgs,
 }
 
+/// The most of a streamed refusal kept for the error message.
+const MAX_REFUSAL_BYTES: usize = 4096;
+
+/// A model's refusal as the error message (on stderr, not the answer) shows it: control
+/// characters (a terminal escape sequence among them) become spaces, and it is cut after
+/// 1 024 characters.
+fn shown_refusal(text: &str) -> String {
+    text.chars()
+        .take(1024)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 /// The `anthropic-version` a request with `temperature` would be sent with, when that version
 /// refuses it: 2026-10-21 and later took out temperature, top_p and top_k (HTTP 400 whatever
 /// the value). Versions are dates, so they compare as text.
@@ -194,7 +207,9 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
                 stdout.flush()?;
             }
             for choice in &chunk.choices {
-                if let Some(r) = &choice.delta.refusal {
+                if let Some(r) = &choice.delta.refusal
+                    && refusal.len() < MAX_REFUSAL_BYTES
+                {
                     refusal.push_str(r);
                 }
                 if choice.finish_reason.is_some() {
@@ -236,7 +251,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         server.shutdown().await;
     }
     if !refusal.is_empty() {
-        bail!("the model refused: {refusal}");
+        bail!("the model refused: {}", shown_refusal(&refusal));
     }
     match finish_reason.as_deref() {
         Some("length") => eprintln!("volley: the reply was cut at the token limit"),
@@ -245,4 +260,18 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_shown_without_control_characters_and_bounded() {
+        let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2JI can't help\r\nwith that";
+        let shown = shown_refusal(hostile);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.contains("I can't help"), "{shown}");
+        assert_eq!(shown_refusal(&"x".repeat(5000)).chars().count(), 1024);
+    }
 }
