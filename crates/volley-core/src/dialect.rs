@@ -211,12 +211,17 @@ impl Dialect {
     }
 
     /// The [`ErrorKind`] of an error response: `RateLimited` for 429 (and, for Anthropic, a
-    /// `rate_limit_error` body under any status), `Status` otherwise. A 529 or an
+    /// `rate_limit_error` body under any status), except a 429 no wait heals
+    /// ([`ApiError::no_wait_helps`](crate::ApiError::no_wait_helps)), `Status` otherwise. A 529 or an
     /// `overloaded_error` is a `Status` whose status the retry classifier treats as a rate
     /// signal.
     pub fn error_kind(self, status: StatusCode, body: &[u8]) -> ErrorKind {
         if status == StatusCode::TOO_MANY_REQUESTS {
-            return ErrorKind::RateLimited;
+            // As Error::from_status: a 429 no wait heals is no rate limit.
+            return match crate::ApiError::from_body(body) {
+                Some(api) if api.no_wait_helps() => ErrorKind::Status,
+                _ => ErrorKind::RateLimited,
+            };
         }
         if self == Dialect::Anthropic
             && anthropic_error_type(body).as_deref() == Some("rate_limit_error")

@@ -45,8 +45,9 @@ pub enum ErrorKind {
     /// The TCP connection could not be established (refused, unreachable, DNS failure,
     /// connect timeout). The request was not sent.
     Connect,
-    /// The TLS handshake failed (certificate, protocol or ALPN mismatch). The request was not
-    /// sent.
+    /// TLS failed: the handshake (certificate, protocol or ALPN mismatch; the request was not
+    /// sent, or refused unread when a server checks the client's certificate after it), or a
+    /// TLS error after the request was written ([`Error::is_request_sent`] then says so).
     Tls,
     /// An established connection failed before a complete response head arrived: reset,
     /// closed by the peer, or an HTTP protocol violation.
@@ -57,8 +58,9 @@ pub enum ErrorKind {
     FirstByteTimeout,
     /// A streaming response went quiet for longer than the idle deadline between chunks.
     IdleTimeout,
-    /// The server answered with an HTTP error status other than 429. The provider's error JSON,
-    /// when present, is in [`Error::api_error`].
+    /// The server answered with an HTTP error status other than 429, or a 429 no wait heals
+    /// ([`Error::no_wait_helps`]). The provider's error JSON, when present, is in
+    /// [`Error::api_error`].
     Status,
     /// The server answered 429 Too Many Requests. [`Error::retry_after`] says how long it asked
     /// us to wait, when it did. A 429 that no wait heals ([`Error::no_wait_helps`]: the

@@ -166,7 +166,10 @@ impl RateLimitInfo {
 
     /// Whether no rate-limit header was found.
     pub fn is_empty(&self) -> bool {
-        *self == RateLimitInfo::default()
+        RateLimitInfo {
+            limits_per_minute: false,
+            ..*self
+        } == RateLimitInfo::default()
     }
 
     /// `(limit, remaining, reset)` of each quota, in the order requests, tokens, input
@@ -224,18 +227,25 @@ pub const CREDENTIAL_HEADERS: [&str; 9] = [
     "ocp-apim-subscription-key",
 ];
 
-/// Parts of a header's name that mark it as carrying a secret though it is not one of the
-/// [`CREDENTIAL_HEADERS`]: a gateway's own key (`helicone-auth`, `cf-aig-authorization`,
-/// `x-portkey-api-key`), a token, a signature.
-const CREDENTIAL_NAME_PARTS: [&str; 8] = [
+/// Words of a header's name (between `-` or `_`) that mark it as carrying a secret though it
+/// is not one of the [`CREDENTIAL_HEADERS`]: a gateway's own key (`helicone-auth`,
+/// `cf-aig-authorization`, `x-portkey-api-key`), a token, a signature. Whole words only:
+/// `x-portkey-trace-id` holds "key" inside a word, and is no credential.
+const CREDENTIAL_NAME_WORDS: [&str; 14] = [
     "auth",
+    "authorization",
     "key",
+    "apikey",
     "token",
     "secret",
-    "passw",
+    "password",
+    "passwd",
     "cookie",
     "signature",
+    "sig",
     "credential",
+    "credentials",
+    "bearer",
 ];
 
 /// Names that look like a credential's but carry none: an idempotency key is new on every
@@ -243,14 +253,17 @@ const CREDENTIAL_NAME_PARTS: [&str; 8] = [
 const NOT_CREDENTIALS: [&str; 2] = ["idempotency-key", "x-idempotency-key"];
 
 /// Whether a request header named `name` carries a secret or says who is calling: one of the
-/// [`CREDENTIAL_HEADERS`], or any other whose name holds `auth`, `key`, `token`, `secret`,
-/// `passw`, `cookie`, `signature` or `credential` (an idempotency key aside). Such headers are
-/// scrubbed from error bodies that echo them and hashed into the credential id and cache key.
+/// [`CREDENTIAL_HEADERS`], or any other with a word such as `auth`, `key`, `token`, `secret`,
+/// `password`, `cookie` or `signature` in its name (an idempotency key aside). Such headers
+/// are scrubbed from error bodies that echo them and hashed into the credential id and cache
+/// key.
 pub fn is_credential_header(name: &HeaderName) -> bool {
     let name = name.as_str();
     CREDENTIAL_HEADERS.contains(&name)
         || (!NOT_CREDENTIALS.contains(&name)
-            && CREDENTIAL_NAME_PARTS.iter().any(|part| name.contains(part)))
+            && name
+                .split(['-', '_'])
+                .any(|word| CREDENTIAL_NAME_WORDS.contains(&word)))
 }
 
 /// Whether a request header is a credential that is not one of the [`CREDENTIAL_HEADERS`]:
@@ -381,6 +394,11 @@ mod tests {
             "idempotency-key",
             "anthropic-version",
             "x-client-request-id",
+            // "key" inside a word is no credential.
+            "x-portkey-trace-id",
+            "x-portkey-cache-force-refresh",
+            "keep-alive",
+            "x-monkey",
         ] {
             let name = HeaderName::from_static(name);
             assert!(!is_credential_header(&name), "{name}");
@@ -393,6 +411,8 @@ mod tests {
             "x-goog-user-token",
             "x-amz-security-token",
             "x-signature",
+            "x-auth-token",
+            "x_api_key",
         ] {
             let name = HeaderName::from_static(name);
             assert!(is_credential_header(&name), "{name}");

@@ -442,7 +442,7 @@ impl Builder {
     /// HTTP proxy: `CONNECT` tunnels for `https://`, absolute-form requests for plain
     /// `http://`), or `socks5://` / `socks5h://` (the proxy resolves names). Read as curl
     /// reads `--proxy`: no scheme means `http://`, no port means 1080, the user and password
-    /// are percent-decoded. It wins over `HTTPS_PROXY`, `HTTP_PROXY` and `ALL_PROXY`; an
+    /// are percent-decoded. It wins over `HTTPS_PROXY`, `http_proxy` and `ALL_PROXY`; an
     /// empty string means "no proxy" whatever the environment says. `NO_PROXY` (or
     /// [`Builder::no_proxy`]) still applies. The password is never shown: errors, logs and
     /// `Debug` print the URL as `http://***@host:port`. An unusable URL (an `https://` or

@@ -48,8 +48,17 @@ pub(crate) fn from_send(err: SendError, context: String, host: &str) -> Error {
         // record) may come after the server did the work: the request counts as sent.
         SendError::NotSent(err) | SendError::Sent(err) if find::<rustls::Error>(&err).is_some() => {
             let refused = find::<rustls::Error>(&err).is_some_and(is_handshake_refusal);
+            if sent && !refused {
+                return Error::new(
+                    ErrorKind::Tls,
+                    format!(
+                        "{context}: the TLS connection to {host} failed after the request was sent"
+                    ),
+                )
+                .with_request_sent(true)
+                .with_source(err);
+            }
             match connect_failure(&err, &context, host) {
-                Some(error) if sent && !refused => error.with_request_sent(true).with_source(err),
                 Some(error) => error.with_source(err),
                 None => connection_failed(err, true, context),
             }

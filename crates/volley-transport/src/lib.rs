@@ -47,8 +47,8 @@
 //! multiplexes streams over one connection per host.
 //!
 //! ## Proxies
-//! `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (and their lower-case forms) are
-//! honoured by default with curl's rules, read once per process; [`Builder::proxy`],
+//! `HTTPS_PROXY`, `http_proxy` (lower case only, as curl), `ALL_PROXY` and `NO_PROXY` (and
+//! their lower-case forms) are honoured by default with curl's rules, read once per process; [`Builder::proxy`],
 //! [`Builder::no_proxy`] and [`Builder::proxy_env`] override them. `https://` servers are
 //! reached through an HTTP `CONNECT` tunnel with TLS end to end (HTTP/2 works inside it),
 //! plain `http://` ones in absolute form; `socks5://` and `socks5h://` proxies work too. A

@@ -317,18 +317,46 @@ mod native {
 
     /// Where [`load`] looks, for the error that finds nothing there.
     #[cfg(all(unix, not(target_os = "macos")))]
-    const WHERE: &str = "the system's certificate directories, such as /etc/ssl/certs";
+    const WHERE: &str =
+        "the system's bundle file and certificate directories, such as /etc/ssl/certs";
     #[cfg(not(all(unix, not(target_os = "macos"))))]
     const WHERE: &str = "the platform's certificate store";
 
-    /// The system's certificate directories (`/etc/ssl/certs`, `/etc/pki/tls/certs`, ...), as
-    /// OpenSSL's probe lists them. Not `rustls_native_certs::load_native_certs`: it reads
-    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` *instead of* the system's store when they are set,
-    /// where Volley reads them under its own rules (added to the roots, never read when a CA
-    /// is given or [`tls_ca_from_env`](crate::Builder::tls_ca_from_env) is off).
+    /// The system's bundle files, as OpenSSL's probe looks for them (its list is private):
+    /// the first that exists is read, as the probe reads it.
+    #[cfg(all(unix, not(target_os = "macos")))]
+    const BUNDLES: &[&str] = &[
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/ca-bundle.pem",
+        "/etc/pki/tls/cacert.pem",
+        "/etc/ssl/cert.pem",
+        "/opt/etc/ssl/certs/ca-certificates.crt",
+        "/etc/ssl/certs/cacert.pem",
+        "/usr/local/etc/ssl/cert.pem",
+        "/usr/local/share/certs/ca-root-nss.crt",
+        "/etc/openssl/certs/ca-certificates.crt",
+        "/etc/certs/ca-certificates.crt",
+        "/etc/ssl/cacert.pem",
+    ];
+
+    /// The system's bundle file and certificate directories (`/etc/ssl/certs/ca-certificates.crt`,
+    /// `/etc/ssl/certs`, `/etc/pki/tls/certs`, ...), as OpenSSL's probe finds them. Not
+    /// `rustls_native_certs::load_native_certs`: it reads `SSL_CERT_FILE` and `SSL_CERT_DIR`
+    /// *instead of* the system's store when they are set, where Volley reads them under its
+    /// own rules (added to the roots, never read when a CA is given or
+    /// [`tls_ca_from_env`](crate::Builder::tls_ca_from_env) is off).
     #[cfg(all(unix, not(target_os = "macos")))]
     fn load() -> Vec<rustls::pki_types::CertificateDer<'static>> {
         let mut certs = Vec::new();
+        let bundle = BUNDLES
+            .iter()
+            .map(std::path::Path::new)
+            .find(|path| path.exists());
+        if let Some(bundle) = bundle {
+            certs.extend(rustls_native_certs::load_certs_from_paths(Some(bundle), None).certs);
+        }
         for dir in openssl_probe::candidate_cert_dirs() {
             certs.extend(rustls_native_certs::load_certs_from_paths(None, Some(dir)).certs);
         }

@@ -196,6 +196,10 @@ async fn a_tls_failure_after_the_request_was_read_counts_as_sent() {
     read_rx.await.expect("the server read the request");
     assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
     assert!(err.is_request_sent(), "{err}");
+    assert!(
+        err.to_string().contains("after the request was sent"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -13,9 +13,9 @@ use volley_core::{ApiError, BodyStream, Error, ErrorKind, RequestId, Response};
 /// Yields `Err` once and then ends when the stream breaks off, when a chunk is not valid JSON,
 /// when the provider sends an error object in the stream, or when the body ends before
 /// `[DONE]` without everything it promised: a non-empty `finish_reason` for each of the `n`
-/// choices asked for, and, when usage was asked for, a usage object sent after the last of
-/// them (a server that puts usage in every chunk, as vLLM's `continuous_usage_stats` does,
-/// has not finished when its first chunk carries usage).
+/// choices asked for, and, when usage was asked for, a usage object in the chunk that
+/// finished the last of them or after it (a server that puts usage in every chunk, as vLLM's
+/// `continuous_usage_stats` does, has not finished when its first chunk carries usage).
 pub struct ChatStream {
     events: EventStream<BodyStream>,
     scrubber: crate::secrets::Scrubber,

@@ -843,8 +843,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Whether to honour `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (and their
-    /// lower-case forms) by curl's rules; read once per process. See
+    /// Whether to honour `HTTPS_PROXY`, `http_proxy` (lower case only, as curl), `ALL_PROXY`
+    /// and `NO_PROXY` (and their lower-case forms) by curl's rules; read once per process. See
     /// [`volley_transport::Builder::proxy_env`].
     ///
     /// Default: `true`.

@@ -196,8 +196,8 @@ settings! {
         /// none [default: 10m].
         #[arg(long, value_name = "D")]
         timeout: HumanDuration [Option<HumanDuration>] = HumanDuration(volley::DEFAULT_TIMEOUT),
-        /// How many times a failed attempt is retried (429, 5xx, connection failures,
-        /// timeouts), with backoff [default: 3].
+        /// How many times a failed attempt is retried (as --retry-on says), with backoff
+        /// [default: 3].
         #[arg(long, value_name = "K")]
         max_retries: u32 [Option<u32>] = super::DEFAULT_MAX_RETRIES,
         /// How long 429s and 529s (rate signals, which do not count toward --max-retries) may
@@ -206,8 +206,8 @@ settings! {
         give_up_after: HumanDuration [Option<HumanDuration>] =
             HumanDuration(volley::middleware::retry::DEFAULT_GIVE_UP_AFTER),
         /// Which failed attempts are retried: "failures" (connection failures, timeouts, a
-        /// broken stream, 429, 408, 409, 5xx; a timeout or a 5xx may come after the provider
-        /// billed the work) or "unbilled" (only what cannot have been billed: 429, 529, a 503
+        /// broken stream, 429, 408, 409, 500, 502, 503, 504, 529; a timeout or a 5xx may come
+        /// after the provider billed the work) or "unbilled" (only what cannot have been billed: 429, 529, a 503
         /// with Retry-After, a 408, failures before the request was sent) [default: failures].
         #[arg(long, value_name = "WHICH")]
         retry_on: RetryOn [Option<String>] = RetryOn::Failures,

@@ -303,6 +303,12 @@ mod tests {
         );
         // Per minute, stated: the resets are no evidence of a window.
         assert_eq!(info.quotas()[0], (Some(4_000), Some(3_999), None));
+        // No header: empty, though Anthropic's limits are per minute.
+        assert!(
+            AnthropicRateLimits::from_headers(&HeaderMap::new(), now)
+                .info()
+                .is_empty()
+        );
         // A server that states only the combined quota (a gateway, volley-mock): learned as
         // the total.
         let combined: HeaderMap = [("anthropic-ratelimit-tokens-limit", "90000")]

@@ -34,9 +34,12 @@ pub(crate) fn infer_window(
         return Duration::from_secs(MINUTE);
     }
     // A reset in whole seconds may be rounded up by almost a second (a server that states
-    // seconds only; a time of day read against this machine's clock): at 4 000 a minute with
-    // one request used, a true 15 ms read as "1s" would make the window an hour and the pace
-    // a sixtieth of the limit. Such a reset counts for what it is at least, a second less.
+    // seconds only): at 600 a minute with one request used, a true 100 ms read as "1s" would
+    // make the window an hour and the pace a sixtieth of the limit. Such a reset counts for
+    // what it is at least, a second less. The price: a reset of exactly "1s" always reads as
+    // a minute, so 3 600 an hour with one used would be paced as 3 600 a minute; the
+    // provider's 429s and their Retry-After then slow the run, where the other reading would
+    // have held it at a sixtieth of its limit with nothing to correct it.
     let reset = if reset.subsec_nanos() == 0 {
         reset.saturating_sub(Duration::from_secs(1))
     } else {
