@@ -101,6 +101,21 @@ impl CredentialId {
         CredentialId(*hasher.finalize().as_bytes())
     }
 
+    /// One id for several (the endpoints of a balanced client, any of which may answer): a
+    /// hash of them all, in no particular order, equal to none of them.
+    pub fn of_all(ids: impl IntoIterator<Item = CredentialId>) -> CredentialId {
+        let mut ids: Vec<[u8; 32]> = ids.into_iter().map(|id| id.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut hasher = blake3::Hasher::new_derive_key(CREDENTIAL_CONTEXT);
+        hasher.update(&[4]);
+        hasher.update(&(ids.len() as u64).to_le_bytes());
+        for id in &ids {
+            hasher.update(id);
+        }
+        CredentialId(*hasher.finalize().as_bytes())
+    }
+
     /// The id of an absent key (no `Authorization` header): a namespace of its own, equal to
     /// no key's id.
     pub fn anonymous() -> CredentialId {
@@ -368,6 +383,17 @@ fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_id_of_several_is_none_of_them_and_order_free() {
+        let key = |k: &str| CredentialId::from_api_key(&ApiKey::from(k));
+        let (a, b) = (key("sk-a"), key("sk-b"));
+        let both = CredentialId::of_all([a, b]);
+        assert_eq!(both, CredentialId::of_all([b, a]));
+        assert_eq!(both, CredentialId::of_all([a, b, a]));
+        assert!(both != a && both != b);
+        assert_ne!(CredentialId::of_all([a]), a);
+    }
+
     #[test]
     fn endpoints_and_keys_are_separate_namespaces() {
         let key = ApiKey::new("sk-1");

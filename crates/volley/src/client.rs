@@ -1116,8 +1116,18 @@ impl ClientBuilder {
             None => None,
             Some(setting) => {
                 // Base URL, key and credential-like headers, hashed: entries never cross
-                // endpoints or accounts.
-                let credential = transport.credential_id();
+                // endpoints or accounts. A balanced client answers from any of its endpoints,
+                // so its namespace is all of theirs together, not its first endpoint's.
+                let credential = match &balanced {
+                    Some(balanced) if !balanced.others.is_empty() => {
+                        volley_core::cache_key::CredentialId::of_all(
+                            std::iter::once(&balanced.first)
+                                .chain(balanced.others.iter())
+                                .map(Transport::credential_id),
+                        )
+                    }
+                    _ => transport.credential_id(),
+                };
                 Some(match setting {
                     CacheSetting::Memory { max_bytes, ttl } => {
                         CacheLayer::new(MemoryStore::new(max_bytes, ttl), credential)

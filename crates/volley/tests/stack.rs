@@ -179,3 +179,38 @@ fn the_disk_cache_survives_a_restart() {
         assert_eq!(other.stats().requests_total, 1);
     });
 }
+
+/// A balanced client may answer from any of its endpoints: its cache namespace is theirs
+/// together, not its first endpoint's, so a client of that first endpoint alone (keyless
+/// here) is never answered with what the other endpoint's key paid for.
+#[tokio::test]
+async fn a_balanced_clients_cache_is_not_its_first_endpoints() {
+    use volley::Endpoint;
+    use volley::middleware::cache::MemoryStore;
+    let a = MockServer::start(MockConfig::default()).await.unwrap();
+    let b = MockServer::start(MockConfig::default()).await.unwrap();
+    let store = MemoryStore::new(1 << 20, Duration::from_secs(60));
+    let balanced = Client::builder()
+        .endpoint(Endpoint::new(a.url()))
+        .endpoint(Endpoint::new(b.url()).api_key("sk-b-paid"))
+        .cache_store(store.clone())
+        .build()
+        .unwrap();
+    balanced.chat(&request("whose answer?")).await.unwrap();
+    let sent = || a.stats().requests_total + b.stats().requests_total;
+    assert_eq!(sent(), 1);
+    let only_a = Client::builder()
+        .base_url(a.url())
+        .cache_store(store.clone())
+        .build()
+        .unwrap();
+    only_a.chat(&request("whose answer?")).await.unwrap();
+    assert_eq!(
+        sent(),
+        2,
+        "the balanced client's entry answered a client of one endpoint"
+    );
+    // The balanced client itself still hits its own entry.
+    balanced.chat(&request("whose answer?")).await.unwrap();
+    assert_eq!(sent(), 2);
+}
