@@ -33,8 +33,9 @@ use super::store::{CacheStore, CachedResponse, StoreFuture, unix_millis};
 ///
 /// Each entry is stored with its expiry time (now + the store's time to live when written),
 /// checked on every read; an expired entry reads as absent and is deleted in the background.
-/// [`purge_expired`](DiskStore::purge_expired) deletes every expired entry at once. The size on
-/// disk is bounded only by the time to live.
+/// [`purge_expired`](DiskStore::purge_expired) deletes every expired entry at once, and so does
+/// [`open`](DiskStore::open) (then compacting the file), so the size on disk is bounded by
+/// what a time to live's worth of runs wrote.
 ///
 /// All file I/O, fsync included, runs on tokio's blocking pool, never on a runtime thread.
 /// Concurrent puts are committed together, one fsync for all of them. A put completes once its
@@ -96,10 +97,28 @@ impl DiskStore {
         private_dir(dir)?;
         let path = dir.join(FILE_NAME);
         private_file(&path)?;
-        let db = Database::create(&path)?;
+        let mut db = Database::create(&path)?;
+        // Entries of earlier runs that expired are deleted now: a batch's prompts are rarely
+        // asked again, so waiting for a read to find them would let the file grow for ever.
         let tx = db.begin_write()?;
-        tx.open_table(TABLE)?;
+        let purged = {
+            let mut table = tx.open_table(TABLE)?;
+            let now = unix_millis(SystemTime::now());
+            let mut purged = 0u64;
+            table.retain(|_, record| {
+                let keep = expires(record).is_some_and(|at| at > now);
+                purged += u64::from(!keep);
+                keep
+            })?;
+            purged
+        };
         tx.commit()?;
+        if purged > 0 {
+            // Best effort: the space of what was deleted goes back to the file system.
+            if let Err(e) = db.compact() {
+                tracing::debug!(error = %e, "compacting the disk cache");
+            }
+        }
         Ok(DiskStore {
             inner: Arc::new(Inner {
                 db,
@@ -394,6 +413,24 @@ mod tests {
         };
         store.inner.commit(&[fresh, delete(key())]).unwrap();
         assert!(store.get(key()).await.unwrap().is_some());
+    }
+
+    /// Opening the store deletes the entries that expired since (a batch's prompts are rarely
+    /// read again, so reads alone would never delete them).
+    #[tokio::test]
+    async fn opening_deletes_what_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), Duration::ZERO).unwrap();
+        store.put(key(), entry()).await.unwrap();
+        assert!(matches!(store.inner.read(key()).unwrap(), Lookup::Expired));
+        drop(store);
+        let store = DiskStore::open(dir.path(), Duration::from_secs(60)).unwrap();
+        assert!(matches!(store.inner.read(key()).unwrap(), Lookup::Absent));
+        assert_eq!(
+            store.purge_expired().await.unwrap(),
+            0,
+            "nothing left to purge"
+        );
     }
 
     #[tokio::test]
