@@ -82,7 +82,11 @@ impl CacheStore for MemoryStore {
         })
     }
 
-    fn put(&self, key: CacheKey, value: CachedResponse) -> StoreFuture<'_, ()> {
+    fn put(&self, key: CacheKey, mut value: CachedResponse) -> StoreFuture<'_, ()> {
+        // The body may be a slice of the connection's read buffer (a small answer read in one
+        // go): kept as it is, it would keep that whole buffer alive, kilobytes the size bound
+        // does not count. The entry keeps a copy of its own.
+        value.body = bytes::Bytes::copy_from_slice(&value.body);
         Box::pin(async move {
             let now = Instant::now();
             let expires = now.checked_add(self.ttl).unwrap_or(now + super::MAX_TTL);
@@ -101,5 +105,30 @@ impl fmt::Debug for MemoryStore {
             .field("weighted_size", &self.cache.weighted_size())
             .field("ttl", &self.ttl)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, StatusCode};
+    use volley_core::Request;
+    use volley_core::cache_key::CredentialId;
+
+    /// A body that is a slice of a larger buffer (hyper's read buffer, for a small answer
+    /// read in one go) is stored as a copy of its own, so the entry does not keep the whole
+    /// buffer alive beyond what the size bound counts.
+    #[tokio::test]
+    async fn an_entry_keeps_a_copy_not_a_slice_of_a_larger_buffer() {
+        let store = MemoryStore::new(1 << 20, Duration::from_secs(60));
+        let buffer = bytes::Bytes::from(vec![b'x'; 8192]);
+        let body = buffer.slice(0..16);
+        let request = Request::post("/chat/completions", "{}").unwrap();
+        let key = CacheKey::for_request(&request, &CredentialId::anonymous());
+        let entry = CachedResponse::new(StatusCode::OK, &HeaderMap::new(), body.clone(), false);
+        store.put(key, entry).await.unwrap();
+        let stored = store.get(key).await.unwrap().unwrap();
+        assert_eq!(stored.body, body);
+        assert_ne!(stored.body.as_ptr(), body.as_ptr(), "a copy, not the slice");
     }
 }
