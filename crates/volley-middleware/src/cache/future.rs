@@ -9,7 +9,7 @@ use http::{HeaderMap, Method};
 use tower::ServiceExt;
 use tower_service::Service;
 use volley_core::cache_key::CacheKey;
-use volley_core::{Body, Error, Request, Response};
+use volley_core::{Body, Dialect, Error, Request, Response};
 
 use super::layer::Shared;
 use super::record::RecordingBody;
@@ -80,7 +80,7 @@ where
     let body = match body {
         Body::Full(bytes) => {
             // Some servers answer an error with a 2xx status; that is not an answer to keep.
-            if bytes.len() <= shared.max_entry_bytes && !dialect.looks_like_error(&bytes) {
+            if bytes.len() <= shared.max_entry_bytes && !is_error_object(dialect, &bytes) {
                 let entry = CachedResponse::new(head.status, &head.headers, bytes.clone(), false);
                 match shared.store.put_for(key, &credential, entry).await {
                     Ok(()) => shared.counters.stored(),
@@ -142,10 +142,64 @@ fn cache_control_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(|t| t.split('=').next().unwrap_or("").trim())
 }
 
+/// Whether a 2xx body is an error object in fact, whatever the order of its keys: the fast
+/// look of [`Dialect::looks_like_error`] (the error key first), then, since storing is rare
+/// next to answering, a parse of the top level: an `"error"` that is an object (not a
+/// Responses object's `"error": null`), or Anthropic's `"type": "error"`.
+pub(super) fn is_error_object(dialect: Dialect, body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct TopLevel {
+        #[serde(default)]
+        error: Option<serde::de::IgnoredAny>,
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
+    }
+    if dialect.looks_like_error(body) {
+        return true;
+    }
+    if memchr::memmem::find(body, b"error").is_none() {
+        return false;
+    }
+    // `error: null` reads as `None`; an error object as `Some`.
+    match serde_json::from_slice::<TopLevel>(body) {
+        Ok(top) => top.error.is_some() || top.kind.as_deref() == Some("error"),
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn error_objects_are_found_whatever_the_order_of_their_keys() {
+        for dialect in [Dialect::OpenAi, Dialect::Anthropic] {
+            for body in [
+                &br#"{"error":{"message":"m"}}"#[..],
+                br#"{"request_id":"r","error":{"message":"m"}}"#,
+                br#"{"error":{"type":"overloaded_error","message":"m"},"type":"error"}"#,
+            ] {
+                assert!(
+                    is_error_object(dialect, body),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+            for body in [
+                &br#"{"id":"resp_1","object":"response","error":null,"output":[]}"#[..],
+                br#"{"id":"c","choices":[{"message":{"content":"an error occurred"}}]}"#,
+                br#"{"type":"message","content":[{"type":"text","text":"error"}]}"#,
+                br#"not json"#,
+            ] {
+                assert!(
+                    !is_error_object(dialect, body),
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+    }
 
     fn headers(values: &[&'static str]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -17,8 +17,10 @@
 //!   in the key. The API key itself is never stored: only its hash, mixed into the key.
 //! - Only `GET` and `POST` requests are cached, and only successful (2xx) responses are
 //!   stored. Errors are never stored (they are not responses), nor is a 2xx body that is an
-//!   error object in the request's dialect (`{"error": ...}`, `{"type": "error", ...}`; see
-//!   [`Dialect::looks_like_error`](volley_core::Dialect::looks_like_error)).
+//!   error object (`{"error": {...}}`, `{"type": "error", ...}`, whatever the order of its
+//!   keys).
+//! - Identical requests in flight at the same time are not combined: each miss is sent (and
+//!   paid for); only a request made after an answer was stored is answered from the cache.
 //! - Non-streaming responses are stored by default. Streaming responses only with
 //!   [`CacheLayer::cache_streams`]: the stream is passed through while a copy is kept, stored
 //!   when it is finished (its last event is `data: [DONE]` or `message_stop`, see
