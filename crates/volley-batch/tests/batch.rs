@@ -425,36 +425,13 @@ async fn failed_requests_are_recorded_in_both_files() {
 /// whose number the line's custom_id (`body-N`, sent as x-client-request-id) names, and an
 /// `x-request-id` of `req-N`. Returns its base URL.
 async fn error_server(status: &'static str, bodies: Vec<String>) -> String {
-    use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let bodies = bodies.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while let Some(head) =
-                    volley_testkit::raw::read_request(&mut socket, &mut buf).await
-                {
-                    let n = (0..bodies.len())
-                        .find(|n| head.contains(&format!("x-client-request-id: body-{n}\r")))
-                        .unwrap_or(0);
-                    let body = &bodies[n];
-                    let answer = format!(
-                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
-                         x-request-id: req-{n}\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if socket.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let port = volley_testkit::raw::serve(move |head| {
+        let n = (0..bodies.len())
+            .find(|n| head.contains(&format!("x-client-request-id: body-{n}\r")))
+            .unwrap_or(0);
+        volley_testkit::raw::json_response(status, &[format!("x-request-id: req-{n}")], &bodies[n])
+    })
+    .await;
     format!("http://127.0.0.1:{port}/v1")
 }
 

@@ -1,8 +1,48 @@
 //! Raw HTTP/1.1 on loopback, for the answers volley-mock cannot give (an echo of the headers,
-//! a 403, a stream of anything): reading a request's head, or a whole request, off a socket.
+//! a 403, a stream of anything): reading a request's head, or a whole request, off a socket,
+//! and a server that answers every request with what a function makes of its head.
 
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Starts a server on a free loopback port that answers every request, on every connection
+/// (kept alive), with the bytes `answer` makes of its head (in lower case, see
+/// [`read_request`]): a whole HTTP/1.1 response. Returns the port. It runs as long as the
+/// runtime it was started on. Must be called within a tokio runtime.
+pub async fn serve(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a loopback port");
+    let port = listener.local_addr().expect("a bound address").port();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = Arc::clone(&answer);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(head) = read_request(&mut socket, &mut buf).await {
+                    if socket.write_all(&answer(&head)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A whole response: `status` (such as `"401 Unauthorized"`), a JSON `body`, and `headers`
+/// (`name: value` lines without their line ends).
+pub fn json_response(status: &str, headers: &[String], body: &str) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\n");
+    for header in headers {
+        head.push_str(header);
+        head.push_str("\r\n");
+    }
+    format!("{head}content-length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
 
 /// The most a request head may take before the reader gives up.
 const MAX_HEAD: usize = 64 * 1024;

@@ -105,35 +105,14 @@ fn the_key_never_appears_in_debug_errors_or_trace_logs() {
 /// carries it, and whether it is known by its name or only marked sensitive.
 #[tokio::test]
 async fn a_gateways_own_key_echoed_in_an_error_is_scrubbed() {
-    use tokio::io::AsyncWriteExt;
     const GATEWAY: &str = "sk-hel-gateway-secret-42";
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while volley_testkit::raw::read_request(&mut socket, &mut buf)
-                    .await
-                    .is_some()
-                {
-                    let body = format!(
-                        "{{\"error\":{{\"message\":\"invalid key Bearer {GATEWAY}\",\"type\":\"auth\"}}}}"
-                    );
-                    let answer = format!(
-                        "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if socket.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let port = volley_testkit::raw::serve(|_| {
+        let body = format!(
+            "{{\"error\":{{\"message\":\"invalid key Bearer {GATEWAY}\",\"type\":\"auth\"}}}}"
+        );
+        volley_testkit::raw::json_response("401 Unauthorized", &[], &body)
+    })
+    .await;
     let url = format!("http://127.0.0.1:{port}/v1");
     let value = || http::HeaderValue::from_str(&format!("Bearer {GATEWAY}")).unwrap();
     let mut seen = String::new();

@@ -231,34 +231,14 @@ async fn usage_in_every_chunk_does_not_make_a_cut_stream_whole() {
 async fn a_used_up_quota_fails_at_once() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let requests = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&requests);
-    tokio::spawn(async move {
-        loop {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let counted = Arc::clone(&counted);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while volley_testkit::raw::read_request(&mut socket, &mut buf)
-                    .await
-                    .is_some()
-                {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    let body = r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
-                    let answer = format!(
-                        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                    if socket.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let port = volley_testkit::raw::serve(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let body = r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;
+        volley_testkit::raw::json_response("429 Too Many Requests", &[], body)
+    })
+    .await;
     let client = Client::builder()
         .base_url(format!("http://127.0.0.1:{port}/v1"))
         .build()
