@@ -80,6 +80,18 @@ struct Write {
 
 const TABLE: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("responses");
 
+/// Deletes the entries of `table` that have expired (or hold no expiry); returns how many.
+fn delete_expired(table: &mut redb::Table<'_, &[u8], &[u8]>) -> Result<u64, redb::StorageError> {
+    let now = unix_millis(SystemTime::now());
+    let mut deleted = 0;
+    table.retain(|_, record| {
+        let keep = expires(record).is_some_and(|at| at > now);
+        deleted += u64::from(!keep);
+        keep
+    })?;
+    Ok(deleted)
+}
+
 /// The file name inside the store's directory.
 const FILE_NAME: &str = "cache.redb";
 
@@ -101,17 +113,7 @@ impl DiskStore {
         // Entries of earlier runs that expired are deleted now: a batch's prompts are rarely
         // asked again, so waiting for a read to find them would let the file grow for ever.
         let tx = db.begin_write()?;
-        let purged = {
-            let mut table = tx.open_table(TABLE)?;
-            let now = unix_millis(SystemTime::now());
-            let mut purged = 0u64;
-            table.retain(|_, record| {
-                let keep = expires(record).is_some_and(|at| at > now);
-                purged += u64::from(!keep);
-                keep
-            })?;
-            purged
-        };
+        let purged = delete_expired(&mut tx.open_table(TABLE)?)?;
         tx.commit()?;
         if purged > 0 {
             // Best effort: the space of what was deleted goes back to the file system.
@@ -138,17 +140,8 @@ impl DiskStore {
     pub async fn purge_expired(&self) -> Result<u64, BoxError> {
         let inner = self.inner.clone();
         blocking(move || {
-            let now = unix_millis(SystemTime::now());
-            let mut purged = 0;
             let tx = inner.db.begin_write()?;
-            {
-                let mut table = tx.open_table(TABLE)?;
-                table.retain(|_, record| {
-                    let keep = expires(record).is_some_and(|at| at > now);
-                    purged += u64::from(!keep);
-                    keep
-                })?;
-            }
+            let purged = delete_expired(&mut tx.open_table(TABLE)?)?;
             tx.commit()?;
             Ok(purged)
         })
