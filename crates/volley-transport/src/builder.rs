@@ -791,8 +791,31 @@ impl Builder {
         for value in &credential_headers {
             crate::inner::secrets_of(value, &mut secrets);
         }
-        let credential =
-            CredentialId::for_endpoint(&base.display, c.api_key.as_ref(), &credential_headers);
+        // Settings that change the answer to the same request (the API version an answer is
+        // shaped by, the beta features it may use): clients that differ in them must not
+        // share cache entries, so they are part of the id, as `name=value`.
+        let answer_settings: Vec<Vec<u8>> = [
+            (
+                "anthropic-version",
+                default_headers.get("anthropic-version"),
+            ),
+            ("anthropic-beta", default_headers.get("anthropic-beta")),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?.as_bytes())))
+        .chain(
+            c.api_version
+                .as_deref()
+                .map(|v| ("api-version", v.as_bytes())),
+        )
+        .map(|(name, value)| [name.as_bytes(), b"=", value].concat())
+        .collect();
+        let identity: Vec<&[u8]> = credential_headers
+            .iter()
+            .copied()
+            .chain(answer_settings.iter().map(Vec::as_slice))
+            .collect();
+        let credential = CredentialId::for_endpoint(&base.display, c.api_key.as_ref(), &identity);
         let mut inner = Inner {
             credential,
             client,

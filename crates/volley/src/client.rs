@@ -732,7 +732,9 @@ impl ClientBuilder {
     /// `RedisStore` (feature `redis`) shared by every process that uses the same Redis, or
     /// an `Arc` of a store shared with other clients. Entries are keyed by the request and
     /// this client's [`credential_id`](ClientBuilder::credential_id), so clients with
-    /// different keys or endpoints never share entries, even in one store. Replaces
+    /// different keys or endpoints, or different settings that shape an answer (Azure's
+    /// `api-version`, Anthropic's version and beta features), never share entries, even in
+    /// one store. Replaces
     /// [`ClientBuilder::cache_memory`] and [`ClientBuilder::cache_disk`].
     ///
     /// One in-memory cache shared by two clients (with a `RedisStore`, by two processes:
@@ -1115,7 +1117,8 @@ impl ClientBuilder {
         let cache = match self.cache {
             None => None,
             Some(setting) => {
-                // Base URL, key and credential-like headers, hashed: entries never cross
+                // Base URL, key, credential-like headers and the settings that shape an answer
+                // (API versions, beta features), hashed: entries never cross
                 // endpoints or accounts. A balanced client answers from any of its endpoints,
                 // so its namespace is all of theirs together, not its first endpoint's.
                 let credential = match &balanced {

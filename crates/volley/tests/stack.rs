@@ -214,3 +214,29 @@ async fn a_balanced_clients_cache_is_not_its_first_endpoints() {
     balanced.chat(&request("whose answer?")).await.unwrap();
     assert_eq!(sent(), 2);
 }
+
+/// Clients that differ only in a setting that shapes the answer (here Anthropic's API version)
+/// do not share cache entries; clients that agree on it do.
+#[tokio::test]
+async fn an_api_version_is_part_of_the_cache_namespace() {
+    use volley::anthropic::{InputMessage, MessagesRequest};
+    use volley::middleware::cache::MemoryStore;
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let store = MemoryStore::new(1 << 20, Duration::from_secs(60));
+    let client = |version: &str| {
+        Client::builder()
+            .provider(volley::Provider::Anthropic)
+            .base_url(server.url())
+            .api_key("sk-ant-same")
+            .anthropic_version(version)
+            .cache_store(store.clone())
+            .build()
+            .unwrap()
+    };
+    let ask = MessagesRequest::new("claude", 16, vec![InputMessage::user("versioned")]);
+    client("2023-06-01").messages(&ask).await.unwrap();
+    client("2023-06-01").messages(&ask).await.unwrap();
+    assert_eq!(server.stats().requests_total, 1, "the same version shares");
+    client("2026-10-21").messages(&ask).await.unwrap();
+    assert_eq!(server.stats().requests_total, 2, "another version does not");
+}
