@@ -793,7 +793,9 @@ impl Builder {
         }
         // Settings that change the answer to the same request (the API version an answer is
         // shaped by, the beta features it may use): clients that differ in them must not
-        // share cache entries, so they are part of the id, as `name=value`.
+        // share cache entries, so they are part of the cache's id, as `name=value`; not of the
+        // credential's, by which a shared rate limit is kept (one budget per key, whatever
+        // the version).
         let answer_settings: Vec<Vec<u8>> = [
             (
                 "anthropic-version",
@@ -815,9 +817,12 @@ impl Builder {
             .copied()
             .chain(answer_settings.iter().map(Vec::as_slice))
             .collect();
-        let credential = CredentialId::for_endpoint(&base.display, c.api_key.as_ref(), &identity);
+        let credential =
+            CredentialId::for_endpoint(&base.display, c.api_key.as_ref(), &credential_headers);
+        let cache_id = CredentialId::for_endpoint(&base.display, c.api_key.as_ref(), &identity);
         let mut inner = Inner {
             credential,
+            cache_id,
             client,
             host,
             joined: joined_paths(&base.path),

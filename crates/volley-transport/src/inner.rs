@@ -24,6 +24,9 @@ pub(crate) struct Inner {
     /// The `Host` header of every request (HTTP/1.1 sends origin-form targets).
     pub(crate) host: HeaderValue,
     pub(crate) credential: volley_core::cache_key::CredentialId,
+    /// The credential narrowed by the settings that shape an answer (API versions, beta
+    /// features): what cache entries are keyed by.
+    pub(crate) cache_id: volley_core::cache_key::CredentialId,
     pub(crate) scheme: Scheme,
     pub(crate) authority: Authority,
     pub(crate) base_path: String,

@@ -44,6 +44,15 @@ impl Transport {
         self.inner.credential
     }
 
+    /// What caches key this transport's entries by: its [`credential_id`](Self::credential_id)
+    /// narrowed by the settings that shape an answer (Azure's `api-version`, Anthropic's
+    /// version and beta features), so that clients differing in them never share entries. (A
+    /// shared rate limit is kept by the credential alone: the provider's budget is the key's,
+    /// whatever the version.)
+    pub fn cache_id(&self) -> volley_core::cache_key::CredentialId {
+        self.inner.cache_id
+    }
+
     /// Replaces the API key with `***` wherever it occurs in `text`: for provider text that
     /// is about to be shown (a server or proxy may echo the key).
     pub fn scrub_secrets(&self, text: Bytes) -> Bytes {

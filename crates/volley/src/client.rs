@@ -375,8 +375,9 @@ impl Client {
     }
 
     /// The identity of this client's credential (a hash of the base URL, the API key and
-    /// credential-like headers; never the key itself): what the cache keys entries by, and
-    /// what a shared rate limiter should be keyed by. See [`ClientBuilder::credential_id`].
+    /// credential-like headers; never the key itself): what the cache keys entries by
+    /// (narrowed by the settings that shape an answer), and what a shared rate limiter should
+    /// be keyed by. See [`ClientBuilder::credential_id`].
     pub fn credential_id(&self) -> CredentialId {
         self.transport.credential_id()
     }
@@ -731,10 +732,10 @@ impl ClientBuilder {
     /// Caches successful non-streaming responses in `store`: any [`CacheStore`], such as a
     /// `RedisStore` (feature `redis`) shared by every process that uses the same Redis, or
     /// an `Arc` of a store shared with other clients. Entries are keyed by the request and
-    /// this client's [`credential_id`](ClientBuilder::credential_id), so clients with
-    /// different keys or endpoints, or different settings that shape an answer (Azure's
-    /// `api-version`, Anthropic's version and beta features), never share entries, even in
-    /// one store. Replaces
+    /// this client's credential (see [`credential_id`](ClientBuilder::credential_id)) and the
+    /// settings that shape an answer (Azure's `api-version`, Anthropic's version and beta
+    /// features), so clients with different keys, endpoints or such settings never share
+    /// entries, even in one store. Replaces
     /// [`ClientBuilder::cache_memory`] and [`ClientBuilder::cache_disk`].
     ///
     /// One in-memory cache shared by two clients (with a `RedisStore`, by two processes:
@@ -763,7 +764,8 @@ impl ClientBuilder {
 
     /// The identity of the credential the client will send with (a hash of the base URL,
     /// the API key and credential-like default headers, never the key itself): the cache
-    /// keys its entries by it, and a shared rate limiter (`SharedLimits::credential`, feature
+    /// keys its entries by it (narrowed by the settings that shape an answer: API versions,
+    /// beta features), and a shared rate limiter (`SharedLimits::credential`, feature
     /// `redis`) should be keyed by the same id, so that every process using one key at one
     /// endpoint draws from one budget and different keys never do.
     ///
@@ -1126,10 +1128,10 @@ impl ClientBuilder {
                         volley_core::cache_key::CredentialId::of_all(
                             std::iter::once(&balanced.first)
                                 .chain(balanced.others.iter())
-                                .map(Transport::credential_id),
+                                .map(Transport::cache_id),
                         )
                     }
-                    _ => transport.credential_id(),
+                    _ => transport.cache_id(),
                 };
                 Some(match setting {
                     CacheSetting::Memory { max_bytes, ttl } => {

@@ -239,4 +239,9 @@ async fn an_api_version_is_part_of_the_cache_namespace() {
     assert_eq!(server.stats().requests_total, 1, "the same version shares");
     client("2026-10-21").messages(&ask).await.unwrap();
     assert_eq!(server.stats().requests_total, 2, "another version does not");
+    // The credential, by which a shared rate limit is kept, is the key's whatever the version.
+    assert_eq!(
+        client("2023-06-01").credential_id(),
+        client("2026-10-21").credential_id()
+    );
 }
