@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tokio::time::Sleep;
-use volley_core::{Error, RequestId};
+use volley_core::Error;
 
 use super::local::{PROBE_TIMEOUT, Shared};
 use super::{Cost, Grant};
@@ -26,7 +26,7 @@ impl LocalAcquire {
     }
 
     /// A request behind the slow start's probe: it reserves once the gate opens.
-    pub(super) fn gated(shared: Arc<Shared>, id: RequestId, cost: Cost) -> LocalAcquire {
+    pub(super) fn gated(shared: Arc<Shared>, cost: Cost) -> LocalAcquire {
         let gate = shared
             .gate
             .clone()
@@ -35,7 +35,6 @@ impl LocalAcquire {
             acquire: Box::pin(gate.acquire_owned()),
             timeout: Box::pin(tokio::time::sleep(PROBE_TIMEOUT)),
             shared,
-            id,
             cost,
         }))
     }
@@ -77,7 +76,6 @@ struct Gated {
     acquire: GateAcquire,
     timeout: Pin<Box<Sleep>>,
     shared: Arc<Shared>,
-    id: RequestId,
     cost: Cost,
 }
 
@@ -110,7 +108,7 @@ impl Future for LocalAcquire {
                     }
                 }
             }
-            let mut next = gated.shared.reserve(gated.id, gated.cost);
+            let mut next = gated.shared.reserve(gated.cost);
             self.0 = std::mem::replace(&mut next.0, Inner::Done);
         }
         let waiter = match &mut self.0 {

@@ -191,11 +191,11 @@ impl RateLimiter for LocalLimiter {
                 Ok(permit) => permit.forget(),
                 Err(TryAcquireError::Closed) => {}
                 Err(TryAcquireError::NoPermits) => {
-                    return LocalAcquire::gated(self.shared.clone(), id, cost);
+                    return LocalAcquire::gated(self.shared.clone(), cost);
                 }
             }
         }
-        self.shared.reserve(id, cost)
+        self.shared.reserve(cost)
     }
 
     fn settle(&self, grant: Grant, actual_tokens: u64) {
@@ -232,13 +232,11 @@ impl RateLimiter for LocalLimiter {
 }
 
 impl Shared {
-    /// Reserves a send time for `cost` and waits for it.
-    pub(super) fn reserve(self: &Arc<Shared>, id: RequestId, cost: Cost) -> LocalAcquire {
+    /// Reserves a send time for `cost` and waits for it. `cost` fits the given limits:
+    /// [`RateLimiter::acquire`] refused it otherwise, before the slow start's gate (the limits
+    /// are fixed when the limiter is made, so a request held at the gate still fits).
+    pub(super) fn reserve(self: &Arc<Shared>, cost: Cost) -> LocalAcquire {
         let shared = self;
-        if let Some(error) = too_large(id, cost, shared) {
-            metrics::counter!("volley_rate_limit_too_large_total").increment(1);
-            return LocalAcquire::failed(error);
-        }
         let now = shared.now();
         let mut state = shared.lock();
         let mut at = now.max(state.paused_until);
