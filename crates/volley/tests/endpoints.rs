@@ -1,8 +1,10 @@
 //! Several endpoints against volley-mock servers on loopback: balancing, circuit breakers,
 //! retries that move. Counts are asserted, never times.
 
+use std::time::Duration;
+
 use volley::openai::{ChatCompletionRequest, ChatMessage};
-use volley::{BreakerState, Client, Endpoint, ErrorKind, Request};
+use volley::{BreakerConfig, BreakerState, Client, Endpoint, ErrorKind, Request};
 use volley_mock::{MockConfig, MockServer};
 
 fn request(i: usize) -> Request {
@@ -30,7 +32,8 @@ fn refused_url() -> String {
 
 /// One good endpoint, one failing 27 % of requests, one answering 503 to everything, one
 /// refusing connections: 5 000 lines all succeed, and the always-503 endpoint gets at most
-/// 2 % of the requests (counted from the start, its opening failures included).
+/// 2 % of the requests (counted from the start, its opening failures included). Open
+/// breakers are health-checked during the run, and every request is accounted for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_line_succeeds_past_a_failing_a_dead_and_a_refusing_endpoint() {
     let good = mock("", "2ms").await;
@@ -41,6 +44,12 @@ async fn every_line_succeeds_past_a_failing_a_dead_and_a_refusing_endpoint() {
         .endpoint(Endpoint::new(flaky.url()).name("flaky"))
         .endpoint(Endpoint::new(dead.url()).name("dead"))
         .endpoint(Endpoint::new(refused_url()).name("refused"))
+        // Short cool-downs, so that open breakers are health-checked during the run.
+        .breaker(
+            BreakerConfig::new()
+                .cool_down(Duration::from_millis(100))
+                .max_cool_down(Duration::from_millis(400)),
+        )
         .build()
         .unwrap();
     let lines = 5_000;
@@ -55,12 +64,13 @@ async fn every_line_succeeds_past_a_failing_a_dead_and_a_refusing_endpoint() {
         eprintln!("{s:?}");
     }
     assert!(failed.is_empty(), "lines failed, e.g. {failed:?}");
-    let dead_requests = dead.stats().requests_total;
+    let by_name = |name: &str| stats.iter().find(|s| s.name == name).unwrap();
+    // User requests; the servers' counts are tied to these below.
+    let dead_requests = by_name("dead").requests;
     assert!(
         dead_requests * 100 <= lines as u64 * 2,
         "the always-503 endpoint got {dead_requests} requests"
     );
-    let by_name = |name: &str| stats.iter().find(|s| s.name == name).unwrap();
     assert!(by_name("dead").breaker_opened >= 1);
     assert!(by_name("refused").breaker_opened >= 1);
     assert_eq!(by_name("refused").answered, 0);
@@ -69,19 +79,30 @@ async fn every_line_succeeds_past_a_failing_a_dead_and_a_refusing_endpoint() {
         by_name("flaky").server_errors > 0,
         "the flaky endpoint was avoided entirely"
     );
+    // Health checks of open breakers go through the same pools and reach the mock servers,
+    // but are not user requests: each endpoint's surplus over its user requests is at least
+    // its counted checks, plus at most one check in flight per opening of its breaker (each
+    // opening starts one checking task, which sends one check at a time).
     let sent: u64 = stats.iter().map(|s| s.requests).sum();
-    assert_eq!(
-        client.connection_stats().requests,
-        sent,
-        "connection statistics cover every endpoint's pool"
+    let checks: u64 = stats.iter().map(|s| s.health_checks).sum();
+    let openings: u64 = stats.iter().map(|s| s.breaker_opened).sum();
+    let pooled = client.connection_stats().requests;
+    assert!(
+        (sent + checks..=sent + checks + openings).contains(&pooled),
+        "connection statistics cover every endpoint's pool: {pooled} requests, \
+         {sent} user requests, {checks} checks"
     );
-    assert_eq!(
-        sent,
-        good.stats().requests_total
-            + flaky.stats().requests_total
-            + dead_requests
-            + by_name("refused").requests
-    );
+    for (server, name) in [(&good, "good"), (&flaky, "flaky"), (&dead, "dead")] {
+        let s = by_name(name);
+        let received = server.stats().requests_total;
+        let checks = s.health_checks..=s.health_checks + s.breaker_opened;
+        assert!(
+            checks.contains(&received.saturating_sub(s.requests)),
+            "{name}: {received} requests received, {} user requests, {} checks",
+            s.requests,
+            s.health_checks
+        );
+    }
 }
 
 /// Two healthy endpoints of 100 ms and 1 s, a closed loop of 64: at least 85 % of the
@@ -179,7 +200,7 @@ async fn hedging_answers_what_stalls_would_fail_within_its_budget() {
         MockServer::start(MockConfig {
             faults: "stall=0.05".parse().unwrap(),
             latency: "10ms".parse().unwrap(),
-            stall_duration: std::time::Duration::from_secs(10),
+            stall_duration: Duration::from_secs(10),
             ..MockConfig::default()
         })
         .await
@@ -193,11 +214,9 @@ async fn hedging_answers_what_stalls_would_fail_within_its_budget() {
             .endpoint(Endpoint::new(a.url()))
             .endpoint(Endpoint::new(b.url()))
             .retries(0)
-            .timeout(std::time::Duration::from_secs(3));
+            .timeout(Duration::from_secs(3));
         if hedge {
-            builder = builder.hedge(volley::Hedging::after(std::time::Duration::from_millis(
-                200,
-            )));
+            builder = builder.hedge(volley::Hedging::after(Duration::from_millis(200)));
         }
         let client = builder.build().unwrap();
         let results = client.fan_out_collect((0..lines).map(request), 32).await;
@@ -235,7 +254,7 @@ async fn a_lone_base_url_hedges_to_itself_at_a_learned_percentile() {
             .base_url(server.url())
             .allow_plain_http(true)
             .retries(0)
-            .timeout(std::time::Duration::from_secs(3));
+            .timeout(Duration::from_secs(3));
         if hedge {
             builder = builder.hedge(volley::Hedging::at_percentile(94.0).budget(0.1));
         }
