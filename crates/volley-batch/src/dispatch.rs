@@ -48,6 +48,8 @@ pub(super) struct Loop<'a> {
     received: u64,
     /// Requests that made at least one attempt (cancelled ones are assumed to have).
     attempted: u64,
+    /// Requests the client's cache answered.
+    cached: u64,
     errors_by_code: BTreeMap<String, u64>,
     /// The integral of the in-flight count over time, in request-seconds.
     area: f64,
@@ -61,6 +63,7 @@ pub(super) struct Loop<'a> {
 /// What the loop counted.
 pub(super) struct Tally {
     pub(super) attempted: u64,
+    pub(super) cached: u64,
     pub(super) errors_by_code: BTreeMap<String, u64>,
     /// The integral of the in-flight count over time, in request-seconds.
     pub(super) in_flight_area: f64,
@@ -88,6 +91,7 @@ impl<'a> Loop<'a> {
             in_flight: 0,
             received: 0,
             attempted: 0,
+            cached: 0,
             errors_by_code: BTreeMap::new(),
             area: 0.0,
             last_change: Instant::now(),
@@ -104,6 +108,7 @@ impl<'a> Loop<'a> {
         self.dispatch_all(shutdown).await;
         Tally {
             attempted: self.attempted,
+            cached: self.cached,
             errors_by_code: self.errors_by_code,
             in_flight_area: self.area,
             interrupted: self.interrupted,
@@ -216,6 +221,10 @@ impl<'a> Loop<'a> {
         Progress::add(&self.progress.tokens_in, finished.tokens_in);
         Progress::add(&self.progress.tokens_out, finished.tokens_out);
         self.attempted += u64::from(finished.attempted);
+        if finished.cached {
+            self.cached += 1;
+            Progress::add(&self.progress.cached, 1);
+        }
         self.write(seq, finished.record).await;
     }
 

@@ -16,6 +16,7 @@ pub struct Progress {
     pub(crate) skipped: AtomicU64,
     pub(crate) skipped_failed: AtomicU64,
     pub(crate) sent: AtomicU64,
+    pub(crate) cached: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     pub(crate) succeeded: AtomicU64,
     pub(crate) failed: AtomicU64,
@@ -54,9 +55,11 @@ pub struct ProgressSnapshot {
     /// elsewhere at the same time is counted too.
     pub attempts: u64,
     /// Attempts beyond the first of each request, as far as known now:
-    /// `attempts - requests sent`, so a lower bound while requests wait for their first
-    /// attempt.
+    /// `attempts - (requests sent - cached)`, so a lower bound while requests wait for their
+    /// first attempt.
     pub retries: u64,
+    /// Requests answered by the client's cache so far (they made no attempt).
+    pub cached: u64,
 }
 
 impl ProgressSnapshot {
@@ -78,6 +81,7 @@ impl Progress {
             skipped: zero(),
             skipped_failed: zero(),
             sent: zero(),
+            cached: zero(),
             in_flight: zero(),
             succeeded: zero(),
             failed: zero(),
@@ -103,7 +107,8 @@ impl Progress {
             tokens_in: get(&self.tokens_in),
             tokens_out: get(&self.tokens_out),
             attempts,
-            retries: attempts.saturating_sub(get(&self.sent)),
+            retries: attempts.saturating_sub(get(&self.sent).saturating_sub(get(&self.cached))),
+            cached: get(&self.cached),
         }
     }
 

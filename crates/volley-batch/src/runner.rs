@@ -134,6 +134,7 @@ impl BatchRunner {
             invalid: snapshot.invalid,
             attempts,
             retries: attempts.saturating_sub(tally.attempted),
+            cached: tally.cached,
             tokens_in: snapshot.tokens_in,
             tokens_out: snapshot.tokens_out,
             wall,

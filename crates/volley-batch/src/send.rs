@@ -7,6 +7,7 @@ use volley::core::{Error, ErrorKind, Request};
 
 use super::record::{Outcome, OutcomeRecord, from_error};
 use volley::Client;
+use volley::middleware::cache::CACHE_STATUS_HEADER;
 
 /// A request's outcome and what it counts for.
 pub(crate) struct Finished {
@@ -15,6 +16,8 @@ pub(crate) struct Finished {
     pub(crate) tokens_out: u64,
     /// Whether the request made at least one HTTP attempt.
     pub(crate) attempted: bool,
+    /// Whether the client's cache answered it (no attempt).
+    pub(crate) cached: bool,
 }
 
 /// Sends `request` (line `line`, position `seq`) through the client's whole stack and reads
@@ -27,8 +30,10 @@ pub(crate) async fn execute(
     request: Request,
 ) -> (u64, Finished) {
     let dialect = request.dialect();
+    let mut cached = false;
     let (outcome, usage, attempted) = match client.send(request).await {
         Ok(response) => {
+            cached = response.headers().contains_key(CACHE_STATUS_HEADER);
             let status = response.status().as_u16();
             let request_id = dialect
                 .request_id(response.headers())
@@ -37,9 +42,9 @@ pub(crate) async fn execute(
             match response.bytes().await {
                 Ok(body) => {
                     let (outcome, usage) = from_response(line, status, request_id, body);
-                    (outcome, usage, true)
+                    (outcome, usage, !cached)
                 }
-                Err(e) => (from_error(line, &e), Usage::default(), true),
+                Err(e) => (from_error(line, &e), Usage::default(), !cached),
             }
         }
         Err(e) => {
@@ -59,6 +64,7 @@ pub(crate) async fn execute(
         tokens_in: usage.tokens_in(),
         tokens_out: usage.completion_tokens.unwrap_or(0),
         attempted,
+        cached,
     };
     (seq, finished)
 }

@@ -24,8 +24,12 @@ pub struct Summary {
     /// connection pool's counter.
     pub attempts: u64,
     /// Attempts beyond each request's first: `attempts` minus the requests that made an
-    /// attempt (those that failed with `invalid_input`, `config` or `cancelled` made none).
+    /// attempt (those that failed with `invalid_input`, `config` or `cancelled` made none,
+    /// nor did those the cache answered).
     pub retries: u64,
+    /// Requests the client's cache answered (`x-volley-cache: hit`): no HTTP attempt, and
+    /// counted among [`succeeded`](Self::succeeded).
+    pub cached: u64,
     /// Prompt (input) tokens reported in the responses' `usage`.
     pub tokens_in: u64,
     /// Completion (output) tokens reported in the responses' `usage`.

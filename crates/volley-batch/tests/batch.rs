@@ -139,6 +139,61 @@ async fn ten_thousand_requests_through_faults_give_ten_thousand_outcomes() {
     assert!(server.stats().faults.total() > 0);
 }
 
+/// Lines the cache answers make no attempt: the summary counts them apart, and they do not
+/// hide retries (`retries` is the attempts beyond the first of the requests actually sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_hits_are_no_attempts_and_hide_no_retries() {
+    let server = MockServer::start(MockConfig {
+        faults: "500=0.3".parse().unwrap(),
+        seed: 7,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let policy = Policy::builder()
+        .max_retries(20)
+        .backoff_base(Duration::from_millis(1))
+        .backoff_cap(Duration::from_millis(5))
+        .budget_enabled(false)
+        .build()
+        .unwrap();
+    let store = Arc::new(volley::middleware::cache::MemoryStore::new(
+        1 << 20,
+        Duration::from_secs(3600),
+    ));
+    let client = Client::builder()
+        .base_url(server.url())
+        .retry_policy(policy)
+        .cache_store(store)
+        .build()
+        .unwrap();
+    // The first run answers (and caches) lines 0 to 9; the second has them and ten more.
+    for (round, lines, cached) in [("first", 10_u64, 0_u64), ("second", 20, 10)] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = input_file(dir.path(), numbered(lines as usize));
+        let before = server.stats();
+        let runner = BatchRunner::new(client.clone(), Input::Path(input), options(dir.path()));
+        let progress = runner.progress();
+        let summary = runner.run(std::future::pending()).await.unwrap();
+        let after = server.stats();
+        let received = after.requests_total - before.requests_total;
+        let status = |s: &volley_mock::Stats, code: &str| {
+            s.responses_by_status.get(code).copied().unwrap_or(0)
+        };
+        let failures = status(&after, "500") - status(&before, "500");
+
+        assert!(summary.all_succeeded(), "{round}: {summary:?}");
+        assert_eq!(summary.succeeded, lines, "{round}");
+        assert_eq!(summary.cached, cached, "{round}: {summary:?}");
+        assert_eq!(summary.attempts, received, "{round}: {summary:?}");
+        assert_eq!(received, lines - cached + failures, "{round}");
+        assert_eq!(summary.retries, failures, "{round}: {summary:?}");
+        let live = progress.snapshot();
+        assert_eq!((live.cached, live.retries), (cached, failures), "{round}");
+        assert!(failures > 0, "{round}: no fault injected, nothing to hide");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_line_gets_a_record_and_the_rest_succeed() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();

@@ -310,8 +310,13 @@ pub(crate) fn summary_text(summary: &Summary, concurrency: usize) -> String {
     } else {
         sent as f64 / summary.wall.as_secs_f64()
     };
+    let cached = if summary.cached > 0 {
+        format!(", {} from the cache", summary.cached)
+    } else {
+        String::new()
+    };
     text.push_str(&format!(
-        "\n  requests  {} attempts, {} retries, {rate:.0}/s; mean {:.1} in flight of {concurrency}",
+        "\n  requests  {} attempts, {} retries{cached}, {rate:.0}/s; mean {:.1} in flight of {concurrency}",
         summary.attempts, summary.retries, summary.mean_in_flight,
     ));
     text.push_str(&format!(
@@ -371,6 +376,21 @@ mod tests {
         summary.wall = Duration::from_secs(1);
         let text = summary_text(&summary, 4);
         assert!(text.contains(", 10/s;"), "{text}");
+    }
+
+    #[test]
+    fn the_summary_shows_cache_hits_apart_from_attempts() {
+        let mut summary = Summary::default();
+        summary.succeeded = 10;
+        summary.attempts = 9;
+        summary.retries = 2;
+        assert!(!summary_text(&summary, 4).contains("cache"));
+        summary.cached = 3;
+        let text = summary_text(&summary, 4);
+        assert!(
+            text.contains("9 attempts, 2 retries, 3 from the cache, "),
+            "{text}"
+        );
     }
 
     #[test]
