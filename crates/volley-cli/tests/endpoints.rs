@@ -202,23 +202,25 @@ fn profile_endpoint_tables_and_a_flag_that_replaces_them() {
     );
 }
 
-/// `--hedge` with the breaker flags: two endpoints that leave 5 % of requests unanswered, a run
-/// that never retries: every line succeeds through its hedge, and the summary counts the
-/// copies. `--print-config` shows the settings and where they came from.
+/// `--hedge` with the breaker flags: an endpoint that leaves 5 % of requests unanswered beside a
+/// healthy one, a run that never retries: every line succeeds (a stalled one through its hedge,
+/// which goes to the other endpoint), and the summary counts the copies. `--print-config`
+/// shows the settings and where they came from.
 #[test]
 fn hedge_and_breaker_flags_reach_the_client() {
     let rt = volley_testkit::process::server_runtime(2);
-    let stalling = || async {
+    // Only one endpoint stalls: a hedge to a second stalling one could stall too (and with
+    // the same seed, the two stall at the same arrival indices), failing its line.
+    let mock = |faults: &str| {
         MockServer::start(MockConfig {
-            faults: "stall=0.05".parse().unwrap(),
+            faults: faults.parse().unwrap(),
             latency: "2ms".parse().unwrap(),
             stall_duration: Duration::from_secs(30),
             ..MockConfig::default()
         })
-        .await
-        .unwrap()
     };
-    let (a, b) = rt.block_on(async { (stalling().await, stalling().await) });
+    let (a, b) = rt.block_on(async { (mock("stall=0.05").await, mock("").await) });
+    let (a, b) = (a.unwrap(), b.unwrap());
     let dir = tempfile::tempdir().unwrap();
     let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
     let lines = 300;

@@ -159,6 +159,10 @@ fn four_processes_sharing_one_limit_get_no_429s() {
             // about the sharing, not about clocks agreeing to the millisecond.
             rate_limits: RateLimits {
                 rpm: Some(RPM + RPM / 20),
+                // Two seconds' worth: requests spaced correctly but bunched up on the way by
+                // a pause on a loaded machine are not refused; four unshared processes still
+                // would be within a second.
+                burst_requests: Some((RPM + RPM / 20) / 30),
                 ..RateLimits::NONE
             },
             ..MockConfig::default()

@@ -233,6 +233,10 @@ async fn share_1200_rpm(url: String, lease: u32, per_process: usize) {
     let mock = mock(
         RateLimits {
             rpm: Some(1_260),
+            // Two seconds' worth: requests the limiter spaced correctly but that a pause on
+            // a loaded machine bunched up on the way are not refused; over-sending for more
+            // than a moment still is, and the send times are checked below.
+            burst_requests: Some(42),
             ..RateLimits::NONE
         },
         16,
@@ -483,6 +487,8 @@ async fn failing_closed_pauses_through_a_redis_restart_and_completes() {
     let mock = mock(
         RateLimits {
             rpm: Some(630),
+            // Two seconds' worth (see `share_1200_rpm`).
+            burst_requests: Some(21),
             ..RateLimits::NONE
         },
         16,

@@ -63,8 +63,10 @@ async fn requests_over_the_rpm_get_an_openai_429() {
 
 #[tokio::test]
 async fn tokens_are_prompt_plus_answer_and_refill_over_time() {
-    // 60 000 TPM: 1 000 tokens a second; a burst of exactly two requests.
-    let limits = format!("tpm=60000,burst_tokens={}", 2 * CHAT_COST);
+    // 1 500 TPM: 25 tokens a second, one per 40 ms (slow, so that a loaded machine's pauses
+    // between requests refill little); a burst of exactly two requests.
+    const MS_PER_TOKEN: u64 = 40;
+    let limits = format!("tpm=1500,burst_tokens={}", 2 * CHAT_COST);
     let server = server(limited(&limits)).await;
     let client = client();
     let url = chat_url(&server);
@@ -76,7 +78,7 @@ async fn tokens_are_prompt_plus_answer_and_refill_over_time() {
             .unwrap()
             .parse()
             .unwrap();
-        // A few tokens may have refilled between the two reads of the clock.
+        // A few tokens may have refilled between the two reads of the clock (200 ms).
         assert!((remaining..remaining + 5).contains(&reported), "{reported}");
         assert_eq!(ok.json()["usage"]["total_tokens"], CHAT_COST);
     }
@@ -85,8 +87,8 @@ async fn tokens_are_prompt_plus_answer_and_refill_over_time() {
     assert_eq!(refused.json()["error"]["type"], "tokens");
     let wait_ms: u64 = refused.header("retry-after-ms").unwrap().parse().unwrap();
     assert!(
-        wait_ms <= CHAT_COST,
-        "{wait_ms} ms for {CHAT_COST} tokens at 1 per ms"
+        wait_ms <= CHAT_COST * MS_PER_TOKEN,
+        "{wait_ms} ms for {CHAT_COST} tokens at one per {MS_PER_TOKEN} ms"
     );
 
     tokio::time::sleep(Duration::from_millis(wait_ms + 20)).await;
@@ -100,7 +102,7 @@ async fn tokens_are_prompt_plus_answer_and_refill_over_time() {
     // A lower max_tokens means a shorter answer and a smaller charge.
     let mut body = chat_body(false);
     body["max_tokens"] = json!(1);
-    tokio::time::sleep(Duration::from_millis(2 * CHAT_COST + 20)).await;
+    tokio::time::sleep(Duration::from_millis(2 * CHAT_COST * MS_PER_TOKEN + 20)).await;
     for _ in 0..3 {
         let ok = post(&client, &url, &body, &[]).await.unwrap();
         assert_eq!(ok.status, StatusCode::OK);

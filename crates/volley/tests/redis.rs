@@ -133,6 +133,10 @@ async fn clients_with_a_shared_limiter_stay_under_the_providers_rpm() {
     let server = MockServer::start(MockConfig {
         rate_limits: RateLimits {
             rpm: Some(RPM + RPM / 20),
+            // Two seconds' worth: requests spaced correctly but bunched up on the way by a
+            // pause on a loaded machine are not refused; two unshared clients still would be
+            // within seconds.
+            burst_requests: Some((RPM + RPM / 20) / 30),
             ..RateLimits::NONE
         },
         ..MockConfig::default()

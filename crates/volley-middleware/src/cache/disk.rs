@@ -43,7 +43,7 @@ use super::store::{CacheStore, CachedResponse, StoreFuture, unix_millis};
 ///
 /// Open one store per directory per process and clone it (clones share the database): redb
 /// locks the file, so a second [`open`](DiskStore::open) of the same path fails while the first
-/// is alive.
+/// is alive (its background writer holds it for a moment after the last write completed).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -417,7 +417,19 @@ mod tests {
         store.put(key(), entry()).await.unwrap();
         assert!(matches!(store.inner.read(key()).unwrap(), Lookup::Expired));
         drop(store);
-        let store = DiskStore::open(dir.path(), Duration::from_secs(60)).unwrap();
+        // The put's writer thread may still hold the database for a moment after the put
+        // returned (it ends its loop first): wait for it, within bounds.
+        let mut tries = 0;
+        let store = loop {
+            match DiskStore::open(dir.path(), Duration::from_secs(60)) {
+                Ok(store) => break store,
+                Err(e) if tries < 500 && e.to_string().contains("already open") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         assert!(matches!(store.inner.read(key()).unwrap(), Lookup::Absent));
         assert_eq!(
             store.purge_expired().await.unwrap(),
