@@ -318,8 +318,10 @@ async fn every_kind_of_bad_line_gets_a_record_and_the_rest_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_resumes_without_resending_recorded_outcomes() {
+    // Slow enough that the stop, taken after 300 of 1 000 answers, comes before the last
+    // answer even on a loaded machine.
     let server = MockServer::start(MockConfig {
-        latency: "20ms".parse().unwrap(),
+        latency: "50ms".parse().unwrap(),
         journal: true,
         ..MockConfig::default()
     })
@@ -866,8 +868,9 @@ async fn a_fifo_input_loses_no_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_on_the_same_output_is_refused() {
+    // The first run is still in flight while the second starts, even on a loaded machine.
     let server = MockServer::start(MockConfig {
-        latency: volley_mock::Latency::Fixed(Duration::from_millis(200)),
+        latency: volley_mock::Latency::Fixed(Duration::from_secs(2)),
         ..MockConfig::default()
     })
     .await

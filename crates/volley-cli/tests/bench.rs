@@ -129,7 +129,7 @@ fn bench_runs_on_as_many_runtimes_as_threads_asked_for() {
     // One runtime and three: the lanes (four per runtime) and their connections spread over
     // them; every request is counted once, and no more connections than slots are opened.
     for threads in ["1", "3"] {
-        let child = volley()
+        let mut child = volley()
             .args([
                 "bench",
                 "--mock",
@@ -145,16 +145,20 @@ fn bench_runs_on_as_many_runtimes_as_threads_asked_for() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // While it runs (about 0.6 s of requests): the load generator's own threads.
-        let mut seen = Vec::new();
+        // While it runs (about 0.6 s of requests): the load generator's own threads, every
+        // name seen in any look (a look may come while threads start or end).
+        let expected: &[&str] = match threads {
+            "1" => &[],
+            _ => &["volley-bench-1", "volley-bench-2"],
+        };
+        let mut seen = std::collections::BTreeSet::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
-            let names = thread_names(child.id());
-            if names.is_empty() {
-                break;
-            }
-            seen = names;
-            if seen.iter().any(|n| n.starts_with("volley-mock")) {
+            seen.extend(thread_names(child.id()));
+            let all_seen = seen.iter().any(|n| n.starts_with("volley-mock"))
+                && expected.iter().all(|n| seen.contains(*n));
+            // Ended (and reaped: a zombie's task list holds its main thread alone).
+            if all_seen || child.try_wait().unwrap().is_some() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -163,15 +167,10 @@ fn bench_runs_on_as_many_runtimes_as_threads_asked_for() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "--threads {threads}: {stderr}");
         if cfg!(target_os = "linux") {
-            let mut workers: Vec<_> = seen
+            let workers: Vec<_> = seen
                 .iter()
                 .filter(|n| n.starts_with("volley-bench-"))
                 .collect();
-            workers.sort();
-            let expected: &[&str] = match threads {
-                "1" => &[],
-                _ => &["volley-bench-1", "volley-bench-2"],
-            };
             assert_eq!(workers, expected, "--threads {threads}: threads {seen:?}");
         }
         let results: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -66,11 +66,13 @@ async fn mock(faults: &str) -> MockServer {
     .unwrap()
 }
 
-fn refused_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/v1")
+/// A loopback port nothing listens on: connections to it are refused. The socket stays bound
+/// (never listening) while the test holds it, so no other test can take the port meanwhile.
+fn refused_url() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, format!("http://127.0.0.1:{port}/v1"))
 }
 
 /// `--base-url` four times (good, failing 27 %, always 503, refused): every line succeeds, the
@@ -80,7 +82,7 @@ fn base_url_repeated_spreads_the_run_and_survives_dead_endpoints() {
     let rt = volley_testkit::process::server_runtime(2);
     let (good, flaky, dead) =
         rt.block_on(async { (mock("").await, mock("500=0.27").await, mock("503=1").await) });
-    let refused = refused_url();
+    let (_reserved, refused) = refused_url();
     let dir = tempfile::tempdir().unwrap();
     let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
     let lines = 5_000;

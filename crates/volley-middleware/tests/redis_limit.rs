@@ -506,7 +506,7 @@ async fn failing_closed_pauses_through_a_redis_restart_and_completes() {
         estimated_tokens: 0,
         max_tokens: 16,
     };
-    let down = Duration::from_secs(2);
+    let down = Duration::from_secs(3);
     let (runs, killed, restarted) =
         run_through_a_restart(&mut server, options, mock.url(), load, 20, down).await;
     exactly_one_outcome_each(&runs, 80);
@@ -521,14 +521,15 @@ async fn failing_closed_pauses_through_a_redis_restart_and_completes() {
     }
     let sends = all_sends(&runs);
     // Requests that had their send time before the kill kept it (at most the 8 callers' worth,
-    // 0.8 s); nothing else went until Redis was back.
+    // 0.8 s, and a margin for a task woken late on a loaded machine); nothing else went until
+    // Redis was back.
     let gap = sends
         .windows(2)
         .map(|w| w[1].duration_since(w[0]))
         .max()
         .unwrap();
     assert!(gap >= Duration::from_millis(700), "longest gap {gap:?}");
-    let late = killed + Duration::from_millis(1_200);
+    let late = killed + Duration::from_secs(2);
     assert!(!sends.iter().any(|&at| at > late && at < restarted));
     // The restarted Redis is empty; the processes restored their pending reservations into
     // it, so the mock never saw a burst above its limit.
@@ -688,9 +689,9 @@ async fn a_429_in_one_process_pauses_the_others() {
         Some(Duration::from_secs(1)),
         "test",
     );
+    let start = Instant::now();
     a.observe(&Observation::from_error(&error).unwrap());
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let start = Instant::now();
     b.acquire(
         RequestId::from_u64(1),
         Cost {
@@ -701,10 +702,10 @@ async fn a_429_in_one_process_pauses_the_others() {
     )
     .await
     .unwrap();
-    // Paused until the 1 s Retry-After is over (less the 50 ms already gone and a margin for
-    // the clocks); how soon after it goes is a benchmark's figure.
+    // Paused until the 1 s Retry-After, counted from the 429, is over (less a margin for the
+    // clocks); how soon after it goes is a benchmark's figure.
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(850), "waited {waited:?}");
+    assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
 }
 
 /// A `tracing` writer into a buffer the test reads.

@@ -13,7 +13,7 @@ async fn counts_requests_statuses_and_peak_in_flight() {
     // A generous latency: all 50 requests must arrive before the first one is answered, even
     // on a loaded machine.
     let server = server(MockConfig {
-        latency: Latency::Fixed(Duration::from_millis(600)),
+        latency: Latency::Fixed(Duration::from_secs(2)),
         ..MockConfig::default()
     })
     .await;
@@ -54,8 +54,15 @@ async fn counts_requests_statuses_and_peak_in_flight() {
     // The client's pool keeps its connections open.
     assert_eq!(stats.connections_open, stats.connections_total);
 
-    // After the sampler has closed the buckets, the timeline accounts for every request.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Once the sampler has closed the buckets (every 100 ms), the timeline accounts for
+    // every request.
+    let sum = |s: &Stats, of: fn(&volley_mock::TimelineBucket) -> u64| -> u64 {
+        s.timeline.iter().map(of).sum()
+    };
+    wait_for(&server, |s| {
+        sum(s, |b| b.started) >= 50 && sum(s, |b| b.completed) >= 50
+    })
+    .await;
     let timeline = server.stats().timeline;
     assert!(!timeline.is_empty());
     assert_eq!(timeline.iter().map(|b| b.started).sum::<u64>(), 50);
@@ -287,7 +294,7 @@ async fn url_names_the_v1_base() {
 
 /// Polls the statistics until `done` holds (at most 2 s).
 async fn wait_for(server: &MockServer, done: impl Fn(&Stats) -> bool) {
-    for _ in 0..400 {
+    for _ in 0..1_000 {
         if done(&server.stats()) {
             return;
         }

@@ -132,7 +132,7 @@ async fn gzip_responses_are_decoded() {
 #[tokio::test]
 async fn h2c_multiplexes_over_one_connection() {
     let server = mock(MockConfig {
-        latency: "100ms".parse().unwrap(),
+        latency: "500ms".parse().unwrap(),
         ..MockConfig::default()
     })
     .await;

@@ -134,7 +134,7 @@ fn chat_stream_iterates_every_chunk() {
 #[test]
 fn calls_from_threads_share_one_client() {
     let (_runtime, server) = mock(MockConfig {
-        latency: "300ms".parse().unwrap(),
+        latency: "2s".parse().unwrap(),
         ..MockConfig::default()
     });
     let client = client(&server);

@@ -22,12 +22,13 @@ async fn mock(faults: &str, latency: &str) -> MockServer {
     .unwrap()
 }
 
-/// A loopback port nothing listens on: connections to it are refused.
-fn refused_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}/v1")
+/// A loopback port nothing listens on: connections to it are refused. The socket stays bound
+/// (never listening) while the test holds it, so no other test can take the port meanwhile.
+fn refused_url() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    (socket, format!("http://127.0.0.1:{port}/v1"))
 }
 
 /// One good endpoint, one failing 27 % of requests, one answering 503 to everything, one
@@ -39,11 +40,12 @@ async fn every_line_succeeds_past_a_failing_a_dead_and_a_refusing_endpoint() {
     let good = mock("", "2ms").await;
     let flaky = mock("500=0.27", "2ms").await;
     let dead = mock("503=1", "0").await;
+    let (_reserved, refused) = refused_url();
     let client = Client::builder()
         .endpoint(Endpoint::new(good.url()).name("good"))
         .endpoint(Endpoint::new(flaky.url()).name("flaky"))
         .endpoint(Endpoint::new(dead.url()).name("dead"))
-        .endpoint(Endpoint::new(refused_url()).name("refused"))
+        .endpoint(Endpoint::new(refused).name("refused"))
         // Short cool-downs, so that open breakers are health-checked during the run.
         .breaker(
             BreakerConfig::new()
@@ -208,16 +210,19 @@ async fn one_endpoint_is_the_single_stack() {
     assert_eq!(server.stats().requests_total, 1);
 }
 
-/// Two endpoints that each leave 5 % of requests unanswered (a stall) and a client that
-/// never retries: with hedging after 200 ms, the copies answer what the stalls would have
-/// failed, within the budget (5 % + 10).
+/// Two endpoints that each leave 5 % of requests unanswered (a stall, drawn independently) and
+/// a client that never retries: with hedging after 500 ms, the copies answer what the stalls
+/// would have failed, within the budget (5 % + 10). (The delay is well above the 10 ms
+/// answers, so that a pause of a loaded machine does not hedge every request in flight and
+/// spend the budget before the stalls come.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hedging_answers_what_stalls_would_fail_within_its_budget() {
-    async fn stalling() -> MockServer {
+    async fn stalling(seed: u64) -> MockServer {
         MockServer::start(MockConfig {
             faults: "stall=0.05".parse().unwrap(),
             latency: "10ms".parse().unwrap(),
             stall_duration: Duration::from_secs(10),
+            seed,
             ..MockConfig::default()
         })
         .await
@@ -226,14 +231,15 @@ async fn hedging_answers_what_stalls_would_fail_within_its_budget() {
     let lines = 400;
     let mut failures = Vec::new();
     for hedge in [false, true] {
-        let (a, b) = (stalling().await, stalling().await);
+        // Different seeds: with the same, both would stall at the same arrival indices.
+        let (a, b) = (stalling(42).await, stalling(4242).await);
         let mut builder = Client::builder()
             .endpoint(Endpoint::new(a.url()))
             .endpoint(Endpoint::new(b.url()))
             .retries(0)
             .timeout(Duration::from_secs(3));
         if hedge {
-            builder = builder.hedge(volley::Hedging::after(Duration::from_millis(200)));
+            builder = builder.hedge(volley::Hedging::after(Duration::from_millis(500)));
         }
         let client = builder.build().unwrap();
         let results = client.fan_out_collect((0..lines).map(request), 32).await;

@@ -24,7 +24,8 @@ async fn two_thousand_requests_at_256_through_an_authenticating_proxy_all_succee
     .unwrap();
     let server = MockServer::start_tls(
         MockConfig {
-            latency: "20ms".parse().unwrap(),
+            // Long enough that a loaded machine has many requests in flight at once.
+            latency: "250ms".parse().unwrap(),
             ..MockConfig::default()
         },
         tls,
