@@ -96,6 +96,9 @@ impl Progress {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let total = get(&self.total_lines);
         let attempts = self.attempts();
+        // Read before `sent`: a line sent and answered from the cache between the two reads
+        // then counts in neither, and `retries` stays a lower bound.
+        let cached = get(&self.cached);
         ProgressSnapshot {
             total_lines: (total != UNKNOWN).then_some(total),
             read: get(&self.read),
@@ -107,8 +110,8 @@ impl Progress {
             tokens_in: get(&self.tokens_in),
             tokens_out: get(&self.tokens_out),
             attempts,
-            retries: attempts.saturating_sub(get(&self.sent).saturating_sub(get(&self.cached))),
-            cached: get(&self.cached),
+            retries: attempts.saturating_sub(get(&self.sent).saturating_sub(cached)),
+            cached,
         }
     }
 

@@ -33,7 +33,13 @@ pub(crate) async fn execute(
     let mut cached = false;
     let (outcome, usage, attempted) = match client.send(request).await {
         Ok(response) => {
-            cached = response.headers().contains_key(CACHE_STATUS_HEADER);
+            // The cache layer removes a server's own header of that name: with a cache, the
+            // header marks its replays alone.
+            cached = response
+                .headers()
+                .get(CACHE_STATUS_HEADER)
+                .is_some_and(|v| v == "hit")
+                && client.cache_stats().is_some();
             let status = response.status().as_u16();
             let request_id = dialect
                 .request_id(response.headers())

@@ -27,8 +27,9 @@ pub struct Summary {
     /// attempt (those that failed with `invalid_input`, `config` or `cancelled` made none,
     /// nor did those the cache answered).
     pub retries: u64,
-    /// Requests the client's cache answered (`x-volley-cache: hit`): no HTTP attempt, and
-    /// counted among [`succeeded`](Self::succeeded).
+    /// Requests the client's cache answered (`x-volley-cache: hit`): no HTTP attempt. Their
+    /// outcomes count as any other's, among [`succeeded`](Self::succeeded) as a rule (a
+    /// cached 2xx whose body is not the expected JSON is a failure, as it was when stored).
     pub cached: u64,
     /// Prompt (input) tokens reported in the responses' `usage`.
     pub tokens_in: u64,

@@ -196,6 +196,57 @@ async fn cache_hits_are_no_attempts_and_hide_no_retries() {
     }
 }
 
+/// A server that sends an `x-volley-cache: hit` header of its own does not make its answers
+/// count as cache hits, with a cache or without one: every line made its attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_servers_own_cache_header_is_no_cache_hit() {
+    let port = volley_testkit::raw::serve(|_| {
+        let body = json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "hi"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        });
+        volley_testkit::raw::json_response(
+            "200 OK",
+            &[
+                "x-volley-cache: hit".to_owned(),
+                "cache-control: no-store".to_owned(),
+            ],
+            &body.to_string(),
+        )
+    })
+    .await;
+    let base = format!("http://127.0.0.1:{port}/v1");
+    for cache in [false, true] {
+        let mut builder = Client::builder().base_url(&base).retries(0);
+        if cache {
+            builder = builder.cache_memory(1 << 20, Duration::from_secs(60));
+        }
+        let client = builder.build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let input = input_file(dir.path(), numbered(5));
+        let summary = BatchRunner::new(client.clone(), Input::Path(input), options(dir.path()))
+            .run(std::future::pending())
+            .await
+            .unwrap();
+        assert!(summary.all_succeeded(), "cache {cache}: {summary:?}");
+        assert_eq!(
+            (summary.cached, summary.attempts, summary.retries),
+            (0, 5, 0),
+            "cache {cache}: {summary:?}"
+        );
+        if cache {
+            // Passed on without the server's header (`no-store`: nothing was kept).
+            let reply =
+                client.send(volley::core::Request::post("/chat/completions", "{}").unwrap());
+            let reply = reply.await.unwrap();
+            assert!(reply.headers().get("x-volley-cache").is_none());
+            assert_eq!(client.cache_stats().unwrap().hits, 0);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_line_gets_a_record_and_the_rest_succeed() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();

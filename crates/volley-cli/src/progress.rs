@@ -303,7 +303,7 @@ pub(crate) fn summary_text(summary: &Summary, concurrency: usize) -> String {
         }
         text.push(')');
     }
-    // Requests sent per second: invalid lines are not sent.
+    // Lines answered per second (from the cache too); invalid lines are not counted.
     let sent = summary.succeeded + summary.failed;
     let rate = if summary.wall.is_zero() {
         0.0

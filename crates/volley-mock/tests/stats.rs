@@ -292,7 +292,7 @@ async fn url_names_the_v1_base() {
     );
 }
 
-/// Polls the statistics until `done` holds (at most 2 s).
+/// Polls the statistics until `done` holds (for 5 s at least).
 async fn wait_for(server: &MockServer, done: impl Fn(&Stats) -> bool) {
     for _ in 0..1_000 {
         if done(&server.stats()) {

@@ -13,7 +13,7 @@ use volley_core::{Body, Dialect, Error, Request, Response};
 
 use super::layer::Shared;
 use super::record::RecordingBody;
-use super::store::{CachedResponse, RejectedEntry};
+use super::store::{CACHE_STATUS_HEADER, CachedResponse, RejectedEntry};
 
 /// The future of [`Cache`](super::Cache). Boxed: the cache sits outermost, once per request,
 /// where one allocation is lost in the noise of hashing the request.
@@ -45,7 +45,7 @@ where
     let directive = directive(request.headers());
     let cacheable = matches!(*request.method(), Method::GET | Method::POST);
     if directive == Directive::Bypass || !cacheable {
-        return inner.oneshot(request).await;
+        return inner.oneshot(request).await.map(unmarked);
     }
     let id = request.id();
     let dialect = request.dialect();
@@ -71,7 +71,7 @@ where
         }
     }
     shared.counters.miss();
-    let response = inner.oneshot(request).await?;
+    let response = unmarked(inner.oneshot(request).await?);
     if !response.status().is_success() || forbids_store(response.headers()) {
         return Ok(response);
     }
@@ -97,6 +97,17 @@ where
         body @ Body::Stream(_) => body,
     };
     Ok(Response::from_parts(head, body))
+}
+
+/// `response` without a [`CACHE_STATUS_HEADER`] of the server's: only this layer's replays
+/// say they are hits (a server, or a gateway built on Volley, may send one of its own).
+fn unmarked(response: Response) -> Response {
+    if !response.headers().contains_key(CACHE_STATUS_HEADER) {
+        return response;
+    }
+    let (mut head, body) = response.into_parts();
+    head.headers.remove(CACHE_STATUS_HEADER);
+    Response::from_parts(head, body)
 }
 
 async fn key_of(request: &Request, shared: &Shared) -> CacheKey {
