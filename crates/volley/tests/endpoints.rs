@@ -86,7 +86,7 @@ async fn every_line_succeeds_past_a_failing_a_dead_and_a_refusing_endpoint() {
     // are read between two readings of the endpoints' statistics (`stats`, above, and
     // `after`): what a pool or server counted beyond the user requests is at least the
     // checks finished before, and at most those finished after plus the one each endpoint
-    // with an open breaker may have in flight (its checks go one at a time).
+    // whose breaker ever opened may have in flight (its checks go one at a time).
     let sent: u64 = stats.iter().map(|s| s.requests).sum();
     let pooled = client.connection_stats().requests;
     let received: Vec<u64> = [&good, &flaky, &dead]
