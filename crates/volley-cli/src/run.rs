@@ -462,14 +462,32 @@ async fn build_client(
         CacheSpec::Disk(dir) => builder.cache_disk(dir, DISK_CACHE_TTL),
         CacheSpec::Redis(url) => {
             let redis = RedisOptions::new(url.expose()).allow_plain_redis(load.allow_plain_redis);
+            let secret = cache_secret(load.cache_secret_env.as_deref())?;
             let store = RedisStore::connect(redis, REDIS_CACHE_TTL)
                 .await
                 .map_err(|e| crate::limits::redis_error(e, "--cache"))?
-                .prefix(load.shared_prefix.as_str().to_owned());
+                .prefix(load.shared_prefix.as_str().to_owned())
+                .secret(secret.unwrap_or_default());
             builder.cache_store(store)
         }
     };
     builder.build().map_err(config_error)
+}
+
+/// The secret of a Redis cache, from the variable `--cache-secret-env` names, if any.
+fn cache_secret(variable: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(variable) = variable else {
+        return Ok(None);
+    };
+    match std::env::var(variable) {
+        Ok(secret) if !secret.is_empty() => Ok(Some(secret)),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Err(anyhow::Error::new(UsageError(
+            format!("--cache-secret-env names {variable}, which is not set or empty"),
+        ))),
+        Err(std::env::VarError::NotUnicode(_)) => Err(anyhow::Error::new(UsageError(format!(
+            "--cache-secret-env names {variable}, whose value is not valid UTF-8"
+        )))),
+    }
 }
 
 /// The default backoff without the retry budget. The budget protects a provider from a

@@ -333,6 +333,73 @@ fn with_fallback_a_redis_outage_does_not_stop_the_run() {
     );
 }
 
+/// A Redis cache with `--cache-secret-env` and a placeholder API key anyone could guess (a
+/// local server's `EMPTY`): a second run with the same secret is answered from Redis, a run
+/// with another secret or none is not (its entries do not authenticate), and the secret is
+/// never shown.
+#[ignore = "needs Redis: REDIS_URL"]
+#[test]
+fn a_redis_cache_with_a_placeholder_key_is_shared_only_with_the_same_secret() {
+    const SECRET: &str = "team-secret-4f1c9a";
+    let url = require_redis!();
+    let rt = volley_testkit::process::server_runtime(1);
+    let server = rt
+        .block_on(MockServer::start(MockConfig::default()))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let ids = write_input(&input, "s", 5);
+    let prefix = unique_prefix("cache-secret");
+    let run = |secret: Option<&str>, out: &str| {
+        let mut cmd = volley(dir.path());
+        cmd.env("OPENAI_API_KEY", "EMPTY")
+            .args(["run", path_str(&input), "-o", out])
+            .args(["--base-url", &server.url(), "--cache", &url])
+            .args(["--shared-prefix", &prefix]);
+        if let Some(secret) = secret {
+            cmd.env("TEAM_CACHE_SECRET", secret)
+                .args(["--cache-secret-env", "TEAM_CACHE_SECRET"]);
+        }
+        let output = cmd.output().unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        assert!(!stderr.contains(SECRET), "{stderr}");
+        assert_one_success_each(&dir.path().join(out), &ids);
+        rt.block_on(async { server.stats() }).requests_total
+    };
+    assert_eq!(run(Some(SECRET), "first.jsonl"), 5);
+    assert_eq!(run(Some(SECRET), "same.jsonl"), 5, "answered from Redis");
+    assert_eq!(run(Some("another"), "other.jsonl"), 10, "another secret");
+    assert_eq!(run(None, "none.jsonl"), 15, "no secret");
+
+    // The variable must be set; `--print-config` shows its name, never its value.
+    let output = volley(dir.path())
+        .args(["run", path_str(&input), "-o", "unset.jsonl"])
+        .args(["--base-url", &server.url(), "--cache", &url])
+        .args(["--cache-secret-env", "UNSET_CACHE_SECRET"])
+        .env_remove("UNSET_CACHE_SECRET")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("UNSET_CACHE_SECRET"), "{stderr}");
+    assert_eq!(rt.block_on(async { server.stats() }).requests_total, 15);
+    let output = volley(dir.path())
+        .args(["run", "--print-config", "--cache", &url])
+        .env("VOLLEY_CACHE_SECRET_ENV", "TEAM_CACHE_SECRET")
+        .env("TEAM_CACHE_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success());
+    assert!(
+        stdout.contains("TEAM_CACHE_SECRET") && stdout.contains("$VOLLEY_CACHE_SECRET_ENV"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET), "{stdout}");
+    rt.block_on(server.shutdown());
+}
+
 #[test]
 fn print_config_shows_the_shared_settings_without_the_password() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,8 +15,9 @@
 //! name in capitals (`VOLLEY_MAX_RETRIES`), its flag the name with dashes (`--max-retries`).
 //! The groups: [`Connection`] (`base_url`, `api_key_env`, `allow_plain_http`) for every
 //! command that calls an API, [`Attempts`] (`timeout`, `max_retries`) for `chat` and `run`,
-//! [`RunLoad`] (`concurrency`, `rpm`, `tpm`, `input_tpm`, `output_tpm`, `cache`, `shared_limit`, `shared_prefix`,
-//! `lease`, `redis_failure`) and [`RunOutput`] (`fsync`) for `run`. `bench`'s load and its embedded mock's flags are its
+//! [`RunLoad`] (`concurrency`, `rpm`, `tpm`, `input_tpm`, `output_tpm`, `cache`,
+//! `cache_secret_env`, `shared_limit`, `shared_prefix`, `lease`, `redis_failure`,
+//! `allow_plain_redis`) and [`RunOutput`] (`fsync`) for `run`. `bench`'s load and its embedded mock's flags are its
 //! own, and `bench`'s default `base_url` is the local mock's.
 //!
 //! Durations (`timeout`) use the one grammar of `volley::core::duration`: a number with an

@@ -28,6 +28,8 @@ pub(crate) const ROUTING_KEYS: &[&str] = &[
     "ca_cert",
     // Plain text to a remote Redis would let the network read prompts and answers.
     "allow_plain_redis",
+    // Which of the user's secrets keys the Redis cache's entries, as api_key_env picks the key.
+    "cache_secret_env",
 ];
 
 /// Keys that send requests twice on purpose: a hedged request may be billed twice, so a file
@@ -168,6 +170,7 @@ mod tests {
         assert!(!routes("concurrency", &toml::Value::Integer(4)));
         assert!(routes("hedge", &s("p95")));
         assert!(routes("hedge_budget", &s("100%")));
+        assert!(routes("cache_secret_env", &s("AWS_SECRET_ACCESS_KEY")));
     }
 
     /// A path with a line break would write a second record, trusting a file nobody checked:
