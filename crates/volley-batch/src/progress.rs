@@ -97,7 +97,7 @@ impl Progress {
         let total = get(&self.total_lines);
         let attempts = self.attempts();
         // Read before `sent`: a line sent and answered from the cache between the two reads
-        // then counts in neither, and `retries` stays a lower bound.
+        // then counts in `sent` only, and `retries` stays a lower bound.
         let cached = get(&self.cached);
         ProgressSnapshot {
             total_lines: (total != UNKNOWN).then_some(total),

@@ -474,13 +474,22 @@ async fn build_client(
     builder.build().map_err(config_error)
 }
 
-/// The secret of a Redis cache, from the variable `--cache-secret-env` names, if any.
+/// The secret of a Redis cache, from the variable `--cache-secret-env` names, if any (an
+/// empty name is none, so that a flag can turn a profile's off). Surrounding white space is
+/// not part of it (a secret read from a file often ends with a line break).
 fn cache_secret(variable: Option<&str>) -> anyhow::Result<Option<String>> {
-    let Some(variable) = variable else {
+    secret_from(variable, |name| std::env::var(name))
+}
+
+fn secret_from(
+    variable: Option<&str>,
+    read: impl Fn(&str) -> Result<String, std::env::VarError>,
+) -> anyhow::Result<Option<String>> {
+    let Some(variable) = variable.map(str::trim).filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    match std::env::var(variable) {
-        Ok(secret) if !secret.is_empty() => Ok(Some(secret)),
+    match read(variable) {
+        Ok(secret) if !secret.trim().is_empty() => Ok(Some(secret.trim().to_owned())),
         Ok(_) | Err(std::env::VarError::NotPresent) => Err(anyhow::Error::new(UsageError(
             format!("--cache-secret-env names {variable}, which is not set or empty"),
         ))),
@@ -720,6 +729,25 @@ fn one_line(settings: &Settings, base_url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cache_secret_is_trimmed_and_an_empty_name_is_none() {
+        let read = |name: &str| match name {
+            "FROM_FILE" => Ok(" s3cret\n".to_owned()),
+            "BLANK" => Ok(" \n".to_owned()),
+            _ => Err(std::env::VarError::NotPresent),
+        };
+        assert_eq!(secret_from(None, read).unwrap(), None);
+        assert_eq!(secret_from(Some(" "), read).unwrap(), None);
+        assert_eq!(
+            secret_from(Some("FROM_FILE"), read).unwrap().as_deref(),
+            Some("s3cret")
+        );
+        for name in ["BLANK", "UNSET"] {
+            let error = secret_from(Some(name), read).unwrap_err().to_string();
+            assert!(error.contains(name) && error.contains("not set"), "{error}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -35,7 +35,9 @@ fn volley(dir: &Path) -> Command {
         "VOLLEY_MAX_RETRIES",
         "VOLLEY_TIMEOUT",
         "VOLLEY_CACHE",
+        "VOLLEY_CACHE_SECRET_ENV",
         "VOLLEY_SHARED_LIMIT",
+        "VOLLEY_SHARED_PREFIX",
     ] {
         cmd.env_remove(name);
     }

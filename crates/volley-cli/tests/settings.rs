@@ -303,6 +303,43 @@ fn the_key_is_never_read_from_volley_variables_flags_or_the_file() {
     }
 }
 
+/// A Redis cache's secret, like the key, is read only from the variable `cache_secret_env`
+/// names: `VOLLEY_CACHE_SECRET` and `cache_secret` in volley.toml are refused (not ignored in
+/// silence), without echoing the value.
+#[test]
+fn a_cache_secret_is_never_read_from_volley_variables_or_the_file() {
+    const SECRET: &str = "team-secret-0d1e";
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run(volley(dir.path())
+        .args(["run", "--print-config"])
+        .env("VOLLEY_CACHE_SECRET", SECRET));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("VOLLEY_CACHE_SECRET") && stderr.contains("--cache-secret-env"));
+    assert!(!stderr.contains(SECRET) && !stdout.contains(SECRET));
+
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        format!("[default]\ncache_secret = \"{SECRET}\"\n"),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(volley(dir.path()).args(["run", "--print-config"]));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cache_secret_env"), "{stderr}");
+    assert!(!stderr.contains(SECRET) && !stdout.contains(SECRET));
+
+    // The variable's name is a setting like any other; an empty one turns a profile's off.
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[default]\ncache_secret_env = \"TEAM_SECRET\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(volley(dir.path())
+        .args(["run", "--print-config", "--config", "volley.toml"])
+        .args(["--cache-secret-env", ""]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("cache_secret_env"), "{stdout}");
+}
+
 #[test]
 fn volley_toml_is_checked_whole_by_every_command() {
     let dir = tempfile::tempdir().unwrap();

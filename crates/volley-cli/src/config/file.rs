@@ -160,10 +160,16 @@ fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> UsageError {
     UsageError(format!("{origin}: invalid TOML{at}: {}", e.message()))
 }
 
-/// Whether a key names a secret: refused in `volley.toml` and as `VOLLEY_<KEY>`.
+/// Whether a key names a secret: refused in `volley.toml` and as `VOLLEY_<KEY>`
+/// (`VOLLEY_CACHE_SECRET` would otherwise be ignored in silence; `cache_secret_env` names
+/// the variable that holds it).
 pub(crate) fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key == "key" || key.ends_with("api_key") || key.ends_with("apikey") || key == "token"
+    key == "key"
+        || key.ends_with("api_key")
+        || key.ends_with("apikey")
+        || key == "token"
+        || key.ends_with("secret")
 }
 
 /// A table of settings checked against every group: known keys, no secret, values that
@@ -188,6 +194,13 @@ fn check_table(table: &toml::Table, label: &str) -> Result<Layer, UsageError> {
 }
 
 fn secret_error(place: &str, key: &str) -> UsageError {
+    if key.to_ascii_lowercase().ends_with("secret") {
+        return UsageError(format!(
+            "{place}: `{key}` is not allowed: secrets never go in a config file. Put a Redis \
+             cache's secret in an environment variable and name it with cache_secret_env = \
+             \"NAME\" (or --cache-secret-env NAME)"
+        ));
+    }
     UsageError(format!(
         "{place}: `{key}` is not allowed: API keys never go in a config file. Put the key in \
          an environment variable and name it with api_key_env = \"NAME\" (or --api-key-env \
@@ -362,10 +375,18 @@ mod tests {
 
     #[test]
     fn secret_keys_are_recognised() {
-        for key in ["api_key", "OPENAI_API_KEY", "apikey", "key", "token"] {
+        for key in [
+            "api_key",
+            "OPENAI_API_KEY",
+            "apikey",
+            "key",
+            "token",
+            "cache_secret",
+            "CACHE_SECRET",
+        ] {
             assert!(is_secret_key(key), "{key}");
         }
-        for key in ["api_key_env", "base_url", "cache"] {
+        for key in ["api_key_env", "base_url", "cache", "cache_secret_env"] {
             assert!(!is_secret_key(key), "{key}");
         }
     }

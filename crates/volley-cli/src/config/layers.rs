@@ -191,6 +191,14 @@ fn refuse_keys_in_environment() -> Result<(), UsageError> {
         else {
             continue;
         };
+        if is_secret_key(rest) && rest.to_ascii_lowercase().ends_with("secret") {
+            return Err(UsageError(format!(
+                "{name} is set, and volley never reads a secret from a VOLLEY_* variable: put a \
+                 Redis cache's secret in a variable of its own, name it with --cache-secret-env \
+                 NAME (VOLLEY_CACHE_SECRET_ENV, or cache_secret_env in volley.toml), and unset \
+                 {name}"
+            )));
+        }
         if is_secret_key(rest) {
             return Err(UsageError(format!(
                 "{name} is set, and volley never reads an API key from a VOLLEY_* variable (nor \

@@ -303,12 +303,14 @@ settings! {
         /// key; kept 7 days) or "off" [default: off].
         #[arg(long, value_name = "SPEC")]
         cache: CacheSpec [Option<String>] = CacheSpec::Off,
-        /// With a Redis --cache: the environment variable holding a secret mixed into the key
-        /// that authenticates each entry, so that only processes with the same secret read
-        /// each other's entries. Set it when the API key is no secret (a local server's
-        /// placeholder, such as EMPTY): entries are otherwise authenticated by the key, and
-        /// with one anybody can guess, anyone who can write to that Redis can plant answers.
-        /// The secret itself is never read from a flag or volley.toml [default: none].
+        /// With a Redis --cache: the environment variable holding a secret mixed into the MAC
+        /// key of each entry, so that processes accept only entries written with the same
+        /// secret. Set it when the API key is no secret (a local server's placeholder, such as
+        /// EMPTY): entries are otherwise authenticated by the base URL and the API key, and
+        /// with a key anybody can guess, anyone who can write to that Redis can plant answers.
+        /// Processes with different secrets overwrite each other's entries: give them different
+        /// --shared-prefix values. The secret itself is never read from a flag or volley.toml;
+        /// "" turns a profile's off [default: none].
         #[arg(long, value_name = "NAME")]
         cache_secret_env: Option<String> [Option<String>] = None,
         /// Share the rate limits (--rpm, --tpm, --input-tpm, --output-tpm, and those learned
