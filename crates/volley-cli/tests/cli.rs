@@ -89,11 +89,8 @@ fn chat_refuses_plain_http_to_a_remote_host_without_sending_the_key() {
 
 #[test]
 fn chat_reports_connection_failures_clearly() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refused = volley_testkit::ports::RefusedPort::new();
+    let port = refused.port();
     let out = volley()
         .args([
             "chat",

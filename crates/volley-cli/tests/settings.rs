@@ -69,14 +69,13 @@ fn print_config(dir: &Path, command: &str, args: &[&str], env: &[(&str, &str)]) 
     stdout
 }
 
-/// A port nothing listens on.
+/// A base URL nothing listens on. Its port is kept bound for the rest of the test process (a
+/// few per run), so no other test can take it.
 fn dead_url() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("http://127.0.0.1:{port}/v1")
+    let refused = volley_testkit::ports::RefusedPort::new();
+    let url = refused.url();
+    std::mem::forget(refused);
+    url
 }
 
 #[test]

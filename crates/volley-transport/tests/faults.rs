@@ -149,12 +149,9 @@ async fn malformed_json_is_body_decode() {
 
 #[tokio::test]
 async fn refused_connections_are_connect_errors_and_never_sent() {
-    // Bind and drop a listener to get a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nobody listens on.
+    let refused = volley_testkit::ports::RefusedPort::new();
+    let port = refused.port();
     let transport = Transport::builder()
         .base_url(format!("http://127.0.0.1:{port}/v1"))
         .build()
@@ -176,11 +173,8 @@ async fn refused_connections_are_connect_errors_and_never_sent() {
 
 #[tokio::test]
 async fn refused_http2_connections_name_each_cause_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refused = volley_testkit::ports::RefusedPort::new();
+    let port = refused.port();
     let transport = Transport::builder()
         .base_url(format!("http://127.0.0.1:{port}/v1"))
         .http2_prior_knowledge(true)

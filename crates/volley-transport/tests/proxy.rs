@@ -134,12 +134,9 @@ async fn http2_works_inside_a_tunnel() {
 
 #[tokio::test]
 async fn an_unreachable_proxy_is_a_connect_error_naming_it() {
-    // A port nothing listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A port nothing listens on.
+    let refused = volley_testkit::ports::RefusedPort::new();
+    let port = refused.port();
     let server = mock(MockConfig::default()).await;
     let transport = Transport::builder()
         .base_url(server.url())

@@ -22,13 +22,12 @@ async fn mock(faults: &str, latency: &str) -> MockServer {
     .unwrap()
 }
 
-/// A loopback port nothing listens on: connections to it are refused. The socket stays bound
-/// (never listening) while the test holds it, so no other test can take the port meanwhile.
-fn refused_url() -> (tokio::net::TcpSocket, String) {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
-    let port = socket.local_addr().unwrap().port();
-    (socket, format!("http://127.0.0.1:{port}/v1"))
+/// A loopback base URL nothing listens on (connections are refused), and what keeps its port
+/// from other tests while it lives.
+fn refused_url() -> (volley_testkit::ports::RefusedPort, String) {
+    let reserved = volley_testkit::ports::RefusedPort::new();
+    let url = reserved.url();
+    (reserved, url)
 }
 
 /// One good endpoint, one failing 27 % of requests, one answering 503 to everything, one
