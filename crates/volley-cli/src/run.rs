@@ -729,6 +729,8 @@ fn one_line(settings: &Settings, base_url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_cache_secret_is_trimmed_and_an_empty_name_is_none() {
         let read = |name: &str| match name {
@@ -747,8 +749,6 @@ mod tests {
             assert!(error.contains(name) && error.contains("not set"), "{error}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn errors_file_defaults_next_to_the_output() {

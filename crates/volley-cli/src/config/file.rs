@@ -160,16 +160,21 @@ fn toml_error(origin: &str, text: &str, e: &toml::de::Error) -> UsageError {
     UsageError(format!("{origin}: invalid TOML{at}: {}", e.message()))
 }
 
-/// Whether a key names a secret: refused in `volley.toml` and as `VOLLEY_<KEY>`
-/// (`VOLLEY_CACHE_SECRET` would otherwise be ignored in silence; `cache_secret_env` names
-/// the variable that holds it).
+/// Whether a key names a secret: refused in `volley.toml` and as `VOLLEY_<KEY>`.
 pub(crate) fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     key == "key"
         || key.ends_with("api_key")
         || key.ends_with("apikey")
         || key == "token"
-        || key.ends_with("secret")
+        || names_a_secret(&key)
+}
+
+/// Whether a key names a secret other than a key (`cache_secret`): such a value would be a Redis
+/// cache's secret, which only the variable `cache_secret_env` names is read for
+/// (`VOLLEY_CACHE_SECRET` would otherwise be ignored in silence).
+pub(crate) fn names_a_secret(key: &str) -> bool {
+    key.to_ascii_lowercase().ends_with("secret")
 }
 
 /// A table of settings checked against every group: known keys, no secret, values that
@@ -194,7 +199,7 @@ fn check_table(table: &toml::Table, label: &str) -> Result<Layer, UsageError> {
 }
 
 fn secret_error(place: &str, key: &str) -> UsageError {
-    if key.to_ascii_lowercase().ends_with("secret") {
+    if names_a_secret(key) {
         return UsageError(format!(
             "{place}: `{key}` is not allowed: secrets never go in a config file. Put a Redis \
              cache's secret in an environment variable and name it with cache_secret_env = \

@@ -191,7 +191,7 @@ fn refuse_keys_in_environment() -> Result<(), UsageError> {
         else {
             continue;
         };
-        if is_secret_key(rest) && rest.to_ascii_lowercase().ends_with("secret") {
+        if file::names_a_secret(rest) {
             return Err(UsageError(format!(
                 "{name} is set, and volley never reads a secret from a VOLLEY_* variable: put a \
                  Redis cache's secret in a variable of its own, name it with --cache-secret-env \

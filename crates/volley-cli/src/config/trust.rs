@@ -118,8 +118,9 @@ pub(crate) fn ignored_message(label: &str, keys: &[String]) -> String {
     format!(
         "volley: ignoring {} from {label}: this volley.toml was found in the working directory \
          and is not trusted, and these settings decide where your API key and prompts are \
-         sent or which secret keys a Redis cache, or send requests twice (hedging). Check the file, then run `volley config \
-         trust` to use them (or name the file with --config). Other settings in it apply.",
+         sent or which secret keys a Redis cache, or send requests twice (hedging). Check the \
+         file, then run `volley config trust` to use them (or name the file with --config). \
+         Other settings in it apply.",
         keys.join(", ")
     )
 }

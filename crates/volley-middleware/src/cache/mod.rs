@@ -43,9 +43,9 @@
 //! A hit answers with the stored bytes, exactly; the response carries the header
 //! `x-volley-cache: hit` ([`CACHE_STATUS_HEADER`]), the id of the request it answers, and
 //! timings that are all "now". Only hits carry that header: the layer removes a server's own
-//! header of that name from every response it passes on. Hits, misses and stores are counted in [`CacheStats`]
-//! ([`CacheLayer::stats`]) and in the `metrics` counters `volley_cache_hits_total`,
-//! `volley_cache_misses_total` and `volley_cache_stores_total`.
+//! header of that name from every response it passes on. Hits, misses and stores are counted
+//! in [`CacheStats`] ([`CacheLayer::stats`]) and in the `metrics` counters
+//! `volley_cache_hits_total`, `volley_cache_misses_total` and `volley_cache_stores_total`.
 //!
 //! # A miss
 //!
