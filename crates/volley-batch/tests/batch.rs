@@ -63,8 +63,8 @@ fn custom_ids(records: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// A client that retries fast and often, for fault injection.
-fn fast_retrying_client(server: &MockServer, timeout: Duration) -> Client {
+/// A client of `server` that retries fast and often, for fault injection.
+fn fast_retrying(server: &MockServer) -> volley::ClientBuilder {
     let policy = Policy::builder()
         .max_retries(20)
         .backoff_base(Duration::from_millis(1))
@@ -75,9 +75,11 @@ fn fast_retrying_client(server: &MockServer, timeout: Duration) -> Client {
     Client::builder()
         .base_url(server.url())
         .retry_policy(policy)
-        .timeout(timeout)
-        .build()
-        .unwrap()
+}
+
+/// [`fast_retrying`] with a per-attempt `timeout`.
+fn fast_retrying_client(server: &MockServer, timeout: Duration) -> Client {
+    fast_retrying(server).timeout(timeout).build().unwrap()
 }
 
 fn options(dir: &Path) -> BatchOptions {
@@ -152,23 +154,11 @@ async fn cache_hits_are_no_attempts_and_hide_no_retries() {
     })
     .await
     .unwrap();
-    let policy = Policy::builder()
-        .max_retries(20)
-        .backoff_base(Duration::from_millis(1))
-        .backoff_cap(Duration::from_millis(5))
-        .budget_enabled(false)
-        .build()
-        .unwrap();
     let store = Arc::new(volley::middleware::cache::MemoryStore::new(
         1 << 20,
         Duration::from_secs(3600),
     ));
-    let client = Client::builder()
-        .base_url(server.url())
-        .retry_policy(policy)
-        .cache_store(store)
-        .build()
-        .unwrap();
+    let client = fast_retrying(&server).cache_store(store).build().unwrap();
     // The first run answers (and caches) lines 0 to 9; the second has them and ten more.
     for (round, lines, cached) in [("first", 10_u64, 0_u64), ("second", 20, 10)] {
         let dir = tempfile::tempdir().unwrap();
