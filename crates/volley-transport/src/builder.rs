@@ -328,6 +328,9 @@ impl Builder {
 
     /// Whether to ask for and decode gzip-compressed responses.
     ///
+    /// A response's `Content-Encoding` is read as HTTP defines it: in any case, and `x-gzip`
+    /// as gzip.
+    ///
     /// Default: `true`.
     pub fn gzip(mut self, enabled: bool) -> Builder {
         self.config.gzip = enabled;

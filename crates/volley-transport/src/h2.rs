@@ -26,7 +26,10 @@ pub(crate) fn send(
     Box::pin(async move {
         response
             .await
-            .map(|r| r.map(PooledBody::unpooled))
+            .map(|mut r| {
+                crate::send::canonical_content_coding(r.headers_mut());
+                r.map(PooledBody::unpooled)
+            })
             .map_err(SendError::Http2)
     })
 }

@@ -133,7 +133,8 @@ impl H1Pool {
                 }
                 match sender.try_send_request(request).await {
                     Ok(response) => {
-                        let (head, body) = response.into_parts();
+                        let (mut head, body) = response.into_parts();
+                        crate::send::canonical_content_coding(&mut head.headers);
                         let body = PooledBody {
                             body,
                             recycle: Some(Recycle {

@@ -10,7 +10,8 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use futures_util::future::Either;
 use http::header::{
-    ACCEPT, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, PROXY_AUTHORIZATION,
+    ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST,
+    PROXY_AUTHORIZATION,
 };
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -320,6 +321,40 @@ pub(crate) fn json_headers(inner: &Inner) -> HeaderMap {
     headers
 }
 
+/// Gives an answer's `Content-Encoding` the spelling tower-http's decompression knows.
+///
+/// Content codings are case-insensitive, and `x-gzip` is gzip (RFC 9110, 8.4.1), but the
+/// decompression matches the exact lower-case names only: an answer sent as `GZIP` or `x-gzip`
+/// would be handed on still compressed and fail as JSON. The backends call this on every
+/// answer's head before the decompression sees it. The usual values cost one lookup; a value
+/// that is no content coding tower-http decodes is left as it is (the body is then read as
+/// sent).
+pub(crate) fn canonical_content_coding(headers: &mut HeaderMap) {
+    let Some(value) = headers.get_mut(CONTENT_ENCODING) else {
+        return;
+    };
+    let token = value.as_bytes();
+    if matches!(token, b"gzip" | b"br" | b"identity") {
+        return;
+    }
+    let token = token.trim_ascii();
+    let canonical = if token.eq_ignore_ascii_case(b"gzip") || token.eq_ignore_ascii_case(b"x-gzip")
+    {
+        "gzip"
+    } else if token.eq_ignore_ascii_case(b"br") {
+        "br"
+    } else if token.eq_ignore_ascii_case(b"deflate") {
+        "deflate"
+    } else if token.eq_ignore_ascii_case(b"zstd") {
+        "zstd"
+    } else if token.eq_ignore_ascii_case(b"identity") {
+        "identity"
+    } else {
+        return;
+    };
+    *value = HeaderValue::from_static(canonical);
+}
+
 /// The `Accept-Encoding` tower-http's decompression sends with gzip and brotli as set (it
 /// never offers deflate or zstd here), or `None` with neither.
 fn accept_encoding(gzip: bool, brotli: bool) -> Option<HeaderValue> {
@@ -464,6 +499,34 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_codings_get_tower_https_spelling() {
+        let canonical = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static(value));
+            canonical_content_coding(&mut headers);
+            headers[CONTENT_ENCODING].to_str().unwrap().to_owned()
+        };
+        for (sent, read) in [
+            ("gzip", "gzip"),
+            ("GZIP", "gzip"),
+            (" x-gzip ", "gzip"),
+            ("X-Gzip", "gzip"),
+            ("BR", "br"),
+            ("Deflate", "deflate"),
+            ("ZSTD", "zstd"),
+            ("Identity", "identity"),
+            // Not a coding tower-http decodes, or a list of them: left as sent.
+            ("x-compress", "x-compress"),
+            ("gzip, br", "gzip, br"),
+        ] {
+            assert_eq!(canonical(sent), read, "{sent:?}");
+        }
+        let mut none = HeaderMap::new();
+        canonical_content_coding(&mut none);
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn event_stream_detection() {

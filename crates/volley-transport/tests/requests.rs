@@ -129,6 +129,63 @@ async fn gzip_responses_are_decoded() {
     assert_eq!(body["object"], "chat.completion");
 }
 
+/// Content codings are case-insensitive and `x-gzip` is gzip (RFC 9110, 8.4.1): a server
+/// that spells them so (none of volley-mock's answers does) is decoded all the same, and a
+/// coding the transport cannot decode is handed on as sent.
+#[tokio::test]
+async fn content_codings_are_read_in_any_case_and_x_gzip_is_gzip() {
+    use std::io::Write;
+    const JSON: &str = r#"{"object":"chat.completion"}"#;
+    // The last one is no coding the transport decodes.
+    const CODINGS: [&str; 6] = ["gzip", "GZIP", "Gzip", "x-gzip", "X-GZIP", "x-unknown"];
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(JSON.as_bytes()).unwrap();
+    let gzipped = encoder.finish().unwrap();
+    // The request's path names the coding by its index: /v1/<index>/chat/completions (the
+    // raw server sees the head in lower case).
+    let port = volley_testkit::raw::serve(move |head| {
+        let path = head.split_whitespace().nth(1).unwrap_or_default();
+        let index: usize = path.split('/').nth(2).unwrap_or_default().parse().unwrap();
+        let coding = CODINGS[index];
+        let body: &[u8] = if coding == "x-unknown" {
+            b"opaque"
+        } else {
+            &gzipped
+        };
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: \
+             {coding}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(body);
+        answer
+    })
+    .await;
+    for (index, coding) in CODINGS.iter().enumerate() {
+        let transport = Transport::builder()
+            .base_url(format!("http://127.0.0.1:{port}/v1/{index}"))
+            .build()
+            .unwrap();
+        let response = transport.send(chat()).await.unwrap();
+        let Body::Full(bytes) = response.body() else {
+            panic!("a JSON reply is read whole")
+        };
+        if *coding == "x-unknown" {
+            // A coding it does not know is no reason to fail: body and header stay as sent.
+            assert_eq!(response.headers()["content-encoding"], "x-unknown");
+            assert_eq!(&bytes[..], b"opaque");
+        } else {
+            assert!(
+                !response.headers().contains_key("content-encoding"),
+                "{coding}: a decoded body keeps no coding: {:?}",
+                response.headers()
+            );
+            assert_eq!(&bytes[..], JSON.as_bytes(), "{coding}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn h2c_multiplexes_over_one_connection() {
     let server = mock(MockConfig {
