@@ -3,7 +3,9 @@
 //! at once, each on a new connection, to volley-mock answering after `LATENCY_MS` (default
 //! 1 000; 2 000 under `cargo test`); once the mock has read all of them the bench reads what
 //! the client holds per request in flight, then what it held at its peak while connecting,
-//! then what an idle pooled connection keeps once all answers are read.
+//! then what an idle pooled connection keeps once all answers are read, and again once each
+//! connection has carried `EXCHANGES` (default 40) more requests, answered at once (hyper's
+//! dispatch channel takes a second block of 32 slots after a connection's 32nd request).
 //!
 //! The client runs on this thread alone and only its allocations are counted (the mock runs on
 //! a thread of its own), so the figures are exact and the same from run to run: bytes the
@@ -19,6 +21,7 @@
 //! cargo bench -p volley-benches --bench connection_memory
 //! CONNECTIONS=5000 cargo bench -p volley-benches --bench connection_memory
 //! ONLY=plain cargo bench -p volley-benches --bench connection_memory   # or ONLY=tls
+//! EXCHANGES=0 cargo bench -p volley-benches --bench connection_memory  # no further requests
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -151,19 +154,44 @@ fn request() -> Request {
     Request::post("/chat/completions", BODY).expect("a static path")
 }
 
+/// A request the mock answers at once, for the exchanges after the first.
+fn quick_request() -> Request {
+    request().with_header(
+        http::HeaderName::from_static(volley_mock::LATENCY_HEADER),
+        http::HeaderValue::from_static("0ms"),
+    )
+}
+
 /// The figures of one client, per connection.
 struct Figures {
     in_flight: (isize, isize),
     peak: (isize, isize),
     idle: (isize, isize),
+    /// Idle again, after `exchanges` more requests on each connection.
+    worn: (isize, isize),
 }
 
 /// Sends `n` requests at once through `send`, and reads the client's heap per connection
-/// while they are in flight, at its peak, and once they are all answered.
-async fn measure<F, Fut>(server: &MockServer, n: usize, send: F) -> Figures
+/// while they are in flight, at its peak, and once they are all answered; then sends
+/// `exchanges` rounds of `n` requests answered at once through `send_quick`, and reads it
+/// again.
+///
+/// Each round's requests all take their connection before any answer is read (the
+/// connections' tasks run on this thread only when the round waits), so each of the `n`
+/// idle connections carries one request a round; the mock's count of connections checks that
+/// no other was opened.
+async fn measure<F, Fut, Q, QFut>(
+    server: &MockServer,
+    n: usize,
+    exchanges: usize,
+    send: F,
+    send_quick: Q,
+) -> Figures
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Response, Error>>,
+    Q: Fn() -> QFut,
+    QFut: Future<Output = Result<Response, Error>>,
 {
     let per = |(bytes, classes): (isize, isize), (base, base_classes): (isize, isize)| {
         (
@@ -206,10 +234,30 @@ where
     while calls.next().await.is_some() {}
     drop(calls);
     assert_eq!(answered() - answered_before, n as u64);
+    let idle = live();
+    let connections = uncounted(|| server.stats().connections_total);
+    for _ in 0..exchanges {
+        let mut calls: FuturesUnordered<_> = (0..n)
+            .map(|_| {
+                let call = send_quick();
+                async move {
+                    let response = call.await.expect("the mock answers");
+                    response.bytes().await.expect("the body arrives");
+                }
+            })
+            .collect();
+        while calls.next().await.is_some() {}
+    }
+    assert_eq!(
+        uncounted(|| server.stats().connections_total),
+        connections,
+        "the further requests opened connections of their own"
+    );
     let figures = Figures {
         in_flight: per(in_flight, base),
         peak: per(peak, base),
-        idle: per(live(), base),
+        idle: per(idle, base),
+        worn: per(live(), base),
     };
     // An idle pooled connection keeps hyper's buffers, and a request in flight adds to it: a
     // count below that means the counting missed the client.
@@ -239,8 +287,8 @@ async fn settle() {
 
 fn print(name: &str, f: &Figures) {
     println!(
-        "{name:<24} {:>8} {:>8}   {:>8} {:>8}   {:>8} {:>8}",
-        f.in_flight.0, f.in_flight.1, f.peak.0, f.peak.1, f.idle.0, f.idle.1
+        "{name:<24} {:>8} {:>8}   {:>8} {:>8}   {:>8} {:>8}   {:>8} {:>8}",
+        f.in_flight.0, f.in_flight.1, f.peak.0, f.peak.1, f.idle.0, f.idle.1, f.worn.0, f.worn.1
     );
 }
 
@@ -259,6 +307,7 @@ fn main() {
     let n = env("CONNECTIONS", if timed { 1_000 } else { 20 }) as usize;
     let latency = Duration::from_millis(env("LATENCY_MS", if timed { 1_000 } else { 2_000 }));
     let only = std::env::var("ONLY").ok();
+    let exchanges = env("EXCHANGES", 40) as usize;
     let pki = TestPki::new("connection-memory");
     let config = MockConfig {
         latency: Latency::Fixed(latency),
@@ -298,8 +347,12 @@ fn main() {
         "{n} connections, latency {latency:?}; heap bytes per connection: asked for, in jemalloc's size classes"
     );
     println!(
-        "{:<24} {:>17}   {:>17}   {:>17}",
-        "", "in flight", "peak", "idle after"
+        "{:<24} {:>17}   {:>17}   {:>17}   {:>17}",
+        "",
+        "in flight",
+        "peak",
+        "idle after",
+        format!("idle after {}", 1 + exchanges)
     );
     COUNTED.with(|c| c.set(true));
     runtime.block_on(async {
@@ -313,7 +366,14 @@ fn main() {
                     .tls_ca_pem(pki.ca_pem.as_bytes().to_vec())
             };
             let bare = transport().build().expect("a transport");
-            let f = measure(server, n, || bare.send(request())).await;
+            let f = measure(
+                server,
+                n,
+                exchanges,
+                || bare.send(request()),
+                || bare.send(quick_request()),
+            )
+            .await;
             print(&format!("transport, {name}"), &f);
             drop(bare);
             settle().await;
@@ -327,7 +387,14 @@ fn main() {
                 .concurrency(n)
                 .build()
                 .expect("a client");
-            let f = measure(server, n, || client.send(request())).await;
+            let f = measure(
+                server,
+                n,
+                exchanges,
+                || client.send(request()),
+                || client.send(quick_request()),
+            )
+            .await;
             print(&format!("volley::Client, {name}"), &f);
             drop(client);
             settle().await;
