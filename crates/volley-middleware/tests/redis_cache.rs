@@ -11,7 +11,9 @@ use http::{HeaderMap, StatusCode};
 use tower::{Layer, Service, ServiceExt};
 use volley_core::cache_key::{CacheKey, CredentialId};
 use volley_core::{ApiKey, Error, ErrorKind, Request, Response};
-use volley_middleware::cache::{CacheLayer, CacheStats, CacheStore, CachedResponse, RedisStore};
+use volley_middleware::cache::{
+    CacheLayer, CacheStats, CacheStore, CachedResponse, RedisStore, RejectedEntry,
+};
 use volley_middleware::redis::{RedisConnection, RedisOptions};
 use volley_mock::{MockConfig, MockServer};
 use volley_testkit::redis::unique_prefix;
@@ -373,6 +375,101 @@ async fn forged_and_foreign_entries_are_rejected_and_counted() {
     assert_eq!(hit.headers()["x-volley-cache"], "hit");
     assert_eq!(server.stats().requests_total, 2);
     server.shutdown().await;
+}
+
+/// `n` bytes lz4 cannot shrink (xorshift).
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Someone who can write to the Redis can make a value huge: a store reads at most its
+/// `max_value_bytes` (and one byte more) and refuses a longer value, even one that
+/// authenticates (here sealed by a store allowed more); it does not write one either.
+#[ignore = "needs Redis: REDIS_URL"]
+#[tokio::test]
+async fn values_longer_than_the_cap_are_refused_and_not_stored() {
+    let url = require_redis!();
+    let prefix = unique_prefix("cap");
+    let mut raw = raw_connection(&url).await;
+    let big = entry(noise(64 * 1024));
+    let roomy = store(&url, &prefix, HOUR).await;
+    roomy
+        .put_for(key("big"), &credential(), big.clone())
+        .await
+        .unwrap();
+    assert_same(
+        roomy.get_for(key("big"), &credential()).await.unwrap(),
+        &big,
+    );
+
+    let tight = store(&url, &prefix, HOUR).await.max_value_bytes(16 * 1024);
+    let error = tight
+        .get_for(key("big"), &credential())
+        .await
+        .expect_err("a value above the cap is refused");
+    assert!(error.downcast_ref::<RejectedEntry>().is_some(), "{error}");
+
+    tight
+        .put_for(key("also-big"), &credential(), big)
+        .await
+        .unwrap();
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg(tight.redis_key(&key("also-big")))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(exists, 0, "a value above the cap is not stored");
+
+    // Below the cap, both ways work.
+    let small = entry(noise(8 * 1024));
+    tight
+        .put_for(key("small"), &credential(), small.clone())
+        .await
+        .unwrap();
+    assert_same(
+        tight.get_for(key("small"), &credential()).await.unwrap(),
+        &small,
+    );
+}
+
+/// An entry older than the reading store's ttl is a miss although Redis still has it (it was
+/// written with a longer ttl, or put back after Redis expired it): its age is the time it
+/// was made, which its MAC covers.
+#[ignore = "needs Redis: REDIS_URL"]
+#[tokio::test]
+async fn entries_older_than_the_ttl_read_as_misses() {
+    let url = require_redis!();
+    let prefix = unique_prefix("age");
+    let writer = store(&url, &prefix, HOUR).await;
+    let value = entry("{}");
+    writer
+        .put_for(key("a"), &credential(), value.clone())
+        .await
+        .unwrap();
+    let short = store(&url, &prefix, Duration::from_millis(200)).await;
+    // Real time: an entry's age is read off the wall clock.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        short
+            .get_for(key("a"), &credential())
+            .await
+            .unwrap()
+            .is_none(),
+        "an entry older than the ttl is a miss"
+    );
+    // It is there, and valid for a store that keeps entries longer.
+    assert_same(
+        writer.get_for(key("a"), &credential()).await.unwrap(),
+        &value,
+    );
 }
 
 /// The failure path, on a Redis of the test's own that it kills mid-run: every request is

@@ -128,7 +128,7 @@ pub use future::ResponseFuture;
 pub use layer::{CacheLayer, DEFAULT_MAX_ENTRY_BYTES};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use redis::{DEFAULT_COMPRESS_ABOVE, DEFAULT_PREFIX, RedisStore};
+pub use redis::{DEFAULT_COMPRESS_ABOVE, DEFAULT_MAX_VALUE_BYTES, DEFAULT_PREFIX, RedisStore};
 pub use stats::CacheStats;
 pub use store::{CACHE_STATUS_HEADER, CacheStore, CachedResponse, RejectedEntry, StoreFuture};
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ::redis::{RedisWrite, ToRedisArgs, ToSingleRedisArg};
 use volley_core::cache_key::{CacheKey, CredentialId};
@@ -15,6 +15,10 @@ use crate::redis::{RedisConnection, RedisOptions};
 pub const DEFAULT_PREFIX: &str = "volley";
 /// The default of [`RedisStore::compress_above`]: 1 KiB.
 pub const DEFAULT_COMPRESS_ABOVE: usize = 1024;
+/// The default of [`RedisStore::max_value_bytes`]: 16 MiB, room for the largest entry the
+/// cache layer stores by default (8 MiB of body, see
+/// [`DEFAULT_MAX_ENTRY_BYTES`](super::DEFAULT_MAX_ENTRY_BYTES)) with its headers and envelope.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 << 20;
 
 /// Values up to this size are encoded, compressed and decoded on the calling (runtime) thread:
 /// lz4 does 16 KiB in a few tens of microseconds. Larger ones go to the blocking pool.
@@ -64,7 +68,12 @@ const MAC_CONTEXT: &str = "volley 2026-11 redis cache entry mac v1";
 /// can read the Redis can read the answers; keep such a Redis private (TLS, `rediss://`, a
 /// password, network rules).
 ///
-/// Errors are never fatal: a failed or timed-out `GET` is a miss, a failed `SET` leaves the
+/// Whoever can write to the Redis can also make a value huge, or put back one that Redis had
+/// expired: a read asks for at most [`max_value_bytes`](RedisStore::max_value_bytes) (and one
+/// more byte, to tell a longer value), and refuses a longer value like a forged one; an entry
+/// older than the store's `ttl` (by the time it was made, which its MAC covers) is a miss.
+///
+/// Errors are never fatal: a failed or timed-out read is a miss, a failed `SET` leaves the
 /// response unstored, and both are logged by the cache layer. Each command waits at most the
 /// connection's response timeout (500 ms by default, see
 /// [`RedisOptions::response_timeout`]). The connection reconnects on its own. Cheap to clone;
@@ -95,6 +104,7 @@ pub struct RedisStore {
     prefix: Arc<str>,
     ttl: Duration,
     compress_above: usize,
+    max_value_bytes: usize,
     secret: Arc<[u8]>,
 }
 
@@ -117,6 +127,7 @@ impl RedisStore {
             prefix: DEFAULT_PREFIX.into(),
             ttl,
             compress_above: DEFAULT_COMPRESS_ABOVE,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             secret: Arc::new([]),
         }
     }
@@ -183,6 +194,22 @@ impl RedisStore {
         self
     }
 
+    /// The largest value read or written, in bytes as stored (compressed, with its envelope).
+    ///
+    /// A read asks Redis for at most this many bytes and one more (`GETRANGE`), so a value
+    /// that someone with write access to the Redis made huge costs that much memory at most;
+    /// a longer value is refused ([`RejectedEntry`]) like a forged one. A value longer than
+    /// this is not stored. Keep it above the cache layer's
+    /// [`max_entry_bytes`](super::CacheLayer::max_entry_bytes) plus a few KiB, or the largest
+    /// answers will not be cached.
+    ///
+    /// Default: [`DEFAULT_MAX_VALUE_BYTES`] (16 MiB).
+    #[must_use]
+    pub fn max_value_bytes(mut self, bytes: usize) -> RedisStore {
+        self.max_value_bytes = bytes;
+        self
+    }
+
     /// The Redis key of `key`: `PREFIX:cache:HEX`.
     pub fn redis_key(&self, key: &CacheKey) -> String {
         format!("{}:cache:{key}", self.prefix)
@@ -214,18 +241,43 @@ impl CacheStore for RedisStore {
         Box::pin(async move {
             let mut connection = self.connection.clone();
             let redis_key = self.redis_key(&key);
-            let get = ::redis::cmd("GET").arg(&redis_key).clone();
-            let stored: Option<Vec<u8>> = self
+            // At most one byte more than the largest value accepted (the range's end is
+            // inclusive; Redis takes no end above i64::MAX).
+            let max = self.max_value_bytes.min(i64::MAX as usize - 1);
+            let get = ::redis::cmd("GETRANGE")
+                .arg(&redis_key)
+                .arg(0)
+                .arg(max)
+                .clone();
+            let stored: Vec<u8> = self
                 .bounded("reading a cache entry", get.query_async(&mut connection))
                 .await?;
-            let Some(stored) = stored else {
+            // No such key reads as an empty string; every value has its envelope.
+            if stored.is_empty() {
                 return Ok(None);
-            };
-            if stored.len() <= INLINE_BYTES {
-                open(&stored, &redis_key, &mac_key)
-            } else {
-                tokio::task::spawn_blocking(move || open(&stored, &redis_key, &mac_key)).await?
             }
+            if stored.len() > max {
+                tracing::debug!(
+                    max_value_bytes = max,
+                    "a cache entry longer than the store accepts; refused"
+                );
+                return Err(RejectedEntry.into());
+            }
+            let opened = if stored.len() <= INLINE_BYTES {
+                open(&stored, &redis_key, &mac_key)?
+            } else {
+                tokio::task::spawn_blocking(move || open(&stored, &redis_key, &mac_key)).await??
+            };
+            Ok(opened.filter(|entry| {
+                let fresh = !outlived(entry.created(), self.ttl, SystemTime::now());
+                if !fresh {
+                    tracing::debug!(
+                        "a cache entry older than the store's ttl (put back after Redis expired \
+                         it, or written with a longer ttl); a miss"
+                    );
+                }
+                fresh
+            }))
         })
     }
 
@@ -256,6 +308,14 @@ impl CacheStore for RedisStore {
                 let redis_key = redis_key.clone();
                 tokio::task::spawn_blocking(move || seal(&value, &redis_key)).await?
             };
+            if stored.len() > self.max_value_bytes {
+                tracing::debug!(
+                    bytes = stored.len(),
+                    max_value_bytes = self.max_value_bytes,
+                    "a cache entry longer than the store accepts; not stored"
+                );
+                return Ok(());
+            }
             let mut connection = self.connection.clone();
             let set = ::redis::cmd("SET")
                 .arg(&redis_key)
@@ -280,6 +340,7 @@ impl fmt::Debug for RedisStore {
             .field("prefix", &self.prefix)
             .field("ttl", &self.ttl)
             .field("compress_above", &self.compress_above)
+            .field("max_value_bytes", &self.max_value_bytes)
             .field("secret", &(!self.secret.is_empty()).then_some("***"))
             .finish()
     }
@@ -312,6 +373,20 @@ impl ToRedisArgs for &Stored {
 }
 
 impl ToSingleRedisArg for &Stored {}
+
+impl Stored {
+    /// The bytes [`write_redis_args`](ToRedisArgs::write_redis_args) writes.
+    fn len(&self) -> usize {
+        self.mac.map_or(0, |mac| 1 + mac.len()) + 1 + self.bytes.len()
+    }
+}
+
+/// Whether an entry made at `created` is older than `ttl` (at most [`MAX_TTL`](super::MAX_TTL))
+/// at `now`. One made later than `now` (another machine's clock ahead of ours) has not.
+fn outlived(created: SystemTime, ttl: Duration, now: SystemTime) -> bool {
+    now.duration_since(created)
+        .is_ok_and(|age| age > ttl.min(super::MAX_TTL))
+}
 
 /// The value to store for `value`: compressed when its encoding is above `threshold` bytes
 /// and compression makes it smaller.
@@ -431,6 +506,31 @@ mod tests {
                 && a.body() == b.body()
                 && a.is_stream() == b.is_stream()
         })
+    }
+
+    #[test]
+    fn an_entry_outlives_the_ttl_by_its_age_alone() {
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        assert!(!outlived(now, hour, now));
+        assert!(
+            !outlived(now - hour, hour, now),
+            "exactly the ttl is still fresh"
+        );
+        assert!(outlived(now - hour - Duration::from_millis(1), hour, now));
+        // Made on a machine whose clock is ahead: not old.
+        assert!(!outlived(now + hour, Duration::ZERO, now));
+        // A ttl above the longest kept counts as that.
+        let century = crate::cache::MAX_TTL;
+        assert!(outlived(now - century - hour, Duration::MAX, now));
+    }
+
+    #[test]
+    fn a_stored_values_length_is_what_is_written() {
+        let mut stored = encode(&entry(vec![7; 100]), usize::MAX);
+        assert_eq!(stored.len(), stored_bytes(&stored).len());
+        stored.mac = Some([0; 32]);
+        assert_eq!(stored.len(), 1 + 32 + stored_bytes(&stored).len());
     }
 
     fn stored_bytes(stored: &Stored) -> Vec<u8> {
