@@ -201,6 +201,52 @@ impl Dialect {
         }
     }
 
+    /// Whether a whole 2xx body is an error object in fact, whatever the order of its keys:
+    /// the fast look of [`looks_like_error`](Dialect::looks_like_error) (the error key first),
+    /// then, when the body names an error at all, a parse of its top level: an `"error"` that
+    /// is not `null` (a Responses object's `"error": null` is no error), vLLM's
+    /// `"object": "error"`, or Anthropic's `"type": "error"`.
+    ///
+    /// Gateways and compatible servers answer so with a 200 (vLLM behind RunPod, LiteLLM's
+    /// pass-through); read as an answer, such a body would be an empty one, since the answer
+    /// types default every field a server leaves out.
+    ///
+    /// ```
+    /// use volley_core::Dialect;
+    ///
+    /// let vllm = br#"{"object":"error","message":"The model `x` does not exist.","code":404}"#;
+    /// assert!(Dialect::OpenAi.is_error_reply(vllm));
+    /// assert!(Dialect::OpenAi.is_error_reply(br#"{"id":"r","error":{"message":"m"}}"#));
+    /// assert!(!Dialect::OpenAi.is_error_reply(br#"{"id":"r","error":null,"output":[]}"#));
+    /// assert!(!Dialect::OpenAi.is_error_reply(br#"{"id":"c","object":"chat.completion"}"#));
+    /// ```
+    pub fn is_error_reply(self, body: &[u8]) -> bool {
+        #[derive(serde::Deserialize)]
+        struct TopLevel<'a> {
+            #[serde(default)]
+            error: Option<serde::de::IgnoredAny>,
+            #[serde(default, rename = "type", borrow)]
+            kind: Option<std::borrow::Cow<'a, str>>,
+            #[serde(default, borrow)]
+            object: Option<std::borrow::Cow<'a, str>>,
+        }
+        if self.looks_like_error(body) {
+            return true;
+        }
+        if memchr::memmem::find(body, b"error").is_none() {
+            return false;
+        }
+        // `error: null` reads as `None`; an error object as `Some`.
+        match serde_json::from_slice::<TopLevel<'_>>(body) {
+            Ok(top) => {
+                top.error.is_some()
+                    || top.kind.as_deref() == Some("error")
+                    || top.object.as_deref() == Some("error")
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Whether an event stream (the whole body so far, or its tail) ends with this dialect's
     /// end-of-stream event; a stream without it ended early.
     pub fn stream_complete(self, tail: &[u8]) -> bool {

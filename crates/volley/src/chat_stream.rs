@@ -114,20 +114,27 @@ impl Stream for ChatStream {
         if self.finished {
             return Poll::Ready(None);
         }
-        let event = match Pin::new(&mut self.events).poll_next(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(event))) => event,
-            Poll::Ready(Some(Err(e))) => return self.fail(e),
-            Poll::Ready(None) => {
-                if self.ended_cleanly() {
-                    self.finish();
-                    return Poll::Ready(None);
+        let event = loop {
+            let event = match Pin::new(&mut self.events).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(event))) => event,
+                Poll::Ready(Some(Err(e))) => return self.fail(e),
+                Poll::Ready(None) => {
+                    if self.ended_cleanly() {
+                        self.finish();
+                        return Poll::Ready(None);
+                    }
+                    let id = self.id;
+                    return self.fail(Error::new(
+                        ErrorKind::StreamBroken,
+                        format!("request {id}: the event stream ended before [DONE]"),
+                    ));
                 }
-                let id = self.id;
-                return self.fail(Error::new(
-                    ErrorKind::StreamBroken,
-                    format!("request {id}: the event stream ended before [DONE]"),
-                ));
+            };
+            // An event with no data (`data:` alone, which some proxies send to keep a quiet
+            // stream open) carries no chunk; an `error` event is looked at all the same.
+            if event.event_type() == "error" || !event.data_bytes().trim_ascii().is_empty() {
+                break event;
             }
         };
         if event.is_done() {

@@ -15,7 +15,7 @@ use tower::util::BoxCloneSyncService;
 use tower::util::Either;
 use tower::{Service, ServiceBuilder};
 use volley_core::cache_key::CredentialId;
-use volley_core::{ApiError, ApiKey, Error, ErrorKind, Request, Response, tokens};
+use volley_core::{ApiError, ApiKey, Dialect, Error, ErrorKind, Request, Response, tokens};
 use volley_middleware::cache::{CacheLayer, CacheStats, CacheStore, DiskStore, MemoryStore};
 use volley_middleware::limit::{AdaptiveConcurrencyLimitLayer, ConcurrencyLimitLayer};
 use volley_middleware::metrics::{MetricsLayer, Scope};
@@ -184,13 +184,16 @@ impl Client {
     ///
     /// # Errors
     /// Any [`Error`]: `Status`/`RateLimited` for HTTP errors with the provider's message,
-    /// `BodyDecode` when the reply is not a chat completion.
+    /// `BodyDecode` when the reply is not a chat completion, or is an error object sent with a
+    /// success status (a gateway's 200 with `{"error": ...}`; the provider's message is in
+    /// [`Error::api_error`]).
     pub async fn chat(
         &self,
         request: &ChatCompletionRequest,
     ) -> Result<ChatCompletionResponse, Error> {
         let http = self.chat_request(request, "chat()")?;
-        self.send(http).await?.json().await
+        let response = self.send(http).await?;
+        decode_reply(response, Dialect::OpenAi, &self.scrubber).await
     }
 
     /// The HTTP request of a non-streaming chat completion: serialised once, with its token
@@ -274,7 +277,8 @@ impl Client {
     ) -> Result<EmbeddingsResponse, Error> {
         let estimate = self.estimate(|| tokens::estimate_embeddings(request));
         let http = post_json(EMBEDDINGS_PATH, request)?.with_estimated_tokens(estimate);
-        self.send(http).await?.json().await
+        let response = self.send(http).await?;
+        decode_reply(response, Dialect::OpenAi, &self.scrubber).await
     }
 
     /// Sends a raw request (any path under the base URL) through the whole stack.
@@ -1246,4 +1250,39 @@ fn post_json<T: serde::Serialize>(path: &'static str, body: &T) -> Result<Reques
     })?;
     // The transport adds `Content-Type: application/json`.
     Ok(Request::new(http::Method::POST, PathAndQuery::from_static(path)).with_body(body))
+}
+
+/// Decodes a successful reply as `T`, unless it is an error object sent with a success status
+/// ([`Dialect::is_error_reply`]): read as `T`, whose fields all default, it would be an empty
+/// answer. That is a `BodyDecode` error carrying the provider's message instead.
+pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
+    response: Response,
+    dialect: Dialect,
+    scrubber: &crate::secrets::Scrubber,
+) -> Result<T, Error> {
+    let id = response.request_id();
+    let status = response.status();
+    let body = response.bytes().await?;
+    if dialect.is_error_reply(&body) {
+        let body = scrubber.scrub(body);
+        let api = ApiError::from_body(&body);
+        let detail = api
+            .as_ref()
+            .map_or_else(|| "no detail".to_owned(), ToString::to_string);
+        let mut error = Error::new(
+            ErrorKind::BodyDecode,
+            format!("request {id}: the provider answered {status} with an error: {detail}"),
+        );
+        if let Some(api) = api {
+            error = error.with_api_error(api);
+        }
+        return Err(error);
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        Error::new(
+            ErrorKind::BodyDecode,
+            format!("request {id}: decoding the JSON response body"),
+        )
+        .with_source(e)
+    })
 }

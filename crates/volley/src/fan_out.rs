@@ -120,7 +120,15 @@ impl Client {
             // cloned into the spawned one.
             let http = client.chat_request(request.borrow(), "fan_out_chat()");
             let client = client.clone();
-            async move { client.send(http?).await?.json().await }
+            async move {
+                let response = client.send(http?).await?;
+                crate::client::decode_reply(
+                    response,
+                    volley_core::Dialect::OpenAi,
+                    client.scrubber(),
+                )
+                .await
+            }
         })
     }
 

@@ -47,7 +47,8 @@ impl Client {
             ));
         }
         let http = self.messages_request(request)?;
-        self.send(http).await?.json().await
+        let response = self.send(http).await?;
+        crate::client::decode_reply(response, Dialect::Anthropic, self.scrubber()).await
     }
 
     /// Sends a Messages request with `stream: true` and returns its events as they arrive

@@ -347,3 +347,118 @@ async fn a_send_borrows_nothing_and_gives_its_slot_back() {
     assert!(next.unwrap().status().is_success());
     assert_eq!(other.connection_stats().requests, 2);
 }
+
+/// A 200 whose body is an error object (a gateway's `{"error": ...}`, vLLM's
+/// `{"object": "error", ...}` behind some hosts) is an error with the provider's message, not
+/// an empty answer, from `chat`, `embeddings` and `fan_out_chat` alike.
+#[tokio::test]
+async fn a_success_status_with_an_error_body_is_an_error() {
+    const GATEWAY: &str = r#"{"error":{"message":"upstream overloaded","type":"server_error"}}"#;
+    const VLLM: &str = r#"{"object":"error","message":"The model `gpt-x` does not exist.","type":"NotFoundError","param":null,"code":404}"#;
+    // The base URL's last segment picks the body: /v1/gateway or /v1/vllm.
+    let port = volley_testkit::raw::serve(|head| {
+        let body = if head.contains("/vllm/") {
+            VLLM
+        } else {
+            GATEWAY
+        };
+        volley_testkit::raw::json_response("200 OK", &[], body)
+    })
+    .await;
+    let client = |which: &str| {
+        Client::builder()
+            .base_url(format!("http://127.0.0.1:{port}/v1/{which}"))
+            .build()
+            .unwrap()
+    };
+    let bound = std::time::Duration::from_secs(30);
+    for (which, message) in [
+        ("gateway", "upstream overloaded"),
+        ("vllm", "does not exist"),
+    ] {
+        let client = client(which);
+        let err = tokio::time::timeout(bound, client.chat(&request("hi")))
+            .await
+            .expect("the call ends")
+            .expect_err("an error body is no answer");
+        assert_eq!(err.kind(), ErrorKind::BodyDecode, "{err}");
+        assert!(err.to_string().contains(message), "{which}: {err}");
+        assert!(
+            err.api_error()
+                .is_some_and(|api| api.message.contains(message)),
+            "{which}: {:?}",
+            err.api_error()
+        );
+        let embeddings = EmbeddingsRequest::new("text-embedding-3-small", vec!["hi".into()]);
+        let err = tokio::time::timeout(bound, client.embeddings(&embeddings))
+            .await
+            .expect("the call ends")
+            .expect_err("an error body is no answer");
+        assert!(err.to_string().contains(message), "{which}: {err}");
+        let results: Vec<_> = tokio::time::timeout(
+            bound,
+            client
+                .fan_out_chat([request("a"), request("b")], 2)
+                .collect(),
+        )
+        .await
+        .expect("the calls end");
+        assert_eq!(results.len(), 2);
+        assert!(results.iter().all(|(_, r)| r.is_err()), "{which}");
+    }
+}
+
+/// An event with empty data (`data:` alone, a keep-alive some proxies send) carries no chunk
+/// and breaks nothing; a `null` token count in the usage chunk reads as 0.
+#[tokio::test]
+async fn a_stream_passes_over_empty_events_and_null_counts() {
+    let port = volley_testkit::raw::serve(|_| {
+        let chunk = |delta: &str| {
+            format!(
+                r#"data: {{"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{{"index":0,"delta":{delta},"finish_reason":null}}]}}"#
+            )
+        };
+        let body = [
+            chunk(r#"{"role":"assistant","content":"Hel"}"#),
+            "data:".to_owned(),
+            chunk(r#"{"content":"lo"}"#),
+            "data: ".to_owned(),
+            r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#.to_owned(),
+            r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":null,"total_tokens":5}}"#.to_owned(),
+            "data: [DONE]".to_owned(),
+        ]
+        .map(|event| format!("{event}\n\n"))
+        .concat();
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .build()
+        .unwrap();
+    let mut stream = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.chat_stream(request("hi")),
+    )
+    .await
+    .expect("the call ends")
+    .unwrap();
+    let mut text = String::new();
+    let mut usage = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("every chunk reads");
+        if let Some(content) = chunk.choices.first().and_then(|c| c.delta.content.clone()) {
+            text.push_str(&content);
+        }
+        if chunk.usage.is_some() {
+            usage = chunk.usage;
+        }
+    }
+    assert_eq!(text, "Hello");
+    let usage = usage.expect("the usage chunk");
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (5, 0));
+}

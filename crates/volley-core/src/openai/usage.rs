@@ -8,19 +8,24 @@ use super::Extra;
 /// How many tokens a request used.
 ///
 /// Counts default to 0 when a server leaves them out (embeddings responses have no
-/// `completion_tokens`, some compatible servers omit more). For the same reason a
+/// `completion_tokens`, some compatible servers omit more) or sends `null` (some proxies in
+/// front of custom models). For the same reason a
 /// `completion_tokens` of 0 is not written back: an embeddings usage survives a round trip
 /// unchanged.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Tokens in the prompt (input).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_zero")]
     pub prompt_tokens: u64,
     /// Tokens generated (output), reasoning tokens included.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_zero",
+        skip_serializing_if = "is_zero"
+    )]
     pub completion_tokens: u64,
     /// Prompt plus completion tokens.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_zero")]
     pub total_tokens: u64,
     /// The prompt breakdown (`cached_tokens`, `audio_tokens`), kept as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +60,12 @@ impl Usage {
     }
 }
 
+/// A count that may be `null`, read as 0: OpenAI's schema requires an integer, but a proxy's
+/// `null` is no reason to throw away the answer it came with.
+pub(crate) fn null_as_zero<'de, D: serde::Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
+    Ok(Option::<u64>::deserialize(de)?.unwrap_or(0))
+}
+
 // serde's `skip_serializing_if` passes a reference.
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -64,6 +75,30 @@ fn is_zero(n: &u64) -> bool {
 mod tests {
     use super::*;
     use crate::openai::test_util::assert_round_trip;
+
+    #[test]
+    fn null_counts_read_as_zero_by_serde_and_by_the_scanner() {
+        let json = r#"{"prompt_tokens":12,"completion_tokens":null,"total_tokens":12}"#;
+        let usage: Usage = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            (
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens
+            ),
+            (12, 0, 12)
+        );
+        let body = format!(r#"{{"id":"c","choices":[],"usage":{json}}}"#);
+        let counts = crate::openai::usage_in_body(body.as_bytes()).expect("the usage is read");
+        assert_eq!(
+            (
+                counts.prompt_tokens,
+                counts.completion_tokens,
+                counts.total_tokens
+            ),
+            (12, 0, 12)
+        );
+    }
 
     #[test]
     fn missing_counts_default_to_zero() {

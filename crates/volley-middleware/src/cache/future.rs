@@ -153,29 +153,9 @@ fn cache_control_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(|t| t.split('=').next().unwrap_or("").trim())
 }
 
-/// Whether a 2xx body is an error object in fact, whatever the order of its keys: the fast
-/// look of [`Dialect::looks_like_error`] (the error key first), then, since storing is rare
-/// next to answering, a parse of the top level: an `"error"` that is an object (not a
-/// Responses object's `"error": null`), or Anthropic's `"type": "error"`.
+/// Whether a 2xx body is an error object in fact ([`Dialect::is_error_reply`]).
 pub(super) fn is_error_object(dialect: Dialect, body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct TopLevel {
-        #[serde(default)]
-        error: Option<serde::de::IgnoredAny>,
-        #[serde(default, rename = "type")]
-        kind: Option<String>,
-    }
-    if dialect.looks_like_error(body) {
-        return true;
-    }
-    if memchr::memmem::find(body, b"error").is_none() {
-        return false;
-    }
-    // `error: null` reads as `None`; an error object as `Some`.
-    match serde_json::from_slice::<TopLevel>(body) {
-        Ok(top) => top.error.is_some() || top.kind.as_deref() == Some("error"),
-        Err(_) => false,
-    }
+    dialect.is_error_reply(body)
 }
 
 #[cfg(test)]
