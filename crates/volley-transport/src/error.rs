@@ -162,12 +162,30 @@ fn from_http2(err: hyper_util::client::legacy::Error, context: String) -> Error 
         || err.connect_info().is_none();
     let message = if canceled {
         format!("{context}: the connection closed before the request was sent")
+    } else if refused_stream(&err) {
+        // The server reset the stream with REFUSED_STREAM: it did not process the request
+        // (RFC 9113, 8.7), which can be sent again whatever its method.
+        return Error::new(
+            ErrorKind::Connection,
+            format!("{context}: the server refused the HTTP/2 stream before processing it"),
+        )
+        .with_request_sent(false)
+        .with_source(err);
     } else {
         format!("{context}: the connection failed before a response arrived")
     };
     Error::new(ErrorKind::Connection, message)
         .with_request_sent(!canceled)
         .with_source(err)
+}
+
+/// Whether the server reset the request's stream with `REFUSED_STREAM`. A `GOAWAY` is not
+/// judged: h2 gives the streams above its last stream id (not processed) and the streams the
+/// closing connection cut off (perhaps processed) the same error.
+fn refused_stream(err: &(dyn StdError + 'static)) -> bool {
+    find::<h2::Error>(err).is_some_and(|e| {
+        e.is_reset() && e.is_remote() && e.reason() == Some(h2::Reason::REFUSED_STREAM)
+    })
 }
 
 /// An error while reading a response body (after decompression).

@@ -113,6 +113,16 @@ impl Sending {
         } else {
             *http_request.headers_mut() = parts.headers;
             add_headers(http_request.headers_mut(), &inner, body_len);
+            // A POST, PUT or PATCH without a body says so (RFC 9110, 8.6): hyper's HTTP/1.1
+            // sends no length for an empty body, and some front ends answer 411 without one.
+            if body_len.is_none()
+                && matches!(method, Method::POST | Method::PUT | Method::PATCH)
+                && !http_request.headers().contains_key(CONTENT_LENGTH)
+            {
+                http_request
+                    .headers_mut()
+                    .insert(CONTENT_LENGTH, content_length(0));
+            }
         }
         // Makes the backend's future; nothing is sent until it is polled.
         let response = Decompression::new(&inner.client)
@@ -157,10 +167,13 @@ impl Sending {
 
             if head.status.is_client_error()
                 || head.status.is_server_error()
-                || head.status.is_redirection()
+                || (head.status.is_redirection() && head.status != StatusCode::NOT_MODIFIED)
+                || head.status.is_informational()
             {
                 // Redirects are not followed: that would send the bearer token to another
-                // origin.
+                // origin. A 304 answers a conditional request (below). hyper passes on no
+                // interim 1xx; a 101 to a request that asked for no upgrade is a server's
+                // error (RFC 9110, 15.2.2).
                 let bytes = read_error_body(&mut body, inner.max_error_body_bytes).await;
                 let bytes = inner.scrub(bytes, &self.own_secrets);
                 let retry_after =

@@ -213,3 +213,61 @@ async fn tls_failures_are_tls_errors() {
     let cause = last.rsplit(": ").next().unwrap();
     assert_eq!(line.matches(cause).count(), 1, "{line}");
 }
+
+/// An HTTP/2 server that resets a stream with REFUSED_STREAM did not process it (RFC 9113,
+/// 8.7): the error says the request was not sent, so a policy that resends only unsent
+/// requests resends it, POST included. The stream after it on the same connection is answered.
+#[tokio::test]
+async fn a_refused_http2_stream_counts_as_not_sent() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const ANSWER: &[u8] = br#"{"id":"chatcmpl-h2","object":"chat.completion","choices":[]}"#;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let streams = Arc::new(AtomicUsize::new(0));
+    let seen = streams.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    // The first stream is refused, the others answered.
+                    if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let head = http::Response::builder()
+                        .status(200)
+                        .header("content-type", "application/json")
+                        .body(())
+                        .unwrap();
+                    let Ok(mut body) = respond.send_response(head, false) else {
+                        continue;
+                    };
+                    let _ = body.send_data(bytes::Bytes::from_static(ANSWER), true);
+                }
+            });
+        }
+    });
+    let transport = Transport::builder()
+        .base_url(&url)
+        .http2_prior_knowledge(true)
+        .build()
+        .unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(10), transport.send(chat()))
+        .await
+        .expect("the request ends")
+        .expect_err("a refused stream is no answer");
+    assert_eq!(refused.kind(), ErrorKind::Connection, "{refused}");
+    assert!(!refused.is_request_sent(), "{refused}");
+    assert!(refused.to_string().contains("refused"), "{refused}");
+    let answered = tokio::time::timeout(Duration::from_secs(10), transport.send(chat()))
+        .await
+        .expect("the request ends")
+        .expect("the next stream is answered");
+    assert_eq!(&answered.bytes().await.unwrap()[..], ANSWER);
+    assert_eq!(streams.load(Ordering::SeqCst), 2);
+}

@@ -197,3 +197,78 @@ fn brotli_stored(data: &[u8]) -> Vec<u8> {
     out.push(0b11);
     out
 }
+
+/// A POST, PUT or PATCH without a body still says its length (RFC 9110, 8.6: some front ends
+/// answer 411 without one); a GET without a body says nothing.
+#[tokio::test]
+async fn an_empty_post_says_content_length_zero() {
+    let server = Raw::start(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{ANSWER}",
+            ANSWER.len()
+        )
+        .into_bytes(),
+    )
+    .await;
+    let transport = transport(&server.url);
+    for method in [http::Method::POST, http::Method::PUT, http::Method::PATCH] {
+        let request = Request::new(method.clone(), "/batches/b1/cancel".parse().unwrap());
+        tokio::time::timeout(BOUND, transport.send(request))
+            .await
+            .expect("the request ends")
+            .expect("a 200");
+        let head = server.heads.lock().unwrap().pop().expect("a request head");
+        assert!(
+            head.starts_with(&format!("{} ", method.as_str().to_lowercase())),
+            "{head}"
+        );
+        assert!(
+            head.contains("\r\ncontent-length: 0\r\n"),
+            "{method}: {head}"
+        );
+        assert!(!head.contains("content-type"), "{method}: {head}");
+    }
+    let get = Request::get("/models").unwrap();
+    tokio::time::timeout(BOUND, transport.send(get))
+        .await
+        .expect("the request ends")
+        .expect("a 200");
+    let head = server.heads.lock().unwrap().pop().expect("a request head");
+    assert!(!head.contains("content-length"), "{head}");
+}
+
+/// A 304 answers a conditional request: an empty success, not a redirect's error.
+#[tokio::test]
+async fn not_modified_is_an_answer_with_no_body() {
+    let server = Raw::start(b"HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\n\r\n".to_vec()).await;
+    let request = Request::get("/models").unwrap().with_header(
+        http::header::IF_NONE_MATCH,
+        http::HeaderValue::from_static("\"v1\""),
+    );
+    let response = tokio::time::timeout(BOUND, transport(&server.url).send(request))
+        .await
+        .expect("the request ends")
+        .expect("a 304 is an answer");
+    assert_eq!(response.status(), http::StatusCode::NOT_MODIFIED);
+    assert_eq!(response.headers()["etag"], "\"v1\"");
+    assert!(response.bytes().await.unwrap().is_empty());
+}
+
+/// A 101 to a request that asked for no upgrade is the server's error, not an empty answer.
+#[tokio::test]
+async fn switching_protocols_unasked_is_an_error() {
+    let server = Raw::start(
+        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
+    let error = tokio::time::timeout(BOUND, transport(&server.url).send(chat()))
+        .await
+        .expect("the request ends")
+        .expect_err("a 101 is no answer");
+    assert_eq!(
+        error.status(),
+        Some(http::StatusCode::SWITCHING_PROTOCOLS),
+        "{error}"
+    );
+}
