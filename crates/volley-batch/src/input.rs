@@ -116,6 +116,9 @@ pub(crate) struct SourceLine {
     /// The key a recorded outcome of this line is found under: the `custom_id`'s for a valid
     /// line, the line number's for an invalid one.
     pub(crate) key: u64,
+    /// For an invalid line that names a `custom_id` no earlier line has: that id's key. A
+    /// line edited into an invalid one after its outcome was recorded keeps that outcome.
+    pub(crate) named: Option<u64>,
     pub(crate) parsed: Result<ParsedLine, InvalidLine>,
 }
 
@@ -221,24 +224,37 @@ impl LineSource {
                 }
             };
             self.started = true;
-            let (key, parsed) = match parsed {
+            let (key, named, parsed) = match parsed {
                 Ok(parsed) => {
                     let key = self.keys.custom_id(&parsed.custom_id);
                     if self.seen.insert(key) {
-                        (key, Ok(parsed))
+                        (key, None, Ok(parsed))
                     } else {
                         let invalid = InvalidLine::duplicate(line, &parsed.custom_id);
-                        (self.keys.line(line), Err(invalid))
+                        (self.keys.line(line), None, Err(invalid))
                     }
                 }
-                Err(invalid) => {
+                Err(mut invalid) => {
+                    let mut named = None;
                     if let Some(id) = &invalid.custom_id {
-                        self.seen.insert(self.keys.custom_id(id));
+                        let id_key = self.keys.custom_id(id);
+                        if self.seen.insert(id_key) {
+                            named = Some(id_key);
+                        } else {
+                            // An earlier line has this id, and the last record of an id is
+                            // its outcome: this line's record names none, as a duplicate's.
+                            invalid.custom_id = None;
+                        }
                     }
-                    (self.keys.line(line), Err(invalid))
+                    (self.keys.line(line), named, Err(invalid))
                 }
             };
-            return Ok(Some(SourceLine { line, key, parsed }));
+            return Ok(Some(SourceLine {
+                line,
+                key,
+                named,
+                parsed,
+            }));
         }
     }
 }

@@ -106,10 +106,11 @@
 //! the next one). Every file is `fsync`ed at the end of a run, however it ends.
 //!
 //! When the output file already exists, [`BatchRunner::run`] first reads it: a torn last line
-//! (a crash mid-write) is cut off, and every line whose outcome is recorded is skipped and
-//! counted in [`Summary::skipped`]. So after `kill -9` or a power cut, running the same
-//! command again sends only what has no recorded outcome. **The guarantee**: no request whose
-//! outcome was written is sent again after a crash of the process (after a crash of the
+//! (a crash mid-write) is cut off (a whole record that only lacks its line end is kept and
+//! ended, whether a crash or a tool left it so), and every line whose outcome is recorded is
+//! skipped and counted in [`Summary::skipped`]. So after `kill -9` or a power cut, running the
+//! same command again sends only what has no recorded outcome. **The guarantee**: no request
+//! whose outcome was written is sent again after a crash of the process (after a crash of the
 //! machine, after `fsync`); a request whose outcome was not yet written is sent again. The
 //! errors file is not the source of truth: its torn tail is cut too, but after a crash it may
 //! hold an error twice (it is written first, so it never misses one that the output has,
@@ -122,6 +123,8 @@
 //! holding file that the output lacks to the end of the output, in input order, then deletes
 //! it; a run that ends normally deletes it too. The holding file is rewritten when it grows
 //! well beyond the outcomes it still holds, so it stays about the size of the reorder window.
+//! A holding file whose output is gone (moved or deleted after a crash) is refused, not merged
+//! into a new output: put the output back, or delete the holding file.
 //!
 //! **A write error** (a full disk, a file size limit, an I/O error) stops the run at once:
 //! requests in flight are cancelled (they are sent again on resume) and the run fails with

@@ -73,6 +73,21 @@ pub(crate) struct Resumed {
 /// cut can leave) are cut off with the torn line.
 pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
     let created = !path.exists();
+    let held_path = held::path_for(path);
+    // A run creates its output before it holds anything back, so a holding file without its
+    // output was left by a run whose output was then moved or deleted: its outcomes belong to
+    // that output, and merged into a new one they would answer lines of another run.
+    if created && held_path.exists() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "{} holds outcomes of an interrupted ordered run, but its output file {} is                  gone; put the output back to resume that run, or delete {} to start afresh",
+                held_path.display(),
+                path.display(),
+                held_path.display()
+            ),
+        ));
+    }
     let file = open(path, "output")?;
     let io = |e: std::io::Error| {
         Error::new(
@@ -83,7 +98,6 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
     };
     let len = file.metadata().map_err(io)?.len();
     // Read once the lock is ours: no other run is writing the holding file.
-    let held_path = held::path_for(path);
     let mut pending =
         held::Pending::read(&held_path).map_err(|e| io_error("reading", &held_path, e))?;
     let mut done = Done::default();
@@ -96,6 +110,8 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
     let mut reader = BufReader::with_capacity(1 << 20, (&file).take(len));
     let (mut pos, mut number) = (0u64, 0u64);
     let mut buf = Vec::new();
+    // A whole record at the very end without its line end, which is added below.
+    let mut unterminated = false;
     loop {
         buf.clear();
         let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
@@ -103,15 +119,25 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
             break;
         }
         pos += n as u64;
-        if buf.last() != Some(&b'\n') {
-            // A torn last line: cut off below. Refuse a one-line file that is not ours.
-            if records == 0 && first_bad.is_none() && !looks_torn(&buf) {
-                return Err(foreign(path));
+        let line = match buf.strip_suffix(b"\n") {
+            Some(line) => line,
+            // A last line without its line end: a whole record (the writer was stopped just
+            // before the line end, or a tool rewrote the file without a final one) is kept, its
+            // answer paid for; a record cut shorter is no JSON object and is cut off below.
+            None if parse_record(&buf).is_some() => {
+                unterminated = true;
+                &buf[..]
             }
-            break;
-        }
+            None => {
+                // Refuse a one-line file that is not ours.
+                if records == 0 && first_bad.is_none() && !looks_torn(&buf) {
+                    return Err(foreign(path));
+                }
+                break;
+            }
+        };
         number += 1;
-        match parse_record(&buf[..buf.len() - 1]) {
+        match parse_record(line) {
             Some(record) => {
                 if let Some(bad) = first_bad {
                     return Err(Error::new(
@@ -150,6 +176,14 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
             "cutting off a torn or damaged tail of the output file"
         );
         file.set_len(good_end).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    } else if unterminated && good_end == len {
+        // The last record is kept: it gets its line end before anything is appended.
+        tracing::warn!(
+            path = %path.display(),
+            "the output file's last record had no line end; adding it"
+        );
+        (&file).write_all(b"\n").map_err(io)?;
         file.sync_all().map_err(io)?;
     }
     if created {
@@ -511,6 +545,26 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_last_record_without_its_line_end_is_kept_and_ended() {
+        // A tool that writes no final line end, or a writer stopped just before it: the
+        // record is an answer paid for.
+        let unended = format!("{OK}\n{FAILED}");
+        let (result, after, keys) = resume(unended.as_bytes());
+        let mut resumed = result.unwrap();
+        assert_eq!(resumed.records, 2);
+        assert_eq!(resumed.repaired_bytes, 0);
+        assert_eq!(after, format!("{OK}\n{FAILED}\n").as_bytes());
+        assert_eq!(resumed.done.take(keys.custom_id("c")), Some(true));
+        // A file of that one record alone is ours too.
+        let (result, after, _) = resume(OK.as_bytes());
+        assert_eq!(result.unwrap().records, 1);
+        assert_eq!(after, format!("{OK}\n").as_bytes());
+        // After a line that is no record, it is refused like a whole line would be.
+        let (result, _, _) = resume(format!("{OK}\nnot a record\n{OK}").as_bytes());
+        assert!(result.err().unwrap().to_string().contains("line 2"));
+    }
+
+    #[test]
     fn zeros_at_the_end_are_cut_and_foreign_files_refused() {
         let zeros = format!("{OK}\n\0\0\0\n\0\0");
         let (result, after, _) = resume(zeros.as_bytes());
@@ -589,6 +643,23 @@ mod tests {
             "the output's record and the recovered one"
         );
         assert_eq!(resumed.done.take(keys.custom_id("c")), Some(true));
+    }
+
+    #[test]
+    fn a_holding_file_without_its_output_is_refused_and_nothing_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut held = Vec::new();
+        held::push_entry(&mut held, 1, format!("{OK}\n").as_bytes());
+        std::fs::write(held::path_for(&path), held).unwrap();
+        let err = open_output(&path, &Keys::new()).err().expect("refused");
+        let message = err.to_string();
+        assert!(message.contains("interrupted ordered run"), "{message}");
+        assert!(message.contains("out.jsonl.held"), "{message}");
+        assert!(!path.exists(), "no output is created");
+        // Once the holding file is gone, a new run starts.
+        std::fs::remove_file(held::path_for(&path)).unwrap();
+        assert_eq!(open_output(&path, &Keys::new()).unwrap().records, 0);
     }
 
     #[test]

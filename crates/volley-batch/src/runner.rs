@@ -165,7 +165,10 @@ async fn feed(
     let mut seq = 0;
     while let Some(line) = source.next().await? {
         Progress::add(&progress.read, 1);
-        if let Some(failed) = done.take(line.key) {
+        let recorded = done
+            .take(line.key)
+            .or_else(|| line.named.and_then(|id| done.take(id)));
+        if let Some(failed) = recorded {
             // An invalid line (keyed by its number) would only fail the same way again.
             let resend = failed && retry_failed && line.parsed.is_ok();
             if !resend {

@@ -1189,3 +1189,55 @@ async fn ordered_output_with_a_tiny_byte_window_still_finishes_in_order() {
     let expected: Vec<String> = (0..300).map(|i| format!("req-{i}")).collect();
     assert_eq!(ids, expected);
 }
+
+/// An invalid line names a `custom_id` another line answered: its error record must not speak
+/// for that id (the last record of an id is its outcome). Within a run it names no id, as a
+/// duplicate's does; on resume, a line edited into an invalid one keeps its recorded outcome
+/// and gets no record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_line_never_hides_the_answer_of_its_custom_id() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let invalid = |id: &str| {
+        json!({"custom_id": id, "method": "POST", "url": "/v1/images", "body": {}}).to_string()
+    };
+    let input = input_file(
+        dir.path(),
+        [chat_line("a"), chat_line("b"), invalid("a"), invalid("c")],
+    );
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    let run = |client: Client, input: PathBuf| {
+        let opts = BatchOptions {
+            ordered: true,
+            ..options(dir.path())
+        };
+        BatchRunner::new(client, Input::Path(input), opts).run(std::future::pending())
+    };
+    bounded(run(client.clone(), input.clone())).await.unwrap();
+    let out = records(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len(), 4);
+    assert_eq!(out[2]["custom_id"], Value::Null, "{}", out[2]);
+    assert_eq!(out[2]["error"]["code"], "unknown_url", "{}", out[2]);
+    assert_eq!(
+        out[3]["custom_id"], "c",
+        "an id of its own is named: {}",
+        out[3]
+    );
+    let last_of_a = out.iter().rev().find(|r| r["custom_id"] == "a").unwrap();
+    assert!(last_of_a["error"].is_null(), "{last_of_a}");
+
+    // Line 2 ("b", answered) edited into an invalid line that still names "b".
+    write_input(
+        &input,
+        [chat_line("a"), invalid("b"), invalid("a"), invalid("c")],
+    );
+    let summary = bounded(run(client, input)).await.unwrap();
+    let out = records(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len(), 4, "nothing new is recorded: {out:?}");
+    assert_eq!(summary.attempts, 0, "{summary:?}");
+    assert_eq!(
+        server.stats().requests_total,
+        2,
+        "each answer paid for once"
+    );
+}

@@ -372,7 +372,8 @@ async fn run(
                 } else {
                     0.0
                 };
-                eprint!(
+                let _ = write!(
+                    std::io::stderr(),
                     "\r{secs:7.1}s  sent {:>9}  done {:>9}  failed {:>7}  in flight {:>6}  {:>9.0} req/s ",
                     live.started(),
                     finished,
@@ -389,12 +390,12 @@ async fn run(
     // second Ctrl-C exits at once.
     let interrupt = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
+            say!(
                 "\nvolley bench: interrupted; finishing the requests in flight (Ctrl-C again to quit)"
             );
             stopper.stop();
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("volley bench: quit; nothing written");
+                say!("volley bench: quit; nothing written");
                 std::process::exit(130);
             }
         }
@@ -403,7 +404,7 @@ async fn run(
     interrupt.abort();
     if let Some(progress) = progress {
         progress.abort();
-        eprintln!();
+        say!();
     }
     if let Some(server) = mock {
         server.shutdown().await;

@@ -224,9 +224,11 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         if args.usage
             && let Some(u) = usage
         {
-            eprintln!(
+            say!(
                 "usage: {} prompt + {} completion = {} tokens",
-                u.prompt_tokens, u.completion_tokens, u.total_tokens
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.total_tokens
             );
         }
     } else {
@@ -241,9 +243,11 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         if args.usage
             && let Some(u) = &reply.usage
         {
-            eprintln!(
+            say!(
                 "usage: {} prompt + {} completion = {} tokens",
-                u.prompt_tokens, u.completion_tokens, u.total_tokens
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.total_tokens
             );
         }
     }
@@ -254,9 +258,9 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         bail!("the model refused: {}", shown_refusal(&refusal));
     }
     match finish_reason.as_deref() {
-        Some("length") => eprintln!("volley: the reply was cut at the token limit"),
+        Some("length") => say!("volley: the reply was cut at the token limit"),
         Some("content_filter") => bail!("the reply was stopped by the provider's content filter"),
-        Some("tool_calls") => eprintln!("volley: the model asked for a tool call instead"),
+        Some("tool_calls") => say!("volley: the model asked for a tool call instead"),
         _ => {}
     }
     Ok(())

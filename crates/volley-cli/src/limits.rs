@@ -17,7 +17,7 @@ pub(crate) fn raise_open_file_limit(needed: Option<u64>) {
             if let Some(needed) = needed
                 && limit < needed
             {
-                eprintln!(
+                say!(
                     "volley: the open-file limit is {limit}, below the {needed} this run needs; \
                      raise the hard limit (ulimit -Hn) or lower the concurrency"
                 );

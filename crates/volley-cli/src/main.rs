@@ -3,6 +3,20 @@
 //! `main` parses the command line, sets up logging and dispatches; each subcommand lives in
 //! its own module and calls library code.
 
+/// `eprintln!` that ignores a failed write. stderr may be a pipe whose reader is gone (`volley
+/// run 2>&1 | tee log`, then Ctrl-C, which stops `tee` too), and `eprintln!` panics then: in
+/// the middle of a run that would drop its requests in flight, answers paid for.
+macro_rules! say {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod chat;
 mod config;
@@ -121,7 +135,7 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("volley: cannot start the async runtime: {e}");
+            say!("volley: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -154,7 +168,7 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
         Err(e) => {
             // Each cause once, outermost first (anyhow's `{:#}` repeats causes that
             // libraries also print in their own message).
-            eprintln!("volley: {}", volley::ErrorReport::new(e.as_ref()));
+            say!("volley: {}", volley::ErrorReport::new(e.as_ref()));
             // Mistakes in flags or configuration exit as clap's usage errors do.
             if e.downcast_ref::<config::UsageError>().is_some() {
                 ExitCode::from(run::EXIT_USAGE)

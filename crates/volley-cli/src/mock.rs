@@ -121,7 +121,7 @@ impl MockBehaviour {
 
 pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
     if !args.host.is_loopback() {
-        eprintln!(
+        say!(
             "volley mock: listening on {}, which is not loopback; the mock is meant for tests",
             args.host
         );
@@ -142,7 +142,7 @@ pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
     let server = MockServer::bind(addr, config)
         .await
         .with_context(|| format!("binding the mock server to {addr}"))?;
-    eprintln!(
+    say!(
         "volley mock: serving {} (stats at http://{}/stats); Ctrl-C to stop",
         server.url(),
         server.addr()
@@ -152,9 +152,10 @@ pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
         .context("waiting for Ctrl-C")?;
     let stats = server.stats();
     server.shutdown().await;
-    eprintln!(
+    say!(
         "volley mock: {} requests, peak {} in flight",
-        stats.requests_total, stats.peak_in_flight
+        stats.requests_total,
+        stats.peak_in_flight
     );
     Ok(())
 }

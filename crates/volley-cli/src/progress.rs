@@ -60,7 +60,7 @@ impl Printer {
     pub(crate) fn println(&self, message: &str) {
         match &self.bar {
             Some(bar) if !bar.is_finished() => bar.println(message),
-            _ => eprintln!("{message}"),
+            _ => say!("{message}"),
         }
     }
 }
@@ -153,7 +153,7 @@ async fn tick(
             None => {
                 if now.duration_since(last_line) >= LINE_EVERY {
                     last_line = now;
-                    eprintln!(
+                    say!(
                         "volley run: [{}] {}",
                         clock(now.duration_since(start)),
                         view.line(per_sec)

@@ -284,7 +284,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let mode = Mode::detect(args.quiet);
     if mode != Mode::Quiet {
-        eprintln!(
+        say!(
             "volley run: {} -> {} (errors: {}); {}",
             input_path.display(),
             output.display(),
@@ -317,7 +317,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         code => code,
     };
     if summary.lines == 0 && !summary.interrupted {
-        eprintln!(
+        say!(
             "volley run: warning: the input {} has no requests (it is empty or all blank)",
             input_path.display()
         );
@@ -332,11 +332,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     if !args.quiet {
         for line in config::endpoint_lines(&endpoints.endpoint_stats()) {
-            eprintln!("{line}");
+            say!("{line}");
         }
         let hedges = endpoints.hedges();
         if hedges > 0 {
-            eprintln!("  hedged copies sent: {hedges} (each may have been billed)");
+            say!("  hedged copies sent: {hedges} (each may have been billed)");
         }
     }
     Ok(code)
@@ -528,7 +528,7 @@ fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     ];
     if !addr.ip().is_loopback() {
-        eprintln!("volley run: serving metrics on {addr}, which is not loopback");
+        say!("volley run: serving metrics on {addr}, which is not loopback");
     }
     PrometheusBuilder::new()
         .with_http_listener(addr)
@@ -585,7 +585,7 @@ async fn shutdown_on_signal(printer: Printer, grace: Duration, quiet: bool, code
     }
     tokio::spawn(async {
         let code = next_signal().await;
-        eprintln!("volley run: stopped; run the same command again to resume");
+        say!("volley run: stopped; run the same command again to resume");
         std::process::exit(code.into());
     });
 }
@@ -631,12 +631,12 @@ fn report(
     interrupted_code: u8,
 ) -> ExitCode {
     if !quiet {
-        eprintln!("{}", progress::summary_text(summary, concurrency));
+        say!("{}", progress::summary_text(summary, concurrency));
     }
     if let Some(why) = &summary.credentials_rejected {
         // `why` is `HTTP 401: <the provider's message>`.
         let (status, message) = why.split_once(": ").unwrap_or((why, ""));
-        eprintln!(
+        say!(
             "volley run: the provider rejected the credentials ({status}): {message}; fix the \
              key and run the same command again with --retry-failed"
         );
@@ -644,9 +644,7 @@ fn report(
     }
     if summary.interrupted {
         let recorded = summary.skipped + summary.succeeded + summary.failed + summary.invalid;
-        eprintln!(
-            "interrupted: {recorded} outcomes recorded; run the same command again to resume"
-        );
+        say!("interrupted: {recorded} outcomes recorded; run the same command again to resume");
         return ExitCode::from(interrupted_code);
     }
     if summary.all_succeeded() {
@@ -663,7 +661,7 @@ fn report(
             summary.skipped_failed
         ));
     }
-    eprintln!(
+    say!(
         "volley run: {problems}; their error records are in {} and {}",
         output.display(),
         errors.display()

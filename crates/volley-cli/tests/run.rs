@@ -1201,3 +1201,53 @@ fn small_mistakes_and_warnings() {
         "{stderr}"
     );
 }
+
+/// With stderr a pipe nobody reads any more (`volley run 2>&1 | tee log`, then Ctrl-C, which
+/// stops `tee` too), every message fails to be written: the run still starts, stops at
+/// Ctrl-C letting its requests finish (exit 130), and the same command completes the rest.
+#[test]
+fn a_closed_stderr_neither_stops_nor_breaks_a_run() {
+    const LINES: usize = 400;
+    let rt = volley_testkit::process::server_runtime(2);
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            latency: Latency::Fixed(Duration::from_millis(100)),
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    write_chat_input(&input, LINES);
+    let spawn = || {
+        let mut child = volley(dir.path())
+            .args(["run", path_str(&input), "-o", path_str(&out)])
+            .args(["--base-url", &server.url(), "--concurrency", "16"])
+            .env("OPENAI_API_KEY", "sk-test")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away: every write to stderr fails (EPIPE; Rust ignores SIGPIPE).
+        drop(child.stderr.take());
+        child
+    };
+    let mut child = spawn();
+    signal_once_output_appears(&mut child, &out, "INT");
+    assert_eq!(wait(&mut child).code(), Some(130));
+    let partial = records(&out).len();
+    assert!(partial > 0 && partial < LINES, "{partial}");
+
+    let mut child = spawn();
+    assert_eq!(wait(&mut child).code(), Some(0));
+    let ids = custom_ids(&records(&out));
+    assert_eq!(ids.len(), LINES);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), LINES);
+    assert_eq!(
+        server.stats().requests_total,
+        LINES as u64,
+        "none sent twice"
+    );
+    drop(server);
+    drop(rt);
+}

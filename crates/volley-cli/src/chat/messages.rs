@@ -57,15 +57,15 @@ pub(super) async fn ask(client: &Client, args: &ChatArgs, prompt: String) -> any
     };
     if args.usage {
         let (input, output) = usage;
-        eprintln!(
+        say!(
             "usage: {input} input + {output} output = {} tokens",
             input.saturating_add(output)
         );
     }
     match stop_reason.as_deref() {
-        Some("max_tokens") => eprintln!("volley: the reply was cut at the token limit"),
+        Some("max_tokens") => say!("volley: the reply was cut at the token limit"),
         Some("refusal") => bail!("the model refused to answer"),
-        Some("tool_use") => eprintln!("volley: the model asked for a tool call instead"),
+        Some("tool_use") => say!("volley: the model asked for a tool call instead"),
         _ => {}
     }
     Ok(())

@@ -50,7 +50,7 @@ pub(crate) fn load_profile(
     let origin = path.display().to_string();
     let (profile, ignored) = parse_profile_with_trust(&text, name, &origin, trusted)?;
     if let (Some(profile), false) = (&profile, ignored.is_empty()) {
-        eprintln!(
+        say!(
             "{}",
             super::trust::ignored_message(&profile.label, &ignored)
         );
