@@ -501,8 +501,13 @@ async fn connect_tunnel(
             return Err(fail(Failure::Closed));
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
-            break end + 4;
+        // httparse takes line ends as RFC 9112 (2.2) lets a recipient: CRLF, or a lone LF
+        // (curl accepts a proxy's `HTTP/1.0 200 OK\n\n` too).
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        match httparse::Response::new(&mut headers).parse(&buf) {
+            Ok(httparse::Status::Complete(end)) => break end,
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => return Err(fail(Failure::Protocol("its answer to CONNECT is not HTTP"))),
         }
         if buf.len() > MAX_CONNECT_RESPONSE {
             return Err(fail(Failure::Protocol("its answer to CONNECT is too long")));
@@ -566,7 +571,17 @@ async fn socks(
         _ => 80,
     });
     let target = if remote_dns || host.parse::<std::net::IpAddr>().is_ok() {
-        dst
+        // hyper-util's SOCKS connector takes a target without a port for port 443: an
+        // `http://` base URL without one goes to 80, its scheme's port, as with curl.
+        let named = dst.host().unwrap_or_default();
+        Uri::builder()
+            .scheme(dst.scheme().cloned().unwrap_or(Scheme::HTTP))
+            .authority(format!("{named}:{port}"))
+            .path_and_query("/")
+            .build()
+            .map_err(|e| {
+                ProxyError::new(proxy, Failure::Protocol("no target host")).with_source(e)
+            })?
     } else {
         let addr = tokio::net::lookup_host((host.as_str(), port))
             .await
@@ -710,6 +725,11 @@ impl fmt::Display for ProxyError {
                 write!(f, "{}: HTTP {status}", status_message(self, *status))
             }
             Failure::Socks => write!(f, "the SOCKS5 proxy {proxy} (from {from}) failed"),
+            Failure::SocksAuth if !self.has_credentials => write!(
+                f,
+                "the SOCKS5 proxy {proxy} (from {from}) requires a user name and password: put \
+                 user:password@ in the proxy URL"
+            ),
             Failure::SocksAuth => write!(
                 f,
                 "the SOCKS5 proxy {proxy} (from {from}) rejected the user name and password in \

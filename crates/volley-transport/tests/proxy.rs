@@ -1,7 +1,8 @@
 //! Through a real forward proxy (tinyproxy, started by each test with its own configuration):
 //! `CONNECT` tunnels with TLS end to end for `https://`, absolute-form requests for `http://`,
 //! Basic authentication, a clear 407 that never shows the password, `NO_PROXY`, HTTP/2 in a
-//! tunnel, and many requests in flight through it.
+//! tunnel, and many requests in flight through it. Besides, a raw proxy whose CONNECT answer
+//! ends its lines with a lone LF, and the test SOCKS5 proxy (ports, credentials).
 
 mod common;
 
@@ -229,4 +230,92 @@ async fn socks5_with_remote_and_local_name_resolution() {
         "{text}"
     );
     assert!(!text.contains("wrong-password"), "{text}");
+}
+
+/// A proxy that ends the lines of its CONNECT answer with a lone LF (`HTTP/1.0 200 ...\n\n`):
+/// RFC 9112 (2.2) lets a recipient accept that, and curl does. The tunnel works.
+#[tokio::test]
+async fn a_connect_answer_with_bare_line_feeds_opens_the_tunnel() {
+    use tokio::io::AsyncWriteExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The head in lower case: `connect 127.0.0.1:PORT http/1.1`.
+                let Some(head) = volley_testkit::raw::read_request_head(&mut client).await else {
+                    return;
+                };
+                let target = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                if client
+                    .write_all(b"HTTP/1.0 200 Connection established\n\n")
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    let pki = TestPki::new("lf-proxy");
+    let server = tls_mock(&pki).await;
+    let transport = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_pem(pki.ca_pem.as_bytes())
+        .proxy(&proxy)
+        .connect_timeout(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    let answer = transport.send(chat()).await.expect("through the tunnel");
+    assert_eq!(answer.status(), http::StatusCode::OK);
+    assert_eq!(server.stats().requests_total, 1);
+}
+
+/// Through SOCKS5, an `http://` base URL without a port goes to port 80 (its scheme's), not
+/// the 443 the SOCKS connector would take for a target without one; with the name resolved by
+/// the proxy (`socks5h`) and with an address literal alike.
+#[tokio::test]
+async fn socks5_takes_the_schemes_port_for_a_url_without_one() {
+    let socks = volley_testkit::socks::Socks5::start(None);
+    for (proxy, base) in [
+        (socks.url(), "http://localhost/v1"),
+        (
+            socks.url().replace("socks5h://", "socks5://"),
+            "http://127.0.0.1/v1",
+        ),
+    ] {
+        let transport = Transport::builder()
+            .base_url(base)
+            .proxy(&proxy)
+            .build()
+            .unwrap();
+        // Whether anything answers on port 80 here does not matter: the target does.
+        let _ = transport.send(chat()).await;
+    }
+    assert_eq!(socks.targets(), ["localhost:80", "127.0.0.1:80"]);
+}
+
+/// A SOCKS5 proxy that asks for credentials the URL does not have says so, instead of
+/// claiming it rejected a user name and password that were never sent.
+#[tokio::test]
+async fn a_socks5_proxy_that_needs_credentials_says_so() {
+    let socks = volley_testkit::socks::Socks5::start(Some(("volley", PASSWORD)));
+    let without = socks.url().replace(&format!("volley:{PASSWORD}@"), "");
+    let transport = Transport::builder()
+        .base_url("https://localhost:1/v1")
+        .proxy(&without)
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+    let text = format!("{err} {}", err.report());
+    assert!(text.contains("requires a user name and password"), "{text}");
+    assert!(!text.contains("rejected"), "{text}");
 }

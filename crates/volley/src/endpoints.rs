@@ -253,14 +253,18 @@ impl Endpoint {
 }
 
 /// `host:port` of `url`, or the URL without its secrets when it has no host.
+///
+/// Read from the redacted URL: a user-info with a `/` in it (`https://user:pa/ss@host`) ends
+/// the authority early for a URI parser, which would take part of the secret for the host.
 fn host_port(url: &str) -> String {
-    match url.parse::<http::Uri>() {
+    let redacted = volley_core::redact::redact_url(url);
+    match redacted.parse::<http::Uri>() {
         Ok(uri) => match (uri.host(), uri.port_u16()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             (Some(host), None) => host.to_owned(),
-            _ => volley_core::redact::redact_url(url),
+            _ => redacted,
         },
-        Err(_) => volley_core::redact::redact_url(url),
+        Err(_) => redacted,
     }
 }
 
@@ -372,5 +376,26 @@ impl Endpoint {
         let transport = self.transport_builder(client)?;
         let rate_limit = self.rate_limit.unwrap_or_else(|| rate_limit.clone());
         Ok((transport, rate_limit, self.concurrency))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn an_endpoints_label_never_holds_its_credentials() {
+        assert_eq!(host_port("https://api.example:8443/v1"), "api.example:8443");
+        assert_eq!(host_port("https://api.example/v1"), "api.example");
+        for url in [
+            "https://u:8443/TOKEN@api.example/v1",
+            "https://ghp_abc/def@gw/v1",
+            "https://user:secret@api.example/v1",
+        ] {
+            let label = host_port(url);
+            for secret in ["8443", "TOKEN", "ghp_abc", "def", "user", "secret"] {
+                assert!(!label.contains(secret), "{url} -> {label}");
+            }
+        }
     }
 }
