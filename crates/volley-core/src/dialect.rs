@@ -388,6 +388,17 @@ impl UsageScanner {
             Scanner::Anthropic(s) => s.finish().map(from_anthropic),
         }
     }
+
+    /// Whether the usage seen counts the whole output. OpenAI's usage chunk does; Anthropic's
+    /// output count comes with `message_delta` (see
+    /// [`anthropic::UsageScanner::output_is_final`]), and a stream cut before it used more
+    /// than `message_start` says.
+    pub fn output_is_final(&self) -> bool {
+        match &self.0 {
+            Scanner::OpenAi(_) => true,
+            Scanner::Anthropic(s) => s.output_is_final(),
+        }
+    }
 }
 
 fn from_openai(usage: openai::UsageCounts) -> TokenUsage {

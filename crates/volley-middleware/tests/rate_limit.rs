@@ -796,3 +796,31 @@ async fn the_client_keeps_under_the_mocks_limits_over_real_sockets() {
         run.elapsed
     );
 }
+
+/// An Anthropic stream cut before its `message_delta` knows only `message_start`'s output of
+/// 1, while the provider counts every token generated before the cut: the estimate stands.
+/// The whole stream settles with its final count.
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_stream_cut_before_its_final_usage_keeps_the_estimate() {
+    const CUT: [&str; 2] = [
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+    ];
+    const WHOLE: [&str; 4] = [
+        CUT[0],
+        CUT[1],
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":5}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ];
+    // Cut: 100 estimated stand, the second waits a second. Whole: 10 used, 90 come back.
+    for (chunks, second_at) in [(&CUT[..], 1.0), (&WHOLE[..], 0.1)] {
+        let inner = Recorder::new(move |r| Ok(stream_of(r, chunks)));
+        let svc = service(six_thousand_tpm(), &inner);
+        let start = Instant::now();
+        let anthropic = |id| request(id, 100).with_dialect(volley_core::Dialect::Anthropic);
+        let first = svc.clone().oneshot(anthropic(1)).await.unwrap();
+        first.bytes().await.unwrap();
+        svc.oneshot(anthropic(2)).await.unwrap();
+        assert_close(secs(start, inner.sends()[1].at), second_at);
+    }
+}

@@ -88,15 +88,19 @@ pub fn usage_in_body(body: &[u8]) -> Option<UsageCounts> {
 ///
 /// let mut scanner = UsageScanner::new();
 /// scanner.feed(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n");
+/// assert!(!scanner.output_is_final(), "message_start's output is a placeholder");
 /// scanner.feed(b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tok");
 /// scanner.feed(b"ens\":15}}\n\n");
 /// let usage = scanner.finish().unwrap();
 /// assert_eq!((usage.input_tokens, usage.output_tokens), (Some(25), Some(15)));
+/// assert!(scanner.output_is_final());
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct UsageScanner {
     lines: LineBuffer,
     merged: Option<UsageCounts>,
+    /// Whether a `message_delta` event's usage went by: its `output_tokens` is the count.
+    final_output: bool,
 }
 
 impl UsageScanner {
@@ -107,9 +111,9 @@ impl UsageScanner {
 
     /// Scans the next chunk of the stream.
     pub fn feed(&mut self, chunk: &[u8]) {
-        let merged = &mut self.merged;
+        let (merged, last) = (&mut self.merged, &mut self.final_output);
         self.lines
-            .feed(chunk, |lines| merge_usages_in(lines, merged));
+            .feed(chunk, |lines| merge_usages_in(lines, merged, last));
     }
 
     /// The usage merged from the complete lines so far.
@@ -119,19 +123,33 @@ impl UsageScanner {
 
     /// The usage of a stream that has ended, its unterminated last line included.
     pub fn finish(&mut self) -> Option<UsageCounts> {
-        let merged = &mut self.merged;
-        self.lines.finish(|line| merge_usages_in(line, merged));
+        let (merged, last) = (&mut self.merged, &mut self.final_output);
+        self.lines
+            .finish(|line| merge_usages_in(line, merged, last));
         self.merged
+    }
+
+    /// Whether the output count is final: a `message_delta` event's usage went by. Before it,
+    /// only `message_start`'s placeholder (an output of 1) is known, while the provider counts
+    /// every token it generated before a stream is cut.
+    pub fn output_is_final(&self) -> bool {
+        self.final_output
     }
 }
 
-/// Merges every usage object of complete lines into `merged`, in order.
-fn merge_usages_in(lines: &[u8], merged: &mut Option<UsageCounts>) {
+/// Merges every usage object of complete lines into `merged`, in order; notes in
+/// `final_output` one on a `message_delta` event's line.
+fn merge_usages_in(lines: &[u8], merged: &mut Option<UsageCounts>, final_output: &mut bool) {
     let mut from = 0;
     while let Some(found) = USAGE_KEY.find(&lines[from..]) {
         let at = from + found;
         if let Some(usage) = object_at::<UsageCounts>(lines, at) {
             *merged = Some(merged.unwrap_or_default().merged(usage));
+            let start = memchr::memrchr(b'\n', &lines[..at]).map_or(0, |i| i + 1);
+            let end = memchr::memchr(b'\n', &lines[at..]).map_or(lines.len(), |i| at + i);
+            if memchr::memmem::find(&lines[start..end], b"\"message_delta\"").is_some() {
+                *final_output = true;
+            }
         }
         from = at + 1;
     }

@@ -17,7 +17,8 @@ use super::{Grant, RateLimiter};
 /// A streaming body that settles its grant with the last usage it carried, when it ends or is
 /// dropped. The last, not the first: servers such as vLLM with `continuous_usage_stats` send
 /// the cumulative usage in every chunk. If no usage went by (the request did not ask for it,
-/// or the stream broke before it), the grant is dropped and the estimate stands.
+/// or the stream broke before it), or not the final output count, the grant is dropped and the
+/// estimate stands.
 pub(super) struct SettlingStream<L: RateLimiter> {
     inner: BodyStream,
     limiter: L,
@@ -42,8 +43,14 @@ impl<L: RateLimiter> SettlingStream<L> {
     }
 
     fn settle(&mut self) {
-        if let Some(grant) = self.grant.take()
-            && let Some(usage) = self.scanner.finish()
+        let Some(grant) = self.grant.take() else {
+            return;
+        };
+        // An Anthropic stream cut before its `message_delta` has only `message_start`'s output
+        // of 1, while the provider counts all it generated: the estimate stands, as without
+        // any usage.
+        if let Some(usage) = self.scanner.finish()
+            && self.scanner.output_is_final()
         {
             self.limiter.settle_usage(grant, usage);
         }
