@@ -265,6 +265,39 @@ mod tests {
         assert_eq!(limiter.learned(), (None, Some(90_000)));
     }
 
+    /// A limit learned over an hour is paced at a sixtieth of it a minute, but one answer may
+    /// use more than that pace: its usage is believed up to the hour's limit, not the
+    /// minute's share. 60 000 tokens an hour (1 000 a minute); a request estimated at 500
+    /// that used 3 000 is charged 3 000, so the next 500 wait for all of it to drain.
+    #[tokio::test(start_paused = true)]
+    async fn a_learned_hourly_limit_believes_usage_up_to_the_hours_limit() {
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        let cost = Cost {
+            requests: 1,
+            tokens: 500,
+            ..Cost::ZERO
+        };
+        let grant = limiter.acquire(id(), cost).await.unwrap();
+        let mut observation = Observation::default();
+        observation.info.limit_tokens = Some(60_000);
+        observation.info.remaining_tokens = Some(59_500);
+        observation.info.reset_tokens = Some(Duration::from_millis(18_500));
+        limiter.observe(&observation);
+        assert_eq!(limiter.learned(), (None, Some(1_000)), "an hour's 60 000");
+        limiter.settle(grant, 3_000);
+        let start = tokio::time::Instant::now();
+        let mut next = limiter.acquire(id(), cost);
+        let mut waited = Duration::ZERO;
+        while !done_after(&mut next, Duration::from_secs(1)).await {
+            waited += Duration::from_secs(1);
+            assert!(waited < Duration::from_secs(600), "never went");
+        }
+        let waited = start.elapsed().as_secs();
+        // The 2 500 beyond the estimate take 150 s at 1 000 a minute; believed only up to a
+        // minute's 1 000, they would have taken 30 s.
+        assert!((120..=240).contains(&waited), "waited {waited} s");
+    }
+
     /// An Anthropic answer's headers: 4 000 requests, 400 000 input and 6 000 output tokens
     /// a minute (the output tokens the most restrictive, so the combined quota shows them).
     fn anthropic_headers() -> Observation {

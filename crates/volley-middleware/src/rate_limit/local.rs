@@ -277,6 +277,14 @@ impl Shared {
         Some(self.learned_per_minute[d].load(Ordering::Relaxed)).filter(|n| *n > 0)
     }
 
+    /// The most one answer's usage of dimension `d` is believed: a limit given (per minute,
+    /// larger requests are refused up front), else the learned limit over its whole window (a
+    /// minute, an hour or a day, as its headers state it: a request of an hourly budget may use
+    /// more than the hour's per-minute pace).
+    fn usage_cap(&self, given: Option<u64>, d: usize) -> Option<u64> {
+        given.or_else(|| Some(self.learned_headers[d].load(Ordering::Relaxed)).filter(|n| *n > 0))
+    }
+
     /// Learns the limits an answer's headers state, when they are learned and changed.
     fn learn(&self, info: &RateLimitInfo) {
         for (d, (limit, remaining, reset)) in info.quotas().into_iter().enumerate() {
@@ -350,9 +358,10 @@ fn settle(shared: &Shared, grant: Grant, actual_tokens: u64) {
     {
         let estimated = grant.cost().tokens;
         // A peer's number: a broken or hostile server may report any usage. No request can use
-        // more than a whole minute's budget (larger ones are refused up front), so more is
-        // charged as a minute's worth instead of wedging the bucket for years.
-        let actual_tokens = match shared.max_tokens.or(shared.learned(1)) {
+        // more than its limit's whole window (a given limit's minute: larger requests are
+        // refused up front; a learned limit's minute, hour or day), so more is charged as that
+        // instead of wedging the bucket for years.
+        let actual_tokens = match shared.usage_cap(shared.max_tokens, 1) {
             Some(limit) => actual_tokens.min(limit),
             None => actual_tokens,
         };
@@ -373,18 +382,18 @@ fn settle(shared: &Shared, grant: Grant, actual_tokens: u64) {
 }
 
 /// The settlement of the input- and output-token limits with the usage the answer reports:
-/// each is corrected from its estimate to its count (capped at a minute's worth: a peer's
-/// number), as [`settle`] corrects the total.
+/// each is corrected from its estimate to its count (capped as [`settle`] caps the total: a
+/// peer's number), as [`settle`] corrects the total.
 fn settle_split(shared: &Shared, grant: &Grant, usage: TokenUsage) {
     let cost = grant.cost();
     let dimensions = [
         (
-            shared.max_input.or(shared.learned(2)),
+            shared.usage_cap(shared.max_input, 2),
             cost.input_tokens,
             usage.input,
         ),
         (
-            shared.max_output.or(shared.learned(3)),
+            shared.usage_cap(shared.max_output, 3),
             cost.output_tokens,
             usage.output,
         ),

@@ -64,6 +64,12 @@ impl Learning {
         learning
     }
 
+    /// The `*-limit` header values this process read last, per bucket (0: none): a learned
+    /// limit over its whole window.
+    pub(super) fn seen(&self) -> [u64; DIMS] {
+        self.seen
+    }
+
     fn set(&mut self, config: &Config, learned: [u64; DIMS]) {
         for (i, limit) in learned.into_iter().enumerate() {
             if config.learn[i] {

@@ -244,13 +244,23 @@ impl Shared {
         let refund = self.config.limits.refund_unused;
         let mut give_back = [0; DIMS];
         let mut charge = [0; DIMS];
-        let dims = self.dims_in_force(&self.lock());
+        let (dims, seen) = {
+            let st = self.lock();
+            (self.dims_in_force(&st), st.learning.seen())
+        };
         for (d, (dim, correction)) in dims.into_iter().zip(corrections).enumerate() {
             let (Some(dim), Some((estimated, actual))) = (dim, correction) else {
                 continue;
             };
-            // A peer's number: more than a minute's budget is charged as a minute's worth.
-            let actual = actual.min(dim.limit);
+            // A peer's number: more than a limit's whole window is charged as that (a given
+            // limit's minute; a learned limit's minute, hour or day, its `*-limit` header as
+            // this process read it), instead of wedging the bucket.
+            let window = if self.config.learn[d] {
+                dim.limit.max(seen[d])
+            } else {
+                dim.limit
+            };
+            let actual = actual.min(window);
             if actual > estimated {
                 charge[d] = actual - estimated;
             } else if refund {
