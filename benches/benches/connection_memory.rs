@@ -203,15 +203,7 @@ where
     let answered_before = answered();
     let base = live();
     reset_peak();
-    let mut calls: FuturesUnordered<_> = (0..n)
-        .map(|_| {
-            let call = send();
-            async move {
-                let response = call.await.expect("the mock answers");
-                response.bytes().await.expect("the body arrives");
-            }
-        })
-        .collect();
+    let mut calls = calls_of(n, &send);
     // Poll the calls until the mock has read every request, bounded: the latency is far
     // longer than it takes to open the connections.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -237,15 +229,7 @@ where
     let idle = live();
     let connections = uncounted(|| server.stats().connections_total);
     for _ in 0..exchanges {
-        let mut calls: FuturesUnordered<_> = (0..n)
-            .map(|_| {
-                let call = send_quick();
-                async move {
-                    let response = call.await.expect("the mock answers");
-                    response.bytes().await.expect("the body arrives");
-                }
-            })
-            .collect();
+        let mut calls = calls_of(n, &send_quick);
         while calls.next().await.is_some() {}
     }
     assert_eq!(
@@ -268,6 +252,23 @@ where
         figures.idle.0
     );
     figures
+}
+
+/// `n` calls of `send`, each reading its answer whole; none is polled yet.
+fn calls_of<F, Fut>(n: usize, send: &F) -> FuturesUnordered<impl Future<Output = ()> + use<F, Fut>>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Response, Error>>,
+{
+    (0..n)
+        .map(|_| {
+            let call = send();
+            async move {
+                let response = call.await.expect("the mock answers");
+                response.bytes().await.expect("the body arrives");
+            }
+        })
+        .collect()
 }
 
 /// Waits until the connections of a client that was dropped are closed and their tasks gone

@@ -659,9 +659,17 @@ fn the_key_never_appears_in_outputs_or_stderr() {
     drop(rt);
 }
 
-#[test]
-fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
-    const LINES: usize = 800;
+/// A mock answering after 100 ms (on a runtime of its own, dropped after the mock), and a
+/// directory with `lines` chat lines in `in.jsonl`, and where `out.jsonl` goes.
+fn slow_mock_and_input(
+    lines: usize,
+) -> (
+    tokio::runtime::Runtime,
+    MockServer,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     let rt = volley_testkit::process::server_runtime(2);
     let server = rt
         .block_on(MockServer::start(MockConfig {
@@ -672,7 +680,14 @@ fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     let out = dir.path().join("out.jsonl");
-    write_chat_input(&input, LINES);
+    write_chat_input(&input, lines);
+    (rt, server, dir, input, out)
+}
+
+#[test]
+fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
+    const LINES: usize = 800;
+    let (rt, server, dir, input, out) = slow_mock_and_input(LINES);
     let stderr_path = dir.path().join("stderr");
     let command = || {
         let mut cmd = volley(dir.path());
@@ -1208,17 +1223,7 @@ fn small_mistakes_and_warnings() {
 #[test]
 fn a_closed_stderr_neither_stops_nor_breaks_a_run() {
     const LINES: usize = 400;
-    let rt = volley_testkit::process::server_runtime(2);
-    let server = rt
-        .block_on(MockServer::start(MockConfig {
-            latency: Latency::Fixed(Duration::from_millis(100)),
-            ..MockConfig::default()
-        }))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    let out = dir.path().join("out.jsonl");
-    write_chat_input(&input, LINES);
+    let (rt, server, dir, input, out) = slow_mock_and_input(LINES);
     let spawn = || {
         let mut child = volley(dir.path())
             .args(["run", path_str(&input), "-o", path_str(&out)])
