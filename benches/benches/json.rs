@@ -1,10 +1,13 @@
 //! JSON cost of the OpenAI dialect per call: encoding a typical chat request (three messages),
 //! decoding a typical chat completion response and a typical streaming chunk. The decoded
-//! types keep unknown fields (`#[serde(flatten)]`), which this measures too.
+//! types keep unknown fields (`#[serde(flatten)]`), which this measures too. Besides, the
+//! check `Client::chat` makes before decoding an answer, that it is no error object
+//! (`Dialect::is_error_reply`): on a typical answer, and on one whose text says "error".
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use volley_core::Dialect;
 use volley_core::openai::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage,
 };
@@ -71,6 +74,15 @@ fn json(c: &mut Criterion) {
             serde_json::from_slice::<ChatCompletionResponse>(black_box(response))
                 .expect("the sample parses")
         })
+    });
+
+    group.bench_function("is_error_reply", |b| {
+        b.iter(|| assert!(!Dialect::OpenAi.is_error_reply(black_box(response))))
+    });
+    // The word anywhere sends the check to a parse of the top level.
+    let mentions = RESPONSE.replace("cafés", "error messages");
+    group.bench_function("is_error_reply_of_an_answer_saying_error", |b| {
+        b.iter(|| assert!(!Dialect::OpenAi.is_error_reply(black_box(mentions.as_bytes()))))
     });
 
     let chunk = CHUNK.as_bytes();

@@ -233,7 +233,9 @@ impl Dialect {
         if self.looks_like_error(body) {
             return true;
         }
-        if memchr::memmem::find(body, b"error").is_none() {
+        // Every error shape has the string "error", quotes included, as a key or a value; an
+        // answer whose text says error has it escaped (`\"error\"`) or within longer text.
+        if memchr::memmem::find(body, b"\"error\"").is_none() {
             return false;
         }
         // `error: null` reads as `None`; an error object as `Some`.
@@ -289,6 +291,17 @@ impl Dialect {
     /// `RateLimited` for a rate-limit error, `StreamBroken` for overload (retryable before
     /// the first byte reached the caller), `Status` otherwise, with the provider's message.
     pub fn error_in_stream(self, data: &[u8], context: impl fmt::Display) -> Error {
+        self.error_in_ok(data, context, "error event")
+    }
+
+    /// The error for a whole 2xx answer that is an error object
+    /// ([`is_error_reply`](Dialect::is_error_reply)): of the kinds
+    /// [`error_in_stream`](Dialect::error_in_stream) gives, with the provider's message.
+    pub fn error_in_answer(self, data: &[u8], context: impl fmt::Display) -> Error {
+        self.error_in_ok(data, context, "the answer is an error")
+    }
+
+    fn error_in_ok(self, data: &[u8], context: impl fmt::Display, what: &str) -> Error {
         let api = crate::ApiError::from_body(data);
         let kind = if self.error_kind(StatusCode::OK, data) == ErrorKind::RateLimited {
             ErrorKind::RateLimited
@@ -298,8 +311,8 @@ impl Dialect {
             ErrorKind::Status
         };
         let message = match &api {
-            Some(api) => format!("{context}: error event: {api}"),
-            None => format!("{context}: error event"),
+            Some(api) => format!("{context}: {what}: {api}"),
+            None => format!("{context}: {what}"),
         };
         let error = Error::new(kind, message);
         match api {

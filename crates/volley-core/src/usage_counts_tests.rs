@@ -24,7 +24,7 @@ const SEEDS: &[&str] = &[
     r#"{}"#,
     r#"{"total_tokens":3}trailing, not read"#,
     // A repeated key that is not a count, a count's name inside a nested object, a null
-    // count (0 for OpenAI, `None` for Anthropic), a count repeated after a null.
+    // count (refused for OpenAI, `None` for Anthropic), a count repeated after a null.
     r#"{"x":1,"x":"y","output_tokens":4,"details":{"prompt_tokens":5,"input_tokens":6}}"#,
     r#"{"prompt_tokens":null,"completion_tokens":2}"#,
     r#"{"input_tokens":null,"input_tokens":3}"#,
@@ -115,9 +115,10 @@ fn the_shapes_providers_send_are_read_by_hand() {
 #[test]
 fn what_serde_must_judge_is_left_to_it() {
     for object in [
-        // An escape in a key, a repeated count.
+        // An escape in a key, a repeated count, a null count where a u64 is required.
         r#"{"prompt\u005ftokens":1}"#,
         r#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+        r#"{"prompt_tokens":null}"#,
         // Counts that are not plain u64s.
         r#"{"prompt_tokens":01}"#,
         r#"{"prompt_tokens":1.0}"#,
@@ -144,7 +145,7 @@ fn what_serde_must_judge_is_left_to_it() {
     for (object, serde) in [
         (r#"{"prompt\u005ftokens":1}"#, Some(1)),
         (r#"{"prompt_tokens":1,"prompt_tokens":2}"#, None),
-        (r#"{"prompt_tokens":null}"#, Some(0)),
+        (r#"{"prompt_tokens":null}"#, None),
         (r#"{"prompt_tokens":01}"#, None),
         (r#"{"prompt_tokens":1.0}"#, None),
         (r#"{"prompt_tokens":1e3}"#, None),

@@ -183,10 +183,10 @@ impl Client {
     /// The request is sent as given; set `stream` to `false` or leave it unset.
     ///
     /// # Errors
-    /// Any [`Error`]: `Status`/`RateLimited` for HTTP errors with the provider's message,
-    /// `BodyDecode` when the reply is not a chat completion, or is an error object sent with a
-    /// success status (a gateway's 200 with `{"error": ...}`; the provider's message is in
-    /// [`Error::api_error`]).
+    /// Any [`Error`]: `Status`/`RateLimited` for HTTP errors with the provider's message, and
+    /// for an error object sent with a success status (a gateway's 200 with `{"error": ...}`,
+    /// see [`Dialect::error_in_answer`](volley_core::Dialect::error_in_answer));
+    /// `BodyDecode` when the reply is not a chat completion.
     pub async fn chat(
         &self,
         request: &ChatCompletionRequest,
@@ -1254,29 +1254,18 @@ fn post_json<T: serde::Serialize>(path: &'static str, body: &T) -> Result<Reques
 
 /// Decodes a successful reply as `T`, unless it is an error object sent with a success status
 /// ([`Dialect::is_error_reply`]): read as `T`, whose fields all default, it would be an empty
-/// answer. That is a `BodyDecode` error carrying the provider's message instead.
+/// answer. That is an error carrying the provider's message instead
+/// ([`Dialect::error_in_answer`]: `RateLimited` for a rate-limit error, `Status` for most).
 pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
     response: Response,
     dialect: Dialect,
     scrubber: &crate::secrets::Scrubber,
 ) -> Result<T, Error> {
     let id = response.request_id();
-    let status = response.status();
     let body = response.bytes().await?;
     if dialect.is_error_reply(&body) {
         let body = scrubber.scrub(body);
-        let api = ApiError::from_body(&body);
-        let detail = api
-            .as_ref()
-            .map_or_else(|| "no detail".to_owned(), ToString::to_string);
-        let mut error = Error::new(
-            ErrorKind::BodyDecode,
-            format!("request {id}: the provider answered {status} with an error: {detail}"),
-        );
-        if let Some(api) = api {
-            error = error.with_api_error(api);
-        }
-        return Err(error);
+        return Err(dialect.error_in_answer(&body, format_args!("request {id}")));
     }
     serde_json::from_slice(&body).map_err(|e| {
         Error::new(

@@ -381,7 +381,7 @@ async fn a_success_status_with_an_error_body_is_an_error() {
             .await
             .expect("the call ends")
             .expect_err("an error body is no answer");
-        assert_eq!(err.kind(), ErrorKind::BodyDecode, "{err}");
+        assert_eq!(err.kind(), ErrorKind::Status, "{err}");
         assert!(err.to_string().contains(message), "{which}: {err}");
         assert!(
             err.api_error()

@@ -9,7 +9,7 @@ use http::{HeaderMap, Method};
 use tower::ServiceExt;
 use tower_service::Service;
 use volley_core::cache_key::CacheKey;
-use volley_core::{Body, Dialect, Error, Request, Response};
+use volley_core::{Body, Error, Request, Response};
 
 use super::layer::Shared;
 use super::record::RecordingBody;
@@ -80,7 +80,7 @@ where
     let body = match body {
         Body::Full(bytes) => {
             // Some servers answer an error with a 2xx status; that is not an answer to keep.
-            if bytes.len() <= shared.max_entry_bytes && !is_error_object(dialect, &bytes) {
+            if bytes.len() <= shared.max_entry_bytes && !dialect.is_error_reply(&bytes) {
                 let entry = CachedResponse::new(head.status, &head.headers, bytes.clone(), false);
                 match shared.store.put_for(key, &credential, entry).await {
                     Ok(()) => shared.counters.stored(),
@@ -153,15 +153,11 @@ fn cache_control_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(|t| t.split('=').next().unwrap_or("").trim())
 }
 
-/// Whether a 2xx body is an error object in fact ([`Dialect::is_error_reply`]).
-pub(super) fn is_error_object(dialect: Dialect, body: &[u8]) -> bool {
-    dialect.is_error_reply(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use volley_core::Dialect;
 
     #[test]
     fn error_objects_are_found_whatever_the_order_of_their_keys() {
@@ -172,7 +168,7 @@ mod tests {
                 br#"{"error":{"type":"overloaded_error","message":"m"},"type":"error"}"#,
             ] {
                 assert!(
-                    is_error_object(dialect, body),
+                    dialect.is_error_reply(body),
                     "{}",
                     String::from_utf8_lossy(body)
                 );
@@ -184,7 +180,7 @@ mod tests {
                 br#"not json"#,
             ] {
                 assert!(
-                    !is_error_object(dialect, body),
+                    !dialect.is_error_reply(body),
                     "{}",
                     String::from_utf8_lossy(body)
                 );
