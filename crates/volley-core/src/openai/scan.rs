@@ -24,13 +24,13 @@ use crate::usage_scan::{LineBuffer, USAGE_KEY, last_in_body, object_at};
 #[non_exhaustive]
 pub struct UsageCounts {
     /// Tokens in the prompt (input).
-    #[serde(default, deserialize_with = "super::usage::null_as_zero")]
+    #[serde(default)]
     pub prompt_tokens: u64,
     /// Tokens generated (output).
-    #[serde(default, deserialize_with = "super::usage::null_as_zero")]
+    #[serde(default)]
     pub completion_tokens: u64,
-    /// Prompt plus completion tokens, as the server reported it (0 when left out or `null`).
-    #[serde(default, deserialize_with = "super::usage::null_as_zero")]
+    /// Prompt plus completion tokens, as the server reported it (0 when left out).
+    #[serde(default)]
     pub total_tokens: u64,
 }
 
@@ -39,10 +39,12 @@ impl Counts for UsageCounts {
         &[b"prompt_tokens", b"completion_tokens", b"total_tokens"];
 
     fn from_found(found: &[Found; MAX_KEYS]) -> Option<UsageCounts> {
-        // A count left out or `null` is 0, as serde reads it.
+        // A count left out is 0. A `null` one is no count (serde refuses the object): a rate
+        // limiter keeps its estimate rather than refund it for an output of "0".
         let count = |found: Found| match found {
-            Found::Absent | Found::Null => Some(0),
+            Found::Absent => Some(0),
             Found::Count(n) => Some(n),
+            Found::Null => None,
         };
         Some(UsageCounts {
             prompt_tokens: count(found[0])?,

@@ -77,7 +77,7 @@ mod tests {
     use crate::openai::test_util::assert_round_trip;
 
     #[test]
-    fn null_counts_read_as_zero_by_serde_and_by_the_scanner() {
+    fn null_counts_read_as_zero_in_an_answer_and_as_no_usage_by_the_scanner() {
         let json = r#"{"prompt_tokens":12,"completion_tokens":null,"total_tokens":12}"#;
         let usage: Usage = serde_json::from_str(json).unwrap();
         assert_eq!(
@@ -88,16 +88,10 @@ mod tests {
             ),
             (12, 0, 12)
         );
+        // For a rate limiter a null count is no count: its estimate stands, rather than be
+        // refunded for an output of "0".
         let body = format!(r#"{{"id":"c","choices":[],"usage":{json}}}"#);
-        let counts = crate::openai::usage_in_body(body.as_bytes()).expect("the usage is read");
-        assert_eq!(
-            (
-                counts.prompt_tokens,
-                counts.completion_tokens,
-                counts.total_tokens
-            ),
-            (12, 0, 12)
-        );
+        assert_eq!(crate::openai::usage_in_body(body.as_bytes()), None);
     }
 
     #[test]
