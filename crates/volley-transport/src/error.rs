@@ -183,8 +183,8 @@ fn from_http2(err: hyper_util::client::legacy::Error, context: String) -> Error 
 /// judged: h2 gives the streams above its last stream id (not processed) and the streams the
 /// closing connection cut off (perhaps processed) the same error.
 fn refused_stream(err: &(dyn StdError + 'static)) -> bool {
-    find::<h2::Error>(err).is_some_and(|e| {
-        e.is_reset() && e.is_remote() && e.reason() == Some(h2::Reason::REFUSED_STREAM)
+    find::<::h2::Error>(err).is_some_and(|e| {
+        e.is_reset() && e.is_remote() && e.reason() == Some(::h2::Reason::REFUSED_STREAM)
     })
 }
 

@@ -112,17 +112,8 @@ impl Sending {
             headers.insert(CONTENT_LENGTH, content_length(len));
         } else {
             *http_request.headers_mut() = parts.headers;
-            add_headers(http_request.headers_mut(), &inner, body_len);
-            // A POST, PUT or PATCH without a body says so (RFC 9110, 8.6): hyper's HTTP/1.1
-            // sends no length for an empty body, and some front ends answer 411 without one.
-            if body_len.is_none()
-                && matches!(method, Method::POST | Method::PUT | Method::PATCH)
-                && !http_request.headers().contains_key(CONTENT_LENGTH)
-            {
-                http_request
-                    .headers_mut()
-                    .insert(CONTENT_LENGTH, content_length(0));
-            }
+            let says_length = matches!(method, Method::POST | Method::PUT | Method::PATCH);
+            add_headers(http_request.headers_mut(), &inner, body_len, says_length);
         }
         // Makes the backend's future; nothing is sent until it is polled.
         let response = Decompression::new(&inner.client)
@@ -271,8 +262,12 @@ fn context(id: RequestId, method: &Method, inner: &Inner, path: &PathAndQuery) -
 
 /// Adds to a request's own `headers` what the transport sends with every request: `Host`
 /// (HTTP/1.1), the default headers, the forward proxy's credentials, and a JSON content type
-/// for a body; a header the request set itself is left as it is.
-fn add_headers(headers: &mut HeaderMap, inner: &Inner, body_len: Option<u64>) {
+/// and length for a body; a header the request set itself is left as it is.
+///
+/// Without a body, a request whose method `says_length` (POST, PUT, PATCH) gets
+/// `Content-Length: 0` (RFC 9110, 8.6): hyper's HTTP/1.1 sends no length for an empty body,
+/// and some front ends answer 411 without one.
+fn add_headers(headers: &mut HeaderMap, inner: &Inner, body_len: Option<u64>, says_length: bool) {
     headers.reserve(inner.default_headers.len() + 5);
     if matches!(inner.client, Backend::Http1(_)) && !headers.contains_key(HOST) {
         headers.insert(HOST, inner.host.clone());
@@ -287,13 +282,19 @@ fn add_headers(headers: &mut HeaderMap, inner: &Inner, body_len: Option<u64>) {
     {
         headers.insert(PROXY_AUTHORIZATION, auth.clone());
     }
-    if let Some(len) = body_len {
-        if !headers.contains_key(CONTENT_TYPE) {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    match body_len {
+        Some(len) => {
+            if !headers.contains_key(CONTENT_TYPE) {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            if !headers.contains_key(CONTENT_LENGTH) {
+                headers.insert(CONTENT_LENGTH, content_length(len));
+            }
         }
-        if !headers.contains_key(CONTENT_LENGTH) {
-            headers.insert(CONTENT_LENGTH, content_length(len));
+        None if says_length && !headers.contains_key(CONTENT_LENGTH) => {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         }
+        None => {}
     }
 }
 
@@ -324,7 +325,7 @@ fn content_length(len: u64) -> HeaderValue {
 pub(crate) fn json_headers(inner: &Inner) -> HeaderMap {
     let mut headers = HeaderMap::new();
     // A placeholder length: each request replaces it in place, so the copy never grows.
-    add_headers(&mut headers, inner, Some(0));
+    add_headers(&mut headers, inner, Some(0), true);
     // What tower-http's decompression would add to each request: in the copy, the request's
     // header list does not grow (a copy has no spare room: a reallocation of 832 bytes per
     // request, alive while it is in flight). tower-http leaves a header that is there alone.
