@@ -81,7 +81,8 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
         return Err(Error::new(
             ErrorKind::Config,
             format!(
-                "{} holds outcomes of an interrupted ordered run, but its output file {} is                  gone; put the output back to resume that run, or delete {} to start afresh",
+                "{} holds outcomes of an interrupted ordered run, but its output file {} is \
+                 gone; put the output back to resume that run, or delete {} to start afresh",
                 held_path.display(),
                 path.display(),
                 held_path.display()

@@ -296,8 +296,10 @@ async fn socks5_takes_the_schemes_port_for_a_url_without_one() {
             .proxy(&proxy)
             .build()
             .unwrap();
-        // Whether anything answers on port 80 here does not matter: the target does.
-        let _ = transport.send(chat()).await;
+        // Whether anything answers on port 80 here does not matter, the target does: the proxy
+        // records it before connecting. Bounded, in case something there never answers.
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), transport.send(chat())).await;
     }
     assert_eq!(socks.targets(), ["localhost:80", "127.0.0.1:80"]);
 }

@@ -73,6 +73,10 @@ const MAC_CONTEXT: &str = "volley 2026-11 redis cache entry mac v1";
 /// more byte, to tell a longer value), and refuses a longer value like a forged one; an entry
 /// older than the store's `ttl` (by the time it was made, which its MAC covers) is a miss.
 ///
+/// The store sends `GETRANGE` and `SET` only: a Redis user restricted by an ACL needs both on
+/// the prefix's keys (`~PREFIX:cache:* +getrange +set`). Freshness is judged by the writer's
+/// clock, so machines sharing a store need clocks that agree to well within the `ttl`.
+///
 /// Errors are never fatal: a failed or timed-out read is a miss, a failed `SET` leaves the
 /// response unstored, and both are logged by the cache layer. Each command waits at most the
 /// connection's response timeout (500 ms by default, see
@@ -106,6 +110,8 @@ pub struct RedisStore {
     compress_above: usize,
     max_value_bytes: usize,
     secret: Arc<[u8]>,
+    /// Whether a value too long to store was reported (shared by clones).
+    warned_too_long: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RedisStore {
@@ -129,6 +135,7 @@ impl RedisStore {
             compress_above: DEFAULT_COMPRESS_ABOVE,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             secret: Arc::new([]),
+            warned_too_long: Arc::default(),
         }
     }
 
@@ -309,11 +316,20 @@ impl CacheStore for RedisStore {
                 tokio::task::spawn_blocking(move || seal(&value, &redis_key)).await?
             };
             if stored.len() > self.max_value_bytes {
-                tracing::debug!(
-                    bytes = stored.len(),
-                    max_value_bytes = self.max_value_bytes,
-                    "a cache entry longer than the store accepts; not stored"
-                );
+                // Once per store: a cache layer's `max_entry_bytes` above the store's cap stops
+                // the largest answers from being cached, which the user should hear of.
+                if !self
+                    .warned_too_long
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        bytes = stored.len(),
+                        max_value_bytes = self.max_value_bytes,
+                        "a cache entry longer than the Redis store accepts is not stored (raise \
+                         RedisStore::max_value_bytes, or lower the layer's max_entry_bytes); \
+                         not said again"
+                    );
+                }
                 return Ok(());
             }
             let mut connection = self.connection.clone();
