@@ -55,7 +55,8 @@ pub struct Client {
     /// Whether requests need a token estimate: only a tokens-per-minute limit reads it.
     estimate_tokens: bool,
     /// The rate limiter, when it learns limits: requests need a token estimate once it has
-    /// learned a token limit.
+    /// learned a token limit, and until its first answer (requests held by the slow start
+    /// reserve under the limit that answer teaches).
     learning: Option<crate::rate_limit::SlotLimiter>,
     /// The concurrency limit's layer, to tell its limit.
     concurrency: Either<ConcurrencyLimitLayer, AdaptiveConcurrencyLimitLayer>,

@@ -18,13 +18,15 @@ pub(crate) type SlotLimiter = LocalLimiter;
 #[cfg(feature = "redis")]
 pub(crate) type SlotLimiter = crate::any_limiter::AnyLimiter;
 
-/// Whether a limiter has learned a token limit, so requests need a token estimate.
+/// Whether a limiter has learned a token limit, or may learn one from its first answer, so
+/// requests need a token estimate.
 #[cfg(not(feature = "redis"))]
 pub(crate) fn learned_tokens(limiter: &SlotLimiter) -> bool {
     limiter.counts_tokens()
 }
 
-/// Whether a limiter has learned a token limit, so requests need a token estimate.
+/// Whether a limiter has learned a token limit, or may learn one from its first answer, so
+/// requests need a token estimate.
 #[cfg(feature = "redis")]
 pub(crate) fn learned_tokens(limiter: &SlotLimiter) -> bool {
     match limiter {

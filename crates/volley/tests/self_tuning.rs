@@ -153,3 +153,54 @@ async fn azure_remaining_only_headers_fall_back_to_the_loss_signals() {
         stats.rate_limited
     );
 }
+
+/// A token limit learned from the first answer applies to the requests that waited behind
+/// the slow start's probes, so they need a token estimate although none was known when they
+/// were made. 120 000 tokens a minute (a second's 2 000 at once), no limit given, 24 chats of
+/// about 400 tokens (as the mock counts them) made at once: four probes go, then the others
+/// are paced by the learned limit (no 429s measured) instead of going together with no tokens
+/// reserved (35 to 44 429s measured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_held_by_the_slow_start_reserve_the_tokens_learned() {
+    let server = MockServer::start(MockConfig {
+        rate_limits: RateLimits {
+            tpm: Some(120_000),
+            ..RateLimits::NONE
+        },
+        // Answers take a while, as a provider's do: the first answer's remaining tokens
+        // count all four probes.
+        latency: "100ms".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    let lines = 24;
+    let chats: Vec<ChatCompletionRequest> = (0..lines)
+        .map(|i| {
+            // Digits: the mock charges a token per 4 bytes, Volley's estimate one per 3 digits,
+            // so the estimate is not what falls short.
+            let text = format!("{i} {}", "0123456789".repeat(160));
+            let mut chat = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user(text)]);
+            chat.max_tokens = Some(16);
+            chat
+        })
+        .collect();
+    let results = client.fan_out_chat_collect(&chats, 64).await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let stats = server.stats();
+    eprintln!(
+        "{lines} lines: {failed} failed; {} attempts, {} 429s; learned {:?}",
+        stats.requests_total,
+        stats.rate_limited,
+        client.learned_rate_limits()
+    );
+    assert_eq!(failed, 0);
+    assert_eq!(client.learned_rate_limits(), (None, Some(120_000)));
+    assert!(
+        stats.rate_limited <= 2,
+        "{} of {} attempts were 429s",
+        stats.rate_limited,
+        stats.requests_total
+    );
+}

@@ -257,12 +257,40 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_token_limit_learned_asks_for_estimates() {
         let limiter = LocalLimiter::new(Limits::auto()).unwrap();
-        assert!(!limiter.counts_tokens());
         let mut observation = Observation::default();
         observation.info.limit_tokens = Some(90_000);
         limiter.observe(&observation);
         assert!(limiter.counts_tokens());
         assert_eq!(limiter.learned(), (None, Some(90_000)));
+    }
+
+    /// Until the first answer a token limit may still be learned, and the requests held at
+    /// the gate reserve under it when it opens: they need an estimate, or they would reserve
+    /// no tokens at all. An answer that teaches no token limit stops the estimates; a limiter
+    /// that learns no token limit never asks for them.
+    #[tokio::test(start_paused = true)]
+    async fn estimates_are_asked_for_until_an_answer_shows_no_token_limit() {
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        assert!(limiter.counts_tokens(), "before any answer or model");
+        limiter.observe(&Observation::default());
+        assert!(!limiter.counts_tokens(), "the answer had no token limit");
+
+        // Per model: each model's slow start asks for estimates until its own first answer.
+        let root = LocalLimiter::new(Limits::auto()).unwrap();
+        let model = root.for_model("gpt-4o");
+        assert!(root.counts_tokens());
+        model.acquire(id(), ONE).await.unwrap();
+        let other = root.for_model("gpt-4o-mini");
+        model.observe(&Observation::default());
+        assert!(root.counts_tokens(), "gpt-4o-mini has had no answer");
+        other.observe(&Observation::default());
+        assert!(
+            !root.counts_tokens(),
+            "both models answered without a token limit"
+        );
+
+        let no_tokens = LocalLimiter::new(Limits::auto().learn_tokens(false)).unwrap();
+        assert!(!no_tokens.counts_tokens());
     }
 
     /// A limit learned over an hour is paced at a sixtieth of it a minute, but one answer may

@@ -136,11 +136,29 @@ impl LocalLimiter {
         })
     }
 
-    /// Whether requests need a token estimate: a token limit is given, or has been learned.
-    /// The `volley` facade estimates a prompt's tokens only then.
-    /// With limits learned per model: when any model's limiter does.
+    /// Whether requests need a token estimate: a token limit is given, or has been learned,
+    /// or may still be learned from the first answer (the slow start is on). The `volley`
+    /// facade estimates a prompt's tokens only then. With limits learned per model: when any
+    /// model's limiter does, and before any model was seen.
+    ///
+    /// A request held at the slow start's gate reserves when the gate opens, under the token
+    /// limit the first answer taught; made without an estimate, it would reserve no tokens.
     pub fn counts_tokens(&self) -> bool {
-        self.shared.max_tokens.is_some() || self.learned_in(1).is_some()
+        self.shared.max_tokens.is_some() || self.learned_in(1).is_some() || self.slow_start()
+    }
+
+    /// Whether a token limit may still be learned from a first answer: the slow start is on
+    /// here, or for a model seen (before any model was seen, here only).
+    fn slow_start(&self) -> bool {
+        let open = |shared: &Shared| shared.gate.as_ref().is_some_and(|g| !g.is_closed());
+        if !self.shared.learns[1] {
+            return false;
+        }
+        self.shared
+            .models
+            .as_ref()
+            .and_then(|models| models.any(|limiter| open(&limiter.shared)))
+            .unwrap_or_else(|| open(&self.shared))
     }
 
     /// The limits learned from the provider's headers so far, per minute: `(requests,

@@ -39,6 +39,12 @@ impl Models {
         Some(limiter)
     }
 
+    /// Whether any model's limiter passes `f`; `None` before any model was seen.
+    pub(super) fn any(&self, f: impl Fn(&LocalLimiter) -> bool) -> Option<bool> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        (!map.is_empty()).then(|| map.values().any(f))
+    }
+
     /// Every model's limiter.
     pub(super) fn all(&self) -> Vec<LocalLimiter> {
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);

@@ -64,6 +64,11 @@ impl Learning {
         learning
     }
 
+    /// Whether the slow start is on.
+    pub(super) fn slow_start(&self) -> bool {
+        self.gate.is_some()
+    }
+
     /// The `*-limit` header values this process read last, per bucket (0: none): a learned
     /// limit over its whole window.
     pub(super) fn seen(&self) -> [u64; DIMS] {
@@ -129,6 +134,7 @@ impl Shared {
         let Some(gate) = st.learning.gate.take() else {
             return false;
         };
+        self.slow_start.store(false, Ordering::Relaxed);
         let any = !gate.waiting.is_empty();
         st.queue.extend(gate.waiting);
         any

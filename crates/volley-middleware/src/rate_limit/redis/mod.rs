@@ -298,10 +298,15 @@ impl RedisLimiter {
         (self.learned_in(2), self.learned_in(3))
     }
 
-    /// Whether requests need a token estimate: a token limit is given, or has been learned.
-    /// As [`LocalLimiter::counts_tokens`].
+    /// Whether requests need a token estimate: a token limit is given, or has been learned,
+    /// or may still be learned from this process's first answer (its slow start is on). As
+    /// [`LocalLimiter::counts_tokens`].
     pub fn counts_tokens(&self) -> bool {
-        self.shared().config.tokens.is_some() || self.learned().1.is_some()
+        let shared = self.shared();
+        shared.config.tokens.is_some()
+            || self.learned().1.is_some()
+            || (shared.config.learn[1]
+                && shared.slow_start.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn learned_in(&self, d: usize) -> Option<u64> {

@@ -64,6 +64,9 @@ pub(super) struct Shared {
     /// The learned limits per minute in force, per bucket (0: none), for
     /// [`RedisLimiter::learned`](super::RedisLimiter::learned), read without the lock.
     pub(super) learned: [AtomicU64; DIMS],
+    /// Whether this process's slow start is on (no limit learned yet by any process, no
+    /// answer yet here), read without the lock: requests then need a token estimate.
+    pub(super) slow_start: AtomicBool,
 }
 
 pub(super) struct State {
@@ -131,6 +134,8 @@ impl Shared {
     ) -> Shared {
         let now = Instant::now();
         let seed = std::collections::hash_map::RandomState::new().hash_one(config.key.as_str());
+        let learning = Learning::new(&config, first.learned);
+        let slow_start = AtomicBool::new(learning.slow_start());
         Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -151,7 +156,7 @@ impl Shared {
                 probe_at: now,
                 last_warn: None,
                 rng: SmallRng::seed_from_u64(seed),
-                learning: Learning::new(&config, first.learned),
+                learning,
             }),
             learned: std::array::from_fn(|i| {
                 AtomicU64::new(if config.learn[i] { first.learned[i] } else { 0 })
@@ -163,6 +168,7 @@ impl Shared {
             shift: AtomicU64::new(0),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
+            slow_start,
         }
     }
 

@@ -477,6 +477,8 @@ async fn a_learned_limit_starts_slowly_and_is_shared_with_every_process() {
     let a = process(&options, &model).await;
     let b = process(&options, &model).await;
     assert!(a.learns());
+    // A token limit may come with the first answer: until then requests need estimates.
+    assert!(a.counts_tokens());
     // The slow start: four probes go at once, the fifth waits for an answer.
     for i in 0..4 {
         a.acquire(RequestId::from_u64(i), cost(1, 0)).await.unwrap();
@@ -489,6 +491,7 @@ async fn a_learned_limit_starts_slowly_and_is_shared_with_every_process() {
     a.observe(&limit_headers(600, 596));
     assert_near(fifth.await.unwrap(), 1.0, 0.002);
     assert_eq!(a.learned(), (Some(600), None));
+    assert!(!a.counts_tokens(), "the answer had no token limit");
     // B learned nothing itself, yet after its next round trip it knows the limit and is paced
     // by it: the burst (less what A sent), then one per 100 ms.
     b.acquire(RequestId::from_u64(10), cost(1, 0))
@@ -506,6 +509,7 @@ async fn a_learned_limit_starts_slowly_and_is_shared_with_every_process() {
     // A process that connects now starts with the limit and without a slow start.
     let c = process(&options, &model).await;
     assert_eq!(c.learned(), (Some(600), None));
+    assert!(!c.counts_tokens());
     let start = Instant::now();
     for i in 0..5 {
         c.acquire(RequestId::from_u64(40 + i), cost(1, 0))
