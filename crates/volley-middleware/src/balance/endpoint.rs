@@ -238,7 +238,9 @@ impl EndpointState {
         decayed.max(1_000.0) * pending * penalty / f64::from(self.config.weight)
     }
 
-    /// Admits a request (taking a probe slot when half-open) and counts it as sent.
+    /// Admits a request (taking a probe slot when half-open) and counts it as sent. A
+    /// request refused ([`Admission::No`]: the breaker opened, or another request took the
+    /// last probe slot, since the endpoint was chosen) is not counted and must not be sent.
     pub(crate) fn admit(&self, now: Instant) -> Admission {
         let admission = if self.closed.load(Ordering::Relaxed) {
             Admission::Yes
@@ -249,6 +251,9 @@ impl EndpointState {
             }
             admission
         };
+        if admission == Admission::No {
+            return admission;
+        }
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         self.counts.requests.fetch_add(1, Ordering::Relaxed);
         self.metrics.requests.increment(1);

@@ -259,8 +259,12 @@ where
     if !shared.hedge_budget.try_hedge(share) {
         return None;
     }
+    // Its breaker may have refused it since (the last probe slot taken): then no hedge.
+    let (index, admission) = shared
+        .selector
+        .admit_from(index, first.id, now, Some(first.index))
+        .ok()?;
     metrics::counter!(super::HEDGES_TOTAL).increment(1);
-    let admission = shared.selector.endpoints[index].admit(now);
     let future = Box::pin(Oneshot::new(shared.services[index].clone(), request));
     let guard = Guard {
         shared: Arc::clone(shared),

@@ -211,7 +211,7 @@ where
         let now = Instant::now();
         let id = request.id().as_u64();
         let shared = &self.shared;
-        let Ok(index) = shared.selector.select(id, now, None) else {
+        let Ok((index, admission)) = shared.selector.choose(id, now, None) else {
             return ResponseFuture::refused(
                 Error::new(
                     ErrorKind::Connect,
@@ -220,7 +220,6 @@ where
                 .with_request_sent(false),
             );
         };
-        let admission = shared.selector.endpoints[index].admit(now);
         let copy = shared.hedging.and_then(|hedging| {
             shared.hedge_budget.request();
             let delay = match hedging.delay {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::time::Instant;
 
+use super::breaker::Admission;
 use super::endpoint::EndpointState;
 
 /// The endpoints, grouped by priority (lowest number first), and a random state.
@@ -98,6 +99,38 @@ impl Selector {
                     .total_cmp(&self.endpoints[b].load(nanos))
             });
         saturated.ok_or(AllOpen)
+    }
+
+    /// The endpoint for request `id`, as [`select`](Self::select) chooses it, admitted: a
+    /// choice whose breaker refuses the request by the time it is admitted (another request
+    /// took its last probe slot, or it opened) is made again without it.
+    pub(crate) fn choose(
+        &self,
+        id: u64,
+        now: Instant,
+        exclude: Option<usize>,
+    ) -> Result<(usize, Admission), AllOpen> {
+        let first = self.select(id, now, exclude)?;
+        self.admit_from(first, id, now, exclude)
+    }
+
+    /// Admits request `id` at `index`, chosen a moment ago; when its breaker refuses, chooses
+    /// again (the refusing endpoint is no longer available, so the next choice differs), at
+    /// most once per endpoint.
+    pub(crate) fn admit_from(
+        &self,
+        mut index: usize,
+        id: u64,
+        now: Instant,
+        exclude: Option<usize>,
+    ) -> Result<(usize, Admission), AllOpen> {
+        for _ in 0..self.endpoints.len() {
+            match self.endpoints[index].admit(now) {
+                Admission::No => index = self.select(id, now, exclude)?,
+                admission => return Ok((index, admission)),
+            }
+        }
+        Err(AllOpen)
     }
 
     /// Power of two choices among `members` that pass `ok`, drawn by weight: the less loaded

@@ -11,6 +11,7 @@ use tower::{Service, ServiceExt};
 use volley_core::{Body, Error, ErrorKind, Request, RequestId, Response, Timings};
 
 use super::*;
+use crate::balance::breaker::Admission;
 
 /// A mock endpoint: answers `status` (0 = refuse the connection) after `latency`, and counts.
 #[derive(Clone)]
@@ -217,6 +218,61 @@ async fn an_open_endpoint_gets_nothing_until_its_probe_and_closes_when_healthy()
         "closed again, it takes traffic: {}",
         flaky.calls()
     );
+}
+
+/// A half-open endpoint chosen for a request while its one probe slot was free, whose slot
+/// another request took before this one was admitted: this one goes to another endpoint, or
+/// is refused when there is none, and is not counted there; it is never sent as a second
+/// probe.
+#[tokio::test(start_paused = true)]
+async fn a_request_that_loses_the_last_probe_slot_is_not_sent_there() {
+    let breaker = BreakerConfig::new()
+        .consecutive_failures(2)
+        .cool_down(Duration::from_secs(10))
+        .jitter(0.0)
+        .probes(1)
+        .health_check(None);
+    let good = Mock::new(200, 5);
+    let flaky = Mock::new(503, 5);
+    let b = balance(
+        &[
+            (EndpointConfig::new("good"), &good),
+            (EndpointConfig::new("flaky"), &flaky),
+        ],
+        breaker.clone(),
+    );
+    for i in 0..200 {
+        let _ = send(&b, i).await;
+    }
+    assert_eq!(b.stats()[1].state, BreakerState::Open);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let selector = &b.shared.selector;
+    let now = Instant::now();
+    // Request 1 000 chose "flaky" a moment ago; request 1 001 is admitted there first.
+    assert_eq!(selector.endpoints[1].admit(now), Admission::Probe);
+    let sent_to_flaky = b.stats()[1].requests;
+    assert_eq!(
+        selector.admit_from(1, 1_000, now, None).ok(),
+        Some((0, Admission::Yes))
+    );
+    assert_eq!(b.stats()[1].requests, sent_to_flaky, "not counted at flaky");
+
+    // Alone: refused.
+    let lone = Mock::new(503, 5);
+    let b = balance(&[(EndpointConfig::new("lone"), &lone)], breaker);
+    for i in 0..2 {
+        let _ = send(&b, i).await;
+    }
+    assert_eq!(b.stats()[0].state, BreakerState::Open);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let selector = &b.shared.selector;
+    let now = Instant::now();
+    assert_eq!(selector.endpoints[0].admit(now), Admission::Probe);
+    assert!(selector.admit_from(0, 1_000, now, None).is_err());
+    assert_eq!(b.stats()[0].requests, 3, "two failures and the probe");
+    let error = send(&b, 1_000).await.unwrap_err();
+    assert!(!error.is_request_sent(), "{error}");
+    assert_eq!(lone.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
