@@ -31,6 +31,28 @@ pub(crate) fn lacks_api_version(uri: &Uri) -> bool {
         })
 }
 
+/// The first Azure OpenAI API version that accepts `stream_options`. Older ones answer a
+/// request that has it with a 400, "Unrecognized request argument supplied: stream_options".
+pub(crate) const STREAM_OPTIONS_SINCE: &str = "2024-09-01";
+
+/// Whether a request to an Azure deployment names an `api-version` older than
+/// [`STREAM_OPTIONS_SINCE`] (a dated one: `2024-06-01`, `2024-08-01-preview`).
+pub(crate) fn refuses_stream_options(uri: &Uri) -> bool {
+    if !uri.path().starts_with("/openai/deployments/") {
+        return false;
+    }
+    let version = uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("api-version="))
+    });
+    version.is_some_and(|v| {
+        let date = v.get(..10).unwrap_or(v);
+        date.len() == 10
+            && date.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+            && date < STREAM_OPTIONS_SINCE
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +75,24 @@ mod tests {
         assert!(!lacks_api_version(&Uri::from_static(
             "/openai/v1/chat/completions"
         )));
+    }
+
+    #[test]
+    fn api_versions_before_september_2024_refuse_stream_options() {
+        let refuses = |uri: &'static str| refuses_stream_options(&Uri::from_static(uri));
+        assert!(refuses(
+            "/openai/deployments/d/chat/completions?api-version=2024-06-01"
+        ));
+        assert!(refuses(
+            "/openai/deployments/d/chat/completions?x=1&api-version=2024-08-01-preview"
+        ));
+        assert!(!refuses(
+            "/openai/deployments/d/chat/completions?api-version=2024-09-01-preview"
+        ));
+        assert!(!refuses(
+            "/openai/deployments/d/chat/completions?api-version=2024-10-21"
+        ));
+        assert!(!refuses("/openai/v1/chat/completions?api-version=preview"));
+        assert!(!refuses("/v1/chat/completions?api-version=2023-05-15"));
     }
 }

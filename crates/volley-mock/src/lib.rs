@@ -30,7 +30,9 @@
 //!
 //! Paths are accepted with and without the `/v1` prefix, and in Azure OpenAI's shapes:
 //! `/openai/deployments/NAME/chat/completions?api-version=…` (without `api-version`, a `404`
-//! as from Azure) and `/openai/v1/…`. [`MockConfig::require_api_key`] accepts the key as a
+//! as from Azure; with a version before `2024-09-01`, a chat request that has
+//! `stream_options` is a `400`, "Unrecognized request argument supplied: stream_options", as
+//! from Azure) and `/openai/v1/…`. [`MockConfig::require_api_key`] accepts the key as a
 //! bearer token or in Azure's `api-key` header. [`MockServer::start_tls`] serves HTTPS with a
 //! certificate the test made (see [`MockTls`]; optionally requiring client certificates); the
 //! default is plain HTTP.

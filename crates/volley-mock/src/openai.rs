@@ -50,6 +50,8 @@ pub(crate) struct ChatRequest {
     pub(crate) max_tokens: Option<u64>,
     pub(crate) stream: bool,
     pub(crate) include_usage: bool,
+    /// Whether the body has `stream_options` at all (old Azure API versions refuse it).
+    pub(crate) has_stream_options: bool,
     /// How many choices to answer with (`n`, 1 when absent).
     pub(crate) choices: u32,
 }
@@ -108,6 +110,7 @@ impl ChatRequest {
             prompt_tokens: estimate_tokens(messages.text_bytes),
             max_tokens: raw.max_completion_tokens.or(raw.max_tokens),
             stream: raw.stream.unwrap_or(false),
+            has_stream_options: raw.stream_options.is_some(),
             include_usage: raw
                 .stream_options
                 .and_then(|o| o.include_usage)

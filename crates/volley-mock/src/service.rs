@@ -211,6 +211,7 @@ async fn respond(
     rng: SmallRng,
 ) -> Result<Response<MockBody>, Abort> {
     let has_version = req.headers().contains_key("anthropic-version");
+    let refuses_stream_options = crate::azure::refuses_stream_options(req.uri());
     // Read the whole body first, even for a rejection, so an HTTP/1 connection stays usable.
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BODY)
         .collect()
@@ -240,7 +241,10 @@ async fn respond(
         Api::Messages => {
             Ok(anthropic::messages(reply, &body, has_version, fault, timing, rng).await)
         }
-        Api::Chat => Ok(chat(reply, &body, fault, timing, rng).await),
+        Api::Chat => {
+            let chat = chat(reply, &body, refuses_stream_options, fault, timing, rng);
+            Ok(chat.await)
+        }
         Api::Embeddings => Ok(embeddings(reply, &body, fault, timing.latency).await),
         Api::Models => {
             let reply = match reply.admit(0, "models") {
@@ -260,9 +264,12 @@ async fn respond(
     }
 }
 
+/// A chat completion; `refuses_stream_options` for an Azure API version older than
+/// `stream_options` (then a request that has it is answered 400, as Azure answers it).
 async fn chat(
     reply: Reply,
     body: &[u8],
+    refuses_stream_options: bool,
     fault: Option<FaultKind>,
     timing: Timing,
     mut rng: SmallRng,
@@ -271,6 +278,13 @@ async fn chat(
         Ok(request) => request,
         Err(bad) => return reply.bad_request(&bad),
     };
+    if refuses_stream_options && request.has_stream_options {
+        let bad = BadRequest {
+            message: "Unrecognized request argument supplied: stream_options".into(),
+            param: None,
+        };
+        return reply.bad_request(&bad);
+    }
     let (tokens, finish_reason) = match request.max_tokens {
         Some(max) if max < u64::from(timing.output_tokens) => (max as u32, "length"),
         _ => (timing.output_tokens, "stop"),

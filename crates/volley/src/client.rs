@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
@@ -51,6 +52,9 @@ pub struct Client {
     service: Stack,
     transport: Transport,
     stream_include_usage: bool,
+    /// Set once the server refused `stream_options` (an Azure API version before
+    /// 2024-09-01, an older OpenAI-compatible server): streams then go without it.
+    stream_options_refused: Arc<AtomicBool>,
     cache_stats: Option<CacheHandle>,
     /// Whether requests need a token estimate: only a tokens-per-minute limit reads it.
     estimate_tokens: bool,
@@ -217,7 +221,8 @@ impl Client {
 
     /// Sends a chat completion request with `stream: true` and returns the chunks as they
     /// arrive. Usage is asked for (`stream_options.include_usage`) unless the request says
-    /// otherwise, so the last chunk carries the token counts.
+    /// otherwise, so the last chunk carries the token counts; a server that refuses
+    /// `stream_options` gets streams without it (see [`ClientBuilder::stream_include_usage`]).
     ///
     /// # Errors
     /// Errors before the first chunk come from this call; errors after it come from the stream.
@@ -226,21 +231,40 @@ impl Client {
         mut request: ChatCompletionRequest,
     ) -> Result<ChatStream, Error> {
         request.stream = Some(true);
-        if self.stream_include_usage && request.stream_options.is_none() {
+        let ask_usage = self.stream_include_usage
+            && request.stream_options.is_none()
+            && !self.stream_options_refused.load(Ordering::Relaxed);
+        if ask_usage {
             request.stream_options = Some(StreamOptions {
                 include_usage: Some(true),
                 ..StreamOptions::default()
             });
         }
+        let choices = request.n.unwrap_or(1);
+        let estimate = self.estimate(|| tokens::estimate_request_cost(&request));
+        let http = post_json(CHAT_COMPLETIONS_PATH, &request)?.with_estimated_tokens(estimate);
+        let response = match self.send(http).await {
+            // Refused, not processed: sent again without the options this client added, and
+            // without them from now on.
+            Err(error) if ask_usage && refuses_stream_options(&error) => {
+                if !self.stream_options_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "the server refused stream_options; streams go on without usage \
+                         (ClientBuilder::stream_include_usage(false) says so up front)"
+                    );
+                }
+                request.stream_options = None;
+                let http =
+                    post_json(CHAT_COMPLETIONS_PATH, &request)?.with_estimated_tokens(estimate);
+                self.send(http).await?
+            }
+            result => result?,
+        };
         let expect_usage = request
             .stream_options
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
-        let choices = request.n.unwrap_or(1);
-        let estimate = self.estimate(|| tokens::estimate_request_cost(&request));
-        let http = post_json(CHAT_COMPLETIONS_PATH, &request)?.with_estimated_tokens(estimate);
-        let response = self.send(http).await?;
         if !response.is_stream() {
             // A server that ignored `stream: true`, or a gateway's 200 with a JSON error.
             let id = response.request_id();
@@ -1028,8 +1052,10 @@ impl ClientBuilder {
     }
 
     /// Whether [`Client::chat_stream`] asks for usage in the stream
-    /// (`stream_options.include_usage`) when the request does not say. Turn it off for
-    /// servers that reject `stream_options`.
+    /// (`stream_options.include_usage`) when the request does not say. A server that refuses
+    /// `stream_options` with a 400 (Azure OpenAI before API version 2024-09-01, older
+    /// OpenAI-compatible servers) gets the request again without it, and the client stops
+    /// asking; turning this off saves that first round trip.
     ///
     /// Default: `true`.
     pub fn stream_include_usage(mut self, enabled: bool) -> ClientBuilder {
@@ -1184,6 +1210,7 @@ impl ClientBuilder {
             service,
             transport,
             stream_include_usage: self.stream_include_usage,
+            stream_options_refused: Arc::new(AtomicBool::new(false)),
             cache_stats: cache.map(CacheHandle),
             estimate_tokens,
             learning,
@@ -1193,6 +1220,15 @@ impl ClientBuilder {
             balance: balanced.map(|b| b.balance),
         })
     }
+}
+
+/// Whether `error` is a server's 400 refusing `stream_options` (Azure: "Unrecognized
+/// request argument supplied: stream_options"; others name it as the error's `param`).
+fn refuses_stream_options(error: &Error) -> bool {
+    error.status() == Some(http::StatusCode::BAD_REQUEST)
+        && error.api_error().is_some_and(|api| {
+            api.param.as_deref() == Some("stream_options") || api.message.contains("stream_options")
+        })
 }
 
 pin_project_lite::pin_project! {

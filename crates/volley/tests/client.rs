@@ -462,3 +462,66 @@ async fn a_stream_passes_over_empty_events_and_null_counts() {
     let usage = usage.expect("the usage chunk");
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (5, 0));
 }
+
+/// Azure OpenAI before API version 2024-09-01 answers `stream_options` with a 400 (as the
+/// mock does on its deployment paths): the first stream is sent again without the options
+/// the client added, and later streams go without them; a newer version streams usage.
+#[tokio::test]
+async fn a_server_that_refuses_stream_options_gets_streams_without_them() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let endpoint = server.url().trim_end_matches("/v1").to_owned();
+    let azure = |version: &str| {
+        Client::builder()
+            .provider(volley::Provider::Azure)
+            .azure_endpoint(endpoint.clone())
+            .azure_deployment("gpt-4o-mini")
+            .api_version(version)
+            .api_key("azure-test-key")
+            .build()
+            .unwrap()
+    };
+    // Text and usage of one stream.
+    async fn read(client: &Client) -> (String, Option<u64>) {
+        let mut stream = client.chat_stream(request("hello")).await.unwrap();
+        let (mut text, mut usage) = (String::new(), None);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.unwrap();
+            text.push_str(chunk.delta_text().unwrap_or_default());
+            if let Some(u) = chunk.usage {
+                usage = Some(u.completion_tokens);
+            }
+        }
+        (text, usage)
+    }
+
+    let old = azure("2024-06-01");
+    let (text, usage) = read(&old).await;
+    assert!(!text.is_empty());
+    assert_eq!(usage, None);
+    assert_eq!(
+        server.stats().status_count(400),
+        1,
+        "the first stream's refusal"
+    );
+    let (text, _) = read(&old).await;
+    assert!(!text.is_empty());
+    let stats = server.stats();
+    assert_eq!(
+        stats.status_count(400),
+        1,
+        "the second stream went without them"
+    );
+    assert_eq!(stats.requests_total, 3);
+
+    // Options the caller set are the caller's: refused, the error is theirs.
+    let mut own = request("hello");
+    own.stream_options = Some(volley::openai::StreamOptions {
+        include_usage: Some(true),
+        ..Default::default()
+    });
+    let error = old.chat_stream(own).await.unwrap_err();
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(400), "{error}");
+
+    let (_, usage) = read(&azure("2024-10-21")).await;
+    assert_eq!(usage, Some(16));
+}
