@@ -74,8 +74,9 @@ pub(crate) struct ProxyUrl {
     uri: Uri,
     /// The URL as shown: `scheme://***@host:port` (see `redact_url`).
     display: Arc<str>,
-    /// The decoded user name and password.
-    credentials: Option<(String, String)>,
+    /// The decoded user name and password, as bytes: percent-encoding may give any byte, and
+    /// curl sends them as they are.
+    credentials: Option<(Vec<u8>, Vec<u8>)>,
     /// `Basic base64(user:password)`, marked sensitive.
     basic: Option<HeaderValue>,
     /// Where the URL came from, for messages: `HTTPS_PROXY`, or the proxy setting.
@@ -168,14 +169,21 @@ impl ProxyUrl {
             let (user, password) = info.split_once(':').unwrap_or((info, ""));
             (percent_decode(user), percent_decode(password))
         });
+        if let (ProxyKind::Socks5 { .. }, Some((user, password))) = (kind, &credentials)
+            && (std::str::from_utf8(user).is_err() || std::str::from_utf8(password).is_err())
+        {
+            // hyper-util's SOCKS5 connector takes them as strings.
+            return Err(bad(
+                "has a user name or password that is not UTF-8 once percent-decoded, which \
+                 Volley cannot send to a SOCKS5 proxy",
+            ));
+        }
         let basic = credentials
             .as_ref()
             .map(|(user, password)| {
-                let mut value = HeaderValue::try_from(format!(
-                    "Basic {}",
-                    base64(&format!("{user}:{password}"))
-                ))
-                .map_err(|_| bad("has credentials that cannot be sent"))?;
+                let joined = [user.as_slice(), b":", password.as_slice()].concat();
+                let mut value = HeaderValue::try_from(format!("Basic {}", base64(&joined)))
+                    .map_err(|_| bad("has credentials that cannot be sent"))?;
                 value.set_sensitive(true);
                 Ok::<_, Error>(value)
             })
@@ -597,7 +605,9 @@ async fn socks(
     };
     let mut connector = SocksV5::new(proxy.uri.clone(), http).local_dns(false);
     if let Some((user, password)) = &proxy.credentials {
-        connector = connector.with_auth(user.clone(), password.clone());
+        // UTF-8: checked when the URL was parsed.
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        connector = connector.with_auth(text(user), text(password));
     }
     connector.call(target).await.map_err(|e| {
         // hyper-util's SOCKS error types are private: its messages are what there is
@@ -747,7 +757,7 @@ impl StdError for ProxyError {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> Vec<u8> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -767,12 +777,11 @@ fn percent_decode(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
-fn base64(input: &str) -> String {
+fn base64(bytes: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = input.as_bytes();
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -825,17 +834,30 @@ mod tests {
         assert_eq!(p.uri.port_u16(), Some(1080), "curl's default proxy port");
         let p = ProxyUrl::parse("http://us%40er:p%3Ass@[::1]:8080/", "x").unwrap();
         assert_eq!(p.display(), "http://***@[::1]:8080");
-        assert_eq!(p.credentials, Some(("us@er".to_owned(), "p:ss".to_owned())));
+        assert_eq!(p.credentials, Some((b"us@er".to_vec(), b"p:ss".to_vec())));
         // An unencoded password with URL delimiters stays whole.
         let p = ProxyUrl::parse("http://u:p@ss/w?rd#1@127.0.0.1:3128", "x").unwrap();
-        assert_eq!(p.credentials.as_ref().unwrap().1, "p@ss/w?rd#1");
+        assert_eq!(p.credentials.as_ref().unwrap().1, b"p@ss/w?rd#1");
         assert_eq!(p.uri, "http://127.0.0.1:3128/");
         let auth = p.basic_auth().unwrap();
         assert!(auth.is_sensitive());
-        assert_eq!(auth, &format!("Basic {}", base64("u:p@ss/w?rd#1")));
-        assert_eq!(base64("Aladdin:opensesame"), "QWxhZGRpbjpvcGVuc2VzYW1l");
-        assert_eq!(base64("a"), "YQ==");
-        assert_eq!(base64("ab"), "YWI=");
+        assert_eq!(auth, &format!("Basic {}", base64(b"u:p@ss/w?rd#1")));
+        assert_eq!(base64(b"Aladdin:opensesame"), "QWxhZGRpbjpvcGVuc2VzYW1l");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        // A password that is Latin-1, not UTF-8, once decoded ("pä" as ISO 8859-1) is sent
+        // byte for byte, as curl sends it: 'p', 0xE4.
+        let p = ProxyUrl::parse("http://u:p%E4@127.0.0.1:3128", "x").unwrap();
+        assert_eq!(p.credentials.as_ref().unwrap().1, [b'p', 0xE4]);
+        assert_eq!(
+            p.basic_auth().unwrap(),
+            &format!("Basic {}", base64(&[b'u', b':', b'p', 0xE4]))
+        );
+        assert_eq!(base64(&[b'u', b':', b'p', 0xE4]), "dTpw5A==");
+        // SOCKS5 through hyper-util takes strings: refused up front, never mangled.
+        let error = ProxyUrl::parse("socks5://u:p%E4@127.0.0.1:1080", "x").unwrap_err();
+        assert!(error.to_string().contains("not UTF-8"), "{error}");
+        assert!(!error.to_string().contains("%E4"), "{error}");
         let p = ProxyUrl::parse("SOCKS5H://127.0.0.1:1080", "x").unwrap();
         assert_eq!(p.kind, ProxyKind::Socks5 { remote_dns: true });
     }
