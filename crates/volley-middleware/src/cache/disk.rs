@@ -18,8 +18,9 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
@@ -41,6 +42,10 @@ use super::store::{CacheStore, CachedResponse, StoreFuture, unix_millis};
 /// Concurrent puts are committed together, one fsync for all of them. A put completes once its
 /// entry is durable.
 ///
+/// After an I/O error (a full disk) redb refuses every operation until the database is opened
+/// again; the store does that at its next operation (then every 5 s while it fails), so a
+/// passing fault costs the operations it hit, not the cache for the rest of the process.
+///
 /// Open one store per directory per process and clone it (clones share the database): redb
 /// locks the file, so a second [`open`](DiskStore::open) of the same path fails while the first
 /// is alive (its background writer holds it for a moment after the last write completed).
@@ -59,7 +64,17 @@ pub struct DiskStore {
 }
 
 struct Inner {
-    db: Database,
+    /// The database; `None` while it could not be opened again after an I/O error.
+    db: RwLock<Option<Database>>,
+    /// Set by an operation that failed with an I/O error: redb then refuses every later
+    /// operation (`PreviousIo`) until the database is opened again, which the next operation
+    /// does, so one failed write (a full disk, for a moment) does not turn the cache off for
+    /// the rest of the process.
+    broken: AtomicBool,
+    /// No new attempt to open it before this, after one failed.
+    reopen_at: Mutex<Option<Instant>>,
+    /// Opens the database again (the file at `path`, as [`DiskStore::open`] did).
+    reopen: Box<dyn Fn() -> Result<Database, BoxError> + Send + Sync>,
     path: PathBuf,
     ttl: Duration,
     queue: Mutex<Queue>,
@@ -95,6 +110,32 @@ fn delete_expired(table: &mut redb::Table<'_, &[u8], &[u8]>) -> Result<u64, redb
 /// The file name inside the store's directory.
 const FILE_NAME: &str = "cache.redb";
 
+/// How long after a failed attempt to open the database again the next one may be made.
+const REOPEN_RETRY: Duration = Duration::from_secs(5);
+
+/// Whether `error` is redb's I/O error, or its refusal after one (`PreviousIo`): the
+/// database must then be closed and opened again.
+fn is_io_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    use redb::StorageError;
+    let storage = |e: &StorageError| matches!(e, StorageError::Io(_) | StorageError::PreviousIo);
+    if let Some(e) = error.downcast_ref::<StorageError>() {
+        return storage(e);
+    }
+    if let Some(redb::TransactionError::Storage(e)) = error.downcast_ref() {
+        return storage(e);
+    }
+    if let Some(redb::TableError::Storage(e)) = error.downcast_ref() {
+        return storage(e);
+    }
+    if let Some(redb::CommitError::Storage(e)) = error.downcast_ref() {
+        return storage(e);
+    }
+    matches!(
+        error.downcast_ref::<redb::Error>(),
+        Some(redb::Error::Io(_) | redb::Error::PreviousIo)
+    )
+}
+
 impl DiskStore {
     /// Opens (or creates) the store in directory `dir`, keeping entries for `ttl`.
     ///
@@ -109,7 +150,19 @@ impl DiskStore {
         private_dir(dir)?;
         let path = dir.join(FILE_NAME);
         private_file(&path)?;
-        let mut db = Database::create(&path)?;
+        let reopen_path = path.clone();
+        let reopen = move || Database::create(&reopen_path).map_err(BoxError::from);
+        DiskStore::open_with(path, ttl, Box::new(reopen))
+    }
+
+    /// [`open`](Self::open) with the function that opens the database (a test's faulty
+    /// storage).
+    fn open_with(
+        path: PathBuf,
+        ttl: Duration,
+        reopen: Box<dyn Fn() -> Result<Database, BoxError> + Send + Sync>,
+    ) -> Result<DiskStore, BoxError> {
+        let mut db = reopen()?;
         // Entries of earlier runs that expired are deleted now: a batch's prompts are rarely
         // asked again, so waiting for a read to find them would let the file grow for ever.
         let tx = db.begin_write()?;
@@ -123,7 +176,10 @@ impl DiskStore {
         }
         Ok(DiskStore {
             inner: Arc::new(Inner {
-                db,
+                db: RwLock::new(Some(db)),
+                broken: AtomicBool::new(false),
+                reopen_at: Mutex::new(None),
+                reopen,
                 path,
                 ttl,
                 queue: Mutex::new(Queue::default()),
@@ -140,10 +196,12 @@ impl DiskStore {
     pub async fn purge_expired(&self) -> Result<u64, BoxError> {
         let inner = self.inner.clone();
         blocking(move || {
-            let tx = inner.db.begin_write()?;
-            let purged = delete_expired(&mut tx.open_table(TABLE)?)?;
-            tx.commit()?;
-            Ok(purged)
+            inner.with_db(|db| {
+                let tx = db.begin_write()?;
+                let purged = delete_expired(&mut tx.open_table(TABLE)?)?;
+                tx.commit()?;
+                Ok(purged)
+            })
         })
         .await
     }
@@ -162,6 +220,64 @@ impl DiskStore {
 }
 
 impl Inner {
+    /// Runs `f` on the database, opening it again first when an earlier operation failed
+    /// with an I/O error; marks it for that when `f` does.
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, BoxError>) -> Result<T, BoxError> {
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen();
+        }
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = db.as_ref() else {
+            return Err(format!(
+                "the disk cache {} could not be opened again after an I/O error",
+                self.path.display()
+            )
+            .into());
+        };
+        let result = f(db);
+        if let Err(e) = &result
+            && is_io_error(e.as_ref())
+        {
+            self.broken.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Closes the database and opens it again (once operations in flight on it finished),
+    /// unless an attempt failed less than [`REOPEN_RETRY`] ago.
+    fn reopen(&self) {
+        {
+            let at = self
+                .reopen_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if at.is_some_and(|at| Instant::now() < at) {
+                return;
+            }
+        }
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if !self.broken.swap(false, Ordering::AcqRel) {
+            // Another operation opened it meanwhile.
+            return;
+        }
+        // Dropped first: redb locks the file while a database is open.
+        *db = None;
+        match (self.reopen)() {
+            Ok(reopened) => {
+                *db = Some(reopened);
+                tracing::warn!(path = %self.path.display(), "disk cache opened again after an I/O error");
+            }
+            Err(e) => {
+                self.broken.store(true, Ordering::Release);
+                *self
+                    .reopen_at
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + REOPEN_RETRY);
+                tracing::warn!(path = %self.path.display(), error = %e, "disk cache could not be opened again; retrying in {} s", REOPEN_RETRY.as_secs());
+            }
+        }
+    }
+
     /// Commits queued writes, a batch per transaction, until the queue is empty.
     fn flush(&self) {
         let _reset = ResetOnPanic(self);
@@ -187,7 +303,11 @@ impl Inner {
     }
 
     fn commit(&self, batch: &[Write]) -> Result<(), BoxError> {
-        let tx = self.db.begin_write()?;
+        self.with_db(|db| self.commit_to(db, batch))
+    }
+
+    fn commit_to(&self, db: &Database, batch: &[Write]) -> Result<(), BoxError> {
+        let tx = db.begin_write()?;
         {
             let now = unix_millis(SystemTime::now());
             let mut table = tx.open_table(TABLE)?;
@@ -220,18 +340,22 @@ impl Inner {
     }
 
     fn read(&self, key: CacheKey) -> Result<Lookup, BoxError> {
-        let tx = self.db.begin_read()?;
-        let table = tx.open_table(TABLE)?;
-        let Some(record) = table.get(&key.as_bytes()[..])? else {
-            return Ok(Lookup::Absent);
-        };
-        let record = record.value();
-        match expires(record) {
-            Some(at) if at > unix_millis(SystemTime::now()) => {
-                Ok(Lookup::Hit(CachedResponse::decode(&record[8..])?))
-            }
-            _ => Ok(Lookup::Expired),
+        self.with_db(|db| read_from(db, key))
+    }
+}
+
+fn read_from(db: &Database, key: CacheKey) -> Result<Lookup, BoxError> {
+    let tx = db.begin_read()?;
+    let table = tx.open_table(TABLE)?;
+    let Some(record) = table.get(&key.as_bytes()[..])? else {
+        return Ok(Lookup::Absent);
+    };
+    let record = record.value();
+    match expires(record) {
+        Some(at) if at > unix_millis(SystemTime::now()) => {
+            Ok(Lookup::Hit(CachedResponse::decode(&record[8..])?))
         }
+        _ => Ok(Lookup::Expired),
     }
 }
 
@@ -446,5 +570,86 @@ mod tests {
         assert!(matches!(store.inner.read(key()).unwrap(), Lookup::Expired));
         store.inner.commit(&[delete(key())]).unwrap();
         assert!(matches!(store.inner.read(key()).unwrap(), Lookup::Absent));
+    }
+
+    /// A file whose writes fail while `fail` is set (a full disk, for a moment).
+    #[derive(Debug)]
+    struct Faulty {
+        file: redb::backends::FileBackend,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl redb::StorageBackend for Faulty {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+            self.file.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.fail()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+            self.fail()?;
+            self.file.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.fail()?;
+            self.file.write(offset, data)
+        }
+    }
+
+    impl Faulty {
+        fn fail(&self) -> std::io::Result<()> {
+            if self.fail.load(Ordering::Relaxed) {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            Ok(())
+        }
+    }
+
+    /// One failed write (redb then refuses everything until the database is opened again)
+    /// does not turn the cache off: the next operation opens it again, and what was stored
+    /// before is still there.
+    #[tokio::test]
+    async fn an_io_error_is_followed_by_opening_the_database_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let fail = Arc::new(AtomicBool::new(false));
+        let opens = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let reopen = {
+            let (path, fail, opens) = (path.clone(), fail.clone(), opens.clone());
+            move || {
+                opens.fetch_add(1, Ordering::Relaxed);
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)?;
+                let file = redb::backends::FileBackend::new(file)?;
+                let faulty = Faulty {
+                    file,
+                    fail: fail.clone(),
+                };
+                Ok(Database::builder().create_with_backend(faulty)?)
+            }
+        };
+        let store =
+            DiskStore::open_with(path, Duration::from_secs(3600), Box::new(reopen)).unwrap();
+        let other = {
+            let request = Request::post("/chat/completions", "{\"x\":1}").unwrap();
+            CacheKey::for_request(&request, &CredentialId::anonymous())
+        };
+        store.put(key(), entry()).await.unwrap();
+        fail.store(true, Ordering::Relaxed);
+        let error = store.put(other, entry()).await.unwrap_err();
+        assert!(error.to_string().contains("I/O"), "{error}");
+        fail.store(false, Ordering::Relaxed);
+        assert!(store.get(key()).await.unwrap().is_some(), "stored before");
+        store.put(other, entry()).await.unwrap();
+        assert!(store.get(other).await.unwrap().is_some(), "stored after");
+        assert_eq!(opens.load(Ordering::Relaxed), 2, "opened once again");
     }
 }
