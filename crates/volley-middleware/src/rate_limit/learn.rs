@@ -293,6 +293,32 @@ mod tests {
         assert!(!no_tokens.counts_tokens());
     }
 
+    /// A probe reserved no tokens (there was no token limit yet), though it carried an
+    /// estimate: settled after the limit is learned, it refunds nothing. 60 000 tokens a
+    /// minute (1 000 a second); the first answer says none are left; the probe, estimated at
+    /// 1 000, used 200: the next request of 800 waits for the bucket, where a refund of the
+    /// 800 never reserved would have let it go at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_refunds_no_tokens_it_never_reserved() {
+        let limiter = LocalLimiter::new(Limits::auto().learn_per_model(false)).unwrap();
+        let tokens = |tokens: u64| Cost {
+            requests: 1,
+            tokens,
+            ..Cost::ZERO
+        };
+        let probe = limiter.acquire(id(), tokens(1_000)).await.unwrap();
+        let mut observation = Observation::default();
+        observation.info.limit_tokens = Some(60_000);
+        observation.info.remaining_tokens = Some(0);
+        observation.info.reset_tokens = Some(Duration::from_millis(1_000));
+        limiter.observe(&observation);
+        assert_eq!(limiter.learned(), (None, Some(60_000)));
+        limiter.settle(probe, 200);
+        let mut next = limiter.acquire(id(), tokens(800));
+        assert!(!done_after(&mut next, Duration::from_millis(500)).await);
+        assert!(done_after(&mut next, Duration::from_secs(2)).await);
+    }
+
     /// A limit learned over an hour is paced at a sixtieth of it a minute, but one answer may
     /// use more than that pace: its usage is believed up to the hour's limit, not the
     /// minute's share. 60 000 tokens an hour (1 000 a minute); a request estimated at 500

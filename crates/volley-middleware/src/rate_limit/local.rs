@@ -284,9 +284,31 @@ impl Shared {
         if let Some(g) = &mut state.output {
             g.commit(at, cost.output_tokens);
         }
+        // The grant records what was reserved: a token dimension without a bucket yet (a
+        // limit still to be learned: the slow start's probes) reserved nothing, so its
+        // settlement charges the whole usage once the limit is known and never refunds
+        // tokens it did not take.
+        let reserved = Cost {
+            requests: cost.requests,
+            tokens: if state.tokens.is_some() {
+                cost.tokens
+            } else {
+                0
+            },
+            input_tokens: if state.input.is_some() {
+                cost.input_tokens
+            } else {
+                0
+            },
+            output_tokens: if state.output.is_some() {
+                cost.output_tokens
+            } else {
+                0
+            },
+        };
         let shift_seen = shared.shift.load(Ordering::Relaxed);
         drop(state);
-        LocalAcquire::waiting(shared.clone(), cost, now, at, shift_seen)
+        LocalAcquire::waiting(shared.clone(), reserved, now, at, shift_seen)
     }
 
     /// A limit learned so far, per minute: dimension `d` in the order requests, tokens,

@@ -67,6 +67,7 @@ impl RedisAcquire {
             Entry::Reserved {
                 deadline,
                 shift_seen,
+                cost,
             } => Inner::Sleeping(Waiter::new(
                 shared.clone(),
                 cost,
@@ -184,9 +185,10 @@ impl Future for RedisAcquire {
                         Ok(Assignment::Reserved {
                             deadline,
                             shift_seen,
+                            cost: reserved,
                         }) => Inner::Sleeping(Waiter::new(
                             shared.clone(),
-                            *cost,
+                            reserved,
                             *started,
                             deadline,
                             shift_seen,

@@ -222,6 +222,7 @@ impl Shared {
             let assignment = Assignment::Reserved {
                 deadline,
                 shift_seen,
+                cost: self.reserved(st, queued.cost),
             };
             if queued.tx.send(assignment).is_err() {
                 Self::give_back_to(&mut st.pending, queued.cost, now);

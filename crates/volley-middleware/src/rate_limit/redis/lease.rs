@@ -80,6 +80,7 @@ impl Shared {
             let assignment = Assignment::Reserved {
                 deadline,
                 shift_seen,
+                cost: self.reserved(st, cost),
             };
             if queued.tx.send(assignment).is_err() {
                 Self::give_back_to(&mut st.pending, cost, now);

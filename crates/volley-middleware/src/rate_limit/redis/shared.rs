@@ -36,15 +36,24 @@ pub(super) const RECENT: usize = 16;
 
 /// What a request waiting in the queue is told.
 pub(super) enum Assignment {
-    /// Send at `deadline` (pushed back by pauses learnt after `shift_seen`).
-    Reserved { deadline: Instant, shift_seen: u64 },
+    /// Send at `deadline` (pushed back by pauses learnt after `shift_seen`); `cost` is what
+    /// was reserved (see [`Shared::reserved`]).
+    Reserved {
+        deadline: Instant,
+        shift_seen: u64,
+        cost: Cost,
+    },
     /// Redis is down: ask the local fallback.
     Fallback(LocalLimiter),
 }
 
 /// Where `acquire` got to without waiting.
 pub(super) enum Entry {
-    Reserved { deadline: Instant, shift_seen: u64 },
+    Reserved {
+        deadline: Instant,
+        shift_seen: u64,
+        cost: Cost,
+    },
     Queued(oneshot::Receiver<Assignment>),
     Fallback(LocalLimiter),
 }
@@ -202,6 +211,7 @@ impl Shared {
         {
             let shift_seen = self.shift.load(Ordering::Relaxed);
             let wake = st.top_up || st.pending.since.is_some();
+            let cost = self.reserved(st, cost);
             drop(guard);
             if wake {
                 self.notify.notify_one();
@@ -209,6 +219,7 @@ impl Shared {
             return Entry::Reserved {
                 deadline,
                 shift_seen,
+                cost,
             };
         }
         let (tx, rx) = oneshot::channel();
@@ -216,6 +227,21 @@ impl Shared {
         drop(guard);
         self.notify.notify_one();
         Entry::Queued(rx)
+    }
+
+    /// What a reservation of `cost` took: nothing of a token dimension that has no limit in
+    /// force yet (one still to be learned: the slow start's probes), so that its settlement
+    /// charges the whole usage once the limit is known and never refunds tokens it did not
+    /// take.
+    pub(super) fn reserved(&self, st: &State, cost: Cost) -> Cost {
+        let dims = self.dims_in_force(st);
+        let kept = |d: usize, n: u64| if dims[d].is_some() { n } else { 0 };
+        Cost {
+            requests: cost.requests,
+            tokens: kept(1, cost.tokens),
+            input_tokens: kept(2, cost.input_tokens),
+            output_tokens: kept(3, cost.output_tokens),
+        }
     }
 
     /// Gives back a reservation that was never used.

@@ -519,6 +519,33 @@ async fn a_learned_limit_starts_slowly_and_is_shared_with_every_process() {
     assert_near(start.elapsed().as_secs_f64(), 0.5, 0.002);
 }
 
+/// A probe reserved no tokens (no token limit was in force), though it carried an estimate:
+/// settled after the limit is learned, it refunds nothing. 60 000 tokens a minute (1 000 a
+/// second); after the limit is learned a request takes the second's 1 000; the probe,
+/// estimated at 1 000, used 200: the next request of 800 waits about a second for
+/// 200 + 800, where a refund of the 800 never reserved would have let it go at once.
+#[tokio::test(start_paused = true)]
+async fn a_probe_refunds_no_tokens_it_never_reserved() {
+    let options = options(Limits::auto().headroom(0.0).jitter_margin(Duration::ZERO));
+    let model = model_for(&options);
+    let a = process(&options, &model).await;
+    let probe = a
+        .acquire(RequestId::from_u64(1), cost(1, 1_000))
+        .await
+        .unwrap();
+    let mut observation = Observation::default();
+    observation.info.limit_tokens = Some(60_000);
+    a.observe(&observation);
+    a.acquire(RequestId::from_u64(2), cost(1, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(a.learned(), (None, Some(60_000)));
+    a.settle(probe, 200);
+    let start = Instant::now();
+    let took = spawn_acquire(&a, 3, cost(1, 800), start).await.unwrap();
+    assert!(took >= 0.9, "went after {took} s");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_changed_header_updates_the_shared_limit_and_a_lost_probe_times_out() {
     let options = options(Limits::auto().headroom(0.0).jitter_margin(Duration::ZERO));
