@@ -43,8 +43,8 @@ use super::store::{CacheStore, CachedResponse, StoreFuture, unix_millis};
 /// entry is durable.
 ///
 /// After an I/O error (a full disk) redb refuses every operation until the database is opened
-/// again; the store does that at its next operation (then every 5 s while it fails), so a
-/// passing fault costs the operations it hit, not the cache for the rest of the process.
+/// again; the store does that at its next operation, at most once every 5 s, so a passing
+/// fault costs the operations it hit (as misses), not the cache for the rest of the process.
 ///
 /// Open one store per directory per process and clone it (clones share the database): redb
 /// locks the file, so a second [`open`](DiskStore::open) of the same path fails while the first
@@ -71,7 +71,8 @@ struct Inner {
     /// does, so one failed write (a full disk, for a moment) does not turn the cache off for
     /// the rest of the process.
     broken: AtomicBool,
-    /// No new attempt to open it before this, after one failed.
+    /// No new attempt to open it before this: one attempt per [`REOPEN_RETRY`] at most, so a
+    /// disk that stays full does not have it opened (and repaired) again by every operation.
     reopen_at: Mutex<Option<Instant>>,
     /// Opens the database again (the file at `path`, as [`DiskStore::open`] did).
     reopen: Box<dyn Fn() -> Result<Database, BoxError> + Send + Sync>,
@@ -110,7 +111,7 @@ fn delete_expired(table: &mut redb::Table<'_, &[u8], &[u8]>) -> Result<u64, redb
 /// The file name inside the store's directory.
 const FILE_NAME: &str = "cache.redb";
 
-/// How long after a failed attempt to open the database again the next one may be made.
+/// How long after an attempt to open the database again the next one may be made.
 const REOPEN_RETRY: Duration = Duration::from_secs(5);
 
 /// Whether `error` is redb's I/O error, or its refusal after one (`PreviousIo`): the
@@ -150,8 +151,14 @@ impl DiskStore {
         private_dir(dir)?;
         let path = dir.join(FILE_NAME);
         private_file(&path)?;
-        let reopen_path = path.clone();
-        let reopen = move || Database::create(&reopen_path).map_err(BoxError::from);
+        let (reopen_dir, reopen_path) = (dir.to_owned(), path.clone());
+        // Opened again as at first: a file deleted meanwhile (to free space) is created
+        // private again.
+        let reopen = move || {
+            private_dir(&reopen_dir)?;
+            private_file(&reopen_path)?;
+            Database::create(&reopen_path).map_err(BoxError::from)
+        };
         DiskStore::open_with(path, ttl, Box::new(reopen))
     }
 
@@ -226,7 +233,19 @@ impl Inner {
         if self.broken.load(Ordering::Acquire) {
             self.reopen();
         }
-        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        // While it is being opened again (a repair may take a while) operations fail at once,
+        // as misses, instead of holding up the requests behind them.
+        let db = match self.db.try_read() {
+            Ok(db) => db,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "the disk cache {} is being opened again after an I/O error",
+                    self.path.display()
+                )
+                .into());
+            }
+        };
         let Some(db) = db.as_ref() else {
             return Err(format!(
                 "the disk cache {} could not be opened again after an I/O error",
@@ -244,16 +263,18 @@ impl Inner {
     }
 
     /// Closes the database and opens it again (once operations in flight on it finished),
-    /// unless an attempt failed less than [`REOPEN_RETRY`] ago.
+    /// unless an attempt was made less than [`REOPEN_RETRY`] ago.
     fn reopen(&self) {
         {
-            let at = self
+            let mut at = self
                 .reopen_at
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if at.is_some_and(|at| Instant::now() < at) {
+            let now = Instant::now();
+            if at.is_some_and(|at| now < at) {
                 return;
             }
+            *at = Some(now + REOPEN_RETRY);
         }
         let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if !self.broken.swap(false, Ordering::AcqRel) {
@@ -269,10 +290,6 @@ impl Inner {
             }
             Err(e) => {
                 self.broken.store(true, Ordering::Release);
-                *self
-                    .reopen_at
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + REOPEN_RETRY);
                 tracing::warn!(path = %self.path.display(), error = %e, "disk cache could not be opened again; retrying in {} s", REOPEN_RETRY.as_secs());
             }
         }
