@@ -53,7 +53,8 @@ pub struct Client {
     transport: Transport,
     stream_include_usage: bool,
     /// Set once the server refused `stream_options` (an Azure API version before
-    /// 2024-09-01, an older OpenAI-compatible server): streams then go without it.
+    /// 2024-09-01, an older OpenAI-compatible server): streams then go without it. Only with
+    /// one endpoint: with several, one endpoint's refusal says nothing of the others.
     stream_options_refused: Arc<AtomicBool>,
     cache_stats: Option<CacheHandle>,
     /// Whether requests need a token estimate: only a tokens-per-minute limit reads it.
@@ -247,7 +248,9 @@ impl Client {
             // Refused, not processed: sent again without the options this client added, and
             // without them from now on.
             Err(error) if ask_usage && refuses_stream_options(&error) => {
-                if !self.stream_options_refused.swap(true, Ordering::Relaxed) {
+                if self.balance.is_none()
+                    && !self.stream_options_refused.swap(true, Ordering::Relaxed)
+                {
                     tracing::warn!(
                         "the server refused stream_options; streams go on without usage \
                          (ClientBuilder::stream_include_usage(false) says so up front)"
@@ -1054,8 +1057,9 @@ impl ClientBuilder {
     /// Whether [`Client::chat_stream`] asks for usage in the stream
     /// (`stream_options.include_usage`) when the request does not say. A server that refuses
     /// `stream_options` with a 400 (Azure OpenAI before API version 2024-09-01, older
-    /// OpenAI-compatible servers) gets the request again without it, and the client stops
-    /// asking; turning this off saves that first round trip.
+    /// OpenAI-compatible servers) gets the request again without it, and a client of one
+    /// endpoint stops asking (one of several endpoints gets each stream it refuses twice);
+    /// turning this off saves those round trips.
     ///
     /// Default: `true`.
     pub fn stream_include_usage(mut self, enabled: bool) -> ClientBuilder {

@@ -524,4 +524,23 @@ async fn a_server_that_refuses_stream_options_gets_streams_without_them() {
 
     let (_, usage) = read(&azure("2024-10-21")).await;
     assert_eq!(usage, Some(16));
+
+    // With several endpoints one's refusal says nothing of the others: each stream is
+    // refused and sent again, and the client keeps asking.
+    let before = server.stats().status_count(400);
+    let deployment = format!("{endpoint}/openai/deployments/gpt-4o-mini");
+    let two = Client::builder()
+        .provider(volley::Provider::Azure)
+        .api_version("2024-06-01")
+        .api_key("azure-test-key")
+        .endpoint(volley::Endpoint::new(deployment.clone()).name("a"))
+        .endpoint(volley::Endpoint::new(deployment).name("b"))
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let (text, usage) = read(&two).await;
+        assert!(!text.is_empty());
+        assert_eq!(usage, None);
+    }
+    assert_eq!(server.stats().status_count(400) - before, 2);
 }

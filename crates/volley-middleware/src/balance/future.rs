@@ -259,11 +259,16 @@ where
     if !shared.hedge_budget.try_hedge(share) {
         return None;
     }
-    // Its breaker may have refused it since (the last probe slot taken): then no hedge.
-    let (index, admission) = shared
-        .selector
-        .admit_from(index, first.id, now, Some(first.index))
-        .ok()?;
+    // Its breaker may have refused it since (the last probe slot taken): then no hedge, and
+    // the budget gets it back.
+    let Ok((index, admission)) =
+        shared
+            .selector
+            .admit_from(index, first.id, now, Some(first.index))
+    else {
+        shared.hedge_budget.give_back();
+        return None;
+    };
     metrics::counter!(super::HEDGES_TOTAL).increment(1);
     let future = Box::pin(Oneshot::new(shared.services[index].clone(), request));
     let guard = Guard {

@@ -146,6 +146,11 @@ impl Budget {
         false
     }
 
+    /// Gives back a hedge taken by [`try_hedge`](Self::try_hedge) and not sent.
+    pub(crate) fn give_back(&self) {
+        self.hedges.fetch_sub(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn hedges(&self) -> u64 {
         self.hedges.load(Ordering::Relaxed)
     }
