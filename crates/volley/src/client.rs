@@ -62,7 +62,7 @@ pub struct Client {
     /// The rate limiter, when it learns limits: requests need a token estimate once it has
     /// learned a token limit, and until its first answer (requests held by the slow start
     /// reserve under the limit that answer teaches).
-    learning: Option<crate::rate_limit::SlotLimiter>,
+    learning: Arc<[crate::rate_limit::SlotLimiter]>,
     /// The concurrency limit's layer, to tell its limit.
     concurrency: Either<ConcurrencyLimitLayer, AdaptiveConcurrencyLimitLayer>,
     /// The balancer, with several endpoints: its per-endpoint counts.
@@ -328,11 +328,8 @@ impl Client {
     /// The token estimate of a request, computed only when a tokens-per-minute limit will
     /// read it (it scans the whole prompt).
     pub(crate) fn estimate(&self, estimate: impl FnOnce() -> u32) -> u32 {
-        let learned = || {
-            self.learning
-                .as_ref()
-                .is_some_and(crate::rate_limit::learned_tokens)
-        };
+        // Any endpoint's: a request may go to any of them.
+        let learned = || self.learning.iter().any(crate::rate_limit::learned_tokens);
         if self.estimate_tokens || learned() {
             estimate()
         } else {
@@ -364,10 +361,10 @@ impl Client {
 
     /// The rate limits learned from the provider's `x-ratelimit-limit-*` headers so far, per
     /// minute: `(requests, tokens)`, each `None` until learned, or when it was given or turned
-    /// off (see [`ClientBuilder::rpm`]).
+    /// off (see [`ClientBuilder::rpm`]). With several endpoints, the first learning one's.
     pub fn learned_rate_limits(&self) -> (Option<u64>, Option<u64>) {
         self.learning
-            .as_ref()
+            .first()
             .map_or((None, None), crate::rate_limit::learned_limits)
     }
 
@@ -1139,15 +1136,17 @@ impl ClientBuilder {
                 balanced.first.clone(),
                 None,
                 balanced.estimate_tokens,
-                balanced.learning.clone(),
+                Arc::from(balanced.learning.as_slice()),
             ),
             None => {
                 let transport = self.transport.build()?;
                 let (rate_limit, estimate_tokens) = self.rate_limit.into_layer()?;
-                let learning = rate_limit
+                let learning: Arc<[SlotLimiter]> = rate_limit
                     .as_ref()
                     .map(|layer| layer.limiter().clone())
-                    .filter(volley_middleware::rate_limit::RateLimiter::learns);
+                    .filter(volley_middleware::rate_limit::RateLimiter::learns)
+                    .into_iter()
+                    .collect();
                 (transport, rate_limit, estimate_tokens, learning)
             }
         };

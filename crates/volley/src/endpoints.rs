@@ -277,8 +277,8 @@ pub(crate) struct Balanced {
     pub(crate) others: std::sync::Arc<[Transport]>,
     /// Whether any endpoint's limiter counts tokens.
     pub(crate) estimate_tokens: bool,
-    /// The first endpoint's limiter that learns limits, if any.
-    pub(crate) learning: Option<SlotLimiter>,
+    /// The limiters of the endpoints that learn limits, in order.
+    pub(crate) learning: Vec<SlotLimiter>,
 }
 
 /// The parts of the client builder every endpoint inherits.
@@ -300,7 +300,7 @@ pub(crate) fn build(endpoints: Vec<Endpoint>, inherited: Inherited<'_>) -> Resul
     let mut first = None;
     let mut others = Vec::new();
     let mut estimate_tokens = false;
-    let mut learning = None;
+    let mut learning = Vec::new();
     for endpoint in endpoints {
         let label = endpoint.label();
         let context = |e: Error| {
@@ -325,12 +325,12 @@ pub(crate) fn build(endpoints: Vec<Endpoint>, inherited: Inherited<'_>) -> Resul
             .unwrap_or_else(|| inherited.rate_limit.clone());
         let (rate_limit, counts_tokens) = setting.into_layer().map_err(context)?;
         estimate_tokens |= counts_tokens;
-        if learning.is_none() {
-            learning = rate_limit
+        learning.extend(
+            rate_limit
                 .as_ref()
                 .map(|layer| layer.limiter().clone())
-                .filter(volley_middleware::rate_limit::RateLimiter::learns);
-        }
+                .filter(volley_middleware::rate_limit::RateLimiter::learns),
+        );
         if endpoint.concurrency == Some(0) {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -382,6 +382,37 @@ impl Endpoint {
 #[cfg(test)]
 mod tests {
     use super::host_port;
+    use crate::openai::{ChatCompletionRequest, ChatMessage};
+    use crate::{Client, Endpoint};
+    use volley_mock::{MockConfig, MockServer, RateLimits};
+
+    /// A request may go to any endpoint, so a token limit learned by any of them (here the
+    /// second's) asks for token estimates, not only the first's.
+    #[tokio::test]
+    async fn a_token_limit_learned_by_any_endpoint_asks_for_estimates() {
+        let plain = MockServer::start(MockConfig::default()).await.unwrap();
+        let limited = MockServer::start(MockConfig {
+            rate_limits: RateLimits {
+                tpm: Some(10_000_000),
+                ..RateLimits::NONE
+            },
+            ..MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let client = Client::builder()
+            .endpoint(Endpoint::new(plain.url()).name("plain"))
+            .endpoint(Endpoint::new(limited.url()).name("limited"))
+            .build()
+            .unwrap();
+        let chat = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("hi")]);
+        for _ in 0..40 {
+            client.chat(&chat).await.unwrap();
+        }
+        assert!(plain.stats().requests_total > 0 && limited.stats().requests_total > 0);
+        assert_eq!(client.learned_rate_limits(), (None, None), "the first's");
+        assert_eq!(client.estimate(|| 7), 7, "the second learned a token limit");
+    }
 
     #[test]
     fn an_endpoints_label_never_holds_its_credentials() {
