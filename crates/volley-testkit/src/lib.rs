@@ -7,5 +7,6 @@ pub mod process;
 pub mod proxy;
 pub mod raw;
 pub mod redis;
+pub mod runs;
 pub mod socks;
 pub mod tls;

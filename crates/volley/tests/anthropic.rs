@@ -242,15 +242,13 @@ async fn limits_are_learned_from_anthropic_headers() {
         .buffer_unordered(128)
         .collect()
         .await;
-    let failed = results.iter().filter(|r| r.is_err()).count();
     let stats = server.stats();
-    eprintln!(
-        "{lines} lines: {failed} failed; {} attempts, {} 429s; learned {:?}",
+    volley_testkit::runs::assert_no_line_failed(
+        &results,
         stats.requests_total,
         stats.rate_limited,
-        client.learned_rate_limits()
+        client.learned_rate_limits(),
     );
-    assert_eq!(failed, 0);
     assert_eq!(client.learned_rate_limits(), (Some(1_200), Some(120_000)));
     assert!(
         stats.rate_limited * 20 <= stats.requests_total,

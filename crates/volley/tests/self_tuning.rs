@@ -5,6 +5,30 @@
 use volley::openai::{ChatCompletionRequest, ChatMessage};
 use volley::{Client, ErrorKind, Request};
 use volley_mock::{MockConfig, MockServer, RateLimits};
+use volley_testkit::runs::assert_no_line_failed;
+
+/// volley-mock with `config`, and a client of it with default settings.
+async fn mock_and_client(config: MockConfig) -> (MockServer, Client) {
+    let server = MockServer::start(config).await.unwrap();
+    let client = Client::builder().base_url(server.url()).build().unwrap();
+    (server, client)
+}
+
+/// The mock's counts after a run in which no line failed (asserted, and printed).
+fn no_line_failed<T>(
+    results: &[Result<T, volley::Error>],
+    server: &MockServer,
+    client: &Client,
+) -> volley_mock::Stats {
+    let stats = server.stats();
+    assert_no_line_failed(
+        results,
+        stats.requests_total,
+        stats.rate_limited,
+        client.learned_rate_limits(),
+    );
+    stats
+}
 
 /// A mock that enforces `rpm` requests a minute (stating it in its headers, but on Azure
 /// paths).
@@ -30,13 +54,11 @@ fn request(i: usize) -> Request {
 /// line fails because of one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_line_fails_because_of_429s() {
-    let server = MockServer::start(MockConfig {
+    let (server, client) = mock_and_client(MockConfig {
         faults: "429=0.2,500=0.05,reset=0.02".parse().unwrap(),
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
-    let client = Client::builder().base_url(server.url()).build().unwrap();
+    .await;
     let lines = 1_000;
     let results = client.fan_out_collect((0..lines).map(request), 256).await;
     let rate_limited = results
@@ -68,15 +90,7 @@ async fn limits_are_learned_from_headers() {
     let client = Client::builder().base_url(server.url()).build().unwrap();
     let lines = 300;
     let results = client.fan_out_collect((0..lines).map(request), 256).await;
-    let failed = results.iter().filter(|r| r.is_err()).count();
-    let stats = server.stats();
-    eprintln!(
-        "{lines} lines: {failed} failed; {} attempts, {} 429s; learned {:?}",
-        stats.requests_total,
-        stats.rate_limited,
-        client.learned_rate_limits()
-    );
-    assert_eq!(failed, 0);
+    let stats = no_line_failed(&results, &server, &client);
     assert_eq!(client.learned_rate_limits(), (Some(600), None));
     assert!(
         stats.rate_limited * 20 <= stats.requests_total,
@@ -162,7 +176,7 @@ async fn azure_remaining_only_headers_fall_back_to_the_loss_signals() {
 /// reserved (35 to 44 429s measured).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_held_by_the_slow_start_reserve_the_tokens_learned() {
-    let server = MockServer::start(MockConfig {
+    let (server, client) = mock_and_client(MockConfig {
         rate_limits: RateLimits {
             tpm: Some(120_000),
             ..RateLimits::NONE
@@ -172,9 +186,7 @@ async fn requests_held_by_the_slow_start_reserve_the_tokens_learned() {
         latency: "100ms".parse().unwrap(),
         ..MockConfig::default()
     })
-    .await
-    .unwrap();
-    let client = Client::builder().base_url(server.url()).build().unwrap();
+    .await;
     let lines = 24;
     let chats: Vec<ChatCompletionRequest> = (0..lines)
         .map(|i| {
@@ -187,15 +199,7 @@ async fn requests_held_by_the_slow_start_reserve_the_tokens_learned() {
         })
         .collect();
     let results = client.fan_out_chat_collect(&chats, 64).await;
-    let failed = results.iter().filter(|r| r.is_err()).count();
-    let stats = server.stats();
-    eprintln!(
-        "{lines} lines: {failed} failed; {} attempts, {} 429s; learned {:?}",
-        stats.requests_total,
-        stats.rate_limited,
-        client.learned_rate_limits()
-    );
-    assert_eq!(failed, 0);
+    let stats = no_line_failed(&results, &server, &client);
     assert_eq!(client.learned_rate_limits(), (None, Some(120_000)));
     assert!(
         stats.rate_limited <= 2,
