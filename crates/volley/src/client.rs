@@ -248,9 +248,11 @@ impl Client {
             // Refused, not processed: sent again without the options this client added, and
             // without them from now on.
             Err(error) if ask_usage && refuses_stream_options(&error) => {
-                if self.balance.is_none()
-                    && !self.stream_options_refused.swap(true, Ordering::Relaxed)
-                {
+                // One endpoint (hedged or not): remembered. Several: that endpoint's refusal
+                // says nothing of the others.
+                if !self.others.is_empty() {
+                    tracing::debug!("an endpoint refused stream_options; sending again without");
+                } else if !self.stream_options_refused.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "the server refused stream_options; streams go on without usage \
                          (ClientBuilder::stream_include_usage(false) says so up front)"

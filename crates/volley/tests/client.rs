@@ -470,16 +470,15 @@ async fn a_stream_passes_over_empty_events_and_null_counts() {
 async fn a_server_that_refuses_stream_options_gets_streams_without_them() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let endpoint = server.url().trim_end_matches("/v1").to_owned();
-    let azure = |version: &str| {
+    let builder = |version: &str| {
         Client::builder()
             .provider(volley::Provider::Azure)
             .azure_endpoint(endpoint.clone())
             .azure_deployment("gpt-4o-mini")
             .api_version(version)
             .api_key("azure-test-key")
-            .build()
-            .unwrap()
     };
+    let azure = |version: &str| builder(version).build().unwrap();
     // Text and usage of one stream.
     async fn read(client: &Client) -> (String, Option<u64>) {
         let mut stream = client.chat_stream(request("hello")).await.unwrap();
@@ -524,6 +523,17 @@ async fn a_server_that_refuses_stream_options_gets_streams_without_them() {
 
     let (_, usage) = read(&azure("2024-10-21")).await;
     assert_eq!(usage, Some(16));
+
+    // One endpoint behind the balancer (hedged): still one endpoint, remembered.
+    let before = server.stats().status_count(400);
+    let hedged = builder("2024-06-01")
+        .hedge(volley::Hedging::after(std::time::Duration::from_secs(60)))
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        assert!(!read(&hedged).await.0.is_empty());
+    }
+    assert_eq!(server.stats().status_count(400) - before, 1);
 
     // With several endpoints one's refusal says nothing of the others: each stream is
     // refused and sent again, and the client keeps asking.

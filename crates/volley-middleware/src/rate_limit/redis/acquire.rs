@@ -67,7 +67,6 @@ impl RedisAcquire {
             Entry::Reserved {
                 deadline,
                 shift_seen,
-                cost,
             } => Inner::Sleeping(Waiter::new(
                 shared.clone(),
                 cost,
@@ -231,13 +230,11 @@ impl Drop for RedisAcquire {
     fn drop(&mut self) {
         match &mut self.0 {
             Inner::Sleeping(waiter) => waiter.shared.give_back(waiter.cost),
-            Inner::Queued {
-                shared, cost, rx, ..
-            } => {
+            Inner::Queued { shared, rx, .. } => {
                 // Reserved but not yet seen: give it back. Not yet reserved: the dispatcher
                 // sees the closed channel and skips it.
-                if let Ok(Assignment::Reserved { .. }) = rx.try_recv() {
-                    shared.give_back(*cost);
+                if let Ok(Assignment::Reserved { cost, .. }) = rx.try_recv() {
+                    shared.give_back(cost);
                 }
             }
             // The local fallback's future gives its own reservation back.

@@ -77,10 +77,12 @@ impl Shared {
             };
             let queued = st.queue.pop_front().expect("the front was just seen");
             let shift_seen = self.shift.load(Ordering::Relaxed);
+            // A leased permit was charged for all of `cost`'s buckets in force (see
+            // `take_slot`).
             let assignment = Assignment::Reserved {
                 deadline,
                 shift_seen,
-                cost: self.reserved(st, cost),
+                cost,
             };
             if queued.tx.send(assignment).is_err() {
                 Self::give_back_to(&mut st.pending, cost, now);

@@ -49,11 +49,7 @@ pub(super) enum Assignment {
 
 /// Where `acquire` got to without waiting.
 pub(super) enum Entry {
-    Reserved {
-        deadline: Instant,
-        shift_seen: u64,
-        cost: Cost,
-    },
+    Reserved { deadline: Instant, shift_seen: u64 },
     Queued(oneshot::Receiver<Assignment>),
     Fallback(LocalLimiter),
 }
@@ -211,7 +207,6 @@ impl Shared {
         {
             let shift_seen = self.shift.load(Ordering::Relaxed);
             let wake = st.top_up || st.pending.since.is_some();
-            let cost = self.reserved(st, cost);
             drop(guard);
             if wake {
                 self.notify.notify_one();
@@ -219,7 +214,6 @@ impl Shared {
             return Entry::Reserved {
                 deadline,
                 shift_seen,
-                cost,
             };
         }
         let (tx, rx) = oneshot::channel();
@@ -229,19 +223,11 @@ impl Shared {
         Entry::Queued(rx)
     }
 
-    /// What a reservation of `cost` took: nothing of a token dimension that has no limit in
-    /// force yet (one still to be learned: the slow start's probes), so that its settlement
-    /// charges the whole usage once the limit is known and never refunds tokens it did not
-    /// take.
-    pub(super) fn reserved(&self, st: &State, cost: Cost) -> Cost {
-        let dims = self.dims_in_force(st);
-        let kept = |d: usize, n: u64| if dims[d].is_some() { n } else { 0 };
-        Cost {
-            requests: cost.requests,
-            tokens: kept(1, cost.tokens),
-            input_tokens: kept(2, cost.input_tokens),
-            output_tokens: kept(3, cost.output_tokens),
-        }
+    /// The buckets Redis had when it answered with `learned`: the given limits, and the
+    /// learned ones it stated.
+    pub(super) fn charged_dims(&self, learned: &[u64; DIMS]) -> [bool; DIMS] {
+        let given = self.config.dims();
+        std::array::from_fn(|d| given[d].is_some() || (self.config.learn[d] && learned[d] > 0))
     }
 
     /// Gives back a reservation that was never used.
@@ -421,5 +407,19 @@ impl Pending {
             (a, b) => a.or(b),
         }
         .filter(|_| has_any);
+    }
+}
+
+/// What a reservation of `cost` took where only the buckets `charged` exist: nothing of a token
+/// dimension without a limit yet (one still to be learned: the slow start's probes), so that its
+/// settlement charges the whole usage once the limit is known and never refunds tokens it did
+/// not take.
+pub(super) fn reserved(cost: Cost, charged: [bool; DIMS]) -> Cost {
+    let kept = |d: usize, n: u64| if charged[d] { n } else { 0 };
+    Cost {
+        requests: cost.requests,
+        tokens: kept(1, cost.tokens),
+        input_tokens: kept(2, cost.input_tokens),
+        output_tokens: kept(3, cost.output_tokens),
     }
 }
