@@ -74,6 +74,8 @@ struct Inner {
     /// No new attempt to open it before this: one attempt per [`REOPEN_RETRY`] at most, so a
     /// disk that stays full does not have it opened (and repaired) again by every operation.
     reopen_at: Mutex<Option<Instant>>,
+    /// [`REOPEN_RETRY`], shorter in tests.
+    reopen_retry: Duration,
     /// Opens the database again (the file at `path`, as [`DiskStore::open`] did).
     reopen: Box<dyn Fn() -> Result<Database, BoxError> + Send + Sync>,
     path: PathBuf,
@@ -186,6 +188,7 @@ impl DiskStore {
                 db: RwLock::new(Some(db)),
                 broken: AtomicBool::new(false),
                 reopen_at: Mutex::new(None),
+                reopen_retry: REOPEN_RETRY,
                 reopen,
                 path,
                 ttl,
@@ -274,7 +277,7 @@ impl Inner {
             if at.is_some_and(|at| now < at) {
                 return;
             }
-            *at = Some(now + REOPEN_RETRY);
+            *at = Some(now + self.reopen_retry);
         }
         let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if !self.broken.swap(false, Ordering::AcqRel) {
@@ -290,7 +293,7 @@ impl Inner {
             }
             Err(e) => {
                 self.broken.store(true, Ordering::Release);
-                tracing::warn!(path = %self.path.display(), error = %e, "disk cache could not be opened again; retrying in {} s", REOPEN_RETRY.as_secs());
+                tracing::warn!(path = %self.path.display(), error = %e, "disk cache could not be opened again; retrying in {} s", self.reopen_retry.as_secs());
             }
         }
     }
@@ -653,7 +656,7 @@ mod tests {
                 Ok(Database::builder().create_with_backend(faulty)?)
             }
         };
-        let store =
+        let mut store =
             DiskStore::open_with(path, Duration::from_secs(3600), Box::new(reopen)).unwrap();
         let other = {
             let request = Request::post("/chat/completions", "{\"x\":1}").unwrap();
@@ -668,5 +671,22 @@ mod tests {
         store.put(other, entry()).await.unwrap();
         assert!(store.get(other).await.unwrap().is_some(), "stored after");
         assert_eq!(opens.load(Ordering::Relaxed), 2, "opened once again");
+
+        // A second fault soon after: not opened again before the retry interval (writes
+        // fail meanwhile), then opened again by the first operation after it.
+        let retry = Duration::from_secs(2);
+        let inner = Arc::get_mut(&mut store.inner).expect("no clone of the store is alive");
+        inner.reopen_retry = retry;
+        *inner.reopen_at.get_mut().unwrap() = Some(Instant::now() + retry);
+        fail.store(true, Ordering::Relaxed);
+        assert!(store.put(other, entry()).await.is_err());
+        fail.store(false, Ordering::Relaxed);
+        let error = store.put(other, entry()).await.unwrap_err();
+        assert!(error.to_string().contains("Previous I/O"), "{error}");
+        assert_eq!(opens.load(Ordering::Relaxed), 2, "not opened again yet");
+        tokio::time::sleep(retry).await;
+        store.put(other, entry()).await.unwrap();
+        assert_eq!(opens.load(Ordering::Relaxed), 3, "opened again");
+        assert!(store.get(key()).await.unwrap().is_some());
     }
 }
