@@ -95,6 +95,20 @@ pub struct Cost {
 }
 
 impl Cost {
+    /// What a reservation of this cost took where only the token buckets `buckets` (tokens,
+    /// input tokens, output tokens) exist: nothing of a token dimension without a bucket (a
+    /// limit still to be learned: the slow start's probes), so that its settlement charges the
+    /// whole usage once the limit is known and never refunds tokens it did not take.
+    pub(crate) fn reserved_in(self, buckets: [bool; 3]) -> Cost {
+        let kept = |exists: bool, n: u64| if exists { n } else { 0 };
+        Cost {
+            requests: self.requests,
+            tokens: kept(buckets[0], self.tokens),
+            input_tokens: kept(buckets[1], self.input_tokens),
+            output_tokens: kept(buckets[2], self.output_tokens),
+        }
+    }
+
     /// Nothing.
     pub const ZERO: Cost = Cost {
         requests: 0,

@@ -13,7 +13,7 @@ use volley_core::{Error, ErrorKind};
 
 use super::super::Cost;
 use super::config::FailureMode;
-use super::shared::{Assignment, FLUSH_DELAY, Pending, Queued, Shared, Slot, State, reserved};
+use super::shared::{Assignment, FLUSH_DELAY, Pending, Queued, Shared, Slot, State};
 use super::stats::Counters;
 use super::store::{Call, DIMS, MAX_WAIT_US, Reply, units};
 
@@ -213,7 +213,7 @@ impl Shared {
         self.learn_shift(st, reply.epoch, reply.shift);
         self.learned_from(st, reply.learned);
         // What the script charged: the limits in force in Redis when it reserved.
-        let charged = self.charged_dims(&reply.learned);
+        let charged = self.charged_buckets(&reply.learned);
         let shift_seen = self.shift.load(Ordering::Relaxed);
         let mut waits = reply.waits.into_iter().map(Duration::from_micros);
         Counters::add(&self.counters.reservations, trip.exact.len() as u64);
@@ -224,7 +224,7 @@ impl Shared {
             let assignment = Assignment::Reserved {
                 deadline,
                 shift_seen,
-                cost: reserved(queued.cost, charged),
+                cost: queued.cost.reserved_in(charged),
             };
             if let Err(Assignment::Reserved { cost, .. }) = queued.tx.send(assignment) {
                 Self::give_back_to(&mut st.pending, cost, now);

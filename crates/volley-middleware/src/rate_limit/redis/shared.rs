@@ -223,11 +223,14 @@ impl Shared {
         Entry::Queued(rx)
     }
 
-    /// The buckets Redis had when it answered with `learned`: the given limits, and the
-    /// learned ones it stated.
-    pub(super) fn charged_dims(&self, learned: &[u64; DIMS]) -> [bool; DIMS] {
+    /// The token buckets (tokens, input, output) Redis had when it answered with `learned`:
+    /// the given limits, and the learned ones it stated.
+    pub(super) fn charged_buckets(&self, learned: &[u64; DIMS]) -> [bool; 3] {
         let given = self.config.dims();
-        std::array::from_fn(|d| given[d].is_some() || (self.config.learn[d] && learned[d] > 0))
+        std::array::from_fn(|i| {
+            let d = i + 1;
+            given[d].is_some() || (self.config.learn[d] && learned[d] > 0)
+        })
     }
 
     /// Gives back a reservation that was never used.
@@ -407,19 +410,5 @@ impl Pending {
             (a, b) => a.or(b),
         }
         .filter(|_| has_any);
-    }
-}
-
-/// What a reservation of `cost` took where only the buckets `charged` exist: nothing of a token
-/// dimension without a limit yet (one still to be learned: the slow start's probes), so that its
-/// settlement charges the whole usage once the limit is known and never refunds tokens it did
-/// not take.
-pub(super) fn reserved(cost: Cost, charged: [bool; DIMS]) -> Cost {
-    let kept = |d: usize, n: u64| if charged[d] { n } else { 0 };
-    Cost {
-        requests: cost.requests,
-        tokens: kept(1, cost.tokens),
-        input_tokens: kept(2, cost.input_tokens),
-        output_tokens: kept(3, cost.output_tokens),
     }
 }
