@@ -171,5 +171,21 @@ fn stream_chunks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, layers, stream_chunks);
+/// The check `volley::Client` makes before every chat, embeddings or messages request with the
+/// default rate limits (learned per model): whether the request needs a token estimate. Three
+/// models seen, no token limit learned (a provider that states none): the slowest case, every
+/// model's limiter looked at.
+fn counts_tokens(c: &mut Criterion) {
+    use volley_middleware::rate_limit::{LocalLimiter, Observation, RateLimiter};
+    let limiter = LocalLimiter::new(Limits::auto()).expect("valid limits");
+    for model in ["gpt-4o", "gpt-4o-mini", "o3"] {
+        limiter.for_model(model).observe(&Observation::default());
+    }
+    assert!(!limiter.counts_tokens());
+    c.bench_function("rate_limit/counts_tokens_three_models", |b| {
+        b.iter(|| std::hint::black_box(limiter.counts_tokens()));
+    });
+}
+
+criterion_group!(benches, layers, stream_chunks, counts_tokens);
 criterion_main!(benches);

@@ -154,11 +154,11 @@ impl LocalLimiter {
         if !self.shared.learns[1] {
             return false;
         }
-        self.shared
-            .models
-            .as_ref()
-            .and_then(|models| models.any(|limiter| open(&limiter.shared)))
-            .unwrap_or_else(|| open(&self.shared))
+        let models = self.shared.models.as_ref().and_then(|models| {
+            // Before any model was seen, this limiter's own.
+            models.with_each(|mut all| (all.len() > 0).then(|| all.any(|l| open(&l.shared))))
+        });
+        models.unwrap_or_else(|| open(&self.shared))
     }
 
     /// The limits learned from the provider's headers so far, per minute: `(requests,
@@ -177,12 +177,10 @@ impl LocalLimiter {
 
     /// Dimension `d`'s learned limit here, or the lowest of every model's.
     fn learned_in(&self, d: usize) -> Option<u64> {
-        let models = self.shared.models.iter().flat_map(Models::all);
-        models
-            .map(|limiter| limiter.shared.learned(d))
-            .chain([self.shared.learned(d)])
-            .flatten()
-            .min()
+        let models = self.shared.models.as_ref().and_then(|models| {
+            models.with_each(|all| all.filter_map(|limiter| limiter.shared.learned(d)).min())
+        });
+        models.into_iter().chain(self.shared.learned(d)).min()
     }
 
     /// The limits this limiter enforces.
@@ -284,28 +282,12 @@ impl Shared {
         if let Some(g) = &mut state.output {
             g.commit(at, cost.output_tokens);
         }
-        // The grant records what was reserved: a token dimension without a bucket yet (a
-        // limit still to be learned: the slow start's probes) reserved nothing, so its
-        // settlement charges the whole usage once the limit is known and never refunds
-        // tokens it did not take.
-        let reserved = Cost {
-            requests: cost.requests,
-            tokens: if state.tokens.is_some() {
-                cost.tokens
-            } else {
-                0
-            },
-            input_tokens: if state.input.is_some() {
-                cost.input_tokens
-            } else {
-                0
-            },
-            output_tokens: if state.output.is_some() {
-                cost.output_tokens
-            } else {
-                0
-            },
-        };
+        // The grant records what was reserved.
+        let reserved = cost.reserved_in([
+            state.tokens.is_some(),
+            state.input.is_some(),
+            state.output.is_some(),
+        ]);
         let shift_seen = shared.shift.load(Ordering::Relaxed);
         drop(state);
         LocalAcquire::waiting(shared.clone(), reserved, now, at, shift_seen)

@@ -39,16 +39,14 @@ impl Models {
         Some(limiter)
     }
 
-    /// Whether any model's limiter passes `f`; `None` before any model was seen.
-    pub(super) fn any(&self, f: impl Fn(&LocalLimiter) -> bool) -> Option<bool> {
+    /// `f` of every model's limiter, under the map's lock (nothing is copied: it runs on
+    /// every request of the facade).
+    pub(super) fn with_each<R>(
+        &self,
+        f: impl FnOnce(std::collections::hash_map::Values<'_, Box<str>, LocalLimiter>) -> R,
+    ) -> R {
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        (!map.is_empty()).then(|| map.values().any(f))
-    }
-
-    /// Every model's limiter.
-    pub(super) fn all(&self) -> Vec<LocalLimiter> {
-        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        map.values().cloned().collect()
+        f(map.values())
     }
 }
 
