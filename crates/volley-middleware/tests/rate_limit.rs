@@ -431,6 +431,36 @@ async fn unsent_and_abandoned_requests_get_their_cost_back() {
     assert_close(secs(start, sends[1].at), 1.0);
 }
 
+/// A slow-start probe whose caller gave up after it was sent (a timeout above the layer, a
+/// hedge that lost) will never be answered: the request waiting behind the probes goes in its
+/// place at once, rather than after the 10 s probe timeout.
+#[tokio::test(start_paused = true)]
+async fn a_probe_abandoned_after_it_was_sent_hands_the_probe_on() {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let silent = {
+        let sent = sent.clone();
+        tower::service_fn(move |request: Request| {
+            sent.lock().unwrap().push(request.id().as_u64());
+            std::future::pending::<Result<Response, Error>>()
+        })
+    };
+    let svc = tower::Layer::layer(&RateLimitLayer::new(Limits::auto()).unwrap(), silent);
+    let start = Instant::now();
+    let mut probes: Vec<_> = (1..=4)
+        .map(|i| tokio::spawn(svc.clone().oneshot(request(i, 10))))
+        .collect();
+    let _fifth = tokio::spawn(svc.clone().oneshot(request(5, 10)));
+    let _sixth = tokio::spawn(svc.clone().oneshot(request(6, 10)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*sent.lock().unwrap(), [1, 2, 3, 4], "the others wait");
+    let given_up = probes.pop().unwrap();
+    given_up.abort();
+    assert!(given_up.await.unwrap_err().is_cancelled());
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(*sent.lock().unwrap(), [1, 2, 3, 4, 5]);
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
 #[tokio::test(start_paused = true)]
 async fn statuses_that_never_generate_give_the_tokens_back_but_not_the_request() {
     // 60 RPM with a burst of 1 (a request a second) and 6 000 TPM with a burst of 200 (100

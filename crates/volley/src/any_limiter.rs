@@ -47,6 +47,13 @@ impl RateLimiter for AnyLimiter {
         }
     }
 
+    fn abandon(&self, grant: Grant) {
+        match self {
+            AnyLimiter::Local(limiter) => limiter.abandon(grant),
+            AnyLimiter::Redis(limiter) => limiter.abandon(grant),
+        }
+    }
+
     fn observe(&self, observation: &Observation) {
         match self {
             AnyLimiter::Local(limiter) => limiter.observe(observation),

@@ -148,7 +148,8 @@ where
 /// Holds the grant between the limiter and the outcome. Dropped before the request was
 /// handed to the inner service (the caller gave up while it waited, or the inner service
 /// failed to get ready), it gives the grant back. Once handed over the request may have
-/// reached the provider, so a caller giving up then refunds nothing.
+/// reached the provider, so a caller giving up then refunds nothing (the limiter is told it
+/// was [abandoned](RateLimiter::abandon)).
 struct GrantGuard<L: RateLimiter> {
     limiter: L,
     grant: Option<Grant>,
@@ -222,10 +223,13 @@ fn never_generated(status: StatusCode) -> bool {
 
 impl<L: RateLimiter> Drop for GrantGuard<L> {
     fn drop(&mut self) {
-        if !self.sent
-            && let Some(grant) = self.grant.take()
-        {
-            self.limiter.release(grant);
+        if let Some(grant) = self.grant.take() {
+            if self.sent {
+                // Sent, and given up before its outcome: no answer will come from it.
+                self.limiter.abandon(grant);
+            } else {
+                self.limiter.release(grant);
+            }
         }
     }
 }

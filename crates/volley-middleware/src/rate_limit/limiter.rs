@@ -45,6 +45,14 @@ pub trait RateLimiter: Clone + Send + Sync + 'static {
     /// generation.
     fn release(&self, grant: Grant);
 
+    /// Told of a sent request whose caller gave up before its outcome (a timeout above the
+    /// layer, a hedge that lost the race): the provider may have counted it, so nothing is
+    /// given back, but no answer will come from it. A limiter in its slow start lets the
+    /// next waiting request probe in its place. Default: nothing.
+    fn abandon(&self, grant: Grant) {
+        let _ = grant;
+    }
+
     /// Learns from a response's rate-limit headers, or from a 429.
     fn observe(&self, observation: &Observation);
 

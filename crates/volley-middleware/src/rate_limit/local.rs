@@ -73,7 +73,9 @@ pub(super) struct Shared {
 pub(super) const PROBE_WINDOW: usize = 4;
 
 /// How long requests wait behind the slow start's probes before they go anyway: a probe whose
-/// answer is never observed (its caller gave up after sending it) must not stall the run.
+/// answer never comes (a server that hangs, with no timeout below the limiter) must not stall
+/// the run. A probe whose caller gives up hands its place on at once
+/// ([`RateLimiter::abandon`](super::RateLimiter::abandon)).
 pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct State {
@@ -220,6 +222,10 @@ impl RateLimiter for LocalLimiter {
 
     fn release(&self, grant: Grant) {
         self.shared.give_back(grant.cost());
+    }
+
+    fn abandon(&self, grant: Grant) {
+        self.shared.probe_returned(grant.cost());
     }
 
     fn observe(&self, observation: &Observation) {
@@ -602,15 +608,19 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn give_back(&self, cost: Cost) {
+    /// A grant that will bring no answer: while the gate is shut every grant is a probe, and
+    /// one never sent, or abandoned after it was sent, lets the next caller probe instead.
+    fn probe_returned(&self, cost: Cost) {
         if cost.requests > 0
             && let Some(gate) = &self.gate
             && !gate.is_closed()
         {
-            // While the gate is shut every grant is the probe: one that was never sent lets
-            // the next caller probe instead.
             gate.add_permits(1);
         }
+    }
+
+    pub(super) fn give_back(&self, cost: Cost) {
+        self.probe_returned(cost);
         let now = self.now();
         let mut state = self.lock();
         if let Some(g) = &mut state.requests {

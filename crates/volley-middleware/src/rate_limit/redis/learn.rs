@@ -117,15 +117,21 @@ impl Shared {
         Some(rx)
     }
 
-    /// A probe never sent (its cost given back while the gate is shut): the next waiting
-    /// request probes instead.
-    pub(super) fn probe_returned(&self, st: &mut State) {
+    /// A probe that will bring no answer (never sent, or given up after it was sent): the
+    /// next waiting request probes instead. Whether one was moved to the queue.
+    pub(super) fn probe_returned(&self, st: &mut State) -> bool {
         let Some(gate) = st.learning.gate.as_mut() else {
-            return;
+            return false;
         };
         match gate.waiting.pop_front() {
-            Some(next) => st.queue.push_back(next),
-            None => gate.probes += 1,
+            Some(next) => {
+                st.queue.push_back(next);
+                true
+            }
+            None => {
+                gate.probes += 1;
+                false
+            }
         }
     }
 

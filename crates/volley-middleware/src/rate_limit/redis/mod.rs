@@ -348,6 +348,13 @@ impl RateLimiter for RedisLimiter {
         }
     }
 
+    fn abandon(&self, grant: Grant) {
+        match self.local_for(&grant) {
+            Some(local) => local.abandon(grant),
+            None => self.shared().abandoned(grant.cost()),
+        }
+    }
+
     fn observe(&self, observation: &Observation) {
         self.shared().observe(observation);
     }

@@ -235,11 +235,16 @@ impl Shared {
 
     /// Gives back a reservation that was never used.
     pub(super) fn give_back(&self, cost: Cost) {
-        if cost.requests > 0 {
-            // While the slow start lasts every grant is a probe.
-            self.probe_returned(&mut self.lock());
-        }
+        self.abandoned(cost);
         self.report(|p| p.add_give_back(cost));
+    }
+
+    /// A grant that will bring no answer (never sent, or sent and given up): while the slow
+    /// start lasts every grant is a probe, and the next waiting request probes instead.
+    pub(super) fn abandoned(&self, cost: Cost) {
+        if cost.requests > 0 && self.probe_returned(&mut self.lock()) {
+            self.notify.notify_one();
+        }
     }
 
     /// Corrects a token charge of `estimated` to `actual`, as the in-process limiter does.

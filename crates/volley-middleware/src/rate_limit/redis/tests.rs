@@ -519,6 +519,31 @@ async fn a_learned_limit_starts_slowly_and_is_shared_with_every_process() {
     assert_near(start.elapsed().as_secs_f64(), 0.5, 0.002);
 }
 
+/// A probe whose caller gave up after it was sent brings no answer: the request waiting
+/// behind the slow start goes in its place, at once, rather than after the 10 s probe timeout.
+/// Its cost is not given back (the provider may have counted it).
+#[tokio::test(start_paused = true)]
+async fn a_probe_abandoned_after_it_was_sent_hands_the_probe_on() {
+    let options = options(Limits::auto().headroom(0.0).jitter_margin(Duration::ZERO));
+    let model = model_for(&options);
+    let a = process(&options, &model).await;
+    let mut probes = Vec::new();
+    for i in 0..4 {
+        probes.push(a.acquire(RequestId::from_u64(i), cost(1, 0)).await.unwrap());
+    }
+    let start = Instant::now();
+    let fifth = spawn_acquire(&a, 4, cost(1, 0), start);
+    let sixth = spawn_acquire(&a, 5, cost(1, 0), start);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!fifth.is_finished(), "behind the probes");
+    a.abandon(probes.pop().unwrap());
+    assert_near(fifth.await.unwrap(), 1.0, 0.002);
+    assert!(a.shared().slow_start.load(Ordering::Relaxed));
+    // One abandoned probe lets one request through, not everyone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!sixth.is_finished(), "still behind the probes");
+}
+
 /// A probe reserved no tokens (no token limit was in force), though it carried an estimate:
 /// settled after the limit is learned, it refunds nothing. 60 000 tokens a minute (1 000 a
 /// second); after the limit is learned a request takes the second's 1 000; the probe,
