@@ -20,6 +20,7 @@ use volley_middleware::rate_limit::{Limits, LocalLimiter, RateLimit, RateLimitLa
 struct Answer {
     sent: Arc<AtomicU64>,
     usage: &'static str,
+    headers: HeaderMap,
 }
 
 impl Service<Request> for Answer {
@@ -39,7 +40,7 @@ impl Service<Request> for Answer {
         );
         let response = Response::new(
             StatusCode::OK,
-            HeaderMap::new(),
+            self.headers.clone(),
             Body::Full(Bytes::from(body)),
             Timings::start(),
             request.id(),
@@ -71,6 +72,7 @@ fn service(limits: Limits, usage: &'static str) -> (RateLimit<Answer>, Arc<Atomi
     let inner = Answer {
         sent: sent.clone(),
         usage,
+        headers: HeaderMap::new(),
     };
     let svc = tower::Layer::layer(&RateLimitLayer::with_limiter(limiter), inner);
     (svc, sent)
@@ -137,4 +139,42 @@ async fn a_prompt_above_a_minute_of_input_is_refused_at_once() {
         "{error}"
     );
     assert_eq!(sent.load(Ordering::Relaxed), 0);
+}
+
+/// With no limit given, an Anthropic output limit learned from the first answer paces the
+/// requests that were held behind the slow start's probes: they were made before any limit
+/// was known, yet carry their output estimates. 6 000 output tokens a minute (100 a second, a
+/// burst of 100), 20 requests of up to 100 output tokens made at once, answers that use 10:
+/// the four probes settle 40 against the new bucket, and the held requests then reserve 100
+/// each, so only a few go within two seconds (without the estimates all 16 went at once).
+#[tokio::test(start_paused = true)]
+async fn an_output_limit_learned_paces_the_requests_held_by_the_slow_start() {
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "anthropic-ratelimit-output-tokens-limit",
+        http::HeaderValue::from_static("6000"),
+    );
+    let answer = Answer {
+        sent: sent.clone(),
+        usage: r#"{"input_tokens":25,"output_tokens":10}"#,
+        headers,
+    };
+    // Answers take 10 ms, so all 20 are made before the first comes back.
+    let inner = tower::service_fn(move |request: Request| {
+        let answer = answer.clone().call(request);
+        async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            answer.await
+        }
+    });
+    let limits = Limits::auto().headroom(0.0).jitter_margin(Duration::ZERO);
+    let svc = tower::Layer::layer(&RateLimitLayer::new(limits).unwrap(), inner);
+    let calls: Vec<_> = (0..20)
+        .map(|_| svc.clone().oneshot(messages(100)))
+        .collect();
+    let run = futures_util::future::join_all(calls);
+    let _ = tokio::time::timeout(Duration::from_secs(2), run).await;
+    let within = sent.load(Ordering::Relaxed);
+    assert!((5..=8).contains(&within), "{within} sent within 2 s");
 }

@@ -74,8 +74,9 @@ pub trait RateLimiter: Clone + Send + Sync + 'static {
     }
 
     /// Whether this limiter limits input and output tokens apart (Anthropic's ITPM and
-    /// OTPM), so that [`Cost::input_tokens`] and [`Cost::output_tokens`] must be estimated
-    /// (the request's [`Dialect`] reads its body once). Default `false`.
+    /// OTPM), or may still learn such limits from its first answer, so that
+    /// [`Cost::input_tokens`] and [`Cost::output_tokens`] must be estimated (the request's
+    /// [`Dialect`] reads its body once). Default `false`.
     fn splits_tokens(&self) -> bool {
         false
     }

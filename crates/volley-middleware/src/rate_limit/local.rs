@@ -241,10 +241,15 @@ impl RateLimiter for LocalLimiter {
     }
 
     fn splits_tokens(&self) -> bool {
-        self.shared.max_input.is_some()
-            || self.shared.max_output.is_some()
-            || self.shared.learned(2).is_some()
-            || self.shared.learned(3).is_some()
+        let shared = &self.shared;
+        shared.max_input.is_some()
+            || shared.max_output.is_some()
+            || shared.learned(2).is_some()
+            || shared.learned(3).is_some()
+            // An input or output limit may still come with the first answer: the requests
+            // held at the gate reserve under it when it opens, and need their estimates.
+            || ((shared.learns[2] || shared.learns[3])
+                && shared.gate.as_ref().is_some_and(|g| !g.is_closed()))
     }
 
     fn settle_usage(&self, grant: Grant, usage: TokenUsage) {

@@ -364,9 +364,14 @@ impl RateLimiter for RedisLimiter {
     }
 
     fn splits_tokens(&self) -> bool {
-        self.shared().config.splits_tokens()
+        let shared = self.shared();
+        shared.config.splits_tokens()
             || self.learned_in(2).is_some()
             || self.learned_in(3).is_some()
+            // As the in-process limiter: during the slow start the held requests need their
+            // estimates for an input or output limit the first answer may teach.
+            || ((shared.config.learn[2] || shared.config.learn[3])
+                && shared.slow_start.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     fn settle_usage(&self, grant: Grant, usage: TokenUsage) {

@@ -477,8 +477,10 @@ async fn a_learned_limit_starts_slowly_and_is_shared_with_every_process() {
     let a = process(&options, &model).await;
     let b = process(&options, &model).await;
     assert!(a.learns());
-    // A token limit may come with the first answer: until then requests need estimates.
+    // A token limit, or an input or output limit, may come with the first answer: until then
+    // requests need estimates.
     assert!(a.counts_tokens());
+    assert!(a.splits_tokens());
     // The slow start: four probes go at once, the fifth waits for an answer.
     for i in 0..4 {
         a.acquire(RequestId::from_u64(i), cost(1, 0)).await.unwrap();
@@ -492,6 +494,7 @@ async fn a_learned_limit_starts_slowly_and_is_shared_with_every_process() {
     assert_near(fifth.await.unwrap(), 1.0, 0.002);
     assert_eq!(a.learned(), (Some(600), None));
     assert!(!a.counts_tokens(), "the answer had no token limit");
+    assert!(!a.splits_tokens(), "nor an input or output limit");
     // B learned nothing itself, yet after its next round trip it knows the limit and is paced
     // by it: the burst (less what A sent), then one per 100 ms.
     b.acquire(RequestId::from_u64(10), cost(1, 0))
@@ -607,7 +610,8 @@ async fn anthropic_input_and_output_token_limits_are_learned_and_shared() {
     let model = model_for(&options);
     let a = process(&options, &model).await;
     let b = process(&options, &model).await;
-    assert!(!b.splits_tokens());
+    // Before any answer an input or output limit may still come: estimates are asked for.
+    assert!(b.splits_tokens());
     a.acquire(RequestId::from_u64(1), cost(1, 0)).await.unwrap();
     let mut headers = HeaderMap::new();
     for (name, value) in [
