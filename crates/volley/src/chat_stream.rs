@@ -145,7 +145,9 @@ impl Stream for ChatStream {
             return Poll::Ready(None);
         }
         let data = event.data_bytes();
-        if event.event_type() == "error" || volley_core::openai::looks_like_error(data) {
+        // An error object anywhere in the chunk (OpenRouter puts `error` after the chunk's
+        // own fields, with `finish_reason: "error"`; vLLM sends `"object": "error"`).
+        if event.event_type() == "error" || volley_core::Dialect::OpenAi.is_error_reply(data) {
             let id = self.id;
             let api = ApiError::from_body(&self.scrubber.scrub(data.clone()));
             let detail = api

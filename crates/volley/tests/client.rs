@@ -175,6 +175,26 @@ fn without_usage(mut request: ChatCompletionRequest) -> ChatCompletionRequest {
     request
 }
 
+/// OpenRouter reports an error in the middle of a stream as a chunk with an `error` object
+/// after the chunk's own fields and `finish_reason: "error"`, then `[DONE]`: the stream fails
+/// with the provider's message, where the chunk would otherwise pass as the last one.
+#[tokio::test]
+async fn an_error_object_after_a_chunks_own_fields_fails_the_stream() {
+    let events = concat!(
+        "data: {\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+        "data: {\"id\":\"gen-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"provider\":\"openai\",",
+        "\"error\":{\"code\":\"server_error\",\"message\":\"Provider disconnected unexpectedly\"},",
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let (chunks, error) = stream_until_close(events, without_usage(request("hello"))).await;
+    assert_eq!(chunks, 1);
+    let error = error.expect("the provider's error ends the stream");
+    assert_eq!(error.kind(), ErrorKind::StreamBroken, "{error}");
+    let api = error.api_error().expect("the provider's error object");
+    assert_eq!(api.message, "Provider disconnected unexpectedly");
+}
+
 /// With `n: 2`, the first choice's `finish_reason` is not the end: a body that stops while
 /// the second choice is still being written is broken, one that stops after both finished is
 /// not (a server that leaves out `[DONE]`).

@@ -165,7 +165,7 @@ fn has_error_event(dialect: Dialect, body: &[u8]) -> bool {
             return name.trim_ascii() == b"error";
         }
         line.strip_prefix(b"data:")
-            .is_some_and(|data| dialect.looks_like_error(data))
+            .is_some_and(|data| dialect.is_error_reply(data))
     })
 }
 
@@ -192,6 +192,11 @@ mod tests {
         assert!(!is_complete(
             Dialect::OpenAi,
             b"event: error\ndata: {}\n\ndata: [DONE]\n\n"
+        ));
+        // OpenRouter's mid-stream error: a chunk with `error` after its own fields.
+        assert!(!is_complete(
+            Dialect::OpenAi,
+            b"data: {\"id\":\"g\",\"error\":{\"message\":\"cut\"},\"choices\":[]}\n\ndata: [DONE]\n\n"
         ));
     }
 
