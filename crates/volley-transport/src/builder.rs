@@ -563,10 +563,13 @@ impl Builder {
         self
     }
 
-    /// Allow plain `http://` to a host that is not loopback. Without it, [`Builder::build`]
-    /// refuses such a base URL: the API key and prompts would cross the network in clear text.
+    /// Allow plain `http://` to a host that is not loopback, or to a loopback one through a
+    /// proxy that is not (`http_proxy` or `ALL_PROXY` without the host in `NO_PROXY`). Without
+    /// it, [`Builder::build`] refuses such a base URL: the API key and prompts would cross the
+    /// network in clear text.
     ///
-    /// Default: `false` (plain HTTP only to `localhost`, `127.0.0.0/8` and `[::1]`).
+    /// Default: `false` (plain HTTP only to `localhost`, `127.0.0.0/8` and `[::1]`, directly
+    /// or through a proxy on this machine).
     pub fn allow_plain_http(mut self, allowed: bool) -> Builder {
         self.config.allow_plain_http = allowed;
         self
@@ -610,7 +613,8 @@ impl Builder {
     ///
     /// # Errors
     /// `ErrorKind::Config` when the base URL is not an absolute `http`/`https` URL, when it is
-    /// plain `http://` to a remote host without [`Builder::allow_plain_http`], when the API key
+    /// plain `http://` to a remote host, or to a loopback one through a proxy that is not on
+    /// this machine, without [`Builder::allow_plain_http`], when the API key
     /// or user agent cannot be sent as a header, or when no TLS roots are available.
     pub fn build(self) -> Result<Transport, Error> {
         let c = self.config;
@@ -707,6 +711,24 @@ impl Builder {
         let proxy = proxy::choose(&c.proxy, &base.scheme, &base.authority)?;
         let route = Arc::new(Route::new(proxy, &base.scheme, c.http2_prior_knowledge));
         if let Some(proxy) = route.proxy() {
+            // Plain HTTP is allowed to a loopback origin because it stays on this machine;
+            // through a proxy elsewhere the key and prompts would cross the network in clear
+            // text (and the proxy would resolve `localhost` to itself).
+            if base.scheme == Scheme::HTTP && !c.allow_plain_http && !proxy.is_loopback() {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "refusing plain http:// to {origin} through the proxy {proxy} (from \
+                         {source}), which is not on this machine: the API key and prompts \
+                         would cross the network unencrypted. Add the host to NO_PROXY (or \
+                         turn the proxy off for this client), use https://, or allow plain \
+                         HTTP explicitly",
+                        origin = base.display,
+                        proxy = proxy.display(),
+                        source = proxy.source(),
+                    ),
+                ));
+            }
             tracing::debug!(proxy = proxy.display(), origin = %base.display, "through a proxy");
         }
         let forwarded = matches!(*route, Route::Forward(_));
@@ -1009,6 +1031,38 @@ mod tests {
         assert!(err.to_string().contains("api.example.com"), "{err}");
         assert!(parse_base_url("http://10.0.0.1/v1", false).is_err());
         assert!(parse_base_url("http://api.example.com/v1", true).is_ok());
+    }
+
+    /// Plain HTTP is allowed to a loopback origin because it stays on this machine: not
+    /// through a proxy elsewhere, which would carry the key and prompts in clear text.
+    #[tokio::test]
+    async fn plain_http_to_loopback_through_a_remote_proxy_is_refused_unless_allowed() {
+        let build = |proxy: &str, allow: bool| {
+            Builder::new()
+                .base_url("http://localhost:8000/v1")
+                .api_key("sk-test")
+                .proxy(proxy)
+                .allow_plain_http(allow)
+                .build()
+        };
+        for proxy in ["http://u:SECRET@10.1.2.3:3128", "socks5h://proxy.corp:1080"] {
+            let err = build(proxy, false).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            let shown = err.to_string();
+            assert!(shown.contains("through the proxy"), "{shown}");
+            assert!(!format!("{shown} {err:?}").contains("SECRET"), "{shown}");
+            assert!(build(proxy, true).is_ok(), "{proxy}, allowed");
+        }
+        // A proxy on this machine, or no proxy: nothing leaves it.
+        assert!(build("http://127.0.0.1:3128", false).is_ok());
+        assert!(build("", false).is_ok());
+        // HTTPS through any proxy is encrypted end to end.
+        let tls = Builder::new()
+            .base_url("https://localhost:8443/v1")
+            .api_key("sk-test")
+            .proxy("http://10.1.2.3:3128")
+            .build();
+        assert!(tls.is_ok());
     }
 
     #[test]

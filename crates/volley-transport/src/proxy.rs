@@ -208,6 +208,16 @@ impl ProxyUrl {
         &self.display
     }
 
+    /// Whether the proxy itself is on this machine (a loopback address or `localhost`).
+    pub(crate) fn is_loopback(&self) -> bool {
+        self.uri.host().is_some_and(volley_core::host::is_loopback)
+    }
+
+    /// Where the URL came from: `http_proxy`, or the proxy setting.
+    pub(crate) fn source(&self) -> &'static str {
+        self.source
+    }
+
     /// Whether this is an HTTP proxy (not SOCKS).
     pub(crate) fn is_http(&self) -> bool {
         self.kind == ProxyKind::Http

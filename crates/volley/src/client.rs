@@ -849,7 +849,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Allow plain `http://` to a host that is not loopback.
+    /// Allow plain `http://` to a host that is not loopback, or to a loopback one through a
+    /// proxy that is not ([`volley_transport::Builder::allow_plain_http`]).
     ///
     /// Default: `false`.
     pub fn allow_plain_http(mut self, allowed: bool) -> ClientBuilder {
