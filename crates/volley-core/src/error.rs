@@ -76,7 +76,7 @@ pub enum ErrorKind {
     /// than any budget). Sending it again will not help.
     InvalidInput,
     /// The client was configured wrongly (for example plain `http://` to a remote host without
-    /// allowing it).
+    /// allowing it, or a SOCKS5 proxy whose credentials are missing from its URL or refused).
     Config,
     /// The request was cancelled by the caller or by shutdown.
     Cancelled,

@@ -680,8 +680,11 @@ impl ProxyError {
                 Error::from_status(*status, headers.clone(), b"", None, context)
                     .with_request_sent(false)
             }
-            Failure::SocksAuth => Error::new(ErrorKind::Connect, format!("{context}: {self}"))
-                .with_request_sent(false),
+            // Credentials missing from the proxy URL, or refused: the setting is wrong, and
+            // trying again would only repeat a failed login (`Config` is never retried).
+            Failure::SocksAuth => {
+                Error::new(ErrorKind::Config, format!("{context}: {self}")).with_request_sent(false)
+            }
             _ => Error::new(ErrorKind::Connect, format!("{context}: {self}")),
         }
     }

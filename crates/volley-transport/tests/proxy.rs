@@ -222,7 +222,9 @@ async fn socks5_with_remote_and_local_name_resolution() {
         .build()
         .unwrap();
     let err = transport.send(chat()).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+    // The setting is wrong: `Config`, which no retry policy sends again.
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(!err.is_request_sent());
     let text = format!("{err} {}", err.report());
     assert!(text.contains("socks5h://***@127.0.0.1:"), "{text}");
     assert!(
@@ -316,7 +318,7 @@ async fn a_socks5_proxy_that_needs_credentials_says_so() {
         .build()
         .unwrap();
     let err = transport.send(chat()).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     let text = format!("{err} {}", err.report());
     assert!(text.contains("requires a user name and password"), "{text}");
     assert!(!text.contains("rejected"), "{text}");

@@ -62,6 +62,45 @@ async fn two_thousand_requests_at_256_through_an_authenticating_proxy_all_succee
     assert!(tunnels <= 256, "{tunnels} tunnels for 256 slots");
 }
 
+/// A proxy that refuses the credentials refuses them every time: with the retries that only
+/// resend what cannot have been billed (the tunnel was refused, so nothing reached the
+/// server), the tunnel is still asked for once, not once per retry.
+#[tokio::test]
+async fn a_proxy_that_refuses_the_credentials_is_asked_once() {
+    let proxy = require_tinyproxy!(Some(("volley", "s3cret-proxy-pw")));
+    let wrong = proxy.url().replace("s3cret-proxy-pw", "not-the-password");
+    let pki = TestPki::new("refused-tunnel");
+    let tls = MockTls::new(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+        None,
+    )
+    .unwrap();
+    let server = MockServer::start_tls(MockConfig::default(), tls)
+        .await
+        .unwrap();
+    let client = Client::builder()
+        .base_url(server.url())
+        .tls_ca_file(pki.ca_file())
+        .proxy(wrong)
+        .retry_policy(volley::middleware::retry::Policy::safe_only())
+        .build()
+        .unwrap();
+    let err = client.chat(&chat(0)).await.unwrap_err();
+    assert!(
+        matches!(err.status().map(|s| s.as_u16()), Some(401 | 407)),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("not-the-password"), "{err}");
+    let tunnels = proxy
+        .requests()
+        .iter()
+        .filter(|l| l.starts_with("CONNECT "))
+        .count();
+    assert_eq!(tunnels, 1, "{:?}", proxy.requests());
+    assert_eq!(server.stats().requests_total, 0);
+}
+
 #[tokio::test]
 async fn azure_through_the_builder() {
     let server = MockServer::start(MockConfig {

@@ -89,7 +89,8 @@ pub fn classify_default(error: &Error, attempt: u32) -> Decision {
 /// §15.5.9), and any failure where [`Error::is_request_sent`] is `false` (a refused
 /// connection, or a pooled connection that closed before the request was written). `Tls` is
 /// not retried even though nothing was sent: a certificate problem does not heal.
-/// `InvalidInput`, `Config` and `Cancelled` are never retried, nor is a 429 that says the
+/// `InvalidInput`, `Config` and `Cancelled` are never retried, nor is another 4xx (a proxy's
+/// refusal of the tunnel, 407, reached nothing yet does not heal), nor a 429 that says the
 /// quota is used up or the request is above a whole per-minute limit
 /// ([`Error::no_wait_helps`]). A timeout, a 500 or a broken stream may
 /// come after the provider did (and billed) the work, so they fail.
@@ -110,6 +111,9 @@ pub fn classify_safe_only(error: &Error, attempt: u32) -> Decision {
             Decision::Retry
         }
         ErrorKind::Status if error.status() == Some(StatusCode::REQUEST_TIMEOUT) => Decision::Retry,
+        // Any other 4xx does not heal, even when nothing reached the server: a proxy that
+        // refused the tunnel (407, or 401 and 403) would only see the same credentials again.
+        ErrorKind::Status if error.status().is_some_and(|s| s.is_client_error()) => Decision::Fail,
         ErrorKind::Tls | ErrorKind::InvalidInput | ErrorKind::Config | ErrorKind::Cancelled => {
             Decision::Fail
         }

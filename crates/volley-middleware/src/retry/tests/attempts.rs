@@ -91,6 +91,9 @@ async fn safe_only_retries_what_cannot_have_been_billed() {
             2,
         ),
         ("connection", || Error::new(ErrorKind::Connection, "t"), 1),
+        // A proxy's refusal of the tunnel: nothing reached the server, yet it does not heal.
+        ("407, unsent", || status(407).with_request_sent(false), 1),
+        ("502, unsent", || status(502).with_request_sent(false), 2),
         ("timeout", || Error::new(ErrorKind::Timeout, "t"), 1),
         ("tls", || Error::new(ErrorKind::Tls, "t"), 1),
         ("broken", || Error::new(ErrorKind::StreamBroken, "t"), 1),
