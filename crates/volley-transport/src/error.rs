@@ -163,8 +163,9 @@ fn from_http2(err: hyper_util::client::legacy::Error, context: String) -> Error 
     let message = if canceled {
         format!("{context}: the connection closed before the request was sent")
     } else if refused_stream(&err) {
-        // The server reset the stream with REFUSED_STREAM: it did not process the request
-        // (RFC 9113, 8.7), which can be sent again whatever its method.
+        // The server reset the stream with REFUSED_STREAM, or named a last stream below it
+        // in a GOAWAY: it did not process the request (RFC 9113, 8.7 and 6.8), which can be
+        // sent again whatever its method.
         return Error::new(
             ErrorKind::Connection,
             format!("{context}: the server refused the HTTP/2 stream before processing it"),
@@ -179,12 +180,16 @@ fn from_http2(err: hyper_util::client::legacy::Error, context: String) -> Error 
         .with_source(err)
 }
 
-/// Whether the server reset the request's stream with `REFUSED_STREAM`. A `GOAWAY` is not
-/// judged: h2 gives the streams above its last stream id (not processed) and the streams the
-/// closing connection cut off (perhaps processed) the same error.
+/// Whether the server did not process the request's stream: it reset it with
+/// `REFUSED_STREAM`, or its `GOAWAY` named a last stream below it (or came before the stream
+/// was opened). h2 gives only those streams the remote `GOAWAY` as their error; the streams at
+/// or below the last one, which the server may have processed, end with an I/O error when the
+/// connection closes.
 fn refused_stream(err: &(dyn StdError + 'static)) -> bool {
     find::<::h2::Error>(err).is_some_and(|e| {
-        e.is_reset() && e.is_remote() && e.reason() == Some(::h2::Reason::REFUSED_STREAM)
+        e.is_remote()
+            && ((e.is_reset() && e.reason() == Some(::h2::Reason::REFUSED_STREAM))
+                || e.is_go_away())
     })
 }
 

@@ -271,3 +271,59 @@ async fn a_refused_http2_stream_counts_as_not_sent() {
     assert_eq!(&answered.bytes().await.unwrap()[..], ANSWER);
     assert_eq!(streams.load(Ordering::SeqCst), 2);
 }
+
+/// A server that sends GOAWAY naming a last stream below the request's did not process it
+/// (RFC 9113, 6.8), as nginx, envoy and load balancers do when they retire a connection:
+/// the error says the request was not sent, so a policy that resends only unsent requests
+/// resends it. Raw frames, so that the GOAWAY's last stream id is exactly 0.
+#[tokio::test]
+async fn a_stream_above_a_goaways_last_stream_counts_as_not_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut preface = [0u8; 24];
+                socket.read_exact(&mut preface).await?;
+                // The server's SETTINGS (empty), then the client's frames up to its HEADERS.
+                socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await?;
+                loop {
+                    let mut head = [0u8; 9];
+                    socket.read_exact(&mut head).await?;
+                    let len = usize::from(head[0]) << 16
+                        | usize::from(head[1]) << 8
+                        | usize::from(head[2]);
+                    let mut payload = vec![0u8; len];
+                    socket.read_exact(&mut payload).await?;
+                    if head[3] == 1 {
+                        break;
+                    }
+                }
+                // SETTINGS ACK, then GOAWAY(last stream 0, NO_ERROR): stream 1 not processed.
+                socket.write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0]).await?;
+                socket
+                    .write_all(&[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+                    .await?;
+                let mut rest = Vec::new();
+                let _ = socket.read_to_end(&mut rest).await;
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    let transport = Transport::builder()
+        .base_url(&url)
+        .http2_prior_knowledge(true)
+        .build()
+        .unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(10), transport.send(chat()))
+        .await
+        .expect("the request ends")
+        .expect_err("a stream the server did not process is no answer");
+    assert_eq!(refused.kind(), ErrorKind::Connection, "{refused}");
+    assert!(
+        !refused.is_request_sent(),
+        "{refused}: {}",
+        refused.report()
+    );
+}
