@@ -40,14 +40,30 @@ pub struct ChatCompletionChunk {
 }
 
 impl ChatCompletionChunk {
-    /// The text the first choice adds in this chunk, if any.
+    /// The text the first choice (`index` 0) adds in this chunk, if any. With `n` above 1 each
+    /// chunk may carry another choice; [`ChunkChoice::index`] tells them apart.
+    ///
+    /// ```
+    /// use volley_core::openai::ChatCompletionChunk;
+    ///
+    /// let second: ChatCompletionChunk =
+    ///     serde_json::from_str(r#"{"choices":[{"index":1,"delta":{"content":"B"}}]}"#).unwrap();
+    /// assert_eq!(second.delta_text(), None);
+    /// let first: ChatCompletionChunk =
+    ///     serde_json::from_str(r#"{"choices":[{"index":0,"delta":{"content":"A"}}]}"#).unwrap();
+    /// assert_eq!(first.delta_text(), Some("A"));
+    /// ```
     pub fn delta_text(&self) -> Option<&str> {
-        self.choices.first()?.delta.content.as_deref()
+        self.first_choice()?.delta.content.as_deref()
     }
 
-    /// The finish reason of the first choice, in the chunk that ends it.
+    /// The finish reason of the first choice (`index` 0), in the chunk that ends it.
     pub fn finish_reason(&self) -> Option<&str> {
-        self.choices.first()?.finish_reason.as_deref()
+        self.first_choice()?.finish_reason.as_deref()
+    }
+
+    fn first_choice(&self) -> Option<&ChunkChoice> {
+        self.choices.iter().find(|c| c.index == 0)
     }
 }
 
