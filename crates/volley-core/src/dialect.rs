@@ -288,24 +288,65 @@ impl Dialect {
     }
 
     /// The error for an error body that arrived inside a 200 response (an event of a stream):
-    /// `RateLimited` for a rate-limit error, `StreamBroken` for overload (retryable before
-    /// the first byte reached the caller), `Status` otherwise, with the provider's message.
+    /// `RateLimited` for a rate-limit error, `StreamBroken` for overload or a server error
+    /// (OpenAI's `server_error`, Anthropic's `api_error`: what a 500 would have said), which
+    /// is retried before the first byte reached the caller, `Status` otherwise, with the
+    /// provider's message.
     pub fn error_in_stream(self, data: &[u8], context: impl fmt::Display) -> Error {
-        self.error_in_ok(data, context, "error event")
+        self.error_in_ok(data, context, "error event", true)
+    }
+
+    /// The error an event stream's first bytes carry: one of the complete events in them is
+    /// an error (an `error` event, or data that is an error object in this dialect), so the
+    /// stream failed before anything of it reached the caller and may be retried as a whole.
+    /// `None` otherwise; at once, with one SIMD search, when the bytes never say `error`.
+    ///
+    /// ```
+    /// use volley_core::{Dialect, ErrorKind};
+    ///
+    /// let overloaded = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    /// let error = Dialect::Anthropic.error_at_stream_start(overloaded, "request 1").unwrap();
+    /// assert_eq!(error.kind(), ErrorKind::StreamBroken);
+    /// let start = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n";
+    /// assert!(Dialect::OpenAi.error_at_stream_start(start, "request 2").is_none());
+    /// ```
+    pub fn error_at_stream_start(self, first: &[u8], context: impl fmt::Display) -> Option<Error> {
+        memchr::memmem::find(first, b"error")?;
+        let mut decoder = crate::sse::Decoder::new();
+        decoder.feed_slice(first);
+        while let Ok(Some(event)) = decoder.next_event() {
+            let data = event.data_bytes();
+            if event.event_type() == "error" || self.is_error_reply(data) {
+                return Some(self.error_in_stream(data, context));
+            }
+        }
+        None
     }
 
     /// The error for a whole 2xx answer that is an error object
     /// ([`is_error_reply`](Dialect::is_error_reply)): of the kinds
-    /// [`error_in_stream`](Dialect::error_in_stream) gives, with the provider's message.
+    /// [`error_in_stream`](Dialect::error_in_stream) gives, with the provider's message,
+    /// except that a server error is `Status`.
     pub fn error_in_answer(self, data: &[u8], context: impl fmt::Display) -> Error {
-        self.error_in_ok(data, context, "the answer is an error")
+        self.error_in_ok(data, context, "the answer is an error", false)
     }
 
-    fn error_in_ok(self, data: &[u8], context: impl fmt::Display, what: &str) -> Error {
+    fn error_in_ok(
+        self,
+        data: &[u8],
+        context: impl fmt::Display,
+        what: &str,
+        in_stream: bool,
+    ) -> Error {
         let api = crate::ApiError::from_body(data);
+        let server_error = in_stream
+            && api
+                .as_ref()
+                .and_then(|api| api.r#type.as_deref())
+                .is_some_and(|t| t == "server_error" || t == "api_error");
         let kind = if self.error_kind(StatusCode::OK, data) == ErrorKind::RateLimited {
             ErrorKind::RateLimited
-        } else if self.is_overloaded(None, data) {
+        } else if server_error || self.is_overloaded(None, data) {
             ErrorKind::StreamBroken
         } else {
             ErrorKind::Status
@@ -528,6 +569,23 @@ mod tests {
             Some("invalid_request_error")
         );
         assert!(a.looks_like_error(overloaded) && !Dialect::OpenAi.looks_like_error(overloaded));
+        // A server error in a stream is what a 500 would have said: retried before the first
+        // byte reached the caller. As a whole 2xx answer it stays `Status`.
+        let api_error = br#"{"type":"error","error":{"type":"api_error","message":"Internal"}}"#;
+        assert_eq!(
+            a.error_in_stream(api_error, "stream").kind(),
+            ErrorKind::StreamBroken
+        );
+        assert_eq!(
+            a.error_in_answer(api_error, "answer").kind(),
+            ErrorKind::Status
+        );
+        let server_error =
+            br#"{"error":{"message":"The server had an error","type":"server_error"}}"#;
+        assert_eq!(
+            Dialect::OpenAi.error_in_stream(server_error, "s").kind(),
+            ErrorKind::StreamBroken
+        );
     }
 
     #[test]

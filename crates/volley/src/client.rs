@@ -227,6 +227,9 @@ impl Client {
     ///
     /// # Errors
     /// Errors before the first chunk come from this call; errors after it come from the stream.
+    /// With retries on, an error the server sends as the stream's first event (a 200, then
+    /// `{"error": ...}`) is one of the former: an overload or a server error is retried as a
+    /// 5xx would be.
     pub async fn chat_stream(
         &self,
         mut request: ChatCompletionRequest,

@@ -55,7 +55,9 @@ impl Client {
     /// ([`MessageStream`]; [`MessageStream::text`] gives just the text).
     ///
     /// # Errors
-    /// Errors before the first event come from this call; after it, from the stream.
+    /// Errors before the first event come from this call; after it, from the stream. With
+    /// retries on, an `error` event sent first (a 200, then `overloaded_error`) is one of the
+    /// former, and retried as a 529 would be.
     pub async fn messages_stream(&self, request: &MessagesRequest) -> Result<MessageStream, Error> {
         let mut request = request.clone();
         request.stream = Some(true);

@@ -118,6 +118,48 @@ async fn a_stream_cut_short_is_an_error() {
     assert_eq!(result.unwrap_err().kind(), ErrorKind::StreamBroken);
 }
 
+/// Anthropic may answer 200 and then send `overloaded_error` as the stream's first event:
+/// nothing reached the caller yet, so the attempt is retried as a 529 would be, and the
+/// caller gets the second attempt's stream.
+#[tokio::test]
+async fn an_error_event_before_anything_reached_the_caller_is_retried() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const OVERLOADED: &str = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    const STREAM: &str = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-test\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":1}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    let port = volley_testkit::raw::serve(move |_head| {
+        let body = if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            OVERLOADED
+        } else {
+            STREAM
+        };
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    })
+    .await;
+    let client = Client::builder()
+        .provider(Provider::Anthropic)
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .api_key(KEY)
+        .build()
+        .unwrap();
+    let stream = client.messages_stream(&request("hello")).await.unwrap();
+    assert_eq!(stream.text().await.unwrap(), "Hello");
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn overload_is_retried_until_every_request_succeeds() {
     let server = MockServer::start(MockConfig {

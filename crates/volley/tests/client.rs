@@ -143,13 +143,14 @@ async fn serve_events_then_close(events: &'static str) -> String {
 }
 
 /// Streams `request` from a server that sends `events` and closes: the chunks, then the
-/// error the stream ended with, if any.
+/// error the stream ended with, if any. Without retries: the server answers once, and an
+/// error in the first bytes would otherwise be retried.
 async fn stream_until_close(
     events: &'static str,
     request: ChatCompletionRequest,
 ) -> (usize, Option<volley::Error>) {
     let base = serve_events_then_close(events).await;
-    let client = Client::builder().base_url(base).build().unwrap();
+    let client = Client::builder().base_url(base).retries(0).build().unwrap();
     let mut stream = client.chat_stream(request).await.unwrap();
     let mut chunks = 0;
     while let Some(item) = stream.next().await {

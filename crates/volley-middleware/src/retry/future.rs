@@ -116,8 +116,22 @@ where
                         // An empty chunk carries no byte: keep waiting for a real one.
                         Some(Ok(chunk)) if chunk.is_empty() => continue,
                         Some(Ok(chunk)) => {
-                            let response = hand_over(head, stream, chunk);
-                            return Poll::Ready(Ok(finished(response, *this.attempt)));
+                            // An error event before anything reached the caller fails the
+                            // attempt as a whole (an overloaded or erring server that answered
+                            // 200 first). Only looked for while another attempt may follow.
+                            let id = *this.id;
+                            let error = this.request.as_ref().and_then(|request| {
+                                request
+                                    .dialect()
+                                    .error_at_stream_start(&chunk, format_args!("request {id}"))
+                            });
+                            match error {
+                                Some(error) => error,
+                                None => {
+                                    let response = hand_over(head, stream, chunk);
+                                    return Poll::Ready(Ok(finished(response, *this.attempt)));
+                                }
+                            }
                         }
                         // A 200 event stream that ends before its first byte carries no
                         // answer (a proxy or server that gave up after the head): it is a
