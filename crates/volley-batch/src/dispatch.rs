@@ -57,6 +57,9 @@ pub(super) struct Loop<'a> {
     interrupted: bool,
     /// Set by a request that ended in HTTP 401 or 403: no new line is taken.
     credentials_rejected: Option<String>,
+    /// Set by a request that ended in a 429 saying the account's quota is used up: no new
+    /// line is taken.
+    quota_exhausted: Option<String>,
     writer_failed: bool,
 }
 
@@ -69,6 +72,7 @@ pub(super) struct Tally {
     pub(super) in_flight_area: f64,
     pub(super) interrupted: bool,
     pub(super) credentials_rejected: Option<String>,
+    pub(super) quota_exhausted: Option<String>,
 }
 
 impl<'a> Loop<'a> {
@@ -97,6 +101,7 @@ impl<'a> Loop<'a> {
             last_change: Instant::now(),
             interrupted: false,
             credentials_rejected: None,
+            quota_exhausted: None,
             writer_failed: false,
         }
     }
@@ -113,6 +118,7 @@ impl<'a> Loop<'a> {
             in_flight_area: self.area,
             interrupted: self.interrupted,
             credentials_rejected: self.credentials_rejected,
+            quota_exhausted: self.quota_exhausted,
         }
     }
 
@@ -121,7 +127,10 @@ impl<'a> Loop<'a> {
         let mut reading = true;
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
-            let stopping = !reading || deadline.is_some() || self.credentials_rejected.is_some();
+            let stopping = !reading
+                || deadline.is_some()
+                || self.credentials_rejected.is_some()
+                || self.quota_exhausted.is_some();
             if (stopping && self.tasks.is_empty()) || self.writer_failed {
                 break;
             }
@@ -204,12 +213,18 @@ impl<'a> Loop<'a> {
     async fn finish(&mut self, seq: u64, finished: Finished) {
         if self.options.stop_on_auth_failure
             && self.credentials_rejected.is_none()
-            && let Some(why) = rejected_credentials(&finished.record)
+            && self.quota_exhausted.is_none()
         {
-            tracing::error!("{why}; no new line is taken");
-            self.credentials_rejected = Some(why);
-            // The reader stops at its next line; what it queued stays unsent.
-            self.items.close();
+            if let Some(why) = rejected_credentials(&finished.record) {
+                tracing::error!("{why}; no new line is taken");
+                self.credentials_rejected = Some(why);
+                // The reader stops at its next line; what it queued stays unsent.
+                self.items.close();
+            } else if let Some(why) = quota_exhausted(&finished.record) {
+                tracing::error!("{why}; no new line is taken");
+                self.quota_exhausted = Some(why);
+                self.items.close();
+            }
         }
         let counter = if finished.record.is_success() {
             &self.progress.succeeded
@@ -272,6 +287,22 @@ fn rejected_credentials(record: &OutcomeRecord) -> Option<String> {
         .map(|api| api.message)
         .unwrap_or_else(|| "no message".to_owned());
     Some(format!("HTTP {status}: {message}"))
+}
+
+/// `HTTP 429: <the provider's message>` when `record` says the account's quota or credit is
+/// used up (OpenAI's `insufficient_quota`): no wait restores it, so every later line would
+/// fail the same way.
+fn quota_exhausted(record: &OutcomeRecord) -> Option<String> {
+    let Outcome::Response {
+        status_code: 429,
+        body,
+        ..
+    } = &record.outcome
+    else {
+        return None;
+    };
+    let api = volley::ApiError::from_body(body).filter(volley::ApiError::is_quota_exhausted)?;
+    Some(format!("HTTP 429: {}", api.message))
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -147,7 +147,9 @@
 //! With [`BatchOptions::stop_on_auth_failure`] (the default), a request that ends in HTTP 401
 //! or 403 stops the run as a shutdown does (no new line is taken, requests in flight
 //! finish): every other line would fail the same way. [`Summary::credentials_rejected`] says
-//! why; fix the key and resume with [`BatchOptions::retry_failed`].
+//! why; fix the key and resume with [`BatchOptions::retry_failed`]. A 429 that says the
+//! account's quota is used up (OpenAI's `insufficient_quota`, which no wait heals) stops it
+//! the same way, and [`Summary::quota_exhausted`] says so.
 //!
 //! # Duplicates and resume
 //!
@@ -264,8 +266,9 @@ pub struct BatchOptions {
     /// outcome, which then counts as theirs. Default: `false` (a recorded failure is final).
     pub retry_failed: bool,
     /// Stop taking new lines when a request ends in HTTP 401 or 403 (the credentials are
-    /// wrong, so every line would fail); requests in flight finish and
-    /// [`Summary::credentials_rejected`] says why. Default: `true`.
+    /// wrong, so every line would fail), or in a 429 saying the account's quota is used up;
+    /// requests in flight finish and [`Summary::credentials_rejected`] or
+    /// [`Summary::quota_exhausted`] says why. Default: `true`.
     pub stop_on_auth_failure: bool,
     /// The longest input line, newline excluded; longer lines are skipped without being held
     /// in memory and get a `line_too_long` record. Default: [`DEFAULT_MAX_LINE_BYTES`]

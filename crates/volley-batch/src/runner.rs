@@ -145,6 +145,7 @@ impl BatchRunner {
             },
             interrupted: tally.interrupted,
             credentials_rejected: tally.credentials_rejected,
+            quota_exhausted: tally.quota_exhausted,
             errors_by_code: tally.errors_by_code,
         })
     }

@@ -48,6 +48,11 @@ pub struct Summary {
     /// Lines not read have no outcome; resume with
     /// [`BatchOptions::retry_failed`](super::BatchOptions::retry_failed) once the key is fixed.
     pub credentials_rejected: Option<String>,
+    /// Set when a request ended in a 429 saying the account's quota or credit is used up
+    /// (OpenAI's `insufficient_quota`) and the run stopped taking lines, as for rejected
+    /// credentials: `HTTP 429: <the provider's message>`. Resume with
+    /// [`BatchOptions::retry_failed`](super::BatchOptions::retry_failed) once there is credit.
+    pub quota_exhausted: Option<String>,
     /// Outcomes other than success by code: `http_<status>` for a final HTTP error, the error
     /// code (`timeout`, `invalid_json`, …) otherwise.
     pub errors_by_code: BTreeMap<String, u64>,
@@ -63,6 +68,7 @@ impl Summary {
             && self.skipped_failed == 0
             && !self.interrupted
             && self.credentials_rejected.is_none()
+            && self.quota_exhausted.is_none()
     }
 
     /// Lines read but left without an outcome by an interruption (sent again on resume).

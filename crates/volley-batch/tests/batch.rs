@@ -1078,6 +1078,34 @@ async fn rejected_credentials_stop_the_run() {
     assert!(server.stats().requests_total <= 100);
 }
 
+/// A 429 saying the account's quota is used up stops the run as rejected credentials do: no
+/// wait restores the quota, so every later line would fail the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_up_quota_stops_the_run() {
+    let quota = json!({"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}})
+    .to_string();
+    let base = error_server("429 Too Many Requests", vec![quota]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(2_000));
+    let client = Client::builder().base_url(base).build().unwrap();
+    let options = BatchOptions {
+        concurrency: 8,
+        ..options(dir.path())
+    };
+    let summary =
+        bounded(BatchRunner::new(client, Input::Path(input), options).run(std::future::pending()))
+            .await
+            .unwrap();
+    let why = summary.quota_exhausted.clone().expect("stopped");
+    assert!(why.starts_with("HTTP 429: You exceeded"), "{why}");
+    assert!(summary.credentials_rejected.is_none());
+    assert!(!summary.all_succeeded() && !summary.interrupted);
+    let out = records(&dir.path().join("out.jsonl"));
+    assert!(!out.is_empty() && out.len() <= 100, "{} records", out.len());
+    assert!(out.iter().all(|r| r["response"]["status_code"] == 429));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_that_are_not_regular_files_are_refused() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();

@@ -53,7 +53,8 @@ const VALIDATE_SHOWN: usize = 20;
 /// format is refused at its first line.
 ///
 /// A request rejected with HTTP 401 or 403 stops the run (the key is wrong, every line would
-/// fail): fix the key and run the same command again with --retry-failed.
+/// fail): fix the key and run the same command again with --retry-failed. So does a 429 that
+/// says the account's quota is used up (insufficient_quota): add credit, then the same.
 ///
 /// Settings come from flags, then VOLLEY_<NAME> variables (VOLLEY_CONCURRENCY, VOLLEY_RPM,
 /// VOLLEY_TIMEOUT, ...: every setting below), then the volley.toml profile (--profile NAME for
@@ -639,6 +640,14 @@ fn report(
         say!(
             "volley run: the provider rejected the credentials ({status}): {message}; fix the \
              key and run the same command again with --retry-failed"
+        );
+        return ExitCode::FAILURE;
+    }
+    if let Some(why) = &summary.quota_exhausted {
+        let (status, message) = why.split_once(": ").unwrap_or((why, ""));
+        say!(
+            "volley run: the provider says the account's quota is used up ({status}): \
+             {message}; add credit and run the same command again with --retry-failed"
         );
         return ExitCode::FAILURE;
     }

@@ -82,6 +82,15 @@ fn path_str(p: &Path) -> &str {
 /// A server that answers every request with `403` (OpenAI's body for a key without access)
 /// and closes the connection; counts the requests.
 fn forbidding_server() -> (String, Arc<AtomicUsize>) {
+    answering_server(
+        "403 Forbidden",
+        r#"{"error":{"message":"You are not allowed to use this model.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#,
+    )
+}
+
+/// A server that answers every request with `status` and the JSON `body` and closes the
+/// connection; counts the requests.
+fn answering_server(status: &'static str, body: &'static str) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     let requests = Arc::new(AtomicUsize::new(0));
@@ -101,10 +110,9 @@ fn forbidding_server() -> (String, Arc<AtomicUsize>) {
                     }
                 }
                 count.fetch_add(1, Ordering::SeqCst);
-                let body = r#"{"error":{"message":"You are not allowed to use this model.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#;
                 let _ = write!(
                     socket,
-                    "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\n\
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
                      content-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
@@ -150,6 +158,36 @@ fn a_403_stops_the_run() {
         "{recorded:?}"
     );
     assert!(recorded.iter().all(|r| r["response"]["status_code"] == 403));
+}
+
+/// A 429 saying the quota is used up stops the run too, and says so; retries would not help
+/// (the default policy fails it at once).
+#[test]
+fn a_used_up_quota_stops_the_run() {
+    const LINES: usize = 200;
+    let (url, requests) = answering_server(
+        "429 Too Many Requests",
+        r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    write_input(&input, LINES, false);
+    let output = run(volley(dir.path())
+        .args(["run", path_str(&input), "-o", path_str(&out), "--quiet"])
+        .args(["--base-url", &url, "--concurrency", "4"]));
+    let stderr = &output.stderr;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .contains("the account's quota is used up (HTTP 429): You exceeded your current quota"),
+        "{stderr}"
+    );
+    let sent = requests.load(Ordering::SeqCst);
+    assert!(
+        (1..=LINES / 4).contains(&sent),
+        "{sent} of {LINES} requests sent"
+    );
 }
 
 #[test]
