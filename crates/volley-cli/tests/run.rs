@@ -1138,13 +1138,15 @@ fn an_errors_file_that_fails_does_not_cost_the_outputs_records() {
     let input = dir.path().join("in.jsonl");
     write_chat_input(&input, LINES);
     // An errors file of earlier runs, already past the limit below (64 blocks of at most
-    // 1 KiB): appending to it fails with EFBIG, writing the empty output does not.
+    // 1 KiB): appending to it fails with EFBIG, writing the empty output does not. (The
+    // output exists: beside one the run creates, an earlier run's errors file is refused.)
     let old = "{\"id\":\"batch_req_0\",\"custom_id\":\"old\",\"response\":null,\"error\":{\"code\":\"timeout\",\"message\":\"m\"}}\n";
     std::fs::write(
         dir.path().join("out.errors.jsonl"),
         old.repeat(70 * 1024 / old.len()),
     )
     .unwrap();
+    std::fs::write(dir.path().join("out.jsonl"), b"").unwrap();
     let run = format!(
         "run {} -o out.jsonl --mock --mock-faults 500=0.5 --max-retries 0 --quiet",
         path_str(&input)
