@@ -216,11 +216,15 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError(format!("cannot read the input {}: {e}", path.display())).into());
     }
     if args.validate {
-        // The provider decides the format; a broken volley.toml falls back to OpenAI's.
-        let format = Settings::resolve(&args)
-            .map(|s| batch_format(&s.connection))
-            .unwrap_or_default();
-        return validate(input, format).await;
+        // The provider decides the format and the settings the longest line; a broken
+        // volley.toml falls back to OpenAI's format and the default.
+        let (format, max_line_bytes) = Settings::resolve(&args)
+            .map(|s| (batch_format(&s.connection), s.load.max_line_size.get()))
+            .unwrap_or((
+                volley_batch::Format::default(),
+                BatchOptions::default().max_line_bytes,
+            ));
+        return validate(input, format, max_line_bytes).await;
     }
     let settings = Settings::resolve(&args)?;
     let output = args
@@ -264,6 +268,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         concurrency,
         fsync: settings.output.fsync.0,
         format: batch_format(&settings.connection),
+        max_line_bytes: settings.load.max_line_size.get(),
         ..BatchOptions::default()
     };
     if let Some(window) = args.reorder_window {
@@ -420,7 +425,9 @@ async fn build_client(
     // Keep a connection per slot: reconnecting costs more than an idle socket.
     .pool_max_idle_per_host(concurrency)
     .retry_policy(retry_policy(&settings.attempts)?)
-    .timeout(settings.timeout());
+    .timeout(settings.timeout())
+    .max_body_bytes(load.max_body_size.get())
+    .max_buffered_bytes(load.max_buffered_size.get());
     builder = if load.concurrency.is_auto() {
         builder.concurrency_auto(concurrency)
     } else {
@@ -684,8 +691,11 @@ fn batch_format(connection: &config::Connection) -> volley_batch::Format {
     volley_batch::Format::of_dialect(connection.provider.0.dialect())
 }
 
-async fn validate(input: Input, format: volley_batch::Format) -> anyhow::Result<ExitCode> {
-    let max_line_bytes = BatchOptions::default().max_line_bytes;
+async fn validate(
+    input: Input,
+    format: volley_batch::Format,
+    max_line_bytes: usize,
+) -> anyhow::Result<ExitCode> {
     let report = volley_batch::validate_format(input, max_line_bytes, format)
         .await
         .context("validating the input")?;

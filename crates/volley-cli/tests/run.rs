@@ -533,6 +533,61 @@ fn configuration_mistakes_exit_2_with_a_clear_message() {
     assert!(!out.exists(), "nothing was run");
 }
 
+/// The size limits are settings: an answer above --max-body-size is a body_decode failure
+/// (and one below it a success), a line above --max-line-size a line_too_long record, for the
+/// run and for --validate alike; a size that is not one is a usage error.
+#[test]
+fn size_limits_are_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let long = serde_json::json!({
+        "custom_id": "long",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x".repeat(2000)}], "max_tokens": 8},
+    })
+    .to_string();
+    std::fs::write(&input, format!("{}\n{long}\n", chat_line("short"))).unwrap();
+    let run = |extra: &[&str], out: &str| {
+        let (status, _, stderr) = output(
+            volley(dir.path())
+                .args(["run", path_str(&input), "-o", out, "--mock", "--quiet"])
+                .args(extra),
+        );
+        (status, stderr, records(&dir.path().join(out)))
+    };
+    let code = |r: &Value| r["error"]["code"].as_str().map(str::to_owned);
+    let (status, stderr, out) = run(&[], "all.jsonl");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(out.len(), 2);
+
+    let (status, _, out) = run(&["--max-line-size", "1KiB"], "lines.jsonl");
+    assert_eq!(status.code(), Some(1));
+    let codes: Vec<_> = out.iter().map(code).collect();
+    assert!(codes.contains(&None), "{out:?}");
+    assert!(codes.contains(&Some("line_too_long".into())), "{out:?}");
+    let (_, stdout, _) = output(volley(dir.path()).args([
+        "run",
+        path_str(&input),
+        "--validate",
+        "--max-line-size",
+        "1KiB",
+    ]));
+    assert!(stdout.contains("1 valid, 1 invalid"), "{stdout}");
+
+    let (status, _, out) = run(&["--max-body-size", "100B"], "bodies.jsonl");
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        out.iter()
+            .all(|r| code(r).as_deref() == Some("body_decode")),
+        "{out:?}"
+    );
+
+    let (status, stderr, _) = run(&["--max-buffered-size", "lots"], "bad.jsonl");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a size"), "{stderr}");
+}
+
 #[test]
 fn help_lists_every_flag() {
     let dir = tempfile::tempdir().unwrap();
@@ -562,6 +617,9 @@ fn help_lists_every_flag() {
         "--mock-faults",
         "--retry-failed",
         "--reorder-window",
+        "--max-body-size",
+        "--max-buffered-size",
+        "--max-line-size",
         "/v1/chat/completions",
         "/v1/embeddings",
         "/v1/completions",

@@ -17,8 +17,8 @@ use super::UsageError;
 use super::endpoints::{BaseUrls, EndpointSpecs};
 use super::origin::usage_error;
 use super::values::{
-    AnthropicAuthSpec, CacheSpec, ConcurrencySpec, FailureSpec, FsyncMode, HealthCheckSpec,
-    HedgeSpec, Limit, Prefix, ProviderSpec, RetryOn, Share, SharedLimitSpec, Show,
+    AnthropicAuthSpec, ByteSize, CacheSpec, ConcurrencySpec, FailureSpec, FsyncMode,
+    HealthCheckSpec, HedgeSpec, Limit, Prefix, ProviderSpec, RetryOn, Share, SharedLimitSpec, Show,
 };
 
 /// A group of settings: the keys it reads and how its values are shown.
@@ -340,6 +340,24 @@ settings! {
         /// network unencrypted; prefer rediss:// [default: refused].
         #[arg(long)]
         allow_plain_redis: bool [bool] = false,
+        /// The most bytes of one response body: a larger answer is recorded as a body_decode
+        /// failure. Raise it for answers that can pass it (embeddings of many inputs) [default:
+        /// 64MiB].
+        #[arg(long, value_name = "SIZE")]
+        max_body_size: ByteSize [Option<String>] =
+            ByteSize(volley::core::DEFAULT_MAX_BODY_BYTES as u64),
+        /// The most bytes of response bodies held at once over all requests in flight: an
+        /// answer read past it is recorded as a body_decode failure (it protects the memory
+        /// from answers larger than expected). Raise it with large answers at a high
+        /// concurrency [default: 1GiB].
+        #[arg(long, value_name = "SIZE")]
+        max_buffered_size: ByteSize [Option<String>] =
+            ByteSize(volley::transport::DEFAULT_MAX_BUFFERED_BYTES as u64),
+        /// The longest input line: a longer one gets a line_too_long record and is not sent
+        /// (requests with large images can pass the default) [default: 10MiB].
+        #[arg(long, value_name = "SIZE")]
+        max_line_size: ByteSize [Option<String>] =
+            ByteSize(volley_batch::DEFAULT_MAX_LINE_BYTES as u64),
     }
 }
 

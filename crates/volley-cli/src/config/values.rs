@@ -43,7 +43,8 @@ show_display!(
     HedgeSpec,
     Share,
     HealthCheckSpec,
-    RetryOn
+    RetryOn,
+    ByteSize
 );
 
 /// An optional string (a URL or a name): `none` when unset, a URL without its secrets.
@@ -181,7 +182,8 @@ serde_as_text!(
     HedgeSpec,
     Share,
     HealthCheckSpec,
-    RetryOn
+    RetryOn,
+    ByteSize
 );
 
 /// A setting whose values are a library type's own, parsed and shown by the library's one
@@ -731,6 +733,66 @@ impl fmt::Display for FailureSpec {
     }
 }
 
+/// A size in bytes: a whole number, with an optional unit: `B`, `KB`, `MB`, `GB` (powers of
+/// 1000) or `KiB`, `MiB`, `GiB` (powers of 1024), in any case, e.g. `64MiB` or `100 MB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ByteSize(pub(crate) u64);
+
+impl ByteSize {
+    fn raw(&self) -> String {
+        self.to_string()
+    }
+
+    /// As a `usize` for the library's limits (saturating on 32-bit targets).
+    pub(crate) fn get(self) -> usize {
+        usize::try_from(self.0).unwrap_or(usize::MAX)
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "{s:?} is not a size: a whole number above 0 with an optional unit, B, KB, MB, \
+                 GB, KiB, MiB or GiB (e.g. 64MiB)"
+            )
+        };
+        let s = s.trim();
+        let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(digits);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            _ => return Err(bad()),
+        };
+        match number.checked_mul(scale) {
+            Some(0) => Err(bad()),
+            Some(bytes) => Ok(ByteSize(bytes)),
+            None => Err(format!("{s:?} is too large")),
+        }
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if n.is_multiple_of(size) {
+                return write!(f, "{}{unit}", n / size);
+            }
+        }
+        write!(f, "{n}")
+    }
+}
+
 /// A Redis key prefix: a non-empty word without white space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Prefix(String);
@@ -772,6 +834,32 @@ impl fmt::Display for Prefix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_units_and_show_the_largest_whole_one() {
+        let size = |s: &str| s.parse::<ByteSize>().map(|b| b.0);
+        assert_eq!(size("64MiB"), Ok(64 << 20));
+        assert_eq!(size(" 100 mb "), Ok(100_000_000));
+        assert_eq!(size("1GiB"), Ok(1 << 30));
+        assert_eq!(size("12345"), Ok(12_345));
+        assert_eq!(size("2kb"), Ok(2_000));
+        for bad in [
+            "",
+            "0",
+            "MiB",
+            "1.5MiB",
+            "-1",
+            "10 TB",
+            "99999999999999999999",
+        ] {
+            assert!(size(bad).is_err(), "{bad}");
+        }
+        assert!(size("20000000000GiB").unwrap_err().contains("too large"));
+        assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
+        assert_eq!(ByteSize(1 << 30).to_string(), "1GiB");
+        assert_eq!(ByteSize(100_000_000).to_string(), "100000000");
+        assert_eq!(ByteSize(3 << 10).to_string(), "3KiB");
+    }
 
     #[test]
     fn cache_specs_parse_and_print() {
