@@ -187,5 +187,41 @@ fn counts_tokens(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, layers, stream_chunks, counts_tokens);
+/// What the HTTP/1.1 pool adds to every response: a look for a `Keep-Alive` header (the
+/// server's idle timeout) among the headers of a typical OpenAI answer, which has none.
+fn keep_alive_lookup(c: &mut Criterion) {
+    const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in [
+        ("date", "Sun, 06 Dec 2026 21:00:00 GMT"),
+        ("content-type", "application/json"),
+        ("content-length", "612"),
+        ("connection", "keep-alive"),
+        ("openai-organization", "org-abc"),
+        ("openai-processing-ms", "412"),
+        ("openai-version", "2020-10-01"),
+        ("x-ratelimit-limit-requests", "10000"),
+        ("x-ratelimit-limit-tokens", "2000000"),
+        ("x-ratelimit-remaining-requests", "9999"),
+        ("x-ratelimit-remaining-tokens", "1999900"),
+        ("x-ratelimit-reset-requests", "6ms"),
+        ("x-ratelimit-reset-tokens", "3ms"),
+        ("x-request-id", "req_0123456789abcdef"),
+        ("strict-transport-security", "max-age=31536000"),
+        ("cf-ray", "8f0a1b2c3d4e5f60-AMS"),
+    ] {
+        headers.insert(name, http::HeaderValue::from_static(value));
+    }
+    c.bench_function("pool/keep_alive_lookup_openai_headers", |b| {
+        b.iter(|| std::hint::black_box(&headers).get(KEEP_ALIVE).is_some());
+    });
+}
+
+criterion_group!(
+    benches,
+    layers,
+    stream_chunks,
+    counts_tokens,
+    keep_alive_lookup
+);
 criterion_main!(benches);

@@ -32,12 +32,16 @@
 //! - **Idle connections** beyond `pool_max_idle_per_host` are closed; those idle longer than
 //!   `pool_idle_timeout` are closed by a background sweep, so a quiet process does not keep
 //!   sockets the server has long forgotten.
+//! - **The server's idle timeout**: a response's `Keep-Alive: timeout=N` (Node.js servers
+//!   send 5 s, Apache its `KeepAliveTimeout`) lowers the idle timeout to a second less than
+//!   `N` (half of `N` below 2 s), as undici does: a request written just as the server closes
+//!   an idle connection is lost, and counts as sent.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -71,8 +75,14 @@ pub(crate) struct H1Pool {
     idle: Mutex<VecDeque<Idle>>,
     max_idle: usize,
     idle_timeout: Option<Duration>,
+    /// The idle time the server's last `Keep-Alive: timeout=N` allows, in nanoseconds (0:
+    /// none stated).
+    server_idle: AtomicU64,
     sweeper_started: AtomicBool,
 }
+
+/// The `Keep-Alive` response header (RFC 2068 19.7.1.1; sent by Node.js and Apache).
+const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
 
 struct Idle {
     sender: Sender,
@@ -95,8 +105,35 @@ impl H1Pool {
             idle: Mutex::new(VecDeque::new()),
             max_idle,
             idle_timeout,
+            server_idle: AtomicU64::new(0),
             sweeper_started: AtomicBool::new(false),
         }
+    }
+
+    /// How long a connection may stay idle: the idle timeout, lowered by the server's stated
+    /// one.
+    fn idle_limit(&self) -> Option<Duration> {
+        let server = self.server_idle.load(Ordering::Relaxed);
+        if server == 0 {
+            return self.idle_timeout;
+        }
+        let server = Duration::from_nanos(server);
+        Some(self.idle_timeout.map_or(server, |ours| ours.min(server)))
+    }
+
+    /// Notes the server's idle timeout from a response's `Keep-Alive` header, if it states
+    /// one: a second less (half, below 2 s), for the time its close takes to arrive.
+    fn learn_keep_alive(&self, value: &http::HeaderValue) {
+        let Some(timeout) = keep_alive_timeout(value) else {
+            return;
+        };
+        let allowed = if timeout >= Duration::from_secs(2) {
+            timeout - Duration::from_secs(1)
+        } else {
+            timeout / 2
+        };
+        let nanos = u64::try_from(allowed.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.server_idle.store(nanos, Ordering::Relaxed);
     }
 
     /// Sends `request` (origin-form URI, `Host` header set) and waits for the response head.
@@ -135,6 +172,9 @@ impl H1Pool {
                     Ok(response) => {
                         let (mut head, body) = response.into_parts();
                         crate::send::canonical_content_coding(&mut head.headers);
+                        if let Some(value) = head.headers.get(KEEP_ALIVE) {
+                            self.learn_keep_alive(value);
+                        }
                         let body = PooledBody {
                             body,
                             recycle: Some(Recycle {
@@ -196,7 +236,7 @@ impl H1Pool {
     /// Whether `entry` has been idle for longer than the idle timeout, as of `now` (the
     /// clock is read into it the first time it is needed).
     fn expired(&self, entry: &Idle, now: &mut Option<Instant>) -> bool {
-        self.idle_timeout.is_some_and(|timeout| {
+        self.idle_limit().is_some_and(|timeout| {
             let now = *now.get_or_insert_with(Instant::now);
             now.saturating_duration_since(entry.since) > timeout
         })
@@ -260,6 +300,7 @@ impl H1Pool {
             loop {
                 tick.tick().await;
                 let Some(pool) = weak.upgrade() else { return };
+                let timeout = pool.idle_limit().unwrap_or(timeout);
                 let expired: Vec<Idle> = {
                     let mut idle = pool.lock();
                     let keep = idle
@@ -275,6 +316,20 @@ impl H1Pool {
             }
         });
     }
+}
+
+/// The `timeout=N` parameter of a `Keep-Alive` header value (`timeout=5, max=100`), in
+/// seconds; `None` without one, or with one that is not a whole number.
+fn keep_alive_timeout(value: &http::HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?;
+    text.split(',').find_map(|param| {
+        let (name, secs) = param.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("timeout") {
+            return None;
+        }
+        let secs: u64 = secs.trim().trim_matches('"').parse().ok()?;
+        Some(Duration::from_secs(secs))
+    })
 }
 
 impl fmt::Debug for H1Pool {

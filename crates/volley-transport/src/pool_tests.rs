@@ -224,3 +224,30 @@ async fn an_expired_connection_and_every_older_one_are_dropped_at_checkout() {
     assert!(pool.take_idle(here).is_none());
     assert_eq!(pool.lock().len(), 0);
 }
+
+#[test]
+fn the_keep_alive_timeout_is_read_from_its_parameter() {
+    use super::keep_alive_timeout;
+    use std::time::Duration;
+    let read = |v: &'static str| keep_alive_timeout(&http::HeaderValue::from_static(v));
+    assert_eq!(read("timeout=5, max=1000"), Some(Duration::from_secs(5)));
+    assert_eq!(read("max=100, Timeout = 15"), Some(Duration::from_secs(15)));
+    assert_eq!(read("timeout=\"3\""), Some(Duration::from_secs(3)));
+    assert_eq!(read("max=100"), None);
+    assert_eq!(read("timeout=1.5"), None);
+    assert_eq!(read("timeouts=4"), None);
+}
+
+#[tokio::test]
+async fn the_servers_keep_alive_timeout_lowers_the_idle_limit_and_never_raises_it() {
+    use std::time::Duration;
+    let transport = idle_transport(Some(Duration::from_secs(90)));
+    let pool = http1_pool(&transport);
+    assert_eq!(pool.idle_limit(), Some(Duration::from_secs(90)));
+    pool.learn_keep_alive(&http::HeaderValue::from_static("timeout=5"));
+    assert_eq!(pool.idle_limit(), Some(Duration::from_secs(4)));
+    pool.learn_keep_alive(&http::HeaderValue::from_static("timeout=1"));
+    assert_eq!(pool.idle_limit(), Some(Duration::from_millis(500)));
+    pool.learn_keep_alive(&http::HeaderValue::from_static("timeout=600"));
+    assert_eq!(pool.idle_limit(), Some(Duration::from_secs(90)));
+}

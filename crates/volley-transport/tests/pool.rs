@@ -242,6 +242,50 @@ async fn idle_connections_time_out() {
     assert_eq!((stats.opened, stats.open()), (2, 1), "{stats:?}");
 }
 
+/// A server that says `Keep-Alive: timeout=1` and means it: a request that arrives on a
+/// connection idle for longer is read and the connection closed without an answer (the race a
+/// client loses when its request crosses the server's close). The client keeps connections
+/// idle for half of that below 2 s, so the second request, 1.2 s later, goes on a new one.
+#[tokio::test]
+async fn the_servers_keep_alive_timeout_lowers_the_idle_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        for _ in 0..8 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut last = tokio::time::Instant::now();
+                while volley_testkit::raw::read_request(&mut socket, &mut buf)
+                    .await
+                    .is_some()
+                {
+                    if last.elapsed() > Duration::from_secs(1) {
+                        return;
+                    }
+                    let answer = volley_testkit::raw::json_response(
+                        "200 OK",
+                        &["keep-alive: timeout=1, max=100".to_owned()],
+                        r#"{"object":"chat.completion","choices":[]}"#,
+                    );
+                    if socket.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                    last = tokio::time::Instant::now();
+                }
+            });
+        }
+    });
+    let transport = Transport::builder().base_url(&url).build().unwrap();
+    transport.send(chat()).await.unwrap().bytes().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let second = transport.send(chat()).await;
+    assert!(second.is_ok(), "{:?}", second.err());
+    assert_eq!(transport.stats().opened, 2);
+}
+
 /// A keep-alive server that answers each request with the number of the connection it came
 /// on (counted from 0 as they are accepted): `{"connection":N}` as JSON, or as one event of
 /// a `text/event-stream` for a request that asks for a stream.
