@@ -130,7 +130,9 @@
 //! requests in flight are cancelled (they are sent again on resume) and the run fails with
 //! an error naming the file. What was written stays; a record cut short by the error is cut
 //! back to the last whole one, so the file ends on a whole record, and the same command
-//! resumes once there is room.
+//! resumes once there is room. (Past a file size limit the kernel also sends SIGXFSZ, whose
+//! default action kills the process: a program that wants the error catches or ignores it, as
+//! the `volley` binary does.)
 //!
 //! The output and errors files must be regular files (or not exist yet): a pipe or a terminal
 //! cannot be resumed from. A run holds an exclusive advisory lock (`flock`) on both while it

@@ -140,6 +140,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        catch_file_size_signal();
         match command {
             Command::Chat(args) => chat::run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Run(args) => run::run(*args).await,
@@ -153,6 +154,17 @@ fn main() -> ExitCode {
     // interrupted run): the run has flushed and reported everything by now.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     finish(result)
+}
+
+/// Catches SIGXFSZ, which a write past the file-size limit (`ulimit -f`) raises and whose
+/// default action kills the process with a core dump: caught, the write fails with EFBIG
+/// instead, and `volley run` stops with exit code 1 naming the file, with its outcomes
+/// flushed, as for a full disk. tokio's handler stays installed for the life of the process.
+fn catch_file_size_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    if let Err(e) = signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        tracing::debug!("could not catch SIGXFSZ: {e}");
+    }
 }
 
 /// Whether log lines are coloured: only on a terminal, and never with `NO_COLOR` set to

@@ -1144,8 +1144,9 @@ fn io_errors_during_the_run_exit_1_and_resume_completes() {
     let input = dir.path().join("in.jsonl");
     write_chat_input(&input, LINES);
     let run = format!("run {} -o out.jsonl --mock --quiet", path_str(&input));
-    // `$0` is the binary; XFSZ ignored, so a write past the limit fails with EFBIG.
-    let limited = format!("trap '' XFSZ; ulimit -f 64; exec \"$0\" {run}");
+    // `$0` is the binary. SIGXFSZ keeps its default action (killing the process): volley
+    // catches it, so a write past the limit fails with EFBIG.
+    let limited = format!("ulimit -f 64; exec \"$0\" {run}");
     let unlimited = format!("exec \"$0\" {run}");
     let sh = |script: &str| {
         let mut sh = Command::new("sh");
@@ -1209,7 +1210,7 @@ fn an_errors_file_that_fails_does_not_cost_the_outputs_records() {
         "run {} -o out.jsonl --mock --mock-faults 500=0.5 --max-retries 0 --quiet",
         path_str(&input)
     );
-    let script = format!("trap '' XFSZ; ulimit -f 64; exec \"$0\" {run}");
+    let script = format!("ulimit -f 64; exec \"$0\" {run}");
     let mut sh = Command::new("sh");
     sh.current_dir(dir.path())
         .stdin(Stdio::null())
