@@ -191,6 +191,26 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// An error from a provider's fields, cleaned and bounded as
+    /// [`from_body`](ApiError::from_body) does: the dialects' typed error objects convert
+    /// through here, so either way a hostile server's escape sequences never reach a terminal.
+    pub(crate) fn cleaned(
+        message: &str,
+        r#type: Option<&str>,
+        code: Option<&str>,
+        param: Option<&str>,
+    ) -> ApiError {
+        let field = |text: Option<&str>| text.map(|t| clean_text(t, MAX_FIELD_CHARS));
+        ApiError {
+            message: clean_text(message, MAX_MESSAGE_CHARS),
+            r#type: field(r#type),
+            code: field(code),
+            param: field(param),
+        }
+    }
+}
+
 /// The most characters of a provider's message kept in an [`ApiError`].
 const MAX_MESSAGE_CHARS: usize = 1024;
 

@@ -32,13 +32,10 @@ pub struct ErrorObject {
 }
 
 impl From<&ErrorObject> for ApiError {
+    /// The fields cleaned and bounded, as [`ApiError::from_body`] reads them.
     fn from(error: &ErrorObject) -> ApiError {
-        ApiError {
-            message: error.message.clone(),
-            r#type: Some(error.r#type.clone()).filter(|t| !t.is_empty()),
-            code: None,
-            param: None,
-        }
+        let r#type = Some(error.r#type.as_str()).filter(|t| !t.is_empty());
+        ApiError::cleaned(&error.message, r#type, None, None)
     }
 }
 

@@ -52,25 +52,20 @@ impl ErrorObject {
 }
 
 impl From<&ErrorObject> for ApiError {
+    /// The fields cleaned and bounded, as [`ApiError::from_body`] reads them.
     fn from(error: &ErrorObject) -> ApiError {
-        ApiError {
-            message: error.message.clone(),
-            r#type: error.r#type.clone(),
-            code: error.code_string(),
-            param: error.param.clone(),
-        }
+        ApiError::cleaned(
+            &error.message,
+            error.r#type.as_deref(),
+            error.code_string().as_deref(),
+            error.param.as_deref(),
+        )
     }
 }
 
 impl From<ErrorObject> for ApiError {
     fn from(error: ErrorObject) -> ApiError {
-        let code = error.code_string();
-        ApiError {
-            message: error.message,
-            r#type: error.r#type,
-            code,
-            param: error.param,
-        }
+        ApiError::from(&error)
     }
 }
 
@@ -119,6 +114,17 @@ mod tests {
         let raw = br#"{"error":{"message":"m","type":"t","param":"p","code":42}}"#;
         let typed: ErrorResponse = serde_json::from_slice(raw).unwrap();
         assert_eq!(Some(ApiError::from(&typed.error)), ApiError::from_body(raw));
+        // Control characters (a terminal escape) are cleaned either way, and long text cut.
+        let long = "x".repeat(5000);
+        let hostile = format!(
+            r#"{{"error":{{"message":"\u001b[2Jgone {long}","type":"t\u0007","param":null,"code":"c"}}}}"#
+        );
+        let typed: ErrorResponse = serde_json::from_str(&hostile).unwrap();
+        let api = ApiError::from(&typed.error);
+        assert_eq!(Some(api.clone()), ApiError::from_body(hostile.as_bytes()));
+        assert!(!api.message.chars().any(char::is_control), "{api:?}");
+        assert!(api.message.chars().count() < 1100);
+        assert_eq!(api.r#type.as_deref(), Some("t "));
     }
 
     #[test]
