@@ -54,8 +54,6 @@ impl Done {
 /// The output file, open for appending, and what it already holds.
 pub(crate) struct Resumed {
     pub(crate) file: File,
-    /// Whether the output did not exist and was created now.
-    pub(crate) created: bool,
     pub(crate) done: Done,
     /// Records found.
     pub(crate) records: u64,
@@ -209,7 +207,6 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
     }
     Ok(Resumed {
         file,
-        created,
         done,
         records,
         repaired_bytes,
@@ -254,12 +251,8 @@ pub(crate) fn settle_held(
 }
 
 /// Opens (or creates) the errors file and cuts off a torn last line. It is not the source of
-/// truth, so nothing is read from it. Beside an output this run created (`output_created`),
-/// an errors file with records is refused: its failures belong to an earlier run whose output
-/// was deleted or moved, and appended to they would read as this run's. (An output that
-/// exists, even empty, is resumed: a run writes the errors file before the output, so a crash
-/// between the two leaves a record in the errors file alone.)
-pub(crate) fn open_errors(path: &Path, output_created: bool) -> Result<File, Error> {
+/// truth, so nothing is read from it.
+pub(crate) fn open_errors(path: &Path) -> Result<File, Error> {
     let created = !path.exists();
     let mut file = open(path, "errors")?;
     let io = |e: std::io::Error| {
@@ -284,17 +277,6 @@ pub(crate) fn open_errors(path: &Path, output_created: bool) -> Result<File, Err
             ));
         }
         let keep = end_of_last_line(&mut file, len).map_err(io)?;
-        if output_created && keep > 0 {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "the errors file {} holds failures of an earlier run whose output is gone: \
-                     put that run's output back to resume it, or delete {} to start afresh",
-                    path.display(),
-                    path.display()
-                ),
-            ));
-        }
         if keep < len {
             file.set_len(keep).map_err(io)?;
             file.sync_all().map_err(io)?;
@@ -624,7 +606,7 @@ mod tests {
         let kept = format!("{FAILED}\n");
         let torn = "x".repeat(200 * 1024);
         std::fs::write(&path, format!("{kept}{torn}")).unwrap();
-        drop(open_errors(&path, false).unwrap());
+        drop(open_errors(&path).unwrap());
         assert_eq!(std::fs::read(&path).unwrap(), kept.as_bytes());
     }
 
@@ -705,10 +687,7 @@ mod tests {
         let first = open_output(&path, &keys).unwrap();
         let err = open_output(&path, &keys).err().expect("locked");
         assert!(err.to_string().contains("another run is writing"), "{err}");
-        assert!(
-            open_errors(&path, false).is_err(),
-            "one lock for both kinds"
-        );
+        assert!(open_errors(&path).is_err(), "one lock for both kinds");
         drop(first);
         open_output(&path, &keys).unwrap();
 
@@ -721,26 +700,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("errors.jsonl");
         std::fs::write(&path, format!("{BAD}\n{{\"id\":")).unwrap();
-        open_errors(&path, false).unwrap();
+        open_errors(&path).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{BAD}\n"));
         std::fs::write(&path, "plain text\n").unwrap();
-        assert!(open_errors(&path, false).is_err());
-    }
-
-    /// An errors file with records beside an output created now belongs to an earlier run:
-    /// refused, and left as it was. Only a torn line (nothing recorded yet) is no obstacle.
-    #[test]
-    fn an_earlier_runs_errors_file_is_refused_beside_a_fresh_output() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("errors.jsonl");
-        std::fs::write(&path, format!("{BAD}\n")).unwrap();
-        let err = open_errors(&path, true).expect_err("refused");
-        assert_eq!(err.kind(), ErrorKind::Config);
-        assert!(err.to_string().contains("earlier run"), "{err}");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{BAD}\n"));
-        std::fs::write(&path, "{\"id\":").unwrap();
-        open_errors(&path, true).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        assert!(open_errors(&path).is_err());
     }
 
     #[test]

@@ -276,7 +276,7 @@ async fn open_files(
             );
         }
         let errors = match errors_path {
-            Some(path) => Some((resume::open_errors(&path, resumed.created)?, path)),
+            Some(path) => Some((resume::open_errors(&path)?, path)),
             None => None,
         };
         let errors_ref = errors.as_ref().map(|(file, path)| (file, path.as_path()));

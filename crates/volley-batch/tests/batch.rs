@@ -1078,40 +1078,6 @@ async fn rejected_credentials_stop_the_run() {
     assert!(server.stats().requests_total <= 100);
 }
 
-/// The errors file of a run whose output was then deleted holds that run's failures: a new
-/// run beside it is refused rather than mixing them with its own. An output that exists, even
-/// empty (a crash after the errors file was written and before the output was), is resumed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_earlier_runs_errors_file_is_not_appended_to_by_a_new_run() {
-    let bad = json!({"error": {"message": "bad", "type": "invalid_request_error"}}).to_string();
-    let base = error_server("400 Bad Request", vec![bad]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = input_file(dir.path(), numbered(3));
-    let client = Client::builder().base_url(base).build().unwrap();
-    let run = || {
-        BatchRunner::new(
-            client.clone(),
-            Input::Path(input.clone()),
-            options(dir.path()),
-        )
-        .run(std::future::pending())
-    };
-    let first = bounded(run()).await.unwrap();
-    assert_eq!(first.failed, 3);
-    let errors = dir.path().join("errors.jsonl");
-    let before = std::fs::read(&errors).unwrap();
-    assert_eq!(records(&errors).len(), 3);
-
-    std::fs::remove_file(dir.path().join("out.jsonl")).unwrap();
-    let err = bounded(run()).await.expect_err("refused");
-    assert!(err.to_string().contains("earlier run"), "{err}");
-    assert_eq!(std::fs::read(&errors).unwrap(), before, "left as it was");
-
-    std::fs::write(dir.path().join("out.jsonl"), b"").unwrap();
-    let resumed = bounded(run()).await.unwrap();
-    assert_eq!(resumed.failed, 3);
-}
-
 /// A 429 saying the account's quota is used up stops the run as rejected credentials do: no
 /// wait restores the quota, so every later line would fail the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -236,6 +236,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| default_errors_path(&output));
     check_paths(&input_path, &output, &errors)?;
+    if args.errors.is_none() {
+        refuse_stale_errors(&output, &errors)?;
+    }
 
     // The mock lives until the end of this function, so the run can reach it.
     let mock = if args.mock {
@@ -385,6 +388,37 @@ fn check_paths(input: &Path, output: &Path, errors: &Path) -> Result<(), UsageEr
     Ok(())
 }
 
+/// Refuses to start beside the default errors file of an earlier run whose output is gone (a
+/// run writes its output before anything else, so an errors file with a record and no output
+/// was left by a run whose output was deleted or moved): its failures would read as this
+/// run's. An errors file given with `--errors` may be shared between runs and is appended to.
+fn refuse_stale_errors(output: &Path, errors: &Path) -> Result<(), UsageError> {
+    if output.exists() || !has_a_record(errors) {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "{} holds failures of an earlier run whose output {} is gone: put that output back to \
+         resume the run, or delete {} to start afresh",
+        errors.display(),
+        output.display(),
+        errors.display()
+    )))
+}
+
+/// Whether the file at `path` holds a whole line (a record, not just a torn one). Reads at
+/// most the first MiB; a line longer than that counts as a record.
+fn has_a_record(path: &Path) -> bool {
+    use std::io::Read as _;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = Vec::new();
+    match file.take(1 << 20).read_to_end(&mut head) {
+        Ok(n) => head.contains(&b'\n') || n == 1 << 20,
+        Err(_) => false,
+    }
+}
+
 async fn start_mock(args: &RunArgs) -> anyhow::Result<MockServer> {
     let faults = match args.mock_faults.as_deref().map(str::trim) {
         None | Some("") => Faults::NONE,
@@ -427,7 +461,8 @@ async fn build_client(
     .retry_policy(retry_policy(&settings.attempts)?)
     .timeout(settings.timeout())
     .max_body_bytes(load.max_body_size.get())
-    .max_buffered_bytes(load.max_buffered_size.get());
+    // A body may always be as large as one body may be.
+    .max_buffered_bytes(load.max_buffered_size.get().max(load.max_body_size.get()));
     builder = if load.concurrency.is_auto() {
         builder.concurrency_auto(concurrency)
     } else {

@@ -588,6 +588,48 @@ fn size_limits_are_settings() {
     assert!(stderr.contains("not a size"), "{stderr}");
 }
 
+/// The default errors file of a run whose output was then deleted holds that run's failures:
+/// a new run beside it is refused (exit 2), creating nothing, rather than mixing them with its
+/// own, however often it is tried. An output that exists, even empty, resumes; an errors file
+/// named with --errors may be shared between runs.
+#[test]
+fn an_earlier_runs_errors_file_is_not_appended_to_by_a_new_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_chat_input(&input, 3);
+    let errors = dir.path().join("out.errors.jsonl");
+    let old = "{\"id\":\"batch_req_0\",\"custom_id\":\"old\",\"response\":null,\"error\":{\"code\":\"timeout\",\"message\":\"m\"}}\n";
+    std::fs::write(&errors, old).unwrap();
+    let run = |extra: &[&str]| {
+        output(
+            volley(dir.path())
+                .args([
+                    "run",
+                    path_str(&input),
+                    "-o",
+                    "out.jsonl",
+                    "--mock",
+                    "--quiet",
+                ])
+                .args(extra),
+        )
+    };
+    for _ in 0..2 {
+        let (status, _, stderr) = run(&[]);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("earlier run"), "{stderr}");
+        assert!(!dir.path().join("out.jsonl").exists(), "nothing created");
+        assert_eq!(std::fs::read_to_string(&errors).unwrap(), old);
+    }
+    let (status, _, stderr) = run(&["--errors", path_str(&errors)]);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(records(&dir.path().join("out.jsonl")).len(), 3);
+    std::fs::remove_file(dir.path().join("out.jsonl")).unwrap();
+    std::fs::write(dir.path().join("out.jsonl"), b"").unwrap();
+    let (status, _, stderr) = run(&[]);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
 #[test]
 fn help_lists_every_flag() {
     let dir = tempfile::tempdir().unwrap();
@@ -1198,7 +1240,7 @@ fn an_errors_file_that_fails_does_not_cost_the_outputs_records() {
     write_chat_input(&input, LINES);
     // An errors file of earlier runs, already past the limit below (64 blocks of at most
     // 1 KiB): appending to it fails with EFBIG, writing the empty output does not. (The
-    // output exists: beside one the run creates, an earlier run's errors file is refused.)
+    // output exists: beside none, an earlier run's default errors file is refused.)
     let old = "{\"id\":\"batch_req_0\",\"custom_id\":\"old\",\"response\":null,\"error\":{\"code\":\"timeout\",\"message\":\"m\"}}\n";
     std::fs::write(
         dir.path().join("out.errors.jsonl"),

@@ -349,7 +349,7 @@ settings! {
         /// The most bytes of response bodies held at once over all requests in flight: an
         /// answer read past it is recorded as a body_decode failure (it protects the memory
         /// from answers larger than expected). Raise it with large answers at a high
-        /// concurrency [default: 1GiB].
+        /// concurrency; it is never below --max-body-size [default: 1GiB].
         #[arg(long, value_name = "SIZE")]
         max_buffered_size: ByteSize [Option<String>] =
             ByteSize(volley::transport::DEFAULT_MAX_BUFFERED_BYTES as u64),
