@@ -229,7 +229,7 @@ impl Client {
     /// Errors before the first chunk come from this call; errors after it come from the stream.
     /// With retries on, an error the server sends as the stream's first event (a 200, then
     /// `{"error": ...}`) is one of the former: an overload or a server error is retried as a
-    /// 5xx would be.
+    /// broken stream is (counted toward the retries).
     pub async fn chat_stream(
         &self,
         mut request: ChatCompletionRequest,
@@ -1206,15 +1206,21 @@ impl ClientBuilder {
             ),
             Some(balanced) => Either::Right(balanced.balance.clone()),
         };
+        let others: Arc<[Transport]> = balanced
+            .as_ref()
+            .map_or_else(|| Arc::from([]), |b| b.others.clone());
+        let scrubber = crate::secrets::Scrubber::new(&transport, &others);
+        // Errors the retry layer builds from a stream's first bytes quote the provider: keys
+        // are taken out first, as from every error body.
+        let policy = {
+            let scrubber = scrubber.clone();
+            policy.scrubbing(move |text| scrubber.scrub(text))
+        };
         let service = ServiceBuilder::new()
             .layer(request_metrics)
             .option_layer(cache.clone())
             .layer(RetryLayer::new(policy))
             .service(routed);
-        let others: Arc<[Transport]> = balanced
-            .as_ref()
-            .map_or_else(|| Arc::from([]), |b| b.others.clone());
-        let scrubber = crate::secrets::Scrubber::new(&transport, &others);
         Ok(Client {
             service,
             transport,

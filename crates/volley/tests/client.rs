@@ -196,6 +196,49 @@ async fn an_error_object_after_a_chunks_own_fields_fails_the_stream() {
     assert_eq!(api.message, "Provider disconnected unexpectedly");
 }
 
+/// An error event as a stream's first bytes fails the attempt in the retry layer, which
+/// quotes the provider's message in its error: a key the provider echoed is taken out first,
+/// as from every error body.
+#[tokio::test]
+async fn an_error_event_that_echoes_the_key_is_retried_and_shown_without_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const KEY: &str = "sk-echo-secret-0123456789";
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    let port = volley_testkit::raw::serve(move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let body = format!(
+            "data: {{\"error\":{{\"message\":\"upstream rejected {KEY}\",\"type\":\"server_error\"}}}}\n\n"
+        );
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .api_key(KEY)
+        .retries(1)
+        .build()
+        .unwrap();
+    let err = client
+        .chat_stream(request("hello"))
+        .await
+        .expect_err("every attempt failed");
+    assert_eq!(err.kind(), ErrorKind::StreamBroken, "{err}");
+    assert_eq!(requests.load(Ordering::SeqCst), 2, "retried once");
+    let shown = format!("{err} {err:?} {}", err.report());
+    assert!(!shown.contains(KEY), "{shown}");
+    assert!(
+        err.api_error()
+            .is_some_and(|api| api.message.contains("***")),
+        "{shown}"
+    );
+}
+
 /// With `n: 2`, the first choice's `finish_reason` is not the end: a body that stops while
 /// the second choice is still being written is broken, one that stops after both finished is
 /// not (a server that leaves out `[DONE]`).

@@ -121,9 +121,12 @@ where
                             // 200 first). Only looked for while another attempt may follow.
                             let id = *this.id;
                             let error = this.request.as_ref().and_then(|request| {
-                                request
-                                    .dialect()
-                                    .error_at_stream_start(&chunk, format_args!("request {id}"))
+                                let dialect = request.dialect();
+                                let context = format_args!("request {id}");
+                                dialect.error_at_stream_start(&chunk, context)?;
+                                // The provider's text goes into the error: without secrets.
+                                let scrubbed = this.policy.scrub(chunk.clone());
+                                dialect.error_at_stream_start(&scrubbed, context)
                             });
                             match error {
                                 Some(error) => error,

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use volley_core::{Error, ErrorKind, RequestId};
 
 use super::backoff::{Backoff, ServerWait, server_wait};
@@ -14,6 +15,10 @@ use super::classify::{Decision, classify_default, classify_safe_only, is_rate_si
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
 type Classifier = dyn Fn(&Error, u32) -> Decision + Send + Sync;
+
+/// What takes secrets out of provider text before the retry layer puts it in an error; see
+/// [`Policy::scrubbing`].
+type Scrub = dyn Fn(Bytes) -> Bytes + Send + Sync;
 
 /// What the retry layer retries, how many times, and how long it waits.
 ///
@@ -31,13 +36,15 @@ pub struct Policy {
     config: Arc<Config>,
 }
 
+#[derive(Clone)]
 struct Config {
     max_retries: u32,
     backoff: Backoff,
     max_retry_after: Duration,
     give_up_after: Duration,
-    classifier: Box<Classifier>,
-    budget: Option<Budget>,
+    classifier: Arc<Classifier>,
+    budget: Option<Arc<Budget>>,
+    scrub: Option<Arc<Scrub>>,
 }
 
 /// Where a request stands when an attempt fails: what [`Policy::next`] decides on.
@@ -79,6 +86,28 @@ impl Policy {
     /// The most retries after the first attempt.
     pub fn max_retries(&self) -> u32 {
         self.config.max_retries
+    }
+
+    /// This policy, with `scrub` applied to a provider's text before the layer puts it in an
+    /// error of its own making (an error event among a stream's first bytes, which fails the
+    /// attempt): the `volley` client passes a function that replaces its API keys with `***`,
+    /// as it does for every error body. Clones share the budget with this policy.
+    #[must_use]
+    pub fn scrubbing(&self, scrub: impl Fn(Bytes) -> Bytes + Send + Sync + 'static) -> Policy {
+        Policy {
+            config: Arc::new(Config {
+                scrub: Some(Arc::new(scrub)),
+                ..(*self.config).clone()
+            }),
+        }
+    }
+
+    /// `text` as [`scrubbing`](Self::scrubbing) says: unchanged without a scrub function.
+    pub(crate) fn scrub(&self, text: Bytes) -> Bytes {
+        match &self.config.scrub {
+            Some(scrub) => scrub(text),
+            None => text,
+        }
     }
 
     /// Records a first attempt in the budget.
@@ -338,7 +367,7 @@ impl PolicyBuilder {
         let budget = if self.budget_enabled && self.max_retries > 0 {
             let budget = Budget::new(self.budget_ttl, self.budget_min_per_sec, self.budget_ratio)
                 .map_err(|reason| Error::new(ErrorKind::Config, reason))?;
-            Some(budget)
+            Some(Arc::new(budget))
         } else {
             None
         };
@@ -350,8 +379,9 @@ impl PolicyBuilder {
                 give_up_after: self.give_up_after,
                 classifier: self
                     .classifier
-                    .unwrap_or_else(|| Box::new(classify_default)),
+                    .map_or_else(|| Arc::new(classify_default) as Arc<Classifier>, Arc::from),
                 budget,
+                scrub: None,
             }),
         })
     }
