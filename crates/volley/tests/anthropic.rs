@@ -119,8 +119,8 @@ async fn a_stream_cut_short_is_an_error() {
 }
 
 /// Anthropic may answer 200 and then send `overloaded_error` as the stream's first event:
-/// nothing reached the caller yet, so the attempt is retried as a 529 would be, and the
-/// caller gets the second attempt's stream.
+/// nothing reached the caller yet, so the attempt is retried, and the caller gets the second
+/// attempt's stream.
 #[tokio::test]
 async fn an_error_event_before_anything_reached_the_caller_is_retried() {
     use std::sync::Arc;
