@@ -1040,11 +1040,13 @@ mod tests {
     /// through a proxy elsewhere, which would carry the key and prompts in clear text.
     #[tokio::test]
     async fn plain_http_to_loopback_through_a_remote_proxy_is_refused_unless_allowed() {
+        // The environment's NO_PROXY would still apply to the proxy given: left out.
         let build = |proxy: &str, allow: bool| {
             Builder::new()
                 .base_url("http://localhost:8000/v1")
                 .api_key("sk-test")
                 .proxy(proxy)
+                .proxy_env(false)
                 .allow_plain_http(allow)
                 .build()
         };
@@ -1064,6 +1066,7 @@ mod tests {
             .base_url("https://localhost:8443/v1")
             .api_key("sk-test")
             .proxy("http://10.1.2.3:3128")
+            .proxy_env(false)
             .build();
         assert!(tls.is_ok());
     }

@@ -33,15 +33,16 @@
 //!   `pool_idle_timeout` are closed by a background sweep, so a quiet process does not keep
 //!   sockets the server has long forgotten.
 //! - **The server's idle timeout**: a response's `Keep-Alive: timeout=N` (Node.js servers
-//!   send 5 s, Apache its `KeepAliveTimeout`) lowers the idle timeout to a second less than
-//!   `N` (half of `N` below 2 s), as undici does: a request written just as the server closes
-//!   an idle connection is lost, and counts as sent.
+//!   send 5 s, Apache its `KeepAliveTimeout`) lowers its connection's idle timeout to a second
+//!   less than `N` (half of `N` below 2 s), as undici does: a request written just as the
+//!   server closes an idle connection is lost, and counts as sent. `timeout=0` keeps the
+//!   connection out of the pool. Per connection: behind a load balancer, backends differ.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -75,9 +76,6 @@ pub(crate) struct H1Pool {
     idle: Mutex<VecDeque<Idle>>,
     max_idle: usize,
     idle_timeout: Option<Duration>,
-    /// The idle time the server's last `Keep-Alive: timeout=N` allows, in nanoseconds (0:
-    /// none stated).
-    server_idle: AtomicU64,
     sweeper_started: AtomicBool,
 }
 
@@ -87,6 +85,8 @@ const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive")
 struct Idle {
     sender: Sender,
     since: Instant,
+    /// How long it may stay idle: the pool's idle timeout, or less when its server said so.
+    limit: Option<Duration>,
     /// The thread its task was spawned on (which drives it, on a current-thread runtime).
     home: u32,
 }
@@ -105,35 +105,24 @@ impl H1Pool {
             idle: Mutex::new(VecDeque::new()),
             max_idle,
             idle_timeout,
-            server_idle: AtomicU64::new(0),
             sweeper_started: AtomicBool::new(false),
         }
     }
 
-    /// How long a connection may stay idle: the idle timeout, lowered by the server's stated
-    /// one.
-    fn idle_limit(&self) -> Option<Duration> {
-        let server = self.server_idle.load(Ordering::Relaxed);
-        if server == 0 {
+    /// How long a connection may stay idle: the pool's idle timeout, lowered by what its
+    /// server's `Keep-Alive` header said (`server`: a second less than its timeout, half of
+    /// it below 2 s, for the time the server's close takes to arrive). `Some(ZERO)`: not at
+    /// all.
+    fn idle_limit(&self, server: Option<Duration>) -> Option<Duration> {
+        let Some(timeout) = server else {
             return self.idle_timeout;
-        }
-        let server = Duration::from_nanos(server);
-        Some(self.idle_timeout.map_or(server, |ours| ours.min(server)))
-    }
-
-    /// Notes the server's idle timeout from a response's `Keep-Alive` header, if it states
-    /// one: a second less (half, below 2 s), for the time its close takes to arrive.
-    fn learn_keep_alive(&self, value: &http::HeaderValue) {
-        let Some(timeout) = keep_alive_timeout(value) else {
-            return;
         };
         let allowed = if timeout >= Duration::from_secs(2) {
             timeout - Duration::from_secs(1)
         } else {
             timeout / 2
         };
-        let nanos = u64::try_from(allowed.as_nanos()).unwrap_or(u64::MAX).max(1);
-        self.server_idle.store(nanos, Ordering::Relaxed);
+        Some(self.idle_timeout.map_or(allowed, |ours| ours.min(allowed)))
     }
 
     /// Sends `request` (origin-form URI, `Host` header set) and waits for the response head.
@@ -172,14 +161,13 @@ impl H1Pool {
                     Ok(response) => {
                         let (mut head, body) = response.into_parts();
                         crate::send::canonical_content_coding(&mut head.headers);
-                        if let Some(value) = head.headers.get(KEEP_ALIVE) {
-                            self.learn_keep_alive(value);
-                        }
+                        let server_idle = head.headers.get(KEEP_ALIVE).and_then(keep_alive_timeout);
                         let body = PooledBody {
                             body,
                             recycle: Some(Recycle {
                                 sender,
                                 home,
+                                server_idle,
                                 pool: self,
                             }),
                         };
@@ -218,8 +206,9 @@ impl H1Pool {
                 idle.remove(at);
                 continue;
             }
-            if self.expired(entry, &mut now) {
-                // The list is in return order: everything below this one is older still.
+            if expired(entry, &mut now) {
+                // The list is in return order: everything below this one is older still, and
+                // past its limit as a rule (one whose server allows longer costs a connect).
                 idle.drain(..=at);
                 break;
             }
@@ -233,17 +222,11 @@ impl H1Pool {
         idle.pop_back().map(|entry| (entry.sender, entry.home))
     }
 
-    /// Whether `entry` has been idle for longer than the idle timeout, as of `now` (the
-    /// clock is read into it the first time it is needed).
-    fn expired(&self, entry: &Idle, now: &mut Option<Instant>) -> bool {
-        self.idle_limit().is_some_and(|timeout| {
-            let now = *now.get_or_insert_with(Instant::now);
-            now.saturating_duration_since(entry.since) > timeout
-        })
-    }
-
-    fn recycle(&self, sender: Sender, home: u32) {
-        if sender.is_closed() {
+    /// Puts a connection whose exchange ended back in the list, unless it closed, the list is
+    /// full, or its server allows it no idle time (`server_idle`: its `Keep-Alive` timeout).
+    fn recycle(&self, sender: Sender, home: u32, server_idle: Option<Duration>) {
+        let limit = self.idle_limit(server_idle);
+        if sender.is_closed() || limit.is_some_and(|l| l.is_zero()) {
             return;
         }
         let mut idle = self.lock();
@@ -251,6 +234,7 @@ impl H1Pool {
             idle.push_back(Idle {
                 sender,
                 since: Instant::now(),
+                limit,
                 home,
             });
         }
@@ -300,12 +284,12 @@ impl H1Pool {
             loop {
                 tick.tick().await;
                 let Some(pool) = weak.upgrade() else { return };
-                let timeout = pool.idle_limit().unwrap_or(timeout);
                 let expired: Vec<Idle> = {
                     let mut idle = pool.lock();
+                    let mut now = None;
                     let keep = idle
                         .iter()
-                        .position(|e| e.since.elapsed() <= timeout)
+                        .position(|e| !expired(e, &mut now))
                         .unwrap_or(idle.len());
                     let expired = idle.drain(..keep).collect();
                     idle.retain(|e| !e.sender.is_closed());
@@ -316,6 +300,15 @@ impl H1Pool {
             }
         });
     }
+}
+
+/// Whether `entry` has been idle for longer than its limit, as of `now` (the clock is read
+/// into it the first time it is needed).
+fn expired(entry: &Idle, now: &mut Option<Instant>) -> bool {
+    entry.limit.is_some_and(|limit| {
+        let now = *now.get_or_insert_with(Instant::now);
+        now.saturating_duration_since(entry.since) > limit
+    })
 }
 
 /// The `timeout=N` parameter of a `Keep-Alive` header value (`timeout=5, max=100`), in
@@ -344,6 +337,8 @@ struct Recycle {
     sender: Sender,
     /// The thread whose runtime drives the connection.
     home: u32,
+    /// The idle timeout its server stated in the response's `Keep-Alive` header, if any.
+    server_idle: Option<Duration>,
     pool: Arc<H1Pool>,
 }
 
@@ -379,8 +374,14 @@ impl PooledBody {
     }
 
     fn finish(recycle: &mut Option<Recycle>) {
-        if let Some(Recycle { sender, home, pool }) = recycle.take() {
-            pool.recycle(sender, home);
+        if let Some(Recycle {
+            sender,
+            home,
+            server_idle,
+            pool,
+        }) = recycle.take()
+        {
+            pool.recycle(sender, home, server_idle);
         }
     }
 }

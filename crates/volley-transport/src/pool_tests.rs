@@ -95,7 +95,7 @@ async fn a_request_given_back_unwritten_is_sent_on_a_new_connection() {
         std::task::Poll::Ready(())
     })
     .await;
-    pool.recycle(sender, this_thread());
+    pool.recycle(sender, this_thread(), None);
 
     let request = http::Request::post("/v1/chat/completions")
         .header(http::header::HOST, &address)
@@ -144,6 +144,7 @@ async fn push_idle(pool: &H1Pool, home: u32, open: bool, held: &mut Held) {
     pool.lock().push_back(Idle {
         sender,
         since: tokio::time::Instant::now(),
+        limit: pool.idle_timeout,
         home,
     });
 }
@@ -241,13 +242,45 @@ fn the_keep_alive_timeout_is_read_from_its_parameter() {
 #[tokio::test]
 async fn the_servers_keep_alive_timeout_lowers_the_idle_limit_and_never_raises_it() {
     use std::time::Duration;
+    let secs = Duration::from_secs;
+    let transport = idle_transport(Some(secs(90)));
+    let pool = http1_pool(&transport);
+    assert_eq!(pool.idle_limit(None), Some(secs(90)));
+    assert_eq!(pool.idle_limit(Some(secs(5))), Some(secs(4)));
+    assert_eq!(
+        pool.idle_limit(Some(secs(1))),
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(pool.idle_limit(Some(secs(600))), Some(secs(90)));
+    assert_eq!(pool.idle_limit(Some(secs(0))), Some(Duration::ZERO));
+    let forever = idle_transport(None);
+    assert_eq!(
+        http1_pool(&forever).idle_limit(Some(secs(5))),
+        Some(secs(4))
+    );
+}
+
+/// Each connection keeps its own server's limit (backends behind one load balancer differ),
+/// and one whose server allows no idle time is not kept at all.
+#[tokio::test(start_paused = true)]
+async fn each_connection_keeps_its_own_servers_limit() {
+    use std::time::Duration;
     let transport = idle_transport(Some(Duration::from_secs(90)));
     let pool = http1_pool(&transport);
-    assert_eq!(pool.idle_limit(), Some(Duration::from_secs(90)));
-    pool.learn_keep_alive(&http::HeaderValue::from_static("timeout=5"));
-    assert_eq!(pool.idle_limit(), Some(Duration::from_secs(4)));
-    pool.learn_keep_alive(&http::HeaderValue::from_static("timeout=1"));
-    assert_eq!(pool.idle_limit(), Some(Duration::from_millis(500)));
-    pool.learn_keep_alive(&http::HeaderValue::from_static("timeout=600"));
-    assert_eq!(pool.idle_limit(), Some(Duration::from_secs(90)));
+    let here = this_thread();
+    let mut held = Held::new();
+    for server_idle in [Some(60), Some(0), Some(5)] {
+        push_idle(pool, here, true, &mut held).await;
+        let Idle { sender, home, .. } = pool.lock().pop_back().unwrap();
+        pool.recycle(sender, home, server_idle.map(Duration::from_secs));
+    }
+    assert_eq!(pool.lock().len(), 2, "timeout=0 was not kept");
+    tokio::time::advance(Duration::from_secs(10)).await;
+    // The 5 s one (on top) is past its 4 s: it goes, and the older one with it.
+    assert!(pool.take_idle(here).is_none());
+    push_idle(pool, here, true, &mut held).await;
+    let Idle { sender, home, .. } = pool.lock().pop_back().unwrap();
+    pool.recycle(sender, home, Some(Duration::from_secs(60)));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(pool.take_idle(here).is_some(), "59 s allowed");
 }

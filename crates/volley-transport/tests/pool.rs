@@ -257,12 +257,13 @@ async fn the_servers_keep_alive_timeout_lowers_the_idle_timeout() {
             };
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut last = tokio::time::Instant::now();
+                // When the last answer went: the first request is always answered.
+                let mut last: Option<tokio::time::Instant> = None;
                 while volley_testkit::raw::read_request(&mut socket, &mut buf)
                     .await
                     .is_some()
                 {
-                    if last.elapsed() > Duration::from_secs(1) {
+                    if last.is_some_and(|at| at.elapsed() > Duration::from_secs(1)) {
                         return;
                     }
                     let answer = volley_testkit::raw::json_response(
@@ -273,7 +274,7 @@ async fn the_servers_keep_alive_timeout_lowers_the_idle_timeout() {
                     if socket.write_all(&answer).await.is_err() {
                         return;
                     }
-                    last = tokio::time::Instant::now();
+                    last = Some(tokio::time::Instant::now());
                 }
             });
         }
