@@ -675,6 +675,13 @@ mod tests {
         // A second fault soon after: not opened again before the retry interval (writes
         // fail meanwhile), then opened again by the first operation after it.
         let retry = Duration::from_secs(2);
+        // A blocking task lets go of its clone just after its answer is in: wait for it.
+        for _ in 0..1_000 {
+            if Arc::strong_count(&store.inner) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let inner = Arc::get_mut(&mut store.inner).expect("no clone of the store is alive");
         inner.reopen_retry = retry;
         *inner.reopen_at.get_mut().unwrap() = Some(Instant::now() + retry);
