@@ -420,7 +420,7 @@ fn flags_beat_environment_beat_profile() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("volley.toml"),
-        "[default]\nconcurrency = 5\nrpm = 100\n\n[profile.slow]\nconcurrency = 2\ntimeout = \"5s\"\n",
+        "[default]\nconcurrency = 5\nrpm = 100\n\n[profile.slow]\nconcurrency = 2\ntimeout = \"20m\"\n",
     )
     .unwrap();
     let print = |args: &[&str], env: &[(&str, &str)]| {
@@ -464,7 +464,7 @@ fn flags_beat_environment_beat_profile() {
     );
     assert_eq!(
         row(&text, "timeout"),
-        "timeout 5s (volley.toml [profile.slow])"
+        "timeout 20m (volley.toml [profile.slow])"
     );
     // A profile is used alone: [default]'s rpm does not reach [profile.slow].
     // Not given: learned from the provider's headers.

@@ -228,6 +228,8 @@ fn durations_take_a_bare_number_as_seconds() {
             format!("[default]\n{toml}\n"),
         )
         .unwrap();
+        // Shorter than the default: taken from a trusted file only.
+        trust(dir.path());
         let text = print_config(dir.path(), "chat", &[], &[]);
         assert_eq!(
             row(&text, "timeout"),
@@ -564,6 +566,31 @@ fn an_untrusted_volley_toml_cannot_send_the_key_elsewhere() {
         "hedge 1ms (volley.toml [default])",
         "{text}"
     );
+    // More retries or a shorter timeout may pay for a request several times, and a disk
+    // cache the repository ships would answer in the provider's place: untrusted, ignored.
+    // Fewer retries, a longer timeout and a memory cache apply.
+    let billing = tempfile::tempdir().unwrap();
+    std::fs::write(
+        billing.path().join("volley.toml"),
+        "[default]\nmax_retries = 4000000000\ntimeout = \"200ms\"\ncache = \"disk:.c\"\n",
+    )
+    .unwrap();
+    let text = print_config(billing.path(), "run", &[], &[]);
+    assert!(row(&text, "max_retries").ends_with("(default)"), "{text}");
+    assert!(row(&text, "timeout").ends_with("(default)"), "{text}");
+    assert!(row(&text, "cache").ends_with("(default)"), "{text}");
+    std::fs::write(
+        billing.path().join("volley.toml"),
+        "[default]\nmax_retries = 1\ntimeout = \"1h\"\ncache = \"memory\"\n",
+    )
+    .unwrap();
+    let text = print_config(billing.path(), "run", &[], &[]);
+    assert_eq!(
+        row(&text, "max_retries"),
+        "max_retries 1 (volley.toml [default])"
+    );
+    assert_eq!(row(&text, "timeout"), "timeout 1h (volley.toml [default])");
+    assert_eq!(row(&text, "cache"), "cache memory (volley.toml [default])");
 
     // Trusted: used.
     trust(dir.path());

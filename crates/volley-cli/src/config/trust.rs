@@ -1,13 +1,16 @@
 //! Trust in a `volley.toml` found in the working directory, as direnv and mise ask for it.
 //!
 //! A file nobody named could come with a cloned repository. The settings that decide where a
-//! credential (or an answer) is sent — [`ROUTING_KEYS`], and a Redis `cache` — and those that
-//! send each request more than once by design ([`DUPLICATING_KEYS`]: hedging) are taken from
-//! it only once the user ran `volley config trust` in that directory, which records the
-//! file's BLAKE3 hash and path in the user's configuration directory
-//! (`$XDG_CONFIG_HOME/volley/trusted`, else `~/.config/volley/trusted`). Any change to the
-//! file makes it untrusted again. A file named with `--config` is trusted: the user chose it.
-//! The other settings (concurrency, limits, timeouts) send nothing anywhere and always apply.
+//! credential (or an answer) is sent — [`ROUTING_KEYS`], and a Redis `cache` — where answers
+//! come from without asking the provider (a disk `cache`: the repository could ship one),
+//! and those that may pay for a request more than once ([`DUPLICATING_KEYS`]: hedging; more
+//! retries than the default, or a timeout shorter than the default, each abandoned attempt
+//! perhaps billed) are taken from it only once the user ran `volley config trust` in that
+//! directory, which records the file's BLAKE3 hash and path in the user's configuration
+//! directory (`$XDG_CONFIG_HOME/volley/trusted`, else `~/.config/volley/trusted`). Any change
+//! to the file makes it untrusted again. A file named with `--config` is trusted: the user
+//! chose it. The other settings (concurrency, limits, fewer retries, longer timeouts, a memory
+//! cache) send nothing anywhere and always apply.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -37,14 +40,44 @@ pub(crate) const ROUTING_KEYS: &[&str] = &[
 pub(crate) const DUPLICATING_KEYS: &[&str] = &["hedge", "hedge_budget"];
 
 /// Whether `key = value` in a file needs the file trusted: a [`ROUTING_KEYS`] key, a `cache`
-/// in Redis (which receives every answer), or a [`DUPLICATING_KEYS`] key.
+/// other than `off` or `memory` (Redis receives every answer; a disk cache the repository
+/// ships answers in the provider's place), a [`DUPLICATING_KEYS`] key, `max_retries` above
+/// the default or a `timeout` below it (a request cut off after it was sent may be billed,
+/// and is sent again).
 pub(crate) fn routes(key: &str, value: &toml::Value) -> bool {
     ROUTING_KEYS.contains(&key)
         || DUPLICATING_KEYS.contains(&key)
         || (key == "cache"
-            && value
-                .as_str()
-                .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("redis")))
+            && !value.as_str().is_some_and(|v| {
+                matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "memory")
+            }))
+        || (key == "max_retries" && more_retries_than_default(value))
+        || (key == "timeout" && shorter_than_default(value))
+}
+
+/// Whether a `max_retries` value is above the default (a value that is no number is left to
+/// the settings' own check).
+fn more_retries_than_default(value: &toml::Value) -> bool {
+    let n = match value {
+        toml::Value::Integer(n) => u64::try_from(*n).ok(),
+        toml::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    n.is_some_and(|n| n > u64::from(super::DEFAULT_MAX_RETRIES))
+}
+
+/// Whether a `timeout` value is below the default (0 turns the timeout off: not shorter).
+fn shorter_than_default(value: &toml::Value) -> bool {
+    let timeout = match value {
+        toml::Value::Integer(n) => u64::try_from(*n).ok().map(std::time::Duration::from_secs),
+        toml::Value::Float(f) => std::time::Duration::try_from_secs_f64(*f).ok(),
+        toml::Value::String(s) => s
+            .parse::<volley::core::duration::HumanDuration>()
+            .ok()
+            .map(|d| d.0),
+        _ => None,
+    };
+    timeout.is_some_and(|t| !t.is_zero() && t < volley::DEFAULT_TIMEOUT)
 }
 
 /// The file of trusted `volley.toml`s: one `HASH PATH` line each.
@@ -117,8 +150,9 @@ pub(crate) fn trust(path: &Path) -> Result<String, UsageError> {
 pub(crate) fn ignored_message(label: &str, keys: &[String]) -> String {
     format!(
         "volley: ignoring {} from {label}: this volley.toml was found in the working directory \
-         and is not trusted, and these settings decide where your API key and prompts are \
-         sent or which secret keys a Redis cache, or send requests twice (hedging). Check the \
+         and is not trusted, and these settings decide where your API key, prompts or answers \
+         go or come from (a disk or Redis cache), which secret keys a Redis cache, or may pay \
+         for a request more than once (hedging, more retries, a shorter timeout). Check the \
          file, then run `volley config trust` to use them (or name the file with --config). \
          Other settings in it apply.",
         keys.join(", ")
@@ -162,12 +196,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redis_caches_route_and_disk_caches_do_not() {
+    fn what_needs_trust() {
         let s = |v: &str| toml::Value::String(v.to_owned());
         assert!(routes("base_url", &s("https://x")));
         assert!(routes("cache", &s("redis://h:6379")));
         assert!(routes("cache", &s(" Rediss://h")));
-        assert!(!routes("cache", &s("disk:.volley-cache")));
+        // A disk cache the repository ships would answer in the provider's place.
+        assert!(routes("cache", &s("disk:.volley-cache")));
+        assert!(!routes("cache", &s("memory")));
+        assert!(!routes("cache", &s(" Off")));
+        // More retries, or a shorter timeout, may pay for a request more than once.
+        let int = toml::Value::Integer;
+        assert!(routes("max_retries", &int(4)));
+        assert!(!routes("max_retries", &int(3)));
+        assert!(!routes("max_retries", &int(0)));
+        assert!(routes("timeout", &s("2s")));
+        assert!(routes("timeout", &int(30)));
+        assert!(!routes("timeout", &s("10m")));
+        assert!(!routes("timeout", &s("1h")));
+        assert!(!routes("timeout", &int(0)));
         assert!(!routes("concurrency", &toml::Value::Integer(4)));
         assert!(routes("hedge", &s("p95")));
         assert!(routes("hedge_budget", &s("100%")));
