@@ -13,8 +13,30 @@ macro_rules! say {
     }};
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(std::io::stderr(), "{}", $crate::terminal_safe(&text));
     }};
+}
+
+/// `text` as it may be written to a terminal: control characters other than line breaks and
+/// tabs escaped (`\u{1b}`), so that text from a file, a server or a file name cannot move the
+/// cursor, rewrite what the user reads, or set the clipboard (OSC 52).
+pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut safe = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            safe.extend(c.escape_unicode());
+        } else {
+            safe.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(safe)
 }
 
 mod bench;
@@ -194,6 +216,18 @@ fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_for_the_terminal_keeps_line_breaks_and_escapes_other_controls() {
+        assert!(matches!(
+            terminal_safe("plain\ttext\n"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            terminal_safe("a\u{1b}]0;x\u{7}b\r\n"),
+            "a\\u{1b}]0;x\\u{7}b\\u{d}\n"
+        );
+    }
 
     #[test]
     fn log_lines_are_coloured_only_on_a_terminal_without_no_color() {

@@ -667,3 +667,33 @@ fn plain_redis_to_a_remote_host_needs_allow_plain_redis() {
         "allow_plain_redis false (default)"
     );
 }
+
+/// A `volley.toml` nobody named may carry terminal escape sequences in its keys and values
+/// (TOML allows `\u001b`): what volley prints of them, in errors or `--print-config`, has
+/// them escaped, so a file cannot rewrite what the user reads on the terminal.
+#[test]
+fn escape_sequences_from_a_file_never_reach_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[default]\n\"\\u001b]0;pwned\\u0007\" = 1\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(volley(dir.path()).args(["run", "--print-config"]));
+    assert_eq!(code, Some(2), "an unknown key: {stderr}");
+    assert!(
+        !format!("{stdout}{stderr}").contains('\u{1b}'),
+        "{stderr:?}"
+    );
+    assert!(stderr.contains("\\u{1b}]0;pwned"), "{stderr:?}");
+
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[default]\nno_proxy = \"a\\u001b[2Kb\"\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(volley(dir.path()).args(["run", "--print-config"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains('\u{1b}'), "{stdout:?}");
+    assert!(stdout.contains("a\\u{1b}[2Kb"), "{stdout:?}");
+}

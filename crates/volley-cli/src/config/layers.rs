@@ -163,7 +163,8 @@ impl Layers {
             "profile",
             self.profile.as_deref().unwrap_or("none")
         ));
-        text
+        // Values may come from a file nobody named: no terminal escapes.
+        crate::terminal_safe(&text).into_owned()
     }
 }
 
