@@ -300,8 +300,25 @@ async fn run(
     } else {
         config::client_endpoints(&layers, &connection)?.unwrap_or_default()
     };
+    // Against the default target (volley mock's port on loopback, where anything may listen)
+    // a key goes only when asked for: the exported OPENAI_API_KEY is the user's real one.
+    let default_target = ["base_url", "endpoints", "azure_endpoint", "api_key_env"]
+        .iter()
+        .all(|key| layers.origin(key) == config::Origin::Default);
     let (base_url, api_key) = match &mock {
         Some(server) => (server.url(), None),
+        None if default_target => {
+            let target = connection.base_url.first().to_owned();
+            if config::read_key(&connection.api_key_env).is_ok() {
+                say!(
+                    "volley bench: not sending ${} to the default target {target} (whatever \
+                     listens on that port would get it); give --base-url, or --api-key-env, to \
+                     send a key",
+                    connection.api_key_env
+                );
+            }
+            (target, None)
+        }
         None if connection.provider.0 == volley::Provider::Azure => {
             let endpoint = config::endpoint(&layers, &connection)?;
             match endpoint.credential {

@@ -190,6 +190,30 @@ fn bench_runs_on_as_many_runtimes_as_threads_asked_for() {
     assert!(stderr.contains("--threads must be at least 1"), "{stderr}");
 }
 
+/// Against the default target (volley mock's port on loopback, where anything may listen),
+/// the exported key is not sent unless a target or key variable is named.
+#[test]
+fn the_key_is_not_sent_to_the_default_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = volley()
+        .current_dir(dir.path())
+        .env("OPENAI_API_KEY", "sk-real-key-do-not-send")
+        .args(["bench", "--requests", "1", "--concurrency", "1"])
+        .args([
+            "--quiet",
+            "--report",
+            dir.path().join("r").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not sending $OPENAI_API_KEY to the default target"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sk-real-key-do-not-send"), "{stderr}");
+}
+
 #[test]
 fn bench_needs_a_stop_condition() {
     let out = volley().args(["bench", "--mock"]).output().unwrap();

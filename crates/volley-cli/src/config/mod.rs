@@ -73,6 +73,7 @@ pub(crate) use model::{
     RunLoadFlags, RunOutput, RunOutputFlags,
 };
 pub(crate) use network::{Credential, apply as apply_network, endpoint, with_credential};
+pub(crate) use origin::Origin;
 pub(crate) use values::{CacheSpec, FailureSpec, RedisUrl, SharedLimitSpec, Show};
 
 /// The prefix of the variables that set settings.
