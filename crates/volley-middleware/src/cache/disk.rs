@@ -409,10 +409,18 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// Creates the database file readable by the owner only, or tightens an existing one.
+/// Creates the database file readable by the owner only, or tightens an existing one. A
+/// symbolic link in its place is refused: planted in a cache directory, it would make the
+/// cache create, or change the mode of, a file elsewhere.
 #[cfg(unix)]
 fn private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the cache file is a symbolic link; remove it or use another directory",
+        ));
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -520,6 +528,20 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let _ = DiskStore::open(&old, Duration::from_secs(60));
         assert_eq!(mode(&file), 0o600);
+        // A symbolic link planted as the database: refused, its target neither created nor
+        // changed.
+        let planted = tmp.path().join("planted");
+        std::fs::create_dir(&planted).unwrap();
+        let target = tmp.path().join("victim");
+        std::os::unix::fs::symlink(&target, planted.join(FILE_NAME)).unwrap();
+        let error = DiskStore::open(&planted, Duration::from_secs(60)).unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert!(!target.exists());
+        std::fs::write(&target, b"mine").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(DiskStore::open(&planted, Duration::from_secs(60)).is_err());
+        assert_eq!(mode(&target), 0o644);
+        assert_eq!(std::fs::read(&target).unwrap(), b"mine");
     }
 
     fn entry() -> CachedResponse {
