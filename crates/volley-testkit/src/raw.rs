@@ -44,6 +44,16 @@ pub fn json_response(status: &str, headers: &[String], body: &str) -> Vec<u8> {
     format!("{head}content-length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
 
+/// A whole `200 OK` response carrying `body` as an event stream (`text/event-stream`, with a
+/// `Content-Length`): the answer of a server that streams, for [`serve`].
+pub fn event_stream_response(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// The most a request head may take before the reader gives up.
 const MAX_HEAD: usize = 64 * 1024;
 

@@ -142,11 +142,7 @@ async fn an_error_event_before_anything_reached_the_caller_is_retried() {
         } else {
             STREAM
         };
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
+        volley_testkit::raw::event_stream_response(body)
     })
     .await;
     let client = Client::builder()

@@ -211,11 +211,7 @@ async fn an_error_event_that_echoes_the_key_is_retried_and_shown_without_it() {
         let body = format!(
             "data: {{\"error\":{{\"message\":\"upstream rejected {KEY}\",\"type\":\"server_error\"}}}}\n\n"
         );
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
+        volley_testkit::raw::event_stream_response(&body)
     })
     .await;
     let client = Client::builder()
@@ -493,11 +489,7 @@ async fn a_stream_passes_over_empty_events_and_null_counts() {
         ]
         .map(|event| format!("{event}\n\n"))
         .concat();
-        format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
+        volley_testkit::raw::event_stream_response(&body)
     })
     .await;
     let client = Client::builder()
