@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use volley::Client;
 use volley::ErrorKind;
 use volley::middleware::retry::Policy;
-use volley_batch::{BatchOptions, BatchRunner, Fsync, Input, Progress, validate};
+use volley_batch::{BatchOptions, BatchRunner, Fsync, Input, Progress, Summary, validate};
 use volley_mock::{MockConfig, MockServer};
 
 fn chat_line(id: &str) -> String {
@@ -1054,13 +1054,22 @@ async fn rejected_credentials_stop_the_run() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let input = input_file(dir.path(), numbered(2_000));
     let client = Client::builder()
         .base_url(server.url())
         .api_key("sk-wrong")
         .build()
         .unwrap();
+    let summary = stopped_early(client, 401).await;
+    let why = summary.credentials_rejected.clone().expect("stopped");
+    assert!(why.starts_with("HTTP 401: "), "{why}");
+    assert!(server.stats().requests_total <= 100);
+}
+
+/// Runs 2 000 lines at 8 at once with `client`, whose every answer is `status`: the run stops
+/// early (at most 100 records, each of that status), neither completed nor interrupted.
+async fn stopped_early(client: Client, status: u16) -> Summary {
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(2_000));
     let options = BatchOptions {
         concurrency: 8,
         ..options(dir.path())
@@ -1069,13 +1078,11 @@ async fn rejected_credentials_stop_the_run() {
         bounded(BatchRunner::new(client, Input::Path(input), options).run(std::future::pending()))
             .await
             .unwrap();
-    let why = summary.credentials_rejected.clone().expect("stopped");
-    assert!(why.starts_with("HTTP 401: "), "{why}");
     assert!(!summary.all_succeeded() && !summary.interrupted);
     let out = records(&dir.path().join("out.jsonl"));
     assert!(!out.is_empty() && out.len() <= 100, "{} records", out.len());
-    assert!(out.iter().all(|r| r["response"]["status_code"] == 401));
-    assert!(server.stats().requests_total <= 100);
+    assert!(out.iter().all(|r| r["response"]["status_code"] == status));
+    summary
 }
 
 /// A 429 saying the account's quota is used up stops the run as rejected credentials do: no
@@ -1086,24 +1093,11 @@ async fn a_used_up_quota_stops_the_run() {
         "type": "insufficient_quota", "param": null, "code": "insufficient_quota"}})
     .to_string();
     let base = error_server("429 Too Many Requests", vec![quota]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = input_file(dir.path(), numbered(2_000));
     let client = Client::builder().base_url(base).build().unwrap();
-    let options = BatchOptions {
-        concurrency: 8,
-        ..options(dir.path())
-    };
-    let summary =
-        bounded(BatchRunner::new(client, Input::Path(input), options).run(std::future::pending()))
-            .await
-            .unwrap();
+    let summary = stopped_early(client, 429).await;
     let why = summary.quota_exhausted.clone().expect("stopped");
     assert!(why.starts_with("HTTP 429: You exceeded"), "{why}");
     assert!(summary.credentials_rejected.is_none());
-    assert!(!summary.all_succeeded() && !summary.interrupted);
-    let out = records(&dir.path().join("out.jsonl"));
-    assert!(!out.is_empty() && out.len() <= 100, "{} records", out.len());
-    assert!(out.iter().all(|r| r["response"]["status_code"] == 429));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,31 +122,23 @@ fn answering_server(status: &'static str, body: &'static str) -> (String, Arc<At
     (url, requests)
 }
 
-#[test]
-fn a_403_stops_the_run() {
+/// Runs 200 lines at 4 at once against `server` (its URL and request count), whose every
+/// answer is `status`: the run exits 1 saying `says`, and no new line is taken after the first
+/// answer (what was in flight may finish); each record has that status.
+fn stops_the_run(server: (String, Arc<AtomicUsize>), status: u16, says: &str, extra: &[&str]) {
     const LINES: usize = 200;
-    let (url, requests) = forbidding_server();
+    let (url, requests) = server;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     let out = dir.path().join("out.jsonl");
     write_input(&input, LINES, false);
     let output = run(volley(dir.path())
         .args(["run", path_str(&input), "-o", path_str(&out), "--quiet"])
-        .args([
-            "--base-url",
-            &url,
-            "--concurrency",
-            "4",
-            "--max-retries",
-            "0",
-        ]));
+        .args(["--base-url", &url, "--concurrency", "4"])
+        .args(extra));
     let stderr = &output.stderr;
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("rejected the credentials (HTTP 403)"),
-        "{stderr}"
-    );
-    // No new line is taken after the first 403: what was in flight (4 slots) may finish.
+    assert!(stderr.contains(says), "{stderr}");
     let sent = requests.load(Ordering::SeqCst);
     assert!(
         (1..=LINES / 4).contains(&sent),
@@ -157,36 +149,36 @@ fn a_403_stops_the_run() {
         !recorded.is_empty() && recorded.len() <= sent,
         "{recorded:?}"
     );
-    assert!(recorded.iter().all(|r| r["response"]["status_code"] == 403));
+    assert!(
+        recorded
+            .iter()
+            .all(|r| r["response"]["status_code"] == status)
+    );
+}
+
+#[test]
+fn a_403_stops_the_run() {
+    stops_the_run(
+        forbidding_server(),
+        403,
+        "rejected the credentials (HTTP 403)",
+        &["--max-retries", "0"],
+    );
 }
 
 /// A 429 saying the quota is used up stops the run too, and says so; retries would not help
 /// (the default policy fails it at once).
 #[test]
 fn a_used_up_quota_stops_the_run() {
-    const LINES: usize = 200;
-    let (url, requests) = answering_server(
+    let server = answering_server(
         "429 Too Many Requests",
         r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
     );
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    let out = dir.path().join("out.jsonl");
-    write_input(&input, LINES, false);
-    let output = run(volley(dir.path())
-        .args(["run", path_str(&input), "-o", path_str(&out), "--quiet"])
-        .args(["--base-url", &url, "--concurrency", "4"]));
-    let stderr = &output.stderr;
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr
-            .contains("the account's quota is used up (HTTP 429): You exceeded your current quota"),
-        "{stderr}"
-    );
-    let sent = requests.load(Ordering::SeqCst);
-    assert!(
-        (1..=LINES / 4).contains(&sent),
-        "{sent} of {LINES} requests sent"
+    stops_the_run(
+        server,
+        429,
+        "the account's quota is used up (HTTP 429): You exceeded your current quota",
+        &[],
     );
 }
 
