@@ -33,7 +33,8 @@ use crate::mock::MockBehaviour;
 ///
 /// --report DIR writes results.json (stable schema), report.md and report.html (charts).
 ///
-/// Against a real API the key comes from OPENAI_API_KEY (or the variable --api-key-env names).
+/// Against a real API the key comes from OPENAI_API_KEY (or the variable --api-key-env names);
+/// none goes to the default target, which a base URL or --api-key-env must replace first.
 /// Only point load at servers you run or are allowed to load. With --mock the mock runs in this process and its CPU time counts
 /// as the client's: for CPU figures run `volley mock` as its own process (`cargo xtask bench`
 /// does).
@@ -301,24 +302,13 @@ async fn run(
         config::client_endpoints(&layers, &connection)?.unwrap_or_default()
     };
     // Against the default target (volley mock's port on loopback, where anything may listen)
-    // a key goes only when asked for: the exported OPENAI_API_KEY is the user's real one.
-    let default_target = ["base_url", "endpoints", "azure_endpoint", "api_key_env"]
+    // a key goes only when asked for: the exported key is the user's real one. Azure, first,
+    // always names its endpoint (and says so when it is missing).
+    let default_target = ["base_url", "endpoints", "api_key_env"]
         .iter()
         .all(|key| layers.origin(key) == config::Origin::Default);
     let (base_url, api_key) = match &mock {
         Some(server) => (server.url(), None),
-        None if default_target => {
-            let target = connection.base_url.first().to_owned();
-            if config::read_key(&connection.api_key_env).is_ok() {
-                say!(
-                    "volley bench: not sending ${} to the default target {target} (whatever \
-                     listens on that port would get it); give --base-url, or --api-key-env, to \
-                     send a key",
-                    connection.api_key_env
-                );
-            }
-            (target, None)
-        }
         None if connection.provider.0 == volley::Provider::Azure => {
             let endpoint = config::endpoint(&layers, &connection)?;
             match endpoint.credential {
@@ -328,6 +318,23 @@ async fn run(
                     (endpoint.base_url, None)
                 }
             }
+        }
+        None if default_target => {
+            let target = connection.base_url.first().to_owned();
+            // The key the provider's branch below would have read.
+            let withheld = match connection.provider.0 {
+                volley::Provider::Anthropic => config::endpoint(&layers, &connection)
+                    .is_ok_and(|e| matches!(e.credential, config::Credential::Key(_))),
+                _ => config::read_key(&connection.api_key_env).is_ok(),
+            };
+            if withheld {
+                say!(
+                    "volley bench: not sending the API key to the default target {target} \
+                     (whatever listens on that port would get it); give --base-url, or \
+                     --api-key-env, to send one"
+                );
+            }
+            (target, None)
         }
         // ANTHROPIC_API_KEY, then ANTHROPIC_AUTH_TOKEN, as the SDK reads them; none is fine.
         None if connection.provider.0 == volley::Provider::Anthropic => (

@@ -117,9 +117,11 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Trust ./volley.toml (or PATH) as it is now: its base_url, api_key_env, shared_limit,
-    /// Redis cache and other settings that decide where your key and prompts go are used
-    /// only once it is trusted (or named with --config). Recorded by hash in
-    /// $XDG_CONFIG_HOME/volley/trusted; any change to the file needs trusting again.
+    /// disk or Redis cache and other settings that decide where your key, prompts and answers
+    /// go, and those that may pay for a request more than once (hedging, max_retries above 3,
+    /// a timeout below 10 minutes), are used only once it is trusted (or named with
+    /// --config). Recorded by hash in $XDG_CONFIG_HOME/volley/trusted; any change to the file
+    /// needs trusting again.
     Trust {
         /// The file to trust [default: ./volley.toml].
         path: Option<std::path::PathBuf>,

@@ -208,7 +208,7 @@ fn the_key_is_not_sent_to_the_default_target() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("not sending $OPENAI_API_KEY to the default target"),
+        stderr.contains("not sending the API key to the default target"),
         "{stderr}"
     );
     assert!(!stderr.contains("sk-real-key-do-not-send"), "{stderr}");

@@ -47,12 +47,22 @@ pub(crate) const DUPLICATING_KEYS: &[&str] = &["hedge", "hedge_budget"];
 pub(crate) fn routes(key: &str, value: &toml::Value) -> bool {
     ROUTING_KEYS.contains(&key)
         || DUPLICATING_KEYS.contains(&key)
-        || (key == "cache"
-            && !value.as_str().is_some_and(|v| {
-                matches!(v.trim().to_ascii_lowercase().as_str(), "off" | "memory")
-            }))
+        || (key == "cache" && value.as_str().is_some_and(stores_elsewhere))
         || (key == "max_retries" && more_retries_than_default(value))
         || (key == "timeout" && shorter_than_default(value))
+}
+
+/// Whether a `cache` value keeps answers outside this process: in Redis (any spelling of its
+/// scheme, valid or not) or on disk. `off`, `none` and `memory` do not; other values are left
+/// to the settings' own check.
+fn stores_elsewhere(value: &str) -> bool {
+    use super::values::CacheSpec;
+    let value = value.trim();
+    value.to_ascii_lowercase().starts_with("redis")
+        || matches!(
+            value.parse::<CacheSpec>(),
+            Ok(CacheSpec::Disk(_) | CacheSpec::Redis(_))
+        )
 }
 
 /// Whether a `max_retries` value is above the default (a value that is no number is left to
@@ -204,7 +214,8 @@ mod tests {
         // A disk cache the repository ships would answer in the provider's place.
         assert!(routes("cache", &s("disk:.volley-cache")));
         assert!(!routes("cache", &s("memory")));
-        assert!(!routes("cache", &s(" Off")));
+        assert!(!routes("cache", &s(" off")));
+        assert!(!routes("cache", &s("none")));
         // More retries, or a shorter timeout, may pay for a request more than once.
         let int = toml::Value::Integer;
         assert!(routes("max_retries", &int(4)));
