@@ -55,8 +55,14 @@ pub(super) struct Loop<'a> {
     area: f64,
     last_change: Instant,
     interrupted: bool,
-    /// Set by a request that ended in HTTP 401 or 403: no new line is taken.
+    /// Set by a request that ended in HTTP 401, or in a 403 as [`Loop::refusal`] says: no new
+    /// line is taken.
     credentials_rejected: Option<String>,
+    /// Whether a request of this run got an answer from the provider (not the cache) that was
+    /// a success: the credentials work, so a lone 403 is about its request.
+    succeeded: bool,
+    /// HTTP 403s since the last success from the provider.
+    forbidden_in_a_row: u32,
     /// Set by a request that ended in a 429 saying the account's quota is used up: no new
     /// line is taken.
     quota_exhausted: Option<String>,
@@ -101,6 +107,8 @@ impl<'a> Loop<'a> {
             last_change: Instant::now(),
             interrupted: false,
             credentials_rejected: None,
+            succeeded: false,
+            forbidden_in_a_row: 0,
             quota_exhausted: None,
             writer_failed: false,
         }
@@ -211,11 +219,12 @@ impl<'a> Loop<'a> {
     }
 
     async fn finish(&mut self, seq: u64, finished: Finished) {
+        let refusal = self.refusal(&finished);
         if self.options.stop_on_auth_failure
             && self.credentials_rejected.is_none()
             && self.quota_exhausted.is_none()
         {
-            if let Some(why) = rejected_credentials(&finished.record) {
+            if let Some(why) = refusal {
                 tracing::error!("{why}; no new line is taken");
                 self.credentials_rejected = Some(why);
                 // The reader stops at its next line; what it queued stays unsent.
@@ -241,6 +250,48 @@ impl<'a> Loop<'a> {
             Progress::add(&self.progress.cached, 1);
         }
         self.write(seq, finished.record).await;
+    }
+
+    /// `HTTP 401: <the provider's message>` when `finished` says the credentials were refused,
+    /// so that every other line would fail the same way:
+    /// - any 401;
+    /// - a 403 before any request of this run succeeded, unless its body says the refusal is
+    ///   about that request alone ([`volley::ApiError::refuses_only_this_request`]: a model the
+    ///   project may not use, an input a moderation filter flagged);
+    /// - the [`FORBIDDEN_IN_A_ROW`]th 403 with no success in between. After a success a
+    ///   lone 403 is about its line (OpenRouter answers a flagged input with 403, OpenAI a
+    ///   model the project may not use), but a wall of them is a key revoked or an address
+    ///   blocked mid-run.
+    ///
+    /// The message is read as [`ApiError`](volley::ApiError) reads it, cleaned of control
+    /// characters (a terminal escape from a hostile server would reach the user's terminal) and
+    /// bounded.
+    fn refusal(&mut self, finished: &Finished) -> Option<String> {
+        let (status, body) = match &finished.record.outcome {
+            Outcome::Response {
+                status_code: status @ (401 | 403),
+                body,
+                ..
+            } => (*status, body),
+            _ => {
+                if finished.record.is_success() && !finished.cached {
+                    self.succeeded = true;
+                    self.forbidden_in_a_row = 0;
+                }
+                return None;
+            }
+        };
+        if status == 403 {
+            self.forbidden_in_a_row = self.forbidden_in_a_row.saturating_add(1);
+            let lone = self.succeeded || volley::ApiError::refuses_only_this_request(body);
+            if lone && self.forbidden_in_a_row < FORBIDDEN_IN_A_ROW {
+                return None;
+            }
+        }
+        let message = volley::ApiError::from_body(body)
+            .map(|api| api.message)
+            .unwrap_or_else(|| "no message".to_owned());
+        Some(format!("HTTP {status}: {message}"))
     }
 
     fn count_error(&mut self, record: &OutcomeRecord) {
@@ -271,23 +322,9 @@ impl<'a> Loop<'a> {
     }
 }
 
-/// `HTTP 401: <the provider's message>` when `record` says the credentials were refused. The
-/// message is read as [`ApiError`](volley::ApiError) reads it, cleaned of control characters
-/// (a terminal escape from a hostile server would reach the user's terminal) and bounded.
-fn rejected_credentials(record: &OutcomeRecord) -> Option<String> {
-    let Outcome::Response {
-        status_code: status @ (401 | 403),
-        body,
-        ..
-    } = &record.outcome
-    else {
-        return None;
-    };
-    let message = volley::ApiError::from_body(body)
-        .map(|api| api.message)
-        .unwrap_or_else(|| "no message".to_owned());
-    Some(format!("HTTP {status}: {message}"))
-}
+/// How many HTTP 403s in a row, with no success from the provider between them, stop a run
+/// in which a request already succeeded (see [`Loop::refusal`]).
+pub(crate) const FORBIDDEN_IN_A_ROW: u32 = 16;
 
 /// `HTTP 429: <the provider's message>` when `record` says the account's quota or credit is
 /// used up (OpenAI's `insufficient_quota`): no wait restores it, so every later line would

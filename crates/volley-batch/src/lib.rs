@@ -147,9 +147,19 @@
 //! # Stopping on rejected credentials
 //!
 //! With [`BatchOptions::stop_on_auth_failure`] (the default), a request that ends in HTTP 401
-//! or 403 stops the run as a shutdown does (no new line is taken, requests in flight
+//! stops the run as a shutdown does (no new line is taken, requests in flight
 //! finish): every other line would fail the same way. [`Summary::credentials_rejected`] says
-//! why; fix the key and resume with [`BatchOptions::retry_failed`]. A 429 that says the
+//! why; fix the key and resume with [`BatchOptions::retry_failed`].
+//!
+//! An HTTP 403 may be about the key or about one line: OpenAI answers a model the project may
+//! not use with 403 `model_not_found`, OpenRouter an input its moderation flagged with 403. So
+//! a 403 stops the run only
+//! - before any request of the run has succeeded, unless its body says it is about that
+//!   request ([`volley::ApiError::refuses_only_this_request`]);
+//! - or when 16 requests in a row end in 403 with no success in between (a key revoked or an
+//!   address blocked mid-run).
+//!
+//! Otherwise the line gets its 403 record and the run goes on. A 429 that says the
 //! account's quota is used up (OpenAI's `insufficient_quota`, which no wait heals) stops it
 //! the same way, and [`Summary::quota_exhausted`] says so.
 //!
@@ -267,8 +277,9 @@ pub struct BatchOptions {
     /// an error without a response; invalid lines are not resent) and append their new
     /// outcome, which then counts as theirs. Default: `false` (a recorded failure is final).
     pub retry_failed: bool,
-    /// Stop taking new lines when a request ends in HTTP 401 or 403 (the credentials are
-    /// wrong, so every line would fail), or in a 429 saying the account's quota is used up;
+    /// Stop taking new lines when a request ends in HTTP 401 or, as [Stopping on rejected
+    /// credentials](crate#stopping-on-rejected-credentials) says, in a 403 (the credentials
+    /// are wrong, so every line would fail), or in a 429 saying the account's quota is used up;
     /// requests in flight finish and [`Summary::credentials_rejected`] or
     /// [`Summary::quota_exhausted`] says why. Default: `true`.
     pub stop_on_auth_failure: bool,

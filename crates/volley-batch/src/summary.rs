@@ -43,6 +43,7 @@ pub struct Summary {
     /// without a recorded outcome are sent by the next run.
     pub interrupted: bool,
     /// Set when a request ended in HTTP 401 or 403 and the run stopped taking lines (see
+    /// [Stopping on rejected credentials](crate#stopping-on-rejected-credentials) and
     /// [`BatchOptions::stop_on_auth_failure`](super::BatchOptions::stop_on_auth_failure)):
     /// the status and the provider's message, as `HTTP 401: Incorrect API key provided`.
     /// Lines not read have no outcome; resume with

@@ -1100,6 +1100,115 @@ async fn a_used_up_quota_stops_the_run() {
     assert!(summary.credentials_rejected.is_none());
 }
 
+/// A server that answers by the `custom_id` (sent as `x-client-request-id`): `ok-*` with a
+/// chat completion, `model-*` with OpenAI's 403 for a model the project may not use,
+/// `flagged-*` with OpenRouter's 403 for a flagged input, anything else with OpenAI's 403 for
+/// a key used from a country it does not serve.
+async fn forbidding_server() -> String {
+    let port = volley_testkit::raw::serve(|head| {
+        let id = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-client-request-id: "))
+            .unwrap_or("");
+        let forbidden = |body: Value| {
+            volley_testkit::raw::json_response("403 Forbidden", &[], &body.to_string())
+        };
+        if id.starts_with("ok-") {
+            let body = json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+                "model": "gpt-4o-mini", "choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "hi"}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}});
+            volley_testkit::raw::json_response("200 OK", &[], &body.to_string())
+        } else if id.starts_with("model-") {
+            forbidden(json!({"error": {"message": "Project `proj_1` does not have access to model `gpt-4o-mini`",
+                "type": "invalid_request_error", "param": null, "code": "model_not_found"}}))
+        } else if id.starts_with("flagged-") {
+            forbidden(json!({"error": {"code": 403, "message": "Your input was flagged for \"violence\"",
+                "metadata": {"reasons": ["violence"], "flagged_input": "...",
+                    "provider_name": "OpenAI", "model_slug": "openai/gpt-4o-mini"}}}))
+        } else {
+            forbidden(json!({"error": {"code": "unsupported_country_region_territory",
+                "message": "Country, region, or territory not supported", "param": null,
+                "type": "request_forbidden"}}))
+        }
+    })
+    .await;
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// Runs `ids` one at a time (so outcomes come in line order) against [`forbidding_server`].
+async fn run_one_at_a_time(ids: &[String]) -> (Summary, Vec<Value>) {
+    let base = forbidding_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), ids.iter().map(|id| chat_line(id)));
+    let client = Client::builder().base_url(base).retries(0).build().unwrap();
+    let options = BatchOptions {
+        concurrency: 1,
+        ..options(dir.path())
+    };
+    let summary =
+        bounded(BatchRunner::new(client, Input::Path(input), options).run(std::future::pending()))
+            .await
+            .unwrap();
+    (summary, records(&dir.path().join("out.jsonl")))
+}
+
+/// A 403 about its own request fails that line only: a flagged input or a model the project
+/// may not use, even before anything succeeded, and after a success any lone 403. The key
+/// works for the other lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_about_one_line_fails_that_line_only() {
+    let ids: Vec<String> = [
+        "flagged-0",
+        "model-1",
+        "ok-2",
+        "denied-3",
+        "ok-4",
+        "model-5",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (summary, out) = run_one_at_a_time(&ids).await;
+    assert_eq!(summary.credentials_rejected, None);
+    assert!(!summary.interrupted);
+    assert_eq!((summary.succeeded, summary.failed), (2, 4));
+    assert_eq!(custom_ids(&out), ids);
+}
+
+/// 16 lines in a row that end in 403 stop the run, whether the 403 names a model (here before
+/// any success) or not (after one): a key revoked or an address blocked mid-run fails every
+/// line. A key-wide 403 before any success stops it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_of_403s_stops_the_run() {
+    let walls = [
+        (
+            Vec::new(),
+            "model",
+            "HTTP 403: Project `proj_1` does not have access",
+            16,
+        ),
+        (
+            vec!["ok-a".to_owned(), "ok-b".to_owned()],
+            "denied",
+            "HTTP 403: Country",
+            16,
+        ),
+        (Vec::new(), "denied", "HTTP 403: Country", 1),
+    ];
+    for (first, kind, says, forbidden) in walls {
+        let ids: Vec<String> = first
+            .iter()
+            .cloned()
+            .chain((0..100).map(|n| format!("{kind}-{n}")))
+            .collect();
+        let (summary, out) = run_one_at_a_time(&ids).await;
+        let why = summary.credentials_rejected.clone().expect("stopped");
+        assert!(why.starts_with(says), "{why}");
+        assert_eq!(out.len(), first.len() + forbidden, "{kind}: {}", out.len());
+        assert_eq!(summary.failed, forbidden as u64);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_that_are_not_regular_files_are_refused() {
     let server = MockServer::start(MockConfig::default()).await.unwrap();

@@ -79,12 +79,12 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A server that answers every request with `403` (OpenAI's body for a key without access)
-/// and closes the connection; counts the requests.
+/// A server that answers every request with `403` (OpenAI's body for a key used from a
+/// country it does not serve) and closes the connection; counts the requests.
 fn forbidding_server() -> (String, Arc<AtomicUsize>) {
     answering_server(
         "403 Forbidden",
-        r#"{"error":{"message":"You are not allowed to use this model.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#,
+        r#"{"error":{"code":"unsupported_country_region_territory","message":"Country, region, or territory not supported","param":null,"type":"request_forbidden"}}"#,
     )
 }
 

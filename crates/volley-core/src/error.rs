@@ -184,6 +184,40 @@ impl ApiError {
         self.message.starts_with("Request too large")
     }
 
+    /// Whether an HTTP 403 answer's `body` says the refusal is about this request, not about
+    /// the credentials, so that other requests with the same key may still succeed:
+    /// - OpenAI's `model_not_found` (the project has no access to that model: "Project `proj_…`
+    ///   does not have access to model `…`");
+    /// - a moderation flag on the input (OpenRouter's `metadata.flagged_input` or
+    ///   `metadata.reasons`).
+    ///
+    /// Any other 403 (Anthropic's `permission_error`, OpenAI's
+    /// `unsupported_country_region_territory`, a proxy's or firewall's HTML page) may be about
+    /// the key or the network, and this returns `false`.
+    ///
+    /// ```
+    /// use volley_core::ApiError;
+    /// let body = br#"{"error": {"message": "Project `proj_1` does not have access to model `o3`",
+    ///     "type": "invalid_request_error", "param": null, "code": "model_not_found"}}"#;
+    /// assert!(ApiError::refuses_only_this_request(body));
+    /// assert!(!ApiError::refuses_only_this_request(br#"{"type": "error", "error":
+    ///     {"type": "permission_error", "message": "Your API key does not have permission"}}"#));
+    /// ```
+    pub fn refuses_only_this_request(body: &[u8]) -> bool {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return false;
+        };
+        let obj = match value.get("error") {
+            Some(inner @ serde_json::Value::Object(_)) => inner,
+            _ => &value,
+        };
+        if obj.get("code").and_then(serde_json::Value::as_str) == Some("model_not_found") {
+            return true;
+        }
+        obj.get("metadata")
+            .is_some_and(|m| m.get("flagged_input").is_some() || m.get("reasons").is_some())
+    }
+
     /// Whether no wait can make the request succeed: [`ApiError::is_quota_exhausted`] or
     /// [`ApiError::is_request_too_large`].
     pub fn no_wait_helps(&self) -> bool {
@@ -543,6 +577,30 @@ mod tests {
         assert!(text.contains("HTTP 429"), "{text}");
         assert!(text.contains("api.example.com"), "{text}");
         assert!(text.contains("Rate limit reached"), "{text}");
+    }
+
+    /// A 403 about one request (a model the project may not use, an input a moderation filter
+    /// flagged) is told from one about the key, in each provider's shape.
+    #[test]
+    fn a_403_about_one_request_is_told_from_one_about_the_key() {
+        let about_the_request = [
+            &br#"{"error":{"message":"Project `proj_1` does not have access to model `gpt-4.1`","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#[..],
+            br#"{"message":"no access","code":"model_not_found"}"#,
+            br#"{"error":{"code":403,"message":"openai/gpt-4o requires moderation on OpenRouter. Your input was flagged for \"violence\"","metadata":{"reasons":["violence"],"flagged_input":"...","provider_name":"OpenAI","model_slug":"openai/gpt-4o"}}}"#,
+        ];
+        for body in about_the_request {
+            assert!(ApiError::refuses_only_this_request(body), "{body:?}");
+        }
+        let about_the_key = [
+            &br#"{"type":"error","error":{"type":"permission_error","message":"Your API key does not have permission to use the specified resource."}}"#[..],
+            br#"{"error":{"code":"unsupported_country_region_territory","message":"Country, region, or territory not supported","param":null,"type":"request_forbidden"}}"#,
+            br#"{"error":{"code":403,"message":"Forbidden","metadata":null}}"#,
+            b"<html><body>403 Forbidden</body></html>",
+            b"",
+        ];
+        for body in about_the_key {
+            assert!(!ApiError::refuses_only_this_request(body), "{body:?}");
+        }
     }
 
     /// OpenAI's "You exceeded your current quota" is a 429 that no wait heals: a status
