@@ -115,10 +115,14 @@ impl<'a> Loop<'a> {
     }
 
     /// Runs until the input is done and every request has its outcome, or until `shutdown`
-    /// and its grace period are over, or the writer fails. Dropping the result closes the
-    /// channel to the writer.
-    pub(super) async fn run(mut self, shutdown: impl Future<Output = ()>) -> Tally {
-        self.dispatch_all(shutdown).await;
+    /// and its grace period are over (`abort` ends the grace period at once), or the writer
+    /// fails. Dropping the result closes the channel to the writer.
+    pub(super) async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        abort: impl Future<Output = ()>,
+    ) -> Tally {
+        self.dispatch_all(shutdown, abort).await;
         Tally {
             attempted: self.attempted,
             cached: self.cached,
@@ -130,8 +134,14 @@ impl<'a> Loop<'a> {
         }
     }
 
-    async fn dispatch_all(&mut self, shutdown: impl Future<Output = ()>) {
+    async fn dispatch_all(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        abort: impl Future<Output = ()>,
+    ) {
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut abort = std::pin::pin!(abort);
+        let mut aborted = false;
         let mut reading = true;
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -157,6 +167,14 @@ impl<'a> Loop<'a> {
                     // Lines still to read, or requests cancelled below, have no outcome yet.
                     self.interrupted = reading;
                     deadline = Some(tokio::time::Instant::now() + self.options.grace);
+                    self.items.close();
+                }
+                () = &mut abort, if !aborted => {
+                    // The grace period, begun or not, ends now: the next turn cancels what is
+                    // in flight, and the records of what finished are written as usual.
+                    aborted = true;
+                    self.interrupted |= reading;
+                    deadline = Some(tokio::time::Instant::now());
                     self.items.close();
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {

@@ -182,7 +182,9 @@
 //! SIGTERM), no new
 //! line is taken, requests in flight get [`BatchOptions::grace`] to finish, the rest are
 //! cancelled (they have no record and are sent again on resume), the records are flushed and
-//! the [`Summary`] says `interrupted`.
+//! the [`Summary`] says `interrupted`. [`BatchRunner::run_with_abort`] takes a second future
+//! that ends the grace period at once (the CLI passes a second Ctrl-C): what was in flight is
+//! cancelled, and what had finished is still written.
 //!
 //! # Example
 //!

@@ -55,6 +55,22 @@ impl BatchRunner {
     /// errors of the run: they are records. [`Progress::started`] tells errors found before
     /// anything was sent (the files) from errors of the run itself (reading, writing).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<Summary, Error> {
+        self.run_with_abort(shutdown, std::future::pending()).await
+    }
+
+    /// As [`run`](Self::run), and when `abort` completes (a second Ctrl-C, say) the grace
+    /// period ends at once: no new line is taken, requests in flight are cancelled (they have
+    /// no record and are sent again on resume), and the outcomes already received are still
+    /// written, and synced as [`BatchOptions::fsync`] says, before this returns. The summary
+    /// then says `interrupted`.
+    ///
+    /// # Errors
+    /// As [`run`](Self::run).
+    pub async fn run_with_abort(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        abort: impl Future<Output = ()> + Send,
+    ) -> Result<Summary, Error> {
         let started = Instant::now();
         let BatchRunner {
             client,
@@ -106,7 +122,7 @@ impl BatchRunner {
         let writer = writer::spawn(files, config, record_rx, released_tx);
 
         let tally = Loop::new(client, &options, &progress, items, record_tx, released)
-            .run(shutdown)
+            .run(shutdown, abort)
             .await;
 
         // The loop has dropped its end of the channel: the writer writes what is left, flushes

@@ -96,6 +96,42 @@ async fn after_successes(progress: Arc<Progress>, n: u64) {
     }
 }
 
+/// `abort` ends a grace period that would otherwise outlast the test: what is in flight
+/// (stalled for an hour) is cancelled without a record, and every outcome received is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_ends_the_grace_period_and_keeps_the_outcomes() {
+    let server = MockServer::start(MockConfig {
+        faults: "stall=0.5".parse().unwrap(),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(400));
+    let options = BatchOptions {
+        concurrency: 16,
+        grace: Duration::from_secs(3600),
+        ..options(dir.path())
+    };
+    let runner = BatchRunner::new(client_without_retries(&server), Input::Path(input), options);
+    let progress = runner.progress();
+    let shutdown = after_successes(progress.clone(), 4);
+    // Each slot stalls after one success on average: 4 of 16 come soon.
+    let abort = async {
+        after_successes(progress.clone(), 4).await;
+        // Stopped: what is left in flight is stalled.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let summary = bounded(runner.run_with_abort(shutdown, abort))
+        .await
+        .unwrap();
+    assert!(summary.interrupted);
+    let out = records(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len() as u64, summary.succeeded);
+    assert!(out.len() >= 4 && out.len() < 400, "{}", out.len());
+    assert!(out.iter().all(|r| r["response"]["status_code"] == 200));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_requests_through_faults_give_ten_thousand_outcomes() {
     let server = MockServer::start(MockConfig {

@@ -126,7 +126,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     metrics_addr: Option<SocketAddr>,
     /// After Ctrl-C or SIGTERM, how long in-flight requests may take to finish before the run
-    /// stops, e.g. 30s (a bare number is seconds) [default: the engine's].
+    /// stops, e.g. 30s (a bare number is seconds) [default: the engine's]. A second Ctrl-C
+    /// ends it at once (the outcomes received are still written); a third quits.
     #[arg(long, value_name = "D")]
     grace: Option<HumanDuration>,
     /// No progress and no summary; errors and the resume hint are still printed.
@@ -306,8 +307,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let progress = runner.progress();
     let reporter = Reporter::start(progress.clone(), mode, limit);
     let signal = Arc::new(AtomicU8::new(0));
-    let shutdown = shutdown_on_signal(reporter.printer(), grace, args.quiet, signal.clone());
-    let result = runner.run(shutdown).await;
+    let (shutdown, abort) = on_signals(reporter.printer(), grace, args.quiet, signal.clone());
+    let result = runner.run_with_abort(shutdown, abort).await;
     reporter.finish().await;
     if let Some(server) = mock {
         server.shutdown().await;
@@ -616,54 +617,118 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid address {s:?}: expected e.g. 127.0.0.1:9090 or 9090"))
 }
 
-/// Ctrl-C or SIGTERM stops taking new lines and lets in-flight requests finish for the
-/// grace period, storing the exit code of the signal (130 or 143) in `code`; a second signal
-/// exits at once (outcomes not yet written are sent again on resume).
-async fn shutdown_on_signal(printer: Printer, grace: Duration, quiet: bool, code: Arc<AtomicU8>) {
-    let first = next_signal().await;
-    code.store(first, Ordering::Relaxed);
-    if !quiet {
-        printer.println(&format!(
-            "volley run: stopping; in-flight requests have {} to finish (Ctrl-C again to stop now)",
-            progress::clock(grace)
-        ));
-    }
-    tokio::spawn(async {
-        let code = next_signal().await;
-        say!("volley run: stopped; run the same command again to resume");
-        std::process::exit(code.into());
+/// The run's two stops, as futures for [`BatchRunner::run_with_abort`]. The first Ctrl-C or
+/// SIGTERM stops taking new lines and lets in-flight requests finish for the grace period,
+/// storing the exit code of the signal (130 or 143) in `code`. The second cancels what is in
+/// flight at once; the outcomes already received are still written and the summary printed.
+/// A third exits at once (outcomes not yet written are sent again on resume).
+fn on_signals(
+    printer: Printer,
+    grace: Duration,
+    quiet: bool,
+    code: Arc<AtomicU8>,
+) -> (
+    impl Future<Output = ()> + Send + 'static,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (count_tx, count) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        let mut signals = Signals::new();
+        for n in 1u32.. {
+            let signal = signals.next().await;
+            match n {
+                1 => {
+                    code.store(signal, Ordering::Relaxed);
+                    if !quiet {
+                        printer.println(&format!(
+                            "volley run: stopping; in-flight requests have {} to finish \
+                             (Ctrl-C again to stop them now)",
+                            progress::clock(grace)
+                        ));
+                    }
+                }
+                2 => {
+                    if !quiet {
+                        printer.println(
+                            "volley run: stopping now; writing the outcomes received (Ctrl-C \
+                             again to quit at once)",
+                        );
+                    }
+                }
+                _ => {
+                    say!("volley run: stopped; run the same command again to resume");
+                    std::process::exit(signal.into());
+                }
+            }
+            count_tx.send_replace(n);
+        }
     });
+    let nth = move |n: u32| {
+        let mut count = count.clone();
+        async move {
+            // The sender lives as long as the runtime: an error means shutting down anyway,
+            // which is not a signal.
+            if count.wait_for(|&seen| seen >= n).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    (nth(1), nth(2))
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM and returns the exit code for it; never completes
-/// when signals cannot be handled.
-async fn next_signal() -> u8 {
-    let ctrl_c = async {
+/// Ctrl-C (SIGINT) and SIGTERM, received from when this is made on (a signal between two
+/// waits is not lost).
+struct Signals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Waits for the next signal and returns the exit code for it; never completes when
+    /// signals cannot be handled.
+    #[cfg(unix)]
+    async fn next(&mut self) -> u8 {
+        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+            let received = match signal {
+                Some(s) => s.recv().await.is_some(),
+                None => false,
+            };
+            if !received {
+                std::future::pending::<()>().await;
+            }
+        }
+        let Signals {
+            interrupt,
+            terminate,
+        } = self;
+        tokio::select! {
+            () = recv(interrupt) => EXIT_INTERRUPTED,
+            () = recv(terminate) => EXIT_TERMINATED,
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> u8 {
         match tokio::signal::ctrl_c().await {
             Ok(()) => EXIT_INTERRUPTED,
             Err(_) => std::future::pending().await,
         }
-    };
-    tokio::select! {
-        code = ctrl_c => code,
-        code = terminate() => code,
     }
-}
-
-#[cfg(unix)]
-async fn terminate() -> u8 {
-    use tokio::signal::unix::{SignalKind, signal};
-    if let Ok(mut term) = signal(SignalKind::terminate())
-        && term.recv().await.is_some()
-    {
-        return EXIT_TERMINATED;
-    }
-    std::future::pending().await
-}
-
-#[cfg(not(unix))]
-async fn terminate() -> u8 {
-    std::future::pending().await
 }
 
 /// Prints the summary and picks the exit code.

@@ -829,6 +829,69 @@ fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
     drop(rt);
 }
 
+/// A second Ctrl-C ends the grace period at once, and the run still writes what it received
+/// and prints its summary; half the requests stall, so the grace period alone would last the
+/// whole 10 minutes.
+#[test]
+fn a_second_ctrl_c_stops_at_once_and_keeps_the_outcomes() {
+    const LINES: usize = 400;
+    let rt = volley_testkit::process::server_runtime(2);
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            latency: Latency::Fixed(Duration::from_millis(20)),
+            faults: "stall=0.5".parse().unwrap(),
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let out = dir.path().join("out.jsonl");
+    write_chat_input(&input, LINES);
+    let stderr_path = dir.path().join("stderr");
+    let mut child = volley(dir.path())
+        .args(["run", path_str(&input), "-o", path_str(&out)])
+        .args(["--base-url", &server.url(), "--concurrency", "16"])
+        .args(["--grace", "10m", "--max-retries", "0"])
+        .env("OPENAI_API_KEY", "sk-test")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    signal_once_output_appears(&mut child, &out, "INT");
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    while !std::fs::read_to_string(&stderr_path)
+        .unwrap()
+        .contains("stopping;")
+    {
+        assert!(Instant::now() < deadline, "no notice of the first Ctrl-C");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait(&mut child);
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopping now"), "{stderr}");
+    // The summary is printed, so the writer finished: the run did not just exit.
+    assert!(stderr.contains("interrupted:"), "{stderr}");
+    let written = records(&out);
+    assert!(
+        !written.is_empty() && written.len() < LINES,
+        "{}",
+        written.len()
+    );
+    assert!(
+        written.iter().all(|r| r["response"]["status_code"] == 200),
+        "a cancelled request left no record"
+    );
+    drop(server);
+    drop(rt);
+}
+
 #[test]
 fn stdin_input_and_ordered_output() {
     let dir = tempfile::tempdir().unwrap();
