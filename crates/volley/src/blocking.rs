@@ -46,9 +46,9 @@ use volley_core::openai::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, EmbeddingsRequest,
     EmbeddingsResponse,
 };
-use volley_core::{ApiKey, Body, Error, ErrorKind, Request, Response};
+use volley_core::{ApiKey, Error, ErrorKind, Request, Response};
 
-use crate::fan_out::{collect_in_order, fan_out_with};
+use crate::fan_out::{collect_in_order, fan_out_with, send_complete};
 
 /// The default of [`ClientBuilder::worker_threads`].
 pub const DEFAULT_WORKER_THREADS: usize = 2;
@@ -416,18 +416,6 @@ impl Drop for Inner {
             runtime.shutdown_background();
         }
     }
-}
-
-/// Sends `request` and reads a streamed body to its end, on the runtime, so that the caller
-/// gets a response it can read without one.
-async fn send_complete(client: crate::Client, request: Request) -> Result<Response, Error> {
-    let response = client.send(request).await?;
-    if !response.is_stream() {
-        return Ok(response);
-    }
-    let (head, body) = response.into_parts();
-    let body = body.collect().await?;
-    Ok(Response::from_parts(head, Body::Full(body)))
 }
 
 /// A `Config` error when the calling thread is inside a tokio runtime, where blocking would

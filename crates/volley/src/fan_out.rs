@@ -135,6 +135,11 @@ impl Client {
     /// [`Client::fan_out`], collected: one result per request, in input order, once all are
     /// done.
     ///
+    /// A streamed response (`text/event-stream`) is read to its end in its own task, which
+    /// frees its client slot, so the result holds it complete: otherwise the responses held for
+    /// the result would keep every slot of the client and the rest would wait for ever. An
+    /// error while reading it is that request's `Err`.
+    ///
     /// ```no_run
     /// use volley::{Client, Request};
     ///
@@ -155,7 +160,11 @@ impl Client {
     where
         I: IntoIterator<Item = Request>,
     {
-        collect_in_order(self.fan_out(requests, concurrency)).await
+        let client = self.clone();
+        let all = fan_out_with(requests, concurrency, move |request| {
+            send_complete(client.clone(), request)
+        });
+        collect_in_order(all).await
     }
 
     /// [`Client::fan_out_chat`], collected: one reply or error per request, in input order,
@@ -186,6 +195,18 @@ impl Client {
     {
         collect_in_order(self.fan_out_chat(requests, concurrency)).await
     }
+}
+
+/// Sends `request` and reads a streamed body to its end, so that the response holds no
+/// client slot and can be read without the runtime.
+pub(crate) async fn send_complete(client: Client, request: Request) -> Result<Response, Error> {
+    let response = client.send(request).await?;
+    if !response.is_stream() {
+        return Ok(response);
+    }
+    let (head, body) = response.into_parts();
+    let body = body.collect().await?;
+    Ok(Response::from_parts(head, volley_core::Body::Full(body)))
 }
 
 /// The engine of every fan-out: `start` turns an input into the future of its outcome, which

@@ -191,3 +191,35 @@ async fn the_stream_is_send_and_runs_in_a_spawned_task() {
     assert_eq!(count, 8);
     assert_eq!(server.stats().requests_total, 8);
 }
+
+/// Collecting streamed responses reads each to its end in its task: the responses held for
+/// the result would otherwise keep both of the client's slots, and the third request would
+/// wait for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_reads_streams_to_the_end_so_their_slots_free_up() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let client = Client::builder()
+        .base_url(server.url())
+        .concurrency(2)
+        .retries(0)
+        .build()
+        .unwrap();
+    let streamed = |i: usize| {
+        let mut chat = chat(&format!("stream {i}"));
+        chat.stream = Some(true);
+        Request::post_json("/chat/completions", &chat).unwrap()
+    };
+    let results = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        client.fan_out_collect((0..5).map(streamed), 5),
+    )
+    .await
+    .expect("every stream was read and its slot freed");
+    assert_eq!(results.len(), 5);
+    for result in results {
+        let response = result.unwrap();
+        assert!(!response.is_stream(), "read to its end");
+        let body = response.bytes().await.unwrap();
+        assert!(body.ends_with(b"data: [DONE]\n\n"), "{body:?}");
+    }
+}
