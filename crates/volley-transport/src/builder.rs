@@ -48,6 +48,9 @@ struct Config {
     base_url_set: bool,
     api_key: Option<ApiKey>,
     provider: Provider,
+    /// Whether [`Builder::from_env`] was called: the provider's variables fill in what is
+    /// not set, at [`Builder::build`].
+    env: bool,
     api_version: Option<String>,
     azure_ad_token: Option<ApiKey>,
     azure_endpoint: Option<String>,
@@ -127,6 +130,7 @@ impl Builder {
                 base_url_set: false,
                 api_key: None,
                 provider: Provider::OpenAi,
+                env: false,
                 api_version: None,
                 azure_ad_token: None,
                 azure_endpoint: None,
@@ -186,6 +190,23 @@ impl Builder {
     /// Default: none.
     pub fn api_key(mut self, key: impl Into<ApiKey>) -> Builder {
         self.config.api_key = Some(key.into());
+        self
+    }
+
+    /// Fill in the credential and the base URL from the environment, as the provider's
+    /// official SDK reads them, when [`Builder::build`] runs: whatever was set on this builder,
+    /// before or after this call, wins, and the provider is the one set by then, so the key
+    /// of one provider never goes to another. Unset or empty variables are skipped.
+    ///
+    /// | provider | credential | base URL | also |
+    /// |---|---|---|---|
+    /// | [`Provider::OpenAi`] | `OPENAI_API_KEY` | `OPENAI_BASE_URL` | |
+    /// | [`Provider::Anthropic`] | `ANTHROPIC_API_KEY`, else `ANTHROPIC_AUTH_TOKEN` | `ANTHROPIC_BASE_URL` (without `/v1`, which is appended) | |
+    /// | [`Provider::Azure`] | `AZURE_OPENAI_AD_TOKEN`, else `AZURE_OPENAI_API_KEY` | `AZURE_OPENAI_ENDPOINT` (the resource endpoint) | `OPENAI_API_VERSION` |
+    ///
+    /// Default: off (nothing is read from the environment but the proxy and TLS variables).
+    pub fn from_env(mut self) -> Builder {
+        self.config.env = true;
         self
     }
 
@@ -620,7 +641,10 @@ impl Builder {
     /// this machine, without [`Builder::allow_plain_http`], when the API key
     /// or user agent cannot be sent as a header, or when no TLS roots are available.
     pub fn build(self) -> Result<Transport, Error> {
-        let c = self.config;
+        let mut c = self.config;
+        if c.env {
+            c.fill_from_env(|name| std::env::var(name).ok());
+        }
         let base_url = resolve_base_url(&c)?;
         let base = parse_base_url(&base_url, c.allow_plain_http)?;
         let azure = match c.provider {
@@ -895,6 +919,63 @@ fn host_header(scheme: &Scheme, authority: &Authority) -> Result<HeaderValue, Er
     })
 }
 
+impl Config {
+    /// Fills in what is not set from the variables `var` reads, as [`Builder::from_env`] says.
+    fn fill_from_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        use crate::provider::{
+            API_KEY_ENV, API_VERSION_ENV, AZURE_AD_TOKEN_ENV, AZURE_API_KEY_ENV,
+            AZURE_ENDPOINT_ENV, BASE_URL_ENV,
+        };
+        let var = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let has_credential = self.api_key.is_some()
+            || self.azure_ad_token.is_some()
+            || ["authorization", "api-key", "x-api-key"]
+                .iter()
+                .any(|name| self.default_headers.contains_key(*name));
+        let url_set = self.base_url_set || self.azure_endpoint.is_some();
+        match self.provider {
+            Provider::OpenAi => {
+                if !has_credential {
+                    self.api_key = var(API_KEY_ENV).map(ApiKey::from);
+                }
+                if !url_set && let Some(url) = var(BASE_URL_ENV) {
+                    self.base_url = url;
+                    self.base_url_set = true;
+                }
+            }
+            Provider::Anthropic => {
+                let [key, token] = volley_core::anthropic::KEY_VARIABLES;
+                if !has_credential {
+                    self.api_key = var(key).or_else(|| var(token)).map(ApiKey::from);
+                }
+                if !url_set && let Some(url) = var(volley_core::anthropic::BASE_URL_VARIABLE) {
+                    self.base_url = volley_core::anthropic::base_url_from_sdk(&url);
+                    self.base_url_set = true;
+                }
+            }
+            Provider::Azure => {
+                if !has_credential {
+                    if let Some(token) = var(AZURE_AD_TOKEN_ENV) {
+                        self.azure_ad_token = Some(ApiKey::from(token));
+                    } else {
+                        self.api_key = var(AZURE_API_KEY_ENV).map(ApiKey::from);
+                    }
+                }
+                if !url_set {
+                    self.azure_endpoint = var(AZURE_ENDPOINT_ENV);
+                }
+                if self.api_version.is_none() {
+                    self.api_version = var(API_VERSION_ENV);
+                }
+            }
+        }
+    }
+}
+
 /// The base URL: the one set, or the one an Azure endpoint makes (as the official SDK does).
 fn resolve_base_url(c: &Config) -> Result<std::borrow::Cow<'_, str>, Error> {
     if c.provider == Provider::Anthropic && !c.base_url_set {
@@ -1122,5 +1203,76 @@ mod tests {
         let v = bearer(&ApiKey::new("sk-abc")).unwrap();
         assert!(v.is_sensitive());
         assert!(!format!("{v:?}").contains("sk-abc"));
+    }
+
+    /// The environment `from_env` would see: these variables and no others.
+    fn filled(builder: Builder, vars: &[(&str, &str)]) -> Config {
+        let mut c = builder.from_env().config;
+        c.fill_from_env(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        });
+        c
+    }
+
+    fn key(c: &Config) -> Option<&str> {
+        c.api_key.as_ref().map(ApiKey::expose)
+    }
+
+    /// Each provider reads its own SDK's variables, so an exported OpenAI key never goes to
+    /// Anthropic or Azure; whatever the builder sets wins.
+    #[test]
+    fn from_env_reads_the_variables_of_the_provider_set() {
+        let all = [
+            ("OPENAI_API_KEY", "sk-openai"),
+            ("OPENAI_BASE_URL", "https://gateway.example/v1"),
+            ("ANTHROPIC_API_KEY", " "),
+            ("ANTHROPIC_AUTH_TOKEN", "sk-ant-token"),
+            ("ANTHROPIC_BASE_URL", "https://claude.example/"),
+            ("AZURE_OPENAI_API_KEY", "azure-key"),
+            ("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com"),
+            ("OPENAI_API_VERSION", "2024-10-21"),
+        ];
+        let c = filled(Builder::new(), &all);
+        assert_eq!(key(&c), Some("sk-openai"));
+        assert_eq!(c.base_url, "https://gateway.example/v1");
+
+        let c = filled(Builder::new().provider(Provider::Anthropic), &all);
+        assert_eq!(key(&c), Some("sk-ant-token"), "an empty key is skipped");
+        assert_eq!(resolve_base_url(&c).unwrap(), "https://claude.example/v1");
+        let c = filled(Builder::new().provider(Provider::Anthropic), &all[..2]);
+        assert_eq!(key(&c), None);
+        assert_eq!(
+            resolve_base_url(&c).unwrap(),
+            volley_core::anthropic::DEFAULT_BASE_URL
+        );
+
+        let c = filled(Builder::new().provider(Provider::Azure), &all);
+        assert_eq!(key(&c), Some("azure-key"));
+        assert_eq!(
+            c.azure_endpoint.as_deref(),
+            Some("https://res.openai.azure.com")
+        );
+        assert_eq!(c.api_version.as_deref(), Some("2024-10-21"));
+        let with_token = [("AZURE_OPENAI_AD_TOKEN", "entra"), all[5]];
+        let c = filled(Builder::new().provider(Provider::Azure), &with_token);
+        assert_eq!(
+            (key(&c), c.azure_ad_token.as_ref().map(ApiKey::expose)),
+            (None, Some("entra"))
+        );
+
+        // Set on the builder, before or after from_env: kept.
+        let mine = Builder::new()
+            .api_key("sk-mine")
+            .base_url("http://127.0.0.1:9/v1")
+            .provider(Provider::Anthropic);
+        let c = filled(mine, &all);
+        assert_eq!(key(&c), Some("sk-mine"));
+        assert_eq!(c.base_url, "http://127.0.0.1:9/v1");
+        let own =
+            Builder::new().default_header(AUTHORIZATION, HeaderValue::from_static("Bearer own"));
+        let c = filled(own, &all);
+        assert_eq!(key(&c), None, "a credential header is a credential");
     }
 }

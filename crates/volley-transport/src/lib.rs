@@ -100,6 +100,9 @@ mod transport;
 
 pub use anthropic::AnthropicAuth;
 pub use builder::{Builder, DEFAULT_BASE_URL, DEFAULT_MAX_BUFFERED_BYTES};
-pub use provider::{Provider, azure_base_url};
+pub use provider::{
+    API_KEY_ENV, API_VERSION_ENV, AZURE_AD_TOKEN_ENV, AZURE_API_KEY_ENV, AZURE_ENDPOINT_ENV,
+    BASE_URL_ENV, Provider, azure_base_url,
+};
 pub use stats::ConnectionStats;
 pub use transport::{ResponseFuture, Transport};

@@ -22,6 +22,25 @@ use bytes::Bytes;
 use http::uri::PathAndQuery;
 use volley_core::{Error, ErrorKind};
 
+/// The environment variable read for the OpenAI key by
+/// [`Builder::from_env`](crate::Builder::from_env).
+pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
+/// The environment variable read for the OpenAI base URL by
+/// [`Builder::from_env`](crate::Builder::from_env).
+pub const BASE_URL_ENV: &str = "OPENAI_BASE_URL";
+/// The Azure OpenAI resource endpoint, read by [`Builder::from_env`](crate::Builder::from_env)
+/// with [`Provider::Azure`].
+pub const AZURE_ENDPOINT_ENV: &str = "AZURE_OPENAI_ENDPOINT";
+/// The Azure OpenAI key, read by [`Builder::from_env`](crate::Builder::from_env) with
+/// [`Provider::Azure`].
+pub const AZURE_API_KEY_ENV: &str = "AZURE_OPENAI_API_KEY";
+/// The Microsoft Entra ID token, read by [`Builder::from_env`](crate::Builder::from_env) with
+/// [`Provider::Azure`] (it wins over the key, as in the official SDK).
+pub const AZURE_AD_TOKEN_ENV: &str = "AZURE_OPENAI_AD_TOKEN";
+/// The Azure OpenAI API version, read by [`Builder::from_env`](crate::Builder::from_env) with
+/// [`Provider::Azure`].
+pub const API_VERSION_ENV: &str = "OPENAI_API_VERSION";
+
 /// The API conventions a transport speaks: how it sends credentials and shapes its URLs.
 ///
 /// Parsed from `openai`, `azure` or `anthropic` (the CLI's `--provider`).

@@ -31,19 +31,10 @@ use crate::rate_limit::{RateLimitSetting, SlotLimiter};
 use crate::stack::Stack;
 use volley_middleware::balance::{Balance, BreakerConfig, EndpointStats, Hedging};
 
-/// The environment variable read for the API key by [`Client::from_env`].
-pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
-/// The environment variable read for the base URL by [`Client::from_env`].
-pub const BASE_URL_ENV: &str = "OPENAI_BASE_URL";
-/// The Azure OpenAI resource endpoint read by [`ClientBuilder::azure_from_env`].
-pub const AZURE_ENDPOINT_ENV: &str = "AZURE_OPENAI_ENDPOINT";
-/// The Azure OpenAI key read by [`ClientBuilder::azure_from_env`].
-pub const AZURE_API_KEY_ENV: &str = "AZURE_OPENAI_API_KEY";
-/// The Microsoft Entra ID token read by [`ClientBuilder::azure_from_env`] (it wins over the
-/// key, as in the official SDK).
-pub const AZURE_AD_TOKEN_ENV: &str = "AZURE_OPENAI_AD_TOKEN";
-/// The Azure OpenAI API version read by [`ClientBuilder::azure_from_env`].
-pub const API_VERSION_ENV: &str = "OPENAI_API_VERSION";
+pub use volley_transport::{
+    API_KEY_ENV, API_VERSION_ENV, AZURE_AD_TOKEN_ENV, AZURE_API_KEY_ENV, AZURE_ENDPOINT_ENV,
+    BASE_URL_ENV,
+};
 
 /// A client for an OpenAI-compatible API. Cheap to clone; clones share one connection pool,
 /// so create one and reuse it.
@@ -429,21 +420,16 @@ impl Client {
 }
 
 impl ClientBuilder {
-    /// Reads `OPENAI_API_KEY` and `OPENAI_BASE_URL` when they are set and not empty.
+    /// Takes the key and the base URL from the environment, for the provider set by
+    /// [`build`](ClientBuilder::build) time, as its official SDK reads them:
+    /// `OPENAI_API_KEY` and `OPENAI_BASE_URL` by default; `ANTHROPIC_API_KEY` (else
+    /// `ANTHROPIC_AUTH_TOKEN`) and `ANTHROPIC_BASE_URL` with [`Provider::Anthropic`]; Azure's
+    /// as [`azure_from_env`](ClientBuilder::azure_from_env) says. A key, base URL or endpoint
+    /// set on this builder, before or after this call, wins; so the key of one provider
+    /// never goes to another. Unset or empty variables are skipped. See
+    /// [`volley_transport::Builder::from_env`].
     pub fn from_env(mut self) -> ClientBuilder {
-        if let Some(key) = std::env::var(API_KEY_ENV)
-            .ok()
-            .filter(|k| !k.trim().is_empty())
-        {
-            self = self.api_key(key);
-        }
-        if let Some(url) = std::env::var(BASE_URL_ENV)
-            .ok()
-            .filter(|u| !u.trim().is_empty())
-        {
-            // Only a default: not `base_url(..)`, so `endpoint(..)` may replace it.
-            self.transport = self.transport.base_url(url.trim());
-        }
+        self.transport = self.transport.from_env();
         self
     }
 
@@ -1034,27 +1020,10 @@ impl ClientBuilder {
     /// Azure OpenAI from the environment, as the official SDK's `AzureOpenAI()` reads it:
     /// the provider set to Azure, `AZURE_OPENAI_ENDPOINT` as the endpoint,
     /// `AZURE_OPENAI_AD_TOKEN` as the token or else `AZURE_OPENAI_API_KEY` as the key, and
-    /// `OPENAI_API_VERSION` as the API version. Unset or empty variables are skipped.
-    pub fn azure_from_env(mut self) -> ClientBuilder {
-        let var = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        self = self.provider(Provider::Azure);
-        if let Some(endpoint) = var(AZURE_ENDPOINT_ENV) {
-            self = self.azure_endpoint(endpoint);
-        }
-        if let Some(token) = var(AZURE_AD_TOKEN_ENV) {
-            self = self.azure_ad_token(token);
-        } else if let Some(key) = var(AZURE_API_KEY_ENV) {
-            self = self.api_key(key);
-        }
-        if let Some(version) = var(API_VERSION_ENV) {
-            self = self.api_version(version);
-        }
-        self
+    /// `OPENAI_API_VERSION` as the API version, each read at [`build`](ClientBuilder::build)
+    /// time where the builder does not set it. Unset or empty variables are skipped.
+    pub fn azure_from_env(self) -> ClientBuilder {
+        self.provider(Provider::Azure).from_env()
     }
 
     /// Whether [`Client::chat_stream`] asks for usage in the stream
@@ -1111,6 +1080,15 @@ impl ClientBuilder {
             return Err(Error::new(
                 ErrorKind::Config,
                 "concurrency must be at least 1",
+            ));
+        }
+        if self.concurrency > MAX_CONCURRENCY {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "concurrency {} is above the largest allowed, {MAX_CONCURRENCY}",
+                    self.concurrency
+                ),
             ));
         }
         let policy = match self.retry {
