@@ -610,3 +610,25 @@ async fn a_server_that_refuses_stream_options_gets_streams_without_them() {
     }
     assert_eq!(server.stats().status_count(400) - before, 2);
 }
+
+/// A concurrency above [`volley::MAX_CONCURRENCY`] is a `Config` error from `build`, not a
+/// panic in the semaphore (whose own maximum is far smaller than `usize::MAX`); so is 0.
+#[test]
+fn an_impossible_concurrency_is_a_config_error() {
+    for n in [0, volley::MAX_CONCURRENCY + 1, usize::MAX] {
+        for builder in [
+            Client::builder().concurrency(n),
+            Client::builder().concurrency_auto(n),
+        ] {
+            let err = builder.base_url("http://127.0.0.1:9/v1").build().err();
+            assert_eq!(err.map(|e| e.kind()), Some(volley::ErrorKind::Config), "{n}");
+        }
+    }
+    assert!(
+        Client::builder()
+            .concurrency(volley::MAX_CONCURRENCY)
+            .base_url("http://127.0.0.1:9/v1")
+            .build()
+            .is_ok()
+    );
+}
