@@ -311,10 +311,21 @@ impl Client {
     /// Any [`Error`] of the stack.
     ///
     /// The future owns what it needs (it does not borrow the client), so it can be spawned.
+    ///
+    /// A request without a token estimate ([`Request::with_estimated_tokens`]) gets its
+    /// dialect's estimate of its body ([`Dialect::estimate_body`]) when a tokens-per-minute
+    /// limit is set or learned, so that it pays before it is sent, as the typed calls do.
     pub fn send(
         &self,
         request: Request,
     ) -> impl Future<Output = Result<Response, Error>> + Send + 'static + use<> {
+        let request = if request.estimated_tokens() == 0 && !request.body().is_empty() {
+            let estimate =
+                self.estimate(|| request.dialect().estimate_body(request.body()).total());
+            request.with_estimated_tokens(estimate)
+        } else {
+            request
+        };
         Sending::Ready {
             service: self.service.clone(),
             request: Some(request),

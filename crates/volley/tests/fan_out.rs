@@ -223,3 +223,30 @@ async fn collect_reads_streams_to_the_end_so_their_slots_free_up() {
         assert!(body.ends_with(b"data: [DONE]\n\n"), "{body:?}");
     }
 }
+
+/// A raw request pays its estimated tokens before it is sent, as a typed one does: four
+/// requests of about 1 600 tokens under 2 000 tokens a second (a burst of 2 000) take about
+/// 2.2 s,
+/// where without an estimate all four would go at once and be charged only after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_requests_pay_their_tokens_before_they_are_sent() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let client = Client::builder()
+        .base_url(server.url())
+        .rpm(0)
+        .tpm(120_000)
+        .retries(0)
+        .build()
+        .unwrap();
+    let long = "word ".repeat(1_600);
+    let requests = (0..4).map(|i| {
+        let mut chat = chat(&format!("{i} {long}"));
+        chat.max_tokens = Some(8);
+        Request::post_json("/chat/completions", &chat).unwrap()
+    });
+    let started = std::time::Instant::now();
+    let results = client.fan_out_collect(requests, 4).await;
+    assert!(results.iter().all(Result::is_ok));
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(1_500), "{took:?}");
+}
