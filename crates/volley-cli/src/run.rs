@@ -482,7 +482,18 @@ async fn build_client(
     };
     match &load.shared_limit {
         SharedLimitSpec::Redis(url) => {
-            // Keyed like the cache: processes with one key at one endpoint share one budget.
+            if !mock
+                && let Some(endpoint) =
+                    config::endpoint_with_own_limit(&settings.layers, &settings.connection)
+            {
+                return Err(anyhow::Error::new(UsageError(format!(
+                    "endpoint {endpoint} sets its own rpm or tpm, which would be counted in \
+                     this process only: with --shared-limit give the limits for the whole \
+                     client (--rpm, --tpm), or leave them out to learn them"
+                ))));
+            }
+            // Keyed like the cache: processes with one key at one endpoint share one budget;
+            // with several endpoints, by all of them together.
             let credential = builder.credential_id().map_err(config_error)?;
             let limiter = crate::limits::shared_limiter(url, load, &credential).await?;
             builder = builder.shared_rate_limiter(limiter);

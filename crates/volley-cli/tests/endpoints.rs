@@ -276,3 +276,38 @@ fn hedge_and_breaker_flags_reach_the_client() {
         assert!(row.contains(value), "{row}");
     }
 }
+
+/// An endpoint table's own `rpm` would be counted in each process alone, so `--shared-limit`
+/// refuses it (exit 2, before connecting to Redis); without one, the run goes on to Redis.
+#[test]
+fn a_shared_limit_refuses_an_endpoints_own_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("volley.toml");
+    let table = |extra: &str| {
+        format!(
+            "[[profile.multi.endpoints]]\nurl = \"http://127.0.0.1:9/v1\"\n{extra}\n\
+             [[profile.multi.endpoints]]\nurl = \"http://127.0.0.1:10/v1\"\n"
+        )
+    };
+    let (input, out) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    write_input(&input, 2);
+    let run = || {
+        output(
+            volley(dir.path())
+                .args(["run", input.to_str().unwrap(), "-o", out.to_str().unwrap()])
+                .args(["--config", config.to_str().unwrap(), "--profile", "multi"])
+                .args(["--shared-limit", "redis://127.0.0.1:9"]),
+        )
+    };
+    std::fs::write(&config, table("rpm = 500\n")).unwrap();
+    let (status, stderr) = run();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("endpoint http://127.0.0.1:9/v1 sets its own rpm or tpm"),
+        "{stderr}"
+    );
+    std::fs::write(&config, table("")).unwrap();
+    let (status, stderr) = run();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Redis is not reachable"), "{stderr}");
+}

@@ -800,13 +800,34 @@ impl ClientBuilder {
     /// `redis`) should be keyed by the same id, so that every process using one key at one
     /// endpoint draws from one budget and different keys never do.
     ///
-    /// Set the base URL, key and headers first. This builds the transport configuration to
-    /// compute the id (a few milliseconds; no connection is made): call it once.
+    /// With [endpoints](ClientBuilder::endpoint), the id of all of them together
+    /// ([`CredentialId::of_all`]): clients with different sets of endpoints or keys never share
+    /// an id, and one endpoint's is that endpoint's own.
+    ///
+    /// Set the base URL or endpoints, key and headers first. This builds the transport
+    /// configuration to compute the id (a few milliseconds; no connection is made): call it
+    /// once.
     ///
     /// # Errors
     /// As [`ClientBuilder::build`] for the transport settings.
     pub fn credential_id(&self) -> Result<CredentialId, Error> {
-        Ok(self.transport.clone().build()?.credential_id())
+        if self.endpoints.is_empty() {
+            return Ok(self.transport.clone().build()?.credential_id());
+        }
+        let ids = self
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                Ok(endpoint
+                    .transport_builder(&self.transport)?
+                    .build()?
+                    .credential_id())
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(match ids.as_slice() {
+            [one] => *one,
+            _ => CredentialId::of_all(ids),
+        })
     }
 
     /// A header sent with every request.

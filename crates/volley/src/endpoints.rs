@@ -207,7 +207,7 @@ impl Endpoint {
 
     /// This endpoint's transport builder: `client`'s unless its own, with its URL (the
     /// client's when [`inherited`](Endpoint::inherited)), key and provider.
-    fn transport_builder(
+    pub(crate) fn transport_builder(
         &self,
         client: &volley_transport::Builder,
     ) -> Result<volley_transport::Builder, Error> {

@@ -621,7 +621,11 @@ fn an_impossible_concurrency_is_a_config_error() {
             Client::builder().concurrency_auto(n),
         ] {
             let err = builder.base_url("http://127.0.0.1:9/v1").build().err();
-            assert_eq!(err.map(|e| e.kind()), Some(volley::ErrorKind::Config), "{n}");
+            assert_eq!(
+                err.map(|e| e.kind()),
+                Some(volley::ErrorKind::Config),
+                "{n}"
+            );
         }
     }
     assert!(

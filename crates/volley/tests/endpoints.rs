@@ -388,3 +388,30 @@ async fn a_stream_error_echoing_any_endpoints_key_is_scrubbed() {
     let stats = client.endpoint_stats();
     assert!(stats.iter().all(|s| s.requests > 0), "{stats:?}");
 }
+
+/// A builder's credential id (what a shared rate limiter is keyed by) covers its endpoints:
+/// two tenants with different endpoints or keys, and no key at the top, never share one; the
+/// same endpoints in another order do; one endpoint's is its own.
+#[test]
+fn the_credential_id_covers_every_endpoint() {
+    let id = |endpoints: &[(&str, &str)]| {
+        let mut builder = Client::builder();
+        for (url, key) in endpoints {
+            builder = builder.endpoint(Endpoint::new(*url).api_key(*key));
+        }
+        builder.credential_id().unwrap()
+    };
+    let a = ("http://127.0.0.1:9001/v1", "sk-tenant-a");
+    let b = ("http://127.0.0.1:9002/v1", "sk-tenant-b");
+    let c = ("http://127.0.0.1:9002/v1", "sk-tenant-c");
+    assert_ne!(id(&[a, b]), id(&[a, c]));
+    assert_ne!(id(&[a, b]), Client::builder().credential_id().unwrap());
+    assert_eq!(id(&[a, b]), id(&[b, a]));
+    let alone = Client::builder()
+        .base_url(a.0)
+        .api_key(a.1)
+        .credential_id()
+        .unwrap();
+    assert_eq!(id(&[a]), alone);
+    assert_ne!(id(&[a, b]), alone);
+}

@@ -201,6 +201,19 @@ pub(crate) fn client_endpoints(
     Ok(Some(endpoints))
 }
 
+/// The URL of the first endpoint table in use that sets its own `rpm` or `tpm`: such a limit
+/// lives in this process alone, so a shared limit (`--shared-limit`) cannot cover it.
+pub(crate) fn with_own_limit(layers: &Layers, connection: &Connection) -> Option<String> {
+    let tables = &connection.endpoints.0;
+    if tables.is_empty() || rank(&layers.origin("base_url")) >= rank(&layers.origin("endpoints")) {
+        return None;
+    }
+    tables
+        .iter()
+        .find(|spec| spec.rpm.is_some() || spec.tpm.is_some())
+        .map(|spec| spec.url.show().to_string())
+}
+
 /// How strong a layer is: a flag over `VOLLEY_*` over a profile over the ecosystem's
 /// variables over defaults.
 fn rank(origin: &Origin) -> u8 {

@@ -65,6 +65,7 @@ use std::time::Duration;
 
 pub(crate) use endpoints::{
     apply as apply_endpoints, client_endpoints, summary_lines as endpoint_lines,
+    with_own_limit as endpoint_with_own_limit,
 };
 pub(crate) use file::CONFIG_FILE;
 pub(crate) use layers::{Layers, Row, SourceArgs};
