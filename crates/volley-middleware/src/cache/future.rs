@@ -67,7 +67,9 @@ where
                 shared.counters.rejected();
                 tracing::warn!(request = %id, error = %e, "cache entry rejected; a miss");
             }
-            Err(e) => tracing::warn!(request = %id, error = %e, "cache read failed; a miss"),
+            Err(e) => shared
+                .counters
+                .store_failed("cache read failed; a miss", &e),
         }
     }
     shared.counters.miss();
@@ -84,7 +86,7 @@ where
                 let entry = CachedResponse::new(head.status, &head.headers, bytes.clone(), false);
                 match shared.store.put_for(key, &credential, entry).await {
                     Ok(()) => shared.counters.stored(),
-                    Err(e) => tracing::warn!(request = %id, error = %e, "cache write failed"),
+                    Err(e) => shared.counters.store_failed("cache write failed", &e),
                 }
             }
             Body::Full(bytes)

@@ -111,7 +111,9 @@ impl Stream for RecordingBody {
         if let Some(saving) = &mut this.saving {
             let result = std::task::ready!(saving.as_mut().poll(cx));
             if let Err(e) = result {
-                tracing::warn!(error = %e, "cache write of a stream failed");
+                this.shared
+                    .counters
+                    .store_failed("cache write of a stream failed", &e);
             }
             this.saving = None;
         }
@@ -136,9 +138,12 @@ impl Drop for RecordingBody {
         if let Ok(runtime) = tokio::runtime::Handle::try_current()
             && let Some(saving) = self.save()
         {
+            let shared = self.shared.clone();
             runtime.spawn(async move {
                 if let Err(e) = saving.await {
-                    tracing::warn!(error = %e, "cache write of a stream failed");
+                    shared
+                        .counters
+                        .store_failed("cache write of a stream failed", &e);
                 }
             });
         }

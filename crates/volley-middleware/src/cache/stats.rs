@@ -1,6 +1,12 @@
 //! Hit, miss and store counters: atomics for [`CacheStats`], and the `metrics` facade.
 
+use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// At most one warning of a failing store per this long: during an outage every request
+/// fails to read and to write, and a line each would bury everything else.
+const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// How a cache has done so far. Read with [`CacheLayer::stats`](super::CacheLayer::stats) or
 /// [`Cache::stats`](super::Cache::stats).
@@ -31,6 +37,12 @@ pub(crate) struct Counters {
     misses_metric: metrics::Counter,
     stores_metric: metrics::Counter,
     rejected_metric: metrics::Counter,
+    /// When the counters were made: the clock of the two fields below.
+    start: tokio::time::Instant,
+    /// Milliseconds after `start` before which no store failure is warned about.
+    next_warning_ms: AtomicU64,
+    /// Store failures not warned about since the last warning.
+    held_back: AtomicU64,
 }
 
 impl Counters {
@@ -44,7 +56,47 @@ impl Counters {
             misses_metric: metrics::counter!("volley_cache_misses_total"),
             stores_metric: metrics::counter!("volley_cache_stores_total"),
             rejected_metric: metrics::counter!("volley_cache_rejected_total"),
+            start: tokio::time::Instant::now(),
+            next_warning_ms: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
         }
+    }
+
+    /// Warns that the store failed (`what`: "cache read failed; a miss"), at most once per
+    /// [`WARN_EVERY`], saying how many failures were held back since the last warning; the
+    /// others are logged at debug level.
+    pub(crate) fn store_failed(&self, what: &str, error: &dyn Display) {
+        match self.warning_due() {
+            Some(0) => tracing::warn!(error = %error, "{what}"),
+            Some(held_back) => tracing::warn!(
+                error = %error,
+                "{what} ({held_back} more store failures since the last warning)"
+            ),
+            None => tracing::debug!(error = %error, "{what}"),
+        }
+    }
+
+    /// `Some(n)` when a store failure is to be warned about now, `n` failures having been held
+    /// back since the last warning; `None` (and one more held back) otherwise.
+    fn warning_due(&self) -> Option<u64> {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_warning_ms.load(Ordering::Relaxed);
+        let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if now >= next
+            && self
+                .next_warning_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(every),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.held_back.swap(0, Ordering::Relaxed));
+        }
+        self.held_back.fetch_add(1, Ordering::Relaxed);
+        None
     }
 
     pub(crate) fn rejected(&self) {
@@ -74,5 +126,25 @@ impl Counters {
             stores: self.stores.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// During an outage one warning goes out per 5 s, counting the failures held back.
+    #[tokio::test(start_paused = true)]
+    async fn store_failures_are_warned_about_once_per_interval() {
+        let counters = Counters::new();
+        assert_eq!(counters.warning_due(), Some(0));
+        for _ in 0..100 {
+            assert_eq!(counters.warning_due(), None);
+        }
+        tokio::time::advance(Duration::from_millis(4_900)).await;
+        assert_eq!(counters.warning_due(), None);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(counters.warning_due(), Some(101));
+        assert_eq!(counters.warning_due(), None);
     }
 }
