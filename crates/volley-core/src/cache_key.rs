@@ -62,6 +62,10 @@ use crate::{ApiKey, Request};
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CacheKey([u8; 32]);
 
+/// Request headers that change the answer to the same request body, so that two requests
+/// differing in them never share a cache entry (see [`CredentialId::with_answer_headers`]).
+pub const ANSWER_HEADERS: [&str; 3] = ["anthropic-version", "anthropic-beta", "openai-beta"];
+
 /// The identity of a credential for caching: a BLAKE3 hash of the API key under a domain
 /// separator of its own, so it can be neither turned back into the key nor confused with any
 /// other hash Volley computes. `Debug` prints only its first 8 hex digits.
@@ -175,6 +179,31 @@ impl CredentialId {
         CredentialId(*hasher.finalize().as_bytes())
     }
 
+    /// This id narrowed by the headers a request carries itself that change the answer to
+    /// the same body ([`ANSWER_HEADERS`]: the API version an answer is shaped by, the beta
+    /// features it may use): `self` when it carries none. The client's own are part of its
+    /// cache id already (`Transport::cache_id`).
+    pub fn with_answer_headers(&self, headers: &HeaderMap) -> CredentialId {
+        if !ANSWER_HEADERS
+            .iter()
+            .any(|name| headers.contains_key(*name))
+        {
+            return *self;
+        }
+        let mut hasher = blake3::Hasher::new_derive_key(CREDENTIAL_CONTEXT);
+        hasher.update(&[5]);
+        hasher.update(&self.0);
+        for name in ANSWER_HEADERS {
+            let values = headers.get_all(name);
+            field(&mut hasher, name.as_bytes());
+            hasher.update(&(values.iter().count() as u64).to_le_bytes());
+            for value in values {
+                field(&mut hasher, value.as_bytes());
+            }
+        }
+        CredentialId(*hasher.finalize().as_bytes())
+    }
+
     /// The 32 bytes of the hash.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -191,9 +220,12 @@ impl fmt::Debug for CredentialId {
 
 impl CacheKey {
     /// The key of `request` sent by a client with `credential`: the request's own
-    /// credential-like headers are mixed in (see [`CredentialId::with_request_headers`]).
+    /// credential-like headers are mixed in (see [`CredentialId::with_request_headers`]), and
+    /// the ones that shape the answer ([`CredentialId::with_answer_headers`]).
     pub fn for_request(request: &Request, credential: &CredentialId) -> CacheKey {
-        let credential = credential.with_request_headers(request.headers());
+        let credential = credential
+            .with_request_headers(request.headers())
+            .with_answer_headers(request.headers());
         CacheKey::new(
             request.method(),
             request.path(),
@@ -538,6 +570,29 @@ mod tests {
             HeaderValue::from_static("k-1"),
         );
         assert_eq!(CacheKey::for_request(&idempotent, &client), plain);
+        // A request's own beta features or API version shape its answer: a key of its own.
+        let beta = |value: &'static str| {
+            request(None).with_header(
+                http::HeaderName::from_static("anthropic-beta"),
+                HeaderValue::from_static(value),
+            )
+        };
+        let (one, two) = (
+            CacheKey::for_request(&beta("context-1m-2025-08-07"), &client),
+            CacheKey::for_request(&beta("output-128k-2025-02-19"), &client),
+        );
+        assert!(one != plain && two != plain && one != two);
+        assert_eq!(
+            CacheKey::for_request(&beta("context-1m-2025-08-07"), &client),
+            one
+        );
+        for name in ANSWER_HEADERS {
+            let r = request(None).with_header(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static("x"),
+            );
+            assert_ne!(CacheKey::for_request(&r, &client), plain, "{name}");
+        }
     }
 
     #[test]

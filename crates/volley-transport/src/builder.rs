@@ -848,22 +848,16 @@ impl Builder {
         // share cache entries, so they are part of the cache's id, as `name=value`; not of the
         // credential's, by which a shared rate limit is kept (one budget per key, whatever
         // the version).
-        let answer_settings: Vec<Vec<u8>> = [
-            (
-                "anthropic-version",
-                default_headers.get("anthropic-version"),
-            ),
-            ("anthropic-beta", default_headers.get("anthropic-beta")),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value?.as_bytes())))
-        .chain(
-            c.api_version
-                .as_deref()
-                .map(|v| ("api-version", v.as_bytes())),
-        )
-        .map(|(name, value)| [name.as_bytes(), b"=", value].concat())
-        .collect();
+        let answer_settings: Vec<Vec<u8>> = volley_core::cache_key::ANSWER_HEADERS
+            .into_iter()
+            .filter_map(|name| Some((name, default_headers.get(name)?.as_bytes())))
+            .chain(
+                c.api_version
+                    .as_deref()
+                    .map(|v| ("api-version", v.as_bytes())),
+            )
+            .map(|(name, value)| [name.as_bytes(), b"=", value].concat())
+            .collect();
         let identity: Vec<&[u8]> = credential_headers
             .iter()
             .copied()
