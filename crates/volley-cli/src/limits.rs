@@ -52,7 +52,7 @@ pub(crate) async fn shared_limiter(
         FailureSpec::FailClosed => FailureMode::FailClosed,
         FailureSpec::Fallback(processes) => FailureMode::LocalFallback { processes },
     };
-    let redis = RedisOptions::new(url.expose()).allow_plain_redis(settings.allow_plain_redis);
+    let redis = redis_options(url, settings, "--shared-limit")?;
     let options = SharedLimits::new(redis, limits)
         .prefix(settings.shared_prefix.as_str().to_owned())
         .credential(credential)
@@ -61,6 +61,29 @@ pub(crate) async fn shared_limiter(
     RedisLimiter::connect(options)
         .await
         .map_err(|e| redis_error(e, "--shared-limit"))
+}
+
+/// How to reach the Redis at `url` (for `flag`): plain text allowed or not, and the CA of
+/// `--redis-ca-cert`.
+///
+/// # Errors
+/// A [`UsageError`] when the CA file cannot be read.
+pub(crate) fn redis_options(
+    url: &RedisUrl,
+    settings: &RunLoad,
+    flag: &str,
+) -> Result<RedisOptions, UsageError> {
+    let mut options = RedisOptions::new(url.expose()).allow_plain_redis(settings.allow_plain_redis);
+    if let Some(path) = &settings.redis_ca_cert {
+        let pem = std::fs::read(path).map_err(|e| {
+            UsageError(format!(
+                "{flag}: reading --redis-ca-cert {}: {e}",
+                path.display()
+            ))
+        })?;
+        options = options.tls_ca_pem(pem);
+    }
+    Ok(options)
 }
 
 /// The run's rate limits, as the local limiter would enforce them: given ones (0 is none),

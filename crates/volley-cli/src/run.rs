@@ -14,7 +14,7 @@ use anyhow::Context;
 use clap::Args;
 use volley::core::duration::HumanDuration;
 use volley::middleware::retry::Policy;
-use volley::redis::{RedisOptions, RedisStore};
+use volley::redis::RedisStore;
 use volley::{Client, ErrorKind};
 use volley_batch::{BatchOptions, BatchRunner, Input, Outcome, Summary};
 use volley_mock::{Faults, Latency, MockConfig, MockServer};
@@ -518,7 +518,7 @@ async fn build_client(
         CacheSpec::Memory => builder.cache_memory(MEMORY_CACHE_BYTES, MEMORY_CACHE_TTL),
         CacheSpec::Disk(dir) => builder.cache_disk(dir, DISK_CACHE_TTL),
         CacheSpec::Redis(url) => {
-            let redis = RedisOptions::new(url.expose()).allow_plain_redis(load.allow_plain_redis);
+            let redis = crate::limits::redis_options(url, load, "--cache")?;
             let secret = cache_secret(load.cache_secret_env.as_deref())?;
             let store = RedisStore::connect(redis, REDIS_CACHE_TTL)
                 .await

@@ -473,6 +473,44 @@ fn print_config_shows_the_shared_settings_without_the_password() {
     }
 }
 
+/// A `rediss://` Redis whose certificate a private CA signed, for the shared limit and the
+/// cache: refused under the operating system's roots, used with `--redis-ca-cert`.
+#[ignore = "needs Redis: REDIS_URL"]
+#[test]
+fn rediss_with_a_private_ca_takes_redis_ca_cert() {
+    let _ = require_redis!();
+    let pki = volley_testkit::tls::TestPki::new("cli-redis");
+    let redis = RedisServer::start_tls(&pki);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let ids = write_input(&input, "t", 3);
+    let prefix = unique_prefix("rediss");
+    let run = |extra: &[&str], out: &str| {
+        let done = volley_testkit::process::run_bounded(
+            volley(dir.path())
+                .args(["run", path_str(&input), "-o", out, "--mock", "--rpm", "600"])
+                .args(["--shared-limit", &redis.url(), "--cache", &redis.url()])
+                .args(["--shared-prefix", &prefix])
+                .args(extra),
+            TEST_TIMEOUT,
+        );
+        (done.status.code(), done.stderr)
+    };
+    let (code, stderr) = run(&[], "untrusted.jsonl");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Redis is not reachable"), "{stderr}");
+    let (code, stderr) = run(&["--redis-ca-cert", "missing.pem"], "missing.jsonl");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("reading --redis-ca-cert missing.pem"),
+        "{stderr}"
+    );
+    let ca = pki.ca_file();
+    let (code, stderr) = run(&["--redis-ca-cert", path_str(&ca)], "out.jsonl");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_one_success_each(&dir.path().join("out.jsonl"), &ids);
+}
+
 #[test]
 fn an_unreachable_redis_fails_the_run_without_the_password() {
     let dir = tempfile::tempdir().unwrap();

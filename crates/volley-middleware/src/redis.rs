@@ -40,6 +40,10 @@ pub struct RedisOptions {
     allow_plain: bool,
     response_timeout: Duration,
     connect_timeout: Duration,
+    /// CA certificates (PEM) trusted for `rediss://` instead of the operating system's.
+    tls_ca_pem: Option<Vec<u8>>,
+    /// A client certificate chain and its key (PEM), for mutual TLS.
+    tls_identity_pem: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl fmt::Debug for RedisOptions {
@@ -53,6 +57,8 @@ impl fmt::Debug for RedisOptions {
             .field("allow_plain_redis", &self.allow_plain)
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls_ca", &self.tls_ca_pem.is_some())
+            .field("tls_client_identity", &self.tls_identity_pem.is_some())
             .finish()
     }
 }
@@ -66,7 +72,49 @@ impl RedisOptions {
             allow_plain: false,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tls_ca_pem: None,
+            tls_identity_pem: None,
         }
+    }
+
+    /// For `rediss://`: trust the CA certificates of this PEM (a private CA, as a managed
+    /// Redis on a private network uses) instead of the operating system's roots, as
+    /// `redis-cli --cacert` does. A file that holds no certificate fails
+    /// [`RedisConnection::connect`] with `ErrorKind::Config`.
+    ///
+    /// Default: the operating system's roots.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> RedisOptions {
+        self.tls_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// For `rediss://` to a server that requires mutual TLS: the client certificate chain
+    /// (PEM, leaf first) and its private key (PEM), as `redis-cli --cert --key`.
+    ///
+    /// Default: none.
+    pub fn tls_client_identity_pem(
+        mut self,
+        cert_chain: impl Into<Vec<u8>>,
+        private_key: impl Into<Vec<u8>>,
+    ) -> RedisOptions {
+        self.tls_identity_pem = Some((cert_chain.into(), private_key.into()));
+        self
+    }
+
+    /// The TLS settings given, for `redis`'s client; `None` for its defaults.
+    fn tls(&self) -> Option<::redis::TlsCertificates> {
+        if self.tls_ca_pem.is_none() && self.tls_identity_pem.is_none() {
+            return None;
+        }
+        Some(::redis::TlsCertificates {
+            client_tls: self.tls_identity_pem.as_ref().map(|(cert, key)| {
+                ::redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }
+            }),
+            root_cert: self.tls_ca_pem.clone(),
+        })
     }
 
     /// Talks to a Redis Cluster through these seed nodes (their URLs). Keys of one limiter
@@ -170,15 +218,30 @@ impl RedisConnection {
                 format!("connecting to Redis at {server}: {}", scrub(&e, options)),
             )
         };
+        if let Some(pem) = &options.tls_ca_pem
+            && !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("the CA file for Redis at {server} holds no PEM certificate"),
+            ));
+        }
         let inner = if options.cluster {
-            let client = ClusterClient::builder(options.urls.iter().map(String::as_str))
+            let mut builder = ClusterClient::builder(options.urls.iter().map(String::as_str))
                 .connection_timeout(options.connect_timeout)
-                .response_timeout(options.response_timeout)
-                .build()
-                .map_err(config_error)?;
+                .response_timeout(options.response_timeout);
+            if let Some(tls) = options.tls() {
+                builder = builder.certs(tls);
+            }
+            let client = builder.build().map_err(config_error)?;
             Inner::Cluster(client.get_async_connection().await.map_err(connect_error)?)
         } else {
-            let client = ::redis::Client::open(options.urls[0].as_str()).map_err(config_error)?;
+            let url = options.urls[0].as_str();
+            let client = match options.tls() {
+                Some(tls) => ::redis::Client::build_with_tls(url, tls),
+                None => ::redis::Client::open(url),
+            }
+            .map_err(config_error)?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(options.connect_timeout))
                 .set_response_timeout(Some(options.response_timeout))

@@ -533,3 +533,38 @@ async fn plain_redis_to_a_remote_host_is_refused() {
     assert!(err.to_string().contains("refusing plain redis://"), "{err}");
     assert!(!err.to_string().contains("pw"), "{err}");
 }
+
+/// `rediss://` to a Redis whose certificate a private CA signed: refused under the operating
+/// system's roots, connected with that CA given, and the store works over it.
+#[ignore = "needs Redis: REDIS_URL"]
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let _ = require_redis!();
+    let pki = volley_testkit::tls::TestPki::new("redis");
+    let redis = volley_testkit::redis::RedisServer::start_tls(&pki);
+    assert!(redis.url().starts_with("rediss://"));
+    let err = RedisConnection::connect(&RedisOptions::new(redis.url()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+
+    let err = RedisConnection::connect(&RedisOptions::new(redis.url()).tls_ca_pem("not a PEM"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+
+    let options = RedisOptions::new(redis.url()).tls_ca_pem(pki.ca_pem.clone());
+    let store = RedisStore::connect(options, HOUR)
+        .await
+        .unwrap()
+        .prefix(unique_prefix("rediss"));
+    let value = entry(r#"{"over":"tls"}"#);
+    store
+        .put_for(key("tls"), &credential(), value.clone())
+        .await
+        .unwrap();
+    assert_same(
+        store.get_for(key("tls"), &credential()).await.unwrap(),
+        &value,
+    );
+}

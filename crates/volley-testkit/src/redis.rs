@@ -92,6 +92,9 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     password: Option<String>,
+    /// A directory with `server.pem`, `server.key` and `ca.pem` ([`TestPki`](crate::tls::TestPki)):
+    /// the server speaks TLS only.
+    tls: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -110,6 +113,28 @@ impl RedisServer {
             child: None,
             port,
             password: password.map(str::to_owned),
+            tls: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts a server that speaks only TLS, with the certificate of `pki` (signed by its
+    /// CA, for `127.0.0.1`), not asking for client certificates, and waits until it accepts
+    /// connections. Its [`url`](Self::url) is `rediss://`.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_tls(pki: &crate::tls::TestPki) -> RedisServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            password: None,
+            tls: Some(pki.dir().to_owned()),
         };
         server.restart();
         server
@@ -117,9 +142,14 @@ impl RedisServer {
 
     /// The URL, with the password when there is one.
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(password) => format!("{scheme}://:{password}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
         }
     }
 
@@ -136,8 +166,20 @@ impl RedisServer {
         assert!(self.child.is_none(), "already running");
         let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         let mut command = Command::new(&binary);
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(dir) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(dir.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join("ca.pem"))
+                .args(["--tls-auth-clients", "no"]),
+        };
         command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -169,6 +211,10 @@ impl RedisServer {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls.is_some() {
+            // It speaks only TLS: accepting the connection is the sign it is up.
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = [0; 5];
         stream.write_all(b"PING\r\n").is_ok()

@@ -340,6 +340,11 @@ settings! {
         /// network unencrypted; prefer rediss:// [default: refused].
         #[arg(long)]
         allow_plain_redis: bool [bool] = false,
+        /// For a rediss:// --shared-limit or --cache: a PEM file of the CA certificates to
+        /// trust for Redis instead of the operating system's roots (a managed Redis with a
+        /// private CA), as redis-cli --cacert [default: the operating system's roots].
+        #[arg(long, value_name = "PATH")]
+        redis_ca_cert: Option<PathBuf> [Option<PathBuf>] = None,
         /// The most bytes of one response body: a larger answer is recorded as a body_decode
         /// failure. Raise it for answers that can pass it (embeddings of many inputs) [default:
         /// 64MiB].

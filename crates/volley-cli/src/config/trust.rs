@@ -29,8 +29,10 @@ pub(crate) const ROUTING_KEYS: &[&str] = &[
     // Where Azure requests go, and a CA that would let a proxy read the traffic.
     "azure_endpoint",
     "ca_cert",
-    // Plain text to a remote Redis would let the network read prompts and answers.
+    // Plain text to a remote Redis, or a CA of the file's choosing for it, would let the
+    // network read prompts and answers.
     "allow_plain_redis",
+    "redis_ca_cert",
     // Which of the user's secrets keys the Redis cache's entries, as api_key_env picks the key.
     "cache_secret_env",
 ];
