@@ -150,16 +150,17 @@ impl DiskStore {
     /// `spawn_blocking`.
     pub fn open(dir: impl AsRef<Path>, ttl: Duration) -> Result<DiskStore, BoxError> {
         let dir = dir.as_ref();
-        private_dir(dir)?;
         let path = dir.join(FILE_NAME);
-        private_file(&path)?;
         let (reopen_dir, reopen_path) = (dir.to_owned(), path.clone());
         // Opened again as at first: a file deleted meanwhile (to free space) is created
-        // private again.
+        // private again. The database is opened on the file opened here, not by its path
+        // again, so a link swapped in between cannot redirect it.
         let reopen = move || {
             private_dir(&reopen_dir)?;
-            private_file(&reopen_path)?;
-            Database::create(&reopen_path).map_err(BoxError::from)
+            let file = private_file(&reopen_path)?;
+            Database::builder()
+                .create_file(file)
+                .map_err(BoxError::from)
         };
         DiskStore::open_with(path, ttl, Box::new(reopen))
     }
@@ -409,26 +410,33 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
-/// Creates the database file readable by the owner only, or tightens an existing one. A
-/// symbolic link in its place is refused: planted in a cache directory, it would make the
-/// cache create, or change the mode of, a file elsewhere.
+/// Opens the database file, created readable by the owner only or tightened to that. A
+/// symbolic link in its place is refused (`O_NOFOLLOW`, so no link can be swapped in between
+/// a check and the open): planted in a cache directory, it would make the cache create, or
+/// change the mode of, a file elsewhere.
 #[cfg(unix)]
-fn private_file(path: &Path) -> std::io::Result<()> {
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "the cache file is a symbolic link; remove it or use another directory",
-        ));
-    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the cache file is a symbolic link; remove it or use another directory",
+                )
+            } else {
+                e
+            }
+        })?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 #[cfg(not(unix))]
@@ -437,8 +445,13 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn private_file(_path: &Path) -> std::io::Result<()> {
-    Ok(())
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
 }
 
 /// The expiry (milliseconds since the Unix epoch) a record starts with.
