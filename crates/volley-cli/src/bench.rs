@@ -261,6 +261,7 @@ async fn run(
         print!("{}", layers.render(&rows));
         return Ok(ExitCode::SUCCESS);
     }
+    layers.check_destination(args.mock)?;
     let load = match (args.concurrency, args.rate, args.ramp) {
         (_, Some(rate), _) => Load::Open {
             rate,

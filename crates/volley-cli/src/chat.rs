@@ -116,6 +116,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         print!("{}", layers.render(&rows));
         return Ok(());
     }
+    layers.check_destination(args.mock)?;
     let prompt = args
         .prompt
         .clone()

@@ -230,6 +230,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return validate(input, format, max_line_bytes).await;
     }
     let settings = Settings::resolve(&args)?;
+    settings.layers.check_destination(args.mock)?;
     let output = args
         .output
         .clone()

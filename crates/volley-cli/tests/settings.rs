@@ -531,14 +531,26 @@ fn an_untrusted_volley_toml_cannot_send_the_key_elsewhere() {
         run(&mut cmd)
     };
 
+    // Refused before anything is sent: neither to the file's server nor, in its place, to
+    // the default destination with the exported key.
     let (code, _, stderr) = chat(dir.path());
-    assert_ne!(code, Some(0), "the dead default URL fails: {stderr}");
+    assert_eq!(code, Some(2), "{stderr}");
     assert_eq!(requests(), 0, "the untrusted file's server was called");
     assert!(
         stderr.contains("ignoring api_key_env, base_url"),
         "{stderr}"
     );
+    assert!(stderr.contains("nothing was sent"), "{stderr}");
     assert!(stderr.contains("volley config trust"), "{stderr}");
+    // A destination given on the command line is the user's: it is used (here it is dead).
+    let mut cmd = volley(dir.path());
+    cmd.args(["chat", "hi", "--base-url", &dead_url()])
+        .env("OPENAI_API_KEY", KEY)
+        .env("STOLEN_SECRET", "aws-secret-77");
+    let (code, _, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("nothing was sent"), "{stderr}");
+    assert_eq!(requests(), 0);
     // Settings that send nothing still apply.
     let text = print_config(dir.path(), "chat", &[], &[]);
     assert_eq!(

@@ -15,6 +15,8 @@ pub(crate) const CONFIG_FILE: &str = "volley.toml";
 pub(crate) struct FileProfile {
     pub(crate) label: String,
     pub(crate) layer: Layer,
+    /// The keys left out because the file is not trusted.
+    pub(crate) ignored: Vec<String>,
 }
 
 /// Loads the profile in force: from `explicit` (`--config`, which must exist) or else
@@ -48,12 +50,13 @@ pub(crate) fn load_profile(
     // A file the user named is theirs; one found here may have come with a clone.
     let trusted = explicit.is_some() || super::trust::is_trusted(&path, text.as_bytes());
     let origin = path.display().to_string();
-    let (profile, ignored) = parse_profile_with_trust(&text, name, &origin, trusted)?;
-    if let (Some(profile), false) = (&profile, ignored.is_empty()) {
+    let (mut profile, ignored) = parse_profile_with_trust(&text, name, &origin, trusted)?;
+    if let (Some(profile), false) = (&mut profile, ignored.is_empty()) {
         say!(
             "{}",
             super::trust::ignored_message(&profile.label, &ignored)
         );
+        profile.ignored = ignored;
     }
     Ok(profile)
 }
@@ -136,7 +139,11 @@ fn parse_profile_with_trust(
                     "{origin}: both [default] and [profile.default] are set; keep one"
                 )));
             }
-            chosen = Some(FileProfile { label, layer });
+            chosen = Some(FileProfile {
+                label,
+                layer,
+                ignored: Vec::new(),
+            });
         }
     }
     match (chosen, name) {

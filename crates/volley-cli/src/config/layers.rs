@@ -54,6 +54,8 @@ pub(crate) struct Layers {
     figment: Figment,
     /// `volley.toml [profile.prod]`, when a profile applies.
     profile: Option<String>,
+    /// The keys an untrusted `volley.toml` set and that were left out.
+    ignored: Vec<String>,
 }
 
 /// One line of `--print-config`.
@@ -81,6 +83,10 @@ impl Layers {
         // the ecosystem's variables below them.
         let profile = file::load_profile(sources.config.as_deref(), sources.profile.as_deref())?;
         let label = profile.as_ref().map(|p| p.label.clone());
+        let ignored = profile
+            .as_ref()
+            .map(|p| p.ignored.clone())
+            .unwrap_or_default();
         let mut own: Vec<Layer> = profile.map(|p| p.layer).into_iter().collect();
         own.push(env_layer()?);
         for group in flags {
@@ -118,7 +124,43 @@ impl Layers {
         Ok(Layers {
             figment,
             profile: label,
+            ignored,
         })
+    }
+
+    /// Refuses to send when an untrusted `volley.toml` chose where requests go (its base URL,
+    /// endpoints, Azure endpoint or provider were left out) and nothing above it
+    /// (a flag, a `VOLLEY_*` variable) chose instead: the requests would go, with whatever
+    /// key is exported, to the default destination, which is neither what the file says nor
+    /// what the user asked for. With `--mock` nothing leaves the process.
+    ///
+    /// # Errors
+    /// A [`UsageError`] naming the keys and how to trust the file.
+    pub(crate) fn check_destination(&self, mock: bool) -> Result<(), UsageError> {
+        // Not `api_key_env`: left out, the default key goes to the destination in force,
+        // as it would without the file.
+        const DESTINATION: &[&str] = &["base_url", "endpoints", "azure_endpoint", "provider"];
+        if mock {
+            return Ok(());
+        }
+        let left_out: Vec<&str> = self
+            .ignored
+            .iter()
+            .map(String::as_str)
+            .filter(|key| DESTINATION.contains(key))
+            .filter(|key| !matches!(self.origin(key), Origin::Flag | Origin::Env))
+            .collect();
+        if left_out.is_empty() {
+            return Ok(());
+        }
+        let label = self.profile.as_deref().unwrap_or("volley.toml");
+        Err(UsageError(format!(
+            "{label} sets {}, which decide where requests go, and it is not trusted: nothing \
+             was sent rather than sending to the default destination instead. Check the file, \
+             then run `volley config trust` (or name it with --config), or give the \
+             destination with a flag (--base-url) or a VOLLEY_* variable",
+            left_out.join(", ")
+        )))
     }
 
     /// The group's settings in force.
