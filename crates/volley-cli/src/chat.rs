@@ -14,13 +14,13 @@ use volley_mock::{MockConfig, MockServer};
 
 use crate::config::{
     self, Attempts, AttemptsFlags, Balancing, BalancingFlags, Connection, ConnectionFlags, Layers,
-    SourceArgs,
+    SourceArgs, UsageError,
 };
 
 /// The model `chat` asks when none is given.
 const DEFAULT_MODEL: &str = "gpt-4o-mini";
 
-/// Send one chat completion and print the reply.
+/// Send one chat completion (with --provider anthropic, one Messages call) and print the reply.
 ///
 /// The API key is read from the environment (OPENAI_API_KEY, or the variable named by
 /// --api-key-env), never from the command line. The base URL includes /v1, as in the OpenAI
@@ -124,11 +124,12 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     if connection.provider.0 == volley::Provider::Anthropic
         && let Some(version) = refuses_temperature(&connection, args.temperature)
     {
-        anyhow::bail!(
+        return Err(UsageError(format!(
             "--temperature: Anthropic's API version {version} refuses temperature with HTTP 400, \
              even at its default; pass --anthropic-version 2023-06-01 (or --anthropic-auth \
              x-api-key, which sends that version) to set one, or leave --temperature out"
-        );
+        ))
+        .into());
     }
     // The mock lives as long as this function, so the call below can reach it.
     let mock = if args.mock {
@@ -171,7 +172,11 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     }
     builder = config::apply_network(builder, &connection, mock.is_some())?;
     builder = balancing.apply(builder);
-    let client = builder.build()?;
+    // A setting the client refuses is the user's to fix, as in `run` and `bench` (exit 2).
+    let client = builder.build().map_err(|e| match e.kind() {
+        volley::ErrorKind::Config => anyhow::Error::new(UsageError(format!("{e}"))),
+        _ => anyhow::Error::new(e),
+    })?;
 
     if connection.provider.0 == volley::Provider::Anthropic {
         let result = messages::ask(&client, &args, prompt).await;

@@ -92,7 +92,7 @@ static MALLOC_CONF: Option<&'static std::ffi::c_char> =
 ///
 /// Logging goes to stderr and is set with RUST_LOG (for example RUST_LOG=volley=debug).
 #[derive(Debug, Parser)]
-#[command(name = "volley", version, about, long_about = None, propagate_version = true)]
+#[command(name = "volley", version, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -100,8 +100,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Send one chat completion (with --provider anthropic, one Messages call) and print the
-    /// reply.
+    // Its help comes from `ChatArgs`'s docs.
     Chat(Box<chat::ChatArgs>),
     // Its help comes from `RunArgs`'s docs.
     Run(Box<run::RunArgs>),

@@ -380,6 +380,15 @@ fn check_paths(input: &Path, output: &Path, errors: &Path) -> Result<(), UsageEr
                 path.display()
             )));
         }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(UsageError(format!(
+                "{flag} {}: the directory {} does not exist; create it first",
+                path.display(),
+                dir.display()
+            )));
+        }
     }
     if let (Ok(a), Ok(b)) = (std::fs::canonicalize(input), std::fs::canonicalize(output))
         && a == b

@@ -109,7 +109,7 @@ fn temperature_is_refused_where_the_api_version_refuses_it() {
         output(&mut cmd)
     };
     let (status, _, err) = ask(&[]);
-    assert!(!status.success());
+    assert_eq!(status.code(), Some(2), "a usage error: {err}");
     assert!(
         err.contains("2026-10-21") && err.contains("--anthropic-version 2023-06-01"),
         "{err}"

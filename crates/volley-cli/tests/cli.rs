@@ -81,9 +81,10 @@ fn chat_refuses_plain_http_to_a_remote_host_without_sending_the_key() {
         .env("OPENAI_API_KEY", "sk-cli-secret-123")
         .output()
         .unwrap();
-    assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}");
     assert!(stderr.contains("not a loopback"), "{stderr}");
+    assert!(stderr.contains("--allow-plain-http"), "{stderr}");
     assert!(!stderr.contains("sk-cli-secret-123"), "{stderr}");
 }
 

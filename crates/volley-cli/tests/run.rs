@@ -1422,3 +1422,29 @@ fn a_closed_stderr_neither_stops_nor_breaks_a_run() {
     drop(server);
     drop(rt);
 }
+
+/// An output (or errors file) in a directory that does not exist is a usage error that says
+/// so, before anything is sent.
+#[test]
+fn an_output_in_a_missing_directory_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, stderr) =
+        output(volley(dir.path()).args(["run", EXAMPLE, "-o", "missing/out.jsonl", "--mock"]));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the directory missing does not exist; create it first"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = output(volley(dir.path()).args([
+        "run",
+        EXAMPLE,
+        "-o",
+        "out.jsonl",
+        "--errors",
+        "gone/errors.jsonl",
+        "--mock",
+    ]));
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--errors gone/errors.jsonl"), "{stderr}");
+    assert!(!dir.path().join("out.jsonl").exists());
+}

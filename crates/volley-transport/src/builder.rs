@@ -1043,6 +1043,13 @@ pub(crate) fn parse_base_url(url: &str, allow_plain_http: bool) -> Result<BaseUr
                 .to_owned(),
         ));
     }
+    if !url.contains("://") {
+        return Err(config(
+            "the base URL has no scheme: it must start with http:// or https:// (such as \
+             http://localhost:8000/v1)"
+                .to_owned(),
+        ));
+    }
     let uri: Uri = url
         .parse()
         .map_err(|e| config("the base URL is not a valid URL".to_owned()).with_source(e))?;
@@ -1072,7 +1079,7 @@ pub(crate) fn parse_base_url(url: &str, allow_plain_http: bool) -> Result<BaseUr
         return Err(config(format!(
             "refusing plain http:// to {host}, which is not a loopback address: the API key and \
              prompts would cross the network unencrypted. Use https://, or allow plain HTTP \
-             explicitly",
+             explicitly (allow_plain_http; in the volley CLI, --allow-plain-http)",
             host = authority.host()
         )));
     }
@@ -1100,6 +1107,14 @@ mod tests {
         assert!(parse_base_url("http://localhost:1/v1", false).is_ok());
         assert!(parse_base_url("http://[::1]:1/v1", false).is_ok());
         assert!(parse_base_url("http://127.8.9.10/v1", false).is_ok());
+    }
+
+    #[test]
+    fn a_base_url_without_a_scheme_says_so() {
+        for url in ["localhost:8000/v1", "api.openai.com/v1", "127.0.0.1:8000"] {
+            let err = parse_base_url(url, false).unwrap_err();
+            assert!(err.to_string().contains("has no scheme"), "{url}: {err}");
+        }
     }
 
     #[test]

@@ -532,8 +532,8 @@ impl ClientBuilder {
     ///
     /// Default: learned. With no limit given, the client reads the provider's
     /// `x-ratelimit-limit-requests` / `-tokens` (the window inferred from the `reset`
-    /// headers) and paces at what it states; until the first answer it sends one request (a
-    /// slow start), and a 429 pauses every send until its `Retry-After`
+    /// headers) and paces at what it states; until the first answer it sends at most four
+    /// requests (a slow start), and a 429 pauses every send until its `Retry-After`
     /// ([`Limits::auto`]).
     pub fn rpm(mut self, requests_per_minute: u32) -> ClientBuilder {
         self.rate_limit = self.rate_limit.rpm(requests_per_minute);
