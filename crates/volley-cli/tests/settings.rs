@@ -709,3 +709,33 @@ fn escape_sequences_from_a_file_never_reach_the_terminal() {
     assert!(!stdout.contains('\u{1b}'), "{stdout:?}");
     assert!(stdout.contains("a\\u{1b}[2Kb"), "{stdout:?}");
 }
+
+/// A `VOLLEY_*` variable that names no setting is ignored with a word, naming the setting it
+/// is closest to; the test suite's own `VOLLEY_REQUIRE_*` are not settings and pass quietly.
+#[test]
+fn a_mistyped_volley_variable_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = volley(dir.path());
+    cmd.args(["run", "--print-config"])
+        .env("VOLLEY_CONCURENCY", "5")
+        .env("VOLLEY_WHATEVER_THIS_IS", "1")
+        .env("VOLLEY_REQUIRE_SOMETHING", "1");
+    let (code, stdout, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "ignoring VOLLEY_CONCURENCY: no setting has that name (did you mean \
+             VOLLEY_CONCURRENCY?)"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ignoring VOLLEY_WHATEVER_THIS_IS: no setting has that name\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("REQUIRE_SOMETHING"), "{stderr}");
+    assert!(
+        row(&stdout, "concurrency").ends_with("(default)"),
+        "{stdout}"
+    );
+}

@@ -214,12 +214,46 @@ impl Layers {
 fn env_layer() -> Result<Layer, UsageError> {
     refuse_keys_in_environment()?;
     let keys = model::all_keys();
+    warn_unknown_variables(&keys);
     let env = Env::prefixed(ENV_PREFIX)
         .only(&keys)
         .filter(|key: &UncasedStr| non_empty_var(&env_name(key.as_str())).is_some());
     let mut data = env.data().map_err(usage_error)?;
     let values = data.remove(&Profile::Default).unwrap_or_default();
     Ok(Layer::new(Origin::Env, values))
+}
+
+/// Says which `VOLLEY_*` variables name no setting, with the nearest setting's variable when
+/// one is close: a typo such as `VOLLEY_CONCURENCY` would otherwise be ignored without a
+/// word (a typo in `volley.toml` is an error). `VOLLEY_REQUIRE_*` and `VOLLEY_TEST_*` belong to
+/// the test suite.
+fn warn_unknown_variables(keys: &[&str]) {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let Some(rest) = name
+            .get(..ENV_PREFIX.len())
+            .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+            .and_then(|_| name.get(ENV_PREFIX.len()..))
+        else {
+            continue;
+        };
+        let upper = rest.to_ascii_uppercase();
+        if rest.is_empty()
+            || keys.iter().any(|key| key.eq_ignore_ascii_case(rest))
+            || upper.starts_with("REQUIRE_")
+            || upper.starts_with("TEST_")
+        {
+            continue;
+        }
+        let nearest = keys
+            .iter()
+            .map(|key| (strsim::levenshtein(&key.to_ascii_uppercase(), &upper), key))
+            .min()
+            .filter(|(distance, _)| *distance <= 2)
+            .map(|(_, key)| format!(" (did you mean {ENV_PREFIX}{}?)", key.to_ascii_uppercase()))
+            .unwrap_or_default();
+        say!("volley: ignoring {name}: no setting has that name{nearest}");
+    }
 }
 
 /// `VOLLEY_API_KEY` (or any `VOLLEY_*` named like a key) is refused, as a key in
