@@ -493,7 +493,7 @@ mod tests {
                 .contains(r#""content":" token3"},"logprobs":null,"finish_reason":"stop""#)
         );
         assert!(frames[4].1.contains(
-            r#""choices":[],"usage":{"prompt_tokens":2,"completion_tokens":4,"total_tokens":6}"#
+            r#""choices":[],"usage":{"prompt_tokens":2,"completion_tokens":4,"total_tokens":6,"#
         ));
         assert_eq!(frames[5].1, "data: [DONE]\n\n");
         assert!(body.is_end_stream());

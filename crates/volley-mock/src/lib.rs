@@ -33,7 +33,10 @@
 //! as from Azure; with a version before `2024-09-01`, a chat request that has
 //! `stream_options` is a `400`, "Unrecognized request argument supplied: stream_options", as
 //! from Azure) and `/openai/v1/…`. [`MockConfig::require_api_key`] accepts the key as a
-//! bearer token or in Azure's `api-key` header. [`MockServer::start_tls`] serves HTTPS with a
+//! bearer token, in Azure's `api-key` header on `/openai/…` paths, or in Anthropic's
+//! `x-api-key` on `/v1/messages`. Every OpenAI answer has an `x-request-id`, and usage has
+//! its `prompt_tokens_details` and `completion_tokens_details` (zeros), as OpenAI's do.
+//! [`MockServer::start_tls`] serves HTTPS with a
 //! certificate the test made (see [`MockTls`]; optionally requiring client certificates); the
 //! default is plain HTTP.
 //!
@@ -42,13 +45,19 @@
 //! | `POST /v1/chat/completions` | a `chat.completion`, or with `"stream": true` an SSE stream of `chat.completion.chunk`s: one per output token (the first with `delta.role`, the last with `finish_reason`), then a usage chunk (`choices: []`) when `stream_options.include_usage` is true, then `data: [DONE]` |
 //! | `POST /v1/embeddings` | a `list` of unit vectors, one per input (a string, strings, token ids or token-id arrays); equal inputs get equal vectors; `dimensions` and `encoding_format: "base64"` (little-endian `f32`s) are honoured |
 //! | `GET /v1/models` | a `list` of three models |
-//! | `POST /v1/messages` | Anthropic's Messages API: a `message`, or with `"stream": true` its event stream (`message_start`, `content_block_start`, `content_block_delta`s, `content_block_stop`, `message_delta` with usage, `message_stop`); `anthropic-version` is required, and every answer has a `request-id` |
+//! | `GET /v1/models/{id}` | that model, or a `404` `model_not_found` |
+//! | `POST /v1/completions` | a legacy `text_completion` (`prompt`, `max_tokens`) |
+//! | `POST /v1/responses` | a Responses API `response` with one output message (`input`, `max_output_tokens`: then `"status": "incomplete"`) |
+//! | `POST /v1/moderations` | one unflagged result per input |
+//! | `POST /v1/messages` | Anthropic's Messages API: a `message`, or with `"stream": true` its event stream (`message_start`, `content_block_start`, `ping`, `content_block_delta`s, `content_block_stop`, `message_delta` with usage, `message_stop`); `anthropic-version` is required, and every answer has a `request-id` |
 //! | `GET /stats` | the [`Stats`] as JSON (never authenticated, faulted or counted) |
 //! | `POST /stats/reset` | starts a new statistics window (and clears the journal); answers the last [`Stats`] of the old one |
 //! | `GET /journal` | with [`MockConfig::journal`], the `x-client-request-id` of every API request in arrival order, as a JSON array of strings (see [`MockServer::journal`]); a `404` when the journal is off |
 //!
-//! Completions read only `model`, `messages`, `max_tokens` / `max_completion_tokens`, `n`,
-//! `stream` and `stream_options.include_usage`. Their content is `token0 token1 …`, as many
+//! Legacy completions, responses and moderations are answered whole: `"stream": true` there is
+//! a `400`. Chat completions read only `model`, `messages`, `max_tokens` /
+//! `max_completion_tokens`, `n`, `stream` and `stream_options.include_usage`
+//! (`stream_options` without `"stream": true` is a `400`, as from OpenAI). Their content is `token0 token1 …`, as many
 //! tokens as [`MockConfig::output_tokens`] says, capped by the request's maximum
 //! (`finish_reason` is then `"length"`, else `"stop"`). `n` (1 to 128) gives that many choices
 //! with the same content (streamed, each chunk carries a delta for every choice), and

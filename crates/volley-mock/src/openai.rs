@@ -20,21 +20,21 @@ pub(crate) struct BadRequest {
 }
 
 impl BadRequest {
-    fn missing(param: &'static str) -> Self {
+    pub(crate) fn missing(param: &'static str) -> Self {
         Self {
             message: format!("you must provide a {param} parameter"),
             param: Some(param),
         }
     }
 
-    fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(param: &'static str, message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             param: Some(param),
         }
     }
 
-    fn json(err: &serde_json::Error) -> Self {
+    pub(crate) fn json(err: &serde_json::Error) -> Self {
         Self {
             message: format!("We could not parse the JSON body of your request. ({err}) (mock)"),
             param: None,
@@ -491,11 +491,20 @@ impl Completion<'_> {
     }
 }
 
-/// `{"prompt_tokens":..,"completion_tokens":..,"total_tokens":..}`.
+/// `{"prompt_tokens":..,"completion_tokens":..,"total_tokens":..,"prompt_tokens_details":..,
+/// "completion_tokens_details":..}`, the details zero, as OpenAI always sends them (SDK code
+/// reads `usage.prompt_tokens_details.cached_tokens`).
 pub(crate) fn write_usage(out: &mut Vec<u8>, prompt: u64, completion: u64) {
     let _ = write!(
         out,
-        r#"{{"prompt_tokens":{prompt},"completion_tokens":{completion},"total_tokens":{}}}"#,
+        concat!(
+            r#"{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{},"#,
+            r#""prompt_tokens_details":{{"cached_tokens":0,"audio_tokens":0}},"#,
+            r#""completion_tokens_details":{{"reasoning_tokens":0,"audio_tokens":0,"#,
+            r#""accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}}"#
+        ),
+        prompt,
+        completion,
         prompt + completion
     );
 }

@@ -2,6 +2,7 @@
 //! OpenAI endpoints.
 
 use std::future::{Future, ready};
+use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,7 @@ use crate::shared::{Guard, Shared};
 use crate::{FAULT_HEADER, FaultKind, LATENCY_HEADER, Latency, encoding};
 
 mod anthropic;
+mod more;
 
 pub(crate) use anthropic::render as render_anthropic;
 
@@ -31,6 +33,7 @@ const MAX_REQUEST_BODY: usize = 32 * 1024 * 1024;
 
 const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The service of one connection.
 pub(crate) struct MockService {
@@ -73,6 +76,7 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
             azure: req.uri().path().starts_with("/openai/"),
             journaled,
             messages: crate::azure::api_path(req.uri().path()).starts_with("/messages"),
+            index,
         };
         let Some(api) = api else {
             let response = match route {
@@ -81,7 +85,7 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
             };
             return after_body(req, response);
         };
-        if !shared.authorized(req.headers()) {
+        if !shared.authorized(req.headers(), req.uri().path()) {
             let response = reply.unauthorized(req.headers());
             return after_body(req, response);
         }
@@ -150,14 +154,28 @@ impl hyper::service::Service<Request<Incoming>> for MockService {
     }
 }
 
-/// The three API endpoints.
+/// The API endpoints.
 #[derive(Debug, Clone, Copy)]
 enum Api {
     Chat,
     Embeddings,
     Models,
+    /// `GET /v1/models/{id}`.
+    Model,
+    /// Legacy text completions.
+    Completions,
+    /// The Responses API.
+    Responses,
+    Moderations,
     /// Anthropic's `/v1/messages`.
     Messages,
+}
+
+/// The id of a `/models/{id}` path (one segment, not empty).
+fn model_id(api_path: &str) -> Option<&str> {
+    api_path
+        .strip_prefix("/models/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -190,6 +208,10 @@ impl Route {
             (_, "/embeddings") => allow(Method::POST, Route::Api(Api::Embeddings)),
             (_, "/models") => allow(Method::GET, Route::Api(Api::Models)),
             (_, "/messages") => allow(Method::POST, Route::Api(Api::Messages)),
+            (_, "/completions") => allow(Method::POST, Route::Api(Api::Completions)),
+            (_, "/responses") => allow(Method::POST, Route::Api(Api::Responses)),
+            (_, "/moderations") => allow(Method::POST, Route::Api(Api::Moderations)),
+            (_, model) if model_id(model).is_some() => allow(Method::GET, Route::Api(Api::Model)),
             _ => Route::NotFound,
         }
     }
@@ -211,6 +233,7 @@ async fn respond(
     rng: SmallRng,
 ) -> Result<Response<MockBody>, Abort> {
     let has_version = req.headers().contains_key("anthropic-version");
+    let model = model_id(crate::azure::api_path(req.uri().path())).map(str::to_owned);
     let refuses_stream_options = crate::azure::refuses_stream_options(req.uri());
     // Read the whole body first, even for a rejection, so an HTTP/1 connection stays usable.
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BODY)
@@ -246,6 +269,13 @@ async fn respond(
             Ok(chat.await)
         }
         Api::Embeddings => Ok(embeddings(reply, &body, fault, timing.latency).await),
+        Api::Completions => Ok(more::completions(reply, &body, fault, timing, rng).await),
+        Api::Responses => Ok(more::responses(reply, &body, fault, timing, rng).await),
+        Api::Moderations => Ok(more::moderations(reply, &body, fault, timing, rng).await),
+        Api::Model => {
+            let id = model.unwrap_or_default();
+            Ok(more::model(reply, &id, fault, timing).await)
+        }
         Api::Models => {
             let reply = match reply.admit(0, "models") {
                 Ok(reply) => reply,
@@ -278,6 +308,14 @@ async fn chat(
         Ok(request) => request,
         Err(bad) => return reply.bad_request(&bad),
     };
+    if request.has_stream_options && !request.stream {
+        let bad = BadRequest {
+            message: "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+                .into(),
+            param: Some("stream_options"),
+        };
+        return reply.bad_request(&bad);
+    }
     if refuses_stream_options && request.has_stream_options {
         let bad = BadRequest {
             message: "Unrecognized request argument supplied: stream_options".into(),
@@ -396,6 +434,8 @@ struct Reply {
     /// Whether the request came for Anthropic's Messages API (`/v1/messages…`): every
     /// rejection is then in its dialect, even one made before the body is read.
     messages: bool,
+    /// The request's arrival index: OpenAI answers carry it as `x-request-id`.
+    index: u64,
 }
 
 impl Reply {
@@ -557,8 +597,17 @@ impl Reply {
     }
 
     /// The `x-ratelimit-*` headers, when rate limits are configured: limit, remaining and
-    /// reset as OpenAI sends them, or only the remaining ones on Azure paths.
+    /// reset as OpenAI sends them, or only the remaining ones on Azure paths; and on every
+    /// OpenAI answer its `x-request-id` (Anthropic's `request-id` is added by its module).
     fn rate_limit_headers(&self, headers: &mut HeaderMap) {
+        if !self.messages {
+            let mut id = [0u8; 24];
+            let mut cursor = &mut id[..];
+            let _ = write!(cursor, "req_mock{:016x}", self.index);
+            if let Ok(value) = HeaderValue::from_bytes(&id) {
+                headers.insert(X_REQUEST_ID, value);
+            }
+        }
         if let Some(limiter) = &self.shared().limiter {
             limiter.write_headers(headers, tokio::time::Instant::now());
             if self.azure {

@@ -166,12 +166,22 @@ impl Shared {
         String::from_utf8_lossy(value).into_owned()
     }
 
-    pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
+    /// Whether the request to `path` carries the required key: as a bearer token anywhere,
+    /// as `api-key` only on Azure's paths (`/openai/…`) and as `x-api-key` only on
+    /// Anthropic's (`/v1/messages…`), as each provider takes it; OpenAI refuses a key in
+    /// either of those headers.
+    pub(crate) fn authorized(&self, headers: &HeaderMap, path: &str) -> bool {
         let Some(key) = &self.config.require_api_key else {
             return true;
         };
-        // Azure OpenAI's convention, and Anthropic's older one.
-        if ["api-key", "x-api-key"].into_iter().any(|name| {
+        let header = if path.starts_with("/openai/") {
+            Some("api-key")
+        } else if crate::azure::api_path(path).starts_with("/messages") {
+            Some("x-api-key")
+        } else {
+            None
+        };
+        if header.is_some_and(|name| {
             headers
                 .get(name)
                 .is_some_and(|v| v.as_bytes() == key.as_bytes())
@@ -232,10 +242,11 @@ mod tests {
             require_api_key: Some("sk-good".into()),
             ..MockConfig::default()
         });
+        let chat = "/v1/chat/completions";
         let with = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
-            shared.authorized(&h)
+            shared.authorized(&h, chat)
         };
         assert!(with("Bearer sk-good"));
         assert!(with("bearer sk-good"));
@@ -243,8 +254,19 @@ mod tests {
         assert!(!with("Bearer sk-good2"));
         assert!(!with("Basic sk-good"));
         assert!(!with("sk-good"));
-        assert!(!shared.authorized(&HeaderMap::new()));
+        assert!(!shared.authorized(&HeaderMap::new(), chat));
         let open = Shared::new(MockConfig::default());
-        assert!(open.authorized(&HeaderMap::new()));
+        assert!(open.authorized(&HeaderMap::new(), chat));
+        // Each provider's own header, on its own paths only.
+        let header = |name: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("sk-good"));
+            h
+        };
+        assert!(shared.authorized(&header("api-key"), "/openai/deployments/d/chat/completions"));
+        assert!(shared.authorized(&header("x-api-key"), "/v1/messages"));
+        assert!(!shared.authorized(&header("x-api-key"), chat));
+        assert!(!shared.authorized(&header("api-key"), chat));
+        assert!(!shared.authorized(&header("api-key"), "/v1/messages"));
     }
 }

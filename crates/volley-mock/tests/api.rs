@@ -38,8 +38,17 @@ async fn chat_completion_has_openai_shape_and_usage() {
         json!({
             "prompt_tokens": CHAT_BODY_PROMPT_TOKENS,
             "completion_tokens": 16,
-            "total_tokens": CHAT_BODY_PROMPT_TOKENS + 16
+            "total_tokens": CHAT_BODY_PROMPT_TOKENS + 16,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
         })
+    );
+    assert!(
+        reply
+            .header("x-request-id")
+            .is_some_and(|id| id.starts_with("req_mock")),
+        "an x-request-id, as OpenAI sends"
     );
     server.shutdown().await;
 }
@@ -596,4 +605,154 @@ async fn a_rejected_request_with_a_large_body_gets_its_answer() {
         1,
         "the connection was kept"
     );
+}
+
+/// The other endpoints a Batch file may name answer in OpenAI's shape: legacy completions,
+/// the Responses API (cut by `max_output_tokens` as it reports it), moderations (one result
+/// per input), and a model by id.
+#[tokio::test]
+async fn completions_responses_moderations_and_a_model_by_id() {
+    let server = server(MockConfig {
+        output_tokens: OutputTokens::Fixed(10),
+        ..MockConfig::default()
+    })
+    .await;
+    let client = client();
+    let url = |path: &str| format!("{}{path}", server.url());
+
+    let reply = post(
+        &client,
+        &url("/completions"),
+        &json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Say hi", "max_tokens": 4}),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let v = reply.json();
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        v["choices"][0]["text"].as_str().unwrap().split(' ').count(),
+        4
+    );
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+
+    let reply = post(
+        &client,
+        &url("/responses"),
+        &json!({"model": "gpt-4o-mini", "input": [{"role": "user", "content": "hi"}]}),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let v = reply.json();
+    assert_eq!(
+        (&v["object"], &v["status"]),
+        (&json!("response"), &json!("completed"))
+    );
+    let text = &v["output"][0]["content"][0];
+    assert_eq!(text["type"], "output_text");
+    assert_eq!(text["text"].as_str().unwrap().split(' ').count(), 10);
+    assert_eq!(v["usage"]["output_tokens"], 10);
+    assert_eq!(v["usage"]["input_tokens_details"]["cached_tokens"], 0);
+    let cut = post(
+        &client,
+        &url("/responses"),
+        &json!({"model": "m", "input": "hi", "max_output_tokens": 3}),
+        &[],
+    )
+    .await
+    .unwrap()
+    .json();
+    assert_eq!(cut["status"], "incomplete");
+    assert_eq!(cut["incomplete_details"]["reason"], "max_output_tokens");
+    let streamed = post(
+        &client,
+        &url("/responses"),
+        &json!({"model": "m", "input": "hi", "stream": true}),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(streamed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(streamed.json()["error"]["param"], "stream");
+
+    let v = post(
+        &client,
+        &url("/moderations"),
+        &json!({"input": ["one", "two"]}),
+        &[],
+    )
+    .await
+    .unwrap()
+    .json();
+    assert_eq!(v["results"].as_array().unwrap().len(), 2);
+    assert_eq!(v["results"][1]["flagged"], false);
+    assert_eq!(v["results"][0]["categories"]["violence"], false);
+
+    let model = get(&client, &url("/models/gpt-4o")).await.unwrap();
+    assert_eq!(model.status, StatusCode::OK);
+    assert_eq!(model.json()["object"], "model");
+    let missing = get(&client, &url("/models/no-such-model")).await.unwrap();
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.json()["error"]["code"], "model_not_found");
+    server.shutdown().await;
+}
+
+/// `stream_options` without `stream: true` is refused as OpenAI refuses it.
+#[tokio::test]
+async fn stream_options_without_a_stream_is_a_400() {
+    let server = server(MockConfig::default()).await;
+    let mut body = chat_body(false);
+    body["stream_options"] = json!({"include_usage": true});
+    let reply = post(&client(), &chat_url(&server), &body, &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["param"], "stream_options");
+    server.shutdown().await;
+}
+
+/// An Anthropic stream as the API sends it: `message_start` with the cache fields of its
+/// usage, then `content_block_start`, then a `ping`, before the deltas.
+#[tokio::test]
+async fn an_anthropic_stream_starts_as_anthropics_does() {
+    let server = server(MockConfig::default()).await;
+    let reply = post(
+        &client(),
+        &format!("{}/messages", server.url()),
+        &json!({"model": "claude-test", "max_tokens": 8, "stream": true,
+            "messages": [{"role": "user", "content": "hi"}]}),
+        &[("anthropic-version", "2023-06-01")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let events: Vec<&str> = reply
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(
+        events[..4],
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta"
+        ]
+    );
+    let start: Value = serde_json::from_str(
+        reply
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(start["message"]["usage"]["cache_read_input_tokens"], 0);
+    assert_eq!(start["message"]["usage"]["cache_creation_input_tokens"], 0);
+    server.shutdown().await;
 }

@@ -1,0 +1,292 @@
+//! The OpenAI endpoints besides chat and embeddings that a Batch file may name, and a model
+//! by id: `/v1/completions` (legacy text completions), `/v1/responses` (the Responses API),
+//! `/v1/moderations` and `GET /v1/models/{id}`. Each answers in OpenAI's shape, with the
+//! mock's latency, faults and rate limits, so that `volley run --mock` and an SDK pointed at
+//! the mock see every Batch URL work. None of them streams: a request with `"stream": true`
+//! gets a 400 saying so, rather than a stream in a shape the mock does not keep up to date.
+
+use std::io::Write as _;
+
+use http::{Response, StatusCode};
+use rand::Rng as _;
+use rand::rngs::SmallRng;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{Reply, Timing, unix_now, wait};
+use crate::FaultKind;
+use crate::body::MockBody;
+use crate::openai::{self, BadRequest, write_json_str, write_usage};
+
+/// The categories of an omni-moderation result, all unflagged.
+const MODERATION_CATEGORIES: [&str; 13] = [
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+];
+
+/// What these endpoints read of a request: the model, the input (measured, not parsed), the
+/// output budget and whether a stream is asked for.
+struct Generic<'a> {
+    model: String,
+    prompt_tokens: u64,
+    max_tokens: Option<u64>,
+    /// The input, as sent (moderations counts its items).
+    input: Option<&'a RawValue>,
+}
+
+impl<'a> Generic<'a> {
+    /// Parses `body`; `input` names the field holding the input (`prompt` or `input`), which
+    /// must be there; `model_required` is false for moderations, whose model is optional.
+    fn parse(
+        body: &'a [u8],
+        input: &'static str,
+        model_required: bool,
+    ) -> Result<Self, BadRequest> {
+        #[derive(Deserialize)]
+        struct Raw<'a> {
+            #[serde(default)]
+            model: Option<String>,
+            #[serde(default, borrow)]
+            prompt: Option<&'a RawValue>,
+            #[serde(default, borrow)]
+            input: Option<&'a RawValue>,
+            #[serde(default)]
+            max_tokens: Option<u64>,
+            #[serde(default)]
+            max_output_tokens: Option<u64>,
+            #[serde(default)]
+            stream: Option<bool>,
+        }
+        let raw: Raw<'a> = serde_json::from_slice(body).map_err(|e| BadRequest::json(&e))?;
+        let model = match raw.model {
+            Some(model) => model,
+            None if model_required => return Err(BadRequest::missing("model")),
+            None => "omni-moderation-latest".to_owned(),
+        };
+        let text = if input == "prompt" {
+            raw.prompt
+        } else {
+            raw.input
+        };
+        let text = text.ok_or_else(|| BadRequest::missing(input))?;
+        if raw.stream == Some(true) {
+            return Err(BadRequest::invalid(
+                "stream",
+                "the mock answers this endpoint whole only; ask without \"stream\": true (mock)",
+            ));
+        }
+        Ok(Generic {
+            model,
+            prompt_tokens: (text.get().len() as u64).div_ceil(4),
+            max_tokens: raw.max_output_tokens.or(raw.max_tokens),
+            input: Some(text),
+        })
+    }
+
+    /// The answer's length in tokens and whether the budget cut it.
+    fn output(&self, drawn: u32) -> (u32, bool) {
+        match self.max_tokens {
+            Some(max) if max < u64::from(drawn) => (max as u32, true),
+            _ => (drawn, false),
+        }
+    }
+}
+
+/// `POST /v1/completions`: a legacy text completion.
+pub(super) async fn completions(
+    reply: Reply,
+    body: &[u8],
+    fault: Option<FaultKind>,
+    timing: Timing,
+    mut rng: SmallRng,
+) -> Response<MockBody> {
+    let request = match Generic::parse(body, "prompt", true) {
+        Ok(request) => request,
+        Err(bad) => return reply.bad_request(&bad),
+    };
+    let (tokens, cut) = request.output(timing.output_tokens);
+    let reply = match reply.admit(request.prompt_tokens + u64::from(tokens), &request.model) {
+        Ok(reply) => reply,
+        Err(limited) => return *limited,
+    };
+    wait(timing.latency).await;
+    if fault == Some(FaultKind::ServerError) {
+        return reply.server_error();
+    }
+    let content = reply.shared().filler.content(tokens);
+    let mut out = Vec::with_capacity(256 + request.model.len() + content.len());
+    let _ = write!(
+        out,
+        r#"{{"id":"cmpl-mock{:016x}","object":"text_completion","created":{},"model":"#,
+        rng.random::<u64>(),
+        unix_now()
+    );
+    write_json_str(&mut out, &request.model);
+    out.extend_from_slice(br#","choices":[{"text":"#);
+    write_json_str(&mut out, content);
+    let finish = if cut { "length" } else { "stop" };
+    let _ = write!(
+        out,
+        r#","index":0,"logprobs":null,"finish_reason":"{finish}"}}],"usage":"#
+    );
+    write_usage(&mut out, request.prompt_tokens, u64::from(tokens));
+    out.extend_from_slice(b"}");
+    reply.json(StatusCode::OK, out.into(), fault)
+}
+
+/// `POST /v1/responses`: a Responses API answer with one output message.
+pub(super) async fn responses(
+    reply: Reply,
+    body: &[u8],
+    fault: Option<FaultKind>,
+    timing: Timing,
+    mut rng: SmallRng,
+) -> Response<MockBody> {
+    let request = match Generic::parse(body, "input", true) {
+        Ok(request) => request,
+        Err(bad) => return reply.bad_request(&bad),
+    };
+    let (tokens, cut) = request.output(timing.output_tokens);
+    let reply = match reply.admit(request.prompt_tokens + u64::from(tokens), &request.model) {
+        Ok(reply) => reply,
+        Err(limited) => return *limited,
+    };
+    wait(timing.latency).await;
+    if fault == Some(FaultKind::ServerError) {
+        return reply.server_error();
+    }
+    let content = reply.shared().filler.content(tokens);
+    let (input, output) = (request.prompt_tokens, u64::from(tokens));
+    let mut out = Vec::with_capacity(768 + request.model.len() + content.len());
+    let (status, incomplete) = if cut {
+        ("incomplete", r#"{"reason":"max_output_tokens"}"#)
+    } else {
+        ("completed", "null")
+    };
+    let _ = write!(
+        out,
+        r#"{{"id":"resp_mock{:016x}","object":"response","created_at":{},"status":"{status}","error":null,"incomplete_details":{incomplete},"instructions":null,"max_output_tokens":"#,
+        rng.random::<u64>(),
+        unix_now()
+    );
+    match request.max_tokens {
+        Some(max) => {
+            let _ = write!(out, "{max}");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(br#","model":"#);
+    write_json_str(&mut out, &request.model);
+    let _ = write!(
+        out,
+        r#","output":[{{"type":"message","id":"msg_mock{:016x}","status":"{status}","role":"assistant","content":[{{"type":"output_text","text":"#,
+        rng.random::<u64>()
+    );
+    write_json_str(&mut out, content);
+    let _ = write!(
+        out,
+        r#","annotations":[]}}]}}],"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{{"effort":null,"summary":null}},"store":true,"temperature":1.0,"text":{{"format":{{"type":"text"}}}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":{{"input_tokens":{input},"input_tokens_details":{{"cached_tokens":0}},"output_tokens":{output},"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{}}},"user":null,"metadata":{{}}}}"#,
+        input + output
+    );
+    reply.json(StatusCode::OK, out.into(), fault)
+}
+
+/// `POST /v1/moderations`: one unflagged result per input (a string, or an array of strings
+/// or content parts).
+pub(super) async fn moderations(
+    reply: Reply,
+    body: &[u8],
+    fault: Option<FaultKind>,
+    timing: Timing,
+    mut rng: SmallRng,
+) -> Response<MockBody> {
+    let request = match Generic::parse(body, "input", false) {
+        Ok(request) => request,
+        Err(bad) => return reply.bad_request(&bad),
+    };
+    let items = request
+        .input
+        .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
+        .map_or(1, |items| items.len().max(1));
+    let reply = match reply.admit(request.prompt_tokens, &request.model) {
+        Ok(reply) => reply,
+        Err(limited) => return *limited,
+    };
+    wait(timing.latency).await;
+    if fault == Some(FaultKind::ServerError) {
+        return reply.server_error();
+    }
+    let mut out = Vec::with_capacity(128 + items * 900);
+    let _ = write!(
+        out,
+        r#"{{"id":"modr-mock{:016x}","model":"#,
+        rng.random::<u64>()
+    );
+    write_json_str(&mut out, &request.model);
+    out.extend_from_slice(br#","results":["#);
+    for item in 0..items {
+        if item > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"flagged":false,"categories":{"#);
+        for (n, category) in MODERATION_CATEGORIES.iter().enumerate() {
+            let comma = if n > 0 { "," } else { "" };
+            let _ = write!(out, r#"{comma}"{category}":false"#);
+        }
+        out.extend_from_slice(br#"},"category_scores":{"#);
+        for (n, category) in MODERATION_CATEGORIES.iter().enumerate() {
+            let comma = if n > 0 { "," } else { "" };
+            let _ = write!(out, r#"{comma}"{category}":0.0001"#);
+        }
+        out.extend_from_slice(b"}}");
+    }
+    out.extend_from_slice(b"]}");
+    reply.json(StatusCode::OK, out.into(), fault)
+}
+
+/// `GET /v1/models/{id}`: the model of that id from the list, or OpenAI's 404
+/// `model_not_found`.
+pub(super) async fn model(
+    reply: Reply,
+    id: &str,
+    fault: Option<FaultKind>,
+    timing: Timing,
+) -> Response<MockBody> {
+    let reply = match reply.admit(0, "models") {
+        Ok(reply) => reply,
+        Err(limited) => return *limited,
+    };
+    wait(timing.latency).await;
+    if fault == Some(FaultKind::ServerError) {
+        return reply.server_error();
+    }
+    let list: serde_json::Value =
+        serde_json::from_str(openai::MODELS_BODY).expect("the model list is JSON");
+    let found = list["data"]
+        .as_array()
+        .and_then(|models| models.iter().find(|m| m["id"] == id));
+    match found {
+        Some(model) => reply.json(StatusCode::OK, model.to_string().into(), fault),
+        None => {
+            let message = format!("The model '{id}' does not exist (mock)");
+            let body = openai::error_body(
+                &message,
+                "invalid_request_error",
+                Some("model"),
+                Some("model_not_found"),
+            );
+            reply.json(StatusCode::NOT_FOUND, body.into(), None)
+        }
+    }
+}
