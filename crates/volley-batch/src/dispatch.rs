@@ -63,6 +63,11 @@ pub(super) struct Loop<'a> {
     succeeded: bool,
     /// HTTP 403s since the last success from the provider.
     forbidden_in_a_row: u32,
+    /// HTTP 404s before any success.
+    not_found: u32,
+    /// Set when the first [`NOT_FOUND_IN_A_ROW`] outcomes of the run all were HTTP 404: no
+    /// new line is taken.
+    nothing_found: Option<String>,
     /// Set by a request that ended in a 429 saying the account's quota is used up: no new
     /// line is taken.
     quota_exhausted: Option<String>,
@@ -79,6 +84,7 @@ pub(super) struct Tally {
     pub(super) interrupted: bool,
     pub(super) credentials_rejected: Option<String>,
     pub(super) quota_exhausted: Option<String>,
+    pub(super) nothing_found: Option<String>,
 }
 
 impl<'a> Loop<'a> {
@@ -109,6 +115,8 @@ impl<'a> Loop<'a> {
             credentials_rejected: None,
             succeeded: false,
             forbidden_in_a_row: 0,
+            not_found: 0,
+            nothing_found: None,
             quota_exhausted: None,
             writer_failed: false,
         }
@@ -131,6 +139,7 @@ impl<'a> Loop<'a> {
             interrupted: self.interrupted,
             credentials_rejected: self.credentials_rejected,
             quota_exhausted: self.quota_exhausted,
+            nothing_found: self.nothing_found,
         }
     }
 
@@ -148,7 +157,8 @@ impl<'a> Loop<'a> {
             let stopping = !reading
                 || deadline.is_some()
                 || self.credentials_rejected.is_some()
-                || self.quota_exhausted.is_some();
+                || self.quota_exhausted.is_some()
+                || self.nothing_found.is_some();
             if (stopping && self.tasks.is_empty()) || self.writer_failed {
                 break;
             }
@@ -238,11 +248,17 @@ impl<'a> Loop<'a> {
 
     async fn finish(&mut self, seq: u64, finished: Finished) {
         let refusal = self.refusal(&finished);
+        let nothing_found = self.nothing_found(&finished);
         if self.options.stop_on_auth_failure
             && self.credentials_rejected.is_none()
             && self.quota_exhausted.is_none()
+            && self.nothing_found.is_none()
         {
-            if let Some(why) = refusal {
+            if let Some(why) = nothing_found {
+                tracing::error!("{why}; no new line is taken");
+                self.nothing_found = Some(why);
+                self.items.close();
+            } else if let Some(why) = refusal {
                 tracing::error!("{why}; no new line is taken");
                 self.credentials_rejected = Some(why);
                 // The reader stops at its next line; what it queued stays unsent.
@@ -312,6 +328,32 @@ impl<'a> Loop<'a> {
         Some(format!("HTTP {status}: {message}"))
     }
 
+    /// `HTTP 404: <the provider's message>` when `finished` is the [`NOT_FOUND_IN_A_ROW`]th
+    /// HTTP 404 of a run in which nothing succeeded yet: a base URL without its `/v1`, a
+    /// wrong `url` on every line, or a model that does not exist, which every other line
+    /// would meet too.
+    fn nothing_found(&mut self, finished: &Finished) -> Option<String> {
+        let Outcome::Response {
+            status_code: 404,
+            body,
+            ..
+        } = &finished.record.outcome
+        else {
+            return None;
+        };
+        if self.succeeded {
+            return None;
+        }
+        self.not_found = self.not_found.saturating_add(1);
+        if self.not_found != NOT_FOUND_IN_A_ROW {
+            return None;
+        }
+        let message = volley::ApiError::from_body(body)
+            .map(|api| api.message)
+            .unwrap_or_else(|| "no message".to_owned());
+        Some(format!("HTTP 404: {message}"))
+    }
+
     fn count_error(&mut self, record: &OutcomeRecord) {
         if let Some(code) = record.error_code() {
             *self.errors_by_code.entry(code).or_default() += 1;
@@ -343,6 +385,9 @@ impl<'a> Loop<'a> {
 /// How many HTTP 403s in a row, with no success from the provider between them, stop a run
 /// in which a request already succeeded (see [`Loop::refusal`]).
 pub(crate) const FORBIDDEN_IN_A_ROW: u32 = 16;
+
+/// How many HTTP 404s, with no success before them, stop a run (see [`Loop::nothing_found`]).
+pub(crate) const NOT_FOUND_IN_A_ROW: u32 = 16;
 
 /// `HTTP 429: <the provider's message>` when `record` says the account's quota or credit is
 /// used up (OpenAI's `insufficient_quota`): no wait restores it, so every later line would

@@ -161,7 +161,9 @@
 //!
 //! Otherwise the line gets its 403 record and the run goes on. A 429 that says the
 //! account's quota is used up (OpenAI's `insufficient_quota`, which no wait heals) stops it
-//! the same way, and [`Summary::quota_exhausted`] says so.
+//! the same way, and [`Summary::quota_exhausted`] says so. So do 16 requests that all end in
+//! HTTP 404 before any succeeded ([`Summary::nothing_found`]): the base URL lacks its `/v1`,
+//! or every line names a wrong `url` or `model`.
 //!
 //! # Duplicates and resume
 //!
@@ -283,7 +285,9 @@ pub struct BatchOptions {
     /// credentials](crate#stopping-on-rejected-credentials) says, in a 403 (the credentials
     /// are wrong, so every line would fail), or in a 429 saying the account's quota is used up;
     /// requests in flight finish and [`Summary::credentials_rejected`] or
-    /// [`Summary::quota_exhausted`] says why. Default: `true`.
+    /// [`Summary::quota_exhausted`] says why. Also stop when the first 16 requests all end
+    /// in HTTP 404 ([`Summary::nothing_found`]: a base URL without its `/v1`, a wrong `url` or
+    /// `model` on every line). Default: `true`.
     pub stop_on_auth_failure: bool,
     /// The longest input line, newline excluded; longer lines are skipped without being held
     /// in memory and get a `line_too_long` record. Default: [`DEFAULT_MAX_LINE_BYTES`]

@@ -162,6 +162,7 @@ impl BatchRunner {
             interrupted: tally.interrupted,
             credentials_rejected: tally.credentials_rejected,
             quota_exhausted: tally.quota_exhausted,
+            nothing_found: tally.nothing_found,
             errors_by_code: tally.errors_by_code,
         })
     }

@@ -54,6 +54,13 @@ pub struct Summary {
     /// credentials: `HTTP 429: <the provider's message>`. Resume with
     /// [`BatchOptions::retry_failed`](super::BatchOptions::retry_failed) once there is credit.
     pub quota_exhausted: Option<String>,
+    /// Set when the first 16 requests of the run all ended in HTTP 404, with no success, and
+    /// the run stopped taking lines (see
+    /// [`BatchOptions::stop_on_auth_failure`](super::BatchOptions::stop_on_auth_failure)): a
+    /// base URL without its `/v1`, or every line's `url` or `model` wrong. `HTTP 404: <the
+    /// provider's message>`. Resume with
+    /// [`BatchOptions::retry_failed`](super::BatchOptions::retry_failed) once it is fixed.
+    pub nothing_found: Option<String>,
     /// Outcomes other than success by code: `http_<status>` for a final HTTP error, the error
     /// code (`timeout`, `invalid_json`, …) otherwise.
     pub errors_by_code: BTreeMap<String, u64>,
@@ -70,6 +77,7 @@ impl Summary {
             && !self.interrupted
             && self.credentials_rejected.is_none()
             && self.quota_exhausted.is_none()
+            && self.nothing_found.is_none()
     }
 
     /// Lines read but left without an outcome by an interruption (sent again on resume).

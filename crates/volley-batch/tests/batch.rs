@@ -1137,7 +1137,8 @@ async fn a_used_up_quota_stops_the_run() {
 }
 
 /// A server that answers by the `custom_id` (sent as `x-client-request-id`): `ok-*` with a
-/// chat completion, `model-*` with OpenAI's 403 for a model the project may not use,
+/// chat completion, `nf-*` with OpenAI's 404 for a model that does not exist, `model-*` with
+/// OpenAI's 403 for a model the project may not use,
 /// `flagged-*` with OpenRouter's 403 for a flagged input, anything else with OpenAI's 403 for
 /// a key used from a country it does not serve.
 async fn forbidding_server() -> String {
@@ -1158,6 +1159,14 @@ async fn forbidding_server() -> String {
         } else if id.starts_with("model-") {
             forbidden(json!({"error": {"message": "Project `proj_1` does not have access to model `gpt-4o-mini`",
                 "type": "invalid_request_error", "param": null, "code": "model_not_found"}}))
+        } else if id.starts_with("nf-") {
+            volley_testkit::raw::json_response(
+                "404 Not Found",
+                &[],
+                &json!({"error": {"message": "The model `gpt-4o-mimi` does not exist or you do not have access to it.",
+                    "type": "invalid_request_error", "param": null, "code": "model_not_found"}})
+                .to_string(),
+            )
         } else if id.starts_with("flagged-") {
             forbidden(json!({"error": {"code": 403, "message": "Your input was flagged for \"violence\"",
                 "metadata": {"reasons": ["violence"], "flagged_input": "...",
@@ -1170,6 +1179,25 @@ async fn forbidding_server() -> String {
     })
     .await;
     format!("http://127.0.0.1:{port}/v1")
+}
+
+/// 16 lines that all come back 404 before anything succeeded stop the run (a base URL
+/// without its `/v1`, a model that does not exist); after a success, 404s fail their lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_first_requests_all_404_stops() {
+    let ids: Vec<String> = (0..100).map(|n| format!("nf-{n}")).collect();
+    let (summary, out) = run_one_at_a_time(&ids).await;
+    let why = summary.nothing_found.clone().expect("stopped");
+    assert!(why.starts_with("HTTP 404: The model"), "{why}");
+    assert_eq!(out.len(), 16);
+    assert!(!summary.all_succeeded());
+
+    let ids: Vec<String> = std::iter::once("ok-0".to_owned())
+        .chain((0..40).map(|n| format!("nf-{n}")))
+        .collect();
+    let (summary, out) = run_one_at_a_time(&ids).await;
+    assert_eq!(summary.nothing_found, None);
+    assert_eq!(out.len(), 41);
 }
 
 /// Runs `ids` one at a time (so outcomes come in line order) against [`forbidding_server`].

@@ -57,6 +57,8 @@ const VALIDATE_SHOWN: usize = 20;
 /// line succeeded (unless it names a model the project may not use, or a flagged input), or 16
 /// lines in a row ending in 403; a lone 403 after a success fails its line only. So does a 429
 /// that says the account's quota is used up (insufficient_quota): add credit, then the same.
+/// So do 16 requests that all come back 404 before any succeeded: check that the base URL
+/// ends in /v1, and the lines' url and model.
 ///
 /// Settings come from flags, then VOLLEY_<NAME> variables (VOLLEY_CONCURRENCY, VOLLEY_RPM,
 /// VOLLEY_TIMEOUT, ...: every setting below), then the volley.toml profile (--profile NAME for
@@ -778,6 +780,15 @@ fn report(
         say!(
             "volley run: the provider says the account's quota is used up ({status}): \
              {message}; add credit and run the same command again with --retry-failed"
+        );
+        return ExitCode::FAILURE;
+    }
+    if let Some(why) = &summary.nothing_found {
+        let (status, message) = why.split_once(": ").unwrap_or((why, ""));
+        say!(
+            "volley run: the first requests all came back not found ({status}): {message}; check \
+             that the base URL ends in /v1 (or the provider's API path) and the lines' url and \
+             model, then run the same command again with --retry-failed"
         );
         return ExitCode::FAILURE;
     }

@@ -166,6 +166,21 @@ fn a_403_stops_the_run() {
     );
 }
 
+/// Requests that all come back 404 (a base URL without its /v1) stop the run, and the
+/// message says what to check.
+#[test]
+fn a_run_whose_requests_all_404_stops() {
+    stops_the_run(
+        answering_server(
+            "404 Not Found",
+            r#"{"error":{"message":"Unknown request URL: POST /chat/completions. Please check the URL for typos.","type":"invalid_request_error","param":null,"code":"unknown_url"}}"#,
+        ),
+        404,
+        "ends in /v1",
+        &[],
+    );
+}
+
 /// A 429 saying the quota is used up stops the run too, and says so; retries would not help
 /// (the default policy fails it at once).
 #[test]
