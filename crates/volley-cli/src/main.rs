@@ -88,7 +88,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static MALLOC_CONF: Option<&'static std::ffi::c_char> =
     Some(unsafe { &*c"slab_sizes:8192-8192:16,tcache_nslots_small_min:200".as_ptr() });
 
-/// Call LLM HTTP APIs at very high concurrency.
+/// Call LLM HTTP APIs at very high concurrency: chat, run (batch JSONL), bench (load tests
+/// with reports), mock.
 ///
 /// Logging goes to stderr and is set with RUST_LOG (for example RUST_LOG=volley=debug).
 #[derive(Debug, Parser)]

@@ -551,6 +551,38 @@ fn an_untrusted_volley_toml_cannot_send_the_key_elsewhere() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(!stderr.contains("nothing was sent"), "{stderr}");
     assert_eq!(requests(), 0);
+    // Endpoints (which no flag sets) are replaced by a --base-url too; a provider left out
+    // needs --provider.
+    let tables = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tables.path().join("volley.toml"),
+        format!(
+            "[[default.endpoints]]\nurl = \"{0}\"\n\n[[default.endpoints]]\nurl = \"{0}\"\n",
+            attacker.url()
+        ),
+    )
+    .unwrap();
+    let mut cmd = volley(tables.path());
+    cmd.args(["chat", "hi", "--base-url", &dead_url()])
+        .env("OPENAI_API_KEY", KEY);
+    let (code, _, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("nothing was sent"), "{stderr}");
+    std::fs::write(
+        tables.path().join("volley.toml"),
+        "[default]\nprovider = \"anthropic\"\n",
+    )
+    .unwrap();
+    let mut cmd = volley(tables.path());
+    cmd.args(["chat", "hi", "--base-url", &dead_url()])
+        .env("OPENAI_API_KEY", KEY);
+    let (code, _, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("sets provider") && stderr.contains("--provider"),
+        "{stderr}"
+    );
+    assert_eq!(requests(), 0);
     // Settings that send nothing still apply.
     let text = print_config(dir.path(), "chat", &[], &[]);
     assert_eq!(

@@ -129,37 +129,46 @@ impl Layers {
     }
 
     /// Refuses to send when an untrusted `volley.toml` chose where requests go (its base URL,
-    /// endpoints, Azure endpoint or provider were left out) and nothing above it
-    /// (a flag, a `VOLLEY_*` variable) chose instead: the requests would go, with whatever
-    /// key is exported, to the default destination, which is neither what the file says nor
-    /// what the user asked for. With `--mock` nothing leaves the process.
+    /// endpoints, Azure endpoint or provider were left out) and the command line did not: the
+    /// requests would go, with whatever key is exported, to the default destination, which is
+    /// neither what the file says nor what the user asked for. A base URL, endpoints or Azure
+    /// endpoint from a flag or a `VOLLEY_*` variable is a destination of the user's own (a
+    /// `--base-url` replaces the file's endpoints), as is a provider given that way when the
+    /// file's provider was left out. With `--mock` nothing leaves the process.
     ///
     /// # Errors
     /// A [`UsageError`] naming the keys and how to trust the file.
     pub(crate) fn check_destination(&self, mock: bool) -> Result<(), UsageError> {
         // Not `api_key_env`: left out, the default key goes to the destination in force,
         // as it would without the file.
-        const DESTINATION: &[&str] = &["base_url", "endpoints", "azure_endpoint", "provider"];
+        const WHERE: &[&str] = &["base_url", "endpoints", "azure_endpoint"];
         if mock {
             return Ok(());
         }
-        let left_out: Vec<&str> = self
-            .ignored
-            .iter()
-            .map(String::as_str)
-            .filter(|key| DESTINATION.contains(key))
-            .filter(|key| !matches!(self.origin(key), Origin::Flag | Origin::Env))
-            .collect();
-        if left_out.is_empty() {
+        let given = |key: &str| matches!(self.origin(key), Origin::Flag | Origin::Env);
+        let left_out = |key: &str| self.ignored.iter().any(|k| k == key);
+        let mut missing: Vec<&str> = Vec::new();
+        if WHERE.iter().any(|key| left_out(key)) && !WHERE.iter().any(|key| given(key)) {
+            missing.extend(WHERE.iter().copied().filter(|key| left_out(key)));
+        }
+        if left_out("provider") && !given("provider") {
+            missing.push("provider");
+        }
+        if missing.is_empty() {
             return Ok(());
         }
         let label = self.profile.as_deref().unwrap_or("volley.toml");
         Err(UsageError(format!(
             "{label} sets {}, which decide where requests go, and it is not trusted: nothing \
-             was sent rather than sending to the default destination instead. Check the file, \
-             then run `volley config trust` (or name it with --config), or give the \
-             destination with a flag (--base-url) or a VOLLEY_* variable",
-            left_out.join(", ")
+             was sent (the default destination is not what the file asked for either). Check \
+             the file, then run `volley config trust` (or name it with --config), or give the \
+             destination yourself ({})",
+            missing.join(", "),
+            if missing == ["provider"] {
+                "--provider, or VOLLEY_PROVIDER"
+            } else {
+                "--base-url, or VOLLEY_BASE_URL"
+            }
         )))
     }
 
