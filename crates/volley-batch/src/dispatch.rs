@@ -58,12 +58,11 @@ pub(super) struct Loop<'a> {
     /// Set by a request that ended in HTTP 401, or in a 403 as [`Loop::refusal`] says: no new
     /// line is taken.
     credentials_rejected: Option<String>,
-    /// Whether a request of this run got an answer from the provider (not the cache) that was
-    /// a success: the credentials work, so a lone 403 is about its request.
-    succeeded: bool,
     /// HTTP 403s since the last success from the provider.
     forbidden_in_a_row: u32,
-    /// HTTP 404s before any success.
+    /// Whether every outcome of the run so far was an HTTP 404.
+    only_not_found: bool,
+    /// The HTTP 404s while `only_not_found`.
     not_found: u32,
     /// Set when the first [`NOT_FOUND_IN_A_ROW`] outcomes of the run all were HTTP 404: no
     /// new line is taken.
@@ -113,8 +112,8 @@ impl<'a> Loop<'a> {
             last_change: Instant::now(),
             interrupted: false,
             credentials_rejected: None,
-            succeeded: false,
             forbidden_in_a_row: 0,
+            only_not_found: true,
             not_found: 0,
             nothing_found: None,
             quota_exhausted: None,
@@ -289,13 +288,12 @@ impl<'a> Loop<'a> {
     /// `HTTP 401: <the provider's message>` when `finished` says the credentials were refused,
     /// so that every other line would fail the same way:
     /// - any 401;
-    /// - a 403 before any request of this run succeeded, unless its body says the refusal is
-    ///   about that request alone ([`volley::ApiError::refuses_only_this_request`]: a model the
-    ///   project may not use, an input a moderation filter flagged);
-    /// - the [`FORBIDDEN_IN_A_ROW`]th 403 with no success in between. After a success a
-    ///   lone 403 is about its line (OpenRouter answers a flagged input with 403, OpenAI a
-    ///   model the project may not use), but a wall of them is a key revoked or an address
-    ///   blocked mid-run.
+    /// - the [`FORBIDDEN_IN_A_ROW`]th 403 with no success from the provider in between (a
+    ///   key without access, revoked or used from a blocked address, a model the project may
+    ///   not use on every line). A 403 saying a moderation filter flagged its input
+    ///   ([`volley::ApiError::flags_the_input`], OpenRouter's) is about that line alone and
+    ///   does not count; neither a lone 403 nor the order in which answers come back stops a
+    ///   run.
     ///
     /// The message is read as [`ApiError`](volley::ApiError) reads it, cleaned of control
     /// characters (a terminal escape from a hostile server would reach the user's terminal) and
@@ -309,16 +307,17 @@ impl<'a> Loop<'a> {
             } => (*status, body),
             _ => {
                 if finished.record.is_success() && !finished.cached {
-                    self.succeeded = true;
                     self.forbidden_in_a_row = 0;
                 }
                 return None;
             }
         };
         if status == 403 {
+            if volley::ApiError::flags_the_input(body) {
+                return None;
+            }
             self.forbidden_in_a_row = self.forbidden_in_a_row.saturating_add(1);
-            let lone = self.succeeded || volley::ApiError::refuses_only_this_request(body);
-            if lone && self.forbidden_in_a_row < FORBIDDEN_IN_A_ROW {
+            if self.forbidden_in_a_row != FORBIDDEN_IN_A_ROW {
                 return None;
             }
         }
@@ -329,9 +328,10 @@ impl<'a> Loop<'a> {
     }
 
     /// `HTTP 404: <the provider's message>` when `finished` is the [`NOT_FOUND_IN_A_ROW`]th
-    /// HTTP 404 of a run in which nothing succeeded yet: a base URL without its `/v1`, a
+    /// outcome of the run and every one so far was HTTP 404: a base URL without its `/v1`, a
     /// wrong `url` on every line, or a model that does not exist, which every other line
-    /// would meet too.
+    /// would meet too. Any other outcome first (a success, another failure) means the lines
+    /// can work, and 404s then fail their own lines only.
     fn nothing_found(&mut self, finished: &Finished) -> Option<String> {
         let Outcome::Response {
             status_code: 404,
@@ -339,9 +339,10 @@ impl<'a> Loop<'a> {
             ..
         } = &finished.record.outcome
         else {
+            self.only_not_found = false;
             return None;
         };
-        if self.succeeded {
+        if !self.only_not_found {
             return None;
         }
         self.not_found = self.not_found.saturating_add(1);
@@ -383,10 +384,10 @@ impl<'a> Loop<'a> {
 }
 
 /// How many HTTP 403s in a row, with no success from the provider between them, stop a run
-/// in which a request already succeeded (see [`Loop::refusal`]).
+/// (see [`Loop::refusal`]).
 pub(crate) const FORBIDDEN_IN_A_ROW: u32 = 16;
 
-/// How many HTTP 404s, with no success before them, stop a run (see [`Loop::nothing_found`]).
+/// How many HTTP 404s, as the run's first outcomes, stop it (see [`Loop::nothing_found`]).
 pub(crate) const NOT_FOUND_IN_A_ROW: u32 = 16;
 
 /// `HTTP 429: <the provider's message>` when `record` says the account's quota or credit is

@@ -1192,12 +1192,24 @@ async fn a_run_whose_first_requests_all_404_stops() {
     assert_eq!(out.len(), 16);
     assert!(!summary.all_succeeded());
 
-    let ids: Vec<String> = std::iter::once("ok-0".to_owned())
-        .chain((0..40).map(|n| format!("nf-{n}")))
-        .collect();
+    // Any other outcome first (a success, another error) means the lines can work.
+    for first in ["ok-0", "denied-0"] {
+        let ids: Vec<String> = std::iter::once(first.to_owned())
+            .chain((0..40).map(|n| format!("nf-{n}")))
+            .collect();
+        let (summary, out) = run_one_at_a_time(&ids).await;
+        assert_eq!(summary.nothing_found, None, "{first}");
+        assert_eq!(out.len(), 41);
+    }
+}
+
+/// 403s that flag their input never stop a run, however many come in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagged_inputs_never_stop_a_run() {
+    let ids: Vec<String> = (0..30).map(|n| format!("flagged-{n}")).collect();
     let (summary, out) = run_one_at_a_time(&ids).await;
-    assert_eq!(summary.nothing_found, None);
-    assert_eq!(out.len(), 41);
+    assert_eq!(summary.credentials_rejected, None);
+    assert_eq!(out.len(), 30);
 }
 
 /// Runs `ids` one at a time (so outcomes come in line order) against [`forbidding_server`].
@@ -1217,9 +1229,8 @@ async fn run_one_at_a_time(ids: &[String]) -> (Summary, Vec<Value>) {
     (summary, records(&dir.path().join("out.jsonl")))
 }
 
-/// A 403 about its own request fails that line only: a flagged input or a model the project
-/// may not use, even before anything succeeded, and after a success any lone 403. The key
-/// works for the other lines.
+/// A lone 403 fails its line only, before or after a success: a flagged input, a model the
+/// project may not use, anything else. The key works for the other lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_403_about_one_line_fails_that_line_only() {
     let ids: Vec<String> = [
@@ -1239,9 +1250,10 @@ async fn a_403_about_one_line_fails_that_line_only() {
     assert_eq!(custom_ids(&out), ids);
 }
 
-/// 16 lines in a row that end in 403 stop the run, whether the 403 names a model (here before
-/// any success) or not (after one): a key revoked or an address blocked mid-run fails every
-/// line. A key-wide 403 before any success stops it at once.
+/// 16 lines in a row that end in 403 stop the run, whether the 403 names a model or not,
+/// before any success or after: a key without access, or one revoked or blocked mid-run,
+/// fails every line. 403s that flag their input do not count (see
+/// `flagged_inputs_never_stop_a_run`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wall_of_403s_stops_the_run() {
     let walls = [
@@ -1257,7 +1269,7 @@ async fn a_wall_of_403s_stops_the_run() {
             "HTTP 403: Country",
             16,
         ),
-        (Vec::new(), "denied", "HTTP 403: Country", 1),
+        (Vec::new(), "denied", "HTTP 403: Country", 16),
     ];
     for (first, kind, says, forbidden) in walls {
         let ids: Vec<String> = first

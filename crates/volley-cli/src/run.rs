@@ -53,12 +53,11 @@ const VALIDATE_SHOWN: usize = 20;
 /// format is refused at its first line.
 ///
 /// A request rejected with HTTP 401 stops the run (the key is wrong, every line would fail):
-/// fix the key and run the same command again with --retry-failed. So does a 403 before any
-/// line succeeded (unless it names a model the project may not use, or a flagged input), or 16
-/// lines in a row ending in 403; a lone 403 after a success fails its line only. So does a 429
-/// that says the account's quota is used up (insufficient_quota): add credit, then the same.
-/// So do 16 requests that all come back 404 before any succeeded: check that the base URL
-/// ends in /v1, and the lines' url and model.
+/// fix the key and run the same command again with --retry-failed. So do 16 lines in a row
+/// ending in 403 (a lone 403, or one flagging its input, fails its line only), and a 429 that
+/// says the account's quota is used up (insufficient_quota): add credit, then the same. So do
+/// 404s as the run's first 16 outcomes: check that the base URL ends in /v1, and the lines'
+/// url and model.
 ///
 /// Settings come from flags, then VOLLEY_<NAME> variables (VOLLEY_CONCURRENCY, VOLLEY_RPM,
 /// VOLLEY_TIMEOUT, ...: every setting below), then the volley.toml profile (--profile NAME for

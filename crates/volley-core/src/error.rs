@@ -204,18 +204,18 @@ impl ApiError {
     ///     {"type": "permission_error", "message": "Your API key does not have permission"}}"#));
     /// ```
     pub fn refuses_only_this_request(body: &[u8]) -> bool {
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        let Some(value) = error_object(body) else {
             return false;
         };
-        let obj = match value.get("error") {
-            Some(inner @ serde_json::Value::Object(_)) => inner,
-            _ => &value,
-        };
-        if obj.get("code").and_then(serde_json::Value::as_str) == Some("model_not_found") {
-            return true;
-        }
-        obj.get("metadata")
-            .is_some_and(|m| m.get("flagged_input").is_some() || m.get("reasons").is_some())
+        value.get("code").and_then(serde_json::Value::as_str) == Some("model_not_found")
+            || flagged(&value)
+    }
+
+    /// Whether an error `body` says a moderation filter flagged the request's input
+    /// (OpenRouter's 403 with `metadata.flagged_input` or `metadata.reasons`): a refusal of
+    /// that input alone, however many others share the key.
+    pub fn flags_the_input(body: &[u8]) -> bool {
+        error_object(body).is_some_and(|value| flagged(&value))
     }
 
     /// Whether no wait can make the request succeed: [`ApiError::is_quota_exhausted`] or
@@ -223,6 +223,22 @@ impl ApiError {
     pub fn no_wait_helps(&self) -> bool {
         self.is_quota_exhausted() || self.is_request_too_large()
     }
+}
+
+/// The error object of an error body: its `error` object, or the body itself.
+fn error_object(body: &[u8]) -> Option<serde_json::Value> {
+    let mut value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    Some(match value.get_mut("error") {
+        Some(inner @ serde_json::Value::Object(_)) => inner.take(),
+        _ => value,
+    })
+}
+
+/// Whether an error object carries a moderation flag (OpenRouter's `metadata`).
+fn flagged(error: &serde_json::Value) -> bool {
+    error
+        .get("metadata")
+        .is_some_and(|m| m.get("flagged_input").is_some() || m.get("reasons").is_some())
 }
 
 impl ApiError {
@@ -591,6 +607,8 @@ mod tests {
         for body in about_the_request {
             assert!(ApiError::refuses_only_this_request(body), "{body:?}");
         }
+        assert!(!ApiError::flags_the_input(about_the_request[0]));
+        assert!(ApiError::flags_the_input(about_the_request[2]));
         let about_the_key = [
             &br#"{"type":"error","error":{"type":"permission_error","message":"Your API key does not have permission to use the specified resource."}}"#[..],
             br#"{"error":{"code":"unsupported_country_region_territory","message":"Country, region, or territory not supported","param":null,"type":"request_forbidden"}}"#,
