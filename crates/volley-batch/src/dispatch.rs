@@ -58,12 +58,9 @@ pub(super) struct Loop<'a> {
     /// Set by a request that ended in HTTP 401, or in a 403 as [`Loop::refusal`] says: no new
     /// line is taken.
     credentials_rejected: Option<String>,
-    /// HTTP 403s since the last success from the provider.
-    forbidden_in_a_row: u32,
-    /// Whether every outcome of the run so far was an HTTP 404.
-    only_not_found: bool,
-    /// The HTTP 404s while `only_not_found`.
-    not_found: u32,
+    /// The lines' outcomes, in input order: what the 403 and 404 rules see (see
+    /// [`Walls`]).
+    walls: Walls,
     /// Set when the first [`NOT_FOUND_IN_A_ROW`] outcomes of the run all were HTTP 404: no
     /// new line is taken.
     nothing_found: Option<String>,
@@ -112,9 +109,7 @@ impl<'a> Loop<'a> {
             last_change: Instant::now(),
             interrupted: false,
             credentials_rejected: None,
-            forbidden_in_a_row: 0,
-            only_not_found: true,
-            not_found: 0,
+            walls: Walls::default(),
             nothing_found: None,
             quota_exhausted: None,
             writer_failed: false,
@@ -229,6 +224,8 @@ impl<'a> Loop<'a> {
             Work::Record(record) => {
                 Progress::add(&self.progress.invalid, 1);
                 self.count_error(&record);
+                // An invalid line says nothing about the key or the URL.
+                let _ = self.walls.observe(item.seq, Seen::Neither);
                 self.write(item.seq, record).await;
             }
             Work::Send { custom_id, request } => {
@@ -246,8 +243,11 @@ impl<'a> Loop<'a> {
     }
 
     async fn finish(&mut self, seq: u64, finished: Finished) {
-        let refusal = self.refusal(&finished);
-        let nothing_found = self.nothing_found(&finished);
+        let (refusal, nothing_found) = match self.walls.observe(seq, Seen::of(&finished)) {
+            Some(Wall::Forbidden(why)) => (Some(why), None),
+            Some(Wall::NotFound(why)) => (None, Some(why)),
+            None => (rejected_credentials(&finished.record), None),
+        };
         if self.options.stop_on_auth_failure
             && self.credentials_rejected.is_none()
             && self.quota_exhausted.is_none()
@@ -285,76 +285,6 @@ impl<'a> Loop<'a> {
         self.write(seq, finished.record).await;
     }
 
-    /// `HTTP 401: <the provider's message>` when `finished` says the credentials were refused,
-    /// so that every other line would fail the same way:
-    /// - any 401;
-    /// - the [`FORBIDDEN_IN_A_ROW`]th 403 with no success from the provider in between (a
-    ///   key without access, revoked or used from a blocked address, a model the project may
-    ///   not use on every line). A 403 saying a moderation filter flagged its input
-    ///   ([`volley::ApiError::flags_the_input`], OpenRouter's) is about that line alone and
-    ///   does not count; neither a lone 403 nor the order in which answers come back stops a
-    ///   run.
-    ///
-    /// The message is read as [`ApiError`](volley::ApiError) reads it, cleaned of control
-    /// characters (a terminal escape from a hostile server would reach the user's terminal) and
-    /// bounded.
-    fn refusal(&mut self, finished: &Finished) -> Option<String> {
-        let (status, body) = match &finished.record.outcome {
-            Outcome::Response {
-                status_code: status @ (401 | 403),
-                body,
-                ..
-            } => (*status, body),
-            _ => {
-                if finished.record.is_success() && !finished.cached {
-                    self.forbidden_in_a_row = 0;
-                }
-                return None;
-            }
-        };
-        if status == 403 {
-            if volley::ApiError::flags_the_input(body) {
-                return None;
-            }
-            self.forbidden_in_a_row = self.forbidden_in_a_row.saturating_add(1);
-            if self.forbidden_in_a_row != FORBIDDEN_IN_A_ROW {
-                return None;
-            }
-        }
-        let message = volley::ApiError::from_body(body)
-            .map(|api| api.message)
-            .unwrap_or_else(|| "no message".to_owned());
-        Some(format!("HTTP {status}: {message}"))
-    }
-
-    /// `HTTP 404: <the provider's message>` when `finished` is the [`NOT_FOUND_IN_A_ROW`]th
-    /// outcome of the run and every one so far was HTTP 404: a base URL without its `/v1`, a
-    /// wrong `url` on every line, or a model that does not exist, which every other line
-    /// would meet too. Any other outcome first (a success, another failure) means the lines
-    /// can work, and 404s then fail their own lines only.
-    fn nothing_found(&mut self, finished: &Finished) -> Option<String> {
-        let Outcome::Response {
-            status_code: 404,
-            body,
-            ..
-        } = &finished.record.outcome
-        else {
-            self.only_not_found = false;
-            return None;
-        };
-        if !self.only_not_found {
-            return None;
-        }
-        self.not_found = self.not_found.saturating_add(1);
-        if self.not_found != NOT_FOUND_IN_A_ROW {
-            return None;
-        }
-        let message = volley::ApiError::from_body(body)
-            .map(|api| api.message)
-            .unwrap_or_else(|| "no message".to_owned());
-        Some(format!("HTTP 404: {message}"))
-    }
-
     fn count_error(&mut self, record: &OutcomeRecord) {
         if let Some(code) = record.error_code() {
             *self.errors_by_code.entry(code).or_default() += 1;
@@ -383,12 +313,142 @@ impl<'a> Loop<'a> {
     }
 }
 
-/// How many HTTP 403s in a row, with no success from the provider between them, stop a run
-/// (see [`Loop::refusal`]).
+/// How many lines in a row (in input order) ending in HTTP 403, with no success from the
+/// provider among them, stop a run (see [`Walls`]).
 pub(crate) const FORBIDDEN_IN_A_ROW: u32 = 16;
 
-/// How many HTTP 404s, as the run's first outcomes, stop it (see [`Loop::nothing_found`]).
+/// How many HTTP 404s, as the outcomes of the run's first lines, stop it (see [`Walls`]).
 pub(crate) const NOT_FOUND_IN_A_ROW: u32 = 16;
+
+/// `HTTP 401: <the provider's message>` when `record` is a 401: the credentials were refused,
+/// and every other line would fail the same way. The message is read as
+/// [`ApiError`](volley::ApiError) reads it, cleaned of control characters (a terminal escape
+/// from a hostile server would reach the user's terminal) and bounded.
+fn rejected_credentials(record: &OutcomeRecord) -> Option<String> {
+    match &record.outcome {
+        Outcome::Response {
+            status_code: 401,
+            body,
+            ..
+        } => Some(format!("HTTP 401: {}", message_of(body))),
+        _ => None,
+    }
+}
+
+/// The provider's message in an error body, as [`ApiError`](volley::ApiError) reads it.
+fn message_of(body: &[u8]) -> String {
+    volley::ApiError::from_body(body)
+        .map(|api| api.message)
+        .unwrap_or_else(|| "no message".to_owned())
+}
+
+/// What a line's outcome tells the 403 and 404 rules.
+#[derive(Debug)]
+enum Seen {
+    /// A success from the provider (not the cache): the key works.
+    Success,
+    /// An HTTP 403 that does not flag its input, with `HTTP 403: <message>`.
+    Forbidden(String),
+    /// An HTTP 404, with `HTTP 404: <message>`.
+    NotFound(String),
+    /// Any other failure.
+    Failure,
+    /// A line that says nothing either way: invalid, answered from the cache, or a 403 that
+    /// flags its input (a moderation filter's refusal of that input alone).
+    Neither,
+}
+
+impl Seen {
+    fn of(finished: &Finished) -> Seen {
+        match &finished.record.outcome {
+            _ if finished.cached => Seen::Neither,
+            Outcome::Response {
+                status_code: 403,
+                body,
+                ..
+            } if volley::ApiError::flags_the_input(body) => Seen::Neither,
+            Outcome::Response {
+                status_code: 403,
+                body,
+                ..
+            } => Seen::Forbidden(format!("HTTP 403: {}", message_of(body))),
+            Outcome::Response {
+                status_code: 404,
+                body,
+                ..
+            } => Seen::NotFound(format!("HTTP 404: {}", message_of(body))),
+            _ if finished.record.is_success() => Seen::Success,
+            _ => Seen::Failure,
+        }
+    }
+}
+
+/// A rule's reason to stop the run.
+#[derive(Debug, PartialEq, Eq)]
+enum Wall {
+    /// [`FORBIDDEN_IN_A_ROW`] lines in a row ended in 403 with no success among them: a key
+    /// without access, or revoked or blocked mid-run, or a model the project may not use on
+    /// every line. A lone 403 fails its line only.
+    Forbidden(String),
+    /// The run's first [`NOT_FOUND_IN_A_ROW`] lines all ended in 404: a base URL without its
+    /// `/v1`, or a wrong `url` or `model` on every line. Once another outcome came first, 404s
+    /// fail their own lines only.
+    NotFound(String),
+}
+
+/// The outcomes of the lines in input order, for the 403 and 404 rules. Answers come back in
+/// any order (a refusal in milliseconds, a success in seconds), so counting them as they
+/// arrive would make a few fast refusals among slow successes look like a wall; the rules
+/// read them by line instead, as each line's outcome and every one before it are known.
+#[derive(Debug, Default)]
+struct Walls {
+    /// The first line whose outcome is not known yet.
+    next: u64,
+    /// Outcomes of later lines, waiting for the ones before them (at most the requests in
+    /// flight).
+    waiting: std::collections::HashMap<u64, Seen>,
+    /// 403s in a row so far.
+    forbidden: u32,
+    /// 404s among the first lines.
+    not_found: u32,
+    /// Whether a line ended otherwise than in 404 before: the 404 rule is over.
+    other_first: bool,
+}
+
+impl Walls {
+    /// Notes line `seq`'s outcome; a reason to stop once the lines before it are known.
+    fn observe(&mut self, seq: u64, seen: Seen) -> Option<Wall> {
+        self.waiting.insert(seq, seen);
+        let mut wall = None;
+        while let Some(seen) = self.waiting.remove(&self.next) {
+            self.next += 1;
+            match seen {
+                Seen::Neither => {}
+                Seen::NotFound(why) => {
+                    if !self.other_first {
+                        self.not_found += 1;
+                        if self.not_found == NOT_FOUND_IN_A_ROW {
+                            wall = wall.or(Some(Wall::NotFound(why)));
+                        }
+                    }
+                }
+                Seen::Forbidden(why) => {
+                    self.other_first = true;
+                    self.forbidden += 1;
+                    if self.forbidden == FORBIDDEN_IN_A_ROW {
+                        wall = wall.or(Some(Wall::Forbidden(why)));
+                    }
+                }
+                Seen::Success => {
+                    self.other_first = true;
+                    self.forbidden = 0;
+                }
+                Seen::Failure => self.other_first = true,
+            }
+        }
+        wall
+    }
+}
 
 /// `HTTP 429: <the provider's message>` when `record` says the account's quota or credit is
 /// used up (OpenAI's `insufficient_quota`): no wait restores it, so every later line would
@@ -410,5 +470,79 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forbidden() -> Seen {
+        Seen::Forbidden("HTTP 403: no".into())
+    }
+
+    fn not_found() -> Seen {
+        Seen::NotFound("HTTP 404: no".into())
+    }
+
+    /// Every tenth line is forbidden, and their refusals come back first, long before the
+    /// successes: read by line, that is no wall.
+    #[test]
+    fn fast_refusals_before_slow_successes_are_no_wall() {
+        let mut walls = Walls::default();
+        for seq in (0..200).filter(|n| n % 10 == 0) {
+            assert_eq!(walls.observe(seq, forbidden()), None);
+        }
+        for seq in (0..200).filter(|n| n % 10 != 0) {
+            assert_eq!(walls.observe(seq, Seen::Success), None);
+        }
+        assert_eq!(walls.next, 200);
+    }
+
+    /// 16 forbidden lines in a row are a wall, in whatever order their answers came, once
+    /// the lines before them are known; a success among them starts the count again, and a
+    /// flagged input (neither) does not.
+    #[test]
+    fn sixteen_forbidden_lines_in_a_row_are_a_wall() {
+        let mut walls = Walls::default();
+        assert_eq!(walls.observe(0, Seen::Success), None);
+        for seq in (2..17).rev() {
+            assert_eq!(walls.observe(seq, forbidden()), None);
+        }
+        assert_eq!(walls.observe(17, Seen::Neither), None);
+        // Line 1 completes the row 1..=16 (17 is neither).
+        assert_eq!(
+            walls.observe(1, forbidden()),
+            Some(Wall::Forbidden("HTTP 403: no".into()))
+        );
+
+        let mut walls = Walls::default();
+        for seq in 0..15 {
+            assert_eq!(walls.observe(seq, forbidden()), None);
+        }
+        assert_eq!(walls.observe(15, Seen::Success), None);
+        for seq in 16..31 {
+            assert_eq!(walls.observe(seq, forbidden()), None);
+        }
+    }
+
+    /// The first 16 lines all 404 is a wall; any other outcome among them ends the rule.
+    #[test]
+    fn sixteen_first_lines_not_found_are_a_wall() {
+        let mut walls = Walls::default();
+        for seq in (1..16).rev() {
+            assert_eq!(walls.observe(seq, not_found()), None);
+        }
+        assert_eq!(
+            walls.observe(0, not_found()),
+            Some(Wall::NotFound("HTTP 404: no".into()))
+        );
+
+        let mut walls = Walls::default();
+        assert_eq!(walls.observe(0, Seen::Neither), None);
+        assert_eq!(walls.observe(1, Seen::Failure), None);
+        for seq in 2..40 {
+            assert_eq!(walls.observe(seq, not_found()), None);
+        }
     }
 }

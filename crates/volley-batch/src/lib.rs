@@ -153,14 +153,15 @@
 //!
 //! An HTTP 403 may be about the key or about one line: OpenAI answers a model the project may
 //! not use with 403 `model_not_found`, OpenRouter an input its moderation flagged with 403. So
-//! a 403 stops the run only when 16 requests in a row end in 403 with no success in between
-//! (a key without access, revoked, or used from a blocked address; a forbidden model on every
-//! line); a 403 that flags its input ([`volley::ApiError::flags_the_input`]) does not count.
+//! a 403 stops the run only when 16 lines in a row (in input order, whatever order the answers
+//! come back in) end in 403 with no success among them (a key without access, revoked, or
+//! used from a blocked address; a forbidden model on every line); a 403 that flags its input
+//! ([`volley::ApiError::flags_the_input`]) does not count.
 //! Otherwise the line gets its 403 record and the run goes on. A 429 that says the
 //! account's quota is used up (OpenAI's `insufficient_quota`, which no wait heals) stops it
-//! the same way, and [`Summary::quota_exhausted`] says so. So do HTTP 404s as the run's first
-//! 16 outcomes ([`Summary::nothing_found`]): the base URL lacks its `/v1`, or every line names
-//! a wrong `url` or `model`.
+//! the same way, and [`Summary::quota_exhausted`] says so. So do HTTP 404s for the run's first
+//! 16 lines ([`Summary::nothing_found`]): the base URL lacks its `/v1`, or every line names a
+//! wrong `url` or `model`.
 //!
 //! # Duplicates and resume
 //!
@@ -282,8 +283,8 @@ pub struct BatchOptions {
     /// credentials](crate#stopping-on-rejected-credentials) says, in a 403 (the credentials
     /// are wrong, so every line would fail), or in a 429 saying the account's quota is used up;
     /// requests in flight finish and [`Summary::credentials_rejected`] or
-    /// [`Summary::quota_exhausted`] says why. Also stop when the run's first 16 outcomes are
-    /// all HTTP 404 ([`Summary::nothing_found`]: a base URL without its `/v1`, a wrong `url`
+    /// [`Summary::quota_exhausted`] says why. Also stop when the run's first 16 lines all
+    /// end in HTTP 404 ([`Summary::nothing_found`]: a base URL without its `/v1`, a wrong `url`
     /// or `model` on every line). Default: `true`.
     pub stop_on_auth_failure: bool,
     /// The longest input line, newline excluded; longer lines are skipped without being held

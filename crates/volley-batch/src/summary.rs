@@ -54,7 +54,7 @@ pub struct Summary {
     /// credentials: `HTTP 429: <the provider's message>`. Resume with
     /// [`BatchOptions::retry_failed`](super::BatchOptions::retry_failed) once there is credit.
     pub quota_exhausted: Option<String>,
-    /// Set when the run's first 16 outcomes were all HTTP 404 and it stopped taking lines
+    /// Set when the run's first 16 lines all ended in HTTP 404 and it stopped taking lines
     /// (see
     /// [`BatchOptions::stop_on_auth_failure`](super::BatchOptions::stop_on_auth_failure)): a
     /// base URL without its `/v1`, or every line's `url` or `model` wrong. `HTTP 404: <the

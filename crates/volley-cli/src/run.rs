@@ -56,8 +56,8 @@ const VALIDATE_SHOWN: usize = 20;
 /// fix the key and run the same command again with --retry-failed. So do 16 lines in a row
 /// ending in 403 (a lone 403, or one flagging its input, fails its line only), and a 429 that
 /// says the account's quota is used up (insufficient_quota): add credit, then the same. So do
-/// 404s as the run's first 16 outcomes: check that the base URL ends in /v1, and the lines'
-/// url and model.
+/// 404s for the run's first 16 lines: check that the base URL ends in /v1, and the lines' url
+/// and model.
 ///
 /// Settings come from flags, then VOLLEY_<NAME> variables (VOLLEY_CONCURRENCY, VOLLEY_RPM,
 /// VOLLEY_TIMEOUT, ...: every setting below), then the volley.toml profile (--profile NAME for
