@@ -115,10 +115,11 @@ async fn abort_ends_the_grace_period_and_keeps_the_outcomes() {
     };
     let runner = BatchRunner::new(client_without_retries(&server), Input::Path(input), options);
     let progress = runner.progress();
-    let shutdown = after_successes(progress.clone(), 4);
-    // Each slot stalls after one success on average: 4 of 16 come soon.
+    let shutdown = after_successes(progress.clone(), 1);
+    // Each slot stalls after one success on average; all 16 stall before any success with a
+    // probability of 2^-16 (and the mock draws its faults from a fixed seed).
     let abort = async {
-        after_successes(progress.clone(), 4).await;
+        after_successes(progress.clone(), 1).await;
         // Stopped: what is left in flight is stalled.
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -128,7 +129,7 @@ async fn abort_ends_the_grace_period_and_keeps_the_outcomes() {
     assert!(summary.interrupted);
     let out = records(&dir.path().join("out.jsonl"));
     assert_eq!(out.len() as u64, summary.succeeded);
-    assert!(out.len() >= 4 && out.len() < 400, "{}", out.len());
+    assert!(!out.is_empty() && out.len() < 400, "{}", out.len());
     assert!(out.iter().all(|r| r["response"]["status_code"] == 200));
 }
 

@@ -654,8 +654,10 @@ fn on_signals(
     impl Future<Output = ()> + Send + 'static,
 ) {
     let (count_tx, count) = tokio::sync::watch::channel(0u32);
+    // Listening from now on, before the run starts: the default action (exit at once) never
+    // applies to the first signal.
+    let mut signals = Signals::new();
     tokio::spawn(async move {
-        let mut signals = Signals::new();
         for n in 1u32.. {
             let signal = signals.next().await;
             match n {
@@ -698,8 +700,9 @@ fn on_signals(
     (nth(1), nth(2))
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM, received from when this is made on (a signal between two
-/// waits is not lost).
+/// Ctrl-C (SIGINT) and SIGTERM, received from when this is made on: a signal that arrives
+/// while the last one is being handled is kept for the next wait (several arriving at once
+/// count as one, as tokio delivers them).
 struct Signals {
     #[cfg(unix)]
     interrupt: Option<tokio::signal::unix::Signal>,

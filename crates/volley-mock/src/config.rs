@@ -62,10 +62,10 @@ pub struct MockConfig {
     pub gzip: bool,
     /// When set, API requests must carry `Authorization: Bearer <this key>` (or, as each
     /// provider takes it, `api-key` on Azure's `/openai/…` paths and `x-api-key` on
-    /// Anthropic's `/v1/messages`) or get a `401` (`invalid_api_key`) that quotes the key the
-    /// request presented, as OpenAI's does (so clients' key scrubbing is tested). When unset
-    /// any `Authorization` (or none) is accepted. This key is never logged, echoed or shown by
-    /// `Debug`. Default `None`.
+    /// Anthropic's `/v1/messages` and `/v1/models`) or get a `401` (`invalid_api_key`) that
+    /// quotes the key the request presented, as OpenAI's does (so clients' key scrubbing is
+    /// tested). When unset any `Authorization` (or none) is accepted. This key is never logged,
+    /// echoed or shown by `Debug`. Default `None`.
     pub require_api_key: Option<String>,
     /// Dimensions of an embedding when the request does not ask for `dimensions`. Default 8.
     pub embedding_dims: usize,

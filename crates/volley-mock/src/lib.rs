@@ -34,7 +34,7 @@
 //! `stream_options` is a `400`, "Unrecognized request argument supplied: stream_options", as
 //! from Azure) and `/openai/v1/…`. [`MockConfig::require_api_key`] accepts the key as a
 //! bearer token, in Azure's `api-key` header on `/openai/…` paths, or in Anthropic's
-//! `x-api-key` on `/v1/messages`. Every OpenAI answer has an `x-request-id`, and usage has
+//! `x-api-key` on `/v1/messages` and `/v1/models`. Every OpenAI answer has an `x-request-id`, and usage has
 //! its `prompt_tokens_details` and `completion_tokens_details` (zeros), as OpenAI's do.
 //! [`MockServer::start_tls`] serves HTTPS with a
 //! certificate the test made (see [`MockTls`]; optionally requiring client certificates); the

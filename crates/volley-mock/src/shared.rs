@@ -167,16 +167,19 @@ impl Shared {
     }
 
     /// Whether the request to `path` carries the required key: as a bearer token anywhere,
-    /// as `api-key` only on Azure's paths (`/openai/…`) and as `x-api-key` only on
-    /// Anthropic's (`/v1/messages…`), as each provider takes it; OpenAI refuses a key in
-    /// either of those headers.
+    /// as `api-key` only on Azure's paths (`/openai/…`) and as `x-api-key` only on the paths
+    /// Anthropic serves (`/v1/messages…`, `/v1/models…`), as each provider takes it; OpenAI
+    /// refuses a key in either of those headers.
     pub(crate) fn authorized(&self, headers: &HeaderMap, path: &str) -> bool {
         let Some(key) = &self.config.require_api_key else {
             return true;
         };
         let header = if path.starts_with("/openai/") {
             Some("api-key")
-        } else if crate::azure::api_path(path).starts_with("/messages") {
+        } else if ["/messages", "/models"]
+            .iter()
+            .any(|prefix| crate::azure::api_path(path).starts_with(prefix))
+        {
             Some("x-api-key")
         } else {
             None
@@ -265,6 +268,7 @@ mod tests {
         };
         assert!(shared.authorized(&header("api-key"), "/openai/deployments/d/chat/completions"));
         assert!(shared.authorized(&header("x-api-key"), "/v1/messages"));
+        assert!(shared.authorized(&header("x-api-key"), "/v1/models"));
         assert!(!shared.authorized(&header("x-api-key"), chat));
         assert!(!shared.authorized(&header("api-key"), chat));
         assert!(!shared.authorized(&header("api-key"), "/v1/messages"));

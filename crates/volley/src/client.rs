@@ -312,19 +312,29 @@ impl Client {
     ///
     /// The future owns what it needs (it does not borrow the client), so it can be spawned.
     ///
-    /// A request without a token estimate ([`Request::with_estimated_tokens`]) gets its
-    /// dialect's estimate of its body ([`Dialect::estimate_body`]) when a tokens-per-minute
-    /// limit is set or learned, so that it pays before it is sent, as the typed calls do.
+    /// A request to a token-billed endpoint (chat and legacy completions, responses,
+    /// messages, embeddings) without a token estimate ([`Request::with_estimated_tokens`])
+    /// gets its dialect's estimate of its body ([`Dialect::estimate_body`]; embeddings, the
+    /// input alone) when a tokens-per-minute limit is set or learned, so that it pays before
+    /// it is sent, as the typed calls do. Other requests (a file upload, a model list) pay
+    /// nothing up front.
     pub fn send(
         &self,
         request: Request,
     ) -> impl Future<Output = Result<Response, Error>> + Send + 'static + use<> {
-        let request = if request.estimated_tokens() == 0 && !request.body().is_empty() {
-            let estimate =
-                self.estimate(|| request.dialect().estimate_body(request.body()).total());
-            request.with_estimated_tokens(estimate)
-        } else {
-            request
+        let request = match billed_by_tokens(&request) {
+            Some(output) if request.estimated_tokens() == 0 => {
+                let estimate = self.estimate(|| {
+                    let estimate = request.dialect().estimate_body(request.body());
+                    if output {
+                        estimate.total()
+                    } else {
+                        estimate.input
+                    }
+                });
+                request.with_estimated_tokens(estimate)
+            }
+            _ => request,
         };
         Sending::Ready {
             service: self.service.clone(),
@@ -428,6 +438,29 @@ impl Client {
     pub fn transport(&self) -> &Transport {
         &self.transport
     }
+}
+
+/// Whether `request` goes to an endpoint billed by tokens, with a JSON body: `Some(true)`
+/// when the answer is generated (its output budget counts too), `Some(false)` for embeddings
+/// (input only), `None` for anything else.
+fn billed_by_tokens(request: &Request) -> Option<bool> {
+    if request.body().is_empty() || request.method() != http::Method::POST {
+        return None;
+    }
+    let path = request.path();
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    if path.ends_with("/embeddings") {
+        return Some(false);
+    }
+    [
+        "/chat/completions",
+        "/completions",
+        "/responses",
+        "/messages",
+    ]
+    .iter()
+    .any(|end| path.ends_with(end))
+    .then_some(true)
 }
 
 impl ClientBuilder {

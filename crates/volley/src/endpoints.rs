@@ -337,6 +337,18 @@ pub(crate) fn build(endpoints: Vec<Endpoint>, inherited: Inherited<'_>) -> Resul
                 format!("endpoint {label}: concurrency must be at least 1"),
             ));
         }
+        if let Some(n) = endpoint
+            .concurrency
+            .filter(|&n| n > crate::client::MAX_CONCURRENCY)
+        {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "endpoint {label}: concurrency {n} is above the largest allowed, {}",
+                    crate::client::MAX_CONCURRENCY
+                ),
+            ));
+        }
         let service: stack::Endpoint = ServiceBuilder::new()
             .option_layer(rate_limit)
             .option_layer(endpoint.concurrency.map(ConcurrencyLimitLayer::new))

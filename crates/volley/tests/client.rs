@@ -635,4 +635,11 @@ fn an_impossible_concurrency_is_a_config_error() {
             .build()
             .is_ok()
     );
+    // An endpoint's own too, among several.
+    let err = Client::builder()
+        .endpoint(volley::Endpoint::new("http://127.0.0.1:9/v1").concurrency(usize::MAX))
+        .endpoint(volley::Endpoint::new("http://127.0.0.1:10/v1"))
+        .build()
+        .err();
+    assert_eq!(err.map(|e| e.kind()), Some(volley::ErrorKind::Config));
 }

@@ -250,3 +250,22 @@ async fn raw_requests_pay_their_tokens_before_they_are_sent() {
     let took = started.elapsed();
     assert!(took >= std::time::Duration::from_millis(1_500), "{took:?}");
 }
+
+/// A raw request to an endpoint not billed by tokens (a file upload) pays nothing up front:
+/// a body far above a minute's token budget is still sent (the mock has no `/files`: 404).
+#[tokio::test]
+async fn a_raw_upload_is_not_charged_tokens() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let client = Client::builder()
+        .base_url(server.url())
+        .rpm(0)
+        .tpm(6_000)
+        .retries(0)
+        .build()
+        .unwrap();
+    let upload = serde_json::json!({"purpose": "batch", "data": "x".repeat(400_000)});
+    let request = Request::post_json("/files", &upload).unwrap();
+    let err = client.send(request).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Status, "sent, not refused: {err}");
+    assert_eq!(server.stats().requests_total, 1);
+}
