@@ -151,7 +151,7 @@ impl Client {
 
     /// Sends a raw request through the whole stack, as [`crate::Client::send`], and returns
     /// the complete response: a streamed body (`text/event-stream`) is read to its end first,
-    /// so the body is always [`Body::Full`] and needs no runtime to read
+    /// so the body is always [`Body::Full`](volley_core::Body::Full) and needs no runtime to read
     /// ([`Response::body`], [`Response::into_parts`]). [`Client::chat_stream`] gives chat
     /// chunks as they arrive.
     ///
