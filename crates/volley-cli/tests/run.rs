@@ -759,24 +759,31 @@ fn the_key_never_appears_in_outputs_or_stderr() {
     drop(rt);
 }
 
-/// A mock answering after 100 ms (on a runtime of its own, dropped after the mock), and a
-/// directory with `lines` chat lines in `in.jsonl`, and where `out.jsonl` goes.
-fn slow_mock_and_input(
-    lines: usize,
-) -> (
+/// The runtime the mock runs on (dropped after it), the mock, and a directory with chat lines
+/// in `in.jsonl`, and where `out.jsonl` goes.
+type MockAndInput = (
     tokio::runtime::Runtime,
     MockServer,
     tempfile::TempDir,
     std::path::PathBuf,
     std::path::PathBuf,
-) {
-    let rt = volley_testkit::process::server_runtime(2);
-    let server = rt
-        .block_on(MockServer::start(MockConfig {
+);
+
+/// A mock answering after 100 ms, and `lines` chat lines (see [`MockAndInput`]).
+fn slow_mock_and_input(lines: usize) -> MockAndInput {
+    mock_and_input(
+        MockConfig {
             latency: Latency::Fixed(Duration::from_millis(100)),
             ..MockConfig::default()
-        }))
-        .unwrap();
+        },
+        lines,
+    )
+}
+
+/// A mock of `config`, and `lines` chat lines (see [`MockAndInput`]).
+fn mock_and_input(config: MockConfig, lines: usize) -> MockAndInput {
+    let rt = volley_testkit::process::server_runtime(2);
+    let server = rt.block_on(MockServer::start(config)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     let out = dir.path().join("out.jsonl");
@@ -835,18 +842,14 @@ fn ctrl_c_stops_with_130_and_the_same_command_resumes() {
 #[test]
 fn a_second_ctrl_c_stops_at_once_and_keeps_the_outcomes() {
     const LINES: usize = 400;
-    let rt = volley_testkit::process::server_runtime(2);
-    let server = rt
-        .block_on(MockServer::start(MockConfig {
+    let (rt, server, dir, input, out) = mock_and_input(
+        MockConfig {
             latency: Latency::Fixed(Duration::from_millis(20)),
             faults: "stall=0.5".parse().unwrap(),
             ..MockConfig::default()
-        }))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    let out = dir.path().join("out.jsonl");
-    write_chat_input(&input, LINES);
+        },
+        LINES,
+    );
     let stderr_path = dir.path().join("stderr");
     let mut child = volley(dir.path())
         .args(["run", path_str(&input), "-o", path_str(&out)])

@@ -104,19 +104,7 @@ impl RedisServer {
     /// # Panics
     /// When the server cannot be started or does not answer within 10 s.
     pub fn start(password: Option<&str>) -> RedisServer {
-        // A free port, picked by the kernel and released for the server to take.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let mut server = RedisServer {
-            child: None,
-            port,
-            password: password.map(str::to_owned),
-            tls: None,
-        };
-        server.restart();
-        server
+        RedisServer::started(password.map(str::to_owned), None)
     }
 
     /// Starts a server that speaks only TLS, with the certificate of `pki` (signed by its
@@ -126,6 +114,12 @@ impl RedisServer {
     /// # Panics
     /// As [`start`](Self::start).
     pub fn start_tls(pki: &crate::tls::TestPki) -> RedisServer {
+        RedisServer::started(None, Some(pki.dir().to_owned()))
+    }
+
+    /// Starts a server on a free port (picked by the kernel and released for the server to
+    /// take).
+    fn started(password: Option<String>, tls: Option<std::path::PathBuf>) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
@@ -133,8 +127,8 @@ impl RedisServer {
         let mut server = RedisServer {
             child: None,
             port,
-            password: None,
-            tls: Some(pki.dir().to_owned()),
+            password,
+            tls,
         };
         server.restart();
         server

@@ -232,23 +232,28 @@ fn env_layer() -> Result<Layer, UsageError> {
     Ok(Layer::new(Origin::Env, values))
 }
 
+/// Every `VOLLEY_*` variable set (the prefix in any case), as its name and the rest of it.
+fn volley_variables() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().filter_map(|(name, _)| {
+        let name = name.to_string_lossy().into_owned();
+        let rest = name
+            .get(..ENV_PREFIX.len())
+            .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+            .and_then(|_| name.get(ENV_PREFIX.len()..))?
+            .to_owned();
+        Some((name, rest))
+    })
+}
+
 /// Says which `VOLLEY_*` variables name no setting, with the nearest setting's variable when
 /// one is close: a typo such as `VOLLEY_CONCURENCY` would otherwise be ignored without a
 /// word (a typo in `volley.toml` is an error). `VOLLEY_REQUIRE_*` and `VOLLEY_TEST_*` belong to
 /// the test suite.
 fn warn_unknown_variables(keys: &[&str]) {
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let Some(rest) = name
-            .get(..ENV_PREFIX.len())
-            .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
-            .and_then(|_| name.get(ENV_PREFIX.len()..))
-        else {
-            continue;
-        };
+    for (name, rest) in volley_variables() {
         let upper = rest.to_ascii_uppercase();
         if rest.is_empty()
-            || keys.iter().any(|key| key.eq_ignore_ascii_case(rest))
+            || keys.iter().any(|key| key.eq_ignore_ascii_case(&rest))
             || upper.starts_with("REQUIRE_")
             || upper.starts_with("TEST_")
         {
@@ -268,15 +273,8 @@ fn warn_unknown_variables(keys: &[&str]) {
 /// `VOLLEY_API_KEY` (or any `VOLLEY_*` named like a key) is refused, as a key in
 /// `volley.toml` is: the key is read only from the variable `api_key_env` names.
 fn refuse_keys_in_environment() -> Result<(), UsageError> {
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let Some(rest) = name
-            .get(..ENV_PREFIX.len())
-            .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
-            .and_then(|_| name.get(ENV_PREFIX.len()..))
-        else {
-            continue;
-        };
+    for (name, rest) in volley_variables() {
+        let rest = rest.as_str();
         if file::names_a_secret(rest) {
             return Err(UsageError(format!(
                 "{name} is set, and volley never reads a secret from a VOLLEY_* variable: put a \

@@ -103,6 +103,50 @@ impl<'a> Generic<'a> {
     }
 }
 
+/// A request answered: parsed, admitted by the rate limits (charged its input, and its output
+/// when `generates`), its latency waited; or the answer that stops it there (a `400`, a `429`,
+/// an injected `500`).
+struct Admitted<'a> {
+    reply: Reply,
+    request: Generic<'a>,
+    /// The answer's length in tokens, and whether the request's budget cut it.
+    tokens: u32,
+    cut: bool,
+}
+
+async fn admit<'a>(
+    reply: Reply,
+    body: &'a [u8],
+    input: &'static str,
+    generates: bool,
+    fault: Option<FaultKind>,
+    timing: &Timing,
+) -> Result<Admitted<'a>, Response<MockBody>> {
+    let request = match Generic::parse(body, input, generates) {
+        Ok(request) => request,
+        Err(bad) => return Err(reply.bad_request(&bad)),
+    };
+    let (tokens, cut) = if generates {
+        request.output(timing.output_tokens)
+    } else {
+        (0, false)
+    };
+    let reply = match reply.admit(request.prompt_tokens + u64::from(tokens), &request.model) {
+        Ok(reply) => reply,
+        Err(limited) => return Err(*limited),
+    };
+    wait(timing.latency).await;
+    if fault == Some(FaultKind::ServerError) {
+        return Err(reply.server_error());
+    }
+    Ok(Admitted {
+        reply,
+        request,
+        tokens,
+        cut,
+    })
+}
+
 /// `POST /v1/completions`: a legacy text completion.
 pub(super) async fn completions(
     reply: Reply,
@@ -111,19 +155,15 @@ pub(super) async fn completions(
     timing: Timing,
     mut rng: SmallRng,
 ) -> Response<MockBody> {
-    let request = match Generic::parse(body, "prompt", true) {
-        Ok(request) => request,
-        Err(bad) => return reply.bad_request(&bad),
+    let Admitted {
+        reply,
+        request,
+        tokens,
+        cut,
+    } = match admit(reply, body, "prompt", true, fault, &timing).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
-    let (tokens, cut) = request.output(timing.output_tokens);
-    let reply = match reply.admit(request.prompt_tokens + u64::from(tokens), &request.model) {
-        Ok(reply) => reply,
-        Err(limited) => return *limited,
-    };
-    wait(timing.latency).await;
-    if fault == Some(FaultKind::ServerError) {
-        return reply.server_error();
-    }
     let content = reply.shared().filler.content(tokens);
     let mut out = Vec::with_capacity(256 + request.model.len() + content.len());
     let _ = write!(
@@ -153,19 +193,15 @@ pub(super) async fn responses(
     timing: Timing,
     mut rng: SmallRng,
 ) -> Response<MockBody> {
-    let request = match Generic::parse(body, "input", true) {
-        Ok(request) => request,
-        Err(bad) => return reply.bad_request(&bad),
+    let Admitted {
+        reply,
+        request,
+        tokens,
+        cut,
+    } = match admit(reply, body, "input", true, fault, &timing).await {
+        Ok(admitted) => admitted,
+        Err(answer) => return answer,
     };
-    let (tokens, cut) = request.output(timing.output_tokens);
-    let reply = match reply.admit(request.prompt_tokens + u64::from(tokens), &request.model) {
-        Ok(reply) => reply,
-        Err(limited) => return *limited,
-    };
-    wait(timing.latency).await;
-    if fault == Some(FaultKind::ServerError) {
-        return reply.server_error();
-    }
     let content = reply.shared().filler.content(tokens);
     let (input, output) = (request.prompt_tokens, u64::from(tokens));
     let mut out = Vec::with_capacity(768 + request.model.len() + content.len());
@@ -211,22 +247,15 @@ pub(super) async fn moderations(
     timing: Timing,
     mut rng: SmallRng,
 ) -> Response<MockBody> {
-    let request = match Generic::parse(body, "input", false) {
-        Ok(request) => request,
-        Err(bad) => return reply.bad_request(&bad),
-    };
+    let Admitted { reply, request, .. } =
+        match admit(reply, body, "input", false, fault, &timing).await {
+            Ok(admitted) => admitted,
+            Err(answer) => return answer,
+        };
     let items = request
         .input
         .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
         .map_or(1, |items| items.len().max(1));
-    let reply = match reply.admit(request.prompt_tokens, &request.model) {
-        Ok(reply) => reply,
-        Err(limited) => return *limited,
-    };
-    wait(timing.latency).await;
-    if fault == Some(FaultKind::ServerError) {
-        return reply.server_error();
-    }
     let mut out = Vec::with_capacity(128 + items * 900);
     let _ = write!(
         out,
