@@ -383,6 +383,9 @@ impl Seen {
     }
 }
 
+/// The most outcomes [`Walls`] holds back behind lines still in flight (a few MiB).
+const MAX_WAITING: usize = 1 << 16;
+
 /// A rule's reason to stop the run.
 #[derive(Debug, PartialEq, Eq)]
 enum Wall {
@@ -404,8 +407,9 @@ enum Wall {
 struct Walls {
     /// The first line whose outcome is not known yet.
     next: u64,
-    /// Outcomes of later lines, waiting for the ones before them (at most the requests in
-    /// flight).
+    /// Outcomes of later lines, waiting for the ones before them: a line still in flight
+    /// (a slow answer, a stall until its timeout) holds back every line after it, up to
+    /// [`MAX_WAITING`].
     waiting: std::collections::HashMap<u64, Seen>,
     /// 403s in a row so far.
     forbidden: u32,
@@ -418,7 +422,18 @@ struct Walls {
 impl Walls {
     /// Notes line `seq`'s outcome; a reason to stop once the lines before it are known.
     fn observe(&mut self, seq: u64, seen: Seen) -> Option<Wall> {
+        if seq < self.next {
+            // A line passed over while it was in flight (see below).
+            return None;
+        }
         self.waiting.insert(seq, seen);
+        if self.waiting.len() > MAX_WAITING {
+            // Memory stays bounded at any rate: the lines still missing before the earliest
+            // one known are passed over, as if they told neither rule anything.
+            if let Some(&first) = self.waiting.keys().min() {
+                self.next = first;
+            }
+        }
         let mut wall = None;
         while let Some(seen) = self.waiting.remove(&self.next) {
             self.next += 1;
@@ -524,6 +539,26 @@ mod tests {
         for seq in 16..31 {
             assert_eq!(walls.observe(seq, forbidden()), None);
         }
+    }
+
+    /// A line that never finishes (stalled) holds back at most `MAX_WAITING` outcomes: then
+    /// the rules pass over it and go on.
+    #[test]
+    fn a_stalled_line_holds_back_a_bounded_number_of_outcomes() {
+        let mut walls = Walls::default();
+        let last = MAX_WAITING as u64 + 100;
+        for seq in 1..=last {
+            assert_eq!(walls.observe(seq, Seen::Success), None);
+            assert!(walls.waiting.len() <= MAX_WAITING);
+        }
+        assert!(walls.next > 1, "passed over the stalled line 0");
+        // When it ends at last, it is not kept.
+        assert_eq!(walls.observe(0, forbidden()), None);
+        assert!(walls.waiting.is_empty());
+        for seq in last + 1..last + 16 {
+            assert_eq!(walls.observe(seq, forbidden()), None);
+        }
+        assert!(walls.observe(last + 16, forbidden()).is_some());
     }
 
     /// The first 16 lines all 404 is a wall; any other outcome among them ends the rule.
