@@ -162,13 +162,14 @@ enum Api {
     Models,
     /// `GET /v1/models/{id}`.
     Model,
-    /// Legacy text completions.
-    Completions,
-    /// The Responses API.
-    Responses,
-    Moderations,
+    /// Legacy completions, the Responses API, moderations.
+    Generated(more::Endpoint),
     /// Anthropic's `/v1/messages`.
     Messages,
+}
+
+fn generated(endpoint: more::Endpoint) -> Route {
+    Route::Api(Api::Generated(endpoint))
 }
 
 /// The id of a `/models/{id}` path (one segment, not empty).
@@ -208,9 +209,9 @@ impl Route {
             (_, "/embeddings") => allow(Method::POST, Route::Api(Api::Embeddings)),
             (_, "/models") => allow(Method::GET, Route::Api(Api::Models)),
             (_, "/messages") => allow(Method::POST, Route::Api(Api::Messages)),
-            (_, "/completions") => allow(Method::POST, Route::Api(Api::Completions)),
-            (_, "/responses") => allow(Method::POST, Route::Api(Api::Responses)),
-            (_, "/moderations") => allow(Method::POST, Route::Api(Api::Moderations)),
+            (_, "/completions") => allow(Method::POST, generated(more::Endpoint::Completions)),
+            (_, "/responses") => allow(Method::POST, generated(more::Endpoint::Responses)),
+            (_, "/moderations") => allow(Method::POST, generated(more::Endpoint::Moderations)),
             (_, model) if model_id(model).is_some() => allow(Method::GET, Route::Api(Api::Model)),
             _ => Route::NotFound,
         }
@@ -269,9 +270,9 @@ async fn respond(
             Ok(chat.await)
         }
         Api::Embeddings => Ok(embeddings(reply, &body, fault, timing.latency).await),
-        Api::Completions => Ok(more::completions(reply, &body, fault, timing, rng).await),
-        Api::Responses => Ok(more::responses(reply, &body, fault, timing, rng).await),
-        Api::Moderations => Ok(more::moderations(reply, &body, fault, timing, rng).await),
+        Api::Generated(endpoint) => {
+            Ok(more::answer(endpoint, reply, &body, fault, timing, rng).await)
+        }
         Api::Model => {
             let id = model.unwrap_or_default();
             Ok(more::model(reply, &id, fault, timing).await)
@@ -459,7 +460,7 @@ impl Reply {
         response
             .headers_mut()
             .insert(CONTENT_TYPE, APPLICATION_JSON);
-        self.rate_limit_headers(response.headers_mut());
+        self.answer_headers(response.headers_mut());
         if self.gzip {
             body = encoding::gzip(&body).into();
             response
@@ -596,10 +597,11 @@ impl Reply {
         response
     }
 
-    /// The `x-ratelimit-*` headers, when rate limits are configured: limit, remaining and
-    /// reset as OpenAI sends them, or only the remaining ones on Azure paths; and on every
-    /// OpenAI answer its `x-request-id` (Anthropic's `request-id` is added by its module).
-    fn rate_limit_headers(&self, headers: &mut HeaderMap) {
+    /// The headers every answer gets: on an OpenAI path its `x-request-id` (Anthropic's
+    /// `request-id` is added by its module), and the `x-ratelimit-*` headers when rate limits
+    /// are configured (limit, remaining and reset as OpenAI sends them, or only the remaining
+    /// ones on Azure paths).
+    fn answer_headers(&self, headers: &mut HeaderMap) {
         if !self.messages {
             let mut id = [0u8; 24];
             let mut cursor = &mut id[..];
@@ -659,7 +661,7 @@ impl Reply {
     fn sse(self, stream: SseStream) -> Response<MockBody> {
         self.shared().counters.response(200);
         let mut headers = HeaderMap::new();
-        self.rate_limit_headers(&mut headers);
+        self.answer_headers(&mut headers);
         let body = MockBody::stream(stream, self.guard).journaled(self.journaled);
         let mut response = Response::new(body);
         *response.headers_mut() = headers;

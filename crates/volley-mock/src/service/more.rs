@@ -103,28 +103,37 @@ impl<'a> Generic<'a> {
     }
 }
 
-/// A request answered: parsed, admitted by the rate limits (charged its input, and its output
-/// when `generates`), its latency waited; or the answer that stops it there (a `400`, a `429`,
-/// an injected `500`).
-struct Admitted<'a> {
-    reply: Reply,
-    request: Generic<'a>,
-    /// The answer's length in tokens, and whether the request's budget cut it.
-    tokens: u32,
-    cut: bool,
+/// Which of the generated endpoints a request is for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Endpoint {
+    /// `POST /v1/completions`: a legacy text completion.
+    Completions,
+    /// `POST /v1/responses`: a Responses API answer with one output message.
+    Responses,
+    /// `POST /v1/moderations`: one unflagged result per input (a string, or an array of
+    /// strings or content parts).
+    Moderations,
 }
 
-async fn admit<'a>(
+/// Answers a request for `endpoint`: parsed, admitted by the rate limits (charged its input,
+/// and its output when it generates one), its latency waited, then written; or stopped on
+/// the way by a `400`, a `429` or an injected `500`.
+pub(super) async fn answer(
+    endpoint: Endpoint,
     reply: Reply,
-    body: &'a [u8],
-    input: &'static str,
-    generates: bool,
+    body: &[u8],
     fault: Option<FaultKind>,
-    timing: &Timing,
-) -> Result<Admitted<'a>, Response<MockBody>> {
+    timing: Timing,
+    mut rng: SmallRng,
+) -> Response<MockBody> {
+    let (input, generates) = match endpoint {
+        Endpoint::Completions => ("prompt", true),
+        Endpoint::Responses => ("input", true),
+        Endpoint::Moderations => ("input", false),
+    };
     let request = match Generic::parse(body, input, generates) {
         Ok(request) => request,
-        Err(bad) => return Err(reply.bad_request(&bad)),
+        Err(bad) => return reply.bad_request(&bad),
     };
     let (tokens, cut) = if generates {
         request.output(timing.output_tokens)
@@ -133,38 +142,29 @@ async fn admit<'a>(
     };
     let reply = match reply.admit(request.prompt_tokens + u64::from(tokens), &request.model) {
         Ok(reply) => reply,
-        Err(limited) => return Err(*limited),
+        Err(limited) => return *limited,
     };
     wait(timing.latency).await;
     if fault == Some(FaultKind::ServerError) {
-        return Err(reply.server_error());
+        return reply.server_error();
     }
-    Ok(Admitted {
-        reply,
-        request,
-        tokens,
-        cut,
-    })
+    let content = reply.shared().filler.content(tokens);
+    let out = match endpoint {
+        Endpoint::Completions => completion(&request, content, tokens, cut, &mut rng),
+        Endpoint::Responses => response(&request, content, tokens, cut, &mut rng),
+        Endpoint::Moderations => moderation(&request, &mut rng),
+    };
+    reply.json(StatusCode::OK, out.into(), fault)
 }
 
-/// `POST /v1/completions`: a legacy text completion.
-pub(super) async fn completions(
-    reply: Reply,
-    body: &[u8],
-    fault: Option<FaultKind>,
-    timing: Timing,
-    mut rng: SmallRng,
-) -> Response<MockBody> {
-    let Admitted {
-        reply,
-        request,
-        tokens,
-        cut,
-    } = match admit(reply, body, "prompt", true, fault, &timing).await {
-        Ok(admitted) => admitted,
-        Err(answer) => return answer,
-    };
-    let content = reply.shared().filler.content(tokens);
+/// A `text_completion` of `content` (`tokens` long, `cut` by the request's budget).
+fn completion(
+    request: &Generic<'_>,
+    content: &str,
+    tokens: u32,
+    cut: bool,
+    rng: &mut SmallRng,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + request.model.len() + content.len());
     let _ = write!(
         out,
@@ -182,27 +182,18 @@ pub(super) async fn completions(
     );
     write_usage(&mut out, request.prompt_tokens, u64::from(tokens));
     out.extend_from_slice(b"}");
-    reply.json(StatusCode::OK, out.into(), fault)
+    out
 }
 
-/// `POST /v1/responses`: a Responses API answer with one output message.
-pub(super) async fn responses(
-    reply: Reply,
-    body: &[u8],
-    fault: Option<FaultKind>,
-    timing: Timing,
-    mut rng: SmallRng,
-) -> Response<MockBody> {
-    let Admitted {
-        reply,
-        request,
-        tokens,
-        cut,
-    } = match admit(reply, body, "input", true, fault, &timing).await {
-        Ok(admitted) => admitted,
-        Err(answer) => return answer,
-    };
-    let content = reply.shared().filler.content(tokens);
+/// A `response` with one output message of `content` (`tokens` long; `cut` by
+/// `max_output_tokens`: then `"status": "incomplete"`).
+fn response(
+    request: &Generic<'_>,
+    content: &str,
+    tokens: u32,
+    cut: bool,
+    rng: &mut SmallRng,
+) -> Vec<u8> {
     let (input, output) = (request.prompt_tokens, u64::from(tokens));
     let mut out = Vec::with_capacity(768 + request.model.len() + content.len());
     let (status, incomplete) = if cut {
@@ -235,23 +226,11 @@ pub(super) async fn responses(
         r#","annotations":[]}}]}}],"parallel_tool_calls":true,"previous_response_id":null,"reasoning":{{"effort":null,"summary":null}},"store":true,"temperature":1.0,"text":{{"format":{{"type":"text"}}}},"tool_choice":"auto","tools":[],"top_p":1.0,"truncation":"disabled","usage":{{"input_tokens":{input},"input_tokens_details":{{"cached_tokens":0}},"output_tokens":{output},"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{}}},"user":null,"metadata":{{}}}}"#,
         input + output
     );
-    reply.json(StatusCode::OK, out.into(), fault)
+    out
 }
 
-/// `POST /v1/moderations`: one unflagged result per input (a string, or an array of strings
-/// or content parts).
-pub(super) async fn moderations(
-    reply: Reply,
-    body: &[u8],
-    fault: Option<FaultKind>,
-    timing: Timing,
-    mut rng: SmallRng,
-) -> Response<MockBody> {
-    let Admitted { reply, request, .. } =
-        match admit(reply, body, "input", false, fault, &timing).await {
-            Ok(admitted) => admitted,
-            Err(answer) => return answer,
-        };
+/// A moderation: one unflagged result per input.
+fn moderation(request: &Generic<'_>, rng: &mut SmallRng) -> Vec<u8> {
     let items = request
         .input
         .and_then(|raw| serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok())
@@ -281,7 +260,7 @@ pub(super) async fn moderations(
         out.extend_from_slice(b"}}");
     }
     out.extend_from_slice(b"]}");
-    reply.json(StatusCode::OK, out.into(), fault)
+    out
 }
 
 /// `GET /v1/models/{id}`: the model of that id from the list, or OpenAI's 404
