@@ -184,38 +184,30 @@ impl ApiError {
         self.message.starts_with("Request too large")
     }
 
-    /// Whether an HTTP 403 answer's `body` says the refusal is about this request, not about
-    /// the credentials, so that other requests with the same key may still succeed:
-    /// - OpenAI's `model_not_found` (the project has no access to that model: "Project `proj_…`
-    ///   does not have access to model `…`");
-    /// - a moderation flag on the input (OpenRouter's `metadata.flagged_input` or
-    ///   `metadata.reasons`).
-    ///
-    /// Any other 403 (Anthropic's `permission_error`, OpenAI's
-    /// `unsupported_country_region_territory`, a proxy's or firewall's HTML page) may be about
-    /// the key or the network, and this returns `false`.
+    /// Whether an error `body` says a moderation filter flagged the request's input
+    /// (OpenRouter's 403 with `metadata.flagged_input` or `metadata.reasons`): a refusal of
+    /// that input alone, however many others share the key. Any other 403 (OpenAI's
+    /// `model_not_found`, Anthropic's `permission_error`, a firewall's HTML page) may hold for
+    /// every request with the key, and this returns `false`.
     ///
     /// ```
     /// use volley_core::ApiError;
-    /// let body = br#"{"error": {"message": "Project `proj_1` does not have access to model `o3`",
-    ///     "type": "invalid_request_error", "param": null, "code": "model_not_found"}}"#;
-    /// assert!(ApiError::refuses_only_this_request(body));
-    /// assert!(!ApiError::refuses_only_this_request(br#"{"type": "error", "error":
+    /// assert!(ApiError::flags_the_input(br#"{"error": {"code": 403, "message": "flagged",
+    ///     "metadata": {"reasons": ["violence"], "flagged_input": "..."}}}"#));
+    /// assert!(!ApiError::flags_the_input(br#"{"type": "error", "error":
     ///     {"type": "permission_error", "message": "Your API key does not have permission"}}"#));
     /// ```
-    pub fn refuses_only_this_request(body: &[u8]) -> bool {
-        let Some(value) = error_object(body) else {
+    pub fn flags_the_input(body: &[u8]) -> bool {
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
             return false;
         };
-        value.get("code").and_then(serde_json::Value::as_str) == Some("model_not_found")
-            || flagged(&value)
-    }
-
-    /// Whether an error `body` says a moderation filter flagged the request's input
-    /// (OpenRouter's 403 with `metadata.flagged_input` or `metadata.reasons`): a refusal of
-    /// that input alone, however many others share the key.
-    pub fn flags_the_input(body: &[u8]) -> bool {
-        error_object(body).is_some_and(|value| flagged(&value))
+        let error = match value.get_mut("error") {
+            Some(inner @ serde_json::Value::Object(_)) => inner.take(),
+            _ => value,
+        };
+        error
+            .get("metadata")
+            .is_some_and(|m| m.get("flagged_input").is_some() || m.get("reasons").is_some())
     }
 
     /// Whether no wait can make the request succeed: [`ApiError::is_quota_exhausted`] or
@@ -223,22 +215,6 @@ impl ApiError {
     pub fn no_wait_helps(&self) -> bool {
         self.is_quota_exhausted() || self.is_request_too_large()
     }
-}
-
-/// The error object of an error body: its `error` object, or the body itself.
-fn error_object(body: &[u8]) -> Option<serde_json::Value> {
-    let mut value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
-    Some(match value.get_mut("error") {
-        Some(inner @ serde_json::Value::Object(_)) => inner.take(),
-        _ => value,
-    })
-}
-
-/// Whether an error object carries a moderation flag (OpenRouter's `metadata`).
-fn flagged(error: &serde_json::Value) -> bool {
-    error
-        .get("metadata")
-        .is_some_and(|m| m.get("flagged_input").is_some() || m.get("reasons").is_some())
 }
 
 impl ApiError {
@@ -595,29 +571,22 @@ mod tests {
         assert!(text.contains("Rate limit reached"), "{text}");
     }
 
-    /// A 403 about one request (a model the project may not use, an input a moderation filter
-    /// flagged) is told from one about the key, in each provider's shape.
+    /// A 403 that flags its input is told from any other 403, which may hold for every
+    /// request with the key.
     #[test]
-    fn a_403_about_one_request_is_told_from_one_about_the_key() {
-        let about_the_request = [
+    fn a_403_that_flags_its_input_is_told_from_the_others() {
+        let flagged = br#"{"error":{"code":403,"message":"openai/gpt-4o requires moderation on OpenRouter. Your input was flagged for \"violence\"","metadata":{"reasons":["violence"],"flagged_input":"...","provider_name":"OpenAI","model_slug":"openai/gpt-4o"}}}"#;
+        assert!(ApiError::flags_the_input(flagged));
+        let others = [
             &br#"{"error":{"message":"Project `proj_1` does not have access to model `gpt-4.1`","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#[..],
-            br#"{"message":"no access","code":"model_not_found"}"#,
-            br#"{"error":{"code":403,"message":"openai/gpt-4o requires moderation on OpenRouter. Your input was flagged for \"violence\"","metadata":{"reasons":["violence"],"flagged_input":"...","provider_name":"OpenAI","model_slug":"openai/gpt-4o"}}}"#,
-        ];
-        for body in about_the_request {
-            assert!(ApiError::refuses_only_this_request(body), "{body:?}");
-        }
-        assert!(!ApiError::flags_the_input(about_the_request[0]));
-        assert!(ApiError::flags_the_input(about_the_request[2]));
-        let about_the_key = [
-            &br#"{"type":"error","error":{"type":"permission_error","message":"Your API key does not have permission to use the specified resource."}}"#[..],
+            br#"{"type":"error","error":{"type":"permission_error","message":"Your API key does not have permission to use the specified resource."}}"#,
             br#"{"error":{"code":"unsupported_country_region_territory","message":"Country, region, or territory not supported","param":null,"type":"request_forbidden"}}"#,
             br#"{"error":{"code":403,"message":"Forbidden","metadata":null}}"#,
             b"<html><body>403 Forbidden</body></html>",
             b"",
         ];
-        for body in about_the_key {
-            assert!(!ApiError::refuses_only_this_request(body), "{body:?}");
+        for body in others {
+            assert!(!ApiError::flags_the_input(body), "{body:?}");
         }
     }
 
