@@ -322,19 +322,27 @@ impl Client {
         &self,
         request: Request,
     ) -> impl Future<Output = Result<Response, Error>> + Send + 'static + use<> {
-        let request = match billed_by_tokens(&request) {
-            Some(output) if request.estimated_tokens() == 0 => {
-                let estimate = self.estimate(|| {
+        // Nothing is looked at unless a token limit counts (`estimate` calls the closure only
+        // then): the common raw request pays one flag check.
+        let estimate = if request.estimated_tokens() == 0 {
+            self.estimate(|| match billed_by_tokens(&request) {
+                Some(output) => {
                     let estimate = request.dialect().estimate_body(request.body());
                     if output {
                         estimate.total()
                     } else {
                         estimate.input
                     }
-                });
-                request.with_estimated_tokens(estimate)
-            }
-            _ => request,
+                }
+                None => 0,
+            })
+        } else {
+            0
+        };
+        let request = if estimate > 0 {
+            request.with_estimated_tokens(estimate)
+        } else {
+            request
         };
         Sending::Ready {
             service: self.service.clone(),
