@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use volley::core::Request;
+use volley::core::{ErrorKind, Request};
 
 use super::BatchOptions;
 use super::progress::Progress;
@@ -67,6 +67,9 @@ pub(super) struct Loop<'a> {
     /// Set by a request that ended in a 429 saying the account's quota is used up: no new
     /// line is taken.
     quota_exhausted: Option<String>,
+    /// Set by a request the client could not send because of its own settings
+    /// (`ErrorKind::Config`): no new line is taken.
+    cannot_send: Option<String>,
     writer_failed: bool,
 }
 
@@ -81,6 +84,7 @@ pub(super) struct Tally {
     pub(super) credentials_rejected: Option<String>,
     pub(super) quota_exhausted: Option<String>,
     pub(super) nothing_found: Option<String>,
+    pub(super) cannot_send: Option<String>,
 }
 
 impl<'a> Loop<'a> {
@@ -112,6 +116,7 @@ impl<'a> Loop<'a> {
             walls: Walls::default(),
             nothing_found: None,
             quota_exhausted: None,
+            cannot_send: None,
             writer_failed: false,
         }
     }
@@ -134,6 +139,7 @@ impl<'a> Loop<'a> {
             credentials_rejected: self.credentials_rejected,
             quota_exhausted: self.quota_exhausted,
             nothing_found: self.nothing_found,
+            cannot_send: self.cannot_send,
         }
     }
 
@@ -252,8 +258,13 @@ impl<'a> Loop<'a> {
             && self.credentials_rejected.is_none()
             && self.quota_exhausted.is_none()
             && self.nothing_found.is_none()
+            && self.cannot_send.is_none()
         {
-            if let Some(why) = nothing_found {
+            if let Some(why) = cannot_send(&finished.record) {
+                tracing::error!("{why}; no new line is taken");
+                self.cannot_send = Some(why);
+                self.items.close();
+            } else if let Some(why) = nothing_found {
                 tracing::error!("{why}; no new line is taken");
                 self.nothing_found = Some(why);
                 self.items.close();
@@ -481,6 +492,28 @@ fn quota_exhausted(record: &OutcomeRecord) -> Option<String> {
     Some(format!("HTTP 429: {}", api.message))
 }
 
+/// What the client said when it could not send `record`'s request because of its own
+/// settings (`ErrorKind::Config`: for example a SOCKS5 proxy refusing the password in its
+/// URL, or the shared rate limiter's Redis refusing its password or script), or when the
+/// HTTP proxy refused it (407): every other line would fail the same way. The record's
+/// message, without its `line N: ` prefix.
+fn cannot_send(record: &OutcomeRecord) -> Option<String> {
+    match &record.outcome {
+        Outcome::Error { code, message } if code == ErrorKind::Config.as_str() => {
+            let message = message
+                .split_once(": ")
+                .map_or(message.as_str(), |(_, m)| m);
+            Some(message.to_owned())
+        }
+        Outcome::Response {
+            status_code: 407,
+            body,
+            ..
+        } => Some(format!("HTTP 407: {}", message_of(body))),
+        _ => None,
+    }
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -579,5 +612,41 @@ mod tests {
         for seq in 2..40 {
             assert_eq!(walls.observe(seq, not_found()), None);
         }
+    }
+
+    /// A client that cannot send (its own settings, or the HTTP proxy's 407) stops the run;
+    /// other errors and HTTP statuses do not.
+    #[test]
+    fn only_the_clients_own_settings_or_a_proxys_refusal_cannot_send() {
+        let record = |outcome| OutcomeRecord {
+            line: 7,
+            custom_id: Some("r7".into()),
+            outcome,
+        };
+        let error = |code: &str| {
+            record(Outcome::Error {
+                code: code.into(),
+                message: "line 7: the proxy rejected the user name and password: no".into(),
+            })
+        };
+        assert_eq!(
+            cannot_send(&error("config")).as_deref(),
+            Some("the proxy rejected the user name and password: no")
+        );
+        assert_eq!(cannot_send(&error("connect")), None);
+        let response = |status_code| {
+            record(Outcome::Response {
+                status_code,
+                request_id: String::new(),
+                body: bytes::Bytes::from_static(
+                    br#"{"error":{"message":"the proxy requires authentication"}}"#,
+                ),
+            })
+        };
+        assert_eq!(
+            cannot_send(&response(407)).as_deref(),
+            Some("HTTP 407: the proxy requires authentication")
+        );
+        assert_eq!(cannot_send(&response(400)), None);
     }
 }

@@ -161,7 +161,10 @@
 //! account's quota is used up (OpenAI's `insufficient_quota`, which no wait heals) stops it
 //! the same way, and [`Summary::quota_exhausted`] says so. So do HTTP 404s for the run's first
 //! 16 lines ([`Summary::nothing_found`]): the base URL lacks its `/v1`, or every line names a
-//! wrong `url` or `model`.
+//! wrong `url` or `model`. And so does a request the client cannot send because of its own
+//! settings, an `ErrorKind::Config` error ([`Summary::cannot_send`]): the shared rate
+//! limiter's Redis refusing its password or its ACL the limiter's script mid-run, failing
+//! closed.
 //!
 //! # Duplicates and resume
 //!
@@ -285,7 +288,8 @@ pub struct BatchOptions {
     /// requests in flight finish and [`Summary::credentials_rejected`] or
     /// [`Summary::quota_exhausted`] says why. Also stop when the run's first 16 lines all
     /// end in HTTP 404 ([`Summary::nothing_found`]: a base URL without its `/v1`, a wrong `url`
-    /// or `model` on every line). Default: `true`.
+    /// or `model` on every line), and when the client cannot send a request because of its
+    /// own settings ([`Summary::cannot_send`]). Default: `true`.
     pub stop_on_auth_failure: bool,
     /// The longest input line, newline excluded; longer lines are skipped without being held
     /// in memory and get a `line_too_long` record. Default: [`DEFAULT_MAX_LINE_BYTES`]

@@ -163,6 +163,7 @@ impl BatchRunner {
             credentials_rejected: tally.credentials_rejected,
             quota_exhausted: tally.quota_exhausted,
             nothing_found: tally.nothing_found,
+            cannot_send: tally.cannot_send,
             errors_by_code: tally.errors_by_code,
         })
     }

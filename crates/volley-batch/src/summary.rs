@@ -61,6 +61,13 @@ pub struct Summary {
     /// provider's message>`. Resume with
     /// [`BatchOptions::retry_failed`](super::BatchOptions::retry_failed) once it is fixed.
     pub nothing_found: Option<String>,
+    /// Set when a request could not be sent because of the client's own settings
+    /// (`ErrorKind::Config`), for example when the shared rate limiter's Redis refused its
+    /// password or its ACL the limiter's script mid-run, and the run stopped taking lines, as
+    /// for rejected credentials: every other line would fail the same way. The client's
+    /// message. Resume with [`BatchOptions::retry_failed`](super::BatchOptions::retry_failed)
+    /// once the settings are fixed.
+    pub cannot_send: Option<String>,
     /// Outcomes other than success by code: `http_<status>` for a final HTTP error, the error
     /// code (`timeout`, `invalid_json`, …) otherwise.
     pub errors_by_code: BTreeMap<String, u64>,
@@ -78,6 +85,7 @@ impl Summary {
             && self.credentials_rejected.is_none()
             && self.quota_exhausted.is_none()
             && self.nothing_found.is_none()
+            && self.cannot_send.is_none()
     }
 
     /// Lines read but left without an outcome by an interruption (sent again on resume).

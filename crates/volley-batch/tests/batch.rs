@@ -1102,6 +1102,43 @@ async fn rejected_credentials_stop_the_run() {
     assert!(server.stats().requests_total <= 100);
 }
 
+/// A request the client cannot send because of its own settings (here a SOCKS5 proxy that
+/// refuses the password in its URL: `ErrorKind::Config`) stops the run as rejected
+/// credentials do: every other line would fail the same way, and nothing was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_cannot_send_stops_the_run() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let socks = volley_testkit::socks::Socks5::start(Some(("volley", "right-pw")));
+    let client = Client::builder()
+        .base_url(server.url())
+        .proxy(socks.url().replace("right-pw", "wrong-pw"))
+        .no_proxy("")
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(2_000));
+    let options = BatchOptions {
+        concurrency: 8,
+        ..options(dir.path())
+    };
+    let summary =
+        bounded(BatchRunner::new(client, Input::Path(input), options).run(std::future::pending()))
+            .await
+            .unwrap();
+    let why = summary.cannot_send.clone().expect("stopped");
+    assert!(why.contains("rejected"), "{why}");
+    assert!(!why.starts_with("line "), "{why}");
+    assert!(!why.contains("wrong-pw"), "{why}");
+    assert!(!summary.all_succeeded() && !summary.interrupted);
+    let out = records(&dir.path().join("out.jsonl"));
+    assert!(!out.is_empty() && out.len() <= 100, "{} records", out.len());
+    assert!(
+        out.iter().all(|r| r["error"]["code"] == "config"),
+        "{out:?}"
+    );
+    assert_eq!(server.stats().requests_total, 0);
+}
+
 /// Runs 2 000 lines at 8 at once with `client`, whose every answer is `status`: the run stops
 /// early (at most 100 records, each of that status), neither completed nor interrupted.
 async fn stopped_early(client: Client, status: u16) -> Summary {

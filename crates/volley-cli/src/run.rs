@@ -794,6 +794,13 @@ fn report(
         );
         return ExitCode::FAILURE;
     }
+    if let Some(why) = &summary.cannot_send {
+        say!(
+            "volley run: requests cannot be sent: {why}; fix the settings and run the same \
+             command again with --retry-failed"
+        );
+        return ExitCode::FAILURE;
+    }
     if summary.interrupted {
         let recorded = summary.skipped + summary.succeeded + summary.failed + summary.invalid;
         say!("interrupted: {recorded} outcomes recorded; run the same command again to resume");

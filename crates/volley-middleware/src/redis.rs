@@ -274,8 +274,14 @@ impl RedisConnection {
     }
 
     /// A Redis error as a volley error, named by the redacted server URL.
+    ///
+    /// `ErrorKind::Config` for an error no wait heals ([`is_permanent`]): the credentials or
+    /// the ACL refused, or a cluster node answered a connection not made for a cluster;
+    /// `ErrorKind::Timeout` for a timeout; `ErrorKind::Connection` otherwise.
     pub fn error(&self, context: &str, e: &::redis::RedisError) -> Error {
-        let kind = if e.is_timeout() {
+        let kind = if is_permanent(e, matches!(self.inner, Inner::Cluster(_))) {
+            ErrorKind::Config
+        } else if e.is_timeout() {
             ErrorKind::Timeout
         } else {
             ErrorKind::Connection
@@ -351,6 +357,27 @@ fn refuse_plain_remote(url: &str) -> Result<(), Error> {
     }
 }
 
+/// Whether `e` is an error no wait heals, so a caller that waits for Redis should give up:
+/// the server refused the credentials (`WRONGPASS`, `NOAUTH`: a password changed or removed
+/// while running), the user's ACL does not allow the command (`NOPERM`), the key holds
+/// another type (`WRONGTYPE`: another program uses the key), or, on a connection not made
+/// for a cluster, a cluster node redirected the command (`MOVED`, `ASK`, `CLUSTERDOWN`: the
+/// server is part of a Redis Cluster; see [`RedisOptions::cluster`]). Anything else (a
+/// connection refused or dropped, a timeout, `LOADING`, `OOM`, `READONLY` during a failover,
+/// `BUSY`) may pass.
+pub fn is_permanent(e: &::redis::RedisError, cluster: bool) -> bool {
+    use ::redis::{ErrorKind as Kind, ServerErrorKind as Server};
+    match e.kind() {
+        Kind::AuthenticationFailed | Kind::InvalidClientConfig => true,
+        Kind::Server(Server::NoPerm) => true,
+        Kind::Server(Server::Moved | Server::Ask | Server::ClusterDown) => !cluster,
+        _ => matches!(
+            e.code(),
+            Some("WRONGPASS" | "NOAUTH" | "WRONGTYPE" | "NOPERM")
+        ),
+    }
+}
+
 /// A Redis error's text with anything that looks like the URL's credentials removed.
 fn scrub(e: &::redis::RedisError, options: &RedisOptions) -> String {
     let mut text = e.to_string();
@@ -405,6 +432,40 @@ mod tests {
             "redis+unix:///tmp/redis.sock",
         ] {
             assert!(refuse_plain_remote(url).is_ok(), "{url}");
+        }
+    }
+
+    /// What no wait heals fails at once; what may pass (or a cluster client follows itself)
+    /// is waited out.
+    #[test]
+    fn refusals_no_wait_heals_are_permanent() {
+        use ::redis::{ErrorKind as Kind, RedisError, ServerErrorKind as Server};
+        let known = |kind| RedisError::from((kind, "from the server"));
+        let extension = |code: &str| {
+            ::redis::make_extension_error(code.to_owned(), Some("from the server".to_owned()))
+        };
+        for e in [
+            known(Kind::AuthenticationFailed),
+            known(Kind::Server(Server::NoPerm)),
+            extension("WRONGPASS"),
+            extension("NOAUTH"),
+            extension("WRONGTYPE"),
+        ] {
+            assert!(is_permanent(&e, false) && is_permanent(&e, true), "{e}");
+        }
+        for kind in [Server::Moved, Server::Ask, Server::ClusterDown] {
+            assert!(is_permanent(&known(Kind::Server(kind)), false), "{kind:?}");
+            assert!(!is_permanent(&known(Kind::Server(kind)), true), "{kind:?}");
+        }
+        for e in [
+            known(Kind::Io),
+            known(Kind::Server(Server::BusyLoading)),
+            known(Kind::Server(Server::ReadOnly)),
+            known(Kind::Server(Server::TryAgain)),
+            extension("OOM"),
+            extension("BUSY"),
+        ] {
+            assert!(!is_permanent(&e, false), "{e}");
         }
     }
 

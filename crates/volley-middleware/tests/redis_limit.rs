@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tower::{ServiceBuilder, ServiceExt as _};
-use volley_core::{Body, Dialect, Request, RequestId, Response, Timings};
+use volley_core::{Body, Dialect, ErrorKind, Request, RequestId, Response, Timings};
 use volley_middleware::rate_limit::{
     Cost, FailureMode, Limits, Observation, RateLimitLayer, RateLimiter, RedisLimiter,
     RedisLimiterStats, SharedLimits,
@@ -476,6 +476,69 @@ async fn run_through_a_restart(
     server.restart();
     let restarted = Instant::now();
     (run.await.unwrap(), killed, restarted)
+}
+
+/// Failing closed, a refusal no wait heals fails the requests waiting instead of holding
+/// them for ever: the user's ACL no longer allows the script (`NOPERM`), or its password
+/// changed and the connection dropped (the reconnect is refused). Once Redis accepts the
+/// limiter again, requests go again.
+#[ignore = "needs Redis: REDIS_URL"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_no_wait_heals_fails_the_waiting_requests() {
+    let _url = require_redis!();
+    let server = RedisServer::start(None);
+    let admin = redis::Client::open(server.url()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    let mut command = async |args: &[&str]| {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async::<redis::Value>(&mut admin).await.unwrap();
+    };
+    command(&["ACL", "SETUSER", "volley", "on", ">first-pw", "~*", "+@all"]).await;
+    let url = format!("redis://volley:first-pw@127.0.0.1:{}", server.port());
+    let options = SharedLimits::new(
+        RedisOptions::new(url).response_timeout(Duration::from_millis(200)),
+        Limits::per_minute().requests(60_000),
+    )
+    .prefix(unique_prefix("refused"));
+    let limiter = RedisLimiter::connect(options).await.unwrap();
+    let bounded = |n: u64| {
+        let acquire = limiter.acquire(
+            RequestId::from_u64(n),
+            Cost {
+                requests: 1,
+                ..Cost::ZERO
+            },
+        );
+        async move {
+            tokio::time::timeout(Duration::from_secs(20), acquire)
+                .await
+                .expect("the acquire ended within 20 s")
+        }
+    };
+    bounded(1).await.unwrap();
+
+    command(&["ACL", "SETUSER", "volley", "-@scripting"]).await;
+    let err = bounded(2).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("no permissions"), "{err}");
+    assert!(err.to_string().contains("no wait heals this"), "{err}");
+
+    // Allowed again: the next round trip (after the backoff, at most 2 s) goes through.
+    command(&["ACL", "SETUSER", "volley", "+@all"]).await;
+    bounded(3).await.unwrap();
+
+    command(&["ACL", "SETUSER", "volley", "resetpass", ">second-pw"]).await;
+    command(&["CLIENT", "KILL", "USER", "volley"]).await;
+    let err = bounded(4).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let text = format!("{err} {err:?}");
+    assert!(
+        !text.contains("first-pw") && !text.contains("second-pw"),
+        "{text}"
+    );
 }
 
 #[ignore = "needs Redis: REDIS_URL"]

@@ -195,6 +195,7 @@ impl Future for RedisAcquire {
                         Ok(Assignment::Fallback(local)) => {
                             local_acquire(&local, shared, *id, *cost, *started)
                         }
+                        Ok(Assignment::Failed(error)) => Inner::Failed(Some(error)),
                         // The dispatcher is gone: only when its runtime shut down.
                         Err(_) => Inner::Failed(Some(Error::new(
                             ErrorKind::Cancelled,

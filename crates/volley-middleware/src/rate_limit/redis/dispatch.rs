@@ -277,7 +277,9 @@ impl Shared {
                 // Equal jitter: at least half the ceiling, so a down server is not hammered.
                 let delay = ceiling / 2 + ceiling.mul_f64(st.rng.random::<f64>() / 2.0);
                 st.retry_at = Some(now + delay);
-                if st.last_warn.is_none_or(|at| now >= at + WARN_EVERY) {
+                if error.kind() == ErrorKind::Config {
+                    self.refuse_waiting(st, error, now);
+                } else if st.last_warn.is_none_or(|at| now >= at + WARN_EVERY) {
                     st.last_warn = Some(now);
                     tracing::warn!(
                         server = %self.config.server,
@@ -287,6 +289,32 @@ impl Shared {
                     );
                 }
             }
+        }
+    }
+
+    /// Failing closed, after an error no wait heals (a password changed, an ACL that no
+    /// longer allows the script, a cluster node: see [`crate::redis::is_permanent`]): the
+    /// requests waiting fail with it (`ErrorKind::Config`) instead of waiting for ever. Later
+    /// requests wait for the next round trip (the backoff's) and fail the same way until
+    /// Redis accepts the limiter again.
+    fn refuse_waiting(&self, st: &mut State, error: &Error, now: Instant) {
+        if st.last_warn.is_none_or(|at| now >= at + WARN_EVERY) {
+            st.last_warn = Some(now);
+            tracing::error!(
+                server = %self.config.server,
+                failing = st.queue.len(),
+                "shared rate limiter: Redis refused the limiter ({error}); the requests it \
+                 limits fail until it accepts it again"
+            );
+        }
+        let text = error.to_string();
+        let text = text.strip_prefix("config error: ").unwrap_or(&text);
+        let message = format!("{text}; no wait heals this, so the request was not sent");
+        for queued in st.queue.drain(..) {
+            let _ = queued.tx.send(Assignment::Failed(Error::new(
+                ErrorKind::Config,
+                message.clone(),
+            )));
         }
     }
 

@@ -89,7 +89,13 @@
 //! - [`FailureMode::FailClosed`] (the default): they wait, in order, while the limiter retries
 //!   with backoff (50 ms doubling to 2 s), and go once Redis answers. A warning naming the
 //!   server (its URL without the password) is logged at most every 5 s. No request fails
-//!   because of the outage, and the provider's limit is never exceeded. This is the default
+//!   because of the outage, and the provider's limit is never exceeded. A refusal no wait
+//!   heals ([`crate::redis::is_permanent`]: a password changed and the connection dropped,
+//!   the user's ACL no longer allows the script, a cluster node answering a connection not
+//!   made with [`RedisOptions::cluster`](crate::redis::RedisOptions::cluster)) fails the
+//!   requests waiting with `ErrorKind::Config`, logged as an error at most every 5 s; later
+//!   requests fail the same way at each round trip until Redis accepts the limiter again
+//!   (`volley run` stops at the first). This is the default
 //!   because it needs no knowledge of the deployment: a fallback must guess how many
 //!   processes share the limit, and a wrong guess overshoots the provider's limit in exactly
 //!   the moment nothing coordinates the processes.

@@ -45,6 +45,8 @@ pub(super) enum Assignment {
     },
     /// Redis is down: ask the local fallback.
     Fallback(LocalLimiter),
+    /// Redis refused in a way no wait heals, failing closed: the request fails with this.
+    Failed(volley_core::Error),
 }
 
 /// Where `acquire` got to without waiting.
