@@ -430,6 +430,18 @@ impl Error {
         self.inner.kind == ErrorKind::RateLimited
     }
 
+    /// Whether the server said it is overloaded: HTTP 529, or an error object of type
+    /// `overloaded_error` (Anthropic's, also sent as an `error` event of a stream that
+    /// answered 200 first). Refused before any work, like a 429.
+    pub fn is_overloaded(&self) -> bool {
+        self.inner.status.is_some_and(|s| s.as_u16() == 529)
+            || self
+                .inner
+                .api_error
+                .as_ref()
+                .is_some_and(|api| api.r#type.as_deref() == Some("overloaded_error"))
+    }
+
     /// Whether the connection could not be established.
     pub fn is_connect(&self) -> bool {
         self.inner.kind == ErrorKind::Connect

@@ -23,7 +23,8 @@ pub enum Decision {
 const OVERLOADED: u16 = 529;
 
 /// Whether `error` says "too much, come back later" rather than "this failed": a 429
-/// (`RateLimited`) or a 529 (overloaded).
+/// (`RateLimited`) or an overload ([`Error::is_overloaded`]: a 529, or Anthropic's
+/// `overloaded_error` event in a stream that answered 200 first).
 ///
 /// A rate signal that the classifier retries does not use up
 /// [`max_retries`](super::PolicyBuilder::max_retries) and draws nothing from the retry
@@ -31,7 +32,7 @@ const OVERLOADED: u16 = 529;
 /// the rate limiter's shared pause. Such retries are bounded per request by time instead,
 /// [`give_up_after`](super::PolicyBuilder::give_up_after).
 pub fn is_rate_signal(error: &Error) -> bool {
-    error.is_rate_limited() || error.status().is_some_and(|s| s.as_u16() == OVERLOADED)
+    error.is_rate_limited() || error.is_overloaded()
 }
 
 /// The default classifier of [`Policy::default`].

@@ -110,3 +110,42 @@ async fn a_stream_broken_on_every_attempt_ends_in_its_error() {
     assert_eq!(err.kind(), ErrorKind::StreamBroken);
     assert_eq!(mock.calls(), 3);
 }
+
+/// Anthropic's `overloaded_error` event at the start of a stream that answered 200 is an
+/// overload, as a 529 is: a rate signal, retried without using up `max_retries`.
+#[tokio::test(start_paused = true)]
+async fn an_overloaded_event_at_the_stream_start_is_a_rate_signal() {
+    const OVERLOADED: &str = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
+    let mock = Mock::new(|n| match n {
+        1..=3 => stream(vec![Ok(OVERLOADED)]),
+        _ => stream(vec![Ok(
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        )]),
+    });
+    let policy = quick().max_retries(1).build().unwrap();
+    let anthropic = request().with_dialect(volley_core::Dialect::Anthropic);
+    let response = Retry::new(mock.clone(), policy)
+        .oneshot(anthropic)
+        .await
+        .unwrap();
+    assert!(
+        response
+            .bytes()
+            .await
+            .unwrap()
+            .ends_with(b"message_stop\"}\n\n")
+    );
+    assert_eq!(mock.calls(), 4);
+
+    // Another error event (here a server error) counts toward `max_retries`.
+    const API_ERROR: &str = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"Internal\"}}\n\n";
+    let mock = Mock::new(|_| stream(vec![Ok(API_ERROR)]));
+    let policy = quick().max_retries(1).build().unwrap();
+    let anthropic = request().with_dialect(volley_core::Dialect::Anthropic);
+    let err = Retry::new(mock.clone(), policy)
+        .oneshot(anthropic)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StreamBroken);
+    assert_eq!(mock.calls(), 2);
+}
