@@ -288,10 +288,10 @@ impl Dialect {
     }
 
     /// The error for an error body that arrived inside a 200 response (an event of a stream):
-    /// `RateLimited` for a rate-limit error, `StreamBroken` for overload or a server error
-    /// (OpenAI's `server_error`, Anthropic's `api_error`: what a 500 would have said), which
-    /// is retried before the first byte reached the caller, `Status` otherwise, with the
-    /// provider's message.
+    /// `RateLimited` for a rate-limit error (or a `code` of 429), `StreamBroken` for overload
+    /// or a server error (OpenAI's `server_error`, Anthropic's `api_error`, a `code` of 5xx as
+    /// OpenRouter sends: what a 500 would have said), which is retried before the first byte
+    /// reached the caller, `Status` otherwise, with the provider's message.
     pub fn error_in_stream(self, data: &[u8], context: impl fmt::Display) -> Error {
         self.error_in_ok(data, context, "error event", true)
     }
@@ -339,12 +339,23 @@ impl Dialect {
         in_stream: bool,
     ) -> Error {
         let api = crate::ApiError::from_body(data);
+        // The HTTP status the error stands for, when its `code` is one (`{"error": {"code":
+        // 502, ..}}`: OpenRouter's and LiteLLM's errors sent after a 200).
+        let status_code = api
+            .as_ref()
+            .and_then(|api| api.code.as_deref())
+            .and_then(|code| code.parse::<u16>().ok())
+            .filter(|code| (400..=599).contains(code));
         let server_error = in_stream
-            && api
+            && (api
                 .as_ref()
                 .and_then(|api| api.r#type.as_deref())
-                .is_some_and(|t| t == "server_error" || t == "api_error");
-        let kind = if self.error_kind(StatusCode::OK, data) == ErrorKind::RateLimited {
+                .is_some_and(|t| t == "server_error" || t == "api_error")
+                || status_code.is_some_and(|code| code >= 500));
+        let rate_limited = self.error_kind(StatusCode::OK, data) == ErrorKind::RateLimited
+            || (status_code == Some(429)
+                && !api.as_ref().is_some_and(crate::ApiError::no_wait_helps));
+        let kind = if rate_limited {
             ErrorKind::RateLimited
         } else if server_error || self.is_overloaded(None, data) {
             ErrorKind::StreamBroken
@@ -585,6 +596,48 @@ mod tests {
         assert_eq!(
             Dialect::OpenAi.error_in_stream(server_error, "s").kind(),
             ErrorKind::StreamBroken
+        );
+        // OpenRouter's and LiteLLM's errors after a 200 carry the status as their code.
+        for (body, kind) in [
+            (
+                &br#"{"error":{"code":502,"message":"Provider returned error"}}"#[..],
+                ErrorKind::StreamBroken,
+            ),
+            (
+                br#"{"error":{"code":"429","message":"Rate limit exceeded"}}"#,
+                ErrorKind::RateLimited,
+            ),
+            (
+                br#"{"id":"gen-1","error":{"code":429,"message":"x"},"choices":[]}"#,
+                ErrorKind::RateLimited,
+            ),
+            (
+                br#"{"error":{"code":400,"message":"Bad request"}}"#,
+                ErrorKind::Status,
+            ),
+            (
+                br#"{"error":{"code":"context_length_exceeded","message":"too long"}}"#,
+                ErrorKind::Status,
+            ),
+        ] {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(
+                Dialect::OpenAi.error_in_stream(body, "s").kind(),
+                kind,
+                "{text}"
+            );
+        }
+        // A 429 code that no wait heals is no rate limit.
+        let quota = br#"{"error":{"code":429,"type":"insufficient_quota","message":"quota"}}"#;
+        assert_eq!(
+            Dialect::OpenAi.error_in_stream(quota, "s").kind(),
+            ErrorKind::Status
+        );
+        // A whole answer's server error stays a status error.
+        let whole = br#"{"error":{"code":502,"message":"Provider returned error"}}"#;
+        assert_eq!(
+            Dialect::OpenAi.error_in_answer(whole, "a").kind(),
+            ErrorKind::Status
         );
     }
 
