@@ -46,8 +46,9 @@ pin_project! {
     enum State<F> {
         // Waiting for the inner service's response.
         Called { #[pin] future: F },
-        // A stream response: waiting for its first chunk before handing it over.
-        FirstChunk { head: Option<ResponseHead>, stream: Option<BodyStream> },
+        // A stream response: waiting for its first chunk before handing it over. `held`: the
+        // bytes read so far that carry no event (comments), handed over with the first that do.
+        FirstChunk { head: Option<ResponseHead>, stream: Option<BodyStream>, held: Option<Bytes> },
         // Backing off before the next attempt.
         Sleeping { #[pin] sleep: Sleep },
         // Waiting for the inner service to be ready for the next attempt.
@@ -102,13 +103,14 @@ where
                         this.state.set(State::FirstChunk {
                             head: Some(head),
                             stream: Some(stream),
+                            held: None,
                         });
                         continue;
                     }
                     Ok(response) => return Poll::Ready(Ok(finished(response, *this.attempt))),
                     Err(error) => error,
                 },
-                StateProj::FirstChunk { head, stream } => {
+                StateProj::FirstChunk { head, stream, held } => {
                     let body = stream
                         .as_mut()
                         .expect("FirstChunk holds its stream until it is left");
@@ -116,6 +118,17 @@ where
                         // An empty chunk carries no byte: keep waiting for a real one.
                         Some(Ok(chunk)) if chunk.is_empty() => continue,
                         Some(Ok(chunk)) => {
+                            let chunk = match held.take() {
+                                Some(before) => [before, chunk].concat().into(),
+                                None => chunk,
+                            };
+                            // Comments alone (OpenRouter's `: OPENROUTER PROCESSING` while the
+                            // upstream provider has not answered) carry no event: the stream
+                            // may still fail before its first, so wait for it, within a bound.
+                            if chunk.len() <= MAX_HELD_BYTES && only_comments(&chunk) {
+                                *held = Some(chunk);
+                                continue;
+                            }
                             // An error event before anything reached the caller fails the
                             // attempt as a whole (an overloaded or erring server that answered
                             // 200 first). Only looked for while another attempt may follow.
@@ -143,8 +156,9 @@ where
                         None => Error::new(
                             ErrorKind::StreamBroken,
                             format!(
-                                "request {}: the event stream ended before its first byte",
-                                this.id
+                                "request {}: the event stream ended before its first {}",
+                                this.id,
+                                if held.is_some() { "event" } else { "byte" }
                             ),
                         ),
                         Some(Err(error)) => error,
@@ -200,6 +214,19 @@ where
             }
         }
     }
+}
+
+/// The most bytes of comments held back before a stream's first event: beyond, the stream is
+/// handed over as it is.
+const MAX_HELD_BYTES: usize = 8 * 1024;
+
+/// Whether `bytes` (a stream's start, possibly ending mid-line) hold nothing but SSE comment
+/// lines (`:` first) and blank lines, after an optional byte order mark.
+fn only_comments(bytes: &[u8]) -> bool {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    bytes
+        .split(|&b| b == b'\n' || b == b'\r')
+        .all(|line| line.is_empty() || line[0] == b':')
 }
 
 /// Reassembles a stream response whose first chunk has been read.

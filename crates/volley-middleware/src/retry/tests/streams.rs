@@ -149,3 +149,38 @@ async fn an_overloaded_event_at_the_stream_start_is_a_rate_signal() {
     assert_eq!(err.kind(), ErrorKind::StreamBroken);
     assert_eq!(mock.calls(), 2);
 }
+
+/// Comments before the first event (OpenRouter's `: OPENROUTER PROCESSING` while the
+/// upstream provider has not answered) carry nothing: an error event after them is still at
+/// the stream's start, and the attempt is retried. The comments reach the caller with the
+/// first event.
+#[tokio::test(start_paused = true)]
+async fn comments_before_the_first_event_keep_the_retry_window_open() {
+    const PROCESSING: &str = ": OPENROUTER PROCESSING\n\n";
+    const FAILED: &str = "data: {\"id\":\"gen-1\",\"error\":{\"code\":502,\"message\":\"Provider returned error\"},\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\n";
+    let mock = Mock::new(|n| match n {
+        1 => stream(vec![Ok(": OPENROUTER "), Ok("PROCESSING\n\n"), Ok(FAILED)]),
+        _ => stream(vec![
+            Ok(PROCESSING),
+            Ok("data: a\n\n"),
+            Ok("data: [DONE]\n\n"),
+        ]),
+    });
+    let response = run(&mock, quick().max_retries(1).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.bytes().await.unwrap(),
+        ": OPENROUTER PROCESSING\n\ndata: a\n\ndata: [DONE]\n\n"
+    );
+    assert_eq!(mock.calls(), 2);
+
+    // Comments and then the end: no answer, broken, retried.
+    let mock = Mock::new(|_| ended_stream(vec![Ok(PROCESSING)]));
+    let err = run(&mock, quick().max_retries(1).build().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StreamBroken);
+    assert!(err.to_string().contains("before its first event"), "{err}");
+    assert_eq!(mock.calls(), 2);
+}
