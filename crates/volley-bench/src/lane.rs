@@ -237,7 +237,7 @@ impl<T: Sender> Lane<T> {
                 break None;
             }
             let data = event.data();
-            if event.event_type() == "error" || self.dialect.looks_like_error(data.as_bytes()) {
+            if event.event_type() == "error" || self.dialect.is_error_reply(data.as_bytes()) {
                 break Some(ErrorLabel::Kind(ErrorKind::StreamBroken.as_str()));
             }
             let content = if anthropic {

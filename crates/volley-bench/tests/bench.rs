@@ -461,6 +461,30 @@ async fn a_target_without_stats_has_no_server_side() {
     assert_eq!(results.summary.output_tokens, 20 * 3);
 }
 
+/// An error chunk whose first key is not `error` (OpenRouter's, with its `id` first), then
+/// `[DONE]`: a failed stream, not a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_chunk_in_a_stream_fails_it_whatever_its_first_key() {
+    let stream = concat!(
+        "data: {\"id\":\"gen-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
+        "data: {\"id\":\"gen-1\",\"error\":{\"code\":502,\"message\":\"Provider returned error\"},",
+        "\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\"},\"finish_reason\":\"error\"}]}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let url = responder("text/event-stream", stream).await;
+    let results = run(BenchConfig {
+        base_url: url,
+        requests: Some(4),
+        stream: true,
+        stack: StackKind::Bare,
+        load: Load::Closed { concurrency: 1 },
+        ..BenchConfig::default()
+    })
+    .await;
+    assert_eq!(results.summary.failed, 4);
+    assert_eq!(results.errors.keys().collect::<Vec<_>>(), ["stream_broken"]);
+}
+
 #[test]
 fn invalid_configurations_are_refused_before_the_run() {
     let err = Bench::new(BenchConfig::default()).unwrap_err();
@@ -519,6 +543,13 @@ fn flag_grammars() {
 /// completion (3 completion tokens): a stand-in for a provider without volley-mock's
 /// statistics. Returns its base URL.
 async fn plain_responder() -> String {
+    let body = r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"a b c"},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}"#;
+    responder("application/json", body).await
+}
+
+/// An HTTP/1.1 server that answers every request with `body` as `content_type`. Returns its
+/// base URL.
+async fn responder(content_type: &'static str, body: &'static str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -527,9 +558,8 @@ async fn plain_responder() -> String {
                 return;
             };
             tokio::spawn(async move {
-                let body = r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"a b c"},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":3,"total_tokens":7}}"#;
                 let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 let mut buf = Vec::new();
