@@ -843,6 +843,11 @@ impl Builder {
         for value in &credential_headers {
             crate::inner::secrets_of(value, &mut secrets);
         }
+        // The proxy's credentials: a forward proxy's `Proxy-Authorization` goes with every
+        // request, and a proxy or an origin may echo it in an error page.
+        if let Some(proxy) = route.proxy() {
+            proxy.secrets(&mut secrets);
+        }
         // Settings that change the answer to the same request (the API version an answer is
         // shaped by, the beta features it may use): clients that differ in them must not
         // share cache entries, so they are part of the cache's id, as `name=value`; not of the

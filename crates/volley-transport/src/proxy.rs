@@ -227,6 +227,17 @@ impl ProxyUrl {
     pub(crate) fn basic_auth(&self) -> Option<&HeaderValue> {
         self.basic.as_ref()
     }
+
+    /// Adds what of the credentials must never be shown to `out` (the scrubber's list): the
+    /// `Proxy-Authorization` value, its base64 alone, and the password.
+    pub(crate) fn secrets(&self, out: &mut Vec<bytes::Bytes>) {
+        if let Some(basic) = &self.basic {
+            crate::inner::secrets_of(basic.as_bytes(), out);
+        }
+        if let Some((_, password)) = &self.credentials {
+            crate::inner::secrets_of(password, out);
+        }
+    }
 }
 
 /// The proxy variables of the environment, read once per process.

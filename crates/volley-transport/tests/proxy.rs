@@ -323,3 +323,54 @@ async fn a_socks5_proxy_that_needs_credentials_says_so() {
     assert!(text.contains("requires a user name and password"), "{text}");
     assert!(!text.contains("rejected"), "{text}");
 }
+
+/// A forward proxy (or the origin behind it) whose error page echoes the request's headers:
+/// the proxy's `Proxy-Authorization` and password are scrubbed from the error as the API key
+/// is.
+#[tokio::test]
+async fn an_echoed_proxy_authorization_is_scrubbed_from_errors() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match socket.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let echo = String::from_utf8_lossy(&head).into_owned();
+                let body = serde_json::json!({"error": {"message": echo}}).to_string();
+                let reply = format!(
+                    "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    let transport = Transport::builder()
+        .base_url("http://127.0.0.1:9/v1")
+        .api_key("sk-proxied-key-0123456789")
+        .proxy(format!("http://volley:{PASSWORD}@127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(400), "{err}");
+    let body = String::from_utf8_lossy(err.body().unwrap()).into_owned();
+    // The echo arrived: the request went through this proxy with its credentials.
+    assert!(
+        body.contains("roxy-authorization") || body.contains("ROXY-AUTHORIZATION"),
+        "{body}"
+    );
+    let basic = "dm9sbGV5OnByMHh5LWh1bnRlcjI="; // base64("volley:pr0xy-hunter2")
+    let text = format!("{err} {} {err:?} {body}", err.report());
+    for secret in [PASSWORD, basic, "sk-proxied-key-0123456789"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+}
