@@ -252,7 +252,10 @@ impl Builder {
         self
     }
 
-    /// The deadline for establishing a TCP connection. `None` waits for the operating system.
+    /// The deadline for establishing a TCP connection; a proxy's handshake and the TLS
+    /// handshake each get as long again (a server that accepts the connection and never
+    /// answers the handshake fails the connection as a connect error, nothing sent). `None`
+    /// waits for the operating system, and for the handshakes without a bound.
     ///
     /// Default: 10 s.
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Builder {
@@ -759,39 +762,50 @@ impl Builder {
             tracing::debug!(proxy = proxy.display(), origin = %base.display, "through a proxy");
         }
         let forwarded = matches!(*route, Route::Forward(_));
+        // The phases bounded by `connect_timeout` before a TLS handshake: the TCP connection,
+        // and a tunnel's or a SOCKS proxy's handshake.
+        let phases_before = match *route {
+            Route::Direct | Route::Forward(_) => 1,
+            Route::Tunnel(_) | Route::Socks(_) => 2,
+        };
         let dial = Dial::new(http, route.clone(), c.connect_timeout);
 
-        let connector = BoxTls(if base.scheme == Scheme::HTTPS {
-            let tls_config = tls::client_config(&c.tls)?;
-            let builder = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls_config)
-                .https_or_http();
-            let counting = Counting::new(dial, counters.clone(), forwarded);
-            if c.http2_prior_knowledge {
-                builder.enable_http2().wrap_connector(counting)
-            } else if c.http2 {
-                builder.enable_all_versions().wrap_connector(counting)
+        let connector = BoxTls::new(
+            if base.scheme == Scheme::HTTPS {
+                let tls_config = tls::client_config(&c.tls)?;
+                let builder = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls_config)
+                    .https_or_http();
+                let counting = Counting::new(dial, counters.clone(), forwarded);
+                if c.http2_prior_knowledge {
+                    builder.enable_http2().wrap_connector(counting)
+                } else if c.http2 {
+                    builder.enable_all_versions().wrap_connector(counting)
+                } else {
+                    builder.enable_http1().wrap_connector(counting)
+                }
             } else {
-                builder.enable_http1().wrap_connector(counting)
-            }
-        } else {
-            // Plain text: no TLS configuration is built, so a transport to a local mock needs
-            // no roots at all.
-            hyper_rustls::HttpsConnector::from((
-                Counting::new(dial, counters.clone(), forwarded),
-                Arc::new(
-                    rustls::ClientConfig::builder_with_provider(Arc::new(
-                        rustls::crypto::ring::default_provider(),
-                    ))
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| {
-                        Error::new(ErrorKind::Config, "TLS protocol versions").with_source(e)
-                    })?
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-                ),
-            ))
-        });
+                // Plain text: no TLS configuration is built, so a transport to a local mock needs
+                // no roots at all.
+                hyper_rustls::HttpsConnector::from((
+                    Counting::new(dial, counters.clone(), forwarded),
+                    Arc::new(
+                        rustls::ClientConfig::builder_with_provider(Arc::new(
+                            rustls::crypto::ring::default_provider(),
+                        ))
+                        .with_safe_default_protocol_versions()
+                        .map_err(|e| {
+                            Error::new(ErrorKind::Config, "TLS protocol versions").with_source(e)
+                        })?
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                    ),
+                ))
+            },
+            c.connect_timeout,
+            phases_before,
+            base.scheme == Scheme::HTTPS,
+        );
 
         let client = if c.http2 || c.http2_prior_knowledge {
             let mut pool = Client::builder(TokioExecutor::new());

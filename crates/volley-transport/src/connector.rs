@@ -31,25 +31,109 @@ pub(crate) type Connector = BoxTls<HttpsConnector<Counting<Dial>>>;
 /// every plain-text connection would carry a kilobyte it never uses, 11 MB at 10 000
 /// connections. A TLS session is boxed once per connection; its reads and writes go through
 /// one more pointer, which its encryption dwarfs.
+///
+/// It also bounds the TLS handshake, which hyper-rustls does not: a server that accepts the
+/// TCP connection and never answers the `ClientHello` (a black-holed load balancer) would
+/// otherwise hold the attempt until its own deadline, and the failure would read as a request
+/// sent. `limit` bounds the whole connection (see [`BoxTls::new`]); when it passes, the
+/// connection fails with [`HandshakeTimedOut`], which nothing was sent through.
 #[derive(Clone, Debug)]
-pub(crate) struct BoxTls<C>(pub(crate) C);
+pub(crate) struct BoxTls<C> {
+    inner: C,
+    limit: Option<std::time::Duration>,
+}
+
+impl<C> BoxTls<C> {
+    /// `connect_timeout` bounds each phase before the TLS handshake (the TCP connection, a
+    /// proxy's handshake: `phases_before` of them) and the handshake itself: the connection
+    /// as a whole gets `(phases_before + 1) × connect_timeout`, so when that passes, the
+    /// phases before (each bounded by its own timer) left the handshake at least a whole
+    /// `connect_timeout`. `tls`: whether the scheme is `https` (plain text needs no bound
+    /// beyond the TCP connection's own).
+    pub(crate) fn new(
+        inner: C,
+        connect_timeout: Option<std::time::Duration>,
+        phases_before: u32,
+        tls: bool,
+    ) -> BoxTls<C> {
+        let limit = connect_timeout
+            .filter(|_| tls)
+            .map(|t| t.saturating_mul(phases_before.saturating_add(1)));
+        BoxTls { inner, limit }
+    }
+}
 
 impl<C, T> Service<Uri> for BoxTls<C>
 where
     C: Service<Uri, Response = MaybeHttpsStream<T>>,
+    C::Error: From<HandshakeTimedOut>,
 {
     type Response = Stream<T>;
     type Error = C::Error;
-    type Future = MapOk<C::Future, fn(MaybeHttpsStream<T>) -> Stream<T>>;
+    type Future = Connecting<MapOk<C::Future, fn(MaybeHttpsStream<T>) -> Stream<T>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        self.0.call(uri).map_ok(Stream::from)
+        Connecting {
+            inner: self.inner.call(uri).map_ok(Stream::from),
+            deadline: self
+                .limit
+                .map(|limit| (Box::pin(tokio::time::sleep(limit)), limit)),
+        }
     }
 }
+
+pin_project_lite::pin_project! {
+    /// The future of [`BoxTls`]: the connection, or [`HandshakeTimedOut`] when its limit
+    /// passes first.
+    pub(crate) struct Connecting<F> {
+        #[pin]
+        inner: F,
+        // Boxed: `Sleep` is not `Unpin`, and this is made once per connection.
+        deadline: Option<(Pin<Box<tokio::time::Sleep>>, std::time::Duration)>,
+    }
+}
+
+impl<F, R, E> Future for Connecting<F>
+where
+    F: Future<Output = Result<R, E>>,
+    E: From<HandshakeTimedOut>,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result);
+        }
+        if let Some((sleep, limit)) = this.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(HandshakeTimedOut(*limit).into()));
+        }
+        Poll::Pending
+    }
+}
+
+/// The TLS handshake did not finish in time (see [`BoxTls`]); the duration is the limit of
+/// the whole connection.
+#[derive(Debug)]
+pub(crate) struct HandshakeTimedOut(pub(crate) std::time::Duration);
+
+impl std::fmt::Display for HandshakeTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the TLS handshake did not finish in time (the connection's limit: {:?})",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for HandshakeTimedOut {}
 
 /// A connection: plain text inline, TLS boxed (see [`BoxTls`]).
 pub(crate) enum Stream<T> {

@@ -71,6 +71,18 @@ pub(crate) fn from_send(err: SendError, context: String, host: &str) -> Error {
 /// A connection that could not be opened because of the proxy or TLS: the error that says
 /// so, naming the proxy (never its password) or the host and what to do about it.
 fn connect_failure(err: &(dyn StdError + 'static), context: &str, host: &str) -> Option<Error> {
+    if find::<crate::connector::HandshakeTimedOut>(err).is_some() {
+        // Nothing was sent: the request waits for a connection that never came. A server
+        // too busy to answer may answer the next attempt, so it is a connect failure (retried),
+        // not a TLS one (a certificate problem does not heal).
+        return Some(Error::new(
+            ErrorKind::Connect,
+            format!(
+                "{context}: the TLS handshake with {host} did not finish in time (the server \
+                 accepted the connection but did not answer the handshake)"
+            ),
+        ));
+    }
     if let Some(tls) = find::<rustls::Error>(err) {
         // The rustls error itself is the source; the message says what it means, once.
         let message = match tls_advice(tls) {

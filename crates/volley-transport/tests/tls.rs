@@ -235,3 +235,33 @@ async fn alpn_negotiates_h2_over_tls_and_multiplexes() {
     assert_eq!(stats.requests, 21);
     assert_eq!(server.stats().requests_total, 21);
 }
+
+/// A server that accepts the TCP connection and never answers the TLS handshake (a
+/// black-holed load balancer): the connection fails within its connect timeouts, as a
+/// connect failure through which nothing was sent, HTTP/1.1 and HTTP/2 alike.
+#[tokio::test]
+async fn a_silent_tls_handshake_fails_within_the_connect_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    for http2 in [false, true] {
+        let transport = Transport::builder()
+            .base_url(format!("https://127.0.0.1:{port}/v1"))
+            .connect_timeout(Some(std::time::Duration::from_millis(300)))
+            .http2(http2)
+            .build()
+            .unwrap();
+        let err = tokio::time::timeout(std::time::Duration::from_secs(20), transport.send(chat()))
+            .await
+            .expect("the handshake's bound ended the attempt")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
+        assert!(!err.is_request_sent(), "{err}");
+        assert!(err.to_string().contains("TLS handshake"), "{err}");
+    }
+}

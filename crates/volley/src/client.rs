@@ -895,7 +895,8 @@ impl ClientBuilder {
         self
     }
 
-    /// The TCP connect deadline.
+    /// The TCP connect deadline; a proxy's handshake and the TLS handshake each get as long
+    /// again. See [`volley_transport::Builder::connect_timeout`].
     ///
     /// Default: 10 s.
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> ClientBuilder {
