@@ -639,13 +639,14 @@ impl fmt::Display for SharedLimitSpec {
 /// `--retry-on`: which failed attempts are sent again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum RetryOn {
-    /// Connection failures, timeouts, a stream broken before its first chunk, 429 and the
-    /// statuses 408, 409, 500, 502, 503, 504 and 529: the library's default. A timeout, a 5xx
-    /// or a broken stream may come after the provider did (and billed) the work.
+    /// Connection failures, timeouts, a stream broken before its first chunk, 429, 408, 409
+    /// and every 5xx but 501, 505 and 511: the library's default. A timeout, a 5xx or a
+    /// broken stream may come after the provider did (and billed) the work.
     #[default]
     Failures,
-    /// Only what cannot have been billed: 429, 529, a 503 with `Retry-After`, a 408, and
-    /// failures before any byte of the request was sent.
+    /// Only what cannot have been billed: 429, 529, a 503 with `Retry-After`, a 408 without
+    /// an error object, Cloudflare's 521-523, 525 and 526, and failures before any byte of
+    /// the request was sent.
     Unbilled,
 }
 

@@ -7,14 +7,15 @@
 //! # What is retried
 //!
 //! [`Policy::default`] ([`classify_default`]) retries connection failures, timeouts, a stream
-//! broken before its first byte, 429 and the statuses 408, 409, 500, 502, 503 and 504; never
-//! any other 4xx, never invalid input, configuration errors, cancellations, undecodable bodies
-//! or TLS failures (a certificate problem does not heal).
+//! broken before its first byte, 429, 408, 409 and every 5xx but 501, 505 and 511; never any
+//! other 4xx, never invalid input, configuration errors, cancellations, undecodable bodies or
+//! TLS failures (a certificate problem does not heal). A provider's `x-should-retry` header
+//! wins over the status.
 //!
 //! A provider may bill an attempt that failed after it was sent: a timeout or a 500 may come
 //! after the generation ran. [`Policy::safe_only`] ([`classify_safe_only`]) retries only what
-//! cannot have been billed: 429, a 503 with `Retry-After`, a 408, and failures before any byte
-//! of the request was sent. The classifier is replaceable ([`PolicyBuilder::classifier`]).
+//! cannot have been billed: 429, 529, a 503 with `Retry-After`, a 408 without an error object,
+//! Cloudflare's 521-523, 525 and 526, and failures before any byte of the request was sent. The classifier is replaceable ([`PolicyBuilder::classifier`]).
 //!
 //! # How long it waits
 //!

@@ -41,6 +41,14 @@ async fn default_classification() {
         ("502", || status(502)),
         ("503", || status(503)),
         ("504", || status(504)),
+        // Cloudflare in front of the origin: an unknown error, a timeout.
+        ("520", || status(520)),
+        ("524", || status(524)),
+        ("529", || status(529)),
+        // The provider's word wins over the status.
+        ("400, x-should-retry: true", || {
+            status_with(400, &[("x-should-retry", "true")], None)
+        }),
     ];
     for (name, make) in retried {
         let mock = failing(1, make);
@@ -55,6 +63,11 @@ async fn default_classification() {
         ("422", || status(422)),
         ("418", || status(418)),
         ("501", || status(501)),
+        ("505", || status(505)),
+        ("511", || status(511)),
+        ("500, x-should-retry: false", || {
+            status_with(500, &[("x-should-retry", "false")], None)
+        }),
         ("tls", || Error::new(ErrorKind::Tls, "t")),
         ("invalid", || Error::new(ErrorKind::InvalidInput, "t")),
         ("config", || Error::new(ErrorKind::Config, "t")),
@@ -78,6 +91,17 @@ async fn safe_only_retries_what_cannot_have_been_billed() {
         ("500", || status(500), 1),
         ("429", || status(429), 2),
         ("408", || status(408), 2),
+        // LiteLLM's 408 after an upstream timeout: the work may have been billed.
+        ("408 with an error object", gateway_timeout, 1),
+        // Cloudflare never reached the origin; a 524 came after it did.
+        ("522", || status(522), 2),
+        ("521, unsent or not", || status(521), 2),
+        ("524", || status(524), 1),
+        (
+            "429, x-should-retry: false",
+            || status_with(429, &[("x-should-retry", "false")], None),
+            1,
+        ),
         ("503", || status(503), 1),
         (
             "503 with Retry-After",
@@ -345,4 +369,15 @@ async fn the_first_retry_waits_at_most_the_base() {
             assert!(waited <= bound, "{failures} retries waited {waited:?}");
         }
     }
+}
+
+/// LiteLLM's 408 when the upstream provider timed out.
+fn gateway_timeout() -> Error {
+    Error::from_status(
+        StatusCode::REQUEST_TIMEOUT,
+        HeaderMap::new(),
+        br#"{"error":{"message":"litellm.Timeout: APITimeoutError - Request timed out.","type":null,"param":null,"code":"408"}}"#,
+        None,
+        "test",
+    )
 }
