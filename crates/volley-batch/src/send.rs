@@ -46,6 +46,13 @@ pub(crate) async fn execute(
                 .unwrap_or_default()
                 .to_owned();
             match response.bytes().await {
+                // A 2xx whose body is an error object (a gateway's `{"error": {"code": 429,
+                // ..}}` with a 200): no answer, so a failure, which `retry_failed` sends again.
+                Ok(body) if (200..300).contains(&status) && dialect.is_error_reply(&body) => {
+                    let context = format!("HTTP {status}");
+                    let error = dialect.error_in_answer(&body, context);
+                    (from_error(line, &error), Usage::default(), !cached)
+                }
                 Ok(body) => {
                     let (outcome, usage) = from_response(line, status, request_id, body);
                     (outcome, usage, !cached)

@@ -615,6 +615,51 @@ async fn a_final_http_error_keeps_the_providers_body() {
     }
 }
 
+/// A 200 whose body is an error object (a gateway's `{"error": {"code": 429, ..}}`, an
+/// OpenRouter error with its `id` first) is a failure: recorded as an error, counted as
+/// failed, and sent again by `retry_failed`; a real answer beside them is a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_that_is_an_error_object_fails_its_line() {
+    let answer = json!({"id": "c1", "object": "chat.completion", "choices": [{"index": 0,
+        "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+    .to_string();
+    let bodies = vec![
+        answer,
+        json!({"error": {"code": 429, "message": "Provider returned error"}}).to_string(),
+        json!({"id": "gen-1", "error": {"code": 502, "message": "Upstream failed"}}).to_string(),
+    ];
+    let base = error_server("200 OK", bodies.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(
+        dir.path(),
+        (0..bodies.len()).map(|n| chat_line(&format!("body-{n}"))),
+    );
+    let client = Client::builder().base_url(base).retries(0).build().unwrap();
+    let summary = BatchRunner::new(client, Input::Path(input), options(dir.path()))
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!((summary.succeeded, summary.failed), (1, 2));
+    let out = records(&dir.path().join("out.jsonl"));
+    let by_id: BTreeMap<&str, &Value> = out
+        .iter()
+        .map(|r| (r["custom_id"].as_str().unwrap(), r))
+        .collect();
+    assert_eq!(by_id["body-0"]["response"]["status_code"], 200);
+    let limited = by_id["body-1"];
+    assert_eq!(limited["response"], Value::Null, "{limited}");
+    assert_eq!(limited["error"]["code"], "rate_limited", "{limited}");
+    let message = limited["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Provider returned error"), "{message}");
+    assert_eq!(
+        by_id["body-2"]["error"]["code"], "status",
+        "{}",
+        by_id["body-2"]
+    );
+    assert_eq!(records(&dir.path().join("errors.jsonl")).len(), 2);
+}
+
 /// The provider's message that stops a run on rejected credentials reaches the user's
 /// terminal: it is cleaned of control characters (a hostile server's escape sequences).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -331,7 +331,7 @@ async fn read_plain(response: Response, dialect: Dialect) -> Outcome {
     let usage = (!response.is_stream()).then(|| response.usage(dialect));
     match response.bytes().await {
         // A 200 whose body is an error object (some gateways do this).
-        Ok(body) if dialect.looks_like_error(&body) => {
+        Ok(body) if dialect.is_error_reply(&body) => {
             Outcome::Failed(ErrorLabel::Kind(ErrorKind::BodyDecode.as_str()))
         }
         Ok(body) => Outcome::Ok {
