@@ -89,13 +89,21 @@ pub struct ChunkChoice {
 
 /// What one chunk adds to a choice's message.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "RawDelta")]
 pub struct Delta {
     /// The role, usually only in the first chunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
-    /// The next piece of text.
+    /// The next piece of text. When a server sends the content as a list of parts (Mistral's
+    /// reasoning models: `[{"type": "thinking", ..}, {"type": "text", "text": ..}]`), the text
+    /// of its `text` parts, joined, and `None` when it has none; the list itself is in
+    /// [`content_parts`](Delta::content_parts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// The content as the server sent it when that was a list of parts, as JSON (see
+    /// [`content`](Delta::content)); `None` for text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_parts: Option<Vec<Value>>,
     /// Pieces of tool calls (each with an `index`; `arguments` arrive in fragments), as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<Value>>,
@@ -105,6 +113,84 @@ pub struct Delta {
     /// Every other field, kept verbatim.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// A [`Delta`] as it arrives: its content text or a list of parts.
+#[derive(Deserialize)]
+struct RawDelta {
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    content: Option<RawContent>,
+    #[serde(default)]
+    content_parts: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    #[serde(default)]
+    refusal: Option<String>,
+    #[serde(flatten)]
+    extra: Extra,
+}
+
+/// A delta's `content`: text (every server), or a list of parts (Mistral's reasoning models).
+enum RawContent {
+    Text(String),
+    Parts(Vec<Value>),
+}
+
+impl<'de> Deserialize<'de> for RawContent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawContent, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawContent;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or a list of content parts")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawContent, E> {
+                Ok(RawContent::Text(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<RawContent, E> {
+                Ok(RawContent::Text(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawContent, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(part) = seq.next_element()? {
+                    parts.push(part);
+                }
+                Ok(RawContent::Parts(parts))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl From<RawDelta> for Delta {
+    fn from(raw: RawDelta) -> Delta {
+        let (content, content_parts) = match raw.content {
+            None => (None, raw.content_parts),
+            Some(RawContent::Text(text)) => (Some(text), raw.content_parts),
+            Some(RawContent::Parts(parts)) => {
+                let mut texts = parts
+                    .iter()
+                    .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .peekable();
+                let text = texts.peek().is_some().then(|| texts.collect::<String>());
+                (text, Some(parts))
+            }
+        };
+        Delta {
+            role: raw.role,
+            content,
+            content_parts,
+            tool_calls: raw.tool_calls,
+            refusal: raw.refusal,
+            extra: raw.extra,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -133,6 +219,34 @@ mod tests {
         assert_eq!(chunk.delta_text(), Some("Hello"));
         assert_eq!(chunk.choices[0].delta.role, None);
         assert_eq!(chunk.choices[0].delta.extra["x_delta"][0], 1);
+    }
+
+    /// Mistral's reasoning models stream their thinking as a list of parts: the chunk reads,
+    /// the list is kept, and the text parts are the content.
+    #[test]
+    fn content_as_a_list_of_parts() {
+        let thinking: ChatCompletionChunk = serde_json::from_str(
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"magistral-medium-latest","choices":[{"index":0,"delta":{"content":[{"type":"thinking","thinking":[{"type":"text","text":"Okay"}]}]},"finish_reason":null}]}"#,
+        )
+        .unwrap();
+        let delta = &thinking.choices[0].delta;
+        assert_eq!(delta.content, None);
+        let parts = delta.content_parts.as_ref().unwrap();
+        assert_eq!(parts[0]["thinking"][0]["text"], "Okay");
+        let text: ChatCompletionChunk = serde_json::from_str(
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":[{"type":"text","text":"The "},{"type":"text","text":"answer"}]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(text.delta_text(), Some("The answer"));
+        // Text and null stay as they were, with no parts.
+        let plain: ChatCompletionChunk =
+            serde_json::from_str(r#"{"choices":[{"index":0,"delta":{"content":"a\"b"}}]}"#)
+                .unwrap();
+        assert_eq!(plain.delta_text(), Some("a\"b"));
+        assert_eq!(plain.choices[0].delta.content_parts, None);
+        let null: ChatCompletionChunk =
+            serde_json::from_str(r#"{"choices":[{"index":0,"delta":{"content":null}}]}"#).unwrap();
+        assert_eq!(null.choices[0].delta, Delta::default());
     }
 
     #[test]
