@@ -169,14 +169,21 @@ impl ProxyUrl {
             let (user, password) = info.split_once(':').unwrap_or((info, ""));
             (percent_decode(user), percent_decode(password))
         });
-        if let (ProxyKind::Socks5 { .. }, Some((user, password))) = (kind, &credentials)
-            && (std::str::from_utf8(user).is_err() || std::str::from_utf8(password).is_err())
-        {
-            // hyper-util's SOCKS5 connector takes them as strings.
-            return Err(bad(
-                "has a user name or password that is not UTF-8 once percent-decoded, which \
-                 Volley cannot send to a SOCKS5 proxy",
-            ));
+        if let (ProxyKind::Socks5 { .. }, Some((user, password))) = (kind, &credentials) {
+            if std::str::from_utf8(user).is_err() || std::str::from_utf8(password).is_err() {
+                // hyper-util's SOCKS5 connector takes them as strings.
+                return Err(bad(
+                    "has a user name or password that is not UTF-8 once percent-decoded, which \
+                     Volley cannot send to a SOCKS5 proxy",
+                ));
+            }
+            // RFC 1929 gives each one length byte.
+            if user.len() > 255 || password.len() > 255 {
+                return Err(bad(
+                    "has a user name or password a SOCKS5 proxy cannot take: each must be at \
+                     most 255 bytes once percent-decoded (RFC 1929)",
+                ));
+            }
         }
         let basic = credentials
             .as_ref()
@@ -634,7 +641,11 @@ async fn socks(
         // hyper-util's SOCKS error types are private: its messages are what there is
         // ("credentials not accepted", "authentication method mismatch").
         let text = e.to_string();
-        let failure = if text.contains("credentials") || text.contains("auth") {
+        let failure = if text.contains("does not support") && proxy.credentials.is_some() {
+            // Offered only the user name and password method, the proxy chose none: it
+            // takes no credentials (`ssh -D`), or another method.
+            Failure::SocksMethod
+        } else if text.contains("credentials") || text.contains("auth") {
             Failure::SocksAuth
         } else {
             Failure::Socks
@@ -664,6 +675,8 @@ enum Failure {
     Status(StatusCode, HeaderMap),
     Socks,
     SocksAuth,
+    /// The proxy takes none of the methods offered (user name and password).
+    SocksMethod,
 }
 
 impl ProxyError {
@@ -693,7 +706,7 @@ impl ProxyError {
             }
             // Credentials missing from the proxy URL, or refused: the setting is wrong, and
             // trying again would only repeat a failed login (`Config` is never retried).
-            Failure::SocksAuth => {
+            Failure::SocksAuth | Failure::SocksMethod => {
                 Error::new(ErrorKind::Config, format!("{context}: {self}")).with_request_sent(false)
             }
             _ => Error::new(ErrorKind::Connect, format!("{context}: {self}")),
@@ -768,6 +781,11 @@ impl fmt::Display for ProxyError {
                 f,
                 "the SOCKS5 proxy {proxy} (from {from}) rejected the user name and password in \
                  its URL"
+            ),
+            Failure::SocksMethod => write!(
+                f,
+                "the SOCKS5 proxy {proxy} (from {from}) does not take a user name and password \
+                 (it may need none: take user:password@ out of its URL)"
             ),
         }
     }

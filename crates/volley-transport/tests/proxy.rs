@@ -374,3 +374,38 @@ async fn an_echoed_proxy_authorization_is_scrubbed_from_errors() {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
 }
+
+/// A SOCKS5 proxy that takes no credentials (`ssh -D`), given some in its URL, says so
+/// rather than claiming it rejected them; credentials longer than RFC 1929's 255 bytes are
+/// refused when the transport is built.
+#[tokio::test]
+async fn a_socks5_proxy_that_takes_no_credentials_says_so() {
+    let socks = volley_testkit::socks::Socks5::start(None);
+    let with = socks.url().replace("socks5h://", "socks5h://volley:pw@");
+    let transport = Transport::builder()
+        .base_url("http://localhost:1/v1")
+        .proxy(&with)
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    let text = format!("{err} {}", err.report());
+    assert!(
+        text.contains("does not take a user name and password"),
+        "{text}"
+    );
+    assert!(!text.contains("rejected"), "{text}");
+
+    let long = socks.url().replace(
+        "socks5h://",
+        &format!("socks5h://volley:{}@", "p".repeat(256)),
+    );
+    let err = Transport::builder()
+        .base_url("http://localhost:1/v1")
+        .proxy(&long)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("255 bytes"), "{err}");
+    assert!(!err.to_string().contains("ppppp"), "{err}");
+}
