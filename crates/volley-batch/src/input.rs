@@ -1,6 +1,7 @@
 //! Reading the input: lines with a size cap, validation, duplicate `custom_id`s, and
 //! [`validate`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,6 +57,74 @@ pub struct ValidationReport {
     pub invalid: Vec<OutcomeRecord>,
     /// How many lines are invalid, all of them counted.
     pub invalid_count: u64,
+    /// The endpoint paths of the valid lines, with how many lines name each (at most
+    /// [`MAX_DISTINCT`] paths are kept).
+    pub paths: BTreeMap<String, u64>,
+    /// The models of the valid lines, with how many lines name each (at most
+    /// [`MAX_DISTINCT`] models are kept; lines without one are not counted).
+    pub models: BTreeMap<String, u64>,
+    /// The size of the input file in bytes (0 for standard input).
+    pub bytes: u64,
+}
+
+/// How many distinct paths or models a [`ValidationReport`] keeps.
+pub const MAX_DISTINCT: usize = 100;
+
+impl ValidationReport {
+    /// What would keep the file from going to the provider's own batch service unchanged, as
+    /// sentences: OpenAI's Batch API takes one endpoint and one model per file, at most
+    /// 50 000 requests and 200 MB, and no Azure path (`/chat/completions` without `/v1`);
+    /// Anthropic's Message Batches at most 100 000 requests and 256 MB. Volley itself sends
+    /// such files as they are.
+    pub fn portability_notes(&self, format: Format) -> Vec<String> {
+        let mut notes = Vec::new();
+        let list = |map: &BTreeMap<String, u64>| {
+            let mut names: Vec<&str> = map.keys().map(String::as_str).take(5).collect();
+            if map.len() > 5 {
+                names.push("...");
+            }
+            names.join(", ")
+        };
+        let (max_lines, max_bytes, service) = match format {
+            Format::OpenAi => (50_000, 200 * 1024 * 1024, "OpenAI's Batch API"),
+            Format::Anthropic => (100_000, 256 * 1024 * 1024, "Anthropic's Message Batches"),
+        };
+        if format == Format::OpenAi {
+            if self.paths.len() > 1 {
+                notes.push(format!(
+                    "the lines go to {} endpoints ({}): {service} takes one per file",
+                    self.paths.len(),
+                    list(&self.paths)
+                ));
+            }
+            if self.models.len() > 1 {
+                notes.push(format!(
+                    "the lines name {} models ({}): {service} takes one per file",
+                    self.models.len(),
+                    list(&self.models)
+                ));
+            }
+            if self.paths.keys().any(|p| !p.starts_with("/v1/")) {
+                notes.push(format!(
+                    "some lines use Azure's paths without /v1, which {service} refuses"
+                ));
+            }
+        }
+        if self.lines > max_lines {
+            notes.push(format!(
+                "{} lines: {service} takes at most {max_lines} per file",
+                self.lines
+            ));
+        }
+        if self.bytes > max_bytes {
+            notes.push(format!(
+                "{} MB: {service} takes at most {} MB per file",
+                self.bytes / (1024 * 1024),
+                max_bytes / (1024 * 1024)
+            ));
+        }
+        notes
+    }
 }
 
 /// How many invalid lines a [`ValidationReport`] lists.
@@ -83,10 +152,26 @@ pub async fn validate_format(
 ) -> Result<ValidationReport, Error> {
     let mut source = LineSource::open(&input, max_line_bytes, Keys::new(), format).await?;
     let mut report = ValidationReport::default();
+    if let Input::Path(path) = &input {
+        report.bytes = tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+    }
     while let Some(line) = source.next().await? {
         report.lines += 1;
         match line.parsed {
-            Ok(_) => report.valid += 1,
+            Ok(parsed) => {
+                report.valid += 1;
+                let count = |map: &mut BTreeMap<String, u64>, name: &str| {
+                    if let Some(n) = map.get_mut(name) {
+                        *n += 1;
+                    } else if map.len() < MAX_DISTINCT {
+                        map.insert(name.to_owned(), 1);
+                    }
+                };
+                count(&mut report.paths, parsed.url());
+                if let Some(model) = parsed.model() {
+                    count(&mut report.models, &model);
+                }
+            }
             Err(invalid) => {
                 report.invalid_count += 1;
                 if report.invalid.len() < MAX_REPORTED_INVALID {

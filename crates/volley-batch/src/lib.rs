@@ -237,7 +237,9 @@ use std::time::Duration;
 
 pub use format::Format;
 pub use fsync::{Fsync, ParseFsyncError};
-pub use input::{Input, MAX_REPORTED_INVALID, ValidationReport, validate, validate_format};
+pub use input::{
+    Input, MAX_DISTINCT, MAX_REPORTED_INVALID, ValidationReport, validate, validate_format,
+};
 pub use progress::{Progress, ProgressSnapshot};
 pub use record::{Outcome, OutcomeRecord};
 pub use runner::BatchRunner;

@@ -42,6 +42,8 @@ const MESSAGES_PATH: &str = "/messages";
 pub(crate) struct ParsedLine {
     pub(crate) custom_id: String,
     path: &'static str,
+    /// The `url` as the line wrote it (OpenAI's, or Azure's form without `/v1`).
+    url: &'static str,
     body: Bytes,
     estimated_tokens: u32,
     dialect: Dialect,
@@ -198,6 +200,7 @@ pub(crate) fn parse_line(
         return Ok(ParsedLine {
             custom_id,
             path: MESSAGES_PATH,
+            url: MESSAGES_PATH,
             body: Bytes::from(bytes),
             estimated_tokens,
             dialect: Dialect::Anthropic,
@@ -217,10 +220,18 @@ pub(crate) fn parse_line(
         Some(other) => return Err(with_id(invalid_field(line, "method", type_name(other)))),
         None => return Err(with_id(missing(line, "method"))),
     }
-    let (path, endpoint) = match object.get("url") {
+    let (path, endpoint, url) = match object.get("url") {
         // Azure OpenAI's batch format names the path without `/v1` (`/chat/completions`).
         Some(Value::String(url)) => match URLS.iter().find(|(u, p, _)| u == url || p == url) {
-            Some(&(_, path, endpoint)) => (path, endpoint),
+            Some(&(written, path, endpoint)) => (
+                path,
+                endpoint,
+                if written == url.as_str() {
+                    written
+                } else {
+                    path
+                },
+            ),
             None => {
                 return Err(with_id(InvalidLine::new(
                     "unknown_url",
@@ -257,6 +268,7 @@ pub(crate) fn parse_line(
     Ok(ParsedLine {
         custom_id,
         path,
+        url,
         body: Bytes::from(bytes),
         estimated_tokens,
         dialect: Dialect::OpenAi,
@@ -264,6 +276,17 @@ pub(crate) fn parse_line(
 }
 
 impl ParsedLine {
+    /// The `url` as the line wrote it (`/v1/chat/completions`, or Azure's
+    /// `/chat/completions`).
+    pub(crate) fn url(&self) -> &'static str {
+        self.url
+    }
+
+    /// The `model` of the body, read for [`validate`](crate::validate) only.
+    pub(crate) fn model(&self) -> Option<String> {
+        self.dialect.request_facts(&self.body).model
+    }
+
     /// The request to send for line `line`: id = the line number, `X-Client-Request-Id` =
     /// the `custom_id` when OpenAI would accept it as one.
     pub(crate) fn into_request(self, line: u64) -> (String, Request) {

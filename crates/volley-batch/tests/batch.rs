@@ -709,6 +709,45 @@ async fn validate_checks_without_sending() {
     );
 }
 
+/// What would keep a file from OpenAI's own Batch API (which takes one endpoint and one
+/// model per file, and no Azure path) is noted; a file it would take has no note.
+#[tokio::test]
+async fn validate_notes_what_the_providers_batch_service_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_input(&input, numbered(3));
+    let report = validate(Input::Path(input.clone()), 1024).await.unwrap();
+    assert_eq!(report.paths.len(), 1);
+    assert_eq!(report.models["gpt-4o-mini"], 3);
+    assert!(report.bytes > 0);
+    assert!(
+        report
+            .portability_notes(volley_batch::Format::OpenAi)
+            .is_empty(),
+        "{report:?}"
+    );
+
+    let mut lines: Vec<String> = numbered(3).collect();
+    let mut other: Value = serde_json::from_str(&chat_line("other")).unwrap();
+    other["body"]["model"] = json!("gpt-4o");
+    lines.push(other.to_string());
+    let mut embed = json!({"custom_id": "e", "method": "POST", "url": "/v1/embeddings",
+        "body": {"model": "text-embedding-3-small", "input": "x"}});
+    lines.push(embed.to_string());
+    embed["custom_id"] = json!("azure");
+    embed["url"] = json!("/embeddings");
+    lines.push(embed.to_string());
+    write_input(&input, lines);
+    let report = validate(Input::Path(input), 1024).await.unwrap();
+    assert_eq!(report.invalid_count, 0, "{report:?}");
+    let notes = report
+        .portability_notes(volley_batch::Format::OpenAi)
+        .join("\n");
+    assert!(notes.contains("3 endpoints"), "{notes}");
+    assert!(notes.contains("3 models"), "{notes}");
+    assert!(notes.contains("Azure's paths"), "{notes}");
+}
+
 #[tokio::test]
 async fn errors_of_the_run_name_the_path() {
     let dir = tempfile::tempdir().unwrap();

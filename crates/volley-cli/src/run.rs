@@ -857,6 +857,10 @@ async fn validate(
     if report.invalid_count > shown {
         println!("  ... and {} more", report.invalid_count - shown);
     }
+    // Volley runs such files as they are; the provider's own batch service would not.
+    for note in report.portability_notes(format) {
+        println!("note: {note}");
+    }
     Ok(if report.invalid_count == 0 {
         ExitCode::SUCCESS
     } else {
