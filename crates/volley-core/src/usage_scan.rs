@@ -22,6 +22,15 @@ pub(crate) const MAX_LINE: usize = 16 * 1024;
 /// has the rest searched backwards.
 const REMEMBERED: usize = 8;
 
+/// The most `"usage"` keys followed by an object that one scan reads: a body or a chunk has
+/// one or two, and a server that nests thousands (`{"usage":{"usage":...`) would otherwise
+/// have each read to the end of the body, a cost quadratic in its size.
+pub(crate) const MAX_TRIES: usize = 16;
+
+/// The most bytes of a usage object read: a real one is a few hundred. Longer, it is not a
+/// usage (and reading it would cost as much as the body).
+const MAX_OBJECT: usize = 64 * 1024;
+
 /// The last `"usage"` key of `body` at which `usage_at` reads a usage object (the usage of an
 /// answer comes after its content).
 ///
@@ -49,9 +58,18 @@ pub(crate) fn last_in_body<T>(
     if count <= REMEMBERED {
         return None;
     }
-    // The oldest remembered key failed too; everything before it, backwards.
+    // The oldest remembered key failed too; the keys before it, backwards, up to the bound
+    // of keys read.
     let mut end = found[(count - REMEMBERED) % REMEMBERED];
+    let mut tries = REMEMBERED;
     while let Some(at) = USAGE_KEY_REV.rfind(&body[..end]) {
+        // A key not followed by an object costs nothing to pass over; one that is counts.
+        if object_after(body, at).is_some() {
+            if tries >= MAX_TRIES {
+                return None;
+            }
+            tries += 1;
+        }
         if let Some(usage) = usage_at(body, at) {
             return Some(usage);
         }
@@ -122,18 +140,22 @@ impl LineBuffer {
     }
 }
 
+/// What follows the `"usage"` key found at `at` and its colon, when that is an object.
+pub(crate) fn object_after(bytes: &[u8], at: usize) -> Option<&[u8]> {
+    let rest = bytes[at + b"\"usage\"".len()..]
+        .trim_ascii_start()
+        .strip_prefix(b":")?
+        .trim_ascii_start();
+    rest.starts_with(b"{").then_some(rest)
+}
+
 /// The object after the `"usage"` key found at `at`, read as a `T` and nothing more
 /// (whatever follows it is never looked at); `None` when it is not an object, not a `T`, or
 /// cut short. The plain shape every provider sends is read by hand
 /// ([`usage_counts`](crate::usage_counts)); serde reads anything else.
 pub(crate) fn object_at<T: Counts>(bytes: &[u8], at: usize) -> Option<T> {
-    let rest = bytes[at + b"\"usage\"".len()..]
-        .trim_ascii_start()
-        .strip_prefix(b":")?
-        .trim_ascii_start();
-    if !rest.starts_with(b"{") {
-        return None;
-    }
+    let rest = object_after(bytes, at)?;
+    let rest = &rest[..rest.len().min(MAX_OBJECT)];
     if let Some(usage) = usage_counts::counts::<T>(rest) {
         return Some(usage);
     }
@@ -145,6 +167,33 @@ pub(crate) fn object_at<T: Counts>(bytes: &[u8], at: usize) -> Option<T> {
 mod tests {
     use super::*;
     use crate::openai;
+
+    /// A server that nests thousands of usage keys (`{"usage":{"usage":...`) has at most
+    /// `MAX_TRIES` of them read, each at most `MAX_OBJECT` bytes: the scan stays linear in the
+    /// body, where reading each to the end of the body was quadratic (hours for 9 MB).
+    #[test]
+    fn nested_usage_keys_are_read_a_bounded_number_of_times() {
+        let depth = 20_000;
+        let body = "{\"usage\":".repeat(depth) + &"}".repeat(depth);
+        let tries = std::cell::Cell::new(0usize);
+        let found = last_in_body(body.as_bytes(), |bytes, at| {
+            tries.set(tries.get() + 1);
+            object_at::<openai::UsageCounts>(bytes, at)
+        });
+        assert_eq!(found, None);
+        assert!(tries.get() <= MAX_TRIES + 1, "{} keys read", tries.get());
+        // Through the public scans too (the stream scanners share the bound).
+        assert_eq!(openai::usage_in_body(body.as_bytes()), None);
+        let mut scanner = crate::Dialect::Anthropic.usage_scanner();
+        scanner.feed(format!("data: {body}\n\n").as_bytes());
+        assert_eq!(scanner.finish(), None);
+        // A usage object longer than the bound is no usage.
+        let padded = format!(
+            "{{\"usage\":{{\"prompt_tokens\":5,\"pad\":\"{}\"}}}}",
+            "x".repeat(MAX_OBJECT)
+        );
+        assert_eq!(openai::usage_in_body(padded.as_bytes()), None);
+    }
 
     #[test]
     fn the_last_usage_is_found_past_many_keys_that_are_not_usages() {

@@ -8,7 +8,7 @@
 use serde::Deserialize;
 
 use crate::usage_counts::{Counts, Found, MAX_KEYS};
-use crate::usage_scan::{LineBuffer, USAGE_KEY, last_in_body, object_at};
+use crate::usage_scan::{LineBuffer, MAX_TRIES, USAGE_KEY, last_in_body, object_after, object_at};
 
 /// The counts of an Anthropic `usage` object. In a stream each count is cumulative and a
 /// later object may leave some out, so every count is optional and the scanner merges them.
@@ -141,8 +141,16 @@ impl UsageScanner {
 /// `final_output` one on a `message_delta` event's line.
 fn merge_usages_in(lines: &[u8], merged: &mut Option<UsageCounts>, final_output: &mut bool) {
     let mut from = 0;
+    // Each object read is bounded; so is their number (see `MAX_TRIES`).
+    let mut tries = 0;
     while let Some(found) = USAGE_KEY.find(&lines[from..]) {
         let at = from + found;
+        if object_after(lines, at).is_some() {
+            if tries >= MAX_TRIES {
+                return;
+            }
+            tries += 1;
+        }
         if let Some(usage) = object_at::<UsageCounts>(lines, at) {
             *merged = Some(merged.unwrap_or_default().merged(usage));
             let start = memchr::memrchr(b'\n', &lines[..at]).map_or(0, |i| i + 1);
