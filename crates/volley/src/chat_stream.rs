@@ -170,13 +170,11 @@ impl Stream for ChatStream {
             }
             Err(e) => {
                 let id = self.id;
-                self.fail(
-                    Error::new(
-                        ErrorKind::BodyDecode,
-                        format!("request {id}: a stream chunk is not a chat completion chunk"),
-                    )
-                    .with_source(e),
-                )
+                let error = self.scrubber.decode_error(
+                    format_args!("request {id}: a stream chunk is not a chat completion chunk"),
+                    &e,
+                );
+                self.fail(error)
             }
         }
     }

@@ -1372,10 +1372,9 @@ pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
         return Err(dialect.error_in_answer(&body, format_args!("request {id}")));
     }
     serde_json::from_slice(&body).map_err(|e| {
-        Error::new(
-            ErrorKind::BodyDecode,
-            format!("request {id}: decoding the JSON response body"),
+        scrubber.decode_error(
+            format_args!("request {id}: decoding the JSON response body"),
+            &e,
         )
-        .with_source(e)
     })
 }

@@ -178,13 +178,11 @@ impl Stream for MessageStream {
                 }
                 Err(e) => {
                     let id = self.id;
-                    self.fail(
-                        Error::new(
-                            ErrorKind::BodyDecode,
-                            format!("request {id}: an event of the stream is not valid JSON"),
-                        )
-                        .with_source(e),
-                    )
+                    let error = self.scrubber.decode_error(
+                        format_args!("request {id}: an event of the stream is not valid JSON"),
+                        &e,
+                    );
+                    self.fail(error)
                 }
             };
         }

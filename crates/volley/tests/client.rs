@@ -643,3 +643,42 @@ fn an_impossible_concurrency_is_a_config_error() {
         .err();
     assert_eq!(err.map(|e| e.kind()), Some(volley::ErrorKind::Config));
 }
+
+/// A 200 whose JSON is not the answer expected, a field of the wrong type holding the key the
+/// server was sent and megabytes more: the decode error names the problem without the key,
+/// and stays short (serde quotes the value it could not read).
+#[tokio::test]
+async fn a_reply_that_does_not_decode_shows_neither_the_key_nor_megabytes() {
+    const KEY: &str = "sk-echoed-key-0123456789";
+    let port = volley_testkit::raw::serve(move |head| {
+        let auth = head
+            .lines()
+            .find_map(|l| l.strip_prefix("authorization: "))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let body = serde_json::json!({"choices": format!("{auth} {}", "x".repeat(1 << 20))});
+        volley_testkit::raw::json_response("200 OK", &[], &body.to_string())
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .api_key(KEY)
+        .retries(0)
+        .build()
+        .unwrap();
+    let err = client.chat(&request("hi")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BodyDecode, "{err}");
+    let text = format!("{err} {} {err:?}", err.report());
+    assert!(
+        !text.contains(KEY),
+        "the key in {}",
+        &text[..text.len().min(500)]
+    );
+    assert!(
+        text.contains("invalid type"),
+        "{}",
+        &text[..text.len().min(500)]
+    );
+    assert!(text.len() < 2_000, "{} bytes", text.len());
+}
