@@ -78,6 +78,18 @@ pub(crate) struct ChatArgs {
 /// The most of a streamed refusal kept for the error message.
 const MAX_REFUSAL_BYTES: usize = 4096;
 
+/// The model's text as it is written to standard output: on a terminal, its control
+/// characters escaped ([`crate::terminal_safe`]: a model's output can hold escape sequences,
+/// which would set the clipboard or the window title, or rewrite what the user reads); into a
+/// pipe or a file, as it is.
+fn answer_text(text: &str, terminal: bool) -> std::borrow::Cow<'_, str> {
+    if terminal {
+        crate::terminal_safe(text)
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// A model's refusal as the error message (on stderr, not the answer) shows it: control
 /// characters (a terminal escape sequence among them) become spaces, and it is cut after
 /// 1 024 characters.
@@ -201,6 +213,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     request.temperature = args.temperature;
 
     let mut stdout = std::io::stdout().lock();
+    let terminal = std::io::IsTerminal::is_terminal(&stdout);
     let mut finish_reason = None;
     let mut refusal = String::new();
     if args.stream {
@@ -209,7 +222,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
             if let Some(text) = chunk.delta_text() {
-                stdout.write_all(text.as_bytes())?;
+                stdout.write_all(answer_text(text, terminal).as_bytes())?;
                 stdout.flush()?;
             }
             for choice in &chunk.choices {
@@ -239,7 +252,8 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         }
     } else {
         let reply = client.chat(&request).await?;
-        writeln!(stdout, "{}", reply.text().unwrap_or_default())?;
+        let text = reply.text().unwrap_or_default();
+        writeln!(stdout, "{}", answer_text(&text, terminal))?;
         if let Some(choice) = reply.choices.first() {
             finish_reason.clone_from(&choice.finish_reason);
             if let Some(r) = &choice.message.refusal {
@@ -275,6 +289,23 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a terminal the model's escape sequences are shown, not obeyed; into a pipe the
+    /// text is the model's, byte for byte.
+    #[test]
+    fn answers_reach_a_terminal_without_their_escape_sequences() {
+        let hostile = "ok \u{1b}]52;c;cHduZWQ=\u{7}\u{1b}]0;title\u{7} done\nline 2\tend";
+        let shown = answer_text(hostile, true);
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+            "{shown:?}"
+        );
+        assert!(
+            shown.starts_with("ok ") && shown.ends_with(" done\nline 2\tend"),
+            "{shown}"
+        );
+        assert_eq!(answer_text(hostile, false), hostile);
+    }
 
     #[test]
     fn refusals_are_shown_without_control_characters_and_bounded() {

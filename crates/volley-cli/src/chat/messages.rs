@@ -27,13 +27,14 @@ pub(super) async fn ask(client: &Client, args: &ChatArgs, prompt: String) -> any
     request.temperature = args.temperature;
 
     let mut stdout = std::io::stdout().lock();
+    let terminal = std::io::IsTerminal::is_terminal(&stdout);
     let (stop_reason, usage) = if args.stream {
         let mut events = client.messages_stream(&request).await?;
         let (mut stop_reason, mut input, mut output) = (None, 0, 0);
         while let Some(event) = events.next().await {
             let event = event?;
             if let Some(text) = event.text_delta() {
-                stdout.write_all(text.as_bytes())?;
+                stdout.write_all(super::answer_text(text, terminal).as_bytes())?;
                 stdout.flush()?;
             }
             match &event {
@@ -51,7 +52,7 @@ pub(super) async fn ask(client: &Client, args: &ChatArgs, prompt: String) -> any
         (stop_reason, (input, output))
     } else {
         let message = client.messages(&request).await?;
-        writeln!(stdout, "{}", message.text())?;
+        writeln!(stdout, "{}", super::answer_text(&message.text(), terminal))?;
         let usage = (message.usage.input_tokens, message.usage.output_tokens);
         (message.stop_reason, usage)
     };
