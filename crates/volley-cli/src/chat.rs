@@ -253,7 +253,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     } else {
         let reply = client.chat(&request).await?;
         let text = reply.text().unwrap_or_default();
-        writeln!(stdout, "{}", answer_text(&text, terminal))?;
+        writeln!(stdout, "{}", answer_text(text, terminal))?;
         if let Some(choice) = reply.choices.first() {
             finish_reason.clone_from(&choice.finish_reason);
             if let Some(r) = &choice.message.refusal {
