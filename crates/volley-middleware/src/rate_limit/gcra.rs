@@ -89,10 +89,25 @@ impl Gcra {
         self.tat = self.tat.max(now.saturating_add(full_in));
     }
 
-    /// A bucket for a new limit that keeps this one's debt: what was sent stays sent.
-    pub(crate) fn relimit(&self, limit: u64, burst: u64, headroom: f64, jitter: u64) -> Gcra {
+    /// A bucket for a new limit that keeps this one's debt as of `now`: what was sent stays
+    /// sent, and is repaid at the new rate (a limit raised from 1 a minute to 1 000 repays in
+    /// a minute what the old one would have taken 17 hours for).
+    pub(crate) fn relimit(
+        &self,
+        now: u64,
+        limit: u64,
+        burst: u64,
+        headroom: f64,
+        jitter: u64,
+    ) -> Gcra {
         let mut next = Gcra::new(limit, burst, headroom, jitter);
-        next.tat = self.tat;
+        next.tat = match self.tat.checked_sub(now) {
+            Some(debt) if debt > 0 => {
+                let units = debt as f64 / self.interval;
+                now.saturating_add((units * next.interval) as u64)
+            }
+            _ => self.tat,
+        };
         next
     }
 

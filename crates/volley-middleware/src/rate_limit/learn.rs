@@ -16,6 +16,12 @@
 
 use std::time::Duration;
 
+/// The least limit learned from a header, per dimension (requests, tokens, input tokens,
+/// output tokens): a token limit below 100 (in any window) is no provider's, since one
+/// request uses more, and learning it (a broken or hostile server's
+/// `x-ratelimit-limit-tokens: 1`) would hold every later request for hours.
+pub(crate) const MIN_LEARNED: [u64; 4] = [1, 100, 100, 100];
+
 const MINUTE: u64 = 60;
 const HOUR: u64 = 3_600;
 const DAY: u64 = 86_400;
@@ -262,6 +268,41 @@ mod tests {
         limiter.observe(&observation);
         assert!(limiter.counts_tokens());
         assert_eq!(limiter.learned(), (None, Some(90_000)));
+    }
+
+    /// A token limit no provider states (a broken or hostile server's `1`) is not learned: it
+    /// would hold every later request for hours. A plausible one is, and a later, higher
+    /// limit repays the debt of the lower one at its own rate.
+    #[tokio::test(start_paused = true)]
+    async fn an_implausible_token_limit_is_not_learned_and_a_raised_one_repays_the_debt() {
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        let mut observation = Observation::default();
+        observation.info.limit_tokens = Some(1);
+        limiter.observe(&observation);
+        assert_eq!(limiter.learned(), (None, None));
+
+        // 6 000 a minute (100 a second), then a whole minute's worth spent: about a minute
+        // of debt at that rate.
+        observation.info.limit_tokens = Some(6_000);
+        limiter.observe(&observation);
+        assert_eq!(limiter.learned(), (None, Some(6_000)));
+        limiter.acquire(id(), tokens(6_000)).await.unwrap();
+        let mut next = limiter.acquire(id(), tokens(10));
+        assert!(!done_after(&mut next, Duration::from_secs(30)).await);
+        drop(next);
+        // Raised to 600 000 a minute: the 6 000 tokens take 0.6 s to repay, not a minute.
+        observation.info.limit_tokens = Some(600_000);
+        limiter.observe(&observation);
+        let mut next = limiter.acquire(id(), tokens(10));
+        assert!(done_after(&mut next, Duration::from_secs(2)).await);
+    }
+
+    fn tokens(tokens: u64) -> Cost {
+        Cost {
+            requests: 1,
+            tokens,
+            ..Cost::ZERO
+        }
     }
 
     /// Until the first answer a token limit may still be learned, and the requests held at

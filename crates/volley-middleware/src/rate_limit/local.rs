@@ -12,7 +12,7 @@ use volley_core::headers::RateLimitInfo;
 use volley_core::{Error, ErrorKind, RequestId};
 
 use super::gcra::Gcra;
-use super::learn::{infer_window, per_minute};
+use super::learn::{MIN_LEARNED, infer_window, per_minute};
 use super::loss;
 use super::per_model::Models;
 use super::{Cost, Grant, Limits, LocalAcquire, Observation, RateLimiter};
@@ -318,11 +318,12 @@ impl Shared {
         given.or_else(|| Some(self.learned_headers[d].load(Ordering::Relaxed)).filter(|n| *n > 0))
     }
 
-    /// Learns the limits an answer's headers state, when they are learned and changed.
+    /// Learns the limits an answer's headers state, when they are learned and changed, and
+    /// plausible ([`MIN_LEARNED`]).
     fn learn(&self, info: &RateLimitInfo) {
         for (d, (limit, remaining, reset)) in info.quotas().into_iter().enumerate() {
             if self.learns[d]
-                && let Some(limit) = limit.filter(|l| *l > 0)
+                && let Some(limit) = limit.filter(|l| *l >= MIN_LEARNED[d])
                 && limit != self.learned_headers[d].load(Ordering::Relaxed)
             {
                 let per_min = self.apply_learned(d, limit, remaining, reset);
@@ -356,7 +357,7 @@ impl Shared {
             _ => &mut state.output,
         };
         let mut gcra = match slot {
-            Some(old) => old.relimit(per_min, burst, headroom, jitter),
+            Some(old) => old.relimit(now, per_min, burst, headroom, jitter),
             None => Gcra::new(per_min, burst, headroom, jitter),
         };
         if d == 0 && state.loss.take().is_some() {
@@ -531,7 +532,7 @@ impl Shared {
             return;
         }
         if let Some(rate) = loss::after_429(state.loss, &self.answers, now) {
-            self.put_loss_rate(state, rate);
+            self.put_loss_rate(state, rate, now);
         }
     }
 
@@ -565,17 +566,17 @@ impl Shared {
             && self.answers.grow_due(now)
         {
             let rate = loss::grown(current, &self.answers, now);
-            self.put_loss_rate(&mut state, rate);
+            self.put_loss_rate(&mut state, rate, now);
         }
     }
 
-    fn put_loss_rate(&self, state: &mut State, rate: loss::LossRate) {
+    fn put_loss_rate(&self, state: &mut State, rate: loss::LossRate, now: u64) {
         let per_minute = rate.per_minute;
         let burst = loss::burst(per_minute);
         let jitter = u64::try_from(self.limits.jitter_margin.as_nanos()).unwrap_or(u64::MAX);
         let headroom = self.limits.headroom;
         state.requests = Some(match state.requests.take() {
-            Some(old) => old.relimit(per_minute, burst, headroom, jitter),
+            Some(old) => old.relimit(now, per_minute, burst, headroom, jitter),
             None => Gcra::new(per_minute, burst, headroom, jitter),
         });
         if state.loss.is_none() {

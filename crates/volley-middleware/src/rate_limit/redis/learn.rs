@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use volley_core::headers::RateLimitInfo;
 
 use super::super::Cost;
-use super::super::learn::{infer_window, per_minute};
+use super::super::learn::{MIN_LEARNED, infer_window, per_minute};
 use super::super::local::{PROBE_TIMEOUT, PROBE_WINDOW};
 use super::config::{Config, Dim};
 use super::shared::{Queued, Shared, State};
@@ -163,7 +163,7 @@ impl Shared {
     pub(super) fn learn(&self, st: &mut State, info: &RateLimitInfo, now: Instant) -> bool {
         let mut changed = self.open_gate(st);
         for (i, (limit, remaining, reset)) in info.quotas().into_iter().enumerate() {
-            let Some(limit) = limit.filter(|l| *l > 0) else {
+            let Some(limit) = limit.filter(|l| *l >= MIN_LEARNED[i]) else {
                 continue;
             };
             if !self.config.learn[i] || limit == st.learning.seen[i] {
