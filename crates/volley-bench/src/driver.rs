@@ -249,6 +249,8 @@ impl Bench {
             concurrency_limit: std::mem::take(
                 &mut *limits.lock().unwrap_or_else(|e| e.into_inner()),
             ),
+            error_examples: shared.failures.examples(),
+            stopped_early: shared.failures.stopped.get().cloned(),
         }))
     }
 }

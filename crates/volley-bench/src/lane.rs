@@ -193,15 +193,25 @@ impl<T: Sender> Lane<T> {
         let request = Request::new(Method::POST, self.path.clone())
             .with_body(self.bodies.body(prompt, output))
             .with_dialect(self.dialect);
-        let outcome = match self.target.send(request).await {
+        let (outcome, message) = match self.target.send(request).await {
             Ok(response) if self.stream => self.read_stream(response, started).await,
             Ok(response) => read_plain(response, self.dialect).await,
-            Err(error) => Outcome::Failed(ErrorLabel::of(&error)),
+            Err(error) => (
+                Outcome::Failed(ErrorLabel::of(&error)),
+                Some(error.to_string()),
+            ),
         };
         let ended = Instant::now();
         self.shared.leave();
-        if matches!(outcome, Outcome::Failed(_)) {
-            counters.failed.fetch_add(1, Relaxed);
+        match outcome {
+            Outcome::Failed(label) => {
+                counters.failed.fetch_add(1, Relaxed);
+                if self.shared.failures.failed(label, message.as_deref()) {
+                    // The server refuses what is sent: nothing more is.
+                    self.shared.control.send_modify(|c| c.stop = true);
+                }
+            }
+            Outcome::Ok { .. } => self.shared.failures.ok(),
         }
         counters.finished.fetch_add(1, Relaxed);
         self.recorder()
@@ -211,10 +221,19 @@ impl<T: Sender> Lane<T> {
     /// Reads an event stream to `[DONE]` (Anthropic: `message_stop`): content chunks
     /// (Anthropic: `content_block_delta` events) counted and timed as they arrive (one clock
     /// read each), usage from the last chunk that carries it (Anthropic: `message_delta`).
-    async fn read_stream(&self, response: Response, started: Instant) -> Outcome {
+    /// A failure comes with what the server or the client said, when anything.
+    async fn read_stream(&self, response: Response, started: Instant) -> (Outcome, Option<String>) {
         if !response.is_stream() {
             // A server that ignored `stream: true`, or a gateway's 200 with a JSON error.
-            return Outcome::Failed(ErrorLabel::Kind(ErrorKind::BodyDecode.as_str()));
+            let label = ErrorLabel::Kind(ErrorKind::BodyDecode.as_str());
+            let message = match response.bytes().await {
+                Ok(body) => volley::ApiError::from_body(&body).map_or_else(
+                    || "the answer to a streaming request is not an event stream".to_owned(),
+                    |api| api.message,
+                ),
+                Err(error) => error.to_string(),
+            };
+            return (Outcome::Failed(label), Some(message));
         }
         let mut events = response.events();
         let mut gaps = Gaps::default();
@@ -225,7 +244,7 @@ impl<T: Sender> Lane<T> {
         let failure = loop {
             let event = match events.next().await {
                 None => break None,
-                Some(Err(error)) => break Some(ErrorLabel::of(&error)),
+                Some(Err(error)) => break Some((ErrorLabel::of(&error), Some(error.to_string()))),
                 Some(Ok(event)) => event,
             };
             let anthropic = self.dialect == Dialect::Anthropic;
@@ -238,7 +257,8 @@ impl<T: Sender> Lane<T> {
             }
             let data = event.data();
             if event.event_type() == "error" || self.dialect.is_error_reply(data.as_bytes()) {
-                break Some(ErrorLabel::Kind(ErrorKind::StreamBroken.as_str()));
+                let message = volley::ApiError::from_body(data.as_bytes()).map(|api| api.message);
+                break Some((ErrorLabel::Kind(ErrorKind::StreamBroken.as_str()), message));
             }
             let content = if anthropic {
                 match event.event_type() {
@@ -274,15 +294,19 @@ impl<T: Sender> Lane<T> {
         self.flush(&mut gaps);
         let chunks = gaps.total;
         match failure {
-            Some(label) => Outcome::Failed(label),
+            Some((label, message)) => (Outcome::Failed(label), message),
             // Without `[DONE]`, only a usage chunk shows the stream was finished.
-            None if !done && usage.is_none() => {
-                Outcome::Failed(ErrorLabel::Kind(ErrorKind::StreamBroken.as_str()))
-            }
-            None => Outcome::Ok {
-                output_tokens: usage.unwrap_or(chunks),
-                ttft: first.map(|f: Instant| f.saturating_duration_since(started)),
-            },
+            None if !done && usage.is_none() => (
+                Outcome::Failed(ErrorLabel::Kind(ErrorKind::StreamBroken.as_str())),
+                Some("the event stream ended before its last event".to_owned()),
+            ),
+            None => (
+                Outcome::Ok {
+                    output_tokens: usage.unwrap_or(chunks),
+                    ttft: first.map(|f: Instant| f.saturating_duration_since(started)),
+                },
+                None,
+            ),
         }
     }
 
@@ -326,21 +350,28 @@ pub(crate) fn endpoint(dialect: Dialect) -> PathAndQuery {
 }
 
 /// Reads a whole body; output tokens from its usage, found by a scan, not a parse.
-async fn read_plain(response: Response, dialect: Dialect) -> Outcome {
+async fn read_plain(response: Response, dialect: Dialect) -> (Outcome, Option<String>) {
     // The metrics layer has usually scanned a complete body already: its scan is reused.
     let usage = (!response.is_stream()).then(|| response.usage(dialect));
     match response.bytes().await {
         // A 200 whose body is an error object (some gateways do this).
-        Ok(body) if dialect.is_error_reply(&body) => {
-            Outcome::Failed(ErrorLabel::Kind(ErrorKind::BodyDecode.as_str()))
-        }
-        Ok(body) => Outcome::Ok {
-            output_tokens: usage
-                .unwrap_or_else(|| dialect.usage_in_body(&body))
-                .map_or(0, |u| u.output),
-            ttft: None,
-        },
-        Err(error) => Outcome::Failed(ErrorLabel::of(&error)),
+        Ok(body) if dialect.is_error_reply(&body) => (
+            Outcome::Failed(ErrorLabel::Kind(ErrorKind::BodyDecode.as_str())),
+            volley::ApiError::from_body(&body).map(|api| api.message),
+        ),
+        Ok(body) => (
+            Outcome::Ok {
+                output_tokens: usage
+                    .unwrap_or_else(|| dialect.usage_in_body(&body))
+                    .map_or(0, |u| u.output),
+                ttft: None,
+            },
+            None,
+        ),
+        Err(error) => (
+            Outcome::Failed(ErrorLabel::of(&error)),
+            Some(error.to_string()),
+        ),
     }
 }
 

@@ -35,6 +35,13 @@ pub struct BenchResults {
     pub inter_token: Option<Percentiles>,
     /// Failed requests by error kind (`timeout`, `status_500`, `rate_limited`, ...).
     pub errors: BTreeMap<String, u64>,
+    /// The first message of each error kind of [`errors`](Self::errors) that had one (the
+    /// server's, or the client's), cleaned of control characters and bounded.
+    pub error_examples: BTreeMap<String, String>,
+    /// Why the run stopped before its end, when it did on its own: its first requests all
+    /// failed with one client error (a model the server does not serve, a path without
+    /// `/v1`), so every other request would have too.
+    pub stopped_early: Option<String>,
     /// Connections the client opened and how often they were reused.
     pub connections: Connections,
     /// Client process resources over the measured window.

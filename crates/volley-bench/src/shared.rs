@@ -2,14 +2,14 @@
 //! count, and the control channel that carries a ramp's target and the stop.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::ramp::Ramp;
+use super::recorder::ErrorLabel;
 
 /// The shortest time between two updates of a ramp's target (each wakes every lane).
 const RAMP_TICK: Duration = Duration::from_millis(10);
@@ -116,6 +116,89 @@ pub(crate) struct Shared {
     pub(crate) started: OnceLock<Instant>,
     pub(crate) ended: OnceLock<Instant>,
     pub(crate) control: watch::Sender<Control>,
+    pub(crate) failures: Failures,
+}
+
+/// How many requests in a row, from the start of a run, failing with the same client error
+/// (a 4xx other than 429) stop it: the server refuses what is sent (a model it does not
+/// serve, a field it does not take, a path without `/v1`), and every other request would fail
+/// the same way.
+pub(crate) const REFUSED_IN_A_ROW: u64 = 16;
+
+/// The most characters of an error's message kept as its label's example.
+const MAX_EXAMPLE_CHARS: usize = 300;
+
+/// What failures said: the first message of each label, and whether the run's first requests
+/// all failed with one client error. Touched only when a request fails (and, until the first
+/// success, by one load per success).
+#[derive(Default)]
+pub(crate) struct Failures {
+    any_ok: AtomicBool,
+    refused: AtomicU64,
+    /// The first message of each label, in the order first seen.
+    examples: Mutex<Vec<(ErrorLabel, String)>>,
+    /// Why the run stopped early, when it did.
+    pub(crate) stopped: OnceLock<String>,
+}
+
+impl Failures {
+    /// Notes a success: the refusal rule no longer applies.
+    pub(crate) fn ok(&self) {
+        if !self.any_ok.load(Relaxed) {
+            self.any_ok.store(true, Relaxed);
+        }
+    }
+
+    /// Notes a failure with `label`, and `message` when there is one (the first of each label
+    /// is kept, cleaned of control characters and bounded). Whether the run should stop: the
+    /// first [`REFUSED_IN_A_ROW`] requests all failed with this client error.
+    pub(crate) fn failed(&self, label: ErrorLabel, message: Option<&str>) -> bool {
+        if let Some(message) = message {
+            let mut examples = self.examples.lock().unwrap_or_else(PoisonError::into_inner);
+            if !examples.iter().any(|(l, _)| *l == label) {
+                let clean: String = message
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .take(MAX_EXAMPLE_CHARS)
+                    .collect();
+                examples.push((label, clean));
+            }
+        }
+        let ErrorLabel::Status(status) = label else {
+            return false;
+        };
+        if !(400..500).contains(&status) || status == 429 || self.any_ok.load(Relaxed) {
+            return false;
+        }
+        if self.refused.fetch_add(1, Relaxed) + 1 != REFUSED_IN_A_ROW {
+            return false;
+        }
+        let example = self.example(label).unwrap_or_default();
+        let _ = self.stopped.set(format!(
+            "the first {REFUSED_IN_A_ROW} requests all failed with {}{}{example}",
+            label.name(),
+            if example.is_empty() { "" } else { ": " }
+        ));
+        true
+    }
+
+    /// The first message of `label`, if one was kept.
+    pub(crate) fn example(&self, label: ErrorLabel) -> Option<String> {
+        let examples = self.examples.lock().unwrap_or_else(PoisonError::into_inner);
+        examples
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map(|(_, m)| m.clone())
+    }
+
+    /// Every label's first message, by label name.
+    pub(crate) fn examples(&self) -> std::collections::BTreeMap<String, String> {
+        let examples = self.examples.lock().unwrap_or_else(PoisonError::into_inner);
+        examples
+            .iter()
+            .map(|(l, m)| (l.name(), m.clone()))
+            .collect()
+    }
 }
 
 /// One lane's live counters, written by that lane alone. Aligned to two cache lines so lanes
@@ -143,6 +226,7 @@ impl Shared {
                 target,
                 stop: false,
             }),
+            failures: Failures::default(),
         }
     }
 
@@ -199,5 +283,41 @@ pub(crate) async fn conduct(
     if let Some(duration) = duration {
         tokio::time::sleep_until(start + duration).await;
         shared.control.send_modify(|c| c.stop = true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first 16 requests failing with one client error stop the run; a success first,
+    /// a 429, or a failure without a status never count toward it.
+    #[test]
+    fn only_a_run_refused_from_its_start_stops() {
+        let failures = Failures::default();
+        let not_found = ErrorLabel::Status(404);
+        for n in 1..REFUSED_IN_A_ROW {
+            assert!(!failures.failed(not_found, Some("no such model")), "{n}");
+        }
+        assert!(failures.failed(not_found, None));
+        let why = failures.stopped.get().unwrap();
+        assert!(why.contains("status_404: no such model"), "{why}");
+
+        let failures = Failures::default();
+        failures.ok();
+        for _ in 0..40 {
+            assert!(!failures.failed(not_found, None));
+        }
+        let failures = Failures::default();
+        for _ in 0..40 {
+            assert!(!failures.failed(ErrorLabel::Status(429), None));
+            assert!(!failures.failed(ErrorLabel::Status(500), None));
+            assert!(!failures.failed(ErrorLabel::Kind("timeout"), None));
+        }
+        assert_eq!(failures.stopped.get(), None);
+        // Messages are kept once per label, without control characters.
+        failures.failed(ErrorLabel::Status(500), Some("first\u{1b}[2J"));
+        failures.failed(ErrorLabel::Status(500), Some("second"));
+        assert_eq!(failures.examples()["status_500"], "first [2J");
     }
 }

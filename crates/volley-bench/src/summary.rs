@@ -39,6 +39,8 @@ pub(crate) struct Facts<'a> {
     pub(crate) hedges: u64,
     /// The adaptive limit's samples, `(t_ms, limit)`; empty when it is fixed.
     pub(crate) concurrency_limit: Vec<(u64, u64)>,
+    pub(crate) error_examples: BTreeMap<String, String>,
+    pub(crate) stopped_early: Option<String>,
 }
 
 /// The results of a run.
@@ -58,6 +60,8 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         endpoint_timeline,
         hedges,
         concurrency_limit,
+        error_examples,
+        stopped_early,
     } = facts;
     // The first request starts at 0: the wall time is when the last one finished.
     let wall = Duration::from_nanos(r.last_end_ns);
@@ -126,6 +130,8 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         endpoint_timeline,
         hedges,
         concurrency_limit,
+        error_examples,
+        stopped_early,
     }
 }
 

@@ -485,6 +485,33 @@ async fn an_error_chunk_in_a_stream_fails_it_whatever_its_first_key() {
     assert_eq!(results.errors.keys().collect::<Vec<_>>(), ["stream_broken"]);
 }
 
+/// A server that refuses every request with the same client error (a model it does not
+/// serve): the run stops after its first 16 requests, saying why with the server's message,
+/// instead of spending its whole budget on 404s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_refuses_every_request_stops_the_run_with_its_message() {
+    let body = r#"{"error":{"message":"The model `gpt-4o-mini` does not exist.","type":"invalid_request_error","code":"model_not_found"}}"#;
+    let url = responder_with("404 Not Found", "application/json", body).await;
+    let results = run(BenchConfig {
+        base_url: url,
+        requests: Some(2_000),
+        load: Load::Closed { concurrency: 4 },
+        ..BenchConfig::default()
+    })
+    .await;
+    let why = results.stopped_early.clone().expect("stopped early");
+    assert!(why.contains("status_404"), "{why}");
+    assert!(why.contains("does not exist"), "{why}");
+    assert!(
+        results.summary.requests < 100,
+        "{}",
+        results.summary.requests
+    );
+    assert!(results.error_examples["status_404"].contains("does not exist"));
+    let text = volley_bench::report::render_text(&results);
+    assert!(text.contains("stopped early"), "{text}");
+}
+
 #[test]
 fn invalid_configurations_are_refused_before_the_run() {
     let err = Bench::new(BenchConfig::default()).unwrap_err();
@@ -550,6 +577,15 @@ async fn plain_responder() -> String {
 /// An HTTP/1.1 server that answers every request with `body` as `content_type`. Returns its
 /// base URL.
 async fn responder(content_type: &'static str, body: &'static str) -> String {
+    responder_with("200 OK", content_type, body).await
+}
+
+/// [`responder`] with another status line.
+async fn responder_with(
+    status: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -559,7 +595,7 @@ async fn responder(content_type: &'static str, body: &'static str) -> String {
             };
             tokio::spawn(async move {
                 let reply = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 let mut buf = Vec::new();

@@ -135,6 +135,11 @@ fn sample() -> BenchResults {
             max: 48.6,
         }),
         errors,
+        error_examples: BTreeMap::from([(
+            "status_500".to_owned(),
+            "status error: HTTP 500 Internal Server Error: <b>boom</b>".to_owned(),
+        )]),
+        stopped_early: None,
         connections: Connections {
             opened: 1_024,
             reused: 70_888,

@@ -455,7 +455,14 @@ async fn run(
         }
     }
     // Errors are data in a load test; a run where nothing succeeded is a failure to reach
-    // the target.
+    // the target, and one the target refused from the start says why.
+    if let Some(why) = &results.stopped_early {
+        say!(
+            "volley bench: stopped: {why}; check the base URL (it ends in /v1, or the \
+             provider's API path), --model and --max-tokens against what the server takes"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(if results.summary.ok == 0 && results.summary.requests > 0 {
         ExitCode::FAILURE
     } else {

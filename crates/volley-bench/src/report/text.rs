@@ -61,6 +61,12 @@ pub(super) fn render(r: &BenchResults) -> String {
     if !r.errors.is_empty() {
         let list: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(out, "errors: {}", list.join(", "));
+        for (label, message) in &r.error_examples {
+            let _ = writeln!(out, "  first {label}: {message}");
+        }
+    }
+    if let Some(why) = &r.stopped_early {
+        let _ = writeln!(out, "stopped early: {why}");
     }
     for e in &r.endpoints {
         let _ = writeln!(
