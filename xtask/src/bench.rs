@@ -830,6 +830,23 @@ impl Pinning {
     }
 }
 
+/// The variables a provider's key is read from, which `volley bench` children do not see.
+const KEY_VARIABLES: [&str; 5] = [
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "AZURE_OPENAI_API_KEY",
+    "VOLLEY_API_KEY",
+];
+
+/// oha beside `volley bench` sends no credentials, and a key exported for a real provider
+/// must not reach a local target: the child sees none.
+fn without_keys(command: &mut Command) {
+    for name in KEY_VARIABLES {
+        command.env_remove(name);
+    }
+}
+
 /// A `volley mock` child process, killed on drop.
 struct Mock {
     child: Child,
@@ -985,6 +1002,7 @@ fn run_volley(
         .arg(dir)
         // Hard bound: no scenario may run away.
         .args(["--duration", "300s"]);
+    without_keys(&mut command);
     let (output, cpu) = timed(&command).context("running volley bench")?;
     print!("{}", String::from_utf8_lossy(&output.stdout));
     eprint!("{}", String::from_utf8_lossy(&output.stderr));
@@ -1470,6 +1488,22 @@ mod tests {
         assert!(split_times("no marker\n").is_err());
         assert!(split_times("\nxtask-times\n0m0.000s 0m0.000s\n").is_err());
         assert!(split_times("\nxtask-times\n0m0.000s 0m0.000s\n0m0.100s\n").is_err());
+    }
+
+    #[test]
+    fn volley_bench_children_see_no_provider_key() {
+        let mut command = Command::new("volley");
+        without_keys(&mut command);
+        let removed: Vec<_> = command
+            .get_envs()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        assert!(removed.iter().any(|n| n == "OPENAI_API_KEY"), "{removed:?}");
+        assert!(
+            removed.iter().any(|n| n == "ANTHROPIC_API_KEY"),
+            "{removed:?}"
+        );
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! (`POST /stats/reset`) just before the run and read (`GET /stats`) just after.
 //!
 //! Only the fields used here are declared: volley does not depend on volley-mock, and the
-//! mock's schema may grow. A target without these endpoints (any real provider) makes the
-//! probe give up quietly, and the results say `server: None`.
+//! mock's schema may grow. A target without these endpoints makes the probe give up quietly,
+//! and the results say `server: None`; a target that is not on this machine (a provider) is
+//! never probed.
 
 use std::time::Duration;
 
@@ -89,6 +90,11 @@ impl ServerProbe {
     /// [`BenchConfig::api_key`]: super::BenchConfig::api_key
     /// [`BenchConfig::client`]: super::BenchConfig::client
     pub(crate) fn new(builder: ClientBuilder, base_url: &str) -> Option<ServerProbe> {
+        // A mock runs on this machine; a provider elsewhere is not sent requests it never
+        // asked for.
+        if !volley::core::host::url_host(base_url).is_some_and(volley::core::host::is_loopback) {
+            return None;
+        }
         let client = builder.base_url(origin(base_url)).retries(0).build().ok()?;
         Some(ServerProbe {
             transport: client.transport().clone(),
@@ -181,6 +187,16 @@ fn origin(url: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a target on this machine (a mock) is probed: a provider is never sent requests
+    /// it did not ask for.
+    #[test]
+    fn only_targets_on_this_machine_are_probed() {
+        let builder = volley::Client::builder;
+        assert!(ServerProbe::new(builder(), "http://127.0.0.1:8000/v1").is_some());
+        assert!(ServerProbe::new(builder(), "http://localhost:8000/v1").is_some());
+        assert!(ServerProbe::new(builder(), "https://api.openai.com/v1").is_none());
+    }
 
     #[test]
     fn origins() {
