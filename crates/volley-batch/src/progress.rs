@@ -144,8 +144,11 @@ impl Progress {
         now.saturating_sub(self.attempts_base.load(Ordering::Relaxed))
     }
 
+    /// Adds `n`, saturating: token counts are a server's numbers.
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_add(n))
+        });
     }
 
     pub(crate) fn get(counter: &AtomicU64) -> u64 {
@@ -155,3 +158,17 @@ impl Progress {
 
 /// `total_lines` before it is known.
 const UNKNOWN: u64 = u64::MAX;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Token counts are a server's numbers: two huge ones saturate, never wrap to a small sum.
+    #[test]
+    fn counters_saturate() {
+        let counter = AtomicU64::new(0);
+        Progress::add(&counter, u64::MAX);
+        Progress::add(&counter, u64::MAX);
+        assert_eq!(Progress::get(&counter), u64::MAX);
+    }
+}

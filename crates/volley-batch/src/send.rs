@@ -120,6 +120,9 @@ pub(crate) fn is_json_text(body: &[u8]) -> bool {
     std::str::from_utf8(body).is_ok() && serde_json::from_slice::<IgnoredAny>(body).is_ok()
 }
 
+/// The most bytes of a 2xx reply that is not JSON kept, as text, in its error record.
+const MAX_KEPT_TEXT: usize = 64 * 1024;
+
 /// The outcome of a reply that arrived whole. Its body goes into the record as it is, so it
 /// must be JSON on one line, in UTF-8: it is checked (the same pass reads the usage), and line
 /// breaks, which valid JSON has only between tokens, become spaces.
@@ -142,9 +145,21 @@ fn from_response(line: u64, status: u16, request_id: String, body: Bytes) -> (Ou
     };
     let success = (200..300).contains(&status);
     if !is_json && success {
+        // The answer may have been paid for: its text is kept in the record (invalid UTF-8
+        // shown as U+FFFD), up to a bound, rather than lost.
+        let kept = &body[..body.len().min(MAX_KEPT_TEXT)];
         let error = Error::new(
             ErrorKind::BodyDecode,
-            format!("the HTTP {status} reply ({} bytes) is not JSON", body.len()),
+            format!(
+                "the HTTP {status} reply ({} bytes) is not JSON; its text{}: {}",
+                body.len(),
+                if kept.len() < body.len() {
+                    format!(" (the first {} bytes)", kept.len())
+                } else {
+                    String::new()
+                },
+                String::from_utf8_lossy(kept)
+            ),
         );
         return (from_error(line, &error), usage);
     }
@@ -255,5 +270,24 @@ mod tests {
             panic!()
         };
         assert!(std::str::from_utf8(&body).is_ok());
+    }
+
+    /// A 2xx that is not JSON may have been paid for: its text is in the record (a byte that
+    /// is not UTF-8 as U+FFFD), up to a bound.
+    #[test]
+    fn a_paid_reply_that_is_not_json_keeps_its_text() {
+        let latin1 = Bytes::from_static(b"{\"choices\":[{\"message\":{\"content\":\"caf\xe9\"}}]}");
+        let (o, _) = from_response(5, 200, "r".into(), latin1);
+        let Outcome::Error { message, .. } = o else {
+            panic!("{o:?}")
+        };
+        assert!(message.contains("\"content\":\"caf\u{fffd}\""), "{message}");
+        let long = Bytes::from("x".repeat(MAX_KEPT_TEXT + 10));
+        let (o, _) = from_response(5, 200, "r".into(), long);
+        let Outcome::Error { message, .. } = o else {
+            panic!("{o:?}")
+        };
+        assert!(message.contains(&format!("(the first {MAX_KEPT_TEXT} bytes)")));
+        assert!(message.len() < MAX_KEPT_TEXT + 200, "{}", message.len());
     }
 }
