@@ -251,6 +251,9 @@ impl Bench {
             ),
             error_examples: shared.failures.examples(),
             stopped_early: shared.failures.stopped.get().cloned(),
+            interrupted: shared
+                .interrupted
+                .load(std::sync::atomic::Ordering::Relaxed),
         }))
     }
 }

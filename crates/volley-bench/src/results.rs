@@ -42,6 +42,9 @@ pub struct BenchResults {
     /// failed with one client error (a model the server does not serve, a path without
     /// `/v1`), so every other request would have too.
     pub stopped_early: Option<String>,
+    /// Whether the run was stopped from outside ([`Live::stop`](crate::Live::stop): Ctrl-C)
+    /// before its stop condition: its figures cover the part that ran.
+    pub interrupted: bool,
     /// Connections the client opened and how often they were reused.
     pub connections: Connections,
     /// Client process resources over the measured window.

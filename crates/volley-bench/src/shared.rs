@@ -70,6 +70,7 @@ impl Live {
     /// Stops the run early: no request starts after this, those in flight are finished, and
     /// [`Bench::run`](super::Bench::run) returns the results so far (for Ctrl-C).
     pub fn stop(&self) {
+        self.shared.interrupted.store(true, Relaxed);
         self.shared.control.send_modify(|c| c.stop = true);
     }
 
@@ -117,6 +118,8 @@ pub(crate) struct Shared {
     pub(crate) ended: OnceLock<Instant>,
     pub(crate) control: watch::Sender<Control>,
     pub(crate) failures: Failures,
+    /// [`Live::stop`] was called: the run did not reach its stop condition.
+    pub(crate) interrupted: AtomicBool,
 }
 
 /// How many requests in a row, from the start of a run, failing with the same client error
@@ -227,6 +230,7 @@ impl Shared {
                 stop: false,
             }),
             failures: Failures::default(),
+            interrupted: AtomicBool::new(false),
         }
     }
 

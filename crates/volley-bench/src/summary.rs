@@ -41,6 +41,7 @@ pub(crate) struct Facts<'a> {
     pub(crate) concurrency_limit: Vec<(u64, u64)>,
     pub(crate) error_examples: BTreeMap<String, String>,
     pub(crate) stopped_early: Option<String>,
+    pub(crate) interrupted: bool,
 }
 
 /// The results of a run.
@@ -62,6 +63,7 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         concurrency_limit,
         error_examples,
         stopped_early,
+        interrupted,
     } = facts;
     // The first request starts at 0: the wall time is when the last one finished.
     let wall = Duration::from_nanos(r.last_end_ns);
@@ -132,6 +134,7 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         concurrency_limit,
         error_examples,
         stopped_early,
+        interrupted,
     }
 }
 

@@ -368,6 +368,30 @@ async fn streams_measure_time_to_first_token_and_between_tokens() {
     assert_eq!(results.ttft_histogram.iter().map(|b| b.2).sum::<u64>(), 40);
     assert!(results.config.stream);
     assert!(results.server.is_some());
+    let text = volley_bench::report::render_text(&results);
+    assert!(text.contains("time to first token ms: p50"), "{text}");
+
+    // Streams without a content chunk: no TTFT is measured, and the summary says so rather
+    // than printing zeros.
+    let server = mock(MockConfig {
+        output_tokens: OutputTokens::Fixed(0),
+        ..MockConfig::default()
+    })
+    .await;
+    let results = run(BenchConfig {
+        requests: Some(8),
+        stream: true,
+        ..config(&server, Load::Closed { concurrency: 2 })
+    })
+    .await;
+    assert_eq!(results.summary.ok, 8);
+    assert_eq!(results.ttft.as_ref().map(|t| t.count), Some(0));
+    let text = volley_bench::report::render_text(&results);
+    assert!(
+        text.contains("time to first token ms: none measured"),
+        "{text}"
+    );
+    assert!(!text.contains("between content chunks"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -442,6 +466,8 @@ async fn live_stop_ends_a_long_run_early() {
     check_consistency(&results);
     assert!(results.summary.requests >= 10);
     assert_eq!(results.summary.failed, 0);
+    assert!(results.interrupted);
+    assert!(volley_bench::report::render_text(&results).contains("interrupted"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,6 +482,7 @@ async fn a_target_without_stats_has_no_server_side() {
     .await;
     check_consistency(&results);
     assert_eq!(results.summary.ok, 20);
+    assert!(!results.interrupted);
     assert!(results.server.is_none());
     // Output tokens come from the usage found in each body.
     assert_eq!(results.summary.output_tokens, 20 * 3);

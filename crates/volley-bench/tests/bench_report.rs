@@ -140,6 +140,7 @@ fn sample() -> BenchResults {
             "status error: HTTP 500 Internal Server Error: <b>boom</b>".to_owned(),
         )]),
         stopped_early: None,
+        interrupted: false,
         connections: Connections {
             opened: 1_024,
             reused: 70_888,

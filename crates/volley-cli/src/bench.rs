@@ -78,6 +78,10 @@ pub(crate) struct BenchArgs {
     /// Stop starting requests after this long (e.g. 30s, 2m); those in flight are finished.
     #[arg(long, value_parser = duration)]
     duration: Option<Duration>,
+    /// The most one request may take (e.g. 30s), a stream whole included; a request past it
+    /// fails as a timeout [default: 600s, a stream 30m].
+    #[arg(long, value_parser = duration)]
+    timeout: Option<Duration>,
 
     /// Streaming requests: measures time to first token and between tokens.
     #[arg(long)]
@@ -294,6 +298,10 @@ async fn run(
     // The key goes only to a real endpoint, never to the embedded mock; a local server may
     // need none (Azure OpenAI always needs one).
     let mut client = volley_bench::default_client().allow_plain_http(connection.allow_plain_http);
+    if let Some(limit) = args.timeout {
+        // A stream is bounded whole, not only to its first chunk.
+        client = client.timeout(limit).stream_timeout(limit);
+    }
     client = config::apply_network(client, &connection, mock.is_some())?;
     client = balancing.apply(client);
     // A repeated --base-url (or the profile's endpoint tables): the load is balanced over them.

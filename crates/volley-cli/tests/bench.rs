@@ -113,6 +113,22 @@ fn bench_counts_errors_by_kind_and_fails_when_nothing_succeeds() {
     assert_eq!(results["errors"]["status_500"], 20);
 }
 
+/// `--timeout` bounds each request: against a mock that stalls every request for an hour,
+/// the run ends at once, each request a timeout.
+#[test]
+fn bench_timeout_bounds_each_request() {
+    let out = volley()
+        .args([
+            "bench", "--mock", "--faults", "stall=1", "-c", "2", "-n", "4",
+        ])
+        .args(["--timeout", "300ms", "--json", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results["errors"]["timeout"], 4, "{results}");
+}
+
 /// The names of a running process's threads (Linux).
 fn thread_names(pid: u32) -> Vec<String> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {

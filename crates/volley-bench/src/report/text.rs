@@ -68,6 +68,12 @@ pub(super) fn render(r: &BenchResults) -> String {
     if let Some(why) = &r.stopped_early {
         let _ = writeln!(out, "stopped early: {why}");
     }
+    if r.interrupted {
+        let _ = writeln!(
+            out,
+            "interrupted: the figures cover the part of the run before it"
+        );
+    }
     for e in &r.endpoints {
         let _ = writeln!(
             out,
@@ -134,11 +140,19 @@ fn percentiles(out: &mut String, r: &BenchResults) {
         l.p50, l.p90, l.p99, l.p999, l.max
     );
     if let Some(t) = &r.ttft {
-        let _ = writeln!(
-            out,
-            "time to first token ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-            t.p50, t.p90, t.p99, t.max
-        );
+        if t.count == 0 {
+            // No stream carried text content (reasoning or tool calls alone, or failures).
+            let _ = writeln!(
+                out,
+                "time to first token ms: none measured (no content chunk)"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "time to first token ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+                t.p50, t.p90, t.p99, t.max
+            );
+        }
     }
     if let Some(t) = r.server.as_ref().and_then(|s| s.ttft) {
         let _ = writeln!(
@@ -147,10 +161,10 @@ fn percentiles(out: &mut String, r: &BenchResults) {
             t.p50, t.p90, t.p99, t.max
         );
     }
-    if let Some(t) = &r.inter_token {
+    if let Some(t) = r.inter_token.as_ref().filter(|t| t.count > 0) {
         let _ = writeln!(
             out,
-            "between tokens ms: p50 {:.2}  p99 {:.2}  max {:.2}",
+            "between content chunks ms: p50 {:.2}  p99 {:.2}  max {:.2}",
             t.p50, t.p99, t.max
         );
     }
