@@ -23,6 +23,27 @@ const WORDS: [&str; 16] = [
     "to ", "big ", "old ", "elm ",
 ];
 
+/// What every body of a run holds besides its model, prompt and output length.
+#[derive(Debug, Clone)]
+pub(crate) struct BodyShape {
+    /// The field that asks for the output length (`max_tokens`, `max_completion_tokens`).
+    pub(crate) max_tokens_field: &'static str,
+    /// OpenAI streams: ask for the usage chunk (`stream_options.include_usage`).
+    pub(crate) stream_usage: bool,
+    /// More members, as JSON text: `"name":value,` each.
+    pub(crate) extra: String,
+}
+
+impl Default for BodyShape {
+    fn default() -> BodyShape {
+        BodyShape {
+            max_tokens_field: "max_tokens",
+            stream_usage: true,
+            extra: String::new(),
+        }
+    }
+}
+
 /// The prebuilt bodies of a run.
 #[derive(Debug)]
 pub(crate) struct Bodies {
@@ -44,6 +65,7 @@ impl Bodies {
         dialect: Dialect,
         prompt: &Lengths,
         output: &Lengths,
+        shape: &BodyShape,
     ) -> Result<Bodies, Error> {
         let (low, high) = prompt.bounds();
         let count = (high - low) as usize + 1;
@@ -81,15 +103,19 @@ impl Bodies {
                 let mut body = format!(
                     r#"{{"model":{model},"messages":[{{"role":"user","content":"{text}"}}],"#
                 );
+                body.push_str(&shape.extra);
                 match (stream, dialect) {
                     (false, _) => {}
                     // Anthropic streams always carry their usage (in `message_delta`).
                     (true, Dialect::Anthropic) => body.push_str(r#""stream":true,"#),
+                    (true, _) if !shape.stream_usage => body.push_str(r#""stream":true,"#),
                     (true, _) => {
                         body.push_str(r#""stream":true,"stream_options":{"include_usage":true},"#)
                     }
                 }
-                body.push_str(r#""max_tokens":"#);
+                body.push('"');
+                body.push_str(shape.max_tokens_field);
+                body.push_str("\":");
                 if let Some(n) = fixed_output {
                     body.push_str(&n.to_string());
                     body.push('}');
@@ -162,6 +188,7 @@ mod tests {
             Dialect::OpenAi,
             &Lengths::Fixed(3),
             &Lengths::Fixed(7),
+            &BodyShape::default(),
         )
         .unwrap();
         let body = bodies.body(3, 7);
@@ -182,6 +209,7 @@ mod tests {
             Dialect::OpenAi,
             &Lengths::Uniform { min: 2, max: 40 },
             &Lengths::Uniform { min: 1, max: 5000 },
+            &BodyShape::default(),
         )
         .unwrap();
         for (prompt, output) in [(2, 1), (17, 4096), (40, 5000)] {
@@ -202,6 +230,7 @@ mod tests {
             Dialect::Anthropic,
             &Lengths::Fixed(4),
             &Lengths::Fixed(9),
+            &BodyShape::default(),
         )
         .unwrap();
         let v = json(&bodies.body(4, 9));
@@ -225,9 +254,39 @@ mod tests {
                 max: 1_000_000,
             },
             &Lengths::Fixed(1),
+            &BodyShape::default(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("narrow the range"), "{err}");
+    }
+
+    /// The output length under another name, more members, and a stream without usage.
+    #[test]
+    fn the_shape_names_the_output_field_and_adds_members() {
+        let shape = BodyShape {
+            max_tokens_field: "max_completion_tokens",
+            stream_usage: false,
+            extra: r#""ignore_eos":true,"temperature":0,"#.to_owned(),
+        };
+        for output in [Lengths::Fixed(9), Lengths::Uniform { min: 1, max: 20 }] {
+            let bodies = Bodies::build(
+                "m",
+                true,
+                Dialect::OpenAi,
+                &Lengths::Fixed(4),
+                &output,
+                &shape,
+            )
+            .unwrap();
+            let v = json(&bodies.body(4, 9));
+            assert_eq!(v["max_completion_tokens"], 9, "{v}");
+            assert!(v.get("max_tokens").is_none() && v.get("stream_options").is_none());
+            assert_eq!(
+                (v["ignore_eos"].as_bool(), v["temperature"].as_u64()),
+                (Some(true), Some(0))
+            );
+            assert_eq!(v["stream"], true);
+        }
     }
 
     #[test]

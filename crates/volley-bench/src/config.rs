@@ -96,6 +96,18 @@ pub struct BenchConfig {
     /// streams timed to the first `content_block_delta`). Set the client's provider to match
     /// ([`ClientBuilder::provider`], for the auth headers). Default [`Dialect::OpenAi`].
     pub dialect: Dialect,
+    /// The field of each body that asks for the output length: `max_tokens` (every server,
+    /// and Anthropic's only) or `max_completion_tokens` (OpenAI's reasoning and newest models
+    /// refuse `max_tokens`). Default [`MaxTokensField::MaxTokens`].
+    pub max_tokens_field: MaxTokensField,
+    /// OpenAI-dialect streams ask for the usage chunk (`stream_options.include_usage`); a
+    /// server that refuses `stream_options` needs `false`, and its streams' output tokens are
+    /// then counted by content chunk. Default `true`.
+    pub stream_usage: bool,
+    /// More members of every body (`temperature`, vLLM's `ignore_eos`, ...); they may not name
+    /// a member the bench writes itself (`model`, `messages`, `stream`, `stream_options`, the
+    /// output length's field). Default none.
+    pub body_fields: serde_json::Map<String, serde_json::Value>,
     /// Runtimes to run the requests on, spread evenly over them. Give one current-thread
     /// runtime per core ([`WorkerRuntimes`](crate::WorkerRuntimes)) and a request and its
     /// timers stay on one thread, with no work stealing; so does its connection as a rule (it
@@ -128,7 +140,55 @@ impl Default for BenchConfig {
             embedded_mock: false,
             dialect: Dialect::OpenAi,
             workers: Vec::new(),
+            max_tokens_field: MaxTokensField::MaxTokens,
+            stream_usage: true,
+            body_fields: serde_json::Map::new(),
         }
+    }
+}
+
+/// Which field of a request asks for its output length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MaxTokensField {
+    /// `max_tokens`.
+    #[default]
+    MaxTokens,
+    /// `max_completion_tokens` (OpenAI's newer models).
+    MaxCompletionTokens,
+}
+
+impl MaxTokensField {
+    /// The field's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+}
+
+impl FromStr for MaxTokensField {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<MaxTokensField, Error> {
+        match s.trim() {
+            "max_tokens" => Ok(MaxTokensField::MaxTokens),
+            "max_completion_tokens" => Ok(MaxTokensField::MaxCompletionTokens),
+            other => Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "unknown output length field {other:?}: expected max_tokens or \
+                     max_completion_tokens"
+                ),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MaxTokensField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -146,12 +206,58 @@ impl BenchConfig {
             self.dialect,
             &self.prompt_tokens,
             &self.output_tokens,
+            &self.body_shape()?,
         )?;
         Ok(bodies.body(self.prompt_tokens.bounds().0, self.output_tokens.bounds().0))
     }
 
+    /// What every body holds besides its model, prompt and output length.
+    ///
+    /// # Errors
+    /// `Config` for [`body_fields`](Self::body_fields) that name a member the bench writes,
+    /// or `max_completion_tokens` with Anthropic's dialect.
+    pub(crate) fn body_shape(&self) -> Result<super::body::BodyShape, Error> {
+        if self.dialect == Dialect::Anthropic && self.max_tokens_field != MaxTokensField::MaxTokens
+        {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "Anthropic's Messages API asks for the output length with max_tokens only",
+            ));
+        }
+        let mut extra = String::new();
+        for (name, value) in &self.body_fields {
+            let own = [
+                "model",
+                "messages",
+                "stream",
+                "stream_options",
+                "max_tokens",
+            ];
+            if own.contains(&name.as_str()) || name == self.max_tokens_field.name() {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "the body field {name:?} is written by the bench itself: set it with its \
+                         own option"
+                    ),
+                ));
+            }
+            // Serialising a string and a `Value` cannot fail.
+            extra.push_str(&serde_json::to_string(name).unwrap_or_default());
+            extra.push(':');
+            extra.push_str(&serde_json::to_string(value).unwrap_or_default());
+            extra.push(',');
+        }
+        Ok(super::body::BodyShape {
+            max_tokens_field: self.max_tokens_field.name(),
+            stream_usage: self.stream_usage,
+            extra,
+        })
+    }
+
     /// Checks the configuration: a stop condition, a load that can run, valid lengths.
     pub(crate) fn validate(&self) -> Result<(), Error> {
+        self.body_shape()?;
         let config = |message: String| Err(Error::new(ErrorKind::Config, message));
         match (self.requests, self.duration) {
             (None, None) => {

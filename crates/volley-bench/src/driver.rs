@@ -92,6 +92,7 @@ impl Bench {
             config.dialect,
             &config.prompt_tokens,
             &config.output_tokens,
+            &config.body_shape()?,
         )?;
         let initial_target = match config.load {
             Load::Closed { concurrency } => concurrency,

@@ -136,7 +136,7 @@ mod timeline;
 
 pub use config::{
     Arrivals, BenchConfig, DEFAULT_BASE_URL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODEL, DEFAULT_SEED,
-    Load, StackKind, default_client,
+    Load, MaxTokensField, StackKind, default_client,
 };
 pub use driver::Bench;
 pub use lengths::{Lengths, MAX_LENGTH};

@@ -96,6 +96,18 @@ pub(crate) struct BenchArgs {
     /// "lognormal:200,50". With --mock, the mock sends at most --output-tokens.
     #[arg(long, default_value = "16")]
     max_tokens: Lengths,
+    /// The field that asks for the output length: max_tokens, or max_completion_tokens
+    /// (OpenAI's reasoning and newest models refuse max_tokens).
+    #[arg(long, value_name = "FIELD", default_value = "max_tokens")]
+    max_tokens_field: volley_bench::MaxTokensField,
+    /// Streams without stream_options (for a server that refuses it); their output tokens
+    /// are then counted by content chunk.
+    #[arg(long)]
+    no_stream_usage: bool,
+    /// One more member of every request body, NAME=JSON (repeatable): temperature=0,
+    /// ignore_eos=true (vLLM), 'stop=["\n"]'.
+    #[arg(long, value_name = "NAME=JSON", value_parser = body_field)]
+    body_field: Vec<(String, serde_json::Value)>,
     /// The client measured: full (the default middleware stack, without retries) or bare
     /// (the transport alone).
     #[arg(long, default_value = "full")]
@@ -384,6 +396,9 @@ async fn run(
         client: Some(client),
         dialect: connection.provider.0.dialect(),
         workers,
+        max_tokens_field: args.max_tokens_field,
+        stream_usage: !args.no_stream_usage,
+        body_fields: args.body_field.iter().cloned().collect(),
     };
     if let Some(max) = args.find_knee {
         return find_knee(&config, max, args.requests, args.report.as_deref()).await;
@@ -476,4 +491,17 @@ async fn run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--body-field NAME=JSON`.
+fn body_field(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=JSON"))?;
+    let value = serde_json::from_str(value).map_err(|e| {
+        format!(
+            "the value of {name:?} is not JSON ({e}); a string needs its quotes: {name}='\"...\"'"
+        )
+    })?;
+    Ok((name.trim().to_owned(), value))
 }

@@ -129,6 +129,42 @@ fn bench_timeout_bounds_each_request() {
     assert_eq!(results["errors"]["timeout"], 4, "{results}");
 }
 
+/// The body is the user's to shape for a real server: the output length under OpenAI's new
+/// name, streams without stream_options, more members; a member the bench writes itself is
+/// refused before anything is sent.
+#[test]
+fn bench_bodies_take_the_fields_a_server_needs() {
+    let out = volley()
+        .args(["bench", "--mock", "--stream", "-c", "2", "-n", "6"])
+        .args([
+            "--max-tokens-field",
+            "max_completion_tokens",
+            "--no-stream-usage",
+        ])
+        .args([
+            "--body-field",
+            "temperature=0",
+            "--body-field",
+            "ignore_eos=true",
+        ])
+        .args(["--json", "--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results["summary"]["ok"], 6, "{results}");
+
+    for bad in ["model=\"x\"", "temperature", "temperature=zero"] {
+        let out = volley()
+            .args(["bench", "--mock", "-n", "1", "--body-field", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad}");
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+    }
+}
+
 /// The names of a running process's threads (Linux).
 fn thread_names(pid: u32) -> Vec<String> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
