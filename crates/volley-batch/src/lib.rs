@@ -172,7 +172,10 @@
 //! number), not by content: a line edited after its outcome was recorded keeps that outcome
 //! and is not sent again. To send it again, give it a new `custom_id`.
 //!
-//! `custom_id`s must be unique within a file. Both the duplicate check and the set of recorded
+//! `custom_id`s must be unique within a file. A line that is not valid JSON claims the
+//! `custom_id` it seems to give (the string after its first `"custom_id":`), so a later line
+//! with the same id is a duplicate: once the broken line is fixed, the id's answer is its own.
+//! Both the duplicate check and the set of recorded
 //! outcomes hold 64-bit keyed hashes (SipHash with a per-process random key) instead of the
 //! ids, to keep memory small: about 16–19 bytes per id in a `HashSet<u64>` (8 for the key,
 //! one control byte, and the table's spare capacity). Two different ids collide with a probability of about

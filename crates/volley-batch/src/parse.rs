@@ -121,6 +121,29 @@ pub(crate) fn foreign_format(line: u64, bytes: &[u8], format: Format) -> Option<
     ))
 }
 
+/// The `custom_id` a line that is not valid JSON seems to give: the string after its first
+/// `"custom_id"` key and colon, when that reads as a non-empty JSON string.
+fn lenient_custom_id(text: &str) -> Option<String> {
+    let at = text.find("\"custom_id\"")?;
+    let rest = text[at + "\"custom_id\"".len()..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let bytes = rest.as_bytes();
+    if bytes.first() != Some(&b'"') {
+        return None;
+    }
+    // The string token: up to the first quote no backslash escapes.
+    let mut escaped = false;
+    let end = bytes[1..].iter().position(|&b| {
+        let end = b == b'"' && !escaped;
+        escaped = b == b'\\' && !escaped;
+        end
+    })? + 1;
+    let id: String = serde_json::from_str(&rest[..=end]).ok()?;
+    (!id.is_empty()).then_some(id)
+}
+
 /// Checks one non-blank line (without its newline) of a file in `format`.
 pub(crate) fn parse_line(
     line: u64,
@@ -140,13 +163,18 @@ pub(crate) fn parse_line(
         // serde_json's message ends in "at line 1 column N"; say where in our terms.
         let what = e.to_string();
         let what = what.rsplit_once(" at line ").map_or(&*what, |(w, _)| w);
-        InvalidLine::new(
+        let mut invalid = InvalidLine::new(
             "invalid_json",
             format!(
                 "line {line}: malformed JSON at column {}: {what}",
                 e.column()
             ),
-        )
+        );
+        // The id it seems to give is claimed: a later line with the same id is a duplicate,
+        // as it will be once this line is fixed, and never sent meanwhile under an id whose
+        // answer would then be taken for this line's.
+        invalid.custom_id = lenient_custom_id(text);
+        invalid
     })?;
     let Value::Object(mut object) = value else {
         return Err(InvalidLine::new(
@@ -490,6 +518,19 @@ mod tests {
                 .as_deref(),
             Some("a")
         );
+        // Malformed JSON: the id it seems to give, when it gives one.
+        for (text, id) in [
+            (r#"{"custom_id":"q1","method":"POST",}"#, Some("q1")),
+            (r#"{"custom_id" : "a\"b\\","x":}"#, Some("a\"b\\")),
+            (r#"{"custom_id":7,}"#, None),
+            (r#"{"custom_id":"","#, None),
+            (r#"{"custom_id":"open"#, None),
+            (r#"{"method":"POST",}"#, None),
+        ] {
+            let e = invalid(text);
+            assert_eq!(e.code, "invalid_json", "{text}");
+            assert_eq!(e.custom_id.as_deref(), id, "{text}");
+        }
         let e = parse_line(2, b"{\"custom_id\":\"\xff\"}", Format::OpenAi).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),

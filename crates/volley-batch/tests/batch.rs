@@ -748,6 +748,39 @@ async fn validate_notes_what_the_providers_batch_service_would_refuse() {
     assert!(notes.contains("Azure's paths"), "{notes}");
 }
 
+/// A line that is not valid JSON still claims the `custom_id` it seems to give: a later line
+/// with that id is a duplicate, so once the broken line is fixed and the run resumed, the
+/// id's answer is the fixed line's, never the later line's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_line_keeps_its_custom_id_from_a_later_duplicate() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let fixed = chat_line("q1");
+    let broken = fixed.replacen("\"messages\"", ",\"messages\"", 1);
+    assert!(serde_json::from_str::<Value>(&broken).is_err());
+    write_input(&input, [broken, chat_line("q1")]);
+    let run = |input: PathBuf| {
+        let client = Client::builder().base_url(server.url()).build().unwrap();
+        BatchRunner::new(client, Input::Path(input), options(dir.path()))
+            .run(std::future::pending())
+    };
+    let first = run(input.clone()).await.unwrap();
+    assert_eq!((first.invalid, first.succeeded), (2, 0), "{first:?}");
+    assert_eq!(server.stats().requests_total, 0);
+    let codes: Vec<String> = records(&dir.path().join("out.jsonl"))
+        .iter()
+        .map(|r| r["error"]["code"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(codes, ["invalid_json", "duplicate_custom_id"]);
+
+    // Fixed and resumed: the first line is sent under q1; the second stays a duplicate.
+    write_input(&input, [fixed, chat_line("q1")]);
+    let second = run(input).await.unwrap();
+    assert_eq!(second.succeeded, 1, "{second:?}");
+    assert_eq!(server.stats().requests_total, 1);
+}
+
 #[tokio::test]
 async fn errors_of_the_run_name_the_path() {
     let dir = tempfile::tempdir().unwrap();
