@@ -478,10 +478,11 @@ async fn run_through_a_restart(
     (run.await.unwrap(), killed, restarted)
 }
 
-/// Failing closed, a refusal no wait heals fails the requests waiting instead of holding
-/// them for ever: the user's ACL no longer allows the script (`NOPERM`), or its password
-/// changed and the connection dropped (the reconnect is refused). Once Redis accepts the
-/// limiter again, requests go again.
+/// Failing closed, a refusal no wait heals, once it has lasted the grace given, fails the
+/// requests waiting instead of holding them for ever: the user's ACL no longer allows the
+/// script (`NOPERM`), or its password changed and the connection dropped (the reconnect is
+/// refused). Within the grace they wait; once Redis accepts the limiter again, requests go
+/// again.
 #[ignore = "needs Redis: REDIS_URL"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_no_wait_heals_fails_the_waiting_requests() {
@@ -502,7 +503,8 @@ async fn a_refusal_no_wait_heals_fails_the_waiting_requests() {
         RedisOptions::new(url).response_timeout(Duration::from_millis(200)),
         Limits::per_minute().requests(60_000),
     )
-    .prefix(unique_prefix("refused"));
+    .prefix(unique_prefix("refused"))
+    .give_up_on_refusal_after(Duration::from_secs(2));
     let limiter = RedisLimiter::connect(options).await.unwrap();
     let bounded = |n: u64| {
         let acquire = limiter.acquire(
@@ -521,7 +523,11 @@ async fn a_refusal_no_wait_heals_fails_the_waiting_requests() {
     bounded(1).await.unwrap();
 
     command(&["ACL", "SETUSER", "volley", "-@scripting"]).await;
-    let err = bounded(2).await.unwrap_err();
+    // Within the grace the request waits (a refusal that passes must not fail it).
+    let waiting = tokio::spawn(bounded(2));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished());
+    let err = waiting.await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("no permissions"), "{err}");
     assert!(err.to_string().contains("no wait heals this"), "{err}");

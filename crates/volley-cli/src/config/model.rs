@@ -335,7 +335,8 @@ settings! {
         /// nothing until it is back; "fallback:N" goes on with a local limit of 1/N of the
         /// limits, N being the number of processes sharing them [default: fail-closed]. Either
         /// way Redis must answer when the run starts. Failing closed, a refusal no wait heals
-        /// (a changed password, an ACL without the script's commands) stops the run.
+        /// (a changed password, an ACL without the script's commands) that lasts 30 s stops
+        /// the run.
         #[arg(long, value_name = "MODE")]
         redis_failure: FailureSpec [Option<String>] = FailureSpec::FailClosed,
         /// Allow plain redis:// (no TLS) to a Redis that is not on loopback, for

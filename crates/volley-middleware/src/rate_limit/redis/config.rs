@@ -36,7 +36,11 @@ pub struct SharedLimits {
     pub(super) credential: CredentialId,
     pub(super) lease: u32,
     pub(super) on_failure: FailureMode,
+    pub(super) refused_for: Duration,
 }
+
+/// The default of [`SharedLimits::give_up_on_refusal_after`].
+pub const DEFAULT_REFUSAL_GRACE: Duration = Duration::from_secs(30);
 
 /// What a [`RedisLimiter`](super::RedisLimiter) does while Redis cannot be reached or does not
 /// answer within the command timeout ([`RedisOptions::response_timeout`]).
@@ -76,6 +80,7 @@ impl SharedLimits {
             credential: CredentialId::anonymous(),
             lease: 1,
             on_failure: FailureMode::FailClosed,
+            refused_for: DEFAULT_REFUSAL_GRACE,
         }
     }
 
@@ -108,6 +113,18 @@ impl SharedLimits {
     /// What to do while Redis is unreachable or slow. Default [`FailureMode::FailClosed`].
     pub fn on_failure(mut self, mode: FailureMode) -> SharedLimits {
         self.on_failure = mode;
+        self
+    }
+
+    /// Failing closed, how long Redis must keep refusing the limiter in a way waiting does
+    /// not heal (a changed password, an ACL without the script's commands, a cluster node:
+    /// [`crate::redis::is_permanent`]) before the requests waiting fail with
+    /// `ErrorKind::Config`, and later ones at each round trip, instead of waiting for ever.
+    /// A refusal that passes sooner (a server briefly at its `maxclients`, which the client
+    /// library reports as a failed authentication) only makes them wait. Default
+    /// [`DEFAULT_REFUSAL_GRACE`] (30 s).
+    pub fn give_up_on_refusal_after(mut self, grace: Duration) -> SharedLimits {
+        self.refused_for = grace;
         self
     }
 
@@ -159,6 +176,7 @@ impl SharedLimits {
             lease: self.lease,
             grace: self.limits.jitter_margin / 2,
             failure: self.on_failure,
+            refused_for: self.refused_for,
             limits: self.limits.clone(),
             server: self.redis.redacted_url(),
             command_timeout: self.redis.command_timeout(),
@@ -175,6 +193,7 @@ impl fmt::Debug for SharedLimits {
             .field("credential", &self.credential)
             .field("lease", &self.lease)
             .field("on_failure", &self.on_failure)
+            .field("refused_for", &self.refused_for)
             .finish()
     }
 }
@@ -196,6 +215,8 @@ pub(super) struct Config {
     /// margin (see the module docs).
     pub(super) grace: Duration,
     pub(super) failure: FailureMode,
+    /// See [`SharedLimits::give_up_on_refusal_after`].
+    pub(super) refused_for: Duration,
     pub(super) limits: Limits,
     /// The server's redacted URL, for messages.
     pub(super) server: String,

@@ -209,6 +209,7 @@ impl Shared {
             );
         }
         st.failures = 0;
+        st.refused_since = None;
         st.last_heard = now;
         self.learn_shift(st, reply.epoch, reply.shift);
         self.learned_from(st, reply.learned);
@@ -277,7 +278,9 @@ impl Shared {
                 // Equal jitter: at least half the ceiling, so a down server is not hammered.
                 let delay = ceiling / 2 + ceiling.mul_f64(st.rng.random::<f64>() / 2.0);
                 st.retry_at = Some(now + delay);
-                if error.kind() == ErrorKind::Config {
+                let refused_since = (error.kind() == ErrorKind::Config)
+                    .then(|| *st.refused_since.get_or_insert(now));
+                if refused_since.is_some_and(|since| now >= since + self.config.refused_for) {
                     self.refuse_waiting(st, error, now);
                 } else if st.last_warn.is_none_or(|at| now >= at + WARN_EVERY) {
                     st.last_warn = Some(now);
@@ -293,10 +296,11 @@ impl Shared {
     }
 
     /// Failing closed, after an error no wait heals (a password changed, an ACL that no
-    /// longer allows the script, a cluster node: see [`crate::redis::is_permanent`]): the
-    /// requests waiting fail with it (`ErrorKind::Config`) instead of waiting for ever. Later
-    /// requests wait for the next round trip (the backoff's) and fail the same way until
-    /// Redis accepts the limiter again.
+    /// longer allows the script, a cluster node: see [`crate::redis::is_permanent`]) went on
+    /// for [`SharedLimits::give_up_on_refusal_after`](super::SharedLimits): the requests
+    /// waiting fail with it (`ErrorKind::Config`) instead of waiting for ever. Later requests
+    /// wait for the next round trip (the backoff's) and fail the same way until Redis accepts
+    /// the limiter again.
     fn refuse_waiting(&self, st: &mut State, error: &Error, now: Instant) {
         if st.last_warn.is_none_or(|at| now >= at + WARN_EVERY) {
             st.last_warn = Some(now);

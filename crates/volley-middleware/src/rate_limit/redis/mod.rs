@@ -92,10 +92,11 @@
 //!   because of the outage, and the provider's limit is never exceeded. A refusal no wait
 //!   heals ([`crate::redis::is_permanent`]: a password changed and the connection dropped,
 //!   the user's ACL no longer allows the script, a cluster node answering a connection not
-//!   made with [`RedisOptions::cluster`](crate::redis::RedisOptions::cluster)) fails the
-//!   requests waiting with `ErrorKind::Config`, logged as an error at most every 5 s; later
-//!   requests fail the same way at each round trip until Redis accepts the limiter again
-//!   (`volley run` stops at the first). This is the default
+//!   made with [`RedisOptions::cluster`](crate::redis::RedisOptions::cluster)) that goes on
+//!   for [`SharedLimits::give_up_on_refusal_after`] (30 s) fails the requests waiting with
+//!   `ErrorKind::Config`, logged as an error at most every 5 s; later requests fail the same
+//!   way at each round trip until Redis accepts the limiter again (`volley run` stops at the
+//!   first). This is the default
 //!   because it needs no knowledge of the deployment: a fallback must guess how many
 //!   processes share the limit, and a wrong guess overshoots the provider's limit in exactly
 //!   the moment nothing coordinates the processes.
@@ -222,7 +223,7 @@ use shared::Shared;
 use store::{Call, RedisStore, Reply, Store};
 
 pub use acquire::RedisAcquire;
-pub use config::{FailureMode, SharedLimits};
+pub use config::{DEFAULT_REFUSAL_GRACE, FailureMode, SharedLimits};
 pub use stats::RedisLimiterStats;
 
 /// Requests and tokens per minute shared through Redis by every process that uses the same

@@ -99,6 +99,9 @@ pub(super) struct State {
     pub(super) retry_at: Option<Instant>,
     pub(super) probe_at: Instant,
     pub(super) last_warn: Option<Instant>,
+    /// Since when Redis has refused the limiter in a way waiting does not heal (reset by an
+    /// answer).
+    pub(super) refused_since: Option<Instant>,
     pub(super) rng: SmallRng,
     /// Limits learned from the provider's headers, and the slow start.
     pub(super) learning: Learning,
@@ -162,6 +165,7 @@ impl Shared {
                 retry_at: None,
                 probe_at: now,
                 last_warn: None,
+                refused_since: None,
                 rng: SmallRng::seed_from_u64(seed),
                 learning,
             }),
