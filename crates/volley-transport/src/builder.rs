@@ -253,9 +253,10 @@ impl Builder {
     }
 
     /// The deadline for establishing a TCP connection; a proxy's handshake and the TLS
-    /// handshake each get as long again (a server that accepts the connection and never
-    /// answers the handshake fails the connection as a connect error, nothing sent). `None`
-    /// waits for the operating system, and for the handshakes without a bound.
+    /// handshake each get as long again, from when the connection under them is ready (a
+    /// server that accepts the connection and never answers the handshake fails the
+    /// connection as a connect error, nothing sent). `None` waits for the operating system,
+    /// and for the handshakes without a bound.
     ///
     /// Default: 10 s.
     pub fn connect_timeout(mut self, timeout: Option<Duration>) -> Builder {
@@ -762,12 +763,6 @@ impl Builder {
             tracing::debug!(proxy = proxy.display(), origin = %base.display, "through a proxy");
         }
         let forwarded = matches!(*route, Route::Forward(_));
-        // The phases bounded by `connect_timeout` before a TLS handshake: the TCP connection,
-        // and a tunnel's or a SOCKS proxy's handshake.
-        let phases_before = match *route {
-            Route::Direct | Route::Forward(_) => 1,
-            Route::Tunnel(_) | Route::Socks(_) => 2,
-        };
         let dial = Dial::new(http, route.clone(), c.connect_timeout);
 
         let connector = BoxTls::new(
@@ -803,7 +798,6 @@ impl Builder {
                 ))
             },
             c.connect_timeout,
-            phases_before,
             base.scheme == Scheme::HTTPS,
         );
 

@@ -35,7 +35,9 @@ pub(crate) type Connector = BoxTls<HttpsConnector<Counting<Dial>>>;
 /// It also bounds the TLS handshake, which hyper-rustls does not: a server that accepts the
 /// TCP connection and never answers the `ClientHello` (a black-holed load balancer) would
 /// otherwise hold the attempt until its own deadline, and the failure would read as a request
-/// sent. `limit` bounds the whole connection (see [`BoxTls::new`]); when it passes, the
+/// sent. The handshake gets `limit` from the moment the connection under it is ready (the
+/// TCP connection, or a proxy's tunnel: [`Counting`] marks it), so name resolution and the
+/// phases before, which have bounds of their own, take none of it; when it passes, the
 /// connection fails with [`HandshakeTimedOut`], which nothing was sent through.
 #[derive(Clone, Debug)]
 pub(crate) struct BoxTls<C> {
@@ -44,23 +46,23 @@ pub(crate) struct BoxTls<C> {
 }
 
 impl<C> BoxTls<C> {
-    /// `connect_timeout` bounds each phase before the TLS handshake (the TCP connection, a
-    /// proxy's handshake: `phases_before` of them) and the handshake itself: the connection
-    /// as a whole gets `(phases_before + 1) × connect_timeout`, so when that passes, the
-    /// phases before (each bounded by its own timer) left the handshake at least a whole
-    /// `connect_timeout`. `tls`: whether the scheme is `https` (plain text needs no bound
-    /// beyond the TCP connection's own).
-    pub(crate) fn new(
-        inner: C,
-        connect_timeout: Option<std::time::Duration>,
-        phases_before: u32,
-        tls: bool,
-    ) -> BoxTls<C> {
-        let limit = connect_timeout
-            .filter(|_| tls)
-            .map(|t| t.saturating_mul(phases_before.saturating_add(1)));
-        BoxTls { inner, limit }
+    /// `limit`: the TLS handshake's bound, `None` for none; `tls`: whether the scheme is
+    /// `https` (plain text has no handshake).
+    pub(crate) fn new(inner: C, limit: Option<std::time::Duration>, tls: bool) -> BoxTls<C> {
+        BoxTls {
+            inner,
+            limit: limit.filter(|_| tls),
+        }
     }
+}
+
+/// When the connection under a TLS handshake was ready, set by [`Counting`]'s future.
+type ReadyAt = std::sync::Arc<std::sync::OnceLock<tokio::time::Instant>>;
+
+thread_local! {
+    /// Hands [`BoxTls::call`]'s mark to the [`Counting::call`] that hyper-rustls makes inside
+    /// it, on the same thread, before returning.
+    static READY_AT: std::cell::RefCell<Option<ReadyAt>> = const { std::cell::RefCell::new(None) };
 }
 
 impl<C, T> Service<Uri> for BoxTls<C>
@@ -77,23 +79,40 @@ where
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        let ready_at = self.limit.map(|_| {
+            let mark = ReadyAt::default();
+            READY_AT.with(|slot| *slot.borrow_mut() = Some(mark.clone()));
+            mark
+        });
+        let inner = self.inner.call(uri).map_ok(Stream::from as fn(_) -> _);
+        // Taken by `Counting::call` already; cleared in case the call returned early.
+        READY_AT.with(|slot| slot.borrow_mut().take());
         Connecting {
-            inner: self.inner.call(uri).map_ok(Stream::from),
-            deadline: self
-                .limit
-                .map(|limit| (Box::pin(tokio::time::sleep(limit)), limit)),
+            inner,
+            deadline: self.limit.zip(ready_at).map(|(limit, ready_at)| Deadline {
+                limit,
+                ready_at,
+                sleep: None,
+            }),
         }
     }
 }
 
+/// The handshake's bound: armed once the connection under it is ready.
+pub(crate) struct Deadline {
+    limit: std::time::Duration,
+    ready_at: ReadyAt,
+    // Boxed: `Sleep` is not `Unpin`, and this is made once per connection.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
 pin_project_lite::pin_project! {
-    /// The future of [`BoxTls`]: the connection, or [`HandshakeTimedOut`] when its limit
-    /// passes first.
+    /// The future of [`BoxTls`]: the connection, or [`HandshakeTimedOut`] when the handshake
+    /// outlasts its bound.
     pub(crate) struct Connecting<F> {
         #[pin]
         inner: F,
-        // Boxed: `Sleep` is not `Unpin`, and this is made once per connection.
-        deadline: Option<(Pin<Box<tokio::time::Sleep>>, std::time::Duration)>,
+        deadline: Option<Deadline>,
     }
 }
 
@@ -109,27 +128,31 @@ where
         if let Poll::Ready(result) = this.inner.poll(cx) {
             return Poll::Ready(result);
         }
-        if let Some((sleep, limit)) = this.deadline
-            && sleep.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Err(HandshakeTimedOut(*limit).into()));
+        if let Some(deadline) = this.deadline {
+            // The connection under the handshake became ready during the poll above (or an
+            // earlier one): the handshake's time starts there.
+            if deadline.sleep.is_none()
+                && let Some(&at) = deadline.ready_at.get()
+            {
+                deadline.sleep = Some(Box::pin(tokio::time::sleep_until(at + deadline.limit)));
+            }
+            if let Some(sleep) = &mut deadline.sleep
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Err(HandshakeTimedOut(deadline.limit).into()));
+            }
         }
         Poll::Pending
     }
 }
 
-/// The TLS handshake did not finish in time (see [`BoxTls`]); the duration is the limit of
-/// the whole connection.
+/// The TLS handshake did not finish within its bound (see [`BoxTls`]).
 #[derive(Debug)]
 pub(crate) struct HandshakeTimedOut(pub(crate) std::time::Duration);
 
 impl std::fmt::Display for HandshakeTimedOut {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the TLS handshake did not finish in time (the connection's limit: {:?})",
-            self.0
-        )
+        write!(f, "the TLS handshake did not finish within {:?}", self.0)
     }
 }
 
@@ -252,12 +275,17 @@ where
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        // Set when a TLS handshake follows (see `BoxTls`): marked when the connection is ready.
+        let ready_at = READY_AT.with(|slot| slot.borrow_mut().take());
         let connecting = self.inner.call(uri);
         let counters = self.counters.clone();
         let proxied = self.proxied;
         // Boxed once per new connection, never per request.
         Box::pin(async move {
             let io = connecting.await?;
+            if let Some(mark) = ready_at {
+                let _ = mark.set(tokio::time::Instant::now());
+            }
             counters.opened.fetch_add(1, Ordering::Relaxed);
             Ok(Counted {
                 io,
@@ -325,5 +353,46 @@ impl<T: Write + Unpin> Write for Counted<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The handshake's bound starts when the connection under it is ready: time spent before
+    /// (resolving the name, connecting, a proxy's handshake) takes none of it.
+    #[tokio::test(start_paused = true)]
+    async fn the_handshake_bound_starts_when_the_connection_is_ready() {
+        let ready_at = ReadyAt::default();
+        let mark = ready_at.clone();
+        let started = tokio::time::Instant::now();
+        let inner = async move {
+            // 500 ms to get a connection, then a handshake that never ends.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = mark.set(tokio::time::Instant::now());
+            std::future::pending::<Result<(), BoxedTimeout>>().await
+        };
+        let connecting = Connecting {
+            inner,
+            deadline: Some(Deadline {
+                limit: Duration::from_millis(300),
+                ready_at,
+                sleep: None,
+            }),
+        };
+        let err = connecting.await.unwrap_err();
+        assert_eq!(err.0.0, Duration::from_millis(300));
+        assert_eq!(started.elapsed(), Duration::from_millis(800));
+    }
+
+    #[derive(Debug)]
+    struct BoxedTimeout(HandshakeTimedOut);
+
+    impl From<HandshakeTimedOut> for BoxedTimeout {
+        fn from(e: HandshakeTimedOut) -> BoxedTimeout {
+            BoxedTimeout(e)
+        }
     }
 }
