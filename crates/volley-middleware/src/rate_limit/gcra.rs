@@ -89,22 +89,23 @@ impl Gcra {
         self.tat = self.tat.max(now.saturating_add(full_in));
     }
 
-    /// A bucket for a new limit that keeps this one's debt as of `now`: what was sent stays
+    /// A bucket for a new limit that keeps this one's debt beyond `from`: what was sent stays
     /// sent, and is repaid at the new rate (a limit raised from 1 a minute to 1 000 repays in
-    /// a minute what the old one would have taken 17 hours for).
+    /// a minute what the old one would have taken 17 hours for). `from` is now, or the end of
+    /// a pause in force: a pause is time the provider asked for, not units, and is kept.
     pub(crate) fn relimit(
         &self,
-        now: u64,
+        from: u64,
         limit: u64,
         burst: u64,
         headroom: f64,
         jitter: u64,
     ) -> Gcra {
         let mut next = Gcra::new(limit, burst, headroom, jitter);
-        next.tat = match self.tat.checked_sub(now) {
+        next.tat = match self.tat.checked_sub(from) {
             Some(debt) if debt > 0 => {
                 let units = debt as f64 / self.interval;
-                now.saturating_add((units * next.interval) as u64)
+                from.saturating_add((units * next.interval) as u64)
             }
             _ => self.tat,
         };
@@ -140,6 +141,21 @@ mod tests {
         assert_eq!(g.earliest(100 * SEC, 1), 100 * SEC);
         g.commit(100 * SEC, 10);
         assert_eq!(g.earliest(100 * SEC, 1), 100 * SEC + SEC / 10);
+    }
+
+    /// A new limit repays the debt at its own rate, and keeps a pause as the time it is.
+    #[test]
+    fn a_new_limit_rescales_the_debt_but_not_a_pause() {
+        // 60 a minute: one a second, burst 1; 10 units of debt.
+        let mut g = Gcra::new(60, 1, 0.0, 0);
+        g.commit(0, 10);
+        let raised = g.relimit(0, 600, 1, 0.0, 0);
+        // Ten units at a tenth of a second each: full again at 1 s, when one more fits.
+        assert_eq!(raised.earliest(0, 1), SEC);
+        // Paused for 30 s by a 429: the pause stays 30 s, the debt after it is rescaled.
+        g.delay(0, 30 * SEC);
+        let raised = g.relimit(30 * SEC, 600, 1, 0.0, 0);
+        assert_eq!(raised.earliest(0, 1), 31 * SEC);
     }
 
     #[test]

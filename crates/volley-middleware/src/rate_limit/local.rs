@@ -357,7 +357,13 @@ impl Shared {
             _ => &mut state.output,
         };
         let mut gcra = match slot {
-            Some(old) => old.relimit(now, per_min, burst, headroom, jitter),
+            Some(old) => old.relimit(
+                now.max(state.paused_until),
+                per_min,
+                burst,
+                headroom,
+                jitter,
+            ),
             None => Gcra::new(per_min, burst, headroom, jitter),
         };
         if d == 0 && state.loss.take().is_some() {
@@ -576,7 +582,13 @@ impl Shared {
         let jitter = u64::try_from(self.limits.jitter_margin.as_nanos()).unwrap_or(u64::MAX);
         let headroom = self.limits.headroom;
         state.requests = Some(match state.requests.take() {
-            Some(old) => old.relimit(now, per_minute, burst, headroom, jitter),
+            Some(old) => old.relimit(
+                now.max(state.paused_until),
+                per_minute,
+                burst,
+                headroom,
+                jitter,
+            ),
             None => Gcra::new(per_minute, burst, headroom, jitter),
         });
         if state.loss.is_none() {
