@@ -190,6 +190,8 @@ impl<T: Sender> Lane<T> {
     async fn request(&self, started: Instant, prompt: u32, output: u32) {
         let counters = self.shared.lane(self.index);
         counters.started.fetch_add(1, Relaxed);
+        // Numbered while the refusal rule is undecided (the run's first requests).
+        let seq = self.shared.failures.number();
         let request = Request::new(Method::POST, self.path.clone())
             .with_body(self.bodies.body(prompt, output))
             .with_dialect(self.dialect);
@@ -203,15 +205,22 @@ impl<T: Sender> Lane<T> {
         };
         let ended = Instant::now();
         self.shared.leave();
-        match outcome {
+        let failed = match outcome {
             Outcome::Failed(label) => {
                 counters.failed.fetch_add(1, Relaxed);
-                if self.shared.failures.failed(label, message.as_deref()) {
-                    // The server refuses what is sent: nothing more is.
-                    self.shared.control.send_modify(|c| c.stop = true);
-                }
+                // A server's message may echo the key: scrubbed before it is kept (only the
+                // first of each kind is).
+                let message = message
+                    .filter(|_| self.shared.failures.wants_example(label))
+                    .map(|m| self.target.scrub(&m));
+                self.shared.failures.failed(label, message.as_deref());
+                Some(label)
             }
-            Outcome::Ok { .. } => self.shared.failures.ok(),
+            Outcome::Ok { .. } => None,
+        };
+        if self.shared.failures.ended(seq, failed) {
+            // The server refuses what is sent: nothing more is.
+            self.shared.control.send_modify(|c| c.stop = true);
         }
         counters.finished.fetch_add(1, Relaxed);
         self.recorder()

@@ -122,42 +122,132 @@ pub(crate) struct Shared {
     pub(crate) interrupted: AtomicBool,
 }
 
-/// How many requests in a row, from the start of a run, failing with the same client error
-/// (a 4xx other than 429) stop it: the server refuses what is sent (a model it does not
-/// serve, a field it does not take, a path without `/v1`), and every other request would fail
-/// the same way.
+/// The bit of `label` in [`Failures`]' `has_example`.
+fn label_bit(label: ErrorLabel) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    label.hash(&mut hasher);
+    1 << (hasher.finish() % 64)
+}
+
+/// How many of a run's first requests (in the order they were sent) all failing with the same
+/// client error (a 4xx other than 429) stop it: the server refuses what is sent (a model it
+/// does not serve, a field it does not take, a path without `/v1`), and every other request
+/// would fail the same way. In sending order, not finishing order: a refusal comes back in
+/// milliseconds, an answer in seconds, so the first to finish are the refusals of a few bad
+/// requests (prompts over the context window) among good ones.
 pub(crate) const REFUSED_IN_A_ROW: u64 = 16;
+
+/// How one of the run's first requests ended, for the refusal rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Early {
+    Unknown,
+    Refused(u16),
+    Other,
+}
 
 /// The most characters of an error's message kept as its label's example.
 const MAX_EXAMPLE_CHARS: usize = 300;
 
 /// What failures said: the first message of each label, and whether the run's first requests
-/// all failed with one client error. Touched only when a request fails (and, until the first
-/// success, by one load per success).
-#[derive(Default)]
+/// all failed with one client error. Touched by the run's first requests, and then only when
+/// a request fails.
 pub(crate) struct Failures {
-    any_ok: AtomicBool,
-    refused: AtomicU64,
+    /// The refusal rule is still undecided: requests take a number and report how they ended.
+    watching: AtomicBool,
+    next: AtomicU64,
+    /// How the first [`REFUSED_IN_A_ROW`] requests sent ended.
+    first: Mutex<[Early; REFUSED_IN_A_ROW as usize]>,
+    /// The labels that have their example, as bits of a hash of the label: checked without
+    /// the lock, so a storm of failures of known kinds takes no lock and formats no message.
+    has_example: AtomicU64,
     /// The first message of each label, in the order first seen.
     examples: Mutex<Vec<(ErrorLabel, String)>>,
     /// Why the run stopped early, when it did.
     pub(crate) stopped: OnceLock<String>,
 }
 
-impl Failures {
-    /// Notes a success: the refusal rule no longer applies.
-    pub(crate) fn ok(&self) {
-        if !self.any_ok.load(Relaxed) {
-            self.any_ok.store(true, Relaxed);
+impl Default for Failures {
+    fn default() -> Failures {
+        Failures {
+            watching: AtomicBool::new(true),
+            next: AtomicU64::new(0),
+            first: Mutex::new([Early::Unknown; REFUSED_IN_A_ROW as usize]),
+            has_example: AtomicU64::new(0),
+            examples: Mutex::default(),
+            stopped: OnceLock::new(),
         }
     }
+}
 
-    /// Notes a failure with `label`, and `message` when there is one (the first of each label
-    /// is kept, cleaned of control characters and bounded). Whether the run should stop: the
-    /// first [`REFUSED_IN_A_ROW`] requests all failed with this client error.
-    pub(crate) fn failed(&self, label: ErrorLabel, message: Option<&str>) -> bool {
-        if let Some(message) = message {
+impl Failures {
+    /// The number of a request about to be sent, while the refusal rule is undecided (one
+    /// load afterwards).
+    pub(crate) fn number(&self) -> Option<u64> {
+        self.watching
+            .load(Relaxed)
+            .then(|| self.next.fetch_add(1, Relaxed))
+    }
+
+    /// Notes how request `seq` ended (`None`: a success or a failure that is no client
+    /// error), for the refusal rule. Whether the run should stop: the first
+    /// [`REFUSED_IN_A_ROW`] requests sent all failed with the same client error.
+    pub(crate) fn ended(&self, seq: Option<u64>, label: Option<ErrorLabel>) -> bool {
+        let Some(seq) = seq.filter(|s| *s < REFUSED_IN_A_ROW) else {
+            return false;
+        };
+        let early = match label {
+            Some(ErrorLabel::Status(status)) if (400..500).contains(&status) && status != 429 => {
+                Early::Refused(status)
+            }
+            _ => Early::Other,
+        };
+        let mut first = self.first.lock().unwrap_or_else(PoisonError::into_inner);
+        first[seq as usize] = early;
+        let status = match first[0] {
+            Early::Refused(status) => status,
+            // One of them is no refusal, or not known yet.
+            _ => {
+                if first[0] == Early::Other || early == Early::Other {
+                    self.watching.store(false, Relaxed);
+                }
+                return false;
+            }
+        };
+        if first
+            .iter()
+            .any(|e| *e == Early::Other || matches!(e, Early::Refused(s) if *s != status))
+        {
+            self.watching.store(false, Relaxed);
+            return false;
+        }
+        if first.contains(&Early::Unknown) {
+            return false;
+        }
+        self.watching.store(false, Relaxed);
+        drop(first);
+        let label = ErrorLabel::Status(status);
+        let example = self.example(label).unwrap_or_default();
+        let _ = self.stopped.set(format!(
+            "the first {REFUSED_IN_A_ROW} requests all failed with {}{}{example}",
+            label.name(),
+            if example.is_empty() { "" } else { ": " }
+        ));
+        true
+    }
+
+    /// Whether `label` still needs its example (a false "no" for one label in 64 whose hash
+    /// meets another's: it then goes without).
+    pub(crate) fn wants_example(&self, label: ErrorLabel) -> bool {
+        self.has_example.load(Relaxed) & label_bit(label) == 0
+    }
+
+    /// Notes a failure with `label`, and `message` when there is one: the first of each label
+    /// is kept, cleaned of control characters and bounded.
+    pub(crate) fn failed(&self, label: ErrorLabel, message: Option<&str>) {
+        if let Some(message) = message.filter(|_| self.wants_example(label)) {
             let mut examples = self.examples.lock().unwrap_or_else(PoisonError::into_inner);
+            self.has_example.fetch_or(label_bit(label), Relaxed);
             if !examples.iter().any(|(l, _)| *l == label) {
                 let clean: String = message
                     .chars()
@@ -167,22 +257,6 @@ impl Failures {
                 examples.push((label, clean));
             }
         }
-        let ErrorLabel::Status(status) = label else {
-            return false;
-        };
-        if !(400..500).contains(&status) || status == 429 || self.any_ok.load(Relaxed) {
-            return false;
-        }
-        if self.refused.fetch_add(1, Relaxed) + 1 != REFUSED_IN_A_ROW {
-            return false;
-        }
-        let example = self.example(label).unwrap_or_default();
-        let _ = self.stopped.set(format!(
-            "the first {REFUSED_IN_A_ROW} requests all failed with {}{}{example}",
-            label.name(),
-            if example.is_empty() { "" } else { ": " }
-        ));
-        true
     }
 
     /// The first message of `label`, if one was kept.
@@ -294,32 +368,43 @@ pub(crate) async fn conduct(
 mod tests {
     use super::*;
 
-    /// The first 16 requests failing with one client error stop the run; a success first,
-    /// a 429, or a failure without a status never count toward it.
+    /// The first 16 requests sent, all failing with one client error, stop the run, in
+    /// whatever order they finish; a success among them, a 429, another status, or a failure
+    /// without one never do.
     #[test]
     fn only_a_run_refused_from_its_start_stops() {
         let failures = Failures::default();
-        let not_found = ErrorLabel::Status(404);
-        for n in 1..REFUSED_IN_A_ROW {
-            assert!(!failures.failed(not_found, Some("no such model")), "{n}");
+        let not_found = Some(ErrorLabel::Status(404));
+        failures.failed(ErrorLabel::Status(404), Some("no such model"));
+        let seqs: Vec<_> = (0..REFUSED_IN_A_ROW).map(|_| failures.number()).collect();
+        // Finished last to first.
+        for seq in seqs[1..].iter().rev() {
+            assert!(!failures.ended(*seq, not_found));
         }
-        assert!(failures.failed(not_found, None));
+        assert!(failures.ended(seqs[0], not_found));
         let why = failures.stopped.get().unwrap();
         assert!(why.contains("status_404: no such model"), "{why}");
+        assert_eq!(failures.number(), None, "decided: no more numbers");
 
-        let failures = Failures::default();
-        failures.ok();
-        for _ in 0..40 {
-            assert!(!failures.failed(not_found, None));
+        for other in [
+            None,
+            Some(ErrorLabel::Status(429)),
+            Some(ErrorLabel::Status(400)),
+            Some(ErrorLabel::Kind("timeout")),
+        ] {
+            let failures = Failures::default();
+            let seqs: Vec<_> = (0..REFUSED_IN_A_ROW).map(|_| failures.number()).collect();
+            // The fast refusals come back first; the other outcome, of request 7, last.
+            for (n, seq) in seqs.iter().enumerate().filter(|(n, _)| *n != 7) {
+                assert!(!failures.ended(*seq, not_found), "{n}");
+            }
+            assert!(!failures.ended(seqs[7], other), "{other:?}");
+            assert_eq!(failures.stopped.get(), None, "{other:?}");
+            assert_eq!(failures.number(), None, "decided");
         }
-        let failures = Failures::default();
-        for _ in 0..40 {
-            assert!(!failures.failed(ErrorLabel::Status(429), None));
-            assert!(!failures.failed(ErrorLabel::Status(500), None));
-            assert!(!failures.failed(ErrorLabel::Kind("timeout"), None));
-        }
-        assert_eq!(failures.stopped.get(), None);
+
         // Messages are kept once per label, without control characters.
+        let failures = Failures::default();
         failures.failed(ErrorLabel::Status(500), Some("first\u{1b}[2J"));
         failures.failed(ErrorLabel::Status(500), Some("second"));
         assert_eq!(failures.examples()["status_500"], "first [2J");

@@ -18,16 +18,30 @@ pub(crate) enum Target {
 /// whole stack's, whose transport future is boxed) rather than for the larger of the two.
 pub(crate) trait Sender: Send + Sync + 'static {
     fn send(&self, request: Request) -> impl Future<Output = Result<Response, Error>> + Send;
+
+    /// `text` without the keys the requests carry (for a server's message kept as an
+    /// example: an echoed key must not reach the report).
+    fn scrub(&self, text: &str) -> String;
 }
 
 impl Sender for Box<Client> {
     fn send(&self, request: Request) -> impl Future<Output = Result<Response, Error>> + Send {
         Client::send(self, request)
     }
+
+    fn scrub(&self, text: &str) -> String {
+        let scrubbed = self.scrub_secrets(bytes::Bytes::copy_from_slice(text.as_bytes()));
+        String::from_utf8_lossy(&scrubbed).into_owned()
+    }
 }
 
 impl Sender for Transport {
     fn send(&self, request: Request) -> impl Future<Output = Result<Response, Error>> + Send {
         Transport::send(self, request)
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let scrubbed = self.scrub_secrets(bytes::Bytes::copy_from_slice(text.as_bytes()));
+        String::from_utf8_lossy(&scrubbed).into_owned()
     }
 }

@@ -539,6 +539,27 @@ async fn a_server_that_refuses_every_request_stops_the_run_with_its_message() {
     assert!(text.contains("stopped early"), "{text}");
 }
 
+/// A server's message kept as an example never holds the key the requests carry, even when
+/// it comes in a 2xx body (which no error scrubbed on its way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_examples_never_hold_the_key() {
+    const KEY: &str = "sk-bench-echoed-0123456789";
+    let body = r#"{"error":{"message":"invalid key sk-bench-echoed-0123456789"}}"#;
+    let url = responder("application/json", body).await;
+    let results = run(BenchConfig {
+        base_url: url,
+        api_key: Some(volley::core::ApiKey::new(KEY)),
+        requests: Some(4),
+        load: Load::Closed { concurrency: 1 },
+        ..BenchConfig::default()
+    })
+    .await;
+    assert_eq!(results.summary.failed, 4);
+    let example = &results.error_examples["body_decode"];
+    assert!(example.contains("invalid key ***"), "{example}");
+    assert!(!example.contains(KEY), "{example}");
+}
+
 #[test]
 fn invalid_configurations_are_refused_before_the_run() {
     let err = Bench::new(BenchConfig::default()).unwrap_err();

@@ -446,6 +446,13 @@ impl Client {
     pub fn transport(&self) -> &Transport {
         &self.transport
     }
+
+    /// `text` with every endpoint's API key (and the proxies' credentials) replaced by
+    /// `***`: for provider text about to be shown that did not come through an error, such
+    /// as an error object inside a 2xx answer.
+    pub fn scrub_secrets(&self, text: bytes::Bytes) -> bytes::Bytes {
+        self.scrubber.scrub(text)
+    }
 }
 
 /// Whether `request` goes to an endpoint billed by tokens, with a JSON body: `Some(true)`
