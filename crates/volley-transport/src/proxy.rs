@@ -236,12 +236,16 @@ impl ProxyUrl {
     }
 
     /// Adds what of the credentials must never be shown to `out` (the scrubber's list): the
-    /// `Proxy-Authorization` value, its base64 alone, and the password.
+    /// `Proxy-Authorization` value, its base64 alone, and the password when it is long enough
+    /// not to be a word of an answer too (scrubbing a password `error` would rewrite every
+    /// error body before it is read).
     pub(crate) fn secrets(&self, out: &mut Vec<bytes::Bytes>) {
         if let Some(basic) = &self.basic {
             crate::inner::secrets_of(basic.as_bytes(), out);
         }
-        if let Some((_, password)) = &self.credentials {
+        if let Some((_, password)) = &self.credentials
+            && password.len() >= MIN_PLAIN_SECRET
+        {
             crate::inner::secrets_of(password, out);
         }
     }
@@ -653,6 +657,9 @@ async fn socks(
         ProxyError::new(proxy, failure).with_source(e).into()
     })
 }
+
+/// The shortest proxy password scrubbed as itself (its `Basic` value always is).
+const MIN_PLAIN_SECRET: usize = 12;
 
 /// A connection through a proxy failed. The proxy is named as `redact_url` shows it.
 #[derive(Debug)]

@@ -373,6 +373,18 @@ async fn an_echoed_proxy_authorization_is_scrubbed_from_errors() {
     for secret in [PASSWORD, basic, "sk-proxied-key-0123456789"] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
+
+    // A short password is no secret of its own (it could be a word of any answer): its
+    // header value is scrubbed, the error body stays readable.
+    let transport = Transport::builder()
+        .base_url("http://127.0.0.1:9/v1")
+        .proxy(format!("http://volley:error@127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert!(err.api_error().is_some(), "{err}");
+    let body = String::from_utf8_lossy(err.body().unwrap()).into_owned();
+    assert!(!body.contains("dm9sbGV5OmVycm9y"), "{body}"); // base64("volley:error")
 }
 
 /// A SOCKS5 proxy that takes no credentials (`ssh -D`), given some in its URL, says so
