@@ -27,6 +27,11 @@ const REMEMBERED: usize = 8;
 /// have each read to the end of the body, a cost quadratic in its size.
 pub(crate) const MAX_TRIES: usize = 16;
 
+/// The most usage objects one scan of a stream's chunk merges (each read at most
+/// [`MAX_OBJECT`] bytes): far more than a chunk holds, a bound on what a server can make it
+/// cost.
+pub(crate) const MAX_READS: usize = 256;
+
 /// The most bytes of a usage object read: a real one is a few hundred. Longer, it is not a
 /// usage (and reading it would cost as much as the body).
 const MAX_OBJECT: usize = 64 * 1024;

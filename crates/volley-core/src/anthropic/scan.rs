@@ -8,7 +8,9 @@
 use serde::Deserialize;
 
 use crate::usage_counts::{Counts, Found, MAX_KEYS};
-use crate::usage_scan::{LineBuffer, MAX_TRIES, USAGE_KEY, last_in_body, object_after, object_at};
+use crate::usage_scan::{
+    LineBuffer, MAX_READS, MAX_TRIES, USAGE_KEY, last_in_body, object_after, object_at,
+};
 
 /// The counts of an Anthropic `usage` object. In a stream each count is cumulative and a
 /// later object may leave some out, so every count is optional and the scanner merges them.
@@ -141,17 +143,22 @@ impl UsageScanner {
 /// `final_output` one on a `message_delta` event's line.
 fn merge_usages_in(lines: &[u8], merged: &mut Option<UsageCounts>, final_output: &mut bool) {
     let mut from = 0;
-    // Each object read is bounded; so is their number (see `MAX_TRIES`).
-    let mut tries = 0;
+    // Each object read is bounded; so is their number: `MAX_TRIES` that are no usage, and
+    // `MAX_READS` usages (a chunk has one or two; a server repeating cumulative usage in
+    // every event, more), so the last of a chunk's usages is still read.
+    let (mut failed, mut read) = (0, 0);
     while let Some(found) = USAGE_KEY.find(&lines[from..]) {
         let at = from + found;
-        if object_after(lines, at).is_some() {
-            if tries >= MAX_TRIES {
-                return;
-            }
-            tries += 1;
+        if object_after(lines, at).is_some() && (failed >= MAX_TRIES || read >= MAX_READS) {
+            return;
         }
-        if let Some(usage) = object_at::<UsageCounts>(lines, at) {
+        let usage = object_at::<UsageCounts>(lines, at);
+        match usage {
+            Some(_) => read += 1,
+            None if object_after(lines, at).is_some() => failed += 1,
+            None => {}
+        }
+        if let Some(usage) = usage {
             *merged = Some(merged.unwrap_or_default().merged(usage));
             let start = memchr::memrchr(b'\n', &lines[..at]).map_or(0, |i| i + 1);
             let end = memchr::memchr(b'\n', &lines[at..]).map_or(lines.len(), |i| at + i);
@@ -253,6 +260,22 @@ mod tests {
         scanner.feed(STREAM.as_bytes());
         assert_eq!(scanner.finish(), Some(expected()));
         assert!(ends_with_message_stop(STREAM.as_bytes()));
+    }
+
+    /// A chunk holding many usage-bearing events (cumulative usage repeated in each): the
+    /// last is still read, past the bound on objects that are no usage.
+    #[test]
+    fn the_last_of_many_usages_in_a_chunk_counts() {
+        let mut chunk = String::new();
+        for n in 1..=40 {
+            chunk += &format!(
+                "event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{}},\"usage\":{{\"output_tokens\":{n}}}}}\n\n"
+            );
+        }
+        let mut scanner = UsageScanner::new();
+        scanner.feed(chunk.as_bytes());
+        assert_eq!(scanner.finish().unwrap().output_tokens, Some(40));
+        assert!(scanner.output_is_final());
     }
 
     #[test]
