@@ -83,11 +83,16 @@ const MAX_REFUSAL_BYTES: usize = 4096;
 /// which would set the clipboard or the window title, or rewrite what the user reads); into a
 /// pipe or a file, as it is.
 fn answer_text(text: &str, terminal: bool) -> std::borrow::Cow<'_, str> {
-    if terminal {
-        crate::terminal_safe(text)
-    } else {
-        std::borrow::Cow::Borrowed(text)
+    if !terminal {
+        return std::borrow::Cow::Borrowed(text);
     }
+    // A CRLF line end is a line end, not a carriage return to escape.
+    if text.contains("\r\n") {
+        return std::borrow::Cow::Owned(
+            crate::terminal_safe(&text.replace("\r\n", "\n")).into_owned(),
+        );
+    }
+    crate::terminal_safe(text)
 }
 
 /// A model's refusal as the error message (on stderr, not the answer) shows it: control
@@ -305,6 +310,13 @@ mod tests {
             "{shown}"
         );
         assert_eq!(answer_text(hostile, false), hostile);
+        // CRLF line ends read as line ends; a lone CR and bidirectional overrides are shown.
+        assert_eq!(answer_text("a\r\nb", true), "a\nb");
+        let tricky = answer_text("x\ry \u{202e}cba", true);
+        assert!(
+            !tricky.contains('\r') && !tricky.contains('\u{202e}'),
+            "{tricky:?}"
+        );
     }
 
     #[test]

@@ -22,15 +22,18 @@ macro_rules! say {
 /// tabs escaped (`\u{1b}`), so that text from a file, a server or a file name cannot move the
 /// cursor, rewrite what the user reads, or set the clipboard (OSC 52).
 pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
+    // Control characters, and the bidirectional overrides and isolates, which reorder what
+    // the reader sees ("Trojan Source").
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut safe = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
+        if unsafe_char(c) {
             safe.extend(c.escape_unicode());
         } else {
             safe.push(c);

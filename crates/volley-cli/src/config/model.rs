@@ -206,7 +206,7 @@ settings! {
         give_up_after: HumanDuration [Option<HumanDuration>] =
             HumanDuration(volley::middleware::retry::DEFAULT_GIVE_UP_AFTER),
         /// Which failed attempts are retried: "failures" (connection failures, timeouts, a
-        /// broken stream, 429, 408, 409, every 5xx but 501, 505 and 511; a timeout or a 5xx
+        /// broken stream, 429, 408, 409, every 5xx but 501, 505-508, 510 and 511; a timeout or a 5xx
         /// may come after the provider billed the work) or "unbilled" (only what cannot have
         /// been billed: 429, 529, a 503 with Retry-After, a 408 without an error object,
         /// Cloudflare's 521-523, 525, 526, failures before the request was sent); a

@@ -640,7 +640,7 @@ impl fmt::Display for SharedLimitSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum RetryOn {
     /// Connection failures, timeouts, a stream broken before its first chunk, 429, 408, 409
-    /// and every 5xx but 501, 505 and 511: the library's default. A timeout, a 5xx or a
+    /// and every 5xx but 501, 505-508, 510 and 511: the library's default. A timeout, a 5xx or a
     /// broken stream may come after the provider did (and billed) the work.
     #[default]
     Failures,

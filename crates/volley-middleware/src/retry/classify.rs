@@ -39,7 +39,7 @@ pub fn is_rate_signal(error: &Error) -> bool {
 ///
 /// Retries connection failures (`Connect`, `Connection`), timeouts of every kind (`Timeout`,
 /// `FirstByteTimeout`, `IdleTimeout`), a `StreamBroken` stream, 429 (`RateLimited`), 408, 409
-/// and every 5xx but 501, 505 and 511, which do not heal (so 500, 502, 503, 504, Cloudflare's
+/// and every 5xx but 501, 505-508, 510 and 511, which do not heal (so 500, 502, 503, 504, Cloudflare's
 /// 520 to 530 in front of an origin, and 529, overloaded). 429 and 529 are
 /// [rate signals](is_rate_signal): they do not count toward `max_retries`. Everything else
 /// fails at once: other 4xx statuses (400, 401, 403, 404, 422, ...), `InvalidInput`,
@@ -79,10 +79,15 @@ pub fn classify_default(error: &Error, attempt: u32) -> Decision {
             Some(
                 StatusCode::REQUEST_TIMEOUT | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS,
             ) => Decision::Retry,
-            // What a server cannot do, or a captive portal: no wait heals them.
+            // What a server cannot do, its own misconfiguration, or a captive portal: no wait
+            // heals them.
             Some(
                 StatusCode::NOT_IMPLEMENTED
                 | StatusCode::HTTP_VERSION_NOT_SUPPORTED
+                | StatusCode::VARIANT_ALSO_NEGOTIATES
+                | StatusCode::INSUFFICIENT_STORAGE
+                | StatusCode::LOOP_DETECTED
+                | StatusCode::NOT_EXTENDED
                 | StatusCode::NETWORK_AUTHENTICATION_REQUIRED,
             ) => Decision::Fail,
             Some(status) if status.is_server_error() || status.as_u16() == OVERLOADED => {

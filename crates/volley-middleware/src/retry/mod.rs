@@ -7,7 +7,7 @@
 //! # What is retried
 //!
 //! [`Policy::default`] ([`classify_default`]) retries connection failures, timeouts, a stream
-//! broken before its first byte, 429, 408, 409 and every 5xx but 501, 505 and 511; never any
+//! broken before its first byte, 429, 408, 409 and every 5xx but 501, 505-508, 510 and 511; never any
 //! other 4xx, never invalid input, configuration errors, cancellations, undecodable bodies or
 //! TLS failures (a certificate problem does not heal). A provider's `x-should-retry` header
 //! wins over the status.

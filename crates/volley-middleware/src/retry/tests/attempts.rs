@@ -64,6 +64,8 @@ async fn default_classification() {
         ("418", || status(418)),
         ("501", || status(501)),
         ("505", || status(505)),
+        ("507", || status(507)),
+        ("508", || status(508)),
         ("511", || status(511)),
         ("500, x-should-retry: false", || {
             status_with(500, &[("x-should-retry", "false")], None)
