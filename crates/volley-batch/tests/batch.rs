@@ -572,6 +572,31 @@ async fn error_server(status: &'static str, bodies: Vec<String>) -> String {
     format!("http://127.0.0.1:{port}/v1")
 }
 
+/// Runs one line per body (`body-N`) against a server answering line N with `status` and
+/// `bodies[N]`, without retries: the summary, the records by `custom_id`, and the directory
+/// the files are in.
+async fn answered_with(
+    status: &'static str,
+    bodies: &[String],
+) -> (Summary, BTreeMap<String, Value>, tempfile::TempDir) {
+    let base = error_server(status, bodies.to_vec()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(
+        dir.path(),
+        (0..bodies.len()).map(|n| chat_line(&format!("body-{n}"))),
+    );
+    let client = Client::builder().base_url(base).retries(0).build().unwrap();
+    let summary = BatchRunner::new(client, Input::Path(input), options(dir.path()))
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    let by_id = records(&dir.path().join("out.jsonl"))
+        .into_iter()
+        .map(|r| (r["custom_id"].as_str().unwrap().to_owned(), r))
+        .collect();
+    (summary, by_id, dir)
+}
+
 /// A final HTTP error's record keeps the provider's error body as it sent it: its extra
 /// fields (Azure's `innererror`), a numeric `code`, a message of any length, or a shape that
 /// is not OpenAI's at all; a body that is not JSON is rebuilt in OpenAI's shape.
@@ -586,25 +611,10 @@ async fn a_final_http_error_keeps_the_providers_body() {
         json!({"error": {"message": long, "type": "invalid_request_error"}}).to_string(),
         "<html>bad gateway</html>".to_owned(),
     ];
-    let base = error_server("400 Bad Request", bodies.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = input_file(
-        dir.path(),
-        (0..bodies.len()).map(|n| chat_line(&format!("body-{n}"))),
-    );
-    let client = Client::builder().base_url(base).retries(0).build().unwrap();
-    let summary = BatchRunner::new(client, Input::Path(input), options(dir.path()))
-        .run(std::future::pending())
-        .await
-        .unwrap();
+    let (summary, by_id, _) = answered_with("400 Bad Request", &bodies).await;
     assert_eq!(summary.failed, bodies.len() as u64);
-    let out = records(&dir.path().join("out.jsonl"));
-    let by_id: BTreeMap<&str, &Value> = out
-        .iter()
-        .map(|r| (r["custom_id"].as_str().unwrap(), r))
-        .collect();
     for (n, body) in bodies.iter().enumerate() {
-        let record = by_id[format!("body-{n}").as_str()];
+        let record = &by_id[format!("body-{n}").as_str()];
         assert_eq!(record["response"]["status_code"], 400, "{record}");
         assert_eq!(record["response"]["request_id"], format!("req-{n}"));
         let written = &record["response"]["body"];
@@ -629,25 +639,10 @@ async fn a_200_that_is_an_error_object_fails_its_line() {
         json!({"error": {"code": 429, "message": "Provider returned error"}}).to_string(),
         json!({"id": "gen-1", "error": {"code": 502, "message": "Upstream failed"}}).to_string(),
     ];
-    let base = error_server("200 OK", bodies.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = input_file(
-        dir.path(),
-        (0..bodies.len()).map(|n| chat_line(&format!("body-{n}"))),
-    );
-    let client = Client::builder().base_url(base).retries(0).build().unwrap();
-    let summary = BatchRunner::new(client, Input::Path(input), options(dir.path()))
-        .run(std::future::pending())
-        .await
-        .unwrap();
+    let (summary, by_id, dir) = answered_with("200 OK", &bodies).await;
     assert_eq!((summary.succeeded, summary.failed), (1, 2));
-    let out = records(&dir.path().join("out.jsonl"));
-    let by_id: BTreeMap<&str, &Value> = out
-        .iter()
-        .map(|r| (r["custom_id"].as_str().unwrap(), r))
-        .collect();
     assert_eq!(by_id["body-0"]["response"]["status_code"], 200);
-    let limited = by_id["body-1"];
+    let limited = &by_id["body-1"];
     assert_eq!(limited["response"], Value::Null, "{limited}");
     assert_eq!(limited["error"]["code"], "rate_limited", "{limited}");
     let message = limited["error"]["message"].as_str().unwrap();

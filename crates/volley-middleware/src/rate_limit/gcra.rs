@@ -89,6 +89,21 @@ impl Gcra {
         self.tat = self.tat.max(now.saturating_add(full_in));
     }
 
+    /// [`relimit`](Self::relimit) of `old`, or a full bucket when there is none.
+    pub(crate) fn relimited(
+        old: Option<&Gcra>,
+        from: u64,
+        limit: u64,
+        burst: u64,
+        headroom: f64,
+        jitter: u64,
+    ) -> Gcra {
+        match old {
+            Some(old) => old.relimit(from, limit, burst, headroom, jitter),
+            None => Gcra::new(limit, burst, headroom, jitter),
+        }
+    }
+
     /// A bucket for a new limit that keeps this one's debt beyond `from`: what was sent stays
     /// sent, and is repaid at the new rate (a limit raised from 1 a minute to 1 000 repays in
     /// a minute what the old one would have taken 17 hours for). `from` is now, or the end of

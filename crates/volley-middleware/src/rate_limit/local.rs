@@ -356,16 +356,14 @@ impl Shared {
             2 => &mut state.input,
             _ => &mut state.output,
         };
-        let mut gcra = match slot {
-            Some(old) => old.relimit(
-                now.max(state.paused_until),
-                per_min,
-                burst,
-                headroom,
-                jitter,
-            ),
-            None => Gcra::new(per_min, burst, headroom, jitter),
-        };
+        let mut gcra = Gcra::relimited(
+            slot.as_ref(),
+            now.max(state.paused_until),
+            per_min,
+            burst,
+            headroom,
+            jitter,
+        );
         if d == 0 && state.loss.take().is_some() {
             // A stated limit replaces the rate found from 429s.
             self.answers
@@ -581,16 +579,14 @@ impl Shared {
         let burst = loss::burst(per_minute);
         let jitter = u64::try_from(self.limits.jitter_margin.as_nanos()).unwrap_or(u64::MAX);
         let headroom = self.limits.headroom;
-        state.requests = Some(match state.requests.take() {
-            Some(old) => old.relimit(
-                now.max(state.paused_until),
-                per_minute,
-                burst,
-                headroom,
-                jitter,
-            ),
-            None => Gcra::new(per_minute, burst, headroom, jitter),
-        });
+        state.requests = Some(Gcra::relimited(
+            state.requests.as_ref(),
+            now.max(state.paused_until),
+            per_minute,
+            burst,
+            headroom,
+            jitter,
+        ));
         if state.loss.is_none() {
             tracing::info!(
                 per_minute,
