@@ -1227,23 +1227,11 @@ async fn a_client_that_cannot_send_stops_the_run() {
         .no_proxy("")
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let input = input_file(dir.path(), numbered(2_000));
-    let options = BatchOptions {
-        concurrency: 8,
-        ..options(dir.path())
-    };
-    let summary =
-        bounded(BatchRunner::new(client, Input::Path(input), options).run(std::future::pending()))
-            .await
-            .unwrap();
+    let (summary, out) = stopped_early_records(client).await;
     let why = summary.cannot_send.clone().expect("stopped");
     assert!(why.contains("rejected"), "{why}");
     assert!(!why.starts_with("line "), "{why}");
     assert!(!why.contains("wrong-pw"), "{why}");
-    assert!(!summary.all_succeeded() && !summary.interrupted);
-    let out = records(&dir.path().join("out.jsonl"));
-    assert!(!out.is_empty() && out.len() <= 100, "{} records", out.len());
     assert!(
         out.iter().all(|r| r["error"]["code"] == "config"),
         "{out:?}"
@@ -1254,6 +1242,14 @@ async fn a_client_that_cannot_send_stops_the_run() {
 /// Runs 2 000 lines at 8 at once with `client`, whose every answer is `status`: the run stops
 /// early (at most 100 records, each of that status), neither completed nor interrupted.
 async fn stopped_early(client: Client, status: u16) -> Summary {
+    let (summary, out) = stopped_early_records(client).await;
+    assert!(out.iter().all(|r| r["response"]["status_code"] == status));
+    summary
+}
+
+/// Runs 2 000 lines at 8 at once with `client`: the run stops early (at most 100 records),
+/// neither completed nor interrupted. Its summary and records.
+async fn stopped_early_records(client: Client) -> (Summary, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
     let input = input_file(dir.path(), numbered(2_000));
     let options = BatchOptions {
@@ -1267,8 +1263,7 @@ async fn stopped_early(client: Client, status: u16) -> Summary {
     assert!(!summary.all_succeeded() && !summary.interrupted);
     let out = records(&dir.path().join("out.jsonl"));
     assert!(!out.is_empty() && out.len() <= 100, "{} records", out.len());
-    assert!(out.iter().all(|r| r["response"]["status_code"] == status));
-    summary
+    (summary, out)
 }
 
 /// A 429 saying the account's quota is used up stops the run as rejected credentials do: no

@@ -89,7 +89,11 @@ impl Gcra {
         self.tat = self.tat.max(now.saturating_add(full_in));
     }
 
-    /// [`relimit`](Self::relimit) of `old`, or a full bucket when there is none.
+    /// A bucket for a new limit that keeps `old`'s debt beyond `from` (a full one without
+    /// `old`): what was sent stays sent, and is repaid at the new rate (a limit raised from 1
+    /// a minute to 1 000 repays in a minute what the old one would have taken 17 hours for).
+    /// `from` is now, or the end of a pause in force: a pause is time the provider asked for,
+    /// not units, and is kept.
     pub(crate) fn relimited(
         old: Option<&Gcra>,
         from: u64,
@@ -98,31 +102,16 @@ impl Gcra {
         headroom: f64,
         jitter: u64,
     ) -> Gcra {
-        match old {
-            Some(old) => old.relimit(from, limit, burst, headroom, jitter),
-            None => Gcra::new(limit, burst, headroom, jitter),
-        }
-    }
-
-    /// A bucket for a new limit that keeps this one's debt beyond `from`: what was sent stays
-    /// sent, and is repaid at the new rate (a limit raised from 1 a minute to 1 000 repays in
-    /// a minute what the old one would have taken 17 hours for). `from` is now, or the end of
-    /// a pause in force: a pause is time the provider asked for, not units, and is kept.
-    pub(crate) fn relimit(
-        &self,
-        from: u64,
-        limit: u64,
-        burst: u64,
-        headroom: f64,
-        jitter: u64,
-    ) -> Gcra {
         let mut next = Gcra::new(limit, burst, headroom, jitter);
-        next.tat = match self.tat.checked_sub(from) {
+        let Some(old) = old else {
+            return next;
+        };
+        next.tat = match old.tat.checked_sub(from) {
             Some(debt) if debt > 0 => {
-                let units = debt as f64 / self.interval;
+                let units = debt as f64 / old.interval;
                 from.saturating_add((units * next.interval) as u64)
             }
-            _ => self.tat,
+            _ => old.tat,
         };
         next
     }
@@ -164,12 +153,12 @@ mod tests {
         // 60 a minute: one a second, burst 1; 10 units of debt.
         let mut g = Gcra::new(60, 1, 0.0, 0);
         g.commit(0, 10);
-        let raised = g.relimit(0, 600, 1, 0.0, 0);
+        let raised = Gcra::relimited(Some(&g), 0, 600, 1, 0.0, 0);
         // Ten units at a tenth of a second each: full again at 1 s, when one more fits.
         assert_eq!(raised.earliest(0, 1), SEC);
         // Paused for 30 s by a 429: the pause stays 30 s, the debt after it is rescaled.
         g.delay(0, 30 * SEC);
-        let raised = g.relimit(30 * SEC, 600, 1, 0.0, 0);
+        let raised = Gcra::relimited(Some(&g), 30 * SEC, 600, 1, 0.0, 0);
         assert_eq!(raised.earliest(0, 1), 31 * SEC);
     }
 
