@@ -530,24 +530,40 @@ async fn connect_tunnel(
         .await
         .map_err(|e| ProxyError::new(proxy, Failure::Broken).with_source(e))?;
 
+    // The answer is read up to its end and no further: what follows is the tunnel's (a
+    // server may speak first through it: h2c's SETTINGS), left in the socket for the
+    // connection. Each read takes only bytes first seen by a peek: all of them while the
+    // head is incomplete (they are all head), then exactly the rest of the head.
+    let broken = |e| -> BoxError {
+        ProxyError::new(proxy, Failure::Broken)
+            .with_source(e)
+            .into()
+    };
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     let header_end = loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| ProxyError::new(proxy, Failure::Broken).with_source(e))?;
+        let n = stream.peek(&mut chunk).await.map_err(broken)?;
         if n == 0 {
             return Err(fail(Failure::Closed));
         }
+        let seen = buf.len();
         buf.extend_from_slice(&chunk[..n]);
         // httparse takes line ends as RFC 9112 (2.2) lets a recipient: CRLF, or a lone LF
         // (curl accepts a proxy's `HTTP/1.0 200 OK\n\n` too).
         let mut headers = [httparse::EMPTY_HEADER; 64];
-        match httparse::Response::new(&mut headers).parse(&buf) {
-            Ok(httparse::Status::Complete(end)) => break end,
-            Ok(httparse::Status::Partial) => {}
+        let complete = match httparse::Response::new(&mut headers).parse(&buf) {
+            Ok(httparse::Status::Complete(end)) => Some(end),
+            Ok(httparse::Status::Partial) => None,
             Err(_) => return Err(fail(Failure::Protocol("its answer to CONNECT is not HTTP"))),
+        };
+        let take = complete.map_or(n, |end| end - seen);
+        buf.truncate(seen + take);
+        stream
+            .read_exact(&mut chunk[..take])
+            .await
+            .map_err(broken)?;
+        if let Some(end) = complete {
+            break end;
         }
         if buf.len() > MAX_CONNECT_RESPONSE {
             return Err(fail(Failure::Protocol("its answer to CONNECT is too long")));
@@ -578,13 +594,6 @@ async fn connect_tunnel(
             }
         }
         return Err(fail(Failure::Status(status, map)));
-    }
-    if buf.len() > header_end {
-        // The client speaks first in a tunnel (TLS, or the h2c preface): bytes here would be
-        // lost or misread.
-        return Err(fail(Failure::Protocol(
-            "it sent data through the tunnel before it was used",
-        )));
     }
     Ok(TokioIo::new(stream))
 }
@@ -853,6 +862,35 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What follows a proxy's `200` in the same read is the tunnel's (an h2c server's
+    /// SETTINGS, sent before the client speaks): it is left for the connection, not refused.
+    #[tokio::test]
+    async fn bytes_after_the_connect_answer_stay_in_the_tunnel() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let _ = volley_testkit::raw::read_request_head(&mut socket).await;
+            // The answer and the server's first bytes in one write, the head split in two.
+            socket.write_all(b"HTTP/1.1 200 Connection").await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            socket
+                .write_all(b" established\r\n\r\nSERVER-FIRST")
+                .await
+                .unwrap();
+            let _ = socket.read(&mut [0; 16]).await;
+        });
+        let proxy = ProxyUrl::parse(&format!("http://127.0.0.1:{port}"), "the test").unwrap();
+        let io = TokioIo::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        let dst: Uri = "http://127.0.0.1:9/".parse().unwrap();
+        let tunnel = connect_tunnel(io, &dst, &proxy).await.unwrap();
+        let mut stream = tunnel.into_inner();
+        let mut first = [0u8; 12];
+        stream.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"SERVER-FIRST");
+    }
 
     fn env(vars: &[(&str, &str)]) -> ProxyEnv {
         let vars: Vec<(String, String)> = vars
