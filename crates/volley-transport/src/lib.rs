@@ -51,7 +51,9 @@
 //! their lower-case forms) are honoured by default with curl's rules, read once per process; [`Builder::proxy`],
 //! [`Builder::no_proxy`] and [`Builder::proxy_env`] override them. `https://` servers are
 //! reached through an HTTP `CONNECT` tunnel with TLS end to end (HTTP/2 works inside it),
-//! plain `http://` ones in absolute form; `socks5://` and `socks5h://` proxies work too. A
+//! plain `http://` ones in absolute form; `socks5://` and `socks5h://` proxies work too (RFC
+//! 1928, offering "no authentication" and, when the URL has them, RFC 1929's user name and
+//! password: the proxy chooses, as with curl). A
 //! proxy's password is never shown: errors name the proxy as `http://***@host:port`, and a
 //! proxy's refusal (407) is an error of kind `Status` that says so.
 //!

@@ -36,7 +36,6 @@ use futures_util::TryFutureExt as _;
 use http::uri::Scheme;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::connect::proxy::SocksV5;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -169,21 +168,14 @@ impl ProxyUrl {
             let (user, password) = info.split_once(':').unwrap_or((info, ""));
             (percent_decode(user), percent_decode(password))
         });
-        if let (ProxyKind::Socks5 { .. }, Some((user, password))) = (kind, &credentials) {
-            if std::str::from_utf8(user).is_err() || std::str::from_utf8(password).is_err() {
-                // hyper-util's SOCKS5 connector takes them as strings.
-                return Err(bad(
-                    "has a user name or password that is not UTF-8 once percent-decoded, which \
-                     Volley cannot send to a SOCKS5 proxy",
-                ));
-            }
-            // RFC 1929 gives each one length byte.
-            if user.len() > 255 || password.len() > 255 {
-                return Err(bad(
-                    "has a user name or password a SOCKS5 proxy cannot take: each must be at \
-                     most 255 bytes once percent-decoded (RFC 1929)",
-                ));
-            }
+        // RFC 1929 gives each one length byte; the bytes go as they are, as curl sends them.
+        if let (ProxyKind::Socks5 { .. }, Some((user, password))) = (kind, &credentials)
+            && (user.len() > 255 || password.len() > 255)
+        {
+            return Err(bad(
+                "has a user name or password a SOCKS5 proxy cannot take: each must be at most \
+                 255 bytes once percent-decoded (RFC 1929)",
+            ));
         }
         let basic = credentials
             .as_ref()
@@ -598,14 +590,22 @@ async fn connect_tunnel(
     Ok(TokioIo::new(stream))
 }
 
-/// Through a SOCKS5 proxy. With `socks5://` the target's name is resolved here (by tokio, off
-/// the runtime threads), with `socks5h://` by the proxy.
+/// Through a SOCKS5 proxy (RFC 1928, with RFC 1929's user name and password). With
+/// `socks5://` the target's name is resolved here (by tokio, off the runtime threads), with
+/// `socks5h://` by the proxy. As curl does, "no authentication" is always offered, and the user
+/// name and password too when the URL has them: the proxy chooses, so one that takes none
+/// (`ssh -D`) works with credentials in its URL.
 async fn socks(
-    http: HttpConnector,
+    mut http: HttpConnector,
     proxy: &ProxyUrl,
     dst: Uri,
 ) -> Result<TokioIo<TcpStream>, BoxError> {
     let fail = |failure| -> BoxError { ProxyError::new(proxy, failure).into() };
+    let broken = |e: std::io::Error| -> BoxError {
+        ProxyError::new(proxy, Failure::Broken)
+            .with_source(e)
+            .into()
+    };
     let ProxyKind::Socks5 { remote_dns } = proxy.kind else {
         return Err(fail(Failure::Protocol("not a SOCKS proxy")));
     };
@@ -615,56 +615,112 @@ async fn socks(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
+    // An `http://` base URL without a port goes to 80, its scheme's port, as with curl.
     let port = dst.port_u16().unwrap_or(match dst.scheme_str() {
         Some("https") => 443,
         _ => 80,
     });
-    let target = if remote_dns || host.parse::<std::net::IpAddr>().is_ok() {
-        // hyper-util's SOCKS connector takes a target without a port for port 443: an
-        // `http://` base URL without one goes to 80, its scheme's port, as with curl.
-        let named = dst.host().unwrap_or_default();
-        Uri::builder()
-            .scheme(dst.scheme().cloned().unwrap_or(Scheme::HTTP))
-            .authority(format!("{named}:{port}"))
-            .path_and_query("/")
-            .build()
-            .map_err(|e| {
-                ProxyError::new(proxy, Failure::Protocol("no target host")).with_source(e)
-            })?
-    } else {
-        let addr = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| fail(Failure::Resolve))?;
-        Uri::builder()
-            .scheme(dst.scheme().cloned().unwrap_or(Scheme::HTTP))
-            .authority(addr.to_string())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| ProxyError::new(proxy, Failure::Resolve).with_source(e))?
+    // The target as the CONNECT request names it: an address, or a name the proxy resolves.
+    let mut target = Vec::with_capacity(host.len() + 4);
+    let ip = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) if remote_dns => None,
+        Err(_) => Some(
+            tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| fail(Failure::Resolve))?
+                .ip(),
+        ),
     };
-    let mut connector = SocksV5::new(proxy.uri.clone(), http).local_dns(false);
-    if let Some((user, password)) = &proxy.credentials {
-        // UTF-8: checked when the URL was parsed.
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-        connector = connector.with_auth(text(user), text(password));
+    match ip {
+        Some(std::net::IpAddr::V4(v4)) => {
+            target.push(1);
+            target.extend_from_slice(&v4.octets());
+        }
+        Some(std::net::IpAddr::V6(v6)) => {
+            target.push(4);
+            target.extend_from_slice(&v6.octets());
+        }
+        None => {
+            let name = u8::try_from(host.len())
+                .map_err(|_| fail(Failure::Protocol("the target's name is over 255 bytes")))?;
+            target.push(3);
+            target.push(name);
+            target.extend_from_slice(host.as_bytes());
+        }
     }
-    connector.call(target).await.map_err(|e| {
-        // hyper-util's SOCKS error types are private: its messages are what there is
-        // ("credentials not accepted", "authentication method mismatch").
-        let text = e.to_string();
-        let failure = if text.contains("does not support") && proxy.credentials.is_some() {
-            // Offered only the user name and password method, the proxy chose none: it
-            // takes no credentials (`ssh -D`), or another method.
-            Failure::SocksMethod
-        } else if text.contains("credentials") || text.contains("auth") {
-            Failure::SocksAuth
-        } else {
-            Failure::Socks
-        };
-        ProxyError::new(proxy, failure).with_source(e).into()
-    })
+    target.extend_from_slice(&port.to_be_bytes());
+
+    let mut stream = reach(&mut http, proxy).await?.into_inner();
+    // The methods offered: none, and user name and password when the URL has them.
+    let hello: &[u8] = if proxy.credentials.is_some() {
+        &[5, 2, 0x00, 0x02]
+    } else {
+        &[5, 1, 0x00]
+    };
+    stream.write_all(hello).await.map_err(broken)?;
+    let mut choice = [0u8; 2];
+    stream.read_exact(&mut choice).await.map_err(broken)?;
+    if choice[0] != 5 {
+        return Err(fail(Failure::Protocol("its answer is not SOCKS5")));
+    }
+    match (choice[1], &proxy.credentials) {
+        (0x00, _) => {}
+        (0x02, Some((user, password))) => {
+            // Lengths of at most 255: checked when the URL was parsed.
+            let mut login = Vec::with_capacity(3 + user.len() + password.len());
+            login.extend_from_slice(&[1, user.len() as u8]);
+            login.extend_from_slice(user);
+            login.push(password.len() as u8);
+            login.extend_from_slice(password);
+            stream.write_all(&login).await.map_err(broken)?;
+            let mut status = [0u8; 2];
+            stream.read_exact(&mut status).await.map_err(broken)?;
+            if status[1] != 0 {
+                return Err(fail(Failure::SocksAuth));
+            }
+        }
+        // It wants a login the URL does not have, or none of the methods offered.
+        (0xff, None) => return Err(fail(Failure::SocksAuth)),
+        (0xff, Some(_)) => return Err(fail(Failure::SocksMethod)),
+        _ => {
+            return Err(fail(Failure::Protocol(
+                "it chose an authentication method that was not offered",
+            )));
+        }
+    }
+    let mut connect = Vec::with_capacity(3 + target.len());
+    connect.extend_from_slice(&[5, 1, 0]);
+    connect.extend_from_slice(&target);
+    stream.write_all(&connect).await.map_err(broken)?;
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply).await.map_err(broken)?;
+    if reply[0] != 5 {
+        return Err(fail(Failure::Protocol("its answer is not SOCKS5")));
+    }
+    if reply[1] != 0 {
+        return Err(fail(Failure::SocksReply(reply[1])));
+    }
+    // The address the proxy bound, and its port: read and dropped.
+    let bound = match reply[3] {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut len = [0u8; 1];
+            stream.read_exact(&mut len).await.map_err(broken)?;
+            usize::from(len[0])
+        }
+        _ => {
+            return Err(fail(Failure::Protocol(
+                "its answer names an unknown address type",
+            )));
+        }
+    };
+    let mut rest = vec![0u8; bound + 2];
+    stream.read_exact(&mut rest).await.map_err(broken)?;
+    Ok(TokioIo::new(stream))
 }
 
 /// The shortest proxy password scrubbed as itself (its `Basic` value always is).
@@ -689,10 +745,11 @@ enum Failure {
     Resolve,
     Protocol(&'static str),
     Status(StatusCode, HeaderMap),
-    Socks,
     SocksAuth,
-    /// The proxy takes none of the methods offered (user name and password).
+    /// The proxy takes none of the methods offered (none, user name and password).
     SocksMethod,
+    /// The proxy refused the connection to the target, with this reply code (RFC 1928, 6).
+    SocksReply(u8),
 }
 
 impl ProxyError {
@@ -787,7 +844,24 @@ impl fmt::Display for ProxyError {
             Failure::Status(status, _) => {
                 write!(f, "{}: HTTP {status}", status_message(self, *status))
             }
-            Failure::Socks => write!(f, "the SOCKS5 proxy {proxy} (from {from}) failed"),
+            Failure::SocksReply(code) => {
+                let why = match code {
+                    1 => "a general failure of the proxy",
+                    2 => "the proxy's rules do not allow it",
+                    3 => "the network is unreachable",
+                    4 => "the host is unreachable",
+                    5 => "the connection was refused",
+                    6 => "the TTL expired",
+                    7 => "the proxy does not support CONNECT",
+                    8 => "the proxy does not support the address type",
+                    _ => "an unknown reply code",
+                };
+                write!(
+                    f,
+                    "the SOCKS5 proxy {proxy} (from {from}) could not connect to the target: \
+                     {why} (reply {code})"
+                )
+            }
             Failure::SocksAuth if !self.has_credentials => write!(
                 f,
                 "the SOCKS5 proxy {proxy} (from {from}) requires a user name and password: put \
@@ -800,8 +874,8 @@ impl fmt::Display for ProxyError {
             ),
             Failure::SocksMethod => write!(
                 f,
-                "the SOCKS5 proxy {proxy} (from {from}) does not take a user name and password \
-                 (it may need none: take user:password@ out of its URL)"
+                "the SOCKS5 proxy {proxy} (from {from}) takes neither no authentication nor a \
+                 user name and password"
             ),
         }
     }
@@ -941,10 +1015,9 @@ mod tests {
             &format!("Basic {}", base64(&[b'u', b':', b'p', 0xE4]))
         );
         assert_eq!(base64(&[b'u', b':', b'p', 0xE4]), "dTpw5A==");
-        // SOCKS5 through hyper-util takes strings: refused up front, never mangled.
-        let error = ProxyUrl::parse("socks5://u:p%E4@127.0.0.1:1080", "x").unwrap_err();
-        assert!(error.to_string().contains("not UTF-8"), "{error}");
-        assert!(!error.to_string().contains("%E4"), "{error}");
+        // SOCKS5 sends them byte for byte too (RFC 1929 takes octets).
+        let p = ProxyUrl::parse("socks5://u:p%E4@127.0.0.1:1080", "x").unwrap();
+        assert_eq!(p.credentials.as_ref().unwrap().1, [b'p', 0xE4]);
         let p = ProxyUrl::parse("SOCKS5H://127.0.0.1:1080", "x").unwrap();
         assert_eq!(p.kind, ProxyKind::Socks5 { remote_dns: true });
     }

@@ -387,26 +387,41 @@ async fn an_echoed_proxy_authorization_is_scrubbed_from_errors() {
     assert!(!body.contains("dm9sbGV5OmVycm9y"), "{body}"); // base64("volley:error")
 }
 
-/// A SOCKS5 proxy that takes no credentials (`ssh -D`), given some in its URL, says so
-/// rather than claiming it rejected them; credentials longer than RFC 1929's 255 bytes are
-/// refused when the transport is built.
+/// A SOCKS5 proxy that takes no credentials (`ssh -D`) works with credentials in its URL: as
+/// curl does, "no authentication" is offered beside them and the proxy chooses. A target it
+/// cannot reach is named with the proxy's reply. Credentials longer than RFC 1929's 255 bytes
+/// are refused when the transport is built.
 #[tokio::test]
-async fn a_socks5_proxy_that_takes_no_credentials_says_so() {
+async fn a_socks5_proxy_that_takes_no_credentials_works_with_them_in_its_url() {
+    let server = mock(MockConfig::default()).await;
     let socks = volley_testkit::socks::Socks5::start(None);
     let with = socks.url().replace("socks5h://", "socks5h://volley:pw@");
     let transport = Transport::builder()
-        .base_url("http://localhost:1/v1")
+        .base_url(server.url())
         .proxy(&with)
+        .no_proxy("")
+        .build()
+        .unwrap();
+    transport.send(chat()).await.unwrap();
+    assert_eq!(server.stats().requests_total, 1);
+    assert_eq!(socks.targets().len(), 1, "{:?}", socks.targets());
+
+    // A target the proxy cannot reach (nothing listens there): its reply, named.
+    let closed = volley_testkit::ports::RefusedPort::new();
+    let transport = Transport::builder()
+        .base_url(closed.url())
+        .proxy(&with)
+        .no_proxy("")
         .build()
         .unwrap();
     let err = transport.send(chat()).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
     let text = format!("{err} {}", err.report());
     assert!(
-        text.contains("does not take a user name and password"),
+        text.contains("the connection was refused (reply 5)"),
         "{text}"
     );
-    assert!(!text.contains("rejected"), "{text}");
+    assert!(!err.is_request_sent());
 
     let long = socks.url().replace(
         "socks5h://",
