@@ -103,7 +103,10 @@ fn serve(
         client.read_exact(&mut len)?;
         let mut given_password = vec![0u8; usize::from(len[0])];
         client.read_exact(&mut given_password)?;
-        let ok = given_user == user.as_bytes() && given_password == password.as_bytes();
+        // RFC 1929: the sub-negotiation's version is 1.
+        let ok = version_and_len[0] == 1
+            && given_user == user.as_bytes()
+            && given_password == password.as_bytes();
         client.write_all(&[1, if ok { 0 } else { 1 }])?;
         if !ok {
             return Ok(());
@@ -111,11 +114,21 @@ fn serve(
     }
     let mut request = [0u8; 4];
     client.read_exact(&mut request)?;
+    // RFC 1928: version 5, CONNECT (1), a reserved zero; anything else is refused as an
+    // unsupported command, so a client that gets the layout wrong fails the tests.
+    if request[..3] != [5, 1, 0] {
+        return client.write_all(&[5, 7, 0, 1, 0, 0, 0, 0, 0, 0]);
+    }
     let host = match request[3] {
         1 => {
             let mut ip = [0u8; 4];
             client.read_exact(&mut ip)?;
             Ipv4Addr::from(ip).to_string()
+        }
+        4 => {
+            let mut ip = [0u8; 16];
+            client.read_exact(&mut ip)?;
+            std::net::Ipv6Addr::from(ip).to_string()
         }
         3 => {
             let mut len = [0u8; 1];
@@ -132,7 +145,11 @@ fn serve(
     targets
         .lock()
         .expect("not poisoned")
-        .push(format!("{host}:{port}"));
+        .push(if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        });
     // Loopback only: the tests' servers, never anything else.
     let ip = if host == "localhost" {
         "127.0.0.1"

@@ -644,8 +644,7 @@ async fn socks(
             target.extend_from_slice(&v6.octets());
         }
         None => {
-            let name = u8::try_from(host.len())
-                .map_err(|_| fail(Failure::Protocol("the target's name is over 255 bytes")))?;
+            let name = u8::try_from(host.len()).map_err(|_| fail(Failure::SocksName))?;
             target.push(3);
             target.push(name);
             target.extend_from_slice(host.as_bytes());
@@ -666,6 +665,11 @@ async fn socks(
     if choice[0] != 5 {
         return Err(fail(Failure::Protocol("its answer is not SOCKS5")));
     }
+    tracing::debug!(
+        proxy = proxy.display(),
+        method = choice[1],
+        "SOCKS5 method chosen (0 none, 2 user name and password)"
+    );
     match (choice[1], &proxy.credentials) {
         (0x00, _) => {}
         (0x02, Some((user, password))) => {
@@ -750,6 +754,8 @@ enum Failure {
     SocksMethod,
     /// The proxy refused the connection to the target, with this reply code (RFC 1928, 6).
     SocksReply(u8),
+    /// The target's name is longer than SOCKS5 can carry (255 bytes).
+    SocksName,
 }
 
 impl ProxyError {
@@ -779,7 +785,12 @@ impl ProxyError {
             }
             // Credentials missing from the proxy URL, or refused: the setting is wrong, and
             // trying again would only repeat a failed login (`Config` is never retried).
-            Failure::SocksAuth | Failure::SocksMethod => {
+            // The settings are wrong, or the proxy refuses this target by its rules, command or
+            // address type: the same every time (`Config` is never retried).
+            Failure::SocksAuth
+            | Failure::SocksMethod
+            | Failure::SocksName
+            | Failure::SocksReply(2 | 7 | 8) => {
                 Error::new(ErrorKind::Config, format!("{context}: {self}")).with_request_sent(false)
             }
             _ => Error::new(ErrorKind::Connect, format!("{context}: {self}")),
@@ -844,6 +855,11 @@ impl fmt::Display for ProxyError {
             Failure::Status(status, _) => {
                 write!(f, "{}: HTTP {status}", status_message(self, *status))
             }
+            Failure::SocksName => write!(
+                f,
+                "the target's host name is longer than the 255 bytes the SOCKS5 proxy {proxy} \
+                 (from {from}) can be given"
+            ),
             Failure::SocksReply(code) => {
                 let why = match code {
                     1 => "a general failure of the proxy",
@@ -959,7 +975,11 @@ mod tests {
         let proxy = ProxyUrl::parse(&format!("http://127.0.0.1:{port}"), "the test").unwrap();
         let io = TokioIo::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
         let dst: Uri = "http://127.0.0.1:9/".parse().unwrap();
-        let tunnel = connect_tunnel(io, &dst, &proxy).await.unwrap();
+        let bounded = |f| tokio::time::timeout(std::time::Duration::from_secs(10), f);
+        let tunnel = bounded(connect_tunnel(io, &dst, &proxy))
+            .await
+            .expect("the answer is read within 10 s")
+            .unwrap();
         let mut stream = tunnel.into_inner();
         let mut first = [0u8; 12];
         stream.read_exact(&mut first).await.unwrap();

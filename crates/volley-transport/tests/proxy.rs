@@ -423,6 +423,22 @@ async fn a_socks5_proxy_that_takes_no_credentials_works_with_them_in_its_url() {
     );
     assert!(!err.is_request_sent());
 
+    // A name longer than SOCKS5 carries: the settings' fault, never retried.
+    let long = vec!["a".repeat(60); 5].join(".");
+    let transport = Transport::builder()
+        .base_url(format!("http://{long}/v1"))
+        .proxy(&with)
+        .no_proxy("")
+        .allow_plain_http(true)
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(
+        err.to_string().contains("longer than the 255 bytes"),
+        "{err}"
+    );
+
     let long = socks.url().replace(
         "socks5h://",
         &format!("socks5h://volley:{}@", "p".repeat(256)),
