@@ -129,18 +129,14 @@ fn lenient_custom_id(text: &str) -> Option<String> {
         .trim_start()
         .strip_prefix(':')?
         .trim_start();
-    let bytes = rest.as_bytes();
-    if bytes.first() != Some(&b'"') {
+    if !rest.starts_with('"') {
         return None;
     }
-    // The string token: up to the first quote no backslash escapes.
-    let mut escaped = false;
-    let end = bytes[1..].iter().position(|&b| {
-        let end = b == b'"' && !escaped;
-        escaped = b == b'\\' && !escaped;
-        end
-    })? + 1;
-    let id: String = serde_json::from_str(&rest[..=end]).ok()?;
+    // The string token alone: serde reads the first value and stops there.
+    let id = serde_json::Deserializer::from_str(rest)
+        .into_iter::<String>()
+        .next()?
+        .ok()?;
     (!id.is_empty()).then_some(id)
 }
 

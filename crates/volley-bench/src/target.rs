@@ -30,8 +30,7 @@ impl Sender for Box<Client> {
     }
 
     fn scrub(&self, text: &str) -> String {
-        let scrubbed = self.scrub_secrets(bytes::Bytes::copy_from_slice(text.as_bytes()));
-        String::from_utf8_lossy(&scrubbed).into_owned()
+        scrubbed(text, |bytes| self.scrub_secrets(bytes))
     }
 }
 
@@ -41,7 +40,12 @@ impl Sender for Transport {
     }
 
     fn scrub(&self, text: &str) -> String {
-        let scrubbed = self.scrub_secrets(bytes::Bytes::copy_from_slice(text.as_bytes()));
-        String::from_utf8_lossy(&scrubbed).into_owned()
+        scrubbed(text, |bytes| self.scrub_secrets(bytes))
     }
+}
+
+/// `text` through a scrubber of bytes.
+fn scrubbed(text: &str, scrub: impl FnOnce(bytes::Bytes) -> bytes::Bytes) -> String {
+    let bytes = scrub(bytes::Bytes::copy_from_slice(text.as_bytes()));
+    String::from_utf8_lossy(&bytes).into_owned()
 }
