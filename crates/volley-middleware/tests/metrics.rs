@@ -371,6 +371,71 @@ async fn a_stream_dropped_right_after_done_is_ok() {
     assert_eq!(m.counter("volley_tokens_total", &tokens("out")), 4);
 }
 
+/// A 200 that failed after all: an error event in its stream (vLLM's, OpenRouter's), whether the
+/// stream then ends or the caller drops it there, or a whole body that is an error object.
+#[tokio::test]
+async fn errors_inside_a_200_are_failures() {
+    let _serial = SERIAL.lock().await;
+    let recorder = DebuggingRecorder::new();
+    let mut recorded = Recorded::new(recorder.snapshotter());
+    let inner = service_fn(|request: Request| async move {
+        let path = request.path_and_query().path().to_owned();
+        let chunk = |bytes: &'static [u8]| Ok(Bytes::from_static(bytes));
+        let body = match path.as_str() {
+            // A server error mid-stream, then the body's end (no `[DONE]`).
+            "/ends" => Body::Stream(BodyStream::new(futures_util::stream::iter([
+                chunk(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"an error\"}}]}\n\n"),
+                chunk(b"data: {\"error\":{\"message\":\"upstream failed\",\"code\":502}}\n\n"),
+            ]))),
+            // A rate limit as an `error` event; the caller stops reading there.
+            "/dropped" => Body::Stream(BodyStream::new(
+                futures_util::stream::iter([chunk(
+                    b"event: error\ndata: {\"error\":{\"message\":\"slow down\",\"type\":\"rate_limit_error\",\"code\":429}}\n\n",
+                )])
+                .chain(futures_util::stream::pending()),
+            )),
+            // Content that says "error" is no error.
+            "/fine" => Body::Stream(BodyStream::new(futures_util::stream::iter([
+                chunk(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"error\"}}]}\n\n"),
+                chunk(b"data: [DONE]\n\n"),
+            ]))),
+            _ => Body::Full(Bytes::from_static(
+                b"{\"object\":\"error\",\"message\":\"The model does not exist.\",\"code\":404}",
+            )),
+        };
+        Ok::<_, Error>(ok_response(&request, body))
+    });
+    let mut service = metrics::with_local_recorder(&recorder, || MetricsLayer::new().layer(inner));
+
+    let response = send(&mut service, Request::get("/ends").unwrap())
+        .await
+        .unwrap();
+    response.bytes().await.unwrap();
+    let response = send(&mut service, Request::get("/dropped").unwrap())
+        .await
+        .unwrap();
+    let mut events = response.events();
+    let first = events.next().await.unwrap().unwrap();
+    assert_eq!(first.event_type(), "error");
+    drop(events);
+    let response = send(&mut service, Request::get("/fine").unwrap())
+        .await
+        .unwrap();
+    response.bytes().await.unwrap();
+    send(&mut service, Request::get("/whole").unwrap())
+        .await
+        .unwrap();
+
+    let m = recorded.update();
+    let req = |outcome| [("scope", "request"), ("outcome", outcome)];
+    assert_eq!(m.counter("volley_requests_total", &req("stream_broken")), 1);
+    assert_eq!(m.counter("volley_requests_total", &req("rate_limited")), 1);
+    assert_eq!(m.counter("volley_requests_total", &req("status")), 1);
+    assert_eq!(m.counter("volley_requests_total", &req("ok")), 1);
+    assert_eq!(m.counter("volley_requests_total", &req("cancelled")), 0);
+    assert_eq!(m.gauge("volley_in_flight", &[("scope", "request")]), 0.0);
+}
+
 const KEY: &str = "sk-volley-metrics-0123456789abcdef";
 const PROMPT: &str = "my very private prompt";
 

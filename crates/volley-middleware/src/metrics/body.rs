@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_core::Stream;
 use volley_core::dialect::UsageScanner;
-use volley_core::{BodyStream, Dialect, Error};
+use volley_core::{BodyStream, Dialect, Error, ErrorKind};
 
 use super::handles::Tracker;
 
@@ -17,7 +17,9 @@ const TAIL: usize = 48;
 
 /// Passes a stream through; the call it belongs to is finished when the stream ends, fails or
 /// is dropped. Dropped right after its `data: [DONE]` event (callers stop reading there, before
-/// the body's end is polled), the call was a success; dropped earlier, it was `cancelled`.
+/// the body's end is polled), the call was a success; dropped earlier, it was `cancelled`. A
+/// stream that carried an error event (a 200 whose stream then failed) is that error's kind,
+/// however it ends.
 pub(crate) struct MetricsBody {
     inner: BodyStream,
     tracker: Tracker,
@@ -25,6 +27,8 @@ pub(crate) struct MetricsBody {
     usage: Option<UsageScanner>,
     tail: Tail,
     dialect: Dialect,
+    /// The kind of the first error event the stream carried.
+    failed: Option<ErrorKind>,
 }
 
 impl MetricsBody {
@@ -36,6 +40,19 @@ impl MetricsBody {
             usage,
             tail: Tail::default(),
             dialect,
+            failed: None,
+        }
+    }
+
+    /// Notes the first error event of `chunk`: an `error` event, or data that is an error
+    /// object (vLLM's and OpenRouter's mid-stream errors). A chunk that never says `error`
+    /// costs one SIMD search; an event split across chunks is not seen (servers flush an
+    /// error event whole).
+    fn look_for_error(&mut self, chunk: &[u8]) {
+        if self.failed.is_none()
+            && let Some(error) = self.dialect.error_at_stream_start(chunk, "stream")
+        {
+            self.failed = Some(error.kind());
         }
     }
 
@@ -94,16 +111,17 @@ impl Stream for MetricsBody {
                 if let Some(scanner) = &mut this.usage {
                     scanner.feed(chunk);
                 }
+                this.look_for_error(chunk);
                 this.tail.keep(chunk);
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => {
                 this.count_tokens();
-                this.tracker.finish(Some(e.kind()));
+                this.tracker.finish(Some(this.failed.unwrap_or(e.kind())));
             }
             None => {
                 this.count_tokens();
-                this.tracker.finish(None);
+                this.tracker.finish(this.failed);
             }
         }
         Poll::Ready(item)
@@ -115,7 +133,10 @@ impl Drop for MetricsBody {
         // After an error or the end this is a no-op: the tokens were counted and the tracker
         // ignores a second outcome.
         self.count_tokens();
-        if self.dialect.stream_complete(self.tail.get()) {
+        if self.failed.is_some() {
+            // The caller stopped at the error event (as `ChatStream` does).
+            self.tracker.finish(self.failed);
+        } else if self.dialect.stream_complete(self.tail.get()) {
             self.tracker.finish(None);
         }
         // Otherwise the tracker's own drop records `cancelled`.

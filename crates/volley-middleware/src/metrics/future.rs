@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use volley_core::{Dialect, Error, Response};
+use volley_core::{Body, Dialect, Error, Response};
 
 use super::body::MetricsBody;
 use super::handles::Tracker;
@@ -72,9 +72,19 @@ where
             {
                 tracker.tokens(usage.input.saturating_add(usage.cache_read), usage.output);
             }
+            // A 2xx whose body is an error object (gateways answer so) failed; its kind is
+            // the one the facade gives it.
+            let error = match response.body() {
+                Body::Full(bytes)
+                    if response.status().is_success() && this.dialect.is_error_reply(bytes) =>
+                {
+                    Some(this.dialect.error_in_answer(bytes, "answer").kind())
+                }
+                _ => None,
+            };
             // The body is complete: it ended when the transport read its last byte, so the
             // clock need not be read again.
-            tracker.finish_at(None, timings.done);
+            tracker.finish_at(error, timings.done);
             return Poll::Ready(Ok(response));
         }
         let dialect = *this.dialect;

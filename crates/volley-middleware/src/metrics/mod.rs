@@ -26,6 +26,14 @@
 //! A stream dropped right after its `data: [DONE]` event, before its end was polled, is a
 //! success (`ok`): callers often stop reading there. Dropped earlier, it is `cancelled`.
 //!
+//! A 200 can fail after all: a stream that carries an error event (an `event: error`, or data
+//! that is an error object, as vLLM and OpenRouter send mid-stream), or a whole body that is an
+//! error object ([`Dialect::is_error_reply`]), counts as the error's kind
+//! ([`Dialect::error_in_stream`], [`Dialect::error_in_answer`]): `rate_limited`,
+//! `stream_broken` for a server error, `status` otherwise. A stream that ends without its
+//! end-of-stream event and without an error is `ok` here: the Responses API and other event
+//! streams have no `[DONE]`; `ChatStream` reports a cut chat stream to its caller.
+//!
 //! Whatever the layer sees is counted: a request-scope layer placed outside the cache counts
 //! cache hits and their (unbilled) usage too; place it inside the cache to count only what
 //! reached the provider.
@@ -81,6 +89,9 @@
 //! ```
 //!
 //! [`ErrorKind::as_str`]: volley_core::ErrorKind::as_str
+//! [`Dialect::is_error_reply`]: volley_core::Dialect::is_error_reply
+//! [`Dialect::error_in_stream`]: volley_core::Dialect::error_in_stream
+//! [`Dialect::error_in_answer`]: volley_core::Dialect::error_in_answer
 
 mod body;
 mod future;
