@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 const MAX_DEPTH: u8 = 8;
 
 /// The most counts a usage type reads.
-pub(crate) const MAX_KEYS: usize = 4;
+pub(crate) const MAX_KEYS: usize = 5;
 
 /// What the object held for one of the keys asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,8 +13,10 @@ pub(crate) static USAGE_KEY: LazyLock<Finder<'static>> =
     LazyLock::new(|| Finder::new(b"\"usage\""));
 static USAGE_KEY_REV: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
 
-/// A partial line longer than this is not a usage line (those are a few hundred bytes): the
-/// buffer stops keeping it and skips to its end.
+/// How much of a line split across chunks is kept: its last bytes. A usage line is a few
+/// hundred bytes; a longer line keeps its end, where a usage object sits (the Responses API's
+/// `response.completed` event carries the whole response, often more than this, with its
+/// `usage` near the end).
 pub(crate) const MAX_LINE: usize = 16 * 1024;
 
 /// How many `"usage"` keys the forward search of [`last_in_body`] remembers: a body has one;
@@ -84,16 +86,15 @@ pub(crate) fn last_in_body<T>(
 }
 
 /// The complete lines of a stream fed in chunks: each chunk's complete lines are handed on
-/// in one slice, without a copy; only a line split across chunks is buffered, and one longer
-/// than [`MAX_LINE`] is skipped to its end. A line ends at LF, CR or CRLF, as in an event
-/// stream (a CRLF split between chunks only adds an empty line).
+/// in one slice, without a copy; only a line split across chunks is buffered, and of one
+/// longer than [`MAX_LINE`] only its last [`MAX_LINE`] bytes are kept (the line handed on then
+/// starts in its middle). A line ends at LF, CR or CRLF, as in an event stream (a CRLF split
+/// between chunks only adds an empty line).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LineBuffer {
     /// The unfinished last line of the chunks so far (usually empty: servers flush whole
-    /// events).
+    /// events), or its last [`MAX_LINE`] bytes.
     pub(crate) partial: Vec<u8>,
-    /// The unfinished line grew past [`MAX_LINE`]; skip to its end.
-    pub(crate) skipping: bool,
 }
 
 impl LineBuffer {
@@ -101,19 +102,16 @@ impl LineBuffer {
     /// with `\n` or `\r`), in order.
     pub(crate) fn feed(&mut self, chunk: &[u8], mut lines: impl FnMut(&[u8])) {
         let mut rest = chunk;
-        if !self.partial.is_empty() || self.skipping {
+        if !self.partial.is_empty() {
             let Some(newline) = memchr::memchr2(b'\n', b'\r', rest) else {
                 self.buffer(rest);
                 return;
             };
             let (head, tail) = rest.split_at(newline + 1);
             rest = tail;
-            if !self.skipping {
-                self.partial.extend_from_slice(head);
-                lines(&self.partial);
-            }
+            self.buffer(head);
+            lines(&self.partial);
             self.partial.clear();
-            self.skipping = false;
         }
         let complete = memchr::memrchr2(b'\n', b'\r', rest).map_or(0, |i| i + 1);
         if complete > 0 {
@@ -122,26 +120,29 @@ impl LineBuffer {
         self.buffer(&rest[complete..]);
     }
 
-    /// The stream ended: `lines` gets its unterminated last line, unless it was skipped, and
+    /// The stream ended: `lines` gets its unterminated last line (or that line's tail), and
     /// the buffer is empty again.
     pub(crate) fn finish(&mut self, mut lines: impl FnMut(&[u8])) {
-        if !self.skipping && !self.partial.is_empty() {
+        if !self.partial.is_empty() {
             lines(&self.partial);
         }
         self.partial = Vec::new();
-        self.skipping = false;
     }
 
+    /// Appends to the unfinished line, keeping at most its last [`MAX_LINE`] bytes: a copy of
+    /// at most that much per chunk, however long the line grows.
     fn buffer(&mut self, bytes: &[u8]) {
-        if self.skipping || bytes.is_empty() {
+        if bytes.len() >= MAX_LINE {
+            self.partial.clear();
+            self.partial
+                .extend_from_slice(&bytes[bytes.len() - MAX_LINE..]);
             return;
         }
-        if self.partial.len() + bytes.len() > MAX_LINE {
-            self.partial = Vec::new();
-            self.skipping = true;
-        } else {
-            self.partial.extend_from_slice(bytes);
+        let excess = (self.partial.len() + bytes.len()).saturating_sub(MAX_LINE);
+        if excess > 0 {
+            self.partial.drain(..excess);
         }
+        self.partial.extend_from_slice(bytes);
     }
 }
 

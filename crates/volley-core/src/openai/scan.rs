@@ -21,22 +21,53 @@ use crate::usage_scan::{LineBuffer, USAGE_KEY, last_in_body, object_at};
 /// Counts a server leaves out are 0 (embeddings have no `completion_tokens`, some compatible
 /// servers omit `total_tokens`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(from = "NamedCounts")]
 #[non_exhaustive]
 pub struct UsageCounts {
-    /// Tokens in the prompt (input).
-    #[serde(default)]
+    /// Tokens in the prompt (input): `prompt_tokens`, or the Responses API's `input_tokens`.
     pub prompt_tokens: u64,
-    /// Tokens generated (output).
-    #[serde(default)]
+    /// Tokens generated (output): `completion_tokens`, or the Responses API's
+    /// `output_tokens`.
     pub completion_tokens: u64,
     /// Prompt plus completion tokens, as the server reported it (0 when left out).
-    #[serde(default)]
     pub total_tokens: u64,
 }
 
+/// The counts under every name they go by: Chat Completions' and the Responses API's
+/// (`input_tokens`, `output_tokens`). A server that sends both names has the larger of each
+/// pair taken.
+#[derive(Deserialize)]
+struct NamedCounts {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+}
+
+impl From<NamedCounts> for UsageCounts {
+    fn from(n: NamedCounts) -> UsageCounts {
+        UsageCounts {
+            prompt_tokens: n.prompt_tokens.max(n.input_tokens),
+            completion_tokens: n.completion_tokens.max(n.output_tokens),
+            total_tokens: n.total_tokens,
+        }
+    }
+}
+
 impl Counts for UsageCounts {
-    const KEYS: &'static [&'static [u8]] =
-        &[b"prompt_tokens", b"completion_tokens", b"total_tokens"];
+    const KEYS: &'static [&'static [u8]] = &[
+        b"prompt_tokens",
+        b"completion_tokens",
+        b"total_tokens",
+        b"input_tokens",
+        b"output_tokens",
+    ];
 
     fn from_found(found: &[Found; MAX_KEYS]) -> Option<UsageCounts> {
         // A count left out is 0. A `null` one is no count (serde refuses the object): a rate
@@ -46,11 +77,13 @@ impl Counts for UsageCounts {
             Found::Count(n) => Some(n),
             Found::Null => None,
         };
-        Some(UsageCounts {
+        Some(UsageCounts::from(NamedCounts {
             prompt_tokens: count(found[0])?,
             completion_tokens: count(found[1])?,
             total_tokens: count(found[2])?,
-        })
+            input_tokens: count(found[3])?,
+            output_tokens: count(found[4])?,
+        }))
     }
 }
 
@@ -339,16 +372,56 @@ mod tests {
         assert_eq!(scanner.finish(), Some(counts(9, 5, 14)));
     }
 
+    /// A line longer than the buffer keeps its end, where the usage is: the Responses API's
+    /// `response.completed` event carries the whole response, its `usage` near the end,
+    /// with `input_tokens` and `output_tokens` for counts.
     #[test]
-    fn overlong_lines_are_skipped() {
+    fn overlong_lines_keep_their_end() {
+        let text = "x".repeat(crate::usage_scan::MAX_LINE * 3);
+        let completed = format!(
+            "event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"output\":[{{\"content\":[{{\"text\":\"{text}\"}}]}}],\"usage\":{{\"input_tokens\":36,\"input_tokens_details\":{{\"cached_tokens\":0}},\"output_tokens\":87,\"output_tokens_details\":{{\"reasoning_tokens\":0}},\"total_tokens\":123}},\"user\":null}}}}\n\n"
+        );
+        for chunk in [100, 4096, crate::usage_scan::MAX_LINE + 1, completed.len()] {
+            let mut scanner = UsageScanner::new();
+            for piece in completed.as_bytes().chunks(chunk) {
+                scanner.feed(piece);
+                assert!(scanner.lines.partial.len() <= crate::usage_scan::MAX_LINE);
+            }
+            assert_eq!(
+                scanner.last(),
+                Some(counts(36, 87, 123)),
+                "chunks of {chunk}"
+            );
+        }
+        // Unterminated, it counts at the end.
         let mut scanner = UsageScanner::new();
-        let long = vec![b'x'; crate::usage_scan::MAX_LINE + 10];
+        for piece in completed.trim_end().as_bytes().chunks(1000) {
+            scanner.feed(piece);
+        }
+        assert_eq!(scanner.last(), None);
+        assert_eq!(scanner.finish(), Some(counts(36, 87, 123)));
+        // The next line after a long one is read as usual.
+        let mut scanner = UsageScanner::new();
         scanner.feed(b"data: {\"a\":\"");
-        scanner.feed(&long);
-        assert!(scanner.lines.partial.is_empty() && scanner.lines.skipping);
+        scanner.feed(text.as_bytes());
         scanner.feed(b"\"}\ndata: {\"usage\":{\"total_tokens\":3}}\n");
         assert_eq!(scanner.last(), Some(counts(0, 0, 3)));
-        assert!(!scanner.lines.skipping);
+        assert!(scanner.lines.partial.is_empty());
+    }
+
+    #[test]
+    fn responses_api_counts_are_prompt_and_completion() {
+        let body = br#"{"id":"resp_1","object":"response","error":null,"output":[],"usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":4},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":10},"total_tokens":123}}"#;
+        assert_eq!(usage_in_body(body), Some(counts(36, 87, 123)));
+        // serde's reading (escapes send the by-hand reader to it) agrees.
+        let escaped =
+            br#"{"usage":{"input_tokens":36,"note":"A","output_tokens":87,"total_tokens":123}}"#;
+        assert_eq!(usage_in_body(escaped), Some(counts(36, 87, 123)));
+        // A server that sends both names: the larger of each pair.
+        let both = br#"{"usage":{"prompt_tokens":5,"input_tokens":5,"completion_tokens":2,"output_tokens":2,"total_tokens":7}}"#;
+        assert_eq!(usage_in_body(both), Some(counts(5, 2, 7)));
+        let via_serde = br#"{"usage":{"prompt_tokens":5,"input_tokens":5,"x":"A","completion_tokens":2,"output_tokens":2}}"#;
+        assert_eq!(usage_in_body(via_serde), Some(counts(5, 2, 0)));
     }
 
     #[test]
