@@ -158,7 +158,9 @@ impl OutcomeRecord {
 /// The outcome of a request that ended in `error`: an HTTP error status becomes a
 /// `response` with the provider's error object, anything else an `error`.
 pub(crate) fn from_error(line: u64, error: &Error) -> Outcome {
-    if let Some(status) = error.status() {
+    // An HTTP error response, which always has its headers: a 2xx answer that is an error
+    // object names a status (its `code`) it was not sent with, and is recorded as an error.
+    if let Some(status) = error.status().filter(|_| error.headers().is_some()) {
         let request_id = error
             .headers()
             // OpenAI's header, or Anthropic's.

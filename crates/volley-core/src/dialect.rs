@@ -326,7 +326,19 @@ impl Dialect {
     /// The error for a whole 2xx answer that is an error object
     /// ([`is_error_reply`](Dialect::is_error_reply)): of the kinds
     /// [`error_in_stream`](Dialect::error_in_stream) gives, with the provider's message,
-    /// except that a server error is `Status`.
+    /// except that a server error is `Status`. When the error's `code` is an HTTP error status
+    /// (OpenRouter's and LiteLLM's `{"error": {"code": 502, ..}}` after a 200), the error
+    /// carries it as its [`status`](Error::status), as if the server had answered with it:
+    /// retry classifiers read it as they read that status.
+    ///
+    /// ```
+    /// use volley_core::{Dialect, ErrorKind};
+    ///
+    /// let gateway = br#"{"error":{"message":"upstream failed","code":502}}"#;
+    /// let error = Dialect::OpenAi.error_in_answer(gateway, "request 1");
+    /// assert_eq!(error.kind(), ErrorKind::Status);
+    /// assert_eq!(error.status().map(|s| s.as_u16()), Some(502));
+    /// ```
     pub fn error_in_answer(self, data: &[u8], context: impl fmt::Display) -> Error {
         self.error_in_ok(data, context, "the answer is an error", false)
     }
@@ -366,7 +378,10 @@ impl Dialect {
             Some(api) => format!("{context}: {what}: {api}"),
             None => format!("{context}: {what}"),
         };
-        let error = Error::new(kind, message);
+        let mut error = Error::new(kind, message);
+        if !in_stream && let Some(status) = status_code.and_then(|c| StatusCode::from_u16(c).ok()) {
+            error = error.with_status(status);
+        }
         match api {
             Some(api) => error.with_api_error(api),
             None => error,

@@ -346,6 +346,12 @@ impl Error {
         self
     }
 
+    /// Records the HTTP status the error stands for (one a 2xx answer's error object names).
+    pub(crate) fn with_status(mut self, status: StatusCode) -> Error {
+        self.inner.status = Some(status);
+        self
+    }
+
     /// Records whether any byte of the request may have reached the server. Errors of kind
     /// connect, TLS, invalid input and config default to `false`, all others to `true`.
     #[must_use]
@@ -359,7 +365,10 @@ impl Error {
         self.inner.kind
     }
 
-    /// The HTTP status, for `Status` and `RateLimited` errors.
+    /// The HTTP status, for `Status` and `RateLimited` errors: the response's, or, for a 2xx
+    /// answer that is an error object whose `code` is an HTTP error status (a gateway's
+    /// `{"error": {"code": 502, ..}}` with a 200), that code
+    /// ([`Dialect::error_in_answer`](crate::Dialect::error_in_answer)).
     pub fn status(&self) -> Option<StatusCode> {
         self.inner.status
     }

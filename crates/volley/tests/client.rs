@@ -408,6 +408,41 @@ async fn a_send_borrows_nothing_and_gives_its_slot_back() {
     assert_eq!(other.connection_stats().requests, 2);
 }
 
+/// A 200 whose body is an error object naming a retryable failure (OpenRouter's and LiteLLM's
+/// `{"error": {"code": 502}}`, a rate limit) is retried like the status it names, and the
+/// next answer is the reply.
+#[tokio::test]
+async fn a_success_status_with_a_retryable_error_body_is_retried() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    const UPSTREAM: &str = r#"{"error":{"message":"Provider returned error","code":502}}"#;
+    const LIMITED: &str =
+        r#"{"error":{"message":"Rate limit reached","type":"rate_limit_error","code":429}}"#;
+    const REPLY: &str = r#"{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}]}"#;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    let port = volley_testkit::raw::serve(move |_| {
+        let body = match seen.fetch_add(1, Ordering::SeqCst) {
+            0 => UPSTREAM,
+            1 => LIMITED,
+            _ => REPLY,
+        };
+        volley_testkit::raw::json_response("200 OK", &[], body)
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .build()
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(30), client.chat(&request("hi")))
+        .await
+        .expect("the call ends")
+        .expect("the third answer is the reply");
+    assert_eq!(reply.text(), Some("hello"));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
 /// A 200 whose body is an error object (a gateway's `{"error": ...}`, vLLM's
 /// `{"object": "error", ...}` behind some hosts) is an error with the provider's message, not
 /// an empty answer, from `chat`, `embeddings` and `fan_out_chat` alike.

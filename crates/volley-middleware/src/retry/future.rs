@@ -36,6 +36,9 @@ pin_project! {
         counted: u32,
         // When the first attempt started: rate signals are bounded by time from here.
         started: Instant,
+        // A 2xx answer that is an error object, while the policy decides: handed over as it
+        // came when no retry follows.
+        answer: Option<Response>,
         #[pin]
         state: State<S::Future>,
     }
@@ -77,6 +80,7 @@ where
             attempt: 1,
             counted: 0,
             started: Instant::now(),
+            answer: None,
             state: State::Called { future },
         }
     }
@@ -107,7 +111,15 @@ where
                         });
                         continue;
                     }
-                    Ok(response) => return Poll::Ready(Ok(finished(response, *this.attempt))),
+                    Ok(response) => match this.request.as_ref().and_then(|request| {
+                        error_in_answer(&response, request.dialect(), this.policy, *this.id)
+                    }) {
+                        Some(error) => {
+                            *this.answer = Some(response);
+                            error
+                        }
+                        None => return Poll::Ready(Ok(finished(response, *this.attempt))),
+                    },
                     Err(error) => error,
                 },
                 StateProj::FirstChunk { head, stream, held } => {
@@ -200,6 +212,7 @@ where
                 counted: *this.counted,
                 elapsed: this.started.elapsed(),
             };
+            let answer = this.answer.take();
             match this.policy.next(failed, tally, *this.id) {
                 Ok((wait, counts)) => {
                     *this.counted += u32::from(counts);
@@ -209,11 +222,41 @@ where
                 }
                 Err(error) => {
                     this.state.set(State::Done);
-                    return Poll::Ready(Err(error));
+                    // Not retried (any more): the answer goes to the caller as the server
+                    // sent it, as it would have without this layer.
+                    return Poll::Ready(match answer {
+                        Some(response) => Ok(finished(response, *this.attempt)),
+                        None => Err(error),
+                    });
                 }
             }
         }
     }
+}
+
+/// The error a whole 2xx answer is in fact ([`Dialect::is_error_reply`]: a gateway's 200 with
+/// `{"error": ..}`), so that it is classified as the error it names: a rate limit, or the HTTP
+/// status its `code` names ([`Dialect::error_in_answer`]). The answer itself is what the
+/// caller gets when no retry follows. Only looked for while another attempt may follow; one
+/// SIMD search of a body that never says `"error"`.
+///
+/// [`Dialect::is_error_reply`]: volley_core::Dialect::is_error_reply
+/// [`Dialect::error_in_answer`]: volley_core::Dialect::error_in_answer
+fn error_in_answer(
+    response: &Response,
+    dialect: volley_core::Dialect,
+    policy: &Policy,
+    id: RequestId,
+) -> Option<Error> {
+    let Body::Full(body) = response.body() else {
+        return None;
+    };
+    if !response.status().is_success() || !dialect.is_error_reply(body) {
+        return None;
+    }
+    // The provider's text goes into the error: without secrets.
+    let scrubbed = policy.scrub(body.clone());
+    Some(dialect.error_in_answer(&scrubbed, format_args!("request {id}")))
 }
 
 /// The most bytes of comments held back before a stream's first event: beyond, the stream is

@@ -383,3 +383,67 @@ fn gateway_timeout() -> Error {
         "test",
     )
 }
+
+fn answer(body: &'static str) -> Result<Response, Error> {
+    Ok(response(Body::Full(Bytes::from_static(body.as_bytes()))))
+}
+
+/// A 200 whose whole body is an error object (a gateway's: LiteLLM, OpenRouter, vLLM behind
+/// RunPod) is classified as the error it names: a rate limit or a 502 in `code` is retried, a
+/// 400 is not. When no retry follows, the caller gets the answer as the server sent it.
+#[tokio::test(start_paused = true)]
+async fn a_200_that_is_an_error_object_is_classified_by_its_error() {
+    const LIMITED: &str =
+        r#"{"error":{"message":"Rate limit reached","type":"rate_limit_error","code":429}}"#;
+    const UPSTREAM: &str = r#"{"error":{"message":"Upstream failed","code":502}}"#;
+    const INVALID: &str =
+        r#"{"error":{"message":"bad model","type":"invalid_request_error","code":400}}"#;
+    const FINE: &str = r#"{"id":"c","choices":[{"message":{"content":"the error"}}]}"#;
+
+    for first in [LIMITED, UPSTREAM] {
+        let mock = Mock::new(move |n| if n == 1 { answer(first) } else { answer(FINE) });
+        let response = run(&mock, quick().max_retries(1).build().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.bytes().await.unwrap(), FINE, "after {first}");
+        assert_eq!(mock.calls(), 2, "{first}");
+    }
+
+    // Not retryable: the answer itself, once.
+    let mock = Mock::new(|_| answer(INVALID));
+    let response = run(&mock, quick().max_retries(3).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.bytes().await.unwrap(), INVALID);
+    assert_eq!(mock.calls(), 1);
+
+    // Retries used up: the last answer.
+    let mock = Mock::new(|_| answer(UPSTREAM));
+    let response = run(&mock, quick().max_retries(2).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.bytes().await.unwrap(), UPSTREAM);
+    assert_eq!(mock.calls(), 3);
+
+    // Only billed-safe retries: a 502 may have been billed, a rate limit was not.
+    let safe = || quick().classifier(classify_safe_only);
+    let mock = Mock::new(|n| {
+        if n == 1 {
+            answer(UPSTREAM)
+        } else {
+            answer(FINE)
+        }
+    });
+    let response = run(&mock, safe().build().unwrap()).await.unwrap();
+    assert_eq!(response.bytes().await.unwrap(), UPSTREAM);
+    let mock = Mock::new(|n| {
+        if n == 1 {
+            answer(LIMITED)
+        } else {
+            answer(FINE)
+        }
+    });
+    let response = run(&mock, safe().build().unwrap()).await.unwrap();
+    assert_eq!(response.bytes().await.unwrap(), FINE);
+    assert_eq!(mock.calls(), 2);
+}
