@@ -649,6 +649,45 @@ async fn a_huge_retry_after_pauses_sends_for_at_most_max_pause() {
     assert_close(secs(start, inner.sends()[1].at), 3.1);
 }
 
+/// An overloaded server (529, Anthropic's `overloaded_error`) or a 503 that says when to come
+/// back pauses every send, as a 429 does; one that does not say, and a 500, pause nothing.
+#[tokio::test(start_paused = true)]
+async fn an_overload_or_503_with_retry_after_pauses_everyone() {
+    const OVERLOADED: &[u8] =
+        br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    let cases: [(u16, &[u8], Option<u64>, f64); 5] = [
+        (529, b"{}", Some(3), 3.0),
+        (500, OVERLOADED, Some(3), 3.0),
+        (503, b"{}", Some(3), 3.0),
+        (503, b"{}", None, 0.0),
+        (500, b"{}", Some(3), 0.0),
+    ];
+    for (status, body, wait, paused) in cases {
+        let inner = Recorder::new(move |r| {
+            if r.id().as_u64() == 1 {
+                Err(Error::from_status(
+                    StatusCode::from_u16(status).unwrap(),
+                    HeaderMap::new(),
+                    body,
+                    wait.map(Duration::from_secs),
+                    "test",
+                ))
+            } else {
+                Ok(full(r, "{}", HeaderMap::new()))
+            }
+        });
+        let svc = service(exact().requests(6_000), &inner);
+        let start = Instant::now();
+        svc.clone().oneshot(request(1, 0)).await.unwrap_err();
+        svc.clone().oneshot(request(2, 0)).await.unwrap();
+        let second = secs(start, inner.sends()[1].at);
+        assert!(
+            (second - paused).abs() < 0.02,
+            "{status} {wait:?}: second send at {second} s, expected {paused}"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn absurd_reported_usage_costs_at_most_a_minute_of_tokens() {
     // Counts that overflow when added, and a total far above the minute's budget: the charge

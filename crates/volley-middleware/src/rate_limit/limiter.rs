@@ -208,7 +208,11 @@ pub struct Observation {
     pub info: RateLimitInfo,
     /// Whether the provider answered 429.
     pub rate_limited: bool,
-    /// How long a 429 asked us to wait (`retry-after-ms`, `Retry-After`), when it said so.
+    /// How long the provider asked every request to wait (`retry-after-ms`, `Retry-After`),
+    /// when it said so with a 429, an overload (529, Anthropic's `overloaded_error`) or a 503:
+    /// the limiter pauses every send that long (at most [`Limits::max_pause`]).
+    ///
+    /// [`Limits::max_pause`]: super::Limits::max_pause
     pub retry_after: Option<Duration>,
 }
 
@@ -247,17 +251,26 @@ impl Observation {
             .headers()
             .map(|headers| dialect.rate_limits(headers, std::time::SystemTime::now()))
             .unwrap_or_default();
+        // A server overloaded or unavailable that says when to come back says it for every
+        // request, as a 429 does (RFC 9110 §10.2.3); without a wait it only slows the adaptive
+        // concurrency and the retries of each request.
+        let asks_everyone = error.is_rate_limited()
+            || error.is_overloaded()
+            || error.status() == Some(http::StatusCode::SERVICE_UNAVAILABLE);
         Observation {
             info,
             rate_limited: error.is_rate_limited(),
-            retry_after: error.retry_after().filter(|_| error.is_rate_limited()),
+            retry_after: error.retry_after().filter(|_| asks_everyone),
         }
     }
 
-    /// Whether this can change a limiter's state: a 429, or a quota reported as used up.
-    /// Anything else is skipped without taking a lock.
+    /// Whether this can change a limiter's state: a 429, a wait asked of every request, or a
+    /// quota reported as used up. Anything else is skipped without taking a lock.
     pub fn is_relevant(&self) -> bool {
-        self.rate_limited || self.info.remaining_requests == Some(0) || self.token_quota_empty()
+        self.rate_limited
+            || self.retry_after.is_some()
+            || self.info.remaining_requests == Some(0)
+            || self.token_quota_empty()
     }
 
     /// Whether a token quota is reported used up: the total, the input or the output tokens.

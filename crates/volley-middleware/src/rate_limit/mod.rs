@@ -91,7 +91,9 @@
 //! A 429 with `retry-after-ms` / `Retry-After` pauses every send until then, at most
 //! [`Limits::max_pause`] (60 s by default), and pushes back every request already waiting by
 //! as much, so the queue does not rush the provider the moment the pause ends; a 429 that
-//! names no empty quota empties both buckets. Nothing here
+//! names no empty quota empties both buckets. An overload (a 529, Anthropic's
+//! `overloaded_error`) or a 503 with such a wait pauses every send the same way, without
+//! emptying a bucket: the server said when it will take work again. Nothing here
 //! makes the limiter looser than configured.
 //!
 //! # Why not `governor`
@@ -109,7 +111,8 @@
 //!
 //! - `volley_rate_limit_wait_seconds` (histogram): how long each request waited.
 //! - `volley_rate_limit_too_large_total` (counter): requests refused as larger than a minute.
-//! - `volley_rate_limit_pauses_total` (counter): pauses started by a 429.
+//! - `volley_rate_limit_pauses_total` (counter): pauses started by a 429 (or an overload or
+//!   503 that asked for a wait).
 //!
 //! The histogram's handle is registered when the layer is applied to a service, so install
 //! the `metrics` recorder first; recording a wait then costs no registry lookup.
