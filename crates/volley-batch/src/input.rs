@@ -263,6 +263,7 @@ impl LineSource {
                 max,
                 line: 0,
                 input: input.to_string(),
+                tail: Vec::new(),
             },
             keys,
             seen: KeySet::default(),
@@ -296,7 +297,14 @@ impl LineSource {
             };
             let line = self.reader.line;
             let parsed = match read {
-                Read::TooLong(len) => Err(InvalidLine::too_long(line, len, self.reader.max)),
+                Read::TooLong(len) => {
+                    let mut invalid = InvalidLine::too_long(line, len, self.reader.max);
+                    // As a line that is not JSON, it claims the id it seems to give (found in
+                    // its first or last bytes): once the limit is raised, it is sent under it.
+                    invalid.custom_id =
+                        crate::parse::claimed_custom_id(&self.buf, &self.reader.tail);
+                    Err(invalid)
+                }
                 Read::Line if self.buf.iter().all(u8::is_ascii_whitespace) => continue,
                 Read::Line => {
                     if !self.started
@@ -347,11 +355,17 @@ impl LineSource {
 enum Read {
     /// A line is in the buffer (newline and a trailing `\r` removed).
     Line,
-    /// The line was longer than the cap; it was skipped. Its length in bytes.
+    /// The line was longer than the cap; it was skipped. Its length in bytes. The buffer
+    /// holds its first [`CLAIM_BYTES`], [`LineReader::tail`] its last.
     TooLong(u64),
 }
 
-/// Reads lines of at most `max` bytes; a longer one is read through and dropped, never held.
+/// How much of the start and of the end of a line too long to read is kept, to find the
+/// `custom_id` it claims: OpenAI's examples put it first, other writers last.
+const CLAIM_BYTES: usize = 4 * 1024;
+
+/// Reads lines of at most `max` bytes; a longer one is read through and dropped, never held
+/// (but for its first and last [`CLAIM_BYTES`]).
 struct LineReader {
     inner: BufReader<Box<dyn AsyncRead + Send + Unpin>>,
     max: usize,
@@ -359,6 +373,20 @@ struct LineReader {
     line: u64,
     /// The input's name, for errors.
     input: String,
+    /// The last bytes of the last line read when it was too long.
+    tail: Vec<u8>,
+}
+
+/// Appends `bytes` to `tail`, keeping its last [`CLAIM_BYTES`].
+fn keep_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() >= CLAIM_BYTES {
+        tail.clear();
+        tail.extend_from_slice(&bytes[bytes.len() - CLAIM_BYTES..]);
+        return;
+    }
+    let excess = (tail.len() + bytes.len()).saturating_sub(CLAIM_BYTES);
+    tail.drain(..excess);
+    tail.extend_from_slice(bytes);
 }
 
 impl LineReader {
@@ -383,13 +411,23 @@ impl LineReader {
             let newline = available.iter().position(|&b| b == b'\n');
             let take = newline.unwrap_or(available.len());
             len += take as u64;
-            if !too_long {
-                if buf.len() + take > self.max {
-                    too_long = true;
-                    buf.clear();
-                } else {
-                    buf.extend_from_slice(&available[..take]);
-                }
+            let bytes = &available[..take];
+            if !too_long && buf.len() + take > self.max {
+                too_long = true;
+                self.tail.clear();
+                keep_tail(
+                    &mut self.tail,
+                    &buf[buf.len().saturating_sub(CLAIM_BYTES)..],
+                );
+                buf.truncate(CLAIM_BYTES);
+            }
+            if too_long {
+                // Only the line's first and last bytes are kept.
+                keep_tail(&mut self.tail, bytes);
+                let room = CLAIM_BYTES.saturating_sub(buf.len());
+                buf.extend_from_slice(&bytes[..take.min(room)]);
+            } else {
+                buf.extend_from_slice(bytes);
             }
             self.inner.consume(take + usize::from(newline.is_some()));
             if newline.is_some() {
@@ -475,6 +513,7 @@ mod tests {
             max,
             line: 0,
             input: "test".into(),
+            tail: Vec::new(),
         };
         let mut buf = Vec::new();
         let mut out = Vec::new();
@@ -500,6 +539,37 @@ mod tests {
             lines(b"\xEF\xBB\xBFab\n\xEF\xBB\xBFc\n", 10).await,
             ["ab", "\u{feff}c"]
         );
+    }
+
+    /// A line too long keeps its first and last `CLAIM_BYTES`, whatever the reads' sizes.
+    #[tokio::test]
+    async fn a_line_too_long_keeps_its_ends() {
+        let line: Vec<u8> = (0..CLAIM_BYTES * 3 + 7)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        let mut data = line.clone();
+        data.extend_from_slice(b"\nnext\n");
+        let data: &'static [u8] = data.leak();
+        for (capacity, max) in [(4, 10), (1000, CLAIM_BYTES * 2), (1 << 16, 100)] {
+            let mut reader = LineReader {
+                inner: BufReader::with_capacity(capacity, Box::new(data)),
+                max,
+                line: 0,
+                input: "test".into(),
+                tail: Vec::new(),
+            };
+            let mut buf = Vec::new();
+            let read = reader.next(&mut buf).await.unwrap().unwrap();
+            assert!(matches!(read, Read::TooLong(n) if n == line.len() as u64));
+            assert!(buf == line[..CLAIM_BYTES], "head, {capacity} {max}");
+            let tail = &line[line.len() - CLAIM_BYTES..];
+            assert!(reader.tail == tail, "tail, {capacity} {max}");
+            assert!(matches!(
+                reader.next(&mut buf).await.unwrap(),
+                Some(Read::Line)
+            ));
+            assert_eq!(buf, b"next");
+        }
     }
 
     #[test]

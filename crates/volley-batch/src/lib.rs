@@ -175,6 +175,9 @@
 //! `custom_id`s must be unique within a file. A line that is not valid JSON claims the
 //! `custom_id` it seems to give (the string after its first `"custom_id":`), so a later line
 //! with the same id is a duplicate: once the broken line is fixed, the id's answer is its own.
+//! A line longer than [`BatchOptions::max_line_bytes`] claims the id found so in its first
+//! 4 KiB, or else the last one in its last 4 KiB (serde_json and other writers that sort keys
+//! put `custom_id` after a long `body`).
 //! Both the duplicate check and the set of recorded
 //! outcomes hold 64-bit keyed hashes (SipHash with a per-process random key) instead of the
 //! ids, to keep memory small: about 16–19 bytes per id in a `HashSet<u64>` (8 for the key,

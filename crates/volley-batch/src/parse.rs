@@ -124,8 +124,14 @@ pub(crate) fn foreign_format(line: u64, bytes: &[u8], format: Format) -> Option<
 /// The `custom_id` a line that is not valid JSON seems to give: the string after its first
 /// `"custom_id"` key and colon, when that reads as a non-empty JSON string.
 fn lenient_custom_id(text: &str) -> Option<String> {
-    let at = text.find("\"custom_id\"")?;
-    let rest = text[at + "\"custom_id\"".len()..]
+    id_after_key(text, text.find(CUSTOM_ID_KEY)?)
+}
+
+const CUSTOM_ID_KEY: &str = "\"custom_id\"";
+
+/// The non-empty JSON string after the `"custom_id"` key at `at` and its colon.
+fn id_after_key(text: &str, at: usize) -> Option<String> {
+    let rest = text[at + CUSTOM_ID_KEY.len()..]
         .trim_start()
         .strip_prefix(':')?
         .trim_start();
@@ -138,6 +144,16 @@ fn lenient_custom_id(text: &str) -> Option<String> {
         .next()?
         .ok()?;
     (!id.is_empty()).then_some(id)
+}
+
+/// The `custom_id` a line too long to read seems to give, from its first bytes (`head`: the
+/// first key there) or else its last (`tail`: the last key there). A multi-byte character cut
+/// at either end reads as U+FFFD, which is never inside the id found.
+pub(crate) fn claimed_custom_id(head: &[u8], tail: &[u8]) -> Option<String> {
+    lenient_custom_id(&String::from_utf8_lossy(head)).or_else(|| {
+        let tail = String::from_utf8_lossy(tail);
+        id_after_key(&tail, tail.rfind(CUSTOM_ID_KEY)?)
+    })
 }
 
 /// Checks one non-blank line (without its newline) of a file in `format`.

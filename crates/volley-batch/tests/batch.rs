@@ -776,6 +776,62 @@ async fn a_broken_line_keeps_its_custom_id_from_a_later_duplicate() {
     assert_eq!(server.stats().requests_total, 1);
 }
 
+/// A line too long to read claims the `custom_id` found in its first bytes or, as serde_json
+/// writes keys in order, its last: a later line with that id is a duplicate, and once the
+/// limit is raised and the run resumed, the long line is sent under its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_too_long_keeps_its_custom_id_from_a_later_duplicate() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let long_text = "y".repeat(20_000);
+    // `json!` sorts the keys: "custom_id" comes after the long "body".
+    let id_last = json!({"custom_id": "big-1", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "max_tokens": 8,
+                 "messages": [{"role": "user", "content": long_text}]}})
+    .to_string();
+    assert!(id_last.rfind("custom_id").unwrap() > 20_000);
+    let id_first = format!(
+        r#"{{"custom_id":"big-2","method":"POST","url":"/v1/chat/completions","body":{{"model":"gpt-4o-mini","max_tokens":8,"messages":[{{"role":"user","content":"{long_text}"}}]}}}}"#
+    );
+    write_input(
+        &input,
+        [id_last, id_first, chat_line("big-1"), chat_line("big-2")],
+    );
+    let run = |max_line_bytes: usize| {
+        let client = Client::builder().base_url(server.url()).build().unwrap();
+        let options = BatchOptions {
+            max_line_bytes,
+            ..options(dir.path())
+        };
+        BatchRunner::new(client, Input::Path(input.clone()), options).run(std::future::pending())
+    };
+    let first = run(8 * 1024).await.unwrap();
+    assert_eq!((first.invalid, first.succeeded), (4, 0), "{first:?}");
+    assert_eq!(server.stats().requests_total, 0);
+    let out: Vec<(String, Value)> = records(&dir.path().join("out.jsonl"))
+        .iter()
+        .map(|r| {
+            let code = r["error"]["code"].as_str().unwrap_or_default().to_owned();
+            (code, r["custom_id"].clone())
+        })
+        .collect();
+    assert_eq!(
+        out,
+        [
+            ("line_too_long".to_owned(), json!("big-1")),
+            ("line_too_long".to_owned(), json!("big-2")),
+            ("duplicate_custom_id".to_owned(), Value::Null),
+            ("duplicate_custom_id".to_owned(), Value::Null),
+        ]
+    );
+
+    // The limit raised and the run resumed: the long lines are sent under their ids.
+    let second = run(1 << 20).await.unwrap();
+    assert_eq!(second.succeeded, 2, "{second:?}");
+    assert_eq!(server.stats().requests_total, 2);
+}
+
 #[tokio::test]
 async fn errors_of_the_run_name_the_path() {
     let dir = tempfile::tempdir().unwrap();
