@@ -329,6 +329,15 @@ impl ClientBuilder {
         self
     }
 
+    /// The deadline of a whole call, retries and waits included, as
+    /// [`crate::ClientBuilder::deadline`].
+    ///
+    /// Default: none.
+    pub fn deadline(mut self, limit: impl Into<Option<Duration>>) -> ClientBuilder {
+        self.client = self.client.deadline(limit);
+        self
+    }
+
     /// Starts the runtime and builds the client. May be called inside an async runtime; the
     /// client's methods may not (see the [module docs](self)).
     ///

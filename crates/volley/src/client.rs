@@ -16,7 +16,9 @@ use tower::util::BoxCloneSyncService;
 use tower::util::Either;
 use tower::{Service, ServiceBuilder};
 use volley_core::cache_key::CredentialId;
-use volley_core::{ApiError, ApiKey, Dialect, Error, ErrorKind, Request, Response, tokens};
+use volley_core::{
+    ApiError, ApiKey, Dialect, Error, ErrorKind, Request, RequestId, Response, tokens,
+};
 use volley_middleware::cache::{CacheLayer, CacheStats, CacheStore, DiskStore, MemoryStore};
 use volley_middleware::limit::{AdaptiveConcurrencyLimitLayer, ConcurrencyLimitLayer};
 use volley_middleware::metrics::{MetricsLayer, Scope};
@@ -63,6 +65,8 @@ pub struct Client {
     others: Arc<[Transport]>,
     /// Every endpoint's key, scrubbed from provider text before it is shown.
     scrubber: crate::secrets::Scrubber,
+    /// The deadline of a whole call ([`ClientBuilder::deadline`]).
+    deadline: Option<Duration>,
 }
 
 #[derive(Clone)]
@@ -95,6 +99,7 @@ pub struct ClientBuilder {
     base_url_given: bool,
     breaker: BreakerConfig,
     hedging: Option<Hedging>,
+    deadline: Option<Duration>,
 }
 
 #[derive(Clone)]
@@ -141,6 +146,7 @@ impl Default for ClientBuilder {
             base_url_given: false,
             breaker: BreakerConfig::default(),
             hedging: None,
+            deadline: None,
         }
     }
 }
@@ -344,9 +350,14 @@ impl Client {
         } else {
             request
         };
-        Sending::Ready {
-            service: self.service.clone(),
-            request: Some(request),
+        Deadline {
+            id: request.id(),
+            sending: Sending::Ready {
+                service: self.service.clone(),
+                request: Some(request),
+            },
+            limit: self.deadline,
+            sleep: None,
         }
     }
 
@@ -738,6 +749,34 @@ impl ClientBuilder {
     /// Default: [`DEFAULT_TIMEOUT`] (600 s, as the official Python client).
     pub fn timeout(mut self, limit: impl Into<Option<Duration>>) -> ClientBuilder {
         self.timeouts = self.timeouts.attempt(limit);
+        self
+    }
+
+    /// The deadline of a whole call, from its first poll: the wait for a slot and for the rate
+    /// limits, every attempt and every backoff between them, up to the complete response
+    /// (for a stream, up to its first chunk; [`stream_timeout`](ClientBuilder::stream_timeout)
+    /// and [`idle_timeout`](ClientBuilder::idle_timeout) bound the rest). Past it the call
+    /// fails with `ErrorKind::Timeout` and what it was waiting for is let go at once (its
+    /// slot, its connection). Beside [`timeout`](ClientBuilder::timeout), which bounds each
+    /// attempt, this bounds what the caller waits in all. The request metrics count such a
+    /// call as `cancelled`, as any call its caller gave up on. `None` removes it.
+    ///
+    /// Default: none (each attempt has [`timeout`](ClientBuilder::timeout); rate-limit
+    /// retries stop after the retry policy's `give_up_after`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let client = volley::Client::builder()
+    ///     .base_url("http://127.0.0.1:8080/v1")
+    ///     .timeout(Duration::from_secs(60))
+    ///     .deadline(Duration::from_secs(180))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = client;
+    /// ```
+    pub fn deadline(mut self, limit: impl Into<Option<Duration>>) -> ClientBuilder {
+        self.deadline = limit.into();
         self
     }
 
@@ -1292,6 +1331,7 @@ impl ClientBuilder {
             scrubber,
             others,
             balance: balanced.map(|b| b.balance),
+            deadline: self.deadline,
         })
     }
 }
@@ -1346,6 +1386,51 @@ impl Future for Sending {
                 SendingProj::Failed => panic!("Client::send's future polled after it completed"),
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Sending`] within the call's deadline ([`ClientBuilder::deadline`]). Without one it
+    /// adds a check of `limit` to each poll that finds the call pending; with one, its timer is
+    /// made (boxed, so that calls without a deadline do not carry one) on the first such poll.
+    struct Deadline {
+        #[pin]
+        sending: Sending,
+        id: RequestId,
+        limit: Option<Duration>,
+        sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl Future for Deadline {
+    type Output = Result<Response, Error>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let mut this = self.project();
+        // A response that is ready wins over a deadline that passed at the same poll.
+        if let std::task::Poll::Ready(result) = this.sending.as_mut().poll(cx) {
+            return std::task::Poll::Ready(result);
+        }
+        let Some(limit) = *this.limit else {
+            return std::task::Poll::Pending;
+        };
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        std::task::ready!(sleep.as_mut().poll(cx));
+        // What the call held (a slot, a connection, a place in a queue) goes now, not when
+        // the caller drops this future.
+        this.sending.set(Sending::Failed);
+        let id = *this.id;
+        std::task::Poll::Ready(Err(Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "request {id}: no response within the call's deadline of {limit:?}, retries included"
+            ),
+        )))
     }
 }
 

@@ -12,7 +12,9 @@
 //!   attempts − requests = retries.
 //! - The concurrency permit is held until the body or stream is finished; the limit is fixed
 //!   or adaptive (`concurrency_auto`), an `Either`.
-//! - Timeouts are per attempt, closest to the transport.
+//! - Timeouts are per attempt, closest to the transport. The call's deadline
+//!   (`ClientBuilder::deadline`) is not a layer: `Client::send`'s future holds it, so it also
+//!   covers the wait for the first attempt's slot, which happens in the stack's `poll_ready`.
 //! - With several endpoints (`ClientBuilder::endpoint`), a `Balance` sits between Retry and
 //!   the limits, and each endpoint has its own rate limit, optional cap, timeouts and
 //!   transport under the one concurrency ceiling; with one endpoint the balancer is not

@@ -408,6 +408,83 @@ async fn a_send_borrows_nothing_and_gives_its_slot_back() {
     assert_eq!(other.connection_stats().requests, 2);
 }
 
+/// The call's deadline bounds the whole call, retries and backoff included, and gives its slot
+/// back the moment it passes: with one slot, a request stuck on a slow server does not hold the
+/// next one beyond the deadline.
+#[tokio::test]
+async fn the_deadline_bounds_the_call_and_frees_its_slot() {
+    use std::time::Duration;
+    let (server, _) = setup(MockConfig::default()).await;
+    let client = Client::builder()
+        .base_url(server.url())
+        .concurrency(1)
+        .deadline(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let http = |headers: &[(&'static str, &'static str)]| {
+        let mut request = volley::core::Request::new(
+            http::Method::POST,
+            http::uri::PathAndQuery::from_static("/chat/completions"),
+        )
+        .with_body(serde_json::to_vec(&request("deadline")).unwrap());
+        for (name, value) in headers {
+            request = request.with_header(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static(value),
+            );
+        }
+        request
+    };
+    let bound = Duration::from_secs(30);
+    // 60 s of latency: the deadline passes first.
+    let slow = client.send(http(&[("x-mock-latency", "60s")]));
+    let err = tokio::time::timeout(bound, slow)
+        .await
+        .expect("the deadline ends the call")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.to_string().contains("deadline of 300ms"), "{err}");
+    // The one slot is free: the next request goes out at once and succeeds.
+    assert_eq!(client.in_flight(), 0);
+    let next = tokio::time::timeout(bound, client.send(http(&[])))
+        .await
+        .expect("the slot was given back");
+    assert!(next.unwrap().status().is_success());
+
+    // A server that fails every attempt: the retries (up to 1 000, each after a backoff of up
+    // to 200 ms) stop at the deadline.
+    let policy = volley::middleware::retry::Policy::builder()
+        .max_retries(1_000)
+        .budget_enabled(false)
+        .backoff_base(Duration::from_millis(200))
+        .backoff_cap(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let retrying = Client::builder()
+        .base_url(server.url())
+        .retry_policy(policy)
+        .deadline(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let before = server.stats().requests_total;
+    let err = tokio::time::timeout(bound, retrying.send(http(&[("x-mock-fault", "500")])))
+        .await
+        .expect("the deadline ends the call")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(
+        server.stats().requests_total - before >= 2,
+        "it was retried"
+    );
+
+    // Without a deadline the same client setup waits for the answer.
+    let patient = Client::builder().base_url(server.url()).build().unwrap();
+    let reply = tokio::time::timeout(bound, patient.send(http(&[("x-mock-latency", "400ms")])))
+        .await
+        .expect("the answer comes");
+    assert!(reply.unwrap().status().is_success());
+}
+
 /// A 200 whose body is an error object naming a retryable failure (OpenRouter's and LiteLLM's
 /// `{"error": {"code": 502}}`, a rate limit) is retried like the status it names, and the
 /// next answer is the reply.
