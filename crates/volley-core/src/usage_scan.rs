@@ -87,13 +87,13 @@ pub(crate) fn last_in_body<T>(
 
 /// The complete lines of a stream fed in chunks: each chunk's complete lines are handed on
 /// in one slice, without a copy; only a line split across chunks is buffered, and of one
-/// longer than [`MAX_LINE`] only its last [`MAX_LINE`] bytes are kept (the line handed on then
-/// starts in its middle). A line ends at LF, CR or CRLF, as in an event stream (a CRLF split
+/// longer than [`MAX_LINE`] only its last [`MAX_LINE`] to 2 × [`MAX_LINE`] bytes are kept (the
+/// line handed on then starts in its middle). A line ends at LF, CR or CRLF, as in an event stream (a CRLF split
 /// between chunks only adds an empty line).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct LineBuffer {
     /// The unfinished last line of the chunks so far (usually empty: servers flush whole
-    /// events), or its last [`MAX_LINE`] bytes.
+    /// events), or its last bytes (at most 2 × [`MAX_LINE`]).
     pub(crate) partial: Vec<u8>,
 }
 
@@ -129,8 +129,10 @@ impl LineBuffer {
         self.partial = Vec::new();
     }
 
-    /// Appends to the unfinished line, keeping at most its last [`MAX_LINE`] bytes: a copy of
-    /// at most that much per chunk, however long the line grows.
+    /// Appends to the unfinished line, keeping at least its last [`MAX_LINE`] bytes and at
+    /// most twice that: the buffer is cut back to [`MAX_LINE`] only when it would pass twice
+    /// that, so a long line fed in tiny chunks costs a constant copy per byte, not
+    /// [`MAX_LINE`] per chunk.
     fn buffer(&mut self, bytes: &[u8]) {
         if bytes.len() >= MAX_LINE {
             self.partial.clear();
@@ -138,9 +140,8 @@ impl LineBuffer {
                 .extend_from_slice(&bytes[bytes.len() - MAX_LINE..]);
             return;
         }
-        let excess = (self.partial.len() + bytes.len()).saturating_sub(MAX_LINE);
-        if excess > 0 {
-            self.partial.drain(..excess);
+        if self.partial.len() + bytes.len() > 2 * MAX_LINE {
+            self.partial.drain(..self.partial.len() - MAX_LINE);
         }
         self.partial.extend_from_slice(bytes);
     }

