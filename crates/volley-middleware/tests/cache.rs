@@ -491,3 +491,149 @@ proptest! {
         prop_assert_ne!(key(&object(&fields, "")), key(&object(&different, &gap)));
     }
 }
+
+/// The requests a scripted server saw, as their request lines (`post /v1/x http/1.1`).
+type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A server on loopback answering by path: an HTML page with a 200 under `/v1/html/`, a 202
+/// under `/v1/accepted/`, a job's status for `GET /v1/responses/r1` (`queued`, then
+/// `completed`), and a chat completion otherwise.
+async fn scripted() -> (u16, Seen) {
+    let seen: Seen = Arc::default();
+    let log = Arc::clone(&seen);
+    let port = volley_testkit::raw::serve(move |head| {
+        let line = head.lines().next().unwrap_or_default().to_owned();
+        let earlier = {
+            let mut log = log.lock().unwrap();
+            let earlier = log.iter().filter(|l| **l == line).count();
+            log.push(line.clone());
+            earlier
+        };
+        let answer = r#"{"id":"c","object":"chat.completion","choices":[]}"#;
+        if line.contains("/v1/html/") {
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 20\r\n\r\n<html>blocked</html>"
+                .to_vec()
+        } else if line.contains("/v1/accepted/") {
+            volley_testkit::raw::json_response("202 Accepted", &[], answer)
+        } else if line.starts_with("get /v1/responses/r1") {
+            let status = if earlier == 0 { "queued" } else { "completed" };
+            let body = format!(r#"{{"id":"r1","object":"response","status":"{status}"}}"#);
+            volley_testkit::raw::json_response("200 OK", &[], &body)
+        } else {
+            volley_testkit::raw::json_response("200 OK", &[], answer)
+        }
+    })
+    .await;
+    (port, seen)
+}
+
+/// Only what answers a generation is kept: a 200 whose body is a JSON document, to a `POST`
+/// for chat, completions, messages, responses (not run in the background), embeddings or
+/// moderations. A proxy's HTML page with a 200, a 202, a job's status polled with `GET`, a
+/// batch created with `POST`, and a background response each reach the server every time.
+#[tokio::test]
+async fn only_json_answers_to_generations_are_kept() {
+    let (port, seen) = scripted().await;
+    let transport = Transport::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .api_key(KEY)
+        .build()
+        .unwrap();
+    let layer = CacheLayer::new(MemoryStore::new(1 << 20, HOUR), credential());
+    let mut service = layer.clone().layer(transport);
+    let background = r#"{"model":"o3","input":"hi","background":true}"#;
+    let requests = || {
+        [
+            Request::post("/html/chat/completions", CHAT).unwrap(),
+            Request::post("/accepted/chat/completions", CHAT).unwrap(),
+            Request::get("/responses/r1").unwrap(),
+            Request::post("/batches", r#"{"input_file_id":"f"}"#).unwrap(),
+            Request::post("/responses", background).unwrap(),
+            Request::post("/responses", r#"{"model":"o3","input":"hi"}"#).unwrap(),
+            chat(),
+        ]
+    };
+    let mut statuses = Vec::new();
+    for round in 0..2 {
+        for request in requests() {
+            let response = send(&mut service, request).await.unwrap();
+            if round == 1 && response.headers().contains_key("x-volley-cache") {
+                statuses.push("hit".to_owned());
+            }
+            let body = response.bytes().await.unwrap();
+            if body.starts_with(b"{\"id\":\"r1\"") {
+                statuses.push(String::from_utf8_lossy(&body).into_owned());
+            }
+        }
+    }
+    let seen = seen.lock().unwrap().clone();
+    let count = |needle: &str| seen.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("/v1/html/"), 2, "{seen:?}");
+    assert_eq!(count("/v1/accepted/"), 2, "{seen:?}");
+    assert_eq!(count("get /v1/responses/r1"), 2, "{seen:?}");
+    assert_eq!(count("/v1/batches"), 2, "{seen:?}");
+    // Two background requests and one plain one: its repeat is a hit, as the chat's is.
+    assert_eq!(count("post /v1/responses "), 3, "{seen:?}");
+    assert_eq!(count("post /v1/chat/completions "), 1, "{seen:?}");
+    assert!(statuses[1].contains("completed"), "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| *s == "hit").count(), 2);
+    assert_eq!(layer.stats().stores, 2);
+}
+
+/// A store whose writes take `delay`.
+struct SlowStore {
+    inner: MemoryStore,
+    delay: Duration,
+}
+
+impl volley_middleware::cache::CacheStore for SlowStore {
+    fn get(
+        &self,
+        key: CacheKey,
+    ) -> volley_middleware::cache::StoreFuture<'_, Option<volley_middleware::cache::CachedResponse>>
+    {
+        self.inner.get(key)
+    }
+
+    fn put(
+        &self,
+        key: CacheKey,
+        value: volley_middleware::cache::CachedResponse,
+    ) -> volley_middleware::cache::StoreFuture<'_, ()> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.put(key, value).await
+        })
+    }
+}
+
+/// A caller that gives up while the answer is being stored (a deadline) does not stop the
+/// write: the answer it paid for is a hit for its next try, never sent for again.
+#[tokio::test]
+async fn a_write_outlives_a_caller_that_gave_up() {
+    let server = mock().await;
+    let store = SlowStore {
+        inner: MemoryStore::new(1 << 20, HOUR),
+        delay: Duration::from_millis(300),
+    };
+    let layer = CacheLayer::new(store, credential());
+    let mut service = layer.clone().layer(transport(&server));
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(100), send(&mut service, chat())).await;
+    assert!(
+        gave_up.is_err(),
+        "the write holds the answer back for 300 ms"
+    );
+    assert_eq!(server.stats().requests_total, 1);
+    // The write goes on without the caller.
+    for _ in 0..100 {
+        if layer.stats().stores == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(layer.stats().stores, 1);
+    let again = send(&mut service, chat()).await.unwrap();
+    assert!(again.headers().contains_key("x-volley-cache"));
+    assert_eq!(server.stats().requests_total, 1);
+}

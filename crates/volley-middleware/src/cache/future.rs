@@ -43,8 +43,7 @@ where
     S: Service<Request, Response = Response, Error = Error>,
 {
     let directive = directive(request.headers());
-    let cacheable = matches!(*request.method(), Method::GET | Method::POST);
-    if directive == Directive::Bypass || !cacheable {
+    if directive == Directive::Bypass || !cacheable(&request) {
         return inner.oneshot(request).await.map(unmarked);
     }
     let id = request.id();
@@ -74,20 +73,31 @@ where
     }
     shared.counters.miss();
     let response = unmarked(inner.oneshot(request).await?);
-    if !response.status().is_success() || forbids_store(response.headers()) {
+    // 200 alone: a 202 is a job's placeholder, a 206 part of an answer, a 204 none.
+    if response.status() != http::StatusCode::OK || forbids_store(response.headers()) {
         return Ok(response);
     }
 
     let (head, body) = response.into_parts();
     let body = match body {
         Body::Full(bytes) => {
-            // Some servers answer an error with a 2xx status; that is not an answer to keep.
-            if bytes.len() <= shared.max_entry_bytes && !dialect.is_error_reply(&bytes) {
+            // Some servers answer an error with a 2xx status, and a proxy's or a firewall's
+            // page (HTML, or nothing) may come with a 200: neither is an answer to keep.
+            if bytes.len() <= shared.max_entry_bytes
+                && is_json_document(&bytes)
+                && !dialect.is_error_reply(&bytes)
+            {
                 let entry = CachedResponse::new(head.status, &head.headers, bytes.clone(), false);
-                match shared.store.put_for(key, &credential, entry).await {
-                    Ok(()) => shared.counters.stored(),
-                    Err(e) => shared.counters.store_failed("cache write failed", &e),
-                }
+                // On a task of its own: a caller that gives up meanwhile (a deadline) does not
+                // stop the write, so the answer it paid for is in the cache for the next try.
+                let writing = Arc::clone(&shared);
+                let write = tokio::spawn(async move {
+                    match writing.store.put_for(key, &credential, entry).await {
+                        Ok(()) => writing.counters.stored(),
+                        Err(e) => writing.counters.store_failed("cache write failed", &e),
+                    }
+                });
+                let _ = write.await;
             }
             Body::Full(bytes)
         }
@@ -99,6 +109,49 @@ where
         body @ Body::Stream(_) => body,
     };
     Ok(Response::from_parts(head, body))
+}
+
+/// Whether `request` asks for a generation, whose answer can be kept: a `POST` to chat or
+/// legacy completions, messages, responses, embeddings or moderations (Azure's deployment
+/// paths and a query string included). Not a `GET` (a job's status, polled until it changes),
+/// not another `POST` (creating a batch, a file, a cancellation must reach the provider each
+/// time), and not a Responses request run in the background (`"background": true`, polled
+/// for its result).
+fn cacheable(request: &Request) -> bool {
+    const GENERATIONS: [&str; 6] = [
+        "/chat/completions",
+        "/completions",
+        "/messages",
+        "/responses",
+        "/embeddings",
+        "/moderations",
+    ];
+    if request.method() != Method::POST {
+        return false;
+    }
+    let path = request.path_and_query().path();
+    let path = path.strip_suffix('/').unwrap_or(path);
+    if !GENERATIONS.iter().any(|end| path.ends_with(end)) {
+        return false;
+    }
+    !(path.ends_with("/responses") && runs_in_background(request.body()))
+}
+
+/// Whether a Responses request body sets `"background": true` at its top level.
+fn runs_in_background(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Top {
+        #[serde(default)]
+        background: Option<bool>,
+    }
+    memchr::memmem::find(body, b"\"background\"").is_some()
+        && serde_json::from_slice::<Top>(body).is_ok_and(|top| top.background == Some(true))
+}
+
+/// Whether `bytes` start, after white space, as a JSON object or array does: what every
+/// generation endpoint answers. An HTML page or an empty body is not kept.
+fn is_json_document(bytes: &[u8]) -> bool {
+    matches!(bytes.trim_ascii_start().first(), Some(b'{' | b'['))
 }
 
 /// `response` without a [`CACHE_STATUS_HEADER`] of the server's: only this layer's replays

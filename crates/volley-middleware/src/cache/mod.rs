@@ -15,8 +15,14 @@
 //!   so one client serving many tenants keeps one namespace per tenant.
 //!   The model, `temperature`, `seed` and every other parameter are in the body and therefore
 //!   in the key. The API key itself is never stored: only its hash, mixed into the key.
-//! - Only `GET` and `POST` requests are cached, and only successful (2xx) responses are
-//!   stored. Errors are never stored (they are not responses), nor is a 2xx body that is an
+//! - Only generations are cached: a `POST` to chat or legacy completions, messages,
+//!   responses, embeddings or moderations (any prefix, Azure's deployment paths included).
+//!   Never a `GET` (a job's status is polled until it changes), another `POST` (creating a
+//!   batch or a file, a cancellation: each must reach the provider), nor a Responses request
+//!   run in the background (`"background": true`, whose result is polled for).
+//! - Only a `200` whose body is a JSON document is stored. Errors are never stored (they are
+//!   not responses), nor a `202` (a job's placeholder) or `206`, nor a proxy's or a
+//!   firewall's page (HTML, an empty body) that came with a 200, nor a 2xx body that is an
 //!   error object (`{"error": {...}}`, `{"type": "error", ...}`, whatever the order of its
 //!   keys).
 //! - Identical requests in flight at the same time are not combined: each miss is sent (and
@@ -51,7 +57,9 @@
 //!
 //! The response of a miss is handed back once the store has taken it: at once for
 //! [`MemoryStore`], after the group commit (one fsync, a few milliseconds) for [`DiskStore`],
-//! so a request sent right after finds the entry. A stream is stored when it ends.
+//! so a request sent right after finds the entry. A stream is stored when it ends. The write
+//! runs on a task of its own: a caller that gives up meanwhile (a deadline, a dropped future)
+//! does not stop it, so the answer it paid for is there for its next try.
 //!
 //! # Stores
 //!
