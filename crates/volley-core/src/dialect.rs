@@ -234,8 +234,11 @@ impl Dialect {
             return true;
         }
         // Every error shape has the string "error", quotes included, as a key or a value; an
-        // answer whose text says error has it escaped (`\"error\"`) or within longer text.
-        if memchr::memmem::find(body, b"\"error\"").is_none() {
+        // answer whose text says error has it escaped (`\"error\"`) or within longer text. A
+        // body where it is only ever a key whose value is `null` (every Responses object has
+        // `"error": null`) is no error either: no parse for those.
+        let mut hits = ERROR_KEY.find_iter(body).peekable();
+        if hits.peek().is_none() || hits.all(|at| null_follows(&body[at + 7..])) {
             return false;
         }
         // `error: null` reads as `None`; an error object as `Some`.
@@ -412,6 +415,22 @@ impl Dialect {
     }
 }
 
+/// Finds `"error"`, quotes included.
+static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
+
+/// Whether `rest` (what follows a `"error"`) is `: null`, white space allowed, with `null` a
+/// whole token.
+fn null_follows(rest: &[u8]) -> bool {
+    let Some(value) = rest.trim_ascii_start().strip_prefix(b":") else {
+        return false;
+    };
+    value
+        .trim_ascii_start()
+        .strip_prefix(b"null")
+        .is_some_and(|after| after.first().is_none_or(|b| !b.is_ascii_alphanumeric()))
+}
+
 impl fmt::Display for Dialect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -563,6 +582,30 @@ mod tests {
             Dialect::Anthropic.usage_in_body(openai).map(|u| u.total()),
             Some(0)
         );
+    }
+
+    /// `"error": null` (every Responses object has it) is passed over without a parse; any
+    /// other `"error"` is parsed for.
+    #[test]
+    fn a_null_error_key_is_no_error() {
+        let cases: [(&[u8], bool); 6] = [
+            (
+                br#"{"id":"r","error":null,"output":[{"text":"an \"error\" word"}]}"#,
+                false,
+            ),
+            (
+                br#"{"id":"r","error" : null , "usage":{"error":null}}"#,
+                false,
+            ),
+            (br#"{"id":"r","error":null,"object":"error"}"#, true),
+            (br#"{"id":"r","error":{"code":"server_error"}}"#, true),
+            (br#"{"id":"r","error":nullish}"#, false),
+            (br#"{"id":"r","message":"error"}"#, false),
+        ];
+        for (body, error) in cases {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(Dialect::OpenAi.is_error_reply(body), error, "{text}");
+        }
     }
 
     #[test]

@@ -346,6 +346,15 @@ impl Error {
         self
     }
 
+    /// Attaches the headers of the response the error came with (a 2xx answer that is an error
+    /// object, say), for what reads them: `Retry-After`, `x-should-retry`, the rate-limit
+    /// headers.
+    #[must_use]
+    pub fn with_headers(mut self, headers: HeaderMap) -> Error {
+        self.inner.headers = Some(headers);
+        self
+    }
+
     /// Records the HTTP status the error stands for (one a 2xx answer's error object names).
     pub(crate) fn with_status(mut self, status: StatusCode) -> Error {
         self.inner.status = Some(status);

@@ -33,6 +33,9 @@ struct Parts {
     /// The usage of a complete body, once scanned, and the dialect it was scanned in: the
     /// layers that need it (metrics, a tokens-per-minute limit) and the caller share one scan.
     usage: OnceLock<(Dialect, Option<TokenUsage>)>,
+    /// Whether a complete 2xx body is an error object, once looked at, and in which dialect:
+    /// the layers that look (metrics, retry, the rate limiter, the cache) share one look.
+    error_reply: OnceLock<(Dialect, bool)>,
 }
 
 /// A response body: complete, or a stream of chunks still arriving.
@@ -115,6 +118,7 @@ impl Response {
                 timings,
                 request_id,
                 usage: OnceLock::new(),
+                error_reply: OnceLock::new(),
             }),
         }
     }
@@ -178,6 +182,46 @@ impl Response {
             usage
         } else {
             dialect.usage_in_body(bytes)
+        }
+    }
+
+    /// Whether this is a 2xx response whose complete body is an error object
+    /// ([`Dialect::is_error_reply`]: a gateway's 200 with `{"error": ..}`). `false` for a
+    /// stream and for any other status.
+    ///
+    /// Looked at once: later calls (the metrics, retry, rate-limit and cache layers, the
+    /// caller) get the first call's answer. A call in another dialect looks again.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{HeaderMap, StatusCode};
+    /// use volley_core::{Body, Dialect, RequestId, Response, Timings};
+    ///
+    /// let body = Bytes::from_static(br#"{"error":{"message":"upstream failed","code":502}}"#);
+    /// let response = Response::new(
+    ///     StatusCode::OK,
+    ///     HeaderMap::new(),
+    ///     Body::Full(body),
+    ///     Timings::start(),
+    ///     RequestId::next(),
+    /// );
+    /// assert!(response.is_error_reply(Dialect::OpenAi));
+    /// ```
+    pub fn is_error_reply(&self, dialect: Dialect) -> bool {
+        let Body::Full(bytes) = &self.inner.body else {
+            return false;
+        };
+        if !self.inner.status.is_success() {
+            return false;
+        }
+        let (looked_in, error) = *self
+            .inner
+            .error_reply
+            .get_or_init(|| (dialect, dialect.is_error_reply(bytes)));
+        if looked_in == dialect {
+            error
+        } else {
+            dialect.is_error_reply(bytes)
         }
     }
 
@@ -245,6 +289,7 @@ impl Response {
                     timings: parts.timings,
                     request_id: parts.request_id,
                     usage: parts.usage.clone(),
+                    error_reply: parts.error_reply.clone(),
                 }),
             }),
             Body::Stream(_) => None,

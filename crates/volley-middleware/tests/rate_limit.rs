@@ -649,17 +649,19 @@ async fn a_huge_retry_after_pauses_sends_for_at_most_max_pause() {
     assert_close(secs(start, inner.sends()[1].at), 3.1);
 }
 
-/// An overloaded server (529, Anthropic's `overloaded_error`) or a 503 that says when to come
-/// back pauses every send, as a 429 does; one that does not say, and a 500, pause nothing.
+/// An overloaded provider (529, Anthropic's `overloaded_error`) that says when to come back
+/// pauses every send, as a 429 does, and so does a gateway's 200 whose body is a rate-limit
+/// error with a `Retry-After`. One that does not say, a 500, and a 503 (one replica's trouble,
+/// which says nothing of the provider) pause nothing.
 #[tokio::test(start_paused = true)]
-async fn an_overload_or_503_with_retry_after_pauses_everyone() {
+async fn an_overload_or_a_429_in_a_200_with_retry_after_pauses_everyone() {
     const OVERLOADED: &[u8] =
         br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
     let cases: [(u16, &[u8], Option<u64>, f64); 5] = [
         (529, b"{}", Some(3), 3.0),
         (500, OVERLOADED, Some(3), 3.0),
-        (503, b"{}", Some(3), 3.0),
-        (503, b"{}", None, 0.0),
+        (503, b"{}", Some(3), 0.0),
+        (529, b"{}", None, 0.0),
         (500, b"{}", Some(3), 0.0),
     ];
     for (status, body, wait, paused) in cases {
@@ -686,6 +688,22 @@ async fn an_overload_or_503_with_retry_after_pauses_everyone() {
             "{status} {wait:?}: second send at {second} s, expected {paused}"
         );
     }
+
+    // A 200 whose body is a rate-limit error, with `Retry-After: 3`.
+    let inner = Recorder::new(|r| {
+        if r.id().as_u64() == 1 {
+            let body = r#"{"error":{"message":"Rate limit reached","code":429}}"#;
+            Ok(full(r, body, headers(&[("retry-after", "3")])))
+        } else {
+            Ok(full(r, "{}", HeaderMap::new()))
+        }
+    });
+    let svc = service(exact().requests(6_000), &inner);
+    let start = Instant::now();
+    svc.clone().oneshot(request(1, 0)).await.unwrap();
+    svc.clone().oneshot(request(2, 0)).await.unwrap();
+    let second = secs(start, inner.sends()[1].at);
+    assert!((second - 3.0).abs() < 0.02, "second send at {second} s");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1458,8 +1458,11 @@ pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
     scrubber: &crate::secrets::Scrubber,
 ) -> Result<T, Error> {
     let id = response.request_id();
+    // A complete body was looked at by the layers already; a stream is read whole first.
+    let streamed = response.is_stream();
+    let error_reply = !streamed && response.is_error_reply(dialect);
     let body = response.bytes().await?;
-    if dialect.is_error_reply(&body) {
+    if error_reply || (streamed && dialect.is_error_reply(&body)) {
         let body = scrubber.scrub(body);
         return Err(dialect.error_in_answer(&body, format_args!("request {id}")));
     }

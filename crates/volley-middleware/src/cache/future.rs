@@ -78,15 +78,14 @@ where
         return Ok(response);
     }
 
+    // Some servers answer an error with a 2xx status (looked at once for every layer).
+    let error_reply = response.is_error_reply(dialect);
     let (head, body) = response.into_parts();
     let body = match body {
         Body::Full(bytes) => {
-            // Some servers answer an error with a 2xx status, and a proxy's or a firewall's
-            // page (HTML, or nothing) may come with a 200: neither is an answer to keep.
-            if bytes.len() <= shared.max_entry_bytes
-                && is_json_document(&bytes)
-                && !dialect.is_error_reply(&bytes)
-            {
+            // Nor is a proxy's or a firewall's page (HTML, or nothing) that came with a 200
+            // an answer to keep.
+            if bytes.len() <= shared.max_entry_bytes && is_json_document(&bytes) && !error_reply {
                 let entry = CachedResponse::new(head.status, &head.headers, bytes.clone(), false);
                 // On a task of its own: a caller that gives up meanwhile (a deadline) does not
                 // stop the write, so the answer it paid for is in the cache for the next try.

@@ -75,9 +75,7 @@ where
             // A 2xx whose body is an error object (gateways answer so) failed; its kind is
             // the one the facade gives it.
             let error = match response.body() {
-                Body::Full(bytes)
-                    if response.status().is_success() && this.dialect.is_error_reply(bytes) =>
-                {
+                Body::Full(bytes) if response.is_error_reply(*this.dialect) => {
                     Some(this.dialect.error_in_answer(bytes, "answer").kind())
                 }
                 _ => None,

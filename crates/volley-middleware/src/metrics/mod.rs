@@ -29,8 +29,9 @@
 //! A 200 can fail after all: a stream that carries an error event (an `event: error`, or data
 //! that is an error object, as vLLM and OpenRouter send mid-stream), or a whole body that is an
 //! error object ([`Dialect::is_error_reply`]), counts as the error's kind
-//! ([`Dialect::error_in_stream`], [`Dialect::error_in_answer`]): `rate_limited`,
-//! `stream_broken` for a server error, `status` otherwise. A stream that ends without its
+//! ([`Dialect::error_in_stream`], [`Dialect::error_in_answer`]): `rate_limited`; in a
+//! stream, `stream_broken` for a server error or an overload; `status` otherwise (a whole
+//! body's `{"error": {"code": 502}}` is a `status` whose status is 502). A stream that ends without its
 //! end-of-stream event and without an error is `ok` here: the Responses API and other event
 //! streams have no `[DONE]`; `ChatStream` reports a cut chat stream to its caller.
 //!

@@ -188,7 +188,18 @@ impl<L: RateLimiter> GrantGuard<L> {
                 return Err(error);
             }
         };
-        let observation = Observation::from_headers_in(self.dialect, response.headers());
+        let mut observation = Observation::from_headers_in(self.dialect, response.headers());
+        if response.is_error_reply(self.dialect) {
+            // A gateway's 200 with `{"error": {"code": 429}}`: a 429 in all but its status.
+            let error = self.dialect.error_in_answer(body_of(&response), "answer");
+            if error.is_rate_limited() || error.is_overloaded() {
+                observation.rate_limited = error.is_rate_limited();
+                observation.retry_after = volley_core::headers::retry_after(
+                    response.headers(),
+                    std::time::SystemTime::now(),
+                );
+            }
+        }
         if observation.is_relevant() || self.limiter.learns() {
             self.limiter.observe(&observation);
         }
@@ -203,6 +214,14 @@ impl<L: RateLimiter> GrantGuard<L> {
         let dialect = self.dialect;
         Ok(response
             .map_stream(|stream| stream.wrap(|s| SettlingStream::new(s, limiter, grant, dialect))))
+    }
+}
+
+/// The body of a complete response; nothing for a stream.
+fn body_of(response: &Response) -> &[u8] {
+    match response.body() {
+        volley_core::Body::Full(bytes) => bytes,
+        volley_core::Body::Stream(_) => &[],
     }
 }
 

@@ -206,11 +206,11 @@ impl Grant {
 pub struct Observation {
     /// The `x-ratelimit-*` headers.
     pub info: RateLimitInfo,
-    /// Whether the provider answered 429.
+    /// Whether the provider answered 429, or a 2xx whose body is a rate-limit error.
     pub rate_limited: bool,
     /// How long the provider asked every request to wait (`retry-after-ms`, `Retry-After`),
-    /// when it said so with a 429, an overload (529, Anthropic's `overloaded_error`) or a 503:
-    /// the limiter pauses every send that long (at most [`Limits::max_pause`]).
+    /// when it said so with a 429 or an overload (529, Anthropic's `overloaded_error`): the
+    /// limiter pauses every send that long (at most [`Limits::max_pause`]).
     ///
     /// [`Limits::max_pause`]: super::Limits::max_pause
     pub retry_after: Option<Duration>,
@@ -251,12 +251,11 @@ impl Observation {
             .headers()
             .map(|headers| dialect.rate_limits(headers, std::time::SystemTime::now()))
             .unwrap_or_default();
-        // A server overloaded or unavailable that says when to come back says it for every
-        // request, as a 429 does (RFC 9110 §10.2.3); without a wait it only slows the adaptive
-        // concurrency and the retries of each request.
-        let asks_everyone = error.is_rate_limited()
-            || error.is_overloaded()
-            || error.status() == Some(http::StatusCode::SERVICE_UNAVAILABLE);
+        // An overloaded provider that says when to come back says it for every request, as a
+        // 429 does; without a wait it only slows the adaptive concurrency and the retries of
+        // each request. (Not a 503: one replica or load balancer in trouble says nothing of
+        // the provider, and would pause every endpoint and process sharing the limiter.)
+        let asks_everyone = error.is_rate_limited() || error.is_overloaded();
         Observation {
             info,
             rate_limited: error.is_rate_limited(),

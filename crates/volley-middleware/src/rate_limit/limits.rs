@@ -220,8 +220,8 @@ impl Limits {
         self
     }
 
-    /// The longest a 429's `retry-after-ms` / `Retry-After` (or an overload's, or a 503's)
-    /// may pause every send. A longer
+    /// The longest a 429's `retry-after-ms` / `Retry-After` (or an overload's) may pause every
+    /// send. A longer
     /// wait is cut to this: one response asking for a day (a daily quota, or a misbehaving
     /// gateway) must not freeze every later request, and the retry policy gives such a request
     /// back to its caller anyway. After a capped pause the provider answers a request that is

@@ -92,8 +92,9 @@
 //! [`Limits::max_pause`] (60 s by default), and pushes back every request already waiting by
 //! as much, so the queue does not rush the provider the moment the pause ends; a 429 that
 //! names no empty quota empties both buckets. An overload (a 529, Anthropic's
-//! `overloaded_error`) or a 503 with such a wait pauses every send the same way, without
-//! emptying a bucket: the server said when it will take work again. Nothing here
+//! `overloaded_error`) with such a wait pauses every send the same way, without emptying a
+//! bucket: the provider said when it will take work again. A 2xx whose body is a rate-limit
+//! error (a gateway's `{"error": {"code": 429}}` with a 200) counts as a 429. Nothing here
 //! makes the limiter looser than configured.
 //!
 //! # Why not `governor`
@@ -111,8 +112,8 @@
 //!
 //! - `volley_rate_limit_wait_seconds` (histogram): how long each request waited.
 //! - `volley_rate_limit_too_large_total` (counter): requests refused as larger than a minute.
-//! - `volley_rate_limit_pauses_total` (counter): pauses started by a 429 (or an overload or
-//!   503 that asked for a wait).
+//! - `volley_rate_limit_pauses_total` (counter): pauses started by a 429 (or an overload that
+//!   asked for a wait).
 //!
 //! The histogram's handle is registered when the layer is applied to a service, so install
 //! the `metrics` recorder first; recording a wait then costs no registry lookup.

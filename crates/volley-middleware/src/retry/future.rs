@@ -251,12 +251,21 @@ fn error_in_answer(
     let Body::Full(body) = response.body() else {
         return None;
     };
-    if !response.status().is_success() || !dialect.is_error_reply(body) {
+    if !response.is_error_reply(dialect) {
         return None;
     }
     // The provider's text goes into the error: without secrets.
     let scrubbed = policy.scrub(body.clone());
-    Some(dialect.error_in_answer(&scrubbed, format_args!("request {id}")))
+    let headers = response.headers();
+    // The answer's own word on waiting and retrying counts as an error status's would:
+    // `Retry-After`, `x-should-retry`.
+    let wait = volley_core::headers::retry_after(headers, std::time::SystemTime::now());
+    Some(
+        dialect
+            .error_in_answer(&scrubbed, format_args!("request {id}"))
+            .with_headers(headers.clone())
+            .with_retry_after(wait),
+    )
 }
 
 /// The most bytes of comments held back before a stream's first event: beyond, the stream is

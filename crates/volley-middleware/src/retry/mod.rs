@@ -62,8 +62,10 @@
 //! each attempt pays for its own quota. The inner service must be `Clone` (each call keeps a
 //! clone to send retries through); the request is cloned once per call, which shares its
 //! `Bytes` body. When the first attempt succeeds the layer costs that clone, a budget deposit
-//! (one clock read and one atomic update) and nothing else: its future is a concrete type,
-//! not boxed. A stream response is re-wrapped in one boxed stream to give the first chunk
+//! (one clock read and one atomic update) and a look for an error object in a complete body
+//! ([`Response::is_error_reply`](volley_core::Response::is_error_reply): one SIMD search
+//! for `"error"`, shared with the other layers that look), and nothing else: its future is a
+//! concrete type, not boxed. A stream response is re-wrapped in one boxed stream to give the first chunk
 //! back.
 //!
 //! # Observability

@@ -446,4 +446,39 @@ async fn a_200_that_is_an_error_object_is_classified_by_its_error() {
     let response = run(&mock, safe().build().unwrap()).await.unwrap();
     assert_eq!(response.bytes().await.unwrap(), FINE);
     assert_eq!(mock.calls(), 2);
+
+    // The answer's headers count as an error status's would: its `Retry-After` is waited
+    // for, its `x-should-retry: false` obeyed.
+    let with_headers = |pairs: &'static [(&'static str, &'static str)]| {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        let id = volley_core::RequestId::from_u64(1);
+        let body = Body::Full(Bytes::from_static(LIMITED.as_bytes()));
+        Ok(Response::new(
+            StatusCode::OK,
+            headers,
+            body,
+            Timings::start(),
+            id,
+        ))
+    };
+    let mock = Mock::new(move |n| {
+        if n == 1 {
+            with_headers(&[("retry-after", "5")])
+        } else {
+            answer(FINE)
+        }
+    });
+    run(&mock, quick().max_retries(1).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(mock.gaps(), [ms(5_000)]);
+    let mock = Mock::new(move |_| with_headers(&[("x-should-retry", "false")]));
+    let response = run(&mock, quick().max_retries(3).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.bytes().await.unwrap(), LIMITED);
+    assert_eq!(mock.calls(), 1);
 }
