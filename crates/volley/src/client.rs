@@ -67,6 +67,8 @@ pub struct Client {
     scrubber: crate::secrets::Scrubber,
     /// The deadline of a whole call ([`ClientBuilder::deadline`]).
     deadline: Option<Duration>,
+    /// The dialect of the provider set ([`ClientBuilder::provider`]), for raw requests.
+    dialect: Dialect,
 }
 
 #[derive(Clone)]
@@ -100,6 +102,8 @@ pub struct ClientBuilder {
     breaker: BreakerConfig,
     hedging: Option<Hedging>,
     deadline: Option<Duration>,
+    /// The provider set with [`ClientBuilder::provider`]: its dialect is raw requests'.
+    provider: Provider,
 }
 
 #[derive(Clone)]
@@ -147,6 +151,7 @@ impl Default for ClientBuilder {
             breaker: BreakerConfig::default(),
             hedging: None,
             deadline: None,
+            provider: Provider::OpenAi,
         }
     }
 }
@@ -313,6 +318,11 @@ impl Client {
 
     /// Sends a raw request (any path under the base URL) through the whole stack.
     ///
+    /// A client of [`Provider::Anthropic`] sends a request left in the default dialect
+    /// ([`Request::with_dialect`]) as an Anthropic one (its usage, errors and
+    /// `anthropic-ratelimit-*` headers read as Anthropic sends them), except one to chat
+    /// completions, Anthropic's OpenAI-compatible endpoint.
+    ///
     /// # Errors
     /// Any [`Error`] of the stack.
     ///
@@ -328,6 +338,19 @@ impl Client {
         &self,
         request: Request,
     ) -> impl Future<Output = Result<Response, Error>> + Send + 'static + use<> {
+        // An Anthropic client reads its raw requests as Anthropic's (their usage, errors and
+        // `anthropic-ratelimit-*` headers), but for its OpenAI-compatible chat completions.
+        let request = if self.dialect == Dialect::Anthropic
+            && request.dialect() == Dialect::OpenAi
+            && !request
+                .path_and_query()
+                .path()
+                .ends_with("/chat/completions")
+        {
+            request.with_dialect(Dialect::Anthropic)
+        } else {
+            request
+        };
         // Nothing is looked at unless a token limit counts (`estimate` calls the closure only
         // then): the common raw request pays one flag check.
         let estimate = if request.estimated_tokens() == 0 {
@@ -1072,6 +1095,7 @@ impl ClientBuilder {
     /// Default: [`Provider::OpenAi`].
     pub fn provider(mut self, provider: Provider) -> ClientBuilder {
         self.transport = self.transport.provider(provider);
+        self.provider = provider;
         self
     }
 
@@ -1332,6 +1356,7 @@ impl ClientBuilder {
             others,
             balance: balanced.map(|b| b.balance),
             deadline: self.deadline,
+            dialect: self.provider.dialect(),
         })
     }
 }

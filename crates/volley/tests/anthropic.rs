@@ -258,6 +258,38 @@ async fn the_official_python_sdk_reads_the_mock() {
 }
 
 /// A server that enforces 1 200 requests and 120 000 tokens a minute and states them in
+/// Raw requests through an Anthropic client (`send`, `fan_out`: the facade's way to fan out
+/// Messages calls) are read as Anthropic's: the limits are learned from the
+/// `anthropic-ratelimit-*` headers as for `messages`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_requests_through_an_anthropic_client_are_read_as_anthropic() {
+    let server = MockServer::start(MockConfig {
+        rate_limits: volley_mock::RateLimits {
+            rpm: Some(1_200),
+            tpm: Some(120_000),
+            ..volley_mock::RateLimits::NONE
+        },
+        ..config()
+    })
+    .await
+    .unwrap();
+    let client = client(&server, KEY);
+    let results: Vec<_> = futures_util::stream::iter(0..40)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let raw = volley::core::Request::post_json("/messages", &request(&format!("{i}")))?;
+                assert_eq!(raw.dialect(), volley::core::Dialect::OpenAi, "the default");
+                client.send(raw).await?.bytes().await
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(client.learned_rate_limits(), (Some(1_200), Some(120_000)));
+}
+
 /// `anthropic-ratelimit-*` headers; no limit given: both are learned (after the slow start),
 /// and at most 5 % of the attempts are answered 429. Counts, never times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
