@@ -134,6 +134,80 @@ fn is_scheme(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
+/// Secrets shorter than this are not scrubbed: replacing every `1` of a body helps nobody.
+const MIN_SECRET_LEN: usize = 4;
+
+/// Adds to `out` the byte strings to scrub for one credential value: the value, and its token
+/// when it starts with a scheme (`Bearer sk-1` gives `sk-1`); each once, none shorter than 4
+/// bytes.
+pub fn secrets_of(value: &[u8], out: &mut Vec<bytes::Bytes>) {
+    let mut push = |s: &[u8]| {
+        let s = s.trim_ascii();
+        if s.len() >= MIN_SECRET_LEN && !out.iter().any(|o| o.as_ref() == s) {
+            out.push(bytes::Bytes::copy_from_slice(s));
+        }
+    };
+    push(value);
+    if let Some(at) = value.iter().position(|b| *b == b' ') {
+        push(&value[at + 1..]);
+    }
+}
+
+/// The secrets a request carries in its own headers (a tenant's `Authorization`, any header
+/// named like a credential or marked sensitive; see
+/// [`is_credential_header`](crate::headers::is_credential_header)), as [`secrets_of`] gives
+/// them. Empty, without allocating, for a request without headers of its own.
+pub fn request_secrets(headers: &http::HeaderMap) -> Vec<bytes::Bytes> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        if crate::headers::is_credential_header(name) || value.is_sensitive() {
+            secrets_of(value.as_bytes(), &mut out);
+        }
+    }
+    out
+}
+
+/// `body` with every occurrence of each of `secrets` replaced by `***`, the longer secrets
+/// first (a token is never half-replaced by a shorter one inside it). The same bytes,
+/// uncopied, when none occurs.
+///
+/// ```
+/// use bytes::Bytes;
+/// use volley_core::redact::scrub_secrets;
+///
+/// let body = Bytes::from_static(b"key sk-abcdef revoked (sk-abc)");
+/// let secrets = [Bytes::from_static(b"sk-abc"), Bytes::from_static(b"sk-abcdef")];
+/// assert_eq!(scrub_secrets(body, secrets.iter()), "key *** revoked (***)");
+/// ```
+pub fn scrub_secrets<'a>(
+    mut body: bytes::Bytes,
+    secrets: impl IntoIterator<Item = &'a bytes::Bytes>,
+) -> bytes::Bytes {
+    let mut secrets: Vec<&[u8]> = secrets.into_iter().map(|s| s.as_ref()).collect();
+    secrets.sort_unstable_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in secrets {
+        body = scrub_one(body, secret);
+    }
+    body
+}
+
+/// `body` with every occurrence of `secret` replaced by `***` (the same bytes, unchanged and
+/// uncopied, when there is none).
+fn scrub_one(body: bytes::Bytes, secret: &[u8]) -> bytes::Bytes {
+    if secret.is_empty() || memchr::memmem::find(&body, secret).is_none() {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = &body[..];
+    while let Some(at) = memchr::memmem::find(rest, secret) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(b"***");
+        rest = &rest[at + secret.len()..];
+    }
+    out.extend_from_slice(rest);
+    bytes::Bytes::from(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,23 +53,7 @@ pub(crate) struct Inner {
     pub(crate) secrets: Vec<Bytes>,
 }
 
-/// Secrets shorter than this are not scrubbed: replacing every `1` of a body helps nobody.
-const MIN_SECRET_LEN: usize = 4;
-
-/// The byte strings to scrub for one credential header value: the value, and its token when
-/// it starts with a scheme (`Bearer sk-1` gives `sk-1`).
-pub(crate) fn secrets_of(value: &[u8], out: &mut Vec<Bytes>) {
-    let mut push = |s: &[u8]| {
-        let s = s.trim_ascii();
-        if s.len() >= MIN_SECRET_LEN && !out.iter().any(|o| o.as_ref() == s) {
-            out.push(Bytes::copy_from_slice(s));
-        }
-    };
-    push(value);
-    if let Some(at) = value.iter().position(|b| *b == b' ') {
-        push(&value[at + 1..]);
-    }
-}
+pub(crate) use volley_core::redact::secrets_of;
 
 /// The endpoints whose joined paths are computed once per transport.
 const COMMON_PATHS: [&str; 4] = [
@@ -152,36 +136,9 @@ impl Inner {
 
     /// [`Inner::scrub_key`], and `extra` secrets too (a request's own credential headers).
     /// Longer secrets go first, so a token is never half-replaced by a shorter one inside it.
-    pub(crate) fn scrub(&self, mut body: Bytes, extra: &[Bytes]) -> Bytes {
-        let mut secrets: Vec<&[u8]> = self
-            .secrets
-            .iter()
-            .chain(extra)
-            .map(|s| s.as_ref())
-            .collect();
-        secrets.sort_unstable_by_key(|s| std::cmp::Reverse(s.len()));
-        for secret in secrets {
-            body = scrub_one(body, secret);
-        }
-        body
+    pub(crate) fn scrub(&self, body: Bytes, extra: &[Bytes]) -> Bytes {
+        volley_core::redact::scrub_secrets(body, self.secrets.iter().chain(extra))
     }
-}
-
-/// `body` with every occurrence of `secret` replaced by `***` (the same bytes, unchanged and
-/// uncopied, when there is none).
-fn scrub_one(body: Bytes, secret: &[u8]) -> Bytes {
-    if secret.is_empty() || memchr::memmem::find(&body, secret).is_none() {
-        return body;
-    }
-    let mut out = Vec::with_capacity(body.len());
-    let mut rest = &body[..];
-    while let Some(at) = memchr::memmem::find(rest, secret) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(b"***");
-        rest = &rest[at + secret.len()..];
-    }
-    out.extend_from_slice(rest);
-    Bytes::from(out)
 }
 
 #[cfg(test)]

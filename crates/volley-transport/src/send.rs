@@ -71,14 +71,7 @@ impl Sending {
         // into the HTTP request), the body only if a stream comes.
         let accepts_stream = request.headers().contains_key(ACCEPT) && request.expects_stream();
         let sent_body = request.body().clone();
-        let mut own_secrets = Vec::new();
-        if !request.headers().is_empty() {
-            for (name, value) in request.headers() {
-                if volley_core::headers::is_credential_header(name) || value.is_sensitive() {
-                    crate::inner::secrets_of(value.as_bytes(), &mut own_secrets);
-                }
-            }
-        }
+        let own_secrets = volley_core::redact::request_secrets(request.headers());
         let parts = request.into_parts();
         let (id, method, path) = (parts.id, parts.method, parts.path);
         let context = || context(id, &method, &inner, &path);

@@ -235,6 +235,38 @@ async fn an_error_event_that_echoes_the_key_is_retried_and_shown_without_it() {
     );
 }
 
+/// A tenant's own key, sent in the request's headers rather than the client's, is taken out of
+/// the error the retry layer builds from a stream's first event, as it is from error bodies.
+#[tokio::test]
+async fn a_request_s_own_key_is_taken_out_of_an_error_event() {
+    const TENANT: &str = "sk-tenant-secret-0123456789";
+    let port = volley_testkit::raw::serve(move |_| {
+        let body = format!(
+            "data: {{\"error\":{{\"message\":\"upstream rejected {TENANT}\",\"type\":\"server_error\"}}}}\n\n"
+        );
+        volley_testkit::raw::event_stream_response(&body)
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .retries(1)
+        .build()
+        .unwrap();
+    let mut body = serde_json::to_value(request("hello")).unwrap();
+    body["stream"] = serde_json::Value::Bool(true);
+    let raw = volley::core::Request::post_json("/chat/completions", &body)
+        .unwrap()
+        .with_header(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&format!("Bearer {TENANT}")).unwrap(),
+        );
+    let err = client.send(raw).await.expect_err("every attempt failed");
+    assert_eq!(err.kind(), ErrorKind::StreamBroken, "{err}");
+    let shown = format!("{err} {err:?} {}", err.report());
+    assert!(!shown.contains(TENANT), "{shown}");
+    assert!(shown.contains("***"), "{shown}");
+}
+
 /// With `n: 2`, the first choice's `finish_reason` is not the end: a body that stops while
 /// the second choice is still being written is broken, one that stops after both finished is
 /// not (a server that leaves out `[DONE]`).

@@ -112,7 +112,7 @@ where
                         continue;
                     }
                     Ok(response) => match this.request.as_ref().and_then(|request| {
-                        error_in_answer(&response, request.dialect(), this.policy, *this.id)
+                        error_in_answer(&response, request, this.policy, *this.id)
                     }) {
                         Some(error) => {
                             *this.answer = Some(response);
@@ -150,7 +150,7 @@ where
                                 let context = format_args!("request {id}");
                                 dialect.error_at_stream_start(&chunk, context)?;
                                 // The provider's text goes into the error: without secrets.
-                                let scrubbed = this.policy.scrub(chunk.clone());
+                                let scrubbed = scrubbed(this.policy, request, chunk.clone());
                                 dialect.error_at_stream_start(&scrubbed, context)
                             });
                             match error {
@@ -244,10 +244,11 @@ where
 /// [`Dialect::error_in_answer`]: volley_core::Dialect::error_in_answer
 fn error_in_answer(
     response: &Response,
-    dialect: volley_core::Dialect,
+    request: &Request,
     policy: &Policy,
     id: RequestId,
 ) -> Option<Error> {
+    let dialect = request.dialect();
     let Body::Full(body) = response.body() else {
         return None;
     };
@@ -255,7 +256,7 @@ fn error_in_answer(
         return None;
     }
     // The provider's text goes into the error: without secrets.
-    let scrubbed = policy.scrub(body.clone());
+    let scrubbed = scrubbed(policy, request, body.clone());
     let headers = response.headers();
     // The answer's own word on waiting and retrying counts as an error status's would:
     // `Retry-After`, `x-should-retry`.
@@ -266,6 +267,13 @@ fn error_in_answer(
             .with_headers(headers.clone())
             .with_retry_after(wait),
     )
+}
+
+/// A provider's `text` without the secrets the policy knows of (the client's keys) nor those
+/// `request` carries in its own headers (a tenant's key).
+fn scrubbed(policy: &Policy, request: &Request, text: Bytes) -> Bytes {
+    let own = volley_core::redact::request_secrets(request.headers());
+    volley_core::redact::scrub_secrets(policy.scrub(text), &own)
 }
 
 /// The most bytes of comments held back before a stream's first event: beyond, the stream is
