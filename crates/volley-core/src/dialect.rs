@@ -361,12 +361,14 @@ impl Dialect {
             .and_then(|api| api.code.as_deref())
             .and_then(|code| code.parse::<u16>().ok())
             .filter(|code| (400..=599).contains(code));
+        // A server error by its type (OpenAI's `server_error`, Anthropic's `api_error`), by a
+        // `code` that says so (OpenRouter's `"code": "server_error"`), or by a 5xx `code`.
+        let names_server_error =
+            |name: Option<&str>| name.is_some_and(|t| t == "server_error" || t == "api_error");
         let server_error = in_stream
-            && (api
-                .as_ref()
-                .and_then(|api| api.r#type.as_deref())
-                .is_some_and(|t| t == "server_error" || t == "api_error")
-                || status_code.is_some_and(|code| code >= 500));
+            && (api.as_ref().is_some_and(|api| {
+                names_server_error(api.r#type.as_deref()) || names_server_error(api.code.as_deref())
+            }) || status_code.is_some_and(|code| code >= 500));
         let rate_limited = self.error_kind(StatusCode::OK, data) == ErrorKind::RateLimited
             || (status_code == Some(429)
                 && !api.as_ref().is_some_and(crate::ApiError::no_wait_helps));

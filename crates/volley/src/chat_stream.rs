@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use volley_core::openai::ChatCompletionChunk;
 use volley_core::sse::EventStream;
-use volley_core::{ApiError, BodyStream, Error, ErrorKind, RequestId, Response};
+use volley_core::{BodyStream, Error, ErrorKind, RequestId, Response};
 
 /// The chunks of a streamed chat completion, ending after OpenAI's `[DONE]` sentinel.
 ///
@@ -148,20 +148,12 @@ impl Stream for ChatStream {
         // An error object anywhere in the chunk (OpenRouter puts `error` after the chunk's
         // own fields, with `finish_reason: "error"`; vLLM sends `"object": "error"`).
         if event.event_type() == "error" || volley_core::Dialect::OpenAi.is_error_reply(data) {
-            let id = self.id;
-            let api = ApiError::from_body(&self.scrubber.scrub(data.clone()));
-            let detail = api
-                .as_ref()
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| "no detail".to_owned());
-            let mut error = Error::new(
-                ErrorKind::StreamBroken,
-                format!("request {id}: the provider sent an error in the stream: {detail}"),
-            );
-            if let Some(api) = api {
-                error = error.with_api_error(api);
-            }
-            return self.fail(error);
+            // Of the kind the retry layer gives the same event at the stream's start: a rate
+            // limit, a broken stream for a server error, `Status` for the rest (a context
+            // window exceeded), which no retry heals.
+            let data = self.scrubber.scrub(data.clone());
+            let context = format!("request {}", self.id);
+            return self.fail(volley_core::Dialect::OpenAi.error_in_stream(&data, context));
         }
         match serde_json::from_slice::<ChatCompletionChunk>(data) {
             Ok(chunk) => {

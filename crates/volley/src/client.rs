@@ -284,6 +284,11 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("none")
                 .to_owned();
+            // An error object is the error it names, as `chat` reads it.
+            if response.is_error_reply(Dialect::OpenAi) {
+                let body = self.scrubber.scrub(response.bytes().await?);
+                return Err(Dialect::OpenAi.error_in_answer(&body, format_args!("request {id}")));
+            }
             let body = self.scrubber.scrub(response.bytes().await?);
             let mut error = Error::new(
                 ErrorKind::BodyDecode,

@@ -65,6 +65,12 @@ impl Client {
         let response = self.send(http).await?;
         if !response.is_stream() {
             let id = response.request_id();
+            // An error object is the error it names, as `messages` reads it.
+            if response.is_error_reply(Dialect::Anthropic) {
+                let body = self.scrubber().scrub(response.bytes().await?);
+                let context = format_args!("request {id}");
+                return Err(Dialect::Anthropic.error_in_answer(&body, context));
+            }
             let body = self.scrubber().scrub(response.bytes().await?);
             let mut error = Error::new(
                 ErrorKind::BodyDecode,

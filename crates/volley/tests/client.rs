@@ -196,6 +196,51 @@ async fn an_error_object_after_a_chunks_own_fields_fails_the_stream() {
     assert_eq!(api.message, "Provider disconnected unexpectedly");
 }
 
+/// An error in the middle of a stream is of the kind the same error gets at the stream's start
+/// (and from `MessageStream`): a rate limit is `RateLimited`, a request the provider refuses
+/// (its context window exceeded) a `Status` that no retry heals; and `chat_stream` answered
+/// with a 200 whose body is an error object gives the error it names, not a decode error.
+#[tokio::test]
+async fn errors_in_and_instead_of_a_stream_keep_their_kind() {
+    const FIRST: &str = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n";
+    let cases: [(&'static str, ErrorKind); 3] = [
+        (
+            "data: {\"error\":{\"message\":\"slow down\",\"code\":429}}\n\n",
+            ErrorKind::RateLimited,
+        ),
+        (
+            "data: {\"error\":{\"message\":\"too long\",\"type\":\"invalid_request_error\",\"code\":\"context_length_exceeded\"}}\n\n",
+            ErrorKind::Status,
+        ),
+        (
+            "event: error\ndata: {\"error\":{\"message\":\"gone\",\"type\":\"server_error\"}}\n\n",
+            ErrorKind::StreamBroken,
+        ),
+    ];
+    for (error_event, kind) in cases {
+        let events: &'static str = Box::leak(format!("{FIRST}{error_event}").into_boxed_str());
+        let (chunks, error) = stream_until_close(events, without_usage(request("hello"))).await;
+        assert_eq!(chunks, 1);
+        let error = error.expect("the error ends the stream");
+        assert_eq!(error.kind(), kind, "{error}");
+    }
+
+    let port = volley_testkit::raw::serve(|_| {
+        let body = r#"{"error":{"message":"upstream failed","code":502}}"#;
+        volley_testkit::raw::json_response("200 OK", &[], body)
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .retries(0)
+        .build()
+        .unwrap();
+    let err = client.chat_stream(request("hello")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Status, "{err}");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(502), "{err}");
+    assert!(err.to_string().contains("upstream failed"), "{err}");
+}
+
 /// An error event as a stream's first bytes fails the attempt in the retry layer, which
 /// quotes the provider's message in its error: a key the provider echoed is taken out first,
 /// as from every error body.
