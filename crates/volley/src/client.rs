@@ -249,6 +249,8 @@ impl Client {
         let choices = request.n.unwrap_or(1);
         let estimate = self.estimate(|| tokens::estimate_request_cost(&request));
         let http = post_json(CHAT_COMPLETIONS_PATH, &request)?.with_estimated_tokens(estimate);
+        // The call's deadline covers both sends when the first is refused.
+        let started = tokio::time::Instant::now();
         let response = match self.send(http).await {
             // Refused, not processed: sent again without the options this client added, and
             // without them from now on.
@@ -266,7 +268,16 @@ impl Client {
                 request.stream_options = None;
                 let http =
                     post_json(CHAT_COMPLETIONS_PATH, &request)?.with_estimated_tokens(estimate);
-                self.send(http).await?
+                match self.deadline {
+                    Some(limit) => {
+                        let id = http.id();
+                        let left = limit.saturating_sub(started.elapsed());
+                        tokio::time::timeout(left, self.send(http))
+                            .await
+                            .map_err(|_| deadline_passed(id, limit))??
+                    }
+                    None => self.send(http).await?,
+                }
             }
             result => result?,
         };
@@ -1454,14 +1465,18 @@ impl Future for Deadline {
         // What the call held (a slot, a connection, a place in a queue) goes now, not when
         // the caller drops this future.
         this.sending.set(Sending::Failed);
-        let id = *this.id;
-        std::task::Poll::Ready(Err(Error::new(
-            ErrorKind::Timeout,
-            format!(
-                "request {id}: no response within the call's deadline of {limit:?}, retries included"
-            ),
-        )))
+        std::task::Poll::Ready(Err(deadline_passed(*this.id, limit)))
     }
+}
+
+/// The error of a call whose deadline ([`ClientBuilder::deadline`]) passed.
+fn deadline_passed(id: RequestId, limit: Duration) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "request {id}: no response within the call's deadline of {limit:?}, retries included"
+        ),
+    )
 }
 
 /// A JSON `POST` to one of the fixed endpoints: the path is static, so it is neither copied

@@ -708,6 +708,54 @@ async fn a_stream_passes_over_empty_events_and_null_counts() {
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (5, 0));
 }
 
+/// The call's deadline covers the stream sent again without `stream_options` too: two answers
+/// of 600 ms each do not fit in a deadline of 1 s.
+#[tokio::test]
+async fn the_deadline_covers_a_stream_sent_again_without_options() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut answered = 0;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            while volley_testkit::raw::read_request(&mut socket, &mut buf)
+                .await
+                .is_some()
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+                answered += 1;
+                let answer = if answered == 1 {
+                    let body = r#"{"error":{"message":"Unrecognized request argument supplied: stream_options","type":"invalid_request_error","param":null,"code":null}}"#;
+                    volley_testkit::raw::json_response("400 Bad Request", &[], body)
+                } else {
+                    volley_testkit::raw::event_stream_response(
+                        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+                    )
+                };
+                if socket.write_all(&answer).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .deadline(std::time::Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        client.chat_stream(request("hello")),
+    )
+    .await
+    .expect("the call ends");
+    let Err(err) = outcome else {
+        panic!("the deadline passed before the second answer");
+    };
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+}
+
 /// Azure OpenAI before API version 2024-09-01 answers `stream_options` with a 400 (as the
 /// mock does on its deployment paths): the first stream is sent again without the options
 /// the client added, and later streams go without them; a newer version streams usage.
