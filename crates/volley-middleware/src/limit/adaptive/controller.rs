@@ -12,7 +12,13 @@
 //!   median seen (rising 0.1 % a window, so a server that became slower for good is
 //!   followed). A median above `tolerance` × baseline (1.2 by default) means requests queue at the server: the limit is
 //!   scaled by `tolerance / ratio` (at most halved), which lands a processor-sharing server
-//!   just past its knee. A median within it grows the limit, by doubling during the slow
+//!   just past its knee.
+//! - A median above the tolerance at the minimum limit, where no request of ours queues
+//!   behind another, says the latency changed for another reason (longer answers, a slower
+//!   model or endpoint): the baseline is taken anew from that window, as Vegas probes its
+//!   minimum RTT again, and the limit grows back by doubling, instead of sitting at its
+//!   minimum while the baseline rises 0.1 % a window (a tenfold slowdown would take some
+//!   2 000 windows). A median within it grows the limit, by doubling during the slow
 //!   start (until the first cut) and by its square root after, but only when the window used
 //!   at least half the limit: an idle client does not inflate its limit.
 //!
@@ -140,7 +146,14 @@ impl Controller {
         } else {
             median.as_secs_f64() / baseline.as_secs_f64()
         };
-        let limit = if ratio > self.settings.tolerance {
+        let at_minimum = self.limit() <= self.settings.min;
+        let limit = if ratio > self.settings.tolerance && at_minimum {
+            // Nothing of ours queues behind the fewest requests: the baseline is stale.
+            self.smoothed = Some(median);
+            self.baseline = Some(median);
+            self.slow_start = true;
+            self.limit
+        } else if ratio > self.settings.tolerance {
             self.slow_start = false;
             self.limit * (self.settings.tolerance / ratio).max(0.5)
         } else if self.peak * 2 >= self.limit() {
@@ -254,6 +267,32 @@ mod tests {
             c.record(t, Outcome::Overload, 1, t);
         }
         assert_eq!(c.limit(), 1);
+    }
+
+    /// A server that became ten times slower for good, not from load (the answers got
+    /// longer): the limit is cut, then grows back within a few dozen windows, where rising
+    /// 0.1 % a window would have kept it at its minimum for some 2 000.
+    #[tokio::test(start_paused = true)]
+    async fn a_lasting_slowdown_that_is_not_load_is_followed() {
+        let mut now = Instant::now();
+        let mut c = Controller::new(settings(256), now);
+        let mut feed = |c: &mut Controller, latency: Duration, windows: usize| {
+            for _ in 0..windows {
+                let n = c.limit();
+                let sent = now;
+                now += latency;
+                for _ in 0..n.max(MIN_WINDOW) {
+                    if c.record(sent, Outcome::Success(latency), n, now).is_some() {
+                        break;
+                    }
+                }
+            }
+        };
+        feed(&mut c, BASE, 30);
+        let settled = c.limit();
+        assert_eq!(settled, 256, "no knee: the ceiling");
+        feed(&mut c, BASE * 10, 60);
+        assert!(c.limit() >= settled / 2, "{} after the slowdown", c.limit());
     }
 
     #[tokio::test(start_paused = true)]
