@@ -128,6 +128,10 @@ const RATE_PENALTY: f64 = 8.0;
 /// How long a 429 counts, when it said nothing about when to come back.
 const RATE_WINDOW: Duration = Duration::from_secs(2);
 const MAX_RATE_WINDOW: Duration = Duration::from_secs(60);
+/// The time to the head a refusal counts as in the Peak-EWMA (and the penalty of a 429 for a
+/// minute on top): an endpoint that refuses is tried again about once every half minute
+/// while another answers, as LiteLLM cools a deployment down after a 401 or 404.
+const REFUSED_COST: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 struct Counts {
@@ -159,6 +163,12 @@ pub(crate) enum Observed {
     RateLimited(Option<Duration>),
     ServerError,
     Failed,
+    /// Refused by this endpoint in a way no wait heals soon (a rejected key, a model it does
+    /// not serve, its quota used up): at once, so its few milliseconds must not make it look
+    /// like the fastest endpoint. Not a breaker failure: the same refusal from every endpoint
+    /// is the request's or the account's, and is better reported than hidden behind open
+    /// breakers.
+    Refused,
     /// Dropped, cancelled or refused by the request itself: counts as nothing.
     Nothing,
 }
@@ -317,10 +327,19 @@ impl EndpointState {
                 self.metrics.failed.increment(1);
                 Outcome::Failure
             }
+            Observed::Refused => {
+                self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.failed.increment(1);
+                self.rate_limited_until
+                    .fetch_max(nanos + MAX_RATE_WINDOW.as_nanos() as u64, Ordering::Relaxed);
+                Outcome::Neutral
+            }
             Observed::Nothing => Outcome::Neutral,
         };
-        if !matches!(observed, Observed::Nothing | Observed::Failed) {
-            self.observe_latency(latency, nanos);
+        match observed {
+            Observed::Nothing | Observed::Failed => {}
+            Observed::Refused => self.observe_latency(REFUSED_COST.max(latency), nanos),
+            _ => self.observe_latency(latency, nanos),
         }
         if !matches!(outcome, Outcome::Success) && !matches!(observed, Observed::Nothing) {
             self.recent_failures[id as usize % RECENT].store(id, Ordering::Relaxed);

@@ -285,11 +285,14 @@ where
 }
 
 /// What an attempt's result says about its endpoint. Connection errors, timeouts and 5xx are
-/// failures; 429 and 529 are rate signals; any other answer, 4xx included, shows a working
-/// endpoint. Errors of the request itself (invalid input, cancelled) say nothing.
+/// failures; 429 and 529 are rate signals; 401, 403, 404 and a 429 no wait heals (the quota
+/// used up) are refusals of this endpoint (its key, its deployments, its account); any other
+/// answer, 4xx included, shows a working endpoint. Errors of the request itself (invalid
+/// input, cancelled) say nothing.
 pub(crate) fn observe(result: &Result<Response, Error>) -> Observed {
     match result {
         Ok(response) => by_status(response.status().as_u16(), None),
+        Err(error) if error.no_wait_helps() => Observed::Refused,
         Err(error) => match error.kind() {
             ErrorKind::RateLimited => Observed::RateLimited(error.retry_after()),
             ErrorKind::Status => error.status().map_or(Observed::Nothing, |s| {
@@ -310,6 +313,7 @@ pub(crate) fn observe(result: &Result<Response, Error>) -> Observed {
 fn by_status(status: u16, retry_after: Option<std::time::Duration>) -> Observed {
     match status {
         429 | 529 => Observed::RateLimited(retry_after),
+        401 | 403 | 404 => Observed::Refused,
         500..=599 => Observed::ServerError,
         _ => Observed::Answered,
     }

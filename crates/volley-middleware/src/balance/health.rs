@@ -46,7 +46,8 @@ where
         let request = Request::new(http::Method::GET, path.clone());
         let result = service.oneshot(request).await;
         let alive = match observe(&result) {
-            Observed::Answered | Observed::RateLimited(_) => true,
+            // A refusal (no `/models` there, a key without access to it) is an answer.
+            Observed::Answered | Observed::RateLimited(_) | Observed::Refused => true,
             Observed::ServerError | Observed::Failed => false,
             // An error of the request itself: try again after the next cool-down.
             Observed::Nothing => false,

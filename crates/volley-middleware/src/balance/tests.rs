@@ -356,6 +356,35 @@ async fn an_endpoint_that_answered_429_gets_less_traffic() {
     );
 }
 
+/// An endpoint that refuses at once (a revoked key: 401; a model it does not serve: 404; its
+/// quota used up) does not look like the fastest one: most requests go to the endpoint that
+/// answers, slowly, and the refusing one keeps its breaker closed.
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_refuses_fast_gets_little_traffic() {
+    for status in [401, 403, 404] {
+        let refusing = Mock::new(status, 5);
+        let good = Mock::new(200, 2_000);
+        let b = balance(
+            &[
+                (EndpointConfig::new("refusing"), &refusing),
+                (EndpointConfig::new("good"), &good),
+            ],
+            BreakerConfig::new(),
+        );
+        for i in 0..200 {
+            let _ = send(&b, i).await;
+        }
+        let stats = b.stats();
+        assert_eq!(stats[0].state, BreakerState::Closed, "{status}");
+        assert!(
+            refusing.calls() * 5 < good.calls(),
+            "{status}: {} vs {}",
+            refusing.calls(),
+            good.calls()
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_dropped_attempt_frees_its_place() {
     let slow = Mock::new(200, 10_000);
