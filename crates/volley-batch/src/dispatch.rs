@@ -158,7 +158,8 @@ impl<'a> Loop<'a> {
                 || deadline.is_some()
                 || self.credentials_rejected.is_some()
                 || self.quota_exhausted.is_some()
-                || self.nothing_found.is_some();
+                || self.nothing_found.is_some()
+                || self.cannot_send.is_some();
             if (stopping && self.tasks.is_empty()) || self.writer_failed {
                 break;
             }

@@ -264,10 +264,12 @@ pub(crate) fn open_errors(path: &Path) -> Result<File, Error> {
     };
     let len = file.metadata().map_err(io)?.len();
     if len > 0 {
-        let mut first = [0u8; 1];
+        // The first line starts as a record of ours does, or is zeros (a power cut): anything
+        // else is someone's file, refused rather than cut.
+        let mut first = vec![0u8; (len as usize).min(RECORD_START.len())];
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.read_exact(&mut first).map_err(io)?;
-        if first[0] != b'{' && first[0] != 0 {
+        if !looks_torn(&first) {
             return Err(Error::new(
                 ErrorKind::Config,
                 format!(
@@ -338,11 +340,15 @@ fn parse_record(line: &[u8]) -> Option<Recorded<'_>> {
     })
 }
 
-/// Whether an unterminated first line can be the start of a record cut short (or zeros).
+/// How every record this writer writes starts: a file whose first line does not is not ours.
+const RECORD_START: &[u8] = br#"{"id":"batch_req_"#;
+
+/// Whether an unterminated first line can be the start of a record cut short (or zeros): it
+/// starts as every record of ours does (`{"id":"batch_req_`), not merely as any JSON object
+/// with an `id` (`curl`'s saved answer, `{"id":"msg_01..`, is no torn record of ours).
 fn looks_torn(tail: &[u8]) -> bool {
-    const START: &[u8] = br#"{"id":"#;
-    let n = tail.len().min(START.len());
-    tail[..n] == START[..n] || tail.iter().all(|&b| b == 0)
+    let n = tail.len().min(RECORD_START.len());
+    tail[..n] == RECORD_START[..n] || tail.iter().all(|&b| b == 0)
 }
 
 /// Options that create a file readable by its owner only and never follow a symbolic link

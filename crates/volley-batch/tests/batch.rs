@@ -1295,6 +1295,66 @@ async fn a_client_that_cannot_send_stops_the_run() {
     assert_eq!(server.stats().requests_total, 0);
 }
 
+/// At one line at a time, the stop leaves exactly one record: the lines already queued are not
+/// sent after it, as with rejected credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stop_of_a_client_that_cannot_send_sends_nothing_queued() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let socks = volley_testkit::socks::Socks5::start(Some(("volley", "right-pw")));
+    let client = Client::builder()
+        .base_url(server.url())
+        .proxy(socks.url().replace("right-pw", "wrong-pw"))
+        .no_proxy("")
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = input_file(dir.path(), numbered(10));
+    let options = BatchOptions {
+        concurrency: 1,
+        ..options(dir.path())
+    };
+    let summary =
+        bounded(BatchRunner::new(client, Input::Path(input), options).run(std::future::pending()))
+            .await
+            .unwrap();
+    assert!(summary.cannot_send.is_some(), "{summary:?}");
+    assert_eq!(records(&dir.path().join("out.jsonl")).len(), 1);
+}
+
+/// A file that is not ours given as the output or the errors file is refused, untouched: a
+/// one-line JSON answer saved by `curl` (`{"id":"msg_01..`, no final newline) looks like a
+/// record cut short only to a check of its first bytes.
+#[tokio::test]
+async fn an_answer_saved_by_curl_is_not_taken_for_a_torn_output() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let saved = r#"{"id":"msg_01","type":"message","content":[]}"#;
+    for as_errors in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = input_file(dir.path(), [chat_line("a")]);
+        let answer = dir.path().join("answer.json");
+        std::fs::write(&answer, saved).unwrap();
+        let options = if as_errors {
+            BatchOptions {
+                errors: Some(answer.clone()),
+                ..BatchOptions::new(dir.path().join("out.jsonl"))
+            }
+        } else {
+            BatchOptions::new(answer.clone())
+        };
+        let client = Client::builder().base_url(server.url()).build().unwrap();
+        let err = BatchRunner::new(client, Input::Path(input), options)
+            .run(std::future::pending())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&answer).unwrap(),
+            saved,
+            "errors: {as_errors}"
+        );
+    }
+}
+
 /// Runs 2 000 lines at 8 at once with `client`, whose every answer is `status`: the run stops
 /// early (at most 100 records, each of that status), neither completed nor interrupted.
 async fn stopped_early(client: Client, status: u16) -> Summary {
