@@ -1270,11 +1270,10 @@ async fn rejected_credentials_stop_the_run() {
     assert!(server.stats().requests_total <= 100);
 }
 
-/// A request the client cannot send because of its own settings (here a SOCKS5 proxy that
-/// refuses the password in its URL: `ErrorKind::Config`) stops the run as rejected
-/// credentials do: every other line would fail the same way, and nothing was sent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_cannot_send_stops_the_run() {
+/// volley-mock, a SOCKS5 proxy in front of it, and a client that gives the proxy the wrong
+/// password (`ErrorKind::Config` for every request; nothing reaches the server). The proxy
+/// runs while its handle lives.
+async fn behind_a_refusing_proxy() -> (MockServer, volley_testkit::socks::Socks5, Client) {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let socks = volley_testkit::socks::Socks5::start(Some(("volley", "right-pw")));
     let client = Client::builder()
@@ -1283,6 +1282,15 @@ async fn a_client_that_cannot_send_stops_the_run() {
         .no_proxy("")
         .build()
         .unwrap();
+    (server, socks, client)
+}
+
+/// A request the client cannot send because of its own settings (here a SOCKS5 proxy that
+/// refuses the password in its URL: `ErrorKind::Config`) stops the run as rejected
+/// credentials do: every other line would fail the same way, and nothing was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_cannot_send_stops_the_run() {
+    let (server, _socks, client) = behind_a_refusing_proxy().await;
     let (summary, out) = stopped_early_records(client).await;
     let why = summary.cannot_send.clone().expect("stopped");
     assert!(why.contains("rejected"), "{why}");
@@ -1299,14 +1307,7 @@ async fn a_client_that_cannot_send_stops_the_run() {
 /// sent after it, as with rejected credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stop_of_a_client_that_cannot_send_sends_nothing_queued() {
-    let server = MockServer::start(MockConfig::default()).await.unwrap();
-    let socks = volley_testkit::socks::Socks5::start(Some(("volley", "right-pw")));
-    let client = Client::builder()
-        .base_url(server.url())
-        .proxy(socks.url().replace("right-pw", "wrong-pw"))
-        .no_proxy("")
-        .build()
-        .unwrap();
+    let (server, _socks, client) = behind_a_refusing_proxy().await;
     let dir = tempfile::tempdir().unwrap();
     let input = input_file(dir.path(), numbered(10));
     let options = BatchOptions {
@@ -1319,6 +1320,7 @@ async fn the_stop_of_a_client_that_cannot_send_sends_nothing_queued() {
             .unwrap();
     assert!(summary.cannot_send.is_some(), "{summary:?}");
     assert_eq!(records(&dir.path().join("out.jsonl")).len(), 1);
+    assert_eq!(server.stats().requests_total, 0);
 }
 
 /// A file that is not ours given as the output or the errors file is refused, untouched: a

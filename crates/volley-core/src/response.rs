@@ -38,6 +38,21 @@ struct Parts {
     error_reply: OnceLock<(Dialect, bool)>,
 }
 
+/// What `look` finds in `dialect`, computed once and kept in `cell` for later calls in the same
+/// dialect; a call in another dialect looks again (and keeps nothing).
+fn once_per_dialect<T: Copy>(
+    cell: &OnceLock<(Dialect, T)>,
+    dialect: Dialect,
+    look: impl Fn(Dialect) -> T,
+) -> T {
+    let (looked_in, found) = *cell.get_or_init(|| (dialect, look(dialect)));
+    if looked_in == dialect {
+        found
+    } else {
+        look(dialect)
+    }
+}
+
 /// A response body: complete, or a stream of chunks still arriving.
 ///
 /// Non-streaming responses are read to the end by the transport, so the attempt's timings and
@@ -174,15 +189,7 @@ impl Response {
         let Body::Full(bytes) = &self.inner.body else {
             return None;
         };
-        let (scanned_in, usage) = *self
-            .inner
-            .usage
-            .get_or_init(|| (dialect, dialect.usage_in_body(bytes)));
-        if scanned_in == dialect {
-            usage
-        } else {
-            dialect.usage_in_body(bytes)
-        }
+        once_per_dialect(&self.inner.usage, dialect, |d| d.usage_in_body(bytes))
     }
 
     /// Whether this is a 2xx response whose complete body is an error object
@@ -214,15 +221,9 @@ impl Response {
         if !self.inner.status.is_success() {
             return false;
         }
-        let (looked_in, error) = *self
-            .inner
-            .error_reply
-            .get_or_init(|| (dialect, dialect.is_error_reply(bytes)));
-        if looked_in == dialect {
-            error
-        } else {
-            dialect.is_error_reply(bytes)
-        }
+        once_per_dialect(&self.inner.error_reply, dialect, |d| {
+            d.is_error_reply(bytes)
+        })
     }
 
     /// Whether the body is a stream.

@@ -258,12 +258,9 @@ async fn the_official_python_sdk_reads_the_mock() {
 }
 
 /// A server that enforces 1 200 requests and 120 000 tokens a minute and states them in
-/// Raw requests through an Anthropic client (`send`, `fan_out`: the facade's way to fan out
-/// Messages calls) are read as Anthropic's: the limits are learned from the
-/// `anthropic-ratelimit-*` headers as for `messages`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raw_requests_through_an_anthropic_client_are_read_as_anthropic() {
-    let server = MockServer::start(MockConfig {
+/// `anthropic-ratelimit-*` headers.
+async fn limited_server() -> MockServer {
+    MockServer::start(MockConfig {
         rate_limits: volley_mock::RateLimits {
             rpm: Some(1_200),
             tpm: Some(120_000),
@@ -272,7 +269,15 @@ async fn raw_requests_through_an_anthropic_client_are_read_as_anthropic() {
         ..config()
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Raw requests through an Anthropic client (`send`, `fan_out`: the facade's way to fan out
+/// Messages calls) are read as Anthropic's: the limits are learned from the
+/// `anthropic-ratelimit-*` headers as for `messages`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_requests_through_an_anthropic_client_are_read_as_anthropic() {
+    let server = limited_server().await;
     let client = client(&server, KEY);
     let results: Vec<_> = futures_util::stream::iter(0..40)
         .map(|i| {
@@ -290,20 +295,11 @@ async fn raw_requests_through_an_anthropic_client_are_read_as_anthropic() {
     assert_eq!(client.learned_rate_limits(), (Some(1_200), Some(120_000)));
 }
 
-/// `anthropic-ratelimit-*` headers; no limit given: both are learned (after the slow start),
-/// and at most 5 % of the attempts are answered 429. Counts, never times.
+/// [`limited_server`], no limit given: both limits are learned (after the slow start), and at
+/// most 5 % of the attempts are answered 429. Counts, never times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_learned_from_anthropic_headers() {
-    let server = MockServer::start(MockConfig {
-        rate_limits: volley_mock::RateLimits {
-            rpm: Some(1_200),
-            tpm: Some(120_000),
-            ..volley_mock::RateLimits::NONE
-        },
-        ..config()
-    })
-    .await
-    .unwrap();
+    let server = limited_server().await;
     let client = client(&server, KEY);
     let lines = 120;
     let results: Vec<_> = futures_util::stream::iter(0..lines)
