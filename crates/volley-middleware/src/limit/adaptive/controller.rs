@@ -13,12 +13,12 @@
 //!   followed). A median above `tolerance` × baseline (1.2 by default) means requests queue at the server: the limit is
 //!   scaled by `tolerance / ratio` (at most halved), which lands a processor-sharing server
 //!   just past its knee.
-//! - A median above the tolerance at the minimum limit, where no request of ours queues
-//!   behind another, says the latency changed for another reason (longer answers, a slower
-//!   model or endpoint): the baseline is taken anew from that window, as Vegas probes its
-//!   minimum RTT again, and the limit grows back by doubling, instead of sitting at its
-//!   minimum while the baseline rises 0.1 % a window (a tenfold slowdown would take some
-//!   2 000 windows). A median within it grows the limit, by doubling during the slow
+//! - Four windows in a row at the minimum limit, where no request of ours queues behind
+//!   another, each with its own median above the tolerance, say the latency changed for
+//!   another reason (longer answers, a slower model or endpoint): the baseline is taken anew
+//!   from the last, as Vegas probes its minimum RTT again, and the limit grows back by its
+//!   square root a window, instead of sitting at its minimum while the baseline rises 0.1 % a
+//!   window (a tenfold slowdown would take some 2 000 windows). A median within it grows the limit, by doubling during the slow
 //!   start (until the first cut) and by its square root after, but only when the window used
 //!   at least half the limit: an idle client does not inflate its limit.
 //!
@@ -32,6 +32,10 @@ use tokio::time::Instant;
 
 /// How much the baseline rises per window, so that it follows a server that got slower.
 const BASELINE_DRIFT: f64 = 0.001;
+
+/// How many windows in a row at the minimum limit, each slower than the tolerance, take the
+/// baseline anew: one is not enough (its smoothed median still holds the queueing before).
+const STALE_WINDOWS: u32 = 4;
 
 /// The fewest successful answers that make a window.
 const MIN_WINDOW: usize = 16;
@@ -74,6 +78,8 @@ pub(crate) struct Controller {
     latencies: Vec<Duration>,
     /// The most requests in flight seen in the window.
     peak: usize,
+    /// Windows in a row at the minimum limit whose median was above the tolerance.
+    stale: u32,
 }
 
 impl Controller {
@@ -87,6 +93,7 @@ impl Controller {
             window_started: now,
             latencies: Vec::with_capacity(MIN_WINDOW),
             peak: 0,
+            stale: 0,
         }
     }
 
@@ -130,7 +137,8 @@ impl Controller {
 
     fn judge_window(&mut self, now: Instant) {
         let mid = self.latencies.len() / 2;
-        let median = *self.latencies.select_nth_unstable(mid).1;
+        let raw = *self.latencies.select_nth_unstable(mid).1;
+        let median = raw;
         let median = match self.smoothed {
             Some(s) => s.mul_f64(1.0 - SMOOTHING) + median.mul_f64(SMOOTHING),
             None => median,
@@ -146,12 +154,26 @@ impl Controller {
         } else {
             median.as_secs_f64() / baseline.as_secs_f64()
         };
+        // Windows in a row at the minimum whose own median (not the smoothed one, which still
+        // holds the queueing that led there) is above the tolerance.
         let at_minimum = self.limit() <= self.settings.min;
-        let limit = if ratio > self.settings.tolerance && at_minimum {
-            // Nothing of ours queues behind the fewest requests: the baseline is stale.
-            self.smoothed = Some(median);
-            self.baseline = Some(median);
-            self.slow_start = true;
+        let raw_ratio = if baseline.is_zero() {
+            1.0
+        } else {
+            raw.as_secs_f64() / baseline.as_secs_f64()
+        };
+        if at_minimum && raw_ratio > self.settings.tolerance {
+            self.stale = self.stale.saturating_add(1);
+        } else {
+            self.stale = 0;
+        }
+        let limit = if self.stale >= STALE_WINDOWS {
+            // Nothing of ours queues behind the fewest requests, for several windows: the
+            // baseline is stale. Taken anew; the limit grows back additively, not by
+            // doubling, in case the server is loaded by others.
+            self.stale = 0;
+            self.smoothed = Some(raw);
+            self.baseline = Some(raw);
             self.limit
         } else if ratio > self.settings.tolerance {
             self.slow_start = false;
@@ -293,6 +315,36 @@ mod tests {
         assert_eq!(settled, 256, "no knee: the ceiling");
         feed(&mut c, BASE * 10, 60);
         assert!(c.limit() >= settled / 2, "{} after the slowdown", c.limit());
+    }
+
+    /// A server that serves one request at a time (its knee at 1), first seen at the limit
+    /// 1: the limit stays between 1 and 3 (a step of growth past 2). The queueing that
+    /// brings it back to the minimum is not taken for a new baseline (one window at the
+    /// minimum still holds it), so it does not ratchet up.
+    #[tokio::test(start_paused = true)]
+    async fn a_server_of_one_slot_keeps_the_limit_low() {
+        let mut now = Instant::now();
+        let mut c = Controller::new(
+            Settings {
+                initial: 1,
+                ..settings(1024)
+            },
+            now,
+        );
+        let mut limits = Vec::new();
+        for _ in 0..300 {
+            let n = c.limit();
+            let latency = BASE.mul_f64(n as f64);
+            let sent = now;
+            now += latency;
+            for _ in 0..n.max(MIN_WINDOW) {
+                if c.record(sent, Outcome::Success(latency), n, now).is_some() {
+                    break;
+                }
+            }
+            limits.push(c.limit());
+        }
+        assert!(limits.iter().all(|&l| l <= 3), "{limits:?}");
     }
 
     #[tokio::test(start_paused = true)]
