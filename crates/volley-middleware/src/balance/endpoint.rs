@@ -165,9 +165,9 @@ pub(crate) enum Observed {
     Failed,
     /// Refused by this endpoint in a way no wait heals soon (a rejected key, a model it does
     /// not serve, its quota used up): at once, so its few milliseconds must not make it look
-    /// like the fastest endpoint. Not a breaker failure: the same refusal from every endpoint
-    /// is the request's or the account's, and is better reported than hidden behind open
-    /// breakers.
+    /// like the fastest endpoint. An answer for the breaker: the same refusal from every
+    /// endpoint is the request's or the account's, and is better reported than hidden behind
+    /// open breakers.
     Refused,
     /// Dropped, cancelled or refused by the request itself: counts as nothing.
     Nothing,
@@ -332,14 +332,22 @@ impl EndpointState {
                 self.metrics.failed.increment(1);
                 self.rate_limited_until
                     .fetch_max(nanos + MAX_RATE_WINDOW.as_nanos() as u64, Ordering::Relaxed);
-                Outcome::Neutral
+                // For the breaker an answer: the endpoint is up (a half-open one closes).
+                Outcome::Success
             }
             Observed::Nothing => Outcome::Neutral,
         };
         match observed {
             Observed::Nothing | Observed::Failed => {}
-            Observed::Refused => self.observe_latency(REFUSED_COST.max(latency), nanos),
-            _ => self.observe_latency(latency, nanos),
+            // The load only: the endpoint's mean latency is its answers'.
+            Observed::Refused => self.update_cost(REFUSED_COST.max(latency), nanos),
+            _ => {
+                self.counts
+                    .latency_ns
+                    .fetch_add(latency.as_nanos() as u64, Ordering::Relaxed);
+                self.counts.latency_n.fetch_add(1, Ordering::Relaxed);
+                self.update_cost(latency, nanos);
+            }
         }
         if !matches!(outcome, Outcome::Success) && !matches!(observed, Observed::Nothing) {
             self.recent_failures[id as usize % RECENT].store(id, Ordering::Relaxed);
@@ -355,12 +363,9 @@ impl EndpointState {
         changed
     }
 
-    fn observe_latency(&self, latency: Duration, nanos: u64) {
+    /// Feeds the Peak-EWMA cost with a time to the head.
+    fn update_cost(&self, latency: Duration, nanos: u64) {
         let rtt = latency.as_nanos() as f64;
-        self.counts
-            .latency_ns
-            .fetch_add(latency.as_nanos() as u64, Ordering::Relaxed);
-        self.counts.latency_n.fetch_add(1, Ordering::Relaxed);
         let cost = f64::from_bits(self.cost.load(Ordering::Relaxed));
         let elapsed = nanos.saturating_sub(self.stamp.swap(nanos, Ordering::Relaxed));
         // Peak-EWMA: a slower answer is taken at once, faster ones are averaged in.

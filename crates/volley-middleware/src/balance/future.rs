@@ -71,6 +71,9 @@ struct Guard<S> {
     /// Whether a hedge of this attempt was sent: if the hedge wins, this attempt is learned
     /// as beaten.
     hedged: bool,
+    /// Whether the request is a `POST` (a generation): its 404 says the endpoint does not
+    /// serve the model, where a `GET`'s says an object is not there.
+    post: bool,
 }
 
 impl<S> Guard<S> {
@@ -132,7 +135,8 @@ where
         shared: Arc<Shared<S>>,
         index: usize,
         admission: Admission,
-        id: u64,
+        // The request's id, and whether it is a `POST`.
+        (id, post): (u64, bool),
         started: Instant,
         copy: Option<(Request, std::time::Duration)>,
     ) -> ResponseFuture<S> {
@@ -156,6 +160,7 @@ where
                 finished: false,
                 first: true,
                 hedged: false,
+                post,
             }),
         }
     }
@@ -192,7 +197,8 @@ where
             && let Poll::Ready(result) = inner.poll(cx)
         {
             if let Some(guard) = this.guard.take() {
-                guard.finish(observe(&result));
+                let observed = observe(&result, guard.post);
+                guard.finish(observed);
             }
             match result {
                 Err(error) if this.hedge.as_ref().is_some_and(|h| h.attempt.is_some()) => {
@@ -232,7 +238,8 @@ where
             .take()
             .and_then(|h| h.attempt)
             .expect("polled above");
-        guard.finish(observe(&result));
+        let observed = observe(&result, guard.post);
+        guard.finish(observed);
         match (result, this.first_error.take()) {
             // The hedge failed while the first attempt is still in flight: wait for it.
             // (Its poll above registered this task's waker.)
@@ -280,23 +287,34 @@ where
         finished: false,
         first: false,
         hedged: false,
+        post: first.post,
     };
     Some((future, guard))
 }
 
 /// What an attempt's result says about its endpoint. Connection errors, timeouts and 5xx are
-/// failures; 429 and 529 are rate signals; 401, 403, 404 and a 429 no wait heals (the quota
-/// used up) are refusals of this endpoint (its key, its deployments, its account); any other
-/// answer, 4xx included, shows a working endpoint. Errors of the request itself (invalid
-/// input, cancelled) say nothing.
-pub(crate) fn observe(result: &Result<Response, Error>) -> Observed {
+/// failures; 429 and 529 are rate signals; 401, 403 (unless it flags the input), a `POST`'s
+/// 404 (`post`: a model the endpoint does not serve) and the quota used up are refusals of
+/// this endpoint (its key, its deployments, its account); any other answer, 4xx included,
+/// shows a working endpoint. Errors of the request itself (invalid input, cancelled) say
+/// nothing.
+pub(crate) fn observe(result: &Result<Response, Error>, post: bool) -> Observed {
     match result {
-        Ok(response) => by_status(response.status().as_u16(), None),
-        Err(error) if error.no_wait_helps() => Observed::Refused,
+        Ok(response) => by_status(response.status().as_u16(), None, post),
+        Err(error) if error.is_quota_exhausted() => Observed::Refused,
+        // A moderation refusal is the prompt's, not the endpoint's.
+        Err(error)
+            if error.status() == Some(http::StatusCode::FORBIDDEN)
+                && error
+                    .body()
+                    .is_some_and(|body| volley_core::ApiError::flags_the_input(body)) =>
+        {
+            Observed::Answered
+        }
         Err(error) => match error.kind() {
             ErrorKind::RateLimited => Observed::RateLimited(error.retry_after()),
             ErrorKind::Status => error.status().map_or(Observed::Nothing, |s| {
-                by_status(s.as_u16(), error.retry_after())
+                by_status(s.as_u16(), error.retry_after(), post)
             }),
             ErrorKind::Connect
             | ErrorKind::Tls
@@ -310,10 +328,11 @@ pub(crate) fn observe(result: &Result<Response, Error>) -> Observed {
     }
 }
 
-fn by_status(status: u16, retry_after: Option<std::time::Duration>) -> Observed {
+fn by_status(status: u16, retry_after: Option<std::time::Duration>, post: bool) -> Observed {
     match status {
         429 | 529 => Observed::RateLimited(retry_after),
-        401 | 403 | 404 => Observed::Refused,
+        401 | 403 => Observed::Refused,
+        404 if post => Observed::Refused,
         500..=599 => Observed::ServerError,
         _ => Observed::Answered,
     }

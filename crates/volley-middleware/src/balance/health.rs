@@ -45,7 +45,7 @@ where
         tokio::time::sleep_until(until).await;
         let request = Request::new(http::Method::GET, path.clone());
         let result = service.oneshot(request).await;
-        let alive = match observe(&result) {
+        let alive = match observe(&result, false) {
             // A refusal (no `/models` there, a key without access to it) is an answer.
             Observed::Answered | Observed::RateLimited(_) | Observed::Refused => true,
             Observed::ServerError | Observed::Failed => false,

@@ -12,17 +12,19 @@
 //!    (a slower answer is taken at once, faster ones are averaged in over about 5 s, as
 //!    tower's `load::PeakEwma`) × (requests in flight + 1) ÷ weight, × 8 for an endpoint that
 //!    answered 429 within its `Retry-After` (2 s when it gave none). An endpoint that refused
-//!    a request in a way no wait heals soon (401, 403, 404, its quota used up) counts its
-//!    refusal as a 30 s answer and is × 8 for a minute: it answers in milliseconds, and would
-//!    otherwise look like the fastest endpoint and draw nearly every request, to fail it. It
-//!    is tried again about every half minute while another endpoint answers.
+//!    a request in a way no wait heals soon (401; 403, unless it flags the prompt; a `POST`'s
+//!    404, a model it does not serve; its quota used up) counts its refusal as a 30 s answer
+//!    in its load (not in its mean latency) and is × 8 for a minute: it answers in
+//!    milliseconds, and would otherwise look like the fastest endpoint and draw nearly every
+//!    request, to fail it. It is tried again about every half minute while another endpoint
+//!    answers.
 //! 3. **Retries move.** The request's id is remembered (in a small table, per endpoint) when
 //!    it failed there, so a retry of it goes to another endpoint when one is available.
 //! 4. **Circuit breakers.** Each endpoint has a breaker ([`BreakerConfig`]): it opens on
 //!    consecutive failures or an error rate over a sliding window (connection errors,
-//!    timeouts and 5xx count; 4xx do not, refusals included, since the same refusal from
-//!    every endpoint is better reported than hidden behind open breakers; 429 is a rate
-//!    signal, not a failure), lets a few
+//!    timeouts and 5xx count; 4xx do not: a refusal is an answer (it closes a half-open
+//!    breaker), and the same refusal from every endpoint is better reported than hidden behind
+//!    open breakers; 429 is a rate signal, not a failure), lets a few
 //!    probe requests through after a cool-down with jitter, and closes after they succeed.
 //!    State changes are logged (`tracing`) and counted (`volley_endpoint_breaker_transitions_total`).
 //! 5. **Health checks.** While a breaker is open, an active check (`GET /models` under the
@@ -235,8 +237,17 @@ where
             };
             Some((request.clone(), delay))
         });
+        let post = request.method() == http::Method::POST;
         let inner = Oneshot::new(shared.services[index].clone(), request);
-        ResponseFuture::sending(inner, Arc::clone(shared), index, admission, id, now, copy)
+        ResponseFuture::sending(
+            inner,
+            Arc::clone(shared),
+            index,
+            admission,
+            (id, post),
+            now,
+            copy,
+        )
     }
 }
 
