@@ -530,7 +530,8 @@ async fn scripted() -> (u16, Seen) {
 /// Only what answers a generation is kept: a 200 whose body is a JSON document, to a `POST`
 /// for chat, completions, messages, responses (not run in the background), embeddings or
 /// moderations. A proxy's HTML page with a 200, a 202, a job's status polled with `GET`, a
-/// batch created with `POST`, and a background response each reach the server every time.
+/// batch created with `POST`, a message added to a thread, and a background response each
+/// reach the server every time.
 #[tokio::test]
 async fn only_json_answers_to_generations_are_kept() {
     let (port, seen) = scripted().await;
@@ -548,6 +549,7 @@ async fn only_json_answers_to_generations_are_kept() {
             Request::post("/accepted/chat/completions", CHAT).unwrap(),
             Request::get("/responses/r1").unwrap(),
             Request::post("/batches", r#"{"input_file_id":"f"}"#).unwrap(),
+            Request::post("/threads/t1/messages", r#"{"role":"user","content":"hi"}"#).unwrap(),
             Request::post("/responses", background).unwrap(),
             Request::post("/responses", r#"{"model":"o3","input":"hi"}"#).unwrap(),
             chat(),
@@ -572,6 +574,7 @@ async fn only_json_answers_to_generations_are_kept() {
     assert_eq!(count("/v1/accepted/"), 2, "{seen:?}");
     assert_eq!(count("get /v1/responses/r1"), 2, "{seen:?}");
     assert_eq!(count("/v1/batches"), 2, "{seen:?}");
+    assert_eq!(count("/v1/threads/t1/messages"), 2, "{seen:?}");
     // Two background requests and one plain one: its repeat is a hit, as the chat's is.
     assert_eq!(count("post /v1/responses "), 3, "{seen:?}");
     assert_eq!(count("post /v1/chat/completions "), 1, "{seen:?}");

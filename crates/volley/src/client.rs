@@ -865,7 +865,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Caches successful non-streaming responses in memory, up to `max_bytes` for `ttl`.
+    /// Caches the answers to generations (a `POST` to chat or legacy completions, messages,
+    /// responses, embeddings or moderations; a 200 whose body is JSON; not streams; see
+    /// [`volley_middleware::cache`]) in memory, up to `max_bytes` for `ttl`.
     /// Entries are keyed by method, path, canonical JSON body and a hash of the API key.
     ///
     /// Default: no cache.
@@ -874,7 +876,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Caches successful non-streaming responses on disk in `dir` (a redb database), for
+    /// Caches the answers to generations, as [`ClientBuilder::cache_memory`] does, on disk in
+    /// `dir` (a redb database), for
     /// `ttl`; entries survive restarts. The database is opened by [`ClientBuilder::build`].
     ///
     /// Default: no cache.
@@ -886,7 +889,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Caches successful non-streaming responses in `store`: any [`CacheStore`], such as a
+    /// Caches the answers to generations, as [`ClientBuilder::cache_memory`] does, in
+    /// `store`: any [`CacheStore`], such as a
     /// `RedisStore` (feature `redis`) shared by every process that uses the same Redis, or
     /// an `Arc` of a store shared with other clients. Entries are keyed by the request and
     /// this client's credential (see [`credential_id`](ClientBuilder::credential_id)) and the

@@ -89,14 +89,20 @@ where
                 let entry = CachedResponse::new(head.status, &head.headers, bytes.clone(), false);
                 // On a task of its own: a caller that gives up meanwhile (a deadline) does not
                 // stop the write, so the answer it paid for is in the cache for the next try.
+                // Outside a runtime (a layer driven by another executor), in place.
                 let writing = Arc::clone(&shared);
-                let write = tokio::spawn(async move {
+                let write = async move {
                     match writing.store.put_for(key, &credential, entry).await {
                         Ok(()) => writing.counters.stored(),
                         Err(e) => writing.counters.store_failed("cache write failed", &e),
                     }
-                });
-                let _ = write.await;
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        let _ = runtime.spawn(write).await;
+                    }
+                    Err(_) => write.await,
+                }
             }
             Body::Full(bytes)
         }
@@ -113,9 +119,9 @@ where
 /// Whether `request` asks for a generation, whose answer can be kept: a `POST` to chat or
 /// legacy completions, messages, responses, embeddings or moderations (Azure's deployment
 /// paths and a query string included). Not a `GET` (a job's status, polled until it changes),
-/// not another `POST` (creating a batch, a file, a cancellation must reach the provider each
-/// time), and not a Responses request run in the background (`"background": true`, polled
-/// for its result).
+/// not another `POST` (creating a batch, a file, a thread's message, a cancellation must reach
+/// the provider each time), and not a Responses request run in the background
+/// (`"background": true`, polled for its result).
 fn cacheable(request: &Request) -> bool {
     const GENERATIONS: [&str; 6] = [
         "/chat/completions",
@@ -130,7 +136,8 @@ fn cacheable(request: &Request) -> bool {
     }
     let path = request.path_and_query().path();
     let path = path.strip_suffix('/').unwrap_or(path);
-    if !GENERATIONS.iter().any(|end| path.ends_with(end)) {
+    // The Assistants API's `POST /threads/{id}/messages` adds a message to a thread.
+    if !GENERATIONS.iter().any(|end| path.ends_with(end)) || path.contains("/threads/") {
         return false;
     }
     !(path.ends_with("/responses") && runs_in_background(request.body()))

@@ -18,7 +18,8 @@
 //! - Only generations are cached: a `POST` to chat or legacy completions, messages,
 //!   responses, embeddings or moderations (any prefix, Azure's deployment paths included).
 //!   Never a `GET` (a job's status is polled until it changes), another `POST` (creating a
-//!   batch or a file, a cancellation: each must reach the provider), nor a Responses request
+//!   batch, a file or a thread's message, a cancellation: each must reach the provider), nor
+//!   a Responses request
 //!   run in the background (`"background": true`, whose result is polled for).
 //! - Only a `200` whose body is a JSON document is stored. Errors are never stored (they are
 //!   not responses), nor a `202` (a job's placeholder) or `206`, nor a proxy's or a
