@@ -293,8 +293,10 @@ impl Dialect {
     /// The error for an error body that arrived inside a 200 response (an event of a stream):
     /// `RateLimited` for a rate-limit error (or a `code` of 429), `StreamBroken` for overload
     /// or a server error (OpenAI's `server_error`, Anthropic's `api_error`, a `code` of 5xx as
-    /// OpenRouter sends: what a 500 would have said), which is retried before the first byte
-    /// reached the caller, `Status` otherwise, with the provider's message.
+    /// OpenRouter sends: what a 500 would have said) and for an error that names neither a
+    /// type nor a code, which is retried before the first byte reached the caller, `Status`
+    /// otherwise (a request the provider refuses: a context window exceeded), with the
+    /// provider's message.
     pub fn error_in_stream(self, data: &[u8], context: impl fmt::Display) -> Error {
         self.error_in_ok(data, context, "error event", true)
     }
@@ -372,9 +374,15 @@ impl Dialect {
         let rate_limited = self.error_kind(StatusCode::OK, data) == ErrorKind::RateLimited
             || (status_code == Some(429)
                 && !api.as_ref().is_some_and(crate::ApiError::no_wait_helps));
+        // An error event that names neither a type nor a code (not JSON, or a bare
+        // `{"message": ..}`) says only that the stream failed.
+        let unnamed = in_stream
+            && api
+                .as_ref()
+                .is_none_or(|api| api.r#type.is_none() && api.code.is_none());
         let kind = if rate_limited {
             ErrorKind::RateLimited
-        } else if server_error || self.is_overloaded(None, data) {
+        } else if server_error || unnamed || self.is_overloaded(None, data) {
             ErrorKind::StreamBroken
         } else {
             ErrorKind::Status

@@ -203,7 +203,12 @@ async fn an_error_object_after_a_chunks_own_fields_fails_the_stream() {
 #[tokio::test]
 async fn errors_in_and_instead_of_a_stream_keep_their_kind() {
     const FIRST: &str = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n";
-    let cases: [(&'static str, ErrorKind); 3] = [
+    let cases: [(&'static str, ErrorKind); 4] = [
+        // Names neither a type nor a code: only that the stream failed.
+        (
+            "event: error\ndata: {\"message\":\"boom\"}\n\n",
+            ErrorKind::StreamBroken,
+        ),
         (
             "data: {\"error\":{\"message\":\"slow down\",\"code\":429}}\n\n",
             ErrorKind::RateLimited,
