@@ -486,7 +486,9 @@ impl Client {
         self.transport.credential_id()
     }
 
-    /// The whole stack as a boxed `tower::Service`, to wrap in layers of your own.
+    /// The whole stack as a boxed `tower::Service`, to wrap in layers of your own. The call's
+    /// deadline ([`ClientBuilder::deadline`]) is `Client::send`'s, not the stack's: put a
+    /// timeout of your own around this service for one.
     pub fn into_service(self) -> BoxCloneSyncService<Request, Response, Error> {
         BoxCloneSyncService::new(self.service)
     }
@@ -798,7 +800,8 @@ impl ClientBuilder {
     /// fails with `ErrorKind::Timeout` and what it was waiting for is let go at once (its
     /// slot, its connection). Beside [`timeout`](ClientBuilder::timeout), which bounds each
     /// attempt, this bounds what the caller waits in all. The request metrics count such a
-    /// call as `cancelled`, as any call its caller gave up on. `None` removes it.
+    /// call as `cancelled`, as any call its caller gave up on. `None` removes it; zero is
+    /// refused by [`build`](ClientBuilder::build). [`Client::into_service`] has none.
     ///
     /// Default: none (each attempt has [`timeout`](ClientBuilder::timeout); rate-limit
     /// retries stop after the retry policy's `give_up_after`).
@@ -1218,6 +1221,12 @@ impl ClientBuilder {
     /// `ErrorKind::Config` for an invalid base URL, plain HTTP to a remote host, a key that
     /// cannot be sent as a header, or missing TLS roots.
     pub fn build(mut self) -> Result<Client, Error> {
+        if self.deadline == Some(Duration::ZERO) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "deadline(0) would fail every call: give a deadline above zero, or None for none",
+            ));
+        }
         if self.base_url_given && !self.endpoints.is_empty() {
             return Err(Error::new(
                 ErrorKind::Config,

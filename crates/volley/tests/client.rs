@@ -559,6 +559,14 @@ async fn the_deadline_bounds_the_call_and_frees_its_slot() {
         "it was retried"
     );
 
+    // A deadline of zero would fail every call: refused when the client is built.
+    let zero = Client::builder()
+        .base_url(server.url())
+        .deadline(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(zero.kind(), ErrorKind::Config, "{zero}");
+
     // Without a deadline the same client setup waits for the answer.
     let patient = Client::builder().base_url(server.url()).build().unwrap();
     let reply = tokio::time::timeout(bound, patient.send(http(&[("x-mock-latency", "400ms")])))
