@@ -505,6 +505,40 @@ fn help_names_bench_and_logs_are_plain_in_a_pipe() {
     );
 }
 
+/// An untrusted volley.toml cannot choose which hosts bypass the user's proxy (a key in plain
+/// text through a proxy the user avoids for that host), widen TLS trust to the system store,
+/// or present a local key and certificate as the user's identity; trusted, it can.
+#[test]
+fn an_untrusted_volley_toml_cannot_choose_the_proxy_bypass_trust_or_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[default]\nno_proxy = \"x.invalid\"\nnative_roots = true\n\
+         client_cert = \"/home/u/.docker/cert.pem\"\nclient_key = \"/home/u/.docker/key.pem\"\n",
+    )
+    .unwrap();
+    let mut cmd = volley(dir.path());
+    cmd.args(["chat", "--print-config"]);
+    let (code, stdout, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("ignoring client_cert, client_key, native_roots, no_proxy"),
+        "{stderr}"
+    );
+    assert_eq!(
+        row(&stdout, "no_proxy"),
+        "no_proxy none (default)",
+        "{stdout}"
+    );
+    assert!(
+        row(&stdout, "native_roots").ends_with("(default)"),
+        "{stdout}"
+    );
+    trust(dir.path());
+    let text = print_config(dir.path(), "chat", &[], &[]);
+    assert!(row(&text, "no_proxy").contains("x.invalid"), "{text}");
+}
+
 /// A volley.toml that came with a cloned repository points the key at its author's server:
 /// nothing goes there until the user trusts the file, and a changed file is untrusted again.
 #[test]
@@ -733,7 +767,7 @@ fn escape_sequences_from_a_file_never_reach_the_terminal() {
 
     std::fs::write(
         dir.path().join("volley.toml"),
-        "[default]\nno_proxy = \"a\\u001b[2Kb\"\n",
+        "[default]\nanthropic_beta = \"a\\u001b[2Kb\"\n",
     )
     .unwrap();
     let (code, stdout, stderr) = run(volley(dir.path()).args(["run", "--print-config"]));

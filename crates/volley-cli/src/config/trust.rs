@@ -25,10 +25,18 @@ pub(crate) const ROUTING_KEYS: &[&str] = &[
     "shared_limit",
     "provider",
     "proxy",
+    // Which hosts bypass the user's proxy (`NO_PROXY` gives way to it): a key sent in plain
+    // text through a proxy the user chose to avoid for that host, or around one relied on.
+    "no_proxy",
     "endpoints",
     // Where Azure requests go, and a CA that would let a proxy read the traffic.
     "azure_endpoint",
     "ca_cert",
+    // The whole system store trusted, and a local key and certificate (any PEM the file
+    // names) presented as the user's identity.
+    "native_roots",
+    "client_cert",
+    "client_key",
     // Plain text to a remote Redis, or a CA of the file's choosing for it, would let the
     // network read prompts and answers.
     "allow_plain_redis",
