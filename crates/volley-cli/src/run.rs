@@ -848,7 +848,10 @@ async fn validate(
     );
     for record in report.invalid.iter().take(VALIDATE_SHOWN) {
         match &record.outcome {
-            Outcome::Invalid { code, message } => println!("  {message} [{code}]"),
+            // The file's text (a model's name, an id) may hold control characters.
+            Outcome::Invalid { code, message } => {
+                println!("  {}", crate::terminal_safe(&format!("{message} [{code}]")));
+            }
             // The report lists invalid lines only; say something sane if that changes.
             _ => println!("  line {}: invalid", record.line),
         }
@@ -859,7 +862,7 @@ async fn validate(
     }
     // Volley runs such files as they are; the provider's own batch service would not.
     for note in report.portability_notes(format) {
-        println!("note: {note}");
+        println!("note: {}", crate::terminal_safe(&note));
     }
     Ok(if report.invalid_count == 0 {
         ExitCode::SUCCESS

@@ -413,6 +413,28 @@ fn bad_lines_get_error_records_with_line_numbers_and_the_rest_succeeds() {
     let (status, stdout, stderr) = output(volley(dir.path()).args(["run", EXAMPLE, "--validate"]));
     assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("0 invalid"), "{stdout}");
+
+    // A model's name with an escape sequence (OSC 52 sets the clipboard) is printed escaped.
+    let hostile = dir.path().join("hostile.jsonl");
+    let line = |id: &str, model: &str| {
+        serde_json::json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": "hi"}]}})
+        .to_string()
+    };
+    std::fs::write(
+        &hostile,
+        format!(
+            "{}\n{}\n",
+            line("a", "m"),
+            line("b", "x\u{1b}]52;c;cHduZWQ=\u{7}")
+        ),
+    )
+    .unwrap();
+    let (status, stdout, stderr) =
+        output(volley(dir.path()).args(["run", path_str(&hostile), "--validate"]));
+    assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("2 models"), "{stdout}");
+    assert!(!stdout.contains('\u{1b}'), "{stdout:?}");
 }
 
 #[test]
