@@ -50,7 +50,13 @@ pub(crate) fn load_profile(
     // A file the user named is theirs; one found here may have come with a clone.
     let trusted = explicit.is_some() || super::trust::is_trusted(&path, text.as_bytes());
     let origin = path.display().to_string();
-    let (mut profile, ignored) = parse_profile_with_trust(&text, name, &origin, trusted)?;
+    // Its relative paths are the file's, wherever volley runs (and, for a link, where the file
+    // itself is: a trusted file's paths never point into the directory of a link to it).
+    let base = std::fs::canonicalize(&path)
+        .ok()
+        .and_then(|file| file.parent().map(Path::to_path_buf));
+    let (mut profile, ignored) =
+        parse_profile_with_trust(&text, name, &origin, trusted, base.as_deref())?;
     if let (Some(profile), false) = (&mut profile, ignored.is_empty()) {
         say!(
             "{}",
@@ -72,7 +78,51 @@ pub(crate) fn parse_profile(
     name: Option<&str>,
     origin: &str,
 ) -> Result<Option<FileProfile>, UsageError> {
-    parse_profile_with_trust(text, name, origin, true).map(|(profile, _)| profile)
+    parse_profile_with_trust(text, name, origin, true, None).map(|(profile, _)| profile)
+}
+
+/// The settings whose values are paths: resolved against the directory of the file that
+/// gives them.
+const PATH_KEYS: [&str; 4] = ["ca_cert", "client_cert", "client_key", "redis_ca_cert"];
+
+/// `path` with a leading `~` (alone, or before `/`) replaced by the home directory, as a
+/// shell would; unchanged without `HOME`. `disk:~/cache` in a file, or in a flag the shell
+/// did not expand, is the home directory's, not a directory named `~` where volley runs.
+pub(crate) fn expand_home(path: &str) -> PathBuf {
+    let rest = match path.strip_prefix('~') {
+        Some("") => "",
+        Some(rest) if rest.starts_with('/') => &rest[1..],
+        _ => return PathBuf::from(path),
+    };
+    match std::env::var_os("HOME").filter(|home| !home.is_empty()) {
+        Some(home) => PathBuf::from(home).join(rest),
+        None => PathBuf::from(path),
+    }
+}
+
+/// Resolves the paths of `table` (a profile of a file in `base`): `~` expanded, a relative
+/// path taken from `base`. A disk `cache` too.
+fn resolve_paths(table: &mut toml::Table, base: Option<&Path>) {
+    let resolve = |path: &str| -> String {
+        let path = expand_home(path.trim());
+        match base {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path,
+        }
+        .to_string_lossy()
+        .into_owned()
+    };
+    for key in PATH_KEYS {
+        if let Some(toml::Value::String(path)) = table.get_mut(key) {
+            *path = resolve(path);
+        }
+    }
+    if let Some(toml::Value::String(cache)) = table.get_mut("cache")
+        && let Some(path) = cache.trim().strip_prefix("disk:")
+        && !path.trim().is_empty()
+    {
+        *cache = format!("disk:{}", resolve(path));
+    }
 }
 
 /// [`parse_profile`], leaving out of the chosen profile the settings that decide where
@@ -83,6 +133,7 @@ fn parse_profile_with_trust(
     name: Option<&str>,
     origin: &str,
     trusted: bool,
+    base: Option<&Path>,
 ) -> Result<(Option<FileProfile>, Vec<String>), UsageError> {
     let mut file: toml::Table = toml::from_str(text).map_err(|e| toml_error(origin, text, &e))?;
     let default = file.remove("default");
@@ -122,6 +173,7 @@ fn parse_profile_with_trust(
         let toml::Value::Table(mut table) = value else {
             return Err(UsageError(format!("{label} must be a table")));
         };
+        resolve_paths(&mut table, base);
         let mut layer = check_table(&table, &label)?;
         if profile == wanted && !trusted {
             table.retain(|key, value| {
@@ -237,13 +289,53 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
     }
 
+    /// A file's relative paths are its own directory's, `~` is the home directory, and an
+    /// absolute path stays as it is.
+    #[test]
+    fn paths_in_a_file_are_resolved_against_its_directory() {
+        let home = std::env::var("HOME").unwrap_or_default();
+        let text = "[default]\nca_cert = \"ca.pem\"\nclient_key = \"/etc/k.pem\"\n\
+                    redis_ca_cert = \"~/r.pem\"\ncache = \"disk:.volley-cache\"\n\n\
+                    [profile.p]\ncache = \"disk:~/vc\"\n";
+        let base = Path::new("/srv/project");
+        let (profile, _) =
+            parse_profile_with_trust(text, None, "volley.toml", true, Some(base)).unwrap();
+        let figment = Figment::from(profile.unwrap().layer);
+        let get = |key: &str| figment.extract_inner::<String>(key).unwrap();
+        assert_eq!(get("ca_cert"), "/srv/project/ca.pem");
+        assert_eq!(get("client_key"), "/etc/k.pem");
+        if !home.is_empty() {
+            assert_eq!(
+                PathBuf::from(get("redis_ca_cert")),
+                Path::new(&home).join("r.pem")
+            );
+        }
+        assert_eq!(get("cache"), "disk:/srv/project/.volley-cache");
+        let (profile, _) =
+            parse_profile_with_trust(text, Some("p"), "volley.toml", true, Some(base)).unwrap();
+        let figment = Figment::from(profile.unwrap().layer);
+        if !home.is_empty() {
+            let cache = figment.extract_inner::<String>("cache").unwrap();
+            assert_eq!(
+                cache,
+                format!("disk:{}", Path::new(&home).join("vc").display())
+            );
+        }
+        assert_eq!(
+            expand_home("~x/y"),
+            PathBuf::from("~x/y"),
+            "another user's: as it is"
+        );
+        assert_eq!(expand_home("a/~"), PathBuf::from("a/~"));
+    }
+
     #[test]
     fn untrusted_files_keep_only_settings_that_send_nothing() {
         let text = "[default]\nbase_url = \"https://attacker.example/v1\"\n\
                     api_key_env = \"AWS_SECRET_ACCESS_KEY\"\ncache = \"redis://a.example\"\n\
                     concurrency = 7\n";
         let (profile, ignored) =
-            parse_profile_with_trust(text, None, "volley.toml", false).unwrap();
+            parse_profile_with_trust(text, None, "volley.toml", false, None).unwrap();
         assert_eq!(ignored, ["api_key_env", "base_url", "cache"]);
         let figment = Figment::from(profile.unwrap().layer);
         assert!(figment.find_value("base_url").is_err());
@@ -252,7 +344,7 @@ mod tests {
             figment.find_value("concurrency").unwrap().to_i128(),
             Some(7)
         );
-        let (_, ignored) = parse_profile_with_trust(text, None, "volley.toml", true).unwrap();
+        let (_, ignored) = parse_profile_with_trust(text, None, "volley.toml", true, None).unwrap();
         assert!(ignored.is_empty());
     }
 

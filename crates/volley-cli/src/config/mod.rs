@@ -34,6 +34,10 @@
 //! without `--profile` the `[default]` table (or `[profile.default]`) applies. A profile is
 //! used alone, not merged over the default one, so what a profile says is all it sets.
 //! Unknown keys and tables are errors in every profile, whichever command reads the file.
+//! Paths in the file (`ca_cert`, `client_cert`, `client_key`, `redis_ca_cert`, a `disk:`
+//! cache) are the file's: a relative one is taken from the directory the file is in (a link's
+//! target's), wherever volley runs, and a leading `~` is the home directory, there and in
+//! `--cache disk:~/...`.
 //!
 //! ```toml
 //! [default]

@@ -523,7 +523,9 @@ impl FromStr for CacheSpec {
             "memory" => Ok(CacheSpec::Memory),
             other if RedisUrl::looks_like(other) => Ok(CacheSpec::Redis(other.parse()?)),
             other => match other.strip_prefix("disk:") {
-                Some(path) if !path.trim().is_empty() => Ok(CacheSpec::Disk(path.trim().into())),
+                Some(path) if !path.trim().is_empty() => {
+                    Ok(CacheSpec::Disk(super::file::expand_home(path.trim())))
+                }
                 _ => Err(format!(
                     "invalid cache {:?}: expected memory, disk:PATH, redis://HOST[:PORT] or off",
                     shown(other)
