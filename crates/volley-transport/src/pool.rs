@@ -37,6 +37,8 @@
 //!   less than `N` (half of `N` below 2 s), as undici does: a request written just as the
 //!   server closes an idle connection is lost, and counts as sent. `timeout=0` keeps the
 //!   connection out of the pool. Per connection: behind a load balancer, backends differ.
+//! - **A response framed twice** (`Content-Length` and `Transfer-Encoding`) closes its
+//!   connection after it, as RFC 9112 §6.3 asks.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -81,6 +83,15 @@ pub(crate) struct H1Pool {
 
 /// The `Keep-Alive` response header (RFC 2068 19.7.1.1; sent by Node.js and Apache).
 const KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+
+/// Whether a response gives both a `Content-Length` and a `Transfer-Encoding`: hyper reads it
+/// by the latter, as RFC 9112 §6.3 says, but a middlebox that read it by the former is out of
+/// step with us, and the next response on the connection could be another request's (the
+/// shape of request smuggling). The RFC says to close such a connection after the response.
+fn framed_twice(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::CONTENT_LENGTH)
+        && headers.contains_key(http::header::TRANSFER_ENCODING)
+}
 
 struct Idle {
     sender: Sender,
@@ -161,7 +172,12 @@ impl H1Pool {
                     Ok(response) => {
                         let (mut head, body) = response.into_parts();
                         crate::send::canonical_content_coding(&mut head.headers);
-                        let server_idle = head.headers.get(KEEP_ALIVE).and_then(keep_alive_timeout);
+                        let server_idle = if framed_twice(&head.headers) {
+                            // Not reused: see `framed_twice`.
+                            Some(Duration::ZERO)
+                        } else {
+                            head.headers.get(KEEP_ALIVE).and_then(keep_alive_timeout)
+                        };
                         let body = PooledBody {
                             body,
                             recycle: Some(Recycle {

@@ -392,3 +392,26 @@ async fn a_thread_takes_back_its_own_idle_connection_before_anothers() {
     let stats = transport.stats();
     assert_eq!((stats.requests, stats.opened), (6, 2), "{stats:?}");
 }
+
+/// A response that gives both `Content-Length` and `Transfer-Encoding` (read by the latter, as
+/// RFC 9112 says) closes its connection: a middlebox that read it by the length would be out of
+/// step, and the next answer on it could be another request's. Each request opens its own.
+#[tokio::test]
+async fn a_response_framed_twice_closes_its_connection() {
+    let port = volley_testkit::raw::serve(|_| {
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\
+          transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+            .to_vec()
+    })
+    .await;
+    let transport = Transport::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let body = transport.send(chat()).await.unwrap().bytes().await.unwrap();
+        assert_eq!(body, "{}");
+    }
+    assert_eq!(transport.stats().opened, 2);
+    assert_eq!(transport.stats().reused(), 0);
+}
