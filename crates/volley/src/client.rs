@@ -1519,14 +1519,27 @@ pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
     // A complete body was looked at by the layers already; a stream is read whole first.
     let streamed = response.is_stream();
     let error_reply = !streamed && response.is_error_reply(dialect);
+    // The transport hands on a body in a coding it does not decode (deflate, zstd) as sent,
+    // with its header: say so rather than only that it is no JSON.
+    let still_encoded = response
+        .headers()
+        .get(http::header::CONTENT_ENCODING)
+        .filter(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"))
+        .map(|coding| {
+            format!(
+                ", still encoded as {:?}",
+                String::from_utf8_lossy(coding.as_bytes())
+            )
+        });
     let body = response.bytes().await?;
     if error_reply || (streamed && dialect.is_error_reply(&body)) {
         let body = scrubber.scrub(body);
         return Err(dialect.error_in_answer(&body, format_args!("request {id}")));
     }
     serde_json::from_slice(&body).map_err(|e| {
+        let encoded = still_encoded.as_deref().unwrap_or_default();
         scrubber.decode_error(
-            format_args!("request {id}: decoding the JSON response body"),
+            format_args!("request {id}: decoding the JSON response body{encoded}"),
             &e,
         )
     })

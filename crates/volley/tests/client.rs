@@ -575,6 +575,28 @@ async fn the_deadline_bounds_the_call_and_frees_its_slot() {
     assert!(reply.unwrap().status().is_success());
 }
 
+/// A reply in a coding the transport does not decode (zstd, asked for by a header of the
+/// caller's or sent unasked) fails to decode with a message that names the coding.
+#[tokio::test]
+async fn a_reply_still_encoded_says_so() {
+    let port = volley_testkit::raw::serve(|_| {
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: zstd\r\n\
+          content-length: 6\r\n\r\n(\xb5/\xfd\x00\x00"
+            .to_vec()
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .build()
+        .unwrap();
+    let err = client.chat(&request("hi")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BodyDecode, "{err}");
+    assert!(
+        err.to_string().contains("still encoded as \"zstd\""),
+        "{err}"
+    );
+}
+
 /// A 200 whose body is an error object naming a retryable failure (OpenRouter's and LiteLLM's
 /// `{"error": {"code": 502}}`, a rate limit) is retried like the status it names, and the
 /// next answer is the reply.
