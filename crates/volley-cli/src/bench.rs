@@ -48,7 +48,7 @@ use crate::mock::MockBehaviour;
 pub(crate) struct BenchArgs {
     /// Run against a mock server embedded in this process (the latency, fault and rate-limit
     /// flags below configure it, as for `volley mock`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "base_url")]
     mock: bool,
 
     /// Closed loop with this many concurrent requests [default: 64 when no other load is given].

@@ -60,7 +60,7 @@ pub(crate) struct ChatArgs {
     #[arg(long)]
     temperature: Option<f32>,
     /// Answer from an in-process mock server instead of a real API (no key needed).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "base_url")]
     mock: bool,
     /// Print the token usage to stderr after the reply.
     #[arg(long)]

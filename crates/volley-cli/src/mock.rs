@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use volley::core::duration::HumanDuration;
 use volley_mock::{Faults, Latency, MockConfig, MockServer, OutputTokens, RateLimits};
@@ -92,7 +92,7 @@ impl MockBehaviour {
         } else {
             self.faults
                 .parse()
-                .map_err(|e| anyhow::anyhow!("--faults: {e}"))?
+                .map_err(|e| crate::config::UsageError(format!("--faults: {e}")))?
         };
         let config = MockConfig {
             latency: self.latency,
@@ -114,7 +114,7 @@ impl MockBehaviour {
         };
         config
             .validate()
-            .map_err(|e| anyhow::anyhow!("invalid mock configuration: {e}"))?;
+            .map_err(|e| crate::config::UsageError(format!("invalid mock configuration: {e}")))?;
         Ok(config)
     }
 }
@@ -129,7 +129,12 @@ pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
     let require_api_key = match &args.require_api_key_env {
         Some(name) => match std::env::var(name) {
             Ok(key) if !key.trim().is_empty() => Some(key.trim().to_owned()),
-            _ => bail!("--require-api-key-env: the variable {name} is not set"),
+            _ => {
+                return Err(crate::config::UsageError(format!(
+                    "--require-api-key-env: the variable {name} is not set"
+                ))
+                .into());
+            }
         },
         None => None,
     };

@@ -164,3 +164,43 @@ fn mock_serves_until_stopped() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Mistakes in flags exit 2, as clap's usage errors do, whichever command makes them: a fault
+/// list that does not parse, a key variable that is not set, and a base URL beside `--mock`
+/// (which would be ignored in silence).
+#[test]
+fn flag_mistakes_exit_2() {
+    let cases: [&[&str]; 5] = [
+        &["mock", "--faults", "bogus"],
+        &[
+            "mock",
+            "--require-api-key-env",
+            "VOLLEY_TEST_SURELY_UNSET_VARIABLE",
+        ],
+        &["bench", "--mock", "--faults", "bogus", "-n", "1"],
+        &[
+            "chat",
+            "--mock",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "hi",
+        ],
+        &[
+            "bench",
+            "--mock",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "-n",
+            "1",
+        ],
+    ];
+    for args in cases {
+        let out = volley()
+            .args(args)
+            .env_remove("VOLLEY_TEST_SURELY_UNSET_VARIABLE")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    }
+}
