@@ -328,3 +328,67 @@ async fn refused_unsent(transport: &Transport) {
     );
     assert!(refused.to_string().contains("refused"), "{refused}");
 }
+
+/// A request waiting for a free HTTP/2 stream (the server allows one at a time, and it is
+/// taken) when the server sends GOAWAY never left this process, as nginx's `keepalive_requests`
+/// and envoy's draining retire connections under load: its error says it was not sent.
+#[tokio::test]
+async fn a_request_queued_for_a_stream_when_goaway_comes_counts_as_not_sent() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let (first_in, first_seen) = tokio::sync::oneshot::channel::<()>();
+    let (go_away, told) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let Ok((socket, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(mut connection) = h2::server::Builder::new()
+            .max_concurrent_streams(1)
+            .handshake::<_, bytes::Bytes>(socket)
+            .await
+        else {
+            return;
+        };
+        // Stream 1 is held, never answered.
+        let held = connection.accept().await;
+        let _ = first_in.send(());
+        let _ = told.await;
+        connection.abrupt_shutdown(h2::Reason::NO_ERROR);
+        // Drive the connection so that the GOAWAY goes out, then let it end.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while connection.accept().await.is_some() {}
+        })
+        .await;
+        drop(held);
+    });
+    let transport = Transport::builder()
+        .base_url(&url)
+        .http2_prior_knowledge(true)
+        .build()
+        .unwrap();
+    let first = tokio::spawn({
+        let transport = transport.clone();
+        async move { transport.send(chat()).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), first_seen)
+        .await
+        .expect("the first stream arrives")
+        .unwrap();
+    let second = tokio::spawn({
+        let transport = transport.clone();
+        async move { transport.send(chat()).await }
+    });
+    // The second request waits in hyper for the one stream.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = go_away.send(());
+    let second = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the queued request ends")
+        .unwrap();
+    // The server takes one connection: the request fails here, never sent.
+    let Err(error) = second else {
+        panic!("the queued request was answered on a connection the server never took");
+    };
+    assert!(!error.is_request_sent(), "{error}: {}", error.report());
+    let _ = tokio::time::timeout(Duration::from_secs(10), first).await;
+}
