@@ -196,10 +196,13 @@ where
         if this.first_error.is_none()
             && let Poll::Ready(result) = inner.poll(cx)
         {
-            if let Some(guard) = this.guard.take() {
-                let observed = observe(&result, guard.post);
-                guard.finish(observed);
-            }
+            let result = match this.guard.take() {
+                Some(guard) => {
+                    let observed = observe(&result, guard.post);
+                    finish_holding_streams(guard, observed, result)
+                }
+                None => result,
+            };
             match result {
                 Err(error) if this.hedge.as_ref().is_some_and(|h| h.attempt.is_some()) => {
                     *this.first_error = Some(error);
@@ -239,13 +242,62 @@ where
             .and_then(|h| h.attempt)
             .expect("polled above");
         let observed = observe(&result, guard.post);
-        guard.finish(observed);
+        let result = finish_holding_streams(guard, observed, result);
         match (result, this.first_error.take()) {
             // The hedge failed while the first attempt is still in flight: wait for it.
             // (Its poll above registered this task's waker.)
             (Err(_), None) => Poll::Pending,
             (result, _) => Poll::Ready(result),
         }
+    }
+}
+
+/// Records an attempt's outcome; a stream it answered with stays in its endpoint's count of
+/// requests in flight until the stream ends or is dropped, as its place under the endpoint's
+/// cap does: the load power of two choices compares, the saturation of `max_in_flight` and
+/// [`EndpointStats::in_flight`](super::EndpointStats) see the streams still running.
+fn finish_holding_streams<S>(
+    guard: Guard<S>,
+    observed: Observed,
+    result: Result<Response, Error>,
+) -> Result<Response, Error>
+where
+    S: Service<Request, Response = Response, Error = Error> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+{
+    let streaming = result.as_ref().is_ok_and(Response::is_stream);
+    let held = streaming.then(|| StreamInFlight::new(&guard.shared, guard.index));
+    guard.finish(observed);
+    match (result, held) {
+        (Ok(response), Some(held)) => Ok(response
+            .map_stream(|stream| stream.wrap(|s| crate::limit::body::PermitStream::new(s, held)))),
+        (result, _) => result,
+    }
+}
+
+/// One request in flight at an endpoint, counted until it is dropped.
+struct StreamInFlight<S> {
+    shared: Arc<Shared<S>>,
+    index: usize,
+}
+
+impl<S> StreamInFlight<S> {
+    fn new(shared: &Arc<Shared<S>>, index: usize) -> StreamInFlight<S> {
+        shared.selector.endpoints[index]
+            .outstanding
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        StreamInFlight {
+            shared: Arc::clone(shared),
+            index,
+        }
+    }
+}
+
+impl<S> Drop for StreamInFlight<S> {
+    fn drop(&mut self) {
+        self.shared.selector.endpoints[self.index]
+            .outstanding
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -387,6 +387,32 @@ async fn an_endpoint_that_refuses_fast_gets_little_traffic() {
     }
 }
 
+/// A stream in progress counts as in flight at its endpoint until it ends or is dropped, not
+/// only until its head: the load p2c compares and the endpoint's cap see the streams running.
+#[tokio::test(start_paused = true)]
+async fn a_stream_counts_as_in_flight_until_it_ends() {
+    let streaming: Svc =
+        BoxCloneSyncService::new(tower::service_fn(|request: Request| async move {
+            let body = volley_core::BodyStream::new(futures_util::stream::pending());
+            Ok::<_, Error>(Response::new(
+                StatusCode::OK,
+                HeaderMap::new(),
+                Body::Stream(body),
+                Timings::start(),
+                request.id(),
+            ))
+        }));
+    let b = Balance::new(
+        vec![(EndpointConfig::new("streams"), streaming)],
+        BreakerConfig::new(),
+    );
+    let response = send(&b, 1).await.unwrap();
+    assert!(response.is_stream());
+    assert_eq!(b.stats()[0].in_flight, 1, "the stream runs");
+    drop(response);
+    assert_eq!(b.stats()[0].in_flight, 0, "the stream was dropped");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_dropped_attempt_frees_its_place() {
     let slow = Mock::new(200, 10_000);

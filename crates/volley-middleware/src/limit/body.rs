@@ -1,4 +1,5 @@
-//! A streaming body that holds a concurrency permit until it ends or is dropped.
+//! A streaming body that holds a concurrency permit (or any guard: the balancer's count of a
+//! stream in flight) until it ends or is dropped.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -10,13 +11,13 @@ use volley_core::{BodyStream, Error};
 
 /// Releases its permit when the stream returns `None` or an error, or when it is dropped,
 /// whichever comes first.
-pub(super) struct PermitStream<P = OwnedSemaphorePermit> {
+pub(crate) struct PermitStream<P = OwnedSemaphorePermit> {
     inner: BodyStream,
     permit: Option<P>,
 }
 
 impl<P> PermitStream<P> {
-    pub(super) fn new(inner: BodyStream, permit: P) -> PermitStream<P> {
+    pub(crate) fn new(inner: BodyStream, permit: P) -> PermitStream<P> {
         PermitStream {
             inner,
             permit: Some(permit),

@@ -53,7 +53,7 @@
 
 mod acquire;
 pub mod adaptive;
-mod body;
+pub(crate) mod body;
 mod future;
 mod layer;
 mod service;
