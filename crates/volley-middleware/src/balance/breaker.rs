@@ -349,16 +349,23 @@ impl Breaker {
 
     fn open(&mut self, now: Instant) -> BreakerState {
         let base = self.next_cool_down;
-        self.next_cool_down = (base * 2).min(self.config.max_cool_down.max(self.config.cool_down));
+        self.next_cool_down = base
+            .saturating_mul(2)
+            .min(self.config.max_cool_down.max(self.config.cool_down));
         // xorshift64: cheap and good enough to spread probes.
         self.seed ^= self.seed << 13;
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
         let unit = (self.seed >> 11) as f64 / (1u64 << 53) as f64; // in [0, 1)
         let factor = 1.0 + self.config.jitter * (2.0 * unit - 1.0);
-        self.state = State::Open {
-            until: now + base.mul_f64(factor.max(0.0)),
-        };
+        // A cool-down too long for the clock (`Duration::MAX`: open for good) ends at the
+        // furthest instant it can name, some thirty years on, as tokio's own timers do.
+        let cool_down = Duration::try_from_secs_f64(base.as_secs_f64() * factor.max(0.0))
+            .unwrap_or(Duration::MAX);
+        let until = now
+            .checked_add(cool_down)
+            .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600));
+        self.state = State::Open { until };
         self.consecutive = 0;
         BreakerState::Open
     }
@@ -410,6 +417,25 @@ mod tests {
         assert_eq!(fail(&mut b), None);
         assert_eq!(fail(&mut b), Some(BreakerState::Open));
         assert_eq!(b.admit(Instant::now()).0, Admission::No);
+    }
+
+    /// A cool-down of `Duration::MAX` (open for good) opens without overflowing the clock,
+    /// and again after a probe fails.
+    #[tokio::test(start_paused = true)]
+    async fn a_cool_down_without_end_opens_for_good() {
+        let config = BreakerConfig::new()
+            .consecutive_failures(1)
+            .error_rate(2.0)
+            .cool_down(Duration::MAX)
+            .max_cool_down(Duration::MAX);
+        let mut b = breaker(config);
+        assert_eq!(fail(&mut b), Some(BreakerState::Open));
+        tokio::time::advance(Duration::from_secs(365 * 24 * 3600)).await;
+        assert_eq!(
+            b.admit(Instant::now()).0,
+            Admission::No,
+            "still open a year on"
+        );
     }
 
     #[tokio::test(start_paused = true)]
