@@ -569,7 +569,8 @@ impl ClientBuilder {
     }
 
     /// The circuit breakers' thresholds, one breaker per endpoint (with two or more
-    /// endpoints; one endpoint has no breaker).
+    /// endpoints, or with [`hedge`](ClientBuilder::hedge), whose one URL becomes an
+    /// endpoint with its breaker; one endpoint without hedging has no breaker).
     ///
     /// Default: [`BreakerConfig::default`]: open after 5 failures in a row or ≥ 50 % over
     /// 10 s (at least 20 requests); cool-down 5 s ± 20 %, doubling up to 60 s, each ended by
