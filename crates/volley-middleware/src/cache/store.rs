@@ -227,9 +227,35 @@ impl Iterator for EventChunks {
         if self.0.is_empty() {
             return None;
         }
-        let end = memchr::memmem::find(&self.0, b"\n\n").map_or(self.0.len(), |i| i + 2);
+        let end = event_end(&self.0).unwrap_or(self.0.len());
         Some(self.0.split_to(end))
     }
+}
+
+/// Where the first event of `bytes` ends: after the blank line that closes it. Lines end at
+/// LF, CR or CRLF, as in an event stream, so a blank line is any two line ends in a row
+/// (`\n\n`, `\r\n\r\n`, `\r\r`).
+fn event_end(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    // Whether `at` starts a line that follows a line end.
+    let mut line_start = false;
+    while let Some(found) = memchr::memchr2(b'\n', b'\r', &bytes[at..]) {
+        let i = at + found;
+        if i > at {
+            line_start = false;
+        }
+        let len = if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            2
+        } else {
+            1
+        };
+        if line_start {
+            return Some(i + len);
+        }
+        line_start = true;
+        at = i + len;
+    }
+    None
 }
 
 pub(crate) fn unix_millis(time: SystemTime) -> u64 {
@@ -252,6 +278,26 @@ mod tests {
             Bytes::from_static(b"data: 1\n\ndata: [DONE]\n\n"),
             stream,
         )
+    }
+
+    /// An event ends at a blank line, whatever the line ends: LF, CRLF or CR.
+    #[test]
+    fn events_are_split_at_blank_lines_of_any_line_end() {
+        for (stream, events) in [
+            ("data: 1\n\ndata: 2\n\n", vec!["data: 1\n\n", "data: 2\n\n"]),
+            (
+                "data: 1\r\n\r\ndata: 2\r\n\r\n",
+                vec!["data: 1\r\n\r\n", "data: 2\r\n\r\n"],
+            ),
+            ("data: 1\r\rdata: 2\r\r", vec!["data: 1\r\r", "data: 2\r\r"]),
+            (
+                "event: a\r\ndata: 1\r\n\r\ndata: 2",
+                vec!["event: a\r\ndata: 1\r\n\r\n", "data: 2"],
+            ),
+        ] {
+            let chunks: Vec<Bytes> = EventChunks(Bytes::from(stream)).collect();
+            assert_eq!(chunks, events, "{stream:?}");
+        }
     }
 
     #[test]
