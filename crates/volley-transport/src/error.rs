@@ -170,13 +170,7 @@ fn from_http2(err: hyper_util::client::legacy::Error, context: String) -> Error 
     // it; a request hyper reports as canceled still never left this process.
     // Errors raised after a connection was checked out carry its `connect_info`; without it
     // the failure came before any request could be written (an HTTP/2 handshake, say).
-    // A user error with no HTTP/2 or I/O error under it is hyper's own, before the request
-    // went out: "dispatch task is gone" is what a request waiting for a free stream gets when
-    // the connection ends under it (a GOAWAY while every stream the server allows is taken).
-    let hyper_own =
-        || find::<::h2::Error>(&err).is_none() && find::<std::io::Error>(&err).is_none();
-    let canceled = find::<hyper::Error>(&err)
-        .is_some_and(|e| e.is_canceled() || (e.is_user() && hyper_own()))
+    let canceled = find::<hyper::Error>(&err).is_some_and(hyper::Error::is_canceled)
         || err.connect_info().is_none();
     let message = if canceled {
         format!("{context}: the connection closed before the request was sent")
