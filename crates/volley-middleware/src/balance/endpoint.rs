@@ -165,9 +165,9 @@ pub(crate) enum Observed {
     Failed,
     /// Refused by this endpoint in a way no wait heals soon (a rejected key, a model it does
     /// not serve, its quota used up): at once, so its few milliseconds must not make it look
-    /// like the fastest endpoint. An answer for the breaker: the same refusal from every
-    /// endpoint is the request's or the account's, and is better reported than hidden behind
-    /// open breakers.
+    /// like the fastest endpoint. Not a failure for the breaker (a probe's refusal closes a
+    /// half-open one): the same refusal from every endpoint is the request's or the account's,
+    /// and is better reported than hidden behind open breakers.
     Refused,
     /// Dropped, cancelled or refused by the request itself: counts as nothing.
     Nothing,
@@ -332,8 +332,14 @@ impl EndpointState {
                 self.metrics.failed.increment(1);
                 self.rate_limited_until
                     .fetch_max(nanos + MAX_RATE_WINDOW.as_nanos() as u64, Ordering::Relaxed);
-                // For the breaker an answer: the endpoint is up (a half-open one closes).
-                Outcome::Success
+                // A probe's answer closes a half-open breaker (the endpoint is up); otherwise
+                // nothing for the breaker: a run of refusals must not reset its count of
+                // failures in a row, nor dilute its error rate.
+                if admission == Admission::Probe {
+                    Outcome::Success
+                } else {
+                    Outcome::Neutral
+                }
             }
             Observed::Nothing => Outcome::Neutral,
         };

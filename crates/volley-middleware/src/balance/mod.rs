@@ -22,9 +22,9 @@
 //!    it failed there, so a retry of it goes to another endpoint when one is available.
 //! 4. **Circuit breakers.** Each endpoint has a breaker ([`BreakerConfig`]): it opens on
 //!    consecutive failures or an error rate over a sliding window (connection errors,
-//!    timeouts and 5xx count; 4xx do not: a refusal is an answer (it closes a half-open
-//!    breaker), and the same refusal from every endpoint is better reported than hidden behind
-//!    open breakers; 429 is a rate signal, not a failure), lets a few
+//!    timeouts and 5xx count; 4xx do not: a refusal counts for nothing, but for a half-open
+//!    breaker's probe, which it closes, and the same refusal from every endpoint is better
+//!    reported than hidden behind open breakers; 429 is a rate signal, not a failure), lets a few
 //!    probe requests through after a cool-down with jitter, and closes after they succeed.
 //!    State changes are logged (`tracing`) and counted (`volley_endpoint_breaker_transitions_total`).
 //! 5. **Health checks.** While a breaker is open, an active check (`GET /models` under the

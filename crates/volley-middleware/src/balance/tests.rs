@@ -387,6 +387,22 @@ async fn an_endpoint_that_refuses_fast_gets_little_traffic() {
     }
 }
 
+/// Refusals between failures do not reset the breaker's count of failures in a row: 503s
+/// interleaved with 401s (one tenant's bad key) still open it.
+#[tokio::test(start_paused = true)]
+async fn refusals_between_failures_do_not_keep_a_breaker_closed() {
+    let mock = Mock::new(503, 1);
+    let b = balance(
+        &[(EndpointConfig::new("flaky"), &mock)],
+        BreakerConfig::new().consecutive_failures(3).error_rate(2.0),
+    );
+    for (i, status) in [503, 401, 503, 401, 503].into_iter().enumerate() {
+        mock.status.store(status, Ordering::Relaxed);
+        let _ = send(&b, i as u64).await;
+    }
+    assert_eq!(b.stats()[0].state, BreakerState::Open);
+}
+
 /// A stream in progress counts as in flight at its endpoint until it ends or is dropped, not
 /// only until its head: the load p2c compares and the endpoint's cap see the streams running.
 #[tokio::test(start_paused = true)]
