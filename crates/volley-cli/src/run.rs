@@ -850,7 +850,7 @@ async fn validate(
         match &record.outcome {
             // The file's text (a model's name, an id) may hold control characters.
             Outcome::Invalid { code, message } => {
-                println!("  {}", crate::terminal_safe(&format!("{message} [{code}]")));
+                println!("  {}", one_line_safe(&format!("{message} [{code}]")));
             }
             // The report lists invalid lines only; say something sane if that changes.
             _ => println!("  line {}: invalid", record.line),
@@ -862,13 +862,21 @@ async fn validate(
     }
     // Volley runs such files as they are; the provider's own batch service would not.
     for note in report.portability_notes(format) {
-        println!("note: {}", crate::terminal_safe(&note));
+        println!("note: {}", one_line_safe(&note));
     }
     Ok(if report.invalid_count == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `text` for one line of a report: control characters escaped, line breaks and tabs too, so
+/// that the file's text (a model's name) cannot print a line of its own (a fake `0 invalid`).
+fn one_line_safe(text: &str) -> String {
+    crate::terminal_safe(text)
+        .replace('\n', "\\n")
+        .replace('\t', "\\t")
 }
 
 /// The settings as one line, for the start of a run.

@@ -414,7 +414,8 @@ fn bad_lines_get_error_records_with_line_numbers_and_the_rest_succeeds() {
     assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("0 invalid"), "{stdout}");
 
-    // A model's name with an escape sequence (OSC 52 sets the clipboard) is printed escaped.
+    // A model's name with an escape sequence (OSC 52 sets the clipboard) or a line break is
+    // printed escaped, on its one line.
     let hostile = dir.path().join("hostile.jsonl");
     let line = |id: &str, model: &str| {
         serde_json::json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
@@ -426,7 +427,7 @@ fn bad_lines_get_error_records_with_line_numbers_and_the_rest_succeeds() {
         format!(
             "{}\n{}\n",
             line("a", "m"),
-            line("b", "x\u{1b}]52;c;cHduZWQ=\u{7}")
+            line("b", "x\u{1b}]52;c;cHduZWQ=\u{7}\nnote: forged")
         ),
     )
     .unwrap();
@@ -435,6 +436,10 @@ fn bad_lines_get_error_records_with_line_numbers_and_the_rest_succeeds() {
     assert_eq!(status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("2 models"), "{stdout}");
     assert!(!stdout.contains('\u{1b}'), "{stdout:?}");
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("note: forged")),
+        "{stdout:?}"
+    );
 }
 
 #[test]

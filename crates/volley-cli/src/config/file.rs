@@ -103,6 +103,9 @@ pub(crate) fn expand_home(path: &str) -> PathBuf {
 /// Resolves the paths of `table` (a profile of a file in `base`): `~` expanded, a relative
 /// path taken from `base`. A disk `cache` too.
 fn resolve_paths(table: &mut toml::Table, base: Option<&Path>) {
+    // A directory whose name is not UTF-8 cannot be written into the file's text: its paths
+    // stay as they are (relative to where volley runs, as before).
+    let base = base.filter(|base| base.to_str().is_some());
     let resolve = |path: &str| -> String {
         let path = expand_home(path.trim());
         match base {
@@ -113,7 +116,10 @@ fn resolve_paths(table: &mut toml::Table, base: Option<&Path>) {
         .into_owned()
     };
     for key in PATH_KEYS {
-        if let Some(toml::Value::String(path)) = table.get_mut(key) {
+        // An empty path is left for the settings' own check to refuse.
+        if let Some(toml::Value::String(path)) = table.get_mut(key)
+            && !path.trim().is_empty()
+        {
             *path = resolve(path);
         }
     }
