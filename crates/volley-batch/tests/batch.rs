@@ -1308,18 +1308,9 @@ async fn a_client_that_cannot_send_stops_the_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stop_of_a_client_that_cannot_send_sends_nothing_queued() {
     let (server, _socks, client) = behind_a_refusing_proxy().await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = input_file(dir.path(), numbered(10));
-    let options = BatchOptions {
-        concurrency: 1,
-        ..options(dir.path())
-    };
-    let summary =
-        bounded(BatchRunner::new(client, Input::Path(input), options).run(std::future::pending()))
-            .await
-            .unwrap();
+    let (summary, out) = run_numbered(client, 10, 1).await;
     assert!(summary.cannot_send.is_some(), "{summary:?}");
-    assert_eq!(records(&dir.path().join("out.jsonl")).len(), 1);
+    assert_eq!(out.len(), 1);
     assert_eq!(server.stats().requests_total, 0);
 }
 
@@ -1368,20 +1359,26 @@ async fn stopped_early(client: Client, status: u16) -> Summary {
 /// Runs 2 000 lines at 8 at once with `client`: the run stops early (at most 100 records),
 /// neither completed nor interrupted. Its summary and records.
 async fn stopped_early_records(client: Client) -> (Summary, Vec<Value>) {
+    let (summary, out) = run_numbered(client, 2_000, 8).await;
+    assert!(!summary.all_succeeded() && !summary.interrupted);
+    assert!(!out.is_empty() && out.len() <= 100, "{} records", out.len());
+    (summary, out)
+}
+
+/// Runs `lines` numbered lines, `concurrency` at once, with `client` (bounded in time): the
+/// summary and the output's records.
+async fn run_numbered(client: Client, lines: usize, concurrency: usize) -> (Summary, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let input = input_file(dir.path(), numbered(2_000));
+    let input = input_file(dir.path(), numbered(lines));
     let options = BatchOptions {
-        concurrency: 8,
+        concurrency,
         ..options(dir.path())
     };
     let summary =
         bounded(BatchRunner::new(client, Input::Path(input), options).run(std::future::pending()))
             .await
             .unwrap();
-    assert!(!summary.all_succeeded() && !summary.interrupted);
-    let out = records(&dir.path().join("out.jsonl"));
-    assert!(!out.is_empty() && out.len() <= 100, "{} records", out.len());
-    (summary, out)
+    (summary, records(&dir.path().join("out.jsonl")))
 }
 
 /// A 429 saying the account's quota is used up stops the run as rejected credentials do: no
