@@ -388,6 +388,11 @@ fn answer(body: &'static str) -> Result<Response, Error> {
     Ok(response(Body::Full(Bytes::from_static(body.as_bytes()))))
 }
 
+/// Answers `first` to the first call, `then` to the others.
+fn first_then(first: &'static str, then: &'static str) -> Mock {
+    Mock::new(move |n| if n == 1 { answer(first) } else { answer(then) })
+}
+
 /// A 200 whose whole body is an error object (a gateway's: LiteLLM, OpenRouter, vLLM behind
 /// RunPod) is classified as the error it names: a rate limit or a 502 in `code` is retried, a
 /// 400 is not. When no retry follows, the caller gets the answer as the server sent it.
@@ -401,7 +406,7 @@ async fn a_200_that_is_an_error_object_is_classified_by_its_error() {
     const FINE: &str = r#"{"id":"c","choices":[{"message":{"content":"the error"}}]}"#;
 
     for first in [LIMITED, UPSTREAM] {
-        let mock = Mock::new(move |n| if n == 1 { answer(first) } else { answer(FINE) });
+        let mock = first_then(first, FINE);
         let response = run(&mock, quick().max_retries(1).build().unwrap())
             .await
             .unwrap();
@@ -427,22 +432,10 @@ async fn a_200_that_is_an_error_object_is_classified_by_its_error() {
 
     // Only billed-safe retries: a 502 may have been billed, a rate limit was not.
     let safe = || quick().classifier(classify_safe_only);
-    let mock = Mock::new(|n| {
-        if n == 1 {
-            answer(UPSTREAM)
-        } else {
-            answer(FINE)
-        }
-    });
+    let mock = first_then(UPSTREAM, FINE);
     let response = run(&mock, safe().build().unwrap()).await.unwrap();
     assert_eq!(response.bytes().await.unwrap(), UPSTREAM);
-    let mock = Mock::new(|n| {
-        if n == 1 {
-            answer(LIMITED)
-        } else {
-            answer(FINE)
-        }
-    });
+    let mock = first_then(LIMITED, FINE);
     let response = run(&mock, safe().build().unwrap()).await.unwrap();
     assert_eq!(response.bytes().await.unwrap(), FINE);
     assert_eq!(mock.calls(), 2);
