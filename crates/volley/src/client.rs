@@ -287,28 +287,7 @@ impl Client {
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
         if !response.is_stream() {
-            // A server that ignored `stream: true`, or a gateway's 200 with a JSON error.
-            let id = response.request_id();
-            let content_type = response
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("none")
-                .to_owned();
-            // An error object is the error it names, as `chat` reads it.
-            if response.is_error_reply(Dialect::OpenAi) {
-                let body = self.scrubber.scrub(response.bytes().await?);
-                return Err(Dialect::OpenAi.error_in_answer(&body, format_args!("request {id}")));
-            }
-            let body = self.scrubber.scrub(response.bytes().await?);
-            let mut error = Error::new(
-                ErrorKind::BodyDecode,
-                format!("request {id}: asked for an event stream, got content type {content_type}"),
-            );
-            if let Some(api) = ApiError::from_body(&body) {
-                error = error.with_api_error(api);
-            }
-            return Err(error);
+            return Err(self.not_a_stream(response, Dialect::OpenAi).await);
         }
         Ok(ChatStream::new(
             response,
@@ -413,6 +392,36 @@ impl Client {
     }
 
     /// Every endpoint's key scrubber.
+    /// The error for a complete answer to a request that asked for a stream (a server that
+    /// ignored `stream: true`, or a gateway's 200 with a JSON error): an error object is the
+    /// error it names, as the whole-answer calls read it; anything else a `BodyDecode` error
+    /// naming the content type, with the provider's error object when the body holds one.
+    pub(crate) async fn not_a_stream(&self, response: Response, dialect: Dialect) -> Error {
+        let id = response.request_id();
+        let error_reply = response.is_error_reply(dialect);
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        let body = match response.bytes().await {
+            Ok(body) => self.scrubber.scrub(body),
+            Err(error) => return error,
+        };
+        if error_reply {
+            return dialect.error_in_answer(&body, format_args!("request {id}"));
+        }
+        let error = Error::new(
+            ErrorKind::BodyDecode,
+            format!("request {id}: asked for an event stream, got content type {content_type}"),
+        );
+        match ApiError::from_body(&body) {
+            Some(api) => error.with_api_error(api),
+            None => error,
+        }
+    }
+
     pub(crate) fn scrubber(&self) -> &crate::secrets::Scrubber {
         &self.scrubber
     }

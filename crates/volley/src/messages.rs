@@ -8,9 +8,7 @@ use futures_core::Stream;
 use futures_util::StreamExt as _;
 use volley_core::anthropic::{MESSAGES_PATH, Message, MessagesRequest, StreamEvent};
 use volley_core::sse::EventStream;
-use volley_core::{
-    ApiError, BodyStream, Dialect, Error, ErrorKind, Request, RequestId, Response, tokens,
-};
+use volley_core::{BodyStream, Dialect, Error, ErrorKind, Request, RequestId, Response, tokens};
 
 use crate::Client;
 
@@ -64,22 +62,7 @@ impl Client {
         let http = self.messages_request(&request)?;
         let response = self.send(http).await?;
         if !response.is_stream() {
-            let id = response.request_id();
-            // An error object is the error it names, as `messages` reads it.
-            if response.is_error_reply(Dialect::Anthropic) {
-                let body = self.scrubber().scrub(response.bytes().await?);
-                let context = format_args!("request {id}");
-                return Err(Dialect::Anthropic.error_in_answer(&body, context));
-            }
-            let body = self.scrubber().scrub(response.bytes().await?);
-            let mut error = Error::new(
-                ErrorKind::BodyDecode,
-                format!("request {id}: asked for an event stream, got a plain body"),
-            );
-            if let Some(api) = ApiError::from_body(&body) {
-                error = error.with_api_error(api);
-            }
-            return Err(error);
+            return Err(self.not_a_stream(response, Dialect::Anthropic).await);
         }
         Ok(MessageStream::new(response, self.scrubber().clone()))
     }
