@@ -271,7 +271,8 @@ impl<T: Sender> Lane<T> {
             }
             let content = if anthropic {
                 match event.event_type() {
-                    "content_block_delta" => true,
+                    // A thinking block's closing signature is not output.
+                    "content_block_delta" => !data.contains("\"signature_delta\""),
                     "message_delta" => {
                         usage = anthropic::usage_in_body(data.as_bytes())
                             .and_then(|u| u.output_tokens)
@@ -390,17 +391,38 @@ pub(crate) fn share(target: usize, lanes: usize, index: usize) -> usize {
     target / lanes + usize::from(index < target % lanes)
 }
 
-/// Whether a chunk's JSON has a non-empty `"content"` string: a key followed by `:` and a
-/// string that does not close at once. A key inside a JSON string is escaped (`\"content\"`)
-/// and cannot match; `"content"` as a value is not followed by `:` and is passed over.
+/// Keys whose non-empty string value is generated output, in the order they are looked for:
+/// the answer (`content`), the reasoning of vLLM and llama.cpp (`reasoning_content`) and of
+/// Ollama and OpenRouter (`reasoning`), a refusal, and a tool call's `arguments`. A reasoning
+/// model's first tokens are its reasoning, and a tool call's its arguments: each is the first
+/// token of its stream, as vLLM's own benchmark counts them.
+const OUTPUT_KEYS: [&str; 5] = [
+    "\"content\"",
+    "\"reasoning_content\"",
+    "\"reasoning\"",
+    "\"refusal\"",
+    "\"arguments\"",
+];
+
+/// Whether a chunk's JSON carries generated output: a non-empty string under one of
+/// [`OUTPUT_KEYS`].
 pub(crate) fn has_content(json: &str) -> bool {
-    const KEY: &str = "\"content\"";
+    OUTPUT_KEYS.iter().any(|key| has_text_under(json, key))
+}
+
+/// Whether `key` (quoted) is followed by `:` and a string that does not close at once,
+/// anywhere in `json`. A key inside a JSON string is escaped (`\"content\"`) and cannot
+/// match; the same word as a value is not followed by `:` and is passed over, as is the key
+/// over something else (`"content":null`, `"logprobs":{"content":[...]}`).
+fn has_text_under(json: &str, key: &str) -> bool {
     let mut rest = json;
-    while let Some(at) = rest.find(KEY) {
-        rest = &rest[at + KEY.len()..];
+    while let Some(at) = rest.find(key) {
+        rest = &rest[at + key.len()..];
         if let Some(value) = rest.trim_start().strip_prefix(':') {
             let value = value.trim_start();
-            return value.starts_with('"') && !value[1..].starts_with('"');
+            if value.starts_with('"') && !value[1..].starts_with('"') {
+                return true;
+            }
         }
     }
     false
@@ -449,10 +471,26 @@ mod tests {
         ));
         // Escaped inside a string, or a value: not the key.
         assert!(!has_content(&chunk(
-            r#"{"reasoning":"say \"content\":\"x\""}"#
+            r#"{"name":"say \"content\":\"x\""}"#
         )));
         assert!(has_content(&chunk(r#"{"type":"content","content":"x"}"#)));
         assert!(!has_content(r#"{"content":"#));
+        // Output that is not the answer: reasoning (vLLM and llama.cpp, Ollama and
+        // OpenRouter), a refusal, a tool call's arguments; after a key that is not a string.
+        assert!(has_content(&chunk(
+            r#"{"content":null,"reasoning_content":"Let"}"#
+        )));
+        assert!(has_content(&chunk(r#"{"role":"assistant","reasoning":"Hm"}"#)));
+        assert!(has_content(&chunk(r#"{"refusal":"I can't"}"#)));
+        assert!(has_content(&chunk(
+            r#"{"tool_calls":[{"index":0,"function":{"arguments":"{\""}}]}"#
+        )));
+        assert!(!has_content(&chunk(
+            r#"{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":""}}]}"#
+        )));
+        assert!(has_content(
+            r#"{"choices":[{"logprobs":{"content":[]},"delta":{"content":"x"}}]}"#
+        ));
     }
 
     #[test]

@@ -80,7 +80,9 @@
 //!   and a CDF of at most ~200 points. In an open loop the clock starts when the request is
 //!   sent, which is its arrival time unless the load generator itself falls behind.
 //! - **Streams**: time to the first content chunk (successful streams), time between content
-//!   chunks (every stream), chunks counted, output tokens from the usage chunk.
+//!   chunks (every stream), chunks counted, output tokens from the usage chunk. A content
+//!   chunk carries any output: the answer, reasoning (`reasoning_content`, `reasoning`), a
+//!   refusal or a tool call's arguments.
 //! - **Errors** by [`ErrorKind::as_str`](volley::ErrorKind::as_str), and `status_NNN` for HTTP
 //!   errors other than 429. The default client has retries off, so every failure shows.
 //!   Bodies are scanned for usage, not parsed: a malformed 200 counts as a success.
