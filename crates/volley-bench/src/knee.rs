@@ -25,7 +25,7 @@
 
 use std::fmt::Write as _;
 
-use volley::core::Error;
+use volley::core::{Error, ErrorKind};
 
 use crate::{Bench, BenchConfig, Load};
 
@@ -39,8 +39,11 @@ pub struct KneeStep {
     pub concurrency: usize,
     /// Successful requests per second, over the whole step.
     pub requests_per_sec: f64,
-    /// The median latency, in milliseconds.
+    /// The median latency of the successful requests, in milliseconds.
     pub p50_ms: f64,
+    /// The share of the step's finished requests that succeeded, from 0 to 1 (0 when none
+    /// finished).
+    pub success_share: f64,
 }
 
 impl KneeStep {
@@ -48,11 +51,15 @@ impl KneeStep {
     /// second. A short step's measured rate is biased low by its start and its drain (the
     /// last requests run with the loop part empty), by about one latency in the step's
     /// length, and by less at high concurrency where latencies are long; the steady rate is
-    /// not, which keeps a 95 % threshold meaningful. Falls back to the measured rate without
-    /// a latency.
+    /// not, which keeps a 95 % threshold meaningful. Only successes count: the rate is scaled
+    /// by [`success_share`](Self::success_share), so a step of fast refusals (a wrong model,
+    /// 429s) is no throughput, and a step where nothing succeeded is 0. Falls back to the
+    /// measured rate without a latency.
     pub fn steady_requests_per_sec(&self) -> f64 {
-        if self.p50_ms > 0.0 {
-            self.concurrency as f64 * 1000.0 / self.p50_ms
+        if self.success_share <= 0.0 {
+            0.0
+        } else if self.p50_ms > 0.0 {
+            self.concurrency as f64 * 1000.0 / self.p50_ms * self.success_share.min(1.0)
         } else {
             self.requests_per_sec
         }
@@ -92,7 +99,9 @@ pub fn ladder(max: usize) -> Vec<usize> {
 /// `per_slot` requests per slot, and returns each step's throughput and median latency.
 ///
 /// # Errors
-/// As [`Bench::new`] and [`Bench::run`].
+/// As [`Bench::new`] and [`Bench::run`]; and an [`ErrorKind::Status`] error when a step was
+/// stopped because the server refused its first requests (a wrong model or path, a key
+/// without access: every later step would be refused too).
 pub async fn find_knee(
     base: &BenchConfig,
     ladder: &[usize],
@@ -107,27 +116,51 @@ pub async fn find_knee(
             ..base.clone()
         };
         let results = Bench::new(config)?.run().await?;
+        if let Some(why) = results.stopped_early {
+            return Err(Error::new(
+                ErrorKind::Status,
+                format!("the step at concurrency {concurrency} was stopped: {why}"),
+            ));
+        }
+        let s = &results.summary;
+        let finished = s.ok + s.failed;
         steps.push(KneeStep {
             concurrency,
-            requests_per_sec: results.summary.requests_per_sec,
+            requests_per_sec: if s.wall_ms > 0.0 {
+                s.ok as f64 * 1000.0 / s.wall_ms
+            } else {
+                0.0
+            },
             p50_ms: results.latency.p50,
+            success_share: if finished > 0 {
+                s.ok as f64 / finished as f64
+            } else {
+                0.0
+            },
         });
     }
     Ok(steps)
 }
 
 /// The knee of `steps`: the lowest concurrency whose steady throughput
-/// ([`KneeStep::steady_requests_per_sec`]) reached [`KNEE_SHARE`] of the best. `None`
-/// without steps.
+/// ([`KneeStep::steady_requests_per_sec`]) reached [`KNEE_SHARE`] of the best, among the
+/// steps where at least [`KNEE_SHARE`] of the requests succeeded: failures (429s, timeouts,
+/// refused connections) mean the server is past its knee, and their latencies say nothing of
+/// its throughput. `None` without such a step.
 pub fn knee_of(steps: &[KneeStep]) -> Option<Knee> {
-    let max = steps
+    let healthy: Vec<KneeStep> = steps
+        .iter()
+        .filter(|s| s.success_share >= KNEE_SHARE)
+        .copied()
+        .collect();
+    let max = healthy
         .iter()
         .map(KneeStep::steady_requests_per_sec)
         .fold(f64::NAN, f64::max);
-    if !max.is_finite() {
+    if !max.is_finite() || max <= 0.0 {
         return None;
     }
-    let mut sorted = steps.to_vec();
+    let mut sorted = healthy;
     sorted.sort_by_key(|s| s.concurrency);
     let step = sorted
         .iter()
@@ -235,6 +268,7 @@ mod tests {
                     concurrency: c,
                     requests_per_sec: c as f64 * 1000.0 / latency,
                     p50_ms: latency,
+                    success_share: 1.0,
                 }
             })
             .collect()
@@ -262,6 +296,33 @@ mod tests {
             assert!(found.p50_ms <= 200.0 * 1.2, "{found:?}");
         }
         assert_eq!(knee_of(&[]), None);
+    }
+
+    /// Failures are no throughput: a step of fast refusals (429s, connect errors), or one
+    /// where more than 5 % failed, is neither the knee nor the best; a step half refused
+    /// counts half; without a healthy step there is no knee.
+    #[test]
+    fn only_successes_are_throughput() {
+        let step = |concurrency, p50_ms, success_share, requests_per_sec| KneeStep {
+            concurrency,
+            requests_per_sec,
+            p50_ms,
+            success_share,
+        };
+        let steps = [
+            step(1, 200.0, 1.0, 5.0),
+            step(8, 200.0, 1.0, 40.0),
+            // Refused at once, nothing measured: no p50.
+            step(64, 0.0, 0.0, 0.0),
+            // Most refused; the few successes were fast.
+            step(128, 20.0, 0.01, 64.0),
+        ];
+        let knee = knee_of(&steps).unwrap();
+        assert_eq!(knee.concurrency, 8, "{knee:?}");
+        assert_eq!(knee.max_requests_per_sec, 40.0);
+        assert_eq!(step(16, 200.0, 0.5, 40.0).steady_requests_per_sec(), 40.0);
+        assert_eq!(knee_of(&[step(1, 0.0, 0.0, 0.0), step(2, 0.0, 0.0, 0.0)]), None);
+        assert_eq!(knee_of(&[step(1, 200.0, 0.9, 4.5)]), None);
     }
 
     #[test]

@@ -69,7 +69,11 @@ pub(crate) struct BenchArgs {
     /// Find the knee: closed loops at concurrencies about 19 % apart from 1 to MAX (--requests per
     /// slot each, default 20), then the lowest concurrency reaching 95 % of the best
     /// throughput and its median latency; with --report, knee.svg and knee.md charts them.
-    #[arg(long, value_name = "MAX", conflicts_with_all = ["concurrency", "rate", "ramp"])]
+    #[arg(
+        long,
+        value_name = "MAX",
+        conflicts_with_all = ["concurrency", "rate", "ramp", "duration"]
+    )]
     find_knee: Option<usize>,
 
     /// Stop after this many requests.
@@ -158,16 +162,26 @@ async fn find_knee(
     if max == 0 {
         return Err(UsageError("--find-knee must be at least 1".into()).into());
     }
-    let steps = knee::find_knee(config, &knee::ladder(max), per_slot.unwrap_or(20))
-        .await
-        .map_err(|e| UsageError(format!("{e}")))?;
+    let steps = match knee::find_knee(config, &knee::ladder(max), per_slot.unwrap_or(20)).await {
+        Ok(steps) => steps,
+        // The server refused a step's first requests: not a mistake in the flags.
+        Err(e) if e.kind() == volley::ErrorKind::Status => {
+            say!(
+                "volley bench: {e}; check the base URL (it ends in /v1, or the provider's API \
+                 path), --model and --max-tokens against what the server takes"
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(UsageError(format!("{e}")).into()),
+    };
     let mut table = String::from(
-        "| concurrency | req/s measured | req/s steady | p50 ms |\n|---:|---:|---:|---:|\n",
+        "| concurrency | ok % | req/s measured | req/s steady | p50 ms |\n|---:|---:|---:|---:|---:|\n",
     );
     for s in &steps {
         table += &format!(
-            "| {} | {:.1} | {:.1} | {:.1} |\n",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
             s.concurrency,
+            s.success_share * 100.0,
             s.requests_per_sec,
             s.steady_requests_per_sec(),
             s.p50_ms
@@ -183,7 +197,10 @@ async fn find_knee(
             k.max_requests_per_sec,
             k.p50_ms
         ),
-        None => "knee: no step finished".to_owned(),
+        None => format!(
+            "knee: none found: no step had {:.0} % of its requests succeed",
+            knee::KNEE_SHARE * 100.0
+        ),
     };
     print!("{table}\n{verdict}\n");
     if let Some(dir) = report {
@@ -196,7 +213,11 @@ async fn find_knee(
         )
         .context("writing knee.md")?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if found.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn duration(s: &str) -> Result<Duration, String> {

@@ -113,6 +113,31 @@ fn bench_counts_errors_by_kind_and_fails_when_nothing_succeeds() {
     assert_eq!(results["errors"]["status_500"], 20);
 }
 
+/// `--find-knee` counts only successes as throughput: against a mock answering every
+/// request 500 no step is the knee and the command fails; against a healthy one it finds one.
+#[test]
+fn the_knee_is_found_only_among_steps_that_succeed() {
+    let out = volley()
+        .args(["bench", "--mock", "--faults", "500=1", "--find-knee", "4"])
+        .args(["--requests", "2", "--quiet"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("knee: none found"), "{stdout}");
+    assert!(stdout.contains("| 4 | 0.0 |"), "{stdout}");
+
+    let out = volley()
+        .args(["bench", "--mock", "--latency", "20ms", "--find-knee", "2"])
+        .args(["--requests", "2", "--quiet"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("knee: "), "{stdout}");
+    assert!(stdout.contains("| 2 | 100.0 |"), "{stdout}");
+}
+
 /// `--timeout` bounds each request: against a mock that stalls every request for an hour,
 /// the run ends at once, each request a timeout.
 #[test]
