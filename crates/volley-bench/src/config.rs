@@ -19,6 +19,8 @@ pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 /// The default of [`BenchConfig::seed`].
 pub const DEFAULT_SEED: u64 = 42;
+/// The default of [`BenchConfig::grace`]: 30 s.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 /// The client a bench measures unless [`BenchConfig::client`] says otherwise: the default
 /// stack without retries, so failures are counted rather than hidden, and without rate
@@ -59,9 +61,15 @@ pub struct BenchConfig {
     /// Stop after this many requests: sent ones in a closed loop or ramp, arrivals (dropped
     /// ones included) in an open loop. Default none.
     pub requests: Option<u64>,
-    /// Stop starting requests after this long; those in flight then are finished and counted.
-    /// Default none.
+    /// Stop starting requests after this long; those in flight then are finished and counted,
+    /// for at most [`grace`](Self::grace) more. Default none.
     pub duration: Option<Duration>,
+    /// With a [`duration`](Self::duration): how long the requests in flight at its end may
+    /// still take. Those still running after it are cancelled (their connections closed) and
+    /// counted in [`Summary::unfinished`](crate::results::Summary::unfinished), so a server that holds
+    /// requests for minutes, or never answers, does not hold the run. Default
+    /// [`DEFAULT_GRACE`] (k6's `gracefulStop`).
+    pub grace: Duration,
     /// Streaming requests (`stream: true` with `stream_options.include_usage`), measuring time
     /// to first token and between tokens. Default `false`.
     pub stream: bool,
@@ -129,6 +137,7 @@ impl Default for BenchConfig {
             load: Load::Closed { concurrency: 64 },
             requests: None,
             duration: None,
+            grace: DEFAULT_GRACE,
             stream: false,
             prompt_tokens: Lengths::Fixed(64),
             output_tokens: Lengths::Fixed(16),

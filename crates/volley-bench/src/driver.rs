@@ -19,7 +19,7 @@ use super::recorder::Recorder;
 use super::results::{BenchResults, Connections, ENDPOINT_SAMPLE_MS, EndpointPoint};
 use super::rng::Rng;
 use super::server::ServerProbe;
-use super::shared::{Live, Shared, conduct};
+use super::shared::{Live, Shared, bound_drain, conduct};
 use super::summary::{Facts, results};
 use super::sys;
 use super::target::{Sender, Target};
@@ -319,7 +319,9 @@ impl Lanes<'_> {
                 for index in 0..lanes {
                     let (sender, receiver) = mpsc::unbounded_channel();
                     senders.push(sender);
-                    let open = self.lane(index, target.clone()).open(receiver);
+                    let open = self
+                        .lane(index, target.clone())
+                        .open(receiver, shared.control.subscribe());
                     spawn_lane(workers, &config.workers, index, open);
                 }
                 let pacer = Pacer {
@@ -338,6 +340,14 @@ impl Lanes<'_> {
                 let clock = TokioClock::new(tokio_start, shared.control.subscribe());
                 helpers.spawn(pacer.run(schedule, until, clock));
             }
+        }
+        if let Some(duration) = config.duration {
+            helpers.spawn(bound_drain(
+                shared.clone(),
+                duration,
+                config.grace,
+                tokio_start,
+            ));
         }
     }
 }

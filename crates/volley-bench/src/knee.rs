@@ -321,7 +321,10 @@ mod tests {
         assert_eq!(knee.concurrency, 8, "{knee:?}");
         assert_eq!(knee.max_requests_per_sec, 40.0);
         assert_eq!(step(16, 200.0, 0.5, 40.0).steady_requests_per_sec(), 40.0);
-        assert_eq!(knee_of(&[step(1, 0.0, 0.0, 0.0), step(2, 0.0, 0.0, 0.0)]), None);
+        assert_eq!(
+            knee_of(&[step(1, 0.0, 0.0, 0.0), step(2, 0.0, 0.0, 0.0)]),
+            None
+        );
         assert_eq!(knee_of(&[step(1, 200.0, 0.9, 4.5)]), None);
     }
 

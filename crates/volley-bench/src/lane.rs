@@ -92,8 +92,20 @@ impl<T: Sender> Lane<T> {
             stopping: AtomicBool::new(false),
         };
         let mut slots = FuturesUnordered::new();
+        // Until the control's sender is gone.
+        let mut listening = true;
+        let mut unfinished = 0;
         loop {
-            let Control { target, stop } = *control.borrow_and_update();
+            let Control {
+                target,
+                stop,
+                cancel,
+            } = *control.borrow_and_update();
+            if cancel {
+                // Every slot still here is in a request: dropped, counted as unfinished.
+                unfinished = slots.len();
+                break;
+            }
             if stop {
                 state.stopping.store(true, Relaxed);
             }
@@ -114,8 +126,10 @@ impl<T: Sender> Lane<T> {
             }
             tokio::select! {
                 Some(()) = slots.next(), if !slots.is_empty() => {}
-                changed = control.changed(), if !stopping => {
+                // Still listened to after a stop, for a cancel.
+                changed = control.changed(), if listening => {
                     if changed.is_err() {
+                        listening = false;
                         state.stopping.store(true, Relaxed);
                     }
                 }
@@ -123,7 +137,10 @@ impl<T: Sender> Lane<T> {
             }
         }
         drop(slots);
-        self.into_recorder()
+        self.shared.cancelled(unfinished);
+        let mut recorder = self.into_recorder();
+        recorder.unfinished += unfinished as u64;
+        recorder
     }
 
     /// One slot of the closed loop: a request after another until the budget, the deadline
@@ -161,10 +178,16 @@ impl<T: Sender> Lane<T> {
     }
 
     /// The open loop: starts a request for every arrival the pacer sends, until it hangs up;
-    /// then lets the requests in flight finish.
-    pub(crate) async fn open(self, mut arrivals: mpsc::UnboundedReceiver<Arrival>) -> Recorder {
+    /// then lets the requests in flight finish, unless the run is cancelled.
+    pub(crate) async fn open(
+        self,
+        mut arrivals: mpsc::UnboundedReceiver<Arrival>,
+        mut control: watch::Receiver<Control>,
+    ) -> Recorder {
         let mut requests = FuturesUnordered::new();
         let mut open = true;
+        let mut listening = true;
+        let mut unfinished = 0;
         loop {
             tokio::select! {
                 arrival = arrivals.recv(), if open => match arrival {
@@ -179,11 +202,30 @@ impl<T: Sender> Lane<T> {
                     None => open = false,
                 },
                 Some(()) = requests.next(), if !requests.is_empty() => {}
+                // Only while there is something to cancel: with nothing in flight and no
+                // arrival to come, the loop ends.
+                changed = control.changed(), if listening && (open || !requests.is_empty()) => {
+                    if changed.is_err() {
+                        listening = false;
+                    } else if control.borrow_and_update().cancel {
+                        // Arrivals not yet taken were counted in flight by the pacer too.
+                        arrivals.close();
+                        let mut queued = 0;
+                        while arrivals.try_recv().is_ok() {
+                            queued += 1;
+                        }
+                        unfinished = requests.len() + queued;
+                        break;
+                    }
+                }
                 else => break,
             }
         }
         drop(requests);
-        self.into_recorder()
+        self.shared.cancelled(unfinished);
+        let mut recorder = self.into_recorder();
+        recorder.unfinished += unfinished as u64;
+        recorder
     }
 
     /// One request, from `started` to its last byte; the caller has counted it in flight.
@@ -470,9 +512,7 @@ mod tests {
             r#"{"choices":[],"usage":{"completion_tokens":3}}"#
         ));
         // Escaped inside a string, or a value: not the key.
-        assert!(!has_content(&chunk(
-            r#"{"name":"say \"content\":\"x\""}"#
-        )));
+        assert!(!has_content(&chunk(r#"{"name":"say \"content\":\"x\""}"#)));
         assert!(has_content(&chunk(r#"{"type":"content","content":"x"}"#)));
         assert!(!has_content(r#"{"content":"#));
         // Output that is not the answer: reasoning (vLLM and llama.cpp, Ollama and
@@ -480,7 +520,9 @@ mod tests {
         assert!(has_content(&chunk(
             r#"{"content":null,"reasoning_content":"Let"}"#
         )));
-        assert!(has_content(&chunk(r#"{"role":"assistant","reasoning":"Hm"}"#)));
+        assert!(has_content(&chunk(
+            r#"{"role":"assistant","reasoning":"Hm"}"#
+        )));
         assert!(has_content(&chunk(r#"{"refusal":"I can't"}"#)));
         assert!(has_content(&chunk(
             r#"{"tool_calls":[{"index":0,"function":{"arguments":"{\""}}]}"#

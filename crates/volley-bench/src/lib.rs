@@ -137,8 +137,8 @@ mod target;
 mod timeline;
 
 pub use config::{
-    Arrivals, BenchConfig, DEFAULT_BASE_URL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODEL, DEFAULT_SEED,
-    Load, MaxTokensField, StackKind, default_client,
+    Arrivals, BenchConfig, DEFAULT_BASE_URL, DEFAULT_GRACE, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODEL,
+    DEFAULT_SEED, Load, MaxTokensField, StackKind, default_client,
 };
 pub use driver::Bench;
 pub use lengths::{Lengths, MAX_LENGTH};

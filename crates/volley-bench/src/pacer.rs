@@ -295,6 +295,7 @@ mod tests {
         let (control, receiver) = watch::channel(Control {
             target: 0,
             stop: false,
+            cancel: false,
         });
         let start = Instant::now();
         let mut clock = TokioClock::new(start, receiver);
@@ -346,6 +347,7 @@ mod tests {
         let (control, receiver) = watch::channel(Control {
             target: 0,
             stop: false,
+            cancel: false,
         });
         let start = Instant::now();
         let mut clock = TokioClock::new(start, receiver);

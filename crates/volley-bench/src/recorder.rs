@@ -65,6 +65,8 @@ pub(crate) struct Recorder {
     pub(crate) inter_token: Histogram<u64>,
     pub(crate) ok: u64,
     pub(crate) failed: u64,
+    /// Requests cancelled in flight (the drain's bound, a second Ctrl-C).
+    pub(crate) unfinished: u64,
     pub(crate) output_tokens: u64,
     /// Content chunks received, failed streams' included.
     pub(crate) chunks: u64,
@@ -88,6 +90,7 @@ impl Recorder {
             inter_token: histogram(),
             ok: 0,
             failed: 0,
+            unfinished: 0,
             output_tokens: 0,
             chunks: 0,
             errors: Vec::new(),
@@ -147,6 +150,7 @@ impl Recorder {
         add(&mut self.inter_token, &other.inter_token);
         self.ok += other.ok;
         self.failed += other.failed;
+        self.unfinished += other.unfinished;
         self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
         self.chunks += other.chunks;
         for &(label, n) in &other.errors {

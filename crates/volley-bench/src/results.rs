@@ -167,6 +167,11 @@ pub struct Summary {
     pub ok: u64,
     /// Requests that failed.
     pub failed: u64,
+    /// Requests still in flight when the run was cancelled: past
+    /// [`BenchConfig::grace`](crate::BenchConfig::grace) after its duration, or at a second
+    /// Ctrl-C ([`Live::cancel`](crate::Live::cancel)). Neither succeeded nor failed; not in
+    /// `requests`.
+    pub unfinished: u64,
     /// Open-loop arrivals not sent because `max_in_flight` requests were in flight already
     /// (never queued: a queue would hide the overload). Always 0 in a closed loop.
     pub dropped: u64,

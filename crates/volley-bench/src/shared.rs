@@ -74,6 +74,15 @@ impl Live {
         self.shared.control.send_modify(|c| c.stop = true);
     }
 
+    /// Stops the run and cancels the requests in flight (a second Ctrl-C): they are dropped,
+    /// their connections closed, and counted in
+    /// [`Summary::unfinished`](crate::results::Summary::unfinished), and
+    /// [`Bench::run`](super::Bench::run) returns the results so far at once.
+    pub fn cancel(&self) {
+        self.shared.interrupted.store(true, Relaxed);
+        self.shared.control.send_modify(Control::cancel);
+    }
+
     fn sum(&self, counter: impl Fn(&LaneCounters) -> &AtomicU64) -> u64 {
         self.shared
             .lanes
@@ -102,6 +111,16 @@ pub(crate) struct Control {
     pub(crate) target: usize,
     /// Start no more requests.
     pub(crate) stop: bool,
+    /// Drop the requests in flight, counted as unfinished (with `stop`).
+    pub(crate) cancel: bool,
+}
+
+impl Control {
+    /// Stop, and drop what is in flight.
+    pub(crate) fn cancel(&mut self) {
+        self.stop = true;
+        self.cancel = true;
+    }
 }
 
 /// State shared by the lanes, the pacer and [`Live`].
@@ -302,6 +321,7 @@ impl Shared {
             control: watch::Sender::new(Control {
                 target,
                 stop: false,
+                cancel: false,
             }),
             failures: Failures::default(),
             interrupted: AtomicBool::new(false),
@@ -328,6 +348,11 @@ impl Shared {
     /// Counts a request out.
     pub(crate) fn leave(&self) {
         self.in_flight.fetch_sub(1, Relaxed);
+    }
+
+    /// Counts `n` requests out that were cancelled in flight.
+    pub(crate) fn cancelled(&self, n: usize) {
+        self.in_flight.fetch_sub(n as u64, Relaxed);
     }
 }
 
@@ -362,6 +387,22 @@ pub(crate) async fn conduct(
         tokio::time::sleep_until(start + duration).await;
         shared.control.send_modify(|c| c.stop = true);
     }
+}
+
+/// The bound on a timed run's drain: at `duration` + `grace` after the start, the requests
+/// still in flight are cancelled (a server that holds them for minutes, or never answers,
+/// does not hold the run).
+pub(crate) async fn bound_drain(
+    shared: Arc<Shared>,
+    duration: Duration,
+    grace: Duration,
+    start: tokio::time::Instant,
+) {
+    let Some(at) = start.checked_add(duration.saturating_add(grace)) else {
+        return;
+    };
+    tokio::time::sleep_until(at).await;
+    shared.control.send_modify(Control::cancel);
 }
 
 #[cfg(test)]

@@ -85,6 +85,7 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         requests: finished,
         ok: r.ok,
         failed: r.failed,
+        unfinished: r.unfinished,
         dropped,
         wall_ms: wall_s * 1e3,
         requests_per_sec: per_sec(finished),

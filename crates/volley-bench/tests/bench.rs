@@ -470,6 +470,74 @@ async fn live_stop_ends_a_long_run_early() {
     assert!(volley_bench::report::render_text(&results).contains("interrupted"));
 }
 
+/// A server that holds every answer for an hour does not hold a timed run: past its
+/// duration and grace, the requests in flight are cancelled and counted as unfinished, in a
+/// closed and in an open loop; and a second Ctrl-C (`Live::cancel`) does the same at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_past_the_grace_are_cancelled_and_counted() {
+    let server = mock(with_latency(Duration::from_secs(3600))).await;
+    for load in [
+        Load::Closed { concurrency: 4 },
+        Load::Open {
+            rate: 40.0,
+            arrivals: Arrivals::Constant,
+        },
+    ] {
+        let bench = Bench::new(BenchConfig {
+            duration: Some(ms(300)),
+            grace: ms(300),
+            ..config(&server, load)
+        })
+        .unwrap();
+        let live = bench.live();
+        let results = tokio::time::timeout(Duration::from_secs(60), bench.run())
+            .await
+            .expect("the run ends past its grace")
+            .unwrap();
+        let s = &results.summary;
+        assert_eq!((s.requests, s.ok, s.failed), (0, 0, 0), "{load:?}");
+        assert!(s.unfinished > 0, "{load:?}");
+        assert_eq!(live.started(), s.unfinished, "{load:?}");
+        assert_eq!(live.in_flight(), 0, "{load:?}");
+        assert!(!results.interrupted);
+        if let Load::Closed { concurrency } = load {
+            assert_eq!(s.unfinished, concurrency as u64);
+        }
+        let text = volley_bench::report::render_text(&results);
+        assert!(
+            text.contains(&format!("{} cancelled unfinished", s.unfinished)),
+            "{text}"
+        );
+    }
+
+    // No duration: a stop waits for the requests in flight, a cancel does not.
+    let bench = Bench::new(BenchConfig {
+        requests: Some(100),
+        ..config(&server, Load::Closed { concurrency: 3 })
+    })
+    .unwrap();
+    let live = bench.live();
+    let run = tokio::spawn(bench.run());
+    while live.in_flight() < 3 {
+        tokio::time::sleep(ms(5)).await;
+    }
+    live.stop();
+    tokio::time::sleep(ms(200)).await;
+    assert!(!run.is_finished(), "a stop finishes what is in flight");
+    live.cancel();
+    let results = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("a cancelled run ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (results.summary.requests, results.summary.unfinished),
+        (0, 3)
+    );
+    assert!(results.interrupted);
+    assert_eq!(live.in_flight(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_without_stats_has_no_server_side() {
     let url = plain_responder().await;

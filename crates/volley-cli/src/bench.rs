@@ -79,9 +79,14 @@ pub(crate) struct BenchArgs {
     /// Stop after this many requests.
     #[arg(long, short = 'n')]
     requests: Option<u64>,
-    /// Stop starting requests after this long (e.g. 30s, 2m); those in flight are finished.
+    /// Stop starting requests after this long (e.g. 30s, 2m); those in flight are finished,
+    /// for at most --grace more.
     #[arg(long, value_parser = duration)]
     duration: Option<Duration>,
+    /// After --duration: how long requests in flight may still take before they are
+    /// cancelled and counted as unfinished.
+    #[arg(long, value_parser = duration, default_value = "30s", requires = "duration")]
+    grace: Duration,
     /// The most one request may take (e.g. 30s), a stream whole included; a request past it
     /// fails as a timeout [default: 600s, a stream 30m].
     #[arg(long, value_parser = duration)]
@@ -405,6 +410,7 @@ async fn run(
         load,
         requests: args.requests,
         duration: args.duration,
+        grace: args.grace,
         stream: args.stream,
         prompt_tokens: args.prompt_tokens,
         output_tokens: args.max_tokens,
@@ -456,16 +462,25 @@ async fn run(
     });
 
     // Ctrl-C stops starting requests; those in flight finish and the run is reported. A
-    // second Ctrl-C exits at once.
+    // second Ctrl-C cancels those in flight (counted as unfinished), still reports, and exits
+    // 130 as `volley run` does; a third exits at once.
+    let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cancelling = cancelled.clone();
     let interrupt = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             say!(
-                "\nvolley bench: interrupted; finishing the requests in flight (Ctrl-C again to quit)"
+                "\nvolley bench: interrupted; finishing the requests in flight (Ctrl-C again to \
+                 cancel them)"
             );
             stopper.stop();
             if tokio::signal::ctrl_c().await.is_ok() {
-                say!("volley bench: quit; nothing written");
-                std::process::exit(130);
+                say!("volley bench: cancelling the requests in flight; writing the results");
+                cancelling.store(true, std::sync::atomic::Ordering::Relaxed);
+                stopper.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    say!("volley bench: quit; nothing written");
+                    std::process::exit(130);
+                }
             }
         }
     });
@@ -497,6 +512,9 @@ async fn run(
                 dir.join("report.html").display()
             );
         }
+    }
+    if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(ExitCode::from(130));
     }
     // Errors are data in a load test; a run where nothing succeeded is a failure to reach
     // the target, and one the target refused from the start says why.

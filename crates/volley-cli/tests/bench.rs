@@ -138,6 +138,73 @@ fn the_knee_is_found_only_among_steps_that_succeed() {
     assert!(stdout.contains("| 2 | 100.0 |"), "{stdout}");
 }
 
+/// A first Ctrl-C stops starting requests; a second cancels those in flight (a server that
+/// holds them for an hour), writes the results with them counted as unfinished, and exits
+/// 130. `--duration` with `--grace` bounds the same wait without a signal.
+#[test]
+fn a_second_ctrl_c_cancels_what_is_in_flight_and_still_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout_path = dir.path().join("stdout");
+    let stderr_path = dir.path().join("stderr");
+    let mut child = volley()
+        .args(["bench", "--mock", "--latency", "1h", "-c", "2", "-n", "10"])
+        .args(["--json", "--quiet"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let interrupt = |notice: &str| {
+        let sent = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !std::fs::read_to_string(&stderr_path)
+            .unwrap()
+            .contains(notice)
+        {
+            assert!(std::time::Instant::now() < deadline, "no {notice:?}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    // Time for both requests to be sent to the embedded mock.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    interrupt("finishing the requests in flight");
+    interrupt("cancelling the requests in flight");
+    let status =
+        volley_testkit::process::wait_bounded(&mut child, std::time::Duration::from_secs(60));
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    let results: Value =
+        serde_json::from_str(&std::fs::read_to_string(&stdout_path).unwrap()).unwrap();
+    assert_eq!(results["summary"]["unfinished"], 2, "{results}");
+    assert_eq!(results["summary"]["requests"], 0, "{results}");
+    assert_eq!(results["interrupted"], true);
+
+    let out = volley()
+        .args(["bench", "--mock", "--latency", "1h", "-c", "2"])
+        .args([
+            "--duration",
+            "200ms",
+            "--grace",
+            "200ms",
+            "--json",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results["summary"]["unfinished"], 2, "{results}");
+    // --grace alone means nothing.
+    let out = volley()
+        .args(["bench", "--mock", "-n", "2", "--grace", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
 /// `--timeout` bounds each request: against a mock that stalls every request for an hour,
 /// the run ends at once, each request a timeout.
 #[test]

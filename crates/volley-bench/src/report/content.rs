@@ -140,6 +140,15 @@ pub(super) fn summary_rows(r: &BenchResults) -> Vec<Row> {
             format!("{} (over the in-flight cap, never sent)", int(s.dropped)),
         ));
     }
+    if s.unfinished > 0 {
+        rows.push((
+            "unfinished",
+            format!(
+                "{} (in flight when the run was cancelled: past the grace after its duration, or a second Ctrl-C)",
+                int(s.unfinished)
+            ),
+        ));
+    }
     rows.extend([
         ("wall time", duration_ms(s.wall_ms)),
         ("throughput", format!("{} req/s", num(s.requests_per_sec))),

@@ -13,13 +13,18 @@ pub(super) fn render(r: &BenchResults) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: {} requests ({} ok, {} failed{}) in {:.2} s: {:.0} req/s",
+        "{}: {} requests ({} ok, {} failed{}{}) in {:.2} s: {:.0} req/s",
         r.name,
         s.requests,
         s.ok,
         s.failed,
         if s.dropped > 0 {
             format!(", {} dropped", s.dropped)
+        } else {
+            String::new()
+        },
+        if s.unfinished > 0 {
+            format!(", {} cancelled unfinished", s.unfinished)
         } else {
             String::new()
         },
