@@ -91,8 +91,9 @@
 //! - `x-mock-latency: <latency>` ([`LATENCY_HEADER`]), in the [`Latency`] grammar (e.g.
 //!   `250ms`), replaces the latency and the time to first token of that request.
 //!
-//! An invalid value of either header gets a `400`. Faults and latency apply to the three API
-//! endpoints, after authentication.
+//! An invalid value of either header gets a `400`. Faults and latency apply to every API route
+//! (chat and legacy completions, responses, embeddings, moderations, models, messages), after
+//! authentication.
 //!
 //! ## Rate limits
 //!

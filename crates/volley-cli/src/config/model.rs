@@ -210,7 +210,7 @@ settings! {
         /// may come after the provider billed the work) or "unbilled" (only what cannot have
         /// been billed: 429, 529, a 503 with Retry-After, a 408 without an error object,
         /// Cloudflare's 521-523, 525, 526, failures before the request was sent); a
-        /// provider's x-should-retry header wins [default: failures].
+        /// provider's `x-should-retry: false` is always obeyed [default: failures].
         #[arg(long, value_name = "WHICH")]
         retry_on: RetryOn [Option<String>] = RetryOn::Failures,
     }
