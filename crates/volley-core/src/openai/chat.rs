@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+use super::usage::null_as_default;
 use super::{Extra, Usage};
 
 /// A `POST /chat/completions` request body.
@@ -334,19 +335,19 @@ impl ContentPart {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletionResponse {
     /// The completion id (`"chatcmpl-..."`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
     /// Always `"chat.completion"` from OpenAI.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub object: String,
     /// Creation time, in seconds since the Unix epoch.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub created: u64,
     /// The model that answered.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub model: String,
     /// The generated choices (one unless the request set `n`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub choices: Vec<ChatChoice>,
     /// Token counts for the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,7 +374,7 @@ impl ChatCompletionResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatChoice {
     /// The position of this choice.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub index: u32,
     /// The generated message.
     pub message: ChatMessage,

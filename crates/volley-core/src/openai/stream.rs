@@ -8,25 +8,26 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::usage::null_as_default;
 use super::{Extra, Role, Usage};
 
 /// One `data:` event of a streaming chat completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletionChunk {
     /// The completion id, the same in every chunk of a stream.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
     /// Always `"chat.completion.chunk"` from OpenAI.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub object: String,
     /// Creation time, in seconds since the Unix epoch.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub created: u64,
     /// The model that answers.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub model: String,
     /// The deltas of this chunk; empty in the final usage chunk.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub choices: Vec<ChunkChoice>,
     /// Token counts for the whole request, in the final chunk when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,10 +72,10 @@ impl ChatCompletionChunk {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkChoice {
     /// Which choice this delta extends.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub index: u32,
     /// What this chunk adds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub delta: Delta,
     /// Set in the last chunk of this choice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -275,6 +276,31 @@ mod tests {
             ),
             (9, 12, 21)
         );
+    }
+
+    /// Gateways in front of Azure end a choice with `"delta": null`, and others send `null`
+    /// for the choices or the ids: read as absent, as the official SDKs read them, so the
+    /// finish reason (and the usage after it) is not lost to a decode error.
+    #[test]
+    fn null_where_a_field_has_a_default_reads_as_absent() {
+        let finish: ChatCompletionChunk = serde_json::from_str(
+            r#"{"id":null,"object":null,"created":null,"model":null,"choices":[{"index":null,"delta":null,"finish_reason":"stop"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(finish.finish_reason(), Some("stop"));
+        assert_eq!(finish.choices[0].delta, Delta::default());
+        assert_eq!((finish.id.as_str(), finish.created), ("", 0));
+        let usage: ChatCompletionChunk = serde_json::from_str(
+            r#"{"choices":null,"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+        )
+        .unwrap();
+        assert!(usage.choices.is_empty());
+        assert_eq!(usage.usage.unwrap().completion_tokens, 2);
+        let answer: crate::openai::ChatCompletionResponse = serde_json::from_str(
+            r#"{"id":null,"model":null,"choices":[{"index":null,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(answer.text(), Some("hi"));
     }
 
     #[test]

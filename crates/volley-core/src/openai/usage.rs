@@ -63,7 +63,18 @@ impl Usage {
 /// A count that may be `null`, read as 0: OpenAI's schema requires an integer, but a proxy's
 /// `null` is no reason to throw away the answer it came with.
 pub(crate) fn null_as_zero<'de, D: serde::Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
-    Ok(Option::<u64>::deserialize(de)?.unwrap_or(0))
+    null_as_default(de)
+}
+
+/// A field that may be `null`, read as its default, as a missing one is (with
+/// `#[serde(default)]`): gateways in front of Azure send `"delta": null` in a choice's last
+/// chunk, and others `"choices": null` or `"id": null`; the official SDKs read them as absent.
+pub(crate) fn null_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
 }
 
 // serde's `skip_serializing_if` passes a reference.
