@@ -50,9 +50,19 @@ impl Event {
         self.retry
     }
 
-    /// Whether this is OpenAI's end-of-stream sentinel, `data: [DONE]`.
+    /// Whether this is OpenAI's end-of-stream sentinel, `data: [DONE]`, trailing white space
+    /// allowed (`data: [DONE] `, as some servers send it; openai-python accepts it too).
+    ///
+    /// ```
+    /// use volley_core::sse::Decoder;
+    ///
+    /// let mut decoder = Decoder::new();
+    /// decoder.feed_slice(b"data: [DONE] \n\ndata: [DONE]x\n\n");
+    /// assert!(decoder.next_event().unwrap().unwrap().is_done());
+    /// assert!(!decoder.next_event().unwrap().unwrap().is_done());
+    /// ```
     pub fn is_done(&self) -> bool {
-        self.data.as_bytes().as_ref() == b"[DONE]"
+        self.data.as_bytes().as_ref().trim_ascii_end() == b"[DONE]"
     }
 }
 
@@ -142,9 +152,12 @@ mod tests {
     }
 
     #[test]
-    fn done_is_exactly_the_sentinel() {
+    fn done_is_the_sentinel_with_trailing_white_space_at_most() {
         assert!(event(b"[DONE]").is_done());
-        assert!(!event(b"[DONE] ").is_done());
+        assert!(event(b"[DONE] ").is_done());
+        assert!(event(b"[DONE]\r").is_done());
+        assert!(!event(b" [DONE]").is_done());
+        assert!(!event(b"[DONE]!").is_done());
         assert!(!event(b"{\"done\":true}").is_done());
         assert!(!event(b"").is_done());
     }
