@@ -146,15 +146,24 @@ impl Stream for MessageStream {
                 }
             };
             let data = event.data_bytes();
-            if event.event_type() == "ping" || data.is_empty() {
+            // An `error` event ends the stream even with no data; so does an error body that
+            // came without an `event:` line, whatever the order of its keys.
+            let error = event.event_type() == "error"
+                || (!data.is_empty() && Dialect::Anthropic.looks_like_error(data));
+            if !error && (event.event_type() == "ping" || data.is_empty()) {
                 continue;
             }
-            if event.event_type() == "error" || Dialect::Anthropic.looks_like_error(data) {
+            if error {
                 let data = self.scrubber.scrub(data.clone());
                 let context = format!("request {}", self.id);
                 return self.fail(Dialect::Anthropic.error_in_stream(&data, context));
             }
             return match serde_json::from_slice::<StreamEvent>(data) {
+                Ok(StreamEvent::Error(_)) => {
+                    let data = self.scrubber.scrub(data.clone());
+                    let context = format!("request {}", self.id);
+                    self.fail(Dialect::Anthropic.error_in_stream(&data, context))
+                }
                 Ok(event) => {
                     if matches!(event, StreamEvent::MessageStop(_)) {
                         // Look once more without waiting: when the body's end is already

@@ -325,3 +325,62 @@ async fn limits_are_learned_from_anthropic_headers() {
         stats.requests_total
     );
 }
+
+/// A server on loopback that answers one request with a `message_start` event, then, once
+/// the caller has it, `error` (an event the retry layer cannot take back), and closes.
+/// Returns the base URL.
+async fn serve_start_then(error: &'static str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        volley_testkit::raw::read_request(&mut socket, &mut buf)
+            .await
+            .unwrap();
+        let start = concat!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",",
+            "\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-test\",\"content\":[],",
+            "\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":3,",
+            "\"output_tokens\":1}}}\n\n",
+        );
+        socket.write_all(start.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        socket.write_all(error.as_bytes()).await.unwrap();
+        socket.shutdown().await.unwrap();
+    });
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// An `error` event ends a message stream with an error even when its data is empty, and an
+/// error object that came without an `event:` line is an error whatever the order of its
+/// keys, with the provider's message: neither is handed on as an event, nor lost in "ended
+/// before message_stop".
+#[tokio::test]
+async fn error_events_of_any_shape_end_a_message_stream_with_the_error() {
+    for (error, says) in [
+        ("event: error\ndata:\n\n", "error event"),
+        (
+            "data: {\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded now\"},\"type\":\"error\"}\n\n",
+            "Overloaded now",
+        ),
+    ] {
+        let client = Client::builder()
+            .provider(Provider::Anthropic)
+            .base_url(serve_start_then(error).await)
+            .api_key(KEY)
+            .retries(0)
+            .build()
+            .unwrap();
+        let mut stream = client.messages_stream(&request("hello")).await.unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(matches!(first, StreamEvent::MessageStart(_)), "{first:?}");
+        let end = stream.next().await.unwrap();
+        let error = end.expect_err("an error, not an event");
+        assert!(error.to_string().contains(says), "{error}");
+        assert!(!error.to_string().contains("message_stop"), "{error}");
+        assert!(stream.next().await.is_none());
+    }
+}
