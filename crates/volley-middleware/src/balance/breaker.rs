@@ -191,6 +191,11 @@ pub(crate) struct Breaker {
     next_cool_down: Duration,
     /// A cheap random state for the jitter.
     seed: u64,
+    /// Active health checks running for this breaker (their tasks alive). With none, an open
+    /// breaker's cool-down lets real requests probe, as without a health check: a check that
+    /// could not start (no runtime) or whose runtime is gone (a client that outlives the
+    /// runtime its breaker opened on) must not keep the endpoint shut for good.
+    checks: u32,
 }
 
 const BUCKETS: usize = 10;
@@ -213,6 +218,7 @@ impl Breaker {
             head: 0,
             head_start: now,
             seed: seed | 1,
+            checks: 0,
         }
     }
 
@@ -221,6 +227,22 @@ impl Breaker {
             State::Closed => BreakerState::Closed,
             State::Open { .. } => BreakerState::Open,
             State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+
+    /// Whether an open breaker waits for its health check's verdict rather than its
+    /// cool-down's end: a check is configured and running.
+    fn awaits_check(&self) -> bool {
+        self.config.health_check.is_some() && self.checks > 0
+    }
+
+    /// Counts a health check's task in (`true`) or out (`false`: it ended, or was dropped
+    /// with its runtime).
+    pub(crate) fn check_running(&mut self, running: bool) {
+        if running {
+            self.checks += 1;
+        } else {
+            self.checks = self.checks.saturating_sub(1);
         }
     }
 
@@ -236,7 +258,7 @@ impl Breaker {
     pub(crate) fn available(&self, now: Instant) -> bool {
         match self.state {
             State::Closed => true,
-            State::Open { until } => now >= until && self.config.health_check.is_none(),
+            State::Open { until } => now >= until && !self.awaits_check(),
             State::HalfOpen { in_flight, .. } => in_flight < self.config.probes,
         }
     }
@@ -246,7 +268,7 @@ impl Breaker {
     pub(crate) fn admit(&mut self, now: Instant) -> (Admission, Option<BreakerState>) {
         let mut changed = None;
         if let State::Open { until } = self.state {
-            if now < until || self.config.health_check.is_some() {
+            if now < until || self.awaits_check() {
                 return (Admission::No, None);
             }
             self.state = State::HalfOpen {

@@ -284,6 +284,11 @@ impl EndpointState {
         changed
     }
 
+    /// Counts a health check's task in or out (see `Breaker::check_running`).
+    pub(crate) fn check_running(&self, running: bool) {
+        self.lock().check_running(running);
+    }
+
     /// Counts an active health check.
     pub(crate) fn count_check(&self, alive: bool) {
         self.counts.checks.fetch_add(1, Ordering::Relaxed);

@@ -15,6 +15,8 @@ use super::future::observe;
 
 /// Starts checking endpoint `index`, whose breaker just opened, when a tokio runtime is
 /// there. The task holds the balancer weakly: dropping the client ends it at its next wake.
+/// While the task lives, the breaker waits for its verdict; without a runtime, or once the
+/// task is gone with its runtime, real requests probe when the cool-down ends.
 pub(crate) fn start<S>(shared: &Arc<Shared<S>>, index: usize, path: PathAndQuery)
 where
     S: Service<Request, Response = Response, Error = Error> + Clone + Send + Sync + 'static,
@@ -23,8 +25,32 @@ where
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    shared.selector.endpoints[index].check_running(true);
+    // Moved into the task, so that it counts the check out however the task ends: returned,
+    // or dropped unpolled or midway with its runtime.
+    let running = Running {
+        shared: Arc::downgrade(shared),
+        index,
+    };
     let shared = Arc::downgrade(shared);
-    runtime.spawn(check(shared, index, path));
+    runtime.spawn(async move {
+        let _running = running;
+        check(shared, index, path).await;
+    });
+}
+
+/// A running health check of endpoint `index`; counted out when dropped.
+struct Running<S> {
+    shared: Weak<Shared<S>>,
+    index: usize,
+}
+
+impl<S> Drop for Running<S> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.selector.endpoints[self.index].check_running(false);
+        }
+    }
 }
 
 async fn check<S>(shared: Weak<Shared<S>>, index: usize, path: PathAndQuery)

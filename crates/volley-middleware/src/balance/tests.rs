@@ -692,3 +692,52 @@ async fn a_lone_endpoint_hedges_to_itself_after_the_learned_percentile() {
     assert_eq!(calls.load(Ordering::Relaxed), 200 + b.hedges());
     assert_eq!(b.stats()[0].in_flight, 0, "the loser was not released");
 }
+
+/// A client that outlives the runtime its breaker opened on (a `block_on` per batch, per-test
+/// runtimes) lost the health check with that runtime, and the open breaker then waited for
+/// its verdict for good: the endpoint never got a request again. Now real requests probe
+/// when the cool-down ends, as without a health check, and the endpoint comes back.
+#[test]
+fn a_breaker_whose_health_check_went_with_its_runtime_still_reopens() {
+    let paused = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let good = Mock::new(200, 1);
+    let dead = Mock::new(503, 1);
+    let first = paused();
+    let b = first.block_on(async {
+        let b = balance(
+            &[
+                (EndpointConfig::new("good"), &good),
+                (EndpointConfig::new("dead"), &dead),
+            ],
+            BreakerConfig::new()
+                .consecutive_failures(2)
+                .error_rate(2.0)
+                .cool_down(Duration::from_secs(10))
+                .jitter(0.0)
+                .probes(1),
+        );
+        for id in 0..100 {
+            let _ = send(&b, id).await;
+        }
+        b
+    });
+    assert_eq!(b.stats()[1].state, BreakerState::Open);
+    // The check's task goes with its runtime.
+    drop(first);
+    dead.status.store(200, Ordering::Relaxed);
+    let before = dead.calls();
+    paused().block_on(async {
+        tokio::time::advance(Duration::from_secs(15)).await;
+        for id in 100..300 {
+            let _ = send(&b, id).await;
+        }
+    });
+    assert_eq!(b.stats()[1].state, BreakerState::Closed);
+    assert!(dead.calls() - before > 10, "{}", dead.calls() - before);
+}
