@@ -163,8 +163,8 @@ impl BreakerState {
 pub(crate) enum Admission {
     /// Closed: yes.
     Yes,
-    /// Half-open: yes, as a probe (its outcome decides).
-    Probe,
+    /// Half-open: yes, as a probe (its outcome decides) of the half-open round it carries.
+    Probe(u32),
     /// Open, or half-open with every probe slot taken.
     No,
 }
@@ -196,6 +196,8 @@ pub(crate) struct Breaker {
     /// could not start (no runtime) or whose runtime is gone (a client that outlives the
     /// runtime its breaker opened on) must not keep the endpoint shut for good.
     checks: u32,
+    /// Half-open rounds so far.
+    rounds: u32,
 }
 
 const BUCKETS: usize = 10;
@@ -203,8 +205,17 @@ const BUCKETS: usize = 10;
 #[derive(Debug, Clone, Copy)]
 enum State {
     Closed,
-    Open { until: Instant },
-    HalfOpen { in_flight: u32, successes: u32 },
+    Open {
+        until: Instant,
+    },
+    /// `round` counts the times the breaker went half-open: a probe admitted in an earlier
+    /// round (it outlived that round, as a request up to its 600 s timeout can) counts for
+    /// nothing in this one.
+    HalfOpen {
+        in_flight: u32,
+        successes: u32,
+        round: u32,
+    },
 }
 
 impl Breaker {
@@ -219,6 +230,7 @@ impl Breaker {
             head_start: now,
             seed: seed | 1,
             checks: 0,
+            rounds: 0,
         }
     }
 
@@ -271,17 +283,16 @@ impl Breaker {
             if now < until || self.awaits_check() {
                 return (Admission::No, None);
             }
-            self.state = State::HalfOpen {
-                in_flight: 0,
-                successes: 0,
-            };
+            self.half_open();
             changed = Some(BreakerState::HalfOpen);
         }
         let admission = match &mut self.state {
             State::Closed => Admission::Yes,
-            State::HalfOpen { in_flight, .. } if *in_flight < self.config.probes => {
+            State::HalfOpen {
+                in_flight, round, ..
+            } if *in_flight < self.config.probes => {
                 *in_flight += 1;
-                Admission::Probe
+                Admission::Probe(*round)
             }
             _ => Admission::No,
         };
@@ -296,8 +307,8 @@ impl Breaker {
         outcome: Outcome,
         now: Instant,
     ) -> Option<BreakerState> {
-        if admission == Admission::Probe {
-            return self.record_probe(outcome, now);
+        if let Admission::Probe(round) = admission {
+            return self.record_probe(round, outcome, now);
         }
         // An answer to a request admitted while closed: it may arrive after the breaker opened
         // (then it changes nothing).
@@ -324,14 +335,19 @@ impl Breaker {
         (outcome == Outcome::Failure && (by_count || by_rate)).then(|| self.open(now))
     }
 
-    fn record_probe(&mut self, outcome: Outcome, now: Instant) -> Option<BreakerState> {
+    fn record_probe(&mut self, round: u32, outcome: Outcome, now: Instant) -> Option<BreakerState> {
         let State::HalfOpen {
             in_flight,
             successes,
+            round: current,
         } = &mut self.state
         else {
             return None;
         };
+        if round != *current {
+            // A probe of an earlier round: its slot was that round's.
+            return None;
+        }
         *in_flight = in_flight.saturating_sub(1);
         match outcome {
             Outcome::Neutral => None,
@@ -359,14 +375,21 @@ impl Breaker {
             return None;
         }
         if alive {
-            self.state = State::HalfOpen {
-                in_flight: 0,
-                successes: 0,
-            };
+            self.half_open();
             Some(BreakerState::HalfOpen)
         } else {
             Some(self.open(now))
         }
+    }
+
+    /// Starts a new half-open round.
+    fn half_open(&mut self) {
+        self.rounds = self.rounds.wrapping_add(1);
+        self.state = State::HalfOpen {
+            in_flight: 0,
+            successes: 0,
+            round: self.rounds,
+        };
     }
 
     fn open(&mut self, now: Instant) -> BreakerState {
@@ -519,10 +542,10 @@ mod tests {
         let (first, changed) = b.admit(Instant::now());
         assert_eq!(
             (first, changed),
-            (Admission::Probe, Some(BreakerState::HalfOpen))
+            (Admission::Probe(1), Some(BreakerState::HalfOpen))
         );
         let (second, _) = b.admit(Instant::now());
-        assert_eq!(second, Admission::Probe);
+        assert_eq!(second, Admission::Probe(1));
         assert_eq!(
             b.admit(Instant::now()).0,
             Admission::No,
@@ -534,6 +557,55 @@ mod tests {
             Some(BreakerState::Closed)
         );
         assert_eq!(b.admit(Instant::now()).0, Admission::Yes);
+    }
+
+    /// A probe that outlives its half-open round (the breaker reopened and went half-open
+    /// again meanwhile) counts for nothing in the new round: it neither frees one of its
+    /// probe slots nor counts towards closing it.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_of_an_earlier_round_counts_for_nothing() {
+        let config = BreakerConfig::new()
+            .consecutive_failures(1)
+            .cool_down(Duration::from_secs(10))
+            .jitter(0.0)
+            .probes(2);
+        let mut b = breaker(config);
+        fail(&mut b);
+        advance(Duration::from_secs(10)).await;
+        let (a, _) = b.admit(Instant::now());
+        let (stale, _) = b.admit(Instant::now());
+        assert_eq!((a, stale), (Admission::Probe(1), Admission::Probe(1)));
+        assert_eq!(
+            b.record(a, Outcome::Failure, Instant::now()),
+            Some(BreakerState::Open)
+        );
+        advance(Duration::from_secs(20)).await;
+        let (c, changed) = b.admit(Instant::now());
+        assert_eq!(
+            (c, changed),
+            (Admission::Probe(2), Some(BreakerState::HalfOpen))
+        );
+        // The earlier round's probe ends now, a success: nothing changes.
+        assert_eq!(b.record(stale, Outcome::Success, Instant::now()), None);
+        let (d, _) = b.admit(Instant::now());
+        assert_eq!(d, Admission::Probe(2));
+        assert_eq!(
+            b.admit(Instant::now()).0,
+            Admission::No,
+            "two probes at most"
+        );
+        assert_eq!(b.record(c, Outcome::Success, Instant::now()), None);
+        assert_eq!(
+            b.record(d, Outcome::Success, Instant::now()),
+            Some(BreakerState::Closed)
+        );
+        // Nor does a late failure reopen a breaker that went half-open since.
+        fail(&mut b);
+        advance(Duration::from_secs(10)).await;
+        let (e, _) = b.admit(Instant::now());
+        assert_eq!(e, Admission::Probe(3));
+        assert_eq!(b.record(stale, Outcome::Failure, Instant::now()), None);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
     }
 
     #[tokio::test(start_paused = true)]
@@ -551,7 +623,7 @@ mod tests {
             waits.push(wait.as_secs());
             advance(wait).await;
             let (probe, _) = b.admit(Instant::now());
-            assert_eq!(probe, Admission::Probe);
+            assert!(matches!(probe, Admission::Probe(_)), "{probe:?}");
             assert_eq!(
                 b.record(probe, Outcome::Failure, Instant::now()),
                 Some(BreakerState::Open)

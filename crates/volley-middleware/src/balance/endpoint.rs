@@ -340,7 +340,7 @@ impl EndpointState {
                 // A probe's answer closes a half-open breaker (the endpoint is up); otherwise
                 // nothing for the breaker: a run of refusals must not reset its count of
                 // failures in a row, nor dilute its error rate.
-                if admission == Admission::Probe {
+                if matches!(admission, Admission::Probe(_)) {
                     Outcome::Success
                 } else {
                     Outcome::Neutral
@@ -363,7 +363,7 @@ impl EndpointState {
         if !matches!(outcome, Outcome::Success) && !matches!(observed, Observed::Nothing) {
             self.recent_failures[id as usize % RECENT].store(id, Ordering::Relaxed);
         }
-        if outcome == Outcome::Neutral && admission != Admission::Probe {
+        if outcome == Outcome::Neutral && !matches!(admission, Admission::Probe(_)) {
             // Counted as nothing, and no probe slot to give back: no need for the lock.
             return None;
         }
