@@ -323,6 +323,12 @@ impl Response {
     pub fn events(self) -> EventStream<BodyStream> {
         EventStream::new(self.inner.body.into_stream())
     }
+
+    /// [`events`](Response::events) with other caps on a line and an event than the
+    /// defaults ([`Limits`](crate::sse::Limits)).
+    pub fn events_with_limits(self, limits: crate::sse::Limits) -> EventStream<BodyStream> {
+        EventStream::with_limits(self.inner.body.into_stream(), limits)
+    }
 }
 
 /// Everything of a [`Response`] but its body.

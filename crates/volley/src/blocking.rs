@@ -329,6 +329,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The caps on one line and one event of a stream, as [`crate::ClientBuilder::sse_limits`].
+    ///
+    /// Default: 16 MiB per line and per event.
+    pub fn sse_limits(mut self, limits: volley_core::sse::Limits) -> ClientBuilder {
+        self.client = self.client.sse_limits(limits);
+        self
+    }
+
     /// The deadline of a whole call, retries and waits included, as
     /// [`crate::ClientBuilder::deadline`].
     ///

@@ -31,17 +31,18 @@ pub struct ChatStream {
 }
 
 impl ChatStream {
-    /// `response` must be an event stream; the facade checks that before. `choices`: the
-    /// request's `n` (1 when it has none).
+    /// `response` must be an event stream; the facade checks that before. It is read with
+    /// the client's caps, `limits`. `choices`: the request's `n` (1 when it has none).
     pub(crate) fn new(
         response: Response,
+        limits: volley_core::sse::Limits,
         expect_usage: bool,
         choices: u32,
         scrubber: crate::secrets::Scrubber,
     ) -> ChatStream {
         let id = response.request_id();
         ChatStream {
-            events: response.events(),
+            events: response.events_with_limits(limits),
             scrubber,
             id,
             finished: false,

@@ -69,6 +69,8 @@ pub struct Client {
     deadline: Option<Duration>,
     /// The dialect of the provider set ([`ClientBuilder::provider`]), for raw requests.
     dialect: Dialect,
+    /// The caps of the streams' SSE decoder ([`ClientBuilder::sse_limits`]).
+    sse_limits: volley_core::sse::Limits,
 }
 
 #[derive(Clone)]
@@ -104,6 +106,7 @@ pub struct ClientBuilder {
     deadline: Option<Duration>,
     /// The provider set with [`ClientBuilder::provider`]: its dialect is raw requests'.
     provider: Provider,
+    sse_limits: volley_core::sse::Limits,
 }
 
 #[derive(Clone)]
@@ -152,6 +155,7 @@ impl Default for ClientBuilder {
             hedging: None,
             deadline: None,
             provider: Provider::OpenAi,
+            sse_limits: volley_core::sse::Limits::new(),
         }
     }
 }
@@ -291,6 +295,7 @@ impl Client {
         }
         Ok(ChatStream::new(
             response,
+            self.sse_limits,
             expect_usage,
             choices,
             self.scrubber.clone(),
@@ -424,6 +429,11 @@ impl Client {
 
     pub(crate) fn scrubber(&self) -> &crate::secrets::Scrubber {
         &self.scrubber
+    }
+
+    /// The caps of the streams' SSE decoder ([`ClientBuilder::sse_limits`]).
+    pub(crate) fn sse_limits(&self) -> volley_core::sse::Limits {
+        self.sse_limits
     }
 
     /// The concurrency limit in force: the fixed [`ClientBuilder::concurrency`], or where the
@@ -829,6 +839,30 @@ impl ClientBuilder {
     /// ```
     pub fn deadline(mut self, limit: impl Into<Option<Duration>>) -> ClientBuilder {
         self.deadline = limit.into();
+        self
+    }
+
+    /// The caps on one line and one event of a stream that [`Client::chat_stream`] and
+    /// [`Client::messages_stream`] read: a larger one fails the stream with
+    /// [`ErrorKind::BodyDecode`] naming the cap, so a server cannot make a stream buffer
+    /// without bound. Raise them for streams that carry larger payloads in one event, such as
+    /// base64 images above 16 MiB.
+    ///
+    /// Default: [`Limits::new()`](volley_core::sse::Limits::new), 16 MiB per line and per
+    /// event.
+    ///
+    /// ```
+    /// use volley::Client;
+    /// use volley::core::sse::Limits;
+    ///
+    /// let client = Client::builder()
+    ///     .sse_limits(Limits::new().max_line_bytes(64 << 20).max_event_bytes(64 << 20))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = client;
+    /// ```
+    pub fn sse_limits(mut self, limits: volley_core::sse::Limits) -> ClientBuilder {
+        self.sse_limits = limits;
         self
     }
 
@@ -1396,6 +1430,7 @@ impl ClientBuilder {
             balance: balanced.map(|b| b.balance),
             deadline: self.deadline,
             dialect: self.provider.dialect(),
+            sse_limits: self.sse_limits,
         })
     }
 }

@@ -64,7 +64,11 @@ impl Client {
         if !response.is_stream() {
             return Err(self.not_a_stream(response, Dialect::Anthropic).await);
         }
-        Ok(MessageStream::new(response, self.scrubber().clone()))
+        Ok(MessageStream::new(
+            response,
+            self.sse_limits(),
+            self.scrubber().clone(),
+        ))
     }
 
     fn messages_request(&self, request: &MessagesRequest) -> Result<Request, Error> {
@@ -89,10 +93,14 @@ pub struct MessageStream {
 }
 
 impl MessageStream {
-    fn new(response: Response, scrubber: crate::secrets::Scrubber) -> MessageStream {
+    fn new(
+        response: Response,
+        limits: volley_core::sse::Limits,
+        scrubber: crate::secrets::Scrubber,
+    ) -> MessageStream {
         MessageStream {
             id: response.request_id(),
-            events: response.events(),
+            events: response.events_with_limits(limits),
             scrubber,
             finished: false,
         }

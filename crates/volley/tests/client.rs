@@ -142,6 +142,47 @@ async fn serve_events_then_close(events: &'static str) -> String {
     format!("http://127.0.0.1:{port}/v1")
 }
 
+/// A chunk that carries an image in base64 (6 MiB on one `data:` line, as OpenRouter's
+/// `delta.images` or a Responses stream's `response.completed` can) reads with the default
+/// caps; a client whose caps are lower fails the stream with a decode error naming the cap.
+#[tokio::test]
+async fn a_large_event_reads_by_default_and_the_caps_are_the_client_s() {
+    use volley::core::sse::Limits;
+    let image = "A".repeat(6 << 20);
+    let events: &'static str = Box::leak(
+        format!(
+            "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{image}\"}}}}]}}\n\n\
+             data: {{\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n\
+             data: [DONE]\n\n"
+        )
+        .into_boxed_str(),
+    );
+    let request = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("draw")]);
+    for (limits, fits) in [
+        (None, true),
+        (Some(Limits::new().max_line_bytes(1 << 20)), false),
+    ] {
+        let mut builder = Client::builder()
+            .base_url(serve_events_then_close(events).await)
+            .retries(0);
+        if let Some(limits) = limits {
+            builder = builder.sse_limits(limits);
+        }
+        let client = builder.build().unwrap();
+        let mut stream = client.chat_stream(request.clone()).await.unwrap();
+        let first = stream.next().await.unwrap();
+        if fits {
+            assert_eq!(first.unwrap().delta_text().map(str::len), Some(6 << 20));
+            assert!(stream.next().await.unwrap().is_ok());
+            assert!(stream.next().await.is_none());
+        } else {
+            let error = first.unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::BodyDecode);
+            assert!(error.to_string().contains("max_line_bytes"), "{error}");
+        }
+    }
+}
+
 /// Streams `request` from a server that sends `events` and closes: the chunks, then the
 /// error the stream ended with, if any. Without retries: the server answers once, and an
 /// error in the first bytes would otherwise be retried.

@@ -67,7 +67,7 @@ enum Data {
 }
 
 impl Decoder {
-    /// Creates a decoder with the default [`Limits`] (4 MiB per line, 16 MiB per event).
+    /// Creates a decoder with the default [`Limits`] (16 MiB per line and per event).
     pub fn new() -> Decoder {
         Decoder::with_limits(Limits::new())
     }
@@ -735,7 +735,7 @@ mod tests {
     #[test]
     fn default_limits() {
         let decoder = Decoder::new();
-        assert_eq!(decoder.limits.max_line_bytes, 4 << 20);
+        assert_eq!(decoder.limits.max_line_bytes, 16 << 20);
         assert_eq!(decoder.limits.max_event_bytes, 16 << 20);
         assert_eq!(Limits::default(), Limits::new());
     }

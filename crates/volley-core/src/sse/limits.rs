@@ -26,12 +26,14 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The default line cap: 4 MiB.
-    pub const DEFAULT_MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+    /// The default line cap: 16 MiB, the event cap, since an event's data is usually one
+    /// line: a streamed image in base64 (OpenRouter's `delta.images`, the Responses API's
+    /// `response.completed` with an `image_generation_call` result) passes 4 MiB.
+    pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
     /// The default event cap: 16 MiB.
     pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
-    /// The default caps: 4 MiB per line, 16 MiB per event.
+    /// The default caps: 16 MiB per line and per event.
     pub const fn new() -> Limits {
         Limits {
             max_line_bytes: Limits::DEFAULT_MAX_LINE_BYTES,
@@ -44,7 +46,7 @@ impl Limits {
     /// caught before it is buffered. Every field counts, comments included, and for a `data:`
     /// line the field name and colon count too.
     ///
-    /// Default: 4 MiB ([`Limits::DEFAULT_MAX_LINE_BYTES`]).
+    /// Default: 16 MiB ([`Limits::DEFAULT_MAX_LINE_BYTES`]).
     pub const fn max_line_bytes(mut self, bytes: usize) -> Limits {
         self.max_line_bytes = bytes;
         self

@@ -15,7 +15,7 @@
 //!
 //! It is built for throughput: complete lines are parsed straight out of the input `Bytes`, and
 //! the data of a one-line event is a slice of the input, not a copy. [`Limits`] caps the length
-//! of a line and the size of an event (4 MiB and 16 MiB by default), so a misbehaving server
+//! of a line and the size of an event (16 MiB each by default), so a misbehaving server
 //! cannot make it buffer without bound.
 //!
 //! # Example
