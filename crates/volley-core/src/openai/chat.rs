@@ -142,7 +142,9 @@ impl ChatMessage {
         ChatMessage::new(Role::Assistant, content)
     }
 
-    /// The text of the message, when it is plain text or a single text part.
+    /// The text of the message, when it is plain text or has a single text part (other
+    /// parts, such as a Mistral reasoning model's `thinking`, left out; see
+    /// [`MessageContent::as_text`]).
     pub fn text(&self) -> Option<&str> {
         self.content.as_ref()?.as_text()
     }
@@ -244,14 +246,30 @@ pub enum MessageContent {
 }
 
 impl MessageContent {
-    /// The text without copying, when the content is plain text or a single text part.
+    /// The text without copying, when the content is plain text or has exactly one part
+    /// with text: other parts (a Mistral reasoning model's `thinking` before its answer, an
+    /// image beside a prompt) are left out. `None` with several text parts, to be joined
+    /// ([`text`](Self::text)), or none.
+    ///
+    /// ```
+    /// use volley_core::openai::MessageContent;
+    ///
+    /// let magistral: MessageContent = serde_json::from_str(
+    ///     r#"[{"type":"thinking","thinking":[{"type":"text","text":"6 times 7"}]},{"type":"text","text":"42"}]"#,
+    /// )
+    /// .unwrap();
+    /// assert_eq!(magistral.as_text(), Some("42"));
+    /// ```
     pub fn as_text(&self) -> Option<&str> {
         match self {
             MessageContent::Text(text) => Some(text),
-            MessageContent::Parts(parts) => match parts.as_slice() {
-                [only] => only.text.as_deref(),
-                _ => None,
-            },
+            MessageContent::Parts(parts) => {
+                let mut texts = parts.iter().filter_map(|p| p.text.as_deref());
+                match (texts.next(), texts.next()) {
+                    (Some(only), None) => Some(only),
+                    _ => None,
+                }
+            }
         }
     }
 
@@ -439,7 +457,11 @@ mod tests {
         assert_eq!(req.messages[0].role, Role::Developer);
         assert_eq!(req.messages[0].extra["x_msg"]["a"][1], Value::Null);
         assert_eq!(req.messages[2].role, Role::Other("function".to_owned()));
-        assert_eq!(req.messages[1].content.as_ref().unwrap().as_text(), None);
+        // One text part beside an image: that text.
+        assert_eq!(
+            req.messages[1].content.as_ref().unwrap().as_text(),
+            Some("What is in this image?")
+        );
         assert_eq!(
             req.messages[1].content.as_ref().unwrap().text(),
             "What is in this image?"
