@@ -50,6 +50,10 @@ const GAP_BUFFER: usize = 32;
 pub(crate) struct Arrival {
     pub(crate) prompt: u32,
     pub(crate) output: u32,
+    /// When it was due. Its request's latency and time to first token count from here, not
+    /// from when a lane sent it: a load generator that falls behind its schedule shows that
+    /// in the figures instead of hiding it (coordinated omission, as wrk2 corrects it).
+    pub(crate) due: Instant,
 }
 
 /// A lane and what it needs; `T` sends its requests.
@@ -192,11 +196,11 @@ impl<T: Sender> Lane<T> {
             tokio::select! {
                 arrival = arrivals.recv(), if open => match arrival {
                     Some(a) => {
+                        // Never after now (a clock that fired early).
                         let now = Instant::now();
-                        requests.push(self.request(now, a.prompt, a.output));
-                        // Arrivals that came in together start together.
+                        requests.push(self.request(a.due.min(now), a.prompt, a.output));
                         while let Ok(a) = arrivals.try_recv() {
-                            requests.push(self.request(now, a.prompt, a.output));
+                            requests.push(self.request(a.due.min(now), a.prompt, a.output));
                         }
                     }
                     None => open = false,

@@ -77,8 +77,10 @@
 //!
 //! - **Latency** of successful requests, from just before the request enters the client stack
 //!   to its last byte; percentiles from an HDR histogram (µs resolution, 3 significant digits),
-//!   and a CDF of at most ~200 points. In an open loop the clock starts when the request is
-//!   sent, which is its arrival time unless the load generator itself falls behind.
+//!   and a CDF of at most ~200 points. In an open loop the clock starts at the request's
+//!   scheduled arrival, so a load generator that falls behind its schedule shows it in the
+//!   latencies and times to first token instead of hiding it (coordinated omission, corrected
+//!   as wrk2 does).
 //! - **Streams**: time to the first content chunk (successful streams), time between content
 //!   chunks (every stream), chunks counted, output tokens from the usage chunk. A content
 //!   chunk carries any output: the answer, reasoning (`reasoning_content`, `reasoning`), a

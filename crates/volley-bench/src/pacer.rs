@@ -81,13 +81,14 @@ pub(crate) struct Until {
     pub(crate) duration: Option<Duration>,
 }
 
-/// Runs the schedule: waits for each arrival and calls `arrive(index)` at its time, until
-/// `until` or a stop. Returns the number of arrivals.
+/// Runs the schedule: waits for each arrival and calls `arrive(index, offset)` at its time
+/// (`offset` after the start: when it was due, however late the call), until `until` or a
+/// stop. Returns the number of arrivals.
 pub(crate) async fn pace<C: Clock>(
     schedule: Schedule,
     until: Until,
     clock: &mut C,
-    mut arrive: impl FnMut(u64),
+    mut arrive: impl FnMut(u64, Duration),
 ) -> u64 {
     let mut arrivals = 0;
     for offset in schedule {
@@ -97,7 +98,7 @@ pub(crate) async fn pace<C: Clock>(
         {
             break;
         }
-        arrive(arrivals);
+        arrive(arrivals, offset);
         arrivals += 1;
     }
     arrivals
@@ -166,11 +167,13 @@ pub(crate) struct Pacer {
 impl Pacer {
     pub(crate) async fn run(mut self, schedule: Schedule, until: Until, mut clock: TokioClock) {
         let lanes = self.senders.len();
-        pace(schedule, until, &mut clock, |index| {
+        let origin = clock.start.into_std();
+        pace(schedule, until, &mut clock, |index, offset| {
             // Drawn for every arrival, dropped ones too, so the lengths follow the seed.
             let arrival = Arrival {
                 prompt: self.prompt.sample(&mut self.rng),
                 output: self.output.sample(&mut self.rng),
+                due: origin.checked_add(offset).unwrap_or(origin),
             };
             if self.shared.in_flight.load(Relaxed) >= self.max_in_flight {
                 self.shared.dropped.fetch_add(1, Relaxed);
@@ -218,11 +221,12 @@ mod tests {
             stop_at,
         };
         let mut times = Vec::new();
-        let count = futures_util::FutureExt::now_or_never(pace(schedule, until, &mut clock, |i| {
-            assert_eq!(i as usize, times.len());
-            times.push(*now.lock().unwrap());
-        }))
-        .expect("a virtual clock never waits");
+        let count =
+            futures_util::FutureExt::now_or_never(pace(schedule, until, &mut clock, |i, _| {
+                assert_eq!(i as usize, times.len());
+                times.push(*now.lock().unwrap());
+            }))
+            .expect("a virtual clock never waits");
         assert_eq!(count as usize, times.len());
         times
     }
@@ -315,7 +319,7 @@ mod tests {
             Schedule::new(10_000_000.0, Arrivals::Constant, 1),
             until,
             &mut clock,
-            |i| {
+            |i, _| {
                 if ran.load(Relaxed) {
                     seen_at.fetch_min(i, Relaxed);
                 }
@@ -333,7 +337,7 @@ mod tests {
             Schedule::new(10_000_000.0, Arrivals::Constant, 1),
             Until::default(),
             &mut clock,
-            |_| {},
+            |_, _| {},
         )
         .await;
         assert!(count <= u64::from(LATE_BEFORE_YIELD), "{count}");
@@ -360,7 +364,7 @@ mod tests {
             Schedule::new(50.0, Arrivals::Constant, 1),
             until,
             &mut clock,
-            |_| seen.push(Instant::now() - start),
+            |_, _| seen.push(Instant::now() - start),
         )
         .await;
         assert_eq!(count, 10);
@@ -379,7 +383,7 @@ mod tests {
             Schedule::new(50.0, Arrivals::Constant, 1),
             Until::default(),
             &mut clock,
-            |_| seen.push(Instant::now() - start),
+            |_, _| seen.push(Instant::now() - start),
         )
         .await;
         stopper.await.unwrap();
