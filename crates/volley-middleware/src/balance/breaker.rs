@@ -202,6 +202,10 @@ pub(crate) struct Breaker {
 
 const BUCKETS: usize = 10;
 
+/// How long past an open breaker's cool-down its health check's verdict may take before real
+/// requests probe instead.
+const CHECK_GRACE: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Copy)]
 enum State {
     Closed,
@@ -242,10 +246,14 @@ impl Breaker {
         }
     }
 
-    /// Whether an open breaker waits for its health check's verdict rather than its
-    /// cool-down's end: a check is configured and running.
-    fn awaits_check(&self) -> bool {
-        self.config.health_check.is_some() && self.checks > 0
+    /// Whether an open breaker (open `until`) waits for its health check's verdict rather
+    /// than its cool-down's end: a check is configured, its task is alive, and its verdict is
+    /// not overdue by [`CHECK_GRACE`] (a task on a runtime nobody drives any more, or a check
+    /// stuck on a server that never answers, does not keep the endpoint shut).
+    fn awaits_check(&self, until: Instant, now: Instant) -> bool {
+        self.config.health_check.is_some()
+            && self.checks > 0
+            && now < until.checked_add(CHECK_GRACE).unwrap_or(until)
     }
 
     /// Counts a health check's task in (`true`) or out (`false`: it ended, or was dropped
@@ -270,7 +278,7 @@ impl Breaker {
     pub(crate) fn available(&self, now: Instant) -> bool {
         match self.state {
             State::Closed => true,
-            State::Open { until } => now >= until && !self.awaits_check(),
+            State::Open { until } => now >= until && !self.awaits_check(until, now),
             State::HalfOpen { in_flight, .. } => in_flight < self.config.probes,
         }
     }
@@ -280,7 +288,7 @@ impl Breaker {
     pub(crate) fn admit(&mut self, now: Instant) -> (Admission, Option<BreakerState>) {
         let mut changed = None;
         if let State::Open { until } = self.state {
-            if now < until || self.awaits_check() {
+            if now < until || self.awaits_check(until, now) {
                 return (Admission::No, None);
             }
             self.half_open();
@@ -557,6 +565,43 @@ mod tests {
             Some(BreakerState::Closed)
         );
         assert_eq!(b.admit(Instant::now()).0, Admission::Yes);
+    }
+
+    /// With a health check running, an open breaker waits for its verdict, but not for good:
+    /// once the verdict is overdue by `CHECK_GRACE` (a check on a runtime nobody drives, or
+    /// stuck on a server that never answers), real requests probe. With no check running,
+    /// they probe when the cool-down ends.
+    #[tokio::test(start_paused = true)]
+    async fn an_overdue_health_check_lets_real_requests_probe() {
+        let config = BreakerConfig::new()
+            .consecutive_failures(1)
+            .cool_down(Duration::from_secs(10))
+            .jitter(0.0);
+        let mut b = Breaker::new(config, Instant::now(), 7);
+        b.check_running(true);
+        fail(&mut b);
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            b.admit(Instant::now()).0,
+            Admission::No,
+            "the check decides"
+        );
+        advance(CHECK_GRACE - Duration::from_millis(1)).await;
+        assert_eq!(b.admit(Instant::now()).0, Admission::No);
+        advance(Duration::from_millis(1)).await;
+        assert_eq!(b.admit(Instant::now()).0, Admission::Probe(1));
+
+        let mut b = Breaker::new(
+            BreakerConfig::new().consecutive_failures(1).jitter(0.0),
+            Instant::now(),
+            7,
+        );
+        fail(&mut b);
+        advance(Duration::from_secs(5)).await;
+        assert!(
+            matches!(b.admit(Instant::now()).0, Admission::Probe(_)),
+            "no check running"
+        );
     }
 
     /// A probe that outlives its half-open round (the breaker reopened and went half-open
