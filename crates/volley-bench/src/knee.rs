@@ -98,10 +98,14 @@ pub fn ladder(max: usize) -> Vec<usize> {
 /// Runs `base`'s benchmark as a closed loop at each concurrency of `ladder`, with
 /// `per_slot` requests per slot, and returns each step's throughput and median latency.
 ///
+/// A later step the server refused from its start (a WAF's 403, a per-key cap answered with
+/// a 4xx) ends the ladder there: it is returned with nothing succeeded, the steps before it
+/// as measured, and the server's reason logged.
+///
 /// # Errors
-/// As [`Bench::new`] and [`Bench::run`]; and an [`ErrorKind::Status`] error when a step was
-/// stopped because the server refused its first requests (a wrong model or path, a key
-/// without access: every later step would be refused too).
+/// As [`Bench::new`] and [`Bench::run`]; and an [`ErrorKind::Status`] error when the first
+/// step was stopped because the server refused its first requests (a wrong model or path, a
+/// key without access: every later step would be refused too).
 pub async fn find_knee(
     base: &BenchConfig,
     ladder: &[usize],
@@ -116,11 +120,21 @@ pub async fn find_knee(
             ..base.clone()
         };
         let results = Bench::new(config)?.run().await?;
-        if let Some(why) = results.stopped_early {
-            return Err(Error::new(
-                ErrorKind::Status,
-                format!("the step at concurrency {concurrency} was stopped: {why}"),
-            ));
+        if let Some(why) = &results.stopped_early {
+            if steps.is_empty() {
+                return Err(Error::new(
+                    ErrorKind::Status,
+                    format!("the step at concurrency {concurrency} was stopped: {why}"),
+                ));
+            }
+            tracing::warn!(concurrency, reason = %why, "the server refused this step; the ladder ends here");
+            steps.push(KneeStep {
+                concurrency,
+                requests_per_sec: 0.0,
+                p50_ms: 0.0,
+                success_share: 0.0,
+            });
+            break;
         }
         let s = &results.summary;
         let finished = s.ok + s.failed;

@@ -547,6 +547,9 @@ async fn requests_in_flight_past_the_grace_are_cancelled_and_counted() {
         assert!(!results.interrupted);
         if let Load::Closed { concurrency } = load {
             assert_eq!(s.unfinished, concurrency as u64);
+            // They were in flight all along, up to the cancel.
+            assert!(s.mean_in_flight > 2.0, "{s:?}");
+            assert!(s.wall_ms >= 500.0, "{s:?}");
         }
         let text = volley_bench::report::render_text(&results);
         assert!(
@@ -581,6 +584,48 @@ async fn requests_in_flight_past_the_grace_are_cancelled_and_counted() {
     );
     assert!(results.interrupted);
     assert_eq!(live.in_flight(), 0);
+}
+
+/// `find_knee` keeps what it measured when a later step is refused from its start (a WAF or
+/// a per-key cap that turns the server's answers into 403s): the ladder ends there, with
+/// that step at nothing succeeded, and the knee is read from the steps before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_refused_after_the_first_ends_the_ladder_and_keeps_the_others() {
+    const OK: &str = r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"a"},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":1,"total_tokens":5}}"#;
+    const FORBIDDEN: &str = r#"{"error":{"message":"blocked","type":"forbidden"}}"#;
+    // Step 1 sends 10 requests (one slot, 10 each) between its `/stats` probe's reset and
+    // read; everything after is refused.
+    let url = answering(|n| {
+        if n < 12 {
+            ("200 OK", "application/json", OK)
+        } else {
+            ("403 Forbidden", "application/json", FORBIDDEN)
+        }
+    })
+    .await;
+    let base = BenchConfig {
+        base_url: url,
+        ..BenchConfig::default()
+    };
+    let steps = volley_bench::knee::find_knee(&base, &[1, 2, 3], 10)
+        .await
+        .unwrap();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert_eq!(steps[0].success_share, 1.0);
+    assert_eq!((steps[1].concurrency, steps[1].success_share), (2, 0.0));
+    assert_eq!(volley_bench::knee::knee_of(&steps).unwrap().concurrency, 1);
+
+    // Refused from the first step: an error saying why.
+    let url = responder_with("403 Forbidden", "application/json", FORBIDDEN).await;
+    let base = BenchConfig {
+        base_url: url,
+        ..BenchConfig::default()
+    };
+    let error = volley_bench::knee::find_knee(&base, &[1, 2], 20)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Status);
+    assert!(error.to_string().contains("blocked"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -747,18 +792,25 @@ async fn responder_with(
     content_type: &'static str,
     body: &'static str,
 ) -> String {
+    answering(move |_| (status, content_type, body)).await
+}
+
+/// An HTTP/1.1 server that answers its `n`th request (from 0, over all connections) with
+/// `answer(n)`: a status line, a content type and a body. Returns its base URL.
+async fn answering(
+    answer: impl Fn(u64) -> (&'static str, &'static str, &'static str) + Send + Sync + 'static,
+) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
+            let (answer, served) = (answer.clone(), served.clone());
             tokio::spawn(async move {
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
@@ -784,6 +836,12 @@ async fn responder_with(
                         }
                     }
                     buf.drain(..head_end + length);
+                    let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let (status, content_type, body) = answer(n);
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
                     if socket.write_all(reply.as_bytes()).await.is_err() {
                         return;
                     }
