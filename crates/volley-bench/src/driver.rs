@@ -126,8 +126,10 @@ impl Bench {
     }
 
     /// Runs the benchmark to its stop condition (or [`Live::stop`]) and returns what it
-    /// measured. Requests in flight at the stop are finished and counted; dropping this
-    /// future aborts them.
+    /// measured. Requests in flight at the stop are finished and counted, for at most
+    /// [`BenchConfig::grace`] after a duration; those still running then, or at
+    /// [`Live::cancel`], are cancelled and counted as unfinished. Dropping this future aborts
+    /// them.
     ///
     /// When the target answers volley-mock's `POST /stats/reset` and `GET /stats`, its
     /// statistics are reset before the run and read after it, for the results' `server`.

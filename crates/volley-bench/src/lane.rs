@@ -98,7 +98,6 @@ impl<T: Sender> Lane<T> {
         let mut slots = FuturesUnordered::new();
         // Until the control's sender is gone.
         let mut listening = true;
-        let mut unfinished = 0;
         loop {
             let Control {
                 target,
@@ -106,8 +105,7 @@ impl<T: Sender> Lane<T> {
                 cancel,
             } = *control.borrow_and_update();
             if cancel {
-                // Every slot still here is in a request: dropped, counted as unfinished.
-                unfinished = slots.len();
+                // The requests in flight are dropped below, each counted as unfinished.
                 break;
             }
             if stop {
@@ -141,10 +139,7 @@ impl<T: Sender> Lane<T> {
             }
         }
         drop(slots);
-        self.shared.cancelled(unfinished);
-        let mut recorder = self.into_recorder();
-        recorder.unfinished += unfinished as u64;
-        recorder
+        self.into_recorder()
     }
 
     /// One slot of the closed loop: a request after another until the budget, the deadline
@@ -191,7 +186,8 @@ impl<T: Sender> Lane<T> {
         let mut requests = FuturesUnordered::new();
         let mut open = true;
         let mut listening = true;
-        let mut unfinished = 0;
+        // Arrivals still queued at a cancel: counted in flight by the pacer, never sent.
+        let mut queued = 0;
         loop {
             tokio::select! {
                 arrival = arrivals.recv(), if open => match arrival {
@@ -212,13 +208,12 @@ impl<T: Sender> Lane<T> {
                     if changed.is_err() {
                         listening = false;
                     } else if control.borrow_and_update().cancel {
-                        // Arrivals not yet taken were counted in flight by the pacer too.
+                        // The requests in flight are dropped below, each counted as
+                        // unfinished; the arrivals not yet taken are counted here.
                         arrivals.close();
-                        let mut queued = 0;
                         while arrivals.try_recv().is_ok() {
                             queued += 1;
                         }
-                        unfinished = requests.len() + queued;
                         break;
                     }
                 }
@@ -226,9 +221,9 @@ impl<T: Sender> Lane<T> {
             }
         }
         drop(requests);
-        self.shared.cancelled(unfinished);
+        self.shared.cancelled(queued);
         let mut recorder = self.into_recorder();
-        recorder.unfinished += unfinished as u64;
+        recorder.unfinished += queued as u64;
         recorder
     }
 
@@ -236,6 +231,12 @@ impl<T: Sender> Lane<T> {
     async fn request(&self, started: Instant, prompt: u32, output: u32) {
         let counters = self.shared.lane(self.index);
         counters.started.fetch_add(1, Relaxed);
+        // Counts the request out as unfinished if it is dropped before its end (a cancel).
+        let mut pending = Pending {
+            lane: self,
+            started,
+            finished: false,
+        };
         // Numbered while the refusal rule is undecided (the run's first requests).
         let seq = self.shared.failures.number();
         let request = Request::new(Method::POST, self.path.clone())
@@ -251,6 +252,7 @@ impl<T: Sender> Lane<T> {
         };
         let ended = Instant::now();
         self.shared.leave();
+        pending.finished = true;
         let failed = match outcome {
             Outcome::Failed(label) => {
                 counters.failed.fetch_add(1, Relaxed);
@@ -317,8 +319,13 @@ impl<T: Sender> Lane<T> {
             }
             let content = if anthropic {
                 match event.event_type() {
-                    // A thinking block's closing signature is not output.
-                    "content_block_delta" => !data.contains("\"signature_delta\""),
+                    // A thinking block's closing signature is not output, nor the empty
+                    // `partial_json` that opens a tool_use block (as an OpenAI tool call's
+                    // empty `arguments` is not).
+                    "content_block_delta" => {
+                        !data.contains("\"signature_delta\"")
+                            && !data.contains("\"partial_json\":\"\"")
+                    }
                     "message_delta" => {
                         usage = anthropic::usage_in_body(data.as_bytes())
                             .and_then(|u| u.output_tokens)
@@ -397,6 +404,31 @@ impl<T: Sender> Lane<T> {
     }
 }
 
+/// A request of a lane until its end. Dropped before it (the run cancelled), it counts the
+/// request out of those in flight and as unfinished, with its time on the in-flight timeline
+/// up to the cancel.
+struct Pending<'a, T: Sender> {
+    lane: &'a Lane<T>,
+    started: Instant,
+    finished: bool,
+}
+
+impl<T: Sender> Drop for Pending<'_, T> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let lane = self.lane;
+        lane.shared.leave();
+        let (start_ns, end_ns) = (lane.nanos(self.started), lane.nanos(Instant::now()));
+        let mut recorder = lane.recorder();
+        recorder.unfinished += 1;
+        recorder.timeline.start(start_ns);
+        recorder.timeline.end(end_ns, false);
+        recorder.last_end_ns = recorder.last_end_ns.max(end_ns);
+    }
+}
+
 /// The path a dialect's requests go to, parsed once per lane rather than per request.
 pub(crate) fn endpoint(dialect: Dialect) -> PathAndQuery {
     PathAndQuery::from_static(match dialect {
@@ -439,15 +471,18 @@ pub(crate) fn share(target: usize, lanes: usize, index: usize) -> usize {
 
 /// Keys whose non-empty string value is generated output, in the order they are looked for:
 /// the answer (`content`), the reasoning of vLLM and llama.cpp (`reasoning_content`) and of
-/// Ollama and OpenRouter (`reasoning`), a refusal, and a tool call's `arguments`. A reasoning
-/// model's first tokens are its reasoning, and a tool call's its arguments: each is the first
-/// token of its stream, as vLLM's own benchmark counts them.
-const OUTPUT_KEYS: [&str; 5] = [
+/// Ollama and OpenRouter (`reasoning`), a refusal, a tool call's `arguments`, and a content
+/// part's `text` (Mistral's reasoning models stream their content as a list of parts,
+/// `thinking` then `text`). A reasoning model's first tokens are its reasoning, and a tool
+/// call's its arguments: each is the first token of its stream, as vLLM's own benchmark
+/// counts them.
+const OUTPUT_KEYS: [&str; 6] = [
     "\"content\"",
     "\"reasoning_content\"",
     "\"reasoning\"",
     "\"refusal\"",
     "\"arguments\"",
+    "\"text\"",
 ];
 
 /// Whether a chunk's JSON carries generated output: a non-empty string under one of
@@ -537,6 +572,13 @@ mod tests {
         assert!(has_content(
             r#"{"choices":[{"logprobs":{"content":[]},"delta":{"content":"x"}}]}"#
         ));
+        // Mistral's content parts, thinking first.
+        assert!(has_content(&chunk(
+            r#"{"content":[{"type":"thinking","thinking":[{"type":"text","text":"Okay"}]}]}"#
+        )));
+        assert!(!has_content(&chunk(
+            r#"{"content":[{"type":"text","text":""}]}"#
+        )));
     }
 
     #[test]

@@ -71,7 +71,9 @@
 //!   ([`Ramp`], `"1..1024 over 30s"`), then holds.
 //!
 //! The run stops after [`BenchConfig::requests`], after [`BenchConfig::duration`], at
-//! [`Live::stop`], whichever comes first; requests in flight then are finished and counted.
+//! [`Live::stop`], whichever comes first; requests in flight then are finished and counted
+//! (after a duration, for at most [`BenchConfig::grace`]: those still running then, or at
+//! [`Live::cancel`], are cancelled and counted as unfinished).
 //!
 //! # What is measured
 //!

@@ -180,8 +180,8 @@ impl Pacer {
                 return;
             }
             self.shared.enter();
-            // Lanes outlive the pacer; a send fails only when a lane panicked, and the run
-            // then ends with that panic.
+            // A send fails only when the lane is gone: it panicked (the run then ends with
+            // that panic), or the run was cancelled and it stopped taking arrivals.
             if self.senders[index as usize % lanes].send(arrival).is_err() {
                 self.shared.leave();
             }

@@ -161,7 +161,7 @@ pub struct RunConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Summary {
-    /// Requests started.
+    /// Requests finished, `ok` + `failed` (those cancelled in flight are in `unfinished`).
     pub requests: u64,
     /// Requests that succeeded (the whole body or stream read).
     pub ok: u64,
@@ -175,7 +175,8 @@ pub struct Summary {
     /// Open-loop arrivals not sent because `max_in_flight` requests were in flight already
     /// (never queued: a queue would hide the overload). Always 0 in a closed loop.
     pub dropped: u64,
-    /// From the first request sent to the last one finished, ms.
+    /// From the first request sent to the last one finished (or cancelled, see
+    /// [`unfinished`](Self::unfinished)), ms.
     pub wall_ms: f64,
     /// Finished requests per second over the wall time.
     pub requests_per_sec: f64,

@@ -67,7 +67,8 @@ impl Live {
         self.shared.ended.get().is_some()
     }
 
-    /// Stops the run early: no request starts after this, those in flight are finished, and
+    /// Stops the run early: no request starts after this, those in flight are finished (or
+    /// cancelled past the grace of a timed run, or by [`cancel`](Self::cancel)), and
     /// [`Bench::run`](super::Bench::run) returns the results so far (for Ctrl-C).
     pub fn stop(&self) {
         self.shared.interrupted.store(true, Relaxed);
