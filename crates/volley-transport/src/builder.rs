@@ -33,6 +33,11 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// The default of [`Builder::max_buffered_bytes`]: 1 GiB.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 1 << 30;
 
+/// The gap between TCP keep-alive probes once they start ([`Builder::tcp_keepalive`]).
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// Unanswered TCP keep-alive probes that close a connection.
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
+
 /// Configures and builds a [`Transport`]. Setters never fail; problems are reported by
 /// [`Builder::build`].
 #[must_use]
@@ -151,7 +156,7 @@ impl Builder {
                 http2_initial_stream_window_size: None,
                 http2_initial_connection_window_size: None,
                 http2_adaptive_window: false,
-                http2_keep_alive_interval: None,
+                http2_keep_alive_interval: Some(Duration::from_secs(30)),
                 http2_keep_alive_timeout: Duration::from_secs(20),
                 http2_keep_alive_while_idle: false,
                 gzip: true,
@@ -272,7 +277,10 @@ impl Builder {
         self
     }
 
-    /// The idle time before TCP keep-alive probes start. `None` turns keep-alive off.
+    /// The idle time before TCP keep-alive probes start. `None` turns keep-alive off. The
+    /// probes then go every 15 s, and 3 unanswered close the connection, so a peer gone
+    /// without a word (a NAT entry dropped, a load balancer's failover) is found in under two
+    /// minutes rather than the kernel's default of about eleven (75 s × 9).
     ///
     /// Default: 60 s.
     pub fn tcp_keepalive(mut self, idle: Option<Duration>) -> Builder {
@@ -307,15 +315,16 @@ impl Builder {
 
     /// The HTTP/2 initial stream window size, in bytes.
     ///
-    /// Default: hyper's (64 KiB minus one byte, per the HTTP/2 spec).
+    /// Default: hyper's, 2 MiB (above the spec's 64 KiB; a smaller value lowers it).
     pub fn http2_initial_stream_window_size(mut self, size: Option<u32>) -> Builder {
         self.config.http2_initial_stream_window_size = size;
         self
     }
 
-    /// The HTTP/2 initial connection window size, in bytes.
+    /// The HTTP/2 initial connection window size, in bytes. It is shared by every stream of
+    /// the connection: streams whose answers are read late hold it, and may stall the others.
     ///
-    /// Default: hyper's (64 KiB minus one byte).
+    /// Default: hyper's, 5 MiB.
     pub fn http2_initial_connection_window_size(mut self, size: Option<u32>) -> Builder {
         self.config.http2_initial_connection_window_size = size;
         self
@@ -330,9 +339,11 @@ impl Builder {
         self
     }
 
-    /// How often to send HTTP/2 PING frames to keep connections alive. `None` sends none.
+    /// How often to send HTTP/2 PING frames while streams are open, to find a connection
+    /// whose peer is gone: every request to the origin shares the one HTTP/2 connection, and
+    /// a dead one would hang them all. `None` sends none.
     ///
-    /// Default: `None`.
+    /// Default: 30 s (with HTTP/2 on; HTTP/1.1 sends no PING).
     pub fn http2_keep_alive_interval(mut self, interval: Option<Duration>) -> Builder {
         self.config.http2_keep_alive_interval = interval;
         self
@@ -738,6 +749,10 @@ impl Builder {
         http.enforce_http(false);
         http.set_nodelay(c.tcp_nodelay);
         http.set_keepalive(c.tcp_keepalive);
+        if c.tcp_keepalive.is_some() {
+            http.set_keepalive_interval(Some(TCP_KEEPALIVE_INTERVAL));
+            http.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+        }
         http.set_connect_timeout(c.connect_timeout);
         let proxy = proxy::choose(&c.proxy, &base.scheme, &base.authority)?;
         let route = Arc::new(Route::new(proxy, &base.scheme, c.http2_prior_knowledge));
