@@ -1040,7 +1040,14 @@ impl ClientBuilder {
         self
     }
 
-    /// HTTP/2 only (ALPN over TLS, h2c prior knowledge over plain text).
+    /// HTTP/2 only (ALPN over TLS, h2c prior knowledge over plain text), against a server
+    /// that speaks nothing else.
+    ///
+    /// Mind the concurrency: every request to the origin shares one HTTP/2 connection, and
+    /// those beyond the server's `SETTINGS_MAX_CONCURRENT_STREAMS` (100 at Google, 128 at
+    /// nginx and AWS ALB, 256 at Cloudflare) wait inside it, their wait counted in their
+    /// timeouts and times to first byte. Over HTTP/1.1 (the default) each request in flight
+    /// has a connection of its own. See [`volley_transport::Builder::http2`].
     ///
     /// Default: `false`.
     pub fn http2_prior_knowledge(mut self, enabled: bool) -> ClientBuilder {
