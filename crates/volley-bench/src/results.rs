@@ -33,6 +33,11 @@ pub struct BenchResults {
     pub ttft: Option<Percentiles>,
     /// Time between consecutive content chunks of streams; `None` for plain requests.
     pub inter_token: Option<Percentiles>,
+    /// Time per output token after the first (TPOT: (latency − TTFT) / (output tokens − 1)),
+    /// of successful streams with two output tokens or more; `None` for plain requests. Unlike
+    /// [`inter_token`](Self::inter_token), it does not depend on how many tokens a server puts
+    /// in one chunk.
+    pub tpot: Option<Percentiles>,
     /// Failed requests by error kind (`timeout`, `status_500`, `rate_limited`, ...).
     pub errors: BTreeMap<String, u64>,
     /// The first message of each error kind of [`errors`](Self::errors) that had one (the

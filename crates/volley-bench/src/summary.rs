@@ -112,6 +112,7 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         latency: percentiles(&r.latency),
         ttft: config.stream.then(|| percentiles(&r.ttft)),
         inter_token: config.stream.then(|| percentiles(&r.inter_token)),
+        tpot: config.stream.then(|| percentiles(&r.tpot)),
         errors,
         connections,
         resources: Resources {

@@ -409,12 +409,21 @@ async fn streams_measure_time_to_first_token_and_between_tokens() {
     assert!(ttft.max <= results.latency.max);
     let inter = results.inter_token.expect("streams have inter-token gaps");
     assert_eq!(inter.count, 40 * 7);
+    // 7 tokens after the first, about 1 ms apart at the mock (the arithmetic is the
+    // recorder's unit test).
+    let tpot = results.tpot.expect("streams have a time per output token");
+    assert_eq!(tpot.count, 40);
+    assert!(
+        tpot.min > 0.0 && tpot.max <= results.latency.max,
+        "{tpot:?}"
+    );
     assert!(!results.ttft_histogram.is_empty());
     assert_eq!(results.ttft_histogram.iter().map(|b| b.2).sum::<u64>(), 40);
     assert!(results.config.stream);
     assert!(results.server.is_some());
     let text = volley_bench::report::render_text(&results);
     assert!(text.contains("time to first token ms: p50"), "{text}");
+    assert!(text.contains("time per output token ms: p50"), "{text}");
 
     // Streams without a content chunk: no TTFT is measured, and the summary says so rather
     // than printing zeros.

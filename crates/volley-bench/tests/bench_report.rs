@@ -134,6 +134,16 @@ fn sample() -> BenchResults {
             p999: 15.2,
             max: 48.6,
         }),
+        tpot: Some(Percentiles {
+            count: 71_845,
+            min: 0.9,
+            mean: 2.8,
+            p50: 2.7,
+            p90: 3.9,
+            p99: 6.1,
+            p999: 9.4,
+            max: 21.3,
+        }),
         errors,
         error_examples: BTreeMap::from([(
             "status_500".to_owned(),

@@ -98,6 +98,12 @@ const FIGURES: &[(&str, Better, Shown, Pick)] = &[
     ("TTFT p99 (ms)", Better::Lower, Shown::Measure, |r| {
         r.ttft.as_ref().and_then(ok).map(|p| p.p99)
     }),
+    ("TPOT p50 (ms)", Better::Lower, Shown::Measure, |r| {
+        r.tpot.as_ref().and_then(ok).map(|p| p.p50)
+    }),
+    ("TPOT p99 (ms)", Better::Lower, Shown::Measure, |r| {
+        r.tpot.as_ref().and_then(ok).map(|p| p.p99)
+    }),
     ("inter-token p50 (ms)", Better::Lower, Shown::Measure, |r| {
         r.inter_token.as_ref().and_then(ok).map(|p| p.p50)
     }),

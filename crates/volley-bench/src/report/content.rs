@@ -216,6 +216,9 @@ pub(super) fn percentile_rows(r: &BenchResults) -> Vec<(&'static str, [String; 8
     if let Some(p) = &r.ttft {
         rows.push(("time to first token", percentile_cells(p)));
     }
+    if let Some(p) = &r.tpot {
+        rows.push(("time per output token", percentile_cells(p)));
+    }
     if let Some(p) = &r.inter_token {
         rows.push(("inter-token gap", percentile_cells(p)));
     }

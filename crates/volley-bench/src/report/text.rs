@@ -166,6 +166,13 @@ fn percentiles(out: &mut String, r: &BenchResults) {
             t.p50, t.p90, t.p99, t.max
         );
     }
+    if let Some(t) = r.tpot.as_ref().filter(|t| t.count > 0) {
+        let _ = writeln!(
+            out,
+            "time per output token ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            t.p50, t.p90, t.p99, t.max
+        );
+    }
     if let Some(t) = r.inter_token.as_ref().filter(|t| t.count > 0) {
         let _ = writeln!(
             out,
