@@ -298,6 +298,8 @@ impl<T: Sender> Lane<T> {
         let mut last: Option<Instant> = None;
         let mut usage = None;
         let mut done = false;
+        // The last event came before the body's end.
+        let mut rest_pending = false;
         let failure = loop {
             let event = match events.next().await {
                 None => break None,
@@ -308,8 +310,10 @@ impl<T: Sender> Lane<T> {
             if event.is_done() || (anthropic && event.event_type() == "message_stop") {
                 done = true;
                 // Look once more without waiting: when the body's end is already here, the
-                // connection goes back to the pool instead of being closed.
-                let _ = events.next().now_or_never();
+                // connection goes back to the pool instead of being closed; when it is not
+                // (uvicorn, vLLM's server, ends the chunked body in a write of its own), the
+                // rest is read on a task of its own, for at most half a second.
+                rest_pending = !matches!(events.next().now_or_never(), Some(None));
                 break None;
             }
             let data = event.data();
@@ -355,6 +359,14 @@ impl<T: Sender> Lane<T> {
             }
         };
         self.flush(&mut gaps);
+        if rest_pending {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    while events.next().await.is_some() {}
+                })
+                .await;
+            });
+        }
         let chunks = gaps.total;
         match failure {
             Some((label, message)) => (Outcome::Failed(label), message),

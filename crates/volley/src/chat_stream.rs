@@ -93,6 +93,36 @@ impl ChatStream {
         self.finished = true;
         self.events = no_events(self.id);
     }
+
+    /// [`finish`](Self::finish) after the stream's last event; `ended`: the body's end was
+    /// seen too. If not, what is left of the body is drained ([`drain_rest`]).
+    fn finish_after_last_event(&mut self, ended: bool) {
+        self.finished = true;
+        let events = std::mem::replace(&mut self.events, no_events(self.id));
+        if !ended {
+            drain_rest(events);
+        }
+    }
+}
+
+/// How long the rest of a body whose last event has arrived may take to end.
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reads what is left of an event stream whose last event has arrived (`[DONE]`,
+/// `message_stop`), on a task of its own for at most [`DRAIN_FOR`], so that its connection
+/// goes back to the pool instead of being closed: HTTP/1.1 cannot reuse a connection whose
+/// answer was not read to its end, and servers such as uvicorn (vLLM's) send the chunked
+/// body's terminator in a write of its own, just after the last event. Outside a runtime, or
+/// past the bound, the body is dropped and its connection closed, as before.
+pub(crate) fn drain_rest(mut events: EventStream<BodyStream>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        use futures_util::StreamExt as _;
+        let _ =
+            tokio::time::timeout(DRAIN_FOR, async { while events.next().await.is_some() {} }).await;
+    });
 }
 
 /// An empty stream of events, put in place of a finished stream's so that its body (and with
@@ -140,9 +170,11 @@ impl Stream for ChatStream {
         };
         if event.is_done() {
             // Look once more without waiting: when the body's end is already here, hyper sees
-            // it and can return the connection to the pool instead of closing it.
-            let _ = Pin::new(&mut self.events).poll_next(cx);
-            self.finish();
+            // it and can return the connection to the pool instead of closing it; when it is
+            // not (uvicorn, vLLM's server, ends the chunked body in a write of its own), the
+            // rest is read on a task of its own.
+            let ended = matches!(Pin::new(&mut self.events).poll_next(cx), Poll::Ready(None));
+            self.finish_after_last_event(ended);
             return Poll::Ready(None);
         }
         let data = event.data_bytes();

@@ -176,9 +176,15 @@ impl Stream for MessageStream {
                     if matches!(event, StreamEvent::MessageStop(_)) {
                         // Look once more without waiting: when the body's end is already
                         // here, hyper sees it and can return the connection to the pool
-                        // instead of closing it.
-                        let _ = Pin::new(&mut self.events).poll_next(cx);
-                        self.finish();
+                        // instead of closing it; else the rest is read on a task of its own.
+                        let ended =
+                            matches!(Pin::new(&mut self.events).poll_next(cx), Poll::Ready(None));
+                        self.finished = true;
+                        let empty = crate::chat_stream::no_events(self.id);
+                        let events = std::mem::replace(&mut self.events, empty);
+                        if !ended {
+                            crate::chat_stream::drain_rest(events);
+                        }
                     }
                     Poll::Ready(Some(Ok(event)))
                 }

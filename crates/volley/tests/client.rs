@@ -183,6 +183,98 @@ async fn a_large_event_reads_by_default_and_the_caps_are_the_client_s() {
     }
 }
 
+/// A server on loopback that answers every request, on connections it keeps alive, with
+/// `events` as a chunked event stream whose terminating chunk it sends 50 ms after them, in a
+/// write of its own, as uvicorn (vLLM's server) does. Returns the base URL.
+async fn serve_streams_ending_late(events: &'static str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while volley_testkit::raw::read_request(&mut socket, &mut buf)
+                    .await
+                    .is_some()
+                {
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                         transfer-encoding: chunked\r\n\r\n{:x}\r\n{events}\r\n",
+                        events.len()
+                    );
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    if socket.write_all(b"0\r\n\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// A stream whose body ends a moment after its last event (`[DONE]`, `message_stop`) still
+/// gives its connection back to the pool: the rest is read on a task of its own, so four
+/// streams one after another take one connection, not four.
+#[tokio::test]
+async fn a_body_that_ends_after_its_last_event_keeps_its_connection() {
+    let events = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let client = Client::builder()
+        .base_url(serve_streams_ending_late(events).await)
+        .build()
+        .unwrap();
+    let request = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("hi")]);
+    for _ in 0..4 {
+        let mut stream = client.chat_stream(request.clone()).await.unwrap();
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            text.push_str(chunk.unwrap().delta_text().unwrap_or(""));
+        }
+        assert_eq!(text, "hi");
+        // Past the terminator's delay: the drained connection is back in the pool.
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    assert_eq!(client.connection_stats().opened, 1);
+
+    let events = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",",
+        "\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-test\",\"content\":[],",
+        "\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":3,",
+        "\"output_tokens\":1}}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+    let client = Client::builder()
+        .provider(volley::Provider::Anthropic)
+        .base_url(serve_streams_ending_late(events).await)
+        .api_key("sk-ant-test")
+        .build()
+        .unwrap();
+    let request = volley::anthropic::MessagesRequest::new(
+        "claude-test",
+        16,
+        vec![volley::anthropic::InputMessage::user("hi")],
+    );
+    for _ in 0..4 {
+        let mut stream = client.messages_stream(&request).await.unwrap();
+        while let Some(event) = stream.next().await {
+            event.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    assert_eq!(client.connection_stats().opened, 1);
+}
+
 /// Streams `request` from a server that sends `events` and closes: the chunks, then the
 /// error the stream ended with, if any. Without retries: the server answers once, and an
 /// error in the first bytes would otherwise be retried.
