@@ -214,9 +214,11 @@ impl View {
     fn message(&self, per_sec: f64) -> String {
         let limit = self
             .limit
-            .map_or_else(String::new, |limit| format!(" (limit {limit})"));
+            .map_or_else(String::new, |limit| format!(", {limit} sent at most"));
+        // Lines whose outcome is pending: sent, or waiting for a slot, the rate limits or a
+        // retry; with an adaptive limit, how many of them may be sent at once.
         format!(
-            "{per_sec:.0} req/s · {} in flight{limit} · {} retries · {} errors · ETA {}",
+            "{per_sec:.0} req/s · {} in progress{limit} · {} retries · {} errors · ETA {}",
             self.in_flight,
             self.retries,
             self.errors,
@@ -400,13 +402,13 @@ mod tests {
         let line = view.line(25.0);
         assert_eq!(
             line,
-            "50/200 done (25%), 25 req/s · 16 in flight · 3 retries · 2 errors · ETA 6s"
+            "50/200 done (25%), 25 req/s · 16 in progress · 3 retries · 2 errors · ETA 6s"
         );
         view.limit = Some(24);
         assert!(
             view.line(25.0)
-                .contains("16 in flight (limit 24) · 3 retries"),
-            "the adaptive limit is shown next to the requests in flight"
+                .contains("16 in progress, 24 sent at most · 3 retries"),
+            "the adaptive limit is shown next to the lines in progress"
         );
         let line = snapshot(None, 0, 7, 0, 1).line(0.0);
         assert!(line.starts_with("7 done, 0 req/s"), "{line}");
