@@ -386,6 +386,36 @@ async fn a_stream_dropped_after_its_usage_settles_with_the_last_usage() {
     assert_close(secs(start, inner.sends()[1].at), 2.5);
 }
 
+/// A stream with a running count (`continuous_usage_stats`) dropped before `[DONE]`: its
+/// generation may go on, so the count so far refunds nothing (the estimate of 100 stands
+/// over a count of 1), where the same count at the stream's end is the whole account.
+#[tokio::test(start_paused = true)]
+async fn a_running_count_dropped_before_the_end_refunds_nothing() {
+    let inner = Recorder::new(|r| Ok(stream_of(r, &CONTINUOUS)));
+    let svc = service(six_thousand_tpm(), &inner);
+    let start = Instant::now();
+    let response = svc.clone().oneshot(request(1, 100)).await.unwrap();
+    let Body::Stream(mut body) = response.into_parts().1 else {
+        panic!("a stream")
+    };
+    // The first chunk only: 10 tokens so far.
+    std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(body);
+    svc.oneshot(request(2, 100)).await.unwrap();
+    assert_close(secs(start, inner.sends()[1].at), 1.0);
+
+    // Read to its end, a final count of 10 refunds 90.
+    const ENDED: [&str; 2] = [
+        "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1,\"total_tokens\":10}}\n\n",
+        "data: [DONE]\n\n",
+    ];
+    let inner = Recorder::new(|r| Ok(stream_of(r, &ENDED)));
+    assert_close(second_send_after(inner, six_thousand_tpm()).await, 0.1);
+}
+
 struct FnStream<F>(F);
 
 impl<F> Stream for FnStream<F>

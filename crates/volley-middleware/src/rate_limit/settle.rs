@@ -18,13 +18,18 @@ use super::{Grant, RateLimiter};
 /// dropped. The last, not the first: servers such as vLLM with `continuous_usage_stats` send
 /// the cumulative usage in every chunk. If no usage went by (the request did not ask for it,
 /// or the stream broke before it), or not the final output count, the grant is dropped and the
-/// estimate stands.
+/// estimate stands. An OpenAI stream dropped before its end (`[DONE]`) may have carried only a
+/// running count (`continuous_usage_stats`, the generation still going): that count is
+/// charged when it passes the estimate, and refunds nothing when it does not.
 pub(super) struct SettlingStream<L: RateLimiter> {
     inner: BodyStream,
     limiter: L,
     /// `None` once settled.
     grant: Option<Grant>,
     scanner: UsageScanner,
+    dialect: Dialect,
+    /// The last chunk read ended the stream (its end-of-stream event).
+    complete: bool,
 }
 
 impl<L: RateLimiter> SettlingStream<L> {
@@ -39,19 +44,28 @@ impl<L: RateLimiter> SettlingStream<L> {
             limiter,
             grant: Some(grant),
             scanner: dialect.usage_scanner(),
+            dialect,
+            complete: false,
         }
     }
 
-    fn settle(&mut self) {
+    /// `ended`: the body reached its end.
+    fn settle(&mut self, ended: bool) {
         let Some(grant) = self.grant.take() else {
             return;
         };
         // An Anthropic stream cut before its `message_delta` has only `message_start`'s output
         // of 1, while the provider counts all it generated: the estimate stands, as without
         // any usage.
-        if let Some(usage) = self.scanner.finish()
-            && self.scanner.output_is_final()
-        {
+        let Some(usage) = self
+            .scanner
+            .finish()
+            .filter(|_| self.scanner.output_is_final())
+        else {
+            return;
+        };
+        let whole = ended || self.complete || self.dialect == Dialect::Anthropic;
+        if whole || usage.total() > grant.cost().tokens {
             self.limiter.settle_usage(grant, usage);
         }
     }
@@ -68,9 +82,12 @@ impl<L: RateLimiter> Stream for SettlingStream<L> {
         let this = &mut *self;
         let item = ready!(Pin::new(&mut this.inner).poll_next(cx));
         match &item {
-            Some(Ok(chunk)) if this.grant.is_some() => this.scanner.feed(chunk),
+            Some(Ok(chunk)) if this.grant.is_some() => {
+                this.scanner.feed(chunk);
+                this.complete = this.dialect.stream_complete(chunk);
+            }
             Some(_) => {}
-            None => this.settle(),
+            None => this.settle(true),
         }
         Poll::Ready(item)
     }
@@ -83,8 +100,9 @@ impl<L: RateLimiter> Stream for SettlingStream<L> {
 impl<L: RateLimiter> Drop for SettlingStream<L> {
     fn drop(&mut self) {
         // Dropped before its end (a caller that stops at `data: [DONE]`, or gives up): the
-        // usage seen so far is the best account there is.
-        self.settle();
+        // usage seen so far is the best account there is, though for an OpenAI stream cut
+        // before `[DONE]` only as a floor.
+        self.settle(false);
     }
 }
 
