@@ -312,7 +312,7 @@ impl<T: Sender> Lane<T> {
                 // Look once more without waiting: when the body's end is already here, the
                 // connection goes back to the pool instead of being closed; when it is not
                 // (uvicorn, vLLM's server, ends the chunked body in a write of its own), the
-                // rest is read on a task of its own, for at most half a second.
+                // rest is read on a task of its own, for at most a quarter of a second.
                 rest_pending = !matches!(events.next().now_or_never(), Some(None));
                 break None;
             }
@@ -361,7 +361,7 @@ impl<T: Sender> Lane<T> {
         self.flush(&mut gaps);
         if rest_pending {
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                let _ = tokio::time::timeout(Duration::from_millis(250), async {
                     while events.next().await.is_some() {}
                 })
                 .await;

@@ -366,8 +366,9 @@ async fn streams_settle_with_the_last_usage_when_they_end() {
     assert_close(second_send_after(streaming, six_thousand_tpm()).await, 2.5);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_stream_dropped_after_its_usage_settles_with_the_last_usage() {
+/// Sends a request of 100 estimated tokens answered with [`CONTINUOUS`], reads `chunks` of
+/// its stream and drops it, then sends another; returns when that one went, in seconds.
+async fn second_send_after_dropping_at(chunks: usize) -> f64 {
     let inner = Recorder::new(|r| Ok(stream_of(r, &CONTINUOUS)));
     let svc = service(six_thousand_tpm(), &inner);
     let start = Instant::now();
@@ -375,7 +376,7 @@ async fn a_stream_dropped_after_its_usage_settles_with_the_last_usage() {
     let Body::Stream(mut body) = response.into_parts().1 else {
         panic!("a stream")
     };
-    for _ in 0..3 {
+    for _ in 0..chunks {
         std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx))
             .await
             .unwrap()
@@ -383,7 +384,12 @@ async fn a_stream_dropped_after_its_usage_settles_with_the_last_usage() {
     }
     drop(body);
     svc.oneshot(request(2, 100)).await.unwrap();
-    assert_close(secs(start, inner.sends()[1].at), 2.5);
+    secs(start, inner.sends()[1].at)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_dropped_after_its_usage_settles_with_the_last_usage() {
+    assert_close(second_send_after_dropping_at(3).await, 2.5);
 }
 
 /// A stream with a running count (`continuous_usage_stats`) dropped before `[DONE]`: its
@@ -391,21 +397,8 @@ async fn a_stream_dropped_after_its_usage_settles_with_the_last_usage() {
 /// over a count of 1), where the same count at the stream's end is the whole account.
 #[tokio::test(start_paused = true)]
 async fn a_running_count_dropped_before_the_end_refunds_nothing() {
-    let inner = Recorder::new(|r| Ok(stream_of(r, &CONTINUOUS)));
-    let svc = service(six_thousand_tpm(), &inner);
-    let start = Instant::now();
-    let response = svc.clone().oneshot(request(1, 100)).await.unwrap();
-    let Body::Stream(mut body) = response.into_parts().1 else {
-        panic!("a stream")
-    };
     // The first chunk only: 10 tokens so far.
-    std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx))
-        .await
-        .unwrap()
-        .unwrap();
-    drop(body);
-    svc.oneshot(request(2, 100)).await.unwrap();
-    assert_close(secs(start, inner.sends()[1].at), 1.0);
+    assert_close(second_send_after_dropping_at(1).await, 1.0);
 
     // Read to its end, a final count of 10 refunds 90.
     const ENDED: [&str; 2] = [

@@ -33,6 +33,36 @@ pub async fn serve(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> 
     port
 }
 
+/// Starts a server on a free loopback port that answers one request with `parts`, written one
+/// after another with `gap` between them, then closes the connection: a response whose end
+/// is its connection's (the first part starts with its status line and head). Returns the
+/// port. Must be called within a tokio runtime.
+pub async fn answer_once_in_parts(parts: Vec<String>, gap: std::time::Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a loopback port");
+    let port = listener.local_addr().expect("a bound address").port();
+    tokio::spawn(async move {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = Vec::new();
+        if read_request(&mut socket, &mut buf).await.is_none() {
+            return;
+        }
+        for (n, part) in parts.iter().enumerate() {
+            if n > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            if socket.write_all(part.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        let _ = socket.shutdown().await;
+    });
+    port
+}
+
 /// A whole response: `status` (such as `"401 Unauthorized"`), a JSON `body`, and `headers`
 /// (`name: value` lines without their line ends).
 pub fn json_response(status: &str, headers: &[String], body: &str) -> Vec<u8> {

@@ -105,8 +105,9 @@ impl ChatStream {
     }
 }
 
-/// How long the rest of a body whose last event has arrived may take to end.
-const DRAIN_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long the rest of a body whose last event has arrived may take to end (its slot and
+/// connection are held meanwhile).
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Reads what is left of an event stream whose last event has arrived (`[DONE]`,
 /// `message_stop`), on a task of its own for at most [`DRAIN_FOR`], so that its connection

@@ -124,21 +124,9 @@ async fn n_choices_whole_and_streamed() {
 /// A server on loopback that answers one request with `events` as an event stream and then
 /// closes the connection: a body that ends without `[DONE]`. Returns the base URL.
 async fn serve_events_then_close(events: &'static str) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut buf = Vec::new();
-        volley_testkit::raw::read_request(&mut socket, &mut buf)
-            .await
-            .unwrap();
-        let head =
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
-        socket.write_all(head.as_bytes()).await.unwrap();
-        socket.write_all(events.as_bytes()).await.unwrap();
-        socket.shutdown().await.unwrap();
-    });
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+    let parts = vec![format!("{head}{events}")];
+    let port = volley_testkit::raw::answer_once_in_parts(parts, std::time::Duration::ZERO).await;
     format!("http://127.0.0.1:{port}/v1")
 }
 
