@@ -366,24 +366,35 @@ async fn streams_settle_with_the_last_usage_when_they_end() {
     assert_close(second_send_after(streaming, six_thousand_tpm()).await, 2.5);
 }
 
-/// Sends a request of 100 estimated tokens answered with [`CONTINUOUS`], reads `chunks` of
-/// its stream and drops it, then sends another; returns when that one went, in seconds.
-async fn second_send_after_dropping_at(chunks: usize) -> f64 {
-    let inner = Recorder::new(|r| Ok(stream_of(r, &CONTINUOUS)));
-    let svc = service(six_thousand_tpm(), &inner);
+/// Sends a request of 100 estimated tokens answered with `chunks`, reads `read` of them and
+/// drops the stream, then sends another; returns when that one went, in seconds.
+async fn second_send_after_dropping_at(read: usize) -> f64 {
+    second_send_after_dropping(six_thousand_tpm(), &CONTINUOUS, read, request).await
+}
+
+/// [`second_send_after_dropping_at`] under `limits`, with answers of `chunks`, requests made
+/// by `make`.
+async fn second_send_after_dropping(
+    limits: Limits,
+    chunks: &'static [&'static str],
+    read: usize,
+    make: fn(u64, u32) -> Request,
+) -> f64 {
+    let inner = Recorder::new(move |r| Ok(stream_of(r, chunks)));
+    let svc = service(limits, &inner);
     let start = Instant::now();
-    let response = svc.clone().oneshot(request(1, 100)).await.unwrap();
+    let response = svc.clone().oneshot(make(1, 100)).await.unwrap();
     let Body::Stream(mut body) = response.into_parts().1 else {
         panic!("a stream")
     };
-    for _ in 0..chunks {
+    for _ in 0..read {
         std::future::poll_fn(|cx| Pin::new(&mut body).poll_next(cx))
             .await
             .unwrap()
             .unwrap();
     }
     drop(body);
-    svc.oneshot(request(2, 100)).await.unwrap();
+    svc.oneshot(make(2, 100)).await.unwrap();
     secs(start, inner.sends()[1].at)
 }
 
@@ -407,6 +418,29 @@ async fn a_running_count_dropped_before_the_end_refunds_nothing() {
     ];
     let inner = Recorder::new(|r| Ok(stream_of(r, &ENDED)));
     assert_close(second_send_after(inner, six_thousand_tpm()).await, 0.1);
+    // Dropped after `[DONE]` (and a keep-alive comment after it) without reading the body's
+    // end: the count is final, 90 back.
+    const ENDED_THEN_COMMENT: [&str; 3] = [ENDED[0], ENDED[1], ": keep-alive\n\n"];
+    assert_close(
+        second_send_after_dropping(six_thousand_tpm(), &ENDED_THEN_COMMENT, 3, request).await,
+        0.1,
+    );
+
+    // Under an output-token limit alone, the count's output (1 of the 100 asked for) refunds
+    // nothing either: the second request waits for the first's 100.
+    let asking_100 = |id, _| {
+        Request::post(
+            "/chat/completions",
+            r#"{"model":"m","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap()
+        .with_id(RequestId::from_u64(id))
+    };
+    let output_only = exact().output_tokens(6_000);
+    assert_close(
+        second_send_after_dropping(output_only, &CONTINUOUS, 1, asking_100).await,
+        1.0,
+    );
 }
 
 struct FnStream<F>(F);

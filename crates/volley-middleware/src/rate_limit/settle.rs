@@ -64,10 +64,21 @@ impl<L: RateLimiter> SettlingStream<L> {
         else {
             return;
         };
-        let whole = ended || self.complete || self.dialect == Dialect::Anthropic;
-        if whole || usage.total() > grant.cost().tokens {
+        if ended || self.complete || self.dialect == Dialect::Anthropic {
             self.limiter.settle_usage(grant, usage);
+            return;
         }
+        // A running count: charged where it passes the estimate, never refunded, bucket by
+        // bucket (input and output limits hold their own estimates, a tokens limit the
+        // total). The output makes up what the total lacks.
+        let cost = grant.cost();
+        let mut floor = usage;
+        floor.input = usage.input.max(cost.input_tokens);
+        floor.output = usage.output.max(cost.output_tokens);
+        floor.output = floor
+            .output
+            .saturating_add(cost.tokens.saturating_sub(floor.total()));
+        self.limiter.settle_usage(grant, floor);
     }
 }
 
@@ -84,7 +95,8 @@ impl<L: RateLimiter> Stream for SettlingStream<L> {
         match &item {
             Some(Ok(chunk)) if this.grant.is_some() => {
                 this.scanner.feed(chunk);
-                this.complete = this.dialect.stream_complete(chunk);
+                // Sticky: a comment or keep-alive after the end does not undo it.
+                this.complete |= this.dialect.stream_complete(chunk);
             }
             Some(_) => {}
             None => this.settle(true),
