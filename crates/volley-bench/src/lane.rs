@@ -18,7 +18,8 @@ use http::Method;
 use http::uri::PathAndQuery;
 use tokio::sync::{mpsc, watch};
 use volley::core::openai::CHAT_COMPLETIONS_PATH;
-use volley::core::{Dialect, ErrorKind, Request, Response, anthropic};
+use volley::core::sse::EventStream;
+use volley::core::{BodyStream, Dialect, ErrorKind, Request, Response, anthropic};
 
 use super::body::Bodies;
 use super::lengths::Lengths;
@@ -242,8 +243,10 @@ impl<T: Sender> Lane<T> {
         let request = Request::new(Method::POST, self.path.clone())
             .with_body(self.bodies.body(prompt, output))
             .with_dialect(self.dialect);
+        // The rest of a stream whose body had not ended at its last event.
+        let mut rest = None;
         let (outcome, message) = match self.target.send(request).await {
-            Ok(response) if self.stream => self.read_stream(response, started).await,
+            Ok(response) if self.stream => self.read_stream(response, started, &mut rest).await,
             Ok(response) => read_plain(response, self.dialect).await,
             Err(error) => (
                 Outcome::Failed(ErrorLabel::of(&error)),
@@ -273,13 +276,28 @@ impl<T: Sender> Lane<T> {
         counters.finished.fetch_add(1, Relaxed);
         self.recorder()
             .finish(self.nanos(started), self.nanos(ended), outcome);
+        // After the request's figures are taken: read the rest of its body (uvicorn, vLLM's
+        // server, ends a chunked body in a write of its own after the last event), so that
+        // its connection goes back to the pool, for at most 20 ms.
+        if let Some(mut rest) = rest {
+            let _ = tokio::time::timeout(Duration::from_millis(20), async {
+                while rest.next().await.is_some() {}
+            })
+            .await;
+        }
     }
 
     /// Reads an event stream to `[DONE]` (Anthropic: `message_stop`): content chunks
     /// (Anthropic: `content_block_delta` events) counted and timed as they arrive (one clock
     /// read each), usage from the last chunk that carries it (Anthropic: `message_delta`).
-    /// A failure comes with what the server or the client said, when anything.
-    async fn read_stream(&self, response: Response, started: Instant) -> (Outcome, Option<String>) {
+    /// A failure comes with what the server or the client said, when anything. A stream whose
+    /// body had not ended at its last event is left in `rest`, to be read to its end.
+    async fn read_stream(
+        &self,
+        response: Response,
+        started: Instant,
+        rest: &mut Option<EventStream<BodyStream>>,
+    ) -> (Outcome, Option<String>) {
         if !response.is_stream() {
             // A server that ignored `stream: true`, or a gateway's 200 with a JSON error.
             let label = ErrorLabel::Kind(ErrorKind::BodyDecode.as_str());
@@ -299,7 +317,7 @@ impl<T: Sender> Lane<T> {
         let mut usage = None;
         let mut done = false;
         // The last event came before the body's end.
-        let mut rest_pending = false;
+        let mut unended = false;
         let failure = loop {
             let event = match events.next().await {
                 None => break None,
@@ -310,10 +328,8 @@ impl<T: Sender> Lane<T> {
             if event.is_done() || (anthropic && event.event_type() == "message_stop") {
                 done = true;
                 // Look once more without waiting: when the body's end is already here, the
-                // connection goes back to the pool instead of being closed; when it is not
-                // (uvicorn, vLLM's server, ends the chunked body in a write of its own), the
-                // rest is read on a task of its own, for at most a quarter of a second.
-                rest_pending = !matches!(events.next().now_or_never(), Some(None));
+                // connection goes back to the pool; when it is not, the caller reads the rest.
+                unended = !matches!(events.next().now_or_never(), Some(None));
                 break None;
             }
             let data = event.data();
@@ -359,13 +375,8 @@ impl<T: Sender> Lane<T> {
             }
         };
         self.flush(&mut gaps);
-        if rest_pending {
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_millis(250), async {
-                    while events.next().await.is_some() {}
-                })
-                .await;
-            });
+        if unended {
+            *rest = Some(events);
         }
         let chunks = gaps.total;
         match failure {

@@ -413,10 +413,8 @@ async fn streams_measure_time_to_first_token_and_between_tokens() {
     // recorder's unit test).
     let tpot = results.tpot.expect("streams have a time per output token");
     assert_eq!(tpot.count, 40);
-    assert!(
-        tpot.min > 0.0 && tpot.max <= results.latency.max,
-        "{tpot:?}"
-    );
+    // The mock cannot send faster than its schedule of 1 ms a token.
+    assert!(tpot.p50 >= 0.5, "{tpot:?}");
     assert!(!results.ttft_histogram.is_empty());
     assert_eq!(results.ttft_histogram.iter().map(|b| b.2).sum::<u64>(), 40);
     assert!(results.config.stream);

@@ -74,7 +74,7 @@ pub(crate) struct Reporter {
 
 impl Reporter {
     /// Starts drawing `progress` as `mode` says; `limit`, when given, reads the adaptive
-    /// concurrency limit in force, shown next to the requests in flight.
+    /// concurrency limit in force, shown next to the lines in progress.
     pub(crate) fn start(
         progress: Arc<Progress>,
         mode: Mode,

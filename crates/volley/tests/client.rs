@@ -1,5 +1,7 @@
 //! The facade against volley-mock over real loopback sockets.
 
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use volley::openai::{ChatCompletionRequest, ChatMessage, EmbeddingsRequest};
 use volley::{Client, ErrorKind};
@@ -172,9 +174,9 @@ async fn a_large_event_reads_by_default_and_the_caps_are_the_client_s() {
 }
 
 /// A server on loopback that answers every request, on connections it keeps alive, with
-/// `events` as a chunked event stream whose terminating chunk it sends 50 ms after them, in a
-/// write of its own, as uvicorn (vLLM's server) does. Returns the base URL.
-async fn serve_streams_ending_late(events: &'static str) -> String {
+/// `events` as a chunked event stream whose terminating chunk it sends `after` them, in a
+/// write of its own, as uvicorn (vLLM's server) does a moment after. Returns the base URL.
+async fn serve_streams_ending_late(events: &'static str, after: Duration) -> String {
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -197,7 +199,7 @@ async fn serve_streams_ending_late(events: &'static str) -> String {
                     if socket.write_all(answer.as_bytes()).await.is_err() {
                         return;
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(after).await;
                     if socket.write_all(b"0\r\n\r\n").await.is_err() {
                         return;
                     }
@@ -219,7 +221,7 @@ async fn a_body_that_ends_after_its_last_event_keeps_its_connection() {
         "data: [DONE]\n\n",
     );
     let client = Client::builder()
-        .base_url(serve_streams_ending_late(events).await)
+        .base_url(serve_streams_ending_late(events, Duration::from_millis(5)).await)
         .build()
         .unwrap();
     let request = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("hi")]);
@@ -231,7 +233,7 @@ async fn a_body_that_ends_after_its_last_event_keeps_its_connection() {
         }
         assert_eq!(text, "hi");
         // Past the terminator's delay: the drained connection is back in the pool.
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(client.connection_stats().opened, 1);
 
@@ -244,7 +246,7 @@ async fn a_body_that_ends_after_its_last_event_keeps_its_connection() {
     );
     let client = Client::builder()
         .provider(volley::Provider::Anthropic)
-        .base_url(serve_streams_ending_late(events).await)
+        .base_url(serve_streams_ending_late(events, Duration::from_millis(5)).await)
         .api_key("sk-ant-test")
         .build()
         .unwrap();
@@ -258,9 +260,31 @@ async fn a_body_that_ends_after_its_last_event_keeps_its_connection() {
         while let Some(event) = stream.next().await {
             event.unwrap();
         }
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(client.connection_stats().opened, 1);
+
+    // A body kept open long after its last event holds the one slot for the drain's bound
+    // only: the next request goes out on a new connection, long before the body would end.
+    let events = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let client = Client::builder()
+        .base_url(serve_streams_ending_late(events, Duration::from_secs(30)).await)
+        .concurrency(1)
+        .build()
+        .unwrap();
+    let request = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("hi")]);
+    for _ in 0..2 {
+        let stream =
+            tokio::time::timeout(Duration::from_secs(10), client.chat_stream(request.clone()));
+        let mut stream = stream.await.expect("the slot came back").unwrap();
+        while let Some(chunk) = stream.next().await {
+            chunk.unwrap();
+        }
+    }
+    assert_eq!(client.connection_stats().opened, 2);
 }
 
 /// Streams `request` from a server that sends `events` and closes: the chunks, then the
