@@ -532,8 +532,9 @@ fn attempts_and_breaker_changes_are_counted_per_endpoint() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_open_endpoint_is_checked_not_sent_requests_and_a_healthy_one_never() {
+/// A balancer of a "good" endpoint (200) and a "dead" one (503), whose breakers open after
+/// two failures in a row for 10 s (no jitter, one probe), with `max_cool_down`.
+fn good_and_dead(max_cool_down: Duration) -> (Balance<Svc>, Mock, Mock) {
     let good = Mock::new(200, 1);
     let dead = Mock::new(503, 1);
     let b = balance(
@@ -545,10 +546,16 @@ async fn an_open_endpoint_is_checked_not_sent_requests_and_a_healthy_one_never()
             .consecutive_failures(2)
             .error_rate(2.0)
             .cool_down(Duration::from_secs(10))
-            .max_cool_down(Duration::from_secs(40))
+            .max_cool_down(max_cool_down)
             .jitter(0.0)
             .probes(1),
     );
+    (b, good, dead)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_endpoint_is_checked_not_sent_requests_and_a_healthy_one_never() {
+    let (b, good, dead) = good_and_dead(Duration::from_secs(40));
     let mut id = 0;
     let mut burst = |n: u64| {
         let b = b.clone();
@@ -712,26 +719,13 @@ fn a_breaker_whose_health_check_went_with_its_runtime_still_reopens() {
             .build()
             .unwrap()
     };
-    let good = Mock::new(200, 1);
-    let dead = Mock::new(503, 1);
     let first = paused();
-    let b = first.block_on(async {
-        let b = balance(
-            &[
-                (EndpointConfig::new("good"), &good),
-                (EndpointConfig::new("dead"), &dead),
-            ],
-            BreakerConfig::new()
-                .consecutive_failures(2)
-                .error_rate(2.0)
-                .cool_down(Duration::from_secs(10))
-                .jitter(0.0)
-                .probes(1),
-        );
+    let (b, _good, dead) = first.block_on(async {
+        let endpoints = good_and_dead(Duration::from_secs(60));
         for id in 0..100 {
-            let _ = send(&b, id).await;
+            let _ = send(&endpoints.0, id).await;
         }
-        b
+        endpoints
     });
     assert_eq!(b.stats()[1].state, BreakerState::Open);
     // The check's task goes with its runtime.
