@@ -42,6 +42,11 @@ struct Slots {
     stopping: AtomicBool,
 }
 
+/// How long the rest of a stream's body may take to end after its last event (as the
+/// facade's `ChatStream` waits): a terminator written just after it arrives within a
+/// millisecond or two.
+const DRAIN_FOR: Duration = Duration::from_millis(20);
+
 /// Inter-token gaps a stream buffers before it writes them to the recorder.
 const GAP_BUFFER: usize = 32;
 
@@ -278,12 +283,10 @@ impl<T: Sender> Lane<T> {
             .finish(self.nanos(started), self.nanos(ended), outcome);
         // After the request's figures are taken: read the rest of its body (uvicorn, vLLM's
         // server, ends a chunked body in a write of its own after the last event), so that
-        // its connection goes back to the pool, for at most 20 ms.
+        // its connection goes back to the pool.
         if let Some(mut rest) = rest {
-            let _ = tokio::time::timeout(Duration::from_millis(20), async {
-                while rest.next().await.is_some() {}
-            })
-            .await;
+            let _ = tokio::time::timeout(DRAIN_FOR, async { while rest.next().await.is_some() {} })
+                .await;
         }
     }
 

@@ -93,22 +93,29 @@ impl ChatStream {
         self.finished = true;
         self.events = no_events(self.id);
     }
+}
 
-    /// [`finish`](Self::finish) after the stream's last event; `ended`: the body's end was
-    /// seen too. If not, what is left of the body is drained ([`drain_rest`]).
-    fn finish_after_last_event(&mut self, ended: bool) {
-        self.finished = true;
-        let events = std::mem::replace(&mut self.events, no_events(self.id));
-        if !ended {
-            drain_rest(events);
-        }
+/// Lets go of a stream's body after its last event (`[DONE]`, `message_stop`), putting
+/// [`no_events`] in its place. It looks once more without waiting: when the body's end is
+/// already here, hyper sees it and returns the connection to the pool; when it is not
+/// (uvicorn, vLLM's server, ends the chunked body in a write of its own), the rest is read on
+/// a task of its own ([`drain_rest`]).
+pub(crate) fn let_go_after_last_event(
+    events: &mut EventStream<BodyStream>,
+    id: RequestId,
+    cx: &mut Context<'_>,
+) {
+    let ended = matches!(Pin::new(&mut *events).poll_next(cx), Poll::Ready(None));
+    let events = std::mem::replace(events, no_events(id));
+    if !ended {
+        drain_rest(events);
     }
 }
 
 /// How long the rest of a body whose last event has arrived may take to end (its slot and
 /// connection are held meanwhile). A terminator written just after the last event arrives
 /// within a millisecond or two; a server that keeps the body open costs the slot this long.
-pub(crate) const DRAIN_FOR: std::time::Duration = std::time::Duration::from_millis(20);
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Reads what is left of an event stream whose last event has arrived (`[DONE]`,
 /// `message_stop`), on a task of its own for at most [`DRAIN_FOR`], so that its connection
@@ -116,7 +123,7 @@ pub(crate) const DRAIN_FOR: std::time::Duration = std::time::Duration::from_mill
 /// answer was not read to its end, and servers such as uvicorn (vLLM's) send the chunked
 /// body's terminator in a write of its own, just after the last event. Outside a runtime, or
 /// past the bound, the body is dropped and its connection closed, as before.
-pub(crate) fn drain_rest(mut events: EventStream<BodyStream>) {
+fn drain_rest(mut events: EventStream<BodyStream>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -172,12 +179,9 @@ impl Stream for ChatStream {
             }
         };
         if event.is_done() {
-            // Look once more without waiting: when the body's end is already here, hyper sees
-            // it and can return the connection to the pool instead of closing it; when it is
-            // not (uvicorn, vLLM's server, ends the chunked body in a write of its own), the
-            // rest is read on a task of its own.
-            let ended = matches!(Pin::new(&mut self.events).poll_next(cx), Poll::Ready(None));
-            self.finish_after_last_event(ended);
+            self.finished = true;
+            let id = self.id;
+            let_go_after_last_event(&mut self.events, id, cx);
             return Poll::Ready(None);
         }
         let data = event.data_bytes();

@@ -174,17 +174,9 @@ impl Stream for MessageStream {
                 }
                 Ok(event) => {
                     if matches!(event, StreamEvent::MessageStop(_)) {
-                        // Look once more without waiting: when the body's end is already
-                        // here, hyper sees it and can return the connection to the pool
-                        // instead of closing it; else the rest is read on a task of its own.
-                        let ended =
-                            matches!(Pin::new(&mut self.events).poll_next(cx), Poll::Ready(None));
                         self.finished = true;
-                        let empty = crate::chat_stream::no_events(self.id);
-                        let events = std::mem::replace(&mut self.events, empty);
-                        if !ended {
-                            crate::chat_stream::drain_rest(events);
-                        }
+                        let id = self.id;
+                        crate::chat_stream::let_go_after_last_event(&mut self.events, id, cx);
                     }
                     Poll::Ready(Some(Ok(event)))
                 }

@@ -28,7 +28,7 @@ pub(super) struct SettlingStream<L: RateLimiter> {
     grant: Option<Grant>,
     scanner: UsageScanner,
     dialect: Dialect,
-    /// The last chunk read ended the stream (its end-of-stream event).
+    /// A chunk read ended the stream (its end-of-stream event); OpenAI's only.
     complete: bool,
 }
 
@@ -95,8 +95,11 @@ impl<L: RateLimiter> Stream for SettlingStream<L> {
         match &item {
             Some(Ok(chunk)) if this.grant.is_some() => {
                 this.scanner.feed(chunk);
-                // Sticky: a comment or keep-alive after the end does not undo it.
-                this.complete |= this.dialect.stream_complete(chunk);
+                // OpenAI's alone (an Anthropic count is final by `message_delta`), and sticky:
+                // a comment or keep-alive after the end does not undo it.
+                if !this.complete && this.dialect == Dialect::OpenAi {
+                    this.complete = this.dialect.stream_complete(chunk);
+                }
             }
             Some(_) => {}
             None => this.settle(true),
