@@ -27,6 +27,7 @@ use http::{HeaderMap, HeaderName, StatusCode};
 use serde::Deserialize;
 
 use crate::headers::RateLimitInfo;
+use crate::openai::falsy_value_follows;
 use crate::{Error, ErrorKind, anthropic, openai, tokens};
 
 /// A provider's wire dialect.
@@ -204,7 +205,8 @@ impl Dialect {
     /// Whether a whole 2xx body is an error object in fact, whatever the order of its keys:
     /// the fast look of [`looks_like_error`](Dialect::looks_like_error) (the error key first),
     /// then, when the body names an error at all, a parse of its top level: an `"error"` that
-    /// is not `null` (a Responses object's `"error": null` is no error), vLLM's
+    /// Python reads as true, as openai-python reads a stream's events (a Responses object's
+    /// `"error": null` is no error, nor a gateway's `"error": false` or `""`), vLLM's
     /// `"object": "error"`, or Anthropic's `"type": "error"`.
     ///
     /// Gateways and compatible servers answer so with a 200 (vLLM behind RunPod, LiteLLM's
@@ -224,7 +226,7 @@ impl Dialect {
         #[derive(serde::Deserialize)]
         struct TopLevel<'a> {
             #[serde(default)]
-            error: Option<serde::de::IgnoredAny>,
+            error: Option<serde_json::Value>,
             #[serde(default, rename = "type", borrow)]
             kind: Option<std::borrow::Cow<'a, str>>,
             #[serde(default, borrow)]
@@ -238,13 +240,13 @@ impl Dialect {
         // body where it is only ever a key whose value is `null` (every Responses object has
         // `"error": null`) is no error either: no parse for those.
         let mut hits = ERROR_KEY.find_iter(body).peekable();
-        if hits.peek().is_none() || hits.all(|at| null_follows(&body[at + 7..])) {
+        if hits.peek().is_none() || hits.all(|at| falsy_value_follows(&body[at + 7..])) {
             return false;
         }
         // `error: null` reads as `None`; an error object as `Some`.
         match serde_json::from_slice::<TopLevel<'_>>(body) {
             Ok(top) => {
-                top.error.is_some()
+                top.error.as_ref().is_some_and(truthy)
                     || top.kind.as_deref() == Some("error")
                     || top.object.as_deref() == Some("error")
             }
@@ -429,16 +431,18 @@ impl Dialect {
 static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
 
-/// Whether `rest` (what follows a `"error"`) is `: null`, white space allowed, with `null` a
-/// whole token.
-fn null_follows(rest: &[u8]) -> bool {
-    let Some(value) = rest.trim_ascii_start().strip_prefix(b":") else {
-        return false;
-    };
-    value
-        .trim_ascii_start()
-        .strip_prefix(b"null")
-        .is_some_and(|after| after.first().is_none_or(|b| !b.is_ascii_alphanumeric()))
+/// Whether Python reads a JSON value as true, as openai-python's `data.get("error")` does: not
+/// `null`, `false`, a zero, `""`, `{}` or `[]`.
+fn truthy(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_none_or(|n| n != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
 }
 
 impl fmt::Display for Dialect {
@@ -615,6 +619,54 @@ mod tests {
         for (body, error) in cases {
             let text = String::from_utf8_lossy(body);
             assert_eq!(Dialect::OpenAi.is_error_reply(body), error, "{text}");
+        }
+    }
+
+    /// An `"error"` Python reads as false is no error, first key or not, as openai-python
+    /// reads a stream's events (`if data.get("error")`); a truthy one is, whatever its type.
+    #[test]
+    fn an_error_python_reads_as_false_is_no_error() {
+        let falsy = [
+            "false", "\"\"", "0", "-0", "0.0", "0e3", "{}", "{ }", "[]", "[ ]", "null",
+        ];
+        for value in falsy {
+            for body in [
+                format!(r#"{{"error": {value} ,"id":"c","choices":[]}}"#),
+                format!(r#"{{"id":"c","error":{value},"choices":[]}}"#),
+                format!(r#"{{"id":"c","choices":[],"error":{value}}}"#),
+            ] {
+                assert!(!Dialect::OpenAi.is_error_reply(body.as_bytes()), "{body}");
+                assert!(
+                    !Dialect::Anthropic.is_error_reply(body.as_bytes()),
+                    "{body}"
+                );
+            }
+        }
+        let truthy = [
+            "true",
+            "\"x\"",
+            "1",
+            "0.5",
+            "-2",
+            "{\"message\":\"m\"}",
+            "[0]",
+            "\"false\"",
+            "00x",
+        ];
+        for value in truthy {
+            for body in [
+                format!(r#"{{"error": {value} ,"id":"c"}}"#),
+                format!(r#"{{"id":"c","error":{value}}}"#),
+            ] {
+                // `00x` is no JSON: only the fast look of the first key says error then.
+                let first = body.starts_with(r#"{"error""#);
+                let expected = value != "00x" || first;
+                assert_eq!(
+                    Dialect::OpenAi.is_error_reply(body.as_bytes()),
+                    expected,
+                    "{body}"
+                );
+            }
         }
     }
 

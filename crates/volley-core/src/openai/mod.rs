@@ -40,6 +40,7 @@ mod embeddings;
 mod error;
 mod models;
 mod scan;
+pub(crate) use scan::falsy_value_follows;
 mod stream;
 mod usage;
 

@@ -183,7 +183,8 @@ impl UsageScanner {
 
 /// Whether a JSON document (a complete response body, or one server-sent event's data) is an
 /// OpenAI-dialect error object: an object whose first key is `"error"`, with a value other
-/// than `null`. Leading white space is allowed.
+/// than one Python reads as false (`null`, `false`, `0`, `""`, `{}`, `[]`), as openai-python
+/// reads a stream's events. Leading white space is allowed.
 ///
 /// Some servers send an error this way with a 200 status, or as an event of a 200 stream
 /// (vLLM ends a failed stream with `data: {"error": {...}}` and then `data: [DONE]`). Only the
@@ -197,6 +198,7 @@ impl UsageScanner {
 /// assert!(looks_like_error(b"\n {\"error\": {\"message\": \"overloaded\"}}"));
 /// assert!(!looks_like_error(br#"{"id":"x","choices":[]}"#));
 /// assert!(!looks_like_error(br#"{"error":null,"choices":[]}"#));
+/// assert!(!looks_like_error(br#"{"error":false,"choices":[]}"#));
 /// ```
 pub fn looks_like_error(json: &[u8]) -> bool {
     let Some(rest) = json.trim_ascii_start().strip_prefix(b"{") else {
@@ -205,14 +207,53 @@ pub fn looks_like_error(json: &[u8]) -> bool {
     let Some(rest) = rest.trim_ascii_start().strip_prefix(b"\"error\"") else {
         return false;
     };
-    match rest.trim_ascii_start().strip_prefix(b":") {
-        Some(value) => {
-            let value = value.trim_ascii_start();
-            // `null` must be the whole token, not the start of a longer one.
-            !(value.starts_with(b"null") && value.get(4).is_none_or(|b| !b.is_ascii_alphanumeric()))
+    rest.trim_ascii_start().starts_with(b":") && !falsy_value_follows(rest)
+}
+
+/// Whether what follows a key (`rest`, starting at the white space or colon after its closing
+/// quote) is `:` and then a value Python reads as false: `null`, `false`, a zero, `""`, `{}`
+/// or `[]`, each a whole token. openai-python raises for a stream event whose `error` is
+/// truthy and passes over the others (`"error": false` and `"error": ""` from some gateways
+/// mean no error), and so does this crate.
+pub(crate) fn falsy_value_follows(rest: &[u8]) -> bool {
+    let Some(value) = rest.trim_ascii_start().strip_prefix(b":") else {
+        return false;
+    };
+    let value = value.trim_ascii_start();
+    // A token ends where a delimiter or the end of the document comes.
+    let ends = |after: &[u8]| {
+        after
+            .trim_ascii_start()
+            .first()
+            .is_none_or(|b| matches!(b, b',' | b'}' | b']'))
+    };
+    for word in [&b"null"[..], b"false", b"\"\""] {
+        if let Some(after) = value.strip_prefix(word) {
+            return ends(after);
         }
-        None => false,
     }
+    if let Some(open) = value.first().filter(|b| matches!(b, b'{' | b'[')) {
+        let close = if *open == b'{' { b'}' } else { b']' };
+        return value[1..]
+            .trim_ascii_start()
+            .strip_prefix(&[close][..])
+            .is_some_and(ends);
+    }
+    // A number whose digits are all zero: `0`, `-0`, `0.0`, `0e5`.
+    let number = value.strip_prefix(b"-").unwrap_or(value);
+    let len = number
+        .iter()
+        .position(|b| !matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
+        .unwrap_or(number.len());
+    let (token, after) = number.split_at(len);
+    let mantissa = token
+        .split(|b| matches!(b, b'e' | b'E'))
+        .next()
+        .unwrap_or(b"");
+    !mantissa.is_empty()
+        && mantissa.first().is_some_and(u8::is_ascii_digit)
+        && mantissa.iter().all(|b| matches!(b, b'0' | b'.'))
+        && ends(after)
 }
 
 /// Whether the last event of a server-sent-events body (the whole body so far, or just its
@@ -445,6 +486,16 @@ mod tests {
         assert!(looks_like_error(br#"{"error":nullish}"#), "not JSON null");
         assert!(!looks_like_error(br#"{"error":null}"#));
         assert!(!looks_like_error(br#"{"error" : null , "id":"x"}"#));
+        assert!(!looks_like_error(br#"{"error":false,"id":"x"}"#));
+        assert!(!looks_like_error(br#"{"error": "" }"#));
+        assert!(!looks_like_error(br#"{"error":{ },"id":"x"}"#));
+        assert!(!looks_like_error(br#"{"error":0}"#));
+        assert!(looks_like_error(br#"{"error":"false"}"#));
+        assert!(looks_like_error(br#"{"error":0.1}"#));
+        assert!(
+            looks_like_error(br#"{"error":falsehood}"#),
+            "not JSON false"
+        );
         assert!(!looks_like_error(br#"{"id":"x","error":{"message":"no"}}"#));
         assert!(!looks_like_error(br#"{"errors":[]}"#));
         assert!(!looks_like_error(br#"["error"]"#));
