@@ -133,6 +133,22 @@ impl MessageStream {
     }
 }
 
+/// An event whose data has no `type` takes its event name's, as Anthropic's SDKs read it
+/// (`data["type"] = sse.event`): a proxy that rewrites the data may drop the tag and keep the
+/// `event:` line. Any other unknown event is handed on as it came.
+fn typed_by_event_name(
+    value: serde_json::Value,
+    name: &str,
+) -> Result<StreamEvent, serde_json::Error> {
+    match value {
+        serde_json::Value::Object(mut map) if !map.contains_key("type") && name != "message" => {
+            map.insert("type".to_owned(), serde_json::Value::from(name));
+            serde_json::from_value(serde_json::Value::Object(map))
+        }
+        value => Ok(StreamEvent::Other(value)),
+    }
+}
+
 impl Stream for MessageStream {
     type Item = Result<StreamEvent, Error>;
 
@@ -166,7 +182,11 @@ impl Stream for MessageStream {
                 let context = format!("request {}", self.id);
                 return self.fail(Dialect::Anthropic.error_in_stream(&data, context));
             }
-            return match serde_json::from_slice::<StreamEvent>(data) {
+            let parsed = match serde_json::from_slice::<StreamEvent>(data) {
+                Ok(StreamEvent::Other(value)) => typed_by_event_name(value, event.event_type()),
+                other => other,
+            };
+            return match parsed {
                 Ok(StreamEvent::Error(_)) => {
                     let data = self.scrubber.scrub(data.clone());
                     let context = format!("request {}", self.id);

@@ -376,3 +376,47 @@ async fn error_events_of_any_shape_end_a_message_stream_with_the_error() {
         assert!(stream.next().await.is_none());
     }
 }
+
+/// Events whose data has no `type` (a proxy that rewrote them) take their event name's, as
+/// Anthropic's SDKs read them: the text arrives and `message_stop` ends the stream, instead of
+/// unknown events and "ended before message_stop".
+#[tokio::test]
+async fn an_event_without_a_type_in_its_data_takes_its_event_name() {
+    let rest = concat!(
+        "event: content_block_start\ndata: {\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+        "event: content_block_stop\ndata: {\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n",
+        "data: {\"index\":0}\n\n",
+        "event: message_stop\ndata: {}\n\n",
+    );
+    let client = Client::builder()
+        .provider(Provider::Anthropic)
+        .base_url(serve_start_then(rest).await)
+        .api_key(KEY)
+        .retries(0)
+        .build()
+        .unwrap();
+    let mut stream = client.messages_stream(&request("hello")).await.unwrap();
+    let mut names = Vec::new();
+    let mut text = String::new();
+    while let Some(event) = stream.next().await {
+        let event = event.unwrap();
+        text.extend(event.text_delta());
+        names.push(event.type_name().to_owned());
+    }
+    assert_eq!(text, "Hi");
+    // An event named by neither (`message`, the default) stays unknown, as it came.
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "",
+            "message_stop"
+        ]
+    );
+}
