@@ -23,7 +23,8 @@ const DEFAULT_MODEL: &str = "gpt-4o-mini";
 /// Send one chat completion (with --provider anthropic, one Messages call) and print the reply.
 ///
 /// The API key is read from the environment (OPENAI_API_KEY, or the variable named by
-/// --api-key-env), never from the command line. The base URL includes /v1, as in the OpenAI
+/// --api-key-env), never from the command line; a server on this machine (localhost, 127.x,
+/// ::1) is called without one when none is set. The base URL includes /v1, as in the OpenAI
 /// convention; /chat/completions is appended to it.
 ///
 /// With --provider anthropic it calls Anthropic's Messages API (/messages): the key from

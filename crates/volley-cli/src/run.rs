@@ -65,7 +65,8 @@ const VALIDATE_SHOWN: usize = 20;
 /// --print-config shows each value and where it came from. Durations are a number with an
 /// optional unit (ns, us, ms, s, m, h); a bare number is seconds. The API key is read only from
 /// the environment (OPENAI_API_KEY, or the variable named by --api-key-env or api_key_env);
-/// volley.toml and VOLLEY_API_KEY must not contain it.
+/// volley.toml and VOLLEY_API_KEY must not contain it. A server on this machine (localhost,
+/// 127.x, ::1) is called without a key when none is set.
 ///
 /// Many processes (on one machine or many) that use one API key can share its limits through
 /// Redis: give each the same --shared-limit redis://HOST:PORT and the same limits (--rpm,

@@ -74,6 +74,37 @@ fn chat_without_a_key_says_how_to_fix_it() {
     assert!(stderr.contains("--mock"), "{stderr}");
 }
 
+/// A server on this machine (vLLM, llama.cpp, Ollama) is called without a key when none is
+/// set, and no `Authorization` header is sent; a remote one still needs a key (above).
+#[test]
+fn chat_to_a_local_server_needs_no_key() {
+    use volley_testkit::raw;
+    let runtime = volley_testkit::process::server_runtime(1);
+    let port = runtime.block_on(raw::serve(|head| {
+        if head.contains("authorization") {
+            raw::json_response("401 Unauthorized", &[], r#"{"error":{"message":"a key"}}"#)
+        } else {
+            let body = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"local answer"},"finish_reason":"stop"}]}"#;
+            raw::json_response("200 OK", &[], body)
+        }
+    }));
+    for host in ["127.0.0.1", "localhost"] {
+        let out = volley()
+            .args([
+                "chat",
+                "--base-url",
+                &format!("http://{host}:{port}/v1"),
+                "hi",
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{host}: {stderr}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(stdout.trim(), "local answer", "{host}: {stderr}");
+    }
+}
+
 #[test]
 fn chat_refuses_plain_http_to_a_remote_host_without_sending_the_key() {
     let out = volley()

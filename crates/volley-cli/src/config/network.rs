@@ -13,6 +13,9 @@ pub(crate) enum Credential {
     Key(String),
     /// A Microsoft Entra ID token for Azure OpenAI.
     AzureAdToken(String),
+    /// None: no key is set and the server is on this machine (vLLM, llama.cpp, Ollama and
+    /// LM Studio take requests without one).
+    None,
 }
 
 /// Where a command that calls a real API (not the mock) sends its requests, and with what.
@@ -26,19 +29,28 @@ pub(crate) struct Endpoint {
 /// `azure_endpoint` (`{endpoint}/openai`), and `AZURE_OPENAI_AD_TOKEN` or else
 /// `AZURE_OPENAI_API_KEY` unless `api_key_env` names another variable.
 ///
+/// No key is fine when the base URL is on this machine (a local vLLM or llama.cpp takes
+/// requests without one): the credential is then [`Credential::None`].
+///
 /// # Errors
-/// A [`UsageError`] when no key is set, or Azure has neither a base URL nor an endpoint.
+/// A [`UsageError`] when no key is set for a server elsewhere, or Azure has neither a base
+/// URL nor an endpoint.
 pub(crate) fn endpoint(layers: &Layers, connection: &Connection) -> Result<Endpoint, UsageError> {
-    if connection.provider.0 == Provider::Anthropic {
-        return Ok(Endpoint {
-            base_url: connection.base_url.first().to_owned(),
-            credential: Credential::Key(anthropic_key(layers, connection)?),
-        });
-    }
     if connection.provider.0 != Provider::Azure {
+        let base_url = connection.base_url.first().to_owned();
+        let key = match connection.provider.0 {
+            Provider::Anthropic => anthropic_key(layers, connection),
+            _ => read_key(&connection.api_key_env),
+        };
+        let credential = match key {
+            Ok(key) => Credential::Key(key),
+            // A local server needs no key; a missing one is no mistake there.
+            Err(_) if on_this_machine(&base_url) => Credential::None,
+            Err(e) => return Err(e),
+        };
         return Ok(Endpoint {
-            base_url: connection.base_url.first().to_owned(),
-            credential: Credential::Key(read_key(&connection.api_key_env)?),
+            base_url,
+            credential,
         });
     }
     // Volley's own settings (flag, VOLLEY_*, profile) win over the ecosystem's variables;
@@ -87,6 +99,11 @@ pub(crate) fn endpoint(layers: &Layers, connection: &Connection) -> Result<Endpo
     })
 }
 
+/// Whether `base_url`'s host is loopback (`localhost`, `127.0.0.0/8`, `::1`).
+fn on_this_machine(base_url: &str) -> bool {
+    volley::core::host::url_host(base_url).is_some_and(volley::core::host::is_loopback)
+}
+
 /// The Anthropic key, as the official SDK reads it: `ANTHROPIC_API_KEY`, then
 /// `ANTHROPIC_AUTH_TOKEN` (both sent as `--anthropic-auth` says), unless `api_key_env` names
 /// another variable.
@@ -108,6 +125,7 @@ pub(crate) fn with_credential(builder: ClientBuilder, credential: Credential) ->
     match credential {
         Credential::Key(key) => builder.api_key(key),
         Credential::AzureAdToken(token) => builder.azure_ad_token(token),
+        Credential::None => builder,
     }
 }
 
