@@ -23,7 +23,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{DATE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 // Built at compile time, so a lookup hashes a static name and allocates nothing.
 static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
@@ -41,7 +41,9 @@ const NANOS_PER_SEC: u64 = 1_000_000_000;
 ///
 /// `retry-after-ms` (milliseconds, possibly fractional: `"1500.5"`; sent by Azure OpenAI, and
 /// read first by OpenAI's own SDKs) takes precedence. Otherwise `Retry-After` is read as non-negative seconds (`"2"`, `"0.5"`)
-/// or as an HTTP date, measured from `now`; a date in the past gives [`Duration::ZERO`].
+/// or as an HTTP date, measured from the response's `Date` (the server's clock, so a skewed
+/// local clock changes nothing), or from `now` without one; a date in the past gives
+/// [`Duration::ZERO`].
 /// Malformed or negative values read as absent, and a malformed `retry-after-ms` falls back to
 /// `Retry-After`.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
@@ -57,7 +59,15 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         return Some(wait);
     }
     let date = httpdate::parse_http_date(value).ok()?;
-    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+    // The date is on the server's clock, as its `Date` is (RFC 9110, 6.6.1 and 10.2.3): the
+    // wait is the one between them, whatever this machine's clock says. Without a `Date`,
+    // from `now`.
+    let from = headers
+        .get(DATE)
+        .and_then(header_str)
+        .and_then(|d| httpdate::parse_http_date(d).ok())
+        .unwrap_or(now);
+    Some(date.duration_since(from).unwrap_or(Duration::ZERO))
 }
 
 /// Parses a Go-style duration, the format OpenAI uses in `x-ratelimit-reset-*` headers:
@@ -481,6 +491,28 @@ mod tests {
         assert_eq!(retry_after(&h, now), Some(ms(30_000)));
         let h = headers(&[("retry-after", "Wed, 21 Oct 2015 07:27:00 GMT")]);
         assert_eq!(retry_after(&h, now), Some(Duration::ZERO), "past dates");
+    }
+
+    /// A date is measured from the server's `Date`, not this machine's clock: a local clock
+    /// two minutes slow or fast reads the same 30 s.
+    #[test]
+    fn retry_after_date_is_measured_on_the_server_s_clock() {
+        let server = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        let h = headers(&[
+            ("date", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            ("retry-after", "Wed, 21 Oct 2015 07:28:30 GMT"),
+        ]);
+        for skew in [-120, 0, 120] {
+            let now = server.checked_add(Duration::from_secs(180)).unwrap()
+                - Duration::from_secs((180 - skew) as u64);
+            assert_eq!(retry_after(&h, now), Some(ms(30_000)), "skew {skew} s");
+        }
+        // A `Date` that is no date is passed over: the wait is from `now`.
+        let h = headers(&[
+            ("date", "yesterday"),
+            ("retry-after", "Wed, 21 Oct 2015 07:28:30 GMT"),
+        ]);
+        assert_eq!(retry_after(&h, server), Some(ms(30_000)));
     }
 
     #[test]
