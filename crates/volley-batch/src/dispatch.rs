@@ -478,8 +478,8 @@ impl Walls {
 }
 
 /// `HTTP 429: <the provider's message>` when `record` says the account's quota or credit is
-/// used up (OpenAI's `insufficient_quota`): no wait restores it, so every later line would
-/// fail the same way.
+/// used up (OpenAI's `insufficient_quota`, a Google per-day quota): no wait within the run
+/// restores it, so every later line would fail the same way.
 fn quota_exhausted(record: &OutcomeRecord) -> Option<String> {
     let Outcome::Response {
         status_code: 429,

@@ -130,6 +130,12 @@ pub struct ApiError {
     pub code: Option<String>,
     /// The request parameter the error is about.
     pub param: Option<String>,
+    /// The wait the body asks for, when it says one: Google's `google.rpc.RetryInfo` detail
+    /// (`"retryDelay": "47s"`), which Gemini sends with a 429 instead of a `Retry-After`.
+    pub retry_delay: Option<Duration>,
+    /// Whether the body says a per-day quota is used up: a Google `google.rpc.QuotaFailure`
+    /// detail whose `quotaId` names a day (`GenerateRequestsPerDayPerProjectPerModel`).
+    pub daily_quota: bool,
 }
 
 impl ApiError {
@@ -161,20 +167,26 @@ impl ApiError {
             serde_json::Value::Null => None,
             other => Some(clean_text(&other.to_string(), max)),
         };
+        let (retry_delay, daily_quota) = google_details(obj);
         Some(ApiError {
             message: text("message", MAX_MESSAGE_CHARS)?,
             r#type: text("type", MAX_FIELD_CHARS),
             code: text("code", MAX_FIELD_CHARS),
             param: text("param", MAX_FIELD_CHARS),
+            retry_delay,
+            daily_quota,
         })
     }
 
     /// Whether this error says the account's quota or credit is used up: OpenAI's
     /// `insufficient_quota` (as its `type` or its `code`), which it answers with a 429 that
-    /// no wait heals.
+    /// no wait heals, or a Google per-day quota ([`daily_quota`](ApiError::daily_quota)), which
+    /// only the next day heals.
     pub fn is_quota_exhausted(&self) -> bool {
         const QUOTA: &str = "insufficient_quota";
-        self.r#type.as_deref() == Some(QUOTA) || self.code.as_deref() == Some(QUOTA)
+        self.r#type.as_deref() == Some(QUOTA)
+            || self.code.as_deref() == Some(QUOTA)
+            || self.daily_quota
     }
 
     /// Whether this error says the request alone is larger than a whole per-minute limit:
@@ -233,8 +245,38 @@ impl ApiError {
             r#type: field(r#type),
             code: field(code),
             param: field(param),
+            ..ApiError::default()
         }
     }
+}
+
+/// What the `details` of a Google error (Gemini's, native or behind its OpenAI-compatible
+/// endpoint) say: the wait of a `google.rpc.RetryInfo` (`"retryDelay": "47s"`, a protobuf
+/// duration), and whether a `google.rpc.QuotaFailure` names a per-day quota. Nothing when
+/// there are no details.
+fn google_details(error: &serde_json::Value) -> (Option<Duration>, bool) {
+    let Some(details) = error.get("details").and_then(serde_json::Value::as_array) else {
+        return (None, false);
+    };
+    let of_type = |detail: &&serde_json::Value, name: &str| {
+        detail
+            .get("@type")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|t| t.ends_with(name))
+    };
+    let retry_delay = details
+        .iter()
+        .find(|d| of_type(d, "google.rpc.RetryInfo"))
+        .and_then(|d| d.get("retryDelay")?.as_str())
+        .and_then(crate::headers::parse_duration);
+    let daily_quota = details
+        .iter()
+        .filter(|d| of_type(d, "google.rpc.QuotaFailure"))
+        .filter_map(|d| d.get("violations")?.as_array())
+        .flatten()
+        .filter_map(|v| v.get("quotaId")?.as_str())
+        .any(|id| id.contains("PerDay"));
+    (retry_delay, daily_quota)
 }
 
 /// The most characters of a provider's message kept in an [`ApiError`].
@@ -317,8 +359,9 @@ impl Error {
         let mut err = Error::new(kind, message);
         err.inner.status = Some(status);
         err.inner.headers = Some(headers);
+        // Without a header's wait, the body's (Gemini says it only there).
+        err.inner.retry_after = retry_after.or(api_error.as_ref().and_then(|a| a.retry_delay));
         err.inner.api_error = api_error;
-        err.inner.retry_after = retry_after;
         if !body.is_empty() {
             err.inner.body = Some(bytes::Bytes::copy_from_slice(body));
         }
@@ -576,6 +619,7 @@ impl fmt::Debug for ErrorReport<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Dialect;
 
     #[test]
     fn status_errors_parse_the_provider_body() {
@@ -622,6 +666,45 @@ mod tests {
 
     /// OpenAI's "You exceeded your current quota" is a 429 that no wait heals: a status
     /// error, not a rate limit, whether the marker is the type or the code.
+    /// Gemini's 429 (an array of one error, as its OpenAI-compatible endpoint sends it too)
+    /// says its wait only in a `RetryInfo` detail, and a per-day quota in a `QuotaFailure`:
+    /// the wait is the error's when no header gave one, and a day's quota is no rate limit.
+    fn gemini(quota_id: &str, delay: &str) -> Vec<u8> {
+        format!(
+            r#"[{{"error":{{"code":429,"message":"You exceeded your current quota.","status":"RESOURCE_EXHAUSTED","details":[{{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{{"quotaMetric":"generativelanguage.googleapis.com/generate_content_free_tier_requests","quotaId":"{quota_id}","quotaValue":"10"}}]}},{{"@type":"type.googleapis.com/google.rpc.Help","links":[]}},{{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"{delay}"}}]}}}}]"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_gemini_429_gives_its_wait_and_its_day_quota() {
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        let minute = gemini(
+            "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+            "47s",
+        );
+        let err = Error::from_status(status, HeaderMap::new(), &minute, None, "ctx");
+        assert!(err.is_rate_limited(), "{err}");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(47)));
+        // A header's wait comes first.
+        let header = Some(Duration::from_secs(2));
+        let err = Error::from_status(status, HeaderMap::new(), &minute, header, "ctx");
+        assert_eq!(err.retry_after(), header);
+        let fraction = gemini("GenerateRequestsPerMinutePerProjectPerModel", "0.5s");
+        let err = Error::from_status(status, HeaderMap::new(), &fraction, None, "ctx");
+        assert_eq!(err.retry_after(), Some(Duration::from_millis(500)));
+
+        let day = gemini("GenerateRequestsPerDayPerProjectPerModel-FreeTier", "20s");
+        let err = Error::from_status(status, HeaderMap::new(), &day, None, "ctx");
+        assert_eq!(err.kind(), ErrorKind::Status, "{err}");
+        assert!(err.is_quota_exhausted() && err.no_wait_helps());
+        assert_eq!(Dialect::OpenAi.error_kind(status, &day), ErrorKind::Status);
+        assert_eq!(
+            Dialect::OpenAi.error_kind(status, &minute),
+            ErrorKind::RateLimited
+        );
+    }
+
     #[test]
     fn a_429_for_a_used_up_quota_is_not_a_rate_limit() {
         for body in [
