@@ -819,7 +819,10 @@ impl ClientBuilder {
     /// and [`idle_timeout`](ClientBuilder::idle_timeout) bound the rest). Past it the call
     /// fails with `ErrorKind::Timeout` and what it was waiting for is let go at once (its
     /// slot, its connection). Beside [`timeout`](ClientBuilder::timeout), which bounds each
-    /// attempt, this bounds what the caller waits in all. The request metrics count such a
+    /// attempt, this bounds what the caller waits in all. A retry whose wait would end past
+    /// the deadline is not made: the call fails at once with the error that asked for it (a
+    /// 429 whose `Retry-After` is longer than the time left comes back rate-limited, with its
+    /// wait, for the caller to reschedule). The request metrics count such a
     /// call as `cancelled`, as any call its caller gave up on. `None` removes it; zero is
     /// refused by [`build`](ClientBuilder::build). [`Client::into_service`] has none.
     ///
@@ -1416,7 +1419,11 @@ impl ClientBuilder {
         // are taken out first, as from every error body.
         let policy = {
             let scrubber = scrubber.clone();
-            policy.scrubbing(move |text| scrubber.scrub(text))
+            // A retry that could not start before the call's deadline gives the caller its
+            // error now, not a timeout at the deadline.
+            policy
+                .scrubbing(move |text| scrubber.scrub(text))
+                .within(self.deadline)
         };
         let service = ServiceBuilder::new()
             .layer(request_metrics)

@@ -679,7 +679,8 @@ async fn the_deadline_bounds_the_call_and_frees_its_slot() {
     assert!(next.unwrap().status().is_success());
 
     // A server that fails every attempt: the retries (up to 1 000, each after a backoff of up
-    // to 200 ms) stop at the deadline.
+    // to 200 ms) stop at the deadline: as a timeout, or with the last 500 when the next
+    // backoff would end past it.
     let policy = volley::middleware::retry::Policy::builder()
         .max_retries(1_000)
         .budget_enabled(false)
@@ -698,7 +699,8 @@ async fn the_deadline_bounds_the_call_and_frees_its_slot() {
         .await
         .expect("the deadline ends the call")
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    let last_500 = err.status().map(|s| s.as_u16()) == Some(500);
+    assert!(err.kind() == ErrorKind::Timeout || last_500, "{err}");
     assert!(
         server.stats().requests_total - before >= 2,
         "it was retried"
@@ -718,6 +720,71 @@ async fn the_deadline_bounds_the_call_and_frees_its_slot() {
         .await
         .expect("the answer comes");
     assert!(reply.unwrap().status().is_success());
+}
+
+/// A 429 whose `Retry-After` ends past the call's deadline is not waited for: the call fails
+/// at once as that 429, its wait on the error for the caller to reschedule, instead of
+/// sleeping to the deadline and failing as a timeout. A wait that fits is still made.
+#[tokio::test]
+async fn a_wait_past_the_deadline_returns_the_429_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    let port = volley_testkit::raw::serve(move |head| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let wait = if head.contains("x-short") {
+            "retry-after-ms: 100"
+        } else {
+            "retry-after: 30"
+        };
+        // The long wait's request is the first; the short wait's first attempt the second.
+        if n <= 1 {
+            volley_testkit::raw::json_response(
+                "429 Too Many Requests",
+                &[wait.to_owned()],
+                r#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#,
+            )
+        } else {
+            volley_testkit::raw::json_response("200 OK", &[], r#"{"id":"x","choices":[]}"#)
+        }
+    })
+    .await;
+    // A client each: the first 429's 30 s pauses its client's sends.
+    let client = || {
+        Client::builder()
+            .base_url(format!("http://127.0.0.1:{port}/v1"))
+            .deadline(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let post = |short: bool| {
+        let mut request =
+            volley::core::Request::post_json("/chat/completions", &request("wait")).unwrap();
+        if short {
+            request = request.with_header(
+                http::HeaderName::from_static("x-short"),
+                http::HeaderValue::from_static("1"),
+            );
+        }
+        request
+    };
+    let bound = Duration::from_secs(30);
+    let err = tokio::time::timeout(bound, client().send(post(false)))
+        .await
+        .expect("the call ends")
+        .unwrap_err();
+    assert!(err.is_rate_limited(), "the 429, not a timeout: {err}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "not retried");
+    // 100 ms fits in the deadline: retried, and the second answer is the call's.
+    let reply = tokio::time::timeout(bound, client().send(post(true)))
+        .await
+        .expect("the call ends")
+        .unwrap();
+    assert!(reply.status().is_success());
+    assert_eq!(seen.load(Ordering::SeqCst), 3);
 }
 
 /// A reply in a coding the transport does not decode (zstd, asked for by a header of the

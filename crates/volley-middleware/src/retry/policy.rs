@@ -45,6 +45,9 @@ struct Config {
     classifier: Arc<Classifier>,
     budget: Option<Arc<Budget>>,
     scrub: Option<Arc<Scrub>>,
+    /// The deadline of the calls above the layer, from their first attempt; see
+    /// [`Policy::within`].
+    deadline: Option<Duration>,
 }
 
 /// Where a request stands when an attempt fails: what [`Policy::next`] decides on.
@@ -97,6 +100,23 @@ impl Policy {
         Policy {
             config: Arc::new(Config {
                 scrub: Some(Arc::new(scrub)),
+                ..(*self.config).clone()
+            }),
+        }
+    }
+
+    /// This policy for calls that end at `deadline` from their first attempt (the `volley`
+    /// client passes its [`deadline`](https://docs.rs/volley/latest/volley/struct.ClientBuilder.html#method.deadline)):
+    /// a retry whose wait would end at or past it is not made, and the error that asked for
+    /// it is returned at once: a 429 with its `Retry-After` of 30 s in a call with 10 s left
+    /// fails now as that 429 (rate-limited, its wait on the error for the caller to
+    /// reschedule), not as a timeout 10 s later. `None` for no deadline. Clones share the
+    /// budget with this policy.
+    #[must_use]
+    pub fn within(&self, deadline: Option<Duration>) -> Policy {
+        Policy {
+            config: Arc::new(Config {
+                deadline,
                 ..(*self.config).clone()
             }),
         }
@@ -179,6 +199,12 @@ impl Policy {
                 }
             }
         };
+        if let Some(deadline) = config.deadline
+            && tally.elapsed.saturating_add(wait) >= deadline
+        {
+            // The next attempt could not start before the call's deadline.
+            return Err(give_up(error, attempt, id, "deadline"));
+        }
         // A rate signal is paced by the server's own wait, not multiplied by us: it draws
         // nothing from the budget, which would otherwise turn a provider's 429s into failed
         // requests.
@@ -382,6 +408,7 @@ impl PolicyBuilder {
                     .map_or_else(|| Arc::new(classify_default) as Arc<Classifier>, Arc::from),
                 budget,
                 scrub: None,
+                deadline: None,
             }),
         })
     }
