@@ -18,6 +18,8 @@ use volley_core::{BodyStream, Error, ErrorKind, RequestId, Response};
 /// `continuous_usage_stats` does, has not finished when its first chunk carries usage).
 pub struct ChatStream {
     events: EventStream<BodyStream>,
+    /// The response's headers (moved out of it, not copied).
+    headers: http::HeaderMap,
     scrubber: crate::secrets::Scrubber,
     id: RequestId,
     finished: bool,
@@ -41,8 +43,10 @@ impl ChatStream {
         scrubber: crate::secrets::Scrubber,
     ) -> ChatStream {
         let id = response.request_id();
+        let (head, body) = response.into_parts();
         ChatStream {
-            events: response.events_with_limits(limits),
+            events: volley_core::sse::EventStream::with_limits(body.into_stream(), limits),
+            headers: head.headers,
             scrubber,
             id,
             finished: false,
@@ -51,6 +55,22 @@ impl ChatStream {
             finished_choices: Vec::new(),
             saw_final_usage: false,
         }
+    }
+
+    /// The response's headers: the provider's request id, its rate-limit headers.
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+
+    /// The provider's id of this request (OpenAI's `x-request-id`), which its support asks
+    /// for, when it sent one.
+    pub fn provider_request_id(&self) -> Option<&str> {
+        volley_core::Dialect::OpenAi.request_id(&self.headers)
+    }
+
+    /// Volley's id of this request, the one its errors and logs name.
+    pub fn id(&self) -> RequestId {
+        self.id
     }
 
     fn all_choices_finished(&self) -> bool {

@@ -316,6 +316,40 @@ impl Client {
         decode_reply(response, Dialect::OpenAi, &self.scrubber).await
     }
 
+    /// Decodes a response of [`send`](Client::send) as `T` as the typed calls do: an error
+    /// object sent with a success status (a gateway's 200 with `{"error": ...}`) is an error
+    /// with the provider's message, keys taken out, not an empty `T`. For what the typed
+    /// calls do not give: a header of the request's own, or the response's headers (the
+    /// provider's `x-request-id`, its rate-limit headers) beside the typed answer. Error
+    /// objects are recognised in the client's provider's dialect; either dialect's shape
+    /// (`{"error": ..}`, `{"type": "error", ..}`) is one.
+    ///
+    /// ```no_run
+    /// # async fn example(client: volley::Client) -> Result<(), volley::Error> {
+    /// use volley::core::Request;
+    /// use volley::openai::{ChatCompletionRequest, ChatCompletionResponse, ChatMessage};
+    ///
+    /// let chat = ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("Hi")]);
+    /// let request = Request::post_json("/chat/completions", &chat)?
+    ///     .with_header(http::HeaderName::from_static("x-tenant"), http::HeaderValue::from_static("a"));
+    /// let response = client.send(request).await?;
+    /// let provider_id = response.headers().get("x-request-id").cloned();
+    /// let answer: ChatCompletionResponse = client.decode(response).await?;
+    /// println!("{provider_id:?}: {:?}", answer.text());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::chat`]: the error object of a success status, a stream that fails while
+    /// read whole, or `BodyDecode` when the body is not a `T`.
+    pub async fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        response: Response,
+    ) -> Result<T, Error> {
+        decode_reply(response, self.dialect, &self.scrubber).await
+    }
+
     /// Sends a raw request (any path under the base URL) through the whole stack.
     ///
     /// A client of [`Provider::Anthropic`] sends a request left in the default dialect

@@ -87,6 +87,8 @@ impl Client {
 /// when the body ends before `message_stop`.
 pub struct MessageStream {
     events: EventStream<BodyStream>,
+    /// The response's headers (moved out of it, not copied).
+    headers: http::HeaderMap,
     scrubber: crate::secrets::Scrubber,
     id: RequestId,
     finished: bool,
@@ -98,12 +100,30 @@ impl MessageStream {
         limits: volley_core::sse::Limits,
         scrubber: crate::secrets::Scrubber,
     ) -> MessageStream {
+        let id = response.request_id();
+        let (head, body) = response.into_parts();
         MessageStream {
-            id: response.request_id(),
-            events: response.events_with_limits(limits),
+            id,
+            events: EventStream::with_limits(body.into_stream(), limits),
+            headers: head.headers,
             scrubber,
             finished: false,
         }
+    }
+
+    /// The response's headers: Anthropic's `request-id`, its `anthropic-ratelimit-*`.
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+
+    /// The provider's id of this request (Anthropic's `request-id`), when it sent one.
+    pub fn provider_request_id(&self) -> Option<&str> {
+        Dialect::Anthropic.request_id(&self.headers)
+    }
+
+    /// Volley's id of this request, the one its errors and logs name.
+    pub fn id(&self) -> RequestId {
+        self.id
     }
 
     /// Reads the stream to its end and returns the text of its `text_delta`s.
@@ -146,6 +166,15 @@ fn typed_by_event_name(
             serde_json::from_value(serde_json::Value::Object(map))
         }
         value => Ok(StreamEvent::Other(value)),
+    }
+}
+
+impl std::fmt::Debug for MessageStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageStream")
+            .field("request_id", &self.id)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
     }
 }
 

@@ -46,6 +46,14 @@ async fn messages_and_streams_carry_the_same_text() {
     assert_eq!(stream.text().await.unwrap(), message.text());
 
     let mut stream = client.messages_stream(&request("hello")).await.unwrap();
+    // Anthropic's `request-id`, from the response's head.
+    assert!(
+        stream
+            .provider_request_id()
+            .is_some_and(|id| !id.is_empty())
+    );
+    assert!(stream.headers().contains_key("request-id"));
+    assert!(format!("{stream:?}").starts_with("MessageStream"));
     let mut names = Vec::new();
     let mut output = None;
     while let Some(event) = stream.next().await {

@@ -722,6 +722,51 @@ async fn the_deadline_bounds_the_call_and_frees_its_slot() {
     assert!(reply.unwrap().status().is_success());
 }
 
+/// A stream shows the response's headers (the provider's request id); a raw send decoded by
+/// the client gives the typed answer beside the head, and a 200 whose body is an error object
+/// is an error there, not an empty answer.
+#[tokio::test]
+async fn streams_and_raw_sends_keep_the_response_head() {
+    let (_server, client) = setup(MockConfig::default()).await;
+    let mut stream = client.chat_stream(request("head")).await.unwrap();
+    let provider_id = stream.provider_request_id().map(str::to_owned);
+    assert!(provider_id.as_deref().is_some_and(|id| !id.is_empty()));
+    assert_eq!(
+        stream.headers().get("x-request-id").unwrap().to_str().ok(),
+        provider_id.as_deref()
+    );
+    while let Some(chunk) = stream.next().await {
+        chunk.unwrap();
+    }
+
+    let raw = volley::core::Request::post_json("/chat/completions", &request("raw")).unwrap();
+    let response = client.send(raw).await.unwrap();
+    assert!(response.headers().contains_key("x-request-id"));
+    let answer: volley::openai::ChatCompletionResponse = client.decode(response).await.unwrap();
+    assert!(answer.text().is_some_and(|t| !t.is_empty()));
+
+    let port = volley_testkit::raw::serve(|_| {
+        volley_testkit::raw::json_response(
+            "200 OK",
+            &[],
+            r#"{"error":{"message":"upstream failed","code":502}}"#,
+        )
+    })
+    .await;
+    let gateway = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .retries(0)
+        .build()
+        .unwrap();
+    let raw = volley::core::Request::post_json("/chat/completions", &request("raw")).unwrap();
+    let response = gateway.send(raw).await.unwrap();
+    let err = gateway
+        .decode::<volley::openai::ChatCompletionResponse>(response)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("upstream failed"), "{err}");
+}
+
 /// A 429 whose `Retry-After` ends past the call's deadline is not waited for: the call fails
 /// at once as that 429, its wait on the error for the caller to reschedule, instead of
 /// sleeping to the deadline and failing as a timeout. A wait that fits is still made.
