@@ -163,13 +163,17 @@ pub(crate) fn parse_line(
     format: Format,
 ) -> Result<ParsedLine, InvalidLine> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        InvalidLine::new(
+        let mut invalid = InvalidLine::new(
             "invalid_utf8",
             format!(
                 "line {line}: invalid UTF-8 at byte {} of the line",
                 e.valid_up_to() + 1
             ),
-        )
+        );
+        // Claimed as a malformed line's id is (below): a Latin-1 `é` elsewhere in the line
+        // leaves the id readable, and a later line with it must not take its place.
+        invalid.custom_id = lenient_custom_id(&String::from_utf8_lossy(bytes));
+        invalid
     })?;
     let value: Value = serde_json::from_str(text).map_err(|e| {
         // serde_json's message ends in "at line 1 column N"; say where in our terms.

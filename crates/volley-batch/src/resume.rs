@@ -455,6 +455,12 @@ fn open(path: &Path, what: &str) -> Result<File, Error> {
 /// Whether a run may go on without the lock after locking failed with `e`: only when the file
 /// system has no locks, as before locking existed.
 fn can_go_on_unlocked(e: &std::io::Error) -> bool {
+    // An NFS mount without its lock service says ENOLCK ("No locks available"), which the
+    // standard library does not read as `Unsupported`.
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ENOLCK) {
+        return true;
+    }
     e.kind() == std::io::ErrorKind::Unsupported
 }
 
@@ -682,6 +688,10 @@ mod tests {
         assert!(can_go_on_unlocked(&Unsupported.into()));
         assert!(!can_go_on_unlocked(&PermissionDenied.into()));
         assert!(!can_go_on_unlocked(&std::io::Error::other("no lock")));
+        #[cfg(unix)]
+        assert!(can_go_on_unlocked(&std::io::Error::from_raw_os_error(
+            libc::ENOLCK
+        )));
     }
 
     #[test]

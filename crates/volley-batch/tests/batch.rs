@@ -743,37 +743,53 @@ async fn validate_notes_what_the_providers_batch_service_would_refuse() {
     assert!(notes.contains("Azure's paths"), "{notes}");
 }
 
-/// A line that is not valid JSON still claims the `custom_id` it seems to give: a later line
-/// with that id is a duplicate, so once the broken line is fixed and the run resumed, the
-/// id's answer is the fixed line's, never the later line's.
+/// A line that is not valid JSON (malformed, or not UTF-8: a Latin-1 export's `é`) still
+/// claims the `custom_id` it seems to give: a later line with that id is a duplicate, so once
+/// the broken line is fixed and the run resumed, the id's answer is the fixed line's, never
+/// the later line's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_line_keeps_its_custom_id_from_a_later_duplicate() {
-    let server = MockServer::start(MockConfig::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
     let fixed = chat_line("q1");
-    let broken = fixed.replacen("\"messages\"", ",\"messages\"", 1);
-    assert!(serde_json::from_str::<Value>(&broken).is_err());
-    write_input(&input, [broken, chat_line("q1")]);
-    let run = |input: PathBuf| {
-        let client = Client::builder().base_url(server.url()).build().unwrap();
-        BatchRunner::new(client, Input::Path(input), options(dir.path()))
-            .run(std::future::pending())
-    };
-    let first = run(input.clone()).await.unwrap();
-    assert_eq!((first.invalid, first.succeeded), (2, 0), "{first:?}");
-    assert_eq!(server.stats().requests_total, 0);
-    let codes: Vec<String> = records(&dir.path().join("out.jsonl"))
-        .iter()
-        .map(|r| r["error"]["code"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    assert_eq!(codes, ["invalid_json", "duplicate_custom_id"]);
+    let malformed = fixed
+        .replacen("\"messages\"", ",\"messages\"", 1)
+        .into_bytes();
+    assert!(serde_json::from_slice::<Value>(&malformed).is_err());
+    let latin1 = fixed.replacen("say something", "say caf\u{e9}", 1);
+    let latin1: Vec<u8> = latin1.chars().map(|c| c as u32 as u8).collect();
+    assert!(std::str::from_utf8(&latin1).is_err());
+    for (broken, code) in [(malformed, "invalid_json"), (latin1, "invalid_utf8")] {
+        let server = MockServer::start(MockConfig::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        let mut bytes = broken;
+        bytes.push(b'\n');
+        bytes.extend_from_slice(chat_line("q1").as_bytes());
+        bytes.push(b'\n');
+        std::fs::write(&input, bytes).unwrap();
+        let run = |input: PathBuf| {
+            let client = Client::builder().base_url(server.url()).build().unwrap();
+            BatchRunner::new(client, Input::Path(input), options(dir.path()))
+                .run(std::future::pending())
+        };
+        let first = run(input.clone()).await.unwrap();
+        assert_eq!(
+            (first.invalid, first.succeeded),
+            (2, 0),
+            "{code}: {first:?}"
+        );
+        assert_eq!(server.stats().requests_total, 0, "{code}");
+        let codes: Vec<String> = records(&dir.path().join("out.jsonl"))
+            .iter()
+            .map(|r| r["error"]["code"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(codes, [code, "duplicate_custom_id"]);
 
-    // Fixed and resumed: the first line is sent under q1; the second stays a duplicate.
-    write_input(&input, [fixed, chat_line("q1")]);
-    let second = run(input).await.unwrap();
-    assert_eq!(second.succeeded, 1, "{second:?}");
-    assert_eq!(server.stats().requests_total, 1);
+        // Fixed and resumed: the first line is sent under q1; the second stays a duplicate.
+        write_input(&input, [fixed.clone(), chat_line("q1")]);
+        let second = run(input).await.unwrap();
+        assert_eq!(second.succeeded, 1, "{code}: {second:?}");
+        assert_eq!(server.stats().requests_total, 1, "{code}");
+    }
 }
 
 /// A line too long to read claims the `custom_id` found in its first bytes or, as serde_json
