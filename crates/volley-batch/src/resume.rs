@@ -93,7 +93,7 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
     let io = |e: std::io::Error| {
         Error::new(
             ErrorKind::Config,
-            format!("reading the output file {}: {e}", path.display()),
+            format!("resuming from the output file {}: {e}", path.display()),
         )
         .with_source(e)
     };
@@ -258,7 +258,7 @@ pub(crate) fn open_errors(path: &Path) -> Result<File, Error> {
     let io = |e: std::io::Error| {
         Error::new(
             ErrorKind::Config,
-            format!("reading the errors file {}: {e}", path.display()),
+            format!("resuming from the errors file {}: {e}", path.display()),
         )
         .with_source(e)
     };

@@ -321,7 +321,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // a failure to read or write is the run's (exit 1), whatever its kind.
         let before_start = !progress.started();
         match e.kind() {
-            ErrorKind::Config | ErrorKind::InvalidInput if before_start => {
+            ErrorKind::Config | ErrorKind::InvalidInput if before_start && !storage_failed(&e) => {
                 anyhow::Error::new(UsageError(format!("{e}")))
             }
             _ => anyhow::Error::new(e).context("the run stopped"),
@@ -418,6 +418,28 @@ fn refuse_stale_errors(output: &Path, errors: &Path) -> Result<(), UsageError> {
         output.display(),
         errors.display()
     )))
+}
+
+/// Whether `e` came of the machine's storage failing (a disk or quota full, a file too large,
+/// an I/O error) rather than of a file or option the user gave: the run's failure (exit 1),
+/// as the same error after the start is, not a usage mistake (exit 2), even while resuming.
+fn storage_failed(e: &volley::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{FileTooLarge, QuotaExceeded, StorageFull, WriteZero};
+            #[cfg(unix)]
+            if io.raw_os_error() == Some(libc::EIO) {
+                return true;
+            }
+            return matches!(
+                io.kind(),
+                StorageFull | FileTooLarge | QuotaExceeded | WriteZero
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Whether the file at `path` holds a whole line (a record, not just a torn one). Reads at

@@ -1376,6 +1376,32 @@ fn an_errors_file_that_fails_does_not_cost_the_outputs_records() {
     );
 }
 
+/// A write that fails while the run resumes, before any request (here ending the output's
+/// last record, past the file-size limit, as a full disk would fail it), is the run's
+/// failure, exit 1 as during the run: not a usage mistake (exit 2) a wrapper would not retry.
+#[test]
+fn an_io_error_while_resuming_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_chat_input(&input, 10);
+    // Past the limit below (64 blocks of at most 1 KiB), its last record without its line
+    // end: the resume writes one, which fails with EFBIG.
+    let old = "{\"id\":\"batch_req_0\",\"custom_id\":\"old\",\"response\":{\"status_code\":200,\"request_id\":\"r\",\"body\":{}},\"error\":null}\n";
+    let mut text = old.repeat(70 * 1024 / old.len());
+    text.pop();
+    std::fs::write(dir.path().join("out.jsonl"), text).unwrap();
+    let run = format!("run {} -o out.jsonl --mock --quiet", path_str(&input));
+    let script = format!("ulimit -f 64; exec \"$0\" {run}");
+    let mut sh = Command::new("sh");
+    sh.current_dir(dir.path())
+        .stdin(Stdio::null())
+        .env("RUST_LOG", "off")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_volley")]);
+    let (status, _, stderr) = output(&mut sh);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("out.jsonl"), "names the file: {stderr}");
+}
+
 #[test]
 fn small_mistakes_and_warnings() {
     let dir = tempfile::tempdir().unwrap();

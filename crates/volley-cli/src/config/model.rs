@@ -376,7 +376,8 @@ settings! {
         /// When outcomes are fsynced: "interval" (every 200 ms, by a thread of its own; a
         /// power cut loses at most the last 200 ms) or "always" (after every write, before
         /// the next; slower on a slow disk). Either way each outcome is written to the file
-        /// as soon as it arrives, so killing the process loses none [default: interval].
+        /// as soon as the writer gets it: killing the process loses only those still on their
+        /// way to it in the last moments, which a resume sends again [default: interval].
         #[arg(long, value_name = "MODE", value_parser = ["always", "interval"])]
         fsync: FsyncMode [Option<String>] = FsyncMode::default(),
     }
