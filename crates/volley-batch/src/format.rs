@@ -30,6 +30,14 @@ pub enum Format {
 }
 
 impl Format {
+    /// The format's name for messages: "the OpenAI Batch format".
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Format::OpenAi => "the OpenAI Batch format",
+            Format::Anthropic => "Anthropic's Message Batches format",
+        }
+    }
+
     /// The format of a provider's batch service, by the dialect it speaks.
     pub fn of_dialect(dialect: Dialect) -> Format {
         match dialect {

@@ -13,6 +13,7 @@ use volley::core::{Error, ErrorKind};
 use super::held;
 use super::keys::{KeySet, Keys};
 use super::writer::io_error;
+use crate::Format;
 
 /// The outcomes an earlier run recorded, by key: a line whose key is here is skipped.
 #[derive(Debug, Default)]
@@ -59,6 +60,8 @@ pub(crate) struct Resumed {
     pub(crate) records: u64,
     /// Bytes of a torn or garbage tail that were cut off.
     pub(crate) repaired_bytes: u64,
+    /// The format of the first record, when there is one.
+    pub(crate) format: Option<Format>,
     /// Records of an ordered run's holding file that the output lacks, in input order, each
     /// with whether it failed; [`settle_held`] appends them. Counted in `records` and `done`.
     pub(crate) recovered: Vec<(Vec<u8>, bool)>,
@@ -109,6 +112,7 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
     // Only what was there at open: nothing else may append (the lock), but a file that grew
     // anyway must not make the scan run on.
     let mut reader = BufReader::with_capacity(1 << 20, (&file).take(len));
+    let mut format = None;
     let (mut pos, mut number) = (0u64, 0u64);
     let mut buf = Vec::new();
     // A whole record at the very end without its line end, which is added below.
@@ -155,6 +159,7 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
                 {
                     pending.seen(id);
                 }
+                format.get_or_insert(record.format);
                 done.record(&record, keys);
                 records += 1;
                 good_end = pos;
@@ -211,6 +216,7 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
         records,
         repaired_bytes,
         recovered,
+        format,
     })
 }
 
@@ -295,6 +301,8 @@ struct Recorded<'a> {
     custom_id: Option<Cow<'a, str>>,
     line: Option<u64>,
     failed: bool,
+    /// Anthropic's records have a `result`, OpenAI's a `response` and an `error`.
+    format: Format,
 }
 
 fn parse_record(line: &[u8]) -> Option<Recorded<'_>> {
@@ -337,6 +345,11 @@ fn parse_record(line: &[u8]) -> Option<Recorded<'_>> {
         custom_id: probe.custom_id,
         line: probe.line,
         failed,
+        format: if probe.result.is_some() {
+            Format::Anthropic
+        } else {
+            Format::OpenAi
+        },
     })
 }
 

@@ -262,6 +262,7 @@ async fn open_files(
     let (output_path, errors_path, keys) =
         (options.output.clone(), options.errors.clone(), keys.clone());
     let ordered = options.ordered;
+    let format = options.format;
     let input_path = match input {
         Input::Path(path) => Some(path.clone()),
         Input::Stdin => None,
@@ -285,6 +286,21 @@ async fn open_files(
             }
         }
         let mut resumed = resume::open_output(&output_path, &keys)?;
+        // Records of both formats in one file would be misread by either SDK's reader.
+        if let Some(found) = resumed.format
+            && found != format
+        {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the output file {} holds records in {}; this run writes {}: choose \
+                     another output file, or the provider of the run that wrote it",
+                    output_path.display(),
+                    found.describe(),
+                    format.describe()
+                ),
+            ));
+        }
         if resumed.records > 0 || resumed.repaired_bytes > 0 {
             tracing::info!(
                 path = %output_path.display(),

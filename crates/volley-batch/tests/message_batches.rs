@@ -339,3 +339,46 @@ async fn a_file_of_the_other_format_is_refused_at_its_first_line() {
     );
     assert!(text.contains("--provider anthropic"), "{text}");
 }
+
+/// An output written in the other format (an OpenAI run's, resumed with the Anthropic
+/// provider, or the other way round) is refused before anything is sent or written: records
+/// of both formats in one file would be misread by either SDK's reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_of_the_other_format_is_refused() {
+    let server = MockServer::start(config()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    write_lines(&input, numbered(2));
+    let openai = r#"{"id":"batch_req_1","custom_id":"req-0","response":{"status_code":200,"request_id":"r","body":{}},"error":null}"#;
+    let out = dir.path().join("out.jsonl");
+    std::fs::write(&out, format!("{openai}\n")).unwrap();
+    let err = BatchRunner::new(
+        client(&server, 0),
+        Input::Path(input.clone()),
+        options(dir.path()),
+    )
+    .run(std::future::pending())
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("OpenAI Batch format"), "{err}");
+    assert_eq!(server.stats().requests_total, 0);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("{openai}\n")
+    );
+
+    // The same file resumed in its own format is read as before.
+    let openai_run = BatchOptions {
+        format: Format::OpenAi,
+        ..options(dir.path())
+    };
+    let chat = json!({"custom_id": "req-0", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}});
+    std::fs::write(&input, format!("{chat}\n")).unwrap();
+    let summary = BatchRunner::new(client(&server, 0), Input::Path(input), openai_run)
+        .run(std::future::pending())
+        .await
+        .unwrap();
+    assert_eq!(summary.skipped, 1, "{summary:?}");
+}
