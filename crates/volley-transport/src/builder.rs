@@ -209,6 +209,10 @@ impl Builder {
     /// | [`Provider::Anthropic`] | `ANTHROPIC_API_KEY`, else `ANTHROPIC_AUTH_TOKEN` | `ANTHROPIC_BASE_URL` (without `/v1`, which is appended) | |
     /// | [`Provider::Azure`] | `AZURE_OPENAI_AD_TOKEN`, else `AZURE_OPENAI_API_KEY` | `AZURE_OPENAI_ENDPOINT` (the resource endpoint) | `OPENAI_API_VERSION` |
     ///
+    /// Without a key, from the environment or set on the builder, [`Builder::build`] fails
+    /// for a server that is not on this machine, as the official SDKs do (a local vLLM or
+    /// llama.cpp needs none).
+    ///
     /// Default: off (nothing is read from the environment but the proxy and TLS variables).
     pub fn from_env(mut self) -> Builder {
         self.config.env = true;
@@ -655,7 +659,8 @@ impl Builder {
     /// `ErrorKind::Config` when the base URL is not an absolute `http`/`https` URL, when it is
     /// plain `http://` to a remote host, or to a loopback one through a proxy that is not on
     /// this machine, without [`Builder::allow_plain_http`], when the API key
-    /// or user agent cannot be sent as a header, or when no TLS roots are available.
+    /// or user agent cannot be sent as a header, when no TLS roots are available, or with
+    /// [`Builder::from_env`] when no key was found for a server not on this machine.
     pub fn build(self) -> Result<Transport, Error> {
         let mut c = self.config;
         if c.env {
@@ -741,6 +746,29 @@ impl Builder {
                     c.anthropic_beta.as_deref(),
                 )?;
             }
+        }
+        // As the official SDKs: a client from the environment that found no key fails now for
+        // a server elsewhere, not with a 401 on every request. A server on this machine (vLLM,
+        // llama.cpp, Ollama) needs none, and a credential header set by hand counts.
+        if c.env
+            && c.api_key.is_none()
+            && c.provider != Provider::Azure
+            && !default_headers.contains_key(AUTHORIZATION)
+            && !default_headers.contains_key("x-api-key")
+            && !volley_core::host::is_loopback(base.authority.host())
+        {
+            let variables = match c.provider {
+                Provider::Anthropic => "ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN)",
+                _ => "OPENAI_API_KEY",
+            };
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "no API key for {}: {variables} is not set; set it, or give the key to \
+                     the builder (api_key)",
+                    base.display
+                ),
+            ));
         }
         // Requests fit defaults without growing the map: content-type, accept-encoding, host.
         default_headers.reserve(4);

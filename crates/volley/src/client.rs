@@ -181,11 +181,13 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// A client configured from the environment: the key from `OPENAI_API_KEY` (none when
-    /// unset) and the base URL from `OPENAI_BASE_URL` (OpenAI's when unset).
+    /// A client configured from the environment: the key from `OPENAI_API_KEY` and the base
+    /// URL from `OPENAI_BASE_URL` (OpenAI's when unset).
     ///
     /// # Errors
-    /// As [`ClientBuilder::build`].
+    /// As [`ClientBuilder::build`]: `Config` when `OPENAI_API_KEY` is unset and the base URL
+    /// is not on this machine (a local vLLM or llama.cpp needs no key), as the official SDKs
+    /// refuse to start.
     pub fn from_env() -> Result<Client, Error> {
         Client::builder().from_env().build()
     }
@@ -590,7 +592,8 @@ impl ClientBuilder {
     /// `ANTHROPIC_AUTH_TOKEN`) and `ANTHROPIC_BASE_URL` with [`Provider::Anthropic`]; Azure's
     /// as [`azure_from_env`](ClientBuilder::azure_from_env) says. A key, base URL or endpoint
     /// set on this builder, before or after this call, wins; so the key of one provider
-    /// never goes to another. Unset or empty variables are skipped. See
+    /// never goes to another. Unset or empty variables are skipped; with no key found or set,
+    /// [`build`](ClientBuilder::build) fails unless the server is on this machine. See
     /// [`volley_transport::Builder::from_env`].
     pub fn from_env(mut self) -> ClientBuilder {
         self.transport = self.transport.from_env();
