@@ -299,7 +299,8 @@ impl ClientBuilder {
 
     /// Requests per minute, as [`crate::ClientBuilder::rpm`].
     ///
-    /// Default: unlimited.
+    /// Default: learned from the provider's rate-limit headers, with a slow start of four
+    /// requests and a pause after a 429, as [`crate::ClientBuilder::rpm`] says.
     pub fn rpm(mut self, requests_per_minute: u32) -> ClientBuilder {
         self.client = self.client.rpm(requests_per_minute);
         self
@@ -307,7 +308,7 @@ impl ClientBuilder {
 
     /// Tokens per minute, as [`crate::ClientBuilder::tpm`].
     ///
-    /// Default: unlimited.
+    /// Default: learned, as for [`rpm`](ClientBuilder::rpm).
     pub fn tpm(mut self, tokens_per_minute: u64) -> ClientBuilder {
         self.client = self.client.tpm(tokens_per_minute);
         self
@@ -397,7 +398,10 @@ impl Iterator for ChatStream {
             return None;
         }
         if let Err(e) = refuse_inside_runtime("ChatStream::next") {
+            // The stream ends here, and lets go of its body, slot and connection now, not
+            // when the caller drops it.
             self.finished = true;
+            self.stream.finish();
             return Some(Err(e));
         }
         let item = self.inner.runtime().block_on(self.stream.next());

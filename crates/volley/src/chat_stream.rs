@@ -109,7 +109,7 @@ impl ChatStream {
 
     /// Ends the stream and lets go of the body at once, so its concurrency slot and
     /// connection are free even while the caller keeps this stream around.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.finished = true;
         self.events = no_events(self.id);
     }

@@ -155,7 +155,13 @@ fn calls_from_threads_share_one_client() {
 #[test]
 fn calls_inside_a_runtime_return_a_config_error() {
     let (runtime, server) = mock(MockConfig::default());
-    let client = client(&server);
+    // One slot: the refused stream, still held below, must have let go of it.
+    let client = blocking::Client::builder()
+        .base_url(server.url())
+        .concurrency(1)
+        .deadline(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
     let mut stream = client.chat_stream(chat("hello")).unwrap();
     runtime.block_on(async {
         let error = client.chat(&chat("hello")).unwrap_err();
@@ -168,8 +174,9 @@ fn calls_inside_a_runtime_return_a_config_error() {
         assert!(stream.next().is_none(), "the stream ends after the error");
     });
     assert_eq!(server.stats().requests_total, 1, "only the stream was sent");
-    // The same client still works outside the runtime.
+    // The same client still works outside the runtime, with the stream not yet dropped.
     client.chat(&chat("hello")).unwrap();
+    drop(stream);
 }
 
 #[test]
