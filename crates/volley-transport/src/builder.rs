@@ -539,6 +539,12 @@ impl Builder {
         self
     }
 
+    /// The provider set so far ([`Builder::provider`]): whose conventions the transport
+    /// will follow.
+    pub fn provider_set(&self) -> Provider {
+        self.config.provider
+    }
+
     /// The Azure OpenAI API version, sent as the `api-version` query parameter of every
     /// request (`2024-10-21`, `2025-04-01-preview`). Needed by deployment URLs, optional for
     /// the v1 API; ignored by other providers.

@@ -1298,7 +1298,8 @@ impl ClientBuilder {
     }
 
     /// Replaces the whole transport configuration, for settings this builder does not repeat
-    /// (TLS roots, HTTP/2 windows, compression, TCP options).
+    /// (TLS roots, HTTP/2 windows, compression, TCP options). Its provider is the client's:
+    /// raw requests are read in its dialect.
     ///
     /// Default: [`volley_transport::Builder::new`].
     pub fn transport(mut self, transport: volley_transport::Builder) -> ClientBuilder {
@@ -1339,6 +1340,11 @@ impl ClientBuilder {
             if let Some(own) = own {
                 self.concurrency = self.concurrency.min(own);
             }
+        }
+        if self.endpoints.is_empty() {
+            // One stack: raw requests are read in the dialect of the provider it calls, as an
+            // endpoint (`Endpoint::provider`) or a whole transport (`transport(..)`) set it.
+            self.provider = self.transport.provider_set();
         }
         if self.concurrency == 0 {
             return Err(Error::new(

@@ -305,6 +305,31 @@ async fn raw_requests_through_an_anthropic_client_are_read_as_anthropic() {
         .await;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(client.learned_rate_limits(), (Some(1_200), Some(120_000)));
+
+    // The provider set on the one endpoint, or on a whole transport, is the client's: its
+    // raw requests are read as Anthropic's too.
+    let by_endpoint = Client::builder()
+        .endpoint(
+            volley::Endpoint::new(server.url())
+                .provider(Provider::Anthropic)
+                .api_key(KEY),
+        )
+        .build()
+        .unwrap();
+    let by_transport = Client::builder()
+        .transport(
+            volley::transport::Builder::new()
+                .provider(Provider::Anthropic)
+                .base_url(server.url())
+                .api_key(KEY),
+        )
+        .build()
+        .unwrap();
+    for client in [by_endpoint, by_transport] {
+        let raw = volley::core::Request::post_json("/messages", &request("one")).unwrap();
+        client.send(raw).await.unwrap().bytes().await.unwrap();
+        assert_eq!(client.learned_rate_limits(), (Some(1_200), Some(120_000)));
+    }
 }
 
 /// [`limited_server`], no limit given: both limits are learned (after the slow start), and at
