@@ -539,6 +539,23 @@ impl Builder {
         self
     }
 
+    /// This builder with `from`'s credential where it has none of its own: the key or Azure
+    /// token, and the reading of the provider's variables ([`Builder::from_env`]); and with
+    /// `from`'s provider while its own is the default. For a transport given to one endpoint
+    /// of a client, which inherits the client's credential.
+    pub fn inherit_credential(mut self, from: &Builder) -> Builder {
+        let own = &mut self.config;
+        if own.api_key.is_none() && own.azure_ad_token.is_none() {
+            own.api_key.clone_from(&from.config.api_key);
+            own.azure_ad_token.clone_from(&from.config.azure_ad_token);
+            own.env |= from.config.env;
+        }
+        if own.provider == Provider::default() {
+            own.provider = from.config.provider;
+        }
+        self
+    }
+
     /// The provider set so far ([`Builder::provider`]): whose conventions the transport
     /// will follow.
     pub fn provider_set(&self) -> Provider {

@@ -187,7 +187,8 @@ impl Endpoint {
     }
 
     /// Its whole transport configuration (TLS, proxy, HTTP/2, headers); the URL, key and
-    /// provider set on this endpoint still apply on top.
+    /// provider set on this endpoint still apply on top, and where neither it nor this
+    /// endpoint sets a key or a provider, the client's apply.
     ///
     /// Default: the client's.
     pub fn transport(mut self, transport: volley_transport::Builder) -> Endpoint {
@@ -211,7 +212,11 @@ impl Endpoint {
         &self,
         client: &volley_transport::Builder,
     ) -> Result<volley_transport::Builder, Error> {
-        let mut builder = self.transport.clone().unwrap_or_else(|| client.clone());
+        // An endpoint's own transport keeps the client's key and provider where it sets none.
+        let mut builder = match &self.transport {
+            Some(own) => own.clone().inherit_credential(client),
+            None => client.clone(),
+        };
         if !self.url.is_empty() {
             builder = builder.base_url(self.url.clone());
         }

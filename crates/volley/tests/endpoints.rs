@@ -415,3 +415,39 @@ fn the_credential_id_covers_every_endpoint() {
     assert_eq!(id(&[a]), alone);
     assert_ne!(id(&[a, b]), alone);
 }
+
+/// An endpoint with a transport of its own (for TLS or proxy settings) keeps the client's key
+/// when neither sets one, as the docs promise: it was sent without one and answered 401. A key
+/// of the endpoint's own wins.
+#[tokio::test]
+async fn an_endpoint_with_its_own_transport_keeps_the_client_s_key() {
+    const KEY: &str = "sk-client-key-for-endpoints";
+    let server = MockServer::start(MockConfig {
+        require_api_key: Some(KEY.to_owned()),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    for endpoints in [1, 2] {
+        let mut builder = Client::builder().api_key(KEY).retries(0);
+        for _ in 0..endpoints {
+            builder = builder
+                .endpoint(Endpoint::new(server.url()).transport(volley::transport::Builder::new()));
+        }
+        let client = builder.build().unwrap();
+        let reply = client.send(request(endpoints)).await.unwrap();
+        assert!(reply.status().is_success(), "{endpoints} endpoint(s)");
+    }
+    let wrong = Client::builder()
+        .api_key(KEY)
+        .retries(0)
+        .endpoint(
+            Endpoint::new(server.url())
+                .transport(volley::transport::Builder::new())
+                .api_key("sk-the-endpoint-s-own"),
+        )
+        .build()
+        .unwrap();
+    let err = wrong.send(request(3)).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(401), "{err}");
+}
