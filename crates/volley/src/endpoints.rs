@@ -139,7 +139,8 @@ impl Endpoint {
         self
     }
 
-    /// Its requests per minute, as [`ClientBuilder::rpm`](crate::ClientBuilder::rpm).
+    /// Its requests per minute, as [`ClientBuilder::rpm`](crate::ClientBuilder::rpm); its
+    /// tokens per minute stay the client's unless [`tpm`](Endpoint::tpm) sets them.
     ///
     /// Default: the client's rate limit, in a limiter of its own.
     pub fn rpm(mut self, requests_per_minute: u32) -> Endpoint {
@@ -147,7 +148,8 @@ impl Endpoint {
         self
     }
 
-    /// Its tokens per minute, as [`ClientBuilder::tpm`](crate::ClientBuilder::tpm).
+    /// Its tokens per minute, as [`ClientBuilder::tpm`](crate::ClientBuilder::tpm); its
+    /// requests per minute stay the client's unless [`rpm`](Endpoint::rpm) sets them.
     ///
     /// Default: the client's rate limit, in a limiter of its own.
     pub fn tpm(mut self, tokens_per_minute: u64) -> Endpoint {
@@ -324,10 +326,10 @@ pub(crate) fn build(endpoints: Vec<Endpoint>, inherited: Inherited<'_>) -> Resul
         let context = |e: Error| {
             Error::new(ErrorKind::Config, format!("endpoint {label}: {e}")).with_source(e)
         };
-        let setting = endpoint
-            .rate_limit
-            .clone()
-            .unwrap_or_else(|| inherited.rate_limit.clone());
+        let setting = match endpoint.rate_limit.clone() {
+            Some(own) => own.over(inherited.rate_limit),
+            None => inherited.rate_limit.clone(),
+        };
         let (rate_limit, counts_tokens) = setting.into_layer().map_err(context)?;
         estimate_tokens |= counts_tokens;
         learning.extend(
@@ -391,7 +393,10 @@ impl Endpoint {
         rate_limit: &RateLimitSetting,
     ) -> Result<(volley_transport::Builder, RateLimitSetting, Option<usize>), Error> {
         let transport = self.transport_builder(client)?;
-        let rate_limit = self.rate_limit.unwrap_or_else(|| rate_limit.clone());
+        let rate_limit = match self.rate_limit {
+            Some(own) => own.over(rate_limit),
+            None => rate_limit.clone(),
+        };
         Ok((transport, rate_limit, self.concurrency))
     }
 }

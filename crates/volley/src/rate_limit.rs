@@ -83,6 +83,34 @@ pub(crate) enum RateLimitSetting {
 }
 
 impl RateLimitSetting {
+    /// An endpoint's own setting over the client's, `inherited`: per-minute limits the
+    /// endpoint leaves out are the client's (`Endpoint::rpm(500)` on a client with
+    /// `tpm(N)` keeps the `N`); any other form of the endpoint's is its whole limit.
+    pub(crate) fn over(self, inherited: &RateLimitSetting) -> RateLimitSetting {
+        match (self, inherited) {
+            (
+                RateLimitSetting::PerMinute {
+                    rpm,
+                    tpm,
+                    input_tpm,
+                    output_tpm,
+                },
+                RateLimitSetting::PerMinute {
+                    rpm: client_rpm,
+                    tpm: client_tpm,
+                    input_tpm: client_input,
+                    output_tpm: client_output,
+                },
+            ) => RateLimitSetting::PerMinute {
+                rpm: rpm.or(*client_rpm),
+                tpm: tpm.or(*client_tpm),
+                input_tpm: input_tpm.or(*client_input),
+                output_tpm: output_tpm.or(*client_output),
+            },
+            (own, _) => own,
+        }
+    }
+
     /// `rpm(..)`: sets the requests of a per-minute limit, keeping its tokens.
     pub(crate) fn rpm(self, rpm: u32) -> RateLimitSetting {
         match self {
@@ -287,6 +315,32 @@ mod tests {
             assert!(layer.is_some());
             assert!(counts_tokens, "a token limit needs token estimates");
         }
+    }
+
+    /// An endpoint's `rpm(..)` over a client's `tpm(..)` keeps the client's tokens (it had
+    /// none, so they were learned, not enforced), and the endpoint's own values win.
+    #[test]
+    fn an_endpoint_s_per_minute_limits_fill_in_from_the_client_s() {
+        let client = RateLimitSetting::None.tpm(90_000).rpm(100);
+        let merged = RateLimitSetting::None.rpm(500).over(&client);
+        let RateLimitSetting::PerMinute { rpm, tpm, .. } = &merged else {
+            panic!("expected a per-minute limit");
+        };
+        assert_eq!((*rpm, *tpm), (Some(500), Some(90_000)));
+        let (_, counts_tokens) = merged.into_layer().unwrap();
+        assert!(counts_tokens, "the client's token limit is enforced");
+        // Another form of the endpoint's is its whole limit; none of the client's is none.
+        let own = RateLimitSetting::None.limits(Limits::per_minute().requests(5));
+        assert!(matches!(own.over(&client), RateLimitSetting::Limits(_)));
+        let alone = RateLimitSetting::None.rpm(7).over(&RateLimitSetting::None);
+        assert!(matches!(
+            alone,
+            RateLimitSetting::PerMinute {
+                rpm: Some(7),
+                tpm: None,
+                ..
+            }
+        ));
     }
 
     #[test]
