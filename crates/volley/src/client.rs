@@ -543,7 +543,10 @@ impl Client {
 
     /// The whole stack as a boxed `tower::Service`, to wrap in layers of your own. The call's
     /// deadline ([`ClientBuilder::deadline`]) is `Client::send`'s, not the stack's: put a
-    /// timeout of your own around this service for one.
+    /// timeout of your own around this service for one. So are two things `send` does to a
+    /// raw request before the stack sees it: its token estimate under a tokens-per-minute
+    /// limit (give one with [`Request::with_estimated_tokens`], or it pays nothing up front)
+    /// and, on an Anthropic client, its dialect (give it with [`Request::with_dialect`]).
     pub fn into_service(self) -> BoxCloneSyncService<Request, Response, Error> {
         BoxCloneSyncService::new(self.service)
     }
