@@ -182,13 +182,22 @@ fn the_key_and_base_url_are_read_as_the_sdk_reads_them() {
     assert!(err.contains("401"), "{err}");
     assert!(!out.contains("sk-ant-wrong-key-42") && !err.contains("sk-ant-wrong-key-42"));
 
-    // No key: say which variables are read.
+    // No key, to a server on this machine: sent without one (a local server may need none),
+    // saying which variables are read, so that its 401 is understood.
     let (status, _, err) = chat(&[("ANTHROPIC_BASE_URL", &root)], &[]);
-    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("401"), "{err}");
     assert!(
         err.contains("ANTHROPIC_API_KEY") && err.contains("ANTHROPIC_AUTH_TOKEN"),
         "{err}"
     );
+    // A variable named for the key and unset is a mistake even there.
+    let (status, _, err) = chat(
+        &[("ANTHROPIC_BASE_URL", &root)],
+        &["--api-key-env", "MY_UNSET_KEY_VARIABLE"],
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("MY_UNSET_KEY_VARIABLE"), "{err}");
 
     // --print-config: the SDK's base URL with /v1, and where it came from.
     let (status, out, err) = chat(

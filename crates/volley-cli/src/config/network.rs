@@ -42,10 +42,24 @@ pub(crate) fn endpoint(layers: &Layers, connection: &Connection) -> Result<Endpo
             Provider::Anthropic => anthropic_key(layers, connection),
             _ => read_key(&connection.api_key_env),
         };
+        // A local server needs no key: a missing one is no mistake when every URL is on this
+        // machine and no variable was named for it (one named and unset is a mistake).
+        let keyless = layers.origin("api_key_env") == Origin::Default
+            && connection.base_url.0.iter().all(|url| on_this_machine(url));
         let credential = match key {
             Ok(key) => Credential::Key(key),
-            // A local server needs no key; a missing one is no mistake there.
-            Err(_) if on_this_machine(&base_url) => Credential::None,
+            Err(_) if keyless => {
+                // Said once, so that a server that wants a key after all (a 401) is understood.
+                let variables = match connection.provider.0 {
+                    Provider::Anthropic => volley::anthropic::KEY_VARIABLES.join(" or "),
+                    _ => connection.api_key_env.clone(),
+                };
+                eprintln!(
+                    "volley: no API key is set ({variables}); calling the server on this \
+                     machine without one"
+                );
+                Credential::None
+            }
             Err(e) => return Err(e),
         };
         return Ok(Endpoint {
