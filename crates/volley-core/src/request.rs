@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -64,6 +65,7 @@ pub struct Request {
     id: RequestId,
     estimated_tokens: u32,
     dialect: Dialect,
+    deadline: Option<Instant>,
 }
 
 impl Request {
@@ -78,6 +80,7 @@ impl Request {
             id: RequestId::next(),
             estimated_tokens: 0,
             dialect: Dialect::OpenAi,
+            deadline: None,
         }
     }
 
@@ -145,6 +148,22 @@ impl Request {
     /// The wire dialect of the body and of its answer.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// Sets when the caller stops waiting for this request: the retry layer makes no retry
+    /// whose wait would end at or past it, and hands on the error that asked for it (a 429
+    /// whose `Retry-After` is longer than the time left) rather than have the caller's
+    /// timer end the call as a timeout. `volley`'s `Client` sets it from its deadline when a
+    /// call starts.
+    ///
+    /// Default: none.
+    pub fn set_deadline(&mut self, at: Option<Instant>) {
+        self.deadline = at;
+    }
+
+    /// When the caller stops waiting for this request, if it said ([`set_deadline`](Self::set_deadline)).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     /// Adds a header. Headers set here win over the transport's defaults.

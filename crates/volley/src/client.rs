@@ -1465,11 +1465,7 @@ impl ClientBuilder {
         // are taken out first, as from every error body.
         let policy = {
             let scrubber = scrubber.clone();
-            // A retry that could not start before the call's deadline gives the caller its
-            // error now, not a timeout at the deadline.
-            policy
-                .scrubbing(move |text| scrubber.scrub(text))
-                .within(self.deadline)
+            policy.scrubbing(move |text| scrubber.scrub(text))
         };
         let service = ServiceBuilder::new()
             .layer(request_metrics)
@@ -1569,6 +1565,20 @@ impl Future for Deadline {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let mut this = self.project();
+        // The request carries the deadline down, from its first poll, as the timer below
+        // counts it: the retry layer makes no retry whose wait would end past it, and hands
+        // on the error that asked for it (a 429 with a longer `Retry-After`) instead.
+        if let Some(limit) = *this.limit
+            && this.sleep.is_none()
+            && let SendingProj::Ready {
+                request: Some(request),
+                ..
+            } = this.sending.as_mut().project()
+        {
+            let at = std::time::Instant::now() + limit;
+            let earliest = request.deadline().map_or(at, |own| own.min(at));
+            request.set_deadline(Some(earliest));
+        }
         // A response that is ready wins over a deadline that passed at the same poll.
         if let std::task::Poll::Ready(result) = this.sending.as_mut().poll(cx) {
             return std::task::Poll::Ready(result);

@@ -832,6 +832,47 @@ async fn a_wait_past_the_deadline_returns_the_429_at_once() {
     assert_eq!(seen.load(Ordering::SeqCst), 3);
 }
 
+/// The deadline counts from the call's start, the wait for a slot included: a call that
+/// waited 2 s of its 3 s for the one slot, then got a 429 asking for 2 s, fails at once as
+/// that 429 rather than retry into a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_counts_the_wait_for_a_slot() {
+    use std::time::Duration;
+    let (server, _) = setup(MockConfig {
+        retry_after: Duration::from_secs(2),
+        ..MockConfig::default()
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(server.url())
+        .concurrency(1)
+        .deadline(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let with = |name: &'static str, value: &'static str| {
+        volley::core::Request::post_json("/chat/completions", &request("slot"))
+            .unwrap()
+            .with_header(
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_static(value),
+            )
+    };
+    let holder = tokio::spawn(client.send(with("x-mock-latency", "2s")));
+    // The holder takes the slot first.
+    while client.in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.send(with("x-mock-fault", "429")),
+    )
+    .await
+    .expect("the call ends")
+    .unwrap_err();
+    assert!(err.is_rate_limited(), "the 429, not a timeout: {err}");
+    assert!(holder.await.unwrap().is_ok());
+}
+
 /// A reply in a coding the transport does not decode (zstd, asked for by a header of the
 /// caller's or sent unasked) fails to decode with a message that names the coding.
 #[tokio::test]

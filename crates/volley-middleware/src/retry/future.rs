@@ -211,6 +211,11 @@ where
                 attempt: *this.attempt,
                 counted: *this.counted,
                 elapsed: this.started.elapsed(),
+                remaining: this
+                    .request
+                    .as_ref()
+                    .and_then(Request::deadline)
+                    .map(|at| at.saturating_duration_since(std::time::Instant::now())),
             };
             let answer = this.answer.take();
             match this.policy.next(failed, tally, *this.id) {

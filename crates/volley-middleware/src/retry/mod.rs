@@ -73,7 +73,7 @@
 //! Each retry is logged at `debug` (request id, attempt, error kind, status, delay; never a
 //! body or a header value) and counted in `volley_retries_total{kind}`. A retryable error
 //! that is not retried because of `max_retries`, the budget, a too-long `Retry-After`, rate
-//! signals past `give_up_after` or a wait past the call's deadline ([`Policy::within`]) is
+//! signals past `give_up_after` or a wait past the request's deadline ([`Request::set_deadline`](volley_core::Request::set_deadline)) is
 //! logged with the number of attempts and counted in
 //! `volley_retry_exhausted_total{kind, reason}`, with `reason` one of `max_retries`,
 //! `budget`, `retry_after_too_long`, `give_up_after`, `deadline`. A request that succeeds after retries logs its attempt

@@ -45,9 +45,6 @@ struct Config {
     classifier: Arc<Classifier>,
     budget: Option<Arc<Budget>>,
     scrub: Option<Arc<Scrub>>,
-    /// The deadline of the calls above the layer, from their first attempt; see
-    /// [`Policy::within`].
-    deadline: Option<Duration>,
 }
 
 /// Where a request stands when an attempt fails: what [`Policy::next`] decides on.
@@ -60,6 +57,10 @@ pub(crate) struct Tally {
     pub(crate) counted: u32,
     /// Time since the first attempt started.
     pub(crate) elapsed: Duration,
+    /// The time left before the request's deadline ([`Request::deadline`]), if it has one.
+    ///
+    /// [`Request::deadline`]: volley_core::Request::deadline
+    pub(crate) remaining: Option<Duration>,
 }
 
 impl Default for Policy {
@@ -100,23 +101,6 @@ impl Policy {
         Policy {
             config: Arc::new(Config {
                 scrub: Some(Arc::new(scrub)),
-                ..(*self.config).clone()
-            }),
-        }
-    }
-
-    /// This policy for calls that end at `deadline` from their first attempt (the `volley`
-    /// client passes its [`deadline`](https://docs.rs/volley/latest/volley/struct.ClientBuilder.html#method.deadline)):
-    /// a retry whose wait would end at or past it is not made, and the error that asked for
-    /// it is returned at once: a 429 with its `Retry-After` of 30 s in a call with 10 s left
-    /// fails now as that 429 (rate-limited, its wait on the error for the caller to
-    /// reschedule), not as a timeout 10 s later. `None` for no deadline. Clones share the
-    /// budget with this policy.
-    #[must_use]
-    pub fn within(&self, deadline: Option<Duration>) -> Policy {
-        Policy {
-            config: Arc::new(Config {
-                deadline,
                 ..(*self.config).clone()
             }),
         }
@@ -199,9 +183,7 @@ impl Policy {
                 }
             }
         };
-        if let Some(deadline) = config.deadline
-            && tally.elapsed.saturating_add(wait) >= deadline
-        {
+        if tally.remaining.is_some_and(|left| wait >= left) {
             // The next attempt could not start before the call's deadline.
             return Err(give_up(error, attempt, id, "deadline"));
         }
@@ -408,7 +390,6 @@ impl PolicyBuilder {
                     .map_or_else(|| Arc::new(classify_default) as Arc<Classifier>, Arc::from),
                 budget,
                 scrub: None,
-                deadline: None,
             }),
         })
     }
