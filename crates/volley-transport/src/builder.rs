@@ -53,6 +53,8 @@ struct Config {
     base_url_set: bool,
     api_key: Option<ApiKey>,
     provider: Provider,
+    /// Whether [`Builder::provider`] was called.
+    provider_set: bool,
     /// Whether [`Builder::from_env`] was called: the provider's variables fill in what is
     /// not set, at [`Builder::build`].
     env: bool,
@@ -135,6 +137,7 @@ impl Builder {
                 base_url_set: false,
                 api_key: None,
                 provider: Provider::OpenAi,
+                provider_set: false,
                 env: false,
                 api_version: None,
                 azure_ad_token: None,
@@ -210,8 +213,9 @@ impl Builder {
     /// | [`Provider::Azure`] | `AZURE_OPENAI_AD_TOKEN`, else `AZURE_OPENAI_API_KEY` | `AZURE_OPENAI_ENDPOINT` (the resource endpoint) | `OPENAI_API_VERSION` |
     ///
     /// Without a key, from the environment or set on the builder, [`Builder::build`] fails
-    /// for a server that is not on this machine, as the official SDKs do (a local vLLM or
-    /// llama.cpp needs none).
+    /// for OpenAI's and Anthropic's own APIs (`api.openai.com`, `api.anthropic.com`), as the
+    /// official SDKs refuse to start; any other server (a local vLLM, a gateway that adds the
+    /// key) is called without one.
     ///
     /// Default: off (nothing is read from the environment but the proxy and TLS variables).
     pub fn from_env(mut self) -> Builder {
@@ -536,21 +540,24 @@ impl Builder {
     /// Default: [`Provider::OpenAi`].
     pub fn provider(mut self, provider: Provider) -> Builder {
         self.config.provider = provider;
+        self.config.provider_set = true;
         self
     }
 
     /// This builder with `from`'s credential where it has none of its own: the key or Azure
     /// token, and the reading of the provider's variables ([`Builder::from_env`]); and with
-    /// `from`'s provider while its own is the default. For a transport given to one endpoint
+    /// `from`'s provider unless its own was set. For a transport given to one endpoint
     /// of a client, which inherits the client's credential.
     pub fn inherit_credential(mut self, from: &Builder) -> Builder {
         let own = &mut self.config;
-        if own.api_key.is_none() && own.azure_ad_token.is_none() {
+        // A credential header set by hand on this builder is its credential: the client's key
+        // must neither replace it nor go beside it to this builder's host.
+        if !own.has_credential() {
             own.api_key.clone_from(&from.config.api_key);
             own.azure_ad_token.clone_from(&from.config.azure_ad_token);
             own.env |= from.config.env;
         }
-        if own.provider == Provider::default() {
+        if !own.provider_set {
             own.provider = from.config.provider;
         }
         self
@@ -683,12 +690,13 @@ impl Builder {
     /// plain `http://` to a remote host, or to a loopback one through a proxy that is not on
     /// this machine, without [`Builder::allow_plain_http`], when the API key
     /// or user agent cannot be sent as a header, when no TLS roots are available, or with
-    /// [`Builder::from_env`] when no key was found for a server not on this machine.
+    /// [`Builder::from_env`] when no key was found for OpenAI's or Anthropic's own API.
     pub fn build(self) -> Result<Transport, Error> {
         let mut c = self.config;
         if c.env {
             c.fill_from_env(|name| std::env::var(name).ok());
         }
+        let has_credential = c.has_credential();
         let base_url = resolve_base_url(&c)?;
         let base = parse_base_url(&base_url, c.allow_plain_http)?;
         let azure = match c.provider {
@@ -770,15 +778,14 @@ impl Builder {
                 )?;
             }
         }
-        // As the official SDKs: a client from the environment that found no key fails now for
-        // a server elsewhere, not with a 401 on every request. A server on this machine (vLLM,
-        // llama.cpp, Ollama) needs none, and a credential header set by hand counts.
+        // As the official SDKs: a client from the environment that found no key for OpenAI's
+        // or Anthropic's own API fails now, not with a 401 on every request. Any other server
+        // (a local vLLM, a gateway that adds the key) may take requests without one; a
+        // credential header set by hand counts.
         if c.env
-            && c.api_key.is_none()
             && c.provider != Provider::Azure
-            && !default_headers.contains_key(AUTHORIZATION)
-            && !default_headers.contains_key("x-api-key")
-            && !volley_core::host::is_loopback(base.authority.host())
+            && !has_credential
+            && is_official_api(base.authority.host())
         {
             let variables = match c.provider {
                 Provider::Anthropic => "ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN)",
@@ -976,6 +983,14 @@ impl Builder {
     }
 }
 
+/// Whether `host` is OpenAI's or Anthropic's own API, which answers every request without a
+/// key with a 401.
+fn is_official_api(host: &str) -> bool {
+    ["api.openai.com", "api.anthropic.com"]
+        .iter()
+        .any(|official| host.eq_ignore_ascii_case(official))
+}
+
 /// The `Host` header for an origin: the host, and the port when it is not the scheme's
 /// default (what hyper-util's pool sends).
 fn host_header(scheme: &Scheme, authority: &Authority) -> Result<HeaderValue, Error> {
@@ -994,6 +1009,16 @@ fn host_header(scheme: &Scheme, authority: &Authority) -> Result<HeaderValue, Er
 }
 
 impl Config {
+    /// Whether a credential is set: a key, an Azure token, or a credential header by hand
+    /// (`Authorization`, `api-key`, `x-api-key`).
+    fn has_credential(&self) -> bool {
+        self.api_key.is_some()
+            || self.azure_ad_token.is_some()
+            || ["authorization", "api-key", "x-api-key"]
+                .iter()
+                .any(|name| self.default_headers.contains_key(*name))
+    }
+
     /// Fills in what is not set from the variables `var` reads, as [`Builder::from_env`] says.
     fn fill_from_env(&mut self, var: impl Fn(&str) -> Option<String>) {
         use crate::provider::{
@@ -1005,11 +1030,7 @@ impl Config {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let has_credential = self.api_key.is_some()
-            || self.azure_ad_token.is_some()
-            || ["authorization", "api-key", "x-api-key"]
-                .iter()
-                .any(|name| self.default_headers.contains_key(*name));
+        let has_credential = self.has_credential();
         let url_set = self.base_url_set || self.azure_endpoint.is_some();
         match self.provider {
             Provider::OpenAi => {

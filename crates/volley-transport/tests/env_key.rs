@@ -1,13 +1,13 @@
-//! A transport read from the environment ([`Builder::from_env`]) that found no key fails to
-//! build for a server elsewhere, as the official SDKs refuse to start, rather than answer
-//! every request with a 401; a server on this machine needs none. One test in its own
+//! A transport read from the environment (`Builder::from_env`) that found no key fails to
+//! build for OpenAI's or Anthropic's own API, as the official SDKs refuse to start, rather
+//! than answer every request with a 401; any other server may need none. One test in its own
 //! binary: it changes the variables before anything reads them.
 
 use volley_core::ErrorKind;
 use volley_transport::{Provider, Transport};
 
 #[test]
-fn from_env_without_a_key_is_refused_only_for_a_server_elsewhere() {
+fn from_env_without_a_key_is_refused_only_for_the_official_apis() {
     // SAFETY: the only test of this binary, and no other thread runs: nothing reads the
     // environment while it changes.
     unsafe {
@@ -32,14 +32,27 @@ fn from_env_without_a_key_is_refused_only_for_a_server_elsewhere() {
         .unwrap_err();
     assert!(err.to_string().contains("ANTHROPIC_API_KEY"), "{err}");
 
-    // A server on this machine, a key given to the builder, or a credential header: built.
-    for local in ["http://127.0.0.1:8000/v1", "http://localhost:11434/v1"] {
+    // Any other server (on this machine, a gateway that adds the key), a key given to the
+    // builder, or a credential header: built.
+    for other in [
+        "http://127.0.0.1:8000/v1",
+        "http://localhost:11434/v1",
+        "https://gateway.example/v1",
+    ] {
         Transport::builder()
             .from_env()
-            .base_url(local)
+            .base_url(other)
             .build()
             .unwrap();
     }
+    Transport::builder()
+        .from_env()
+        .default_header(
+            http::HeaderName::from_static("api-key"),
+            http::HeaderValue::from_static("by-hand"),
+        )
+        .build()
+        .unwrap();
     Transport::builder()
         .from_env()
         .api_key("sk-given")

@@ -186,8 +186,8 @@ impl Client {
     ///
     /// # Errors
     /// As [`ClientBuilder::build`]: `Config` when `OPENAI_API_KEY` is unset and the base URL
-    /// is not on this machine (a local vLLM or llama.cpp needs no key), as the official SDKs
-    /// refuse to start.
+    /// is OpenAI's own API, as the official SDK refuses to start (any other server, a local
+    /// vLLM say, is called without a key).
     pub fn from_env() -> Result<Client, Error> {
         Client::builder().from_env().build()
     }
@@ -596,7 +596,7 @@ impl ClientBuilder {
     /// as [`azure_from_env`](ClientBuilder::azure_from_env) says. A key, base URL or endpoint
     /// set on this builder, before or after this call, wins; so the key of one provider
     /// never goes to another. Unset or empty variables are skipped; with no key found or set,
-    /// [`build`](ClientBuilder::build) fails unless the server is on this machine. See
+    /// [`build`](ClientBuilder::build) fails for OpenAI's and Anthropic's own APIs. See
     /// [`volley_transport::Builder::from_env`].
     pub fn from_env(mut self) -> ClientBuilder {
         self.transport = self.transport.from_env();
@@ -1314,7 +1314,8 @@ impl ClientBuilder {
     ///
     /// # Errors
     /// `ErrorKind::Config` for an invalid base URL, plain HTTP to a remote host, a key that
-    /// cannot be sent as a header, or missing TLS roots.
+    /// cannot be sent as a header, missing TLS roots, or, with
+    /// [`from_env`](ClientBuilder::from_env), no key for OpenAI's or Anthropic's own API.
     pub fn build(mut self) -> Result<Client, Error> {
         if self.deadline == Some(Duration::ZERO) {
             return Err(Error::new(

@@ -450,4 +450,25 @@ async fn an_endpoint_with_its_own_transport_keeps_the_client_s_key() {
         .unwrap();
     let err = wrong.send(request(3)).await.unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(401), "{err}");
+    // A credential header set by hand on the endpoint's transport is its credential: the
+    // client's key neither replaces it nor goes with it.
+    let by_hand = Client::builder()
+        .api_key("sk-the-client-s-other-key")
+        .retries(0)
+        .endpoint(Endpoint::new(server.url()).transport(
+            volley::transport::Builder::new().default_header(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_str(&format!("Bearer {KEY}")).unwrap(),
+            ),
+        ))
+        .build()
+        .unwrap();
+    assert!(
+        by_hand
+            .send(request(4))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
 }
