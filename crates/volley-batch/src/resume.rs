@@ -203,6 +203,7 @@ pub(crate) fn open_output(path: &Path, keys: &Keys) -> Result<Resumed, Error> {
         {
             // Written by the writer, so a record; checked all the same.
             if let Some(record) = parse_record(&bytes[..bytes.len().saturating_sub(1)]) {
+                format.get_or_insert(record.format);
                 done.record(&record, keys);
                 records += 1;
                 let failed = record.failed;
@@ -669,6 +670,22 @@ mod tests {
             "the output's record and the recovered one"
         );
         assert_eq!(resumed.done.take(keys.custom_id("c")), Some(true));
+    }
+
+    /// An output still empty whose records are all in the holding file (an ordered run
+    /// stopped before its first line was done) has the holding file's format, so that a
+    /// resume in the other format is refused before they are moved over.
+    #[test]
+    fn held_records_give_an_empty_output_its_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, b"").unwrap();
+        let mut held = Vec::new();
+        held::push_entry(&mut held, 2, format!("{OK}\n").as_bytes());
+        std::fs::write(held::path_for(&path), held).unwrap();
+        let resumed = open_output(&path, &Keys::new()).unwrap();
+        assert_eq!(resumed.format, Some(Format::OpenAi));
+        assert_eq!(resumed.recovered.len(), 1);
     }
 
     #[test]

@@ -121,6 +121,7 @@ impl fmt::Display for ErrorKind {
 /// The error object a provider put in an error response (`{"error": {...}}` in the OpenAI
 /// dialect).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct ApiError {
     /// The human-readable message.
     pub message: String,
@@ -664,8 +665,6 @@ mod tests {
         }
     }
 
-    /// OpenAI's "You exceeded your current quota" is a 429 that no wait heals: a status
-    /// error, not a rate limit, whether the marker is the type or the code.
     /// Gemini's 429 (an array of one error, as its OpenAI-compatible endpoint sends it too)
     /// says its wait only in a `RetryInfo` detail, and a per-day quota in a `QuotaFailure`:
     /// the wait is the error's when no header gave one, and a day's quota is no rate limit.
@@ -705,6 +704,8 @@ mod tests {
         );
     }
 
+    /// OpenAI's "You exceeded your current quota" is a 429 that no wait heals: a status
+    /// error, not a rate limit, whether the marker is the type or the code.
     #[test]
     fn a_429_for_a_used_up_quota_is_not_a_rate_limit() {
         for body in [

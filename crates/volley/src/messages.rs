@@ -153,15 +153,26 @@ impl MessageStream {
     }
 }
 
-/// An event whose data has no `type` takes its event name's, as Anthropic's SDKs read it
-/// (`data["type"] = sse.event`): a proxy that rewrites the data may drop the tag and keep the
-/// `event:` line. Any other unknown event is handed on as it came.
+/// An event of one of the six message events' names whose data has no `type` takes its
+/// name's, as Anthropic's SDKs read it (`data["type"] = sse.event`): a proxy that rewrites
+/// the data may drop the tag and keep the `event:` line. Any other unknown event is handed
+/// on as it came.
 fn typed_by_event_name(
     value: serde_json::Value,
     name: &str,
 ) -> Result<StreamEvent, serde_json::Error> {
+    const NAMED: [&str; 6] = [
+        "message_start",
+        "message_delta",
+        "message_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+    ];
     match value {
-        serde_json::Value::Object(mut map) if !map.contains_key("type") && name != "message" => {
+        serde_json::Value::Object(mut map)
+            if !map.contains_key("type") && NAMED.contains(&name) =>
+        {
             map.insert("type".to_owned(), serde_json::Value::from(name));
             serde_json::from_value(serde_json::Value::Object(map))
         }

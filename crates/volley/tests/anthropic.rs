@@ -421,6 +421,7 @@ async fn an_event_without_a_type_in_its_data_takes_its_event_name() {
         "event: content_block_stop\ndata: {\"index\":0}\n\n",
         "event: message_delta\ndata: {\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n",
         "data: {\"index\":0}\n\n",
+        "event: future_event\ndata: {\"index\":0}\n\n",
         "event: message_stop\ndata: {}\n\n",
     );
     let client = Client::builder()
@@ -439,7 +440,8 @@ async fn an_event_without_a_type_in_its_data_takes_its_event_name() {
         names.push(event.type_name().to_owned());
     }
     assert_eq!(text, "Hi");
-    // An event named by neither (`message`, the default) stays unknown, as it came.
+    // An event of another name (the default `message`, one Volley does not know) stays
+    // unknown, as it came.
     assert_eq!(
         names,
         [
@@ -448,6 +450,7 @@ async fn an_event_without_a_type_in_its_data_takes_its_event_name() {
             "content_block_delta",
             "content_block_stop",
             "message_delta",
+            "",
             "",
             "message_stop"
         ]
