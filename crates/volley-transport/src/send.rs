@@ -390,10 +390,12 @@ where
     B::Error: Into<volley_core::BoxError>,
 {
     let mut held = Held { inner, bytes: 0 };
-    // A small body arrives in one chunk, kept as it is (no list, no copy); the list is for
-    // the chunks after it.
+    // A small body arrives in one chunk, kept as it is (no copy). From the second chunk on,
+    // each is copied into one buffer as it arrives: a list of chunks would cost a slice (32
+    // bytes) per chunk beside the data, and keep hyper's read buffers alive, so a server
+    // sending a body one byte per chunk would make 64 MiB of data cost gigabytes.
     let mut first: Option<Bytes> = None;
-    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut rest: Option<bytes::BytesMut> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| error::from_body(e.into(), &context()))?;
         let Ok(data) = frame.into_data() else {
@@ -410,25 +412,29 @@ where
             ));
         }
         held.take(data.len(), context)?;
-        if first.is_none() {
-            first = Some(data);
+        if let Some(buf) = &mut rest {
+            buf.extend_from_slice(&data);
+        } else if let Some(one) = first.take() {
+            // What is here and what the body says remains (its length, when the server
+            // said it), within the limit.
+            let hint = usize::try_from(body.size_hint().lower())
+                .unwrap_or(usize::MAX)
+                .saturating_add(held.bytes)
+                .min(inner.max_body_bytes);
+            let mut buf = bytes::BytesMut::with_capacity(hint);
+            buf.extend_from_slice(&one);
+            buf.extend_from_slice(&data);
+            rest = Some(buf);
         } else {
-            chunks.push(data);
+            first = Some(data);
         }
     }
-    let Some(first) = first else {
-        return Ok(Bytes::new());
-    };
-    if chunks.is_empty() {
+    Ok(match (rest, first) {
+        (Some(buf), _) => buf.freeze(),
         // One chunk (the usual case for a small body) is handed on without a copy.
-        return Ok(first);
-    }
-    let mut buf = bytes::BytesMut::with_capacity(held.bytes);
-    buf.extend_from_slice(&first);
-    for chunk in &chunks {
-        buf.extend_from_slice(chunk);
-    }
-    Ok(buf.freeze())
+        (None, Some(one)) => one,
+        (None, None) => Bytes::new(),
+    })
 }
 
 /// Bytes of one body counted against [`Inner::max_buffered_bytes`]; given back when dropped
