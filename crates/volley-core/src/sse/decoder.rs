@@ -14,6 +14,10 @@ use crate::{Error, ErrorKind};
 /// A UTF-8 byte order mark; one at the very start of a stream is skipped.
 const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
 
+/// The longest event ID kept ([`Decoder::last_event_id`]); a longer `id:` field is ignored.
+/// Real IDs are a number or a UUID.
+pub const MAX_ID_BYTES: usize = 1024;
+
 /// Decodes a `text/event-stream` body into [`Event`]s, following the WHATWG HTML standard's
 /// rules for interpreting an event stream. It does no I/O: [`feed`](Decoder::feed) it bytes as
 /// they arrive, in chunks split anywhere, and call [`next_event`](Decoder::next_event) until it
@@ -271,7 +275,10 @@ impl Decoder {
             }
             b"id" => {
                 let value = &line[value_start..];
-                if memchr::memchr(0, value).is_none() {
+                // An ID is kept for the rest of the stream, and copied into every event: one
+                // longer than any real one (a hostile server's 16 MiB) is ignored as one with
+                // a NUL is, instead of held that long.
+                if value.len() <= MAX_ID_BYTES && memchr::memchr(0, value).is_none() {
                     // Copied: the ID outlives the chunk, which need not stay alive for it.
                     self.pending_id = Some(Utf8Bytes::from_lossy(Bytes::copy_from_slice(value)));
                 }
@@ -556,6 +563,21 @@ mod tests {
         let ids: Vec<&str> = events.iter().map(Event::id).collect();
         assert_eq!(ids, ["5", "5", "5", ""]);
         assert_eq!(decoder.last_event_id(), "");
+    }
+
+    /// An ID longer than [`MAX_ID_BYTES`] is ignored, as one with a NUL is: it would be kept
+    /// for the rest of the stream.
+    #[test]
+    fn ids_longer_than_the_cap_are_ignored() {
+        let mut decoder = Decoder::new();
+        let long = format!("id: {}\ndata: b\n\n", "x".repeat(MAX_ID_BYTES + 1));
+        let most = format!("id: {}\ndata: c\n\n", "y".repeat(MAX_ID_BYTES));
+        let events = decode_with(
+            &mut decoder,
+            &[b"id: 5\ndata: a\n\n", long.as_bytes(), most.as_bytes()],
+        );
+        let ids: Vec<usize> = events.iter().map(|e| e.id().len()).collect();
+        assert_eq!(ids, [1, 1, MAX_ID_BYTES]);
     }
 
     #[test]

@@ -50,7 +50,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use decoder::Decoder;
+pub use decoder::{Decoder, MAX_ID_BYTES};
 pub use event::Event;
 pub use limits::Limits;
 pub use stream::EventStream;
