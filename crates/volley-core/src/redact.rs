@@ -191,6 +191,38 @@ pub fn scrub_secrets<'a>(
     body
 }
 
+/// [`scrub_secrets`] for a body that was cut short (a bounded read of an error body): a
+/// secret the cut split leaves its first bytes at the very end, which no search for the
+/// whole secret finds; those bytes go too. A body that ends in the first bytes of a secret by
+/// chance loses them: a cut body lost its end anyway.
+///
+/// ```
+/// use bytes::Bytes;
+/// use volley_core::redact::scrub_secrets_cut;
+///
+/// let cut = Bytes::from_static(b"invalid key sk-abc sent as sk-ab");
+/// let secrets = [Bytes::from_static(b"sk-abcdef")];
+/// assert_eq!(scrub_secrets_cut(cut, secrets.iter()), "invalid key sk-abc sent as ");
+/// ```
+pub fn scrub_secrets_cut<'a>(
+    body: bytes::Bytes,
+    secrets: impl IntoIterator<Item = &'a bytes::Bytes> + Clone,
+) -> bytes::Bytes {
+    let mut body = scrub_secrets(body, secrets.clone());
+    // The longest head of any secret the body ends with.
+    let head = secrets
+        .into_iter()
+        .filter_map(|secret| {
+            (1..secret.len())
+                .rev()
+                .find(|&len| body.ends_with(&secret[..len]))
+        })
+        .max()
+        .unwrap_or(0);
+    body.truncate(body.len() - head);
+    body
+}
+
 /// `body` with every occurrence of `secret` replaced by `***` (the same bytes, unchanged and
 /// uncopied, when there is none).
 fn scrub_one(body: bytes::Bytes, secret: &[u8]) -> bytes::Bytes {

@@ -139,6 +139,12 @@ impl Inner {
     pub(crate) fn scrub(&self, body: Bytes, extra: &[Bytes]) -> Bytes {
         volley_core::redact::scrub_secrets(body, self.secrets.iter().chain(extra))
     }
+
+    /// [`Inner::scrub`] for a body cut short: the first bytes of a secret the cut split go
+    /// too ([`volley_core::redact::scrub_secrets_cut`]).
+    pub(crate) fn scrub_cut(&self, body: Bytes, extra: &[Bytes]) -> Bytes {
+        volley_core::redact::scrub_secrets_cut(body, self.secrets.iter().chain(extra))
+    }
 }
 
 #[cfg(test)]

@@ -158,8 +158,13 @@ impl Sending {
                 // origin. A 304 answers a conditional request (below). hyper passes on no
                 // interim 1xx; a 101 to a request that asked for no upgrade is a server's
                 // error (RFC 9110, 15.2.2).
-                let bytes = read_error_body(&mut body, inner.max_error_body_bytes).await;
-                let bytes = inner.scrub(bytes, &self.own_secrets);
+                let (bytes, cut) = read_error_body(&mut body, inner.max_error_body_bytes).await;
+                let bytes = if cut {
+                    // A key the cut split would leave its first bytes at the end.
+                    inner.scrub_cut(bytes, &self.own_secrets)
+                } else {
+                    inner.scrub(bytes, &self.own_secrets)
+                };
                 let retry_after =
                     volley_core::headers::retry_after(&head.headers, SystemTime::now());
                 tracing::debug!(request = %id, status = %head.status, "error status");
@@ -478,24 +483,27 @@ impl Drop for Held<'_> {
 }
 
 /// Reads an error body up to `max` bytes, keeping what arrived when it is longer or breaks
-/// off: the status is what matters, the provider's message is a bonus.
-async fn read_error_body<B>(body: &mut B, max: usize) -> Bytes
+/// off: the status is what matters, the provider's message is a bonus. Also says whether the
+/// body was cut at `max` (it had more).
+async fn read_error_body<B>(body: &mut B, max: usize) -> (Bytes, bool)
 where
     B: http_body::Body<Data = Bytes> + Unpin,
 {
     let mut buf = bytes::BytesMut::new();
-    while buf.len() < max {
+    let mut cut = false;
+    while !cut {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     let room = max - buf.len();
+                    cut = data.len() > room;
                     buf.extend_from_slice(&data[..data.len().min(room)]);
                 }
             }
             Some(Err(_)) | None => break,
         }
     }
-    buf.freeze()
+    (buf.freeze(), cut)
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {

@@ -143,3 +143,35 @@ async fn a_gateways_own_key_echoed_in_an_error_is_scrubbed() {
     }
     assert!(!seen.contains(GATEWAY), "the gateway's key leaked:\n{seen}");
 }
+
+/// An error body longer than the limit is cut there: a key the cut splits leaves no part of
+/// itself at the end (its first half escaped the search for the whole key).
+#[tokio::test]
+async fn a_key_split_by_the_error_body_limit_leaves_no_part_of_itself() {
+    const MAX: usize = 200;
+    let port = volley_testkit::raw::serve(|head| {
+        // The key the request carried, echoed so that it straddles the cut.
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("authorization: bearer "))
+            .unwrap_or("none")
+            .to_owned();
+        let body = format!("{}{key}{}", "x".repeat(MAX - 8), "y".repeat(100));
+        volley_testkit::raw::json_response("401 Unauthorized", &[], &body)
+    })
+    .await;
+    let transport = Transport::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .api_key(KEY)
+        .max_error_body_bytes(MAX)
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    let body = err.body().expect("the body, as far as it was read");
+    assert!(body.starts_with(&[b'x'; MAX - 8]), "{body:?}");
+    let text = format!("{err} {err:?} {}", String::from_utf8_lossy(body));
+    for part in KEY.as_bytes().windows(4) {
+        let part = std::str::from_utf8(part).unwrap();
+        assert!(!text.contains(part), "{part:?} of the key in {text}");
+    }
+}
