@@ -124,7 +124,9 @@ async fn tick(
     mut stopped: watch::Receiver<bool>,
 ) {
     let start = Instant::now();
+    // Lines done (invalid ones too), for the ETA; requests answered, for the req/s shown.
     let mut rate = Rate::default();
+    let mut requests = Rate::default();
     let mut interval = tokio::time::interval(BAR_TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_line = start;
@@ -137,7 +139,10 @@ async fn tick(
         let now = Instant::now();
         let mut view = View::of(&progress.snapshot());
         view.limit = limit.as_ref().map(|read| read() as u64);
-        let per_sec = rate.update(now, view.done_this_run);
+        let per_sec = Rates {
+            lines: rate.update(now, view.done_this_run),
+            requests: requests.update(now, view.answered),
+        };
         match &bar {
             Some(bar) => {
                 if let Some(total) = view.total {
@@ -176,6 +181,8 @@ struct View {
     done: u64,
     /// This run's outcomes, for the rate.
     done_this_run: u64,
+    /// Lines of this run answered, successes and failures: invalid ones were never sent.
+    answered: u64,
     total: Option<u64>,
     in_flight: u64,
     /// The adaptive concurrency limit in force, when the limit adapts.
@@ -192,6 +199,7 @@ impl View {
         View {
             done: s.done(),
             done_this_run,
+            answered: s.succeeded + s.failed,
             total: s.total_lines,
             in_flight: s.in_flight,
             limit: None,
@@ -211,23 +219,25 @@ impl View {
     }
 
     /// The part after the bar.
-    fn message(&self, per_sec: f64) -> String {
+    fn message(&self, per_sec: Rates) -> String {
         let limit = self
             .limit
             .map_or_else(String::new, |limit| format!(", {limit} sent at most"));
         // Lines whose outcome is pending: sent, or waiting for a slot, the rate limits or a
         // retry; with an adaptive limit, how many of them may be sent at once.
         format!(
-            "{per_sec:.0} req/s · {} in progress{limit} · {} retries · {} errors · ETA {}",
+            "{:.0} req/s · {} in progress{limit} · {} retries · {} errors · ETA {}",
+            per_sec.requests,
             self.in_flight,
             self.retries,
             self.errors,
-            self.eta(per_sec).map_or_else(|| "?".to_owned(), clock)
+            self.eta(per_sec.lines)
+                .map_or_else(|| "?".to_owned(), clock)
         )
     }
 
     /// A whole plain line.
-    fn line(&self, per_sec: f64) -> String {
+    fn line(&self, per_sec: Rates) -> String {
         let done = match self.total {
             Some(total) if total > 0 => format!(
                 "{}/{total} done ({:.0}%)",
@@ -239,6 +249,15 @@ impl View {
         };
         format!("{done}, {}", self.message(per_sec))
     }
+}
+
+/// What the progress shows per second.
+#[derive(Debug, Clone, Copy)]
+struct Rates {
+    /// Lines done, invalid ones included: what the ETA divides the remaining lines by.
+    lines: f64,
+    /// Requests answered: the req/s shown, which the summary's rate matches.
+    requests: f64,
 }
 
 /// Outcomes per second over the last [`RATE_WINDOW`].
@@ -344,12 +363,33 @@ mod tests {
         View {
             done: skipped + ok + failed,
             done_this_run: ok + failed,
+            answered: ok + failed,
             total,
             in_flight,
             limit: None,
             retries: 0,
             errors: failed,
         }
+    }
+
+    fn both(per_sec: f64) -> Rates {
+        Rates {
+            lines: per_sec,
+            requests: per_sec,
+        }
+    }
+
+    /// Invalid lines, never sent, count toward the ETA, not the req/s shown (the summary's
+    /// rate leaves them out too).
+    #[test]
+    fn the_rate_shown_is_of_requests_the_eta_of_lines() {
+        let view = snapshot(Some(1000), 0, 100, 0, 10);
+        let text = view.message(Rates {
+            lines: 500.0,
+            requests: 20.0,
+        });
+        assert!(text.starts_with("20 req/s"), "{text}");
+        assert!(text.ends_with("ETA 2s"), "{text}");
     }
 
     #[test]
@@ -399,18 +439,18 @@ mod tests {
     fn lines_show_done_rate_in_flight_retries_errors_and_eta() {
         let mut view = snapshot(Some(200), 0, 48, 2, 16);
         view.retries = 3;
-        let line = view.line(25.0);
+        let line = view.line(both(25.0));
         assert_eq!(
             line,
             "50/200 done (25%), 25 req/s · 16 in progress · 3 retries · 2 errors · ETA 6s"
         );
         view.limit = Some(24);
         assert!(
-            view.line(25.0)
+            view.line(both(25.0))
                 .contains("16 in progress, 24 sent at most · 3 retries"),
             "the adaptive limit is shown next to the lines in progress"
         );
-        let line = snapshot(None, 0, 7, 0, 1).line(0.0);
+        let line = snapshot(None, 0, 7, 0, 1).line(both(0.0));
         assert!(line.starts_with("7 done, 0 req/s"), "{line}");
         assert!(line.ends_with("ETA ?"), "{line}");
     }
