@@ -623,6 +623,8 @@ fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
     }
     PrometheusBuilder::new()
         .with_http_listener(addr)
+        // Every other histogram (the rate limiter's waits) too.
+        .set_buckets(DURATION_BUCKETS)?
         .set_buckets_for_metric(
             Matcher::Full(REQUEST_DURATION_SECONDS.to_owned()),
             DURATION_BUCKETS,
