@@ -41,14 +41,18 @@ pub struct KneeStep {
     pub requests_per_sec: f64,
     /// The median latency of the successful requests, in milliseconds.
     pub p50_ms: f64,
+    /// The mean latency of the successful requests, in milliseconds: what Little's law takes
+    /// ([`steady_requests_per_sec`](Self::steady_requests_per_sec)).
+    pub mean_ms: f64,
     /// The share of the step's finished requests that succeeded, from 0 to 1 (0 when none
     /// finished).
     pub success_share: f64,
 }
 
 impl KneeStep {
-    /// The closed loop's steady throughput by Little's law: `concurrency / p50`, requests per
-    /// second. A short step's measured rate is biased low by its start and its drain (the
+    /// The closed loop's steady throughput by Little's law: `concurrency / mean latency`,
+    /// requests per second (the mean, not the median: with a long tail, as a server near its
+    /// knee has, the median would overstate it). A short step's measured rate is biased low by its start and its drain (the
     /// last requests run with the loop part empty), by about one latency in the step's
     /// length, and by less at high concurrency where latencies are long; the steady rate is
     /// not, which keeps a 95 % threshold meaningful. Only successes count: the rate is scaled
@@ -58,8 +62,8 @@ impl KneeStep {
     pub fn steady_requests_per_sec(&self) -> f64 {
         if self.success_share <= 0.0 {
             0.0
-        } else if self.p50_ms > 0.0 {
-            self.concurrency as f64 * 1000.0 / self.p50_ms * self.success_share.min(1.0)
+        } else if self.mean_ms > 0.0 {
+            self.concurrency as f64 * 1000.0 / self.mean_ms * self.success_share.min(1.0)
         } else {
             self.requests_per_sec
         }
@@ -132,6 +136,7 @@ pub async fn find_knee(
                 concurrency,
                 requests_per_sec: 0.0,
                 p50_ms: 0.0,
+                mean_ms: 0.0,
                 success_share: 0.0,
             });
             break;
@@ -146,6 +151,7 @@ pub async fn find_knee(
                 0.0
             },
             p50_ms: results.latency.p50,
+            mean_ms: results.latency.mean,
             success_share: if finished > 0 {
                 s.ok as f64 / finished as f64
             } else {
@@ -282,6 +288,7 @@ mod tests {
                     concurrency: c,
                     requests_per_sec: c as f64 * 1000.0 / latency,
                     p50_ms: latency,
+                    mean_ms: latency,
                     success_share: 1.0,
                 }
             })
@@ -321,6 +328,7 @@ mod tests {
             concurrency,
             requests_per_sec,
             p50_ms,
+            mean_ms: p50_ms,
             success_share,
         };
         let steps = [
@@ -340,6 +348,20 @@ mod tests {
             None
         );
         assert_eq!(knee_of(&[step(1, 200.0, 0.9, 4.5)]), None);
+    }
+
+    /// Little's law takes the mean latency: 64 in flight at a median of 500 ms and a mean of
+    /// 600 ms (a lognormal's tail) complete about 107 requests a second, not 128.
+    #[test]
+    fn the_steady_rate_is_from_the_mean_latency() {
+        let step = KneeStep {
+            concurrency: 64,
+            requests_per_sec: 100.0,
+            p50_ms: 500.0,
+            mean_ms: 600.0,
+            success_share: 1.0,
+        };
+        assert!((step.steady_requests_per_sec() - 106.67).abs() < 0.01);
     }
 
     #[test]

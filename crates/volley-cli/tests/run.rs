@@ -995,7 +995,10 @@ fn metrics_are_served_in_prometheus_format_during_a_run() {
     assert!(text.contains("le=\"0.25\""), "{text}");
     assert!(text.contains("volley_requests_total"), "{text}");
     // None is rendered as a summary (quantiles cannot be added up across processes).
-    assert!(!text.contains(" summary") && !text.contains("quantile="), "{text}");
+    assert!(
+        !text.contains(" summary") && !text.contains("quantile="),
+        "{text}"
+    );
     assert!(wait(&mut child).success());
 }
 
