@@ -80,9 +80,13 @@ type Pick = fn(&BenchResults) -> Option<f64>;
 
 /// The figures compared, in order: label, direction, how to print it, how to read it.
 const FIGURES: &[(&str, Better, Shown, Pick)] = &[
-    ("throughput (req/s)", Better::Higher, Shown::Measure, |r| {
-        Some(r.summary.requests_per_sec)
-    }),
+    // Successes only: a build that fails fast would otherwise read as faster.
+    (
+        "throughput, succeeded (req/s)",
+        Better::Higher,
+        Shown::Measure,
+        |r| (r.summary.wall_ms > 0.0).then(|| r.summary.ok as f64 * 1000.0 / r.summary.wall_ms),
+    ),
     ("latency p50 (ms)", Better::Lower, Shown::Measure, |r| {
         ok(&r.latency).map(|p| p.p50)
     }),
@@ -154,13 +158,16 @@ const FIGURES: &[(&str, Better, Shown, Pick)] = &[
     ("output tokens/s", Better::Higher, Shown::Measure, |r| {
         Some(r.summary.output_tokens_per_sec)
     }),
+    // Requests cancelled unfinished (a server that held them past the grace) did not succeed
+    // either.
     (
-        "failed (% of requests)",
+        "failed or unfinished (% of requests)",
         Better::Lower,
         Shown::Measure,
         |r| {
-            (r.summary.requests > 0)
-                .then(|| r.summary.failed as f64 * 100.0 / r.summary.requests as f64)
+            let s = &r.summary;
+            let all = s.requests + s.unfinished;
+            (all > 0).then(|| (s.failed + s.unfinished) as f64 * 100.0 / all as f64)
         },
     ),
     ("dropped arrivals", Better::Lower, Shown::Count, |r| {

@@ -24,7 +24,7 @@ pub(super) fn render(r: &BenchResults) -> String {
             String::new()
         },
         if s.unfinished > 0 {
-            format!(", {} cancelled unfinished", s.unfinished)
+            format!("; besides, {} cancelled unfinished", s.unfinished)
         } else {
             String::new()
         },
