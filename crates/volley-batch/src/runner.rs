@@ -71,7 +71,6 @@ impl BatchRunner {
         shutdown: impl Future<Output = ()> + Send,
         abort: impl Future<Output = ()> + Send,
     ) -> Result<Summary, Error> {
-        let started = Instant::now();
         let BatchRunner {
             client,
             input,
@@ -100,6 +99,9 @@ impl BatchRunner {
         }
         progress.start_attempts();
         progress.set_started();
+        // The run's wall time is the sending's: the resume scan before it (a million recorded
+        // lines read to send a thousand) would make the rate and the mean in flight look low.
+        let started = Instant::now();
 
         // A short queue: each item holds a whole line (up to `max_line_bytes`), so its length
         // bounds memory; the requests in flight are the real buffer.
@@ -124,6 +126,7 @@ impl BatchRunner {
         let tally = Loop::new(client, &options, &progress, items, record_tx, released)
             .run(shutdown, abort)
             .await;
+        let wall = started.elapsed();
 
         // The loop has dropped its end of the channel: the writer writes what is left, flushes
         // and ends.
@@ -138,7 +141,6 @@ impl BatchRunner {
             _ => {}
         }
 
-        let wall = started.elapsed();
         let snapshot = progress.snapshot();
         let attempts = progress.attempts();
         Ok(Summary {

@@ -35,7 +35,8 @@ pub struct Summary {
     pub tokens_in: u64,
     /// Completion (output) tokens reported in the responses' `usage`.
     pub tokens_out: u64,
-    /// Wall-clock time of the run, resume scan included.
+    /// Wall-clock time of the sending, from the first line taken to the last outcome: the
+    /// resume scan of the output before it and the last flush after it are not in it.
     pub wall: Duration,
     /// The runner's requests in flight, averaged over the wall time (a time-weighted mean).
     pub mean_in_flight: f64,
