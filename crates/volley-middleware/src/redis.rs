@@ -337,9 +337,10 @@ pub fn redacted(url: &str) -> String {
 /// Refuses plain `redis://` to a host that is not loopback (see
 /// [`RedisOptions::allow_plain_redis`]).
 fn refuse_plain_remote(url: &str) -> Result<(), Error> {
-    let plain = url
-        .get(..8)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("redis://"));
+    // Valkey's own scheme (which the client accepts too) is as plain as `redis://`.
+    let plain = url.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("redis") || scheme.eq_ignore_ascii_case("valkey")
+    });
     if !plain {
         return Ok(());
     }
@@ -411,6 +412,7 @@ mod tests {
             ("redis://10.0.0.5:6379", None),
             ("REDIS://:pw@cache.example:6379/0", Some("pw")),
             ("redis://u:p/w@x@cache.example", Some("p/w@x")),
+            ("valkey://:pw@cache.example:6379", Some("pw")),
         ] {
             let err = refuse_plain_remote(url).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config);
@@ -429,6 +431,8 @@ mod tests {
             "redis://:pw@localhost/0",
             "redis://[::1]:6379",
             "rediss://cache.example:6380",
+            "valkeys://cache.example:6380",
+            "valkey://127.0.0.1:6379",
             "redis+unix:///tmp/redis.sock",
         ] {
             assert!(refuse_plain_remote(url).is_ok(), "{url}");
