@@ -251,10 +251,10 @@ impl Shared {
         for queued in trip.exact.into_iter().rev() {
             st.queue.push_front(queued);
         }
-        // A call that timed out may have been applied: giving back twice would loosen the
-        // limit, so only what errs on the safe side is sent again.
-        st.pending
-            .merge(trip.pending, error.kind() != ErrorKind::Timeout);
+        // A call that timed out, or whose connection dropped after it was written, may have
+        // been applied: giving back twice would loosen the limit, so what it gave back is
+        // sent again only when Redis cannot have run it (the store says so).
+        st.pending.merge(trip.pending, !error.is_request_sent());
         match self.config.failure {
             FailureMode::LocalFallback { processes } if self.local.is_some() => {
                 st.probe_at = now + PROBE_INTERVAL;

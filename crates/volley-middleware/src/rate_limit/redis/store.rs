@@ -177,7 +177,10 @@ impl Store for RedisStore {
             .await
             {
                 Ok(Ok(values)) => values,
-                Ok(Err(e)) => return Err(self.connection.error("shared rate limiter", &e)),
+                Ok(Err(e)) => {
+                    let error = self.connection.error("shared rate limiter", &e);
+                    return Err(error.with_request_sent(may_have_run(&e)));
+                }
                 Err(_) => return Err(timed_out(self.connection.server(), self.timeout)),
             };
             parse(&values, call.reserve.len()).ok_or_else(|| {
@@ -194,6 +197,31 @@ impl Store for RedisStore {
             })
         })
     }
+}
+
+/// Whether the script may have run although the call failed: unless Redis refused it
+/// before running it (a connection refused; `NOSCRIPT`, `NOPERM`, `READONLY`, `LOADING`, a
+/// cluster redirect), a connection dropped after the call was written (a load balancer's idle
+/// kill, `CLIENT KILL`, a failover) leaves the answer lost, not the call. What the call gave
+/// back must then not be given back again.
+fn may_have_run(e: &::redis::RedisError) -> bool {
+    use ::redis::{ErrorKind as Kind, ServerErrorKind as Server};
+    let refused_unrun = matches!(
+        e.kind(),
+        Kind::Server(
+            Server::NoScript
+                | Server::NoPerm
+                | Server::ReadOnly
+                | Server::BusyLoading
+                | Server::Moved
+                | Server::Ask
+                | Server::TryAgain
+                | Server::ClusterDown
+                | Server::CrossSlot
+                | Server::MasterDown
+        )
+    );
+    !(refused_unrun || e.is_connection_refusal())
 }
 
 fn timed_out(server: &str, timeout: Duration) -> Error {
@@ -400,6 +428,29 @@ mod model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call Redis refused before running it gives back again; one whose connection dropped
+    /// (after it was written, as far as anyone knows) or that failed otherwise does not.
+    #[test]
+    fn only_a_call_redis_refused_unrun_gives_back_again() {
+        use ::redis::{ErrorKind as Kind, RedisError, ServerErrorKind as Server};
+        use std::io::{Error as Io, ErrorKind as IoKind};
+        for unrun in [
+            RedisError::from(Io::new(IoKind::ConnectionRefused, "refused")),
+            RedisError::from((Kind::Server(Server::ReadOnly), "READONLY")),
+            RedisError::from((Kind::Server(Server::NoScript), "NOSCRIPT")),
+            RedisError::from((Kind::Server(Server::BusyLoading), "LOADING")),
+        ] {
+            assert!(!may_have_run(&unrun), "{unrun}");
+        }
+        for maybe in [
+            RedisError::from(Io::new(IoKind::ConnectionReset, "reset")),
+            RedisError::from(Io::new(IoKind::UnexpectedEof, "closed")),
+            RedisError::from((Kind::Server(Server::ResponseError), "ERR in the script")),
+        ] {
+            assert!(may_have_run(&maybe), "{maybe}");
+        }
+    }
 
     #[test]
     fn replies_are_checked() {
