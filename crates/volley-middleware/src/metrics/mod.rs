@@ -42,9 +42,11 @@
 //! # Request and attempt
 //!
 //! The layer can sit twice in a stack: the `volley` facade puts one of scope
-//! [`Scope::Request`] outside retry and one of scope [`Scope::Attempt`] inside it, so
-//! `volley_requests_total{scope="attempt"} - volley_requests_total{scope="request"}` is the
-//! number of retries, and the attempt outcomes show what was retried.
+//! [`Scope::Request`] outside the cache and retry, and one of scope [`Scope::Attempt`]
+//! inside them, per endpoint, so the attempt outcomes show what was retried. The two counts
+//! differ by more than the retries: the cache's hits are requests without an attempt, and a
+//! hedged copy is an attempt of its own (the copy that loses is dropped, and counted
+//! `cancelled`). Count retries with `volley_retries_total`.
 //!
 //! # Tracing
 //!
