@@ -135,21 +135,13 @@ impl Progress {
 
     /// Starts counting attempts from now.
     pub(crate) fn start_attempts(&self) {
-        self.attempts_base
-            .store(self.sent_but_hedges(), Ordering::Relaxed);
+        let now = self.client.connection_stats().requests;
+        self.attempts_base.store(now, Ordering::Relaxed);
     }
 
-    /// Requests sent since [`start_attempts`](Self::start_attempts), hedged copies left out:
-    /// they are no retries (the summary counts them apart).
     pub(crate) fn attempts(&self) -> u64 {
-        self.sent_but_hedges()
-            .saturating_sub(self.attempts_base.load(Ordering::Relaxed))
-    }
-
-    /// The client's requests sent so far less its hedged copies.
-    fn sent_but_hedges(&self) -> u64 {
-        let sent = self.client.connection_stats().requests;
-        sent.saturating_sub(self.client.hedges())
+        let now = self.client.connection_stats().requests;
+        now.saturating_sub(self.attempts_base.load(Ordering::Relaxed))
     }
 
     /// Adds `n`, saturating: token counts are a server's numbers.

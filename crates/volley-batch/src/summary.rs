@@ -25,7 +25,8 @@ pub struct Summary {
     pub attempts: u64,
     /// Attempts beyond each request's first: `attempts` minus the requests that made an
     /// attempt (those that failed with `invalid_input`, `config` or `cancelled` made none,
-    /// nor did those the cache answered).
+    /// nor did those the cache answered). Hedged copies are among them: the client's count of
+    /// requests sent does not tell a copy from a retry.
     pub retries: u64,
     /// Requests the client's cache answered (`x-volley-cache: hit`): no HTTP attempt. Their
     /// outcomes count as any other's, among [`succeeded`](Self::succeeded) as a rule (a

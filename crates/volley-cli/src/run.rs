@@ -351,7 +351,10 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         let hedges = endpoints.hedges();
         if hedges > 0 {
-            say!("  hedged copies sent: {hedges} (each may have been billed)");
+            say!(
+                "  hedged copies sent: {hedges} (each may have been billed; counted in the \
+                 attempts and retries above)"
+            );
         }
     }
     Ok(code)
