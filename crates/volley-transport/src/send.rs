@@ -421,9 +421,14 @@ where
             buf.extend_from_slice(&data);
         } else if let Some(one) = first.take() {
             // What is here and what the body says remains (its length, when the server
-            // said it), within the limit.
+            // said it), within the limit and what the budget has left: a server that
+            // announces 64 MiB and sends less reserves no more than the budget allows.
+            let left = inner
+                .max_buffered_bytes
+                .saturating_sub(inner.buffered.load(Ordering::Relaxed));
             let hint = usize::try_from(body.size_hint().lower())
                 .unwrap_or(usize::MAX)
+                .min(left)
                 .saturating_add(held.bytes)
                 .min(inner.max_body_bytes);
             let mut buf = bytes::BytesMut::with_capacity(hint);
@@ -435,6 +440,11 @@ where
         }
     }
     Ok(match (rest, first) {
+        // Grown by doubling (a decompressed body comes in 4 KiB frames and says no length):
+        // the spare room would stay with the answer as long as it is kept.
+        (Some(buf), _) if buf.capacity() - buf.len() > buf.len() / 4 => {
+            Bytes::copy_from_slice(&buf)
+        }
         (Some(buf), _) => buf.freeze(),
         // One chunk (the usual case for a small body) is handed on without a copy.
         (None, Some(one)) => one,
@@ -491,18 +501,25 @@ where
 {
     let mut buf = bytes::BytesMut::new();
     let mut cut = false;
-    while !cut {
+    while buf.len() < max {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     let room = max - buf.len();
-                    cut = data.len() > room;
+                    cut |= data.len() > room;
                     buf.extend_from_slice(&data[..data.len().min(room)]);
                 }
             }
-            Some(Err(_)) | None => break,
+            // Broken off: whatever came last may be the first bytes of a key.
+            Some(Err(_)) => {
+                cut = true;
+                break;
+            }
+            None => break,
         }
     }
+    // Full, with more to come that is not read (a body exactly `max` long is whole).
+    cut |= buf.len() == max && !body.is_end_stream();
     (buf.freeze(), cut)
 }
 

@@ -175,3 +175,34 @@ async fn a_key_split_by_the_error_body_limit_leaves_no_part_of_itself() {
         assert!(!text.contains(part), "{part:?} of the key in {text}");
     }
 }
+
+/// An error body that breaks off (the connection closed before its promised length) may end
+/// in the first bytes of a key as a cut one does: they go too.
+#[tokio::test]
+async fn a_key_split_by_an_error_body_that_breaks_off_leaves_no_part_of_itself() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let (mut socket, _) = listener.accept().await.unwrap();
+        volley_testkit::raw::read_request_head(&mut socket).await;
+        let head = "HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\n\
+                    content-length: 1000\r\n\r\n";
+        let body = format!("{}{}", "x".repeat(50), &KEY[..12]);
+        let _ = socket.write_all(format!("{head}{body}").as_bytes()).await;
+        // Closed 938 bytes short.
+    });
+    let transport = Transport::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .api_key(KEY)
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(401), "{err}");
+    let body = String::from_utf8_lossy(err.body().expect("what arrived")).into_owned();
+    assert!(body.starts_with("xxxx"), "{body}");
+    for part in KEY.as_bytes().windows(4) {
+        let part = std::str::from_utf8(part).unwrap();
+        assert!(!body.contains(part), "{part:?} of the key in {body}");
+    }
+}
