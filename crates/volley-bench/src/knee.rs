@@ -34,6 +34,7 @@ pub const KNEE_SHARE: f64 = 0.95;
 
 /// One step of the ladder: a closed loop at `concurrency`.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct KneeStep {
     /// Requests in flight.
     pub concurrency: usize,

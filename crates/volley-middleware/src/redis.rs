@@ -349,9 +349,9 @@ fn refuse_plain_remote(url: &str) -> Result<(), Error> {
         host => Err(Error::new(
             ErrorKind::Config,
             format!(
-                "refusing plain redis:// to {}, which is not a loopback address: the password \
-                 and the cached answers would cross the network unencrypted. Use rediss://, \
-                 or allow plain Redis explicitly",
+                "refusing plain redis:// (or valkey://) to {}, which is not a loopback \
+                 address: the password and the cached answers would cross the network \
+                 unencrypted. Use rediss://, or allow plain Redis explicitly",
                 host.unwrap_or("an unnamed host")
             ),
         )),

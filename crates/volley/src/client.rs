@@ -1576,7 +1576,8 @@ impl Future for Deadline {
                 ..
             } = this.sending.as_mut().project()
         {
-            let at = std::time::Instant::now() + limit;
+            // Tokio's clock, as the timer's: the same under a paused clock in tests.
+            let at = tokio::time::Instant::now().into_std() + limit;
             let earliest = request.deadline().map_or(at, |own| own.min(at));
             request.set_deadline(Some(earliest));
         }

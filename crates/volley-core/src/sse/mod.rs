@@ -8,7 +8,8 @@
 //! exactly: LF, CRLF and lone CR line ends (a CRLF split between two chunks is one line end), one
 //! leading byte order mark skipped, `:` comments, `event`, `data` (several lines joined with
 //! `\n`), `id` (ignored when it contains U+0000, remembered across events) and `retry` (digits
-//! only) fields, unknown fields ignored, an event dispatched at a blank line only when it has
+//! only) fields (one departure: an `id` longer than [`MAX_ID_BYTES`] is ignored too, as a
+//! hostile server's 16 MiB ID would be kept for the whole stream), unknown fields ignored, an event dispatched at a blank line only when it has
 //! data, and an unfinished event at the end of the stream discarded. Invalid UTF-8 is decoded
 //! with U+FFFD replacement characters. Input may be split at any byte, even inside a UTF-8
 //! character, and decodes the same.

@@ -215,7 +215,7 @@ where
                     .request
                     .as_ref()
                     .and_then(Request::deadline)
-                    .map(|at| at.saturating_duration_since(std::time::Instant::now())),
+                    .map(|at| at.saturating_duration_since(Instant::now().into_std())),
             };
             let answer = this.answer.take();
             match this.policy.next(failed, tally, *this.id) {

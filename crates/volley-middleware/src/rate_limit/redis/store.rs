@@ -221,7 +221,12 @@ fn may_have_run(e: &::redis::RedisError) -> bool {
                 | Server::MasterDown
         )
     );
-    !(refused_unrun || e.is_connection_refusal())
+    // Refusals Redis answers by code rather than by a kind of their own: a full memory, a
+    // script already running, credentials refused.
+    let refused_by_code = matches!(e.kind(), Kind::AuthenticationFailed)
+        || e.code()
+            .is_some_and(|code| matches!(code, "OOM" | "BUSY" | "WRONGPASS" | "NOAUTH"));
+    !(refused_unrun || refused_by_code || e.is_connection_refusal())
 }
 
 fn timed_out(server: &str, timeout: Duration) -> Error {
