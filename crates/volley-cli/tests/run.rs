@@ -1274,6 +1274,31 @@ fn sigterm_stops_with_143_and_the_same_command_resumes() {
     drop(rt);
 }
 
+/// `volley ARGS` run by `sh` in `dir`, under a file-size limit of `blocks` (of at most 1 KiB)
+/// when given, without the settings' variables of the environment. SIGXFSZ keeps its default
+/// action (killing the process) there: volley catches it, so a write past the limit fails
+/// with EFBIG, as on a full disk.
+fn volley_in_sh(dir: &Path, args: &str, blocks: Option<u32>) -> Command {
+    let limit = blocks.map_or_else(String::new, |n| format!("ulimit -f {n}; "));
+    // `$0` is the binary.
+    let script = format!("{limit}exec \"$0\" {args}");
+    let mut sh = Command::new("sh");
+    sh.current_dir(dir)
+        .stdin(Stdio::null())
+        .env("RUST_LOG", "off")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_volley")]);
+    for name in [
+        "VOLLEY_CONCURRENCY",
+        "VOLLEY_MAX_RETRIES",
+        "VOLLEY_CACHE",
+        "VOLLEY_TIMEOUT",
+        "VOLLEY_FSYNC",
+    ] {
+        sh.env_remove(name);
+    }
+    sh
+}
+
 /// A write error in the middle of the run (here the file size limit, as a full disk would)
 /// stops the run at once, exit 1, naming the file; the file ends on a whole record, and the
 /// same command completes the run once there is room.
@@ -1284,28 +1309,7 @@ fn io_errors_during_the_run_exit_1_and_resume_completes() {
     let input = dir.path().join("in.jsonl");
     write_chat_input(&input, LINES);
     let run = format!("run {} -o out.jsonl --mock --quiet", path_str(&input));
-    // `$0` is the binary. SIGXFSZ keeps its default action (killing the process): volley
-    // catches it, so a write past the limit fails with EFBIG.
-    let limited = format!("ulimit -f 64; exec \"$0\" {run}");
-    let unlimited = format!("exec \"$0\" {run}");
-    let sh = |script: &str| {
-        let mut sh = Command::new("sh");
-        sh.current_dir(dir.path())
-            .stdin(Stdio::null())
-            .env("RUST_LOG", "off")
-            .args(["-c", script, env!("CARGO_BIN_EXE_volley")]);
-        for name in [
-            "VOLLEY_CONCURRENCY",
-            "VOLLEY_MAX_RETRIES",
-            "VOLLEY_CACHE",
-            "VOLLEY_TIMEOUT",
-            "VOLLEY_FSYNC",
-        ] {
-            sh.env_remove(name);
-        }
-        sh
-    };
-    let (status, _, stderr) = output(&mut sh(&limited));
+    let (status, _, stderr) = output(&mut volley_in_sh(dir.path(), &run, Some(64)));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("writing outcomes to"), "{stderr}");
     assert!(stderr.contains("out.jsonl"), "names the file: {stderr}");
@@ -1320,7 +1324,7 @@ fn io_errors_during_the_run_exit_1_and_resume_completes() {
     let partial = records(&out).len();
     assert!(partial > 0 && partial < LINES, "{partial}");
 
-    let (status, _, stderr) = output(&mut sh(&unlimited));
+    let (status, _, stderr) = output(&mut volley_in_sh(dir.path(), &run, None));
     assert_eq!(status.code(), Some(0), "{stderr}");
     let ids = custom_ids(&records(&out));
     assert_eq!(ids.len(), LINES);
@@ -1350,21 +1354,7 @@ fn an_errors_file_that_fails_does_not_cost_the_outputs_records() {
         "run {} -o out.jsonl --mock --mock-faults 500=0.5 --max-retries 0 --quiet",
         path_str(&input)
     );
-    let script = format!("ulimit -f 64; exec \"$0\" {run}");
-    let mut sh = Command::new("sh");
-    sh.current_dir(dir.path())
-        .stdin(Stdio::null())
-        .env("RUST_LOG", "off")
-        .args(["-c", &script, env!("CARGO_BIN_EXE_volley")]);
-    for name in [
-        "VOLLEY_CONCURRENCY",
-        "VOLLEY_MAX_RETRIES",
-        "VOLLEY_CACHE",
-        "VOLLEY_FSYNC",
-    ] {
-        sh.env_remove(name);
-    }
-    let (status, _, stderr) = output(&mut sh);
+    let (status, _, stderr) = output(&mut volley_in_sh(dir.path(), &run, Some(64)));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("out.errors.jsonl"),
@@ -1396,13 +1386,7 @@ fn an_io_error_while_resuming_exits_1() {
     text.pop();
     std::fs::write(dir.path().join("out.jsonl"), text).unwrap();
     let run = format!("run {} -o out.jsonl --mock --quiet", path_str(&input));
-    let script = format!("ulimit -f 64; exec \"$0\" {run}");
-    let mut sh = Command::new("sh");
-    sh.current_dir(dir.path())
-        .stdin(Stdio::null())
-        .env("RUST_LOG", "off")
-        .args(["-c", &script, env!("CARGO_BIN_EXE_volley")]);
-    let (status, _, stderr) = output(&mut sh);
+    let (status, _, stderr) = output(&mut volley_in_sh(dir.path(), &run, Some(64)));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("out.jsonl"), "names the file: {stderr}");
 }
