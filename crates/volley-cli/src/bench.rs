@@ -390,7 +390,7 @@ async fn run(
                 .ok()
                 .and_then(|endpoint| match endpoint.credential {
                     config::Credential::Key(key) => Some(ApiKey::new(key)),
-                    config::Credential::AzureAdToken(_) | config::Credential::None => None,
+                    config::Credential::AzureAdToken(_) | config::Credential::None { .. } => None,
                 }),
         ),
         None => (

@@ -164,6 +164,9 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         Some(server) => (server.url(), None),
         None => {
             let endpoint = config::endpoint(&layers, &connection)?;
+            if let Some(note) = endpoint.keyless_note() {
+                say!("volley: {note}");
+            }
             (endpoint.base_url, Some(endpoint.credential))
         }
     };

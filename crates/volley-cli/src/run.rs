@@ -257,6 +257,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(server) => (server.url(), None),
         None => {
             let endpoint = config::endpoint(&settings.layers, &settings.connection)?;
+            if let Some(note) = endpoint.keyless_note()
+                && !args.quiet
+            {
+                say!("volley run: {note}");
+            }
             (endpoint.base_url, Some(endpoint.credential))
         }
     };

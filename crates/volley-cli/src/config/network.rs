@@ -14,8 +14,8 @@ pub(crate) enum Credential {
     /// A Microsoft Entra ID token for Azure OpenAI.
     AzureAdToken(String),
     /// None: no key is set and the server is on this machine (vLLM, llama.cpp, Ollama and
-    /// LM Studio take requests without one).
-    None,
+    /// LM Studio take requests without one). `read`: the variables that were read for one.
+    None { read: String },
 }
 
 /// Where a command that calls a real API (not the mock) sends its requests, and with what.
@@ -48,18 +48,12 @@ pub(crate) fn endpoint(layers: &Layers, connection: &Connection) -> Result<Endpo
             && connection.base_url.0.iter().all(|url| on_this_machine(url));
         let credential = match key {
             Ok(key) => Credential::Key(key),
-            Err(_) if keyless => {
-                // Said once, so that a server that wants a key after all (a 401) is understood.
-                let variables = match connection.provider.0 {
+            Err(_) if keyless => Credential::None {
+                read: match connection.provider.0 {
                     Provider::Anthropic => volley::anthropic::KEY_VARIABLES.join(" or "),
                     _ => connection.api_key_env.clone(),
-                };
-                eprintln!(
-                    "volley: no API key is set ({variables}); calling the server on this \
-                     machine without one"
-                );
-                Credential::None
-            }
+                },
+            },
             Err(e) => return Err(e),
         };
         return Ok(Endpoint {
@@ -113,6 +107,19 @@ pub(crate) fn endpoint(layers: &Layers, connection: &Connection) -> Result<Endpo
     })
 }
 
+impl Endpoint {
+    /// What a command says once when it calls without a key ([`Credential::None`]), so that
+    /// a local server that wants one after all (a 401) is understood.
+    pub(crate) fn keyless_note(&self) -> Option<String> {
+        match &self.credential {
+            Credential::None { read } => Some(format!(
+                "no API key is set ({read}); calling the server on this machine without one"
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// Whether `base_url`'s host is loopback (`localhost`, `127.0.0.0/8`, `::1`).
 fn on_this_machine(base_url: &str) -> bool {
     volley::core::host::url_host(base_url).is_some_and(volley::core::host::is_loopback)
@@ -139,7 +146,7 @@ pub(crate) fn with_credential(builder: ClientBuilder, credential: Credential) ->
     match credential {
         Credential::Key(key) => builder.api_key(key),
         Credential::AzureAdToken(token) => builder.azure_ad_token(token),
-        Credential::None => builder,
+        Credential::None { .. } => builder,
     }
 }
 
