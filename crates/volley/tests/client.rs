@@ -11,6 +11,21 @@ fn request(text: &str) -> ChatCompletionRequest {
     ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user(text)])
 }
 
+/// A client without retries of a gateway that answers every request with a 200 whose body
+/// is an error object (`upstream failed`, code 502).
+async fn gateway_answering_502_with_a_200() -> Client {
+    let port = volley_testkit::raw::serve(|_| {
+        let body = r#"{"error":{"message":"upstream failed","code":502}}"#;
+        volley_testkit::raw::json_response("200 OK", &[], body)
+    })
+    .await;
+    Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .retries(0)
+        .build()
+        .unwrap()
+}
+
 async fn setup(config: MockConfig) -> (MockServer, Client) {
     let server = MockServer::start(config).await.unwrap();
     let client = Client::builder().base_url(server.url()).build().unwrap();
@@ -375,16 +390,7 @@ async fn errors_in_and_instead_of_a_stream_keep_their_kind() {
         assert_eq!(error.kind(), kind, "{error}");
     }
 
-    let port = volley_testkit::raw::serve(|_| {
-        let body = r#"{"error":{"message":"upstream failed","code":502}}"#;
-        volley_testkit::raw::json_response("200 OK", &[], body)
-    })
-    .await;
-    let client = Client::builder()
-        .base_url(format!("http://127.0.0.1:{port}/v1"))
-        .retries(0)
-        .build()
-        .unwrap();
+    let client = gateway_answering_502_with_a_200().await;
     let err = client.chat_stream(request("hello")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Status, "{err}");
     assert_eq!(err.status().map(|s| s.as_u16()), Some(502), "{err}");
@@ -745,19 +751,7 @@ async fn streams_and_raw_sends_keep_the_response_head() {
     let answer: volley::openai::ChatCompletionResponse = client.decode(response).await.unwrap();
     assert!(answer.text().is_some_and(|t| !t.is_empty()));
 
-    let port = volley_testkit::raw::serve(|_| {
-        volley_testkit::raw::json_response(
-            "200 OK",
-            &[],
-            r#"{"error":{"message":"upstream failed","code":502}}"#,
-        )
-    })
-    .await;
-    let gateway = Client::builder()
-        .base_url(format!("http://127.0.0.1:{port}/v1"))
-        .retries(0)
-        .build()
-        .unwrap();
+    let gateway = gateway_answering_502_with_a_200().await;
     let raw = volley::core::Request::post_json("/chat/completions", &request("raw")).unwrap();
     let response = gateway.send(raw).await.unwrap();
     let err = gateway
