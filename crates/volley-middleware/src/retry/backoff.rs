@@ -38,15 +38,28 @@ impl Backoff {
 
     /// A random wait before retry number `retry`, from this thread's generator.
     pub(crate) fn delay(&self, retry: u32) -> Duration {
-        thread_local! {
-            // Seeded from the process's random hashing keys: `rand` is built without its OS
-            // generator feature, and jitter needs spread, not cryptographic quality.
-            static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::seed_from_u64(
-                RandomState::new().hash_one(std::thread::current().id()),
-            ));
-        }
         RNG.with_borrow_mut(|rng| self.delay_with(retry, rng))
     }
+
+    /// How much a server's `wait` is stretched at most, at random, so that clients told the
+    /// same time do not all come back at that instant: a fifth of it, at most the cap.
+    pub(crate) fn spread(&self, wait: Duration) -> Duration {
+        (wait / 5).min(self.cap)
+    }
+}
+
+thread_local! {
+    // Seeded from the process's random hashing keys: `rand` is built without its OS
+    // generator feature, and jitter needs spread, not cryptographic quality.
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::seed_from_u64(
+        RandomState::new().hash_one(std::thread::current().id()),
+    ));
+}
+
+/// A uniformly random duration in `[0, max]`, from this thread's generator.
+pub(crate) fn up_to(max: Duration) -> Duration {
+    let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    RNG.with_borrow_mut(|rng| Duration::from_nanos(rng.random_range(0..=max)))
 }
 
 /// How long the server asked us to wait, and how firmly.

@@ -25,7 +25,12 @@
 //! `retry-after-ms` or `Retry-After` (seconds or an HTTP date), or for a 429 without them the
 //! `x-ratelimit-reset-*` of the exhausted limit, capped at the
 //! [`backoff_cap`](PolicyBuilder::backoff_cap) (OpenAI's reset is the time until the whole
-//! minute's quota is back, not until the next request fits). A `Retry-After` longer than
+//! minute's quota is back, not until the next request fits). A server's wait is stretched at
+//! random by up to a fifth of it, at most the backoff cap (a `Retry-After: 5` waits 5 to 6 s):
+//! a provider that turned away a burst told every request of it the same instant, and a
+//! client that came back exactly then would send the burst again. The stretch never takes a
+//! retry that would start before the request's [deadline](volley_core::Request::deadline)
+//! past it. A `Retry-After` longer than
 //! [`max_retry_after`](PolicyBuilder::max_retry_after) (60 s) ends the retries, and the error,
 //! whose [`retry_after`](volley_core::Error::retry_after) says how long the server asked for,
 //! goes to the caller. Sleeping uses `tokio::time`, so paused time in tests drives it.

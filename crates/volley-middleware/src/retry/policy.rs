@@ -27,7 +27,9 @@ type Scrub = dyn Fn(Bytes) -> Bytes + Send + Sync;
 ///
 /// The defaults ([`Policy::default`]): the [`classify_default`] classifier, 3 retries,
 /// backoff from 500 ms doubling to 8 s with full jitter, a `Retry-After` honoured up to 60 s
-/// (a rate-limit reset up to the 8 s cap), and a budget of 20 % retries plus 10 per second
+/// (a rate-limit reset up to the 8 s cap), each server's wait stretched at random by up to a
+/// fifth of it (at most the backoff cap) so that clients told the same time do not all come
+/// back at that instant, and a budget of 20 % retries plus 10 per second
 /// over 10 s. Rate signals (429, 529) are retried without counting toward the retries or
 /// drawing on the budget, for at most [`DEFAULT_GIVE_UP_AFTER`] (10 minutes) per request.
 /// [`Policy::builder`] changes any of them.
@@ -143,6 +145,9 @@ impl Policy {
         }
         let decision = (config.classifier)(&error, attempt);
         let rate = is_rate_signal(&error);
+        // The part of the wait still to be drawn: a server's wait is stretched by up to this
+        // much at random (`Backoff::spread`).
+        let mut spread = Duration::ZERO;
         let wait = match decision {
             Decision::Fail => {
                 if attempt > 1 {
@@ -174,19 +179,36 @@ impl Policy {
                     {
                         return Err(give_up(error, attempt, id, "give_up_after"));
                     }
-                    Some(ServerWait::Explicit(wait)) => wait.max(backoff),
-                    // OpenAI's reset is the time until the whole minute's quota is back,
-                    // not until the next request fits (`1m0s` when it is empty): only an
-                    // upper bound, so it never stretches a wait beyond the backoff's cap.
-                    Some(ServerWait::Reset(wait)) => wait.min(config.backoff.cap).max(backoff),
+                    Some(server) => {
+                        let wait = match server {
+                            ServerWait::Explicit(wait) => wait,
+                            // OpenAI's reset is the time until the whole minute's quota is
+                            // back, not until the next request fits (`1m0s` when it is
+                            // empty): only an upper bound, so it never stretches a wait
+                            // beyond the backoff's cap.
+                            ServerWait::Reset(wait) => wait.min(config.backoff.cap),
+                        };
+                        if backoff >= wait {
+                            backoff
+                        } else {
+                            // Every client the server answered alike was told this instant.
+                            spread = config.backoff.spread(wait);
+                            wait
+                        }
+                    }
                     None => backoff,
                 }
             }
         };
-        if tally.remaining.is_some_and(|left| wait >= left) {
-            // The next attempt could not start before the call's deadline.
-            return Err(give_up(error, attempt, id, "deadline"));
+        if let Some(left) = tally.remaining {
+            if wait >= left {
+                // The next attempt could not start before the call's deadline.
+                return Err(give_up(error, attempt, id, "deadline"));
+            }
+            // The stretch never takes a retry that fits past the deadline.
+            spread = spread.min(left - wait - Duration::from_nanos(1));
         }
+        let wait = wait + super::backoff::up_to(spread);
         // A rate signal is paced by the server's own wait, not multiplied by us: it draws
         // nothing from the budget, which would otherwise turn a provider's 429s into failed
         // requests.
@@ -296,7 +318,8 @@ impl PolicyBuilder {
     /// The largest backoff ceiling. It also caps a wait derived from a 429's
     /// `x-ratelimit-reset-*` headers (used when the 429 has no `Retry-After`): OpenAI's reset
     /// is the time until the whole minute's quota is back (`1m0s` when it is empty), not until
-    /// the next request fits, so it is only an upper bound. Default 8 s.
+    /// the next request fits, so it is only an upper bound. And it caps the random stretch of
+    /// a server's wait (up to a fifth of the wait). Default 8 s.
     pub fn backoff_cap(mut self, cap: Duration) -> PolicyBuilder {
         self.backoff.cap = cap;
         self

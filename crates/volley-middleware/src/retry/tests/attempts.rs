@@ -347,7 +347,8 @@ async fn rate_signals_give_up_after_their_time() {
     let took = started.elapsed();
     assert!(took <= Duration::from_secs(30), "{took:?}");
     assert!(took >= Duration::from_secs(29), "{took:?}");
-    assert_eq!(mock.calls(), 31);
+    // A second apart, each stretched by up to a millisecond.
+    assert!((30..=31).contains(&mock.calls()), "{}", mock.calls());
 }
 
 /// The first retry waits at most the backoff base (full jitter over `[0, base]`); the second
@@ -467,7 +468,7 @@ async fn a_200_that_is_an_error_object_is_classified_by_its_error() {
     run(&mock, quick().max_retries(1).build().unwrap())
         .await
         .unwrap();
-    assert_eq!(mock.gaps(), [ms(5_000)]);
+    assert_waited(&mock.gaps(), &[5_000], 1);
     let mock = Mock::new(move |_| with_headers(&[("x-should-retry", "false")]));
     let response = run(&mock, quick().max_retries(3).build().unwrap())
         .await

@@ -143,6 +143,20 @@ fn quota_used_up() -> Error {
     )
 }
 
+/// Asserts that each gap waited what the server asked for, `waits` in milliseconds, and at
+/// most `spread` more: a server's wait is stretched at random by up to a fifth of it, at most
+/// the backoff cap (1 ms in [`quick`]), and a timer may round up by one millisecond.
+#[track_caller]
+fn assert_waited(gaps: &[Duration], waits: &[u64], spread: u64) {
+    assert_eq!(gaps.len(), waits.len(), "{gaps:?}");
+    for (gap, wait) in gaps.iter().zip(waits) {
+        assert!(
+            *gap >= ms(*wait) && *gap <= ms(wait + spread + 1),
+            "{gap:?} outside {wait} ms + {spread} ms"
+        );
+    }
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }

@@ -29,8 +29,8 @@ async fn retry_after_wins_when_longer_than_the_backoff() {
     let mock = failing(2, || status_with(429, &[], Some(ms(3000))));
     let start = Instant::now();
     run(&mock, quick().build().unwrap()).await.unwrap();
-    assert_eq!(mock.gaps(), [ms(3000), ms(3000)]);
-    assert_eq!(start.elapsed(), ms(6000));
+    assert_waited(&mock.gaps(), &[3000, 3000], 1);
+    assert_eq!(start.elapsed(), mock.gaps().iter().sum::<Duration>());
 
     // A backoff longer than the server's wait wins instead.
     let mock = failing(1, || status_with(503, &[], Some(ms(1))));
@@ -57,7 +57,7 @@ async fn retry_after_above_the_cap_gives_up() {
     let mock = failing(1, || status_with(429, &[], Some(ms(90_000))));
     let policy = quick().max_retry_after(ms(120_000)).build().unwrap();
     run(&mock, policy).await.unwrap();
-    assert_eq!(mock.gaps(), [ms(90_000)]);
+    assert_waited(&mock.gaps(), &[90_000], 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -72,25 +72,55 @@ async fn rate_limit_resets_are_honoured_up_to_the_backoff_cap() {
     ];
     let mock = failing(1, move || status_with(429, &headers, None));
     run(&mock, policy()).await.unwrap();
-    assert_eq!(mock.gaps(), [ms(7000)], "the exhausted limit's reset");
+    // The exhausted limit's reset, stretched by up to a fifth.
+    assert_waited(&mock.gaps(), &[7000], 1400);
 
     // OpenAI's reset is the time until the whole minute's quota is back, not until the next
     // request fits: beyond the backoff cap, wait the cap and retry.
     let headers = [("x-ratelimit-reset-tokens", "6m0s")];
     let mock = failing(1, move || status_with(429, &headers, None));
     run(&mock, policy()).await.unwrap();
-    assert_eq!(mock.gaps(), [ms(8000)]);
+    assert_waited(&mock.gaps(), &[8000], 1600);
     let headers = [
         ("x-ratelimit-remaining-requests", "0"),
         ("x-ratelimit-reset-requests", "59s"),
     ];
     let mock = failing(1, move || status_with(429, &headers, None));
     run(&mock, policy()).await.unwrap();
-    assert_eq!(mock.gaps(), [ms(8000)]);
+    assert_waited(&mock.gaps(), &[8000], 1600);
 
     // An explicit `Retry-After` keeps its own rule: honoured up to `max_retry_after`.
     let headers = [("x-ratelimit-reset-tokens", "6m0s")];
     let mock = failing(1, move || status_with(429, &headers, Some(ms(20_000))));
     run(&mock, policy()).await.unwrap();
-    assert_eq!(mock.gaps(), [ms(20_000)]);
+    assert_waited(&mock.gaps(), &[20_000], 4000);
+}
+
+/// Clients told to come back at the same time do not: a server's wait is stretched at random
+/// by up to a fifth (at most the backoff cap), never cut.
+#[tokio::test(start_paused = true)]
+async fn clients_told_the_same_wait_come_back_spread_out() {
+    let policy = Policy::builder().budget_enabled(false).build().unwrap();
+    let mut gaps = Vec::new();
+    for _ in 0..40 {
+        let mock = failing(1, || status_with(429, &[], Some(ms(5000))));
+        run(&mock, policy.clone()).await.unwrap();
+        gaps.extend(mock.gaps());
+    }
+    assert_waited(&gaps, &[5000; 40], 1000);
+    let (low, high) = (gaps.iter().min().unwrap(), gaps.iter().max().unwrap());
+    // 40 draws from a second all within a fifth of it: about 40 · 0.2^39, never.
+    assert!(*high - *low > ms(200), "all within {:?}", *high - *low);
+
+    // A retry that fits before the call's deadline is not stretched past it.
+    for _ in 0..20 {
+        let mock = failing(1, || status_with(429, &[], Some(ms(5000))));
+        let mut request = request();
+        request.set_deadline(Some((Instant::now() + ms(5100)).into_std()));
+        Retry::new(mock.clone(), policy.clone())
+            .oneshot(request)
+            .await
+            .unwrap();
+        assert_waited(&mock.gaps(), &[5000], 100);
+    }
 }
