@@ -27,6 +27,7 @@
 
 pub mod balance;
 pub mod cache;
+mod jitter;
 pub mod limit;
 pub mod metrics;
 pub mod rate_limit;

@@ -124,7 +124,10 @@ impl Future for LocalAcquire {
             // A pause since the reservation pushes it back by as much as everything else.
             let shift = waiter.shared.shift.load(Ordering::Relaxed);
             if shift != waiter.shift_seen {
-                waiter.deadline = waiter.deadline.saturating_add(shift - waiter.shift_seen);
+                waiter.deadline = waiter
+                    .deadline
+                    .saturating_add(shift - waiter.shift_seen)
+                    .saturating_add(waiter.shared.pause_stretch());
                 waiter.shift_seen = shift;
                 waiter.sleep = None;
                 waiter.fired = false;

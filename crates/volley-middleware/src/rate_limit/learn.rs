@@ -257,7 +257,70 @@ mod tests {
         limiter.observe(&pause);
         let mut next = limiter.acquire(id(), ONE);
         assert!(!done_after(&mut next, Duration::from_millis(999)).await);
-        assert!(done_after(&mut next, Duration::from_millis(1)).await);
+        // Held by the pause, it goes up to a fifth of it after its end.
+        assert!(done_after(&mut next, Duration::from_millis(201)).await);
+    }
+
+    /// The end of a pause does not let every send it held go at one instant when nothing
+    /// paces them (no limit given, none learned): each goes a random part of a fifth of the
+    /// pause after its end, those waiting when it came and those that came after alike. With
+    /// a limit in force the bucket spaces them, and nothing is added.
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_a_pause_is_spread_when_nothing_paces_the_sends() {
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        limiter.acquire(id(), ONE).await.unwrap();
+        limiter.observe(&Observation::default());
+        let pause = Observation {
+            rate_limited: true,
+            retry_after: Some(Duration::from_secs(10)),
+            ..Observation::default()
+        };
+        let started = tokio::time::Instant::now();
+        // Held by a first pause, then pushed back by the 10 s one.
+        limiter.observe(&Observation {
+            retry_after: Some(Duration::from_millis(10)),
+            ..pause
+        });
+        let mut waiting: Vec<_> = (0..20).map(|_| (0, limiter.acquire(id(), ONE))).collect();
+        limiter.observe(&pause);
+        waiting.extend((0..20).map(|_| (1, limiter.acquire(id(), ONE))));
+        // When each went: those pushed back by the pause, those that came after it.
+        let mut went = [Vec::new(), Vec::new()];
+        let mut step = Duration::from_millis(9_990);
+        while !waiting.is_empty() {
+            tokio::time::advance(step).await;
+            step = Duration::from_millis(10);
+            let mut left = Vec::new();
+            for (group, mut acquire) in waiting {
+                if futures_util::poll!(std::pin::Pin::new(&mut acquire)).is_ready() {
+                    went[group].push(started.elapsed());
+                } else {
+                    left.push((group, acquire));
+                }
+            }
+            waiting = left;
+            assert!(started.elapsed() < Duration::from_secs(13), "{went:?}");
+        }
+        for went in went {
+            let (first, last) = (went.iter().min().unwrap(), went.iter().max().unwrap());
+            assert!(*first >= Duration::from_secs(10), "{first:?}");
+            assert!(*last <= Duration::from_millis(12_030), "{last:?}");
+            // 20 draws from 2 s all within half a second of each other: never.
+            assert!(*last - *first > Duration::from_millis(500), "{went:?}");
+        }
+
+        // A request limit spaces them instead, and adds nothing: 60 a minute, the first send
+        // after the pause a second after its end (the emptied bucket's refill, with the
+        // limiter's headroom and margin), every time.
+        for _ in 0..10 {
+            let limits = Limits::per_minute().requests(60).burst_requests(1);
+            let limiter = LocalLimiter::new(limits).unwrap();
+            limiter.acquire(id(), ONE).await.unwrap();
+            limiter.observe(&pause);
+            let mut next = limiter.acquire(id(), ONE);
+            assert!(!done_after(&mut next, Duration::from_millis(9_999)).await);
+            assert!(done_after(&mut next, Duration::from_millis(1_100)).await);
+        }
     }
 
     #[tokio::test(start_paused = true)]

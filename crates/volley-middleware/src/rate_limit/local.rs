@@ -86,9 +86,38 @@ struct State {
     output: Option<Gcra>,
     /// No send before this time (a 429's `Retry-After`).
     paused_until: u64,
+    /// How much later than `paused_until` a send held by the last pause may go, at random,
+    /// when nothing paces the sends ([`State::unpaced`]): a fifth of the pause, at most
+    /// [`MAX_PAUSE_SPREAD`]. Nanoseconds.
+    pause_spread: u64,
     /// The request rate found from 429s while no request limit is stated, in force as
     /// `requests`; `None` otherwise.
     loss: Option<loss::LossRate>,
+}
+
+/// The most a pause's end is spread over when nothing paces the sends: 8 s, the retry
+/// policy's default backoff cap, which caps its stretch of a server's wait the same way.
+const MAX_PAUSE_SPREAD: Duration = Duration::from_secs(8);
+
+impl State {
+    /// Whether no bucket paces the sends (limits learned, none yet; or none at all): the end of
+    /// a pause would then let every send it held go at one instant.
+    fn unpaced(&self) -> bool {
+        self.requests.is_none()
+            && self.tokens.is_none()
+            && self.input.is_none()
+            && self.output.is_none()
+    }
+
+    /// How much later than the pause's end a send it held goes: a random part of the
+    /// pause's spread when nothing paces the sends, else nothing (the buckets space them).
+    fn pause_stretch(&self) -> u64 {
+        if self.unpaced() {
+            crate::jitter::nanos_up_to(self.pause_spread)
+        } else {
+            0
+        }
+    }
 }
 
 impl LocalLimiter {
@@ -111,6 +140,7 @@ impl LocalLimiter {
             input: gcra(resolved.input),
             output: gcra(resolved.output),
             paused_until: 0,
+            pause_spread: 0,
             loss: None,
         };
         let learns = limits.learned_dimensions();
@@ -267,6 +297,11 @@ impl Shared {
         let now = shared.now();
         let mut state = shared.lock();
         let mut at = now.max(state.paused_until);
+        if at > now {
+            // Held by a pause: with nothing to space the sends, each goes a random part of
+            // the pause's spread after its end, so that they do not all go at once.
+            at = at.saturating_add(state.pause_stretch());
+        }
         if let Some(g) = &state.requests {
             at = at.max(g.earliest(now, u64::from(cost.requests)));
         }
@@ -501,12 +536,14 @@ fn observe(shared: &Shared, observation: &Observation) {
         if let Some(wait) = observation.retry_after {
             // Capped: one response asking for a day must not freeze every later request.
             let wait = wait.min(shared.limits.max_pause);
+            let spread = (wait / 5).min(MAX_PAUSE_SPREAD);
             let wait = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
             let until = now.saturating_add(wait);
             let from = now.max(state.paused_until);
             if until > from {
                 let by = until - from;
                 state.paused_until = until;
+                state.pause_spread = u64::try_from(spread.as_nanos()).unwrap_or(u64::MAX);
                 let all = [
                     &mut state.requests,
                     &mut state.tokens,
@@ -607,6 +644,12 @@ impl fmt::Debug for LocalLimiter {
 }
 
 impl Shared {
+    /// How much later than the end of a pause a send it pushed back goes (see
+    /// [`State::pause_stretch`]).
+    pub(super) fn pause_stretch(&self) -> u64 {
+        self.lock().pause_stretch()
+    }
+
     pub(super) fn now(&self) -> u64 {
         let elapsed = Instant::now().saturating_duration_since(self.epoch);
         u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)

@@ -90,7 +90,10 @@
 //!
 //! A 429 with `retry-after-ms` / `Retry-After` pauses every send until then, at most
 //! [`Limits::max_pause`] (60 s by default), and pushes back every request already waiting by
-//! as much, so the queue does not rush the provider the moment the pause ends; a 429 that
+//! as much, so the queue does not rush the provider the moment the pause ends (when no bucket
+//! spaces the sends, because no limit is given and none was learned, each send the pause held
+//! goes a random part of a fifth of the pause, at most 8 s, after its end, rather than all at
+//! that instant); a 429 that
 //! names no empty quota empties both buckets. An overload (a 529, Anthropic's
 //! `overloaded_error`) with such a wait pauses every send the same way, without emptying a
 //! bucket: the provider said when it will take work again. A 2xx whose body is a rate-limit

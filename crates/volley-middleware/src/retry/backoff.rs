@@ -1,12 +1,8 @@
 //! Exponential backoff with full jitter, and the server's own idea of how long to wait.
 
-use std::cell::RefCell;
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::time::Duration;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use volley_core::headers::RateLimitInfo;
 use volley_core::{Error, ErrorKind};
 
@@ -38,7 +34,7 @@ impl Backoff {
 
     /// A random wait before retry number `retry`, from this thread's generator.
     pub(crate) fn delay(&self, retry: u32) -> Duration {
-        RNG.with_borrow_mut(|rng| self.delay_with(retry, rng))
+        crate::jitter::with_rng(|rng| self.delay_with(retry, rng))
     }
 
     /// How much a server's `wait` is stretched at most, at random, so that clients told the
@@ -46,20 +42,6 @@ impl Backoff {
     pub(crate) fn spread(&self, wait: Duration) -> Duration {
         (wait / 5).min(self.cap)
     }
-}
-
-thread_local! {
-    // Seeded from the process's random hashing keys: `rand` is built without its OS
-    // generator feature, and jitter needs spread, not cryptographic quality.
-    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::seed_from_u64(
-        RandomState::new().hash_one(std::thread::current().id()),
-    ));
-}
-
-/// A uniformly random duration in `[0, max]`, from this thread's generator.
-pub(crate) fn up_to(max: Duration) -> Duration {
-    let max = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-    RNG.with_borrow_mut(|rng| Duration::from_nanos(rng.random_range(0..=max)))
 }
 
 /// How long the server asked us to wait, and how firmly.
@@ -99,6 +81,8 @@ mod tests {
     use super::*;
     use http::{HeaderMap, HeaderValue, StatusCode};
     use proptest::prelude::*;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

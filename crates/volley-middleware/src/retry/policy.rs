@@ -208,7 +208,7 @@ impl Policy {
             // The stretch never takes a retry that fits past the deadline.
             spread = spread.min(left - wait - Duration::from_nanos(1));
         }
-        let wait = wait + super::backoff::up_to(spread);
+        let wait = wait + crate::jitter::up_to(spread);
         // A rate signal is paced by the server's own wait, not multiplied by us: it draws
         // nothing from the budget, which would otherwise turn a provider's 429s into failed
         // requests.
