@@ -153,8 +153,9 @@ impl Request {
     /// Sets when the caller stops waiting for this request: the retry layer makes no retry
     /// whose wait would end at or past it, and hands on the error that asked for it (a 429
     /// whose `Retry-After` is longer than the time left) rather than have the caller's
-    /// timer end the call as a timeout. `volley`'s `Client` sets it from its deadline when a
-    /// call starts.
+    /// timer end the call as a timeout; the in-process rate limiter fails a request it
+    /// would hold at or past it at once, unsent, as rate-limited. `volley`'s `Client` sets it
+    /// from its deadline when a call starts.
     ///
     /// Default: none.
     pub fn set_deadline(&mut self, at: Option<Instant>) {

@@ -33,6 +33,18 @@ impl RateLimiter for AnyLimiter {
         }
     }
 
+    fn acquire_before(
+        &self,
+        id: RequestId,
+        cost: Cost,
+        deadline: Option<std::time::Instant>,
+    ) -> Self::Acquire {
+        match self {
+            AnyLimiter::Local(limiter) => Either::Left(limiter.acquire_before(id, cost, deadline)),
+            AnyLimiter::Redis(limiter) => Either::Right(limiter.acquire_before(id, cost, deadline)),
+        }
+    }
+
     fn settle(&self, grant: Grant, actual_tokens: u64) {
         match self {
             AnyLimiter::Local(limiter) => limiter.settle(grant, actual_tokens),

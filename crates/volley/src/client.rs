@@ -862,7 +862,10 @@ impl ClientBuilder {
     /// attempt, this bounds what the caller waits in all. A retry whose wait would end past
     /// the deadline is not made: the call fails at once with the error that asked for it (a
     /// 429 whose `Retry-After` is longer than the time left comes back rate-limited, with its
-    /// wait, for the caller to reschedule). The request metrics count such a
+    /// wait, for the caller to reschedule); likewise a request the rate limiter would hold
+    /// past the deadline (its sends paused by an earlier 429, or its limit used up for that
+    /// long) fails at once, unsent, rate-limited with the wait it would have had (a limiter
+    /// shared through Redis does not check this). The request metrics count such a
     /// call as `cancelled`, as any call its caller gave up on. `None` removes it; zero is
     /// refused by [`build`](ClientBuilder::build). [`Client::into_service`] has none.
     ///

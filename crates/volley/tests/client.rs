@@ -826,6 +826,56 @@ async fn a_wait_past_the_deadline_returns_the_429_at_once() {
     assert_eq!(seen.load(Ordering::SeqCst), 3);
 }
 
+/// A call on a client whose sends a 429 paused for longer than the call's deadline fails at
+/// once, unsent, as rate-limited with the pause's wait on the error, instead of waiting in the
+/// limiter until its timer ends it as a timeout.
+#[tokio::test]
+async fn a_call_held_past_its_deadline_by_a_pause_fails_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    let port = volley_testkit::raw::serve(move |_| {
+        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            volley_testkit::raw::json_response(
+                "429 Too Many Requests",
+                &["retry-after: 30".to_owned()],
+                r#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#,
+            )
+        } else {
+            volley_testkit::raw::json_response("200 OK", &[], r#"{"id":"x","choices":[]}"#)
+        }
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let bound = Duration::from_secs(30);
+    let first = tokio::time::timeout(bound, client.chat(&request("first")))
+        .await
+        .expect("the call ends")
+        .unwrap_err();
+    assert!(first.is_rate_limited(), "{first}");
+    let err = tokio::time::timeout(bound, client.chat(&request("second")))
+        .await
+        .expect("the call ends")
+        .unwrap_err();
+    assert!(
+        err.is_rate_limited(),
+        "held by the pause, not a timeout: {err}"
+    );
+    assert!(!err.is_request_sent(), "{err}");
+    assert!(
+        err.retry_after()
+            .is_some_and(|wait| wait > Duration::from_secs(25)),
+        "{err}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "the second was not sent");
+}
+
 /// The deadline counts from the call's start, the wait for a slot included: a call that
 /// waited 2 s of its 3 s for the one slot, then got a 429 asking for 2 s, fails at once as
 /// that 429 rather than retry into a timeout.

@@ -12,7 +12,7 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tokio::time::Sleep;
 use volley_core::Error;
 
-use super::local::{PROBE_TIMEOUT, Shared};
+use super::local::{Ask, PROBE_TIMEOUT, Shared, past_deadline};
 use super::{Cost, Grant};
 
 /// The future of [`LocalLimiter`](super::LocalLimiter)'s
@@ -26,7 +26,7 @@ impl LocalAcquire {
     }
 
     /// A request behind the slow start's probe: it reserves once the gate opens.
-    pub(super) fn gated(shared: Arc<Shared>, cost: Cost) -> LocalAcquire {
+    pub(super) fn gated(shared: Arc<Shared>, ask: Ask) -> LocalAcquire {
         let gate = shared
             .gate
             .clone()
@@ -35,24 +35,26 @@ impl LocalAcquire {
             acquire: Box::pin(gate.acquire_owned()),
             timeout: Box::pin(tokio::time::sleep(PROBE_TIMEOUT)),
             shared,
-            cost,
+            ask,
         }))
     }
 
-    /// A reservation made at `reserved_at` for a send at `deadline`, nanoseconds since the
-    /// limiter's epoch, when pauses had shifted the queue by `shift_seen`.
+    /// A reservation of `ask` made at `reserved_at` for a send at `send_at`, nanoseconds
+    /// since the limiter's epoch, when pauses had shifted the queue by `shift_seen`.
     pub(super) fn waiting(
         shared: Arc<Shared>,
-        cost: Cost,
+        ask: Ask,
         reserved_at: u64,
-        deadline: u64,
+        send_at: u64,
         shift_seen: u64,
     ) -> LocalAcquire {
         LocalAcquire(Inner::Waiting(Waiter {
             shared,
-            cost,
+            cost: ask.cost,
+            id: ask.id,
+            until: ask.until,
             reserved_at,
-            deadline,
+            send_at,
             shift_seen,
             sleep: None,
             fired: false,
@@ -76,14 +78,18 @@ struct Gated {
     acquire: GateAcquire,
     timeout: Pin<Box<Sleep>>,
     shared: Arc<Shared>,
-    cost: Cost,
+    ask: Ask,
 }
 
 struct Waiter {
     shared: Arc<Shared>,
     cost: Cost,
+    id: volley_core::RequestId,
+    /// The call's deadline, nanoseconds since the limiter's epoch.
+    until: Option<u64>,
     reserved_at: u64,
-    deadline: u64,
+    /// When the request may be sent, nanoseconds since the limiter's epoch.
+    send_at: u64,
     shift_seen: u64,
     /// Boxed only when the request has to wait, so one that goes at once allocates nothing.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -108,7 +114,7 @@ impl Future for LocalAcquire {
                     }
                 }
             }
-            let mut next = gated.shared.reserve(gated.cost);
+            let mut next = gated.shared.reserve(gated.ask);
             self.0 = std::mem::replace(&mut next.0, Inner::Done);
         }
         let waiter = match &mut self.0 {
@@ -124,25 +130,39 @@ impl Future for LocalAcquire {
             // A pause since the reservation pushes it back by as much as everything else.
             let shift = waiter.shared.shift.load(Ordering::Relaxed);
             if shift != waiter.shift_seen {
-                waiter.deadline = waiter
-                    .deadline
+                waiter.send_at = waiter
+                    .send_at
                     .saturating_add(shift - waiter.shift_seen)
                     .saturating_add(waiter.shared.pause_stretch());
                 waiter.shift_seen = shift;
                 waiter.sleep = None;
                 waiter.fired = false;
+                if let Some(until) = waiter.until
+                    && waiter.send_at >= until
+                {
+                    // Pushed back past the call's deadline: give the place back at once.
+                    let now = waiter.shared.now();
+                    let error = past_deadline(
+                        waiter.id,
+                        waiter.send_at.saturating_sub(now),
+                        until.saturating_sub(now),
+                    );
+                    waiter.shared.give_back(waiter.cost);
+                    self.0 = Inner::Done;
+                    return Poll::Ready(Err(error));
+                }
             }
-            if waiter.fired || waiter.deadline <= waiter.reserved_at {
+            if waiter.fired || waiter.send_at <= waiter.reserved_at {
                 break;
             }
-            let deadline = waiter.shared.instant(waiter.deadline);
+            let deadline = waiter.shared.instant(waiter.send_at);
             let sleep = waiter
                 .sleep
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
             ready!(sleep.as_mut().poll(cx));
             waiter.fired = true;
         }
-        let waited = if waiter.deadline > waiter.reserved_at {
+        let waited = if waiter.send_at > waiter.reserved_at {
             Duration::from_nanos(waiter.shared.now().saturating_sub(waiter.reserved_at))
         } else {
             Duration::ZERO

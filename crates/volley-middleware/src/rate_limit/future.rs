@@ -69,7 +69,7 @@ where
         } else {
             super::Cost::of(&request)
         };
-        let acquire = limiter.acquire(request.id(), cost);
+        let acquire = limiter.acquire_before(request.id(), cost, request.deadline());
         let dialect = request.dialect();
         ResponseFuture {
             state: State::Acquiring {

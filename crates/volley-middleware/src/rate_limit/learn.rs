@@ -261,6 +261,75 @@ mod tests {
         assert!(done_after(&mut next, Duration::from_millis(201)).await);
     }
 
+    /// A request the limiter would hold past its caller's deadline fails at once, unsent, as
+    /// rate-limited with the wait it would have had, and gives its place back; a request
+    /// already waiting when a pause pushes it past its deadline does the same. One that can
+    /// go at once goes, whatever its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_past_the_deadline_fails_at_once_and_gives_its_place_back() {
+        let now = || tokio::time::Instant::now().into_std();
+        let limits = Limits::per_minute().requests(60).burst_requests(1);
+        let limiter = LocalLimiter::new(limits).unwrap();
+        // Its deadline long past, the first goes: the burst has room.
+        let past = now();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        limiter
+            .acquire_before(id(), ONE, Some(past))
+            .await
+            .expect("no wait, so no deadline to miss");
+        // The next may go a second later: half a second is too short, two seconds are not.
+        let err = limiter
+            .acquire_before(id(), ONE, Some(now() + Duration::from_millis(500)))
+            .await
+            .unwrap_err();
+        assert!(err.is_rate_limited(), "{err}");
+        assert!(!err.is_request_sent(), "{err}");
+        let wait = err.retry_after().expect("the wait it would have had");
+        assert!(
+            wait > Duration::from_millis(900) && wait < Duration::from_millis(1100),
+            "{wait:?}"
+        );
+        assert!(err.to_string().contains("deadline"), "{err}");
+        // Nothing was reserved for it: this one goes a second from now, not two.
+        let mut next = limiter.acquire_before(id(), ONE, Some(now() + Duration::from_secs(2)));
+        assert!(!done_after(&mut next, Duration::from_millis(900)).await);
+        assert!(done_after(&mut next, Duration::from_millis(200)).await);
+
+        // Waiting with 5 s left when a 429 pauses the sends for 30 s: it fails there and then.
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        limiter.acquire(id(), ONE).await.unwrap();
+        limiter.observe(&Observation::default());
+        let pause = Observation {
+            rate_limited: true,
+            retry_after: Some(Duration::from_secs(30)),
+            ..Observation::default()
+        };
+        limiter.observe(&Observation {
+            retry_after: Some(Duration::from_secs(1)),
+            ..pause
+        });
+        let mut waiting = limiter.acquire_before(id(), ONE, Some(now() + Duration::from_secs(5)));
+        let mut patient = limiter.acquire(id(), ONE);
+        assert!(!done_after(&mut waiting, Duration::from_millis(100)).await);
+        limiter.observe(&pause);
+        match futures_util::poll!(std::pin::Pin::new(&mut waiting)) {
+            std::task::Poll::Ready(Err(err)) => {
+                assert!(err.is_rate_limited(), "{err}");
+                let wait = err.retry_after().unwrap();
+                assert!(wait >= Duration::from_secs(30), "{wait:?}");
+            }
+            other => panic!("still waiting, or granted: {other:?}"),
+        }
+        // One that comes during the pause fails at once too; one without a deadline waits.
+        let err = limiter
+            .acquire_before(id(), ONE, Some(now() + Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(err.is_rate_limited(), "{err}");
+        assert!(!done_after(&mut patient, Duration::from_secs(29)).await);
+        assert!(done_after(&mut patient, Duration::from_secs(7)).await);
+    }
+
     /// The end of a pause does not let every send it held go at one instant when nothing
     /// paces them (no limit given, none learned): each goes a random part of a fifth of the
     /// pause after its end, those waiting when it came and those that came after alike. With

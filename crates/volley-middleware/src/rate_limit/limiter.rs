@@ -37,6 +37,24 @@ pub trait RateLimiter: Clone + Send + Sync + 'static {
     /// reservation back.
     fn acquire(&self, id: RequestId, cost: Cost) -> Self::Acquire;
 
+    /// [`acquire`](Self::acquire) for a request whose caller stops waiting at `deadline`
+    /// ([`Request::deadline`](volley_core::Request::deadline)). A limiter that knows when
+    /// the request would go may fail it at once, unsent, when that is at or past the deadline
+    /// (a 429 paused the queue, or the limit is used up for longer than the caller waits),
+    /// rather than hold it until the caller's timer ends the call: an
+    /// `ErrorKind::RateLimited` error whose [`retry_after`](Error::retry_after) is the wait
+    /// it would have had. A request that can go at once goes, deadline or not. Default:
+    /// [`acquire`](Self::acquire), the deadline unread.
+    fn acquire_before(
+        &self,
+        id: RequestId,
+        cost: Cost,
+        deadline: Option<std::time::Instant>,
+    ) -> Self::Acquire {
+        let _ = deadline;
+        self.acquire(id, cost)
+    }
+
     /// Corrects the token charge of a sent request to what the provider reported it used.
     fn settle(&self, grant: Grant, actual_tokens: u64);
 

@@ -225,6 +225,17 @@ impl RateLimiter for LocalLimiter {
     type Acquire = LocalAcquire;
 
     fn acquire(&self, id: RequestId, cost: Cost) -> LocalAcquire {
+        self.acquire_before(id, cost, None)
+    }
+
+    fn acquire_before(
+        &self,
+        id: RequestId,
+        cost: Cost,
+        deadline: Option<std::time::Instant>,
+    ) -> LocalAcquire {
+        let until = deadline.map(|at| self.shared.nanos(Instant::from_std(at)));
+        let ask = Ask { id, cost, until };
         // Refused before the slow start's gate: a request that is never sent must not take
         // (and keep) one of its probe permits.
         if let Some(error) = too_large(id, cost, &self.shared) {
@@ -239,11 +250,11 @@ impl RateLimiter for LocalLimiter {
                 Ok(permit) => permit.forget(),
                 Err(TryAcquireError::Closed) => {}
                 Err(TryAcquireError::NoPermits) => {
-                    return LocalAcquire::gated(self.shared.clone(), cost);
+                    return LocalAcquire::gated(self.shared.clone(), ask);
                 }
             }
         }
-        self.shared.reserve(cost)
+        self.shared.reserve(ask)
     }
 
     fn settle(&self, grant: Grant, actual_tokens: u64) {
@@ -292,7 +303,8 @@ impl Shared {
     /// Reserves a send time for `cost` and waits for it. `cost` fits the given limits:
     /// [`RateLimiter::acquire`] refused it otherwise, before the slow start's gate (the limits
     /// are fixed when the limiter is made, so a request held at the gate still fits).
-    pub(super) fn reserve(self: &Arc<Shared>, cost: Cost) -> LocalAcquire {
+    pub(super) fn reserve(self: &Arc<Shared>, ask: Ask) -> LocalAcquire {
+        let Ask { id, cost, until } = ask;
         let shared = self;
         let now = shared.now();
         let mut state = shared.lock();
@@ -313,6 +325,14 @@ impl Shared {
         }
         if let Some(g) = &state.output {
             at = at.max(g.earliest(now, cost.output_tokens));
+        }
+        if let Some(until) = until
+            && at > now
+            && at >= until
+        {
+            // Nothing is committed: the caller would stop waiting before the send.
+            drop(state);
+            return LocalAcquire::failed(past_deadline(id, at - now, until.saturating_sub(now)));
         }
         // Every limit records the send at the same instant, the latest any of them allows: a
         // request held back by one limit must not leave another thinking it went earlier.
@@ -336,7 +356,7 @@ impl Shared {
         ]);
         let shift_seen = shared.shift.load(Ordering::Relaxed);
         drop(state);
-        LocalAcquire::waiting(shared.clone(), reserved, now, at, shift_seen)
+        LocalAcquire::waiting(shared.clone(), ask.with_cost(reserved), now, at, shift_seen)
     }
 
     /// A limit learned so far, per minute: dimension `d` in the order requests, tokens,
@@ -650,6 +670,12 @@ impl Shared {
         self.lock().pause_stretch()
     }
 
+    /// `at` in nanoseconds since the epoch (0 for an instant before it).
+    fn nanos(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.epoch);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    }
+
     pub(super) fn now(&self) -> u64 {
         let elapsed = Instant::now().saturating_duration_since(self.epoch);
         u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
@@ -707,6 +733,38 @@ fn too_large(id: RequestId, cost: Cost, shared: &Shared) -> Option<Error> {
             shared.max_output,
         ],
     )
+}
+
+/// What a request asks of the limiter: its cost, and when its caller stops waiting.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ask {
+    pub(super) id: RequestId,
+    pub(super) cost: Cost,
+    /// The call's deadline, nanoseconds since the limiter's epoch.
+    pub(super) until: Option<u64>,
+}
+
+impl Ask {
+    fn with_cost(self, cost: Cost) -> Ask {
+        Ask { cost, ..self }
+    }
+}
+
+/// The error for request `id`, which would wait `wait` nanoseconds, longer than the `left`
+/// before its caller stops waiting ([`RateLimiter::acquire_before`]).
+pub(super) fn past_deadline(id: RequestId, wait: u64, left: u64) -> Error {
+    let wait = Duration::from_nanos(wait);
+    Error::new(
+        ErrorKind::RateLimited,
+        format!(
+            "request {id} not sent: the rate limiter would hold it {:.3} s (a 429 paused \
+             the sends, or the limit is used up), past the call's deadline {:.3} s away",
+            wait.as_secs_f64(),
+            Duration::from_nanos(left).as_secs_f64(),
+        ),
+    )
+    .with_retry_after(Some(wait))
+    .with_request_sent(false)
 }
 
 /// The error for a cost above the per-minute limits given (requests, tokens, input tokens,
