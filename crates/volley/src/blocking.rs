@@ -27,6 +27,10 @@
 //! # }
 //! ```
 //!
+//! Anthropic's Messages API works the same way ([`Client::messages`],
+//! [`Client::messages_stream`]) on a client built with
+//! [`Provider::Anthropic`](crate::Provider::Anthropic).
+//!
 //! # Inside an async runtime
 //!
 //! A blocking call on a runtime thread would stall every task of that thread, so every method
@@ -42,11 +46,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::runtime::Runtime;
+use volley_core::anthropic::{Message, MessagesRequest, StreamEvent};
 use volley_core::openai::{
     ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, EmbeddingsRequest,
     EmbeddingsResponse,
 };
-use volley_core::{ApiKey, Error, ErrorKind, Request, Response};
+use volley_core::{ApiKey, Error, ErrorKind, Request, RequestId, Response};
 
 use crate::fan_out::{collect_in_order, fan_out_with, send_complete};
 
@@ -93,6 +98,15 @@ pub struct ClientBuilder {
 /// the next chunk. See [`crate::ChatStream`] for when it yields an error.
 pub struct ChatStream {
     stream: crate::ChatStream,
+    // Keeps the runtime that drives the connection alive as long as the stream.
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+/// The events of a streamed Messages answer, as a blocking iterator: each `next` waits for
+/// the next event. See [`crate::MessageStream`] for when it yields an error.
+pub struct MessageStream {
+    stream: crate::MessageStream,
     // Keeps the runtime that drives the connection alive as long as the stream.
     inner: Arc<Inner>,
     finished: bool,
@@ -147,6 +161,48 @@ impl Client {
     /// As [`crate::Client::embeddings`], and `Config` when called inside an async runtime.
     pub fn embeddings(&self, request: &EmbeddingsRequest) -> Result<EmbeddingsResponse, Error> {
         self.block_on("embeddings", self.inner.client.embeddings(request))?
+    }
+
+    /// Sends an Anthropic Messages request and waits for the whole answer, as
+    /// [`crate::Client::messages`].
+    ///
+    /// ```no_run
+    /// use volley::anthropic::{InputMessage, MessagesRequest};
+    /// use volley::Provider;
+    ///
+    /// # fn run() -> Result<(), volley::Error> {
+    /// let client = volley::blocking::Client::builder()
+    ///     .provider(Provider::Anthropic)
+    ///     .api_key(std::env::var("ANTHROPIC_API_KEY").unwrap_or_default())
+    ///     .build()?;
+    /// let request = MessagesRequest::new("claude-sonnet-4-5", 256, vec![InputMessage::user("Hi")]);
+    /// println!("{}", client.messages(&request)?.text());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`crate::Client::messages`], and `Config` when called inside an async runtime.
+    pub fn messages(&self, request: &MessagesRequest) -> Result<Message, Error> {
+        self.block_on("messages", self.inner.client.messages(request))?
+    }
+
+    /// Sends an Anthropic Messages request with `stream: true`, as
+    /// [`crate::Client::messages_stream`], and returns its events as a blocking iterator.
+    ///
+    /// # Errors
+    /// As [`crate::Client::messages_stream`], and `Config` when called inside an async
+    /// runtime.
+    pub fn messages_stream(&self, request: &MessagesRequest) -> Result<MessageStream, Error> {
+        let stream = self.block_on(
+            "messages_stream",
+            self.inner.client.messages_stream(request),
+        )??;
+        Ok(MessageStream {
+            stream,
+            inner: self.inner.clone(),
+            finished: false,
+        })
     }
 
     /// Sends a raw request through the whole stack, as [`crate::Client::send`], and returns
@@ -322,6 +378,14 @@ impl ClientBuilder {
         self
     }
 
+    /// The provider's conventions, as [`crate::ClientBuilder::provider`].
+    ///
+    /// Default: [`Provider::OpenAi`](crate::Provider::OpenAi).
+    pub fn provider(mut self, provider: crate::Provider) -> ClientBuilder {
+        self.client = self.client.provider(provider);
+        self
+    }
+
     /// The deadline of one attempt, as [`crate::ClientBuilder::timeout`].
     ///
     /// Default: [`crate::DEFAULT_TIMEOUT`] (600 s).
@@ -409,6 +473,83 @@ impl Iterator for ChatStream {
             self.finished = true;
         }
         item
+    }
+}
+
+impl ChatStream {
+    /// The response's headers, as [`crate::ChatStream::headers`].
+    pub fn headers(&self) -> &http::HeaderMap {
+        self.stream.headers()
+    }
+
+    /// The provider's id of this request (OpenAI's `x-request-id`), when it sent one.
+    pub fn provider_request_id(&self) -> Option<&str> {
+        self.stream.provider_request_id()
+    }
+
+    /// Volley's id of this request, the one its errors and logs name.
+    pub fn id(&self) -> RequestId {
+        self.stream.id()
+    }
+}
+
+impl MessageStream {
+    /// The response's headers: Anthropic's `request-id`, its `anthropic-ratelimit-*`.
+    pub fn headers(&self) -> &http::HeaderMap {
+        self.stream.headers()
+    }
+
+    /// The provider's id of this request (Anthropic's `request-id`), when it sent one.
+    pub fn provider_request_id(&self) -> Option<&str> {
+        self.stream.provider_request_id()
+    }
+
+    /// Volley's id of this request, the one its errors and logs name.
+    pub fn id(&self) -> RequestId {
+        self.stream.id()
+    }
+
+    /// Reads the stream to its end and returns the text of its `text_delta`s.
+    ///
+    /// # Errors
+    /// The stream's first error, and `Config` when called inside an async runtime.
+    pub fn text(self) -> Result<String, Error> {
+        let mut text = String::new();
+        for event in self {
+            if let Some(delta) = event?.text_delta() {
+                text.push_str(delta);
+            }
+        }
+        Ok(text)
+    }
+}
+
+impl Iterator for MessageStream {
+    type Item = Result<StreamEvent, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        if let Err(e) = refuse_inside_runtime("MessageStream::next") {
+            // As `ChatStream`: the stream ends here and lets go of its body and slot now.
+            self.finished = true;
+            self.stream.finish();
+            return Some(Err(e));
+        }
+        let item = self.inner.runtime().block_on(self.stream.next());
+        if item.is_none() {
+            self.finished = true;
+        }
+        item
+    }
+}
+
+impl std::fmt::Debug for MessageStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("blocking::MessageStream")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
     }
 }
 

@@ -147,7 +147,7 @@ impl MessageStream {
 
     /// Ends the stream and lets go of the body at once, so its concurrency slot and
     /// connection are free even while the caller keeps this stream around.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.finished = true;
         self.events = crate::chat_stream::no_events(self.id);
     }

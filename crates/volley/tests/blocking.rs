@@ -131,6 +131,54 @@ fn chat_stream_iterates_every_chunk() {
     assert_eq!(server.stats().streams_completed, 1);
 }
 
+/// Anthropic's Messages API from a plain thread: the whole answer, and its stream as an
+/// iterator of events that carries the same text; the head's `request-id` is kept; inside a
+/// runtime both are refused, and the refused stream lets go of its slot at once.
+#[test]
+fn messages_and_message_streams_work_without_a_runtime() {
+    use volley::anthropic::{InputMessage, MessagesRequest, StreamEvent};
+    let (runtime, server) = mock(MockConfig::default());
+    let client = blocking::Client::builder()
+        .provider(volley::Provider::Anthropic)
+        .base_url(server.url())
+        .api_key("sk-ant-test-0123456789abcdef")
+        .concurrency(1)
+        .deadline(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let request = MessagesRequest::new("claude-test", 64, vec![InputMessage::user("hello")]);
+    let message = client.messages(&request).unwrap();
+    assert_eq!(message.usage.output_tokens, 16);
+    let text = client.messages_stream(&request).unwrap().text().unwrap();
+    assert_eq!(text, message.text());
+
+    let stream = client.messages_stream(&request).unwrap();
+    assert!(
+        stream
+            .provider_request_id()
+            .is_some_and(|id| !id.is_empty())
+    );
+    assert!(format!("{stream:?}").starts_with("blocking::MessageStream"));
+    let names: Vec<String> = stream
+        .map(|event| event.unwrap())
+        .map(|event: StreamEvent| event.type_name().to_owned())
+        .collect();
+    assert_eq!(names.first().map(String::as_str), Some("message_start"));
+    assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+
+    let mut stream = client.messages_stream(&request).unwrap();
+    runtime.block_on(async {
+        let error = client.messages(&request).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        let error = stream.next().unwrap().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+        assert!(stream.next().is_none(), "the stream ends after the error");
+    });
+    // The one slot is free although the refused stream is still held.
+    assert_eq!(client.messages(&request).unwrap().text(), message.text());
+    drop(stream);
+}
+
 #[test]
 fn calls_from_threads_share_one_client() {
     let (_runtime, server) = mock(MockConfig {
