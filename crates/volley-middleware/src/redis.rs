@@ -16,9 +16,17 @@
 //! Commands that were in flight when the connection dropped fail; the manager reconnects in the
 //! background and the next command goes over the new connection. Callers (the limiter and the
 //! cache) retry or degrade as their docs say.
+//!
+//! A single server's connection that answers `READONLY` is replaced with a new one (at most
+//! once a second, in the background): after a failover behind one name (a managed Redis's
+//! primary endpoint, a DNS name, a proxy) the old connection stays open to the demoted node,
+//! now a replica, which refuses every write for good, while a new connection reaches the new
+//! primary. The command that got `READONLY` fails as before.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClient;
@@ -179,8 +187,92 @@ pub struct RedisConnection {
 
 #[derive(Clone)]
 enum Inner {
-    Single(ConnectionManager),
+    Single(Arc<Single>),
     Cluster(ClusterConnection),
+}
+
+/// The connection to a single server, replaced when it answers `READONLY` (see the module's
+/// docs).
+struct Single {
+    manager: RwLock<ConnectionManager>,
+    client: ::redis::Client,
+    config: ConnectionManagerConfig,
+    /// Whether a replacement is being made.
+    replacing: AtomicBool,
+    /// When the last replacement was started.
+    replaced_at: Mutex<Option<Instant>>,
+}
+
+/// Whether `e` is Redis's `READONLY`: a write sent to a replica.
+fn is_read_only(e: &::redis::RedisError) -> bool {
+    e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::ReadOnly)
+}
+
+/// Whether a reply is, or holds, a `READONLY` error (a pipeline's replies, or a script's).
+fn is_read_only_value(value: &Value) -> bool {
+    match value {
+        Value::ServerError(e) => e.code() == "READONLY",
+        Value::Array(values) => values.iter().any(is_read_only_value),
+        _ => false,
+    }
+}
+
+/// The least time between two replacements of a connection that answered `READONLY`: a
+/// server that is a replica by configuration (not after a failover) answers every new
+/// connection so too.
+const MIN_REPLACE_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Single {
+    /// The connection commands go over now.
+    fn current(&self) -> ConnectionManager {
+        self.manager
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// After `result`: when it is `READONLY`, starts a replacement of the connection in the
+    /// background, unless one is under way or the last started less than
+    /// [`MIN_REPLACE_INTERVAL`] ago.
+    fn after(self: &Arc<Self>, read_only: bool) {
+        if !read_only {
+            return;
+        }
+        {
+            let mut at = self
+                .replaced_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if at.is_some_and(|at| at.elapsed() < MIN_REPLACE_INTERVAL)
+                || self.replacing.swap(true, Ordering::AcqRel)
+            {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let fresh = this
+                .client
+                .get_connection_manager_with_config(this.config.clone())
+                .await;
+            match fresh {
+                Ok(fresh) => {
+                    *this.manager.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+                    tracing::warn!(
+                        "Redis answered READONLY (a failover made its node a replica): \
+                         connected again"
+                    );
+                }
+                // The next `READONLY` tries again.
+                Err(e) => tracing::warn!(
+                    error_kind = ?e.kind(),
+                    "Redis answered READONLY, and connecting again failed"
+                ),
+            }
+            this.replacing.store(false, Ordering::Release);
+        });
+    }
 }
 
 impl fmt::Debug for RedisConnection {
@@ -246,12 +338,17 @@ impl RedisConnection {
                 .set_connection_timeout(Some(options.connect_timeout))
                 .set_response_timeout(Some(options.response_timeout))
                 .set_max_delay(Duration::from_secs(2));
-            Inner::Single(
-                client
-                    .get_connection_manager_with_config(config)
-                    .await
-                    .map_err(connect_error)?,
-            )
+            let manager = client
+                .get_connection_manager_with_config(config.clone())
+                .await
+                .map_err(connect_error)?;
+            Inner::Single(Arc::new(Single {
+                manager: RwLock::new(manager),
+                client,
+                config,
+                replacing: AtomicBool::new(false),
+                replaced_at: Mutex::new(None),
+            }))
         };
         Ok(RedisConnection {
             inner,
@@ -302,7 +399,17 @@ impl RedisConnection {
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.inner {
-            Inner::Single(c) => c.req_packed_command(cmd),
+            Inner::Single(single) => {
+                let mut connection = single.current();
+                Box::pin(async move {
+                    let result = connection.req_packed_command(cmd).await;
+                    single.after(match &result {
+                        Ok(value) => is_read_only_value(value),
+                        Err(e) => is_read_only(e),
+                    });
+                    result
+                })
+            }
             Inner::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -314,14 +421,26 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.inner {
-            Inner::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Inner::Single(single) => {
+                let mut connection = single.current();
+                Box::pin(async move {
+                    let result = connection
+                        .req_packed_commands(pipeline, offset, count)
+                        .await;
+                    single.after(match &result {
+                        Ok(values) => values.iter().any(is_read_only_value),
+                        Err(e) => is_read_only(e),
+                    });
+                    result
+                })
+            }
             Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match &self.inner {
-            Inner::Single(c) => c.get_db(),
+            Inner::Single(single) => single.current().get_db(),
             Inner::Cluster(c) => c.get_db(),
         }
     }
