@@ -63,8 +63,8 @@ pub(crate) async fn shared_limiter(
         .map_err(|e| redis_error(e, "--shared-limit"))
 }
 
-/// How to reach the Redis at `url` (for `flag`): plain text allowed or not, and the CA of
-/// `--redis-ca-cert`.
+/// How to reach the Redis at `url` (for `flag`): plain text allowed or not, the CA of
+/// `--redis-ca-cert`, a cluster or not.
 ///
 /// # Errors
 /// A [`UsageError`] when the CA file cannot be read.
@@ -73,7 +73,9 @@ pub(crate) fn redis_options(
     settings: &RunLoad,
     flag: &str,
 ) -> Result<RedisOptions, UsageError> {
-    let mut options = RedisOptions::new(url.expose()).allow_plain_redis(settings.allow_plain_redis);
+    let mut options = RedisOptions::new(url.expose())
+        .allow_plain_redis(settings.allow_plain_redis)
+        .cluster(settings.redis_cluster);
     if let Some(path) = &settings.redis_ca_cert {
         let pem = std::fs::read(path).map_err(|e| {
             UsageError(format!(

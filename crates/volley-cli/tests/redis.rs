@@ -214,6 +214,79 @@ fn four_processes_sharing_one_limit_get_no_429s() {
     rt.block_on(server.shutdown());
 }
 
+/// `--redis-cluster`: two processes, each given another node of a three-node Redis Cluster,
+/// share one limit (no 429s, every line answered). Without the flag, the nodes that do not
+/// hold the limit's slot refuse the run as a usage error that names the flag.
+#[ignore = "needs Redis: REDIS_URL"]
+#[test]
+fn runs_share_a_limit_through_a_redis_cluster() {
+    let _url = require_redis!();
+    const RPM: u32 = 600;
+    const LINES: usize = 30;
+    let cluster = volley_testkit::redis::RedisCluster::start(3);
+    let seeds = cluster.urls();
+    let rt = volley_testkit::process::server_runtime(2);
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            rate_limits: RateLimits {
+                rpm: Some(RPM + RPM / 20),
+                burst_requests: Some((RPM + RPM / 20) / 30),
+                ..RateLimits::NONE
+            },
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique_prefix("cluster");
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    let run = |p: usize, seed: &str, cluster: bool| {
+        let input = dir.path().join(format!("in-{p}.jsonl"));
+        let out = dir.path().join(format!("out-{p}.jsonl"));
+        let ids = write_input(&input, &format!("p{p}"), LINES);
+        let mut command = volley(dir.path());
+        command
+            .args(["run", path_str(&input), "-o", path_str(&out), "--quiet"])
+            .args(["--base-url", &server.url(), "--rpm", &RPM.to_string()])
+            .args(["--max-retries", "0", "--concurrency", "8"])
+            .args(["--shared-limit", seed, "--shared-prefix", &prefix]);
+        if cluster {
+            command.arg("--redis-cluster");
+        }
+        let process = Process::spawn(&mut command, dir.path().join(format!("stderr-{p}")));
+        (process, out, ids)
+    };
+    let mut runs = vec![run(0, &seeds[0], true), run(1, &seeds[2], true)];
+    for (process, out, ids) in &mut runs {
+        let status = process.wait(deadline);
+        assert_eq!(status.code(), Some(0), "{}", process.stderr());
+        assert_one_success_each(out, ids);
+    }
+    let stats = server.stats();
+    assert_eq!(
+        stats.status_count(429),
+        0,
+        "{:?}",
+        stats.responses_by_status
+    );
+    assert_eq!(stats.status_count(200), 2 * LINES as u64);
+
+    // Without the flag: the limit's key lives on one node, and the other two say what to do.
+    let mut refused = 0;
+    for (n, seed) in seeds.iter().enumerate() {
+        let (mut process, _, _) = run(10 + n, seed, false);
+        let status = process.wait(deadline);
+        let stderr = process.stderr();
+        if status.code() == Some(2) {
+            assert!(stderr.contains("--redis-cluster"), "{stderr}");
+            refused += 1;
+        } else {
+            assert_eq!(status.code(), Some(0), "{stderr}");
+        }
+    }
+    assert_eq!(refused, 2, "the nodes that do not hold the limit's slot");
+    rt.block_on(server.shutdown());
+}
+
 /// Requests a second the server received from the end of the timeline bucket in which the
 /// first `skip` had arrived to the start of the last bucket with an arrival: whole buckets
 /// at both ends, so the count over the interval is exact.

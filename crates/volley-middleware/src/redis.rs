@@ -389,6 +389,18 @@ impl RedisConnection {
         for url in self.urls.iter() {
             text = redact_url_in(&text, url);
         }
+        use ::redis::{ErrorKind as Kind, ServerErrorKind as Server};
+        if matches!(self.inner, Inner::Single(_))
+            && matches!(
+                e.kind(),
+                Kind::Server(Server::Moved | Server::Ask | Server::ClusterDown)
+            )
+        {
+            text.push_str(
+                "; this server is a node of a Redis Cluster: connect in cluster mode \
+                 (RedisOptions::cluster; volley's --redis-cluster)",
+            );
+        }
         Error::new(
             kind,
             format!("{context} (Redis at {}): {text}", self.server),

@@ -237,6 +237,31 @@ async fn two_stores_on_separate_connections_share_entries() {
     assert!(other.get(key("q")).await.unwrap().is_none());
 }
 
+/// On a Redis Cluster: stores connected through different seed nodes share entries, each
+/// key on the node its slot names.
+#[ignore = "needs Redis: REDIS_URL"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_share_entries_on_a_redis_cluster() {
+    let _url = require_redis!();
+    let cluster = volley_testkit::redis::RedisCluster::start(3);
+    let seeds = cluster.urls();
+    let prefix = unique_prefix("cluster");
+    let connect = async |seed: &str| {
+        RedisStore::connect(RedisOptions::new(seed).cluster(true), HOUR)
+            .await
+            .unwrap()
+            .prefix(&prefix)
+    };
+    let a = connect(&seeds[0]).await;
+    let b = connect(&seeds[2]).await;
+    for n in 0..20 {
+        let value = entry(format!(r#"{{"id":"chatcmpl-{n}"}}"#).repeat(50));
+        a.put(key(&n.to_string()), value.clone()).await.unwrap();
+        assert_same(b.get(key(&n.to_string())).await.unwrap(), &value);
+    }
+    assert!(b.get(key("absent")).await.unwrap().is_none());
+}
+
 #[ignore = "needs Redis: REDIS_URL"]
 #[tokio::test]
 async fn a_second_identical_request_is_a_hit_that_never_reaches_the_server() {

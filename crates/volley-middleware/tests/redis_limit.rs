@@ -214,7 +214,21 @@ async fn mock(rate_limits: RateLimits, output_tokens: u32) -> MockServer {
 async fn four_processes_share_an_rpm_limit_without_429s() {
     let url = require_redis!();
     // 420 requests: the burst, then about 20 s of pacing.
-    share_1200_rpm(url, 1, 105).await;
+    share_1200_rpm(RedisOptions::new(url), 1, 105).await;
+}
+
+/// The same on a Redis Cluster of three primaries, each process reaching it through another
+/// seed node: the limiter's keys share a hash tag, so its script runs on the one node that
+/// holds them, wherever the process first connected.
+#[ignore = "needs Redis: REDIS_URL"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_share_an_rpm_limit_on_a_redis_cluster() {
+    let _url = require_redis!();
+    let cluster = volley_testkit::redis::RedisCluster::start(3);
+    let seeds = cluster.urls();
+    // A seed that does not hold the limiter's slot is redirected to the one that does.
+    share_1200_rpm(RedisOptions::new(seeds[1].clone()).cluster(true), 1, 40).await;
+    share_1200_rpm(RedisOptions::new(seeds[2].clone()).cluster(true), 4, 40).await;
 }
 
 #[ignore = "needs Redis: REDIS_URL"]
@@ -222,12 +236,12 @@ async fn four_processes_share_an_rpm_limit_without_429s() {
 async fn four_processes_with_leases_share_an_rpm_limit_without_429s() {
     let url = require_redis!();
     // Leases of 4: the four processes hold 16 permits at most, within the burst of 20.
-    share_1200_rpm(url, 4, 60).await;
+    share_1200_rpm(RedisOptions::new(url), 4, 60).await;
 }
 
 /// Four processes at 1 200 a minute on both sides (20 a second, burst 20), each leasing
 /// `lease` permits at a time.
-async fn share_1200_rpm(url: String, lease: u32, per_process: usize) {
+async fn share_1200_rpm(redis: RedisOptions, lease: u32, per_process: usize) {
     // The provider (the mock) allows 5 % more than the processes share, so that "no 429" is
     // about the sharing, not about clocks agreeing to the millisecond.
     let mock = mock(
@@ -242,7 +256,7 @@ async fn share_1200_rpm(url: String, lease: u32, per_process: usize) {
         16,
     )
     .await;
-    let options = SharedLimits::new(RedisOptions::new(url), Limits::per_minute().requests(1_200))
+    let options = SharedLimits::new(redis, Limits::per_minute().requests(1_200))
         .prefix(unique_prefix(&format!("rpm-lease-{lease}")))
         .lease(lease);
     let load = Load {

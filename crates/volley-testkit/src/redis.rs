@@ -95,6 +95,8 @@ pub struct RedisServer {
     /// A directory with `server.pem`, `server.key` and `ca.pem` ([`TestPki`](crate::tls::TestPki)):
     /// the server speaks TLS only.
     tls: Option<std::path::PathBuf>,
+    /// More arguments for `redis-server` (a cluster node's).
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -104,7 +106,7 @@ impl RedisServer {
     /// # Panics
     /// When the server cannot be started or does not answer within 10 s.
     pub fn start(password: Option<&str>) -> RedisServer {
-        RedisServer::started(password.map(str::to_owned), None)
+        RedisServer::started(password.map(str::to_owned), None, Vec::new())
     }
 
     /// Starts a server that speaks only TLS, with the certificate of `pki` (signed by its
@@ -114,12 +116,16 @@ impl RedisServer {
     /// # Panics
     /// As [`start`](Self::start).
     pub fn start_tls(pki: &crate::tls::TestPki) -> RedisServer {
-        RedisServer::started(None, Some(pki.dir().to_owned()))
+        RedisServer::started(None, Some(pki.dir().to_owned()), Vec::new())
     }
 
     /// Starts a server on a free port (picked by the kernel and released for the server to
     /// take).
-    fn started(password: Option<String>, tls: Option<std::path::PathBuf>) -> RedisServer {
+    fn started(
+        password: Option<String>,
+        tls: Option<std::path::PathBuf>,
+        args: Vec<String>,
+    ) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free loopback port")
@@ -129,6 +135,7 @@ impl RedisServer {
             port,
             password,
             tls,
+            args,
         };
         server.restart();
         server
@@ -181,6 +188,7 @@ impl RedisServer {
         if let Some(password) = &self.password {
             command.args(["--requirepass", password]);
         }
+        command.args(&self.args);
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("starting {binary}: {e} (set REDIS_SERVER)"));
@@ -220,5 +228,133 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Cluster of the test's own: `redis-server`s started with `cluster-enabled`, the
+/// 16 384 slots split between them, no replicas; every node killed and its directory removed
+/// when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts `nodes` primaries, gives each its share of the slots, introduces them to each
+    /// other and waits until every node says the cluster is up.
+    ///
+    /// # Panics
+    /// When a node cannot be started, refuses a command, or the cluster is not up within 20 s.
+    pub fn start(nodes: usize) -> RedisCluster {
+        assert!(nodes > 0, "a cluster needs a node");
+        let dir = std::env::temp_dir().join(format!(
+            "volley-cluster-{}-{}",
+            std::process::id(),
+            NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a directory for the cluster's nodes");
+        let nodes: Vec<RedisServer> = (0..nodes)
+            .map(|i| {
+                let node_dir = dir.join(i.to_string());
+                std::fs::create_dir_all(&node_dir).expect("a directory for a node");
+                let args = vec![
+                    "--cluster-enabled".to_owned(),
+                    "yes".to_owned(),
+                    "--dir".to_owned(),
+                    node_dir.display().to_string(),
+                ];
+                RedisServer::started(None, None, args)
+            })
+            .collect();
+        let cluster = RedisCluster { nodes, dir };
+        let count = cluster.nodes.len();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let first = 16_384 * i / count;
+            let last = 16_384 * (i + 1) / count - 1;
+            let reply = command(
+                node.port,
+                &[
+                    "CLUSTER",
+                    "ADDSLOTSRANGE",
+                    &first.to_string(),
+                    &last.to_string(),
+                ],
+            );
+            assert_eq!(reply, "+OK", "adding slots to node {i}");
+        }
+        let first = cluster.nodes[0].port;
+        for node in &cluster.nodes[1..] {
+            let reply = command(
+                first,
+                &["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()],
+            );
+            assert_eq!(reply, "+OK", "introducing the nodes");
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for node in &cluster.nodes {
+            loop {
+                let info = command(node.port, &["CLUSTER", "INFO"]);
+                if info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{count}"))
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not come up: {info}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    /// The nodes' URLs (`redis://127.0.0.1:PORT`), the seeds a cluster client starts from.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
+
+/// Sends one command to the server on loopback `port` and returns its reply: a status or
+/// error line as it came (`+OK`), a bulk string's text.
+fn command(port: u16, args: &[&str]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connecting to a node");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a read timeout");
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream
+        .write_all(request.as_bytes())
+        .expect("sending a command");
+    let mut reply = Vec::new();
+    let mut byte = [0; 1];
+    // The first line: a status, an error, or a bulk string's length.
+    while !reply.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).expect("reading a reply");
+        reply.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&reply[..reply.len() - 2]).into_owned();
+    match line.strip_prefix('$').map(str::parse::<usize>) {
+        Some(Ok(len)) => {
+            let mut body = vec![0; len + 2];
+            stream.read_exact(&mut body).expect("reading a bulk reply");
+            String::from_utf8_lossy(&body[..len]).into_owned()
+        }
+        _ => line,
     }
 }

@@ -17,7 +17,7 @@
 //! command that calls an API, [`Attempts`] (`timeout`, `max_retries`) for `chat` and `run`,
 //! [`RunLoad`] (`concurrency`, `rpm`, `tpm`, `input_tpm`, `output_tpm`, `cache`,
 //! `cache_secret_env`, `shared_limit`, `shared_prefix`, `lease`, `redis_failure`,
-//! `allow_plain_redis`) and [`RunOutput`] (`fsync`) for `run`. `bench`'s load and its
+//! `allow_plain_redis`, `redis_ca_cert`, `redis_cluster`) and [`RunOutput`] (`fsync`) for `run`. `bench`'s load and its
 //! embedded mock's flags are its own, and `bench`'s default `base_url` is the local mock's.
 //!
 //! Durations (`timeout`) use the one grammar of `volley::core::duration`: a number with an

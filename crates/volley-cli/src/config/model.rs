@@ -349,6 +349,12 @@ settings! {
         /// private CA), as redis-cli --cacert [default: the operating system's roots].
         #[arg(long, value_name = "PATH")]
         redis_ca_cert: Option<PathBuf> [Option<PathBuf>] = None,
+        /// The Redis of --shared-limit and a Redis --cache is a Redis Cluster: its URL is any
+        /// node's (a seed; the others are found from it), and each key goes to the node that
+        /// holds its slot. A managed cluster's configuration endpoint works as the URL
+        /// [default: one server, or a primary behind a proxy].
+        #[arg(long)]
+        redis_cluster: bool [bool] = false,
         /// The most bytes of one response body: a larger answer is recorded as a body_decode
         /// failure. Raise it for answers that can pass it (embeddings of many inputs) [default:
         /// 64MiB].
