@@ -74,8 +74,13 @@ pub(crate) async fn execute(
             custom_id: Some(custom_id),
             outcome,
         },
-        tokens_in: usage.tokens_in(),
-        tokens_out: usage.completion_tokens.unwrap_or(0),
+        // A cache hit's usage was billed when the answer first came: not counted again.
+        tokens_in: if cached { 0 } else { usage.tokens_in() },
+        tokens_out: if cached {
+            0
+        } else {
+            usage.completion_tokens.unwrap_or(0)
+        },
         attempted,
         cached,
     };

@@ -32,9 +32,11 @@ pub struct Summary {
     /// outcomes count as any other's, among [`succeeded`](Self::succeeded) as a rule (a
     /// cached 2xx whose body is not the expected JSON is a failure, as it was when stored).
     pub cached: u64,
-    /// Prompt (input) tokens reported in the responses' `usage`.
+    /// Prompt (input) tokens reported in the responses' `usage`; a cache hit's replayed
+    /// usage is not counted (it was billed when the answer first came).
     pub tokens_in: u64,
-    /// Completion (output) tokens reported in the responses' `usage`.
+    /// Completion (output) tokens reported in the responses' `usage`, cache hits' left out
+    /// as for [`tokens_in`](Self::tokens_in).
     pub tokens_out: u64,
     /// Wall-clock time of the sending, from the first line taken to the last outcome: the
     /// resume scan of the output before it and the last flush after it are not in it.

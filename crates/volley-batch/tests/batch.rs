@@ -197,6 +197,7 @@ async fn cache_hits_are_no_attempts_and_hide_no_retries() {
     ));
     let client = fast_retrying(&server).cache_store(store).build().unwrap();
     // The first run answers (and caches) lines 0 to 9; the second has them and ten more.
+    let mut per_answer = None;
     for (round, lines, cached) in [("first", 10_u64, 0_u64), ("second", 20, 10)] {
         let dir = tempfile::tempdir().unwrap();
         let input = input_file(dir.path(), numbered(lines as usize));
@@ -217,6 +218,15 @@ async fn cache_hits_are_no_attempts_and_hide_no_retries() {
         assert_eq!(summary.attempts, received, "{round}: {summary:?}");
         assert_eq!(received, lines - cached + failures, "{round}");
         assert_eq!(summary.retries, failures, "{round}: {summary:?}");
+        // The same completion tokens an answer (the lines' max_tokens), for the answers the
+        // server gave: a hit's replayed usage was billed the first time.
+        let per_answer = *per_answer.get_or_insert(summary.tokens_out / lines);
+        assert!(per_answer > 0, "{summary:?}");
+        assert_eq!(
+            summary.tokens_out,
+            per_answer * (lines - cached),
+            "{round}: {summary:?}"
+        );
         let live = progress.snapshot();
         assert_eq!((live.cached, live.retries), (cached, failures), "{round}");
         assert!(failures > 0, "{round}: no fault injected, nothing to hide");

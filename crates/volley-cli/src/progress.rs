@@ -340,8 +340,14 @@ pub(crate) fn summary_text(summary: &Summary, concurrency: usize) -> String {
         "\n  requests  {} attempts, {} retries{cached}, {rate:.0}/s; mean {:.1} in flight of {concurrency}",
         summary.attempts, summary.retries, summary.mean_in_flight,
     ));
+    // A hit's usage was billed when the answer first came.
+    let replays = if summary.cached > 0 {
+        " (not the cache's replays)"
+    } else {
+        ""
+    };
     text.push_str(&format!(
-        "\n  tokens    {} in, {} out",
+        "\n  tokens    {} in, {} out{replays}",
         summary.tokens_in, summary.tokens_out
     ));
     if !summary.errors_by_code.is_empty() {

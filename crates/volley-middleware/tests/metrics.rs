@@ -179,6 +179,51 @@ async fn outcomes_durations_and_tokens_over_a_socket() {
     server.shutdown().await;
 }
 
+/// A request-scope layer outside the cache counts a hit as a request, but not its tokens: the
+/// usage it replays was billed when the answer first came. Complete bodies and streams.
+#[tokio::test]
+async fn cache_hits_are_requests_but_not_tokens() {
+    use volley_core::ApiKey;
+    use volley_core::cache_key::CredentialId;
+    use volley_middleware::cache::{CacheLayer, MemoryStore};
+    let _serial = SERIAL.lock().await;
+    let recorder = DebuggingRecorder::new();
+    let mut recorded = Recorded::new(recorder.snapshotter());
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let transport = Transport::builder().base_url(server.url()).build().unwrap();
+    let credential = CredentialId::from_api_key(&ApiKey::new("sk-volley-metrics-0123456789"));
+    let cache = CacheLayer::new(
+        MemoryStore::new(1 << 20, std::time::Duration::from_secs(3600)),
+        credential,
+    )
+    .cache_streams(true);
+    let mut service = metrics::with_local_recorder(&recorder, || {
+        MetricsLayer::new().layer(cache.layer(transport))
+    });
+    for body in [CHAT, CHAT, STREAM, STREAM] {
+        let response = send(
+            &mut service,
+            Request::post("/chat/completions", body).unwrap(),
+        )
+        .await
+        .unwrap();
+        response.bytes().await.unwrap();
+    }
+    assert_eq!(
+        server.stats().requests_total,
+        2,
+        "two of the four were hits"
+    );
+    let m = recorded.update();
+    let ok = [("scope", "request"), ("outcome", "ok")];
+    assert_eq!(m.counter("volley_requests_total", &ok), 4);
+    // One answer and one stream reached the server: 3 prompt and 16 completion tokens each.
+    let tokens = |direction| [("scope", "request"), ("direction", direction)];
+    assert_eq!(m.counter("volley_tokens_total", &tokens("in")), 6);
+    assert_eq!(m.counter("volley_tokens_total", &tokens("out")), 32);
+    server.shutdown().await;
+}
+
 fn ok_response(request: &Request, body: Body) -> Response {
     Response::new(
         StatusCode::OK,

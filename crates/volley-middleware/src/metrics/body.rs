@@ -32,8 +32,15 @@ pub(crate) struct MetricsBody {
 }
 
 impl MetricsBody {
-    pub(crate) fn new(inner: BodyStream, tracker: Tracker, dialect: Dialect) -> MetricsBody {
-        let usage = tracker.counts_tokens().then(|| dialect.usage_scanner());
+    /// `count_tokens`: whether the usage the stream carries is counted (the request scope's,
+    /// and not the cache's replay).
+    pub(crate) fn new(
+        inner: BodyStream,
+        tracker: Tracker,
+        dialect: Dialect,
+        count_tokens: bool,
+    ) -> MetricsBody {
+        let usage = count_tokens.then(|| dialect.usage_scanner());
         MetricsBody {
             inner,
             tracker,
