@@ -61,6 +61,12 @@ pub struct BenchConfig {
     /// Stop after this many requests: sent ones in a closed loop or ramp, arrivals (dropped
     /// ones included) in an open loop. Default none.
     pub requests: Option<u64>,
+    /// Requests sent before the measured run, at its concurrency (at most this many at
+    /// once), their figures discarded: the connections they open (TCP, TLS handshakes) are
+    /// the run's warm pool, and a server's caches and a model's first slow answers are behind
+    /// the clock. The server's statistics and the run's connection counts start after them.
+    /// At most [`WARMUP_LIMIT`] is spent on them. Default 0.
+    pub warmup: u64,
     /// Stop starting requests after this long; those in flight then are finished and counted,
     /// for at most [`grace`](Self::grace) more. Default none.
     pub duration: Option<Duration>,
@@ -136,6 +142,7 @@ impl Default for BenchConfig {
             model: DEFAULT_MODEL.to_owned(),
             load: Load::Closed { concurrency: 64 },
             requests: None,
+            warmup: 0,
             duration: None,
             grace: DEFAULT_GRACE,
             stream: false,
@@ -155,6 +162,10 @@ impl Default for BenchConfig {
         }
     }
 }
+
+/// The longest the warm-up ([`BenchConfig::warmup`]) may take: its requests still running
+/// then are cancelled, and the measured run starts.
+pub const WARMUP_LIMIT: Duration = Duration::from_secs(60);
 
 /// Which field of a request asks for its output length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -150,6 +150,12 @@ impl Bench {
             shared,
         } = self;
         let started_at = SystemTime::now();
+        if config.warmup > 0 {
+            match &target {
+                Target::Full(client) => warm_up(client, &config, &bodies, &shared).await,
+                Target::Bare(transport) => warm_up(transport, &config, &bodies, &shared).await,
+            }
+        }
         let probe = match probe {
             Some(probe) if probe.reset().await => Some(probe),
             _ => None,
@@ -368,6 +374,71 @@ fn spawn_lane<F>(
         Some(runtime) => set.spawn_on(lane, runtime),
         None => set.spawn(lane),
     };
+}
+
+/// Sends [`BenchConfig::warmup`] requests, at most the load's peak concurrency at once,
+/// spread over the worker runtimes as the lanes are (so each keeps the connections it
+/// opened), and discards what they measure. Ends when they are done, when the run is
+/// stopped, or after [`WARMUP_LIMIT`](super::config::WARMUP_LIMIT), whichever comes first.
+async fn warm_up<T: Sender + Clone>(
+    target: &T,
+    config: &BenchConfig,
+    bodies: &Arc<Bodies>,
+    shared: &Arc<Shared>,
+) {
+    let total = config.warmup;
+    let at_once = usize::try_from(total)
+        .unwrap_or(usize::MAX)
+        .min(config.peak_concurrency())
+        .max(1);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // A server that refuses what is sent (a 4xx other than 429: a wrong key, an unknown
+    // model) ends the warm-up; the run then stops on the same answer.
+    let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = JoinSet::new();
+    for index in 0..at_once {
+        let (target, bodies, next) = (target.clone(), bodies.clone(), next.clone());
+        let refused = refused.clone();
+        let control = shared.control.subscribe();
+        let mut rng = Rng::fork(config.seed ^ 0x5741_524d, index as u64);
+        let (prompt, output) = (config.prompt_tokens, config.output_tokens);
+        let (dialect, path) = (config.dialect, super::lane::endpoint(config.dialect));
+        let task = async move {
+            while next.fetch_add(1, Relaxed) < total
+                && !control.borrow().stop
+                && !refused.load(Relaxed)
+            {
+                let body = bodies.body(prompt.sample(&mut rng), output.sample(&mut rng));
+                let request = volley::core::Request::new(http::Method::POST, path.clone())
+                    .with_body(body)
+                    .with_dialect(dialect);
+                let refusal = |s: http::StatusCode| s.is_client_error() && s != 429;
+                match target.send(request).await {
+                    // Read to the end, so that the connection goes back to the pool.
+                    Ok(response) => {
+                        if refusal(response.status()) {
+                            refused.store(true, Relaxed);
+                        }
+                        let _ = response.bytes().await;
+                    }
+                    Err(e) if e.status().is_some_and(refusal) => refused.store(true, Relaxed),
+                    Err(_) => {}
+                }
+            }
+        };
+        spawn_lane(&mut tasks, &config.workers, index, task);
+    }
+    let all = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(super::config::WARMUP_LIMIT, all)
+        .await
+        .is_err()
+    {
+        tasks.abort_all();
+        tracing::warn!(
+            "the warm-up's {total} requests took longer than {} s: the rest were cancelled",
+            super::config::WARMUP_LIMIT.as_secs()
+        );
+    }
 }
 
 /// One sample of each endpoint's attempts so far: (ms since the start, attempts).

@@ -142,7 +142,7 @@ mod timeline;
 
 pub use config::{
     Arrivals, BenchConfig, DEFAULT_BASE_URL, DEFAULT_GRACE, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODEL,
-    DEFAULT_SEED, Load, MaxTokensField, StackKind, default_client,
+    DEFAULT_SEED, Load, MaxTokensField, StackKind, WARMUP_LIMIT, default_client,
 };
 pub use driver::Bench;
 pub use lengths::{Lengths, MAX_LENGTH};

@@ -139,6 +139,8 @@ pub struct RunConfig {
     pub arrivals: Option<String>,
     /// Stop after this many requests.
     pub requests: Option<u64>,
+    /// Requests sent before the measured run, not in any figure (0: none).
+    pub warmup: u64,
     /// Stop after this long, ms.
     pub duration_ms: Option<u64>,
     /// Streaming requests.

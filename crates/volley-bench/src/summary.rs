@@ -160,6 +160,7 @@ fn run_config(config: &BenchConfig, base_url: &str) -> RunConfig {
         base_url: base_url.to_owned(),
         mode: config.load.mode().to_owned(),
         requests: config.requests,
+        warmup: config.warmup,
         duration_ms: config.duration.map(|d| d.as_millis() as u64),
         stream: config.stream,
         model: config.model.clone(),

@@ -158,6 +158,62 @@ async fn closed_loop_counts_every_request_and_reads_the_server() {
     assert!((0.0..=16.0).contains(&sampled), "{side:?}");
 }
 
+/// A warm-up's requests reach the server but no figure: the run counts its own 100, the
+/// server's statistics are reset after the warm-up, and the connections it opened are the
+/// run's warm pool (none opened in the run). A server that refuses every request ends the
+/// warm-up at its first answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_up_is_sent_first_and_left_out_of_every_figure() {
+    let server = mock(with_latency(ms(20))).await;
+    let results = run(BenchConfig {
+        requests: Some(100),
+        warmup: 48,
+        ..config(&server, Load::Closed { concurrency: 16 })
+    })
+    .await;
+    check_consistency(&results);
+    assert_eq!((results.summary.requests, results.summary.ok), (100, 100));
+    // The mock's statistics were reset after the warm-up: it counts the run's alone.
+    assert_eq!(server.stats().requests_total, 100);
+    assert_eq!(
+        results.server.expect("volley-mock serves /stats").requests,
+        100
+    );
+    // The warm-up opened the connections the run used.
+    assert_eq!(results.connections.opened, 0, "{:?}", results.connections);
+    assert!(
+        results.connections.reused >= 100,
+        "{:?}",
+        results.connections
+    );
+    assert_eq!(results.config.warmup, 48);
+
+    // A server that refuses every request: its first answers end the warm-up.
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = seen.clone();
+    let refusing = answering(move |n| {
+        counter.fetch_max(n + 1, std::sync::atomic::Ordering::SeqCst);
+        (
+            "401 Unauthorized",
+            "application/json",
+            r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+        )
+    })
+    .await;
+    let bench = Bench::new(BenchConfig {
+        base_url: refusing,
+        requests: Some(10),
+        warmup: 10_000,
+        load: Load::Closed { concurrency: 4 },
+        ..BenchConfig::default()
+    })
+    .unwrap();
+    let results = bench.run().await.unwrap();
+    assert_eq!(results.summary.ok, 0, "{results:?}");
+    let sent = seen.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent < 100, "the warm-up went on after the refusals: {sent}");
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn lanes_on_runtimes_of_their_own_count_every_request() {
     // The mock runs here; the lanes, their connections and timers on two other runtimes.

@@ -79,6 +79,11 @@ pub(crate) struct BenchArgs {
     /// Stop after this many requests.
     #[arg(long, short = 'n')]
     requests: Option<u64>,
+    /// Send this many requests first, at the run's concurrency, and leave them out of every
+    /// figure: the connections (TLS handshakes included) are open and a server's caches
+    /// warm when the clock starts; at most 60 s is spent on them [default: 0].
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    warmup: u64,
     /// Stop starting requests after this long (e.g. 30s, 2m); those in flight are finished,
     /// for at most --grace more.
     #[arg(long, value_parser = duration)]
@@ -409,6 +414,7 @@ async fn run(
         model: args.model.clone(),
         load,
         requests: args.requests,
+        warmup: args.warmup,
         duration: args.duration,
         grace: args.grace,
         stream: args.stream,

@@ -68,6 +68,12 @@ pub(super) fn config_rows(r: &BenchResults) -> Vec<Row> {
     if !stop.is_empty() {
         rows.push(("stop after", stop.join(" or ")));
     }
+    if c.warmup > 0 {
+        rows.push((
+            "warm-up",
+            format!("{} requests first, not measured", int(c.warmup)),
+        ));
+    }
     let kind = if c.stream {
         "streaming"
     } else {
