@@ -154,8 +154,9 @@ impl Request {
     /// whose wait would end at or past it, and hands on the error that asked for it (a 429
     /// whose `Retry-After` is longer than the time left) rather than have the caller's
     /// timer end the call as a timeout; the in-process rate limiter fails a request it
-    /// would hold at or past it at once, unsent, as rate-limited. `volley`'s `Client` sets it
-    /// from its deadline when a call starts.
+    /// would hold until or past it, unsent, as rate-limited: at once when it comes, or, for
+    /// one already waiting when a 429's pause pushes it back past it, at the time it was to
+    /// be sent. `volley`'s `Client` sets it from its deadline when a call starts.
     ///
     /// Default: none.
     pub fn set_deadline(&mut self, at: Option<Instant>) {

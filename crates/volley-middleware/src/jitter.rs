@@ -35,3 +35,8 @@ pub(crate) fn up_to(max: Duration) -> Duration {
         u64::try_from(max.as_nanos()).unwrap_or(u64::MAX),
     ))
 }
+
+/// A uniformly random fraction in `[0, 1)`.
+pub(crate) fn fraction() -> f64 {
+    with_rng(|rng| rng.random::<f64>())
+}

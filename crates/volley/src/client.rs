@@ -864,10 +864,12 @@ impl ClientBuilder {
     /// 429 whose `Retry-After` is longer than the time left comes back rate-limited, with its
     /// wait, for the caller to reschedule); likewise a request the rate limiter would hold
     /// past the deadline (its sends paused by an earlier 429, or its limit used up for that
-    /// long) fails at once, unsent, rate-limited with the wait it would have had (a limiter
-    /// shared through Redis does not check this). The request metrics count such a
-    /// call as `cancelled`, as any call its caller gave up on. `None` removes it; zero is
-    /// refused by [`build`](ClientBuilder::build). [`Client::into_service`] has none.
+    /// long) fails unsent, rate-limited with the wait it would have had, at once or when it
+    /// was to be sent (a limiter shared through Redis does not check this). The request
+    /// metrics count a call its deadline ended as `cancelled`, as any call its caller gave up
+    /// on, and one that failed early as above by its error (`rate_limited`). `None` removes
+    /// it; zero is refused by [`build`](ClientBuilder::build). [`Client::into_service`] has
+    /// none.
     ///
     /// Default: none (each attempt has [`timeout`](ClientBuilder::timeout); rate-limit
     /// retries stop after the retry policy's `give_up_after`).

@@ -169,6 +169,11 @@ pub(crate) enum Observed {
     /// half-open one): the same refusal from every endpoint is the request's or the account's,
     /// and is better reported than hidden behind open breakers.
     Refused,
+    /// Held back by this endpoint's own rate limiter past the call's deadline, and failed
+    /// unsent (its sends paused by a 429, or its limit used up for that long): the endpoint
+    /// is rate-limited for the wait given, but the provider said nothing, and the few
+    /// microseconds it took are no latency.
+    Held(Option<Duration>),
     /// Dropped, cancelled or refused by the request itself: counts as nothing.
     Nothing,
 }
@@ -346,10 +351,18 @@ impl EndpointState {
                     Outcome::Neutral
                 }
             }
+            Observed::Held(wait) => {
+                let wait = wait.unwrap_or(RATE_WINDOW).min(MAX_RATE_WINDOW);
+                self.rate_limited_until
+                    .fetch_max(nanos + wait.as_nanos() as u64, Ordering::Relaxed);
+                Outcome::Neutral
+            }
             Observed::Nothing => Outcome::Neutral,
         };
         match observed {
             Observed::Nothing | Observed::Failed => {}
+            // The load only, as a refusal's: at once, it must not look fast.
+            Observed::Held(_) => self.update_cost(REFUSED_COST.max(latency), nanos),
             // The load only: the endpoint's mean latency is its answers'.
             Observed::Refused => self.update_cost(REFUSED_COST.max(latency), nanos),
             _ => {

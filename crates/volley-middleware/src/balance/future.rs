@@ -364,6 +364,10 @@ pub(crate) fn observe(result: &Result<Response, Error>, post: bool) -> Observed 
             Observed::Answered
         }
         Err(error) => match error.kind() {
+            // The endpoint's own limiter, not the provider: it was never sent.
+            ErrorKind::RateLimited if !error.is_request_sent() => {
+                Observed::Held(error.retry_after())
+            }
             ErrorKind::RateLimited => Observed::RateLimited(error.retry_after()),
             ErrorKind::Status => error.status().map_or(Observed::Nothing, |s| {
                 by_status(s.as_u16(), error.retry_after(), post)

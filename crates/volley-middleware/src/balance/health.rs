@@ -75,8 +75,9 @@ where
             // A refusal (no `/models` there, a key without access to it) is an answer.
             Observed::Answered | Observed::RateLimited(_) | Observed::Refused => true,
             Observed::ServerError | Observed::Failed => false,
-            // An error of the request itself: try again after the next cool-down.
-            Observed::Nothing => false,
+            // An error of the request itself, or of this side's limiter: try again after
+            // the next cool-down.
+            Observed::Nothing | Observed::Held(_) => false,
         };
         // Read the body, so that a connection permit it holds is given back at once.
         if let Ok(response) = result {

@@ -54,6 +54,10 @@ impl Mock {
                 let status = mock.status.load(Ordering::Relaxed);
                 match status {
                     0 => Err(Error::new(ErrorKind::Connect, "refused")),
+                    // The endpoint's own rate limiter held it past its deadline: unsent.
+                    1 => Err(Error::new(ErrorKind::RateLimited, "held")
+                        .with_retry_after(Some(Duration::from_secs(30)))
+                        .with_request_sent(false)),
                     200..=399 => Ok(Response::new(
                         StatusCode::from_u16(status).unwrap(),
                         HeaderMap::new(),
@@ -391,6 +395,35 @@ async fn an_endpoint_that_refuses_fast_gets_little_traffic() {
             good.calls()
         );
     }
+}
+
+/// An endpoint whose own rate limiter fails requests unsent (held past their deadline by a
+/// pause) does not look like the fastest one: it is rate-limited for the wait, its instant
+/// failures are no latency and no 429 of the provider's, and most requests go to the other.
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_whose_limiter_holds_requests_back_gets_little_traffic() {
+    let held = Mock::new(1, 0);
+    let good = Mock::new(200, 2_000);
+    let b = balance(
+        &[
+            (EndpointConfig::new("held"), &held),
+            (EndpointConfig::new("good"), &good),
+        ],
+        BreakerConfig::new(),
+    );
+    for i in 0..200 {
+        let _ = send(&b, i).await;
+    }
+    let stats = b.stats();
+    assert_eq!(stats[0].state, BreakerState::Closed);
+    assert_eq!(stats[0].mean_latency, None);
+    assert_eq!(stats[0].rate_limited, 0, "not the provider's 429");
+    assert!(
+        held.calls() * 10 < good.calls(),
+        "{} vs {}",
+        held.calls(),
+        good.calls()
+    );
 }
 
 /// Refusals between failures do not reset the breaker's count of failures in a row: 503s

@@ -40,15 +40,18 @@ impl LocalAcquire {
     }
 
     /// A reservation of `ask` made at `reserved_at` for a send at `send_at`, nanoseconds
-    /// since the limiter's epoch, when pauses had shifted the queue by `shift_seen`.
+    /// since the limiter's epoch, when pauses had shifted the queue by `shift_seen`;
+    /// `(fraction, stretch)`: the send's random part of a pause's spread, and the stretch
+    /// its send time holds now.
     pub(super) fn waiting(
         shared: Arc<Shared>,
         ask: Ask,
-        reserved_at: u64,
-        send_at: u64,
-        shift_seen: u64,
+        [reserved_at, send_at, shift_seen]: [u64; 3],
+        (fraction, stretch): (Option<f64>, u64),
     ) -> LocalAcquire {
         LocalAcquire(Inner::Waiting(Waiter {
+            fraction,
+            stretch,
             shared,
             cost: ask.cost,
             id: ask.id,
@@ -90,6 +93,11 @@ struct Waiter {
     reserved_at: u64,
     /// When the request may be sent, nanoseconds since the limiter's epoch.
     send_at: u64,
+    /// This send's part of a pause's spread, in `[0, 1)`, drawn once, when first needed
+    /// (see `Shared::pause_stretch`).
+    fraction: Option<f64>,
+    /// The stretch `send_at` holds, that part of the last pause's spread.
+    stretch: u64,
     shift_seen: u64,
     /// Boxed only when the request has to wait, so one that goes at once allocates nothing.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -130,10 +138,15 @@ impl Future for LocalAcquire {
             // A pause since the reservation pushes it back by as much as everything else.
             let shift = waiter.shared.shift.load(Ordering::Relaxed);
             if shift != waiter.shift_seen {
+                // The same part of the new pause's spread as of the last one's.
+                let fraction = *waiter.fraction.get_or_insert_with(crate::jitter::fraction);
+                let stretch = waiter.shared.pause_stretch(fraction);
                 waiter.send_at = waiter
                     .send_at
+                    .saturating_sub(waiter.stretch)
                     .saturating_add(shift - waiter.shift_seen)
-                    .saturating_add(waiter.shared.pause_stretch());
+                    .saturating_add(stretch);
+                waiter.stretch = stretch;
                 waiter.shift_seen = shift;
                 waiter.sleep = None;
                 waiter.fired = false;

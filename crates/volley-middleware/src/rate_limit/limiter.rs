@@ -39,12 +39,14 @@ pub trait RateLimiter: Clone + Send + Sync + 'static {
 
     /// [`acquire`](Self::acquire) for a request whose caller stops waiting at `deadline`
     /// ([`Request::deadline`](volley_core::Request::deadline)). A limiter that knows when
-    /// the request would go may fail it at once, unsent, when that is at or past the deadline
-    /// (a 429 paused the queue, or the limit is used up for longer than the caller waits),
-    /// rather than hold it until the caller's timer ends the call: an
-    /// `ErrorKind::RateLimited` error whose [`retry_after`](Error::retry_after) is the wait
-    /// it would have had. A request that can go at once goes, deadline or not. Default:
-    /// [`acquire`](Self::acquire), the deadline unread.
+    /// the request would go may fail it, unsent, when that is at or past the deadline (a 429
+    /// paused the queue, or the limit is used up for longer than the caller waits), rather
+    /// than hold it until the caller's timer ends the call: an `ErrorKind::RateLimited` error
+    /// whose [`retry_after`](Error::retry_after) is the wait it would have had, not marked
+    /// sent ([`Error::is_request_sent`]). [`LocalLimiter`](super::LocalLimiter) fails it at
+    /// once when it comes, and one already waiting when a pause pushes it past the deadline
+    /// at the time it was to be sent. A request that can go at once goes, deadline or not.
+    /// Default: [`acquire`](Self::acquire), the deadline unread.
     fn acquire_before(
         &self,
         id: RequestId,

@@ -109,11 +109,13 @@ impl State {
             && self.output.is_none()
     }
 
-    /// How much later than the pause's end a send it held goes: a random part of the
-    /// pause's spread when nothing paces the sends, else nothing (the buckets space them).
-    fn pause_stretch(&self) -> u64 {
+    /// How much later than the pause's end a send it held goes, for a send whose random
+    /// `fraction` (in `[0, 1)`, drawn once per request) is given: that part of the pause's
+    /// spread when nothing paces the sends, else nothing (the buckets space them).
+    fn pause_stretch(&self, fraction: f64) -> u64 {
         if self.unpaced() {
-            crate::jitter::nanos_up_to(self.pause_spread)
+            // At most the spread: a fraction below 1 of a u64 converted back.
+            (self.pause_spread as f64 * fraction) as u64
         } else {
             0
         }
@@ -309,11 +311,17 @@ impl Shared {
         let now = shared.now();
         let mut state = shared.lock();
         let mut at = now.max(state.paused_until);
-        if at > now {
-            // Held by a pause: with nothing to space the sends, each goes a random part of
-            // the pause's spread after its end, so that they do not all go at once.
-            at = at.saturating_add(state.pause_stretch());
-        }
+        // Held by a pause: with nothing to space the sends, each goes a random part of the
+        // pause's spread after its end, so that they do not all go at once. The part is drawn
+        // once: a later pause moves the send to the same part of its own spread.
+        // Drawn only when needed: most requests are never held by a pause.
+        let (fraction, stretch) = if at > now {
+            let fraction = crate::jitter::fraction();
+            (Some(fraction), state.pause_stretch(fraction))
+        } else {
+            (None, 0)
+        };
+        at = at.saturating_add(stretch);
         if let Some(g) = &state.requests {
             at = at.max(g.earliest(now, u64::from(cost.requests)));
         }
@@ -330,8 +338,10 @@ impl Shared {
             && at > now
             && at >= until
         {
-            // Nothing is committed: the caller would stop waiting before the send.
+            // Nothing is committed: the caller would stop waiting before the send. A probe
+            // permit it took at the slow start's gate goes back to the next request.
             drop(state);
+            shared.probe_returned(cost);
             return LocalAcquire::failed(past_deadline(id, at - now, until.saturating_sub(now)));
         }
         // Every limit records the send at the same instant, the latest any of them allows: a
@@ -356,7 +366,12 @@ impl Shared {
         ]);
         let shift_seen = shared.shift.load(Ordering::Relaxed);
         drop(state);
-        LocalAcquire::waiting(shared.clone(), ask.with_cost(reserved), now, at, shift_seen)
+        LocalAcquire::waiting(
+            shared.clone(),
+            ask.with_cost(reserved),
+            [now, at, shift_seen],
+            (fraction, stretch),
+        )
     }
 
     /// A limit learned so far, per minute: dimension `d` in the order requests, tokens,
@@ -664,10 +679,10 @@ impl fmt::Debug for LocalLimiter {
 }
 
 impl Shared {
-    /// How much later than the end of a pause a send it pushed back goes (see
-    /// [`State::pause_stretch`]).
-    pub(super) fn pause_stretch(&self) -> u64 {
-        self.lock().pause_stretch()
+    /// How much later than the end of a pause a send it pushed back goes, for the send's
+    /// random `fraction` (see [`State::pause_stretch`]).
+    pub(super) fn pause_stretch(&self, fraction: f64) -> u64 {
+        self.lock().pause_stretch(fraction)
     }
 
     /// `at` in nanoseconds since the epoch (0 for an instant before it).

@@ -96,7 +96,10 @@
 //! that instant); a 429 that
 //! names no empty quota empties both buckets. An overload (a 529, Anthropic's
 //! `overloaded_error`) with such a wait pauses every send the same way, without emptying a
-//! bucket: the provider said when it will take work again. A 2xx whose body is a rate-limit
+//! bucket: the provider said when it will take work again. A request whose
+//! [deadline](volley_core::Request::deadline) the wait would pass fails unsent, rate-limited
+//! with that wait ([`RateLimiter::acquire_before`]), rather than wait for its caller's timer;
+//! a balancer in front marks the endpoint rate-limited for that long. A 2xx whose body is a rate-limit
 //! error (a gateway's `{"error": {"code": 429}}` with a 200) counts as a 429. Nothing here
 //! makes the limiter looser than configured.
 //!
