@@ -97,6 +97,9 @@ pub struct RedisServer {
     tls: Option<std::path::PathBuf>,
     /// More arguments for `redis-server` (a cluster node's).
     args: Vec<String>,
+    /// Its working directory (`--dir`), where a replica writes what it synced: its own, under
+    /// the system's temporary directory, removed when dropped.
+    dir: std::path::PathBuf,
 }
 
 impl RedisServer {
@@ -126,16 +129,20 @@ impl RedisServer {
         tls: Option<std::path::PathBuf>,
         args: Vec<String>,
     ) -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "volley-redis-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a working directory for redis-server");
         let mut server = RedisServer {
             child: None,
             port,
             password,
             tls,
             args,
+            dir,
         };
         server.restart();
         server
@@ -188,13 +195,20 @@ impl RedisServer {
         if let Some(password) = &self.password {
             command.args(["--requirepass", password]);
         }
-        command.args(&self.args);
+        command.arg("--dir").arg(&self.dir).args(&self.args);
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("starting {binary}: {e} (set REDIS_SERVER)"));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.answers() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                panic!(
+                    "redis-server exited as it started ({status}), on port {}",
+                    self.port
+                );
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -228,7 +242,18 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+/// A loopback port free now (picked by the kernel and released for a server to take).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
 }
 
 /// A Redis Cluster of the test's own: `redis-server`s started with `cluster-enabled`, the
@@ -237,7 +262,6 @@ impl Drop for RedisServer {
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
-    dir: std::path::PathBuf,
 }
 
 impl RedisCluster {
@@ -247,27 +271,33 @@ impl RedisCluster {
     /// # Panics
     /// When a node cannot be started, refuses a command, or the cluster is not up within 20 s.
     pub fn start(nodes: usize) -> RedisCluster {
+        RedisCluster::start_with(nodes, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments for every node's `redis-server`
+    /// (`--cluster-announce-hostname`, say).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with(nodes: usize, more: &[&str]) -> RedisCluster {
         assert!(nodes > 0, "a cluster needs a node");
-        let dir = std::env::temp_dir().join(format!(
-            "volley-cluster-{}-{}",
-            std::process::id(),
-            NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("a directory for the cluster's nodes");
-        let nodes: Vec<RedisServer> = (0..nodes)
-            .map(|i| {
-                let node_dir = dir.join(i.to_string());
-                std::fs::create_dir_all(&node_dir).expect("a directory for a node");
-                let args = vec![
+        // Each node's bus on a port of its own (by default the port + 10 000, which is past
+        // 65 535 for a port the kernel may pick).
+        let buses: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+        let nodes: Vec<RedisServer> = buses
+            .iter()
+            .map(|bus| {
+                let mut args = vec![
                     "--cluster-enabled".to_owned(),
                     "yes".to_owned(),
-                    "--dir".to_owned(),
-                    node_dir.display().to_string(),
+                    "--cluster-port".to_owned(),
+                    bus.to_string(),
                 ];
+                args.extend(more.iter().map(|&arg| arg.to_owned()));
                 RedisServer::started(None, None, args)
             })
             .collect();
-        let cluster = RedisCluster { nodes, dir };
+        let cluster = RedisCluster { nodes };
         let count = cluster.nodes.len();
         for (i, node) in cluster.nodes.iter().enumerate() {
             let first = 16_384 * i / count;
@@ -284,11 +314,9 @@ impl RedisCluster {
             assert_eq!(reply, "+OK", "adding slots to node {i}");
         }
         let first = cluster.nodes[0].port;
-        for node in &cluster.nodes[1..] {
-            let reply = command(
-                first,
-                &["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()],
-            );
+        for (node, bus) in cluster.nodes.iter().zip(&buses).skip(1) {
+            let (port, bus) = (node.port.to_string(), bus.to_string());
+            let reply = command(first, &["CLUSTER", "MEET", "127.0.0.1", &port, &bus]);
             assert_eq!(reply, "+OK", "introducing the nodes");
         }
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -315,17 +343,6 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 }
-
-impl Drop for RedisCluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            node.kill();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-static NEXT_CLUSTER: AtomicU32 = AtomicU32::new(0);
 
 /// Sends one command to the server on loopback `port` and returns its reply: a status or
 /// error line as it came (`+OK`), a bulk string's text.
