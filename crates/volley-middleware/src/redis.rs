@@ -135,7 +135,9 @@ impl RedisOptions {
     /// Allow plain `redis://` to a host that is not loopback. Without it,
     /// [`RedisConnection::connect`] refuses such a URL with `ErrorKind::Config`: use
     /// `rediss://` (TLS), a loopback address or a Unix socket, or allow it here for a network
-    /// you trust.
+    /// you trust. A [cluster](Self::cluster) reached in plain text through loopback seeds is
+    /// refused too when a node it names (`CLUSTER SLOTS`, read before connecting to the
+    /// others) is not on loopback: the client would send the password there.
     ///
     /// Default: `false` (plain text only to `localhost`, `127.0.0.0/8`, `[::1]` and Unix
     /// sockets).
@@ -194,7 +196,8 @@ enum Inner {
 /// The connection to a single server, replaced when it answers `READONLY` (see the module's
 /// docs).
 struct Single {
-    manager: RwLock<ConnectionManager>,
+    /// The connection, and its generation: 0 for the first, one more for each replacement.
+    manager: RwLock<(u64, ConnectionManager)>,
     client: ::redis::Client,
     config: ConnectionManagerConfig,
     /// Whether a replacement is being made.
@@ -203,15 +206,22 @@ struct Single {
     replaced_at: Mutex<Option<Instant>>,
 }
 
-/// Whether `e` is Redis's `READONLY`: a write sent to a replica.
+/// Whether `e` is Redis's `READONLY`: a write sent to a replica. Before Redis 7 a write in a
+/// script fails as `ERR Error running script ... READONLY You can't write ...`.
 fn is_read_only(e: &::redis::RedisError) -> bool {
     e.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::ReadOnly)
+        || e.code() == Some("READONLY")
+        || e.to_string().contains("READONLY You can't write")
 }
 
 /// Whether a reply is, or holds, a `READONLY` error (a pipeline's replies, or a script's).
 fn is_read_only_value(value: &Value) -> bool {
     match value {
-        Value::ServerError(e) => e.code() == "READONLY",
+        Value::ServerError(e) => {
+            e.code() == "READONLY"
+                || e.details()
+                    .is_some_and(|d| d.contains("READONLY You can't write"))
+        }
         Value::Array(values) => values.iter().any(is_read_only_value),
         _ => false,
     }
@@ -223,19 +233,20 @@ fn is_read_only_value(value: &Value) -> bool {
 const MIN_REPLACE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Single {
-    /// The connection commands go over now.
-    fn current(&self) -> ConnectionManager {
+    /// The connection commands go over now, and its generation.
+    fn current(&self) -> (u64, ConnectionManager) {
         self.manager
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    /// After `result`: when it is `READONLY`, starts a replacement of the connection in the
-    /// background, unless one is under way or the last started less than
-    /// [`MIN_REPLACE_INTERVAL`] ago.
-    fn after(self: &Arc<Self>, read_only: bool) {
-        if !read_only {
+    /// After a command over the connection of generation `generation`: when it answered
+    /// `READONLY` (`read_only`), starts a replacement of the connection in the background,
+    /// unless that connection was replaced already, a replacement is under way, or the last
+    /// started less than [`MIN_REPLACE_INTERVAL`] ago.
+    fn after(self: &Arc<Self>, generation: u64, read_only: bool) {
+        if !read_only || self.current().0 != generation {
             return;
         }
         {
@@ -250,15 +261,26 @@ impl Single {
             }
             *at = Some(Instant::now());
         }
-        let this = Arc::clone(self);
+        /// Lets the next `READONLY` try again however the replacement ends (its task
+        /// aborted by a runtime shutting down included).
+        struct Done(Arc<Single>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.replacing.store(false, Ordering::Release);
+            }
+        }
+        let done = Done(Arc::clone(self));
         tokio::spawn(async move {
+            let this = &done.0;
             let fresh = this
                 .client
                 .get_connection_manager_with_config(this.config.clone())
                 .await;
             match fresh {
                 Ok(fresh) => {
-                    *this.manager.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+                    let mut current = this.manager.write().unwrap_or_else(PoisonError::into_inner);
+                    *current = (current.0 + 1, fresh);
+                    drop(current);
                     tracing::warn!(
                         "Redis answered READONLY (a failover made its node a replica): \
                          connected again"
@@ -270,7 +292,6 @@ impl Single {
                     "Redis answered READONLY, and connecting again failed"
                 ),
             }
-            this.replacing.store(false, Ordering::Release);
         });
     }
 }
@@ -326,6 +347,16 @@ impl RedisConnection {
                 builder = builder.certs(tls);
             }
             let client = builder.build().map_err(config_error)?;
+            if !options.allow_plain && options.urls.iter().any(|url| is_plain(url)) {
+                // Before the cluster client connects to (and authenticates with) every node
+                // the cluster names.
+                let seed = ::redis::Client::open(options.urls[0].as_str()).map_err(config_error)?;
+                let mut seed = seed
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(connect_error)?;
+                refuse_plain_remote_nodes(&mut seed, &server).await?;
+            }
             Inner::Cluster(client.get_async_connection().await.map_err(connect_error)?)
         } else {
             let url = options.urls[0].as_str();
@@ -343,7 +374,7 @@ impl RedisConnection {
                 .await
                 .map_err(connect_error)?;
             Inner::Single(Arc::new(Single {
-                manager: RwLock::new(manager),
+                manager: RwLock::new((0, manager)),
                 client,
                 config,
                 replacing: AtomicBool::new(false),
@@ -412,13 +443,16 @@ impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.inner {
             Inner::Single(single) => {
-                let mut connection = single.current();
+                let (generation, mut connection) = single.current();
                 Box::pin(async move {
                     let result = connection.req_packed_command(cmd).await;
-                    single.after(match &result {
-                        Ok(value) => is_read_only_value(value),
-                        Err(e) => is_read_only(e),
-                    });
+                    single.after(
+                        generation,
+                        match &result {
+                            Ok(value) => is_read_only_value(value),
+                            Err(e) => is_read_only(e),
+                        },
+                    );
                     result
                 })
             }
@@ -434,15 +468,18 @@ impl ConnectionLike for RedisConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.inner {
             Inner::Single(single) => {
-                let mut connection = single.current();
+                let (generation, mut connection) = single.current();
                 Box::pin(async move {
                     let result = connection
                         .req_packed_commands(pipeline, offset, count)
                         .await;
-                    single.after(match &result {
-                        Ok(values) => values.iter().any(is_read_only_value),
-                        Err(e) => is_read_only(e),
-                    });
+                    single.after(
+                        generation,
+                        match &result {
+                            Ok(values) => values.iter().any(is_read_only_value),
+                            Err(e) => is_read_only(e),
+                        },
+                    );
                     result
                 })
             }
@@ -452,7 +489,7 @@ impl ConnectionLike for RedisConnection {
 
     fn get_db(&self) -> i64 {
         match &self.inner {
-            Inner::Single(single) => single.current().get_db(),
+            Inner::Single(single) => single.current().1.get_db(),
             Inner::Cluster(c) => c.get_db(),
         }
     }
@@ -465,14 +502,67 @@ pub fn redacted(url: &str) -> String {
     redact_url(url)
 }
 
+/// Whether `url` is plain text: `redis://`, or Valkey's own scheme (which the client accepts
+/// too), as plain.
+fn is_plain(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("redis") || scheme.eq_ignore_ascii_case("valkey")
+    })
+}
+
+/// For a cluster reached in plain text through loopback seeds: refuses it when a node the
+/// cluster names (`CLUSTER SLOTS`) is not on loopback, as a plain remote URL is refused. The
+/// client connects to every node it is told of, with the seeds' password and in plain text.
+async fn refuse_plain_remote_nodes(
+    connection: &mut ::redis::aio::MultiplexedConnection,
+    server: &str,
+) -> Result<(), Error> {
+    let slots: Value = ::redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(connection)
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Connect,
+                format!("reading the nodes of the Redis Cluster at {server}: {e}"),
+            )
+        })?;
+    let Value::Array(ranges) = slots else {
+        return Ok(());
+    };
+    for range in &ranges {
+        let Value::Array(fields) = range else {
+            continue;
+        };
+        // start, end, then one [host, port, id, ...] per node serving the range.
+        for node in fields.iter().skip(2) {
+            let Value::Array(node) = node else { continue };
+            let host = match node.first() {
+                Some(Value::BulkString(host)) => String::from_utf8_lossy(host).into_owned(),
+                Some(Value::SimpleString(host)) => host.clone(),
+                _ => continue,
+            };
+            // An empty host is the address the seed was reached at.
+            if !host.is_empty() && !volley_core::host::is_loopback(&host) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "refusing plain redis:// to the Redis Cluster at {server}: its node \
+                         {host} is not a loopback address, and the password and the cached \
+                         answers would cross the network unencrypted. Use rediss://, or \
+                         allow plain Redis explicitly"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses plain `redis://` to a host that is not loopback (see
 /// [`RedisOptions::allow_plain_redis`]).
 fn refuse_plain_remote(url: &str) -> Result<(), Error> {
-    // Valkey's own scheme (which the client accepts too) is as plain as `redis://`.
-    let plain = url.split_once("://").is_some_and(|(scheme, _)| {
-        scheme.eq_ignore_ascii_case("redis") || scheme.eq_ignore_ascii_case("valkey")
-    });
-    if !plain {
+    if !is_plain(url) {
         return Ok(());
     }
     match volley_core::host::url_host(url) {

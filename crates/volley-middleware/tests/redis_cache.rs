@@ -262,6 +262,38 @@ async fn stores_share_entries_on_a_redis_cluster() {
     assert!(b.get(key("absent")).await.unwrap().is_none());
 }
 
+/// A cluster reached in plain text through a loopback seed whose nodes it names elsewhere
+/// is refused before the client connects to them, as a plain remote URL is; allowed, it is
+/// not refused for that.
+#[ignore = "needs Redis: REDIS_URL"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_cluster_naming_a_remote_node_is_refused() {
+    let _url = require_redis!();
+    let cluster = volley_testkit::redis::RedisCluster::start_with(
+        3,
+        &[
+            "--cluster-announce-hostname",
+            "redis.example",
+            "--cluster-preferred-endpoint-type",
+            "hostname",
+        ],
+    );
+    let seed = cluster.urls()[0].clone();
+    let err = RedisConnection::connect(&RedisOptions::new(seed.clone()).cluster(true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("redis.example"), "{err}");
+    // Allowed, the check is skipped (connecting to redis.example then fails, or not: this
+    // machine has no resolver to ask).
+    let allowed = RedisOptions::new(seed)
+        .cluster(true)
+        .allow_plain_redis(true);
+    if let Err(e) = RedisConnection::connect(&allowed).await {
+        assert_ne!(e.kind(), ErrorKind::Config, "{e}");
+    }
+}
+
 #[ignore = "needs Redis: REDIS_URL"]
 #[tokio::test]
 async fn a_second_identical_request_is_a_hit_that_never_reaches_the_server() {

@@ -217,16 +217,17 @@ async fn four_processes_share_an_rpm_limit_without_429s() {
     share_1200_rpm(RedisOptions::new(url), 1, 105).await;
 }
 
-/// The same on a Redis Cluster of three primaries, each process reaching it through another
-/// seed node: the limiter's keys share a hash tag, so its script runs on the one node that
-/// holds them, wherever the process first connected.
+/// The same on a Redis Cluster of three primaries, the four processes given one seed node in
+/// the first round and another in the second: the limiter's keys share a hash tag, so its
+/// script runs on the one node that holds them, wherever the processes first connected (a
+/// seed that does not hold the slot is redirected; the CLI's cluster test sees that the
+/// slot's node is one of three).
 #[ignore = "needs Redis: REDIS_URL"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_processes_share_an_rpm_limit_on_a_redis_cluster() {
     let _url = require_redis!();
     let cluster = volley_testkit::redis::RedisCluster::start(3);
     let seeds = cluster.urls();
-    // A seed that does not hold the limiter's slot is redirected to the one that does.
     share_1200_rpm(RedisOptions::new(seeds[1].clone()).cluster(true), 1, 40).await;
     share_1200_rpm(RedisOptions::new(seeds[2].clone()).cluster(true), 4, 40).await;
 }
