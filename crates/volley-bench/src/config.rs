@@ -61,11 +61,14 @@ pub struct BenchConfig {
     /// Stop after this many requests: sent ones in a closed loop or ramp, arrivals (dropped
     /// ones included) in an open loop. Default none.
     pub requests: Option<u64>,
-    /// Requests sent before the measured run, at its concurrency (at most this many at
-    /// once), their figures discarded: the connections they open (TCP, TLS handshakes) are
-    /// the run's warm pool, and a server's caches and a model's first slow answers are behind
-    /// the clock. The server's statistics and the run's connection counts start after them.
-    /// At most [`WARMUP_LIMIT`] is spent on them. Default 0.
+    /// Requests sent before the measured run, at its concurrency (an open loop: a second's
+    /// arrivals; at most this many at once), their figures discarded: the connections they
+    /// open (TCP, TLS handshakes) are the run's warm pool, and a server's caches and a
+    /// model's first slow answers are behind the clock. The server's statistics, the
+    /// connection counts and each endpoint's counts start after them (an endpoint's mean
+    /// latency holds their answers too). A refusal (a 4xx other than 429) or
+    /// [`Live::cancel`](crate::Live::cancel) ends them; at most [`WARMUP_LIMIT`] is spent on
+    /// them. `find_knee` gives each step at most one a slot. Default 0.
     pub warmup: u64,
     /// Stop starting requests after this long; those in flight then are finished and counted,
     /// for at most [`grace`](Self::grace) more. Default none.

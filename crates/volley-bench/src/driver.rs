@@ -162,6 +162,9 @@ impl Bench {
         };
         let reset_done = Instant::now();
         let connections_before = client.connection_stats();
+        // The balancer's counts so far are the warm-up's (nothing before it).
+        let endpoints_before = client.endpoint_stats();
+        let hedges_before = client.hedges();
         let cpu_before = sys::cpu_times();
 
         let start = Instant::now();
@@ -220,8 +223,10 @@ impl Bench {
             if !endpoints.is_empty() {
                 samples.push(endpoint_sample(&endpoints, tokio_start));
             }
-            endpoint_points(&samples)
+            let baseline: Vec<u64> = endpoints_before.iter().map(|s| s.requests).collect();
+            endpoint_points(&samples, &baseline)
         };
+        let endpoints = since(endpoints, &endpoints_before);
         let cpu = sys::cpu_times()
             .zip(cpu_before)
             .map(|(after, before)| after.since(before));
@@ -254,7 +259,7 @@ impl Bench {
             server,
             endpoints: &endpoints,
             endpoint_timeline,
-            hedges: client.hedges(),
+            hedges: client.hedges().saturating_sub(hedges_before),
             concurrency_limit: std::mem::take(
                 &mut *limits.lock().unwrap_or_else(|e| e.into_inner()),
             ),
@@ -387,9 +392,14 @@ async fn warm_up<T: Sender + Clone>(
     shared: &Arc<Shared>,
 ) {
     let total = config.warmup;
+    // The run's concurrency; for an open loop, a second's arrivals.
+    let concurrency = match config.load {
+        Load::Open { rate, .. } => (rate.ceil() as usize).clamp(1, config.max_in_flight.max(1)),
+        _ => config.peak_concurrency(),
+    };
     let at_once = usize::try_from(total)
         .unwrap_or(usize::MAX)
-        .min(config.peak_concurrency())
+        .min(concurrency)
         .max(1);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // A server that refuses what is sent (a 4xx other than 429: a wrong key, an unknown
@@ -429,15 +439,22 @@ async fn warm_up<T: Sender + Clone>(
         spawn_lane(&mut tasks, &config.workers, index, task);
     }
     let all = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(super::config::WARMUP_LIMIT, all)
-        .await
-        .is_err()
-    {
-        tasks.abort_all();
-        tracing::warn!(
-            "the warm-up's {total} requests took longer than {} s: the rest were cancelled",
-            super::config::WARMUP_LIMIT.as_secs()
-        );
+    let mut control = shared.control.subscribe();
+    let cancelled = async move {
+        let _ = control.wait_for(|c| c.cancel).await;
+    };
+    // The requests still running when it ends are aborted as `tasks` is dropped.
+    tokio::select! {
+        done = tokio::time::timeout(super::config::WARMUP_LIMIT, all) => {
+            if done.is_err() {
+                tracing::warn!(
+                    "the warm-up's {total} requests took longer than {} s: the rest were \
+                     cancelled",
+                    super::config::WARMUP_LIMIT.as_secs()
+                );
+            }
+        }
+        () = cancelled => {}
     }
 }
 
@@ -491,8 +508,29 @@ async fn sample_limit(
 }
 
 /// Cumulative samples as attempts per window.
-fn endpoint_points(samples: &[EndpointSample]) -> Vec<EndpointPoint> {
-    let mut before: Option<&Vec<u64>> = None;
+/// Each endpoint's counts of `after` less those of `before` (the warm-up's): requests and
+/// their outcomes, breaker openings, health checks. The state, the requests in flight and the
+/// mean latency (the warm-up's answers in it) are `after`'s.
+fn since(
+    mut after: Vec<volley::EndpointStats>,
+    before: &[volley::EndpointStats],
+) -> Vec<volley::EndpointStats> {
+    for (after, before) in after.iter_mut().zip(before) {
+        after.requests = after.requests.saturating_sub(before.requests);
+        after.answered = after.answered.saturating_sub(before.answered);
+        after.rate_limited = after.rate_limited.saturating_sub(before.rate_limited);
+        after.server_errors = after.server_errors.saturating_sub(before.server_errors);
+        after.failed = after.failed.saturating_sub(before.failed);
+        after.breaker_opened = after.breaker_opened.saturating_sub(before.breaker_opened);
+        after.health_checks = after.health_checks.saturating_sub(before.health_checks);
+    }
+    after
+}
+
+/// The attempts of each endpoint in each window between samples, the first window from
+/// `baseline` (the counts when the run started).
+fn endpoint_points(samples: &[EndpointSample], baseline: &[u64]) -> Vec<EndpointPoint> {
+    let mut before: Option<&[u64]> = Some(baseline);
     let mut points = Vec::with_capacity(samples.len());
     for (t_ms, counts) in samples {
         let attempts = counts
@@ -504,7 +542,7 @@ fn endpoint_points(samples: &[EndpointSample]) -> Vec<EndpointPoint> {
             t_ms: *t_ms,
             attempts,
         });
-        before = Some(counts);
+        before = Some(counts.as_slice());
     }
     points
 }

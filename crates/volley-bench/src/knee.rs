@@ -122,6 +122,9 @@ pub async fn find_knee(
             load: Load::Closed { concurrency },
             requests: Some(concurrency as u64 * per_slot.max(1)),
             duration: None,
+            // Each step's client is new: a warm-up of one request a slot (at most the one
+            // given) opens its connections, without a long one at every small step.
+            warmup: base.warmup.min(concurrency as u64),
             ..base.clone()
         };
         let results = Bench::new(config)?.run().await?;

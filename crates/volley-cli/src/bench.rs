@@ -79,9 +79,10 @@ pub(crate) struct BenchArgs {
     /// Stop after this many requests.
     #[arg(long, short = 'n')]
     requests: Option<u64>,
-    /// Send this many requests first, at the run's concurrency, and leave them out of every
-    /// figure: the connections (TLS handshakes included) are open and a server's caches
-    /// warm when the clock starts; at most 60 s is spent on them [default: 0].
+    /// Send this many requests first, at the run's concurrency (with --rate, a second's
+    /// arrivals), and leave them out of the figures: the connections (TLS handshakes
+    /// included) are open and a server's caches warm when the clock starts; at most 60 s is
+    /// spent on them, and --find-knee gives each step at most one a slot [default: 0].
     #[arg(long, value_name = "N", default_value_t = 0)]
     warmup: u64,
     /// Stop starting requests after this long (e.g. 30s, 2m); those in flight are finished,
