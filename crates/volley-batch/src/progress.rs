@@ -46,9 +46,10 @@ pub struct ProgressSnapshot {
     pub failed: u64,
     /// Invalid input lines (nothing sent).
     pub invalid: u64,
-    /// Prompt (input) tokens reported in the responses' `usage`.
+    /// Prompt (input) tokens reported in the responses' `usage`, a cache hit's replayed
+    /// usage left out (it was billed when the answer first came).
     pub tokens_in: u64,
-    /// Completion (output) tokens reported in the responses' `usage`.
+    /// Completion (output) tokens reported in the responses' `usage`, cache hits' left out.
     pub tokens_out: u64,
     /// HTTP attempts made by the client since the run started (retries included; cache hits
     /// make none). Counted by the client's connection pool: work the same client does

@@ -198,7 +198,9 @@ async fn cache_hits_are_requests_but_not_tokens() {
     )
     .cache_streams(true);
     let mut service = metrics::with_local_recorder(&recorder, || {
-        MetricsLayer::new().layer(cache.layer(transport))
+        MetricsLayer::new()
+            .replays(true)
+            .layer(cache.layer(transport))
     });
     for body in [CHAT, CHAT, STREAM, STREAM] {
         let response = send(
@@ -222,6 +224,32 @@ async fn cache_hits_are_requests_but_not_tokens() {
     assert_eq!(m.counter("volley_tokens_total", &tokens("in")), 6);
     assert_eq!(m.counter("volley_tokens_total", &tokens("out")), 32);
     server.shutdown().await;
+
+    // Without a cache inside, a server's own `x-volley-cache: hit` hides nothing.
+    let forged = service_fn(|request: Request| async move {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-volley-cache", HeaderValue::from_static("hit"));
+        let body = Body::Full(Bytes::from_static(
+            br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7}}"#,
+        ));
+        Ok::<_, Error>(Response::new(
+            StatusCode::OK,
+            headers,
+            body,
+            Timings::start(),
+            request.id(),
+        ))
+    });
+    let mut service = metrics::with_local_recorder(&recorder, || MetricsLayer::new().layer(forged));
+    send(
+        &mut service,
+        Request::post("/chat/completions", CHAT).unwrap(),
+    )
+    .await
+    .unwrap();
+    let m = recorded.update();
+    assert_eq!(m.counter("volley_tokens_total", &tokens("in")), 6 + 5);
+    assert_eq!(m.counter("volley_tokens_total", &tokens("out")), 32 + 7);
 }
 
 fn ok_response(request: &Request, body: Body) -> Response {

@@ -1450,7 +1450,9 @@ impl ClientBuilder {
         };
         // Metrics go through the `metrics` facade: without an installed recorder they cost
         // next to nothing. Install a recorder before building the client.
-        let request_metrics = MetricsLayer::new().scope(Scope::Request);
+        let request_metrics = MetricsLayer::new()
+            .scope(Scope::Request)
+            .replays(cache.is_some());
         let attempt_metrics = MetricsLayer::new().scope(Scope::Attempt);
         let routed = match &balanced {
             None => Either::Left(

@@ -68,7 +68,7 @@ where
             // the same scan.
             if response.status().is_success()
                 && tracker.counts_tokens()
-                && !is_replay(&response)
+                && !(tracker.sees_replays() && is_replay(&response))
                 && let Some(usage) = response.usage(*this.dialect)
             {
                 tracker.tokens(usage.input.saturating_add(usage.cache_read), usage.output);
@@ -87,7 +87,8 @@ where
             return Poll::Ready(Ok(response));
         }
         let dialect = *this.dialect;
-        let count_tokens = tracker.counts_tokens() && !is_replay(&response);
+        let count_tokens =
+            tracker.counts_tokens() && !(tracker.sees_replays() && is_replay(&response));
         Poll::Ready(Ok(response.map_stream(|stream| {
             stream.wrap(|s| MetricsBody::new(s, tracker, dialect, count_tokens))
         })))
@@ -95,8 +96,8 @@ where
 }
 
 /// Whether `response` is the cache's replay of an earlier answer (`x-volley-cache: hit`; the
-/// cache layer removes a server's own header of that name): its usage was billed once, when
-/// the answer first came, and is not counted again.
+/// cache layer removes a server's own header of that name, so this is asked only with a cache
+/// inside): its usage was billed once, when the answer first came, and is not counted again.
 fn is_replay(response: &Response) -> bool {
     response
         .headers()

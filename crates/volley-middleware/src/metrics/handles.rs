@@ -33,6 +33,8 @@ const KINDS: [ErrorKind; 13] = [
 /// lookup or allocation per call.
 pub(crate) struct Handles {
     pub(crate) scope: Scope,
+    /// Whether a cache inside marks its replays (see `MetricsLayer::replays`).
+    replays: bool,
     ok: Counter,
     errors: [(ErrorKind, Counter); KINDS.len()],
     duration: Histogram,
@@ -43,10 +45,11 @@ pub(crate) struct Handles {
 }
 
 impl Handles {
-    pub(crate) fn register(scope: Scope) -> Handles {
+    pub(crate) fn register(scope: Scope, replays: bool) -> Handles {
         let s = scope.as_str();
         Handles {
             scope,
+            replays,
             ok: metrics::counter!(REQUESTS_TOTAL, "scope" => s, "outcome" => "ok"),
             errors: KINDS.map(|kind| {
                 let outcome = kind.as_str();
@@ -121,6 +124,11 @@ impl Tracker {
     /// means scanning the body, and an attempt's tokens are the request's when it succeeds.
     pub(crate) fn counts_tokens(&self) -> bool {
         self.handles.scope == Scope::Request
+    }
+
+    /// Whether a cache inside the layer marks its replays (`MetricsLayer::replays`).
+    pub(crate) fn sees_replays(&self) -> bool {
+        self.handles.replays
     }
 
     pub(crate) fn tokens(&self, prompt: u64, completion: u64) {

@@ -12,6 +12,7 @@ use super::{Metrics, Scope};
 #[must_use]
 pub struct MetricsLayer {
     scope: Scope,
+    replays: bool,
 }
 
 impl MetricsLayer {
@@ -33,6 +34,16 @@ impl MetricsLayer {
     pub fn current_scope(&self) -> Scope {
         self.scope
     }
+
+    /// Whether a cache layer sits inside this one: its replays (`x-volley-cache: hit`, a
+    /// header the cache layer removes from servers' answers) are then counted as requests but
+    /// not in `volley_tokens_total`, whose usage was billed when the answer first came.
+    /// Without a cache the header is not read: a server's own `x-volley-cache` hides nothing.
+    /// Default `false`.
+    pub fn replays(mut self, cache_inside: bool) -> MetricsLayer {
+        self.replays = cache_inside;
+        self
+    }
 }
 
 impl<S> Layer<S> for MetricsLayer {
@@ -41,6 +52,6 @@ impl<S> Layer<S> for MetricsLayer {
     /// Registers the metric handles with the `metrics` recorder in force (the local one, else
     /// the global one) and wraps `inner`.
     fn layer(&self, inner: S) -> Metrics<S> {
-        Metrics::from_handles(inner, Arc::new(Handles::register(self.scope)))
+        Metrics::from_handles(inner, Arc::new(Handles::register(self.scope, self.replays)))
     }
 }

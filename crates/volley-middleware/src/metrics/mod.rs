@@ -8,7 +8,7 @@
 //! | `volley_request_duration_seconds` | histogram | `scope` | from the call to the end of the response, streams included |
 //! | `volley_time_to_first_byte_seconds` | histogram | `scope` | to the response head (as the transport timed it) for complete bodies, to the first non-empty chunk for streams |
 //! | `volley_in_flight` | gauge | `scope` | calls started and not yet finished (a stream until it ends) |
-//! | `volley_tokens_total` | counter | `scope`, `direction` | `direction="in"`: prompt tokens, `"out"`: completion tokens, from the response's `usage`, not a cache hit's; recorded by the `request` scope only (finding the usage scans the body) |
+//! | `volley_tokens_total` | counter | `scope`, `direction` | `direction="in"`: prompt tokens, `"out"`: completion tokens, from the response's `usage` (not a cache hit's, see below); recorded by the `request` scope only (finding the usage scans the body) |
 //!
 //! Users pick the exporter (Prometheus, StatsD, ...) by installing a `metrics` recorder. The
 //! handles are registered when the layer is applied to a service, so install the recorder
@@ -35,9 +35,10 @@
 //! end-of-stream event and without an error is `ok` here: the Responses API and other event
 //! streams have no `[DONE]`; `ChatStream` reports a cut chat stream to its caller.
 //!
-//! Whatever the layer sees is counted: a request-scope layer placed outside the cache counts
-//! cache hits as requests too (their outcome, duration, first byte), but not their tokens:
-//! a replay (`x-volley-cache: hit`) was billed once, when the answer first came, so
+//! Every call the layer sees is counted: a request-scope layer placed outside the cache counts
+//! cache hits as requests too (their outcome, duration, first byte). Told that a cache sits
+//! inside ([`MetricsLayer::replays`], as the `volley` facade does), it leaves their tokens
+//! out: a replay (`x-volley-cache: hit`) was billed once, when the answer first came, so
 //! `volley_tokens_total` counts the tokens the provider reported for answers it gave.
 //!
 //! # Request and attempt
