@@ -146,6 +146,27 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The mock on a runtime of its own, answering after `latency` and limiting requests to 5 %
+/// more than `rpm` a minute, so that "no 429" is about the sharing, not about clocks agreeing
+/// to the millisecond; its burst is two seconds' worth: requests spaced correctly but bunched
+/// up on the way by a pause on a loaded machine are not refused, unshared processes still
+/// would be within a second. Keep the runtime as long as the server.
+fn limited_mock(rpm: u32, latency: Duration) -> (tokio::runtime::Runtime, MockServer) {
+    let rt = volley_testkit::process::server_runtime(2);
+    let server = rt
+        .block_on(MockServer::start(MockConfig {
+            latency: Latency::Fixed(latency),
+            rate_limits: RateLimits {
+                rpm: Some(rpm + rpm / 20),
+                burst_requests: Some((rpm + rpm / 20) / 30),
+                ..RateLimits::NONE
+            },
+            ..MockConfig::default()
+        }))
+        .unwrap();
+    (rt, server)
+}
+
 #[ignore = "needs Redis: REDIS_URL"]
 #[test]
 fn four_processes_sharing_one_limit_get_no_429s() {
@@ -153,23 +174,7 @@ fn four_processes_sharing_one_limit_get_no_429s() {
     const RPM: u32 = 1_200;
     const PROCESSES: usize = 4;
     const LINES: usize = 60;
-    let rt = volley_testkit::process::server_runtime(2);
-    let server = rt
-        .block_on(MockServer::start(MockConfig {
-            latency: Latency::Fixed(Duration::from_millis(20)),
-            // The provider allows 5 % more than the processes share, so that "no 429" is
-            // about the sharing, not about clocks agreeing to the millisecond.
-            rate_limits: RateLimits {
-                rpm: Some(RPM + RPM / 20),
-                // Two seconds' worth: requests spaced correctly but bunched up on the way by
-                // a pause on a loaded machine are not refused; four unshared processes still
-                // would be within a second.
-                burst_requests: Some((RPM + RPM / 20) / 30),
-                ..RateLimits::NONE
-            },
-            ..MockConfig::default()
-        }))
-        .unwrap();
+    let (rt, server) = limited_mock(RPM, Duration::from_millis(20));
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique_prefix("four");
     let deadline = Instant::now() + TEST_TIMEOUT;
@@ -225,17 +230,7 @@ fn runs_share_a_limit_through_a_redis_cluster() {
     const LINES: usize = 30;
     let cluster = volley_testkit::redis::RedisCluster::start(3);
     let seeds = cluster.urls();
-    let rt = volley_testkit::process::server_runtime(2);
-    let server = rt
-        .block_on(MockServer::start(MockConfig {
-            rate_limits: RateLimits {
-                rpm: Some(RPM + RPM / 20),
-                burst_requests: Some((RPM + RPM / 20) / 30),
-                ..RateLimits::NONE
-            },
-            ..MockConfig::default()
-        }))
-        .unwrap();
+    let (rt, server) = limited_mock(RPM, Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
     let prefix = unique_prefix("cluster");
     let deadline = Instant::now() + TEST_TIMEOUT;

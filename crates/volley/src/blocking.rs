@@ -458,22 +458,57 @@ impl Iterator for ChatStream {
     type Item = Result<ChatCompletionChunk, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finished {
-            return None;
-        }
-        if let Err(e) = refuse_inside_runtime("ChatStream::next") {
-            // The stream ends here, and lets go of its body, slot and connection now, not
-            // when the caller drops it.
-            self.finished = true;
-            self.stream.finish();
-            return Some(Err(e));
-        }
-        let item = self.inner.runtime().block_on(self.stream.next());
-        if item.is_none() {
-            self.finished = true;
-        }
-        item
+        let Self {
+            stream,
+            inner,
+            finished,
+        } = self;
+        next_blocking(stream, finished, inner, "ChatStream::next")
     }
+}
+
+/// An async stream a blocking iterator drives, which can end at once and let go of its body.
+trait Finish {
+    fn finish(&mut self);
+}
+
+impl Finish for crate::ChatStream {
+    fn finish(&mut self) {
+        crate::ChatStream::finish(self);
+    }
+}
+
+impl Finish for crate::MessageStream {
+    fn finish(&mut self) {
+        crate::MessageStream::finish(self);
+    }
+}
+
+/// The next item of `stream`, waited for on the client's runtime; `None` once `finished`.
+/// Inside a runtime (`method` names the call) the stream ends with a `Config` error, and lets
+/// go of its body, slot and connection now, not when the caller drops it.
+fn next_blocking<S, T>(
+    stream: &mut S,
+    finished: &mut bool,
+    inner: &Inner,
+    method: &str,
+) -> Option<Result<T, Error>>
+where
+    S: Finish + futures_core::Stream<Item = Result<T, Error>> + Unpin,
+{
+    if *finished {
+        return None;
+    }
+    if let Err(e) = refuse_inside_runtime(method) {
+        *finished = true;
+        stream.finish();
+        return Some(Err(e));
+    }
+    let item = inner.runtime().block_on(stream.next());
+    if item.is_none() {
+        *finished = true;
+    }
+    item
 }
 
 impl ChatStream {
@@ -528,20 +563,12 @@ impl Iterator for MessageStream {
     type Item = Result<StreamEvent, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finished {
-            return None;
-        }
-        if let Err(e) = refuse_inside_runtime("MessageStream::next") {
-            // As `ChatStream`: the stream ends here and lets go of its body and slot now.
-            self.finished = true;
-            self.stream.finish();
-            return Some(Err(e));
-        }
-        let item = self.inner.runtime().block_on(self.stream.next());
-        if item.is_none() {
-            self.finished = true;
-        }
-        item
+        let Self {
+            stream,
+            inner,
+            finished,
+        } = self;
+        next_blocking(stream, finished, inner, "MessageStream::next")
     }
 }
 
