@@ -137,7 +137,8 @@ impl RedisOptions {
     /// `rediss://` (TLS), a loopback address or a Unix socket, or allow it here for a network
     /// you trust. A [cluster](Self::cluster) reached in plain text through loopback seeds is
     /// refused too when a node it names (`CLUSTER SLOTS`, read before connecting to the
-    /// others) is not on loopback: the client would send the password there.
+    /// others) is not on loopback: the client would send the password there. Nodes the
+    /// cluster names later (a resharding, a failover) are not checked again.
     ///
     /// Default: `false` (plain text only to `localhost`, `127.0.0.0/8`, `[::1]` and Unix
     /// sockets).
@@ -349,13 +350,8 @@ impl RedisConnection {
             let client = builder.build().map_err(config_error)?;
             if !options.allow_plain && options.urls.iter().any(|url| is_plain(url)) {
                 // Before the cluster client connects to (and authenticates with) every node
-                // the cluster names.
-                let seed = ::redis::Client::open(options.urls[0].as_str()).map_err(config_error)?;
-                let mut seed = seed
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(connect_error)?;
-                refuse_plain_remote_nodes(&mut seed, &server).await?;
+                // the cluster names. (A mix of plain and TLS seeds was refused just above.)
+                refuse_plain_remote_nodes(options, &server).await?;
             }
             Inner::Cluster(client.get_async_connection().await.map_err(connect_error)?)
         } else {
@@ -513,20 +509,41 @@ fn is_plain(url: &str) -> bool {
 /// For a cluster reached in plain text through loopback seeds: refuses it when a node the
 /// cluster names (`CLUSTER SLOTS`) is not on loopback, as a plain remote URL is refused. The
 /// client connects to every node it is told of, with the seeds' password and in plain text.
-async fn refuse_plain_remote_nodes(
-    connection: &mut ::redis::aio::MultiplexedConnection,
-    server: &str,
-) -> Result<(), Error> {
-    let slots: Value = ::redis::cmd("CLUSTER")
-        .arg("SLOTS")
-        .query_async(connection)
-        .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Connect,
-                format!("reading the nodes of the Redis Cluster at {server}: {e}"),
-            )
-        })?;
+async fn refuse_plain_remote_nodes(options: &RedisOptions, server: &str) -> Result<(), Error> {
+    let config = ::redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(Some(options.response_timeout));
+    // The first seed that answers, as the cluster client takes the first that connects.
+    let mut last = None;
+    let mut slots = None;
+    for url in &options.urls {
+        let asked = async {
+            let client = ::redis::Client::open(url.as_str())?;
+            let mut seed = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            ::redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async::<Value>(&mut seed)
+                .await
+        };
+        match asked.await {
+            Ok(value) => {
+                slots = Some(value);
+                break;
+            }
+            Err(e) => last = Some(scrub(&e, options)),
+        }
+    }
+    let Some(slots) = slots else {
+        return Err(Error::new(
+            ErrorKind::Connect,
+            format!(
+                "reading the nodes of the Redis Cluster at {server}: {}",
+                last.unwrap_or_default()
+            ),
+        ));
+    };
     let Value::Array(ranges) = slots else {
         return Ok(());
     };
@@ -542,8 +559,10 @@ async fn refuse_plain_remote_nodes(
                 Some(Value::SimpleString(host)) => host.clone(),
                 _ => continue,
             };
-            // An empty host is the address the seed was reached at.
-            if !host.is_empty() && !volley_core::host::is_loopback(&host) {
+            // An empty host, `?`, `0.0.0.0` or `::` is the node that answered (a seed on
+            // loopback), as the cluster client reads them.
+            let answering = matches!(host.as_str(), "" | "?" | "0.0.0.0" | "::");
+            if !answering && !volley_core::host::is_loopback(&host) {
                 return Err(Error::new(
                     ErrorKind::Config,
                     format!(

@@ -129,7 +129,16 @@ impl RedisServer {
         tls: Option<std::path::PathBuf>,
         args: Vec<String>,
     ) -> RedisServer {
-        let port = free_port();
+        RedisServer::started_on(free_port(), password, tls, args)
+    }
+
+    /// Starts a server on `port`.
+    fn started_on(
+        port: u16,
+        password: Option<String>,
+        tls: Option<std::path::PathBuf>,
+        args: Vec<String>,
+    ) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "volley-redis-{}-{}",
             std::process::id(),
@@ -282,11 +291,21 @@ impl RedisCluster {
     pub fn start_with(nodes: usize, more: &[&str]) -> RedisCluster {
         assert!(nodes > 0, "a cluster needs a node");
         // Each node's bus on a port of its own (by default the port + 10 000, which is past
-        // 65 535 for a port the kernel may pick).
-        let buses: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
-        let nodes: Vec<RedisServer> = buses
+        // 65 535 for a port the kernel may pick). Every port is picked while the others are
+        // held, so no two are the same.
+        let held: Vec<TcpListener> = (0..2 * nodes)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+            .collect();
+        let ports: Vec<u16> = held
             .iter()
-            .map(|bus| {
+            .map(|l| l.local_addr().expect("a bound port").port())
+            .collect();
+        drop(held);
+        let (clients, buses) = ports.split_at(nodes);
+        let nodes: Vec<RedisServer> = clients
+            .iter()
+            .zip(buses)
+            .map(|(&port, bus)| {
                 let mut args = vec![
                     "--cluster-enabled".to_owned(),
                     "yes".to_owned(),
@@ -294,7 +313,7 @@ impl RedisCluster {
                     bus.to_string(),
                 ];
                 args.extend(more.iter().map(|&arg| arg.to_owned()));
-                RedisServer::started(None, None, args)
+                RedisServer::started_on(port, None, None, args)
             })
             .collect();
         let cluster = RedisCluster { nodes };
@@ -314,7 +333,7 @@ impl RedisCluster {
             assert_eq!(reply, "+OK", "adding slots to node {i}");
         }
         let first = cluster.nodes[0].port;
-        for (node, bus) in cluster.nodes.iter().zip(&buses).skip(1) {
+        for (node, bus) in cluster.nodes.iter().zip(buses).skip(1) {
             let (port, bus) = (node.port.to_string(), bus.to_string());
             let reply = command(first, &["CLUSTER", "MEET", "127.0.0.1", &port, &bus]);
             assert_eq!(reply, "+OK", "introducing the nodes");

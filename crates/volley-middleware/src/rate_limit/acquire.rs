@@ -140,12 +140,18 @@ impl Future for LocalAcquire {
             if shift != waiter.shift_seen {
                 // The same part of the new pause's spread as of the last one's.
                 let fraction = *waiter.fraction.get_or_insert_with(crate::jitter::fraction);
-                let stretch = waiter.shared.pause_stretch(fraction);
-                waiter.send_at = waiter
+                let (stretch, paused_until) = waiter.shared.pause_stretch(fraction);
+                let mut base = waiter
                     .send_at
                     .saturating_sub(waiter.stretch)
-                    .saturating_add(shift - waiter.shift_seen)
-                    .saturating_add(stretch);
+                    .saturating_add(shift - waiter.shift_seen);
+                if stretch > 0 {
+                    // Nothing paces the sends: no earlier than the new pause's end (a send
+                    // stretched past the last one's, when the new one came after it, moved
+                    // by the new wait alone would land inside it).
+                    base = base.max(paused_until);
+                }
+                waiter.send_at = base.saturating_add(stretch);
                 waiter.stretch = stretch;
                 waiter.shift_seen = shift;
                 waiter.sleep = None;

@@ -349,6 +349,53 @@ mod tests {
         assert!(done_after(&mut patient, Duration::from_secs(8)).await);
     }
 
+    /// A 429 that comes after a pause ended, while sends it held still wait out their random
+    /// stretch, holds them to its own end: none goes inside the new pause.
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_after_a_pause_holds_the_stretched_sends_to_its_end() {
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        limiter.acquire(id(), ONE).await.unwrap();
+        limiter.observe(&Observation::default());
+        let pause = |secs| Observation {
+            rate_limited: true,
+            retry_after: Some(Duration::from_secs(secs)),
+            ..Observation::default()
+        };
+        let started = tokio::time::Instant::now();
+        // 40 s, spread over 8 s after its end.
+        limiter.observe(&pause(40));
+        let mut waiting: Vec<_> = (0..100).map(|_| limiter.acquire(id(), ONE)).collect();
+        tokio::time::advance(Duration::from_secs(47)).await;
+        let mut left = Vec::new();
+        for mut acquire in waiting {
+            if futures_util::poll!(std::pin::Pin::new(&mut acquire)).is_pending() {
+                left.push(acquire);
+            }
+        }
+        waiting = left;
+        // About 12 of 100 drew more than 7/8 of the spread: none, one time in 600 000.
+        assert!(!waiting.is_empty(), "every send went before 47 s");
+        // 7 s after the first pause's end, another 429 asks for 5 s: until 52 s.
+        limiter.observe(&pause(5));
+        while !waiting.is_empty() {
+            let mut left = Vec::new();
+            for mut acquire in waiting {
+                if futures_util::poll!(std::pin::Pin::new(&mut acquire)).is_ready() {
+                    let at = started.elapsed();
+                    assert!(
+                        at >= Duration::from_secs(52),
+                        "went at {at:?}, inside the pause"
+                    );
+                } else {
+                    left.push(acquire);
+                }
+            }
+            waiting = left;
+            tokio::time::advance(Duration::from_millis(100)).await;
+            assert!(started.elapsed() < Duration::from_secs(54));
+        }
+    }
+
     /// The end of a pause does not let every send it held go at one instant when nothing
     /// paces them (no limit given, none learned): each goes a random part of a fifth of the
     /// pause after its end, those waiting when it came and those that came after alike. With

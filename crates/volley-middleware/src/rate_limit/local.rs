@@ -680,9 +680,10 @@ impl fmt::Debug for LocalLimiter {
 
 impl Shared {
     /// How much later than the end of a pause a send it pushed back goes, for the send's
-    /// random `fraction` (see [`State::pause_stretch`]).
-    pub(super) fn pause_stretch(&self, fraction: f64) -> u64 {
-        self.lock().pause_stretch(fraction)
+    /// random `fraction` (see [`State::pause_stretch`]), and when that pause ends.
+    pub(super) fn pause_stretch(&self, fraction: f64) -> (u64, u64) {
+        let state = self.lock();
+        (state.pause_stretch(fraction), state.paused_until)
     }
 
     /// `at` in nanoseconds since the epoch (0 for an instant before it).
