@@ -146,6 +146,31 @@ fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// Waits for every run (a process, its output, its lines' ids) to exit 0 with one success a
+/// line, and checks that the server answered each line once and never with a 429; returns
+/// the server's statistics.
+fn all_answered_without_429s(
+    runs: &mut [(Process, PathBuf, Vec<String>)],
+    deadline: Instant,
+    server: &MockServer,
+) -> volley_mock::Stats {
+    for (process, out, ids) in runs.iter_mut() {
+        let status = process.wait(deadline);
+        assert_eq!(status.code(), Some(0), "{}", process.stderr());
+        assert_one_success_each(out, ids);
+    }
+    let stats = server.stats();
+    assert_eq!(
+        stats.status_count(429),
+        0,
+        "{:?}",
+        stats.responses_by_status
+    );
+    let lines: usize = runs.iter().map(|(_, _, ids)| ids.len()).sum();
+    assert_eq!(stats.status_count(200), lines as u64);
+    stats
+}
+
 /// The mock on a runtime of its own, answering after `latency` and limiting requests to 5 %
 /// more than `rpm` a minute, so that "no 429" is about the sharing, not about clocks agreeing
 /// to the millisecond; its burst is two seconds' worth: requests spaced correctly but bunched
@@ -194,19 +219,7 @@ fn four_processes_sharing_one_limit_get_no_429s() {
         );
         runs.push((process, out, ids));
     }
-    for (process, out, ids) in &mut runs {
-        let status = process.wait(deadline);
-        assert_eq!(status.code(), Some(0), "{}", process.stderr());
-        assert_one_success_each(out, ids);
-    }
-    let stats = server.stats();
-    assert_eq!(
-        stats.status_count(429),
-        0,
-        "{:?}",
-        stats.responses_by_status
-    );
-    assert_eq!(stats.status_count(200), (PROCESSES * LINES) as u64);
+    let stats = all_answered_without_429s(&mut runs, deadline, &server);
     // The four together never go above the limit past the first burst (5 % for the edges of
     // the timeline's buckets); how close to it they come is a benchmark's figure.
     let rate = steady_rate(&stats.timeline, 40);
@@ -251,19 +264,7 @@ fn runs_share_a_limit_through_a_redis_cluster() {
         (process, out, ids)
     };
     let mut runs = vec![run(0, &seeds[0], true), run(1, &seeds[2], true)];
-    for (process, out, ids) in &mut runs {
-        let status = process.wait(deadline);
-        assert_eq!(status.code(), Some(0), "{}", process.stderr());
-        assert_one_success_each(out, ids);
-    }
-    let stats = server.stats();
-    assert_eq!(
-        stats.status_count(429),
-        0,
-        "{:?}",
-        stats.responses_by_status
-    );
-    assert_eq!(stats.status_count(200), 2 * LINES as u64);
+    all_answered_without_429s(&mut runs, deadline, &server);
 
     // Without the flag: the limit's key lives on one node, and the other two say what to do.
     let mut refused = 0;
