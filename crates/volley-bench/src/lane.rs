@@ -323,7 +323,15 @@ impl<T: Sender> Lane<T> {
         let mut unended = false;
         let failure = loop {
             let event = match events.next().await {
-                None => break None,
+                // llama.cpp's server ends a stream that failed with an `error: {..}` line,
+                // which is no event: the decoder kept it aside.
+                None => match events.decoder().error_field() {
+                    Some(field) => {
+                        let message = volley::ApiError::from_body(field).map(|api| api.message);
+                        break Some((ErrorLabel::Kind(ErrorKind::StreamBroken.as_str()), message));
+                    }
+                    None => break None,
+                },
                 Some(Err(error)) => break Some((ErrorLabel::of(&error), Some(error.to_string()))),
                 Some(Ok(event)) => event,
             };

@@ -304,8 +304,9 @@ impl Dialect {
     }
 
     /// The error an event stream's first bytes carry: one of the complete events in them is
-    /// an error (an `error` event, or data that is an error object in this dialect), so the
-    /// stream failed before anything of it reached the caller and may be retried as a whole.
+    /// an error (an `error` event, data that is an error object in this dialect, or
+    /// llama.cpp's `error: {..}` line), so the stream failed before anything of it reached the
+    /// caller and may be retried as a whole.
     /// `None` otherwise; at once, with one SIMD search, when the bytes never say `error`.
     ///
     /// ```
@@ -316,6 +317,10 @@ impl Dialect {
     /// assert_eq!(error.kind(), ErrorKind::StreamBroken);
     /// let start = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n";
     /// assert!(Dialect::OpenAi.error_at_stream_start(start, "request 2").is_none());
+    /// let llama = b"error: {\"code\":500,\"message\":\"slot unavailable\",\"type\":\"server_error\"}\n\n";
+    /// let error = Dialect::OpenAi.error_at_stream_start(llama, "request 3").unwrap();
+    /// assert_eq!(error.kind(), ErrorKind::StreamBroken);
+    /// assert!(error.to_string().contains("slot unavailable"));
     /// ```
     pub fn error_at_stream_start(self, first: &[u8], context: impl fmt::Display) -> Option<Error> {
         memchr::memmem::find(first, b"error")?;
@@ -327,7 +332,11 @@ impl Dialect {
                 return Some(self.error_in_stream(data, context));
             }
         }
-        None
+        // llama.cpp's `error: {..}` line, which is no event ([`Decoder::error_field`]).
+        //
+        // [`Decoder::error_field`]: crate::sse::Decoder::error_field
+        let field = decoder.error_field()?;
+        Some(self.error_in_stream(field, context))
     }
 
     /// The error for a whole 2xx answer that is an error object

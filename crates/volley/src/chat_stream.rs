@@ -186,6 +186,14 @@ impl Stream for ChatStream {
                         return Poll::Ready(None);
                     }
                     let id = self.id;
+                    // llama.cpp's server ends a stream that failed with an `error: {..}`
+                    // line, which is no event: the decoder kept it aside.
+                    if let Some(field) = self.events.decoder().error_field() {
+                        let field = self.scrubber.scrub(bytes::Bytes::copy_from_slice(field));
+                        let error = volley_core::Dialect::OpenAi
+                            .error_in_stream(&field, format!("request {id}"));
+                        return self.fail(error);
+                    }
                     return self.fail(Error::new(
                         ErrorKind::StreamBroken,
                         format!("request {id}: the event stream ended before [DONE]"),

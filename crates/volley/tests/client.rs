@@ -468,6 +468,62 @@ async fn a_request_s_own_key_is_taken_out_of_an_error_event() {
     assert!(shown.contains("***"), "{shown}");
 }
 
+/// llama.cpp's server (and servers built on its older code) reports a failure inside a stream
+/// with an `error: {..}` line, which is no event, and ends the stream: the caller gets the
+/// server's message, not only "ended before [DONE]"; at the stream's start, the attempt fails
+/// in the retry layer and is sent again.
+#[tokio::test]
+async fn a_llama_cpp_error_line_ends_the_stream_with_its_message() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const ERROR: &str =
+        r#"error: {"code":500,"message":"the KV cache is full","type":"server_error"}"#;
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n";
+    let chunk = r#"data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"Hel"},"finish_reason":null}]}"#;
+    let port = volley_testkit::raw::answer_once_in_parts(
+        vec![format!("{head}{chunk}\n\n"), format!("{ERROR}\n\n")],
+        Duration::from_millis(100),
+    )
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .retries(0)
+        .build()
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut stream = client.chat_stream(without_usage(request("hi"))).await?;
+        let first = stream.next().await.expect("a first chunk")?;
+        assert_eq!(first.choices[0].delta.content.as_deref(), Some("Hel"));
+        stream.next().await.expect("an error after the first chunk")
+    })
+    .await
+    .expect("the call ends");
+    let err = outcome.expect_err("the stream failed");
+    assert_eq!(err.kind(), ErrorKind::StreamBroken, "{err}");
+    assert!(err.to_string().contains("the KV cache is full"), "{err}");
+
+    // At the start: retried, and the last attempt's message is the caller's.
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = requests.clone();
+    let port = volley_testkit::raw::serve(move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        volley_testkit::raw::event_stream_response(&format!("{ERROR}\n\n"))
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .retries(1)
+        .build()
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), client.chat_stream(request("hi")))
+        .await
+        .expect("the call ends")
+        .expect_err("every attempt failed");
+    assert_eq!(err.kind(), ErrorKind::StreamBroken, "{err}");
+    assert!(err.to_string().contains("the KV cache is full"), "{err}");
+    assert_eq!(requests.load(Ordering::SeqCst), 2, "retried once");
+}
+
 /// With `n: 2`, the first choice's `finish_reason` is not the end: a body that stops while
 /// the second choice is still being written is broken, one that stops after both finished is
 /// not (a server that leaves out `[DONE]`).

@@ -18,6 +18,10 @@ const BOM: &[u8; 3] = b"\xEF\xBB\xBF";
 /// Real IDs are a number or a UUID.
 pub const MAX_ID_BYTES: usize = 1024;
 
+/// The longest `error:` field value kept ([`Decoder::error_field`]); a longer one is ignored.
+/// A real one is an error object of a few hundred bytes.
+pub const MAX_ERROR_FIELD_BYTES: usize = 64 * 1024;
+
 /// Decodes a `text/event-stream` body into [`Event`]s, following the WHATWG HTML standard's
 /// rules for interpreting an event stream. It does no I/O: [`feed`](Decoder::feed) it bytes as
 /// they arrive, in chunks split anywhere, and call [`next_event`](Decoder::next_event) until it
@@ -56,6 +60,9 @@ pub struct Decoder {
     pending_id: Option<Utf8Bytes>,
     last_event_id: Utf8Bytes,
     reconnection_time: Option<Duration>,
+    /// The value of the latest `error:` field (not a standard field: see
+    /// [`Decoder::error_field`]).
+    error_field: Option<Bytes>,
     /// Set when a cap was exceeded: the message of the error every later call returns.
     failed: Option<String>,
 }
@@ -91,6 +98,7 @@ impl Decoder {
             pending_id: None,
             last_event_id: Utf8Bytes::default(),
             reconnection_time: None,
+            error_field: None,
             failed: None,
         }
     }
@@ -160,6 +168,28 @@ impl Decoder {
     /// `None` if it never sent one.
     pub fn reconnection_time(&self) -> Option<Duration> {
         self.reconnection_time
+    }
+
+    /// The value of the latest `error:` line, when the stream had one. `error` is not a field
+    /// of the standard, which ignores it (so does [`next_event`](Decoder::next_event): no event
+    /// comes of it), but llama.cpp's server (before it moved to `data: {"error": ..}`, and
+    /// forks and servers built on that code still) reports a failure inside a stream as
+    /// `error: {"code":500,"message":"..","type":"server_error"}` and then ends the stream:
+    /// kept aside, a caller can say why the stream stopped. A value longer than
+    /// [`MAX_ERROR_FIELD_BYTES`] is not kept.
+    ///
+    /// ```
+    /// use volley_core::sse::Decoder;
+    ///
+    /// let mut decoder = Decoder::new();
+    /// decoder.feed_slice(b"data: {}\n\nerror: {\"message\":\"slot unavailable\"}\n\n");
+    /// assert!(decoder.next_event()?.is_some());
+    /// assert!(decoder.next_event()?.is_none());
+    /// assert_eq!(decoder.error_field(), Some(&b"{\"message\":\"slot unavailable\"}"[..]));
+    /// # Ok::<(), volley_core::Error>(())
+    /// ```
+    pub fn error_field(&self) -> Option<&[u8]> {
+        self.error_field.as_deref()
     }
 
     /// Returns the next complete line, without its line end, or `None` when the input holds no
@@ -290,6 +320,13 @@ impl Decoder {
                     self.reconnection_time = Some(retry);
                 }
             }
+            b"error" => {
+                let value = &line[value_start..];
+                if value.len() <= MAX_ERROR_FIELD_BYTES {
+                    // Copied, as an ID is: it is read after the chunk is gone.
+                    self.error_field = Some(Bytes::copy_from_slice(value));
+                }
+            }
             _ => {}
         }
         Ok(None)
@@ -399,6 +436,7 @@ impl fmt::Debug for Decoder {
             .field("buffered", &buffered)
             .field("last_event_id", &self.last_event_id())
             .field("reconnection_time", &self.reconnection_time)
+            .field("error_field", &self.error_field.is_some())
             .field("failed", &self.failed.is_some())
             .finish()
     }
@@ -493,6 +531,36 @@ mod tests {
             decode_all(b": hi\n:\nfoo: bar\nDATA: upper\n data: lead\ndata : x\nbar\ndata: ok\n\n");
         assert_eq!(data(&events), ["ok"]);
         assert_eq!(events[0].event_type(), "message");
+    }
+
+    /// llama.cpp's `error:` line dispatches nothing, as the standard says; its value is kept
+    /// aside, the latest one, whole even when split across chunks; one past the cap is not.
+    #[test]
+    fn an_error_line_dispatches_nothing_and_is_kept_aside() {
+        let mut decoder = Decoder::new();
+        assert_eq!(decoder.error_field(), None);
+        let events = decode_with(
+            &mut decoder,
+            &[
+                b"data: a\n\nerror: {\"message\":\"fir",
+                b"st\"}\n\nerror:{\"message\":\"second\"}\r\n\r\n",
+            ],
+        );
+        assert_eq!(data(&events), ["a"]);
+        assert_eq!(
+            decoder.error_field(),
+            Some(&b"{\"message\":\"second\"}"[..])
+        );
+        let long = format!("error: {}\n\n", "x".repeat(MAX_ERROR_FIELD_BYTES + 1));
+        decode_with(&mut decoder, &[long.as_bytes()]);
+        assert_eq!(
+            decoder.error_field(),
+            Some(&b"{\"message\":\"second\"}"[..])
+        );
+        // Only a field named exactly `error`.
+        let mut other = Decoder::new();
+        decode_with(&mut other, &[b"errors: x\nError: y\nerror_: z\n\n"]);
+        assert_eq!(other.error_field(), None);
     }
 
     #[test]

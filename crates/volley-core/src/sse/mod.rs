@@ -9,7 +9,8 @@
 //! leading byte order mark skipped, `:` comments, `event`, `data` (several lines joined with
 //! `\n`), `id` (ignored when it contains U+0000, remembered across events) and `retry` (digits
 //! only) fields (one departure: an `id` longer than [`MAX_ID_BYTES`] is ignored too, as a
-//! hostile server's 16 MiB ID would be kept for the whole stream), unknown fields ignored, an event dispatched at a blank line only when it has
+//! hostile server's 16 MiB ID would be kept for the whole stream), unknown fields ignored
+//! (one kept aside, not dispatched: llama.cpp's `error:` line, [`Decoder::error_field`]), an event dispatched at a blank line only when it has
 //! data, and an unfinished event at the end of the stream discarded. Invalid UTF-8 is decoded
 //! with U+FFFD replacement characters. Input may be split at any byte, even inside a UTF-8
 //! character, and decodes the same.
@@ -51,7 +52,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub use decoder::{Decoder, MAX_ID_BYTES};
+pub use decoder::{Decoder, MAX_ERROR_FIELD_BYTES, MAX_ID_BYTES};
 pub use event::Event;
 pub use limits::Limits;
 pub use stream::EventStream;
