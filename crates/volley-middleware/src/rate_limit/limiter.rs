@@ -44,8 +44,10 @@ pub trait RateLimiter: Clone + Send + Sync + 'static {
     /// than hold it until the caller's timer ends the call: an `ErrorKind::RateLimited` error
     /// whose [`retry_after`](Error::retry_after) is the wait it would have had, not marked
     /// sent ([`Error::is_request_sent`]). [`LocalLimiter`](super::LocalLimiter) fails it at
-    /// once when it comes, and one already waiting when a pause pushes it past the deadline
-    /// at the time it was to be sent. A request that can go at once goes, deadline or not.
+    /// once when it comes, the shared limiter on Redis when its send time comes back (its
+    /// reservation given back), and both fail one already waiting when a pause pushes it past
+    /// the deadline at the time it was to be sent. A request that can go at once goes,
+    /// deadline or not.
     /// Default: [`acquire`](Self::acquire), the deadline unread.
     fn acquire_before(
         &self,

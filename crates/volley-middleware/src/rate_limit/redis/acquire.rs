@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use volley_core::{Error, ErrorKind, RequestId};
 
+use super::super::local::past_deadline;
 use super::super::{Cost, Grant, LocalAcquire, LocalLimiter, RateLimiter};
 use super::shared::{Assignment, Entry, Shared};
 
@@ -20,6 +21,8 @@ use super::shared::{Assignment, Entry, Shared};
 /// [`acquire`](super::super::RateLimiter::acquire): waits for the dispatcher to reserve a send
 /// time in Redis (or takes a leased one), then sleeps until it, later if a 429 paused every
 /// process meanwhile. While Redis is down it waits (failing closed) or asks the local fallback.
+/// Started by [`acquire_before`](super::super::RateLimiter::acquire_before), it fails, unsent,
+/// when the send time it is given is at or past the caller's deadline.
 /// Dropping it before it completes gives the reservation back.
 pub struct RedisAcquire(Inner);
 
@@ -31,6 +34,7 @@ enum Inner {
         id: RequestId,
         cost: Cost,
         started: Instant,
+        until: Option<Instant>,
         rx: oneshot::Receiver<Assignment>,
     },
     Sleeping(Waiter),
@@ -43,8 +47,12 @@ enum Inner {
 
 struct Waiter {
     shared: Arc<Shared>,
+    id: RequestId,
     cost: Cost,
     started: Instant,
+    /// When the caller stops waiting ([`RateLimiter::acquire_before`]).
+    until: Option<Instant>,
+    /// When the request may be sent.
     deadline: Instant,
     shift_seen: u64,
     /// Boxed only when the request has to wait.
@@ -53,8 +61,14 @@ struct Waiter {
 }
 
 impl RedisAcquire {
-    /// Starts acquiring `cost` for request `id`.
-    pub(super) fn start(shared: &Arc<Shared>, id: RequestId, cost: Cost) -> RedisAcquire {
+    /// Starts acquiring `cost` for request `id`, whose caller stops waiting at `until`.
+    pub(super) fn start(
+        shared: &Arc<Shared>,
+        id: RequestId,
+        cost: Cost,
+        until: Option<std::time::Instant>,
+    ) -> RedisAcquire {
+        let until = until.map(Instant::from_std);
         if let Some(error) = shared.config.too_large(id, cost) {
             metrics::counter!("volley_rate_limit_too_large_total").increment(1);
             return RedisAcquire(Inner::Failed(Some(error)));
@@ -67,21 +81,26 @@ impl RedisAcquire {
             Entry::Reserved {
                 deadline,
                 shift_seen,
-            } => Inner::Sleeping(Waiter::new(
-                shared.clone(),
+            } => Inner::Sleeping(Waiter {
+                shared: shared.clone(),
+                id,
                 cost,
                 started,
+                until,
                 deadline,
                 shift_seen,
-            )),
+                sleep: None,
+                fired: false,
+            }),
             Entry::Queued(rx) => Inner::Queued {
                 shared: shared.clone(),
                 id,
                 cost,
                 started,
+                until,
                 rx,
             },
-            Entry::Fallback(local) => local_acquire(&local, shared, id, cost, started),
+            Entry::Fallback(local) => local_acquire(&local, shared, id, cost, started, until),
         })
     }
 }
@@ -94,6 +113,7 @@ fn local_acquire(
     id: RequestId,
     cost: Cost,
     started: Instant,
+    until: Option<Instant>,
 ) -> Inner {
     let limits = local.limits();
     let cap = |n: u64, limit: Option<u64>| limit.map_or(n, |limit| n.min(limit));
@@ -106,31 +126,16 @@ fn local_acquire(
     };
     shared.counters.local_grants.fetch_add(1, Ordering::Relaxed);
     Inner::Local {
-        acquire: local.acquire(id, local_cost),
+        acquire: local.acquire_before(id, local_cost, until.map(Instant::into_std)),
         started,
     }
 }
 
 impl Waiter {
-    fn new(
-        shared: Arc<Shared>,
-        cost: Cost,
-        started: Instant,
-        deadline: Instant,
-        shift_seen: u64,
-    ) -> Waiter {
-        Waiter {
-            shared,
-            cost,
-            started,
-            deadline,
-            shift_seen,
-            sleep: None,
-            fired: false,
-        }
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Grant> {
+    /// The grant once the send time comes; an error, unsent, when the send time is at or past
+    /// the caller's deadline: seen when the reservation comes, or, when a pause learnt since
+    /// pushed it back, at the time it was to be sent (the caller gives the reservation back).
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Grant, Error>> {
         loop {
             // A pause learnt since the reservation pushes it back by as much as everything
             // else.
@@ -142,8 +147,19 @@ impl Waiter {
                 self.sleep = None;
                 self.fired = false;
             }
-            if self.fired || self.deadline <= Instant::now() {
+            let now = Instant::now();
+            if self.fired || self.deadline <= now {
                 break;
+            }
+            if let Some(until) = self.until
+                && self.deadline >= until
+            {
+                let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+                return Poll::Ready(Err(past_deadline(
+                    self.id,
+                    nanos(self.deadline - now),
+                    nanos(until.saturating_duration_since(now)),
+                )));
             }
             let deadline = self.deadline;
             let sleep = self
@@ -153,7 +169,7 @@ impl Waiter {
             self.fired = true;
         }
         let waited = Instant::now().saturating_duration_since(self.started);
-        Poll::Ready(Grant::new(self.cost, waited))
+        Poll::Ready(Ok(Grant::new(self.cost, waited)))
     }
 }
 
@@ -178,6 +194,7 @@ impl Future for RedisAcquire {
                     id,
                     cost,
                     started,
+                    until,
                     rx,
                 } => {
                     let next = match ready!(Pin::new(rx).poll(cx)) {
@@ -185,15 +202,19 @@ impl Future for RedisAcquire {
                             deadline,
                             shift_seen,
                             cost: reserved,
-                        }) => Inner::Sleeping(Waiter::new(
-                            shared.clone(),
-                            reserved,
-                            *started,
+                        }) => Inner::Sleeping(Waiter {
+                            shared: shared.clone(),
+                            id: *id,
+                            cost: reserved,
+                            started: *started,
+                            until: *until,
                             deadline,
                             shift_seen,
-                        )),
+                            sleep: None,
+                            fired: false,
+                        }),
                         Ok(Assignment::Fallback(local)) => {
-                            local_acquire(&local, shared, *id, *cost, *started)
+                            local_acquire(&local, shared, *id, *cost, *started, *until)
                         }
                         Ok(Assignment::Failed(error)) => Inner::Failed(Some(error)),
                         // The dispatcher is gone: only when its runtime shut down.
@@ -206,9 +227,13 @@ impl Future for RedisAcquire {
                     self.0 = next;
                 }
                 Inner::Sleeping(waiter) => {
-                    let grant = ready!(waiter.poll(cx));
+                    let result = ready!(waiter.poll(cx));
+                    if result.is_err() {
+                        // Not sent: the reservation goes back, as when the caller drops it.
+                        waiter.shared.give_back(waiter.cost);
+                    }
                     self.0 = Inner::Done;
-                    return Poll::Ready(Ok(grant));
+                    return Poll::Ready(result);
                 }
                 Inner::Local { acquire, started } => {
                     let result = ready!(Pin::new(acquire).poll(cx));

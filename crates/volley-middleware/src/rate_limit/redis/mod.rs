@@ -338,7 +338,16 @@ impl RateLimiter for RedisLimiter {
     type Acquire = RedisAcquire;
 
     fn acquire(&self, id: RequestId, cost: Cost) -> RedisAcquire {
-        RedisAcquire::start(self.shared(), id, cost)
+        RedisAcquire::start(self.shared(), id, cost, None)
+    }
+
+    fn acquire_before(
+        &self,
+        id: RequestId,
+        cost: Cost,
+        deadline: Option<std::time::Instant>,
+    ) -> RedisAcquire {
+        RedisAcquire::start(self.shared(), id, cost, deadline)
     }
 
     fn settle(&self, grant: Grant, actual_tokens: u64) {

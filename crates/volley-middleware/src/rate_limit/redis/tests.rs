@@ -645,3 +645,68 @@ async fn anthropic_input_and_output_token_limits_are_learned_and_shared() {
     }
     assert_near(start.elapsed().as_secs_f64(), 1.0, 0.002);
 }
+
+/// A request whose send time from Redis is at or past its caller's deadline fails unsent, as
+/// rate-limited with the wait it would have had, and gives its reservation back; one that a
+/// pause learnt while it waits pushes past its deadline fails at the time it was to be sent.
+/// One that can go at once goes, whatever its deadline.
+#[tokio::test(start_paused = true)]
+async fn a_send_time_past_the_deadline_fails_and_gives_the_reservation_back() {
+    // 60 a minute, burst 1: one a second.
+    let options = options(exact().requests(60).burst_requests(1));
+    let model = model_for(&options);
+    let limiter = process(&options, &model).await;
+    let now = || Instant::now().into_std();
+    let start = Instant::now();
+    let past = now();
+    tokio::time::advance(Duration::from_millis(1)).await;
+    limiter
+        .acquire_before(RequestId::from_u64(1), cost(1, 0), Some(past))
+        .await
+        .expect("no wait, so no deadline to miss");
+    // The next is due a second after the first: half a second is too short.
+    let err = limiter
+        .acquire_before(
+            RequestId::from_u64(2),
+            cost(1, 0),
+            Some(now() + Duration::from_millis(500)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_rate_limited(), "{err}");
+    assert!(!err.is_request_sent(), "{err}");
+    let wait = err.retry_after().expect("the wait it would have had");
+    assert!(
+        wait > Duration::from_millis(900) && wait < Duration::from_millis(1100),
+        "{wait:?}"
+    );
+    assert!(err.to_string().contains("deadline"), "{err}");
+    // Its reservation went back: the next goes a second after the first, not two.
+    limiter
+        .acquire_before(
+            RequestId::from_u64(3),
+            cost(1, 0),
+            Some(now() + Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    assert_near(start.elapsed().as_secs_f64(), 1.0, 0.0);
+    // Due at 2 s, its deadline at 4 s; a 429 asking for 5 s comes meanwhile: it fails at 2 s,
+    // when it was to be sent, not at its deadline.
+    let waiting = limiter.acquire_before(
+        RequestId::from_u64(4),
+        cost(1, 0),
+        Some(now() + Duration::from_secs(3)),
+    );
+    let task = tokio::spawn(async move { (waiting.await, start.elapsed().as_secs_f64()) });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    limiter.observe(&Observation {
+        rate_limited: true,
+        retry_after: Some(Duration::from_secs(5)),
+        ..Observation::from_headers(&HeaderMap::new())
+    });
+    let (outcome, at) = task.await.unwrap();
+    let err = outcome.expect_err("pushed past its deadline");
+    assert!(err.is_rate_limited() && !err.is_request_sent(), "{err}");
+    assert_near(at, 2.0, 0.0);
+}
