@@ -1475,6 +1475,11 @@ impl ClientBuilder {
             let scrubber = scrubber.clone();
             policy.scrubbing(move |text| scrubber.scrub(text))
         };
+        // A request one endpoint's limiter holds back past its deadline goes to another.
+        let policy = match &balanced {
+            Some(balanced) if balanced.balance.get_ref().len() > 1 => policy.moving_held_requests(),
+            _ => policy,
+        };
         let service = ServiceBuilder::new()
             .layer(request_metrics)
             .option_layer(cache.clone())

@@ -932,6 +932,64 @@ async fn a_call_held_past_its_deadline_by_a_pause_fails_at_once() {
     assert_eq!(seen.load(Ordering::SeqCst), 1, "the second was not sent");
 }
 
+/// With two endpoints, a call the first endpoint's limiter holds back past its deadline (a
+/// 429 paused its sends for 30 s) is not failed: the retry goes to the other endpoint at once.
+#[tokio::test]
+async fn a_call_held_back_by_one_endpoint_goes_to_another_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    let paused = volley_testkit::raw::serve(move |_| {
+        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            volley_testkit::raw::json_response(
+                "429 Too Many Requests",
+                &["retry-after: 30".to_owned()],
+                r#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#,
+            )
+        } else {
+            volley_testkit::raw::json_response("200 OK", &[], r#"{"id":"x","choices":[]}"#)
+        }
+    })
+    .await;
+    let other = volley_testkit::raw::serve(|_| {
+        volley_testkit::raw::json_response("200 OK", &[], r#"{"id":"y","choices":[]}"#)
+    })
+    .await;
+    // Every call goes to the first while it is up (priority 0); the second is the fallback.
+    let client = Client::builder()
+        .endpoint(volley::Endpoint::new(format!("http://127.0.0.1:{paused}/v1")).name("paused"))
+        .endpoint(
+            volley::Endpoint::new(format!("http://127.0.0.1:{other}/v1"))
+                .name("other")
+                .priority(1),
+        )
+        .deadline(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let bound = Duration::from_secs(30);
+    let first = tokio::time::timeout(bound, client.chat(&request("first")))
+        .await
+        .expect("the call ends");
+    assert!(
+        first.as_ref().is_err_and(|e| e.is_rate_limited()),
+        "the 429's wait is past the deadline: {first:?}"
+    );
+    for n in 0..3 {
+        let answer = tokio::time::timeout(bound, client.chat(&request("next")))
+            .await
+            .expect("the call ends")
+            .unwrap_or_else(|e| panic!("call {n} was held back, not moved: {e}"));
+        assert_eq!(answer.id, "y");
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "nothing more sent to the paused one"
+    );
+}
+
 /// The deadline counts from the call's start, the wait for a slot included: a call that
 /// waited 2 s of its 3 s for the one slot, then got a 429 asking for 2 s, fails at once as
 /// that 429 rather than retry into a timeout.

@@ -47,6 +47,8 @@ struct Config {
     classifier: Arc<Classifier>,
     budget: Option<Arc<Budget>>,
     scrub: Option<Arc<Scrub>>,
+    /// See [`Policy::moving_held_requests`].
+    move_held: bool,
 }
 
 /// Where a request stands when an attempt fails: what [`Policy::next`] decides on.
@@ -108,6 +110,27 @@ impl Policy {
         }
     }
 
+    /// This policy, for a retry layer above a [`Balance`](crate::balance::Balance) of several
+    /// endpoints, each with its own rate limiter: a request one endpoint's limiter refused,
+    /// unsent, because it would have held it past the call's deadline (an
+    /// `ErrorKind::RateLimited` error not marked sent, from
+    /// [`RateLimiter::acquire_before`](crate::rate_limit::RateLimiter::acquire_before)), is
+    /// retried at once, and the balancer sends the retry to another endpoint. Such a retry
+    /// counts toward [`max_retries`](Self::max_retries) (so a request every endpoint holds
+    /// back fails after that many) and draws nothing from the budget (nothing was sent).
+    /// Without it, the retry layer sees a wait longer than the time left and gives up. The
+    /// `volley` client uses it when it has two endpoints or more. Clones share the budget
+    /// with this policy.
+    #[must_use]
+    pub fn moving_held_requests(&self) -> Policy {
+        Policy {
+            config: Arc::new(Config {
+                move_held: true,
+                ..(*self.config).clone()
+            }),
+        }
+    }
+
     /// `text` as [`scrubbing`](Self::scrubbing) says: unchanged without a scrub function.
     pub(crate) fn scrub(&self, text: Bytes) -> Bytes {
         match &self.config.scrub {
@@ -161,6 +184,24 @@ impl Policy {
                 }
                 return Err(error);
             }
+            // Held back unsent by one endpoint's limiter, for longer than the call has left:
+            // another endpoint takes the retry at once (`moving_held_requests`).
+            _ if config.move_held
+                && error.kind() == ErrorKind::RateLimited
+                && !error.is_request_sent() =>
+            {
+                if tally.counted >= config.max_retries {
+                    return Err(give_up(error, attempt, id, "max_retries"));
+                }
+                ::metrics::counter!("volley_retries_total", "kind" => error.kind().as_str())
+                    .increment(1);
+                tracing::debug!(
+                    request = %id,
+                    attempt,
+                    "held back by one endpoint's rate limiter; retrying at another"
+                );
+                return Ok((Duration::ZERO, true));
+            }
             _ if rate && tally.elapsed >= config.give_up_after => {
                 return Err(give_up(error, attempt, id, "give_up_after"));
             }
@@ -184,8 +225,8 @@ impl Policy {
                             ServerWait::Explicit(wait) => wait,
                             // OpenAI's reset is the time until the whole minute's quota is
                             // back, not until the next request fits (`1m0s` when it is
-                            // empty): only an upper bound, so it never stretches a wait
-                            // beyond the backoff's cap.
+                            // empty): only an upper bound, so it is cut to the backoff's
+                            // cap (the random stretch below comes on top).
                             ServerWait::Reset(wait) => wait.min(config.backoff.cap),
                         };
                         if backoff >= wait {
@@ -413,6 +454,7 @@ impl PolicyBuilder {
                     .map_or_else(|| Arc::new(classify_default) as Arc<Classifier>, Arc::from),
                 budget,
                 scrub: None,
+                move_held: false,
             }),
         })
     }

@@ -124,3 +124,60 @@ async fn clients_told_the_same_wait_come_back_spread_out() {
         assert_waited(&mock.gaps(), &[5000], 100);
     }
 }
+
+/// A request an endpoint's own limiter held back, unsent, past its deadline: with
+/// `moving_held_requests` it is retried at once (a balancer below sends it to another
+/// endpoint), counted toward the retries, so one every endpoint holds back fails after them;
+/// without it, it fails at once (the wait is longer than the time left). A provider's 429
+/// (sent) is not moved at once.
+#[tokio::test(start_paused = true)]
+async fn a_request_held_back_unsent_is_retried_at_once_when_it_can_move() {
+    let held = || {
+        Error::new(ErrorKind::RateLimited, "held by the limiter")
+            .with_retry_after(Some(Duration::from_secs(30)))
+            .with_request_sent(false)
+    };
+    let with_deadline = || {
+        let mut request = request();
+        request.set_deadline(Some((Instant::now() + Duration::from_secs(5)).into_std()));
+        request
+    };
+    let policy = quick().max_retries(3).build().unwrap();
+    let moving = policy.moving_held_requests();
+
+    // Held once, then answered: at once, no wait.
+    let mock = failing(1, held);
+    let start = Instant::now();
+    Retry::new(mock.clone(), moving.clone())
+        .oneshot(with_deadline())
+        .await
+        .expect("the retry is answered");
+    assert_eq!(mock.calls(), 2);
+    assert!(start.elapsed() < ms(5), "{:?}", start.elapsed());
+
+    // Held everywhere: the first attempt and three retries, then the caller has the error.
+    let mock = failing(usize::MAX, held);
+    let err = Retry::new(mock.clone(), moving.clone())
+        .oneshot(with_deadline())
+        .await
+        .unwrap_err();
+    assert!(err.is_rate_limited() && !err.is_request_sent(), "{err}");
+    assert_eq!(mock.calls(), 4);
+
+    // Without it: one attempt.
+    let mock = failing(1, held);
+    let err = Retry::new(mock.clone(), policy.clone())
+        .oneshot(with_deadline())
+        .await
+        .unwrap_err();
+    assert!(err.is_rate_limited(), "{err}");
+    assert_eq!(mock.calls(), 1);
+
+    // A provider's 429 asking for longer than the time left is not retried at once.
+    let mock = failing(1, || status_with(429, &[], Some(Duration::from_secs(30))));
+    Retry::new(mock.clone(), moving)
+        .oneshot(with_deadline())
+        .await
+        .unwrap_err();
+    assert_eq!(mock.calls(), 1);
+}
