@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
+use sync_wrapper::SyncWrapper;
 
 use crate::dialect::{Dialect, TokenUsage};
 use crate::sse::EventStream;
@@ -75,7 +76,10 @@ pub enum Body {
 /// chunks one by one is not limited by it: each server-sent event is bounded by the SSE
 /// decoder, and the whole stream by the stream deadline.
 pub struct BodyStream {
-    inner: Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send + 'static>>,
+    /// In a `SyncWrapper`, which only ever hands out `&mut` access: a stream is `Send` but
+    /// need not be `Sync`, and with it a [`Response`] is `Sync` all the same (it can sit in
+    /// an `Arc`, or across an `.await` in a future that must be `Sync`).
+    inner: SyncWrapper<Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send + 'static>>>,
     max_collect: usize,
 }
 
@@ -416,7 +420,7 @@ impl BodyStream {
         S: Stream<Item = Result<Bytes, Error>> + Send + 'static,
     {
         BodyStream {
-            inner: Box::pin(stream),
+            inner: SyncWrapper::new(Box::pin(stream)),
             max_collect: DEFAULT_MAX_BODY_BYTES,
         }
     }
@@ -450,11 +454,7 @@ impl Stream for BodyStream {
     type Item = Result<Bytes, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.inner.size_hint()
+        self.inner.get_mut().as_mut().poll_next(cx)
     }
 }
 
@@ -499,6 +499,26 @@ mod tests {
     use super::*;
     use std::future::Future;
     use std::task::Waker;
+
+    /// A response, its body and the event stream over it can be shared between threads
+    /// (`Sync`), not only moved: a stream that is only `Send` is wrapped.
+    #[test]
+    fn responses_and_their_streams_are_send_and_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<Response>();
+        check::<Body>();
+        check::<BodyStream>();
+        check::<EventStream<BodyStream>>();
+        // A stream that is `Send` but not `Sync` (a `Cell` inside) still makes one.
+        let cell = std::cell::Cell::new(0u8);
+        let stream = futures_util::stream::poll_fn(move |_| {
+            cell.set(cell.get() + 1);
+            Poll::Ready(None::<Result<Bytes, Error>>)
+        });
+        let body = BodyStream::new(stream);
+        let shared = std::sync::Arc::new(body);
+        std::thread::spawn(move || drop(shared)).join().unwrap();
+    }
 
     fn block_on<F: Future>(fut: F) -> F::Output {
         let mut fut = std::pin::pin!(fut);

@@ -664,6 +664,11 @@ async fn clients_are_cheap_clones_sharing_one_pool() {
     assert_eq!(stats.opened, 1);
     fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
     assert_send_sync::<Client>();
+    // What a call gives back can be shared between threads too.
+    fn assert_shared<T: Send + Sync + 'static>() {}
+    assert_shared::<volley::core::Response>();
+    assert_shared::<volley::ChatStream>();
+    assert_shared::<volley::MessageStream>();
 }
 
 #[tokio::test]
