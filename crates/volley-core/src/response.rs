@@ -79,9 +79,12 @@ pub struct BodyStream {
     /// In a `SyncWrapper`, which only ever hands out `&mut` access: a stream is `Send` but
     /// need not be `Sync`, and with it a [`Response`] is `Sync` all the same (it can sit in
     /// an `Arc`, or across an `.await` in a future that must be `Sync`).
-    inner: SyncWrapper<Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send + 'static>>>,
+    inner: SyncWrapper<BoxedChunks>,
     max_collect: usize,
 }
+
+/// The chunks of a [`BodyStream`], whatever stream yields them.
+type BoxedChunks = Pin<Box<dyn Stream<Item = Result<Bytes, Error>> + Send + 'static>>;
 
 /// The default of [`BodyStream::max_collect_bytes`], and of the transport's body limit:
 /// 64 MiB.
