@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use volley::core::{Error, ErrorKind};
 
 use super::format::Format;
-use super::keys::{KeySet, Keys};
+use super::keys::{KeyCounts, KeySet, Keys};
 use super::parse::{InvalidLine, ParsedLine, foreign_format, parse_line};
 use super::record::{Outcome, OutcomeRecord};
 
@@ -213,6 +213,9 @@ pub(crate) struct LineSource {
     keys: Keys,
     /// Keys of every `custom_id` seen so far, valid line or not: ids must be unique.
     seen: KeySet,
+    /// How many times each sampled request (by path and body) has been read so far: the
+    /// next identical line is that repetition ([`ParsedLine::repeat`]).
+    repeats: KeyCounts,
     buf: Vec<u8>,
     format: Format,
     /// The first line, read ahead by [`check_format`](Self::check_format).
@@ -267,6 +270,7 @@ impl LineSource {
             },
             keys,
             seen: KeySet::default(),
+            repeats: KeyCounts::default(),
             buf: Vec::new(),
             format,
             ahead: None,
@@ -318,9 +322,20 @@ impl LineSource {
             };
             self.started = true;
             let (key, named, parsed) = match parsed {
-                Ok(parsed) => {
+                Ok(mut parsed) => {
                     let key = self.keys.custom_id(&parsed.custom_id);
                     if self.seen.insert(key) {
+                        // A line repeated on purpose asks for another sample: numbered, so
+                        // that a cache keys it apart (counted on resumed lines too, so the
+                        // numbers are the same in every run of the file).
+                        if parsed.sampled {
+                            let count = self
+                                .repeats
+                                .entry(self.keys.request(parsed.identity()))
+                                .or_insert(0);
+                            parsed.repeat = *count;
+                            *count = count.saturating_add(1);
+                        }
                         (key, None, Ok(parsed))
                     } else {
                         let invalid = InvalidLine::duplicate(line, &parsed.custom_id);

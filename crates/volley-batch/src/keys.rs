@@ -5,8 +5,8 @@
 //! 10–20 bytes per line whatever the ids' length; the module docs of `batch` give the
 //! collision odds.
 
-use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 /// Derives the keys. One instance serves a whole run: the resume scan and the reader must
@@ -18,6 +18,9 @@ pub(crate) struct Keys {
 
 /// A set of keys. The keys are already uniform hashes, so the set does not hash them again.
 pub(crate) type KeySet = HashSet<u64, BuildHasherDefault<PassThrough>>;
+
+/// A count per key; as [`KeySet`], the keys are not hashed again.
+pub(crate) type KeyCounts = HashMap<u64, u32, BuildHasherDefault<PassThrough>>;
 
 impl Keys {
     /// A fresh random key.
@@ -34,6 +37,11 @@ impl Keys {
     /// The key of a line identified by its number (a line without a usable `custom_id`).
     pub(crate) fn line(&self, line: u64) -> u64 {
         self.state.hash_one((b'l', line))
+    }
+
+    /// The key of a request by what it asks (its path and body): identical lines share it.
+    pub(crate) fn request(&self, (path, body): (&str, &[u8])) -> u64 {
+        self.state.hash_one((b'r', path, body))
     }
 
     /// A random 64-bit number (for record ids that must differ between runs).

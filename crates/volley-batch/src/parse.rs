@@ -47,6 +47,12 @@ pub(crate) struct ParsedLine {
     body: Bytes,
     estimated_tokens: u32,
     dialect: Dialect,
+    /// Whether the answer is drawn at random (a generation not at temperature 0): a repeat
+    /// of the line is then another sample, cached apart ([`ParsedLine::repeat`]).
+    pub(crate) sampled: bool,
+    /// Which repetition of an identical earlier sampled line this is (0: the first), set by
+    /// the reader ([`Request::with_repeat`]).
+    pub(crate) repeat: u32,
 }
 
 /// Why a line is not a valid request.
@@ -248,6 +254,8 @@ pub(crate) fn parse_line(
             body: Bytes::from(bytes),
             estimated_tokens,
             dialect: Dialect::Anthropic,
+            sampled: sampled(params),
+            repeat: 0,
         });
     }
     match object.get("method") {
@@ -316,7 +324,17 @@ pub(crate) fn parse_line(
         body: Bytes::from(bytes),
         estimated_tokens,
         dialect: Dialect::OpenAi,
+        sampled: !matches!(endpoint, Endpoint::Embeddings | Endpoint::Other) && sampled(body),
+        repeat: 0,
     })
+}
+
+/// Whether a generation's answer is drawn at random: unless it sets `temperature` to 0 (the
+/// default is 1 at OpenAI and at Anthropic).
+fn sampled(body: &Value) -> bool {
+    body.get("temperature")
+        .and_then(Value::as_f64)
+        .is_none_or(|t| t != 0.0)
 }
 
 impl ParsedLine {
@@ -324,6 +342,11 @@ impl ParsedLine {
     /// `/chat/completions`).
     pub(crate) fn url(&self) -> &'static str {
         self.url
+    }
+
+    /// What identifies the request among the input's lines: its path and body, as written.
+    pub(crate) fn identity(&self) -> (&'static str, &[u8]) {
+        (self.path, &self.body)
     }
 
     /// The `model` of the body, read for [`validate`](crate::validate) only.
@@ -338,6 +361,7 @@ impl ParsedLine {
             .with_id(RequestId::from_u64(line))
             .with_body(self.body)
             .with_estimated_tokens(self.estimated_tokens)
+            .with_repeat(self.repeat)
             .with_dialect(self.dialect)
             .with_header(
                 http::header::CONTENT_TYPE,

@@ -233,6 +233,123 @@ async fn cache_hits_are_no_attempts_and_hide_no_retries() {
     }
 }
 
+/// A line repeated on purpose is another sample: with a cache, the repeats of a sampled
+/// line are sent and stored each under its own entry (they do not replay the first's answer),
+/// and a later run of the file answers repeat n with repeat n's stored answer. Repeats at
+/// temperature 0 ask for the same answer: the cache answers the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_sampled_lines_are_samples_of_their_own_in_the_cache() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let store = Arc::new(volley::middleware::cache::MemoryStore::new(
+        1 << 20,
+        Duration::from_secs(3600),
+    ));
+    let client = Client::builder()
+        .base_url(server.url())
+        .cache_store(store)
+        .build()
+        .unwrap();
+    let line = |id: &str, temperature: Option<f64>| {
+        let mut body = json!({
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "write a haiku"}],
+            "max_tokens": 8,
+        });
+        if let Some(t) = temperature {
+            body["temperature"] = json!(t);
+        }
+        json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions", "body": body})
+            .to_string()
+    };
+    let lines = [
+        line("sample-0", None),
+        line("greedy-0", Some(0.0)),
+        line("sample-1", None),
+        line("sample-2", None),
+        line("greedy-1", Some(0.0)),
+        line("warm-0", Some(0.7)),
+        line("warm-1", Some(0.7)),
+    ];
+    let answers = |out: &Path| -> BTreeMap<String, String> {
+        records(out)
+            .iter()
+            .map(|r| {
+                let id = r["response"]["body"]["id"].as_str().expect("an answer id");
+                (r["custom_id"].as_str().unwrap().to_owned(), id.to_owned())
+            })
+            .collect()
+    };
+    let mut first = None;
+    for (round, sent, cached) in [("first", 6_u64, 1_u64), ("second", 0, 7)] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = input_file(dir.path(), lines.clone());
+        let before = server.stats().requests_total;
+        let options = BatchOptions {
+            concurrency: 1,
+            ..options(dir.path())
+        };
+        let summary = BatchRunner::new(client.clone(), Input::Path(input), options)
+            .run(std::future::pending())
+            .await
+            .unwrap();
+        assert!(summary.all_succeeded(), "{round}: {summary:?}");
+        assert_eq!(summary.cached, cached, "{round}: {summary:?}");
+        assert_eq!(server.stats().requests_total - before, sent, "{round}");
+        let answers = answers(&dir.path().join("out.jsonl"));
+        assert_eq!(answers.len(), 7, "{round}: {answers:?}");
+        match &first {
+            None => {
+                let distinct: HashSet<&String> = ["sample-0", "sample-1", "sample-2"]
+                    .iter()
+                    .map(|id| &answers[*id])
+                    .collect();
+                assert_eq!(distinct.len(), 3, "three samples, not one: {answers:?}");
+                assert_ne!(answers["warm-0"], answers["warm-1"], "{answers:?}");
+                assert_eq!(answers["greedy-0"], answers["greedy-1"], "{answers:?}");
+                first = Some(answers);
+            }
+            // Each line meets its own stored answer again.
+            Some(first) => assert_eq!(&answers, first, "{round}"),
+        }
+    }
+}
+
+/// Repeats are numbered by their place in the whole input, lines a resumed run skips
+/// included: a repeat added to the file is a new sample, sent, not the first one's replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_numbers_repeats_as_the_first_did() {
+    let server = MockServer::start(MockConfig::default()).await.unwrap();
+    let store = Arc::new(volley::middleware::cache::MemoryStore::new(
+        1 << 20,
+        Duration::from_secs(3600),
+    ));
+    let client = Client::builder()
+        .base_url(server.url())
+        .cache_store(store)
+        .build()
+        .unwrap();
+    let line = |id: &str| {
+        json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
+               "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a joke"}]}})
+        .to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (ids, sent) in [(&["a", "b"][..], 2_u64), (&["a", "b", "c"][..], 1)] {
+        let input = input_file(dir.path(), ids.iter().map(|id| line(id)));
+        let before = server.stats().requests_total;
+        let summary = BatchRunner::new(client.clone(), Input::Path(input), options(dir.path()))
+            .run(std::future::pending())
+            .await
+            .unwrap();
+        assert!(summary.all_succeeded(), "{summary:?}");
+        assert_eq!(summary.cached, 0, "{summary:?}");
+        assert_eq!(server.stats().requests_total - before, sent, "{ids:?}");
+    }
+    let mut written = custom_ids(&records(&dir.path().join("out.jsonl")));
+    written.sort();
+    assert_eq!(written, ["a", "b", "c"]);
+}
+
 /// A server that sends an `x-volley-cache: hit` header of its own does not make its answers
 /// count as cache hits, with a cache or without one: every line made its attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

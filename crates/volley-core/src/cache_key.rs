@@ -221,16 +221,31 @@ impl fmt::Debug for CredentialId {
 impl CacheKey {
     /// The key of `request` sent by a client with `credential`: the request's own
     /// credential-like headers are mixed in (see [`CredentialId::with_request_headers`]), and
-    /// the ones that shape the answer ([`CredentialId::with_answer_headers`]).
+    /// the ones that shape the answer ([`CredentialId::with_answer_headers`]). A repetition
+    /// ([`Request::with_repeat`]) other than the first has a key of its own.
+    ///
+    /// ```
+    /// use volley_core::Request;
+    /// use volley_core::cache_key::{CacheKey, CredentialId};
+    ///
+    /// let id = CredentialId::anonymous();
+    /// let ask = || Request::post("/chat/completions", r#"{"model":"m"}"#).unwrap();
+    /// let first = CacheKey::for_request(&ask(), &id);
+    /// assert_eq!(first, CacheKey::for_request(&ask().with_repeat(0), &id));
+    /// let second = CacheKey::for_request(&ask().with_repeat(1), &id);
+    /// assert_ne!(first, second);
+    /// assert_eq!(second, CacheKey::for_request(&ask().with_repeat(1), &id));
+    /// ```
     pub fn for_request(request: &Request, credential: &CredentialId) -> CacheKey {
         let credential = credential
             .with_request_headers(request.headers())
             .with_answer_headers(request.headers());
-        CacheKey::new(
+        CacheKey::hash(
             request.method(),
             request.path(),
             request.body(),
             &credential,
+            request.repeat(),
         )
     }
 
@@ -238,6 +253,18 @@ impl CacheKey {
     /// exactly `credential` (request headers are not looked at: narrow the id with
     /// [`CredentialId::with_request_headers`] first, as [`CacheKey::for_request`] does).
     pub fn new(method: &Method, path: &str, body: &[u8], credential: &CredentialId) -> CacheKey {
+        CacheKey::hash(method, path, body, credential, 0)
+    }
+
+    /// The key of a request's parts, and of its repetition `repeat` (0: the first, whose key
+    /// mixes nothing in, so that keys stored before repeats were counted stay valid).
+    fn hash(
+        method: &Method,
+        path: &str,
+        body: &[u8],
+        credential: &CredentialId,
+        repeat: u32,
+    ) -> CacheKey {
         let mut hasher = blake3::Hasher::new_derive_key(KEY_CONTEXT);
         // Every variable-length field is length-prefixed, so no two different requests can
         // hash the same byte string.
@@ -254,6 +281,12 @@ impl CacheKey {
                 hasher.update(b"R");
                 field(&mut hasher, body);
             }
+        }
+        // After the body, whose encoding ends it unambiguously (a length, or the canonical
+        // JSON's closing), under a tag of its own.
+        if repeat > 0 {
+            hasher.update(b"N");
+            hasher.update(&repeat.to_le_bytes());
         }
         CacheKey(*hasher.finalize().as_bytes())
     }

@@ -64,6 +64,8 @@ pub struct Request {
     body: Bytes,
     id: RequestId,
     estimated_tokens: u32,
+    /// Which repetition of an identical request this is ([`Request::with_repeat`]).
+    repeat: u32,
     dialect: Dialect,
     deadline: Option<Instant>,
 }
@@ -79,6 +81,7 @@ impl Request {
             body: Bytes::new(),
             id: RequestId::next(),
             estimated_tokens: 0,
+            repeat: 0,
             dialect: Dialect::OpenAi,
             deadline: None,
         }
@@ -133,6 +136,26 @@ impl Request {
     pub fn with_estimated_tokens(mut self, tokens: u32) -> Request {
         self.estimated_tokens = tokens;
         self
+    }
+
+    /// Marks this request as the `n`-th repetition of an identical request asked again on
+    /// purpose: another sample of the same prompt (at a temperature above 0, say), where a
+    /// cache must not answer with the first one's reply. A response cache keys each
+    /// repetition apart ([`CacheKey::for_request`](crate::cache_key::CacheKey::for_request)):
+    /// repetition `n` of a later run meets the answer stored for repetition `n`, not the
+    /// first. `volley run` numbers the repeated lines of its input so.
+    ///
+    /// Default: 0, the first (its key is that of a request that never heard of repeats).
+    #[must_use]
+    pub fn with_repeat(mut self, n: u32) -> Request {
+        self.repeat = n;
+        self
+    }
+
+    /// Which repetition of an identical request this is: 0 unless
+    /// [`with_repeat`](Self::with_repeat) said.
+    pub fn repeat(&self) -> u32 {
+        self.repeat
     }
 
     /// Sets the wire dialect of the body and of its answer, which layers ask for usage,

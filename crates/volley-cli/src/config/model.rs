@@ -302,7 +302,10 @@ settings! {
         /// Cache successful responses: "memory" (256 MiB, kept 24 h), "disk:PATH" (a database
         /// in directory PATH, kept 30 days, survives restarts), "redis://HOST[:PORT][/DB]"
         /// (shared by every process using that Redis, the same --shared-prefix and the same API
-        /// key; kept 7 days) or "off" [default: off].
+        /// key; kept 7 days) or "off" [default: off]. A line repeating an earlier one's
+        /// request is another sample unless its temperature is 0 (or it asks for embeddings or
+        /// moderations): it is sent and cached apart, and repeat N of a later run gets repeat
+        /// N's stored answer.
         #[arg(long, value_name = "SPEC")]
         cache: CacheSpec [Option<String>] = CacheSpec::Off,
         /// With a Redis --cache: the environment variable holding a secret mixed into the MAC

@@ -14,7 +14,10 @@
 //!   `Authorization`, say; and any other header named like a credential or marked sensitive),
 //!   so one client serving many tenants keeps one namespace per tenant.
 //!   The model, `temperature`, `seed` and every other parameter are in the body and therefore
-//!   in the key. The API key itself is never stored: only its hash, mixed into the key.
+//!   in the key. The API key itself is never stored: only its hash, mixed into the key. A
+//!   request asked again on purpose, for another sample, says which repetition it is
+//!   ([`Request::with_repeat`](volley_core::Request::with_repeat)) and gets a key of its own;
+//!   `volley run` numbers the repeated lines of its input so.
 //! - Only generations are cached: a `POST` to chat or legacy completions, messages,
 //!   responses, embeddings or moderations (any prefix, Azure's deployment paths included).
 //!   Never a `GET` (a job's status is polled until it changes), another `POST` (creating a
