@@ -78,7 +78,8 @@ pub enum Body {
 pub struct BodyStream {
     /// In a `SyncWrapper`, which only ever hands out `&mut` access: a stream is `Send` but
     /// need not be `Sync`, and with it a [`Response`] is `Sync` all the same (it can sit in
-    /// an `Arc`, or across an `.await` in a future that must be `Sync`).
+    /// an `Arc`, or across an `.await` in a future that must be `Sync`). So it gives no size
+    /// hint: `Stream::size_hint` takes `&self`.
     inner: SyncWrapper<BoxedChunks>,
     max_collect: usize,
 }
