@@ -97,7 +97,7 @@ struct State {
 
 /// The most a pause's end is spread over when nothing paces the sends: 8 s, the retry
 /// policy's default backoff cap, which caps its stretch of a server's wait the same way.
-const MAX_PAUSE_SPREAD: Duration = Duration::from_secs(8);
+pub(super) const MAX_PAUSE_SPREAD: Duration = Duration::from_secs(8);
 
 impl State {
     /// Whether no bucket paces the sends (limits learned, none yet; or none at all): the end of

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use volley_core::{Error, ErrorKind, RequestId};
 
-use super::super::local::past_deadline;
+use super::super::local::{MAX_PAUSE_SPREAD, past_deadline};
 use super::super::{Cost, Grant, LocalAcquire, LocalLimiter, RateLimiter};
 use super::shared::{Assignment, Entry, Shared};
 
@@ -52,8 +52,13 @@ struct Waiter {
     started: Instant,
     /// When the caller stops waiting ([`RateLimiter::acquire_before`]).
     until: Option<Instant>,
-    /// When the request may be sent.
+    /// When the request may be sent: `base`, stretched when nothing paces the sends.
     deadline: Instant,
+    /// The send time Redis gave, pushed back by pauses learnt since.
+    base: Instant,
+    /// When no bucket paces the sends: a random part, drawn once, of the spread of a pause's
+    /// end that this request takes ([`Waiter::stretch`]).
+    fraction: Option<f64>,
     shift_seen: u64,
     /// Boxed only when the request has to wait.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -81,17 +86,14 @@ impl RedisAcquire {
             Entry::Reserved {
                 deadline,
                 shift_seen,
-            } => Inner::Sleeping(Waiter {
-                shared: shared.clone(),
-                id,
-                cost,
+            } => Inner::Sleeping(Waiter::new(
+                shared.clone(),
+                (id, cost),
                 started,
                 until,
                 deadline,
                 shift_seen,
-                sleep: None,
-                fired: false,
-            }),
+            )),
             Entry::Queued(rx) => Inner::Queued {
                 shared: shared.clone(),
                 id,
@@ -132,6 +134,46 @@ fn local_acquire(
 }
 
 impl Waiter {
+    fn new(
+        shared: Arc<Shared>,
+        (id, cost): (RequestId, Cost),
+        started: Instant,
+        until: Option<Instant>,
+        deadline: Instant,
+        shift_seen: u64,
+    ) -> Waiter {
+        let now = Instant::now();
+        // Held (by a pause: nothing else delays a send no bucket paces), it takes its part
+        // of the pause's spread.
+        let fraction = (deadline > now && shared.unpaced()).then(crate::jitter::fraction);
+        let mut waiter = Waiter {
+            shared,
+            id,
+            cost,
+            started,
+            until,
+            deadline,
+            base: deadline,
+            fraction,
+            shift_seen,
+            sleep: None,
+            fired: false,
+        };
+        waiter.stretch(now);
+        waiter
+    }
+
+    /// Puts the send time `fraction` of the spread of the wait left after `base`: a fifth of
+    /// that wait, at most [`MAX_PAUSE_SPREAD`], as the in-process limiter spreads a pause's
+    /// end. The sends a pause held, here and in every process that shares it, then go over a
+    /// while after its end instead of at one instant. Never before `base`, the pause's end.
+    fn stretch(&mut self, now: Instant) {
+        if let Some(fraction) = self.fraction {
+            let spread = (self.base.saturating_duration_since(now) / 5).min(MAX_PAUSE_SPREAD);
+            self.deadline = self.base + spread.mul_f64(fraction);
+        }
+    }
+
     /// The grant once the send time comes; an error, unsent, when the send time is at or past
     /// the caller's deadline: seen when the reservation comes, or, when a pause learnt since
     /// pushed it back, at the time it was to be sent (the caller gives the reservation back).
@@ -140,14 +182,19 @@ impl Waiter {
             // A pause learnt since the reservation pushes it back by as much as everything
             // else.
             let shift = self.shared.shift.load(Ordering::Relaxed);
+            let now = Instant::now();
             if shift != self.shift_seen {
                 let by = Duration::from_nanos(shift.wrapping_sub(self.shift_seen));
+                self.base += by;
                 self.deadline += by;
+                if self.fraction.is_none() && self.shared.unpaced() {
+                    self.fraction = Some(crate::jitter::fraction());
+                }
+                self.stretch(now);
                 self.shift_seen = shift;
                 self.sleep = None;
                 self.fired = false;
             }
-            let now = Instant::now();
             if self.fired || self.deadline <= now {
                 break;
             }
@@ -202,17 +249,14 @@ impl Future for RedisAcquire {
                             deadline,
                             shift_seen,
                             cost: reserved,
-                        }) => Inner::Sleeping(Waiter {
-                            shared: shared.clone(),
-                            id: *id,
-                            cost: reserved,
-                            started: *started,
-                            until: *until,
+                        }) => Inner::Sleeping(Waiter::new(
+                            shared.clone(),
+                            (*id, reserved),
+                            *started,
+                            *until,
                             deadline,
                             shift_seen,
-                            sleep: None,
-                            fired: false,
-                        }),
+                        )),
                         Ok(Assignment::Fallback(local)) => {
                             local_acquire(&local, shared, *id, *cost, *started, *until)
                         }

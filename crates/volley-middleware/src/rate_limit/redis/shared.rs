@@ -135,6 +135,16 @@ pub(super) struct Pending {
 }
 
 impl Shared {
+    /// Whether no bucket paces the sends (limits learned, none yet): the end of a pause
+    /// would then let every send it held go at one instant.
+    pub(super) fn unpaced(&self) -> bool {
+        self.config
+            .dims()
+            .iter()
+            .zip(&self.learned)
+            .all(|(dim, learned)| dim.is_none() && learned.load(Ordering::Relaxed) == 0)
+    }
+
     /// The state after the first reply (`first`), which connecting already fetched.
     pub(super) fn new(
         config: Config,

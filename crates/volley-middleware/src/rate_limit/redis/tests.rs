@@ -710,3 +710,62 @@ async fn a_send_time_past_the_deadline_fails_and_gives_the_reservation_back() {
     assert!(err.is_rate_limited() && !err.is_request_sent(), "{err}");
     assert_near(at, 2.0, 0.0);
 }
+
+/// With nothing pacing the sends (limits learned, none yet), the requests a 429's pause holds
+/// go over a fifth of it after its end, in every process that shares it, not at one instant:
+/// those that come during it, and those already waiting when a later 429 moves its end. With
+/// a limit in force the bucket spaces them and nothing is added (the exact times of
+/// `a_pause_seen_by_one_process_pushes_back_what_another_has_waiting`).
+#[tokio::test(start_paused = true)]
+async fn the_end_of_a_shared_pause_is_spread_when_nothing_paces_the_sends() {
+    let options = options(Limits::auto().headroom(0.0).jitter_margin(Duration::ZERO));
+    let model = model_for(&options);
+    let a = process(&options, &model).await;
+    let b = process(&options, &model).await;
+    // Answers without limit headers: the slow starts end, nothing is learned.
+    a.observe(&Observation::from_headers(&HeaderMap::new()));
+    b.observe(&Observation::from_headers(&HeaderMap::new()));
+    let pause = |wait: u64| Observation {
+        rate_limited: true,
+        retry_after: Some(Duration::from_secs(wait)),
+        ..Observation::from_headers(&HeaderMap::new())
+    };
+    let spread_of = |at: &[f64]| {
+        let low = at.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = at.iter().copied().fold(0.0, f64::max);
+        (low, high)
+    };
+    let start = Instant::now();
+    a.observe(&pause(10));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let held: Vec<_> = (0..20)
+        .map(|i| spawn_acquire(if i % 2 == 0 { &a } else { &b }, 100 + i, cost(1, 0), start))
+        .collect();
+    let mut at = Vec::new();
+    for handle in held {
+        at.push(handle.await.unwrap());
+    }
+    let (low, high) = spread_of(&at);
+    // After the pause's end, within a fifth of it (2 s) and the round trips.
+    assert!(low >= 9.99 && high <= 12.02, "{at:?}");
+    // 20 draws from 2 s all within half a second: about 20 · 0.25^19, never.
+    assert!(high - low > 0.5, "not spread: {at:?}");
+
+    // Waiting out a pause of 4 s when a 429 asks for 8 s: held to the new end, and spread
+    // after it.
+    let start = Instant::now();
+    a.observe(&pause(4));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let waiting: Vec<_> = (0..20)
+        .map(|i| spawn_acquire(&a, 200 + i, cost(1, 0), start))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.observe(&pause(8));
+    let mut at = Vec::new();
+    for handle in waiting {
+        at.push(handle.await.unwrap());
+    }
+    let (low, high) = spread_of(&at);
+    assert!(low >= 8.99 && high <= 11.02, "{at:?}");
+    assert!(high - low > 0.3, "not spread: {at:?}");
+}
