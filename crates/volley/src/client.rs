@@ -1477,7 +1477,7 @@ impl ClientBuilder {
         };
         // A request one endpoint's limiter holds back past its deadline goes to another.
         let policy = match &balanced {
-            Some(balanced) if balanced.balance.get_ref().len() > 1 => policy.moving_held_requests(),
+            Some(balanced) if balanced.separate_limiters => policy.moving_held_requests(),
             _ => policy,
         };
         let service = ServiceBuilder::new()

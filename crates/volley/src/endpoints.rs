@@ -286,6 +286,9 @@ pub(crate) struct Balanced {
     pub(crate) estimate_tokens: bool,
     /// The limiters of the endpoints that learn limits, in order.
     pub(crate) learning: Vec<SlotLimiter>,
+    /// Whether the endpoints' rate limiters differ (not one ready-made limiter all inherit):
+    /// a request one of them held back may go through another's at once.
+    pub(crate) separate_limiters: bool,
 }
 
 /// The parts of the client builder every endpoint inherits.
@@ -308,6 +311,10 @@ pub(crate) fn build(endpoints: Vec<Endpoint>, inherited: Inherited<'_>) -> Resul
     let mut others = Vec::new();
     let mut estimate_tokens = false;
     let mut learning = Vec::new();
+    // Endpoints with a limiter of their own (one built for each from limits, or given to the
+    // endpoint), and whether any inherits the client's ready-made limiter (one for all).
+    let mut own_limiters = 0_usize;
+    let mut inherit_one = false;
     for endpoint in endpoints {
         let label = endpoint.label();
         let context = |e: Error| {
@@ -330,6 +337,13 @@ pub(crate) fn build(endpoints: Vec<Endpoint>, inherited: Inherited<'_>) -> Resul
             Some(own) => own.over(inherited.rate_limit),
             None => inherited.rate_limit.clone(),
         };
+        if endpoint.rate_limit.is_none()
+            && matches!(inherited.rate_limit, RateLimitSetting::Limiter { .. })
+        {
+            inherit_one = true;
+        } else {
+            own_limiters += 1;
+        }
         let (rate_limit, counts_tokens) = setting.into_layer().map_err(context)?;
         estimate_tokens |= counts_tokens;
         learning.extend(
@@ -381,6 +395,7 @@ pub(crate) fn build(endpoints: Vec<Endpoint>, inherited: Inherited<'_>) -> Resul
         others: others.into(),
         estimate_tokens,
         learning,
+        separate_limiters: own_limiters + usize::from(inherit_one) > 1,
     })
 }
 

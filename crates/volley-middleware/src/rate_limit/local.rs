@@ -768,7 +768,7 @@ impl Ask {
 
 /// The error for request `id`, which would wait `wait` nanoseconds, longer than the `left`
 /// before its caller stops waiting ([`RateLimiter::acquire_before`]).
-pub(super) fn past_deadline(id: RequestId, wait: u64, left: u64) -> Error {
+pub(crate) fn past_deadline(id: RequestId, wait: u64, left: u64) -> Error {
     let wait = Duration::from_nanos(wait);
     Error::new(
         ErrorKind::RateLimited,
@@ -781,6 +781,27 @@ pub(super) fn past_deadline(id: RequestId, wait: u64, left: u64) -> Error {
     )
     .with_retry_after(Some(wait))
     .with_request_sent(false)
+    .with_source(HeldBack)
+}
+
+/// The source of a limiter's refusal of a request it would hold past its deadline
+/// ([`past_deadline`]): it tells that refusal, made in this process, from a 429 that nobody
+/// sent on either (a proxy's refusal of the tunnel). Its text is in the refusal's message, so
+/// a report does not repeat it.
+#[derive(Debug)]
+pub(crate) struct HeldBack;
+
+impl fmt::Display for HeldBack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the rate limiter would hold it")
+    }
+}
+
+impl std::error::Error for HeldBack {}
+
+/// Whether `error` is a limiter's refusal of a request it would hold past its deadline.
+pub(crate) fn is_held_back(error: &Error) -> bool {
+    std::error::Error::source(error).is_some_and(|source| source.is::<HeldBack>())
 }
 
 /// The error for a cost above the per-minute limits given (requests, tokens, input tokens,

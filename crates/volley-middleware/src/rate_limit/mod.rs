@@ -198,5 +198,8 @@ pub use layer::{RateLimit, RateLimitLayer};
 pub use limiter::{Cost, Grant, Observation, RateLimiter};
 pub use limits::{DEFAULT_HEADROOM, DEFAULT_JITTER_MARGIN, DEFAULT_MAX_PAUSE, Limits};
 pub use local::LocalLimiter;
+pub(crate) use local::is_held_back;
+#[cfg(test)]
+pub(crate) use local::past_deadline;
 #[cfg(feature = "redis")]
 pub use redis::{FailureMode, RedisAcquire, RedisLimiter, RedisLimiterStats, SharedLimits};

@@ -112,15 +112,16 @@ impl Policy {
 
     /// This policy, for a retry layer above a [`Balance`](crate::balance::Balance) of several
     /// endpoints, each with its own rate limiter: a request one endpoint's limiter refused,
-    /// unsent, because it would have held it past the call's deadline (an
-    /// `ErrorKind::RateLimited` error not marked sent, from
-    /// [`RateLimiter::acquire_before`](crate::rate_limit::RateLimiter::acquire_before)), is
-    /// retried at once, and the balancer sends the retry to another endpoint. Such a retry
-    /// counts toward [`max_retries`](Self::max_retries) (so a request every endpoint holds
-    /// back fails after that many) and draws nothing from the budget (nothing was sent).
-    /// Without it, the retry layer sees a wait longer than the time left and gives up. The
-    /// `volley` client uses it when it has two endpoints or more. Clones share the budget
-    /// with this policy.
+    /// unsent, because it would have held it past the call's deadline (the
+    /// `ErrorKind::RateLimited` error of this crate's limiters from
+    /// [`RateLimiter::acquire_before`](crate::rate_limit::RateLimiter::acquire_before); not a
+    /// 429, whoever sent it), is retried at once, and the balancer sends the retry to another
+    /// endpoint. Such a retry counts toward [`max_retries`](Self::max_retries) (so a request
+    /// every endpoint holds back fails after that many) and draws nothing from the budget
+    /// (nothing was sent). Without it, the retry layer sees a wait longer than the time left
+    /// and gives up. The `volley` client uses it when its endpoints have limiters of their
+    /// own (endpoints sharing one limiter would all refuse the retry alike). Clones share the
+    /// budget with this policy.
     #[must_use]
     pub fn moving_held_requests(&self) -> Policy {
         Policy {
@@ -186,10 +187,7 @@ impl Policy {
             }
             // Held back unsent by one endpoint's limiter, for longer than the call has left:
             // another endpoint takes the retry at once (`moving_held_requests`).
-            _ if config.move_held
-                && error.kind() == ErrorKind::RateLimited
-                && !error.is_request_sent() =>
-            {
+            _ if config.move_held && crate::rate_limit::is_held_back(&error) => {
                 if tally.counted >= config.max_retries {
                     return Err(give_up(error, attempt, id, "max_retries"));
                 }

@@ -128,14 +128,17 @@ async fn clients_told_the_same_wait_come_back_spread_out() {
 /// A request an endpoint's own limiter held back, unsent, past its deadline: with
 /// `moving_held_requests` it is retried at once (a balancer below sends it to another
 /// endpoint), counted toward the retries, so one every endpoint holds back fails after them;
-/// without it, it fails at once (the wait is longer than the time left). A provider's 429
-/// (sent) is not moved at once.
+/// without it, it fails at once (the wait is longer than the time left). A 429 is not moved
+/// at once, sent or not.
 #[tokio::test(start_paused = true)]
 async fn a_request_held_back_unsent_is_retried_at_once_when_it_can_move() {
+    // The limiter's refusal: it would wait 30 s, 5 s are left.
     let held = || {
-        Error::new(ErrorKind::RateLimited, "held by the limiter")
-            .with_retry_after(Some(Duration::from_secs(30)))
-            .with_request_sent(false)
+        crate::rate_limit::past_deadline(
+            volley_core::RequestId::from_u64(1),
+            30_000_000_000,
+            5_000_000_000,
+        )
     };
     let with_deadline = || {
         let mut request = request();
@@ -173,11 +176,16 @@ async fn a_request_held_back_unsent_is_retried_at_once_when_it_can_move() {
     assert!(err.is_rate_limited(), "{err}");
     assert_eq!(mock.calls(), 1);
 
-    // A provider's 429 asking for longer than the time left is not retried at once.
-    let mock = failing(1, || status_with(429, &[], Some(Duration::from_secs(30))));
-    Retry::new(mock.clone(), moving)
-        .oneshot(with_deadline())
-        .await
-        .unwrap_err();
-    assert_eq!(mock.calls(), 1);
+    // A 429 asking for longer than the time left is not retried at once, a provider's or a
+    // proxy's (which refused the tunnel: not sent either).
+    for sent in [true, false] {
+        let mock = failing(1, move || {
+            status_with(429, &[], Some(Duration::from_secs(30))).with_request_sent(sent)
+        });
+        Retry::new(mock.clone(), moving.clone())
+            .oneshot(with_deadline())
+            .await
+            .unwrap_err();
+        assert_eq!(mock.calls(), 1, "sent: {sent}");
+    }
 }
