@@ -328,11 +328,9 @@ impl LineSource {
                         // A line repeated on purpose asks for another sample: numbered, so
                         // that a cache keys it apart (counted on resumed lines too, so the
                         // numbers are the same in every run of the file).
-                        if parsed.sampled {
-                            let count = self
-                                .repeats
-                                .entry(self.keys.request(parsed.identity()))
-                                .or_insert(0);
+                        if let Some(canonical) = parsed.canonical.take() {
+                            let request = self.keys.request((parsed.path(), &canonical));
+                            let count = self.repeats.entry(request).or_insert(0);
                             parsed.repeat = *count;
                             *count = count.saturating_add(1);
                         }

@@ -39,7 +39,8 @@ impl Keys {
         self.state.hash_one((b'l', line))
     }
 
-    /// The key of a request by what it asks (its path and body): identical lines share it.
+    /// The key of a request by what it asks (its path, and its body in canonical JSON):
+    /// lines that ask the same share it, however their JSON is laid out.
     pub(crate) fn request(&self, (path, body): (&str, &[u8])) -> u64 {
         self.state.hash_one((b'r', path, body))
     }

@@ -5,6 +5,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue, Method};
 use serde::Deserialize;
 use serde_json::Value;
+use volley::core::cache_key::canonical_json;
 use volley::core::openai::{ChatCompletionRequest, EmbeddingsRequest};
 use volley::core::{Dialect, Request, RequestId, tokens};
 
@@ -47,9 +48,11 @@ pub(crate) struct ParsedLine {
     body: Bytes,
     estimated_tokens: u32,
     dialect: Dialect,
-    /// Whether the answer is drawn at random (a generation not at temperature 0): a repeat
-    /// of the line is then another sample, cached apart ([`ParsedLine::repeat`]).
-    pub(crate) sampled: bool,
+    /// When the answer is drawn at random (a generation not at temperature 0), the body in
+    /// canonical JSON (as a cache key covers it), for the reader to find repeats by: a repeat
+    /// of the line is then another sample, cached apart ([`ParsedLine::repeat`]). Taken, and
+    /// dropped, by the reader.
+    pub(crate) canonical: Option<Vec<u8>>,
     /// Which repetition of an identical earlier sampled line this is (0: the first), set by
     /// the reader ([`Request::with_repeat`]).
     pub(crate) repeat: u32,
@@ -254,7 +257,7 @@ pub(crate) fn parse_line(
             body: Bytes::from(bytes),
             estimated_tokens,
             dialect: Dialect::Anthropic,
-            sampled: sampled(params),
+            canonical: sampled(params).then(|| canonical_json(params)),
             repeat: 0,
         });
     }
@@ -324,7 +327,8 @@ pub(crate) fn parse_line(
         body: Bytes::from(bytes),
         estimated_tokens,
         dialect: Dialect::OpenAi,
-        sampled: !matches!(endpoint, Endpoint::Embeddings | Endpoint::Other) && sampled(body),
+        canonical: (!matches!(endpoint, Endpoint::Embeddings | Endpoint::Other) && sampled(body))
+            .then(|| canonical_json(body)),
         repeat: 0,
     })
 }
@@ -344,9 +348,9 @@ impl ParsedLine {
         self.url
     }
 
-    /// What identifies the request among the input's lines: its path and body, as written.
-    pub(crate) fn identity(&self) -> (&'static str, &[u8]) {
-        (self.path, &self.body)
+    /// The path the request goes to.
+    pub(crate) fn path(&self) -> &'static str {
+        self.path
     }
 
     /// The `model` of the body, read for [`validate`](crate::validate) only.

@@ -261,11 +261,14 @@ async fn repeated_sampled_lines_are_samples_of_their_own_in_the_cache() {
         json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions", "body": body})
             .to_string()
     };
+    // The third sample is the same request laid out otherwise (keys in another order, white
+    // space): the same cache entry, so the same repeat count.
+    let relaid = r#"{"custom_id": "sample-2", "method": "POST", "url": "/v1/chat/completions", "body": {"max_tokens": 8, "messages": [{"content": "write a haiku", "role": "user"}], "model": "gpt-4o-mini"}}"#;
     let lines = [
         line("sample-0", None),
         line("greedy-0", Some(0.0)),
         line("sample-1", None),
-        line("sample-2", None),
+        relaid.to_owned(),
         line("greedy-1", Some(0.0)),
         line("warm-0", Some(0.7)),
         line("warm-1", Some(0.7)),
