@@ -444,8 +444,9 @@ async fn a_stream_dropped_right_after_done_is_ok() {
     assert_eq!(m.counter("volley_tokens_total", &tokens("out")), 4);
 }
 
-/// A 200 that failed after all: an error event in its stream (vLLM's, OpenRouter's), whether the
-/// stream then ends or the caller drops it there, or a whole body that is an error object.
+/// A 200 that failed after all: an error event in its stream (vLLM's, OpenRouter's, llama.cpp's
+/// `error:` line), whether the stream then ends or the caller drops it there, or a whole body
+/// that is an error object.
 #[tokio::test]
 async fn errors_inside_a_200_are_failures() {
     let _serial = SERIAL.lock().await;
@@ -467,10 +468,18 @@ async fn errors_inside_a_200_are_failures() {
                 )])
                 .chain(futures_util::stream::pending()),
             )),
-            // Content that says "error" is no error.
+            // Content that says "error" is no error, nor is a chunk that starts inside a line
+            // with text that looks like llama.cpp's error line.
             "/fine" => Body::Stream(BodyStream::new(futures_util::stream::iter([
                 chunk(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"error\"}}]}\n\n"),
+                chunk(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\\n"),
+                chunk(b"error: {\\\"message\\\":\\\"in the text\\\"}\"}}]}\n\n"),
                 chunk(b"data: [DONE]\n\n"),
+            ]))),
+            // llama.cpp's error line, then the body's end.
+            "/llama" => Body::Stream(BodyStream::new(futures_util::stream::iter([
+                chunk(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n"),
+                chunk(b"error: {\"code\":500,\"message\":\"the KV cache is full\",\"type\":\"server_error\"}\n\n"),
             ]))),
             _ => Body::Full(Bytes::from_static(
                 b"{\"object\":\"error\",\"message\":\"The model does not exist.\",\"code\":404}",
@@ -495,13 +504,17 @@ async fn errors_inside_a_200_are_failures() {
         .await
         .unwrap();
     response.bytes().await.unwrap();
+    let response = send(&mut service, Request::get("/llama").unwrap())
+        .await
+        .unwrap();
+    response.bytes().await.unwrap();
     send(&mut service, Request::get("/whole").unwrap())
         .await
         .unwrap();
 
     let m = recorded.update();
     let req = |outcome| [("scope", "request"), ("outcome", outcome)];
-    assert_eq!(m.counter("volley_requests_total", &req("stream_broken")), 1);
+    assert_eq!(m.counter("volley_requests_total", &req("stream_broken")), 2);
     assert_eq!(m.counter("volley_requests_total", &req("rate_limited")), 1);
     assert_eq!(m.counter("volley_requests_total", &req("status")), 1);
     assert_eq!(m.counter("volley_requests_total", &req("ok")), 1);

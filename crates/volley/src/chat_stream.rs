@@ -181,10 +181,6 @@ impl Stream for ChatStream {
                 Poll::Ready(Some(Ok(event))) => event,
                 Poll::Ready(Some(Err(e))) => return self.fail(e),
                 Poll::Ready(None) => {
-                    if self.ended_cleanly() {
-                        self.finish();
-                        return Poll::Ready(None);
-                    }
                     let id = self.id;
                     // llama.cpp's server ends a stream that failed with an `error: {..}`
                     // line, which is no event: the decoder kept it aside.
@@ -193,6 +189,10 @@ impl Stream for ChatStream {
                         let error = volley_core::Dialect::OpenAi
                             .error_in_stream(&field, format!("request {id}"));
                         return self.fail(error);
+                    }
+                    if self.ended_cleanly() {
+                        self.finish();
+                        return Poll::Ready(None);
                     }
                     return self.fail(Error::new(
                         ErrorKind::StreamBroken,

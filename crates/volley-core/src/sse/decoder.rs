@@ -175,8 +175,8 @@ impl Decoder {
     /// comes of it), but llama.cpp's server (before it moved to `data: {"error": ..}`, and
     /// forks and servers built on that code still) reports a failure inside a stream as
     /// `error: {"code":500,"message":"..","type":"server_error"}` and then ends the stream:
-    /// kept aside, a caller can say why the stream stopped. A value longer than
-    /// [`MAX_ERROR_FIELD_BYTES`] is not kept.
+    /// kept aside, a caller can say why the stream stopped. An empty value, or one longer
+    /// than [`MAX_ERROR_FIELD_BYTES`], is not kept.
     ///
     /// ```
     /// use volley_core::sse::Decoder;
@@ -322,7 +322,8 @@ impl Decoder {
             }
             b"error" => {
                 let value = &line[value_start..];
-                if value.len() <= MAX_ERROR_FIELD_BYTES {
+                // An empty one says nothing.
+                if !value.is_empty() && value.len() <= MAX_ERROR_FIELD_BYTES {
                     // Copied, as an ID is: it is read after the chunk is gone.
                     self.error_field = Some(Bytes::copy_from_slice(value));
                 }
@@ -552,7 +553,7 @@ mod tests {
             Some(&b"{\"message\":\"second\"}"[..])
         );
         let long = format!("error: {}\n\n", "x".repeat(MAX_ERROR_FIELD_BYTES + 1));
-        decode_with(&mut decoder, &[long.as_bytes()]);
+        decode_with(&mut decoder, &[long.as_bytes(), b"error:\nerror: \n\n"]);
         assert_eq!(
             decoder.error_field(),
             Some(&b"{\"message\":\"second\"}"[..])

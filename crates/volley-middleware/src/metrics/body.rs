@@ -29,6 +29,9 @@ pub(crate) struct MetricsBody {
     dialect: Dialect,
     /// The kind of the first error event the stream carried.
     failed: Option<ErrorKind>,
+    /// Whether the next chunk starts a line (the stream's start, or the last chunk ended
+    /// one): a chunk that starts inside a line is looked at from its first line end on.
+    line_start: bool,
 }
 
 impl MetricsBody {
@@ -48,17 +51,32 @@ impl MetricsBody {
             tail: Tail::default(),
             dialect,
             failed: None,
+            line_start: true,
         }
     }
 
     /// Notes the first error event of `chunk`: an `error` event, or data that is an error
     /// object (vLLM's and OpenRouter's mid-stream errors). A chunk that never says `error`
     /// costs one SIMD search; an event split across chunks is not seen (servers flush an
-    /// error event whole).
+    /// error event whole). The part of a line that began in an earlier chunk is skipped: the
+    /// end of an answer's text that says `error: ..` is no llama.cpp error line.
     fn look_for_error(&mut self, chunk: &[u8]) {
-        if self.failed.is_none()
-            && let Some(error) = self.dialect.error_at_stream_start(chunk, "stream")
-        {
+        let line_start = std::mem::replace(
+            &mut self.line_start,
+            chunk.last().is_some_and(|&b| b == b'\n' || b == b'\r'),
+        );
+        if self.failed.is_some() {
+            return;
+        }
+        let lines = if line_start {
+            chunk
+        } else {
+            match memchr::memchr2(b'\n', b'\r', chunk) {
+                Some(end) => &chunk[end + 1..],
+                None => return,
+            }
+        };
+        if let Some(error) = self.dialect.error_at_stream_start(lines, "stream") {
             self.failed = Some(error.kind());
         }
     }
