@@ -65,8 +65,8 @@ pub struct BenchConfig {
     /// arrivals; at most this many at once), their figures discarded: the connections they
     /// open (TCP, TLS handshakes) are the run's warm pool, and a server's caches and a
     /// model's first slow answers are behind the clock. The server's statistics, the
-    /// connection counts and each endpoint's counts start after them (an endpoint's mean
-    /// latency holds their answers too). A refusal (a 4xx other than 429) or
+    /// connection counts and each endpoint's counts and mean latency start after them. A
+    /// refusal (a 4xx other than 429) or
     /// [`Live::cancel`](crate::Live::cancel) ends them; at most [`WARMUP_LIMIT`] is spent on
     /// them. `find_knee` gives each step at most one a slot. Default 0.
     pub warmup: u64,

@@ -507,24 +507,18 @@ async fn sample_limit(
     }
 }
 
-/// Cumulative samples as attempts per window.
 /// Each endpoint's counts of `after` less those of `before` (the warm-up's): requests and
-/// their outcomes, breaker openings, health checks. The state, the requests in flight and the
-/// mean latency (the warm-up's answers in it) are `after`'s.
+/// their outcomes, breaker openings, health checks, and the mean latency of the answers in
+/// between. The state and the requests in flight are `after`'s.
 fn since(
-    mut after: Vec<volley::EndpointStats>,
+    after: Vec<volley::EndpointStats>,
     before: &[volley::EndpointStats],
 ) -> Vec<volley::EndpointStats> {
-    for (after, before) in after.iter_mut().zip(before) {
-        after.requests = after.requests.saturating_sub(before.requests);
-        after.answered = after.answered.saturating_sub(before.answered);
-        after.rate_limited = after.rate_limited.saturating_sub(before.rate_limited);
-        after.server_errors = after.server_errors.saturating_sub(before.server_errors);
-        after.failed = after.failed.saturating_sub(before.failed);
-        after.breaker_opened = after.breaker_opened.saturating_sub(before.breaker_opened);
-        after.health_checks = after.health_checks.saturating_sub(before.health_checks);
-    }
     after
+        .iter()
+        .zip(before)
+        .map(|(after, before)| after.since(before))
+        .collect()
 }
 
 /// The attempts of each endpoint in each window between samples, the first window from

@@ -96,6 +96,48 @@ pub struct EndpointStats {
     pub in_flight: usize,
     /// The mean time to the response head over every answer, when there was one.
     pub mean_latency: Option<Duration>,
+    /// How many answers [`mean_latency`](Self::mean_latency) is the mean of: with it, the
+    /// mean of the answers between two snapshots can be found
+    /// ([`EndpointStats::since`]).
+    pub timed_answers: u64,
+}
+
+impl EndpointStats {
+    /// These counts less `earlier`'s (a snapshot of the same endpoint taken before): what
+    /// happened between the two, the mean latency that of the answers in between. The state,
+    /// the requests in flight and the names are this snapshot's.
+    ///
+    /// ```
+    /// # use volley_middleware::balance::EndpointStats;
+    /// fn after_warm_up(now: &EndpointStats, warm: &EndpointStats) -> Option<std::time::Duration> {
+    ///     now.since(warm).mean_latency
+    /// }
+    /// ```
+    #[must_use]
+    pub fn since(&self, earlier: &EndpointStats) -> EndpointStats {
+        let timed_answers = self.timed_answers.saturating_sub(earlier.timed_answers);
+        let total = |stats: &EndpointStats| {
+            stats
+                .mean_latency
+                .map_or(0, |mean| mean.as_nanos() * u128::from(stats.timed_answers))
+        };
+        let mean_latency = (timed_answers > 0).then(|| {
+            let nanos = total(self).saturating_sub(total(earlier)) / u128::from(timed_answers);
+            Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        });
+        EndpointStats {
+            requests: self.requests.saturating_sub(earlier.requests),
+            answered: self.answered.saturating_sub(earlier.answered),
+            rate_limited: self.rate_limited.saturating_sub(earlier.rate_limited),
+            server_errors: self.server_errors.saturating_sub(earlier.server_errors),
+            failed: self.failed.saturating_sub(earlier.failed),
+            breaker_opened: self.breaker_opened.saturating_sub(earlier.breaker_opened),
+            health_checks: self.health_checks.saturating_sub(earlier.health_checks),
+            mean_latency,
+            timed_answers,
+            ..self.clone()
+        }
+    }
 }
 
 /// The live state of one endpoint.
@@ -445,6 +487,7 @@ impl EndpointState {
             in_flight: self.outstanding.load(Ordering::Relaxed),
             mean_latency: (n > 0)
                 .then(|| Duration::from_nanos(c.latency_ns.load(Ordering::Relaxed) / n)),
+            timed_answers: n,
         }
     }
 

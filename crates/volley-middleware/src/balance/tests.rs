@@ -774,3 +774,32 @@ fn a_breaker_whose_health_check_went_with_its_runtime_still_reopens() {
     assert_eq!(b.stats()[1].state, BreakerState::Closed);
     assert!(dead.calls() - before > 10, "{}", dead.calls() - before);
 }
+
+/// The counts between two snapshots, and the mean latency of the answers in between: ten
+/// answers of 100 ms, then ten of 300 ms, make a mean of 200 ms, and 300 ms since the first
+/// ten.
+#[test]
+fn stats_since_an_earlier_snapshot_are_what_happened_in_between() {
+    let b = balance(
+        &[(EndpointConfig::new("a"), &Mock::new(200, 1))],
+        BreakerConfig::new(),
+    );
+    let mut earlier = b.stats().remove(0);
+    earlier.requests = 10;
+    earlier.answered = 10;
+    earlier.timed_answers = 10;
+    earlier.mean_latency = Some(Duration::from_millis(100));
+    let mut now = earlier.clone();
+    now.requests = 22;
+    now.answered = 20;
+    now.failed = 2;
+    now.timed_answers = 20;
+    now.mean_latency = Some(Duration::from_millis(200));
+    let since = now.since(&earlier);
+    assert_eq!((since.requests, since.answered, since.failed), (12, 10, 2));
+    assert_eq!(since.timed_answers, 10);
+    assert_eq!(since.mean_latency, Some(Duration::from_millis(300)));
+    assert_eq!(since.name, "a");
+    // Nothing answered in between: no mean.
+    assert_eq!(earlier.since(&earlier).mean_latency, None);
+}
