@@ -55,12 +55,17 @@ fn write_input(path: &Path, n: usize, same_body: bool) {
         } else {
             format!("say {i}")
         };
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "custom_id": format!("id-{i:04}"),
             "method": "POST",
             "url": "/v1/chat/completions",
             "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], "max_tokens": 8},
         });
+        // Identical requests ask for the same answer at temperature 0 (at another, a repeat is
+        // another sample, which the cache keeps apart).
+        if same_body {
+            line["body"]["temperature"] = serde_json::json!(0);
+        }
         text.push_str(&line.to_string());
         text.push('\n');
     }
@@ -197,6 +202,7 @@ fn a_used_up_quota_stops_the_run() {
     );
 }
 
+/// Identical lines at temperature 0 are sent once with a cache.
 #[test]
 fn run_cache_memory_sends_identical_lines_once() {
     let rt = volley_testkit::process::server_runtime(1);
