@@ -301,7 +301,8 @@ impl Builder {
     /// (h2c), for servers that want it.
     ///
     /// The same caveat as [`Builder::http2`] applies: one connection per host carries every
-    /// request.
+    /// request. A server that speaks HTTP/1.1 only (uvicorn, vLLM's) answers in HTTP/1.1: the
+    /// request fails with an `ErrorKind::Config` error that says to turn this off.
     ///
     /// Default: `false` (HTTP/1.1).
     pub fn http2_prior_knowledge(mut self, enabled: bool) -> Builder {
@@ -968,6 +969,7 @@ impl Builder {
             brotli: c.brotli,
             counters,
             max_error_body_bytes: c.max_error_body_bytes,
+            http2_only: c.http2_prior_knowledge,
             max_body_bytes: c.max_body_bytes,
             max_buffered_bytes: c.max_buffered_bytes,
             buffered: std::sync::atomic::AtomicUsize::new(0),

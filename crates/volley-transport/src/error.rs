@@ -23,7 +23,8 @@ pub(crate) enum SendError {
 ///
 /// The error that caused it becomes the source as it is, with no [`SendError`] layer between:
 /// that layer's text would only repeat its cause's (`tcp connect error: tcp connect error`).
-pub(crate) fn from_send(err: SendError, context: String, host: &str) -> Error {
+pub(crate) fn from_send(err: SendError, context: String, inner: &crate::inner::Inner) -> Error {
+    let host = inner.authority.host();
     let sent = matches!(err, SendError::Sent(_));
     match err {
         SendError::Http2(err) => {
@@ -31,6 +32,23 @@ pub(crate) fn from_send(err: SendError, context: String, host: &str) -> Error {
                 && let Some(error) = connect_failure(&err, &context, host)
             {
                 return error.with_source(err);
+            }
+            if inner.http2_only && not_http2(&err) {
+                // A setting to change, not a failure to retry. Whether the request may have
+                // been processed stays as a broken connection's (a server that spoke HTTP/2
+                // before may have).
+                let sent = from_http2_sent(&err);
+                return Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "{context}: {host} does not seem to speak HTTP/2 without being asked: \
+                         it sent bytes that are no HTTP/2 frame (as an HTTP/1.1-only server \
+                         answers the HTTP/2 connection preface); turn http2_prior_knowledge \
+                         off for it"
+                    ),
+                )
+                .with_request_sent(sent)
+                .with_source(err);
             }
             from_http2(err, context)
         }
@@ -170,8 +188,7 @@ fn from_http2(err: hyper_util::client::legacy::Error, context: String) -> Error 
     // it; a request hyper reports as canceled still never left this process.
     // Errors raised after a connection was checked out carry its `connect_info`; without it
     // the failure came before any request could be written (an HTTP/2 handshake, say).
-    let canceled = find::<hyper::Error>(&err).is_some_and(hyper::Error::is_canceled)
-        || err.connect_info().is_none();
+    let canceled = !from_http2_sent(&err);
     let message = if canceled {
         format!("{context}: the connection closed before the request was sent")
     } else if refused_stream(&err) {
@@ -202,6 +219,24 @@ fn refused_stream(err: &(dyn StdError + 'static)) -> bool {
         e.is_remote()
             && ((e.is_reset() && e.reason() == Some(::h2::Reason::REFUSED_STREAM))
                 || e.is_go_away())
+    })
+}
+
+/// Whether a request hyper-util's pool failed may have been written: not when hyper reports
+/// it canceled (a reused connection dropped it first), nor when no connection was checked out
+/// for it (the error carries no `connect_info`: it came before any request could be written).
+fn from_http2_sent(err: &hyper_util::client::legacy::Error) -> bool {
+    !(find::<hyper::Error>(err).is_some_and(hyper::Error::is_canceled)
+        || err.connect_info().is_none())
+}
+
+/// Whether h2 found the server's bytes to be no HTTP/2 frames: a frame longer than the
+/// 16 KiB a client allows, which h2 itself detected (not an error the server sent). An
+/// HTTP/1.1 server answers the connection preface so: its `HTTP/1.1 400` read as a frame
+/// header is a frame of 4.7 MB.
+fn not_http2(err: &(dyn StdError + 'static)) -> bool {
+    find::<::h2::Error>(err).is_some_and(|e| {
+        e.is_library() && e.is_go_away() && e.reason() == Some(::h2::Reason::FRAME_SIZE_ERROR)
     })
 }
 

@@ -40,6 +40,10 @@ pub(crate) struct Inner {
     pub(crate) json_headers: HeaderMap,
     pub(crate) gzip: bool,
     pub(crate) brotli: bool,
+    /// Whether HTTP/2 is spoken without asking
+    /// ([`Builder::http2_prior_knowledge`](crate::Builder::http2_prior_knowledge)): a server
+    /// that answers in HTTP/1.1 is then told apart in the error.
+    pub(crate) http2_only: bool,
     pub(crate) counters: Arc<Counters>,
     pub(crate) max_error_body_bytes: usize,
     pub(crate) max_body_bytes: usize,

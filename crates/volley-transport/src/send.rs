@@ -145,7 +145,7 @@ impl Sending {
             let response = self
                 .response
                 .await
-                .map_err(|e| error::from_send(e, context(), inner.authority.host()))?;
+                .map_err(|e| error::from_send(e, context(), inner))?;
             timings.first_byte = Some(Instant::now());
             let (head, mut body) = response.into_parts();
 

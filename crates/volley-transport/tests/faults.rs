@@ -328,3 +328,36 @@ async fn refused_unsent(transport: &Transport) {
     );
     assert!(refused.to_string().contains("refused"), "{refused}");
 }
+
+/// HTTP/2 with prior knowledge to a server that speaks HTTP/1.1 only (uvicorn, vLLM's): its
+/// answer to the connection preface is no HTTP/2 frame, and the error says what to change
+/// (it said "frame with invalid size", a connection error retried to no end). A setting is
+/// not retried.
+#[tokio::test]
+async fn prior_knowledge_to_an_http1_server_says_to_turn_it_off() {
+    let port = volley_testkit::raw::serve(|_| {
+        volley_testkit::raw::json_response("400 Bad Request", &[], r#"{"error":"bad"}"#)
+    })
+    .await;
+    let transport = Transport::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .http2_prior_knowledge(true)
+        .build()
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), transport.send(chat()))
+        .await
+        .expect("the call ends")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(
+        err.to_string().contains("turn http2_prior_knowledge off"),
+        "{err}"
+    );
+    // The same server without it: its answer.
+    let transport = Transport::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .build()
+        .unwrap();
+    let err = transport.send(chat()).await.unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST), "{err}");
+}
