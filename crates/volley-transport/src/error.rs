@@ -33,6 +33,22 @@ pub(crate) fn from_send(err: SendError, context: String, inner: &crate::inner::I
             {
                 return error.with_source(err);
             }
+            // A TLS 1.3 server that checks the client's certificate after the handshake
+            // refuses it on the first request, which it never processed: as over HTTP/1.1.
+            let alert = find::<rustls::Error>(&err)
+                .cloned()
+                .or_else(|| alert_in_text(&err));
+            if let Some(tls) = alert.filter(is_handshake_refusal) {
+                let message = match tls_advice(&tls) {
+                    Some(advice) => {
+                        format!("{context}: TLS handshake with {host} failed: {advice}")
+                    }
+                    None => format!("{context}: TLS handshake with {host} failed"),
+                };
+                return Error::new(ErrorKind::Tls, message)
+                    .with_request_sent(false)
+                    .with_source(err);
+            }
             if inner.http2_only && not_http2(&err) {
                 // A setting to change, not a failure to retry. Whether the request may have
                 // been processed stays as a broken connection's (a server that spoke HTTP/2
@@ -110,6 +126,31 @@ fn connect_failure(err: &(dyn StdError + 'static), context: &str, host: &str) ->
         return Some(Error::new(ErrorKind::Tls, message));
     }
     find::<ProxyError>(err).map(|proxy| proxy.to_error(context))
+}
+
+/// The TLS alert an HTTP/2 connection failed with, when only its text is left: h2 keeps an
+/// I/O error as its kind and text (to clone it for every stream), so rustls's error is found
+/// by the text it gave (`received fatal alert: CertificateRequired`). Only the alerts of a
+/// refused handshake ([`is_handshake_refusal`]).
+fn alert_in_text(err: &(dyn StdError + 'static)) -> Option<rustls::Error> {
+    use rustls::AlertDescription as Alert;
+    let io = find::<std::io::Error>(err)?;
+    let text = io.to_string();
+    let name = text.strip_prefix("received fatal alert: ")?;
+    [
+        Alert::CertificateRequired,
+        Alert::BadCertificate,
+        Alert::UnknownCA,
+        Alert::HandshakeFailure,
+        Alert::CertificateUnknown,
+        Alert::CertificateRevoked,
+        Alert::CertificateExpired,
+        Alert::UnsupportedCertificate,
+        Alert::AccessDenied,
+    ]
+    .into_iter()
+    .find(|alert| format!("{alert:?}") == name)
+    .map(rustls::Error::AlertReceived)
 }
 
 /// Whether the server refused the TLS handshake (a client certificate it wants, or does not

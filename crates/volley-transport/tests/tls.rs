@@ -265,3 +265,31 @@ async fn a_silent_tls_handshake_fails_within_the_connect_timeout() {
         assert!(err.to_string().contains("TLS handshake"), "{err}");
     }
 }
+
+/// Over HTTP/2 too, a server that wants a client certificate refuses the first request at
+/// the handshake: a TLS error that says what to give, the request not sent (it was a broken
+/// connection, the request counted as sent).
+#[tokio::test]
+async fn a_refused_client_certificate_over_http2_is_a_tls_error_not_sent() {
+    let pki = TestPki::new("mtls-h2");
+    let server = tls_mock(&pki, Some(&pki)).await;
+    let without = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_file(pki.ca_file())
+        .http2(true)
+        .build()
+        .unwrap();
+    let err = without.send(chat()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+    assert!(err.to_string().contains("--client-cert"), "{err}");
+    assert!(!err.is_request_sent(), "{err}");
+    let with = Transport::builder()
+        .base_url(server.url())
+        .tls_ca_file(pki.ca_file())
+        .tls_client_identity_files(pki.client_cert_file(), pki.client_key_file())
+        .http2(true)
+        .build()
+        .unwrap();
+    with.send(chat()).await.unwrap();
+    assert_eq!(server.stats().requests_total, 1);
+}
