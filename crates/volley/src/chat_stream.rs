@@ -16,6 +16,11 @@ use volley_core::{BodyStream, Error, ErrorKind, RequestId, Response};
 /// choices asked for, and, when usage was asked for, a usage object in the chunk that
 /// finished the last of them or after it (a server that puts usage in every chunk, as vLLM's
 /// `continuous_usage_stats` does, has not finished when its first chunk carries usage).
+///
+/// Until it ends, fails or is dropped, the stream holds one of the client's concurrency slots
+/// and its connection. Read it through or drop it: one kept unread holds its slot as long as
+/// it is kept, since the idle and whole-stream timeouts are checked as it is read (a program
+/// that opens more streams than the client has slots before reading any waits for ever).
 pub struct ChatStream {
     events: EventStream<BodyStream>,
     /// The response's headers (moved out of it, not copied).

@@ -661,8 +661,8 @@ impl ClientBuilder {
     }
 
     /// The most requests in flight at once. Each holds a slot from sending until its body or
-    /// stream is finished; requests waiting for a slot, for the rate limit or in retry
-    /// backoff hold no connection.
+    /// stream is finished (or dropped: a stream kept unread holds its slot); requests waiting
+    /// for a slot, for the rate limit or in retry backoff hold no connection.
     ///
     /// Default: [`DEFAULT_CONCURRENCY`] (256).
     pub fn concurrency(mut self, max: usize) -> ClientBuilder {
