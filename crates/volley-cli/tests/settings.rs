@@ -539,6 +539,39 @@ fn an_untrusted_volley_toml_cannot_choose_the_proxy_bypass_trust_or_identity() {
     assert!(row(&text, "no_proxy").contains("x.invalid"), "{text}");
 }
 
+/// Trust covers the files a volley.toml names: a CA swapped under a trusted file left as it is
+/// (a `git pull` that changes only `certs/ca.pem`) makes it untrusted again.
+#[test]
+fn a_ca_swapped_under_a_trusted_volley_toml_untrusts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    let ca = dir.path().join("certs").join("ca.pem");
+    std::fs::write(&ca, "the CA the user checked").unwrap();
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[default]\nno_proxy = \"x.invalid\"\nca_cert = \"certs/ca.pem\"\n",
+    )
+    .unwrap();
+    trust(dir.path());
+    let text = print_config(dir.path(), "chat", &[], &[]);
+    assert!(row(&text, "no_proxy").contains("x.invalid"), "{text}");
+    std::fs::write(&ca, "a CA of someone else's").unwrap();
+    let mut cmd = volley(dir.path());
+    cmd.args(["chat", "--print-config"]);
+    let (code, stdout, stderr) = run(&mut cmd);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("ignoring ca_cert, no_proxy"), "{stderr}");
+    assert_eq!(
+        row(&stdout, "no_proxy"),
+        "no_proxy none (default)",
+        "{stdout}"
+    );
+    // Trusted again as it is now.
+    trust(dir.path());
+    let text = print_config(dir.path(), "chat", &[], &[]);
+    assert!(row(&text, "no_proxy").contains("x.invalid"), "{text}");
+}
+
 /// A volley.toml that came with a cloned repository points the key at its author's server:
 /// nothing goes there until the user trusts the file, and a changed file is untrusted again.
 #[test]

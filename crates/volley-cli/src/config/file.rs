@@ -83,7 +83,7 @@ pub(crate) fn parse_profile(
 
 /// The settings whose values are paths: resolved against the directory of the file that
 /// gives them.
-const PATH_KEYS: [&str; 4] = ["ca_cert", "client_cert", "client_key", "redis_ca_cert"];
+pub(super) const PATH_KEYS: [&str; 4] = ["ca_cert", "client_cert", "client_key", "redis_ca_cert"];
 
 /// `path` with a leading `~` (alone, or before `/`) replaced by the home directory, as a
 /// shell would; unchanged without `HOME`. `disk:~/cache` in a file, or in a flag the shell
@@ -100,21 +100,23 @@ pub(crate) fn expand_home(path: &str) -> PathBuf {
     }
 }
 
+/// A path a file in `base` gives: `~` expanded, a relative path taken from `base`.
+pub(super) fn resolve_path(path: &str, base: Option<&Path>) -> PathBuf {
+    let path = expand_home(path.trim());
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path,
+    }
+}
+
 /// Resolves the paths of `table` (a profile of a file in `base`): `~` expanded, a relative
 /// path taken from `base`. A disk `cache` too.
 fn resolve_paths(table: &mut toml::Table, base: Option<&Path>) {
     // A directory whose name is not UTF-8 cannot be written into the file's text: its paths
     // stay as they are (relative to where volley runs, as before).
     let base = base.filter(|base| base.to_str().is_some());
-    let resolve = |path: &str| -> String {
-        let path = expand_home(path.trim());
-        match base {
-            Some(base) if path.is_relative() => base.join(path),
-            _ => path,
-        }
-        .to_string_lossy()
-        .into_owned()
-    };
+    let resolve =
+        |path: &str| -> String { resolve_path(path, base).to_string_lossy().into_owned() };
     for key in PATH_KEYS {
         // An empty path is left for the settings' own check to refuse.
         if let Some(toml::Value::String(path)) = table.get_mut(key)

@@ -8,7 +8,10 @@
 //! perhaps billed) are taken from it only once the user ran `volley config trust` in that
 //! directory, which records the file's BLAKE3 hash and path in the user's configuration
 //! directory (`$XDG_CONFIG_HOME/volley/trusted`, else `~/.config/volley/trusted`). Any change
-//! to the file makes it untrusted again. A file named with `--config` is trusted: the user
+//! to the file makes it untrusted again, and so does a change to a file it names (a CA, a
+//! client certificate or key: the hash covers their bytes too, as they were when trusted; a
+//! `git pull` that swaps the CA under a file left as it is must not keep it trusted). A file
+//! named with `--config` is trusted: the user
 //! chose it. The other settings (concurrency, limits, fewer retries, longer timeouts, a memory
 //! cache) send nothing anywhere and always apply.
 
@@ -120,7 +123,69 @@ fn store_path() -> Option<PathBuf> {
 fn entry(path: &Path, text: &[u8]) -> Option<String> {
     let path = std::fs::canonicalize(path).ok()?;
     let shown = path.to_str().filter(|p| !p.contains(['\n', '\r']))?;
-    Some(format!("{} {shown}", blake3::hash(text).to_hex()))
+    Some(format!("{} {shown}", digest(&path, text).to_hex()))
+}
+
+/// What a trust record holds of the file at `path` (canonical), whose bytes are `text`: their
+/// hash, or, when its path settings name files ([`named_files`]), the hash of its bytes and
+/// of each named file's path and bytes as they are now (a file missing is hashed as missing).
+/// A file that names none keeps the plain hash of its bytes, as records made before had it.
+fn digest(path: &Path, text: &[u8]) -> blake3::Hash {
+    let named = named_files(path, text);
+    if named.is_empty() {
+        return blake3::hash(text);
+    }
+    let mut hasher = blake3::Hasher::new_derive_key("volley 2026-12 trusted volley.toml");
+    let field = |hasher: &mut blake3::Hasher, bytes: &[u8]| {
+        hasher.update(&(bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(&mut hasher, text);
+    for file in named {
+        field(&mut hasher, file.to_string_lossy().as_bytes());
+        match std::fs::read(&file) {
+            Ok(bytes) => {
+                hasher.update(b"F");
+                field(&mut hasher, &bytes);
+            }
+            Err(_) => {
+                hasher.update(b"-");
+            }
+        }
+    }
+    hasher.finalize()
+}
+
+/// The files the path settings of the file at `path` name, in any of its profiles, resolved
+/// as the settings are (from the file's directory), sorted, each once. None when the text is
+/// no TOML (the settings' own check refuses it).
+fn named_files(path: &Path, text: &[u8]) -> Vec<PathBuf> {
+    let Some(table) = std::str::from_utf8(text)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+    else {
+        return Vec::new();
+    };
+    let base = path.parent();
+    let mut found = Vec::new();
+    let mut tables: Vec<&toml::Table> = vec![&table];
+    while let Some(table) = tables.pop() {
+        for (key, value) in table {
+            match value {
+                toml::Value::Table(inner) => tables.push(inner),
+                toml::Value::String(named)
+                    if super::file::PATH_KEYS.contains(&key.as_str())
+                        && !named.trim().is_empty() =>
+                {
+                    found.push(super::file::resolve_path(named, base));
+                }
+                _ => {}
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// Whether the file at `path`, whose bytes are `text`, was trusted as it is now.
@@ -240,6 +305,37 @@ mod tests {
         assert!(routes("hedge", &s("p95")));
         assert!(routes("hedge_budget", &s("100%")));
         assert!(routes("cache_secret_env", &s("AWS_SECRET_ACCESS_KEY")));
+    }
+
+    /// A record covers the files the file names (a CA, a client key), as they were: one
+    /// swapped, made, or removed under a file left as it is changes the record. A file naming
+    /// none keeps the plain hash of its bytes (the records made before).
+    #[test]
+    fn a_record_covers_the_files_a_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(dir.path()).unwrap();
+        let config = dir.join("volley.toml");
+        let text =
+            b"[default]\nbase_url = \"https://x\"\n\n[profile.corp]\nca_cert = \"certs/ca.pem\"\n";
+        std::fs::write(&config, text).unwrap();
+        std::fs::create_dir(dir.join("certs")).unwrap();
+        let ca = dir.join("certs").join("ca.pem");
+        assert_eq!(named_files(&config, text), std::slice::from_ref(&ca));
+        let missing = digest(&config, text);
+        std::fs::write(&ca, "first CA").unwrap();
+        let first = digest(&config, text);
+        assert_ne!(first, missing);
+        assert_eq!(
+            digest(&config, text),
+            first,
+            "the same bytes, the same record"
+        );
+        std::fs::write(&ca, "another CA").unwrap();
+        assert_ne!(digest(&config, text), first);
+        std::fs::remove_file(&ca).unwrap();
+        assert_eq!(digest(&config, text), missing);
+        let plain = b"[default]\nconcurrency = 4\n";
+        assert_eq!(digest(&config, plain), blake3::hash(plain));
     }
 
     /// A path with a line break would write a second record, trusting a file nobody checked:
