@@ -297,6 +297,7 @@ impl fmt::Debug for Request {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("body_len", &self.body.len())
             .field("estimated_tokens", &self.estimated_tokens)
+            .field("repeat", &self.repeat)
             .finish()
     }
 }
