@@ -302,7 +302,7 @@ impl Builder {
     ///
     /// The same caveat as [`Builder::http2`] applies: one connection per host carries every
     /// request. A server that speaks HTTP/1.1 only (uvicorn, vLLM's) answers in HTTP/1.1: the
-    /// request fails with an `ErrorKind::Config` error that says to turn this off.
+    /// request fails with a connection error that says to turn this off.
     ///
     /// Default: `false` (HTTP/1.1).
     pub fn http2_prior_knowledge(mut self, enabled: bool) -> Builder {

@@ -50,17 +50,16 @@ pub(crate) fn from_send(err: SendError, context: String, inner: &crate::inner::I
                     .with_source(err);
             }
             if inner.http2_only && not_http2(&err) {
-                // A setting to change, not a failure to retry. Whether the request may have
-                // been processed stays as a broken connection's (a server that spoke HTTP/2
-                // before may have).
+                // Still a broken connection (retried as one, sent as hyper says: an HTTP/2
+                // server that sends one frame too long later on is not told apart), with
+                // what to change when the server speaks HTTP/1.1 only.
                 let sent = from_http2_sent(&err);
                 return Error::new(
-                    ErrorKind::Config,
+                    ErrorKind::Connection,
                     format!(
-                        "{context}: {host} does not seem to speak HTTP/2 without being asked: \
-                         it sent bytes that are no HTTP/2 frame (as an HTTP/1.1-only server \
-                         answers the HTTP/2 connection preface); turn http2_prior_knowledge \
-                         off for it"
+                        "{context}: {host} sent bytes that are no HTTP/2 frame, as a server \
+                         that speaks HTTP/1.1 only answers HTTP/2's connection preface; if it \
+                         does, turn http2_prior_knowledge off for it"
                     ),
                 )
                 .with_request_sent(sent)

@@ -331,8 +331,7 @@ async fn refused_unsent(transport: &Transport) {
 
 /// HTTP/2 with prior knowledge to a server that speaks HTTP/1.1 only (uvicorn, vLLM's): its
 /// answer to the connection preface is no HTTP/2 frame, and the error says what to change
-/// (it said "frame with invalid size", a connection error retried to no end). A setting is
-/// not retried.
+/// (it said only "frame with invalid size").
 #[tokio::test]
 async fn prior_knowledge_to_an_http1_server_says_to_turn_it_off() {
     let port = volley_testkit::raw::serve(|_| {
@@ -348,7 +347,7 @@ async fn prior_knowledge_to_an_http1_server_says_to_turn_it_off() {
         .await
         .expect("the call ends")
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
     assert!(
         err.to_string().contains("turn http2_prior_knowledge off"),
         "{err}"
