@@ -572,6 +572,43 @@ fn a_ca_swapped_under_a_trusted_volley_toml_untrusts_it() {
     assert!(row(&text, "no_proxy").contains("x.invalid"), "{text}");
 }
 
+/// The files a volley.toml names are looked at only once it has a trust record, and then
+/// only regular files are read: an untrusted file naming a pipe or `/dev/zero` never makes
+/// volley block or read without end, nor does trusting one.
+#[cfg(unix)]
+#[test]
+fn named_files_that_are_no_regular_files_are_never_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("ca.pem");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    std::fs::write(
+        dir.path().join("volley.toml"),
+        "[default]\nno_proxy = \"x.invalid\"\nca_cert = \"ca.pem\"\n\n\
+         [profile.zero]\nredis_ca_cert = \"/dev/zero\"\n",
+    )
+    .unwrap();
+    let bounded = |cmd: &mut Command| {
+        volley_testkit::process::run_bounded(cmd, std::time::Duration::from_secs(60))
+    };
+    let untrusted = bounded(volley(dir.path()).args(["chat", "--print-config"]));
+    assert!(untrusted.status.success(), "{}", untrusted.stderr);
+    assert!(
+        untrusted.stderr.contains("ignoring ca_cert, no_proxy"),
+        "{}",
+        untrusted.stderr
+    );
+    let trusted = bounded(volley(dir.path()).args(["config", "trust"]));
+    assert!(trusted.status.success(), "{}", trusted.stderr);
+    let after = bounded(volley(dir.path()).args(["chat", "--print-config"]));
+    assert!(after.status.success(), "{}", after.stderr);
+    assert!(
+        row(&after.stdout, "no_proxy").contains("x.invalid"),
+        "{}",
+        after.stdout
+    );
+}
+
 /// A volley.toml that came with a cloned repository points the key at its author's server:
 /// nothing goes there until the user trusts the file, and a changed file is untrusted again.
 #[test]

@@ -121,15 +121,24 @@ fn store_path() -> Option<PathBuf> {
 /// break would write a second, forged record; one that is not UTF-8 would be shown lossily,
 /// the same as another path.
 fn entry(path: &Path, text: &[u8]) -> Option<String> {
-    let path = std::fs::canonicalize(path).ok()?;
-    let shown = path.to_str().filter(|p| !p.contains(['\n', '\r']))?;
+    let (path, shown) = record_path(path)?;
     Some(format!("{} {shown}", digest(&path, text).to_hex()))
+}
+
+/// The canonical path of a record, and as it is written in it; see [`entry`].
+fn record_path(path: &Path) -> Option<(PathBuf, String)> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let shown = path
+        .to_str()
+        .filter(|p| !p.contains(['\n', '\r']))?
+        .to_owned();
+    Some((path, shown))
 }
 
 /// What a trust record holds of the file at `path` (canonical), whose bytes are `text`: their
 /// hash, or, when its path settings name files ([`named_files`]), the hash of its bytes and
-/// of each named file's path and bytes as they are now (a file missing is hashed as missing).
-/// A file that names none keeps the plain hash of its bytes, as records made before had it.
+/// of each named file's path and bytes as they are now ([`hash_named`]). A file that names
+/// none keeps the plain hash of its bytes, as records made before had it.
 fn digest(path: &Path, text: &[u8]) -> blake3::Hash {
     let named = named_files(path, text);
     if named.is_empty() {
@@ -143,17 +152,34 @@ fn digest(path: &Path, text: &[u8]) -> blake3::Hash {
     field(&mut hasher, text);
     for file in named {
         field(&mut hasher, file.to_string_lossy().as_bytes());
-        match std::fs::read(&file) {
-            Ok(bytes) => {
-                hasher.update(b"F");
-                field(&mut hasher, &bytes);
-            }
-            Err(_) => {
-                hasher.update(b"-");
-            }
-        }
+        hash_named(&mut hasher, &file);
     }
     hasher.finalize()
+}
+
+/// Adds what `file` is now to `hasher`: a regular file's bytes (read as a stream, whatever
+/// its size), or only that it is missing, or something else (a directory, a device, a pipe:
+/// never opened, since reading `/dev/zero` would not end and opening a pipe blocks).
+fn hash_named(hasher: &mut blake3::Hasher, file: &Path) {
+    match std::fs::metadata(file) {
+        Ok(meta) if meta.is_file() => match std::fs::File::open(file) {
+            Ok(mut opened) => {
+                hasher.update(b"F");
+                if hasher.update_reader(&mut opened).is_err() {
+                    hasher.update(b"unreadable");
+                }
+            }
+            Err(_) => {
+                hasher.update(b"U");
+            }
+        },
+        Ok(_) => {
+            hasher.update(b"O");
+        }
+        Err(_) => {
+            hasher.update(b"-");
+        }
+    }
 }
 
 /// The files the path settings of the file at `path` name, in any of its profiles, resolved
@@ -168,6 +194,7 @@ fn named_files(path: &Path, text: &[u8]) -> Vec<PathBuf> {
     };
     let base = path.parent();
     let mut found = Vec::new();
+    // Tables only: the arrays of tables (`[[default.endpoints]]`) have no path settings.
     let mut tables: Vec<&toml::Table> = vec![&table];
     while let Some(table) = tables.pop() {
         for (key, value) in table {
@@ -188,12 +215,22 @@ fn named_files(path: &Path, text: &[u8]) -> Vec<PathBuf> {
     found
 }
 
-/// Whether the file at `path`, whose bytes are `text`, was trusted as it is now.
+/// Whether the file at `path`, whose bytes are `text`, was trusted as it is now. The files
+/// it names are looked at only when a record of its path exists: a file nobody trusted never
+/// makes volley open the paths it gives.
 pub(crate) fn is_trusted(path: &Path, text: &[u8]) -> bool {
-    let (Some(store), Some(entry)) = (store_path(), entry(path, text)) else {
+    let (Some(store), Some((path, shown))) = (store_path(), record_path(path)) else {
         return false;
     };
-    std::fs::read_to_string(store).is_ok_and(|trusted| trusted.lines().any(|l| l == entry))
+    let Ok(trusted) = std::fs::read_to_string(store) else {
+        return false;
+    };
+    let suffix = format!(" {shown}");
+    if !trusted.lines().any(|line| line.ends_with(&suffix)) {
+        return false;
+    }
+    let entry = format!("{}{suffix}", digest(&path, text).to_hex());
+    trusted.lines().any(|line| line == entry)
 }
 
 /// `volley config trust [PATH]`: records the file's hash; returns what to tell the user.
@@ -224,8 +261,8 @@ pub(crate) fn trust(path: &Path) -> Result<String, UsageError> {
             .map_err(|e| UsageError(format!("writing {}: {e}", store.display())))?;
     }
     Ok(format!(
-        "trusted {} as it is now (recorded in {}); any change to it needs `volley config \
-         trust` again",
+        "trusted {} as it is now, with the files it names (recorded in {}); any change to \
+         them needs `volley config trust` again",
         path.display(),
         store.display()
     ))
