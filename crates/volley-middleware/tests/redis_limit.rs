@@ -690,6 +690,41 @@ async fn the_local_fallback_runs_at_its_share_through_a_redis_restart() {
 // The script, pauses, secrets
 // ---------------------------------------------------------------------------------------------
 
+/// A Redis that refuses `SCRIPT LOAD` (as twemproxy and Envoy's Redis proxy do, or a server
+/// with the command renamed away) still shares a limit: the script goes whole with each call
+/// (`EVAL`). It refused to connect before ("loading the rate-limit script").
+#[ignore = "needs Redis: REDIS_URL"]
+#[tokio::test]
+async fn a_redis_that_refuses_script_load_gets_the_script_with_every_call() {
+    let _url = require_redis!();
+    let server = volley_testkit::redis::RedisServer::start_with(&[
+        "--rename-command",
+        "SCRIPT",
+        "SCRIPT-OFF-FOR-THIS-TEST",
+    ]);
+    // 600 a minute, burst 1: 100 ms apart, shared by two limiters (two processes).
+    let limits = Limits::per_minute().requests(600).burst_requests(1);
+    let options =
+        SharedLimits::new(RedisOptions::new(server.url()), limits).prefix(unique_prefix("eval"));
+    let a = RedisLimiter::connect(options.clone()).await.unwrap();
+    let b = RedisLimiter::connect(options).await.unwrap();
+    let start = Instant::now();
+    let one = Cost {
+        requests: 1,
+        ..Cost::ZERO
+    };
+    for i in 0..3 {
+        a.acquire(RequestId::from_u64(2 * i), one).await.unwrap();
+        b.acquire(RequestId::from_u64(2 * i + 1), one)
+            .await
+            .unwrap();
+    }
+    // Six requests at 100 ms apart: the last not before 0.5 s.
+    let took = start.elapsed().as_secs_f64();
+    assert!(took >= 0.5, "six requests in {took} s");
+    assert!(a.stats().errors == 0 && b.stats().errors == 0);
+}
+
 #[ignore = "needs Redis: REDIS_URL"]
 #[tokio::test]
 async fn the_script_paces_on_the_server_clock_under_one_hash_tagged_key() {

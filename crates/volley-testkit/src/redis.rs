@@ -112,6 +112,15 @@ impl RedisServer {
         RedisServer::started(password.map(str::to_owned), None, Vec::new())
     }
 
+    /// [`start`](Self::start) without a password, with more arguments for `redis-server`
+    /// (`--rename-command SCRIPT ...`, say).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with(args: &[&str]) -> RedisServer {
+        RedisServer::started(None, None, args.iter().map(|a| (*a).to_owned()).collect())
+    }
+
     /// Starts a server that speaks only TLS, with the certificate of `pki` (signed by its
     /// CA, for `127.0.0.1`), not asking for client certificates, and waits until it accepts
     /// connections. Its [`url`](Self::url) is `rediss://`.

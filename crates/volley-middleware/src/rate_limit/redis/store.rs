@@ -79,6 +79,9 @@ pub(super) trait Store: Send + Sync + 'static {
 pub(super) struct RedisStore {
     connection: RedisConnection,
     script: Script,
+    /// Whether the script is sent whole with every call (`EVAL`): the server, or a proxy in
+    /// front of it (twemproxy, Envoy), refuses `SCRIPT LOAD`, which `EVALSHA` needs.
+    eval: bool,
     key: String,
     /// ARGV[1..=8]: the four limits' intervals and tolerances, formatted once.
     dims: [String; 2 * DIMS],
@@ -101,11 +104,24 @@ impl RedisStore {
         let script = Script::new(SCRIPT);
         let timeout = config.command_timeout.saturating_mul(2);
         let mut conn = connection.clone();
-        match tokio::time::timeout(timeout, script.prepare_invoke().load_async(&mut conn)).await {
-            Ok(Ok(_sha)) => {}
+        let eval = match tokio::time::timeout(
+            timeout,
+            script.prepare_invoke().load_async(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(_sha)) => false,
+            Ok(Err(e)) if refuses_script_load(&e) => {
+                tracing::info!(
+                    server = %config.server,
+                    "the Redis server refuses SCRIPT LOAD (a proxy in front of it, or the \
+                     command renamed away): the rate-limit script goes with every call (EVAL)"
+                );
+                true
+            }
             Ok(Err(e)) => return Err(connection.error("loading the rate-limit script", &e)),
             Err(_) => return Err(timed_out(&config.server, timeout)),
-        }
+        };
         let dims = config.dims();
         let dims = std::array::from_fn(|i| match dims[i / 2] {
             Some(d) if i % 2 == 0 => d.interval_us.to_string(),
@@ -121,6 +137,7 @@ impl RedisStore {
         Ok(RedisStore {
             connection,
             script,
+            eval,
             key: config.key.clone(),
             dims,
             learning,
@@ -130,52 +147,66 @@ impl RedisStore {
     }
 }
 
+/// Whether a `SCRIPT LOAD` failed because the command is refused as such: unknown (renamed
+/// away), or not supported by a proxy (twemproxy, Envoy's Redis proxy), which still pass
+/// `EVAL` on. A refusal for want of permission (`NOPERM`) is the user's to fix, not this.
+fn refuses_script_load(error: &::redis::RedisError) -> bool {
+    let text = error.to_string().to_ascii_lowercase();
+    ["unknown command", "unsupported command", "not supported"]
+        .iter()
+        .any(|refusal| text.contains(refusal))
+}
+
+impl RedisStore {
+    /// The script's arguments for `call`, in the order the script reads them (ARGV).
+    fn args(&self, call: &Call) -> Vec<String> {
+        let bits = |flags: &[bool; DIMS]| {
+            flags
+                .iter()
+                .enumerate()
+                .fold(0u8, |bits, (d, &set)| bits | (u8::from(set) << d))
+        };
+        let mut args = Vec::with_capacity(2 * DIMS + 19 + DIMS * call.reserve.len());
+        args.extend(self.dims.iter().cloned());
+        args.push(call.epoch_seen.to_string());
+        for values in [&call.floors, &call.give_back, &call.charge] {
+            args.extend(values.iter().map(u64::to_string));
+        }
+        args.push(bits(&call.empty).to_string());
+        args.push(call.pause_us.to_string());
+        args.push(self.ttl_slack_ms.clone());
+        args.extend(self.learning.iter().cloned());
+        args.extend(call.learned.iter().map(u64::to_string));
+        args.push(bits(&call.fresh).to_string());
+        args.push(call.reserve.len().to_string());
+        for cost in &call.reserve {
+            args.extend(units(*cost).iter().map(u64::to_string));
+        }
+        args
+    }
+}
+
 impl Store for RedisStore {
     fn call<'a>(&'a self, call: &'a Call) -> StoreFuture<'a> {
         Box::pin(async move {
-            let mut invocation = self.script.prepare_invoke();
-            invocation.key(&self.key);
-            for dim in &self.dims {
-                invocation.arg(dim.as_str());
-            }
-            let empty = call
-                .empty
-                .iter()
-                .enumerate()
-                .fold(0u8, |bits, (d, &empty)| bits | (u8::from(empty) << d));
-            invocation.arg(call.epoch_seen);
-            for values in [&call.floors, &call.give_back, &call.charge] {
-                for value in values {
-                    invocation.arg(*value);
-                }
-            }
-            let fresh = call
-                .fresh
-                .iter()
-                .enumerate()
-                .fold(0u8, |bits, (d, &fresh)| bits | (u8::from(fresh) << d));
-            invocation
-                .arg(empty)
-                .arg(call.pause_us)
-                .arg(self.ttl_slack_ms.as_str())
-                .arg(self.learning[0].as_str())
-                .arg(self.learning[1].as_str());
-            for learned in call.learned {
-                invocation.arg(learned);
-            }
-            invocation.arg(fresh).arg(call.reserve.len());
-            for cost in &call.reserve {
-                for value in units(*cost) {
-                    invocation.arg(value);
-                }
-            }
+            let args = self.args(call);
             let mut conn = self.connection.clone();
-            let values: Vec<i64> = match tokio::time::timeout(
-                self.timeout,
-                invocation.invoke_async(&mut conn),
-            )
-            .await
-            {
+            let run = async {
+                if self.eval {
+                    ::redis::cmd("EVAL")
+                        .arg(SCRIPT)
+                        .arg(1)
+                        .arg(&self.key)
+                        .arg(&args)
+                        .query_async::<Vec<i64>>(&mut conn)
+                        .await
+                } else {
+                    let mut invocation = self.script.prepare_invoke();
+                    invocation.key(&self.key).arg(&args);
+                    invocation.invoke_async(&mut conn).await
+                }
+            };
+            let values: Vec<i64> = match tokio::time::timeout(self.timeout, run).await {
                 Ok(Ok(values)) => values,
                 Ok(Err(e)) => {
                     let error = self.connection.error("shared rate limiter", &e);
