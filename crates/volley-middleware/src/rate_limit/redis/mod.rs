@@ -131,7 +131,10 @@
 //! its only key, so it runs on the node that owns the key's slot; the `{...}` hash tag keeps
 //! every key of one limiter (everything up to the closing brace is the same for all of them)
 //! in that slot. A script missing after a
-//! failover or a resharding is loaded again (`EVALSHA`, `NOSCRIPT`, `SCRIPT LOAD`). The
+//! failover or a resharding is loaded again (`EVALSHA`, `NOSCRIPT`, `SCRIPT LOAD`). A server
+//! that refuses `SCRIPT LOAD` as an unknown or unsupported command (twemproxy and Envoy's
+//! Redis proxy do; so does a server with the command renamed away) gets the script whole with
+//! every call (`EVAL`), a few KiB more per round trip. The
 //! state holds times of the primary's wall clock (`TIME`): after a failover to a node whose
 //! clock differs by `d`, or a step of the clock by `d`, the buckets look `d` fuller or emptier
 //! once, so keep the servers' clocks synchronised (the clients' clocks do not matter).
