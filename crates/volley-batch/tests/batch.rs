@@ -233,12 +233,8 @@ async fn cache_hits_are_no_attempts_and_hide_no_retries() {
     }
 }
 
-/// A line repeated on purpose is another sample: with a cache, the repeats of a sampled
-/// line are sent and stored each under its own entry (they do not replay the first's answer),
-/// and a later run of the file answers repeat n with repeat n's stored answer. Repeats at
-/// temperature 0 ask for the same answer: the cache answers the second.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn repeated_sampled_lines_are_samples_of_their_own_in_the_cache() {
+/// volley-mock, and a client of it with a memory cache of its own.
+async fn mock_with_a_memory_cache() -> (MockServer, Client) {
     let server = MockServer::start(MockConfig::default()).await.unwrap();
     let store = Arc::new(volley::middleware::cache::MemoryStore::new(
         1 << 20,
@@ -249,6 +245,16 @@ async fn repeated_sampled_lines_are_samples_of_their_own_in_the_cache() {
         .cache_store(store)
         .build()
         .unwrap();
+    (server, client)
+}
+
+/// A line repeated on purpose is another sample: with a cache, the repeats of a sampled
+/// line are sent and stored each under its own entry (they do not replay the first's answer),
+/// and a later run of the file answers repeat n with repeat n's stored answer. Repeats at
+/// temperature 0 ask for the same answer: the cache answers the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_sampled_lines_are_samples_of_their_own_in_the_cache() {
+    let (server, client) = mock_with_a_memory_cache().await;
     let line = |id: &str, temperature: Option<f64>| {
         let mut body = json!({
             "model": "gpt-4o-mini",
@@ -321,16 +327,7 @@ async fn repeated_sampled_lines_are_samples_of_their_own_in_the_cache() {
 /// included: a repeat added to the file is a new sample, sent, not the first one's replay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_run_numbers_repeats_as_the_first_did() {
-    let server = MockServer::start(MockConfig::default()).await.unwrap();
-    let store = Arc::new(volley::middleware::cache::MemoryStore::new(
-        1 << 20,
-        Duration::from_secs(3600),
-    ));
-    let client = Client::builder()
-        .base_url(server.url())
-        .cache_store(store)
-        .build()
-        .unwrap();
+    let (server, client) = mock_with_a_memory_cache().await;
     let line = |id: &str| {
         json!({"custom_id": id, "method": "POST", "url": "/v1/chat/completions",
                "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "a joke"}]}})

@@ -887,14 +887,11 @@ async fn a_wait_past_the_deadline_returns_the_429_at_once() {
     assert_eq!(seen.load(Ordering::SeqCst), 3);
 }
 
-/// A call on a client whose sends a 429 paused for longer than the call's deadline fails at
-/// once, unsent, as rate-limited with the pause's wait on the error, instead of waiting in the
-/// limiter until its timer ends it as a timeout.
-#[tokio::test]
-async fn a_call_held_past_its_deadline_by_a_pause_fails_at_once() {
+/// A server that answers its first request with a 429 asking for 30 s, and every later one
+/// with a 200 (`"id": "x"`); its port, and how many requests it has had.
+async fn paused_for_30_s_once() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&seen);
     let port = volley_testkit::raw::serve(move |_| {
@@ -909,6 +906,17 @@ async fn a_call_held_past_its_deadline_by_a_pause_fails_at_once() {
         }
     })
     .await;
+    (port, seen)
+}
+
+/// A call on a client whose sends a 429 paused for longer than the call's deadline fails at
+/// once, unsent, as rate-limited with the pause's wait on the error, instead of waiting in the
+/// limiter until its timer ends it as a timeout.
+#[tokio::test]
+async fn a_call_held_past_its_deadline_by_a_pause_fails_at_once() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let (port, seen) = paused_for_30_s_once().await;
     let client = Client::builder()
         .base_url(format!("http://127.0.0.1:{port}/v1"))
         .deadline(Duration::from_secs(5))
@@ -941,23 +949,9 @@ async fn a_call_held_past_its_deadline_by_a_pause_fails_at_once() {
 /// 429 paused its sends for 30 s) is not failed: the retry goes to the other endpoint at once.
 #[tokio::test]
 async fn a_call_held_back_by_one_endpoint_goes_to_another_at_once() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&seen);
-    let paused = volley_testkit::raw::serve(move |_| {
-        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
-            volley_testkit::raw::json_response(
-                "429 Too Many Requests",
-                &["retry-after: 30".to_owned()],
-                r#"{"error":{"message":"slow down","type":"requests","code":"rate_limit_exceeded"}}"#,
-            )
-        } else {
-            volley_testkit::raw::json_response("200 OK", &[], r#"{"id":"x","choices":[]}"#)
-        }
-    })
-    .await;
+    let (paused, seen) = paused_for_30_s_once().await;
     let other = volley_testkit::raw::serve(|_| {
         volley_testkit::raw::json_response("200 OK", &[], r#"{"id":"y","choices":[]}"#)
     })
