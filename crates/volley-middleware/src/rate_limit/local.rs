@@ -799,6 +799,19 @@ impl fmt::Display for HeldBack {
 
 impl std::error::Error for HeldBack {}
 
+/// Asserts that `err` is a limiter's refusal of a request it would hold past its deadline
+/// ([`past_deadline`]): rate-limited, not sent, with the wait it would have had (`wait`,
+/// within a tenth) and a message that says so.
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn assert_held_past_deadline(err: &Error, wait: Duration) {
+    assert!(err.is_rate_limited() && is_held_back(err), "{err}");
+    assert!(!err.is_request_sent(), "{err}");
+    let had = err.retry_after().expect("the wait it would have had");
+    assert!(had > wait * 9 / 10 && had < wait * 11 / 10, "{had:?}");
+    assert!(err.to_string().contains("deadline"), "{err}");
+}
+
 /// Whether `error` is a limiter's refusal of a request it would hold past its deadline.
 pub(crate) fn is_held_back(error: &Error) -> bool {
     std::error::Error::source(error).is_some_and(|source| source.is::<HeldBack>())

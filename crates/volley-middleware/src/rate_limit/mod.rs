@@ -200,6 +200,6 @@ pub use limits::{DEFAULT_HEADROOM, DEFAULT_JITTER_MARGIN, DEFAULT_MAX_PAUSE, Lim
 pub use local::LocalLimiter;
 pub(crate) use local::is_held_back;
 #[cfg(test)]
-pub(crate) use local::past_deadline;
+pub(crate) use local::{assert_held_past_deadline, past_deadline};
 #[cfg(feature = "redis")]
 pub use redis::{FailureMode, RedisAcquire, RedisLimiter, RedisLimiterStats, SharedLimits};

@@ -143,9 +143,9 @@ impl Waiter {
         shift_seen: u64,
     ) -> Waiter {
         let now = Instant::now();
-        // Held (by a pause: nothing else delays a send no bucket paces), it takes its part
-        // of the pause's spread.
-        let fraction = (deadline > now && shared.unpaced()).then(crate::jitter::fraction);
+        // When held by a pause (nothing else delays a send no bucket paces), now or by one
+        // learnt while it waits, it takes this part of the pause's spread.
+        let fraction = shared.unpaced().then(crate::jitter::fraction);
         let mut waiter = Waiter {
             shared,
             id,
@@ -187,9 +187,6 @@ impl Waiter {
                 let by = Duration::from_nanos(shift.wrapping_sub(self.shift_seen));
                 self.base += by;
                 self.deadline += by;
-                if self.fraction.is_none() && self.shared.unpaced() {
-                    self.fraction = Some(crate::jitter::fraction());
-                }
                 self.stretch(now);
                 self.shift_seen = shift;
                 self.sleep = None;
