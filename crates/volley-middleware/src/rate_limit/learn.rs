@@ -437,6 +437,43 @@ mod tests {
             assert!(*last - *first > Duration::from_millis(500), "{went:?}");
         }
 
+        // A send whose part of the spread would reach its call's deadline goes at the pause's
+        // end instead of failing: with 10.2 s left, those the pause pushes back and those
+        // that come during it all go, by then.
+        let now = || tokio::time::Instant::now().into_std();
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        limiter.acquire(id(), ONE).await.unwrap();
+        limiter.observe(&Observation::default());
+        let started = tokio::time::Instant::now();
+        let until = Some(now() + Duration::from_millis(10_200));
+        limiter.observe(&Observation {
+            retry_after: Some(Duration::from_millis(10)),
+            ..pause
+        });
+        let mut waiting: Vec<_> = (0..20)
+            .map(|_| limiter.acquire_before(id(), ONE, until))
+            .collect();
+        limiter.observe(&pause);
+        waiting.extend((0..20).map(|_| limiter.acquire_before(id(), ONE, until)));
+        let mut step = Duration::from_millis(9_990);
+        while !waiting.is_empty() {
+            tokio::time::advance(step).await;
+            step = Duration::from_millis(10);
+            let mut left = Vec::new();
+            for mut acquire in waiting {
+                match futures_util::poll!(std::pin::Pin::new(&mut acquire)) {
+                    std::task::Poll::Ready(went) => {
+                        went.expect("could go at the pause's end");
+                        let at = started.elapsed();
+                        assert!(at >= Duration::from_secs(10), "{at:?}");
+                    }
+                    std::task::Poll::Pending => left.push(acquire),
+                }
+            }
+            waiting = left;
+            assert!(started.elapsed() <= Duration::from_millis(10_200));
+        }
+
         // A request limit spaces them instead, and adds nothing: 60 a minute, the first send
         // after the pause a second after its end (the emptied bucket's refill, with the
         // limiter's headroom and margin), every time.

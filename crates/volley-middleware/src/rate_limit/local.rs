@@ -313,11 +313,13 @@ impl Shared {
         let mut at = now.max(state.paused_until);
         // Held by a pause: with nothing to space the sends, each goes a random part of the
         // pause's spread after its end, so that they do not all go at once. The part is drawn
-        // once: a later pause moves the send to the same part of its own spread.
+        // once: a later pause moves the send to the same part of its own spread. A send whose
+        // part would reach its call's deadline goes at the pause's end.
         // Drawn only when needed: most requests are never held by a pause.
         let (fraction, stretch) = if at > now {
             let fraction = crate::jitter::fraction();
-            (Some(fraction), state.pause_stretch(fraction))
+            let stretched = at.saturating_add(state.pause_stretch(fraction));
+            (Some(fraction), within_deadline(at, stretched, until) - at)
         } else {
             (None, 0)
         };
@@ -763,6 +765,17 @@ pub(super) struct Ask {
 impl Ask {
     fn with_cost(self, cost: Cost) -> Ask {
         Ask { cost, ..self }
+    }
+}
+
+/// When a send held by a pause that ends at `end` goes: at `stretched`, its part of the
+/// pause's spread, unless that is at or past the call's deadline `until` while `end` itself
+/// is before it. The spread only keeps the held sends from going at one instant: a request
+/// that can still go in time goes at the pause's end rather than fail unsent.
+pub(super) fn within_deadline<T: Ord>(end: T, stretched: T, until: Option<T>) -> T {
+    match until {
+        Some(until) if end < until && stretched >= until => end,
+        _ => stretched,
     }
 }
 

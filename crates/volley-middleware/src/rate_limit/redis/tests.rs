@@ -761,4 +761,30 @@ async fn the_end_of_a_shared_pause_is_spread_when_nothing_paces_the_sends() {
     let (low, high) = spread_of(&at);
     assert!(low >= 8.99 && high <= 11.02, "{at:?}");
     assert!(high - low > 0.3, "not spread: {at:?}");
+
+    // A send whose part of the spread would reach its call's deadline goes at the pause's end
+    // instead of failing: with 4.7 s left, those a 429 moves to the end of a 4 s pause (4.5 s
+    // from the start, its spread 0.8 s) and those that come during it all go, by then.
+    let start = Instant::now();
+    let until = Some(start.into_std() + Duration::from_millis(4_700));
+    a.observe(&pause(2));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut held: Vec<_> = (0..20)
+        .map(|i| {
+            let acquire = a.acquire_before(RequestId::from_u64(300 + i), cost(1, 0), until);
+            tokio::spawn(async move { (acquire.await, start.elapsed().as_secs_f64()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(490)).await;
+    a.observe(&pause(4));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    held.extend((0..20).map(|i| {
+        let acquire = a.acquire_before(RequestId::from_u64(400 + i), cost(1, 0), until);
+        tokio::spawn(async move { (acquire.await, start.elapsed().as_secs_f64()) })
+    }));
+    for handle in held {
+        let (went, at) = handle.await.unwrap();
+        went.expect("could go at the pause's end");
+        assert!((4.49..=4.705).contains(&at), "{at}");
+    }
 }
