@@ -132,17 +132,44 @@ impl RedisServer {
     }
 
     /// Starts a server on a free port (picked by the kernel and released for the server to
-    /// take).
+    /// take). A port something else took in between (another test's listener, or an
+    /// outgoing connection's) makes `redis-server` exit as it starts: another port is tried.
     fn started(
         password: Option<String>,
         tls: Option<std::path::PathBuf>,
         args: Vec<String>,
     ) -> RedisServer {
-        RedisServer::started_on(free_port(), password, tls, args)
+        RedisServer::unstarted(0, password, tls, args).on_a_port(free_port)
+    }
+
+    /// Starts the server on the first of at most five ports `pick` gives where it starts.
+    fn on_a_port(mut self, mut pick: impl FnMut() -> u16) -> RedisServer {
+        let mut tries = 0;
+        loop {
+            self.port = pick();
+            tries += 1;
+            match self.launch() {
+                Ok(()) => return self,
+                Err(e) if tries < 5 => eprintln!("{e}; trying another port"),
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
     /// Starts a server on `port`.
     fn started_on(
+        port: u16,
+        password: Option<String>,
+        tls: Option<std::path::PathBuf>,
+        args: Vec<String>,
+    ) -> RedisServer {
+        let mut server = RedisServer::unstarted(port, password, tls, args);
+        server.restart();
+        server
+    }
+
+    /// A server on `port`, not started, with a working directory of its own.
+    fn unstarted(
         port: u16,
         password: Option<String>,
         tls: Option<std::path::PathBuf>,
@@ -154,16 +181,14 @@ impl RedisServer {
             NEXT_DIR.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("a working directory for redis-server");
-        let mut server = RedisServer {
+        RedisServer {
             child: None,
             port,
             password,
             tls,
             args,
             dir,
-        };
-        server.restart();
-        server
+        }
     }
 
     /// The URL, with the password when there is one.
@@ -189,6 +214,17 @@ impl RedisServer {
     /// # Panics
     /// When it is already running, cannot be started or does not answer within 10 s.
     pub fn restart(&mut self) {
+        if let Err(e) = self.launch() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the server on its port and waits until it answers; an error when it exits as
+    /// it starts (its port taken, say).
+    ///
+    /// # Panics
+    /// When it is already running, cannot be spawned or does not answer within 10 s.
+    fn launch(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
         let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         let mut command = Command::new(&binary);
@@ -222,14 +258,15 @@ impl RedisServer {
         while !self.answers() {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 self.child = None;
-                panic!(
+                return Err(format!(
                     "redis-server exited as it started ({status}), on port {}",
                     self.port
-                );
+                ));
             }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
+        Ok(())
     }
 
     /// Kills the server at once (SIGKILL): connections drop, nothing is saved.
@@ -401,5 +438,22 @@ fn command(port: u16, args: &[&str]) -> String {
             String::from_utf8_lossy(&body[..len]).into_owned()
         }
         _ => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port taken between its pick and the server's start is no failure: another is tried.
+    #[test]
+    fn a_port_taken_meanwhile_is_replaced_by_another() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let mut picks = vec![taken_port];
+        let server = RedisServer::unstarted(0, None, None, Vec::new())
+            .on_a_port(|| picks.pop().unwrap_or_else(free_port));
+        assert_ne!(server.port(), taken_port);
+        assert!(server.answers());
     }
 }
