@@ -11,7 +11,8 @@
 //! ```
 //!
 //! `url` is one of `/v1/chat/completions`, `/v1/embeddings`, `/v1/completions`,
-//! `/v1/responses` and `/v1/moderations`, resolved as the provider does: the client's base
+//! `/v1/responses`, `/v1/moderations`, `/v1/images/generations` and `/v1/images/edits` (with
+//! a JSON body, as the Batch API takes it), resolved as the provider does: the client's base
 //! URL includes `/v1` (`http://host/prefix/v1`), so the line's `/v1` is dropped and the rest
 //! appended (`http://host/prefix/v1/chat/completions`). The `custom_id` is sent as
 //! `X-Client-Request-Id` when it is printable ASCII of at most 512 bytes (OpenAI's rule), and
@@ -53,7 +54,13 @@
 //! duplicate), and `custom_id` is `null` when the line has no usable one, or when its id is a
 //! duplicate (the message names it): the earlier line's outcome stays the only, and so the
 //! last, record of that id for any reader that maps records by `custom_id`. Every record that
-//! is not a 2xx response is also appended to [`BatchOptions::errors`] when set. Record ids
+//! is not a 2xx response is also appended to [`BatchOptions::errors`] when set.
+//!
+//! Unlike OpenAI's batch service, whose output file holds the successful requests only (the
+//! others are in its error file), the output holds every line's outcome, as vLLM's
+//! `run-batch` writes it: it is the run's journal, which a resumed run reads to find what is
+//! left. A script written for OpenAI's output file skips the records without a 2xx
+//! `response` (`jq -c 'select(.response.status_code // 0 | . >= 200 and . < 300)'`). Record ids
 //! are `batch_req_` followed by a random number drawn at the start of the run and a counter,
 //! so they differ across runs.
 //!

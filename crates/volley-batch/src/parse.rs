@@ -18,19 +18,27 @@ const MAX_CLIENT_REQUEST_ID: usize = 512;
 
 /// The endpoints a batch line may name, and the path sent for each (relative to a base URL
 /// that ends in `/v1`).
-const URLS: [(&str, &str, Endpoint); 5] = [
+const URLS: [(&str, &str, Endpoint); 7] = [
     ("/v1/chat/completions", "/chat/completions", Endpoint::Chat),
     ("/v1/embeddings", "/embeddings", Endpoint::Embeddings),
     ("/v1/completions", "/completions", Endpoint::Generation),
     ("/v1/responses", "/responses", Endpoint::Generation),
     ("/v1/moderations", "/moderations", Endpoint::Other),
+    // JSON bodies, as the Batch API takes them (images by URL or file id for edits).
+    (
+        "/v1/images/generations",
+        "/images/generations",
+        Endpoint::Generation,
+    ),
+    ("/v1/images/edits", "/images/edits", Endpoint::Generation),
 ];
 
 #[derive(Debug, Clone, Copy)]
 enum Endpoint {
     Chat,
     Embeddings,
-    /// Other endpoints that generate text, charged the default completion budget.
+    /// Other endpoints that generate text or images (whose output tokens GPT Image models
+    /// count too), charged their cap on output or the default completion budget, times `n`.
     Generation,
     Other,
 }
@@ -610,6 +618,32 @@ mod tests {
             r#"{"model":"m","prompt":"hi","max_tokens":16,"n":3}"#,
         );
         assert!((48..150).contains(&small), "{small}");
+        // An image request: the default budget per image.
+        let images = estimate(
+            "/v1/images/generations",
+            r#"{"model":"gpt-image-1","prompt":"a red fox","n":2}"#,
+        );
+        assert!((2048..2100).contains(&images), "{images}");
+    }
+
+    /// The Batch API's image endpoints are accepted (in either form of the URL), go to their
+    /// path, and their requests are samples: a repeat is drawn again, not answered from the
+    /// cache.
+    #[test]
+    fn image_lines_go_to_the_image_endpoints() {
+        for (url, path) in [
+            ("/v1/images/generations", "/images/generations"),
+            ("/images/generations", "/images/generations"),
+            ("/v1/images/edits", "/images/edits"),
+        ] {
+            let line = format!(
+                r#"{{"custom_id":"i","method":"POST","url":"{url}","body":{{"model":"gpt-image-1","prompt":"a fox"}}}}"#
+            );
+            let parsed = parse_line(1, line.as_bytes(), Format::OpenAi).unwrap();
+            assert_eq!(parsed.url(), url);
+            assert!(parsed.canonical.is_some(), "{url}: not a sample");
+            assert_eq!(parsed.into_request(1).1.path(), path);
+        }
     }
 
     #[test]

@@ -40,9 +40,11 @@ const VALIDATE_SHOWN: usize = 20;
 /// Run a JSONL file of requests (OpenAI Batch API format) as fast as the limits allow.
 ///
 /// Each input line is {"custom_id", "method", "url", "body"}, with url /v1/chat/completions,
-/// /v1/embeddings, /v1/completions, /v1/responses or /v1/moderations. OUTPUT (a regular file)
-/// gets one line per input line, in the Batch API output format (a response, or an error
-/// saying why); final errors are also written to the errors file. Run the same command again
+/// /v1/embeddings, /v1/completions, /v1/responses, /v1/moderations, /v1/images/generations or
+/// /v1/images/edits. OUTPUT (a regular file) gets one line per input line, in the Batch API
+/// output format (a response, or an error saying why), failures included; they are also
+/// written to the errors file (OpenAI's service writes them to its error file only, so a
+/// script written for its output file must skip them here). Run the same command again
 /// after a crash or Ctrl-C: lines that already have an outcome in OUTPUT are skipped, only the
 /// rest are sent. With --retry-failed, lines whose recorded outcome is a failure are sent
 /// again and their new outcome appended: the last record for a custom_id is its outcome.
