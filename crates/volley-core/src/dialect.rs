@@ -247,7 +247,7 @@ impl Dialect {
         match serde_json::from_slice::<TopLevel<'_>>(body) {
             Ok(top) => {
                 top.error.as_ref().is_some_and(truthy)
-                    || top.kind.as_deref() == Some("error")
+                    || matches!(top.kind.as_deref(), Some("error" | "response.failed"))
                     || top.object.as_deref() == Some("error")
             }
             Err(_) => false,
@@ -382,8 +382,18 @@ impl Dialect {
             && (api.as_ref().is_some_and(|api| {
                 names_server_error(api.r#type.as_deref()) || names_server_error(api.code.as_deref())
             }) || status_code.is_some_and(|code| code >= 500));
+        // A rate limit by its `code` or `type` as a 429's body names it (OpenAI's
+        // `rate_limit_exceeded`, as the Responses API's `error` and `response.failed` events and
+        // gateways that keep the 200 send it; Anthropic's `rate_limit_error`), or by a 429
+        // `code`; unless no wait heals it (a quota used up).
+        let names_rate_limit = |name: Option<&str>| {
+            name.is_some_and(|t| t == "rate_limit_exceeded" || t == "rate_limit_error")
+        };
         let rate_limited = self.error_kind(StatusCode::OK, data) == ErrorKind::RateLimited
-            || (status_code == Some(429)
+            || ((status_code == Some(429)
+                || api.as_ref().is_some_and(|api| {
+                    names_rate_limit(api.r#type.as_deref()) || names_rate_limit(api.code.as_deref())
+                }))
                 && !api.as_ref().is_some_and(crate::ApiError::no_wait_helps));
         // An error event that names neither a type nor a code (not JSON, or a bare
         // `{"message": ..}`) says only that the stream failed.
@@ -758,6 +768,40 @@ mod tests {
         }
         // A 429 code that no wait heals is no rate limit.
         let quota = br#"{"error":{"code":429,"type":"insufficient_quota","message":"quota"}}"#;
+        assert_eq!(
+            Dialect::OpenAi.error_in_stream(quota, "s").kind(),
+            ErrorKind::Status
+        );
+        // A rate limit named by its text code, not its status: the Responses API's `error`
+        // event (OpenRouter's), a gateway's error event or whole answer after a 200 carrying
+        // OpenAI's 429 body, the Responses API's `response.failed` event (Azure's, at its
+        // token limit). Retried as a rate signal, in a stream and as a whole answer.
+        let responses_error = br#"{"type":"error","code":"rate_limit_exceeded","message":"Rate limit exceeded. Please try again later.","param":null,"sequence_number":2}"#;
+        let gateway = br#"{"error":{"message":"Rate limit reached for gpt-4o","type":"requests","code":"rate_limit_exceeded"}}"#;
+        let failed = br#"{"type":"response.failed","sequence_number":3,"response":{"id":"resp_1","status":"failed","error":{"code":"rate_limit_exceeded","message":"exceeded token rate limit"}}}"#;
+        for body in [&responses_error[..], gateway, failed] {
+            let text = String::from_utf8_lossy(body);
+            assert!(Dialect::OpenAi.is_error_reply(body), "{text}");
+            let err = Dialect::OpenAi.error_in_stream(body, "s");
+            assert_eq!(err.kind(), ErrorKind::RateLimited, "{text}");
+            assert!(err.to_string().contains("ate limit"), "{err}");
+            let err = Dialect::OpenAi.error_in_answer(body, "a");
+            assert_eq!(err.kind(), ErrorKind::RateLimited, "{text}");
+        }
+        // A `response.failed` for a server error is a broken stream, with its message.
+        let failed = br#"{"type":"response.failed","response":{"status":"failed","error":{"code":"server_error","message":"The model failed"}}}"#;
+        let err = Dialect::OpenAi.error_in_stream(failed, "s");
+        assert_eq!(err.kind(), ErrorKind::StreamBroken);
+        assert!(err.to_string().contains("The model failed"), "{err}");
+        // The other events of a Responses stream are no errors.
+        for event in [
+            &br#"{"type":"response.completed","response":{"id":"resp_1","status":"completed","error":null}}"#[..],
+            br#"{"type":"response.incomplete","response":{"status":"incomplete","error":null,"incomplete_details":{"reason":"max_output_tokens"}}}"#,
+        ] {
+            assert!(!Dialect::OpenAi.is_error_reply(event));
+        }
+        // A quota used up, named by its code, is still no rate limit.
+        let quota = br#"{"error":{"type":"rate_limit_exceeded","code":"insufficient_quota","message":"quota"}}"#;
         assert_eq!(
             Dialect::OpenAi.error_in_stream(quota, "s").kind(),
             ErrorKind::Status

@@ -141,7 +141,8 @@ pub struct ApiError {
 
 impl ApiError {
     /// Parses an OpenAI-style error body: `{"error": {"message": .., "type": .., "code": ..,
-    /// "param": ..}}`, or the bare inner object, or `{"error": "text"}`, or `{"message": ..}`.
+    /// "param": ..}}`, or the bare inner object, or `{"error": "text"}`, or `{"message": ..}`,
+    /// or the Responses API's `response.failed` event (its `response.error`).
     /// Returns `None` when the body is not JSON or has none of these shapes.
     pub fn from_body(body: &[u8]) -> Option<ApiError> {
         let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -159,6 +160,15 @@ impl ApiError {
                 });
             }
             Some(inner @ serde_json::Value::Object(_)) => inner,
+            // The Responses API's `response.failed` event: the error is the response's.
+            _ if value.get("type").and_then(serde_json::Value::as_str)
+                == Some("response.failed") =>
+            {
+                match value.pointer("/response/error") {
+                    Some(inner @ serde_json::Value::Object(_)) => inner,
+                    _ => &value,
+                }
+            }
             _ => &value,
         };
         // Every field a server chose is cleaned: each ends up on a terminal or in a log, where

@@ -26,8 +26,9 @@
 //! A stream dropped right after its `data: [DONE]` event, before its end was polled, is a
 //! success (`ok`): callers often stop reading there. Dropped earlier, it is `cancelled`.
 //!
-//! A 200 can fail after all: a stream that carries an error event (an `event: error`, or data
-//! that is an error object, as vLLM and OpenRouter send mid-stream), or a whole body that is an
+//! A 200 can fail after all: a stream that carries an error event (an `event: error`, data
+//! that is an error object, as vLLM and OpenRouter send mid-stream, or the Responses API's
+//! `response.failed`), or a whole body that is an
 //! error object ([`Dialect::is_error_reply`]), counts as the error's kind
 //! ([`Dialect::error_in_stream`], [`Dialect::error_in_answer`]): `rate_limited`; in a
 //! stream, `stream_broken` for a server error or an overload; `status` otherwise (a whole
