@@ -1295,7 +1295,8 @@ impl ClientBuilder {
     /// Whether [`Client::chat_stream`] asks for usage in the stream
     /// (`stream_options.include_usage`) when the request does not say. A server that refuses
     /// `stream_options` with a 400 (Azure OpenAI before API version 2024-09-01, older
-    /// OpenAI-compatible servers) gets the request again without it, and a client of one
+    /// OpenAI-compatible servers) or a 422 (Mistral's API, servers that forbid unknown
+    /// fields) naming it gets the request again without it, and a client of one
     /// endpoint stops asking (one of several endpoints gets each stream it refuses twice);
     /// turning this off saves those round trips.
     ///
@@ -1504,13 +1505,19 @@ impl ClientBuilder {
     }
 }
 
-/// Whether `error` is a server's 400 refusing `stream_options` (Azure: "Unrecognized
-/// request argument supplied: stream_options"; others name it as the error's `param`).
+/// Whether `error` is a server's 400 or 422 refusing `stream_options`, which the client
+/// added: an error body that names it (Azure's 400 "Unrecognized request argument supplied:
+/// stream_options"; others name it as the error's `param`; Mistral's 422, and FastAPI's or
+/// pydantic's for a model that forbids unknown fields, in a `loc` of `extra_forbidden`).
 fn refuses_stream_options(error: &Error) -> bool {
-    error.status() == Some(http::StatusCode::BAD_REQUEST)
-        && error.api_error().is_some_and(|api| {
-            api.param.as_deref() == Some("stream_options") || api.message.contains("stream_options")
-        })
+    matches!(
+        error.status(),
+        Some(http::StatusCode::BAD_REQUEST | http::StatusCode::UNPROCESSABLE_ENTITY)
+    ) && (error.api_error().is_some_and(|api| {
+        api.param.as_deref() == Some("stream_options") || api.message.contains("stream_options")
+    }) || error
+        .body()
+        .is_some_and(|body| body.windows(16).any(|w| w == b"\"stream_options\"")))
 }
 
 pin_project_lite::pin_project! {

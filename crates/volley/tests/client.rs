@@ -1246,6 +1246,61 @@ async fn the_deadline_covers_a_stream_sent_again_without_options() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
 }
 
+/// Mistral's API (and servers built on FastAPI or pydantic that forbid unknown fields) refuses
+/// `stream_options` with a 422 (`extra_forbidden`, the field named in `loc`, or in a bare
+/// `detail` list): the stream is sent again without the options the client added, and later
+/// streams go without them, as after Azure's 400.
+#[tokio::test]
+async fn a_422_that_forbids_stream_options_gets_streams_without_them() {
+    use std::sync::{Arc, Mutex};
+    let mistral = r#"{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","stream_options","include_usage"],"msg":"Extra inputs are not permitted","input":true}]},"type":"invalid_request_error","param":null,"code":null}"#;
+    let fastapi = r#"{"detail":[{"type":"extra_forbidden","loc":["body","stream_options"],"msg":"Extra inputs are not permitted","input":{"include_usage":true}}]}"#;
+    for refusal in [mistral, fastapi] {
+        // The length of each request's body; the first (with the options) is refused.
+        let lengths = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&lengths);
+        let port = volley_testkit::raw::serve(move |head| {
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            let mut seen = seen.lock().unwrap();
+            seen.push(length);
+            if seen.len() == 1 {
+                volley_testkit::raw::json_response("422 Unprocessable Entity", &[], refusal)
+            } else {
+                volley_testkit::raw::event_stream_response(
+                    "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+                )
+            }
+        })
+        .await;
+        let client = Client::builder()
+            .base_url(format!("http://127.0.0.1:{port}/v1"))
+            .build()
+            .unwrap();
+        for _ in 0..2 {
+            let mut stream = client.chat_stream(request("hello")).await.unwrap();
+            let mut text = String::new();
+            while let Some(chunk) = stream.next().await {
+                text.push_str(chunk.unwrap().delta_text().unwrap_or_default());
+            }
+            assert_eq!(text, "Hi");
+        }
+        let lengths = lengths.lock().unwrap().clone();
+        assert_eq!(lengths.len(), 3, "{lengths:?}");
+        assert!(
+            lengths[0] > lengths[1],
+            "sent again without the options: {lengths:?}"
+        );
+        assert_eq!(
+            lengths[1], lengths[2],
+            "the next went without them: {lengths:?}"
+        );
+    }
+}
+
 /// Azure OpenAI before API version 2024-09-01 answers `stream_options` with a 400 (as the
 /// mock does on its deployment paths): the first stream is sent again without the options
 /// the client added, and later streams go without them; a newer version streams usage.
