@@ -88,8 +88,10 @@ pub struct ChunkChoice {
     pub extra: Extra,
 }
 
-/// What one chunk adds to a choice's message.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// What one chunk adds to a choice's message. Written back as it came: a `content` sent as a
+/// list of parts is written as that list ([`content_parts`](Delta::content_parts)), not as
+/// its joined text.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(from = "RawDelta")]
 pub struct Delta {
     /// The role, usually only in the first chunk.
@@ -114,6 +116,45 @@ pub struct Delta {
     /// Every other field, kept verbatim.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+impl Serialize for Delta {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        WireDelta {
+            role: self.role.as_ref(),
+            content: match (&self.content_parts, &self.content) {
+                (Some(parts), _) => Some(WireContent::Parts(parts)),
+                (None, Some(text)) => Some(WireContent::Text(text)),
+                (None, None) => None,
+            },
+            tool_calls: self.tool_calls.as_deref(),
+            refusal: self.refusal.as_deref(),
+            extra: &self.extra,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A [`Delta`] as it is written: its content as text, or as the list of parts it came as.
+#[derive(Serialize)]
+struct WireDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'a Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<WireContent<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a [Value]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refusal: Option<&'a str>,
+    #[serde(flatten)]
+    extra: &'a Extra,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Parts(&'a [Value]),
 }
 
 /// A [`Delta`] as it arrives: its content text or a list of parts.
@@ -226,19 +267,24 @@ mod tests {
     /// the list is kept, and the text parts are the content.
     #[test]
     fn content_as_a_list_of_parts() {
-        let thinking: ChatCompletionChunk = serde_json::from_str(
+        // Written back as it came: the list, not its text, and no field of Volley's own.
+        let thinking: ChatCompletionChunk = assert_round_trip(
             r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"magistral-medium-latest","choices":[{"index":0,"delta":{"content":[{"type":"thinking","thinking":[{"type":"text","text":"Okay"}]}]},"finish_reason":null}]}"#,
-        )
-        .unwrap();
+        );
         let delta = &thinking.choices[0].delta;
         assert_eq!(delta.content, None);
         let parts = delta.content_parts.as_ref().unwrap();
         assert_eq!(parts[0]["thinking"][0]["text"], "Okay");
-        let text: ChatCompletionChunk = serde_json::from_str(
-            r#"{"id":"c","choices":[{"index":0,"delta":{"content":[{"type":"text","text":"The "},{"type":"text","text":"answer"}]}}]}"#,
-        )
-        .unwrap();
+        let text: ChatCompletionChunk = assert_round_trip(
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":[{"type":"text","text":"The "},{"type":"text","text":"answer"}],"refusal":null}}]}"#,
+        );
         assert_eq!(text.delta_text(), Some("The answer"));
+        let written = serde_json::to_string(&text).unwrap();
+        assert!(!written.contains("content_parts"), "{written}");
+        let text: ChatCompletionChunk = assert_round_trip(
+            r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"plain","tool_calls":[{"index":0,"id":"t","function":{"name":"f","arguments":""}}],"reasoning_content":"hm"}}]}"#,
+        );
+        assert_eq!(text.delta_text(), Some("plain"));
         // Text and null stay as they were, with no parts.
         let plain: ChatCompletionChunk =
             serde_json::from_str(r#"{"choices":[{"index":0,"delta":{"content":"a\"b"}}]}"#)
