@@ -232,6 +232,8 @@ impl Stream for MessageStream {
                     let context = format!("request {}", self.id);
                     self.fail(Dialect::Anthropic.error_in_stream(&data, context))
                 }
+                // A `ping` whose `event:` line a proxy dropped is still a ping.
+                Ok(StreamEvent::Ping(_)) => continue,
                 Ok(event) => {
                     if matches!(event, StreamEvent::MessageStop(_)) {
                         self.finished = true;

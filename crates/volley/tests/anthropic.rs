@@ -422,6 +422,8 @@ async fn an_event_without_a_type_in_its_data_takes_its_event_name() {
         "event: message_delta\ndata: {\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n",
         "data: {\"index\":0}\n\n",
         "event: future_event\ndata: {\"index\":0}\n\n",
+        // A ping whose `event:` line was dropped is still skipped.
+        "data: {\"type\":\"ping\"}\n\n",
         "event: message_stop\ndata: {}\n\n",
     );
     let client = Client::builder()
