@@ -191,8 +191,7 @@ impl Sending {
                 ));
             }
 
-            // No body to read (and none to decompress: tower-http fails on an empty gzip
-            // body).
+            // No body to read, whatever its headers say (and none to decompress).
             if self.is_head
                 || head.status == StatusCode::NO_CONTENT
                 || head.status == StatusCode::NOT_MODIFIED
