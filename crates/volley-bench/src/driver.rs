@@ -233,10 +233,10 @@ impl Bench {
         let connections_after = client.connection_stats();
         let wall = Duration::from_nanos(merged.last_end_ns);
         let server = match probe {
-            Some(probe) => probe
-                .read()
-                .await
-                .map(|stats| stats.server_side(start.saturating_duration_since(reset_done), wall)),
+            Some(probe) => probe.read().await.map(|stats| {
+                let offset = start.saturating_duration_since(reset_done);
+                stats.server_side(offset, wall, config.duration)
+            }),
             None => None,
         };
         Ok(results(Facts {

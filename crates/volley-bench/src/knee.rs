@@ -42,7 +42,8 @@ pub struct KneeStep {
     pub requests_per_sec: f64,
     /// The median latency of the successful requests, in milliseconds.
     pub p50_ms: f64,
-    /// The mean latency of the successful requests, in milliseconds: what Little's law takes
+    /// The mean time a finished request held its slot, failed ones included (a gateway's
+    /// 504 after a minute holds it as long), in milliseconds: what Little's law takes
     /// ([`steady_requests_per_sec`](Self::steady_requests_per_sec)).
     pub mean_ms: f64,
     /// The share of the step's finished requests that succeeded, from 0 to 1 (0 when none
@@ -51,10 +52,11 @@ pub struct KneeStep {
 }
 
 impl KneeStep {
-    /// The closed loop's steady throughput by Little's law: `concurrency / mean latency`,
-    /// requests per second (the mean, not the median: with a long tail, as a server near its
-    /// knee has, the median would overstate it). A short step's measured rate is biased low by its start and its drain (the
-    /// last requests run with the loop part empty), by about one latency in the step's
+    /// The closed loop's steady throughput by Little's law: `concurrency / mean time a
+    /// request holds its slot` ([`mean_ms`](Self::mean_ms)), requests per second (the mean,
+    /// not the median: with a long tail, as a server near its knee has, the median would
+    /// overstate it). A short step's measured rate is biased low by its start and its drain
+    /// (the last requests run with the loop part empty), by about one latency in the step's
     /// length, and by less at high concurrency where latencies are long; the steady rate is
     /// not, which keeps a 95 % threshold meaningful. Only successes count: the rate is scaled
     /// by [`success_share`](Self::success_share), so a step of fast refusals (a wrong model,
@@ -155,7 +157,7 @@ pub async fn find_knee(
                 0.0
             },
             p50_ms: results.latency.p50,
-            mean_ms: results.latency.mean,
+            mean_ms: s.mean_request_ms,
             success_share: if finished > 0 {
                 s.ok as f64 / finished as f64
             } else {

@@ -458,7 +458,7 @@ impl<T: Sender> Drop for Pending<'_, T> {
         let mut recorder = lane.recorder();
         recorder.unfinished += 1;
         recorder.timeline.start(start_ns);
-        recorder.timeline.end(end_ns, false);
+        recorder.timeline.cancel(end_ns);
         recorder.last_end_ns = recorder.last_end_ns.max(end_ns);
     }
 }

@@ -76,8 +76,13 @@ pub(crate) struct Recorder {
     /// Failures by label; a handful of distinct labels, so a vector beats a map.
     pub(crate) errors: Vec<(ErrorLabel, u64)>,
     pub(crate) timeline: Timeline,
-    /// When the last request finished, ns after the run started.
+    /// When the last request finished or was cancelled, ns after the run started.
     pub(crate) last_end_ns: u64,
+    /// When the last request finished (not cancelled), ns after the run started: the time
+    /// the rates are over.
+    pub(crate) last_finished_ns: u64,
+    /// The time finished requests held their slots, failed ones included, ns in all.
+    pub(crate) busy_ns: u64,
 }
 
 impl Recorder {
@@ -100,6 +105,8 @@ impl Recorder {
             errors: Vec::new(),
             timeline: Timeline::default(),
             last_end_ns: 0,
+            last_finished_ns: 0,
+            busy_ns: 0,
         }
     }
 
@@ -109,6 +116,8 @@ impl Recorder {
         self.timeline
             .end(end_ns, matches!(outcome, Outcome::Failed(_)));
         self.last_end_ns = self.last_end_ns.max(end_ns);
+        self.last_finished_ns = self.last_finished_ns.max(end_ns);
+        self.busy_ns = self.busy_ns.saturating_add(end_ns.saturating_sub(start_ns));
         match outcome {
             Outcome::Ok {
                 output_tokens,
@@ -168,6 +177,8 @@ impl Recorder {
         }
         self.timeline.merge(&other.timeline);
         self.last_end_ns = self.last_end_ns.max(other.last_end_ns);
+        self.last_finished_ns = self.last_finished_ns.max(other.last_finished_ns);
+        self.busy_ns = self.busy_ns.saturating_add(other.busy_ns);
     }
 }
 

@@ -185,13 +185,19 @@ pub struct Summary {
     /// From the first request sent to the last one finished (or cancelled, see
     /// [`unfinished`](Self::unfinished)), ms.
     pub wall_ms: f64,
-    /// Finished requests per second over the wall time.
+    /// Finished requests per second, over the time from the first request sent to the last
+    /// one finished (requests cancelled later do not stretch it).
     pub requests_per_sec: f64,
-    /// Mean requests in flight (client side) over the steady middle 80 % of the run.
+    /// The mean time a finished request took, failed ones included: how long it held its
+    /// slot, ms (the latency percentiles are of successes only).
+    pub mean_request_ms: f64,
+    /// Mean requests in flight (client side) over the steady middle 80 % of the run (for a
+    /// timed run, not past its duration: the drain after it is no steady state).
     pub mean_in_flight: f64,
     /// The most requests in flight at once (client side).
     pub peak_in_flight: u64,
-    /// Output tokens received per second (from usage, or chunks counted for streams).
+    /// Output tokens received per second (from usage, or chunks counted for streams), over
+    /// the same time as [`requests_per_sec`](Self::requests_per_sec).
     pub output_tokens_per_sec: f64,
     /// Output tokens received in all.
     pub output_tokens: u64,

@@ -127,9 +127,15 @@ impl ServerProbe {
 impl MockStats {
     /// The server's figures over the run, which started `offset` after the reset and lasted
     /// `wall`: its timeline cut to the run and shifted to the client's clock (t = 0 at the
-    /// run's start), and the mean in flight over the middle 80 % of those buckets, from the
-    /// buckets' time-weighted means (their end's samples from a mock that has none).
-    pub(crate) fn server_side(&self, offset: Duration, wall: Duration) -> ServerSide {
+    /// run's start), and the mean in flight over the middle 80 % of those buckets, not past
+    /// `until` (a timed run's duration: its drain is no steady state), from the buckets'
+    /// time-weighted means (their end's samples from a mock that has none).
+    pub(crate) fn server_side(
+        &self,
+        offset: Duration,
+        wall: Duration,
+        until: Option<Duration>,
+    ) -> ServerSide {
         let offset_ms = offset.as_millis() as u64;
         let end_ms = offset_ms + wall.as_millis() as u64;
         let bucket_ms = super::timeline::BUCKET.as_millis() as u64;
@@ -141,7 +147,16 @@ impl MockStats {
             .collect();
         let n = buckets.len();
         let edge = n / STEADY_EDGE_DIVISOR;
-        let middle = &buckets[edge..n - edge];
+        let mut middle = &buckets[edge..n - edge];
+        if let Some(until) = until {
+            // Buckets that end by `until` (partial ones too: they are mostly before it).
+            let until_ms = offset_ms + until.as_millis() as u64;
+            let keep = middle
+                .iter()
+                .take_while(|b| b.t_ms.saturating_sub(bucket_ms) < until_ms)
+                .count();
+            middle = &middle[..keep];
+        }
         let mean = |value: fn(&MockBucket) -> f64| {
             if middle.is_empty() {
                 0.0
@@ -224,7 +239,7 @@ mod tests {
         let with_ttft = r#"{"requests_total":1,"peak_in_flight":1,"timeline":[],
             "ttft_ms":{"count":2,"p50":10.1,"p90":10.2,"p99":10.3,"p999":10.4,"max":10.5}}"#;
         let stats: MockStats = serde_json::from_str(with_ttft).unwrap();
-        let side = stats.server_side(Duration::ZERO, Duration::from_secs(1));
+        let side = stats.server_side(Duration::ZERO, Duration::from_secs(1), None);
         let ttft = side.ttft.unwrap();
         assert_eq!((ttft.count, ttft.p99, ttft.max), (2, 10.3, 10.5));
         // A provider's JSON is not mistaken for the mock's.
@@ -236,7 +251,7 @@ mod tests {
             {"t_ms":200,"in_flight":0,"mean_in_flight":1.7e308},
             {"t_ms":300,"in_flight":0,"mean_in_flight":-5}]}"#;
         let stats: MockStats = serde_json::from_str(hostile).unwrap();
-        let side = stats.server_side(Duration::ZERO, Duration::from_secs(1));
+        let side = stats.server_side(Duration::ZERO, Duration::from_secs(1), None);
         assert!(side.mean_in_flight.is_finite() && side.mean_in_flight <= 1e9);
         assert!(
             side.timeline
@@ -265,12 +280,31 @@ mod tests {
                 mean_in_flight: None,
             })
             .collect();
-        let side =
-            stats_of(timeline).server_side(Duration::from_millis(250), Duration::from_secs(1));
+        let side = stats_of(timeline).server_side(
+            Duration::from_millis(250),
+            Duration::from_secs(1),
+            None,
+        );
         assert_eq!(side.timeline.len(), 11);
         assert_eq!(side.timeline[0], (50, 1.0));
         assert_eq!(side.timeline[10], (1050, 1.0));
         // 11 buckets: the first and last are left out, leaving nine 10s.
+        assert_eq!(side.mean_in_flight, 10.0);
+        // A run timed to 500 ms whose drain took until 1 s: the buckets after its duration
+        // are left out of the mean (not of the timeline).
+        let drained = (1..=20)
+            .map(|i| MockBucket {
+                t_ms: i * 100,
+                in_flight: if i <= 8 { 10 } else { 2 },
+                mean_in_flight: None,
+            })
+            .collect();
+        let side = stats_of(drained).server_side(
+            Duration::from_millis(250),
+            Duration::from_secs(1),
+            Some(Duration::from_millis(500)),
+        );
+        assert_eq!(side.timeline.len(), 11);
         assert_eq!(side.mean_in_flight, 10.0);
         // An older mock's samples are the headline; there is no second figure.
         assert_eq!(side.mean_in_flight_sampled, None);
@@ -283,7 +317,7 @@ mod tests {
         };
         assert_eq!(
             empty
-                .server_side(Duration::ZERO, Duration::ZERO)
+                .server_side(Duration::ZERO, Duration::ZERO, None)
                 .mean_in_flight,
             0.0
         );
@@ -299,7 +333,7 @@ mod tests {
                 mean_in_flight: Some(if i == 5 { 9.0 } else { 9.5 }),
             })
             .collect();
-        let side = stats_of(timeline).server_side(Duration::ZERO, Duration::from_secs(1));
+        let side = stats_of(timeline).server_side(Duration::ZERO, Duration::from_secs(1), None);
         assert_eq!(side.timeline[4], (500, 9.0));
         assert_eq!(side.timeline[5], (600, 9.5));
         // The middle eight: seven 9.5s and one 9.0.

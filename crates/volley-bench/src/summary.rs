@@ -65,10 +65,19 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         stopped_early,
         interrupted,
     } = facts;
-    // The first request starts at 0: the wall time is when the last one finished.
+    // The first request starts at 0: the wall time is when the last one finished or was
+    // cancelled. The rates are over the time to the last one finished: a request cancelled
+    // at the end of the grace adds its wait, not throughput.
     let wall = Duration::from_nanos(r.last_end_ns);
     let wall_s = wall.as_secs_f64();
-    let per_sec = |n: u64| if wall_s > 0.0 { n as f64 / wall_s } else { 0.0 };
+    let active_s = Duration::from_nanos(r.last_finished_ns).as_secs_f64();
+    let per_sec = |n: u64| {
+        if active_s > 0.0 {
+            n as f64 / active_s
+        } else {
+            0.0
+        }
+    };
     let finished = r.ok + r.failed;
     // CPU time is counted in 10 ms ticks (see `sys`), so the per-request and per-chunk figures
     // are coarse for short runs; without `/proc` they are 0, meaning not measured.
@@ -89,7 +98,12 @@ pub(crate) fn results(facts: Facts<'_>) -> BenchResults {
         dropped,
         wall_ms: wall_s * 1e3,
         requests_per_sec: per_sec(finished),
-        mean_in_flight: steady_mean(&timeline, wall),
+        mean_request_ms: if finished > 0 {
+            r.busy_ns as f64 / finished as f64 / 1e6
+        } else {
+            0.0
+        },
+        mean_in_flight: steady_mean(&timeline, wall, config.duration),
         peak_in_flight,
         output_tokens_per_sec: per_sec(r.output_tokens),
         output_tokens: r.output_tokens,

@@ -31,6 +31,8 @@ struct Bucket {
     area_ns: i64,
     started: u64,
     finished: u64,
+    /// Requests cancelled in flight (counted out of those in flight, not as finished).
+    cancelled: u64,
     errors: u64,
 }
 
@@ -56,6 +58,14 @@ impl Timeline {
         bucket.errors += u64::from(failed);
     }
 
+    /// A request was cancelled in flight `t_ns` after the run started: no longer in flight,
+    /// and not finished (the throughput leaves it out).
+    pub(crate) fn cancel(&mut self, t_ns: u64) {
+        let (bucket, to_end) = self.bucket(t_ns);
+        bucket.area_ns -= to_end;
+        bucket.cancelled += 1;
+    }
+
     /// Adds another recorder's timeline to this one.
     pub(crate) fn merge(&mut self, other: &Timeline) {
         if self.buckets.len() < other.buckets.len() {
@@ -65,6 +75,7 @@ impl Timeline {
             mine.area_ns += theirs.area_ns;
             mine.started += theirs.started;
             mine.finished += theirs.finished;
+            mine.cancelled += theirs.cancelled;
             mine.errors += theirs.errors;
         }
     }
@@ -104,7 +115,7 @@ impl Timeline {
                 completed_per_sec: bucket.finished as f64 * 1e9 / width,
                 errors: bucket.errors,
             });
-            running += bucket.started as i64 - bucket.finished as i64;
+            running += bucket.started as i64 - bucket.finished as i64 - bucket.cancelled as i64;
         }
         points
     }
@@ -124,10 +135,19 @@ impl Timeline {
 }
 
 /// The time-weighted mean of `in_flight` over the steady middle 80 % of a run of `wall`:
-/// from 10 % to 90 % of it, partial buckets weighted by their overlap.
-pub(crate) fn steady_mean(points: &[TimelinePoint], wall: Duration) -> f64 {
+/// from 10 % to 90 % of it, partial buckets weighted by their overlap; and not past `until`,
+/// a timed run's duration, after which no request starts (its drain may be longer than a
+/// tenth of the run).
+pub(crate) fn steady_mean(
+    points: &[TimelinePoint],
+    wall: Duration,
+    until: Option<Duration>,
+) -> f64 {
     let wall = wall.as_secs_f64();
-    let (low, high) = (wall * STEADY_EDGE, wall * (1.0 - STEADY_EDGE));
+    let (low, mut high) = (wall * STEADY_EDGE, wall * (1.0 - STEADY_EDGE));
+    if let Some(until) = until {
+        high = high.min(until.as_secs_f64());
+    }
     let bucket = BUCKET.as_secs_f64();
     let mut sum = 0.0;
     let mut weight = 0.0;
@@ -224,7 +244,7 @@ mod tests {
                 ..TimelinePoint::default()
             })
             .collect();
-        assert_eq!(steady_mean(&points, Duration::from_secs(1)), 10.0);
+        assert_eq!(steady_mean(&points, Duration::from_secs(1), None), 10.0);
         // Over 1.2 s (12 buckets) the window is 120..1080 ms: 0.8 of bucket 1 and of bucket
         // 10, all of buckets 2..=9.
         let points: Vec<TimelinePoint> = (0..12)
@@ -234,8 +254,30 @@ mod tests {
             })
             .collect();
         let want = (0.08 * 1.0 + (2..=9).map(f64::from).sum::<f64>() * 0.1 + 0.08 * 10.0) / 0.96;
-        let got = steady_mean(&points, Duration::from_millis(1200));
+        let got = steady_mean(&points, Duration::from_millis(1200), None);
         assert!((got - want).abs() < 1e-9, "{got} vs {want}");
-        assert_eq!(steady_mean(&[], Duration::ZERO), 0.0);
+        assert_eq!(steady_mean(&[], Duration::ZERO, None), 0.0);
+        // A timed run of 0.6 s whose drain took until 1.2 s: the window ends at 0.6 s, the
+        // drain's buckets (in flight 6 to 11) left out.
+        let got = steady_mean(
+            &points,
+            Duration::from_millis(1200),
+            Some(Duration::from_millis(600)),
+        );
+        let want = (0.08 * 1.0 + (2..=5).map(f64::from).sum::<f64>() * 0.1) / 0.48;
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+    }
+
+    /// A request cancelled in flight leaves those in flight, and is no finished request: the
+    /// throughput does not count it.
+    #[test]
+    fn a_cancelled_request_is_no_longer_in_flight_and_not_finished() {
+        let mut t = timeline(&[(0, 150)]);
+        t.start(0);
+        t.cancel(250 * MS);
+        let points = t.points(Duration::from_millis(400), |_, _| None);
+        assert_eq!(in_flight(&points), [2.0, 1.5, 0.5, 0.0]);
+        let completed: Vec<f64> = points.iter().map(|p| p.completed_per_sec).collect();
+        assert_eq!(completed, [0.0, 10.0, 0.0, 0.0]);
     }
 }

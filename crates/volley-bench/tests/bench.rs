@@ -649,6 +649,60 @@ async fn requests_in_flight_past_the_grace_are_cancelled_and_counted() {
     assert_eq!(live.in_flight(), 0);
 }
 
+/// Requests cancelled past the grace do not dilute the rates: requests/s is over the time to
+/// the last request finished, not to the cancel; the throughput timeline counts finished
+/// requests only, and the mean time a request held its slot counts only finished ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cancelled_past_the_grace_do_not_dilute_the_rates() {
+    // Every fifth request stalls for an hour: the four slots stall one after another, well
+    // before the run's 400 ms, and wait out the grace of 1 s.
+    let server = mock(MockConfig {
+        faults: "stall=0.2".parse().unwrap(),
+        ..with_latency(ms(10))
+    })
+    .await;
+    let results = Bench::new(BenchConfig {
+        duration: Some(ms(400)),
+        grace: Duration::from_secs(1),
+        ..config(&server, Load::Closed { concurrency: 4 })
+    })
+    .unwrap()
+    .run()
+    .await
+    .unwrap();
+    check_consistency(&results);
+    let s = &results.summary;
+    assert!(s.requests > 0 && s.unfinished > 0, "{s:?}");
+    assert!(s.wall_ms >= 1_400.0, "{s:?}");
+    // The finished requests all ended by 410 ms, against a wall of 1.4 s or more.
+    let over_wall = s.requests as f64 * 1000.0 / s.wall_ms;
+    assert!(s.requests_per_sec > 3.0 * over_wall, "{s:?}");
+    assert!((10.0..200.0).contains(&s.mean_request_ms), "{s:?}");
+
+    // Failures that hold their slots (stalls cut by a 300 ms timeout) count in the mean time
+    // a request took, which `find_knee`'s Little's law takes; the latency is of successes.
+    let results = Bench::new(BenchConfig {
+        requests: Some(100),
+        seed: 7,
+        client: Some(volley_bench::default_client().timeout(ms(300)).retries(0)),
+        ..config(&server, Load::Closed { concurrency: 4 })
+    })
+    .unwrap()
+    .run()
+    .await
+    .unwrap();
+    check_consistency(&results);
+    let s = &results.summary;
+    assert!(s.failed > 0 && s.ok > 0, "{s:?}");
+    let want = (results.latency.mean * s.ok as f64 + 300.0 * s.failed as f64) / s.requests as f64;
+    assert!(
+        (s.mean_request_ms - want).abs() < want * 0.2,
+        "{} against {want}",
+        s.mean_request_ms
+    );
+    assert!(s.mean_request_ms > 2.0 * results.latency.mean, "{s:?}");
+}
+
 /// `find_knee` keeps what it measured when a later step is refused from its start (a WAF or
 /// a per-key cap that turns the server's answers into 403s): the ladder ends there, with
 /// that step at nothing succeeded, and the knee is read from the steps before it.

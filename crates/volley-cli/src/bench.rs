@@ -76,7 +76,8 @@ pub(crate) struct BenchArgs {
     )]
     find_knee: Option<usize>,
 
-    /// Stop after this many requests.
+    /// Stop after this many requests (with --rate: arrivals, those dropped at
+    /// --max-in-flight included).
     #[arg(long, short = 'n')]
     requests: Option<u64>,
     /// Send this many requests first, at the run's concurrency (with --rate, a second's
