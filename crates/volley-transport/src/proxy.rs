@@ -312,9 +312,9 @@ fn choose_with(
             }
         }
     };
-    // Parsed before NO_PROXY is consulted: a broken proxy setting is reported even when this
-    // origin would bypass it.
-    let proxy = ProxyUrl::parse(raw, source)?;
+    // NO_PROXY is consulted first, as curl does: a proxy this origin bypasses is never
+    // parsed, so one Volley cannot use (an `https://` proxy in the environment, for other
+    // tools) does not stop a client whose hosts are all exempt.
     let no_proxy = settings
         .no_proxy
         .as_deref()
@@ -324,7 +324,7 @@ fn choose_with(
     {
         return Ok(None);
     }
-    Ok(Some(proxy))
+    ProxyUrl::parse(raw, source).map(Some)
 }
 
 /// Whether a `NO_PROXY` list names this origin, by curl's rules (`lib/noproxy.c`), matched
@@ -1134,6 +1134,21 @@ mod tests {
         assert!(pick(&none, &dotted, "https://api.corp.example").is_some());
         let plain = env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "corp.internal")]);
         assert_eq!(pick(&none, &plain, "https://corp.internal."), None);
+        // A proxy Volley cannot use is no error for an origin that bypasses it, as curl never
+        // looks at it then; for any other origin it is.
+        let unusable = env(&[
+            ("HTTPS_PROXY", "https://proxy.corp:443"),
+            ("no_proxy", "llm.corp"),
+        ]);
+        assert_eq!(pick(&none, &unusable, "https://llm.corp"), None);
+        let uri: Uri = "https://api.openai.com".parse().unwrap();
+        let other = choose_with(
+            &none,
+            &unusable,
+            uri.scheme().unwrap(),
+            uri.authority().unwrap(),
+        );
+        assert!(other.is_err(), "{other:?}");
     }
 
     #[test]
