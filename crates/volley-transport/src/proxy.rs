@@ -335,12 +335,15 @@ fn bypasses(list: &str, scheme: &Scheme, authority: &http::uri::Authority) -> bo
         return true;
     }
     // Among other entries curl matches `*` with nothing (hyper-util would match every name
-    // with it); and curl ignores one trailing dot of an entry and of the host.
+    // with it); curl ignores one trailing dot of an entry and of the host; and curl reads a
+    // CIDR range of `/0` as its address alone (`0.0.0.0/0` is `0.0.0.0`, not every address,
+    // as hyper-util would read it).
     let list = list
         .split(',')
         .map(str::trim)
         .filter(|entry| !entry.is_empty() && *entry != "*")
         .map(|entry| entry.strip_suffix('.').unwrap_or(entry))
+        .map(|entry| entry.strip_suffix("/0").unwrap_or(entry))
         .collect::<Vec<_>>()
         .join(",");
     let host = authority.host();
@@ -1134,6 +1137,14 @@ mod tests {
         assert!(pick(&none, &dotted, "https://api.corp.example").is_some());
         let plain = env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "corp.internal")]);
         assert_eq!(pick(&none, &plain, "https://corp.internal."), None);
+        // A range of `/0` is its address alone, as curl reads it.
+        let zero = env(&[
+            ("HTTPS_PROXY", "http://p:1"),
+            ("no_proxy", "0.0.0.0/0, ::/0"),
+        ]);
+        assert!(pick(&none, &zero, "https://10.2.3.4").is_some());
+        assert!(pick(&none, &zero, "https://[2001:db8::1]").is_some());
+        assert_eq!(pick(&none, &zero, "https://0.0.0.0"), None);
         // A proxy Volley cannot use is no error for an origin that bypasses it, as curl never
         // looks at it then; for any other origin it is.
         let unusable = env(&[
