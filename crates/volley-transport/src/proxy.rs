@@ -337,10 +337,24 @@ fn bypasses(list: &str, scheme: &Scheme, authority: &http::uri::Authority) -> bo
     // Among other entries curl matches `*` with nothing (hyper-util would match every name
     // with it); curl ignores one trailing dot of an entry and of the host; and curl reads a
     // CIDR range of `/0` as its address alone (`0.0.0.0/0` is `0.0.0.0`, not every address,
-    // as hyper-util would read it).
+    // as hyper-util would read it). An entry ends at a blank, and curl stops reading the list
+    // where something other than a comma follows it (`a b,c` is `a` alone).
+    let mut ended = false;
     let list = list
         .split(',')
-        .map(str::trim)
+        .map_while(|entry| {
+            let entry = entry.trim();
+            if ended {
+                return None;
+            }
+            match entry.split_once([' ', '\t']) {
+                Some((first, _)) => {
+                    ended = true;
+                    Some(first)
+                }
+                None => Some(entry),
+            }
+        })
         .filter(|entry| !entry.is_empty() && *entry != "*")
         .map(|entry| entry.strip_suffix('.').unwrap_or(entry))
         .map(|entry| entry.strip_suffix("/0").unwrap_or(entry))
@@ -1137,6 +1151,14 @@ mod tests {
         assert!(pick(&none, &dotted, "https://api.corp.example").is_some());
         let plain = env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "corp.internal")]);
         assert_eq!(pick(&none, &plain, "https://corp.internal."), None);
+        // Blanks end an entry, and the list where no comma follows: `a b, c` is `a` alone.
+        let blanks = env(&[
+            ("HTTPS_PROXY", "http://p:1"),
+            ("no_proxy", "llm.corp internal.corp, x.example"),
+        ]);
+        assert_eq!(pick(&none, &blanks, "https://llm.corp"), None);
+        assert!(pick(&none, &blanks, "https://internal.corp").is_some());
+        assert!(pick(&none, &blanks, "https://x.example").is_some());
         // A range of `/0` is its address alone, as curl reads it.
         let zero = env(&[
             ("HTTPS_PROXY", "http://p:1"),
