@@ -31,6 +31,9 @@ use crate::progress::{self, Mode, Printer, Reporter};
 pub(crate) const EXIT_INTERRUPTED: u8 = 130;
 /// The exit code of a run stopped by SIGTERM (128 + SIGTERM).
 pub(crate) const EXIT_TERMINATED: u8 = 143;
+/// The exit code of a run stopped by SIGHUP (128 + SIGHUP): its terminal closed, or its ssh
+/// session dropped.
+pub(crate) const EXIT_HANGUP: u8 = 129;
 /// The exit code of usage and configuration mistakes (as clap's).
 pub(crate) const EXIT_USAGE: u8 = 2;
 
@@ -80,7 +83,8 @@ const VALIDATE_SHOWN: usize = 20;
 /// records are in OUTPUT and the errors file), the credentials were rejected, or the run
 /// could not go on (an I/O error reading the input or writing outcomes); 2 a usage or
 /// configuration mistake found before anything was sent; 130 interrupted by Ctrl-C, 143 by
-/// SIGTERM (run the same command again to resume).
+/// SIGTERM, 129 by SIGHUP (a closed terminal or a dropped ssh session: it stops as after
+/// SIGTERM); run the same command again to resume.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// The input JSONL file, or - for stdin.
@@ -129,8 +133,10 @@ pub(crate) struct RunArgs {
     /// 127.0.0.1; port 0 is refused).
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     metrics_addr: Option<SocketAddr>,
-    /// After Ctrl-C or SIGTERM, how long in-flight requests may take to finish before the run
-    /// stops, e.g. 30s (a bare number is seconds) [default: the engine's]. A second Ctrl-C
+    /// After Ctrl-C, SIGTERM or SIGHUP, how long in-flight requests may take to finish before
+    /// the run stops, e.g. 30s (a bare number is seconds) [default: the engine's]; under an
+    /// orchestrator, set it below its own wait before SIGKILL (Kubernetes' is 30 s, docker
+    /// stop's 10 s): requests cut off then may be billed again on resume. A second Ctrl-C
     /// ends it at once (the outcomes received are still written); a third quits.
     #[arg(long, value_name = "D")]
     grace: Option<HumanDuration>,
@@ -674,9 +680,9 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid address {s:?}: expected e.g. 127.0.0.1:9090 or 9090"))
 }
 
-/// The run's two stops, as futures for [`BatchRunner::run_with_abort`]. The first Ctrl-C or
-/// SIGTERM stops taking new lines and lets in-flight requests finish for the grace period,
-/// storing the exit code of the signal (130 or 143) in `code`. The second cancels what is in
+/// The run's two stops, as futures for [`BatchRunner::run_with_abort`]. The first Ctrl-C,
+/// SIGTERM or SIGHUP stops taking new lines and lets in-flight requests finish for the grace
+/// period, storing the exit code of the signal (130, 143 or 129) in `code`. The second cancels what is in
 /// flight at once; the outcomes already received are still written and the summary printed.
 /// A third exits at once (outcomes not yet written are sent again on resume).
 fn on_signals(
@@ -735,7 +741,9 @@ fn on_signals(
     (nth(1), nth(2))
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM, received from when this is made on: a signal that arrives
+/// Ctrl-C (SIGINT), SIGTERM and SIGHUP, received from when this is made on (SIGHUP's default
+/// action, exiting at once, would drop the requests in flight and the answers not yet
+/// written when a terminal closes): a signal that arrives
 /// while the last one is being handled is kept for the next wait (several arriving at once
 /// count as one, as tokio delivers them).
 struct Signals {
@@ -743,6 +751,8 @@ struct Signals {
     interrupt: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -753,6 +763,7 @@ impl Signals {
             Signals {
                 interrupt: signal(SignalKind::interrupt()).ok(),
                 terminate: signal(SignalKind::terminate()).ok(),
+                hangup: signal(SignalKind::hangup()).ok(),
             }
         }
         #[cfg(not(unix))]
@@ -775,10 +786,12 @@ impl Signals {
         let Signals {
             interrupt,
             terminate,
+            hangup,
         } = self;
         tokio::select! {
             () = recv(interrupt) => EXIT_INTERRUPTED,
             () = recv(terminate) => EXIT_TERMINATED,
+            () = recv(hangup) => EXIT_HANGUP,
         }
     }
 

@@ -1218,6 +1218,17 @@ fn outputs_that_cannot_be_resumed_from_are_refused() {
 /// the resumed run sends nothing that was answered before.
 #[test]
 fn sigterm_stops_with_143_and_the_same_command_resumes() {
+    stops_gracefully_on("TERM", 143);
+}
+
+/// SIGHUP (a closed terminal, a dropped ssh session) stops as SIGTERM does, instead of its
+/// default action, which would exit at once and drop the requests in flight.
+#[test]
+fn sighup_stops_with_129_as_sigterm_does() {
+    stops_gracefully_on("HUP", 129);
+}
+
+fn stops_gracefully_on(signal: &str, code: i32) {
     const LINES: usize = 400;
     let rt = volley_testkit::process::server_runtime(2);
     let server = rt
@@ -1249,11 +1260,11 @@ fn sigterm_stops_with_143_and_the_same_command_resumes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    signal_once_output_appears(&mut child, &out, "TERM");
+    signal_once_output_appears(&mut child, &out, signal);
     let status = wait(&mut child);
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert_eq!(status.code(), Some(code), "{stderr}");
     assert!(stderr.contains("interrupted:"), "{stderr}");
     let partial = records(&out).len();
     assert!(partial > 0 && partial < LINES, "{partial}");
