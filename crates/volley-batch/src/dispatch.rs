@@ -48,6 +48,8 @@ pub(super) struct Loop<'a> {
     received: u64,
     /// Requests that made at least one attempt (cancelled ones are assumed to have).
     attempted: u64,
+    /// Requests cancelled in flight when the grace period ended.
+    cancelled: u64,
     /// Requests the client's cache answered.
     cached: u64,
     errors_by_code: BTreeMap<String, u64>,
@@ -76,6 +78,7 @@ pub(super) struct Loop<'a> {
 /// What the loop counted.
 pub(super) struct Tally {
     pub(super) attempted: u64,
+    pub(super) cancelled: u64,
     pub(super) cached: u64,
     pub(super) errors_by_code: BTreeMap<String, u64>,
     /// The integral of the in-flight count over time, in request-seconds.
@@ -107,6 +110,7 @@ impl<'a> Loop<'a> {
             in_flight: 0,
             received: 0,
             attempted: 0,
+            cancelled: 0,
             cached: 0,
             errors_by_code: BTreeMap::new(),
             area: 0.0,
@@ -132,6 +136,7 @@ impl<'a> Loop<'a> {
         self.dispatch_all(shutdown, abort).await;
         Tally {
             attempted: self.attempted,
+            cancelled: self.cancelled,
             cached: self.cached,
             errors_by_code: self.errors_by_code,
             in_flight_area: self.area,
@@ -197,7 +202,10 @@ impl<'a> Loop<'a> {
                         match joined {
                             Ok((seq, finished)) => self.finish(seq, finished).await,
                             // It was in flight: count it as having made its attempt.
-                            Err(_) => self.attempted += 1,
+                            Err(_) => {
+                                self.attempted += 1;
+                                self.cancelled += 1;
+                            }
                         }
                     }
                 }

@@ -99,8 +99,11 @@
 //! writes them with one `write(2)`, then goes back for more. While it writes, the next
 //! outcomes queue up and go out together in the next write, so the number of system calls
 //! falls as the rate rises and an outcome waits at most about one write for its turn.
-//! A `kill -9` cannot lose what was written; only what arrived in the last moments before it
-//! (still in the queue to the writer) is lost, and sent again on resume.
+//! A `kill -9` cannot lose what was written; what arrived in the last moments before it
+//! (still in the queue to the writer) is lost, and sent again on resume, as are the requests
+//! in flight then (up to the concurrency): they were sent, and may have been billed, but
+//! their answers never came. A graceful stop (Ctrl-C, SIGTERM) lets those finish for
+//! [`BatchOptions::grace`]; only the ones still running after it are sent again.
 //!
 //! `fsync` is what protects the outcomes from a power cut or a kernel crash, and it is
 //! batched (group commit) as [`BatchOptions::fsync`] says: with [`Fsync::Interval`] (the

@@ -162,6 +162,7 @@ impl BatchRunner {
                 tally.in_flight_area / wall.as_secs_f64()
             },
             interrupted: tally.interrupted,
+            cancelled: tally.cancelled,
             credentials_rejected: tally.credentials_rejected,
             quota_exhausted: tally.quota_exhausted,
             nothing_found: tally.nothing_found,

@@ -46,6 +46,10 @@ pub struct Summary {
     /// Whether the shutdown future stopped the run before the end of the input. Lines
     /// without a recorded outcome are sent by the next run.
     pub interrupted: bool,
+    /// Requests cancelled in flight when the stop's grace period ended (or a second stop
+    /// ended it): they have no outcome and are sent again by the next run. Those the client
+    /// had sent already may have been billed.
+    pub cancelled: u64,
     /// Set when a request ended in HTTP 401 or 403 and the run stopped taking lines (see
     /// [Stopping on rejected credentials](crate#stopping-on-rejected-credentials) and
     /// [`BatchOptions::stop_on_auth_failure`](super::BatchOptions::stop_on_auth_failure)):

@@ -852,6 +852,12 @@ fn report(
     if summary.interrupted {
         let recorded = summary.skipped + summary.succeeded + summary.failed + summary.invalid;
         say!("interrupted: {recorded} outcomes recorded; run the same command again to resume");
+        if summary.cancelled > 0 {
+            say!(
+                "  {} requests cancelled in flight: sent again on resume (those already sent                  may be billed twice)",
+                summary.cancelled
+            );
+        }
         return ExitCode::from(interrupted_code);
     }
     if summary.all_succeeded() {

@@ -908,6 +908,10 @@ fn a_second_ctrl_c_stops_at_once_and_keeps_the_outcomes() {
     assert!(stderr.contains("stopping now"), "{stderr}");
     // The summary is printed, so the writer finished: the run did not just exit.
     assert!(stderr.contains("interrupted:"), "{stderr}");
+    assert!(
+        stderr.contains("requests cancelled in flight: sent again on resume"),
+        "{stderr}"
+    );
     let written = records(&out);
     assert!(
         !written.is_empty() && written.len() < LINES,
