@@ -147,6 +147,10 @@
 //! The output and errors files must be regular files (or not exist yet): a pipe or a terminal
 //! cannot be resumed from. A run holds an exclusive advisory lock (`flock`) on both while it
 //! writes, so a second run on the same output fails at once instead of interleaving records.
+//! Where the file system has no locks (an NFS mount without its lock service) the run goes on
+//! unlocked, with a warning; an NFS mount with `nolock` or `local_lock` locks only on its own
+//! machine, which nothing can tell. On such file systems, never start two runs on one
+//! output: both would send the lines without an outcome, each paid for twice.
 //!
 //! **The last record for a `custom_id` is its outcome.** Normally there is one; with
 //! [`BatchOptions::retry_failed`], a resumed run sends again the lines whose recorded outcome

@@ -459,7 +459,11 @@ fn open(path: &Path, what: &str) -> Result<File, Error> {
             ));
         }
         Err(TryLockError::Error(e)) if can_go_on_unlocked(&e) => {
-            tracing::warn!(path = %path.display(), "the file system cannot lock the {what} file");
+            tracing::warn!(
+                path = %path.display(),
+                "the file system cannot lock the {what} file: nothing stops a second run on \
+                 it, which would send the same lines again"
+            );
         }
         Err(TryLockError::Error(e)) => return Err(io("locking", e)),
     }
