@@ -485,6 +485,39 @@ async fn values_longer_than_the_cap_are_refused_and_not_stored() {
         .unwrap();
     assert_eq!(exists, 0, "a value above the cap is not stored");
 
+    // A value that compresses below the cap but is above it uncompressed (64 KiB of one
+    // letter, a few hundred bytes in lz4) is refused as well, read or written: a reader would
+    // allocate its whole length.
+    let inflating = entry("a".repeat(64 * 1024));
+    roomy
+        .put_for(key("inflating"), &credential(), inflating.clone())
+        .await
+        .unwrap();
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(roomy.redis_key(&key("inflating")))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(stored.len() < 16 * 1024, "{}", stored.len());
+    let error = tight
+        .get_for(key("inflating"), &credential())
+        .await
+        .expect_err("a value that inflates above the cap is refused");
+    assert!(error.to_string().contains("uncompressed"), "{error}");
+    tight
+        .put_for(key("also-inflating"), &credential(), inflating)
+        .await
+        .unwrap();
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg(tight.redis_key(&key("also-inflating")))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        exists, 0,
+        "a value that inflates above the cap is not stored"
+    );
+
     // Below the cap, both ways work.
     let small = entry(noise(8 * 1024));
     tight

@@ -23,9 +23,6 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 << 20;
 /// Values up to this size are encoded, compressed and decoded on the calling (runtime) thread:
 /// lz4 does 16 KiB in a few tens of microseconds. Larger ones go to the blocking pool.
 const INLINE_BYTES: usize = 16 * 1024;
-/// The largest decompressed entry accepted. The size is read from the stored value before
-/// anything is allocated, so a damaged or hostile value cannot make us allocate gigabytes.
-const MAX_DECOMPRESSED: usize = 256 << 20;
 
 /// The first byte of every stored value says how the rest is laid out, so that a store of a
 /// later version can change the layout and an older one reads the new values as misses.
@@ -271,9 +268,10 @@ impl CacheStore for RedisStore {
                 return Err(RejectedEntry.into());
             }
             let opened = if stored.len() <= INLINE_BYTES {
-                open(&stored, &redis_key, &mac_key)?
+                open(&stored, &redis_key, &mac_key, max)?
             } else {
-                tokio::task::spawn_blocking(move || open(&stored, &redis_key, &mac_key)).await??
+                tokio::task::spawn_blocking(move || open(&stored, &redis_key, &mac_key, max))
+                    .await??
             };
             Ok(opened.filter(|entry| {
                 let fresh = !outlived(entry.created(), self.ttl, SystemTime::now());
@@ -315,7 +313,9 @@ impl CacheStore for RedisStore {
                 let redis_key = redis_key.clone();
                 tokio::task::spawn_blocking(move || seal(&value, &redis_key)).await?
             };
-            if stored.len() > self.max_value_bytes {
+            // Uncompressed too: a reader accepts no more (a small value that inflates to
+            // hundreds of megabytes would cost that much memory per hit).
+            if stored.len().max(stored.plain_len) > self.max_value_bytes {
                 // Once per store: a cache layer's `max_entry_bytes` above the store's cap stops
                 // the largest answers from being cached, which the user should hear of.
                 if !self
@@ -369,6 +369,8 @@ struct Stored {
     mac: Option<[u8; 32]>,
     tag: u8,
     bytes: Vec<u8>,
+    /// The value's length uncompressed.
+    plain_len: usize,
 }
 
 impl ToRedisArgs for &Stored {
@@ -408,6 +410,7 @@ fn outlived(created: SystemTime, ttl: Duration, now: SystemTime) -> bool {
 /// and compression makes it smaller.
 fn encode(value: &CachedResponse, threshold: usize) -> Stored {
     let plain = value.encode();
+    let plain_len = plain.len();
     if plain.len() > threshold
         && let Ok(len) = u32::try_from(plain.len())
     {
@@ -422,6 +425,7 @@ fn encode(value: &CachedResponse, threshold: usize) -> Stored {
                 mac: None,
                 tag: TAG_LZ4,
                 bytes: packed,
+                plain_len,
             };
         }
     }
@@ -429,6 +433,7 @@ fn encode(value: &CachedResponse, threshold: usize) -> Stored {
         mac: None,
         tag: TAG_PLAIN,
         bytes: plain,
+        plain_len,
     }
 }
 
@@ -443,18 +448,19 @@ fn mac(mac_key: &[u8; 32], redis_key: &str, tag: u8, bytes: &[u8]) -> [u8; 32] {
     *hasher.finalize().as_bytes()
 }
 
-/// Checks the MAC of what Redis returned for `redis_key` and decodes the value inside. A
-/// value without the envelope, or whose MAC does not match, is [`RejectedEntry`]; an envelope
-/// of a later format is a miss.
+/// Checks the MAC of what Redis returned for `redis_key` and decodes the value inside (at
+/// most `max` bytes uncompressed). A value without the envelope, or whose MAC does not match,
+/// is [`RejectedEntry`]; an envelope of a later format is a miss.
 fn open(
     stored: &[u8],
     redis_key: &str,
     mac_key: &[u8; 32],
+    max: usize,
 ) -> Result<Option<CachedResponse>, BoxError> {
     match stored.first() {
         Some(&TAG_AUTHENTICATED) => {}
         Some(&(TAG_PLAIN | TAG_LZ4)) | None => return Err(RejectedEntry.into()),
-        Some(_) => return decode(stored),
+        Some(_) => return decode(stored, max),
     }
     let Some((claimed, value)) = stored[1..].split_first_chunk::<32>() else {
         return Err(RejectedEntry.into());
@@ -466,11 +472,14 @@ fn open(
     if blake3::Hash::from(mac(mac_key, redis_key, tag, bytes)) != blake3::Hash::from(*claimed) {
         return Err(RejectedEntry.into());
     }
-    decode(value)
+    decode(value, max)
 }
 
-/// Reads back what [`encode`] stored. An unknown format is a miss; damaged bytes are an error.
-fn decode(stored: &[u8]) -> Result<Option<CachedResponse>, BoxError> {
+/// Reads back what [`encode`] stored. An unknown format is a miss; damaged bytes are an error,
+/// and so is a value that says it is more than `max` bytes uncompressed: the store writes
+/// none (its `max_value_bytes`), and the size is read before anything is allocated, so a
+/// damaged or hostile value cannot make it allocate more.
+fn decode(stored: &[u8], max: usize) -> Result<Option<CachedResponse>, BoxError> {
     let Some((&tag, rest)) = stored.split_first() else {
         return Err("damaged cache entry: empty".into());
     };
@@ -481,10 +490,10 @@ fn decode(stored: &[u8]) -> Result<Option<CachedResponse>, BoxError> {
                 return Err("damaged cache entry: truncated".into());
             };
             let len = u32::from_le_bytes(*len) as usize;
-            if len > MAX_DECOMPRESSED {
+            if len > max {
                 return Err(format!(
-                    "damaged cache entry: claims {len} bytes uncompressed, more than the \
-                     {MAX_DECOMPRESSED} accepted"
+                    "damaged cache entry: claims {len} bytes uncompressed, more than the {max} \
+                     accepted"
                 )
                 .into());
             }
@@ -555,18 +564,21 @@ mod tests {
         bytes
     }
 
+    /// The store's default cap, as readers apply it.
+    const MAX: usize = DEFAULT_MAX_VALUE_BYTES;
+
     #[test]
     fn small_entries_are_stored_plain_and_large_ones_compressed() {
         let small = entry(b"{}".to_vec());
         let stored = encode(&small, 1024);
         assert_eq!(stored.tag, TAG_PLAIN);
-        assert!(same(decode(&stored_bytes(&stored)).unwrap(), &small));
+        assert!(same(decode(&stored_bytes(&stored), MAX).unwrap(), &small));
 
         let large = entry(b"hello ".repeat(1000));
         let stored = encode(&large, 1024);
         assert_eq!(stored.tag, TAG_LZ4);
         assert!(stored.bytes.len() < 1000, "{}", stored.bytes.len());
-        assert!(same(decode(&stored_bytes(&stored)).unwrap(), &large));
+        assert!(same(decode(&stored_bytes(&stored), MAX).unwrap(), &large));
 
         // Off: stored as it is, whatever its size.
         assert_eq!(encode(&large, usize::MAX).tag, TAG_PLAIN);
@@ -596,21 +608,29 @@ mod tests {
         let mut stored = encode(&value, 1024);
         stored.mac = Some(mac(&alice, "p:cache:aa", stored.tag, &stored.bytes));
         let sealed = sealed_bytes(&stored);
-        assert!(same(open(&sealed, "p:cache:aa", &alice).unwrap(), &value));
+        assert!(same(
+            open(&sealed, "p:cache:aa", &alice, MAX).unwrap(),
+            &value
+        ));
         let rejected = |result: Result<Option<CachedResponse>, BoxError>| {
             result.is_err_and(|e| e.is::<RejectedEntry>())
         };
         // Another credential, another key, a bare value, a flipped bit, a cut MAC.
-        assert!(rejected(open(&sealed, "p:cache:aa", &mallory)));
-        assert!(rejected(open(&sealed, "p:cache:bb", &alice)));
-        assert!(rejected(open(&stored_bytes(&stored), "p:cache:aa", &alice)));
+        assert!(rejected(open(&sealed, "p:cache:aa", &mallory, MAX)));
+        assert!(rejected(open(&sealed, "p:cache:bb", &alice, MAX)));
+        assert!(rejected(open(
+            &stored_bytes(&stored),
+            "p:cache:aa",
+            &alice,
+            MAX
+        )));
         let mut flipped = sealed.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert!(rejected(open(&flipped, "p:cache:aa", &alice)));
-        assert!(rejected(open(&sealed[..20], "p:cache:aa", &alice)));
-        assert!(rejected(open(&[], "p:cache:aa", &alice)));
+        assert!(rejected(open(&flipped, "p:cache:aa", &alice, MAX)));
+        assert!(rejected(open(&sealed[..20], "p:cache:aa", &alice, MAX)));
+        assert!(rejected(open(&[], "p:cache:aa", &alice, MAX)));
         // An envelope of a later format is a miss.
-        assert_eq!(open(&[9, 1, 2], "p:cache:aa", &alice).unwrap(), None);
+        assert_eq!(open(&[9, 1, 2], "p:cache:aa", &alice, MAX).unwrap(), None);
     }
 
     fn sealed_bytes(stored: &Stored) -> Vec<u8> {
@@ -623,15 +643,23 @@ mod tests {
     #[test]
     fn unknown_formats_are_misses_and_damage_is_an_error() {
         let mut bytes = stored_bytes(&encode(&entry(b"hello ".repeat(1000)), 16));
-        assert!(decode(&[]).is_err());
+        assert!(decode(&[], MAX).is_err());
         for cut in [1, 3, 5, bytes.len() / 2, bytes.len() - 1] {
-            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(decode(&bytes[..cut], MAX).is_err(), "cut at {cut}");
         }
-        // A huge claimed length is refused before anything is allocated.
+        // A length past what the store accepts is refused before anything is allocated: a
+        // small value may claim a large one, and be one (lz4 packs 6 000 bytes of `hello ` into
+        // a few dozen).
+        assert!(decode(&bytes, MAX).is_ok());
+        let err = decode(&bytes, 1_000).unwrap_err();
+        assert!(
+            err.to_string().contains("more than the 1000 accepted"),
+            "{err}"
+        );
         bytes[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode(&bytes).is_err());
+        assert!(decode(&bytes, MAX).is_err());
         bytes[0] = 7;
-        assert_eq!(decode(&bytes).unwrap(), None);
-        assert_eq!(decode(&[0xff]).unwrap(), None);
+        assert_eq!(decode(&bytes, MAX).unwrap(), None);
+        assert_eq!(decode(&[0xff], MAX).unwrap(), None);
     }
 }
