@@ -44,11 +44,11 @@
 //! |---|---|
 //! | `POST /v1/chat/completions` | a `chat.completion`, or with `"stream": true` an SSE stream of `chat.completion.chunk`s: one per output token (the first with `delta.role`, the last with `finish_reason`), then a usage chunk (`choices: []`) when `stream_options.include_usage` is true, then `data: [DONE]` |
 //! | `POST /v1/embeddings` | a `list` of unit vectors, one per input (a string, strings, token ids or token-id arrays); equal inputs get equal vectors; `dimensions` and `encoding_format: "base64"` (little-endian `f32`s) are honoured |
-//! | `GET /v1/models` | a `list` of three models |
-//! | `GET /v1/models/{id}` | that model, or a `404` `model_not_found` |
-//! | `POST /v1/completions` | a legacy `text_completion` (`prompt`, `max_tokens`) |
+//! | `GET /v1/models` | a `list` of three models; asked with `anthropic-version`, Anthropic's list of two (`type`, `id`, `display_name`, `created_at`; `has_more`, `first_id`, `last_id`) |
+//! | `GET /v1/models/{id}` | that model, or a `404` `model_not_found` (with `anthropic-version`: from Anthropic's list, or its `not_found_error`) |
+//! | `POST /v1/completions` | a legacy `text_completion` (`prompt`, `max_tokens`, `n`): `n` choices for each prompt (a prompt array of strings or of token arrays is that many), indexed in prompt order |
 //! | `POST /v1/responses` | a Responses API `response` with one output message (`input`, `max_output_tokens`: then `"status": "incomplete"`) |
-//! | `POST /v1/moderations` | one unflagged result per input |
+//! | `POST /v1/moderations` | one unflagged result per input, with `category_applied_input_types` (`["text"]`) |
 //! | `POST /v1/messages` | Anthropic's Messages API: a `message`, or with `"stream": true` its event stream (`message_start`, `content_block_start`, `ping`, `content_block_delta`s, `content_block_stop`, `message_delta` with usage, `message_stop`); `anthropic-version` is required, and every answer has a `request-id` |
 //! | `GET /stats` | the [`Stats`] as JSON (never authenticated, faulted or counted) |
 //! | `POST /stats/reset` | starts a new statistics window (and clears the journal); answers the last [`Stats`] of the old one |
@@ -59,14 +59,16 @@
 //! `max_completion_tokens`, `n`, `stream` and `stream_options.include_usage`
 //! (`stream_options` without `"stream": true` is a `400`, as from OpenAI). Their content is `token0 token1 …`, as many
 //! tokens as [`MockConfig::output_tokens`] says, capped by the request's maximum
-//! (`finish_reason` is then `"length"`, else `"stop"`). `n` (1 to 128) gives that many choices
+//! (`finish_reason` is then `"length"`, else `"stop"`; a maximum of 0 is a `400`
+//! `integer_below_min_value`, as from OpenAI). `n` (1 to 128) gives that many choices
 //! with the same content (streamed, each chunk carries a delta for every choice), and
 //! `completion_tokens` counts them all. `prompt_tokens` is the text of the message contents in
 //! bytes divided by four, rounded up.
 //!
 //! Errors have OpenAI's shape, `{"error":{"message","type","param","code"}}`: `400` for
 //! invalid JSON or a missing `model` / `messages` / `input`, `401` (`invalid_api_key`) when
-//! [`MockConfig::require_api_key`] is set and the bearer token differs, `404`
+//! [`MockConfig::require_api_key`] is set and the bearer token differs (without a code, and
+//! OpenAI's "You didn't provide an API key", when there is none), `404`
 //! (`unknown_url`), `405` with `Allow`, `413` above 32 MiB. Under `/v1/messages` every error
 //! has Anthropic's shape instead, `{"type":"error","error":{"type","message"}}`
 //! (`authentication_error`, `not_found_error`, `invalid_request_error`,

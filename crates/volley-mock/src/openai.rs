@@ -17,6 +17,8 @@ use crate::encoding;
 pub(crate) struct BadRequest {
     pub(crate) message: String,
     pub(crate) param: Option<&'static str>,
+    /// OpenAI's `code` for it, when it gives one.
+    pub(crate) code: Option<&'static str>,
 }
 
 impl BadRequest {
@@ -24,6 +26,7 @@ impl BadRequest {
         Self {
             message: format!("you must provide a {param} parameter"),
             param: Some(param),
+            code: None,
         }
     }
 
@@ -31,6 +34,7 @@ impl BadRequest {
         Self {
             message: message.into(),
             param: Some(param),
+            code: None,
         }
     }
 
@@ -38,7 +42,28 @@ impl BadRequest {
         Self {
             message: format!("We could not parse the JSON body of your request. ({err}) (mock)"),
             param: None,
+            code: None,
         }
+    }
+
+    /// A token budget of 0, which OpenAI refuses as it does (Anthropic too).
+    pub(crate) fn below_one(param: &'static str) -> Self {
+        Self {
+            message: format!(
+                "Invalid '{param}': integer below minimum value. Expected a value >= 1, but got \
+                 0 instead. (mock)"
+            ),
+            param: Some(param),
+            code: Some("integer_below_min_value"),
+        }
+    }
+}
+
+/// `Some(0)` of a token budget named `param` is refused ([`BadRequest::below_one`]).
+pub(crate) fn at_least_one(value: Option<u64>, param: &'static str) -> Result<(), BadRequest> {
+    match value {
+        Some(0) => Err(BadRequest::below_one(param)),
+        _ => Ok(()),
     }
 }
 
@@ -57,7 +82,7 @@ pub(crate) struct ChatRequest {
 }
 
 /// The most choices a request may ask for, as OpenAI allows.
-const MAX_CHOICES: u64 = 128;
+pub(crate) const MAX_CHOICES: u64 = 128;
 
 impl ChatRequest {
     pub(crate) fn parse(body: &[u8]) -> Result<Self, BadRequest> {
@@ -86,6 +111,8 @@ impl ChatRequest {
 
         let raw: Raw = serde_json::from_slice(body).map_err(|e| BadRequest::json(&e))?;
         let model = raw.model.ok_or_else(|| BadRequest::missing("model"))?;
+        at_least_one(raw.max_tokens, "max_tokens")?;
+        at_least_one(raw.max_completion_tokens, "max_completion_tokens")?;
         let messages = raw
             .messages
             .ok_or_else(|| BadRequest::missing("messages"))?;
@@ -596,6 +623,14 @@ pub(crate) const MODELS_BODY: &str = concat!(
     r#"]}"#
 );
 
+/// `GET /models` asked with `anthropic-version`: Anthropic's list, newest first.
+pub(crate) const ANTHROPIC_MODELS_BODY: &str = concat!(
+    r#"{"data":["#,
+    r#"{"type":"model","id":"claude-sonnet-4-5","display_name":"Claude Sonnet 4.5","created_at":"2025-09-29T00:00:00Z"},"#,
+    r#"{"type":"model","id":"claude-haiku-4-5","display_name":"Claude Haiku 4.5","created_at":"2025-10-15T00:00:00Z"}"#,
+    r#"],"has_more":false,"first_id":"claude-sonnet-4-5","last_id":"claude-haiku-4-5"}"#
+);
+
 /// An OpenAI error object: `{"error":{"message":..,"type":..,"param":..,"code":..}}`.
 pub(crate) fn error_body(
     message: &str,
@@ -751,6 +786,8 @@ mod tests {
     fn models_and_errors_are_valid_json() {
         let models: serde_json::Value = serde_json::from_str(MODELS_BODY).unwrap();
         assert_eq!(models["data"].as_array().unwrap().len(), 3);
+        let models: serde_json::Value = serde_json::from_str(ANTHROPIC_MODELS_BODY).unwrap();
+        assert_eq!(models["data"][0]["type"], "model");
         let err: serde_json::Value = serde_json::from_slice(&error_body(
             "m",
             "invalid_request_error",

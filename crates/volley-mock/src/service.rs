@@ -248,6 +248,7 @@ async fn respond(
                 &BadRequest {
                     message: format!("request body above {MAX_REQUEST_BODY} bytes (mock)"),
                     param: None,
+                    code: None,
                 },
             ));
         }
@@ -275,7 +276,7 @@ async fn respond(
         }
         Api::Model => {
             let id = model.unwrap_or_default();
-            Ok(more::model(reply, &id, fault, timing).await)
+            Ok(more::model(reply, &id, has_version, fault, timing).await)
         }
         Api::Models => {
             let reply = match reply.admit(0, "models") {
@@ -286,11 +287,13 @@ async fn respond(
             if fault == Some(FaultKind::ServerError) {
                 return Ok(reply.server_error());
             }
-            Ok(reply.json(
-                StatusCode::OK,
-                Bytes::from_static(openai::MODELS_BODY.as_bytes()),
-                fault,
-            ))
+            // An Anthropic client (it sends `anthropic-version`) gets Anthropic's list.
+            let list = if has_version {
+                openai::ANTHROPIC_MODELS_BODY
+            } else {
+                openai::MODELS_BODY
+            };
+            Ok(reply.json(StatusCode::OK, Bytes::from_static(list.as_bytes()), fault))
         }
     }
 }
@@ -314,6 +317,7 @@ async fn chat(
             message: "The 'stream_options' parameter is only allowed when 'stream' is enabled."
                 .into(),
             param: Some("stream_options"),
+            code: None,
         };
         return reply.bad_request(&bad);
     }
@@ -321,6 +325,7 @@ async fn chat(
         let bad = BadRequest {
             message: "Unrecognized request argument supplied: stream_options".into(),
             param: None,
+            code: None,
         };
         return reply.bad_request(&bad);
     }
@@ -411,6 +416,7 @@ async fn embeddings(
             return reply.bad_request(&BadRequest {
                 message: format!("dimensions {d} is not in 1..={MAX_EMBEDDING_DIMS} (mock)"),
                 param: Some("dimensions"),
+                code: None,
             });
         }
     };
@@ -486,7 +492,7 @@ impl Reply {
             };
             return anthropic::rejection(self, status, kind, &bad.message);
         }
-        let body = openai::error_body(&bad.message, "invalid_request_error", bad.param, None);
+        let body = openai::error_body(&bad.message, "invalid_request_error", bad.param, bad.code);
         self.json(status, body.into(), None)
     }
 
@@ -532,16 +538,23 @@ impl Reply {
             let status = StatusCode::UNAUTHORIZED;
             return anthropic::rejection(self, status, "authentication_error", "invalid x-api-key");
         }
-        let message = format!(
-            "Incorrect API key provided: {}. (mock)",
-            Shared::presented_key(headers)
-        );
-        let body = openai::error_body(
-            &message,
-            "invalid_request_error",
-            None,
-            Some("invalid_api_key"),
-        );
+        let presented = Shared::presented_key(headers);
+        // No key at all is told apart, as OpenAI tells it (and without a code).
+        let (message, code) = if presented.is_empty() {
+            (
+                "You didn't provide an API key. You need to provide your API key in an \
+                 Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). \
+                 (mock)"
+                    .to_owned(),
+                None,
+            )
+        } else {
+            (
+                format!("Incorrect API key provided: {presented}. (mock)"),
+                Some("invalid_api_key"),
+            )
+        };
+        let body = openai::error_body(&message, "invalid_request_error", None, code);
         self.json(StatusCode::UNAUTHORIZED, body.into(), None)
     }
 
@@ -721,6 +734,7 @@ fn forced_fault(headers: &HeaderMap) -> Result<Option<FaultKind>, BadRequest> {
                 "invalid {FAULT_HEADER} header: expected 429, 500, 503, reset, stall, cut or malformed (mock)"
             ),
             param: None,
+            code: None,
         })
 }
 
@@ -739,6 +753,7 @@ fn latency_override(headers: &HeaderMap) -> Result<Option<Latency>, BadRequest> 
     parsed.map(Some).map_err(|message| BadRequest {
         message,
         param: None,
+        code: None,
     })
 }
 

@@ -239,6 +239,15 @@ async fn bad_requests_get_openai_errors() {
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "n = {n}");
         assert_eq!(reply.json()["error"]["param"], "n");
     }
+    // A token budget of 0 is refused as OpenAI refuses it.
+    for param in ["max_tokens", "max_completion_tokens"] {
+        let zero = json!({"model": "m", "messages": [{"role": "user", "content": "x"}], param: 0});
+        let reply = post(&client, &url, &zero, &[]).await.unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{param}");
+        let error = &reply.json()["error"];
+        assert_eq!(error["param"], param);
+        assert_eq!(error["code"], "integer_below_min_value");
+    }
     let no_messages = post(&client, &url, &json!({"model": "m"}), &[])
         .await
         .unwrap();
@@ -295,8 +304,8 @@ async fn bad_requests_get_openai_errors() {
     assert_eq!(endless.status, StatusCode::BAD_REQUEST);
 
     let stats = server.stats();
-    assert_eq!(stats.requests_total, 10);
-    assert_eq!(stats.status_count(400), 8);
+    assert_eq!(stats.requests_total, 12);
+    assert_eq!(stats.status_count(400), 10);
     assert_eq!(stats.status_count(404), 1);
     assert_eq!(stats.status_count(405), 1);
 }
@@ -320,7 +329,13 @@ async fn required_api_key_is_checked_and_never_echoed() {
             .await
             .unwrap();
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
-        assert_eq!(reply.json()["error"]["code"], "invalid_api_key");
+        // No key at all is told apart from a wrong one, as OpenAI tells it.
+        if headers.is_empty() {
+            assert!(reply.json()["error"]["code"].is_null(), "{}", reply.text());
+            assert!(reply.text().contains("didn't provide an API key"));
+        } else {
+            assert_eq!(reply.json()["error"]["code"], "invalid_api_key");
+        }
         assert!(!reply.text().contains(key));
         assert_eq!(
             reply.text().contains("sk-mock-wrong-42"),
@@ -547,6 +562,13 @@ async fn messages_rejections_are_in_anthropics_dialect() {
         .await
         .unwrap();
     anthropic(&reply, 400, "invalid_request_error");
+    // `max_tokens` of 0 is refused, as Anthropic refuses it.
+    let zero = json!({"model": "claude", "max_tokens": 0,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let reply = post(&client, &messages, &zero, &[key, version])
+        .await
+        .unwrap();
+    anthropic(&reply, 400, "invalid_request_error");
 
     // One request held in flight; the next is over capacity.
     let held = {
@@ -637,6 +659,26 @@ async fn completions_responses_moderations_and_a_model_by_id() {
         4
     );
     assert_eq!(v["usage"]["completion_tokens"], 4);
+    // A prompt array is a batch: `n` choices for each prompt, indexed in order, as OpenAI
+    // answers it; a token array is one prompt.
+    for (prompt, choices) in [
+        (json!(["a", "b"]), 6),
+        (json!([[1, 2], [3]]), 6),
+        (json!([1, 2, 3]), 3),
+        (json!("one"), 3),
+    ] {
+        let body = json!({"model": "m", "prompt": prompt, "n": 3, "max_tokens": 2});
+        let v = post(&client, &url("/completions"), &body, &[])
+            .await
+            .unwrap()
+            .json();
+        let got = v["choices"].as_array().unwrap();
+        assert_eq!(got.len(), choices, "{prompt}");
+        for (i, choice) in got.iter().enumerate() {
+            assert_eq!(choice["index"], i, "{prompt}");
+        }
+        assert_eq!(v["usage"]["completion_tokens"], 2 * choices, "{prompt}");
+    }
 
     let reply = post(
         &client,
@@ -691,6 +733,11 @@ async fn completions_responses_moderations_and_a_model_by_id() {
     assert_eq!(v["results"].as_array().unwrap().len(), 2);
     assert_eq!(v["results"][1]["flagged"], false);
     assert_eq!(v["results"][0]["categories"]["violence"], false);
+    // Which input types each category was checked on (async-openai requires the field).
+    assert_eq!(
+        v["results"][0]["category_applied_input_types"]["violence"],
+        json!(["text"])
+    );
 
     let model = get(&client, &url("/models/gpt-4o")).await.unwrap();
     assert_eq!(model.status, StatusCode::OK);
@@ -698,6 +745,33 @@ async fn completions_responses_moderations_and_a_model_by_id() {
     let missing = get(&client, &url("/models/no-such-model")).await.unwrap();
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.json()["error"]["code"], "model_not_found");
+    // An Anthropic client (it sends `anthropic-version`) gets Anthropic's shapes.
+    let version = [("anthropic-version", "2023-06-01")];
+    let list = send(&client, Method::GET, &url("/models"), None, &version)
+        .await
+        .unwrap()
+        .json();
+    let first = &list["data"][0];
+    assert_eq!(first["type"], "model");
+    assert!(first["display_name"].is_string() && first["created_at"].is_string());
+    assert_eq!(list["has_more"], false);
+    let id = first["id"].as_str().unwrap();
+    let model = send(
+        &client,
+        Method::GET,
+        &url(&format!("/models/{id}")),
+        None,
+        &version,
+    )
+    .await
+    .unwrap();
+    assert_eq!(model.status, StatusCode::OK);
+    assert_eq!(model.json()["id"], id);
+    let missing = send(&client, Method::GET, &url("/models/gpt-4o"), None, &version)
+        .await
+        .unwrap();
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.json()["error"]["type"], "not_found_error");
     server.shutdown().await;
 }
 

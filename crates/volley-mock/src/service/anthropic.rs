@@ -86,6 +86,14 @@ async fn answer(
             );
         }
     };
+    if request.max_tokens == 0 {
+        return error(
+            reply,
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "max_tokens: Input should be greater than or equal to 1 (mock)",
+        );
+    }
     let prompt_tokens = prompt_tokens(&request);
     let (tokens, stop_reason) = if request.max_tokens < timing.output_tokens {
         (request.max_tokens, "max_tokens")

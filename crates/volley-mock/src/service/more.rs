@@ -18,6 +18,9 @@ use crate::FaultKind;
 use crate::body::MockBody;
 use crate::openai::{self, BadRequest, write_json_str, write_usage};
 
+/// The most choices a completion is answered with (prompts times `n`).
+const MAX_COMPLETION_CHOICES: u32 = 1024;
+
 /// The categories of an omni-moderation result, all unflagged.
 const MODERATION_CATEGORIES: [&str; 13] = [
     "harassment",
@@ -43,6 +46,9 @@ struct Generic<'a> {
     max_tokens: Option<u64>,
     /// The input, as sent (moderations counts its items).
     input: Option<&'a RawValue>,
+    /// Completions: how many choices to answer with, `n` for each prompt (a `prompt` that is
+    /// an array of strings, or of token arrays, is that many prompts).
+    choices: u32,
 }
 
 impl<'a> Generic<'a> {
@@ -67,8 +73,12 @@ impl<'a> Generic<'a> {
             max_output_tokens: Option<u64>,
             #[serde(default)]
             stream: Option<bool>,
+            #[serde(default)]
+            n: Option<u64>,
         }
         let raw: Raw<'a> = serde_json::from_slice(body).map_err(|e| BadRequest::json(&e))?;
+        openai::at_least_one(raw.max_tokens, "max_tokens")?;
+        openai::at_least_one(raw.max_output_tokens, "max_output_tokens")?;
         let model = match raw.model {
             Some(model) => model,
             None if model_required => return Err(BadRequest::missing("model")),
@@ -86,11 +96,51 @@ impl<'a> Generic<'a> {
                 "the mock answers this endpoint whole only; ask without \"stream\": true (mock)",
             ));
         }
+        let choices = if input == "prompt" {
+            let n = match raw.n {
+                None => 1,
+                Some(n @ 1..=openai::MAX_CHOICES) => n,
+                Some(n) => {
+                    return Err(BadRequest::invalid(
+                        "n",
+                        format!(
+                            "{n} is not between 1 and {} - 'n' (mock)",
+                            openai::MAX_CHOICES
+                        ),
+                    ));
+                }
+            };
+            // A string, or one prompt's token array, is one prompt; an array of strings or of
+            // token arrays is that many.
+            let prompts = match serde_json::from_str::<Vec<&RawValue>>(text.get()) {
+                Ok(items)
+                    if items
+                        .iter()
+                        .any(|i| !i.get().starts_with(|c: char| c.is_ascii_digit())) =>
+                {
+                    items.len().max(1) as u64
+                }
+                _ => 1,
+            };
+            u32::try_from((n * prompts).min(u64::from(u32::MAX))).unwrap_or(u32::MAX)
+        } else {
+            1
+        };
+        if choices > MAX_COMPLETION_CHOICES {
+            return Err(BadRequest::invalid(
+                "prompt",
+                format!(
+                    "{choices} choices (prompts times n) is more than the mock answers, \
+                     {MAX_COMPLETION_CHOICES} (mock)"
+                ),
+            ));
+        }
         Ok(Generic {
             model,
             prompt_tokens: (text.get().len() as u64).div_ceil(4),
             max_tokens: raw.max_output_tokens.or(raw.max_tokens),
             input: Some(text),
+            choices,
         })
     }
 
@@ -140,7 +190,9 @@ pub(super) async fn answer(
     } else {
         (0, false)
     };
-    let reply = match reply.admit(request.prompt_tokens + u64::from(tokens), &request.model) {
+    // Charged what the usage will report: every choice's answer.
+    let output = u64::from(tokens) * u64::from(request.choices);
+    let reply = match reply.admit(request.prompt_tokens + output, &request.model) {
         Ok(reply) => reply,
         Err(limited) => return *limited,
     };
@@ -157,7 +209,9 @@ pub(super) async fn answer(
     reply.json(StatusCode::OK, out.into(), fault)
 }
 
-/// A `text_completion` of `content` (`tokens` long, `cut` by the request's budget).
+/// A `text_completion` of `content` (`tokens` long, `cut` by the request's budget), as
+/// every one of the request's choices (`n` for each prompt, in prompt order, as OpenAI
+/// indexes them).
 fn completion(
     request: &Generic<'_>,
     content: &str,
@@ -165,7 +219,9 @@ fn completion(
     cut: bool,
     rng: &mut SmallRng,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + request.model.len() + content.len());
+    let choices = request.choices.max(1);
+    let mut out =
+        Vec::with_capacity(256 + request.model.len() + (content.len() + 64) * choices as usize);
     let _ = write!(
         out,
         r#"{{"id":"cmpl-mock{:016x}","object":"text_completion","created":{},"model":"#,
@@ -173,14 +229,25 @@ fn completion(
         unix_now()
     );
     write_json_str(&mut out, &request.model);
-    out.extend_from_slice(br#","choices":[{"text":"#);
-    write_json_str(&mut out, content);
+    out.extend_from_slice(br#","choices":["#);
     let finish = if cut { "length" } else { "stop" };
-    let _ = write!(
-        out,
-        r#","index":0,"logprobs":null,"finish_reason":"{finish}"}}],"usage":"#
+    for index in 0..choices {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"text":"#);
+        write_json_str(&mut out, content);
+        let _ = write!(
+            out,
+            r#","index":{index},"logprobs":null,"finish_reason":"{finish}"}}"#
+        );
+    }
+    out.extend_from_slice(br#"],"usage":"#);
+    write_usage(
+        &mut out,
+        request.prompt_tokens,
+        u64::from(tokens) * u64::from(choices),
     );
-    write_usage(&mut out, request.prompt_tokens, u64::from(tokens));
     out.extend_from_slice(b"}");
     out
 }
@@ -257,6 +324,12 @@ fn moderation(request: &Generic<'_>, rng: &mut SmallRng) -> Vec<u8> {
             let comma = if n > 0 { "," } else { "" };
             let _ = write!(out, r#"{comma}"{category}":0.0001"#);
         }
+        // Which input types each category was checked on: text, for text inputs.
+        out.extend_from_slice(br#"},"category_applied_input_types":{"#);
+        for (n, category) in MODERATION_CATEGORIES.iter().enumerate() {
+            let comma = if n > 0 { "," } else { "" };
+            let _ = write!(out, r#"{comma}"{category}":["text"]"#);
+        }
         out.extend_from_slice(b"}}");
     }
     out.extend_from_slice(b"]}");
@@ -264,10 +337,12 @@ fn moderation(request: &Generic<'_>, rng: &mut SmallRng) -> Vec<u8> {
 }
 
 /// `GET /v1/models/{id}`: the model of that id from the list, or OpenAI's 404
-/// `model_not_found`.
+/// `model_not_found`; for an Anthropic client (`anthropic`: it sent `anthropic-version`), from
+/// Anthropic's list, or its 404 `not_found_error`.
 pub(super) async fn model(
     reply: Reply,
     id: &str,
+    anthropic: bool,
     fault: Option<FaultKind>,
     timing: Timing,
 ) -> Response<MockBody> {
@@ -279,13 +354,21 @@ pub(super) async fn model(
     if fault == Some(FaultKind::ServerError) {
         return reply.server_error();
     }
-    let list: serde_json::Value =
-        serde_json::from_str(openai::MODELS_BODY).expect("the model list is JSON");
+    let list = if anthropic {
+        openai::ANTHROPIC_MODELS_BODY
+    } else {
+        openai::MODELS_BODY
+    };
+    let list: serde_json::Value = serde_json::from_str(list).expect("the model list is JSON");
     let found = list["data"]
         .as_array()
         .and_then(|models| models.iter().find(|m| m["id"] == id));
     match found {
         Some(model) => reply.json(StatusCode::OK, model.to_string().into(), fault),
+        None if anthropic => {
+            let message = format!("model: {id} (mock)");
+            super::anthropic::rejection(reply, StatusCode::NOT_FOUND, "not_found_error", &message)
+        }
         None => {
             let message = format!("The model '{id}' does not exist (mock)");
             let body = openai::error_body(
