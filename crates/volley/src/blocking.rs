@@ -39,6 +39,19 @@
 //! (also reachable as [`Client::as_async`]). The check cannot tell a runtime's worker from
 //! its `spawn_blocking` threads, so it refuses both; from `spawn_blocking`, use
 //! `Handle::current().block_on(client.as_async().chat(..))`.
+//!
+//! # Processes that fork
+//!
+//! The runtime's threads are not copied by `fork(2)`: a client built before a fork hangs in
+//! the child (Python's multiprocessing, a pre-forking server). Build the client in each
+//! process, after the fork.
+//!
+//! # Large fan-outs
+//!
+//! [`Client::fan_out`] and [`Client::fan_out_chat`] return every result at once, when the
+//! last request is done, so their memory grows with the input. For millions of requests,
+//! call them on chunks of the input, or use the async [`crate::Client::fan_out`], which
+//! yields each result as it comes.
 
 use std::borrow::Borrow;
 use std::sync::Arc;

@@ -27,14 +27,24 @@ impl Client {
     ///   cancels or delays the others.
     /// - **Lazy.** The iterator is pulled only when a slot frees up, so an input of millions
     ///   of requests (read from a file, generated on the fly) runs in bounded memory.
-    /// - **Slots stay full.** A finished request's slot is refilled when its result is taken,
-    ///   so take results promptly (or use [`Client::fan_out_collect`]); the requests already in
-    ///   flight keep going while the caller works on a result, because each runs in its own
-    ///   task.
+    /// - **Slots stay full.** A finished request's slot is refilled when the stream is next
+    ///   polled for a result, so take results promptly (or use [`Client::fan_out_collect`]);
+    ///   the requests already in flight keep going while the caller works on a result,
+    ///   because each runs in its own task.
     /// - `concurrency` 0 is treated as 1. The client's own limit
     ///   ([`ClientBuilder::concurrency`](crate::ClientBuilder::concurrency)), rate limits and
     ///   retries still apply to each request, so fanning out wider than the client's limit
     ///   only queues requests inside the client.
+    ///
+    /// With a [`deadline`](crate::ClientBuilder::deadline), each request's deadline starts
+    /// when it is started here, so time it waits inside the client (for a slot, or in the
+    /// rate limiter) counts: a request the rate limiter would hold past its deadline (during a
+    /// 429's pause longer than the deadline, or when more requests are in flight than the
+    /// limits send within one deadline) fails at once, unsent (`RateLimited`,
+    /// [`is_request_sent`](crate::Error::is_request_sent) `false`, safe to send again), and the
+    /// next input is started. Keep `concurrency` within what the limits send in one deadline
+    /// (requests per minute × deadline in minutes), or bound each attempt with
+    /// [`timeout`](crate::ClientBuilder::timeout) instead of a deadline.
     ///
     /// A streamed response (`text/event-stream`) holds its client slot until its body is
     /// read or dropped; every other response arrives complete.
