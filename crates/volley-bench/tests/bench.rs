@@ -681,16 +681,13 @@ async fn requests_cancelled_past_the_grace_do_not_dilute_the_rates() {
 
     // Failures that hold their slots (stalls cut by a 300 ms timeout) count in the mean time
     // a request took, which `find_knee`'s Little's law takes; the latency is of successes.
-    let results = Bench::new(BenchConfig {
+    let results = run(BenchConfig {
         requests: Some(100),
         seed: 7,
         client: Some(volley_bench::default_client().timeout(ms(300)).retries(0)),
         ..config(&server, Load::Closed { concurrency: 4 })
     })
-    .unwrap()
-    .run()
-    .await
-    .unwrap();
+    .await;
     check_consistency(&results);
     let s = &results.summary;
     assert!(s.failed > 0 && s.ok > 0, "{s:?}");
