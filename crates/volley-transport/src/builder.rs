@@ -913,18 +913,11 @@ impl Builder {
             .filter(|(name, value)| volley_core::headers::is_other_credential(name, value))
             .collect();
         others.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        // A loopback base URL names a server of this machine (of this network namespace: a
-        // container's own), so two machines' `http://localhost:8000/v1` are two servers, whose
-        // answers and limits a shared Redis must keep apart: their ids differ by the machine's
-        // name. Processes of one machine (or pod) still share them.
-        let machine = volley_core::host::is_loopback(base.authority.host())
-            .then(|| [&b"machine="[..], &machine_name()].concat());
         let credential_headers: Vec<&[u8]> = CREDENTIAL_HEADERS
             .iter()
             .filter_map(|name| default_headers.get(*name))
             .chain(others.into_iter().map(|(_, value)| value))
             .map(HeaderValue::as_bytes)
-            .chain(machine.as_deref())
             .collect();
         let mut secrets = Vec::new();
         if let Some(key) = &c.api_key {
@@ -1203,29 +1196,6 @@ pub(crate) fn parse_base_url(url: &str, allow_plain_http: bool) -> Result<BaseUr
     })
 }
 
-/// This machine's name (its network namespace's: a container's own), as `gethostname`
-/// gives it; empty when it cannot be read.
-fn machine_name() -> Vec<u8> {
-    #[cfg(unix)]
-    {
-        let mut name = [0u8; 256];
-        // SAFETY: the buffer is valid for its whole length, which is what is passed; the
-        // name is cut at its first NUL below, so a name that filled it is still read safely.
-        let done = unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) };
-        if done != 0 {
-            return Vec::new();
-        }
-        let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-        name[..len].to_vec()
-    }
-    #[cfg(not(unix))]
-    {
-        std::env::var("COMPUTERNAME")
-            .map(String::into_bytes)
-            .unwrap_or_default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1257,38 +1227,6 @@ mod tests {
         assert!(err.to_string().contains("api.example.com"), "{err}");
         assert!(parse_base_url("http://10.0.0.1/v1", false).is_err());
         assert!(parse_base_url("http://api.example.com/v1", true).is_ok());
-    }
-
-    /// A loopback base URL names a server of this machine: its ids (by which a shared Redis
-    /// keeps answers and limits) are mixed with the machine's name, so another machine's
-    /// `localhost:8000` never shares them; a remote base URL's are as they were.
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn a_loopback_base_url_is_this_machines_own() {
-        use volley_core::cache_key::CredentialId;
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-        let machine = format!("machine={}", host.trim_end());
-        let key = ApiKey::new("sk-test");
-        let build = |url: &str| {
-            Builder::new()
-                .base_url(url)
-                .api_key("sk-test")
-                .proxy_env(false)
-                .build()
-                .unwrap()
-        };
-        let local = build("http://127.0.0.1:8000/v1");
-        // The credential headers go in first: here the key's `Authorization`.
-        let bearer = &b"Bearer sk-test"[..];
-        let of = |url: &str, extra: &[&[u8]]| CredentialId::for_endpoint(url, Some(&key), extra);
-        let url = "http://127.0.0.1:8000/v1";
-        let mixed = of(url, &[bearer, machine.as_bytes()]);
-        assert_eq!(local.credential_id(), mixed);
-        assert_eq!(local.cache_id(), mixed);
-        assert_ne!(local.credential_id(), of(url, &[bearer]));
-        let remote = build("https://api.example.com/v1");
-        let url = "https://api.example.com/v1";
-        assert_eq!(remote.credential_id(), of(url, &[bearer]));
     }
 
     /// Plain HTTP is allowed to a loopback origin because it stays on this machine: not
