@@ -84,7 +84,7 @@ const VALIDATE_SHOWN: usize = 20;
 /// could not go on (an I/O error reading the input or writing outcomes); 2 a usage or
 /// configuration mistake found before anything was sent; 130 interrupted by Ctrl-C, 143 by
 /// SIGTERM, 129 by SIGHUP (a closed terminal or a dropped ssh session: it stops as after
-/// SIGTERM); run the same command again to resume.
+/// SIGTERM, unless SIGHUP is ignored, as under nohup); run the same command again to resume.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// The input JSONL file, or - for stdin.
@@ -763,7 +763,13 @@ impl Signals {
             Signals {
                 interrupt: signal(SignalKind::interrupt()).ok(),
                 terminate: signal(SignalKind::terminate()).ok(),
-                hangup: signal(SignalKind::hangup()).ok(),
+                // Left alone when ignored: under `nohup` a closed terminal must not stop the
+                // run, and a handler would replace the ignoring.
+                hangup: if ignored(libc::SIGHUP) {
+                    None
+                } else {
+                    signal(SignalKind::hangup()).ok()
+                },
             }
         }
         #[cfg(not(unix))]
@@ -801,6 +807,19 @@ impl Signals {
             Ok(()) => EXIT_INTERRUPTED,
             Err(_) => std::future::pending().await,
         }
+    }
+}
+
+/// Whether `signal` is ignored (inherited so across `exec`: `nohup`, the shell's
+/// `trap '' HUP`).
+#[cfg(unix)]
+fn ignored(signal: libc::c_int) -> bool {
+    // SAFETY: with a null new action `sigaction` only writes the current one into `old`, a
+    // zeroed `sigaction` (a valid value of that plain C struct) owned here.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
     }
 }
 
@@ -854,7 +873,8 @@ fn report(
         say!("interrupted: {recorded} outcomes recorded; run the same command again to resume");
         if summary.cancelled > 0 {
             say!(
-                "  {} requests cancelled in flight: sent again on resume (those already sent                  may be billed twice)",
+                "  {} requests cancelled in flight: sent again on resume (those already sent \
+                 may be billed twice)",
                 summary.cancelled
             );
         }

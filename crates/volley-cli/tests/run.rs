@@ -909,7 +909,10 @@ fn a_second_ctrl_c_stops_at_once_and_keeps_the_outcomes() {
     // The summary is printed, so the writer finished: the run did not just exit.
     assert!(stderr.contains("interrupted:"), "{stderr}");
     assert!(
-        stderr.contains("requests cancelled in flight: sent again on resume"),
+        stderr.contains(
+            "requests cancelled in flight: sent again on resume (those already sent may be \
+             billed twice)"
+        ),
         "{stderr}"
     );
     let written = records(&out);
@@ -1230,6 +1233,44 @@ fn sigterm_stops_with_143_and_the_same_command_resumes() {
 #[test]
 fn sighup_stops_with_129_as_sigterm_does() {
     stops_gracefully_on("HUP", 129);
+}
+
+/// Under `nohup` (SIGHUP ignored, as the shell's `trap '' HUP` leaves it for the program it
+/// execs) a SIGHUP changes nothing: the run goes on to its end, as before volley caught it.
+#[test]
+fn sighup_is_left_ignored_under_nohup() {
+    const LINES: usize = 200;
+    let (rt, server, dir, input, out) = mock_and_input(
+        MockConfig {
+            latency: Latency::Fixed(Duration::from_millis(50)),
+            ..MockConfig::default()
+        },
+        LINES,
+    );
+    let script = format!(
+        "trap '' HUP; exec \"$0\" run {} -o {} --base-url {} --concurrency 8 --quiet",
+        path_str(&input),
+        path_str(&out),
+        server.url()
+    );
+    let mut child = Command::new("sh")
+        .current_dir(dir.path())
+        .args(["-c", &script, env!("CARGO_BIN_EXE_volley")])
+        .env("OPENAI_API_KEY", "sk-test")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    signal_once_output_appears(&mut child, &out, "HUP");
+    let status = wait(&mut child);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(records(&out).len(), LINES);
+    drop(server);
+    drop(rt);
 }
 
 fn stops_gracefully_on(signal: &str, code: i32) {

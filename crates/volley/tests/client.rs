@@ -639,14 +639,24 @@ async fn embeddings_round_trip() {
 
 #[tokio::test]
 async fn status_errors_carry_the_provider_message() {
-    let (_server, client) = setup(MockConfig {
+    let (server, client) = setup(MockConfig {
         require_api_key: Some("sk-right".to_owned()),
         ..MockConfig::default()
     })
     .await;
+    // No key: the mock says so, as OpenAI does.
     let err = client.chat(&request("x")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Status);
     assert_eq!(err.status().unwrap().as_u16(), 401);
+    let api = err.api_error().unwrap();
+    assert!(api.message.contains("didn't provide an API key"), "{api:?}");
+    // A wrong key.
+    let wrong = Client::builder()
+        .base_url(server.url())
+        .api_key("sk-wrong")
+        .build()
+        .unwrap();
+    let err = wrong.chat(&request("x")).await.unwrap_err();
     assert_eq!(
         err.api_error().unwrap().code.as_deref(),
         Some("invalid_api_key")
