@@ -1506,18 +1506,72 @@ impl ClientBuilder {
 }
 
 /// Whether `error` is a server's 400 or 422 refusing `stream_options`, which the client
-/// added: an error body that names it (Azure's 400 "Unrecognized request argument supplied:
-/// stream_options"; others name it as the error's `param`; Mistral's 422, and FastAPI's or
-/// pydantic's for a model that forbids unknown fields, in a `loc` of `extra_forbidden`).
+/// added: the error's `param` names it; or, from a server that says where in the body each
+/// problem is (FastAPI, pydantic: Mistral's 422 `extra_forbidden`, under `detail`), some `loc`
+/// names it (only there: such an error copies the body it refused, `stream_options` and
+/// all, into its `input`); or else the message names it (Azure's 400 "Unrecognized request
+/// argument supplied: stream_options").
 fn refuses_stream_options(error: &Error) -> bool {
-    matches!(
+    if !matches!(
         error.status(),
         Some(http::StatusCode::BAD_REQUEST | http::StatusCode::UNPROCESSABLE_ENTITY)
-    ) && (error.api_error().is_some_and(|api| {
-        api.param.as_deref() == Some("stream_options") || api.message.contains("stream_options")
-    }) || error
+    ) {
+        return false;
+    }
+    let api = error.api_error();
+    if api.is_some_and(|api| api.param.as_deref() == Some("stream_options")) {
+        return true;
+    }
+    let body = error
         .body()
-        .is_some_and(|body| body.windows(16).any(|w| w == b"\"stream_options\"")))
+        .and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok());
+    match body
+        .as_ref()
+        .and_then(|body| loc_names(body, "stream_options", 0))
+    {
+        Some(named) => named,
+        None => api.is_some_and(|api| api.message.contains("stream_options")),
+    }
+}
+
+/// Whether a `loc` (a list of path parts) in `value` names `field`: `None` when `value` has no
+/// `loc` at all (within a few levels, as error bodies nest it); an `input` is not looked in.
+fn loc_names(value: &serde_json::Value, field: &str, depth: usize) -> Option<bool> {
+    use serde_json::Value;
+    if depth > 6 {
+        return None;
+    }
+    let mut seen = None;
+    let mut visit = |found: Option<bool>| {
+        if let Some(found) = found {
+            seen = Some(seen.unwrap_or(false) || found);
+        }
+    };
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map {
+                match (key.as_str(), item) {
+                    ("loc", Value::Array(parts)) => {
+                        visit(Some(parts.iter().any(|p| p.as_str() == Some(field))));
+                    }
+                    ("input", _) => {}
+                    // Mistral's `message` holds the list as text.
+                    (_, Value::String(text)) if text.starts_with('{') => {
+                        let inner = serde_json::from_str::<Value>(text).ok();
+                        visit(inner.as_ref().and_then(|v| loc_names(v, field, depth + 1)));
+                    }
+                    _ => visit(loc_names(item, field, depth + 1)),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                visit(loc_names(item, field, depth + 1));
+            }
+        }
+        _ => {}
+    }
+    seen
 }
 
 pin_project_lite::pin_project! {

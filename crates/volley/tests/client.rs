@@ -1262,6 +1262,7 @@ async fn the_deadline_covers_a_stream_sent_again_without_options() {
 /// streams go without them, as after Azure's 400.
 #[tokio::test]
 async fn a_422_that_forbids_stream_options_gets_streams_without_them() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     let mistral = r#"{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","stream_options","include_usage"],"msg":"Extra inputs are not permitted","input":true}]},"type":"invalid_request_error","param":null,"code":null}"#;
     let fastapi = r#"{"detail":[{"type":"extra_forbidden","loc":["body","stream_options"],"msg":"Extra inputs are not permitted","input":{"include_usage":true}}]}"#;
@@ -1309,6 +1310,24 @@ async fn a_422_that_forbids_stream_options_gets_streams_without_them() {
             "the next went without them: {lengths:?}"
         );
     }
+
+    // A 422 about another field copies the body, `stream_options` and all, into its `input`:
+    // no refusal of them. The error is the caller's, sent once.
+    let other = r#"{"detail":[{"type":"missing","loc":["body","tools"],"msg":"Field required","input":{"model":"m","stream":true,"stream_options":{"include_usage":true}}}]}"#;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&answered);
+    let port = volley_testkit::raw::serve(move |_| {
+        count.fetch_add(1, Ordering::Relaxed);
+        volley_testkit::raw::json_response("422 Unprocessable Entity", &[], other)
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .build()
+        .unwrap();
+    let err = client.chat_stream(request("hello")).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(422), "{err}");
+    assert_eq!(answered.load(Ordering::Relaxed), 1, "sent again");
 }
 
 /// Azure OpenAI before API version 2024-09-01 answers `stream_options` with a 400 (as the
