@@ -12,7 +12,7 @@ use tokio::sync::{AcquireError, OwnedSemaphorePermit};
 use tokio::time::Sleep;
 use volley_core::Error;
 
-use super::local::{Ask, PROBE_TIMEOUT, Shared, past_deadline, within_deadline};
+use super::local::{Ask, PROBE_TIMEOUT, Shared, fit_stretch, past_deadline};
 use super::{Cost, Grant};
 
 /// The future of [`LocalLimiter`](super::LocalLimiter)'s
@@ -151,8 +151,12 @@ impl Future for LocalAcquire {
                     // by the new wait alone would land inside it).
                     base = base.max(paused_until);
                 }
-                waiter.send_at = within_deadline(base, base.saturating_add(stretch), waiter.until);
-                waiter.stretch = waiter.send_at - base;
+                let left = waiter
+                    .until
+                    .map(|until| Duration::from_nanos(until.saturating_sub(base)));
+                let stretch = fit_stretch(Duration::from_nanos(stretch), fraction, left);
+                waiter.stretch = u64::try_from(stretch.as_nanos()).unwrap_or(u64::MAX);
+                waiter.send_at = base.saturating_add(waiter.stretch);
                 waiter.shift_seen = shift;
                 waiter.sleep = None;
                 waiter.fired = false;

@@ -314,12 +314,17 @@ impl Shared {
         // Held by a pause: with nothing to space the sends, each goes a random part of the
         // pause's spread after its end, so that they do not all go at once. The part is drawn
         // once: a later pause moves the send to the same part of its own spread. A send whose
-        // part would reach its call's deadline goes at the pause's end.
+        // part would reach its call's deadline takes that part of half the time left.
         // Drawn only when needed: most requests are never held by a pause.
         let (fraction, stretch) = if at > now {
             let fraction = crate::jitter::fraction();
-            let stretched = at.saturating_add(state.pause_stretch(fraction));
-            (Some(fraction), within_deadline(at, stretched, until) - at)
+            let stretch = Duration::from_nanos(state.pause_stretch(fraction));
+            let left = until.map(|until| Duration::from_nanos(until.saturating_sub(at)));
+            let stretch = fit_stretch(stretch, fraction, left);
+            (
+                Some(fraction),
+                u64::try_from(stretch.as_nanos()).unwrap_or(u64::MAX),
+            )
         } else {
             (None, 0)
         };
@@ -768,14 +773,15 @@ impl Ask {
     }
 }
 
-/// When a send held by a pause that ends at `end` goes: at `stretched`, its part of the
-/// pause's spread, unless that is at or past the call's deadline `until` while `end` itself
-/// is before it. The spread only keeps the held sends from going at one instant: a request
-/// that can still go in time goes at the pause's end rather than fail unsent.
-pub(super) fn within_deadline<T: Ord>(end: T, stretched: T, until: Option<T>) -> T {
-    match until {
-        Some(until) if end < until && stretched >= until => end,
-        _ => stretched,
+/// The stretch of a send held by a pause (`stretch`: its random `fraction` of the pause's
+/// spread), kept within the first half of the time `left` from the pause's end to its call's
+/// deadline: at most that `fraction` of half of it. The held sends still go spread out (not
+/// at one instant, the herd the spread is for), and each with at least half its time left,
+/// rather than failing unsent. With no time left it is as it was (the send fails).
+pub(super) fn fit_stretch(stretch: Duration, fraction: f64, left: Option<Duration>) -> Duration {
+    match left {
+        Some(left) if !left.is_zero() => stretch.min((left / 2).mul_f64(fraction)),
+        _ => stretch,
     }
 }
 

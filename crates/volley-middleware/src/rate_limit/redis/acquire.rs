@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use volley_core::{Error, ErrorKind, RequestId};
 
-use super::super::local::{MAX_PAUSE_SPREAD, past_deadline, within_deadline};
+use super::super::local::{MAX_PAUSE_SPREAD, fit_stretch, past_deadline};
 use super::super::{Cost, Grant, LocalAcquire, LocalLimiter, RateLimiter};
 use super::shared::{Assignment, Entry, Shared};
 
@@ -167,12 +167,15 @@ impl Waiter {
     /// that wait, at most [`MAX_PAUSE_SPREAD`], as the in-process limiter spreads a pause's
     /// end. The sends a pause held, here and in every process that shares it, then go over a
     /// while after its end instead of at one instant. Never before `base`, the pause's end,
-    /// and at it when the stretch would reach the caller's deadline ([`within_deadline`]).
+    /// and within half the time left when the stretch would reach the caller's deadline
+    /// ([`fit_stretch`]).
     fn stretch(&mut self, now: Instant) {
         if let Some(fraction) = self.fraction {
             let spread = (self.base.saturating_duration_since(now) / 5).min(MAX_PAUSE_SPREAD);
-            self.deadline =
-                within_deadline(self.base, self.base + spread.mul_f64(fraction), self.until);
+            let left = self
+                .until
+                .map(|until| until.saturating_duration_since(self.base));
+            self.deadline = self.base + fit_stretch(spread.mul_f64(fraction), fraction, left);
         }
     }
 
