@@ -151,11 +151,7 @@ pub async fn find_knee(
         let finished = s.ok + s.failed;
         steps.push(KneeStep {
             concurrency,
-            requests_per_sec: if s.wall_ms > 0.0 {
-                s.ok as f64 * 1000.0 / s.wall_ms
-            } else {
-                0.0
-            },
+            requests_per_sec: s.ok_per_sec(),
             p50_ms: results.latency.p50,
             mean_ms: s.mean_request_ms,
             success_share: if finished > 0 {

@@ -209,6 +209,18 @@ pub struct Summary {
     pub cpu_us_per_chunk: f64,
 }
 
+impl Summary {
+    /// Successful requests per second, over the time
+    /// [`requests_per_sec`](Self::requests_per_sec) is over (to the last request finished).
+    pub fn ok_per_sec(&self) -> f64 {
+        if self.requests > 0 {
+            self.requests_per_sec * self.ok as f64 / self.requests as f64
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -413,6 +413,7 @@ fn compare_puts_figures_side_by_side() {
     let baseline = sample();
     let mut current = sample();
     current.summary.wall_ms = 18_213.2;
+    current.summary.requests_per_sec = 71_912.0 / 18.2132;
     current.latency.p99 = 550.5;
     current.name = "S1 (new)".to_owned();
     let table = compare(&current, &baseline);

@@ -85,7 +85,7 @@ const FIGURES: &[(&str, Better, Shown, Pick)] = &[
         "throughput, succeeded (req/s)",
         Better::Higher,
         Shown::Measure,
-        |r| (r.summary.wall_ms > 0.0).then(|| r.summary.ok as f64 * 1000.0 / r.summary.wall_ms),
+        |r| (r.summary.requests > 0).then(|| r.summary.ok_per_sec()),
     ),
     ("latency p50 (ms)", Better::Lower, Shown::Measure, |r| {
         ok(&r.latency).map(|p| p.p50)
