@@ -149,7 +149,7 @@ impl MockStats {
         let edge = n / STEADY_EDGE_DIVISOR;
         let mut middle = &buckets[edge..n - edge];
         if let Some(until) = until {
-            // Buckets that end by `until` (partial ones too: they are mostly before it).
+            // Buckets that start before `until`: the one it falls in too.
             let until_ms = offset_ms + until.as_millis() as u64;
             let keep = middle
                 .iter()
