@@ -1525,53 +1525,44 @@ fn refuses_stream_options(error: &Error) -> bool {
     let body = error
         .body()
         .and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok());
-    match body
-        .as_ref()
-        .and_then(|body| loc_names(body, "stream_options", 0))
-    {
-        Some(named) => named,
-        None => api.is_some_and(|api| api.message.contains("stream_options")),
+    let mut found = Vec::new();
+    if let Some(body) = &body {
+        locs(body, 0, &mut found);
+    }
+    if found.is_empty() {
+        api.is_some_and(|api| api.message.contains("stream_options"))
+    } else {
+        found
+            .iter()
+            .any(|parts| parts.iter().any(|p| p == "stream_options"))
     }
 }
 
-/// Whether a `loc` (a list of path parts) in `value` names `field`: `None` when `value` has no
-/// `loc` at all (within a few levels, as error bodies nest it); an `input` is not looked in.
-fn loc_names(value: &serde_json::Value, field: &str, depth: usize) -> Option<bool> {
+/// Every `loc` (a list of path parts) in `value`, within a few levels, as error bodies nest
+/// them (Mistral's in `message.detail`); an `input` (a copy of the refused body) is not
+/// looked in.
+fn locs<'v>(value: &'v serde_json::Value, depth: usize, out: &mut Vec<&'v [serde_json::Value]>) {
     use serde_json::Value;
     if depth > 6 {
-        return None;
+        return;
     }
-    let mut seen = None;
-    let mut visit = |found: Option<bool>| {
-        if let Some(found) = found {
-            seen = Some(seen.unwrap_or(false) || found);
-        }
-    };
     match value {
         Value::Object(map) => {
             for (key, item) in map {
                 match (key.as_str(), item) {
-                    ("loc", Value::Array(parts)) => {
-                        visit(Some(parts.iter().any(|p| p.as_str() == Some(field))));
-                    }
+                    ("loc", Value::Array(parts)) => out.push(parts),
                     ("input", _) => {}
-                    // Mistral's `message` holds the list as text.
-                    (_, Value::String(text)) if text.starts_with('{') => {
-                        let inner = serde_json::from_str::<Value>(text).ok();
-                        visit(inner.as_ref().and_then(|v| loc_names(v, field, depth + 1)));
-                    }
-                    _ => visit(loc_names(item, field, depth + 1)),
+                    _ => locs(item, depth + 1, out),
                 }
             }
         }
         Value::Array(items) => {
             for item in items {
-                visit(loc_names(item, field, depth + 1));
+                locs(item, depth + 1, out);
             }
         }
         _ => {}
     }
-    seen
 }
 
 pin_project_lite::pin_project! {
