@@ -313,8 +313,8 @@ impl Shared {
         let mut at = now.max(state.paused_until);
         // Held by a pause: with nothing to space the sends, each goes a random part of the
         // pause's spread after its end, so that they do not all go at once. The part is drawn
-        // once: a later pause moves the send to the same part of its own spread. A send whose
-        // part would reach its call's deadline takes that part of half the time left.
+        // once: a later pause moves the send to the same part of its own spread. With a
+        // deadline, the part is at most that part of half the time the call has left.
         // Drawn only when needed: most requests are never held by a pause.
         let (fraction, stretch) = if at > now {
             let fraction = crate::jitter::fraction();

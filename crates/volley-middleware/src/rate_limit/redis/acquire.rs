@@ -167,7 +167,7 @@ impl Waiter {
     /// that wait, at most [`MAX_PAUSE_SPREAD`], as the in-process limiter spreads a pause's
     /// end. The sends a pause held, here and in every process that shares it, then go over a
     /// while after its end instead of at one instant. Never before `base`, the pause's end,
-    /// and within half the time left when the stretch would reach the caller's deadline
+    /// and with a deadline, within the first half of the time the caller has left
     /// ([`fit_stretch`]).
     fn stretch(&mut self, now: Instant) {
         if let Some(fraction) = self.fraction {
