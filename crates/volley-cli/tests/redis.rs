@@ -380,10 +380,10 @@ fn with_fail_closed_a_redis_outage_pauses_the_run_until_redis_is_back() {
     let (at_kill, at_restart, stderr) =
         run_through_a_redis_outage("fail-closed", Duration::from_secs(3));
     // What already had its send time (at most the 4 slots' requests, a lease of 2) may
-    // finish, and outcomes are flushed up to 200 ms late; nothing new is sent while Redis is
-    // away. Without the pause the 3 s would have seen about 30.
+    // finish, and outcomes are flushed up to 200 ms late (more on a loaded machine); nothing
+    // new is sent while Redis is away. Without the pause the 3 s would have seen about 30.
     assert!(
-        at_restart - at_kill <= 10,
+        at_restart - at_kill <= 15,
         "{} outcomes while Redis was down: {stderr}",
         at_restart - at_kill
     );

@@ -298,16 +298,22 @@ fn kill_9_and_resume(ordered: bool) {
         // written as soon as it arrives, so only the answers of the last moments before the
         // kill can be missing from the file. The bound is a count scaled to the answer rate:
         // with CONCURRENCY requests in flight and 30 ms per answer, CONCURRENCY answers arrive
-        // every 30 ms. (An outcome held in a batch of 200 ms or 1 000 records, as the writer
-        // once did, loses several times that per kill.)
+        // every 30 ms; twice that leaves room for a writer the loaded machine held back for
+        // one more answer time. (An outcome held in a batch of 200 ms, as the writer once did,
+        // loses about 400 per kill.)
         let answered_again: HashSet<&String> = journal[*position..]
             .iter()
             .filter(|id| answered.contains(*id))
             .collect();
-        assert!(
-            answered_again.len() <= CONCURRENCY,
-            "after kill {k}, {} answered requests were sent again (bound {CONCURRENCY})",
+        println!(
+            "kill {k}: {} answered requests sent again",
             answered_again.len()
+        );
+        assert!(
+            answered_again.len() <= 2 * CONCURRENCY,
+            "after kill {k}, {} answered requests were sent again (bound {})",
+            answered_again.len(),
+            2 * CONCURRENCY
         );
     }
     // Every request carried its custom_id, and lines never recorded were sent again: the

@@ -935,12 +935,12 @@ async fn the_client_keeps_under_the_mocks_limits_over_real_sockets() {
     );
     // A request the limiter let go reaches the mock a moment later; on a loaded machine (CI
     // runs tests side by side on two cores) that moment can outgrow the jitter margin, and the
-    // mock's bucket refuses one. Up to 1 % is that (0 to 17 seen in 3 000 with this binary's
+    // mock's bucket refuses one. Up to 2 % is that (0 to 17 seen in 3 000 with this binary's
     // other tests beside it, 31 once before the mock had a thread of its own); a limiter that
     // did not keep under the limits would see hundreds.
     assert_eq!(run.rate_limited, run.status_429);
     assert!(
-        run.rate_limited as usize <= E2E_REQUESTS / 100,
+        run.rate_limited as usize <= E2E_REQUESTS / 50,
         "{} of {E2E_REQUESTS} refused by the mock",
         run.rate_limited
     );
