@@ -13,6 +13,7 @@ use std::task::{Context, Poll, ready};
 use futures_core::Stream;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use volley_core::openai::{ChatCompletionRequest, ChatCompletionResponse};
 use volley_core::{Error, ErrorKind, Request, Response};
 
@@ -50,7 +51,9 @@ impl Client {
     /// read or dropped; every other response arrives complete.
     ///
     /// The stream is `Send` when the iterator is, and must be polled inside a tokio runtime,
-    /// as every call of this client. Dropping it aborts the requests still in flight.
+    /// as every call of this client. Dropping it aborts the requests still in flight. Each
+    /// request's task runs in the [tracing span](tracing::Span::current) current where the
+    /// fan-out was made, so what the stack logs of a request carries the caller's fields.
     ///
     /// ```no_run
     /// use futures_util::StreamExt;
@@ -235,10 +238,14 @@ where
     // `buffer_unordered(0)` would mean "unbounded", the opposite of what a caller asking for
     // no concurrency wants.
     let concurrency = concurrency.max(1);
+    // Each request runs in a task of its own, which would start with no span: it runs in the
+    // caller's (the span current where the fan-out was made), so that what the layers log of
+    // a request carries the caller's fields (a job id, a tenant), as with `Client::send`.
+    let span = tracing::Span::current();
     futures_util::stream::iter(inputs.into_iter().enumerate())
         .map(move |(index, input)| Slot {
             index,
-            task: tokio::spawn(start(input)),
+            task: tokio::spawn(start(input).instrument(span.clone())),
         })
         .buffer_unordered(concurrency)
 }

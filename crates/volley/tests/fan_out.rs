@@ -269,3 +269,51 @@ async fn a_raw_upload_is_not_charged_tokens() {
     assert_eq!(err.kind(), ErrorKind::Status, "sent, not refused: {err}");
     assert_eq!(server.stats().requests_total, 1);
 }
+
+/// A writer whose bytes the test reads back.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Each request runs in a task of its own, yet what the stack logs of it carries the span the
+/// fan-out was made in (a job's id, here), as a request sent with `Client::send` would.
+#[test]
+fn requests_log_in_the_callers_span() {
+    use tracing::Instrument;
+
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // A current-thread runtime keeps every task on this thread, where the subscriber is set.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (_server, client) = setup("0ms").await;
+        let job = tracing::info_span!("job", id = 7);
+        let results = client
+            .fan_out_collect((0..3).map(request), 2)
+            .instrument(job)
+            .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+    });
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let sending: Vec<&str> = logs.lines().filter(|l| l.contains("sending")).collect();
+    assert_eq!(sending.len(), 3, "{logs}");
+    assert!(sending.iter().all(|l| l.contains("job{id=7}")), "{logs}");
+}
