@@ -188,6 +188,12 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
             .classifier(attempts.retry_on.classifier())
             .build()?,
     );
+    if args.stream {
+        // A stream is bounded whole, as `bench` bounds it, not only to its first chunk: a
+        // server that stalls after it (or drips keep-alive comments) would hold the reply for
+        // the idle limit's 120 s at every pause, and for up to 30 minutes in all.
+        builder = builder.stream_timeout(timeout);
+    }
     if let Some(credential) = credential {
         builder = config::with_credential(builder, credential);
     }

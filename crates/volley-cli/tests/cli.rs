@@ -105,6 +105,51 @@ fn chat_to_a_local_server_needs_no_key() {
     }
 }
 
+/// `--timeout` bounds a streamed reply whole, not only to its first chunk: a server that
+/// stalls after it fails the call within the timeout (here 1 s, the stall 60 s) instead of
+/// holding it for the idle limit (120 s) or until the server goes on.
+#[test]
+fn chat_stream_timeout_bounds_the_whole_stream() {
+    use volley_testkit::raw;
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}]}}\n\n"
+        )
+    };
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+    let first = format!(
+        "{head}{}",
+        chunk(r#"{"role":"assistant","content":"Hel"}"#, "null")
+    );
+    let rest = format!(
+        "{}data: [DONE]\n\n",
+        chunk(r#"{"content":"lo"}"#, r#""stop""#)
+    );
+    let runtime = volley_testkit::process::server_runtime(1);
+    let port = runtime.block_on(raw::answer_once_in_parts(
+        vec![first, rest],
+        std::time::Duration::from_secs(60),
+    ));
+    let out = volley()
+        .args([
+            "chat",
+            "--stream",
+            "--timeout",
+            "1s",
+            "--max-retries",
+            "0",
+            "--base-url",
+            &format!("http://127.0.0.1:{port}/v1"),
+            "hi",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("not finished within 1s"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("Hel"));
+}
+
 #[test]
 fn chat_refuses_plain_http_to_a_remote_host_without_sending_the_key() {
     let out = volley()

@@ -192,8 +192,8 @@ settings! {
 settings! {
     /// How each attempt of a call is bounded and retried: `chat` and `run`.
     pub(crate) struct Attempts / AttemptsFlags ("Attempts (also VOLLEY_<NAME> and volley.toml)") {
-        /// The deadline of one attempt, e.g. 30s, 2m or 30 (a bare number is seconds); 0 for
-        /// none [default: 10m].
+        /// The deadline of one attempt (for `chat --stream`, of the whole stream), e.g. 30s,
+        /// 2m or 30 (a bare number is seconds); 0 for none [default: 10m].
         #[arg(long, value_name = "D")]
         timeout: HumanDuration [Option<HumanDuration>] = HumanDuration(volley::DEFAULT_TIMEOUT),
         /// How many times a failed attempt is retried (as --retry-on says), with backoff
