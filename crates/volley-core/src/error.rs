@@ -363,9 +363,10 @@ impl Error {
         } else {
             ErrorKind::Status
         };
-        let message = match &api_error {
-            Some(api) => format!("{context}: HTTP {status}: {api}"),
-            None => format!("{context}: HTTP {status}"),
+        let message = match (&api_error, body_excerpt(body)) {
+            (Some(api), _) => format!("{context}: HTTP {status}: {api}"),
+            (None, Some(excerpt)) => format!("{context}: HTTP {status}: {excerpt}"),
+            (None, None) => format!("{context}: HTTP {status}"),
         };
         let mut err = Error::new(kind, message);
         err.inner.status = Some(status);
@@ -627,10 +628,113 @@ impl fmt::Debug for ErrorReport<'_> {
     }
 }
 
+/// The most characters of an error body kept in the message when it is no provider's error
+/// object.
+const EXCERPT_CHARS: usize = 200;
+
+/// What an error body that is no provider's error object says, for the message: a proxy's
+/// or a server's text (LiteLLM's and vLLM's plain-text 400s, a FastAPI `detail`, a gateway's
+/// `upstream connect error`) with its white space collapsed and cut at [`EXCERPT_CHARS`]
+/// characters, or an HTML page's `<title>` (nginx's `502 Bad Gateway`); `None` for an empty
+/// body or a page without a title. The body comes scrubbed of the request's secrets.
+fn body_excerpt(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim_start_matches('\u{feff}').trim();
+    let text = if text.starts_with('<') {
+        html_title(text)?
+    } else {
+        text
+    };
+    let mut excerpt = String::new();
+    for (n, word) in text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .enumerate()
+    {
+        if n > 0 {
+            excerpt.push(' ');
+        }
+        excerpt.push_str(word);
+        if excerpt.chars().count() > EXCERPT_CHARS {
+            excerpt = excerpt.chars().take(EXCERPT_CHARS).collect();
+            excerpt.push('…');
+            break;
+        }
+    }
+    (!excerpt.is_empty()).then_some(excerpt)
+}
+
+/// The text of an HTML page's `<title>`, if it has one.
+fn html_title(page: &str) -> Option<&str> {
+    // ASCII lower-casing keeps every byte where it was, so offsets found in it hold in `page`.
+    let lower = page.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let start = open + lower[open..].find('>')? + 1;
+    let end = start + lower[start..].find("</title")?;
+    Some(page[start..end].trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Dialect;
+
+    /// A body that is no provider's error object still says what went wrong: its text, or an
+    /// HTML page's title, goes into the message, white space collapsed and cut.
+    #[test]
+    fn status_errors_quote_a_body_that_is_no_error_object() {
+        let message = |status: u16, body: &str| {
+            Error::from_status(
+                StatusCode::from_u16(status).unwrap(),
+                HeaderMap::new(),
+                body.as_bytes(),
+                None,
+                "request 1",
+            )
+            .to_string()
+            .strip_prefix("status error: ")
+            .expect("a status error")
+            .to_owned()
+        };
+        assert_eq!(
+            message(
+                400,
+                "Invalid model name passed in model=gpt-x.\n  Call /v1/models.\r\n"
+            ),
+            "request 1: HTTP 400 Bad Request: Invalid model name passed in model=gpt-x. Call /v1/models."
+        );
+        assert_eq!(
+            message(
+                502,
+                "<html>\r\n<head><TITLE>502 Bad Gateway</TITLE></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+            ),
+            "request 1: HTTP 502 Bad Gateway: 502 Bad Gateway"
+        );
+        assert_eq!(
+            message(503, "<html><body>down</body></html>"),
+            "request 1: HTTP 503 Service Unavailable"
+        );
+        assert_eq!(
+            message(500, " \n"),
+            "request 1: HTTP 500 Internal Server Error"
+        );
+        assert_eq!(
+            message(
+                422,
+                r#"{"detail": [{"loc": ["body", "model"], "msg": "field required"}]}"#
+            ),
+            r#"request 1: HTTP 422 Unprocessable Entity: {"detail": [{"loc": ["body", "model"], "msg": "field required"}]}"#
+        );
+        let long = message(400, &"é ".repeat(300));
+        let excerpt = long.split_once("Request: ").unwrap().1;
+        assert_eq!(excerpt.chars().count(), EXCERPT_CHARS + 1, "{long}");
+        assert!(excerpt.ends_with('…'), "{long}");
+        // A provider's error object is quoted by its message, as before.
+        assert_eq!(
+            message(400, r#"{"error": {"message": "bad things"}}"#),
+            "request 1: HTTP 400 Bad Request: bad things"
+        );
+    }
 
     #[test]
     fn status_errors_parse_the_provider_body() {
