@@ -13,9 +13,10 @@ use volley_core::{BodyStream, Error, ErrorKind, RequestId, Response};
 /// Yields `Err` once and then ends when the stream breaks off, when a chunk is not valid JSON,
 /// when the provider sends an error object in the stream, or when the body ends before
 /// `[DONE]` without everything it promised: a non-empty `finish_reason` for each of the `n`
-/// choices asked for, and, when usage was asked for, a usage object in the chunk that
-/// finished the last of them or after it (a server that puts usage in every chunk, as vLLM's
-/// `continuous_usage_stats` does, has not finished when its first chunk carries usage).
+/// choices asked for, and, when the request asked for usage itself
+/// (`stream_options.include_usage`, not the client on its own), a usage object in the chunk
+/// that finished the last of them or after it (a server that puts usage in every chunk, as
+/// vLLM's `continuous_usage_stats` does, has not finished when its first chunk carries usage).
 ///
 /// Until it ends, fails or is dropped, the stream holds one of the client's concurrency slots
 /// and its connection. Read it through or drop it: one kept unread holds its slot as long as

@@ -243,6 +243,14 @@ impl Client {
         mut request: ChatCompletionRequest,
     ) -> Result<ChatStream, Error> {
         request.stream = Some(true);
+        // Usage the caller asked for is part of what the stream promises; usage this client
+        // adds on its own is not: a server that ignores the option and ends without `[DONE]`
+        // once every choice has finished has sent the whole answer (as OpenAI's SDKs take it).
+        let caller_asked_usage = request
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
         let ask_usage = self.stream_include_usage
             && request.stream_options.is_none()
             && !self.stream_options_refused.load(Ordering::Relaxed);
@@ -287,18 +295,13 @@ impl Client {
             }
             result => result?,
         };
-        let expect_usage = request
-            .stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
         if !response.is_stream() {
             return Err(self.not_a_stream(response, Dialect::OpenAi).await);
         }
         Ok(ChatStream::new(
             response,
             self.sse_limits,
-            expect_usage,
+            caller_asked_usage,
             choices,
             self.scrubber.clone(),
         ))

@@ -574,6 +574,29 @@ async fn usage_in_every_chunk_does_not_make_a_cut_stream_whole() {
     assert_eq!((chunks, error.map(|e| e.to_string())), (2, None));
 }
 
+/// A server that ignores `stream_options` sends no usage; one that also leaves out `[DONE]`
+/// has still sent the whole answer once every choice has finished. Usage the client asked
+/// for on its own is no part of what such a stream owes; usage the caller asked for is.
+#[tokio::test]
+async fn usage_the_client_added_is_not_owed_by_a_stream_without_done() {
+    let events = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
+    );
+    let (chunks, error) = stream_until_close(events, request("hello")).await;
+    assert_eq!((chunks, error.map(|e| e.to_string())), (2, None));
+
+    let mut asked = request("hello");
+    asked.stream_options = Some(volley::openai::StreamOptions {
+        include_usage: Some(true),
+        ..Default::default()
+    });
+    let (chunks, error) = stream_until_close(events, asked).await;
+    assert_eq!(chunks, 2);
+    let error = error.expect("the usage asked for never came");
+    assert_eq!(error.kind(), ErrorKind::StreamBroken, "{error}");
+}
+
 /// OpenAI's 429 for a used-up quota is not a rate limit: the default client fails it after
 /// one request instead of retrying it until `give_up_after` (ten minutes).
 #[tokio::test]
