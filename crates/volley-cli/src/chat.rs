@@ -234,9 +234,20 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     if args.stream {
         let mut chunks = client.chat_stream(request).await?;
         let mut usage = None;
+        let mut printed = false;
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    // The error goes to stderr on a line of its own, not after the text.
+                    if printed {
+                        writeln!(stdout)?;
+                    }
+                    return Err(error.into());
+                }
+            };
             if let Some(text) = chunk.delta_text() {
+                printed |= !text.is_empty();
                 stdout.write_all(answer_text(text, terminal).as_bytes())?;
                 stdout.flush()?;
             }
