@@ -380,6 +380,23 @@ impl Error {
         err
     }
 
+    /// What a response body says, in one line for a message: its text with white space
+    /// collapsed, cut at 200 characters, or an HTML page's `<title>`; `None` for an empty body
+    /// or a page without a title. [`Error::from_status`] quotes a body that is no provider's
+    /// error object so. Scrub the body of secrets first: the excerpt is the server's text.
+    ///
+    /// ```
+    /// use volley_core::Error;
+    ///
+    /// let page = b"<html><head><title>502 Bad Gateway</title></head><body>...</body></html>";
+    /// assert_eq!(Error::body_excerpt(page).as_deref(), Some("502 Bad Gateway"));
+    /// assert_eq!(Error::body_excerpt(b"  no\n  model ").as_deref(), Some("no model"));
+    /// assert_eq!(Error::body_excerpt(b"\n"), None);
+    /// ```
+    pub fn body_excerpt(body: &[u8]) -> Option<String> {
+        body_excerpt(body)
+    }
+
     /// Attaches the lower-level cause.
     #[must_use]
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Error {

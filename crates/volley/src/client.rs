@@ -1715,12 +1715,35 @@ pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
                 String::from_utf8_lossy(coding.as_bytes())
             )
         });
+    let content_type = response.headers().get(http::header::CONTENT_TYPE).map(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .chars()
+            .take(100)
+            .collect::<String>()
+    });
     let body = response.bytes().await?;
     if error_reply || (streamed && dialect.is_error_reply(&body)) {
         let body = scrubber.scrub(body);
         return Err(dialect.error_in_answer(&body, format_args!("request {id}")));
     }
-    serde_json::from_slice(&body).map_err(|e| {
+    // A byte order mark before the JSON may be ignored (RFC 8259, 8.1).
+    let json = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
+    serde_json::from_slice(json).map_err(|e| {
+        let text = json.trim_ascii_start();
+        if still_encoded.is_none() && !text.starts_with(b"{") && !text.starts_with(b"[") {
+            // No JSON at all (a proxy's login page, a server's plain text): what it says tells
+            // more than serde's "expected value at line 1 column 1".
+            let excerpt = Error::body_excerpt(&scrubber.scrub(body.clone()))
+                .map(|text| format!(": {text}"))
+                .unwrap_or_default();
+            let content_type = content_type.as_deref().unwrap_or("none");
+            return Error::new(
+                ErrorKind::BodyDecode,
+                format!(
+                    "request {id}: the response body is not JSON (content-type {content_type}){excerpt}"
+                ),
+            );
+        }
         let encoded = still_encoded.as_deref().unwrap_or_default();
         scrubber.decode_error(
             format_args!("request {id}: decoding the JSON response body{encoded}"),

@@ -1516,3 +1516,47 @@ async fn a_reply_that_does_not_decode_shows_neither_the_key_nor_megabytes() {
     );
     assert!(text.len() < 2_000, "{} bytes", text.len());
 }
+
+/// A 200 that is no JSON at all (a proxy's login page, a server's plain text) fails with what
+/// it is and says, its secrets scrubbed, not only serde's "expected value at line 1 column
+/// 1"; JSON after a byte order mark is read (RFC 8259 lets a parser ignore it).
+#[tokio::test]
+async fn a_reply_that_is_no_json_says_what_it_is() {
+    const KEY: &str = "sk-page-echo-0123456789abcdef";
+    // The first request gets the page, the second the marked JSON.
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let port = volley_testkit::raw::serve(move |_| {
+        let (content_type, body) = if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            (
+                "application/json",
+                "\u{feff}{\"id\":\"c\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"with a mark\"},\"finish_reason\":\"stop\"}]}".to_owned(),
+            )
+        } else {
+            (
+                "text/html; charset=utf-8",
+                format!("<html><head><title>Sign in to the proxy ({KEY})</title></head><body>form</body></html>"),
+            )
+        };
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .api_key(KEY)
+        .build()
+        .unwrap();
+    let error = client.chat(&request("hello")).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::BodyDecode, "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains("not JSON (content-type text/html; charset=utf-8): Sign in to the proxy"),
+        "{text}"
+    );
+    assert!(!text.contains(KEY), "{text}");
+    let reply = client.chat(&request("hello")).await.unwrap();
+    assert_eq!(reply.text(), Some("with a mark"));
+}
