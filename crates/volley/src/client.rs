@@ -456,13 +456,16 @@ impl Client {
         if error_reply {
             return dialect.error_in_answer(&body, format_args!("request {id}"));
         }
-        let error = Error::new(
-            ErrorKind::BodyDecode,
-            format!("request {id}: asked for an event stream, got content type {content_type}"),
-        );
+        let message =
+            format!("request {id}: asked for an event stream, got content type {content_type}");
         match ApiError::from_body(&body) {
-            Some(api) => error.with_api_error(api),
-            None => error,
+            Some(api) => Error::new(ErrorKind::BodyDecode, message).with_api_error(api),
+            // What a body that is no JSON says instead (a proxy's page, a server's text); a
+            // whole answer (a server that ignored `stream`) is not quoted.
+            None => match Error::body_excerpt(&body).filter(|_| !looks_like_json(&body)) {
+                Some(text) => Error::new(ErrorKind::BodyDecode, format!("{message}: {text}")),
+                None => Error::new(ErrorKind::BodyDecode, message),
+            },
         }
     }
 
@@ -1694,6 +1697,11 @@ fn post_json<T: serde::Serialize>(path: &'static str, body: &T) -> Result<Reques
 /// ([`Dialect::is_error_reply`]): read as `T`, whose fields all default, it would be an empty
 /// answer. That is an error carrying the provider's message instead
 /// ([`Dialect::error_in_answer`]: `RateLimited` for a rate-limit error, `Status` for most).
+/// Whether `body` starts as a JSON object or array does (after white space).
+fn looks_like_json(body: &[u8]) -> bool {
+    matches!(body.trim_ascii_start().first(), Some(b'{' | b'['))
+}
+
 pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
     response: Response,
     dialect: Dialect,
@@ -1715,12 +1723,8 @@ pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
                 String::from_utf8_lossy(coding.as_bytes())
             )
         });
-    let content_type = response.headers().get(http::header::CONTENT_TYPE).map(|v| {
-        String::from_utf8_lossy(v.as_bytes())
-            .chars()
-            .take(100)
-            .collect::<String>()
-    });
+    // Only read when the body is no JSON (no copy made otherwise).
+    let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
     let body = response.bytes().await?;
     if error_reply || (streamed && dialect.is_error_reply(&body)) {
         let body = scrubber.scrub(body);
@@ -1729,14 +1733,15 @@ pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
     // A byte order mark before the JSON may be ignored (RFC 8259, 8.1).
     let json = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
     serde_json::from_slice(json).map_err(|e| {
-        let text = json.trim_ascii_start();
-        if still_encoded.is_none() && !text.starts_with(b"{") && !text.starts_with(b"[") {
+        if still_encoded.is_none() && !looks_like_json(json) {
             // No JSON at all (a proxy's login page, a server's plain text): what it says tells
             // more than serde's "expected value at line 1 column 1".
             let excerpt = Error::body_excerpt(&scrubber.scrub(body.clone()))
                 .map(|text| format!(": {text}"))
                 .unwrap_or_default();
-            let content_type = content_type.as_deref().unwrap_or("none");
+            let content_type: String = content_type.as_ref().map_or("none".into(), |v| {
+                String::from_utf8_lossy(v.as_bytes()).chars().take(100).collect()
+            });
             return Error::new(
                 ErrorKind::BodyDecode,
                 format!(

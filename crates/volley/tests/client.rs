@@ -1523,10 +1523,10 @@ async fn a_reply_that_does_not_decode_shows_neither_the_key_nor_megabytes() {
 #[tokio::test]
 async fn a_reply_that_is_no_json_says_what_it_is() {
     const KEY: &str = "sk-page-echo-0123456789abcdef";
-    // The first request gets the page, the second the marked JSON.
+    // The first two requests get the page, the others the marked JSON.
     let answered = std::sync::atomic::AtomicUsize::new(0);
     let port = volley_testkit::raw::serve(move |_| {
-        let (content_type, body) = if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+        let (content_type, body) = if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 1 {
             (
                 "application/json",
                 "\u{feff}{\"id\":\"c\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"with a mark\"},\"finish_reason\":\"stop\"}]}".to_owned(),
@@ -1557,6 +1557,12 @@ async fn a_reply_that_is_no_json_says_what_it_is() {
         "{text}"
     );
     assert!(!text.contains(KEY), "{text}");
+    let error = client.chat_stream(request("hello")).await.err().unwrap();
+    let text = error.to_string();
+    assert!(
+        text.contains("got content type text/html; charset=utf-8: Sign in to the proxy (***)"),
+        "{text}"
+    );
     let reply = client.chat(&request("hello")).await.unwrap();
     assert_eq!(reply.text(), Some("with a mark"));
 }
