@@ -220,9 +220,9 @@ impl View {
 
     /// The part after the bar.
     fn message(&self, per_sec: Rates) -> String {
-        let limit = self
-            .limit
-            .map_or_else(String::new, |limit| format!(", {limit} sent at most"));
+        let limit = self.limit.map_or_else(String::new, |limit| {
+            format!(", at most {limit} sent at once")
+        });
         // Lines whose outcome is pending: sent, or waiting for a slot, the rate limits or a
         // retry; with an adaptive limit, how many of them may be sent at once.
         format!(
@@ -453,7 +453,7 @@ mod tests {
         view.limit = Some(24);
         assert!(
             view.line(both(25.0))
-                .contains("16 in progress, 24 sent at most · 3 retries"),
+                .contains("16 in progress, at most 24 sent at once · 3 retries"),
             "the adaptive limit is shown next to the lines in progress"
         );
         let line = snapshot(None, 0, 7, 0, 1).line(both(0.0));
