@@ -1,7 +1,6 @@
 //! The metrics layer: counters, histograms and the gauge through a local `DebuggingRecorder`,
 //! and spans that never carry the key or the prompt.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -525,30 +524,10 @@ async fn errors_inside_a_200_are_failures() {
 const KEY: &str = "sk-volley-metrics-0123456789abcdef";
 const PROMPT: &str = "my very private prompt";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn spans_carry_the_request_but_never_the_key_or_the_prompt() {
     let _serial = SERIAL.blocking_lock();
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = volley_testkit::logs::capture(tracing::Level::TRACE);
     // A current-thread runtime keeps every task on this thread, where the subscriber is set.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -586,7 +565,7 @@ fn spans_carry_the_request_but_never_the_key_or_the_prompt() {
         server.shutdown().await;
         id
     });
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(text.contains("volley.request"), "{text}");
     assert!(text.contains("volley.attempt"), "{text}");
     assert!(text.contains(&format!("request={id}")), "{text}");

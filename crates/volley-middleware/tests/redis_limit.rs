@@ -835,21 +835,6 @@ async fn a_429_in_one_process_pauses_the_others() {
     assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
 }
 
-/// A `tracing` writer into a buffer the test reads.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[ignore = "needs Redis: REDIS_URL"]
 #[tokio::test]
 async fn passwords_never_show_in_debug_errors_or_logs() {
@@ -857,15 +842,8 @@ async fn passwords_never_show_in_debug_errors_or_logs() {
     const PASSWORD: &str = "s3cret-Pa55word-4711";
     const WRONG: &str = "wr0ng-Pa55word-0815";
     let mut server = RedisServer::start(Some(PASSWORD));
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
     // The test runs on one thread, so the limiter's task logs here too.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = volley_testkit::logs::capture(tracing::Level::INFO);
     let limits = Limits::per_minute().requests(6_000);
     let wrong = server.url().replace(PASSWORD, WRONG);
     let err = RedisLimiter::connect(SharedLimits::new(RedisOptions::new(wrong), limits.clone()))
@@ -902,7 +880,7 @@ async fn passwords_never_show_in_debug_errors_or_logs() {
     assert!(!waiting.is_finished());
     server.restart();
     waiting.await.unwrap().unwrap();
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(!logs.contains(PASSWORD), "{logs}");
     assert!(
         logs.contains(&format!("redis://***@127.0.0.1:{}", server.port())),

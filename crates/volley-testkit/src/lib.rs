@@ -2,6 +2,7 @@
 //! against the same outside services. A dev-dependency only; never published.
 #![deny(missing_docs)]
 
+pub mod logs;
 pub mod ports;
 pub mod process;
 pub mod proxy;

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use common::*;
 use volley_core::ErrorKind;
@@ -28,35 +26,15 @@ async fn tls_mock(pki: &TestPki) -> MockServer {
         .unwrap()
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_refused_password_is_a_407_naming_the_proxy_but_never_the_password() {
     let Some(proxy) = volley_testkit::proxy::Tinyproxy::start(Some(("volley", "the-right-one")))
     else {
         return;
     };
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
     // A current-thread runtime keeps hyper's connection tasks on this thread, where the
     // subscriber is installed.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = volley_testkit::logs::capture(tracing::Level::TRACE);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -114,7 +92,7 @@ fn a_refused_password_is_a_407_naming_the_proxy_but_never_the_password() {
         }
         assert_eq!(tls.stats().requests_total + plain.stats().requests_total, 0);
     });
-    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let log_text = logs.text();
     assert!(log_text.contains("through a proxy"), "{log_text}");
     seen.push_str(&log_text);
     assert!(!seen.contains(PASSWORD), "the password leaked:\n{seen}");

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use common::*;
 use volley_core::ErrorKind;
@@ -12,31 +10,11 @@ use volley_transport::Transport;
 
 const KEY: &str = "sk-volley-test-0123456789abcdef";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn the_key_never_appears_in_debug_errors_or_trace_logs() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
     // A current-thread runtime keeps every task, hyper's connection tasks included, on this
     // thread, where the subscriber is installed.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = volley_testkit::logs::capture(tracing::Level::TRACE);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,7 +62,7 @@ fn the_key_never_appears_in_debug_errors_or_trace_logs() {
         let text = format!("{err} {err:?} {}", err.report());
         assert!(text.contains("\"?***\""), "{text}");
         seen.push_str(&text);
-        let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        let log_text = logs.text();
         assert!(
             log_text.contains("sending"),
             "trace logging was captured: {log_text}"
