@@ -232,6 +232,8 @@ impl Dialect {
             #[serde(default, borrow)]
             object: Option<std::borrow::Cow<'a, str>>,
         }
+        // A byte order mark before the JSON may be ignored (RFC 8259, 8.1), and is.
+        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
         if self.looks_like_error(body) {
             return true;
         }
@@ -366,6 +368,7 @@ impl Dialect {
         what: &str,
         in_stream: bool,
     ) -> Error {
+        let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
         let api = crate::ApiError::from_body(data);
         // The HTTP status the error stands for, when its `code` is one (`{"error": {"code":
         // 502, ..}}`: OpenRouter's and LiteLLM's errors sent after a 200).
@@ -615,6 +618,21 @@ mod tests {
             Dialect::Anthropic.usage_in_body(openai).map(|u| u.total()),
             Some(0)
         );
+    }
+
+    /// An error object after a byte order mark (which RFC 8259 lets a parser ignore) is an
+    /// error too, and its message is read.
+    #[test]
+    fn an_error_after_a_byte_order_mark_is_an_error() {
+        let body = b"\xEF\xBB\xBF{\"error\":{\"message\":\"no such model\",\"type\":\"invalid_request_error\"}}";
+        assert!(Dialect::OpenAi.is_error_reply(body));
+        let error = Dialect::OpenAi.error_in_answer(body, "request 1");
+        assert_eq!(
+            error.api_error().map(|a| a.message.as_str()),
+            Some("no such model")
+        );
+        let anthropic = b"\xEF\xBB\xBF{\"type\":\"error\",\"error\":{\"type\":\"not_found_error\",\"message\":\"m\"}}";
+        assert!(Dialect::Anthropic.is_error_reply(anthropic));
     }
 
     /// `"error": null` (every Responses object has it) is passed over without a parse; any

@@ -207,7 +207,7 @@ impl Client {
     ) -> Result<ChatCompletionResponse, Error> {
         let http = self.chat_request(request, "chat()")?;
         let response = self.send(http).await?;
-        decode_reply(response, Dialect::OpenAi, &self.scrubber).await
+        decode_reply(response, Dialect::OpenAi, &self.scrubber, true).await
     }
 
     /// The HTTP request of a non-streaming chat completion: serialised once, with its token
@@ -318,7 +318,7 @@ impl Client {
         let estimate = self.estimate(|| tokens::estimate_embeddings(request));
         let http = post_json(EMBEDDINGS_PATH, request)?.with_estimated_tokens(estimate);
         let response = self.send(http).await?;
-        decode_reply(response, Dialect::OpenAi, &self.scrubber).await
+        decode_reply(response, Dialect::OpenAi, &self.scrubber, true).await
     }
 
     /// Decodes a response of [`send`](Client::send) as `T` as the typed calls do: an error
@@ -352,7 +352,9 @@ impl Client {
         &self,
         response: Response,
     ) -> Result<T, Error> {
-        decode_reply(response, self.dialect, &self.scrubber).await
+        // The request was the caller's: its own headers may hold secrets (a tenant's key) that
+        // a quoted body could echo.
+        decode_reply(response, self.dialect, &self.scrubber, false).await
     }
 
     /// Sends a raw request (any path under the base URL) through the whole stack.
@@ -435,7 +437,6 @@ impl Client {
         }
     }
 
-    /// Every endpoint's key scrubber.
     /// The error for a complete answer to a request that asked for a stream (a server that
     /// ignored `stream: true`, or a gateway's 200 with a JSON error): an error object is the
     /// error it names, as the whole-answer calls read it; anything else a `BodyDecode` error
@@ -462,13 +463,17 @@ impl Client {
             Some(api) => Error::new(ErrorKind::BodyDecode, message).with_api_error(api),
             // What a body that is no JSON says instead (a proxy's page, a server's text); a
             // whole answer (a server that ignored `stream`) is not quoted.
-            None => match Error::body_excerpt(&body).filter(|_| !looks_like_json(&body)) {
+            None => match (!looks_like_json(&body))
+                .then(|| Error::body_excerpt(&body))
+                .flatten()
+            {
                 Some(text) => Error::new(ErrorKind::BodyDecode, format!("{message}: {text}")),
                 None => Error::new(ErrorKind::BodyDecode, message),
             },
         }
     }
 
+    /// Every endpoint's key scrubber.
     pub(crate) fn scrubber(&self) -> &crate::secrets::Scrubber {
         &self.scrubber
     }
@@ -1693,19 +1698,28 @@ fn post_json<T: serde::Serialize>(path: &'static str, body: &T) -> Result<Reques
     Ok(Request::new(http::Method::POST, PathAndQuery::from_static(path)).with_body(body))
 }
 
+/// A UTF-8 byte order mark, which a parser may ignore before JSON (RFC 8259, 8.1).
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Whether `body` starts as a JSON object or array does (after a byte order mark and white
+/// space).
+fn looks_like_json(body: &[u8]) -> bool {
+    let body = body.strip_prefix(BOM).unwrap_or(body);
+    matches!(body.trim_ascii_start().first(), Some(b'{' | b'['))
+}
+
 /// Decodes a successful reply as `T`, unless it is an error object sent with a success status
 /// ([`Dialect::is_error_reply`]): read as `T`, whose fields all default, it would be an empty
 /// answer. That is an error carrying the provider's message instead
 /// ([`Dialect::error_in_answer`]: `RateLimited` for a rate-limit error, `Status` for most).
-/// Whether `body` starts as a JSON object or array does (after white space).
-fn looks_like_json(body: &[u8]) -> bool {
-    matches!(body.trim_ascii_start().first(), Some(b'{' | b'['))
-}
-
+/// A body that is no JSON object fails naming its content type and, with `quote`, quoting it
+/// ([`Error::body_excerpt`], scrubbed of the client's keys): not for a request the caller
+/// made, whose own headers may hold secrets the scrubber does not know.
 pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
     response: Response,
     dialect: Dialect,
     scrubber: &crate::secrets::Scrubber,
+    quote: bool,
 ) -> Result<T, Error> {
     let id = response.request_id();
     // A complete body was looked at by the layers already; a stream is read whole first.
@@ -1723,29 +1737,37 @@ pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
                 String::from_utf8_lossy(coding.as_bytes())
             )
         });
-    // Only read when the body is no JSON (no copy made otherwise).
+    // For the message of a body that is no JSON (a cheap clone of the header's bytes).
     let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
     let body = response.bytes().await?;
     if error_reply || (streamed && dialect.is_error_reply(&body)) {
         let body = scrubber.scrub(body);
         return Err(dialect.error_in_answer(&body, format_args!("request {id}")));
     }
-    // A byte order mark before the JSON may be ignored (RFC 8259, 8.1).
-    let json = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
+    // A byte order mark before the JSON is ignored (RFC 8259, 8.1), as the look for an error
+    // object above ignores it.
+    let json = body.strip_prefix(BOM).unwrap_or(&body);
     serde_json::from_slice(json).map_err(|e| {
         if still_encoded.is_none() && !looks_like_json(json) {
-            // No JSON at all (a proxy's login page, a server's plain text): what it says tells
-            // more than serde's "expected value at line 1 column 1".
-            let excerpt = Error::body_excerpt(&scrubber.scrub(body.clone()))
-                .map(|text| format!(": {text}"))
-                .unwrap_or_default();
+            // No JSON object at all (a proxy's login page, a server's plain text): what it is
+            // and says tells more than serde's "expected value at line 1 column 1".
             let content_type: String = content_type.as_ref().map_or("none".into(), |v| {
                 String::from_utf8_lossy(v.as_bytes()).chars().take(100).collect()
             });
+            let what = if json.trim_ascii().is_empty() {
+                "empty"
+            } else {
+                "no JSON object"
+            };
+            let excerpt = quote
+                .then(|| Error::body_excerpt(&scrubber.scrub(body.clone())))
+                .flatten()
+                .map(|text| format!(": {text}"))
+                .unwrap_or_default();
             return Error::new(
                 ErrorKind::BodyDecode,
                 format!(
-                    "request {id}: the response body is not JSON (content-type {content_type}){excerpt}"
+                    "request {id}: the response body is {what} (content-type {content_type}){excerpt}"
                 ),
             );
         }

@@ -139,6 +139,7 @@ impl Client {
                     response,
                     volley_core::Dialect::OpenAi,
                     client.scrubber(),
+                    true,
                 )
                 .await
             }

@@ -46,7 +46,7 @@ impl Client {
         }
         let http = self.messages_request(request)?;
         let response = self.send(http).await?;
-        crate::client::decode_reply(response, Dialect::Anthropic, self.scrubber()).await
+        crate::client::decode_reply(response, Dialect::Anthropic, self.scrubber(), true).await
     }
 
     /// Sends a Messages request with `stream: true` and returns its events as they arrive

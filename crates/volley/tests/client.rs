@@ -1517,25 +1517,31 @@ async fn a_reply_that_does_not_decode_shows_neither_the_key_nor_megabytes() {
     assert!(text.len() < 2_000, "{} bytes", text.len());
 }
 
-/// A 200 that is no JSON at all (a proxy's login page, a server's plain text) fails with what
-/// it is and says, its secrets scrubbed, not only serde's "expected value at line 1 column
-/// 1"; JSON after a byte order mark is read (RFC 8259 lets a parser ignore it).
+/// A 200 that is no JSON at all (a proxy's login page, a server's plain text, nothing) fails
+/// with what it is and says, its secrets scrubbed, not only serde's "expected value at line 1
+/// column 1"; JSON after a byte order mark is read (RFC 8259 lets a parser ignore it), an
+/// error object after one too.
 #[tokio::test]
 async fn a_reply_that_is_no_json_says_what_it_is() {
     const KEY: &str = "sk-page-echo-0123456789abcdef";
-    // The first two requests get the page, the others the marked JSON.
+    // The first two requests get the page, the third the marked JSON, the fourth a marked
+    // error object, the fifth an empty body, the sixth the page again.
     let answered = std::sync::atomic::AtomicUsize::new(0);
     let port = volley_testkit::raw::serve(move |_| {
-        let (content_type, body) = if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 1 {
-            (
-                "application/json",
-                "\u{feff}{\"id\":\"c\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"with a mark\"},\"finish_reason\":\"stop\"}]}".to_owned(),
-            )
-        } else {
-            (
+        let (content_type, body) = match answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 | 1 | 5 => (
                 "text/html; charset=utf-8",
                 format!("<html><head><title>Sign in to the proxy ({KEY})</title></head><body>form</body></html>"),
-            )
+            ),
+            2 => (
+                "application/json",
+                "\u{feff}{\"id\":\"c\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"with a mark\"},\"finish_reason\":\"stop\"}]}".to_owned(),
+            ),
+            3 => (
+                "application/json",
+                "\u{feff}{\"error\":{\"message\":\"no such model\",\"type\":\"invalid_request_error\",\"code\":\"model_not_found\"}}".to_owned(),
+            ),
+            _ => ("application/json", String::new()),
         };
         format!(
             "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
@@ -1553,7 +1559,9 @@ async fn a_reply_that_is_no_json_says_what_it_is() {
     assert_eq!(error.kind(), ErrorKind::BodyDecode, "{error}");
     let text = error.to_string();
     assert!(
-        text.contains("not JSON (content-type text/html; charset=utf-8): Sign in to the proxy"),
+        text.contains(
+            "no JSON object (content-type text/html; charset=utf-8): Sign in to the proxy"
+        ),
         "{text}"
     );
     assert!(!text.contains(KEY), "{text}");
@@ -1565,4 +1573,27 @@ async fn a_reply_that_is_no_json_says_what_it_is() {
     );
     let reply = client.chat(&request("hello")).await.unwrap();
     assert_eq!(reply.text(), Some("with a mark"));
+    let error = client.chat(&request("hello")).await.unwrap_err();
+    assert_ne!(error.kind(), ErrorKind::BodyDecode, "{error}");
+    assert!(error.to_string().contains("no such model"), "{error}");
+    let error = client.chat(&request("hello")).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the response body is empty (content-type application/json)"),
+        "{error}"
+    );
+    // A request of the caller's own may carry secrets the client does not know of (a
+    // tenant's key in a header of its own), which the page could echo: not quoted.
+    let own = volley::Request::post_json("/chat/completions", &request("hello")).unwrap();
+    let response = client.send(own).await.unwrap();
+    let error = client
+        .decode::<volley::openai::ChatCompletionResponse>(response)
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.ends_with("no JSON object (content-type text/html; charset=utf-8)"),
+        "{text}"
+    );
 }
