@@ -347,7 +347,8 @@ impl Error {
     /// other status and for a 429 whose body says the quota is used up
     /// ([`ApiError::no_wait_helps`]: the quota used up, or a request above a whole
     /// per-minute limit). The provider's error JSON is parsed from `body` when
-    /// it has one.
+    /// it has one; a body that holds none is quoted in the message ([`Error::body_excerpt`]),
+    /// so `body` must come scrubbed of secrets (the transport's does).
     pub fn from_status(
         status: StatusCode,
         headers: HeaderMap,
@@ -363,10 +364,12 @@ impl Error {
         } else {
             ErrorKind::Status
         };
-        let message = match (&api_error, body_excerpt(body)) {
-            (Some(api), _) => format!("{context}: HTTP {status}: {api}"),
-            (None, Some(excerpt)) => format!("{context}: HTTP {status}: {excerpt}"),
-            (None, None) => format!("{context}: HTTP {status}"),
+        let message = match &api_error {
+            Some(api) => format!("{context}: HTTP {status}: {api}"),
+            None => match body_excerpt(body) {
+                Some(excerpt) => format!("{context}: HTTP {status}: {excerpt}"),
+                None => format!("{context}: HTTP {status}"),
+            },
         };
         let mut err = Error::new(kind, message);
         err.inner.status = Some(status);
@@ -381,8 +384,8 @@ impl Error {
     }
 
     /// What a response body says, in one line for a message: its text with white space
-    /// collapsed, cut at 200 characters, or an HTML page's `<title>`; `None` for an empty body
-    /// or a page without a title. [`Error::from_status`] quotes a body that is no provider's
+    /// collapsed, cut at 200 characters; of an HTML page its `<title>`, of other markup the
+    /// text between its tags; `None` for a body without text. [`Error::from_status`] quotes a body that is no provider's
     /// error object so. Scrub the body of secrets first: the excerpt is the server's text.
     ///
     /// ```
@@ -652,15 +655,20 @@ const EXCERPT_CHARS: usize = 200;
 /// What an error body that is no provider's error object says, for the message: a proxy's
 /// or a server's text (LiteLLM's and vLLM's plain-text 400s, a FastAPI `detail`, a gateway's
 /// `upstream connect error`) with its white space collapsed and cut at [`EXCERPT_CHARS`]
-/// characters, or an HTML page's `<title>` (nginx's `502 Bad Gateway`); `None` for an empty
-/// body or a page without a title. The body comes scrubbed of the request's secrets.
+/// characters; of an HTML page its `<title>` (nginx's `502 Bad Gateway`), of markup without
+/// one its text between the tags (a cloud gateway's XML error); `None` for a body without
+/// text. The body comes scrubbed of the request's secrets.
 fn body_excerpt(body: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     let text = text.trim_start_matches('\u{feff}').trim();
-    let text = if text.starts_with('<') {
-        html_title(text)?
-    } else {
+    let untagged;
+    let text = if !text.starts_with('<') {
         text
+    } else if let Some(title) = html_title(text) {
+        title
+    } else {
+        untagged = without_tags(text);
+        &untagged
     };
     let mut excerpt = String::new();
     for (n, word) in text
@@ -679,6 +687,24 @@ fn body_excerpt(body: &[u8]) -> Option<String> {
         }
     }
     (!excerpt.is_empty()).then_some(excerpt)
+}
+
+/// `markup` with each tag (`<` to the next `>`) replaced by a space.
+fn without_tags(markup: &str) -> String {
+    let mut text = String::with_capacity(markup.len());
+    let mut in_tag = false;
+    for c in markup.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                text.push(' ');
+            }
+            _ if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text
 }
 
 /// The text of an HTML page's `<title>`, if it has one.
@@ -728,8 +754,19 @@ mod tests {
             "request 1: HTTP 502 Bad Gateway: 502 Bad Gateway"
         );
         assert_eq!(
-            message(503, "<html><body>down</body></html>"),
-            "request 1: HTTP 503 Service Unavailable"
+            message(503, "<html><body>down <b>for now</b></body></html>"),
+            "request 1: HTTP 503 Service Unavailable: down for now"
+        );
+        assert_eq!(
+            message(
+                403,
+                "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+            ),
+            "request 1: HTTP 403 Forbidden: AccessDenied Access Denied"
+        );
+        assert_eq!(
+            message(502, "<html><body></body></html>"),
+            "request 1: HTTP 502 Bad Gateway"
         );
         assert_eq!(
             message(500, " \n"),
