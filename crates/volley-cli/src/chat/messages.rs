@@ -31,9 +31,20 @@ pub(super) async fn ask(client: &Client, args: &ChatArgs, prompt: String) -> any
     let (stop_reason, usage) = if args.stream {
         let mut events = client.messages_stream(&request).await?;
         let (mut stop_reason, mut input, mut output) = (None, 0, 0);
+        let mut printed = false;
         while let Some(event) = events.next().await {
-            let event = event?;
+            let event = match event {
+                Ok(event) => event,
+                Err(error) => {
+                    // The error goes to stderr on a line of its own, not after the text.
+                    if printed {
+                        writeln!(stdout)?;
+                    }
+                    return Err(error.into());
+                }
+            };
             if let Some(text) = event.text_delta() {
+                printed |= !text.is_empty();
                 stdout.write_all(super::answer_text(text, terminal).as_bytes())?;
                 stdout.flush()?;
             }
