@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::*;
 use volley_core::ErrorKind;
 use volley_mock::{MockConfig, MockServer, MockTls};

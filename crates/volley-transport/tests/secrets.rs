@@ -2,7 +2,6 @@
 
 mod common;
 
-
 use common::*;
 use volley_core::ErrorKind;
 use volley_mock::MockConfig;
