@@ -423,3 +423,35 @@ fn volley_with_env(dir: &Path, name: &str, value: &str) -> Command {
     cmd.env(name, value);
     cmd
 }
+
+/// A stream cut before `message_stop` fails, and the text that came before it is printed on a
+/// line of its own, so that the error does not land after it on the same line.
+#[test]
+fn a_cut_stream_fails_after_the_text_printed_on_its_own_line() {
+    let events = concat!(
+        "event: message_start\n",
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\n",
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\n",
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n",
+    );
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+    let rt = volley_testkit::process::server_runtime(1);
+    let port = rt.block_on(volley_testkit::raw::answer_once_in_parts(
+        vec![format!("{head}{events}")],
+        Duration::ZERO,
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (status, out, err) = output(
+        volley(dir.path())
+            .args(["chat", "--provider", "anthropic", "--stream"])
+            .args(["--max-retries", "0", "--base-url"])
+            .arg(format!("http://127.0.0.1:{port}/v1"))
+            .arg("hi")
+            .env("ANTHROPIC_API_KEY", KEY),
+    );
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("message_stop"), "{err}");
+    assert_eq!(out, "Hel\n", "{err}");
+}
