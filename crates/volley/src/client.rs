@@ -1725,21 +1725,9 @@ pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
     // A complete body was looked at by the layers already; a stream is read whole first.
     let streamed = response.is_stream();
     let error_reply = !streamed && response.is_error_reply(dialect);
-    // The transport hands on a body in a coding it does not decode (deflate, zstd) as sent,
-    // with its header: say so rather than only that it is no JSON.
-    let still_encoded = response
-        .headers()
-        .get(http::header::CONTENT_ENCODING)
-        .filter(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"))
-        .map(|coding| {
-            format!(
-                ", still encoded as {:?}",
-                String::from_utf8_lossy(coding.as_bytes())
-            )
-        });
-    // For the message of a body that is no JSON (a cheap clone of the header's bytes).
-    let content_type = response.headers().get(http::header::CONTENT_TYPE).cloned();
-    let body = response.bytes().await?;
+    // The head is kept for the message of a body that is no JSON; nothing is copied.
+    let (head, body) = response.into_parts();
+    let body = body.collect().await?;
     if error_reply || (streamed && dialect.is_error_reply(&body)) {
         let body = scrubber.scrub(body);
         return Err(dialect.error_in_answer(&body, format_args!("request {id}")));
@@ -1748,12 +1736,27 @@ pub(crate) async fn decode_reply<T: serde::de::DeserializeOwned>(
     // object above ignores it.
     let json = body.strip_prefix(BOM).unwrap_or(&body);
     serde_json::from_slice(json).map_err(|e| {
+        // The transport hands on a body in a coding it does not decode (deflate, zstd) as
+        // sent, with its header: say so rather than only that it is no JSON.
+        let still_encoded = head
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .filter(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"))
+            .map(|coding| {
+                format!(
+                    ", still encoded as {:?}",
+                    String::from_utf8_lossy(coding.as_bytes())
+                )
+            });
         if still_encoded.is_none() && !looks_like_json(json) {
             // No JSON object at all (a proxy's login page, a server's plain text): what it is
             // and says tells more than serde's "expected value at line 1 column 1".
-            let content_type: String = content_type.as_ref().map_or("none".into(), |v| {
-                String::from_utf8_lossy(v.as_bytes()).chars().take(100).collect()
-            });
+            let content_type: String = head
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map_or("none".into(), |v| {
+                    String::from_utf8_lossy(v.as_bytes()).chars().take(100).collect()
+                });
             let what = if json.trim_ascii().is_empty() {
                 "empty"
             } else {
