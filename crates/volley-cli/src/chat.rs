@@ -236,16 +236,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         let mut usage = None;
         let mut printed = false;
         while let Some(chunk) = chunks.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(error) => {
-                    // The error goes to stderr on a line of its own, not after the text.
-                    if printed {
-                        writeln!(stdout)?;
-                    }
-                    return Err(error.into());
-                }
-            };
+            let chunk = item_or_end_line(chunk, printed, &mut stdout)?;
             if let Some(text) = chunk.delta_text() {
                 printed |= !text.is_empty();
                 stdout.write_all(answer_text(text, terminal).as_bytes())?;
@@ -310,6 +301,21 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// A stream's next item; on its error, the text printed so far (`printed`) is ended with a new
+/// line first, so that the error goes to stderr on a line of its own, not after the text.
+fn item_or_end_line<T>(
+    item: Result<T, volley::Error>,
+    printed: bool,
+    stdout: &mut impl Write,
+) -> anyhow::Result<T> {
+    item.or_else(|error| {
+        if printed {
+            writeln!(stdout)?;
+        }
+        Err(error.into())
+    })
 }
 
 #[cfg(test)]

@@ -33,16 +33,7 @@ pub(super) async fn ask(client: &Client, args: &ChatArgs, prompt: String) -> any
         let (mut stop_reason, mut input, mut output) = (None, 0, 0);
         let mut printed = false;
         while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(error) => {
-                    // The error goes to stderr on a line of its own, not after the text.
-                    if printed {
-                        writeln!(stdout)?;
-                    }
-                    return Err(error.into());
-                }
-            };
+            let event = super::item_or_end_line(event, printed, &mut stdout)?;
             if let Some(text) = event.text_delta() {
                 printed |= !text.is_empty();
                 stdout.write_all(super::answer_text(text, terminal).as_bytes())?;
