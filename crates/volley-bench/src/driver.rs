@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use volley::core::{Error, ErrorKind};
@@ -424,12 +425,16 @@ async fn warm_up<T: Sender + Clone>(
                     .with_dialect(dialect);
                 let refusal = |s: http::StatusCode| s.is_client_error() && s != 429;
                 match target.send(request).await {
-                    // Read to the end, so that the connection goes back to the pool.
+                    // Read to the end, so that the connection goes back to the pool, a chunk
+                    // at a time: read whole, a warm-up of long streams held them all in
+                    // memory at once (the run's peak RSS was the warm-up's), and one longer
+                    // than the client's body limit was cut, its connection closed.
                     Ok(response) => {
                         if refusal(response.status()) {
                             refused.store(true, Relaxed);
                         }
-                        let _ = response.bytes().await;
+                        let mut body = response.into_parts().1.into_stream();
+                        while let Some(Ok(_)) = body.next().await {}
                     }
                     Err(e) if e.status().is_some_and(refusal) => refused.store(true, Relaxed),
                     Err(_) => {}

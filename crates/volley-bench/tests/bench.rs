@@ -214,6 +214,32 @@ async fn a_warm_up_is_sent_first_and_left_out_of_every_figure() {
     assert!(sent < 100, "the warm-up went on after the refusals: {sent}");
 }
 
+/// A warm-up's streams are read a chunk at a time, not whole: one longer than the client's
+/// body limit still leaves its connection warm in the pool (read whole, it failed at the
+/// limit and its connection was closed, so the run opened its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_up_reads_streams_longer_than_the_body_limit_to_their_end() {
+    let server = mock(MockConfig {
+        output_tokens: OutputTokens::Fixed(64),
+        ..MockConfig::default()
+    })
+    .await;
+    let results = run(BenchConfig {
+        requests: Some(8),
+        warmup: 4,
+        stream: true,
+        output_tokens: Lengths::Fixed(64),
+        // 64 chunks of about 150 bytes each: a stream is about 10 KB.
+        client: Some(volley_bench::default_client().max_body_bytes(2048)),
+        ..config(&server, Load::Closed { concurrency: 4 })
+    })
+    .await;
+    check_consistency(&results);
+    assert_eq!((results.summary.ok, results.summary.failed), (8, 0));
+    assert_eq!(results.summary.chunks, 8 * 64);
+    assert_eq!(results.connections.opened, 0, "{:?}", results.connections);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn lanes_on_runtimes_of_their_own_count_every_request() {
     // The mock runs here; the lanes, their connections and timers on two other runtimes.
