@@ -182,12 +182,21 @@ impl Sending {
                             .with_request_sent(false),
                     );
                 }
+                let context =
+                    match redirect_target(&head.status, &head.headers, inner, &self.own_secrets) {
+                        Some(to) => format!(
+                            "{}, redirected to {to} (redirects are not followed: the API key \
+                         would go along)",
+                            context()
+                        ),
+                        None => context(),
+                    };
                 return Err(Error::from_status(
                     head.status,
                     head.headers,
                     &bytes,
                     retry_after,
-                    context(),
+                    context,
                 ));
             }
 
@@ -520,6 +529,45 @@ where
     // Full, with more to come that is not read (a body exactly `max` long is whole).
     cut |= buf.len() == max && !body.is_end_stream();
     (buf.freeze(), cut)
+}
+
+/// Where a redirect points, for its error's message: the `Location` without user
+/// information, query or fragment (a signed URL's token, a password), scrubbed of the
+/// client's secrets, at most 200 characters. `None` for a status that is no redirect, or a
+/// `Location` that is missing or not text.
+fn redirect_target(
+    status: &StatusCode,
+    headers: &HeaderMap,
+    inner: &Inner,
+    own_secrets: &[Bytes],
+) -> Option<String> {
+    if !status.is_redirection() || *status == StatusCode::NOT_MODIFIED {
+        return None;
+    }
+    let location = headers.get(http::header::LOCATION)?.to_str().ok()?.trim();
+    let end = location.find(['?', '#']).unwrap_or(location.len());
+    let mut location = &location[..end];
+    let mut kept = String::with_capacity(location.len());
+    // `scheme://user:password@host/...`: the authority ends at the first `/` after `//`.
+    if let Some(start) = location.find("//") {
+        let authority_end = location[start + 2..]
+            .find('/')
+            .map_or(location.len(), |i| start + 2 + i);
+        if let Some(at) = location[start + 2..authority_end].rfind('@') {
+            kept.push_str(&location[..start + 2]);
+            location = &location[start + 2 + at + 1..];
+        }
+    }
+    kept.push_str(location);
+    if kept.is_empty() {
+        return None;
+    }
+    let scrubbed = inner.scrub(Bytes::from(kept), own_secrets);
+    let text = String::from_utf8_lossy(&scrubbed);
+    Some(match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.into_owned(),
+    })
 }
 
 fn is_event_stream(headers: &HeaderMap) -> bool {
