@@ -204,7 +204,11 @@ fn tls_advice(err: &rustls::Error) -> Option<&'static str> {
 /// A connection that failed once it was open, before (`sent == false`) or after the request
 /// was written.
 fn connection_failed(err: hyper::Error, sent: bool, context: String) -> Error {
-    let message = if sent {
+    let message = if err.is_parse() || err.is_parse_status() {
+        // What hyper could not parse (a bad status line, a header, a head too large) is the
+        // source's text.
+        format!("{context}: the server's response could not be read as HTTP/1.1")
+    } else if sent {
         format!("{context}: the connection failed before a response arrived")
     } else {
         format!("{context}: the connection closed before the request was sent")

@@ -88,12 +88,16 @@ async fn a_redirect_is_an_error_and_the_target_sees_no_connection() {
         "307 Temporary Redirect",
         "308 Permanent Redirect",
     ] {
+        // A password and a signed query in the Location.
+        let location = format!(
+            "{}/chat/completions?sig=query-secret#part",
+            target
+                .url
+                .replacen("http://", "http://user:url-password@", 1)
+        );
         let redirect = Raw::start(
-            format!(
-                "HTTP/1.1 {status}\r\nlocation: {}/chat/completions\r\ncontent-length: 0\r\n\r\n",
-                target.url
-            )
-            .into_bytes(),
+            format!("HTTP/1.1 {status}\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n")
+                .into_bytes(),
         )
         .await;
         let result = tokio::time::timeout(
@@ -114,9 +118,62 @@ async fn a_redirect_is_an_error_and_the_target_sees_no_connection() {
             "{error}"
         );
         assert_eq!(redirect.connections(), 1);
+        // The message says where it points, without the URL's secrets.
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!(
+                "redirected to {}/chat/completions (redirects are not followed",
+                target.url
+            )),
+            "{message}"
+        );
+        for secret in ["url-password", "query-secret", "#part"] {
+            assert!(!message.contains(secret), "{message}");
+        }
     }
     // Whatever the transport does with a 3xx, it never takes the bearer to the Location.
     assert_eq!(target.connections(), 0, "the redirect was followed");
+
+    // A server that puts the client's key in the Location gets it scrubbed from the message.
+    let echo = Raw::start(
+        b"HTTP/1.1 302 Found\r\nlocation: /v1/sk-raw-redirect-secret/chat\r\ncontent-length: 0\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
+    let error = Transport::builder()
+        .base_url(&echo.url)
+        .api_key("sk-raw-redirect-secret")
+        .build()
+        .unwrap()
+        .send(chat())
+        .await
+        .expect_err("a redirect is not a success");
+    let message = error.to_string();
+    assert!(message.contains("redirected to /v1/"), "{message}");
+    assert!(!message.contains("sk-raw-redirect-secret"), "{message}");
+}
+
+/// A response that is no HTTP (a server of another protocol on the port, a broken proxy) is
+/// said to be one, with hyper's reason: not "the connection failed".
+#[tokio::test]
+async fn a_response_that_is_no_http_says_so() {
+    for (response, reason) in [
+        (&b"SSH-2.0-OpenSSH_9.2\r\n\r\n"[..], "invalid HTTP version"),
+        (b"HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n", "status"),
+        (b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", "header"),
+    ] {
+        let raw = Raw::start(response.to_vec()).await;
+        let error = tokio::time::timeout(BOUND, transport(&raw.url).send(chat()))
+            .await
+            .expect("the request ends")
+            .expect_err("no HTTP is no success");
+        assert_eq!(error.kind(), volley_core::ErrorKind::Connection, "{error}");
+        let report = error.report().to_string();
+        assert!(
+            report.contains("could not be read as HTTP/1.1") && report.contains(reason),
+            "{report}"
+        );
+    }
 }
 
 #[tokio::test]
