@@ -231,6 +231,9 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let terminal = std::io::IsTerminal::is_terminal(&stdout);
     let mut finish_reason = None;
     let mut refusal = String::new();
+    // Whether the reply held a choice at all: a gateway that filtered the answer out may send
+    // a 200 without one, which would otherwise print an empty line and succeed.
+    let mut any_choice = false;
     if args.stream {
         let mut chunks = client.chat_stream(request).await?;
         let mut usage = None;
@@ -242,6 +245,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
                 stdout.write_all(answer_text(text, terminal).as_bytes())?;
                 stdout.flush()?;
             }
+            any_choice |= !chunk.choices.is_empty();
             for choice in &chunk.choices {
                 if let Some(r) = &choice.delta.refusal
                     && refusal.len() < MAX_REFUSAL_BYTES
@@ -271,6 +275,7 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
         let reply = client.chat(&request).await?;
         let text = reply.text().unwrap_or_default();
         writeln!(stdout, "{}", answer_text(text, terminal))?;
+        any_choice = !reply.choices.is_empty();
         if let Some(choice) = reply.choices.first() {
             finish_reason.clone_from(&choice.finish_reason);
             if let Some(r) = &choice.message.refusal {
@@ -293,6 +298,9 @@ pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
     }
     if !refusal.is_empty() {
         bail!("the model refused: {}", shown_refusal(&refusal));
+    }
+    if !any_choice {
+        bail!("the reply held no choice: the server sent no answer");
     }
     match finish_reason.as_deref() {
         Some("length") => say!("volley: the reply was cut at the token limit"),

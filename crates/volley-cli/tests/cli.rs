@@ -105,6 +105,38 @@ fn chat_to_a_local_server_needs_no_key() {
     }
 }
 
+/// A 200 that holds no choice (a gateway that filtered the answer out) fails, streamed or
+/// not: it printed an empty line and exited 0, as an empty answer would.
+#[test]
+fn chat_fails_on_a_reply_without_a_choice() {
+    use volley_testkit::raw;
+    let runtime = volley_testkit::process::server_runtime(1);
+    let whole = runtime.block_on(raw::serve(|_| {
+        let body = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[]}"#;
+        raw::json_response("200 OK", &[], body)
+    }));
+    let streamed = runtime.block_on(raw::serve(|_| {
+        let body = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[]}\n\ndata: [DONE]\n\n";
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }));
+    for (port, stream) in [(whole, false), (streamed, true)] {
+        let mut cmd = volley();
+        cmd.args(["chat", "--max-retries", "0", "--base-url"])
+            .arg(format!("http://127.0.0.1:{port}/v1"));
+        if stream {
+            cmd.arg("--stream");
+        }
+        let out = cmd.arg("hi").output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "stream {stream}: {stderr}");
+        assert!(stderr.contains("the reply held no choice"), "{stderr}");
+    }
+}
+
 /// `--timeout` bounds a streamed reply whole, not only to its first chunk: a server that
 /// stalls after it fails the call within the timeout (here 1 s, the stall 60 s) instead of
 /// holding it for the idle limit (120 s) or until the server goes on. The text that came
