@@ -74,11 +74,13 @@ pub(crate) struct Reporter {
 
 impl Reporter {
     /// Starts drawing `progress` as `mode` says; `limit`, when given, reads the adaptive
-    /// concurrency limit in force, shown next to the lines in progress.
+    /// concurrency limit in force, shown next to the lines in progress; `pause` what is left
+    /// of a pause the provider's 429s started, shown while it holds.
     pub(crate) fn start(
         progress: Arc<Progress>,
         mode: Mode,
         limit: Option<LimitSource>,
+        pause: PauseSource,
     ) -> Reporter {
         let (stop, stopped) = watch::channel(false);
         let bar = (mode == Mode::Bar).then(|| {
@@ -88,9 +90,13 @@ impl Reporter {
         });
         let task = match mode {
             Mode::Quiet => None,
-            Mode::Bar | Mode::Lines => {
-                Some(tokio::spawn(tick(progress, limit, bar.clone(), stopped)))
-            }
+            Mode::Bar | Mode::Lines => Some(tokio::spawn(tick(
+                progress,
+                limit,
+                pause,
+                bar.clone(),
+                stopped,
+            ))),
         };
         Reporter { bar, stop, task }
     }
@@ -117,9 +123,13 @@ impl Reporter {
 /// Reads the adaptive concurrency limit in force.
 pub(crate) type LimitSource = Box<dyn Fn() -> usize + Send + Sync>;
 
+/// Reads what is left of a pause the provider's 429s started (`Client::rate_limit_pause`).
+pub(crate) type PauseSource = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
+
 async fn tick(
     progress: Arc<Progress>,
     limit: Option<LimitSource>,
+    pause: PauseSource,
     bar: Option<ProgressBar>,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -139,6 +149,7 @@ async fn tick(
         let now = Instant::now();
         let mut view = View::of(&progress.snapshot());
         view.limit = limit.as_ref().map(|read| read() as u64);
+        view.paused = pause();
         let per_sec = Rates {
             lines: rate.update(now, view.done_this_run),
             requests: requests.update(now, view.answered),
@@ -187,6 +198,8 @@ struct View {
     in_flight: u64,
     /// The adaptive concurrency limit in force, when the limit adapts.
     limit: Option<u64>,
+    /// What is left of a pause the provider's 429s started: nothing is sent meanwhile.
+    paused: Option<Duration>,
     /// Attempts beyond the first of each request (a lower bound while running).
     retries: u64,
     /// Lines that failed or were invalid.
@@ -203,6 +216,7 @@ impl View {
             total: s.total_lines,
             in_flight: s.in_flight,
             limit: None,
+            paused: None,
             retries: s.retries,
             errors: s.failed + s.invalid,
         }
@@ -223,10 +237,18 @@ impl View {
         let limit = self.limit.map_or_else(String::new, |limit| {
             format!(", at most {limit} sent at once")
         });
+        // Rounded up: a pause is shown while it holds, never as "0s".
+        let paused = self.paused.map_or_else(String::new, |left| {
+            let left = Duration::from_secs(left.as_secs_f64().ceil() as u64);
+            format!(
+                " · sending paused by the provider's 429s, {} left",
+                clock(left)
+            )
+        });
         // Lines whose outcome is pending: sent, or waiting for a slot, the rate limits or a
         // retry; with an adaptive limit, how many of them may be sent at once.
         format!(
-            "{:.0} req/s · {} in progress{limit} · {} retries · {} errors · ETA {}",
+            "{:.0} req/s · {} in progress{limit}{paused} · {} retries · {} errors · ETA {}",
             per_sec.requests,
             self.in_flight,
             self.retries,
@@ -373,6 +395,7 @@ mod tests {
             total,
             in_flight,
             limit: None,
+            paused: None,
             retries: 0,
             errors: failed,
         }
@@ -455,6 +478,14 @@ mod tests {
             view.line(both(25.0))
                 .contains("16 in progress, at most 24 sent at once · 3 retries"),
             "the adaptive limit is shown next to the lines in progress"
+        );
+        view.limit = None;
+        view.paused = Some(Duration::from_millis(44_200));
+        assert!(
+            view.line(both(0.0)).contains(
+                "16 in progress · sending paused by the provider's 429s, 45s left · 3 retries"
+            ),
+            "a 429's pause is shown while it holds, rounded up"
         );
         let line = snapshot(None, 0, 7, 0, 1).line(both(0.0));
         assert!(line.starts_with("7 done, 0 req/s"), "{line}");

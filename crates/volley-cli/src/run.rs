@@ -306,6 +306,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let client = client.clone();
             Box::new(move || client.concurrency_limit()) as crate::progress::LimitSource
         });
+    // A 429's pause, while it holds, for the progress line.
+    let pause: crate::progress::PauseSource = {
+        let client = client.clone();
+        Box::new(move || client.rate_limit_pause())
+    };
     // Per-endpoint counts for the summary, with several endpoints.
     let endpoints = client.clone();
     let runner = BatchRunner::new(client, input, options);
@@ -321,7 +326,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let progress = runner.progress();
-    let reporter = Reporter::start(progress.clone(), mode, limit);
+    let reporter = Reporter::start(progress.clone(), mode, limit, pause);
     let signal = Arc::new(AtomicU8::new(0));
     let (shutdown, abort) = on_signals(reporter.printer(), grace, args.quiet, signal.clone());
     let result = runner.run_with_abort(shutdown, abort).await;

@@ -56,6 +56,8 @@ pub struct Client {
     /// learned a token limit, and until its first answer (requests held by the slow start
     /// reserve under the limit that answer teaches).
     learning: Arc<[crate::rate_limit::SlotLimiter]>,
+    /// Every rate limiter (one per endpoint that has one), for [`Client::rate_limit_pause`].
+    limiters: Arc<[crate::rate_limit::SlotLimiter]>,
     /// The concurrency limit's layer, to tell its limit.
     concurrency: Either<ConcurrencyLimitLayer, AdaptiveConcurrencyLimitLayer>,
     /// The balancer, with several endpoints: its per-endpoint counts.
@@ -507,6 +509,18 @@ impl Client {
         self.learning
             .first()
             .map_or((None, None), crate::rate_limit::learned_limits)
+    }
+
+    /// How long a pause the provider's 429s started still holds every send (their
+    /// `Retry-After`, or the limiter's own pause), or `None` when no pause is in force; with
+    /// several endpoints, the longest. For a progress display: while a pause holds, requests
+    /// wait for it and nothing is sent. The in-process limiter's only: a shared limiter's
+    /// pause is kept in Redis, and is `None` here.
+    pub fn rate_limit_pause(&self) -> Option<Duration> {
+        self.limiters
+            .iter()
+            .filter_map(crate::rate_limit::paused_for)
+            .max()
     }
 
     /// Each endpoint's counts and circuit-breaker state, when the client has two or more
@@ -1406,23 +1420,28 @@ impl ClientBuilder {
                 },
             )?)
         };
-        let (transport, rate_limit, estimate_tokens, learning) = match &balanced {
+        let (transport, rate_limit, estimate_tokens, learning, limiters) = match &balanced {
             Some(balanced) => (
                 balanced.first.clone(),
                 None,
                 balanced.estimate_tokens,
                 Arc::from(balanced.learning.as_slice()),
+                Arc::from(balanced.limiters.as_slice()),
             ),
             None => {
                 let transport = self.transport.build()?;
                 let (rate_limit, estimate_tokens) = self.rate_limit.into_layer()?;
-                let learning: Arc<[SlotLimiter]> = rate_limit
+                let limiters: Arc<[SlotLimiter]> = rate_limit
                     .as_ref()
                     .map(|layer| layer.limiter().clone())
-                    .filter(volley_middleware::rate_limit::RateLimiter::learns)
                     .into_iter()
                     .collect();
-                (transport, rate_limit, estimate_tokens, learning)
+                let learning: Arc<[SlotLimiter]> = limiters
+                    .iter()
+                    .filter(|l| volley_middleware::rate_limit::RateLimiter::learns(*l))
+                    .cloned()
+                    .collect();
+                (transport, rate_limit, estimate_tokens, learning, limiters)
             }
         };
         let cache = match self.cache {
@@ -1505,6 +1524,7 @@ impl ClientBuilder {
             cache_stats: cache.map(CacheHandle),
             estimate_tokens,
             learning,
+            limiters,
             concurrency,
             scrubber,
             others,

@@ -50,6 +50,22 @@ pub(crate) fn learned_limits(limiter: &SlotLimiter) -> (Option<u64>, Option<u64>
     }
 }
 
+/// How long a 429's pause still holds a limiter's sends; the in-process limiter's only.
+#[cfg(not(feature = "redis"))]
+pub(crate) fn paused_for(limiter: &SlotLimiter) -> Option<std::time::Duration> {
+    limiter.paused_for()
+}
+
+/// How long a 429's pause still holds a limiter's sends; the in-process limiter's only (a
+/// shared limiter's pause is kept in Redis).
+#[cfg(feature = "redis")]
+pub(crate) fn paused_for(limiter: &SlotLimiter) -> Option<std::time::Duration> {
+    match limiter {
+        SlotLimiter::Local(limiter) => limiter.paused_for(),
+        SlotLimiter::Redis(_) => None,
+    }
+}
+
 /// What the builder was told about rate limits.
 #[derive(Clone, Default)]
 pub(crate) enum RateLimitSetting {

@@ -1597,3 +1597,27 @@ async fn a_reply_that_is_no_json_says_what_it_is() {
         "{text}"
     );
 }
+
+/// What is left of a pause a 429 started is known while it holds (for a progress display):
+/// none before it, about the `Retry-After` the 429 asked for after it.
+#[tokio::test]
+async fn a_429_s_pause_is_known_while_it_holds() {
+    let port = volley_testkit::raw::serve(|_| {
+        let body = r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#;
+        volley_testkit::raw::json_response("429 Too Many Requests", &["retry-after: 30".into()], body)
+    })
+    .await;
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .retries(0)
+        .build()
+        .unwrap();
+    assert_eq!(client.rate_limit_pause(), None);
+    let err = client.chat(&request("hello")).await.expect_err("a 429");
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+    let left = client.rate_limit_pause().expect("a pause holds");
+    assert!(
+        left > Duration::from_secs(20) && left <= Duration::from_secs(30),
+        "{left:?}"
+    );
+}

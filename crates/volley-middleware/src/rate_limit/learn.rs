@@ -261,6 +261,36 @@ mod tests {
         assert!(done_after(&mut next, Duration::from_millis(201)).await);
     }
 
+    /// How long a 429's pause still holds the sends, for a progress display: none before it,
+    /// what is left of it while it holds, none after its end.
+    #[tokio::test(start_paused = true)]
+    async fn the_pause_left_is_known() {
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        limiter.acquire(id(), ONE).await.unwrap();
+        limiter.observe(&Observation::default());
+        assert_eq!(limiter.paused_for(), None);
+        limiter.observe(&Observation {
+            rate_limited: true,
+            retry_after: Some(Duration::from_secs(30)),
+            ..Observation::default()
+        });
+        assert_eq!(limiter.paused_for(), Some(Duration::from_secs(30)));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(limiter.paused_for(), Some(Duration::from_secs(20)));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(limiter.paused_for(), None);
+        // Per model: the longest pause of any model's.
+        let limiter = LocalLimiter::new(Limits::auto()).unwrap();
+        let model = limiter.for_model("gpt-4o-mini");
+        model.acquire(id(), ONE).await.unwrap();
+        model.observe(&Observation {
+            rate_limited: true,
+            retry_after: Some(Duration::from_secs(5)),
+            ..Observation::default()
+        });
+        assert_eq!(limiter.paused_for(), Some(Duration::from_secs(5)));
+    }
+
     /// A request the limiter would hold past its caller's deadline fails at once, unsent, as
     /// rate-limited with the wait it would have had, and gives its place back; a request
     /// already waiting when a pause pushes it past its deadline does the same. One that can

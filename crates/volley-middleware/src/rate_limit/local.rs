@@ -221,6 +221,25 @@ impl LocalLimiter {
     pub fn limits(&self) -> &Limits {
         &self.shared.limits
     }
+
+    /// How long the pause a 429 started still holds every send (its `Retry-After`, or the
+    /// limiter's own pause), or `None` when no pause is in force; with limits per model, the
+    /// longest any model's. What a progress display shows while nothing goes.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let left = |shared: &Shared| {
+            let until = shared.lock().paused_until;
+            until.checked_sub(shared.now()).filter(|&left| left > 0)
+        };
+        let models =
+            self.shared.models.as_ref().and_then(|models| {
+                models.with_each(|all| all.filter_map(|l| left(&l.shared)).max())
+            });
+        models
+            .into_iter()
+            .chain(left(&self.shared))
+            .max()
+            .map(Duration::from_nanos)
+    }
 }
 
 impl RateLimiter for LocalLimiter {
