@@ -52,12 +52,9 @@ pub struct Client {
     cache_stats: Option<CacheHandle>,
     /// Whether requests need a token estimate: only a tokens-per-minute limit reads it.
     estimate_tokens: bool,
-    /// The rate limiter, when it learns limits: requests need a token estimate once it has
-    /// learned a token limit, and until its first answer (requests held by the slow start
-    /// reserve under the limit that answer teaches).
-    learning: Arc<[crate::rate_limit::SlotLimiter]>,
-    /// Every rate limiter (one per endpoint that has one), for [`Client::rate_limit_pause`].
-    limiters: Arc<[crate::rate_limit::SlotLimiter]>,
+    /// The rate limiters, those that learn limits apart; one `Arc` for both lists, as a
+    /// client is cloned per request by `fan_out`.
+    limiters: Arc<Limiters>,
     /// The concurrency limit's layer, to tell its limit.
     concurrency: Either<ConcurrencyLimitLayer, AdaptiveConcurrencyLimitLayer>,
     /// The balancer, with several endpoints: its per-endpoint counts.
@@ -73,6 +70,16 @@ pub struct Client {
     dialect: Dialect,
     /// The caps of the streams' SSE decoder ([`ClientBuilder::sse_limits`]).
     sse_limits: volley_core::sse::Limits,
+}
+
+/// A client's rate limiters.
+struct Limiters {
+    /// Those that learn limits: requests need a token estimate once one has learned a token
+    /// limit, and until its first answer (requests held by the slow start reserve under the
+    /// limit that answer teaches).
+    learning: Vec<crate::rate_limit::SlotLimiter>,
+    /// All of them.
+    all: Vec<crate::rate_limit::SlotLimiter>,
 }
 
 #[derive(Clone)]
@@ -431,7 +438,12 @@ impl Client {
     /// read it (it scans the whole prompt).
     pub(crate) fn estimate(&self, estimate: impl FnOnce() -> u32) -> u32 {
         // Any endpoint's: a request may go to any of them.
-        let learned = || self.learning.iter().any(crate::rate_limit::learned_tokens);
+        let learned = || {
+            self.limiters
+                .learning
+                .iter()
+                .any(crate::rate_limit::learned_tokens)
+        };
         if self.estimate_tokens || learned() {
             estimate()
         } else {
@@ -506,7 +518,8 @@ impl Client {
     /// minute: `(requests, tokens)`, each `None` until learned, or when it was given or turned
     /// off (see [`ClientBuilder::rpm`]). With several endpoints, the first learning one's.
     pub fn learned_rate_limits(&self) -> (Option<u64>, Option<u64>) {
-        self.learning
+        self.limiters
+            .learning
             .first()
             .map_or((None, None), crate::rate_limit::learned_limits)
     }
@@ -518,6 +531,7 @@ impl Client {
     /// pause is kept in Redis, and is `None` here.
     pub fn rate_limit_pause(&self) -> Option<Duration> {
         self.limiters
+            .all
             .iter()
             .filter_map(crate::rate_limit::paused_for)
             .max()
@@ -1420,28 +1434,31 @@ impl ClientBuilder {
                 },
             )?)
         };
-        let (transport, rate_limit, estimate_tokens, learning, limiters) = match &balanced {
+        let (transport, rate_limit, estimate_tokens, limiters) = match &balanced {
             Some(balanced) => (
                 balanced.first.clone(),
                 None,
                 balanced.estimate_tokens,
-                Arc::from(balanced.learning.as_slice()),
-                Arc::from(balanced.limiters.as_slice()),
+                Limiters {
+                    learning: balanced.learning.clone(),
+                    all: balanced.limiters.clone(),
+                },
             ),
             None => {
                 let transport = self.transport.build()?;
                 let (rate_limit, estimate_tokens) = self.rate_limit.into_layer()?;
-                let limiters: Arc<[SlotLimiter]> = rate_limit
+                let all: Vec<SlotLimiter> = rate_limit
                     .as_ref()
                     .map(|layer| layer.limiter().clone())
                     .into_iter()
                     .collect();
-                let learning: Arc<[SlotLimiter]> = limiters
+                let learning = all
                     .iter()
                     .filter(|l| volley_middleware::rate_limit::RateLimiter::learns(*l))
                     .cloned()
                     .collect();
-                (transport, rate_limit, estimate_tokens, learning, limiters)
+                let limiters = Limiters { learning, all };
+                (transport, rate_limit, estimate_tokens, limiters)
             }
         };
         let cache = match self.cache {
@@ -1523,8 +1540,7 @@ impl ClientBuilder {
             stream_options_refused: Arc::new(AtomicBool::new(false)),
             cache_stats: cache.map(CacheHandle),
             estimate_tokens,
-            learning,
-            limiters,
+            limiters: Arc::new(limiters),
             concurrency,
             scrubber,
             others,
