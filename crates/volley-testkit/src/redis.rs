@@ -100,6 +100,10 @@ pub struct RedisServer {
     /// Its working directory (`--dir`), where a replica writes what it synced: its own, under
     /// the system's temporary directory, removed when dropped.
     dir: std::path::PathBuf,
+    /// While it is killed: its port, bound and not listening, so that connecting is refused
+    /// as it is to a server that is down, and no outgoing connection takes the port as its
+    /// own before [`restart`](Self::restart) (which would keep the server from starting).
+    held: Option<socket2::Socket>,
 }
 
 impl RedisServer {
@@ -188,6 +192,7 @@ impl RedisServer {
             tls,
             args,
             dir,
+            held: None,
         }
     }
 
@@ -250,6 +255,8 @@ impl RedisServer {
             command.args(["--requirepass", password]);
         }
         command.arg("--dir").arg(&self.dir).args(&self.args);
+        // The port is let go just before the server binds it.
+        self.held = None;
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("starting {binary}: {e} (set REDIS_SERVER)"));
@@ -269,11 +276,13 @@ impl RedisServer {
         Ok(())
     }
 
-    /// Kills the server at once (SIGKILL): connections drop, nothing is saved.
+    /// Kills the server at once (SIGKILL): connections drop, nothing is saved. Its port is
+    /// held for [`restart`](Self::restart) meanwhile (connections to it are refused).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            self.held = hold(self.port);
         }
     }
 
@@ -302,6 +311,21 @@ impl Drop for RedisServer {
 }
 
 static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+/// `port` on loopback, bound without listening; `None` when it cannot be bound. Bound so, it
+/// is no outgoing connection's port (the kernel skips bound ports when it picks one). Without
+/// `SO_REUSEADDR` no listener can take it either, which the killed server's connections
+/// closing on it (`TIME_WAIT`) may forbid: then with it, as `redis-server` binds.
+fn hold(port: u16) -> Option<socket2::Socket> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    [false, true].into_iter().find_map(|reuse| {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+        socket.set_reuse_address(reuse).ok()?;
+        socket.bind(&address.into()).ok()?;
+        Some(socket)
+    })
+}
 
 /// A loopback port free now (picked by the kernel and released for a server to take).
 fn free_port() -> u16 {
@@ -454,6 +478,22 @@ mod tests {
         let server = RedisServer::unstarted(0, None, None, Vec::new())
             .on_a_port(|| picks.pop().unwrap_or_else(free_port));
         assert_ne!(server.port(), taken_port);
+        assert!(server.answers());
+    }
+
+    /// While killed, the server's port is held, and refuses connections as a server that is
+    /// down does; the restart gets it back.
+    #[test]
+    fn a_killed_server_s_port_is_held_for_its_restart() {
+        let mut server = RedisServer::start(None);
+        let port = server.port();
+        server.kill();
+        assert!(server.held.is_some(), "the port was not held");
+        let refused = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        server.restart();
+        assert!(server.held.is_none());
+        assert_eq!(server.port(), port);
         assert!(server.answers());
     }
 }
