@@ -204,7 +204,7 @@ fn tls_advice(err: &rustls::Error) -> Option<&'static str> {
 /// A connection that failed once it was open, before (`sent == false`) or after the request
 /// was written.
 fn connection_failed(err: hyper::Error, sent: bool, context: String) -> Error {
-    let message = if err.is_parse() || err.is_parse_status() {
+    let message = if err.is_parse() {
         // What hyper could not parse (a bad status line, a header, a head too large) is the
         // source's text.
         format!("{context}: the server's response could not be read as HTTP/1.1")
@@ -233,7 +233,12 @@ fn from_http2(err: hyper_util::client::legacy::Error, context: String) -> Error 
     // Errors raised after a connection was checked out carry its `connect_info`; without it
     // the failure came before any request could be written (an HTTP/2 handshake, say).
     let canceled = !from_http2_sent(&err);
-    let message = if canceled {
+    // With HTTP/2 asked for over ALPN, an origin that did not pick it (or plain `http://`)
+    // is spoken to in HTTP/1.1 through the same pool.
+    let unparsable = find::<hyper::Error>(&err).is_some_and(hyper::Error::is_parse);
+    let message = if unparsable && !canceled {
+        format!("{context}: the server's response could not be read as HTTP/1.1")
+    } else if canceled {
         format!("{context}: the connection closed before the request was sent")
     } else if refused_stream(&err) {
         // The server reset the stream with REFUSED_STREAM, or named a last stream below it

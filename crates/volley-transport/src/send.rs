@@ -548,8 +548,15 @@ fn redirect_target(
     let end = location.find(['?', '#']).unwrap_or(location.len());
     let mut location = &location[..end];
     let mut kept = String::with_capacity(location.len());
-    // `scheme://user:password@host/...`: the authority ends at the first `/` after `//`.
-    if let Some(start) = location.find("//") {
+    // `scheme://user:password@host/...` or `//user@host/...`: an authority follows a `//`
+    // that opens the reference or ends a scheme, and ends at the next `/`. A `//` later in a
+    // path (`/v1//a@b`) opens none.
+    let scheme_end = location
+        .find(':')
+        .filter(|&colon| !location[..colon].contains('/'))
+        .map_or(0, |colon| colon + 1);
+    let opens_authority = location[scheme_end..].starts_with("//");
+    if let Some(start) = opens_authority.then_some(scheme_end) {
         let authority_end = location[start + 2..]
             .find('/')
             .map_or(location.len(), |i| start + 2 + i);

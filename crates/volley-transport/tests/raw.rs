@@ -151,6 +151,22 @@ async fn a_redirect_is_an_error_and_the_target_sees_no_connection() {
     let message = error.to_string();
     assert!(message.contains("redirected to /v1/"), "{message}");
     assert!(!message.contains("sk-raw-redirect-secret"), "{message}");
+
+    // A `//` inside a relative path opens no authority: the path is shown whole.
+    let relative = Raw::start(
+        b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /v1//a@b/chat\r\ncontent-length: 0\r\n\r\n"
+            .to_vec(),
+    )
+    .await;
+    let message = transport(&relative.url)
+        .send(chat())
+        .await
+        .expect_err("a redirect is not a success")
+        .to_string();
+    assert!(
+        message.contains("redirected to /v1//a@b/chat ("),
+        "{message}"
+    );
 }
 
 /// A response that is no HTTP (a server of another protocol on the port, a broken proxy) is
@@ -163,16 +179,24 @@ async fn a_response_that_is_no_http_says_so() {
         (b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n", "header"),
     ] {
         let raw = Raw::start(response.to_vec()).await;
-        let error = tokio::time::timeout(BOUND, transport(&raw.url).send(chat()))
-            .await
-            .expect("the request ends")
-            .expect_err("no HTTP is no success");
-        assert_eq!(error.kind(), volley_core::ErrorKind::Connection, "{error}");
-        let report = error.report().to_string();
-        assert!(
-            report.contains("could not be read as HTTP/1.1") && report.contains(reason),
-            "{report}"
-        );
+        // HTTP/2 offered: plain `http://` speaks HTTP/1.1 through hyper-util's pool.
+        for http2 in [false, true] {
+            let transport = Transport::builder()
+                .base_url(&raw.url)
+                .http2(http2)
+                .build()
+                .unwrap();
+            let error = tokio::time::timeout(BOUND, transport.send(chat()))
+                .await
+                .expect("the request ends")
+                .expect_err("no HTTP is no success");
+            assert_eq!(error.kind(), volley_core::ErrorKind::Connection, "{error}");
+            let report = error.report().to_string();
+            assert!(
+                report.contains("could not be read as HTTP/1.1") && report.contains(reason),
+                "http2 {http2}: {report}"
+            );
+        }
     }
 }
 
