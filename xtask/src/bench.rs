@@ -748,8 +748,18 @@ fn judge_s4(scenario: &Scenario) -> Vec<TargetCheck> {
             r.summary.cpu_us_per_chunk <= 10.0,
         ),
     ];
-    // The first round's run over warmed connections.
+    // The first round's run over warmed connections: its time to first token, and no stream
+    // lost (a figure of fewer streams would not be the same run's).
     if let Some(warm) = scenario.runs.get(1).filter(|_| spec.runs.len() > 1) {
+        let w = &warm.results.summary;
+        let expected = w.ok * spec.chunks_per_stream;
+        checks.push(check(
+            "content chunks received, connections warmed",
+            w.chunks as f64,
+            "",
+            format!("= {expected} (no chunk dropped)"),
+            w.chunks == expected && w.failed == 0,
+        ));
         checks.push(against_the_mock(
             "client TTFT p99, connections warmed",
             &warm.results,
@@ -1711,6 +1721,14 @@ mod tests {
         assert!(judge_s4(&s)[0].met);
         let warm = judge_s4(&s).pop().unwrap();
         assert_eq!((warm.value, warm.met), (20.0, false), "{warm:?}");
+        // A warm run that lost a stream is no warm figure.
+        let mut lossy = streams(14.0);
+        lossy.results.summary.failed = 1;
+        let s = scenario("S4", vec![streams(12.0), lossy], Vec::new());
+        let checks = judge_s4(&s);
+        let lost = &checks[checks.len() - 2];
+        assert_eq!(lost.figure, "content chunks received, connections warmed");
+        assert!(!lost.met, "{lost:?}");
     }
 
     #[test]

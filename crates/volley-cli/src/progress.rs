@@ -75,7 +75,7 @@ pub(crate) struct Reporter {
 impl Reporter {
     /// Starts drawing `progress` as `mode` says; `limit`, when given, reads the adaptive
     /// concurrency limit in force, shown next to the lines in progress; `pause` what is left
-    /// of a pause the provider's 429s started, shown while it holds.
+    /// of the longest rate-limit pause in force, shown while it holds.
     pub(crate) fn start(
         progress: Arc<Progress>,
         mode: Mode,
@@ -123,7 +123,7 @@ impl Reporter {
 /// Reads the adaptive concurrency limit in force.
 pub(crate) type LimitSource = Box<dyn Fn() -> usize + Send + Sync>;
 
-/// Reads what is left of a pause the provider's 429s started (`Client::rate_limit_pause`).
+/// Reads what is left of the longest rate-limit pause in force (`Client::rate_limit_pause`).
 pub(crate) type PauseSource = Box<dyn Fn() -> Option<Duration> + Send + Sync>;
 
 async fn tick(
@@ -198,7 +198,8 @@ struct View {
     in_flight: u64,
     /// The adaptive concurrency limit in force, when the limit adapts.
     limit: Option<u64>,
-    /// What is left of a pause the provider's 429s started: nothing is sent meanwhile.
+    /// What is left of the longest pause a rate limit (a 429's wait) started: the requests it
+    /// holds (all of them, but for other models' or other endpoints') are not sent meanwhile.
     paused: Option<Duration>,
     /// Attempts beyond the first of each request (a lower bound while running).
     retries: u64,
@@ -240,10 +241,7 @@ impl View {
         // Rounded up: a pause is shown while it holds, never as "0s".
         let paused = self.paused.map_or_else(String::new, |left| {
             let left = Duration::from_secs(left.as_secs_f64().ceil() as u64);
-            format!(
-                " · sending paused by the provider's 429s, {} left",
-                clock(left)
-            )
+            format!(" · a rate-limit pause holds, {} left", clock(left))
         });
         // Lines whose outcome is pending: sent, or waiting for a slot, the rate limits or a
         // retry; with an adaptive limit, how many of them may be sent at once.
@@ -482,9 +480,8 @@ mod tests {
         view.limit = None;
         view.paused = Some(Duration::from_millis(44_200));
         assert!(
-            view.line(both(0.0)).contains(
-                "16 in progress · sending paused by the provider's 429s, 45s left · 3 retries"
-            ),
+            view.line(both(0.0))
+                .contains("16 in progress · a rate-limit pause holds, 45s left · 3 retries"),
             "a 429's pause is shown while it holds, rounded up"
         );
         let line = snapshot(None, 0, 7, 0, 1).line(both(0.0));

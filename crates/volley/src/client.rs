@@ -524,11 +524,12 @@ impl Client {
             .map_or((None, None), crate::rate_limit::learned_limits)
     }
 
-    /// How long a pause the provider's 429s started still holds every send (their
-    /// `Retry-After`, or the limiter's own pause), or `None` when no pause is in force; with
-    /// several endpoints, the longest. For a progress display: while a pause holds, requests
-    /// wait for it and nothing is sent. The in-process limiter's only: a shared limiter's
-    /// pause is kept in Redis, and is `None` here.
+    /// How long the longest pause a rate limit started still holds (the wait a 429, or a 529
+    /// or overload error, asked for), or `None` when no pause is in force. For a progress
+    /// display: the requests a pause holds are not sent until it ends. With limits learned
+    /// per model (the default) a pause holds its model's requests only, and with several
+    /// endpoints its endpoint's. The in-process limiter's only: a shared limiter's pause is
+    /// kept in Redis, and is `None` here.
     pub fn rate_limit_pause(&self) -> Option<Duration> {
         self.limiters
             .all

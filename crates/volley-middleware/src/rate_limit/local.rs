@@ -222,9 +222,11 @@ impl LocalLimiter {
         &self.shared.limits
     }
 
-    /// How long the pause a 429 started still holds every send (its `Retry-After`, or the
-    /// limiter's own pause), or `None` when no pause is in force; with limits per model, the
-    /// longest any model's. What a progress display shows while nothing goes.
+    /// How long the pause a rate-limited answer started (the wait a 429 asked for) still
+    /// holds this limiter's sends, or `None` when no pause is in force; with limits learned
+    /// per model, the longest of any model's (which holds that model's sends only). Sends it
+    /// held may still go up to a fifth of it later, spread out, when nothing else paces them.
+    /// For a progress display.
     pub fn paused_for(&self) -> Option<Duration> {
         let left = |shared: &Shared| {
             let until = shared.lock().paused_until;
