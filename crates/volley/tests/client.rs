@@ -19,9 +19,14 @@ async fn gateway_answering_502_with_a_200() -> Client {
         volley_testkit::raw::json_response("200 OK", &[], body)
     })
     .await;
+    raw_client(port, 0)
+}
+
+/// A client of the raw server on `port`, with `retries`.
+fn raw_client(port: u16, retries: u32) -> Client {
     Client::builder()
         .base_url(format!("http://127.0.0.1:{port}/v1"))
-        .retries(0)
+        .retries(retries)
         .build()
         .unwrap()
 }
@@ -448,11 +453,7 @@ async fn a_request_s_own_key_is_taken_out_of_an_error_event() {
         volley_testkit::raw::event_stream_response(&body)
     })
     .await;
-    let client = Client::builder()
-        .base_url(format!("http://127.0.0.1:{port}/v1"))
-        .retries(1)
-        .build()
-        .unwrap();
+    let client = raw_client(port, 1);
     let mut body = serde_json::to_value(request("hello")).unwrap();
     body["stream"] = serde_json::Value::Bool(true);
     let raw = volley::core::Request::post_json("/chat/completions", &body)
@@ -485,11 +486,7 @@ async fn a_llama_cpp_error_line_ends_the_stream_with_its_message() {
         Duration::from_millis(100),
     )
     .await;
-    let client = Client::builder()
-        .base_url(format!("http://127.0.0.1:{port}/v1"))
-        .retries(0)
-        .build()
-        .unwrap();
+    let client = raw_client(port, 0);
     let outcome = tokio::time::timeout(Duration::from_secs(30), async {
         let mut stream = client.chat_stream(without_usage(request("hi"))).await?;
         let first = stream.next().await.expect("a first chunk")?;
@@ -510,11 +507,7 @@ async fn a_llama_cpp_error_line_ends_the_stream_with_its_message() {
         volley_testkit::raw::event_stream_response(&format!("{ERROR}\n\n"))
     })
     .await;
-    let client = Client::builder()
-        .base_url(format!("http://127.0.0.1:{port}/v1"))
-        .retries(1)
-        .build()
-        .unwrap();
+    let client = raw_client(port, 1);
     let err = tokio::time::timeout(Duration::from_secs(30), client.chat_stream(request("hi")))
         .await
         .expect("the call ends")
@@ -1607,11 +1600,7 @@ async fn a_429_s_pause_is_known_while_it_holds() {
         volley_testkit::raw::json_response("429 Too Many Requests", &["retry-after: 30".into()], body)
     })
     .await;
-    let client = Client::builder()
-        .base_url(format!("http://127.0.0.1:{port}/v1"))
-        .retries(0)
-        .build()
-        .unwrap();
+    let client = raw_client(port, 0);
     assert_eq!(client.rate_limit_pause(), None);
     let err = client.chat(&request("hello")).await.expect_err("a 429");
     assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
