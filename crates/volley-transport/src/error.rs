@@ -205,9 +205,7 @@ fn tls_advice(err: &rustls::Error) -> Option<&'static str> {
 /// was written.
 fn connection_failed(err: hyper::Error, sent: bool, context: String) -> Error {
     let message = if err.is_parse() {
-        // What hyper could not parse (a bad status line, a header, a head too large) is the
-        // source's text.
-        format!("{context}: the server's response could not be read as HTTP/1.1")
+        not_http(&context)
     } else if sent {
         format!("{context}: the connection failed before a response arrived")
     } else {
@@ -216,6 +214,12 @@ fn connection_failed(err: hyper::Error, sent: bool, context: String) -> Error {
     Error::new(ErrorKind::Connection, message)
         .with_request_sent(sent)
         .with_source(err)
+}
+
+/// The message of a response hyper could not parse; what it could not (a bad status line, a
+/// header, a head too large) is the source's text.
+fn not_http(context: &str) -> String {
+    format!("{context}: the server's response could not be read as HTTP/1.1")
 }
 
 /// An error from hyper-util's pool (the HTTP/2 configurations).
@@ -237,7 +241,7 @@ fn from_http2(err: hyper_util::client::legacy::Error, context: String) -> Error 
     // is spoken to in HTTP/1.1 through the same pool.
     let unparsable = find::<hyper::Error>(&err).is_some_and(hyper::Error::is_parse);
     let message = if unparsable && !canceled {
-        format!("{context}: the server's response could not be read as HTTP/1.1")
+        not_http(&context)
     } else if canceled {
         format!("{context}: the connection closed before the request was sent")
     } else if refused_stream(&err) {

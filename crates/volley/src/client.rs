@@ -1435,33 +1435,30 @@ impl ClientBuilder {
                 },
             )?)
         };
-        let (transport, rate_limit, estimate_tokens, limiters) = match &balanced {
+        let (transport, rate_limit, estimate_tokens, all) = match &balanced {
             Some(balanced) => (
                 balanced.first.clone(),
                 None,
                 balanced.estimate_tokens,
-                Limiters {
-                    learning: balanced.learning.clone(),
-                    all: balanced.limiters.clone(),
-                },
+                balanced.limiters.clone(),
             ),
             None => {
                 let transport = self.transport.build()?;
                 let (rate_limit, estimate_tokens) = self.rate_limit.into_layer()?;
-                let all: Vec<SlotLimiter> = rate_limit
+                let all = rate_limit
                     .as_ref()
                     .map(|layer| layer.limiter().clone())
                     .into_iter()
                     .collect();
-                let learning = all
-                    .iter()
-                    .filter(|l| volley_middleware::rate_limit::RateLimiter::learns(*l))
-                    .cloned()
-                    .collect();
-                let limiters = Limiters { learning, all };
-                (transport, rate_limit, estimate_tokens, limiters)
+                (transport, rate_limit, estimate_tokens, all)
             }
         };
+        let learning = all
+            .iter()
+            .filter(|l| volley_middleware::rate_limit::RateLimiter::learns(*l))
+            .cloned()
+            .collect();
+        let limiters = Limiters { learning, all };
         let cache = match self.cache {
             None => None,
             Some(setting) => {

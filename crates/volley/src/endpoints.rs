@@ -284,9 +284,7 @@ pub(crate) struct Balanced {
     pub(crate) others: std::sync::Arc<[Transport]>,
     /// Whether any endpoint's limiter counts tokens.
     pub(crate) estimate_tokens: bool,
-    /// The limiters of the endpoints that learn limits, in order.
-    pub(crate) learning: Vec<SlotLimiter>,
-    /// Every endpoint's limiter, in order, for the pauses they are in.
+    /// Every endpoint's limiter, in order.
     pub(crate) limiters: Vec<SlotLimiter>,
     /// Whether the endpoints' rate limiters differ (not one ready-made limiter all inherit):
     /// a request one of them held back may go through another's at once.
@@ -312,7 +310,6 @@ pub(crate) fn build(endpoints: Vec<Endpoint>, inherited: Inherited<'_>) -> Resul
     let mut first = None;
     let mut others = Vec::new();
     let mut estimate_tokens = false;
-    let mut learning = Vec::new();
     let mut limiters = Vec::new();
     // Endpoints with a limiter of their own (one built for each from limits, or given to the
     // endpoint), and whether any inherits the client's ready-made limiter (one for all).
@@ -350,12 +347,6 @@ pub(crate) fn build(endpoints: Vec<Endpoint>, inherited: Inherited<'_>) -> Resul
         let (rate_limit, counts_tokens) = setting.into_layer().map_err(context)?;
         estimate_tokens |= counts_tokens;
         limiters.extend(rate_limit.as_ref().map(|layer| layer.limiter().clone()));
-        learning.extend(
-            rate_limit
-                .as_ref()
-                .map(|layer| layer.limiter().clone())
-                .filter(volley_middleware::rate_limit::RateLimiter::learns),
-        );
         if endpoint.concurrency == Some(0) {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -398,7 +389,6 @@ pub(crate) fn build(endpoints: Vec<Endpoint>, inherited: Inherited<'_>) -> Resul
         first,
         others: others.into(),
         estimate_tokens,
-        learning,
         limiters,
         separate_limiters: own_limiters + usize::from(inherit_one) > 1,
     })
